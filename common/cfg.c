@@ -1,0 +1,188 @@
+/* Config key tables: parse, range-check and store scalar values. */
+#include "zn_common.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "zinc/config.h"
+
+void zn_cfg_defaults(const struct zn_cfg_section *sec, void *obj)
+{
+	memset(obj, 0, sec->struct_size);
+	for (size_t i = 0; i < sec->nkeys; i++) {
+		const struct zn_cfg_key *k = &sec->keys[i];
+		/* Defaults come from the table and are parsed like user input;
+		 * a bad default is a bug caught by the unit tests. */
+		if (k->def)
+			zn_cfg_set(sec, obj, k->name, k->def);
+	}
+}
+
+const struct zn_cfg_key *zn_cfg_find(const struct zn_cfg_section *sec, const char *name)
+{
+	for (size_t i = 0; i < sec->nkeys; i++) {
+		const struct zn_cfg_key *k = &sec->keys[i];
+		if (strcmp(k->name, name) == 0 || (k->alias && strcmp(k->alias, name) == 0))
+			return k;
+	}
+	return NULL;
+}
+
+const struct zn_cfg_key *zn_cfg_nearest(const struct zn_cfg_section *sec, const char *name)
+{
+	const struct zn_cfg_key *best = NULL;
+	unsigned best_d = ~0u;
+
+	for (size_t i = 0; i < sec->nkeys; i++) {
+		unsigned d = zn_edit_distance(name, sec->keys[i].name);
+		if (d < best_d) {
+			best_d = d;
+			best = &sec->keys[i];
+		}
+	}
+	/* Close enough to be a typo: at most a third of the name wrong. */
+	if (best && best_d <= ZN_MAX(2u, (unsigned)strlen(name) / 3))
+		return best;
+	return NULL;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+	static const char *const yes[] = { "true", "yes", "on", "1" };
+	static const char *const no[] = { "false", "no", "off", "0" };
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(yes); i++) {
+		if (strcasecmp(v, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(v, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int range_error(const struct zn_cfg_section *sec, const struct zn_cfg_key *k,
+		       const char *value)
+{
+	if (k->max >= 1e300)
+		return zn_error(-EINVAL, "%s.%s: %s is out of range: it must be at least %.17g",
+				sec->name, k->name, value, k->min);
+	return zn_error(-EINVAL, "%s.%s: %s is out of range: it must be between %.17g and %.17g",
+			sec->name, k->name, value, k->min, k->max);
+}
+
+int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, const char *value)
+{
+	const struct zn_cfg_key *k = zn_cfg_find(sec, name);
+	uint8_t *field;
+
+	if (!k) {
+		const struct zn_cfg_key *near = zn_cfg_nearest(sec, name);
+		if (near)
+			return zn_error(-ENOENT, "%s: unknown key '%s'; did you mean '%s'?",
+					sec->name, name, near->name);
+		return zn_error(-ENOENT, "%s: unknown key '%s'; run `zinc config` for the valid keys",
+				sec->name, name);
+	}
+	field = (uint8_t *)obj + k->offset;
+
+	switch (k->type) {
+	case ZN_CFG_BOOL: {
+		bool b;
+		if (parse_bool(value, &b))
+			return zn_error(-EINVAL, "%s.%s: '%s' is not a boolean: use true or false",
+					sec->name, k->name, value);
+		*(bool *)field = b;
+		return 0;
+	}
+	case ZN_CFG_UINT:
+	case ZN_CFG_SIZE: {
+		uint64_t v;
+		int rc = zn_parse_size(value, &v);
+		bool suffix = false;
+		for (const char *c = value; *c; c++)
+			suffix |= isalpha((unsigned char)*c) && *c != 'e' && *c != 'E';
+		if (rc || (k->type == ZN_CFG_UINT && suffix))
+			return zn_error(-EINVAL, "%s.%s: '%s' is not %s", sec->name, k->name, value,
+					k->type == ZN_CFG_SIZE
+						? "a byte count (an integer, optionally with K, M or G)"
+						: "a non-negative integer");
+		if ((double)v < k->min || (double)v > k->max)
+			return range_error(sec, k, value);
+		if (k->size == sizeof(uint32_t)) {
+			if (v > UINT32_MAX)
+				return range_error(sec, k, value);
+			*(uint32_t *)field = (uint32_t)v;
+		} else {
+			*(uint64_t *)field = v;
+		}
+		return 0;
+	}
+	case ZN_CFG_DOUBLE: {
+		char *end;
+		errno = 0;
+		double d = strtod(value, &end);
+		if (end == value || *end || errno || !isfinite(d))
+			return zn_error(-EINVAL, "%s.%s: '%s' is not a number", sec->name, k->name,
+					value);
+		if (d < k->min || d > k->max)
+			return range_error(sec, k, value);
+		*(double *)field = d;
+		return 0;
+	}
+	case ZN_CFG_STRING:
+		if (strlen(value) >= k->size)
+			return zn_error(-EINVAL, "%s.%s: value is longer than %zu characters",
+					sec->name, k->name, k->size - 1);
+		memcpy(field, value, strlen(value) + 1);
+		return 0;
+	case ZN_CFG_ENUM: {
+		char list[256] = "";
+		for (int i = 0; k->choices[i]; i++) {
+			if (strcasecmp(value, k->choices[i]) == 0) {
+				*(int *)field = i;
+				return 0;
+			}
+			snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+				 i ? ", " : "", k->choices[i]);
+		}
+		return zn_error(-EINVAL, "%s.%s: '%s' is not one of: %s", sec->name, k->name,
+				value, list);
+	}
+	}
+	return zn_error(-EINVAL, "%s.%s: key has an unknown type", sec->name, k->name);
+}
+
+char *zn_cfg_format(const struct zn_cfg_key *k, const void *obj, char *buf, size_t len)
+{
+	const uint8_t *field = (const uint8_t *)obj + k->offset;
+
+	switch (k->type) {
+	case ZN_CFG_BOOL:
+		snprintf(buf, len, "%s", *(const bool *)field ? "true" : "false");
+		break;
+	case ZN_CFG_UINT:
+	case ZN_CFG_SIZE:
+		snprintf(buf, len, "%" PRIu64,
+			 k->size == sizeof(uint32_t) ? (uint64_t)*(const uint32_t *)field
+						     : *(const uint64_t *)field);
+		break;
+	case ZN_CFG_DOUBLE:
+		snprintf(buf, len, "%.17g", *(const double *)field);
+		break;
+	case ZN_CFG_STRING:
+		snprintf(buf, len, "%s", (const char *)field);
+		break;
+	case ZN_CFG_ENUM:
+		snprintf(buf, len, "%s", k->choices[*(const int *)field]);
+		break;
+	}
+	return buf;
+}

@@ -1,0 +1,650 @@
+/* The config file loader: YAML or JSON through libyaml's document API.
+ *
+ * The whole file is loaded as a node graph first (libyaml keeps each node's
+ * start mark), then walked: the top-level mapping, and inside it the
+ * sections zinc reads, whose scalar values go through zn_cfg_set.  Working
+ * on the graph rather than the event stream makes duplicate detection and
+ * "which key made validate() fail" lookups simple, and a config file is
+ * small.  Values are applied to a copy of the config, so a failed load
+ * leaves the caller's struct untouched.
+ */
+#include "zn_common.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "zinc/configfile.h"
+
+/* A config file is a few KiB; anything this large is a wrong path (or
+ * /dev/zero) and would only make libyaml build a huge graph. */
+#define MAX_FILE_BYTES (64u << 20)
+
+/* Where each section zinc reads lives in struct zn_config.  Adding a
+ * section is one line here plus the member in configfile.h. */
+struct section_binding {
+	const struct zn_cfg_section *sec;
+	size_t offset; /* offsetof(struct zn_config, member) */
+};
+
+static const struct section_binding sections[] = {
+	{ &zn_aio_config_section, offsetof(struct zn_config, aio) },
+};
+
+/* Top-level keys of DeepSpeed's config (docs/_pages/config-json.md and
+ * runtime/constants.py) that zinc accepts without using yet, so that a
+ * ds_config.json loads as it is.  Sorted (the tests check it); a key moves
+ * out of here when its section joins sections[] above. */
+static const char *const ignored_keys[] = {
+	"activation_checkpointing",
+	"amp",
+	"autotuning",
+	"bf16",
+	"bfloat16",
+	"checkpoint",
+	"comet",
+	"comms_logger",
+	"communication_data_type",
+	"compile",
+	"compression_training",
+	"csv_monitor",
+	"curriculum_learning",
+	"data_efficiency",
+	"data_types",
+	"dataloader_drop_last",
+	"disable_allgather",
+	"dump_state",
+	"eigenvalue",
+	"elasticity",
+	"flops_profiler",
+	"fp16",
+	"fp32_allreduce",
+	"gradient_accumulation_steps",
+	"gradient_clipping",
+	"gradient_predivide_factor",
+	"graph_harvesting",
+	"hybrid_engine",
+	"memory_breakdown",
+	"monitor_config",
+	"nebula",
+	"optimizer",
+	"pipeline",
+	"prescale_gradients",
+	"progressive_layer_drop",
+	"quantize_training",
+	"scheduler",
+	"seq_parallel_communication_data_type",
+	"sparse_attention",
+	"sparse_gradients",
+	"steps_per_print",
+	"tensor_parallel",
+	"tensorboard",
+	"timers",
+	"torch_autocast",
+	"train_batch_size",
+	"train_micro_batch_size_per_gpu",
+	"use_data_before_expert_parallelism",
+	"vocabulary_size",
+	"wall_clock_breakdown",
+	"wandb",
+	"weight_quantization",
+	"zero_allow_untested_optimizer",
+	"zero_force_ds_cpu_optimizer",
+	"zero_optimization",
+};
+
+/* One load in progress: what messages need to name positions. */
+struct loader {
+	const char *name;         /* file name for messages */
+	const unsigned char *text;
+	size_t len;
+	yaml_document_t *doc;
+};
+
+void zn_config_default(struct zn_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(sections); i++)
+		zn_cfg_defaults(sections[i].sec, (char *)cfg + sections[i].offset);
+}
+
+const struct zn_cfg_section *zn_config_section(size_t i)
+{
+	return i < ZN_ARRAY_SIZE(sections) ? sections[i].sec : NULL;
+}
+
+void *zn_config_section_data(struct zn_config *cfg, const struct zn_cfg_section *sec)
+{
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(sections); i++)
+		if (sections[i].sec == sec)
+			return (char *)cfg + sections[i].offset;
+	return NULL;
+}
+
+const char *zn_config_ignored_key(size_t i)
+{
+	return i < ZN_ARRAY_SIZE(ignored_keys) ? ignored_keys[i] : NULL;
+}
+
+/* Set the last error to "NAME:LINE:COL: message" and return `err`.
+ * libyaml's marks are 0-based; editors and compilers count from 1. */
+ZN_PRINTF(4, 5)
+static int fail_at(const struct loader *ld, const yaml_mark_t *m, int err, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return zn_error(err, "%s:%zu:%zu: %s", ld->name, m->line + 1, m->column + 1, msg);
+}
+
+static const char *kind_name(const yaml_node_t *n)
+{
+	switch (n->type) {
+	case YAML_SCALAR_NODE:
+		return "a scalar";
+	case YAML_SEQUENCE_NODE:
+		return "a sequence";
+	case YAML_MAPPING_NODE:
+		return "a mapping";
+	case YAML_NO_NODE:
+		break;
+	}
+	return "nothing";
+}
+
+static const char *scalar_text(const yaml_node_t *n)
+{
+	return (const char *)n->data.scalar.value;
+}
+
+/* A plain null (`~`, `null`, or nothing at all).  libyaml's loader tags every
+ * scalar !!str, so YAML's null has to be recognised by its spelling; a
+ * quoted "null" stays a string. */
+static bool is_null(const yaml_node_t *n)
+{
+	static const char *const nulls[] = { "", "~", "null", "Null", "NULL" };
+
+	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(nulls); i++)
+		if (strcmp(scalar_text(n), nulls[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Scalars are handed on as C strings; a "\0" escape inside one would
+ * silently cut it short (turning "queue_depth\0x" into queue_depth). */
+static int check_no_nul(const struct loader *ld, const yaml_node_t *n, const char *what)
+{
+	if (strlen(scalar_text(n)) != n->data.scalar.length)
+		return fail_at(ld, &n->start_mark, -EINVAL, "%s contains a NUL character", what);
+	return 0;
+}
+
+/* Report a libyaml reader, scanner, parser or composer error. */
+static int syntax_error(const struct loader *ld, const yaml_parser_t *p)
+{
+	if (p->error == YAML_MEMORY_ERROR)
+		return zn_error(-ENOMEM, "%s: out of memory while parsing", ld->name);
+
+	if (p->error == YAML_READER_ERROR) {
+		/* Encoding errors carry a byte offset, not a mark: count the
+		 * lines up to it ourselves. */
+		yaml_mark_t m = { 0 };
+		size_t end = ZN_MIN(p->problem_offset, ld->len);
+
+		for (size_t i = 0; i < end; i++) {
+			if (ld->text[i] == '\n') {
+				m.line++;
+				m.column = 0;
+			} else {
+				m.column++;
+			}
+		}
+		if (p->problem_value != -1)
+			return fail_at(ld, &m, -EINVAL, "%s (#x%X)", p->problem,
+				       (unsigned)p->problem_value);
+		return fail_at(ld, &m, -EINVAL, "%s", p->problem);
+	}
+
+	if (p->context)
+		return fail_at(ld, &p->problem_mark, -EINVAL, "syntax error: %s (%s at %zu:%zu)",
+			       p->problem ? p->problem : "unknown problem", p->context,
+			       p->context_mark.line + 1, p->context_mark.column + 1);
+	return fail_at(ld, &p->problem_mark, -EINVAL, "syntax error: %s",
+		       p->problem ? p->problem : "unknown problem");
+}
+
+struct key_ref {
+	const yaml_node_t *key;
+	size_t order; /* position of the pair in its mapping */
+};
+
+static bool same_key(const struct key_ref *a, const struct key_ref *b)
+{
+	return a->key->data.scalar.length == b->key->data.scalar.length &&
+	       memcmp(a->key->data.scalar.value, b->key->data.scalar.value,
+		      a->key->data.scalar.length) == 0;
+}
+
+/* By text, then by position, so repeats end up adjacent and in file order. */
+static int key_ref_cmp(const void *pa, const void *pb)
+{
+	const struct key_ref *a = pa, *b = pb;
+	size_t la = a->key->data.scalar.length, lb = b->key->data.scalar.length;
+	int c;
+
+	if (la != lb)
+		return la < lb ? -1 : 1;
+	c = memcmp(a->key->data.scalar.value, b->key->data.scalar.value, la);
+	if (c)
+		return c;
+	return a->order < b->order ? -1 : a->order > b->order;
+}
+
+/* DeepSpeed refuses a ds_config.json with a repeated key at any depth
+ * (dict_raise_error_on_duplicate_keys); so does zinc, rather than letting
+ * the last one win silently.  Every mapping node of the document is checked,
+ * those zinc ignores included.  Sorting keeps a huge mapping from costing
+ * quadratic time. */
+static int check_duplicates(const struct loader *ld)
+{
+	yaml_document_t *doc = ld->doc;
+
+	for (yaml_node_t *n = doc->nodes.start; n < doc->nodes.top; n++) {
+		const struct key_ref *dup = NULL, *first = NULL;
+		yaml_node_pair_t *pairs;
+		size_t npairs, nkeys = 0;
+		struct key_ref *refs;
+		int rc = 0;
+
+		if (n->type != YAML_MAPPING_NODE)
+			continue;
+		pairs = n->data.mapping.pairs.start;
+		npairs = (size_t)(n->data.mapping.pairs.top - pairs);
+		if (npairs < 2)
+			continue;
+		refs = calloc(npairs, sizeof(*refs));
+		if (!refs)
+			return zn_error(-ENOMEM, "%s: out of memory checking for duplicate keys",
+					ld->name);
+		for (size_t i = 0; i < npairs; i++) {
+			const yaml_node_t *k = yaml_document_get_node(doc, pairs[i].key);
+			/* Complex keys are refused where zinc reads the mapping. */
+			if (k && k->type == YAML_SCALAR_NODE)
+				refs[nkeys++] = (struct key_ref){ k, i };
+		}
+		qsort(refs, nkeys, sizeof(*refs), key_ref_cmp);
+		/* refs[i] is a second occurrence when it equals refs[i - 1] but
+		 * refs[i - 2] is another key; of those, report the earliest. */
+		for (size_t i = 1; i < nkeys; i++) {
+			if (!same_key(&refs[i], &refs[i - 1]))
+				continue;
+			if (i >= 2 && same_key(&refs[i - 1], &refs[i - 2]))
+				continue;
+			if (!dup || refs[i].order < dup->order) {
+				dup = &refs[i];
+				first = &refs[i - 1];
+			}
+		}
+		if (dup)
+			rc = fail_at(ld, &dup->key->start_mark, -EINVAL,
+				     "duplicate key '%s' (first given at line %zu); remove one",
+				     scalar_text(dup->key), first->key->start_mark.line + 1);
+		free(refs);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static const struct section_binding *find_section(const char *name)
+{
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(sections); i++)
+		if (strcmp(sections[i].sec->name, name) == 0)
+			return &sections[i];
+	return NULL;
+}
+
+static bool is_ignored_key(const char *name)
+{
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(ignored_keys); i++)
+		if (strcmp(ignored_keys[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* The known top-level key nearest to `name`, with the threshold
+ * zn_cfg_nearest uses: at most a third of the name wrong. */
+static const char *nearest_top_level(const char *name)
+{
+	const char *best = NULL;
+	unsigned best_d = ~0u;
+
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(sections) + ZN_ARRAY_SIZE(ignored_keys); i++) {
+		const char *cand = i < ZN_ARRAY_SIZE(sections)
+					   ? sections[i].sec->name
+					   : ignored_keys[i - ZN_ARRAY_SIZE(sections)];
+		unsigned d = zn_edit_distance(name, cand);
+		if (d < best_d) {
+			best_d = d;
+			best = cand;
+		}
+	}
+	if (best && best_d <= ZN_MAX(2u, (unsigned)strlen(name) / 3))
+		return best;
+	return NULL;
+}
+
+/* The pair of `map` whose key names table key `k` (by name or alias). */
+static const yaml_node_pair_t *pair_for_key(const struct loader *ld, const yaml_node_t *map,
+					    const struct zn_cfg_section *sec,
+					    const struct zn_cfg_key *k)
+{
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+	     p++) {
+		const yaml_node_t *key = yaml_document_get_node(ld->doc, p->key);
+		if (key && key->type == YAML_SCALAR_NODE && zn_cfg_find(sec, scalar_text(key)) == k)
+			return p;
+	}
+	return NULL;
+}
+
+/* validate() reports a key as "section.key: ..." (the convention of every
+ * section table); point at that key's value when the file set it, else at
+ * the section itself. */
+static const yaml_mark_t *validate_mark(const struct loader *ld, const struct zn_cfg_section *sec,
+					const yaml_node_t *key_node, const yaml_node_t *map)
+{
+	const char *msg = zn_last_error();
+	size_t nlen = strlen(sec->name), klen = 0;
+	char kname[64];
+
+	if (strncmp(msg, sec->name, nlen) == 0 && msg[nlen] == '.') {
+		const char *s = msg + nlen + 1;
+		while ((isalnum((unsigned char)s[klen]) || s[klen] == '_') &&
+		       klen + 1 < sizeof(kname))
+			klen++;
+		memcpy(kname, s, klen);
+		kname[klen] = '\0';
+		const struct zn_cfg_key *k = zn_cfg_find(sec, kname);
+		const yaml_node_pair_t *p = k ? pair_for_key(ld, map, sec, k) : NULL;
+		if (p)
+			return &yaml_document_get_node(ld->doc, p->value)->start_mark;
+	}
+	return &key_node->start_mark;
+}
+
+/* Apply one section's mapping to `obj`, then run the section's checks. */
+static int load_section(const struct loader *ld, const struct zn_cfg_section *sec, void *obj,
+			const yaml_node_t *key_node, const yaml_node_t *map)
+{
+	yaml_node_pair_t *pairs;
+	size_t npairs;
+	int rc;
+
+	if (is_null(map))
+		return 0; /* "aio:" with nothing under it: all defaults */
+	if (map->type != YAML_MAPPING_NODE)
+		return fail_at(ld, &map->start_mark, -EINVAL,
+			       "%s: expected a mapping of keys (like 'queue_depth: 8'), found %s",
+			       sec->name, kind_name(map));
+
+	pairs = map->data.mapping.pairs.start;
+	npairs = (size_t)(map->data.mapping.pairs.top - pairs);
+	for (size_t i = 0; i < npairs; i++) {
+		const yaml_node_t *key = yaml_document_get_node(ld->doc, pairs[i].key);
+		const yaml_node_t *val = yaml_document_get_node(ld->doc, pairs[i].value);
+		const struct zn_cfg_key *k;
+		const char *name, *text;
+
+		if (key->type != YAML_SCALAR_NODE)
+			return fail_at(ld, &key->start_mark, -EINVAL,
+				       "%s: keys must be scalars, found %s", sec->name,
+				       kind_name(key));
+		rc = check_no_nul(ld, key, "key");
+		if (rc)
+			return rc;
+		name = scalar_text(key);
+		k = zn_cfg_find(sec, name);
+		if (!k) {
+			/* zn_cfg_set words the "did you mean" message. */
+			rc = zn_cfg_set(sec, obj, name, "");
+			return fail_at(ld, &key->start_mark, rc ? rc : -ENOENT, "%s",
+				       zn_last_error());
+		}
+		/* A key and its alias both given: the same field twice. */
+		for (size_t j = 0; j < i; j++) {
+			const yaml_node_t *prev = yaml_document_get_node(ld->doc, pairs[j].key);
+			if (zn_cfg_find(sec, scalar_text(prev)) == k)
+				return fail_at(ld, &key->start_mark, -EINVAL,
+					       "%s.%s: set twice, as '%s' (line %zu) and as '%s'; "
+					       "keep one",
+					       sec->name, k->name, scalar_text(prev),
+					       prev->start_mark.line + 1, name);
+		}
+		if (is_null(val))
+			continue; /* `key: ~` keeps the default */
+		if (val->type != YAML_SCALAR_NODE)
+			return fail_at(ld, &val->start_mark, -EINVAL,
+				       "%s.%s: expected a single value, found %s", sec->name,
+				       k->name, kind_name(val));
+		rc = check_no_nul(ld, val, "value");
+		if (rc)
+			return rc;
+		text = scalar_text(val);
+		rc = zn_cfg_set(sec, obj, name, text);
+		if (rc && strcmp(text, "auto") == 0)
+			/* Hugging Face's Trainer fills "auto" in before
+			 * DeepSpeed sees the file; nothing does that here. */
+			return fail_at(ld, &val->start_mark, rc,
+				       "%s ('auto' is resolved by the Hugging Face integration, "
+				       "not by DeepSpeed or zinc: give a value)",
+				       zn_last_error());
+		if (rc)
+			return fail_at(ld, &val->start_mark, rc, "%s", zn_last_error());
+	}
+
+	if (sec->validate) {
+		rc = sec->validate(obj);
+		if (rc)
+			return fail_at(ld, validate_mark(ld, sec, key_node, map), rc, "%s",
+				       zn_last_error());
+	}
+	return 0;
+}
+
+static int load_root(const struct loader *ld, struct zn_config *cfg)
+{
+	const yaml_node_t *root = yaml_document_get_root_node(ld->doc);
+	yaml_node_pair_t *pairs;
+	size_t npairs;
+	int rc;
+
+	/* An empty file (or one holding only comments) sets nothing. */
+	if (!root || is_null(root))
+		return 0;
+	if (root->type != YAML_MAPPING_NODE)
+		return fail_at(ld, &root->start_mark, -EINVAL,
+			       "the top level must be a mapping of sections (like 'aio:'), "
+			       "found %s",
+			       kind_name(root));
+
+	pairs = root->data.mapping.pairs.start;
+	npairs = (size_t)(root->data.mapping.pairs.top - pairs);
+	for (size_t i = 0; i < npairs; i++) {
+		const yaml_node_t *key = yaml_document_get_node(ld->doc, pairs[i].key);
+		const yaml_node_t *val = yaml_document_get_node(ld->doc, pairs[i].value);
+		const struct section_binding *b;
+		const char *name, *near;
+		size_t line = key->start_mark.line + 1, col = key->start_mark.column + 1;
+
+		if (key->type != YAML_SCALAR_NODE)
+			return fail_at(ld, &key->start_mark, -EINVAL,
+				       "top-level keys must be scalars, found %s", kind_name(key));
+		rc = check_no_nul(ld, key, "key");
+		if (rc)
+			return rc;
+		name = scalar_text(key);
+
+		b = find_section(name);
+		if (b) {
+			rc = load_section(ld, b->sec, (char *)cfg + b->offset, key, val);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (is_ignored_key(name)) {
+			zn_info("%s:%zu:%zu: '%s' is not used by zinc yet", ld->name, line, col,
+				name);
+			continue;
+		}
+		/* Unknown here may be known to a newer DeepSpeed: warn, go on. */
+		near = nearest_top_level(name);
+		if (near)
+			zn_warn("%s:%zu:%zu: unknown top-level key '%s' is ignored; "
+				"did you mean '%s'?",
+				ld->name, line, col, name, near);
+		else
+			zn_warn("%s:%zu:%zu: unknown top-level key '%s' is ignored; "
+				"run `zinc config` for the keys zinc reads",
+				ld->name, line, col, name);
+	}
+	return 0;
+}
+
+int zn_config_load_string(const char *text, size_t len, const char *name, struct zn_config *out)
+{
+	struct loader ld = { .name = name ? name : "<string>", .len = len };
+	yaml_parser_t parser;
+	yaml_document_t doc, extra;
+	struct zn_config cfg;
+	int rc;
+
+	if (!text && len)
+		return zn_error(-EINVAL, "%s: no text given for %zu bytes", ld.name, len);
+	/* libyaml asserts on a NULL input even when it is empty. */
+	ld.text = (const unsigned char *)(text ? text : "");
+	if (!yaml_parser_initialize(&parser))
+		return zn_error(-ENOMEM, "%s: out of memory creating the YAML parser", ld.name);
+	yaml_parser_set_input_string(&parser, ld.text, len);
+
+	if (!yaml_parser_load(&parser, &doc)) {
+		/* yaml_parser_load frees the partial document itself. */
+		rc = syntax_error(&ld, &parser);
+		yaml_parser_delete(&parser);
+		return rc;
+	}
+	ld.doc = &doc;
+
+	/* One config per file: a second document ("---") would otherwise be
+	 * ignored without a word. */
+	if (!yaml_parser_load(&parser, &extra)) {
+		rc = syntax_error(&ld, &parser);
+	} else {
+		const yaml_node_t *r = yaml_document_get_root_node(&extra);
+		rc = 0;
+		if (r)
+			rc = fail_at(&ld, &r->start_mark, -EINVAL,
+				     "a second YAML document; a config file holds exactly one");
+		yaml_document_delete(&extra);
+	}
+
+	if (!rc)
+		rc = check_duplicates(&ld);
+	if (!rc) {
+		zn_config_default(&cfg);
+		rc = load_root(&ld, &cfg);
+	}
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	if (!rc)
+		*out = cfg;
+	return rc;
+}
+
+/* Read a whole file into a malloc'd buffer. */
+static int read_file(const char *path, char **buf_out, size_t *len_out)
+{
+	size_t cap = 16384, len = 0;
+	struct stat st;
+	char *buf;
+	int fd, err;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		err = errno;
+		return zn_error(-err, "cannot open config file %s: %s", path, strerror(err));
+	}
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		close(fd);
+		return zn_error(-EISDIR, "config file %s is a directory", path);
+	}
+	buf = malloc(cap);
+	if (!buf) {
+		close(fd);
+		return zn_error(-ENOMEM, "out of memory reading config file %s", path);
+	}
+	for (;;) {
+		ssize_t n;
+
+		if (len == cap) {
+			char *bigger;
+			if (cap >= MAX_FILE_BYTES) {
+				free(buf);
+				close(fd);
+				return zn_error(-EFBIG, "config file %s is larger than %u MiB; "
+							"is it the right file?",
+						path, MAX_FILE_BYTES >> 20);
+			}
+			bigger = realloc(buf, cap * 2);
+			if (!bigger) {
+				free(buf);
+				close(fd);
+				return zn_error(-ENOMEM, "out of memory reading config file %s",
+						path);
+			}
+			buf = bigger;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			err = errno;
+			free(buf);
+			close(fd);
+			return zn_error(-err, "cannot read config file %s: %s", path,
+					strerror(err));
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	*buf_out = buf;
+	*len_out = len;
+	return 0;
+}
+
+int zn_config_load_file(const char *path, struct zn_config *out)
+{
+	char *buf;
+	size_t len;
+	int rc;
+
+	rc = read_file(path, &buf, &len);
+	if (rc)
+		return rc;
+	rc = zn_config_load_string(buf, len, path, out);
+	free(buf);
+	return rc;
+}

@@ -1,0 +1,138 @@
+#include "testutil.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "zinc/common.h"
+
+static char scratch[4096];
+
+static int mkdir_p(const char *path)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p == '/') {
+			*p = 0;
+			mkdir(tmp, 0755);
+			*p = '/';
+		}
+	}
+	return mkdir(tmp, 0755) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+const char *tu_scratch_dir(void)
+{
+	if (scratch[0])
+		return scratch;
+	const char *base = getenv("ZINC_TEST_DIR");
+	char parent[4000];
+	snprintf(parent, sizeof(parent), "%s", base && *base ? base : "zinc-test-scratch");
+	if (mkdir_p(parent) != 0) {
+		fprintf(stderr, "# cannot create %s: %s\n", parent, strerror(errno));
+		abort();
+	}
+	snprintf(scratch, sizeof(scratch), "%s/t.XXXXXX", parent);
+	if (!mkdtemp(scratch)) {
+		fprintf(stderr, "# mkdtemp in %s: %s\n", parent, strerror(errno));
+		abort();
+	}
+	return scratch;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+void tu_scratch_cleanup(void)
+{
+	if (scratch[0])
+		nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	scratch[0] = 0;
+}
+
+const char *tu_path(const char *name)
+{
+	static char bufs[8][4096];
+	static int next;
+	char *b = bufs[next++ % 8];
+	snprintf(b, sizeof(bufs[0]), "%s/%s", tu_scratch_dir(), name);
+	return b;
+}
+
+uint64_t tu_rand(uint64_t *s)
+{
+	uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+void tu_fill_random(void *buf, size_t len, uint64_t seed)
+{
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+	uint8_t *p = buf;
+	size_t i = 0;
+	for (; i + 8 <= len; i += 8) {
+		uint64_t v = tu_rand(&s);
+		memcpy(p + i, &v, 8);
+	}
+	for (; i < len; i++)
+		p[i] = (uint8_t)tu_rand(&s);
+}
+
+#define MAX_LOG 256
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	int level;
+	char msg[512];
+} logs[MAX_LOG];
+static int nlogs;
+
+static void capture(enum zn_log_level level, const char *msg, void *user)
+{
+	(void)user;
+	pthread_mutex_lock(&log_lock);
+	if (nlogs < MAX_LOG) {
+		logs[nlogs].level = (int)level;
+		snprintf(logs[nlogs].msg, sizeof(logs[0].msg), "%s", msg);
+		nlogs++;
+	}
+	pthread_mutex_unlock(&log_lock);
+}
+
+void tu_log_capture_start(void)
+{
+	pthread_mutex_lock(&log_lock);
+	nlogs = 0;
+	pthread_mutex_unlock(&log_lock);
+	zn_log_set_sink(capture, NULL, ZN_LOG_DEBUG);
+}
+
+int tu_log_count(int level, const char *needle)
+{
+	int n = 0;
+	pthread_mutex_lock(&log_lock);
+	for (int i = 0; i < nlogs; i++)
+		if (logs[i].level == level && (!needle || strstr(logs[i].msg, needle)))
+			n++;
+	pthread_mutex_unlock(&log_lock);
+	return n;
+}
+
+void tu_log_capture_stop(void)
+{
+	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
+}

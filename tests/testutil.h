@@ -1,0 +1,29 @@
+/* Helpers shared by the C tests. */
+#ifndef ZN_TESTUTIL_H
+#define ZN_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+/* A fresh directory under $ZINC_TEST_DIR (or the working directory) for
+ * this test program; removed with everything in it by tu_scratch_cleanup.
+ * Returns its path (static storage). */
+const char *tu_scratch_dir(void);
+void tu_scratch_cleanup(void);
+/* Path of `name` inside the scratch directory (static rotating storage). */
+const char *tu_path(const char *name);
+
+/* Deterministic pseudo-random bytes (xorshift64*) from `seed`. */
+void tu_fill_random(void *buf, size_t len, uint64_t seed);
+uint64_t tu_rand(uint64_t *state);
+
+/* Messages the library logged while a capture was active. */
+void tu_log_capture_start(void);
+/* Count of captured messages at `level` containing `needle` (NULL: any). */
+int tu_log_count(int level, const char *needle);
+void tu_log_capture_stop(void);
+
+#endif

@@ -1,0 +1,9 @@
+/* The zinc command's subcommands.  Each returns the process exit status:
+ * 0 success, 1 a runtime failure, 2 bad usage or bad input. */
+#ifndef ZN_TOOLS_COMMANDS_H
+#define ZN_TOOLS_COMMANDS_H
+
+int cmd_nvme_bench(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+
+#endif
