@@ -31,6 +31,8 @@ int zn_parse_size(const char *text, uint64_t *out)
 			return -EINVAL;
 		v = (unsigned long long)d;
 	}
+	while (isspace((unsigned char)*end))
+		end++;
 	unsigned shift = 0;
 	switch (toupper((unsigned char)*end)) {
 	case 'K': shift = 10; break;

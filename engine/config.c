@@ -395,7 +395,8 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 		return 0; /* "aio:" with nothing under it: all defaults */
 	if (map->type != YAML_MAPPING_NODE)
 		return fail_at(ld, &map->start_mark, -EINVAL,
-			       "%s: expected a mapping of keys (like 'queue_depth: 8'), found %s",
+			       "%s: expected a mapping of its keys (`zinc config` lists them), "
+			       "found %s",
 			       sec->name, kind_name(map));
 
 	pairs = map->data.mapping.pairs.start;
@@ -637,8 +638,8 @@ static int read_file(const char *path, char **buf_out, size_t *len_out)
 
 int zn_config_load_file(const char *path, struct zn_config *out)
 {
-	char *buf;
-	size_t len;
+	char *buf = NULL;
+	size_t len = 0;
 	int rc;
 
 	rc = read_file(path, &buf, &len);

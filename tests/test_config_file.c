@@ -354,7 +354,7 @@ static void test_syntax_errors(void **state)
 	assert_non_null(strstr(zn_last_error(), "while parsing a flow sequence at 2:16"));
 
 	/* A JSON file missing a comma between two members. */
-	assert_int_equal(load("{\n  \"aio\": {\n    \"queue_depth\": 8\n"
+	assert_int_equal(load("{\n  \"aio\": {\n    \"queue_depth\": \"8\"\n"
 			      "    \"block_size\": 4096\n  }\n}\n",
 			      &cfg),
 			 -EINVAL);
@@ -384,6 +384,10 @@ static void test_missing_file(void **state)
 	assert_int_equal(zn_config_load_file(path, &cfg), -ENOENT);
 	assert_non_null(strstr(zn_last_error(), path));
 	assert_non_null(strstr(zn_last_error(), "No such file or directory"));
+
+	/* A wrong path to an endless file stops at the size limit. */
+	assert_int_equal(zn_config_load_file("/dev/zero", &cfg), -EFBIG);
+	assert_non_null(strstr(zn_last_error(), "/dev/zero"));
 
 	/* A directory is not a config file either. */
 	char *slash = strrchr(path, '/');

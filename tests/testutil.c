@@ -11,7 +11,7 @@
 
 #include "zinc/common.h"
 
-static char scratch[4096];
+static char scratch[3072];
 
 static int mkdir_p(const char *path)
 {
@@ -32,7 +32,7 @@ const char *tu_scratch_dir(void)
 	if (scratch[0])
 		return scratch;
 	const char *base = getenv("ZINC_TEST_DIR");
-	char parent[4000];
+	char parent[3000];
 	snprintf(parent, sizeof(parent), "%s", base && *base ? base : "zinc-test-scratch");
 	if (mkdir_p(parent) != 0) {
 		fprintf(stderr, "# cannot create %s: %s\n", parent, strerror(errno));
