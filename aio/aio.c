@@ -18,6 +18,7 @@
 #include "aio_internal.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -665,7 +666,13 @@ struct zn_aio *zn_aio_create(const struct zn_aio_config *cfg)
 			goto fail;
 		}
 		pthread_mutex_init(&r->lock, NULL);
+		/* Worker threads block every signal, so the application's
+		 * handlers always run on its own threads. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
 		rc = pthread_create(&r->thread, NULL, ring_main, r);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		if (rc) {
 			close(r->efd);
 			pthread_mutex_destroy(&r->lock);

@@ -47,6 +47,10 @@ void *zn_hostmem_alloc(size_t bytes, unsigned flags)
 		if (madvise(p, len, MADV_HUGEPAGE) != 0)
 			zn_debug("madvise(MADV_HUGEPAGE) failed: %s", strerror(errno));
 	}
+	if (flags & ZN_HOSTMEM_NOHUGE) {
+		if (madvise(p, len, MADV_NOHUGEPAGE) != 0)
+			zn_debug("madvise(MADV_NOHUGEPAGE) failed: %s", strerror(errno));
+	}
 	if (flags & ZN_HOSTMEM_PREFAULT) {
 		if (madvise(p, len, MADV_POPULATE_WRITE) != 0) {
 			/* Older kernel: touch one byte per 4 KiB page. */

@@ -43,7 +43,7 @@ struct bench {
 	unsigned th[MAXL], nth;
 	bool rw[RW_COUNT];
 	unsigned loops;
-	bool json, no_fixed, sqpoll, single_submit, no_overlap;
+	bool json, no_fixed, sqpoll, single_submit, no_overlap, no_huge;
 
 	/* run time */
 	char fname[PATH_MAX];
@@ -219,6 +219,7 @@ FLAG(no_fixed)
 FLAG(sqpoll)
 FLAG(single_submit)
 FLAG(no_overlap)
+FLAG(no_huge)
 
 static const struct opt options[] = {
 	{ "path", "DIR", NULL, "directory on the disk to measure (a scratch file is made there)",
@@ -239,6 +240,8 @@ static const struct opt options[] = {
 	  set_single_submit },
 	{ "no-overlap-events", NULL, NULL, "submit in whole batches (aio.overlap_events: false)",
 	  set_no_overlap },
+	{ "no-huge-pages", NULL, NULL, "I/O buffers on 4 KiB pages (to compare with tools that "
+	  "use malloc)", set_no_huge },
 };
 
 /* ---- the run --------------------------------------------------------------- */
@@ -697,7 +700,8 @@ int cmd_nvme_bench(int argc, char **argv)
 			b.delete_file = false;
 
 		b.buflen = need;
-		b.buf = zn_hostmem_alloc(need, ZN_HOSTMEM_HUGE | ZN_HOSTMEM_PREFAULT);
+		b.buf = zn_hostmem_alloc(need, ZN_HOSTMEM_PREFAULT |
+						(b.no_huge ? ZN_HOSTMEM_NOHUGE : ZN_HOSTMEM_HUGE));
 		if (!b.buf) {
 			fprintf(stderr, "zinc nvme-bench: %s\n", zn_last_error());
 			cleanup(&b);
@@ -719,6 +723,8 @@ int cmd_nvme_bench(int argc, char **argv)
 		    (!existed || b.delete_file)) {
 			struct result dummy;
 			rc = run_setting(&b, RW_WRITE, max_bs, 8, 1, &dummy, 0, 0, false);
+			if (rc == -EINTR || interrupted)
+				goto interrupted;
 			if (rc)
 				goto fail;
 		}

@@ -23,6 +23,7 @@ enum zn_hostmem_flags {
 	ZN_HOSTMEM_HUGE = 1u << 0,     /* ask for transparent huge pages (madvise) */
 	ZN_HOSTMEM_PREFAULT = 1u << 1, /* fault every page in now, not on first touch */
 	ZN_HOSTMEM_LOCK = 1u << 2,     /* mlock; failure is a warning, not an error */
+	ZN_HOSTMEM_NOHUGE = 1u << 3,   /* refuse huge pages even with THP "always" */
 };
 
 #define ZN_HOSTMEM_ALIGN ((size_t)2 << 20) /* bytes */
