@@ -89,7 +89,6 @@ struct ring {
 	struct io_uring uring;
 	struct piece *q_head, *q_tail;   /* pieces waiting for an SQE */
 	unsigned inflight;               /* piece SQEs submitted, not reaped */
-	unsigned prepared;               /* SQEs prepared, not submitted */
 
 	struct ring_stats stats;
 
@@ -118,6 +117,7 @@ struct zn_aio {
 		void *owner;          /* the buffer zn_aio_register_buffer was given */
 	} fix[ZN_AIO_MAX_FIXED_BUFS];
 
+	unsigned fix_hi;          /* slots [0, fix_hi) may be in use */
 	bool fixed_files_ok;      /* every ring has a sparse file table */
 	pthread_mutex_t file_slot_lock;
 	uint8_t file_slot_used[ZN_AIO_MAX_FIXED_FILES];
@@ -267,7 +267,6 @@ static bool arm_eventfd(struct ring *r)
 		return false;
 	io_uring_prep_read(sqe, r->efd, &r->efd_buf, sizeof(r->efd_buf), 0);
 	io_uring_sqe_set_data64(sqe, EFD_TAG);
-	r->prepared++;
 	return true;
 }
 
@@ -294,7 +293,6 @@ static bool prep_piece(struct ring *r, struct piece *p)
 		sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data(sqe, p);
 	p->t_submit = zn_now_ns();
-	r->prepared++;
 	r->inflight++;
 	return true;
 }
@@ -498,10 +496,8 @@ static void *ring_main(void *arg)
 				if (!prep_piece(r, p))
 					break; /* SQ full (sqpoll thread behind): next round */
 				q_pop(r);
-				if (single) {
+				if (single)
 					io_uring_submit(&r->uring);
-					r->prepared = 0;
-				}
 			}
 		}
 		if (!efd_armed)
@@ -516,8 +512,6 @@ static void *ring_main(void *arg)
 			zn_warn("io_uring ring %u failed: %s", r->idx, strerror(-rc));
 			fail_queued(r, rc);
 		}
-		if (rc >= 0)
-			r->prepared = 0;
 
 		struct io_uring_cqe *cqe;
 		unsigned head, seen = 0;
@@ -825,6 +819,7 @@ int zn_aio_register_buffer(struct zn_aio *aio, void *buf, size_t len)
 		aio->fix[first + i].len = iov[i].iov_len;
 		aio->fix[first + i].owner = buf;
 	}
+	aio->fix_hi = ZN_MAX(aio->fix_hi, first + count);
 	pthread_rwlock_unlock(&aio->fix_lock);
 out:
 	pthread_mutex_unlock(&aio->reg_lock);
@@ -862,7 +857,7 @@ int zn_aio_unregister_buffer(struct zn_aio *aio, void *buf)
 /* The fixed slot holding [p, p+len), or -1; caller holds fix_lock. */
 static int fixed_slot_of(const struct zn_aio *aio, const uint8_t *p, size_t len)
 {
-	for (unsigned i = 0; i < ZN_AIO_MAX_FIXED_BUFS; i++) {
+	for (unsigned i = 0; i < aio->fix_hi; i++) {
 		const uint8_t *b = aio->fix[i].base;
 		if (b && p >= b && p + len <= b + aio->fix[i].len)
 			return (int)i;
@@ -912,16 +907,22 @@ static int submit(struct zn_aio_file *f, uint8_t *buf, size_t len, uint64_t off,
 		return 0;
 	}
 
+	/* Fixed-buffer slot: looked up once for the whole request (the usual
+	 * case: a request inside one registered buffer), else per piece. */
 	bool fixed = aio->cfg.use_fixed_buffers && aio->fixed_bufs_ok;
-	if (fixed)
+	int whole = -1;
+	if (fixed) {
 		pthread_rwlock_rdlock(&aio->fix_lock);
+		whole = fixed_slot_of(aio, buf, len);
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct piece *p = &req->pieces[i];
 		p->req = req;
 		p->buf = buf + i * bs;
 		p->off = off + i * bs;
 		p->len = (uint32_t)ZN_MIN(bs, len - i * bs);
-		p->buf_index = (int16_t)(fixed ? fixed_slot_of(aio, p->buf, p->len) : -1);
+		p->buf_index = (int16_t)(whole >= 0 ? whole
+					 : fixed ? fixed_slot_of(aio, p->buf, p->len) : -1);
 	}
 	if (fixed)
 		pthread_rwlock_unlock(&aio->fix_lock);
