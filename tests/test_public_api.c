@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -20,6 +21,8 @@ static void test_readme_example(void **state)
 	(void)state;
 	char path[4096];
 	const char *dir = getenv("ZINC_TEST_DIR");
+	if (dir)
+		mkdir(dir, 0755); /* may exist already; the open below reports real trouble */
 	snprintf(path, sizeof(path), "%s/public-api.%d.bin", dir ? dir : ".", (int)getpid());
 
 	struct zn_aio_config cfg;
