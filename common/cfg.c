@@ -105,6 +105,14 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 	case ZN_CFG_UINT:
 	case ZN_CFG_SIZE: {
 		uint64_t v;
+		if ((k->flags & ZN_CFG_AUTO) && strcasecmp(value, "auto") == 0) {
+			/* 0 stands for "auto": the consumer sizes it. */
+			if (k->size == sizeof(uint32_t))
+				*(uint32_t *)field = 0;
+			else
+				*(uint64_t *)field = 0;
+			return 0;
+		}
 		int rc = zn_parse_size(value, &v);
 		bool suffix = false;
 		for (const char *c = value; *c; c++)
@@ -169,11 +177,15 @@ char *zn_cfg_format(const struct zn_cfg_key *k, const void *obj, char *buf, size
 		snprintf(buf, len, "%s", *(const bool *)field ? "true" : "false");
 		break;
 	case ZN_CFG_UINT:
-	case ZN_CFG_SIZE:
-		snprintf(buf, len, "%" PRIu64,
-			 k->size == sizeof(uint32_t) ? (uint64_t)*(const uint32_t *)field
-						     : *(const uint64_t *)field);
+	case ZN_CFG_SIZE: {
+		uint64_t v = k->size == sizeof(uint32_t) ? (uint64_t)*(const uint32_t *)field
+							 : *(const uint64_t *)field;
+		if (v == 0 && (k->flags & ZN_CFG_AUTO))
+			snprintf(buf, len, "auto");
+		else
+			snprintf(buf, len, "%" PRIu64, v);
 		break;
+	}
 	case ZN_CFG_DOUBLE:
 		snprintf(buf, len, "%.17g", *(const double *)field);
 		break;

@@ -30,6 +30,7 @@ enum zn_cfg_type {
 
 enum zn_cfg_key_flags {
 	ZN_CFG_ZINC_ONLY = 1u << 0, /* zinc's own key, not in DeepSpeed */
+	ZN_CFG_AUTO = 1u << 1,      /* UINT/SIZE: "auto" accepted, stored as 0 */
 };
 
 struct zn_cfg_key {

@@ -1,0 +1,228 @@
+/* zinc — offload: the pinned buffer pool, the NVMe swap store and the
+ * tensor swapper (ZeRO-Infinity's NVMe tier).
+ *
+ *   bufpool  `buffer_count` page-locked, O_DIRECT-aligned, huge-page-backed
+ *            host buffers on the NUMA node nearest the disk, registered
+ *            with the io_uring engine as fixed buffers.
+ *   store    the NVMe space: preallocated swap files in one or more
+ *            directories, an extent allocator (tensor -> file ranges, striped
+ *            over the directories), optional XXH3 checksums per extent.
+ *   swapper  keyed tensors with a home tier (host or NVMe): swap_out,
+ *            prefetch, acquire, release, with statistics per tier.
+ *
+ * All objects are thread-safe.  Functions return 0 or -errno and set the
+ * last-error message (zn_last_error); constructors return NULL.
+ */
+#ifndef ZINC_OFFLOAD_H
+#define ZINC_OFFLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zinc/aio.h"
+#include "zinc/common.h"
+#include "zinc/config.h"
+#include "zinc/trace.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- config sections: DeepSpeed's zero_optimization.offload_param and
+ * zero_optimization.offload_optimizer, with its names, units and defaults.
+ * Sizes given in elements (buffer_size, max_in_cpu) stay elements here; the
+ * engine multiplies by the element size. */
+
+enum zn_offload_device { ZN_OFFLOAD_NONE, ZN_OFFLOAD_CPU, ZN_OFFLOAD_NVME };
+
+#define ZN_NVME_PATH_MAX 1024
+
+struct zn_offload_param_config {
+	int device;                  /* enum zn_offload_device; default none */
+	char nvme_path[ZN_NVME_PATH_MAX]; /* one directory, or several separated by ',' */
+	bool pin_memory;             /* default true */
+	uint32_t buffer_count;       /* default 5 */
+	uint64_t buffer_size;        /* elements per buffer; 0 = auto (the default) */
+	uint64_t max_in_cpu;         /* elements kept in host memory; default 1e9 */
+	bool checksum;               /* zinc: XXH3 per extent, default true */
+	uint64_t stripe_size;        /* zinc: bytes per stripe across nvme paths, default 4 MiB */
+};
+
+struct zn_offload_optimizer_config {
+	int device;                  /* enum zn_offload_device; default none */
+	char nvme_path[ZN_NVME_PATH_MAX];
+	bool pin_memory;             /* default true */
+	uint32_t buffer_count;       /* default 4 */
+	bool pipeline_read;          /* default false */
+	bool pipeline_write;         /* default false */
+	bool fast_init;              /* default false */
+	double ratio;                /* default 1.0; < 1 (Twin-Flow) is not supported yet */
+	bool super_offload;          /* default false; true is not supported */
+	double cpuadam_cores_perc;   /* default 0.8 */
+	bool checksum;               /* zinc: default true */
+	uint64_t stripe_size;        /* zinc: default 4 MiB */
+};
+
+ZN_API extern const struct zn_cfg_section zn_offload_param_section;
+ZN_API extern const struct zn_cfg_section zn_offload_optimizer_section;
+
+/* Split a nvme_path value ("a,b,c") into at most `max` paths (pointers into
+ * `buf`, a copy the caller provides of at least ZN_NVME_PATH_MAX bytes).
+ * Returns the count, or -EINVAL for an empty element. */
+ZN_API int zn_nvme_paths_split(const char *value, char *buf, const char **paths, unsigned max);
+
+/* ---- pinned buffer pool ------------------------------------------------ */
+
+struct zn_bufpool_config {
+	size_t buffer_count;     /* >= 1 */
+	size_t buffer_bytes;     /* each; rounded up to 4096 */
+	bool pin_memory;         /* page-lock: cudaHostRegister (CUDA builds), else mlock */
+	int numa_node;           /* bind to this node; -1: nearest to near_path, or none */
+	const char *near_path;   /* optional: a file or directory on the disk served */
+};
+
+struct zn_bufpool;
+
+/* Allocate the pool.  Page-locking that the limits refuse (RLIMIT_MEMLOCK)
+ * is a warning, not an error; the pool then works unpinned.  When `aio` is
+ * given, the whole pool is registered with it as fixed buffers. */
+ZN_API struct zn_bufpool *zn_bufpool_create(const struct zn_bufpool_config *cfg,
+					    struct zn_aio *aio);
+/* Every buffer must have been released. */
+ZN_API void zn_bufpool_destroy(struct zn_bufpool *pool);
+
+/* Take a free buffer, waiting until one is released. */
+ZN_API int zn_bufpool_acquire(struct zn_bufpool *pool, void **buf);
+/* Take a free buffer or fail at once with -EAGAIN. */
+ZN_API int zn_bufpool_try_acquire(struct zn_bufpool *pool, void **buf);
+ZN_API void zn_bufpool_release(struct zn_bufpool *pool, void *buf);
+
+ZN_API size_t zn_bufpool_buffer_bytes(const struct zn_bufpool *pool);
+ZN_API size_t zn_bufpool_count(const struct zn_bufpool *pool);
+ZN_API size_t zn_bufpool_free_count(struct zn_bufpool *pool);
+ZN_API bool zn_bufpool_pinned(const struct zn_bufpool *pool);
+ZN_API int zn_bufpool_numa_node(const struct zn_bufpool *pool); /* -1: not bound */
+
+/* ---- swap store ---------------------------------------------------------- */
+
+struct zn_store_config {
+	const char *const *paths;  /* directories, one per disk */
+	unsigned npaths;           /* 1..16 */
+	uint64_t capacity;         /* bytes over all paths */
+	uint64_t stripe_bytes;     /* striping unit; 0: 4 MiB.  Multiple of 4096 */
+	bool checksum;             /* XXH3 per extent, verified on every read */
+};
+
+struct zn_store;
+struct zn_extent;
+struct zn_store_io;
+
+/* Create the swap files (preallocated: a lack of room fails here, before
+ * anything is written, naming needed and free bytes per path), after
+ * removing swap files a crashed run left in the same directories.  The
+ * files are removed again by zn_store_destroy. */
+ZN_API struct zn_store *zn_store_create(const struct zn_store_config *cfg, struct zn_aio *aio);
+ZN_API void zn_store_destroy(struct zn_store *store);
+
+/* Bytes a buffer must hold for a tensor of `bytes`: rounded up to the
+ * direct-I/O alignment, since whole blocks go to the disk. */
+ZN_API uint64_t zn_store_padded(const struct zn_store *store, uint64_t bytes);
+
+/* Reserve space for `bytes` named `name` (used in messages).  -ENOSPC with
+ * used/free/capacity when the store is full. */
+ZN_API int zn_store_alloc(struct zn_store *store, const char *name, uint64_t bytes,
+			  struct zn_extent **out);
+ZN_API void zn_store_free(struct zn_store *store, struct zn_extent *ext);
+ZN_API uint64_t zn_extent_bytes(const struct zn_extent *ext);
+ZN_API const char *zn_extent_name(const struct zn_extent *ext);
+
+/* Start writing the extent's bytes from `buf` (zn_store_padded bytes
+ * readable), or reading them into `buf` (as many writable).  The buffer must
+ * stay untouched until zn_store_wait.  At most one I/O per extent at a time. */
+ZN_API int zn_store_write(struct zn_store *store, struct zn_extent *ext, const void *buf,
+			  struct zn_store_io **op);
+ZN_API int zn_store_read(struct zn_store *store, struct zn_extent *ext, void *buf,
+			 struct zn_store_io **op);
+/* Wait for an I/O and free it: 0, or -errno naming the tensor; a read whose
+ * checksum does not match gives -EBADMSG; a read of an extent whose last
+ * write failed gives -EIO (its contents are unknown). */
+ZN_API int zn_store_wait(struct zn_store_io *op);
+ZN_API bool zn_store_io_done(const struct zn_store_io *op);
+
+ZN_API uint64_t zn_store_capacity(const struct zn_store *store);
+ZN_API uint64_t zn_store_used(struct zn_store *store);
+/* The swap file of path i (for tests and tools). */
+ZN_API const char *zn_store_file_path(const struct zn_store *store, unsigned i);
+
+/* ---- tensor swapper ------------------------------------------------------ */
+
+enum zn_tier { ZN_TIER_HOST = 0, ZN_TIER_NVME = 1, ZN_TIER_COUNT };
+
+struct zn_swapper_config {
+	struct zn_store *store;    /* required for NVMe-home tensors */
+	struct zn_bufpool *pool;   /* buffers NVMe-home tensors are read into */
+	struct zn_trace *trace;    /* optional: spans for reads, writes, stalls */
+};
+
+struct zn_swapper;
+struct zn_tensor;
+
+struct zn_swapper_stats {
+	uint64_t bytes_read[ZN_TIER_COUNT], bytes_written[ZN_TIER_COUNT];
+	uint64_t reads[ZN_TIER_COUNT], writes[ZN_TIER_COUNT];
+	uint64_t acquires[ZN_TIER_COUNT];
+	uint64_t hits[ZN_TIER_COUNT];   /* acquires that found the tensor resident */
+	uint64_t stall_ns[ZN_TIER_COUNT]; /* time acquire waited for I/O or a buffer */
+	uint64_t prefetch_skipped;      /* prefetches with no buffer free */
+	uint64_t evictions;
+};
+
+ZN_API struct zn_swapper *zn_swapper_create(const struct zn_swapper_config *cfg);
+/* Waits for outstanding I/O; every tensor must be released. */
+ZN_API void zn_swapper_destroy(struct zn_swapper *sw);
+
+/* Register a tensor of `bytes`.  Host-home tensors get host memory of their
+ * own (zeroed); NVMe-home ones an extent (zeroed on first acquire until
+ * written).  A tensor larger than the pool's buffers is refused with the
+ * buffer size that would work. */
+ZN_API int zn_swapper_add(struct zn_swapper *sw, const char *name, uint64_t bytes,
+			  enum zn_tier home, struct zn_tensor **out);
+/* Forget a released tensor and free its space. */
+ZN_API int zn_swapper_remove(struct zn_swapper *sw, struct zn_tensor *t);
+
+/* Write `src` (the tensor's bytes, zn_store_padded readable for NVMe) as
+ * the tensor's new contents, asynchronously; `src` must stay untouched until
+ * zn_swapper_sync(t) or the next acquire of t.  Host-home: a copy.  A
+ * resident copy in a pool buffer is dropped. */
+ZN_API int zn_swapper_swap_out(struct zn_swapper *sw, struct zn_tensor *t, const void *src);
+
+/* Start reading an NVMe-home tensor into a pool buffer if it is not
+ * resident or on its way.  A hint: when no buffer is free it does nothing
+ * (counted in prefetch_skipped) and returns 0. */
+ZN_API int zn_swapper_prefetch(struct zn_swapper *sw, struct zn_tensor *t);
+
+/* Wait until the tensor is resident and pin it; *buf is its memory, valid
+ * until the matching release.  Blocks while every buffer is pinned. */
+ZN_API int zn_swapper_acquire(struct zn_swapper *sw, struct zn_tensor *t, void **buf);
+/* The same, but -EAGAIN instead of waiting for a buffer. */
+ZN_API int zn_swapper_try_acquire(struct zn_swapper *sw, struct zn_tensor *t, void **buf);
+
+/* Unpin.  `dirty`: the caller changed the bytes; the last release of a
+ * dirty NVMe-home tensor starts writing it back (it stays resident as a
+ * cache until its buffer is needed). */
+ZN_API int zn_swapper_release(struct zn_swapper *sw, struct zn_tensor *t, bool dirty);
+
+/* Wait for the tensor's outstanding I/O; returns its error if it failed. */
+ZN_API int zn_swapper_sync(struct zn_swapper *sw, struct zn_tensor *t);
+/* Wait for all outstanding I/O; the first error. */
+ZN_API int zn_swapper_flush(struct zn_swapper *sw);
+
+ZN_API void zn_swapper_get_stats(struct zn_swapper *sw, struct zn_swapper_stats *out);
+ZN_API uint64_t zn_tensor_bytes(const struct zn_tensor *t);
+ZN_API enum zn_tier zn_tensor_home(const struct zn_tensor *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

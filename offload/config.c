@@ -1,0 +1,147 @@
+/* Config sections zero_optimization.offload_param / .offload_optimizer:
+ * DeepSpeed's keys, units (elements for buffer_size, max_in_cpu) and
+ * defaults, except buffer_size, whose default here is auto. */
+#include "zn_common.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "zinc/offload.h"
+
+static const char *const devices[] = { "none", "cpu", "nvme", NULL };
+
+#define P(f) .offset = offsetof(struct zn_offload_param_config, f), \
+	     .size = sizeof(((struct zn_offload_param_config *)0)->f)
+#define O(f) .offset = offsetof(struct zn_offload_optimizer_config, f), \
+	     .size = sizeof(((struct zn_offload_optimizer_config *)0)->f)
+#define BIG 1e18
+
+static const struct zn_cfg_key param_keys[] = {
+	{ "device", NULL, ZN_CFG_ENUM, P(device), "none", 0, 0, devices, 0,
+	  "where parameters live between uses: none (device memory), cpu or nvme" },
+	{ "nvme_path", NULL, ZN_CFG_STRING, P(nvme_path), "", 0, 0, NULL, 0,
+	  "directory for the swap files; several disks: several paths separated by ','" },
+	{ "pin_memory", NULL, ZN_CFG_BOOL, P(pin_memory), "true", 0, 1, NULL, 0,
+	  "page-lock the host buffers (faster transfers; counts against ulimit -l)" },
+	{ "buffer_count", NULL, ZN_CFG_UINT, P(buffer_count), "5", 1, 1024, NULL, 0,
+	  "host buffers parameters are swapped through" },
+	{ "buffer_size", NULL, ZN_CFG_SIZE, P(buffer_size), "auto", 1, BIG, NULL, ZN_CFG_AUTO,
+	  "elements per buffer; auto: the largest parameter tensor" },
+	{ "max_in_cpu", NULL, ZN_CFG_SIZE, P(max_in_cpu), "1e9", 0, BIG, NULL, 0,
+	  "elements of parameters kept in host memory in front of NVMe" },
+	{ "checksum", NULL, ZN_CFG_BOOL, P(checksum), "true", 0, 1, NULL, ZN_CFG_ZINC_ONLY,
+	  "XXH3 checksum per swapped tensor, verified on every read" },
+	{ "stripe_size", NULL, ZN_CFG_SIZE, P(stripe_size), "4M", 4096, 1ull << 30, NULL,
+	  ZN_CFG_ZINC_ONLY, "bytes per stripe when a tensor is spread over several nvme paths" },
+};
+
+static const struct zn_cfg_key optimizer_keys[] = {
+	{ "device", NULL, ZN_CFG_ENUM, O(device), "none", 0, 0, devices, 0,
+	  "where fp32 master parameters and optimizer states live: none, cpu or nvme" },
+	{ "nvme_path", NULL, ZN_CFG_STRING, O(nvme_path), "", 0, 0, NULL, 0,
+	  "directory for the swap files; several disks: several paths separated by ','" },
+	{ "pin_memory", NULL, ZN_CFG_BOOL, O(pin_memory), "true", 0, 1, NULL, 0,
+	  "page-lock the host buffers" },
+	{ "buffer_count", NULL, ZN_CFG_UINT, O(buffer_count), "4", 1, 1024, NULL, 0,
+	  "host buffers the optimizer states stream through" },
+	{ "pipeline_read", NULL, ZN_CFG_BOOL, O(pipeline_read), "false", 0, 1, NULL, 0,
+	  "read the next sub-group while the current one is updated" },
+	{ "pipeline_write", NULL, ZN_CFG_BOOL, O(pipeline_write), "false", 0, 1, NULL, 0,
+	  "write the previous sub-group back while the current one is updated" },
+	{ "fast_init", NULL, ZN_CFG_BOOL, O(fast_init), "false", 0, 1, NULL, 0,
+	  "initialise optimizer states on NVMe without staging them in host memory" },
+	{ "ratio", NULL, ZN_CFG_DOUBLE, O(ratio), "1.0", 0, 1, NULL, 0,
+	  "share of the optimizer step run on the CPU (only 1.0 is supported)" },
+	{ "super_offload", NULL, ZN_CFG_BOOL, O(super_offload), "false", 0, 1, NULL, 0,
+	  "SuperOffload for Grace-Hopper (not supported; must be false)" },
+	{ "cpuadam_cores_perc", NULL, ZN_CFG_DOUBLE, O(cpuadam_cores_perc), "0.8", 0.01, 1,
+	  NULL, 0, "share of the cores the CPU optimizer uses" },
+	{ "checksum", NULL, ZN_CFG_BOOL, O(checksum), "true", 0, 1, NULL, ZN_CFG_ZINC_ONLY,
+	  "XXH3 checksum per swapped tensor, verified on every read" },
+	{ "stripe_size", NULL, ZN_CFG_SIZE, O(stripe_size), "4M", 4096, 1ull << 30, NULL,
+	  ZN_CFG_ZINC_ONLY, "bytes per stripe when a tensor is spread over several nvme paths" },
+};
+
+static int check_paths(const char *section, int device, const char *nvme_path,
+		       uint64_t stripe)
+{
+	char buf[ZN_NVME_PATH_MAX];
+	const char *paths[16];
+
+	if (stripe % 4096)
+		return zn_error(-EINVAL, "%s.stripe_size: %llu is not a multiple of 4096", section,
+				(unsigned long long)stripe);
+	if (device != ZN_OFFLOAD_NVME)
+		return 0;
+	if (!nvme_path[0])
+		return zn_error(-EINVAL, "%s.nvme_path: required when device is nvme; give the "
+					 "directory (or directories, separated by ',') for swap files",
+				section);
+	int n = zn_nvme_paths_split(nvme_path, buf, paths, ZN_ARRAY_SIZE(paths));
+	if (n < 0)
+		return zn_error(-EINVAL, "%s.nvme_path: '%s' has an empty path or more than %zu",
+				section, nvme_path, ZN_ARRAY_SIZE(paths));
+	return 0;
+}
+
+static int param_validate(const void *obj)
+{
+	const struct zn_offload_param_config *c = obj;
+	return check_paths("offload_param", c->device, c->nvme_path, c->stripe_size);
+}
+
+static int optimizer_validate(const void *obj)
+{
+	const struct zn_offload_optimizer_config *c = obj;
+	if (c->ratio != 1.0)
+		return zn_error(-EINVAL, "offload_optimizer.ratio: %g is not supported yet (the "
+					 "partial CPU step of ZeRO-Offload++); remove it or use 1.0",
+				c->ratio);
+	if (c->super_offload)
+		return zn_error(-EINVAL, "offload_optimizer.super_offload: not supported; set it to "
+					 "false");
+	return check_paths("offload_optimizer", c->device, c->nvme_path, c->stripe_size);
+}
+
+const struct zn_cfg_section zn_offload_param_section = {
+	.name = "offload_param",
+	.help = "zero_optimization.offload_param: where ZeRO-3 parameters live between uses",
+	.keys = param_keys,
+	.nkeys = ZN_ARRAY_SIZE(param_keys),
+	.struct_size = sizeof(struct zn_offload_param_config),
+	.validate = param_validate,
+};
+
+const struct zn_cfg_section zn_offload_optimizer_section = {
+	.name = "offload_optimizer",
+	.help = "zero_optimization.offload_optimizer: where optimizer states live",
+	.keys = optimizer_keys,
+	.nkeys = ZN_ARRAY_SIZE(optimizer_keys),
+	.struct_size = sizeof(struct zn_offload_optimizer_config),
+	.validate = optimizer_validate,
+};
+
+int zn_nvme_paths_split(const char *value, char *buf, const char **paths, unsigned max)
+{
+	unsigned n = 0;
+
+	snprintf(buf, ZN_NVME_PATH_MAX, "%s", value);
+	for (char *p = buf;;) {
+		char *comma = strchr(p, ',');
+		if (comma)
+			*comma = 0;
+		/* Trim blanks around each element ("a, b"). */
+		while (*p == ' ')
+			p++;
+		for (char *e = p + strlen(p); e > p && e[-1] == ' ';)
+			*--e = 0;
+		if (!*p || n == max)
+			return -EINVAL;
+		paths[n++] = p;
+		if (!comma)
+			break;
+		p = comma + 1;
+	}
+	return (int)n;
+}
