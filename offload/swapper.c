@@ -46,6 +46,7 @@ struct zn_tensor {
 	uint64_t op_start;          /* ns, for the trace */
 	unsigned pins;
 	bool dirty;                 /* resident bytes newer than the disk's */
+	bool prefetched;            /* read by prefetch, not acquired since */
 	int io_err;                 /* the last failed I/O, reported once by sync */
 	char io_msg[256];
 
@@ -174,10 +175,23 @@ static int take_io_err(struct zn_tensor *t)
 	return rc;
 }
 
+enum want { FOR_PREFETCH, FOR_TRY, FOR_ACQUIRE };
+
+/* The least recently released tensor whose buffer may be taken.  A
+ * prefetch never takes the buffer of another prefetched tensor that has not
+ * been used yet: that would only trade one read for another. */
+static struct zn_tensor *victim(struct zn_swapper *sw, enum want w)
+{
+	for (struct zn_tensor *t = sw->lru_head; t; t = t->lru_next)
+		if (w != FOR_PREFETCH || !t->prefetched)
+			return t;
+	return NULL;
+}
+
 /* A buffer for a read: free ones first, then the least recently released
- * clean tensor's, then by completing I/O of unpinned tensors; with `block`,
- * wait for other threads' releases after that.  -EAGAIN otherwise. */
-static int get_buffer_locked(struct zn_swapper *sw, bool block, bool *stalled, uint8_t **out)
+ * clean tensor's, then by completing I/O of unpinned tensors; FOR_ACQUIRE
+ * then waits for other threads' releases.  -EAGAIN otherwise. */
+static int get_buffer_locked(struct zn_swapper *sw, enum want w, bool *stalled, uint8_t **out)
 {
 	for (;;) {
 		void *b;
@@ -185,20 +199,24 @@ static int get_buffer_locked(struct zn_swapper *sw, bool block, bool *stalled, u
 			*out = b;
 			return 0;
 		}
-		struct zn_tensor *v = sw->lru_head;
+		struct zn_tensor *v = victim(sw, w);
 		if (v) {
 			lru_remove(sw, v);
 			zn_bufpool_release(sw->pool, v->buf);
 			v->buf = NULL;
 			v->st = ABSENT;
+			v->prefetched = false;
 			sw->st.evictions++;
 			continue;
 		}
 		/* Nothing evictable: an unpinned tensor with I/O in flight will
-		 * become evictable once that I/O is done. */
+		 * become evictable once that I/O is done.  Prefetches only
+		 * complete finished write-backs, never other prefetches. */
 		struct zn_tensor *busy = NULL;
 		for (struct zn_tensor *t = sw->all; t; t = t->all_next) {
 			if (!t->op || t->pins || t->waiting || t->op_from_caller)
+				continue;
+			if (w == FOR_PREFETCH && t->st != WRITING)
 				continue;
 			if (zn_store_io_done(t->op)) {
 				busy = t;
@@ -207,12 +225,14 @@ static int get_buffer_locked(struct zn_swapper *sw, bool block, bool *stalled, u
 			if (!busy)
 				busy = t;
 		}
-		if (busy && (block || zn_store_io_done(busy->op))) {
+		if (busy && (w == FOR_ACQUIRE || zn_store_io_done(busy->op))) {
 			*stalled = true;
 			finish_io_locked(sw, busy);
+			if (w == FOR_PREFETCH && !victim(sw, w))
+				return -EAGAIN; /* it became a prefetched tensor's buffer */
 			continue;
 		}
-		if (!block)
+		if (w != FOR_ACQUIRE)
 			return -EAGAIN;
 		/* Every buffer is pinned (or being waited on by another thread):
 		 * wait for a release.  The timeout is a safety net for pool
@@ -229,7 +249,8 @@ static int get_buffer_locked(struct zn_swapper *sw, bool block, bool *stalled, u
 	}
 }
 
-static int start_read_locked(struct zn_swapper *sw, struct zn_tensor *t, uint8_t *buf)
+static int start_read_locked(struct zn_swapper *sw, struct zn_tensor *t, uint8_t *buf,
+			     bool prefetch)
 {
 	struct zn_store_io *op;
 	int rc = zn_store_read(sw->store, t->ext, buf, &op);
@@ -241,6 +262,7 @@ static int start_read_locked(struct zn_swapper *sw, struct zn_tensor *t, uint8_t
 	t->op = op;
 	t->op_start = zn_trace_now();
 	t->st = READING;
+	t->prefetched = prefetch;
 	return 0;
 }
 
@@ -441,10 +463,10 @@ int zn_swapper_prefetch(struct zn_swapper *sw, struct zn_tensor *t)
 	if (t->st == ABSENT && !t->op) {
 		uint8_t *buf;
 		bool stalled = false;
-		if (get_buffer_locked(sw, false, &stalled, &buf) != 0)
+		if (get_buffer_locked(sw, FOR_PREFETCH, &stalled, &buf) != 0)
 			sw->st.prefetch_skipped++;
 		else if (t->st == ABSENT && !t->op) /* nobody raced us while unlocked */
-			rc = start_read_locked(sw, t, buf);
+			rc = start_read_locked(sw, t, buf, true);
 		else
 			zn_bufpool_release(sw->pool, buf);
 	}
@@ -470,6 +492,7 @@ static int acquire(struct zn_swapper *sw, struct zn_tensor *t, void **out, bool 
 	for (;;) {
 		if (t->st == RESIDENT) {
 			t->pins++;
+			t->prefetched = false;
 			lru_remove(sw, t);
 			*out = t->buf;
 			break;
@@ -485,7 +508,7 @@ static int acquire(struct zn_swapper *sw, struct zn_tensor *t, void **out, bool 
 		}
 		/* ABSENT: read it now. */
 		uint8_t *buf;
-		rc = get_buffer_locked(sw, block, &stalled, &buf);
+		rc = get_buffer_locked(sw, block ? FOR_ACQUIRE : FOR_TRY, &stalled, &buf);
 		if (rc)
 			break;
 		if (t->st != ABSENT || t->op) { /* another thread got there first */
@@ -493,7 +516,7 @@ static int acquire(struct zn_swapper *sw, struct zn_tensor *t, void **out, bool 
 			continue;
 		}
 		stalled = true;
-		rc = start_read_locked(sw, t, buf);
+		rc = start_read_locked(sw, t, buf, false);
 		if (rc)
 			break;
 	}
