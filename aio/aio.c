@@ -52,6 +52,7 @@ struct zn_aio_req {
 	atomic_uint_fast64_t bytes; /* bytes transferred by finished pieces */
 	uint64_t offset;
 	size_t len;
+	uint64_t t_done;        /* ns, when the last piece finished (under lock) */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	char msg[512];          /* message for err, built on the worker thread */
@@ -205,6 +206,7 @@ void zn_aio_stats_reset(struct zn_aio *aio)
 
 static void req_complete_locked(struct zn_aio_req *req)
 {
+	req->t_done = zn_now_ns();
 	req->done = true;
 	pthread_cond_broadcast(&req->cond);
 }
@@ -971,7 +973,7 @@ bool zn_aio_done(const struct zn_aio_req *req)
 	return atomic_load_explicit(&req->pending, memory_order_acquire) == 0;
 }
 
-ssize_t zn_aio_wait(struct zn_aio_req *req)
+ssize_t zn_aio_wait_timed(struct zn_aio_req *req, uint64_t *done_ns)
 {
 	ssize_t rc;
 
@@ -984,11 +986,18 @@ ssize_t zn_aio_wait(struct zn_aio_req *req)
 	} else {
 		rc = (ssize_t)atomic_load(&req->bytes);
 	}
+	if (done_ns)
+		*done_ns = req->t_done ? req->t_done : zn_now_ns(); /* 0 pieces: now */
 	pthread_mutex_unlock(&req->lock);
 	pthread_cond_destroy(&req->cond);
 	pthread_mutex_destroy(&req->lock);
 	free(req);
 	return rc;
+}
+
+ssize_t zn_aio_wait(struct zn_aio_req *req)
+{
+	return zn_aio_wait_timed(req, NULL);
 }
 
 ssize_t zn_aio_pread(struct zn_aio_file *f, void *buf, size_t len, uint64_t offset)

@@ -60,7 +60,7 @@ struct zn_extent {
 	char name[96];
 	uint64_t bytes, padded;
 	bool striped;          /* chunks over all paths, else one range on `file` */
-	unsigned file;
+	unsigned file;         /* the path (striped: the path of chunk 0) */
 	uint64_t off[MAX_PATHS], len[MAX_PATHS];
 	XXH64_hash_t sum;
 	bool written;          /* has contents (else reads give zeros) */
@@ -246,10 +246,11 @@ struct zn_store *zn_store_create(const struct zn_store_config *cfg, struct zn_ai
 			     ALIGN);
 		return NULL;
 	}
-	/* Each path takes its share, plus one stripe of slack for the
-	 * uneven last chunks of striped tensors. */
+	/* Each path takes its share, plus two stripes of slack: extents
+	 * start on the emptiest path, which keeps the paths within about a
+	 * stripe of each other. */
 	uint64_t per_path = ZN_ALIGN_UP(ZN_DIV_ROUND_UP(cfg->capacity, cfg->npaths), ALIGN) +
-			    (cfg->npaths > 1 ? stripe : 0);
+			    (cfg->npaths > 1 ? 2 * stripe : 0);
 	if (check_room(cfg, per_path))
 		return NULL;
 
@@ -365,18 +366,20 @@ int zn_store_alloc(struct zn_store *s, const char *name, uint64_t bytes, struct 
 	pthread_mutex_lock(&s->lock);
 	uint64_t n = chunks_of(s, e);
 	e->striped = s->npaths > 1 && n > 1;
-	if (!e->striped) {
-		/* The path with the most room in one piece. */
-		unsigned best = 0;
-		uint64_t best_free = 0;
-		for (unsigned i = 0; i < s->npaths; i++) {
-			uint64_t f = largest_free(&s->files[i]);
-			if (f > best_free) {
-				best_free = f;
-				best = i;
-			}
+	/* The path with the most room in one piece: a single range goes
+	 * there, and a striped extent starts there, which keeps the paths
+	 * within a stripe of each other however extents end. */
+	unsigned best = 0;
+	uint64_t best_free = 0;
+	for (unsigned i = 0; i < s->npaths; i++) {
+		uint64_t f = largest_free(&s->files[i]);
+		if (f > best_free) {
+			best_free = f;
+			best = i;
 		}
-		e->file = best;
+	}
+	e->file = best;
+	if (!e->striped) {
 		e->len[best] = e->padded;
 		e->off[best] = range_alloc(&s->files[best], e->padded);
 		if (e->off[best] == UINT64_MAX)
@@ -386,9 +389,11 @@ int zn_store_alloc(struct zn_store *s, const char *name, uint64_t bytes, struct 
 		const uint64_t last = e->padded - (n - 1) * s->stripe; /* last chunk's bytes */
 		unsigned got = 0;
 		for (unsigned p = 0; p < P && !rc; p++) {
-			uint64_t count = (n > p) ? (n - p + P - 1) / P : 0;
+			/* Chunks i with (file + i) % P == p: i = q, q + P, ... */
+			unsigned q = (p + P - e->file) % P;
+			uint64_t count = n > q ? (n - q + P - 1) / P : 0;
 			e->len[p] = count * s->stripe;
-			if (count && (n - 1) % P == p)
+			if (count && (e->file + n - 1) % P == p)
 				e->len[p] -= s->stripe - last;
 			if (!e->len[p])
 				continue;
@@ -497,7 +502,7 @@ static int start_io(struct zn_store *s, struct zn_extent *e, uint8_t *buf, bool 
 		submit_chunk(op, &s->files[e->file], buf, e->padded, e->off[e->file]);
 	} else {
 		for (uint64_t i = 0; i < n; i++) {
-			unsigned p = (unsigned)(i % s->npaths);
+			unsigned p = (unsigned)((e->file + i) % s->npaths);
 			uint64_t len = ZN_MIN(s->stripe, e->padded - i * s->stripe);
 			submit_chunk(op, &s->files[p], buf + i * s->stripe, len,
 				     e->off[p] + (i / s->npaths) * s->stripe);
@@ -528,6 +533,12 @@ bool zn_store_io_done(const struct zn_store_io *op)
 
 int zn_store_wait(struct zn_store_io *op)
 {
+	return zn_store_wait_timed(op, NULL);
+}
+
+int zn_store_wait_timed(struct zn_store_io *op, uint64_t *done_ns)
+{
+	uint64_t last = 0;
 	struct zn_store *s = op->store;
 	struct zn_extent *e = op->ext;
 	int rc = op->submit_err;
@@ -537,7 +548,9 @@ int zn_store_wait(struct zn_store_io *op)
 		snprintf(msg, sizeof(msg), "%s", zn_last_error());
 	/* Every request must be waited for, even after a failure. */
 	for (unsigned i = 0; i < op->nreq; i++) {
-		ssize_t got = zn_aio_wait(op->slot[i].req);
+		uint64_t t;
+		ssize_t got = zn_aio_wait_timed(op->slot[i].req, &t);
+		last = ZN_MAX(last, t);
 		if (rc)
 			continue;
 		if (got < 0) {
@@ -563,6 +576,8 @@ int zn_store_wait(struct zn_store_io *op)
 	}
 	e->busy = false;
 	pthread_mutex_unlock(&s->lock);
+	if (done_ns)
+		*done_ns = last ? last : zn_now_ns(); /* no disk I/O (unwritten): now */
 
 	if (!rc && !op->write) {
 		if (bad) {
@@ -574,7 +589,7 @@ int zn_store_wait(struct zn_store_io *op)
 			snprintf(msg, sizeof(msg),
 				 "tensor '%s': checksum mismatch on read from the swap store "
 				 "(%s): the data on disk is corrupted", e->name,
-				 s->files[e->striped ? 0 : e->file].path);
+				 s->files[e->file].path);
 		}
 	}
 	free(op);

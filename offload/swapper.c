@@ -106,8 +106,8 @@ static void finish_io_locked(struct zn_swapper *sw, struct zn_tensor *t)
 	struct zn_store_io *op = t->op;
 	t->waiting = true;
 	pthread_mutex_unlock(&sw->lock);
-	int rc = zn_store_wait(op);
-	uint64_t end = zn_trace_now();
+	uint64_t end;
+	int rc = zn_store_wait_timed(op, &end);
 	char msg[256] = "";
 	if (rc)
 		snprintf(msg, sizeof(msg), "%s", zn_last_error());

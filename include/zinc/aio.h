@@ -119,6 +119,11 @@ ZN_API int zn_aio_write(struct zn_aio_file *f, const void *buf, size_t len, uint
  * offset and length. */
 ZN_API ssize_t zn_aio_wait(struct zn_aio_req *req);
 
+/* zn_aio_wait, and *done_ns = when the request finished (CLOCK_MONOTONIC
+ * ns, the clock of zn_trace_now), which may be long before this call:
+ * traces show I/O ending when the disk was done, not when someone looked. */
+ZN_API ssize_t zn_aio_wait_timed(struct zn_aio_req *req, uint64_t *done_ns);
+
 /* True once the request has finished (zn_aio_wait then does not block). */
 ZN_API bool zn_aio_done(const struct zn_aio_req *req);
 

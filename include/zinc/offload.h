@@ -148,6 +148,8 @@ ZN_API int zn_store_read(struct zn_store *store, struct zn_extent *ext, void *bu
  * checksum does not match gives -EBADMSG; a read of an extent whose last
  * write failed gives -EIO (its contents are unknown). */
 ZN_API int zn_store_wait(struct zn_store_io *op);
+/* The same, and *done_ns = when the disk finished (see zn_aio_wait_timed). */
+ZN_API int zn_store_wait_timed(struct zn_store_io *op, uint64_t *done_ns);
 ZN_API bool zn_store_io_done(const struct zn_store_io *op);
 
 ZN_API uint64_t zn_store_capacity(const struct zn_store *store);
@@ -221,6 +223,66 @@ ZN_API int zn_swapper_flush(struct zn_swapper *sw);
 ZN_API void zn_swapper_get_stats(struct zn_swapper *sw, struct zn_swapper_stats *out);
 ZN_API uint64_t zn_tensor_bytes(const struct zn_tensor *t);
 ZN_API enum zn_tier zn_tensor_home(const struct zn_tensor *t);
+
+/* ---- pipelined optimizer swapper ------------------------------------------
+ *
+ * The optimizer step with its states (fp32 master parameters and the
+ * optimizer's moments) on NVMe.  The elements are cut into sub-groups of
+ * `sub_group_size`; each sub-group's states live in one extent ([master |
+ * state1 | state2], each array padded to 4 KiB).  The step reads group g+1
+ * (pipeline_read) while the caller's update runs on group g and group g-1 is
+ * written back (pipeline_write); with both off it does the same work
+ * serially, as DeepSpeed does.  Writes go to a spare extent and replace the
+ * group's old one only once they succeed, so a failed write (a full or
+ * size-limited disk) leaves that group's previous states intact.
+ */
+struct zn_optswap_config {
+	struct zn_store *store;    /* where the states live */
+	struct zn_aio *aio;        /* the store's engine: buffers are registered with it */
+	uint64_t params;           /* elements */
+	uint64_t sub_group_size;   /* elements per sub-group */
+	unsigned nstates;          /* fp32 arrays per element, master included: 3 for Adam */
+	/* Buffers of one sub-group's states each: at least 1 + pipeline_read +
+	 * pipeline_write; more deepen the read-ahead.  0: the minimum. */
+	unsigned buffer_count;
+	bool pipeline_read, pipeline_write;
+	bool pin_memory;
+	struct zn_trace *trace;    /* optional: read / update / write spans per group */
+};
+
+struct zn_optswap;
+
+/* Store capacity (bytes) the swapper with this config will allocate. */
+ZN_API uint64_t zn_optswap_store_bytes(const struct zn_optswap_config *cfg);
+
+ZN_API struct zn_optswap *zn_optswap_create(const struct zn_optswap_config *cfg);
+ZN_API void zn_optswap_destroy(struct zn_optswap *os);
+ZN_API uint64_t zn_optswap_groups(const struct zn_optswap *os);
+
+/* Write (or read) sub-group g's state arrays synchronously: states[k] holds
+ * the group's elements of array k (k < nstates).  For initialisation,
+ * checkpoints and checks.  Arrays never written read as zeros. */
+ZN_API int zn_optswap_write_group(struct zn_optswap *os, uint64_t g, const float *const *states);
+ZN_API int zn_optswap_read_group(struct zn_optswap *os, uint64_t g, float *const *states);
+
+/* The update of one sub-group, in place: states[k] are its arrays (in a
+ * pinned buffer), `first` the index of its first element, `n` its length.
+ * The caller's closure reads the gradients and writes the fp16/bf16
+ * parameter copy where it wants them.  0, or -errno to stop the step. */
+typedef int (*zn_optswap_update_fn)(void *user, uint64_t group, uint64_t first, uint64_t n,
+				    float *const *states);
+
+/* One optimizer step over every sub-group.  0, or the first error (the
+ * groups already written hold their new states, the failed one its old). */
+ZN_API int zn_optswap_step(struct zn_optswap *os, zn_optswap_update_fn update, void *user);
+
+/* Seconds of the last step: total, and the time the step waited for reads
+ * (stall), spent in updates, and waited for writes. */
+struct zn_optswap_stats {
+	double step_s, read_wait_s, update_s, write_wait_s;
+	uint64_t bytes_read, bytes_written;
+};
+ZN_API void zn_optswap_last_stats(const struct zn_optswap *os, struct zn_optswap_stats *out);
 
 #ifdef __cplusplus
 }
