@@ -66,6 +66,17 @@ void zn_trace_span(struct zn_trace *t, const char *name, const char *cat, const 
 	pthread_mutex_unlock(&t->lock);
 }
 
+void zn_trace_reset(struct zn_trace *t)
+{
+	if (!t)
+		return;
+	pthread_mutex_lock(&t->lock);
+	t->n = 0;
+	t->dropped = 0;
+	t->t0 = zn_now_ns();
+	pthread_mutex_unlock(&t->lock);
+}
+
 uint64_t zn_trace_count(const struct zn_trace *t)
 {
 	return t ? t->n : 0;

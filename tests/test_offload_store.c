@@ -432,7 +432,6 @@ static void test_trace(void **state)
 	assert_int_equal(zn_trace_dropped(t), 1);
 	const char *path = tu_path("trace.json");
 	assert_int_equal(zn_trace_write(t, path), 0);
-	zn_trace_destroy(t);
 
 	/* Valid JSON with the fields viewers need: python3 is a build tool. */
 	char cmd[4300];
@@ -445,6 +444,10 @@ static void test_trace(void **state)
 		 "assert d['otherData']['dropped_spans']==1\"",
 		 path);
 	assert_int_equal(system(cmd), 0);
+	zn_trace_reset(t);
+	assert_int_equal(zn_trace_count(t), 0);
+	assert_int_equal(zn_trace_dropped(t), 0);
+	zn_trace_destroy(t);
 	assert_null(zn_trace_create(0));
 }
 

@@ -36,6 +36,9 @@ ZN_API uint64_t zn_trace_now(void);
 ZN_API void zn_trace_span(struct zn_trace *t, const char *name, const char *cat,
 			  const char *track, uint64_t start_ns, uint64_t end_ns, uint64_t bytes);
 
+/* Forget every span recorded so far; times restart from now. */
+ZN_API void zn_trace_reset(struct zn_trace *t);
+
 /* Spans recorded and dropped so far. */
 ZN_API uint64_t zn_trace_count(const struct zn_trace *t);
 ZN_API uint64_t zn_trace_dropped(const struct zn_trace *t);
