@@ -24,8 +24,8 @@ static const struct zn_cfg_key param_keys[] = {
 	  "directory for the swap files; several disks: several paths separated by ','" },
 	{ "pin_memory", NULL, ZN_CFG_BOOL, P(pin_memory), "true", 0, 1, NULL, 0,
 	  "page-lock the host buffers (faster transfers; counts against ulimit -l)" },
-	{ "buffer_count", NULL, ZN_CFG_UINT, P(buffer_count), "5", 1, 1024, NULL, 0,
-	  "host buffers parameters are swapped through" },
+	{ "buffer_count", NULL, ZN_CFG_UINT, P(buffer_count), "5", 1, 1024, NULL, ZN_CFG_AUTO,
+	  "host buffers parameters are swapped through; auto: the prefetch depth + 2" },
 	{ "buffer_size", NULL, ZN_CFG_SIZE, P(buffer_size), "auto", 1, BIG, NULL, ZN_CFG_AUTO,
 	  "elements per buffer; auto: the largest parameter tensor" },
 	{ "max_in_cpu", NULL, ZN_CFG_SIZE, P(max_in_cpu), "1e9", 0, BIG, NULL, 0,
@@ -121,6 +121,33 @@ const struct zn_cfg_section zn_offload_optimizer_section = {
 	.struct_size = sizeof(struct zn_offload_optimizer_config),
 	.validate = optimizer_validate,
 };
+
+int zn_offload_param_pool(const struct zn_offload_param_config *cfg, uint64_t largest_elems,
+			  const char *largest_name, size_t elem_bytes, unsigned prefetch_depth,
+			  struct zn_bufpool_config *out)
+{
+	uint64_t elems = cfg->buffer_size ? cfg->buffer_size : largest_elems;
+
+	if (elems < largest_elems)
+		return zn_error(-EINVAL,
+				"offload_param.buffer_size %llu elements is smaller than the largest "
+				"parameter tensor '%s' (%llu elements): set buffer_size to at least "
+				"%llu, or to auto",
+				(unsigned long long)cfg->buffer_size, largest_name,
+				(unsigned long long)largest_elems, (unsigned long long)largest_elems);
+	if (elems == 0 || elem_bytes == 0)
+		return zn_error(-EINVAL, "offload_param: no parameter tensors to size buffers for");
+	memset(out, 0, sizeof(*out));
+	out->buffer_count = cfg->buffer_count ? cfg->buffer_count : ZN_MAX(3u, prefetch_depth + 2);
+	out->buffer_bytes = elems * elem_bytes;
+	out->pin_memory = cfg->pin_memory;
+	out->numa_node = -1;
+	/* The disk decides the NUMA node.  With several paths (disks
+	 * possibly on several nodes) no single node is nearest: unbound. */
+	if (cfg->nvme_path[0] && !strchr(cfg->nvme_path, ','))
+		out->near_path = cfg->nvme_path;
+	return 0;
+}
 
 int zn_nvme_paths_split(const char *value, char *buf, const char **paths, unsigned max)
 {

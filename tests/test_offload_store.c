@@ -478,8 +478,6 @@ static void test_offload_config(void **state)
 	assert_string_equal(zn_cfg_format(zn_cfg_find(&zn_offload_param_section, "buffer_size"), &p,
 					  v, sizeof(v)),
 			    "auto");
-	assert_int_equal(zn_cfg_set(&zn_offload_param_section, &p, "buffer_count", "auto"),
-			 -EINVAL);
 	assert_int_equal(zn_cfg_set(&zn_offload_param_section, &p, "device", "nvme"), 0);
 	assert_int_equal(zn_offload_param_section.validate(&p), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "offload_param.nvme_path"));
@@ -490,6 +488,17 @@ static void test_offload_config(void **state)
 	assert_int_equal(zn_nvme_paths_split(p.nvme_path, buf, paths, 4), 3);
 	assert_string_equal(paths[1], "/b");
 	assert_int_equal(zn_nvme_paths_split("/a,,/b", buf, paths, 4), -EINVAL);
+	/* Pool sizing: auto from the largest tensor and the prefetch depth. */
+	struct zn_bufpool_config pc;
+	assert_int_equal(zn_cfg_set(&zn_offload_param_section, &p, "buffer_count", "auto"), 0);
+	assert_int_equal(zn_offload_param_pool(&p, 5000000, "wte", 2, 4, &pc), 0);
+	assert_int_equal(pc.buffer_bytes, 10000000);
+	assert_int_equal(pc.buffer_count, 6);
+	assert_null(pc.near_path); /* three paths: no single nearest node */
+	assert_int_equal(zn_cfg_set(&zn_offload_param_section, &p, "buffer_size", "1e6"), 0);
+	assert_int_equal(zn_offload_param_pool(&p, 5000000, "wte", 2, 4, &pc), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "'wte'"));
+	assert_non_null(strstr(zn_last_error(), "at least 5000000"));
 	assert_int_equal(zn_cfg_set(&zn_offload_optimizer_section, &o, "ratio", "0.5"), 0);
 	assert_int_equal(zn_offload_optimizer_section.validate(&o), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "not supported yet"));

@@ -42,7 +42,7 @@ struct zn_offload_param_config {
 	int device;                  /* enum zn_offload_device; default none */
 	char nvme_path[ZN_NVME_PATH_MAX]; /* one directory, or several separated by ',' */
 	bool pin_memory;             /* default true */
-	uint32_t buffer_count;       /* default 5 */
+	uint32_t buffer_count;       /* default 5; 0 = auto (from the prefetch depth) */
 	uint64_t buffer_size;        /* elements per buffer; 0 = auto (the default) */
 	uint64_t max_in_cpu;         /* elements kept in host memory; default 1e9 */
 	bool checksum;               /* zinc: XXH3 per extent, default true */
@@ -66,6 +66,20 @@ struct zn_offload_optimizer_config {
 
 ZN_API extern const struct zn_cfg_section zn_offload_param_section;
 ZN_API extern const struct zn_cfg_section zn_offload_optimizer_section;
+
+struct zn_bufpool_config;
+
+/* The buffer pool offload_param asks for, for parameter tensors of at most
+ * `largest_elems` elements (named `largest_name` in messages) of
+ * `elem_bytes` each, prefetched `prefetch_depth` tensors ahead:
+ * buffer_size auto -> the largest tensor; buffer_count auto -> the
+ * prefetch depth + 2 (the tensor in use and one being written back), at
+ * least 3.  A buffer_size below the largest tensor is -EINVAL with the value
+ * that works.  Fills *out (numa_node -1; near_path: cfg->nvme_path when it
+ * names one disk, so cfg must outlive the pool's creation). */
+ZN_API int zn_offload_param_pool(const struct zn_offload_param_config *cfg, uint64_t largest_elems,
+				 const char *largest_name, size_t elem_bytes,
+				 unsigned prefetch_depth, struct zn_bufpool_config *out);
 
 /* Split a nvme_path value ("a,b,c") into at most `max` paths (pointers into
  * `buf`, a copy the caller provides of at least ZN_NVME_PATH_MAX bytes).
