@@ -12,15 +12,15 @@ import re
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import TapRunner  # noqa: E402
+
+
 ZINC = os.environ.get("ZINC_BIN", "zinc")
 ROOT = os.environ.get("ZINC_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), ".."))
 
-checks = []
-
-
-def check(fn):
-    checks.append(fn)
-    return fn
+t = TapRunner(scratch=False)
+check = t.test
 
 
 @check
@@ -56,20 +56,5 @@ def readme_keys_exist():
     assert not unknown, f"README.md names keys the parser does not know: {sorted(unknown)}"
 
 
-def main():
-    print(f"1..{len(checks)}")
-    failed = 0
-    for i, fn in enumerate(checks, 1):
-        try:
-            fn()
-            print(f"ok {i} - {fn.__name__}")
-        except Exception as e:
-            failed += 1
-            print(f"not ok {i} - {fn.__name__}")
-            for line in str(e).splitlines():
-                print(f"# {line}")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(t.main())

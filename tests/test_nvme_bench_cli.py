@@ -5,22 +5,18 @@ TAP output for meson.  Needs $ZINC_BIN (the zinc binary) and $ZINC_TEST_DIR.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import TapRunner  # noqa: E402
+
 ZINC = os.environ.get("ZINC_BIN", "zinc")
-BASE = os.environ.get("ZINC_TEST_DIR", tempfile.gettempdir())
 
-tests = []
-
-
-def test(fn):
-    tests.append(fn)
-    return fn
+t = TapRunner(scratch=True)
+test = t.test
 
 
 def run(*args, timeout=240):
@@ -141,25 +137,5 @@ def ctrl_c_removes_the_file(d):
     assert scratch_files(d) == [], "scratch file left after Ctrl-C"
 
 
-def main():
-    os.makedirs(BASE, exist_ok=True)
-    print(f"1..{len(tests)}")
-    failed = 0
-    for i, fn in enumerate(tests, 1):
-        d = tempfile.mkdtemp(prefix="cli.", dir=BASE)
-        try:
-            fn(d)
-            print(f"ok {i} - {fn.__name__}")
-        except Exception as e:  # report every failure as TAP, keep going
-            failed += 1
-            print(f"not ok {i} - {fn.__name__}")
-            for line in repr(e).splitlines():
-                print(f"# {line}")
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-        sys.stdout.flush()
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(t.main())

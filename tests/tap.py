@@ -1,0 +1,47 @@
+"""A minimal TAP runner for the Python tests (meson `protocol: 'tap'`).
+
+    from tap import TapRunner
+    t = TapRunner(scratch=True)   # each test gets a fresh directory argument
+    @t.test
+    def something(d): assert ...
+    sys.exit(t.main())
+
+A test fails by raising (assert); every failure is reported as `not ok` with
+its message, and the run goes on.
+"""
+import os
+import shutil
+import sys
+import tempfile
+
+
+class TapRunner:
+    def __init__(self, scratch=False):
+        self.tests = []
+        self.scratch = scratch
+
+    def test(self, fn):
+        self.tests.append(fn)
+        return fn
+
+    def main(self):
+        base = os.environ.get("ZINC_TEST_DIR", tempfile.gettempdir())
+        if self.scratch:
+            os.makedirs(base, exist_ok=True)
+        print(f"1..{len(self.tests)}")
+        failed = 0
+        for i, fn in enumerate(self.tests, 1):
+            d = tempfile.mkdtemp(prefix=fn.__name__ + ".", dir=base) if self.scratch else None
+            try:
+                fn(d) if self.scratch else fn()
+                print(f"ok {i} - {fn.__name__}")
+            except Exception as e:  # report every failure as TAP, keep going
+                failed += 1
+                print(f"not ok {i} - {fn.__name__}")
+                for line in (str(e) or repr(e)).splitlines():
+                    print(f"# {line}")
+            finally:
+                if d:
+                    shutil.rmtree(d, ignore_errors=True)
+            sys.stdout.flush()
+        return 1 if failed else 0
