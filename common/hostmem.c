@@ -108,3 +108,36 @@ double zn_hostmem_huge_fraction(const void *p, size_t bytes)
 	double frac = (double)huge / (double)bytes;
 	return frac > 1.0 ? 1.0 : frac;
 }
+
+void *zn_hostmem_alloc_arrays(size_t count, const size_t *bytes, unsigned flags, void **arrays,
+			      size_t *region_bytes)
+{
+	size_t total = 0;
+
+	if (count == 0 || !bytes || !arrays || !region_bytes) {
+		zn_set_error("zn_hostmem_alloc_arrays: %s", count == 0 ? "no arrays requested"
+								       : "NULL argument");
+		return NULL;
+	}
+	/* Offsets first (kept in arrays[] until the region exists): array k
+	 * starts after the 64-rounded sizes of the arrays before it and a
+	 * ZN_HOSTMEM_STAGGER gap after each. */
+	for (size_t k = 0; k < count; k++) {
+		size_t len = ZN_ALIGN_UP(bytes[k], 64);
+		size_t gap = k ? ZN_HOSTMEM_STAGGER : 0;
+		if (len < bytes[k] || total + gap < total || total + gap + len < total + gap) {
+			zn_set_error("zn_hostmem_alloc_arrays: array sizes overflow");
+			return NULL;
+		}
+		total += gap;
+		arrays[k] = (void *)(uintptr_t)total;
+		total += len;
+	}
+	uint8_t *base = zn_hostmem_alloc(total ? total : 1, flags);
+	if (!base)
+		return NULL;
+	for (size_t k = 0; k < count; k++)
+		arrays[k] = base + (uintptr_t)arrays[k];
+	*region_bytes = ZN_ALIGN_UP(total ? total : 1, ZN_HOSTMEM_ALIGN);
+	return base;
+}

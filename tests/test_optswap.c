@@ -1,8 +1,9 @@
 /* The pipelined optimizer swapper: an NVMe-resident optimizer step must
  * give bit-identical states and parameter copies to the same update run in
- * memory, for every pipeline mode, several sub-group sizes (with a partial
- * last group) and 1-3 nvme paths; faults must leave previous states
- * readable. */
+ * memory (one zn_adam_step over all elements), for every pipeline mode,
+ * several sub-group sizes (with a partial last group) and 1-3 nvme paths,
+ * with the bf16 parameter copy going to host memory or to NVMe-home
+ * tensors of a tensor swapper; faults must leave previous states readable. */
 #include "testutil.h"
 
 #include <errno.h>
@@ -16,9 +17,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "optimizer_ref.h"
+#include "zinc/adam.h"
 #include "zinc/hostmem.h"
 #include "zinc/offload.h"
+#include "zinc/threadpool.h"
+
+#define ZN_MIN_T(a, b) ((a) < (b) ? (a) : (b))
+#define ZN_ALIGN_UP_T(x, a) ((((x) + (a) - 1) / (a)) * (a))
 
 #define KiB (1024ull)
 #define MiB (1024ull * 1024)
@@ -28,6 +33,7 @@ struct rig {
 	struct zn_store *store;
 	struct zn_optswap *os;
 	struct zn_trace *trace;
+	struct zn_store *copy_store; /* optional second store for parameter copies */
 };
 
 static int rig_up(struct rig *r, uint64_t params, uint64_t sub, unsigned npaths, bool pr,
@@ -40,6 +46,7 @@ static int rig_up(struct rig *r, uint64_t params, uint64_t sub, unsigned npaths,
 	r->aio = zn_aio_create(&ac);
 	assert_non_null(r->aio);
 	r->trace = zn_trace_create(4096);
+	r->copy_store = NULL;
 	struct zn_optswap_config oc = {
 		.aio = r->aio, .params = params, .sub_group_size = sub, .nstates = 3,
 		.buffer_count = buffers, .pipeline_read = pr, .pipeline_write = pw,
@@ -67,6 +74,7 @@ static int rig_up(struct rig *r, uint64_t params, uint64_t sub, unsigned npaths,
 static void rig_down(struct rig *r)
 {
 	zn_optswap_destroy(r->os);
+	zn_store_destroy(r->copy_store);
 	zn_store_destroy(r->store);
 	zn_trace_destroy(r->trace);
 	zn_aio_destroy(r->aio);
@@ -74,22 +82,56 @@ static void rig_down(struct rig *r)
 
 /* In-memory reference state and the step's inputs. */
 struct run {
-	uint64_t n;
+	uint64_t n, sub;
 	float *param, *m, *v;     /* reference, updated in memory */
 	float *grad;
 	uint16_t *copy_ref, *copy_nvme; /* bf16 parameter copies */
-	struct zn_optim_ref_hp hp;
-	int64_t step;
+	struct zn_adam_hparams hp;
+	uint64_t step;
+	struct zn_threadpool *pool;
+	/* With a swapper: each group's bf16 copy is an NVMe-home tensor. */
+	struct zn_swapper *sw;
+	struct zn_tensor **copy_t;
 };
+
+static int adam(const struct run *r, uint64_t n, float *p, float *m, float *v, const float *g,
+		uint16_t *copy)
+{
+	struct zn_adam_tensors t = { .n = n, .param = p, .exp_avg = m, .exp_avg_sq = v,
+				     .grad = g, .grad_dtype = ZN_ADAM_FP32,
+				     .param_copy = copy, .copy_dtype = ZN_ADAM_BF16 };
+	struct zn_adam_exec ex = { .pool = r->pool };
+	return zn_adam_step(&r->hp, r->step, 1.0f, &t, &ex);
+}
 
 static int update_nvme(void *user, uint64_t group, uint64_t first, uint64_t n,
 		       float *const *states)
 {
 	struct run *r = user;
-	(void)group;
-	zn_optim_ref_adam(&r->hp, r->step, states[0], states[1], states[2], r->grad + first,
-			  r->copy_nvme + first, n);
-	return 0;
+	if (!r->sw)
+		return adam(r, n, states[0], states[1], states[2], r->grad + first,
+			    r->copy_nvme + first);
+	/* The copy goes straight into the group's tensor in the swapper. */
+	void *copy;
+	int rc = zn_swapper_acquire(r->sw, r->copy_t[group], &copy);
+	if (rc)
+		return rc;
+	rc = adam(r, n, states[0], states[1], states[2], r->grad + first, copy);
+	zn_swapper_release(r->sw, r->copy_t[group], rc == 0);
+	return rc;
+}
+
+/* The bf16 copies, wherever the step put them. */
+static void copies_of(struct run *r, uint64_t groups)
+{
+	if (!r->sw)
+		return;
+	for (uint64_t g = 0; g < groups; g++) {
+		void *buf;
+		assert_int_equal(zn_swapper_acquire(r->sw, r->copy_t[g], &buf), 0);
+		memcpy(r->copy_nvme + g * r->sub, buf, ZN_MIN_T(r->sub, r->n - g * r->sub) * 2);
+		assert_int_equal(zn_swapper_release(r->sw, r->copy_t[g], false), 0);
+	}
 }
 
 static void write_initial(struct rig *rg, struct run *r, uint64_t sub)
@@ -119,10 +161,11 @@ static void compare_all(struct rig *rg, struct run *r, uint64_t sub)
 }
 
 static void run_case(uint64_t n, uint64_t sub, unsigned npaths, bool pr, bool pw,
-		     unsigned buffers)
+		     unsigned buffers, bool copy_to_swapper, unsigned threads)
 {
 	struct rig rg;
-	struct run r = { .n = n };
+	struct run r = { .n = n, .sub = sub };
+	struct zn_bufpool *copy_pool = NULL;
 	assert_int_equal(rig_up(&rg, n, sub, npaths, pr, pw, buffers), 0);
 	r.param = malloc(n * 4);
 	r.m = calloc(n, 4);
@@ -130,9 +173,33 @@ static void run_case(uint64_t n, uint64_t sub, unsigned npaths, bool pr, bool pw
 	r.grad = malloc(n * 4);
 	r.copy_ref = calloc(n, 2);
 	r.copy_nvme = calloc(n, 2);
-	r.hp = (struct zn_optim_ref_hp){ .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f,
-					 .eps = 1e-8f, .weight_decay = 0.01f, .adamw = true,
-					 .bias_correction = true };
+	zn_adam_defaults(&r.hp);
+	r.hp.weight_decay = 0.01;
+	r.pool = threads > 1 ? zn_threadpool_create(threads, -1) : NULL;
+	uint64_t groups = zn_optswap_groups(rg.os);
+	if (copy_to_swapper) {
+		/* Its own store region: the optimizer's store is sized exactly. */
+		const char *dir = tu_path("copies");
+		mkdir(dir, 0700);
+		struct zn_bufpool_config pc = { .buffer_count = 2, .buffer_bytes = sub * 2,
+						.numa_node = -1 };
+		copy_pool = zn_bufpool_create(&pc, rg.aio);
+		struct zn_store_config sc = { .paths = &dir, .npaths = 1, .capacity = n * 2 + groups * 8192,
+					      .checksum = true };
+		struct zn_store *cs = zn_store_create(&sc, rg.aio);
+		assert_non_null(cs);
+		struct zn_swapper_config swc = { cs, copy_pool, NULL };
+		r.sw = zn_swapper_create(&swc);
+		r.copy_t = calloc(groups, sizeof(*r.copy_t));
+		for (uint64_t g = 0; g < groups; g++) {
+			char name[32];
+			snprintf(name, sizeof(name), "bf16 copy %llu", (unsigned long long)g);
+			assert_int_equal(zn_swapper_add(r.sw, name, ZN_MIN_T(sub, n - g * sub) * 2,
+							ZN_TIER_NVME, &r.copy_t[g]),
+					 0);
+		}
+		rg.copy_store = cs;
+	}
 	uint64_t rs = n ^ sub;
 	for (uint64_t i = 0; i < n; i++)
 		r.param[i] = (float)((double)(tu_rand(&rs) >> 11) / 9007199254740992.0 - 0.5);
@@ -143,19 +210,27 @@ static void run_case(uint64_t n, uint64_t sub, unsigned npaths, bool pr, bool pw
 			r.grad[i] = (float)((double)(tu_rand(&rs) >> 11) / 9007199254740992.0 - 0.5) *
 				    0.1f;
 		/* In memory: one call over everything. */
-		zn_optim_ref_adam(&r.hp, r.step, r.param, r.m, r.v, r.grad, r.copy_ref, n);
+		assert_int_equal(adam(&r, n, r.param, r.m, r.v, r.grad, r.copy_ref), 0);
 		assert_int_equal(zn_optswap_step(rg.os, update_nvme, &r), 0);
+		copies_of(&r, groups);
 		if (memcmp(r.copy_ref, r.copy_nvme, n * 2) != 0)
-			fail_msg("parameter copies differ after step %lld", (long long)r.step);
+			fail_msg("parameter copies differ after step %llu", (unsigned long long)r.step);
 	}
 	compare_all(&rg, &r, sub);
 	struct zn_optswap_stats st;
 	zn_optswap_last_stats(rg.os, &st);
-	uint64_t groups = zn_optswap_groups(rg.os);
 	assert_true(st.bytes_read >= groups * 3 * sub * 4 - 3 * sub * 4);
 	assert_int_equal(st.bytes_read, st.bytes_written);
 	assert_true(st.step_s > 0 && st.update_s > 0);
 	assert_true(zn_trace_count(rg.trace) >= 3 * groups);
+	if (r.sw) {
+		for (uint64_t g = 0; g < groups; g++)
+			assert_int_equal(zn_swapper_remove(r.sw, r.copy_t[g]), 0);
+		zn_swapper_destroy(r.sw);
+		zn_bufpool_destroy(copy_pool);
+		free(r.copy_t);
+	}
+	zn_threadpool_destroy(r.pool);
 	rig_down(&rg);
 	free(r.param);
 	free(r.m);
@@ -171,20 +246,21 @@ static void test_bit_identical(void **state)
 	static const struct {
 		uint64_t n, sub;
 		unsigned paths, buffers;
-		bool pr, pw;
+		bool pr, pw, to_swapper;
+		unsigned threads;
 	} cases[] = {
-		{ 100003, 100003, 1, 0, false, false }, /* one group, serial */
-		{ 100003, 30000, 1, 0, false, false },  /* partial last group */
-		{ 100003, 30000, 2, 0, true, false },
-		{ 100003, 30000, 3, 0, false, true },
-		{ 100003, 16384, 3, 0, true, true },
-		{ 100003, 4096, 2, 5, true, true },     /* read-ahead of 3 groups */
-		{ 65536, 65536, 2, 4, true, true },
-		{ 200000, 7777, 1, 4, true, false },
+		{ 100003, 100003, 1, 0, false, false, false, 1 }, /* one group, serial */
+		{ 100003, 30000, 1, 0, false, false, false, 2 },  /* partial last group */
+		{ 100003, 30000, 2, 0, true, false, true, 1 },
+		{ 100003, 30000, 3, 0, false, true, false, 2 },
+		{ 100003, 16384, 3, 0, true, true, true, 2 },
+		{ 100003, 4096, 2, 5, true, true, false, 1 },     /* read-ahead of 3 groups */
+		{ 65536, 65536, 2, 4, true, true, true, 2 },
+		{ 200000, 7777, 1, 4, true, false, false, 2 },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		run_case(cases[i].n, cases[i].sub, cases[i].paths, cases[i].pr, cases[i].pw,
-			 cases[i].buffers);
+			 cases[i].buffers, cases[i].to_swapper, cases[i].threads);
 }
 
 static void test_buffer_count_too_small(void **state)
@@ -207,7 +283,7 @@ static void test_failed_write_keeps_previous_state(void **state)
 	(void)state;
 	const uint64_t n = 50000, sub = 10000;
 	struct rig rg;
-	struct run r = { .n = n };
+	struct run r = { .n = n, .sub = sub };
 	assert_int_equal(rig_up(&rg, n, sub, 1, true, true, 0), 0);
 	r.param = malloc(n * 4);
 	r.m = calloc(n, 4);
@@ -215,8 +291,8 @@ static void test_failed_write_keeps_previous_state(void **state)
 	r.grad = malloc(n * 4);
 	r.copy_ref = calloc(n, 2);
 	r.copy_nvme = calloc(n, 2);
-	r.hp = (struct zn_optim_ref_hp){ .lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.99f, .eps = 1e-6f,
-					 .adamw = true, .bias_correction = true };
+	zn_adam_defaults(&r.hp);
+	r.hp.lr = 1e-2;
 	for (uint64_t i = 0; i < n; i++) {
 		r.param[i] = (float)i * 1e-5f;
 		r.grad[i] = 0.01f * (float)((i % 7) - 3);
@@ -241,7 +317,7 @@ static void test_failed_write_keeps_previous_state(void **state)
 	assert_non_null(strstr(zn_last_error(), "sub-group"));
 	compare_all(&rg, &r, sub); /* still the initial states */
 
-	zn_optim_ref_adam(&r.hp, 1, r.param, r.m, r.v, r.grad, r.copy_ref, n);
+	assert_int_equal(adam(&r, n, r.param, r.m, r.v, r.grad, r.copy_ref), 0);
 	assert_int_equal(zn_optswap_step(rg.os, update_nvme, &r), 0);
 	compare_all(&rg, &r, sub);
 	assert_memory_equal(r.copy_ref, r.copy_nvme, n * 2);

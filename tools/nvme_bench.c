@@ -15,16 +15,15 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "commands.h"
 #include "json.h"
 #include "options.h"
+#include "util.h"
 #include "zinc/aio.h"
 #include "zinc/hostmem.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MAXL 16
 #define NOUT 4            /* requests outstanding per stream */
 #define MAX_BUFFER (1ull << 30) /* bytes of I/O buffers the grid may need */
@@ -74,12 +73,6 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
 	return a < b ? a : b;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void on_signal(int sig)
 {
@@ -288,7 +281,7 @@ static int stream_submit(struct stream *s)
 		if (rc)
 			return rc;
 		s->len[i] = len;
-		s->t[i] = now_ns();
+		s->t[i] = tool_now_ns();
 		s->next += len;
 		s->count++;
 	}
@@ -330,7 +323,7 @@ static int run_pass(struct bench *b, struct zn_aio_file *f, enum rw rw, uint64_t
 			.req_len = req_len,
 		};
 	}
-	uint64_t t0 = now_ns();
+	uint64_t t0 = tool_now_ns();
 	for (unsigned k = 0; k < ns && !rc; k++)
 		rc = stream_submit(&st[k]);
 	while (!rc) {
@@ -355,22 +348,10 @@ static int run_pass(struct bench *b, struct zn_aio_file *f, enum rw rw, uint64_t
 	for (unsigned k = 0; k < ns; k++)
 		while (st[k].count)
 			stream_reap_one(&st[k]);
-	*secs = (double)(now_ns() - t0) / 1e9;
+	*secs = (double)(tool_now_ns() - t0) / 1e9;
 	if (!rc && interrupted)
 		rc = -EINTR;
 	return rc;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 static void config_for(const struct bench *b, uint64_t bs, unsigned qd, unsigned th,
@@ -444,7 +425,7 @@ static int run_setting(struct bench *b, enum rw rw, uint64_t bs, unsigned qd, un
 	if (!rc && report) {
 		*res = (struct result){
 			.rw = rw, .bs = bs, .qd = qd, .th = th,
-			.mib_s = median(mibs, loops), .iops = median(iops, loops),
+			.mib_s = tool_median(mibs, loops), .iops = tool_median(iops, loops),
 			.p50_ns = zn_aio_stats_percentile(&sum, 50),
 			.p99_ns = zn_aio_stats_percentile(&sum, 99),
 			.fixed = sum.fixed_ios > 0,
@@ -673,7 +654,10 @@ int cmd_nvme_bench(int argc, char **argv)
 		struct zn_aio_config cfg;
 		struct zn_aio *aio;
 		struct zn_aio_file *f;
-		bool existed = access(b.fname, F_OK) == 0;
+		/* A new file, or the part an existing one grows by, holds no
+		 * data yet: reads of it would not touch the disk. */
+		struct stat st0;
+		bool needs_fill = stat(b.fname, &st0) != 0 || (uint64_t)st0.st_size < b.size;
 		zn_aio_config_default(&cfg);
 		cfg.block_size = max_bs;
 		aio = zn_aio_create(&cfg);
@@ -696,8 +680,6 @@ int cmd_nvme_bench(int argc, char **argv)
 			       zn_aio_file_align(f), (unsigned long long)b.size);
 		zn_aio_close(f);
 		zn_aio_destroy(aio);
-		if (!existed && b.file)
-			b.delete_file = false;
 
 		b.buflen = need;
 		b.buf = zn_hostmem_alloc(need, ZN_HOSTMEM_PREFAULT |
@@ -717,10 +699,9 @@ int cmd_nvme_bench(int argc, char **argv)
 		}
 		b.huge_fraction = zn_hostmem_huge_fraction(b.buf, need);
 
-		/* Reads need written data: a new or grown file is filled once
-		 * (unreported) unless a write pass comes first anyway. */
-		if ((b.rw[RW_READ] || b.rw[RW_RW]) && !b.rw[RW_WRITE] &&
-		    (!existed || b.delete_file)) {
+		/* Reads need written data: fill the file once (unreported)
+		 * unless a write pass comes first anyway. */
+		if ((b.rw[RW_READ] || b.rw[RW_RW]) && !b.rw[RW_WRITE] && needs_fill) {
 			struct result dummy;
 			rc = run_setting(&b, RW_WRITE, max_bs, 8, 1, &dummy, 0, 0, false);
 			if (rc == -EINTR || interrupted)

@@ -13,6 +13,9 @@ static const struct command {
 	const char *help;
 } commands[] = {
 	{ "nvme-bench", cmd_nvme_bench, "measure NVMe throughput and print the best aio: block" },
+	{ "offload-bench", cmd_offload_bench,
+	  "measure the NVMe optimizer step against its I/O and Adam bound" },
+	{ "adam-bench", cmd_adam_bench, "measure the CPU Adam against memory bandwidth" },
 	{ "config", cmd_config, "list config keys, or check a config file (--check FILE)" },
 	{ "version", cmd_version, "print the version" },
 };

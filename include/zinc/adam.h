@@ -1,0 +1,158 @@
+/* zinc — CPU optimizers over contiguous arrays: Adam/AdamW, Adagrad, Lion.
+ *
+ * DeepSpeed's DeepSpeedCPUAdam (and DeepSpeedCPUAdagrad, DeepSpeedCPULion)
+ * as a C API.  One call updates n elements in place:
+ *
+ *   param       fp32 master weights                       read, written
+ *   grad        fp32, fp16 or bf16 gradients              read
+ *   exp_avg     fp32 first moment m (Adam, Lion)          read, written
+ *   exp_avg_sq  fp32 second moment v (Adam); Adagrad's
+ *               running sum of squared gradients          read, written
+ *   param_copy  optional fp16/bf16 copy of the updated
+ *               params (what goes back to the device)     written
+ *
+ * in one pass over memory, with the gradient multiplied by `grad_scale`
+ * first (1/loss_scale × the clipping coefficient).  The pass is split into
+ * tiles run on a thread pool; an optional callback hears about each tile as
+ * soon as its outputs are final, so copying them out can start while the
+ * rest is computed.
+ *
+ * Three implementations — AVX-512, AVX2 (+FMA, F16C) and scalar — give
+ * bit-identical results (the scalar one is the specification; the others
+ * do the same IEEE operations in the same order, and no FMA contraction).
+ * The best one the CPU supports is used; ZINC_SIMD=scalar|avx2|avx512|auto
+ * in the environment, or zn_adam_exec.simd, forces one.
+ *
+ * NaN and Inf in gradients propagate into the results as in PyTorch (Adam,
+ * Adagrad: the affected params become NaN); zn_adam_grad_check is how a
+ * caller finds them before stepping (the loss scaler skips such a step).
+ */
+#ifndef ZINC_ADAM_H
+#define ZINC_ADAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zinc/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct zn_threadpool;
+
+enum zn_adam_dtype {
+	ZN_ADAM_FP32 = 0,
+	ZN_ADAM_FP16, /* IEEE binary16; fp32 -> fp16 rounds to nearest even */
+	ZN_ADAM_BF16, /* bfloat16; fp32 -> bf16 rounds to nearest even, NaN -> 0x7fc0 */
+	ZN_ADAM_DTYPE_COUNT
+};
+
+enum zn_adam_simd {
+	ZN_ADAM_SIMD_AUTO = 0, /* $ZINC_SIMD if set, else the best the CPU has */
+	ZN_ADAM_SIMD_SCALAR,
+	ZN_ADAM_SIMD_AVX2,   /* AVX2 + FMA + F16C */
+	ZN_ADAM_SIMD_AVX512, /* AVX512F + BW + VL */
+	ZN_ADAM_SIMD_COUNT
+};
+
+/* Hyperparameters, with DeepSpeed's names and meaning.  Each optimizer
+ * reads the fields it has:
+ *   Adam:    lr, beta1, beta2, eps, weight_decay, bias_correction, adamw_mode
+ *   Adagrad: lr, eps, weight_decay (added to the gradient, L2, as in torch)
+ *   Lion:    lr, beta1, beta2, weight_decay (decoupled, always)
+ * Doubles, like the Python floats torch and DeepSpeed users write: the
+ * per-step constants (1 - beta, lr / (1 - beta1^step), ...) are computed
+ * in double from them and rounded to fp32 once, so 1 - 0.999 is 0.001 as in
+ * torch, not 1 - 0.999f. */
+struct zn_adam_hparams {
+	double lr;            /* learning rate, >= 0 */
+	double beta1, beta2;  /* in [0, 1) */
+	double eps;           /* > 0 */
+	double weight_decay;  /* >= 0 */
+	bool bias_correction; /* Adam: divide the moments by 1 - beta^step */
+	bool adamw_mode;      /* Adam: true decoupled decay (AdamW), false L2 */
+};
+
+/* DeepSpeedCPUAdam's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8,
+ * weight_decay 0, bias_correction on, adamw_mode on. */
+ZN_API void zn_adam_defaults(struct zn_adam_hparams *hp);
+/* DeepSpeedCPUAdagrad's: lr 1e-2, eps 1e-10, weight_decay 0. */
+ZN_API void zn_adagrad_defaults(struct zn_adam_hparams *hp);
+/* DeepSpeedCPULion's: lr 1e-3, betas (0.9, 0.999), weight_decay 0. */
+ZN_API void zn_lion_defaults(struct zn_adam_hparams *hp);
+
+/* The arrays of one call: each aligned to its element size (as C
+ * requires), any further alignment (64 bytes is fastest), no overlap. */
+struct zn_adam_tensors {
+	size_t n;                       /* elements */
+	float *param;                   /* n fp32 master weights */
+	const void *grad;               /* n gradients of grad_dtype */
+	enum zn_adam_dtype grad_dtype;
+	float *exp_avg;                 /* n; Adam, Lion (NULL for Adagrad) */
+	float *exp_avg_sq;              /* n; Adam, Adagrad (NULL for Lion) */
+	void *param_copy;               /* NULL, or n elements of copy_dtype */
+	enum zn_adam_dtype copy_dtype;  /* ZN_ADAM_FP16 or ZN_ADAM_BF16 */
+};
+
+/* Called once per tile, from the worker that computed it, as soon as
+ * elements [offset, offset + count) of every output are final.  Calls for
+ * different tiles may run at the same time on different threads. */
+typedef void (*zn_adam_tile_fn)(void *user, size_t offset, size_t count);
+
+/* How to run a call; NULL means all defaults (zero-initialize to start). */
+struct zn_adam_exec {
+	struct zn_threadpool *pool; /* NULL: the calling thread does all */
+	size_t tile;                /* elements per tile, rounded up to 64; 0: automatic */
+	zn_adam_tile_fn on_tile;    /* NULL: none */
+	void *user;                 /* passed to on_tile */
+	enum zn_adam_simd simd;     /* ZN_ADAM_SIMD_AUTO: see zn_adam_simd_select */
+};
+
+/* One optimizer step over t->n elements.  `step` counts from 1 (the first
+ * step is 1, as in torch and DeepSpeed); `grad_scale` multiplies every
+ * gradient first (1/loss_scale × clip coefficient; 1 for none).
+ * Returns 0, or -EINVAL with a message naming the argument: a NULL array
+ * the optimizer needs, beta outside [0, 1), eps <= 0, lr or weight_decay
+ * negative or not finite, step 0, grad_scale not finite, a bad dtype,
+ * overlapping arrays; -EINVAL / -ENOTSUP for a ZINC_SIMD or exec->simd
+ * that is unknown / not available.  n == 0 is a no-op (arrays unchecked).
+ * Nothing is written unless the call returns 0. */
+ZN_API int zn_adam_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
+			const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
+ZN_API int zn_adagrad_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
+			   const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
+ZN_API int zn_lion_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
+			const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
+
+/* The fused gradient check the loss scaler and clipping need, in one
+ * vectorized pass: sum of squares (in double, so it cannot overflow for
+ * finite inputs and loses little to rounding) and whether every element is
+ * finite.  The sum is deterministic for a given exec->tile whatever the
+ * thread count.  exec->on_tile is not called.  Returns 0 or -EINVAL. */
+struct zn_adam_grad_stats {
+	double sumsq;  /* sum of grad[i]^2; Inf or NaN when !finite */
+	bool finite;   /* no Inf and no NaN in grad */
+};
+ZN_API int zn_adam_grad_check(const void *grad, enum zn_adam_dtype dtype, size_t n,
+			      const struct zn_adam_exec *ex, struct zn_adam_grad_stats *out);
+
+/* Resolve a SIMD choice: ZN_ADAM_SIMD_AUTO becomes $ZINC_SIMD when that is
+ * set (and not "auto"), else the best path the CPU and the build support.
+ * Returns 0, -EINVAL for an unknown ZINC_SIMD value, -ENOTSUP for a path
+ * this CPU or build lacks (the message says which feature is missing). */
+ZN_API int zn_adam_simd_select(enum zn_adam_simd want, enum zn_adam_simd *got);
+/* "auto", "scalar", "avx2", "avx512"; "?" for an unknown value. */
+ZN_API const char *zn_adam_simd_name(enum zn_adam_simd simd);
+/* Parse one of those names; returns 0 or -EINVAL. */
+ZN_API int zn_adam_simd_parse(const char *name, enum zn_adam_simd *out);
+/* "fp32", "fp16", "bf16"; "?" for an unknown value. */
+ZN_API const char *zn_adam_dtype_name(enum zn_adam_dtype dtype);
+/* Bytes per element of a dtype (0 for an unknown value). */
+ZN_API size_t zn_adam_dtype_size(enum zn_adam_dtype dtype);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
