@@ -15,7 +15,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "adam_internal.h"
@@ -23,11 +22,11 @@
 #include "half.h"
 #include "json.h"
 #include "options.h"
+#include "util.h"
 #include "zinc/adam.h"
 #include "zinc/hostmem.h"
 #include "zinc/threadpool.h"
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MAX_REPS 1000
 
 enum optimizer { OPT_ADAM, OPT_ADAGRAD, OPT_LION, OPT_COUNT };
@@ -44,13 +43,6 @@ struct bench {
 	uint64_t tile;
 	bool json, no_huge, no_stagger;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -395,15 +387,15 @@ int cmd_adam_bench(int argc, char **argv)
 	if (!err)
 		err = zn_adam_triad(&ts, &ex);
 	for (unsigned r = 0; r < b.reps && !err; r++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = tool_now_ns();
 		err = step_fn(&hp, stepno++, 1.0f, &t, &ex);
-		uint64_t t1 = now_ns();
+		uint64_t t1 = tool_now_ns();
 		if (!err)
 			err = zn_adam_stream7(&ts, &ex);
-		uint64_t t2 = now_ns();
+		uint64_t t2 = tool_now_ns();
 		if (!err)
 			err = zn_adam_triad(&ts, &ex);
-		uint64_t t3 = now_ns();
+		uint64_t t3 = tool_now_ns();
 		topt.ns[topt.count++] = t1 - t0;
 		ts7.ns[ts7.count++] = t2 - t1;
 		ttri.ns[ttri.count++] = t3 - t2;
