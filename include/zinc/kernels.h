@@ -1,0 +1,262 @@
+/* zinc — compute kernels of a GPT-2 style (pre-LayerNorm decoder)
+ * transformer, forward and backward: one op table, two implementations.
+ *
+ *   "cpu"   host memory; OpenBLAS sgemm and vectorized C loops, run on a
+ *           zn_threadpool.  Storage dtype fp32.
+ *   "cuda"  device memory; cuBLAS / cuBLASLt and .cu kernels, enqueued on
+ *           a CUDA stream.  Storage dtype fp32 or bf16, always with fp32
+ *           arithmetic and accumulation.  Present when zinc was built with
+ *           the CUDA toolkit.
+ *
+ * The ops follow llm.c's train_gpt2.c / train_gpt2.cu in shapes and
+ * semantics, so its reference code reads as a specification of this file.
+ *
+ * ---- Shapes: the letters used in every comment below ----------------------
+ *
+ *   B    batch size (sequences)
+ *   T    sequence length; maxT >= T rows in the position table wpe
+ *   BT   B * T, the number of token rows
+ *   C    channels (n_embd)
+ *   NH   attention heads; HS = C / NH, the head size (C % NH == 0)
+ *   OC   output channels of a matmul (3C for qkv, 4C for the MLP's fc ...)
+ *   V    vocabulary size; Vp >= V the row length of the logits (llm.c
+ *        pads 50257 to 50304 so the classifier matmul has nice shapes)
+ *   N    number of elements of an elementwise op
+ *
+ * Every tensor is dense and row-major (C order, last index fastest); the
+ * shape comments list dimensions outer to inner, e.g. qkv (B, T, 3C).
+ * Dimensions are ints > 0; element counts are size_t.
+ *
+ * ---- Layouts --------------------------------------------------------------
+ *
+ *   weight of a matmul  (OC, C): out = inp @ weight^T + bias.  This is
+ *       PyTorch nn.Linear's layout and llm.c's.  Hugging Face GPT-2 stores
+ *       its Conv1D weights (c_attn, c_proj, c_fc) transposed, as (C, OC):
+ *       a checkpoint writer/reader transposes those (not lm_head / wte).
+ *   qkv (B, T, 3C): for each token, [q | k | v], each C wide, head h at
+ *       channels h*HS .. h*HS+HS-1 of its part — what c_attn produces.
+ *   attention out (B, T, C): heads concatenated the same way.
+ *   lse (B, NH, T) fp32: the log-sum-exp of each softmax row, saved by
+ *       attention_forward for attention_backward (which recomputes the
+ *       probabilities from q, k and lse; no (B, NH, T, T) tensor is kept).
+ *   mean, rstd (BT) fp32: saved by layernorm_forward for the backward.
+ *   tokens, targets (BT) int32; losses (BT) fp32; loss weights (BT) fp32.
+ *
+ * ---- Dtypes ---------------------------------------------------------------
+ *
+ * A context has one storage dtype (zn_kernels_params.dtype) for every
+ * tensor argument typed `void *`: activations, parameters, gradients,
+ * logits.  Tensors typed `float *` / `int32_t *` are always fp32 / int32.
+ * The reductions and casts take their dtype explicitly, so they also serve
+ * gradients kept in another dtype (fp16 with a loss scale).
+ *
+ * ---- Rules ----------------------------------------------------------------
+ *
+ *   - Gradients accumulate: every backward op ADDS into its gradient
+ *     outputs (dinp +=, dweight +=), as in llm.c, because the residual
+ *     stream and tied embeddings receive several contributions and
+ *     micro-batches accumulate.  Zero them before the first contribution.
+ *     The one exception is softmax_crossentropy, which WRITES dlogits (so
+ *     dlogits may be the logits buffer itself).
+ *   - Forward outputs are written.  Elementwise ops allow out == inp;
+ *     other ops need distinct input and output buffers.
+ *   - Memory: cpu ops take host pointers, cuda ops device pointers
+ *     (including sumsq's double and nonfinite's int32 flag).  Scalars
+ *     (scale factors, dimensions) are host values.
+ *   - Synchrony: cpu ops return when done.  cuda ops enqueue work on the
+ *     context's stream and return; their return value covers argument
+ *     checks and launch errors, not faults found later on the device.
+ *   - A context is used by one thread at a time.  Create one per stream.
+ *   - Every op returns 0 or a negative errno (-EINVAL for bad arguments,
+ *     with a message naming the op, the argument, the value and the rule;
+ *     -ENOMEM, -ENOSPC when the workspace is too small, -EIO for a CUDA
+ *     or cuBLAS failure, -ENODEV for no GPU at context creation), and
+ *     zn_last_error() says what happened.
+ *   - Determinism: the same inputs on the same machine give the same bits
+ *     (no atomics in floating-point sums; reductions run in a fixed order).
+ *     The cpu backend's results do not depend on the number of threads,
+ *     except for OpenBLAS's own blocking inside sgemm.
+ */
+#ifndef ZINC_KERNELS_H
+#define ZINC_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zinc/adam.h"
+#include "zinc/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct zn_threadpool;
+
+/* Version of struct zn_kernels, bumped whenever an op is added or changes;
+ * a caller built against another layout can tell by comparing. */
+#define ZN_KERNELS_VERSION 1
+
+/* Element types.  The values equal enum zn_adam_dtype's. */
+enum zn_dtype {
+	ZN_DTYPE_F32 = 0,
+	ZN_DTYPE_F16 = 1,  /* IEEE binary16: fp32 -> fp16 rounds to nearest even */
+	ZN_DTYPE_BF16 = 2, /* bfloat16: fp32 -> bf16 rounds to nearest even, NaN -> 0x7fc0 */
+	ZN_DTYPE_COUNT
+};
+
+/* "fp32", "fp16", "bf16"; "?" for an unknown value. */
+ZN_API const char *zn_dtype_name(enum zn_dtype dtype);
+/* Bytes per element (0 for an unknown value). */
+ZN_API size_t zn_dtype_size(enum zn_dtype dtype);
+
+/* How a context runs.  Start from zn_kernels_params_default(). */
+struct zn_kernels_params {
+	enum zn_dtype dtype;        /* storage of `void *` tensors: F32 (cpu,
+	                             * cuda) or BF16 (cuda) */
+	struct zn_threadpool *pool; /* cpu: the workers of every op; NULL: the
+	                             * calling thread does all the work.  With
+	                             * more than one worker, sgemm pieces run on
+	                             * the workers and OpenBLAS's own threading
+	                             * is turned off for the process
+	                             * (openblas_set_num_threads(1)). */
+	enum zn_adam_simd simd;     /* cpu: vector path of the loops (AUTO:
+	                             * $ZINC_SIMD, else the best the CPU has);
+	                             * avx512 runs the avx2 loops */
+	void *cuda_stream;          /* cuda: the cudaStream_t ops are enqueued on
+	                             * (NULL: the legacy default stream) */
+	int cuda_device;            /* cuda: device ordinal (made current in the
+	                             * creating thread), -1: the current one.
+	                             * Call the ops with that device current. */
+	size_t workspace_bytes;     /* cuda: device scratch for attention scores
+	                             * and reductions; 0: 64 MiB */
+	bool tf32;                  /* cuda, fp32 storage: let cuBLAS use TF32
+	                             * tensor cores (faster, ~1e-3 relative) */
+};
+
+/* Fill *p with the defaults: fp32, no pool, SIMD auto, default stream,
+ * current device, 64 MiB workspace, no TF32. */
+ZN_API void zn_kernels_params_default(struct zn_kernels_params *p);
+
+/* A backend's execution context: the thread pool and scratch memory (cpu),
+ * or the stream, cuBLAS handles and workspace (cuda). */
+struct zn_kctx;
+
+/* The op table.  Pointer arguments marked "or NULL" may be NULL; every
+ * other pointer is required.  See the rules at the top of this file. */
+struct zn_kernels {
+	unsigned version;    /* ZN_KERNELS_VERSION */
+	const char *name;    /* "cpu", "cuda" */
+	bool device_memory;  /* tensors are CUDA device memory */
+	unsigned dtypes;     /* storage dtypes it offers: bit (1u << dtype) */
+
+	/* A context, or NULL with the last error set (an unsupported dtype,
+	 * no CUDA device, out of memory). */
+	struct zn_kctx *(*ctx_create)(const struct zn_kernels_params *p);
+	/* Free a context (NULL allowed); cuda: waits for its stream first. */
+	void (*ctx_destroy)(struct zn_kctx *ctx);
+
+	/* out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:].
+	 * out (B,T,C), tokens (B,T) in [0, V), wte (V,C), wpe (maxT,C), T <= maxT.
+	 * The cpu backend checks the tokens (-EINVAL naming the first bad one);
+	 * the cuda one cannot without a synchronization and writes NaN rows. */
+	int (*encoder_forward)(struct zn_kctx *ctx, void *out, const int32_t *tokens,
+			       const void *wte, const void *wpe, int B, int T, int C, int V);
+	/* dwte[tokens[b,t],:] += dout[b,t,:]; dwpe[t,:] += dout[b,t,:].
+	 * dwte (V,C) or NULL, dwpe (maxT,C) or NULL, dout (B,T,C). */
+	int (*encoder_backward)(struct zn_kctx *ctx, void *dwte, void *dwpe, const void *dout,
+				const int32_t *tokens, int B, int T, int C, int V);
+
+	/* out = (inp - mean) * rstd * weight + bias over each row of C, with
+	 * rstd = 1 / sqrt(var + 1e-5) (biased variance), as torch.nn.LayerNorm.
+	 * out, inp (BT,C); mean, rstd (BT) fp32 or NULL (inference);
+	 * weight, bias (C). */
+	int (*layernorm_forward)(struct zn_kctx *ctx, void *out, float *mean, float *rstd,
+				 const void *inp, const void *weight, const void *bias, int BT, int C);
+	/* dinp += d/dinp, dweight += d/dweight, dbias += d/dbias of
+	 * sum(out * dout), from the mean and rstd saved by the forward.
+	 * dinp (BT,C) or NULL, dweight (C) or NULL, dbias (C) or NULL. */
+	int (*layernorm_backward)(struct zn_kctx *ctx, void *dinp, void *dweight, void *dbias,
+				  const void *dout, const void *inp, const void *weight,
+				  const float *mean, const float *rstd, int BT, int C);
+
+	/* out = inp @ weight^T + bias.
+	 * out (BT,OC), inp (BT,C), weight (OC,C), bias (OC) or NULL. */
+	int (*matmul_forward)(struct zn_kctx *ctx, void *out, const void *inp, const void *weight,
+			      const void *bias, int BT, int C, int OC);
+	/* dinp += dout @ weight; dweight += dout^T @ inp; dbias += column sums
+	 * of dout.  dinp (BT,C) or NULL, dweight (OC,C) or NULL, dbias (OC) or
+	 * NULL, dout (BT,OC), inp (BT,C) (may be NULL when dweight is),
+	 * weight (OC,C) (may be NULL when dinp is). */
+	int (*matmul_backward)(struct zn_kctx *ctx, void *dinp, void *dweight, void *dbias,
+			       const void *dout, const void *inp, const void *weight, int BT, int C,
+			       int OC);
+
+	/* Causal multi-head self-attention: for each (b, h) and query t,
+	 * out[b,t,h] = softmax_{t2 <= t}(q_t . k_t2 / sqrt(HS)) @ v.
+	 * out (B,T,C), lse (B,NH,T) fp32 (saved for the backward), qkv (B,T,3C). */
+	int (*attention_forward)(struct zn_kctx *ctx, void *out, float *lse, const void *qkv,
+				 int B, int T, int C, int NH);
+	/* dqkv += the gradient of sum(out * dout) with respect to qkv.
+	 * dqkv (B,T,3C), dout (B,T,C), qkv (B,T,3C), lse (B,NH,T) from the
+	 * forward on the same qkv. */
+	int (*attention_backward)(struct zn_kctx *ctx, void *dqkv, const void *dout,
+				  const void *qkv, const float *lse, int B, int T, int C, int NH);
+
+	/* GELU, tanh approximation (GPT-2's):
+	 * out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).  out, inp (N). */
+	int (*gelu_forward)(struct zn_kctx *ctx, void *out, const void *inp, size_t N);
+	/* dinp += gelu'(inp) * dout.  dinp, dout, inp (N). */
+	int (*gelu_backward)(struct zn_kctx *ctx, void *dinp, const void *dout, const void *inp,
+			     size_t N);
+
+	/* out = inp1 + inp2.  (N) each. */
+	int (*residual_forward)(struct zn_kctx *ctx, void *out, const void *inp1, const void *inp2,
+				size_t N);
+	/* dinp1 += dout; dinp2 += dout (either may be NULL).  (N) each. */
+	int (*residual_backward)(struct zn_kctx *ctx, void *dinp1, void *dinp2, const void *dout,
+				 size_t N);
+
+	/* Softmax over the first V of each row of logits, cross-entropy
+	 * against targets, and (when dlogits is not NULL) its gradient, fused:
+	 *   losses[i]     = w_i * (logsumexp(logits[i, 0:V]) - logits[i, targets[i]])
+	 *   dlogits[i, j] = grad_scale * w_i * (softmax(logits[i])_j - [j == targets[i]])
+	 *                   for j < V, and 0 for V <= j < Vp,
+	 * where w_i = weights[i] (1 when weights is NULL), and a row with
+	 * targets[i] < 0 is ignored (w_i = 0: loss 0, gradient 0).
+	 * grad_scale is d(total loss)/d(losses[i]): 1 / (number of counted
+	 * tokens) for a mean, times the loss scale in fp16 training.
+	 * losses (BT) fp32, written; dlogits (BT,Vp) or NULL, WRITTEN (may equal
+	 * logits); logits (BT,Vp); targets (BT) int32 < V (cpu: -EINVAL
+	 * otherwise; cuda: a NaN loss); weights (BT) fp32 or NULL. */
+	int (*softmax_crossentropy)(struct zn_kctx *ctx, float *losses, void *dlogits,
+				    const void *logits, const int32_t *targets, const float *weights,
+				    float grad_scale, int BT, int V, int Vp);
+
+	/* dst = src converted, n elements, any pair of dtypes (the same dtype
+	 * copies).  Rounding to nearest even; NaN stays NaN (bf16: 0x7fc0),
+	 * overflow becomes Inf.  dst and src must not overlap unless equal
+	 * (in place, same element size). */
+	int (*cast)(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype, const void *src,
+		    enum zn_dtype src_dtype, size_t n);
+	/* x *= s in place, n elements of dtype, computed in fp32 and rounded. */
+	int (*scale)(struct zn_kctx *ctx, void *x, enum zn_dtype dtype, float s, size_t n);
+	/* *flag = 1 when some element of x is Inf or NaN; *flag is left alone
+	 * otherwise, so one flag can collect several tensors.  flag: int32_t
+	 * in the backend's memory. */
+	int (*nonfinite)(struct zn_kctx *ctx, int32_t *flag, const void *x, enum zn_dtype dtype,
+			 size_t n);
+	/* *acc += sum of x[i]^2 over n elements, accumulated in double (Inf or
+	 * NaN when x holds one).  acc: a double in the backend's memory. */
+	int (*sumsq)(struct zn_kctx *ctx, double *acc, const void *x, enum zn_dtype dtype,
+		     size_t n);
+};
+
+/* The op table named `name` ("cpu" or "cuda"), or NULL with the last error
+ * set when it is unknown or not in this build. */
+ZN_API const struct zn_kernels *zn_kernels_get(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

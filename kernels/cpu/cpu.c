@@ -1,0 +1,866 @@
+/* The "cpu" kernels: OpenBLAS sgemm for the matrix products, vectorized
+ * loops (vec.c) for the rest, all run on a zn_threadpool.
+ *
+ * How the work is split (W = workers of the pool):
+ *   matmul         rows of the output split in W contiguous parts, one
+ *                  single-threaded sgemm per worker (each packs the whole
+ *                  weight once: splitting finer would pack it again per
+ *                  piece); the backward splits dinp by rows and
+ *                  dweight/dbias by output channel, in the same job.
+ *   attention      forward: tasks of (b, h, block of ATT_TB queries); each
+ *                  computes its scores against the keys up to its last
+ *                  query only (the causal mask's upper triangle is never
+ *                  multiplied), softmax, then scores @ v, all in a
+ *                  per-worker scratch of ATT_TB x T floats.  backward:
+ *                  tasks of (b, h), blocks in order, recomputing the
+ *                  probabilities from q, k and the saved log-sum-exp
+ *                  (FlashAttention's recomputation), five sgemms a block;
+ *                  a (b, h) owns its slice of dqkv, so no two tasks write
+ *                  the same element.
+ *   rows           layernorm, encoder forward, cross-entropy: tasks of
+ *                  whole rows.
+ *   channels       reductions over rows into a (C) or (V,C) gradient
+ *                  (layernorm dweight/dbias, encoder dwte/dwpe): tasks of
+ *                  channel slices, each adding the rows in order — no
+ *                  races and no dependence on the thread count.
+ *   elementwise    tasks of contiguous chunks; the sumsq and nonfinite
+ *                  reductions use fixed 64 Ki-element chunks whose partial
+ *                  results are combined in order.
+ * Ops whose work is small run in the calling thread: waking the pool
+ * costs tens of microseconds.
+ */
+#include "zn_common.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zinc/threadpool.h"
+#include "kernels_internal.h"
+#include "vec.h"
+
+#define TRY(x) do { int err_ = (x); if (err_) return err_; } while (0)
+
+/* Work (elements touched, or multiply-adds / 64 for products) below which
+ * an op stays in the calling thread. */
+#define INLINE_WORK ((size_t)1 << 15)
+/* Query rows per attention block: the wasted part of the diagonal block
+ * (ATT_TB / 2 per row of T / 2 useful keys on average) stays small while
+ * sgemm still gets a reasonable M. */
+#define ATT_TB 64
+/* Elements per task of the reductions (fixed: the sum's order must not
+ * depend on the pool). */
+#define RED_CHUNK ((size_t)1 << 16)
+
+struct cpu_ctx {
+	struct zn_kctx base;
+	struct zn_threadpool *pool;
+	unsigned workers;          /* >= 1 */
+	const struct zn_kvec *v;   /* the vector path's loops */
+	float *scratch;            /* workers x scratch_per floats */
+	size_t scratch_per;        /* floats per worker, a multiple of 16 */
+};
+
+static inline struct cpu_ctx *cpu(struct zn_kctx *ctx)
+{
+	return (struct cpu_ctx *)ctx;
+}
+
+#define CHECK_CTX(op) TRY(zn_kcheck_ctx(op, ctx, &zn_kernels_cpu))
+
+static int ensure_scratch(struct cpu_ctx *c, size_t floats)
+{
+	floats = ZN_ALIGN_UP(floats, 16);
+	if (c->scratch_per >= floats)
+		return 0;
+	free(c->scratch);
+	c->scratch_per = 0;
+	c->scratch = aligned_alloc(64, floats * sizeof(float) * c->workers);
+	if (!c->scratch)
+		return zn_error(-ENOMEM, "cpu kernels: cannot allocate %zu bytes of scratch",
+				floats * sizeof(float) * c->workers);
+	c->scratch_per = floats;
+	return 0;
+}
+
+/* ---- splitting work ------------------------------------------------------------ */
+
+typedef void (*range_fn)(void *arg, size_t begin, size_t end, unsigned worker);
+
+struct range_job {
+	range_fn fn;
+	void *arg;
+	size_t n, chunk;
+};
+
+static void range_task(void *p, size_t task, unsigned worker)
+{
+	struct range_job *j = p;
+	size_t b = task * j->chunk;
+	j->fn(j->arg, b, ZN_MIN(j->n, b + j->chunk), worker);
+}
+
+/* Run fn over [0, n) in chunks of `chunk` items; `work` is the whole op's
+ * work, to decide whether the pool is worth waking. */
+static void run_chunks(struct cpu_ctx *c, size_t n, size_t chunk, size_t work, range_fn fn,
+		       void *arg)
+{
+	struct range_job j = { .fn = fn, .arg = arg, .n = n, .chunk = chunk };
+	size_t tasks = ZN_DIV_ROUND_UP(n, chunk);
+	zn_threadpool_for(work < INLINE_WORK || tasks < 2 ? NULL : c->pool, tasks, range_task, &j);
+}
+
+/* A chunk giving ~4 tasks per worker, at least `min` items, rounded to
+ * `align` items (64 floats keep chunks on separate cache lines). */
+static size_t chunk_of(const struct cpu_ctx *c, size_t n, size_t min, size_t align)
+{
+	size_t ch = ZN_DIV_ROUND_UP(n, 4 * (size_t)c->workers);
+	ch = ZN_MAX(ch, min);
+	return ZN_ALIGN_UP(ch, align);
+}
+
+/* Channel slices for the column reductions: ~2 per worker, multiples of
+ * 16 floats. */
+static size_t slice_of(const struct cpu_ctx *c, size_t C)
+{
+	return ZN_ALIGN_UP(ZN_DIV_ROUND_UP(C, 2 * (size_t)c->workers), 16);
+}
+
+/* Every token (or target) in [0, V); negative ones too when allowed
+ * (ignored targets).  T > 0 names the failing position as (b, t). */
+static int check_tokens(const char *op, const char *what, const int32_t *tok, size_t n, int V,
+			bool allow_negative, int T)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (zn_likely(tok[i] < V && (tok[i] >= 0 || allow_negative)))
+			continue;
+		if (T > 0)
+			return zn_error(-EINVAL, "%s: %s[%zu] (b=%zu, t=%zu) = %d is outside the "
+					"vocabulary [0, %d)", op, what, i, i / (size_t)T,
+					i % (size_t)T, tok[i], V);
+		return zn_error(-EINVAL, "%s: %s[%zu] = %d is outside the vocabulary [0, %d)%s", op,
+				what, i, tok[i], V, allow_negative ? " (negative: ignored)" : "");
+	}
+	return 0;
+}
+
+/* ---- context -------------------------------------------------------------------- */
+
+static struct zn_kctx *cpu_ctx_create(const struct zn_kernels_params *p)
+{
+	if (zn_kcheck_params(&zn_kernels_cpu, p) != 0)
+		return NULL;
+	enum zn_adam_simd simd;
+	if (zn_adam_simd_select(p->simd, &simd) != 0) {
+		char why[256]; /* the message is rewritten below: copy it first */
+		snprintf(why, sizeof(why), "%s", zn_last_error());
+		zn_set_error("cpu kernels: %s", why);
+		return NULL;
+	}
+	const struct zn_kvec *v = &zn_kvec_base;
+#if ZN_KVEC_HAVE_AVX2
+	if (simd == ZN_ADAM_SIMD_AVX2 || simd == ZN_ADAM_SIMD_AVX512)
+		v = &zn_kvec_avx2;
+#else
+	if (simd == ZN_ADAM_SIMD_AVX2 || simd == ZN_ADAM_SIMD_AVX512)
+		zn_info("cpu kernels: this build has no avx2 loops; using the baseline ones");
+#endif
+	struct cpu_ctx *c = calloc(1, sizeof(*c));
+	if (!c) {
+		zn_set_error("cpu kernels: out of memory for a context");
+		return NULL;
+	}
+	c->base.ops = &zn_kernels_cpu;
+	c->base.dtype = p->dtype;
+	c->pool = p->pool;
+	c->workers = p->pool ? zn_threadpool_size(p->pool) : 1;
+	c->v = v;
+	if (c->workers > 1 && openblas_get_num_threads() != 1) {
+		/* Several workers call sgemm at once; OpenBLAS's own threads
+		 * would serialize them (its level-3 driver takes a global lock)
+		 * and compete with the pool for the cores. */
+		zn_info("cpu kernels: OpenBLAS threading turned off (%d threads -> 1); sgemm "
+			"runs on the pool's %u workers", openblas_get_num_threads(), c->workers);
+		openblas_set_num_threads(1);
+	}
+	zn_debug("cpu kernels: %s loops, %u worker(s)", v->name, c->workers);
+	return &c->base;
+}
+
+static void cpu_ctx_destroy(struct zn_kctx *ctx)
+{
+	if (!ctx)
+		return;
+	free(cpu(ctx)->scratch);
+	free(ctx);
+}
+
+/* ---- encoder ---------------------------------------------------------------------- */
+
+struct enc_args {
+	const struct zn_kvec *v;
+	float *out, *dwte, *dwpe;
+	const float *wte, *wpe, *dout;
+	const int32_t *tok;
+	size_t T, C, BT, slice;
+};
+
+static void enc_fwd_rows(void *p, size_t r0, size_t r1, unsigned w)
+{
+	(void)w;
+	const struct enc_args *a = p;
+	for (size_t r = r0; r < r1; r++)
+		a->v->add(a->out + r * a->C, a->wte + (size_t)a->tok[r] * a->C,
+			  a->wpe + (r % a->T) * a->C, a->C);
+}
+
+static int cpu_encoder_forward(struct zn_kctx *ctx, void *out, const int32_t *tokens,
+			       const void *wte, const void *wpe, int B, int T, int C, int V)
+{
+	const char *op = "encoder_forward";
+	CHECK_CTX(op);
+	TRY(zn_kcheck_encoder(op, out, tokens, wte, wpe, B, T, C, V, false));
+	size_t BT = (size_t)B * T;
+	TRY(check_tokens(op, "tokens", tokens, BT, V, false, T));
+	struct cpu_ctx *c = cpu(ctx);
+	struct enc_args a = { .v = c->v, .out = out, .wte = wte, .wpe = wpe, .tok = tokens,
+			      .T = (size_t)T, .C = (size_t)C };
+	run_chunks(c, BT, chunk_of(c, BT, 1, 1), BT * (size_t)C, enc_fwd_rows, &a);
+	return 0;
+}
+
+static void enc_bwd_slice(void *p, size_t task, unsigned w)
+{
+	(void)w;
+	const struct enc_args *a = p;
+	size_t c0 = task * a->slice, n = ZN_MIN(a->C, c0 + a->slice) - c0;
+	for (size_t r = 0; r < a->BT; r++) {
+		const float *d = a->dout + r * a->C + c0;
+		if (a->dwte)
+			a->v->acc(a->dwte + (size_t)a->tok[r] * a->C + c0, d, n);
+		if (a->dwpe)
+			a->v->acc(a->dwpe + (r % a->T) * a->C + c0, d, n);
+	}
+}
+
+static int cpu_encoder_backward(struct zn_kctx *ctx, void *dwte, void *dwpe, const void *dout,
+				const int32_t *tokens, int B, int T, int C, int V)
+{
+	const char *op = "encoder_backward";
+	CHECK_CTX(op);
+	TRY(zn_kcheck_encoder(op, dout, tokens, NULL, NULL, B, T, C, V, true));
+	size_t BT = (size_t)B * T;
+	if (dwte)
+		TRY(check_tokens(op, "tokens", tokens, BT, V, false, T));
+	if (!dwte && !dwpe)
+		return 0;
+	struct cpu_ctx *c = cpu(ctx);
+	struct enc_args a = { .v = c->v, .dwte = dwte, .dwpe = dwpe, .dout = dout, .tok = tokens,
+			      .T = (size_t)T, .C = (size_t)C, .BT = BT, .slice = slice_of(c, C) };
+	size_t tasks = ZN_DIV_ROUND_UP((size_t)C, a.slice);
+	zn_threadpool_for(BT * C < INLINE_WORK ? NULL : c->pool, tasks, enc_bwd_slice, &a);
+	return 0;
+}
+
+/* ---- layernorm -------------------------------------------------------------------- */
+
+struct ln_args {
+	const struct zn_kvec *v;
+	float *out, *mean, *rstd, *dinp, *dweight, *dbias;
+	const float *inp, *weight, *bias, *dout, *smean, *srstd;
+	size_t C, BT, rows_per_task, row_tasks, slice;
+};
+
+static void ln_fwd_rows(void *p, size_t r0, size_t r1, unsigned w)
+{
+	(void)w;
+	const struct ln_args *a = p;
+	for (size_t r = r0; r < r1; r++) {
+		float m, s;
+		a->v->ln_fwd(a->out + r * a->C, &m, &s, a->inp + r * a->C, a->weight, a->bias,
+			     a->C);
+		if (a->mean)
+			a->mean[r] = m;
+		if (a->rstd)
+			a->rstd[r] = s;
+	}
+}
+
+static int cpu_layernorm_forward(struct zn_kctx *ctx, void *out, float *mean, float *rstd,
+				 const void *inp, const void *weight, const void *bias, int BT,
+				 int C)
+{
+	CHECK_CTX("layernorm_forward");
+	TRY(zn_kcheck_layernorm_fwd(out, inp, weight, bias, BT, C));
+	struct cpu_ctx *c = cpu(ctx);
+	struct ln_args a = { .v = c->v, .out = out, .mean = mean, .rstd = rstd, .inp = inp,
+			     .weight = weight, .bias = bias, .C = (size_t)C };
+	run_chunks(c, (size_t)BT, chunk_of(c, (size_t)BT, 1, 1), (size_t)BT * C, ln_fwd_rows, &a);
+	return 0;
+}
+
+static void ln_bwd_task(void *p, size_t task, unsigned w)
+{
+	(void)w;
+	const struct ln_args *a = p;
+	if (task < a->row_tasks) {
+		size_t r0 = task * a->rows_per_task, r1 = ZN_MIN(a->BT, r0 + a->rows_per_task);
+		for (size_t r = r0; r < r1; r++)
+			a->v->ln_bwd(a->dinp + r * a->C, a->dout + r * a->C, a->inp + r * a->C,
+				     a->weight, a->smean[r], a->srstd[r], a->C);
+		return;
+	}
+	size_t c0 = (task - a->row_tasks) * a->slice, n = ZN_MIN(a->C, c0 + a->slice) - c0;
+	for (size_t r = 0; r < a->BT; r++)
+		a->v->ln_bwd_wb(a->dweight ? a->dweight + c0 : NULL, a->dbias ? a->dbias + c0 : NULL,
+				a->dout + r * a->C + c0, a->inp + r * a->C + c0, a->smean[r],
+				a->srstd[r], n);
+}
+
+static int cpu_layernorm_backward(struct zn_kctx *ctx, void *dinp, void *dweight, void *dbias,
+				  const void *dout, const void *inp, const void *weight,
+				  const float *mean, const float *rstd, int BT, int C)
+{
+	CHECK_CTX("layernorm_backward");
+	TRY(zn_kcheck_layernorm_bwd(dout, inp, weight, mean, rstd, BT, C));
+	struct cpu_ctx *c = cpu(ctx);
+	struct ln_args a = { .v = c->v, .dinp = dinp, .dweight = dweight, .dbias = dbias,
+			     .dout = dout, .inp = inp, .weight = weight, .smean = mean,
+			     .srstd = rstd, .C = (size_t)C, .BT = (size_t)BT };
+	/* one job: row tasks for dinp, then channel-slice tasks for the
+	 * parameter gradients (they read the same inputs and write
+	 * different outputs) */
+	if (dinp) {
+		a.rows_per_task = chunk_of(c, a.BT, 1, 1);
+		a.row_tasks = ZN_DIV_ROUND_UP(a.BT, a.rows_per_task);
+	}
+	size_t slice_tasks = 0;
+	if (dweight || dbias) {
+		a.slice = slice_of(c, a.C);
+		slice_tasks = ZN_DIV_ROUND_UP(a.C, a.slice);
+	}
+	zn_threadpool_for(a.BT * a.C < INLINE_WORK ? NULL : c->pool, a.row_tasks + slice_tasks,
+			  ln_bwd_task, &a);
+	return 0;
+}
+
+/* ---- matmul ------------------------------------------------------------------------ */
+
+struct mm_args {
+	const struct zn_kvec *v;
+	float *out, *dinp, *dweight, *dbias;
+	const float *inp, *weight, *bias, *dout;
+	size_t BT, C, OC;
+	unsigned parts;
+};
+
+static void part_of(size_t n, unsigned parts, unsigned i, size_t *b, size_t *e)
+{
+	*b = n * i / parts;
+	*e = n * (i + 1) / parts;
+}
+
+static void mm_fwd_part(void *p, unsigned w, unsigned workers)
+{
+	(void)workers;
+	const struct mm_args *a = p;
+	if (w >= a->parts)
+		return;
+	size_t r0, r1;
+	part_of(a->BT, a->parts, w, &r0, &r1);
+	if (r1 == r0)
+		return;
+	float beta = 0.0f;
+	if (a->bias) {
+		for (size_t r = r0; r < r1; r++)
+			memcpy(a->out + r * a->OC, a->bias, a->OC * sizeof(float));
+		beta = 1.0f;
+	}
+	/* out[r0:r1] (M x OC) = inp[r0:r1] (M x C) @ weight^T (C x OC) */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(r1 - r0), (int)a->OC, (int)a->C,
+		    1.0f, a->inp + r0 * a->C, (int)a->C, a->weight, (int)a->C, beta,
+		    a->out + r0 * a->OC, (int)a->OC);
+}
+
+static unsigned mm_parts(const struct cpu_ctx *c, size_t rows, size_t flops)
+{
+	if (!c->pool || flops < 64 * INLINE_WORK)
+		return 1;
+	/* at least 16 rows a part, so sgemm keeps its register blocking */
+	return (unsigned)ZN_MAX((size_t)1, ZN_MIN((size_t)c->workers, rows / 16));
+}
+
+static void run_parts(struct cpu_ctx *c, unsigned parts, zn_threadpool_fn fn, void *arg)
+{
+	if (parts <= 1)
+		fn(arg, 0, 1);
+	else
+		zn_threadpool_run(c->pool, fn, arg);
+}
+
+static int cpu_matmul_forward(struct zn_kctx *ctx, void *out, const void *inp,
+			      const void *weight, const void *bias, int BT, int C, int OC)
+{
+	CHECK_CTX("matmul_forward");
+	TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
+	struct cpu_ctx *c = cpu(ctx);
+	struct mm_args a = { .v = c->v, .out = out, .inp = inp, .weight = weight, .bias = bias,
+			     .BT = (size_t)BT, .C = (size_t)C, .OC = (size_t)OC };
+	a.parts = mm_parts(c, a.BT, a.BT * a.C * a.OC);
+	run_parts(c, a.parts, mm_fwd_part, &a);
+	return 0;
+}
+
+static void mm_bwd_part(void *p, unsigned w, unsigned workers)
+{
+	(void)workers;
+	const struct mm_args *a = p;
+	if (w >= a->parts)
+		return;
+	size_t b, e;
+	if (a->dinp) {
+		/* dinp[b:e] (M x C) += dout[b:e] (M x OC) @ weight (OC x C) */
+		part_of(a->BT, a->parts, w, &b, &e);
+		if (e > b)
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(e - b),
+				    (int)a->C, (int)a->OC, 1.0f, a->dout + b * a->OC, (int)a->OC,
+				    a->weight, (int)a->C, 1.0f, a->dinp + b * a->C, (int)a->C);
+	}
+	part_of(a->OC, a->parts, w, &b, &e);
+	if (e == b)
+		return;
+	if (a->dweight)
+		/* dweight[b:e] (M x C) += dout[:, b:e]^T (M x BT) @ inp (BT x C) */
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(e - b), (int)a->C,
+			    (int)a->BT, 1.0f, a->dout + b, (int)a->OC, a->inp, (int)a->C, 1.0f,
+			    a->dweight + b * a->C, (int)a->C);
+	if (a->dbias)
+		for (size_t r = 0; r < a->BT; r++)
+			a->v->acc(a->dbias + b, a->dout + r * a->OC + b, e - b);
+}
+
+static int cpu_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight, void *dbias,
+			       const void *dout, const void *inp, const void *weight, int BT,
+			       int C, int OC)
+{
+	CHECK_CTX("matmul_backward");
+	TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
+	if (!dinp && !dweight && !dbias)
+		return 0;
+	struct cpu_ctx *c = cpu(ctx);
+	struct mm_args a = { .v = c->v, .dinp = dinp, .dweight = dweight, .dbias = dbias,
+			     .dout = dout, .inp = inp, .weight = weight, .BT = (size_t)BT,
+			     .C = (size_t)C, .OC = (size_t)OC };
+	a.parts = mm_parts(c, ZN_MIN(a.BT, a.OC), a.BT * a.C * a.OC);
+	run_parts(c, a.parts, mm_bwd_part, &a);
+	return 0;
+}
+
+/* ---- attention ---------------------------------------------------------------------- */
+
+/* For head h of sequence b, with C3 = 3C:
+ *   q_t = qkv[b, t, h*HS ...],  k_t = ... + C,  v_t = ... + 2C   (rows of C3)
+ *   out_t = out[b, t, h*HS ...]                                    (rows of C)
+ * A block is queries [i0, i1); it sees keys [0, i1), query t the keys
+ * [0, t]. */
+struct att_args {
+	const struct zn_kvec *v;
+	float *out, *lse, *dqkv, *scratch;
+	const float *qkv, *dout, *slse;
+	size_t B, T, C, NH, HS, nblk, scratch_per;
+	float scale;
+};
+
+static void att_fwd_task(void *p, size_t task, unsigned w)
+{
+	const struct att_args *a = p;
+	size_t blk = task % a->nblk, bh = task / a->nblk, b = bh / a->NH, h = bh % a->NH;
+	size_t C3 = 3 * a->C, i0 = blk * ATT_TB, i1 = ZN_MIN(a->T, i0 + ATT_TB);
+	int M = (int)(i1 - i0), nk = (int)i1;
+	const float *q = a->qkv + b * a->T * C3 + h * a->HS;
+	const float *k = q + a->C, *vv = q + 2 * a->C;
+	float *s = a->scratch + (size_t)w * a->scratch_per; /* (M, nk) */
+	float *lse = a->lse + bh * a->T;
+
+	/* s = scale * q[i0:i1] @ k[0:i1]^T */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, (int)a->HS, a->scale,
+		    q + i0 * C3, (int)C3, k, (int)C3, 0.0f, s, nk);
+	for (size_t r = 0; r < (size_t)M; r++) {
+		size_t t = i0 + r, n = t + 1;
+		float *row = s + r * (size_t)nk;
+		lse[t] = a->v->softmax(row, n);
+		memset(row + n, 0, ((size_t)nk - n) * sizeof(float)); /* the causal mask */
+	}
+	/* out[i0:i1] = s @ v[0:i1] */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, (int)a->HS, nk, 1.0f, s, nk, vv,
+		    (int)C3, 0.0f, a->out + (b * a->T + i0) * a->C + h * a->HS, (int)a->C);
+}
+
+static void att_dims(struct att_args *a, int B, int T, int C, int NH)
+{
+	a->B = (size_t)B;
+	a->T = (size_t)T;
+	a->C = (size_t)C;
+	a->NH = (size_t)NH;
+	a->HS = (size_t)(C / NH);
+	a->nblk = ZN_DIV_ROUND_UP(a->T, ATT_TB);
+	a->scale = 1.0f / sqrtf((float)a->HS);
+}
+
+static int cpu_attention_forward(struct zn_kctx *ctx, void *out, float *lse, const void *qkv,
+				 int B, int T, int C, int NH)
+{
+	CHECK_CTX("attention_forward");
+	TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, C, NH));
+	struct cpu_ctx *c = cpu(ctx);
+	struct att_args a = { .v = c->v, .out = out, .lse = lse, .qkv = qkv };
+	att_dims(&a, B, T, C, NH);
+	TRY(ensure_scratch(c, (size_t)ATT_TB * a.T));
+	a.scratch = c->scratch;
+	a.scratch_per = c->scratch_per;
+	size_t work = a.B * a.T * a.T * a.C / 64;
+	zn_threadpool_for(work < INLINE_WORK ? NULL : c->pool, a.B * a.NH * a.nblk, att_fwd_task,
+			  &a);
+	return 0;
+}
+
+static void att_bwd_task(void *p, size_t bh, unsigned w)
+{
+	const struct att_args *a = p;
+	size_t b = bh / a->NH, h = bh % a->NH, C3 = 3 * a->C;
+	const float *q = a->qkv + b * a->T * C3 + h * a->HS;
+	const float *k = q + a->C, *vv = q + 2 * a->C;
+	float *dq = a->dqkv + b * a->T * C3 + h * a->HS;
+	float *dk = dq + a->C, *dv = dq + 2 * a->C;
+	const float *dout = a->dout + b * a->T * a->C + h * a->HS;
+	const float *lse = a->slse + bh * a->T;
+	float *s = a->scratch + (size_t)w * a->scratch_per; /* P, then dS: (M, nk) */
+	float *dp = s + (size_t)ATT_TB * a->T;              /* dP: (M, nk) */
+	int HS = (int)a->HS, ldq = (int)C3, ldo = (int)a->C;
+
+	for (size_t blk = 0; blk < a->nblk; blk++) {
+		size_t i0 = blk * ATT_TB, i1 = ZN_MIN(a->T, i0 + ATT_TB);
+		int M = (int)(i1 - i0), nk = (int)i1;
+		/* P = exp(scale * q k^T - lse), zero above the diagonal */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, HS, a->scale,
+			    q + i0 * C3, ldq, k, ldq, 0.0f, s, nk);
+		for (size_t r = 0; r < (size_t)M; r++) {
+			size_t t = i0 + r, n = t + 1;
+			float *row = s + r * (size_t)nk;
+			a->v->softmax_recompute(row, lse[t], n);
+			memset(row + n, 0, ((size_t)nk - n) * sizeof(float));
+		}
+		/* dP = dout[i0:i1] @ v[0:i1]^T */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, HS, 1.0f,
+			    dout + i0 * a->C, ldo, vv, ldq, 0.0f, dp, nk);
+		/* dv[0:i1] += P^T @ dout[i0:i1] */
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, M, 1.0f, s, nk,
+			    dout + i0 * a->C, ldo, 1.0f, dv, ldq);
+		/* dS = P * (dP - rowsum(P * dP)), in place of P (zero where P is) */
+		for (size_t r = 0; r < (size_t)M; r++)
+			a->v->softmax_bwd(s + r * (size_t)nk, dp + r * (size_t)nk, i0 + r + 1);
+		/* dq[i0:i1] += scale * dS @ k[0:i1];  dk[0:i1] += scale * dS^T @ q[i0:i1] */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HS, nk, a->scale, s, nk,
+			    k, ldq, 1.0f, dq + i0 * C3, ldq);
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, M, a->scale, s, nk,
+			    q + i0 * C3, ldq, 1.0f, dk, ldq);
+	}
+}
+
+static int cpu_attention_backward(struct zn_kctx *ctx, void *dqkv, const void *dout,
+				  const void *qkv, const float *lse, int B, int T, int C, int NH)
+{
+	CHECK_CTX("attention_backward");
+	TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, C, NH));
+	struct cpu_ctx *c = cpu(ctx);
+	struct att_args a = { .v = c->v, .dqkv = dqkv, .dout = dout, .qkv = qkv, .slse = lse };
+	att_dims(&a, B, T, C, NH);
+	TRY(ensure_scratch(c, 2 * (size_t)ATT_TB * a.T));
+	a.scratch = c->scratch;
+	a.scratch_per = c->scratch_per;
+	size_t work = a.B * a.T * a.T * a.C / 16;
+	zn_threadpool_for(work < INLINE_WORK ? NULL : c->pool, a.B * a.NH, att_bwd_task, &a);
+	return 0;
+}
+
+/* ---- elementwise -------------------------------------------------------------------- */
+
+enum ew_kind { EW_GELU_FWD, EW_GELU_BWD, EW_ADD, EW_ACC2 };
+
+struct ew_args {
+	const struct zn_kvec *v;
+	enum ew_kind kind;
+	float *o1, *o2;
+	const float *a, *b;
+};
+
+static void ew_range(void *p, size_t i0, size_t i1, unsigned w)
+{
+	(void)w;
+	const struct ew_args *e = p;
+	size_t n = i1 - i0;
+	switch (e->kind) {
+	case EW_GELU_FWD:
+		e->v->gelu_fwd(e->o1 + i0, e->a + i0, n);
+		break;
+	case EW_GELU_BWD: /* o1 = dinp, a = inp, b = dout */
+		e->v->gelu_bwd(e->o1 + i0, e->a + i0, e->b + i0, n);
+		break;
+	case EW_ADD:
+		e->v->add(e->o1 + i0, e->a + i0, e->b + i0, n);
+		break;
+	case EW_ACC2:
+		if (e->o1)
+			e->v->acc(e->o1 + i0, e->a + i0, n);
+		if (e->o2)
+			e->v->acc(e->o2 + i0, e->a + i0, n);
+		break;
+	}
+}
+
+static void run_ew(struct cpu_ctx *c, struct ew_args *e, size_t N)
+{
+	e->v = c->v;
+	run_chunks(c, N, chunk_of(c, N, 4096, 64), N, ew_range, e);
+}
+
+static int cpu_gelu_forward(struct zn_kctx *ctx, void *out, const void *inp, size_t N)
+{
+	CHECK_CTX("gelu_forward");
+	TRY(zn_kcheck_elementwise("gelu_forward", out, inp, inp));
+	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_GELU_FWD, .o1 = out, .a = inp }, N);
+	return 0;
+}
+
+static int cpu_gelu_backward(struct zn_kctx *ctx, void *dinp, const void *dout, const void *inp,
+			     size_t N)
+{
+	CHECK_CTX("gelu_backward");
+	TRY(zn_kcheck_elementwise("gelu_backward", dinp, dout, inp));
+	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_GELU_BWD, .o1 = dinp, .a = inp, .b = dout },
+	       N);
+	return 0;
+}
+
+static int cpu_residual_forward(struct zn_kctx *ctx, void *out, const void *inp1,
+				const void *inp2, size_t N)
+{
+	CHECK_CTX("residual_forward");
+	TRY(zn_kcheck_elementwise("residual_forward", out, inp1, inp2));
+	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_ADD, .o1 = out, .a = inp1, .b = inp2 }, N);
+	return 0;
+}
+
+static int cpu_residual_backward(struct zn_kctx *ctx, void *dinp1, void *dinp2,
+				 const void *dout, size_t N)
+{
+	CHECK_CTX("residual_backward");
+	TRY(zn_kcheck_ptr("residual_backward", "dout", dout));
+	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_ACC2, .o1 = dinp1, .o2 = dinp2, .a = dout },
+	       N);
+	return 0;
+}
+
+/* ---- softmax cross-entropy --------------------------------------------------------- */
+
+struct xent_args {
+	const struct zn_kvec *v;
+	float *losses, *dlogits;
+	const float *logits, *weights;
+	const int32_t *targets;
+	float grad_scale;
+	size_t V, Vp;
+};
+
+static void xent_rows(void *p, size_t r0, size_t r1, unsigned w)
+{
+	(void)w;
+	const struct xent_args *a = p;
+	for (size_t r = r0; r < r1; r++) {
+		float wt = a->weights ? a->weights[r] : 1.0f;
+		int32_t t = a->targets[r];
+		float *dl = a->dlogits ? a->dlogits + r * a->Vp : NULL;
+		if (t < 0 || wt == 0.0f) {
+			a->losses[r] = 0.0f;
+			if (dl)
+				memset(dl, 0, a->Vp * sizeof(float));
+			continue;
+		}
+		float l = a->v->xent(dl, a->logits + r * a->Vp, a->V, t, a->grad_scale * wt);
+		a->losses[r] = wt * l;
+		if (dl && a->Vp > a->V)
+			memset(dl + a->V, 0, (a->Vp - a->V) * sizeof(float));
+	}
+}
+
+static int cpu_softmax_crossentropy(struct zn_kctx *ctx, float *losses, void *dlogits,
+				    const void *logits, const int32_t *targets,
+				    const float *weights, float grad_scale, int BT, int V, int Vp)
+{
+	const char *op = "softmax_crossentropy";
+	CHECK_CTX(op);
+	TRY(zn_kcheck_xent(losses, logits, targets, BT, V, Vp));
+	TRY(check_tokens(op, "targets", targets, (size_t)BT, V, true, 0));
+	struct cpu_ctx *c = cpu(ctx);
+	struct xent_args a = { .v = c->v, .losses = losses, .dlogits = dlogits, .logits = logits,
+			       .weights = weights, .targets = targets, .grad_scale = grad_scale,
+			       .V = (size_t)V, .Vp = (size_t)Vp };
+	/* rows per task: ~32 Ki logits, so a small vocabulary still makes
+	 * tasks worth handing out */
+	size_t rows = ZN_MAX((size_t)1, ((size_t)1 << 15) / (size_t)V);
+	run_chunks(c, (size_t)BT, rows, (size_t)BT * (size_t)Vp, xent_rows, &a);
+	return 0;
+}
+
+/* ---- casts and reductions -------------------------------------------------------------- */
+
+struct red_args {
+	const struct zn_kvec *v;
+	void *dst;
+	const void *src;
+	enum zn_dtype dd, sd;
+	float s;
+	size_t n, esz, dsz;
+	double *part;   /* sumsq: one partial sum per chunk */
+	uint8_t *flag;  /* nonfinite: one flag per chunk */
+	int kind;
+};
+
+enum { RED_CAST, RED_SCALE, RED_SUMSQ, RED_NONFINITE };
+
+static void red_range(void *p, size_t i0, size_t i1, unsigned w)
+{
+	(void)w;
+	const struct red_args *a = p;
+	const char *src = (const char *)a->src + i0 * a->esz;
+	size_t n = i1 - i0;
+	switch (a->kind) {
+	case RED_CAST:
+		a->v->cast((char *)a->dst + i0 * a->dsz, a->dd, src, a->sd, n);
+		break;
+	case RED_SCALE:
+		a->v->scale((char *)a->dst + i0 * a->dsz, a->dd, a->s, n);
+		break;
+	case RED_SUMSQ:
+		a->part[i0 / RED_CHUNK] = a->v->sumsq(src, a->sd, n);
+		break;
+	case RED_NONFINITE:
+		a->flag[i0 / RED_CHUNK] = a->v->nonfinite(src, a->sd, n);
+		break;
+	}
+}
+
+static int cpu_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype, const void *src,
+		    enum zn_dtype src_dtype, size_t n)
+{
+	const char *op = "cast";
+	CHECK_CTX(op);
+	TRY(zn_kcheck_dtype(op, "destination", dst_dtype));
+	TRY(zn_kcheck_dtype(op, "source", src_dtype));
+	TRY(zn_kcheck_elementwise(op, dst, src, src));
+	size_t dsz = zn_dtype_size(dst_dtype), ssz = zn_dtype_size(src_dtype);
+	uintptr_t d0 = (uintptr_t)dst, s0 = (uintptr_t)src;
+	if (n && dst != src && d0 < s0 + n * ssz && s0 < d0 + n * dsz)
+		return zn_error(-EINVAL, "cast: the destination overlaps the source without being "
+				"the same buffer");
+	if (n && dst == src && dsz != ssz)
+		return zn_error(-EINVAL, "cast: %s -> %s cannot be done in place (element sizes "
+				"differ)", zn_dtype_name(src_dtype), zn_dtype_name(dst_dtype));
+	struct cpu_ctx *c = cpu(ctx);
+	struct red_args a = { .v = c->v, .dst = dst, .src = src, .dd = dst_dtype, .sd = src_dtype,
+			      .esz = ssz, .dsz = dsz, .kind = RED_CAST };
+	run_chunks(c, n, chunk_of(c, n, 4096, 64), n, red_range, &a);
+	return 0;
+}
+
+static int cpu_scale(struct zn_kctx *ctx, void *x, enum zn_dtype dtype, float s, size_t n)
+{
+	CHECK_CTX("scale");
+	TRY(zn_kcheck_dtype("scale", "tensor", dtype));
+	TRY(zn_kcheck_ptr("scale", "x", x));
+	struct cpu_ctx *c = cpu(ctx);
+	size_t sz = zn_dtype_size(dtype);
+	struct red_args a = { .v = c->v, .dst = x, .src = x, .dd = dtype, .sd = dtype, .s = s,
+			      .esz = sz, .dsz = sz, .kind = RED_SCALE };
+	run_chunks(c, n, chunk_of(c, n, 4096, 64), n, red_range, &a);
+	return 0;
+}
+
+static int cpu_sumsq(struct zn_kctx *ctx, double *acc, const void *x, enum zn_dtype dtype,
+		     size_t n)
+{
+	CHECK_CTX("sumsq");
+	TRY(zn_kcheck_dtype("sumsq", "tensor", dtype));
+	TRY(zn_kcheck_ptr("sumsq", "acc", acc));
+	TRY(zn_kcheck_ptr("sumsq", "x", x));
+	if (n == 0)
+		return 0;
+	struct cpu_ctx *c = cpu(ctx);
+	size_t chunks = ZN_DIV_ROUND_UP(n, RED_CHUNK);
+	double one, *part = chunks == 1 ? &one : malloc(chunks * sizeof(double));
+	if (!part)
+		return zn_error(-ENOMEM, "sumsq: out of memory for %zu partial sums", chunks);
+	struct red_args a = { .v = c->v, .src = x, .sd = dtype, .esz = zn_dtype_size(dtype),
+			      .part = part, .kind = RED_SUMSQ };
+	run_chunks(c, n, RED_CHUNK, n, red_range, &a);
+	double s = 0.0;
+	for (size_t i = 0; i < chunks; i++)
+		s += part[i];
+	*acc += s;
+	if (part != &one)
+		free(part);
+	return 0;
+}
+
+static int cpu_nonfinite(struct zn_kctx *ctx, int32_t *flag, const void *x, enum zn_dtype dtype,
+			 size_t n)
+{
+	CHECK_CTX("nonfinite");
+	TRY(zn_kcheck_dtype("nonfinite", "tensor", dtype));
+	TRY(zn_kcheck_ptr("nonfinite", "flag", flag));
+	TRY(zn_kcheck_ptr("nonfinite", "x", x));
+	if (n == 0)
+		return 0;
+	struct cpu_ctx *c = cpu(ctx);
+	size_t chunks = ZN_DIV_ROUND_UP(n, RED_CHUNK);
+	uint8_t one, *f = chunks == 1 ? &one : malloc(chunks);
+	if (!f)
+		return zn_error(-ENOMEM, "nonfinite: out of memory for %zu flags", chunks);
+	struct red_args a = { .v = c->v, .src = x, .sd = dtype, .esz = zn_dtype_size(dtype),
+			      .flag = f, .kind = RED_NONFINITE };
+	run_chunks(c, n, RED_CHUNK, n, red_range, &a);
+	for (size_t i = 0; i < chunks; i++)
+		if (f[i])
+			*flag = 1;
+	if (f != &one)
+		free(f);
+	return 0;
+}
+
+const struct zn_kernels zn_kernels_cpu = {
+	.version = ZN_KERNELS_VERSION,
+	.name = "cpu",
+	.device_memory = false,
+	.dtypes = 1u << ZN_DTYPE_F32,
+	.ctx_create = cpu_ctx_create,
+	.ctx_destroy = cpu_ctx_destroy,
+	.encoder_forward = cpu_encoder_forward,
+	.encoder_backward = cpu_encoder_backward,
+	.layernorm_forward = cpu_layernorm_forward,
+	.layernorm_backward = cpu_layernorm_backward,
+	.matmul_forward = cpu_matmul_forward,
+	.matmul_backward = cpu_matmul_backward,
+	.attention_forward = cpu_attention_forward,
+	.attention_backward = cpu_attention_backward,
+	.gelu_forward = cpu_gelu_forward,
+	.gelu_backward = cpu_gelu_backward,
+	.residual_forward = cpu_residual_forward,
+	.residual_backward = cpu_residual_backward,
+	.softmax_crossentropy = cpu_softmax_crossentropy,
+	.cast = cpu_cast,
+	.scale = cpu_scale,
+	.nonfinite = cpu_nonfinite,
+	.sumsq = cpu_sumsq,
+};

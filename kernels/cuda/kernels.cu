@@ -1,0 +1,1231 @@
+/* The "cuda" kernels: cuBLASLt / cuBLAS for the matrix products, the rest
+ * as CUDA kernels, everything enqueued on the context's stream.
+ *
+ * Storage dtype T is float or __nv_bfloat16 (the context's); arithmetic
+ * and every accumulation is fp32 (double for sumsq).  No floating-point
+ * atomics: each sum has one owner thread or a fixed reduction tree, so a
+ * rerun gives the same bits.
+ *
+ *   matmul       forward: cuBLASLt with the bias fused as an epilogue
+ *                (plain cublasGemmEx + a bias kernel when cuBLASLt has no
+ *                algorithm for the shape); backward: two cublasGemmEx with
+ *                beta = 1 (they accumulate) and a column-sum for dbias.
+ *   attention    per sequence b and group of heads that fits the
+ *                workspace: strided-batched GEMMs over heads read q, k, v
+ *                straight out of qkv (B,T,3C) (leading dimension 3C, head
+ *                stride HS), scores S (T,T) fp32 in the workspace, a
+ *                softmax kernel writes P (T,T) in T plus the log-sum-exp,
+ *                then P @ v lands in out (B,T,C).  The backward recomputes
+ *                S and P from the saved log-sum-exp.  Full T x T products:
+ *                the causal upper triangle is computed and masked (a fused
+ *                flash kernel is future work).
+ *   encoder      dwte: the tokens are sorted (CUB radix sort, stable) so
+ *                each distinct token's rows are summed by one block, in
+ *                position order.
+ *   column sums  (layernorm dweight/dbias, matmul dbias): partial sums of
+ *                row chunks into the workspace, then one thread per column
+ *                adds the chunks in order.
+ */
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cub/cub.cuh>
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+extern "C" {
+#include "zn_common.h"
+}
+#include "cuda_ops.h"
+
+#define ZN_KH_FN static __host__ __device__ inline
+#include "khalf.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define TRY(x) do { int err_ = (x); if (err_) return err_; } while (0)
+
+/* ---- error conversion (STYLE habit 3): one macro per library ---------------------- */
+
+static int cuda_fail(const char *call, cudaError_t e, const char *file, int line)
+{
+	return zn_error(-EIO, "%s failed: %s (%s) at %s:%d", call, cudaGetErrorString(e),
+			cudaGetErrorName(e), file, line);
+}
+
+static int cublas_fail(const char *call, cublasStatus_t s, const char *file, int line)
+{
+	return zn_error(-EIO, "%s failed: %s (%d) at %s:%d", call, cublasGetStatusString(s),
+			(int)s, file, line);
+}
+
+#define CU(call)                                                                      \
+	do {                                                                          \
+		cudaError_t e_ = (call);                                              \
+		if (e_ != cudaSuccess)                                                \
+			return cuda_fail(#call, e_, __FILE__, __LINE__);              \
+	} while (0)
+#define CUBLAS(call)                                                                  \
+	do {                                                                          \
+		cublasStatus_t s_ = (call);                                           \
+		if (s_ != CUBLAS_STATUS_SUCCESS)                                      \
+			return cublas_fail(#call, s_, __FILE__, __LINE__);            \
+	} while (0)
+/* After a kernel launch: a bad configuration shows up here. */
+#define LAUNCHED() CU(cudaGetLastError())
+
+/* ---- context ------------------------------------------------------------------------- */
+
+#define DEFAULT_WORKSPACE ((size_t)64 << 20)
+#define LT_WORKSPACE ((size_t)32 << 20) /* cuBLASLt's own; 32 MiB is what Hopper wants */
+
+struct cuda_ctx {
+	struct zn_kctx base;
+	int device;
+	cudaStream_t stream;
+	cublasHandle_t blas;
+	cublasLtHandle_t lt;
+	void *ws;          /* our workspace, ws_bytes */
+	size_t ws_bytes;
+	void *lt_ws;       /* cuBLASLt's, LT_WORKSPACE */
+	bool tf32;
+};
+
+static inline cuda_ctx *cuctx(struct zn_kctx *ctx)
+{
+	return (cuda_ctx *)ctx;
+}
+
+#define CHECK_CTX(op) TRY(zn_kcheck_ctx(op, ctx, &zn_kernels_cuda))
+
+static void ctx_free(cuda_ctx *c)
+{
+	if (c->blas) /* the context got as far as running work */
+		cudaStreamSynchronize(c->stream);
+	if (c->lt)
+		cublasLtDestroy(c->lt);
+	if (c->blas)
+		cublasDestroy(c->blas);
+	cudaFree(c->ws);
+	cudaFree(c->lt_ws);
+	free(c);
+}
+
+static int ctx_init(cuda_ctx *c, const struct zn_kernels_params *p)
+{
+	int n = 0;
+	cudaError_t e = cudaGetDeviceCount(&n);
+	if (e != cudaSuccess || n == 0) {
+		(void)cudaGetLastError();
+		return zn_error(-ENODEV, "cuda kernels: no CUDA device (%s)",
+				e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+	}
+	if (p->cuda_device >= 0) {
+		if (p->cuda_device >= n)
+			return zn_error(-ENODEV, "cuda kernels: device %d asked for; this machine has "
+					"%d (0 .. %d)", p->cuda_device, n, n - 1);
+		CU(cudaSetDevice(p->cuda_device));
+	}
+	CU(cudaGetDevice(&c->device));
+	c->stream = (cudaStream_t)p->cuda_stream;
+	c->tf32 = p->tf32;
+	c->ws_bytes = p->workspace_bytes ? p->workspace_bytes : DEFAULT_WORKSPACE;
+	CU(cudaMalloc(&c->ws, c->ws_bytes));
+	CU(cudaMalloc(&c->lt_ws, LT_WORKSPACE));
+	CUBLAS(cublasCreate(&c->blas));
+	CUBLAS(cublasSetStream(c->blas, c->stream));
+	/* fp32 contexts get exact fp32 products unless TF32 was asked for;
+	 * bf16 inputs use tensor cores with fp32 accumulation either way */
+	CUBLAS(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+						   : CUBLAS_DEFAULT_MATH));
+	CUBLAS(cublasLtCreate(&c->lt));
+	return 0;
+}
+
+extern "C" struct zn_kctx *zn_cuda_ctx_create(const struct zn_kernels_params *p)
+{
+	if (zn_kcheck_params(&zn_kernels_cuda, p) != 0)
+		return NULL;
+	cuda_ctx *c = (cuda_ctx *)calloc(1, sizeof(*c));
+	if (!c) {
+		zn_set_error("cuda kernels: out of memory for a context");
+		return NULL;
+	}
+	c->base.ops = &zn_kernels_cuda;
+	c->base.dtype = p->dtype;
+	if (ctx_init(c, p) != 0) {
+		ctx_free(c);
+		return NULL;
+	}
+	return &c->base;
+}
+
+extern "C" void zn_cuda_ctx_destroy(struct zn_kctx *ctx)
+{
+	if (ctx)
+		ctx_free(cuctx(ctx));
+}
+
+/* ---- device helpers ------------------------------------------------------------------- */
+
+__device__ __forceinline__ float ld(const float *p, size_t i)
+{
+	return p[i];
+}
+__device__ __forceinline__ float ld(const bf16 *p, size_t i)
+{
+	return __bfloat162float(p[i]);
+}
+__device__ __forceinline__ void st(float *p, size_t i, float v)
+{
+	p[i] = v;
+}
+__device__ __forceinline__ void st(bf16 *p, size_t i, float v)
+{
+	p[i] = __float2bfloat16_rn(v);
+}
+
+template <class T> struct dtype_of;
+template <> struct dtype_of<float> {
+	static constexpr cudaDataType_t value = CUDA_R_32F;
+};
+template <> struct dtype_of<bf16> {
+	static constexpr cudaDataType_t value = CUDA_R_16BF;
+};
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+/* Sum (or max) over a block of blockDim.x threads (a multiple of 32, at
+ * most 1024), returned to every thread; a fixed tree, so deterministic.
+ * `sh` holds 32 floats; the block must not use it concurrently. */
+__device__ float block_sum(float v, float *sh)
+{
+	int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+	v = warp_sum(v);
+	__syncthreads(); /* sh may still be read from a previous call */
+	if (lane == 0)
+		sh[warp] = v;
+	__syncthreads();
+	v = lane < nw ? sh[lane] : 0.0f;
+	return warp_sum(v);
+}
+
+__device__ float block_max(float v, float *sh)
+{
+	int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+	v = warp_max(v);
+	__syncthreads();
+	if (lane == 0)
+		sh[warp] = v;
+	__syncthreads();
+	v = lane < nw ? sh[lane] : -INFINITY;
+	return warp_max(v);
+}
+
+static unsigned blocks_for(size_t n, unsigned threads)
+{
+	size_t b = (n + threads - 1) / threads;
+	return (unsigned)(b < 65535 * 8 ? (b ? b : 1) : 65535 * 8);
+}
+
+#define GRID_STRIDE(i, n)                                                             \
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);            \
+	     i += (size_t)gridDim.x * blockDim.x)
+
+/* ---- encoder ---------------------------------------------------------------------------- */
+
+template <class T>
+__global__ void encoder_fwd_kernel(T *out, const int32_t *tok, const T *wte, const T *wpe,
+				   size_t BT, int T_, int C, int V)
+{
+	GRID_STRIDE(i, BT * (size_t)C) {
+		size_t bt = i / (size_t)C, c = i % (size_t)C;
+		int t = (int)(bt % (size_t)T_), k = tok[bt];
+		/* a token outside the vocabulary poisons its row instead of
+		 * reading out of bounds (the host cannot check device tokens
+		 * without a synchronization) */
+		float v = (unsigned)k < (unsigned)V ? ld(wte, (size_t)k * C + c) + ld(wpe, (size_t)t * C + c)
+						    : NAN;
+		st(out, i, v);
+	}
+}
+
+template <class T> static int encoder_fwd(cuda_ctx *c, void *out, const int32_t *tokens,
+					  const void *wte, const void *wpe, int B, int T_, int C,
+					  int V)
+{
+	size_t BT = (size_t)B * T_;
+	encoder_fwd_kernel<T><<<blocks_for(BT * C, 256), 256, 0, c->stream>>>(
+		(T *)out, tokens, (const T *)wte, (const T *)wpe, BT, T_, C, V);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_encoder_forward(struct zn_kctx *ctx, void *out, const int32_t *tokens,
+				       const void *wte, const void *wpe, int B, int T, int C,
+				       int V)
+{
+	const char *op = "encoder_forward";
+	CHECK_CTX(op);
+	TRY(zn_kcheck_encoder(op, out, tokens, wte, wpe, B, T, C, V, false));
+	return ctx->dtype == ZN_DTYPE_BF16 ? encoder_fwd<bf16>(cuctx(ctx), out, tokens, wte, wpe, B, T, C, V)
+					   : encoder_fwd<float>(cuctx(ctx), out, tokens, wte, wpe, B, T, C, V);
+}
+
+/* dwpe[t, c] += sum over b of dout[b, t, c]: one thread per (t, c). */
+template <class T>
+__global__ void wpe_bwd_kernel(T *dwpe, const T *dout, int B, int T_, int C)
+{
+	GRID_STRIDE(i, (size_t)T_ * C) {
+		float s = 0.0f;
+		for (int b = 0; b < B; b++)
+			s += ld(dout, (size_t)b * T_ * C + i);
+		st(dwpe, i, ld(dwpe, i) + s);
+	}
+}
+
+__global__ void iota_tokens_kernel(uint32_t *keys, int32_t *vals, const int32_t *tok, size_t BT,
+				   int V)
+{
+	GRID_STRIDE(i, BT) {
+		int k = tok[i];
+		/* a token outside [0, V) becomes V: sorted last, skipped */
+		keys[i] = (unsigned)k < (unsigned)V ? (uint32_t)k : (uint32_t)V;
+		vals[i] = (int32_t)i;
+	}
+}
+
+/* One block per sorted position i that starts a run of equal tokens: the
+ * block sums the run's dout rows (in position order: the sort is stable)
+ * and adds the sum to that token's dwte row once. */
+template <class T>
+__global__ void wte_bwd_kernel(T *dwte, const T *dout, const uint32_t *keys, const int32_t *vals,
+			       size_t BT, int C, int V)
+{
+	size_t i = blockIdx.x;
+	uint32_t k = keys[i];
+	if (k >= (uint32_t)V || (i > 0 && keys[i - 1] == k))
+		return;
+	for (int ch = threadIdx.x; ch < C; ch += blockDim.x) {
+		float s = 0.0f;
+		for (size_t j = i; j < BT && keys[j] == k; j++)
+			s += ld(dout, (size_t)vals[j] * C + ch);
+		st(dwte, (size_t)k * C + ch, ld(dwte, (size_t)k * C + ch) + s);
+	}
+}
+
+static int bits_for(int V)
+{
+	int b = 1;
+	while (b < 31 && (1ll << b) <= V) /* keys go up to V itself */
+		b++;
+	return b;
+}
+
+template <class T> static int encoder_bwd(cuda_ctx *c, void *dwte, void *dwpe, const void *dout,
+					  const int32_t *tokens, int B, int T_, int C, int V)
+{
+	size_t BT = (size_t)B * T_;
+	if (dwpe) {
+		wpe_bwd_kernel<T><<<blocks_for((size_t)T_ * C, 256), 256, 0, c->stream>>>(
+			(T *)dwpe, (const T *)dout, B, T_, C);
+		LAUNCHED();
+	}
+	if (!dwte)
+		return 0;
+	if (BT > (size_t)INT32_MAX)
+		return zn_error(-EINVAL, "encoder_backward: B*T = %zu is too many rows", BT);
+	/* workspace: keys in/out, positions in/out, then CUB's scratch */
+	size_t arr = ZN_ALIGN_UP(BT * sizeof(int32_t), 256), temp = 0;
+	CU(cub::DeviceRadixSort::SortPairs(nullptr, temp, (const uint32_t *)nullptr,
+					   (uint32_t *)nullptr, (const int32_t *)nullptr,
+					   (int32_t *)nullptr, (int)BT, 0, bits_for(V), c->stream));
+	if (4 * arr + temp > c->ws_bytes)
+		return zn_error(-ENOSPC, "encoder_backward: sorting %zu tokens needs %zu bytes of "
+				"workspace; the context has %zu: create it with a larger "
+				"workspace_bytes", BT, 4 * arr + temp, c->ws_bytes);
+	char *w = (char *)c->ws;
+	uint32_t *kin = (uint32_t *)w, *kout = (uint32_t *)(w + arr);
+	int32_t *vin = (int32_t *)(w + 2 * arr), *vout = (int32_t *)(w + 3 * arr);
+	iota_tokens_kernel<<<blocks_for(BT, 256), 256, 0, c->stream>>>(kin, vin, tokens, BT, V);
+	LAUNCHED();
+	CU(cub::DeviceRadixSort::SortPairs(w + 4 * arr, temp, kin, kout, vin, vout, (int)BT, 0,
+					   bits_for(V), c->stream));
+	wte_bwd_kernel<T><<<(unsigned)BT, 256, 0, c->stream>>>((T *)dwte, (const T *)dout, kout,
+							      vout, BT, C, V);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_encoder_backward(struct zn_kctx *ctx, void *dwte, void *dwpe,
+					const void *dout, const int32_t *tokens, int B, int T,
+					int C, int V)
+{
+	const char *op = "encoder_backward";
+	CHECK_CTX(op);
+	TRY(zn_kcheck_encoder(op, dout, tokens, NULL, NULL, B, T, C, V, true));
+	return ctx->dtype == ZN_DTYPE_BF16 ? encoder_bwd<bf16>(cuctx(ctx), dwte, dwpe, dout, tokens, B, T, C, V)
+					   : encoder_bwd<float>(cuctx(ctx), dwte, dwpe, dout, tokens, B, T, C, V);
+}
+
+/* ---- column sums (deterministic) --------------------------------------------------------- */
+
+#define COL_ROWS 64 /* rows per partial sum */
+
+/* part[r, c] = sum over rows [r*COL_ROWS, ...) of f(row, c), for
+ *   mode 0: dout[row, c]                          (a plain column sum)
+ *   mode 1: dout[row, c] * (inp[row, c] - mean[row]) * rstd[row]  (LN dweight)
+ * Block (32, 8): 32 columns, 8 row lanes combined in a fixed order. */
+template <class T>
+__global__ void col_partial_kernel(float *part, const T *dout, const T *inp, const float *mean,
+				   const float *rstd, size_t rows, int C, int mode)
+{
+	__shared__ float sh[8][33];
+	int c = blockIdx.x * 32 + threadIdx.x;
+	size_t r0 = (size_t)blockIdx.y * COL_ROWS, r1 = r0 + COL_ROWS < rows ? r0 + COL_ROWS : rows;
+	float s = 0.0f;
+	if (c < C)
+		for (size_t r = r0 + threadIdx.y; r < r1; r += 8) {
+			float d = ld(dout, r * C + c);
+			if (mode == 1)
+				d *= (ld(inp, r * C + c) - mean[r]) * rstd[r];
+			s += d;
+		}
+	sh[threadIdx.y][threadIdx.x] = s;
+	__syncthreads();
+	if (threadIdx.y == 0 && c < C) {
+		float t = 0.0f;
+		for (int k = 0; k < 8; k++)
+			t += sh[k][threadIdx.x];
+		part[(size_t)blockIdx.y * C + c] = t;
+	}
+}
+
+/* out[c] += sum over the R partials of column c, in order. */
+template <class T>
+__global__ void col_finish_kernel(T *out, const float *part, size_t R, int C)
+{
+	GRID_STRIDE(c, (size_t)C) {
+		float s = 0.0f;
+		for (size_t r = 0; r < R; r++)
+			s += part[r * C + c];
+		st(out, c, ld(out, c) + s);
+	}
+}
+
+template <class T> static int col_sum(cuda_ctx *c, const char *op, T *out, const T *dout,
+				      const T *inp, const float *mean, const float *rstd,
+				      size_t rows, int C, int mode)
+{
+	size_t R = (rows + COL_ROWS - 1) / COL_ROWS;
+	if (R * C * sizeof(float) > c->ws_bytes)
+		return zn_error(-ENOSPC, "%s: the column sums need %zu bytes of workspace; the "
+				"context has %zu: create it with a larger workspace_bytes", op,
+				R * C * sizeof(float), c->ws_bytes);
+	if (R > 65535)
+		return zn_error(-EINVAL, "%s: %zu rows is more than this kernel handles (%d)", op,
+				rows, 65535 * COL_ROWS);
+	float *part = (float *)c->ws;
+	dim3 grid((unsigned)((C + 31) / 32), (unsigned)R), block(32, 8);
+	col_partial_kernel<T><<<grid, block, 0, c->stream>>>(part, dout, inp, mean, rstd, rows, C,
+							     mode);
+	LAUNCHED();
+	col_finish_kernel<T><<<blocks_for((size_t)C, 256), 256, 0, c->stream>>>(out, part, R, C);
+	LAUNCHED();
+	return 0;
+}
+
+/* ---- layernorm --------------------------------------------------------------------------- */
+
+/* One warp per row. */
+template <class T>
+__global__ void layernorm_fwd_kernel(T *out, float *mean, float *rstd, const T *inp,
+				     const T *w, const T *b, int rows, int C)
+{
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	if (row >= rows)
+		return;
+	const T *x = inp + (size_t)row * C;
+	float s = 0.0f;
+	for (int i = lane; i < C; i += 32)
+		s += ld(x, i);
+	float m = warp_sum(s) / C;
+	float v = 0.0f;
+	for (int i = lane; i < C; i += 32) {
+		float d = ld(x, i) - m;
+		v += d * d;
+	}
+	float r = rsqrtf(warp_sum(v) / C + 1e-5f);
+	T *o = out + (size_t)row * C;
+	for (int i = lane; i < C; i += 32)
+		st(o, i, (ld(x, i) - m) * r * ld(w, i) + ld(b, i));
+	if (lane == 0) {
+		if (mean)
+			mean[row] = m;
+		if (rstd)
+			rstd[row] = r;
+	}
+}
+
+template <class T>
+__global__ void layernorm_bwd_kernel(T *dinp, const T *dout, const T *inp, const T *w,
+				     const float *mean, const float *rstd, int rows, int C)
+{
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	if (row >= rows)
+		return;
+	size_t off = (size_t)row * C;
+	float m = mean[row], r = rstd[row], s1 = 0.0f, s2 = 0.0f;
+	for (int i = lane; i < C; i += 32) {
+		float dn = ld(w, i) * ld(dout, off + i);
+		s1 += dn;
+		s2 += dn * (ld(inp, off + i) - m) * r;
+	}
+	s1 = warp_sum(s1) / C;
+	s2 = warp_sum(s2) / C;
+	for (int i = lane; i < C; i += 32) {
+		float norm = (ld(inp, off + i) - m) * r;
+		float dn = ld(w, i) * ld(dout, off + i);
+		st(dinp, off + i, ld(dinp, off + i) + (dn - s1 - norm * s2) * r);
+	}
+}
+
+template <class T> static int layernorm_fwd(cuda_ctx *c, void *out, float *mean, float *rstd,
+					    const void *inp, const void *w, const void *b, int BT,
+					    int C)
+{
+	layernorm_fwd_kernel<T><<<(BT + 7) / 8, 256, 0, c->stream>>>(
+		(T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, BT, C);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_layernorm_forward(struct zn_kctx *ctx, void *out, float *mean,
+					 float *rstd, const void *inp, const void *weight,
+					 const void *bias, int BT, int C)
+{
+	CHECK_CTX("layernorm_forward");
+	TRY(zn_kcheck_layernorm_fwd(out, inp, weight, bias, BT, C));
+	return ctx->dtype == ZN_DTYPE_BF16 ? layernorm_fwd<bf16>(cuctx(ctx), out, mean, rstd, inp, weight, bias, BT, C)
+					   : layernorm_fwd<float>(cuctx(ctx), out, mean, rstd, inp, weight, bias, BT, C);
+}
+
+template <class T> static int layernorm_bwd(cuda_ctx *c, void *dinp, void *dw, void *db,
+					    const void *dout, const void *inp, const void *w,
+					    const float *mean, const float *rstd, int BT, int C)
+{
+	const char *op = "layernorm_backward";
+	if (dinp) {
+		layernorm_bwd_kernel<T><<<(BT + 7) / 8, 256, 0, c->stream>>>(
+			(T *)dinp, (const T *)dout, (const T *)inp, (const T *)w, mean, rstd, BT, C);
+		LAUNCHED();
+	}
+	if (dw)
+		TRY(col_sum<T>(c, op, (T *)dw, (const T *)dout, (const T *)inp, mean, rstd,
+			       (size_t)BT, C, 1));
+	if (db)
+		TRY(col_sum<T>(c, op, (T *)db, (const T *)dout, NULL, NULL, NULL, (size_t)BT, C, 0));
+	return 0;
+}
+
+extern "C" int zn_cuda_layernorm_backward(struct zn_kctx *ctx, void *dinp, void *dweight,
+					  void *dbias, const void *dout, const void *inp,
+					  const void *weight, const float *mean, const float *rstd,
+					  int BT, int C)
+{
+	CHECK_CTX("layernorm_backward");
+	TRY(zn_kcheck_layernorm_bwd(dout, inp, weight, mean, rstd, BT, C));
+	return ctx->dtype == ZN_DTYPE_BF16
+		       ? layernorm_bwd<bf16>(cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, mean, rstd, BT, C)
+		       : layernorm_bwd<float>(cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, mean, rstd, BT, C);
+}
+
+/* ---- matmul ------------------------------------------------------------------------------ */
+
+/* Row-major X (rows, cols) is column-major X^T (cols x rows) with leading
+ * dimension cols; every product below is written in those column-major
+ * terms, as cuBLAS sees it. */
+
+static cublasComputeType_t compute_type(const cuda_ctx *c)
+{
+	return c->base.dtype == ZN_DTYPE_F32 && c->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+							 : CUBLAS_COMPUTE_32F;
+}
+
+template <class T> __global__ void bias_rows_kernel(T *out, const T *bias, size_t rows, int OC)
+{
+	GRID_STRIDE(i, rows * (size_t)OC)
+		st(out, i, ld(bias, i % (size_t)OC));
+}
+
+/* out (BT,OC) = inp (BT,C) @ w^T: out^T (OC x BT) = op(w^T_cm) ...
+ * cuBLASLt: D = op(A) B with A = w viewed (C x OC, ld C) and op = T,
+ * B = inp (C x BT, ld C), D = out (OC x BT, ld OC); the bias epilogue adds
+ * bias[row of D] = bias[oc].  Returns 1 when cuBLASLt has no algorithm
+ * (the caller falls back), 0 when done, < 0 on error. */
+/* The largest power of two (up to 256) dividing a pointer's address. */
+static uint32_t alignment(const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+	uint32_t al = 256;
+	while (al > 1 && a % al)
+		al /= 2;
+	return al;
+}
+
+template <class T> static int matmul_fwd_lt(cuda_ctx *c, T *out, const T *inp, const T *w,
+					    const T *bias, int BT, int C, int OC)
+{
+	/* the bias epilogue wants a 16-byte aligned vector */
+	if (bias && alignment(bias) < 16)
+		return 1;
+	uint32_t al_a = alignment(w), al_b = alignment(inp), al_d = alignment(out);
+	cudaDataType_t dt = dtype_of<T>::value;
+	cublasLtMatmulDesc_t desc = NULL;
+	cublasLtMatrixLayout_t la = NULL, lb = NULL, ld_ = NULL;
+	cublasLtMatmulPreference_t pref = NULL;
+	cublasLtMatmulHeuristicResult_t res;
+	int found = 0, rc = 0;
+	cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+	cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+	size_t wsb = LT_WORKSPACE;
+	const float one = 1.0f, zero = 0.0f;
+
+#define LT(call)                                                                      \
+	do {                                                                          \
+		cublasStatus_t s_ = (call);                                           \
+		if (s_ != CUBLAS_STATUS_SUCCESS) {                                    \
+			rc = cublas_fail(#call, s_, __FILE__, __LINE__);              \
+			goto out;                                                     \
+		}                                                                     \
+	} while (0)
+	LT(cublasLtMatmulDescCreate(&desc, compute_type(c), CUDA_R_32F));
+	LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+	LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+	LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+	if (bias) {
+		LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+						  sizeof(bias)));
+		LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &dt,
+						  sizeof(dt)));
+	}
+	LT(cublasLtMatrixLayoutCreate(&la, dt, (uint64_t)C, (uint64_t)OC, C));
+	LT(cublasLtMatrixLayoutCreate(&lb, dt, (uint64_t)C, (uint64_t)BT, C));
+	LT(cublasLtMatrixLayoutCreate(&ld_, dt, (uint64_t)OC, (uint64_t)BT, OC));
+	LT(cublasLtMatmulPreferenceCreate(&pref));
+	LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+						&wsb, sizeof(wsb)));
+	/* the algorithm must suit the pointers we have, not 256-byte ones */
+	LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+						&al_a, sizeof(al_a)));
+	LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+						&al_b, sizeof(al_b)));
+	LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+						&al_d, sizeof(al_d)));
+	LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+						&al_d, sizeof(al_d)));
+	if (cublasLtMatmulAlgoGetHeuristic(c->lt, desc, la, lb, ld_, ld_, pref, 1, &res, &found) !=
+		    CUBLAS_STATUS_SUCCESS ||
+	    found == 0) {
+		rc = 1;
+		goto out;
+	}
+	LT(cublasLtMatmul(c->lt, desc, &one, w, la, inp, lb, &zero, out, ld_, out, ld_, &res.algo,
+			  c->lt_ws, LT_WORKSPACE, c->stream));
+#undef LT
+out:
+	if (pref)
+		cublasLtMatmulPreferenceDestroy(pref);
+	if (ld_)
+		cublasLtMatrixLayoutDestroy(ld_);
+	if (lb)
+		cublasLtMatrixLayoutDestroy(lb);
+	if (la)
+		cublasLtMatrixLayoutDestroy(la);
+	if (desc)
+		cublasLtMatmulDescDestroy(desc);
+	return rc;
+}
+
+template <class T> static int matmul_fwd(cuda_ctx *c, void *out, const void *inp, const void *w,
+					 const void *bias, int BT, int C, int OC)
+{
+	int rc = matmul_fwd_lt<T>(c, (T *)out, (const T *)inp, (const T *)w, (const T *)bias, BT,
+				  C, OC);
+	if (rc <= 0)
+		return rc;
+	/* fallback: out = bias (broadcast), then out += w^T-product with beta 1 */
+	cudaDataType_t dt = dtype_of<T>::value;
+	float one = 1.0f, beta = 0.0f;
+	if (bias) {
+		bias_rows_kernel<T><<<blocks_for((size_t)BT * OC, 256), 256, 0, c->stream>>>(
+			(T *)out, (const T *)bias, (size_t)BT, OC);
+		LAUNCHED();
+		beta = 1.0f;
+	}
+	CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, w, dt, C, inp, dt,
+			    C, &beta, out, dt, OC, compute_type(c), CUBLAS_GEMM_DEFAULT));
+	return 0;
+}
+
+extern "C" int zn_cuda_matmul_forward(struct zn_kctx *ctx, void *out, const void *inp,
+				      const void *weight, const void *bias, int BT, int C, int OC)
+{
+	CHECK_CTX("matmul_forward");
+	TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
+	return ctx->dtype == ZN_DTYPE_BF16 ? matmul_fwd<bf16>(cuctx(ctx), out, inp, weight, bias, BT, C, OC)
+					   : matmul_fwd<float>(cuctx(ctx), out, inp, weight, bias, BT, C, OC);
+}
+
+template <class T> static int matmul_bwd(cuda_ctx *c, void *dinp, void *dw, void *db,
+					 const void *dout, const void *inp, const void *w, int BT,
+					 int C, int OC)
+{
+	cudaDataType_t dt = dtype_of<T>::value;
+	const float one = 1.0f;
+	if (dinp)
+		/* dinp^T (C x BT) += w_cm (C x OC, ld C) @ dout^T (OC x BT, ld OC) */
+		CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, C, BT, OC, &one, w, dt, C,
+				    dout, dt, OC, &one, dinp, dt, C, compute_type(c),
+				    CUBLAS_GEMM_DEFAULT));
+	if (dw)
+		/* dw^T (C x OC, ld C) += inp^T (C x BT, ld C) @ (dout^T)^T (BT x OC) */
+		CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, BT, &one, inp, dt, C,
+				    dout, dt, OC, &one, dw, dt, C, compute_type(c),
+				    CUBLAS_GEMM_DEFAULT));
+	if (db)
+		TRY(col_sum<T>(c, "matmul_backward", (T *)db, (const T *)dout, NULL, NULL, NULL,
+			       (size_t)BT, OC, 0));
+	return 0;
+}
+
+extern "C" int zn_cuda_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight,
+				       void *dbias, const void *dout, const void *inp,
+				       const void *weight, int BT, int C, int OC)
+{
+	CHECK_CTX("matmul_backward");
+	TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
+	return ctx->dtype == ZN_DTYPE_BF16
+		       ? matmul_bwd<bf16>(cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, BT, C, OC)
+		       : matmul_bwd<float>(cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, BT, C, OC);
+}
+
+/* ---- attention --------------------------------------------------------------------------- */
+
+/* Rows of S (fp32) and P (T) for nh heads: row (hl, i) at (hl*T + i)*T;
+ * one warp per row.  Forward: P = softmax over keys [0, i] with the
+ * log-sum-exp saved; backward (recompute): P = exp(S - lse). */
+template <class T>
+__global__ void att_softmax_kernel(T *P, float *lse, const float *S, int nh, int T_,
+				   bool recompute)
+{
+	size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+	int lane = threadIdx.x % 32;
+	if (row >= (size_t)nh * T_)
+		return;
+	int i = (int)(row % (size_t)T_);
+	const float *s = S + row * T_;
+	T *p = P + row * T_;
+	float l;
+	if (recompute) {
+		l = lse[row];
+	} else {
+		float m = -INFINITY;
+		for (int j = lane; j <= i; j += 32)
+			m = fmaxf(m, s[j]);
+		m = warp_max(m);
+		float z = 0.0f;
+		for (int j = lane; j <= i; j += 32)
+			z += expf(s[j] - m);
+		l = m + logf(warp_sum(z));
+		if (lane == 0)
+			lse[row] = l;
+	}
+	for (int j = lane; j < T_; j += 32)
+		st(p, j, j <= i ? expf(s[j] - l) : 0.0f);
+}
+
+/* dS = P * (dP - sum_j P dP), row by row, in place of P (zeros above the
+ * diagonal stay). */
+template <class T> __global__ void att_softmax_bwd_kernel(T *P, const float *dP, int nh, int T_)
+{
+	size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+	int lane = threadIdx.x % 32;
+	if (row >= (size_t)nh * T_)
+		return;
+	int i = (int)(row % (size_t)T_);
+	T *p = P + row * T_;
+	const float *dp = dP + row * T_;
+	float d = 0.0f;
+	for (int j = lane; j <= i; j += 32)
+		d += ld(p, j) * dp[j];
+	d = warp_sum(d);
+	for (int j = lane; j <= i; j += 32)
+		st(p, j, ld(p, j) * (dp[j] - d));
+}
+
+/* C = alpha op(A) op(B) + beta C, batched over `batch` heads. */
+static int gemm_batched(cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+			int k, float alpha, const void *A, cudaDataType_t at, int lda, long long sa,
+			const void *B, cudaDataType_t bt, int ldb, long long sb, float beta,
+			void *Cm, cudaDataType_t ct, int ldc, long long sc, int batch)
+{
+	CUBLAS(cublasGemmStridedBatchedEx(c->blas, ta, tb, m, n, k, &alpha, A, at, lda, sa, B, bt,
+					  ldb, sb, &beta, Cm, ct, ldc, sc, batch, compute_type(c),
+					  CUBLAS_GEMM_DEFAULT));
+	return 0;
+}
+
+/* Heads per group so that S (fp32) and P (T) of a group fit the workspace. */
+template <class T> static int att_group(cuda_ctx *c, const char *op, int T_, int NH, int *hg)
+{
+	size_t per = (size_t)T_ * T_ * (sizeof(float) + sizeof(T));
+	size_t n = c->ws_bytes / per;
+	if (n == 0)
+		return zn_error(-ENOSPC, "%s: one head's scores need %zu bytes of workspace at "
+				"T = %d; the context has %zu: create it with workspace_bytes >= "
+				"%zu", op, per, T_, c->ws_bytes, per);
+	*hg = (int)(n < (size_t)NH ? n : (size_t)NH);
+	return 0;
+}
+
+template <class T> static int attention_fwd(cuda_ctx *c, void *out_, float *lse,
+					    const void *qkv_, int B, int T_, int C, int NH)
+{
+	const char *op = "attention_forward";
+	cudaDataType_t dt = dtype_of<T>::value;
+	int HS = C / NH, C3 = 3 * C, hg = 0;
+	float scale = 1.0f / sqrtf((float)HS);
+	TRY(att_group<T>(c, op, T_, NH, &hg));
+	float *S = (float *)c->ws;
+	T *P = (T *)((char *)c->ws + (size_t)hg * T_ * T_ * sizeof(float));
+	long long TT = (long long)T_ * T_;
+	for (int b = 0; b < B; b++)
+		for (int h0 = 0; h0 < NH; h0 += hg) {
+			int nh = NH - h0 < hg ? NH - h0 : hg;
+			const T *q = (const T *)qkv_ + (size_t)b * T_ * C3 + (size_t)h0 * HS;
+			const T *k = q + C, *v = q + 2 * C;
+			T *out = (T *)out_ + (size_t)b * T_ * C + (size_t)h0 * HS;
+			/* S^T (T_k x T_q, ld T) = scale * k_cm^T q_cm: row i of S holds
+			 * query i against every key */
+			TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, HS, scale, k, dt, C3, HS,
+					 q, dt, C3, HS, 0.0f, S, CUDA_R_32F, T_, TT, nh));
+			size_t rows = (size_t)nh * T_;
+			att_softmax_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(
+				P, lse + ((size_t)b * NH + h0) * T_, S, nh, T_, false);
+			LAUNCHED();
+			/* out^T (HS x T_q, ld C) = v_cm (HS x T_k) @ P^T_cm (T_k x T_q) */
+			TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_N, HS, T_, T_, 1.0f, v, dt, C3, HS, P,
+					 dt, T_, TT, 0.0f, out, dt, C, HS, nh));
+		}
+	return 0;
+}
+
+extern "C" int zn_cuda_attention_forward(struct zn_kctx *ctx, void *out, float *lse,
+					 const void *qkv, int B, int T, int C, int NH)
+{
+	CHECK_CTX("attention_forward");
+	TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, C, NH));
+	return ctx->dtype == ZN_DTYPE_BF16 ? attention_fwd<bf16>(cuctx(ctx), out, lse, qkv, B, T, C, NH)
+					   : attention_fwd<float>(cuctx(ctx), out, lse, qkv, B, T, C, NH);
+}
+
+template <class T> static int attention_bwd(cuda_ctx *c, void *dqkv_, const void *dout_,
+					    const void *qkv_, const float *lse, int B, int T_, int C,
+					    int NH)
+{
+	const char *op = "attention_backward";
+	cudaDataType_t dt = dtype_of<T>::value;
+	int HS = C / NH, C3 = 3 * C, hg = 0;
+	float scale = 1.0f / sqrtf((float)HS);
+	TRY(att_group<T>(c, op, T_, NH, &hg));
+	float *S = (float *)c->ws; /* S, then dP */
+	T *P = (T *)((char *)c->ws + (size_t)hg * T_ * T_ * sizeof(float)); /* P, then dS */
+	long long TT = (long long)T_ * T_;
+	for (int b = 0; b < B; b++)
+		for (int h0 = 0; h0 < NH; h0 += hg) {
+			int nh = NH - h0 < hg ? NH - h0 : hg;
+			size_t qoff = (size_t)b * T_ * C3 + (size_t)h0 * HS;
+			const T *q = (const T *)qkv_ + qoff, *k = q + C, *v = q + 2 * C;
+			T *dq = (T *)dqkv_ + qoff, *dk = dq + C, *dv = dq + 2 * C;
+			const T *dout = (const T *)dout_ + (size_t)b * T_ * C + (size_t)h0 * HS;
+			size_t rows = (size_t)nh * T_;
+			unsigned blocks = (unsigned)((rows + 7) / 8);
+			/* P, recomputed */
+			TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, HS, scale, k, dt, C3, HS,
+					 q, dt, C3, HS, 0.0f, S, CUDA_R_32F, T_, TT, nh));
+			att_softmax_kernel<T><<<blocks, 256, 0, c->stream>>>(
+				P, (float *)(lse + ((size_t)b * NH + h0) * T_), S, nh, T_, true);
+			LAUNCHED();
+			/* dP^T (T_k x T_q) = v_cm^T (T_k x HS) @ dout_cm (HS x T_q) */
+			TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, HS, 1.0f, v, dt, C3, HS,
+					 dout, dt, C, HS, 0.0f, S, CUDA_R_32F, T_, TT, nh));
+			/* dv^T (HS x T_k) += dout_cm (HS x T_q) @ P_rowmajor (T_q x T_k) */
+			TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_T, HS, T_, T_, 1.0f, dout, dt, C, HS,
+					 P, dt, T_, TT, 1.0f, dv, dt, C3, HS, nh));
+			att_softmax_bwd_kernel<T><<<blocks, 256, 0, c->stream>>>(P, S, nh, T_);
+			LAUNCHED();
+			/* dq^T (HS x T_q) += scale * k_cm (HS x T_k) @ dS^T_cm (T_k x T_q) */
+			TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_N, HS, T_, T_, scale, k, dt, C3, HS, P,
+					 dt, T_, TT, 1.0f, dq, dt, C3, HS, nh));
+			/* dk^T (HS x T_k) += scale * q_cm (HS x T_q) @ dS_rowmajor (T_q x T_k) */
+			TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_T, HS, T_, T_, scale, q, dt, C3, HS, P,
+					 dt, T_, TT, 1.0f, dk, dt, C3, HS, nh));
+		}
+	return 0;
+}
+
+extern "C" int zn_cuda_attention_backward(struct zn_kctx *ctx, void *dqkv, const void *dout,
+					  const void *qkv, const float *lse, int B, int T, int C,
+					  int NH)
+{
+	CHECK_CTX("attention_backward");
+	TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, C, NH));
+	return ctx->dtype == ZN_DTYPE_BF16 ? attention_bwd<bf16>(cuctx(ctx), dqkv, dout, qkv, lse, B, T, C, NH)
+					   : attention_bwd<float>(cuctx(ctx), dqkv, dout, qkv, lse, B, T, C, NH);
+}
+
+/* ---- elementwise ------------------------------------------------------------------------- */
+
+#define GELU_S 0.7978845608028654f /* sqrt(2 / pi) */
+
+template <class T> __global__ void gelu_fwd_kernel(T *out, const T *inp, size_t n)
+{
+	GRID_STRIDE(i, n) {
+		float x = ld(inp, i);
+		float u = GELU_S * (x + 0.044715f * x * x * x);
+		st(out, i, 0.5f * x * (1.0f + tanhf(u)));
+	}
+}
+
+template <class T> __global__ void gelu_bwd_kernel(T *dinp, const T *dout, const T *inp, size_t n)
+{
+	GRID_STRIDE(i, n) {
+		float x = ld(inp, i);
+		float u = GELU_S * (x + 0.044715f * x * x * x);
+		float th = tanhf(u), sech2 = 1.0f - th * th;
+		float g = 0.5f * (1.0f + th) +
+			  0.5f * x * sech2 * GELU_S * (1.0f + 3.0f * 0.044715f * x * x);
+		st(dinp, i, ld(dinp, i) + g * ld(dout, i));
+	}
+}
+
+template <class T> __global__ void add_kernel(T *out, const T *a, const T *b, size_t n)
+{
+	GRID_STRIDE(i, n)
+		st(out, i, ld(a, i) + ld(b, i));
+}
+
+template <class T> __global__ void acc2_kernel(T *o1, T *o2, const T *a, size_t n)
+{
+	GRID_STRIDE(i, n) {
+		float v = ld(a, i);
+		if (o1)
+			st(o1, i, ld(o1, i) + v);
+		if (o2)
+			st(o2, i, ld(o2, i) + v);
+	}
+}
+
+extern "C" int zn_cuda_gelu_forward(struct zn_kctx *ctx, void *out, const void *inp, size_t N)
+{
+	CHECK_CTX("gelu_forward");
+	TRY(zn_kcheck_elementwise("gelu_forward", out, inp, inp));
+	cuda_ctx *c = cuctx(ctx);
+	if (N == 0)
+		return 0;
+	if (ctx->dtype == ZN_DTYPE_BF16)
+		gelu_fwd_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>((bf16 *)out,
+										 (const bf16 *)inp, N);
+	else
+		gelu_fwd_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(float *)out, (const float *)inp, N);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_gelu_backward(struct zn_kctx *ctx, void *dinp, const void *dout,
+				     const void *inp, size_t N)
+{
+	CHECK_CTX("gelu_backward");
+	TRY(zn_kcheck_elementwise("gelu_backward", dinp, dout, inp));
+	cuda_ctx *c = cuctx(ctx);
+	if (N == 0)
+		return 0;
+	if (ctx->dtype == ZN_DTYPE_BF16)
+		gelu_bwd_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(bf16 *)dinp, (const bf16 *)dout, (const bf16 *)inp, N);
+	else
+		gelu_bwd_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(float *)dinp, (const float *)dout, (const float *)inp, N);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_residual_forward(struct zn_kctx *ctx, void *out, const void *inp1,
+					const void *inp2, size_t N)
+{
+	CHECK_CTX("residual_forward");
+	TRY(zn_kcheck_elementwise("residual_forward", out, inp1, inp2));
+	cuda_ctx *c = cuctx(ctx);
+	if (N == 0)
+		return 0;
+	if (ctx->dtype == ZN_DTYPE_BF16)
+		add_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(bf16 *)out, (const bf16 *)inp1, (const bf16 *)inp2, N);
+	else
+		add_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(float *)out, (const float *)inp1, (const float *)inp2, N);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_residual_backward(struct zn_kctx *ctx, void *dinp1, void *dinp2,
+					 const void *dout, size_t N)
+{
+	CHECK_CTX("residual_backward");
+	TRY(zn_kcheck_ptr("residual_backward", "dout", dout));
+	cuda_ctx *c = cuctx(ctx);
+	if (N == 0 || (!dinp1 && !dinp2))
+		return 0;
+	if (ctx->dtype == ZN_DTYPE_BF16)
+		acc2_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(bf16 *)dinp1, (bf16 *)dinp2, (const bf16 *)dout, N);
+	else
+		acc2_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(float *)dinp1, (float *)dinp2, (const float *)dout, N);
+	LAUNCHED();
+	return 0;
+}
+
+/* ---- softmax cross-entropy ---------------------------------------------------------------- */
+
+/* One block per row.  A target >= V (the host does not look at device
+ * targets) gives a NaN loss and a zero gradient row, so it cannot pass
+ * unnoticed. */
+template <class T>
+__global__ void xent_kernel(float *losses, T *dl, const T *x, const int32_t *targets,
+			    const float *weights, float gscale, int V, int Vp)
+{
+	__shared__ float sh[32];
+	size_t row = blockIdx.x;
+	const T *xr = x + row * Vp;
+	T *dr = dl ? dl + row * Vp : NULL;
+	int t = targets[row];
+	float w = weights ? weights[row] : 1.0f;
+	if (t < 0 || t >= V || w == 0.0f) {
+		if (threadIdx.x == 0)
+			losses[row] = t >= V ? NAN : 0.0f;
+		if (dr)
+			for (int j = threadIdx.x; j < Vp; j += blockDim.x)
+				st(dr, j, 0.0f);
+		return;
+	}
+	float xt = ld(xr, t); /* read before any thread writes dr (== xr in place) */
+	float m = -INFINITY;
+	for (int j = threadIdx.x; j < V; j += blockDim.x)
+		m = fmaxf(m, ld(xr, j));
+	m = block_max(m, sh);
+	float z = 0.0f;
+	for (int j = threadIdx.x; j < V; j += blockDim.x)
+		z += expf(ld(xr, j) - m);
+	z = block_sum(z, sh);
+	float lse = m + logf(z);
+	if (threadIdx.x == 0)
+		losses[row] = w * (lse - xt);
+	if (!dr)
+		return;
+	float k = gscale * w;
+	for (int j = threadIdx.x; j < Vp; j += blockDim.x) {
+		float g = j < V ? k * (expf(ld(xr, j) - lse) - (j == t ? 1.0f : 0.0f)) : 0.0f;
+		st(dr, j, g);
+	}
+}
+
+extern "C" int zn_cuda_softmax_crossentropy(struct zn_kctx *ctx, float *losses, void *dlogits,
+					    const void *logits, const int32_t *targets,
+					    const float *weights, float grad_scale, int BT, int V,
+					    int Vp)
+{
+	CHECK_CTX("softmax_crossentropy");
+	TRY(zn_kcheck_xent(losses, logits, targets, BT, V, Vp));
+	cuda_ctx *c = cuctx(ctx);
+	if (ctx->dtype == ZN_DTYPE_BF16)
+		xent_kernel<bf16><<<(unsigned)BT, 512, 0, c->stream>>>(
+			losses, (bf16 *)dlogits, (const bf16 *)logits, targets, weights, grad_scale, V,
+			Vp);
+	else
+		xent_kernel<float><<<(unsigned)BT, 512, 0, c->stream>>>(
+			losses, (float *)dlogits, (const float *)logits, targets, weights, grad_scale,
+			V, Vp);
+	LAUNCHED();
+	return 0;
+}
+
+/* ---- casts and reductions ------------------------------------------------------------------ */
+
+__device__ __forceinline__ float load_any(const void *p, int d, size_t i)
+{
+	if (d == ZN_DTYPE_F32)
+		return ((const float *)p)[i];
+	uint16_t h = ((const uint16_t *)p)[i];
+	return d == ZN_DTYPE_BF16 ? zn_kh_bf16_to_f32(h) : zn_kh_f16_to_f32(h);
+}
+
+__device__ __forceinline__ void store_any(void *p, int d, size_t i, float v)
+{
+	if (d == ZN_DTYPE_F32)
+		((float *)p)[i] = v;
+	else
+		((uint16_t *)p)[i] = d == ZN_DTYPE_BF16 ? zn_kh_f32_to_bf16(v) : zn_kh_f32_to_f16(v);
+}
+
+/* Conversions with the same bits as the cpu path (khalf.h), not the CUDA
+ * intrinsics: those map NaN to another pattern. */
+__global__ void cast_kernel(void *dst, int dd, const void *src, int sd, size_t n)
+{
+	GRID_STRIDE(i, n)
+		store_any(dst, dd, i, load_any(src, sd, i));
+}
+
+__global__ void scale_kernel(void *x, int d, float s, size_t n)
+{
+	GRID_STRIDE(i, n)
+		store_any(x, d, i, load_any(x, d, i) * s);
+}
+
+__global__ void nonfinite_kernel(int32_t *flag, const void *x, int d, size_t n)
+{
+	GRID_STRIDE(i, n)
+		if (!isfinite(load_any(x, d, i)))
+			*flag = 1; /* every writer writes 1: the result is the same */
+}
+
+#define SUMSQ_BLOCKS 1024u
+
+/* part[block] = sum of squares over a fixed grid-stride share, in double. */
+__global__ void sumsq_kernel(double *part, const void *x, int d, size_t n)
+{
+	__shared__ double sh[256];
+	double s = 0.0;
+	GRID_STRIDE(i, n) {
+		double v = load_any(x, d, i);
+		s += v * v;
+	}
+	sh[threadIdx.x] = s;
+	__syncthreads();
+	for (unsigned k = blockDim.x / 2; k > 0; k /= 2) {
+		if (threadIdx.x < k)
+			sh[threadIdx.x] += sh[threadIdx.x + k];
+		__syncthreads();
+	}
+	if (threadIdx.x == 0)
+		part[blockIdx.x] = sh[0];
+}
+
+__global__ void sumsq_finish_kernel(double *acc, const double *part, unsigned nb)
+{
+	if (threadIdx.x == 0 && blockIdx.x == 0) {
+		double s = 0.0;
+		for (unsigned i = 0; i < nb; i++)
+			s += part[i];
+		*acc += s;
+	}
+}
+
+extern "C" int zn_cuda_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype,
+			    const void *src, enum zn_dtype src_dtype, size_t n)
+{
+	const char *op = "cast";
+	CHECK_CTX(op);
+	TRY(zn_kcheck_dtype(op, "destination", dst_dtype));
+	TRY(zn_kcheck_dtype(op, "source", src_dtype));
+	TRY(zn_kcheck_elementwise(op, dst, src, src));
+	cuda_ctx *c = cuctx(ctx);
+	size_t dsz = zn_dtype_size(dst_dtype), ssz = zn_dtype_size(src_dtype);
+	uintptr_t d0 = (uintptr_t)dst, s0 = (uintptr_t)src;
+	if (n && dst != src && d0 < s0 + n * ssz && s0 < d0 + n * dsz)
+		return zn_error(-EINVAL, "cast: the destination overlaps the source without being "
+				"the same buffer");
+	if (n && dst == src && dsz != ssz)
+		return zn_error(-EINVAL, "cast: %s -> %s cannot be done in place (element sizes "
+				"differ)", zn_dtype_name(src_dtype), zn_dtype_name(dst_dtype));
+	if (n == 0)
+		return 0;
+	if (dst_dtype == src_dtype) {
+		if (dst != src)
+			CU(cudaMemcpyAsync(dst, src, n * dsz, cudaMemcpyDeviceToDevice, c->stream));
+		return 0;
+	}
+	cast_kernel<<<blocks_for(n, 256), 256, 0, c->stream>>>(dst, (int)dst_dtype, src,
+								(int)src_dtype, n);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_scale(struct zn_kctx *ctx, void *x, enum zn_dtype dtype, float s,
+			     size_t n)
+{
+	CHECK_CTX("scale");
+	TRY(zn_kcheck_dtype("scale", "tensor", dtype));
+	TRY(zn_kcheck_ptr("scale", "x", x));
+	if (n == 0)
+		return 0;
+	scale_kernel<<<blocks_for(n, 256), 256, 0, cuctx(ctx)->stream>>>(x, (int)dtype, s, n);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_nonfinite(struct zn_kctx *ctx, int32_t *flag, const void *x,
+				 enum zn_dtype dtype, size_t n)
+{
+	CHECK_CTX("nonfinite");
+	TRY(zn_kcheck_dtype("nonfinite", "tensor", dtype));
+	TRY(zn_kcheck_ptr("nonfinite", "flag", flag));
+	TRY(zn_kcheck_ptr("nonfinite", "x", x));
+	if (n == 0)
+		return 0;
+	nonfinite_kernel<<<blocks_for(n, 256), 256, 0, cuctx(ctx)->stream>>>(flag, x, (int)dtype,
+									     n);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_sumsq(struct zn_kctx *ctx, double *acc, const void *x,
+			     enum zn_dtype dtype, size_t n)
+{
+	CHECK_CTX("sumsq");
+	TRY(zn_kcheck_dtype("sumsq", "tensor", dtype));
+	TRY(zn_kcheck_ptr("sumsq", "acc", acc));
+	TRY(zn_kcheck_ptr("sumsq", "x", x));
+	if (n == 0)
+		return 0;
+	cuda_ctx *c = cuctx(ctx);
+	/* the block count depends on n only, so the sum's order does too */
+	unsigned nb = blocks_for(n, 256 * 8);
+	nb = nb < SUMSQ_BLOCKS ? nb : SUMSQ_BLOCKS;
+	if (nb * sizeof(double) > c->ws_bytes)
+		return zn_error(-ENOSPC, "sumsq: %zu bytes of workspace needed; the context has "
+				"%zu", nb * sizeof(double), c->ws_bytes);
+	double *part = (double *)c->ws;
+	sumsq_kernel<<<nb, 256, 0, c->stream>>>(part, x, (int)dtype, n);
+	LAUNCHED();
+	sumsq_finish_kernel<<<1, 32, 0, c->stream>>>(acc, part, nb);
+	LAUNCHED();
+	return 0;
+}

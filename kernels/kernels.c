@@ -1,0 +1,263 @@
+/* The kernel registry, dtype names and the argument checks both backends
+ * share (kernels_internal.h). */
+#include "zn_common.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include "zn_config.h"
+#include "kernels_internal.h"
+
+const char *zn_dtype_name(enum zn_dtype d)
+{
+	static const char *const names[] = {
+		[ZN_DTYPE_F32] = "fp32", [ZN_DTYPE_F16] = "fp16", [ZN_DTYPE_BF16] = "bf16"
+	};
+	_Static_assert(ZN_ARRAY_SIZE(names) == ZN_DTYPE_COUNT, "a name per dtype");
+	_Static_assert((int)ZN_DTYPE_F32 == (int)ZN_ADAM_FP32 && (int)ZN_DTYPE_F16 == (int)ZN_ADAM_FP16 &&
+		       (int)ZN_DTYPE_BF16 == (int)ZN_ADAM_BF16, "dtype values match cpu_adam's");
+	return (unsigned)d < ZN_DTYPE_COUNT ? names[d] : "?";
+}
+
+size_t zn_dtype_size(enum zn_dtype d)
+{
+	return d == ZN_DTYPE_F32 ? 4 : (unsigned)d < ZN_DTYPE_COUNT ? 2 : 0;
+}
+
+void zn_kernels_params_default(struct zn_kernels_params *p)
+{
+	*p = (struct zn_kernels_params){
+		.dtype = ZN_DTYPE_F32,
+		.pool = NULL,
+		.simd = ZN_ADAM_SIMD_AUTO,
+		.cuda_stream = NULL,
+		.cuda_device = -1,
+		.workspace_bytes = 0,
+		.tf32 = false,
+	};
+}
+
+static const struct zn_kernels *const backends[] = {
+	&zn_kernels_cpu,
+#if ZN_HAVE_CUDA
+	&zn_kernels_cuda,
+#endif
+};
+
+const struct zn_kernels *zn_kernels_get(const char *name)
+{
+	if (!name) {
+		zn_set_error("zn_kernels_get: no backend name given: use \"cpu\" or \"cuda\"");
+		return NULL;
+	}
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(backends); i++)
+		if (strcmp(backends[i]->name, name) == 0)
+			return backends[i];
+	if (strcmp(name, "cuda") == 0)
+		zn_set_error("kernels \"cuda\": this zinc was built without the CUDA toolkit "
+			     "(reconfigure with -Dcuda=enabled where nvcc is installed)");
+	else
+		zn_set_error("kernels \"%s\" do not exist: use \"cpu\"%s", name,
+			     ZN_HAVE_CUDA ? " or \"cuda\"" : "");
+	return NULL;
+}
+
+/* ---- argument checks -------------------------------------------------------- */
+
+int zn_kcheck_ptr(const char *op, const char *what, const void *p)
+{
+	if (zn_unlikely(!p))
+		return zn_error(-EINVAL, "%s: %s is NULL", op, what);
+	return 0;
+}
+
+static int dim(const char *op, const char *what, int v)
+{
+	if (zn_unlikely(v <= 0))
+		return zn_error(-EINVAL, "%s: %s = %d; it must be > 0", op, what, v);
+	return 0;
+}
+
+/* a * b must fit an int: it is a row count or a leading dimension handed to
+ * BLAS, whose interface takes ints. */
+static int prod(const char *op, const char *what, int a, int b)
+{
+	if (zn_unlikely((long long)a * b > INT_MAX))
+		return zn_error(-EINVAL, "%s: %s = %lld is larger than %d", op, what,
+				(long long)a * b, INT_MAX);
+	return 0;
+}
+
+#define TRY(x) do { int err_ = (x); if (err_) return err_; } while (0)
+
+int zn_kcheck_ctx(const char *op, const struct zn_kctx *ctx, const struct zn_kernels *ops)
+{
+	if (zn_unlikely(!ctx))
+		return zn_error(-EINVAL, "%s: the context is NULL", op);
+	if (zn_unlikely(ctx->ops != ops))
+		return zn_error(-EINVAL, "%s: the context belongs to the \"%s\" kernels, not to "
+				"\"%s\"", op, ctx->ops ? ctx->ops->name : "?", ops->name);
+	return 0;
+}
+
+int zn_kcheck_params(const struct zn_kernels *ops, const struct zn_kernels_params *p)
+{
+	if (!p)
+		return zn_error(-EINVAL, "%s kernels: no parameters given (NULL): start from "
+				"zn_kernels_params_default()", ops->name);
+	if ((unsigned)p->dtype >= ZN_DTYPE_COUNT || !(ops->dtypes & (1u << p->dtype))) {
+		char list[64] = "";
+		for (unsigned d = 0; d < ZN_DTYPE_COUNT; d++)
+			if (ops->dtypes & (1u << d)) {
+				strcat(list, list[0] ? ", " : "");
+				strcat(list, zn_dtype_name((enum zn_dtype)d));
+			}
+		return zn_error(-EINVAL, "%s kernels: storage dtype %s is not offered; use %s%s",
+				ops->name, zn_dtype_name(p->dtype), list,
+				p->dtype == ZN_DTYPE_BF16 || p->dtype == ZN_DTYPE_F16 ?
+				" (keep a 16-bit copy and convert with the cast op)" : "");
+	}
+	return 0;
+}
+
+int zn_kcheck_encoder(const char *op, const void *out, const int32_t *tokens, const void *a,
+		      const void *b, int B, int T, int C, int V, bool backward)
+{
+	if (!backward) {
+		TRY(zn_kcheck_ptr(op, "out", out));
+		TRY(zn_kcheck_ptr(op, "wte", a));
+		TRY(zn_kcheck_ptr(op, "wpe", b));
+	} else {
+		TRY(zn_kcheck_ptr(op, "dout", out));
+	}
+	TRY(zn_kcheck_ptr(op, "tokens", tokens));
+	TRY(dim(op, "B", B));
+	TRY(dim(op, "T", T));
+	TRY(dim(op, "C", C));
+	TRY(dim(op, "V", V));
+	TRY(prod(op, "B*T", B, T));
+	return 0;
+}
+
+int zn_kcheck_layernorm_fwd(const void *out, const void *inp, const void *weight,
+			    const void *bias, int BT, int C)
+{
+	const char *op = "layernorm_forward";
+	TRY(zn_kcheck_ptr(op, "out", out));
+	TRY(zn_kcheck_ptr(op, "inp", inp));
+	TRY(zn_kcheck_ptr(op, "weight", weight));
+	TRY(zn_kcheck_ptr(op, "bias", bias));
+	TRY(dim(op, "BT", BT));
+	TRY(dim(op, "C", C));
+	return 0;
+}
+
+int zn_kcheck_layernorm_bwd(const void *dout, const void *inp, const void *weight,
+			    const float *mean, const float *rstd, int BT, int C)
+{
+	const char *op = "layernorm_backward";
+	TRY(zn_kcheck_ptr(op, "dout", dout));
+	TRY(zn_kcheck_ptr(op, "inp", inp));
+	TRY(zn_kcheck_ptr(op, "weight", weight));
+	TRY(zn_kcheck_ptr(op, "mean (saved by layernorm_forward)", mean));
+	TRY(zn_kcheck_ptr(op, "rstd (saved by layernorm_forward)", rstd));
+	TRY(dim(op, "BT", BT));
+	TRY(dim(op, "C", C));
+	return 0;
+}
+
+int zn_kcheck_matmul_fwd(const void *out, const void *inp, const void *weight, int BT, int C,
+			 int OC)
+{
+	const char *op = "matmul_forward";
+	TRY(zn_kcheck_ptr(op, "out", out));
+	TRY(zn_kcheck_ptr(op, "inp", inp));
+	TRY(zn_kcheck_ptr(op, "weight", weight));
+	TRY(dim(op, "BT", BT));
+	TRY(dim(op, "C", C));
+	TRY(dim(op, "OC", OC));
+	return 0;
+}
+
+int zn_kcheck_matmul_bwd(const void *dinp, const void *dweight, const void *dout,
+			 const void *inp, const void *weight, int BT, int C, int OC)
+{
+	const char *op = "matmul_backward";
+	TRY(zn_kcheck_ptr(op, "dout", dout));
+	if (dinp)
+		TRY(zn_kcheck_ptr(op, "weight (needed for dinp)", weight));
+	if (dweight)
+		TRY(zn_kcheck_ptr(op, "inp (needed for dweight)", inp));
+	TRY(dim(op, "BT", BT));
+	TRY(dim(op, "C", C));
+	TRY(dim(op, "OC", OC));
+	return 0;
+}
+
+static int attention_dims(const char *op, int B, int T, int C, int NH)
+{
+	TRY(dim(op, "B", B));
+	TRY(dim(op, "T", T));
+	TRY(dim(op, "C", C));
+	TRY(dim(op, "NH", NH));
+	if (C % NH != 0)
+		return zn_error(-EINVAL, "%s: C = %d is not a multiple of NH = %d: the head size "
+				"C / NH must be a whole number", op, C, NH);
+	TRY(prod(op, "B*T", B, T));
+	TRY(prod(op, "3*C", 3, C));
+	TRY(prod(op, "T*T", T, T));
+	return 0;
+}
+
+int zn_kcheck_attention_fwd(const void *out, const float *lse, const void *qkv, int B, int T,
+			    int C, int NH)
+{
+	const char *op = "attention_forward";
+	TRY(zn_kcheck_ptr(op, "out", out));
+	TRY(zn_kcheck_ptr(op, "lse", lse));
+	TRY(zn_kcheck_ptr(op, "qkv", qkv));
+	return attention_dims(op, B, T, C, NH);
+}
+
+int zn_kcheck_attention_bwd(const void *dqkv, const void *dout, const void *qkv,
+			    const float *lse, int B, int T, int C, int NH)
+{
+	const char *op = "attention_backward";
+	TRY(zn_kcheck_ptr(op, "dqkv", dqkv));
+	TRY(zn_kcheck_ptr(op, "dout", dout));
+	TRY(zn_kcheck_ptr(op, "qkv", qkv));
+	TRY(zn_kcheck_ptr(op, "lse (saved by attention_forward)", lse));
+	return attention_dims(op, B, T, C, NH);
+}
+
+int zn_kcheck_elementwise(const char *op, const void *a, const void *b, const void *c)
+{
+	if (zn_unlikely(!a || !b || !c))
+		return zn_error(-EINVAL, "%s: a tensor argument is NULL (%s)", op,
+				!a ? "the first" : !b ? "the second" : "the third");
+	return 0;
+}
+
+int zn_kcheck_xent(const float *losses, const void *logits, const int32_t *targets, int BT,
+		   int V, int Vp)
+{
+	const char *op = "softmax_crossentropy";
+	TRY(zn_kcheck_ptr(op, "losses", losses));
+	TRY(zn_kcheck_ptr(op, "logits", logits));
+	TRY(zn_kcheck_ptr(op, "targets", targets));
+	TRY(dim(op, "BT", BT));
+	TRY(dim(op, "V", V));
+	if (Vp < V)
+		return zn_error(-EINVAL, "%s: the padded row length Vp = %d is smaller than the "
+				"vocabulary V = %d: pass Vp = V when the logits are not padded",
+				op, Vp, V);
+	return 0;
+}
+
+int zn_kcheck_dtype(const char *op, const char *what, enum zn_dtype dtype)
+{
+	if ((unsigned)dtype >= ZN_DTYPE_COUNT)
+		return zn_error(-EINVAL, "%s: %s dtype %d is not fp32 (%d), fp16 (%d) or bf16 (%d)",
+				op, what, (int)dtype, ZN_DTYPE_F32, ZN_DTYPE_F16, ZN_DTYPE_BF16);
+	return 0;
+}
