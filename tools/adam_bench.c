@@ -126,55 +126,23 @@ static int set_optimizer(void *c, const char *a, const char **why)
 	return -1;
 }
 
-static int set_reps(void *c, const char *a, const char **why)
-{
-	struct bench *b = c;
-	unsigned n;
-	if (parse_uint_list(a, &b->reps, 1, &n) != 0 || b->reps == 0 || b->reps > MAX_REPS) {
-		*why = "a count from 1 to 1000";
-		return -1;
-	}
-	return 0;
-}
-
-static int set_tile(void *c, const char *a, const char **why)
-{
-	struct bench *b = c;
-	if (zn_parse_size(a, &b->tile) != 0 || b->tile > (1ull << 36)) {
-		*why = "elements per tile (0: automatic), e.g. 1M";
-		return -1;
-	}
-	return 0;
-}
-
-#define FLAG(field)                                                 \
-	static int set_##field(void *c, const char *a, const char **w) \
-	{                                                           \
-		(void)a;                                            \
-		(void)w;                                            \
-		((struct bench *)c)->field = true;                  \
-		return 0;                                           \
-	}
-FLAG(json)
-FLAG(no_huge)
-FLAG(no_stagger)
-
 static const struct opt options[] = {
-	{ "n", "N", "64M (2^26)", "elements per array (K, M, G are powers of 1024)", set_n },
-	{ "threads", "T", "one per core", "worker threads, each bound to a core", set_threads },
-	{ "grad-dtype", "TYPE", "fp32", "gradient type: fp32, fp16 or bf16", set_grad_dtype },
-	{ "param-copy", "TYPE", "none", "also write the params as fp16 or bf16 (none, fp16, bf16)",
-	  set_param_copy },
-	{ "simd", "PATH", "auto", "auto, scalar, avx2 or avx512 (auto honours ZINC_SIMD)",
-	  set_simd },
-	{ "optimizer", "NAME", "adam", "adam, adagrad or lion", set_optimizer },
-	{ "reps", "R", "7", "timed repetitions of each measurement; the best is reported",
-	  set_reps },
-	{ "tile", "N", "automatic", "elements per tile", set_tile },
-	{ "json", NULL, NULL, "print one JSON object instead of the table", set_json },
-	{ "no-huge-pages", NULL, NULL, "put the arrays on 4 KiB pages", set_no_huge },
-	{ "no-stagger", NULL, NULL, "lay the arrays out 2 MiB-aligned back to back (2^k elements "
-	  "then sit a power of two apart) instead of staggered", set_no_stagger },
+	OPT_CALL("n", "N", "64M (2^26)", "elements per array (K, M, G are powers of 1024)", set_n),
+	OPT_CALL("threads", "T", "one per core", "worker threads, each bound to a core", set_threads),
+	OPT_CALL("grad-dtype", "TYPE", "fp32", "gradient type: fp32, fp16 or bf16", set_grad_dtype),
+	OPT_CALL("param-copy", "TYPE", "none", "also write the params as fp16 or bf16 (none, fp16, bf16)",
+	  set_param_copy),
+	OPT_CALL("simd", "PATH", "auto", "auto, scalar, avx2 or avx512 (auto honours ZINC_SIMD)",
+	  set_simd),
+	OPT_CALL("optimizer", "NAME", "adam", "adam, adagrad or lion", set_optimizer),
+	OPT_NUM("reps", "R", "7", "timed repetitions of each measurement; the best is reported",
+		struct bench, reps, 1, MAX_REPS),
+	OPT_NUM("tile", "N", "automatic", "elements per tile (0: automatic)", struct bench, tile, 0,
+		1ull << 36),
+	OPT_BOOL("json", "print one JSON object instead of the table", struct bench, json),
+	OPT_BOOL("no-huge-pages", "put the arrays on 4 KiB pages", struct bench, no_huge),
+	OPT_BOOL("no-stagger", "lay the arrays out 2 MiB-aligned back to back (2^k elements then "
+		 "sit a power of two apart) instead of staggered", struct bench, no_stagger),
 };
 
 /* ---- the run --------------------------------------------------------------- */
@@ -259,16 +227,10 @@ int cmd_adam_bench(int argc, char **argv)
 	static const char synopsis[] = "[--n N] [--threads T] [--grad-dtype fp32|fp16|bf16] "
 				       "[--param-copy none|fp16|bf16] [--simd PATH] [--json] "
 				       "[options]";
-	int rc = opts_parse("zinc adam-bench", options, ARRAY_SIZE(options), argc, argv, &b,
-			    synopsis);
-	if (rc == -2)
-		return 0;
-	if (rc < 0)
-		return 2;
-	if (rc < argc) {
-		fprintf(stderr, "zinc adam-bench: unexpected argument '%s'; see --help\n", argv[rc]);
-		return 2;
-	}
+	int rc = opts_command("zinc adam-bench", options, ARRAY_SIZE(options), argc, argv, &b,
+			      synopsis);
+	if (rc >= 0)
+		return rc;
 	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
 
 	/* The SIMD path first: a path this CPU lacks is bad input. */

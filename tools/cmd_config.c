@@ -22,27 +22,13 @@ struct config_args {
 	const char *check; /* FILE, or NULL */
 };
 
-static int set_markdown(void *ctx, const char *arg, const char **why)
-{
-	(void)arg;
-	(void)why;
-	((struct config_args *)ctx)->markdown = true;
-	return 0;
-}
-
-static int set_check(void *ctx, const char *arg, const char **why)
-{
-	(void)why;
-	((struct config_args *)ctx)->check = arg;
-	return 0;
-}
-
 static const struct opt options[] = {
-	{ "markdown", NULL, NULL, "print the configuration reference (docs/config.md)",
-	  set_markdown },
-	{ "check", "FILE", NULL, "load FILE; print the first error, or the effective config",
-	  set_check },
+	OPT_BOOL("markdown", "print the configuration reference (docs/config.md)",
+		 struct config_args, markdown),
+	OPT_STR("check", "FILE", NULL, "load FILE; print the first error, or the effective config",
+		struct config_args, check),
 };
+
 
 static const char *type_name(enum zn_cfg_type t)
 {
@@ -313,16 +299,10 @@ int cmd_config(int argc, char **argv)
 	struct config_args args = { 0 };
 	int rc;
 
-	rc = opts_parse("zinc config", options, sizeof(options) / sizeof(options[0]), argc, argv,
-			&args, synopsis);
-	if (rc == -2)
-		return 0; /* --help */
-	if (rc < 0)
-		return 2;
-	if (rc < argc) {
-		fprintf(stderr, "zinc config: unexpected argument '%s'; see --help\n", argv[rc]);
-		return 2;
-	}
+	rc = opts_command("zinc config", options, sizeof(options) / sizeof(options[0]), argc, argv,
+			  &args, synopsis);
+	if (rc >= 0)
+		return rc;
 	if (args.markdown && args.check) {
 		fprintf(stderr, "zinc config: --markdown and --check do not go together\n");
 		return 2;

@@ -82,20 +82,6 @@ static void on_signal(int sig)
 
 /* ---- options ------------------------------------------------------------ */
 
-static int set_path(void *c, const char *a, const char **why)
-{
-	(void)why;
-	((struct bench *)c)->dir = a;
-	return 0;
-}
-
-static int set_file(void *c, const char *a, const char **why)
-{
-	(void)why;
-	((struct bench *)c)->file = a;
-	return 0;
-}
-
 static int set_size(void *c, const char *a, const char **why)
 {
 	struct bench *b = c;
@@ -188,54 +174,30 @@ static int set_rw(void *c, const char *a, const char **why)
 	return 0;
 }
 
-static int set_loops(void *c, const char *a, const char **why)
-{
-	struct bench *b = c;
-	unsigned n;
-	if (parse_uint_list(a, &b->loops, 1, &n) != 0 || b->loops == 0) {
-		*why = "a positive integer";
-		return -1;
-	}
-	return 0;
-}
-
-#define FLAG(field)                                                 \
-	static int set_##field(void *c, const char *a, const char **w) \
-	{                                                           \
-		(void)a;                                            \
-		(void)w;                                            \
-		((struct bench *)c)->field = true;                  \
-		return 0;                                           \
-	}
-FLAG(json)
-FLAG(no_fixed)
-FLAG(sqpoll)
-FLAG(single_submit)
-FLAG(no_overlap)
-FLAG(no_huge)
-
 static const struct opt options[] = {
-	{ "path", "DIR", NULL, "directory on the disk to measure (a scratch file is made there)",
-	  set_path },
-	{ "file", "FILE", NULL, "use this file instead (kept afterwards; made if missing)",
-	  set_file },
-	{ "size", "BYTES", "1G", "bytes per pass (K, M, G suffixes)", set_size },
-	{ "block-size", "LIST", "128K,1M", "block sizes to try (aio.block_size)", set_bs },
-	{ "queue-depth", "LIST", "8,32", "queue depths to try (aio.queue_depth)", set_qd },
-	{ "threads", "LIST", "1,2", "rings to try (aio.intra_op_parallelism)", set_threads },
-	{ "rw", "LIST", "read,write", "directions: read, write, rw (concurrent both)", set_rw },
-	{ "loops", "N", "3", "passes per setting; the median is reported", set_loops },
-	{ "json", NULL, NULL, "print one JSON object instead of the table", set_json },
-	{ "no-fixed-buffers", NULL, NULL, "do not register buffers (aio.use_fixed_buffers: false)",
-	  set_no_fixed },
-	{ "sqpoll", NULL, NULL, "kernel submission polling (aio.sqpoll: true)", set_sqpoll },
-	{ "single-submit", NULL, NULL, "one system call per I/O (aio.single_submit: true)",
-	  set_single_submit },
-	{ "no-overlap-events", NULL, NULL, "submit in whole batches (aio.overlap_events: false)",
-	  set_no_overlap },
-	{ "no-huge-pages", NULL, NULL, "I/O buffers on 4 KiB pages (to compare with tools that "
-	  "use malloc)", set_no_huge },
+	OPT_STR("path", "DIR", NULL, "directory on the disk to measure (a scratch file is made "
+		"there)", struct bench, dir),
+	OPT_STR("file", "FILE", NULL, "use this file instead (kept afterwards; made if missing)",
+		struct bench, file),
+	OPT_CALL("size", "BYTES", "1G", "bytes per pass (K, M, G suffixes)", set_size),
+	OPT_CALL("block-size", "LIST", "128K,1M", "block sizes to try (aio.block_size)", set_bs),
+	OPT_CALL("queue-depth", "LIST", "8,32", "queue depths to try (aio.queue_depth)", set_qd),
+	OPT_CALL("threads", "LIST", "1,2", "rings to try (aio.intra_op_parallelism)", set_threads),
+	OPT_CALL("rw", "LIST", "read,write", "directions: read, write, rw (concurrent both)", set_rw),
+	OPT_NUM("loops", "N", "3", "passes per setting; the median is reported", struct bench,
+		loops, 1, 64),
+	OPT_BOOL("json", "print one JSON object instead of the table", struct bench, json),
+	OPT_BOOL("no-fixed-buffers", "do not register buffers (aio.use_fixed_buffers: false)",
+		 struct bench, no_fixed),
+	OPT_BOOL("sqpoll", "kernel submission polling (aio.sqpoll: true)", struct bench, sqpoll),
+	OPT_BOOL("single-submit", "one system call per I/O (aio.single_submit: true)",
+		 struct bench, single_submit),
+	OPT_BOOL("no-overlap-events", "submit in whole batches (aio.overlap_events: false)",
+		 struct bench, no_overlap),
+	OPT_BOOL("no-huge-pages", "I/O buffers on 4 KiB pages (to compare with tools that use "
+		 "malloc)", struct bench, no_huge),
 };
+
 
 /* ---- the run --------------------------------------------------------------- */
 
@@ -585,23 +547,13 @@ int cmd_nvme_bench(int argc, char **argv)
 	unsigned nres = 0;
 	int status = 1, rc;
 
-	rc = opts_parse("zinc nvme-bench", options, ARRAY_SIZE(options), argc, argv, &b,
-			synopsis);
-	if (rc == -2)
-		return 0;
-	if (rc < 0)
-		return 2;
-	if (rc < argc) {
-		fprintf(stderr, "zinc nvme-bench: unexpected argument '%s'; see --help\n", argv[rc]);
-		return 2;
-	}
+	rc = opts_command("zinc nvme-bench", options, ARRAY_SIZE(options), argc, argv, &b,
+			  synopsis);
+	if (rc >= 0)
+		return rc;
 	if (!b.dir == !b.file) {
 		fprintf(stderr, "zinc nvme-bench: give exactly one of --path DIR or --file FILE; "
 				"see --help\n");
-		return 2;
-	}
-	if (b.loops > 64) {
-		fprintf(stderr, "zinc nvme-bench: --loops is at most 64\n");
 		return 2;
 	}
 

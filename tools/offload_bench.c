@@ -40,96 +40,27 @@ struct bench {
 	bool json;
 };
 
-/* ---- options ----------------------------------------------------------- */
-
-static int set_paths(void *c, const char *a, const char **why)
-{
-	(void)why;
-	((struct bench *)c)->paths_arg = a;
-	return 0;
-}
-
-static int set_u64(uint64_t *out, const char *a, const char **why)
-{
-	if (zn_parse_size(a, out) != 0 || *out == 0) {
-		*why = "a positive count (K, M, G suffixes and 1e8 notation accepted)";
-		return -1;
-	}
-	return 0;
-}
-
-static int set_params(void *c, const char *a, const char **why)
-{
-	return set_u64(&((struct bench *)c)->params, a, why);
-}
-
-static int set_sub_group(void *c, const char *a, const char **why)
-{
-	return set_u64(&((struct bench *)c)->sub_group, a, why);
-}
-
-static int set_uint(unsigned *out, const char *a, const char **why, unsigned max)
-{
-	uint64_t v;
-	if (zn_parse_size(a, &v) != 0 || v == 0 || v > max) {
-		*why = "a positive integer, not too large";
-		return -1;
-	}
-	*out = (unsigned)v;
-	return 0;
-}
-
-static int set_threads(void *c, const char *a, const char **why)
-{
-	return set_uint(&((struct bench *)c)->threads, a, why, 1024);
-}
-
-static int set_loops(void *c, const char *a, const char **why)
-{
-	return set_uint(&((struct bench *)c)->loops, a, why, MAX_LOOPS);
-}
-
-static int set_buffers(void *c, const char *a, const char **why)
-{
-	return set_uint(&((struct bench *)c)->buffer_count, a, why, 64);
-}
-
-static int set_config(void *c, const char *a, const char **why)
-{
-	(void)why;
-	((struct bench *)c)->config = a;
-	return 0;
-}
-
-static int set_trace(void *c, const char *a, const char **why)
-{
-	(void)why;
-	((struct bench *)c)->trace = a;
-	return 0;
-}
-
-static int set_json(void *c, const char *a, const char **why)
-{
-	(void)a;
-	(void)why;
-	((struct bench *)c)->json = true;
-	return 0;
-}
+/* ---- options ------------------------------------------------------------ */
 
 static const struct opt options[] = {
-	{ "path", "DIR[,DIR...]", NULL, "directories for the swap files, one per disk", set_paths },
-	{ "params", "N", "64M", "parameters (elements) the optimizer updates", set_params },
-	{ "sub-group", "N", "4M", "elements per sub-group (zero_optimization.sub_group_size)",
-	  set_sub_group },
-	{ "threads", "T", "all cores", "threads for the Adam update", set_threads },
-	{ "buffer-count", "N", "4", "offload_optimizer.buffer_count (sub-groups in memory)",
-	  set_buffers },
-	{ "loops", "N", "3", "rounds; medians are reported", set_loops },
-	{ "config", "FILE", NULL, "take the aio block from this config (e.g. what nvme-bench "
-	  "printed)", set_config },
-	{ "trace", "FILE", NULL, "write a Chrome/Perfetto trace of the last pipelined step",
-	  set_trace },
-	{ "json", NULL, NULL, "print one JSON object instead of the table", set_json },
+	OPT_STR("path", "DIR[,DIR...]", NULL, "directories for the swap files, one per disk",
+		struct bench, paths_arg),
+	OPT_NUM("params", "N", "64M", "parameters (elements) the optimizer updates", struct bench,
+		params, 1, 1ull << 40),
+	OPT_NUM("sub-group", "N", "4M", "elements per sub-group (zero_optimization.sub_group_size)",
+		struct bench, sub_group, 1, 1ull << 40),
+	OPT_NUM("threads", "T", "all cores", "threads for the Adam update", struct bench, threads,
+		1, 1024),
+	OPT_NUM("buffer-count", "N", "4", "offload_optimizer.buffer_count (sub-groups in memory)",
+		struct bench, buffer_count, 1, 64),
+	OPT_NUM("loops", "N", "3", "rounds; medians are reported", struct bench, loops, 1,
+		MAX_LOOPS),
+	OPT_STR("config", "FILE", NULL,
+		"take the aio block from this config (e.g. what nvme-bench printed)", struct bench,
+		config),
+	OPT_STR("trace", "FILE", NULL, "write a Chrome/Perfetto trace of the last pipelined step",
+		struct bench, trace),
+	OPT_BOOL("json", "print one JSON object instead of the table", struct bench, json),
 };
 
 /* ---- the run -------------------------------------------------------------- */
@@ -203,17 +134,10 @@ int cmd_offload_bench(int argc, char **argv)
 			   .buffer_count = 4 };
 	static const char synopsis[] = "--path DIR[,DIR...] [options]";
 	struct zn_config cfg;
-	int rc = opts_parse("zinc offload-bench", options, ARRAY_SIZE(options), argc, argv, &b,
-			    synopsis);
-	if (rc == -2)
-		return 0;
-	if (rc < 0)
-		return 2;
-	if (rc < argc) {
-		fprintf(stderr, "zinc offload-bench: unexpected argument '%s'; see --help\n",
-			argv[rc]);
-		return 2;
-	}
+	int rc = opts_command("zinc offload-bench", options, ARRAY_SIZE(options), argc, argv, &b,
+			      synopsis);
+	if (rc >= 0)
+		return rc;
 	if (!b.paths_arg) {
 		fprintf(stderr, "zinc offload-bench: --path DIR is required; see --help\n");
 		return 2;

@@ -22,6 +22,53 @@ void opts_usage(FILE *out, const char *prog, const struct opt *opts, size_t n,
 	fprintf(out, "  %-26s %s\n", "--help", "show this text");
 }
 
+static int store(const struct opt *o, void *ctx, const char *arg, const char **why)
+{
+	char *field = (char *)ctx + o->offset;
+	uint64_t v;
+
+	switch (o->kind) {
+	case OPT_FN:
+		return o->set(ctx, arg, why);
+	case OPT_STRING:
+		*(const char **)field = arg;
+		return 0;
+	case OPT_FLAG:
+		*(bool *)field = true;
+		return 0;
+	case OPT_UINT:
+	case OPT_U64:
+		if (zn_parse_size(arg, &v) != 0 || v < o->min || v > o->max) {
+			static char msg[96];
+			snprintf(msg, sizeof(msg), "an integer from %llu to %llu",
+				 (unsigned long long)o->min, (unsigned long long)o->max);
+			*why = msg;
+			return -1;
+		}
+		if (o->kind == OPT_UINT)
+			*(unsigned *)field = (unsigned)v;
+		else
+			*(uint64_t *)field = v;
+		return 0;
+	}
+	return -1;
+}
+
+int opts_command(const char *prog, const struct opt *opts, size_t n, int argc, char **argv,
+		 void *ctx, const char *synopsis)
+{
+	int rc = opts_parse(prog, opts, n, argc, argv, ctx, synopsis);
+	if (rc == -2)
+		return 0;
+	if (rc < 0)
+		return 2;
+	if (rc < argc) {
+		fprintf(stderr, "%s: unexpected argument '%s'; see --help\n", prog, argv[rc]);
+		return 2;
+	}
+	return -1;
+}
+
 int opts_parse(const char *prog, const struct opt *opts, size_t n, int argc, char **argv,
 	       void *ctx, const char *synopsis)
 {
@@ -63,7 +110,7 @@ int opts_parse(const char *prog, const struct opt *opts, size_t n, int argc, cha
 		}
 		const struct opt *o = &opts[c - 1000];
 		const char *why = NULL;
-		if (o->set(ctx, optarg, &why) != 0) {
+		if (store(o, ctx, optarg, &why) != 0) {
 			fprintf(stderr, "%s: invalid value '%s' for --%s%s%s\n", prog,
 				optarg ? optarg : "", o->name, why ? ": " : "", why ? why : "");
 			break;
