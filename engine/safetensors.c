@@ -1,0 +1,538 @@
+/* safetensors reader (mmap + libyaml for the JSON header) and atomic writer. */
+#include "zn_common.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "zinc/safetensors.h"
+
+/* The format caps the header at 100 MB; anything larger is not ours. */
+#define MAX_HEADER (100u << 20)
+
+static const struct {
+	const char *name;
+	size_t size;
+} dtypes[ZN_ST_DTYPE_COUNT] = {
+	[ZN_ST_F64] = { "F64", 8 },  [ZN_ST_F32] = { "F32", 4 }, [ZN_ST_F16] = { "F16", 2 },
+	[ZN_ST_BF16] = { "BF16", 2 }, [ZN_ST_I64] = { "I64", 8 }, [ZN_ST_I32] = { "I32", 4 },
+	[ZN_ST_I16] = { "I16", 2 },  [ZN_ST_I8] = { "I8", 1 },   [ZN_ST_U8] = { "U8", 1 },
+	[ZN_ST_BOOL] = { "BOOL", 1 },
+};
+
+const char *zn_st_dtype_name(enum zn_st_dtype d)
+{
+	return (unsigned)d < ZN_ST_DTYPE_COUNT ? dtypes[d].name : NULL;
+}
+
+size_t zn_st_dtype_size(enum zn_st_dtype d)
+{
+	return (unsigned)d < ZN_ST_DTYPE_COUNT ? dtypes[d].size : 0;
+}
+
+struct zn_st_file {
+	char *path;
+	uint8_t *map;
+	size_t map_len;
+	const uint8_t *data;     /* start of the tensor bytes */
+	uint64_t data_len;
+	struct zn_st_tensor *t;
+	size_t n;
+	char **names;            /* owned copies */
+	char **meta_k, **meta_v;
+	size_t nmeta;
+};
+
+void zn_st_close(struct zn_st_file *f)
+{
+	if (!f)
+		return;
+	if (f->map)
+		munmap(f->map, f->map_len);
+	for (size_t i = 0; i < f->n; i++)
+		free(f->names[i]);
+	for (size_t i = 0; i < f->nmeta; i++) {
+		free(f->meta_k[i]);
+		free(f->meta_v[i]);
+	}
+	free(f->names);
+	free(f->meta_k);
+	free(f->meta_v);
+	free(f->t);
+	free(f->path);
+	free(f);
+}
+
+/* ---- header parsing ------------------------------------------------------ */
+
+struct parse {
+	struct zn_st_file *f;
+	yaml_document_t *doc;
+};
+
+static int bad(const struct zn_st_file *f, const char *what, const char *name)
+{
+	if (name)
+		return zn_error(-EINVAL, "'%s': tensor '%s': %s; the file is damaged or not a "
+					 "safetensors file", f->path, name, what);
+	return zn_error(-EINVAL, "'%s': %s; the file is damaged or not a safetensors file",
+			f->path, what);
+}
+
+static const char *scalar(yaml_document_t *doc, yaml_node_t *n)
+{
+	(void)doc;
+	return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	if (!s || !*s || *s == '-' || *s == '+')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (*end || errno)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_tensor(struct parse *p, const char *name, yaml_node_t *v, struct zn_st_tensor *t)
+{
+	struct zn_st_file *f = p->f;
+	bool have_dtype = false, have_shape = false, have_off = false;
+	uint64_t begin = 0, end = 0;
+
+	if (v->type != YAML_MAPPING_NODE)
+		return bad(f, "its entry is not an object", name);
+	for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top;
+	     pr++) {
+		const char *k = scalar(p->doc, yaml_document_get_node(p->doc, pr->key));
+		yaml_node_t *val = yaml_document_get_node(p->doc, pr->value);
+		if (!k)
+			return bad(f, "a key is not a string", name);
+		if (strcmp(k, "dtype") == 0) {
+			const char *d = scalar(p->doc, val);
+			int found = -1;
+			for (int i = 0; d && i < ZN_ST_DTYPE_COUNT; i++)
+				if (strcmp(d, dtypes[i].name) == 0)
+					found = i;
+			if (found < 0) {
+				char msg[96];
+				snprintf(msg, sizeof(msg), "unsupported dtype '%s'", d ? d : "?");
+				return bad(f, msg, name);
+			}
+			t->dtype = (enum zn_st_dtype)found;
+			have_dtype = true;
+		} else if (strcmp(k, "shape") == 0 || strcmp(k, "data_offsets") == 0) {
+			if (!val || val->type != YAML_SEQUENCE_NODE)
+				return bad(f, "shape and data_offsets must be lists", name);
+			size_t cnt = (size_t)(val->data.sequence.items.top -
+					      val->data.sequence.items.start);
+			bool shape = k[0] == 's';
+			if (shape ? cnt > ZN_ST_MAX_DIMS : cnt != 2)
+				return bad(f, shape ? "more dimensions than supported (8)"
+						    : "data_offsets must have two numbers", name);
+			for (size_t i = 0; i < cnt; i++) {
+				yaml_node_t *it = yaml_document_get_node(
+					p->doc, val->data.sequence.items.start[i]);
+				uint64_t x;
+				if (parse_u64(scalar(p->doc, it), &x))
+					return bad(f, "a shape or offset is not a non-negative integer",
+						   name);
+				if (shape)
+					t->shape[i] = x;
+				else if (i == 0)
+					begin = x;
+				else
+					end = x;
+			}
+			if (shape) {
+				t->ndim = (unsigned)cnt;
+				have_shape = true;
+			} else {
+				have_off = true;
+			}
+		} else {
+			return bad(f, "unknown field in a tensor entry", name);
+		}
+	}
+	if (!have_dtype || !have_shape || !have_off)
+		return bad(f, "dtype, shape or data_offsets missing", name);
+	uint64_t elems = 1;
+	for (unsigned i = 0; i < t->ndim; i++) {
+		if (t->shape[i] && elems > UINT64_MAX / t->shape[i])
+			return bad(f, "its shape overflows", name);
+		elems *= t->shape[i];
+	}
+	uint64_t es = dtypes[t->dtype].size;
+	if (elems > UINT64_MAX / es || end < begin || end - begin != elems * es)
+		return bad(f, "its data_offsets disagree with its shape and dtype", name);
+	if (end > f->data_len)
+		return bad(f, "its data lies past the end of the file (truncated?)", name);
+	t->bytes = end - begin;
+	t->data = f->data + begin;
+	return 0;
+}
+
+static int cmp_offset(const void *a, const void *b)
+{
+	const struct zn_st_tensor *x = a, *y = b;
+	return (x->data > y->data) - (x->data < y->data);
+}
+
+static int parse_header(struct zn_st_file *f, const uint8_t *json, size_t len)
+{
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	int rc = 0;
+
+	/* JSON is YAML's flow syntax; libyaml reads it (issue: no JSON lib). */
+	if (len == 0 || json[0] != '{')
+		return bad(f, "its header is not a JSON object", NULL);
+	if (!yaml_parser_initialize(&parser))
+		return zn_error(-ENOMEM, "out of memory");
+	yaml_parser_set_input_string(&parser, json, len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		rc = zn_error(-EINVAL, "'%s': bad JSON header at byte %zu: %s", f->path,
+			      parser.problem_mark.index, parser.problem ? parser.problem : "?");
+		yaml_parser_delete(&parser);
+		return rc;
+	}
+	yaml_parser_delete(&parser);
+	yaml_node_t *root = yaml_document_get_root_node(&doc);
+	struct parse p = { f, &doc };
+	if (!root || root->type != YAML_MAPPING_NODE) {
+		rc = bad(f, "its header is not a JSON object", NULL);
+		goto out;
+	}
+	size_t npairs = (size_t)(root->data.mapping.pairs.top - root->data.mapping.pairs.start);
+	f->t = calloc(npairs ? npairs : 1, sizeof(*f->t));
+	f->names = calloc(npairs ? npairs : 1, sizeof(*f->names));
+	if (!f->t || !f->names) {
+		rc = zn_error(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
+	     pr++) {
+		const char *k = scalar(&doc, yaml_document_get_node(&doc, pr->key));
+		yaml_node_t *v = yaml_document_get_node(&doc, pr->value);
+		if (!k || !*k) {
+			rc = bad(f, "a tensor name is empty or not a string", NULL);
+			goto out;
+		}
+		if (strcmp(k, "__metadata__") == 0) {
+			if (!v || v->type != YAML_MAPPING_NODE) {
+				rc = bad(f, "__metadata__ is not an object", NULL);
+				goto out;
+			}
+			size_t m = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+			f->meta_k = calloc(m ? m : 1, sizeof(char *));
+			f->meta_v = calloc(m ? m : 1, sizeof(char *));
+			if (!f->meta_k || !f->meta_v) {
+				rc = zn_error(-ENOMEM, "out of memory");
+				goto out;
+			}
+			for (yaml_node_pair_t *q = v->data.mapping.pairs.start;
+			     q < v->data.mapping.pairs.top; q++) {
+				const char *mk = scalar(&doc, yaml_document_get_node(&doc, q->key));
+				const char *mv = scalar(&doc, yaml_document_get_node(&doc, q->value));
+				if (!mk || !mv) {
+					rc = bad(f, "__metadata__ values must be strings", NULL);
+					goto out;
+				}
+				f->meta_k[f->nmeta] = strdup(mk);
+				f->meta_v[f->nmeta] = strdup(mv);
+				f->nmeta++;
+			}
+			continue;
+		}
+		for (size_t i = 0; i < f->n; i++) {
+			if (strcmp(f->names[i], k) == 0) {
+				rc = bad(f, "it appears twice", k);
+				goto out;
+			}
+		}
+		struct zn_st_tensor *t = &f->t[f->n];
+		rc = parse_tensor(&p, k, v, t);
+		if (rc)
+			goto out;
+		f->names[f->n] = strdup(k);
+		if (!f->names[f->n]) {
+			rc = zn_error(-ENOMEM, "out of memory");
+			goto out;
+		}
+		f->n++;
+	}
+	/* Names point at the owned copies; file order is data order. */
+	for (size_t i = 0; i < f->n; i++)
+		f->t[i].name = f->names[i];
+	qsort(f->t, f->n, sizeof(*f->t), cmp_offset);
+	for (size_t i = 1; i < f->n; i++) {
+		if ((const uint8_t *)f->t[i - 1].data + f->t[i - 1].bytes >
+		    (const uint8_t *)f->t[i].data) {
+			rc = bad(f, "its data overlaps another tensor's", f->t[i].name);
+			goto out;
+		}
+	}
+out:
+	yaml_document_delete(&doc);
+	return rc;
+}
+
+struct zn_st_file *zn_st_open(const char *path)
+{
+	struct zn_st_file *f = calloc(1, sizeof(*f));
+	struct stat st;
+	uint64_t hlen;
+	int fd = -1;
+
+	if (!f || !(f->path = strdup(path))) {
+		free(f);
+		zn_set_error("out of memory");
+		return NULL;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		zn_set_error("cannot open '%s': %s", path, strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size < 8) {
+		zn_set_error("'%s' is %s, not a safetensors file", path,
+			     S_ISREG(st.st_mode) ? "shorter than 8 bytes" : "not a regular file");
+		goto fail;
+	}
+	f->map_len = (size_t)st.st_size;
+	f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (f->map == MAP_FAILED) {
+		f->map = NULL;
+		zn_set_error("cannot map '%s': %s", path, strerror(errno));
+		goto fail;
+	}
+	close(fd);
+	fd = -1;
+	memcpy(&hlen, f->map, 8); /* little-endian, as x86 */
+	if (hlen > MAX_HEADER || hlen > f->map_len - 8) {
+		zn_set_error("'%s': its header length %" PRIu64 " does not fit the file (%zu bytes); "
+			     "the file is truncated or not a safetensors file",
+			     path, hlen, f->map_len);
+		goto fail;
+	}
+	f->data = f->map + 8 + hlen;
+	f->data_len = f->map_len - 8 - hlen;
+	if (parse_header(f, f->map + 8, (size_t)hlen))
+		goto fail;
+	/* Tensors are read once, front to back. */
+	madvise(f->map, f->map_len, MADV_SEQUENTIAL);
+	return f;
+fail:
+	if (fd >= 0)
+		close(fd);
+	zn_st_close(f);
+	return NULL;
+}
+
+size_t zn_st_count(const struct zn_st_file *f)
+{
+	return f->n;
+}
+
+const struct zn_st_tensor *zn_st_get(const struct zn_st_file *f, size_t i)
+{
+	return i < f->n ? &f->t[i] : NULL;
+}
+
+const struct zn_st_tensor *zn_st_find(const struct zn_st_file *f, const char *name)
+{
+	for (size_t i = 0; i < f->n; i++)
+		if (strcmp(f->t[i].name, name) == 0)
+			return &f->t[i];
+	return NULL;
+}
+
+const char *zn_st_metadata(const struct zn_st_file *f, const char *key)
+{
+	for (size_t i = 0; i < f->nmeta; i++)
+		if (strcmp(f->meta_k[i], key) == 0)
+			return f->meta_v[i];
+	return NULL;
+}
+
+/* ---- writing ---------------------------------------------------------------- */
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void put(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = (b->len + n + 1) * 2;
+		char *q = realloc(b->p, cap);
+		if (!q) {
+			b->oom = true;
+			return;
+		}
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = 0;
+}
+
+static void puts_(struct sbuf *b, const char *s)
+{
+	put(b, s, strlen(s));
+}
+
+static void put_json_str(struct sbuf *b, const char *s)
+{
+	put(b, "\"", 1);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		char esc[8];
+		if (c == '"' || c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)c;
+			put(b, esc, 2);
+		} else if (c < 0x20) {
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
+			puts_(b, esc);
+		} else {
+			put(b, (const char *)&c, 1);
+		}
+	}
+	put(b, "\"", 1);
+}
+
+static int write_all(int fd, const void *p, uint64_t n)
+{
+	const uint8_t *q = p;
+	while (n) {
+		ssize_t w = write(fd, q, n > (1u << 30) ? (1u << 30) : (size_t)n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		q += w;
+		n -= (uint64_t)w;
+	}
+	return 0;
+}
+
+int zn_st_write(const char *path, const struct zn_st_tensor *t, size_t n,
+		const struct zn_st_meta *meta, size_t nmeta)
+{
+	struct sbuf h = { 0 };
+	char num[64], tmp[4096];
+	uint64_t off = 0;
+	int rc = 0, fd;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t elems = 1;
+		if (!t[i].name || !*t[i].name || (unsigned)t[i].dtype >= ZN_ST_DTYPE_COUNT ||
+		    t[i].ndim > ZN_ST_MAX_DIMS || (!t[i].data && t[i].bytes))
+			return zn_error(-EINVAL, "safetensors: tensor %zu ('%s') has no name, a bad "
+						 "dtype, too many dimensions or no data",
+					i, t[i].name ? t[i].name : "");
+		for (unsigned d = 0; d < t[i].ndim; d++)
+			elems *= t[i].shape[d];
+		if (elems * dtypes[t[i].dtype].size != t[i].bytes)
+			return zn_error(-EINVAL, "safetensors: tensor '%s' has %" PRIu64 " bytes "
+						 "but its shape needs %" PRIu64,
+					t[i].name, t[i].bytes, elems * dtypes[t[i].dtype].size);
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(t[k].name, t[i].name) == 0)
+				return zn_error(-EINVAL, "safetensors: tensor name '%s' appears twice",
+						t[i].name);
+	}
+
+	puts_(&h, "{");
+	if (nmeta) {
+		puts_(&h, "\"__metadata__\":{");
+		for (size_t i = 0; i < nmeta; i++) {
+			if (i)
+				puts_(&h, ",");
+			put_json_str(&h, meta[i].key);
+			puts_(&h, ":");
+			put_json_str(&h, meta[i].value);
+		}
+		puts_(&h, "}");
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (i || nmeta)
+			puts_(&h, ",");
+		put_json_str(&h, t[i].name);
+		puts_(&h, ":{\"dtype\":\"");
+		puts_(&h, dtypes[t[i].dtype].name);
+		puts_(&h, "\",\"shape\":[");
+		for (unsigned d = 0; d < t[i].ndim; d++) {
+			snprintf(num, sizeof(num), "%s%" PRIu64, d ? "," : "", t[i].shape[d]);
+			puts_(&h, num);
+		}
+		snprintf(num, sizeof(num), "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off,
+			 off + t[i].bytes);
+		puts_(&h, num);
+		off += t[i].bytes;
+	}
+	puts_(&h, "}");
+	/* Pad with spaces so the data starts 8-byte aligned, as the
+	 * reference writer does. */
+	while (!h.oom && (8 + h.len) % 8)
+		puts_(&h, " ");
+	if (h.oom) {
+		free(h.p);
+		return zn_error(-ENOMEM, "safetensors: out of memory for the header");
+	}
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
+		free(h.p);
+		return zn_error(-ENAMETOOLONG, "safetensors: path '%s' is too long", path);
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = -errno;
+		free(h.p);
+		return zn_error(rc, "cannot create '%s': %s", tmp, strerror(-rc));
+	}
+	uint64_t hlen = h.len;
+	rc = write_all(fd, &hlen, 8);
+	if (!rc)
+		rc = write_all(fd, h.p, h.len);
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = write_all(fd, t[i].data, t[i].bytes);
+	if (!rc && fsync(fd) != 0)
+		rc = -errno;
+	if (close(fd) != 0 && !rc)
+		rc = -errno;
+	free(h.p);
+	if (!rc && rename(tmp, path) != 0)
+		rc = -errno;
+	if (rc) {
+		unlink(tmp);
+		return zn_error(rc, "cannot write '%s': %s", path, strerror(-rc));
+	}
+	/* The rename itself must reach the disk too. */
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}

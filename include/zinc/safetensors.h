@@ -1,0 +1,79 @@
+/* zinc — safetensors files: the format checkpoints and Hugging Face models use.
+ *
+ * Layout (huggingface/safetensors): an 8-byte little-endian header length N,
+ * N bytes of JSON {"name": {"dtype": "F32", "shape": [..], "data_offsets":
+ * [begin, end]}, ..., "__metadata__": {"key": "value"}}, then the tensor
+ * bytes; offsets count from the end of the header.  The reader memory-maps
+ * the file and checks every offset, shape and dtype before handing out a
+ * pointer, so a truncated or hostile file is an error, never a crash.  The
+ * writer writes a temporary file, fsyncs it and renames it into place: a
+ * crash leaves the previous file intact.
+ */
+#ifndef ZINC_SAFETENSORS_H
+#define ZINC_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zinc/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum zn_st_dtype {
+	ZN_ST_F64, ZN_ST_F32, ZN_ST_F16, ZN_ST_BF16,
+	ZN_ST_I64, ZN_ST_I32, ZN_ST_I16, ZN_ST_I8, ZN_ST_U8, ZN_ST_BOOL,
+	ZN_ST_DTYPE_COUNT
+};
+
+#define ZN_ST_MAX_DIMS 8
+
+struct zn_st_tensor {
+	const char *name;
+	enum zn_st_dtype dtype;
+	unsigned ndim;
+	uint64_t shape[ZN_ST_MAX_DIMS];
+	const void *data;      /* reader: inside the mapping; writer: the caller's bytes */
+	uint64_t bytes;        /* product(shape) * element size */
+};
+
+/* "F32", "BF16", ...; NULL for an unknown value. */
+ZN_API const char *zn_st_dtype_name(enum zn_st_dtype d);
+/* Bytes per element (BOOL: 1); 0 for an unknown value. */
+ZN_API size_t zn_st_dtype_size(enum zn_st_dtype d);
+
+/* ---- reading ------------------------------------------------------------ */
+
+struct zn_st_file;
+
+/* Map and validate `path`.  NULL + last error naming the file and what is
+ * wrong (not a safetensors file, truncated, bad JSON at a position, a
+ * tensor whose offsets leave the file or disagree with its shape). */
+ZN_API struct zn_st_file *zn_st_open(const char *path);
+ZN_API void zn_st_close(struct zn_st_file *f);
+
+ZN_API size_t zn_st_count(const struct zn_st_file *f);
+/* The i-th tensor in file order (by data offset). */
+ZN_API const struct zn_st_tensor *zn_st_get(const struct zn_st_file *f, size_t i);
+/* The tensor called `name`, or NULL. */
+ZN_API const struct zn_st_tensor *zn_st_find(const struct zn_st_file *f, const char *name);
+/* A __metadata__ value, or NULL. */
+ZN_API const char *zn_st_metadata(const struct zn_st_file *f, const char *key);
+
+/* ---- writing ------------------------------------------------------------ */
+
+struct zn_st_meta {
+	const char *key, *value;
+};
+
+/* Write `n` tensors (data and bytes as given; bytes must equal the shape's
+ * size) and `nmeta` metadata entries to `path`, atomically.  Names must be
+ * unique and non-empty.  0 or -errno; on failure `path` is untouched. */
+ZN_API int zn_st_write(const char *path, const struct zn_st_tensor *tensors, size_t n,
+		       const struct zn_st_meta *meta, size_t nmeta);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
