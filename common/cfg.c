@@ -11,6 +11,9 @@
 
 #include "zinc/config.h"
 
+/* "section.key" in messages; just "key" at the top level (name ""). */
+#define QN(sec, k) (sec)->name, (sec)->name[0] ? "." : "", (k)->name
+
 void zn_cfg_defaults(const struct zn_cfg_section *sec, void *obj)
 {
 	memset(obj, 0, sec->struct_size);
@@ -18,7 +21,9 @@ void zn_cfg_defaults(const struct zn_cfg_section *sec, void *obj)
 		const struct zn_cfg_key *k = &sec->keys[i];
 		/* Defaults come from the table and are parsed like user input;
 		 * a bad default is a bug caught by the unit tests. */
-		if (k->def)
+		if (k->type == ZN_CFG_SECTION)
+			zn_cfg_defaults(k->sub, (uint8_t *)obj + k->offset);
+		else if (k->def)
 			zn_cfg_set(sec, obj, k->name, k->def);
 	}
 }
@@ -72,10 +77,10 @@ static int range_error(const struct zn_cfg_section *sec, const struct zn_cfg_key
 		       const char *value)
 {
 	if (k->max >= 1e300)
-		return zn_error(-EINVAL, "%s.%s: %s is out of range: it must be at least %.17g",
-				sec->name, k->name, value, k->min);
-	return zn_error(-EINVAL, "%s.%s: %s is out of range: it must be between %.17g and %.17g",
-			sec->name, k->name, value, k->min, k->max);
+		return zn_error(-EINVAL, "%s%s%s: %s is out of range: it must be at least %.17g",
+				QN(sec, k), value, k->min);
+	return zn_error(-EINVAL, "%s%s%s: %s is out of range: it must be between %.17g and %.17g",
+			QN(sec, k), value, k->min, k->max);
 }
 
 int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, const char *value)
@@ -93,12 +98,72 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 	}
 	field = (uint8_t *)obj + k->offset;
 
+	/* "auto" for a number, bool, choice or pair: the default stands
+	 * (UINT/SIZE handle it below: 0, resolved by the consumer). */
+	if ((k->flags & ZN_CFG_AUTO) && strcasecmp(value, "auto") == 0 && k->def &&
+	    k->type != ZN_CFG_UINT && k->type != ZN_CFG_SIZE && strcasecmp(k->def, "auto") != 0)
+		return zn_cfg_set(sec, obj, k->name, k->def);
+
 	switch (k->type) {
+	case ZN_CFG_SECTION:
+		return zn_error(-EINVAL, "%s%s%s: is a section: give a mapping of its keys",
+				QN(sec, k));
+	case ZN_CFG_INT: {
+		char *end;
+		errno = 0;
+		long long v = strtoll(value, &end, 10);
+		if (end == value || *end || errno)
+			return zn_error(-EINVAL, "%s%s%s: '%s' is not an integer", QN(sec, k), value);
+		if ((double)v < k->min || (double)v > k->max)
+			return range_error(sec, k, value);
+		if (k->size == sizeof(int32_t))
+			*(int32_t *)field = (int32_t)v;
+		else
+			*(int64_t *)field = v;
+		return 0;
+	}
+	case ZN_CFG_PAIR: {
+		/* "a, b", optionally in brackets: the loader turns a YAML list
+		 * of two numbers into this text. */
+		double d[2];
+		const char *p = value;
+		char *end;
+		while (isspace((unsigned char)*p))
+			p++;
+		bool bracket = *p == '[';
+		p += bracket;
+		for (int i = 0; i < 2; i++) {
+			errno = 0;
+			d[i] = strtod(p, &end);
+			if (end == p || errno || !isfinite(d[i]))
+				goto bad_pair;
+			p = end;
+			while (isspace((unsigned char)*p))
+				p++;
+			if (i == 0 && *p++ != ',')
+				goto bad_pair;
+		}
+		if (bracket && *p++ != ']')
+			goto bad_pair;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p)
+			goto bad_pair;
+		for (int i = 0; i < 2; i++)
+			if (d[i] < k->min || d[i] > k->max)
+				return range_error(sec, k, value);
+		memcpy(field, d, sizeof(d));
+		return 0;
+	bad_pair:
+		return zn_error(-EINVAL, "%s%s%s: '%s' is not a list of two numbers (like "
+					 "[0.9, 0.999])",
+				QN(sec, k), value);
+	}
 	case ZN_CFG_BOOL: {
 		bool b;
 		if (parse_bool(value, &b))
-			return zn_error(-EINVAL, "%s.%s: '%s' is not a boolean: use true or false",
-					sec->name, k->name, value);
+			return zn_error(-EINVAL, "%s%s%s: '%s' is not a boolean: use true or false",
+					QN(sec, k), value);
 		*(bool *)field = b;
 		return 0;
 	}
@@ -118,7 +183,7 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 		for (const char *c = value; *c; c++)
 			suffix |= isalpha((unsigned char)*c) && *c != 'e' && *c != 'E';
 		if (rc || (k->type == ZN_CFG_UINT && suffix))
-			return zn_error(-EINVAL, "%s.%s: '%s' is not %s", sec->name, k->name, value,
+			return zn_error(-EINVAL, "%s%s%s: '%s' is not %s", QN(sec, k), value,
 					k->type == ZN_CFG_SIZE
 						? "a byte count (an integer, optionally with K, M or G)"
 						: "a non-negative integer");
@@ -138,7 +203,7 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 		errno = 0;
 		double d = strtod(value, &end);
 		if (end == value || *end || errno || !isfinite(d))
-			return zn_error(-EINVAL, "%s.%s: '%s' is not a number", sec->name, k->name,
+			return zn_error(-EINVAL, "%s%s%s: '%s' is not a number", QN(sec, k),
 					value);
 		if (d < k->min || d > k->max)
 			return range_error(sec, k, value);
@@ -147,8 +212,8 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 	}
 	case ZN_CFG_STRING:
 		if (strlen(value) >= k->size)
-			return zn_error(-EINVAL, "%s.%s: value is longer than %zu characters",
-					sec->name, k->name, k->size - 1);
+			return zn_error(-EINVAL, "%s%s%s: value is longer than %zu characters",
+					QN(sec, k), k->size - 1);
 		memcpy(field, value, strlen(value) + 1);
 		return 0;
 	case ZN_CFG_ENUM: {
@@ -161,11 +226,23 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 			snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
 				 i ? ", " : "", k->choices[i]);
 		}
-		return zn_error(-EINVAL, "%s.%s: '%s' is not one of: %s", sec->name, k->name,
+		return zn_error(-EINVAL, "%s%s%s: '%s' is not one of: %s", QN(sec, k),
 				value, list);
 	}
 	}
-	return zn_error(-EINVAL, "%s.%s: key has an unknown type", sec->name, k->name);
+	return zn_error(-EINVAL, "%s%s%s: key has an unknown type", QN(sec, k));
+}
+
+/* The shortest text that reads back as exactly `d` ("0.0003", not
+ * "0.00029999999999999997"). */
+static char *shortest(double d, char *buf, size_t len)
+{
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, len, "%.*g", prec, d);
+		if (strtod(buf, NULL) == d)
+			break;
+	}
+	return buf;
 }
 
 char *zn_cfg_format(const struct zn_cfg_key *k, const void *obj, char *buf, size_t len)
@@ -187,7 +264,7 @@ char *zn_cfg_format(const struct zn_cfg_key *k, const void *obj, char *buf, size
 		break;
 	}
 	case ZN_CFG_DOUBLE:
-		snprintf(buf, len, "%.17g", *(const double *)field);
+		shortest(*(const double *)field, buf, len);
 		break;
 	case ZN_CFG_STRING:
 		snprintf(buf, len, "%s", (const char *)field);
@@ -195,6 +272,70 @@ char *zn_cfg_format(const struct zn_cfg_key *k, const void *obj, char *buf, size
 	case ZN_CFG_ENUM:
 		snprintf(buf, len, "%s", k->choices[*(const int *)field]);
 		break;
+	case ZN_CFG_INT:
+		snprintf(buf, len, "%lld",
+			 k->size == sizeof(int32_t) ? (long long)*(const int32_t *)field
+						   : (long long)*(const int64_t *)field);
+		break;
+	case ZN_CFG_PAIR: {
+		const double *d = (const double *)field;
+		char a[32], b[32];
+		snprintf(buf, len, "[%s, %s]", shortest(d[0], a, sizeof(a)),
+			 shortest(d[1], b, sizeof(b)));
+		break;
+	}
+	case ZN_CFG_SECTION:
+		snprintf(buf, len, "~"); /* a section's value is its keys */
+		break;
 	}
 	return buf;
+}
+
+bool zn_cfg_is_default(const struct zn_cfg_key *k, const void *obj)
+{
+	const uint8_t *field = (const uint8_t *)obj + k->offset;
+	uint8_t *def;
+	bool same;
+
+	if (k->type == ZN_CFG_SECTION) {
+		for (size_t i = 0; i < k->sub->nkeys; i++)
+			if (!zn_cfg_is_default(&k->sub->keys[i], field))
+				return false;
+		return true;
+	}
+	/* Set the default into a scratch struct of the field's size placed
+	 * at the same offset: cheap, and parsed exactly like the default. */
+	def = calloc(1, k->offset + k->size);
+	if (!def)
+		return false;
+	struct zn_cfg_section one = { .name = "", .keys = k, .nkeys = 1,
+				      .struct_size = k->offset + k->size };
+	if (k->def)
+		zn_cfg_set(&one, def, k->name, k->def);
+	if (k->type == ZN_CFG_STRING)
+		same = strcmp((const char *)field, (const char *)def + k->offset) == 0;
+	else
+		same = memcmp(field, def + k->offset, k->size) == 0;
+	free(def);
+	return same;
+}
+
+int zn_cfg_check_unsupported(const struct zn_cfg_section *sec, const void *obj,
+			     const struct zn_cfg_key **key_out)
+{
+	char buf[128];
+
+	for (size_t i = 0; i < sec->nkeys; i++) {
+		const struct zn_cfg_key *k = &sec->keys[i];
+		if (!(k->flags & ZN_CFG_UNSUPPORTED) || k->type == ZN_CFG_SECTION ||
+		    zn_cfg_is_default(k, obj))
+			continue;
+		if (key_out)
+			*key_out = k;
+		return zn_error(-EINVAL, "%s%s%s: %s is not supported yet (%s); remove the key or "
+					 "set it to %s",
+				QN(sec, k), zn_cfg_format(k, obj, buf, sizeof(buf)), k->help,
+				k->def ? k->def : "its default");
+	}
+	return 0;
 }

@@ -1,8 +1,10 @@
 /* The config file loader: YAML or JSON through libyaml's document API.
  *
  * The whole file is loaded as a node graph first (libyaml keeps each node's
- * start mark), then walked: the top-level mapping, and inside it the
- * sections zinc reads, whose scalar values go through zn_cfg_set.  Working
+ * start mark), then walked alongside the tree of key tables rooted at the
+ * top-level table (engine/config_keys.c): a mapping per section, nested
+ * sections recursively, scalar values (and two-number lists) through
+ * zn_cfg_set.  Working
  * on the graph rather than the event stream makes duplicate detection and
  * "which key made validate() fail" lookups simple, and a config file is
  * small.  Values are applied to a copy of the config, so a failed load
@@ -19,34 +21,21 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "config_keys.h"
 #include "zinc/configfile.h"
 
 /* A config file is a few KiB; anything this large is a wrong path (or
  * /dev/zero) and would only make libyaml build a huge graph. */
 #define MAX_FILE_BYTES (64u << 20)
 
-/* Where each section zinc reads lives in struct zn_config.  Adding a
- * section is one line here plus the member in configfile.h. */
-struct section_binding {
-	const struct zn_cfg_section *sec;
-	size_t offset; /* offsetof(struct zn_config, member) */
-};
-
-static const struct section_binding sections[] = {
-	{ &zn_aio_config_section, offsetof(struct zn_config, aio) },
-};
-
 /* Top-level keys of DeepSpeed's config (docs/_pages/config-json.md and
  * runtime/constants.py) that zinc accepts without using yet, so that a
  * ds_config.json loads as it is.  Sorted (the tests check it); a key moves
- * out of here when its section joins sections[] above. */
+ * out of here when it joins the top-level table (engine/config_keys.c). */
 static const char *const ignored_keys[] = {
 	"activation_checkpointing",
 	"amp",
 	"autotuning",
-	"bf16",
-	"bfloat16",
-	"checkpoint",
 	"comet",
 	"comms_logger",
 	"communication_data_type",
@@ -62,32 +51,24 @@ static const char *const ignored_keys[] = {
 	"eigenvalue",
 	"elasticity",
 	"flops_profiler",
-	"fp16",
 	"fp32_allreduce",
-	"gradient_accumulation_steps",
-	"gradient_clipping",
 	"gradient_predivide_factor",
 	"graph_harvesting",
 	"hybrid_engine",
 	"memory_breakdown",
 	"monitor_config",
 	"nebula",
-	"optimizer",
 	"pipeline",
 	"prescale_gradients",
 	"progressive_layer_drop",
 	"quantize_training",
-	"scheduler",
 	"seq_parallel_communication_data_type",
 	"sparse_attention",
 	"sparse_gradients",
-	"steps_per_print",
 	"tensor_parallel",
 	"tensorboard",
 	"timers",
 	"torch_autocast",
-	"train_batch_size",
-	"train_micro_batch_size_per_gpu",
 	"use_data_before_expert_parallelism",
 	"vocabulary_size",
 	"wall_clock_breakdown",
@@ -95,7 +76,6 @@ static const char *const ignored_keys[] = {
 	"weight_quantization",
 	"zero_allow_untested_optimizer",
 	"zero_force_ds_cpu_optimizer",
-	"zero_optimization",
 };
 
 /* One load in progress: what messages need to name positions. */
@@ -108,22 +88,66 @@ struct loader {
 
 void zn_config_default(struct zn_config *cfg)
 {
-	memset(cfg, 0, sizeof(*cfg));
-	for (size_t i = 0; i < ZN_ARRAY_SIZE(sections); i++)
-		zn_cfg_defaults(sections[i].sec, (char *)cfg + sections[i].offset);
+	zn_cfg_defaults(&zn_config_root_section, cfg);
 }
 
-const struct zn_cfg_section *zn_config_section(size_t i)
+const struct zn_cfg_section *zn_config_root(void)
 {
-	return i < ZN_ARRAY_SIZE(sections) ? sections[i].sec : NULL;
+	return &zn_config_root_section;
+}
+
+/* Depth-first walk of the section tree: the section numbered `*n` (counting
+ * down), with its offset in struct zn_config and its path. */
+struct section_walk {
+	size_t n;                          /* sections left to skip */
+	const struct zn_cfg_section *want; /* or find by table */
+	const struct zn_cfg_section *found;
+	size_t offset;
+	char path[256];
+};
+
+static bool walk(struct section_walk *w, const struct zn_cfg_section *sec, size_t offset,
+		 const char *path)
+{
+	if (w->want ? sec == w->want : w->n-- == 0) {
+		w->found = sec;
+		w->offset = offset;
+		snprintf(w->path, sizeof(w->path), "%s", path);
+		return true;
+	}
+	for (size_t i = 0; i < sec->nkeys; i++) {
+		const struct zn_cfg_key *k = &sec->keys[i];
+		char sub[256];
+		if (k->type != ZN_CFG_SECTION)
+			continue;
+		snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", k->name);
+		if (walk(w, k->sub, offset + k->offset, sub))
+			return true;
+	}
+	return false;
+}
+
+const struct zn_cfg_section *zn_config_section(size_t i, const char **path)
+{
+	static _Thread_local char path_buf[256];
+	struct section_walk w = { .n = i };
+
+	if (!walk(&w, &zn_config_root_section, 0, ""))
+		return NULL;
+	if (path) {
+		memcpy(path_buf, w.path, sizeof(path_buf));
+		*path = path_buf;
+	}
+	return w.found;
 }
 
 void *zn_config_section_data(struct zn_config *cfg, const struct zn_cfg_section *sec)
 {
-	for (size_t i = 0; i < ZN_ARRAY_SIZE(sections); i++)
-		if (sections[i].sec == sec)
-			return (char *)cfg + sections[i].offset;
-	return NULL;
+	struct section_walk w = { .want = sec };
+
+	if (!sec || !walk(&w, &zn_config_root_section, 0, ""))
+		return NULL;
+	return (char *)cfg + w.offset;
 }
 
 const char *zn_config_ignored_key(size_t i)
@@ -306,14 +330,6 @@ static int check_duplicates(const struct loader *ld)
 	return 0;
 }
 
-static const struct section_binding *find_section(const char *name)
-{
-	for (size_t i = 0; i < ZN_ARRAY_SIZE(sections); i++)
-		if (strcmp(sections[i].sec->name, name) == 0)
-			return &sections[i];
-	return NULL;
-}
-
 static bool is_ignored_key(const char *name)
 {
 	for (size_t i = 0; i < ZN_ARRAY_SIZE(ignored_keys); i++)
@@ -329,10 +345,11 @@ static const char *nearest_top_level(const char *name)
 	const char *best = NULL;
 	unsigned best_d = ~0u;
 
-	for (size_t i = 0; i < ZN_ARRAY_SIZE(sections) + ZN_ARRAY_SIZE(ignored_keys); i++) {
-		const char *cand = i < ZN_ARRAY_SIZE(sections)
-					   ? sections[i].sec->name
-					   : ignored_keys[i - ZN_ARRAY_SIZE(sections)];
+	const struct zn_cfg_section *root = &zn_config_root_section;
+
+	for (size_t i = 0; i < root->nkeys + ZN_ARRAY_SIZE(ignored_keys); i++) {
+		const char *cand = i < root->nkeys ? root->keys[i].name
+						   : ignored_keys[i - root->nkeys];
 		unsigned d = zn_edit_distance(name, cand);
 		if (d < best_d) {
 			best_d = d;
@@ -359,17 +376,25 @@ static const yaml_node_pair_t *pair_for_key(const struct loader *ld, const yaml_
 }
 
 /* validate() reports a key as "section.key: ..." (the convention of every
- * section table); point at that key's value when the file set it, else at
- * the section itself. */
+ * section table; just "key: ..." at the top level; "section.sub.key: ..."
+ * for a key of a nested section); point at that key's value when the file
+ * set it, else at the deepest section given, else at the section itself. */
 static const yaml_mark_t *validate_mark(const struct loader *ld, const struct zn_cfg_section *sec,
 					const yaml_node_t *key_node, const yaml_node_t *map)
 {
-	const char *msg = zn_last_error();
-	size_t nlen = strlen(sec->name), klen = 0;
-	char kname[64];
+	const char *s = zn_last_error();
+	const yaml_mark_t *best = key_node ? &key_node->start_mark : &map->start_mark;
+	size_t nlen = strlen(sec->name);
 
-	if (strncmp(msg, sec->name, nlen) == 0 && msg[nlen] == '.') {
-		const char *s = msg + nlen + 1;
+	if (nlen) {
+		if (strncmp(s, sec->name, nlen) != 0 || s[nlen] != '.')
+			return best;
+		s += nlen + 1;
+	}
+	for (;;) {
+		char kname[64];
+		size_t klen = 0;
+
 		while ((isalnum((unsigned char)s[klen]) || s[klen] == '_') &&
 		       klen + 1 < sizeof(kname))
 			klen++;
@@ -377,27 +402,89 @@ static const yaml_mark_t *validate_mark(const struct loader *ld, const struct zn
 		kname[klen] = '\0';
 		const struct zn_cfg_key *k = zn_cfg_find(sec, kname);
 		const yaml_node_pair_t *p = k ? pair_for_key(ld, map, sec, k) : NULL;
-		if (p)
-			return &yaml_document_get_node(ld->doc, p->value)->start_mark;
+		if (!p)
+			return best;
+		const yaml_node_t *val = yaml_document_get_node(ld->doc, p->value);
+		best = &val->start_mark;
+		/* "params.warmup_max_lr": go on inside the nested mapping. */
+		if (k->type != ZN_CFG_SECTION || s[klen] != '.' || val->type != YAML_MAPPING_NODE)
+			return best;
+		sec = k->sub;
+		map = val;
+		s += klen + 1;
 	}
-	return &key_node->start_mark;
 }
 
-/* Apply one section's mapping to `obj`, then run the section's checks. */
-static int load_section(const struct loader *ld, const struct zn_cfg_section *sec, void *obj,
-			const yaml_node_t *key_node, const yaml_node_t *map)
+/* An unknown key at the top level: DeepSpeed's unimplemented sections get
+ * an INFO line, anything else a warning naming the nearest known key (a
+ * newer DeepSpeed may know it). */
+static void unknown_top_level(const struct loader *ld, const yaml_node_t *key)
 {
+	const char *name = scalar_text(key), *near;
+	size_t line = key->start_mark.line + 1, col = key->start_mark.column + 1;
+
+	if (is_ignored_key(name)) {
+		zn_info("%s:%zu:%zu: '%s' is not used by zinc yet", ld->name, line, col, name);
+		return;
+	}
+	near = nearest_top_level(name);
+	if (near)
+		zn_warn("%s:%zu:%zu: unknown top-level key '%s' is ignored; did you mean '%s'?",
+			ld->name, line, col, name, near);
+	else
+		zn_warn("%s:%zu:%zu: unknown top-level key '%s' is ignored; "
+			"run `zinc config` for the keys zinc reads",
+			ld->name, line, col, name);
+}
+
+/* A list of two numbers ([0.9, 0.999]) as the text zn_cfg_set parses. */
+static int pair_text(const struct loader *ld, const char *path, const yaml_node_t *val,
+		     char *buf, size_t len)
+{
+	yaml_node_item_t *items = val->data.sequence.items.start;
+	size_t n = (size_t)(val->data.sequence.items.top - items);
+	const yaml_node_t *a, *b;
+
+	if (n != 2)
+		return fail_at(ld, &val->start_mark, -EINVAL,
+			       "%s: expected a list of two numbers, found %zu item%s", path, n,
+			       n == 1 ? "" : "s");
+	a = yaml_document_get_node(ld->doc, items[0]);
+	b = yaml_document_get_node(ld->doc, items[1]);
+	if (a->type != YAML_SCALAR_NODE || b->type != YAML_SCALAR_NODE)
+		return fail_at(ld, &val->start_mark, -EINVAL,
+			       "%s: expected a list of two numbers, found a nested %s", path,
+			       a->type != YAML_SCALAR_NODE ? kind_name(a) : kind_name(b));
+	if (check_no_nul(ld, a, "value") || check_no_nul(ld, b, "value"))
+		return -EINVAL;
+	snprintf(buf, len, "%s, %s", scalar_text(a), scalar_text(b));
+	return 0;
+}
+
+/* Apply one section's mapping to `obj`, nested sections included, then
+ * refuse unsupported values and run the section's checks.  `prefix` is the
+ * path above the section ("zero_optimization." for offload_param), put in
+ * front of the table's "section.key: ..." messages; `key_node` is the key
+ * that named the section (NULL at the top level, where unknown keys warn
+ * instead of failing). */
+static int load_section(const struct loader *ld, const struct zn_cfg_section *sec, void *obj,
+			const char *prefix, const yaml_node_t *key_node, const yaml_node_t *map)
+{
+	bool root = key_node == NULL;
+	char path[256], sub_prefix[258];
 	yaml_node_pair_t *pairs;
 	size_t npairs;
 	int rc;
 
+	snprintf(path, sizeof(path), "%s%s", prefix, sec->name);
+	snprintf(sub_prefix, sizeof(sub_prefix), "%s%s", path, path[0] ? "." : "");
 	if (is_null(map))
 		return 0; /* "aio:" with nothing under it: all defaults */
 	if (map->type != YAML_MAPPING_NODE)
 		return fail_at(ld, &map->start_mark, -EINVAL,
 			       "%s: expected a mapping of its keys (`zinc config` lists them), "
 			       "found %s",
-			       sec->name, kind_name(map));
+			       path, kind_name(map));
 
 	pairs = map->data.mapping.pairs.start;
 	npairs = (size_t)(map->data.mapping.pairs.top - pairs);
@@ -406,59 +493,95 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 		const yaml_node_t *val = yaml_document_get_node(ld->doc, pairs[i].value);
 		const struct zn_cfg_key *k;
 		const char *name, *text;
+		char kpath[320], pair[512];
 
 		if (key->type != YAML_SCALAR_NODE)
-			return fail_at(ld, &key->start_mark, -EINVAL,
-				       "%s: keys must be scalars, found %s", sec->name,
-				       kind_name(key));
+			return fail_at(ld, &key->start_mark, -EINVAL, "%s: keys must be scalars, found %s",
+				       root ? "the top level" : path, kind_name(key));
 		rc = check_no_nul(ld, key, "key");
 		if (rc)
 			return rc;
 		name = scalar_text(key);
 		k = zn_cfg_find(sec, name);
+		if (!k && root) {
+			unknown_top_level(ld, key);
+			continue;
+		}
 		if (!k) {
 			/* zn_cfg_set words the "did you mean" message. */
 			rc = zn_cfg_set(sec, obj, name, "");
-			return fail_at(ld, &key->start_mark, rc ? rc : -ENOENT, "%s",
+			return fail_at(ld, &key->start_mark, rc ? rc : -ENOENT, "%s%s", prefix,
 				       zn_last_error());
 		}
+		snprintf(kpath, sizeof(kpath), "%s%s", sub_prefix, k->name);
 		/* A key and its alias both given: the same field twice. */
 		for (size_t j = 0; j < i; j++) {
 			const yaml_node_t *prev = yaml_document_get_node(ld->doc, pairs[j].key);
-			if (zn_cfg_find(sec, scalar_text(prev)) == k)
+			if (prev->type == YAML_SCALAR_NODE && zn_cfg_find(sec, scalar_text(prev)) == k)
 				return fail_at(ld, &key->start_mark, -EINVAL,
-					       "%s.%s: set twice, as '%s' (line %zu) and as '%s'; "
+					       "%s: set twice, as '%s' (line %zu) and as '%s'; "
 					       "keep one",
-					       sec->name, k->name, scalar_text(prev),
-					       prev->start_mark.line + 1, name);
+					       kpath, scalar_text(prev), prev->start_mark.line + 1,
+					       name);
 		}
 		if (is_null(val))
 			continue; /* `key: ~` keeps the default */
-		if (val->type != YAML_SCALAR_NODE)
+		if (k->type == ZN_CFG_SECTION) {
+			if (k->flags & ZN_CFG_UNSUPPORTED)
+				return fail_at(ld, &key->start_mark, -EINVAL,
+					       "%s: not supported yet (%s); remove it", kpath,
+					       k->help);
+			rc = load_section(ld, k->sub, (char *)obj + k->offset, sub_prefix, key,
+					  val);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (k->type == ZN_CFG_PAIR && val->type == YAML_SEQUENCE_NODE) {
+			rc = pair_text(ld, kpath, val, pair, sizeof(pair));
+			if (rc)
+				return rc;
+			text = pair;
+		} else if (val->type != YAML_SCALAR_NODE) {
 			return fail_at(ld, &val->start_mark, -EINVAL,
-				       "%s.%s: expected a single value, found %s", sec->name,
-				       k->name, kind_name(val));
-		rc = check_no_nul(ld, val, "value");
-		if (rc)
-			return rc;
-		text = scalar_text(val);
+				       "%s: expected %s, found %s", kpath,
+				       k->type == ZN_CFG_PAIR ? "a list of two numbers"
+							      : "a single value",
+				       kind_name(val));
+		} else {
+			rc = check_no_nul(ld, val, "value");
+			if (rc)
+				return rc;
+			text = scalar_text(val);
+		}
 		rc = zn_cfg_set(sec, obj, name, text);
 		if (rc && strcmp(text, "auto") == 0)
 			/* Hugging Face's Trainer fills "auto" in before
-			 * DeepSpeed sees the file; nothing does that here. */
+			 * DeepSpeed sees the file; zinc resolves it only
+			 * where it can (docs/config.md says which keys). */
 			return fail_at(ld, &val->start_mark, rc,
-				       "%s ('auto' is resolved by the Hugging Face integration, "
-				       "not by DeepSpeed or zinc: give a value)",
-				       zn_last_error());
+				       "%s%s ('auto' is not accepted for this key: give a value)",
+				       prefix, zn_last_error());
 		if (rc)
-			return fail_at(ld, &val->start_mark, rc, "%s", zn_last_error());
+			return fail_at(ld, &val->start_mark, rc, "%s%s", prefix, zn_last_error());
 	}
 
+	{
+		const struct zn_cfg_key *uk = NULL;
+		rc = zn_cfg_check_unsupported(sec, obj, &uk);
+		if (rc) {
+			const yaml_node_pair_t *p = pair_for_key(ld, map, sec, uk);
+			const yaml_mark_t *m =
+				p ? &yaml_document_get_node(ld->doc, p->value)->start_mark
+				  : validate_mark(ld, sec, key_node, map);
+			return fail_at(ld, m, rc, "%s%s", prefix, zn_last_error());
+		}
+	}
 	if (sec->validate) {
 		rc = sec->validate(obj);
 		if (rc)
-			return fail_at(ld, validate_mark(ld, sec, key_node, map), rc, "%s",
-				       zn_last_error());
+			return fail_at(ld, validate_mark(ld, sec, key_node, map), rc, "%s%s",
+				       prefix, zn_last_error());
 	}
 	return 0;
 }
@@ -466,8 +589,6 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 static int load_root(const struct loader *ld, struct zn_config *cfg)
 {
 	const yaml_node_t *root = yaml_document_get_root_node(ld->doc);
-	yaml_node_pair_t *pairs;
-	size_t npairs;
 	int rc;
 
 	/* An empty file (or one holding only comments) sets nothing. */
@@ -478,47 +599,14 @@ static int load_root(const struct loader *ld, struct zn_config *cfg)
 			       "the top level must be a mapping of sections (like 'aio:'), "
 			       "found %s",
 			       kind_name(root));
-
-	pairs = root->data.mapping.pairs.start;
-	npairs = (size_t)(root->data.mapping.pairs.top - pairs);
-	for (size_t i = 0; i < npairs; i++) {
-		const yaml_node_t *key = yaml_document_get_node(ld->doc, pairs[i].key);
-		const yaml_node_t *val = yaml_document_get_node(ld->doc, pairs[i].value);
-		const struct section_binding *b;
-		const char *name, *near;
-		size_t line = key->start_mark.line + 1, col = key->start_mark.column + 1;
-
-		if (key->type != YAML_SCALAR_NODE)
-			return fail_at(ld, &key->start_mark, -EINVAL,
-				       "top-level keys must be scalars, found %s", kind_name(key));
-		rc = check_no_nul(ld, key, "key");
-		if (rc)
-			return rc;
-		name = scalar_text(key);
-
-		b = find_section(name);
-		if (b) {
-			rc = load_section(ld, b->sec, (char *)cfg + b->offset, key, val);
-			if (rc)
-				return rc;
-			continue;
-		}
-		if (is_ignored_key(name)) {
-			zn_info("%s:%zu:%zu: '%s' is not used by zinc yet", ld->name, line, col,
-				name);
-			continue;
-		}
-		/* Unknown here may be known to a newer DeepSpeed: warn, go on. */
-		near = nearest_top_level(name);
-		if (near)
-			zn_warn("%s:%zu:%zu: unknown top-level key '%s' is ignored; "
-				"did you mean '%s'?",
-				ld->name, line, col, name, near);
-		else
-			zn_warn("%s:%zu:%zu: unknown top-level key '%s' is ignored; "
-				"run `zinc config` for the keys zinc reads",
-				ld->name, line, col, name);
-	}
+	rc = load_section(ld, &zn_config_root_section, cfg, "", NULL, root);
+	if (rc)
+		return rc;
+	/* root_validate checked the batch rule; keep what it resolved. */
+	rc = zn_config_resolve_batch(cfg, 1, &cfg->batch);
+	if (rc)
+		return rc;
+	zn_config_resolve_auto(cfg);
 	return 0;
 }
 

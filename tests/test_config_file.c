@@ -124,10 +124,31 @@ static void test_defaults_are_deepspeeds(void **state)
 	/* zinc's own keys. */
 	assert_true(cfg.aio.use_fixed_buffers);
 	assert_false(cfg.aio.sqpoll);
-	for (size_t i = 0; zn_config_section(i); i++) {
-		const struct zn_cfg_section *sec = zn_config_section(i);
-		assert_int_equal(sec->validate(zn_config_section_data(&cfg, sec)), 0);
+	for (size_t i = 0; zn_config_section(i, NULL); i++) {
+		const struct zn_cfg_section *sec = zn_config_section(i, NULL);
+		if (sec->validate)
+			assert_int_equal(sec->validate(zn_config_section_data(&cfg, sec)), 0);
 	}
+	/* DeepSpeed's defaults of the training sections. */
+	assert_int_equal(cfg.optimizer.type, ZN_OPT_ADAMW);
+	assert_true(cfg.optimizer.params.betas[0] == 0.9 && cfg.optimizer.params.betas[1] == 0.999);
+	assert_false(cfg.fp16.enabled);
+	assert_true(cfg.fp16.loss_scale == 0);
+	assert_int_equal(cfg.fp16.initial_scale_power, 16);
+	assert_int_equal(cfg.fp16.loss_scale_window, 1000);
+	assert_int_equal(cfg.fp16.hysteresis, 2);
+	assert_true(cfg.fp16.min_loss_scale == 1);
+	assert_int_equal(cfg.zero_optimization.stage, 0);
+	assert_int_equal(cfg.zero_optimization.reduce_bucket_size, 500000000);
+	assert_int_equal(cfg.zero_optimization.prefetch_bucket_size, 50000000);
+	assert_int_equal(cfg.zero_optimization.param_persistence_threshold, 100000);
+	assert_int_equal(cfg.zero_optimization.mics_shard_size, -1);
+	assert_int_equal(cfg.zero_optimization.offload_param.buffer_count, 5);
+	assert_int_equal(cfg.scheduler.params.warmup_num_steps, 1000);
+	assert_true(cfg.scheduler.params.cos_min_ratio == 0.0001);
+	assert_int_equal(cfg.steps_per_print, 10);
+	assert_int_equal(cfg.train_batch_size, 0); /* auto */
+	assert_int_equal(cfg.batch.train_batch_size, 0);
 
 	/* The empty file and a comment-only file set nothing. */
 	memset(&cfg, 0, sizeof(cfg));
@@ -144,17 +165,43 @@ static void test_section_table(void **state)
 	size_t n = 0;
 
 	(void)state;
-	assert_ptr_equal(zn_config_section(0), &zn_aio_config_section);
+	const char *path = NULL;
+	bool seen_offload = false;
+
+	zn_config_default(&cfg);
+	assert_ptr_equal(zn_config_section(0, &path), zn_config_root());
+	assert_string_equal(path, "");
+	assert_ptr_equal(zn_config_section_data(&cfg, zn_config_root()), &cfg);
 	assert_ptr_equal(zn_config_section_data(&cfg, &zn_aio_config_section), &cfg.aio);
+	assert_ptr_equal(zn_config_section_data(&cfg, &zn_offload_param_section),
+			 &cfg.zero_optimization.offload_param);
 	assert_null(zn_config_section_data(&cfg, NULL));
-	for (size_t i = 0; zn_config_section(i); i++, n++) {
-		const struct zn_cfg_section *sec = zn_config_section(i);
+	for (size_t i = 0; zn_config_section(i, &path); i++, n++) {
+		const struct zn_cfg_section *sec = zn_config_section(i, &path);
 		char *data = zn_config_section_data(&cfg, sec);
 		/* A binding to the wrong member would overrun the struct. */
 		assert_non_null(data);
 		assert_true(data + sec->struct_size <= (char *)&cfg + sizeof(cfg));
+		if (sec == &zn_offload_param_section) {
+			assert_string_equal(path, "zero_optimization.offload_param");
+			seen_offload = true;
+		}
+		/* Every default parses and every section key has a table. */
+		for (size_t k = 0; k < sec->nkeys; k++) {
+			const struct zn_cfg_key *key = &sec->keys[k];
+			if (key->type == ZN_CFG_SECTION) {
+				assert_non_null(key->sub);
+				continue;
+			}
+			assert_non_null(key->def);
+			assert_non_null(key->help);
+			assert_true(zn_cfg_is_default(key, data));
+		}
 	}
-	assert_int_equal(n, 1);
+	assert_true(seen_offload);
+	/* root, optimizer(+params), scheduler(+params), fp16, bf16, zero(+offload
+	 * x2, loco), aio, model, data, checkpoint(+parallel_write), device. */
+	assert_int_equal(n, 17);
 
 	/* The ignored DeepSpeed keys are sorted, and none is a zinc section. */
 	assert_non_null(zn_config_ignored_key(0));
@@ -162,8 +209,7 @@ static void test_section_table(void **state)
 		const char *k = zn_config_ignored_key(i);
 		if (i > 0 && strcmp(zn_config_ignored_key(i - 1), k) >= 0)
 			fail_msg("ignored keys not sorted at '%s'", k);
-		for (size_t j = 0; zn_config_section(j); j++)
-			assert_string_not_equal(k, zn_config_section(j)->name);
+		assert_null(zn_cfg_find(zn_config_root(), k));
 	}
 }
 
@@ -192,7 +238,8 @@ static const char json_text[] =
 	"  \"zero_optimization\": {\n"
 	"    \"stage\": 3,\n"
 	"    \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"/local_nvme\"},\n"
-	"    \"offload_param\": {\"device\": \"nvme\", \"buffer_size\": 1e8},\n"
+	"    \"offload_param\": {\"device\": \"nvme\", \"nvme_path\": \"/nvme\", "
+	"\"buffer_size\": 1e8},\n"
 	"    \"stage3_max_live_parameters\": 1e9\n"
 	"  },\n"
 	"  \"aio\": {\n"
@@ -232,17 +279,29 @@ static void test_yaml_and_json_files_agree(void **state)
 
 	zn_log_set_sink(capture_sink, &cap, ZN_LOG_INFO);
 	assert_int_equal(zn_config_load_file(ypath, &y), 0);
-	/* Known DeepSpeed sections are not warnings, only INFO lines. */
+	/* Every section is read now: no warning, no INFO line. */
 	assert_int_equal(cap.count[ZN_LOG_WARN], 0);
-	assert_int_equal(cap.count[ZN_LOG_INFO], 2);
-	assert_non_null(captured(&cap, ":3:1: 'zero_optimization' is not used by zinc yet"));
+	assert_int_equal(cap.count[ZN_LOG_INFO], 0);
 
 	memset(&cap, 0, sizeof(cap));
 	assert_int_equal(zn_config_load_file(jpath, &j), 0);
 	assert_int_equal(cap.count[ZN_LOG_WARN], 0);
-	assert_int_equal(cap.count[ZN_LOG_INFO], 8);
-	assert_non_null(captured(&cap, ":7:3: 'zero_optimization' is not used by zinc yet"));
+	/* Only DeepSpeed's not-implemented-yet section is an INFO line. */
+	assert_int_equal(cap.count[ZN_LOG_INFO], 1);
+	assert_non_null(captured(&cap, ":22:3: 'wall_clock_breakdown' is not used by zinc yet"));
 	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
+
+	assert_int_equal(y.zero_optimization.stage, 3);
+	assert_int_equal(y.zero_optimization.offload_param.device, ZN_OFFLOAD_NVME);
+	assert_int_equal(y.zero_optimization.offload_param.buffer_size, 100000000);
+	assert_int_equal(y.batch.train_batch_size, 16);
+	assert_int_equal(y.batch.micro_batch, 16);
+	assert_int_equal(y.batch.grad_accum, 1);
+	assert_int_equal(j.batch.micro_batch, 16); /* "auto" from 16 / 1 / 1 */
+	assert_true(j.optimizer.params.lr == 1e-4);
+	assert_true(j.fp16.enabled);
+	assert_int_equal(j.zero_optimization.offload_optimizer.device, ZN_OFFLOAD_NVME);
+	assert_int_equal(j.zero_optimization.max_live_parameters, 1000000000);
 
 	assert_sample_values(&y.aio);
 	assert_sample_values(&j.aio);
@@ -323,7 +382,7 @@ static void test_unknown_top_level_key_warns(void **state)
 	(void)state;
 	zn_log_set_sink(capture_sink, &cap, ZN_LOG_INFO);
 	assert_int_equal(load("train_batch_sise: 8\n"
-			      "fp16: {enabled: true}\n"
+			      "wandb: {enabled: true}\n"
 			      "aio:\n"
 			      "  queue_depth: 16\n"
 			      "zzzz_qqqq_xxxx: [1, 2]\n",
@@ -337,7 +396,7 @@ static void test_unknown_top_level_key_warns(void **state)
 	assert_int_equal(cap.count[ZN_LOG_INFO], 1);
 	assert_non_null(captured(&cap, "t.yaml:1:1: unknown top-level key 'train_batch_sise'"));
 	assert_non_null(captured(&cap, "did you mean 'train_batch_size'?"));
-	assert_non_null(captured(&cap, "t.yaml:2:1: 'fp16' is not used by zinc yet"));
+	assert_non_null(captured(&cap, "t.yaml:2:1: 'wandb' is not used by zinc yet"));
 	const char *far = captured(&cap, "t.yaml:5:1: unknown top-level key 'zzzz_qqqq_xxxx'");
 	assert_non_null(far);
 	assert_null(strstr(far, "did you mean"));
@@ -477,6 +536,387 @@ static void test_value_spellings(void **state)
 	assert_error("1:20", "NUL");
 }
 
+
+/* A ds_config.json with every section zinc reads, and zinc's own. */
+static const char full_json[] =
+	"{\n"
+	"  \"train_batch_size\": 32,\n"
+	"  \"train_micro_batch_size_per_gpu\": 4,\n"
+	"  \"gradient_accumulation_steps\": 8,\n"
+	"  \"gradient_clipping\": 1.0,\n"
+	"  \"steps_per_print\": 5,\n"
+	"  \"optimizer\": {\"type\": \"adam\", \"params\": {\"lr\": 3e-4, \"betas\": [0.8, 0.95],\n"
+	"                \"eps\": 1e-6, \"weight_decay\": 0.1, \"adam_w_mode\": false}},\n"
+	"  \"scheduler\": {\"type\": \"WarmupDecayLR\", \"params\": {\"warmup_min_lr\": 0,\n"
+	"                \"warmup_max_lr\": 3e-4, \"warmup_num_steps\": 100,\n"
+	"                \"warmup_type\": \"linear\", \"total_num_steps\": 1000}},\n"
+	"  \"fp16\": {\"enabled\": true, \"loss_scale\": 0, \"initial_scale_power\": 12,\n"
+	"           \"loss_scale_window\": 500, \"hysteresis\": 3, \"consecutive_hysteresis\": true,\n"
+	"           \"min_loss_scale\": 2, \"auto_cast\": false},\n"
+	"  \"bf16\": {\"enabled\": false},\n"
+	"  \"zero_optimization\": {\n"
+	"    \"stage\": 3, \"contiguous_gradients\": true, \"overlap_comm\": true,\n"
+	"    \"reduce_bucket_size\": \"auto\", \"allgather_bucket_size\": 2e8,\n"
+	"    \"sub_group_size\": 1e8, \"stage3_prefetch_bucket_size\": \"auto\",\n"
+	"    \"stage3_param_persistence_threshold\": \"auto\",\n"
+	"    \"stage3_max_live_parameters\": 3e8, \"stage3_max_reuse_distance\": 3e8,\n"
+	"    \"stage3_gather_16bit_weights_on_model_save\": true,\n"
+	"    \"zero_quantized_weights\": false, \"mics_shard_size\": -1,\n"
+	"    \"offload_param\": {\"device\": \"cpu\", \"pin_memory\": true},\n"
+	"    \"offload_optimizer\": {\"device\": \"nvme\", \"nvme_path\": \"/nvme\",\n"
+	"                          \"buffer_count\": 6}\n"
+	"  },\n"
+	"  \"aio\": {\"block_size\": 1048576, \"queue_depth\": 16},\n"
+	"  \"model\": {\"type\": \"gpt2\", \"n_layer\": 4, \"n_head\": 4, \"n_embd\": 256,\n"
+	"            \"vocab_size\": 256, \"seq_len\": 128},\n"
+	"  \"data\": {\"train\": \"shards/train_*.bin\", \"val\": \"shards/val.bin\", \"seed\": 7},\n"
+	"  \"checkpoint\": {\"dir\": \"ckpt\", \"every\": 100, \"tag_validation\": \"Fail\"},\n"
+	"  \"device\": {\"type\": \"cuda\", \"memory_limit\": \"2G\"}\n"
+	"}\n";
+
+static void test_full_ds_config(void **state)
+{
+	struct capture cap = { 0 };
+	struct zn_config c;
+
+	(void)state;
+	zn_log_set_sink(capture_sink, &cap, ZN_LOG_INFO);
+	assert_int_equal(load(full_json, &c), 0);
+	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
+	assert_int_equal(cap.count[ZN_LOG_WARN] + cap.count[ZN_LOG_INFO], 0);
+
+	assert_int_equal(c.batch.train_batch_size, 32);
+	assert_int_equal(c.batch.micro_batch, 4);
+	assert_int_equal(c.batch.grad_accum, 8);
+	assert_true(c.gradient_clipping == 1.0);
+	assert_int_equal(c.steps_per_print, 5);
+	assert_int_equal(c.optimizer.type, ZN_OPT_ADAM); /* case-insensitive, as DeepSpeed */
+	assert_true(c.optimizer.params.lr == 3e-4);
+	assert_true(c.optimizer.params.betas[0] == 0.8);
+	assert_true(c.optimizer.params.betas[1] == 0.95);
+	assert_true(c.optimizer.params.eps == 1e-6);
+	assert_true(c.optimizer.params.weight_decay == 0.1);
+	assert_false(c.optimizer.params.adam_w_mode);
+	assert_int_equal(c.scheduler.type, ZN_SCHED_WARMUP_DECAY_LR);
+	assert_int_equal(c.scheduler.params.warmup_type, ZN_WARMUP_LINEAR);
+	assert_int_equal(c.scheduler.params.total_num_steps, 1000);
+	assert_true(c.fp16.enabled);
+	assert_int_equal(c.fp16.initial_scale_power, 12);
+	assert_int_equal(c.fp16.loss_scale_window, 500);
+	assert_int_equal(c.fp16.hysteresis, 3);
+	assert_true(c.fp16.consecutive_hysteresis);
+	assert_true(c.fp16.min_loss_scale == 2);
+	const struct zn_zero_config *z = &c.zero_optimization;
+	assert_int_equal(z->stage, 3);
+	assert_true(z->overlap_comm);
+	/* "auto" sizes follow the model, as the Hugging Face integration sets them. */
+	assert_int_equal(z->reduce_bucket_size, 256 * 256);
+	assert_int_equal(z->prefetch_bucket_size, (uint64_t)(0.9 * 256 * 256));
+	assert_int_equal(z->param_persistence_threshold, 2560);
+	assert_int_equal(z->allgather_bucket_size, 200000000);
+	assert_int_equal(z->sub_group_size, 100000000);
+	assert_int_equal(z->max_live_parameters, 300000000);
+	assert_true(z->gather_16bit_weights_on_model_save);
+	assert_int_equal(z->offload_param.device, ZN_OFFLOAD_CPU);
+	assert_int_equal(z->offload_optimizer.device, ZN_OFFLOAD_NVME);
+	assert_int_equal(z->offload_optimizer.buffer_count, 6);
+	assert_string_equal(z->offload_optimizer.nvme_path, "/nvme");
+	assert_int_equal(c.aio.queue_depth, 16);
+	assert_int_equal(c.model.n_layer, 4);
+	assert_int_equal(c.model.n_embd, 256);
+	assert_int_equal(c.model.vocab_size, 256);
+	assert_int_equal(c.model.seq_len, 128);
+	assert_string_equal(c.data.train, "shards/train_*.bin");
+	assert_int_equal(c.data.seed, 7);
+	assert_string_equal(c.checkpoint.dir, "ckpt");
+	assert_int_equal(c.checkpoint.every, 100);
+	assert_int_equal(c.checkpoint.tag_validation, ZN_TAG_FAIL);
+	assert_int_equal(c.device.type, ZN_DEVICE_CUDA);
+	assert_int_equal(c.device.memory_limit, 2ull << 30);
+}
+
+struct batch_case {
+	const char *text;
+	int rc;
+	uint32_t train, micro, accum; /* expected when rc == 0 */
+	const char *needle;           /* expected in the message otherwise */
+};
+
+/* DeepSpeed's _set_batch_related_parameters, every branch (world size 1). */
+static const struct batch_case batch_cases[] = {
+	{ "train_batch_size: 32\ntrain_micro_batch_size_per_gpu: 4\n"
+	  "gradient_accumulation_steps: 8\n", 0, 32, 4, 8, NULL },
+	{ "train_batch_size: 32\ntrain_micro_batch_size_per_gpu: 4\n", 0, 32, 4, 8, NULL },
+	{ "train_batch_size: 32\ngradient_accumulation_steps: 4\n", 0, 32, 8, 4, NULL },
+	{ "train_micro_batch_size_per_gpu: 4\ngradient_accumulation_steps: 3\n", 0, 12, 4, 3,
+	  NULL },
+	{ "train_batch_size: 24\n", 0, 24, 24, 1, NULL },
+	{ "train_micro_batch_size_per_gpu: 6\n", 0, 6, 6, 1, NULL },
+	{ "train_batch_size: auto\ntrain_micro_batch_size_per_gpu: 2\n"
+	  "gradient_accumulation_steps: auto\n", 0, 2, 2, 1, NULL },
+	{ "", 0, 0, 0, 0, NULL },
+	{ "train_batch_size: 32\ntrain_micro_batch_size_per_gpu: 4\n"
+	  "gradient_accumulation_steps: 4\n", -EINVAL, 0, 0, 0,
+	  "train_batch_size: 32 is not train_micro_batch_size_per_gpu 4 x "
+	  "gradient_accumulation_steps 4 x world size 1" },
+	/* 30 / 4 truncates to 7: DeepSpeed's assertion catches it, so does zinc. */
+	{ "train_batch_size: 30\ntrain_micro_batch_size_per_gpu: 4\n", -EINVAL, 0, 0, 0,
+	  "train_batch_size: 30 is not" },
+	{ "gradient_accumulation_steps: 4\n", -EINVAL, 0, 0, 0, "given alone" },
+	{ "train_batch_size: 0\n", -EINVAL, 0, 0, 0, "train_batch_size: 0 is out of range" },
+};
+
+static void test_batch_rule(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(batch_cases) / sizeof(batch_cases[0]); i++) {
+		const struct batch_case *b = &batch_cases[i];
+		struct zn_config c;
+		int rc = load(b->text, &c);
+
+		if (rc != b->rc)
+			fail_msg("case %zu: rc %d, expected %d (%s)", i, rc, b->rc,
+				 zn_last_error());
+		if (rc) {
+			if (!strstr(zn_last_error(), b->needle))
+				fail_msg("case %zu: '%s' lacks '%s'", i, zn_last_error(),
+					 b->needle);
+			assert_non_null(strstr(zn_last_error(), "t.yaml:"));
+			continue;
+		}
+		assert_int_equal(c.batch.train_batch_size, b->train);
+		assert_int_equal(c.batch.micro_batch, b->micro);
+		assert_int_equal(c.batch.grad_accum, b->accum);
+	}
+
+	/* Several ranks: the same rule with the world size in the product. */
+	struct zn_config c;
+	struct zn_batch out;
+	zn_config_default(&c);
+	c.train_batch_size = 64;
+	c.train_micro_batch_size_per_gpu = 4;
+	assert_int_equal(zn_config_resolve_batch(&c, 4, &out), 0);
+	assert_int_equal(out.grad_accum, 4);
+	assert_int_equal(out.world_size, 4);
+	c.gradient_accumulation_steps = 2;
+	assert_int_equal(zn_config_resolve_batch(&c, 4, &out), -EINVAL);
+}
+
+static void test_betas(void **state)
+{
+	struct zn_config c;
+
+	(void)state;
+	assert_int_equal(load("optimizer:\n  params:\n    betas: [0.5, 0.75]\n", &c), 0);
+	assert_true(c.optimizer.params.betas[0] == 0.5 && c.optimizer.params.betas[1] == 0.75);
+	assert_int_equal(load("optimizer:\n  params:\n    betas:\n      - 0.25\n      - 0.5\n",
+			      &c),
+			 0);
+	assert_true(c.optimizer.params.betas[0] == 0.25 && c.optimizer.params.betas[1] == 0.5);
+	/* "auto" keeps the default. */
+	assert_int_equal(load("optimizer: {params: {betas: auto, lr: auto}}\n", &c), 0);
+	assert_true(c.optimizer.params.betas[1] == 0.999 && c.optimizer.params.lr == 1e-3);
+
+	assert_int_equal(load("optimizer:\n  params:\n    betas: [0.9]\n", &c), -EINVAL);
+	assert_error("3:12", "optimizer.params.betas: expected a list of two numbers, found 1 item");
+	assert_int_equal(load("optimizer:\n  params:\n    betas: [0.9, 0.99, 0.999]\n", &c),
+			 -EINVAL);
+	assert_error("3:12", "found 3 items");
+	assert_int_equal(load("optimizer:\n  params:\n    betas: [0.9, x]\n", &c), -EINVAL);
+	assert_error("3:12", "optimizer.params.betas: '0.9, x' is not a list of two numbers");
+	assert_int_equal(load("optimizer:\n  params:\n    betas: [0.9, 1.5]\n", &c), -EINVAL);
+	assert_error("3:12", "optimizer.params.betas: 0.9, 1.5 is out of range");
+	assert_int_equal(load("optimizer:\n  params:\n    betas: [[0.9], 0.9]\n", &c), -EINVAL);
+	assert_error("3:12", "nested a sequence");
+	assert_int_equal(load("optimizer:\n  params:\n    betas: {a: 1}\n", &c), -EINVAL);
+	assert_error("3:12", "expected a list of two numbers, found a mapping");
+}
+
+static const struct bad_value nested_bad[] = {
+	/* Messages name the full key path and point at the value. */
+	{ "zero_optimization:\n  stage: 3\n  offload_param:\n    buffer_count: 0\n", "4:19",
+	  "zero_optimization.offload_param.buffer_count: 0 is out of range" },
+	{ "{\"zero_optimization\": {\"stage\": 3,\n  \"offload_param\": {\"buffer_count\": "
+	  "\"many\"}}}",
+	  "2:37", "zero_optimization.offload_param.buffer_count: 'many'" },
+	{ "zero_optimization:\n  offload_optimizer:\n    device: nvme\n", "2:3",
+	  "zero_optimization.offload_optimizer.nvme_path: required" },
+	{ "zero_optimization:\n  offload_optimizer:\n    ratio: 0.5\n", "3:12",
+	  "zero_optimization.offload_optimizer.ratio: 0.5 is not supported yet" },
+	{ "zero_optimization:\n  stage: 2\n  offload_param: {device: cpu}\n", "3:18",
+	  "zero_optimization.offload_param: parameter offload needs stage 3" },
+	{ "zero_optimization:\n  stage: 4\n", "2:10", "zero_optimization.stage: 4 is out of range" },
+	{ "optimizer:\n  type: Lamb\n", "2:9", "optimizer.type: Lamb is not supported yet" },
+	{ "optimizer:\n  type: SGD2\n", "2:9", "optimizer.type: 'SGD2' is not one of" },
+	{ "optimizer:\n  params:\n    lr: -1\n", "3:9", "optimizer.params.lr: -1 is out of range" },
+	{ "scheduler:\n  type: OneCycle\n", "2:9", "scheduler.type: OneCycle is not supported yet" },
+	{ "scheduler:\n  type: WarmupCosineLR\n  params: {warmup_max_lr: 0.1}\n", "3:27",
+	  "scheduler.params.warmup_max_lr: WarmupCosineLR does not take it" },
+	{ "scheduler:\n  params:\n    warmup_type: exp\n", "3:18",
+	  "scheduler.params.warmup_type: 'exp' is not one of: log, linear" },
+	{ "fp16: {enabled: true}\nbf16: {enabled: true}\n", "2:17", "both enabled" },
+	{ "fp16:\n  hysteresis: 0\n", "2:15", "fp16.hysteresis: 0 is out of range" },
+	{ "model:\n  n_head: 5\n", "1:1", "model.n_embd: 768 is not a multiple of n_head 5" },
+	{ "device:\n  type: tpu\n", "2:9", "device.type: 'tpu' is not one of: cpu, cuda" },
+	{ "gradient_clipping: -1\n", "1:20", "gradient_clipping: -1 is out of range" },
+	{ "steps_per_print: [1]\n", "1:18", "steps_per_print: expected a single value" },
+};
+
+static void test_nested_errors(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(nested_bad) / sizeof(nested_bad[0]); i++) {
+		struct zn_config c;
+		memset(&c, 0x5a, sizeof(c));
+		if (load(nested_bad[i].text, &c) != -EINVAL)
+			fail_msg("case %zu loaded: %s", i, nested_bad[i].text);
+		assert_error(nested_bad[i].pos, nested_bad[i].needle);
+		assert_int_equal(c.aio.queue_depth, 0x5a5a5a5a); /* untouched */
+	}
+}
+
+static const struct bad_value unsupported[] = {
+	{ "zero_optimization:\n  zero_quantized_weights: true\n", "2:27",
+	  "zero_optimization.zero_quantized_weights: true is not supported yet" },
+	{ "zero_optimization:\n  mics_shard_size: 8\n", "2:20",
+	  "zero_optimization.mics_shard_size: 8 is not supported yet" },
+	{ "zero_optimization:\n  zeropp_loco_param: {err_beta: 0.8}\n", "2:3",
+	  "zero_optimization.zeropp_loco_param: not supported yet" },
+	{ "zero_optimization:\n  cpu_offload: true\n", "2:16",
+	  "use offload_optimizer.device: cpu" },
+	{ "{\"zero_optimization\": {\"stage3_module_granularity_threshold\": 100}}", "1:63",
+	  "stage3_module_granularity_threshold: 100 is not supported yet" },
+	{ "fp16:\n  auto_cast: true\n", "2:14", "fp16.auto_cast: true is not supported yet" },
+	{ "optimizer: {params: {amsgrad: true}}\n", "1:31", "optimizer.params.amsgrad: true" },
+	{ "checkpoint:\n  parallel_write: {pipeline_stage: true}\n", "2:3",
+	  "checkpoint.parallel_write: not supported yet" },
+	{ "checkpoint:\n  load_universal: true\n", "2:19", "not supported yet" },
+};
+
+static void test_not_supported_yet(void **state)
+{
+	struct zn_config c;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++) {
+		if (load(unsupported[i].text, &c) != -EINVAL)
+			fail_msg("case %zu loaded: %s", i, unsupported[i].text);
+		assert_error(unsupported[i].pos, unsupported[i].needle);
+	}
+	/* The same keys at their defaults load: a ds_config.json may spell
+	 * defaults out. */
+	assert_int_equal(load("zero_optimization:\n  zero_quantized_weights: false\n"
+			      "  mics_shard_size: -1\n  cpu_offload: false\n"
+			      "  stage3_module_granularity_threshold: 0\n"
+			      "  zeropp_loco_param: null\nfp16: {auto_cast: false}\n",
+			      &c),
+			 0);
+}
+
+static void test_unknown_nested_keys(void **state)
+{
+	struct zn_config c;
+
+	(void)state;
+	assert_int_equal(load("zero_optimization:\n  offload_param:\n    bufer_count: 4\n", &c),
+			 -ENOENT);
+	assert_error("3:5", "zero_optimization.offload_param: unknown key 'bufer_count'; did "
+			    "you mean 'buffer_count'?");
+	assert_int_equal(load("zero_optimization:\n  ofload_param: {}\n", &c), -ENOENT);
+	assert_error("2:3", "zero_optimization: unknown key 'ofload_param'; did you mean "
+			    "'offload_param'?");
+	assert_int_equal(load("optimizer:\n  params:\n    beta: [0.9, 0.9]\n", &c), -ENOENT);
+	assert_error("3:5", "optimizer.params: unknown key 'beta'; did you mean 'betas'?");
+	assert_int_equal(load("scheduler: {params: {warmup_num_step: 10}}\n", &c), -ENOENT);
+	assert_error("1:22", "did you mean 'warmup_num_steps'?");
+	assert_int_equal(load("model: {n_layers: 2}\n", &c), -ENOENT);
+	assert_error("1:9", "model: unknown key 'n_layers'; did you mean 'n_layer'?");
+	/* The stage3_ names and DeepSpeed's field names are one key. */
+	assert_int_equal(load("zero_optimization:\n  stage3_prefetch_bucket_size: 10\n"
+			      "  prefetch_bucket_size: 20\n",
+			      &c),
+			 -EINVAL);
+	assert_error("3:3", "zero_optimization.stage3_prefetch_bucket_size: set twice");
+	assert_int_equal(load("zero_optimization: {stage3_gather_fp16_weights_on_model_save: "
+			      "true}\n",
+			      &c),
+			 0);
+	assert_true(c.zero_optimization.gather_16bit_weights_on_model_save);
+	/* bfloat16 is DeepSpeed's older name of the bf16 section. */
+	assert_int_equal(load("bfloat16: {enabled: true}\n", &c), 0);
+	assert_true(c.bf16.enabled);
+	assert_int_equal(load("bfloat16: {enabled: true}\nbf16: {enabled: true}\n", &c), -EINVAL);
+	assert_error("2:1", "bf16: set twice");
+
+	/* A typo of a section at the top level warns with the nearest. */
+	struct capture cap = { 0 };
+	zn_log_set_sink(capture_sink, &cap, ZN_LOG_INFO);
+	assert_int_equal(load("zero_optimisation: {stage: 3}\noptimiser: {}\n", &c), 0);
+	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
+	assert_int_equal(cap.count[ZN_LOG_WARN], 2);
+	assert_non_null(captured(&cap, "t.yaml:1:1: unknown top-level key 'zero_optimisation' "
+				       "is ignored; did you mean 'zero_optimization'?"));
+	assert_non_null(captured(&cap, "did you mean 'optimizer'?"));
+}
+
+static void test_auto_values(void **state)
+{
+	struct zn_config c;
+
+	(void)state;
+	/* Without a model the sizes stay auto (0) for the engine to size. */
+	assert_int_equal(load("model: ~\nzero_optimization: {reduce_bucket_size: auto}\n"
+			      "fp16: {enabled: auto}\ngradient_clipping: auto\n"
+			      "scheduler: {type: WarmupDecayLR, params: {total_num_steps: auto,"
+			      " warmup_max_lr: auto}}\n",
+			      &c),
+			 0);
+	/* model defaults to GPT-2 124M's n_embd 768. */
+	assert_int_equal(c.zero_optimization.reduce_bucket_size, 768 * 768);
+	assert_false(c.fp16.enabled);
+	assert_true(c.gradient_clipping == 0);
+	assert_int_equal(c.scheduler.params.total_num_steps, 0);
+	assert_true(c.scheduler.params.warmup_max_lr == 0.001);
+	/* zn_config_resolve_auto leaves given values alone. */
+	c.zero_optimization.reduce_bucket_size = 0;
+	c.zero_optimization.prefetch_bucket_size = 123;
+	c.model.n_embd = 10;
+	zn_config_resolve_auto(&c);
+	assert_int_equal(c.zero_optimization.reduce_bucket_size, 100);
+	assert_int_equal(c.zero_optimization.prefetch_bucket_size, 123);
+	/* The ds_config.json the Hugging Face docs give for ZeRO-3 loads as it is. */
+	assert_int_equal(load("{\"fp16\": {\"enabled\": \"auto\", \"loss_scale\": 0,"
+			      " \"loss_scale_window\": 1000, \"initial_scale_power\": 16,"
+			      " \"hysteresis\": 2, \"min_loss_scale\": 1},"
+			      " \"bf16\": {\"enabled\": \"auto\"},"
+			      " \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": \"auto\","
+			      " \"betas\": \"auto\", \"eps\": \"auto\", \"weight_decay\": \"auto\"}},"
+			      " \"scheduler\": {\"type\": \"WarmupLR\", \"params\": {"
+			      "\"warmup_min_lr\": \"auto\", \"warmup_max_lr\": \"auto\","
+			      " \"warmup_num_steps\": \"auto\"}},"
+			      " \"zero_optimization\": {\"stage\": 3, \"offload_optimizer\": "
+			      "{\"device\": \"cpu\", \"pin_memory\": true}, \"offload_param\": "
+			      "{\"device\": \"cpu\", \"pin_memory\": true}, \"overlap_comm\": true,"
+			      " \"contiguous_gradients\": true, \"sub_group_size\": 1e9,"
+			      " \"reduce_bucket_size\": \"auto\","
+			      " \"stage3_prefetch_bucket_size\": \"auto\","
+			      " \"stage3_param_persistence_threshold\": \"auto\","
+			      " \"stage3_max_live_parameters\": 1e9, \"stage3_max_reuse_distance\": 1e9,"
+			      " \"stage3_gather_16bit_weights_on_model_save\": true},"
+			      " \"gradient_accumulation_steps\": \"auto\", \"gradient_clipping\": \"auto\","
+			      " \"steps_per_print\": 2000, \"train_batch_size\": \"auto\","
+			      " \"train_micro_batch_size_per_gpu\": \"auto\", \"wall_clock_breakdown\": false}",
+			      &c),
+			 0);
+	assert_int_equal(c.scheduler.params.warmup_num_steps, 0);
+	assert_int_equal(c.batch.train_batch_size, 0); /* not configured: all auto */
+	assert_int_equal(c.zero_optimization.param_persistence_threshold, 7680);
+
+	/* Keys without ZN_CFG_AUTO refuse it with a clear message. */
+	assert_int_equal(load("zero_optimization: {stage: auto}\n", &c), -EINVAL);
+	assert_error("1:28", "'auto' is not accepted for this key");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -493,6 +933,13 @@ int main(void)
 		cmocka_unit_test(test_wrong_node_kinds),
 		cmocka_unit_test(test_null_keeps_default),
 		cmocka_unit_test(test_value_spellings),
+		cmocka_unit_test(test_full_ds_config),
+		cmocka_unit_test(test_batch_rule),
+		cmocka_unit_test(test_betas),
+		cmocka_unit_test(test_nested_errors),
+		cmocka_unit_test(test_not_supported_yet),
+		cmocka_unit_test(test_unknown_nested_keys),
+		cmocka_unit_test(test_auto_values),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,32 +23,10 @@ import sys
 import tempfile
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import import_torch_or_skip  # noqa: E402
 
-def import_torch():
-    try:
-        import numpy  # noqa: F401
-        import torch
-        return torch
-    except ImportError:
-        pass
-    if os.environ.get("ZINC_ORACLE_REEXEC") != "1":
-        me = os.path.realpath(sys.executable)
-        for d in os.get_exec_path():
-            cand = os.path.join(d, "python3")
-            if not os.access(cand, os.X_OK) or os.path.realpath(cand) == me:
-                continue
-            r = subprocess.run([cand, "-c", "import torch, numpy"], capture_output=True)
-            if r.returncode == 0:
-                env = dict(os.environ, ZINC_ORACLE_REEXEC="1")
-                os.execve(cand, [cand, os.path.abspath(__file__)] + sys.argv[1:], env)
-    return None
-
-
-torch = import_torch()
-if torch is None:
-    print("1..0 # SKIP PyTorch is not installed for any python3 on PATH: "
-          "install python3-torch (Debian) to run the oracle tests")
-    sys.exit(0)
+torch = import_torch_or_skip(__file__)
 import numpy as np  # noqa: E402
 
 HELPER = os.environ.get("ZINC_ADAM_ORACLE_HELPER", "adam_oracle_helper")

@@ -46,6 +46,12 @@ static const char *type_name(enum zn_cfg_type t)
 		return "string";
 	case ZN_CFG_ENUM:
 		return "choice";
+	case ZN_CFG_INT:
+		return "integer";
+	case ZN_CFG_PAIR:
+		return "pair";
+	case ZN_CFG_SECTION:
+		return "section";
 	}
 	return "?";
 }
@@ -59,7 +65,14 @@ static char *range_text(const struct zn_cfg_key *k, char *buf, size_t len)
 	case ZN_CFG_BOOL:
 		snprintf(buf, len, "true, false");
 		break;
+	case ZN_CFG_PAIR:
+		snprintf(buf, len, "two numbers, each %.17g to %.17g", k->min, k->max);
+		break;
+	case ZN_CFG_SECTION:
+		snprintf(buf, len, "a mapping");
+		break;
 	case ZN_CFG_UINT:
+	case ZN_CFG_INT:
 	case ZN_CFG_DOUBLE:
 		if (k->max >= 1e300)
 			snprintf(buf, len, ">= %.17g", k->min);
@@ -122,8 +135,10 @@ static int list_keys(void)
 	struct zn_config defaults;
 
 	zn_config_default(&defaults);
-	for (size_t s = 0; zn_config_section(s); s++) {
-		const struct zn_cfg_section *sec = zn_config_section(s);
+	const char *path;
+
+	for (size_t s = 0; zn_config_section(s, &path); s++) {
+		const struct zn_cfg_section *sec = zn_config_section(s, &path);
 		int wk = 3, wt = 4, wd = 7, wn = 9;
 		char def[320], ds[128];
 
@@ -136,18 +151,20 @@ static int list_keys(void)
 			wt = n > wt ? n : wt;
 			n = (int)strlen(default_cell(&defaults, sec, k, def, sizeof(def)));
 			wd = n > wd ? n : wd;
-			n = (int)(strlen(sec->name) + 1 + strlen(k->name));
+			n = (int)(strlen(path) + 1 + strlen(k->name));
 			wn = n > wn ? n : wn;
 		}
-		printf("%s%s: %s\n", s ? "\n" : "", sec->name, sec->help);
+		printf("%s%s: %s\n", s ? "\n" : "", path[0] ? path : "(top level)", sec->help);
 		printf("  %-*s  %-*s  %-*s  %-*s  %s\n", wk, "key", wt, "type", wd, "default", wn,
 		       "deepspeed", "meaning");
 		for (size_t i = 0; i < sec->nkeys; i++) {
 			const struct zn_cfg_key *k = &sec->keys[i];
+			if (k->type == ZN_CFG_SECTION)
+				continue; /* listed as a section of its own */
 			if (k->flags & ZN_CFG_ZINC_ONLY)
 				snprintf(ds, sizeof(ds), "zinc");
 			else
-				snprintf(ds, sizeof(ds), "%s.%s", sec->name, k->name);
+				snprintf(ds, sizeof(ds), "%s%s%s", path, path[0] ? "." : "", k->name);
 			printf("  %-*s  %-*s  %-*s  %-*s  %s\n", wk, k->name, wt,
 			       type_name(k->type), wd,
 			       default_cell(&defaults, sec, k, def, sizeof(def)), wn, ds, k->help);
@@ -188,23 +205,35 @@ static int print_markdown(void)
 	       "\n"
 	       "A key set to `null` (or `~`, or nothing) keeps its default. Sizes accept `K`,\n"
 	       "`M`, `G` and `T` suffixes (powers of 1024) and DeepSpeed's `1e8` notation.\n"
-	       "DeepSpeed's `\"auto\"` is not accepted: the Hugging Face integration fills it\n"
-	       "in, and nothing does that for zinc. Check a file with\n"
+	       "DeepSpeed's `\"auto\"` (what the Hugging Face integration fills in) is accepted\n"
+	       "by the keys marked so: the batch sizes follow DeepSpeed's rule\n"
+	       "(train_batch_size = micro-batch x accumulation steps x ranks; any two give the\n"
+	       "third), bucket sizes follow from `model.n_embd`, `total_num_steps` from the\n"
+	       "run's step count, and the other keys keep their default. A section given as a\n"
+	       "mapping is nested under its parent, and messages name keys by their path\n"
+	       "(`zero_optimization.offload_param.buffer_count`). Check a file with\n"
 	       "`zinc config --check FILE`.\n");
 
-	for (size_t s = 0; zn_config_section(s); s++) {
-		const struct zn_cfg_section *sec = zn_config_section(s);
-		bool any_zinc = false;
+	const char *path;
+
+	for (size_t s = 0; zn_config_section(s, &path); s++) {
+		const struct zn_cfg_section *sec = zn_config_section(s, &path);
+		bool any_zinc = false, any_unsup = false;
 		char buf[256], pretty[32];
 
 		/* Section help is a sentence fragment ("the io_uring engine ..."). */
-		printf("\n## `%s`\n\n%c", sec->name, toupper((unsigned char)sec->help[0]));
+		if (path[0])
+			printf("\n## `%s`\n\n%c", path, toupper((unsigned char)sec->help[0]));
+		else
+			printf("\n## Top level\n\n%c", toupper((unsigned char)sec->help[0]));
 		md_cell(sec->help + 1);
 		printf(".\n\n| key | alias | type | default | range | meaning |\n"
 		       "| --- | --- | --- | --- | --- | --- |\n");
 		for (size_t i = 0; i < sec->nkeys; i++) {
 			const struct zn_cfg_key *k = &sec->keys[i];
 
+			if (k->type == ZN_CFG_SECTION && !(k->flags & ZN_CFG_UNSUPPORTED))
+				continue; /* a section of its own below */
 			printf("| `%s` | ", k->name);
 			if (k->alias)
 				printf("`%s`", k->alias);
@@ -218,12 +247,21 @@ static int print_markdown(void)
 				printf("(zinc) ");
 				any_zinc = true;
 			}
+			if (k->flags & ZN_CFG_UNSUPPORTED) {
+				printf("(not supported yet) ");
+				any_unsup = true;
+			}
 			md_cell(k->help);
+			if (k->flags & ZN_CFG_AUTO)
+				printf(" (accepts `auto`)");
 			printf(" |\n");
 		}
 		if (any_zinc)
 			printf("\nKeys marked (zinc) are zinc's own; DeepSpeed does not have "
 			       "them.\n");
+		if (any_unsup)
+			printf("\nKeys marked (not supported yet) load only with their default "
+			       "value; any other value is an error.\n");
 	}
 
 	printf("\n## DeepSpeed keys accepted but not used yet\n\n"
@@ -267,10 +305,33 @@ static void print_value(const struct zn_cfg_key *k, const char *text)
 	putchar('"');
 }
 
+/* One section's keys as YAML at `depth` (two spaces a level), nested
+ * sections after its scalars, so the output reads back as the same config. */
+static void print_section(const struct zn_cfg_section *sec, const void *data, int depth)
+{
+	char buf[256];
+
+	for (size_t i = 0; i < sec->nkeys; i++) {
+		const struct zn_cfg_key *k = &sec->keys[i];
+		if (k->type == ZN_CFG_SECTION)
+			continue;
+		printf("%*s%s: ", 2 * depth, "", k->name);
+		print_value(k, zn_cfg_format(k, data, buf, sizeof(buf)));
+		putchar('\n');
+	}
+	for (size_t i = 0; i < sec->nkeys; i++) {
+		const struct zn_cfg_key *k = &sec->keys[i];
+		/* An unsupported section can only be absent: nothing to show. */
+		if (k->type != ZN_CFG_SECTION || (k->flags & ZN_CFG_UNSUPPORTED))
+			continue;
+		printf("%*s%s:\n", 2 * depth, "", k->name);
+		print_section(k->sub, (const char *)data + k->offset, depth + 1);
+	}
+}
+
 static int check_file(const char *path)
 {
 	struct zn_config cfg;
-	char buf[256];
 
 	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
 	if (zn_config_load_file(path, &cfg)) {
@@ -278,18 +339,15 @@ static int check_file(const char *path)
 		return 1;
 	}
 	printf("%s: ok\n", path);
-	for (size_t s = 0; zn_config_section(s); s++) {
-		const struct zn_cfg_section *sec = zn_config_section(s);
-		void *data = zn_config_section_data(&cfg, sec);
-
-		printf("%s:\n", sec->name);
-		for (size_t i = 0; i < sec->nkeys; i++) {
-			printf("  %s: ", sec->keys[i].name);
-			print_value(&sec->keys[i],
-				    zn_cfg_format(&sec->keys[i], data, buf, sizeof(buf)));
-			putchar('\n');
-		}
-	}
+	if (cfg.batch.train_batch_size)
+		printf("# batch: %u samples per step = %u per micro-batch x %u accumulation "
+		       "steps x %u rank%s\n",
+		       cfg.batch.train_batch_size, cfg.batch.micro_batch, cfg.batch.grad_accum,
+		       cfg.batch.world_size, cfg.batch.world_size == 1 ? "" : "s");
+	else
+		printf("# batch: not configured (give train_batch_size or "
+		       "train_micro_batch_size_per_gpu to train)\n");
+	print_section(zn_config_root(), &cfg, 0);
 	return 0;
 }
 

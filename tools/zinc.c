@@ -17,6 +17,7 @@ static const struct command {
 	  "measure the NVMe optimizer step against its I/O and Adam bound" },
 	{ "adam-bench", cmd_adam_bench, "measure the CPU Adam against memory bandwidth" },
 	{ "config", cmd_config, "list config keys, or check a config file (--check FILE)" },
+	{ "prepare-data", cmd_prepare_data, "turn text files into byte-level llm.c token shards" },
 	{ "version", cmd_version, "print the version" },
 };
 
@@ -24,7 +25,7 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: zinc COMMAND [OPTIONS]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].help);
+		fprintf(out, "  %-14s %s\n", commands[i].name, commands[i].help);
 	fprintf(out, "\n`zinc COMMAND --help` describes a command's options.\n");
 }
 

@@ -26,11 +26,21 @@ enum zn_cfg_type {
 	ZN_CFG_DOUBLE, /* double */
 	ZN_CFG_STRING, /* char[key.size], NUL-terminated */
 	ZN_CFG_ENUM,   /* int index into key.choices */
+	ZN_CFG_INT,    /* int32_t or int64_t (per key.size); may be negative */
+	ZN_CFG_PAIR,   /* double[2]; a list of two numbers ([0.9, 0.999]) */
+	ZN_CFG_SECTION,/* a nested mapping: key.sub describes the struct at offset */
 };
 
 enum zn_cfg_key_flags {
 	ZN_CFG_ZINC_ONLY = 1u << 0, /* zinc's own key, not in DeepSpeed */
-	ZN_CFG_AUTO = 1u << 1,      /* UINT/SIZE: "auto" accepted, stored as 0 */
+	/* "auto" accepted (what Hugging Face's Trainer fills in).  UINT/SIZE
+	 * store 0, which the consumer resolves (the batch rule, the model's
+	 * sizes); other types store the key's default. */
+	ZN_CFG_AUTO = 1u << 1,
+	/* Parsed, but the feature is not implemented yet: a value other than
+	 * the default (for a SECTION: giving it at all) is refused with a
+	 * "not supported yet" message rather than silently ignored. */
+	ZN_CFG_UNSUPPORTED = 1u << 2,
 };
 
 struct zn_cfg_key {
@@ -44,10 +54,11 @@ struct zn_cfg_key {
 	const char *const *choices;/* ENUM: NULL-terminated list */
 	unsigned flags;            /* enum zn_cfg_key_flags */
 	const char *help;          /* one sentence, with units */
+	const struct zn_cfg_section *sub; /* SECTION: the nested table */
 };
 
 struct zn_cfg_section {
-	const char *name;          /* "aio" */
+	const char *name;          /* "aio"; "" for the top level */
 	const char *help;
 	const struct zn_cfg_key *keys;
 	size_t nkeys;
@@ -73,6 +84,16 @@ ZN_API const struct zn_cfg_key *zn_cfg_nearest(const struct zn_cfg_section *sec,
  * what is accepted). */
 ZN_API int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name,
 		      const char *value);
+
+/* Whether the key's value in `obj` equals its default (a SECTION key:
+ * every key of the nested struct does). */
+ZN_API bool zn_cfg_is_default(const struct zn_cfg_key *key, const void *obj);
+
+/* -EINVAL naming the first ZN_CFG_UNSUPPORTED scalar key of `sec` whose
+ * value in `obj` is not the default ("not supported yet"), else 0.
+ * `key_out` (if not NULL) gets that key. */
+ZN_API int zn_cfg_check_unsupported(const struct zn_cfg_section *sec, const void *obj,
+				    const struct zn_cfg_key **key_out);
 
 /* Format the key's current value in `obj` as config text (YAML scalar). */
 ZN_API char *zn_cfg_format(const struct zn_cfg_key *key, const void *obj, char *buf, size_t len);

@@ -4,8 +4,11 @@
  * valid input as it is: JSON is YAML's flow syntax, and the top-level keys
  * DeepSpeed documents that zinc does not implement yet are accepted with an
  * INFO log line.  Each section zinc reads (see zn_config_section) is a
- * mapping of scalar keys described by a zn_cfg_section table (zinc/config.h);
- * values are parsed, range-checked and validated by that table.
+ * mapping described by a zn_cfg_section table (zinc/config.h): scalar keys,
+ * lists of two numbers (betas) and nested sections (zero_optimization's
+ * offload_param); values are parsed, range-checked and validated by that
+ * table, and messages name the key by its path
+ * ("zero_optimization.offload_param.buffer_count").
  *
  * Every failure message starts with "FILE:LINE:COLUMN: " (1-based), so
  * editors can jump to it; warnings (an unknown top-level key, with the
@@ -16,17 +19,201 @@
 
 #include <stddef.h>
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "zinc/aio.h"
 #include "zinc/common.h"
 #include "zinc/config.h"
+#include "zinc/offload.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Everything a config file sets, one member per section. */
+/* Each struct below is one section; its table (engine/config.c) holds the
+ * names, defaults, ranges and help, which `zinc config` lists. */
+
+enum zn_optimizer_type { ZN_OPT_ADAM, ZN_OPT_ADAMW };
+enum zn_scheduler_type {
+	ZN_SCHED_NONE, /* constant optimizer.params.lr */
+	ZN_SCHED_WARMUP_LR,
+	ZN_SCHED_WARMUP_DECAY_LR,
+	ZN_SCHED_WARMUP_COSINE_LR,
+};
+enum zn_warmup_type { ZN_WARMUP_LOG, ZN_WARMUP_LINEAR };
+enum zn_device_type { ZN_DEVICE_CPU, ZN_DEVICE_CUDA };
+
+struct zn_optimizer_params {
+	double lr;
+	double betas[2];
+	double eps;
+	double weight_decay;
+	bool bias_correction;
+	bool adam_w_mode;   /* Adam only: decoupled weight decay (DeepSpeed's default) */
+	bool amsgrad;       /* not supported yet */
+	bool torch_adam;    /* accepted; zinc always uses its own CPU Adam */
+};
+
+struct zn_optimizer_config {
+	int type; /* enum zn_optimizer_type */
+	struct zn_optimizer_params params;
+};
+
+struct zn_scheduler_params {
+	double warmup_min_lr;
+	double warmup_max_lr;
+	uint64_t warmup_num_steps;
+	int warmup_type;          /* enum zn_warmup_type */
+	uint64_t total_num_steps; /* 0 = auto (zinc train's --max-steps) */
+	double warmup_min_ratio;
+	double cos_min_ratio;
+	int64_t last_batch_iteration;
+};
+
+struct zn_scheduler_config {
+	int type; /* enum zn_scheduler_type */
+	struct zn_scheduler_params params;
+};
+
+struct zn_fp16_config {
+	bool enabled;
+	double loss_scale;            /* 0 = dynamic */
+	uint32_t initial_scale_power; /* dynamic: start at 2^this */
+	uint32_t loss_scale_window;
+	uint32_t hysteresis;
+	bool consecutive_hysteresis;
+	double min_loss_scale;
+	bool auto_cast;
+	bool fp16_master_weights_and_grads;
+};
+
+struct zn_bf16_config {
+	bool enabled;
+	bool immediate_grad_update;
+};
+
+struct zn_zero_loco_config {
+	double err_beta;
+	uint32_t reset_T;
+};
+
+/* zero_optimization: every key DeepSpeed's DeepSpeedZeroConfig reads. */
+struct zn_zero_config {
+	uint32_t stage;           /* 0 to 3 */
+	bool contiguous_gradients;
+	bool reduce_scatter;
+	uint64_t reduce_bucket_size; /* elements; 0 = auto (n_embd^2) */
+	bool use_multi_rank_bucket_allreduce;
+	bool allgather_partitions;
+	uint64_t allgather_bucket_size;
+	bool overlap_comm;
+	bool load_from_fp32_weights;
+	bool elastic_checkpoint;
+	struct zn_offload_param_config offload_param;
+	struct zn_offload_optimizer_config offload_optimizer;
+	uint64_t sub_group_size;
+	bool cpu_offload;
+	bool cpu_offload_params;
+	bool cpu_offload_use_pin_memory;
+	uint64_t prefetch_bucket_size;        /* 0 = auto (0.9 n_embd^2) */
+	uint64_t param_persistence_threshold; /* 0 = auto (10 n_embd) */
+	uint64_t model_persistence_threshold;
+	uint64_t max_live_parameters;
+	uint64_t max_reuse_distance;
+	bool gather_16bit_weights_on_model_save;
+	uint64_t module_granularity_threshold;
+	bool use_all_reduce_for_fetch_params;
+	bool ignore_unused_parameters;
+	bool legacy_stage1;
+	bool round_robin_gradients;
+	uint32_t zero_hpz_partition_size;
+	bool zero_quantized_weights;
+	bool zero_quantized_nontrainable_weights;
+	bool zero_quantized_gradients;
+	struct zn_zero_loco_config zeropp_loco_param;
+	int64_t mics_shard_size;
+	bool mics_hierarchical_params_gather;
+	bool memory_efficient_linear;
+	bool pipeline_loading_checkpoint;
+	bool override_module_apply;
+	bool log_trace_cache_warnings;
+};
+
+/* zinc's own sections. */
+enum zn_model_type { ZN_MODEL_GPT2 };
+
+struct zn_model_config {
+	int type;            /* enum zn_model_type */
+	uint32_t n_layer;
+	uint32_t n_head;
+	uint32_t n_embd;
+	uint32_t vocab_size;
+	uint32_t seq_len;    /* tokens per sample; also the position table size */
+	char from[4096];     /* weights to start from, or "" (random init) */
+};
+
+struct zn_data_config {
+	char train[4096];    /* llm.c token shards: a file or a glob */
+	char val[4096];
+	uint64_t seed;
+	bool shuffle;
+	uint64_t val_every;  /* optimizer steps between validations; 0 = never */
+	uint32_t val_steps;  /* batches per validation */
+};
+
+enum zn_tag_validation { ZN_TAG_IGNORE, ZN_TAG_WARN, ZN_TAG_FAIL };
+
+struct zn_ckpt_parallel_write {
+	bool pipeline_stage;
+};
+
+struct zn_checkpoint_config {
+	char dir[4096];      /* "" = no checkpoints */
+	uint64_t every;      /* optimizer steps; 0 = only at the end */
+	uint32_t keep;       /* newest checkpoints kept; 0 = all */
+	bool resume;         /* continue from the newest checkpoint in dir */
+	int tag_validation;  /* DeepSpeed's; enum zn_tag_validation */
+	bool load_universal;
+	bool use_node_local_storage;
+	struct zn_ckpt_parallel_write parallel_write;
+};
+
+struct zn_device_config {
+	int type;              /* enum zn_device_type */
+	uint32_t index;        /* cuda: the GPU ordinal */
+	uint64_t memory_limit; /* bytes the engine may allocate; 0 = no limit */
+};
+
+/* The batch sizes after DeepSpeed's rule (zn_config_resolve_batch). */
+struct zn_batch {
+	uint32_t train_batch_size;
+	uint32_t micro_batch;  /* train_micro_batch_size_per_gpu */
+	uint32_t grad_accum;   /* gradient_accumulation_steps */
+	uint32_t world_size;
+};
+
+/* Everything a config file sets.  Top-level scalars as DeepSpeed names
+ * them (0 = not given, or "auto"), then one member per section. */
 struct zn_config {
-	struct zn_aio_config aio; /* section "aio" */
+	uint32_t train_batch_size;
+	uint32_t train_micro_batch_size_per_gpu;
+	uint32_t gradient_accumulation_steps;
+	double gradient_clipping;  /* max global gradient norm; 0 = no clipping */
+	uint64_t steps_per_print;
+	struct zn_optimizer_config optimizer;
+	struct zn_scheduler_config scheduler;
+	struct zn_fp16_config fp16;
+	struct zn_bf16_config bf16;
+	struct zn_zero_config zero_optimization;
+	struct zn_aio_config aio;
+	struct zn_model_config model;
+	struct zn_data_config data;
+	struct zn_checkpoint_config checkpoint;
+	struct zn_device_config device;
+	/* Filled by the loader (world size 1) and zn_config_resolve_batch;
+	 * all 0 when the file gives no batch size at all. */
+	struct zn_batch batch;
 };
 
 /* Fill `cfg` with every section's defaults (DeepSpeed's where it has one). */
@@ -45,12 +232,34 @@ ZN_API int zn_config_load_file(const char *path, struct zn_config *out);
 ZN_API int zn_config_load_string(const char *text, size_t len, const char *name,
 				 struct zn_config *out);
 
-/* The i-th section zinc reads (0-based, in struct zn_config order), or NULL
- * past the last one: for listings, docs and printing a whole config. */
-ZN_API const struct zn_cfg_section *zn_config_section(size_t i);
+/* DeepSpeed's batch rule: train_batch_size = micro × accumulation × world.
+ * Any two of the three (not given or "auto" counts as absent) determine the
+ * third; train alone means accumulation 1; micro alone means accumulation 1;
+ * all three must agree.  Fills `out` and returns 0, or -EINVAL saying which
+ * values disagree (or that only gradient_accumulation_steps was given).
+ * Nothing given: `out` all 0 and 0 returned (no training configured). */
+ZN_API int zn_config_resolve_batch(const struct zn_config *cfg, uint32_t world_size,
+				   struct zn_batch *out);
 
-/* The member of `cfg` that `sec` describes (e.g. &cfg->aio for the aio
- * table), or NULL when `sec` is not one of zn_config_section()'s. */
+/* Resolve the "auto" sizes that follow from the model, as the Hugging Face
+ * integration does: zero_optimization.reduce_bucket_size = n_embd^2,
+ * stage3_prefetch_bucket_size = 0.9 n_embd^2,
+ * stage3_param_persistence_threshold = 10 n_embd.  No-op without n_embd. */
+ZN_API void zn_config_resolve_auto(struct zn_config *cfg);
+
+/* The top-level table: its scalar keys and, as ZN_CFG_SECTION keys, every
+ * section (nested ones inside their parents). */
+ZN_API const struct zn_cfg_section *zn_config_root(void);
+
+/* The i-th section zinc reads, depth-first from the top level (i = 0, the
+ * root, named ""), or NULL past the last one: for listings, docs and
+ * printing a whole config.  `path` (if not NULL) gets its dotted path
+ * ("zero_optimization.offload_param"; "" for the root). */
+ZN_API const struct zn_cfg_section *zn_config_section(size_t i, const char **path);
+
+/* The struct inside `cfg` that `sec` describes (&cfg->aio for the aio
+ * table, cfg itself for the root), or NULL when `sec` is not one of
+ * zn_config_section()'s. */
 ZN_API void *zn_config_section_data(struct zn_config *cfg, const struct zn_cfg_section *sec);
 
 /* The i-th top-level key that DeepSpeed documents and zinc accepts without

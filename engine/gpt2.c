@@ -1,0 +1,461 @@
+/* GPT-2 on the kernels op table (see include/zinc/model.h).
+ *
+ * Shapes: B batch, T tokens, C = n_embd, NH heads, L layers, V vocab,
+ * Vp padded vocab, BT = B * T.  Per block l (pre-LN):
+ *
+ *   ln1   = layernorm(res_l)                 (BT, C)   mean, rstd (BT)
+ *   qkv   = ln1 @ Wqkv^T + bqkv              (BT, 3C)
+ *   atty  = attention(qkv)                   (BT, C)   lse (B, NH, T)
+ *   res2  = res_l + atty @ Wproj^T + bproj   (BT, C)
+ *   ln2   = layernorm(res2)                  (BT, C)
+ *   fch   = ln2 @ Wfc^T + bfc                (BT, 4C)
+ *   gelu  = gelu(fch)                        (BT, 4C)
+ *   res_{l+1} = res2 + gelu @ Wfcp^T + bfcp  (BT, C)
+ *
+ * res_0 = wte[tokens] + wpe[0:T]; logits = layernorm_f(res_L) @ wte^T.
+ * Forward keeps per layer what backward needs (res_l, ln1, qkv, atty, lse,
+ * res2, ln2, fch, gelu and the layernorm statistics); backward reuses a
+ * handful of (BT, 4C)-sized scratch buffers, zeroed before each use since
+ * the kernels' backward ops accumulate.  This is llm.c's train_gpt2.c
+ * arrangement, with the parameters fetched per layer instead of owned.
+ */
+#include "zn_common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zinc/model.h"
+
+enum { LN1W, LN1B, QKVW, QKVB, PROJW, PROJB, LN2W, LN2B, FCW, FCB, FCPW, FCPB };
+
+int zn_gpt2_config_check(struct zn_gpt2_config *c)
+{
+	if (c->n_layer < 1 || c->n_layer > 1024)
+		return zn_error(-EINVAL, "model.n_layer: %d must be between 1 and 1024", c->n_layer);
+	if (c->n_head < 1 || c->n_embd < 1 || c->n_embd % c->n_head)
+		return zn_error(-EINVAL, "model.n_embd: %d must be a positive multiple of "
+					 "model.n_head (%d)", c->n_embd, c->n_head);
+	if (c->vocab_size < 2)
+		return zn_error(-EINVAL, "model.vocab_size: %d must be at least 2", c->vocab_size);
+	if (c->padded_vocab == 0)
+		c->padded_vocab = (c->vocab_size + 127) / 128 * 128;
+	if (c->padded_vocab < c->vocab_size)
+		return zn_error(-EINVAL, "model.padded_vocab: %d is below vocab_size %d",
+				c->padded_vocab, c->vocab_size);
+	if (c->max_seq_len < 1)
+		return zn_error(-EINVAL, "model.max_seq_len: %d must be at least 1", c->max_seq_len);
+	return 0;
+}
+
+unsigned zn_gpt2_layers(const struct zn_gpt2_config *c)
+{
+	return (unsigned)c->n_layer + 2;
+}
+
+static void desc(struct zn_param_desc *d, const char *name, unsigned ndim, int64_t a, int64_t b,
+		 bool hf_t, bool decay, float std, float value)
+{
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	d->ndim = ndim;
+	d->shape[0] = a;
+	d->shape[1] = ndim == 2 ? b : 1;
+	d->numel = (size_t)a * (size_t)(ndim == 2 ? b : 1);
+	d->hf_transposed = hf_t;
+	d->decay = decay;
+	d->init_std = std;
+	d->init_value = value;
+}
+
+unsigned zn_gpt2_layer_params(const struct zn_gpt2_config *c, unsigned layer,
+			      struct zn_param_desc *out, unsigned max)
+{
+	const int64_t C = c->n_embd;
+	/* GPT-2's initialisation (Hugging Face GPT2PreTrainedModel): normal
+	 * with std 0.02, the projections into the residual stream scaled by
+	 * 1/sqrt(2 L); biases 0, layernorm weights 1. */
+	const float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * (float)c->n_layer);
+	struct zn_param_desc d[ZN_GPT2_BLOCK_TENSORS];
+	unsigned n = 0;
+	char name[ZN_PARAM_NAME_MAX];
+
+	if (layer == 0) {
+		desc(&d[n++], "wte.weight", 2, c->padded_vocab, C, false, true, std, 0);
+		desc(&d[n++], "wpe.weight", 2, c->max_seq_len, C, false, true, std, 0);
+	} else if (layer <= (unsigned)c->n_layer) {
+		unsigned l = layer - 1;
+#define P(suffix, ...)                                                  \
+	do {                                                            \
+		snprintf(name, sizeof(name), "h.%u.%s", l, suffix);      \
+		desc(&d[n++], name, __VA_ARGS__);                        \
+	} while (0)
+		P("ln_1.weight", 1, C, 0, false, false, 0, 1);
+		P("ln_1.bias", 1, C, 0, false, false, 0, 0);
+		P("attn.c_attn.weight", 2, 3 * C, C, true, true, std, 0);
+		P("attn.c_attn.bias", 1, 3 * C, 0, false, false, 0, 0);
+		P("attn.c_proj.weight", 2, C, C, true, true, proj_std, 0);
+		P("attn.c_proj.bias", 1, C, 0, false, false, 0, 0);
+		P("ln_2.weight", 1, C, 0, false, false, 0, 1);
+		P("ln_2.bias", 1, C, 0, false, false, 0, 0);
+		P("mlp.c_fc.weight", 2, 4 * C, C, true, true, std, 0);
+		P("mlp.c_fc.bias", 1, 4 * C, 0, false, false, 0, 0);
+		P("mlp.c_proj.weight", 2, C, 4 * C, true, true, proj_std, 0);
+		P("mlp.c_proj.bias", 1, C, 0, false, false, 0, 0);
+#undef P
+	} else if (layer == (unsigned)c->n_layer + 1) {
+		desc(&d[n++], "ln_f.weight", 1, C, 0, false, false, 0, 1);
+		desc(&d[n++], "ln_f.bias", 1, C, 0, false, false, 0, 0);
+	}
+	for (unsigned i = 0; i < n && i < max; i++)
+		out[i] = d[i];
+	return n;
+}
+
+uint64_t zn_gpt2_num_params(const struct zn_gpt2_config *c)
+{
+	struct zn_param_desc d[ZN_GPT2_BLOCK_TENSORS];
+	uint64_t total = 0;
+	for (unsigned l = 0; l < zn_gpt2_layers(c); l++) {
+		unsigned n = zn_gpt2_layer_params(c, l, d, ZN_GPT2_BLOCK_TENSORS);
+		for (unsigned i = 0; i < n; i++)
+			total += d[i].numel;
+	}
+	return total;
+}
+
+/* splitmix64: a counter-based stream, so tensor k's values do not depend on
+ * which other tensors were initialised before it. */
+static uint64_t splitmix(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+void zn_gpt2_init_tensor(const struct zn_gpt2_config *c, const struct zn_param_desc *d,
+			 uint64_t seed, uint64_t tensor_index, float *out)
+{
+	if (d->init_std == 0) {
+		for (size_t i = 0; i < d->numel; i++)
+			out[i] = d->init_value;
+		return;
+	}
+	uint64_t s = seed * 0x2545f4914f6cdd1dull + tensor_index * 0x9e3779b97f4a7c15ull;
+	/* Box-Muller, in double, two normals per pair of uniforms. */
+	for (size_t i = 0; i < d->numel; i += 2) {
+		double u1 = ((double)(splitmix(&s) >> 11) + 1.0) / 9007199254740993.0;
+		double u2 = (double)(splitmix(&s) >> 11) / 9007199254740992.0;
+		double r = sqrt(-2.0 * log(u1)) * d->init_std;
+		out[i] = (float)(r * cos(2 * M_PI * u2));
+		if (i + 1 < d->numel)
+			out[i + 1] = (float)(r * sin(2 * M_PI * u2));
+	}
+	if (strcmp(d->name, "wte.weight") == 0)
+		memset(out + (size_t)c->vocab_size * (size_t)d->shape[1], 0,
+		       (size_t)(c->padded_vocab - c->vocab_size) * (size_t)d->shape[1] *
+			       sizeof(float));
+}
+
+/* ---- the model --------------------------------------------------------------- */
+
+struct layer_acts {
+	void *res;          /* (BT, C) the block's input (residual stream) */
+	void *ln1, *qkv, *atty, *res2, *ln2, *fch, *gelu;
+	float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *lse;
+};
+
+struct zn_gpt2 {
+	struct zn_gpt2_config cfg;
+	int B, T;
+	const struct zn_kernels *k;
+	struct zn_kctx *ctx;
+	struct zn_model_mem mem;
+	size_t esz;                    /* bytes per element of the storage dtype */
+	size_t act_bytes;
+	struct layer_acts *la;         /* L of them */
+	void *res_final, *lnf, *logits;
+	float *lnf_mean, *lnf_rstd, *losses;
+	/* backward scratch */
+	void *dres, *dln, *dbig, *dbig2, *dqkv, *datty;
+	bool have_backward;            /* the last forward kept what backward needs */
+	void **ptrs;                   /* every allocation, to free */
+	size_t nptrs;
+};
+
+static void *act(struct zn_gpt2 *m, size_t bytes, int *err)
+{
+	if (*err)
+		return NULL;
+	void *p = m->mem.alloc(m->mem.user, bytes);
+	if (!p) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	m->ptrs[m->nptrs++] = p;
+	m->act_bytes += bytes;
+	return p;
+}
+
+void zn_gpt2_destroy(struct zn_gpt2 *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->nptrs; i++)
+		m->mem.free(m->mem.user, m->ptrs[i]);
+	free(m->ptrs);
+	free(m->la);
+	free(m);
+}
+
+struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
+			       const struct zn_kernels *k, struct zn_kctx *ctx,
+			       const struct zn_model_mem *mem)
+{
+	struct zn_gpt2_config c = *cfg;
+	if (zn_gpt2_config_check(&c))
+		return NULL;
+	if (B < 1 || T < 1 || T > c.max_seq_len) {
+		zn_set_error("GPT-2: batch %d x %d tokens: B must be >= 1 and T between 1 and "
+			     "max_seq_len %d", B, T, c.max_seq_len);
+		return NULL;
+	}
+	struct zn_gpt2 *m = calloc(1, sizeof(*m));
+	if (!m) {
+		zn_set_error("out of memory");
+		return NULL;
+	}
+	m->cfg = c;
+	m->B = B;
+	m->T = T;
+	m->k = k;
+	m->ctx = ctx;
+	m->mem = *mem;
+	m->esz = 4; /* fp32 storage: the cpu backend's; bf16 arrives with the cuda engine */
+	const size_t L = (size_t)c.n_layer, BT = (size_t)B * (size_t)T, C = (size_t)c.n_embd;
+	const size_t NH = (size_t)c.n_head, Vp = (size_t)c.padded_vocab, e = m->esz;
+	m->la = calloc(L, sizeof(*m->la));
+	m->ptrs = calloc(L * 14 + 16, sizeof(void *));
+	if (!m->la || !m->ptrs) {
+		zn_set_error("out of memory");
+		zn_gpt2_destroy(m);
+		return NULL;
+	}
+	int err = 0;
+	for (size_t l = 0; l < L; l++) {
+		struct layer_acts *a = &m->la[l];
+		a->res = act(m, BT * C * e, &err);
+		a->ln1 = act(m, BT * C * e, &err);
+		a->qkv = act(m, BT * 3 * C * e, &err);
+		a->atty = act(m, BT * C * e, &err);
+		a->res2 = act(m, BT * C * e, &err);
+		a->ln2 = act(m, BT * C * e, &err);
+		a->fch = act(m, BT * 4 * C * e, &err);
+		a->gelu = act(m, BT * 4 * C * e, &err);
+		a->ln1_mean = act(m, BT * 4, &err);
+		a->ln1_rstd = act(m, BT * 4, &err);
+		a->ln2_mean = act(m, BT * 4, &err);
+		a->ln2_rstd = act(m, BT * 4, &err);
+		a->lse = act(m, (size_t)B * NH * (size_t)T * 4, &err);
+	}
+	m->res_final = act(m, BT * C * e, &err);
+	m->lnf = act(m, BT * C * e, &err);
+	m->lnf_mean = act(m, BT * 4, &err);
+	m->lnf_rstd = act(m, BT * 4, &err);
+	m->logits = act(m, BT * Vp * e, &err);
+	m->losses = act(m, BT * 4, &err);
+	m->dres = act(m, BT * C * e, &err);
+	m->dln = act(m, BT * C * e, &err);
+	m->dbig = act(m, BT * 4 * C * e, &err);
+	m->dbig2 = act(m, BT * 4 * C * e, &err);
+	m->dqkv = act(m, BT * 3 * C * e, &err);
+	m->datty = act(m, BT * C * e, &err);
+	if (err) {
+		char sz[32];
+		zn_set_error("GPT-2 activations for batch %d x %d: %s (%s allocated so far); lower "
+			     "the micro-batch size or sequence length",
+			     B, T, zn_last_error(), zn_format_size(m->act_bytes, sz, sizeof(sz)));
+		zn_gpt2_destroy(m);
+		return NULL;
+	}
+	return m;
+}
+
+size_t zn_gpt2_activation_bytes(const struct zn_gpt2 *m)
+{
+	return m->act_bytes;
+}
+
+#define TRY(x)                          \
+	do {                            \
+		int rc_ = (x);          \
+		if (rc_)                \
+			return rc_;     \
+	} while (0)
+
+/* fetch/release with the layer held in between: on an error the layer is
+ * released before returning. */
+#define WITH_LAYER(src, layer, grads, P, G, body)                                   \
+	do {                                                                        \
+		TRY((src)->fetch((src)->user, (layer), (grads), (P), (G)));         \
+		int rc_b = (body);                                                  \
+		int rc_r = (src)->release((src)->user, (layer), (grads) && !rc_b); \
+		TRY(rc_b);                                                          \
+		TRY(rc_r);                                                          \
+	} while (0)
+
+static int block_forward(struct zn_gpt2 *m, struct layer_acts *a, void *const *p, void *out)
+{
+	const struct zn_kernels *k = m->k;
+	const int B = m->B, T = m->T, BT = B * T, C = m->cfg.n_embd, NH = m->cfg.n_head;
+	TRY(k->layernorm_forward(m->ctx, a->ln1, a->ln1_mean, a->ln1_rstd, a->res, p[LN1W],
+				 p[LN1B], BT, C));
+	TRY(k->matmul_forward(m->ctx, a->qkv, a->ln1, p[QKVW], p[QKVB], BT, C, 3 * C));
+	TRY(k->attention_forward(m->ctx, a->atty, a->lse, a->qkv, B, T, C, NH));
+	/* res2 = res + atty @ Wproj^T + b: the projection lands in res2, then
+	 * the residual is added in place. */
+	TRY(k->matmul_forward(m->ctx, a->res2, a->atty, p[PROJW], p[PROJB], BT, C, C));
+	TRY(k->residual_forward(m->ctx, a->res2, a->res2, a->res, (size_t)BT * C));
+	TRY(k->layernorm_forward(m->ctx, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, p[LN2W],
+				 p[LN2B], BT, C));
+	TRY(k->matmul_forward(m->ctx, a->fch, a->ln2, p[FCW], p[FCB], BT, C, 4 * C));
+	TRY(k->gelu_forward(m->ctx, a->gelu, a->fch, (size_t)BT * 4 * C));
+	TRY(k->matmul_forward(m->ctx, out, a->gelu, p[FCPW], p[FCPB], BT, 4 * C, C));
+	TRY(k->residual_forward(m->ctx, out, out, a->res2, (size_t)BT * C));
+	return 0;
+}
+
+static int head_forward(struct zn_gpt2 *m, void *const *pf, const void *wte,
+			const int32_t *targets, const float *weights, bool for_backward,
+			float grad_scale)
+{
+	const struct zn_kernels *k = m->k;
+	const int BT = m->B * m->T, C = m->cfg.n_embd;
+	TRY(k->layernorm_forward(m->ctx, m->lnf, m->lnf_mean, m->lnf_rstd, m->res_final, pf[0],
+				 pf[1], BT, C));
+	TRY(k->matmul_forward(m->ctx, m->logits, m->lnf, wte, NULL, BT, C, m->cfg.padded_vocab));
+	if (!targets)
+		return 0;
+	/* dlogits overwrite the logits in place when a backward follows. */
+	return k->softmax_crossentropy(m->ctx, m->losses, for_backward ? m->logits : NULL,
+				       m->logits, targets, weights, grad_scale, BT,
+				       m->cfg.vocab_size, m->cfg.padded_vocab);
+}
+
+int zn_gpt2_forward(struct zn_gpt2 *m, const struct zn_param_source *src, const int32_t *tokens,
+		    const int32_t *targets, const float *weights, bool for_backward,
+		    float grad_scale, const float **losses_out)
+{
+	const struct zn_kernels *k = m->k;
+	const int B = m->B, T = m->T, C = m->cfg.n_embd, L = m->cfg.n_layer;
+	void *p[ZN_GPT2_BLOCK_TENSORS];
+	void *pf[2], *pe[2];
+
+	if (for_backward && !targets)
+		return zn_error(-EINVAL, "GPT-2 forward for backward needs targets");
+	m->have_backward = false;
+	WITH_LAYER(src, 0, false, pe, NULL,
+		   k->encoder_forward(m->ctx, L ? m->la[0].res : m->res_final, tokens, pe[0],
+				      pe[1], B, T, C, m->cfg.padded_vocab));
+	for (int l = 0; l < L; l++) {
+		void *out = l + 1 < L ? m->la[l + 1].res : m->res_final;
+		WITH_LAYER(src, (unsigned)l + 1, false, p, NULL, block_forward(m, &m->la[l], p, out));
+	}
+	/* The classifier: ln_f, then wte again (tied). */
+	TRY(src->fetch(src->user, (unsigned)L + 1, false, pf, NULL));
+	int rc = src->fetch(src->user, 0, false, pe, NULL);
+	if (!rc) {
+		rc = head_forward(m, pf, pe[0], targets, weights, for_backward, grad_scale);
+		int r2 = src->release(src->user, 0, false);
+		rc = rc ? rc : r2;
+	}
+	int r3 = src->release(src->user, (unsigned)L + 1, false);
+	TRY(rc);
+	TRY(r3);
+	m->have_backward = for_backward;
+	if (losses_out)
+		*losses_out = m->losses;
+	return 0;
+}
+
+static int zero(struct zn_gpt2 *m, void *p, size_t bytes)
+{
+	return m->mem.memset0(m->mem.user, p, bytes);
+}
+
+static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, void *const *p,
+			  void *const *g)
+{
+	const struct zn_kernels *k = m->k;
+	const int B = m->B, T = m->T, BT = B * T, C = m->cfg.n_embd, NH = m->cfg.n_head;
+	const size_t e = m->esz, nC = (size_t)BT * C;
+
+	/* m->dres holds d(loss)/d(out) of the block; the residual passes it on
+	 * unchanged, and each branch adds its own contribution to it. */
+	TRY(zero(m, m->dbig, nC * 4 * e));
+	TRY(k->matmul_backward(m->ctx, m->dbig, g[FCPW], g[FCPB], m->dres, a->gelu, p[FCPW], BT,
+			       4 * C, C));
+	TRY(zero(m, m->dbig2, nC * 4 * e));
+	TRY(k->gelu_backward(m->ctx, m->dbig2, m->dbig, a->fch, nC * 4));
+	TRY(zero(m, m->dln, nC * e));
+	TRY(k->matmul_backward(m->ctx, m->dln, g[FCW], g[FCB], m->dbig2, a->ln2, p[FCW], BT, C,
+			       4 * C));
+	TRY(k->layernorm_backward(m->ctx, m->dres, g[LN2W], g[LN2B], m->dln, a->res2, p[LN2W],
+				  a->ln2_mean, a->ln2_rstd, BT, C));
+	/* m->dres is now d/d(res2). */
+	TRY(zero(m, m->datty, nC * e));
+	TRY(k->matmul_backward(m->ctx, m->datty, g[PROJW], g[PROJB], m->dres, a->atty, p[PROJW],
+			       BT, C, C));
+	TRY(zero(m, m->dqkv, nC * 3 * e));
+	TRY(k->attention_backward(m->ctx, m->dqkv, m->datty, a->qkv, a->lse, B, T, C, NH));
+	TRY(zero(m, m->dln, nC * e));
+	TRY(k->matmul_backward(m->ctx, m->dln, g[QKVW], g[QKVB], m->dqkv, a->ln1, p[QKVW], BT, C,
+			       3 * C));
+	TRY(k->layernorm_backward(m->ctx, m->dres, g[LN1W], g[LN1B], m->dln, a->res, p[LN1W],
+				  a->ln1_mean, a->ln1_rstd, BT, C));
+	/* m->dres is now d/d(res) of the block's input. */
+	return 0;
+}
+
+static int head_backward(struct zn_gpt2 *m, void *const *pf, void *const *gf, const void *wte,
+			 void *dwte)
+{
+	const struct zn_kernels *k = m->k;
+	const int BT = m->B * m->T, C = m->cfg.n_embd, Vp = m->cfg.padded_vocab;
+	TRY(zero(m, m->dln, (size_t)BT * C * m->esz));
+	/* The logits buffer holds dlogits since the forward. */
+	TRY(k->matmul_backward(m->ctx, m->dln, dwte, NULL, m->logits, m->lnf, wte, BT, C, Vp));
+	TRY(zero(m, m->dres, (size_t)BT * C * m->esz));
+	return k->layernorm_backward(m->ctx, m->dres, gf[0], gf[1], m->dln, m->res_final, pf[0],
+				     m->lnf_mean, m->lnf_rstd, BT, C);
+}
+
+int zn_gpt2_backward(struct zn_gpt2 *m, const struct zn_param_source *src, const int32_t *tokens)
+{
+	const int L = m->cfg.n_layer;
+	void *p[ZN_GPT2_BLOCK_TENSORS], *g[ZN_GPT2_BLOCK_TENSORS];
+	void *pf[2], *gf[2], *pe[2], *ge[2];
+
+	if (!m->have_backward)
+		return zn_error(-EINVAL, "GPT-2 backward without a forward for backward before it");
+	m->have_backward = false;
+	/* Classifier and ln_f; wte's gradient from the classifier is the first
+	 * contribution to it, the encoder's comes last. */
+	TRY(src->fetch(src->user, (unsigned)L + 1, true, pf, gf));
+	int rc = src->fetch(src->user, 0, true, pe, ge);
+	if (!rc) {
+		rc = head_backward(m, pf, gf, pe[0], ge[0]);
+		int r2 = src->release(src->user, 0, false); /* more to come into wte */
+		rc = rc ? rc : r2;
+	}
+	int r3 = src->release(src->user, (unsigned)L + 1, !rc);
+	TRY(rc);
+	TRY(r3);
+	for (int l = L - 1; l >= 0; l--)
+		WITH_LAYER(src, (unsigned)l + 1, true, p, g, block_backward(m, &m->la[l], p, g));
+	WITH_LAYER(src, 0, true, pe, ge,
+		   m->k->encoder_backward(m->ctx, ge[0], ge[1], m->dres, tokens, m->B, m->T,
+					  m->cfg.n_embd, m->cfg.padded_vocab));
+	return 0;
+}

@@ -1,0 +1,92 @@
+/* zinc — mixed precision and learning-rate schedules: pure state machines
+ * with DeepSpeed's semantics, so the training loop, checkpoints and tests
+ * share one definition.
+ *
+ * The fp16 loss scaler follows deepspeed/runtime/fp16/loss_scaler.py
+ * (DynamicLossScaler.update_scale); the schedules follow
+ * deepspeed/runtime/lr_schedules.py (WarmupLR, WarmupDecayLR,
+ * WarmupCosineLR).  docs/design.md ("Precision and schedules") gives the
+ * rules in words.
+ */
+#ifndef ZINC_PRECISION_H
+#define ZINC_PRECISION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "zinc/common.h"
+#include "zinc/configfile.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The loss scaler's whole state: saved in checkpoints as it is. */
+struct zn_loss_scaler {
+	double scale;                /* current loss scale */
+	bool dynamic;                /* false: `scale` never changes */
+	double min_scale;            /* fp16.min_loss_scale */
+	uint32_t window;             /* fp16.loss_scale_window */
+	uint32_t hysteresis;         /* fp16.hysteresis (DeepSpeed's delayed_shift) */
+	uint32_t cur_hysteresis;     /* overflows still tolerated before halving */
+	bool consecutive_hysteresis; /* fp16.consecutive_hysteresis */
+	uint64_t iter;               /* updates so far (DeepSpeed's cur_iter) */
+	int64_t last_overflow_iter;  /* iter of the last overflow; -1: none yet */
+};
+
+/* Set up a scaler from the fp16 section.  fp16 disabled (bf16, fp32): a
+ * static scale of 1.  fp16.loss_scale > 0: that static scale.  Otherwise
+ * dynamic, starting at 2^initial_scale_power.  Returns 0, or -EINVAL for
+ * a window or hysteresis of 0. */
+ZN_API int zn_loss_scaler_init(struct zn_loss_scaler *s, const struct zn_fp16_config *fp16);
+
+/* One optimizer step's outcome.  `overflow`: the gradients held an inf or
+ * NaN (the step is skipped by the caller).  Dynamic scaling:
+ *   overflow:  if hysteresis is 1 (or only one overflow was allowed) the
+ *              scale halves, not below min_scale; otherwise one unit of
+ *              hysteresis is used up.  The window restarts either way.
+ *   no overflow: consecutive_hysteresis refills the hysteresis at once;
+ *              after every `window` steps since the last overflow (or the
+ *              start) the scale doubles and, without
+ *              consecutive_hysteresis, the hysteresis is refilled.
+ * Returns 0, or -ERANGE when an overflow hit a scale already at
+ * min_scale with no hysteresis left (DeepSpeed raises there; the caller
+ * decides whether to stop).  A static scaler only counts the step. */
+ZN_API int zn_loss_scaler_update(struct zn_loss_scaler *s, bool overflow);
+
+/* A learning-rate schedule, resolved: lr(step) is a pure function of it. */
+struct zn_lr_schedule {
+	int type;                  /* enum zn_scheduler_type */
+	int warmup_type;           /* enum zn_warmup_type */
+	double base_lr;            /* optimizer.params.lr */
+	double min_lr, max_lr;     /* WarmupLR, WarmupDecayLR */
+	double warmup_min_ratio;   /* WarmupCosineLR */
+	double cos_min_ratio;      /* WarmupCosineLR */
+	uint64_t warmup_num_steps; /* at least 2, as DeepSpeed uses it */
+	uint64_t total_num_steps;
+};
+
+/* Resolve the scheduler section with the optimizer's lr; `total_steps`
+ * stands in for total_num_steps: "auto" (0), e.g. zinc train's step count.
+ * Returns 0, or -EINVAL when WarmupDecayLR or WarmupCosineLR has no total
+ * step count, or WarmupCosineLR's total is not above its warmup (DeepSpeed
+ * divides by the difference). */
+ZN_API int zn_lr_schedule_init(struct zn_lr_schedule *s, const struct zn_scheduler_config *cfg,
+			       double base_lr, uint64_t total_steps);
+
+/* The learning rate for optimizer step `step` (0-based; DeepSpeed's
+ * last_batch_iteration):
+ *   none:           base_lr
+ *   WarmupLR:       min + (max - min) * g, g = log(step + 1) / log(W) (log)
+ *                   or step / W (linear) while step < W, else 1
+ *   WarmupDecayLR:  the same warmup, then g = max(0, (T - step) / max(1, T - W))
+ *   WarmupCosineLR: base_lr * r; warmup r = wmin + (1 - wmin) * g, then
+ *                   r = max(0, cmin + (1 - cmin) * (1 + cos(pi (step - W + 1) /
+ *                   (T - W))) / 2)
+ * with W = warmup_num_steps (at least 2), T = total_num_steps. */
+ZN_API double zn_lr_at(const struct zn_lr_schedule *s, uint64_t step);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
