@@ -17,18 +17,18 @@ static const struct zn_device_ops *const backends[] = {
 #endif
 };
 
-void zn_device_config_default(struct zn_device_config *c)
+void zn_device_params_default(struct zn_device_params *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->kind = "cpu";
 }
 
-struct zn_device *zn_device_create(const struct zn_device_config *c)
+struct zn_device *zn_device_create(const struct zn_device_params *c)
 {
-	struct zn_device_config def;
+	struct zn_device_params def;
 
 	if (!c) {
-		zn_device_config_default(&def);
+		zn_device_params_default(&def);
 		c = &def;
 	}
 	const char *kind = c->kind ? c->kind : "cpu";

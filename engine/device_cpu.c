@@ -94,7 +94,7 @@ static void event_put(struct cpu_event *ev)
 
 /* ---- device ------------------------------------------------------------------ */
 
-static int cpu_open(struct zn_device *dev, const struct zn_device_config *c)
+static int cpu_open(struct zn_device *dev, const struct zn_device_params *c)
 {
 	struct cpu_dev *cd = calloc(1, sizeof(*cd));
 	if (!cd)

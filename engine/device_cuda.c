@@ -65,7 +65,7 @@ static cudaStream_t stream_of(struct zn_stream *s)
 	return s ? (cudaStream_t)s->impl : NULL;
 }
 
-static int cuda_open(struct zn_device *dev, const struct zn_device_config *c)
+static int cuda_open(struct zn_device *dev, const struct zn_device_params *c)
 {
 	int count = 0;
 	cudaError_t e = cudaGetDeviceCount(&count);

@@ -19,7 +19,7 @@ struct zn_device_ops {
 	bool host_accessible;
 	/* Set dev->impl, dev->name and, when dev->limit is 0, the default
 	 * budget.  Returns 0 or -errno with the last error set. */
-	int (*open)(struct zn_device *dev, const struct zn_device_config *c);
+	int (*open)(struct zn_device *dev, const struct zn_device_params *c);
 	void (*close)(struct zn_device *dev);
 	/* `bytes` already rounded up to ZN_DEVICE_ALIGN and within budget. */
 	int (*mem_alloc)(struct zn_device *dev, size_t bytes, void **out);

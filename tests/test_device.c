@@ -53,8 +53,8 @@ static bool wait_flag(atomic_int *flag)
 
 static struct zn_device *open_cpu(uint64_t limit)
 {
-	struct zn_device_config c;
-	zn_device_config_default(&c);
+	struct zn_device_params c;
+	zn_device_params_default(&c);
 	c.memory_limit = limit;
 	c.threads = 2;
 	struct zn_device *dev = zn_device_create(&c);
@@ -67,8 +67,8 @@ static struct zn_device *open_cpu(uint64_t limit)
 static void test_create(void **state)
 {
 	(void)state;
-	struct zn_device_config c;
-	zn_device_config_default(&c);
+	struct zn_device_params c;
+	zn_device_params_default(&c);
 	c.kind = "tpu";
 	assert_null(zn_device_create(&c));
 	assert_non_null(strstr(zn_last_error(), "\"tpu\" is unknown"));

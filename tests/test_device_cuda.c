@@ -27,8 +27,8 @@
 
 static struct zn_device *open_cuda(uint64_t limit)
 {
-	struct zn_device_config c;
-	zn_device_config_default(&c);
+	struct zn_device_params c;
+	zn_device_params_default(&c);
 	c.kind = "cuda";
 	c.memory_limit = limit;
 	struct zn_device *dev = zn_device_create(&c);
@@ -50,8 +50,8 @@ static void test_create(void **state)
 	assert_true(st.limit > 0); /* the free memory */
 	zn_device_destroy(dev);
 
-	struct zn_device_config c;
-	zn_device_config_default(&c);
+	struct zn_device_params c;
+	zn_device_params_default(&c);
 	c.kind = "cuda";
 	c.ordinal = 1000;
 	assert_null(zn_device_create(&c));

@@ -60,7 +60,7 @@ struct zn_kernels_params;
  * kernels' assumptions hold on both). */
 #define ZN_DEVICE_ALIGN ((size_t)256)
 
-struct zn_device_config {
+struct zn_device_params {
 	const char *kind;      /* "cpu" or "cuda"; NULL: "cpu" */
 	int ordinal;           /* cuda: device ordinal (0 ...); cpu: ignored */
 	uint64_t memory_limit; /* bytes of device memory zinc may hold at once;
@@ -71,12 +71,12 @@ struct zn_device_config {
 };
 
 /* Fill *c with the defaults: "cpu", ordinal 0, no limit, one worker per core. */
-ZN_API void zn_device_config_default(struct zn_device_config *c);
+ZN_API void zn_device_params_default(struct zn_device_params *c);
 
 /* Open a device.  Returns NULL and sets the last error for an unknown kind
  * (-EINVAL), a zinc built without CUDA or with no such GPU (-ENODEV), a
  * cuda memory_limit above the GPU's free memory, or no memory. */
-ZN_API struct zn_device *zn_device_create(const struct zn_device_config *c);
+ZN_API struct zn_device *zn_device_create(const struct zn_device_params *c);
 
 /* Synchronize and destroy every stream and event still open, free every
  * allocation still held (each leak is logged as a warning), close the
