@@ -72,6 +72,23 @@ static void remove_stale(const char *root)
 	closedir(d);
 }
 
+/* mkdir -p */
+static int make_dirs(const char *path)
+{
+	char tmp[PATH_LEN];
+	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -errno : 0;
+}
+
 struct zn_ckpt *zn_ckpt_begin(const char *root, uint64_t step)
 {
 	struct zn_ckpt *c = calloc(1, sizeof(*c));
@@ -79,9 +96,10 @@ struct zn_ckpt *zn_ckpt_begin(const char *root, uint64_t step)
 		zn_set_error("out of memory");
 		return NULL;
 	}
-	if (mkdir(root, 0755) != 0 && errno != EEXIST) {
+	int mrc = make_dirs(root);
+	if (mrc) {
 		zn_set_error("cannot create the checkpoint directory '%s': %s", root,
-			     strerror(errno));
+			     strerror(-mrc));
 		free(c);
 		return NULL;
 	}

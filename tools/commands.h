@@ -5,6 +5,7 @@
 
 int cmd_nvme_bench(int argc, char **argv);
 int cmd_config(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_adam_bench(int argc, char **argv);
 int cmd_offload_bench(int argc, char **argv);
 int cmd_prepare_data(int argc, char **argv);

@@ -89,7 +89,7 @@ int opts_parse(const char *prog, const struct opt *opts, size_t n, int argc, cha
 	opterr = 0;
 	for (;;) {
 		int prev = optind;
-		int c = getopt_long(argc, argv, "+h", lo, NULL);
+		int c = getopt_long(argc, argv, "h", lo, NULL);
 		if (c == -1) {
 			rc = optind;
 			break;

@@ -12,6 +12,7 @@ static const struct command {
 	int (*run)(int argc, char **argv);
 	const char *help;
 } commands[] = {
+	{ "train", cmd_train, "train the model a config describes (DeepSpeed keys)" },
 	{ "nvme-bench", cmd_nvme_bench, "measure NVMe throughput and print the best aio: block" },
 	{ "offload-bench", cmd_offload_bench,
 	  "measure the NVMe optimizer step against its I/O and Adam bound" },

@@ -1,0 +1,635 @@
+/* The trainer (see include/zinc/train.h). */
+#include "zn_common.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zinc/adam.h"
+#include "zinc/checkpoint.h"
+#include "zinc/data.h"
+#include "zinc/device.h"
+#include "zinc/kernels.h"
+#include "zinc/model.h"
+#include "zinc/precision.h"
+#include "zinc/safetensors.h"
+#include "zinc/threadpool.h"
+#include "zinc/train.h"
+
+#define MAX_TENSORS (12 * 1024 + 8)
+
+struct tstate {
+	struct zn_param_desc d;
+	void *dparam, *dgrad;          /* device, fp32 */
+	float *master, *m, *v, *grad;  /* host */
+};
+
+struct zn_trainer {
+	struct zn_config cfg;
+	struct zn_gpt2_config mcfg;
+	int B, T;
+	uint32_t accum;
+	struct zn_device *dev;
+	struct zn_stream *stream;
+	const struct zn_kernels *k;
+	struct zn_kctx *kctx;
+	struct zn_gpt2 *model;
+	struct zn_threadpool *pool;    /* CPU Adam */
+	unsigned nt;
+	struct tstate *t;
+	unsigned nlayers;
+	unsigned *first, *count;       /* tensors of each layer */
+	struct zn_data *train, *val;
+	int32_t *hin, *htgt;           /* host batch */
+	int32_t *din, *dtgt;           /* device batch */
+	float *hloss;                  /* host copy of per-token losses */
+	struct zn_lr_schedule sched;
+	struct zn_adam_hparams hp;
+	uint64_t step;
+	uint64_t host_bytes;
+};
+
+/* ---- the parameter source: everything resident on the device ------------ */
+
+static int fetch(void *user, unsigned layer, bool want, void **params, void **grads)
+{
+	struct zn_trainer *t = user;
+	for (unsigned i = 0; i < t->count[layer]; i++) {
+		params[i] = t->t[t->first[layer] + i].dparam;
+		if (want)
+			grads[i] = t->t[t->first[layer] + i].dgrad;
+	}
+	return 0;
+}
+
+static int release(void *user, unsigned layer, bool written)
+{
+	(void)user;
+	(void)layer;
+	(void)written;
+	return 0;
+}
+
+static void *dalloc(void *user, size_t bytes)
+{
+	void *p = NULL;
+	return zn_device_alloc(user, bytes, &p) ? NULL : p;
+}
+
+static void dfree(void *user, void *p)
+{
+	zn_device_free(user, p);
+}
+
+static int dzero(void *user, void *p, size_t bytes)
+{
+	return zn_device_memset(user, p, 0, bytes, NULL);
+}
+
+/* ---- creation --------------------------------------------------------------- */
+
+static int check_supported(const struct zn_config *c)
+{
+	if (c->fp16.enabled || c->bf16.enabled)
+		return zn_error(-EINVAL, "%s.enabled: the trainer runs fp32 only so far; set it to "
+					 "false", c->fp16.enabled ? "fp16" : "bf16");
+	if (c->zero_optimization.stage > 1)
+		return zn_error(-EINVAL, "zero_optimization.stage %u: one rank needs no partitioning "
+					 "and offload of stage 2/3 is not wired into the trainer yet; "
+					 "use stage 0 or 1",
+				c->zero_optimization.stage);
+	if (!c->data.train[0])
+		return zn_error(-EINVAL, "data.train: give the token shards to train on (make them "
+					 "with `zinc prepare-data`)");
+	return 0;
+}
+
+static void free_states(struct zn_trainer *t)
+{
+	for (unsigned i = 0; t->t && i < t->nt; i++) {
+		struct tstate *s = &t->t[i];
+		if (s->dparam)
+			zn_device_free(t->dev, s->dparam);
+		if (s->dgrad)
+			zn_device_free(t->dev, s->dgrad);
+		free(s->master);
+		free(s->m);
+		free(s->v);
+		free(s->grad);
+	}
+}
+
+void zn_trainer_destroy(struct zn_trainer *t)
+{
+	if (!t)
+		return;
+	zn_gpt2_destroy(t->model);
+	free_states(t);
+	free(t->t);
+	free(t->first);
+	free(t->count);
+	if (t->din)
+		zn_device_free(t->dev, t->din);
+	if (t->dtgt)
+		zn_device_free(t->dev, t->dtgt);
+	free(t->hin);
+	free(t->htgt);
+	free(t->hloss);
+	zn_data_close(t->train);
+	zn_data_close(t->val);
+	if (t->kctx)
+		t->k->ctx_destroy(t->kctx);
+	zn_threadpool_destroy(t->pool);
+	if (t->stream)
+		zn_device_stream_destroy(t->stream);
+	zn_device_destroy(t->dev);
+	free(t);
+}
+
+static int to_device(struct zn_trainer *t, void *dst, const void *src, size_t bytes)
+{
+	return zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_HOST_TO_DEVICE, NULL);
+}
+
+static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t bytes)
+{
+	return zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_DEVICE_TO_HOST, NULL);
+}
+
+static int load_checkpoint(struct zn_trainer *t, const char *dir);
+static int load_pretrained(struct zn_trainer *t, const char *path);
+
+struct zn_trainer *zn_trainer_create(const struct zn_config *cfg, uint64_t max_steps)
+{
+	struct zn_trainer *t = calloc(1, sizeof(*t));
+	int rc;
+
+	if (!t) {
+		zn_set_error("out of memory");
+		return NULL;
+	}
+	t->cfg = *cfg;
+	if (check_supported(cfg))
+		goto fail;
+	t->B = (int)cfg->batch.micro_batch;
+	t->accum = cfg->batch.grad_accum;
+	t->T = (int)cfg->model.seq_len;
+	if (t->B < 1 || t->accum < 1) {
+		zn_set_error("train_batch_size / train_micro_batch_size_per_gpu: give the batch "
+			     "size (DeepSpeed's keys)");
+		goto fail;
+	}
+	t->mcfg = (struct zn_gpt2_config){
+		.n_layer = (int)cfg->model.n_layer, .n_head = (int)cfg->model.n_head,
+		.n_embd = (int)cfg->model.n_embd, .vocab_size = (int)cfg->model.vocab_size,
+		.max_seq_len = (int)cfg->model.seq_len,
+	};
+	if (zn_gpt2_config_check(&t->mcfg))
+		goto fail;
+
+	/* Device and kernels. */
+	struct zn_device_params dp;
+	zn_device_params_default(&dp);
+	dp.kind = cfg->device.type == ZN_DEVICE_CUDA ? "cuda" : "cpu";
+	dp.ordinal = (int)cfg->device.index;
+	dp.memory_limit = cfg->device.memory_limit;
+	t->dev = zn_device_create(&dp);
+	if (!t->dev)
+		goto fail;
+	t->stream = zn_device_stream_create(t->dev, "compute");
+	t->k = zn_kernels_get(zn_device_kind(t->dev));
+	if (!t->stream || !t->k)
+		goto fail;
+	struct zn_kernels_params kp;
+	zn_kernels_params_default(&kp);
+	zn_device_kernels_params(t->dev, t->stream, &kp);
+	t->kctx = t->k->ctx_create(&kp);
+	if (!t->kctx)
+		goto fail;
+	t->pool = zn_threadpool_create(0, -1);
+	if (!t->pool)
+		goto fail;
+
+	/* Parameters: device copies, host master and moments. */
+	t->nlayers = zn_gpt2_layers(&t->mcfg);
+	t->first = calloc(t->nlayers, sizeof(unsigned));
+	t->count = calloc(t->nlayers, sizeof(unsigned));
+	t->t = calloc(MAX_TENSORS, sizeof(*t->t));
+	if (!t->first || !t->count || !t->t) {
+		zn_set_error("out of memory");
+		goto fail;
+	}
+	for (unsigned l = 0; l < t->nlayers; l++) {
+		struct zn_param_desc d[ZN_GPT2_BLOCK_TENSORS];
+		unsigned n = zn_gpt2_layer_params(&t->mcfg, l, d, ZN_GPT2_BLOCK_TENSORS);
+		t->first[l] = t->nt;
+		t->count[l] = n;
+		for (unsigned i = 0; i < n; i++) {
+			struct tstate *s = &t->t[t->nt++];
+			size_t bytes = d[i].numel * sizeof(float);
+			s->d = d[i];
+			s->master = malloc(bytes);
+			s->m = calloc(d[i].numel, sizeof(float));
+			s->v = calloc(d[i].numel, sizeof(float));
+			s->grad = malloc(bytes);
+			t->host_bytes += 4 * bytes;
+			if (!s->master || !s->m || !s->v || !s->grad) {
+				zn_set_error("out of host memory for the optimizer state");
+				goto fail;
+			}
+			if (zn_device_alloc(t->dev, bytes, &s->dparam) ||
+			    zn_device_alloc(t->dev, bytes, &s->dgrad))
+				goto fail;
+			zn_gpt2_init_tensor(&t->mcfg, &s->d, cfg->data.seed, t->nt - 1, s->master);
+		}
+	}
+
+	/* Data. */
+	struct zn_data_options dopt = {
+		.pattern = cfg->data.train, .B = (uint32_t)t->B, .T = (uint32_t)t->T,
+		.seed = cfg->data.seed, .shuffle = cfg->data.shuffle,
+		.vocab_size = (uint32_t)t->mcfg.vocab_size,
+	};
+	t->train = zn_data_open(&dopt);
+	if (!t->train)
+		goto fail;
+	if (cfg->data.val[0]) {
+		dopt.pattern = cfg->data.val;
+		dopt.shuffle = false;
+		t->val = zn_data_open(&dopt);
+		if (!t->val)
+			goto fail;
+	}
+	size_t BT = (size_t)t->B * (size_t)t->T;
+	t->hin = malloc(BT * 4);
+	t->htgt = malloc(BT * 4);
+	t->hloss = malloc(BT * 4);
+	if (!t->hin || !t->htgt || !t->hloss || zn_device_alloc(t->dev, BT * 4, (void **)&t->din) ||
+	    zn_device_alloc(t->dev, BT * 4, (void **)&t->dtgt)) {
+		if (!t->hin || !t->htgt || !t->hloss)
+			zn_set_error("out of memory");
+		goto fail;
+	}
+
+	struct zn_model_mem mem = { t->dev, dalloc, dfree, dzero };
+	t->model = zn_gpt2_create(&t->mcfg, t->B, t->T, t->k, t->kctx, &mem);
+	if (!t->model)
+		goto fail;
+
+	/* Optimizer (AdamW / Adam with DeepSpeed's names) and schedule. */
+	const struct zn_optimizer_params *op = &cfg->optimizer.params;
+	t->hp = (struct zn_adam_hparams){ .lr = op->lr, .beta1 = op->betas[0],
+					  .beta2 = op->betas[1], .eps = op->eps,
+					  .weight_decay = op->weight_decay,
+					  .bias_correction = op->bias_correction,
+					  .adamw_mode = op->adam_w_mode };
+	if (zn_lr_schedule_init(&t->sched, &cfg->scheduler, op->lr, max_steps))
+		goto fail;
+
+	/* Starting weights: a checkpoint to resume, pretrained ones, or init. */
+	char dir[4096];
+	if (cfg->checkpoint.resume && cfg->checkpoint.dir[0] &&
+	    zn_ckpt_latest(cfg->checkpoint.dir, dir, sizeof(dir)) == 0) {
+		if (load_checkpoint(t, dir))
+			goto fail;
+	} else if (cfg->model.from[0] && load_pretrained(t, cfg->model.from)) {
+		goto fail;
+	}
+	for (unsigned i = 0; i < t->nt; i++) {
+		rc = to_device(t, t->t[i].dparam, t->t[i].master, t->t[i].d.numel * 4);
+		if (rc)
+			goto fail;
+	}
+	return t;
+fail:
+	zn_trainer_destroy(t);
+	return NULL;
+}
+
+uint64_t zn_trainer_steps_done(const struct zn_trainer *t)
+{
+	return t->step;
+}
+
+uint64_t zn_trainer_num_params(const struct zn_trainer *t)
+{
+	return zn_gpt2_num_params(&t->mcfg);
+}
+
+/* ---- one step ------------------------------------------------------------------ */
+
+static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float scale_den,
+		 double *loss)
+{
+	const size_t BT = (size_t)t->B * (size_t)t->T;
+	const float *dloss;
+	int rc = zn_data_next_batch(d, t->hin, t->htgt);
+	if (rc)
+		return rc;
+	unsigned counted = 0;
+	for (size_t i = 0; i < BT; i++)
+		counted += t->htgt[i] >= 0;
+	if ((rc = to_device(t, t->din, t->hin, BT * 4)) || (rc = to_device(t, t->dtgt, t->htgt, BT * 4)))
+		return rc;
+	struct zn_param_source src = { t, fetch, release };
+	/* DeepSpeed's scaling: each micro-batch's mean loss, divided by the
+	 * accumulation steps. */
+	float gs = counted ? 1.0f / ((float)counted * scale_den) : 0.0f;
+	rc = zn_gpt2_forward(t->model, &src, t->din, t->dtgt, NULL, backward, gs, &dloss);
+	if (!rc && backward)
+		rc = zn_gpt2_backward(t->model, &src, t->din);
+	if (!rc)
+		rc = zn_device_stream_synchronize(t->stream);
+	if (!rc)
+		rc = to_host(t, t->hloss, dloss, BT * 4);
+	if (rc)
+		return rc;
+	double sum = 0;
+	for (size_t i = 0; i < BT; i++)
+		sum += t->hloss[i];
+	*loss = counted ? sum / counted : 0;
+	return 0;
+}
+
+int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
+{
+	uint64_t t0 = zn_now_ns();
+	double loss_sum = 0;
+	int rc;
+
+	for (unsigned i = 0; i < t->nt; i++)
+		if ((rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
+			return rc;
+	for (uint32_t a = 0; a < t->accum; a++) {
+		double l;
+		if ((rc = micro(t, t->train, true, (float)t->accum, &l)))
+			return rc;
+		loss_sum += l;
+	}
+	/* Gradients to the host; global norm over every tensor. */
+	double sumsq = 0;
+	bool finite = true;
+	struct zn_adam_exec ex = { .pool = t->pool };
+	for (unsigned i = 0; i < t->nt; i++) {
+		struct tstate *s = &t->t[i];
+		struct zn_adam_grad_stats gst;
+		if ((rc = to_host(t, s->grad, s->dgrad, s->d.numel * 4)) ||
+		    (rc = zn_adam_grad_check(s->grad, ZN_ADAM_FP32, s->d.numel, &ex, &gst)))
+			return rc;
+		sumsq += gst.sumsq;
+		finite &= gst.finite;
+	}
+	double norm = sqrt(sumsq);
+	if (!finite)
+		return zn_error(-ERANGE, "step %" PRIu64 ": the gradients hold Inf or NaN in fp32 "
+					 "training (the loss diverged); lower optimizer.params.lr "
+					 "or set gradient_clipping",
+				t->step + 1);
+	/* DeepSpeed's clipping: scale by max_norm / (norm + 1e-6) when below 1. */
+	float clip = 1.0f;
+	if (t->cfg.gradient_clipping > 0 && norm > t->cfg.gradient_clipping)
+		clip = (float)(t->cfg.gradient_clipping / (norm + 1e-6));
+	struct zn_adam_hparams hp = t->hp;
+	hp.lr = zn_lr_at(&t->sched, t->step);
+	for (unsigned i = 0; i < t->nt; i++) {
+		struct tstate *s = &t->t[i];
+		struct zn_adam_hparams h = hp;
+		/* Weight decay on matrices only, as GPT-2/llm.c (not biases,
+		 * layernorms). */
+		if (!s->d.decay)
+			h.weight_decay = 0;
+		struct zn_adam_tensors at = { .n = s->d.numel, .param = s->master, .grad = s->grad,
+					      .grad_dtype = ZN_ADAM_FP32, .exp_avg = s->m,
+					      .exp_avg_sq = s->v };
+		if ((rc = zn_adam_step(&h, t->step + 1, clip, &at, &ex)) ||
+		    (rc = to_device(t, s->dparam, s->master, s->d.numel * 4)))
+			return rc;
+	}
+	t->step++;
+	if (out) {
+		struct zn_device_memstats ms;
+		zn_device_memstats(t->dev, &ms);
+		*out = (struct zn_step_info){
+			.step = t->step, .loss = loss_sum / t->accum, .lr = hp.lr, .grad_norm = norm,
+			.tokens = (uint64_t)t->B * (uint64_t)t->T * t->accum,
+			.step_s = (double)(zn_now_ns() - t0) / 1e9, .device_bytes = ms.in_use,
+			.device_peak = ms.peak, .host_bytes = t->host_bytes,
+		};
+	}
+	return 0;
+}
+
+int zn_trainer_eval(struct zn_trainer *t, double *loss)
+{
+	if (!t->val)
+		return zn_error(-ENOENT, "data.val: no validation data configured");
+	uint64_t n = t->cfg.data.val_steps ? t->cfg.data.val_steps
+					   : zn_data_batches_per_epoch(t->val);
+	double sum = 0;
+	zn_data_rewind(t->val);
+	for (uint64_t i = 0; i < n; i++) {
+		double l;
+		int rc = micro(t, t->val, false, 1.0f, &l);
+		if (rc)
+			return rc;
+		sum += l;
+	}
+	*loss = n ? sum / (double)n : 0;
+	return 0;
+}
+
+/* ---- checkpoints ------------------------------------------------------------- */
+
+/* HF stores c_attn / c_proj / c_fc transposed: (C, OC). */
+static float *hf_layout(const struct tstate *s, const struct zn_gpt2_config *c, uint64_t *rows)
+{
+	const int64_t R = s->d.shape[0], Cc = s->d.shape[1];
+	*rows = (uint64_t)R;
+	if (strcmp(s->d.name, "wte.weight") == 0)
+		*rows = (uint64_t)c->vocab_size; /* the padded rows are zinc's own */
+	if (!s->d.hf_transposed)
+		return NULL;
+	float *o = malloc(s->d.numel * 4);
+	if (!o)
+		return NULL;
+	for (int64_t r = 0; r < R; r++)
+		for (int64_t k = 0; k < Cc; k++)
+			o[k * R + r] = s->master[r * Cc + k];
+	return o;
+}
+
+int zn_trainer_save(struct zn_trainer *t)
+{
+	if (!t->cfg.checkpoint.dir[0])
+		return zn_error(-EINVAL, "checkpoint.dir: not set; nowhere to save");
+	struct zn_ckpt *c = zn_ckpt_begin(t->cfg.checkpoint.dir, t->step);
+	if (!c)
+		return -EIO;
+	struct zn_st_tensor *mt = calloc(t->nt, sizeof(*mt));
+	struct zn_st_tensor *ot = calloc(3 * (size_t)t->nt, sizeof(*ot));
+	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(4 * (size_t)t->nt, sizeof(*names));
+	float **tmp = calloc(t->nt, sizeof(float *));
+	int rc = 0;
+	if (!mt || !ot || !names || !tmp) {
+		rc = zn_error(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (unsigned i = 0; i < t->nt; i++) {
+		const struct tstate *s = &t->t[i];
+		uint64_t rows;
+		tmp[i] = hf_layout(s, &t->mcfg, &rows);
+		snprintf(names[4 * i], sizeof(names[0]), "transformer.%s", s->d.name);
+		mt[i] = (struct zn_st_tensor){ .name = names[4 * i], .dtype = ZN_ST_F32,
+					       .ndim = s->d.ndim };
+		if (s->d.hf_transposed) {
+			mt[i].shape[0] = (uint64_t)s->d.shape[1];
+			mt[i].shape[1] = (uint64_t)s->d.shape[0];
+			mt[i].data = tmp[i];
+		} else {
+			mt[i].shape[0] = rows;
+			mt[i].shape[1] = (uint64_t)s->d.shape[1];
+			mt[i].data = s->master;
+		}
+		mt[i].bytes = (s->d.ndim == 2 ? mt[i].shape[0] * mt[i].shape[1] : rows) * 4;
+		if (s->d.hf_transposed && !tmp[i]) {
+			rc = zn_error(-ENOMEM, "out of memory");
+			goto out;
+		}
+		const float *arr[3] = { s->master, s->m, s->v };
+		static const char *const suf[3] = { "master", "exp_avg", "exp_avg_sq" };
+		for (int k = 0; k < 3; k++) {
+			snprintf(names[4 * i + 1 + k], sizeof(names[0]), "%s.%s", s->d.name, suf[k]);
+			ot[3 * i + k] = (struct zn_st_tensor){
+				.name = names[4 * i + 1 + k], .dtype = ZN_ST_F32, .ndim = 1,
+				.shape = { s->d.numel }, .data = arr[k], .bytes = s->d.numel * 4 };
+		}
+	}
+	struct zn_data_pos pos;
+	zn_data_tell(t->train, &pos);
+	char step[32], shape[128], hex[2 * sizeof(pos) + 1];
+	for (size_t i = 0; i < sizeof(pos); i++)
+		snprintf(hex + 2 * i, 3, "%02x", ((const uint8_t *)&pos)[i]);
+	snprintf(step, sizeof(step), "%" PRIu64, t->step);
+	snprintf(shape, sizeof(shape), "gpt2 n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
+				       "seq_len=%d", t->mcfg.n_layer, t->mcfg.n_head,
+		 t->mcfg.n_embd, t->mcfg.vocab_size, t->mcfg.max_seq_len);
+	struct zn_st_meta mmeta[1] = { { "format", "pt" } };
+	struct zn_st_meta ometa[4] = { { "zinc.step", step }, { "zinc.data_pos", hex },
+				       { "zinc.model", shape }, { "zinc.version", zn_version() } };
+	rc = zn_st_write(zn_ckpt_file(c, "model.safetensors"), mt, t->nt, mmeta, 1);
+	if (!rc)
+		rc = zn_st_write(zn_ckpt_file(c, "optimizer.safetensors"), ot, 3 * (size_t)t->nt,
+				 ometa, 4);
+out:
+	if (rc) {
+		zn_ckpt_abort(c);
+	} else {
+		rc = zn_ckpt_commit(c);
+		if (!rc && t->cfg.checkpoint.keep)
+			zn_ckpt_prune(t->cfg.checkpoint.dir, t->cfg.checkpoint.keep);
+	}
+	for (unsigned i = 0; tmp && i < t->nt; i++)
+		free(tmp[i]);
+	free(tmp);
+	free(names);
+	free(mt);
+	free(ot);
+	return rc;
+}
+
+static int load_checkpoint(struct zn_trainer *t, const char *dir)
+{
+	char path[4200], shape[128];
+	snprintf(path, sizeof(path), "%s/optimizer.safetensors", dir);
+	struct zn_st_file *f = zn_st_open(path);
+	if (!f)
+		return -EINVAL;
+	int rc = 0;
+	snprintf(shape, sizeof(shape), "gpt2 n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
+				       "seq_len=%d", t->mcfg.n_layer, t->mcfg.n_head,
+		 t->mcfg.n_embd, t->mcfg.vocab_size, t->mcfg.max_seq_len);
+	const char *ms = zn_st_metadata(f, "zinc.model");
+	const char *st = zn_st_metadata(f, "zinc.step");
+	const char *hex = zn_st_metadata(f, "zinc.data_pos");
+	if (!ms || strcmp(ms, shape) != 0) {
+		rc = zn_error(-EINVAL, "checkpoint '%s' is of a different model (%s) than the config "
+				       "(%s); point checkpoint.dir elsewhere or set "
+				       "checkpoint.resume: false", dir, ms ? ms : "unknown", shape);
+		goto out;
+	}
+	struct zn_data_pos pos;
+	if (!st || !hex || strlen(hex) != 2 * sizeof(pos)) {
+		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its step or data position", dir);
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(pos); i++) {
+		unsigned b;
+		sscanf(hex + 2 * i, "%2x", &b);
+		((uint8_t *)&pos)[i] = (uint8_t)b;
+	}
+	for (unsigned i = 0; i < t->nt && !rc; i++) {
+		struct tstate *s = &t->t[i];
+		float *arr[3] = { s->master, s->m, s->v };
+		static const char *const suf[3] = { "master", "exp_avg", "exp_avg_sq" };
+		for (int k = 0; k < 3; k++) {
+			char name[ZN_PARAM_NAME_MAX + 24];
+			snprintf(name, sizeof(name), "%s.%s", s->d.name, suf[k]);
+			const struct zn_st_tensor *x = zn_st_find(f, name);
+			if (!x || x->dtype != ZN_ST_F32 || x->bytes != s->d.numel * 4) {
+				rc = zn_error(-EINVAL, "checkpoint '%s': tensor '%s' is missing or "
+						       "has the wrong shape", dir, name);
+				break;
+			}
+			memcpy(arr[k], x->data, x->bytes);
+		}
+	}
+	if (!rc)
+		rc = zn_data_seek(t->train, &pos);
+	if (!rc)
+		t->step = strtoull(st, NULL, 10);
+out:
+	zn_st_close(f);
+	return rc;
+}
+
+/* Fine-tuning: a Hugging Face GPT-2 model.safetensors (names with or
+ * without "transformer."; Conv1D weights transposed back). */
+static int load_pretrained(struct zn_trainer *t, const char *path)
+{
+	struct zn_st_file *f = zn_st_open(path);
+	int rc = 0;
+	if (!f)
+		return -EINVAL;
+	for (unsigned i = 0; i < t->nt && !rc; i++) {
+		struct tstate *s = &t->t[i];
+		char name[ZN_PARAM_NAME_MAX + 16];
+		snprintf(name, sizeof(name), "transformer.%s", s->d.name);
+		const struct zn_st_tensor *x = zn_st_find(f, name);
+		if (!x)
+			x = zn_st_find(f, s->d.name);
+		uint64_t rows = (uint64_t)s->d.shape[0];
+		if (strcmp(s->d.name, "wte.weight") == 0)
+			rows = (uint64_t)t->mcfg.vocab_size;
+		uint64_t want = s->d.ndim == 2 ? rows * (uint64_t)s->d.shape[1] : rows;
+		if (!x || x->dtype != ZN_ST_F32 || x->bytes != want * 4) {
+			rc = zn_error(-EINVAL, "'%s': tensor '%s' is missing, not F32, or not of the "
+					       "config's shape (%" PRIu64 " elements); check the "
+					       "model section against the file", path, name, want);
+			break;
+		}
+		const float *src = x->data;
+		if (s->d.hf_transposed) {
+			const int64_t R = s->d.shape[0], Cc = s->d.shape[1];
+			for (int64_t r = 0; r < R; r++)
+				for (int64_t k = 0; k < Cc; k++)
+					s->master[r * Cc + k] = src[k * R + r];
+		} else {
+			memset(s->master, 0, s->d.numel * 4);
+			memcpy(s->master, src, x->bytes);
+		}
+	}
+	zn_st_close(f);
+	return rc;
+}

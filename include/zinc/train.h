@@ -1,0 +1,68 @@
+/* zinc — the trainer: one rank, ZeRO-Offload's optimizer placement.
+ *
+ * Parameters and gradients live on the device (the cpu backend, or a GPU);
+ * the fp32 master weights and AdamW's moments live in host memory and are
+ * updated by the CPU Adam, after which the parameters go back to the
+ * device — DeepSpeed's `offload_optimizer: cpu` layout, which is also the
+ * simplest correct one for the cpu backend.  A step:
+ *
+ *   grads = 0; for each of gradient_accumulation_steps micro-batches:
+ *       forward + backward (gradients add up on the device)
+ *   grads -> host; global norm; clip coefficient; (non-finite: refuse)
+ *   AdamW on the host (lr from the schedule); params -> device
+ *
+ * Checkpoints (checkpoint.dir) hold model.safetensors (Hugging Face GPT-2
+ * names and layouts), optimizer.safetensors (master, exp_avg, exp_avg_sq)
+ * and the step and data position in its metadata: resuming continues
+ * bit-for-bit.
+ */
+#ifndef ZINC_TRAIN_H
+#define ZINC_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "zinc/common.h"
+#include "zinc/configfile.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct zn_trainer;
+
+struct zn_step_info {
+	uint64_t step;        /* optimizer steps done, this one included */
+	double loss;          /* mean over the step's micro-batches */
+	double lr;
+	double grad_norm;     /* before clipping */
+	uint64_t tokens;      /* tokens processed by this step */
+	double step_s;
+	uint64_t device_bytes, device_peak; /* device memory in use / peak */
+	uint64_t host_bytes;  /* optimizer state in host memory */
+};
+
+/* Build everything a config asks for: device, kernels, model, parameters
+ * (initialised, or from checkpoint.resume / model.from), optimizer state
+ * and data.  `max_steps` sizes the LR schedule when total_num_steps is
+ * auto.  NULL + last error; the errors of bad input (data, shapes,
+ * unsupported settings) are -EINVAL/-ENOENT-style and name the key or file. */
+ZN_API struct zn_trainer *zn_trainer_create(const struct zn_config *cfg, uint64_t max_steps);
+ZN_API void zn_trainer_destroy(struct zn_trainer *t);
+
+/* Run one optimizer step. */
+ZN_API int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out);
+/* Mean validation loss over data.val_steps batches (or the whole split
+ * when 0); -ENOENT when no validation data is configured. */
+ZN_API int zn_trainer_eval(struct zn_trainer *t, double *loss);
+/* Steps done so far (after a resume: the checkpoint's). */
+ZN_API uint64_t zn_trainer_steps_done(const struct zn_trainer *t);
+/* Save a checkpoint under checkpoint.dir (atomically); 0 or -errno. */
+ZN_API int zn_trainer_save(struct zn_trainer *t);
+/* Model parameters (fp32) as one line per tensor, for humans. */
+ZN_API uint64_t zn_trainer_num_params(const struct zn_trainer *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

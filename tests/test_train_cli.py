@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""`zinc train` as a user runs it: the loss falls, JSON log fields, checkpoints,
+bit-for-bit resume, and bad input (exit 2, nothing overwritten).
+
+TAP output.  Needs $ZINC_BIN and $ZINC_TEST_DIR.
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import TapRunner  # noqa: E402
+
+ZINC = os.environ.get("ZINC_BIN", "zinc")
+t = TapRunner(scratch=True)
+
+CONFIG = """
+train_micro_batch_size_per_gpu: 4
+gradient_accumulation_steps: 2
+gradient_clipping: 1.0
+steps_per_print: 5
+optimizer: {{type: AdamW, params: {{lr: 0.003, betas: [0.9, 0.95], weight_decay: 0.1}}}}
+scheduler: {{type: WarmupDecayLR, params: {{warmup_max_lr: 0.003, warmup_num_steps: 5,
+             total_num_steps: 40, warmup_type: linear}}}}
+model: {{n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 256, seq_len: 32}}
+data: {{train: "{d}/data/t_train_*.bin", val: "{d}/data/t_val_*.bin", seed: 7,
+        val_every: 10, val_steps: 2}}
+checkpoint: {{dir: "{ckpt}", every: 10, keep: 3, resume: {resume}}}
+"""
+
+
+def make_data(d):
+    rng = random.Random(3)
+    words = ["zinc", "offload", "tensor", "adam", "swap", "nvme", "ring", "page"]
+    text = " ".join(rng.choice(words) for _ in range(40000))
+    with open(os.path.join(d, "text.txt"), "w") as f:
+        f.write(text)
+    p = subprocess.run([ZINC, "prepare-data", "--out", os.path.join(d, "data"), "--prefix", "t",
+                        "--val-fraction", "0.1", os.path.join(d, "text.txt")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def config(d, name, ckpt, resume=False):
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(CONFIG.format(d=d, ckpt=ckpt, resume="true" if resume else "false"))
+    return path
+
+
+def train(cfg, *args):
+    return subprocess.run([ZINC, "train", cfg, *args], capture_output=True, text=True, timeout=600)
+
+
+def log(path):
+    return [json.loads(line) for line in open(path)]
+
+
+@t.test
+def loss_falls_and_resume_is_exact(d):
+    make_data(d)
+    full = config(d, "full.yaml", os.path.join(d, "ck-full"))
+    p = train(full, "--json-log", os.path.join(d, "full.jsonl"))
+    assert p.returncode == 0, p.stderr
+    steps = log(os.path.join(d, "full.jsonl"))
+    assert len(steps) == 40 and steps[-1]["step"] == 40
+    for k in ("step", "loss", "lr", "tokens_per_s", "step_s"):
+        assert k in steps[0], k
+    first = sum(s["loss"] for s in steps[:3]) / 3
+    last = sum(s["loss"] for s in steps[-3:]) / 3
+    assert first > 5.0 and last < first - 1.5, (first, last)
+    assert any("val_loss" in s for s in steps)
+    assert "checkpoint: step 40" in p.stdout
+
+    # Stop at 20, then resume to 40: the same losses, bit for bit.
+    part = config(d, "part.yaml", os.path.join(d, "ck-part"))
+    p = train(part, "--max-steps", "20")
+    assert p.returncode == 0, p.stderr
+    again = config(d, "again.yaml", os.path.join(d, "ck-part"), resume=True)
+    p = train(again, "--json-log", os.path.join(d, "resumed.jsonl"))
+    assert p.returncode == 0, p.stderr
+    assert "resumed from a checkpoint" in p.stdout
+    resumed = log(os.path.join(d, "resumed.jsonl"))
+    assert [s["step"] for s in resumed] == list(range(21, 41))
+    for a, b in zip(resumed, steps[20:]):
+        assert a["loss"] == b["loss"] and a["lr"] == b["lr"], (a, b)
+
+    # The checkpoint is a Hugging Face GPT-2 state dict by name and shape.
+    latest = open(os.path.join(d, "ck-full", "latest")).read().strip()
+    b = open(os.path.join(d, "ck-full", latest, "model.safetensors"), "rb").read()
+    n = int.from_bytes(b[:8], "little")
+    h = json.loads(b[8:8 + n])
+    assert h["transformer.h.1.attn.c_attn.weight"]["shape"] == [32, 96]
+    assert h["transformer.wte.weight"]["shape"] == [256, 32]
+
+
+@t.test
+def bad_input_exits_2(d):
+    make_data(d)
+    ck = os.path.join(d, "ck")
+    good = config(d, "good.yaml", ck)
+    cases = {
+        "missing.yaml": None,
+        "syntax.yaml": "model: {n_layer: 2\n",
+        "shape.yaml": open(good).read().replace("n_embd: 32", "n_embd: 31"),
+        "nodata.yaml": open(good).read().replace("t_train_*.bin", "nothing_*.bin"),
+        "fp16.yaml": open(good).read() + "fp16: {enabled: true}\n",
+    }
+    for name, text in cases.items():
+        path = os.path.join(d, name)
+        if text is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        p = train(path, "--max-steps", "2")
+        assert p.returncode == 2, (name, p.returncode, p.stderr)
+        assert p.stderr.startswith("zinc train: "), (name, p.stderr)
+        assert not os.path.exists(ck), name
+    # A checkpoint of another shape is refused, not overwritten.
+    p = train(good, "--max-steps", "2")
+    assert p.returncode == 0, p.stderr
+    before = sorted(os.listdir(ck))
+    other = config(d, "other.yaml", ck, resume=True)
+    with open(other) as f:
+        text = f.read().replace("n_layer: 2", "n_layer: 3")
+    with open(other, "w") as f:
+        f.write(text)
+    p = train(other, "--max-steps", "4")
+    assert p.returncode == 2 and "different model" in p.stderr, p.stderr
+    assert sorted(os.listdir(ck)) == before
+
+
+if __name__ == "__main__":
+    sys.exit(t.main())
