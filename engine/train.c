@@ -49,6 +49,8 @@ struct zn_trainer {
 	struct zn_adam_hparams hp;
 	uint64_t step;
 	uint64_t host_bytes;
+	bool synthetic;                /* random tokens, no data files */
+	uint64_t rng;
 };
 
 /* ---- the parameter source: everything resident on the device ------------ */
@@ -90,7 +92,7 @@ static int dzero(void *user, void *p, size_t bytes)
 
 /* ---- creation --------------------------------------------------------------- */
 
-static int check_supported(const struct zn_config *c)
+static int check_supported(const struct zn_config *c, bool synthetic)
 {
 	if (c->fp16.enabled || c->bf16.enabled)
 		return zn_error(-EINVAL, "%s.enabled: the trainer runs fp32 only so far; set it to "
@@ -100,7 +102,7 @@ static int check_supported(const struct zn_config *c)
 					 "and offload of stage 2/3 is not wired into the trainer yet; "
 					 "use stage 0 or 1",
 				c->zero_optimization.stage);
-	if (!c->data.train[0])
+	if (!c->data.train[0] && !synthetic)
 		return zn_error(-EINVAL, "data.train: give the token shards to train on (make them "
 					 "with `zinc prepare-data`)");
 	return 0;
@@ -161,7 +163,7 @@ static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t byte
 static int load_checkpoint(struct zn_trainer *t, const char *dir);
 static int load_pretrained(struct zn_trainer *t, const char *path);
 
-struct zn_trainer *zn_trainer_create(const struct zn_config *cfg, uint64_t max_steps)
+static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps, bool synthetic)
 {
 	struct zn_trainer *t = calloc(1, sizeof(*t));
 	int rc;
@@ -171,7 +173,9 @@ struct zn_trainer *zn_trainer_create(const struct zn_config *cfg, uint64_t max_s
 		return NULL;
 	}
 	t->cfg = *cfg;
-	if (check_supported(cfg))
+	t->synthetic = synthetic;
+	t->rng = cfg->data.seed | 1;
+	if (check_supported(cfg, synthetic))
 		goto fail;
 	t->B = (int)cfg->batch.micro_batch;
 	t->accum = cfg->batch.grad_accum;
@@ -252,10 +256,10 @@ struct zn_trainer *zn_trainer_create(const struct zn_config *cfg, uint64_t max_s
 		.seed = cfg->data.seed, .shuffle = cfg->data.shuffle,
 		.vocab_size = (uint32_t)t->mcfg.vocab_size,
 	};
-	t->train = zn_data_open(&dopt);
-	if (!t->train)
+	t->train = synthetic ? NULL : zn_data_open(&dopt);
+	if (!t->train && !synthetic)
 		goto fail;
-	if (cfg->data.val[0]) {
+	if (cfg->data.val[0] && !synthetic) {
 		dopt.pattern = cfg->data.val;
 		dopt.shuffle = false;
 		t->val = zn_data_open(&dopt);
@@ -308,6 +312,16 @@ fail:
 	return NULL;
 }
 
+struct zn_trainer *zn_trainer_create(const struct zn_config *cfg, uint64_t max_steps)
+{
+	return create(cfg, max_steps, false);
+}
+
+struct zn_trainer *zn_trainer_create_synthetic(const struct zn_config *cfg, uint64_t max_steps)
+{
+	return create(cfg, max_steps, true);
+}
+
 uint64_t zn_trainer_steps_done(const struct zn_trainer *t)
 {
 	return t->step;
@@ -325,9 +339,19 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 {
 	const size_t BT = (size_t)t->B * (size_t)t->T;
 	const float *dloss;
-	int rc = zn_data_next_batch(d, t->hin, t->htgt);
-	if (rc)
+	int rc = 0;
+	if (t->synthetic) {
+		/* xorshift tokens: a benchmark needs shapes, not meaning. */
+		for (size_t i = 0; i < BT; i++) {
+			t->rng ^= t->rng << 13;
+			t->rng ^= t->rng >> 7;
+			t->rng ^= t->rng << 17;
+			t->hin[i] = (int32_t)(t->rng % (uint64_t)t->mcfg.vocab_size);
+			t->htgt[i] = (int32_t)((t->rng >> 20) % (uint64_t)t->mcfg.vocab_size);
+		}
+	} else if ((rc = zn_data_next_batch(d, t->hin, t->htgt)) != 0) {
 		return rc;
+	}
 	unsigned counted = 0;
 	for (size_t i = 0; i < BT; i++)
 		counted += t->htgt[i] >= 0;
@@ -507,7 +531,9 @@ int zn_trainer_save(struct zn_trainer *t)
 		}
 	}
 	struct zn_data_pos pos;
-	zn_data_tell(t->train, &pos);
+	memset(&pos, 0, sizeof(pos));
+	if (t->train)
+		zn_data_tell(t->train, &pos);
 	char step[32], shape[128], hex[2 * sizeof(pos) + 1];
 	for (size_t i = 0; i < sizeof(pos); i++)
 		snprintf(hex + 2 * i, 3, "%02x", ((const uint8_t *)&pos)[i]);
@@ -585,7 +611,7 @@ static int load_checkpoint(struct zn_trainer *t, const char *dir)
 			memcpy(arr[k], x->data, x->bytes);
 		}
 	}
-	if (!rc)
+	if (!rc && t->train)
 		rc = zn_data_seek(t->train, &pos);
 	if (!rc)
 		t->step = strtoull(st, NULL, 10);

@@ -97,6 +97,23 @@ def loss_falls_and_resume_is_exact(d):
 
 
 @t.test
+def bench_reports_a_ratio(d):
+    cfg = os.path.join(d, "bench.yaml")
+    with open(cfg, "w") as f:
+        f.write("train_micro_batch_size_per_gpu: 2\n"
+                "model: {n_layer: 2, n_head: 2, n_embd: 64, vocab_size: 300, seq_len: 64}\n")
+    p = train(cfg, "--bench", "--max-steps", "3")
+    assert p.returncode == 0, p.stderr
+    o = json.loads(p.stdout.strip().splitlines()[-1])
+    assert o["gflops"] > 0 and o["sgemm_gflops"] > 0, o
+    assert abs(o["ratio"] - o["gflops"] / o["sgemm_gflops"]) < 0.01, o
+    # 3 (24 BT C^2 + 2 B T^2 C) per layer + 3 * 2 BT C Vp, Vp = 384.
+    BT, B, T, C, L, Vp = 128, 2, 64, 64, 2, 384
+    want = 3 * (L * (24 * BT * C * C + 2 * B * T * T * C) + 2 * BT * C * Vp)
+    assert abs(o["flops_per_step"] - want) < 1e-3 * want, (o, want)
+
+
+@t.test
 def bad_input_exits_2(d):
     make_data(d)
     ck = os.path.join(d, "ck")

@@ -17,12 +17,18 @@
 #include "json.h"
 #include "options.h"
 #include "util.h"
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+
 #include "zinc/configfile.h"
+#include "zinc/hostmem.h"
 #include "zinc/train.h"
 
 struct train_args {
 	uint64_t max_steps;
 	const char *json_log;
+	bool bench;
 };
 
 static const struct opt options[] = {
@@ -31,6 +37,9 @@ static const struct opt options[] = {
 		struct train_args, max_steps, 1, 1ull << 40),
 	OPT_STR("json-log", "FILE", NULL, "also write one JSON object per step to FILE",
 		struct train_args, json_log),
+	OPT_BOOL("bench", "measure: a few steps on random tokens (CONFIG optional: GPT-2 124M "
+		 "with batch 4 x 1024), FLOP/s against OpenBLAS sgemm on the model's largest "
+		 "matmul, in the same run", struct train_args, bench),
 };
 
 static volatile sig_atomic_t interrupted;
@@ -70,26 +79,123 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val)
 	fflush(f);
 }
 
+/* Best of 3 OpenBLAS sgemm runs of (M x K) @ (K x N), with OpenBLAS's own
+ * threads on every core; GFLOP/s. */
+extern void openblas_set_num_threads(int);
+static double sgemm_gflops(int M, int N, int K)
+{
+	size_t a = (size_t)M * K, b = (size_t)K * N, c = (size_t)M * N;
+	float *A = zn_hostmem_alloc(a * 4, ZN_HOSTMEM_HUGE), *Bm = zn_hostmem_alloc(b * 4, ZN_HOSTMEM_HUGE),
+	      *Cm = zn_hostmem_alloc(c * 4, ZN_HOSTMEM_HUGE);
+	double best = 0;
+	if (!A || !Bm || !Cm)
+		goto out;
+	for (size_t i = 0; i < a; i++)
+		A[i] = (float)(i % 13) * 0.01f;
+	for (size_t i = 0; i < b; i++)
+		Bm[i] = (float)(i % 7) * 0.01f;
+	openblas_set_num_threads((int)sysconf(_SC_NPROCESSORS_ONLN));
+	for (int r = 0; r < 3; r++) {
+		double t0 = tool_now_s();
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, Bm, K, 0.0f,
+			    Cm, N);
+		double g = 2.0 * M * N * K / (tool_now_s() - t0) / 1e9;
+		best = g > best ? g : best;
+	}
+out:
+	zn_hostmem_free(A, a * 4);
+	zn_hostmem_free(Bm, b * 4);
+	zn_hostmem_free(Cm, c * 4);
+	return best;
+}
+
+/* zinc train --bench: FLOP/s of whole steps against raw sgemm. */
+static int bench(struct zn_config *cfg, uint64_t steps)
+{
+	const double L = cfg->model.n_layer, C = cfg->model.n_embd, T = cfg->model.seq_len;
+	const double B = cfg->batch.micro_batch, A = cfg->batch.grad_accum;
+	const double Vp = ceil(cfg->model.vocab_size / 128.0) * 128.0, BT = B * T;
+	/* Forward: the block matmuls 24 BT C^2 per layer, causal attention
+	 * 2 B T^2 C per layer, the classifier 2 BT C Vp; backward twice that. */
+	const double flops = 3.0 * A * (L * (24.0 * BT * C * C + 2.0 * B * T * T * C) +
+					2.0 * BT * C * Vp);
+	if (steps < 2)
+		steps = 3;
+	printf("zinc train --bench: GPT-2 %u layers, %u heads, %u channels, vocab %u, batch %u x "
+	       "%u x %u accumulation, %" PRIu64 " steps (the first is warm-up), random tokens\n",
+	       cfg->model.n_layer, cfg->model.n_head, cfg->model.n_embd, cfg->model.vocab_size,
+	       cfg->batch.micro_batch, cfg->model.seq_len, cfg->batch.grad_accum, steps);
+	fflush(stdout);
+	double ref0 = sgemm_gflops((int)BT, (int)Vp, (int)C);
+	struct zn_trainer *t = zn_trainer_create_synthetic(cfg, steps);
+	if (!t) {
+		fprintf(stderr, "zinc train: %s\n", zn_last_error());
+		return 2;
+	}
+	double times[64];
+	unsigned n = 0;
+	for (uint64_t i = 0; i < steps && n < 64; i++) {
+		struct zn_step_info s;
+		if (zn_trainer_step(t, &s) != 0) {
+			fprintf(stderr, "zinc train: %s\n", zn_last_error());
+			zn_trainer_destroy(t);
+			return 1;
+		}
+		printf("  step %" PRIu64 ": %.3f s, %.1f GFLOP/s, loss %.3f\n", i + 1, s.step_s,
+		       flops / s.step_s / 1e9, s.loss);
+		fflush(stdout);
+		if (i > 0)
+			times[n++] = s.step_s;
+	}
+	zn_trainer_destroy(t);
+	double ref1 = sgemm_gflops((int)BT, (int)Vp, (int)C);
+	double step_s = tool_median(times, n), model = flops / step_s / 1e9;
+	double ref = (ref0 + ref1) / 2;
+	printf("model: %.1f GFLOP/s (%.2f TFLOP per step, median step %.3f s)\n", model,
+	       flops / 1e12, step_s);
+	printf("OpenBLAS sgemm %d x %d x %d: %.1f GFLOP/s (before %.1f, after %.1f)\n", (int)BT,
+	       (int)Vp, (int)C, ref, ref0, ref1);
+	printf("ratio: %.2f\n", model / ref);
+	printf("{\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"ratio\":%.3f,\"step_s\":%.4f,"
+	       "\"flops_per_step\":%.4g}\n", model, ref, model / ref, step_s, flops);
+	return 0;
+}
+
 int cmd_train(int argc, char **argv)
 {
 	struct train_args a = { 0 };
 	struct zn_config cfg;
 	char sz[32], sz2[32];
 	int rc = opts_parse("zinc train", options, ARRAY_SIZE(options), argc, argv, &a,
-			    "CONFIG [--max-steps N] [--json-log FILE]");
+			    "CONFIG [--max-steps N] [--json-log FILE] | --bench [CONFIG]");
 	if (rc == -2)
 		return 0;
 	if (rc < 0)
 		return 2;
-	if (rc != argc - 1) {
+	if (rc != argc - 1 && !(a.bench && rc == argc)) {
 		fprintf(stderr, "zinc train: give exactly one config file; see --help\n");
 		return 2;
 	}
-	const char *path = argv[rc];
+	const char *path = rc < argc ? argv[rc] : NULL;
 	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
-	if (zn_config_load_file(path, &cfg) != 0) {
+	if (path && zn_config_load_file(path, &cfg) != 0) {
 		fprintf(stderr, "zinc train: %s\n", zn_last_error());
 		return 2;
+	}
+	if (a.bench) {
+		if (!path) {
+			/* GPT-2 124M, llm.c's batch. */
+			zn_config_default(&cfg);
+			cfg.model.n_layer = 12;
+			cfg.model.n_head = 12;
+			cfg.model.n_embd = 768;
+			cfg.model.vocab_size = 50257;
+			cfg.model.seq_len = 1024;
+			cfg.batch.micro_batch = 4;
+			cfg.batch.grad_accum = 1;
+			cfg.batch.train_batch_size = 4;
+		}
+		return bench(&cfg, a.max_steps);
 	}
 	uint64_t max_steps = a.max_steps ? a.max_steps : cfg.scheduler.params.total_num_steps;
 	if (!max_steps) {

@@ -48,6 +48,11 @@ struct zn_step_info {
  * auto.  NULL + last error; the errors of bad input (data, shapes,
  * unsupported settings) are -EINVAL/-ENOENT-style and name the key or file. */
 ZN_API struct zn_trainer *zn_trainer_create(const struct zn_config *cfg, uint64_t max_steps);
+
+/* The same with random tokens instead of data files (no data section
+ * needed): for benchmarks (zinc train --bench). */
+ZN_API struct zn_trainer *zn_trainer_create_synthetic(const struct zn_config *cfg,
+						      uint64_t max_steps);
 ZN_API void zn_trainer_destroy(struct zn_trainer *t);
 
 /* Run one optimizer step. */
