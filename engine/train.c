@@ -51,6 +51,10 @@ struct zn_trainer {
 	uint64_t host_bytes;
 	bool synthetic;                /* random tokens, no data files */
 	uint64_t rng;
+	enum zn_dtype dtype;           /* precision parameters and gradients are rounded to */
+	void *round_buf;               /* device scratch for rounding, 2 bytes per element */
+	struct zn_loss_scaler scaler;
+	uint64_t updates;              /* optimizer updates applied (Adam's step, the LR's) */
 };
 
 /* ---- the parameter source: everything resident on the device ------------ */
@@ -94,9 +98,6 @@ static int dzero(void *user, void *p, size_t bytes)
 
 static int check_supported(const struct zn_config *c, bool synthetic)
 {
-	if (c->fp16.enabled || c->bf16.enabled)
-		return zn_error(-EINVAL, "%s.enabled: the trainer runs fp32 only so far; set it to "
-					 "false", c->fp16.enabled ? "fp16" : "bf16");
 	if (c->zero_optimization.stage > 1)
 		return zn_error(-EINVAL, "zero_optimization.stage %u: one rank needs no partitioning "
 					 "and offload of stage 2/3 is not wired into the trainer yet; "
@@ -128,6 +129,8 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	if (!t)
 		return;
 	zn_gpt2_destroy(t->model);
+	if (t->round_buf)
+		zn_device_free(t->dev, t->round_buf);
 	free_states(t);
 	free(t->t);
 	free(t->first);
@@ -161,6 +164,18 @@ static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t byte
 }
 
 static int load_checkpoint(struct zn_trainer *t, const char *dir);
+
+/* Round n fp32 values on the device to the training dtype's precision and
+ * range (fp16 overflow becomes Inf), keeping fp32 storage. */
+static int round_to_dtype(struct zn_trainer *t, void *x, size_t n)
+{
+	if (t->dtype == ZN_DTYPE_F32)
+		return 0;
+	int rc = t->k->cast(t->kctx, t->round_buf, t->dtype, x, ZN_DTYPE_F32, n);
+	if (!rc)
+		rc = t->k->cast(t->kctx, x, ZN_DTYPE_F32, t->round_buf, t->dtype, n);
+	return rc;
+}
 static int load_pretrained(struct zn_trainer *t, const char *path);
 
 static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps, bool synthetic)
@@ -250,6 +265,19 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		}
 	}
 
+	/* 16-bit training: rounding scratch as large as the largest tensor. */
+	t->dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled ? ZN_DTYPE_BF16
+									  : ZN_DTYPE_F32;
+	if (zn_loss_scaler_init(&t->scaler, &cfg->fp16))
+		goto fail;
+	if (t->dtype != ZN_DTYPE_F32) {
+		size_t most = 0;
+		for (unsigned i = 0; i < t->nt; i++)
+			most = ZN_MAX(most, t->t[i].d.numel);
+		if (zn_device_alloc(t->dev, most * 2, &t->round_buf))
+			goto fail;
+	}
+
 	/* Data. */
 	struct zn_data_options dopt = {
 		.pattern = cfg->data.train, .B = (uint32_t)t->B, .T = (uint32_t)t->T,
@@ -303,6 +331,8 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	}
 	for (unsigned i = 0; i < t->nt; i++) {
 		rc = to_device(t, t->t[i].dparam, t->t[i].master, t->t[i].d.numel * 4);
+		if (!rc)
+			rc = round_to_dtype(t, t->t[i].dparam, t->t[i].d.numel);
 		if (rc)
 			goto fail;
 	}
@@ -360,7 +390,9 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 	struct zn_param_source src = { t, fetch, release };
 	/* DeepSpeed's scaling: each micro-batch's mean loss, divided by the
 	 * accumulation steps. */
-	float gs = counted ? 1.0f / ((float)counted * scale_den) : 0.0f;
+	float gs = counted ? (float)(backward ? t->scaler.scale : 1.0) /
+				     ((float)counted * scale_den)
+			   : 0.0f;
 	rc = zn_gpt2_forward(t->model, &src, t->din, t->dtgt, NULL, backward, gs, &dloss);
 	if (!rc && backward)
 		rc = zn_gpt2_backward(t->model, &src, t->din);
@@ -392,32 +424,49 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			return rc;
 		loss_sum += l;
 	}
-	/* Gradients to the host; global norm over every tensor. */
+	/* Gradients in the training dtype, then to the host; global norm over
+	 * every tensor (of the scaled gradients). */
 	double sumsq = 0;
 	bool finite = true;
 	struct zn_adam_exec ex = { .pool = t->pool };
+	const double scale = t->scaler.scale;
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_grad_stats gst;
-		if ((rc = to_host(t, s->grad, s->dgrad, s->d.numel * 4)) ||
+		if ((rc = round_to_dtype(t, s->dgrad, s->d.numel)) ||
+		    (rc = zn_device_stream_synchronize(t->stream)) ||
+		    (rc = to_host(t, s->grad, s->dgrad, s->d.numel * 4)) ||
 		    (rc = zn_adam_grad_check(s->grad, ZN_ADAM_FP32, s->d.numel, &ex, &gst)))
 			return rc;
 		sumsq += gst.sumsq;
 		finite &= gst.finite;
 	}
-	double norm = sqrt(sumsq);
-	if (!finite)
-		return zn_error(-ERANGE, "step %" PRIu64 ": the gradients hold Inf or NaN in fp32 "
-					 "training (the loss diverged); lower optimizer.params.lr "
-					 "or set gradient_clipping",
+	double norm = sqrt(sumsq) / scale;
+	bool skipped = false;
+	if (!finite && t->dtype != ZN_DTYPE_F16)
+		return zn_error(-ERANGE, "step %" PRIu64 ": the gradients hold Inf or NaN (the loss "
+					 "diverged); lower optimizer.params.lr or set "
+					 "gradient_clipping",
 				t->step + 1);
+	if (!finite) {
+		/* fp16 overflow: skip the update, lower the scale (DeepSpeed). */
+		skipped = true;
+		rc = zn_loss_scaler_update(&t->scaler, true);
+		if (rc)
+			return zn_error(rc, "step %" PRIu64 ": fp16 gradients overflow even at the "
+					    "minimum loss scale %g; raise fp16.min_loss_scale "
+					    "or train in bf16",
+					t->step + 1, t->scaler.min_scale);
+		zn_info("step %" PRIu64 ": fp16 gradient overflow; step skipped, loss scale "
+			"lowered to %g", t->step + 1, t->scaler.scale);
+	}
 	/* DeepSpeed's clipping: scale by max_norm / (norm + 1e-6) when below 1. */
 	float clip = 1.0f;
 	if (t->cfg.gradient_clipping > 0 && norm > t->cfg.gradient_clipping)
 		clip = (float)(t->cfg.gradient_clipping / (norm + 1e-6));
 	struct zn_adam_hparams hp = t->hp;
-	hp.lr = zn_lr_at(&t->sched, t->step);
-	for (unsigned i = 0; i < t->nt; i++) {
+	hp.lr = zn_lr_at(&t->sched, t->updates);
+	for (unsigned i = 0; i < t->nt && !skipped; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_hparams h = hp;
 		/* Weight decay on matrices only, as GPT-2/llm.c (not biases,
@@ -427,8 +476,15 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		struct zn_adam_tensors at = { .n = s->d.numel, .param = s->master, .grad = s->grad,
 					      .grad_dtype = ZN_ADAM_FP32, .exp_avg = s->m,
 					      .exp_avg_sq = s->v };
-		if ((rc = zn_adam_step(&h, t->step + 1, clip, &at, &ex)) ||
-		    (rc = to_device(t, s->dparam, s->master, s->d.numel * 4)))
+		/* Unscale and clip, fused into the update. */
+		if ((rc = zn_adam_step(&h, t->updates + 1, (float)(clip / scale), &at, &ex)) ||
+		    (rc = to_device(t, s->dparam, s->master, s->d.numel * 4)) ||
+		    (rc = round_to_dtype(t, s->dparam, s->d.numel)))
+			return rc;
+	}
+	if (!skipped) {
+		t->updates++;
+		if ((rc = zn_loss_scaler_update(&t->scaler, false)))
 			return rc;
 	}
 	t->step++;
@@ -440,6 +496,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			.tokens = (uint64_t)t->B * (uint64_t)t->T * t->accum,
 			.step_s = (double)(zn_now_ns() - t0) / 1e9, .device_bytes = ms.in_use,
 			.device_peak = ms.peak, .host_bytes = t->host_bytes,
+			.loss_scale = scale, .skipped = skipped,
 		};
 	}
 	return 0;
@@ -534,20 +591,25 @@ int zn_trainer_save(struct zn_trainer *t)
 	memset(&pos, 0, sizeof(pos));
 	if (t->train)
 		zn_data_tell(t->train, &pos);
-	char step[32], shape[128], hex[2 * sizeof(pos) + 1];
+	char step[32], updates[32], shape[128], hex[2 * sizeof(pos) + 1];
+	char shex[2 * sizeof(t->scaler) + 1];
 	for (size_t i = 0; i < sizeof(pos); i++)
 		snprintf(hex + 2 * i, 3, "%02x", ((const uint8_t *)&pos)[i]);
+	for (size_t i = 0; i < sizeof(t->scaler); i++)
+		snprintf(shex + 2 * i, 3, "%02x", ((const uint8_t *)&t->scaler)[i]);
 	snprintf(step, sizeof(step), "%" PRIu64, t->step);
+	snprintf(updates, sizeof(updates), "%" PRIu64, t->updates);
 	snprintf(shape, sizeof(shape), "gpt2 n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
 				       "seq_len=%d", t->mcfg.n_layer, t->mcfg.n_head,
 		 t->mcfg.n_embd, t->mcfg.vocab_size, t->mcfg.max_seq_len);
 	struct zn_st_meta mmeta[1] = { { "format", "pt" } };
-	struct zn_st_meta ometa[4] = { { "zinc.step", step }, { "zinc.data_pos", hex },
-				       { "zinc.model", shape }, { "zinc.version", zn_version() } };
+	struct zn_st_meta ometa[6] = { { "zinc.step", step }, { "zinc.data_pos", hex },
+				       { "zinc.model", shape }, { "zinc.version", zn_version() },
+				       { "zinc.updates", updates }, { "zinc.loss_scaler", shex } };
 	rc = zn_st_write(zn_ckpt_file(c, "model.safetensors"), mt, t->nt, mmeta, 1);
 	if (!rc)
 		rc = zn_st_write(zn_ckpt_file(c, "optimizer.safetensors"), ot, 3 * (size_t)t->nt,
-				 ometa, 4);
+				 ometa, 6);
 out:
 	if (rc) {
 		zn_ckpt_abort(c);
@@ -613,8 +675,19 @@ static int load_checkpoint(struct zn_trainer *t, const char *dir)
 	}
 	if (!rc && t->train)
 		rc = zn_data_seek(t->train, &pos);
-	if (!rc)
+	const char *up = zn_st_metadata(f, "zinc.updates");
+	const char *sc = zn_st_metadata(f, "zinc.loss_scaler");
+	if (!rc && (!up || !sc || strlen(sc) != 2 * sizeof(t->scaler)))
+		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its update count or loss scaler", dir);
+	for (size_t i = 0; !rc && i < sizeof(t->scaler); i++) {
+		unsigned b;
+		sscanf(sc + 2 * i, "%2x", &b);
+		((uint8_t *)&t->scaler)[i] = (uint8_t)b;
+	}
+	if (!rc) {
 		t->step = strtoull(st, NULL, 10);
+		t->updates = strtoull(up, NULL, 10);
+	}
 out:
 	zn_st_close(f);
 	return rc;

@@ -28,7 +28,10 @@ model: {{n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 256, seq_len: 32}}
 data: {{train: "{d}/data/t_train_*.bin", val: "{d}/data/t_val_*.bin", seed: 7,
         val_every: 10, val_steps: 2}}
 checkpoint: {{dir: "{ckpt}", every: 10, keep: 3, resume: {resume}}}
+{extra}
 """
+FP16 = "fp16: {enabled: true, initial_scale_power: 30, hysteresis: 1, loss_scale_window: 10}"
+BF16 = "bf16: {enabled: true}"
 
 
 def make_data(d):
@@ -43,10 +46,11 @@ def make_data(d):
     assert p.returncode == 0, p.stderr
 
 
-def config(d, name, ckpt, resume=False):
+def config(d, name, ckpt, resume=False, extra=""):
     path = os.path.join(d, name)
     with open(path, "w") as f:
-        f.write(CONFIG.format(d=d, ckpt=ckpt, resume="true" if resume else "false"))
+        f.write(CONFIG.format(d=d, ckpt=ckpt, resume="true" if resume else "false",
+                              extra=extra))
     return path
 
 
@@ -97,6 +101,35 @@ def loss_falls_and_resume_is_exact(d):
 
 
 @t.test
+def fp16_and_bf16_train_and_resume_exactly(d):
+    make_data(d)
+    for tag, extra in (("fp16", FP16), ("bf16", BF16)):
+        full = config(d, tag + "-full.yaml", os.path.join(d, tag + "-ck-full"), extra=extra)
+        p = train(full, "--json-log", os.path.join(d, tag + ".jsonl"))
+        assert p.returncode == 0, (tag, p.stderr)
+        steps = log(os.path.join(d, tag + ".jsonl"))
+        assert steps[-1]["loss"] < steps[0]["loss"] - 1.5, (tag, steps[0], steps[-1])
+        if tag == "fp16":
+            # 2^30 overflows at first: skipped steps, each halving the scale.
+            skipped = [s for s in steps if s["skipped"]]
+            assert skipped and steps[0]["skipped"], steps[:3]
+            half = steps[0]["loss_scale"] / 2
+            assert abs(steps[1]["loss_scale"] - half) <= 1e-5 * half, steps[:2]
+            assert not steps[-1]["skipped"]
+        else:
+            assert all(s["loss_scale"] == 1 and not s["skipped"] for s in steps)
+        part = config(d, tag + "-part.yaml", os.path.join(d, tag + "-ck"), extra=extra)
+        assert train(part, "--max-steps", "20").returncode == 0
+        again = config(d, tag + "-again.yaml", os.path.join(d, tag + "-ck"), resume=True,
+                       extra=extra)
+        p = train(again, "--json-log", os.path.join(d, tag + "-resumed.jsonl"))
+        assert p.returncode == 0, (tag, p.stderr)
+        resumed = log(os.path.join(d, tag + "-resumed.jsonl"))
+        for a, b in zip(resumed, steps[20:]):
+            assert (a["loss"], a["loss_scale"]) == (b["loss"], b["loss_scale"]), (tag, a, b)
+
+
+@t.test
 def bench_reports_a_ratio(d):
     cfg = os.path.join(d, "bench.yaml")
     with open(cfg, "w") as f:
@@ -123,7 +156,7 @@ def bad_input_exits_2(d):
         "syntax.yaml": "model: {n_layer: 2\n",
         "shape.yaml": open(good).read().replace("n_embd: 32", "n_embd: 31"),
         "nodata.yaml": open(good).read().replace("t_train_*.bin", "nothing_*.bin"),
-        "fp16.yaml": open(good).read() + "fp16: {enabled: true}\n",
+        "both.yaml": open(good).read() + "fp16: {enabled: true}\nbf16: {enabled: true}\n",
     }
     for name, text in cases.items():
         path = os.path.join(d, name)

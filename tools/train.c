@@ -71,6 +71,10 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val)
 	json_uint(&j, s->device_bytes);
 	json_key(&j, "host_bytes");
 	json_uint(&j, s->host_bytes);
+	json_key(&j, "loss_scale");
+	json_double(&j, s->loss_scale);
+	json_key(&j, "skipped");
+	json_bool(&j, s->skipped);
 	if (val >= 0) {
 		json_key(&j, "val_loss");
 		json_double(&j, val);
@@ -254,9 +258,13 @@ int cmd_train(int argc, char **argv)
 		if (s.step % print_every == 0 || s.step == max_steps || val >= 0) {
 			if (tty)
 				fprintf(stderr, "\r\033[K");
-			printf("step %6" PRIu64 "/%" PRIu64 " | loss %.4f | lr %.2e | norm %.3f | "
+			char scale[48] = "";
+			if (cfg.fp16.enabled)
+				snprintf(scale, sizeof(scale), " | scale %g%s", s.loss_scale,
+					 s.skipped ? " (overflow: skipped)" : "");
+			printf("step %6" PRIu64 "/%" PRIu64 " | loss %.4f | lr %.2e | norm %.3f%s | "
 			       "%.0f tok/s | %.3f s | device %s (peak %s)%s",
-			       s.step, max_steps, s.loss, s.lr, s.grad_norm,
+			       s.step, max_steps, s.loss, s.lr, s.grad_norm, scale,
 			       (double)s.tokens / s.step_s, s.step_s,
 			       zn_format_size(s.device_bytes, sz, sizeof(sz)),
 			       zn_format_size(s.device_peak, sz2, sizeof(sz2)),

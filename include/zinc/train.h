@@ -11,6 +11,12 @@
  *   grads -> host; global norm; clip coefficient; (non-finite: refuse)
  *   AdamW on the host (lr from the schedule); params -> device
  *
+ * Precision: fp32; bf16 and fp16 keep fp32 storage on the cpu backend but
+ * round parameters and gradients to the 16-bit type after each update and
+ * each backward, so values, overflow and the need for a loss scale are the
+ * 16-bit type's; fp16 uses DeepSpeed's dynamic loss scaler (an overflowing
+ * step is skipped and the scale lowered).
+ *
  * Checkpoints (checkpoint.dir) hold model.safetensors (Hugging Face GPT-2
  * names and layouts), optimizer.safetensors (master, exp_avg, exp_avg_sq)
  * and the step and data position in its metadata: resuming continues
@@ -40,6 +46,8 @@ struct zn_step_info {
 	double step_s;
 	uint64_t device_bytes, device_peak; /* device memory in use / peak */
 	uint64_t host_bytes;  /* optimizer state in host memory */
+	double loss_scale;    /* fp16: the dynamic loss scale used by this step; else 1 */
+	bool skipped;         /* fp16: the gradients overflowed; no update, scale lowered */
 };
 
 /* Build everything a config asks for: device, kernels, model, parameters
