@@ -16,6 +16,7 @@
 #include "zinc/precision.h"
 #include "zinc/safetensors.h"
 #include "zinc/threadpool.h"
+#include "zinc/trace.h"
 #include "zinc/train.h"
 
 #define MAX_TENSORS (12 * 1024 + 8)
@@ -55,7 +56,13 @@ struct zn_trainer {
 	void *round_buf;               /* device scratch for rounding, 2 bytes per element */
 	struct zn_loss_scaler scaler;
 	uint64_t updates;              /* optimizer updates applied (Adam's step, the LR's) */
+	struct zn_trace *trace;        /* optional */
 };
+
+void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
+{
+	t->trace = trace;
+}
 
 /* ---- the parameter source: everything resident on the device ------------ */
 
@@ -393,9 +400,14 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 	float gs = counted ? (float)(backward ? t->scaler.scale : 1.0) /
 				     ((float)counted * scale_den)
 			   : 0.0f;
+	uint64_t t0 = zn_now_ns();
 	rc = zn_gpt2_forward(t->model, &src, t->din, t->dtgt, NULL, backward, gs, &dloss);
-	if (!rc && backward)
+	uint64_t t1 = zn_now_ns();
+	zn_trace_span(t->trace, backward ? "forward" : "eval", "compute", "device", t0, t1, 0);
+	if (!rc && backward) {
 		rc = zn_gpt2_backward(t->model, &src, t->din);
+		zn_trace_span(t->trace, "backward", "compute", "device", t1, zn_now_ns(), 0);
+	}
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
 	if (!rc)
@@ -430,6 +442,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	bool finite = true;
 	struct zn_adam_exec ex = { .pool = t->pool };
 	const double scale = t->scaler.scale;
+	uint64_t tg = zn_now_ns();
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_grad_stats gst;
@@ -441,6 +454,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		sumsq += gst.sumsq;
 		finite &= gst.finite;
 	}
+	zn_trace_span(t->trace, "gradients to host", "copy", "copies", tg, zn_now_ns(), 0);
 	double norm = sqrt(sumsq) / scale;
 	bool skipped = false;
 	if (!finite && t->dtype != ZN_DTYPE_F16)
@@ -466,6 +480,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		clip = (float)(t->cfg.gradient_clipping / (norm + 1e-6));
 	struct zn_adam_hparams hp = t->hp;
 	hp.lr = zn_lr_at(&t->sched, t->updates);
+	uint64_t ta = zn_now_ns();
 	for (unsigned i = 0; i < t->nt && !skipped; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_hparams h = hp;
@@ -482,6 +497,8 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		    (rc = round_to_dtype(t, s->dparam, s->d.numel)))
 			return rc;
 	}
+	zn_trace_span(t->trace, skipped ? "skipped (overflow)" : "adam + params to device",
+		      "optimizer", "host", ta, zn_now_ns(), 0);
 	if (!skipped) {
 		t->updates++;
 		if ((rc = zn_loss_scaler_update(&t->scaler, false)))
@@ -693,10 +710,71 @@ out:
 	return rc;
 }
 
+/* llm.c's GPT-2 checkpoint (train_gpt2.c, gpt2_124M.bin): a 256-int32
+ * header {20240326, version 3 = fp32, maxT, V, L, NH, C, Vp}, then every
+ * parameter as one array per kind over all layers, in this order: wte
+ * (Vp,C), wpe (maxT,C), ln1w, ln1b, qkvw (L,3C,C), qkvb, attprojw (L,C,C),
+ * attprojb, ln2w, ln2b, fcw (L,4C,C), fcb, fcprojw (L,C,4C), fcprojb, lnfw,
+ * lnfb.  Its matrices are (OC, C), zinc's layout. */
+#define LLMC_MAGIC 20240326
+static int load_llmc(struct zn_trainer *t, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	int32_t h[256];
+	int rc = 0;
+	if (!f)
+		return zn_error(-errno, "cannot open '%s': %s", path, strerror(errno));
+	if (fread(h, 4, 256, f) != 256 || h[0] != LLMC_MAGIC) {
+		fclose(f);
+		return zn_error(-EINVAL, "'%s' is not an llm.c GPT-2 checkpoint (magic %d)", path,
+				LLMC_MAGIC);
+	}
+	const struct zn_gpt2_config *c = &t->mcfg;
+	if (h[1] != 3) {
+		fclose(f);
+		return zn_error(-EINVAL, "'%s': llm.c checkpoint version %d; only version 3 (fp32) "
+					 "is read", path, h[1]);
+	}
+	if (h[2] != c->max_seq_len || h[3] != c->vocab_size || h[4] != c->n_layer ||
+	    h[5] != c->n_head || h[6] != c->n_embd || h[7] != c->padded_vocab) {
+		fclose(f);
+		return zn_error(-EINVAL, "'%s' holds GPT-2 maxT %d, V %d, L %d, NH %d, C %d, Vp %d; "
+					 "set the model section to match (seq_len, vocab_size, "
+					 "n_layer, n_head, n_embd)",
+				path, h[2], h[3], h[4], h[5], h[6], h[7]);
+	}
+	/* The 12 per-layer kinds run over all layers before the next kind; their
+	 * order is zinc's tensor order within a block. */
+	const unsigned L = (unsigned)c->n_layer;
+	for (unsigned e = 0; e < 2 && !rc; e++) /* wte, wpe */
+		if (fread(t->t[t->first[0] + e].master, 4, t->t[t->first[0] + e].d.numel, f) !=
+		    t->t[t->first[0] + e].d.numel)
+			rc = -EIO;
+	for (unsigned k = 0; k < 12 && !rc; k++)
+		for (unsigned l = 0; l < L && !rc; l++) {
+			struct tstate *s = &t->t[t->first[l + 1] + k];
+			if (fread(s->master, 4, s->d.numel, f) != s->d.numel)
+				rc = -EIO;
+		}
+	for (unsigned e = 0; e < 2 && !rc; e++) { /* ln_f */
+		struct tstate *s = &t->t[t->first[L + 1] + e];
+		if (fread(s->master, 4, s->d.numel, f) != s->d.numel)
+			rc = -EIO;
+	}
+	fclose(f);
+	if (rc)
+		return zn_error(rc, "'%s' is truncated: shorter than its header's model", path);
+	return 0;
+}
+
 /* Fine-tuning: a Hugging Face GPT-2 model.safetensors (names with or
- * without "transformer."; Conv1D weights transposed back). */
+ * without "transformer."; Conv1D weights transposed back), or llm.c's
+ * .bin checkpoint. */
 static int load_pretrained(struct zn_trainer *t, const char *path)
 {
+	size_t n = strlen(path);
+	if (n > 4 && strcmp(path + n - 4, ".bin") == 0)
+		return load_llmc(t, path);
 	struct zn_st_file *f = zn_st_open(path);
 	int rc = 0;
 	if (!f)

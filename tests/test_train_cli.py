@@ -66,8 +66,13 @@ def log(path):
 def loss_falls_and_resume_is_exact(d):
     make_data(d)
     full = config(d, "full.yaml", os.path.join(d, "ck-full"))
-    p = train(full, "--json-log", os.path.join(d, "full.jsonl"))
+    p = train(full, "--json-log", os.path.join(d, "full.jsonl"), "--trace",
+              os.path.join(d, "trace.json"))
     assert p.returncode == 0, p.stderr
+    spans = json.load(open(os.path.join(d, "trace.json")))["traceEvents"]
+    names = {e["name"] for e in spans if e["ph"] == "X"}
+    assert {"forward", "backward", "gradients to host"} <= names, names
+    assert sum(e.get("name") == "forward" for e in spans) == 40 * 2  # 2 micro-batches
     steps = log(os.path.join(d, "full.jsonl"))
     assert len(steps) == 40 and steps[-1]["step"] == 40
     for k in ("step", "loss", "lr", "tokens_per_s", "step_s"):
@@ -127,6 +132,67 @@ def fp16_and_bf16_train_and_resume_exactly(d):
         resumed = log(os.path.join(d, tag + "-resumed.jsonl"))
         for a, b in zip(resumed, steps[20:]):
             assert (a["loss"], a["loss_scale"]) == (b["loss"], b["loss_scale"]), (tag, a, b)
+
+
+def to_llmc(model_st, out, L, C, V, Vp, maxT):
+    """Write zinc's Hugging Face model.safetensors as llm.c's gpt2 .bin (v3)."""
+    import struct
+    b = open(model_st, "rb").read()
+    n = int.from_bytes(b[:8], "little")
+    h = json.loads(b[8:8 + n])
+    data = b[8 + n:]
+
+    def arr(name, transpose=False):
+        e = h["transformer." + name]
+        s, end = e["data_offsets"]
+        v = list(struct.unpack("<%df" % ((end - s) // 4), data[s:end]))
+        if transpose:  # HF Conv1D (C, OC) -> llm.c (OC, C)
+            r, c = e["shape"]
+            v = [v[i * c + j] for j in range(c) for i in range(r)]
+        return v
+    hdr = [20240326, 3, maxT, V, L, 2, C, Vp] + [0] * 248
+    out_f = open(out, "wb")
+    out_f.write(struct.pack("<256i", *hdr))
+    wte = arr("wte.weight") + [0.0] * ((Vp - V) * C)
+    vals = wte + arr("wpe.weight")
+    kinds = [("ln_1.weight", 0), ("ln_1.bias", 0), ("attn.c_attn.weight", 1),
+             ("attn.c_attn.bias", 0), ("attn.c_proj.weight", 1), ("attn.c_proj.bias", 0),
+             ("ln_2.weight", 0), ("ln_2.bias", 0), ("mlp.c_fc.weight", 1), ("mlp.c_fc.bias", 0),
+             ("mlp.c_proj.weight", 1), ("mlp.c_proj.bias", 0)]
+    for name, tr in kinds:
+        for layer in range(L):
+            vals += arr("h.%d.%s" % (layer, name), tr)
+    vals += arr("ln_f.weight") + arr("ln_f.bias")
+    out_f.write(struct.pack("<%df" % len(vals), *vals))
+    out_f.close()
+
+
+@t.test
+def starts_from_safetensors_and_llmc(d):
+    make_data(d)
+    base = config(d, "base.yaml", os.path.join(d, "ck"))
+    assert train(base, "--max-steps", "10").returncode == 0
+    latest = open(os.path.join(d, "ck", "latest")).read().strip()
+    st = os.path.join(d, "ck", latest, "model.safetensors")
+    binf = os.path.join(d, "gpt2.bin")
+    to_llmc(st, binf, 2, 32, 256, 256, 32)
+    losses = []
+    for src in (st, binf):
+        cfg = config(d, "ft.yaml", os.path.join(d, "ck-ft"))
+        with open(cfg) as f:
+            text = f.read().replace("seq_len: 32}", "seq_len: 32, from: \"%s\"}" % src)
+        with open(cfg, "w") as f:
+            f.write(text)
+        p = train(cfg, "--max-steps", "1", "--json-log", os.path.join(d, "ft.jsonl"))
+        assert p.returncode == 0, p.stderr
+        losses.append(log(os.path.join(d, "ft.jsonl"))[0]["loss"])
+    # Both start from the trained weights: the same loss, far below a fresh
+    # model's ln(256) = 5.5.
+    assert losses[0] == losses[1] and losses[0] < 5.0, losses
+    with open(binf, "r+b") as f:
+        f.truncate(5000)
+    p = train(cfg, "--max-steps", "1")
+    assert p.returncode == 2 and "truncated" in p.stderr, p.stderr
 
 
 @t.test

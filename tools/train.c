@@ -23,11 +23,13 @@
 
 #include "zinc/configfile.h"
 #include "zinc/hostmem.h"
+#include "zinc/trace.h"
 #include "zinc/train.h"
 
 struct train_args {
 	uint64_t max_steps;
 	const char *json_log;
+	const char *trace;
 	bool bench;
 };
 
@@ -37,6 +39,8 @@ static const struct opt options[] = {
 		struct train_args, max_steps, 1, 1ull << 40),
 	OPT_STR("json-log", "FILE", NULL, "also write one JSON object per step to FILE",
 		struct train_args, json_log),
+	OPT_STR("trace", "FILE", NULL, "write a Chrome/Perfetto trace of the steps to FILE",
+		struct train_args, trace),
 	OPT_BOOL("bench", "measure: a few steps on random tokens (CONFIG optional: GPT-2 124M "
 		 "with batch 4 x 1024), FLOP/s against OpenBLAS sgemm on the model's largest "
 		 "matmul, in the same run", struct train_args, bench),
@@ -169,9 +173,9 @@ int cmd_train(int argc, char **argv)
 {
 	struct train_args a = { 0 };
 	struct zn_config cfg;
-	char sz[32], sz2[32];
+	char sz[32], sz2[32], sz3[32];
 	int rc = opts_parse("zinc train", options, ARRAY_SIZE(options), argc, argv, &a,
-			    "CONFIG [--max-steps N] [--json-log FILE] | --bench [CONFIG]");
+			    "CONFIG [--max-steps N] [--json-log FILE] [--trace FILE] | --bench [CONFIG]");
 	if (rc == -2)
 		return 0;
 	if (rc < 0)
@@ -219,6 +223,8 @@ int cmd_train(int argc, char **argv)
 			fclose(jl);
 		return 2;
 	}
+	struct zn_trace *trace = a.trace ? zn_trace_create(1u << 20) : NULL;
+	zn_trainer_set_trace(t, trace);
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
@@ -263,11 +269,12 @@ int cmd_train(int argc, char **argv)
 				snprintf(scale, sizeof(scale), " | scale %g%s", s.loss_scale,
 					 s.skipped ? " (overflow: skipped)" : "");
 			printf("step %6" PRIu64 "/%" PRIu64 " | loss %.4f | lr %.2e | norm %.3f%s | "
-			       "%.0f tok/s | %.3f s | device %s (peak %s)%s",
+			       "%.0f tok/s | %.3f s | device %s (peak %s) | host %s%s",
 			       s.step, max_steps, s.loss, s.lr, s.grad_norm, scale,
 			       (double)s.tokens / s.step_s, s.step_s,
 			       zn_format_size(s.device_bytes, sz, sizeof(sz)),
 			       zn_format_size(s.device_peak, sz2, sizeof(sz2)),
+			       zn_format_size(s.host_bytes, sz3, sizeof(sz3)),
 			       val >= 0 ? "" : "\n");
 			if (val >= 0)
 				printf(" | val loss %.4f\n", val);
@@ -301,6 +308,11 @@ int cmd_train(int argc, char **argv)
 	}
 	if (jl)
 		fclose(jl);
+	if (trace && zn_trace_write(trace, a.trace) != 0) {
+		fprintf(stderr, "zinc train: %s\n", zn_last_error());
+		status = status ? status : 1;
+	}
 	zn_trainer_destroy(t);
+	zn_trace_destroy(trace);
 	return status;
 }

@@ -63,6 +63,11 @@ ZN_API struct zn_trainer *zn_trainer_create_synthetic(const struct zn_config *cf
 						      uint64_t max_steps);
 ZN_API void zn_trainer_destroy(struct zn_trainer *t);
 
+struct zn_trace;
+/* Record spans of every step (forward, backward, gradient copies, Adam,
+ * parameter copies) into `trace` (NULL: stop). */
+ZN_API void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace);
+
 /* Run one optimizer step. */
 ZN_API int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out);
 /* Mean validation loss over data.val_steps batches (or the whole split
