@@ -13,6 +13,7 @@
 #include "zinc/device.h"
 #include "zinc/kernels.h"
 #include "zinc/model.h"
+#include "zinc/offload.h"
 #include "zinc/precision.h"
 #include "zinc/safetensors.h"
 #include "zinc/threadpool.h"
@@ -24,7 +25,8 @@
 struct tstate {
 	struct zn_param_desc d;
 	void *dparam, *dgrad;          /* device, fp32 */
-	float *master, *m, *v, *grad;  /* host */
+	float *master, *m, *v, *grad;  /* host (device optimizer: checkpoint staging) */
+	float *dmaster, *dm, *dv;      /* device optimizer only */
 };
 
 struct zn_trainer {
@@ -57,6 +59,9 @@ struct zn_trainer {
 	struct zn_loss_scaler scaler;
 	uint64_t updates;              /* optimizer updates applied (Adam's step, the LR's) */
 	struct zn_trace *trace;        /* optional */
+	bool device_opt;               /* offload_optimizer: none: Adam on the device */
+	double *dsumsq;                /* device optimizer: the norm's accumulator */
+	int32_t *dflag;                /* device optimizer: non-finite flag */
 };
 
 void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
@@ -124,6 +129,12 @@ static void free_states(struct zn_trainer *t)
 			zn_device_free(t->dev, s->dparam);
 		if (s->dgrad)
 			zn_device_free(t->dev, s->dgrad);
+		if (s->dmaster)
+			zn_device_free(t->dev, s->dmaster);
+		if (s->dm)
+			zn_device_free(t->dev, s->dm);
+		if (s->dv)
+			zn_device_free(t->dev, s->dv);
 		free(s->master);
 		free(s->m);
 		free(s->v);
@@ -138,6 +149,10 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	zn_gpt2_destroy(t->model);
 	if (t->round_buf)
 		zn_device_free(t->dev, t->round_buf);
+	if (t->dsumsq)
+		zn_device_free(t->dev, t->dsumsq);
+	if (t->dflag)
+		zn_device_free(t->dev, t->dflag);
 	free_states(t);
 	free(t->t);
 	free(t->first);
@@ -268,10 +283,21 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 			if (zn_device_alloc(t->dev, bytes, &s->dparam) ||
 			    zn_device_alloc(t->dev, bytes, &s->dgrad))
 				goto fail;
+			if (cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE &&
+			    (zn_device_alloc(t->dev, bytes, (void **)&s->dmaster) ||
+			     zn_device_alloc(t->dev, bytes, (void **)&s->dm) ||
+			     zn_device_alloc(t->dev, bytes, (void **)&s->dv)))
+				goto fail;
 			zn_gpt2_init_tensor(&t->mcfg, &s->d, cfg->data.seed, t->nt - 1, s->master);
 		}
 	}
 
+	/* offload_optimizer: none keeps the optimizer on the device (the
+	 * kernels' adam op); cpu/nvme runs the CPU Adam on host state. */
+	t->device_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE;
+	if (t->device_opt && (zn_device_alloc(t->dev, sizeof(double), (void **)&t->dsumsq) ||
+			      zn_device_alloc(t->dev, sizeof(int32_t), (void **)&t->dflag)))
+		goto fail;
 	/* 16-bit training: rounding scratch as large as the largest tensor. */
 	t->dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled ? ZN_DTYPE_BF16
 									  : ZN_DTYPE_F32;
@@ -337,9 +363,14 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		goto fail;
 	}
 	for (unsigned i = 0; i < t->nt; i++) {
-		rc = to_device(t, t->t[i].dparam, t->t[i].master, t->t[i].d.numel * 4);
+		struct tstate *s = &t->t[i];
+		size_t bytes = s->d.numel * 4;
+		rc = to_device(t, s->dparam, s->master, bytes);
+		if (!rc && t->device_opt && !(rc = to_device(t, s->dmaster, s->master, bytes)) &&
+		    !(rc = to_device(t, s->dm, s->m, bytes)))
+			rc = to_device(t, s->dv, s->v, bytes);
 		if (!rc)
-			rc = round_to_dtype(t, t->t[i].dparam, t->t[i].d.numel);
+			rc = round_to_dtype(t, s->dparam, s->d.numel);
 		if (rc)
 			goto fail;
 	}
@@ -443,7 +474,28 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	struct zn_adam_exec ex = { .pool = t->pool };
 	const double scale = t->scaler.scale;
 	uint64_t tg = zn_now_ns();
-	for (unsigned i = 0; i < t->nt; i++) {
+	if (t->device_opt) {
+		/* Norm and overflow check on the device; two scalars come back. */
+		double zero = 0;
+		int32_t flag = 0;
+		if ((rc = to_device(t, t->dsumsq, &zero, sizeof(zero))) ||
+		    (rc = to_device(t, t->dflag, &flag, sizeof(flag))))
+			return rc;
+		for (unsigned i = 0; i < t->nt; i++) {
+			struct tstate *s = &t->t[i];
+			if ((rc = round_to_dtype(t, s->dgrad, s->d.numel)) ||
+			    (rc = t->k->sumsq(t->kctx, t->dsumsq, s->dgrad, ZN_DTYPE_F32, s->d.numel)) ||
+			    (rc = t->k->nonfinite(t->kctx, t->dflag, s->dgrad, ZN_DTYPE_F32,
+						  s->d.numel)))
+				return rc;
+		}
+		if ((rc = zn_device_stream_synchronize(t->stream)) ||
+		    (rc = to_host(t, &sumsq, t->dsumsq, sizeof(sumsq))) ||
+		    (rc = to_host(t, &flag, t->dflag, sizeof(flag))))
+			return rc;
+		finite = flag == 0 && isfinite(sumsq);
+	}
+	for (unsigned i = 0; i < t->nt && !t->device_opt; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_grad_stats gst;
 		if ((rc = round_to_dtype(t, s->dgrad, s->d.numel)) ||
@@ -488,6 +540,18 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		 * layernorms). */
 		if (!s->d.decay)
 			h.weight_decay = 0;
+		if (t->device_opt) {
+			/* On the device: the kernels' Adam, then the new master
+			 * becomes the parameters. */
+			if ((rc = t->k->adam(t->kctx, &h, t->updates + 1, (float)(clip / scale),
+					     s->dmaster, s->dgrad, s->dm, s->dv, s->d.numel)) ||
+			    (rc = zn_device_stream_synchronize(t->stream)) ||
+			    (rc = zn_device_copy_async(t->dev, s->dparam, s->dmaster, s->d.numel * 4,
+						       ZN_COPY_DEVICE_TO_DEVICE, NULL)) ||
+			    (rc = round_to_dtype(t, s->dparam, s->d.numel)))
+				return rc;
+			continue;
+		}
 		struct zn_adam_tensors at = { .n = s->d.numel, .param = s->master, .grad = s->grad,
 					      .grad_dtype = ZN_ADAM_FP32, .exp_avg = s->m,
 					      .exp_avg_sq = s->v };
@@ -562,6 +626,15 @@ int zn_trainer_save(struct zn_trainer *t)
 {
 	if (!t->cfg.checkpoint.dir[0])
 		return zn_error(-EINVAL, "checkpoint.dir: not set; nowhere to save");
+	/* The device optimizer's state is staged in the host arrays. */
+	for (unsigned i = 0; i < t->nt && t->device_opt; i++) {
+		struct tstate *s = &t->t[i];
+		int r;
+		if ((r = to_host(t, s->master, s->dmaster, s->d.numel * 4)) ||
+		    (r = to_host(t, s->m, s->dm, s->d.numel * 4)) ||
+		    (r = to_host(t, s->v, s->dv, s->d.numel * 4)))
+			return r;
+	}
 	struct zn_ckpt *c = zn_ckpt_begin(t->cfg.checkpoint.dir, t->step);
 	if (!c)
 		return -EIO;

@@ -1015,6 +1015,38 @@ static void test_nonfinite(void **state)
 	free(x), free(h);
 }
 
+/* The op table's Adam (the on-device optimizer's entry point) is the CPU
+ * optimizer on the context's workers: the same bits as zn_adam_step. */
+static void test_adam_op(void **state)
+{
+	(void)state;
+	const size_t n = 50021;
+	float *p1 = malloc(n * 4), *p2 = malloc(n * 4), *g = malloc(n * 4);
+	float *m1 = calloc(n, 4), *m2 = calloc(n, 4), *v1 = calloc(n, 4), *v2 = calloc(n, 4);
+	assert_true(p1 && p2 && g && m1 && m2 && v1 && v2);
+	for (size_t i = 0; i < n; i++) {
+		p1[i] = p2[i] = (float)((double)(i % 977) / 977.0 - 0.5);
+		g[i] = (float)((double)(i % 131) / 131.0 - 0.5) * 0.01f;
+	}
+	struct zn_adam_hparams hp;
+	zn_adam_defaults(&hp);
+	hp.weight_decay = 0.1;
+	for (uint64_t step = 1; step <= 3; step++) {
+		struct zn_adam_tensors t = { .n = n, .param = p1, .grad = g,
+					     .grad_dtype = ZN_ADAM_FP32, .exp_avg = m1,
+					     .exp_avg_sq = v1 };
+		assert_int_equal(zn_adam_step(&hp, step, 0.25f, &t, NULL), 0);
+		assert_int_equal(K->adam(ctx, &hp, step, 0.25f, p2, g, m2, v2, n), 0);
+	}
+	assert_memory_equal(p1, p2, n * 4);
+	assert_memory_equal(m1, m2, n * 4);
+	assert_memory_equal(v1, v2, n * 4);
+	assert_true(p1[7] != (float)((double)7 / 977.0 - 0.5)); /* it did move */
+	hp.eps = 0;
+	assert_int_equal(K->adam(ctx, &hp, 4, 1.0f, p2, g, m2, v2, n), -EINVAL);
+	free(p1), free(p2), free(g), free(m1), free(m2), free(v1), free(v2);
+}
+
 static void test_sumsq(void **state)
 {
 	(void)state;
@@ -1212,6 +1244,7 @@ int main(void)
 		cmocka_unit_test(test_scale),
 		cmocka_unit_test(test_nonfinite),
 		cmocka_unit_test(test_sumsq),
+		cmocka_unit_test(test_adam_op),
 		cmocka_unit_test(test_paths_agree),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

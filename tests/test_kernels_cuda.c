@@ -483,6 +483,43 @@ static void test_casts_and_reductions(void **state)
 	free(x);
 }
 
+/* The on-device Adam gives zn_adam_step's bits: same IEEE operations in the
+ * same order, no contraction, over 5 steps with AdamW and with L2 Adam. */
+static void test_adam(void **state)
+{
+	(void)state;
+	const size_t n = 100003;
+	float *p = rnd(n, 1.0f, ZN_DTYPE_F32), *g = rnd(n, 0.1f, ZN_DTYPE_F32), *m = calloc(n, 4),
+	      *v = calloc(n, 4);
+	assert_true(m && v);
+	float *dp = dev_raw(p, n * 4), *dg = dev_raw(g, n * 4), *dm = dev_raw(m, n * 4),
+	      *dv = dev_raw(v, n * 4);
+	for (int mode = 0; mode < 2; mode++) {
+		struct zn_adam_hparams hp;
+		zn_adam_defaults(&hp);
+		hp.weight_decay = 0.05;
+		hp.adamw_mode = mode == 0;
+		for (uint64_t step = 1; step <= 5; step++) {
+			struct zn_adam_tensors t = { .n = n, .param = p, .grad = g,
+						     .grad_dtype = ZN_ADAM_FP32, .exp_avg = m,
+						     .exp_avg_sq = v };
+			ok(zn_adam_step(&hp, step, 0.5f, &t, NULL));
+			ok(KC->adam(cctx[ZN_DTYPE_F32], &hp, step, 0.5f, dp, dg, dm, dv, n));
+		}
+		cuda_ok(cudaStreamSynchronize(stream), "sync");
+		float *hp_ = malloc(n * 4), *hm = malloc(n * 4), *hv = malloc(n * 4);
+		cuda_ok(cudaMemcpy(hp_, dp, n * 4, cudaMemcpyDeviceToHost), "copy");
+		cuda_ok(cudaMemcpy(hm, dm, n * 4, cudaMemcpyDeviceToHost), "copy");
+		cuda_ok(cudaMemcpy(hv, dv, n * 4, cudaMemcpyDeviceToHost), "copy");
+		assert_memory_equal(hp_, p, n * 4);
+		assert_memory_equal(hm, m, n * 4);
+		assert_memory_equal(hv, v, n * 4);
+		free(hp_), free(hm), free(hv);
+	}
+	cudaFree(dp), cudaFree(dg), cudaFree(dm), cudaFree(dv);
+	free(p), free(g), free(m), free(v);
+}
+
 static void test_errors(void **state)
 {
 	(void)state;
@@ -558,6 +595,7 @@ int main(void)
 		cmocka_unit_test(test_elementwise),
 		cmocka_unit_test(test_crossentropy),
 		cmocka_unit_test(test_casts_and_reductions),
+		cmocka_unit_test(test_adam),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 #endif

@@ -32,6 +32,9 @@ checkpoint: {{dir: "{ckpt}", every: 10, keep: 3, resume: {resume}}}
 """
 FP16 = "fp16: {enabled: true, initial_scale_power: 30, hysteresis: 1, loss_scale_window: 10}"
 BF16 = "bf16: {enabled: true}"
+# ZeRO-Offload: the optimizer on the host (the default, none, keeps it on
+# the device and uses the kernels' adam op).
+OFFLOAD = "zero_optimization: {stage: 1, offload_optimizer: {device: cpu}}"
 
 
 def make_data(d):
@@ -106,9 +109,9 @@ def loss_falls_and_resume_is_exact(d):
 
 
 @t.test
-def fp16_and_bf16_train_and_resume_exactly(d):
+def fp16_bf16_offload_train_and_resume_exactly(d):
     make_data(d)
-    for tag, extra in (("fp16", FP16), ("bf16", BF16)):
+    for tag, extra in (("fp16", FP16), ("bf16", BF16), ("offload", OFFLOAD)):
         full = config(d, tag + "-full.yaml", os.path.join(d, tag + "-ck-full"), extra=extra)
         p = train(full, "--json-log", os.path.join(d, tag + ".jsonl"))
         assert p.returncode == 0, (tag, p.stderr)

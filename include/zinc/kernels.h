@@ -95,7 +95,7 @@ struct zn_threadpool;
 
 /* Version of struct zn_kernels, bumped whenever an op is added or changes;
  * a caller built against another layout can tell by comparing. */
-#define ZN_KERNELS_VERSION 1
+#define ZN_KERNELS_VERSION 2
 
 /* Element types.  The values equal enum zn_adam_dtype's. */
 enum zn_dtype {
@@ -250,6 +250,17 @@ struct zn_kernels {
 	 * NaN when x holds one).  acc: a double in the backend's memory. */
 	int (*sumsq)(struct zn_kctx *ctx, double *acc, const void *x, enum zn_dtype dtype,
 		     size_t n);
+
+	/* (version 2) One Adam/AdamW step on the backend's memory: the
+	 * optimizer of `offload_optimizer: none`, where master weights and
+	 * moments stay on the device.  zn_adam_step's semantics (DeepSpeedCPUAdam)
+	 * and its IEEE operations in its order, without contraction, so both
+	 * give the same bits.  param, m, v (n) fp32, updated in place; grad (n)
+	 * fp32, multiplied by grad_scale (1/loss_scale x clip coefficient);
+	 * step counts from 1. */
+	int (*adam)(struct zn_kctx *ctx, const struct zn_adam_hparams *hp, uint64_t step,
+		    float grad_scale, float *param, const float *grad, float *m, float *v,
+		    size_t n);
 };
 
 /* The op table named `name` ("cpu" or "cuda"), or NULL with the last error

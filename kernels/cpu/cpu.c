@@ -839,6 +839,17 @@ static int cpu_nonfinite(struct zn_kctx *ctx, int32_t *flag, const void *x, enum
 	return 0;
 }
 
+static int cpu_adam(struct zn_kctx *ctx, const struct zn_adam_hparams *hp, uint64_t step,
+		    float grad_scale, float *param, const float *grad, float *m, float *v, size_t n)
+{
+	CHECK_CTX("adam");
+	/* The CPU optimizer itself, on this context's workers. */
+	struct zn_adam_tensors t = { .n = n, .param = param, .grad = grad,
+				     .grad_dtype = ZN_ADAM_FP32, .exp_avg = m, .exp_avg_sq = v };
+	struct zn_adam_exec ex = { .pool = cpu(ctx)->pool };
+	return zn_adam_step(hp, step, grad_scale, &t, &ex);
+}
+
 const struct zn_kernels zn_kernels_cpu = {
 	.version = ZN_KERNELS_VERSION,
 	.name = "cpu",
@@ -863,4 +874,5 @@ const struct zn_kernels zn_kernels_cpu = {
 	.scale = cpu_scale,
 	.nonfinite = cpu_nonfinite,
 	.sumsq = cpu_sumsq,
+	.adam = cpu_adam,
 };

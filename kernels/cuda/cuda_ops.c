@@ -27,4 +27,5 @@ const struct zn_kernels zn_kernels_cuda = {
 	.scale = zn_cuda_scale,
 	.nonfinite = zn_cuda_nonfinite,
 	.sumsq = zn_cuda_sumsq,
+	.adam = zn_cuda_adam,
 };

@@ -45,6 +45,8 @@ int zn_cuda_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype, const 
 int zn_cuda_scale(struct zn_kctx *ctx, void *x, enum zn_dtype dtype, float s, size_t n);
 int zn_cuda_nonfinite(struct zn_kctx *ctx, int32_t *flag, const void *x, enum zn_dtype dtype,
 		      size_t n);
+int zn_cuda_adam(struct zn_kctx *ctx, const struct zn_adam_hparams *hp, uint64_t step,
+		 float grad_scale, float *param, const float *grad, float *m, float *v, size_t n);
 int zn_cuda_sumsq(struct zn_kctx *ctx, double *acc, const void *x, enum zn_dtype dtype,
 		  size_t n);
 

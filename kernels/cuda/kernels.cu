@@ -1229,3 +1229,77 @@ extern "C" int zn_cuda_sumsq(struct zn_kctx *ctx, double *acc, const void *x,
 	LAUNCHED();
 	return 0;
 }
+
+/* ---- Adam/AdamW (offload_optimizer: none) -------------------------------
+ * cpu_adam/kernels_scalar.c's loop, element per thread, with explicit
+ * round-to-nearest intrinsics so nvcc cannot contract a multiply and an add
+ * into an FMA (the CPU paths are built with -ffp-contract=off): the same
+ * IEEE operations in the same order give the same bits. */
+struct adam_coef {
+	float scale, b1, omb1, b2, omb2, eps, step_size, bc2_rsqrt, decay, l2;
+	int use_decay, use_l2;
+};
+
+__global__ void adam_kernel(float *__restrict__ p, const float *__restrict__ g,
+			    float *__restrict__ m, float *__restrict__ v, adam_coef c, size_t n)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n)
+		return;
+	float pi = p[i], mi = m[i], vi = v[i];
+	float gi = __fmul_rn(g[i], c.scale);
+	if (c.use_l2)
+		gi = __fadd_rn(gi, __fmul_rn(c.l2, pi));
+	mi = __fadd_rn(__fmul_rn(c.b1, mi), __fmul_rn(c.omb1, gi));
+	vi = __fadd_rn(__fmul_rn(c.b2, vi), __fmul_rn(c.omb2, __fmul_rn(gi, gi)));
+	float den = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), c.bc2_rsqrt), c.eps);
+	if (c.use_decay)
+		pi = __fmul_rn(pi, c.decay);
+	pi = __fadd_rn(pi, __fmul_rn(c.step_size, __fdiv_rn(mi, den)));
+	p[i] = pi;
+	m[i] = mi;
+	v[i] = vi;
+}
+
+extern "C" int zn_cuda_adam(struct zn_kctx *ctx, const struct zn_adam_hparams *hp,
+			    uint64_t step, float grad_scale, float *param, const float *grad,
+			    float *m, float *v, size_t n)
+{
+	CHECK_CTX("adam");
+	TRY(zn_kcheck_ptr("adam", "hp", hp));
+	if (n == 0)
+		return 0;
+	TRY(zn_kcheck_ptr("adam", "param", param));
+	TRY(zn_kcheck_ptr("adam", "grad", grad));
+	TRY(zn_kcheck_ptr("adam", "m", m));
+	TRY(zn_kcheck_ptr("adam", "v", v));
+	if (step == 0 || !(hp->beta1 >= 0 && hp->beta1 < 1) || !(hp->beta2 >= 0 && hp->beta2 < 1) ||
+	    !(hp->eps > 0) || !(hp->lr >= 0) || !(hp->weight_decay >= 0))
+		return zn_error(-EINVAL, "adam: step must be >= 1, betas in [0, 1), eps > 0, lr and "
+				"weight_decay >= 0");
+	/* Coefficients exactly as cpu_adam/adam.c computes them. */
+	adam_coef c;
+	c.scale = grad_scale;
+	c.b1 = (float)hp->beta1;
+	c.omb1 = (float)(1.0 - hp->beta1);
+	c.b2 = (float)hp->beta2;
+	c.omb2 = (float)(1.0 - hp->beta2);
+	c.eps = (float)hp->eps;
+	c.step_size = (float)-hp->lr;
+	c.bc2_rsqrt = 1.0f;
+	c.decay = (float)(1.0 - hp->lr * hp->weight_decay);
+	c.l2 = (float)hp->weight_decay;
+	if (hp->bias_correction) {
+		double bc1 = 1.0 - pow(hp->beta1, (double)step);
+		double bc2 = 1.0 - pow(hp->beta2, (double)step);
+		c.step_size = (float)(-hp->lr / bc1);
+		c.bc2_rsqrt = (float)(1.0 / sqrt(bc2));
+	}
+	bool wd = hp->weight_decay > 0.0;
+	c.use_decay = wd && hp->adamw_mode;
+	c.use_l2 = wd && !hp->adamw_mode;
+	cuda_ctx *cc = cuctx(ctx);
+	adam_kernel<<<blocks_for(n, 256), 256, 0, cc->stream>>>(param, grad, m, v, c, n);
+	LAUNCHED();
+	return 0;
+}
