@@ -45,16 +45,7 @@ static const char *make_dir(const char *name)
 
 static int count_swap_files(const char *dir)
 {
-	char cmd[4200];
-	snprintf(cmd, sizeof(cmd), "ls '%s' | grep -c '^zinc-swap-.*\\.swp$'", dir);
-	FILE *f = popen(cmd, "r");
-	int n = -1;
-	if (f) {
-		if (fscanf(f, "%d", &n) != 1)
-			n = -1;
-		pclose(f);
-	}
-	return n;
+	return tu_count_entries(dir, "zinc-swap-", NULL, ".swp");
 }
 
 /* ---- buffer pool ---------------------------------------------------------- */

@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -68,6 +69,28 @@ const char *tu_path(const char *name)
 	char *b = bufs[next++ % 8];
 	snprintf(b, sizeof(bufs[0]), "%s/%s", tu_scratch_dir(), name);
 	return b;
+}
+
+int tu_count_entries(const char *dir, const char *prefix, const char *needle,
+		     const char *suffix)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name), sl = suffix ? strlen(suffix) : 0;
+		if (prefix && strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+			continue;
+		if (needle && !strstr(e->d_name, needle))
+			continue;
+		if (suffix && (len < sl || strcmp(e->d_name + len - sl, suffix) != 0))
+			continue;
+		n++;
+	}
+	closedir(d);
+	return n;
 }
 
 uint64_t tu_rand(uint64_t *s)

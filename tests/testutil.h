@@ -16,6 +16,12 @@ void tu_scratch_cleanup(void);
 /* Path of `name` inside the scratch directory (static rotating storage). */
 const char *tu_path(const char *name);
 
+/* Entries of directory `dir` whose names contain `needle` (and start with
+ * `prefix` and end with `suffix` when those are not NULL); -1 when the
+ * directory cannot be read. */
+int tu_count_entries(const char *dir, const char *prefix, const char *needle,
+		     const char *suffix);
+
 /* Deterministic pseudo-random bytes (xorshift64*) from `seed`. */
 void tu_fill_random(void *buf, size_t len, uint64_t seed);
 uint64_t tu_rand(uint64_t *state);
