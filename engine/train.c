@@ -27,6 +27,7 @@ struct tstate {
 	void *dparam, *dgrad;          /* device, fp32 */
 	float *master, *m, *v, *grad;  /* host (device optimizer: checkpoint staging) */
 	float *dmaster, *dm, *dv;      /* device optimizer only */
+	uint64_t flat;                 /* offset in the model's flat element order */
 };
 
 struct zn_trainer {
@@ -60,6 +61,12 @@ struct zn_trainer {
 	uint64_t updates;              /* optimizer updates applied (Adam's step, the LR's) */
 	struct zn_trace *trace;        /* optional */
 	bool device_opt;               /* offload_optimizer: none: Adam on the device */
+	/* offload_optimizer: nvme: master, m, v live on NVMe in sub-groups of
+	 * the flat element order, streamed through the pipelined swapper. */
+	struct zn_aio *aio;
+	struct zn_store *store;
+	struct zn_optswap *os;
+	uint64_t total;                /* elements over all tensors */
 	double *dsumsq;                /* device optimizer: the norm's accumulator */
 	int32_t *dflag;                /* device optimizer: non-finite flag */
 };
@@ -147,6 +154,9 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	if (!t)
 		return;
 	zn_gpt2_destroy(t->model);
+	zn_optswap_destroy(t->os);
+	zn_store_destroy(t->store);
+	zn_aio_destroy(t->aio);
 	if (t->round_buf)
 		zn_device_free(t->dev, t->round_buf);
 	if (t->dsumsq)
@@ -186,6 +196,7 @@ static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t byte
 }
 
 static int load_checkpoint(struct zn_trainer *t, const char *dir);
+static int nvme_setup(struct zn_trainer *t);
 
 /* Round n fp32 values on the device to the training dtype's precision and
  * range (fp16 overflow becomes Inf), keeping fp32 storage. */
@@ -270,13 +281,19 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		for (unsigned i = 0; i < n; i++) {
 			struct tstate *s = &t->t[t->nt++];
 			size_t bytes = d[i].numel * sizeof(float);
+			bool nvme = cfg->zero_optimization.offload_optimizer.device ==
+				    ZN_OFFLOAD_NVME;
 			s->d = d[i];
+			s->flat = t->total;
+			t->total += d[i].numel;
 			s->master = malloc(bytes);
-			s->m = calloc(d[i].numel, sizeof(float));
-			s->v = calloc(d[i].numel, sizeof(float));
 			s->grad = malloc(bytes);
-			t->host_bytes += 4 * bytes;
-			if (!s->master || !s->m || !s->v || !s->grad) {
+			if (!nvme) {
+				s->m = calloc(d[i].numel, sizeof(float));
+				s->v = calloc(d[i].numel, sizeof(float));
+			}
+			t->host_bytes += (nvme ? 2 : 4) * bytes;
+			if (!s->master || !s->grad || (!nvme && (!s->m || !s->v))) {
 				zn_set_error("out of host memory for the optimizer state");
 				goto fail;
 			}
@@ -362,6 +379,9 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	} else if (cfg->model.from[0] && load_pretrained(t, cfg->model.from)) {
 		goto fail;
 	}
+	if (cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME &&
+	    (rc = nvme_setup(t)) != 0)
+		goto fail;
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
 		size_t bytes = s->d.numel * 4;
@@ -398,6 +418,154 @@ uint64_t zn_trainer_steps_done(const struct zn_trainer *t)
 uint64_t zn_trainer_num_params(const struct zn_trainer *t)
 {
 	return zn_gpt2_num_params(&t->mcfg);
+}
+
+
+/* ---- optimizer states on NVMe (offload_optimizer: nvme) ------------------ */
+
+/* Copy elements [first, first + n) of the flat order between the tensors'
+ * host arrays (which: 0 master, 1 exp_avg, 2 exp_avg_sq) and buf; a tensor
+ * without that array reads as zeros. */
+static void flat_copy(struct zn_trainer *t, int which, uint64_t first, uint64_t n, float *buf,
+		      bool to_buf)
+{
+	for (unsigned i = 0; i < t->nt; i++) {
+		struct tstate *s = &t->t[i];
+		uint64_t a = ZN_MAX(first, s->flat), b = ZN_MIN(first + n, s->flat + s->d.numel);
+		if (a >= b)
+			continue;
+		float *arr = which == 0 ? s->master : which == 1 ? s->m : s->v;
+		float *fb = buf + (a - first);
+		if (!to_buf)
+			memcpy(arr + (a - s->flat), fb, (b - a) * 4);
+		else if (arr)
+			memcpy(fb, arr + (a - s->flat), (b - a) * 4);
+		else
+			memset(fb, 0, (b - a) * 4);
+	}
+}
+
+static void free_moments(struct zn_trainer *t)
+{
+	for (unsigned i = 0; i < t->nt; i++) {
+		free(t->t[i].m);
+		free(t->t[i].v);
+		t->t[i].m = t->t[i].v = NULL;
+	}
+}
+
+/* Move every group's states between NVMe and the tensors' host arrays
+ * (m and v allocated for the occasion when `to_nvme` is false). */
+static int nvme_transfer(struct zn_trainer *t, bool to_nvme)
+{
+	uint64_t sub = t->cfg.zero_optimization.sub_group_size;
+	if (!sub || sub > t->total)
+		sub = t->total;
+	float *st[3];
+	int rc = 0;
+	for (int k = 0; k < 3; k++)
+		st[k] = malloc(sub * 4);
+	for (unsigned i = 0; i < t->nt && !to_nvme && st[2]; i++) {
+		struct tstate *s = &t->t[i];
+		if (!s->m)
+			s->m = malloc(s->d.numel * 4);
+		if (!s->v)
+			s->v = malloc(s->d.numel * 4);
+		if (!s->m || !s->v)
+			rc = zn_error(-ENOMEM, "out of host memory staging the optimizer state");
+	}
+	if (!st[0] || !st[1] || !st[2])
+		rc = zn_error(-ENOMEM, "out of host memory for a sub-group of %" PRIu64 " elements",
+			      sub);
+	for (uint64_t g = 0; !rc && g < zn_optswap_groups(t->os); g++) {
+		uint64_t first = g * sub, n = ZN_MIN(sub, t->total - first);
+		if (to_nvme) {
+			for (int k = 0; k < 3; k++)
+				flat_copy(t, k, first, n, st[k], true);
+			rc = zn_optswap_write_group(t->os, g, (const float *const *)st);
+		} else if (!(rc = zn_optswap_read_group(t->os, g, st))) {
+			for (int k = 0; k < 3; k++)
+				flat_copy(t, k, first, n, st[k], false);
+		}
+	}
+	for (int k = 0; k < 3; k++)
+		free(st[k]);
+	return rc;
+}
+
+static int nvme_setup(struct zn_trainer *t)
+{
+	const struct zn_offload_optimizer_config *oc =
+		&t->cfg.zero_optimization.offload_optimizer;
+	char buf[ZN_NVME_PATH_MAX];
+	const char *paths[16];
+	int np = zn_nvme_paths_split(oc->nvme_path, buf, paths, 16);
+	if (np < 1)
+		return zn_error(-EINVAL, "zero_optimization.offload_optimizer.nvme_path: give the "
+					 "directory (or directories, separated by ',') for the "
+					 "optimizer states");
+	t->aio = zn_aio_create(&t->cfg.aio);
+	if (!t->aio)
+		return -EINVAL;
+	uint64_t sub = t->cfg.zero_optimization.sub_group_size;
+	if (!sub || sub > t->total)
+		sub = t->total;
+	struct zn_optswap_config c = {
+		.aio = t->aio, .params = t->total, .sub_group_size = sub, .nstates = 3,
+		.buffer_count = oc->buffer_count, .pipeline_read = oc->pipeline_read,
+		.pipeline_write = oc->pipeline_write, .pin_memory = oc->pin_memory,
+		.trace = t->trace,
+	};
+	struct zn_store_config sc = { .paths = paths, .npaths = (unsigned)np,
+				      .capacity = zn_optswap_store_bytes(&c),
+				      .stripe_bytes = oc->stripe_size, .checksum = oc->checksum };
+	t->store = zn_store_create(&sc, t->aio);
+	if (!t->store)
+		return -EINVAL;
+	c.store = t->store;
+	t->os = zn_optswap_create(&c);
+	if (!t->os)
+		return -EINVAL;
+	/* Initial (or resumed) states go to NVMe; host keeps no moments. */
+	int rc = nvme_transfer(t, true);
+	free_moments(t);
+	return rc;
+}
+
+struct nvme_update {
+	struct zn_trainer *t;
+	const struct zn_adam_hparams *hp;
+	float grad_scale;
+	struct zn_adam_exec *ex;
+};
+
+/* One sub-group's update: AdamW over each tensor's part of the group (its
+ * own weight decay), and the new master copied to the tensor's host array
+ * for the device. */
+static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
+		       float *const *st)
+{
+	struct nvme_update *u = user;
+	struct zn_trainer *t = u->t;
+	(void)group;
+	for (unsigned i = 0; i < t->nt; i++) {
+		struct tstate *s = &t->t[i];
+		uint64_t a = ZN_MAX(first, s->flat), b = ZN_MIN(first + n, s->flat + s->d.numel);
+		if (a >= b)
+			continue;
+		uint64_t o = a - first, l = a - s->flat;
+		struct zn_adam_hparams h = *u->hp;
+		if (!s->d.decay)
+			h.weight_decay = 0;
+		struct zn_adam_tensors at = { .n = b - a, .param = st[0] + o, .grad = s->grad + l,
+					      .grad_dtype = ZN_ADAM_FP32, .exp_avg = st[1] + o,
+					      .exp_avg_sq = st[2] + o };
+		int rc = zn_adam_step(&h, t->updates + 1, u->grad_scale, &at, u->ex);
+		if (rc)
+			return rc;
+		memcpy(s->master + l, st[0] + o, (b - a) * 4);
+	}
+	return 0;
 }
 
 /* ---- one step ------------------------------------------------------------------ */
@@ -533,7 +701,17 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	struct zn_adam_hparams hp = t->hp;
 	hp.lr = zn_lr_at(&t->sched, t->updates);
 	uint64_t ta = zn_now_ns();
-	for (unsigned i = 0; i < t->nt && !skipped; i++) {
+	if (t->os && !skipped) {
+		struct nvme_update u = { t, &hp, (float)(clip / scale), &ex };
+		if ((rc = zn_optswap_step(t->os, nvme_update, &u)))
+			return rc;
+		for (unsigned i = 0; i < t->nt; i++)
+			if ((rc = to_device(t, t->t[i].dparam, t->t[i].master,
+					    t->t[i].d.numel * 4)) ||
+			    (rc = round_to_dtype(t, t->t[i].dparam, t->t[i].d.numel)))
+				return rc;
+	}
+	for (unsigned i = 0; i < t->nt && !skipped && !t->os; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_hparams h = hp;
 		/* Weight decay on matrices only, as GPT-2/llm.c (not biases,
@@ -635,9 +813,20 @@ int zn_trainer_save(struct zn_trainer *t)
 		    (r = to_host(t, s->v, s->dv, s->d.numel * 4)))
 			return r;
 	}
+	/* NVMe-resident states are staged through host memory for the file. */
+	if (t->os) {
+		int r = nvme_transfer(t, false);
+		if (r) {
+			free_moments(t);
+			return r;
+		}
+	}
 	struct zn_ckpt *c = zn_ckpt_begin(t->cfg.checkpoint.dir, t->step);
-	if (!c)
+	if (!c) {
+		if (t->os)
+			free_moments(t);
 		return -EIO;
+	}
 	struct zn_st_tensor *mt = calloc(t->nt, sizeof(*mt));
 	struct zn_st_tensor *ot = calloc(3 * (size_t)t->nt, sizeof(*ot));
 	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(4 * (size_t)t->nt, sizeof(*names));
@@ -714,6 +903,8 @@ out:
 	free(names);
 	free(mt);
 	free(ot);
+	if (t->os)
+		free_moments(t);
 	return rc;
 }
 
@@ -749,6 +940,16 @@ static int load_checkpoint(struct zn_trainer *t, const char *dir)
 	}
 	for (unsigned i = 0; i < t->nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
+		/* With NVMe states the moments are staged here until nvme_setup
+		 * writes them out. */
+		if (!s->m)
+			s->m = malloc(s->d.numel * 4);
+		if (!s->v)
+			s->v = malloc(s->d.numel * 4);
+		if (!s->m || !s->v) {
+			rc = zn_error(-ENOMEM, "out of memory loading '%s'", dir);
+			break;
+		}
 		float *arr[3] = { s->master, s->m, s->v };
 		static const char *const suf[3] = { "master", "exp_avg", "exp_avg_sq" };
 		for (int k = 0; k < 3; k++) {
