@@ -11,7 +11,11 @@ tanh GELU, tied embeddings); zinc (fp32) must agree on the loss (relative
 after 3 AdamW steps (torch.optim.AdamW in fp32, same hyperparameters; the
 tolerance and the treatment of noise-level gradients are explained below).
 
-TAP output.  Needs $ZINC_GPT2_ORACLE_HELPER and $ZINC_TEST_DIR.
+A second check runs `zinc train` itself: torch's GPT-2 built from the
+model.safetensors it writes (Hugging Face names and layouts) computes the
+loss zinc logged for the same batch (relative 1e-5).
+
+TAP output.  Needs $ZINC_GPT2_ORACLE_HELPER, $ZINC_BIN and $ZINC_TEST_DIR.
 """
 import json
 import math
@@ -47,7 +51,7 @@ def load(path):
     return out
 
 
-def forward(p, tokens, targets):
+def forward(p, tokens, targets, vocab=V):
     x = p["wte.weight"][tokens] + p["wpe.weight"][:T]
     for l in range(L):
         h = f"h.{l}."
@@ -64,7 +68,8 @@ def forward(p, tokens, targets):
         x = x + f @ p[h + "mlp.c_proj.weight"].T + p[h + "mlp.c_proj.bias"]
     x = F.layer_norm(x, (C,), p["ln_f.weight"], p["ln_f.bias"], 1e-5)
     logits = x @ p["wte.weight"].T
-    return F.cross_entropy(logits[..., :V].reshape(-1, V), targets.reshape(-1), ignore_index=-1)
+    return F.cross_entropy(logits[..., :vocab].reshape(-1, vocab), targets.reshape(-1),
+                           ignore_index=-1)
 
 
 def rel(a, b):
@@ -125,6 +130,53 @@ def loss_gradients_and_adamw_agree(d):
     assert worst[0] <= 1, f"{worst[1]} after 3 AdamW steps off by {worst[0]:.2f} x tolerance"
     print(f"# after 3 AdamW steps: worst {worst[1]} at {worst[0]:.2f} of the tolerance; "
           f"{noisy} of {total} elements with noise-level gradients")
+
+
+def hf_load(path):
+    """A checkpoint's Hugging Face GPT-2 model.safetensors as zinc-layout
+    tensors: Conv1D weights transposed back, names without "transformer."."""
+    out = {}
+    for k, v in load(path).items():
+        name = k[len("transformer."):]
+        if any(name.endswith(x) for x in ("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            v = v.T.contiguous()
+        out[name] = v
+    return out
+
+
+@t.test
+def trainer_checkpoint_loads_into_torch(d):
+    """End to end: `zinc train` writes model.safetensors; torch's GPT-2 built
+    from it computes the loss zinc logged for the same batch."""
+    zinc = os.environ.get("ZINC_BIN", "zinc")
+    import random
+    rng = random.Random(5)
+    with open(os.path.join(d, "t.txt"), "w") as f:
+        f.write(" ".join(rng.choice(["zinc", "swap", "adam", "nvme", "ring"])
+                         for _ in range(5000)))
+    r = subprocess.run([zinc, "prepare-data", "--out", os.path.join(d, "data"), "--prefix", "o",
+                        os.path.join(d, "t.txt")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cfg = os.path.join(d, "o.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""train_micro_batch_size_per_gpu: {B}
+optimizer: {{type: AdamW, params: {{lr: 0}}}}
+model: {{n_layer: {L}, n_head: {NH}, n_embd: {C}, vocab_size: 256, seq_len: {T}}}
+data: {{train: "{d}/data/o_train_*.bin", shuffle: false, seed: 11}}
+checkpoint: {{dir: "{d}/ck"}}
+""")
+    r = subprocess.run([zinc, "train", cfg, "--max-steps", "1", "--json-log",
+                        os.path.join(d, "log.jsonl")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    zinc_loss = json.loads(open(os.path.join(d, "log.jsonl")).readline())["loss"]
+    latest = open(os.path.join(d, "ck", "latest")).read().strip()
+    p = hf_load(os.path.join(d, "ck", latest, "model.safetensors"))
+    # The first batch of an unshuffled shard: window 0, B*T+1 tokens.
+    b = open(os.path.join(d, "data", "o_train_000000.bin"), "rb").read()
+    toks = torch.tensor(list(struct.unpack("<%dH" % (B * T + 1), b[1024:1024 + 2 * (B * T + 1)])))
+    pd = {k: v.double() for k, v in p.items()}
+    loss = forward(pd, toks[:-1].view(B, T), toks[1:].view(B, T), vocab=256).item()
+    assert abs(loss - zinc_loss) <= 1e-5 * abs(loss), (zinc_loss, loss)
 
 
 if __name__ == "__main__":
