@@ -28,6 +28,7 @@ struct tstate {
 	float *master, *m, *v, *grad;  /* host (device optimizer: checkpoint staging) */
 	float *dmaster, *dm, *dv;      /* device optimizer only */
 	uint64_t flat;                 /* offset in the model's flat element order */
+	struct zn_tensor *home;        /* offload_param: the parameters' home tier */
 };
 
 struct zn_trainer {
@@ -67,6 +68,16 @@ struct zn_trainer {
 	struct zn_store *store;
 	struct zn_optswap *os;
 	uint64_t total;                /* elements over all tensors */
+	/* offload_param (stage 3): parameters live on host or NVMe and visit
+	 * the device layer by layer; gradients leave it at each release. */
+	bool offload_param;
+	struct zn_aio *paio;
+	struct zn_store *pstore;
+	struct zn_bufpool *ppool;
+	struct zn_swapper *psw;
+	unsigned *fetched;             /* per layer: outstanding fetches */
+	bool *has_grads;               /* per layer: device gradient buffers exist */
+	int direction;                 /* +1 forward, -1 backward: what to prefetch */
 	double *dsumsq;                /* device optimizer: the norm's accumulator */
 	int32_t *dflag;                /* device optimizer: non-finite flag */
 };
@@ -78,9 +89,87 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 
 /* ---- the parameter source: everything resident on the device ------------ */
 
+static int round_to_dtype(struct zn_trainer *t, void *x, size_t n);
+
+/* offload_param: bring a layer's parameters to the device (and make room for
+ * its gradients), prefetching the next layer in the pass's direction. */
+static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void **params,
+			   void **grads)
+{
+	int rc = 0;
+	if (t->fetched[layer]++ == 0) {
+		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
+			struct tstate *s = &t->t[t->first[layer] + i];
+			void *host;
+			size_t bytes = s->d.numel * 4;
+			if ((rc = zn_device_alloc(t->dev, bytes, &s->dparam)))
+				break;
+			if ((rc = zn_swapper_acquire(t->psw, s->home, &host)))
+				break;
+			rc = zn_device_copy_async(t->dev, s->dparam, host, bytes,
+						  ZN_COPY_HOST_TO_DEVICE, NULL);
+			zn_swapper_release(t->psw, s->home, false);
+			if (!rc)
+				rc = round_to_dtype(t, s->dparam, s->d.numel);
+		}
+		/* The next layer this pass will want starts its way now. */
+		long next = (long)layer + t->direction;
+		if (!rc && next >= 0 && next < (long)t->nlayers)
+			for (unsigned i = 0; i < t->count[next]; i++)
+				zn_swapper_prefetch(t->psw, t->t[t->first[next] + i].home);
+	}
+	if (!rc && want && !t->has_grads[layer]) {
+		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
+			struct tstate *s = &t->t[t->first[layer] + i];
+			if (!(rc = zn_device_alloc(t->dev, s->d.numel * 4, &s->dgrad)))
+				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d.numel * 4, NULL);
+		}
+		t->has_grads[layer] = true;
+	}
+	for (unsigned i = 0; i < t->count[layer]; i++) {
+		params[i] = t->t[t->first[layer] + i].dparam;
+		if (want)
+			grads[i] = t->t[t->first[layer] + i].dgrad;
+	}
+	return rc;
+}
+
+/* The layer leaves the device; with final gradients, those go to the host
+ * accumulators first. */
+static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
+{
+	int rc = zn_device_stream_synchronize(t->stream);
+	if (!rc && written && t->has_grads[layer]) {
+		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
+			struct tstate *s = &t->t[t->first[layer] + i];
+			float *tmp = malloc(s->d.numel * 4);
+			if (!tmp)
+				return zn_error(-ENOMEM, "out of memory");
+			if (!(rc = round_to_dtype(t, s->dgrad, s->d.numel)) &&
+			    !(rc = zn_device_copy_async(t->dev, tmp, s->dgrad, s->d.numel * 4,
+							ZN_COPY_DEVICE_TO_HOST, NULL)))
+				for (size_t k = 0; k < s->d.numel; k++)
+					s->grad[k] += tmp[k];
+			free(tmp);
+			zn_device_free(t->dev, s->dgrad);
+			s->dgrad = NULL;
+		}
+		t->has_grads[layer] = false;
+	}
+	if (t->fetched[layer] && --t->fetched[layer] == 0)
+		for (unsigned i = 0; i < t->count[layer]; i++) {
+			struct tstate *s = &t->t[t->first[layer] + i];
+			zn_device_free(t->dev, s->dparam);
+			s->dparam = NULL;
+		}
+	return rc;
+}
+
 static int fetch(void *user, unsigned layer, bool want, void **params, void **grads)
 {
 	struct zn_trainer *t = user;
+	if (t->offload_param)
+		return fetch_offloaded(t, layer, want, params, grads);
 	for (unsigned i = 0; i < t->count[layer]; i++) {
 		params[i] = t->t[t->first[layer] + i].dparam;
 		if (want)
@@ -91,10 +180,8 @@ static int fetch(void *user, unsigned layer, bool want, void **params, void **gr
 
 static int release(void *user, unsigned layer, bool written)
 {
-	(void)user;
-	(void)layer;
-	(void)written;
-	return 0;
+	struct zn_trainer *t = user;
+	return t->offload_param ? release_offloaded(t, layer, written) : 0;
 }
 
 static void *dalloc(void *user, size_t bytes)
@@ -117,11 +204,12 @@ static int dzero(void *user, void *p, size_t bytes)
 
 static int check_supported(const struct zn_config *c, bool synthetic)
 {
-	if (c->zero_optimization.stage > 1)
-		return zn_error(-EINVAL, "zero_optimization.stage %u: one rank needs no partitioning "
-					 "and offload of stage 2/3 is not wired into the trainer yet; "
-					 "use stage 0 or 1",
-				c->zero_optimization.stage);
+	bool po = c->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE;
+	if (po && c->zero_optimization.stage != 3)
+		return zn_error(-EINVAL, "zero_optimization.offload_param needs stage 3");
+	if (po && c->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE)
+		return zn_error(-EINVAL, "zero_optimization.offload_param: the trainer needs "
+					 "offload_optimizer.device cpu or nvme with it");
 	if (!c->data.train[0] && !synthetic)
 		return zn_error(-EINVAL, "data.train: give the token shards to train on (make them "
 					 "with `zinc prepare-data`)");
@@ -157,6 +245,12 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	zn_optswap_destroy(t->os);
 	zn_store_destroy(t->store);
 	zn_aio_destroy(t->aio);
+	zn_swapper_destroy(t->psw);
+	zn_bufpool_destroy(t->ppool);
+	zn_store_destroy(t->pstore);
+	zn_aio_destroy(t->paio);
+	free(t->fetched);
+	free(t->has_grads);
 	if (t->round_buf)
 		zn_device_free(t->dev, t->round_buf);
 	if (t->dsumsq)
@@ -197,6 +291,7 @@ static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t byte
 
 static int load_checkpoint(struct zn_trainer *t, const char *dir);
 static int nvme_setup(struct zn_trainer *t);
+static int param_homes_setup(struct zn_trainer *t);
 
 /* Round n fp32 values on the device to the training dtype's precision and
  * range (fp16 overflow becomes Inf), keeping fp32 storage. */
@@ -222,6 +317,8 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	}
 	t->cfg = *cfg;
 	t->synthetic = synthetic;
+	t->offload_param = cfg->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE;
+	t->direction = 1;
 	t->rng = cfg->data.seed | 1;
 	if (check_supported(cfg, synthetic))
 		goto fail;
@@ -297,8 +394,8 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 				zn_set_error("out of host memory for the optimizer state");
 				goto fail;
 			}
-			if (zn_device_alloc(t->dev, bytes, &s->dparam) ||
-			    zn_device_alloc(t->dev, bytes, &s->dgrad))
+			if (!t->offload_param && (zn_device_alloc(t->dev, bytes, &s->dparam) ||
+						  zn_device_alloc(t->dev, bytes, &s->dgrad)))
 				goto fail;
 			if (cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE &&
 			    (zn_device_alloc(t->dev, bytes, (void **)&s->dmaster) ||
@@ -382,6 +479,11 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	if (cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME &&
 	    (rc = nvme_setup(t)) != 0)
 		goto fail;
+	if (t->offload_param) {
+		if ((rc = param_homes_setup(t)) != 0)
+			goto fail;
+		return t;
+	}
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
 		size_t bytes = s->d.numel * 4;
@@ -420,6 +522,75 @@ uint64_t zn_trainer_num_params(const struct zn_trainer *t)
 	return zn_gpt2_num_params(&t->mcfg);
 }
 
+
+/* ---- parameter homes (offload_param) ------------------------------------- */
+
+/* The tensor's new parameters (its host master) to its home tier. */
+static int to_home(struct zn_trainer *t, struct tstate *s)
+{
+	void *buf;
+	int rc = zn_swapper_acquire(t->psw, s->home, &buf);
+	if (rc)
+		return rc;
+	memcpy(buf, s->master, s->d.numel * 4);
+	return zn_swapper_release(t->psw, s->home, true);
+}
+
+static int param_homes_setup(struct zn_trainer *t)
+{
+	const struct zn_offload_param_config *pc = &t->cfg.zero_optimization.offload_param;
+	bool nvme = pc->device == ZN_OFFLOAD_NVME;
+	struct zn_swapper_config swc = { .trace = t->trace };
+	int rc;
+
+	t->fetched = calloc(t->nlayers, sizeof(*t->fetched));
+	t->has_grads = calloc(t->nlayers, sizeof(*t->has_grads));
+	if (!t->fetched || !t->has_grads)
+		return zn_error(-ENOMEM, "out of memory");
+	if (nvme) {
+		char buf[ZN_NVME_PATH_MAX];
+		const char *paths[16];
+		int np = zn_nvme_paths_split(pc->nvme_path, buf, paths, 16);
+		if (np < 1)
+			return zn_error(-EINVAL, "zero_optimization.offload_param.nvme_path: give the "
+						 "directory for the parameters' swap files");
+		uint64_t largest = 0, bytes = 0;
+		const char *name = "";
+		for (unsigned i = 0; i < t->nt; i++) {
+			if (t->t[i].d.numel > largest) {
+				largest = t->t[i].d.numel;
+				name = t->t[i].d.name;
+			}
+			bytes += ZN_ALIGN_UP(t->t[i].d.numel * 4, 4096);
+		}
+		struct zn_bufpool_config bc;
+		if ((rc = zn_offload_param_pool(pc, largest, name, 4, 1, &bc)))
+			return rc;
+		t->paio = zn_aio_create(&t->cfg.aio);
+		if (!t->paio)
+			return -EINVAL;
+		struct zn_store_config sc = { .paths = paths, .npaths = (unsigned)np,
+					      .capacity = bytes, .stripe_bytes = pc->stripe_size,
+					      .checksum = pc->checksum };
+		t->pstore = zn_store_create(&sc, t->paio);
+		t->ppool = t->pstore ? zn_bufpool_create(&bc, t->paio) : NULL;
+		if (!t->pstore || !t->ppool)
+			return -EINVAL;
+		swc.store = t->pstore;
+		swc.pool = t->ppool;
+	}
+	t->psw = zn_swapper_create(&swc);
+	if (!t->psw)
+		return -EINVAL;
+	for (unsigned i = 0; i < t->nt; i++) {
+		struct tstate *s = &t->t[i];
+		if ((rc = zn_swapper_add(t->psw, s->d.name, s->d.numel * 4,
+					 nvme ? ZN_TIER_NVME : ZN_TIER_HOST, &s->home)) ||
+		    (rc = to_home(t, s)))
+			return rc;
+	}
+	return zn_swapper_flush(t->psw);
+}
 
 /* ---- optimizer states on NVMe (offload_optimizer: nvme) ------------------ */
 
@@ -600,10 +771,12 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 				     ((float)counted * scale_den)
 			   : 0.0f;
 	uint64_t t0 = zn_now_ns();
+	t->direction = 1;
 	rc = zn_gpt2_forward(t->model, &src, t->din, t->dtgt, NULL, backward, gs, &dloss);
 	uint64_t t1 = zn_now_ns();
 	zn_trace_span(t->trace, backward ? "forward" : "eval", "compute", "device", t0, t1, 0);
 	if (!rc && backward) {
+		t->direction = -1;
 		rc = zn_gpt2_backward(t->model, &src, t->din);
 		zn_trace_span(t->trace, "backward", "compute", "device", t1, zn_now_ns(), 0);
 	}
@@ -626,9 +799,14 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	double loss_sum = 0;
 	int rc;
 
-	for (unsigned i = 0; i < t->nt; i++)
-		if ((rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
+	for (unsigned i = 0; i < t->nt; i++) {
+		/* offload_param: gradients accumulate on the host, per layer. */
+		if (t->offload_param)
+			memset(t->t[i].grad, 0, t->t[i].d.numel * 4);
+		else if ((rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4,
+						NULL)))
 			return rc;
+	}
 	for (uint32_t a = 0; a < t->accum; a++) {
 		double l;
 		if ((rc = micro(t, t->train, true, (float)t->accum, &l)))
@@ -666,10 +844,13 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	for (unsigned i = 0; i < t->nt && !t->device_opt; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_grad_stats gst;
-		if ((rc = round_to_dtype(t, s->dgrad, s->d.numel)) ||
-		    (rc = zn_device_stream_synchronize(t->stream)) ||
-		    (rc = to_host(t, s->grad, s->dgrad, s->d.numel * 4)) ||
-		    (rc = zn_adam_grad_check(s->grad, ZN_ADAM_FP32, s->d.numel, &ex, &gst)))
+		/* offload_param: already on the host, rounded at release. */
+		if (!t->offload_param &&
+		    ((rc = round_to_dtype(t, s->dgrad, s->d.numel)) ||
+		     (rc = zn_device_stream_synchronize(t->stream)) ||
+		     (rc = to_host(t, s->grad, s->dgrad, s->d.numel * 4))))
+			return rc;
+		if ((rc = zn_adam_grad_check(s->grad, ZN_ADAM_FP32, s->d.numel, &ex, &gst)))
 			return rc;
 		sumsq += gst.sumsq;
 		finite &= gst.finite;
@@ -706,9 +887,11 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		if ((rc = zn_optswap_step(t->os, nvme_update, &u)))
 			return rc;
 		for (unsigned i = 0; i < t->nt; i++)
-			if ((rc = to_device(t, t->t[i].dparam, t->t[i].master,
-					    t->t[i].d.numel * 4)) ||
-			    (rc = round_to_dtype(t, t->t[i].dparam, t->t[i].d.numel)))
+			if (t->offload_param ? (rc = to_home(t, &t->t[i])) != 0
+					     : ((rc = to_device(t, t->t[i].dparam, t->t[i].master,
+								t->t[i].d.numel * 4)) ||
+						(rc = round_to_dtype(t, t->t[i].dparam,
+								     t->t[i].d.numel))))
 				return rc;
 	}
 	for (unsigned i = 0; i < t->nt && !skipped && !t->os; i++) {
@@ -734,9 +917,13 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 					      .grad_dtype = ZN_ADAM_FP32, .exp_avg = s->m,
 					      .exp_avg_sq = s->v };
 		/* Unscale and clip, fused into the update. */
-		if ((rc = zn_adam_step(&h, t->updates + 1, (float)(clip / scale), &at, &ex)) ||
-		    (rc = to_device(t, s->dparam, s->master, s->d.numel * 4)) ||
-		    (rc = round_to_dtype(t, s->dparam, s->d.numel)))
+		if ((rc = zn_adam_step(&h, t->updates + 1, (float)(clip / scale), &at, &ex)))
+			return rc;
+		if (t->offload_param)
+			rc = to_home(t, s);
+		else if (!(rc = to_device(t, s->dparam, s->master, s->d.numel * 4)))
+			rc = round_to_dtype(t, s->dparam, s->d.numel);
+		if (rc)
 			return rc;
 	}
 	zn_trace_span(t->trace, skipped ? "skipped (overflow)" : "adam + params to device",
