@@ -243,6 +243,19 @@ def offloaded_parameters_match_resident_ones(d):
             assert got[-1]["device_bytes"] < ref[-1]["device_bytes"], (tag, got[-1], ref[-1])
     assert os.listdir(os.path.join(d, "p")) == [] and os.listdir(os.path.join(d, "o")) == []
 
+    # A device smaller than the resident model needs: the resident run is
+    # refused before training, the offloaded one trains.
+    limit = (ref[-1]["device_bytes"] + got[-1]["device_bytes"]) // 2
+    dev = "device: {type: cpu, memory_limit: %d}" % limit
+    small = config(d, "small.yaml", os.path.join(d, "ck-small"), extra=OFFLOAD + "\n" + dev)
+    p = train(small, "--max-steps", "2")
+    assert p.returncode == 2 and "memory_limit" in p.stderr.replace("device_memory_limit",
+                                                                    "memory_limit"), p.stderr
+    fits = config(d, "fits.yaml", os.path.join(d, "ck-fits"),
+                  extra=variants["nvme"] + "\n" + dev)
+    p = train(fits, "--max-steps", "2")
+    assert p.returncode == 0, p.stderr
+
 
 @t.test
 def starts_from_safetensors_and_llmc(d):
