@@ -33,7 +33,6 @@
  * ds_config.json loads as it is.  Sorted (the tests check it); a key moves
  * out of here when it joins the top-level table (engine/config_keys.c). */
 static const char *const ignored_keys[] = {
-	"activation_checkpointing",
 	"amp",
 	"autotuning",
 	"comet",

@@ -232,6 +232,35 @@ const struct zn_cfg_section zn_bf16_section = {
 	.struct_size = sizeof(struct zn_bf16_config),
 };
 
+/* ---- activation_checkpointing ---------------------------------------------- */
+
+#define AC(...) KEY(struct zn_actckpt_config, __VA_ARGS__)
+static const struct zn_cfg_key actckpt_keys[] = {
+	AC("enabled", NULL, ZN_CFG_BOOL, enabled, "false", 0, 1, NULL, ZINC,
+	   "keep only each transformer block's input and recompute the rest during backward "
+	   "(bit-identical results, a fraction of the activation memory)"),
+	AC("partition_activations", NULL, ZN_CFG_BOOL, partition_activations, "false", 0, 1, NULL,
+	   UNSUP, "split checkpointed activations across model-parallel ranks"),
+	AC("cpu_checkpointing", NULL, ZN_CFG_BOOL, cpu_checkpointing, "false", 0, 1, NULL, UNSUP,
+	   "keep the checkpointed activations in host memory"),
+	AC("contiguous_memory_optimization", NULL, ZN_CFG_BOOL, contiguous_memory_optimization,
+	   "false", 0, 1, NULL, 0, "copy checkpoints into one buffer (zinc's already are)"),
+	AC("number_checkpoints", NULL, ZN_CFG_INT, number_checkpoints, "0", 0, 1e9, NULL, 0,
+	   "checkpoints per pass, for contiguous_memory_optimization (zinc: one per block)"),
+	AC("synchronize_checkpoint_boundary", NULL, ZN_CFG_BOOL, synchronize_checkpoint_boundary,
+	   "false", 0, 1, NULL, 0, "synchronize the device at each checkpoint"),
+	AC("profile", NULL, ZN_CFG_BOOL, profile, "false", 0, 1, NULL, UNSUP,
+	   "time the checkpointing functions"),
+};
+
+const struct zn_cfg_section zn_actckpt_section = {
+	.name = "activation_checkpointing",
+	.help = "recompute activations during backward instead of keeping them",
+	.keys = actckpt_keys,
+	.nkeys = ZN_ARRAY_SIZE(actckpt_keys),
+	.struct_size = sizeof(struct zn_actckpt_config),
+};
+
 /* ---- zero_optimization ------------------------------------------------- */
 
 #define LC(...) KEY(struct zn_zero_loco_config, __VA_ARGS__)
@@ -527,6 +556,7 @@ static const struct zn_cfg_key root_keys[] = {
 	  .offset = offsetof(struct zn_config, bf16), .size = sizeof(struct zn_bf16_config),
 	  .sub = &zn_bf16_section },
 	RS("zero_optimization", zero_optimization, zn_zero_section, 0),
+	RS("activation_checkpointing", activation_checkpointing, zn_actckpt_section, 0),
 	RS("aio", aio, zn_aio_config_section, 0),
 	RS("model", model, zn_model_section, 0),
 	RS("data", data, zn_data_section, 0),

@@ -174,7 +174,8 @@ struct zn_gpt2 {
 	struct zn_model_mem mem;
 	size_t esz;                    /* bytes per element of the storage dtype */
 	size_t act_bytes;
-	struct layer_acts *la;         /* L of them */
+	struct layer_acts *la;         /* L of them (recompute: only .res) */
+	struct layer_acts sa;          /* recompute: one block's activations, reused */
 	void *res_final, *lnf, *logits;
 	float *lnf_mean, *lnf_rstd, *losses;
 	/* backward scratch */
@@ -236,16 +237,21 @@ struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 	const size_t L = (size_t)c.n_layer, BT = (size_t)B * (size_t)T, C = (size_t)c.n_embd;
 	const size_t NH = (size_t)c.n_head, Vp = (size_t)c.padded_vocab, e = m->esz;
 	m->la = calloc(L, sizeof(*m->la));
-	m->ptrs = calloc(L * 14 + 16, sizeof(void *));
+	m->ptrs = calloc((L + 1) * 14 + 16, sizeof(void *));
 	if (!m->la || !m->ptrs) {
 		zn_set_error("out of memory");
 		zn_gpt2_destroy(m);
 		return NULL;
 	}
 	int err = 0;
-	for (size_t l = 0; l < L; l++) {
-		struct layer_acts *a = &m->la[l];
-		a->res = act(m, BT * C * e, &err);
+	for (size_t l = 0; l < L + (c.recompute ? 1 : 0); l++) {
+		/* With recompute, layers keep their input only and one extra set
+		 * (m->sa) holds the block being run. */
+		struct layer_acts *a = l < L ? &m->la[l] : &m->sa;
+		if (l < L)
+			a->res = act(m, BT * C * e, &err);
+		if (c.recompute && l < L)
+			continue;
 		a->ln1 = act(m, BT * C * e, &err);
 		a->qkv = act(m, BT * 3 * C * e, &err);
 		a->atty = act(m, BT * C * e, &err);
@@ -305,6 +311,16 @@ size_t zn_gpt2_activation_bytes(const struct zn_gpt2 *m)
 		TRY(rc_r);                                                          \
 	} while (0)
 
+/* The activations block l runs with: its own, or (recompute) the shared
+ * set pointed at its input. */
+static struct layer_acts *acts_of(struct zn_gpt2 *m, int l)
+{
+	if (!m->cfg.recompute)
+		return &m->la[l];
+	m->sa.res = m->la[l].res;
+	return &m->sa;
+}
+
 static int block_forward(struct zn_gpt2 *m, struct layer_acts *a, void *const *p, void *out)
 {
 	const struct zn_kernels *k = m->k;
@@ -360,7 +376,8 @@ int zn_gpt2_forward(struct zn_gpt2 *m, const struct zn_param_source *src, const 
 				      pe[1], B, T, C, m->cfg.padded_vocab));
 	for (int l = 0; l < L; l++) {
 		void *out = l + 1 < L ? m->la[l + 1].res : m->res_final;
-		WITH_LAYER(src, (unsigned)l + 1, false, p, NULL, block_forward(m, &m->la[l], p, out));
+		WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
+			   block_forward(m, acts_of(m, l), p, out));
 	}
 	/* The classifier: ln_f, then wte again (tied). */
 	TRY(src->fetch(src->user, (unsigned)L + 1, false, pf, NULL));
@@ -418,6 +435,18 @@ static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, void *const *
 	return 0;
 }
 
+/* Backward of block l; with recompute, its forward runs again first from
+ * the kept input (writing the same bits to its output buffer). */
+static int block_backward_at(struct zn_gpt2 *m, int l, void *const *p, void *const *g)
+{
+	struct layer_acts *a = acts_of(m, l);
+	if (m->cfg.recompute) {
+		void *out = l + 1 < m->cfg.n_layer ? m->la[l + 1].res : m->res_final;
+		TRY(block_forward(m, a, p, out));
+	}
+	return block_backward(m, a, p, g);
+}
+
 static int head_backward(struct zn_gpt2 *m, void *const *pf, void *const *gf, const void *wte,
 			 void *dwte)
 {
@@ -453,7 +482,7 @@ int zn_gpt2_backward(struct zn_gpt2 *m, const struct zn_param_source *src, const
 	TRY(rc);
 	TRY(r3);
 	for (int l = L - 1; l >= 0; l--)
-		WITH_LAYER(src, (unsigned)l + 1, true, p, g, block_backward(m, &m->la[l], p, g));
+		WITH_LAYER(src, (unsigned)l + 1, true, p, g, block_backward_at(m, l, p, g));
 	WITH_LAYER(src, 0, true, pe, ge,
 		   m->k->encoder_backward(m->ctx, ge[0], ge[1], m->dres, tokens, m->B, m->T,
 					  m->cfg.n_embd, m->cfg.padded_vocab));

@@ -334,6 +334,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		.n_layer = (int)cfg->model.n_layer, .n_head = (int)cfg->model.n_head,
 		.n_embd = (int)cfg->model.n_embd, .vocab_size = (int)cfg->model.vocab_size,
 		.max_seq_len = (int)cfg->model.seq_len,
+		.recompute = cfg->activation_checkpointing.enabled,
 	};
 	if (zn_gpt2_config_check(&t->mcfg))
 		goto fail;

@@ -200,8 +200,9 @@ static void test_section_table(void **state)
 	}
 	assert_true(seen_offload);
 	/* root, optimizer(+params), scheduler(+params), fp16, bf16, zero(+offload
-	 * x2, loco), aio, model, data, checkpoint(+parallel_write), device. */
-	assert_int_equal(n, 17);
+	 * x2, loco), activation_checkpointing, aio, model, data,
+	 * checkpoint(+parallel_write), device. */
+	assert_int_equal(n, 18);
 
 	/* The ignored DeepSpeed keys are sorted, and none is a zinc section. */
 	assert_non_null(zn_config_ignored_key(0));

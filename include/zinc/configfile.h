@@ -93,6 +93,19 @@ struct zn_bf16_config {
 	bool immediate_grad_update;
 };
 
+/* DeepSpeed's activation_checkpointing section, plus zinc's `enabled`
+ * (DeepSpeed turns checkpointing on in model code; zinc's models read
+ * this switch). */
+struct zn_actckpt_config {
+	bool enabled;                         /* zinc: recompute inside each block */
+	bool partition_activations;           /* not supported yet (multi-rank) */
+	bool cpu_checkpointing;               /* not supported yet */
+	bool contiguous_memory_optimization;  /* accepted: zinc's buffers are contiguous */
+	int64_t number_checkpoints;           /* accepted: zinc checkpoints every block */
+	bool synchronize_checkpoint_boundary; /* accepted */
+	bool profile;                         /* not supported yet */
+};
+
 struct zn_zero_loco_config {
 	double err_beta;
 	uint32_t reset_T;
@@ -206,6 +219,7 @@ struct zn_config {
 	struct zn_fp16_config fp16;
 	struct zn_bf16_config bf16;
 	struct zn_zero_config zero_optimization;
+	struct zn_actckpt_config activation_checkpointing;
 	struct zn_aio_config aio;
 	struct zn_model_config model;
 	struct zn_data_config data;

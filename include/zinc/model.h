@@ -44,6 +44,10 @@ struct zn_gpt2_config {
 	int vocab_size;    /* V */
 	int padded_vocab;  /* Vp >= V (0: V rounded up to 128) */
 	int max_seq_len;   /* maxT: rows of wpe */
+	/* Activation checkpointing: keep only each block's input and recompute
+	 * the block during backward (one block's activations instead of L;
+	 * the kernels are deterministic, so results are bit-identical). */
+	bool recompute;
 };
 
 /* Check a config (and fill padded_vocab when 0); 0 or -EINVAL naming the
