@@ -241,8 +241,9 @@ static const struct zn_cfg_key actckpt_keys[] = {
 	   "(bit-identical results, a fraction of the activation memory)"),
 	AC("partition_activations", NULL, ZN_CFG_BOOL, partition_activations, "false", 0, 1, NULL,
 	   UNSUP, "split checkpointed activations across model-parallel ranks"),
-	AC("cpu_checkpointing", NULL, ZN_CFG_BOOL, cpu_checkpointing, "false", 0, 1, NULL, UNSUP,
-	   "keep the checkpointed activations in host memory"),
+	AC("cpu_checkpointing", NULL, ZN_CFG_BOOL, cpu_checkpointing, "false", 0, 1, NULL, 0,
+	   "keep the checkpointed activations in host memory; they come back just before "
+	   "their block's backward (needs enabled)"),
 	AC("contiguous_memory_optimization", NULL, ZN_CFG_BOOL, contiguous_memory_optimization,
 	   "false", 0, 1, NULL, 0, "copy checkpoints into one buffer (zinc's already are)"),
 	AC("number_checkpoints", NULL, ZN_CFG_INT, number_checkpoints, "0", 0, 1e9, NULL, 0,

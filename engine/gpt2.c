@@ -176,6 +176,9 @@ struct zn_gpt2 {
 	size_t act_bytes;
 	struct layer_acts *la;         /* L of them (recompute: only .res) */
 	struct layer_acts sa;          /* recompute: one block's activations, reused */
+	void *rin[2];                  /* offload_activations: block inputs on the device */
+	void **hptrs;                  /* host allocations, to free */
+	size_t nhptrs;
 	void *res_final, *lnf, *logits;
 	float *lnf_mean, *lnf_rstd, *losses;
 	/* backward scratch */
@@ -205,7 +208,10 @@ void zn_gpt2_destroy(struct zn_gpt2 *m)
 		return;
 	for (size_t i = 0; i < m->nptrs; i++)
 		m->mem.free(m->mem.user, m->ptrs[i]);
+	for (size_t i = 0; i < m->nhptrs; i++)
+		m->mem.host_free(m->mem.user, m->hptrs[i]);
 	free(m->ptrs);
+	free(m->hptrs);
 	free(m->la);
 	free(m);
 }
@@ -238,7 +244,17 @@ struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 	const size_t NH = (size_t)c.n_head, Vp = (size_t)c.padded_vocab, e = m->esz;
 	m->la = calloc(L, sizeof(*m->la));
 	m->ptrs = calloc((L + 1) * 14 + 16, sizeof(void *));
-	if (!m->la || !m->ptrs) {
+	m->hptrs = calloc(L + 1, sizeof(void *));
+	if (c.offload_activations && (!c.recompute || !mem->host_alloc || !mem->to_host)) {
+		zn_set_error("activation_checkpointing.cpu_checkpointing needs "
+			     "activation_checkpointing.enabled (and a host-memory interface)");
+		free(m->la);
+		free(m->ptrs);
+		free(m->hptrs);
+		free(m);
+		return NULL;
+	}
+	if (!m->la || !m->ptrs || !m->hptrs) {
 		zn_set_error("out of memory");
 		zn_gpt2_destroy(m);
 		return NULL;
@@ -248,8 +264,16 @@ struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 		/* With recompute, layers keep their input only and one extra set
 		 * (m->sa) holds the block being run. */
 		struct layer_acts *a = l < L ? &m->la[l] : &m->sa;
-		if (l < L)
+		if (l < L && c.offload_activations) {
+			/* Kept inputs in host memory. */
+			a->res = err ? NULL : m->mem.host_alloc(m->mem.user, BT * C * e);
+			if (!a->res)
+				err = err ? err : -ENOMEM;
+			else
+				m->hptrs[m->nhptrs++] = a->res;
+		} else if (l < L) {
 			a->res = act(m, BT * C * e, &err);
+		}
 		if (c.recompute && l < L)
 			continue;
 		a->ln1 = act(m, BT * C * e, &err);
@@ -264,6 +288,10 @@ struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 		a->ln2_mean = act(m, BT * 4, &err);
 		a->ln2_rstd = act(m, BT * 4, &err);
 		a->lse = act(m, (size_t)B * NH * (size_t)T * 4, &err);
+	}
+	if (c.offload_activations) {
+		m->rin[0] = act(m, BT * C * e, &err);
+		m->rin[1] = act(m, BT * C * e, &err);
 	}
 	m->res_final = act(m, BT * C * e, &err);
 	m->lnf = act(m, BT * C * e, &err);
@@ -313,12 +341,26 @@ size_t zn_gpt2_activation_bytes(const struct zn_gpt2 *m)
 
 /* The activations block l runs with: its own, or (recompute) the shared
  * set pointed at its input. */
+static void *input_buf(struct zn_gpt2 *m, int l)
+{
+	return m->cfg.offload_activations ? m->rin[l % 2] : m->la[l].res;
+}
+
 static struct layer_acts *acts_of(struct zn_gpt2 *m, int l)
 {
 	if (!m->cfg.recompute)
 		return &m->la[l];
-	m->sa.res = m->la[l].res;
+	m->sa.res = input_buf(m, l);
 	return &m->sa;
+}
+
+/* offload_activations: block l's input leaves the device after its forward. */
+static int keep_input(struct zn_gpt2 *m, int l)
+{
+	if (!m->cfg.offload_activations)
+		return 0;
+	return m->mem.to_host(m->mem.user, m->la[l].res, m->rin[l % 2],
+			      (size_t)m->B * m->T * m->cfg.n_embd * m->esz);
 }
 
 static int block_forward(struct zn_gpt2 *m, struct layer_acts *a, void *const *p, void *out)
@@ -372,12 +414,13 @@ int zn_gpt2_forward(struct zn_gpt2 *m, const struct zn_param_source *src, const 
 		return zn_error(-EINVAL, "GPT-2 forward for backward needs targets");
 	m->have_backward = false;
 	WITH_LAYER(src, 0, false, pe, NULL,
-		   k->encoder_forward(m->ctx, L ? m->la[0].res : m->res_final, tokens, pe[0],
+		   k->encoder_forward(m->ctx, L ? input_buf(m, 0) : m->res_final, tokens, pe[0],
 				      pe[1], B, T, C, m->cfg.padded_vocab));
 	for (int l = 0; l < L; l++) {
-		void *out = l + 1 < L ? m->la[l + 1].res : m->res_final;
+		void *out = l + 1 < L ? input_buf(m, l + 1) : m->res_final;
 		WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
 			   block_forward(m, acts_of(m, l), p, out));
+		TRY(keep_input(m, l));
 	}
 	/* The classifier: ln_f, then wte again (tied). */
 	TRY(src->fetch(src->user, (unsigned)L + 1, false, pf, NULL));
@@ -439,9 +482,12 @@ static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, void *const *
  * the kept input (writing the same bits to its output buffer). */
 static int block_backward_at(struct zn_gpt2 *m, int l, void *const *p, void *const *g)
 {
+	if (m->cfg.offload_activations) /* the kept input comes back */
+		TRY(m->mem.to_device(m->mem.user, m->rin[l % 2], m->la[l].res,
+				     (size_t)m->B * m->T * m->cfg.n_embd * m->esz));
 	struct layer_acts *a = acts_of(m, l);
 	if (m->cfg.recompute) {
-		void *out = l + 1 < m->cfg.n_layer ? m->la[l + 1].res : m->res_final;
+		void *out = l + 1 < m->cfg.n_layer ? input_buf(m, l + 1) : m->res_final;
 		TRY(block_forward(m, a, p, out));
 	}
 	return block_backward(m, a, p, g);

@@ -200,6 +200,34 @@ static int dzero(void *user, void *p, size_t bytes)
 	return zn_device_memset(user, p, 0, bytes, NULL);
 }
 
+static void *halloc(void *user, size_t bytes)
+{
+	(void)user;
+	/* Page-aligned, so the copies can use DMA once pinned. */
+	void *p = NULL;
+	if (posix_memalign(&p, 4096, bytes ? bytes : 1) != 0) {
+		zn_set_error("out of host memory for %zu bytes of kept activations", bytes);
+		return NULL;
+	}
+	return p;
+}
+
+static void hfree(void *user, void *p)
+{
+	(void)user;
+	free(p);
+}
+
+static int dto_host(void *user, void *dst, const void *src, size_t bytes)
+{
+	return zn_device_copy_async(user, dst, src, bytes, ZN_COPY_DEVICE_TO_HOST, NULL);
+}
+
+static int dto_device(void *user, void *dst, const void *src, size_t bytes)
+{
+	return zn_device_copy_async(user, dst, src, bytes, ZN_COPY_HOST_TO_DEVICE, NULL);
+}
+
 /* ---- creation --------------------------------------------------------------- */
 
 static int check_supported(const struct zn_config *c, bool synthetic)
@@ -335,6 +363,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		.n_embd = (int)cfg->model.n_embd, .vocab_size = (int)cfg->model.vocab_size,
 		.max_seq_len = (int)cfg->model.seq_len,
 		.recompute = cfg->activation_checkpointing.enabled,
+		.offload_activations = cfg->activation_checkpointing.cpu_checkpointing,
 	};
 	if (zn_gpt2_config_check(&t->mcfg))
 		goto fail;
@@ -453,7 +482,8 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		goto fail;
 	}
 
-	struct zn_model_mem mem = { t->dev, dalloc, dfree, dzero };
+	struct zn_model_mem mem = { t->dev, dalloc, dfree, dzero, halloc, hfree, dto_host,
+				    dto_device };
 	t->model = zn_gpt2_create(&t->mcfg, t->B, t->T, t->k, t->kctx, &mem);
 	if (!t->model)
 		goto fail;

@@ -126,7 +126,7 @@ int main(int argc, char **argv)
 	struct zn_kernels_params kp;
 	zn_kernels_params_default(&kp);
 	struct zn_kctx *ctx = k->ctx_create(&kp);
-	struct zn_model_mem mem = { NULL, halloc, hfree, hzero };
+	struct zn_model_mem mem = { .alloc = halloc, .free = hfree, .memset0 = hzero };
 	struct zn_gpt2 *model = zn_gpt2_create(&r.cfg, B, T, k, ctx, &mem);
 	struct zn_param_source src = { &r, fetch, release };
 	if (!ctx || !model) {

@@ -267,14 +267,23 @@ def activation_checkpointing_is_bit_identical(d):
     ckpt = config(d, "ckpt.yaml", os.path.join(d, "ck-b"),
                   extra="activation_checkpointing: {enabled: true, "
                         "contiguous_memory_optimization: true}")
-    for cfg, name in ((plain, "plain"), (ckpt, "ckpt")):
+    # ZeRO-Infinity's activation offload: the kept inputs in host memory.
+    cpu = config(d, "cpu.yaml", os.path.join(d, "ck-c"),
+                 extra="activation_checkpointing: {enabled: true, cpu_checkpointing: true}")
+    for cfg, name in ((plain, "plain"), (ckpt, "ckpt"), (cpu, "cpu")):
         p = train(cfg, "--max-steps", "15", "--json-log", os.path.join(d, name + ".jsonl"))
         assert p.returncode == 0, p.stderr
-    a, b = log(os.path.join(d, "plain.jsonl")), log(os.path.join(d, "ckpt.jsonl"))
-    assert [(s["loss"], s["grad_norm"]) for s in a] == [(s["loss"], s["grad_norm"]) for s in b]
-    assert b[-1]["device_bytes"] < a[-1]["device_bytes"], (a[-1], b[-1])
-    bad = config(d, "bad.yaml", os.path.join(d, "ck-c"),
+    a, b, c = (log(os.path.join(d, n + ".jsonl")) for n in ("plain", "ckpt", "cpu"))
+    key = [(s["loss"], s["grad_norm"]) for s in a]
+    assert key == [(s["loss"], s["grad_norm"]) for s in b]
+    assert key == [(s["loss"], s["grad_norm"]) for s in c]
+    assert c[-1]["device_bytes"] <= b[-1]["device_bytes"] < a[-1]["device_bytes"], (a[-1], b[-1])
+    bad = config(d, "bad.yaml", os.path.join(d, "ck-d"),
                  extra="activation_checkpointing: {cpu_checkpointing: true}")
+    p = train(bad, "--max-steps", "1")
+    assert p.returncode == 2 and "needs activation_checkpointing.enabled" in p.stderr, p.stderr
+    bad = config(d, "bad2.yaml", os.path.join(d, "ck-e"),
+                 extra="activation_checkpointing: {enabled: true, profile: true}")
     p = train(bad, "--max-steps", "1")
     assert p.returncode == 2 and "not supported yet" in p.stderr, p.stderr
 

@@ -99,7 +99,7 @@ struct zn_bf16_config {
 struct zn_actckpt_config {
 	bool enabled;                         /* zinc: recompute inside each block */
 	bool partition_activations;           /* not supported yet (multi-rank) */
-	bool cpu_checkpointing;               /* not supported yet */
+	bool cpu_checkpointing;               /* kept activations in host memory */
 	bool contiguous_memory_optimization;  /* accepted: zinc's buffers are contiguous */
 	int64_t number_checkpoints;           /* accepted: zinc checkpoints every block */
 	bool synchronize_checkpoint_boundary; /* accepted */

@@ -48,6 +48,10 @@ struct zn_gpt2_config {
 	 * the block during backward (one block's activations instead of L;
 	 * the kernels are deterministic, so results are bit-identical). */
 	bool recompute;
+	/* With recompute: the kept block inputs live in host memory (ZeRO-
+	 * Infinity's activation offload, DeepSpeed's cpu_checkpointing) and come
+	 * back just before their block's backward; the device holds two. */
+	bool offload_activations;
 };
 
 /* Check a config (and fill padded_vocab when 0); 0 or -EINVAL naming the
@@ -102,6 +106,11 @@ struct zn_model_mem {
 	void *(*alloc)(void *user, size_t bytes);         /* NULL + last error on failure */
 	void (*free)(void *user, void *p);
 	int (*memset0)(void *user, void *p, size_t bytes); /* zero device memory */
+	/* Host memory and synchronous copies, for offload_activations. */
+	void *(*host_alloc)(void *user, size_t bytes);
+	void (*host_free)(void *user, void *p);
+	int (*to_host)(void *user, void *dst, const void *src, size_t bytes);
+	int (*to_device)(void *user, void *dst, const void *src, size_t bytes);
 };
 
 struct zn_gpt2;
