@@ -78,6 +78,7 @@ struct zn_trainer {
 	unsigned *fetched;             /* per layer: outstanding fetches */
 	bool *has_grads;               /* per layer: device gradient buffers exist */
 	int direction;                 /* +1 forward, -1 backward: what to prefetch */
+	float *gstage;                 /* host staging for a layer's gradients (largest tensor) */
 	double *dsumsq;                /* device optimizer: the norm's accumulator */
 	int32_t *dflag;                /* device optimizer: non-finite flag */
 };
@@ -142,15 +143,11 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 	if (!rc && written && t->has_grads[layer]) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
-			float *tmp = malloc(s->d.numel * 4);
-			if (!tmp)
-				return zn_error(-ENOMEM, "out of memory");
 			if (!(rc = round_to_dtype(t, s->dgrad, s->d.numel)) &&
-			    !(rc = zn_device_copy_async(t->dev, tmp, s->dgrad, s->d.numel * 4,
+			    !(rc = zn_device_copy_async(t->dev, t->gstage, s->dgrad, s->d.numel * 4,
 							ZN_COPY_DEVICE_TO_HOST, NULL)))
 				for (size_t k = 0; k < s->d.numel; k++)
-					s->grad[k] += tmp[k];
-			free(tmp);
+					s->grad[k] += t->gstage[k];
 			zn_device_free(t->dev, s->dgrad);
 			s->dgrad = NULL;
 		}
@@ -279,6 +276,7 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	zn_aio_destroy(t->paio);
 	free(t->fetched);
 	free(t->has_grads);
+	free(t->gstage);
 	if (t->round_buf)
 		zn_device_free(t->dev, t->round_buf);
 	if (t->dsumsq)
@@ -574,9 +572,13 @@ static int param_homes_setup(struct zn_trainer *t)
 	struct zn_swapper_config swc = { .trace = t->trace };
 	int rc;
 
+	uint64_t most = 0;
+	for (unsigned i = 0; i < t->nt; i++)
+		most = ZN_MAX(most, t->t[i].d.numel);
 	t->fetched = calloc(t->nlayers, sizeof(*t->fetched));
 	t->has_grads = calloc(t->nlayers, sizeof(*t->has_grads));
-	if (!t->fetched || !t->has_grads)
+	t->gstage = malloc(most * 4);
+	if (!t->fetched || !t->has_grads || !t->gstage)
 		return zn_error(-ENOMEM, "out of memory");
 	if (nvme) {
 		char buf[ZN_NVME_PATH_MAX];
@@ -998,6 +1000,27 @@ int zn_trainer_eval(struct zn_trainer *t, double *loss)
 	return 0;
 }
 
+/* Checkpoint metadata carries small binary structs (data position, loss
+ * scaler) as hex strings. */
+static void hex_encode(const void *p, size_t n, char *out)
+{
+	for (size_t i = 0; i < n; i++)
+		snprintf(out + 2 * i, 3, "%02x", ((const uint8_t *)p)[i]);
+}
+
+static int hex_decode(const char *hex, void *p, size_t n)
+{
+	if (!hex || strlen(hex) != 2 * n)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned b;
+		if (sscanf(hex + 2 * i, "%2x", &b) != 1)
+			return -1;
+		((uint8_t *)p)[i] = (uint8_t)b;
+	}
+	return 0;
+}
+
 /* ---- checkpoints ------------------------------------------------------------- */
 
 /* HF stores c_attn / c_proj / c_fc transposed: (C, OC). */
@@ -1090,10 +1113,8 @@ int zn_trainer_save(struct zn_trainer *t)
 		zn_data_tell(t->train, &pos);
 	char step[32], updates[32], shape[128], hex[2 * sizeof(pos) + 1];
 	char shex[2 * sizeof(t->scaler) + 1];
-	for (size_t i = 0; i < sizeof(pos); i++)
-		snprintf(hex + 2 * i, 3, "%02x", ((const uint8_t *)&pos)[i]);
-	for (size_t i = 0; i < sizeof(t->scaler); i++)
-		snprintf(shex + 2 * i, 3, "%02x", ((const uint8_t *)&t->scaler)[i]);
+	hex_encode(&pos, sizeof(pos), hex);
+	hex_encode(&t->scaler, sizeof(t->scaler), shex);
 	snprintf(step, sizeof(step), "%" PRIu64, t->step);
 	snprintf(updates, sizeof(updates), "%" PRIu64, t->updates);
 	snprintf(shape, sizeof(shape), "gpt2 n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
@@ -1147,14 +1168,9 @@ static int load_checkpoint(struct zn_trainer *t, const char *dir)
 		goto out;
 	}
 	struct zn_data_pos pos;
-	if (!st || !hex || strlen(hex) != 2 * sizeof(pos)) {
+	if (!st || hex_decode(hex, &pos, sizeof(pos))) {
 		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its step or data position", dir);
 		goto out;
-	}
-	for (size_t i = 0; i < sizeof(pos); i++) {
-		unsigned b;
-		sscanf(hex + 2 * i, "%2x", &b);
-		((uint8_t *)&pos)[i] = (uint8_t)b;
 	}
 	for (unsigned i = 0; i < t->nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
@@ -1186,13 +1202,8 @@ static int load_checkpoint(struct zn_trainer *t, const char *dir)
 		rc = zn_data_seek(t->train, &pos);
 	const char *up = zn_st_metadata(f, "zinc.updates");
 	const char *sc = zn_st_metadata(f, "zinc.loss_scaler");
-	if (!rc && (!up || !sc || strlen(sc) != 2 * sizeof(t->scaler)))
+	if (!rc && (!up || hex_decode(sc, &t->scaler, sizeof(t->scaler))))
 		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its update count or loss scaler", dir);
-	for (size_t i = 0; !rc && i < sizeof(t->scaler); i++) {
-		unsigned b;
-		sscanf(sc + 2 * i, "%2x", &b);
-		((uint8_t *)&t->scaler)[i] = (uint8_t)b;
-	}
 	if (!rc) {
 		t->step = strtoull(st, NULL, 10);
 		t->updates = strtoull(up, NULL, 10);
