@@ -434,20 +434,28 @@ static int write_all(int fd, const void *p, uint64_t n)
 	return 0;
 }
 
-int zn_st_write(const char *path, const struct zn_st_tensor *t, size_t n,
-		const struct zn_st_meta *meta, size_t nmeta)
+struct zn_st_writer {
+	int fd;
+	char path[4096], tmp[4096];
+	uint64_t expect, written;   /* data bytes */
+	int err;                    /* the first failure; later calls do nothing */
+};
+
+int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
+		       const struct zn_st_meta *meta, size_t nmeta, struct zn_st_writer **out)
 {
 	struct sbuf h = { 0 };
-	char num[64], tmp[4096];
+	char num[64];
 	uint64_t off = 0;
-	int rc = 0, fd;
+	int rc = 0;
 
+	*out = NULL;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t elems = 1;
 		if (!t[i].name || !*t[i].name || (unsigned)t[i].dtype >= ZN_ST_DTYPE_COUNT ||
-		    t[i].ndim > ZN_ST_MAX_DIMS || (!t[i].data && t[i].bytes))
+		    t[i].ndim > ZN_ST_MAX_DIMS)
 			return zn_error(-EINVAL, "safetensors: tensor %zu ('%s') has no name, a bad "
-						 "dtype, too many dimensions or no data",
+						 "dtype or too many dimensions",
 					i, t[i].name ? t[i].name : "");
 		for (unsigned d = 0; d < t[i].ndim; d++)
 			elems *= t[i].shape[d];
@@ -499,40 +507,109 @@ int zn_st_write(const char *path, const struct zn_st_tensor *t, size_t n,
 		return zn_error(-ENOMEM, "safetensors: out of memory for the header");
 	}
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
+	struct zn_st_writer *w = calloc(1, sizeof(*w));
+	if (!w) {
 		free(h.p);
+		return zn_error(-ENOMEM, "safetensors: out of memory");
+	}
+	w->expect = off;
+	if (snprintf(w->path, sizeof(w->path), "%s", path) >= (int)sizeof(w->path) ||
+	    snprintf(w->tmp, sizeof(w->tmp), "%s.tmp.%d", path, (int)getpid()) >=
+		    (int)sizeof(w->tmp)) {
+		free(h.p);
+		free(w);
 		return zn_error(-ENAMETOOLONG, "safetensors: path '%s' is too long", path);
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
+	w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (w->fd < 0) {
 		rc = -errno;
 		free(h.p);
-		return zn_error(rc, "cannot create '%s': %s", tmp, strerror(-rc));
+		zn_error(rc, "cannot create '%s': %s", w->tmp, strerror(-rc));
+		free(w);
+		return rc;
 	}
 	uint64_t hlen = h.len;
-	rc = write_all(fd, &hlen, 8);
+	rc = write_all(w->fd, &hlen, 8);
 	if (!rc)
-		rc = write_all(fd, h.p, h.len);
-	for (size_t i = 0; i < n && !rc; i++)
-		rc = write_all(fd, t[i].data, t[i].bytes);
-	if (!rc && fsync(fd) != 0)
-		rc = -errno;
-	if (close(fd) != 0 && !rc)
-		rc = -errno;
+		rc = write_all(w->fd, h.p, h.len);
 	free(h.p);
-	if (!rc && rename(tmp, path) != 0)
-		rc = -errno;
 	if (rc) {
-		unlink(tmp);
+		w->err = rc;
+		zn_st_writer_abort(w);
 		return zn_error(rc, "cannot write '%s': %s", path, strerror(-rc));
+	}
+	*out = w;
+	return 0;
+}
+
+int zn_st_writer_put(struct zn_st_writer *w, const void *data, uint64_t bytes)
+{
+	if (w->err)
+		return w->err;
+	if (w->written + bytes > w->expect)
+		return w->err = zn_error(-EINVAL, "safetensors '%s': %" PRIu64 " data bytes "
+						  "given, more than the header's %" PRIu64,
+					 w->path, w->written + bytes, w->expect);
+	int rc = write_all(w->fd, data, bytes);
+	if (rc)
+		return w->err = zn_error(rc, "cannot write '%s': %s", w->path, strerror(-rc));
+	w->written += bytes;
+	return 0;
+}
+
+void zn_st_writer_abort(struct zn_st_writer *w)
+{
+	if (!w)
+		return;
+	close(w->fd);
+	unlink(w->tmp);
+	free(w);
+}
+
+int zn_st_writer_end(struct zn_st_writer *w)
+{
+	int rc = w->err;
+	if (!rc && w->written != w->expect)
+		rc = zn_error(-EINVAL, "safetensors '%s': %" PRIu64 " data bytes given, the header "
+				       "needs %" PRIu64, w->path, w->written, w->expect);
+	if (!rc && fsync(w->fd) != 0)
+		rc = zn_error(-errno, "cannot write '%s': %s", w->path, strerror(errno));
+	if (close(w->fd) != 0 && !rc)
+		rc = zn_error(-errno, "cannot write '%s': %s", w->path, strerror(errno));
+	w->fd = -1;
+	if (!rc && rename(w->tmp, w->path) != 0)
+		rc = zn_error(-errno, "cannot write '%s': %s", w->path, strerror(errno));
+	if (rc) {
+		unlink(w->tmp);
+		free(w);
+		return rc;
 	}
 	/* The rename itself must reach the disk too. */
 	char dir[4096];
-	snprintf(dir, sizeof(dir), "%s", path);
+	snprintf(dir, sizeof(dir), "%s", w->path);
 	int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd >= 0) {
 		fsync(dfd);
 		close(dfd);
 	}
+	free(w);
 	return 0;
+}
+
+int zn_st_write(const char *path, const struct zn_st_tensor *t, size_t n,
+		const struct zn_st_meta *meta, size_t nmeta)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!t[i].data && t[i].bytes)
+			return zn_error(-EINVAL, "safetensors: tensor %zu ('%s') has no data", i,
+					t[i].name ? t[i].name : "");
+	struct zn_st_writer *w;
+	int rc = zn_st_writer_begin(path, t, n, meta, nmeta, &w);
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = zn_st_writer_put(w, t[i].data, t[i].bytes);
+	if (rc) {
+		zn_st_writer_abort(w);
+		return rc;
+	}
+	return zn_st_writer_end(w);
 }

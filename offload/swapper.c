@@ -474,7 +474,8 @@ int zn_swapper_prefetch(struct zn_swapper *sw, struct zn_tensor *t)
 	return rc;
 }
 
-static int acquire(struct zn_swapper *sw, struct zn_tensor *t, void **out, bool block)
+static int acquire(struct zn_swapper *sw, struct zn_tensor *t, void **out, bool block,
+		   bool overwrite)
 {
 	uint64_t t0 = zn_trace_now();
 	bool stalled = false;
@@ -515,6 +516,13 @@ static int acquire(struct zn_swapper *sw, struct zn_tensor *t, void **out, bool 
 			zn_bufpool_release(sw->pool, buf);
 			continue;
 		}
+		if (overwrite) {
+			/* The caller writes every byte: nothing to read. */
+			t->buf = buf;
+			t->st = RESIDENT;
+			t->prefetched = false;
+			continue;
+		}
 		stalled = true;
 		rc = start_read_locked(sw, t, buf, false);
 		if (rc)
@@ -535,12 +543,17 @@ static int acquire(struct zn_swapper *sw, struct zn_tensor *t, void **out, bool 
 
 int zn_swapper_acquire(struct zn_swapper *sw, struct zn_tensor *t, void **buf)
 {
-	return acquire(sw, t, buf, true);
+	return acquire(sw, t, buf, true, false);
 }
 
 int zn_swapper_try_acquire(struct zn_swapper *sw, struct zn_tensor *t, void **buf)
 {
-	return acquire(sw, t, buf, false);
+	return acquire(sw, t, buf, false, false);
+}
+
+int zn_swapper_acquire_overwrite(struct zn_swapper *sw, struct zn_tensor *t, void **buf)
+{
+	return acquire(sw, t, buf, true, true);
 }
 
 int zn_swapper_release(struct zn_swapper *sw, struct zn_tensor *t, bool dirty)

@@ -85,6 +85,69 @@ static void test_round_trip(void **state)
 }
 
 /* A file made by an independent writer, following the published format. */
+/* The streamed writer: pieces of any size make the same file as the one-call
+ * writer; too few or too many bytes fail and leave the old file alone. */
+static void test_streamed(void **state)
+{
+	(void)state;
+	float a[1000], b[37];
+	for (int i = 0; i < 1000; i++)
+		a[i] = (float)i * 0.5f;
+	for (int i = 0; i < 37; i++)
+		b[i] = -(float)i;
+	struct zn_st_tensor t[2] = {
+		{ .name = "a", .dtype = ZN_ST_F32, .ndim = 2, .shape = { 10, 100 }, .data = a,
+		  .bytes = sizeof(a) },
+		{ .name = "b", .dtype = ZN_ST_F32, .ndim = 1, .shape = { 37 }, .data = b,
+		  .bytes = sizeof(b) },
+	};
+	struct zn_st_meta meta[1] = { { "k", "v" } };
+	const char *one = tu_path("one.safetensors");
+	char streamed[4096];
+	snprintf(streamed, sizeof(streamed), "%s", tu_path("streamed.safetensors"));
+	assert_int_equal(zn_st_write(one, t, 2, meta, 1), 0);
+
+	struct zn_st_writer *w;
+	assert_int_equal(zn_st_writer_begin(streamed, t, 2, meta, 1, &w), 0);
+	const uint8_t *p = (const uint8_t *)a;
+	for (size_t off = 0; off < sizeof(a); off += 333)
+		assert_int_equal(zn_st_writer_put(w, p + off, off + 333 <= sizeof(a) ? 333
+										: sizeof(a) - off), 0);
+	assert_int_equal(zn_st_writer_put(w, b, sizeof(b)), 0);
+	assert_int_equal(zn_st_writer_end(w), 0);
+
+	FILE *f1 = fopen(one, "rb"), *f2 = fopen(streamed, "rb");
+	assert_non_null(f1);
+	assert_non_null(f2);
+	static uint8_t x[8192], y[8192];
+	size_t n1 = fread(x, 1, sizeof(x), f1), n2 = fread(y, 1, sizeof(y), f2);
+	fclose(f1);
+	fclose(f2);
+	assert_int_equal(n1, n2);
+	assert_memory_equal(x, y, n1);
+
+	/* Short: end fails, the earlier file stays. */
+	assert_int_equal(zn_st_writer_begin(streamed, t, 2, meta, 1, &w), 0);
+	assert_int_equal(zn_st_writer_put(w, a, sizeof(a)), 0);
+	assert_int_equal(zn_st_writer_end(w), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "header needs"));
+	struct zn_st_file *sf = zn_st_open(streamed);
+	assert_non_null(sf);
+	assert_int_equal(zn_st_count(sf), 2);
+	zn_st_close(sf);
+	/* Too long: the put fails at once, and so does end. */
+	assert_int_equal(zn_st_writer_begin(streamed, t, 2, meta, 1, &w), 0);
+	assert_int_equal(zn_st_writer_put(w, a, sizeof(a)), 0);
+	assert_int_equal(zn_st_writer_put(w, a, sizeof(a)), -EINVAL);
+	assert_int_equal(zn_st_writer_end(w), -EINVAL);
+	/* Abort: nothing left behind but the earlier file. */
+	assert_int_equal(zn_st_writer_begin(streamed, t, 2, meta, 1, &w), 0);
+	zn_st_writer_abort(w);
+	sf = zn_st_open(streamed);
+	assert_non_null(sf);
+	zn_st_close(sf);
+}
+
 static void test_python_written(void **state)
 {
 	(void)state;
@@ -195,6 +258,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_streamed),
 		cmocka_unit_test(test_python_written),
 		cmocka_unit_test(test_hostile_files),
 	};

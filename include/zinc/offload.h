@@ -223,6 +223,11 @@ ZN_API int zn_swapper_prefetch(struct zn_swapper *sw, struct zn_tensor *t);
 ZN_API int zn_swapper_acquire(struct zn_swapper *sw, struct zn_tensor *t, void **buf);
 /* The same, but -EAGAIN instead of waiting for a buffer. */
 ZN_API int zn_swapper_try_acquire(struct zn_swapper *sw, struct zn_tensor *t, void **buf);
+/* Acquire to replace every byte: an absent NVMe-home tensor gets a buffer
+ * without being read (its contents are undefined until the caller writes
+ * them); release it dirty.  Parameters the optimizer has just updated go
+ * home this way, without reading the old ones first. */
+ZN_API int zn_swapper_acquire_overwrite(struct zn_swapper *sw, struct zn_tensor *t, void **buf);
 
 /* Unpin.  `dirty`: the caller changed the bytes; the last release of a
  * dirty NVMe-home tensor starts writing it back (it stays resident as a

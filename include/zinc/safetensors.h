@@ -73,6 +73,19 @@ struct zn_st_meta {
 ZN_API int zn_st_write(const char *path, const struct zn_st_tensor *tensors, size_t n,
 		       const struct zn_st_meta *meta, size_t nmeta);
 
+/* The same, streamed, for files larger than memory: begin writes the header
+ * from `tensors` (their data is not read), put appends data bytes in file
+ * order, end checks that exactly the header's bytes came, fsyncs and
+ * renames into place.  abort (or a failed end) removes the temporary file,
+ * leaving `path` untouched.  0 or -errno with a message. */
+struct zn_st_writer;
+ZN_API int zn_st_writer_begin(const char *path, const struct zn_st_tensor *tensors, size_t n,
+			      const struct zn_st_meta *meta, size_t nmeta,
+			      struct zn_st_writer **out);
+ZN_API int zn_st_writer_put(struct zn_st_writer *w, const void *data, uint64_t bytes);
+ZN_API int zn_st_writer_end(struct zn_st_writer *w);
+ZN_API void zn_st_writer_abort(struct zn_st_writer *w);
+
 #ifdef __cplusplus
 }
 #endif
