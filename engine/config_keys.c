@@ -262,6 +262,27 @@ const struct zn_cfg_section zn_actckpt_section = {
 	.struct_size = sizeof(struct zn_actckpt_config),
 };
 
+/* ---- data_types ----------------------------------------------------------- */
+
+static const char *const grad_accum_dtypes[] = { "fp32", "fp16", "bf16", NULL };
+
+#define DT(...) KEY(struct zn_data_types_config, __VA_ARGS__)
+static const struct zn_cfg_key data_types_keys[] = {
+	DT("grad_accum_dtype", NULL, ZN_CFG_ENUM, grad_accum_dtype, "fp32", 0, 0,
+	   grad_accum_dtypes, 0,
+	   "the dtype gradients are accumulated and kept in on the host until the optimizer "
+	   "step (offload_optimizer cpu/nvme): fp32, or the training dtype to halve that "
+	   "memory; with gradient_accumulation_steps 1 both give the same results"),
+};
+
+const struct zn_cfg_section zn_data_types_section = {
+	.name = "data_types",
+	.help = "dtypes of training buffers",
+	.keys = data_types_keys,
+	.nkeys = ZN_ARRAY_SIZE(data_types_keys),
+	.struct_size = sizeof(struct zn_data_types_config),
+};
+
 /* ---- zero_optimization ------------------------------------------------- */
 
 #define LC(...) KEY(struct zn_zero_loco_config, __VA_ARGS__)
@@ -558,6 +579,7 @@ static const struct zn_cfg_key root_keys[] = {
 	  .sub = &zn_bf16_section },
 	RS("zero_optimization", zero_optimization, zn_zero_section, 0),
 	RS("activation_checkpointing", activation_checkpointing, zn_actckpt_section, 0),
+	RS("data_types", data_types, zn_data_types_section, 0),
 	RS("aio", aio, zn_aio_config_section, 0),
 	RS("model", model, zn_model_section, 0),
 	RS("data", data, zn_data_section, 0),

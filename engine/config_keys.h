@@ -10,6 +10,7 @@ extern const struct zn_cfg_section zn_scheduler_section;
 extern const struct zn_cfg_section zn_fp16_section;
 extern const struct zn_cfg_section zn_bf16_section;
 extern const struct zn_cfg_section zn_actckpt_section;
+extern const struct zn_cfg_section zn_data_types_section;
 extern const struct zn_cfg_section zn_zero_section;
 extern const struct zn_cfg_section zn_model_section;
 extern const struct zn_cfg_section zn_data_section;

@@ -93,6 +93,12 @@ struct zn_bf16_config {
 	bool immediate_grad_update;
 };
 
+/* DeepSpeed's data_types section. */
+enum zn_grad_accum_dtype { ZN_GRAD_ACCUM_FP32, ZN_GRAD_ACCUM_FP16, ZN_GRAD_ACCUM_BF16 };
+struct zn_data_types_config {
+	int grad_accum_dtype;  /* enum zn_grad_accum_dtype; default fp32 */
+};
+
 /* DeepSpeed's activation_checkpointing section, plus zinc's `enabled`
  * (DeepSpeed turns checkpointing on in model code; zinc's models read
  * this switch). */
@@ -220,6 +226,7 @@ struct zn_config {
 	struct zn_bf16_config bf16;
 	struct zn_zero_config zero_optimization;
 	struct zn_actckpt_config activation_checkpointing;
+	struct zn_data_types_config data_types;
 	struct zn_aio_config aio;
 	struct zn_model_config model;
 	struct zn_data_config data;
