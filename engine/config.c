@@ -43,7 +43,6 @@ static const char *const ignored_keys[] = {
 	"csv_monitor",
 	"curriculum_learning",
 	"data_efficiency",
-	"data_types",
 	"dataloader_drop_last",
 	"disable_allgather",
 	"dump_state",

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "zinc/adam.h"
 #include "zinc/checkpoint.h"
@@ -22,13 +23,26 @@
 
 #define MAX_TENSORS (12 * 1024 + 8)
 
+/* Where each tensor's state lives:
+ *   device params, grads     fp32 on the device (offload_param: only while
+ *                            its layer is fetched)
+ *   master, m, v             host (offload_optimizer cpu; device optimizer:
+ *                            checkpoint staging), or NVMe in the optimizer
+ *                            swapper's sub-groups (offload_optimizer nvme:
+ *                            no host copy at all)
+ *   grad                     host gradient accumulator in grad_accum_dtype
+ *                            (offload_optimizer cpu/nvme)
+ *   home                     offload_param: the parameters in the training
+ *                            dtype, on host or NVMe */
 struct tstate {
 	struct zn_param_desc d;
 	void *dparam, *dgrad;          /* device, fp32 */
-	float *master, *m, *v, *grad;  /* host (device optimizer: checkpoint staging) */
+	float *master, *m, *v;         /* host, see above */
+	void *grad;                    /* host, t->gdt */
 	float *dmaster, *dm, *dv;      /* device optimizer only */
 	uint64_t flat;                 /* offset in the model's flat element order */
 	struct zn_tensor *home;        /* offload_param: the parameters' home tier */
+	void *hbuf;                    /* home buffer held across optimizer sub-groups */
 };
 
 struct zn_trainer {
@@ -81,7 +95,113 @@ struct zn_trainer {
 	float *gstage;                 /* host staging for a layer's gradients (largest tensor) */
 	double *dsumsq;                /* device optimizer: the norm's accumulator */
 	int32_t *dflag;                /* device optimizer: non-finite flag */
+	bool nvme_opt;                 /* offload_optimizer: nvme (no host master/m/v) */
+	enum zn_dtype gdt;             /* host gradient accumulators (grad_accum_dtype) */
+	enum zn_dtype hdt;             /* offload_param homes: the training dtype */
+	uint32_t micro_i;              /* micro-batch of the step being run */
+	uint64_t largest;              /* elements of the largest tensor */
+	/* Where the starting weights come from while the trainer is built. */
+	struct zn_st_file *src_ckpt;   /* checkpoint.resume: optimizer.safetensors */
+	struct zn_st_file *src_st;     /* model.from: a safetensors file */
+	FILE *src_llmc;                /* model.from: an llm.c .bin checkpoint */
+	uint64_t *llmc_off;            /* its byte offset of each tensor */
+	const char *src_path;
+	/* Per-step traffic, for zn_step_info. */
+	uint64_t h2d_bytes, d2h_bytes;
+	uint64_t stall_ns;             /* fetches waiting for their parameters */
+	uint64_t compute_ns;           /* this step's forward and backward */
 };
+
+/* Counters a step's report is the difference of. */
+struct traffic {
+	uint64_t nvme_read, nvme_write, h2d, d2h, stall_ns;
+};
+
+static void traffic_now(struct zn_trainer *t, struct traffic *tr)
+{
+	memset(tr, 0, sizeof(*tr));
+	if (t->psw) {
+		struct zn_swapper_stats st;
+		zn_swapper_get_stats(t->psw, &st);
+		tr->nvme_read = st.bytes_read[ZN_TIER_NVME];
+		tr->nvme_write = st.bytes_written[ZN_TIER_NVME];
+	}
+	tr->h2d = t->h2d_bytes;
+	tr->d2h = t->d2h_bytes;
+	tr->stall_ns = t->stall_ns;
+}
+
+/* ---- host dtype conversions (round to nearest even, as the kernels) ------ */
+
+static uint16_t f32_to_bf16(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return 0x7fc0;
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return (uint16_t)(u >> 16);
+}
+
+static float bf16_to_f32(uint16_t h)
+{
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+static uint16_t f32_to_f16(float f)
+{
+	_Float16 h = (_Float16)f;
+	uint16_t u;
+	memcpy(&u, &h, 2);
+	return u;
+}
+
+static float f16_to_f32(uint16_t u)
+{
+	_Float16 h;
+	memcpy(&h, &u, 2);
+	return (float)h;
+}
+
+/* n fp32 values to dst in dtype dt (a copy for fp32). */
+static void host_from_f32(void *dst, enum zn_dtype dt, const float *src, size_t n)
+{
+	uint16_t *o = dst;
+	if (dt == ZN_DTYPE_F32)
+		memcpy(dst, src, n * 4);
+	else if (dt == ZN_DTYPE_BF16)
+		for (size_t i = 0; i < n; i++)
+			o[i] = f32_to_bf16(src[i]);
+	else
+		for (size_t i = 0; i < n; i++)
+			o[i] = f32_to_f16(src[i]);
+}
+
+/* acc (dtype dt) += add, rounding the sum to dt. */
+static void host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_t n)
+{
+	if (dt == ZN_DTYPE_F32) {
+		float *a = acc;
+		for (size_t i = 0; i < n; i++)
+			a[i] += add[i];
+	} else if (dt == ZN_DTYPE_BF16) {
+		uint16_t *a = acc;
+		for (size_t i = 0; i < n; i++)
+			a[i] = f32_to_bf16(bf16_to_f32(a[i]) + add[i]);
+	} else {
+		uint16_t *a = acc;
+		for (size_t i = 0; i < n; i++)
+			a[i] = f32_to_f16(f16_to_f32(a[i]) + add[i]);
+	}
+}
+
+static enum zn_adam_dtype adam_dtype(enum zn_dtype d)
+{
+	return d == ZN_DTYPE_BF16 ? ZN_ADAM_BF16 : d == ZN_DTYPE_F16 ? ZN_ADAM_FP16 : ZN_ADAM_FP32;
+}
 
 void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 {
@@ -93,7 +213,9 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 static int round_to_dtype(struct zn_trainer *t, void *x, size_t n);
 
 /* offload_param: bring a layer's parameters to the device (and make room for
- * its gradients), prefetching the next layer in the pass's direction. */
+ * its gradients), prefetching the next layer in the pass's direction.  The
+ * homes hold the training dtype; 16-bit ones cross as 16 bits and are
+ * widened on the device. */
 static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void **params,
 			   void **grads)
 {
@@ -102,16 +224,25 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
 			void *host;
-			size_t bytes = s->d.numel * 4;
-			if ((rc = zn_device_alloc(t->dev, bytes, &s->dparam)))
+			size_t hbytes = s->d.numel * zn_dtype_size(t->hdt);
+			if ((rc = zn_device_alloc(t->dev, s->d.numel * 4, &s->dparam)))
 				break;
+			uint64_t t0 = zn_now_ns();
 			if ((rc = zn_swapper_acquire(t->psw, s->home, &host)))
 				break;
-			rc = zn_device_copy_async(t->dev, s->dparam, host, bytes,
-						  ZN_COPY_HOST_TO_DEVICE, NULL);
+			t->stall_ns += zn_now_ns() - t0;
+			if (t->hdt == ZN_DTYPE_F32) {
+				rc = zn_device_copy_async(t->dev, s->dparam, host, hbytes,
+							  ZN_COPY_HOST_TO_DEVICE, NULL);
+			} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
+							       ZN_COPY_HOST_TO_DEVICE, NULL))) {
+				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->hdt,
+						s->d.numel);
+				if (!rc)
+					rc = zn_device_stream_synchronize(t->stream);
+			}
+			t->h2d_bytes += hbytes;
 			zn_swapper_release(t->psw, s->home, false);
-			if (!rc)
-				rc = round_to_dtype(t, s->dparam, s->d.numel);
 		}
 		/* The next layer this pass will want starts its way now. */
 		long next = (long)layer + t->direction;
@@ -135,6 +266,37 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 	return rc;
 }
 
+/* A tensor's device gradients (fp32, rounded to the training dtype) into
+ * its host accumulator: the first micro-batch of a step copies (16-bit
+ * accumulators: narrowed on the device, so half the bytes cross), later
+ * ones add. */
+static int grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
+{
+	int rc = round_to_dtype(t, s->dgrad, s->d.numel);
+	size_t n = s->d.numel;
+	if (rc)
+		return rc;
+	if (first && t->gdt == ZN_DTYPE_F32) {
+		t->d2h_bytes += n * 4;
+		return zn_device_copy_async(t->dev, s->grad, s->dgrad, n * 4,
+					    ZN_COPY_DEVICE_TO_HOST, NULL);
+	}
+	if (first) {
+		if ((rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad, ZN_DTYPE_F32, n)) ||
+		    (rc = zn_device_stream_synchronize(t->stream)))
+			return rc;
+		t->d2h_bytes += n * 2;
+		return zn_device_copy_async(t->dev, s->grad, t->round_buf, n * 2,
+					    ZN_COPY_DEVICE_TO_HOST, NULL);
+	}
+	t->d2h_bytes += n * 4;
+	if ((rc = zn_device_copy_async(t->dev, t->gstage, s->dgrad, n * 4,
+				       ZN_COPY_DEVICE_TO_HOST, NULL)))
+		return rc;
+	host_accumulate(s->grad, t->gdt, t->gstage, n);
+	return 0;
+}
+
 /* The layer leaves the device; with final gradients, those go to the host
  * accumulators first. */
 static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
@@ -143,11 +305,7 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 	if (!rc && written && t->has_grads[layer]) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
-			if (!(rc = round_to_dtype(t, s->dgrad, s->d.numel)) &&
-			    !(rc = zn_device_copy_async(t->dev, t->gstage, s->dgrad, s->d.numel * 4,
-							ZN_COPY_DEVICE_TO_HOST, NULL)))
-				for (size_t k = 0; k < s->d.numel; k++)
-					s->grad[k] += t->gstage[k];
+			rc = grads_to_host(t, s, t->micro_i == 0);
 			zn_device_free(t->dev, s->dgrad);
 			s->dgrad = NULL;
 		}
@@ -241,6 +399,8 @@ static int check_supported(const struct zn_config *c, bool synthetic)
 	return 0;
 }
 
+static void close_sources(struct zn_trainer *t);
+
 static void free_states(struct zn_trainer *t)
 {
 	for (unsigned i = 0; t->t && i < t->nt; i++) {
@@ -266,6 +426,7 @@ void zn_trainer_destroy(struct zn_trainer *t)
 {
 	if (!t)
 		return;
+	close_sources(t);
 	zn_gpt2_destroy(t->model);
 	zn_optswap_destroy(t->os);
 	zn_store_destroy(t->store);
@@ -315,7 +476,9 @@ static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t byte
 	return zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_DEVICE_TO_HOST, NULL);
 }
 
-static int load_checkpoint(struct zn_trainer *t, const char *dir);
+static int open_checkpoint(struct zn_trainer *t, const char *dir);
+static int open_pretrained(struct zn_trainer *t, const char *path);
+static int materialize(struct zn_trainer *t);
 static int nvme_setup(struct zn_trainer *t);
 static int param_homes_setup(struct zn_trainer *t);
 
@@ -330,7 +493,6 @@ static int round_to_dtype(struct zn_trainer *t, void *x, size_t n)
 		rc = t->k->cast(t->kctx, x, ZN_DTYPE_F32, t->round_buf, t->dtype, n);
 	return rc;
 }
-static int load_pretrained(struct zn_trainer *t, const char *path);
 
 static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps, bool synthetic)
 {
@@ -405,52 +567,69 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		t->count[l] = n;
 		for (unsigned i = 0; i < n; i++) {
 			struct tstate *s = &t->t[t->nt++];
-			size_t bytes = d[i].numel * sizeof(float);
-			bool nvme = cfg->zero_optimization.offload_optimizer.device ==
-				    ZN_OFFLOAD_NVME;
 			s->d = d[i];
 			s->flat = t->total;
 			t->total += d[i].numel;
-			s->master = malloc(bytes);
-			s->grad = malloc(bytes);
-			if (!nvme) {
-				s->m = calloc(d[i].numel, sizeof(float));
-				s->v = calloc(d[i].numel, sizeof(float));
-			}
-			t->host_bytes += (nvme ? 2 : 4) * bytes;
-			if (!s->master || !s->grad || (!nvme && (!s->m || !s->v))) {
-				zn_set_error("out of host memory for the optimizer state");
-				goto fail;
-			}
-			if (!t->offload_param && (zn_device_alloc(t->dev, bytes, &s->dparam) ||
-						  zn_device_alloc(t->dev, bytes, &s->dgrad)))
-				goto fail;
-			if (cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE &&
-			    (zn_device_alloc(t->dev, bytes, (void **)&s->dmaster) ||
-			     zn_device_alloc(t->dev, bytes, (void **)&s->dm) ||
-			     zn_device_alloc(t->dev, bytes, (void **)&s->dv)))
-				goto fail;
-			zn_gpt2_init_tensor(&t->mcfg, &s->d, cfg->data.seed, t->nt - 1, s->master);
+			t->largest = ZN_MAX(t->largest, d[i].numel);
 		}
+	}
+	/* The dtypes: the training dtype (what parameters and gradients are
+	 * rounded to), the host gradient accumulators', the homes'. */
+	t->dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled ? ZN_DTYPE_BF16
+									  : ZN_DTYPE_F32;
+	t->gdt = cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_BF16   ? ZN_DTYPE_BF16
+		 : cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_FP16 ? ZN_DTYPE_F16
+									  : ZN_DTYPE_F32;
+	t->hdt = t->offload_param ? t->dtype : ZN_DTYPE_F32;
+	t->device_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE;
+	t->nvme_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME;
+	for (unsigned i = 0; i < t->nt; i++) {
+		struct tstate *s = &t->t[i];
+		size_t bytes = s->d.numel * sizeof(float);
+		/* Host optimizer state unless it lives on NVMe; gradient
+		 * accumulators unless the optimizer runs on the device. */
+		if (!t->nvme_opt) {
+			s->master = malloc(bytes);
+			s->m = calloc(s->d.numel, sizeof(float));
+			s->v = calloc(s->d.numel, sizeof(float));
+			t->host_bytes += 3 * bytes;
+		}
+		if (!t->device_opt) {
+			s->grad = malloc(s->d.numel * zn_dtype_size(t->gdt));
+			t->host_bytes += s->d.numel * zn_dtype_size(t->gdt);
+		}
+		if ((!t->nvme_opt && (!s->master || !s->m || !s->v)) ||
+		    (!t->device_opt && !s->grad)) {
+			zn_set_error("out of host memory for the optimizer state and gradients of "
+				     "%" PRIu64 " parameters; set zero_optimization.offload_optimizer."
+				     "device: nvme, or data_types.grad_accum_dtype: bf16",
+				     t->total);
+			goto fail;
+		}
+		if (!t->offload_param && (zn_device_alloc(t->dev, bytes, &s->dparam) ||
+					  zn_device_alloc(t->dev, bytes, &s->dgrad)))
+			goto fail;
+		if (t->device_opt && (zn_device_alloc(t->dev, bytes, (void **)&s->dmaster) ||
+				      zn_device_alloc(t->dev, bytes, (void **)&s->dm) ||
+				      zn_device_alloc(t->dev, bytes, (void **)&s->dv)))
+			goto fail;
 	}
 
 	/* offload_optimizer: none keeps the optimizer on the device (the
 	 * kernels' adam op); cpu/nvme runs the CPU Adam on host state. */
-	t->device_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE;
 	if (t->device_opt && (zn_device_alloc(t->dev, sizeof(double), (void **)&t->dsumsq) ||
 			      zn_device_alloc(t->dev, sizeof(int32_t), (void **)&t->dflag)))
 		goto fail;
-	/* 16-bit training: rounding scratch as large as the largest tensor. */
-	t->dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled ? ZN_DTYPE_BF16
-									  : ZN_DTYPE_F32;
 	if (zn_loss_scaler_init(&t->scaler, &cfg->fp16))
 		goto fail;
-	if (t->dtype != ZN_DTYPE_F32) {
-		size_t most = 0;
-		for (unsigned i = 0; i < t->nt; i++)
-			most = ZN_MAX(most, t->t[i].d.numel);
-		if (zn_device_alloc(t->dev, most * 2, &t->round_buf))
-			goto fail;
+	/* 16-bit anything: a device scratch of 16-bit values as large as the
+	 * largest tensor (rounding, 16-bit homes and accumulators). */
+	if ((t->dtype != ZN_DTYPE_F32 || t->gdt != ZN_DTYPE_F32) &&
+	    zn_device_alloc(t->dev, t->largest * 2, &t->round_buf))
+		goto fail;
+	if (!t->device_opt && !(t->gstage = malloc(t->largest * 4))) {
+		zn_set_error("out of memory");
+		goto fail;
 	}
 
 	/* Data. */
@@ -496,35 +675,23 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	if (zn_lr_schedule_init(&t->sched, &cfg->scheduler, op->lr, max_steps))
 		goto fail;
 
-	/* Starting weights: a checkpoint to resume, pretrained ones, or init. */
+	/* Starting weights: a checkpoint to resume, pretrained ones, or init;
+	 * then every tensor is made once, in order, and sent where it lives. */
 	char dir[4096];
 	if (cfg->checkpoint.resume && cfg->checkpoint.dir[0] &&
 	    zn_ckpt_latest(cfg->checkpoint.dir, dir, sizeof(dir)) == 0) {
-		if (load_checkpoint(t, dir))
+		if (open_checkpoint(t, dir))
 			goto fail;
-	} else if (cfg->model.from[0] && load_pretrained(t, cfg->model.from)) {
+	} else if (cfg->model.from[0] && open_pretrained(t, cfg->model.from)) {
 		goto fail;
 	}
-	if (cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME &&
-	    (rc = nvme_setup(t)) != 0)
+	if (t->nvme_opt && (rc = nvme_setup(t)) != 0)
 		goto fail;
-	if (t->offload_param) {
-		if ((rc = param_homes_setup(t)) != 0)
-			goto fail;
-		return t;
-	}
-	for (unsigned i = 0; i < t->nt; i++) {
-		struct tstate *s = &t->t[i];
-		size_t bytes = s->d.numel * 4;
-		rc = to_device(t, s->dparam, s->master, bytes);
-		if (!rc && t->device_opt && !(rc = to_device(t, s->dmaster, s->master, bytes)) &&
-		    !(rc = to_device(t, s->dm, s->m, bytes)))
-			rc = to_device(t, s->dv, s->v, bytes);
-		if (!rc)
-			rc = round_to_dtype(t, s->dparam, s->d.numel);
-		if (rc)
-			goto fail;
-	}
+	if (t->offload_param && (rc = param_homes_setup(t)) != 0)
+		goto fail;
+	if ((rc = materialize(t)) != 0)
+		goto fail;
+	close_sources(t);
 	return t;
 fail:
 	zn_trainer_destroy(t);
@@ -554,14 +721,21 @@ uint64_t zn_trainer_num_params(const struct zn_trainer *t)
 
 /* ---- parameter homes (offload_param) ------------------------------------- */
 
-/* The tensor's new parameters (its host master) to its home tier. */
-static int to_home(struct zn_trainer *t, struct tstate *s)
+/* Elements [off, off + n) of a tensor's new parameters go into its home
+ * buffer, in the home dtype.  The buffer is taken (without reading the old
+ * bytes) when the tensor's first element comes and given back, to be
+ * written home, after its last: the optimizer's sub-groups cut tensors. */
+static int home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
+		    uint64_t n)
 {
-	void *buf;
-	int rc = zn_swapper_acquire(t->psw, s->home, &buf);
-	if (rc)
+	int rc;
+	if (!s->hbuf && (rc = zn_swapper_acquire_overwrite(t->psw, s->home, &s->hbuf)) != 0)
 		return rc;
-	memcpy(buf, s->master, s->d.numel * 4);
+	size_t esz = zn_dtype_size(t->hdt);
+	host_from_f32((uint8_t *)s->hbuf + off * esz, t->hdt, src, n);
+	if (off + n < s->d.numel)
+		return 0;
+	s->hbuf = NULL;
 	return zn_swapper_release(t->psw, s->home, true);
 }
 
@@ -570,15 +744,12 @@ static int param_homes_setup(struct zn_trainer *t)
 	const struct zn_offload_param_config *pc = &t->cfg.zero_optimization.offload_param;
 	bool nvme = pc->device == ZN_OFFLOAD_NVME;
 	struct zn_swapper_config swc = { .trace = t->trace };
+	size_t esz = zn_dtype_size(t->hdt);
 	int rc;
 
-	uint64_t most = 0;
-	for (unsigned i = 0; i < t->nt; i++)
-		most = ZN_MAX(most, t->t[i].d.numel);
 	t->fetched = calloc(t->nlayers, sizeof(*t->fetched));
 	t->has_grads = calloc(t->nlayers, sizeof(*t->has_grads));
-	t->gstage = malloc(most * 4);
-	if (!t->fetched || !t->has_grads || !t->gstage)
+	if (!t->fetched || !t->has_grads)
 		return zn_error(-ENOMEM, "out of memory");
 	if (nvme) {
 		char buf[ZN_NVME_PATH_MAX];
@@ -587,17 +758,15 @@ static int param_homes_setup(struct zn_trainer *t)
 		if (np < 1)
 			return zn_error(-EINVAL, "zero_optimization.offload_param.nvme_path: give the "
 						 "directory for the parameters' swap files");
-		uint64_t largest = 0, bytes = 0;
+		uint64_t bytes = 0;
 		const char *name = "";
 		for (unsigned i = 0; i < t->nt; i++) {
-			if (t->t[i].d.numel > largest) {
-				largest = t->t[i].d.numel;
+			if (t->t[i].d.numel == t->largest && !*name)
 				name = t->t[i].d.name;
-			}
-			bytes += ZN_ALIGN_UP(t->t[i].d.numel * 4, 4096);
+			bytes += ZN_ALIGN_UP(t->t[i].d.numel * esz, 4096);
 		}
 		struct zn_bufpool_config bc;
-		if ((rc = zn_offload_param_pool(pc, largest, name, 4, 1, &bc)))
+		if ((rc = zn_offload_param_pool(pc, t->largest, name, esz, 1, &bc)))
 			return rc;
 		t->paio = zn_aio_create(&t->cfg.aio);
 		if (!t->paio)
@@ -611,90 +780,27 @@ static int param_homes_setup(struct zn_trainer *t)
 			return -EINVAL;
 		swc.store = t->pstore;
 		swc.pool = t->ppool;
+	} else {
+		t->host_bytes += t->total * esz;
 	}
 	t->psw = zn_swapper_create(&swc);
 	if (!t->psw)
 		return -EINVAL;
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
-		if ((rc = zn_swapper_add(t->psw, s->d.name, s->d.numel * 4,
-					 nvme ? ZN_TIER_NVME : ZN_TIER_HOST, &s->home)) ||
-		    (rc = to_home(t, s)))
+		if ((rc = zn_swapper_add(t->psw, s->d.name, s->d.numel * esz,
+					 nvme ? ZN_TIER_NVME : ZN_TIER_HOST, &s->home)))
 			return rc;
 	}
-	return zn_swapper_flush(t->psw);
+	return 0;
 }
 
 /* ---- optimizer states on NVMe (offload_optimizer: nvme) ------------------ */
 
-/* Copy elements [first, first + n) of the flat order between the tensors'
- * host arrays (which: 0 master, 1 exp_avg, 2 exp_avg_sq) and buf; a tensor
- * without that array reads as zeros. */
-static void flat_copy(struct zn_trainer *t, int which, uint64_t first, uint64_t n, float *buf,
-		      bool to_buf)
-{
-	for (unsigned i = 0; i < t->nt; i++) {
-		struct tstate *s = &t->t[i];
-		uint64_t a = ZN_MAX(first, s->flat), b = ZN_MIN(first + n, s->flat + s->d.numel);
-		if (a >= b)
-			continue;
-		float *arr = which == 0 ? s->master : which == 1 ? s->m : s->v;
-		float *fb = buf + (a - first);
-		if (!to_buf)
-			memcpy(arr + (a - s->flat), fb, (b - a) * 4);
-		else if (arr)
-			memcpy(fb, arr + (a - s->flat), (b - a) * 4);
-		else
-			memset(fb, 0, (b - a) * 4);
-	}
-}
-
-static void free_moments(struct zn_trainer *t)
-{
-	for (unsigned i = 0; i < t->nt; i++) {
-		free(t->t[i].m);
-		free(t->t[i].v);
-		t->t[i].m = t->t[i].v = NULL;
-	}
-}
-
-/* Move every group's states between NVMe and the tensors' host arrays
- * (m and v allocated for the occasion when `to_nvme` is false). */
-static int nvme_transfer(struct zn_trainer *t, bool to_nvme)
+static uint64_t sub_group(const struct zn_trainer *t)
 {
 	uint64_t sub = t->cfg.zero_optimization.sub_group_size;
-	if (!sub || sub > t->total)
-		sub = t->total;
-	float *st[3];
-	int rc = 0;
-	for (int k = 0; k < 3; k++)
-		st[k] = malloc(sub * 4);
-	for (unsigned i = 0; i < t->nt && !to_nvme && st[2]; i++) {
-		struct tstate *s = &t->t[i];
-		if (!s->m)
-			s->m = malloc(s->d.numel * 4);
-		if (!s->v)
-			s->v = malloc(s->d.numel * 4);
-		if (!s->m || !s->v)
-			rc = zn_error(-ENOMEM, "out of host memory staging the optimizer state");
-	}
-	if (!st[0] || !st[1] || !st[2])
-		rc = zn_error(-ENOMEM, "out of host memory for a sub-group of %" PRIu64 " elements",
-			      sub);
-	for (uint64_t g = 0; !rc && g < zn_optswap_groups(t->os); g++) {
-		uint64_t first = g * sub, n = ZN_MIN(sub, t->total - first);
-		if (to_nvme) {
-			for (int k = 0; k < 3; k++)
-				flat_copy(t, k, first, n, st[k], true);
-			rc = zn_optswap_write_group(t->os, g, (const float *const *)st);
-		} else if (!(rc = zn_optswap_read_group(t->os, g, st))) {
-			for (int k = 0; k < 3; k++)
-				flat_copy(t, k, first, n, st[k], false);
-		}
-	}
-	for (int k = 0; k < 3; k++)
-		free(st[k]);
-	return rc;
+	return !sub || sub > t->total ? t->total : sub;
 }
 
 static int nvme_setup(struct zn_trainer *t)
@@ -711,11 +817,8 @@ static int nvme_setup(struct zn_trainer *t)
 	t->aio = zn_aio_create(&t->cfg.aio);
 	if (!t->aio)
 		return -EINVAL;
-	uint64_t sub = t->cfg.zero_optimization.sub_group_size;
-	if (!sub || sub > t->total)
-		sub = t->total;
 	struct zn_optswap_config c = {
-		.aio = t->aio, .params = t->total, .sub_group_size = sub, .nstates = 3,
+		.aio = t->aio, .params = t->total, .sub_group_size = sub_group(t), .nstates = 3,
 		.buffer_count = oc->buffer_count, .pipeline_read = oc->pipeline_read,
 		.pipeline_write = oc->pipeline_write, .pin_memory = oc->pin_memory,
 		.trace = t->trace,
@@ -728,11 +831,124 @@ static int nvme_setup(struct zn_trainer *t)
 		return -EINVAL;
 	c.store = t->store;
 	t->os = zn_optswap_create(&c);
-	if (!t->os)
-		return -EINVAL;
-	/* Initial (or resumed) states go to NVMe; host keeps no moments. */
-	int rc = nvme_transfer(t, true);
-	free_moments(t);
+	return t->os ? 0 : -EINVAL;
+}
+
+/* Sub-group buffers that take tensors' states in flat order (writing each
+ * group to NVMe once it is full) or give them out (reading each group
+ * when first needed): how the states reach NVMe at the start and a
+ * checkpoint at a save, with one group and one tensor in memory. */
+struct groups {
+	struct zn_trainer *t;
+	uint64_t sub, cur;     /* cur: the group in st, or UINT64_MAX */
+	float *st[3];
+};
+
+static int groups_open(struct groups *g, struct zn_trainer *t)
+{
+	memset(g, 0, sizeof(*g));
+	g->t = t;
+	g->sub = sub_group(t);
+	g->cur = UINT64_MAX;
+	for (int k = 0; k < 3; k++)
+		if (!(g->st[k] = malloc(g->sub * 4)))
+			return zn_error(-ENOMEM, "out of host memory for a sub-group of %" PRIu64
+						 " elements; lower zero_optimization.sub_group_size",
+					g->sub);
+	return 0;
+}
+
+static void groups_close(struct groups *g)
+{
+	for (int k = 0; k < 3; k++)
+		free(g->st[k]);
+}
+
+/* Tensor s's states (3 arrays of its numel) into the groups. */
+static int groups_put(struct groups *g, const struct tstate *s, float *const *a)
+{
+	const uint64_t end = s->flat + s->d.numel;
+	for (uint64_t p = s->flat; p < end;) {
+		uint64_t gi = p / g->sub, gfirst = gi * g->sub;
+		uint64_t gend = ZN_MIN(gfirst + g->sub, g->t->total), take = ZN_MIN(end, gend) - p;
+		for (int k = 0; k < 3; k++)
+			memcpy(g->st[k] + (p - gfirst), a[k] + (p - s->flat), take * 4);
+		p += take;
+		if (p == gend) {
+			int rc = zn_optswap_write_group(g->t->os, gi, (const float *const *)g->st);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* Tensor s's states out of the groups. */
+static int groups_get(struct groups *g, const struct tstate *s, float *const *a)
+{
+	const uint64_t end = s->flat + s->d.numel;
+	for (uint64_t p = s->flat; p < end;) {
+		uint64_t gi = p / g->sub, gfirst = gi * g->sub;
+		uint64_t gend = ZN_MIN(gfirst + g->sub, g->t->total), take = ZN_MIN(end, gend) - p;
+		if (g->cur != gi) {
+			int rc = zn_optswap_read_group(g->t->os, gi, g->st);
+			if (rc)
+				return rc;
+			g->cur = gi;
+		}
+		for (int k = 0; k < 3; k++)
+			memcpy(a[k] + (p - s->flat), g->st[k] + (p - gfirst), take * 4);
+		p += take;
+	}
+	return 0;
+}
+
+/* ---- starting weights ------------------------------------------------------- */
+
+static int tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, float *m,
+			       float *v);
+
+/* Every tensor once, in order: made from its source, then sent where it
+ * lives (device, home, host arrays, NVMe sub-groups). */
+static int materialize(struct zn_trainer *t)
+{
+	struct groups g = { 0 };
+	float *scratch[3] = { NULL, NULL, NULL };
+	int rc = 0;
+	if (t->nvme_opt) {
+		if ((rc = groups_open(&g, t)))
+			goto out;
+		for (int k = 0; k < 3 && !rc; k++)
+			if (!(scratch[k] = malloc(t->largest * 4)))
+				rc = zn_error(-ENOMEM, "out of memory");
+	}
+	for (unsigned i = 0; i < t->nt && !rc; i++) {
+		struct tstate *s = &t->t[i];
+		size_t bytes = s->d.numel * 4;
+		float *a[3] = { s->master, s->m, s->v };
+		if (t->nvme_opt)
+			memcpy(a, scratch, sizeof(a));
+		if ((rc = tensor_from_sources(t, i, a[0], a[1], a[2])))
+			break;
+		if (t->offload_param) {
+			rc = home_put(t, s, 0, a[0], s->d.numel);
+		} else if (!(rc = to_device(t, s->dparam, a[0], bytes))) {
+			t->h2d_bytes += bytes;
+			rc = round_to_dtype(t, s->dparam, s->d.numel);
+		}
+		if (!rc && t->device_opt && !(rc = to_device(t, s->dmaster, a[0], bytes)) &&
+		    !(rc = to_device(t, s->dm, a[1], bytes)))
+			rc = to_device(t, s->dv, a[2], bytes);
+		if (!rc && t->nvme_opt)
+			rc = groups_put(&g, s, a);
+	}
+	if (!rc && t->psw)
+		rc = zn_swapper_flush(t->psw);
+out:
+	if (t->nvme_opt)
+		groups_close(&g);
+	for (int k = 0; k < 3; k++)
+		free(scratch[k]);
 	return rc;
 }
 
@@ -744,8 +960,8 @@ struct nvme_update {
 };
 
 /* One sub-group's update: AdamW over each tensor's part of the group (its
- * own weight decay), and the new master copied to the tensor's host array
- * for the device. */
+ * own weight decay), and the new parameters straight to where the next
+ * forward reads them: the device, or the tensor's home. */
 static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 		       float *const *st)
 {
@@ -761,13 +977,24 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 		struct zn_adam_hparams h = *u->hp;
 		if (!s->d.decay)
 			h.weight_decay = 0;
-		struct zn_adam_tensors at = { .n = b - a, .param = st[0] + o, .grad = s->grad + l,
-					      .grad_dtype = ZN_ADAM_FP32, .exp_avg = st[1] + o,
-					      .exp_avg_sq = st[2] + o };
+		struct zn_adam_tensors at = {
+			.n = b - a, .param = st[0] + o,
+			.grad = (const uint8_t *)s->grad + l * zn_dtype_size(t->gdt),
+			.grad_dtype = adam_dtype(t->gdt), .exp_avg = st[1] + o,
+			.exp_avg_sq = st[2] + o };
 		int rc = zn_adam_step(&h, t->updates + 1, u->grad_scale, &at, u->ex);
 		if (rc)
 			return rc;
-		memcpy(s->master + l, st[0] + o, (b - a) * 4);
+		if (t->offload_param) {
+			rc = home_put(t, s, l, st[0] + o, b - a);
+		} else {
+			float *dp = (float *)s->dparam + l;
+			if (!(rc = to_device(t, dp, st[0] + o, (b - a) * 4)))
+				rc = round_to_dtype(t, dp, b - a);
+			t->h2d_bytes += (b - a) * 4;
+		}
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
@@ -807,11 +1034,14 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 	t->direction = 1;
 	rc = zn_gpt2_forward(t->model, &src, t->din, t->dtgt, NULL, backward, gs, &dloss);
 	uint64_t t1 = zn_now_ns();
+	t->compute_ns += t1 - t0;
 	zn_trace_span(t->trace, backward ? "forward" : "eval", "compute", "device", t0, t1, 0);
 	if (!rc && backward) {
 		t->direction = -1;
 		rc = zn_gpt2_backward(t->model, &src, t->din);
-		zn_trace_span(t->trace, "backward", "compute", "device", t1, zn_now_ns(), 0);
+		uint64_t t2 = zn_now_ns();
+		t->compute_ns += t2 - t1;
+		zn_trace_span(t->trace, "backward", "compute", "device", t1, t2, 0);
 	}
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
@@ -832,16 +1062,17 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	double loss_sum = 0;
 	int rc;
 
-	for (unsigned i = 0; i < t->nt; i++) {
-		/* offload_param: gradients accumulate on the host, per layer. */
-		if (t->offload_param)
-			memset(t->t[i].grad, 0, t->t[i].d.numel * 4);
-		else if ((rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4,
-						NULL)))
+	struct traffic tr0;
+	traffic_now(t, &tr0);
+	t->compute_ns = 0;
+	/* offload_param: gradients accumulate on the host, per layer (the
+	 * first micro-batch's copy starts them); else on the device. */
+	for (unsigned i = 0; i < t->nt && !t->offload_param; i++)
+		if ((rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
 			return rc;
-	}
 	for (uint32_t a = 0; a < t->accum; a++) {
 		double l;
+		t->micro_i = a;
 		if ((rc = micro(t, t->train, true, (float)t->accum, &l)))
 			return rc;
 		loss_sum += l;
@@ -878,12 +1109,9 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		struct tstate *s = &t->t[i];
 		struct zn_adam_grad_stats gst;
 		/* offload_param: already on the host, rounded at release. */
-		if (!t->offload_param &&
-		    ((rc = round_to_dtype(t, s->dgrad, s->d.numel)) ||
-		     (rc = zn_device_stream_synchronize(t->stream)) ||
-		     (rc = to_host(t, s->grad, s->dgrad, s->d.numel * 4))))
+		if (!t->offload_param && (rc = grads_to_host(t, s, true)))
 			return rc;
-		if ((rc = zn_adam_grad_check(s->grad, ZN_ADAM_FP32, s->d.numel, &ex, &gst)))
+		if ((rc = zn_adam_grad_check(s->grad, adam_dtype(t->gdt), s->d.numel, &ex, &gst)))
 			return rc;
 		sumsq += gst.sumsq;
 		finite &= gst.finite;
@@ -917,15 +1145,9 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	uint64_t ta = zn_now_ns();
 	if (t->os && !skipped) {
 		struct nvme_update u = { t, &hp, (float)(clip / scale), &ex };
-		if ((rc = zn_optswap_step(t->os, nvme_update, &u)))
+		if ((rc = zn_optswap_step(t->os, nvme_update, &u)) ||
+		    (t->psw && (rc = zn_swapper_flush(t->psw))))
 			return rc;
-		for (unsigned i = 0; i < t->nt; i++)
-			if (t->offload_param ? (rc = to_home(t, &t->t[i])) != 0
-					     : ((rc = to_device(t, t->t[i].dparam, t->t[i].master,
-								t->t[i].d.numel * 4)) ||
-						(rc = round_to_dtype(t, t->t[i].dparam,
-								     t->t[i].d.numel))))
-				return rc;
 	}
 	for (unsigned i = 0; i < t->nt && !skipped && !t->os; i++) {
 		struct tstate *s = &t->t[i];
@@ -947,18 +1169,22 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			continue;
 		}
 		struct zn_adam_tensors at = { .n = s->d.numel, .param = s->master, .grad = s->grad,
-					      .grad_dtype = ZN_ADAM_FP32, .exp_avg = s->m,
+					      .grad_dtype = adam_dtype(t->gdt), .exp_avg = s->m,
 					      .exp_avg_sq = s->v };
 		/* Unscale and clip, fused into the update. */
 		if ((rc = zn_adam_step(&h, t->updates + 1, (float)(clip / scale), &at, &ex)))
 			return rc;
-		if (t->offload_param)
-			rc = to_home(t, s);
-		else if (!(rc = to_device(t, s->dparam, s->master, s->d.numel * 4)))
+		if (t->offload_param) {
+			rc = home_put(t, s, 0, s->master, s->d.numel);
+		} else if (!(rc = to_device(t, s->dparam, s->master, s->d.numel * 4))) {
+			t->h2d_bytes += s->d.numel * 4;
 			rc = round_to_dtype(t, s->dparam, s->d.numel);
+		}
 		if (rc)
 			return rc;
 	}
+	if (!skipped && !t->os && t->psw && (rc = zn_swapper_flush(t->psw)))
+		return rc;
 	zn_trace_span(t->trace, skipped ? "skipped (overflow)" : "adam + params to device",
 		      "optimizer", "host", ta, zn_now_ns(), 0);
 	if (!skipped) {
@@ -969,14 +1195,30 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	t->step++;
 	if (out) {
 		struct zn_device_memstats ms;
+		struct traffic tr;
 		zn_device_memstats(t->dev, &ms);
+		traffic_now(t, &tr);
+		uint64_t now = zn_now_ns();
 		*out = (struct zn_step_info){
 			.step = t->step, .loss = loss_sum / t->accum, .lr = hp.lr, .grad_norm = norm,
 			.tokens = (uint64_t)t->B * (uint64_t)t->T * t->accum,
-			.step_s = (double)(zn_now_ns() - t0) / 1e9, .device_bytes = ms.in_use,
+			.step_s = (double)(now - t0) / 1e9, .device_bytes = ms.in_use,
 			.device_peak = ms.peak, .host_bytes = t->host_bytes,
 			.loss_scale = scale, .skipped = skipped,
+			.compute_s = (double)t->compute_ns / 1e9,
+			.optimizer_s = (double)(now - ta) / 1e9,
+			.stall_s = (double)(tr.stall_ns - tr0.stall_ns) / 1e9,
+			.nvme_read_bytes = tr.nvme_read - tr0.nvme_read,
+			.nvme_write_bytes = tr.nvme_write - tr0.nvme_write,
+			.h2d_bytes = tr.h2d - tr0.h2d, .d2h_bytes = tr.d2h - tr0.d2h,
 		};
+		if (t->os && !skipped) {
+			struct zn_optswap_stats os;
+			zn_optswap_last_stats(t->os, &os);
+			out->nvme_read_bytes += os.bytes_read;
+			out->nvme_write_bytes += os.bytes_written;
+			out->stall_s += os.read_wait_s + os.write_wait_s;
+		}
 	}
 	return 0;
 }
@@ -1023,24 +1265,45 @@ static int hex_decode(const char *hex, void *p, size_t n)
 
 /* ---- checkpoints ------------------------------------------------------------- */
 
-/* HF stores c_attn / c_proj / c_fc transposed: (C, OC). */
-static float *hf_layout(const struct tstate *s, const struct zn_gpt2_config *c, uint64_t *rows)
+/* The shape a tensor has in model.safetensors: Hugging Face's.  c_attn,
+ * c_proj and c_fc are Conv1D there, stored transposed (C, OC); wte has the
+ * real vocabulary's rows (the padded ones are zinc's own). */
+static void hf_shape(const struct tstate *s, const struct zn_gpt2_config *c, uint64_t shape[2],
+		     uint64_t *bytes)
 {
-	const int64_t R = s->d.shape[0], Cc = s->d.shape[1];
-	*rows = (uint64_t)R;
+	uint64_t rows = (uint64_t)s->d.shape[0];
 	if (strcmp(s->d.name, "wte.weight") == 0)
-		*rows = (uint64_t)c->vocab_size; /* the padded rows are zinc's own */
-	if (!s->d.hf_transposed)
-		return NULL;
-	float *o = malloc(s->d.numel * 4);
-	if (!o)
-		return NULL;
-	for (int64_t r = 0; r < R; r++)
-		for (int64_t k = 0; k < Cc; k++)
-			o[k * R + r] = s->master[r * Cc + k];
-	return o;
+		rows = (uint64_t)c->vocab_size;
+	if (s->d.hf_transposed) {
+		shape[0] = (uint64_t)s->d.shape[1];
+		shape[1] = rows;
+	} else {
+		shape[0] = rows;
+		shape[1] = s->d.ndim == 2 ? (uint64_t)s->d.shape[1] : 0;
+	}
+	*bytes = (s->d.ndim == 2 ? shape[0] * shape[1] : rows) * 4;
 }
 
+static void transpose(const float *src, float *dst, int64_t R, int64_t C)
+{
+	for (int64_t r = 0; r < R; r++)
+		for (int64_t k = 0; k < C; k++)
+			dst[k * R + r] = src[r * C + k];
+}
+
+static void model_shape_string(const struct zn_trainer *t, char *out, size_t len)
+{
+	snprintf(out, len, "gpt2 n_layer=%d n_head=%d n_embd=%d vocab_size=%d seq_len=%d",
+		 t->mcfg.n_layer, t->mcfg.n_head, t->mcfg.n_embd, t->mcfg.vocab_size,
+		 t->mcfg.max_seq_len);
+}
+
+static const char *const state_suffix[3] = { "master", "exp_avg", "exp_avg_sq" };
+
+/* A checkpoint is written tensor by tensor: model.safetensors and
+ * optimizer.safetensors stream side by side, so saving needs one tensor's
+ * states in memory whatever the model's size (NVMe states come back one
+ * sub-group at a time). */
 int zn_trainer_save(struct zn_trainer *t)
 {
 	if (!t->cfg.checkpoint.dir[0])
@@ -1054,57 +1317,40 @@ int zn_trainer_save(struct zn_trainer *t)
 		    (r = to_host(t, s->v, s->dv, s->d.numel * 4)))
 			return r;
 	}
-	/* NVMe-resident states are staged through host memory for the file. */
-	if (t->os) {
-		int r = nvme_transfer(t, false);
-		if (r) {
-			free_moments(t);
-			return r;
-		}
-	}
 	struct zn_ckpt *c = zn_ckpt_begin(t->cfg.checkpoint.dir, t->step);
-	if (!c) {
-		if (t->os)
-			free_moments(t);
+	if (!c)
 		return -EIO;
-	}
 	struct zn_st_tensor *mt = calloc(t->nt, sizeof(*mt));
 	struct zn_st_tensor *ot = calloc(3 * (size_t)t->nt, sizeof(*ot));
 	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(4 * (size_t)t->nt, sizeof(*names));
-	float **tmp = calloc(t->nt, sizeof(float *));
+	float *scratch[4] = { NULL, NULL, NULL, NULL };
+	struct groups g = { 0 };
+	struct zn_st_writer *mw = NULL, *ow = NULL;
 	int rc = 0;
-	if (!mt || !ot || !names || !tmp) {
+	if (!mt || !ot || !names) {
 		rc = zn_error(-ENOMEM, "out of memory");
 		goto out;
 	}
+	/* scratch[3]: a transposed tensor; 0-2: NVMe states of one tensor. */
+	for (int k = 0; k < (t->nvme_opt ? 4 : 1) && !rc; k++)
+		if (!(scratch[3 - k] = malloc(t->largest * 4)))
+			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
+	if (!rc && t->nvme_opt)
+		rc = groups_open(&g, t);
+	if (rc)
+		goto out;
 	for (unsigned i = 0; i < t->nt; i++) {
 		const struct tstate *s = &t->t[i];
-		uint64_t rows;
-		tmp[i] = hf_layout(s, &t->mcfg, &rows);
 		snprintf(names[4 * i], sizeof(names[0]), "transformer.%s", s->d.name);
 		mt[i] = (struct zn_st_tensor){ .name = names[4 * i], .dtype = ZN_ST_F32,
 					       .ndim = s->d.ndim };
-		if (s->d.hf_transposed) {
-			mt[i].shape[0] = (uint64_t)s->d.shape[1];
-			mt[i].shape[1] = (uint64_t)s->d.shape[0];
-			mt[i].data = tmp[i];
-		} else {
-			mt[i].shape[0] = rows;
-			mt[i].shape[1] = (uint64_t)s->d.shape[1];
-			mt[i].data = s->master;
-		}
-		mt[i].bytes = (s->d.ndim == 2 ? mt[i].shape[0] * mt[i].shape[1] : rows) * 4;
-		if (s->d.hf_transposed && !tmp[i]) {
-			rc = zn_error(-ENOMEM, "out of memory");
-			goto out;
-		}
-		const float *arr[3] = { s->master, s->m, s->v };
-		static const char *const suf[3] = { "master", "exp_avg", "exp_avg_sq" };
+		hf_shape(s, &t->mcfg, mt[i].shape, &mt[i].bytes);
 		for (int k = 0; k < 3; k++) {
-			snprintf(names[4 * i + 1 + k], sizeof(names[0]), "%s.%s", s->d.name, suf[k]);
+			snprintf(names[4 * i + 1 + k], sizeof(names[0]), "%s.%s", s->d.name,
+				 state_suffix[k]);
 			ot[3 * i + k] = (struct zn_st_tensor){
 				.name = names[4 * i + 1 + k], .dtype = ZN_ST_F32, .ndim = 1,
-				.shape = { s->d.numel }, .data = arr[k], .bytes = s->d.numel * 4 };
+				.shape = { s->d.numel }, .bytes = s->d.numel * 4 };
 		}
 	}
 	struct zn_data_pos pos;
@@ -1117,18 +1363,44 @@ int zn_trainer_save(struct zn_trainer *t)
 	hex_encode(&t->scaler, sizeof(t->scaler), shex);
 	snprintf(step, sizeof(step), "%" PRIu64, t->step);
 	snprintf(updates, sizeof(updates), "%" PRIu64, t->updates);
-	snprintf(shape, sizeof(shape), "gpt2 n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
-				       "seq_len=%d", t->mcfg.n_layer, t->mcfg.n_head,
-		 t->mcfg.n_embd, t->mcfg.vocab_size, t->mcfg.max_seq_len);
+	model_shape_string(t, shape, sizeof(shape));
 	struct zn_st_meta mmeta[1] = { { "format", "pt" } };
 	struct zn_st_meta ometa[6] = { { "zinc.step", step }, { "zinc.data_pos", hex },
 				       { "zinc.model", shape }, { "zinc.version", zn_version() },
 				       { "zinc.updates", updates }, { "zinc.loss_scaler", shex } };
-	rc = zn_st_write(zn_ckpt_file(c, "model.safetensors"), mt, t->nt, mmeta, 1);
-	if (!rc)
-		rc = zn_st_write(zn_ckpt_file(c, "optimizer.safetensors"), ot, 3 * (size_t)t->nt,
-				 ometa, 6);
+	if ((rc = zn_st_writer_begin(zn_ckpt_file(c, "model.safetensors"), mt, t->nt, mmeta, 1,
+				     &mw)) ||
+	    (rc = zn_st_writer_begin(zn_ckpt_file(c, "optimizer.safetensors"), ot,
+				     3 * (size_t)t->nt, ometa, 6, &ow)))
+		goto out;
+	for (unsigned i = 0; i < t->nt && !rc; i++) {
+		struct tstate *s = &t->t[i];
+		float *a[3] = { s->master, s->m, s->v };
+		if (t->nvme_opt) {
+			memcpy(a, scratch, sizeof(a));
+			if ((rc = groups_get(&g, s, a)))
+				break;
+		}
+		const float *mdata = a[0];
+		if (s->d.hf_transposed) {
+			transpose(a[0], scratch[3], s->d.shape[0], s->d.shape[1]);
+			mdata = scratch[3];
+		}
+		rc = zn_st_writer_put(mw, mdata, mt[i].bytes);
+		for (int k = 0; k < 3 && !rc; k++)
+			rc = zn_st_writer_put(ow, a[k], s->d.numel * 4);
+	}
+	if (!rc) {
+		rc = zn_st_writer_end(mw);
+		mw = NULL;
+	}
+	if (!rc) {
+		rc = zn_st_writer_end(ow);
+		ow = NULL;
+	}
 out:
+	zn_st_writer_abort(mw);
+	zn_st_writer_abort(ow);
 	if (rc) {
 		zn_ckpt_abort(c);
 	} else {
@@ -1136,18 +1408,20 @@ out:
 		if (!rc && t->cfg.checkpoint.keep)
 			zn_ckpt_prune(t->cfg.checkpoint.dir, t->cfg.checkpoint.keep);
 	}
-	for (unsigned i = 0; tmp && i < t->nt; i++)
-		free(tmp[i]);
-	free(tmp);
+	if (t->nvme_opt)
+		groups_close(&g);
+	for (int k = 0; k < 4; k++)
+		free(scratch[k]);
 	free(names);
 	free(mt);
 	free(ot);
-	if (t->os)
-		free_moments(t);
 	return rc;
 }
 
-static int load_checkpoint(struct zn_trainer *t, const char *dir)
+/* Resuming: the checkpoint's metadata now (step, data position, loss
+ * scaler: a mismatch fails before anything is built), its tensors later,
+ * one at a time, from the mapped file. */
+static int open_checkpoint(struct zn_trainer *t, const char *dir)
 {
 	char path[4200], shape[128];
 	snprintf(path, sizeof(path), "%s/optimizer.safetensors", dir);
@@ -1155,62 +1429,42 @@ static int load_checkpoint(struct zn_trainer *t, const char *dir)
 	if (!f)
 		return -EINVAL;
 	int rc = 0;
-	snprintf(shape, sizeof(shape), "gpt2 n_layer=%d n_head=%d n_embd=%d vocab_size=%d "
-				       "seq_len=%d", t->mcfg.n_layer, t->mcfg.n_head,
-		 t->mcfg.n_embd, t->mcfg.vocab_size, t->mcfg.max_seq_len);
+	model_shape_string(t, shape, sizeof(shape));
 	const char *ms = zn_st_metadata(f, "zinc.model");
 	const char *st = zn_st_metadata(f, "zinc.step");
 	const char *hex = zn_st_metadata(f, "zinc.data_pos");
+	const char *up = zn_st_metadata(f, "zinc.updates");
+	const char *sc = zn_st_metadata(f, "zinc.loss_scaler");
+	struct zn_data_pos pos;
 	if (!ms || strcmp(ms, shape) != 0) {
 		rc = zn_error(-EINVAL, "checkpoint '%s' is of a different model (%s) than the config "
 				       "(%s); point checkpoint.dir elsewhere or set "
 				       "checkpoint.resume: false", dir, ms ? ms : "unknown", shape);
-		goto out;
-	}
-	struct zn_data_pos pos;
-	if (!st || hex_decode(hex, &pos, sizeof(pos))) {
+	} else if (!st || hex_decode(hex, &pos, sizeof(pos))) {
 		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its step or data position", dir);
-		goto out;
+	} else if (!up || hex_decode(sc, &t->scaler, sizeof(t->scaler))) {
+		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its update count or loss scaler", dir);
 	}
-	for (unsigned i = 0; i < t->nt && !rc; i++) {
-		struct tstate *s = &t->t[i];
-		/* With NVMe states the moments are staged here until nvme_setup
-		 * writes them out. */
-		if (!s->m)
-			s->m = malloc(s->d.numel * 4);
-		if (!s->v)
-			s->v = malloc(s->d.numel * 4);
-		if (!s->m || !s->v) {
-			rc = zn_error(-ENOMEM, "out of memory loading '%s'", dir);
-			break;
-		}
-		float *arr[3] = { s->master, s->m, s->v };
-		static const char *const suf[3] = { "master", "exp_avg", "exp_avg_sq" };
-		for (int k = 0; k < 3; k++) {
+	/* Every tensor present with its shape, before anything is built. */
+	for (unsigned i = 0; i < t->nt && !rc; i++)
+		for (int k = 0; k < 3 && !rc; k++) {
 			char name[ZN_PARAM_NAME_MAX + 24];
-			snprintf(name, sizeof(name), "%s.%s", s->d.name, suf[k]);
+			snprintf(name, sizeof(name), "%s.%s", t->t[i].d.name, state_suffix[k]);
 			const struct zn_st_tensor *x = zn_st_find(f, name);
-			if (!x || x->dtype != ZN_ST_F32 || x->bytes != s->d.numel * 4) {
+			if (!x || x->dtype != ZN_ST_F32 || x->bytes != t->t[i].d.numel * 4)
 				rc = zn_error(-EINVAL, "checkpoint '%s': tensor '%s' is missing or "
 						       "has the wrong shape", dir, name);
-				break;
-			}
-			memcpy(arr[k], x->data, x->bytes);
 		}
-	}
 	if (!rc && t->train)
 		rc = zn_data_seek(t->train, &pos);
-	const char *up = zn_st_metadata(f, "zinc.updates");
-	const char *sc = zn_st_metadata(f, "zinc.loss_scaler");
-	if (!rc && (!up || hex_decode(sc, &t->scaler, sizeof(t->scaler))))
-		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its update count or loss scaler", dir);
-	if (!rc) {
-		t->step = strtoull(st, NULL, 10);
-		t->updates = strtoull(up, NULL, 10);
+	if (rc) {
+		zn_st_close(f);
+		return rc;
 	}
-out:
-	zn_st_close(f);
-	return rc;
+	t->step = strtoull(st, NULL, 10);
+	t->updates = strtoull(up, NULL, 10);
+	t->src_ckpt = f;
+	return 0;
 }
 
 /* llm.c's GPT-2 checkpoint (train_gpt2.c, gpt2_124M.bin): a 256-int32
@@ -1218,13 +1472,13 @@ out:
  * parameter as one array per kind over all layers, in this order: wte
  * (Vp,C), wpe (maxT,C), ln1w, ln1b, qkvw (L,3C,C), qkvb, attprojw (L,C,C),
  * attprojb, ln2w, ln2b, fcw (L,4C,C), fcb, fcprojw (L,C,4C), fcprojb, lnfw,
- * lnfb.  Its matrices are (OC, C), zinc's layout. */
+ * lnfb.  Its matrices are (OC, C), zinc's layout.  Opened here with each
+ * tensor's offset, read when the tensor is made. */
 #define LLMC_MAGIC 20240326
-static int load_llmc(struct zn_trainer *t, const char *path)
+static int open_llmc(struct zn_trainer *t, const char *path)
 {
 	FILE *f = fopen(path, "rb");
 	int32_t h[256];
-	int rc = 0;
 	if (!f)
 		return zn_error(-errno, "cannot open '%s': %s", path, strerror(errno));
 	if (fread(h, 4, 256, f) != 256 || h[0] != LLMC_MAGIC) {
@@ -1246,70 +1500,122 @@ static int load_llmc(struct zn_trainer *t, const char *path)
 					 "n_layer, n_head, n_embd)",
 				path, h[2], h[3], h[4], h[5], h[6], h[7]);
 	}
+	t->llmc_off = calloc(t->nt, sizeof(uint64_t));
+	if (!t->llmc_off) {
+		fclose(f);
+		return zn_error(-ENOMEM, "out of memory");
+	}
 	/* The 12 per-layer kinds run over all layers before the next kind; their
 	 * order is zinc's tensor order within a block. */
 	const unsigned L = (unsigned)c->n_layer;
-	for (unsigned e = 0; e < 2 && !rc; e++) /* wte, wpe */
-		if (fread(t->t[t->first[0] + e].master, 4, t->t[t->first[0] + e].d.numel, f) !=
-		    t->t[t->first[0] + e].d.numel)
-			rc = -EIO;
-	for (unsigned k = 0; k < 12 && !rc; k++)
-		for (unsigned l = 0; l < L && !rc; l++) {
-			struct tstate *s = &t->t[t->first[l + 1] + k];
-			if (fread(s->master, 4, s->d.numel, f) != s->d.numel)
-				rc = -EIO;
-		}
-	for (unsigned e = 0; e < 2 && !rc; e++) { /* ln_f */
-		struct tstate *s = &t->t[t->first[L + 1] + e];
-		if (fread(s->master, 4, s->d.numel, f) != s->d.numel)
-			rc = -EIO;
+	uint64_t off = 256 * 4;
+	for (unsigned e = 0; e < 2; e++) { /* wte, wpe */
+		t->llmc_off[t->first[0] + e] = off;
+		off += t->t[t->first[0] + e].d.numel * 4;
 	}
-	fclose(f);
-	if (rc)
-		return zn_error(rc, "'%s' is truncated: shorter than its header's model", path);
+	for (unsigned k = 0; k < 12; k++)
+		for (unsigned l = 0; l < L; l++) {
+			t->llmc_off[t->first[l + 1] + k] = off;
+			off += t->t[t->first[l + 1] + k].d.numel * 4;
+		}
+	for (unsigned e = 0; e < 2; e++) { /* ln_f */
+		t->llmc_off[t->first[L + 1] + e] = off;
+		off += t->t[t->first[L + 1] + e].d.numel * 4;
+	}
+	struct stat sb;
+	if (fstat(fileno(f), &sb) != 0 || (uint64_t)sb.st_size < off) {
+		fclose(f);
+		return zn_error(-EINVAL, "'%s' is truncated: shorter than its header's model "
+					 "(%" PRIu64 " bytes)", path, off);
+	}
+	t->src_llmc = f;
 	return 0;
 }
 
 /* Fine-tuning: a Hugging Face GPT-2 model.safetensors (names with or
  * without "transformer."; Conv1D weights transposed back), or llm.c's
- * .bin checkpoint. */
-static int load_pretrained(struct zn_trainer *t, const char *path)
+ * .bin checkpoint.  Every tensor is checked now, read when made. */
+static int open_pretrained(struct zn_trainer *t, const char *path)
 {
 	size_t n = strlen(path);
+	t->src_path = path;
 	if (n > 4 && strcmp(path + n - 4, ".bin") == 0)
-		return load_llmc(t, path);
+		return open_llmc(t, path);
 	struct zn_st_file *f = zn_st_open(path);
-	int rc = 0;
 	if (!f)
 		return -EINVAL;
-	for (unsigned i = 0; i < t->nt && !rc; i++) {
+	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
 		char name[ZN_PARAM_NAME_MAX + 16];
 		snprintf(name, sizeof(name), "transformer.%s", s->d.name);
 		const struct zn_st_tensor *x = zn_st_find(f, name);
 		if (!x)
 			x = zn_st_find(f, s->d.name);
-		uint64_t rows = (uint64_t)s->d.shape[0];
-		if (strcmp(s->d.name, "wte.weight") == 0)
-			rows = (uint64_t)t->mcfg.vocab_size;
-		uint64_t want = s->d.ndim == 2 ? rows * (uint64_t)s->d.shape[1] : rows;
-		if (!x || x->dtype != ZN_ST_F32 || x->bytes != want * 4) {
-			rc = zn_error(-EINVAL, "'%s': tensor '%s' is missing, not F32, or not of the "
-					       "config's shape (%" PRIu64 " elements); check the "
-					       "model section against the file", path, name, want);
-			break;
-		}
-		const float *src = x->data;
-		if (s->d.hf_transposed) {
-			const int64_t R = s->d.shape[0], Cc = s->d.shape[1];
-			for (int64_t r = 0; r < R; r++)
-				for (int64_t k = 0; k < Cc; k++)
-					s->master[r * Cc + k] = src[k * R + r];
-		} else {
-			memset(s->master, 0, s->d.numel * 4);
-			memcpy(s->master, src, x->bytes);
+		uint64_t shape[2], want;
+		hf_shape(s, &t->mcfg, shape, &want);
+		if (!x || x->dtype != ZN_ST_F32 || x->bytes != want) {
+			zn_st_close(f);
+			return zn_error(-EINVAL, "'%s': tensor '%s' is missing, not F32, or not of the "
+						 "config's shape (%" PRIu64 " elements); check the "
+						 "model section against the file",
+					path, name, want / 4);
 		}
 	}
-	zn_st_close(f);
-	return rc;
+	t->src_st = f;
+	return 0;
+}
+
+static void close_sources(struct zn_trainer *t)
+{
+	zn_st_close(t->src_ckpt);
+	zn_st_close(t->src_st);
+	if (t->src_llmc)
+		fclose(t->src_llmc);
+	free(t->llmc_off);
+	t->src_ckpt = t->src_st = NULL;
+	t->src_llmc = NULL;
+	t->llmc_off = NULL;
+}
+
+/* Tensor i's starting states: a resumed checkpoint's, or pretrained (or
+ * freshly initialised) weights with zero moments. */
+static int tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, float *m,
+			       float *v)
+{
+	struct tstate *s = &t->t[i];
+	size_t bytes = s->d.numel * 4;
+	if (t->src_ckpt) {
+		float *a[3] = { master, m, v };
+		for (int k = 0; k < 3; k++) {
+			char name[ZN_PARAM_NAME_MAX + 24];
+			snprintf(name, sizeof(name), "%s.%s", s->d.name, state_suffix[k]);
+			memcpy(a[k], zn_st_find(t->src_ckpt, name)->data, bytes);
+		}
+		return 0;
+	}
+	memset(m, 0, bytes);
+	memset(v, 0, bytes);
+	if (t->src_llmc) {
+		if (fseeko(t->src_llmc, (off_t)t->llmc_off[i], SEEK_SET) != 0 ||
+		    fread(master, 4, s->d.numel, t->src_llmc) != s->d.numel)
+			return zn_error(-EIO, "cannot read tensor '%s' from '%s'", s->d.name,
+					t->src_path);
+		return 0;
+	}
+	if (t->src_st) {
+		char name[ZN_PARAM_NAME_MAX + 16];
+		snprintf(name, sizeof(name), "transformer.%s", s->d.name);
+		const struct zn_st_tensor *x = zn_st_find(t->src_st, name);
+		if (!x)
+			x = zn_st_find(t->src_st, s->d.name);
+		if (s->d.hf_transposed) {
+			transpose(x->data, master, s->d.shape[1], s->d.shape[0]);
+		} else {
+			memset(master, 0, bytes);
+			memcpy(master, x->data, x->bytes);
+		}
+		return 0;
+	}
+	zn_gpt2_init_tensor(&t->mcfg, &s->d, t->cfg.data.seed, i, master);
+	return 0;
 }

@@ -200,9 +200,9 @@ static void test_section_table(void **state)
 	}
 	assert_true(seen_offload);
 	/* root, optimizer(+params), scheduler(+params), fp16, bf16, zero(+offload
-	 * x2, loco), activation_checkpointing, aio, model, data,
+	 * x2, loco), activation_checkpointing, data_types, aio, model, data,
 	 * checkpoint(+parallel_write), device. */
-	assert_int_equal(n, 18);
+	assert_int_equal(n, 19);
 
 	/* The ignored DeepSpeed keys are sorted, and none is a zinc section. */
 	assert_non_null(zn_config_ignored_key(0));

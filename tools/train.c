@@ -79,6 +79,35 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val)
 	json_double(&j, s->loss_scale);
 	json_key(&j, "skipped");
 	json_bool(&j, s->skipped);
+	/* Where the time went and what moved (issue: breakdown per tier). */
+	json_key(&j, "compute_s");
+	json_double(&j, s->compute_s);
+	json_key(&j, "optimizer_s");
+	json_double(&j, s->optimizer_s);
+	json_key(&j, "stall_s");
+	json_double(&j, s->stall_s);
+	json_key(&j, "nvme_read_bytes");
+	json_uint(&j, s->nvme_read_bytes);
+	json_key(&j, "nvme_write_bytes");
+	json_uint(&j, s->nvme_write_bytes);
+	json_key(&j, "h2d_bytes");
+	json_uint(&j, s->h2d_bytes);
+	json_key(&j, "d2h_bytes");
+	json_uint(&j, s->d2h_bytes);
+	json_key(&j, "read_bytes");
+	json_begin_object(&j);
+	json_key(&j, "nvme");
+	json_uint(&j, s->nvme_read_bytes);
+	json_key(&j, "host");
+	json_uint(&j, s->h2d_bytes);
+	json_end_object(&j);
+	json_key(&j, "write_bytes");
+	json_begin_object(&j);
+	json_key(&j, "nvme");
+	json_uint(&j, s->nvme_write_bytes);
+	json_key(&j, "host");
+	json_uint(&j, s->d2h_bytes);
+	json_end_object(&j);
 	if (val >= 0) {
 		json_key(&j, "val_loss");
 		json_double(&j, val);

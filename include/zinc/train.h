@@ -48,6 +48,12 @@ struct zn_step_info {
 	uint64_t host_bytes;  /* optimizer state in host memory */
 	double loss_scale;    /* fp16: the dynamic loss scale used by this step; else 1 */
 	bool skipped;         /* fp16: the gradients overflowed; no update, scale lowered */
+	/* Where the time went and what moved (this step only). */
+	double compute_s;     /* forward and backward, parameter fetches included */
+	double optimizer_s;   /* the optimizer step and the parameters' way back */
+	double stall_s;       /* waits for NVMe: parameter fetches, optimizer reads/writes */
+	uint64_t nvme_read_bytes, nvme_write_bytes;
+	uint64_t h2d_bytes, d2h_bytes; /* host -> device, device -> host */
 };
 
 /* Build everything a config asks for: device, kernels, model, parameters
