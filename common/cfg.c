@@ -171,11 +171,13 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 	case ZN_CFG_SIZE: {
 		uint64_t v;
 		if ((k->flags & ZN_CFG_AUTO) && strcasecmp(value, "auto") == 0) {
-			/* 0 stands for "auto": the consumer sizes it. */
+			/* 0 (or the maximum) stands for "auto": the consumer
+			 * sizes it. */
+			bool max = k->flags & ZN_CFG_AUTO_MAX;
 			if (k->size == sizeof(uint32_t))
-				*(uint32_t *)field = 0;
+				*(uint32_t *)field = max ? UINT32_MAX : 0;
 			else
-				*(uint64_t *)field = 0;
+				*(uint64_t *)field = max ? UINT64_MAX : 0;
 			return 0;
 		}
 		int rc = zn_parse_size(value, &v);
@@ -257,7 +259,9 @@ char *zn_cfg_format(const struct zn_cfg_key *k, const void *obj, char *buf, size
 	case ZN_CFG_SIZE: {
 		uint64_t v = k->size == sizeof(uint32_t) ? (uint64_t)*(const uint32_t *)field
 							 : *(const uint64_t *)field;
-		if (v == 0 && (k->flags & ZN_CFG_AUTO))
+		uint64_t autov = !(k->flags & ZN_CFG_AUTO_MAX) ? 0
+				 : k->size == sizeof(uint32_t) ? UINT32_MAX : UINT64_MAX;
+		if (v == autov && (k->flags & ZN_CFG_AUTO))
 			snprintf(buf, len, "auto");
 		else
 			snprintf(buf, len, "%" PRIu64, v);

@@ -350,11 +350,12 @@ static const struct zn_cfg_key zero_keys[] = {
 	Z("cpu_offload_use_pin_memory", NULL, ZN_CFG_BOOL, cpu_offload_use_pin_memory, "false", 0,
 	  1, NULL, UNSUP, "deprecated by DeepSpeed: use offload_*.pin_memory"),
 	Z("stage3_prefetch_bucket_size", "prefetch_bucket_size", ZN_CFG_SIZE,
-	  prefetch_bucket_size, "5e7", 0, BIG, NULL, AUTO,
-	  "elements of parameters fetched ahead of use; auto: 0.9 n_embd^2"),
+	  prefetch_bucket_size, "5e7", 0, BIG, NULL, AUTO | ZN_CFG_AUTO_MAX,
+	  "elements of parameters fetched ahead of use (0: none); auto: 0.9 n_embd^2"),
 	Z("stage3_param_persistence_threshold", "param_persistence_threshold", ZN_CFG_SIZE,
-	  param_persistence_threshold, "1e5", 0, BIG, NULL, AUTO,
-	  "parameters with fewer elements stay resident, unpartitioned; auto: 10 n_embd"),
+	  param_persistence_threshold, "1e5", 0, BIG, NULL, AUTO | ZN_CFG_AUTO_MAX,
+	  "parameters with fewer elements stay resident on the device, not offloaded (0: "
+	  "none); auto: 10 n_embd"),
 	Z("stage3_model_persistence_threshold", "model_persistence_threshold", ZN_CFG_SIZE,
 	  model_persistence_threshold, "9223372036854775807", 0, 9223372036854775807.0, NULL,
 	  UNSUP, "cap on the elements kept resident by the persistence threshold"),
@@ -653,8 +654,8 @@ void zn_config_resolve_auto(struct zn_config *cfg)
 	/* The Hugging Face integration's rules (deepspeed.py, trainer_config_finalize). */
 	if (!z->reduce_bucket_size)
 		z->reduce_bucket_size = h * h;
-	if (!z->prefetch_bucket_size)
+	if (z->prefetch_bucket_size == UINT64_MAX)
 		z->prefetch_bucket_size = (uint64_t)(0.9 * (double)(h * h));
-	if (!z->param_persistence_threshold)
+	if (z->param_persistence_threshold == UINT64_MAX)
 		z->param_persistence_threshold = 10 * h;
 }

@@ -42,6 +42,8 @@ struct tstate {
 	float *dmaster, *dm, *dv;      /* device optimizer only */
 	uint64_t flat;                 /* offset in the model's flat element order */
 	struct zn_tensor *home;        /* offload_param: the parameters' home tier */
+	bool resident;                 /* on the device for good (no offload_param, or
+					* under stage3_param_persistence_threshold) */
 	void *hbuf;                    /* home buffer held across optimizer sub-groups */
 };
 
@@ -225,6 +227,8 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			struct tstate *s = &t->t[t->first[layer] + i];
 			void *host;
 			size_t hbytes = s->d.numel * zn_dtype_size(t->hdt);
+			if (s->resident)
+				continue;
 			if ((rc = zn_device_alloc(t->dev, s->d.numel * 4, &s->dparam)))
 				break;
 			uint64_t t0 = zn_now_ns();
@@ -248,11 +252,14 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 		long next = (long)layer + t->direction;
 		if (!rc && next >= 0 && next < (long)t->nlayers)
 			for (unsigned i = 0; i < t->count[next]; i++)
-				zn_swapper_prefetch(t->psw, t->t[t->first[next] + i].home);
+				if (t->t[t->first[next] + i].home)
+					zn_swapper_prefetch(t->psw, t->t[t->first[next] + i].home);
 	}
 	if (!rc && want && !t->has_grads[layer]) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
+			if (s->resident)
+				continue;
 			if (!(rc = zn_device_alloc(t->dev, s->d.numel * 4, &s->dgrad)))
 				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d.numel * 4, NULL);
 		}
@@ -305,6 +312,8 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 	if (!rc && written && t->has_grads[layer]) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
+			if (s->resident)
+				continue;
 			rc = grads_to_host(t, s, t->micro_i == 0);
 			zn_device_free(t->dev, s->dgrad);
 			s->dgrad = NULL;
@@ -314,6 +323,8 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 	if (t->fetched[layer] && --t->fetched[layer] == 0)
 		for (unsigned i = 0; i < t->count[layer]; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
+			if (s->resident)
+				continue;
 			zn_device_free(t->dev, s->dparam);
 			s->dparam = NULL;
 		}
@@ -586,6 +597,10 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
 		size_t bytes = s->d.numel * sizeof(float);
+		/* DeepSpeed's persistence: small tensors (biases, layernorms)
+		 * are not worth a round trip each layer; they stay. */
+		s->resident = !t->offload_param ||
+			      s->d.numel < cfg->zero_optimization.param_persistence_threshold;
 		/* Host optimizer state unless it lives on NVMe; gradient
 		 * accumulators unless the optimizer runs on the device. */
 		if (!t->nvme_opt) {
@@ -606,7 +621,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 				     t->total);
 			goto fail;
 		}
-		if (!t->offload_param && (zn_device_alloc(t->dev, bytes, &s->dparam) ||
+		if (s->resident && (zn_device_alloc(t->dev, bytes, &s->dparam) ||
 					  zn_device_alloc(t->dev, bytes, &s->dgrad)))
 			goto fail;
 		if (t->device_opt && (zn_device_alloc(t->dev, bytes, (void **)&s->dmaster) ||
@@ -751,48 +766,66 @@ static int param_homes_setup(struct zn_trainer *t)
 	t->has_grads = calloc(t->nlayers, sizeof(*t->has_grads));
 	if (!t->fetched || !t->has_grads)
 		return zn_error(-ENOMEM, "out of memory");
-	if (nvme) {
+	/* Each offloaded tensor's home: host memory for all with device cpu;
+	 * with nvme, DeepSpeed's max_in_cpu -- the first tensors, up to that
+	 * many elements, stay in host memory, the rest go to NVMe. */
+	enum zn_tier *tier = calloc(t->nt, sizeof(*tier));
+	if (!tier)
+		return zn_error(-ENOMEM, "out of memory");
+	uint64_t in_cpu = 0, nvme_bytes = 0, largest = 0;
+	const char *name = "";
+	for (unsigned i = 0; i < t->nt; i++) {
+		struct tstate *s = &t->t[i];
+		if (s->resident)
+			continue;
+		tier[i] = ZN_TIER_HOST;
+		if (nvme && in_cpu + s->d.numel > pc->max_in_cpu) {
+			tier[i] = ZN_TIER_NVME;
+			nvme_bytes += ZN_ALIGN_UP(s->d.numel * esz, 4096);
+			if (s->d.numel > largest) {
+				largest = s->d.numel;
+				name = s->d.name;
+			}
+		} else {
+			in_cpu += s->d.numel;
+		}
+	}
+	t->host_bytes += in_cpu * esz;
+	if (nvme_bytes) {
 		char buf[ZN_NVME_PATH_MAX];
 		const char *paths[16];
 		int np = zn_nvme_paths_split(pc->nvme_path, buf, paths, 16);
-		if (np < 1)
-			return zn_error(-EINVAL, "zero_optimization.offload_param.nvme_path: give the "
-						 "directory for the parameters' swap files");
-		uint64_t bytes = 0;
-		const char *name = "";
-		for (unsigned i = 0; i < t->nt; i++) {
-			if (t->t[i].d.numel == t->largest && !*name)
-				name = t->t[i].d.name;
-			bytes += ZN_ALIGN_UP(t->t[i].d.numel * esz, 4096);
-		}
 		struct zn_bufpool_config bc;
-		if ((rc = zn_offload_param_pool(pc, t->largest, name, esz, 1, &bc)))
+		if (np < 1)
+			rc = zn_error(-EINVAL, "zero_optimization.offload_param.nvme_path: give the "
+					       "directory for the parameters' swap files");
+		else
+			rc = zn_offload_param_pool(pc, largest, name, esz, 1, &bc);
+		if (rc) {
+			free(tier);
 			return rc;
+		}
 		t->paio = zn_aio_create(&t->cfg.aio);
-		if (!t->paio)
-			return -EINVAL;
 		struct zn_store_config sc = { .paths = paths, .npaths = (unsigned)np,
-					      .capacity = bytes, .stripe_bytes = pc->stripe_size,
+					      .capacity = nvme_bytes, .stripe_bytes = pc->stripe_size,
 					      .checksum = pc->checksum };
-		t->pstore = zn_store_create(&sc, t->paio);
+		t->pstore = t->paio ? zn_store_create(&sc, t->paio) : NULL;
 		t->ppool = t->pstore ? zn_bufpool_create(&bc, t->paio) : NULL;
-		if (!t->pstore || !t->ppool)
+		if (!t->ppool) {
+			free(tier);
 			return -EINVAL;
+		}
 		swc.store = t->pstore;
 		swc.pool = t->ppool;
-	} else {
-		t->host_bytes += t->total * esz;
 	}
 	t->psw = zn_swapper_create(&swc);
-	if (!t->psw)
-		return -EINVAL;
-	for (unsigned i = 0; i < t->nt; i++) {
-		struct tstate *s = &t->t[i];
-		if ((rc = zn_swapper_add(t->psw, s->d.name, s->d.numel * esz,
-					 nvme ? ZN_TIER_NVME : ZN_TIER_HOST, &s->home)))
-			return rc;
-	}
-	return 0;
+	rc = 0;
+	for (unsigned i = 0; t->psw && i < t->nt && !rc; i++)
+		if (!t->t[i].resident)
+			rc = zn_swapper_add(t->psw, t->t[i].d.name, t->t[i].d.numel * esz, tier[i],
+					    &t->t[i].home);
+	free(tier);
+	return !t->psw ? -EINVAL : rc;
 }
 
 /* ---- optimizer states on NVMe (offload_optimizer: nvme) ------------------ */
@@ -930,7 +963,7 @@ static int materialize(struct zn_trainer *t)
 			memcpy(a, scratch, sizeof(a));
 		if ((rc = tensor_from_sources(t, i, a[0], a[1], a[2])))
 			break;
-		if (t->offload_param) {
+		if (!s->resident) {
 			rc = home_put(t, s, 0, a[0], s->d.numel);
 		} else if (!(rc = to_device(t, s->dparam, a[0], bytes))) {
 			t->h2d_bytes += bytes;
@@ -985,7 +1018,7 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 		int rc = zn_adam_step(&h, t->updates + 1, u->grad_scale, &at, u->ex);
 		if (rc)
 			return rc;
-		if (t->offload_param) {
+		if (!s->resident) {
 			rc = home_put(t, s, l, st[0] + o, b - a);
 		} else {
 			float *dp = (float *)s->dparam + l;
@@ -1066,9 +1099,10 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	traffic_now(t, &tr0);
 	t->compute_ns = 0;
 	/* offload_param: gradients accumulate on the host, per layer (the
-	 * first micro-batch's copy starts them); else on the device. */
-	for (unsigned i = 0; i < t->nt && !t->offload_param; i++)
-		if ((rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
+	 * first micro-batch's copy starts them); resident tensors' on the
+	 * device. */
+	for (unsigned i = 0; i < t->nt; i++)
+		if (t->t[i].resident && (rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
 			return rc;
 	for (uint32_t a = 0; a < t->accum; a++) {
 		double l;
@@ -1109,7 +1143,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		struct tstate *s = &t->t[i];
 		struct zn_adam_grad_stats gst;
 		/* offload_param: already on the host, rounded at release. */
-		if (!t->offload_param && (rc = grads_to_host(t, s, true)))
+		if (s->resident && (rc = grads_to_host(t, s, true)))
 			return rc;
 		if ((rc = zn_adam_grad_check(s->grad, adam_dtype(t->gdt), s->d.numel, &ex, &gst)))
 			return rc;
@@ -1174,7 +1208,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		/* Unscale and clip, fused into the update. */
 		if ((rc = zn_adam_step(&h, t->updates + 1, (float)(clip / scale), &at, &ex)))
 			return rc;
-		if (t->offload_param) {
+		if (!s->resident) {
 			rc = home_put(t, s, 0, s->master, s->d.numel);
 		} else if (!(rc = to_device(t, s->dparam, s->master, s->d.numel * 4))) {
 			t->h2d_bytes += s->d.numel * 4;

@@ -912,6 +912,12 @@ static void test_auto_values(void **state)
 	assert_int_equal(c.scheduler.params.warmup_num_steps, 0);
 	assert_int_equal(c.batch.train_batch_size, 0); /* not configured: all auto */
 	assert_int_equal(c.zero_optimization.param_persistence_threshold, 7680);
+	assert_int_equal(c.zero_optimization.prefetch_bucket_size, (uint64_t)(0.9 * 768 * 768));
+	/* For these two an explicit 0 means none, as in DeepSpeed, not auto. */
+	assert_int_equal(load("zero_optimization: {stage: 3, stage3_param_persistence_threshold: 0,"
+			      " stage3_prefetch_bucket_size: 0}\n", &c), 0);
+	assert_int_equal(c.zero_optimization.param_persistence_threshold, 0);
+	assert_int_equal(c.zero_optimization.prefetch_bucket_size, 0);
 
 	/* Keys without ZN_CFG_AUTO refuse it with a clear message. */
 	assert_int_equal(load("zero_optimization: {stage: auto}\n", &c), -EINVAL);

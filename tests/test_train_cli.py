@@ -212,10 +212,11 @@ def offloaded_parameters_match_resident_ones(d):
     os.mkdir(os.path.join(d, "p"))
     os.mkdir(os.path.join(d, "o"))
     variants = {
-        "cpu": "zero_optimization: {stage: 3, offload_param: {device: cpu}, "
-               "offload_optimizer: {device: cpu}}",
-        "nvme": "zero_optimization: {stage: 3, sub_group_size: 9000, offload_param: "
-                "{device: nvme, nvme_path: \"%s\"}, offload_optimizer: {device: nvme, "
+        "cpu": "zero_optimization: {stage: 3, stage3_param_persistence_threshold: 0, "
+               "offload_param: {device: cpu}, offload_optimizer: {device: cpu}}",
+        "nvme": "zero_optimization: {stage: 3, sub_group_size: 9000, "
+                "stage3_param_persistence_threshold: 0, offload_param: "
+                "{device: nvme, max_in_cpu: 0, nvme_path: \"%s\"}, offload_optimizer: {device: nvme, "
                 "nvme_path: \"%s\", pipeline_read: true, pipeline_write: true}}"
                 % (os.path.join(d, "p"), os.path.join(d, "o")),
     }
@@ -278,11 +279,20 @@ def every_placement_is_bit_identical(d):
         "nvme2": "zero_optimization: {stage: 2, sub_group_size: 5000, offload_optimizer: "
                  "{device: nvme, nvme_path: \"%s\", pipeline_read: true, "
                  "pipeline_write: true}}" % o,
-        "cpu3": "zero_optimization: {stage: 3, offload_param: {device: cpu}, "
-                "offload_optimizer: {device: cpu}}",
-        "nvme3": "zero_optimization: {stage: 3, sub_group_size: 7000, offload_param: "
-                 "{device: nvme, nvme_path: \"%s\"}, offload_optimizer: {device: nvme, "
-                 "nvme_path: \"%s\", pipeline_read: true, pipeline_write: true}}" % (p, o),
+        "cpu3": "zero_optimization: {stage: 3, stage3_param_persistence_threshold: 0, "
+                "offload_param: {device: cpu}, offload_optimizer: {device: cpu}}",
+        "nvme3": "zero_optimization: {stage: 3, sub_group_size: 7000, "
+                 "stage3_param_persistence_threshold: 0, offload_param: "
+                 "{device: nvme, max_in_cpu: 0, nvme_path: \"%s\"}, offload_optimizer: "
+                 "{device: nvme, nvme_path: \"%s\", pipeline_read: true, "
+                 "pipeline_write: true}}" % (p, o),
+        # All three homes at once: small tensors resident on the device
+        # (persistence), the first 10000 offloaded elements in host memory
+        # (max_in_cpu), the rest on NVMe.
+        "mixed3": "zero_optimization: {stage: 3, sub_group_size: 7000, "
+                  "stage3_param_persistence_threshold: 200, offload_param: "
+                  "{device: nvme, max_in_cpu: 10000, nvme_path: \"%s\"}, offload_optimizer: "
+                  "{device: nvme, nvme_path: \"%s\"}}" % (p, o),
     }
     recompute = {
         "plain": "",
@@ -308,20 +318,25 @@ def every_placement_is_bit_identical(d):
 
     for dtype in ("fp32", "bf16"):
         prec = BF16 if dtype == "bf16" else ""
-        ref = None
+        ref, resident_bytes = None, 0
         for pname, pextra in placements.items():
             for rname, rextra in recompute.items():
                 extra = "\n".join(x for x in (prec, pextra, rextra) if x)
-                if dtype == "bf16" and pname in ("cpu3", "nvme3"):
+                if dtype == "bf16" and pname.endswith("3"):
                     extra += "\ndata_types: {grad_accum_dtype: bf16}"
                 name = "%s-%s-%s" % (dtype, pname, rname)
                 losses, weights, steps = run(name, extra)
+                dev = steps[-1]["device_bytes"]
+                if pname == "device" and rname == "plain":
+                    resident_bytes = dev
+                elif pname.endswith("3") and rname == "plain":
+                    assert dev < resident_bytes, (name, dev, resident_bytes)
                 if ref is None:
                     ref = (name, losses, weights)
                     continue
                 assert losses == ref[1], (name, ref[0], losses[:3], ref[1][:3])
                 assert weights == ref[2], (name, ref[0], "final parameters differ")
-                if pname.startswith("nvme"):
+                if pname.startswith("nvme") or pname == "mixed3":
                     assert steps[-1]["nvme_read_bytes"] > 0, (name, steps[-1])
                     assert steps[-1]["nvme_write_bytes"] > 0, (name, steps[-1])
     assert os.listdir(p) == [] and os.listdir(o) == [], "swap files left behind"

@@ -41,6 +41,9 @@ enum zn_cfg_key_flags {
 	 * the default (for a SECTION: giving it at all) is refused with a
 	 * "not supported yet" message rather than silently ignored. */
 	ZN_CFG_UNSUPPORTED = 1u << 2,
+	/* With ZN_CFG_AUTO on a UINT/SIZE key whose 0 means something (no
+	 * persistence, no prefetch): "auto" is stored as UINT64_MAX instead. */
+	ZN_CFG_AUTO_MAX = 1u << 3,
 };
 
 struct zn_cfg_key {

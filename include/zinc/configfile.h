@@ -135,8 +135,8 @@ struct zn_zero_config {
 	bool cpu_offload;
 	bool cpu_offload_params;
 	bool cpu_offload_use_pin_memory;
-	uint64_t prefetch_bucket_size;        /* 0 = auto (0.9 n_embd^2) */
-	uint64_t param_persistence_threshold; /* 0 = auto (10 n_embd) */
+	uint64_t prefetch_bucket_size;        /* UINT64_MAX = auto (0.9 n_embd^2) */
+	uint64_t param_persistence_threshold; /* UINT64_MAX = auto (10 n_embd) */
 	uint64_t model_persistence_threshold;
 	uint64_t max_live_parameters;
 	uint64_t max_reuse_distance;
