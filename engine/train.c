@@ -112,6 +112,16 @@ struct zn_trainer {
 	uint64_t h2d_bytes, d2h_bytes;
 	uint64_t stall_ns;             /* fetches waiting for their parameters */
 	uint64_t compute_ns;           /* this step's forward and backward */
+	/* The fetch order of a training step, recorded on the first and
+	 * followed after (DeepSpeed's trace): what to prefetch, and which
+	 * released layers come back soon enough to stay on the device. */
+	unsigned *order;               /* layers in fetch order */
+	size_t norder, order_cap, tpos;
+	bool tracking;                 /* inside a training step's passes */
+	bool recording, trace_ok;
+	bool *kept;                    /* per layer: left on the device for reuse */
+	uint64_t *layer_elems;         /* per layer: offloaded elements */
+	uint64_t live_elems;           /* offloaded elements on the device now */
 };
 
 /* Counters a step's report is the difference of. */
@@ -214,22 +224,139 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 
 static int round_to_dtype(struct zn_trainer *t, void *x, size_t n);
 
+/* ---- the fetch trace ------------------------------------------------------ */
+
+/* Follow (or record) the trace at a fetch of `layer`.  A step that departs
+ * from the recorded order drops it; the next step records anew. */
+static void trace_fetch(struct zn_trainer *t, unsigned layer)
+{
+	if (!t->tracking)
+		return;
+	if (t->recording) {
+		if (t->norder == t->order_cap) {
+			size_t cap = t->order_cap ? 2 * t->order_cap : 64;
+			unsigned *q = realloc(t->order, cap * sizeof(*q));
+			if (!q) {
+				t->recording = false; /* no trace: plain prefetching */
+				return;
+			}
+			t->order = q;
+			t->order_cap = cap;
+		}
+		t->order[t->norder++] = layer;
+	} else if (t->trace_ok) {
+		if (t->tpos < t->norder && t->order[t->tpos] == layer) {
+			t->tpos++;
+		} else {
+			zn_debug("the fetch order changed at fetch %zu (layer %u); recording it "
+				 "again", t->tpos, layer);
+			t->trace_ok = false;
+		}
+	}
+}
+
+/* Start reading what the next fetches want: along the trace until
+ * stage3_prefetch_bucket_size elements are on their way (as many as the
+ * buffers allow); without a trace, the next layer in the pass's
+ * direction. */
+static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
+{
+	uint64_t bucket = t->cfg.zero_optimization.prefetch_bucket_size;
+	if (!bucket)
+		return;
+	if (t->tracking && t->trace_ok) {
+		uint64_t sum = 0;
+		for (size_t j = t->tpos; j < t->norder && sum < bucket; j++) {
+			unsigned l = t->order[j];
+			if (t->fetched[l] || t->kept[l])
+				continue;
+			for (unsigned i = 0; i < t->count[l]; i++)
+				if (t->t[t->first[l] + i].home)
+					zn_swapper_prefetch(t->psw, t->t[t->first[l] + i].home);
+			sum += t->layer_elems[l];
+		}
+		return;
+	}
+	long next = (long)layer + t->direction;
+	if (next >= 0 && next < (long)t->nlayers)
+		for (unsigned i = 0; i < t->count[next]; i++)
+			if (t->t[t->first[next] + i].home)
+				zn_swapper_prefetch(t->psw, t->t[t->first[next] + i].home);
+}
+
+/* Whether a layer being released comes back within
+ * stage3_max_reuse_distance elements of fetches (and fits under
+ * stage3_max_live_parameters): then it stays on the device. */
+static bool reused_soon(struct zn_trainer *t, unsigned layer)
+{
+	const struct zn_zero_config *z = &t->cfg.zero_optimization;
+	if (!t->tracking || !t->trace_ok || t->live_elems > z->max_live_parameters)
+		return false;
+	uint64_t dist = 0;
+	for (size_t j = t->tpos; j < t->norder && dist < z->max_reuse_distance; j++) {
+		if (t->order[j] == layer)
+			return true;
+		dist += t->layer_elems[t->order[j]];
+	}
+	return false;
+}
+
+static void free_layer_params(struct zn_trainer *t, unsigned layer)
+{
+	for (unsigned i = 0; i < t->count[layer]; i++) {
+		struct tstate *s = &t->t[t->first[layer] + i];
+		if (s->resident)
+			continue;
+		zn_device_free(t->dev, s->dparam);
+		s->dparam = NULL;
+	}
+	t->live_elems -= t->layer_elems[layer];
+	t->kept[layer] = false;
+}
+
+/* Before the optimizer changes the parameters: nothing stays. */
+static void drop_kept(struct zn_trainer *t)
+{
+	for (unsigned l = 0; t->kept && l < t->nlayers; l++)
+		if (t->kept[l])
+			free_layer_params(t, l);
+}
+
+/* Layers kept for reuse are a cache: when the device is full they go
+ * first, and only then is the allocation refused. */
+static int dev_alloc(struct zn_trainer *t, size_t bytes, void **p)
+{
+	int rc = zn_device_alloc(t->dev, bytes, p);
+	bool any = false;
+	for (unsigned l = 0; rc == -ENOMEM && l < t->nlayers; l++)
+		any |= t->kept[l];
+	if (any) {
+		drop_kept(t);
+		rc = zn_device_alloc(t->dev, bytes, p);
+	}
+	return rc;
+}
+
 /* offload_param: bring a layer's parameters to the device (and make room for
- * its gradients), prefetching the next layer in the pass's direction.  The
- * homes hold the training dtype; 16-bit ones cross as 16 bits and are
- * widened on the device. */
+ * its gradients), prefetching what the next fetches want.  The homes hold
+ * the training dtype; 16-bit ones cross as 16 bits and are widened on the
+ * device. */
 static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void **params,
 			   void **grads)
 {
 	int rc = 0;
-	if (t->fetched[layer]++ == 0) {
+	trace_fetch(t, layer);
+	if (t->fetched[layer]++ == 0 && t->kept[layer]) {
+		t->kept[layer] = false; /* still on the device from its last use */
+	} else if (t->fetched[layer] == 1) {
+		t->live_elems += t->layer_elems[layer];
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
 			void *host;
 			size_t hbytes = s->d.numel * zn_dtype_size(t->hdt);
 			if (s->resident)
 				continue;
-			if ((rc = zn_device_alloc(t->dev, s->d.numel * 4, &s->dparam)))
+			if ((rc = dev_alloc(t, s->d.numel * 4, &s->dparam)))
 				break;
 			uint64_t t0 = zn_now_ns();
 			if ((rc = zn_swapper_acquire(t->psw, s->home, &host)))
@@ -248,19 +375,15 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			t->h2d_bytes += hbytes;
 			zn_swapper_release(t->psw, s->home, false);
 		}
-		/* The next layer this pass will want starts its way now. */
-		long next = (long)layer + t->direction;
-		if (!rc && next >= 0 && next < (long)t->nlayers)
-			for (unsigned i = 0; i < t->count[next]; i++)
-				if (t->t[t->first[next] + i].home)
-					zn_swapper_prefetch(t->psw, t->t[t->first[next] + i].home);
+		if (!rc)
+			prefetch_ahead(t, layer);
 	}
 	if (!rc && want && !t->has_grads[layer]) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
 			if (s->resident)
 				continue;
-			if (!(rc = zn_device_alloc(t->dev, s->d.numel * 4, &s->dgrad)))
+			if (!(rc = dev_alloc(t, s->d.numel * 4, &s->dgrad)))
 				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d.numel * 4, NULL);
 		}
 		t->has_grads[layer] = true;
@@ -320,14 +443,12 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 		}
 		t->has_grads[layer] = false;
 	}
-	if (t->fetched[layer] && --t->fetched[layer] == 0)
-		for (unsigned i = 0; i < t->count[layer]; i++) {
-			struct tstate *s = &t->t[t->first[layer] + i];
-			if (s->resident)
-				continue;
-			zn_device_free(t->dev, s->dparam);
-			s->dparam = NULL;
-		}
+	if (t->fetched[layer] && --t->fetched[layer] == 0) {
+		if (reused_soon(t, layer))
+			t->kept[layer] = true;
+		else
+			free_layer_params(t, layer);
+	}
 	return rc;
 }
 
@@ -448,6 +569,9 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	zn_aio_destroy(t->paio);
 	free(t->fetched);
 	free(t->has_grads);
+	free(t->kept);
+	free(t->layer_elems);
+	free(t->order);
 	free(t->gstage);
 	if (t->round_buf)
 		zn_device_free(t->dev, t->round_buf);
@@ -764,8 +888,14 @@ static int param_homes_setup(struct zn_trainer *t)
 
 	t->fetched = calloc(t->nlayers, sizeof(*t->fetched));
 	t->has_grads = calloc(t->nlayers, sizeof(*t->has_grads));
-	if (!t->fetched || !t->has_grads)
+	t->kept = calloc(t->nlayers, sizeof(*t->kept));
+	t->layer_elems = calloc(t->nlayers, sizeof(*t->layer_elems));
+	if (!t->fetched || !t->has_grads || !t->kept || !t->layer_elems)
 		return zn_error(-ENOMEM, "out of memory");
+	for (unsigned l = 0; l < t->nlayers; l++)
+		for (unsigned i = 0; i < t->count[l]; i++)
+			if (!t->t[t->first[l] + i].resident)
+				t->layer_elems[l] += t->t[t->first[l] + i].d.numel;
 	/* Each offloaded tensor's home: host memory for all with device cpu;
 	 * with nvme, DeepSpeed's max_in_cpu -- the first tensors, up to that
 	 * many elements, stay in host memory, the rest go to NVMe. */
@@ -1104,12 +1234,30 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	for (unsigned i = 0; i < t->nt; i++)
 		if (t->t[i].resident && (rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
 			return rc;
+	/* offload_param: the fetch trace is recorded on a step without one
+	 * and followed on the next. */
+	if (t->offload_param) {
+		t->tracking = true;
+		t->tpos = 0;
+		if (!t->trace_ok) {
+			t->recording = true;
+			t->norder = 0;
+		}
+	}
 	for (uint32_t a = 0; a < t->accum; a++) {
 		double l;
 		t->micro_i = a;
-		if ((rc = micro(t, t->train, true, (float)t->accum, &l)))
+		if ((rc = micro(t, t->train, true, (float)t->accum, &l))) {
+			t->tracking = t->recording = false;
 			return rc;
+		}
 		loss_sum += l;
+	}
+	if (t->offload_param) {
+		if (t->recording)
+			t->trace_ok = true;
+		t->tracking = t->recording = false;
+		drop_kept(t);
 	}
 	/* Gradients in the training dtype, then to the host; global norm over
 	 * every tensor (of the scaled gradients). */
