@@ -92,6 +92,9 @@ void zn_device_destroy(struct zn_device *dev)
 			dev->name, sl->bytes, (void *)sl->key);
 		dev->ops->mem_free(dev, (void *)sl->key, sl->bytes);
 	}
+	for (size_t i = 0; i < dev->ncache; i++)
+		dev->ops->mem_free(dev, dev->cache[i].p, dev->cache[i].bytes);
+	free(dev->cache);
 	dev->ops->close(dev);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev->slots);
@@ -192,9 +195,40 @@ int zn_device_alloc(struct zn_device *dev, size_t bytes, void **out)
 				dev->name, bytes);
 	size_t rounded = ZN_ALIGN_UP(bytes, ZN_DEVICE_ALIGN);
 
+	/* A cached block of the size: no allocation at all. */
+	pthread_mutex_lock(&dev->lock);
+	for (size_t i = dev->ncache; i-- > 0;) {
+		if (dev->cache[i].bytes != rounded)
+			continue;
+		if ((dev->slot_used + 1) * 2 > dev->slot_cap && table_grow(dev) < 0)
+			break;
+		void *p = dev->cache[i].p;
+		dev->cache[i] = dev->cache[--dev->ncache];
+		dev->cached -= rounded;
+		dev->in_use += rounded;
+		dev->slot_used++;
+		if (dev->in_use > dev->peak)
+			dev->peak = dev->in_use;
+		size_t j = slot_of(dev, (uintptr_t)p);
+		while (dev->slots[j].key)
+			j = (j + 1) & (dev->slot_cap - 1);
+		dev->slots[j].key = (uintptr_t)p;
+		dev->slots[j].bytes = rounded;
+		pthread_mutex_unlock(&dev->lock);
+		*out = p;
+		return 0;
+	}
+	/* Room: cached blocks go back first. */
+	while (dev->ncache && dev->in_use + dev->cached + rounded > dev->limit) {
+		struct zn_cached_block cb = dev->cache[--dev->ncache];
+		dev->cached -= cb.bytes;
+		pthread_mutex_unlock(&dev->lock);
+		dev->ops->mem_free(dev, cb.p, cb.bytes);
+		pthread_mutex_lock(&dev->lock);
+	}
+
 	/* Reserve first, allocate outside the lock, give back on failure: a
 	 * slow cudaMalloc must not hold every other allocation up. */
-	pthread_mutex_lock(&dev->lock);
 	if (rounded > dev->limit || dev->in_use > dev->limit - rounded) {
 		uint64_t in_use = dev->in_use, limit = dev->limit;
 		pthread_mutex_unlock(&dev->lock);
@@ -255,6 +289,25 @@ int zn_device_free(struct zn_device *dev, void *p)
 	size_t bytes = sl->bytes;
 	table_remove(dev, sl);
 	dev->in_use -= bytes;
+	/* Large blocks are kept for the next allocation of their size.  As
+	 * with cudaFree, the caller has finished with the block: no queued
+	 * work may still touch it. */
+	if (bytes >= ZN_DEVICE_CACHE_MIN) {
+		if (dev->ncache == dev->cache_cap) {
+			size_t cap = dev->cache_cap ? 2 * dev->cache_cap : 16;
+			struct zn_cached_block *c = realloc(dev->cache, cap * sizeof(*c));
+			if (c) {
+				dev->cache = c;
+				dev->cache_cap = cap;
+			}
+		}
+		if (dev->ncache < dev->cache_cap) {
+			dev->cache[dev->ncache++] = (struct zn_cached_block){ p, bytes };
+			dev->cached += bytes;
+			pthread_mutex_unlock(&dev->lock);
+			return 0;
+		}
+	}
 	pthread_mutex_unlock(&dev->lock);
 	dev->ops->mem_free(dev, p, bytes);
 	return 0;
@@ -267,6 +320,7 @@ void zn_device_memstats(struct zn_device *dev, struct zn_device_memstats *out)
 	out->peak = dev->peak;
 	out->limit = dev->limit;
 	out->allocations = dev->slot_used;
+	out->cached = dev->cached;
 	pthread_mutex_unlock(&dev->lock);
 }
 

@@ -63,6 +63,14 @@ struct zn_device {
 	uint64_t limit, in_use, peak;
 	struct zn_ptr_slot *slots;
 	size_t slot_cap, slot_used; /* cap: a power of two */
+	/* Freed blocks kept for reuse (a caching allocator, as every GPU
+	 * framework has: offload frees and allocates the same layer-sized
+	 * blocks all the time, and a fresh cudaMalloc or mmap each time costs
+	 * a device synchronization or page faults).  Counted against the
+	 * limit; released when an allocation needs the room. */
+	struct zn_cached_block { void *p; size_t bytes; } *cache;
+	size_t ncache, cache_cap;
+	uint64_t cached;
 	struct zn_stream *streams; /* list through zn_stream.next */
 	struct zn_event *events;   /* list through zn_event.next */
 };

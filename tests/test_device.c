@@ -134,6 +134,48 @@ static void test_budget(void **state)
 	zn_device_destroy(dev);
 }
 
+/* The caching allocator: a freed large block comes back for the next
+ * allocation of its size; cached blocks count against the limit and are
+ * given back when an allocation needs their room; small blocks are freed. */
+static void test_block_cache(void **state)
+{
+	(void)state;
+	struct zn_device *dev = open_cpu(8 << 20);
+	void *a = NULL, *b = NULL, *c = NULL;
+	struct zn_device_memstats st;
+
+	assert_int_equal(zn_device_alloc(dev, 3 << 20, &a), 0);
+	memset(a, 7, 3 << 20);
+	assert_int_equal(zn_device_free(dev, a), 0);
+	zn_device_memstats(dev, &st);
+	assert_int_equal(st.in_use, 0);
+	assert_int_equal(st.cached, 3 << 20);
+	assert_int_equal(zn_device_alloc(dev, 3 << 20, &b), 0);
+	assert_ptr_equal(a, b);
+	zn_device_memstats(dev, &st);
+	assert_int_equal(st.in_use, 3 << 20);
+	assert_int_equal(st.cached, 0);
+	/* Another size with a cached block in the way: the block goes. */
+	assert_int_equal(zn_device_free(dev, b), 0);
+	assert_int_equal(zn_device_alloc(dev, 6 << 20, &c), 0);
+	zn_device_memstats(dev, &st);
+	assert_int_equal(st.in_use, 6 << 20);
+	assert_int_equal(st.cached, 0);
+	/* Still a hard limit: cached or not, 6 + 3 MiB do not fit in 8. */
+	assert_int_equal(zn_device_alloc(dev, 3 << 20, &a), -ENOMEM);
+	assert_int_equal(zn_device_free(dev, c), 0);
+	/* Small blocks are not cached. */
+	assert_int_equal(zn_device_alloc(dev, 4096, &a), 0);
+	assert_int_equal(zn_device_free(dev, a), 0);
+	zn_device_memstats(dev, &st);
+	assert_int_equal(st.cached, 6 << 20);
+	/* Freeing twice is still caught, cached or not. */
+	assert_int_equal(zn_device_alloc(dev, 6 << 20, &c), 0);
+	assert_int_equal(zn_device_free(dev, c), 0);
+	assert_int_equal(zn_device_free(dev, c), -EINVAL);
+	zn_device_destroy(dev);
+}
+
 static void test_accounting(void **state)
 {
 	(void)state;
@@ -631,6 +673,7 @@ int main(void)
 		cmocka_unit_test(test_create),
 		cmocka_unit_test(test_budget),
 		cmocka_unit_test(test_accounting),
+		cmocka_unit_test(test_block_cache),
 		cmocka_unit_test(test_concurrent_alloc),
 		cmocka_unit_test(test_stream_order),
 		cmocka_unit_test(test_copy_overlaps_compute),

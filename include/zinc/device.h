@@ -59,6 +59,8 @@ struct zn_kernels_params;
  * guarantee; the cpu backend matches it so vector loads and the cuda
  * kernels' assumptions hold on both). */
 #define ZN_DEVICE_ALIGN ((size_t)256)
+/* Freed blocks at least this large are cached for reuse. */
+#define ZN_DEVICE_CACHE_MIN ((size_t)1 << 20)
 
 struct zn_device_params {
 	const char *kind;      /* "cpu" or "cuda"; NULL: "cpu" */
@@ -113,6 +115,8 @@ struct zn_device_memstats {
 	                       * last zn_device_reset_peak */
 	uint64_t limit;       /* the budget */
 	uint64_t allocations; /* live allocations */
+	uint64_t cached;      /* freed blocks kept for reuse (within the limit,
+	                       * given back when an allocation needs room) */
 };
 ZN_API void zn_device_memstats(struct zn_device *dev, struct zn_device_memstats *out);
 /* Set peak to in_use (to measure one phase). */
