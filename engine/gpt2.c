@@ -160,6 +160,10 @@ void zn_gpt2_init_tensor(const struct zn_gpt2_config *c, const struct zn_param_d
 
 /* ---- the model --------------------------------------------------------------- */
 
+/* Bytes per activation element: fp32 storage, the cpu backend's; bf16
+ * arrives with the cuda engine.  zn_gpt2_activation_estimate uses it too. */
+#define ACT_ESZ 4
+
 struct layer_acts {
 	void *res;          /* (BT, C) the block's input (residual stream) */
 	void *ln1, *qkv, *atty, *res2, *ln2, *fch, *gelu;
@@ -239,7 +243,7 @@ struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 	m->k = k;
 	m->ctx = ctx;
 	m->mem = *mem;
-	m->esz = 4; /* fp32 storage: the cpu backend's; bf16 arrives with the cuda engine */
+	m->esz = ACT_ESZ;
 	const size_t L = (size_t)c.n_layer, BT = (size_t)B * (size_t)T, C = (size_t)c.n_embd;
 	const size_t NH = (size_t)c.n_head, Vp = (size_t)c.padded_vocab, e = m->esz;
 	m->la = calloc(L, sizeof(*m->la));
@@ -319,6 +323,52 @@ struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 size_t zn_gpt2_activation_bytes(const struct zn_gpt2 *m)
 {
 	return m->act_bytes;
+}
+
+/* What zn_gpt2_create allocates, without allocating: the same list in the
+ * same words.  A change to one must be made to the other; test_gpt2_memory
+ * creates real models with counting allocators and compares. */
+int zn_gpt2_activation_estimate(const struct zn_gpt2_config *cfg, int B, int T, size_t align,
+				uint64_t *device_bytes, uint64_t *host_bytes)
+{
+	struct zn_gpt2_config c = *cfg;
+	if (zn_gpt2_config_check(&c))
+		return -EINVAL;
+	if (B < 1 || T < 1 || T > c.max_seq_len)
+		return zn_error(-EINVAL, "GPT-2: batch %d x %d tokens: B must be >= 1 and T between "
+					 "1 and max_seq_len %d", B, T, c.max_seq_len);
+	if (c.offload_activations && !c.recompute)
+		return zn_error(-EINVAL, "activation_checkpointing.cpu_checkpointing needs "
+					 "activation_checkpointing.enabled (and a host-memory "
+					 "interface)");
+	const uint64_t a = align ? align : 1, L = (uint64_t)c.n_layer;
+	const uint64_t BT = (uint64_t)B * (uint64_t)T, C = (uint64_t)c.n_embd;
+	const uint64_t NH = (uint64_t)c.n_head, Vp = (uint64_t)c.padded_vocab, e = ACT_ESZ;
+#define A(bytes) ZN_ALIGN_UP((uint64_t)(bytes), a)
+	/* One block's working set: ln1, atty, res2, ln2 (BT, C); qkv (BT, 3C);
+	 * fch, gelu (BT, 4C); four layernorm statistics (BT); lse (B, NH, T). */
+	const uint64_t set = 4 * A(BT * C * e) + A(BT * 3 * C * e) + 2 * A(BT * 4 * C * e) +
+			     4 * A(BT * 4) + A(B * NH * (uint64_t)T * 4);
+	const uint64_t input = A(BT * C * e); /* a block's input, res */
+	uint64_t dev = 0, host = 0;
+	if (!c.recompute)
+		dev += L * (input + set);      /* every block keeps everything */
+	else if (!c.offload_activations)
+		dev += L * input + set;        /* kept inputs + one shared set */
+	else
+		dev += set + 2 * input;        /* one set + two inputs in flight */
+	if (c.offload_activations)
+		host += L * BT * C * e;        /* kept inputs, host_alloc'd as asked */
+	/* res_final, lnf; lnf_mean, lnf_rstd, losses; logits (BT, Vp). */
+	dev += 2 * A(BT * C * e) + 3 * A(BT * 4) + A(BT * Vp * e);
+	/* Backward scratch: dres, dln, datty; dbig, dbig2; dqkv. */
+	dev += 3 * A(BT * C * e) + 2 * A(BT * 4 * C * e) + A(BT * 3 * C * e);
+#undef A
+	if (device_bytes)
+		*device_bytes = dev;
+	if (host_bytes)
+		*host_bytes = host;
+	return 0;
 }
 
 #define TRY(x)                          \

@@ -23,5 +23,6 @@ void json_string(struct json *j, const char *s);
 void json_uint(struct json *j, uint64_t v);
 void json_double(struct json *j, double v); /* non-finite values become null */
 void json_bool(struct json *j, bool v);
+void json_null(struct json *j);
 
 #endif

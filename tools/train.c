@@ -23,6 +23,7 @@
 
 #include "zinc/configfile.h"
 #include "zinc/hostmem.h"
+#include "zinc/plan.h"
 #include "zinc/trace.h"
 #include "zinc/train.h"
 
@@ -234,6 +235,19 @@ int cmd_train(int argc, char **argv)
 		}
 		return bench(&cfg, a.max_steps);
 	}
+	/* The memory plan first (zinc plan): a configuration that cannot fit
+	 * is refused before anything is allocated, with what to change. */
+	size_t rlen = 256 << 10;
+	char *report = malloc(rlen);
+	int prc = report ? zn_plan_check(&cfg, report, rlen) : 0;
+	if (prc) {
+		fprintf(stderr, "zinc train: %s\n", zn_last_error());
+		if (prc == -ENOMEM && report[0])
+			fputs(report, stderr);
+		free(report);
+		return 2;
+	}
+	free(report);
 	uint64_t max_steps = a.max_steps ? a.max_steps : cfg.scheduler.params.total_num_steps;
 	if (!max_steps) {
 		fprintf(stderr, "zinc train: how many steps? give --max-steps N or "

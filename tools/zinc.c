@@ -13,6 +13,8 @@ static const struct command {
 	const char *help;
 } commands[] = {
 	{ "train", cmd_train, "train the model a config describes (DeepSpeed keys)" },
+	{ "plan", cmd_plan, "memory a config needs per tier (device, host, nvme) against this "
+	  "machine's" },
 	{ "nvme-bench", cmd_nvme_bench, "measure NVMe throughput and print the best aio: block" },
 	{ "offload-bench", cmd_offload_bench,
 	  "measure the NVMe optimizer step against its I/O and Adam bound" },

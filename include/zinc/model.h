@@ -124,6 +124,21 @@ ZN_API void zn_gpt2_destroy(struct zn_gpt2 *m);
 /* Bytes of activations the model holds. */
 ZN_API size_t zn_gpt2_activation_bytes(const struct zn_gpt2 *m);
 
+/* The activation memory zn_gpt2_create(cfg, B, T, ...) would allocate,
+ * without creating the model: *device_bytes through mem->alloc, each
+ * allocation rounded up to `align` bytes (1 or 0: as asked; ZN_DEVICE_ALIGN:
+ * as a zn_device budget counts them), and *host_bytes through
+ * mem->host_alloc (the kept block inputs with offload_activations, else 0).
+ * Either pointer may be NULL.  The three modes, L blocks, BT = B * T:
+ *   plain:                   L x (block input + block working set) on the device
+ *   recompute:               L x block input + one working set
+ *   + offload_activations:   one working set + two block inputs; L inputs on the host
+ * plus the classifier's and backward's buffers (logits (BT, Vp) the largest).
+ * Returns 0, or -EINVAL for a config, B or T zn_gpt2_create would refuse. */
+ZN_API int zn_gpt2_activation_estimate(const struct zn_gpt2_config *cfg, int B, int T,
+				       size_t align, uint64_t *device_bytes,
+				       uint64_t *host_bytes);
+
 /* Forward pass over tokens (B, T) (device int32).  With targets (B, T)
  * (device int32; < 0: not counted) the losses are computed; `weights`
  * (device fp32, (B,T)) or NULL scale each token's loss.  With `for_backward`

@@ -1,0 +1,137 @@
+/* zinc — the memory plan: what a training config needs in each memory tier
+ * and what this machine has there.
+ *
+ * `zinc plan CONFIG` prints it; `zinc train` runs the same check first and
+ * refuses a configuration that cannot fit (DeepSpeed's
+ * estimate_zero3_model_states_mem_needs, but for the actual config).
+ *
+ * Tiers, in this order:
+ *
+ *   device         the training device: a GPU (free memory from
+ *                  cudaMemGetInfo, or device.memory_limit when lower), or the
+ *                  cpu backend (device.memory_limit; 0 = no limit, the
+ *                  device is then plain host memory and only the pageable
+ *                  host row can run out)
+ *   pinned host    page-locked buffers the NVMe tiers stream through
+ *                  (capacity: MemAvailable, and RLIMIT_MEMLOCK when it is
+ *                  finite and the process is not root).  A shortfall here is
+ *                  a warning, not a failure: zinc's buffer pool falls back to
+ *                  unpinned buffers (slower transfers) when it cannot lock
+ *                  them, so training still runs.
+ *   pageable host  every other host array (capacity: MemAvailable, lowered
+ *                  by a cgroup memory limit, minus what the pinned tier
+ *                  takes); the cpu backend's device memory is counted here
+ *                  too, since it is host memory
+ *   nvme           one row per distinct nvme_path directory (capacity:
+ *                  statvfs free blocks; directories on one filesystem share
+ *                  its free space)
+ *
+ * What each tier needs is the trainer's allocation list, one function per
+ * tier in engine/plan.c; docs/design.md ("Memory plan") gives the formulas.
+ * Byte counts are exact: device allocations rounded up to ZN_DEVICE_ALIGN as
+ * the device budget counts them, swap files as the swap store sizes them.
+ *
+ * The library never prints: zn_plan_format writes the human report into a
+ * buffer, and the caller decides where it goes.
+ */
+#ifndef ZINC_PLAN_H
+#define ZINC_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zinc/common.h"
+#include "zinc/configfile.h"
+#include "zinc/offload.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum zn_plan_tier_kind {
+	ZN_PLAN_DEVICE,
+	ZN_PLAN_PINNED,
+	ZN_PLAN_PAGEABLE,
+	ZN_PLAN_NVME,
+};
+
+#define ZN_PLAN_MAX_ITEMS 12     /* named parts of one tier's need */
+#define ZN_PLAN_MAX_ADVICE 6     /* suggestions for a tier that does not fit */
+#define ZN_PLAN_MAX_TIERS 35     /* 3 + up to 16 nvme_path directories per section */
+#define ZN_PLAN_TEXT_MAX 512
+
+/* One named part of a tier's need: "optimizer states (fp32 master, m, v)". */
+struct zn_plan_item {
+	char name[96];
+	uint64_t bytes;
+};
+
+struct zn_plan_tier {
+	int kind;                   /* enum zn_plan_tier_kind */
+	char name[ZN_NVME_PATH_MAX]; /* "device", "pinned host", "pageable host", or the directory */
+	uint64_t needed;            /* bytes: the sum of items[] */
+	uint64_t available;         /* bytes this machine offers the tier (valid if known) */
+	uint64_t total;             /* bytes of the resource behind it (RAM, disk size); 0: n/a */
+	bool known;                 /* false: capacity unknown (a cuda build without a GPU) */
+	/* The tier's need is checked in another row (the cpu backend without
+	 * device.memory_limit: the device is host memory). */
+	bool counted_elsewhere;
+	bool fits;                  /* needed <= available (true when unknown or elsewhere) */
+	bool hard;                  /* false: a shortfall is a warning (pinned host) */
+	char source[ZN_PLAN_TEXT_MAX]; /* where `available` comes from, for humans */
+	char note[ZN_PLAN_TEXT_MAX];   /* anything else the reader needs ("" for none) */
+	unsigned nitems;
+	struct zn_plan_item items[ZN_PLAN_MAX_ITEMS];
+	unsigned nadvice;           /* what to change, when it does not fit */
+	char advice[ZN_PLAN_MAX_ADVICE][ZN_PLAN_TEXT_MAX];
+};
+
+/* About 220 KiB: allocate it rather than putting it on a small stack. */
+struct zn_plan {
+	/* The model and the settings the plan was made for. */
+	char summary[ZN_PLAN_TEXT_MAX]; /* one line: model, batch, precision, placements */
+	uint64_t params;            /* P: parameters (elements) */
+	uint64_t largest;           /* elements of the largest tensor */
+	char largest_name[64];
+	uint64_t largest_layer;     /* elements of the largest layer */
+	unsigned ntiers;
+	struct zn_plan_tier tiers[ZN_PLAN_MAX_TIERS];
+};
+
+/* Work out what `cfg` needs per tier and what this machine has (hwloc and
+ * /proc/meminfo for host memory, getrlimit for page-locking, statvfs for
+ * each nvme_path, cudaMemGetInfo for a GPU when zinc was built with CUDA).
+ * Nothing is allocated on any tier and nothing is printed.  Returns 0 (the
+ * plan may still say it does not fit: zn_plan_fits), or -errno with the
+ * last-error message for a config that cannot be planned: a bad model
+ * shape or batch (-EINVAL), offload_param without stage 3 (-EINVAL), an
+ * offload_param buffer_size below the largest tensor (-EINVAL), an
+ * nvme_path directory that does not exist or cannot take files (-ENOENT,
+ * -ENOTDIR, -EACCES; the message names the key and the path). */
+ZN_API int zn_plan_compute(const struct zn_config *cfg, struct zn_plan *out);
+
+/* True when every tier whose shortfall stops training fits (pinned host
+ * only warns; unknown capacities are not counted as shortfalls). */
+ZN_API bool zn_plan_fits(const struct zn_plan *p);
+
+/* The report for humans: a table (tier, needed, available, total, fits)
+ * with GiB/MiB units, then per tier its parts with exact byte counts
+ * ("device needs 12.3 MiB (12902400 bytes)"), and for each tier that does
+ * not fit what to change.  Writes at most `len` bytes including the NUL
+ * (truncating); returns the length the whole report has (like snprintf),
+ * or -EINVAL when p is NULL. */
+ZN_API int zn_plan_format(const struct zn_plan *p, char *buf, size_t len);
+
+/* The check `zinc train` runs before training: zn_plan_compute, then
+ * zn_plan_fits.  Returns 0 when the configuration fits (a pinned-host
+ * shortfall is logged as a warning), -ENOMEM when it does not (the last
+ * error says which tiers are short; `report`, if not NULL, gets the
+ * zn_plan_format report with the suggestions), or zn_plan_compute's error
+ * for a config that cannot be planned (`report` gets ""). */
+ZN_API int zn_plan_check(const struct zn_config *cfg, char *report, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

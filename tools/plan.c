@@ -1,0 +1,178 @@
+/* zinc plan CONFIG — what a training config needs in each memory tier
+ * (device, pinned host, pageable host, each nvme_path) against what this
+ * machine has, and what to change when it does not fit.
+ *
+ * The plan is the library's (include/zinc/plan.h); `zinc train` runs the
+ * same check before training.  Exit status: 0 fits, 1 does not fit (the
+ * report says what to change), 2 bad input (config errors as `zinc train`
+ * reports them).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "commands.h"
+#include "json.h"
+#include "options.h"
+#include "util.h"
+
+#include "zinc/configfile.h"
+#include "zinc/plan.h"
+
+struct plan_args {
+	bool json;
+};
+
+static const struct opt options[] = {
+	OPT_BOOL("json", "print one JSON object instead of the report", struct plan_args, json),
+};
+
+static const char *kind_name(int kind)
+{
+	switch (kind) {
+	case ZN_PLAN_DEVICE:
+		return "device";
+	case ZN_PLAN_PINNED:
+		return "pinned_host";
+	case ZN_PLAN_PAGEABLE:
+		return "pageable_host";
+	case ZN_PLAN_NVME:
+		return "nvme";
+	}
+	return "?";
+}
+
+static void print_json(const struct zn_plan *p)
+{
+	struct json j;
+	uint64_t tot[3] = { 0, 0, 0 }; /* device, host (pinned + pageable), nvme */
+
+	json_init(&j, stdout);
+	json_begin_object(&j);
+	json_key(&j, "fits");
+	json_bool(&j, zn_plan_fits(p));
+	json_key(&j, "summary");
+	json_string(&j, p->summary);
+	json_key(&j, "params");
+	json_uint(&j, p->params);
+	json_key(&j, "largest_tensor");
+	json_begin_object(&j);
+	json_key(&j, "name");
+	json_string(&j, p->largest_name);
+	json_key(&j, "elements");
+	json_uint(&j, p->largest);
+	json_end_object(&j);
+	json_key(&j, "largest_layer_elements");
+	json_uint(&j, p->largest_layer);
+	json_key(&j, "tiers");
+	json_begin_array(&j);
+	for (unsigned i = 0; i < p->ntiers; i++) {
+		const struct zn_plan_tier *t = &p->tiers[i];
+		tot[t->kind == ZN_PLAN_DEVICE ? 0 : t->kind == ZN_PLAN_NVME ? 2 : 1] += t->needed;
+		json_begin_object(&j);
+		json_key(&j, "name");
+		json_string(&j, t->name);
+		json_key(&j, "kind");
+		json_string(&j, kind_name(t->kind));
+		json_key(&j, "needed");
+		json_uint(&j, t->needed);
+		/* Capacity: bytes, or null when unknown or checked in another row. */
+		json_key(&j, "available");
+		if (t->known && !t->counted_elsewhere)
+			json_uint(&j, t->available);
+		else
+			json_null(&j);
+		json_key(&j, "total");
+		if (t->total)
+			json_uint(&j, t->total);
+		else
+			json_null(&j);
+		json_key(&j, "fits");
+		json_bool(&j, t->fits);
+		json_key(&j, "hard");
+		json_bool(&j, t->hard);
+		json_key(&j, "known");
+		json_bool(&j, t->known);
+		json_key(&j, "counted_elsewhere");
+		json_bool(&j, t->counted_elsewhere);
+		json_key(&j, "source");
+		json_string(&j, t->source);
+		json_key(&j, "note");
+		json_string(&j, t->note);
+		json_key(&j, "items");
+		json_begin_array(&j);
+		for (unsigned k = 0; k < t->nitems; k++) {
+			json_begin_object(&j);
+			json_key(&j, "name");
+			json_string(&j, t->items[k].name);
+			json_key(&j, "bytes");
+			json_uint(&j, t->items[k].bytes);
+			json_end_object(&j);
+		}
+		json_end_array(&j);
+		json_key(&j, "suggestions");
+		json_begin_array(&j);
+		for (unsigned k = 0; k < t->nadvice; k++)
+			json_string(&j, t->advice[k]);
+		json_end_array(&j);
+		json_end_object(&j);
+	}
+	json_end_array(&j);
+	json_key(&j, "totals");
+	json_begin_object(&j);
+	json_key(&j, "device");
+	json_uint(&j, tot[0]);
+	json_key(&j, "host");
+	json_uint(&j, tot[1]);
+	json_key(&j, "nvme");
+	json_uint(&j, tot[2]);
+	json_end_object(&j);
+	json_end_object(&j);
+}
+
+int cmd_plan(int argc, char **argv)
+{
+	struct plan_args a = { 0 };
+	struct zn_config cfg;
+	int rc = opts_parse("zinc plan", options, ARRAY_SIZE(options), argc, argv, &a,
+			    "CONFIG [--json]");
+	if (rc == -2)
+		return 0;
+	if (rc < 0)
+		return 2;
+	if (rc != argc - 1) {
+		fprintf(stderr, "zinc plan: give exactly one config file; see --help\n");
+		return 2;
+	}
+	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
+	if (zn_config_load_file(argv[rc], &cfg) != 0) {
+		fprintf(stderr, "zinc plan: %s\n", zn_last_error());
+		return 2;
+	}
+	struct zn_plan *p = malloc(sizeof(*p));
+	if (!p) {
+		fprintf(stderr, "zinc plan: out of memory\n");
+		return 1;
+	}
+	if (zn_plan_compute(&cfg, p) != 0) {
+		fprintf(stderr, "zinc plan: %s\n", zn_last_error());
+		free(p);
+		return 2;
+	}
+	if (a.json) {
+		print_json(p);
+	} else {
+		int n = zn_plan_format(p, NULL, 0);
+		char *text = n >= 0 ? malloc((size_t)n + 1) : NULL;
+		if (!text) {
+			fprintf(stderr, "zinc plan: out of memory\n");
+			free(p);
+			return 1;
+		}
+		zn_plan_format(p, text, (size_t)n + 1);
+		fputs(text, stdout);
+		free(text);
+	}
+	rc = zn_plan_fits(p) ? 0 : 1;
+	free(p);
+	return rc;
+}
