@@ -313,6 +313,19 @@ int zn_device_free(struct zn_device *dev, void *p)
 	return 0;
 }
 
+void zn_device_trim(struct zn_device *dev)
+{
+	pthread_mutex_lock(&dev->lock);
+	while (dev->ncache) {
+		struct zn_cached_block cb = dev->cache[--dev->ncache];
+		dev->cached -= cb.bytes;
+		pthread_mutex_unlock(&dev->lock);
+		dev->ops->mem_free(dev, cb.p, cb.bytes);
+		pthread_mutex_lock(&dev->lock);
+	}
+	pthread_mutex_unlock(&dev->lock);
+}
+
 void zn_device_memstats(struct zn_device *dev, struct zn_device_memstats *out)
 {
 	pthread_mutex_lock(&dev->lock);

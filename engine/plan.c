@@ -371,8 +371,8 @@ static int need_pinned(const struct zn_config *c, const struct geom *g, struct z
 /* Pageable host (need_pinned adds unpinned swap buffers here too):
  *   oo cpu:   master, exp_avg, exp_avg_sq, 12 P
  *   oo none:  the same as staging for the device optimizer's checkpoints
- *   oo cpu/nvme: gradient accumulators ga P, and a gradient staging buffer
- *             4 largest
+ *   oo cpu/nvme: gradient accumulators ga P, and with accumulation a
+ *             gradient staging buffer 4 largest
  *   oo nvme:  staging through which the states reach NVMe at the start and
  *             a checkpoint at a save: one sub-group's 3 arrays 12 sub, and
  *             12 largest (start) or 16 largest (save: also a transposed copy)
@@ -399,7 +399,8 @@ static int need_pageable(const struct zn_config *c, const struct geom *g,
 	if (oo != ZN_OFFLOAD_NONE) {
 		add_item(t, accum_bytes(c) * g->P, "gradient accumulators (%s)",
 			 accum_bytes(c) == 4 ? "fp32" : "16-bit");
-		add_item(t, 4 * g->largest, "gradient staging (largest tensor)");
+		if (c->batch.grad_accum > 1)
+			add_item(t, 4 * g->largest, "gradient staging (largest tensor)");
 	}
 	if (oo == ZN_OFFLOAD_NVME)
 		add_item(t, 12 * sub_group(c, g) + (ckpt ? 16 : 12) * g->largest,

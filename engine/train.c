@@ -766,7 +766,8 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	if ((t->dtype != ZN_DTYPE_F32 || t->gdt != ZN_DTYPE_F32) &&
 	    zn_device_alloc(t->dev, t->largest * 2, &t->round_buf))
 		goto fail;
-	if (!t->device_opt && !(t->gstage = malloc(t->largest * 4))) {
+	/* Later micro-batches' gradients are added on the host through this. */
+	if (!t->device_opt && t->accum > 1 && !(t->gstage = malloc(t->largest * 4))) {
 		zn_set_error("out of memory");
 		goto fail;
 	}
@@ -1499,6 +1500,9 @@ int zn_trainer_save(struct zn_trainer *t)
 		    (r = to_host(t, s->v, s->dv, s->d.numel * 4)))
 			return r;
 	}
+	/* Cached device blocks are not needed while saving: their memory
+	 * (host memory, on the cpu backend) goes to the staging instead. */
+	zn_device_trim(t->dev);
 	struct zn_ckpt *c = zn_ckpt_begin(t->cfg.checkpoint.dir, t->step);
 	if (!c)
 		return -EIO;

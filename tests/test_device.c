@@ -173,6 +173,10 @@ static void test_block_cache(void **state)
 	assert_int_equal(zn_device_alloc(dev, 6 << 20, &c), 0);
 	assert_int_equal(zn_device_free(dev, c), 0);
 	assert_int_equal(zn_device_free(dev, c), -EINVAL);
+	zn_device_trim(dev);
+	zn_device_memstats(dev, &st);
+	assert_int_equal(st.cached, 0);
+	assert_int_equal(st.in_use, 0);
 	zn_device_destroy(dev);
 }
 

@@ -119,6 +119,8 @@ struct zn_device_memstats {
 	                       * given back when an allocation needs room) */
 };
 ZN_API void zn_device_memstats(struct zn_device *dev, struct zn_device_memstats *out);
+/* Give the cached blocks back (torch.cuda.empty_cache). */
+ZN_API void zn_device_trim(struct zn_device *dev);
 /* Set peak to in_use (to measure one phase). */
 ZN_API void zn_device_reset_peak(struct zn_device *dev);
 
