@@ -82,7 +82,13 @@ struct loader {
 	const unsigned char *text;
 	size_t len;
 	yaml_document_t *doc;
+	const char *const *sets;  /* --set KEY=VALUE overrides */
+	size_t nsets;
 };
+
+/* Nodes an override added carry this line (plus its index) in their marks,
+ * so that a message names the override instead of a place in the file. */
+#define OVERRIDE_LINE ((size_t)1 << 40)
 
 void zn_config_default(struct zn_config *cfg)
 {
@@ -164,6 +170,8 @@ static int fail_at(const struct loader *ld, const yaml_mark_t *m, int err, const
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (m->line >= OVERRIDE_LINE && m->line - OVERRIDE_LINE < ld->nsets)
+		return zn_error(err, "--set %s: %s", ld->sets[m->line - OVERRIDE_LINE], msg);
 	return zn_error(err, "%s:%zu:%zu: %s", ld->name, m->line + 1, m->column + 1, msg);
 }
 
@@ -608,9 +616,155 @@ static int load_root(const struct loader *ld, struct zn_config *cfg)
 	return 0;
 }
 
+/* ---- --set KEY=VALUE ------------------------------------------------------- */
+
+static void mark_override(yaml_document_t *doc, int idx, size_t which)
+{
+	yaml_node_t *n = yaml_document_get_node(doc, idx);
+	n->start_mark.line = n->end_mark.line = OVERRIDE_LINE + which;
+	n->start_mark.column = n->end_mark.column = 0;
+}
+
+/* Copy node n of src (a parsed VALUE) into dst; its new index, or 0. */
+static int copy_node(yaml_document_t *dst, yaml_document_t *src, yaml_node_t *n, size_t which)
+{
+	int idx = 0;
+	switch (n->type) {
+	case YAML_SCALAR_NODE:
+		idx = yaml_document_add_scalar(dst, NULL, n->data.scalar.value,
+					       (int)n->data.scalar.length, n->data.scalar.style);
+		break;
+	case YAML_SEQUENCE_NODE:
+		idx = yaml_document_add_sequence(dst, NULL, YAML_FLOW_SEQUENCE_STYLE);
+		for (yaml_node_item_t *it = n->data.sequence.items.start;
+		     idx && it < n->data.sequence.items.top; it++) {
+			int c = copy_node(dst, src, yaml_document_get_node(src, *it), which);
+			if (!c || !yaml_document_append_sequence_item(dst, idx, c))
+				idx = 0;
+		}
+		break;
+	case YAML_MAPPING_NODE:
+		idx = yaml_document_add_mapping(dst, NULL, YAML_FLOW_MAPPING_STYLE);
+		for (yaml_node_pair_t *pr = n->data.mapping.pairs.start;
+		     idx && pr < n->data.mapping.pairs.top; pr++) {
+			int k = copy_node(dst, src, yaml_document_get_node(src, pr->key), which);
+			int v = k ? copy_node(dst, src, yaml_document_get_node(src, pr->value), which)
+				  : 0;
+			if (!v || !yaml_document_append_mapping_pair(dst, idx, k, v))
+				idx = 0;
+		}
+		break;
+	default:
+		break;
+	}
+	if (idx)
+		mark_override(dst, idx, which);
+	return idx;
+}
+
+/* The pair of mapping `map` whose key is the scalar `key` (len bytes); its
+ * value's index, or 0. */
+static int find_pair(yaml_document_t *doc, int map, const char *key, size_t len, int *pair)
+{
+	yaml_node_t *m = yaml_document_get_node(doc, map);
+	for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top;
+	     pr++) {
+		yaml_node_t *k = yaml_document_get_node(doc, pr->key);
+		if (k->type == YAML_SCALAR_NODE && k->data.scalar.length == len &&
+		    memcmp(k->data.scalar.value, key, len) == 0) {
+			*pair = (int)(pr - m->data.mapping.pairs.start);
+			return pr->value;
+		}
+	}
+	return 0;
+}
+
+/* Apply `--set a.b.c=VALUE` to the parsed file: VALUE is YAML (a scalar, or
+ * a flow list or mapping) and replaces or adds key c of section a.b, made
+ * if missing.  The keys are then checked like the file's own. */
+static int apply_override(struct loader *ld, size_t which)
+{
+	const char *set = ld->sets[which], *eq = strchr(set, '=');
+	yaml_document_t *doc = ld->doc;
+	if (!eq || eq == set)
+		return zn_error(-EINVAL, "--set %s: give KEY=VALUE, the key as a dotted path "
+					 "(e.g. zero_optimization.offload_param.device=nvme)", set);
+	yaml_parser_t vp;
+	yaml_document_t vdoc;
+	const char *val = eq + 1;
+	if (!yaml_parser_initialize(&vp))
+		return zn_error(-ENOMEM, "out of memory");
+	yaml_parser_set_input_string(&vp, (const unsigned char *)val, strlen(val));
+	if (!yaml_parser_load(&vp, &vdoc)) {
+		yaml_parser_delete(&vp);
+		return zn_error(-EINVAL, "--set %s: the value is not valid YAML", set);
+	}
+	yaml_parser_delete(&vp);
+	yaml_node_t *vroot = yaml_document_get_root_node(&vdoc);
+	int value = vroot ? copy_node(doc, &vdoc, vroot, which)
+			  : yaml_document_add_scalar(doc, NULL, (yaml_char_t *)"", 0,
+						     YAML_PLAIN_SCALAR_STYLE);
+	yaml_document_delete(&vdoc);
+	if (!value)
+		return zn_error(-ENOMEM, "--set %s: out of memory", set);
+	if (!vroot)
+		mark_override(doc, value, which);
+
+	int map = 1; /* the root */
+	yaml_node_t *root = yaml_document_get_root_node(doc);
+	if (!root || (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0))
+		return zn_error(-EINVAL, "--set %s: the config file is empty; give the key in the "
+					 "file", set);
+	for (const char *p = set;;) {
+		const char *dot = memchr(p, '.', (size_t)(eq - p));
+		size_t len = (size_t)((dot ? dot : eq) - p);
+		if (!len)
+			return zn_error(-EINVAL, "--set %s: an empty key in the path", set);
+		if (yaml_document_get_node(doc, map)->type != YAML_MAPPING_NODE)
+			return zn_error(-EINVAL, "--set %s: '%.*s' is not a section", set,
+					(int)(p - 1 - set), set);
+		int pair = -1;
+		int child = find_pair(doc, map, p, len, &pair);
+		if (!dot) {
+			if (child) {
+				yaml_node_t *m = yaml_document_get_node(doc, map);
+				m->data.mapping.pairs.start[pair].value = value;
+				return 0;
+			}
+			int k = yaml_document_add_scalar(doc, NULL, (yaml_char_t *)p, (int)len,
+							 YAML_PLAIN_SCALAR_STYLE);
+			if (!k || !yaml_document_append_mapping_pair(doc, map, k, value))
+				return zn_error(-ENOMEM, "--set %s: out of memory", set);
+			mark_override(doc, k, which);
+			return 0;
+		}
+		if (!child) {
+			int k = yaml_document_add_scalar(doc, NULL, (yaml_char_t *)p, (int)len,
+							 YAML_PLAIN_SCALAR_STYLE);
+			child = yaml_document_add_mapping(doc, NULL, YAML_BLOCK_MAPPING_STYLE);
+			if (!k || !child || !yaml_document_append_mapping_pair(doc, map, k, child))
+				return zn_error(-ENOMEM, "--set %s: out of memory", set);
+			mark_override(doc, k, which);
+			mark_override(doc, child, which);
+		}
+		map = child;
+		p = dot + 1;
+	}
+}
+
+static int load_text(const char *text, size_t len, const char *name,
+		     const char *const *sets, size_t nsets, struct zn_config *out);
+
 int zn_config_load_string(const char *text, size_t len, const char *name, struct zn_config *out)
 {
-	struct loader ld = { .name = name ? name : "<string>", .len = len };
+	return load_text(text, len, name, NULL, 0, out);
+}
+
+static int load_text(const char *text, size_t len, const char *name,
+		     const char *const *sets, size_t nsets, struct zn_config *out)
+{
+	struct loader ld = { .name = name ? name : "<string>", .len = len, .sets = sets,
+			     .nsets = nsets };
 	yaml_parser_t parser;
 	yaml_document_t doc, extra;
 	struct zn_config cfg;
@@ -647,6 +801,8 @@ int zn_config_load_string(const char *text, size_t len, const char *name, struct
 
 	if (!rc)
 		rc = check_duplicates(&ld);
+	for (size_t i = 0; i < nsets && !rc; i++)
+		rc = apply_override(&ld, i);
 	if (!rc) {
 		zn_config_default(&cfg);
 		rc = load_root(&ld, &cfg);
@@ -724,6 +880,12 @@ static int read_file(const char *path, char **buf_out, size_t *len_out)
 
 int zn_config_load_file(const char *path, struct zn_config *out)
 {
+	return zn_config_load_file_set(path, NULL, 0, out);
+}
+
+int zn_config_load_file_set(const char *path, const char *const *sets, size_t nsets,
+			    struct zn_config *out)
+{
 	char *buf = NULL;
 	size_t len = 0;
 	int rc;
@@ -731,7 +893,7 @@ int zn_config_load_file(const char *path, struct zn_config *out)
 	rc = read_file(path, &buf, &len);
 	if (rc)
 		return rc;
-	rc = zn_config_load_string(buf, len, path, out);
+	rc = load_text(buf, len, path, sets, nsets, out);
 	free(buf);
 	return rc;
 }

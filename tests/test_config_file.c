@@ -159,6 +159,56 @@ static void test_defaults_are_deepspeeds(void **state)
 	assert_aio_default(&cfg.aio);
 }
 
+/* --set: replaces a key, adds keys and whole sections, takes flow values,
+ * and reports a bad override by its own text. */
+static void test_overrides(void **state)
+{
+	(void)state;
+	const char *tmp = getenv("TMPDIR");
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/zinc-set-XXXXXX.yaml", tmp && *tmp ? tmp : "/tmp");
+	int fd = mkstemps(path, 5);
+	assert_true(fd >= 0);
+	FILE *f = fdopen(fd, "w");
+	assert_non_null(f);
+	fputs("train_micro_batch_size_per_gpu: 2\n"
+	      "optimizer: {type: AdamW, params: {lr: 0.001}}\n"
+	      "zero_optimization:\n  stage: 2\n", f);
+	fclose(f);
+	struct zn_config c;
+	const char *sets[] = {
+		"zero_optimization.stage=3",                           /* replaced */
+		"zero_optimization.offload_param.device=cpu",          /* new section */
+		"optimizer.params.betas=[0.8, 0.9]",                   /* flow value */
+		"bf16={enabled: true}",                                /* a mapping */
+		"train_micro_batch_size_per_gpu=4",
+	};
+	assert_int_equal(zn_config_load_file_set(path, sets, 5, &c), 0);
+	assert_int_equal(c.zero_optimization.stage, 3);
+	assert_int_equal(c.zero_optimization.offload_param.device, ZN_OFFLOAD_CPU);
+	assert_true(c.optimizer.params.betas[0] == 0.8 && c.optimizer.params.betas[1] == 0.9);
+	assert_true(c.optimizer.params.lr == 0.001); /* untouched */
+	assert_true(c.bf16.enabled);
+	assert_int_equal(c.batch.micro_batch, 4);
+
+	const char *typo[] = { "zero_optimization.offload_param.devcie=cpu" };
+	assert_int_equal(zn_config_load_file_set(path, typo, 1, &c), -ENOENT);
+	assert_non_null(strstr(zn_last_error(), "--set zero_optimization.offload_param.devcie=cpu"));
+	assert_non_null(strstr(zn_last_error(), "device"));
+	const char *bad[] = { "zero_optimization.stage=7" };
+	assert_int_equal(zn_config_load_file_set(path, bad, 1, &c), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "--set zero_optimization.stage=7"));
+	const char *noeq[] = { "zero_optimization.stage" };
+	assert_int_equal(zn_config_load_file_set(path, noeq, 1, &c), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "KEY=VALUE"));
+	const char *notsec[] = { "zero_optimization.stage.x=1" };
+	assert_int_equal(zn_config_load_file_set(path, notsec, 1, &c), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "is not a section"));
+	/* A failed load leaves the config alone. */
+	assert_int_equal(c.zero_optimization.stage, 3);
+	unlink(path);
+}
+
 static void test_section_table(void **state)
 {
 	struct zn_config cfg;
@@ -929,6 +979,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults_are_deepspeeds),
 		cmocka_unit_test(test_section_table),
+		cmocka_unit_test(test_overrides),
 		cmocka_unit_test(test_yaml_and_json_files_agree),
 		cmocka_unit_test(test_thread_count_alias),
 		cmocka_unit_test(test_bad_values),

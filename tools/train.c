@@ -27,12 +27,27 @@
 #include "zinc/trace.h"
 #include "zinc/train.h"
 
+#define MAX_SETS 64
+
 struct train_args {
 	uint64_t max_steps;
 	const char *json_log;
 	const char *trace;
 	bool bench;
+	const char *sets[MAX_SETS];
+	size_t nsets;
 };
+
+static int add_set(void *ctx, const char *arg, const char **why)
+{
+	struct train_args *a = ctx;
+	if (a->nsets == MAX_SETS) {
+		*why = "too many --set options";
+		return -1;
+	}
+	a->sets[a->nsets++] = arg;
+	return 0;
+}
 
 static const struct opt options[] = {
 	OPT_NUM("max-steps", "N", "scheduler.params.total_num_steps",
@@ -42,6 +57,8 @@ static const struct opt options[] = {
 		struct train_args, json_log),
 	OPT_STR("trace", "FILE", NULL, "write a Chrome/Perfetto trace of the steps to FILE",
 		struct train_args, trace),
+	OPT_CALL("set", "KEY=VALUE", NULL, "override a config key, as a dotted path: "
+		 "--set zero_optimization.offload_param.device=nvme (repeatable)", add_set),
 	OPT_BOOL("bench", "measure: a few steps on random tokens (CONFIG optional: GPT-2 124M "
 		 "with batch 4 x 1024), FLOP/s against OpenBLAS sgemm on the model's largest "
 		 "matmul, in the same run", struct train_args, bench),
@@ -216,7 +233,7 @@ int cmd_train(int argc, char **argv)
 	}
 	const char *path = rc < argc ? argv[rc] : NULL;
 	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
-	if (path && zn_config_load_file(path, &cfg) != 0) {
+	if (path && zn_config_load_file_set(path, a.sets, a.nsets, &cfg) != 0) {
 		fprintf(stderr, "zinc train: %s\n", zn_last_error());
 		return 2;
 	}

@@ -248,6 +248,13 @@ ZN_API void zn_config_default(struct zn_config *cfg);
  * -EFBIG for a file over 64 MiB, -ENOMEM.  On failure `out` is unchanged. */
 ZN_API int zn_config_load_file(const char *path, struct zn_config *out);
 
+/* The same with overrides, as `zinc train --set` gives them: each
+ * "a.b.c=VALUE" (VALUE in YAML: a scalar, or a flow list or mapping)
+ * replaces or adds key c of section a.b before the file is checked, and a
+ * bad one is reported as "--set a.b.c=VALUE: ...". */
+ZN_API int zn_config_load_file_set(const char *path, const char *const *sets, size_t nsets,
+				   struct zn_config *out);
+
 /* The same for `len` bytes of `text` (need not be NUL-terminated).
  * `name` stands for the file name in messages; NULL means "<string>". */
 ZN_API int zn_config_load_string(const char *text, size_t len, const char *name,
