@@ -865,18 +865,29 @@ uint64_t zn_trainer_num_params(const struct zn_trainer *t)
  * buffer, in the home dtype.  The buffer is taken (without reading the old
  * bytes) when the tensor's first element comes and given back, to be
  * written home, after its last: the optimizer's sub-groups cut tensors. */
-static int home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
-		    uint64_t n)
+static int home_open(struct zn_trainer *t, struct tstate *s)
 {
-	int rc;
-	if (!s->hbuf && (rc = zn_swapper_acquire_overwrite(t->psw, s->home, &s->hbuf)) != 0)
-		return rc;
-	size_t esz = zn_dtype_size(t->hdt);
-	host_from_f32((uint8_t *)s->hbuf + off * esz, t->hdt, src, n);
-	if (off + n < s->d.numel)
+	return s->hbuf ? 0 : zn_swapper_acquire_overwrite(t->psw, s->home, &s->hbuf);
+}
+
+/* Elements up to `end` are in: after the tensor's last, its home is written. */
+static int home_close(struct zn_trainer *t, struct tstate *s, uint64_t end)
+{
+	if (end < s->d.numel)
 		return 0;
 	s->hbuf = NULL;
 	return zn_swapper_release(t->psw, s->home, true);
+}
+
+static int home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
+		    uint64_t n)
+{
+	int rc = home_open(t, s);
+	if (rc)
+		return rc;
+	size_t esz = zn_dtype_size(t->hdt);
+	host_from_f32((uint8_t *)s->hbuf + off * esz, t->hdt, src, n);
+	return home_close(t, s, off + n);
 }
 
 static int param_homes_setup(struct zn_trainer *t)
@@ -1146,10 +1157,21 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 			.grad = (const uint8_t *)s->grad + l * zn_dtype_size(t->gdt),
 			.grad_dtype = adam_dtype(t->gdt), .exp_avg = st[1] + o,
 			.exp_avg_sq = st[2] + o };
-		int rc = zn_adam_step(&h, t->updates + 1, u->grad_scale, &at, u->ex);
-		if (rc)
+		/* 16-bit homes: the update writes them as it goes (fused,
+		 * vectorized, on every thread). */
+		bool fused = !s->resident && t->hdt != ZN_DTYPE_F32;
+		int rc;
+		if (fused) {
+			if ((rc = home_open(t, s)))
+				return rc;
+			at.param_copy = (uint16_t *)s->hbuf + l;
+			at.copy_dtype = adam_dtype(t->hdt);
+		}
+		if ((rc = zn_adam_step(&h, t->updates + 1, u->grad_scale, &at, u->ex)))
 			return rc;
-		if (!s->resident) {
+		if (fused) {
+			rc = home_close(t, s, l + (b - a));
+		} else if (!s->resident) {
 			rc = home_put(t, s, l, st[0] + o, b - a);
 		} else {
 			float *dp = (float *)s->dparam + l;
@@ -1354,10 +1376,20 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		struct zn_adam_tensors at = { .n = s->d.numel, .param = s->master, .grad = s->grad,
 					      .grad_dtype = adam_dtype(t->gdt), .exp_avg = s->m,
 					      .exp_avg_sq = s->v };
+		/* 16-bit homes are written by the update itself. */
+		bool fused = !s->resident && t->hdt != ZN_DTYPE_F32;
+		if (fused) {
+			if ((rc = home_open(t, s)))
+				return rc;
+			at.param_copy = s->hbuf;
+			at.copy_dtype = adam_dtype(t->hdt);
+		}
 		/* Unscale and clip, fused into the update. */
 		if ((rc = zn_adam_step(&h, t->updates + 1, (float)(clip / scale), &at, &ex)))
 			return rc;
-		if (!s->resident) {
+		if (fused) {
+			rc = home_close(t, s, s->d.numel);
+		} else if (!s->resident) {
 			rc = home_put(t, s, 0, s->master, s->d.numel);
 		} else if (!(rc = to_device(t, s->dparam, s->master, s->d.numel * 4))) {
 			t->h2d_bytes += s->d.numel * 4;
