@@ -218,6 +218,10 @@ static enum zn_adam_dtype adam_dtype(enum zn_dtype d)
 void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 {
 	t->trace = trace;
+	if (t->psw)
+		zn_swapper_set_trace(t->psw, trace);
+	if (t->os)
+		zn_optswap_set_trace(t->os, trace);
 }
 
 /* ---- the parameter source: everything resident on the device ------------ */

@@ -62,6 +62,11 @@ static uint64_t stride_of(const struct zn_optswap_config *c)
 	return ZN_ALIGN_UP(c->sub_group_size * sizeof(float), ALIGN);
 }
 
+void zn_optswap_set_trace(struct zn_optswap *os, struct zn_trace *trace)
+{
+	os->cfg.trace = trace;
+}
+
 uint64_t zn_optswap_store_bytes(const struct zn_optswap_config *c)
 {
 	uint64_t groups = ZN_DIV_ROUND_UP(c->params, c->sub_group_size);

@@ -541,6 +541,13 @@ static int acquire(struct zn_swapper *sw, struct zn_tensor *t, void **out, bool 
 	return rc;
 }
 
+void zn_swapper_set_trace(struct zn_swapper *sw, struct zn_trace *trace)
+{
+	pthread_mutex_lock(&sw->lock);
+	sw->trace = trace;
+	pthread_mutex_unlock(&sw->lock);
+}
+
 int zn_swapper_acquire(struct zn_swapper *sw, struct zn_tensor *t, void **buf)
 {
 	return acquire(sw, t, buf, true, false);

@@ -240,6 +240,8 @@ ZN_API int zn_swapper_sync(struct zn_swapper *sw, struct zn_tensor *t);
 ZN_API int zn_swapper_flush(struct zn_swapper *sw);
 
 ZN_API void zn_swapper_get_stats(struct zn_swapper *sw, struct zn_swapper_stats *out);
+/* Spans for reads, writes and stalls from now on go to `trace` (NULL: none). */
+ZN_API void zn_swapper_set_trace(struct zn_swapper *sw, struct zn_trace *trace);
 ZN_API uint64_t zn_tensor_bytes(const struct zn_tensor *t);
 ZN_API enum zn_tier zn_tensor_home(const struct zn_tensor *t);
 
@@ -276,6 +278,8 @@ ZN_API uint64_t zn_optswap_store_bytes(const struct zn_optswap_config *cfg);
 
 ZN_API struct zn_optswap *zn_optswap_create(const struct zn_optswap_config *cfg);
 ZN_API void zn_optswap_destroy(struct zn_optswap *os);
+/* Spans from now on go to `trace`; not while a step runs. */
+ZN_API void zn_optswap_set_trace(struct zn_optswap *os, struct zn_trace *trace);
 ZN_API uint64_t zn_optswap_groups(const struct zn_optswap *os);
 
 /* Write (or read) sub-group g's state arrays synchronously: states[k] holds
