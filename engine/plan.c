@@ -195,6 +195,7 @@ static void add_advice(struct zn_plan_tier *t, const char *fmt, ...)
 
 struct placed {
 	uint64_t resident;       /* sum of A256(4 n_i) over device-resident tensors */
+	uint64_t resident_elems; /* their elements */
 	uint64_t off0, off_head, off_block; /* the same over the offloaded tensors of
 					     * layer 0, layer L+1, the largest block */
 	uint64_t host_elems;     /* elements with a home in host memory */
@@ -218,6 +219,7 @@ static void placement(const struct zn_config *c, const struct geom *g, struct pl
 		const uint64_t n = g->d[i].numel, dev = A256(4 * n);
 		if (op == ZN_OFFLOAD_NONE || n < z->param_persistence_threshold) {
 			pl->resident += dev;
+			pl->resident_elems += n;
 			continue;
 		}
 		pl->offloaded++;
@@ -378,6 +380,8 @@ static int need_pinned(const struct zn_config *c, const struct geom *g, struct z
  *             12 largest (start) or 16 largest (save: also a transposed copy)
  *   oo cpu/none, with checkpoint.dir: a transposed tensor at a save, 4 largest
  *   op cpu/nvme: parameter homes in host memory, d x their elements
+ *   op cpu/nvme with oo nvme: the overlapped update's staging of the
+ *             resident tensors' new values, 4 x their elements
  *   batch:    tokens, targets and per-token losses, 3 x 4 BT
  *   cpu_checkpointing: the kept block inputs (zn_gpt2_activation_estimate)
  *   cpu backend: the device's bytes (its memory is host memory) */
@@ -410,6 +414,10 @@ static int need_pageable(const struct zn_config *c, const struct geom *g,
 		add_item(t, 4 * g->largest, "checkpoint staging (a transposed tensor)");
 	add_item(t, elem_bytes(c) * pl.host_elems, "parameter homes in host memory (%s)",
 		 dtype_name(c));
+	/* Stage 3 with NVMe optimizer states: the update overlaps the next
+	 * forward and stages the resident tensors' new values. */
+	if (oo == ZN_OFFLOAD_NVME && c->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE)
+		add_item(t, 4 * pl.resident_elems, "overlapped update: resident tensors' new values");
 	add_item(t, 3 * 4 * BT, "batch (tokens, targets, losses)");
 	uint64_t host = 0;
 	struct zn_gpt2_config m = model_of(c, g);

@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,17 @@ struct tstate {
 	bool resident;                 /* on the device for good (no offload_param, or
 					* under stage3_param_persistence_threshold) */
 	void *hbuf;                    /* home buffer held across optimizer sub-groups */
+	float *staged;                 /* overlapped update: a resident tensor's new
+					* parameters, for the compute thread to apply */
+	bool pending;                  /* staged holds an update not applied yet */
+};
+
+struct nvme_update {
+	struct zn_trainer *t;
+	struct zn_adam_hparams hp;
+	float grad_scale;
+	uint64_t step;                 /* Adam's step of this update */
+	struct zn_adam_exec ex;
 };
 
 struct zn_trainer {
@@ -122,7 +134,27 @@ struct zn_trainer {
 	bool *kept;                    /* per layer: left on the device for reuse */
 	uint64_t *layer_elems;         /* per layer: offloaded elements */
 	uint64_t live_elems;           /* offloaded elements on the device now */
+	/* Stage 3 with NVMe optimizer states: the update of step n runs on its
+	 * own thread beside step n+1's forward, tensor by tensor in the order
+	 * the forward wants them; a layer's fetch waits for its own tensors.
+	 * Nothing changes but the timing: the results are bit-identical. */
+	bool overlap;
+	pthread_t opt_thread;
+	bool opt_running;
+	pthread_mutex_t opt_lock;
+	pthread_cond_t opt_cond;
+	unsigned opt_done;             /* tensors (in order) whose update is complete */
+	bool opt_finished;             /* the thread is done (opt_rc tells how) */
+	int opt_rc;
+	char opt_msg[512];
+	struct nvme_update upd;
+	uint64_t opt_ns;               /* the last finished update's duration */
+	bool opt_joined;               /* an update finished during this step */
+	struct zn_optswap_stats opt_stats; /* ... and what it moved */
 };
+
+static int opt_wait_all(struct zn_trainer *t);
+static int opt_wait_layer(struct zn_trainer *t, unsigned layer);
 
 /* Counters a step's report is the difference of. */
 struct traffic {
@@ -349,6 +381,8 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			   void **grads)
 {
 	int rc = 0;
+	if (t->opt_running && (rc = opt_wait_layer(t, layer)))
+		return rc;
 	trace_fetch(t, layer);
 	if (t->fetched[layer]++ == 0 && t->kept[layer]) {
 		t->kept[layer] = false; /* still on the device from its last use */
@@ -554,6 +588,7 @@ static void free_states(struct zn_trainer *t)
 		free(s->master);
 		free(s->m);
 		free(s->v);
+		free(s->staged);
 		free(s->grad);
 	}
 }
@@ -562,6 +597,12 @@ void zn_trainer_destroy(struct zn_trainer *t)
 {
 	if (!t)
 		return;
+	if (t->opt_running) {
+		pthread_join(t->opt_thread, NULL);
+		t->opt_running = false;
+	}
+	pthread_mutex_destroy(&t->opt_lock);
+	pthread_cond_destroy(&t->opt_cond);
 	close_sources(t);
 	zn_gpt2_destroy(t->model);
 	zn_optswap_destroy(t->os);
@@ -643,6 +684,8 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		return NULL;
 	}
 	t->cfg = *cfg;
+	pthread_mutex_init(&t->opt_lock, NULL);
+	pthread_cond_init(&t->opt_cond, NULL);
 	t->synthetic = synthetic;
 	t->offload_param = cfg->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE;
 	t->direction = 1;
@@ -722,6 +765,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	t->hdt = t->offload_param ? t->dtype : ZN_DTYPE_F32;
 	t->device_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE;
 	t->nvme_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME;
+	t->overlap = t->offload_param && t->nvme_opt;
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
 		size_t bytes = s->d.numel * sizeof(float);
@@ -747,6 +791,10 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 				     "%" PRIu64 " parameters; set zero_optimization.offload_optimizer."
 				     "device: nvme, or data_types.grad_accum_dtype: bf16",
 				     t->total);
+			goto fail;
+		}
+		if (t->overlap && s->resident && !(s->staged = malloc(bytes))) {
+			zn_set_error("out of memory");
 			goto fail;
 		}
 		if (s->resident && (zn_device_alloc(t->dev, bytes, &s->dparam) ||
@@ -1131,13 +1179,6 @@ out:
 	return rc;
 }
 
-struct nvme_update {
-	struct zn_trainer *t;
-	const struct zn_adam_hparams *hp;
-	float grad_scale;
-	struct zn_adam_exec *ex;
-};
-
 /* One sub-group's update: AdamW over each tensor's part of the group (its
  * own weight decay), and the new parameters straight to where the next
  * forward reads them: the device, or the tensor's home. */
@@ -1153,7 +1194,7 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 		if (a >= b)
 			continue;
 		uint64_t o = a - first, l = a - s->flat;
-		struct zn_adam_hparams h = *u->hp;
+		struct zn_adam_hparams h = u->hp;
 		if (!s->d.decay)
 			h.weight_decay = 0;
 		struct zn_adam_tensors at = {
@@ -1171,12 +1212,16 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 			at.param_copy = (uint16_t *)s->hbuf + l;
 			at.copy_dtype = adam_dtype(t->hdt);
 		}
-		if ((rc = zn_adam_step(&h, t->updates + 1, u->grad_scale, &at, u->ex)))
+		if ((rc = zn_adam_step(&h, u->step, u->grad_scale, &at, &u->ex)))
 			return rc;
 		if (fused) {
 			rc = home_close(t, s, l + (b - a));
 		} else if (!s->resident) {
 			rc = home_put(t, s, l, st[0] + o, b - a);
+		} else if (t->overlap) {
+			/* The compute thread owns the device: it applies these. */
+			memcpy(s->staged + l, st[0] + o, (b - a) * 4);
+			s->pending = true;
 		} else {
 			float *dp = (float *)s->dparam + l;
 			if (!(rc = to_device(t, dp, st[0] + o, (b - a) * 4)))
@@ -1185,8 +1230,97 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 		}
 		if (rc)
 			return rc;
+		if (t->overlap && b == s->flat + s->d.numel) {
+			pthread_mutex_lock(&t->opt_lock);
+			t->opt_done = i + 1;
+			pthread_cond_broadcast(&t->opt_cond);
+			pthread_mutex_unlock(&t->opt_lock);
+		}
 	}
 	return 0;
+}
+
+/* ---- the overlapped update ------------------------------------------------- */
+
+static void *opt_main(void *arg)
+{
+	struct zn_trainer *t = arg;
+	uint64_t t0 = zn_now_ns();
+	int rc = zn_optswap_step(t->os, nvme_update, &t->upd);
+	pthread_mutex_lock(&t->opt_lock);
+	t->opt_rc = rc;
+	if (rc)
+		snprintf(t->opt_msg, sizeof(t->opt_msg), "%s", zn_last_error());
+	t->opt_ns = zn_now_ns() - t0;
+	t->opt_finished = true;
+	pthread_cond_broadcast(&t->opt_cond);
+	pthread_mutex_unlock(&t->opt_lock);
+	return NULL;
+}
+
+static int opt_launch(struct zn_trainer *t)
+{
+	t->opt_done = 0;
+	t->opt_finished = false;
+	t->opt_rc = 0;
+	int err = pthread_create(&t->opt_thread, NULL, opt_main, t);
+	if (err)
+		return zn_error(-err, "cannot start the optimizer thread: %s", strerror(err));
+	t->opt_running = true;
+	return 0;
+}
+
+/* A tensor's staged new parameters onto the device. */
+static int apply_staged(struct zn_trainer *t, struct tstate *s)
+{
+	int rc = 0;
+	if (!s->pending)
+		return 0;
+	s->pending = false;
+	if (!(rc = to_device(t, s->dparam, s->staged, s->d.numel * 4)))
+		rc = round_to_dtype(t, s->dparam, s->d.numel);
+	t->h2d_bytes += s->d.numel * 4;
+	return rc;
+}
+
+/* The update is over: join it, apply what it staged, report how it went. */
+static int opt_wait_all(struct zn_trainer *t)
+{
+	if (!t->opt_running)
+		return 0;
+	uint64_t t0 = zn_now_ns();
+	pthread_join(t->opt_thread, NULL);
+	t->opt_running = false;
+	t->stall_ns += zn_now_ns() - t0;
+	t->opt_joined = true;
+	zn_optswap_last_stats(t->os, &t->opt_stats);
+	if (t->opt_rc)
+		return zn_error(t->opt_rc, "%s", t->opt_msg);
+	int rc = 0;
+	for (unsigned i = 0; i < t->nt && !rc; i++)
+		rc = apply_staged(t, &t->t[i]);
+	return rc;
+}
+
+/* Until the update has finished the layer's tensors; then its resident
+ * tensors' new values go onto the device. */
+static int opt_wait_layer(struct zn_trainer *t, unsigned layer)
+{
+	unsigned need = t->first[layer] + t->count[layer];
+	uint64_t t0 = zn_now_ns();
+	bool failed;
+	pthread_mutex_lock(&t->opt_lock);
+	while (t->opt_done < need && !t->opt_finished)
+		pthread_cond_wait(&t->opt_cond, &t->opt_lock);
+	failed = t->opt_finished && t->opt_rc;
+	pthread_mutex_unlock(&t->opt_lock);
+	t->stall_ns += zn_now_ns() - t0;
+	if (failed)
+		return opt_wait_all(t);
+	int rc = 0;
+	for (unsigned i = 0; i < t->count[layer] && !rc; i++)
+		rc = apply_staged(t, &t->t[t->first[layer] + i]);
+	return rc;
 }
 
 /* ---- one step ------------------------------------------------------------------ */
@@ -1226,6 +1360,11 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 	uint64_t t1 = zn_now_ns();
 	t->compute_ns += t1 - t0;
 	zn_trace_span(t->trace, backward ? "forward" : "eval", "compute", "device", t0, t1, 0);
+	/* The previous update read the gradient accumulators this backward
+	 * is about to write: it must be over (the forward waited for every
+	 * tensor already; this also takes its last writes). */
+	if (!rc && backward)
+		rc = opt_wait_all(t);
 	if (!rc && backward) {
 		t->direction = -1;
 		rc = zn_gpt2_backward(t->model, &src, t->din);
@@ -1255,6 +1394,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	struct traffic tr0;
 	traffic_now(t, &tr0);
 	t->compute_ns = 0;
+	t->opt_joined = false;
 	/* offload_param: gradients accumulate on the host, per layer (the
 	 * first micro-batch's copy starts them); resident tensors' on the
 	 * device. */
@@ -1353,9 +1493,13 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	hp.lr = zn_lr_at(&t->sched, t->updates);
 	uint64_t ta = zn_now_ns();
 	if (t->os && !skipped) {
-		struct nvme_update u = { t, &hp, (float)(clip / scale), &ex };
-		if ((rc = zn_optswap_step(t->os, nvme_update, &u)) ||
-		    (t->psw && (rc = zn_swapper_flush(t->psw))))
+		t->upd = (struct nvme_update){ .t = t, .hp = hp, .grad_scale = (float)(clip / scale),
+					       .step = t->updates + 1, .ex = ex };
+		if (t->overlap)
+			rc = opt_launch(t);
+		else if (!(rc = zn_optswap_step(t->os, nvme_update, &t->upd)) && t->psw)
+			rc = zn_swapper_flush(t->psw);
+		if (rc)
 			return rc;
 	}
 	for (unsigned i = 0; i < t->nt && !skipped && !t->os; i++) {
@@ -1425,25 +1569,31 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			.device_peak = ms.peak, .host_bytes = t->host_bytes,
 			.loss_scale = scale, .skipped = skipped,
 			.compute_s = (double)t->compute_ns / 1e9,
-			.optimizer_s = (double)(now - ta) / 1e9,
+			.optimizer_s = t->overlap ? (t->opt_joined ? (double)t->opt_ns / 1e9 : 0)
+						  : (double)(now - ta) / 1e9,
 			.stall_s = (double)(tr.stall_ns - tr0.stall_ns) / 1e9,
 			.nvme_read_bytes = tr.nvme_read - tr0.nvme_read,
 			.nvme_write_bytes = tr.nvme_write - tr0.nvme_write,
 			.h2d_bytes = tr.h2d - tr0.h2d, .d2h_bytes = tr.d2h - tr0.d2h,
 		};
-		if (t->os && !skipped) {
-			struct zn_optswap_stats os;
+		struct zn_optswap_stats os = { 0 };
+		if (t->overlap && t->opt_joined)
+			os = t->opt_stats; /* the previous step's update, finished in this one */
+		else if (t->os && !t->overlap && !skipped)
 			zn_optswap_last_stats(t->os, &os);
-			out->nvme_read_bytes += os.bytes_read;
-			out->nvme_write_bytes += os.bytes_written;
+		out->nvme_read_bytes += os.bytes_read;
+		out->nvme_write_bytes += os.bytes_written;
+		if (!t->overlap)
 			out->stall_s += os.read_wait_s + os.write_wait_s;
-		}
 	}
 	return 0;
 }
 
 int zn_trainer_eval(struct zn_trainer *t, double *loss)
 {
+	int wrc = opt_wait_all(t);
+	if (wrc)
+		return wrc;
 	if (!t->val)
 		return zn_error(-ENOENT, "data.val: no validation data configured");
 	uint64_t n = t->cfg.data.val_steps ? t->cfg.data.val_steps
@@ -1527,6 +1677,11 @@ int zn_trainer_save(struct zn_trainer *t)
 {
 	if (!t->cfg.checkpoint.dir[0])
 		return zn_error(-EINVAL, "checkpoint.dir: not set; nowhere to save");
+	int wrc = opt_wait_all(t);
+	if (!wrc && t->psw)
+		wrc = zn_swapper_flush(t->psw);
+	if (wrc)
+		return wrc;
 	/* The device optimizer's state is staged in the host arrays. */
 	for (unsigned i = 0; i < t->nt && t->device_opt; i++) {
 		struct tstate *s = &t->t[i];
