@@ -680,6 +680,13 @@ static int nvme_section(struct zn_plan *p, struct dir *dirs, unsigned *ndirs, in
 			t->available = (uint64_t)vfs.f_bavail * vfs.f_frsize;
 			t->total = (uint64_t)vfs.f_blocks * vfs.f_frsize;
 			snprintf(t->source, sizeof(t->source), "free space of its filesystem (statvfs)");
+			/* A filesystem that keeps no count (ramfs: 0 blocks in
+			 * all) has no limit to check against. */
+			if (vfs.f_blocks == 0) {
+				t->known = false;
+				snprintf(t->source, sizeof(t->source),
+					 "unknown: its filesystem reports no size (ramfs?)");
+			}
 			dirs[k] = (struct dir){ .row = p->ntiers++, .dev = st.st_dev,
 						.ino = st.st_ino };
 			(*ndirs)++;
@@ -705,8 +712,8 @@ static void nvme_fit(struct zn_plan *p, const struct dir *dirs, unsigned ndirs)
 				together += p->tiers[dirs[k].row].needed;
 				others += k != i;
 			}
-		t->fits = together <= t->available;
-		if (others)
+		t->fits = !t->known || together <= t->available;
+		if (others && t->known)
 			snprintf(t->note, sizeof(t->note), "shares its filesystem with %u other "
 				 "director%s here: together they need %s of its %s free",
 				 others, others == 1 ? "y" : "ies", size_text(together, a),

@@ -463,6 +463,95 @@ def bench_reports_a_ratio(d):
 
 
 @t.test
+def offload_faults_are_clear(d):
+    """NVMe offload's usual troubles, each a clear message before training
+    (exit 2) or a working fallback: a missing or non-directory nvme_path,
+    a disk without room (zinc plan's report), a buffer_size below the
+    largest tensor (naming the size that works), a filesystem without
+    O_DIRECT (buffered, with a warning); and a checkpoint write that fails
+    mid-run leaves the previous checkpoint intact."""
+    make_data(d)
+    swap = os.path.join(d, "swap")
+    os.mkdir(swap)
+    nvme = ("zero_optimization: {stage: 3, stage3_param_persistence_threshold: 0, "
+            "sub_group_size: 9000, offload_param: {device: nvme, max_in_cpu: 0, "
+            "nvme_path: \"%s\"%s}, offload_optimizer: {device: nvme, nvme_path: \"%s\"}}")
+
+    def run(name, path, extra_param="", more="", *args):
+        cfg = config(d, name + ".yaml", os.path.join(d, "ck-" + name),
+                     extra=nvme % (path, extra_param, path) + "\n" + more)
+        return train(cfg, "--max-steps", "2", *args)
+
+    p = run("missing", os.path.join(d, "nowhere"))
+    assert p.returncode == 2 and "nvme_path" in p.stderr and "nowhere" in p.stderr, p.stderr
+    open(os.path.join(d, "afile"), "w").close()
+    p = run("notdir", os.path.join(d, "afile"))
+    assert p.returncode == 2 and "afile" in p.stderr, p.stderr
+    # 2e12 parameters' states: no disk has that room; refused with the plan.
+    p = run("huge", swap, "", "", "--set", "model.n_layer=1000", "--set", "model.n_embd=12800",
+            "--set", "model.n_head=100")
+    assert p.returncode == 2 and "nvme" in p.stderr and swap in p.stderr, p.stderr[-2000:]
+    assert os.listdir(swap) == [], "nothing is made before the check"
+    # buffer_size (elements) below the largest tensor (wte: 256 x 32).
+    p = run("small-buffer", swap, ", buffer_size: 1000")
+    assert p.returncode == 2 and "buffer_size" in p.stderr and "8192" in p.stderr, p.stderr
+    # ramfs has no O_DIRECT: buffered I/O, said once per file, and training
+    # works.  (A private mount namespace, where one can be made.)
+    ram = os.path.join(d, "ram")
+    os.mkdir(ram)
+    mount = 'mount -t ramfs none "$1" && shift && exec "$@"'
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", mount, "sh", ram, "true"],
+                           capture_output=True, text=True)
+    if probe.returncode == 0:
+        cfg = config(d, "ramfs.yaml", os.path.join(d, "ck-ramfs"), extra=nvme % (ram, "", ram))
+        p = subprocess.run(["unshare", "-m", "sh", "-c", mount, "sh", ram, ZINC, "train", cfg,
+                            "--max-steps", "2"], capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+        assert "refuses O_DIRECT" in p.stderr, p.stderr
+    else:
+        print("# no mount namespace here (%s): the O_DIRECT fallback is covered by "
+              "test_aio_errors" % probe.stderr.strip()[:80])
+    # A full disk under the checkpoint directory (a 1 MiB tmpfs, in a private
+    # mount namespace where one can be made): the run fails saying so, the
+    # last checkpoint stays as it was, and training resumes from it.
+    if probe.returncode != 0:
+        print("# no mount namespace here: the full-disk checkpoint case is skipped")
+        return
+    ck = os.path.join(d, "ck-full")
+    os.mkdir(ck)
+    first = config(d, "full1.yaml", ck, extra=nvme % (swap, "", swap))
+    again = config(d, "full2.yaml", ck, resume=True, extra=nvme % (swap, "", swap))
+    out = os.path.join(d, "seen")
+    script = """
+mount -t tmpfs -o size=1m none "$CK" || exit 90
+"$ZINC" train "$FIRST" --max-steps 2 > "$OUT.1" 2>&1 || exit 91
+cp -a "$CK" "$OUT.before"
+"$ZINC" train "$AGAIN" --max-steps 4 > "$OUT.2" 2>&1
+echo $? > "$OUT.rc"
+cp -a "$CK" "$OUT.after"
+"$ZINC" train "$AGAIN" --max-steps 3 > "$OUT.3" 2>&1
+true
+"""
+    env = dict(os.environ, CK=ck, ZINC=ZINC, FIRST=first, AGAIN=again, OUT=out)
+    p = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True,
+                       text=True, timeout=600)
+    logs = "".join(open(out + "." + k).read() for k in "123" if os.path.exists(out + "." + k))
+    assert p.returncode == 0, (p.returncode, p.stderr, logs)
+    second = open(out + ".2").read()
+    assert open(out + ".rc").read().strip() != "0", second
+    assert "No space left on device" in second, second
+    # It resumes from the intact checkpoint (whose own save then meets the
+    # same full disk).
+    third = open(out + ".3").read()
+    assert "resumed" in third and "step      3/3" in third, third
+
+    def tree(root):
+        return {os.path.relpath(os.path.join(a, f), root): open(os.path.join(a, f), "rb").read()
+                for a, _, fs in os.walk(root) for f in fs}
+    assert tree(out + ".before") == tree(out + ".after"), "the last checkpoint changed"
+
+
+@t.test
 def bad_input_exits_2(d):
     make_data(d)
     ck = os.path.join(d, "ck")
