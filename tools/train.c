@@ -265,6 +265,11 @@ int cmd_train(int argc, char **argv)
 		return 2;
 	}
 	free(report);
+	struct zn_plan *plan = calloc(1, sizeof(*plan));
+	if (plan && zn_plan_compute(&cfg, plan) != 0) {
+		free(plan);
+		plan = NULL;
+	}
 	uint64_t max_steps = a.max_steps ? a.max_steps : cfg.scheduler.params.total_num_steps;
 	if (!max_steps) {
 		fprintf(stderr, "zinc train: how many steps? give --max-steps N or "
@@ -296,6 +301,22 @@ int cmd_train(int argc, char **argv)
 	       zn_trainer_num_params(t), cfg.batch.micro_batch, cfg.model.seq_len,
 	       cfg.batch.grad_accum,
 	       zn_trainer_steps_done(t) ? "resumed from a checkpoint" : "from scratch");
+	/* Where everything lives: the plan's tiers, one line. */
+	if (plan) {
+		printf("tiers:");
+		for (unsigned i = 0; i < plan->ntiers; i++) {
+			const struct zn_plan_tier *tr = &plan->tiers[i];
+			if (!tr->needed)
+				continue;
+			printf("%s %s %s", i ? " |" : "",
+			       tr->kind == ZN_PLAN_NVME ? "nvme" : tr->name,
+			       zn_format_size(tr->needed, sz, sizeof(sz)));
+			if (tr->kind == ZN_PLAN_NVME)
+				printf(" in %s", tr->name);
+		}
+		printf("\n");
+		free(plan);
+	}
 	fflush(stdout);
 
 	const uint64_t print_every = cfg.steps_per_print ? cfg.steps_per_print : 1;
@@ -328,13 +349,20 @@ int cmd_train(int argc, char **argv)
 			if (cfg.fp16.enabled)
 				snprintf(scale, sizeof(scale), " | scale %g%s", s.loss_scale,
 					 s.skipped ? " (overflow: skipped)" : "");
+			char nvme[96] = "";
+			if (s.nvme_read_bytes || s.nvme_write_bytes) {
+				char r[32], w[32];
+				snprintf(nvme, sizeof(nvme), " | nvme read %s, written %s",
+					 zn_format_size(s.nvme_read_bytes, r, sizeof(r)),
+					 zn_format_size(s.nvme_write_bytes, w, sizeof(w)));
+			}
 			printf("step %6" PRIu64 "/%" PRIu64 " | loss %.4f | lr %.2e | norm %.3f%s | "
-			       "%.0f tok/s | %.3f s | device %s (peak %s) | host %s%s",
+			       "%.0f tok/s | %.3f s | device %s (peak %s) | host %s%s%s",
 			       s.step, max_steps, s.loss, s.lr, s.grad_norm, scale,
 			       (double)s.tokens / s.step_s, s.step_s,
 			       zn_format_size(s.device_bytes, sz, sizeof(sz)),
 			       zn_format_size(s.device_peak, sz2, sizeof(sz2)),
-			       zn_format_size(s.host_bytes, sz3, sizeof(sz3)),
+			       zn_format_size(s.host_bytes, sz3, sizeof(sz3)), nvme,
 			       val >= 0 ? "" : "\n");
 			if (val >= 0)
 				printf(" | val loss %.4f\n", val);
