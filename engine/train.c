@@ -49,6 +49,16 @@ struct tstate {
 	float *staged;                 /* overlapped update: a resident tensor's new
 					* parameters, for the compute thread to apply */
 	bool pending;                  /* staged holds an update not applied yet */
+	struct zn_trainer *owner;
+};
+
+/* Device buffers whose gradients are still crossing on the copy stream:
+ * freed once `ev` (recorded after their copies) completes. */
+#define GRAD_FLIGHTS 3
+struct grad_flight {
+	void *p[2 * ZN_GPT2_BLOCK_TENSORS];
+	unsigned n;
+	struct zn_event *ev;
 };
 
 struct nvme_update {
@@ -149,6 +159,12 @@ struct zn_trainer {
 	char opt_msg[512];
 	struct nvme_update upd;
 	uint64_t opt_ns;               /* the last finished update's duration */
+	/* offload_param: gradients leave the device on their own stream, the
+	 * copy of layer l overlapping the backward of layer l-1. */
+	struct zn_stream *copy;
+	struct zn_event *ev_compute;
+	struct grad_flight flights[GRAD_FLIGHTS];
+	unsigned flight_head, nflights;
 	bool opt_joined;               /* an update finished during this step */
 	struct zn_optswap_stats opt_stats; /* ... and what it moved */
 };
@@ -360,14 +376,36 @@ static void drop_kept(struct zn_trainer *t)
 
 /* Layers kept for reuse are a cache: when the device is full they go
  * first, and only then is the allocation refused. */
+/* Free the buffers of finished gradient copies (all: wait for them). */
+static int flights_reap(struct zn_trainer *t, bool all)
+{
+	int rc = 0;
+	while (t->nflights) {
+		struct grad_flight *f = &t->flights[t->flight_head];
+		if (all) {
+			int r = zn_device_event_synchronize(f->ev);
+			rc = rc ? rc : r;
+		} else if (zn_device_event_query(f->ev) != 0) {
+			break;
+		}
+		for (unsigned i = 0; i < f->n; i++)
+			zn_device_free(t->dev, f->p[i]);
+		f->n = 0;
+		t->flight_head = (t->flight_head + 1) % GRAD_FLIGHTS;
+		t->nflights--;
+	}
+	return rc;
+}
+
 static int dev_alloc(struct zn_trainer *t, size_t bytes, void **p)
 {
 	int rc = zn_device_alloc(t->dev, bytes, p);
-	bool any = false;
+	bool any = t->nflights > 0;
 	for (unsigned l = 0; rc == -ENOMEM && l < t->nlayers; l++)
 		any |= t->kept[l];
-	if (any) {
+	if (rc == -ENOMEM && any) {
 		drop_kept(t);
+		flights_reap(t, true);
 		rc = zn_device_alloc(t->dev, bytes, p);
 	}
 	return rc;
@@ -440,8 +478,11 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
  * ones add. */
 static int grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	int rc = round_to_dtype(t, s->dgrad, s->d.numel);
 	size_t n = s->d.numel;
+	/* Narrowing to the training dtype itself rounds as round_to_dtype
+	 * would (to nearest even, once): that pass is skipped then. */
+	bool narrow_only = first && t->gdt != ZN_DTYPE_F32 && t->gdt == t->dtype;
+	int rc = narrow_only ? 0 : round_to_dtype(t, s->dgrad, n);
 	if (rc)
 		return rc;
 	if (first && t->gdt == ZN_DTYPE_F32) {
@@ -467,20 +508,96 @@ static int grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 
 /* The layer leaves the device; with final gradients, those go to the host
  * accumulators first. */
+/* Later micro-batches' gradients are added into the accumulator on the
+ * copy stream, after their copy into the staging buffer. */
+static int accumulate_fn(void *arg)
+{
+	struct tstate *s = arg;
+	host_accumulate(s->grad, s->owner->gdt, s->owner->gstage, s->d.numel);
+	return 0;
+}
+
+/* A layer's final gradients leave the device on the copy stream: rounded
+ * (or narrowed to a 16-bit accumulator's dtype) on the compute stream,
+ * then copied, and added on the host for later micro-batches, in tensor
+ * order, while the compute stream goes on with the next layer's backward.
+ * Their device buffers are freed once the copies are done. */
+static int grads_leave(struct zn_trainer *t, unsigned layer)
+{
+	const bool first = t->micro_i == 0;
+	int rc = flights_reap(t, false);
+	if (!rc && t->nflights == GRAD_FLIGHTS) {
+		struct grad_flight *o = &t->flights[t->flight_head];
+		rc = zn_device_event_synchronize(o->ev);
+		if (!rc)
+			rc = flights_reap(t, false);
+	}
+	struct grad_flight *f = &t->flights[(t->flight_head + t->nflights) % GRAD_FLIGHTS];
+	struct { void *src; struct tstate *s; size_t bytes; } cp[ZN_GPT2_BLOCK_TENSORS];
+	unsigned ncp = 0;
+	f->n = 0;
+	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->first[layer] + i];
+		const size_t n = s->d.numel;
+		if (s->resident)
+			continue;
+		f->p[f->n++] = s->dgrad;
+		if (first && t->gdt != ZN_DTYPE_F32) {
+			/* Narrowing to the training dtype itself rounds as
+			 * round_to_dtype would: that pass is skipped then. */
+			void *narrow = NULL;
+			if (t->gdt != t->dtype)
+				rc = round_to_dtype(t, s->dgrad, n);
+			if (!rc && !(rc = dev_alloc(t, n * 2, &narrow))) {
+				f->p[f->n++] = narrow;
+				rc = t->k->cast(t->kctx, narrow, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
+				cp[ncp++] = (typeof(cp[0])){ narrow, s, n * 2 };
+			} else if (rc == -ENOMEM) {
+				/* No room for a 16-bit copy in flight: through the
+				 * rounding scratch, synchronously. */
+				if (!(rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad,
+						      ZN_DTYPE_F32, n)) &&
+				    !(rc = zn_device_stream_synchronize(t->stream)))
+					rc = zn_device_copy_async(t->dev, s->grad, t->round_buf, n * 2,
+								  ZN_COPY_DEVICE_TO_HOST, NULL);
+				t->d2h_bytes += n * 2;
+			}
+		} else {
+			rc = round_to_dtype(t, s->dgrad, n);
+			cp[ncp++] = (typeof(cp[0])){ s->dgrad, s, n * 4 };
+		}
+		s->dgrad = NULL;
+	}
+	if (!rc && !(rc = zn_device_event_record(t->ev_compute, t->stream)))
+		rc = zn_device_stream_wait_event(t->copy, t->ev_compute);
+	for (unsigned k = 0; k < ncp && !rc; k++) {
+		struct tstate *s = cp[k].s;
+		t->d2h_bytes += cp[k].bytes;
+		if (first) {
+			rc = zn_device_copy_async(t->dev, s->grad, cp[k].src, cp[k].bytes,
+						  ZN_COPY_DEVICE_TO_HOST, t->copy);
+		} else if (!(rc = zn_device_copy_async(t->dev, t->gstage, cp[k].src, cp[k].bytes,
+						       ZN_COPY_DEVICE_TO_HOST, t->copy))) {
+			rc = zn_device_launch_host(t->copy, accumulate_fn, s);
+		}
+	}
+	if (!rc)
+		rc = zn_device_event_record(f->ev, t->copy);
+	t->nflights++;
+	if (rc) /* what was queued finishes; then everything is freed */
+		flights_reap(t, true);
+	return rc;
+}
+
+/* The layer leaves the device; with final gradients, those start their
+ * way to the host accumulators first. */
 static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 {
 	int rc = zn_device_stream_synchronize(t->stream);
-	if (!rc && written && t->has_grads[layer]) {
-		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
-			struct tstate *s = &t->t[t->first[layer] + i];
-			if (s->resident)
-				continue;
-			rc = grads_to_host(t, s, t->micro_i == 0);
-			zn_device_free(t->dev, s->dgrad);
-			s->dgrad = NULL;
-		}
+	if (!rc && written && t->has_grads[layer])
+		rc = grads_leave(t, layer);
+	if (written)
 		t->has_grads[layer] = false;
-	}
 	if (t->fetched[layer] && --t->fetched[layer] == 0) {
 		if (reused_soon(t, layer))
 			t->kept[layer] = true;
@@ -603,6 +720,13 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	}
 	pthread_mutex_destroy(&t->opt_lock);
 	pthread_cond_destroy(&t->opt_cond);
+	if (t->copy) {
+		flights_reap(t, true);
+		zn_device_stream_destroy(t->copy);
+	}
+	zn_device_event_destroy(t->ev_compute);
+	for (unsigned i = 0; i < GRAD_FLIGHTS; i++)
+		zn_device_event_destroy(t->flights[i].ev);
 	close_sources(t);
 	zn_gpt2_destroy(t->model);
 	zn_optswap_destroy(t->os);
@@ -769,6 +893,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
 		size_t bytes = s->d.numel * sizeof(float);
+		s->owner = t;
 		/* DeepSpeed's persistence: small tensors (biases, layernorms)
 		 * are not worth a round trip each layer; they stay. */
 		s->resident = !t->offload_param ||
@@ -950,6 +1075,13 @@ static int param_homes_setup(struct zn_trainer *t)
 	size_t esz = zn_dtype_size(t->hdt);
 	int rc;
 
+	t->copy = zn_device_stream_create(t->dev, "gradients");
+	t->ev_compute = t->copy ? zn_device_event_create(t->dev) : NULL;
+	if (!t->ev_compute)
+		return -ENOMEM;
+	for (unsigned i = 0; i < GRAD_FLIGHTS; i++)
+		if (!(t->flights[i].ev = zn_device_event_create(t->dev)))
+			return -ENOMEM;
 	t->fetched = calloc(t->nlayers, sizeof(*t->fetched));
 	t->has_grads = calloc(t->nlayers, sizeof(*t->has_grads));
 	t->kept = calloc(t->nlayers, sizeof(*t->kept));
@@ -1425,6 +1557,9 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			t->trace_ok = true;
 		t->tracking = t->recording = false;
 		drop_kept(t);
+		/* Every gradient on the host before anything reads them. */
+		if ((rc = flights_reap(t, true)) || (rc = zn_device_stream_synchronize(t->copy)))
+			return rc;
 	}
 	/* Gradients in the training dtype, then to the host; global norm over
 	 * every tensor (of the scaled gradients). */
