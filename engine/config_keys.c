@@ -332,7 +332,9 @@ static const struct zn_cfg_key zero_keys[] = {
 	Z("allgather_bucket_size", NULL, ZN_CFG_SIZE, allgather_bucket_size, "5e8", 1, BIG, NULL,
 	  0, "elements all-gathered at a time"),
 	Z("overlap_comm", NULL, ZN_CFG_BOOL, overlap_comm, "false", 0, 1, NULL, 0,
-	  "overlap gradient reduction with the backward pass"),
+	  "overlap the gradients' reduction (one rank: their way to the host) with the "
+	  "backward pass, on a stream of their own; up to 3 layers' gradients wait on the "
+	  "device for their copy"),
 	Z("load_from_fp32_weights", NULL, ZN_CFG_BOOL, load_from_fp32_weights, "true", 0, 1, NULL,
 	  UNSUP, "restore master weights from the checkpoint's fp32 copy"),
 	Z("elastic_checkpoint", NULL, ZN_CFG_BOOL, elastic_checkpoint, "false", 0, 1, NULL, UNSUP,

@@ -594,8 +594,18 @@ static int grads_leave(struct zn_trainer *t, unsigned layer)
 static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 {
 	int rc = zn_device_stream_synchronize(t->stream);
-	if (!rc && written && t->has_grads[layer])
+	if (!rc && written && t->has_grads[layer] && t->copy) {
 		rc = grads_leave(t, layer);
+	} else if (!rc && written && t->has_grads[layer]) {
+		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
+			struct tstate *s = &t->t[t->first[layer] + i];
+			if (s->resident)
+				continue;
+			rc = grads_to_host(t, s, t->micro_i == 0);
+			zn_device_free(t->dev, s->dgrad);
+			s->dgrad = NULL;
+		}
+	}
 	if (written)
 		t->has_grads[layer] = false;
 	if (t->fetched[layer] && --t->fetched[layer] == 0) {
@@ -1075,13 +1085,18 @@ static int param_homes_setup(struct zn_trainer *t)
 	size_t esz = zn_dtype_size(t->hdt);
 	int rc;
 
-	t->copy = zn_device_stream_create(t->dev, "gradients");
-	t->ev_compute = t->copy ? zn_device_event_create(t->dev) : NULL;
-	if (!t->ev_compute)
-		return -ENOMEM;
-	for (unsigned i = 0; i < GRAD_FLIGHTS; i++)
-		if (!(t->flights[i].ev = zn_device_event_create(t->dev)))
+	/* overlap_comm (DeepSpeed: overlap the gradient reduction with the
+	 * backward; on one rank the reduction is the way to the host): a
+	 * stream of their own, up to GRAD_FLIGHTS layers in flight. */
+	if (t->cfg.zero_optimization.overlap_comm) {
+		t->copy = zn_device_stream_create(t->dev, "gradients");
+		t->ev_compute = t->copy ? zn_device_event_create(t->dev) : NULL;
+		if (!t->ev_compute)
 			return -ENOMEM;
+		for (unsigned i = 0; i < GRAD_FLIGHTS; i++)
+			if (!(t->flights[i].ev = zn_device_event_create(t->dev)))
+				return -ENOMEM;
+	}
 	t->fetched = calloc(t->nlayers, sizeof(*t->fetched));
 	t->has_grads = calloc(t->nlayers, sizeof(*t->has_grads));
 	t->kept = calloc(t->nlayers, sizeof(*t->kept));
@@ -1558,7 +1573,8 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		t->tracking = t->recording = false;
 		drop_kept(t);
 		/* Every gradient on the host before anything reads them. */
-		if ((rc = flights_reap(t, true)) || (rc = zn_device_stream_synchronize(t->copy)))
+		if (t->copy &&
+		    ((rc = flights_reap(t, true)) || (rc = zn_device_stream_synchronize(t->copy))))
 			return rc;
 	}
 	/* Gradients in the training dtype, then to the host; global norm over
