@@ -50,7 +50,8 @@ static const struct zn_cfg_key optimizer_keys[] = {
 	{ "pipeline_write", NULL, ZN_CFG_BOOL, O(pipeline_write), "false", 0, 1, NULL, 0,
 	  "write the previous sub-group back while the current one is updated" },
 	{ "fast_init", NULL, ZN_CFG_BOOL, O(fast_init), "false", 0, 1, NULL, 0,
-	  "initialise optimizer states on NVMe without staging them in host memory" },
+	  "initialise optimizer states on NVMe without staging them in host memory (zinc "
+	  "always does: sub-group by sub-group)" },
 	{ "ratio", NULL, ZN_CFG_DOUBLE, O(ratio), "1.0", 0, 1, NULL, 0,
 	  "share of the optimizer step run on the CPU (only 1.0 is supported)" },
 	{ "super_offload", NULL, ZN_CFG_BOOL, O(super_offload), "false", 0, 1, NULL, 0,
