@@ -265,11 +265,24 @@ int cmd_train(int argc, char **argv)
 		return 2;
 	}
 	free(report);
+	/* Where everything will live: the plan's tiers, one line. */
+	char tiers[1024] = "";
 	struct zn_plan *plan = calloc(1, sizeof(*plan));
-	if (plan && zn_plan_compute(&cfg, plan) != 0) {
-		free(plan);
-		plan = NULL;
+	if (plan && zn_plan_compute(&cfg, plan) == 0) {
+		size_t len = 0;
+		for (unsigned i = 0; i < plan->ntiers && len < sizeof(tiers); i++) {
+			const struct zn_plan_tier *tr = &plan->tiers[i];
+			if (!tr->needed)
+				continue;
+			len += (size_t)snprintf(tiers + len, sizeof(tiers) - len, "%s %s %s%s%s",
+						len ? " |" : "tiers:",
+						tr->kind == ZN_PLAN_NVME ? "nvme" : tr->name,
+						zn_format_size(tr->needed, sz, sizeof(sz)),
+						tr->kind == ZN_PLAN_NVME ? " in " : "",
+						tr->kind == ZN_PLAN_NVME ? tr->name : "");
+		}
 	}
+	free(plan);
 	uint64_t max_steps = a.max_steps ? a.max_steps : cfg.scheduler.params.total_num_steps;
 	if (!max_steps) {
 		fprintf(stderr, "zinc train: how many steps? give --max-steps N or "
@@ -301,22 +314,8 @@ int cmd_train(int argc, char **argv)
 	       zn_trainer_num_params(t), cfg.batch.micro_batch, cfg.model.seq_len,
 	       cfg.batch.grad_accum,
 	       zn_trainer_steps_done(t) ? "resumed from a checkpoint" : "from scratch");
-	/* Where everything lives: the plan's tiers, one line. */
-	if (plan) {
-		printf("tiers:");
-		for (unsigned i = 0; i < plan->ntiers; i++) {
-			const struct zn_plan_tier *tr = &plan->tiers[i];
-			if (!tr->needed)
-				continue;
-			printf("%s %s %s", i ? " |" : "",
-			       tr->kind == ZN_PLAN_NVME ? "nvme" : tr->name,
-			       zn_format_size(tr->needed, sz, sizeof(sz)));
-			if (tr->kind == ZN_PLAN_NVME)
-				printf(" in %s", tr->name);
-		}
-		printf("\n");
-		free(plan);
-	}
+	if (tiers[0])
+		printf("%s\n", tiers);
 	fflush(stdout);
 
 	const uint64_t print_every = cfg.steps_per_print ? cfg.steps_per_print : 1;
