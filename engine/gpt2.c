@@ -172,6 +172,7 @@ struct layer_acts {
 
 struct zn_gpt2 {
 	struct zn_gpt2_config cfg;
+	uint64_t prof_ns[3];           /* recompute, keep, restore (profile) */
 	int B, T;
 	const struct zn_kernels *k;
 	struct zn_kctx *ctx;
@@ -404,13 +405,44 @@ static struct layer_acts *acts_of(struct zn_gpt2 *m, int l)
 	return &m->sa;
 }
 
+/* activation_checkpointing.profile: the device finishes what came before,
+ * so that the clock times only the part that follows. */
+static uint64_t prof_start(struct zn_gpt2 *m)
+{
+	if (!m->cfg.profile)
+		return 0;
+	if (m->mem.sync)
+		m->mem.sync(m->mem.user);
+	return zn_now_ns();
+}
+
+static void prof_end(struct zn_gpt2 *m, int which, uint64_t t0)
+{
+	if (!m->cfg.profile)
+		return;
+	if (m->mem.sync)
+		m->mem.sync(m->mem.user);
+	m->prof_ns[which] += zn_now_ns() - t0;
+}
+
+void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_gpt2_profile *out)
+{
+	out->recompute_s = (double)m->prof_ns[0] / 1e9;
+	out->keep_s = (double)m->prof_ns[1] / 1e9;
+	out->restore_s = (double)m->prof_ns[2] / 1e9;
+	memset(m->prof_ns, 0, sizeof(m->prof_ns));
+}
+
 /* offload_activations: block l's input leaves the device after its forward. */
 static int keep_input(struct zn_gpt2 *m, int l)
 {
 	if (!m->cfg.offload_activations)
 		return 0;
-	return m->mem.to_host(m->mem.user, m->la[l].res, m->rin[l % 2],
-			      (size_t)m->B * m->T * m->cfg.n_embd * m->esz);
+	uint64_t t0 = prof_start(m);
+	int rc = m->mem.to_host(m->mem.user, m->la[l].res, m->rin[l % 2],
+				(size_t)m->B * m->T * m->cfg.n_embd * m->esz);
+	prof_end(m, 1, t0);
+	return rc;
 }
 
 static int block_forward(struct zn_gpt2 *m, struct layer_acts *a, void *const *p, void *out)
@@ -532,13 +564,18 @@ static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, void *const *
  * the kept input (writing the same bits to its output buffer). */
 static int block_backward_at(struct zn_gpt2 *m, int l, void *const *p, void *const *g)
 {
-	if (m->cfg.offload_activations) /* the kept input comes back */
+	if (m->cfg.offload_activations) { /* the kept input comes back */
+		uint64_t t0 = prof_start(m);
 		TRY(m->mem.to_device(m->mem.user, m->rin[l % 2], m->la[l].res,
 				     (size_t)m->B * m->T * m->cfg.n_embd * m->esz));
+		prof_end(m, 2, t0);
+	}
 	struct layer_acts *a = acts_of(m, l);
 	if (m->cfg.recompute) {
 		void *out = l + 1 < m->cfg.n_layer ? input_buf(m, l + 1) : m->res_final;
+		uint64_t t0 = prof_start(m);
 		TRY(block_forward(m, a, p, out));
+		prof_end(m, 0, t0);
 	}
 	return block_backward(m, a, p, g);
 }

@@ -675,6 +675,11 @@ static int dto_host(void *user, void *dst, const void *src, size_t bytes)
 	return zn_device_copy_async(user, dst, src, bytes, ZN_COPY_DEVICE_TO_HOST, NULL);
 }
 
+static int dsync(void *user)
+{
+	return zn_device_synchronize(user);
+}
+
 static int dto_device(void *user, void *dst, const void *src, size_t bytes)
 {
 	return zn_device_copy_async(user, dst, src, bytes, ZN_COPY_HOST_TO_DEVICE, NULL);
@@ -840,6 +845,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		.max_seq_len = (int)cfg->model.seq_len,
 		.recompute = cfg->activation_checkpointing.enabled,
 		.offload_activations = cfg->activation_checkpointing.cpu_checkpointing,
+		.profile = cfg->activation_checkpointing.profile,
 	};
 	if (zn_gpt2_config_check(&t->mcfg))
 		goto fail;
@@ -987,7 +993,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	}
 
 	struct zn_model_mem mem = { t->dev, dalloc, dfree, dzero, halloc, hfree, dto_host,
-				    dto_device };
+				    dto_device, dsync };
 	t->model = zn_gpt2_create(&t->mcfg, t->B, t->T, t->k, t->kctx, &mem);
 	if (!t->model)
 		goto fail;
@@ -1727,6 +1733,10 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			.nvme_write_bytes = tr.nvme_write - tr0.nvme_write,
 			.h2d_bytes = tr.h2d - tr0.h2d, .d2h_bytes = tr.d2h - tr0.d2h,
 		};
+		struct zn_gpt2_profile gp;
+		zn_gpt2_profile_take(t->model, &gp);
+		out->recompute_s = gp.recompute_s;
+		out->act_offload_s = gp.keep_s + gp.restore_s;
 		struct zn_optswap_stats os = { 0 };
 		if (t->overlap && t->opt_joined)
 			os = t->opt_stats; /* the previous step's update, finished in this one */

@@ -79,7 +79,7 @@ static void check(const struct shape *s, bool recompute, bool offload)
 				      .recompute = recompute, .offload_activations = offload };
 	struct counts c = { 0 };
 	struct zn_model_mem mem = { &c, c_alloc, c_free, c_zero, c_host_alloc, c_free, c_copy,
-				    c_copy };
+				    c_copy, NULL };
 	const struct zn_kernels *k = zn_kernels_get("cpu");
 	assert_non_null(k);
 	struct zn_gpt2 *m = zn_gpt2_create(&cfg, s->B, s->T, k, NULL, &mem);

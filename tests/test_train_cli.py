@@ -423,10 +423,17 @@ def activation_checkpointing_is_bit_identical(d):
                  extra="activation_checkpointing: {cpu_checkpointing: true}")
     p = train(bad, "--max-steps", "1")
     assert p.returncode == 2 and "needs activation_checkpointing.enabled" in p.stderr, p.stderr
-    bad = config(d, "bad2.yaml", os.path.join(d, "ck-e"),
-                 extra="activation_checkpointing: {enabled: true, profile: true}")
-    p = train(bad, "--max-steps", "1")
-    assert p.returncode == 2 and "not supported yet" in p.stderr, p.stderr
+    # profile: the checkpointing's time, per step, without changing a bit.
+    prof = config(d, "prof.yaml", os.path.join(d, "ck-e"),
+                  extra="activation_checkpointing: {enabled: true, cpu_checkpointing: true, "
+                        "profile: true}")
+    p = train(prof, "--max-steps", "15", "--json-log", os.path.join(d, "prof.jsonl"))
+    assert p.returncode == 0, p.stderr
+    e = log(os.path.join(d, "prof.jsonl"))
+    assert key == [(s["loss"], s["grad_norm"]) for s in e]
+    assert all(s["recompute_s"] > 0 and s["act_offload_s"] > 0 for s in e), e[:2]
+    assert all(s["recompute_s"] == 0 for s in c), c[:2]
+    assert "recompute" in p.stdout and "kept inputs" in p.stdout, p.stdout
 
 
 @t.test

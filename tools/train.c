@@ -108,6 +108,10 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val)
 	json_uint(&j, s->nvme_read_bytes);
 	json_key(&j, "nvme_write_bytes");
 	json_uint(&j, s->nvme_write_bytes);
+	json_key(&j, "recompute_s");
+	json_double(&j, s->recompute_s);
+	json_key(&j, "act_offload_s");
+	json_double(&j, s->act_offload_s);
 	json_key(&j, "h2d_bytes");
 	json_uint(&j, s->h2d_bytes);
 	json_key(&j, "d2h_bytes");
@@ -348,6 +352,10 @@ int cmd_train(int argc, char **argv)
 			if (cfg.fp16.enabled)
 				snprintf(scale, sizeof(scale), " | scale %g%s", s.loss_scale,
 					 s.skipped ? " (overflow: skipped)" : "");
+			char prof[96] = "";
+			if (cfg.activation_checkpointing.profile)
+				snprintf(prof, sizeof(prof), " | recompute %.3f s, kept inputs %.3f s",
+					 s.recompute_s, s.act_offload_s);
 			char nvme[96] = "";
 			if (s.nvme_read_bytes || s.nvme_write_bytes) {
 				char r[32], w[32];
@@ -356,12 +364,12 @@ int cmd_train(int argc, char **argv)
 					 zn_format_size(s.nvme_write_bytes, w, sizeof(w)));
 			}
 			printf("step %6" PRIu64 "/%" PRIu64 " | loss %.4f | lr %.2e | norm %.3f%s | "
-			       "%.0f tok/s | %.3f s | device %s (peak %s) | host %s%s%s",
+			       "%.0f tok/s | %.3f s | device %s (peak %s) | host %s%s%s%s",
 			       s.step, max_steps, s.loss, s.lr, s.grad_norm, scale,
 			       (double)s.tokens / s.step_s, s.step_s,
 			       zn_format_size(s.device_bytes, sz, sizeof(sz)),
 			       zn_format_size(s.device_peak, sz2, sizeof(sz2)),
-			       zn_format_size(s.host_bytes, sz3, sizeof(sz3)), nvme,
+			       zn_format_size(s.host_bytes, sz3, sizeof(sz3)), nvme, prof,
 			       val >= 0 ? "" : "\n");
 			if (val >= 0)
 				printf(" | val loss %.4f\n", val);

@@ -52,6 +52,9 @@ struct zn_gpt2_config {
 	 * Infinity's activation offload, DeepSpeed's cpu_checkpointing) and come
 	 * back just before their block's backward; the device holds two. */
 	bool offload_activations;
+	/* Time the checkpointing (zn_gpt2_profile_take); synchronizes the device
+	 * around each timed part when mem->sync is given. */
+	bool profile;
 };
 
 /* Check a config (and fill padded_vocab when 0); 0 or -EINVAL naming the
@@ -111,7 +114,20 @@ struct zn_model_mem {
 	void (*host_free)(void *user, void *p);
 	int (*to_host)(void *user, void *dst, const void *src, size_t bytes);
 	int (*to_device)(void *user, void *dst, const void *src, size_t bytes);
+	/* Optional: wait until the device has done everything enqueued, so
+	 * that the profile's host clocks time the work, not its launch. */
+	int (*sync)(void *user);
 };
+
+/* activation_checkpointing.profile: where the checkpointing's time went,
+ * summed since the last zn_gpt2_profile_take (seconds). */
+struct zn_gpt2_profile {
+	double recompute_s;    /* the blocks' forwards run again in backward */
+	double keep_s;         /* kept block inputs to host memory (cpu_checkpointing) */
+	double restore_s;      /* ... and back before their block's backward */
+};
+struct zn_gpt2;
+ZN_API void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_gpt2_profile *out);
 
 struct zn_gpt2;
 

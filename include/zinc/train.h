@@ -54,6 +54,9 @@ struct zn_step_info {
 	double stall_s;       /* waits for NVMe: parameter fetches, optimizer reads/writes */
 	uint64_t nvme_read_bytes, nvme_write_bytes;
 	uint64_t h2d_bytes, d2h_bytes; /* host -> device, device -> host */
+	/* activation_checkpointing.profile (0 without it): the blocks' forwards
+	 * run again, and the kept inputs' trips to host memory and back. */
+	double recompute_s, act_offload_s;
 };
 
 /* Build everything a config asks for: device, kernels, model, parameters
