@@ -1,0 +1,791 @@
+/* Communication: the backend-independent half (include/zinc/comm.h) and
+ * the "self" backend.
+ *
+ * Every operation runs on the comm's worker thread, in FIFO order.  The
+ * collectives are built here from one backend primitive, an exchange of
+ * byte ranges with every peer (comm_internal.h), and the reductions are
+ * done here, in rank order, so that the result does not depend on the
+ * transport:
+ *
+ *   reduce_scatter  rank r receives chunk r from every rank into a scratch
+ *                   array (size, chunk), then adds the rows 0, 1, ... in
+ *                   that order;
+ *   all_reduce      a reduce_scatter over `size` nearly equal chunks (the
+ *                   first n % size chunks one element longer), then an
+ *                   all_gather of the reduced chunks: each element is added
+ *                   in rank order by exactly one rank, and every rank sends
+ *                   and receives about 2 n elements, as in a ring;
+ *   all_gather      every rank sends its chunk to every peer;
+ *   broadcast       the root sends to every peer;
+ *   barrier         an all_gather of one byte.
+ */
+#include "zn_config.h"
+
+#include "comm_internal.h"
+#include "half.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct zn_comm_ops *const backends[] = {
+	&zn_comm_self_ops,
+#if ZN_HAVE_MPI
+	&zn_comm_mpi_ops,
+#endif
+};
+
+enum op_kind { OP_ALL_REDUCE, OP_REDUCE_SCATTER, OP_ALL_GATHER, OP_BROADCAST, OP_BARRIER };
+
+static const char *const op_names[] = {
+	[OP_ALL_REDUCE] = "all_reduce",
+	[OP_REDUCE_SCATTER] = "reduce_scatter",
+	[OP_ALL_GATHER] = "all_gather",
+	[OP_BROADCAST] = "broadcast",
+	[OP_BARRIER] = "barrier",
+};
+_Static_assert(ZN_ARRAY_SIZE(op_names) == OP_BARRIER + 1, "one name per op");
+
+static const size_t dtype_sizes[] = {
+	[ZN_COMM_F32] = 4, [ZN_COMM_BF16] = 2, [ZN_COMM_F16] = 2, [ZN_COMM_I32] = 4, [ZN_COMM_U8] = 1,
+};
+_Static_assert(ZN_ARRAY_SIZE(dtype_sizes) == ZN_COMM_DTYPE_COUNT, "one size per dtype");
+
+struct zn_comm_op {
+	struct zn_comm *c;
+	struct zn_comm_op *next;        /* the FIFO */
+	struct zn_comm_op *prev_live, *next_live; /* every op not yet waited for */
+	enum op_kind kind;
+	void *buf;        /* all_reduce, broadcast */
+	const void *send; /* reduce_scatter, all_gather */
+	void *recv;
+	size_t n;         /* elements (all_reduce) or per rank; bytes (broadcast) */
+	enum zn_comm_dtype dtype;
+	enum zn_comm_redop redop;
+	int root;
+	double timeout;   /* seconds */
+	bool done;
+	int rc;
+	char err[512];
+};
+
+struct zn_comm_worker {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t work; /* the FIFO is not empty, or stop */
+	pthread_cond_t done; /* an op completed, or the backend opened */
+	struct zn_comm_op *head, *tail;
+	struct zn_comm_op *live;
+	bool stop;
+	bool opened; /* open has returned; open_rc is its result */
+	int open_rc;
+	char open_err[512];
+	double timeout;
+	/* The worker thread's own. */
+	unsigned seq;          /* collectives run so far: the message tag */
+	int broken;            /* 0, or the error that left the comm unusable */
+	char broken_msg[512];
+};
+
+size_t zn_comm_dtype_size(enum zn_comm_dtype dtype)
+{
+	return (unsigned)dtype < ZN_COMM_DTYPE_COUNT ? dtype_sizes[dtype] : 0;
+}
+
+/* ---- the self backend --------------------------------------------------- */
+
+static int self_open(struct zn_comm *c)
+{
+	c->rank = 0;
+	c->size = 1;
+	c->local_rank = 0;
+	return 0;
+}
+
+static void self_close(struct zn_comm *c)
+{
+	(void)c;
+}
+
+/* Never called: one rank has no peers. */
+static int self_exchange(struct zn_comm *c, const struct zn_comm_xfer *x, int tag,
+			 uint64_t deadline_ns, const char *what)
+{
+	(void)c, (void)x, (void)tag, (void)deadline_ns;
+	return zn_error(-EINVAL, "comm self: %s has no peer to exchange with", what);
+}
+
+const struct zn_comm_ops zn_comm_self_ops = {
+	.name = "self",
+	.open = self_open,
+	.close = self_close,
+	.exchange = self_exchange,
+};
+
+/* ---- reductions, in rank order -------------------------------------------
+ * rows: `size` rows of m elements each, row p from rank p; out: m elements.
+ * out[i] = ((row0[i] op row1[i]) op row2[i]) ...  fp16/bf16 accumulate in
+ * fp32 and round once; integers wrap (unsigned arithmetic, no UB). */
+
+static float fmax_nan(float acc, float x)
+{
+	if (isnan(acc) || isnan(x))
+		return isnan(acc) ? acc : x;
+	return x > acc ? x : acc;
+}
+
+static float load_half(enum zn_comm_dtype dt, const void *p, size_t i)
+{
+	const uint16_t h = ((const uint16_t *)p)[i];
+	return dt == ZN_COMM_BF16 ? zn_bf16_to_f32(h) : zn_f16_to_f32(h);
+}
+
+static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+			const unsigned char *rows, int size, size_t m)
+{
+	const size_t row = m * dtype_sizes[dt];
+
+	for (size_t i = 0; i < m; i++) {
+		switch (dt) {
+		case ZN_COMM_F32: {
+			float acc = ((const float *)rows)[i];
+			for (int p = 1; p < size; p++) {
+				float x = ((const float *)(rows + p * row))[i];
+				acc = op == ZN_COMM_SUM ? acc + x : fmax_nan(acc, x);
+			}
+			((float *)out)[i] = acc;
+			break;
+		}
+		case ZN_COMM_BF16:
+		case ZN_COMM_F16: {
+			float acc = load_half(dt, rows, i);
+			for (int p = 1; p < size; p++) {
+				float x = load_half(dt, rows + p * row, i);
+				acc = op == ZN_COMM_SUM ? acc + x : fmax_nan(acc, x);
+			}
+			((uint16_t *)out)[i] = dt == ZN_COMM_BF16 ? zn_f32_to_bf16(acc)
+								  : zn_f32_to_f16(acc);
+			break;
+		}
+		case ZN_COMM_I32: {
+			int32_t acc = ((const int32_t *)rows)[i];
+			for (int p = 1; p < size; p++) {
+				int32_t x = ((const int32_t *)(rows + p * row))[i];
+				acc = op == ZN_COMM_SUM ? (int32_t)((uint32_t)acc + (uint32_t)x)
+							: (x > acc ? x : acc);
+			}
+			((int32_t *)out)[i] = acc;
+			break;
+		}
+		case ZN_COMM_U8: {
+			uint8_t acc = rows[i];
+			for (int p = 1; p < size; p++) {
+				uint8_t x = rows[p * row + i];
+				acc = op == ZN_COMM_SUM ? (uint8_t)(acc + x) : (x > acc ? x : acc);
+			}
+			((uint8_t *)out)[i] = acc;
+			break;
+		}
+		default:
+			break;
+		}
+	}
+}
+
+/* ---- collectives, on the worker thread ----------------------------------- */
+
+/* Elements [off[r], off[r] + cnt[r]) of an array are rank r's chunk. */
+struct chunks {
+	size_t *off, *cnt;
+};
+
+static int chunks_alloc(struct chunks *ch, int size)
+{
+	ch->off = calloc((size_t)size, sizeof(size_t));
+	ch->cnt = calloc((size_t)size, sizeof(size_t));
+	if (!ch->off || !ch->cnt) {
+		free(ch->off);
+		free(ch->cnt);
+		return zn_error(-ENOMEM, "comm: out of host memory for %d ranks' chunk table", size);
+	}
+	return 0;
+}
+
+static void chunks_free(struct chunks *ch)
+{
+	free(ch->off);
+	free(ch->cnt);
+}
+
+static struct zn_comm_xfer *xfers_alloc(struct zn_comm *c)
+{
+	struct zn_comm_xfer *x = calloc((size_t)c->size, sizeof(*x));
+	if (!x)
+		zn_set_error("comm: out of host memory for %d ranks' transfer table", c->size);
+	return x;
+}
+
+/* Rank r's chunk of `send` (chunks ch) reduced over ranks into recv. */
+static int do_reduce_scatter(struct zn_comm *c, const void *send, const struct chunks *ch,
+			     void *recv, enum zn_comm_dtype dt, enum zn_comm_redop op, int tag,
+			     uint64_t deadline, const char *what)
+{
+	const size_t es = dtype_sizes[dt];
+	const size_t m = ch->cnt[c->rank];
+	const unsigned char *s = send;
+
+	if (c->size == 1) {
+		if (recv != s + ch->off[0] * es)
+			memmove(recv, s + ch->off[0] * es, m * es);
+		return 0;
+	}
+	unsigned char *rows = malloc((size_t)c->size * m * es + 1);
+	struct zn_comm_xfer *x = xfers_alloc(c);
+	if (!rows || !x) {
+		free(rows);
+		free(x);
+		return zn_error(-ENOMEM, "comm %s: out of host memory for %d x %zu bytes of scratch",
+				what, c->size, m * es);
+	}
+	for (int p = 0; p < c->size; p++) {
+		x[p] = (struct zn_comm_xfer){
+			.send = s + ch->off[p] * es,
+			.send_bytes = ch->cnt[p] * es,
+			.recv = rows + (size_t)p * m * es,
+			.recv_bytes = m * es,
+		};
+	}
+	memcpy(rows + (size_t)c->rank * m * es, s + ch->off[c->rank] * es, m * es);
+	int rc = c->ops->exchange(c, x, tag, deadline, what);
+	if (rc == 0)
+		reduce_rows(dt, op, recv, rows, c->size, m);
+	free(rows);
+	free(x);
+	return rc;
+}
+
+/* Every rank's chunk of buf to every rank; rank r's own chunk is in place. */
+static int do_all_gather(struct zn_comm *c, void *buf, const struct chunks *ch, size_t es, int tag,
+			 uint64_t deadline, const char *what)
+{
+	unsigned char *b = buf;
+
+	if (c->size == 1)
+		return 0;
+	struct zn_comm_xfer *x = xfers_alloc(c);
+	if (!x)
+		return -ENOMEM;
+	for (int p = 0; p < c->size; p++) {
+		x[p] = (struct zn_comm_xfer){
+			.send = b + ch->off[c->rank] * es,
+			.send_bytes = ch->cnt[c->rank] * es,
+			.recv = b + ch->off[p] * es,
+			.recv_bytes = ch->cnt[p] * es,
+		};
+	}
+	int rc = c->ops->exchange(c, x, tag, deadline, what);
+	free(x);
+	return rc;
+}
+
+static int run_op(struct zn_comm *c, struct zn_comm_op *op)
+{
+	struct zn_comm_worker *w = c->w;
+	const char *what = op_names[op->kind];
+	const int tag = (int)(w->seq++ & 0x7fff); /* MPI promises tags up to 32767 */
+	const uint64_t deadline = zn_now_ns() + (uint64_t)(op->timeout * 1e9);
+	const size_t es = op->kind == OP_BROADCAST || op->kind == OP_BARRIER ? 1
+										 : dtype_sizes[op->dtype];
+	struct chunks ch;
+	int rc;
+
+	if (w->broken)
+		return zn_error(-EPIPE, "comm %s: the comm is unusable after an earlier failure (%s): "
+				"destroy it", what, w->broken_msg);
+	rc = chunks_alloc(&ch, c->size);
+	if (rc)
+		return rc;
+
+	switch (op->kind) {
+	case OP_ALL_REDUCE: {
+		const size_t base = op->n / (size_t)c->size, rem = op->n % (size_t)c->size;
+		size_t off = 0;
+		for (int p = 0; p < c->size; p++) {
+			ch.off[p] = off;
+			ch.cnt[p] = base + ((size_t)p < rem);
+			off += ch.cnt[p];
+		}
+		unsigned char *mine = (unsigned char *)op->buf + ch.off[c->rank] * es;
+		rc = do_reduce_scatter(c, op->buf, &ch, mine, op->dtype, op->redop, tag, deadline,
+				       what);
+		if (rc == 0)
+			rc = do_all_gather(c, op->buf, &ch, es, tag, deadline, what);
+		break;
+	}
+	case OP_REDUCE_SCATTER:
+		for (int p = 0; p < c->size; p++) {
+			ch.off[p] = (size_t)p * op->n;
+			ch.cnt[p] = op->n;
+		}
+		rc = do_reduce_scatter(c, op->send, &ch, op->recv, op->dtype, ZN_COMM_SUM, tag,
+				       deadline, what);
+		break;
+	case OP_ALL_GATHER: {
+		for (int p = 0; p < c->size; p++) {
+			ch.off[p] = (size_t)p * op->n;
+			ch.cnt[p] = op->n;
+		}
+		unsigned char *slot = (unsigned char *)op->recv + (size_t)c->rank * op->n * es;
+		if (slot != op->send)
+			memmove(slot, op->send, op->n * es);
+		rc = do_all_gather(c, op->recv, &ch, es, tag, deadline, what);
+		break;
+	}
+	case OP_BROADCAST: {
+		if (c->size == 1)
+			break;
+		struct zn_comm_xfer *x = xfers_alloc(c);
+		if (!x) {
+			rc = -ENOMEM;
+			break;
+		}
+		for (int p = 0; p < c->size; p++) {
+			if (c->rank == op->root)
+				x[p] = (struct zn_comm_xfer){ .send = op->buf, .send_bytes = op->n };
+			else if (p == op->root)
+				x[p] = (struct zn_comm_xfer){ .recv = op->buf, .recv_bytes = op->n };
+		}
+		rc = c->ops->exchange(c, x, tag, deadline, what);
+		free(x);
+		break;
+	}
+	case OP_BARRIER: {
+		unsigned char *bytes = calloc((size_t)c->size, 1);
+		if (!bytes) {
+			rc = zn_error(-ENOMEM, "comm barrier: out of host memory");
+			break;
+		}
+		for (int p = 0; p < c->size; p++) {
+			ch.off[p] = (size_t)p;
+			ch.cnt[p] = 1;
+		}
+		rc = do_all_gather(c, bytes, &ch, 1, tag, deadline, what);
+		free(bytes);
+		break;
+	}
+	}
+	chunks_free(&ch);
+	/* A collective that failed part-way leaves messages in flight that the
+	 * next one would take for its own. */
+	if (rc && c->size > 1) {
+		w->broken = rc;
+		snprintf(w->broken_msg, sizeof(w->broken_msg), "%s", zn_last_error());
+	}
+	return rc;
+}
+
+/* ---- the worker thread and its FIFO --------------------------------------- */
+
+static void *worker_main(void *arg)
+{
+	struct zn_comm *c = arg;
+	struct zn_comm_worker *w = c->w;
+
+	int rc = c->ops->open(c);
+	if (rc) {
+		char msg[sizeof(w->open_err)];
+		snprintf(msg, sizeof(msg), "%s", zn_last_error());
+		c->ops->close(c); /* undo what open did before it failed */
+		pthread_mutex_lock(&w->mu);
+		snprintf(w->open_err, sizeof(w->open_err), "%s", msg);
+	} else {
+		pthread_mutex_lock(&w->mu);
+	}
+	w->opened = true;
+	w->open_rc = rc;
+	pthread_cond_broadcast(&w->done);
+	pthread_mutex_unlock(&w->mu);
+	if (rc)
+		return NULL;
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (!w->head && !w->stop)
+			pthread_cond_wait(&w->work, &w->mu);
+		struct zn_comm_op *op = w->head;
+		if (!op)
+			break; /* stop, and the FIFO is drained */
+		w->head = op->next;
+		if (!w->head)
+			w->tail = NULL;
+		pthread_mutex_unlock(&w->mu);
+
+		int r = run_op(c, op);
+
+		pthread_mutex_lock(&w->mu);
+		op->rc = r;
+		if (r)
+			snprintf(op->err, sizeof(op->err), "%s", zn_last_error());
+		op->done = true;
+		pthread_cond_broadcast(&w->done);
+	}
+	pthread_mutex_unlock(&w->mu);
+	c->ops->close(c);
+	return NULL;
+}
+
+static void free_worker(struct zn_comm_worker *w)
+{
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->work);
+	pthread_cond_destroy(&w->done);
+	free(w);
+}
+
+/* A launcher variable as a non-negative int; false when unset. */
+static bool env_int(const char *name, long *out)
+{
+	const char *s = getenv(name);
+	char *end;
+
+	if (!s || !*s)
+		return false;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || *end || v < 0 || v > INT32_MAX)
+		return false;
+	*out = v;
+	return true;
+}
+
+static const char *auto_backend(void)
+{
+	return getenv("OMPI_COMM_WORLD_SIZE") && ZN_HAVE_MPI ? "mpi" : "self";
+}
+
+struct zn_comm *zn_comm_create(const char *backend)
+{
+	const char *name = backend ? backend : auto_backend();
+	const struct zn_comm_ops *ops = NULL;
+	long ws;
+
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(backends); i++)
+		if (strcmp(backends[i]->name, name) == 0)
+			ops = backends[i];
+	if (!ops) {
+		if (strcmp(name, "mpi") == 0)
+			zn_set_error("comm backend \"mpi\": this zinc was built without MPI: install "
+				     "Open MPI (libopenmpi-dev) and rebuild with -Dmpi=enabled");
+		else
+			zn_set_error("comm backend \"%s\" is unknown: use \"self\"%s or none for "
+				     "automatic", name, ZN_HAVE_MPI ? ", \"mpi\"" : "");
+		return NULL;
+	}
+	if (ops == &zn_comm_self_ops) {
+		if (env_int("OMPI_COMM_WORLD_SIZE", &ws) && ws > 1) {
+			zn_set_error("comm: mpirun started %ld ranks (OMPI_COMM_WORLD_SIZE) but the comm "
+				     "backend is \"self\", so each would train alone: %s", ws,
+				     ZN_HAVE_MPI ? "use the \"mpi\" backend"
+						 : "rebuild zinc with MPI (-Dmpi=enabled)");
+			return NULL;
+		}
+		if (env_int("WORLD_SIZE", &ws) && ws > 1) {
+			zn_set_error("comm: the launcher asked for %ld ranks (WORLD_SIZE) but the comm "
+				     "backend is \"self\", which has one: launch with mpirun and the "
+				     "\"mpi\" backend, or unset WORLD_SIZE", ws);
+			return NULL;
+		}
+	}
+
+	struct zn_comm *c = calloc(1, sizeof(*c));
+	struct zn_comm_worker *w = calloc(1, sizeof(*w));
+	if (!c || !w) {
+		free(c);
+		free(w);
+		zn_set_error("comm: out of host memory");
+		return NULL;
+	}
+	c->ops = ops;
+	c->w = w;
+	w->timeout = ZN_COMM_TIMEOUT_DEFAULT;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->work, NULL);
+	pthread_cond_init(&w->done, NULL);
+	int err = pthread_create(&w->thread, NULL, worker_main, c);
+	if (err) {
+		free_worker(w);
+		free(c);
+		zn_set_error("comm %s: cannot start the worker thread: %s", name, strerror(err));
+		return NULL;
+	}
+	pthread_mutex_lock(&w->mu);
+	while (!w->opened)
+		pthread_cond_wait(&w->done, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+	if (w->open_rc) {
+		pthread_join(w->thread, NULL);
+		zn_set_error_str(w->open_err);
+		free_worker(w);
+		free(c);
+		return NULL;
+	}
+	if (ops != &zn_comm_self_ops) {
+		/* The backend's values are authoritative; say when the launcher's differ. */
+		long v;
+		if (env_int("RANK", &v) && v != c->rank)
+			zn_warn("comm %s: RANK=%ld but this process is rank %d", name, v, c->rank);
+		if (env_int("WORLD_SIZE", &v) && v != c->size)
+			zn_warn("comm %s: WORLD_SIZE=%ld but there are %d ranks", name, v, c->size);
+		if (env_int("LOCAL_RANK", &v) && v != c->local_rank)
+			zn_warn("comm %s: LOCAL_RANK=%ld but this process is local rank %d", name, v,
+				c->local_rank);
+	} else if (env_int("LOCAL_RANK", &ws)) {
+		c->local_rank = (int)ws; /* one rank, but which GPU it uses is the launcher's */
+	}
+	return c;
+}
+
+void zn_comm_destroy(struct zn_comm *c)
+{
+	if (!c)
+		return;
+	struct zn_comm_worker *w = c->w;
+	pthread_mutex_lock(&w->mu);
+	w->stop = true;
+	pthread_cond_signal(&w->work);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->thread, NULL);
+	while (w->live) {
+		struct zn_comm_op *op = w->live;
+		w->live = op->next_live;
+		free(op);
+	}
+	free_worker(w);
+	free(c);
+}
+
+const char *zn_comm_backend(const struct zn_comm *c)
+{
+	return c->ops->name;
+}
+
+int zn_comm_rank(const struct zn_comm *c)
+{
+	return c->rank;
+}
+
+int zn_comm_size(const struct zn_comm *c)
+{
+	return c->size;
+}
+
+int zn_comm_local_rank(const struct zn_comm *c)
+{
+	return c->local_rank;
+}
+
+int zn_comm_set_timeout(struct zn_comm *c, double seconds)
+{
+	if (!(seconds > 0) || !isfinite(seconds) || seconds > 1e9)
+		return zn_error(-EINVAL, "comm timeout %g s is not a positive number of seconds "
+				"(at most 1e9)", seconds);
+	pthread_mutex_lock(&c->w->mu);
+	c->w->timeout = seconds;
+	pthread_mutex_unlock(&c->w->mu);
+	return 0;
+}
+
+static int enqueue(struct zn_comm *c, const struct zn_comm_op *tmpl, struct zn_comm_op **out)
+{
+	struct zn_comm_worker *w = c->w;
+
+	*out = NULL;
+	struct zn_comm_op *op = malloc(sizeof(*op));
+	if (!op)
+		return zn_error(-ENOMEM, "comm %s: out of host memory", op_names[tmpl->kind]);
+	*op = *tmpl;
+	op->c = c;
+	op->next = NULL;
+	op->done = false;
+	op->rc = 0;
+	op->err[0] = '\0';
+	pthread_mutex_lock(&w->mu);
+	op->timeout = w->timeout;
+	op->prev_live = NULL;
+	op->next_live = w->live;
+	if (w->live)
+		w->live->prev_live = op;
+	w->live = op;
+	if (w->tail)
+		w->tail->next = op;
+	else
+		w->head = op;
+	w->tail = op;
+	pthread_cond_signal(&w->work);
+	pthread_mutex_unlock(&w->mu);
+	*out = op;
+	return 0;
+}
+
+int zn_comm_wait(struct zn_comm_op *op)
+{
+	if (!op)
+		return zn_error(-EINVAL, "comm wait: op is NULL");
+	struct zn_comm_worker *w = op->c->w;
+	pthread_mutex_lock(&w->mu);
+	while (!op->done)
+		pthread_cond_wait(&w->done, &w->mu);
+	if (op->prev_live)
+		op->prev_live->next_live = op->next_live;
+	else
+		w->live = op->next_live;
+	if (op->next_live)
+		op->next_live->prev_live = op->prev_live;
+	pthread_mutex_unlock(&w->mu);
+	int rc = op->rc;
+	if (rc)
+		zn_set_error_str(op->err);
+	free(op);
+	return rc;
+}
+
+/* ---- argument checks, shared by the blocking and the _async calls -------- */
+
+static int check_dtype(const char *what, enum zn_comm_dtype dt)
+{
+	if ((unsigned)dt >= ZN_COMM_DTYPE_COUNT)
+		return zn_error(-EINVAL, "comm %s: dtype %d is unknown", what, (int)dt);
+	return 0;
+}
+
+static int check_buf(const char *what, const char *name, const void *p, size_t n)
+{
+	if (!p && n)
+		return zn_error(-EINVAL, "comm %s: %s is NULL for %zu elements", what, name, n);
+	return 0;
+}
+
+int zn_comm_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dtype,
+			     enum zn_comm_redop redop, struct zn_comm_op **op)
+{
+	int rc = check_dtype("all_reduce", dtype);
+	if (!rc)
+		rc = check_buf("all_reduce", "buf", buf, n);
+	if (!rc && (unsigned)redop >= ZN_COMM_REDOP_COUNT)
+		rc = zn_error(-EINVAL, "comm all_reduce: reduction %d is unknown: use ZN_COMM_SUM "
+			      "or ZN_COMM_MAX", (int)redop);
+	if (rc) {
+		*op = NULL;
+		return rc;
+	}
+	return enqueue(c, &(struct zn_comm_op){ .kind = OP_ALL_REDUCE, .buf = buf, .n = n,
+						 .dtype = dtype, .redop = redop }, op);
+}
+
+int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv,
+				 size_t n_per_rank, enum zn_comm_dtype dtype, struct zn_comm_op **op)
+{
+	int rc = check_dtype("reduce_scatter", dtype);
+	if (!rc)
+		rc = check_buf("reduce_scatter", "send", send, n_per_rank);
+	if (!rc)
+		rc = check_buf("reduce_scatter", "recv", recv, n_per_rank);
+	if (!rc && n_per_rank && c->size > 1) {
+		const size_t es = dtype_sizes[dtype];
+		const char *s = send, *r = recv;
+		if (r < s + (size_t)c->size * n_per_rank * es && s < r + n_per_rank * es)
+			rc = zn_error(-EINVAL, "comm reduce_scatter: send and recv overlap: use "
+				      "separate buffers");
+	}
+	if (rc) {
+		*op = NULL;
+		return rc;
+	}
+	return enqueue(c, &(struct zn_comm_op){ .kind = OP_REDUCE_SCATTER, .send = send,
+						 .recv = recv, .n = n_per_rank, .dtype = dtype }, op);
+}
+
+int zn_comm_all_gather_async(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
+			     enum zn_comm_dtype dtype, struct zn_comm_op **op)
+{
+	int rc = check_dtype("all_gather", dtype);
+	if (!rc)
+		rc = check_buf("all_gather", "send", send, n_per_rank);
+	if (!rc)
+		rc = check_buf("all_gather", "recv", recv, n_per_rank);
+	if (!rc && n_per_rank) {
+		const size_t es = dtype_sizes[dtype];
+		const char *s = send, *r = recv, *slot = r + (size_t)c->rank * n_per_rank * es;
+		if (s != slot && s < r + (size_t)c->size * n_per_rank * es && r < s + n_per_rank * es)
+			rc = zn_error(-EINVAL, "comm all_gather: send overlaps recv without being this "
+				      "rank's slot of it (rank %d): use separate buffers or send "
+				      "from the slot", c->rank);
+	}
+	if (rc) {
+		*op = NULL;
+		return rc;
+	}
+	return enqueue(c, &(struct zn_comm_op){ .kind = OP_ALL_GATHER, .send = send, .recv = recv,
+						 .n = n_per_rank, .dtype = dtype }, op);
+}
+
+int zn_comm_broadcast_async(struct zn_comm *c, void *buf, size_t bytes, int root,
+			    struct zn_comm_op **op)
+{
+	int rc = check_buf("broadcast", "buf", buf, bytes);
+	if (!rc && (root < 0 || root >= c->size))
+		rc = zn_error(-EINVAL, "comm broadcast: root %d is not a rank (0 ... %d)", root,
+			      c->size - 1);
+	if (rc) {
+		*op = NULL;
+		return rc;
+	}
+	return enqueue(c, &(struct zn_comm_op){ .kind = OP_BROADCAST, .buf = buf, .n = bytes,
+						 .root = root }, op);
+}
+
+int zn_comm_barrier_async(struct zn_comm *c, struct zn_comm_op **op)
+{
+	return enqueue(c, &(struct zn_comm_op){ .kind = OP_BARRIER }, op);
+}
+
+/* The blocking calls: enqueue behind whatever is in flight, then wait. */
+static int blocking(int rc, struct zn_comm_op **op)
+{
+	return rc ? rc : zn_comm_wait(*op);
+}
+
+int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dtype,
+		       enum zn_comm_redop redop)
+{
+	struct zn_comm_op *op;
+	return blocking(zn_comm_all_reduce_async(c, buf, n, dtype, redop, &op), &op);
+}
+
+int zn_comm_reduce_scatter(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
+			   enum zn_comm_dtype dtype)
+{
+	struct zn_comm_op *op;
+	return blocking(zn_comm_reduce_scatter_async(c, send, recv, n_per_rank, dtype, &op), &op);
+}
+
+int zn_comm_all_gather(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
+		       enum zn_comm_dtype dtype)
+{
+	struct zn_comm_op *op;
+	return blocking(zn_comm_all_gather_async(c, send, recv, n_per_rank, dtype, &op), &op);
+}
+
+int zn_comm_broadcast(struct zn_comm *c, void *buf, size_t bytes, int root)
+{
+	struct zn_comm_op *op;
+	return blocking(zn_comm_broadcast_async(c, buf, bytes, root, &op), &op);
+}
+
+int zn_comm_barrier(struct zn_comm *c)
+{
+	struct zn_comm_op *op;
+	return blocking(zn_comm_barrier_async(c, &op), &op);
+}

@@ -1,0 +1,159 @@
+/* zinc — communication between ranks: collectives on host buffers.
+ *
+ * One API, two backends (an ops table chosen once, at zn_comm_create):
+ *
+ *   "self"  one rank.  Every collective is a copy (or nothing); useful so
+ *           that the engine has one code path for one and many ranks.
+ *   "mpi"   CPU ranks over MPI (Open MPI), launched with mpirun.  Present
+ *           when zinc was built with MPI (meson option mpi).
+ *
+ * Rank order and reproducibility.  Every reduction sums in rank order,
+ * element by element: out = ((x_0 + x_1) + x_2) + ... + x_{size-1}, where
+ * x_r is rank r's value, whatever the backend, the transport or the
+ * timing.  MPI_Allreduce does not promise this (its algorithm, and so the
+ * order of the additions, depends on the message size, the number of ranks
+ * and the library's tuning), and floating-point addition is not
+ * associative: ZeRO stages must give the same bits from one run to the next
+ * and, where the order allows, the same bits as one rank.  The mpi backend
+ * therefore moves bytes with point-to-point messages only and adds locally.
+ * fp16 and bf16 values are summed in fp32 and rounded (nearest even) once
+ * at the end; int32 and uint8 sums wrap around (modulo 2^32, 2^8).
+ *
+ * Threads.  Every comm has one worker thread, and every operation (the
+ * blocking ones too) runs on it, in the order it was enqueued (FIFO).  The
+ * blocking calls enqueue and wait; the _async calls return at once with an
+ * op handle to pass to zn_comm_wait, so the caller can compute while the
+ * bytes move.  All ranks must issue the same collectives in the same order.
+ * The mpi backend initialises MPI on that worker thread with
+ * MPI_THREAD_FUNNELED and makes every MPI call there (MPI_Finalize too):
+ * the application may be multi-threaded, zinc needs no MPI_THREAD_MULTIPLE,
+ * which Open MPI builds do not always provide or make fast.
+ *
+ * Buffers: host memory.  The caller must not touch a buffer that an
+ * enqueued operation uses until zn_comm_wait has returned for it.
+ *
+ * Timeouts.  A collective that has not completed `timeout` seconds after
+ * it started on the worker thread (default ZN_COMM_TIMEOUT_DEFAULT) fails
+ * with -ETIMEDOUT and a message naming the operation and the ranks whose
+ * data never arrived, instead of hanging.  The comm is then unusable (the
+ * ranks disagree about which messages belong to which collective): every
+ * later collective fails with -EPIPE; destroy it.  A send can complete
+ * before its receiver posts a receive (MPI buffers small messages), so the
+ * rank that is waiting for data is the one that reports the timeout.
+ *
+ * Errors: every fallible call returns 0 or a negative errno and sets
+ * zn_last_error() on the calling thread (for an _async op, the thread that
+ * calls zn_comm_wait); zn_comm_create returns NULL.
+ */
+#ifndef ZINC_COMM_H
+#define ZINC_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zinc/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct zn_comm;
+struct zn_comm_op;
+
+/* Seconds a collective may take before it fails with -ETIMEDOUT. */
+#define ZN_COMM_TIMEOUT_DEFAULT 300.0
+
+enum zn_comm_dtype {
+	ZN_COMM_F32 = 0,
+	ZN_COMM_BF16 = 1,
+	ZN_COMM_F16 = 2,
+	ZN_COMM_I32 = 3,
+	ZN_COMM_U8 = 4,
+	ZN_COMM_DTYPE_COUNT
+};
+
+enum zn_comm_redop {
+	ZN_COMM_SUM = 0,
+	ZN_COMM_MAX = 1, /* NaN wins: a NaN on any rank gives NaN (inf/nan checks) */
+	ZN_COMM_REDOP_COUNT
+};
+
+/* Bytes of one element of `dtype`; 0 for an unknown value. */
+ZN_API size_t zn_comm_dtype_size(enum zn_comm_dtype dtype);
+
+/* Open a comm.  backend: "self", "mpi", or NULL for automatic: "mpi" when
+ * the process was launched by mpirun (OMPI_COMM_WORLD_SIZE is set) and
+ * zinc was built with MPI, else "self".
+ *
+ * Launcher variables: RANK, WORLD_SIZE and LOCAL_RANK (torchrun, the
+ * DeepSpeed launcher) and OMPI_COMM_WORLD_SIZE (mpirun).  With "self", a
+ * launcher that asked for more than one rank is an error (each process would
+ * train alone).  With "mpi" the MPI values are authoritative; launcher
+ * variables that disagree with them are logged as a warning.
+ *
+ * Returns NULL and sets the last error for an unknown backend (-EINVAL), a
+ * zinc built without MPI, an MPI that cannot start, or no memory. */
+ZN_API struct zn_comm *zn_comm_create(const char *backend);
+
+/* Wait for every enqueued operation, shut the backend down (the mpi backend
+ * finalizes MPI, which then cannot be initialised again in this process) and
+ * free the comm.  NULL is a no-op.  Ops not yet waited for are freed. */
+ZN_API void zn_comm_destroy(struct zn_comm *c);
+
+/* "self" or "mpi". */
+ZN_API const char *zn_comm_backend(const struct zn_comm *c);
+/* This process's rank, 0 <= rank < size. */
+ZN_API int zn_comm_rank(const struct zn_comm *c);
+/* The number of ranks. */
+ZN_API int zn_comm_size(const struct zn_comm *c);
+/* This process's rank among the ranks on its node (selects its GPU). */
+ZN_API int zn_comm_local_rank(const struct zn_comm *c);
+
+/* Set the timeout of collectives enqueued from now on, in seconds (> 0,
+ * finite).  Returns 0 or -EINVAL. */
+ZN_API int zn_comm_set_timeout(struct zn_comm *c, double seconds);
+
+/* buf: n elements of dtype on every rank; on return every rank holds the
+ * elementwise reduction over ranks, in rank order (see above). */
+ZN_API int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dtype,
+			      enum zn_comm_redop op);
+/* send: size * n_per_rank elements; recv: n_per_rank elements.  Rank r
+ * receives the sum, in rank order, of every rank's chunk r
+ * (send[r * n_per_rank ...]).  send and recv must not overlap. */
+ZN_API int zn_comm_reduce_scatter(struct zn_comm *c, const void *send, void *recv,
+				  size_t n_per_rank, enum zn_comm_dtype dtype);
+/* send: n_per_rank elements; recv: size * n_per_rank elements, rank r's
+ * send at recv[r * n_per_rank ...].  send may be that slot of recv itself
+ * (in place); otherwise they must not overlap. */
+ZN_API int zn_comm_all_gather(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
+			      enum zn_comm_dtype dtype);
+/* Copy `bytes` bytes from rank root's buf into every rank's buf. */
+ZN_API int zn_comm_broadcast(struct zn_comm *c, void *buf, size_t bytes, int root);
+/* Return once every rank has entered the barrier. */
+ZN_API int zn_comm_barrier(struct zn_comm *c);
+
+/* The same operations, enqueued: on success *op is a handle that must be
+ * passed to zn_comm_wait exactly once.  Argument errors are returned at
+ * once (and *op is NULL); failures while running are returned by
+ * zn_comm_wait. */
+ZN_API int zn_comm_all_reduce_async(struct zn_comm *c, void *buf, size_t n,
+				    enum zn_comm_dtype dtype, enum zn_comm_redop redop,
+				    struct zn_comm_op **op);
+ZN_API int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv,
+					size_t n_per_rank, enum zn_comm_dtype dtype,
+					struct zn_comm_op **op);
+ZN_API int zn_comm_all_gather_async(struct zn_comm *c, const void *send, void *recv,
+				    size_t n_per_rank, enum zn_comm_dtype dtype,
+				    struct zn_comm_op **op);
+ZN_API int zn_comm_broadcast_async(struct zn_comm *c, void *buf, size_t bytes, int root,
+				   struct zn_comm_op **op);
+ZN_API int zn_comm_barrier_async(struct zn_comm *c, struct zn_comm_op **op);
+
+/* Wait for an enqueued operation, free the handle and return its result
+ * (0 or -errno, with its message as the calling thread's last error). */
+ZN_API int zn_comm_wait(struct zn_comm_op *op);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
