@@ -272,7 +272,7 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 		zn_optswap_set_trace(t->os, trace);
 }
 
-/* ---- the parameter source: everything resident on the device ------------ */
+/* ---- the parameter source: fetch and release, resident or offloaded ------ */
 
 static int round_to_dtype(struct zn_trainer *t, void *x, size_t n);
 
