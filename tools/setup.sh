@@ -13,6 +13,8 @@ BUILD=${1:-build}
 # (python3 for meson and the CLI tests, fio as the I/O reference).
 PKGS="gcc libc6-dev meson ninja-build pkg-config python3
 liburing-dev libhwloc-dev libyaml-dev libopenblas-dev libxxhash-dev libcmocka-dev fio"
+# /usr/bin/time: peak memory in tools/out_of_core_bench.py.
+PKGS="$PKGS time"
 # Open MPI: the mpi comm backend and its tests (suite mpi, run by mpirun).
 PKGS="$PKGS openmpi-bin libopenmpi-dev"
 # PyTorch, the oracle the CPU optimizers are checked against (suite oracle).
