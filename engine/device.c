@@ -181,6 +181,31 @@ static void table_remove(struct zn_device *dev, struct zn_ptr_slot *sl)
 
 /* ---- memory --------------------------------------------------------------- */
 
+/* Record a live block (the table slot was reserved) and the peak. */
+static void table_insert_locked(struct zn_device *dev, void *p, size_t bytes)
+{
+	if (dev->in_use > dev->peak)
+		dev->peak = dev->in_use;
+	size_t j = slot_of(dev, (uintptr_t)p);
+	while (dev->slots[j].key)
+		j = (j + 1) & (dev->slot_cap - 1);
+	dev->slots[j].key = (uintptr_t)p;
+	dev->slots[j].bytes = bytes;
+}
+
+/* Give cached blocks back until `room` more bytes fit under the limit
+ * (SIZE_MAX: all of them).  Drops the lock around each free. */
+static void cache_release_locked(struct zn_device *dev, size_t room)
+{
+	while (dev->ncache && (room == SIZE_MAX || dev->in_use + dev->cached + room > dev->limit)) {
+		struct zn_cached_block cb = dev->cache[--dev->ncache];
+		dev->cached -= cb.bytes;
+		pthread_mutex_unlock(&dev->lock);
+		dev->ops->mem_free(dev, cb.p, cb.bytes);
+		pthread_mutex_lock(&dev->lock);
+	}
+}
+
 int zn_device_alloc(struct zn_device *dev, size_t bytes, void **out)
 {
 	char a[32], b[32], c[32];
@@ -207,25 +232,13 @@ int zn_device_alloc(struct zn_device *dev, size_t bytes, void **out)
 		dev->cached -= rounded;
 		dev->in_use += rounded;
 		dev->slot_used++;
-		if (dev->in_use > dev->peak)
-			dev->peak = dev->in_use;
-		size_t j = slot_of(dev, (uintptr_t)p);
-		while (dev->slots[j].key)
-			j = (j + 1) & (dev->slot_cap - 1);
-		dev->slots[j].key = (uintptr_t)p;
-		dev->slots[j].bytes = rounded;
+		table_insert_locked(dev, p, rounded);
 		pthread_mutex_unlock(&dev->lock);
 		*out = p;
 		return 0;
 	}
 	/* Room: cached blocks go back first. */
-	while (dev->ncache && dev->in_use + dev->cached + rounded > dev->limit) {
-		struct zn_cached_block cb = dev->cache[--dev->ncache];
-		dev->cached -= cb.bytes;
-		pthread_mutex_unlock(&dev->lock);
-		dev->ops->mem_free(dev, cb.p, cb.bytes);
-		pthread_mutex_lock(&dev->lock);
-	}
+	cache_release_locked(dev, rounded);
 
 	/* Reserve first, allocate outside the lock, give back on failure: a
 	 * slow cudaMalloc must not hold every other allocation up. */
@@ -259,13 +272,7 @@ int zn_device_alloc(struct zn_device *dev, size_t bytes, void **out)
 		pthread_mutex_unlock(&dev->lock);
 		return rc;
 	}
-	if (dev->in_use > dev->peak)
-		dev->peak = dev->in_use;
-	size_t j = slot_of(dev, (uintptr_t)p);
-	while (dev->slots[j].key)
-		j = (j + 1) & (dev->slot_cap - 1);
-	dev->slots[j].key = (uintptr_t)p;
-	dev->slots[j].bytes = rounded;
+	table_insert_locked(dev, p, rounded);
 	pthread_mutex_unlock(&dev->lock);
 	*out = p;
 	return 0;
@@ -316,13 +323,7 @@ int zn_device_free(struct zn_device *dev, void *p)
 void zn_device_trim(struct zn_device *dev)
 {
 	pthread_mutex_lock(&dev->lock);
-	while (dev->ncache) {
-		struct zn_cached_block cb = dev->cache[--dev->ncache];
-		dev->cached -= cb.bytes;
-		pthread_mutex_unlock(&dev->lock);
-		dev->ops->mem_free(dev, cb.p, cb.bytes);
-		pthread_mutex_lock(&dev->lock);
-	}
+	cache_release_locked(dev, SIZE_MAX);
 	pthread_mutex_unlock(&dev->lock);
 }
 

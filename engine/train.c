@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "half.h"
 #include "zinc/adam.h"
 #include "zinc/checkpoint.h"
 #include "zinc/data.h"
@@ -191,40 +192,8 @@ static void traffic_now(struct zn_trainer *t, struct traffic *tr)
 	tr->stall_ns = t->stall_ns;
 }
 
-/* ---- host dtype conversions (round to nearest even, as the kernels) ------ */
-
-static uint16_t f32_to_bf16(float f)
-{
-	uint32_t u;
-	memcpy(&u, &f, 4);
-	if ((u & 0x7fffffffu) > 0x7f800000u)
-		return 0x7fc0;
-	u += 0x7fffu + ((u >> 16) & 1u);
-	return (uint16_t)(u >> 16);
-}
-
-static float bf16_to_f32(uint16_t h)
-{
-	uint32_t u = (uint32_t)h << 16;
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
-static uint16_t f32_to_f16(float f)
-{
-	_Float16 h = (_Float16)f;
-	uint16_t u;
-	memcpy(&u, &h, 2);
-	return u;
-}
-
-static float f16_to_f32(uint16_t u)
-{
-	_Float16 h;
-	memcpy(&h, &u, 2);
-	return (float)h;
-}
+/* ---- host dtype conversions (cpu_adam/half.h: round to nearest even,
+ * the specification the kernels' conversions are tested against) --------- */
 
 /* n fp32 values to dst in dtype dt (a copy for fp32). */
 static void host_from_f32(void *dst, enum zn_dtype dt, const float *src, size_t n)
@@ -234,10 +203,10 @@ static void host_from_f32(void *dst, enum zn_dtype dt, const float *src, size_t 
 		memcpy(dst, src, n * 4);
 	else if (dt == ZN_DTYPE_BF16)
 		for (size_t i = 0; i < n; i++)
-			o[i] = f32_to_bf16(src[i]);
+			o[i] = zn_f32_to_bf16(src[i]);
 	else
 		for (size_t i = 0; i < n; i++)
-			o[i] = f32_to_f16(src[i]);
+			o[i] = zn_f32_to_f16(src[i]);
 }
 
 /* acc (dtype dt) += add, rounding the sum to dt. */
@@ -250,11 +219,11 @@ static void host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_
 	} else if (dt == ZN_DTYPE_BF16) {
 		uint16_t *a = acc;
 		for (size_t i = 0; i < n; i++)
-			a[i] = f32_to_bf16(bf16_to_f32(a[i]) + add[i]);
+			a[i] = zn_f32_to_bf16(zn_bf16_to_f32(a[i]) + add[i]);
 	} else {
 		uint16_t *a = acc;
 		for (size_t i = 0; i < n; i++)
-			a[i] = f32_to_f16(f16_to_f32(a[i]) + add[i]);
+			a[i] = zn_f32_to_f16(zn_f16_to_f32(a[i]) + add[i]);
 	}
 }
 
@@ -476,33 +445,52 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
  * its host accumulator: the first micro-batch of a step copies (16-bit
  * accumulators: narrowed on the device, so half the bytes cross), later
  * ones add. */
+/* Enqueue on the compute stream what a tensor's device gradients need
+ * before they cross: rounding to the training dtype, or, for a first
+ * micro-batch into a 16-bit accumulator, narrowing into `narrow` (n 16-bit
+ * values).  *src and *bytes say what to copy. */
+static int grads_prepare(struct zn_trainer *t, struct tstate *s, bool first, void *narrow,
+			 const void **src, size_t *bytes)
+{
+	const size_t n = s->d.numel;
+	int rc = 0;
+	if (first && t->gdt != ZN_DTYPE_F32) {
+		/* Narrowing to the training dtype itself rounds as
+		 * round_to_dtype would (to nearest even, once): that pass is
+		 * skipped then. */
+		if (t->gdt != t->dtype)
+			rc = round_to_dtype(t, s->dgrad, n);
+		if (!rc)
+			rc = t->k->cast(t->kctx, narrow, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
+		*src = narrow;
+		*bytes = n * 2;
+	} else {
+		rc = round_to_dtype(t, s->dgrad, n);
+		*src = s->dgrad;
+		*bytes = n * 4;
+	}
+	return rc;
+}
+
+/* The same, then across synchronously: the first micro-batch's gradients
+ * start the accumulator, later ones are added to it. */
 static int grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	size_t n = s->d.numel;
-	/* Narrowing to the training dtype itself rounds as round_to_dtype
-	 * would (to nearest even, once): that pass is skipped then. */
-	bool narrow_only = first && t->gdt != ZN_DTYPE_F32 && t->gdt == t->dtype;
-	int rc = narrow_only ? 0 : round_to_dtype(t, s->dgrad, n);
+	const void *src;
+	size_t bytes;
+	int rc = grads_prepare(t, s, first, t->round_buf, &src, &bytes);
+	if (!rc)
+		rc = zn_device_stream_synchronize(t->stream);
 	if (rc)
 		return rc;
-	if (first && t->gdt == ZN_DTYPE_F32) {
-		t->d2h_bytes += n * 4;
-		return zn_device_copy_async(t->dev, s->grad, s->dgrad, n * 4,
-					    ZN_COPY_DEVICE_TO_HOST, NULL);
-	}
-	if (first) {
-		if ((rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad, ZN_DTYPE_F32, n)) ||
-		    (rc = zn_device_stream_synchronize(t->stream)))
-			return rc;
-		t->d2h_bytes += n * 2;
-		return zn_device_copy_async(t->dev, s->grad, t->round_buf, n * 2,
-					    ZN_COPY_DEVICE_TO_HOST, NULL);
-	}
-	t->d2h_bytes += n * 4;
-	if ((rc = zn_device_copy_async(t->dev, t->gstage, s->dgrad, n * 4,
-				       ZN_COPY_DEVICE_TO_HOST, NULL)))
+	t->d2h_bytes += bytes;
+	if (first)
+		return zn_device_copy_async(t->dev, s->grad, src, bytes, ZN_COPY_DEVICE_TO_HOST,
+					    NULL);
+	if ((rc = zn_device_copy_async(t->dev, t->gstage, src, bytes, ZN_COPY_DEVICE_TO_HOST,
+				       NULL)))
 		return rc;
-	host_accumulate(s->grad, t->gdt, t->gstage, n);
+	host_accumulate(s->grad, t->gdt, t->gstage, s->d.numel);
 	return 0;
 }
 
@@ -542,29 +530,24 @@ static int grads_leave(struct zn_trainer *t, unsigned layer)
 		if (s->resident)
 			continue;
 		f->p[f->n++] = s->dgrad;
+		void *narrow = NULL;
 		if (first && t->gdt != ZN_DTYPE_F32) {
-			/* Narrowing to the training dtype itself rounds as
-			 * round_to_dtype would: that pass is skipped then. */
-			void *narrow = NULL;
-			if (t->gdt != t->dtype)
-				rc = round_to_dtype(t, s->dgrad, n);
-			if (!rc && !(rc = dev_alloc(t, n * 2, &narrow))) {
+			rc = dev_alloc(t, n * 2, &narrow);
+			if (!rc) {
 				f->p[f->n++] = narrow;
-				rc = t->k->cast(t->kctx, narrow, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
-				cp[ncp++] = (typeof(cp[0])){ narrow, s, n * 2 };
 			} else if (rc == -ENOMEM) {
-				/* No room for a 16-bit copy in flight: through the
-				 * rounding scratch, synchronously. */
-				if (!(rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad,
-						      ZN_DTYPE_F32, n)) &&
-				    !(rc = zn_device_stream_synchronize(t->stream)))
-					rc = zn_device_copy_async(t->dev, s->grad, t->round_buf, n * 2,
-								  ZN_COPY_DEVICE_TO_HOST, NULL);
-				t->d2h_bytes += n * 2;
+				/* No room for a 16-bit copy in flight: this one
+				 * crosses synchronously, through the scratch. */
+				rc = grads_to_host(t, s, first);
+				s->dgrad = NULL;
+				continue;
 			}
-		} else {
-			rc = round_to_dtype(t, s->dgrad, n);
-			cp[ncp++] = (typeof(cp[0])){ s->dgrad, s, n * 4 };
+		}
+		if (!rc) {
+			const void *src;
+			size_t bytes;
+			rc = grads_prepare(t, s, first, narrow, &src, &bytes);
+			cp[ncp++] = (typeof(cp[0])){ (void *)src, s, bytes };
 		}
 		s->dgrad = NULL;
 	}
@@ -1244,41 +1227,29 @@ static void groups_close(struct groups *g)
 		free(g->st[k]);
 }
 
-/* Tensor s's states (3 arrays of its numel) into the groups. */
-static int groups_put(struct groups *g, const struct tstate *s, float *const *a)
+/* Tensor s's states (3 arrays of its numel) into the groups (`put`: a
+ * group is written once full) or out of them (a group is read when first
+ * needed). */
+static int groups_move(struct groups *g, const struct tstate *s, float *const *a, bool put)
 {
 	const uint64_t end = s->flat + s->d.numel;
 	for (uint64_t p = s->flat; p < end;) {
 		uint64_t gi = p / g->sub, gfirst = gi * g->sub;
 		uint64_t gend = ZN_MIN(gfirst + g->sub, g->t->total), take = ZN_MIN(end, gend) - p;
-		for (int k = 0; k < 3; k++)
-			memcpy(g->st[k] + (p - gfirst), a[k] + (p - s->flat), take * 4);
-		p += take;
-		if (p == gend) {
-			int rc = zn_optswap_write_group(g->t->os, gi, (const float *const *)g->st);
-			if (rc)
-				return rc;
-		}
-	}
-	return 0;
-}
-
-/* Tensor s's states out of the groups. */
-static int groups_get(struct groups *g, const struct tstate *s, float *const *a)
-{
-	const uint64_t end = s->flat + s->d.numel;
-	for (uint64_t p = s->flat; p < end;) {
-		uint64_t gi = p / g->sub, gfirst = gi * g->sub;
-		uint64_t gend = ZN_MIN(gfirst + g->sub, g->t->total), take = ZN_MIN(end, gend) - p;
-		if (g->cur != gi) {
-			int rc = zn_optswap_read_group(g->t->os, gi, g->st);
-			if (rc)
+		int rc;
+		if (!put && g->cur != gi) {
+			if ((rc = zn_optswap_read_group(g->t->os, gi, g->st)))
 				return rc;
 			g->cur = gi;
 		}
-		for (int k = 0; k < 3; k++)
-			memcpy(a[k] + (p - s->flat), g->st[k] + (p - gfirst), take * 4);
+		for (int k = 0; k < 3; k++) {
+			float *grp = g->st[k] + (p - gfirst), *ten = a[k] + (p - s->flat);
+			memcpy(put ? grp : ten, put ? ten : grp, take * 4);
+		}
 		p += take;
+		if (put && p == gend &&
+		    (rc = zn_optswap_write_group(g->t->os, gi, (const float *const *)g->st)))
+			return rc;
 	}
 	return 0;
 }
@@ -1320,7 +1291,7 @@ static int materialize(struct zn_trainer *t)
 		    !(rc = to_device(t, s->dm, a[1], bytes)))
 			rc = to_device(t, s->dv, a[2], bytes);
 		if (!rc && t->nvme_opt)
-			rc = groups_put(&g, s, a);
+			rc = groups_move(&g, s, a, true);
 	}
 	if (!rc && t->psw)
 		rc = zn_swapper_flush(t->psw);
@@ -1916,7 +1887,7 @@ int zn_trainer_save(struct zn_trainer *t)
 		float *a[3] = { s->master, s->m, s->v };
 		if (t->nvme_opt) {
 			memcpy(a, scratch, sizeof(a));
-			if ((rc = groups_get(&g, s, a)))
+			if ((rc = groups_move(&g, s, a, false)))
 				break;
 		}
 		const float *mdata = a[0];

@@ -7,12 +7,17 @@
     sys.exit(t.main())
 
 A test fails by raising (assert); every failure is reported as `not ok` with
-its message, and the run goes on.
+its message, and the run goes on.  A test that cannot run here raises
+Skip(reason): TAP's `ok N - name # SKIP reason`, counted as skipped.
 """
 import os
 import shutil
 import sys
 import tempfile
+
+
+class Skip(Exception):
+    """Raised by a test whose prerequisite is missing on this machine."""
 
 
 class TapRunner:
@@ -35,6 +40,8 @@ class TapRunner:
             try:
                 fn(d) if self.scratch else fn()
                 print(f"ok {i} - {fn.__name__}")
+            except Skip as e:
+                print(f"ok {i} - {fn.__name__} # SKIP {e}")
             except Exception as e:  # report every failure as TAP, keep going
                 failed += 1
                 print(f"not ok {i} - {fn.__name__}")

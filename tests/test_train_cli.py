@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tap import TapRunner  # noqa: E402
+from tap import Skip, TapRunner  # noqa: E402
 
 ZINC = os.environ.get("ZINC_BIN", "zinc")
 t = TapRunner(scratch=True)
@@ -35,6 +35,13 @@ BF16 = "bf16: {enabled: true}"
 # ZeRO-Offload: the optimizer on the host (the default, none, keeps it on
 # the device and uses the kernels' adam op).
 OFFLOAD = "zero_optimization: {stage: 1, offload_optimizer: {device: cpu}}"
+
+
+# Stage 3 with everything on NVMe at the path given twice (the second %s:
+# more offload_param keys).
+NVME_FAULTS = ("zero_optimization: {stage: 3, stage3_param_persistence_threshold: 0, "
+               "sub_group_size: 9000, offload_param: {device: nvme, max_in_cpu: 0, "
+               "nvme_path: \"%s\"%s}, offload_optimizer: {device: nvme, nvme_path: \"%s\"}}")
 
 
 def make_data(d):
@@ -486,15 +493,11 @@ def offload_faults_are_clear(d):
     """NVMe offload's usual troubles, each a clear message before training
     (exit 2) or a working fallback: a missing or non-directory nvme_path,
     a disk without room (zinc plan's report), a buffer_size below the
-    largest tensor (naming the size that works), a filesystem without
-    O_DIRECT (buffered, with a warning); and a checkpoint write that fails
-    mid-run leaves the previous checkpoint intact."""
+    largest tensor (naming the size that works)."""
     make_data(d)
     swap = os.path.join(d, "swap")
     os.mkdir(swap)
-    nvme = ("zero_optimization: {stage: 3, stage3_param_persistence_threshold: 0, "
-            "sub_group_size: 9000, offload_param: {device: nvme, max_in_cpu: 0, "
-            "nvme_path: \"%s\"%s}, offload_optimizer: {device: nvme, nvme_path: \"%s\"}}")
+    nvme = NVME_FAULTS
 
     def run(name, path, extra_param="", more="", *args):
         cfg = config(d, name + ".yaml", os.path.join(d, "ck-" + name),
@@ -514,28 +517,31 @@ def offload_faults_are_clear(d):
     # buffer_size (elements) below the largest tensor (wte: 256 x 32).
     p = run("small-buffer", swap, ", buffer_size: 1000")
     assert p.returncode == 2 and "buffer_size" in p.stderr and "8192" in p.stderr, p.stderr
-    # ramfs has no O_DIRECT: buffered I/O, said once per file, and training
-    # works.  (A private mount namespace, where one can be made.)
+
+
+@t.test
+def filesystem_faults_in_a_mount_namespace(d):
+    """Faults that need a filesystem of their own (a private mount namespace,
+    root): ramfs has no O_DIRECT -- buffered I/O with a warning, and training
+    works; a full disk under the checkpoint directory (a 1 MiB tmpfs) fails
+    the run saying so, the last checkpoint stays as it was, and training
+    resumes from it."""
     ram = os.path.join(d, "ram")
     os.mkdir(ram)
     mount = 'mount -t ramfs none "$1" && shift && exec "$@"'
     probe = subprocess.run(["unshare", "-m", "sh", "-c", mount, "sh", ram, "true"],
                            capture_output=True, text=True)
-    if probe.returncode == 0:
-        cfg = config(d, "ramfs.yaml", os.path.join(d, "ck-ramfs"), extra=nvme % (ram, "", ram))
-        p = subprocess.run(["unshare", "-m", "sh", "-c", mount, "sh", ram, ZINC, "train", cfg,
-                            "--max-steps", "2"], capture_output=True, text=True, timeout=600)
-        assert p.returncode == 0, p.stderr
-        assert "refuses O_DIRECT" in p.stderr, p.stderr
-    else:
-        print("# no mount namespace here (%s): the O_DIRECT fallback is covered by "
-              "test_aio_errors" % probe.stderr.strip()[:80])
-    # A full disk under the checkpoint directory (a 1 MiB tmpfs, in a private
-    # mount namespace where one can be made): the run fails saying so, the
-    # last checkpoint stays as it was, and training resumes from it.
     if probe.returncode != 0:
-        print("# no mount namespace here: the full-disk checkpoint case is skipped")
-        return
+        raise Skip("no private mount namespace here: %s" % probe.stderr.strip()[:80])
+    make_data(d)
+    swap = os.path.join(d, "swap")
+    os.mkdir(swap)
+    nvme = NVME_FAULTS
+    cfg = config(d, "ramfs.yaml", os.path.join(d, "ck-ramfs"), extra=nvme % (ram, "", ram))
+    p = subprocess.run(["unshare", "-m", "sh", "-c", mount, "sh", ram, ZINC, "train", cfg,
+                        "--max-steps", "2"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "refuses O_DIRECT" in p.stderr, p.stderr
     ck = os.path.join(d, "ck-full")
     os.mkdir(ck)
     first = config(d, "full1.yaml", ck, extra=nvme % (swap, "", swap))
