@@ -40,9 +40,7 @@ struct shard {
 
 struct zn_data {
 	struct zn_data_options opt;
-	uint64_t bt;               /* B*T: tokens per batch of one rank */
-	uint64_t stride;           /* world*B*T: tokens from one window to the next */
-	uint64_t offset;           /* rank*B*T: this rank's part of a window */
+	uint64_t bt;               /* B*T: tokens per batch (window k starts at k*B*T) */
 	struct shard *shards;
 	uint32_t nshards;
 	uint64_t total_tokens;
@@ -270,15 +268,12 @@ static int map_shard(struct zn_data *d, struct shard *s)
 			       (uint64_t)st.st_size < want ? "truncated" : "trailing bytes");
 		goto out;
 	}
-	if (s->ntok < d->stride + 1) {
-		char ranks[48] = "";
-		if (d->opt.world > 1)
-			snprintf(ranks, sizeof(ranks), " over %u ranks", d->opt.world);
+	if (s->ntok < d->bt + 1) {
 		err = zn_error(-EINVAL, "data shard %s has %llu tokens, fewer than one window of "
-			       "B*T+1 = %llu%s (B=%u, T=%u): use a smaller batch or sequence "
+			       "B*T+1 = %llu (B=%u, T=%u): use a smaller batch or sequence "
 			       "length, or larger shards (`zinc prepare-data --shard-tokens`)",
 			       s->path, (unsigned long long)s->ntok,
-			       (unsigned long long)(d->stride + 1), ranks, d->opt.B, d->opt.T);
+			       (unsigned long long)(d->bt + 1), d->opt.B, d->opt.T);
 		goto out;
 	}
 	s->map_len = (size_t)st.st_size;
@@ -297,7 +292,7 @@ static int map_shard(struct zn_data *d, struct shard *s)
 
 	/* The split: the last ceil(f * n) windows are validation, but at
 	 * least one stays for training. */
-	uint64_t n = (s->ntok - 1) / d->stride;
+	uint64_t n = (s->ntok - 1) / d->bt;
 	uint64_t nval = 0;
 	if (d->opt.split != ZN_DATA_ALL && d->opt.val_fraction > 0) {
 		/* ceil without libm: f * n < n fits in the integer. */
@@ -343,9 +338,9 @@ struct zn_data *zn_data_open(const struct zn_data_options *opt)
 		return NULL;
 	}
 	uint64_t world = opt->world ? opt->world : 1;
-	if (opt->B == 0 || opt->T == 0 || (uint64_t)opt->B * opt->T * world >= (1ull << 31)) {
-		zn_set_error("zn_data_open: B=%u, T=%u, world=%llu: B and T must be >= 1 and "
-			     "world*B*T < 2^31", opt->B, opt->T, (unsigned long long)world);
+	if (opt->B == 0 || opt->T == 0 || (uint64_t)opt->B * opt->T >= (1ull << 31)) {
+		zn_set_error("zn_data_open: B=%u, T=%u: B and T must be >= 1 and B*T < 2^31",
+			     opt->B, opt->T);
 		return NULL;
 	}
 	if (opt->rank >= world) {
@@ -399,8 +394,6 @@ struct zn_data *zn_data_open(const struct zn_data_options *opt)
 	d->opt.pattern = NULL; /* not kept: the caller's string */
 	d->bt = (uint64_t)opt->B * opt->T;
 	d->opt.world = opt->world ? opt->world : 1;
-	d->stride = d->bt * d->opt.world;
-	d->offset = d->bt * opt->rank;
 	d->nshards = (uint32_t)g.gl_pathc;
 	d->shards = calloc(d->nshards, sizeof(*d->shards));
 	d->shard_order = calloc(d->nshards, sizeof(*d->shard_order));
@@ -417,7 +410,10 @@ struct zn_data *zn_data_open(const struct zn_data_options *opt)
 	 * shard's length in order, not the paths (data may move). */
 	uint64_t fp = mix(0x7a696e63ull, d->bt);
 	fp = mix(fp, opt->B);
-	fp = mix(fp, d->opt.world); /* not the rank: every rank resumes from rank 0's position */
+	/* Neither the rank nor the world size: ranks interleave over one
+	 * stream of windows, so a position resumes on any number of ranks.
+	 * (The constant keeps positions saved before ranks existed valid.) */
+	fp = mix(fp, 1);
 	fp = mix(fp, opt->seed);
 	fp = mix(fp, opt->shuffle);
 	fp = mix(fp, (uint64_t)opt->split);
@@ -449,7 +445,7 @@ struct zn_data *zn_data_open(const struct zn_data_options *opt)
 	if (d->batches_per_epoch == 0) {
 		zn_set_error("data pattern '%s': no window of B*T+1 = %llu tokens in the %s "
 			     "split (val_fraction %g of %u shards): raise val_fraction or use "
-			     "larger shards", opt->pattern, (unsigned long long)(d->stride + 1),
+			     "larger shards", opt->pattern, (unsigned long long)(d->bt + 1),
 			     split_name(opt->split), opt->val_fraction, d->nshards);
 		zn_data_close(d);
 		return NULL;
@@ -525,6 +521,15 @@ static void settle(struct zn_data *d)
 	}
 }
 
+/* n windows on along the stream. */
+static void advance(struct zn_data *d, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		d->pos.window++;
+		settle(d);
+	}
+}
+
 /* Token j of a shard (either width). */
 static inline uint32_t tok_at(const struct shard *s, uint64_t j)
 {
@@ -543,7 +548,7 @@ static int current_window(struct zn_data *d, bool want_mask, const struct shard 
 		return rc;
 	const struct shard *sh = &d->shards[s];
 	uint64_t k = sh->win_first + d->win_order[d->pos.window];
-	uint64_t j0 = k * d->stride + d->offset;
+	uint64_t j0 = k * d->bt;
 	/* Without a vocabulary, uint32 tokens must still fit the int32 batch. */
 	uint64_t limit = d->opt.vocab_size ? d->opt.vocab_size : (uint64_t)INT32_MAX + 1;
 	if (d->opt.vocab_size || sh->width == 4) {
@@ -580,7 +585,12 @@ int zn_data_next_batch(struct zn_data *d, int32_t *inputs, int32_t *targets)
 
 	if (!d || !inputs || !targets)
 		return zn_error(-EINVAL, "zn_data_next_batch: NULL argument");
+	/* The position names the next round of `world` windows; this rank's
+	 * is the rank-th of them. */
+	struct zn_data_pos round = d->pos;
+	advance(d, d->opt.rank);
 	rc = current_window(d, true, &sh, &j0, &m);
+	d->pos = round;
 	if (rc)
 		return rc;
 	if (sh->width == 2) {
@@ -600,8 +610,7 @@ int zn_data_next_batch(struct zn_data *d, int32_t *inputs, int32_t *targets)
 		for (uint64_t i = 0; i < d->bt; i++)
 			if (!m[i + 1])
 				targets[i] = -1;
-	d->pos.window++;
-	settle(d);
+	advance(d, d->opt.world);
 	return 0;
 }
 
@@ -614,7 +623,10 @@ int zn_data_next_window(struct zn_data *d, uint16_t *window)
 
 	if (!d || !window)
 		return zn_error(-EINVAL, "zn_data_next_window: NULL argument");
+	struct zn_data_pos round = d->pos;
+	advance(d, d->opt.rank);
 	rc = current_window(d, false, &sh, &j0, &m);
+	d->pos = round;
 	if (rc)
 		return rc;
 	if (sh->width == 4) {
@@ -630,8 +642,7 @@ int zn_data_next_window(struct zn_data *d, uint16_t *window)
 		memcpy(window, (const uint16_t *)sh->tok + j0,
 		       (size_t)(d->bt + 1) * sizeof(uint16_t));
 	}
-	d->pos.window++;
-	settle(d);
+	advance(d, d->opt.world);
 	return 0;
 }
 

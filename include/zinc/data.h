@@ -18,8 +18,8 @@
  * (B, T) row-major.  Window k of a shard starts at token k*B*T, so a shard of
  * N tokens holds (N - 1) / (B*T) windows (neighbours share one token), as in
  * llm.c's DataLoader.  A shard shorter than one window is an error.  With
- * `world` ranks, B*T reads world*B*T above and each rank takes its slice
- * (see struct zn_data_options).
+ * `world` ranks, the ranks take turns along one stream of windows (see
+ * struct zn_data_options).
  *
  * Order.  With shuffle, each epoch visits the shards in a permutation drawn
  * from (seed, epoch) and, inside each shard, its windows in a permutation
@@ -88,16 +88,20 @@ struct zn_data_options {
 	uint32_t vocab_size;     /* tokens must be < this; 0: not checked */
 	double val_fraction;     /* [0, 1): see "Validation" above */
 	enum zn_data_split split;
-	/* Data parallelism, as llm.c: a window is world*B*T+1 tokens and rank
-	 * r takes tokens [r*B*T, (r+1)*B*T] of it; every rank sees the same
-	 * order.  world 0 means 1. */
+	/* Data parallelism, as torch's DistributedSampler: every rank walks
+	 * the same stream of windows (the one a single rank reads), in rounds
+	 * of `world` windows, rank r taking the r-th of each round.  So W ranks
+	 * with accumulation A see, step for step, the windows one rank sees
+	 * with accumulation W*A, and a position (which names the next round)
+	 * means the same on any number of ranks.  world 0 means 1. */
 	uint32_t rank, world;
 };
 
 /* A position in the stream: small, fixed-size, safe to store in a
  * checkpoint as bytes.  Its fields are private; `fingerprint` ties it to the
- * data set and options it came from (shard sizes, B, T, world, seed,
- * split), not to the rank: all ranks share one position. */
+ * data set and options it came from (shard sizes, B, T, seed, shuffle,
+ * split), not to the rank or world size: all ranks share one position, and
+ * it resumes on another number of ranks. */
 #define ZN_DATA_POS_MAGIC 0x736f706eu /* "npos" */
 #define ZN_DATA_POS_VERSION 1
 struct zn_data_pos {
@@ -141,8 +145,9 @@ ZN_API void zn_data_rewind(struct zn_data *d);
 
 /* Completed passes over the split: 0 until the first epoch's last batch was served. */
 ZN_API uint64_t zn_data_epoch(const struct zn_data *d);
-/* Batches in one epoch of this split, shards, tokens in all shards, and
- * shards that have a loss-mask sidecar. */
+/* Windows in one epoch of this split (all ranks together: each of `world`
+ * ranks serves about this / world of them), shards, tokens in all shards,
+ * and shards that have a loss-mask sidecar. */
 ZN_API uint64_t zn_data_batches_per_epoch(const struct zn_data *d);
 ZN_API uint32_t zn_data_num_shards(const struct zn_data *d);
 ZN_API uint64_t zn_data_num_tokens(const struct zn_data *d);
