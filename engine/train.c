@@ -7,11 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <glob.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "half.h"
 #include "zinc/adam.h"
 #include "zinc/checkpoint.h"
+#include "zinc/comm.h"
 #include "zinc/data.h"
 #include "zinc/device.h"
 #include "zinc/kernels.h"
@@ -51,6 +54,20 @@ struct tstate {
 					* parameters, for the compute thread to apply */
 	bool pending;                  /* staged holds an update not applied yet */
 	struct zn_trainer *owner;
+	/* ZeRO partitioning over W ranks: every tensor is cut into W parts of
+	 * `part` = ceil(numel / W) elements (the last ones shorter or empty);
+	 * this rank owns elements [lo, lo + nown).  Its optimizer states
+	 * (master, m, v), gradient accumulator, staged values and (stage 3)
+	 * home hold only those; `oflat` is their offset in the rank's own
+	 * flat order (the optimizer swapper's).  One rank: lo 0, nown = part
+	 * = numel, oflat = flat. */
+	uint64_t lo, nown, part, oflat;
+	bool dev_grads;                /* gradients accumulate on the device over a
+					* step's micro-batches (resident tensors, one
+					* rank or stage <= 1); else they leave at each
+					* release */
+	bool sync;                     /* several ranks: its parameters must be
+					* all-gathered after this update */
 };
 
 /* Device buffers whose gradients are still crossing on the copy stream:
@@ -110,6 +127,8 @@ struct zn_trainer {
 	/* offload_param (stage 3): parameters live on host or NVMe and visit
 	 * the device layer by layer; gradients leave it at each release. */
 	bool offload_param;
+	bool layered;                  /* fetch/release per layer do work: offload_param,
+					* or gradients that leave at each release */
 	struct zn_aio *paio;
 	struct zn_store *pstore;
 	struct zn_bufpool *ppool;
@@ -119,6 +138,7 @@ struct zn_trainer {
 	int direction;                 /* +1 forward, -1 backward: what to prefetch */
 	float *gstage;                 /* host staging for a layer's gradients (largest tensor) */
 	double *dsumsq;                /* device optimizer: the norm's accumulator */
+	float *dgscratch;              /* device optimizer, several ranks: reduced gradients */
 	int32_t *dflag;                /* device optimizer: non-finite flag */
 	bool nvme_opt;                 /* offload_optimizer: nvme (no host master/m/v) */
 	enum zn_dtype gdt;             /* host gradient accumulators (grad_accum_dtype) */
@@ -127,6 +147,8 @@ struct zn_trainer {
 	uint64_t largest;              /* elements of the largest tensor */
 	/* Where the starting weights come from while the trainer is built. */
 	struct zn_st_file *src_ckpt;   /* checkpoint.resume: optimizer.safetensors */
+	struct zn_st_file **src_shards; /* ... or the parts of src_world ranks */
+	int src_world;
 	struct zn_st_file *src_st;     /* model.from: a safetensors file */
 	FILE *src_llmc;                /* model.from: an llm.c .bin checkpoint */
 	uint64_t *llmc_off;            /* its byte offset of each tensor */
@@ -168,6 +190,19 @@ struct zn_trainer {
 	unsigned flight_head, nflights;
 	bool opt_joined;               /* an update finished during this step */
 	struct zn_optswap_stats opt_stats; /* ... and what it moved */
+	/* Data parallelism (include/zinc/comm.h): rank of world; every
+	 * collective is issued by every rank in the same order. */
+	struct zn_comm *comm;
+	bool own_comm;                 /* created here (destroyed with the trainer) */
+	int rank, world;
+	unsigned stage;
+	uint64_t own_total;            /* elements this rank owns over all tensors */
+	uint8_t *cbuf[2];              /* collective staging: W parts of the largest tensor */
+	size_t cbuf_bytes;
+	uint64_t comm_bytes;           /* bytes this rank sent in collectives */
+	uint64_t comm_ns;              /* the compute thread waiting for collectives */
+	/* Per-rank state accounting (zn_trainer_memory). */
+	struct zn_rank_memory mem;
 };
 
 static int opt_wait_all(struct zn_trainer *t);
@@ -244,6 +279,8 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 /* ---- the parameter source: fetch and release, resident or offloaded ------ */
 
 static int round_to_dtype(struct zn_trainer *t, void *x, size_t n);
+static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first);
+static int params_gather_home(struct zn_trainer *t, struct tstate *s, const void *home);
 
 /* ---- the fetch trace ------------------------------------------------------ */
 
@@ -407,7 +444,9 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			if ((rc = zn_swapper_acquire(t->psw, s->home, &host)))
 				break;
 			t->stall_ns += zn_now_ns() - t0;
-			if (t->hdt == ZN_DTYPE_F32) {
+			if (t->world > 1) {
+				rc = params_gather_home(t, s, host);
+			} else if (t->hdt == ZN_DTYPE_F32) {
 				rc = zn_device_copy_async(t->dev, s->dparam, host, hbytes,
 							  ZN_COPY_HOST_TO_DEVICE, NULL);
 			} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
@@ -426,7 +465,7 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 	if (!rc && want && !t->has_grads[layer]) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
-			if (s->resident)
+			if (s->dev_grads)
 				continue;
 			if (!(rc = dev_alloc(t, s->d.numel * 4, &s->dgrad)))
 				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d.numel * 4, NULL);
@@ -527,7 +566,7 @@ static int grads_leave(struct zn_trainer *t, unsigned layer)
 	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 		struct tstate *s = &t->t[t->first[layer] + i];
 		const size_t n = s->d.numel;
-		if (s->resident)
+		if (s->dev_grads)
 			continue;
 		f->p[f->n++] = s->dgrad;
 		void *narrow = NULL;
@@ -577,14 +616,15 @@ static int grads_leave(struct zn_trainer *t, unsigned layer)
 static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 {
 	int rc = zn_device_stream_synchronize(t->stream);
-	if (!rc && written && t->has_grads[layer] && t->copy) {
+	if (!rc && written && t->has_grads[layer] && t->copy && t->world == 1) {
 		rc = grads_leave(t, layer);
 	} else if (!rc && written && t->has_grads[layer]) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
-			if (s->resident)
+			if (s->dev_grads)
 				continue;
-			rc = grads_to_host(t, s, t->micro_i == 0);
+			rc = t->world > 1 ? grads_reduce(t, s, t->micro_i == 0)
+					  : grads_to_host(t, s, t->micro_i == 0);
 			zn_device_free(t->dev, s->dgrad);
 			s->dgrad = NULL;
 		}
@@ -603,7 +643,7 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 static int fetch(void *user, unsigned layer, bool want, void **params, void **grads)
 {
 	struct zn_trainer *t = user;
-	if (t->offload_param)
+	if (t->layered)
 		return fetch_offloaded(t, layer, want, params, grads);
 	for (unsigned i = 0; i < t->count[layer]; i++) {
 		params[i] = t->t[t->first[layer] + i].dparam;
@@ -616,7 +656,7 @@ static int fetch(void *user, unsigned layer, bool want, void **params, void **gr
 static int release(void *user, unsigned layer, bool written)
 {
 	struct zn_trainer *t = user;
-	return t->offload_param ? release_offloaded(t, layer, written) : 0;
+	return t->layered ? release_offloaded(t, layer, written) : 0;
 }
 
 static void *dalloc(void *user, size_t bytes)
@@ -746,6 +786,10 @@ void zn_trainer_destroy(struct zn_trainer *t)
 		zn_device_free(t->dev, t->dsumsq);
 	if (t->dflag)
 		zn_device_free(t->dev, t->dflag);
+	if (t->dgscratch)
+		zn_device_free(t->dev, t->dgscratch);
+	free(t->cbuf[0]);
+	free(t->cbuf[1]);
 	free_states(t);
 	free(t->t);
 	free(t->first);
@@ -765,6 +809,8 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	if (t->stream)
 		zn_device_stream_destroy(t->stream);
 	zn_device_destroy(t->dev);
+	if (t->own_comm)
+		zn_comm_destroy(t->comm);
 	free(t);
 }
 
@@ -796,7 +842,216 @@ static int round_to_dtype(struct zn_trainer *t, void *x, size_t n)
 	return rc;
 }
 
-static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps, bool synthetic)
+
+/* ---- several ranks: ZeRO's collectives -------------------------------------
+ *
+ * Every collective is issued by every rank in the same order: the ranks
+ * run the same model over the same layers, so the order of fetches,
+ * releases and updates is the same everywhere.  The comm's reductions add
+ * in rank order, so two ranks with one micro-batch each sum their
+ * gradients exactly as one rank accumulating both does (g0 + g1). */
+
+static enum zn_comm_dtype comm_dtype(enum zn_dtype d)
+{
+	return d == ZN_DTYPE_BF16 ? ZN_COMM_BF16 : d == ZN_DTYPE_F16 ? ZN_COMM_F16 : ZN_COMM_F32;
+}
+
+/* Run an enqueued collective to its end, counting the wait. */
+static int coll_wait(struct zn_trainer *t, int rc, struct zn_comm_op *op)
+{
+	if (rc)
+		return rc;
+	uint64_t t0 = zn_now_ns();
+	rc = zn_comm_wait(op);
+	uint64_t t1 = zn_now_ns();
+	t->comm_ns += t1 - t0;
+	zn_trace_span(t->trace, "collective", "comm", "comm", t0, t1, 0);
+	return rc;
+}
+
+/* v[0..n) summed over ranks in rank order, in double (n <= 4). */
+static int sum_doubles(struct zn_trainer *t, double *v, unsigned n)
+{
+	if (t->world == 1)
+		return 0;
+	double *all = (double *)(void *)t->cbuf[1];
+	struct zn_comm_op *op = NULL;
+	memcpy(t->cbuf[0], v, n * sizeof(double));
+	int rc = zn_comm_all_gather_async(t->comm, t->cbuf[0], all, n * sizeof(double), ZN_COMM_U8,
+					  &op);
+	rc = coll_wait(t, rc, op);
+	if (rc)
+		return rc;
+	for (unsigned k = 0; k < n; k++) {
+		double s = all[k];
+		for (int r = 1; r < t->world; r++)
+			s += all[(size_t)r * n + k];
+		v[k] = s;
+	}
+	return 0;
+}
+
+int zn_trainer_any(struct zn_trainer *t, bool flag, bool *any)
+{
+	double v = flag ? 1 : 0;
+	int rc = sum_doubles(t, &v, 1);
+	*any = v > 0;
+	return rc;
+}
+
+/* n host values of dtype dt into fp32. */
+static void host_to_f32(float *dst, const void *src, enum zn_dtype dt, size_t n)
+{
+	const uint16_t *h = src;
+	if (dt == ZN_DTYPE_F32)
+		memcpy(dst, src, n * 4);
+	else if (dt == ZN_DTYPE_BF16)
+		for (size_t i = 0; i < n; i++)
+			dst[i] = zn_bf16_to_f32(h[i]);
+	else
+		for (size_t i = 0; i < n; i++)
+			dst[i] = zn_f16_to_f32(h[i]);
+}
+
+/* A tensor's device gradient (fp32, all of it), summed over the ranks,
+ * into this rank's part of its accumulator: `first` starts the
+ * accumulator, later micro-batches add to it.  The gradient crosses in the
+ * accumulators' dtype (rounded to the training dtype first, as one rank
+ * does), padded to world parts for the reduce-scatter; stage 0 all-reduces
+ * the whole tensor. */
+static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
+{
+	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
+	uint8_t *send = t->cbuf[0], *recv = t->cbuf[1];
+	struct zn_comm_op *op = NULL;
+	int rc = round_to_dtype(t, s->dgrad, n);
+	const void *src = s->dgrad;
+	if (!rc && t->gdt != ZN_DTYPE_F32) {
+		rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
+		src = t->round_buf;
+	}
+	if (!rc)
+		rc = zn_device_stream_synchronize(t->stream);
+	if (!rc)
+		rc = to_host(t, send, src, n * esz);
+	if (rc)
+		return rc;
+	t->d2h_bytes += n * esz;
+	const void *own;
+	if (t->stage == 0) {
+		rc = zn_comm_all_reduce_async(t->comm, send, n, comm_dtype(t->gdt), ZN_COMM_SUM, &op);
+		t->comm_bytes += 2 * (uint64_t)(t->world - 1) * n * esz / (uint64_t)t->world;
+		own = send;
+	} else {
+		memset(send + n * esz, 0, (s->part * (size_t)t->world - n) * esz);
+		rc = zn_comm_reduce_scatter_async(t->comm, send, recv, s->part, comm_dtype(t->gdt),
+						  &op);
+		t->comm_bytes += (uint64_t)(t->world - 1) * s->part * esz;
+		own = recv;
+	}
+	if ((rc = coll_wait(t, rc, op)))
+		return rc;
+	if (first) {
+		memcpy(s->grad, own, s->nown * esz);
+	} else if (t->gdt == ZN_DTYPE_F32) {
+		host_accumulate(s->grad, t->gdt, own, s->nown);
+	} else {
+		host_to_f32(t->gstage, own, t->gdt, s->nown);
+		host_accumulate(s->grad, t->gdt, t->gstage, s->nown);
+	}
+	return 0;
+}
+
+/* After an update (stage >= 1, several ranks): each rank holds the new
+ * values of its part of a resident tensor; every rank gets all of them.
+ * They cross in the training dtype (exact: the device copy is rounded to
+ * it). */
+static int params_allgather(struct zn_trainer *t, struct tstate *s)
+{
+	const size_t n = s->d.numel, esz = zn_dtype_size(t->dtype);
+	uint8_t *send = t->cbuf[0], *recv = t->cbuf[1];
+	float *own = (float *)s->dparam + s->lo;
+	struct zn_comm_op *op = NULL;
+	int rc = 0;
+	if (t->stage == 0 || t->world == 1)
+		return 0;
+	if (t->dtype != ZN_DTYPE_F32 && s->nown)
+		rc = t->k->cast(t->kctx, t->round_buf, t->dtype, own, ZN_DTYPE_F32, s->nown);
+	if (!rc)
+		rc = zn_device_stream_synchronize(t->stream);
+	if (!rc && s->nown)
+		rc = to_host(t, send, t->dtype == ZN_DTYPE_F32 ? (void *)own : t->round_buf,
+			     s->nown * esz);
+	if (rc)
+		return rc;
+	memset(send + s->nown * esz, 0, (s->part - s->nown) * esz);
+	rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_COMM_U8, &op);
+	t->comm_bytes += (uint64_t)(t->world - 1) * s->part * esz;
+	if ((rc = coll_wait(t, rc, op)))
+		return rc;
+	t->d2h_bytes += s->nown * esz;
+	t->h2d_bytes += n * esz;
+	if (t->dtype == ZN_DTYPE_F32)
+		return to_device(t, s->dparam, recv, n * 4);
+	if ((rc = to_device(t, t->round_buf, recv, n * esz)))
+		return rc;
+	return t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->dtype, n);
+}
+
+/* Stage 3 on several ranks: a tensor's home holds this rank's part (in
+ * the homes' dtype); the parts of every rank make the tensor, which goes
+ * to the device. */
+static int params_gather_home(struct zn_trainer *t, struct tstate *s, const void *home)
+{
+	const size_t n = s->d.numel, esz = zn_dtype_size(t->hdt);
+	uint8_t *send = t->cbuf[0], *recv = t->cbuf[1];
+	struct zn_comm_op *op = NULL;
+	memcpy(send, home, s->nown * esz);
+	memset(send + s->nown * esz, 0, (s->part - s->nown) * esz);
+	int rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_COMM_U8, &op);
+	t->comm_bytes += (uint64_t)(t->world - 1) * s->part * esz;
+	if ((rc = coll_wait(t, rc, op)))
+		return rc;
+	t->h2d_bytes += n * esz;
+	if (t->hdt == ZN_DTYPE_F32)
+		return to_device(t, s->dparam, recv, n * 4);
+	if ((rc = to_device(t, t->round_buf, recv, n * esz)) ||
+	    (rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->hdt, n)))
+		return rc;
+	return zn_device_stream_synchronize(t->stream);
+}
+
+/* FNV-1a over the config (64 bits): the ranks compare theirs. */
+static uint64_t config_hash(const struct zn_config *c)
+{
+	struct zn_config x = *c;
+	x.device.index = 0; /* ranks pick their own GPU */
+	uint64_t h = 0xcbf29ce484222325ull;
+	const uint8_t *p = (const uint8_t *)&x;
+	for (size_t i = 0; i < sizeof(x); i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* Every rank must train the same thing: a rank whose config differs from
+ * rank 0's is named on every rank. */
+static int check_same_config(struct zn_trainer *t)
+{
+	uint64_t h = config_hash(&t->cfg), *all = calloc((size_t)t->world, sizeof(*all));
+	if (!all)
+		return zn_error(-ENOMEM, "out of memory");
+	int rc = zn_comm_all_gather(t->comm, &h, all, sizeof(h), ZN_COMM_U8);
+	for (int r = 1; r < t->world && !rc; r++)
+		if (all[r] != all[0])
+			rc = zn_error(-EINVAL, "rank %d was given another configuration than rank 0 "
+					       "(the config files or --set options differ): give "
+					       "every rank the same ones", r);
+	free(all);
+	return rc;
+}
+
+static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps, bool synthetic,
+				 struct zn_comm *comm)
 {
 	struct zn_trainer *t = calloc(1, sizeof(*t));
 	int rc;
@@ -806,6 +1061,30 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		return NULL;
 	}
 	t->cfg = *cfg;
+	/* The ranks first: everything below is sized by this rank's part. */
+	t->comm = comm;
+	if (!comm) {
+		t->comm = zn_comm_create(NULL);
+		t->own_comm = true;
+		if (!t->comm) {
+			free(t);
+			return NULL;
+		}
+	}
+	t->rank = zn_comm_rank(t->comm);
+	t->world = zn_comm_size(t->comm);
+	t->stage = cfg->zero_optimization.stage;
+	if (t->world > 1) {
+		/* DeepSpeed's rule with this many ranks: train_batch_size =
+		 * micro x accumulation x ranks. */
+		if (zn_config_resolve_batch(cfg, (uint32_t)t->world, &t->cfg.batch)) {
+			if (t->own_comm)
+				zn_comm_destroy(t->comm);
+			free(t);
+			return NULL;
+		}
+		cfg = &t->cfg;
+	}
 	pthread_mutex_init(&t->opt_lock, NULL);
 	pthread_cond_init(&t->opt_cond, NULL);
 	t->synthetic = synthetic;
@@ -813,6 +1092,8 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	t->direction = 1;
 	t->rng = cfg->data.seed | 1;
 	if (check_supported(cfg, synthetic))
+		goto fail;
+	if (t->world > 1 && check_same_config(t))
 		goto fail;
 	t->B = (int)cfg->batch.micro_batch;
 	t->accum = cfg->batch.grad_accum;
@@ -861,7 +1142,12 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	t->first = calloc(t->nlayers, sizeof(unsigned));
 	t->count = calloc(t->nlayers, sizeof(unsigned));
 	t->t = calloc(MAX_TENSORS, sizeof(*t->t));
-	if (!t->first || !t->count || !t->t) {
+	t->fetched = calloc(t->nlayers, sizeof(*t->fetched));
+	t->has_grads = calloc(t->nlayers, sizeof(*t->has_grads));
+	t->kept = calloc(t->nlayers, sizeof(*t->kept));
+	t->layer_elems = calloc(t->nlayers, sizeof(*t->layer_elems));
+	if (!t->first || !t->count || !t->t || !t->fetched || !t->has_grads || !t->kept ||
+	    !t->layer_elems) {
 		zn_set_error("out of memory");
 		goto fail;
 	}
@@ -889,44 +1175,88 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	t->device_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE;
 	t->nvme_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME;
 	t->overlap = t->offload_param && t->nvme_opt;
+	/* ZeRO's partition (stage >= 1 over several ranks): every tensor in
+	 * `world` parts, this rank's part of each in its own flat order.  Stage
+	 * 0 (plain data parallelism) keeps whole tensors on every rank. */
+	const uint64_t parts = t->stage >= 1 ? (uint64_t)t->world : 1;
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
-		size_t bytes = s->d.numel * sizeof(float);
+		s->part = (s->d.numel + parts - 1) / parts;
+		s->lo = ZN_MIN(s->part * (parts > 1 ? (uint64_t)t->rank : 0), s->d.numel);
+		s->nown = ZN_MIN(s->part, s->d.numel - s->lo);
+		s->oflat = t->own_total;
+		t->own_total += s->nown;
+	}
+	/* Host accumulators for the device optimizer too when gradients are
+	 * reduced across ranks on the host. */
+	const bool host_grads = !t->device_opt || t->world > 1;
+	for (unsigned i = 0; i < t->nt; i++) {
+		struct tstate *s = &t->t[i];
+		size_t bytes = s->d.numel * sizeof(float), obytes = ZN_MAX(s->nown, 1) * sizeof(float);
 		s->owner = t;
 		/* DeepSpeed's persistence: small tensors (biases, layernorms)
 		 * are not worth a round trip each layer; they stay. */
 		s->resident = !t->offload_param ||
 			      s->d.numel < cfg->zero_optimization.param_persistence_threshold;
+		/* Stage 2 and 3 on several ranks: gradients are reduced as each
+		 * layer's become final (each micro-batch), not kept. */
+		s->dev_grads = s->resident && (t->world == 1 || t->stage <= 1);
+		t->layered |= !s->dev_grads;
 		/* Host optimizer state unless it lives on NVMe; gradient
 		 * accumulators unless the optimizer runs on the device. */
 		if (!t->nvme_opt) {
-			s->master = malloc(bytes);
-			s->m = calloc(s->d.numel, sizeof(float));
-			s->v = calloc(s->d.numel, sizeof(float));
-			t->host_bytes += 3 * bytes;
+			s->master = malloc(obytes);
+			s->m = calloc(ZN_MAX(s->nown, 1), sizeof(float));
+			s->v = calloc(ZN_MAX(s->nown, 1), sizeof(float));
+			t->host_bytes += 3 * s->nown * 4;
 		}
-		if (!t->device_opt) {
-			s->grad = malloc(s->d.numel * zn_dtype_size(t->gdt));
-			t->host_bytes += s->d.numel * zn_dtype_size(t->gdt);
+		if (host_grads) {
+			s->grad = malloc(ZN_MAX(s->nown, 1) * zn_dtype_size(t->gdt));
+			t->host_bytes += s->nown * zn_dtype_size(t->gdt);
 		}
-		if ((!t->nvme_opt && (!s->master || !s->m || !s->v)) ||
-		    (!t->device_opt && !s->grad)) {
+		if ((!t->nvme_opt && (!s->master || !s->m || !s->v)) || (host_grads && !s->grad)) {
 			zn_set_error("out of host memory for the optimizer state and gradients of "
 				     "%" PRIu64 " parameters; set zero_optimization.offload_optimizer."
 				     "device: nvme, or data_types.grad_accum_dtype: bf16",
 				     t->total);
 			goto fail;
 		}
-		if (t->overlap && s->resident && !(s->staged = malloc(bytes))) {
+		if (t->overlap && s->resident && !(s->staged = malloc(obytes))) {
 			zn_set_error("out of memory");
 			goto fail;
 		}
-		if (s->resident && (zn_device_alloc(t->dev, bytes, &s->dparam) ||
-					  zn_device_alloc(t->dev, bytes, &s->dgrad)))
+		if (s->resident && zn_device_alloc(t->dev, bytes, &s->dparam))
 			goto fail;
-		if (t->device_opt && (zn_device_alloc(t->dev, bytes, (void **)&s->dmaster) ||
-				      zn_device_alloc(t->dev, bytes, (void **)&s->dm) ||
-				      zn_device_alloc(t->dev, bytes, (void **)&s->dv)))
+		if (s->dev_grads && zn_device_alloc(t->dev, bytes, &s->dgrad))
+			goto fail;
+		if (t->device_opt && (zn_device_alloc(t->dev, obytes, (void **)&s->dmaster) ||
+				      zn_device_alloc(t->dev, obytes, (void **)&s->dm) ||
+				      zn_device_alloc(t->dev, obytes, (void **)&s->dv)))
+			goto fail;
+		/* What this rank holds (zn_trainer_memory). */
+		t->mem.params += s->resident ? bytes : s->nown * zn_dtype_size(t->hdt);
+		t->mem.grads += (s->dev_grads ? bytes : 0) +
+				(host_grads ? s->nown * zn_dtype_size(t->gdt) : 0);
+		t->mem.optimizer += 3 * s->nown * 4;
+	}
+	t->mem.rank = t->rank;
+	t->mem.world = t->world;
+	t->mem.stage = t->stage;
+	/* Collectives stage through host buffers: W parts of the largest
+	 * tensor (fp32), two so one can fill while the other moves. */
+	if (t->world > 1) {
+		uint64_t maxpart = 0;
+		for (unsigned i = 0; i < t->nt; i++)
+			maxpart = ZN_MAX(maxpart, t->t[i].part);
+		t->cbuf_bytes = ZN_ALIGN_UP((size_t)maxpart * (size_t)t->world * 4 + 64, 4096);
+		for (int k = 0; k < 2; k++)
+			if (posix_memalign((void **)&t->cbuf[k], 4096, t->cbuf_bytes)) {
+				zn_set_error("out of memory for the collectives' staging (%zu bytes)",
+					     t->cbuf_bytes);
+				goto fail;
+			}
+		/* The device optimizer takes its reduced gradients from here. */
+		if (t->device_opt && zn_device_alloc(t->dev, t->largest * 4, (void **)&t->dgscratch))
 			goto fail;
 	}
 
@@ -943,7 +1273,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	    zn_device_alloc(t->dev, t->largest * 2, &t->round_buf))
 		goto fail;
 	/* Later micro-batches' gradients are added on the host through this. */
-	if (!t->device_opt && t->accum > 1 && !(t->gstage = malloc(t->largest * 4))) {
+	if ((!t->device_opt || t->world > 1) && !(t->gstage = malloc(t->largest * 4))) {
 		zn_set_error("out of memory");
 		goto fail;
 	}
@@ -953,6 +1283,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		.pattern = cfg->data.train, .B = (uint32_t)t->B, .T = (uint32_t)t->T,
 		.seed = cfg->data.seed, .shuffle = cfg->data.shuffle,
 		.vocab_size = (uint32_t)t->mcfg.vocab_size,
+		.rank = (uint32_t)t->rank, .world = (uint32_t)t->world,
 	};
 	t->train = synthetic ? NULL : zn_data_open(&dopt);
 	if (!t->train && !synthetic)
@@ -1016,12 +1347,37 @@ fail:
 
 struct zn_trainer *zn_trainer_create(const struct zn_config *cfg, uint64_t max_steps)
 {
-	return create(cfg, max_steps, false);
+	return create(cfg, max_steps, false, NULL);
+}
+
+struct zn_trainer *zn_trainer_create_comm(const struct zn_config *cfg, uint64_t max_steps,
+					  struct zn_comm *comm)
+{
+	if (!comm) {
+		zn_set_error("zn_trainer_create_comm: NULL comm");
+		return NULL;
+	}
+	return create(cfg, max_steps, false, comm);
 }
 
 struct zn_trainer *zn_trainer_create_synthetic(const struct zn_config *cfg, uint64_t max_steps)
 {
-	return create(cfg, max_steps, true);
+	return create(cfg, max_steps, true, NULL);
+}
+
+int zn_trainer_rank(const struct zn_trainer *t)
+{
+	return t->rank;
+}
+
+int zn_trainer_world(const struct zn_trainer *t)
+{
+	return t->world;
+}
+
+void zn_trainer_memory(const struct zn_trainer *t, struct zn_rank_memory *out)
+{
+	*out = t->mem;
 }
 
 uint64_t zn_trainer_steps_done(const struct zn_trainer *t)
@@ -1049,7 +1405,7 @@ static int home_open(struct zn_trainer *t, struct tstate *s)
 /* Elements up to `end` are in: after the tensor's last, its home is written. */
 static int home_close(struct zn_trainer *t, struct tstate *s, uint64_t end)
 {
-	if (end < s->d.numel)
+	if (end < s->nown)
 		return 0;
 	s->hbuf = NULL;
 	return zn_swapper_release(t->psw, s->home, true);
@@ -1086,12 +1442,6 @@ static int param_homes_setup(struct zn_trainer *t)
 			if (!(t->flights[i].ev = zn_device_event_create(t->dev)))
 				return -ENOMEM;
 	}
-	t->fetched = calloc(t->nlayers, sizeof(*t->fetched));
-	t->has_grads = calloc(t->nlayers, sizeof(*t->has_grads));
-	t->kept = calloc(t->nlayers, sizeof(*t->kept));
-	t->layer_elems = calloc(t->nlayers, sizeof(*t->layer_elems));
-	if (!t->fetched || !t->has_grads || !t->kept || !t->layer_elems)
-		return zn_error(-ENOMEM, "out of memory");
 	for (unsigned l = 0; l < t->nlayers; l++)
 		for (unsigned i = 0; i < t->count[l]; i++)
 			if (!t->t[t->first[l] + i].resident)
@@ -1108,16 +1458,17 @@ static int param_homes_setup(struct zn_trainer *t)
 		struct tstate *s = &t->t[i];
 		if (s->resident)
 			continue;
+		/* This rank's part: one rank's homes hold whole tensors. */
 		tier[i] = ZN_TIER_HOST;
-		if (nvme && in_cpu + s->d.numel > pc->max_in_cpu) {
+		if (nvme && in_cpu + s->nown > pc->max_in_cpu) {
 			tier[i] = ZN_TIER_NVME;
-			nvme_bytes += ZN_ALIGN_UP(s->d.numel * esz, 4096);
-			if (s->d.numel > largest) {
-				largest = s->d.numel;
+			nvme_bytes += ZN_ALIGN_UP(ZN_MAX(s->nown, 1) * esz, 4096);
+			if (s->nown > largest) {
+				largest = s->nown;
 				name = s->d.name;
 			}
 		} else {
-			in_cpu += s->d.numel;
+			in_cpu += s->nown;
 		}
 	}
 	t->host_bytes += in_cpu * esz;
@@ -1152,8 +1503,8 @@ static int param_homes_setup(struct zn_trainer *t)
 	rc = 0;
 	for (unsigned i = 0; t->psw && i < t->nt && !rc; i++)
 		if (!t->t[i].resident)
-			rc = zn_swapper_add(t->psw, t->t[i].d.name, t->t[i].d.numel * esz, tier[i],
-					    &t->t[i].home);
+			rc = zn_swapper_add(t->psw, t->t[i].d.name, ZN_MAX(t->t[i].nown, 1) * esz,
+					    tier[i], &t->t[i].home);
 	free(tier);
 	return !t->psw ? -EINVAL : rc;
 }
@@ -1163,7 +1514,8 @@ static int param_homes_setup(struct zn_trainer *t)
 static uint64_t sub_group(const struct zn_trainer *t)
 {
 	uint64_t sub = t->cfg.zero_optimization.sub_group_size;
-	return !sub || sub > t->total ? t->total : sub;
+	uint64_t total = ZN_MAX(t->own_total, 1);
+	return !sub || sub > total ? total : sub;
 }
 
 static int nvme_setup(struct zn_trainer *t)
@@ -1181,7 +1533,8 @@ static int nvme_setup(struct zn_trainer *t)
 	if (!t->aio)
 		return -EINVAL;
 	struct zn_optswap_config c = {
-		.aio = t->aio, .params = t->total, .sub_group_size = sub_group(t), .nstates = 3,
+		.aio = t->aio, .params = ZN_MAX(t->own_total, 1), .sub_group_size = sub_group(t),
+		.nstates = 3,
 		.buffer_count = oc->buffer_count, .pipeline_read = oc->pipeline_read,
 		.pipeline_write = oc->pipeline_write, .pin_memory = oc->pin_memory,
 		.trace = t->trace,
@@ -1227,15 +1580,16 @@ static void groups_close(struct groups *g)
 		free(g->st[k]);
 }
 
-/* Tensor s's states (3 arrays of its numel) into the groups (`put`: a
+/* Tensor s's states (3 arrays of its part, nown) into the groups (`put`: a
  * group is written once full) or out of them (a group is read when first
  * needed). */
 static int groups_move(struct groups *g, const struct tstate *s, float *const *a, bool put)
 {
-	const uint64_t end = s->flat + s->d.numel;
-	for (uint64_t p = s->flat; p < end;) {
+	const uint64_t end = s->oflat + s->nown;
+	for (uint64_t p = s->oflat; p < end;) {
 		uint64_t gi = p / g->sub, gfirst = gi * g->sub;
-		uint64_t gend = ZN_MIN(gfirst + g->sub, g->t->total), take = ZN_MIN(end, gend) - p;
+		uint64_t gend = ZN_MIN(gfirst + g->sub, ZN_MAX(g->t->own_total, 1));
+		uint64_t take = ZN_MIN(end, gend) - p;
 		int rc;
 		if (!put && g->cur != gi) {
 			if ((rc = zn_optswap_read_group(g->t->os, gi, g->st)))
@@ -1243,7 +1597,7 @@ static int groups_move(struct groups *g, const struct tstate *s, float *const *a
 			g->cur = gi;
 		}
 		for (int k = 0; k < 3; k++) {
-			float *grp = g->st[k] + (p - gfirst), *ten = a[k] + (p - s->flat);
+			float *grp = g->st[k] + (p - gfirst), *ten = a[k] + (p - s->oflat);
 			memcpy(put ? grp : ten, put ? ten : grp, take * 4);
 		}
 		p += take;
@@ -1265,33 +1619,39 @@ static int materialize(struct zn_trainer *t)
 {
 	struct groups g = { 0 };
 	float *scratch[3] = { NULL, NULL, NULL };
+	/* Whole tensors are made in scratch arrays unless the host arrays
+	 * hold whole tensors (one rank, states in host memory). */
+	const bool whole = !t->nvme_opt && t->own_total == t->total;
 	int rc = 0;
-	if (t->nvme_opt) {
-		if ((rc = groups_open(&g, t)))
-			goto out;
-		for (int k = 0; k < 3 && !rc; k++)
-			if (!(scratch[k] = malloc(t->largest * 4)))
-				rc = zn_error(-ENOMEM, "out of memory");
-	}
+	if (t->nvme_opt && (rc = groups_open(&g, t)))
+		goto out;
+	for (int k = 0; k < 3 && !rc && !whole; k++)
+		if (!(scratch[k] = malloc(t->largest * 4)))
+			rc = zn_error(-ENOMEM, "out of memory");
 	for (unsigned i = 0; i < t->nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
-		size_t bytes = s->d.numel * 4;
+		size_t bytes = s->d.numel * 4, obytes = s->nown * 4;
 		float *a[3] = { s->master, s->m, s->v };
-		if (t->nvme_opt)
+		if (!whole)
 			memcpy(a, scratch, sizeof(a));
 		if ((rc = tensor_from_sources(t, i, a[0], a[1], a[2])))
 			break;
+		/* This rank's part of the states. */
+		float *own[3] = { a[0] + s->lo, a[1] + s->lo, a[2] + s->lo };
+		if (!whole && !t->nvme_opt)
+			for (int k = 0; k < 3; k++)
+				memcpy(k == 0 ? s->master : k == 1 ? s->m : s->v, own[k], obytes);
 		if (!s->resident) {
-			rc = home_put(t, s, 0, a[0], s->d.numel);
+			rc = home_put(t, s, 0, own[0], s->nown);
 		} else if (!(rc = to_device(t, s->dparam, a[0], bytes))) {
 			t->h2d_bytes += bytes;
 			rc = round_to_dtype(t, s->dparam, s->d.numel);
 		}
-		if (!rc && t->device_opt && !(rc = to_device(t, s->dmaster, a[0], bytes)) &&
-		    !(rc = to_device(t, s->dm, a[1], bytes)))
-			rc = to_device(t, s->dv, a[2], bytes);
+		if (!rc && t->device_opt && s->nown && !(rc = to_device(t, s->dmaster, own[0], obytes)) &&
+		    !(rc = to_device(t, s->dm, own[1], obytes)))
+			rc = to_device(t, s->dv, own[2], obytes);
 		if (!rc && t->nvme_opt)
-			rc = groups_move(&g, s, a, true);
+			rc = groups_move(&g, s, own, true);
 	}
 	if (!rc && t->psw)
 		rc = zn_swapper_flush(t->psw);
@@ -1314,10 +1674,11 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 	(void)group;
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
-		uint64_t a = ZN_MAX(first, s->flat), b = ZN_MIN(first + n, s->flat + s->d.numel);
+		/* Positions in this rank's own flat order; l is within its part. */
+		uint64_t a = ZN_MAX(first, s->oflat), b = ZN_MIN(first + n, s->oflat + s->nown);
 		if (a >= b)
 			continue;
-		uint64_t o = a - first, l = a - s->flat;
+		uint64_t o = a - first, l = a - s->oflat;
 		struct zn_adam_hparams h = u->hp;
 		if (!s->d.decay)
 			h.weight_decay = 0;
@@ -1347,16 +1708,20 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 			memcpy(s->staged + l, st[0] + o, (b - a) * 4);
 			s->pending = true;
 		} else {
-			float *dp = (float *)s->dparam + l;
+			float *dp = (float *)s->dparam + s->lo + l;
 			if (!(rc = to_device(t, dp, st[0] + o, (b - a) * 4)))
 				rc = round_to_dtype(t, dp, b - a);
 			t->h2d_bytes += (b - a) * 4;
 		}
 		if (rc)
 			return rc;
-		if (t->overlap && b == s->flat + s->d.numel) {
+		if (t->overlap && b == s->oflat + s->nown) {
+			/* Tensors this rank owns nothing of are done too. */
+			unsigned j = i + 1;
+			while (j < t->nt && !t->t[j].nown)
+				j++;
 			pthread_mutex_lock(&t->opt_lock);
-			t->opt_done = i + 1;
+			t->opt_done = j;
 			pthread_cond_broadcast(&t->opt_cond);
 			pthread_mutex_unlock(&t->opt_lock);
 		}
@@ -1385,6 +1750,11 @@ static void *opt_main(void *arg)
 static int opt_launch(struct zn_trainer *t)
 {
 	t->opt_done = 0;
+	while (t->opt_done < t->nt && !t->t[t->opt_done].nown)
+		t->opt_done++;
+	/* Resident tensors' parts are all-gathered as they are applied. */
+	for (unsigned i = 0; i < t->nt && t->world > 1 && t->stage >= 1; i++)
+		t->t[i].sync = t->t[i].resident;
 	t->opt_finished = false;
 	t->opt_rc = 0;
 	int err = pthread_create(&t->opt_thread, NULL, opt_main, t);
@@ -1398,12 +1768,18 @@ static int opt_launch(struct zn_trainer *t)
 static int apply_staged(struct zn_trainer *t, struct tstate *s)
 {
 	int rc = 0;
-	if (!s->pending)
-		return 0;
-	s->pending = false;
-	if (!(rc = to_device(t, s->dparam, s->staged, s->d.numel * 4)))
-		rc = round_to_dtype(t, s->dparam, s->d.numel);
-	t->h2d_bytes += s->d.numel * 4;
+	if (s->pending) {
+		float *dp = (float *)s->dparam + s->lo;
+		s->pending = false;
+		if (!(rc = to_device(t, dp, s->staged, s->nown * 4)))
+			rc = round_to_dtype(t, dp, s->nown);
+		t->h2d_bytes += s->nown * 4;
+	}
+	/* Several ranks: every rank's new part, on every rank. */
+	if (!rc && s->sync) {
+		s->sync = false;
+		rc = params_allgather(t, s);
+	}
 	return rc;
 }
 
@@ -1523,8 +1899,10 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	 * first micro-batch's copy starts them); resident tensors' on the
 	 * device. */
 	for (unsigned i = 0; i < t->nt; i++)
-		if (t->t[i].resident && (rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
+		if (t->t[i].dev_grads &&
+		    (rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
 			return rc;
+	const uint64_t comm0 = t->comm_bytes, commns0 = t->comm_ns;
 	/* offload_param: the fetch trace is recorded on a step without one
 	 * and followed on the next. */
 	if (t->offload_param) {
@@ -1538,7 +1916,8 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	for (uint32_t a = 0; a < t->accum; a++) {
 		double l;
 		t->micro_i = a;
-		if ((rc = micro(t, t->train, true, (float)t->accum, &l))) {
+		/* DeepSpeed averages over micro-batches and ranks. */
+		if ((rc = micro(t, t->train, true, (float)(t->accum * (uint32_t)t->world), &l))) {
 			t->tracking = t->recording = false;
 			return rc;
 		}
@@ -1561,7 +1940,11 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	struct zn_adam_exec ex = { .pool = t->pool };
 	const double scale = t->scaler.scale;
 	uint64_t tg = zn_now_ns();
-	if (t->device_opt) {
+	/* The mean loss over every rank's micro-batches (added in rank order). */
+	if ((rc = sum_doubles(t, &loss_sum, 1)))
+		return rc;
+	const bool device_norm = t->device_opt && t->world == 1;
+	if (device_norm) {
 		/* Norm and overflow check on the device; two scalars come back. */
 		double zero = 0;
 		int32_t flag = 0;
@@ -1582,16 +1965,26 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			return rc;
 		finite = flag == 0 && isfinite(sumsq);
 	}
-	for (unsigned i = 0; i < t->nt && !t->device_opt; i++) {
+	for (unsigned i = 0; i < t->nt && !device_norm; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_grad_stats gst;
-		/* offload_param: already on the host, rounded at release. */
-		if (s->resident && (rc = grads_to_host(t, s, true)))
+		/* Gradients that accumulated on the device cross (and are
+		 * reduced over the ranks) now; the others did at release. */
+		if (s->dev_grads && (rc = t->world > 1 ? grads_reduce(t, s, true)
+						       : grads_to_host(t, s, true)))
 			return rc;
-		if ((rc = zn_adam_grad_check(s->grad, adam_dtype(t->gdt), s->d.numel, &ex, &gst)))
+		if ((rc = zn_adam_grad_check(s->grad, adam_dtype(t->gdt), s->nown, &ex, &gst)))
 			return rc;
 		sumsq += gst.sumsq;
 		finite &= gst.finite;
+	}
+	if (t->world > 1) {
+		/* The global norm and the overflow check over every rank's part. */
+		double v[2] = { sumsq, finite ? 0 : 1 };
+		if ((rc = sum_doubles(t, v, 2)))
+			return rc;
+		sumsq = v[0];
+		finite = v[1] == 0;
 	}
 	zn_trace_span(t->trace, "gradients to host", "copy", "copies", tg, zn_now_ns(), 0);
 	double norm = sqrt(sumsq) / scale;
@@ -1623,10 +2016,15 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	if (t->os && !skipped) {
 		t->upd = (struct nvme_update){ .t = t, .hp = hp, .grad_scale = (float)(clip / scale),
 					       .step = t->updates + 1, .ex = ex };
-		if (t->overlap)
+		if (t->overlap) {
 			rc = opt_launch(t);
-		else if (!(rc = zn_optswap_step(t->os, nvme_update, &t->upd)) && t->psw)
-			rc = zn_swapper_flush(t->psw);
+		} else if (!(rc = zn_optswap_step(t->os, nvme_update, &t->upd))) {
+			if (t->psw)
+				rc = zn_swapper_flush(t->psw);
+			for (unsigned i = 0; i < t->nt && !rc; i++)
+				if (t->t[i].resident)
+					rc = params_allgather(t, &t->t[i]);
+		}
 		if (rc)
 			return rc;
 	}
@@ -1639,17 +2037,29 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			h.weight_decay = 0;
 		if (t->device_opt) {
 			/* On the device: the kernels' Adam, then the new master
-			 * becomes the parameters. */
-			if ((rc = t->k->adam(t->kctx, &h, t->updates + 1, (float)(clip / scale),
-					     s->dmaster, s->dgrad, s->dm, s->dv, s->d.numel)) ||
-			    (rc = zn_device_stream_synchronize(t->stream)) ||
-			    (rc = zn_device_copy_async(t->dev, s->dparam, s->dmaster, s->d.numel * 4,
-						       ZN_COPY_DEVICE_TO_DEVICE, NULL)) ||
-			    (rc = round_to_dtype(t, s->dparam, s->d.numel)))
+			 * becomes the parameters.  Several ranks: over this
+			 * rank's part, with its reduced gradients from the host. */
+			const float *dg = s->dgrad;
+			float *dp = (float *)s->dparam + s->lo;
+			if (t->world > 1) {
+				host_to_f32(t->gstage, s->grad, t->gdt, s->nown);
+				if ((rc = to_device(t, t->dgscratch, t->gstage, s->nown * 4)))
+					return rc;
+				dg = t->dgscratch;
+			}
+			if (s->nown &&
+			    ((rc = t->k->adam(t->kctx, &h, t->updates + 1, (float)(clip / scale),
+					      s->dmaster, dg, s->dm, s->dv, s->nown)) ||
+			     (rc = zn_device_stream_synchronize(t->stream)) ||
+			     (rc = zn_device_copy_async(t->dev, dp, s->dmaster, s->nown * 4,
+							ZN_COPY_DEVICE_TO_DEVICE, NULL)) ||
+			     (rc = round_to_dtype(t, dp, s->nown))))
+				return rc;
+			if ((rc = params_allgather(t, s)))
 				return rc;
 			continue;
 		}
-		struct zn_adam_tensors at = { .n = s->d.numel, .param = s->master, .grad = s->grad,
+		struct zn_adam_tensors at = { .n = s->nown, .param = s->master, .grad = s->grad,
 					      .grad_dtype = adam_dtype(t->gdt), .exp_avg = s->m,
 					      .exp_avg_sq = s->v };
 		/* 16-bit homes are written by the update itself. */
@@ -1664,13 +2074,16 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		if ((rc = zn_adam_step(&h, t->updates + 1, (float)(clip / scale), &at, &ex)))
 			return rc;
 		if (fused) {
-			rc = home_close(t, s, s->d.numel);
+			rc = home_close(t, s, s->nown);
 		} else if (!s->resident) {
-			rc = home_put(t, s, 0, s->master, s->d.numel);
-		} else if (!(rc = to_device(t, s->dparam, s->master, s->d.numel * 4))) {
-			t->h2d_bytes += s->d.numel * 4;
-			rc = round_to_dtype(t, s->dparam, s->d.numel);
+			rc = home_put(t, s, 0, s->master, s->nown);
+		} else if (s->nown && !(rc = to_device(t, (float *)s->dparam + s->lo, s->master,
+							s->nown * 4))) {
+			t->h2d_bytes += s->nown * 4;
+			rc = round_to_dtype(t, (float *)s->dparam + s->lo, s->nown);
 		}
+		if (!rc && s->resident)
+			rc = params_allgather(t, s);
 		if (rc)
 			return rc;
 	}
@@ -1691,8 +2104,9 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		traffic_now(t, &tr);
 		uint64_t now = zn_now_ns();
 		*out = (struct zn_step_info){
-			.step = t->step, .loss = loss_sum / t->accum, .lr = hp.lr, .grad_norm = norm,
-			.tokens = (uint64_t)t->B * (uint64_t)t->T * t->accum,
+			.step = t->step, .loss = loss_sum / (t->accum * (uint32_t)t->world),
+			.lr = hp.lr, .grad_norm = norm,
+			.tokens = (uint64_t)t->B * (uint64_t)t->T * t->accum * (uint64_t)t->world,
 			.step_s = (double)(now - t0) / 1e9, .device_bytes = ms.in_use,
 			.device_peak = ms.peak, .host_bytes = t->host_bytes,
 			.loss_scale = scale, .skipped = skipped,
@@ -1703,6 +2117,8 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			.nvme_read_bytes = tr.nvme_read - tr0.nvme_read,
 			.nvme_write_bytes = tr.nvme_write - tr0.nvme_write,
 			.h2d_bytes = tr.h2d - tr0.h2d, .d2h_bytes = tr.d2h - tr0.d2h,
+			.comm_bytes = t->comm_bytes - comm0,
+			.comm_s = (double)(t->comm_ns - commns0) / 1e9,
 		};
 		struct zn_gpt2_profile gp;
 		zn_gpt2_profile_take(t->model, &gp);
@@ -1728,8 +2144,11 @@ int zn_trainer_eval(struct zn_trainer *t, double *loss)
 		return wrc;
 	if (!t->val)
 		return zn_error(-ENOENT, "data.val: no validation data configured");
-	uint64_t n = t->cfg.data.val_steps ? t->cfg.data.val_steps
-					   : zn_data_batches_per_epoch(t->val);
+	/* Each rank evaluates its turns of the split's windows; the whole
+	 * split is as many rounds as give every rank a window. */
+	uint64_t n = t->cfg.data.val_steps
+			     ? t->cfg.data.val_steps
+			     : ZN_MAX(zn_data_batches_per_epoch(t->val) / (uint64_t)t->world, 1);
 	double sum = 0;
 	zn_data_rewind(t->val);
 	for (uint64_t i = 0; i < n; i++) {
@@ -1739,8 +2158,9 @@ int zn_trainer_eval(struct zn_trainer *t, double *loss)
 			return rc;
 		sum += l;
 	}
-	*loss = n ? sum / (double)n : 0;
-	return 0;
+	int rc = sum_doubles(t, &sum, 1);
+	*loss = n ? sum / (double)(n * (uint64_t)t->world) : 0;
+	return rc;
 }
 
 /* Checkpoint metadata carries small binary structs (data position, loss
@@ -1801,28 +2221,198 @@ static void model_shape_string(const struct zn_trainer *t, char *out, size_t len
 
 static const char *const state_suffix[3] = { "master", "exp_avg", "exp_avg_sq" };
 
-/* A checkpoint is written tensor by tensor: model.safetensors and
- * optimizer.safetensors stream side by side, so saving needs one tensor's
+/* The metadata every optimizer file carries (the strings live in *m). */
+struct ckpt_meta {
+	char step[32], updates[32], shape[128], world[16], rank[16];
+	char hex[2 * sizeof(struct zn_data_pos) + 1];
+	char shex[2 * sizeof(struct zn_loss_scaler) + 1];
+	struct zn_st_meta kv[8];
+};
+
+static size_t ckpt_meta(struct zn_trainer *t, struct ckpt_meta *m, bool sharded)
+{
+	struct zn_data_pos pos;
+	memset(&pos, 0, sizeof(pos));
+	if (t->train)
+		zn_data_tell(t->train, &pos);
+	hex_encode(&pos, sizeof(pos), m->hex);
+	hex_encode(&t->scaler, sizeof(t->scaler), m->shex);
+	snprintf(m->step, sizeof(m->step), "%" PRIu64, t->step);
+	snprintf(m->updates, sizeof(m->updates), "%" PRIu64, t->updates);
+	snprintf(m->world, sizeof(m->world), "%d", t->world);
+	snprintf(m->rank, sizeof(m->rank), "%d", t->rank);
+	model_shape_string(t, m->shape, sizeof(m->shape));
+	struct zn_st_meta kv[8] = { { "zinc.step", m->step }, { "zinc.data_pos", m->hex },
+				    { "zinc.model", m->shape }, { "zinc.version", zn_version() },
+				    { "zinc.updates", m->updates }, { "zinc.loss_scaler", m->shex },
+				    { "zinc.world", m->world }, { "zinc.rank", m->rank } };
+	memcpy(m->kv, kv, sizeof(kv));
+	return sharded ? 8 : 6;
+}
+
+/* The device optimizer's states of this rank's parts into the host arrays. */
+static int stage_device_states(struct zn_trainer *t)
+{
+	for (unsigned i = 0; i < t->nt && t->device_opt; i++) {
+		struct tstate *s = &t->t[i];
+		int r;
+		if (s->nown && ((r = to_host(t, s->master, s->dmaster, s->nown * 4)) ||
+				(r = to_host(t, s->m, s->dm, s->nown * 4)) ||
+				(r = to_host(t, s->v, s->dv, s->nown * 4))))
+			return r;
+	}
+	return 0;
+}
+
+/* Every rank's result of a step they took together: a rank that failed is
+ * named on the others. */
+static int agree_rc(struct zn_trainer *t, int rc, const char *what)
+{
+	if (t->world == 1)
+		return rc;
+	int32_t mine = rc, *all = calloc((size_t)t->world, sizeof(*all));
+	if (!all)
+		return zn_error(-ENOMEM, "out of memory");
+	int crc = zn_comm_all_gather(t->comm, &mine, all, sizeof(mine), ZN_COMM_U8);
+	for (int r = 0; r < t->world && !crc && !rc; r++)
+		if (all[r])
+			rc = zn_error(all[r], "%s: rank %d failed (its own message says why)", what, r);
+	free(all);
+	return rc ? rc : crc;
+}
+
+static int save_whole(struct zn_trainer *t);
+static int save_sharded(struct zn_trainer *t);
+
+/* A checkpoint is written tensor by tensor, so saving needs one tensor's
  * states in memory whatever the model's size (NVMe states come back one
- * sub-group at a time). */
+ * sub-group at a time).  One rank, or replicas (stage 0): rank 0 writes
+ * model.safetensors and optimizer.safetensors side by side.  Partitioned
+ * states (stage >= 1 on several ranks): every rank writes its parts into
+ * one directory, committed when all have (see save_sharded). */
 int zn_trainer_save(struct zn_trainer *t)
 {
 	if (!t->cfg.checkpoint.dir[0])
 		return zn_error(-EINVAL, "checkpoint.dir: not set; nowhere to save");
-	int wrc = opt_wait_all(t);
-	if (!wrc && t->psw)
-		wrc = zn_swapper_flush(t->psw);
-	if (wrc)
-		return wrc;
-	/* The device optimizer's state is staged in the host arrays. */
-	for (unsigned i = 0; i < t->nt && t->device_opt; i++) {
-		struct tstate *s = &t->t[i];
-		int r;
-		if ((r = to_host(t, s->master, s->dmaster, s->d.numel * 4)) ||
-		    (r = to_host(t, s->m, s->dm, s->d.numel * 4)) ||
-		    (r = to_host(t, s->v, s->dv, s->d.numel * 4)))
-			return r;
+	int rc = opt_wait_all(t);
+	if (!rc && t->psw)
+		rc = zn_swapper_flush(t->psw);
+	if (!rc)
+		rc = stage_device_states(t);
+	if (t->world == 1 || rc)
+		return rc ? rc : save_whole(t);
+	if (t->own_total == t->total)
+		return agree_rc(t, t->rank == 0 ? save_whole(t) : 0, "checkpoint");
+	return save_sharded(t);
+}
+
+/* Partitioned: rank 0 opens the checkpoint's temporary directory and
+ * tells the others where it is; each rank writes
+ * optimizer-RRRRR-of-WWWWW.safetensors with the master weights and moments
+ * of its parts (the parts of each tensor: see struct tstate); rank 0
+ * commits only when every rank has written (and fsynced) its file, else
+ * the previous checkpoint stays the latest.  `zinc consolidate` joins the
+ * parts into model.safetensors; resuming re-partitions them for any
+ * number of ranks. */
+static int save_sharded(struct zn_trainer *t)
+{
+	struct zn_ckpt *c = NULL;
+	char dir[4200] = "";
+	int rc = 0;
+	zn_device_trim(t->dev);
+	if (t->rank == 0) {
+		c = zn_ckpt_begin(t->cfg.checkpoint.dir, t->step);
+		if (c)
+			snprintf(dir, sizeof(dir), "%s", zn_ckpt_file(c, ""));
+		else
+			rc = -EIO;
 	}
+	int brc = zn_comm_broadcast(t->comm, dir, sizeof(dir), 0);
+	if (brc) {
+		if (c)
+			zn_ckpt_abort(c);
+		return brc;
+	}
+	if ((rc = agree_rc(t, rc, "checkpoint")))
+		return rc;
+	struct zn_st_tensor *ot = calloc(3 * (size_t)t->nt, sizeof(*ot));
+	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(3 * (size_t)t->nt, sizeof(*names));
+	float *scratch[3] = { NULL, NULL, NULL };
+	struct groups g = { 0 };
+	struct zn_st_writer *ow = NULL;
+	size_t n = 0;
+	if (!ot || !names)
+		rc = zn_error(-ENOMEM, "out of memory");
+	for (int k = 0; k < 3 && !rc && t->nvme_opt; k++)
+		if (!(scratch[k] = malloc(t->largest * 4)))
+			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
+	if (!rc && t->nvme_opt)
+		rc = groups_open(&g, t);
+	for (unsigned i = 0; i < t->nt && !rc; i++) {
+		const struct tstate *s = &t->t[i];
+		for (int k = 0; k < 3 && s->nown; k++, n++) {
+			snprintf(names[n], sizeof(names[0]), "%s.%s", s->d.name, state_suffix[k]);
+			ot[n] = (struct zn_st_tensor){ .name = names[n], .dtype = ZN_ST_F32,
+						       .ndim = 1, .shape = { s->nown },
+						       .bytes = s->nown * 4 };
+		}
+	}
+	char path[4400];
+	snprintf(path, sizeof(path), "%soptimizer-%05d-of-%05d.safetensors", dir, t->rank,
+		 t->world);
+	struct ckpt_meta m;
+	size_t nm = ckpt_meta(t, &m, true);
+	if (!rc)
+		rc = zn_st_writer_begin(path, ot, n, m.kv, nm, &ow);
+	for (unsigned i = 0; i < t->nt && !rc; i++) {
+		struct tstate *s = &t->t[i];
+		float *a[3] = { s->master, s->m, s->v };
+		if (!s->nown)
+			continue;
+		if (t->nvme_opt) {
+			memcpy(a, scratch, sizeof(a));
+			if ((rc = groups_move(&g, s, a, false)))
+				break;
+		}
+		for (int k = 0; k < 3 && !rc; k++)
+			rc = zn_st_writer_put(ow, a[k], s->nown * 4);
+	}
+	if (!rc) {
+		rc = zn_st_writer_end(ow);
+		ow = NULL;
+	}
+	zn_st_writer_abort(ow);
+	if (t->nvme_opt)
+		groups_close(&g);
+	for (int k = 0; k < 3; k++)
+		free(scratch[k]);
+	free(names);
+	free(ot);
+	/* Commit only what every rank wrote; then every rank learns how
+	 * rank 0's commit went. */
+	rc = agree_rc(t, rc, "checkpoint");
+	int32_t crc = 0;
+	if (t->rank == 0) {
+		if (rc) {
+			zn_ckpt_abort(c);
+		} else {
+			crc = zn_ckpt_commit(c);
+			if (!crc && t->cfg.checkpoint.keep)
+				zn_ckpt_prune(t->cfg.checkpoint.dir, t->cfg.checkpoint.keep);
+		}
+	}
+	if (rc)
+		return rc;
+	if ((rc = zn_comm_broadcast(t->comm, &crc, sizeof(crc), 0)))
+		return rc;
+	if (crc && t->rank != 0)
+		return zn_error(crc, "checkpoint: rank 0 could not commit it (its own message says "
+				     "why); the previous checkpoint is still the latest");
+	return crc;
+}
+
+static int save_whole(struct zn_trainer *t)
+{
 	/* Cached device blocks are not needed while saving: their memory
 	 * (host memory, on the cpu backend) goes to the staging instead. */
 	zn_device_trim(t->dev);
@@ -1862,25 +2452,13 @@ int zn_trainer_save(struct zn_trainer *t)
 				.shape = { s->d.numel }, .bytes = s->d.numel * 4 };
 		}
 	}
-	struct zn_data_pos pos;
-	memset(&pos, 0, sizeof(pos));
-	if (t->train)
-		zn_data_tell(t->train, &pos);
-	char step[32], updates[32], shape[128], hex[2 * sizeof(pos) + 1];
-	char shex[2 * sizeof(t->scaler) + 1];
-	hex_encode(&pos, sizeof(pos), hex);
-	hex_encode(&t->scaler, sizeof(t->scaler), shex);
-	snprintf(step, sizeof(step), "%" PRIu64, t->step);
-	snprintf(updates, sizeof(updates), "%" PRIu64, t->updates);
-	model_shape_string(t, shape, sizeof(shape));
+	struct ckpt_meta meta;
+	size_t nmeta = ckpt_meta(t, &meta, false);
 	struct zn_st_meta mmeta[1] = { { "format", "pt" } };
-	struct zn_st_meta ometa[6] = { { "zinc.step", step }, { "zinc.data_pos", hex },
-				       { "zinc.model", shape }, { "zinc.version", zn_version() },
-				       { "zinc.updates", updates }, { "zinc.loss_scaler", shex } };
 	if ((rc = zn_st_writer_begin(zn_ckpt_file(c, "model.safetensors"), mt, t->nt, mmeta, 1,
 				     &mw)) ||
 	    (rc = zn_st_writer_begin(zn_ckpt_file(c, "optimizer.safetensors"), ot,
-				     3 * (size_t)t->nt, ometa, 6, &ow)))
+				     3 * (size_t)t->nt, meta.kv, nmeta, &ow)))
 		goto out;
 	for (unsigned i = 0; i < t->nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
@@ -1927,17 +2505,67 @@ out:
 	return rc;
 }
 
+/* Where part r of W of an n-element tensor starts, and its length. */
+static void part_of(uint64_t n, int W, int r, uint64_t *lo, uint64_t *len)
+{
+	uint64_t part = (n + (uint64_t)W - 1) / (uint64_t)W;
+	*lo = ZN_MIN(part * (uint64_t)r, n);
+	*len = ZN_MIN(part, n - *lo);
+}
+
+/* The optimizer files of a checkpoint: optimizer.safetensors (whole
+ * tensors), or optimizer-RRRRR-of-WWWWW.safetensors for W ranks' parts.
+ * Opens them into t->src_ckpt or t->src_shards. */
+static int open_optimizer_files(struct zn_trainer *t, const char *dir)
+{
+	char path[4400];
+	snprintf(path, sizeof(path), "%s/optimizer.safetensors", dir);
+	if (access(path, F_OK) == 0) {
+		t->src_ckpt = zn_st_open(path);
+		return t->src_ckpt ? 0 : -EINVAL;
+	}
+	glob_t g;
+	snprintf(path, sizeof(path), "%s/optimizer-00000-of-*.safetensors", dir);
+	int W = 0;
+	if (glob(path, 0, NULL, &g) == 0) {
+		const char *of = g.gl_pathc == 1 ? strstr(g.gl_pathv[0] + strlen(dir), "-of-") : NULL;
+		W = of ? atoi(of + 4) : 0;
+		globfree(&g);
+	}
+	if (W < 1)
+		return zn_error(-EINVAL, "checkpoint '%s' has neither optimizer.safetensors nor one "
+					 "set of optimizer-RRRRR-of-WWWWW.safetensors parts; point "
+					 "checkpoint.dir elsewhere or set checkpoint.resume: false",
+				dir);
+	t->src_shards = calloc((size_t)W, sizeof(*t->src_shards));
+	if (!t->src_shards)
+		return zn_error(-ENOMEM, "out of memory");
+	t->src_world = W;
+	for (int r = 0; r < W; r++) {
+		snprintf(path, sizeof(path), "%s/optimizer-%05d-of-%05d.safetensors", dir, r, W);
+		if (access(path, F_OK) != 0)
+			return zn_error(-ENOENT, "checkpoint '%s' was saved by %d ranks but the part "
+						 "of rank %d (%s) is missing: the checkpoint is "
+						 "incomplete; resume from an earlier one", dir, W, r,
+					path);
+		if (!(t->src_shards[r] = zn_st_open(path)))
+			return -EINVAL;
+	}
+	return 0;
+}
+
 /* Resuming: the checkpoint's metadata now (step, data position, loss
  * scaler: a mismatch fails before anything is built), its tensors later,
- * one at a time, from the mapped file. */
+ * one at a time, from the mapped files.  A checkpoint of another number of
+ * ranks is re-partitioned: every tensor is put together from the parts
+ * that cover it and this rank takes its own. */
 static int open_checkpoint(struct zn_trainer *t, const char *dir)
 {
-	char path[4200], shape[128];
-	snprintf(path, sizeof(path), "%s/optimizer.safetensors", dir);
-	struct zn_st_file *f = zn_st_open(path);
-	if (!f)
-		return -EINVAL;
-	int rc = 0;
+	char shape[128];
+	int rc = open_optimizer_files(t, dir);
+	if (rc)
+		return rc;
+	struct zn_st_file *f = t->src_ckpt ? t->src_ckpt : t->src_shards[0];
 	model_shape_string(t, shape, sizeof(shape));
 	const char *ms = zn_st_metadata(f, "zinc.model");
 	const char *st = zn_st_metadata(f, "zinc.step");
@@ -1954,25 +2582,41 @@ static int open_checkpoint(struct zn_trainer *t, const char *dir)
 	} else if (!up || hex_decode(sc, &t->scaler, sizeof(t->scaler))) {
 		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its update count or loss scaler", dir);
 	}
-	/* Every tensor present with its shape, before anything is built. */
+	/* The parts of one save: the same step in every one. */
+	for (int r = 1; r < t->src_world && !rc; r++) {
+		const char *sr = zn_st_metadata(t->src_shards[r], "zinc.step");
+		if (!sr || strcmp(sr, st) != 0)
+			rc = zn_error(-EINVAL, "checkpoint '%s': the part of rank %d is of step %s, "
+					       "rank 0's of step %s: the checkpoint is damaged; "
+					       "resume from an earlier one", dir, r,
+					sr ? sr : "unknown", st);
+	}
+	/* Every tensor (or part) present with its shape, before anything is
+	 * built. */
 	for (unsigned i = 0; i < t->nt && !rc; i++)
 		for (int k = 0; k < 3 && !rc; k++) {
 			char name[ZN_PARAM_NAME_MAX + 24];
 			snprintf(name, sizeof(name), "%s.%s", t->t[i].d.name, state_suffix[k]);
-			const struct zn_st_tensor *x = zn_st_find(f, name);
-			if (!x || x->dtype != ZN_ST_F32 || x->bytes != t->t[i].d.numel * 4)
-				rc = zn_error(-EINVAL, "checkpoint '%s': tensor '%s' is missing or "
-						       "has the wrong shape", dir, name);
+			int W = t->src_ckpt ? 1 : t->src_world;
+			for (int r = 0; r < W && !rc; r++) {
+				uint64_t lo, len;
+				part_of(t->t[i].d.numel, W, r, &lo, &len);
+				if (!len)
+					continue;
+				const struct zn_st_tensor *x =
+					zn_st_find(t->src_ckpt ? t->src_ckpt : t->src_shards[r], name);
+				if (!x || x->dtype != ZN_ST_F32 || x->bytes != len * 4)
+					rc = zn_error(-EINVAL, "checkpoint '%s': tensor '%s'%s is "
+							       "missing or has the wrong shape", dir,
+						      name, W > 1 ? " of a rank's part" : "");
+			}
 		}
 	if (!rc && t->train)
 		rc = zn_data_seek(t->train, &pos);
-	if (rc) {
-		zn_st_close(f);
+	if (rc)
 		return rc;
-	}
 	t->step = strtoull(st, NULL, 10);
 	t->updates = strtoull(up, NULL, 10);
-	t->src_ckpt = f;
 	return 0;
 }
 
@@ -2076,6 +2720,11 @@ static int open_pretrained(struct zn_trainer *t, const char *path)
 
 static void close_sources(struct zn_trainer *t)
 {
+	for (int r = 0; r < t->src_world && t->src_shards; r++)
+		zn_st_close(t->src_shards[r]);
+	free(t->src_shards);
+	t->src_shards = NULL;
+	t->src_world = 0;
 	zn_st_close(t->src_ckpt);
 	zn_st_close(t->src_st);
 	if (t->src_llmc)
@@ -2093,12 +2742,21 @@ static int tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, 
 {
 	struct tstate *s = &t->t[i];
 	size_t bytes = s->d.numel * 4;
-	if (t->src_ckpt) {
+	if (t->src_ckpt || t->src_shards) {
 		float *a[3] = { master, m, v };
+		int W = t->src_ckpt ? 1 : t->src_world;
 		for (int k = 0; k < 3; k++) {
 			char name[ZN_PARAM_NAME_MAX + 24];
 			snprintf(name, sizeof(name), "%s.%s", s->d.name, state_suffix[k]);
-			memcpy(a[k], zn_st_find(t->src_ckpt, name)->data, bytes);
+			for (int r = 0; r < W; r++) {
+				uint64_t lo, len;
+				part_of(s->d.numel, W, r, &lo, &len);
+				if (len)
+					memcpy(a[k] + lo,
+					       zn_st_find(t->src_ckpt ? t->src_ckpt
+								      : t->src_shards[r], name)->data,
+					       len * 4);
+			}
 		}
 		return 0;
 	}
@@ -2127,4 +2785,116 @@ static int tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, 
 	}
 	zn_gpt2_init_tensor(&t->mcfg, &s->d, t->cfg.data.seed, i, master);
 	return 0;
+}
+
+/* ---- consolidation ------------------------------------------------------------ */
+
+int zn_checkpoint_consolidate(const char *path, const char *out)
+{
+	char dir[4096];
+	char latest[4200];
+	snprintf(latest, sizeof(latest), "%s/latest", path);
+	if (access(latest, F_OK) == 0) {
+		int lrc = zn_ckpt_latest(path, dir, sizeof(dir));
+		if (lrc)
+			return lrc;
+	} else {
+		snprintf(dir, sizeof(dir), "%s", path);
+	}
+	struct zn_trainer *t = calloc(1, sizeof(*t));
+	if (!t)
+		return zn_error(-ENOMEM, "out of memory");
+	t->world = 1;
+	struct zn_st_tensor *mt = NULL;
+	char (*names)[ZN_PARAM_NAME_MAX + 16] = NULL;
+	float *a[4] = { NULL, NULL, NULL, NULL };
+	struct zn_st_writer *w = NULL;
+	int rc = open_optimizer_files(t, dir);
+	if (rc)
+		goto out;
+	/* The model, from the metadata every optimizer file carries. */
+	struct zn_st_file *f = t->src_ckpt ? t->src_ckpt : t->src_shards[0];
+	const char *ms = zn_st_metadata(f, "zinc.model");
+	struct zn_gpt2_config *c = &t->mcfg;
+	if (!ms || sscanf(ms, "gpt2 n_layer=%d n_head=%d n_embd=%d vocab_size=%d seq_len=%d",
+			  &c->n_layer, &c->n_head, &c->n_embd, &c->vocab_size,
+			  &c->max_seq_len) != 5 ||
+	    zn_gpt2_config_check(c)) {
+		rc = zn_error(-EINVAL, "checkpoint '%s': its metadata names no model zinc knows "
+				       "(zinc.model = %s)", dir, ms ? ms : "absent");
+		goto out;
+	}
+	t->nlayers = zn_gpt2_layers(c);
+	t->t = calloc(MAX_TENSORS, sizeof(*t->t));
+	if (!t->t) {
+		rc = zn_error(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (unsigned l = 0; l < t->nlayers; l++) {
+		struct zn_param_desc d[ZN_GPT2_BLOCK_TENSORS];
+		unsigned n = zn_gpt2_layer_params(c, l, d, ZN_GPT2_BLOCK_TENSORS);
+		for (unsigned i = 0; i < n; i++) {
+			t->t[t->nt].d = d[i];
+			t->largest = ZN_MAX(t->largest, d[i].numel);
+			t->nt++;
+		}
+	}
+	mt = calloc(t->nt, sizeof(*mt));
+	names = calloc(t->nt, sizeof(*names));
+	for (int k = 0; k < 4; k++)
+		a[k] = malloc(t->largest * 4);
+	if (!mt || !names || !a[0] || !a[1] || !a[2] || !a[3]) {
+		rc = zn_error(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (unsigned i = 0; i < t->nt; i++) {
+		snprintf(names[i], sizeof(names[0]), "transformer.%s", t->t[i].d.name);
+		mt[i] = (struct zn_st_tensor){ .name = names[i], .dtype = ZN_ST_F32,
+					       .ndim = t->t[i].d.ndim };
+		hf_shape(&t->t[i], c, mt[i].shape, &mt[i].bytes);
+	}
+	/* Every tensor (or part) present with its shape, before writing. */
+	struct zn_st_meta meta[1] = { { "format", "pt" } };
+	for (unsigned i = 0; i < t->nt && !rc; i++) {
+		int W = t->src_ckpt ? 1 : t->src_world;
+		char name[ZN_PARAM_NAME_MAX + 24];
+		snprintf(name, sizeof(name), "%s.master", t->t[i].d.name);
+		for (int r = 0; r < W && !rc; r++) {
+			uint64_t lo, len;
+			part_of(t->t[i].d.numel, W, r, &lo, &len);
+			const struct zn_st_tensor *x =
+				len ? zn_st_find(t->src_ckpt ? t->src_ckpt : t->src_shards[r], name)
+				    : NULL;
+			if (len && (!x || x->dtype != ZN_ST_F32 || x->bytes != len * 4))
+				rc = zn_error(-EINVAL, "checkpoint '%s': tensor '%s' is missing or has "
+						       "the wrong shape", dir, name);
+		}
+	}
+	if (!rc)
+		rc = zn_st_writer_begin(out, mt, t->nt, meta, 1, &w);
+	for (unsigned i = 0; i < t->nt && !rc; i++) {
+		const struct tstate *s = &t->t[i];
+		if ((rc = tensor_from_sources(t, i, a[0], a[1], a[2])))
+			break;
+		const float *m = a[0];
+		if (s->d.hf_transposed) {
+			transpose(a[0], a[3], s->d.shape[0], s->d.shape[1]);
+			m = a[3];
+		}
+		rc = zn_st_writer_put(w, m, mt[i].bytes);
+	}
+	if (!rc) {
+		rc = zn_st_writer_end(w);
+		w = NULL;
+	}
+out:
+	zn_st_writer_abort(w);
+	close_sources(t);
+	for (int k = 0; k < 4; k++)
+		free(a[k]);
+	free(names);
+	free(mt);
+	free(t->t);
+	free(t);
+	return rc;
 }

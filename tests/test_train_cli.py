@@ -353,7 +353,14 @@ def every_placement_is_bit_identical(d):
                 if ref is None:
                     ref = (name, losses, weights)
                     continue
-                assert losses == ref[1], (name, ref[0], losses[:3], ref[1][:3])
+                # Losses bit for bit; the reported norm is summed by the
+                # device's kernel or the host's check, in different orders
+                # (the update does not depend on it unless it clips, and
+                # then the final weights below are compared).
+                assert [x[0] for x in losses] == [x[0] for x in ref[1]], (
+                    name, ref[0], losses[:3], ref[1][:3])
+                for x, y in zip(losses, ref[1]):
+                    assert abs(x[1] - y[1]) <= 1e-12 * abs(y[1]), (name, x, y)
                 assert weights == ref[2], (name, ref[0], "final parameters differ")
                 if pname.startswith("nvme") or pname == "mixed3":
                     assert steps[-1]["nvme_read_bytes"] > 0, (name, steps[-1])

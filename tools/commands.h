@@ -10,5 +10,6 @@ int cmd_adam_bench(int argc, char **argv);
 int cmd_offload_bench(int argc, char **argv);
 int cmd_prepare_data(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_consolidate(int argc, char **argv);
 
 #endif

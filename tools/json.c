@@ -81,6 +81,17 @@ void json_uint(struct json *j, uint64_t v)
 	fprintf(j->out, "%llu", (unsigned long long)v);
 }
 
+/* Every bit of v (17 significant digits round-trip a double): for values
+ * that tests compare exactly, such as losses. */
+void json_double_exact(struct json *j, double v)
+{
+	sep(j);
+	if (isfinite(v))
+		fprintf(j->out, "%.17g", v);
+	else
+		fputs("null", j->out);
+}
+
 void json_double(struct json *j, double v)
 {
 	sep(j);

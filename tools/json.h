@@ -21,7 +21,8 @@ void json_end_array(struct json *j);
 void json_key(struct json *j, const char *key);
 void json_string(struct json *j, const char *s);
 void json_uint(struct json *j, uint64_t v);
-void json_double(struct json *j, double v); /* non-finite values become null */
+void json_double(struct json *j, double v); /* 6 digits; non-finite values become null */
+void json_double_exact(struct json *j, double v); /* all 17 digits (round-trip) */
 void json_bool(struct json *j, bool v);
 void json_null(struct json *j);
 

@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "zinc/comm.h"
 #include "zinc/configfile.h"
 #include "zinc/hostmem.h"
 #include "zinc/plan.h"
@@ -72,7 +73,8 @@ static void on_signal(int sig)
 	interrupted = 1;
 }
 
-static void log_json(FILE *f, const struct zn_step_info *s, double val)
+static void log_json(FILE *f, const struct zn_step_info *s, double val,
+		     const struct zn_rank_memory *m)
 {
 	struct json j;
 	json_init(&j, f);
@@ -80,11 +82,11 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val)
 	json_key(&j, "step");
 	json_uint(&j, s->step);
 	json_key(&j, "loss");
-	json_double(&j, s->loss);
+	json_double_exact(&j, s->loss);
 	json_key(&j, "lr");
-	json_double(&j, s->lr);
+	json_double_exact(&j, s->lr);
 	json_key(&j, "grad_norm");
-	json_double(&j, s->grad_norm);
+	json_double_exact(&j, s->grad_norm);
 	json_key(&j, "tokens_per_s");
 	json_double(&j, (double)s->tokens / s->step_s);
 	json_key(&j, "step_s");
@@ -116,6 +118,24 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val)
 	json_uint(&j, s->h2d_bytes);
 	json_key(&j, "d2h_bytes");
 	json_uint(&j, s->d2h_bytes);
+	/* This rank's share of the model states (ZeRO's partitioning). */
+	json_key(&j, "rank_memory");
+	json_begin_object(&j);
+	json_key(&j, "rank");
+	json_uint(&j, (uint64_t)m->rank);
+	json_key(&j, "world");
+	json_uint(&j, (uint64_t)m->world);
+	json_key(&j, "params");
+	json_uint(&j, m->params);
+	json_key(&j, "grads");
+	json_uint(&j, m->grads);
+	json_key(&j, "optimizer");
+	json_uint(&j, m->optimizer);
+	json_end_object(&j);
+	json_key(&j, "comm_bytes");
+	json_uint(&j, s->comm_bytes);
+	json_key(&j, "comm_s");
+	json_double(&j, s->comm_s);
 	json_key(&j, "read_bytes");
 	json_begin_object(&j);
 	json_key(&j, "nvme");
@@ -132,7 +152,7 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val)
 	json_end_object(&j);
 	if (val >= 0) {
 		json_key(&j, "val_loss");
-		json_double(&j, val);
+		json_double_exact(&j, val);
 	}
 	json_end_object(&j);
 	fflush(f);
@@ -220,11 +240,13 @@ static int bench(struct zn_config *cfg, uint64_t steps)
 	return 0;
 }
 
+static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, const char *path,
+		       struct zn_comm *comm, int rank, int world);
+
 int cmd_train(int argc, char **argv)
 {
 	struct train_args a = { 0 };
 	struct zn_config cfg;
-	char sz[32], sz2[32], sz3[32];
 	int rc = opts_parse("zinc train", options, ARRAY_SIZE(options), argc, argv, &a,
 			    "CONFIG [--max-steps N] [--json-log FILE] [--trace FILE] | --bench [CONFIG]");
 	if (rc == -2)
@@ -256,11 +278,42 @@ int cmd_train(int argc, char **argv)
 		}
 		return bench(&cfg, a.max_steps);
 	}
+	/* The ranks: mpirun's, or one.  Batch sizes follow DeepSpeed's rule
+	 * for this many ranks. */
+	struct zn_comm *comm = zn_comm_create(NULL);
+	if (!comm) {
+		fprintf(stderr, "zinc train: %s\n", zn_last_error());
+		return 2;
+	}
+	const int rank = zn_comm_rank(comm), world = zn_comm_size(comm);
+	if (world > 1 && zn_config_resolve_batch(&cfg, (uint32_t)world, &cfg.batch) != 0) {
+		fprintf(stderr, "zinc train: %s\n", zn_last_error());
+		zn_comm_destroy(comm);
+		return 2;
+	}
+	int status = train_ranks(&cfg, &a, path, comm, rank, world);
+	zn_comm_destroy(comm);
+	return status;
+}
+
+static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, const char *path,
+		       struct zn_comm *comm, int rank, int world)
+{
+	struct zn_config cfg = *cfg_in;
+	struct train_args a = *args;
+	char sz[32], sz2[32], sz3[32];
+	/* Only rank 0 reports progress; every rank reports its errors. */
+	char who[32] = "";
+	if (world > 1)
+		snprintf(who, sizeof(who), "rank %d: ", rank);
+	const bool quiet = rank != 0;
 	/* The memory plan first (zinc plan): a configuration that cannot fit
-	 * is refused before anything is allocated, with what to change. */
+	 * is refused before anything is allocated, with what to change.  The
+	 * plan counts one rank's whole states: with several, the partitions
+	 * need less, so it only informs. */
 	size_t rlen = 256 << 10;
 	char *report = malloc(rlen);
-	int prc = report ? zn_plan_check(&cfg, report, rlen) : 0;
+	int prc = report && world == 1 ? zn_plan_check(&cfg, report, rlen) : 0;
 	if (prc) {
 		fprintf(stderr, "zinc train: %s\n", zn_last_error());
 		if (prc == -ENOMEM && report[0])
@@ -271,7 +324,7 @@ int cmd_train(int argc, char **argv)
 	free(report);
 	/* Where everything will live: the plan's tiers, one line. */
 	char tiers[1024] = "";
-	struct zn_plan *plan = calloc(1, sizeof(*plan));
+	struct zn_plan *plan = world == 1 ? calloc(1, sizeof(*plan)) : NULL;
 	if (plan && zn_plan_compute(&cfg, plan) == 0) {
 		size_t len = 0;
 		for (unsigned i = 0; i < plan->ntiers && len < sizeof(tiers); i++) {
@@ -294,17 +347,21 @@ int cmd_train(int argc, char **argv)
 		return 2;
 	}
 	FILE *jl = NULL;
-	if (a.json_log && !(jl = fopen(a.json_log, "we"))) {
+	if (a.json_log && !quiet && !(jl = fopen(a.json_log, "we"))) {
 		fprintf(stderr, "zinc train: cannot write '%s': %s\n", a.json_log, strerror(errno));
 		return 2;
 	}
-	struct zn_trainer *t = zn_trainer_create(&cfg, max_steps);
+	struct zn_trainer *t = zn_trainer_create_comm(&cfg, max_steps, comm);
 	if (!t) {
-		fprintf(stderr, "zinc train: %s\n", zn_last_error());
+		fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
 		if (jl)
 			fclose(jl);
 		return 2;
 	}
+	/* Every rank records its own trace: FILE, and FILE.rank-R for R > 0. */
+	char trace_path[4096] = "";
+	if (a.trace)
+		snprintf(trace_path, sizeof(trace_path), rank ? "%s.rank-%d" : "%s", a.trace, rank);
 	struct zn_trace *trace = a.trace ? zn_trace_create(1u << 20) : NULL;
 	zn_trainer_set_trace(t, trace);
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -312,40 +369,53 @@ int cmd_train(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
-	printf("zinc train: %s: GPT-2 %u layers, %u heads, %u channels, vocab %u, %" PRIu64
-	       " parameters; %u x %u tokens x %u accumulation per step; %s\n",
-	       path, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, cfg.model.vocab_size,
-	       zn_trainer_num_params(t), cfg.batch.micro_batch, cfg.model.seq_len,
-	       cfg.batch.grad_accum,
-	       zn_trainer_steps_done(t) ? "resumed from a checkpoint" : "from scratch");
-	if (tiers[0])
-		printf("%s\n", tiers);
-	fflush(stdout);
+	if (!quiet) {
+		char ranks[64] = "";
+		if (world > 1)
+			snprintf(ranks, sizeof(ranks), " x %d ranks (ZeRO stage %u)", world,
+				 cfg.zero_optimization.stage);
+		printf("zinc train: %s: GPT-2 %u layers, %u heads, %u channels, vocab %u, %" PRIu64
+		       " parameters; %u x %u tokens x %u accumulation%s per step; %s\n",
+		       path, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd,
+		       cfg.model.vocab_size, zn_trainer_num_params(t), cfg.batch.micro_batch,
+		       cfg.model.seq_len, cfg.batch.grad_accum, ranks,
+		       zn_trainer_steps_done(t) ? "resumed from a checkpoint" : "from scratch");
+		if (tiers[0])
+			printf("%s\n", tiers);
+		fflush(stdout);
+	}
 
 	const uint64_t print_every = cfg.steps_per_print ? cfg.steps_per_print : 1;
-	const bool tty = isatty(STDERR_FILENO);
+	const bool tty = !quiet && isatty(STDERR_FILENO);
 	double t_start = tool_now_s();
 	uint64_t first = zn_trainer_steps_done(t);
 	int status = 0;
-	while (zn_trainer_steps_done(t) < max_steps && !interrupted) {
+	bool stop = false;
+	while (zn_trainer_steps_done(t) < max_steps && !stop) {
 		struct zn_step_info s;
 		if (zn_trainer_step(t, &s) != 0) {
-			fprintf(stderr, "%szinc train: %s\n", tty ? "\r\033[K" : "", zn_last_error());
+			fprintf(stderr, "%szinc train: %s%s\n", tty ? "\r\033[K" : "", who,
+				zn_last_error());
 			status = 1;
 			break;
 		}
 		double val = -1;
 		if (cfg.data.val[0] && cfg.data.val_every && s.step % cfg.data.val_every == 0 &&
 		    zn_trainer_eval(t, &val) != 0) {
-			fprintf(stderr, "zinc train: validation: %s\n", zn_last_error());
+			fprintf(stderr, "zinc train: %svalidation: %s\n", who, zn_last_error());
 			status = 1;
 			break;
 		}
-		if (jl)
-			log_json(jl, &s, val);
+		if (jl) {
+			struct zn_rank_memory m;
+			zn_trainer_memory(t, &m);
+			log_json(jl, &s, val, &m);
+		}
 		double done = (double)(s.step - first), left = (double)(max_steps - s.step);
 		double eta = done > 0 ? (tool_now_s() - t_start) / done * left : 0;
-		if (s.step % print_every == 0 || s.step == max_steps || val >= 0) {
+		if (quiet) {
+			/* nothing: rank 0 reports */
+		} else if (s.step % print_every == 0 || s.step == max_steps || val >= 0) {
 			if (tty)
 				fprintf(stderr, "\r\033[K");
 			char scale[48] = "";
@@ -363,13 +433,19 @@ int cmd_train(int argc, char **argv)
 					 zn_format_size(s.nvme_read_bytes, r, sizeof(r)),
 					 zn_format_size(s.nvme_write_bytes, w, sizeof(w)));
 			}
+			char comm_s[96] = "";
+			if (world > 1) {
+				char c[32];
+				snprintf(comm_s, sizeof(comm_s), " | sent %s, waited %.3f s",
+					 zn_format_size(s.comm_bytes, c, sizeof(c)), s.comm_s);
+			}
 			printf("step %6" PRIu64 "/%" PRIu64 " | loss %.4f | lr %.2e | norm %.3f%s | "
-			       "%.0f tok/s | %.3f s | device %s (peak %s) | host %s%s%s%s",
+			       "%.0f tok/s | %.3f s | device %s (peak %s) | host %s%s%s%s%s",
 			       s.step, max_steps, s.loss, s.lr, s.grad_norm, scale,
 			       (double)s.tokens / s.step_s, s.step_s,
 			       zn_format_size(s.device_bytes, sz, sizeof(sz)),
 			       zn_format_size(s.device_peak, sz2, sizeof(sz2)),
-			       zn_format_size(s.host_bytes, sz3, sizeof(sz3)), nvme, prof,
+			       zn_format_size(s.host_bytes, sz3, sizeof(sz3)), nvme, comm_s, prof,
 			       val >= 0 ? "" : "\n");
 			if (val >= 0)
 				printf(" | val loss %.4f\n", val);
@@ -380,7 +456,14 @@ int cmd_train(int argc, char **argv)
 		}
 		if (cfg.checkpoint.dir[0] && cfg.checkpoint.every &&
 		    s.step % cfg.checkpoint.every == 0 && zn_trainer_save(t) != 0) {
-			fprintf(stderr, "zinc train: %s\n", zn_last_error());
+			fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
+			status = 1;
+			break;
+		}
+		/* Ranks stop together: one interrupted rank stops them all after
+		 * the same step. */
+		if (zn_trainer_any(t, interrupted, &stop) != 0) {
+			fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
 			status = 1;
 			break;
 		}
@@ -389,22 +472,24 @@ int cmd_train(int argc, char **argv)
 		fprintf(stderr, "\r\033[K");
 	if (status == 0 && cfg.checkpoint.dir[0]) {
 		if (zn_trainer_save(t) != 0) {
-			fprintf(stderr, "zinc train: %s\n", zn_last_error());
+			fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
 			status = 1;
-		} else {
+		} else if (!quiet) {
 			printf("checkpoint: step %" PRIu64 " saved in %s\n", zn_trainer_steps_done(t),
 			       cfg.checkpoint.dir);
 		}
 	}
-	if (interrupted && status == 0) {
-		fprintf(stderr, "zinc train: interrupted at step %" PRIu64 "%s\n",
-			zn_trainer_steps_done(t), cfg.checkpoint.dir[0] ? "; checkpoint saved" : "");
+	if (stop && status == 0) {
+		if (!quiet)
+			fprintf(stderr, "zinc train: interrupted at step %" PRIu64 "%s\n",
+				zn_trainer_steps_done(t),
+				cfg.checkpoint.dir[0] ? "; checkpoint saved" : "");
 		status = 130;
 	}
 	if (jl)
 		fclose(jl);
-	if (trace && zn_trace_write(trace, a.trace) != 0) {
-		fprintf(stderr, "zinc train: %s\n", zn_last_error());
+	if (trace && zn_trace_write(trace, trace_path) != 0) {
+		fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
 		status = status ? status : 1;
 	}
 	zn_trainer_destroy(t);

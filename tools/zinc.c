@@ -19,6 +19,8 @@ static const struct command {
 	{ "offload-bench", cmd_offload_bench,
 	  "measure the NVMe optimizer step against its I/O and Adam bound" },
 	{ "adam-bench", cmd_adam_bench, "measure the CPU Adam against memory bandwidth" },
+	{ "consolidate", cmd_consolidate,
+	  "join a checkpoint saved by several ranks into one model.safetensors" },
 	{ "config", cmd_config, "list config keys, or check a config file (--check FILE)" },
 	{ "prepare-data", cmd_prepare_data, "turn text files into byte-level llm.c token shards" },
 	{ "version", cmd_version, "print the version" },

@@ -57,6 +57,24 @@ struct zn_step_info {
 	/* activation_checkpointing.profile (0 without it): the blocks' forwards
 	 * run again, and the kept inputs' trips to host memory and back. */
 	double recompute_s, act_offload_s;
+	/* Several ranks: bytes this rank sent in collectives, and the time the
+	 * training thread waited for collectives (what was not hidden). */
+	uint64_t comm_bytes;
+	double comm_s;
+};
+
+/* What one rank holds of the model states, in bytes over every tier
+ * (device, host memory, NVMe): the quantities ZeRO partitions.  Transient
+ * buffers (a layer's parameters or gradients while it runs, staging) are
+ * not counted. */
+struct zn_rank_memory {
+	int rank, world;
+	unsigned stage;
+	uint64_t params;      /* device copies of resident tensors; stage 3: this
+			       * rank's parts of the others (their homes) */
+	uint64_t grads;       /* gradients kept over a step: device buffers of
+			       * tensors accumulating there, host accumulators */
+	uint64_t optimizer;   /* fp32 master, exp_avg, exp_avg_sq */
 };
 
 /* Build everything a config asks for: device, kernels, model, parameters
@@ -72,6 +90,25 @@ ZN_API struct zn_trainer *zn_trainer_create_synthetic(const struct zn_config *cf
 						      uint64_t max_steps);
 ZN_API void zn_trainer_destroy(struct zn_trainer *t);
 
+struct zn_comm;
+/* The same on the ranks of `comm` (include/zinc/comm.h; borrowed, not
+ * destroyed): data parallelism with zero_optimization.stage's
+ * partitioning.  Every rank must call it with the same config (checked:
+ * -EINVAL naming the rank that differs) and cfg->batch resolved for the
+ * comm's size (zn_config_resolve_batch).  zn_trainer_create uses a comm of
+ * its own: "mpi" under mpirun, else one rank. */
+ZN_API struct zn_trainer *zn_trainer_create_comm(const struct zn_config *cfg,
+						 uint64_t max_steps, struct zn_comm *comm);
+/* This rank and the number of ranks. */
+ZN_API int zn_trainer_rank(const struct zn_trainer *t);
+ZN_API int zn_trainer_world(const struct zn_trainer *t);
+/* Whether `flag` is true on any rank (a collective: every rank calls it),
+ * e.g. so that every rank stops after the same step when one was
+ * interrupted.  0 or -errno. */
+ZN_API int zn_trainer_any(struct zn_trainer *t, bool flag, bool *any);
+/* This rank's share of the model states (see struct zn_rank_memory). */
+ZN_API void zn_trainer_memory(const struct zn_trainer *t, struct zn_rank_memory *out);
+
 struct zn_trace;
 /* Record spans of every step (forward, backward, gradient copies, Adam,
  * parameter copies) into `trace` (NULL: stop). */
@@ -86,6 +123,12 @@ ZN_API int zn_trainer_eval(struct zn_trainer *t, double *loss);
 ZN_API uint64_t zn_trainer_steps_done(const struct zn_trainer *t);
 /* Save a checkpoint under checkpoint.dir (atomically); 0 or -errno. */
 ZN_API int zn_trainer_save(struct zn_trainer *t);
+/* Join a checkpoint's parameters into one Hugging Face model.safetensors
+ * at `out` (fp32, as zn_trainer_save writes it for one rank), whatever
+ * number of ranks saved it: `path` is a checkpoint directory (its latest
+ * step) or one step's directory.  Streams one tensor at a time; the file
+ * appears whole or not at all.  0 or -errno naming the file or tensor. */
+ZN_API int zn_checkpoint_consolidate(const char *path, const char *out);
 /* Model parameters (fp32) as one line per tensor, for humans. */
 ZN_API uint64_t zn_trainer_num_params(const struct zn_trainer *t);
 

@@ -1,0 +1,64 @@
+/* zinc consolidate CHECKPOINT — one model.safetensors from a checkpoint,
+ * whatever number of ranks saved it.
+ *
+ * With ZeRO stage >= 1 on several ranks every rank saves only its parts of
+ * the states (optimizer-RRRRR-of-WWWWW.safetensors); this joins the master
+ * weights into the Hugging Face GPT-2 file a one-rank save writes, for
+ * inference, fine-tuning elsewhere (`model.from`), or transformers.  (zinc
+ * itself resumes from the parts on any number of ranks: no need to
+ * consolidate for that.)  DeepSpeed users know it as zero_to_fp32.py.
+ *
+ * Exit status: 0 written, 2 bad input (the message names the file).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "options.h"
+#include "util.h"
+
+#include "zinc/checkpoint.h"
+#include "zinc/train.h"
+
+struct consolidate_args {
+	const char *out;
+};
+
+static const struct opt options[] = {
+	OPT_STR("out", "FILE", "CHECKPOINT/model.safetensors of its latest step",
+		"where to write the model", struct consolidate_args, out),
+};
+
+int cmd_consolidate(int argc, char **argv)
+{
+	struct consolidate_args a = { 0 };
+	int rc = opts_parse("zinc consolidate", options, ARRAY_SIZE(options), argc, argv, &a,
+			    "CHECKPOINT [--out FILE]   (CHECKPOINT: checkpoint.dir, or one "
+			    "step's directory)");
+	if (rc == -2)
+		return 0;
+	if (rc < 0)
+		return 2;
+	if (rc != argc - 1) {
+		fprintf(stderr, "zinc consolidate: give exactly one checkpoint directory; see "
+				"--help\n");
+		return 2;
+	}
+	const char *ck = argv[rc];
+	char out[4200];
+	if (a.out) {
+		snprintf(out, sizeof(out), "%s", a.out);
+	} else {
+		char dir[4096];
+		if (zn_ckpt_latest(ck, dir, sizeof(dir)) != 0)
+			snprintf(dir, sizeof(dir), "%s", ck);
+		snprintf(out, sizeof(out), "%s/model.safetensors", dir);
+	}
+	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
+	if (zn_checkpoint_consolidate(ck, out) != 0) {
+		fprintf(stderr, "zinc consolidate: %s\n", zn_last_error());
+		return 2;
+	}
+	printf("zinc consolidate: wrote %s\n", out);
+	return 0;
+}
