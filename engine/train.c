@@ -200,6 +200,19 @@ struct zn_trainer {
 	uint8_t *cbuf[2];              /* collective staging: W parts of the largest tensor */
 	size_t cbuf_bytes;
 	uint64_t comm_bytes;           /* bytes this rank sent in collectives */
+	uint64_t comm_elems;           /* ... and elements */
+	/* overlap_comm on several ranks: a layer's reduce-scatters run on the
+	 * comm's thread while the backward goes on; they are settled (waited
+	 * for, added into the accumulators) at the next release, from one of
+	 * two buffer sets, each as large as the largest layer needs. */
+	struct rs_pending {
+		struct tstate *s;
+		struct zn_comm_op *op;
+		const uint8_t *recv;
+		bool first;
+	} rs[2][ZN_GPT2_BLOCK_TENSORS];
+	unsigned nrs[2], rs_cur;
+	uint8_t *rsbuf[2];
 	uint64_t comm_ns;              /* the compute thread waiting for collectives */
 	/* Per-rank state accounting (zn_trainer_memory). */
 	struct zn_rank_memory mem;
@@ -280,6 +293,8 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 
 static int round_to_dtype(struct zn_trainer *t, void *x, size_t n);
 static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first);
+static int grads_reduce_layer_async(struct zn_trainer *t, unsigned layer);
+static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first);
 static int params_gather_home(struct zn_trainer *t, struct tstate *s, const void *home);
 
 /* ---- the fetch trace ------------------------------------------------------ */
@@ -618,6 +633,15 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 	int rc = zn_device_stream_synchronize(t->stream);
 	if (!rc && written && t->has_grads[layer] && t->copy && t->world == 1) {
 		rc = grads_leave(t, layer);
+	} else if (!rc && written && t->has_grads[layer] && t->rsbuf[0]) {
+		rc = grads_reduce_layer_async(t, layer);
+		for (unsigned i = 0; i < t->count[layer]; i++) {
+			struct tstate *s = &t->t[t->first[layer] + i];
+			if (!s->dev_grads) {
+				zn_device_free(t->dev, s->dgrad);
+				s->dgrad = NULL;
+			}
+		}
 	} else if (!rc && written && t->has_grads[layer]) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
@@ -790,6 +814,11 @@ void zn_trainer_destroy(struct zn_trainer *t)
 		zn_device_free(t->dev, t->dgscratch);
 	free(t->cbuf[0]);
 	free(t->cbuf[1]);
+	for (int k = 0; k < 2; k++) {
+		for (unsigned i = 0; i < t->nrs[k]; i++)
+			zn_comm_wait(t->rs[k][i].op);
+		free(t->rsbuf[k]);
+	}
 	free_states(t);
 	free(t->t);
 	free(t->first);
@@ -854,6 +883,13 @@ static int round_to_dtype(struct zn_trainer *t, void *x, size_t n)
 static enum zn_comm_dtype comm_dtype(enum zn_dtype d)
 {
 	return d == ZN_DTYPE_BF16 ? ZN_COMM_BF16 : d == ZN_DTYPE_F16 ? ZN_COMM_F16 : ZN_COMM_F32;
+}
+
+/* What this rank sends: elements (ZeRO's volumes are in elements) and bytes. */
+static void count_sent(struct zn_trainer *t, uint64_t elems, size_t esz)
+{
+	t->comm_elems += elems;
+	t->comm_bytes += elems * esz;
 }
 
 /* Run an enqueued collective to its end, counting the wait. */
@@ -940,17 +976,25 @@ static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
 	const void *own;
 	if (t->stage == 0) {
 		rc = zn_comm_all_reduce_async(t->comm, send, n, comm_dtype(t->gdt), ZN_COMM_SUM, &op);
-		t->comm_bytes += 2 * (uint64_t)(t->world - 1) * n * esz / (uint64_t)t->world;
+		count_sent(t, 2 * (uint64_t)(t->world - 1) * n / (uint64_t)t->world, esz);
 		own = send;
 	} else {
 		memset(send + n * esz, 0, (s->part * (size_t)t->world - n) * esz);
 		rc = zn_comm_reduce_scatter_async(t->comm, send, recv, s->part, comm_dtype(t->gdt),
 						  &op);
-		t->comm_bytes += (uint64_t)(t->world - 1) * s->part * esz;
+		count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 		own = recv;
 	}
 	if ((rc = coll_wait(t, rc, op)))
 		return rc;
+	grads_accumulate(t, s, own, first);
+	return 0;
+}
+
+/* Add a settled reduce-scatter's part into the tensor's accumulator. */
+static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first)
+{
+	const size_t esz = zn_dtype_size(t->gdt);
 	if (first) {
 		memcpy(s->grad, own, s->nown * esz);
 	} else if (t->gdt == ZN_DTYPE_F32) {
@@ -959,7 +1003,79 @@ static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
 		host_to_f32(t->gstage, own, t->gdt, s->nown);
 		host_accumulate(s->grad, t->gdt, t->gstage, s->nown);
 	}
-	return 0;
+}
+
+/* Wait for buffer set k's reduce-scatters, in the order they went, and add
+ * their parts in. */
+static int grads_settle(struct zn_trainer *t, unsigned k)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < t->nrs[k]; i++) {
+		struct rs_pending *p = &t->rs[k][i];
+		int r = coll_wait(t, 0, p->op);
+		if (!r && !rc)
+			grads_accumulate(t, p->s, p->recv, p->first);
+		rc = rc ? rc : r;
+	}
+	t->nrs[k] = 0;
+	return rc;
+}
+
+static int grads_settle_all(struct zn_trainer *t)
+{
+	int rc = grads_settle(t, t->rs_cur ^ 1);
+	int r = grads_settle(t, t->rs_cur);
+	return rc ? rc : r;
+}
+
+/* overlap_comm on several ranks: a layer's final gradients leave the
+ * device into buffer set rs_cur and their reduce-scatters are enqueued;
+ * then the previous layer's, which ran meanwhile, are settled.  The comm's
+ * FIFO keeps every tensor's micro-batches in order. */
+static int grads_reduce_layer_async(struct zn_trainer *t, unsigned layer)
+{
+	const size_t esz = zn_dtype_size(t->gdt);
+	const unsigned k = t->rs_cur;
+	uint8_t *buf = t->rsbuf[k];
+	int rc = 0;
+	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->first[layer] + i];
+		const size_t n = s->d.numel;
+		if (s->dev_grads)
+			continue;
+		uint8_t *send = buf, *recv = buf + s->part * (size_t)t->world * esz;
+		buf += ZN_ALIGN_UP((size_t)s->part * ((size_t)t->world + 1) * 4, 64);
+		const void *src = s->dgrad;
+		if (!(rc = round_to_dtype(t, s->dgrad, n)) && t->gdt != ZN_DTYPE_F32) {
+			rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
+			src = t->round_buf;
+		}
+		if (!rc)
+			rc = zn_device_stream_synchronize(t->stream);
+		if (!rc)
+			rc = to_host(t, send, src, n * esz);
+		if (rc)
+			break;
+		t->d2h_bytes += n * esz;
+		memset(send + n * esz, 0, (s->part * (size_t)t->world - n) * esz);
+		struct rs_pending *p = &t->rs[k][t->nrs[k]];
+		*p = (struct rs_pending){ .s = s, .recv = recv, .first = t->micro_i == 0 };
+		if (t->stage == 0) {
+			rc = zn_comm_all_reduce_async(t->comm, send, n, comm_dtype(t->gdt), ZN_COMM_SUM,
+						      &p->op);
+			p->recv = send;
+			count_sent(t, 2 * (uint64_t)(t->world - 1) * n / (uint64_t)t->world, esz);
+		} else {
+			rc = zn_comm_reduce_scatter_async(t->comm, send, recv, s->part,
+							  comm_dtype(t->gdt), &p->op);
+			count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
+		}
+		if (!rc)
+			t->nrs[k]++;
+	}
+	t->rs_cur ^= 1;
+	int r = grads_settle(t, t->rs_cur);
+	return rc ? rc : r;
 }
 
 /* After an update (stage >= 1, several ranks): each rank holds the new
@@ -986,7 +1102,7 @@ static int params_allgather(struct zn_trainer *t, struct tstate *s)
 		return rc;
 	memset(send + s->nown * esz, 0, (s->part - s->nown) * esz);
 	rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_COMM_U8, &op);
-	t->comm_bytes += (uint64_t)(t->world - 1) * s->part * esz;
+	count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 	if ((rc = coll_wait(t, rc, op)))
 		return rc;
 	t->d2h_bytes += s->nown * esz;
@@ -1009,7 +1125,7 @@ static int params_gather_home(struct zn_trainer *t, struct tstate *s, const void
 	memcpy(send, home, s->nown * esz);
 	memset(send + s->nown * esz, 0, (s->part - s->nown) * esz);
 	int rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_COMM_U8, &op);
-	t->comm_bytes += (uint64_t)(t->world - 1) * s->part * esz;
+	count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 	if ((rc = coll_wait(t, rc, op)))
 		return rc;
 	t->h2d_bytes += n * esz;
@@ -1253,6 +1369,21 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 			if (posix_memalign((void **)&t->cbuf[k], 4096, t->cbuf_bytes)) {
 				zn_set_error("out of memory for the collectives' staging (%zu bytes)",
 					     t->cbuf_bytes);
+				goto fail;
+			}
+		/* overlap_comm: two layers' reduce-scatters in flight. */
+		size_t lay = 0;
+		for (unsigned l = 0; l < t->nlayers && cfg->zero_optimization.overlap_comm; l++) {
+			size_t b = 0;
+			for (unsigned i = 0; i < t->count[l]; i++)
+				b += ZN_ALIGN_UP((size_t)t->t[t->first[l] + i].part *
+							 ((size_t)t->world + 1) * 4, 64);
+			lay = ZN_MAX(lay, b);
+		}
+		for (int k = 0; k < 2 && lay; k++)
+			if (posix_memalign((void **)&t->rsbuf[k], 4096, lay)) {
+				zn_set_error("out of memory for overlap_comm's buffers (%zu bytes)",
+					     lay);
 				goto fail;
 			}
 		/* The device optimizer takes its reduced gradients from here. */
@@ -1902,7 +2033,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		if (t->t[i].dev_grads &&
 		    (rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
 			return rc;
-	const uint64_t comm0 = t->comm_bytes, commns0 = t->comm_ns;
+	const uint64_t comm0 = t->comm_bytes, commns0 = t->comm_ns, celems0 = t->comm_elems;
 	/* offload_param: the fetch trace is recorded on a step without one
 	 * and followed on the next. */
 	if (t->offload_param) {
@@ -1923,6 +2054,9 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		}
 		loss_sum += l;
 	}
+	/* overlap_comm on several ranks: the last layers' reductions. */
+	if (t->rsbuf[0] && (rc = grads_settle_all(t)))
+		return rc;
 	if (t->offload_param) {
 		if (t->recording)
 			t->trace_ok = true;
@@ -2117,7 +2251,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			.nvme_read_bytes = tr.nvme_read - tr0.nvme_read,
 			.nvme_write_bytes = tr.nvme_write - tr0.nvme_write,
 			.h2d_bytes = tr.h2d - tr0.h2d, .d2h_bytes = tr.d2h - tr0.d2h,
-			.comm_bytes = t->comm_bytes - comm0,
+			.comm_bytes = t->comm_bytes - comm0, .comm_elems = t->comm_elems - celems0,
 			.comm_s = (double)(t->comm_ns - commns0) / 1e9,
 		};
 		struct zn_gpt2_profile gp;

@@ -134,6 +134,8 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val,
 	json_end_object(&j);
 	json_key(&j, "comm_bytes");
 	json_uint(&j, s->comm_bytes);
+	json_key(&j, "comm_elems");
+	json_uint(&j, s->comm_elems);
 	json_key(&j, "comm_s");
 	json_double(&j, s->comm_s);
 	json_key(&j, "read_bytes");

@@ -60,6 +60,7 @@ struct zn_step_info {
 	/* Several ranks: bytes this rank sent in collectives, and the time the
 	 * training thread waited for collectives (what was not hidden). */
 	uint64_t comm_bytes;
+	uint64_t comm_elems;  /* the same in elements, as ZeRO's volumes count them */
 	double comm_s;
 };
 
