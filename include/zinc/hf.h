@@ -24,6 +24,9 @@
  * the page cache, which the kernel may reclaim), so a model larger than host
  * memory loads tensor by tensor into the offload tiers.
  *
+ * An open zn_hf_model is read-only: several threads may read from it at
+ * once.
+ *
  * Writing streams too: zn_hf_writer_put* take fp32 values in tensor order,
  * round them to the output dtype (nearest even) and append them to the
  * current shard; only a conversion buffer is held.
