@@ -452,7 +452,7 @@ static int block_forward(struct zn_gpt2 *m, struct layer_acts *a, void *const *p
 	TRY(k->layernorm_forward(m->ctx, a->ln1, a->ln1_mean, a->ln1_rstd, a->res, p[LN1W],
 				 p[LN1B], BT, C));
 	TRY(k->matmul_forward(m->ctx, a->qkv, a->ln1, p[QKVW], p[QKVB], BT, C, 3 * C));
-	TRY(k->attention_forward(m->ctx, a->atty, a->lse, a->qkv, B, T, C, NH));
+	TRY(k->attention_forward(m->ctx, a->atty, a->lse, a->qkv, B, T, NH, NH, C / NH));
 	/* res2 = res + atty @ Wproj^T + b: the projection lands in res2, then
 	 * the residual is added in place. */
 	TRY(k->matmul_forward(m->ctx, a->res2, a->atty, p[PROJW], p[PROJB], BT, C, C));
@@ -550,7 +550,8 @@ static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, void *const *
 	TRY(k->matmul_backward(m->ctx, m->datty, g[PROJW], g[PROJB], m->dres, a->atty, p[PROJW],
 			       BT, C, C));
 	TRY(zero(m, m->dqkv, nC * 3 * e));
-	TRY(k->attention_backward(m->ctx, m->dqkv, m->datty, a->qkv, a->lse, B, T, C, NH));
+	TRY(k->attention_backward(m->ctx, m->dqkv, m->datty, a->qkv, a->lse, B, T, NH, NH,
+				  C / NH));
 	TRY(zero(m, m->dln, nC * e));
 	TRY(k->matmul_backward(m->ctx, m->dln, g[QKVW], g[QKVB], m->dqkv, a->ln1, p[QKVW], BT, C,
 			       3 * C));

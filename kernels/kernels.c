@@ -126,7 +126,7 @@ int zn_kcheck_encoder(const char *op, const void *out, const int32_t *tokens, co
 	if (!backward) {
 		TRY(zn_kcheck_ptr(op, "out", out));
 		TRY(zn_kcheck_ptr(op, "wte", a));
-		TRY(zn_kcheck_ptr(op, "wpe", b));
+		(void)b; /* wpe may be NULL: no position embedding */
 	} else {
 		TRY(zn_kcheck_ptr(op, "dout", out));
 	}
@@ -194,40 +194,102 @@ int zn_kcheck_matmul_bwd(const void *dinp, const void *dweight, const void *dout
 	return 0;
 }
 
-static int attention_dims(const char *op, int B, int T, int C, int NH)
+static int attention_dims(const char *op, int B, int T, int NH, int NKV, int HS)
 {
 	TRY(dim(op, "B", B));
 	TRY(dim(op, "T", T));
-	TRY(dim(op, "C", C));
 	TRY(dim(op, "NH", NH));
-	if (C % NH != 0)
-		return zn_error(-EINVAL, "%s: C = %d is not a multiple of NH = %d: the head size "
-				"C / NH must be a whole number", op, C, NH);
+	TRY(dim(op, "NKV", NKV));
+	TRY(dim(op, "HS", HS));
+	if (NH % NKV != 0)
+		return zn_error(-EINVAL, "%s: NH = %d is not a multiple of NKV = %d: each key/value "
+				"head must serve a whole number NH / NKV of query heads", op, NH, NKV);
 	TRY(prod(op, "B*T", B, T));
-	TRY(prod(op, "3*C", 3, C));
+	TRY(prod(op, "(NH+2*NKV)*HS", NH + 2 * NKV, HS)); /* a qkv row, in elements */
 	TRY(prod(op, "T*T", T, T));
 	return 0;
 }
 
 int zn_kcheck_attention_fwd(const void *out, const float *lse, const void *qkv, int B, int T,
-			    int C, int NH)
+			    int NH, int NKV, int HS)
 {
 	const char *op = "attention_forward";
 	TRY(zn_kcheck_ptr(op, "out", out));
 	TRY(zn_kcheck_ptr(op, "lse", lse));
 	TRY(zn_kcheck_ptr(op, "qkv", qkv));
-	return attention_dims(op, B, T, C, NH);
+	return attention_dims(op, B, T, NH, NKV, HS);
 }
 
 int zn_kcheck_attention_bwd(const void *dqkv, const void *dout, const void *qkv,
-			    const float *lse, int B, int T, int C, int NH)
+			    const float *lse, int B, int T, int NH, int NKV, int HS)
 {
 	const char *op = "attention_backward";
 	TRY(zn_kcheck_ptr(op, "dqkv", dqkv));
 	TRY(zn_kcheck_ptr(op, "dout", dout));
 	TRY(zn_kcheck_ptr(op, "qkv", qkv));
 	TRY(zn_kcheck_ptr(op, "lse (saved by attention_forward)", lse));
-	return attention_dims(op, B, T, C, NH);
+	return attention_dims(op, B, T, NH, NKV, HS);
+}
+
+int zn_kcheck_rmsnorm_fwd(const void *out, const void *inp, const void *weight, float eps,
+			  int BT, int C)
+{
+	const char *op = "rmsnorm_forward";
+	TRY(zn_kcheck_ptr(op, "out", out));
+	TRY(zn_kcheck_ptr(op, "inp", inp));
+	TRY(zn_kcheck_ptr(op, "weight", weight));
+	TRY(dim(op, "BT", BT));
+	TRY(dim(op, "C", C));
+	if (!(eps > 0.0f) || !(eps < 1.0f))
+		return zn_error(-EINVAL, "%s: eps = %g; it must be > 0 and < 1 (config.json's "
+				"rms_norm_eps, typically 1e-5 or 1e-6)", op, (double)eps);
+	return 0;
+}
+
+int zn_kcheck_rmsnorm_bwd(const void *dout, const void *inp, const void *weight,
+			  const float *rstd, int BT, int C)
+{
+	const char *op = "rmsnorm_backward";
+	TRY(zn_kcheck_ptr(op, "dout", dout));
+	TRY(zn_kcheck_ptr(op, "inp", inp));
+	TRY(zn_kcheck_ptr(op, "weight", weight));
+	TRY(zn_kcheck_ptr(op, "rstd (saved by rmsnorm_forward)", rstd));
+	TRY(dim(op, "BT", BT));
+	TRY(dim(op, "C", C));
+	return 0;
+}
+
+int zn_kcheck_rope(bool backward, const void *out, int ldo, const void *inp, int ldi, int B,
+		   int T, int NH, int HS)
+{
+	const char *op = backward ? "rope_backward" : "rope_forward";
+	const char *o = backward ? "dinp" : "out", *i = backward ? "dout" : "inp";
+	const char *lo = backward ? "ldi" : "ldo", *li = backward ? "ldo" : "ldi";
+	TRY(zn_kcheck_ptr(op, o, out));
+	TRY(zn_kcheck_ptr(op, i, inp));
+	TRY(dim(op, "B", B));
+	TRY(dim(op, "T", T));
+	TRY(dim(op, "NH", NH));
+	TRY(dim(op, "HS", HS));
+	if (HS % 2 != 0 || HS > ZN_ROPE_MAX_HS)
+		return zn_error(-EINVAL, "%s: HS = %d must be even (element i pairs with i + HS/2) "
+				"and at most %d", op, HS, ZN_ROPE_MAX_HS);
+	TRY(prod(op, "B*T", B, T));
+	TRY(prod(op, "NH*HS", NH, HS));
+	if (ldo < NH * HS || ldi < NH * HS)
+		return zn_error(-EINVAL, "%s: the row strides %s = %d and %s = %d must be at least "
+				"NH*HS = %d", op, lo, ldo, li, ldi, NH * HS);
+	TRY(prod(op, "B*T*row stride", B * T, ldo > ldi ? ldo : ldi));
+	if (backward) {
+		/* dinp += f(dout) reads rows of dout while it adds into dinp */
+		if (out == inp)
+			return zn_error(-EINVAL, "%s: dinp and dout are the same buffer; the "
+					"backward adds into dinp and needs dout intact", op);
+	} else if (out == inp && ldo != ldi) {
+		return zn_error(-EINVAL, "%s: in place (out == inp) needs ldo == ldi (%d, %d)", op,
+				ldo, ldi);
+	}
+	return 0;
 }
 
 int zn_kcheck_elementwise(const char *op, const void *a, const void *b, const void *c)

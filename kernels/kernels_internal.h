@@ -35,9 +35,17 @@ int zn_kcheck_matmul_fwd(const void *out, const void *inp, const void *weight, i
 int zn_kcheck_matmul_bwd(const void *dinp, const void *dweight, const void *dout,
 			 const void *inp, const void *weight, int BT, int C, int OC);
 int zn_kcheck_attention_fwd(const void *out, const float *lse, const void *qkv, int B, int T,
-			    int C, int NH);
+			    int NH, int NKV, int HS);
 int zn_kcheck_attention_bwd(const void *dqkv, const void *dout, const void *qkv,
-			    const float *lse, int B, int T, int C, int NH);
+			    const float *lse, int B, int T, int NH, int NKV, int HS);
+int zn_kcheck_rmsnorm_fwd(const void *out, const void *inp, const void *weight, float eps,
+			  int BT, int C);
+int zn_kcheck_rmsnorm_bwd(const void *dout, const void *inp, const void *weight,
+			  const float *rstd, int BT, int C);
+/* rope_forward (backward false: out, ldo = the output; inp, ldi = the
+ * input) or rope_backward (backward true: out = dinp, inp = dout). */
+int zn_kcheck_rope(bool backward, const void *out, int ldo, const void *inp, int ldi, int B,
+		   int T, int NH, int HS);
 int zn_kcheck_elementwise(const char *op, const void *a, const void *b, const void *c);
 int zn_kcheck_xent(const float *losses, const void *logits, const int32_t *targets, int BT,
 		   int V, int Vp);

@@ -145,7 +145,7 @@ int main(int argc, char **argv)
 		printf(" block %d forward\n", l);
 		TIME("layernorm_forward", 0, k->layernorm_forward(ctx, ln1, m1, r1, res, lw, lb, (int)BT, C));
 		TIME("matmul_forward qkv", 3 * lin, k->matmul_forward(ctx, qkv, ln1, wqkv, bqkv, (int)BT, C, 3 * C));
-		TIME("attention_forward", attf, k->attention_forward(ctx, att, lse, qkv, B, T, C, NH));
+		TIME("attention_forward", attf, k->attention_forward(ctx, att, lse, qkv, B, T, NH, NH, C / NH));
 		TIME("matmul_forward proj", lin, k->matmul_forward(ctx, proj, att, wpr, bpr, (int)BT, C, C));
 		TIME("residual_forward", 0, k->residual_forward(ctx, res2, res, proj, n));
 		TIME("layernorm_forward", 0, k->layernorm_forward(ctx, ln2, m2, r2, res2, lw, lb, (int)BT, C));
@@ -161,7 +161,7 @@ int main(int argc, char **argv)
 		TIME("layernorm_backward", 0, k->layernorm_backward(ctx, g_res2, dlw, dlb, g_ln2, res2, lw, m2, r2, (int)BT, C));
 		TIME("residual_backward", 0, k->residual_backward(ctx, g_res, g_proj, g_res2, n));
 		TIME("matmul_backward proj", 2 * lin, k->matmul_backward(ctx, g_att, dwpr, dbpr, g_proj, att, wpr, (int)BT, C, C));
-		TIME("attention_backward", 2 * attf, k->attention_backward(ctx, g_qkv, g_att, qkv, lse, B, T, C, NH));
+		TIME("attention_backward", 2 * attf, k->attention_backward(ctx, g_qkv, g_att, qkv, lse, B, T, NH, NH, C / NH));
 		TIME("matmul_backward qkv", 6 * lin, k->matmul_backward(ctx, g_ln1, dwqkv, dbqkv, g_qkv, ln1, wqkv, (int)BT, C, 3 * C));
 		TIME("layernorm_backward", 0, k->layernorm_backward(ctx, g_res, dlw, dlb, g_ln1, res, lw, m1, r1, (int)BT, C));
 	}

@@ -225,21 +225,24 @@ static void ref_matmul(double *out, const float *inp, const float *w, const floa
 		}
 }
 
-/* llm.c's attention_forward, in double, with the log-sum-exp; only
- * sequence ob and head oh when ob >= 0 (the rest of out is left alone). */
-static void ref_attention(double *out, double *lse, const float *qkv, int B, int T, int C,
-			  int NH, int ob, int oh)
+/* llm.c's attention_forward, in double, with the log-sum-exp, generalized
+ * to grouped-query attention: query head h reads key/value head
+ * h / (NH / NKV) out of qkv rows of (NH + 2 NKV) HS.  Only sequence ob and
+ * query head oh when ob >= 0 (the rest of out is left alone). */
+static void ref_attention(double *out, double *lse, const float *qkv, int B, int T, int NH,
+			  int NKV, int HS, int ob, int oh)
 {
-	int HS = C / NH, C3 = 3 * C;
+	int W = (NH + 2 * NKV) * HS, CO = NH * HS, rep = NH / NKV;
 	double scale = 1.0 / sqrt((double)HS);
 	double *a = dvec((size_t)T);
 	for (int b = 0; b < B; b++)
 		for (int h = 0; h < NH; h++)
 			for (int t = 0; t < T && (ob < 0 || (b == ob && h == oh)); t++) {
-				const float *q = qkv + ((size_t)b * T + t) * C3 + h * HS;
+				int g = h / rep;
+				const float *q = qkv + ((size_t)b * T + t) * W + h * HS;
 				double m = -INFINITY, z = 0;
 				for (int u = 0; u <= t; u++) {
-					const float *k = qkv + ((size_t)b * T + u) * C3 + C + h * HS;
+					const float *k = qkv + ((size_t)b * T + u) * W + (NH + g) * HS;
 					double s = 0;
 					for (int i = 0; i < HS; i++)
 						s += (double)q[i] * k[i];
@@ -250,11 +253,11 @@ static void ref_attention(double *out, double *lse, const float *qkv, int B, int
 					z += exp(a[u] - m);
 				if (lse)
 					lse[((size_t)b * NH + h) * T + t] = m + log(z);
-				double *o = out + ((size_t)b * T + t) * C + h * HS;
+				double *o = out + ((size_t)b * T + t) * CO + h * HS;
 				for (int i = 0; i < HS; i++)
 					o[i] = 0;
 				for (int u = 0; u <= t; u++) {
-					const float *v = qkv + ((size_t)b * T + u) * C3 + 2 * C + h * HS;
+					const float *v = qkv + ((size_t)b * T + u) * W + (NH + NKV + g) * HS;
 					double p = exp(a[u] - m) / z;
 					for (int i = 0; i < HS; i++)
 						o[i] += p * v[i];
@@ -362,6 +365,21 @@ static void test_encoder(void **state)
 	encoder_case(ctx, 1, 7, 13, 11);
 	encoder_case(ctx, 3, 100, 120, 50); /* over the pool */
 	encoder_case(ctx_serial, 2, 33, 40, 7);
+}
+
+/* Llama's embedding: no position table (wpe NULL). */
+static void test_encoder_no_positions(void **state)
+{
+	(void)state;
+	int B = 2, T = 9, C = 13, V = 17;
+	int32_t tok[18];
+	for (int i = 0; i < B * T; i++)
+		tok[i] = (int32_t)((i * 5) % V);
+	float *wte = fvec((size_t)V * C, 1), *out = fvec((size_t)B * T * C, 1);
+	ok(K->encoder_forward(ctx, out, tok, wte, NULL, B, T, C, V));
+	for (int r = 0; r < B * T; r++)
+		assert_memory_equal(out + (size_t)r * C, wte + (size_t)tok[r] * C, C * sizeof(float));
+	free(wte), free(out);
 }
 
 static void test_encoder_bad_token(void **state)
@@ -512,39 +530,50 @@ static void test_matmul(void **state)
 struct att_case {
 	float *qkv, *g;
 	double *tmp;
-	int B, T, C, NH;
+	int B, T, NH, NKV, HS;
 };
 
 static double att_loss(void *p, size_t i)
 {
 	struct att_case *c = p;
-	/* qkv[i] is in sequence b, head h; only that head's outputs move */
-	size_t C3 = 3 * (size_t)c->C, HS = (size_t)(c->C / c->NH);
-	int b = (int)(i / ((size_t)c->T * C3)), h = (int)(i % C3 % (size_t)c->C / HS);
-	ref_attention(c->tmp, NULL, c->qkv, c->B, c->T, c->C, c->NH, b, h);
+	/* qkv[i] is in sequence b; a query element moves only its head's
+	 * outputs, a key or value element those of its group's query heads */
+	size_t W = (size_t)(c->NH + 2 * c->NKV) * c->HS, HS = (size_t)c->HS, CO = c->NH * HS;
+	int b = (int)(i / ((size_t)c->T * W)), head = (int)(i % W / HS), rep = c->NH / c->NKV;
+	int h0 = head, h1 = head + 1;
+	if (head >= c->NH) { /* k or v of group g */
+		int g = (head - c->NH) % c->NKV;
+		h0 = g * rep;
+		h1 = h0 + rep;
+	}
 	double s = 0;
-	for (int t = 0; t < c->T; t++)
-		for (size_t j = 0; j < HS; j++) {
-			size_t o = ((size_t)b * c->T + t) * c->C + h * HS + j;
-			s += c->tmp[o] * c->g[o];
-		}
+	for (int h = h0; h < h1; h++) {
+		ref_attention(c->tmp, NULL, c->qkv, c->B, c->T, c->NH, c->NKV, c->HS, b, h);
+		for (int t = 0; t < c->T; t++)
+			for (size_t j = 0; j < HS; j++) {
+				size_t o = ((size_t)b * c->T + t) * CO + h * HS + j;
+				s += c->tmp[o] * c->g[o];
+			}
+	}
 	return s;
 }
 
-static void attention_case(struct zn_kctx *k, int B, int T, int C, int NH, size_t samples)
+static void attention_case(struct zn_kctx *k, int B, int T, int NH, int NKV, int HS,
+			   size_t samples)
 {
-	size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+	size_t W = (size_t)(NH + 2 * NKV) * HS, CO = (size_t)NH * HS;
+	size_t nq = (size_t)B * T * W, no = (size_t)B * T * CO, nl = (size_t)B * NH * T;
 	struct att_case ac = { .qkv = fvec(nq, 1.5f), .g = fvec(no, 1), .tmp = dvec(no), .B = B,
-			       .T = T, .C = C, .NH = NH };
+			       .T = T, .NH = NH, .NKV = NKV, .HS = HS };
 	float *out = fvec(no, 1), *lse = fvec(nl, 1);
 	double *want = dvec(no), *wl = dvec(nl);
-	ok(K->attention_forward(k, out, lse, ac.qkv, B, T, C, NH));
-	ref_attention(want, wl, ac.qkv, B, T, C, NH, -1, -1);
+	ok(K->attention_forward(k, out, lse, ac.qkv, B, T, NH, NKV, HS));
+	ref_attention(want, wl, ac.qkv, B, T, NH, NKV, HS, -1, -1);
 	check_close("attention out", out, want, no, TOL_FWD);
 	check_close("attention lse", lse, wl, nl, TOL_FWD);
 
 	float *dqkv = fvec(nq, 1), *dqkv0 = fdup(dqkv, nq);
-	ok(K->attention_backward(k, dqkv, ac.g, ac.qkv, lse, B, T, C, NH));
+	ok(K->attention_backward(k, dqkv, ac.g, ac.qkv, lse, B, T, NH, NKV, HS));
 	check_grad("attention dqkv", dqkv, dqkv0, ac.qkv, nq, samples, att_loss, &ac);
 	free(dqkv), free(dqkv0), free(out), free(lse), free(want), free(wl);
 	free(ac.qkv), free(ac.g), free(ac.tmp);
@@ -553,23 +582,337 @@ static void attention_case(struct zn_kctx *k, int B, int T, int C, int NH, size_
 static void test_attention(void **state)
 {
 	(void)state;
-	attention_case(ctx, 1, 1, 8, 2, SIZE_MAX);  /* one token */
-	attention_case(ctx, 2, 13, 24, 3, SIZE_MAX);
-	attention_case(ctx, 1, 77, 12, 1, SIZE_MAX); /* two query blocks */
-	attention_case(ctx, 2, 150, 64, 4, 1000);    /* over the pool, three blocks */
-	attention_case(ctx_serial, 1, 70, 20, 5, SIZE_MAX);
+	attention_case(ctx, 1, 1, 2, 2, 4, SIZE_MAX);  /* one token */
+	attention_case(ctx, 2, 13, 3, 3, 8, SIZE_MAX);
+	attention_case(ctx, 1, 77, 1, 1, 12, SIZE_MAX); /* two query blocks */
+	attention_case(ctx, 2, 150, 4, 4, 16, 1000);    /* over the pool, three blocks */
+	attention_case(ctx_serial, 1, 70, 5, 5, 4, SIZE_MAX);
 }
 
+/* Grouped-query attention: NKV < NH key/value heads, each serving
+ * NH / NKV query heads; the gradients of shared keys and values sum the
+ * group's heads.  Head sizes need not be C / NH (Llama's head_dim). */
+static void test_attention_gqa(void **state)
+{
+	(void)state;
+	attention_case(ctx, 2, 13, 4, 2, 6, SIZE_MAX);
+	attention_case(ctx, 1, 77, 6, 1, 4, SIZE_MAX);  /* one shared head, two blocks */
+	attention_case(ctx, 3, 9, 6, 3, 10, SIZE_MAX);
+	attention_case(ctx, 2, 130, 8, 2, 8, 1500);     /* over the pool, three blocks */
+	attention_case(ctx_serial, 1, 33, 4, 2, 14, SIZE_MAX);
+}
+
+/* GPT-2's layout is the NKV = NH case: the same bits with the pool, and
+ * with NKV = NH the op is multi-head attention (checked above against the
+ * grouped reference, which with rep = 1 is llm.c's). */
 static void test_attention_bad_shape(void **state)
 {
 	(void)state;
-	float x[3 * 10] = { 0 }, o[10] = { 0 }, l[3];
-	assert_int_equal(K->attention_forward(ctx, o, l, x, 1, 1, 10, 3), -EINVAL);
-	assert_non_null(strstr(zn_last_error(), "C = 10 is not a multiple of NH = 3"));
-	assert_int_equal(K->attention_backward(ctx, x, o, x, NULL, 1, 1, 10, 2), -EINVAL);
+	float x[4 * 30] = { 0 }, o[40] = { 0 }, l[8];
+	assert_int_equal(K->attention_forward(ctx, o, l, x, 1, 1, 4, 3, 2), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "NH = 4 is not a multiple of NKV = 3"));
+	assert_int_equal(K->attention_backward(ctx, x, o, x, NULL, 1, 1, 2, 2, 4), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "lse"));
-	assert_int_equal(K->attention_forward(ctx, o, l, x, 1, 0, 10, 2), -EINVAL);
+	assert_int_equal(K->attention_forward(ctx, o, l, x, 1, 0, 2, 2, 4), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "T = 0"));
+	assert_int_equal(K->attention_forward(ctx, o, l, x, 1, 1, 2, 0, 4), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "NKV = 0"));
+	assert_int_equal(K->attention_forward(ctx, o, l, x, 1, 1, 2, 1, -4), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "HS = -4"));
+}
+
+/* ---- rmsnorm ---------------------------------------------------------------------------- */
+
+static void ref_rmsnorm(double *out, double *rstd, const float *x, const float *w, double eps,
+			int BT, int C)
+{
+	for (int r = 0; r < BT; r++) {
+		const float *xr = x + (size_t)r * C;
+		double ss = 0;
+		for (int i = 0; i < C; i++)
+			ss += (double)xr[i] * xr[i];
+		double s = 1.0 / sqrt(ss / C + eps);
+		for (int i = 0; i < C; i++)
+			out[(size_t)r * C + i] = xr[i] * s * w[i];
+		if (rstd)
+			rstd[r] = s;
+	}
+}
+
+struct rms_case {
+	float *x, *w, *g;
+	double *tmp;
+	float eps;
+	int BT, C;
+};
+
+static double rms_loss(void *p, size_t i)
+{
+	(void)i;
+	struct rms_case *c = p;
+	ref_rmsnorm(c->tmp, NULL, c->x, c->w, c->eps, c->BT, c->C);
+	return dot_g(c->tmp, c->g, (size_t)c->BT * c->C);
+}
+
+static void rmsnorm_case(struct zn_kctx *k, int BT, int C, float amp, float eps, size_t samples)
+{
+	size_t n = (size_t)BT * C;
+	struct rms_case rc = { .x = fvec(n, amp), .w = fvec((size_t)C, 1), .g = fvec(n, 1),
+			       .tmp = dvec(n), .eps = eps, .BT = BT, .C = C };
+	for (size_t i = 0; i < n; i++) /* rows with an offset: no mean is taken out */
+		rc.x[i] += amp * ((float)(i / (size_t)C % 5) - 2.0f);
+	float *out = fvec(n, 1), *rstd = fvec((size_t)BT, 1);
+	double *want = dvec(n), *wr = dvec((size_t)BT);
+	ok(K->rmsnorm_forward(k, out, rstd, rc.x, rc.w, eps, BT, C));
+	ref_rmsnorm(want, wr, rc.x, rc.w, eps, BT, C);
+	check_close("rmsnorm out", out, want, n, TOL_FWD);
+	check_close("rmsnorm rstd", rstd, wr, (size_t)BT, TOL_FWD);
+
+	float *dinp = fvec(n, 1), *dw = fvec((size_t)C, 1);
+	float *dinp0 = fdup(dinp, n), *dw0 = fdup(dw, (size_t)C);
+	ok(K->rmsnorm_backward(k, dinp, dw, rc.g, rc.x, rc.w, rstd, BT, C));
+	fd_h = 1e-3f * amp;
+	check_grad("rmsnorm dinp", dinp, dinp0, rc.x, n, samples, rms_loss, &rc);
+	fd_h = 1e-3f;
+	check_grad("rmsnorm dweight", dw, dw0, rc.w, (size_t)C, samples, rms_loss, &rc);
+
+	/* each gradient on its own; NULL rstd is inference */
+	float *dw1 = fdup(dw0, (size_t)C);
+	ok(K->rmsnorm_backward(k, NULL, dw1, rc.g, rc.x, rc.w, rstd, BT, C));
+	float *a = addedf(dw1, dw0, (size_t)C), *b = addedf(dw, dw0, (size_t)C);
+	assert_memory_equal(a, b, (size_t)C * sizeof(float));
+	ok(K->rmsnorm_forward(k, out, NULL, rc.x, rc.w, eps, BT, C));
+	check_close("rmsnorm out without rstd", out, want, n, TOL_FWD);
+
+	free(a), free(b), free(dw1), free(dinp), free(dw), free(dinp0), free(dw0);
+	free(out), free(rstd), free(want), free(wr), free(rc.x), free(rc.w), free(rc.g), free(rc.tmp);
+}
+
+static void test_rmsnorm(void **state)
+{
+	(void)state;
+	rmsnorm_case(ctx, 5, 13, 2, 1e-5f, SIZE_MAX);
+	rmsnorm_case(ctx, 1, 40, 2, 1e-6f, SIZE_MAX);
+	rmsnorm_case(ctx, 4, 24, 0.003f, 1e-5f, SIZE_MAX); /* mean square ~ eps: eps matters */
+	rmsnorm_case(ctx, 300, 120, 2, 1e-6f, 300);        /* over the pool */
+	rmsnorm_case(ctx_serial, 7, 33, 2, 1e-5f, SIZE_MAX);
+	float a[8] = { 0 };
+	assert_int_equal(K->rmsnorm_forward(ctx, a, NULL, a, a, 0.0f, 2, 4), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "eps = 0"));
+	assert_int_equal(K->rmsnorm_backward(ctx, a, a, a, a, a, NULL, 2, 4), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "rstd"));
+}
+
+/* ---- rotary embedding ------------------------------------------------------------------- */
+
+/* transformers' LlamaRotaryEmbedding + apply_rotary_pos_emb, in double
+ * after the fp32 angle: rows (b, t) of ld elements, NH heads of HS. */
+static void ref_rope(double *out, size_t ldo, const float *x, size_t ldi, const float *inv,
+		     int B, int T, int NH, int HS)
+{
+	int half = HS / 2;
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++)
+			for (int h = 0; h < NH; h++) {
+				const float *xr = x + ((size_t)b * T + t) * ldi + (size_t)h * HS;
+				double *o = out + ((size_t)b * T + t) * ldo + (size_t)h * HS;
+				for (int i = 0; i < HS; i++) {
+					/* rotate_half(x) = cat(-x2, x1); emb = cat(freqs, freqs) */
+					double rot = i < half ? -(double)xr[i + half] : xr[i - half];
+					double ang = inv ? (double)((float)t * inv[i % half]) : 0.0;
+					o[i] = xr[i] * cos(ang) + rot * sin(ang);
+				}
+			}
+}
+
+struct rope_case {
+	float *x, *g, *inv;
+	double *tmp;
+	int B, T, NH, HS, ldi, ldo;
+};
+
+static double rope_loss(void *p, size_t i)
+{
+	struct rope_case *c = p;
+	size_t row = i / (size_t)c->ldi, col = i % (size_t)c->ldi;
+	if (col >= (size_t)c->NH * c->HS)
+		return 0; /* padding between rows: not read */
+	/* only the row's head moves: that head's outputs, at position t */
+	int t = (int)(row % (size_t)c->T), h = (int)(col / (size_t)c->HS), half = c->HS / 2;
+	const float *xr = c->x + row * c->ldi + (size_t)h * c->HS;
+	double s = 0;
+	for (int k = 0; k < c->HS; k++) {
+		double rot = k < half ? -(double)xr[k + half] : xr[k - half];
+		double ang = c->inv ? (double)((float)t * c->inv[k % half]) : 0.0;
+		s += (xr[k] * cos(ang) + rot * sin(ang)) * c->g[row * c->ldo + (size_t)h * c->HS + k];
+	}
+	return s;
+}
+
+static void rope_case(struct zn_kctx *k, int B, int T, int NH, int HS, int padi, int pado,
+		      bool rotate, size_t samples)
+{
+	int ldi = NH * HS + padi, ldo = NH * HS + pado;
+	size_t BT = (size_t)B * T, ni = BT * ldi, no = BT * ldo;
+	struct rope_case rc = { .x = fvec(ni, 2), .g = fvec(no, 1), .tmp = dvec(no), .B = B, .T = T,
+				.NH = NH, .HS = HS, .ldi = ldi, .ldo = ldo };
+	if (rotate) {
+		/* a spread of frequencies, some turning many times over T */
+		rc.inv = fvec((size_t)HS / 2, 1);
+		for (int i = 0; i < HS / 2; i++)
+			rc.inv[i] = powf(10000.0f, -2.0f * (float)i / (float)HS) * (1.0f + 0.1f * rc.inv[i]);
+	}
+	float *out = fvec(no, 1), *out0 = fdup(out, no);
+	double *want = dvec(no);
+	ok(K->rope_forward(k, out, ldo, rc.x, ldi, rc.inv, B, T, NH, HS));
+	ref_rope(want, (size_t)ldo, rc.x, (size_t)ldi, rc.inv, B, T, NH, HS);
+	/* the padding of out rows is left alone: compare it as it was */
+	for (size_t r = 0; r < BT; r++)
+		for (int j = NH * HS; j < ldo; j++)
+			want[r * ldo + j] = out0[r * ldo + j];
+	check_close("rope out", out, want, no, rotate ? TOL_FWD : 0);
+
+	float *dinp = fvec(ni, 1), *dinp0 = fdup(dinp, ni);
+	ok(K->rope_backward(k, dinp, ldi, rc.g, ldo, rc.inv, B, T, NH, HS));
+	check_grad("rope dinp", dinp, dinp0, rc.x, ni, samples, rope_loss, &rc);
+
+	/* in place gives the same bits */
+	if (ldi == ldo) {
+		float *y = fdup(rc.x, ni);
+		ok(K->rope_forward(k, y, ldi, y, ldi, rc.inv, B, T, NH, HS));
+		assert_memory_equal(y, out, ni * sizeof(float));
+		free(y);
+	}
+	free(out), free(out0), free(want), free(dinp), free(dinp0);
+	free(rc.x), free(rc.g), free(rc.tmp), free(rc.inv);
+}
+
+static void test_rope(void **state)
+{
+	(void)state;
+	rope_case(ctx, 1, 1, 1, 2, 0, 0, true, SIZE_MAX);
+	rope_case(ctx, 2, 13, 3, 8, 0, 0, true, SIZE_MAX);
+	rope_case(ctx, 2, 77, 2, 12, 7, 0, true, 2000);  /* strided input */
+	rope_case(ctx, 1, 40, 3, 6, 0, 30, true, SIZE_MAX); /* strided output */
+	rope_case(ctx, 3, 200, 4, 32, 16, 48, true, 3000);  /* over the pool, a table for T */
+	rope_case(ctx, 2, 20, 2, 8, 5, 9, false, SIZE_MAX); /* no rotation: a strided copy */
+	rope_case(ctx_serial, 2, 50, 5, 16, 0, 0, true, 2000);
+	/* a shorter T reuses the table for a longer one, another table replaces it */
+	rope_case(ctx, 2, 9, 3, 32, 0, 0, true, SIZE_MAX);
+	rope_case(ctx, 2, 9, 3, 20, 0, 0, true, SIZE_MAX);
+}
+
+/* Three projections into one packed qkv and back, as a Llama block does:
+ * q and k rotated into their places, v copied; the backward unpacks. */
+static void test_rope_packs_qkv(void **state)
+{
+	(void)state;
+	int B = 2, T = 11, NH = 4, NKV = 2, HS = 8, QD = NH * HS, KD = NKV * HS;
+	int W = QD + 2 * KD;
+	size_t BT = (size_t)B * T;
+	float *q = fvec(BT * QD, 1), *kk = fvec(BT * KD, 1), *v = fvec(BT * KD, 1);
+	float *inv = fvec((size_t)HS / 2, 1), *qkv = fvec(BT * W, 1);
+	for (int i = 0; i < HS / 2; i++)
+		inv[i] = powf(500000.0f, -2.0f * (float)i / (float)HS);
+	ok(K->rope_forward(ctx, qkv, W, q, QD, inv, B, T, NH, HS));
+	ok(K->rope_forward(ctx, qkv + QD, W, kk, KD, inv, B, T, NKV, HS));
+	ok(K->rope_forward(ctx, qkv + QD + KD, W, v, KD, NULL, B, T, NKV, HS));
+	double *rq = dvec(BT * QD), *rk = dvec(BT * KD);
+	ref_rope(rq, (size_t)QD, q, (size_t)QD, inv, B, T, NH, HS);
+	ref_rope(rk, (size_t)KD, kk, (size_t)KD, inv, B, T, NKV, HS);
+	for (size_t r = 0; r < BT; r++) {
+		float *row = qkv + r * W;
+		for (int j = 0; j < QD; j++)
+			assert_true(fabs(row[j] - rq[r * QD + j]) <= 1e-6);
+		for (int j = 0; j < KD; j++) {
+			assert_true(fabs(row[QD + j] - rk[r * KD + j]) <= 1e-6);
+			assert_true(row[QD + KD + j] == v[r * KD + j]);
+		}
+	}
+	/* unpack: the backward of each piece, v's a plain add */
+	float *dv = fvec(BT * KD, 1), *dv0 = fdup(dv, BT * KD);
+	ok(K->rope_backward(ctx, dv, KD, qkv + QD + KD, W, NULL, B, T, NKV, HS));
+	for (size_t r = 0; r < BT; r++)
+		for (int j = 0; j < KD; j++)
+			assert_true(dv[r * KD + j] == dv0[r * KD + j] + v[r * KD + j]);
+	/* the rotation is orthogonal: its backward undoes the forward */
+	float *dq = calloc(BT * QD, sizeof(float));
+	assert_non_null(dq);
+	ok(K->rope_backward(ctx, dq, QD, qkv, W, inv, B, T, NH, HS));
+	for (size_t i = 0; i < BT * QD; i++)
+		assert_true(fabsf(dq[i] - q[i]) <= 1e-6f * 4);
+	/* errors: odd HS, a stride below the row, backward in place */
+	assert_int_equal(K->rope_forward(ctx, qkv, W, q, QD, inv, B, T, NH, 7), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "HS = 7 must be even"));
+	assert_int_equal(K->rope_forward(ctx, qkv, W, q, QD - 1, inv, B, T, NH, HS), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "ldi = 31"));
+	assert_int_equal(K->rope_backward(ctx, q, QD, q, QD, inv, B, T, NH, HS), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "same buffer"));
+	assert_int_equal(K->rope_forward(ctx, q, QD, q, W, inv, B, T, NH, HS), -EINVAL);
+	free(q), free(kk), free(v), free(inv), free(qkv), free(rq), free(rk), free(dv), free(dv0);
+	free(dq);
+}
+
+/* ---- SwiGLU ----------------------------------------------------------------------------- */
+
+static double ref_silu(double x)
+{
+	return x / (1.0 + exp(-x));
+}
+
+struct swiglu_case {
+	float *g, *u, *dy;
+	size_t n;
+};
+
+static double swiglu_loss(void *p, size_t i)
+{
+	struct swiglu_case *c = p; /* elementwise: element i's term only */
+	return ref_silu(c->g[i]) * c->u[i] * c->dy[i];
+}
+
+static void swiglu_case(struct zn_kctx *k, size_t n, size_t samples)
+{
+	struct swiglu_case sc = { .g = fvec(n, 6), .u = fvec(n, 2), .dy = fvec(n, 1), .n = n };
+	sc.g[0] = 0.0f;
+	if (n > 3) {
+		sc.g[1] = 30.0f; /* sigmoid saturated */
+		sc.g[2] = -30.0f;
+		sc.g[3] = 1e-6f;
+	}
+	float *out = fvec(n, 1);
+	double *want = dvec(n);
+	ok(K->swiglu_forward(k, out, sc.g, sc.u, n));
+	for (size_t i = 0; i < n; i++)
+		want[i] = ref_silu(sc.g[i]) * sc.u[i];
+	check_close("swiglu out", out, want, n, TOL_FWD);
+	double worst = 0; /* each value on its own, too */
+	for (size_t i = 0; i < n; i++)
+		worst = fmax(worst, fabs(out[i] - want[i]) / (1e-30 + fabs(want[i]) + 1e-7));
+	assert_true(worst <= 1e-5);
+	float *dg = fvec(n, 1), *du = fvec(n, 1), *dg0 = fdup(dg, n), *du0 = fdup(du, n);
+	ok(K->swiglu_backward(k, dg, du, sc.dy, sc.g, sc.u, n));
+	check_grad("swiglu dgate", dg, dg0, sc.g, n, samples, swiglu_loss, &sc);
+	check_grad("swiglu dup", du, du0, sc.u, n, samples, swiglu_loss, &sc);
+	/* one gradient alone adds the same */
+	float *dg1 = fdup(dg0, n);
+	ok(K->swiglu_backward(k, dg1, NULL, sc.dy, sc.g, sc.u, n));
+	assert_memory_equal(dg1, dg, n * sizeof(float));
+	/* in place over gate */
+	float *y = fdup(sc.g, n);
+	ok(K->swiglu_forward(k, y, y, sc.u, n));
+	assert_memory_equal(y, out, n * sizeof(float));
+	free(y), free(dg1), free(dg), free(du), free(dg0), free(du0), free(out), free(want);
+	free(sc.g), free(sc.u), free(sc.dy);
+}
+
+static void test_swiglu(void **state)
+{
+	(void)state;
+	swiglu_case(ctx, 1, 1);
+	swiglu_case(ctx, 37, SIZE_MAX);
+	swiglu_case(ctx, 100003, 3000); /* over the pool, an odd tail */
+	swiglu_case(ctx_serial, 999, SIZE_MAX);
 }
 
 /* ---- elementwise --------------------------------------------------------------------------- */
@@ -1096,7 +1439,7 @@ static float *run_all(struct zn_kctx *c, size_t *len)
 	int B = 2, T = 70, C = 48, NH = 4, V = 300;
 	size_t BT = (size_t)B * T, n = BT * C, nq = 3 * n;
 	size_t total = n * 3 + nq * 2 + BT * 2 + (size_t)V * C + (size_t)T * C + 2 * C + BT * V + BT +
-		       B * NH * T + 8;
+		       B * NH * T + 8 + (B * NH * T + BT * 96) + (BT + 2 * n + C) + 4 * n;
 	float *o = calloc(total, sizeof(float)), *p = o;
 	assert_non_null(o);
 	int32_t tok[140];
@@ -1115,10 +1458,30 @@ static float *run_all(struct zn_kctx *c, size_t *len)
 	ok(K->layernorm_backward(c, p, p + n, p + n + C, g, x, w, mean, rstd, (int)BT, C));
 	p += n + 2 * C;
 	float *lse = p;
-	ok(K->attention_forward(c, p + B * NH * T, lse, qkv, B, T, C, NH));
+	ok(K->attention_forward(c, p + B * NH * T, lse, qkv, B, T, NH, NH, C / NH));
 	p += B * NH * T + n;
-	ok(K->attention_backward(c, p, gq, qkv, lse, B, T, C, NH));
+	ok(K->attention_backward(c, p, gq, qkv, lse, B, T, NH, NH, C / NH));
 	p += nq;
+	/* grouped-query: NH 4, NKV 2, HS 8 on the first 2/3 of qkv's rows'
+	 * worth of elements (rows of 64) */
+	float *glse = p;
+	ok(K->attention_forward(c, p + B * NH * T, glse, qkv, B, T, NH, 2, 8));
+	p += B * NH * T + BT * 32;
+	ok(K->attention_backward(c, p, gq, qkv, glse, B, T, NH, 2, 8));
+	p += BT * 64;
+	float *rms_rstd = p;
+	ok(K->rmsnorm_forward(c, p + BT, rms_rstd, x, w, 1e-5f, (int)BT, C));
+	p += BT + n;
+	ok(K->rmsnorm_backward(c, p, p + n, g, x, w, rms_rstd, (int)BT, C));
+	p += n + C;
+	float inv[6] = { 1.0f, 0.3f, 0.1f, 0.03f, 0.01f, 0.003f };
+	ok(K->rope_forward(c, p, C, x, C, inv, B, T, 4, 12));
+	p += n;
+	ok(K->rope_backward(c, p, C, g, C, inv, B, T, 4, 12));
+	p += n;
+	ok(K->swiglu_forward(c, p, x, g, n));
+	ok(K->swiglu_backward(c, p, p + n, qkv, x, g, n)); /* onto the forward's output */
+	p += 2 * n;
 	ok(K->gelu_forward(c, p, x, n));
 	ok(K->gelu_backward(c, p, g, x, n)); /* accumulates onto the forward's output */
 	p += n;
@@ -1230,10 +1593,16 @@ int main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_encoder),
 		cmocka_unit_test(test_encoder_bad_token),
+		cmocka_unit_test(test_encoder_no_positions),
 		cmocka_unit_test(test_layernorm),
 		cmocka_unit_test(test_matmul),
 		cmocka_unit_test(test_attention),
+		cmocka_unit_test(test_attention_gqa),
 		cmocka_unit_test(test_attention_bad_shape),
+		cmocka_unit_test(test_rmsnorm),
+		cmocka_unit_test(test_rope),
+		cmocka_unit_test(test_rope_packs_qkv),
+		cmocka_unit_test(test_swiglu),
 		cmocka_unit_test(test_gelu),
 		cmocka_unit_test(test_residual),
 		cmocka_unit_test(test_crossentropy),

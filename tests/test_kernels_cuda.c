@@ -12,6 +12,9 @@
  *                                   rounded to 8 bits of mantissa)
  * The casts and the fp32 scale are compared bit for bit; sumsq to 1e-12.
  * Every cuda op also runs twice and must give the same bits (no atomics).
+ * The Llama ops (RMSNorm, the rotary embedding packing q, k, v into qkv,
+ * SwiGLU, grouped-query attention, the embedding without positions) are
+ * compared the same way.
  */
 #include <errno.h>
 #include <math.h>
@@ -292,23 +295,24 @@ static void test_matmul(void **state)
 	}
 }
 
-static void attention_case(enum zn_dtype dt, int B, int T, int C, int NH)
+static void attention_case(enum zn_dtype dt, int B, int T, int NH, int NKV, int HS)
 {
 	struct zn_kctx *c = cctx[dt];
-	size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
+	size_t W = (size_t)(NH + 2 * NKV) * HS;
+	size_t nq = (size_t)B * T * W, no = (size_t)B * T * NH * HS, nl = (size_t)B * NH * T;
 	float *qkv = rnd(nq, 1.5f, dt), *out = malloc(no * 4), *lse = malloc(nl * 4);
-	ok(KH->attention_forward(hctx, out, lse, qkv, B, T, C, NH));
+	ok(KH->attention_forward(hctx, out, lse, qkv, B, T, NH, NKV, HS));
 	void *dq = dev(qkv, nq, dt), *dout = dev(NULL, no, dt);
 	float *dlse = dev(NULL, nl, ZN_DTYPE_F32);
-	ok(KC->attention_forward(c, dout, dlse, dq, B, T, C, NH));
+	ok(KC->attention_forward(c, dout, dlse, dq, B, T, NH, NKV, HS));
 	check_dev("attention out", dt, dout, out, no);
 	check_dev("attention lse", ZN_DTYPE_F32, dlse, lse, nl);
 
 	float *g = rnd(no, 1, dt), *gq = rnd(nq, 1, dt);
 	void *dg = dev(g, no, dt), *dgq = dev(gq, nq, dt), *dgq2 = dev(gq, nq, dt);
-	ok(KH->attention_backward(hctx, gq, g, qkv, lse, B, T, C, NH));
-	ok(KC->attention_backward(c, dgq, dg, dq, dlse, B, T, C, NH));
-	ok(KC->attention_backward(c, dgq2, dg, dq, dlse, B, T, C, NH));
+	ok(KH->attention_backward(hctx, gq, g, qkv, lse, B, T, NH, NKV, HS));
+	ok(KC->attention_backward(c, dgq, dg, dq, dlse, B, T, NH, NKV, HS));
+	ok(KC->attention_backward(c, dgq2, dg, dq, dlse, B, T, NH, NKV, HS));
 	check_dev("attention dqkv", dt, dgq, gq, nq);
 	same_bits(dgq, dgq2, nq * zn_dtype_size(dt));
 	cudaFree(dq), cudaFree(dout), cudaFree(dlse), cudaFree(dg), cudaFree(dgq), cudaFree(dgq2);
@@ -320,10 +324,175 @@ static void test_attention(void **state)
 	(void)state;
 	for (size_t di = 0; di < 2; di++) {
 		enum zn_dtype dt = dtypes[di];
-		attention_case(dt, 2, 64, 64, 4);
-		attention_case(dt, 1, 77, 24, 3); /* odd */
-		attention_case(dt, 3, 1, 16, 2);  /* one token */
+		attention_case(dt, 2, 64, 4, 4, 16);
+		attention_case(dt, 1, 77, 3, 3, 8); /* odd */
+		attention_case(dt, 3, 1, 2, 2, 8);  /* one token */
+		/* grouped-query */
+		attention_case(dt, 2, 64, 8, 2, 16);
+		attention_case(dt, 1, 77, 6, 3, 12);
+		attention_case(dt, 2, 33, 4, 1, 10);
 	}
+}
+
+/* Grouped-query attention in workspace-sized chunks: whole groups at a
+ * time, and (a workspace below one group) part of a group at a time; the
+ * gradients are the same either way. */
+static void test_attention_gqa_small_workspace(void **state)
+{
+	(void)state;
+	int B = 2, T = 96, NH = 8, NKV = 2, HS = 16;
+	size_t W = (size_t)(NH + 2 * NKV) * HS;
+	size_t nq = (size_t)B * T * W, no = (size_t)B * T * NH * HS, nl = (size_t)B * NH * T;
+	float *qkv = rnd(nq, 1, ZN_DTYPE_F32), *out = malloc(no * 4), *lse = malloc(nl * 4);
+	float *g = rnd(no, 1, ZN_DTYPE_F32), *gq = calloc(nq, 4);
+	assert_true(out && lse && gq);
+	ok(KH->attention_forward(hctx, out, lse, qkv, B, T, NH, NKV, HS));
+	ok(KH->attention_backward(hctx, gq, g, qkv, lse, B, T, NH, NKV, HS));
+	void *dq = dev(qkv, nq, ZN_DTYPE_F32), *dout = dev(NULL, no, ZN_DTYPE_F32);
+	void *dg = dev(g, no, ZN_DTYPE_F32), *dgq = dev(NULL, nq, ZN_DTYPE_F32);
+	float *dlse = dev(NULL, nl, ZN_DTYPE_F32);
+	const int heads[] = { 5, 3 }; /* a group and a part of one; a part of a group */
+	for (size_t k = 0; k < 2; k++) {
+		struct zn_kernels_params kp;
+		zn_kernels_params_default(&kp);
+		kp.cuda_stream = stream;
+		kp.workspace_bytes = (size_t)heads[k] * T * T * (4 + 4) + 100;
+		struct zn_kctx *c = KC->ctx_create(&kp);
+		assert_non_null(c);
+		cuda_ok(cudaMemset(dgq, 0, nq * 4), "cudaMemset");
+		ok(KC->attention_forward(c, dout, dlse, dq, B, T, NH, NKV, HS));
+		ok(KC->attention_backward(c, dgq, dg, dq, dlse, B, T, NH, NKV, HS));
+		check_dev("gqa out (chunks)", ZN_DTYPE_F32, dout, out, no);
+		check_dev("gqa lse (chunks)", ZN_DTYPE_F32, dlse, lse, nl);
+		check_dev("gqa dqkv (chunks)", ZN_DTYPE_F32, dgq, gq, nq);
+		KC->ctx_destroy(c);
+	}
+	cudaFree(dq), cudaFree(dout), cudaFree(dlse), cudaFree(dg), cudaFree(dgq);
+	free(qkv), free(out), free(lse), free(g), free(gq);
+}
+
+static void test_rmsnorm(void **state)
+{
+	(void)state;
+	int BT = 129, C = 88;
+	size_t n = (size_t)BT * C;
+	for (size_t di = 0; di < 2; di++) {
+		enum zn_dtype dt = dtypes[di];
+		struct zn_kctx *c = cctx[dt];
+		float *x = rnd(n, 2, dt), *w = rnd((size_t)C, 1, dt);
+		float *out = malloc(n * 4), *rstd = malloc((size_t)BT * 4);
+		ok(KH->rmsnorm_forward(hctx, out, rstd, x, w, 1e-6f, BT, C));
+		void *dx = dev(x, n, dt), *dw = dev(w, (size_t)C, dt), *dout = dev(NULL, n, dt);
+		float *drstd = dev(NULL, (size_t)BT, ZN_DTYPE_F32);
+		ok(KC->rmsnorm_forward(c, dout, drstd, dx, dw, 1e-6f, BT, C));
+		check_dev("rmsnorm out", dt, dout, out, n);
+		check_dev("rmsnorm rstd", ZN_DTYPE_F32, drstd, rstd, (size_t)BT);
+
+		float *g = rnd(n, 1, dt), *gi = rnd(n, 1, dt), *gw = rnd((size_t)C, 1, dt);
+		void *dg = dev(g, n, dt), *dgi = dev(gi, n, dt), *dgw = dev(gw, (size_t)C, dt),
+		     *dgw2 = dev(gw, (size_t)C, dt);
+		ok(KH->rmsnorm_backward(hctx, gi, gw, g, x, w, rstd, BT, C));
+		ok(KC->rmsnorm_backward(c, dgi, dgw, dg, dx, dw, drstd, BT, C));
+		ok(KC->rmsnorm_backward(c, NULL, dgw2, dg, dx, dw, drstd, BT, C));
+		check_dev("rmsnorm dinp", dt, dgi, gi, n);
+		check_dev("rmsnorm dweight", dt, dgw, gw, (size_t)C);
+		same_bits(dgw, dgw2, (size_t)C * zn_dtype_size(dt));
+		cudaFree(dx), cudaFree(dw), cudaFree(dout), cudaFree(drstd), cudaFree(dg);
+		cudaFree(dgi), cudaFree(dgw), cudaFree(dgw2);
+		free(x), free(w), free(out), free(rstd), free(g), free(gi), free(gw);
+	}
+}
+
+/* q, k and v into one packed qkv (rotating q and k), then back. */
+static void test_rope(void **state)
+{
+	(void)state;
+	int B = 2, T = 45, NH = 4, NKV = 2, HS = 32, QD = NH * HS, KD = NKV * HS;
+	int W = QD + 2 * KD;
+	size_t BT = (size_t)B * T;
+	float inv[16];
+	for (int i = 0; i < HS / 2; i++)
+		inv[i] = powf(10000.0f, -2.0f * (float)i / (float)HS);
+	for (size_t di = 0; di < 2; di++) {
+		enum zn_dtype dt = dtypes[di];
+		struct zn_kctx *c = cctx[dt];
+		float *q = rnd(BT * QD, 2, dt), *k = rnd(BT * KD, 2, dt), *v = rnd(BT * KD, 2, dt);
+		float *qkv = calloc(BT * W, 4);
+		assert_non_null(qkv);
+		ok(KH->rope_forward(hctx, qkv, W, q, QD, inv, B, T, NH, HS));
+		ok(KH->rope_forward(hctx, qkv + QD, W, k, KD, inv, B, T, NKV, HS));
+		ok(KH->rope_forward(hctx, qkv + QD + KD, W, v, KD, NULL, B, T, NKV, HS));
+		size_t es = zn_dtype_size(dt);
+		void *dq = dev(q, BT * QD, dt), *dk = dev(k, BT * KD, dt), *dv = dev(v, BT * KD, dt);
+		void *dqkv = dev(NULL, BT * W, dt);
+		ok(KC->rope_forward(c, dqkv, W, dq, QD, inv, B, T, NH, HS));
+		ok(KC->rope_forward(c, (char *)dqkv + QD * es, W, dk, KD, inv, B, T, NKV, HS));
+		ok(KC->rope_forward(c, (char *)dqkv + (QD + KD) * es, W, dv, KD, NULL, B, T, NKV, HS));
+		check_dev("rope qkv", dt, dqkv, qkv, BT * W);
+		/* in place */
+		ok(KH->rope_forward(hctx, q, QD, q, QD, inv, B, T, NH, HS));
+		ok(KC->rope_forward(c, dq, QD, dq, QD, inv, B, T, NH, HS));
+		check_dev("rope in place", dt, dq, q, BT * QD);
+		/* backward: gradients added into random values, k's from the packed rows */
+		float *gq = rnd(BT * W, 1, dt), *gk = rnd(BT * KD, 1, dt), *gv = rnd(BT * KD, 1, dt);
+		void *dgq = dev(gq, BT * W, dt), *dgk = dev(gk, BT * KD, dt), *dgv = dev(gv, BT * KD, dt);
+		ok(KH->rope_backward(hctx, gk, KD, gq + QD, W, inv, B, T, NKV, HS));
+		ok(KH->rope_backward(hctx, gv, KD, gq + QD + KD, W, NULL, B, T, NKV, HS));
+		ok(KC->rope_backward(c, dgk, KD, (char *)dgq + QD * es, W, inv, B, T, NKV, HS));
+		ok(KC->rope_backward(c, dgv, KD, (char *)dgq + (QD + KD) * es, W, NULL, B, T, NKV, HS));
+		check_dev("rope dk", dt, dgk, gk, BT * KD);
+		check_dev("rope dv", dt, dgv, gv, BT * KD);
+		cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dqkv), cudaFree(dgq), cudaFree(dgk);
+		cudaFree(dgv);
+		free(q), free(k), free(v), free(qkv), free(gq), free(gk), free(gv);
+	}
+}
+
+static void test_swiglu(void **state)
+{
+	(void)state;
+	size_t n = 100003;
+	for (size_t di = 0; di < 2; di++) {
+		enum zn_dtype dt = dtypes[di];
+		struct zn_kctx *c = cctx[dt];
+		float *g = rnd(n, 6, dt), *u = rnd(n, 2, dt), *dy = rnd(n, 1, dt);
+		float *dg = rnd(n, 1, dt), *du = rnd(n, 1, dt), *out = malloc(n * 4);
+		ok(KH->swiglu_forward(hctx, out, g, u, n));
+		void *d_g = dev(g, n, dt), *d_u = dev(u, n, dt), *d_dy = dev(dy, n, dt);
+		void *d_dg = dev(dg, n, dt), *d_du = dev(du, n, dt), *d_out = dev(NULL, n, dt);
+		ok(KC->swiglu_forward(c, d_out, d_g, d_u, n));
+		check_dev("swiglu out", dt, d_out, out, n);
+		ok(KH->swiglu_backward(hctx, dg, du, dy, g, u, n));
+		ok(KC->swiglu_backward(c, d_dg, d_du, d_dy, d_g, d_u, n));
+		check_dev("swiglu dgate", dt, d_dg, dg, n);
+		check_dev("swiglu dup", dt, d_du, du, n);
+		cudaFree(d_g), cudaFree(d_u), cudaFree(d_dy), cudaFree(d_dg), cudaFree(d_du);
+		cudaFree(d_out);
+		free(g), free(u), free(dy), free(dg), free(du), free(out);
+	}
+}
+
+/* Llama's embedding: no position table. */
+static void test_encoder_no_positions(void **state)
+{
+	(void)state;
+	int B = 2, T = 19, C = 24, V = 31;
+	size_t BT = (size_t)B * T;
+	int32_t tok[38];
+	for (size_t i = 0; i < BT; i++)
+		tok[i] = (int32_t)((i * 11) % (size_t)V);
+	int32_t *dtok = dev_raw(tok, sizeof(tok));
+	for (size_t di = 0; di < 2; di++) {
+		enum zn_dtype dt = dtypes[di];
+		float *wte = rnd((size_t)V * C, 1, dt), *out = malloc(BT * C * 4);
+		ok(KH->encoder_forward(hctx, out, tok, wte, NULL, B, T, C, V));
+		void *dwte = dev(wte, (size_t)V * C, dt), *dout = dev(NULL, BT * C, dt);
+		ok(KC->encoder_forward(cctx[dt], dout, dtok, dwte, NULL, B, T, C, V));
+		check_dev("encoder out without wpe", dt, dout, out, BT * C);
+		cudaFree(dwte), cudaFree(dout);
+		free(wte), free(out);
+	}
+	cudaFree(dtok);
 }
 
 static void test_attention_small_workspace(void **state)
@@ -339,16 +508,16 @@ static void test_attention_small_workspace(void **state)
 	assert_non_null(c);
 	size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
 	float *qkv = rnd(nq, 1, ZN_DTYPE_F32), *out = malloc(no * 4), *lse = malloc(nl * 4);
-	ok(KH->attention_forward(hctx, out, lse, qkv, B, T, C, NH));
+	ok(KH->attention_forward(hctx, out, lse, qkv, B, T, NH, NH, C / NH));
 	void *dq = dev(qkv, nq, ZN_DTYPE_F32), *dout = dev(NULL, no, ZN_DTYPE_F32);
 	float *dlse = dev(NULL, nl, ZN_DTYPE_F32);
-	ok(KC->attention_forward(c, dout, dlse, dq, B, T, C, NH));
+	ok(KC->attention_forward(c, dout, dlse, dq, B, T, NH, NH, C / NH));
 	check_dev("attention out (head groups)", ZN_DTYPE_F32, dout, out, no);
 	/* too small for even one head */
 	kp.workspace_bytes = 1000;
 	struct zn_kctx *tiny = KC->ctx_create(&kp);
 	assert_non_null(tiny);
-	assert_int_equal(KC->attention_forward(tiny, dout, dlse, dq, B, T, C, NH), -ENOSPC);
+	assert_int_equal(KC->attention_forward(tiny, dout, dlse, dq, B, T, NH, NH, C / NH), -ENOSPC);
 	assert_non_null(strstr(zn_last_error(), "workspace_bytes >="));
 	KC->ctx_destroy(tiny);
 	KC->ctx_destroy(c);
@@ -532,7 +701,7 @@ static void test_errors(void **state)
 	float a[4] = { 0 };
 	assert_int_equal(KC->gelu_forward(hctx, a, a, 4), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "belongs to the \"cpu\" kernels"));
-	assert_int_equal(KC->attention_forward(cctx[ZN_DTYPE_F32], a, a, a, 1, 1, 10, 3), -EINVAL);
+	assert_int_equal(KC->attention_forward(cctx[ZN_DTYPE_F32], a, a, a, 1, 1, 3, 2, 4), -EINVAL);
 }
 
 static int setup(void **state)
@@ -592,6 +761,11 @@ int main(void)
 		cmocka_unit_test(test_matmul),
 		cmocka_unit_test(test_attention),
 		cmocka_unit_test(test_attention_small_workspace),
+		cmocka_unit_test(test_attention_gqa_small_workspace),
+		cmocka_unit_test(test_rmsnorm),
+		cmocka_unit_test(test_rope),
+		cmocka_unit_test(test_swiglu),
+		cmocka_unit_test(test_encoder_no_positions),
 		cmocka_unit_test(test_elementwise),
 		cmocka_unit_test(test_crossentropy),
 		cmocka_unit_test(test_casts_and_reductions),

@@ -357,6 +357,10 @@ int cmd_prepare_data(int argc, char **argv)
 		n = opts_parse(PROG, options, ARRAY_SIZE(options), argc - i + 1, argv + i - 1, &p,
 			       synopsis);
 		if (n == -2) {
+			printf("\nTokens from a model's own tokenizer (and loss masks for "
+			       "fine-tuning):\ntools/hf_tokenize.py --tokenizer MODEL_DIR --out DIR "
+			       "FILE.jsonl writes the same shards with\nthe user's transformers or "
+			       "tokenizers library (see its --help and README.md).\n");
 			rc = 0;
 			goto out;
 		}

@@ -1,5 +1,6 @@
-/* zinc — compute kernels of a GPT-2 style (pre-LayerNorm decoder)
- * transformer, forward and backward: one op table, two implementations.
+/* zinc — compute kernels of pre-norm decoder transformers (GPT-2's
+ * LayerNorm/GELU blocks and the Llama family's RMSNorm/RoPE/SwiGLU/GQA
+ * blocks), forward and backward: one op table, two implementations.
  *
  *   "cpu"   host memory; OpenBLAS sgemm and vectorized C loops, run on a
  *           zn_threadpool.  Storage dtype fp32.
@@ -17,7 +18,11 @@
  *   T    sequence length; maxT >= T rows in the position table wpe
  *   BT   B * T, the number of token rows
  *   C    channels (n_embd)
- *   NH   attention heads; HS = C / NH, the head size (C % NH == 0)
+ *   NH   attention (query) heads; HS the head size (C / NH in GPT-2;
+ *        Llama's head_dim may differ, so attention takes HS itself)
+ *   NKV  key/value heads (grouped-query attention: NH % NKV == 0, query
+ *        head h reads key/value head h / (NH / NKV)); NKV = NH is plain
+ *        multi-head attention
  *   OC   output channels of a matmul (3C for qkv, 4C for the MLP's fc ...)
  *   V    vocabulary size; Vp >= V the row length of the logits (llm.c
  *        pads 50257 to 50304 so the classifier matmul has nice shapes)
@@ -33,13 +38,21 @@
  *       PyTorch nn.Linear's layout and llm.c's.  Hugging Face GPT-2 stores
  *       its Conv1D weights (c_attn, c_proj, c_fc) transposed, as (C, OC):
  *       a checkpoint writer/reader transposes those (not lm_head / wte).
- *   qkv (B, T, 3C): for each token, [q | k | v], each C wide, head h at
- *       channels h*HS .. h*HS+HS-1 of its part — what c_attn produces.
- *   attention out (B, T, C): heads concatenated the same way.
+ *   qkv (B, T, (NH + 2 NKV) HS): for each token, [q | k | v]: the NH
+ *       query heads, then the NKV key heads, then the NKV value heads,
+ *       each HS wide, head h of a part at channels h*HS .. h*HS+HS-1 of
+ *       it.  With NKV = NH and NH*HS = C that is (B, T, 3C), [q | k | v]
+ *       each C wide — what GPT-2's c_attn produces.  Llama's three
+ *       projections are put together by rope_forward (below).
+ *   attention out (B, T, NH HS): query heads concatenated the same way.
  *   lse (B, NH, T) fp32: the log-sum-exp of each softmax row, saved by
  *       attention_forward for attention_backward (which recomputes the
  *       probabilities from q, k and lse; no (B, NH, T, T) tensor is kept).
- *   mean, rstd (BT) fp32: saved by layernorm_forward for the backward.
+ *   mean, rstd (BT) fp32: saved by layernorm_forward for the backward
+ *       (rmsnorm_forward saves rstd only).
+ *   inv_freq (HS/2) fp32, HOST memory on both backends: the rotary
+ *       embedding's inverse frequencies, a parameter of the call like the
+ *       scalars (the model computes them: rope_theta, Llama 3's scaling).
  *   tokens, targets (BT) int32; losses (BT) fp32; loss weights (BT) fp32.
  *
  * ---- Dtypes ---------------------------------------------------------------
@@ -95,7 +108,7 @@ struct zn_threadpool;
 
 /* Version of struct zn_kernels, bumped whenever an op is added or changes;
  * a caller built against another layout can tell by comparing. */
-#define ZN_KERNELS_VERSION 2
+#define ZN_KERNELS_VERSION 3
 
 /* Element types.  The values equal enum zn_adam_dtype's. */
 enum zn_dtype {
@@ -157,9 +170,11 @@ struct zn_kernels {
 	void (*ctx_destroy)(struct zn_kctx *ctx);
 
 	/* out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:].
-	 * out (B,T,C), tokens (B,T) in [0, V), wte (V,C), wpe (maxT,C), T <= maxT.
+	 * out (B,T,C), tokens (B,T) in [0, V), wte (V,C), wpe (maxT,C) or NULL,
+	 * T <= maxT.
 	 * The cpu backend checks the tokens (-EINVAL naming the first bad one);
-	 * the cuda one cannot without a synchronization and writes NaN rows. */
+	 * the cuda one cannot without a synchronization and writes NaN rows.
+	 * (version 3) wpe may be NULL: no position term (Llama's embedding). */
 	int (*encoder_forward)(struct zn_kctx *ctx, void *out, const int32_t *tokens,
 			       const void *wte, const void *wpe, int B, int T, int C, int V);
 	/* dwte[tokens[b,t],:] += dout[b,t,:]; dwpe[t,:] += dout[b,t,:].
@@ -192,16 +207,22 @@ struct zn_kernels {
 			       const void *dout, const void *inp, const void *weight, int BT, int C,
 			       int OC);
 
-	/* Causal multi-head self-attention: for each (b, h) and query t,
-	 * out[b,t,h] = softmax_{t2 <= t}(q_t . k_t2 / sqrt(HS)) @ v.
-	 * out (B,T,C), lse (B,NH,T) fp32 (saved for the backward), qkv (B,T,3C). */
+	/* Causal self-attention, multi-head or grouped-query: for each
+	 * sequence b, query head h with key/value head g = h / (NH / NKV), and
+	 * query t,
+	 *   out[b,t,h] = softmax_{t2 <= t}(q_t,h . k_t2,g / sqrt(HS)) @ v_g.
+	 * out (B,T,NH*HS), lse (B,NH,T) fp32 (saved for the backward),
+	 * qkv (B,T,(NH+2*NKV)*HS) in the layout above.  (version 3: NKV and HS
+	 * replace C; GPT-2 passes NKV = NH, HS = C / NH.) */
 	int (*attention_forward)(struct zn_kctx *ctx, void *out, float *lse, const void *qkv,
-				 int B, int T, int C, int NH);
+				 int B, int T, int NH, int NKV, int HS);
 	/* dqkv += the gradient of sum(out * dout) with respect to qkv.
-	 * dqkv (B,T,3C), dout (B,T,C), qkv (B,T,3C), lse (B,NH,T) from the
-	 * forward on the same qkv. */
+	 * dqkv (B,T,(NH+2*NKV)*HS), dout (B,T,NH*HS), qkv as given to the
+	 * forward, lse (B,NH,T) from that forward.  The NH / NKV query heads
+	 * of a group add into their shared key/value gradient in head order. */
 	int (*attention_backward)(struct zn_kctx *ctx, void *dqkv, const void *dout,
-				  const void *qkv, const float *lse, int B, int T, int C, int NH);
+				  const void *qkv, const float *lse, int B, int T, int NH, int NKV,
+				  int HS);
 
 	/* GELU, tanh approximation (GPT-2's):
 	 * out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).  out, inp (N). */
@@ -261,7 +282,58 @@ struct zn_kernels {
 	int (*adam)(struct zn_kctx *ctx, const struct zn_adam_hparams *hp, uint64_t step,
 		    float grad_scale, float *param, const float *grad, float *m, float *v,
 		    size_t n);
+
+	/* ---- (version 3) the Llama family's ops ---- */
+
+	/* RMSNorm (Llama's LlamaRMSNorm, Qwen2's): over each row of C,
+	 *   rstd = 1 / sqrt(mean(inp^2) + eps),  out = (inp * rstd) * weight.
+	 * out, inp (BT,C); rstd (BT) fp32 or NULL (inference); weight (C);
+	 * eps > 0 (config.json's rms_norm_eps). */
+	int (*rmsnorm_forward)(struct zn_kctx *ctx, void *out, float *rstd, const void *inp,
+			       const void *weight, float eps, int BT, int C);
+	/* dinp += d/dinp, dweight += d/dweight of sum(out * dout), from the
+	 * rstd saved by the forward.  dinp (BT,C) or NULL, dweight (C) or NULL,
+	 * dout, inp (BT,C), weight (C). */
+	int (*rmsnorm_backward)(struct zn_kctx *ctx, void *dinp, void *dweight, const void *dout,
+				const void *inp, const void *weight, const float *rstd, int BT,
+				int C);
+
+	/* Rotary position embedding, Hugging Face's rotate_half convention
+	 * (GPT-NeoX's, Llama's in transformers): within each head, element i
+	 * pairs with i + HS/2 (not 2i with 2i+1), and at position t (0 .. T-1
+	 * in every sequence), for i < HS/2,
+	 *   a = fp32(t * inv_freq[i]),  c = cos(a),  s = sin(a)
+	 *   out[i]        = x[i] c - x[i + HS/2] s
+	 *   out[i + HS/2] = x[i + HS/2] c + x[i] s
+	 * (the angle rounded to fp32 as transformers rounds it; cos and sin
+	 * of it to nearest fp32).  Rows may be strided so that the heads can
+	 * be read from or written into the packed qkv: token (b, t)'s NH heads
+	 * are the NH*HS elements from row (b*T + t) * ld of their buffer.
+	 * inv_freq NULL: no rotation, a strided copy (how v joins qkv).
+	 * out, inp: rows of ldo, ldi >= NH*HS elements; out may equal inp
+	 * when ldo == ldi (in place); HS even, at most ZN_ROPE_MAX_HS;
+	 * inv_freq (HS/2) host fp32 or NULL. */
+	int (*rope_forward)(struct zn_kctx *ctx, void *out, int ldo, const void *inp, int ldi,
+			    const float *inv_freq, int B, int T, int NH, int HS);
+	/* dinp += the rotation's transpose applied to dout (a plain add when
+	 * inv_freq is NULL): the gradient of sum(out * dout).  dinp rows of
+	 * ldi, dout rows of ldo, as in the forward; dinp must not overlap dout. */
+	int (*rope_backward)(struct zn_kctx *ctx, void *dinp, int ldi, const void *dout, int ldo,
+			     const float *inv_freq, int B, int T, int NH, int HS);
+
+	/* SwiGLU (Llama's MLP activation): out = silu(gate) * up, with
+	 * silu(x) = x / (1 + e^-x).  out, gate, up (N); out may equal gate or up. */
+	int (*swiglu_forward)(struct zn_kctx *ctx, void *out, const void *gate, const void *up,
+			      size_t N);
+	/* dgate += dout * up * silu'(gate); dup += dout * silu(gate) (either
+	 * may be NULL).  (N) each. */
+	int (*swiglu_backward)(struct zn_kctx *ctx, void *dgate, void *dup, const void *dout,
+			       const void *gate, const void *up, size_t N);
 };
+
+/* The largest head size rope_forward/backward take (the inverse
+ * frequencies travel with the call: HS/2 floats). */
+#define ZN_ROPE_MAX_HS 512
 
 /* The op table named `name` ("cpu" or "cuda"), or NULL with the last error
  * set when it is unknown or not in this build. */

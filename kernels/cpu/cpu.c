@@ -16,11 +16,17 @@
  *                  probabilities from q, k and the saved log-sum-exp
  *                  (FlashAttention's recomputation), five sgemms a block;
  *                  a (b, h) owns its slice of dqkv, so no two tasks write
- *                  the same element.
- *   rows           layernorm, encoder forward, cross-entropy: tasks of
- *                  whole rows.
+ *                  the same element.  Grouped-query attention: tasks of
+ *                  (b, key/value head g) instead, running the g's query
+ *                  heads one after another, so the heads sharing k and v
+ *                  add into dk, dv in head order and never race.
+ *   rows           layernorm, rmsnorm, rotary embedding, encoder forward,
+ *                  cross-entropy: tasks of whole rows.  The rotary
+ *                  embedding's cos/sin table (T, HS/2) is computed once
+ *                  per inverse-frequency table and kept in the context.
  *   channels       reductions over rows into a (C) or (V,C) gradient
- *                  (layernorm dweight/dbias, encoder dwte/dwpe): tasks of
+ *                  (layernorm dweight/dbias, rmsnorm dweight, encoder
+ *                  dwte/dwpe): tasks of
  *                  channel slices, each adding the rows in order — no
  *                  races and no dependence on the thread count.
  *   elementwise    tasks of contiguous chunks; the sumsq and nonfinite
@@ -61,6 +67,11 @@ struct cpu_ctx {
 	const struct zn_kvec *v;   /* the vector path's loops */
 	float *scratch;            /* workers x scratch_per floats */
 	size_t scratch_per;        /* floats per worker, a multiple of 16 */
+	/* rope: cos (rope_T, rope_half) then sin, for the inverse
+	 * frequencies rope_inv; rope_T = 0 until the first rope call */
+	float *rope_tab;
+	int rope_T, rope_half;
+	float rope_inv[ZN_ROPE_MAX_HS / 2];
 };
 
 static inline struct cpu_ctx *cpu(struct zn_kctx *ctx)
@@ -194,6 +205,7 @@ static void cpu_ctx_destroy(struct zn_kctx *ctx)
 	if (!ctx)
 		return;
 	free(cpu(ctx)->scratch);
+	free(cpu(ctx)->rope_tab);
 	free(ctx);
 }
 
@@ -211,9 +223,13 @@ static void enc_fwd_rows(void *p, size_t r0, size_t r1, unsigned w)
 {
 	(void)w;
 	const struct enc_args *a = p;
-	for (size_t r = r0; r < r1; r++)
-		a->v->add(a->out + r * a->C, a->wte + (size_t)a->tok[r] * a->C,
-			  a->wpe + (r % a->T) * a->C, a->C);
+	for (size_t r = r0; r < r1; r++) {
+		const float *row = a->wte + (size_t)a->tok[r] * a->C;
+		if (a->wpe)
+			a->v->add(a->out + r * a->C, row, a->wpe + (r % a->T) * a->C, a->C);
+		else
+			memcpy(a->out + r * a->C, row, a->C * sizeof(float));
+	}
 }
 
 static int cpu_encoder_forward(struct zn_kctx *ctx, void *out, const int32_t *tokens,
@@ -460,16 +476,18 @@ static int cpu_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight, v
 
 /* ---- attention ---------------------------------------------------------------------- */
 
-/* For head h of sequence b, with C3 = 3C:
- *   q_t = qkv[b, t, h*HS ...],  k_t = ... + C,  v_t = ... + 2C   (rows of C3)
- *   out_t = out[b, t, h*HS ...]                                    (rows of C)
+/* For query head h of sequence b, with key/value head g = h / rep
+ * (rep = NH / NKV) and W = (NH + 2 NKV) HS the qkv row:
+ *   q_t = qkv[b, t, h*HS ...],  k_t = qkv[b, t, (NH+g)*HS ...],
+ *   v_t = qkv[b, t, (NH+NKV+g)*HS ...]                      (rows of W)
+ *   out_t = out[b, t, h*HS ...]                             (rows of CO = NH*HS)
  * A block is queries [i0, i1); it sees keys [0, i1), query t the keys
  * [0, t]. */
 struct att_args {
 	const struct zn_kvec *v;
 	float *out, *lse, *dqkv, *scratch;
 	const float *qkv, *dout, *slse;
-	size_t B, T, C, NH, HS, nblk, scratch_per;
+	size_t B, T, NH, NKV, HS, rep, W, CO, nblk, scratch_per;
 	float scale;
 };
 
@@ -477,16 +495,17 @@ static void att_fwd_task(void *p, size_t task, unsigned w)
 {
 	const struct att_args *a = p;
 	size_t blk = task % a->nblk, bh = task / a->nblk, b = bh / a->NH, h = bh % a->NH;
-	size_t C3 = 3 * a->C, i0 = blk * ATT_TB, i1 = ZN_MIN(a->T, i0 + ATT_TB);
+	size_t g = h / a->rep, W = a->W, i0 = blk * ATT_TB, i1 = ZN_MIN(a->T, i0 + ATT_TB);
 	int M = (int)(i1 - i0), nk = (int)i1;
-	const float *q = a->qkv + b * a->T * C3 + h * a->HS;
-	const float *k = q + a->C, *vv = q + 2 * a->C;
+	const float *row0 = a->qkv + b * a->T * W;
+	const float *q = row0 + h * a->HS, *k = row0 + (a->NH + g) * a->HS;
+	const float *vv = row0 + (a->NH + a->NKV + g) * a->HS;
 	float *s = a->scratch + (size_t)w * a->scratch_per; /* (M, nk) */
 	float *lse = a->lse + bh * a->T;
 
 	/* s = scale * q[i0:i1] @ k[0:i1]^T */
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, (int)a->HS, a->scale,
-		    q + i0 * C3, (int)C3, k, (int)C3, 0.0f, s, nk);
+		    q + i0 * W, (int)W, k, (int)W, 0.0f, s, nk);
 	for (size_t r = 0; r < (size_t)M; r++) {
 		size_t t = i0 + r, n = t + 1;
 		float *row = s + r * (size_t)nk;
@@ -495,105 +514,305 @@ static void att_fwd_task(void *p, size_t task, unsigned w)
 	}
 	/* out[i0:i1] = s @ v[0:i1] */
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, (int)a->HS, nk, 1.0f, s, nk, vv,
-		    (int)C3, 0.0f, a->out + (b * a->T + i0) * a->C + h * a->HS, (int)a->C);
+		    (int)W, 0.0f, a->out + (b * a->T + i0) * a->CO + h * a->HS, (int)a->CO);
 }
 
-static void att_dims(struct att_args *a, int B, int T, int C, int NH)
+static void att_dims(struct att_args *a, int B, int T, int NH, int NKV, int HS)
 {
 	a->B = (size_t)B;
 	a->T = (size_t)T;
-	a->C = (size_t)C;
 	a->NH = (size_t)NH;
-	a->HS = (size_t)(C / NH);
+	a->NKV = (size_t)NKV;
+	a->HS = (size_t)HS;
+	a->rep = (size_t)(NH / NKV);
+	a->W = (size_t)(NH + 2 * NKV) * a->HS;
+	a->CO = a->NH * a->HS;
 	a->nblk = ZN_DIV_ROUND_UP(a->T, ATT_TB);
 	a->scale = 1.0f / sqrtf((float)a->HS);
 }
 
 static int cpu_attention_forward(struct zn_kctx *ctx, void *out, float *lse, const void *qkv,
-				 int B, int T, int C, int NH)
+				 int B, int T, int NH, int NKV, int HS)
 {
 	CHECK_CTX("attention_forward");
-	TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, C, NH));
+	TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, NH, NKV, HS));
 	struct cpu_ctx *c = cpu(ctx);
 	struct att_args a = { .v = c->v, .out = out, .lse = lse, .qkv = qkv };
-	att_dims(&a, B, T, C, NH);
+	att_dims(&a, B, T, NH, NKV, HS);
 	TRY(ensure_scratch(c, (size_t)ATT_TB * a.T));
 	a.scratch = c->scratch;
 	a.scratch_per = c->scratch_per;
-	size_t work = a.B * a.T * a.T * a.C / 64;
+	size_t work = a.B * a.T * a.T * a.CO / 64;
 	zn_threadpool_for(work < INLINE_WORK ? NULL : c->pool, a.B * a.NH * a.nblk, att_fwd_task,
 			  &a);
 	return 0;
 }
 
-static void att_bwd_task(void *p, size_t bh, unsigned w)
+/* Task (b, g): the rep query heads of key/value head g, in order; with
+ * NKV = NH a task is one (b, h), as in multi-head attention. */
+static void att_bwd_task(void *p, size_t bg, unsigned w)
 {
 	const struct att_args *a = p;
-	size_t b = bh / a->NH, h = bh % a->NH, C3 = 3 * a->C;
-	const float *q = a->qkv + b * a->T * C3 + h * a->HS;
-	const float *k = q + a->C, *vv = q + 2 * a->C;
-	float *dq = a->dqkv + b * a->T * C3 + h * a->HS;
-	float *dk = dq + a->C, *dv = dq + 2 * a->C;
-	const float *dout = a->dout + b * a->T * a->C + h * a->HS;
-	const float *lse = a->slse + bh * a->T;
+	size_t b = bg / a->NKV, g = bg % a->NKV, W = a->W;
+	const float *row0 = a->qkv + b * a->T * W;
+	float *drow0 = a->dqkv + b * a->T * W;
+	const float *k = row0 + (a->NH + g) * a->HS, *vv = row0 + (a->NH + a->NKV + g) * a->HS;
+	float *dk = drow0 + (a->NH + g) * a->HS, *dv = drow0 + (a->NH + a->NKV + g) * a->HS;
 	float *s = a->scratch + (size_t)w * a->scratch_per; /* P, then dS: (M, nk) */
 	float *dp = s + (size_t)ATT_TB * a->T;              /* dP: (M, nk) */
-	int HS = (int)a->HS, ldq = (int)C3, ldo = (int)a->C;
+	int HS = (int)a->HS, ldq = (int)W, ldo = (int)a->CO;
 
-	for (size_t blk = 0; blk < a->nblk; blk++) {
-		size_t i0 = blk * ATT_TB, i1 = ZN_MIN(a->T, i0 + ATT_TB);
-		int M = (int)(i1 - i0), nk = (int)i1;
-		/* P = exp(scale * q k^T - lse), zero above the diagonal */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, HS, a->scale,
-			    q + i0 * C3, ldq, k, ldq, 0.0f, s, nk);
-		for (size_t r = 0; r < (size_t)M; r++) {
-			size_t t = i0 + r, n = t + 1;
-			float *row = s + r * (size_t)nk;
-			a->v->softmax_recompute(row, lse[t], n);
-			memset(row + n, 0, ((size_t)nk - n) * sizeof(float));
+	for (size_t h = g * a->rep; h < (g + 1) * a->rep; h++) {
+		const float *q = row0 + h * a->HS;
+		float *dq = drow0 + h * a->HS;
+		const float *dout = a->dout + b * a->T * a->CO + h * a->HS;
+		const float *lse = a->slse + (b * a->NH + h) * a->T;
+		for (size_t blk = 0; blk < a->nblk; blk++) {
+			size_t i0 = blk * ATT_TB, i1 = ZN_MIN(a->T, i0 + ATT_TB);
+			int M = (int)(i1 - i0), nk = (int)i1;
+			/* P = exp(scale * q k^T - lse), zero above the diagonal */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, HS, a->scale,
+				    q + i0 * W, ldq, k, ldq, 0.0f, s, nk);
+			for (size_t r = 0; r < (size_t)M; r++) {
+				size_t t = i0 + r, n = t + 1;
+				float *row = s + r * (size_t)nk;
+				a->v->softmax_recompute(row, lse[t], n);
+				memset(row + n, 0, ((size_t)nk - n) * sizeof(float));
+			}
+			/* dP = dout[i0:i1] @ v[0:i1]^T */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, HS, 1.0f,
+				    dout + i0 * a->CO, ldo, vv, ldq, 0.0f, dp, nk);
+			/* dv[0:i1] += P^T @ dout[i0:i1] */
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, M, 1.0f, s, nk,
+				    dout + i0 * a->CO, ldo, 1.0f, dv, ldq);
+			/* dS = P * (dP - rowsum(P * dP)), in place of P (zero where P is) */
+			for (size_t r = 0; r < (size_t)M; r++)
+				a->v->softmax_bwd(s + r * (size_t)nk, dp + r * (size_t)nk, i0 + r + 1);
+			/* dq[i0:i1] += scale * dS @ k[0:i1];  dk[0:i1] += scale * dS^T @ q[i0:i1] */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HS, nk, a->scale, s,
+				    nk, k, ldq, 1.0f, dq + i0 * W, ldq);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, M, a->scale, s,
+				    nk, q + i0 * W, ldq, 1.0f, dk, ldq);
 		}
-		/* dP = dout[i0:i1] @ v[0:i1]^T */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nk, HS, 1.0f,
-			    dout + i0 * a->C, ldo, vv, ldq, 0.0f, dp, nk);
-		/* dv[0:i1] += P^T @ dout[i0:i1] */
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, M, 1.0f, s, nk,
-			    dout + i0 * a->C, ldo, 1.0f, dv, ldq);
-		/* dS = P * (dP - rowsum(P * dP)), in place of P (zero where P is) */
-		for (size_t r = 0; r < (size_t)M; r++)
-			a->v->softmax_bwd(s + r * (size_t)nk, dp + r * (size_t)nk, i0 + r + 1);
-		/* dq[i0:i1] += scale * dS @ k[0:i1];  dk[0:i1] += scale * dS^T @ q[i0:i1] */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, HS, nk, a->scale, s, nk,
-			    k, ldq, 1.0f, dq + i0 * C3, ldq);
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, M, a->scale, s, nk,
-			    q + i0 * C3, ldq, 1.0f, dk, ldq);
 	}
 }
 
 static int cpu_attention_backward(struct zn_kctx *ctx, void *dqkv, const void *dout,
-				  const void *qkv, const float *lse, int B, int T, int C, int NH)
+				  const void *qkv, const float *lse, int B, int T, int NH, int NKV,
+				  int HS)
 {
 	CHECK_CTX("attention_backward");
-	TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, C, NH));
+	TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, NH, NKV, HS));
 	struct cpu_ctx *c = cpu(ctx);
 	struct att_args a = { .v = c->v, .dqkv = dqkv, .dout = dout, .qkv = qkv, .slse = lse };
-	att_dims(&a, B, T, C, NH);
+	att_dims(&a, B, T, NH, NKV, HS);
 	TRY(ensure_scratch(c, 2 * (size_t)ATT_TB * a.T));
 	a.scratch = c->scratch;
 	a.scratch_per = c->scratch_per;
-	size_t work = a.B * a.T * a.T * a.C / 16;
-	zn_threadpool_for(work < INLINE_WORK ? NULL : c->pool, a.B * a.NH, att_bwd_task, &a);
+	size_t work = a.B * a.T * a.T * a.CO / 16;
+	zn_threadpool_for(work < INLINE_WORK ? NULL : c->pool, a.B * a.NKV, att_bwd_task, &a);
 	return 0;
+}
+
+/* ---- rmsnorm ------------------------------------------------------------------------ */
+
+struct rms_args {
+	const struct zn_kvec *v;
+	float *out, *rstd, *dinp, *dweight;
+	const float *inp, *weight, *dout, *srstd;
+	float eps;
+	size_t C, BT, rows_per_task, row_tasks, slice;
+};
+
+static void rms_fwd_rows(void *p, size_t r0, size_t r1, unsigned w)
+{
+	(void)w;
+	const struct rms_args *a = p;
+	for (size_t r = r0; r < r1; r++) {
+		float s;
+		a->v->rms_fwd(a->out + r * a->C, &s, a->inp + r * a->C, a->weight, a->eps, a->C);
+		if (a->rstd)
+			a->rstd[r] = s;
+	}
+}
+
+static int cpu_rmsnorm_forward(struct zn_kctx *ctx, void *out, float *rstd, const void *inp,
+			       const void *weight, float eps, int BT, int C)
+{
+	CHECK_CTX("rmsnorm_forward");
+	TRY(zn_kcheck_rmsnorm_fwd(out, inp, weight, eps, BT, C));
+	struct cpu_ctx *c = cpu(ctx);
+	struct rms_args a = { .v = c->v, .out = out, .rstd = rstd, .inp = inp, .weight = weight,
+			      .eps = eps, .C = (size_t)C };
+	run_chunks(c, (size_t)BT, chunk_of(c, (size_t)BT, 1, 1), (size_t)BT * C, rms_fwd_rows, &a);
+	return 0;
+}
+
+static void rms_bwd_task(void *p, size_t task, unsigned w)
+{
+	(void)w;
+	const struct rms_args *a = p;
+	if (task < a->row_tasks) {
+		size_t r0 = task * a->rows_per_task, r1 = ZN_MIN(a->BT, r0 + a->rows_per_task);
+		for (size_t r = r0; r < r1; r++)
+			a->v->rms_bwd(a->dinp + r * a->C, a->dout + r * a->C, a->inp + r * a->C,
+				      a->weight, a->srstd[r], a->C);
+		return;
+	}
+	size_t c0 = (task - a->row_tasks) * a->slice, n = ZN_MIN(a->C, c0 + a->slice) - c0;
+	for (size_t r = 0; r < a->BT; r++)
+		a->v->rms_bwd_w(a->dweight + c0, a->dout + r * a->C + c0, a->inp + r * a->C + c0,
+				a->srstd[r], n);
+}
+
+static int cpu_rmsnorm_backward(struct zn_kctx *ctx, void *dinp, void *dweight,
+				const void *dout, const void *inp, const void *weight,
+				const float *rstd, int BT, int C)
+{
+	CHECK_CTX("rmsnorm_backward");
+	TRY(zn_kcheck_rmsnorm_bwd(dout, inp, weight, rstd, BT, C));
+	struct cpu_ctx *c = cpu(ctx);
+	struct rms_args a = { .v = c->v, .dinp = dinp, .dweight = dweight, .dout = dout,
+			      .inp = inp, .weight = weight, .srstd = rstd, .C = (size_t)C,
+			      .BT = (size_t)BT };
+	/* one job, as layernorm's: row tasks for dinp, channel slices for
+	 * dweight (each adds the rows in order) */
+	if (dinp) {
+		a.rows_per_task = chunk_of(c, a.BT, 1, 1);
+		a.row_tasks = ZN_DIV_ROUND_UP(a.BT, a.rows_per_task);
+	}
+	size_t slice_tasks = 0;
+	if (dweight) {
+		a.slice = slice_of(c, a.C);
+		slice_tasks = ZN_DIV_ROUND_UP(a.C, a.slice);
+	}
+	zn_threadpool_for(a.BT * a.C < INLINE_WORK ? NULL : c->pool, a.row_tasks + slice_tasks,
+			  rms_bwd_task, &a);
+	return 0;
+}
+
+/* ---- rotary embedding ---------------------------------------------------------------- */
+
+struct rope_args {
+	const struct zn_kvec *v;
+	float *out;
+	const float *inp, *cs, *sn; /* cs, sn NULL: no rotation */
+	size_t T, NH, HS, half, ldo, ldi;
+	bool backward;
+};
+
+/* cos and sin of fp32(t * inv_freq[i]): the angle rounded to fp32 as
+ * transformers computes it (inv_freq @ position_ids in fp32), its cosine
+ * and sine in double, rounded once. */
+struct rope_tab_args {
+	const float *inv;
+	float *cs, *sn;
+	size_t half;
+};
+
+static void rope_tab_rows(void *p, size_t t0, size_t t1, unsigned w)
+{
+	(void)w;
+	const struct rope_tab_args *a = p;
+	for (size_t t = t0; t < t1; t++)
+		for (size_t i = 0; i < a->half; i++) {
+			float ang = (float)t * a->inv[i];
+			a->cs[t * a->half + i] = (float)cos((double)ang);
+			a->sn[t * a->half + i] = (float)sin((double)ang);
+		}
+}
+
+/* The context's table for (T, inv_freq), computed when it does not hold
+ * it yet (a table for more positions serves fewer). */
+static int rope_table(struct cpu_ctx *c, const float *inv, int T, int half, const float **cs,
+		      const float **sn)
+{
+	size_t hb = (size_t)half * sizeof(float);
+	if (c->rope_T < T || c->rope_half != half || memcmp(c->rope_inv, inv, hb) != 0) {
+		int T2 = c->rope_half == half && c->rope_T > T ? c->rope_T : T;
+		float *tab = malloc(2 * (size_t)T2 * hb);
+		if (!tab)
+			return zn_error(-ENOMEM, "rope: cannot allocate the %d x %d cos/sin table", T2,
+					half);
+		free(c->rope_tab);
+		c->rope_tab = tab;
+		c->rope_T = 0; /* not valid until filled */
+		memcpy(c->rope_inv, inv, hb);
+		c->rope_half = half;
+		struct rope_tab_args a = { .inv = c->rope_inv, .cs = tab,
+					   .sn = tab + (size_t)T2 * half, .half = (size_t)half };
+		run_chunks(c, (size_t)T2, chunk_of(c, (size_t)T2, 1, 1), (size_t)T2 * half * 16,
+			   rope_tab_rows, &a);
+		c->rope_T = T2;
+	}
+	*cs = c->rope_tab;
+	*sn = c->rope_tab + (size_t)c->rope_T * half;
+	return 0;
+}
+
+static void rope_rows(void *p, size_t r0, size_t r1, unsigned w)
+{
+	(void)w;
+	const struct rope_args *a = p;
+	for (size_t r = r0; r < r1; r++) {
+		float *o = a->out + r * a->ldo;
+		const float *x = a->inp + r * a->ldi;
+		if (!a->cs) { /* no rotation: copy, or add for the backward */
+			if (a->backward)
+				a->v->acc(o, x, a->NH * a->HS);
+			else if (o != x)
+				memcpy(o, x, a->NH * a->HS * sizeof(float));
+			continue;
+		}
+		const float *cs = a->cs + (r % a->T) * a->half, *sn = a->sn + (r % a->T) * a->half;
+		for (size_t h = 0; h < a->NH; h++)
+			if (a->backward)
+				a->v->rope_bwd(o + h * a->HS, x + h * a->HS, cs, sn, a->half);
+			else
+				a->v->rope_fwd(o + h * a->HS, x + h * a->HS, cs, sn, a->half);
+	}
+}
+
+static int cpu_rope(struct zn_kctx *ctx, bool backward, void *out, int ldo, const void *inp,
+		    int ldi, const float *inv_freq, int B, int T, int NH, int HS)
+{
+	struct cpu_ctx *c = cpu(ctx);
+	struct rope_args a = { .v = c->v, .out = out, .inp = inp, .T = (size_t)T, .NH = (size_t)NH,
+			       .HS = (size_t)HS, .half = (size_t)HS / 2, .ldo = (size_t)ldo,
+			       .ldi = (size_t)ldi, .backward = backward };
+	if (inv_freq)
+		TRY(rope_table(c, inv_freq, T, HS / 2, &a.cs, &a.sn));
+	size_t BT = (size_t)B * T;
+	run_chunks(c, BT, chunk_of(c, BT, 1, 1), BT * NH * HS, rope_rows, &a);
+	return 0;
+}
+
+static int cpu_rope_forward(struct zn_kctx *ctx, void *out, int ldo, const void *inp, int ldi,
+			    const float *inv_freq, int B, int T, int NH, int HS)
+{
+	CHECK_CTX("rope_forward");
+	TRY(zn_kcheck_rope(false, out, ldo, inp, ldi, B, T, NH, HS));
+	return cpu_rope(ctx, false, out, ldo, inp, ldi, inv_freq, B, T, NH, HS);
+}
+
+static int cpu_rope_backward(struct zn_kctx *ctx, void *dinp, int ldi, const void *dout, int ldo,
+			     const float *inv_freq, int B, int T, int NH, int HS)
+{
+	CHECK_CTX("rope_backward");
+	TRY(zn_kcheck_rope(true, dinp, ldi, dout, ldo, B, T, NH, HS));
+	/* the rows: dinp (stride ldi) gets dout (stride ldo) */
+	return cpu_rope(ctx, true, dinp, ldi, dout, ldo, inv_freq, B, T, NH, HS);
 }
 
 /* ---- elementwise -------------------------------------------------------------------- */
 
-enum ew_kind { EW_GELU_FWD, EW_GELU_BWD, EW_ADD, EW_ACC2 };
+enum ew_kind { EW_GELU_FWD, EW_GELU_BWD, EW_ADD, EW_ACC2, EW_SWIGLU_FWD, EW_SWIGLU_BWD };
 
 struct ew_args {
 	const struct zn_kvec *v;
 	enum ew_kind kind;
 	float *o1, *o2;
-	const float *a, *b;
+	const float *a, *b, *c;
 };
 
 static void ew_range(void *p, size_t i0, size_t i1, unsigned w)
@@ -616,6 +835,13 @@ static void ew_range(void *p, size_t i0, size_t i1, unsigned w)
 			e->v->acc(e->o1 + i0, e->a + i0, n);
 		if (e->o2)
 			e->v->acc(e->o2 + i0, e->a + i0, n);
+		break;
+	case EW_SWIGLU_FWD: /* o1 = out, a = gate, b = up */
+		e->v->swiglu_fwd(e->o1 + i0, e->a + i0, e->b + i0, n);
+		break;
+	case EW_SWIGLU_BWD: /* o1 = dgate, o2 = dup, a = dout, b = gate, c = up */
+		e->v->swiglu_bwd(e->o1 ? e->o1 + i0 : NULL, e->o2 ? e->o2 + i0 : NULL, e->a + i0,
+				 e->b + i0, e->c + i0, n);
 		break;
 	}
 }
@@ -660,6 +886,28 @@ static int cpu_residual_backward(struct zn_kctx *ctx, void *dinp1, void *dinp2,
 	TRY(zn_kcheck_ptr("residual_backward", "dout", dout));
 	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_ACC2, .o1 = dinp1, .o2 = dinp2, .a = dout },
 	       N);
+	return 0;
+}
+
+static int cpu_swiglu_forward(struct zn_kctx *ctx, void *out, const void *gate, const void *up,
+			      size_t N)
+{
+	CHECK_CTX("swiglu_forward");
+	TRY(zn_kcheck_elementwise("swiglu_forward", out, gate, up));
+	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_SWIGLU_FWD, .o1 = out, .a = gate, .b = up },
+	       N);
+	return 0;
+}
+
+static int cpu_swiglu_backward(struct zn_kctx *ctx, void *dgate, void *dup, const void *dout,
+			       const void *gate, const void *up, size_t N)
+{
+	CHECK_CTX("swiglu_backward");
+	TRY(zn_kcheck_elementwise("swiglu_backward", dout, gate, up));
+	if (!dgate && !dup)
+		return 0;
+	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_SWIGLU_BWD, .o1 = dgate, .o2 = dup,
+					    .a = dout, .b = gate, .c = up }, N);
 	return 0;
 }
 
@@ -875,4 +1123,10 @@ const struct zn_kernels zn_kernels_cpu = {
 	.nonfinite = cpu_nonfinite,
 	.sumsq = cpu_sumsq,
 	.adam = cpu_adam,
+	.rmsnorm_forward = cpu_rmsnorm_forward,
+	.rmsnorm_backward = cpu_rmsnorm_backward,
+	.rope_forward = cpu_rope_forward,
+	.rope_backward = cpu_rope_backward,
+	.swiglu_forward = cpu_swiglu_forward,
+	.swiglu_backward = cpu_swiglu_backward,
 };

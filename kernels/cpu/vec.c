@@ -214,6 +214,104 @@ static void ln_bwd_wb(float *restrict dw, float *restrict db, const float *restr
 			db[i] += dy[i];
 }
 
+/* ---- RMSNorm (Llama's LlamaRMSNorm) ---------------------------------------------- */
+
+static void rms_fwd(float *restrict out, float *rstd, const float *restrict x,
+		    const float *restrict w, float eps, size_t C)
+{
+	/* variance = mean(x^2); x * rsqrt(variance + eps), then * weight, in
+	 * transformers' order */
+	float s[LANES] = { 0 };
+	size_t i = 0;
+	for (; i + LANES <= C; i += LANES)
+		for (int j = 0; j < LANES; j++)
+			s[j] += x[i + j] * x[i + j];
+	for (int j = 0; i < C; i++, j++)
+		s[j] += x[i] * x[i];
+	float r = 1.0f / sqrtf(sum_lanes(s) / (float)C + eps);
+	for (i = 0; i < C; i++)
+		out[i] = (x[i] * r) * w[i];
+	*rstd = r;
+}
+
+static void rms_bwd(float *restrict dx, const float *restrict dy, const float *restrict x,
+		    const float *restrict w, float rstd, size_t C)
+{
+	/* with norm = x * rstd and dnorm = w * dy:
+	 * dx = rstd * (dnorm - norm * mean(dnorm * norm))
+	 * (layernorm's without the mean terms: d rstd / dx = -rstd^3 x / C) */
+	float s[LANES] = { 0 };
+	size_t i = 0;
+	for (; i + LANES <= C; i += LANES)
+		for (int j = 0; j < LANES; j++)
+			s[j] += (w[i + j] * dy[i + j]) * (x[i + j] * rstd);
+	for (int j = 0; i < C; i++, j++)
+		s[j] += (w[i] * dy[i]) * (x[i] * rstd);
+	float b = sum_lanes(s) / (float)C;
+	for (i = 0; i < C; i++)
+		dx[i] += (w[i] * dy[i] - (x[i] * rstd) * b) * rstd;
+}
+
+static void rms_bwd_w(float *restrict dw, const float *restrict dy, const float *restrict x,
+		      float rstd, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		dw[i] += dy[i] * (x[i] * rstd);
+}
+
+/* ---- rotary embedding -------------------------------------------------------------- */
+
+/* x1 = x[i], x2 = x[i + half]: (x1, x2) -> (x1 c - x2 s, x2 c + x1 s).
+ * out may equal x: each pair is read before it is written. */
+static void rope_fwd(float *out, const float *x, const float *restrict cs,
+		     const float *restrict sn, size_t half)
+{
+	for (size_t i = 0; i < half; i++) {
+		float x1 = x[i], x2 = x[i + half], c = cs[i], s = sn[i];
+		out[i] = x1 * c - x2 * s;
+		out[i + half] = x2 * c + x1 * s;
+	}
+}
+
+/* The transpose: (d1, d2) -> (d1 c + d2 s, d2 c - d1 s), added. */
+static void rope_bwd(float *restrict dx, const float *restrict dy, const float *restrict cs,
+		     const float *restrict sn, size_t half)
+{
+	for (size_t i = 0; i < half; i++) {
+		float d1 = dy[i], d2 = dy[i + half], c = cs[i], s = sn[i];
+		dx[i] += d1 * c + d2 * s;
+		dx[i + half] += d2 * c - d1 * s;
+	}
+}
+
+/* ---- SwiGLU ------------------------------------------------------------------------- */
+
+/* sigmoid(g) = 1 / (1 + e^-g); for g < -88 exp_f saturates and the
+ * result is a tiny positive number instead of a smaller one. */
+static void swiglu_fwd(float *out, const float *g, const float *u, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		float x = g[i], s = 1.0f / (1.0f + exp_f(-x));
+		out[i] = (x * s) * u[i];
+	}
+}
+
+static void swiglu_bwd(float *dg, float *du, const float *restrict dy, const float *restrict g,
+		       const float *restrict u, size_t n)
+{
+	/* silu'(x) = s (1 + x (1 - s)) */
+	if (dg)
+		for (size_t i = 0; i < n; i++) {
+			float x = g[i], s = 1.0f / (1.0f + exp_f(-x));
+			dg[i] += dy[i] * u[i] * (s * (1.0f + x * (1.0f - s)));
+		}
+	if (du)
+		for (size_t i = 0; i < n; i++) {
+			float x = g[i], s = 1.0f / (1.0f + exp_f(-x));
+			du[i] += dy[i] * (x * s);
+		}
+}
+
 /* ---- softmax ------------------------------------------------------------------- */
 
 static float row_max(const float *x, size_t n)
@@ -448,6 +546,13 @@ const struct zn_kvec ZN_KVEC_NAME = {
 	.ln_fwd = ln_fwd,
 	.ln_bwd = ln_bwd,
 	.ln_bwd_wb = ln_bwd_wb,
+	.rms_fwd = rms_fwd,
+	.rms_bwd = rms_bwd,
+	.rms_bwd_w = rms_bwd_w,
+	.rope_fwd = rope_fwd,
+	.rope_bwd = rope_bwd,
+	.swiglu_fwd = swiglu_fwd,
+	.swiglu_bwd = swiglu_bwd,
 	.softmax = softmax,
 	.softmax_recompute = softmax_recompute,
 	.softmax_bwd = softmax_bwd,

@@ -37,6 +37,24 @@ struct zn_kvec {
 	 * may be NULL). */
 	void (*ln_bwd_wb)(float *dw, float *db, const float *dy, const float *x, float mean,
 			  float rstd, size_t n);
+	/* One row of C, RMSNorm: out = (x * rstd) * w with
+	 * rstd = 1 / sqrt(mean(x^2) + eps); *rstd set. */
+	void (*rms_fwd)(float *out, float *rstd, const float *x, const float *w, float eps,
+			size_t C);
+	/* One row of C: dx += the input gradient of RMSNorm. */
+	void (*rms_bwd)(float *dx, const float *dy, const float *x, const float *w, float rstd,
+			size_t C);
+	/* A slice of one row: dw += dy * (x * rstd). */
+	void (*rms_bwd_w)(float *dw, const float *dy, const float *x, float rstd, size_t n);
+	/* One head of the rotary embedding (rotate_half pairs i, i + half):
+	 * out = R x (out may equal x); dx += R^T dy.  cs, sn (half). */
+	void (*rope_fwd)(float *out, const float *x, const float *cs, const float *sn, size_t half);
+	void (*rope_bwd)(float *dx, const float *dy, const float *cs, const float *sn, size_t half);
+	/* out = silu(g) * u (out may equal g or u); dg += dy * u * silu'(g),
+	 * du += dy * silu(g) (either may be NULL). */
+	void (*swiglu_fwd)(float *out, const float *g, const float *u, size_t n);
+	void (*swiglu_bwd)(float *dg, float *du, const float *dy, const float *g, const float *u,
+			   size_t n);
 	/* p = softmax(p) in place over n > 0; returns log(sum(exp(p))). */
 	float (*softmax)(float *p, size_t n);
 	/* p = exp(p - lse) in place. */

@@ -28,4 +28,10 @@ const struct zn_kernels zn_kernels_cuda = {
 	.nonfinite = zn_cuda_nonfinite,
 	.sumsq = zn_cuda_sumsq,
 	.adam = zn_cuda_adam,
+	.rmsnorm_forward = zn_cuda_rmsnorm_forward,
+	.rmsnorm_backward = zn_cuda_rmsnorm_backward,
+	.rope_forward = zn_cuda_rope_forward,
+	.rope_backward = zn_cuda_rope_backward,
+	.swiglu_forward = zn_cuda_swiglu_forward,
+	.swiglu_backward = zn_cuda_swiglu_backward,
 };

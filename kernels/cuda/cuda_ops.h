@@ -27,9 +27,10 @@ int zn_cuda_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight, void
 			    const void *dout, const void *inp, const void *weight, int BT, int C,
 			    int OC);
 int zn_cuda_attention_forward(struct zn_kctx *ctx, void *out, float *lse, const void *qkv, int B,
-			      int T, int C, int NH);
+			      int T, int NH, int NKV, int HS);
 int zn_cuda_attention_backward(struct zn_kctx *ctx, void *dqkv, const void *dout,
-			       const void *qkv, const float *lse, int B, int T, int C, int NH);
+			       const void *qkv, const float *lse, int B, int T, int NH, int NKV,
+			       int HS);
 int zn_cuda_gelu_forward(struct zn_kctx *ctx, void *out, const void *inp, size_t N);
 int zn_cuda_gelu_backward(struct zn_kctx *ctx, void *dinp, const void *dout, const void *inp,
 			  size_t N);
@@ -49,6 +50,18 @@ int zn_cuda_adam(struct zn_kctx *ctx, const struct zn_adam_hparams *hp, uint64_t
 		 float grad_scale, float *param, const float *grad, float *m, float *v, size_t n);
 int zn_cuda_sumsq(struct zn_kctx *ctx, double *acc, const void *x, enum zn_dtype dtype,
 		  size_t n);
+int zn_cuda_rmsnorm_forward(struct zn_kctx *ctx, void *out, float *rstd, const void *inp,
+			    const void *weight, float eps, int BT, int C);
+int zn_cuda_rmsnorm_backward(struct zn_kctx *ctx, void *dinp, void *dweight, const void *dout,
+			     const void *inp, const void *weight, const float *rstd, int BT, int C);
+int zn_cuda_rope_forward(struct zn_kctx *ctx, void *out, int ldo, const void *inp, int ldi,
+			 const float *inv_freq, int B, int T, int NH, int HS);
+int zn_cuda_rope_backward(struct zn_kctx *ctx, void *dinp, int ldi, const void *dout, int ldo,
+			  const float *inv_freq, int B, int T, int NH, int HS);
+int zn_cuda_swiglu_forward(struct zn_kctx *ctx, void *out, const void *gate, const void *up,
+			   size_t N);
+int zn_cuda_swiglu_backward(struct zn_kctx *ctx, void *dgate, void *dup, const void *dout,
+			    const void *gate, const void *up, size_t N);
 
 #ifdef __cplusplus
 }

@@ -12,17 +12,22 @@
  *                beta = 1 (they accumulate) and a column-sum for dbias.
  *   attention    per sequence b and group of heads that fits the
  *                workspace: strided-batched GEMMs over heads read q, k, v
- *                straight out of qkv (B,T,3C) (leading dimension 3C, head
- *                stride HS), scores S (T,T) fp32 in the workspace, a
+ *                straight out of qkv (B,T,(NH+2NKV)HS) (leading dimension
+ *                the row, head stride HS; grouped-query: one call per
+ *                query head of a group, batched over the groups, see
+ *                att_plan), scores S (T,T) fp32 in the workspace, a
  *                softmax kernel writes P (T,T) in T plus the log-sum-exp,
- *                then P @ v lands in out (B,T,C).  The backward recomputes
+ *                then P @ v lands in out (B,T,NH*HS).  The backward recomputes
  *                S and P from the saved log-sum-exp.  Full T x T products:
  *                the causal upper triangle is computed and masked (a fused
  *                flash kernel is future work).
  *   encoder      dwte: the tokens are sorted (CUB radix sort, stable) so
  *                each distinct token's rows are summed by one block, in
  *                position order.
- *   column sums  (layernorm dweight/dbias, matmul dbias): partial sums of
+ *   rope         one thread per rotated pair; cos/sin of the fp32 angle in
+ *                double (the cpu table's values), the inverse frequencies
+ *                passed by value with the launch.
+ *   column sums  (layernorm dweight/dbias, rmsnorm dweight, matmul dbias): partial sums of
  *                row chunks into the workspace, then one thread per column
  *                adds the chunks in order.
  */
@@ -259,8 +264,10 @@ __global__ void encoder_fwd_kernel(T *out, const int32_t *tok, const T *wte, con
 		/* a token outside the vocabulary poisons its row instead of
 		 * reading out of bounds (the host cannot check device tokens
 		 * without a synchronization) */
-		float v = (unsigned)k < (unsigned)V ? ld(wte, (size_t)k * C + c) + ld(wpe, (size_t)t * C + c)
-						    : NAN;
+		float v = NAN;
+		if ((unsigned)k < (unsigned)V)
+			v = wpe ? ld(wte, (size_t)k * C + c) + ld(wpe, (size_t)t * C + c)
+				: ld(wte, (size_t)k * C + c); /* no position table (Llama) */
 		st(out, i, v);
 	}
 }
@@ -390,6 +397,7 @@ extern "C" int zn_cuda_encoder_backward(struct zn_kctx *ctx, void *dwte, void *d
 /* part[r, c] = sum over rows [r*COL_ROWS, ...) of f(row, c), for
  *   mode 0: dout[row, c]                          (a plain column sum)
  *   mode 1: dout[row, c] * (inp[row, c] - mean[row]) * rstd[row]  (LN dweight)
+ *   mode 2: dout[row, c] * (inp[row, c] * rstd[row])             (RMSNorm dweight)
  * Block (32, 8): 32 columns, 8 row lanes combined in a fixed order. */
 template <class T>
 __global__ void col_partial_kernel(float *part, const T *dout, const T *inp, const float *mean,
@@ -404,6 +412,8 @@ __global__ void col_partial_kernel(float *part, const T *dout, const T *inp, con
 			float d = ld(dout, r * C + c);
 			if (mode == 1)
 				d *= (ld(inp, r * C + c) - mean[r]) * rstd[r];
+			else if (mode == 2)
+				d *= ld(inp, r * C + c) * rstd[r];
 			s += d;
 		}
 	sh[threadIdx.y][threadIdx.x] = s;
@@ -553,6 +563,92 @@ extern "C" int zn_cuda_layernorm_backward(struct zn_kctx *ctx, void *dinp, void 
 	return ctx->dtype == ZN_DTYPE_BF16
 		       ? layernorm_bwd<bf16>(cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, mean, rstd, BT, C)
 		       : layernorm_bwd<float>(cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, mean, rstd, BT, C);
+}
+
+/* ---- rmsnorm ----------------------------------------------------------------------------- */
+
+/* One warp per row: rstd = 1 / sqrt(mean(x^2) + eps), out = (x * rstd) * w. */
+template <class T>
+__global__ void rmsnorm_fwd_kernel(T *out, float *rstd, const T *inp, const T *w, float eps,
+				   int rows, int C)
+{
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	if (row >= rows)
+		return;
+	const T *x = inp + (size_t)row * C;
+	float s = 0.0f;
+	for (int i = lane; i < C; i += 32) {
+		float v = ld(x, i);
+		s += v * v;
+	}
+	float r = 1.0f / sqrtf(warp_sum(s) / C + eps);
+	T *o = out + (size_t)row * C;
+	for (int i = lane; i < C; i += 32)
+		st(o, i, (ld(x, i) * r) * ld(w, i));
+	if (lane == 0 && rstd)
+		rstd[row] = r;
+}
+
+/* dinp += rstd * (w dout - norm * mean(w dout norm)), norm = x * rstd. */
+template <class T>
+__global__ void rmsnorm_bwd_kernel(T *dinp, const T *dout, const T *inp, const T *w,
+				   const float *rstd, int rows, int C)
+{
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	if (row >= rows)
+		return;
+	size_t off = (size_t)row * C;
+	float r = rstd[row], s = 0.0f;
+	for (int i = lane; i < C; i += 32)
+		s += (ld(w, i) * ld(dout, off + i)) * (ld(inp, off + i) * r);
+	s = warp_sum(s) / C;
+	for (int i = lane; i < C; i += 32) {
+		float dn = ld(w, i) * ld(dout, off + i);
+		st(dinp, off + i, ld(dinp, off + i) + (dn - (ld(inp, off + i) * r) * s) * r);
+	}
+}
+
+extern "C" int zn_cuda_rmsnorm_forward(struct zn_kctx *ctx, void *out, float *rstd,
+				       const void *inp, const void *weight, float eps, int BT,
+				       int C)
+{
+	CHECK_CTX("rmsnorm_forward");
+	TRY(zn_kcheck_rmsnorm_fwd(out, inp, weight, eps, BT, C));
+	cuda_ctx *c = cuctx(ctx);
+	if (ctx->dtype == ZN_DTYPE_BF16)
+		rmsnorm_fwd_kernel<bf16><<<(BT + 7) / 8, 256, 0, c->stream>>>(
+			(bf16 *)out, rstd, (const bf16 *)inp, (const bf16 *)weight, eps, BT, C);
+	else
+		rmsnorm_fwd_kernel<float><<<(BT + 7) / 8, 256, 0, c->stream>>>(
+			(float *)out, rstd, (const float *)inp, (const float *)weight, eps, BT, C);
+	LAUNCHED();
+	return 0;
+}
+
+template <class T> static int rmsnorm_bwd(cuda_ctx *c, void *dinp, void *dw, const void *dout,
+					  const void *inp, const void *w, const float *rstd, int BT,
+					  int C)
+{
+	if (dinp) {
+		rmsnorm_bwd_kernel<T><<<(BT + 7) / 8, 256, 0, c->stream>>>(
+			(T *)dinp, (const T *)dout, (const T *)inp, (const T *)w, rstd, BT, C);
+		LAUNCHED();
+	}
+	if (dw)
+		TRY(col_sum<T>(c, "rmsnorm_backward", (T *)dw, (const T *)dout, (const T *)inp, NULL,
+			       rstd, (size_t)BT, C, 2));
+	return 0;
+}
+
+extern "C" int zn_cuda_rmsnorm_backward(struct zn_kctx *ctx, void *dinp, void *dweight,
+					const void *dout, const void *inp, const void *weight,
+					const float *rstd, int BT, int C)
+{
+	CHECK_CTX("rmsnorm_backward");
+	TRY(zn_kcheck_rmsnorm_bwd(dout, inp, weight, rstd, BT, C));
+	return ctx->dtype == ZN_DTYPE_BF16
+		       ? rmsnorm_bwd<bf16>(cuctx(ctx), dinp, dweight, dout, inp, weight, rstd, BT, C)
+		       : rmsnorm_bwd<float>(cuctx(ctx), dinp, dweight, dout, inp, weight, rstd, BT, C);
 }
 
 /* ---- matmul ------------------------------------------------------------------------------ */
@@ -791,8 +887,26 @@ static int gemm_batched(cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb,
 	return 0;
 }
 
-/* Heads per group so that S (fp32) and P (T) of a group fit the workspace. */
-template <class T> static int att_group(cuda_ctx *c, const char *op, int T_, int NH, int *hg)
+/* Grouped-query attention in chunks that fit the workspace.  A chunk is
+ * key/value heads [g0, g0+ng) times the query heads [i0, i0+ni) of each
+ * (query head h = g*rep + i, rep = NH / NKV), its nh = ng*ni heads' S and P
+ * in the workspace at local index l = (g-g0)*ni + (i-i0).  Either a chunk
+ * holds whole groups (ni = rep) or one group's part (ng = 1): in both
+ * cases its query heads are consecutive, h = hs + l with hs = g0*rep + i0,
+ * so their lse rows are too.  Every product runs once per i, batched over
+ * the chunk's groups: q and the output heads step by rep*HS, k, v and their
+ * gradients by HS, S and P by ni*TT.  With NKV = NH (rep = 1) that is one
+ * call batched over the chunk's heads, as in multi-head attention.  A key
+ * head's gradient gets its query heads' contributions in the order i = 0,
+ * 1, .. (stream order), whatever the chunking. */
+struct att_plan {
+	int NH, NKV, HS, rep, W, CO; /* W = (NH + 2 NKV) HS: a qkv row; CO = NH HS */
+	int ng_step, ni_step;        /* chunk size in groups and in heads of a group */
+	float scale;
+};
+
+template <class T> static int att_plan_make(cuda_ctx *c, const char *op, int T_, int NH, int NKV,
+					    int HS, att_plan *p)
 {
 	size_t per = (size_t)T_ * T_ * (sizeof(float) + sizeof(T));
 	size_t n = c->ws_bytes / per;
@@ -800,104 +914,162 @@ template <class T> static int att_group(cuda_ctx *c, const char *op, int T_, int
 		return zn_error(-ENOSPC, "%s: one head's scores need %zu bytes of workspace at "
 				"T = %d; the context has %zu: create it with workspace_bytes >= "
 				"%zu", op, per, T_, c->ws_bytes, per);
-	*hg = (int)(n < (size_t)NH ? n : (size_t)NH);
+	p->NH = NH;
+	p->NKV = NKV;
+	p->HS = HS;
+	p->rep = NH / NKV;
+	p->W = (NH + 2 * NKV) * HS;
+	p->CO = NH * HS;
+	p->scale = 1.0f / sqrtf((float)HS);
+	if (n >= (size_t)p->rep) {
+		size_t ng = n / (size_t)p->rep;
+		p->ng_step = (int)(ng < (size_t)NKV ? ng : (size_t)NKV);
+		p->ni_step = p->rep;
+	} else {
+		p->ng_step = 1;
+		p->ni_step = (int)n;
+	}
+	return 0;
+}
+
+/* The workspace for a plan: S (fp32) then P (T), each nh_max x T x T. */
+template <class T> static void att_ws(cuda_ctx *c, const att_plan *p, int T_, float **S, T **P)
+{
+	*S = (float *)c->ws;
+	*P = (T *)((char *)c->ws + (size_t)p->ng_step * p->ni_step * T_ * T_ * sizeof(float));
+}
+
+/* S (rows of keys per query, row-major (T_q, T_k)) = scale * q k^T for the
+ * chunk's heads: per i, S^T (T_k x T_q, ld T) = k_cm^T (T_k x HS) q_cm (HS x T_q). */
+template <class T> static int att_scores(cuda_ctx *c, const att_plan *p, const T *qkv_b, float *S,
+					 int T_, int g0, int ng, int i0, int ni)
+{
+	cudaDataType_t dt = dtype_of<T>::value;
+	long long TT = (long long)T_ * T_;
+	for (int i = i0; i < i0 + ni; i++) {
+		const T *q = qkv_b + (size_t)(g0 * p->rep + i) * p->HS;
+		const T *k = qkv_b + (size_t)(p->NH + g0) * p->HS;
+		TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, p->HS, p->scale, k, dt, p->W,
+				 p->HS, q, dt, p->W, (long long)p->rep * p->HS, 0.0f,
+				 S + (size_t)(i - i0) * TT, CUDA_R_32F, T_, (long long)ni * TT, ng));
+	}
 	return 0;
 }
 
 template <class T> static int attention_fwd(cuda_ctx *c, void *out_, float *lse,
-					    const void *qkv_, int B, int T_, int C, int NH)
+					    const void *qkv_, int B, int T_, int NH, int NKV, int HS)
 {
 	const char *op = "attention_forward";
 	cudaDataType_t dt = dtype_of<T>::value;
-	int HS = C / NH, C3 = 3 * C, hg = 0;
-	float scale = 1.0f / sqrtf((float)HS);
-	TRY(att_group<T>(c, op, T_, NH, &hg));
-	float *S = (float *)c->ws;
-	T *P = (T *)((char *)c->ws + (size_t)hg * T_ * T_ * sizeof(float));
+	att_plan p = {};
+	TRY(att_plan_make<T>(c, op, T_, NH, NKV, HS, &p));
+	float *S;
+	T *P;
+	att_ws<T>(c, &p, T_, &S, &P);
 	long long TT = (long long)T_ * T_;
 	for (int b = 0; b < B; b++)
-		for (int h0 = 0; h0 < NH; h0 += hg) {
-			int nh = NH - h0 < hg ? NH - h0 : hg;
-			const T *q = (const T *)qkv_ + (size_t)b * T_ * C3 + (size_t)h0 * HS;
-			const T *k = q + C, *v = q + 2 * C;
-			T *out = (T *)out_ + (size_t)b * T_ * C + (size_t)h0 * HS;
-			/* S^T (T_k x T_q, ld T) = scale * k_cm^T q_cm: row i of S holds
-			 * query i against every key */
-			TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, HS, scale, k, dt, C3, HS,
-					 q, dt, C3, HS, 0.0f, S, CUDA_R_32F, T_, TT, nh));
-			size_t rows = (size_t)nh * T_;
-			att_softmax_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(
-				P, lse + ((size_t)b * NH + h0) * T_, S, nh, T_, false);
-			LAUNCHED();
-			/* out^T (HS x T_q, ld C) = v_cm (HS x T_k) @ P^T_cm (T_k x T_q) */
-			TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_N, HS, T_, T_, 1.0f, v, dt, C3, HS, P,
-					 dt, T_, TT, 0.0f, out, dt, C, HS, nh));
-		}
+		for (int g0 = 0; g0 < NKV; g0 += p.ng_step)
+			for (int i0 = 0; i0 < p.rep; i0 += p.ni_step) {
+				int ng = NKV - g0 < p.ng_step ? NKV - g0 : p.ng_step;
+				int ni = p.rep - i0 < p.ni_step ? p.rep - i0 : p.ni_step;
+				int nh = ng * ni, hs = g0 * p.rep + i0;
+				const T *qkv_b = (const T *)qkv_ + (size_t)b * T_ * p.W;
+				T *out_b = (T *)out_ + (size_t)b * T_ * p.CO;
+				TRY(att_scores<T>(c, &p, qkv_b, S, T_, g0, ng, i0, ni));
+				size_t rows = (size_t)nh * T_;
+				att_softmax_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(
+					P, lse + ((size_t)b * NH + hs) * T_, S, nh, T_, false);
+				LAUNCHED();
+				/* out^T (HS x T_q, ld CO) = v_cm (HS x T_k) @ P^T_cm (T_k x T_q) */
+				const T *v = qkv_b + (size_t)(NH + NKV + g0) * HS;
+				for (int i = i0; i < i0 + ni; i++)
+					TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_N, HS, T_, T_, 1.0f, v, dt,
+							 p.W, HS, P + (size_t)(i - i0) * TT, dt, T_,
+							 (long long)ni * TT, 0.0f,
+							 out_b + (size_t)(g0 * p.rep + i) * HS, dt, p.CO,
+							 (long long)p.rep * HS, ng));
+			}
 	return 0;
 }
 
 extern "C" int zn_cuda_attention_forward(struct zn_kctx *ctx, void *out, float *lse,
-					 const void *qkv, int B, int T, int C, int NH)
+					 const void *qkv, int B, int T, int NH, int NKV, int HS)
 {
 	CHECK_CTX("attention_forward");
-	TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, C, NH));
-	return ctx->dtype == ZN_DTYPE_BF16 ? attention_fwd<bf16>(cuctx(ctx), out, lse, qkv, B, T, C, NH)
-					   : attention_fwd<float>(cuctx(ctx), out, lse, qkv, B, T, C, NH);
+	TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, NH, NKV, HS));
+	return ctx->dtype == ZN_DTYPE_BF16 ? attention_fwd<bf16>(cuctx(ctx), out, lse, qkv, B, T, NH, NKV, HS)
+					   : attention_fwd<float>(cuctx(ctx), out, lse, qkv, B, T, NH, NKV, HS);
 }
 
 template <class T> static int attention_bwd(cuda_ctx *c, void *dqkv_, const void *dout_,
-					    const void *qkv_, const float *lse, int B, int T_, int C,
-					    int NH)
+					    const void *qkv_, const float *lse, int B, int T_, int NH,
+					    int NKV, int HS)
 {
 	const char *op = "attention_backward";
 	cudaDataType_t dt = dtype_of<T>::value;
-	int HS = C / NH, C3 = 3 * C, hg = 0;
-	float scale = 1.0f / sqrtf((float)HS);
-	TRY(att_group<T>(c, op, T_, NH, &hg));
-	float *S = (float *)c->ws; /* S, then dP */
-	T *P = (T *)((char *)c->ws + (size_t)hg * T_ * T_ * sizeof(float)); /* P, then dS */
-	long long TT = (long long)T_ * T_;
+	att_plan p = {};
+	TRY(att_plan_make<T>(c, op, T_, NH, NKV, HS, &p));
+	float *S; /* S, then dP */
+	T *P;     /* P, then dS */
+	att_ws<T>(c, &p, T_, &S, &P);
+	long long TT = (long long)T_ * T_, qs = (long long)p.rep * HS;
 	for (int b = 0; b < B; b++)
-		for (int h0 = 0; h0 < NH; h0 += hg) {
-			int nh = NH - h0 < hg ? NH - h0 : hg;
-			size_t qoff = (size_t)b * T_ * C3 + (size_t)h0 * HS;
-			const T *q = (const T *)qkv_ + qoff, *k = q + C, *v = q + 2 * C;
-			T *dq = (T *)dqkv_ + qoff, *dk = dq + C, *dv = dq + 2 * C;
-			const T *dout = (const T *)dout_ + (size_t)b * T_ * C + (size_t)h0 * HS;
-			size_t rows = (size_t)nh * T_;
-			unsigned blocks = (unsigned)((rows + 7) / 8);
-			/* P, recomputed */
-			TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, HS, scale, k, dt, C3, HS,
-					 q, dt, C3, HS, 0.0f, S, CUDA_R_32F, T_, TT, nh));
-			att_softmax_kernel<T><<<blocks, 256, 0, c->stream>>>(
-				P, (float *)(lse + ((size_t)b * NH + h0) * T_), S, nh, T_, true);
-			LAUNCHED();
-			/* dP^T (T_k x T_q) = v_cm^T (T_k x HS) @ dout_cm (HS x T_q) */
-			TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, HS, 1.0f, v, dt, C3, HS,
-					 dout, dt, C, HS, 0.0f, S, CUDA_R_32F, T_, TT, nh));
-			/* dv^T (HS x T_k) += dout_cm (HS x T_q) @ P_rowmajor (T_q x T_k) */
-			TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_T, HS, T_, T_, 1.0f, dout, dt, C, HS,
-					 P, dt, T_, TT, 1.0f, dv, dt, C3, HS, nh));
-			att_softmax_bwd_kernel<T><<<blocks, 256, 0, c->stream>>>(P, S, nh, T_);
-			LAUNCHED();
-			/* dq^T (HS x T_q) += scale * k_cm (HS x T_k) @ dS^T_cm (T_k x T_q) */
-			TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_N, HS, T_, T_, scale, k, dt, C3, HS, P,
-					 dt, T_, TT, 1.0f, dq, dt, C3, HS, nh));
-			/* dk^T (HS x T_k) += scale * q_cm (HS x T_q) @ dS_rowmajor (T_q x T_k) */
-			TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_T, HS, T_, T_, scale, q, dt, C3, HS, P,
-					 dt, T_, TT, 1.0f, dk, dt, C3, HS, nh));
-		}
+		for (int g0 = 0; g0 < NKV; g0 += p.ng_step)
+			for (int i0 = 0; i0 < p.rep; i0 += p.ni_step) {
+				int ng = NKV - g0 < p.ng_step ? NKV - g0 : p.ng_step;
+				int ni = p.rep - i0 < p.ni_step ? p.rep - i0 : p.ni_step;
+				int nh = ng * ni, hs = g0 * p.rep + i0;
+				size_t boff = (size_t)b * T_ * p.W;
+				const T *qkv_b = (const T *)qkv_ + boff;
+				T *dqkv_b = (T *)dqkv_ + boff;
+				const T *k = qkv_b + (size_t)(NH + g0) * HS;
+				const T *v = qkv_b + (size_t)(NH + NKV + g0) * HS;
+				T *dk = dqkv_b + (size_t)(NH + g0) * HS;
+				T *dv = dqkv_b + (size_t)(NH + NKV + g0) * HS;
+				const T *dout_b = (const T *)dout_ + (size_t)b * T_ * p.CO;
+				size_t rows = (size_t)nh * T_;
+				unsigned blocks = (unsigned)((rows + 7) / 8);
+				/* P, recomputed */
+				TRY(att_scores<T>(c, &p, qkv_b, S, T_, g0, ng, i0, ni));
+				att_softmax_kernel<T><<<blocks, 256, 0, c->stream>>>(
+					P, (float *)(lse + ((size_t)b * NH + hs) * T_), S, nh, T_, true);
+				LAUNCHED();
+				for (int i = i0; i < i0 + ni; i++) {
+					size_t hoff = (size_t)(g0 * p.rep + i) * HS, loff = (size_t)(i - i0) * TT;
+					/* dP^T (T_k x T_q) = v_cm^T (T_k x HS) @ dout_cm (HS x T_q) */
+					TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, HS, 1.0f, v, dt,
+							 p.W, HS, dout_b + hoff, dt, p.CO, qs, 0.0f, S + loff,
+							 CUDA_R_32F, T_, (long long)ni * TT, ng));
+					/* dv^T (HS x T_k) += dout_cm (HS x T_q) @ P_rowmajor (T_q x T_k) */
+					TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_T, HS, T_, T_, 1.0f,
+							 dout_b + hoff, dt, p.CO, qs, P + loff, dt, T_,
+							 (long long)ni * TT, 1.0f, dv, dt, p.W, HS, ng));
+				}
+				att_softmax_bwd_kernel<T><<<blocks, 256, 0, c->stream>>>(P, S, nh, T_);
+				LAUNCHED();
+				for (int i = i0; i < i0 + ni; i++) {
+					size_t hoff = (size_t)(g0 * p.rep + i) * HS, loff = (size_t)(i - i0) * TT;
+					/* dq^T (HS x T_q) += scale * k_cm (HS x T_k) @ dS^T_cm (T_k x T_q) */
+					TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_N, HS, T_, T_, p.scale, k, dt,
+							 p.W, HS, P + loff, dt, T_, (long long)ni * TT, 1.0f,
+							 dqkv_b + hoff, dt, p.W, qs, ng));
+					/* dk^T (HS x T_k) += scale * q_cm (HS x T_q) @ dS_rowmajor (T_q x T_k) */
+					TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_T, HS, T_, T_, p.scale,
+							 qkv_b + hoff, dt, p.W, qs, P + loff, dt, T_,
+							 (long long)ni * TT, 1.0f, dk, dt, p.W, HS, ng));
+				}
+			}
 	return 0;
 }
 
 extern "C" int zn_cuda_attention_backward(struct zn_kctx *ctx, void *dqkv, const void *dout,
-					  const void *qkv, const float *lse, int B, int T, int C,
-					  int NH)
+					  const void *qkv, const float *lse, int B, int T, int NH,
+					  int NKV, int HS)
 {
 	CHECK_CTX("attention_backward");
-	TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, C, NH));
-	return ctx->dtype == ZN_DTYPE_BF16 ? attention_bwd<bf16>(cuctx(ctx), dqkv, dout, qkv, lse, B, T, C, NH)
-					   : attention_bwd<float>(cuctx(ctx), dqkv, dout, qkv, lse, B, T, C, NH);
+	TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, NH, NKV, HS));
+	return ctx->dtype == ZN_DTYPE_BF16 ? attention_bwd<bf16>(cuctx(ctx), dqkv, dout, qkv, lse, B, T, NH, NKV, HS)
+					   : attention_bwd<float>(cuctx(ctx), dqkv, dout, qkv, lse, B, T, NH, NKV, HS);
 }
 
 /* ---- elementwise ------------------------------------------------------------------------- */
@@ -1009,6 +1181,153 @@ extern "C" int zn_cuda_residual_backward(struct zn_kctx *ctx, void *dinp1, void 
 	else
 		acc2_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(float *)dinp1, (float *)dinp2, (const float *)dout, N);
+	LAUNCHED();
+	return 0;
+}
+
+/* ---- rotary embedding --------------------------------------------------------------------- */
+
+/* The inverse frequencies travel by value with the launch (kernel
+ * parameter space), so the caller's host table needs no copy. */
+struct rope_freqs {
+	float f[ZN_ROPE_MAX_HS / 2];
+};
+
+/* One thread per pair (row r = b*T + t, head h, i < HS/2): the angle
+ * rounded to fp32 (__fmul_rn: never contracted), cos and sin in double,
+ * rounded once: the cpu table's values. */
+template <class T>
+__global__ void rope_kernel(T *out, int ldo, const T *inp, int ldi, rope_freqs fr, bool rotate,
+			    bool backward, int T_, int NH, int half, size_t n)
+{
+	GRID_STRIDE(idx, n) {
+		int i = (int)(idx % (size_t)half);
+		size_t rh = idx / (size_t)half;
+		int h = (int)(rh % (size_t)NH);
+		size_t r = rh / (size_t)NH;
+		size_t oo = r * (size_t)ldo + (size_t)h * 2 * half + i;
+		size_t io = r * (size_t)ldi + (size_t)h * 2 * half + i;
+		float x1 = ld(inp, io), x2 = ld(inp, io + half);
+		if (!rotate) {
+			if (backward) {
+				st(out, oo, ld(out, oo) + x1);
+				st(out, oo + half, ld(out, oo + half) + x2);
+			} else {
+				st(out, oo, x1);
+				st(out, oo + half, x2);
+			}
+			continue;
+		}
+		float ang = __fmul_rn((float)(r % (size_t)T_), fr.f[i]);
+		double sd, cd;
+		sincos((double)ang, &sd, &cd);
+		float cs = (float)cd, sn = (float)sd;
+		if (backward) {
+			st(out, oo, ld(out, oo) + (x1 * cs + x2 * sn));
+			st(out, oo + half, ld(out, oo + half) + (x2 * cs - x1 * sn));
+		} else {
+			st(out, oo, x1 * cs - x2 * sn);
+			st(out, oo + half, x2 * cs + x1 * sn);
+		}
+	}
+}
+
+static int cuda_rope(struct zn_kctx *ctx, bool backward, void *out, int ldo, const void *inp,
+		     int ldi, const float *inv_freq, int B, int T, int NH, int HS)
+{
+	cuda_ctx *c = cuctx(ctx);
+	rope_freqs fr;
+	memset(&fr, 0, sizeof(fr));
+	if (inv_freq)
+		memcpy(fr.f, inv_freq, (size_t)(HS / 2) * sizeof(float));
+	size_t n = (size_t)B * T * NH * (HS / 2);
+	if (out == inp && !backward && !inv_freq)
+		return 0; /* a copy onto itself */
+	if (ctx->dtype == ZN_DTYPE_BF16)
+		rope_kernel<bf16><<<blocks_for(n, 256), 256, 0, c->stream>>>(
+			(bf16 *)out, ldo, (const bf16 *)inp, ldi, fr, inv_freq != NULL, backward, T,
+			NH, HS / 2, n);
+	else
+		rope_kernel<float><<<blocks_for(n, 256), 256, 0, c->stream>>>(
+			(float *)out, ldo, (const float *)inp, ldi, fr, inv_freq != NULL, backward, T,
+			NH, HS / 2, n);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_rope_forward(struct zn_kctx *ctx, void *out, int ldo, const void *inp,
+				    int ldi, const float *inv_freq, int B, int T, int NH, int HS)
+{
+	CHECK_CTX("rope_forward");
+	TRY(zn_kcheck_rope(false, out, ldo, inp, ldi, B, T, NH, HS));
+	return cuda_rope(ctx, false, out, ldo, inp, ldi, inv_freq, B, T, NH, HS);
+}
+
+extern "C" int zn_cuda_rope_backward(struct zn_kctx *ctx, void *dinp, int ldi, const void *dout,
+				     int ldo, const float *inv_freq, int B, int T, int NH, int HS)
+{
+	CHECK_CTX("rope_backward");
+	TRY(zn_kcheck_rope(true, dinp, ldi, dout, ldo, B, T, NH, HS));
+	/* the rows: dinp (stride ldi) gets dout (stride ldo) */
+	return cuda_rope(ctx, true, dinp, ldi, dout, ldo, inv_freq, B, T, NH, HS);
+}
+
+/* ---- SwiGLU ------------------------------------------------------------------------------- */
+
+template <class T> __global__ void swiglu_fwd_kernel(T *out, const T *g, const T *u, size_t n)
+{
+	GRID_STRIDE(i, n) {
+		float x = ld(g, i), s = 1.0f / (1.0f + expf(-x));
+		st(out, i, (x * s) * ld(u, i));
+	}
+}
+
+template <class T>
+__global__ void swiglu_bwd_kernel(T *dg, T *du, const T *dy, const T *g, const T *u, size_t n)
+{
+	GRID_STRIDE(i, n) {
+		float x = ld(g, i), s = 1.0f / (1.0f + expf(-x)), d = ld(dy, i);
+		if (dg)
+			st(dg, i, ld(dg, i) + d * ld(u, i) * (s * (1.0f + x * (1.0f - s))));
+		if (du)
+			st(du, i, ld(du, i) + d * (x * s));
+	}
+}
+
+extern "C" int zn_cuda_swiglu_forward(struct zn_kctx *ctx, void *out, const void *gate,
+				      const void *up, size_t N)
+{
+	CHECK_CTX("swiglu_forward");
+	TRY(zn_kcheck_elementwise("swiglu_forward", out, gate, up));
+	cuda_ctx *c = cuctx(ctx);
+	if (N == 0)
+		return 0;
+	if (ctx->dtype == ZN_DTYPE_BF16)
+		swiglu_fwd_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(bf16 *)out, (const bf16 *)gate, (const bf16 *)up, N);
+	else
+		swiglu_fwd_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(float *)out, (const float *)gate, (const float *)up, N);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_swiglu_backward(struct zn_kctx *ctx, void *dgate, void *dup,
+				       const void *dout, const void *gate, const void *up, size_t N)
+{
+	CHECK_CTX("swiglu_backward");
+	TRY(zn_kcheck_elementwise("swiglu_backward", dout, gate, up));
+	cuda_ctx *c = cuctx(ctx);
+	if (N == 0 || (!dgate && !dup))
+		return 0;
+	if (ctx->dtype == ZN_DTYPE_BF16)
+		swiglu_bwd_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(bf16 *)dgate, (bf16 *)dup, (const bf16 *)dout, (const bf16 *)gate,
+			(const bf16 *)up, N);
+	else
+		swiglu_bwd_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(float *)dgate, (float *)dup, (const float *)dout, (const float *)gate,
+			(const float *)up, N);
 	LAUNCHED();
 	return 0;
 }

@@ -1,0 +1,189 @@
+/* Activation memory, checkpointing and initialisation shared by the models
+ * (see model_common.h). */
+#include "zn_common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_common.h"
+
+/* ---- activation memory ------------------------------------------------------- */
+
+/* counting mode's stand-in for an allocation: never dereferenced */
+static char dummy;
+
+static bool grow(void ***arr, size_t *cap, size_t n)
+{
+	if (n < *cap)
+		return true;
+	size_t c = *cap ? 2 * *cap : 64;
+	void **p = realloc(*arr, c * sizeof(void *));
+	if (!p)
+		return false;
+	*arr = p;
+	*cap = c;
+	return true;
+}
+
+void *zn_acts_dev(struct zn_acts *a, size_t bytes)
+{
+	if (a->err)
+		return NULL;
+	if (a->counting) {
+		a->count_dev += ZN_ALIGN_UP((uint64_t)bytes, a->align ? a->align : 1);
+		return &dummy;
+	}
+	if (!grow(&a->ptrs, &a->cap, a->nptrs)) {
+		a->err = zn_error(-ENOMEM, "out of memory for the activation list");
+		return NULL;
+	}
+	void *p = a->mem.alloc(a->mem.user, bytes);
+	if (!p) {
+		a->err = -ENOMEM;
+		return NULL;
+	}
+	a->ptrs[a->nptrs++] = p;
+	a->bytes += bytes;
+	return p;
+}
+
+void *zn_acts_host(struct zn_acts *a, size_t bytes)
+{
+	if (a->err)
+		return NULL;
+	if (a->counting) {
+		a->count_host += bytes;
+		return &dummy;
+	}
+	if (!grow(&a->hptrs, &a->hcap, a->nhptrs)) {
+		a->err = zn_error(-ENOMEM, "out of memory for the activation list");
+		return NULL;
+	}
+	void *p = a->mem.host_alloc(a->mem.user, bytes);
+	if (!p) {
+		a->err = -ENOMEM;
+		return NULL;
+	}
+	a->hptrs[a->nhptrs++] = p;
+	return p;
+}
+
+void zn_acts_free(struct zn_acts *a)
+{
+	for (size_t i = 0; i < a->nptrs; i++)
+		a->mem.free(a->mem.user, a->ptrs[i]);
+	for (size_t i = 0; i < a->nhptrs; i++)
+		a->mem.host_free(a->mem.user, a->hptrs[i]);
+	free(a->ptrs);
+	free(a->hptrs);
+	a->ptrs = a->hptrs = NULL;
+	a->nptrs = a->nhptrs = a->cap = a->hcap = 0;
+}
+
+/* ---- activation checkpointing ------------------------------------------------- */
+
+int zn_ckpt_alloc(struct zn_ckpt *c, struct zn_acts *a, const struct zn_model_mem *mem, int L,
+		  size_t in_bytes, bool recompute, bool offload, bool profile)
+{
+	memset(c, 0, sizeof(*c));
+	c->recompute = recompute;
+	c->offload = offload;
+	c->profile = profile;
+	c->L = L;
+	c->in_bytes = in_bytes;
+	c->mem = mem;
+	c->kept = calloc((size_t)L, sizeof(void *));
+	if (!c->kept)
+		return a->err = zn_error(-ENOMEM, "out of memory");
+	for (int l = 0; l < L; l++)
+		c->kept[l] = offload ? zn_acts_host(a, in_bytes) : zn_acts_dev(a, in_bytes);
+	if (offload) {
+		c->rin[0] = zn_acts_dev(a, in_bytes);
+		c->rin[1] = zn_acts_dev(a, in_bytes);
+	}
+	return a->err;
+}
+
+void zn_ckpt_free(struct zn_ckpt *c)
+{
+	free(c->kept);
+	c->kept = NULL;
+}
+
+void *zn_ckpt_input(struct zn_ckpt *c, int l)
+{
+	return c->offload ? c->rin[l % 2] : c->kept[l];
+}
+
+uint64_t zn_ckpt_prof_start(struct zn_ckpt *c)
+{
+	if (!c->profile)
+		return 0;
+	if (c->mem->sync)
+		c->mem->sync(c->mem->user);
+	return zn_now_ns();
+}
+
+void zn_ckpt_prof_end(struct zn_ckpt *c, int which, uint64_t t0)
+{
+	if (!c->profile)
+		return;
+	if (c->mem->sync)
+		c->mem->sync(c->mem->user);
+	c->prof_ns[which] += zn_now_ns() - t0;
+}
+
+int zn_ckpt_keep(struct zn_ckpt *c, int l)
+{
+	if (!c->offload)
+		return 0;
+	uint64_t t0 = zn_ckpt_prof_start(c);
+	int rc = c->mem->to_host(c->mem->user, c->kept[l], c->rin[l % 2], c->in_bytes);
+	zn_ckpt_prof_end(c, 1, t0);
+	return rc;
+}
+
+int zn_ckpt_restore(struct zn_ckpt *c, int l)
+{
+	if (!c->offload)
+		return 0;
+	uint64_t t0 = zn_ckpt_prof_start(c);
+	int rc = c->mem->to_device(c->mem->user, c->rin[l % 2], c->kept[l], c->in_bytes);
+	zn_ckpt_prof_end(c, 2, t0);
+	return rc;
+}
+
+void zn_ckpt_profile_take(struct zn_ckpt *c, struct zn_gpt2_profile *out)
+{
+	out->recompute_s = (double)c->prof_ns[0] / 1e9;
+	out->keep_s = (double)c->prof_ns[1] / 1e9;
+	out->restore_s = (double)c->prof_ns[2] / 1e9;
+	memset(c->prof_ns, 0, sizeof(c->prof_ns));
+}
+
+/* ---- initialisation ------------------------------------------------------------ */
+
+/* splitmix64: a counter-based stream, so tensor k's values do not depend on
+ * which other tensors were initialised before it. */
+static uint64_t splitmix(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+void zn_model_normal(uint64_t seed, uint64_t index, float std, float *out, size_t n)
+{
+	uint64_t s = seed * 0x2545f4914f6cdd1dull + index * 0x9e3779b97f4a7c15ull;
+	/* Box-Muller, in double, two normals per pair of uniforms. */
+	for (size_t i = 0; i < n; i += 2) {
+		double u1 = ((double)(splitmix(&s) >> 11) + 1.0) / 9007199254740993.0;
+		double u2 = (double)(splitmix(&s) >> 11) / 9007199254740992.0;
+		double r = sqrt(-2.0 * log(u1)) * std;
+		out[i] = (float)(r * cos(2 * M_PI * u2));
+		if (i + 1 < n)
+			out[i + 1] = (float)(r * sin(2 * M_PI * u2));
+	}
+}

@@ -1,0 +1,97 @@
+/* What the models (gpt2.c, llama.c) share: activation memory, the
+ * activation-checkpointing plumbing and the counter-based initialisation.
+ * Private to engine/.
+ *
+ * Activation checkpointing, three modes over L blocks (BT = B * T rows):
+ *   plain                   every block keeps its input and its working set
+ *   recompute               every block keeps only its input (device); one
+ *                           working set is shared and backward runs each
+ *                           block's forward again from its input first
+ *   + offload_activations   the kept inputs live in host memory: each
+ *                           leaves the device after its block's forward and
+ *                           comes back before its backward; two device
+ *                           buffers (rin) take turns as block inputs
+ * The kernels are deterministic, so the three give the same bits.
+ */
+#ifndef ZN_ENGINE_MODEL_COMMON_H
+#define ZN_ENGINE_MODEL_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zinc/model.h"
+
+/* Every activation allocation of a model, so that it can be freed (and
+ * counted).  In counting mode nothing is allocated: the sizes are summed
+ * (device ones rounded up to `align`) and a dummy non-NULL pointer comes
+ * back, so that one allocation routine serves zn_*_create and
+ * zn_*_activation_estimate and the two cannot drift. */
+struct zn_acts {
+	struct zn_model_mem mem;
+	void **ptrs;         /* device allocations */
+	size_t nptrs, cap;
+	void **hptrs;        /* host allocations */
+	size_t nhptrs, hcap;
+	size_t bytes;        /* device bytes allocated, as asked */
+	bool counting;
+	uint64_t align;      /* counting: device allocations rounded up to this */
+	uint64_t count_dev, count_host;
+	int err;             /* the first failure; later calls return NULL */
+};
+
+void *zn_acts_dev(struct zn_acts *a, size_t bytes);
+void *zn_acts_host(struct zn_acts *a, size_t bytes);
+void zn_acts_free(struct zn_acts *a);
+
+/* The block inputs and the checkpointing mode. */
+struct zn_ckpt {
+	bool recompute, offload, profile;
+	int L;
+	size_t in_bytes;        /* one block input, (BT, C) */
+	void **kept;            /* L block inputs: device (plain, recompute), host (offload) */
+	void *rin[2];           /* offload: the device inputs, block l uses rin[l % 2] */
+	uint64_t prof_ns[3];    /* recompute, keep, restore */
+	const struct zn_model_mem *mem;
+};
+
+/* Allocate the kept inputs (and rin) through `a`; mem must outlive c.
+ * Returns a->err's state: 0 or -ENOMEM. */
+int zn_ckpt_alloc(struct zn_ckpt *c, struct zn_acts *a, const struct zn_model_mem *mem, int L,
+		  size_t in_bytes, bool recompute, bool offload, bool profile);
+void zn_ckpt_free(struct zn_ckpt *c);
+/* The device buffer block l reads its input from (and block l-1 writes). */
+void *zn_ckpt_input(struct zn_ckpt *c, int l);
+/* After block l's forward: its input leaves the device (offload only). */
+int zn_ckpt_keep(struct zn_ckpt *c, int l);
+/* Before block l's backward: its input comes back (offload only). */
+int zn_ckpt_restore(struct zn_ckpt *c, int l);
+/* profile: synchronize and read the clock (0 when not profiling). */
+uint64_t zn_ckpt_prof_start(struct zn_ckpt *c);
+void zn_ckpt_prof_end(struct zn_ckpt *c, int which, uint64_t t0);
+void zn_ckpt_profile_take(struct zn_ckpt *c, struct zn_gpt2_profile *out);
+
+/* n values of normal(0, std) for tensor `index` of a model seeded `seed`:
+ * splitmix64 from a state made of both (counter-based: any tensor on its
+ * own, in any order, on any rank), Box-Muller in double. */
+void zn_model_normal(uint64_t seed, uint64_t index, float std, float *out, size_t n);
+
+#define ZN_MODEL_TRY(x)                 \
+	do {                            \
+		int rc_ = (x);          \
+		if (rc_)                \
+			return rc_;     \
+	} while (0)
+
+/* fetch/release with the layer held in between: on an error the layer is
+ * released before returning. */
+#define ZN_WITH_LAYER(src, layer, grads, P, G, body)                                \
+	do {                                                                        \
+		ZN_MODEL_TRY((src)->fetch((src)->user, (layer), (grads), (P), (G))); \
+		int rc_b = (body);                                                  \
+		int rc_r = (src)->release((src)->user, (layer), (grads) && !rc_b); \
+		ZN_MODEL_TRY(rc_b);                                                 \
+		ZN_MODEL_TRY(rc_r);                                                 \
+	} while (0)
+
+#endif
