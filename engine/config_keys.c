@@ -419,7 +419,7 @@ const struct zn_cfg_section zn_zero_section = {
 
 /* ---- zinc's own: model, data, checkpoint, device ----------------------- */
 
-static const char *const model_types[] = { "gpt2", NULL };
+static const char *const model_types[] = { "gpt2", "llama", NULL };
 
 static int model_validate(const void *obj)
 {
@@ -434,7 +434,10 @@ static int model_validate(const void *obj)
 #define M(...) KEY(struct zn_model_config, __VA_ARGS__)
 static const struct zn_cfg_key model_keys[] = {
 	M("type", NULL, ZN_CFG_ENUM, type, "gpt2", 0, 0, model_types, ZINC,
-	  "architecture: gpt2 (pre-LN decoder, learned positions, tied embeddings)"),
+	  "architecture: gpt2 (pre-LN decoder, learned positions, tied embeddings), or llama "
+	  "(the Llama family -- Llama 2/3, Mistral, Qwen2 -- shaped by a Hugging Face "
+	  "config.json: model.from's folder, or model.config; n_layer, n_head, n_embd and "
+	  "vocab_size are then the file's)"),
 	M("n_layer", NULL, ZN_CFG_UINT, n_layer, "12", 1, 1024, NULL, ZINC, "transformer blocks"),
 	M("n_head", NULL, ZN_CFG_UINT, n_head, "12", 1, 1024, NULL, ZINC, "attention heads"),
 	M("n_embd", NULL, ZN_CFG_UINT, n_embd, "768", 1, 1 << 20, NULL, ZINC,
@@ -444,8 +447,12 @@ static const struct zn_cfg_key model_keys[] = {
 	M("seq_len", NULL, ZN_CFG_UINT, seq_len, "1024", 1, 1 << 20, NULL, ZINC,
 	  "tokens per sample, and positions the model knows"),
 	M("from", NULL, ZN_CFG_STRING, from, "", 0, 0, NULL, ZINC,
-	  "start from these weights (model.safetensors or an llm.c checkpoint); empty: "
-	  "random GPT-2 initialisation"),
+	  "start from these weights: gpt2 -- model.safetensors or an llm.c checkpoint; llama -- "
+	  "a Hugging Face model folder (config.json, safetensors shards and their index); "
+	  "empty: random initialisation"),
+	M("config", NULL, ZN_CFG_STRING, config, "", 0, 0, NULL, ZINC,
+	  "llama from scratch: the Hugging Face config.json giving its shape (random "
+	  "initialisation as transformers does it)"),
 };
 
 const struct zn_cfg_section zn_model_section = {

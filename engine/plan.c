@@ -52,6 +52,8 @@
 
 #include "zinc/device.h"
 #include "zinc/model.h"
+
+#include "arch.h"
 #include "zinc/plan.h"
 
 #define A256(x) ZN_ALIGN_UP((uint64_t)(x), (uint64_t)ZN_DEVICE_ALIGN)
@@ -60,7 +62,7 @@
 
 /* The model: its tensors in the trainer's order (layer by layer). */
 struct geom {
-	struct zn_gpt2_config m;
+	struct zn_arch a;
 	unsigned nt, nlayers;
 	struct zn_param_desc *d;  /* nt of them */
 	unsigned *layer;          /* each tensor's layer */
@@ -77,18 +79,12 @@ static void geom_free(struct geom *g)
 static int geom_of(const struct zn_config *cfg, struct geom *g)
 {
 	memset(g, 0, sizeof(*g));
-	/* The model config exactly as engine/train.c's create() builds it. */
-	g->m = (struct zn_gpt2_config){
-		.n_layer = (int)cfg->model.n_layer, .n_head = (int)cfg->model.n_head,
-		.n_embd = (int)cfg->model.n_embd, .vocab_size = (int)cfg->model.vocab_size,
-		.max_seq_len = (int)cfg->model.seq_len,
-		.recompute = cfg->activation_checkpointing.enabled,
-		.offload_activations = cfg->activation_checkpointing.cpu_checkpointing,
-	};
-	if (zn_gpt2_config_check(&g->m))
-		return -EINVAL;
-	g->nlayers = zn_gpt2_layers(&g->m);
-	size_t cap = (size_t)g->nlayers * ZN_GPT2_BLOCK_TENSORS;
+	/* The model exactly as engine/train.c's create() resolves it. */
+	int rc = zn_arch_from_config(cfg, &g->a);
+	if (rc)
+		return rc;
+	g->nlayers = zn_arch_layers(&g->a);
+	size_t cap = (size_t)g->nlayers * ZN_ARCH_LAYER_TENSORS_MAX;
 	g->d = calloc(cap, sizeof(*g->d));
 	g->layer = calloc(cap, sizeof(*g->layer));
 	if (!g->d || !g->layer) {
@@ -96,7 +92,7 @@ static int geom_of(const struct zn_config *cfg, struct geom *g)
 		return zn_error(-ENOMEM, "memory plan: out of memory");
 	}
 	for (unsigned l = 0; l < g->nlayers; l++) {
-		unsigned n = zn_gpt2_layer_params(&g->m, l, g->d + g->nt, ZN_GPT2_BLOCK_TENSORS);
+		unsigned n = zn_arch_layer_params(&g->a, l, g->d + g->nt);
 		uint64_t elems = 0;
 		for (unsigned i = 0; i < n; i++, g->nt++) {
 			const struct zn_param_desc *d = &g->d[g->nt];
@@ -139,11 +135,12 @@ static const char *dtype_name(const struct zn_config *c)
 static const char *const offload_names[] = { "none", "cpu", "nvme" };
 
 /* The model with the variant's activation checkpointing. */
-static struct zn_gpt2_config model_of(const struct zn_config *c, const struct geom *g)
+static struct zn_arch model_of(const struct zn_config *c, const struct geom *g)
 {
-	struct zn_gpt2_config m = g->m;
-	m.recompute = c->activation_checkpointing.enabled;
-	m.offload_activations = c->activation_checkpointing.cpu_checkpointing;
+	struct zn_arch m = g->a;
+	m.g.recompute = m.l.recompute = c->activation_checkpointing.enabled;
+	m.g.offload_activations = m.l.offload_activations =
+		c->activation_checkpointing.cpu_checkpointing;
 	return m;
 }
 
@@ -300,14 +297,15 @@ static int need_device(const struct zn_config *c, const struct geom *g, struct z
 	if (c->device.type == ZN_DEVICE_CUDA)
 		add_item(t, (64u << 20) + (32u << 20), "kernel workspaces (cuda: attention, "
 						       "cuBLASLt)");
-	struct zn_gpt2_config m = model_of(c, g);
-	int rc = zn_gpt2_activation_estimate(&m, (int)c->batch.micro_batch, (int)c->model.seq_len,
+	struct zn_arch m = model_of(c, g);
+	int rc = zn_arch_activation_estimate(&m, (int)c->batch.micro_batch, (int)c->model.seq_len,
 					     ZN_DEVICE_ALIGN, &act, NULL);
 	if (rc)
 		return rc;
 	add_item(t, act, "activations (%s)",
-		 !m.recompute ? "every block kept"
-		 : m.offload_activations ? "recomputed; block inputs in host memory"
+		 !c->activation_checkpointing.enabled ? "every block kept"
+		 : c->activation_checkpointing.cpu_checkpointing
+			 ? "recomputed; block inputs in host memory"
 					 : "recomputed; block inputs kept");
 	return 0;
 }
@@ -420,8 +418,8 @@ static int need_pageable(const struct zn_config *c, const struct geom *g,
 		add_item(t, 4 * pl.resident_elems, "overlapped update: resident tensors' new values");
 	add_item(t, 3 * 4 * BT, "batch (tokens, targets, losses)");
 	uint64_t host = 0;
-	struct zn_gpt2_config m = model_of(c, g);
-	int rc = zn_gpt2_activation_estimate(&m, (int)c->batch.micro_batch, (int)c->model.seq_len,
+	struct zn_arch m = model_of(c, g);
+	int rc = zn_arch_activation_estimate(&m, (int)c->batch.micro_batch, (int)c->model.seq_len,
 					     ZN_DEVICE_ALIGN, NULL, &host);
 	if (rc)
 		return rc;
@@ -951,11 +949,14 @@ static int compute(const struct zn_config *cfg, const struct geom *g, struct zn_
 	p->largest_layer = g->largest_layer;
 	snprintf(p->largest_name, sizeof(p->largest_name), "%s", g->largest_name);
 	snprintf(p->summary, sizeof(p->summary),
-		 "GPT-2 %u layers, %u heads, %u channels, vocab %u: %" PRIu64 " parameters; "
+		 "%s %u layers, %u heads, %u channels, vocab %u: %" PRIu64 " parameters; "
 		 "micro-batch %u x %u tokens; %s; stage %u, offload_optimizer %s, offload_param "
 		 "%s; activation checkpointing %s; device %s",
-		 cfg->model.n_layer, cfg->model.n_head, cfg->model.n_embd, cfg->model.vocab_size,
-		 g->P, cfg->batch.micro_batch, cfg->model.seq_len, dtype_name(cfg), z->stage,
+		 zn_arch_name(&g->a),
+		 g->a.llama ? (unsigned)g->a.l.n_layer : cfg->model.n_layer,
+		 g->a.llama ? (unsigned)g->a.l.n_head : cfg->model.n_head,
+		 g->a.llama ? (unsigned)g->a.l.n_embd : cfg->model.n_embd,
+		 (unsigned)zn_arch_vocab(&g->a), g->P, cfg->batch.micro_batch, cfg->model.seq_len, dtype_name(cfg), z->stage,
 		 offload_names[z->offload_optimizer.device], offload_names[z->offload_param.device],
 		 !cfg->activation_checkpointing.enabled ? "off"
 		 : cfg->activation_checkpointing.cpu_checkpointing ? "on, inputs in host memory"

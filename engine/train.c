@@ -1,6 +1,8 @@
 /* The trainer (see include/zinc/train.h). */
 #include "zn_common.h"
 
+#include "arch.h"
+
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -16,6 +18,7 @@
 #include "zinc/checkpoint.h"
 #include "zinc/comm.h"
 #include "zinc/data.h"
+#include "zinc/hf.h"
 #include "zinc/device.h"
 #include "zinc/kernels.h"
 #include "zinc/model.h"
@@ -74,7 +77,7 @@ struct tstate {
  * freed once `ev` (recorded after their copies) completes. */
 #define GRAD_FLIGHTS 3
 struct grad_flight {
-	void *p[2 * ZN_GPT2_BLOCK_TENSORS];
+	void *p[2 * ZN_ARCH_LAYER_TENSORS_MAX];
 	unsigned n;
 	struct zn_event *ev;
 };
@@ -89,14 +92,14 @@ struct nvme_update {
 
 struct zn_trainer {
 	struct zn_config cfg;
-	struct zn_gpt2_config mcfg;
+	struct zn_arch arch;           /* the model's architecture and shape */
 	int B, T;
 	uint32_t accum;
 	struct zn_device *dev;
 	struct zn_stream *stream;
 	const struct zn_kernels *k;
 	struct zn_kctx *kctx;
-	struct zn_gpt2 *model;
+	struct zn_arch_model model;
 	struct zn_threadpool *pool;    /* CPU Adam */
 	unsigned nt;
 	struct tstate *t;
@@ -150,6 +153,7 @@ struct zn_trainer {
 	struct zn_st_file **src_shards; /* ... or the parts of src_world ranks */
 	int src_world;
 	struct zn_st_file *src_st;     /* model.from: a safetensors file */
+	struct zn_hf_model *src_hf;    /* model.from: a Hugging Face folder (llama) */
 	FILE *src_llmc;                /* model.from: an llm.c .bin checkpoint */
 	uint64_t *llmc_off;            /* its byte offset of each tensor */
 	const char *src_path;
@@ -210,7 +214,7 @@ struct zn_trainer {
 		struct zn_comm_op *op;
 		const uint8_t *recv;
 		bool first;
-	} rs[2][ZN_GPT2_BLOCK_TENSORS];
+	} rs[2][ZN_ARCH_LAYER_TENSORS_MAX];
 	unsigned nrs[2], rs_cur;
 	uint8_t *rsbuf[2];
 	uint64_t comm_ns;              /* the compute thread waiting for collectives */
@@ -575,7 +579,7 @@ static int grads_leave(struct zn_trainer *t, unsigned layer)
 			rc = flights_reap(t, false);
 	}
 	struct grad_flight *f = &t->flights[(t->flight_head + t->nflights) % GRAD_FLIGHTS];
-	struct { void *src; struct tstate *s; size_t bytes; } cp[ZN_GPT2_BLOCK_TENSORS];
+	struct { void *src; struct tstate *s; size_t bytes; } cp[ZN_ARCH_LAYER_TENSORS_MAX];
 	unsigned ncp = 0;
 	f->n = 0;
 	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
@@ -790,7 +794,7 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	for (unsigned i = 0; i < GRAD_FLIGHTS; i++)
 		zn_device_event_destroy(t->flights[i].ev);
 	close_sources(t);
-	zn_gpt2_destroy(t->model);
+	zn_arch_model_destroy(&t->model);
 	zn_optswap_destroy(t->os);
 	zn_store_destroy(t->store);
 	zn_aio_destroy(t->aio);
@@ -1219,15 +1223,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 			     "size (DeepSpeed's keys)");
 		goto fail;
 	}
-	t->mcfg = (struct zn_gpt2_config){
-		.n_layer = (int)cfg->model.n_layer, .n_head = (int)cfg->model.n_head,
-		.n_embd = (int)cfg->model.n_embd, .vocab_size = (int)cfg->model.vocab_size,
-		.max_seq_len = (int)cfg->model.seq_len,
-		.recompute = cfg->activation_checkpointing.enabled,
-		.offload_activations = cfg->activation_checkpointing.cpu_checkpointing,
-		.profile = cfg->activation_checkpointing.profile,
-	};
-	if (zn_gpt2_config_check(&t->mcfg))
+	if (zn_arch_from_config(cfg, &t->arch))
 		goto fail;
 
 	/* Device and kernels. */
@@ -1254,7 +1250,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		goto fail;
 
 	/* Parameters: device copies, host master and moments. */
-	t->nlayers = zn_gpt2_layers(&t->mcfg);
+	t->nlayers = zn_arch_layers(&t->arch);
 	t->first = calloc(t->nlayers, sizeof(unsigned));
 	t->count = calloc(t->nlayers, sizeof(unsigned));
 	t->t = calloc(MAX_TENSORS, sizeof(*t->t));
@@ -1268,8 +1264,8 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		goto fail;
 	}
 	for (unsigned l = 0; l < t->nlayers; l++) {
-		struct zn_param_desc d[ZN_GPT2_BLOCK_TENSORS];
-		unsigned n = zn_gpt2_layer_params(&t->mcfg, l, d, ZN_GPT2_BLOCK_TENSORS);
+		struct zn_param_desc d[ZN_ARCH_LAYER_TENSORS_MAX];
+		unsigned n = zn_arch_layer_params(&t->arch, l, d);
 		t->first[l] = t->nt;
 		t->count[l] = n;
 		for (unsigned i = 0; i < n; i++) {
@@ -1413,7 +1409,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	struct zn_data_options dopt = {
 		.pattern = cfg->data.train, .B = (uint32_t)t->B, .T = (uint32_t)t->T,
 		.seed = cfg->data.seed, .shuffle = cfg->data.shuffle,
-		.vocab_size = (uint32_t)t->mcfg.vocab_size,
+		.vocab_size = (uint32_t)zn_arch_vocab(&t->arch),
 		.rank = (uint32_t)t->rank, .world = (uint32_t)t->world,
 	};
 	t->train = synthetic ? NULL : zn_data_open(&dopt);
@@ -1439,8 +1435,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 
 	struct zn_model_mem mem = { t->dev, dalloc, dfree, dzero, halloc, hfree, dto_host,
 				    dto_device, dsync };
-	t->model = zn_gpt2_create(&t->mcfg, t->B, t->T, t->k, t->kctx, &mem);
-	if (!t->model)
+	if (zn_arch_model_create(&t->model, &t->arch, t->B, t->T, t->k, t->kctx, &mem))
 		goto fail;
 
 	/* Optimizer (AdamW / Adam with DeepSpeed's names) and schedule. */
@@ -1496,6 +1491,19 @@ struct zn_trainer *zn_trainer_create_synthetic(const struct zn_config *cfg, uint
 	return create(cfg, max_steps, true, NULL);
 }
 
+void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len)
+{
+	const struct zn_arch *a = &t->arch;
+	if (!a->llama)
+		snprintf(out, len, "GPT-2 %d layers, %d heads, %d channels, vocab %d", a->g.n_layer,
+			 a->g.n_head, a->g.n_embd, a->g.vocab_size);
+	else
+		snprintf(out, len, "%s %d layers, %d heads (%d key/value), %d channels, MLP %d, "
+			 "vocab %d%s", zn_arch_name(a), a->l.n_layer, a->l.n_head, a->l.n_kv_head,
+			 a->l.n_embd, a->l.intermediate, a->l.vocab_size,
+			 a->l.tie_embeddings ? ", tied embeddings" : "");
+}
+
 int zn_trainer_rank(const struct zn_trainer *t)
 {
 	return t->rank;
@@ -1518,7 +1526,7 @@ uint64_t zn_trainer_steps_done(const struct zn_trainer *t)
 
 uint64_t zn_trainer_num_params(const struct zn_trainer *t)
 {
-	return zn_gpt2_num_params(&t->mcfg);
+	return zn_arch_num_params(&t->arch);
 }
 
 
@@ -1968,8 +1976,8 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 			t->rng ^= t->rng << 13;
 			t->rng ^= t->rng >> 7;
 			t->rng ^= t->rng << 17;
-			t->hin[i] = (int32_t)(t->rng % (uint64_t)t->mcfg.vocab_size);
-			t->htgt[i] = (int32_t)((t->rng >> 20) % (uint64_t)t->mcfg.vocab_size);
+			t->hin[i] = (int32_t)(t->rng % (uint64_t)zn_arch_vocab(&t->arch));
+			t->htgt[i] = (int32_t)((t->rng >> 20) % (uint64_t)zn_arch_vocab(&t->arch));
 		}
 	} else if ((rc = zn_data_next_batch(d, t->hin, t->htgt)) != 0) {
 		return rc;
@@ -1987,7 +1995,7 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 			   : 0.0f;
 	uint64_t t0 = zn_now_ns();
 	t->direction = 1;
-	rc = zn_gpt2_forward(t->model, &src, t->din, t->dtgt, NULL, backward, gs, &dloss);
+	rc = zn_arch_forward(&t->model, &src, t->din, t->dtgt, backward, gs, &dloss);
 	uint64_t t1 = zn_now_ns();
 	t->compute_ns += t1 - t0;
 	zn_trace_span(t->trace, backward ? "forward" : "eval", "compute", "device", t0, t1, 0);
@@ -1998,7 +2006,7 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 		rc = opt_wait_all(t);
 	if (!rc && backward) {
 		t->direction = -1;
-		rc = zn_gpt2_backward(t->model, &src, t->din);
+		rc = zn_arch_backward(&t->model, &src, t->din);
 		uint64_t t2 = zn_now_ns();
 		t->compute_ns += t2 - t1;
 		zn_trace_span(t->trace, "backward", "compute", "device", t1, t2, 0);
@@ -2255,7 +2263,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			.comm_s = (double)(t->comm_ns - commns0) / 1e9,
 		};
 		struct zn_gpt2_profile gp;
-		zn_gpt2_profile_take(t->model, &gp);
+		zn_arch_profile_take(&t->model, &gp);
 		out->recompute_s = gp.recompute_s;
 		out->act_offload_s = gp.keep_s + gp.restore_s;
 		struct zn_optswap_stats os = { 0 };
@@ -2348,16 +2356,36 @@ static void transpose(const float *src, float *dst, int64_t R, int64_t C)
 
 static void model_shape_string(const struct zn_trainer *t, char *out, size_t len)
 {
-	snprintf(out, len, "gpt2 n_layer=%d n_head=%d n_embd=%d vocab_size=%d seq_len=%d",
-		 t->mcfg.n_layer, t->mcfg.n_head, t->mcfg.n_embd, t->mcfg.vocab_size,
-		 t->mcfg.max_seq_len);
+	zn_arch_describe(&t->arch, out, len);
+}
+
+/* A Llama's weights leave as a Hugging Face folder, in the training dtype
+ * (what transformers' from_pretrained reads). */
+static const char *hf_dtype(const struct zn_trainer *t)
+{
+	return t->dtype == ZN_DTYPE_BF16 ? "bfloat16" : t->dtype == ZN_DTYPE_F16 ? "float16"
+										 : "float32";
+}
+
+/* The tensors' descriptions in model order (for the Hugging Face folder
+ * reader and writer); NULL + last error. */
+static struct zn_param_desc *all_descs(const struct zn_trainer *t)
+{
+	struct zn_param_desc *d = calloc(t->nt ? t->nt : 1, sizeof(*d));
+	if (!d) {
+		zn_set_error("out of memory");
+		return NULL;
+	}
+	for (unsigned i = 0; i < t->nt; i++)
+		d[i] = t->t[i].d;
+	return d;
 }
 
 static const char *const state_suffix[3] = { "master", "exp_avg", "exp_avg_sq" };
 
 /* The metadata every optimizer file carries (the strings live in *m). */
 struct ckpt_meta {
-	char step[32], updates[32], shape[128], world[16], rank[16];
+	char step[32], updates[32], shape[512], world[16], rank[16];
 	char hex[2 * sizeof(struct zn_data_pos) + 1];
 	char shex[2 * sizeof(struct zn_loss_scaler) + 1];
 	struct zn_st_meta kv[8];
@@ -2559,6 +2587,7 @@ static int save_whole(struct zn_trainer *t)
 	float *scratch[4] = { NULL, NULL, NULL, NULL };
 	struct groups g = { 0 };
 	struct zn_st_writer *mw = NULL, *ow = NULL;
+	struct zn_hf_writer *hw = NULL;
 	int rc = 0;
 	if (!mt || !ot || !names) {
 		rc = zn_error(-ENOMEM, "out of memory");
@@ -2577,7 +2606,8 @@ static int save_whole(struct zn_trainer *t)
 		snprintf(names[4 * i], sizeof(names[0]), "transformer.%s", s->d.name);
 		mt[i] = (struct zn_st_tensor){ .name = names[4 * i], .dtype = ZN_ST_F32,
 					       .ndim = s->d.ndim };
-		hf_shape(s, &t->mcfg, mt[i].shape, &mt[i].bytes);
+		if (!t->arch.llama)
+			hf_shape(s, &t->arch.g, mt[i].shape, &mt[i].bytes);
 		for (int k = 0; k < 3; k++) {
 			snprintf(names[4 * i + 1 + k], sizeof(names[0]), "%s.%s", s->d.name,
 				 state_suffix[k]);
@@ -2589,10 +2619,20 @@ static int save_whole(struct zn_trainer *t)
 	struct ckpt_meta meta;
 	size_t nmeta = ckpt_meta(t, &meta, false);
 	struct zn_st_meta mmeta[1] = { { "format", "pt" } };
-	if ((rc = zn_st_writer_begin(zn_ckpt_file(c, "model.safetensors"), mt, t->nt, mmeta, 1,
-				     &mw)) ||
-	    (rc = zn_st_writer_begin(zn_ckpt_file(c, "optimizer.safetensors"), ot,
-				     3 * (size_t)t->nt, meta.kv, nmeta, &ow)))
+	/* The model: GPT-2's model.safetensors, or a Llama's Hugging Face
+	 * folder (config.json, shards, index) in the checkpoint directory. */
+	if (t->arch.llama) {
+		struct zn_param_desc *descs = all_descs(t);
+		rc = descs ? zn_hf_writer_begin(zn_ckpt_file(c, ""), &t->arch.l, descs, t->nt,
+						hf_dtype(t), ZN_HF_DEFAULT_SHARD_BYTES, &hw)
+			   : -ENOMEM;
+		free(descs);
+	} else {
+		rc = zn_st_writer_begin(zn_ckpt_file(c, "model.safetensors"), mt, t->nt, mmeta, 1,
+					&mw);
+	}
+	if (rc || (rc = zn_st_writer_begin(zn_ckpt_file(c, "optimizer.safetensors"), ot,
+					   3 * (size_t)t->nt, meta.kv, nmeta, &ow)))
 		goto out;
 	for (unsigned i = 0; i < t->nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
@@ -2607,13 +2647,14 @@ static int save_whole(struct zn_trainer *t)
 			transpose(a[0], scratch[3], s->d.shape[0], s->d.shape[1]);
 			mdata = scratch[3];
 		}
-		rc = zn_st_writer_put(mw, mdata, mt[i].bytes);
+		rc = hw ? zn_hf_writer_put(hw, mdata) : zn_st_writer_put(mw, mdata, mt[i].bytes);
 		for (int k = 0; k < 3 && !rc; k++)
 			rc = zn_st_writer_put(ow, a[k], s->d.numel * 4);
 	}
 	if (!rc) {
-		rc = zn_st_writer_end(mw);
+		rc = hw ? zn_hf_writer_end(hw) : zn_st_writer_end(mw);
 		mw = NULL;
+		hw = NULL;
 	}
 	if (!rc) {
 		rc = zn_st_writer_end(ow);
@@ -2621,6 +2662,7 @@ static int save_whole(struct zn_trainer *t)
 	}
 out:
 	zn_st_writer_abort(mw);
+	zn_hf_writer_abort(hw);
 	zn_st_writer_abort(ow);
 	if (rc) {
 		zn_ckpt_abort(c);
@@ -2695,7 +2737,7 @@ static int open_optimizer_files(struct zn_trainer *t, const char *dir)
  * that cover it and this rank takes its own. */
 static int open_checkpoint(struct zn_trainer *t, const char *dir)
 {
-	char shape[128];
+	char shape[512];
 	int rc = open_optimizer_files(t, dir);
 	if (rc)
 		return rc;
@@ -2773,7 +2815,7 @@ static int open_llmc(struct zn_trainer *t, const char *path)
 		return zn_error(-EINVAL, "'%s' is not an llm.c GPT-2 checkpoint (magic %d)", path,
 				LLMC_MAGIC);
 	}
-	const struct zn_gpt2_config *c = &t->mcfg;
+	const struct zn_gpt2_config *c = &t->arch.g;
 	if (h[1] != 3) {
 		fclose(f);
 		return zn_error(-EINVAL, "'%s': llm.c checkpoint version %d; only version 3 (fp32) "
@@ -2826,6 +2868,16 @@ static int open_pretrained(struct zn_trainer *t, const char *path)
 {
 	size_t n = strlen(path);
 	t->src_path = path;
+	if (t->arch.llama) {
+		/* A Hugging Face folder: every tensor checked (present, shape,
+		 * dtype) now; read from the mapped shards when made. */
+		struct zn_param_desc *descs = all_descs(t);
+		int rc = descs ? zn_hf_open(path, &t->src_hf) : -ENOMEM;
+		if (!rc)
+			rc = zn_hf_check(t->src_hf, descs, t->nt);
+		free(descs);
+		return rc;
+	}
 	if (n > 4 && strcmp(path + n - 4, ".bin") == 0)
 		return open_llmc(t, path);
 	struct zn_st_file *f = zn_st_open(path);
@@ -2839,7 +2891,7 @@ static int open_pretrained(struct zn_trainer *t, const char *path)
 		if (!x)
 			x = zn_st_find(f, s->d.name);
 		uint64_t shape[2], want;
-		hf_shape(s, &t->mcfg, shape, &want);
+		hf_shape(s, &t->arch.g, shape, &want);
 		if (!x || x->dtype != ZN_ST_F32 || x->bytes != want) {
 			zn_st_close(f);
 			return zn_error(-EINVAL, "'%s': tensor '%s' is missing, not F32, or not of the "
@@ -2859,6 +2911,8 @@ static void close_sources(struct zn_trainer *t)
 	free(t->src_shards);
 	t->src_shards = NULL;
 	t->src_world = 0;
+	zn_hf_close(t->src_hf);
+	t->src_hf = NULL;
 	zn_st_close(t->src_ckpt);
 	zn_st_close(t->src_st);
 	if (t->src_llmc)
@@ -2896,6 +2950,8 @@ static int tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, 
 	}
 	memset(m, 0, bytes);
 	memset(v, 0, bytes);
+	if (t->src_hf)
+		return zn_hf_read_f32(t->src_hf, s->d.name, master);
 	if (t->src_llmc) {
 		if (fseeko(t->src_llmc, (off_t)t->llmc_off[i], SEEK_SET) != 0 ||
 		    fread(master, 4, s->d.numel, t->src_llmc) != s->d.numel)
@@ -2917,7 +2973,7 @@ static int tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, 
 		}
 		return 0;
 	}
-	zn_gpt2_init_tensor(&t->mcfg, &s->d, t->cfg.data.seed, i, master);
+	zn_arch_init_tensor(&t->arch, &s->d, t->cfg.data.seed, i, master);
 	return 0;
 }
 
@@ -2940,33 +2996,32 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 		return zn_error(-ENOMEM, "out of memory");
 	t->world = 1;
 	struct zn_st_tensor *mt = NULL;
+	struct zn_param_desc *descs = NULL;
 	char (*names)[ZN_PARAM_NAME_MAX + 16] = NULL;
 	float *a[4] = { NULL, NULL, NULL, NULL };
 	struct zn_st_writer *w = NULL;
+	struct zn_hf_writer *hw = NULL;
+	char target[4200];
 	int rc = open_optimizer_files(t, dir);
 	if (rc)
 		goto out;
 	/* The model, from the metadata every optimizer file carries. */
 	struct zn_st_file *f = t->src_ckpt ? t->src_ckpt : t->src_shards[0];
 	const char *ms = zn_st_metadata(f, "zinc.model");
-	struct zn_gpt2_config *c = &t->mcfg;
-	if (!ms || sscanf(ms, "gpt2 n_layer=%d n_head=%d n_embd=%d vocab_size=%d seq_len=%d",
-			  &c->n_layer, &c->n_head, &c->n_embd, &c->vocab_size,
-			  &c->max_seq_len) != 5 ||
-	    zn_gpt2_config_check(c)) {
-		rc = zn_error(-EINVAL, "checkpoint '%s': its metadata names no model zinc knows "
-				       "(zinc.model = %s)", dir, ms ? ms : "absent");
+	if (!ms || zn_arch_parse(ms, &t->arch)) {
+		rc = zn_error(-EINVAL, "checkpoint '%s': its metadata names no model this zinc "
+				       "knows (zinc.model = %s)", dir, ms ? ms : "absent");
 		goto out;
 	}
-	t->nlayers = zn_gpt2_layers(c);
+	t->nlayers = zn_arch_layers(&t->arch);
 	t->t = calloc(MAX_TENSORS, sizeof(*t->t));
 	if (!t->t) {
 		rc = zn_error(-ENOMEM, "out of memory");
 		goto out;
 	}
 	for (unsigned l = 0; l < t->nlayers; l++) {
-		struct zn_param_desc d[ZN_GPT2_BLOCK_TENSORS];
-		unsigned n = zn_gpt2_layer_params(c, l, d, ZN_GPT2_BLOCK_TENSORS);
+		struct zn_param_desc d[ZN_ARCH_LAYER_TENSORS_MAX];
+		unsigned n = zn_arch_layer_params(&t->arch, l, d);
 		for (unsigned i = 0; i < n; i++) {
 			t->t[t->nt].d = d[i];
 			t->largest = ZN_MAX(t->largest, d[i].numel);
@@ -2975,20 +3030,20 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 	}
 	mt = calloc(t->nt, sizeof(*mt));
 	names = calloc(t->nt, sizeof(*names));
+	descs = all_descs(t);
 	for (int k = 0; k < 4; k++)
 		a[k] = malloc(t->largest * 4);
-	if (!mt || !names || !a[0] || !a[1] || !a[2] || !a[3]) {
+	if (!mt || !names || !descs || !a[0] || !a[1] || !a[2] || !a[3]) {
 		rc = zn_error(-ENOMEM, "out of memory");
 		goto out;
 	}
-	for (unsigned i = 0; i < t->nt; i++) {
+	for (unsigned i = 0; i < t->nt && !t->arch.llama; i++) {
 		snprintf(names[i], sizeof(names[0]), "transformer.%s", t->t[i].d.name);
 		mt[i] = (struct zn_st_tensor){ .name = names[i], .dtype = ZN_ST_F32,
 					       .ndim = t->t[i].d.ndim };
-		hf_shape(&t->t[i], c, mt[i].shape, &mt[i].bytes);
+		hf_shape(&t->t[i], &t->arch.g, mt[i].shape, &mt[i].bytes);
 	}
 	/* Every tensor (or part) present with its shape, before writing. */
-	struct zn_st_meta meta[1] = { { "format", "pt" } };
 	for (unsigned i = 0; i < t->nt && !rc; i++) {
 		int W = t->src_ckpt ? 1 : t->src_world;
 		char name[ZN_PARAM_NAME_MAX + 24];
@@ -3004,8 +3059,26 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 						       "the wrong shape", dir, name);
 		}
 	}
-	if (!rc)
-		rc = zn_st_writer_begin(out, mt, t->nt, meta, 1, &w);
+	/* GPT-2: one model.safetensors (fp32); a Llama: a Hugging Face folder
+	 * (fp32 masters, sharded, config.json).  By default into the step's
+	 * own directory. */
+	if (t->arch.llama)
+		snprintf(target, sizeof(target), "%s", out ? out : dir);
+	else if (out)
+		snprintf(target, sizeof(target), "%s", out);
+	else
+		snprintf(target, sizeof(target), "%s/model.safetensors", dir);
+	struct zn_st_meta meta[1] = { { "format", "pt" } };
+	if (!rc && t->arch.llama) {
+		if (mkdir(target, 0777) != 0 && errno != EEXIST)
+			rc = zn_error(-errno, "cannot make directory '%s': %s", target,
+				      strerror(errno));
+		if (!rc)
+			rc = zn_hf_writer_begin(target, &t->arch.l, descs, t->nt, "float32",
+						ZN_HF_DEFAULT_SHARD_BYTES, &hw);
+	} else if (!rc) {
+		rc = zn_st_writer_begin(target, mt, t->nt, meta, 1, &w);
+	}
 	for (unsigned i = 0; i < t->nt && !rc; i++) {
 		const struct tstate *s = &t->t[i];
 		if ((rc = tensor_from_sources(t, i, a[0], a[1], a[2])))
@@ -3015,17 +3088,20 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 			transpose(a[0], a[3], s->d.shape[0], s->d.shape[1]);
 			m = a[3];
 		}
-		rc = zn_st_writer_put(w, m, mt[i].bytes);
+		rc = hw ? zn_hf_writer_put(hw, m) : zn_st_writer_put(w, m, mt[i].bytes);
 	}
 	if (!rc) {
-		rc = zn_st_writer_end(w);
+		rc = hw ? zn_hf_writer_end(hw) : zn_st_writer_end(w);
 		w = NULL;
+		hw = NULL;
 	}
 out:
 	zn_st_writer_abort(w);
+	zn_hf_writer_abort(hw);
 	close_sources(t);
 	for (int k = 0; k < 4; k++)
 		free(a[k]);
+	free(descs);
 	free(names);
 	free(mt);
 	free(t->t);

@@ -3,8 +3,9 @@
  *
  * With ZeRO stage >= 1 on several ranks every rank saves only its parts of
  * the states (optimizer-RRRRR-of-WWWWW.safetensors); this joins the master
- * weights into the Hugging Face GPT-2 file a one-rank save writes, for
- * inference, fine-tuning elsewhere (`model.from`), or transformers.  (zinc
+ * weights into the Hugging Face files a model leaves as (GPT-2's
+ * model.safetensors, a Llama's folder), for inference, fine-tuning
+ * elsewhere (`model.from`), or transformers.  (zinc
  * itself resumes from the parts on any number of ranks: no need to
  * consolidate for that.)  DeepSpeed users know it as zero_to_fp32.py.
  *
@@ -25,8 +26,9 @@ struct consolidate_args {
 };
 
 static const struct opt options[] = {
-	OPT_STR("out", "FILE", "CHECKPOINT/model.safetensors of its latest step",
-		"where to write the model", struct consolidate_args, out),
+	OPT_STR("out", "PATH", "the checkpoint's step directory",
+		"where to write the model: GPT-2's model.safetensors file, or the directory of "
+		"a Llama's Hugging Face folder", struct consolidate_args, out),
 };
 
 int cmd_consolidate(int argc, char **argv)
@@ -45,20 +47,15 @@ int cmd_consolidate(int argc, char **argv)
 		return 2;
 	}
 	const char *ck = argv[rc];
-	char out[4200];
-	if (a.out) {
-		snprintf(out, sizeof(out), "%s", a.out);
-	} else {
-		char dir[4096];
-		if (zn_ckpt_latest(ck, dir, sizeof(dir)) != 0)
-			snprintf(dir, sizeof(dir), "%s", ck);
-		snprintf(out, sizeof(out), "%s/model.safetensors", dir);
-	}
 	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
-	if (zn_checkpoint_consolidate(ck, out) != 0) {
+	if (zn_checkpoint_consolidate(ck, a.out) != 0) {
 		fprintf(stderr, "zinc consolidate: %s\n", zn_last_error());
 		return 2;
 	}
+	char dir[4096];
+	const char *out = a.out;
+	if (!out)
+		out = zn_ckpt_latest(ck, dir, sizeof(dir)) == 0 ? dir : ck;
 	printf("zinc consolidate: wrote %s\n", out);
 	return 0;
 }

@@ -11,6 +11,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -245,6 +247,51 @@ static int bench(struct zn_config *cfg, uint64_t steps)
 static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, const char *path,
 		       struct zn_comm *comm, int rank, int world);
 
+/* A "Vm...:" line of /proc/self/status in bytes (0 when absent).  VmHWM,
+ * the peak, belongs to this program's own memory map: unlike getrusage's
+ * ru_maxrss it does not count what a parent held before the exec. */
+static uint64_t proc_status_bytes(const char *key)
+{
+	FILE *f = fopen("/proc/self/status", "re");
+	char line[256];
+	uint64_t kb = 0;
+	size_t n = strlen(key);
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, key, n) == 0) {
+			kb = strtoull(line + n, NULL, 10);
+			break;
+		}
+	if (f)
+		fclose(f);
+	return kb * 1024;
+}
+
+/* Bytes of a file, or of the *.safetensors files of a directory (a
+ * Hugging Face folder). */
+static uint64_t path_bytes(const char *p)
+{
+	struct stat st;
+	if (stat(p, &st) != 0)
+		return 0;
+	if (!S_ISDIR(st.st_mode))
+		return (uint64_t)st.st_size;
+	uint64_t sum = 0;
+	DIR *d = opendir(p);
+	struct dirent *e;
+	char f[8192];
+	while (d && (e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		if (n < 12 || strcmp(e->d_name + n - 12, ".safetensors") != 0)
+			continue;
+		snprintf(f, sizeof(f), "%s/%s", p, e->d_name);
+		if (stat(f, &st) == 0)
+			sum += (uint64_t)st.st_size;
+	}
+	if (d)
+		closedir(d);
+	return sum;
+}
+
 int cmd_train(int argc, char **argv)
 {
 	struct train_args a = { 0 };
@@ -353,6 +400,8 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 		fprintf(stderr, "zinc train: cannot write '%s': %s\n", a.json_log, strerror(errno));
 		return 2;
 	}
+	double t_load = tool_now_s();
+	const uint64_t rss_before = proc_status_bytes("VmRSS:");
 	struct zn_trainer *t = zn_trainer_create_comm(&cfg, max_steps, comm);
 	if (!t) {
 		fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
@@ -360,6 +409,7 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 			fclose(jl);
 		return 2;
 	}
+	t_load = tool_now_s() - t_load;
 	/* Every rank records its own trace: FILE, and FILE.rank-R for R > 0. */
 	char trace_path[4096] = "";
 	if (a.trace)
@@ -376,14 +426,28 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 		if (world > 1)
 			snprintf(ranks, sizeof(ranks), " x %d ranks (ZeRO stage %u)", world,
 				 cfg.zero_optimization.stage);
-		printf("zinc train: %s: GPT-2 %u layers, %u heads, %u channels, vocab %u, %" PRIu64
+		char model[256];
+		zn_trainer_model_summary(t, model, sizeof(model));
+		printf("zinc train: %s: %s, %" PRIu64
 		       " parameters; %u x %u tokens x %u accumulation%s per step; %s\n",
-		       path, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd,
-		       cfg.model.vocab_size, zn_trainer_num_params(t), cfg.batch.micro_batch,
+		       path, model, zn_trainer_num_params(t), cfg.batch.micro_batch,
 		       cfg.model.seq_len, cfg.batch.grad_accum, ranks,
 		       zn_trainer_steps_done(t) ? "resumed from a checkpoint" : "from scratch");
 		if (tiers[0])
 			printf("%s\n", tiers);
+		/* Starting weights: how fast they came in, and that they never
+		 * had to be whole in memory (ZeRO-Infinity's initialisation). */
+		uint64_t from = cfg.model.from[0] && !zn_trainer_steps_done(t)
+					? path_bytes(cfg.model.from) : 0;
+		uint64_t hwm = proc_status_bytes("VmHWM:");
+		char rss[32], grew[32], fb[32];
+		if (from)
+			printf("loaded %s from %s in %.2f s (%.2f GB/s); peak resident memory %s, "
+			       "%s above what zinc held before loading\n",
+			       zn_format_size(from, fb, sizeof(fb)), cfg.model.from, t_load,
+			       (double)from / t_load / 1e9, zn_format_size(hwm, rss, sizeof(rss)),
+			       zn_format_size(hwm > rss_before ? hwm - rss_before : 0, grew,
+					      sizeof(grew)));
 		fflush(stdout);
 	}
 

@@ -160,7 +160,7 @@ struct zn_zero_config {
 };
 
 /* zinc's own sections. */
-enum zn_model_type { ZN_MODEL_GPT2 };
+enum zn_model_type { ZN_MODEL_GPT2, ZN_MODEL_LLAMA };
 
 struct zn_model_config {
 	int type;            /* enum zn_model_type */
@@ -170,6 +170,7 @@ struct zn_model_config {
 	uint32_t vocab_size;
 	uint32_t seq_len;    /* tokens per sample; also the position table size */
 	char from[4096];     /* weights to start from, or "" (random init) */
+	char config[4096];   /* llama: a Hugging Face config.json (from scratch) */
 };
 
 struct zn_data_config {

@@ -124,12 +124,18 @@ ZN_API int zn_trainer_eval(struct zn_trainer *t, double *loss);
 ZN_API uint64_t zn_trainer_steps_done(const struct zn_trainer *t);
 /* Save a checkpoint under checkpoint.dir (atomically); 0 or -errno. */
 ZN_API int zn_trainer_save(struct zn_trainer *t);
-/* Join a checkpoint's parameters into one Hugging Face model.safetensors
- * at `out` (fp32, as zn_trainer_save writes it for one rank), whatever
- * number of ranks saved it: `path` is a checkpoint directory (its latest
- * step) or one step's directory.  Streams one tensor at a time; the file
- * appears whole or not at all.  0 or -errno naming the file or tensor. */
+/* Join a checkpoint's parameters (the fp32 master weights) into the files
+ * a model leaves as, whatever number of ranks saved it: for GPT-2 one
+ * Hugging Face model.safetensors at `out` (as a one-rank save writes it),
+ * for a Llama a Hugging Face folder (config.json, shards, index) in the
+ * directory `out`.  out NULL: into the step's own directory.  `path` is a
+ * checkpoint directory (its latest step) or one step's directory.
+ * Streams one tensor at a time; files appear whole or not at all.  0 or
+ * -errno naming the file or tensor. */
 ZN_API int zn_checkpoint_consolidate(const char *path, const char *out);
+/* The model in words, for humans: "GPT-2 12 layers, 12 heads, 768
+ * channels, vocab 50257" or the config.json's architecture and shape. */
+ZN_API void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len);
 /* Model parameters (fp32) as one line per tensor, for humans. */
 ZN_API uint64_t zn_trainer_num_params(const struct zn_trainer *t);
 
