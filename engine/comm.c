@@ -257,7 +257,8 @@ static int do_reduce_scatter(struct zn_comm *c, const void *send, const struct c
 			.recv_bytes = m * es,
 		};
 	}
-	memcpy(rows + (size_t)c->rank * m * es, s + ch->off[c->rank] * es, m * es);
+	if (m) /* send may be NULL when no element is sent (memcpy's arguments must not) */
+		memcpy(rows + (size_t)c->rank * m * es, s + ch->off[c->rank] * es, m * es);
 	int rc = c->ops->exchange(c, x, tag, deadline, what);
 	if (rc == 0)
 		reduce_rows(dt, op, recv, rows, c->size, m);
