@@ -32,6 +32,7 @@
 
 static const struct zn_comm_ops *const backends[] = {
 	&zn_comm_self_ops,
+	&zn_comm_tcp_ops,
 #if ZN_HAVE_MPI
 	&zn_comm_mpi_ops,
 #endif
@@ -257,7 +258,8 @@ static int do_reduce_scatter(struct zn_comm *c, const void *send, const struct c
 			.recv_bytes = m * es,
 		};
 	}
-	memcpy(rows + (size_t)c->rank * m * es, s + ch->off[c->rank] * es, m * es);
+	if (m) /* send may be NULL when no element is sent (memcpy's arguments must not) */
+		memcpy(rows + (size_t)c->rank * m * es, s + ch->off[c->rank] * es, m * es);
 	int rc = c->ops->exchange(c, x, tag, deadline, what);
 	if (rc == 0)
 		reduce_rows(dt, op, recv, rows, c->size, m);
@@ -460,9 +462,38 @@ static bool env_int(const char *name, long *out)
 	return true;
 }
 
+/* mpirun's ranks use MPI; torchrun's and DeepSpeed's (WORLD_SIZE > 1 with
+ * MASTER_ADDR) use tcp; anything else is one rank. */
 static const char *auto_backend(void)
 {
-	return getenv("OMPI_COMM_WORLD_SIZE") && ZN_HAVE_MPI ? "mpi" : "self";
+	long ws;
+	const char *ma = getenv("MASTER_ADDR");
+
+	if (getenv("OMPI_COMM_WORLD_SIZE") && ZN_HAVE_MPI)
+		return "mpi";
+	if (env_int("WORLD_SIZE", &ws) && ws > 1 && ma && *ma)
+		return "tcp";
+	return "self";
+}
+
+/* ZINC_COMM_TIMEOUT: seconds, the default timeout of collectives and of
+ * the tcp rendezvous.  0, or -EINVAL with the message set. */
+static int env_timeout(double *out)
+{
+	const char *s = getenv("ZINC_COMM_TIMEOUT");
+	char *end;
+
+	*out = ZN_COMM_TIMEOUT_DEFAULT;
+	if (!s || !*s)
+		return 0;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || *end || !(v > 0) || !isfinite(v) || v > 1e9)
+		return zn_error(-EINVAL, "comm: ZINC_COMM_TIMEOUT=\"%s\" is not a positive number of "
+				"seconds (at most 1e9): set it to e.g. 600, or unset it for %g s", s,
+				ZN_COMM_TIMEOUT_DEFAULT);
+	*out = v;
+	return 0;
 }
 
 struct zn_comm *zn_comm_create(const char *backend)
@@ -479,10 +510,13 @@ struct zn_comm *zn_comm_create(const char *backend)
 			zn_set_error("comm backend \"mpi\": this zinc was built without MPI: install "
 				     "Open MPI (libopenmpi-dev) and rebuild with -Dmpi=enabled");
 		else
-			zn_set_error("comm backend \"%s\" is unknown: use \"self\"%s or none for "
-				     "automatic", name, ZN_HAVE_MPI ? ", \"mpi\"" : "");
+			zn_set_error("comm backend \"%s\" is unknown: use \"self\", \"tcp\"%s or "
+				     "none for automatic", name, ZN_HAVE_MPI ? ", \"mpi\"" : "");
 		return NULL;
 	}
+	double timeout;
+	if (env_timeout(&timeout))
+		return NULL;
 	if (ops == &zn_comm_self_ops) {
 		if (env_int("OMPI_COMM_WORLD_SIZE", &ws) && ws > 1) {
 			zn_set_error("comm: mpirun started %ld ranks (OMPI_COMM_WORLD_SIZE) but the comm "
@@ -493,8 +527,10 @@ struct zn_comm *zn_comm_create(const char *backend)
 		}
 		if (env_int("WORLD_SIZE", &ws) && ws > 1) {
 			zn_set_error("comm: the launcher asked for %ld ranks (WORLD_SIZE) but the comm "
-				     "backend is \"self\", which has one: launch with mpirun and the "
-				     "\"mpi\" backend, or unset WORLD_SIZE", ws);
+				     "backend is \"self\", which has one: set MASTER_ADDR and "
+				     "MASTER_PORT (as torchrun does) for the \"tcp\" backend, launch "
+				     "with mpirun%s, or unset WORLD_SIZE", ws,
+				     ZN_HAVE_MPI ? " and the \"mpi\" backend" : " (a zinc built with MPI)");
 			return NULL;
 		}
 	}
@@ -509,7 +545,8 @@ struct zn_comm *zn_comm_create(const char *backend)
 	}
 	c->ops = ops;
 	c->w = w;
-	w->timeout = ZN_COMM_TIMEOUT_DEFAULT;
+	c->open_timeout = timeout;
+	w->timeout = timeout;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->work, NULL);
 	pthread_cond_init(&w->done, NULL);
@@ -532,7 +569,8 @@ struct zn_comm *zn_comm_create(const char *backend)
 		return NULL;
 	}
 	if (ops != &zn_comm_self_ops) {
-		/* The backend's values are authoritative; say when the launcher's differ. */
+		/* The backend's values are authoritative; say when the launcher's
+		 * differ (tcp takes them from the launcher: they agree). */
 		long v;
 		if (env_int("RANK", &v) && v != c->rank)
 			zn_warn("comm %s: RANK=%ld but this process is rank %d", name, v, c->rank);

@@ -22,9 +22,10 @@ struct zn_comm_xfer {
 };
 
 struct zn_comm_ops {
-	const char *name; /* "self", "mpi" */
+	const char *name; /* "self", "mpi", "tcp" */
 	/* On the worker thread: set c->rank, c->size, c->local_rank and
-	 * c->impl.  Returns 0 or -errno with the last error set. */
+	 * c->impl; a backend that waits for its peers gives up after
+	 * c->open_timeout.  Returns 0 or -errno with the last error set. */
 	int (*open)(struct zn_comm *c);
 	/* On the worker thread, after the last operation, or after a failed
 	 * open to undo what it did (c->impl may be NULL then). */
@@ -44,11 +45,15 @@ struct zn_comm {
 	const struct zn_comm_ops *ops;
 	void *impl;
 	int rank, size, local_rank;
+	/* Seconds open may wait for the other ranks (the tcp rendezvous):
+	 * ZINC_COMM_TIMEOUT, else ZN_COMM_TIMEOUT_DEFAULT.  Set by comm.c. */
+	double open_timeout;
 	/* Everything below is comm.c's. */
 	struct zn_comm_worker *w;
 };
 
 extern const struct zn_comm_ops zn_comm_self_ops;
+extern const struct zn_comm_ops zn_comm_tcp_ops;
 #if ZN_HAVE_MPI
 extern const struct zn_comm_ops zn_comm_mpi_ops;
 #endif

@@ -27,6 +27,10 @@
 #include <string.h>
 
 #include "zinc/model.h"
+#include "model_common.h"
+
+#define TRY ZN_MODEL_TRY
+#define WITH_LAYER ZN_WITH_LAYER
 
 enum { LN1W, LN1B, QKVW, QKVB, PROJW, PROJB, LN2W, LN2B, FCW, FCB, FCPW, FCPB };
 
@@ -124,16 +128,6 @@ uint64_t zn_gpt2_num_params(const struct zn_gpt2_config *c)
 	return total;
 }
 
-/* splitmix64: a counter-based stream, so tensor k's values do not depend on
- * which other tensors were initialised before it. */
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 void zn_gpt2_init_tensor(const struct zn_gpt2_config *c, const struct zn_param_desc *d,
 			 uint64_t seed, uint64_t tensor_index, float *out)
 {
@@ -142,16 +136,7 @@ void zn_gpt2_init_tensor(const struct zn_gpt2_config *c, const struct zn_param_d
 			out[i] = d->init_value;
 		return;
 	}
-	uint64_t s = seed * 0x2545f4914f6cdd1dull + tensor_index * 0x9e3779b97f4a7c15ull;
-	/* Box-Muller, in double, two normals per pair of uniforms. */
-	for (size_t i = 0; i < d->numel; i += 2) {
-		double u1 = ((double)(splitmix(&s) >> 11) + 1.0) / 9007199254740993.0;
-		double u2 = (double)(splitmix(&s) >> 11) / 9007199254740992.0;
-		double r = sqrt(-2.0 * log(u1)) * d->init_std;
-		out[i] = (float)(r * cos(2 * M_PI * u2));
-		if (i + 1 < d->numel)
-			out[i + 1] = (float)(r * sin(2 * M_PI * u2));
-	}
+	zn_model_normal(seed, tensor_index, d->init_std, out, d->numel);
 	if (strcmp(d->name, "wte.weight") == 0)
 		memset(out + (size_t)c->vocab_size * (size_t)d->shape[1], 0,
 		       (size_t)(c->padded_vocab - c->vocab_size) * (size_t)d->shape[1] *
@@ -165,58 +150,101 @@ void zn_gpt2_init_tensor(const struct zn_gpt2_config *c, const struct zn_param_d
 #define ACT_ESZ 4
 
 struct layer_acts {
-	void *res;          /* (BT, C) the block's input (residual stream) */
 	void *ln1, *qkv, *atty, *res2, *ln2, *fch, *gelu;
 	float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *lse;
 };
 
 struct zn_gpt2 {
 	struct zn_gpt2_config cfg;
-	uint64_t prof_ns[3];           /* recompute, keep, restore (profile) */
 	int B, T;
 	const struct zn_kernels *k;
 	struct zn_kctx *ctx;
 	struct zn_model_mem mem;
 	size_t esz;                    /* bytes per element of the storage dtype */
-	size_t act_bytes;
-	struct layer_acts *la;         /* L of them (recompute: only .res) */
+	struct zn_acts acts;           /* every activation allocation */
+	struct zn_ckpt ck;             /* block inputs (the residual stream), checkpointing */
+	struct layer_acts *la;         /* L working sets (recompute: unused) */
 	struct layer_acts sa;          /* recompute: one block's activations, reused */
-	void *rin[2];                  /* offload_activations: block inputs on the device */
-	void **hptrs;                  /* host allocations, to free */
-	size_t nhptrs;
 	void *res_final, *lnf, *logits;
 	float *lnf_mean, *lnf_rstd, *losses;
 	/* backward scratch */
 	void *dres, *dln, *dbig, *dbig2, *dqkv, *datty;
 	bool have_backward;            /* the last forward kept what backward needs */
-	void **ptrs;                   /* every allocation, to free */
-	size_t nptrs;
 };
 
-static void *act(struct zn_gpt2 *m, size_t bytes, int *err)
+/* Every activation, through `a` (allocating, or counting for the
+ * estimate: one list, so the two cannot drift).  Per block: its input
+ * (BT, C) (ck), and unless recompute shares one, its working set: ln1,
+ * atty, res2, ln2 (BT, C); qkv (BT, 3C); fch, gelu (BT, 4C); four
+ * layernorm statistics (BT); lse (B, NH, T).  Then res_final, lnf, the
+ * final statistics, logits (BT, Vp), losses, and backward's scratch. */
+static int alloc_all(struct zn_gpt2 *m, struct zn_acts *a)
 {
-	if (*err)
-		return NULL;
-	void *p = m->mem.alloc(m->mem.user, bytes);
-	if (!p) {
-		*err = -ENOMEM;
-		return NULL;
+	const struct zn_gpt2_config *c = &m->cfg;
+	const size_t L = (size_t)c->n_layer, BT = (size_t)m->B * (size_t)m->T;
+	const size_t C = (size_t)c->n_embd, NH = (size_t)c->n_head, Vp = (size_t)c->padded_vocab;
+	const size_t e = m->esz;
+
+	TRY(zn_ckpt_alloc(&m->ck, a, &m->mem, c->n_layer, BT * C * e, c->recompute,
+			  c->offload_activations, c->profile));
+	for (size_t l = 0; l < (c->recompute ? 1 : L); l++) {
+		struct layer_acts *s = c->recompute ? &m->sa : &m->la[l];
+		s->ln1 = zn_acts_dev(a, BT * C * e);
+		s->qkv = zn_acts_dev(a, BT * 3 * C * e);
+		s->atty = zn_acts_dev(a, BT * C * e);
+		s->res2 = zn_acts_dev(a, BT * C * e);
+		s->ln2 = zn_acts_dev(a, BT * C * e);
+		s->fch = zn_acts_dev(a, BT * 4 * C * e);
+		s->gelu = zn_acts_dev(a, BT * 4 * C * e);
+		s->ln1_mean = zn_acts_dev(a, BT * 4);
+		s->ln1_rstd = zn_acts_dev(a, BT * 4);
+		s->ln2_mean = zn_acts_dev(a, BT * 4);
+		s->ln2_rstd = zn_acts_dev(a, BT * 4);
+		s->lse = zn_acts_dev(a, (size_t)m->B * NH * (size_t)m->T * 4);
 	}
-	m->ptrs[m->nptrs++] = p;
-	m->act_bytes += bytes;
-	return p;
+	m->res_final = zn_acts_dev(a, BT * C * e);
+	m->lnf = zn_acts_dev(a, BT * C * e);
+	m->lnf_mean = zn_acts_dev(a, BT * 4);
+	m->lnf_rstd = zn_acts_dev(a, BT * 4);
+	m->logits = zn_acts_dev(a, BT * Vp * e);
+	m->losses = zn_acts_dev(a, BT * 4);
+	m->dres = zn_acts_dev(a, BT * C * e);
+	m->dln = zn_acts_dev(a, BT * C * e);
+	m->dbig = zn_acts_dev(a, BT * 4 * C * e);
+	m->dbig2 = zn_acts_dev(a, BT * 4 * C * e);
+	m->dqkv = zn_acts_dev(a, BT * 3 * C * e);
+	m->datty = zn_acts_dev(a, BT * C * e);
+	return a->err;
+}
+
+/* The model's fields from a checked config, without allocating. */
+static int setup(struct zn_gpt2 *m, const struct zn_gpt2_config *cfg, int B, int T)
+{
+	m->cfg = *cfg;
+	if (zn_gpt2_config_check(&m->cfg))
+		return -EINVAL;
+	if (B < 1 || T < 1 || T > m->cfg.max_seq_len)
+		return zn_error(-EINVAL, "GPT-2: batch %d x %d tokens: B must be >= 1 and T between "
+					 "1 and max_seq_len %d", B, T, m->cfg.max_seq_len);
+	if (m->cfg.offload_activations && !m->cfg.recompute)
+		return zn_error(-EINVAL, "activation_checkpointing.cpu_checkpointing needs "
+					 "activation_checkpointing.enabled (and a host-memory "
+					 "interface)");
+	m->B = B;
+	m->T = T;
+	m->esz = ACT_ESZ;
+	m->la = calloc((size_t)m->cfg.n_layer, sizeof(*m->la));
+	if (!m->la)
+		return zn_error(-ENOMEM, "out of memory");
+	return 0;
 }
 
 void zn_gpt2_destroy(struct zn_gpt2 *m)
 {
 	if (!m)
 		return;
-	for (size_t i = 0; i < m->nptrs; i++)
-		m->mem.free(m->mem.user, m->ptrs[i]);
-	for (size_t i = 0; i < m->nhptrs; i++)
-		m->mem.host_free(m->mem.user, m->hptrs[i]);
-	free(m->ptrs);
-	free(m->hptrs);
+	zn_acts_free(&m->acts);
+	zn_ckpt_free(&m->ck);
 	free(m->la);
 	free(m);
 }
@@ -225,96 +253,30 @@ struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 			       const struct zn_kernels *k, struct zn_kctx *ctx,
 			       const struct zn_model_mem *mem)
 {
-	struct zn_gpt2_config c = *cfg;
-	if (zn_gpt2_config_check(&c))
-		return NULL;
-	if (B < 1 || T < 1 || T > c.max_seq_len) {
-		zn_set_error("GPT-2: batch %d x %d tokens: B must be >= 1 and T between 1 and "
-			     "max_seq_len %d", B, T, c.max_seq_len);
-		return NULL;
-	}
 	struct zn_gpt2 *m = calloc(1, sizeof(*m));
 	if (!m) {
 		zn_set_error("out of memory");
 		return NULL;
 	}
-	m->cfg = c;
-	m->B = B;
-	m->T = T;
-	m->k = k;
-	m->ctx = ctx;
-	m->mem = *mem;
-	m->esz = ACT_ESZ;
-	const size_t L = (size_t)c.n_layer, BT = (size_t)B * (size_t)T, C = (size_t)c.n_embd;
-	const size_t NH = (size_t)c.n_head, Vp = (size_t)c.padded_vocab, e = m->esz;
-	m->la = calloc(L, sizeof(*m->la));
-	m->ptrs = calloc((L + 1) * 14 + 16, sizeof(void *));
-	m->hptrs = calloc(L + 1, sizeof(void *));
-	if (c.offload_activations && (!c.recompute || !mem->host_alloc || !mem->to_host)) {
-		zn_set_error("activation_checkpointing.cpu_checkpointing needs "
-			     "activation_checkpointing.enabled (and a host-memory interface)");
-		free(m->la);
-		free(m->ptrs);
-		free(m->hptrs);
-		free(m);
-		return NULL;
-	}
-	if (!m->la || !m->ptrs || !m->hptrs) {
-		zn_set_error("out of memory");
+	if (setup(m, cfg, B, T)) {
 		zn_gpt2_destroy(m);
 		return NULL;
 	}
-	int err = 0;
-	for (size_t l = 0; l < L + (c.recompute ? 1 : 0); l++) {
-		/* With recompute, layers keep their input only and one extra set
-		 * (m->sa) holds the block being run. */
-		struct layer_acts *a = l < L ? &m->la[l] : &m->sa;
-		if (l < L && c.offload_activations) {
-			/* Kept inputs in host memory. */
-			a->res = err ? NULL : m->mem.host_alloc(m->mem.user, BT * C * e);
-			if (!a->res)
-				err = err ? err : -ENOMEM;
-			else
-				m->hptrs[m->nhptrs++] = a->res;
-		} else if (l < L) {
-			a->res = act(m, BT * C * e, &err);
-		}
-		if (c.recompute && l < L)
-			continue;
-		a->ln1 = act(m, BT * C * e, &err);
-		a->qkv = act(m, BT * 3 * C * e, &err);
-		a->atty = act(m, BT * C * e, &err);
-		a->res2 = act(m, BT * C * e, &err);
-		a->ln2 = act(m, BT * C * e, &err);
-		a->fch = act(m, BT * 4 * C * e, &err);
-		a->gelu = act(m, BT * 4 * C * e, &err);
-		a->ln1_mean = act(m, BT * 4, &err);
-		a->ln1_rstd = act(m, BT * 4, &err);
-		a->ln2_mean = act(m, BT * 4, &err);
-		a->ln2_rstd = act(m, BT * 4, &err);
-		a->lse = act(m, (size_t)B * NH * (size_t)T * 4, &err);
+	if (m->cfg.offload_activations && (!mem->host_alloc || !mem->to_host)) {
+		zn_set_error("activation_checkpointing.cpu_checkpointing needs "
+			     "activation_checkpointing.enabled (and a host-memory interface)");
+		zn_gpt2_destroy(m);
+		return NULL;
 	}
-	if (c.offload_activations) {
-		m->rin[0] = act(m, BT * C * e, &err);
-		m->rin[1] = act(m, BT * C * e, &err);
-	}
-	m->res_final = act(m, BT * C * e, &err);
-	m->lnf = act(m, BT * C * e, &err);
-	m->lnf_mean = act(m, BT * 4, &err);
-	m->lnf_rstd = act(m, BT * 4, &err);
-	m->logits = act(m, BT * Vp * e, &err);
-	m->losses = act(m, BT * 4, &err);
-	m->dres = act(m, BT * C * e, &err);
-	m->dln = act(m, BT * C * e, &err);
-	m->dbig = act(m, BT * 4 * C * e, &err);
-	m->dbig2 = act(m, BT * 4 * C * e, &err);
-	m->dqkv = act(m, BT * 3 * C * e, &err);
-	m->datty = act(m, BT * C * e, &err);
-	if (err) {
+	m->k = k;
+	m->ctx = ctx;
+	m->mem = *mem;
+	m->acts.mem = *mem;
+	if (alloc_all(m, &m->acts)) {
 		char sz[32];
 		zn_set_error("GPT-2 activations for batch %d x %d: %s (%s allocated so far); lower "
 			     "the micro-batch size or sequence length",
-			     B, T, zn_last_error(), zn_format_size(m->act_bytes, sz, sizeof(sz)));
+			     B, T, zn_last_error(), zn_format_size(m->acts.bytes, sz, sizeof(sz)));
 		zn_gpt2_destroy(m);
 		return NULL;
 	}
@@ -323,140 +285,55 @@ struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 
 size_t zn_gpt2_activation_bytes(const struct zn_gpt2 *m)
 {
-	return m->act_bytes;
+	return m->acts.bytes;
 }
 
-/* What zn_gpt2_create allocates, without allocating: the same list in the
- * same words.  A change to one must be made to the other; test_gpt2_memory
- * creates real models with counting allocators and compares. */
+/* What zn_gpt2_create allocates, without allocating: the same alloc_all,
+ * counting.  test_gpt2_memory creates real models with counting
+ * allocators and compares. */
 int zn_gpt2_activation_estimate(const struct zn_gpt2_config *cfg, int B, int T, size_t align,
 				uint64_t *device_bytes, uint64_t *host_bytes)
 {
-	struct zn_gpt2_config c = *cfg;
-	if (zn_gpt2_config_check(&c))
-		return -EINVAL;
-	if (B < 1 || T < 1 || T > c.max_seq_len)
-		return zn_error(-EINVAL, "GPT-2: batch %d x %d tokens: B must be >= 1 and T between "
-					 "1 and max_seq_len %d", B, T, c.max_seq_len);
-	if (c.offload_activations && !c.recompute)
-		return zn_error(-EINVAL, "activation_checkpointing.cpu_checkpointing needs "
-					 "activation_checkpointing.enabled (and a host-memory "
-					 "interface)");
-	const uint64_t a = align ? align : 1, L = (uint64_t)c.n_layer;
-	const uint64_t BT = (uint64_t)B * (uint64_t)T, C = (uint64_t)c.n_embd;
-	const uint64_t NH = (uint64_t)c.n_head, Vp = (uint64_t)c.padded_vocab, e = ACT_ESZ;
-#define A(bytes) ZN_ALIGN_UP((uint64_t)(bytes), a)
-	/* One block's working set: ln1, atty, res2, ln2 (BT, C); qkv (BT, 3C);
-	 * fch, gelu (BT, 4C); four layernorm statistics (BT); lse (B, NH, T). */
-	const uint64_t set = 4 * A(BT * C * e) + A(BT * 3 * C * e) + 2 * A(BT * 4 * C * e) +
-			     4 * A(BT * 4) + A(B * NH * (uint64_t)T * 4);
-	const uint64_t input = A(BT * C * e); /* a block's input, res */
-	uint64_t dev = 0, host = 0;
-	if (!c.recompute)
-		dev += L * (input + set);      /* every block keeps everything */
-	else if (!c.offload_activations)
-		dev += L * input + set;        /* kept inputs + one shared set */
-	else
-		dev += set + 2 * input;        /* one set + two inputs in flight */
-	if (c.offload_activations)
-		host += L * BT * C * e;        /* kept inputs, host_alloc'd as asked */
-	/* res_final, lnf; lnf_mean, lnf_rstd, losses; logits (BT, Vp). */
-	dev += 2 * A(BT * C * e) + 3 * A(BT * 4) + A(BT * Vp * e);
-	/* Backward scratch: dres, dln, datty; dbig, dbig2; dqkv. */
-	dev += 3 * A(BT * C * e) + 2 * A(BT * 4 * C * e) + A(BT * 3 * C * e);
-#undef A
-	if (device_bytes)
-		*device_bytes = dev;
-	if (host_bytes)
-		*host_bytes = host;
-	return 0;
-}
-
-#define TRY(x)                          \
-	do {                            \
-		int rc_ = (x);          \
-		if (rc_)                \
-			return rc_;     \
-	} while (0)
-
-/* fetch/release with the layer held in between: on an error the layer is
- * released before returning. */
-#define WITH_LAYER(src, layer, grads, P, G, body)                                   \
-	do {                                                                        \
-		TRY((src)->fetch((src)->user, (layer), (grads), (P), (G)));         \
-		int rc_b = (body);                                                  \
-		int rc_r = (src)->release((src)->user, (layer), (grads) && !rc_b); \
-		TRY(rc_b);                                                          \
-		TRY(rc_r);                                                          \
-	} while (0)
-
-/* The activations block l runs with: its own, or (recompute) the shared
- * set pointed at its input. */
-static void *input_buf(struct zn_gpt2 *m, int l)
-{
-	return m->cfg.offload_activations ? m->rin[l % 2] : m->la[l].res;
+	struct zn_gpt2 *m = calloc(1, sizeof(*m));
+	if (!m)
+		return zn_error(-ENOMEM, "out of memory");
+	int rc = setup(m, cfg, B, T);
+	if (!rc) {
+		m->acts.counting = true;
+		m->acts.align = align ? align : 1;
+		rc = alloc_all(m, &m->acts);
+	}
+	if (!rc && device_bytes)
+		*device_bytes = m->acts.count_dev;
+	if (!rc && host_bytes)
+		*host_bytes = m->acts.count_host;
+	zn_gpt2_destroy(m);
+	return rc;
 }
 
 static struct layer_acts *acts_of(struct zn_gpt2 *m, int l)
 {
-	if (!m->cfg.recompute)
-		return &m->la[l];
-	m->sa.res = input_buf(m, l);
-	return &m->sa;
-}
-
-/* activation_checkpointing.profile: the device finishes what came before,
- * so that the clock times only the part that follows. */
-static uint64_t prof_start(struct zn_gpt2 *m)
-{
-	if (!m->cfg.profile)
-		return 0;
-	if (m->mem.sync)
-		m->mem.sync(m->mem.user);
-	return zn_now_ns();
-}
-
-static void prof_end(struct zn_gpt2 *m, int which, uint64_t t0)
-{
-	if (!m->cfg.profile)
-		return;
-	if (m->mem.sync)
-		m->mem.sync(m->mem.user);
-	m->prof_ns[which] += zn_now_ns() - t0;
+	return m->cfg.recompute ? &m->sa : &m->la[l];
 }
 
 void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_gpt2_profile *out)
 {
-	out->recompute_s = (double)m->prof_ns[0] / 1e9;
-	out->keep_s = (double)m->prof_ns[1] / 1e9;
-	out->restore_s = (double)m->prof_ns[2] / 1e9;
-	memset(m->prof_ns, 0, sizeof(m->prof_ns));
+	zn_ckpt_profile_take(&m->ck, out);
 }
 
-/* offload_activations: block l's input leaves the device after its forward. */
-static int keep_input(struct zn_gpt2 *m, int l)
-{
-	if (!m->cfg.offload_activations)
-		return 0;
-	uint64_t t0 = prof_start(m);
-	int rc = m->mem.to_host(m->mem.user, m->la[l].res, m->rin[l % 2],
-				(size_t)m->B * m->T * m->cfg.n_embd * m->esz);
-	prof_end(m, 1, t0);
-	return rc;
-}
-
-static int block_forward(struct zn_gpt2 *m, struct layer_acts *a, void *const *p, void *out)
+static int block_forward(struct zn_gpt2 *m, struct layer_acts *a, const void *res,
+			 void *const *p, void *out)
 {
 	const struct zn_kernels *k = m->k;
 	const int B = m->B, T = m->T, BT = B * T, C = m->cfg.n_embd, NH = m->cfg.n_head;
-	TRY(k->layernorm_forward(m->ctx, a->ln1, a->ln1_mean, a->ln1_rstd, a->res, p[LN1W],
+	TRY(k->layernorm_forward(m->ctx, a->ln1, a->ln1_mean, a->ln1_rstd, res, p[LN1W],
 				 p[LN1B], BT, C));
 	TRY(k->matmul_forward(m->ctx, a->qkv, a->ln1, p[QKVW], p[QKVB], BT, C, 3 * C));
 	TRY(k->attention_forward(m->ctx, a->atty, a->lse, a->qkv, B, T, NH, NH, C / NH));
 	/* res2 = res + atty @ Wproj^T + b: the projection lands in res2, then
 	 * the residual is added in place. */
 	TRY(k->matmul_forward(m->ctx, a->res2, a->atty, p[PROJW], p[PROJB], BT, C, C));
-	TRY(k->residual_forward(m->ctx, a->res2, a->res2, a->res, (size_t)BT * C));
+	TRY(k->residual_forward(m->ctx, a->res2, a->res2, res, (size_t)BT * C));
 	TRY(k->layernorm_forward(m->ctx, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, p[LN2W],
 				 p[LN2B], BT, C));
 	TRY(k->matmul_forward(m->ctx, a->fch, a->ln2, p[FCW], p[FCB], BT, C, 4 * C));
@@ -496,13 +373,13 @@ int zn_gpt2_forward(struct zn_gpt2 *m, const struct zn_param_source *src, const 
 		return zn_error(-EINVAL, "GPT-2 forward for backward needs targets");
 	m->have_backward = false;
 	WITH_LAYER(src, 0, false, pe, NULL,
-		   k->encoder_forward(m->ctx, L ? input_buf(m, 0) : m->res_final, tokens, pe[0],
+		   k->encoder_forward(m->ctx, zn_ckpt_input(&m->ck, 0), tokens, pe[0],
 				      pe[1], B, T, C, m->cfg.padded_vocab));
 	for (int l = 0; l < L; l++) {
-		void *out = l + 1 < L ? input_buf(m, l + 1) : m->res_final;
+		void *out = l + 1 < L ? zn_ckpt_input(&m->ck, l + 1) : m->res_final;
 		WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
-			   block_forward(m, acts_of(m, l), p, out));
-		TRY(keep_input(m, l));
+			   block_forward(m, acts_of(m, l), zn_ckpt_input(&m->ck, l), p, out));
+		TRY(zn_ckpt_keep(&m->ck, l));
 	}
 	/* The classifier: ln_f, then wte again (tied). */
 	TRY(src->fetch(src->user, (unsigned)L + 1, false, pf, NULL));
@@ -526,8 +403,8 @@ static int zero(struct zn_gpt2 *m, void *p, size_t bytes)
 	return m->mem.memset0(m->mem.user, p, bytes);
 }
 
-static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, void *const *p,
-			  void *const *g)
+static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, const void *res,
+			  void *const *p, void *const *g)
 {
 	const struct zn_kernels *k = m->k;
 	const int B = m->B, T = m->T, BT = B * T, C = m->cfg.n_embd, NH = m->cfg.n_head;
@@ -555,7 +432,7 @@ static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, void *const *
 	TRY(zero(m, m->dln, nC * e));
 	TRY(k->matmul_backward(m->ctx, m->dln, g[QKVW], g[QKVB], m->dqkv, a->ln1, p[QKVW], BT, C,
 			       3 * C));
-	TRY(k->layernorm_backward(m->ctx, m->dres, g[LN1W], g[LN1B], m->dln, a->res, p[LN1W],
+	TRY(k->layernorm_backward(m->ctx, m->dres, g[LN1W], g[LN1B], m->dln, res, p[LN1W],
 				  a->ln1_mean, a->ln1_rstd, BT, C));
 	/* m->dres is now d/d(res) of the block's input. */
 	return 0;
@@ -565,20 +442,16 @@ static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, void *const *
  * the kept input (writing the same bits to its output buffer). */
 static int block_backward_at(struct zn_gpt2 *m, int l, void *const *p, void *const *g)
 {
-	if (m->cfg.offload_activations) { /* the kept input comes back */
-		uint64_t t0 = prof_start(m);
-		TRY(m->mem.to_device(m->mem.user, m->rin[l % 2], m->la[l].res,
-				     (size_t)m->B * m->T * m->cfg.n_embd * m->esz));
-		prof_end(m, 2, t0);
-	}
+	TRY(zn_ckpt_restore(&m->ck, l)); /* offload_activations: the kept input comes back */
 	struct layer_acts *a = acts_of(m, l);
+	const void *res = zn_ckpt_input(&m->ck, l);
 	if (m->cfg.recompute) {
-		void *out = l + 1 < m->cfg.n_layer ? input_buf(m, l + 1) : m->res_final;
-		uint64_t t0 = prof_start(m);
-		TRY(block_forward(m, a, p, out));
-		prof_end(m, 0, t0);
+		void *out = l + 1 < m->cfg.n_layer ? zn_ckpt_input(&m->ck, l + 1) : m->res_final;
+		uint64_t t0 = zn_ckpt_prof_start(&m->ck);
+		TRY(block_forward(m, a, res, p, out));
+		zn_ckpt_prof_end(&m->ck, 0, t0);
 	}
-	return block_backward(m, a, p, g);
+	return block_backward(m, a, res, p, g);
 }
 
 static int head_backward(struct zn_gpt2 *m, void *const *pf, void *const *gf, const void *wte,

@@ -6,8 +6,9 @@
  * It times raw OpenBLAS sgemm with OpenBLAS's own threads on the largest
  * matmul shape (BT x 4C x C), the same product through matmul_forward /
  * matmul_backward on a pool, then one transformer block forward + backward
- * and the classifier (matmul + softmax cross-entropy), op by op, and
- * prints GFLOP/s.  FLOPs count 2 per multiply-add; attention counts the
+ * and the classifier (matmul + softmax cross-entropy), op by op, then the
+ * Llama family's ops (RMSNorm, the rotary embedding packing q, k, v,
+ * grouped-query attention, SwiGLU) on the same shapes, and prints GFLOP/s.  FLOPs count 2 per multiply-add; attention counts the
  * causal half of its T x T products.
  */
 #include <cblas.h>
@@ -181,6 +182,34 @@ int main(int argc, char **argv)
 	TIME("softmax_crossentropy", 0, k->softmax_crossentropy(ctx, losses, logits, logits, tg, NULL, 1.0f / (float)BT, (int)BT, V, V));
 	TIME("matmul_backward lm_head", 2 * cls, k->matmul_backward(ctx, g_out, dwte, NULL, logits, out, wte, (int)BT, C, V));
 	printf(" classifier: %.1f ms, %.1f GFLOP/s\n", total_s * 1e3, total_flop / total_s * 1e-9);
+	/* the Llama family's ops on the same shapes: grouped-query attention
+	 * with NH / 4 key/value heads (Llama 3's ratio), q, k, v packed by the
+	 * rotary embedding, RMSNorm, SwiGLU over (BT, 4C) */
+	{
+		int NKV = NH % 4 == 0 ? NH / 4 : NH, HS = C / NH, QD = C, KD = NKV * HS;
+		int W = QD + 2 * KD;
+		double gqaf = 2.0 * 2.0 * B * NH * ((double)T * (T + 1) / 2) * HS;
+		float inv[ZN_ROPE_MAX_HS / 2];
+		for (int i = 0; i < HS / 2; i++)
+			inv[i] = 1.0f / (float)(i + 1);
+		total_flop = total_s = 0;
+		printf(" llama ops (NKV %d)\n", NKV);
+		TIME("rmsnorm_forward", 0, k->rmsnorm_forward(ctx, ln1, r1, res, lw, 1e-5f, (int)BT, C));
+		TIME("rope_forward q, k, v -> qkv", 0,
+		     k->rope_forward(ctx, qkv, W, g_qkv, QD, inv, B, T, NH, HS) ||
+		     k->rope_forward(ctx, qkv + QD, W, g_qkv + BT * QD, KD, inv, B, T, NKV, HS) ||
+		     k->rope_forward(ctx, qkv + QD + KD, W, g_qkv + BT * (QD + KD), KD, NULL, B, T, NKV, HS));
+		TIME("attention_forward (GQA)", gqaf, k->attention_forward(ctx, att, lse, qkv, B, T, NH, NKV, HS));
+		TIME("swiglu_forward", 0, k->swiglu_forward(ctx, gl, fc, g_fc, 4 * n));
+		TIME("swiglu_backward", 0, k->swiglu_backward(ctx, g_gl, g_fc, gl, fc, g_fc, 4 * n));
+		TIME("attention_backward (GQA)", 2 * gqaf, k->attention_backward(ctx, g_qkv, g_att, qkv, lse, B, T, NH, NKV, HS));
+		TIME("rope_backward qkv -> q, k, v", 0,
+		     k->rope_backward(ctx, g_ln2, QD, g_qkv, W, inv, B, T, NH, HS) ||
+		     k->rope_backward(ctx, g_proj, KD, g_qkv + QD, W, inv, B, T, NKV, HS) ||
+		     k->rope_backward(ctx, g_proj + BT * KD, KD, g_qkv + QD + KD, W, NULL, B, T, NKV, HS));
+		TIME("rmsnorm_backward", 0, k->rmsnorm_backward(ctx, g_res, dlw, g_ln1, res, lw, r1, (int)BT, C));
+		printf(" llama ops: %.1f ms\n", total_s * 1e3);
+	}
 	double again = raw_sgemm(BT, C4, C, nproc);
 	printf("  %-28s %9s    %9.1f GFLOP/s (again, at the end)\n", "raw sgemm (BT x 4C x C)", "",
 	       again);

@@ -1,9 +1,12 @@
 /* zinc — communication between ranks: collectives on host buffers.
  *
- * One API, two backends (an ops table chosen once, at zn_comm_create):
+ * One API, three backends (an ops table chosen once, at zn_comm_create):
  *
  *   "self"  one rank.  Every collective is a copy (or nothing); useful so
  *           that the engine has one code path for one and many ranks.
+ *   "tcp"   CPU ranks over TCP sockets, launched by torchrun or the
+ *           DeepSpeed launcher (their environment variables, below).
+ *           Always built.
  *   "mpi"   CPU ranks over MPI (Open MPI), launched with mpirun.  Present
  *           when zinc was built with MPI (meson option mpi).
  *
@@ -14,8 +17,8 @@
  * order of the additions, depends on the message size, the number of ranks
  * and the library's tuning), and floating-point addition is not
  * associative: ZeRO stages must give the same bits from one run to the next
- * and, where the order allows, the same bits as one rank.  The mpi backend
- * therefore moves bytes with point-to-point messages only and adds locally.
+ * and, where the order allows, the same bits as one rank.  The backends
+ * therefore only move bytes, point to point, and zinc adds locally.
  * fp16 and bf16 values are summed in fp32 and rounded (nearest even) once
  * at the end; int32 and uint8 sums wrap around (modulo 2^32, 2^8).
  *
@@ -29,17 +32,33 @@
  * the application may be multi-threaded, zinc needs no MPI_THREAD_MULTIPLE,
  * which Open MPI builds do not always provide or make fast.
  *
+ * The tcp backend.  Rank 0 listens on MASTER_PORT; every other rank
+ * connects to MASTER_ADDR:MASTER_PORT, retrying until the rendezvous
+ * timeout (so ranks may start in any order), and rank 0 sends each the
+ * others' addresses; then every pair of ranks has one TCP connection.
+ * Every handshake carries a magic number, a version, WORLD_SIZE and a job
+ * id: a connection that does not fit (another program, another version,
+ * WORLD_SIZE or job) is refused and logged as a warning, and a refused
+ * rank fails saying why.  Every message carries its collective's tag and
+ * length.
+ *
  * Buffers: host memory.  The caller must not touch a buffer that an
  * enqueued operation uses until zn_comm_wait has returned for it.
  *
- * Timeouts.  A collective that has not completed `timeout` seconds after
- * it started on the worker thread (default ZN_COMM_TIMEOUT_DEFAULT) fails
- * with -ETIMEDOUT and a message naming the operation and the ranks whose
- * data never arrived, instead of hanging.  The comm is then unusable (the
- * ranks disagree about which messages belong to which collective): every
- * later collective fails with -EPIPE; destroy it.  A send can complete
- * before its receiver posts a receive (MPI buffers small messages), so the
- * rank that is waiting for data is the one that reports the timeout.
+ * Timeouts and failures.  A collective that has not completed `timeout`
+ * seconds after it started on the worker thread (default
+ * ZINC_COMM_TIMEOUT when set, else ZN_COMM_TIMEOUT_DEFAULT) fails with
+ * -ETIMEDOUT and a message naming the operation and the ranks whose data
+ * never arrived, instead of hanging; the tcp rendezvous in zn_comm_create
+ * waits as long.  With tcp, a peer that closed its connection (its process
+ * exited) fails the collective with -EPIPE naming that rank, and a message
+ * from a rank out of step (another collective or another size) with
+ * -EPROTO naming the peer and both tags or sizes.  After any failure the
+ * comm is unusable (the ranks disagree about which messages belong to
+ * which collective): every later collective fails with -EPIPE; destroy it.
+ * A send can complete before its receiver posts a receive (MPI and TCP
+ * buffer small messages), so the rank that is waiting for data is the one
+ * that reports the timeout.
  *
  * Errors: every fallible call returns 0 or a negative errno and sets
  * zn_last_error() on the calling thread (for an _async op, the thread that
@@ -81,18 +100,27 @@ enum zn_comm_redop {
 /* Bytes of one element of `dtype`; 0 for an unknown value. */
 ZN_API size_t zn_comm_dtype_size(enum zn_comm_dtype dtype);
 
-/* Open a comm.  backend: "self", "mpi", or NULL for automatic: "mpi" when
- * the process was launched by mpirun (OMPI_COMM_WORLD_SIZE is set) and
- * zinc was built with MPI, else "self".
+/* Open a comm.  backend: "self", "tcp", "mpi", or NULL for automatic:
+ * "mpi" when the process was launched by mpirun (OMPI_COMM_WORLD_SIZE is
+ * set) and zinc was built with MPI, else "tcp" when WORLD_SIZE > 1 and
+ * MASTER_ADDR is set (torchrun, the DeepSpeed launcher), else "self".
  *
- * Launcher variables: RANK, WORLD_SIZE and LOCAL_RANK (torchrun, the
- * DeepSpeed launcher) and OMPI_COMM_WORLD_SIZE (mpirun).  With "self", a
- * launcher that asked for more than one rank is an error (each process would
- * train alone).  With "mpi" the MPI values are authoritative; launcher
- * variables that disagree with them are logged as a warning.
+ * Launcher variables: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+ * MASTER_ADDR and MASTER_PORT (torchrun, the DeepSpeed launcher) and
+ * OMPI_COMM_WORLD_SIZE (mpirun).  With "self", a launcher that asked for
+ * more than one rank is an error (each process would train alone).  With
+ * "tcp" they are the values: RANK and WORLD_SIZE are required, MASTER_ADDR
+ * and MASTER_PORT too when WORLD_SIZE > 1, the local rank is LOCAL_RANK
+ * (else the rank), and LOCAL_WORLD_SIZE, when set, bounds LOCAL_RANK.  With
+ * "mpi" the MPI values are authoritative; launcher variables that disagree
+ * with them are logged as a warning.  ZINC_COMM_TIMEOUT (seconds, > 0)
+ * replaces ZN_COMM_TIMEOUT_DEFAULT for the comm's collectives and the tcp
+ * rendezvous.
  *
  * Returns NULL and sets the last error for an unknown backend (-EINVAL), a
- * zinc built without MPI, an MPI that cannot start, or no memory. */
+ * zinc built without MPI, an MPI that cannot start, a missing or invalid
+ * variable (the message names it and what to set), a tcp rendezvous that
+ * fails or times out, or no memory. */
 ZN_API struct zn_comm *zn_comm_create(const char *backend);
 
 /* Wait for every enqueued operation, shut the backend down (the mpi backend
@@ -100,13 +128,14 @@ ZN_API struct zn_comm *zn_comm_create(const char *backend);
  * free the comm.  NULL is a no-op.  Ops not yet waited for are freed. */
 ZN_API void zn_comm_destroy(struct zn_comm *c);
 
-/* "self" or "mpi". */
+/* "self", "tcp" or "mpi". */
 ZN_API const char *zn_comm_backend(const struct zn_comm *c);
 /* This process's rank, 0 <= rank < size. */
 ZN_API int zn_comm_rank(const struct zn_comm *c);
 /* The number of ranks. */
 ZN_API int zn_comm_size(const struct zn_comm *c);
-/* This process's rank among the ranks on its node (selects its GPU). */
+/* This process's rank among the ranks on its node (selects its GPU): MPI's
+ * for "mpi", LOCAL_RANK (else the rank) for "tcp" and "self". */
 ZN_API int zn_comm_local_rank(const struct zn_comm *c);
 
 /* Set the timeout of collectives enqueued from now on, in seconds (> 0,
