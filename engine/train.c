@@ -53,6 +53,8 @@ struct tstate {
 	bool resident;                 /* on the device for good (no offload_param, or
 					* under stage3_param_persistence_threshold) */
 	void *hbuf;                    /* home buffer held across optimizer sub-groups */
+	float *dhome;                  /* stage 3 on several ranks without offload_param:
+					* this rank's part, fp32, on the device */
 	float *staged;                 /* overlapped update: a resident tensor's new
 					* parameters, for the compute thread to apply */
 	bool pending;                  /* staged holds an update not applied yet */
@@ -297,6 +299,7 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 
 static int round_to_dtype(struct zn_trainer *t, void *x, size_t n);
 static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first);
+static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t bytes);
 static int grads_reduce_layer_async(struct zn_trainer *t, unsigned layer);
 static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first);
 static int params_gather_home(struct zn_trainer *t, struct tstate *s, const void *home);
@@ -459,6 +462,14 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 				continue;
 			if ((rc = dev_alloc(t, s->d.numel * 4, &s->dparam)))
 				break;
+			if (s->dhome) {
+				/* Stage 3 on the device: this rank's part and the others'. */
+				if (s->nown && ((rc = zn_device_stream_synchronize(t->stream)) ||
+						(rc = to_host(t, t->gstage, s->dhome, s->nown * 4))))
+					break;
+				rc = params_gather_home(t, s, t->gstage);
+				continue;
+			}
 			uint64_t t0 = zn_now_ns();
 			if ((rc = zn_swapper_acquire(t->psw, s->home, &host)))
 				break;
@@ -768,6 +779,8 @@ static void free_states(struct zn_trainer *t)
 			zn_device_free(t->dev, s->dm);
 		if (s->dv)
 			zn_device_free(t->dev, s->dv);
+		if (s->dhome)
+			zn_device_free(t->dev, s->dhome);
 		free(s->master);
 		free(s->m);
 		free(s->v);
@@ -1299,6 +1312,9 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		s->oflat = t->own_total;
 		t->own_total += s->nown;
 	}
+	/* Stage 3 partitions the parameters: into homes on host or NVMe with
+	 * offload_param, else (several ranks) into parts on the device. */
+	const bool partition_params = t->offload_param || (t->stage == 3 && t->world > 1);
 	/* Host accumulators for the device optimizer too when gradients are
 	 * reduced across ranks on the host. */
 	const bool host_grads = !t->device_opt || t->world > 1;
@@ -1308,8 +1324,13 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		s->owner = t;
 		/* DeepSpeed's persistence: small tensors (biases, layernorms)
 		 * are not worth a round trip each layer; they stay. */
-		s->resident = !t->offload_param ||
+		s->resident = !partition_params ||
 			      s->d.numel < cfg->zero_optimization.param_persistence_threshold;
+		/* Stage 3 on several ranks without offload_param: this rank's
+		 * part stays on the device (fp32), gathered at each fetch. */
+		if (!s->resident && !t->offload_param &&
+		    zn_device_alloc(t->dev, obytes, (void **)&s->dhome))
+			goto fail;
 		/* Stage 2 and 3 on several ranks: gradients are reduced as each
 		 * layer's become final (each micro-batch), not kept. */
 		s->dev_grads = s->resident && (t->world == 1 || t->stage <= 1);
@@ -1553,6 +1574,10 @@ static int home_close(struct zn_trainer *t, struct tstate *s, uint64_t end)
 static int home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
 		    uint64_t n)
 {
+	if (s->dhome) { /* a part kept on the device: rounded as parameters are */
+		int r = n ? to_device(t, s->dhome + off, src, n * 4) : 0;
+		return r ? r : round_to_dtype(t, s->dhome + off, n);
+	}
 	int rc = home_open(t, s);
 	if (rc)
 		return rc;
@@ -1736,7 +1761,12 @@ static int groups_move(struct groups *g, const struct tstate *s, float *const *a
 			g->cur = gi;
 		}
 		for (int k = 0; k < 3; k++) {
-			float *grp = g->st[k] + (p - gfirst), *ten = a[k] + (p - s->oflat);
+			float *grp = g->st[k] + (p - gfirst);
+			if (!a[k]) { /* put: zeros (fresh moments) */
+				memset(grp, 0, take * 4);
+				continue;
+			}
+			float *ten = a[k] + (p - s->oflat);
 			memcpy(put ? grp : ten, put ? ten : grp, take * 4);
 		}
 		p += take;
@@ -1761,10 +1791,13 @@ static int materialize(struct zn_trainer *t)
 	/* Whole tensors are made in scratch arrays unless the host arrays
 	 * hold whole tensors (one rank, states in host memory). */
 	const bool whole = !t->nvme_opt && t->own_total == t->total;
+	/* Without a checkpoint the moments start at zero: no arrays for
+	 * them (a large embedding's would be gigabytes), zeros are written. */
+	const bool fresh = !t->src_ckpt && !t->src_shards;
 	int rc = 0;
 	if (t->nvme_opt && (rc = groups_open(&g, t)))
 		goto out;
-	for (int k = 0; k < 3 && !rc && !whole; k++)
+	for (int k = 0; k < (fresh ? 1 : 3) && !rc && !whole; k++)
 		if (!(scratch[k] = malloc(t->largest * 4)))
 			rc = zn_error(-ENOMEM, "out of memory");
 	for (unsigned i = 0; i < t->nt && !rc; i++) {
@@ -1773,22 +1806,32 @@ static int materialize(struct zn_trainer *t)
 		float *a[3] = { s->master, s->m, s->v };
 		if (!whole)
 			memcpy(a, scratch, sizeof(a));
+		if (fresh) /* host arrays come zeroed (calloc) */
+			a[1] = a[2] = NULL;
 		if ((rc = tensor_from_sources(t, i, a[0], a[1], a[2])))
 			break;
-		/* This rank's part of the states. */
-		float *own[3] = { a[0] + s->lo, a[1] + s->lo, a[2] + s->lo };
-		if (!whole && !t->nvme_opt)
-			for (int k = 0; k < 3; k++)
-				memcpy(k == 0 ? s->master : k == 1 ? s->m : s->v, own[k], obytes);
+		/* This rank's part of the states (NULL: zeros). */
+		float *own[3] = { a[0] + s->lo, a[1] ? a[1] + s->lo : NULL,
+				  a[2] ? a[2] + s->lo : NULL };
+		if (!whole && !t->nvme_opt) {
+			memcpy(s->master, own[0], obytes);
+			if (!fresh) {
+				memcpy(s->m, own[1], obytes);
+				memcpy(s->v, own[2], obytes);
+			}
+		}
 		if (!s->resident) {
 			rc = home_put(t, s, 0, own[0], s->nown);
 		} else if (!(rc = to_device(t, s->dparam, a[0], bytes))) {
 			t->h2d_bytes += bytes;
 			rc = round_to_dtype(t, s->dparam, s->d.numel);
 		}
-		if (!rc && t->device_opt && s->nown && !(rc = to_device(t, s->dmaster, own[0], obytes)) &&
-		    !(rc = to_device(t, s->dm, own[1], obytes)))
-			rc = to_device(t, s->dv, own[2], obytes);
+		if (!rc && t->device_opt && s->nown && !(rc = to_device(t, s->dmaster, own[0], obytes))) {
+			if (fresh && !(rc = zn_device_memset(t->dev, s->dm, 0, obytes, NULL)))
+				rc = zn_device_memset(t->dev, s->dv, 0, obytes, NULL);
+			else if (!fresh && !(rc = to_device(t, s->dm, own[1], obytes)))
+				rc = to_device(t, s->dv, own[2], obytes);
+		}
 		if (!rc && t->nvme_opt)
 			rc = groups_move(&g, s, own, true);
 	}
@@ -2182,7 +2225,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			 * becomes the parameters.  Several ranks: over this
 			 * rank's part, with its reduced gradients from the host. */
 			const float *dg = s->dgrad;
-			float *dp = (float *)s->dparam + s->lo;
+			float *dp = s->dhome ? s->dhome : (float *)s->dparam + s->lo;
 			if (t->world > 1) {
 				host_to_f32(t->gstage, s->grad, t->gdt, s->nown);
 				if ((rc = to_device(t, t->dgscratch, t->gstage, s->nown * 4)))
@@ -2197,7 +2240,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 							ZN_COPY_DEVICE_TO_DEVICE, NULL)) ||
 			     (rc = round_to_dtype(t, dp, s->nown))))
 				return rc;
-			if ((rc = params_allgather(t, s)))
+			if (s->resident && (rc = params_allgather(t, s)))
 				return rc;
 			continue;
 		}
@@ -2948,8 +2991,10 @@ static int tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, 
 		}
 		return 0;
 	}
-	memset(m, 0, bytes);
-	memset(v, 0, bytes);
+	if (m)
+		memset(m, 0, bytes);
+	if (v)
+		memset(v, 0, bytes);
 	if (t->src_hf)
 		return zn_hf_read_f32(t->src_hf, s->d.name, master);
 	if (t->src_llmc) {

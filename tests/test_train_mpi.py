@@ -70,7 +70,8 @@ def placements(d):
         "s2-none": ("{stage: 2}", False),
         "s2-cpu": ("{stage: 2, offload_optimizer: {device: cpu}}", False),
         "s2-nvme": ("{stage: 2, sub_group_size: 5000, %s}" % opt_nvme, False),
-        "s3-none": ("{stage: 3}", False),
+        # Stage 3 without offload: each rank's parts stay on the device.
+        "s3-none": ("{stage: 3, stage3_param_persistence_threshold: 0}", False),
         "s3-cpu": ("{stage: 3, stage3_param_persistence_threshold: 0, offload_param: "
                    "{device: cpu}, offload_optimizer: {device: cpu}}", True),
         "s3-nvme": ("{stage: 3, sub_group_size: 7000, stage3_param_persistence_threshold: 0, "
@@ -167,6 +168,7 @@ def each_rank_holds_its_share(d):
     for name, kinds in (("s1-cpu", ["optimizer"]), ("s2-none", ["optimizer", "grads"]),
                         ("s2-nvme", ["optimizer", "grads"]),
                         ("s3-nvme", ["optimizer", "grads", "params"]),
+                        ("s3-none", ["optimizer", "grads", "params"]),
                         ("s3-cpu", ["optimizer", "grads", "params"])):
         one, two = run_pair(d, name, pl[name][0], "", steps=2)
         m1, m2 = one[-1]["rank_memory"], two[-1]["rank_memory"]
