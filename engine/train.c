@@ -219,6 +219,19 @@ struct zn_trainer {
 	} rs[2][ZN_ARCH_LAYER_TENSORS_MAX];
 	unsigned nrs[2], rs_cur;
 	uint8_t *rsbuf[2];
+	/* Stage 3 on several ranks: one layer's all-gathers in flight ahead of
+	 * its fetch (the next fetch of the trace, or the next layer), from
+	 * pgbuf: each partitioned tensor's part to send and every rank's to
+	 * receive.  A fetch of another layer discards it (all ranks decide the
+	 * same way: the decision reads only the trace and the fetch counts). */
+	struct {
+		bool active;
+		unsigned layer;
+		struct zn_comm_op *op[ZN_ARCH_LAYER_TENSORS_MAX];
+		uint8_t *recv[ZN_ARCH_LAYER_TENSORS_MAX];
+	} pg;
+	uint8_t *pgbuf;
+	bool *layer_parts;             /* per layer: has partitioned tensors */
 	uint64_t comm_ns;              /* the compute thread waiting for collectives */
 	/* Per-rank state accounting (zn_trainer_memory). */
 	struct zn_rank_memory mem;
@@ -302,7 +315,9 @@ static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first);
 static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t bytes);
 static int grads_reduce_layer_async(struct zn_trainer *t, unsigned layer);
 static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first);
-static int params_gather_home(struct zn_trainer *t, struct tstate *s, const void *home);
+static int gather_finish(struct zn_trainer *t, unsigned layer);
+static int gather_ahead(struct zn_trainer *t, unsigned layer);
+static int gather_drain(struct zn_trainer *t);
 
 /* ---- the fetch trace ------------------------------------------------------ */
 
@@ -452,6 +467,13 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 	trace_fetch(t, layer);
 	if (t->fetched[layer]++ == 0 && t->kept[layer]) {
 		t->kept[layer] = false; /* still on the device from its last use */
+	} else if (t->fetched[layer] == 1 && t->pgbuf) {
+		/* Several ranks: every rank's parts, gathered ahead or now. */
+		t->live_elems += t->layer_elems[layer];
+		if (!(rc = gather_finish(t, layer))) {
+			prefetch_ahead(t, layer); /* NVMe reads for what comes next */
+			rc = gather_ahead(t, layer);
+		}
 	} else if (t->fetched[layer] == 1) {
 		t->live_elems += t->layer_elems[layer];
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
@@ -462,21 +484,11 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 				continue;
 			if ((rc = dev_alloc(t, s->d.numel * 4, &s->dparam)))
 				break;
-			if (s->dhome) {
-				/* Stage 3 on the device: this rank's part and the others'. */
-				if (s->nown && ((rc = zn_device_stream_synchronize(t->stream)) ||
-						(rc = to_host(t, t->gstage, s->dhome, s->nown * 4))))
-					break;
-				rc = params_gather_home(t, s, t->gstage);
-				continue;
-			}
 			uint64_t t0 = zn_now_ns();
 			if ((rc = zn_swapper_acquire(t->psw, s->home, &host)))
 				break;
 			t->stall_ns += zn_now_ns() - t0;
-			if (t->world > 1) {
-				rc = params_gather_home(t, s, host);
-			} else if (t->hdt == ZN_DTYPE_F32) {
+			if (t->hdt == ZN_DTYPE_F32) {
 				rc = zn_device_copy_async(t->dev, s->dparam, host, hbytes,
 							  ZN_COPY_HOST_TO_DEVICE, NULL);
 			} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
@@ -836,6 +848,11 @@ void zn_trainer_destroy(struct zn_trainer *t)
 			zn_comm_wait(t->rs[k][i].op);
 		free(t->rsbuf[k]);
 	}
+	for (unsigned i = 0; t->pg.active && i < t->count[t->pg.layer]; i++)
+		if (t->pg.op[i])
+			zn_comm_wait(t->pg.op[i]);
+	free(t->pgbuf);
+	free(t->layer_parts);
 	free_states(t);
 	free(t->t);
 	free(t->first);
@@ -1131,27 +1148,112 @@ static int params_allgather(struct zn_trainer *t, struct tstate *s)
 	return t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->dtype, n);
 }
 
-/* Stage 3 on several ranks: a tensor's home holds this rank's part (in
- * the homes' dtype); the parts of every rank make the tensor, which goes
- * to the device. */
-static int params_gather_home(struct zn_trainer *t, struct tstate *s, const void *home)
+/* ---- stage 3 on several ranks: gathering a layer's parts ----------------- */
+
+/* Start the all-gathers of a layer's partitioned tensors: each rank's part
+ * (from its home, in the homes' dtype, or from the device) into pgbuf, one
+ * nonblocking all-gather per tensor on the comm's thread. */
+static int gather_start(struct zn_trainer *t, unsigned layer)
 {
-	const size_t n = s->d.numel, esz = zn_dtype_size(t->hdt);
-	uint8_t *send = t->cbuf[0], *recv = t->cbuf[1];
-	struct zn_comm_op *op = NULL;
-	memcpy(send, home, s->nown * esz);
-	memset(send + s->nown * esz, 0, (s->part - s->nown) * esz);
-	int rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_COMM_U8, &op);
-	count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
-	if ((rc = coll_wait(t, rc, op)))
-		return rc;
-	t->h2d_bytes += n * esz;
-	if (t->hdt == ZN_DTYPE_F32)
-		return to_device(t, s->dparam, recv, n * 4);
-	if ((rc = to_device(t, t->round_buf, recv, n * esz)) ||
-	    (rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->hdt, n)))
-		return rc;
-	return zn_device_stream_synchronize(t->stream);
+	const size_t esz = zn_dtype_size(t->hdt);
+	uint8_t *buf = t->pgbuf;
+	int rc = 0;
+	memset(t->pg.op, 0, sizeof(t->pg.op));
+	t->pg.active = true;
+	t->pg.layer = layer;
+	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->first[layer] + i];
+		if (s->resident)
+			continue;
+		uint8_t *send = buf, *recv = buf + s->part * esz;
+		buf += ZN_ALIGN_UP((size_t)s->part * ((size_t)t->world + 1) * 4, 64);
+		t->pg.recv[i] = recv;
+		if (s->dhome) {
+			if (s->nown && !(rc = zn_device_stream_synchronize(t->stream)))
+				rc = to_host(t, send, s->dhome, s->nown * 4);
+		} else {
+			void *host;
+			uint64_t t0 = zn_now_ns();
+			if (!(rc = zn_swapper_acquire(t->psw, s->home, &host))) {
+				memcpy(send, host, s->nown * esz);
+				zn_swapper_release(t->psw, s->home, false);
+			}
+			t->stall_ns += zn_now_ns() - t0;
+		}
+		if (rc)
+			break;
+		memset(send + s->nown * esz, 0, (s->part - s->nown) * esz);
+		rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_COMM_U8,
+					      &t->pg.op[i]);
+		count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
+	}
+	return rc;
+}
+
+/* Wait for the gathers in flight and drop what they brought (a fetch went
+ * elsewhere, or the parameters are about to change). */
+static int gather_drain(struct zn_trainer *t)
+{
+	int rc = 0;
+	for (unsigned i = 0; t->pg.active && i < t->count[t->pg.layer]; i++)
+		if (t->pg.op[i]) {
+			int r = coll_wait(t, 0, t->pg.op[i]);
+			rc = rc ? rc : r;
+			t->pg.op[i] = NULL;
+		}
+	t->pg.active = false;
+	return rc;
+}
+
+/* The layer's tensors onto the device from its gathers (started now when
+ * none is in flight for it). */
+static int gather_finish(struct zn_trainer *t, unsigned layer)
+{
+	const size_t esz = zn_dtype_size(t->hdt);
+	int rc = 0;
+	if (t->pg.active && t->pg.layer != layer)
+		rc = gather_drain(t);
+	if (!rc && !t->pg.active)
+		rc = gather_start(t, layer);
+	for (unsigned i = 0; i < t->count[layer]; i++) {
+		struct tstate *s = &t->t[t->first[layer] + i];
+		const size_t n = s->d.numel;
+		if (s->resident || !t->pg.op[i])
+			continue;
+		int r = coll_wait(t, 0, t->pg.op[i]);
+		t->pg.op[i] = NULL;
+		if (rc || (rc = r))
+			continue;
+		if ((rc = dev_alloc(t, n * 4, &s->dparam)))
+			continue;
+		t->h2d_bytes += n * esz;
+		if (t->hdt == ZN_DTYPE_F32) {
+			rc = to_device(t, s->dparam, t->pg.recv[i], n * 4);
+		} else if (!(rc = to_device(t, t->round_buf, t->pg.recv[i], n * esz)) &&
+			   !(rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->hdt,
+					     n))) {
+			rc = zn_device_stream_synchronize(t->stream);
+		}
+	}
+	t->pg.active = false;
+	return rc;
+}
+
+/* After a fetch: start gathering the next fetch's layer (the trace's next,
+ * or the next layer in the pass's direction) when it is not on the device
+ * already.  With the overlapped update running, its new values must be in
+ * first. */
+static int gather_ahead(struct zn_trainer *t, unsigned layer)
+{
+	long next = -1;
+	if (t->tracking && t->trace_ok)
+		next = t->tpos < t->norder ? (long)t->order[t->tpos] : -1;
+	else if ((long)layer + t->direction >= 0 && (long)layer + t->direction < (long)t->nlayers)
+		next = (long)layer + t->direction;
+	if (next < 0 || t->fetched[next] || t->kept[next] || !t->layer_parts[next])
+		return 0;
+	int rc = t->opt_running ? opt_wait_layer(t, (unsigned)next) : 0;
+	return rc ? rc : gather_start(t, (unsigned)next);
 }
 
 /* FNV-1a over the config (64 bits): the ranks compare theirs. */
@@ -1403,6 +1505,26 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 					     lay);
 				goto fail;
 			}
+		/* Stage 3: a layer's gathers, ahead of its fetch. */
+		size_t glay = 0;
+		for (unsigned l = 0; l < t->nlayers && partition_params; l++) {
+			size_t b = 0;
+			for (unsigned i = 0; i < t->count[l]; i++)
+				b += ZN_ALIGN_UP((size_t)t->t[t->first[l] + i].part *
+							 ((size_t)t->world + 1) * 4, 64);
+			glay = ZN_MAX(glay, b);
+		}
+		t->layer_parts = calloc(t->nlayers, sizeof(*t->layer_parts));
+		for (unsigned i = 0; t->layer_parts && i < t->nt; i++)
+			for (unsigned l = 0; l < t->nlayers; l++)
+				if (i >= t->first[l] && i < t->first[l] + t->count[l] &&
+				    !t->t[i].resident)
+					t->layer_parts[l] = true;
+		if (!t->layer_parts ||
+		    (glay && posix_memalign((void **)&t->pgbuf, 4096, glay))) {
+			zn_set_error("out of memory for stage 3's gather buffers (%zu bytes)", glay);
+			goto fail;
+		}
 		/* The device optimizer takes its reduced gradients from here. */
 		if (t->device_opt && zn_device_alloc(t->dev, t->largest * 4, (void **)&t->dgscratch))
 			goto fail;
@@ -2105,8 +2227,11 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		}
 		loss_sum += l;
 	}
-	/* overlap_comm on several ranks: the last layers' reductions. */
+	/* overlap_comm on several ranks: the last layers' reductions; no
+	 * gathered parameters outlive the update. */
 	if (t->rsbuf[0] && (rc = grads_settle_all(t)))
+		return rc;
+	if (t->pgbuf && (rc = gather_drain(t)))
 		return rc;
 	if (t->offload_param) {
 		if (t->recording)
