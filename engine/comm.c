@@ -18,6 +18,11 @@
  *   all_gather      every rank sends its chunk to every peer;
  *   broadcast       the root sends to every peer;
  *   barrier         an all_gather of one byte.
+ *
+ * The same algorithms serve device buffers (nccl): the scratch rows, the
+ * copies and the reduction then go through the backend's zn_comm_mem_ops
+ * (buf_* below), which enqueue on its stream, and one finish per
+ * collective waits for the whole of it.
  */
 #include "zn_config.h"
 
@@ -146,6 +151,7 @@ static float load_half(enum zn_comm_dtype dt, const void *p, size_t i)
 static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
 			const unsigned char *rows, int size, size_t m)
 {
+	/* The specification of every backend's reduction (zn_comm_mem_ops.reduce). */
 	const size_t row = m * dtype_sizes[dt];
 
 	for (size_t i = 0; i < m; i++) {
@@ -195,6 +201,49 @@ static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
 	}
 }
 
+/* ---- buffers: host memory, or the backend's (zn_comm_mem_ops) ----------- */
+
+/* Scratch of `bytes`: malloc'd here (release frees it), or the backend's. */
+static int buf_scratch(struct zn_comm *c, size_t bytes, bool zero, void **out, const char *what)
+{
+	if (c->ops->mem)
+		return c->ops->mem->scratch(c, bytes, zero, out, what);
+	*out = zero ? calloc(bytes + 1, 1) : malloc(bytes + 1);
+	if (!*out)
+		return zn_error(-ENOMEM, "comm %s: out of host memory for %zu bytes of scratch", what,
+				bytes);
+	return 0;
+}
+
+static void buf_release(struct zn_comm *c, void *p)
+{
+	if (!c->ops->mem)
+		free(p);
+}
+
+/* Copy between ranges that are either the same or disjoint (host ones may
+ * overlap: memmove). */
+static int buf_copy(struct zn_comm *c, void *dst, const void *src, size_t bytes, const char *what)
+{
+	if (bytes == 0 || dst == src) /* src may be NULL when nothing is copied */
+		return 0;
+	if (c->ops->mem)
+		return c->ops->mem->copy(c, dst, src, bytes, what);
+	memmove(dst, src, bytes);
+	return 0;
+}
+
+static int buf_reduce(struct zn_comm *c, enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+		      const unsigned char *rows, size_t m, const char *what)
+{
+	if (m == 0)
+		return 0;
+	if (c->ops->mem)
+		return c->ops->mem->reduce(c, dt, op, out, rows, c->size, m, what);
+	reduce_rows(dt, op, out, rows, c->size, m);
+	return 0;
+}
+
 /* ---- collectives, on the worker thread ----------------------------------- */
 
 /* Elements [off[r], off[r] + cnt[r]) of an array are rank r's chunk. */
@@ -237,18 +286,17 @@ static int do_reduce_scatter(struct zn_comm *c, const void *send, const struct c
 	const size_t m = ch->cnt[c->rank];
 	const unsigned char *s = send;
 
-	if (c->size == 1) {
-		if (recv != s + ch->off[0] * es)
-			memmove(recv, s + ch->off[0] * es, m * es);
-		return 0;
-	}
-	unsigned char *rows = malloc((size_t)c->size * m * es + 1);
+	if (c->size == 1)
+		return buf_copy(c, recv, s + ch->off[0] * es, m * es, what);
+	void *scratch = NULL;
+	int rc = buf_scratch(c, (size_t)c->size * m * es, false, &scratch, what);
+	if (rc)
+		return rc;
+	unsigned char *rows = scratch;
 	struct zn_comm_xfer *x = xfers_alloc(c);
-	if (!rows || !x) {
-		free(rows);
-		free(x);
-		return zn_error(-ENOMEM, "comm %s: out of host memory for %d x %zu bytes of scratch",
-				what, c->size, m * es);
+	if (!x) {
+		buf_release(c, rows);
+		return -ENOMEM;
 	}
 	for (int p = 0; p < c->size; p++) {
 		x[p] = (struct zn_comm_xfer){
@@ -258,12 +306,13 @@ static int do_reduce_scatter(struct zn_comm *c, const void *send, const struct c
 			.recv_bytes = m * es,
 		};
 	}
-	if (m) /* send may be NULL when no element is sent (memcpy's arguments must not) */
-		memcpy(rows + (size_t)c->rank * m * es, s + ch->off[c->rank] * es, m * es);
-	int rc = c->ops->exchange(c, x, tag, deadline, what);
+	/* send may be NULL when no element is sent: buf_copy copies nothing then */
+	rc = buf_copy(c, rows + (size_t)c->rank * m * es, s + ch->off[c->rank] * es, m * es, what);
 	if (rc == 0)
-		reduce_rows(dt, op, recv, rows, c->size, m);
-	free(rows);
+		rc = c->ops->exchange(c, x, tag, deadline, what);
+	if (rc == 0)
+		rc = buf_reduce(c, dt, op, recv, rows, m, what);
+	buf_release(c, rows);
 	free(x);
 	return rc;
 }
@@ -340,9 +389,9 @@ static int run_op(struct zn_comm *c, struct zn_comm_op *op)
 			ch.cnt[p] = op->n;
 		}
 		unsigned char *slot = (unsigned char *)op->recv + (size_t)c->rank * op->n * es;
-		if (slot != op->send)
-			memmove(slot, op->send, op->n * es);
-		rc = do_all_gather(c, op->recv, &ch, es, tag, deadline, what);
+		rc = buf_copy(c, slot, op->send, op->n * es, what);
+		if (rc == 0)
+			rc = do_all_gather(c, op->recv, &ch, es, tag, deadline, what);
 		break;
 	}
 	case OP_BROADCAST: {
@@ -364,21 +413,29 @@ static int run_op(struct zn_comm *c, struct zn_comm_op *op)
 		break;
 	}
 	case OP_BARRIER: {
-		unsigned char *bytes = calloc((size_t)c->size, 1);
-		if (!bytes) {
-			rc = zn_error(-ENOMEM, "comm barrier: out of host memory");
+		if (c->size == 1)
 			break;
-		}
+		void *bytes = NULL;
+		rc = buf_scratch(c, (size_t)c->size, true, &bytes, what);
+		if (rc)
+			break;
 		for (int p = 0; p < c->size; p++) {
 			ch.off[p] = (size_t)p;
 			ch.cnt[p] = 1;
 		}
 		rc = do_all_gather(c, bytes, &ch, 1, tag, deadline, what);
-		free(bytes);
+		buf_release(c, bytes);
 		break;
 	}
 	}
 	chunks_free(&ch);
+	if (c->ops->mem) {
+		/* Wait for what was enqueued, after a failure too: the caller may
+		 * reuse the buffers once zn_comm_wait returns. */
+		int f = c->ops->mem->finish(c, deadline, what);
+		if (rc == 0)
+			rc = f;
+	}
 	/* A collective that failed part-way leaves messages in flight that the
 	 * next one would take for its own. */
 	if (rc && c->size > 1) {
@@ -509,14 +566,15 @@ struct zn_comm *zn_comm_create(const char *backend)
 		if (strcmp(name, "mpi") == 0)
 			zn_set_error("comm backend \"mpi\": this zinc was built without MPI: install "
 				     "Open MPI (libopenmpi-dev) and rebuild with -Dmpi=enabled");
+		else if (strcmp(name, "nccl") == 0)
+			zn_set_error("comm backend \"nccl\" needs a bootstrap comm and a CUDA device: "
+				     "open it with zn_comm_create_nccl(bootstrap, device), bootstrap "
+				     "being a \"mpi\" or \"tcp\" comm");
 		else
 			zn_set_error("comm backend \"%s\" is unknown: use \"self\", \"tcp\"%s or "
 				     "none for automatic", name, ZN_HAVE_MPI ? ", \"mpi\"" : "");
 		return NULL;
 	}
-	double timeout;
-	if (env_timeout(&timeout))
-		return NULL;
 	if (ops == &zn_comm_self_ops) {
 		if (env_int("OMPI_COMM_WORLD_SIZE", &ws) && ws > 1) {
 			zn_set_error("comm: mpirun started %ld ranks (OMPI_COMM_WORLD_SIZE) but the comm "
@@ -535,39 +593,9 @@ struct zn_comm *zn_comm_create(const char *backend)
 		}
 	}
 
-	struct zn_comm *c = calloc(1, sizeof(*c));
-	struct zn_comm_worker *w = calloc(1, sizeof(*w));
-	if (!c || !w) {
-		free(c);
-		free(w);
-		zn_set_error("comm: out of host memory");
+	struct zn_comm *c = zn_comm_start(ops, NULL);
+	if (!c)
 		return NULL;
-	}
-	c->ops = ops;
-	c->w = w;
-	c->open_timeout = timeout;
-	w->timeout = timeout;
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_cond_init(&w->work, NULL);
-	pthread_cond_init(&w->done, NULL);
-	int err = pthread_create(&w->thread, NULL, worker_main, c);
-	if (err) {
-		free_worker(w);
-		free(c);
-		zn_set_error("comm %s: cannot start the worker thread: %s", name, strerror(err));
-		return NULL;
-	}
-	pthread_mutex_lock(&w->mu);
-	while (!w->opened)
-		pthread_cond_wait(&w->done, &w->mu);
-	pthread_mutex_unlock(&w->mu);
-	if (w->open_rc) {
-		pthread_join(w->thread, NULL);
-		zn_set_error_str(w->open_err);
-		free_worker(w);
-		free(c);
-		return NULL;
-	}
 	if (ops != &zn_comm_self_ops) {
 		/* The backend's values are authoritative; say when the launcher's
 		 * differ (tcp takes them from the launcher: they agree). */
@@ -584,6 +612,61 @@ struct zn_comm *zn_comm_create(const char *backend)
 	}
 	return c;
 }
+
+struct zn_comm *zn_comm_start(const struct zn_comm_ops *ops, const void *open_arg)
+{
+	const char *name = ops->name;
+	double timeout;
+
+	if (env_timeout(&timeout))
+		return NULL;
+	struct zn_comm *c = calloc(1, sizeof(*c));
+	struct zn_comm_worker *w = calloc(1, sizeof(*w));
+	if (!c || !w) {
+		free(c);
+		free(w);
+		zn_set_error("comm: out of host memory");
+		return NULL;
+	}
+	c->ops = ops;
+	c->w = w;
+	c->open_timeout = timeout;
+	c->open_arg = open_arg;
+	w->timeout = timeout;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->work, NULL);
+	pthread_cond_init(&w->done, NULL);
+	int err = pthread_create(&w->thread, NULL, worker_main, c);
+	if (err) {
+		free_worker(w);
+		free(c);
+		zn_set_error("comm %s: cannot start the worker thread: %s", name, strerror(err));
+		return NULL;
+	}
+	pthread_mutex_lock(&w->mu);
+	while (!w->opened)
+		pthread_cond_wait(&w->done, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+	c->open_arg = NULL; /* the caller's, gone when it returns */
+	if (w->open_rc) {
+		pthread_join(w->thread, NULL);
+		zn_set_error_str(w->open_err);
+		free_worker(w);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+#if !ZN_HAVE_NCCL
+struct zn_comm *zn_comm_create_nccl(struct zn_comm *bootstrap, int device)
+{
+	(void)bootstrap, (void)device;
+	zn_set_error("comm nccl: this zinc was built without NCCL: install NCCL (nccl.h and "
+		     "libnccl, e.g. into the CUDA toolkit) and rebuild with -Dnccl=enabled");
+	return NULL;
+}
+#endif
 
 void zn_comm_destroy(struct zn_comm *c)
 {
@@ -730,7 +813,9 @@ int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv
 		rc = check_buf("reduce_scatter", "send", send, n_per_rank);
 	if (!rc)
 		rc = check_buf("reduce_scatter", "recv", recv, n_per_rank);
-	if (!rc && n_per_rank && c->size > 1) {
+	/* One rank's host reduce_scatter is a memmove; device copies must not
+	 * overlap. */
+	if (!rc && n_per_rank && (c->size > 1 || c->ops->mem)) {
 		const size_t es = dtype_sizes[dtype];
 		const char *s = send, *r = recv;
 		if (r < s + (size_t)c->size * n_per_rank * es && s < r + n_per_rank * es)

@@ -4,7 +4,11 @@
  * comm.c owns what does not depend on the backend: argument checks, the
  * worker thread and its FIFO, the collectives' algorithms and the
  * reductions in rank order.  A backend only starts, stops and moves bytes
- * between this rank and its peers (zn_comm_ops.exchange). */
+ * between this rank and its peers (zn_comm_ops.exchange).  A backend whose
+ * buffers are not host memory (nccl: device pointers) also gives comm.c the
+ * few things it cannot do there with malloc, memmove and a loop: a scratch
+ * buffer, a copy, the reduction in rank order, and a wait for what it
+ * enqueued (zn_comm_mem_ops); the algorithms stay comm.c's. */
 #ifndef ZN_COMM_INTERNAL_H
 #define ZN_COMM_INTERNAL_H
 
@@ -21,8 +25,34 @@ struct zn_comm_xfer {
 	size_t recv_bytes;
 };
 
+/* Buffers in a backend's own memory (device memory for nccl).  Every
+ * function runs on the worker thread and may only enqueue its work (in
+ * order with the exchanges that follow, as on one CUDA stream): comm.c
+ * calls finish at the end of every collective, and the collective has
+ * completed when finish returns.  Each returns 0 or -errno with the last
+ * error set; `what` names the collective in messages. */
+struct zn_comm_mem_ops {
+	/* *out: a buffer of at least `bytes` (> 0), zeroed when `zero`, owned
+	 * by the backend and valid until the next scratch call or close
+	 * (comm.c never needs two at once). */
+	int (*scratch)(struct zn_comm *c, size_t bytes, bool zero, void **out, const char *what);
+	/* Copy `bytes` (> 0) from src to dst; the ranges do not overlap. */
+	int (*copy)(struct zn_comm *c, void *dst, const void *src, size_t bytes, const char *what);
+	/* out[i] = rows[0][i] op rows[1][i] op ... op rows[size-1][i], added
+	 * in that order: exactly comm.c's reduce_rows (fp16/bf16 in fp32,
+	 * rounded once; integers wrap; MAX: NaN wins).  rows: (size, m)
+	 * elements of dt; out: m elements, not overlapping rows; m > 0. */
+	int (*reduce)(struct zn_comm *c, enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+		      const void *rows, int size, size_t m, const char *what);
+	/* Wait until everything enqueued for this collective has completed:
+	 * 0, -ETIMEDOUT past deadline_ns naming the collective and the peers
+	 * it waited for, or another -errno.  Called after a failure too (the
+	 * collective's buffers must be idle when zn_comm_wait returns). */
+	int (*finish)(struct zn_comm *c, uint64_t deadline_ns, const char *what);
+};
+
 struct zn_comm_ops {
-	const char *name; /* "self", "mpi", "tcp" */
+	const char *name; /* "self", "mpi", "tcp", "nccl" */
 	/* On the worker thread: set c->rank, c->size, c->local_rank and
 	 * c->impl; a backend that waits for its peers gives up after
 	 * c->open_timeout.  Returns 0 or -errno with the last error set. */
@@ -39,6 +69,10 @@ struct zn_comm_ops {
 	 * another -errno; the last error is set either way. */
 	int (*exchange)(struct zn_comm *c, const struct zn_comm_xfer *x, int tag,
 			uint64_t deadline_ns, const char *what);
+	/* NULL: buffers are host memory.  Else the backend's (device) memory,
+	 * and exchange may return once the transfers are enqueued: finish
+	 * waits for them. */
+	const struct zn_comm_mem_ops *mem;
 };
 
 struct zn_comm {
@@ -48,6 +82,9 @@ struct zn_comm {
 	/* Seconds open may wait for the other ranks (the tcp rendezvous):
 	 * ZINC_COMM_TIMEOUT, else ZN_COMM_TIMEOUT_DEFAULT.  Set by comm.c. */
 	double open_timeout;
+	/* What the backend's constructor passes to open (zn_comm_start);
+	 * NULL once open has returned. */
+	const void *open_arg;
 	/* Everything below is comm.c's. */
 	struct zn_comm_worker *w;
 };
@@ -57,5 +94,11 @@ extern const struct zn_comm_ops zn_comm_tcp_ops;
 #if ZN_HAVE_MPI
 extern const struct zn_comm_ops zn_comm_mpi_ops;
 #endif
+
+/* Start a comm on `ops`: its worker thread, whose first act is ops->open
+ * with c->open_arg = open_arg (the caller's, read only during open).  For
+ * backends that zn_comm_create cannot open by name alone (nccl needs a
+ * bootstrap comm).  Returns NULL with the last error set. */
+struct zn_comm *zn_comm_start(const struct zn_comm_ops *ops, const void *open_arg);
 
 #endif

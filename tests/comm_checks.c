@@ -167,6 +167,192 @@ static int reference(enum zn_comm_dtype dt, enum zn_comm_redop op, int size, siz
 	return 0;
 }
 
+/* ---- comm buffers in other memory (cc_use_device_memory) ---------------
+ * The checks call the collectives through these: with host memory they
+ * are the calls themselves; otherwise each stages its buffers.  An _async
+ * op's staged output is copied back by do_wait(), which finds it in `staged`. */
+
+static const struct cc_mem *mem;
+
+void cc_use_device_memory(const struct cc_mem *m)
+{
+	mem = m;
+}
+
+/* A copy of host p (bytes) in mem, or NULL after a report.  in: copy the
+ * contents (else the buffer only receives). */
+static void *stage(const void *p, size_t bytes, bool in)
+{
+	void *d = mem->alloc(bytes);
+	if (d && in && bytes && mem->to_device(d, p, bytes)) {
+		mem->free(d);
+		d = NULL;
+	}
+	return d;
+}
+
+/* The device buffers of the _async ops in flight. */
+static struct staged {
+	struct zn_comm_op *op;
+	void *host, *dev;  /* output: dev copied to host after the wait */
+	size_t bytes;
+	void *dev_in;      /* input only: freed */
+} staged[16];
+
+static int remember(struct zn_comm_op *op, void *host, void *dev, size_t bytes, void *dev_in)
+{
+	for (size_t i = 0; i < sizeof(staged) / sizeof(staged[0]); i++) {
+		if (!staged[i].op) {
+			staged[i] = (struct staged){ op, host, dev, bytes, dev_in };
+			return 0;
+		}
+	}
+	fprintf(stderr, "comm_checks.c: more than %zu staged ops in flight\n",
+		sizeof(staged) / sizeof(staged[0]));
+	return -1;
+}
+
+static int do_wait(struct zn_comm_op *op)
+{
+	int rc = zn_comm_wait(op);
+	for (size_t i = 0; mem && i < sizeof(staged) / sizeof(staged[0]); i++) {
+		struct staged *s = &staged[i];
+		if (s->op != op)
+			continue;
+		if (rc == 0 && s->bytes && mem->to_host(s->host, s->dev, s->bytes))
+			rc = -EIO;
+		mem->free(s->dev);
+		mem->free(s->dev_in);
+		*s = (struct staged){ 0 };
+	}
+	return rc;
+}
+
+static int do_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dt,
+			    enum zn_comm_redop op, struct zn_comm_op **out)
+{
+	if (!mem)
+		return zn_comm_all_reduce_async(c, buf, n, dt, op, out);
+	*out = NULL;
+	const size_t bytes = n * zn_comm_dtype_size(dt);
+	void *d = buf ? stage(buf, bytes, true) : NULL;
+	if (buf && !d)
+		return -ENOMEM;
+	int rc = zn_comm_all_reduce_async(c, d, n, dt, op, out);
+	if (rc == 0)
+		rc = remember(*out, buf, d, bytes, NULL);
+	else
+		mem->free(d);
+	return rc;
+}
+
+static int do_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv, size_t n,
+				enum zn_comm_dtype dt, struct zn_comm_op **out)
+{
+	if (!mem)
+		return zn_comm_reduce_scatter_async(c, send, recv, n, dt, out);
+	*out = NULL;
+	const size_t bytes = n * zn_comm_dtype_size(dt);
+	void *ds = stage(send, (size_t)zn_comm_size(c) * bytes, true), *dr = stage(recv, bytes, false);
+	if (!ds || !dr) {
+		mem->free(ds);
+		mem->free(dr);
+		return -ENOMEM;
+	}
+	int rc = zn_comm_reduce_scatter_async(c, ds, dr, n, dt, out);
+	if (rc == 0)
+		rc = remember(*out, recv, dr, bytes, ds);
+	else {
+		mem->free(ds);
+		mem->free(dr);
+	}
+	return rc;
+}
+
+/* send may be this rank's slot of recv (in place): so it stays. */
+static int do_all_gather_async(struct zn_comm *c, const void *send, void *recv, size_t n,
+			    enum zn_comm_dtype dt, struct zn_comm_op **out)
+{
+	if (!mem)
+		return zn_comm_all_gather_async(c, send, recv, n, dt, out);
+	*out = NULL;
+	const size_t row = n * zn_comm_dtype_size(dt), bytes = (size_t)zn_comm_size(c) * row;
+	const unsigned char *s = send, *r = recv;
+	const bool in_place = s >= r && s < r + bytes;
+	void *dr = stage(recv, bytes, in_place), *ds = in_place ? NULL : stage(send, row, true);
+	if (!dr || (!in_place && !ds)) {
+		mem->free(dr);
+		mem->free(ds);
+		return -ENOMEM;
+	}
+	int rc = zn_comm_all_gather_async(c, in_place ? (unsigned char *)dr + (s - r) : ds, dr, n,
+					  dt, out);
+	if (rc == 0)
+		rc = remember(*out, recv, dr, bytes, ds);
+	else {
+		mem->free(dr);
+		mem->free(ds);
+	}
+	return rc;
+}
+
+static int do_broadcast_async(struct zn_comm *c, void *buf, size_t bytes, int root,
+			   struct zn_comm_op **out)
+{
+	if (!mem)
+		return zn_comm_broadcast_async(c, buf, bytes, root, out);
+	*out = NULL;
+	void *d = stage(buf, bytes, true);
+	if (!d)
+		return -ENOMEM;
+	int rc = zn_comm_broadcast_async(c, d, bytes, root, out);
+	if (rc == 0)
+		rc = remember(*out, buf, d, bytes, NULL);
+	else
+		mem->free(d);
+	return rc;
+}
+
+/* The blocking calls, staged the same way. */
+static int do_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dt,
+		      enum zn_comm_redop op)
+{
+	struct zn_comm_op *o;
+	if (!mem)
+		return zn_comm_all_reduce(c, buf, n, dt, op);
+	int rc = do_all_reduce_async(c, buf, n, dt, op, &o);
+	return rc ? rc : do_wait(o);
+}
+
+static int do_reduce_scatter(struct zn_comm *c, const void *send, void *recv, size_t n,
+			  enum zn_comm_dtype dt)
+{
+	struct zn_comm_op *o;
+	if (!mem)
+		return zn_comm_reduce_scatter(c, send, recv, n, dt);
+	int rc = do_reduce_scatter_async(c, send, recv, n, dt, &o);
+	return rc ? rc : do_wait(o);
+}
+
+static int do_all_gather(struct zn_comm *c, const void *send, void *recv, size_t n,
+		      enum zn_comm_dtype dt)
+{
+	struct zn_comm_op *o;
+	if (!mem)
+		return zn_comm_all_gather(c, send, recv, n, dt);
+	int rc = do_all_gather_async(c, send, recv, n, dt, &o);
+	return rc ? rc : do_wait(o);
+}
+
+static int do_broadcast(struct zn_comm *c, void *buf, size_t bytes, int root)
+{
+	struct zn_comm_op *o;
+	if (!mem)
+		return zn_comm_broadcast(c, buf, bytes, root);
+	int rc = do_broadcast_async(c, buf, bytes, root, &o);
+	return rc ? rc : do_wait(o);
+}
+
 /* Bit for bit, but any NaN equals any NaN.  0, or -1 after a report. */
 static int compare(struct zn_comm *c, int line, const char *what, enum zn_comm_dtype dt,
 		   const void *got, const void *want, size_t m)
@@ -203,7 +389,7 @@ int cc_all_reduce(struct zn_comm *c)
 			for (int op = 0; op < ZN_COMM_REDOP_COUNT; op++) {
 				const uint64_t salt = 100 + (uint64_t)(dt * 2 + op);
 				gen(dt, buf, n, R, salt, true);
-				CALL(zn_comm_all_reduce(c, n ? buf : NULL, n, dt, op));
+				CALL(do_all_reduce(c, n ? buf : NULL, n, dt, op));
 				CHECK(reference(dt, op, S, n, 0, n, salt, true, want) == 0, "no memory");
 				if (compare(c, __LINE__, op ? "all_reduce max" : "all_reduce sum", dt,
 					    buf, want, n))
@@ -214,7 +400,7 @@ int cc_all_reduce(struct zn_comm *c)
 	/* The same bits from one run to the next. */
 	for (int run = 0; run < 2; run++) {
 		gen(ZN_COMM_F32, buf, N, R, 1, false);
-		CALL(zn_comm_all_reduce(c, buf, N, ZN_COMM_F32, ZN_COMM_SUM));
+		CALL(do_all_reduce(c, buf, N, ZN_COMM_F32, ZN_COMM_SUM));
 		if (run == 0)
 			memcpy(first, buf, N * 4);
 		else
@@ -239,7 +425,7 @@ int cc_reduce_scatter(struct zn_comm *c)
 	for (int dt = 0; dt < ZN_COMM_DTYPE_COUNT; dt++) {
 		const uint64_t salt = 200 + (uint64_t)dt;
 		gen(dt, send, (size_t)S * P, R, salt, true);
-		CALL(zn_comm_reduce_scatter(c, send, recv, P, dt));
+		CALL(do_reduce_scatter(c, send, recv, P, dt));
 		CHECK(reference(dt, ZN_COMM_SUM, S, (size_t)S * P, (size_t)R * P, P, salt, true,
 				want) == 0, "no memory");
 		if (compare(c, __LINE__, "reduce_scatter", dt, recv, want, P))
@@ -273,13 +459,13 @@ int cc_all_gather(struct zn_comm *c)
 			gen(dt, want + (size_t)r * row, n, r, 300 + k, true);
 		gen(dt, send, n, R, 300 + k, true);
 		memset(recv, 0xa5, (size_t)S * row);
-		CALL(zn_comm_all_gather(c, send, recv, n, dt));
+		CALL(do_all_gather(c, send, recv, n, dt));
 		CHECK(memcmp(recv, want, (size_t)S * row) == 0, "%s x %zu: gathered bytes differ",
 		      dt_names[dt], n);
 		/* In place: send is this rank's slot of recv. */
 		memset(recv, 0xff, (size_t)S * row);
 		memcpy(recv + (size_t)R * row, send, row);
-		CALL(zn_comm_all_gather(c, recv + (size_t)R * row, recv, n, dt));
+		CALL(do_all_gather(c, recv + (size_t)R * row, recv, n, dt));
 		CHECK(memcmp(recv, want, (size_t)S * row) == 0,
 		      "%s x %zu in place: gathered bytes differ", dt_names[dt], n);
 		free(send);
@@ -311,7 +497,7 @@ int cc_broadcast(struct zn_comm *c)
 				memcpy(buf, want, bytes);
 			else
 				tu_fill_random(buf, bytes, 2000 + (uint64_t)R);
-			CALL(zn_comm_broadcast(c, buf, bytes, root));
+			CALL(do_broadcast(c, buf, bytes, root));
 			CHECK(memcmp(buf, want, bytes) == 0, "%zu bytes from root %d differ", bytes,
 			      root);
 		}
@@ -363,17 +549,17 @@ int cc_async_together(struct zn_comm *c)
 	tu_fill_random(w4, B4, 14);
 	gen(ZN_COMM_BF16, a6, N6, R, 16, true);
 
-	CALL(zn_comm_all_reduce_async(c, a1, N, ZN_COMM_F32, ZN_COMM_SUM, &ops[n_ops++]));
-	CALL(zn_comm_reduce_scatter_async(c, s2, r2, P2, ZN_COMM_I32, &ops[n_ops++]));
-	CALL(zn_comm_all_gather_async(c, s3, r3, P3, ZN_COMM_U8, &ops[n_ops++]));
-	CALL(zn_comm_broadcast_async(c, b4, B4, S - 1, &ops[n_ops++]));
+	CALL(do_all_reduce_async(c, a1, N, ZN_COMM_F32, ZN_COMM_SUM, &ops[n_ops++]));
+	CALL(do_reduce_scatter_async(c, s2, r2, P2, ZN_COMM_I32, &ops[n_ops++]));
+	CALL(do_all_gather_async(c, s3, r3, P3, ZN_COMM_U8, &ops[n_ops++]));
+	CALL(do_broadcast_async(c, b4, B4, S - 1, &ops[n_ops++]));
 	CALL(zn_comm_barrier_async(c, &ops[n_ops++]));
-	CALL(zn_comm_all_reduce_async(c, a6, N6, ZN_COMM_BF16, ZN_COMM_MAX, &ops[n_ops++]));
+	CALL(do_all_reduce_async(c, a6, N6, ZN_COMM_BF16, ZN_COMM_MAX, &ops[n_ops++]));
 	/* Waited for in reverse: the FIFO has run them all by the first wait. */
 	while (n_ops > 0) {
 		struct zn_comm_op *op = ops[--n_ops];
 		ops[n_ops] = NULL;
-		CALL(zn_comm_wait(op));
+		CALL(do_wait(op));
 	}
 	CHECK(reference(ZN_COMM_F32, ZN_COMM_SUM, S, N, 0, N, 11, false, w1) == 0, "no memory");
 	if (compare(c, __LINE__, "async all_reduce", ZN_COMM_F32, a1, w1, N))
@@ -394,7 +580,7 @@ fail:
 	/* After a failure, ops still enqueued are waited for (and freed). */
 	while (n_ops > 0)
 		if (ops[--n_ops])
-			zn_comm_wait(ops[n_ops]);
+			do_wait(ops[n_ops]);
 	free(a1);
 	free(w1);
 	free(s2);
@@ -419,7 +605,7 @@ int cc_async_overlap(struct zn_comm *c)
 	if (R == S - 1)
 		cc_sleep_ms(300);
 	const uint64_t t0 = cc_now_ns();
-	CALL(zn_comm_all_reduce_async(c, buf, M, ZN_COMM_F32, ZN_COMM_SUM, &op));
+	CALL(do_all_reduce_async(c, buf, M, ZN_COMM_F32, ZN_COMM_SUM, &op));
 	const uint64_t t_enq = cc_now_ns() - t0;
 	volatile double work = 0;
 	unsigned rounds = 0;
@@ -430,7 +616,7 @@ int cc_async_overlap(struct zn_comm *c)
 	}
 	struct zn_comm_op *w = op;
 	op = NULL;
-	CALL(zn_comm_wait(w));
+	CALL(do_wait(w));
 	const uint64_t t_done = cc_now_ns() - t0;
 	if (R == 0) {
 		CHECK(t_enq < 50000000ull, "enqueueing took %.3f s", (double)t_enq / 1e9);
@@ -443,7 +629,7 @@ int cc_async_overlap(struct zn_comm *c)
 	rc = 0;
 fail:
 	if (op)
-		zn_comm_wait(op);
+		do_wait(op);
 	free(buf);
 	return rc;
 }
@@ -464,7 +650,7 @@ int cc_timeout(struct zn_comm *c)
 		return 0;
 	}
 	const uint64_t t0 = cc_now_ns();
-	int e = zn_comm_all_reduce(c, v, 16, ZN_COMM_F32, ZN_COMM_SUM);
+	int e = do_all_reduce(c, v, 16, ZN_COMM_F32, ZN_COMM_SUM);
 	const uint64_t dt = cc_now_ns() - t0;
 	fprintf(stderr, "# rank %d: %s\n", R, zn_last_error());
 	CHECK(e == -ETIMEDOUT, "all_reduce returned %d: %s", e, zn_last_error());
@@ -478,5 +664,44 @@ int cc_timeout(struct zn_comm *c)
 	      "a collective after the timeout returned %d: %s", e, zn_last_error());
 	rc = 0;
 fail:
+	return rc;
+}
+
+int cc_reduce_rows(struct zn_comm *c, cc_reduce_fn reduce)
+{
+	static const size_t sizes[] = { 1, 1000, N };
+	unsigned char *rows = malloc((size_t)5 * N * 4), *got = malloc(N * 4), *want = malloc(N * 4);
+	int rc = -1;
+
+	CHECK(rows && got && want, "out of memory");
+	for (int size = 1; size <= 5; size++) {
+		for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+			const size_t m = sizes[si];
+			for (int dt = 0; dt < ZN_COMM_DTYPE_COUNT; dt++) {
+				const size_t row = m * zn_comm_dtype_size(dt);
+				for (int op = 0; op < ZN_COMM_REDOP_COUNT; op++) {
+					const uint64_t salt = 400 + (uint64_t)(dt * 2 + op);
+					for (int p = 0; p < size; p++)
+						gen(dt, rows + (size_t)p * row, m, p, salt, true);
+					memset(got, 0xa5, row);
+					CHECK(reduce(dt, op, got, rows, size, m) == 0,
+					      "%s %s of %d rows of %zu failed", dt_names[dt],
+					      op ? "max" : "sum", size, m);
+					CHECK(reference(dt, op, size, m, 0, m, salt, true, want) == 0,
+					      "no memory");
+					if (compare(c, __LINE__, op ? "reduce max" : "reduce sum", dt, got,
+						    want, m)) {
+						fprintf(stderr, "  (%d rows of %zu)\n", size, m);
+						goto fail;
+					}
+				}
+			}
+		}
+	}
+	rc = 0;
+fail:
+	free(rows);
+	free(got);
+	free(want);
 	return rc;
 }

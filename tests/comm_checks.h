@@ -1,6 +1,7 @@
 /* Checks of the comm API (include/zinc/comm.h) that hold on any backend and
- * any number of ranks, shared by test_comm_mpi.c (ranks started by mpirun)
- * and test_comm_tcp.c (ranks forked by the test).
+ * any number of ranks, shared by test_comm_mpi.c (ranks started by mpirun),
+ * test_comm_tcp.c (ranks forked by the test) and test_comm_nccl.c (device
+ * buffers: see cc_use_device_memory).
  *
  * Every rank generates every rank's input from the rank's seed, computes the
  * expected result alone, in rank order (((x0 + x1) + x2) ..., fp16/bf16 in
@@ -14,9 +15,28 @@
 #ifndef ZN_TEST_COMM_CHECKS_H
 #define ZN_TEST_COMM_CHECKS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "zinc/comm.h"
+
+/* Memory that a comm's buffers live in, other than the host's (the nccl
+ * backend's device memory).  Each function returns 0 (alloc: a pointer),
+ * or -1 (NULL) after printing why to stderr.  to_device must have
+ * completed when it returns: the comm reads the buffer from its own
+ * stream. */
+struct cc_mem {
+	void *(*alloc)(size_t bytes); /* bytes may be 0 */
+	void (*free)(void *p);
+	int (*to_device)(void *dst, const void *src, size_t bytes);
+	int (*to_host)(void *dst, const void *src, size_t bytes);
+};
+
+/* From now on the checks below pass the comm buffers in `mem` (NULL: host
+ * memory, the default): each collective's inputs are copied there before
+ * it and its outputs back after it (after zn_comm_wait for the _async
+ * ones), and the comparisons stay on the host. */
+void cc_use_device_memory(const struct cc_mem *mem);
 
 /* all_reduce, SUM and MAX, for every dtype, on n = 0, 1 (fewer elements
  * than ranks), and 100003 (chunks of unequal length); the fp32 sum twice
@@ -40,6 +60,16 @@ int cc_async_overlap(struct zn_comm *c);
  * rank, then every collective with -EPIPE ("unusable").  Leaves the comm
  * unusable on every rank but the last. */
 int cc_timeout(struct zn_comm *c);
+
+/* A reduction in rank order, as comm.c's reduce_rows (and the nccl
+ * backend's kernel) computes it: out[i] = rows[0][i] op rows[1][i] ...
+ * Host pointers; returns 0 or -1 after printing why. */
+typedef int (*cc_reduce_fn)(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+			    const void *rows, int size, size_t m);
+/* `reduce` against the reference for every dtype and both reductions, 1 to
+ * 5 rows of 1, 1000 and 100003 elements (NaN, +-0, +-Inf among them), bit
+ * for bit.  c only names the rank in reports. */
+int cc_reduce_rows(struct zn_comm *c, cc_reduce_fn reduce);
 
 /* Monotonic time, ns; sleep. */
 uint64_t cc_now_ns(void);

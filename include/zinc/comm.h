@@ -1,6 +1,8 @@
-/* zinc — communication between ranks: collectives on host buffers.
+/* zinc — communication between ranks: collectives on host buffers, or on
+ * device buffers with the nccl backend.
  *
- * One API, three backends (an ops table chosen once, at zn_comm_create):
+ * One API, four backends (an ops table chosen once, when the comm is
+ * opened):
  *
  *   "self"  one rank.  Every collective is a copy (or nothing); useful so
  *           that the engine has one code path for one and many ranks.
@@ -9,6 +11,11 @@
  *           Always built.
  *   "mpi"   CPU ranks over MPI (Open MPI), launched with mpirun.  Present
  *           when zinc was built with MPI (meson option mpi).
+ *   "nccl"  GPU ranks: the collectives take device pointers and move them
+ *           with NCCL.  Opened by zn_comm_create_nccl over a "mpi" or "tcp"
+ *           comm (the bootstrap, which hands NCCL's unique id from rank 0 to
+ *           every process on every node).  Present when zinc was built with
+ *           CUDA and NCCL (meson option nccl).
  *
  * Rank order and reproducibility.  Every reduction sums in rank order,
  * element by element: out = ((x_0 + x_1) + x_2) + ... + x_{size-1}, where
@@ -20,7 +27,11 @@
  * and, where the order allows, the same bits as one rank.  The backends
  * therefore only move bytes, point to point, and zinc adds locally.
  * fp16 and bf16 values are summed in fp32 and rounded (nearest even) once
- * at the end; int32 and uint8 sums wrap around (modulo 2^32, 2^8).
+ * at the end; int32 and uint8 sums wrap around (modulo 2^32, 2^8).  The
+ * nccl backend is no exception: NCCL's ring and tree reductions do not
+ * promise an order either, so it moves the bytes with ncclSend/ncclRecv and
+ * adds in rank order with zinc's own kernel; its results are the host
+ * backends' bits.
  *
  * Threads.  Every comm has one worker thread, and every operation (the
  * blocking ones too) runs on it, in the order it was enqueued (FIFO).  The
@@ -42,8 +53,16 @@
  * rank fails saying why.  Every message carries its collective's tag and
  * length.
  *
- * Buffers: host memory.  The caller must not touch a buffer that an
- * enqueued operation uses until zn_comm_wait has returned for it.
+ * Buffers: host memory, except with nccl: device memory of the comm's CUDA
+ * device (cudaMalloc, or zn_device_alloc on that "cuda" device), whose
+ * contents must be ready when the operation is enqueued (synchronize the
+ * stream that wrote them first: the comm works on a stream of its own).
+ * The caller must not touch a buffer that an enqueued operation uses until
+ * zn_comm_wait has returned for it; by then its device work has completed.
+ * The nccl backend keeps one device scratch buffer as large as the largest
+ * reduction has needed (size x the chunk: about n elements for an
+ * all_reduce of n, size x n_per_rank for a reduce_scatter) until the comm
+ * is destroyed.
  *
  * Timeouts and failures.  A collective that has not completed `timeout`
  * seconds after it started on the worker thread (default
@@ -58,7 +77,12 @@
  * which collective): every later collective fails with -EPIPE; destroy it.
  * A send can complete before its receiver posts a receive (MPI and TCP
  * buffer small messages), so the rank that is waiting for data is the one
- * that reports the timeout.
+ * that reports the timeout.  With nccl the communicator is nonblocking:
+ * zinc polls it and its stream until the deadline, then aborts it
+ * (ncclCommAbort) and fails with -ETIMEDOUT; NCCL does not say which peer
+ * is missing, so the message names every rank the collective waited for.
+ * NCCL has no tags: ranks out of step are not told apart (-EPROTO) but
+ * hang until the timeout, or exchange the wrong bytes when the sizes agree.
  *
  * Errors: every fallible call returns 0 or a negative errno and sets
  * zn_last_error() on the calling thread (for an _async op, the thread that
@@ -123,19 +147,41 @@ ZN_API size_t zn_comm_dtype_size(enum zn_comm_dtype dtype);
  * fails or times out, or no memory. */
 ZN_API struct zn_comm *zn_comm_create(const char *backend);
 
+/* Open a "nccl" comm: the same collectives on device buffers of CUDA device
+ * `device` (an ordinal of this process, usually zn_comm_local_rank of the
+ * bootstrap), one rank per GPU.
+ *
+ * bootstrap: an open "mpi" or "tcp" comm (or "self" for one rank), used
+ * only during this call and still the caller's afterwards (it may be
+ * destroyed or kept for host collectives); no other thread may use it
+ * during the call.  Every rank calls this together: rank 0 creates NCCL's
+ * unique id and broadcasts it over the bootstrap, every rank reports over
+ * the bootstrap whether it can take part, and then NCCL opens its
+ * communicator.  The comm's rank, size and local rank are the bootstrap's.
+ * Its timeout (ZINC_COMM_TIMEOUT, else ZN_COMM_TIMEOUT_DEFAULT) bounds
+ * NCCL's set-up as well.
+ *
+ * Returns NULL and sets the last error for a NULL bootstrap or one whose
+ * buffers are not host memory, a zinc built without NCCL (-ENOTSUP), no
+ * such CUDA device, a failure on any rank (the message names the ranks and,
+ * on the failing rank, the CUDA or NCCL call, file and line), a set-up
+ * past the timeout, or no memory. */
+ZN_API struct zn_comm *zn_comm_create_nccl(struct zn_comm *bootstrap, int device);
+
 /* Wait for every enqueued operation, shut the backend down (the mpi backend
  * finalizes MPI, which then cannot be initialised again in this process) and
  * free the comm.  NULL is a no-op.  Ops not yet waited for are freed. */
 ZN_API void zn_comm_destroy(struct zn_comm *c);
 
-/* "self", "tcp" or "mpi". */
+/* "self", "tcp", "mpi" or "nccl". */
 ZN_API const char *zn_comm_backend(const struct zn_comm *c);
 /* This process's rank, 0 <= rank < size. */
 ZN_API int zn_comm_rank(const struct zn_comm *c);
 /* The number of ranks. */
 ZN_API int zn_comm_size(const struct zn_comm *c);
 /* This process's rank among the ranks on its node (selects its GPU): MPI's
- * for "mpi", LOCAL_RANK (else the rank) for "tcp" and "self". */
+ * for "mpi", LOCAL_RANK (else the rank) for "tcp" and "self", the
+ * bootstrap's for "nccl". */
 ZN_API int zn_comm_local_rank(const struct zn_comm *c);
 
 /* Set the timeout of collectives enqueued from now on, in seconds (> 0,
