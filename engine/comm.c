@@ -28,6 +28,7 @@
 
 #include "comm_internal.h"
 #include "half.h"
+#include "zinc/trace.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -89,6 +90,7 @@ struct zn_comm_worker {
 	int open_rc;
 	char open_err[512];
 	double timeout;
+	struct zn_trace *trace; /* spans of the ops as they run (under mu) */
 	/* The worker thread's own. */
 	unsigned seq;          /* collectives run so far: the message tag */
 	int broken;            /* 0, or the error that left the comm unusable */
@@ -479,9 +481,15 @@ static void *worker_main(void *arg)
 		w->head = op->next;
 		if (!w->head)
 			w->tail = NULL;
+		struct zn_trace *trace = w->trace;
 		pthread_mutex_unlock(&w->mu);
 
+		uint64_t t0 = zn_now_ns();
 		int r = run_op(c, op);
+		/* When the bytes moved: the thread that waits knows only when it
+		 * stopped waiting (overlap is the difference). */
+		zn_trace_span(trace, op_names[op->kind], "comm-op", "comm thread", t0, zn_now_ns(),
+			      0);
 
 		pthread_mutex_lock(&w->mu);
 		op->rc = r;
@@ -705,6 +713,15 @@ int zn_comm_size(const struct zn_comm *c)
 int zn_comm_local_rank(const struct zn_comm *c)
 {
 	return c->local_rank;
+}
+
+void zn_comm_set_trace(struct zn_comm *c, struct zn_trace *trace)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->w->mu);
+	c->w->trace = trace;
+	pthread_mutex_unlock(&c->w->mu);
 }
 
 int zn_comm_set_timeout(struct zn_comm *c, double seconds)

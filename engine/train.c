@@ -302,6 +302,8 @@ static enum zn_adam_dtype adam_dtype(enum zn_dtype d)
 void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 {
 	t->trace = trace;
+	if (t->world > 1)
+		zn_comm_set_trace(t->comm, trace);
 	if (t->psw)
 		zn_swapper_set_trace(t->psw, trace);
 	if (t->os)

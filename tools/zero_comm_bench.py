@@ -11,9 +11,10 @@ steps with overlap_comm and a trace per rank, then from rank 0:
                   of the gradients, all-gather of the parameters), stage 3
                   3P (parameters gathered for the forward and again for the
                   backward, gradients reduce-scattered); a ring collective
-                  sends (N-1)/N of its data from each rank.  Expected 2, 2, 3;
-                  stage 3 comes in lower when the fetch trace keeps layers
-                  on the device between their forward and backward use.
+                  sends (N-1)/N of its data from each rank.  Expected 2, 2, 3
+                  (stage 3 runs with stage3_max_reuse_distance 0; with the
+                  fetch trace keeping layers on the device between their
+                  forward and backward use it needs less).
   hidden share  = 1 - (time the training thread waited for collectives,
                   while one ran) / (time collectives ran on the comm thread),
                   from the trace: the comm thread's spans (cat "comm-op") and
@@ -111,8 +112,11 @@ def main():
     zero = {
         1: "{stage: 1, overlap_comm: true, offload_optimizer: {device: cpu}}",
         2: "{stage: 2, overlap_comm: true, offload_optimizer: {device: cpu}}",
+        # Nothing kept between a layer's forward and backward use
+        # (stage3_max_reuse_distance 0): the paper's three passes.
         3: "{stage: 3, overlap_comm: true, stage3_param_persistence_threshold: 0, "
-           "offload_param: {device: cpu}, offload_optimizer: {device: cpu}}",
+           "stage3_max_reuse_distance: 0, offload_param: {device: cpu}, "
+           "offload_optimizer: {device: cpu}}",
     }
     expect = {1: 2.0, 2: 2.0, 3: 3.0}
     results = []

@@ -184,6 +184,13 @@ ZN_API int zn_comm_size(const struct zn_comm *c);
  * bootstrap's for "nccl". */
 ZN_API int zn_comm_local_rank(const struct zn_comm *c);
 
+struct zn_trace;
+/* Record one span per operation as the comm's thread runs it (category
+ * "comm-op", named after the operation, track "comm thread") into `trace`
+ * (include/zinc/trace.h; NULL stops).  The trace must outlive the comm or
+ * be unset first.  Set from any thread. */
+ZN_API void zn_comm_set_trace(struct zn_comm *c, struct zn_trace *trace);
+
 /* Set the timeout of collectives enqueued from now on, in seconds (> 0,
  * finite).  Returns 0 or -EINVAL. */
 ZN_API int zn_comm_set_timeout(struct zn_comm *c, double seconds);
