@@ -21,7 +21,9 @@ static const struct zn_cfg_key param_keys[] = {
 	{ "device", NULL, ZN_CFG_ENUM, P(device), "none", 0, 0, devices, 0,
 	  "where parameters live between uses: none (device memory), cpu or nvme" },
 	{ "nvme_path", NULL, ZN_CFG_STRING, P(nvme_path), "", 0, 0, NULL, 0,
-	  "directory for the swap files; several disks: several paths separated by ','" },
+	  "directory for the swap files; several disks: several paths separated by ','; "
+	  "several ranks share it (files per process), or {local_rank} / {rank} in it gives "
+	  "each rank its own disk" },
 	{ "pin_memory", NULL, ZN_CFG_BOOL, P(pin_memory), "true", 0, 1, NULL, 0,
 	  "page-lock the host buffers (faster transfers; counts against ulimit -l)" },
 	{ "buffer_count", NULL, ZN_CFG_UINT, P(buffer_count), "5", 1, 1024, NULL, ZN_CFG_AUTO,
@@ -40,7 +42,9 @@ static const struct zn_cfg_key optimizer_keys[] = {
 	{ "device", NULL, ZN_CFG_ENUM, O(device), "none", 0, 0, devices, 0,
 	  "where fp32 master parameters and optimizer states live: none, cpu or nvme" },
 	{ "nvme_path", NULL, ZN_CFG_STRING, O(nvme_path), "", 0, 0, NULL, 0,
-	  "directory for the swap files; several disks: several paths separated by ','" },
+	  "directory for the swap files; several disks: several paths separated by ','; "
+	  "several ranks share it (files per process), or {local_rank} / {rank} in it gives "
+	  "each rank its own disk" },
 	{ "pin_memory", NULL, ZN_CFG_BOOL, O(pin_memory), "true", 0, 1, NULL, 0,
 	  "page-lock the host buffers" },
 	{ "buffer_count", NULL, ZN_CFG_UINT, O(buffer_count), "4", 1, 1024, NULL, 0,
