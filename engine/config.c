@@ -897,3 +897,35 @@ int zn_config_load_file_set(const char *path, const char *const *sets, size_t ns
 	free(buf);
 	return rc;
 }
+
+/* "{rank}" and "{local_rank}" in `path` (ZN_NVME_PATH_MAX bytes) become the
+ * numbers. */
+static int expand_rank(char *path, int rank, int local_rank)
+{
+	char out[ZN_NVME_PATH_MAX];
+	size_t o = 0;
+	for (const char *p = path; *p;) {
+		const char *key = strncmp(p, "{rank}", 6) == 0         ? "{rank}"
+				  : strncmp(p, "{local_rank}", 12) == 0 ? "{local_rank}"
+									 : NULL;
+		int n = key ? snprintf(out + o, sizeof(out) - o, "%d",
+				       key[1] == 'r' ? rank : local_rank)
+			    : snprintf(out + o, sizeof(out) - o, "%c", *p);
+		if (n < 0 || (size_t)n >= sizeof(out) - o)
+			return zn_error(-ENAMETOOLONG, "nvme_path is too long with the rank put "
+						       "in (at most %d bytes): '%s'",
+					ZN_NVME_PATH_MAX - 1, path);
+		o += (size_t)n;
+		p += key ? strlen(key) : 1;
+	}
+	memcpy(path, out, o + 1);
+	return 0;
+}
+
+int zn_config_expand_rank(struct zn_config *cfg, int rank, int local_rank)
+{
+	int rc = expand_rank(cfg->zero_optimization.offload_param.nvme_path, rank, local_rank);
+	return rc ? rc
+		  : expand_rank(cfg->zero_optimization.offload_optimizer.nvme_path, rank,
+				local_rank);
+}

@@ -1287,32 +1287,6 @@ static int check_same_config(struct zn_trainer *t)
 	return rc;
 }
 
-/* "{rank}" and "{local_rank}" in `path` (ZN_NVME_PATH_MAX bytes) become this
- * rank's numbers. */
-static int expand_rank(const struct zn_trainer *t, char *path)
-{
-	char out[ZN_NVME_PATH_MAX];
-	size_t o = 0;
-	for (const char *p = path; *p;) {
-		const char *key = strncmp(p, "{rank}", 6) == 0         ? "{rank}"
-				  : strncmp(p, "{local_rank}", 12) == 0 ? "{local_rank}"
-									 : NULL;
-		int n;
-		if (key)
-			n = snprintf(out + o, sizeof(out) - o, "%d",
-				     key[1] == 'r' ? t->rank : zn_comm_local_rank(t->comm));
-		else
-			n = snprintf(out + o, sizeof(out) - o, "%c", *p);
-		if (n < 0 || (size_t)n >= sizeof(out) - o)
-			return zn_error(-ENAMETOOLONG, "nvme_path '%s' is too long with the rank "
-						       "put in", path);
-		o += (size_t)n;
-		p += key ? strlen(key) : 1;
-	}
-	memcpy(path, out, o + 1);
-	return 0;
-}
-
 static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps, bool synthetic,
 				 struct zn_comm *comm)
 {
@@ -1360,8 +1334,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		goto fail;
 	/* One disk per rank: "{rank}" and "{local_rank}" in an nvme_path
 	 * become this rank's numbers (/nvme{local_rank}/swap). */
-	if (expand_rank(t, t->cfg.zero_optimization.offload_param.nvme_path) ||
-	    expand_rank(t, t->cfg.zero_optimization.offload_optimizer.nvme_path))
+	if (zn_config_expand_rank(&t->cfg, t->rank, zn_comm_local_rank(t->comm)))
 		goto fail;
 	t->B = (int)cfg->batch.micro_batch;
 	t->accum = cfg->batch.grad_accum;

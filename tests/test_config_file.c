@@ -974,6 +974,34 @@ static void test_auto_values(void **state)
 	assert_error("1:28", "'auto' is not accepted for this key");
 }
 
+/* One disk per rank: the placeholders become the rank's numbers. */
+static void test_expand_rank(void **state)
+{
+	(void)state;
+	struct zn_config c;
+	zn_config_default(&c);
+	snprintf(c.zero_optimization.offload_param.nvme_path, ZN_NVME_PATH_MAX,
+		 "/nvme{local_rank}/p,/scratch/r{rank}");
+	snprintf(c.zero_optimization.offload_optimizer.nvme_path, ZN_NVME_PATH_MAX, "/o{rank}{rank}");
+	assert_int_equal(zn_config_expand_rank(&c, 12, 3), 0);
+	assert_string_equal(c.zero_optimization.offload_param.nvme_path, "/nvme3/p,/scratch/r12");
+	assert_string_equal(c.zero_optimization.offload_optimizer.nvme_path, "/o1212");
+	/* Nothing to replace: unchanged. */
+	assert_int_equal(zn_config_expand_rank(&c, 0, 0), 0);
+	assert_string_equal(c.zero_optimization.offload_optimizer.nvme_path, "/o1212");
+	/* Too long with the numbers in: refused, the path untouched. */
+	/* (1017 characters, then "{rank}" and its NUL fill the buffer; a
+	 * 7-digit rank makes one character too many.) */
+	memset(c.zero_optimization.offload_param.nvme_path, 'a', ZN_NVME_PATH_MAX - 7);
+	memcpy(c.zero_optimization.offload_param.nvme_path + ZN_NVME_PATH_MAX - 7, "{rank}", 7);
+	assert_int_equal(zn_config_expand_rank(&c, 123456, 0), 0);
+	memset(c.zero_optimization.offload_param.nvme_path, 'a', ZN_NVME_PATH_MAX - 7);
+	memcpy(c.zero_optimization.offload_param.nvme_path + ZN_NVME_PATH_MAX - 7, "{rank}", 7);
+	assert_int_equal(zn_config_expand_rank(&c, 1234567, 0), -ENAMETOOLONG);
+	assert_non_null(strstr(zn_last_error(), "too long"));
+	assert_non_null(strstr(c.zero_optimization.offload_param.nvme_path, "{rank}"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -998,6 +1026,7 @@ int main(void)
 		cmocka_unit_test(test_not_supported_yet),
 		cmocka_unit_test(test_unknown_nested_keys),
 		cmocka_unit_test(test_auto_values),
+		cmocka_unit_test(test_expand_rank),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

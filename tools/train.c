@@ -335,6 +335,13 @@ int cmd_train(int argc, char **argv)
 		return 2;
 	}
 	const int rank = zn_comm_rank(comm), world = zn_comm_size(comm);
+	/* The plan (one rank) checks the paths this rank will use; several
+	 * ranks compare their configs first, so the trainer puts them in. */
+	if (world == 1 && zn_config_expand_rank(&cfg, rank, zn_comm_local_rank(comm)) != 0) {
+		fprintf(stderr, "zinc train: %s\n", zn_last_error());
+		zn_comm_destroy(comm);
+		return 2;
+	}
 	if (world > 1 && zn_config_resolve_batch(&cfg, (uint32_t)world, &cfg.batch) != 0) {
 		fprintf(stderr, "zinc train: %s\n", zn_last_error());
 		zn_comm_destroy(comm);

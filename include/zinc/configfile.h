@@ -270,6 +270,11 @@ ZN_API int zn_config_load_string(const char *text, size_t len, const char *name,
 ZN_API int zn_config_resolve_batch(const struct zn_config *cfg, uint32_t world_size,
 				   struct zn_batch *out);
 
+/* One disk per rank: "{rank}" and "{local_rank}" in the nvme_path keys
+ * become these numbers (/nvme{local_rank}/swap -> /nvme1/swap).  0, or
+ * -ENAMETOOLONG naming the path. */
+ZN_API int zn_config_expand_rank(struct zn_config *cfg, int rank, int local_rank);
+
 /* Resolve the "auto" sizes that follow from the model, as the Hugging Face
  * integration does: zero_optimization.reduce_bucket_size = n_embd^2,
  * stage3_prefetch_bucket_size = 0.9 n_embd^2,
