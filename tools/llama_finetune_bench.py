@@ -156,7 +156,7 @@ activation_checkpointing: {{enabled: true}}
 data_types: {{grad_accum_dtype: bf16}}
 zero_optimization: {{stage: 3, sub_group_size: 20000000,
   stage3_param_persistence_threshold: 100000,
-  offload_param: {{device: nvme, nvme_path: "{swap}"}},
+  offload_param: {{device: nvme, nvme_path: "{swap}", max_in_cpu: 0}},
   offload_optimizer: {{device: nvme, nvme_path: "{swap}", pipeline_read: true,
                        pipeline_write: true}}}}
 """)
