@@ -1,5 +1,6 @@
 /* The trainer (see include/zinc/train.h). */
 #include "zn_common.h"
+#include "zn_config.h"
 
 #include "arch.h"
 
@@ -200,6 +201,12 @@ struct zn_trainer {
 	 * collective is issued by every rank in the same order. */
 	struct zn_comm *comm;
 	bool own_comm;                 /* created here (destroyed with the trainer) */
+	/* GPUs on several ranks, zinc built with NCCL: the gradients' reduce-
+	 * scatters and the resident parameters' all-gathers run on device
+	 * buffers (dsend, drecv: W parts of the largest tensor) through NCCL,
+	 * so only this rank's part crosses to the host.  NULL: host staging. */
+	struct zn_comm *dcomm;
+	void *dsend, *drecv;
 	int rank, world;
 	unsigned stage;
 	uint64_t own_total;            /* elements this rank owns over all tensors */
@@ -843,6 +850,10 @@ void zn_trainer_destroy(struct zn_trainer *t)
 		zn_device_free(t->dev, t->dflag);
 	if (t->dgscratch)
 		zn_device_free(t->dev, t->dgscratch);
+	if (t->dsend)
+		zn_device_free(t->dev, t->dsend);
+	if (t->drecv)
+		zn_device_free(t->dev, t->drecv);
 	free(t->cbuf[0]);
 	free(t->cbuf[1]);
 	for (int k = 0; k < 2; k++) {
@@ -874,6 +885,7 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	if (t->stream)
 		zn_device_stream_destroy(t->stream);
 	zn_device_destroy(t->dev);
+	zn_comm_destroy(t->dcomm);
 	if (t->own_comm)
 		zn_comm_destroy(t->comm);
 	free(t);
@@ -991,8 +1003,12 @@ static void host_to_f32(float *dst, const void *src, enum zn_dtype dt, size_t n)
  * accumulators' dtype (rounded to the training dtype first, as one rank
  * does), padded to world parts for the reduce-scatter; stage 0 all-reduces
  * the whole tensor. */
+static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool first);
+
 static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
 {
+	if (t->dcomm)
+		return grads_reduce_device(t, s, first);
 	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
 	uint8_t *send = t->cbuf[0], *recv = t->cbuf[1];
 	struct zn_comm_op *op = NULL;
@@ -1024,6 +1040,47 @@ static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
 	if ((rc = coll_wait(t, rc, op)))
 		return rc;
 	grads_accumulate(t, s, own, first);
+	return 0;
+}
+
+/* The same through NCCL on device buffers: the gradient, in the
+ * accumulators' dtype, padded to W parts in dsend; reduced into drecv;
+ * only this rank's part comes to the host. */
+static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool first)
+{
+	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
+	uint8_t *send = t->dsend;
+	struct zn_comm_op *op = NULL;
+	int rc = round_to_dtype(t, s->dgrad, n);
+	if (!rc && t->gdt == ZN_DTYPE_F32)
+		rc = zn_device_copy_async(t->dev, send, s->dgrad, n * 4, ZN_COPY_DEVICE_TO_DEVICE,
+					  t->stream);
+	else if (!rc)
+		rc = t->k->cast(t->kctx, send, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
+	const size_t total = (t->stage == 0 ? n : s->part * (size_t)t->world) * esz;
+	if (!rc && total > n * esz)
+		rc = zn_device_memset(t->dev, send + n * esz, 0, total - n * esz, t->stream);
+	if (!rc) /* NCCL takes the data as it is when the op is enqueued */
+		rc = zn_device_stream_synchronize(t->stream);
+	if (rc)
+		return rc;
+	const void *own;
+	if (t->stage == 0) {
+		rc = zn_comm_all_reduce_async(t->dcomm, send, n, comm_dtype(t->gdt), ZN_COMM_SUM,
+					      &op);
+		count_sent(t, 2 * (uint64_t)(t->world - 1) * n / (uint64_t)t->world, esz);
+		own = send;
+	} else {
+		rc = zn_comm_reduce_scatter_async(t->dcomm, send, t->drecv, s->part,
+						  comm_dtype(t->gdt), &op);
+		count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
+		own = t->drecv;
+	}
+	if ((rc = coll_wait(t, rc, op)) ||
+	    (s->nown && (rc = to_host(t, t->gstage, own, s->nown * esz))))
+		return rc;
+	t->d2h_bytes += s->nown * esz;
+	grads_accumulate(t, s, t->gstage, first);
 	return 0;
 }
 
@@ -1118,6 +1175,37 @@ static int grads_reduce_layer_async(struct zn_trainer *t, unsigned layer)
  * values of its part of a resident tensor; every rank gets all of them.
  * They cross in the training dtype (exact: the device copy is rounded to
  * it). */
+/* The same through NCCL: this rank's part (in the training dtype) into
+ * dsend, every rank's into drecv, widened into the parameters. */
+static int params_allgather_device(struct zn_trainer *t, struct tstate *s)
+{
+	const size_t n = s->d.numel, esz = zn_dtype_size(t->dtype);
+	uint8_t *send = t->dsend;
+	float *own = (float *)s->dparam + s->lo;
+	struct zn_comm_op *op = NULL;
+	int rc = 0;
+	if (s->nown && t->dtype == ZN_DTYPE_F32)
+		rc = zn_device_copy_async(t->dev, send, own, s->nown * 4, ZN_COPY_DEVICE_TO_DEVICE,
+					  t->stream);
+	else if (s->nown)
+		rc = t->k->cast(t->kctx, send, t->dtype, own, ZN_DTYPE_F32, s->nown);
+	if (!rc && s->part > s->nown)
+		rc = zn_device_memset(t->dev, send + s->nown * esz, 0, (s->part - s->nown) * esz,
+				      t->stream);
+	if (!rc)
+		rc = zn_device_stream_synchronize(t->stream);
+	if (rc)
+		return rc;
+	rc = zn_comm_all_gather_async(t->dcomm, send, t->drecv, s->part * esz, ZN_COMM_U8, &op);
+	count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
+	if ((rc = coll_wait(t, rc, op)))
+		return rc;
+	if (t->dtype == ZN_DTYPE_F32)
+		return zn_device_copy_async(t->dev, s->dparam, t->drecv, n * 4,
+					    ZN_COPY_DEVICE_TO_DEVICE, NULL);
+	return t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->drecv, t->dtype, n);
+}
+
 static int params_allgather(struct zn_trainer *t, struct tstate *s)
 {
 	const size_t n = s->d.numel, esz = zn_dtype_size(t->dtype);
@@ -1127,6 +1215,8 @@ static int params_allgather(struct zn_trainer *t, struct tstate *s)
 	int rc = 0;
 	if (t->stage == 0 || t->world == 1)
 		return 0;
+	if (t->dcomm)
+		return params_allgather_device(t, s);
 	if (t->dtype != ZN_DTYPE_F32 && s->nown)
 		rc = t->k->cast(t->kctx, t->round_buf, t->dtype, own, ZN_DTYPE_F32, s->nown);
 	if (!rc)
@@ -1351,7 +1441,9 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	struct zn_device_params dp;
 	zn_device_params_default(&dp);
 	dp.kind = cfg->device.type == ZN_DEVICE_CUDA ? "cuda" : "cpu";
-	dp.ordinal = (int)cfg->device.index;
+	/* Several ranks on one node: rank r drives the GPU of its local rank,
+	 * as DeepSpeed's launcher arranges. */
+	dp.ordinal = t->world > 1 ? zn_comm_local_rank(t->comm) : (int)cfg->device.index;
 	dp.memory_limit = cfg->device.memory_limit;
 	t->dev = zn_device_create(&dp);
 	if (!t->dev)
@@ -1369,6 +1461,15 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	t->pool = zn_threadpool_create(0, -1);
 	if (!t->pool)
 		goto fail;
+	if (t->world > 1 && cfg->device.type == ZN_DEVICE_CUDA) {
+#if ZN_HAVE_NCCL
+		if (!(t->dcomm = zn_comm_create_nccl(t->comm, dp.ordinal)))
+			goto fail;
+#else
+		zn_warn("this zinc was built without NCCL: the GPUs' collectives go through "
+			"host memory");
+#endif
+	}
 
 	/* Parameters: device copies, host master and moments. */
 	t->nlayers = zn_arch_layers(&t->arch);
@@ -1496,9 +1597,16 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 					     t->cbuf_bytes);
 				goto fail;
 			}
-		/* overlap_comm: two layers' reduce-scatters in flight. */
+		if (t->dcomm && (zn_device_alloc(t->dev, (size_t)maxpart * (size_t)t->world * 4,
+						 &t->dsend) ||
+				 zn_device_alloc(t->dev, (size_t)maxpart * (size_t)t->world * 4,
+						 &t->drecv)))
+			goto fail;
+		/* overlap_comm: two layers' reduce-scatters in flight (on the
+		 * host comm; with NCCL they stay on the device, in order). */
 		size_t lay = 0;
-		for (unsigned l = 0; l < t->nlayers && cfg->zero_optimization.overlap_comm; l++) {
+		for (unsigned l = 0; l < t->nlayers && cfg->zero_optimization.overlap_comm && !t->dcomm;
+		     l++) {
 			size_t b = 0;
 			for (unsigned i = 0; i < t->count[l]; i++)
 				b += ZN_ALIGN_UP((size_t)t->t[t->first[l] + i].part *
