@@ -1005,13 +1005,12 @@ static void host_to_f32(float *dst, const void *src, enum zn_dtype dt, size_t n)
  * the whole tensor. */
 static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool first);
 
-static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
+/* A tensor's device gradient into `send` (host memory) as it crosses:
+ * rounded to the training dtype, in the accumulators' dtype, padded with
+ * zeros to W parts (stage >= 1). */
+static int grads_stage_host(struct zn_trainer *t, struct tstate *s, uint8_t *send)
 {
-	if (t->dcomm)
-		return grads_reduce_device(t, s, first);
 	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
-	uint8_t *send = t->cbuf[0], *recv = t->cbuf[1];
-	struct zn_comm_op *op = NULL;
 	int rc = round_to_dtype(t, s->dgrad, n);
 	const void *src = s->dgrad;
 	if (!rc && t->gdt != ZN_DTYPE_F32) {
@@ -1025,22 +1024,42 @@ static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
 	if (rc)
 		return rc;
 	t->d2h_bytes += n * esz;
-	const void *own;
-	if (t->stage == 0) {
-		rc = zn_comm_all_reduce_async(t->comm, send, n, comm_dtype(t->gdt), ZN_COMM_SUM, &op);
-		count_sent(t, 2 * (uint64_t)(t->world - 1) * n / (uint64_t)t->world, esz);
-		own = send;
-	} else {
+	if (t->stage > 0)
 		memset(send + n * esz, 0, (s->part * (size_t)t->world - n) * esz);
-		rc = zn_comm_reduce_scatter_async(t->comm, send, recv, s->part, comm_dtype(t->gdt),
-						  &op);
-		count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
-		own = recv;
-	}
-	if ((rc = coll_wait(t, rc, op)))
-		return rc;
-	grads_accumulate(t, s, own, first);
 	return 0;
+}
+
+/* Enqueue the sum over ranks of a staged gradient on `c`: stage 0 all-
+ * reduces it in place, stages 1-3 reduce-scatter it into recv.  *own: where
+ * this rank's part will be. */
+static int grads_enqueue(struct zn_trainer *t, struct zn_comm *c, struct tstate *s, void *send,
+			 void *recv, struct zn_comm_op **op, const void **own)
+{
+	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
+	if (t->stage == 0) {
+		count_sent(t, 2 * (uint64_t)(t->world - 1) * n / (uint64_t)t->world, esz);
+		*own = send;
+		return zn_comm_all_reduce_async(c, send, n, comm_dtype(t->gdt), ZN_COMM_SUM, op);
+	}
+	count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
+	*own = recv;
+	return zn_comm_reduce_scatter_async(c, send, recv, s->part, comm_dtype(t->gdt), op);
+}
+
+static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
+{
+	if (t->dcomm)
+		return grads_reduce_device(t, s, first);
+	struct zn_comm_op *op = NULL;
+	const void *own;
+	int rc = grads_stage_host(t, s, t->cbuf[0]);
+	if (!rc) {
+		rc = grads_enqueue(t, t->comm, s, t->cbuf[0], t->cbuf[1], &op, &own);
+		rc = coll_wait(t, rc, op);
+	}
+	if (!rc)
+		grads_accumulate(t, s, own, first);
+	return rc;
 }
 
 /* The same through NCCL on device buffers: the gradient, in the
@@ -1065,17 +1084,7 @@ static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool firs
 	if (rc)
 		return rc;
 	const void *own;
-	if (t->stage == 0) {
-		rc = zn_comm_all_reduce_async(t->dcomm, send, n, comm_dtype(t->gdt), ZN_COMM_SUM,
-					      &op);
-		count_sent(t, 2 * (uint64_t)(t->world - 1) * n / (uint64_t)t->world, esz);
-		own = send;
-	} else {
-		rc = zn_comm_reduce_scatter_async(t->dcomm, send, t->drecv, s->part,
-						  comm_dtype(t->gdt), &op);
-		count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
-		own = t->drecv;
-	}
+	rc = grads_enqueue(t, t->dcomm, s, send, t->drecv, &op, &own);
 	if ((rc = coll_wait(t, rc, op)) ||
 	    (s->nown && (rc = to_host(t, t->gstage, own, s->nown * esz))))
 		return rc;
@@ -1133,36 +1142,17 @@ static int grads_reduce_layer_async(struct zn_trainer *t, unsigned layer)
 	int rc = 0;
 	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 		struct tstate *s = &t->t[t->first[layer] + i];
-		const size_t n = s->d.numel;
 		if (s->dev_grads)
 			continue;
 		uint8_t *send = buf, *recv = buf + s->part * (size_t)t->world * esz;
 		buf += ZN_ALIGN_UP((size_t)s->part * ((size_t)t->world + 1) * 4, 64);
-		const void *src = s->dgrad;
-		if (!(rc = round_to_dtype(t, s->dgrad, n)) && t->gdt != ZN_DTYPE_F32) {
-			rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
-			src = t->round_buf;
-		}
-		if (!rc)
-			rc = zn_device_stream_synchronize(t->stream);
-		if (!rc)
-			rc = to_host(t, send, src, n * esz);
-		if (rc)
+		if ((rc = grads_stage_host(t, s, send)))
 			break;
-		t->d2h_bytes += n * esz;
-		memset(send + n * esz, 0, (s->part * (size_t)t->world - n) * esz);
 		struct rs_pending *p = &t->rs[k][t->nrs[k]];
-		*p = (struct rs_pending){ .s = s, .recv = recv, .first = t->micro_i == 0 };
-		if (t->stage == 0) {
-			rc = zn_comm_all_reduce_async(t->comm, send, n, comm_dtype(t->gdt), ZN_COMM_SUM,
-						      &p->op);
-			p->recv = send;
-			count_sent(t, 2 * (uint64_t)(t->world - 1) * n / (uint64_t)t->world, esz);
-		} else {
-			rc = zn_comm_reduce_scatter_async(t->comm, send, recv, s->part,
-							  comm_dtype(t->gdt), &p->op);
-			count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
-		}
+		const void *own;
+		*p = (struct rs_pending){ .s = s, .first = t->micro_i == 0 };
+		rc = grads_enqueue(t, t->comm, s, send, recv, &p->op, &own);
+		p->recv = own;
 		if (!rc)
 			t->nrs[k]++;
 	}
