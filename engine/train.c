@@ -214,18 +214,27 @@ struct zn_trainer {
 	size_t cbuf_bytes;
 	uint64_t comm_bytes;           /* bytes this rank sent in collectives */
 	uint64_t comm_elems;           /* ... and elements */
-	/* overlap_comm on several ranks: a layer's reduce-scatters run on the
-	 * comm's thread while the backward goes on; they are settled (waited
-	 * for, added into the accumulators) at the next release, from one of
-	 * two buffer sets, each as large as the largest layer needs. */
-	struct rs_pending {
-		struct tstate *s;
+	/* Several ranks (host comm): gradients are reduced in buckets of
+	 * reduce_bucket_size elements, one collective per bucket.  A bucket is
+	 * W chunks of `bk_cap` elements, chunk r holding part r of each tensor
+	 * in it (stage 0: one chunk of whole tensors), then room for the
+	 * result.  Two buckets: one fills while the other's collective runs
+	 * on the comm's thread (overlap_comm), settled -- waited for, added
+	 * into the accumulators -- before its buffer is reused. */
+	struct bucket {
+		struct bucket_entry {
+			struct tstate *s;
+			size_t off;        /* elements into each chunk */
+			bool first;        /* the step's first micro-batch */
+		} *e;
+		unsigned n;
+		size_t used;           /* elements per chunk */
 		struct zn_comm_op *op;
-		const uint8_t *recv;
-		bool first;
-	} rs[2][ZN_ARCH_LAYER_TENSORS_MAX];
-	unsigned nrs[2], rs_cur;
-	uint8_t *rsbuf[2];
+		bool inflight;
+		uint8_t *buf;
+	} bk[2];
+	unsigned bk_cur;
+	size_t bk_cap;
 	/* Stage 3 on several ranks: one layer's all-gathers in flight ahead of
 	 * its fetch (the next fetch of the trace, or the next layer), from
 	 * pgbuf: each partitioned tensor's part to send and every rank's to
@@ -322,7 +331,9 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 static int round_to_dtype(struct zn_trainer *t, void *x, size_t n);
 static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first);
 static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t bytes);
-static int grads_reduce_layer_async(struct zn_trainer *t, unsigned layer);
+static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first);
+static int grads_settle_all(struct zn_trainer *t);
+static void part_of(uint64_t n, int W, int r, uint64_t *lo, uint64_t *len);
 static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first);
 static int gather_finish(struct zn_trainer *t, unsigned layer);
 static int gather_ahead(struct zn_trainer *t, unsigned layer);
@@ -669,15 +680,6 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 	int rc = zn_device_stream_synchronize(t->stream);
 	if (!rc && written && t->has_grads[layer] && t->copy && t->world == 1) {
 		rc = grads_leave(t, layer);
-	} else if (!rc && written && t->has_grads[layer] && t->rsbuf[0]) {
-		rc = grads_reduce_layer_async(t, layer);
-		for (unsigned i = 0; i < t->count[layer]; i++) {
-			struct tstate *s = &t->t[t->first[layer] + i];
-			if (!s->dev_grads) {
-				zn_device_free(t->dev, s->dgrad);
-				s->dgrad = NULL;
-			}
-		}
 	} else if (!rc && written && t->has_grads[layer]) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
@@ -857,9 +859,10 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	free(t->cbuf[0]);
 	free(t->cbuf[1]);
 	for (int k = 0; k < 2; k++) {
-		for (unsigned i = 0; i < t->nrs[k]; i++)
-			zn_comm_wait(t->rs[k][i].op);
-		free(t->rsbuf[k]);
+		if (t->bk[k].inflight)
+			zn_comm_wait(t->bk[k].op);
+		free(t->bk[k].buf);
+		free(t->bk[k].e);
 	}
 	for (unsigned i = 0; t->pg.active && i < t->count[t->pg.layer]; i++)
 		if (t->pg.op[i])
@@ -1005,30 +1008,6 @@ static void host_to_f32(float *dst, const void *src, enum zn_dtype dt, size_t n)
  * the whole tensor. */
 static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool first);
 
-/* A tensor's device gradient into `send` (host memory) as it crosses:
- * rounded to the training dtype, in the accumulators' dtype, padded with
- * zeros to W parts (stage >= 1). */
-static int grads_stage_host(struct zn_trainer *t, struct tstate *s, uint8_t *send)
-{
-	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
-	int rc = round_to_dtype(t, s->dgrad, n);
-	const void *src = s->dgrad;
-	if (!rc && t->gdt != ZN_DTYPE_F32) {
-		rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
-		src = t->round_buf;
-	}
-	if (!rc)
-		rc = zn_device_stream_synchronize(t->stream);
-	if (!rc)
-		rc = to_host(t, send, src, n * esz);
-	if (rc)
-		return rc;
-	t->d2h_bytes += n * esz;
-	if (t->stage > 0)
-		memset(send + n * esz, 0, (s->part * (size_t)t->world - n) * esz);
-	return 0;
-}
-
 /* Enqueue the sum over ranks of a staged gradient on `c`: stage 0 all-
  * reduces it in place, stages 1-3 reduce-scatter it into recv.  *own: where
  * this rank's part will be. */
@@ -1046,20 +1025,12 @@ static int grads_enqueue(struct zn_trainer *t, struct zn_comm *c, struct tstate 
 	return zn_comm_reduce_scatter_async(c, send, recv, s->part, comm_dtype(t->gdt), op);
 }
 
+/* A tensor's final gradient on its way to being summed over the ranks:
+ * through NCCL on the device at once, or into the host comm's buckets
+ * (reduced when full and at the step's end, grads_settle_all). */
 static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	if (t->dcomm)
-		return grads_reduce_device(t, s, first);
-	struct zn_comm_op *op = NULL;
-	const void *own;
-	int rc = grads_stage_host(t, s, t->cbuf[0]);
-	if (!rc) {
-		rc = grads_enqueue(t, t->comm, s, t->cbuf[0], t->cbuf[1], &op, &own);
-		rc = coll_wait(t, rc, op);
-	}
-	if (!rc)
-		grads_accumulate(t, s, own, first);
-	return rc;
+	return t->dcomm ? grads_reduce_device(t, s, first) : bucket_add(t, s, first);
 }
 
 /* The same through NCCL on device buffers: the gradient, in the
@@ -1107,57 +1078,101 @@ static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void 
 	}
 }
 
-/* Wait for buffer set k's reduce-scatters, in the order they went, and add
- * their parts in. */
-static int grads_settle(struct zn_trainer *t, unsigned k)
+/* Wait for bucket k's collective and add every entry's part (this rank's
+ * share of the sum) into its tensor's accumulator. */
+static int bucket_settle(struct zn_trainer *t, unsigned k)
 {
+	struct bucket *b = &t->bk[k];
+	const size_t esz = zn_dtype_size(t->gdt);
+	const size_t chunks = t->stage == 0 ? 1 : (size_t)t->world;
 	int rc = 0;
-	for (unsigned i = 0; i < t->nrs[k]; i++) {
-		struct rs_pending *p = &t->rs[k][i];
-		int r = coll_wait(t, 0, p->op);
-		if (!r && !rc)
-			grads_accumulate(t, p->s, p->recv, p->first);
-		rc = rc ? rc : r;
+	if (b->inflight) {
+		rc = coll_wait(t, 0, b->op);
+		const uint8_t *recv = t->stage == 0 ? b->buf : b->buf + chunks * t->bk_cap * esz;
+		for (unsigned i = 0; i < b->n && !rc; i++)
+			grads_accumulate(t, b->e[i].s, recv + b->e[i].off * esz, b->e[i].first);
 	}
-	t->nrs[k] = 0;
+	b->inflight = false;
+	b->n = 0;
+	b->used = 0;
 	return rc;
 }
 
-static int grads_settle_all(struct zn_trainer *t)
+/* The filling bucket's collective is enqueued (its chunks first packed
+ * together: reduce_scatter wants chunk r at r x used); without
+ * overlap_comm it is waited for at once; the other bucket, older, is
+ * settled so it can fill next.  The comm's FIFO and this order keep every
+ * tensor's micro-batches in order. */
+static int bucket_flush(struct zn_trainer *t)
 {
-	int rc = grads_settle(t, t->rs_cur ^ 1);
-	int r = grads_settle(t, t->rs_cur);
+	struct bucket *b = &t->bk[t->bk_cur];
+	const size_t esz = zn_dtype_size(t->gdt);
+	int rc = 0;
+	if (b->n) {
+		if (t->stage == 0) {
+			rc = zn_comm_all_reduce_async(t->comm, b->buf, b->used, comm_dtype(t->gdt),
+						      ZN_COMM_SUM, &b->op);
+			count_sent(t, 2 * (uint64_t)(t->world - 1) * b->used / (uint64_t)t->world,
+				   esz);
+		} else {
+			for (int r = 1; r < t->world && b->used < t->bk_cap; r++)
+				memmove(b->buf + (size_t)r * b->used * esz,
+					b->buf + (size_t)r * t->bk_cap * esz, b->used * esz);
+			rc = zn_comm_reduce_scatter_async(t->comm, b->buf,
+							  b->buf + (size_t)t->world * t->bk_cap * esz,
+							  b->used, comm_dtype(t->gdt), &b->op);
+			count_sent(t, (uint64_t)(t->world - 1) * b->used, esz);
+		}
+		b->inflight = !rc;
+		if (!rc && !t->cfg.zero_optimization.overlap_comm)
+			rc = bucket_settle(t, t->bk_cur);
+	}
+	t->bk_cur ^= 1;
+	int r = bucket_settle(t, t->bk_cur);
 	return rc ? rc : r;
 }
 
-/* overlap_comm on several ranks: a layer's final gradients leave the
- * device into buffer set rs_cur and their reduce-scatters are enqueued;
- * then the previous layer's, which ran meanwhile, are settled.  The comm's
- * FIFO keeps every tensor's micro-batches in order. */
-static int grads_reduce_layer_async(struct zn_trainer *t, unsigned layer)
+/* A tensor's final gradient (its device buffer, all of it) into the filling
+ * bucket, each rank's part into that rank's chunk; a full bucket goes
+ * first. */
+static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	const size_t esz = zn_dtype_size(t->gdt);
-	const unsigned k = t->rs_cur;
-	uint8_t *buf = t->rsbuf[k];
+	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
+	const size_t part = t->stage == 0 ? n : s->part;
 	int rc = 0;
-	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
-		struct tstate *s = &t->t[t->first[layer] + i];
-		if (s->dev_grads)
-			continue;
-		uint8_t *send = buf, *recv = buf + s->part * (size_t)t->world * esz;
-		buf += ZN_ALIGN_UP((size_t)s->part * ((size_t)t->world + 1) * 4, 64);
-		if ((rc = grads_stage_host(t, s, send)))
-			break;
-		struct rs_pending *p = &t->rs[k][t->nrs[k]];
-		const void *own;
-		*p = (struct rs_pending){ .s = s, .first = t->micro_i == 0 };
-		rc = grads_enqueue(t, t->comm, s, send, recv, &p->op, &own);
-		p->recv = own;
-		if (!rc)
-			t->nrs[k]++;
+	if (t->bk[t->bk_cur].used + part > t->bk_cap && (rc = bucket_flush(t)))
+		return rc;
+	struct bucket *b = &t->bk[t->bk_cur];
+	const void *src = s->dgrad;
+	if (!(rc = round_to_dtype(t, s->dgrad, n)) && t->gdt != ZN_DTYPE_F32) {
+		rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
+		src = t->round_buf;
 	}
-	t->rs_cur ^= 1;
-	int r = grads_settle(t, t->rs_cur);
+	if (!rc)
+		rc = zn_device_stream_synchronize(t->stream);
+	const int chunks = t->stage == 0 ? 1 : t->world;
+	for (int r = 0; r < chunks && !rc; r++) {
+		uint64_t lo = 0, len = n;
+		if (t->stage > 0)
+			part_of(n, t->world, r, &lo, &len);
+		uint8_t *dst = b->buf + ((size_t)r * t->bk_cap + b->used) * esz;
+		if (len)
+			rc = to_host(t, dst, (const uint8_t *)src + lo * esz, len * esz);
+		memset(dst + len * esz, 0, (part - len) * esz);
+	}
+	if (rc)
+		return rc;
+	t->d2h_bytes += n * esz;
+	b->e[b->n++] = (struct bucket_entry){ .s = s, .off = b->used, .first = first };
+	b->used += part;
+	return 0;
+}
+
+/* Every bucket reduced and added in (the step's end). */
+static int grads_settle_all(struct zn_trainer *t)
+{
+	int rc = bucket_flush(t);              /* the filling one; settles the older */
+	int r = bucket_settle(t, t->bk_cur ^ 1); /* the one just flushed */
 	return rc ? rc : r;
 }
 
@@ -1592,23 +1607,25 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 				 zn_device_alloc(t->dev, (size_t)maxpart * (size_t)t->world * 4,
 						 &t->drecv)))
 			goto fail;
-		/* overlap_comm: two layers' reduce-scatters in flight (on the
-		 * host comm; with NCCL they stay on the device, in order). */
-		size_t lay = 0;
-		for (unsigned l = 0; l < t->nlayers && cfg->zero_optimization.overlap_comm && !t->dcomm;
-		     l++) {
-			size_t b = 0;
-			for (unsigned i = 0; i < t->count[l]; i++)
-				b += ZN_ALIGN_UP((size_t)t->t[t->first[l] + i].part *
-							 ((size_t)t->world + 1) * 4, 64);
-			lay = ZN_MAX(lay, b);
-		}
-		for (int k = 0; k < 2 && lay; k++)
-			if (posix_memalign((void **)&t->rsbuf[k], 4096, lay)) {
-				zn_set_error("out of memory for overlap_comm's buffers (%zu bytes)",
-					     lay);
+		/* Gradient buckets (host comm; NCCL reduces tensor by tensor on
+		 * the device): reduce_bucket_size elements over the W chunks,
+		 * at most 2^26 (the staging is host memory), at least the
+		 * largest part. */
+		const uint64_t chunks = t->stage == 0 ? 1 : (uint64_t)t->world;
+		uint64_t want = ZN_MIN(ZN_MIN(cfg->zero_optimization.reduce_bucket_size, t->total),
+				       (uint64_t)1 << 26);
+		t->bk_cap = (size_t)ZN_MAX(want / chunks, t->stage == 0 ? t->largest : maxpart);
+		for (int k = 0; k < 2 && !t->dcomm; k++) {
+			t->bk[k].e = calloc(t->nt, sizeof(*t->bk[k].e));
+			if (!t->bk[k].e ||
+			    posix_memalign((void **)&t->bk[k].buf, 4096,
+					   t->bk_cap * ((size_t)chunks + 1) * 4)) {
+				zn_set_error("out of memory for the gradient buckets (2 x %zu bytes; "
+					     "lower zero_optimization.reduce_bucket_size)",
+					     t->bk_cap * ((size_t)chunks + 1) * 4);
 				goto fail;
 			}
+		}
 		/* Stage 3: a layer's gathers, ahead of its fetch. */
 		size_t glay = 0;
 		for (unsigned l = 0; l < t->nlayers && partition_params; l++) {
@@ -2331,9 +2348,9 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		}
 		loss_sum += l;
 	}
-	/* overlap_comm on several ranks: the last layers' reductions; no
-	 * gathered parameters outlive the update. */
-	if (t->rsbuf[0] && (rc = grads_settle_all(t)))
+	/* Several ranks: the last buckets' reductions; no gathered parameters
+	 * outlive the update. */
+	if (t->bk[0].buf && (rc = grads_settle_all(t)))
 		return rc;
 	if (t->pgbuf && (rc = gather_drain(t)))
 		return rc;
@@ -2379,14 +2396,19 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			return rc;
 		finite = flag == 0 && isfinite(sumsq);
 	}
+	/* Gradients that accumulated on the device cross (and are reduced
+	 * over the ranks) now; the others did at release. */
 	for (unsigned i = 0; i < t->nt && !device_norm; i++) {
 		struct tstate *s = &t->t[i];
-		struct zn_adam_grad_stats gst;
-		/* Gradients that accumulated on the device cross (and are
-		 * reduced over the ranks) now; the others did at release. */
 		if (s->dev_grads && (rc = t->world > 1 ? grads_reduce(t, s, true)
 						       : grads_to_host(t, s, true)))
 			return rc;
+	}
+	if (!device_norm && t->bk[0].buf && (rc = grads_settle_all(t)))
+		return rc;
+	for (unsigned i = 0; i < t->nt && !device_norm; i++) {
+		struct tstate *s = &t->t[i];
+		struct zn_adam_grad_stats gst;
 		if ((rc = zn_adam_grad_check(s->grad, adam_dtype(t->gdt), s->nown, &ex, &gst)))
 			return rc;
 		sumsq += gst.sumsq;

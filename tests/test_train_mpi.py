@@ -157,6 +157,31 @@ def two_ranks_match_one_rank_with_twice_the_accumulation(d):
 
 
 @t.test
+def buckets_and_overlap_do_not_change_a_bit(d):
+    """reduce_bucket_size decides how many gradients one collective sums,
+    overlap_comm whether it runs beside the backward: neither may change a
+    result.  Two ranks with accumulation 2 (so buckets mix micro-batches)."""
+    need_mpi()
+    make_data(d)
+    pl = placements(d)
+    for name, variants in (
+            ("s2-cpu", ["reduce_bucket_size: 1000, overlap_comm: true",
+                        "reduce_bucket_size: 50000", "overlap_comm: false"]),
+            ("s3-nvme", ["reduce_bucket_size: 3000, overlap_comm: true",
+                         "overlap_comm: false"])):
+        runs = []
+        for k, v in enumerate(variants):
+            zero = pl[name][0].replace("{stage: ", "{%s, stage: " % v, 1)
+            tag = "%s-%d" % (name, k)
+            jl = os.path.join(d, tag + ".jsonl")
+            r = train(config(d, tag, 2, "zero_optimization: " + zero), 2, 5, jl)
+            assert r.returncode == 0, (tag, r.stderr[-2000:])
+            runs.append([s["loss"] for s in log(jl)])
+        for other in runs[1:]:
+            assert other == runs[0], (name, runs)
+
+
+@t.test
 def each_rank_holds_its_share(d):
     """ZeRO's memory: stage 1 partitions the optimizer states, stage 2 also
     the gradients, stage 3 also the parameters -- each rank holds about

@@ -110,11 +110,14 @@ def main():
                              for _ in range(400000)))
         run([a.zinc, "prepare-data", "--out", data, "--prefix", "t", text])
     zero = {
-        1: "{stage: 1, overlap_comm: true, offload_optimizer: {device: cpu}}",
-        2: "{stage: 2, overlap_comm: true, offload_optimizer: {device: cpu}}",
+        1: "{stage: 1, overlap_comm: true, reduce_bucket_size: auto, "
+           "offload_optimizer: {device: cpu}}",
+        2: "{stage: 2, overlap_comm: true, reduce_bucket_size: auto, "
+           "offload_optimizer: {device: cpu}}",
         # Nothing kept between a layer's forward and backward use
         # (stage3_max_reuse_distance 0): the paper's three passes.
-        3: "{stage: 3, overlap_comm: true, stage3_param_persistence_threshold: 0, "
+        3: "{stage: 3, overlap_comm: true, reduce_bucket_size: auto, "
+           "stage3_param_persistence_threshold: 0, "
            "stage3_max_reuse_distance: 0, offload_param: {device: cpu}, "
            "offload_optimizer: {device: cpu}}",
     }
