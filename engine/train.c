@@ -79,6 +79,7 @@ struct tstate {
 /* Device buffers whose gradients are still crossing on the copy stream:
  * freed once `ev` (recorded after their copies) completes. */
 #define GRAD_FLIGHTS 3
+#define GATHER_SLOTS 4
 struct grad_flight {
 	void *p[2 * ZN_ARCH_LAYER_TENSORS_MAX];
 	unsigned n;
@@ -235,17 +236,20 @@ struct zn_trainer {
 	} bk[2];
 	unsigned bk_cur;
 	size_t bk_cap;
-	/* Stage 3 on several ranks: one layer's all-gathers in flight ahead of
-	 * its fetch (the next fetch of the trace, or the next layer), from
-	 * pgbuf: each partitioned tensor's part to send and every rank's to
-	 * receive.  A fetch of another layer discards it (all ranks decide the
-	 * same way: the decision reads only the trace and the fetch counts). */
-	struct {
-		bool active;
+	/* Stage 3 on several ranks: the all-gathers of the next fetches'
+	 * layers run ahead of them (along the trace, or the pass's direction),
+	 * up to stage3_prefetch_bucket_size elements and GATHER_SLOTS layers,
+	 * each slot's buffer holding every partitioned tensor's part to send
+	 * and every rank's to receive.  A FIFO: a fetch takes the oldest; one
+	 * of another layer discards them all (every rank decides the same way:
+	 * the decisions read only the trace and the fetch counts). */
+	struct gather_slot {
 		unsigned layer;
 		struct zn_comm_op *op[ZN_ARCH_LAYER_TENSORS_MAX];
 		uint8_t *recv[ZN_ARCH_LAYER_TENSORS_MAX];
-	} pg;
+		uint8_t *buf;
+	} pg[GATHER_SLOTS];
+	unsigned pg_head, pg_n;
 	uint8_t *pgbuf;
 	bool *layer_parts;             /* per layer: has partitioned tensors */
 	uint64_t comm_ns;              /* the compute thread waiting for collectives */
@@ -864,9 +868,12 @@ void zn_trainer_destroy(struct zn_trainer *t)
 		free(t->bk[k].buf);
 		free(t->bk[k].e);
 	}
-	for (unsigned i = 0; t->pg.active && i < t->count[t->pg.layer]; i++)
-		if (t->pg.op[i])
-			zn_comm_wait(t->pg.op[i]);
+	for (unsigned k = 0; k < t->pg_n; k++) {
+		struct gather_slot *g = &t->pg[(t->pg_head + k) % GATHER_SLOTS];
+		for (unsigned i = 0; i < ZN_ARCH_LAYER_TENSORS_MAX; i++)
+			if (g->op[i])
+				zn_comm_wait(g->op[i]);
+	}
 	free(t->pgbuf);
 	free(t->layer_parts);
 	free_states(t);
@@ -1247,24 +1254,24 @@ static int params_allgather(struct zn_trainer *t, struct tstate *s)
 
 /* ---- stage 3 on several ranks: gathering a layer's parts ----------------- */
 
-/* Start the all-gathers of a layer's partitioned tensors: each rank's part
- * (from its home, in the homes' dtype, or from the device) into pgbuf, one
- * nonblocking all-gather per tensor on the comm's thread. */
+/* Start the all-gathers of a layer's partitioned tensors into the next free
+ * slot: each rank's part (from its home, in the homes' dtype, or from the
+ * device), one nonblocking all-gather per tensor on the comm's thread. */
 static int gather_start(struct zn_trainer *t, unsigned layer)
 {
 	const size_t esz = zn_dtype_size(t->hdt);
-	uint8_t *buf = t->pgbuf;
+	struct gather_slot *g = &t->pg[(t->pg_head + t->pg_n++) % GATHER_SLOTS];
+	uint8_t *buf = g->buf;
 	int rc = 0;
-	memset(t->pg.op, 0, sizeof(t->pg.op));
-	t->pg.active = true;
-	t->pg.layer = layer;
+	memset(g->op, 0, sizeof(g->op));
+	g->layer = layer;
 	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 		struct tstate *s = &t->t[t->first[layer] + i];
 		if (s->resident)
 			continue;
 		uint8_t *send = buf, *recv = buf + s->part * esz;
 		buf += ZN_ALIGN_UP((size_t)s->part * ((size_t)t->world + 1) * 4, 64);
-		t->pg.recv[i] = recv;
+		g->recv[i] = recv;
 		if (s->dhome) {
 			if (s->nown && !(rc = zn_device_stream_synchronize(t->stream)))
 				rc = to_host(t, send, s->dhome, s->nown * 4);
@@ -1281,76 +1288,103 @@ static int gather_start(struct zn_trainer *t, unsigned layer)
 			break;
 		memset(send + s->nown * esz, 0, (s->part - s->nown) * esz);
 		rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_COMM_U8,
-					      &t->pg.op[i]);
+					      &g->op[i]);
 		count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 	}
 	return rc;
 }
 
-/* Wait for the gathers in flight and drop what they brought (a fetch went
+/* Wait for every gather in flight and drop what they brought (a fetch went
  * elsewhere, or the parameters are about to change). */
 static int gather_drain(struct zn_trainer *t)
 {
 	int rc = 0;
-	for (unsigned i = 0; t->pg.active && i < t->count[t->pg.layer]; i++)
-		if (t->pg.op[i]) {
-			int r = coll_wait(t, 0, t->pg.op[i]);
-			rc = rc ? rc : r;
-			t->pg.op[i] = NULL;
-		}
-	t->pg.active = false;
+	for (; t->pg_n; t->pg_n--, t->pg_head = (t->pg_head + 1) % GATHER_SLOTS) {
+		struct gather_slot *g = &t->pg[t->pg_head];
+		for (unsigned i = 0; i < ZN_ARCH_LAYER_TENSORS_MAX; i++)
+			if (g->op[i]) {
+				int r = coll_wait(t, 0, g->op[i]);
+				rc = rc ? rc : r;
+				g->op[i] = NULL;
+			}
+	}
 	return rc;
 }
 
-/* The layer's tensors onto the device from its gathers (started now when
- * none is in flight for it). */
+/* The layer's tensors onto the device from its gathers: the oldest slot's
+ * when it is this layer's, else (the others discarded) started now. */
 static int gather_finish(struct zn_trainer *t, unsigned layer)
 {
 	const size_t esz = zn_dtype_size(t->hdt);
 	int rc = 0;
-	if (t->pg.active && t->pg.layer != layer)
+	if (t->pg_n && t->pg[t->pg_head].layer != layer)
 		rc = gather_drain(t);
-	if (!rc && !t->pg.active)
+	if (!rc && !t->pg_n)
 		rc = gather_start(t, layer);
+	struct gather_slot *g = &t->pg[t->pg_head];
 	for (unsigned i = 0; i < t->count[layer]; i++) {
 		struct tstate *s = &t->t[t->first[layer] + i];
 		const size_t n = s->d.numel;
-		if (s->resident || !t->pg.op[i])
+		if (s->resident || !g->op[i])
 			continue;
-		int r = coll_wait(t, 0, t->pg.op[i]);
-		t->pg.op[i] = NULL;
+		int r = coll_wait(t, 0, g->op[i]);
+		g->op[i] = NULL;
 		if (rc || (rc = r))
 			continue;
 		if ((rc = dev_alloc(t, n * 4, &s->dparam)))
 			continue;
 		t->h2d_bytes += n * esz;
 		if (t->hdt == ZN_DTYPE_F32) {
-			rc = to_device(t, s->dparam, t->pg.recv[i], n * 4);
-		} else if (!(rc = to_device(t, t->round_buf, t->pg.recv[i], n * esz)) &&
+			rc = to_device(t, s->dparam, g->recv[i], n * 4);
+		} else if (!(rc = to_device(t, t->round_buf, g->recv[i], n * esz)) &&
 			   !(rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->hdt,
 					     n))) {
 			rc = zn_device_stream_synchronize(t->stream);
 		}
 	}
-	t->pg.active = false;
+	if (t->pg_n) {
+		t->pg_n--;
+		t->pg_head = (t->pg_head + 1) % GATHER_SLOTS;
+	}
 	return rc;
 }
 
-/* After a fetch: start gathering the next fetch's layer (the trace's next,
- * or the next layer in the pass's direction) when it is not on the device
- * already.  With the overlapped update running, its new values must be in
- * first. */
+/* After a fetch: gather ahead what the next fetches want (along the trace,
+ * or the next layers in the pass's direction), layers that are not on the
+ * device and not on their way already, while fewer than
+ * stage3_prefetch_bucket_size elements are in flight and a slot is free
+ * (0: none ahead).  With the overlapped update running, a layer's new
+ * values must be in first. */
 static int gather_ahead(struct zn_trainer *t, unsigned layer)
 {
-	long next = -1;
-	if (t->tracking && t->trace_ok)
-		next = t->tpos < t->norder ? (long)t->order[t->tpos] : -1;
-	else if ((long)layer + t->direction >= 0 && (long)layer + t->direction < (long)t->nlayers)
-		next = (long)layer + t->direction;
-	if (next < 0 || t->fetched[next] || t->kept[next] || !t->layer_parts[next])
-		return 0;
-	int rc = t->opt_running ? opt_wait_layer(t, (unsigned)next) : 0;
-	return rc ? rc : gather_start(t, (unsigned)next);
+	const uint64_t bucket = t->cfg.zero_optimization.prefetch_bucket_size;
+	uint64_t inflight = 0;
+	unsigned last = layer;
+	int rc = 0;
+	for (unsigned k = 0; k < t->pg_n; k++)
+		inflight += t->layer_elems[t->pg[(t->pg_head + k) % GATHER_SLOTS].layer];
+	/* Predictions continue after what is already on its way. */
+	const bool traced = t->tracking && t->trace_ok;
+	size_t pos = t->tpos + t->pg_n;
+	if (t->pg_n)
+		last = t->pg[(t->pg_head + t->pg_n - 1) % GATHER_SLOTS].layer;
+	while (!rc && t->pg_n < GATHER_SLOTS && inflight < bucket) {
+		long next;
+		if (traced)
+			next = pos < t->norder ? (long)t->order[pos++] : -1;
+		else
+			next = (long)last + t->direction;
+		if (next < 0 || next >= (long)t->nlayers)
+			break;
+		last = (unsigned)next;
+		if (t->fetched[next] || t->kept[next] || !t->layer_parts[next])
+			break; /* on the device already: the chain of predictions ends */
+		if (t->opt_running && (rc = opt_wait_layer(t, (unsigned)next)))
+			break;
+		rc = gather_start(t, (unsigned)next);
+		inflight += t->layer_elems[next];
+	}
+	return rc;
 }
 
 /* FNV-1a over the config (64 bits): the ranks compare theirs. */
@@ -1639,13 +1673,20 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		for (unsigned i = 0; t->layer_parts && i < t->nt; i++)
 			for (unsigned l = 0; l < t->nlayers; l++)
 				if (i >= t->first[l] && i < t->first[l] + t->count[l] &&
-				    !t->t[i].resident)
+				    !t->t[i].resident) {
 					t->layer_parts[l] = true;
+					/* (param_homes_setup counts offload_param's) */
+					if (!t->offload_param)
+						t->layer_elems[l] += t->t[i].d.numel;
+				}
 		if (!t->layer_parts ||
-		    (glay && posix_memalign((void **)&t->pgbuf, 4096, glay))) {
-			zn_set_error("out of memory for stage 3's gather buffers (%zu bytes)", glay);
+		    (glay && posix_memalign((void **)&t->pgbuf, 4096, GATHER_SLOTS * glay))) {
+			zn_set_error("out of memory for stage 3's gather buffers (%u x %zu bytes)",
+				     GATHER_SLOTS, glay);
 			goto fail;
 		}
+		for (unsigned k = 0; k < GATHER_SLOTS && t->pgbuf; k++)
+			t->pg[k].buf = t->pgbuf + k * glay;
 		/* The device optimizer takes its reduced gradients from here. */
 		if (t->device_opt && zn_device_alloc(t->dev, t->largest * 4, (void **)&t->dgscratch))
 			goto fail;
