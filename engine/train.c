@@ -336,6 +336,7 @@ static int round_to_dtype(struct zn_trainer *t, void *x, size_t n);
 static int grads_reduce(struct zn_trainer *t, struct tstate *s, bool first);
 static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t bytes);
 static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first);
+static int params_allgather_all(struct zn_trainer *t);
 static int grads_settle_all(struct zn_trainer *t);
 static void part_of(uint64_t n, int W, int r, uint64_t *lo, uint64_t *len);
 static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first);
@@ -1250,6 +1251,88 @@ static int params_allgather(struct zn_trainer *t, struct tstate *s)
 	if ((rc = to_device(t, t->round_buf, recv, n * esz)))
 		return rc;
 	return t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->dtype, n);
+}
+
+/* After an update (stage >= 1, several ranks): every resident tensor's new
+ * parts to every rank, in buckets of allgather_bucket_size elements over
+ * the ranks, one all-gather per bucket, through the gradient buckets'
+ * buffers (idle by now): chunk r of a bucket is rank r's parts of its
+ * tensors, back to back.  NCCL goes tensor by tensor on the device. */
+static int params_allgather_all(struct zn_trainer *t)
+{
+	if (t->stage == 0 || t->world == 1)
+		return 0;
+	if (t->dcomm || !t->bk[0].buf) {
+		int rc = 0;
+		for (unsigned i = 0; i < t->nt && !rc; i++)
+			if (t->t[i].resident)
+				rc = params_allgather(t, &t->t[i]);
+		return rc;
+	}
+	const size_t esz = zn_dtype_size(t->dtype), W = (size_t)t->world;
+	const size_t cap = ZN_MAX(ZN_MIN(t->bk_cap, (size_t)(t->cfg.zero_optimization
+								  .allgather_bucket_size / W)),
+				  1);
+	uint8_t *send = t->bk[0].buf, *recv = t->bk[1].buf;
+	int rc = 0;
+	for (unsigned i = 0; i < t->nt && !rc;) {
+		/* The bucket: tensors i .. j-1 (a tensor larger than the bucket
+		 * alone: bk_cap holds the largest part). */
+		size_t used = 0;
+		unsigned j = i;
+		for (; j < t->nt; j++) {
+			const struct tstate *s = &t->t[j];
+			if (!s->resident)
+				continue;
+			if (used && used + s->part > cap)
+				break;
+			/* This rank's part, rounded on the device, in the
+			 * training dtype. */
+			float *own = (float *)s->dparam + s->lo;
+			if (s->nown && t->dtype != ZN_DTYPE_F32)
+				rc = t->k->cast(t->kctx, t->round_buf, t->dtype, own, ZN_DTYPE_F32,
+						s->nown);
+			if (!rc)
+				rc = zn_device_stream_synchronize(t->stream);
+			if (!rc && s->nown)
+				rc = to_host(t, send + used * esz,
+					     t->dtype == ZN_DTYPE_F32 ? (void *)own : t->round_buf,
+					     s->nown * esz);
+			if (rc)
+				return rc;
+			memset(send + (used + s->nown) * esz, 0, (s->part - s->nown) * esz);
+			t->d2h_bytes += s->nown * esz;
+			used += s->part;
+		}
+		struct zn_comm_op *op = NULL;
+		if (used) {
+			rc = zn_comm_all_gather_async(t->comm, send, recv, used * esz, ZN_COMM_U8, &op);
+			count_sent(t, (uint64_t)(t->world - 1) * used, esz);
+			rc = coll_wait(t, rc, op);
+		}
+		/* Every rank's parts of each tensor onto the device. */
+		size_t off = 0;
+		for (unsigned k = i; k < j && !rc; k++) {
+			struct tstate *s = &t->t[k];
+			if (!s->resident)
+				continue;
+			void *dst = t->dtype == ZN_DTYPE_F32 ? s->dparam : t->round_buf;
+			for (size_t r = 0; r < W && !rc; r++) {
+				uint64_t lo, len;
+				part_of(s->d.numel, t->world, (int)r, &lo, &len);
+				if (len)
+					rc = to_device(t, (uint8_t *)dst + lo * esz,
+						       recv + (r * used + off) * esz, len * esz);
+			}
+			if (!rc && t->dtype != ZN_DTYPE_F32)
+				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->dtype,
+						s->d.numel);
+			t->h2d_bytes += s->d.numel * esz;
+			off += s->part;
+		}
+		i = j;
+	}
+	return rc;
 }
 
 /* ---- stage 3 on several ranks: gathering a layer's parts ----------------- */
@@ -2498,9 +2581,8 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		} else if (!(rc = zn_optswap_step(t->os, nvme_update, &t->upd))) {
 			if (t->psw)
 				rc = zn_swapper_flush(t->psw);
-			for (unsigned i = 0; i < t->nt && !rc; i++)
-				if (t->t[i].resident)
-					rc = params_allgather(t, &t->t[i]);
+			if (!rc)
+				rc = params_allgather_all(t);
 		}
 		if (rc)
 			return rc;
@@ -2532,8 +2614,6 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 							ZN_COPY_DEVICE_TO_DEVICE, NULL)) ||
 			     (rc = round_to_dtype(t, dp, s->nown))))
 				return rc;
-			if (s->resident && (rc = params_allgather(t, s)))
-				return rc;
 			continue;
 		}
 		struct zn_adam_tensors at = { .n = s->nown, .param = s->master, .grad = s->grad,
@@ -2559,11 +2639,11 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			t->h2d_bytes += s->nown * 4;
 			rc = round_to_dtype(t, (float *)s->dparam + s->lo, s->nown);
 		}
-		if (!rc && s->resident)
-			rc = params_allgather(t, s);
 		if (rc)
 			return rc;
 	}
+	if (!skipped && !t->os && (rc = params_allgather_all(t)))
+		return rc;
 	if (!skipped && !t->os && t->psw && (rc = zn_swapper_flush(t->psw)))
 		return rc;
 	zn_trace_span(t->trace, skipped ? "skipped (overflow)" : "adam + params to device",

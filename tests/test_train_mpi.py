@@ -159,14 +159,16 @@ def two_ranks_match_one_rank_with_twice_the_accumulation(d):
 @t.test
 def buckets_and_overlap_do_not_change_a_bit(d):
     """reduce_bucket_size decides how many gradients one collective sums,
-    overlap_comm whether it runs beside the backward: neither may change a
+    allgather_bucket_size how many parameters one collective gathers,
+    overlap_comm whether the sums run beside the backward: none may change a
     result.  Two ranks with accumulation 2 (so buckets mix micro-batches)."""
     need_mpi()
     make_data(d)
     pl = placements(d)
     for name, variants in (
             ("s2-cpu", ["reduce_bucket_size: 1000, overlap_comm: true",
-                        "reduce_bucket_size: 50000", "overlap_comm: false"]),
+                        "reduce_bucket_size: 50000, allgather_bucket_size: 2000",
+                        "overlap_comm: false"]),
             ("s3-nvme", ["reduce_bucket_size: 3000, overlap_comm: true",
                          "overlap_comm: false"])):
         runs = []
