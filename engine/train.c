@@ -2538,8 +2538,9 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		sumsq += gst.sumsq;
 		finite &= gst.finite;
 	}
-	if (t->world > 1) {
-		/* The global norm and the overflow check over every rank's part. */
+	if (t->world > 1 && t->own_total < t->total) {
+		/* The global norm and the overflow check over every rank's part
+		 * (stage 0's ranks each hold all of it, already summed). */
 		double v[2] = { sumsq, finite ? 0 : 1 };
 		if ((rc = sum_doubles(t, v, 2)))
 			return rc;
