@@ -2089,26 +2089,121 @@ struct groups {
 	struct zn_trainer *t;
 	uint64_t sub, cur;     /* cur: the group in st, or UINT64_MAX */
 	float *st[3];
+	/* Putting: a full group is written by a thread of its own from a
+	 * second set of buffers while the next one fills (start-up writes a
+	 * model's states once: sequential, but not waited for). */
+	bool writer;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	float *wst[3];
+	uint64_t wgroup;
+	bool wbusy, wstop;
+	int wrc;
+	char wmsg[512];
 };
 
-static int groups_open(struct groups *g, struct zn_trainer *t)
+static void *groups_writer(void *arg)
+{
+	struct groups *g = arg;
+	pthread_mutex_lock(&g->mu);
+	for (;;) {
+		while (!g->wbusy && !g->wstop)
+			pthread_cond_wait(&g->cv, &g->mu);
+		if (!g->wbusy)
+			break;
+		pthread_mutex_unlock(&g->mu);
+		int rc = zn_optswap_write_group(g->t->os, g->wgroup, (const float *const *)g->wst);
+		pthread_mutex_lock(&g->mu);
+		if (rc && !g->wrc) {
+			g->wrc = rc;
+			snprintf(g->wmsg, sizeof(g->wmsg), "%s", zn_last_error());
+		}
+		g->wbusy = false;
+		pthread_cond_broadcast(&g->cv);
+	}
+	pthread_mutex_unlock(&g->mu);
+	return NULL;
+}
+
+/* Until the writer is idle; its first failure (with its message). */
+static int groups_wait(struct groups *g)
+{
+	if (!g->writer)
+		return 0;
+	pthread_mutex_lock(&g->mu);
+	while (g->wbusy)
+		pthread_cond_wait(&g->cv, &g->mu);
+	int rc = g->wrc;
+	pthread_mutex_unlock(&g->mu);
+	return rc ? zn_error(rc, "%s", g->wmsg) : 0;
+}
+
+/* Hand group gi (the filled st) to the writer and fill the other set. */
+static int groups_write(struct groups *g, uint64_t gi)
+{
+	if (!g->writer)
+		return zn_optswap_write_group(g->t->os, gi, (const float *const *)g->st);
+	int rc = groups_wait(g);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&g->mu);
+	for (int k = 0; k < 3; k++) {
+		float *x = g->wst[k];
+		g->wst[k] = g->st[k];
+		g->st[k] = x;
+	}
+	g->wgroup = gi;
+	g->wbusy = true;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+	return 0;
+}
+
+static int groups_open(struct groups *g, struct zn_trainer *t, bool put)
 {
 	memset(g, 0, sizeof(*g));
 	g->t = t;
 	g->sub = sub_group(t);
 	g->cur = UINT64_MAX;
 	for (int k = 0; k < 3; k++)
-		if (!(g->st[k] = malloc(g->sub * 4)))
+		if (!(g->st[k] = malloc(g->sub * 4)) || (put && !(g->wst[k] = malloc(g->sub * 4))))
 			return zn_error(-ENOMEM, "out of host memory for a sub-group of %" PRIu64
 						 " elements; lower zero_optimization.sub_group_size",
 					g->sub);
+	if (put) {
+		pthread_mutex_init(&g->mu, NULL);
+		pthread_cond_init(&g->cv, NULL);
+		int err = pthread_create(&g->thread, NULL, groups_writer, g);
+		if (err) {
+			pthread_mutex_destroy(&g->mu);
+			pthread_cond_destroy(&g->cv);
+			return zn_error(-err, "cannot start the sub-group writer: %s", strerror(err));
+		}
+		g->writer = true;
+	}
 	return 0;
 }
 
-static void groups_close(struct groups *g)
+/* Putting: the last write waited for (its result returned). */
+static int groups_close(struct groups *g)
 {
-	for (int k = 0; k < 3; k++)
+	int rc = groups_wait(g);
+	if (g->writer) {
+		pthread_mutex_lock(&g->mu);
+		g->wstop = true;
+		pthread_cond_broadcast(&g->cv);
+		pthread_mutex_unlock(&g->mu);
+		pthread_join(g->thread, NULL);
+		pthread_mutex_destroy(&g->mu);
+		pthread_cond_destroy(&g->cv);
+		g->writer = false;
+	}
+	for (int k = 0; k < 3; k++) {
 		free(g->st[k]);
+		free(g->wst[k]);
+	}
+	return rc;
 }
 
 /* Tensor s's states (3 arrays of its part, nown) into the groups (`put`: a
@@ -2137,8 +2232,7 @@ static int groups_move(struct groups *g, const struct tstate *s, float *const *a
 			memcpy(put ? grp : ten, put ? ten : grp, take * 4);
 		}
 		p += take;
-		if (put && p == gend &&
-		    (rc = zn_optswap_write_group(g->t->os, gi, (const float *const *)g->st)))
+		if (put && p == gend && (rc = groups_write(g, gi)))
 			return rc;
 	}
 	return 0;
@@ -2162,7 +2256,7 @@ static int materialize(struct zn_trainer *t)
 	 * them (a large embedding's would be gigabytes), zeros are written. */
 	const bool fresh = !t->src_ckpt && !t->src_shards;
 	int rc = 0;
-	if (t->nvme_opt && (rc = groups_open(&g, t)))
+	if (t->nvme_opt && (rc = groups_open(&g, t, true)))
 		goto out;
 	for (int k = 0; k < (fresh ? 1 : 3) && !rc && !whole; k++)
 		if (!(scratch[k] = malloc(t->largest * 4)))
@@ -2205,8 +2299,10 @@ static int materialize(struct zn_trainer *t)
 	if (!rc && t->psw)
 		rc = zn_swapper_flush(t->psw);
 out:
-	if (t->nvme_opt)
-		groups_close(&g);
+	if (t->nvme_opt) {
+		int r = groups_close(&g); /* the last group's write */
+		rc = rc ? rc : r;
+	}
 	for (int k = 0; k < 3; k++)
 		free(scratch[k]);
 	return rc;
@@ -2925,7 +3021,7 @@ static int save_sharded(struct zn_trainer *t)
 		if (!(scratch[k] = malloc(t->largest * 4)))
 			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
 	if (!rc && t->nvme_opt)
-		rc = groups_open(&g, t);
+		rc = groups_open(&g, t, false);
 	for (unsigned i = 0; i < t->nt && !rc; i++) {
 		const struct tstate *s = &t->t[i];
 		for (int k = 0; k < 3 && s->nown; k++, n++) {
@@ -3014,7 +3110,7 @@ static int save_whole(struct zn_trainer *t)
 		if (!(scratch[3 - k] = malloc(t->largest * 4)))
 			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
 	if (!rc && t->nvme_opt)
-		rc = groups_open(&g, t);
+		rc = groups_open(&g, t, false);
 	if (rc)
 		goto out;
 	for (unsigned i = 0; i < t->nt; i++) {
