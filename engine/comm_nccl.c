@@ -46,6 +46,8 @@
 #include <string.h>
 
 #include <cuda_runtime_api.h>
+
+#include "cuda_status.h"
 /* nccl.h declares ncclGroupStart() and a few others without (void). */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wstrict-prototypes"
@@ -82,39 +84,7 @@ struct nccl_impl {
 	bool *peers;           /* [size] */
 };
 
-/* A CUDA runtime status to a zinc error naming the call, file and line. */
-static int cuda_status(cudaError_t e, const char *call, const char *file, int line)
-{
-	const char *base = strrchr(file, '/');
-	int err;
-
-	switch (e) {
-	case cudaErrorMemoryAllocation:
-		err = -ENOMEM;
-		break;
-	case cudaErrorInvalidValue:
-	case cudaErrorInvalidDevice:
-	case cudaErrorInvalidResourceHandle:
-		err = -EINVAL;
-		break;
-	case cudaErrorNoDevice:
-	case cudaErrorInsufficientDriver:
-		err = -ENODEV;
-		break;
-	default:
-		err = -EIO;
-		break;
-	}
-	return zn_error(err, "comm nccl: %s failed at %s:%d: %s (%s)", call, base ? base + 1 : file,
-			line, cudaGetErrorString(e), cudaGetErrorName(e));
-}
-
-#define ZN_CUDA(call)                                                                    \
-	do {                                                                             \
-		cudaError_t zn_cu_e_ = (call);                                           \
-		if (zn_cu_e_ != cudaSuccess)                                             \
-			return cuda_status(zn_cu_e_, #call, __FILE__, __LINE__);         \
-	} while (0)
+#define ZN_CUDA_WHO "comm nccl: "
 
 /* An NCCL status to a zinc error naming the call, file and line, with
  * NCCL's own last message (ncclGetLastError: the calling thread's). */
@@ -528,7 +498,8 @@ static int nccl_finish(struct zn_comm *c, uint64_t deadline_ns, const char *what
 		if (e == cudaSuccess)
 			break;
 		if (e != cudaErrorNotReady) {
-			rc = cuda_status(e, "cudaStreamQuery(stream)", __FILE__, __LINE__);
+			rc = zn_cuda_status(e, ZN_CUDA_WHO, "cudaStreamQuery(stream)", __FILE__,
+					    __LINE__);
 			break;
 		}
 		if (zn_now_ns() >= deadline_ns) {

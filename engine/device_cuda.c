@@ -18,47 +18,11 @@
 
 #include <cuda_runtime_api.h>
 
+#include "cuda_status.h"
+
 #include "zinc/kernels.h"
 
-static int cuda_status(cudaError_t e, const char *call, const char *file, int line)
-{
-	const char *base = strrchr(file, '/');
-	int err;
-
-	switch (e) {
-	case cudaErrorMemoryAllocation:
-		err = -ENOMEM;
-		break;
-	case cudaErrorInvalidValue:
-	case cudaErrorInvalidDevice:
-	case cudaErrorInvalidResourceHandle:
-		err = -EINVAL;
-		break;
-	case cudaErrorNoDevice:
-	case cudaErrorInsufficientDriver:
-		err = -ENODEV;
-		break;
-	case cudaErrorNotReady:
-		err = -EBUSY;
-		break;
-	case cudaErrorHostMemoryAlreadyRegistered:
-		err = -EEXIST;
-		break;
-	default:
-		err = -EIO;
-		break;
-	}
-	return zn_error(err, "%s failed at %s:%d: %s (%s)", call, base ? base + 1 : file, line,
-			cudaGetErrorString(e), cudaGetErrorName(e));
-}
-
-/* Evaluate a CUDA runtime call; on failure return its zn error. */
-#define ZN_CUDA(call)                                                                    \
-	do {                                                                             \
-		cudaError_t zn_cu_e_ = (call);                                           \
-		if (zn_cu_e_ != cudaSuccess)                                             \
-			return cuda_status(zn_cu_e_, #call, __FILE__, __LINE__);         \
-	} while (0)
+#define ZN_CUDA_WHO ""
 
 static cudaStream_t stream_of(struct zn_stream *s)
 {
@@ -234,8 +198,9 @@ static int cuda_launch_host(struct zn_stream *s, zn_device_host_fn fn, void *arg
 	cudaError_t e = cudaLaunchHostFunc(stream_of(s), host_trampoline, hc);
 	if (e != cudaSuccess) {
 		free(hc);
-		return cuda_status(e, "cudaLaunchHostFunc(stream, host_trampoline, hc)", __FILE__,
-				   __LINE__);
+		return zn_cuda_status(e, ZN_CUDA_WHO,
+				      "cudaLaunchHostFunc(stream, host_trampoline, hc)", __FILE__,
+				      __LINE__);
 	}
 	return 0;
 }

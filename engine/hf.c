@@ -22,6 +22,7 @@
 #include <yaml.h>
 
 #include "half.h"
+#include "jsonbuf.h"
 #include "zinc/hf.h"
 
 /* Tensor bytes are used in place and written as they are in memory: the
@@ -676,62 +677,6 @@ out:
 
 /* ---- writing JSON ---------------------------------------------------------------- */
 
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = (b->len + n + 1) * 2;
-		char *q = realloc(b->p, cap);
-		if (!q) {
-			b->oom = true;
-			return;
-		}
-		b->p = q;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = 0;
-}
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) ZN_PRINTF(2, 3);
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-	char *s;
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vasprintf(&s, fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		b->oom = true;
-		return;
-	}
-	sb_add(b, s, (size_t)n);
-	free(s);
-}
-
-static void sb_json_str(struct sbuf *b, const char *s)
-{
-	sb_add(b, "\"", 1);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			sb_printf(b, "\\%c", c);
-		else if (c < 0x20)
-			sb_printf(b, "\\u%04x", c);
-		else
-			sb_add(b, (const char *)&c, 1);
-	}
-	sb_add(b, "\"", 1);
-}
-
 /* The shortest decimal that reads back as the same float (1e-05, not
  * 9.99999975e-06), written as a JSON float ("10000.0"), as Python would. */
 static void fmt_float(float v, char *buf, size_t len)
@@ -782,7 +727,7 @@ int zn_hf_write_config(const char *path, const struct zn_llama_config *cfg,
 	const struct arch *arch = find_arch(cfg->architecture);
 	struct centry e[40];
 	size_t n = 0;
-	struct sbuf b = { 0 };
+	struct zn_sbuf b = { 0 };
 	char num[64];
 	int rc = 0;
 
@@ -849,8 +794,8 @@ int zn_hf_write_config(const char *path, const struct zn_llama_config *cfg,
 	if (cfg->eos_token_id >= 0)
 		ADD("eos_token_id", "%d", cfg->eos_token_id);
 	if (torch_dtype && *torch_dtype) {
-		struct sbuf q = { 0 };
-		sb_json_str(&q, torch_dtype);
+		struct zn_sbuf q = { 0 };
+		zn_sb_json_str(&q, torch_dtype);
 		ADD("torch_dtype", "%s", q.p ? q.p : "null");
 		free(q.p);
 	}
@@ -859,11 +804,11 @@ int zn_hf_write_config(const char *path, const struct zn_llama_config *cfg,
 		if (!e[i].value)
 			b.oom = true;
 	qsort(e, n, sizeof(e[0]), centry_cmp);
-	sb_add(&b, "{\n", 2);
+	zn_sb_add(&b, "{\n", 2);
 	for (size_t i = 0; i < n; i++)
-		sb_printf(&b, "  \"%s\": %s%s\n", e[i].key, e[i].value ? e[i].value : "",
+		zn_sb_printf(&b, "  \"%s\": %s%s\n", e[i].key, e[i].value ? e[i].value : "",
 			  i + 1 < n ? "," : "");
-	sb_add(&b, "}\n", 2);
+	zn_sb_add(&b, "}\n", 2);
 	for (size_t i = 0; i < n; i++)
 		free(e[i].value);
 	if (b.oom)
@@ -1586,7 +1531,7 @@ static void remove_stale(struct zn_hf_writer *w)
 
 static int write_index(struct zn_hf_writer *w)
 {
-	struct sbuf b = { 0 };
+	struct zn_sbuf b = { 0 };
 	uint64_t total = 0;
 	size_t *order = malloc(w->n * sizeof(*order));
 	int rc;
@@ -1604,16 +1549,16 @@ static int write_index(struct zn_hf_writer *w)
 		}
 		order[k] = i;
 	}
-	sb_printf(&b, "{\n  \"metadata\": {\n    \"total_size\": %" PRIu64 "\n  },\n"
+	zn_sb_printf(&b, "{\n  \"metadata\": {\n    \"total_size\": %" PRIu64 "\n  },\n"
 		      "  \"weight_map\": {\n", total);
 	for (size_t i = 0; i < w->n; i++) {
 		const struct wtensor *t = &w->t[order[i]];
-		sb_add(&b, "    ", 4);
-		sb_json_str(&b, t->name);
-		sb_printf(&b, ": \"%s\"%s\n", strrchr(w->s[t->shard].final, '/') + 1,
+		zn_sb_add(&b, "    ", 4);
+		zn_sb_json_str(&b, t->name);
+		zn_sb_printf(&b, ": \"%s\"%s\n", strrchr(w->s[t->shard].final, '/') + 1,
 			  i + 1 < w->n ? "," : "");
 	}
-	sb_add(&b, "  }\n}\n", 6);
+	zn_sb_add(&b, "  }\n}\n", 6);
 	free(order);
 	char *path = join(w->dir, INDEX_NAME);
 	if (b.oom || !path)

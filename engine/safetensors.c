@@ -14,6 +14,8 @@
 
 #include "zinc/safetensors.h"
 
+#include "jsonbuf.h"
+
 /* The format caps the header at 100 MB; anything larger is not ours. */
 #define MAX_HEADER (100u << 20)
 
@@ -368,56 +370,6 @@ const char *zn_st_metadata(const struct zn_st_file *f, const char *key)
 
 /* ---- writing ---------------------------------------------------------------- */
 
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void put(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = (b->len + n + 1) * 2;
-		char *q = realloc(b->p, cap);
-		if (!q) {
-			b->oom = true;
-			return;
-		}
-		b->p = q;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = 0;
-}
-
-static void puts_(struct sbuf *b, const char *s)
-{
-	put(b, s, strlen(s));
-}
-
-static void put_json_str(struct sbuf *b, const char *s)
-{
-	put(b, "\"", 1);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		char esc[8];
-		if (c == '"' || c == '\\') {
-			esc[0] = '\\';
-			esc[1] = (char)c;
-			put(b, esc, 2);
-		} else if (c < 0x20) {
-			snprintf(esc, sizeof(esc), "\\u%04x", c);
-			puts_(b, esc);
-		} else {
-			put(b, (const char *)&c, 1);
-		}
-	}
-	put(b, "\"", 1);
-}
-
 static int write_all(int fd, const void *p, uint64_t n)
 {
 	const uint8_t *q = p;
@@ -444,7 +396,7 @@ struct zn_st_writer {
 int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
 		       const struct zn_st_meta *meta, size_t nmeta, struct zn_st_writer **out)
 {
-	struct sbuf h = { 0 };
+	struct zn_sbuf h = { 0 };
 	char num[64];
 	uint64_t off = 0;
 	int rc = 0;
@@ -469,39 +421,39 @@ int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
 						t[i].name);
 	}
 
-	puts_(&h, "{");
+	zn_sb_puts(&h, "{");
 	if (nmeta) {
-		puts_(&h, "\"__metadata__\":{");
+		zn_sb_puts(&h, "\"__metadata__\":{");
 		for (size_t i = 0; i < nmeta; i++) {
 			if (i)
-				puts_(&h, ",");
-			put_json_str(&h, meta[i].key);
-			puts_(&h, ":");
-			put_json_str(&h, meta[i].value);
+				zn_sb_puts(&h, ",");
+			zn_sb_json_str(&h, meta[i].key);
+			zn_sb_puts(&h, ":");
+			zn_sb_json_str(&h, meta[i].value);
 		}
-		puts_(&h, "}");
+		zn_sb_puts(&h, "}");
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (i || nmeta)
-			puts_(&h, ",");
-		put_json_str(&h, t[i].name);
-		puts_(&h, ":{\"dtype\":\"");
-		puts_(&h, dtypes[t[i].dtype].name);
-		puts_(&h, "\",\"shape\":[");
+			zn_sb_puts(&h, ",");
+		zn_sb_json_str(&h, t[i].name);
+		zn_sb_puts(&h, ":{\"dtype\":\"");
+		zn_sb_puts(&h, dtypes[t[i].dtype].name);
+		zn_sb_puts(&h, "\",\"shape\":[");
 		for (unsigned d = 0; d < t[i].ndim; d++) {
 			snprintf(num, sizeof(num), "%s%" PRIu64, d ? "," : "", t[i].shape[d]);
-			puts_(&h, num);
+			zn_sb_puts(&h, num);
 		}
 		snprintf(num, sizeof(num), "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off,
 			 off + t[i].bytes);
-		puts_(&h, num);
+		zn_sb_puts(&h, num);
 		off += t[i].bytes;
 	}
-	puts_(&h, "}");
+	zn_sb_puts(&h, "}");
 	/* Pad with spaces so the data starts 8-byte aligned, as the
 	 * reference writer does. */
 	while (!h.oom && (8 + h.len) % 8)
-		puts_(&h, " ");
+		zn_sb_puts(&h, " ");
 	if (h.oom) {
 		free(h.p);
 		return zn_error(-ENOMEM, "safetensors: out of memory for the header");

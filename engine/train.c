@@ -3242,6 +3242,32 @@ static int open_optimizer_files(struct zn_trainer *t, const char *dir)
 	return 0;
 }
 
+/* The first `nstates` of each tensor's states (master, exp_avg,
+ * exp_avg_sq) in the opened optimizer files: every part present, fp32, of
+ * its length. */
+static int check_states(const struct zn_trainer *t, const char *dir, int nstates)
+{
+	const int W = t->src_ckpt ? 1 : t->src_world;
+	for (unsigned i = 0; i < t->nt; i++)
+		for (int k = 0; k < nstates; k++) {
+			char name[ZN_PARAM_NAME_MAX + 24];
+			snprintf(name, sizeof(name), "%s.%s", t->t[i].d.name, state_suffix[k]);
+			for (int r = 0; r < W; r++) {
+				uint64_t lo, len;
+				part_of(t->t[i].d.numel, W, r, &lo, &len);
+				if (!len)
+					continue;
+				const struct zn_st_tensor *x =
+					zn_st_find(t->src_ckpt ? t->src_ckpt : t->src_shards[r], name);
+				if (!x || x->dtype != ZN_ST_F32 || x->bytes != len * 4)
+					return zn_error(-EINVAL, "checkpoint '%s': tensor '%s'%s is "
+								 "missing or has the wrong shape", dir,
+							name, W > 1 ? " of a rank's part" : "");
+			}
+		}
+	return 0;
+}
+
 /* Resuming: the checkpoint's metadata now (step, data position, loss
  * scaler: a mismatch fails before anything is built), its tensors later,
  * one at a time, from the mapped files.  A checkpoint of another number of
@@ -3281,24 +3307,8 @@ static int open_checkpoint(struct zn_trainer *t, const char *dir)
 	}
 	/* Every tensor (or part) present with its shape, before anything is
 	 * built. */
-	for (unsigned i = 0; i < t->nt && !rc; i++)
-		for (int k = 0; k < 3 && !rc; k++) {
-			char name[ZN_PARAM_NAME_MAX + 24];
-			snprintf(name, sizeof(name), "%s.%s", t->t[i].d.name, state_suffix[k]);
-			int W = t->src_ckpt ? 1 : t->src_world;
-			for (int r = 0; r < W && !rc; r++) {
-				uint64_t lo, len;
-				part_of(t->t[i].d.numel, W, r, &lo, &len);
-				if (!len)
-					continue;
-				const struct zn_st_tensor *x =
-					zn_st_find(t->src_ckpt ? t->src_ckpt : t->src_shards[r], name);
-				if (!x || x->dtype != ZN_ST_F32 || x->bytes != len * 4)
-					rc = zn_error(-EINVAL, "checkpoint '%s': tensor '%s'%s is "
-							       "missing or has the wrong shape", dir,
-						      name, W > 1 ? " of a rank's part" : "");
-			}
-		}
+	if (!rc)
+		rc = check_states(t, dir, 3);
 	if (!rc && t->train)
 		rc = zn_data_seek(t->train, &pos);
 	if (rc)
@@ -3557,22 +3567,9 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 					       .ndim = t->t[i].d.ndim };
 		hf_shape(&t->t[i], &t->arch.g, mt[i].shape, &mt[i].bytes);
 	}
-	/* Every tensor (or part) present with its shape, before writing. */
-	for (unsigned i = 0; i < t->nt && !rc; i++) {
-		int W = t->src_ckpt ? 1 : t->src_world;
-		char name[ZN_PARAM_NAME_MAX + 24];
-		snprintf(name, sizeof(name), "%s.master", t->t[i].d.name);
-		for (int r = 0; r < W && !rc; r++) {
-			uint64_t lo, len;
-			part_of(t->t[i].d.numel, W, r, &lo, &len);
-			const struct zn_st_tensor *x =
-				len ? zn_st_find(t->src_ckpt ? t->src_ckpt : t->src_shards[r], name)
-				    : NULL;
-			if (len && (!x || x->dtype != ZN_ST_F32 || x->bytes != len * 4))
-				rc = zn_error(-EINVAL, "checkpoint '%s': tensor '%s' is missing or has "
-						       "the wrong shape", dir, name);
-		}
-	}
+	/* Every master (or part of one) present with its shape, before writing. */
+	if (!rc)
+		rc = check_states(t, dir, 1);
 	/* GPT-2: one model.safetensors (fp32); a Llama: a Hugging Face folder
 	 * (fp32 masters, sharded, config.json).  By default into the step's
 	 * own directory. */

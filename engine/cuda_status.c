@@ -1,0 +1,38 @@
+/* CUDA runtime statuses as zinc errors (see cuda_status.h). */
+#include "zn_common.h"
+
+#include <string.h>
+
+#include "cuda_status.h"
+
+int zn_cuda_status(cudaError_t e, const char *who, const char *call, const char *file, int line)
+{
+	const char *base = strrchr(file, '/');
+	int err;
+
+	switch (e) {
+	case cudaErrorMemoryAllocation:
+		err = -ENOMEM;
+		break;
+	case cudaErrorInvalidValue:
+	case cudaErrorInvalidDevice:
+	case cudaErrorInvalidResourceHandle:
+		err = -EINVAL;
+		break;
+	case cudaErrorNoDevice:
+	case cudaErrorInsufficientDriver:
+		err = -ENODEV;
+		break;
+	case cudaErrorNotReady:
+		err = -EBUSY;
+		break;
+	case cudaErrorHostMemoryAlreadyRegistered:
+		err = -EEXIST;
+		break;
+	default:
+		err = -EIO;
+		break;
+	}
+	return zn_error(err, "%s%s failed at %s:%d: %s (%s)", who, call, base ? base + 1 : file,
+			line, cudaGetErrorString(e), cudaGetErrorName(e));
+}
