@@ -534,7 +534,7 @@ static const char *auto_backend(void)
 	long ws;
 	const char *ma = getenv("MASTER_ADDR");
 
-	if (getenv("OMPI_COMM_WORLD_SIZE") && ZN_HAVE_MPI)
+	if (ZN_HAVE_MPI && getenv("OMPI_COMM_WORLD_SIZE") != NULL)
 		return "mpi";
 	if (env_int("WORLD_SIZE", &ws) && ws > 1 && ma && *ma)
 		return "tcp";

@@ -101,6 +101,8 @@ struct zn_trainer {
 	uint32_t accum;
 	struct zn_device *dev;
 	struct zn_stream *stream;
+	bool stream_kernels;           /* the kernels run on `stream` (cuda), not
+	                                * when called (cpu) */
 	const struct zn_kernels *k;
 	struct zn_kctx *kctx;
 	struct zn_arch_model model;
@@ -726,20 +728,27 @@ static int release(void *user, unsigned layer, bool written)
 	return t->layered ? release_offloaded(t, layer, written) : 0;
 }
 
+/* The model's memory callbacks (user: the trainer).  The model enqueues
+ * its kernels on the compute stream and reuses its buffers layer after
+ * layer, so what these do to device memory is ordered after that stream's
+ * work: zeroing is enqueued on it, the synchronous copies wait for it. */
 static void *dalloc(void *user, size_t bytes)
 {
+	struct zn_trainer *t = user;
 	void *p = NULL;
-	return zn_device_alloc(user, bytes, &p) ? NULL : p;
+	return zn_device_alloc(t->dev, bytes, &p) ? NULL : p;
 }
 
 static void dfree(void *user, void *p)
 {
-	zn_device_free(user, p);
+	struct zn_trainer *t = user;
+	zn_device_free(t->dev, p);
 }
 
 static int dzero(void *user, void *p, size_t bytes)
 {
-	return zn_device_memset(user, p, 0, bytes, NULL);
+	struct zn_trainer *t = user;
+	return zn_device_memset(t->dev, p, 0, bytes, t->stream_kernels ? t->stream : NULL);
 }
 
 static void *halloc(void *user, size_t bytes)
@@ -762,17 +771,22 @@ static void hfree(void *user, void *p)
 
 static int dto_host(void *user, void *dst, const void *src, size_t bytes)
 {
-	return zn_device_copy_async(user, dst, src, bytes, ZN_COPY_DEVICE_TO_HOST, NULL);
+	struct zn_trainer *t = user;
+	int rc = zn_device_stream_synchronize(t->stream);
+	return rc ? rc : zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_DEVICE_TO_HOST, NULL);
 }
 
 static int dsync(void *user)
 {
-	return zn_device_synchronize(user);
+	struct zn_trainer *t = user;
+	return zn_device_synchronize(t->dev);
 }
 
 static int dto_device(void *user, void *dst, const void *src, size_t bytes)
 {
-	return zn_device_copy_async(user, dst, src, bytes, ZN_COPY_HOST_TO_DEVICE, NULL);
+	struct zn_trainer *t = user;
+	int rc = zn_device_stream_synchronize(t->stream);
+	return rc ? rc : zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_HOST_TO_DEVICE, NULL);
 }
 
 /* ---- creation --------------------------------------------------------------- */
@@ -1563,6 +1577,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	struct zn_device_params dp;
 	zn_device_params_default(&dp);
 	dp.kind = cfg->device.type == ZN_DEVICE_CUDA ? "cuda" : "cpu";
+	t->stream_kernels = cfg->device.type == ZN_DEVICE_CUDA;
 	/* Several ranks on one node: rank r drives the GPU of its local rank,
 	 * as DeepSpeed's launcher arranges. */
 	dp.ordinal = t->world > 1 ? zn_comm_local_rank(t->comm) : (int)cfg->device.index;
@@ -1821,7 +1836,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		goto fail;
 	}
 
-	struct zn_model_mem mem = { t->dev, dalloc, dfree, dzero, halloc, hfree, dto_host,
+	struct zn_model_mem mem = { t, dalloc, dfree, dzero, halloc, hfree, dto_host,
 				    dto_device, dsync };
 	if (zn_arch_model_create(&t->model, &t->arch, t->B, t->T, t->k, t->kctx, &mem))
 		goto fail;
@@ -2491,7 +2506,11 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 	unsigned counted = 0;
 	for (size_t i = 0; i < BT; i++)
 		counted += t->htgt[i] >= 0;
-	if ((rc = to_device(t, t->din, t->hin, BT * 4)) || (rc = to_device(t, t->dtgt, t->htgt, BT * 4)))
+	/* The previous micro-batch's backward may still be running on the
+	 * compute stream and reads din (the embedding's backward, last): the
+	 * synchronous copies below are not ordered after it. */
+	if ((rc = zn_device_stream_synchronize(t->stream)) ||
+	    (rc = to_device(t, t->din, t->hin, BT * 4)) || (rc = to_device(t, t->dtgt, t->htgt, BT * 4)))
 		return rc;
 	struct zn_param_source src = { t, fetch, release };
 	/* DeepSpeed's scaling: each micro-batch's mean loss, divided by the

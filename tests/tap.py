@@ -78,3 +78,41 @@ def import_torch_or_skip(script):
     print("1..0 # SKIP PyTorch is not installed for any python3 on PATH: "
           "install python3-torch (Debian) to run the oracle tests")
     sys.exit(0)
+
+
+def device_from_args(zinc):
+    """The compute device a script's trainings use: "cpu", or "cuda" when
+    the script was started with `--device cuda` (meson's suite cuda runs the
+    trainer scripts again so).  For cuda, prints a TAP skip plan and exits
+    unless this zinc has the cuda backend and the machine a CUDA device:
+    a two-step `zinc train --bench` of a tiny model tells."""
+    dev = "cpu"
+    if "--device" in sys.argv:
+        i = sys.argv.index("--device")
+        dev = sys.argv[i + 1] if i + 1 < len(sys.argv) else ""
+        del sys.argv[i:i + 2]
+    if dev not in ("cpu", "cuda"):
+        print(f"1..0 # SKIP unknown --device {dev!r}: cpu or cuda")
+        sys.exit(1)
+    if dev == "cuda":
+        import subprocess
+        d = tempfile.mkdtemp(prefix="device-probe.")
+        cfg = os.path.join(d, "probe.yaml")
+        with open(cfg, "w") as f:
+            f.write("train_micro_batch_size_per_gpu: 1\n"
+                    "model: {n_layer: 1, n_head: 1, n_embd: 8, vocab_size: 16, seq_len: 4}\n"
+                    "device: {type: cuda}\n")
+        r = subprocess.run([zinc, "train", "--bench", cfg, "--max-steps", "2"],
+                           capture_output=True, text=True)
+        shutil.rmtree(d, ignore_errors=True)
+        if r.returncode != 0:
+            why = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "no message"
+            if "built without the CUDA" in why or "no CUDA device" in why:
+                print(f"1..0 # SKIP {why}")
+                sys.exit(0)
+            print("1..1")
+            print("not ok 1 - the cuda backend fails a two-step tiny training")
+            for line in (r.stderr or r.stdout).splitlines():
+                print(f"# {line}")
+            sys.exit(1)
+    return dev

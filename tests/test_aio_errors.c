@@ -228,5 +228,5 @@ int main(void)
 		cmocka_unit_test(test_odirect_fallback),
 		cmocka_unit_test(test_bad_descriptor_and_missing),
 	};
-	return cmocka_run_group_tests(tests, NULL, teardown);
+	return tu_run_group_tests(tests, NULL, teardown);
 }

@@ -24,6 +24,7 @@
 #include "zinc/comm.h"
 #include "comm_checks.h"
 
+#if ZN_HAVE_MPI
 static struct zn_comm *C;
 static int R, S;
 
@@ -77,6 +78,8 @@ static void test_timeout(void **state)
 	(void)state;
 	assert_int_equal(cc_timeout(C), 0);
 }
+
+#endif /* ZN_HAVE_MPI */
 
 int main(void)
 {

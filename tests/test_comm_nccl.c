@@ -34,6 +34,7 @@
 #include "zn_config.h"
 #include "zinc/comm.h"
 #include "comm_checks.h"
+#include "testutil.h"
 
 #if ZN_HAVE_NCCL
 #include <cuda_runtime_api.h>
@@ -224,7 +225,7 @@ static int one_process(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_multi_rank),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL) ? 1 : 0;
+	return tu_run_group_tests(tests, NULL, NULL) ? 1 : 0;
 }
 
 /* ---- under mpirun: one rank per GPU ------------------------------------------ */
@@ -320,7 +321,7 @@ static int ranks(void)
 		cmocka_unit_test(test_async),
 		cmocka_unit_test(test_timeout),
 	};
-	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	int failed = tu_run_group_tests(tests, NULL, NULL);
 	zn_comm_destroy(C);
 	zn_comm_destroy(boot); /* finalizes MPI */
 	return failed ? 1 : 0;

@@ -108,9 +108,20 @@ def torch_run(make_opt, p0, grads, scale):
     return p.detach(), opt.state[p]
 
 
+# PyTorch 2's AdamW moves its first moment with lerp, m + w (g - m), where
+# torch 1 (and DeepSpeed's cpu_adam, and zinc) compute b1 m + (1 - b1) g:
+# once m is infinite, an infinite gradient of the same sign gives NaN with
+# lerp (inf - inf) and stays infinite without.  Where the reference's
+# moment is NaN and zinc's the infinity of the old rule, this torch's lerp
+# made the difference; such elements are not counted as a NaN mismatch.
+LERP_NAN = bool(torch.isnan(torch.tensor([math.inf]).lerp_(torch.tensor([math.inf]), 0.1)))
+
+
 def close(name, got, want, atol):
     got = torch.from_numpy(np.asarray(got, dtype=np.float32))
     want = want.float()
+    if name == "exp_avg" and LERP_NAN:
+        want = torch.where(torch.isnan(want) & torch.isinf(got), got, want)
     nan_g, nan_w = torch.isnan(got), torch.isnan(want)
     assert torch.equal(nan_g, nan_w), (
         f"{name}: NaN at {int(nan_g.sum())} elements, torch at {int(nan_w.sum())}")

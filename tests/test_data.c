@@ -794,7 +794,7 @@ int main(void)
 		cmocka_unit_test(test_prepared_by_zinc),
 		cmocka_unit_test(test_fuzz),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	int rc = tu_run_group_tests(tests, NULL, NULL);
 	tu_scratch_cleanup();
 	return rc;
 }

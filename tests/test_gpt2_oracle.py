@@ -118,6 +118,8 @@ def loss_gradients_and_adamw_agree(d):
     for k in q:
         g = p[k].grad.abs()
         quiet = (g > 0) & (g < 1e-4 * g.max())  # exact zeros step identically
+        if k.endswith("attn.c_attn.bias"):
+            quiet[C:2 * C] = True  # the key bias: no gradient in exact arithmetic
         a, b = after[k].double(), q[k].detach().double()
         assert (a - b)[quiet].abs().max().item() <= 3 * 1e-2 * 1.01 if quiet.any() else True, k
         noisy += int(quiet.sum())

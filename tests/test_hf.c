@@ -1157,5 +1157,5 @@ int main(void)
 		cmocka_unit_test(test_torch_oracle),
 		cmocka_unit_test(test_bad_folders),
 	};
-	return cmocka_run_group_tests(tests, NULL, teardown);
+	return tu_run_group_tests(tests, NULL, teardown);
 }

@@ -30,12 +30,15 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tap import Skip, TapRunner, import_torch_or_skip  # noqa: E402
+from tap import Skip, TapRunner, device_from_args, import_torch_or_skip  # noqa: E402
 
 torch = import_torch_or_skip(__file__)
 import torch.nn.functional as F  # noqa: E402
 
 ZINC = os.environ.get("ZINC_BIN", "zinc")
+# cpu, or cuda under meson's suite cuda (--device cuda): zinc's trainings
+# then run on the GPU; the torch reference stays on the CPU in float64.
+DEVICE = device_from_args(ZINC)
 t = TapRunner(scratch=True)
 
 CFG = dict(L=2, C=32, NH=4, NKV=2, I=48, V=256, maxT=64, theta=500000.0, eps=1e-5,
@@ -224,6 +227,7 @@ checkpoint: {{dir: "{d + '/ck-' + name if ckpt else ''}", resume: false}}
 zero_optimization: {{stage: 3, stage3_param_persistence_threshold: 0, sub_group_size: 100000,
   offload_param: {{device: nvme, nvme_path: "{d}/p", max_in_cpu: 0}},
   offload_optimizer: {{device: nvme, nvme_path: "{d}/o"}}}}
+device: {{type: {DEVICE}}}
 {extra}
 """
     path = os.path.join(d, name + ".yaml")
@@ -315,6 +319,8 @@ def two_ranks_fine_tune_as_one_with_twice_the_accumulation(d):
     for bit, and `zinc consolidate` turns the two ranks' parts into the
     Hugging Face folder one rank saves, byte for byte."""
     mpirun = os.environ.get("ZINC_MPIRUN", "")
+    if DEVICE != "cpu":
+        raise Skip("two ranks on one GPU: the nccl backend needs a GPU per rank")
     if not mpirun:
         raise Skip("zinc was built without MPI, or mpirun is missing")
     src = os.path.join(d, "hf")

@@ -520,5 +520,5 @@ int main(void)
 		/* Last: it moves the process into a private mount namespace. */
 		cmocka_unit_test(test_store_no_room),
 	};
-	return cmocka_run_group_tests(tests, NULL, teardown);
+	return tu_run_group_tests(tests, NULL, teardown);
 }

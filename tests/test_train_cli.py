@@ -4,6 +4,7 @@ bit-for-bit resume, and bad input (exit 2, nothing overwritten).
 
 TAP output.  Needs $ZINC_BIN and $ZINC_TEST_DIR.
 """
+import array
 import json
 import os
 import random
@@ -11,9 +12,12 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tap import Skip, TapRunner  # noqa: E402
+from tap import Skip, TapRunner, device_from_args  # noqa: E402
 
 ZINC = os.environ.get("ZINC_BIN", "zinc")
+# cpu, or cuda when meson's suite cuda runs this script with --device cuda:
+# every training below then runs on the GPU.
+DEVICE = device_from_args(ZINC)
 t = TapRunner(scratch=True)
 
 CONFIG = """
@@ -28,6 +32,7 @@ model: {{n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 256, seq_len: 32}}
 data: {{train: "{d}/data/t_train_*.bin", val: "{d}/data/t_val_*.bin", seed: 7,
         val_every: 10, val_steps: 2}}
 checkpoint: {{dir: "{ckpt}", every: 10, keep: 3, resume: {resume}}}
+device: {{type: {device}}}
 {extra}
 """
 FP16 = "fp16: {enabled: true, initial_scale_power: 30, hysteresis: 1, loss_scale_window: 10}"
@@ -59,7 +64,7 @@ def make_data(d):
 def config(d, name, ckpt, resume=False, extra=""):
     path = os.path.join(d, name)
     with open(path, "w") as f:
-        f.write(CONFIG.format(d=d, ckpt=ckpt, resume="true" if resume else "false",
+        f.write(CONFIG.format(d=d, ckpt=ckpt, resume="true" if resume else "false", device=DEVICE,
                               extra=extra))
     return path
 
@@ -261,14 +266,13 @@ def offloaded_parameters_match_resident_ones(d):
     # A device smaller than the resident model needs: the resident run is
     # refused before training, the offloaded one trains.
     limit = (ref[-1]["device_bytes"] + got[-1]["device_bytes"]) // 2
-    dev = "device: {type: cpu, memory_limit: %d}" % limit
-    small = config(d, "small.yaml", os.path.join(d, "ck-small"), extra=OFFLOAD + "\n" + dev)
-    p = train(small, "--max-steps", "2")
+    dev = "device.memory_limit=%d" % limit
+    small = config(d, "small.yaml", os.path.join(d, "ck-small"), extra=OFFLOAD)
+    p = train(small, "--max-steps", "2", "--set", dev)
     assert p.returncode == 2 and "memory_limit" in p.stderr.replace("device_memory_limit",
                                                                     "memory_limit"), p.stderr
-    fits = config(d, "fits.yaml", os.path.join(d, "ck-fits"),
-                  extra=variants["nvme"] + "\n" + dev)
-    p = train(fits, "--max-steps", "2")
+    fits = config(d, "fits.yaml", os.path.join(d, "ck-fits"), extra=variants["nvme"])
+    p = train(fits, "--max-steps", "2", "--set", dev)
     assert p.returncode == 0, p.stderr
 
 
@@ -451,6 +455,66 @@ def activation_checkpointing_is_bit_identical(d):
 
 
 @t.test
+def the_gpu_trains_as_the_cpu_does(d):
+    """Suite cuda (--device cuda) only: the same 20 steps on the cpu backend
+    and on the cuda backend agree, everything on the device (fp32, bf16)
+    and with ZeRO-3 NVMe offload (fp32).  The two backends sum in different
+    orders (OpenBLAS against cuBLAS, threaded loops against CUDA blocks),
+    so the figures agree to rounding, not bit for bit: the first step's
+    loss and gradient norm to 1e-5 (fp32), every loss to 1e-3 (bf16: 1e-2),
+    and the final parameters to 1e-3 of the largest, save a few elements
+    whose gradients are noise (AdamW steps them by ~lr along the sign of
+    that noise)."""
+    if DEVICE != "cuda":
+        raise Skip("compares the cuda backend with the cpu one: run by the cuda suite")
+    make_data(d)
+    for sub in ("p", "o"):
+        os.mkdir(os.path.join(d, sub))
+    nvme = ("zero_optimization: {stage: 3, sub_group_size: 7000, "
+            "stage3_param_persistence_threshold: 0, offload_param: "
+            "{device: nvme, max_in_cpu: 0, nvme_path: \"%s\"}, offload_optimizer: "
+            "{device: nvme, nvme_path: \"%s\"}}" % (os.path.join(d, "p"), os.path.join(d, "o")))
+
+    def run(name, extra, dev):
+        ck = os.path.join(d, "ck-" + name)
+        cfg = config(d, name + ".yaml", ck, extra=extra)
+        jl = os.path.join(d, name + ".jsonl")
+        r = train(cfg, "--max-steps", "20", "--json-log", jl, "--set", "device.type=" + dev)
+        assert r.returncode == 0, (name, r.stderr)
+        latest = open(os.path.join(ck, "latest")).read().strip()
+        b = open(os.path.join(ck, latest, "model.safetensors"), "rb").read()
+        n = int.from_bytes(b[:8], "little")
+        h = json.loads(b[8:8 + n])
+        w = {}
+        for k, e in h.items():
+            if k != "__metadata__":
+                a = array.array("f")
+                a.frombytes(b[8 + n + e["data_offsets"][0]:8 + n + e["data_offsets"][1]])
+                w[k] = a
+        return log(jl), w
+
+    for tag, extra, tol in (("fp32", "", 1e-3), ("bf16", BF16, 1e-2), ("nvme", nvme, 1e-3)):
+        (a, wa), (b, wb) = run(tag + "-cpu", extra, "cpu"), run(tag + "-cuda", extra, "cuda")
+        first = 1e-5 if tag != "bf16" else 1e-3
+        assert abs(a[0]["loss"] - b[0]["loss"]) <= first * a[0]["loss"], (tag, a[0], b[0])
+        assert abs(a[0]["grad_norm"] - b[0]["grad_norm"]) <= first * a[0]["grad_norm"], (
+            tag, a[0], b[0])
+        worst = max(abs(x["loss"] - y["loss"]) / x["loss"] for x, y in zip(a, b))
+        assert worst <= tol, (tag, worst, [(x["loss"], y["loss"]) for x, y in zip(a, b)])
+        off, total, big = 0, 0, 0.0
+        for k in wa:
+            top = max(abs(v) for v in wa[k])
+            diffs = [abs(x - y) for x, y in zip(wa[k], wb[k])]
+            off += sum(1 for e in diffs if e > 1e-3 * top + 1e-6)
+            total += len(diffs)
+            big = max(big, max(diffs) / (top or 1))
+        print("# %s: losses within %.2e relative; %d of %d parameters beyond 1e-3 of their "
+              "tensor's largest (worst %.2e)" % (tag, worst, off, total, big))
+        assert off <= 0.01 * total, (tag, off, total)
+    assert os.listdir(os.path.join(d, "p")) == [] and os.listdir(os.path.join(d, "o")) == []
+
+
+@t.test
 def starts_from_safetensors_and_llmc(d):
     make_data(d)
     base = config(d, "base.yaml", os.path.join(d, "ck"))
@@ -483,7 +547,8 @@ def bench_reports_a_ratio(d):
     cfg = os.path.join(d, "bench.yaml")
     with open(cfg, "w") as f:
         f.write("train_micro_batch_size_per_gpu: 2\n"
-                "model: {n_layer: 2, n_head: 2, n_embd: 64, vocab_size: 300, seq_len: 64}\n")
+                "model: {n_layer: 2, n_head: 2, n_embd: 64, vocab_size: 300, seq_len: 64}\n"
+                "device: {type: %s}\n" % DEVICE)
     p = train(cfg, "--bench", "--max-steps", "3")
     assert p.returncode == 0, p.stderr
     o = json.loads(p.stdout.strip().splitlines()[-1])

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,4 +159,91 @@ int tu_log_count(int level, const char *needle)
 void tu_log_capture_stop(void)
 {
 	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
+}
+
+/* ---- TAP that meson reads: tu_run_group ----------------------------------- */
+
+struct tap_filter {
+	int in, out; /* the pipe's read end; the real standard output */
+};
+
+static void tap_write(int fd, const char *s, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, s, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		s += w;
+		n -= (size_t)w;
+	}
+}
+
+/* One line (with its newline, if any) as TAP. */
+static void tap_line(int out, const char *line, size_t len)
+{
+	unsigned num;
+	int name_at = 0;
+	char buf[8192];
+	if (sscanf(line, "not ok %u # SKIP %n", &num, &name_at) == 1 && name_at > 0) {
+		size_t nlen = len - (size_t)name_at;
+		while (nlen && (line[name_at + nlen - 1] == '\n' || line[name_at + nlen - 1] == '\r'))
+			nlen--;
+		int k = snprintf(buf, sizeof(buf), "ok %u - %.*s # SKIP\n", num, (int)nlen,
+				 line + name_at);
+		tap_write(out, buf, (size_t)k < sizeof(buf) ? (size_t)k : sizeof(buf) - 1);
+		return;
+	}
+	if (strncmp(line, "ok", 2) == 0 || strncmp(line, "not ok", 6) == 0 ||
+	    strncmp(line, "1..", 3) == 0 || line[0] == '#' || strncmp(line, "Bail out!", 9) == 0) {
+		tap_write(out, line, len);
+		return;
+	}
+	tap_write(out, "# ", 2);
+	tap_write(out, line, len);
+}
+
+static void *tap_filter_main(void *arg)
+{
+	struct tap_filter *f = arg;
+	FILE *in = fdopen(f->in, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	if (!in)
+		return NULL;
+	while ((len = getline(&line, &cap, in)) > 0)
+		tap_line(f->out, line, (size_t)len);
+	free(line);
+	fclose(in);
+	return NULL;
+}
+
+int tu_run_group(const char *name, const struct CMUnitTest *tests, size_t n,
+		 CMFixtureFunction setup, CMFixtureFunction teardown)
+{
+	const char *o = getenv("CMOCKA_MESSAGE_OUTPUT");
+	struct tap_filter f;
+	int p[2];
+	pthread_t th;
+	if (!o || strcasecmp(o, "TAP") != 0)
+		return _cmocka_run_group_tests(name, tests, n, setup, teardown);
+	fflush(stdout);
+	if (pipe(p) != 0)
+		return _cmocka_run_group_tests(name, tests, n, setup, teardown);
+	f.in = p[0];
+	f.out = dup(STDOUT_FILENO);
+	if (f.out < 0 || dup2(p[1], STDOUT_FILENO) < 0 ||
+	    pthread_create(&th, NULL, tap_filter_main, &f) != 0) {
+		fprintf(stderr, "# cannot filter the TAP output: %s\n", strerror(errno));
+		abort();
+	}
+	close(p[1]);
+	int rc = _cmocka_run_group_tests(name, tests, n, setup, teardown);
+	fflush(stdout);
+	dup2(f.out, STDOUT_FILENO); /* closes the pipe's last write end: EOF */
+	pthread_join(th, NULL);
+	close(f.out);
+	return rc;
 }

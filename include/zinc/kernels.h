@@ -260,7 +260,8 @@ struct zn_kernels {
 	 * (in place, same element size). */
 	int (*cast)(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype, const void *src,
 		    enum zn_dtype src_dtype, size_t n);
-	/* x *= s in place, n elements of dtype, computed in fp32 and rounded. */
+	/* x *= s in place, n elements of dtype, computed in fp32 and rounded.
+	 * A NaN stays the NaN it was (fp32, fp16; bf16: 0x7fc0, as cast). */
 	int (*scale)(struct zn_kctx *ctx, void *x, enum zn_dtype dtype, float s, size_t n);
 	/* *flag = 1 when some element of x is Inf or NaN; *flag is left alone
 	 * otherwise, so one flag can collect several tensors.  flag: int32_t

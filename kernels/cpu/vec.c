@@ -473,7 +473,7 @@ static void scale(void *x, enum zn_dtype d, float k, size_t n)
 	if (d == ZN_DTYPE_F32) {
 		float *p = x;
 		for (size_t i = 0; i < n; i++)
-			p[i] *= k;
+			p[i] = p[i] != p[i] ? p[i] : p[i] * k; /* NaN: as it was */
 	} else if (d == ZN_DTYPE_BF16) {
 		uint16_t *p = x;
 		for (size_t i = 0; i < n; i++) {
@@ -484,7 +484,8 @@ static void scale(void *x, enum zn_dtype d, float k, size_t n)
 	} else {
 		uint16_t *p = x;
 		for (size_t i = 0; i < n; i++)
-			p[i] = zn_kh_f32_to_f16(zn_kh_f16_to_f32(p[i]) * k);
+			if ((p[i] & 0x7fffu) <= 0x7c00u) /* NaN: as it was */
+				p[i] = zn_kh_f32_to_f16(zn_kh_f16_to_f32(p[i]) * k);
 	}
 }
 

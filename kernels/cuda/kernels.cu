@@ -1422,10 +1422,16 @@ __global__ void cast_kernel(void *dst, int dd, const void *src, int sd, size_t n
 		store_any(dst, dd, i, load_any(src, sd, i));
 }
 
+/* A NaN stays the NaN it was (fp32, fp16), as on the cpu: the GPU's
+ * multiply would give its canonical NaN instead.  bf16 NaNs become 0x7fc0
+ * on both (the cast's rule). */
 __global__ void scale_kernel(void *x, int d, float s, size_t n)
 {
-	GRID_STRIDE(i, n)
-		store_any(x, d, i, load_any(x, d, i) * s);
+	GRID_STRIDE(i, n) {
+		float v = load_any(x, d, i);
+		if (!isnan(v) || d == ZN_DTYPE_BF16)
+			store_any(x, d, i, v * s);
+	}
 }
 
 __global__ void nonfinite_kernel(int32_t *flag, const void *x, int d, size_t n)
