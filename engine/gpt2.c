@@ -145,10 +145,6 @@ void zn_gpt2_init_tensor(const struct zn_gpt2_config *c, const struct zn_param_d
 
 /* ---- the model --------------------------------------------------------------- */
 
-/* Bytes per activation element: fp32 storage, the cpu backend's; bf16
- * arrives with the cuda engine.  zn_gpt2_activation_estimate uses it too. */
-#define ACT_ESZ 4
-
 struct layer_acts {
 	void *ln1, *qkv, *atty, *res2, *ln2, *fch, *gelu;
 	float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *lse;
@@ -232,7 +228,10 @@ static int setup(struct zn_gpt2 *m, const struct zn_gpt2_config *cfg, int B, int
 					 "interface)");
 	m->B = B;
 	m->T = T;
-	m->esz = ACT_ESZ;
+	if (cfg->act_dtype != ZN_DTYPE_F32 && cfg->act_dtype != ZN_DTYPE_BF16)
+		return zn_error(-EINVAL, "%s: activation dtype %s: fp32 or bf16", "GPT-2",
+				zn_dtype_name(cfg->act_dtype));
+	m->esz = zn_dtype_size(cfg->act_dtype);
 	m->la = calloc((size_t)m->cfg.n_layer, sizeof(*m->la));
 	if (!m->la)
 		return zn_error(-ENOMEM, "out of memory");
@@ -265,6 +264,13 @@ struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 	if (m->cfg.offload_activations && (!mem->host_alloc || !mem->to_host)) {
 		zn_set_error("activation_checkpointing.cpu_checkpointing needs "
 			     "activation_checkpointing.enabled (and a host-memory interface)");
+		zn_gpt2_destroy(m);
+		return NULL;
+	}
+	if (ctx && zn_kernels_ctx_dtype(ctx) != m->cfg.act_dtype) {
+		zn_set_error("%s: the kernels' context stores %s, the model was configured for %s",
+			     "GPT-2", zn_dtype_name(zn_kernels_ctx_dtype(ctx)),
+			     zn_dtype_name(m->cfg.act_dtype));
 		zn_gpt2_destroy(m);
 		return NULL;
 	}

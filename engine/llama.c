@@ -259,9 +259,6 @@ int zn_llama_rope_inv_freq(const struct zn_llama_config *cfg, float *out)
 
 /* ---- the model --------------------------------------------------------------- */
 
-/* Bytes per activation element: fp32 storage, the cpu backend's (as GPT-2). */
-#define ACT_ESZ 4
-
 struct blk_acts {
 	void *x1, *qkv, *att, *res2, *x2, *gate, *up;
 	float *rstd1, *rstd2, *lse;
@@ -352,7 +349,10 @@ static int setup(struct zn_llama *m, const struct zn_llama_config *cfg, int B, i
 	m->W = m->QD + 2 * m->KD;
 	m->I = c->intermediate;
 	m->V = c->vocab_size;
-	m->esz = ACT_ESZ;
+	if (cfg->act_dtype != ZN_DTYPE_F32 && cfg->act_dtype != ZN_DTYPE_BF16)
+		return zn_error(-EINVAL, "%s: activation dtype %s: fp32 or bf16", "Llama",
+				zn_dtype_name(cfg->act_dtype));
+	m->esz = zn_dtype_size(cfg->act_dtype);
 	int n = 0;
 	for (int r = 0; r < NROLES; r++)
 		m->role[r] = has_role(c, (enum role)r) ? n++ : -1;
@@ -386,6 +386,13 @@ struct zn_llama *zn_llama_create(const struct zn_llama_config *cfg, int B, int T
 		zn_set_error("activation_checkpointing.cpu_checkpointing needs a host-memory "
 			     "interface (host_alloc, to_host, to_device)");
 		free(m);
+		return NULL;
+	}
+	if (ctx && zn_kernels_ctx_dtype(ctx) != m->cfg.act_dtype) {
+		zn_set_error("%s: the kernels' context stores %s, the model was configured for %s",
+			     "Llama", zn_dtype_name(zn_kernels_ctx_dtype(ctx)),
+			     zn_dtype_name(m->cfg.act_dtype));
+		zn_llama_destroy(m);
 		return NULL;
 	}
 	m->k = k;

@@ -46,6 +46,10 @@
 struct tstate {
 	struct zn_param_desc d;
 	void *dparam, *dgrad;          /* device, fp32 */
+	void *sparam, *sgrad;          /* 16-bit storage (t->sdt): what the model
+	                                * gets -- dparam cast at each fetch, and
+	                                * gradients folded into dgrad at each
+	                                * release (then zeroed) */
 	float *master, *m, *v;         /* host, see above */
 	void *grad;                    /* host, t->gdt */
 	float *dmaster, *dm, *dv;      /* device optimizer only */
@@ -103,6 +107,9 @@ struct zn_trainer {
 	struct zn_stream *stream;
 	bool stream_kernels;           /* the kernels run on `stream` (cuda), not
 	                                * when called (cpu) */
+	enum zn_dtype sdt;             /* the model's storage dtype on the device:
+	                                * F32, or BF16 (bf16 on cuda: tstate's
+	                                * sparam/sgrad) */
 	const struct zn_kernels *k;
 	struct zn_kctx *kctx;
 	struct zn_arch_model model;
@@ -430,7 +437,9 @@ static void free_layer_params(struct zn_trainer *t, unsigned layer)
 		if (s->resident)
 			continue;
 		zn_device_free(t->dev, s->dparam);
-		s->dparam = NULL;
+		zn_device_free(t->dev, s->sparam);
+		zn_device_free(t->dev, s->sgrad);
+		s->dparam = s->sparam = s->sgrad = NULL;
 	}
 	t->live_elems -= t->layer_elems[layer];
 	t->kept[layer] = false;
@@ -477,6 +486,59 @@ static int dev_alloc(struct zn_trainer *t, size_t bytes, void **p)
 		drop_kept(t);
 		flights_reap(t, true);
 		rc = zn_device_alloc(t->dev, bytes, p);
+	}
+	return rc;
+}
+
+/* What the model gets for a layer: its parameters (and gradients) on the
+ * device.  With 16-bit storage (bf16 on cuda) those are the tensors'
+ * shadows: the fp32 parameters cast now, on the compute stream (so after
+ * whatever wrote them last, before the model's kernels), and zeroed
+ * gradient buffers the backward adds into, folded into the fp32 gradients
+ * at the layer's release (fold_grads). */
+static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **params,
+		    void **grads)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->first[layer] + i];
+		if (t->sdt == ZN_DTYPE_F32) {
+			params[i] = s->dparam;
+			if (want)
+				grads[i] = s->dgrad;
+			continue;
+		}
+		const size_t n = s->d.numel, bytes = n * zn_dtype_size(t->sdt);
+		if (!s->sparam && (rc = dev_alloc(t, bytes, &s->sparam)))
+			break;
+		if ((rc = t->k->cast(t->kctx, s->sparam, t->sdt, s->dparam, ZN_DTYPE_F32, n)))
+			break;
+		params[i] = s->sparam;
+		if (!want)
+			continue;
+		if (!s->sgrad &&
+		    (!(rc = dev_alloc(t, bytes, &s->sgrad)) &&
+		     (rc = zn_device_memset(t->dev, s->sgrad, 0, bytes, t->stream))))
+			break;
+		grads[i] = s->sgrad;
+	}
+	return rc;
+}
+
+/* A layer's 16-bit gradients into its fp32 ones (added in fp32), then
+ * zeroed for what comes next: on the compute stream, after the backward
+ * that wrote them. */
+static int fold_grads(struct zn_trainer *t, unsigned layer)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < t->count[layer] && !rc && t->sdt != ZN_DTYPE_F32; i++) {
+		struct tstate *s = &t->t[t->first[layer] + i];
+		const size_t n = s->d.numel;
+		if (!s->sgrad || !s->dgrad)
+			continue;
+		if (!(rc = t->k->accumulate(t->kctx, s->dgrad, ZN_DTYPE_F32, s->sgrad, t->sdt, n)))
+			rc = zn_device_memset(t->dev, s->sgrad, 0, n * zn_dtype_size(t->sdt),
+					      t->stream);
 	}
 	return rc;
 }
@@ -541,12 +603,7 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 		}
 		t->has_grads[layer] = true;
 	}
-	for (unsigned i = 0; i < t->count[layer]; i++) {
-		params[i] = t->t[t->first[layer] + i].dparam;
-		if (want)
-			grads[i] = t->t[t->first[layer] + i].dgrad;
-	}
-	return rc;
+	return rc ? rc : hand_out(t, layer, want, params, grads);
 }
 
 /* A tensor's device gradients (fp32, rounded to the training dtype) into
@@ -714,18 +771,16 @@ static int fetch(void *user, unsigned layer, bool want, void **params, void **gr
 	struct zn_trainer *t = user;
 	if (t->layered)
 		return fetch_offloaded(t, layer, want, params, grads);
-	for (unsigned i = 0; i < t->count[layer]; i++) {
-		params[i] = t->t[t->first[layer] + i].dparam;
-		if (want)
-			grads[i] = t->t[t->first[layer] + i].dgrad;
-	}
-	return 0;
+	return hand_out(t, layer, want, params, grads);
 }
 
 static int release(void *user, unsigned layer, bool written)
 {
 	struct zn_trainer *t = user;
-	return t->layered ? release_offloaded(t, layer, written) : 0;
+	int rc = written ? fold_grads(t, layer) : 0;
+	if (!rc && t->layered)
+		rc = release_offloaded(t, layer, written);
+	return rc;
 }
 
 /* The model's memory callbacks (user: the trainer).  The model enqueues
@@ -815,6 +870,8 @@ static void free_states(struct zn_trainer *t)
 			zn_device_free(t->dev, s->dparam);
 		if (s->dgrad)
 			zn_device_free(t->dev, s->dgrad);
+		zn_device_free(t->dev, s->sparam);
+		zn_device_free(t->dev, s->sgrad);
 		if (s->dmaster)
 			zn_device_free(t->dev, s->dmaster);
 		if (s->dm)
@@ -1592,6 +1649,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	struct zn_kernels_params kp;
 	zn_kernels_params_default(&kp);
 	zn_device_kernels_params(t->dev, t->stream, &kp);
+	t->sdt = kp.dtype = zn_arch_storage_dtype(cfg);
 	t->kctx = t->k->ctx_create(&kp);
 	if (!t->kctx)
 		goto fail;

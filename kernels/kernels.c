@@ -323,3 +323,8 @@ int zn_kcheck_dtype(const char *op, const char *what, enum zn_dtype dtype)
 				op, what, (int)dtype, ZN_DTYPE_F32, ZN_DTYPE_F16, ZN_DTYPE_BF16);
 	return 0;
 }
+
+enum zn_dtype zn_kernels_ctx_dtype(const struct zn_kctx *ctx)
+{
+	return ctx->dtype;
+}

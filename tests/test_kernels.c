@@ -1315,6 +1315,44 @@ static void test_scale(void **state)
 	free(x), free(x0), free(b), free(b0);
 }
 
+/* accumulate: dst += src in fp32, rounded to dst's dtype, for every pair
+ * of dtypes, against the same arithmetic written out here. */
+static void test_accumulate(void **state)
+{
+	(void)state;
+	size_t n = 70001; /* several chunks */
+	float *a = fvec(n, 3), *b = fvec(n, 2), *d32 = malloc(n * 4), *s32 = malloc(n * 4);
+	uint16_t *d16 = malloc(n * 2), *s16 = malloc(n * 2);
+	assert_true(d32 && s32 && d16 && s16);
+	for (enum zn_dtype dd = ZN_DTYPE_F32; dd <= ZN_DTYPE_BF16; dd++) {
+		for (enum zn_dtype sd = ZN_DTYPE_F32; sd <= ZN_DTYPE_BF16; sd++) {
+			void *dst = dd == ZN_DTYPE_F32 ? (void *)d32 : d16;
+			void *src = sd == ZN_DTYPE_F32 ? (void *)s32 : s16;
+			ok(K->cast(ctx, dst, dd, a, ZN_DTYPE_F32, n));
+			ok(K->cast(ctx, src, sd, b, ZN_DTYPE_F32, n));
+			ok(K->accumulate(ctx, dst, dd, src, sd, n));
+			for (size_t i = 0; i < n; i++) {
+				float x = dd == ZN_DTYPE_F32 ? a[i]
+					  : dd == ZN_DTYPE_F16 ? f16_value(ref_f16(a[i]))
+							       : from_bits((uint32_t)ref_bf16(a[i]) << 16);
+				float y = sd == ZN_DTYPE_F32 ? b[i]
+					  : sd == ZN_DTYPE_F16 ? f16_value(ref_f16(b[i]))
+							       : from_bits((uint32_t)ref_bf16(b[i]) << 16);
+				float sum = x + y;
+				if (dd == ZN_DTYPE_F32)
+					assert_true(d32[i] == sum);
+				else
+					assert_int_equal(d16[i], dd == ZN_DTYPE_F16 ? ref_f16(sum)
+										     : ref_bf16(sum));
+			}
+		}
+	}
+	assert_int_equal(K->accumulate(ctx, d32, ZN_DTYPE_F32, (char *)d32 + 4, ZN_DTYPE_F32, 8),
+			 -EINVAL);
+	assert_int_equal(K->accumulate(ctx, d32, (enum zn_dtype)9, s32, ZN_DTYPE_F32, 8), -EINVAL);
+	free(a), free(b), free(d32), free(s32), free(d16), free(s16);
+}
+
 static void test_nonfinite(void **state)
 {
 	(void)state;
@@ -1611,6 +1649,7 @@ int main(void)
 		cmocka_unit_test(test_cast_round_trip),
 		cmocka_unit_test(test_cast_random),
 		cmocka_unit_test(test_scale),
+		cmocka_unit_test(test_accumulate),
 		cmocka_unit_test(test_nonfinite),
 		cmocka_unit_test(test_sumsq),
 		cmocka_unit_test(test_adam_op),

@@ -624,6 +624,29 @@ static void test_casts_and_reductions(void **state)
 		cuda_ok(cudaMemcpy(cb, o16, sizeof(cb), cudaMemcpyDeviceToHost), "copy");
 		assert_memory_equal(hb, cb, sizeof(hb));
 	}
+	/* accumulate, every pair of dtypes, bit for bit as the cpu */
+	{
+		const size_t m = 65536;
+		float *a = rnd(m, 2, ZN_DTYPE_F32), *b = rnd(m, 3, ZN_DTYPE_F32);
+		static uint8_t hd[65536 * 4], hs[65536 * 4], cd[65536 * 4];
+		void *dd_ = dev_raw(NULL, sizeof(hd)), *ds_ = dev_raw(NULL, sizeof(hs));
+		for (enum zn_dtype dd = ZN_DTYPE_F32; dd <= ZN_DTYPE_BF16; dd++)
+			for (enum zn_dtype sd = ZN_DTYPE_F32; sd <= ZN_DTYPE_BF16; sd++) {
+				ok(KH->cast(hctx, hd, dd, a, ZN_DTYPE_F32, m));
+				ok(KH->cast(hctx, hs, sd, b, ZN_DTYPE_F32, m));
+				cuda_ok(cudaMemcpy(dd_, hd, m * zn_dtype_size(dd), cudaMemcpyHostToDevice),
+					"copy");
+				cuda_ok(cudaMemcpy(ds_, hs, m * zn_dtype_size(sd), cudaMemcpyHostToDevice),
+					"copy");
+				ok(KH->accumulate(hctx, hd, dd, hs, sd, m));
+				ok(KC->accumulate(c, dd_, dd, ds_, sd, m));
+				cuda_ok(cudaMemcpy(cd, dd_, m * zn_dtype_size(dd), cudaMemcpyDeviceToHost),
+					"copy");
+				assert_memory_equal(hd, cd, m * zn_dtype_size(dd));
+			}
+		cudaFree(dd_), cudaFree(ds_);
+		free(a), free(b);
+	}
 	/* sumsq and nonfinite */
 	size_t n = 1000003;
 	float *x = rnd(n, 3, ZN_DTYPE_F32);

@@ -108,7 +108,7 @@ struct zn_threadpool;
 
 /* Version of struct zn_kernels, bumped whenever an op is added or changes;
  * a caller built against another layout can tell by comparing. */
-#define ZN_KERNELS_VERSION 3
+#define ZN_KERNELS_VERSION 4
 
 /* Element types.  The values equal enum zn_adam_dtype's. */
 enum zn_dtype {
@@ -330,11 +330,21 @@ struct zn_kernels {
 	 * may be NULL).  (N) each. */
 	int (*swiglu_backward)(struct zn_kctx *ctx, void *dgate, void *dup, const void *dout,
 			       const void *gate, const void *up, size_t N);
+
+	/* (version 4) dst += src, n elements of any pair of dtypes: src and
+	 * dst widened to fp32, added in fp32, the sum rounded to dst's dtype
+	 * (as cast rounds).  dst and src must not overlap.  The trainer folds
+	 * a layer's 16-bit gradients into its fp32 accumulators with it. */
+	int (*accumulate)(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype,
+			  const void *src, enum zn_dtype src_dtype, size_t n);
 };
 
 /* The largest head size rope_forward/backward take (the inverse
  * frequencies travel with the call: HS/2 floats). */
 #define ZN_ROPE_MAX_HS 512
+
+/* The storage dtype of a context (zn_kernels_params.dtype when it was made). */
+ZN_API enum zn_dtype zn_kernels_ctx_dtype(const struct zn_kctx *ctx);
 
 /* The op table named `name` ("cpu" or "cuda"), or NULL with the last error
  * set when it is unknown or not in this build. */

@@ -64,6 +64,8 @@ struct zn_llama_config {
 	bool recompute;
 	bool offload_activations;
 	bool profile;
+	/* Storage dtype of what the model hands the kernels (as GPT-2's). */
+	enum zn_dtype act_dtype;
 };
 
 /* ---- the model (engine/llama.c) ---------------------------------------------

@@ -55,6 +55,10 @@ struct zn_gpt2_config {
 	/* Time the checkpointing (zn_gpt2_profile_take); synchronizes the device
 	 * around each timed part when mem->sync is given. */
 	bool profile;
+	/* Storage dtype of the activations, parameters and gradients the model
+	 * hands the kernels: its context's (ZN_DTYPE_F32, the zero value; or
+	 * ZN_DTYPE_BF16, which the cuda kernels offer). */
+	enum zn_dtype act_dtype;
 };
 
 /* Check a config (and fill padded_vocab when 0); 0 or -EINVAL naming the

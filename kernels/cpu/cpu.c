@@ -1023,6 +1023,47 @@ static int cpu_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype, con
 	return 0;
 }
 
+struct acc_args {
+	const struct zn_kvec *v;
+	void *dst;
+	const void *src;
+	enum zn_dtype dd, sd;
+};
+
+/* Chunks of 1024: each widened into two fp32 scratch rows on the stack. */
+static void acc_range(void *arg, size_t i0, size_t i1, unsigned w)
+{
+	const struct acc_args *a = arg;
+	float x[1024], y[1024];
+	(void)w;
+	const size_t dsz = zn_dtype_size(a->dd), ssz = zn_dtype_size(a->sd);
+	for (size_t i = i0; i < i1; i += 1024) {
+		size_t n = ZN_MIN(i1 - i, (size_t)1024);
+		a->v->cast(x, ZN_DTYPE_F32, (const char *)a->dst + i * dsz, a->dd, n);
+		a->v->cast(y, ZN_DTYPE_F32, (const char *)a->src + i * ssz, a->sd, n);
+		for (size_t j = 0; j < n; j++)
+			x[j] += y[j];
+		a->v->cast((char *)a->dst + i * dsz, a->dd, x, ZN_DTYPE_F32, n);
+	}
+}
+
+static int cpu_accumulate(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype,
+			  const void *src, enum zn_dtype src_dtype, size_t n)
+{
+	const char *op = "accumulate";
+	CHECK_CTX(op);
+	TRY(zn_kcheck_dtype(op, "destination", dst_dtype));
+	TRY(zn_kcheck_dtype(op, "source", src_dtype));
+	TRY(zn_kcheck_elementwise(op, dst, src, src));
+	uintptr_t d0 = (uintptr_t)dst, s0 = (uintptr_t)src;
+	if (n && d0 < s0 + n * zn_dtype_size(src_dtype) && s0 < d0 + n * zn_dtype_size(dst_dtype))
+		return zn_error(-EINVAL, "accumulate: the destination overlaps the source");
+	struct cpu_ctx *c = cpu(ctx);
+	struct acc_args a = { .v = c->v, .dst = dst, .src = src, .dd = dst_dtype, .sd = src_dtype };
+	run_chunks(c, n, chunk_of(c, n, 4096, 64), n, acc_range, &a);
+	return 0;
+}
+
 static int cpu_scale(struct zn_kctx *ctx, void *x, enum zn_dtype dtype, float s, size_t n)
 {
 	CHECK_CTX("scale");
@@ -1129,4 +1170,5 @@ const struct zn_kernels zn_kernels_cpu = {
 	.rope_backward = cpu_rope_backward,
 	.swiglu_forward = cpu_swiglu_forward,
 	.swiglu_backward = cpu_swiglu_backward,
+	.accumulate = cpu_accumulate,
 };

@@ -34,4 +34,5 @@ const struct zn_kernels zn_kernels_cuda = {
 	.rope_backward = zn_cuda_rope_backward,
 	.swiglu_forward = zn_cuda_swiglu_forward,
 	.swiglu_backward = zn_cuda_swiglu_backward,
+	.accumulate = zn_cuda_accumulate,
 };

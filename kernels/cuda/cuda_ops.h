@@ -41,6 +41,8 @@ int zn_cuda_residual_backward(struct zn_kctx *ctx, void *dinp1, void *dinp2, con
 int zn_cuda_softmax_crossentropy(struct zn_kctx *ctx, float *losses, void *dlogits,
 				 const void *logits, const int32_t *targets, const float *weights,
 				 float grad_scale, int BT, int V, int Vp);
+int zn_cuda_accumulate(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype,
+		       const void *src, enum zn_dtype src_dtype, size_t n);
 int zn_cuda_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype, const void *src,
 		 enum zn_dtype src_dtype, size_t n);
 int zn_cuda_scale(struct zn_kctx *ctx, void *x, enum zn_dtype dtype, float s, size_t n);

@@ -1422,6 +1422,12 @@ __global__ void cast_kernel(void *dst, int dd, const void *src, int sd, size_t n
 		store_any(dst, dd, i, load_any(src, sd, i));
 }
 
+__global__ void accumulate_kernel(void *dst, int dd, const void *src, int sd, size_t n)
+{
+	GRID_STRIDE(i, n)
+		store_any(dst, dd, i, load_any(dst, dd, i) + load_any(src, sd, i));
+}
+
 /* A NaN stays the NaN it was (fp32, fp16), as on the cpu: the GPU's
  * multiply would give its canonical NaN instead.  bf16 NaNs become 0x7fc0
  * on both (the cast's rule). */
@@ -1471,6 +1477,25 @@ __global__ void sumsq_finish_kernel(double *acc, const double *part, unsigned nb
 			s += part[i];
 		*acc += s;
 	}
+}
+
+extern "C" int zn_cuda_accumulate(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype,
+				  const void *src, enum zn_dtype src_dtype, size_t n)
+{
+	const char *op = "accumulate";
+	CHECK_CTX(op);
+	TRY(zn_kcheck_dtype(op, "destination", dst_dtype));
+	TRY(zn_kcheck_dtype(op, "source", src_dtype));
+	TRY(zn_kcheck_elementwise(op, dst, src, src));
+	uintptr_t d0 = (uintptr_t)dst, s0 = (uintptr_t)src;
+	if (n && d0 < s0 + n * zn_dtype_size(src_dtype) && s0 < d0 + n * zn_dtype_size(dst_dtype))
+		return zn_error(-EINVAL, "accumulate: the destination overlaps the source");
+	if (n == 0)
+		return 0;
+	accumulate_kernel<<<blocks_for(n, 256), 256, 0, cuctx(ctx)->stream>>>(
+		dst, (int)dst_dtype, src, (int)src_dtype, n);
+	LAUNCHED();
+	return 0;
 }
 
 extern "C" int zn_cuda_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype,
