@@ -50,6 +50,7 @@ struct tstate {
 	                                * gets -- dparam cast at each fetch, and
 	                                * gradients folded into dgrad at each
 	                                * release (then zeroed) */
+	bool sdirty;                   /* sgrad was handed out since its last fold */
 	float *master, *m, *v;         /* host, see above */
 	void *grad;                    /* host, t->gdt */
 	float *dmaster, *dm, *dv;      /* device optimizer only */
@@ -521,21 +522,25 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
 		     (rc = zn_device_memset(t->dev, s->sgrad, 0, bytes, t->stream))))
 			break;
 		grads[i] = s->sgrad;
+		s->sdirty = true;
 	}
 	return rc;
 }
 
 /* A layer's 16-bit gradients into its fp32 ones (added in fp32), then
  * zeroed for what comes next: on the compute stream, after the backward
- * that wrote them. */
+ * that wrote them.  At every release, also one saying more gradients are
+ * to come (the tied wte between the classifier and the encoder): the fp32
+ * gradients stay, the 16-bit buffers may not. */
 static int fold_grads(struct zn_trainer *t, unsigned layer)
 {
 	int rc = 0;
 	for (unsigned i = 0; i < t->count[layer] && !rc && t->sdt != ZN_DTYPE_F32; i++) {
 		struct tstate *s = &t->t[t->first[layer] + i];
 		const size_t n = s->d.numel;
-		if (!s->sgrad || !s->dgrad)
+		if (!s->sdirty || !s->sgrad || !s->dgrad)
 			continue;
+		s->sdirty = false;
 		if (!(rc = t->k->accumulate(t->kctx, s->dgrad, ZN_DTYPE_F32, s->sgrad, t->sdt, n)))
 			rc = zn_device_memset(t->dev, s->sgrad, 0, n * zn_dtype_size(t->sdt),
 					      t->stream);
@@ -777,7 +782,7 @@ static int fetch(void *user, unsigned layer, bool want, void **params, void **gr
 static int release(void *user, unsigned layer, bool written)
 {
 	struct zn_trainer *t = user;
-	int rc = written ? fold_grads(t, layer) : 0;
+	int rc = fold_grads(t, layer);
 	if (!rc && t->layered)
 		rc = release_offloaded(t, layer, written);
 	return rc;

@@ -266,6 +266,8 @@ def offloaded_parameters_match_resident_ones(d):
     # A device smaller than the resident model needs: the resident run is
     # refused before training, the offloaded one trains.
     limit = (ref[-1]["device_bytes"] + got[-1]["device_bytes"]) // 2
+    if DEVICE == "cuda":  # the plan counts the kernels' workspaces (cuda) too
+        limit += (64 << 20) + (32 << 20)
     dev = "device.memory_limit=%d" % limit
     small = config(d, "small.yaml", os.path.join(d, "ck-small"), extra=OFFLOAD)
     p = train(small, "--max-steps", "2", "--set", dev)
@@ -461,10 +463,13 @@ def the_gpu_trains_as_the_cpu_does(d):
     and with ZeRO-3 NVMe offload (fp32).  The two backends sum in different
     orders (OpenBLAS against cuBLAS, threaded loops against CUDA blocks),
     so the figures agree to rounding, not bit for bit: the first step's
-    loss and gradient norm to 1e-5 (fp32), every loss to 1e-3 (bf16: 1e-2),
-    and the final parameters to 1e-3 of the largest, save a few elements
+    loss and gradient norm to 1e-5 (fp32), every loss to 1e-3, and the
+    final parameters to 1e-3 of their tensor's largest, save a few elements
     whose gradients are noise (AdamW steps them by ~lr along the sign of
-    that noise)."""
+    that noise).  bf16 computes in bf16 on the GPU (activations, products)
+    and in fp32 on the cpu backend (values rounded to bf16), so there the
+    first step agrees to 1e-2 and the parameters to 3e-2 of the largest,
+    save 3% of them (20 steps of lr 3e-3 move an element up to 6e-2)."""
     if DEVICE != "cuda":
         raise Skip("compares the cuda backend with the cpu one: run by the cuda suite")
     make_data(d)
@@ -493,9 +498,10 @@ def the_gpu_trains_as_the_cpu_does(d):
                 w[k] = a
         return log(jl), w
 
-    for tag, extra, tol in (("fp32", "", 1e-3), ("bf16", BF16, 1e-2), ("nvme", nvme, 1e-3)):
+    for tag, extra, tol in (("fp32", "", 1e-3), ("bf16", BF16, 1e-3), ("nvme", nvme, 1e-3)):
         (a, wa), (b, wb) = run(tag + "-cpu", extra, "cpu"), run(tag + "-cuda", extra, "cuda")
-        first = 1e-5 if tag != "bf16" else 1e-3
+        first = 1e-5 if tag != "bf16" else 1e-2
+        near, share = (1e-3, 0.01) if tag != "bf16" else (3e-2, 0.03)
         assert abs(a[0]["loss"] - b[0]["loss"]) <= first * a[0]["loss"], (tag, a[0], b[0])
         assert abs(a[0]["grad_norm"] - b[0]["grad_norm"]) <= first * a[0]["grad_norm"], (
             tag, a[0], b[0])
@@ -505,12 +511,12 @@ def the_gpu_trains_as_the_cpu_does(d):
         for k in wa:
             top = max(abs(v) for v in wa[k])
             diffs = [abs(x - y) for x, y in zip(wa[k], wb[k])]
-            off += sum(1 for e in diffs if e > 1e-3 * top + 1e-6)
+            off += sum(1 for e in diffs if e > near * top + 1e-6)
             total += len(diffs)
             big = max(big, max(diffs) / (top or 1))
-        print("# %s: losses within %.2e relative; %d of %d parameters beyond 1e-3 of their "
-              "tensor's largest (worst %.2e)" % (tag, worst, off, total, big))
-        assert off <= 0.01 * total, (tag, off, total)
+        print("# %s: losses within %.2e relative; %d of %d parameters beyond %g of their "
+              "tensor's largest (worst %.2e)" % (tag, worst, off, total, near, big))
+        assert off <= share * total, (tag, off, total)
     assert os.listdir(os.path.join(d, "p")) == [] and os.listdir(os.path.join(d, "o")) == []
 
 
