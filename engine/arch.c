@@ -9,8 +9,9 @@
 
 enum zn_dtype zn_arch_storage_dtype(const struct zn_config *cfg)
 {
-	return cfg->device.type == ZN_DEVICE_CUDA && cfg->bf16.enabled ? ZN_DTYPE_BF16
-								       : ZN_DTYPE_F32;
+	if (cfg->device.type != ZN_DEVICE_CUDA)
+		return ZN_DTYPE_F32;
+	return cfg->bf16.enabled ? ZN_DTYPE_BF16 : cfg->fp16.enabled ? ZN_DTYPE_F16 : ZN_DTYPE_F32;
 }
 
 int zn_arch_from_config(const struct zn_config *cfg, struct zn_arch *a)

@@ -228,9 +228,9 @@ static int setup(struct zn_gpt2 *m, const struct zn_gpt2_config *cfg, int B, int
 					 "interface)");
 	m->B = B;
 	m->T = T;
-	if (cfg->act_dtype != ZN_DTYPE_F32 && cfg->act_dtype != ZN_DTYPE_BF16)
-		return zn_error(-EINVAL, "%s: activation dtype %s: fp32 or bf16", "GPT-2",
-				zn_dtype_name(cfg->act_dtype));
+	if ((unsigned)cfg->act_dtype >= ZN_DTYPE_COUNT)
+		return zn_error(-EINVAL, "%s: activation dtype %d: fp32, fp16 or bf16", "GPT-2",
+				(int)cfg->act_dtype);
 	m->esz = zn_dtype_size(cfg->act_dtype);
 	m->la = calloc((size_t)m->cfg.n_layer, sizeof(*m->la));
 	if (!m->la)

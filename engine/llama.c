@@ -349,9 +349,9 @@ static int setup(struct zn_llama *m, const struct zn_llama_config *cfg, int B, i
 	m->W = m->QD + 2 * m->KD;
 	m->I = c->intermediate;
 	m->V = c->vocab_size;
-	if (cfg->act_dtype != ZN_DTYPE_F32 && cfg->act_dtype != ZN_DTYPE_BF16)
-		return zn_error(-EINVAL, "%s: activation dtype %s: fp32 or bf16", "Llama",
-				zn_dtype_name(cfg->act_dtype));
+	if ((unsigned)cfg->act_dtype >= ZN_DTYPE_COUNT)
+		return zn_error(-EINVAL, "%s: activation dtype %d: fp32, fp16 or bf16", "Llama",
+				(int)cfg->act_dtype);
 	m->esz = zn_dtype_size(cfg->act_dtype);
 	int n = 0;
 	for (int r = 0; r < NROLES; r++)

@@ -262,7 +262,7 @@ static void placement(const struct zn_config *c, const struct geom *g, struct pl
  *              and gradients: max(2 (layer0 + layerL+1), layer0 + 2 block),
  *              each over the layer's offloaded tensors
  *   16-bit training or accumulators: scratch A256(2 largest)
- *   bf16 on cuda: the bf16 copies the kernels compute with, half the
+ *   16-bit on cuda: the 16-bit copies the kernels compute with, half the
  *              resident parameters + gradients and of the offloaded layers
  *   batch:     tokens and targets, 2 A256(4 BT)
  *   activations: zn_gpt2_activation_estimate(align ZN_DEVICE_ALIGN) */
@@ -292,13 +292,13 @@ static int need_device(const struct zn_config *c, const struct geom *g, struct z
 		 "offloaded layers in use (fp32 parameters + gradients)");
 	if (elem_bytes(c) == 2 || accum_bytes(c) == 2)
 		add_item(t, A256(2 * g->largest), "16-bit scratch (largest tensor)");
-	/* bf16 on cuda: the model computes on bf16 copies of what it is given
-	 * (hand_out in train.c): 2 + 2 bytes per element beside the fp32 ones,
-	 * about half as much again (alignment aside). */
-	if (zn_arch_storage_dtype(c) == ZN_DTYPE_BF16)
+	/* 16-bit training on cuda: the model computes on 16-bit copies of what
+	 * it is given (hand_out in train.c): 2 + 2 bytes per element beside the
+	 * fp32 ones, about half as much again (alignment aside). */
+	if (zn_arch_storage_dtype(c) != ZN_DTYPE_F32)
 		add_item(t, pl.resident + ZN_MAX(2 * (pl.off0 + pl.off_head),
 						 pl.off0 + 2 * pl.off_block) / 2,
-			 "bf16 copies the kernels compute with (parameters + gradients)");
+			 "16-bit copies the kernels compute with (parameters + gradients)");
 	add_item(t, 2 * A256(4 * BT), "batch (tokens, targets)");
 	/* cuda: the kernels' context takes its workspaces with cudaMalloc,
 	 * outside the device budget but out of the same free memory:

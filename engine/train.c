@@ -109,8 +109,8 @@ struct zn_trainer {
 	bool stream_kernels;           /* the kernels run on `stream` (cuda), not
 	                                * when called (cpu) */
 	enum zn_dtype sdt;             /* the model's storage dtype on the device:
-	                                * F32, or BF16 (bf16 on cuda: tstate's
-	                                * sparam/sgrad) */
+	                                * F32, or the 16-bit training dtype on
+	                                * cuda (tstate's sparam/sgrad) */
 	const struct zn_kernels *k;
 	struct zn_kctx *kctx;
 	struct zn_arch_model model;
@@ -492,11 +492,11 @@ static int dev_alloc(struct zn_trainer *t, size_t bytes, void **p)
 }
 
 /* What the model gets for a layer: its parameters (and gradients) on the
- * device.  With 16-bit storage (bf16 on cuda) those are the tensors'
- * shadows: the fp32 parameters cast now, on the compute stream (so after
- * whatever wrote them last, before the model's kernels), and zeroed
- * gradient buffers the backward adds into, folded into the fp32 gradients
- * at the layer's release (fold_grads). */
+ * device.  With 16-bit storage (16-bit training on cuda) those are the
+ * tensors' 16-bit copies: the fp32 parameters cast now, on the compute
+ * stream (so after whatever wrote them last, before the model's kernels),
+ * and zeroed gradient buffers the backward adds into, folded into the fp32
+ * gradients at the layer's release (fold_grads). */
 static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **params,
 		    void **grads)
 {

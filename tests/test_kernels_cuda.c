@@ -4,10 +4,11 @@
  * zero tests with "# SKIP" and the reason, which meson reports as skipped.
  *
  * Each op runs on the cpu kernels and on the cuda kernels with the same
- * inputs; for a bf16 context the inputs are rounded to bf16 first, so
+ * inputs; for a 16-bit context the inputs are rounded to it first, so
  * both sides see the same values, and the cpu side computes in fp32.
  * Tolerances, as max |cuda - cpu| <= TOL * max |cpu| over the output:
  *   fp32 storage  TOL_F32 = 1e-4   (cuBLAS sums in another order; no TF32)
+ *   fp16 storage  TOL_F16 = 4e-3   (11 bits of mantissa, likewise)
  *   bf16 storage  TOL_BF16 = 3e-2  (outputs and attention probabilities
  *                                   rounded to 8 bits of mantissa)
  * The casts and the fp32 scale are compared bit for bit; sumsq to 1e-12.
@@ -34,10 +35,11 @@
 #include <cuda_runtime.h>
 
 #define TOL_F32 1e-4
+#define TOL_F16 4e-3
 #define TOL_BF16 3e-2
 
 static const struct zn_kernels *KC, *KH;
-static struct zn_kctx *cctx[ZN_DTYPE_COUNT]; /* cuda, by storage dtype (F32, BF16) */
+static struct zn_kctx *cctx[ZN_DTYPE_COUNT]; /* cuda, by storage dtype */
 static struct zn_kctx *hctx;                 /* cpu, fp32 */
 static cudaStream_t stream;
 
@@ -134,7 +136,8 @@ static float *host(const void *d, size_t n, enum zn_dtype dt)
 static void check_(const char *what, enum zn_dtype dt, const float *got, const float *want,
 		   size_t n, const char *file, int line)
 {
-	double tol = dt == ZN_DTYPE_BF16 ? TOL_BF16 : TOL_F32, scale = 0, worst = 0;
+	double tol = dt == ZN_DTYPE_BF16 ? TOL_BF16 : dt == ZN_DTYPE_F16 ? TOL_F16 : TOL_F32;
+	double scale = 0, worst = 0;
 	size_t wi = 0;
 	for (size_t i = 0; i < n; i++)
 		scale = fmax(scale, fabs((double)want[i]));
@@ -177,7 +180,8 @@ static void same_bits(const void *a, const void *b, size_t bytes)
 	free(ha), free(hb);
 }
 
-static const enum zn_dtype dtypes[] = { ZN_DTYPE_F32, ZN_DTYPE_BF16 };
+static const enum zn_dtype dtypes[] = { ZN_DTYPE_F32, ZN_DTYPE_F16, ZN_DTYPE_BF16 };
+#define NDT (sizeof(dtypes) / sizeof(dtypes[0]))
 
 /* ---- ops --------------------------------------------------------------------------------- */
 
@@ -191,7 +195,7 @@ static void test_encoder(void **state)
 	for (size_t i = 0; i < BT; i++) /* many repeats: the sorted path sums runs */
 		tok[i] = (int32_t)((i * 7) % 13);
 	int32_t *dtok = dev_raw(tok, BT * sizeof(int32_t));
-	for (size_t di = 0; di < 2; di++) {
+	for (size_t di = 0; di < NDT; di++) {
 		enum zn_dtype dt = dtypes[di];
 		struct zn_kctx *c = cctx[dt];
 		float *wte = rnd((size_t)V * C, 1, dt), *wpe = rnd((size_t)T * C, 1, dt);
@@ -225,7 +229,7 @@ static void test_layernorm(void **state)
 	(void)state;
 	int BT = 129, C = 88;
 	size_t n = (size_t)BT * C;
-	for (size_t di = 0; di < 2; di++) {
+	for (size_t di = 0; di < NDT; di++) {
 		enum zn_dtype dt = dtypes[di];
 		struct zn_kctx *c = cctx[dt];
 		float *x = rnd(n, 2, dt), *w = rnd((size_t)C, 1, dt), *b = rnd((size_t)C, 1, dt);
@@ -287,7 +291,7 @@ static void matmul_case(enum zn_dtype dt, int BT, int C, int OC, bool bias)
 static void test_matmul(void **state)
 {
 	(void)state;
-	for (size_t di = 0; di < 2; di++) {
+	for (size_t di = 0; di < NDT; di++) {
 		enum zn_dtype dt = dtypes[di];
 		matmul_case(dt, 64, 96, 288, true);
 		matmul_case(dt, 37, 40, 52, true);  /* odd shapes */
@@ -322,7 +326,7 @@ static void attention_case(enum zn_dtype dt, int B, int T, int NH, int NKV, int 
 static void test_attention(void **state)
 {
 	(void)state;
-	for (size_t di = 0; di < 2; di++) {
+	for (size_t di = 0; di < NDT; di++) {
 		enum zn_dtype dt = dtypes[di];
 		attention_case(dt, 2, 64, 4, 4, 16);
 		attention_case(dt, 1, 77, 3, 3, 8); /* odd */
@@ -376,7 +380,7 @@ static void test_rmsnorm(void **state)
 	(void)state;
 	int BT = 129, C = 88;
 	size_t n = (size_t)BT * C;
-	for (size_t di = 0; di < 2; di++) {
+	for (size_t di = 0; di < NDT; di++) {
 		enum zn_dtype dt = dtypes[di];
 		struct zn_kctx *c = cctx[dt];
 		float *x = rnd(n, 2, dt), *w = rnd((size_t)C, 1, dt);
@@ -413,7 +417,7 @@ static void test_rope(void **state)
 	float inv[16];
 	for (int i = 0; i < HS / 2; i++)
 		inv[i] = powf(10000.0f, -2.0f * (float)i / (float)HS);
-	for (size_t di = 0; di < 2; di++) {
+	for (size_t di = 0; di < NDT; di++) {
 		enum zn_dtype dt = dtypes[di];
 		struct zn_kctx *c = cctx[dt];
 		float *q = rnd(BT * QD, 2, dt), *k = rnd(BT * KD, 2, dt), *v = rnd(BT * KD, 2, dt);
@@ -452,7 +456,7 @@ static void test_swiglu(void **state)
 {
 	(void)state;
 	size_t n = 100003;
-	for (size_t di = 0; di < 2; di++) {
+	for (size_t di = 0; di < NDT; di++) {
 		enum zn_dtype dt = dtypes[di];
 		struct zn_kctx *c = cctx[dt];
 		float *g = rnd(n, 6, dt), *u = rnd(n, 2, dt), *dy = rnd(n, 1, dt);
@@ -482,7 +486,7 @@ static void test_encoder_no_positions(void **state)
 	for (size_t i = 0; i < BT; i++)
 		tok[i] = (int32_t)((i * 11) % (size_t)V);
 	int32_t *dtok = dev_raw(tok, sizeof(tok));
-	for (size_t di = 0; di < 2; di++) {
+	for (size_t di = 0; di < NDT; di++) {
 		enum zn_dtype dt = dtypes[di];
 		float *wte = rnd((size_t)V * C, 1, dt), *out = malloc(BT * C * 4);
 		ok(KH->encoder_forward(hctx, out, tok, wte, NULL, B, T, C, V));
@@ -529,7 +533,7 @@ static void test_elementwise(void **state)
 {
 	(void)state;
 	size_t n = 100003;
-	for (size_t di = 0; di < 2; di++) {
+	for (size_t di = 0; di < NDT; di++) {
 		enum zn_dtype dt = dtypes[di];
 		struct zn_kctx *c = cctx[dt];
 		float *x = rnd(n, 5, dt), *y = rnd(n, 5, dt), *g = rnd(n, 1, dt), *gi = rnd(n, 1, dt);
@@ -571,7 +575,7 @@ static void test_crossentropy(void **state)
 	}
 	int32_t *dt_ = dev_raw(t, sizeof(t));
 	float *dwt = dev_raw(w, sizeof(w));
-	for (size_t di = 0; di < 2; di++) {
+	for (size_t di = 0; di < NDT; di++) {
 		enum zn_dtype dt = dtypes[di];
 		struct zn_kctx *c = cctx[dt];
 		float *x = rnd(n, 4, dt), *losses = malloc((size_t)BT * 4), *dl = malloc(n * 4);
@@ -737,7 +741,7 @@ static int setup(void **state)
 	if (!hctx || cudaStreamCreate(&stream) != cudaSuccess)
 		return -1;
 	kp.cuda_stream = stream;
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < NDT; i++) {
 		kp.dtype = dtypes[i];
 		cctx[dtypes[i]] = KC->ctx_create(&kp);
 		if (!cctx[dtypes[i]]) {
@@ -751,7 +755,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	for (size_t i = 0; i < 2; i++)
+	for (size_t i = 0; i < NDT; i++)
 		KC->ctx_destroy(cctx[dtypes[i]]);
 	KH->ctx_destroy(hctx);
 	cudaStreamDestroy(stream);

@@ -5,7 +5,7 @@
  *   "cpu"   host memory; OpenBLAS sgemm and vectorized C loops, run on a
  *           zn_threadpool.  Storage dtype fp32.
  *   "cuda"  device memory; cuBLAS / cuBLASLt and .cu kernels, enqueued on
- *           a CUDA stream.  Storage dtype fp32 or bf16, always with fp32
+ *           a CUDA stream.  Storage dtype fp32, fp16 or bf16, always with fp32
  *           arithmetic and accumulation.  Present when zinc was built with
  *           the CUDA toolkit.
  *
@@ -126,7 +126,7 @@ ZN_API size_t zn_dtype_size(enum zn_dtype dtype);
 /* How a context runs.  Start from zn_kernels_params_default(). */
 struct zn_kernels_params {
 	enum zn_dtype dtype;        /* storage of `void *` tensors: F32 (cpu,
-	                             * cuda) or BF16 (cuda) */
+	                             * cuda), F16 or BF16 (cuda) */
 	struct zn_threadpool *pool; /* cpu: the workers of every op; NULL: the
 	                             * calling thread does all the work.  With
 	                             * more than one worker, sgemm pieces run on

@@ -56,8 +56,8 @@ struct zn_gpt2_config {
 	 * around each timed part when mem->sync is given. */
 	bool profile;
 	/* Storage dtype of the activations, parameters and gradients the model
-	 * hands the kernels: its context's (ZN_DTYPE_F32, the zero value; or
-	 * ZN_DTYPE_BF16, which the cuda kernels offer). */
+	 * hands the kernels: its context's (ZN_DTYPE_F32, the zero value; the
+	 * cuda kernels also offer ZN_DTYPE_F16 and ZN_DTYPE_BF16). */
 	enum zn_dtype act_dtype;
 };
 

@@ -1,7 +1,7 @@
 /* The "cuda" kernels: cuBLASLt / cuBLAS for the matrix products, the rest
  * as CUDA kernels, everything enqueued on the context's stream.
  *
- * Storage dtype T is float or __nv_bfloat16 (the context's); arithmetic
+ * Storage dtype T is float, __nv_bfloat16 or __half (the context's); arithmetic
  * and every accumulation is fp32 (double for sumsq).  No floating-point
  * atomics: each sum has one owner thread or a fixed reduction tree, so a
  * rerun gives the same bits.
@@ -34,6 +34,7 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cub/cub.cuh>
 
@@ -50,6 +51,7 @@ extern "C" {
 #include "khalf.h"
 
 typedef __nv_bfloat16 bf16;
+typedef __half f16;
 
 #define TRY(x) do { int err_ = (x); if (err_) return err_; } while (0)
 
@@ -143,7 +145,7 @@ static int ctx_init(cuda_ctx *c, const struct zn_kernels_params *p)
 	CUBLAS(cublasCreate(&c->blas));
 	CUBLAS(cublasSetStream(c->blas, c->stream));
 	/* fp32 contexts get exact fp32 products unless TF32 was asked for;
-	 * bf16 inputs use tensor cores with fp32 accumulation either way */
+	 * 16-bit inputs use tensor cores with fp32 accumulation either way */
 	CUBLAS(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
 						   : CUBLAS_DEFAULT_MATH));
 	CUBLAS(cublasLtCreate(&c->lt));
@@ -184,6 +186,10 @@ __device__ __forceinline__ float ld(const bf16 *p, size_t i)
 {
 	return __bfloat162float(p[i]);
 }
+__device__ __forceinline__ float ld(const f16 *p, size_t i)
+{
+	return __half2float(p[i]);
+}
 __device__ __forceinline__ void st(float *p, size_t i, float v)
 {
 	p[i] = v;
@@ -192,6 +198,16 @@ __device__ __forceinline__ void st(bf16 *p, size_t i, float v)
 {
 	p[i] = __float2bfloat16_rn(v);
 }
+__device__ __forceinline__ void st(f16 *p, size_t i, float v)
+{
+	p[i] = __float2half_rn(v);
+}
+
+/* fn<T>(...) for the context's storage dtype T. */
+#define BY_DTYPE(ctx, fn, ...)                                                        \
+	((ctx)->dtype == ZN_DTYPE_BF16  ? fn<bf16>(__VA_ARGS__)                       \
+	 : (ctx)->dtype == ZN_DTYPE_F16 ? fn<f16>(__VA_ARGS__)                        \
+					: fn<float>(__VA_ARGS__))
 
 template <class T> struct dtype_of;
 template <> struct dtype_of<float> {
@@ -199,6 +215,9 @@ template <> struct dtype_of<float> {
 };
 template <> struct dtype_of<bf16> {
 	static constexpr cudaDataType_t value = CUDA_R_16BF;
+};
+template <> struct dtype_of<f16> {
+	static constexpr cudaDataType_t value = CUDA_R_16F;
 };
 
 __device__ __forceinline__ float warp_sum(float v)
@@ -290,8 +309,7 @@ extern "C" int zn_cuda_encoder_forward(struct zn_kctx *ctx, void *out, const int
 	const char *op = "encoder_forward";
 	CHECK_CTX(op);
 	TRY(zn_kcheck_encoder(op, out, tokens, wte, wpe, B, T, C, V, false));
-	return ctx->dtype == ZN_DTYPE_BF16 ? encoder_fwd<bf16>(cuctx(ctx), out, tokens, wte, wpe, B, T, C, V)
-					   : encoder_fwd<float>(cuctx(ctx), out, tokens, wte, wpe, B, T, C, V);
+	return BY_DTYPE(ctx, encoder_fwd, cuctx(ctx), out, tokens, wte, wpe, B, T, C, V);
 }
 
 /* dwpe[t, c] += sum over b of dout[b, t, c]: one thread per (t, c). */
@@ -386,8 +404,7 @@ extern "C" int zn_cuda_encoder_backward(struct zn_kctx *ctx, void *dwte, void *d
 	const char *op = "encoder_backward";
 	CHECK_CTX(op);
 	TRY(zn_kcheck_encoder(op, dout, tokens, NULL, NULL, B, T, C, V, true));
-	return ctx->dtype == ZN_DTYPE_BF16 ? encoder_bwd<bf16>(cuctx(ctx), dwte, dwpe, dout, tokens, B, T, C, V)
-					   : encoder_bwd<float>(cuctx(ctx), dwte, dwpe, dout, tokens, B, T, C, V);
+	return BY_DTYPE(ctx, encoder_bwd, cuctx(ctx), dwte, dwpe, dout, tokens, B, T, C, V);
 }
 
 /* ---- column sums (deterministic) --------------------------------------------------------- */
@@ -531,8 +548,7 @@ extern "C" int zn_cuda_layernorm_forward(struct zn_kctx *ctx, void *out, float *
 {
 	CHECK_CTX("layernorm_forward");
 	TRY(zn_kcheck_layernorm_fwd(out, inp, weight, bias, BT, C));
-	return ctx->dtype == ZN_DTYPE_BF16 ? layernorm_fwd<bf16>(cuctx(ctx), out, mean, rstd, inp, weight, bias, BT, C)
-					   : layernorm_fwd<float>(cuctx(ctx), out, mean, rstd, inp, weight, bias, BT, C);
+	return BY_DTYPE(ctx, layernorm_fwd, cuctx(ctx), out, mean, rstd, inp, weight, bias, BT, C);
 }
 
 template <class T> static int layernorm_bwd(cuda_ctx *c, void *dinp, void *dw, void *db,
@@ -560,9 +576,8 @@ extern "C" int zn_cuda_layernorm_backward(struct zn_kctx *ctx, void *dinp, void 
 {
 	CHECK_CTX("layernorm_backward");
 	TRY(zn_kcheck_layernorm_bwd(dout, inp, weight, mean, rstd, BT, C));
-	return ctx->dtype == ZN_DTYPE_BF16
-		       ? layernorm_bwd<bf16>(cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, mean, rstd, BT, C)
-		       : layernorm_bwd<float>(cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, mean, rstd, BT, C);
+	return BY_DTYPE(ctx, layernorm_bwd, cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, mean,
+			rstd, BT, C);
 }
 
 /* ---- rmsnorm ----------------------------------------------------------------------------- */
@@ -618,6 +633,9 @@ extern "C" int zn_cuda_rmsnorm_forward(struct zn_kctx *ctx, void *out, float *rs
 	if (ctx->dtype == ZN_DTYPE_BF16)
 		rmsnorm_fwd_kernel<bf16><<<(BT + 7) / 8, 256, 0, c->stream>>>(
 			(bf16 *)out, rstd, (const bf16 *)inp, (const bf16 *)weight, eps, BT, C);
+	else if (ctx->dtype == ZN_DTYPE_F16)
+		rmsnorm_fwd_kernel<f16><<<(BT + 7) / 8, 256, 0, c->stream>>>(
+			(f16 *)out, rstd, (const f16 *)inp, (const f16 *)weight, eps, BT, C);
 	else
 		rmsnorm_fwd_kernel<float><<<(BT + 7) / 8, 256, 0, c->stream>>>(
 			(float *)out, rstd, (const float *)inp, (const float *)weight, eps, BT, C);
@@ -646,9 +664,7 @@ extern "C" int zn_cuda_rmsnorm_backward(struct zn_kctx *ctx, void *dinp, void *d
 {
 	CHECK_CTX("rmsnorm_backward");
 	TRY(zn_kcheck_rmsnorm_bwd(dout, inp, weight, rstd, BT, C));
-	return ctx->dtype == ZN_DTYPE_BF16
-		       ? rmsnorm_bwd<bf16>(cuctx(ctx), dinp, dweight, dout, inp, weight, rstd, BT, C)
-		       : rmsnorm_bwd<float>(cuctx(ctx), dinp, dweight, dout, inp, weight, rstd, BT, C);
+	return BY_DTYPE(ctx, rmsnorm_bwd, cuctx(ctx), dinp, dweight, dout, inp, weight, rstd, BT, C);
 }
 
 /* ---- matmul ------------------------------------------------------------------------------ */
@@ -784,8 +800,7 @@ extern "C" int zn_cuda_matmul_forward(struct zn_kctx *ctx, void *out, const void
 {
 	CHECK_CTX("matmul_forward");
 	TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
-	return ctx->dtype == ZN_DTYPE_BF16 ? matmul_fwd<bf16>(cuctx(ctx), out, inp, weight, bias, BT, C, OC)
-					   : matmul_fwd<float>(cuctx(ctx), out, inp, weight, bias, BT, C, OC);
+	return BY_DTYPE(ctx, matmul_fwd, cuctx(ctx), out, inp, weight, bias, BT, C, OC);
 }
 
 template <class T> static int matmul_bwd(cuda_ctx *c, void *dinp, void *dw, void *db,
@@ -816,9 +831,7 @@ extern "C" int zn_cuda_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dw
 {
 	CHECK_CTX("matmul_backward");
 	TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
-	return ctx->dtype == ZN_DTYPE_BF16
-		       ? matmul_bwd<bf16>(cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, BT, C, OC)
-		       : matmul_bwd<float>(cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, BT, C, OC);
+	return BY_DTYPE(ctx, matmul_bwd, cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, BT, C, OC);
 }
 
 /* ---- attention --------------------------------------------------------------------------- */
@@ -997,8 +1010,7 @@ extern "C" int zn_cuda_attention_forward(struct zn_kctx *ctx, void *out, float *
 {
 	CHECK_CTX("attention_forward");
 	TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, NH, NKV, HS));
-	return ctx->dtype == ZN_DTYPE_BF16 ? attention_fwd<bf16>(cuctx(ctx), out, lse, qkv, B, T, NH, NKV, HS)
-					   : attention_fwd<float>(cuctx(ctx), out, lse, qkv, B, T, NH, NKV, HS);
+	return BY_DTYPE(ctx, attention_fwd, cuctx(ctx), out, lse, qkv, B, T, NH, NKV, HS);
 }
 
 template <class T> static int attention_bwd(cuda_ctx *c, void *dqkv_, const void *dout_,
@@ -1068,8 +1080,7 @@ extern "C" int zn_cuda_attention_backward(struct zn_kctx *ctx, void *dqkv, const
 {
 	CHECK_CTX("attention_backward");
 	TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, NH, NKV, HS));
-	return ctx->dtype == ZN_DTYPE_BF16 ? attention_bwd<bf16>(cuctx(ctx), dqkv, dout, qkv, lse, B, T, NH, NKV, HS)
-					   : attention_bwd<float>(cuctx(ctx), dqkv, dout, qkv, lse, B, T, NH, NKV, HS);
+	return BY_DTYPE(ctx, attention_bwd, cuctx(ctx), dqkv, dout, qkv, lse, B, T, NH, NKV, HS);
 }
 
 /* ---- elementwise ------------------------------------------------------------------------- */
@@ -1124,6 +1135,9 @@ extern "C" int zn_cuda_gelu_forward(struct zn_kctx *ctx, void *out, const void *
 	if (ctx->dtype == ZN_DTYPE_BF16)
 		gelu_fwd_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>((bf16 *)out,
 										 (const bf16 *)inp, N);
+	else if (ctx->dtype == ZN_DTYPE_F16)
+		gelu_fwd_kernel<f16><<<blocks_for(N, 256), 256, 0, c->stream>>>((f16 *)out,
+										 (const f16 *)inp, N);
 	else
 		gelu_fwd_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(float *)out, (const float *)inp, N);
@@ -1142,6 +1156,9 @@ extern "C" int zn_cuda_gelu_backward(struct zn_kctx *ctx, void *dinp, const void
 	if (ctx->dtype == ZN_DTYPE_BF16)
 		gelu_bwd_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(bf16 *)dinp, (const bf16 *)dout, (const bf16 *)inp, N);
+	else if (ctx->dtype == ZN_DTYPE_F16)
+		gelu_bwd_kernel<f16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(f16 *)dinp, (const f16 *)dout, (const f16 *)inp, N);
 	else
 		gelu_bwd_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(float *)dinp, (const float *)dout, (const float *)inp, N);
@@ -1160,6 +1177,9 @@ extern "C" int zn_cuda_residual_forward(struct zn_kctx *ctx, void *out, const vo
 	if (ctx->dtype == ZN_DTYPE_BF16)
 		add_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(bf16 *)out, (const bf16 *)inp1, (const bf16 *)inp2, N);
+	else if (ctx->dtype == ZN_DTYPE_F16)
+		add_kernel<f16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(f16 *)out, (const f16 *)inp1, (const f16 *)inp2, N);
 	else
 		add_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(float *)out, (const float *)inp1, (const float *)inp2, N);
@@ -1178,6 +1198,9 @@ extern "C" int zn_cuda_residual_backward(struct zn_kctx *ctx, void *dinp1, void 
 	if (ctx->dtype == ZN_DTYPE_BF16)
 		acc2_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(bf16 *)dinp1, (bf16 *)dinp2, (const bf16 *)dout, N);
+	else if (ctx->dtype == ZN_DTYPE_F16)
+		acc2_kernel<f16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(f16 *)dinp1, (f16 *)dinp2, (const f16 *)dout, N);
 	else
 		acc2_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(float *)dinp1, (float *)dinp2, (const float *)dout, N);
@@ -1247,6 +1270,10 @@ static int cuda_rope(struct zn_kctx *ctx, bool backward, void *out, int ldo, con
 		rope_kernel<bf16><<<blocks_for(n, 256), 256, 0, c->stream>>>(
 			(bf16 *)out, ldo, (const bf16 *)inp, ldi, fr, inv_freq != NULL, backward, T,
 			NH, HS / 2, n);
+	else if (ctx->dtype == ZN_DTYPE_F16)
+		rope_kernel<f16><<<blocks_for(n, 256), 256, 0, c->stream>>>(
+			(f16 *)out, ldo, (const f16 *)inp, ldi, fr, inv_freq != NULL, backward, T,
+			NH, HS / 2, n);
 	else
 		rope_kernel<float><<<blocks_for(n, 256), 256, 0, c->stream>>>(
 			(float *)out, ldo, (const float *)inp, ldi, fr, inv_freq != NULL, backward, T,
@@ -1305,6 +1332,9 @@ extern "C" int zn_cuda_swiglu_forward(struct zn_kctx *ctx, void *out, const void
 	if (ctx->dtype == ZN_DTYPE_BF16)
 		swiglu_fwd_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(bf16 *)out, (const bf16 *)gate, (const bf16 *)up, N);
+	else if (ctx->dtype == ZN_DTYPE_F16)
+		swiglu_fwd_kernel<f16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(f16 *)out, (const f16 *)gate, (const f16 *)up, N);
 	else
 		swiglu_fwd_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(float *)out, (const float *)gate, (const float *)up, N);
@@ -1324,6 +1354,10 @@ extern "C" int zn_cuda_swiglu_backward(struct zn_kctx *ctx, void *dgate, void *d
 		swiglu_bwd_kernel<bf16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(bf16 *)dgate, (bf16 *)dup, (const bf16 *)dout, (const bf16 *)gate,
 			(const bf16 *)up, N);
+	else if (ctx->dtype == ZN_DTYPE_F16)
+		swiglu_bwd_kernel<f16><<<blocks_for(N, 256), 256, 0, c->stream>>>(
+			(f16 *)dgate, (f16 *)dup, (const f16 *)dout, (const f16 *)gate,
+			(const f16 *)up, N);
 	else
 		swiglu_bwd_kernel<float><<<blocks_for(N, 256), 256, 0, c->stream>>>(
 			(float *)dgate, (float *)dup, (const float *)dout, (const float *)gate,
@@ -1387,6 +1421,10 @@ extern "C" int zn_cuda_softmax_crossentropy(struct zn_kctx *ctx, float *losses, 
 	if (ctx->dtype == ZN_DTYPE_BF16)
 		xent_kernel<bf16><<<(unsigned)BT, 512, 0, c->stream>>>(
 			losses, (bf16 *)dlogits, (const bf16 *)logits, targets, weights, grad_scale, V,
+			Vp);
+	else if (ctx->dtype == ZN_DTYPE_F16)
+		xent_kernel<f16><<<(unsigned)BT, 512, 0, c->stream>>>(
+			losses, (f16 *)dlogits, (const f16 *)logits, targets, weights, grad_scale, V,
 			Vp);
 	else
 		xent_kernel<float><<<(unsigned)BT, 512, 0, c->stream>>>(
