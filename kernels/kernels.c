@@ -328,3 +328,23 @@ enum zn_dtype zn_kernels_ctx_dtype(const struct zn_kctx *ctx)
 {
 	return ctx->dtype;
 }
+
+int zn_kcheck_convert(const char *op, void *dst, enum zn_dtype dst_dtype, const void *src,
+		      enum zn_dtype src_dtype, size_t n, bool in_place)
+{
+	int rc;
+	if ((rc = zn_kcheck_dtype(op, "destination", dst_dtype)) ||
+	    (rc = zn_kcheck_dtype(op, "source", src_dtype)) ||
+	    (rc = zn_kcheck_elementwise(op, dst, src, src)))
+		return rc;
+	size_t dsz = zn_dtype_size(dst_dtype), ssz = zn_dtype_size(src_dtype);
+	uintptr_t d0 = (uintptr_t)dst, s0 = (uintptr_t)src;
+	bool same = in_place && dst == src;
+	if (n && !same && d0 < s0 + n * ssz && s0 < d0 + n * dsz)
+		return zn_error(-EINVAL, "%s: the destination overlaps the source%s", op,
+				in_place ? " without being the same buffer" : "");
+	if (n && same && dsz != ssz)
+		return zn_error(-EINVAL, "%s: %s -> %s cannot be done in place (element sizes "
+				"differ)", op, zn_dtype_name(src_dtype), zn_dtype_name(dst_dtype));
+	return 0;
+}

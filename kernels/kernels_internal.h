@@ -50,6 +50,10 @@ int zn_kcheck_elementwise(const char *op, const void *a, const void *b, const vo
 int zn_kcheck_xent(const float *losses, const void *logits, const int32_t *targets, int BT,
 		   int V, int Vp);
 int zn_kcheck_dtype(const char *op, const char *what, enum zn_dtype dtype);
+/* cast (in_place true: dst may equal src when the element sizes match) or
+ * accumulate (dst and src must not overlap): dtypes, pointers, overlap. */
+int zn_kcheck_convert(const char *op, void *dst, enum zn_dtype dst_dtype, const void *src,
+		      enum zn_dtype src_dtype, size_t n, bool in_place);
 int zn_kcheck_ptr(const char *op, const char *what, const void *p);
 /* The storage dtype must be one the backend offers. */
 int zn_kcheck_params(const struct zn_kernels *ops, const struct zn_kernels_params *p);

@@ -1003,19 +1003,9 @@ static void red_range(void *p, size_t i0, size_t i1, unsigned w)
 static int cpu_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype, const void *src,
 		    enum zn_dtype src_dtype, size_t n)
 {
-	const char *op = "cast";
-	CHECK_CTX(op);
-	TRY(zn_kcheck_dtype(op, "destination", dst_dtype));
-	TRY(zn_kcheck_dtype(op, "source", src_dtype));
-	TRY(zn_kcheck_elementwise(op, dst, src, src));
+	CHECK_CTX("cast");
+	TRY(zn_kcheck_convert("cast", dst, dst_dtype, src, src_dtype, n, true));
 	size_t dsz = zn_dtype_size(dst_dtype), ssz = zn_dtype_size(src_dtype);
-	uintptr_t d0 = (uintptr_t)dst, s0 = (uintptr_t)src;
-	if (n && dst != src && d0 < s0 + n * ssz && s0 < d0 + n * dsz)
-		return zn_error(-EINVAL, "cast: the destination overlaps the source without being "
-				"the same buffer");
-	if (n && dst == src && dsz != ssz)
-		return zn_error(-EINVAL, "cast: %s -> %s cannot be done in place (element sizes "
-				"differ)", zn_dtype_name(src_dtype), zn_dtype_name(dst_dtype));
 	struct cpu_ctx *c = cpu(ctx);
 	struct red_args a = { .v = c->v, .dst = dst, .src = src, .dd = dst_dtype, .sd = src_dtype,
 			      .esz = ssz, .dsz = dsz, .kind = RED_CAST };
@@ -1050,14 +1040,8 @@ static void acc_range(void *arg, size_t i0, size_t i1, unsigned w)
 static int cpu_accumulate(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype,
 			  const void *src, enum zn_dtype src_dtype, size_t n)
 {
-	const char *op = "accumulate";
-	CHECK_CTX(op);
-	TRY(zn_kcheck_dtype(op, "destination", dst_dtype));
-	TRY(zn_kcheck_dtype(op, "source", src_dtype));
-	TRY(zn_kcheck_elementwise(op, dst, src, src));
-	uintptr_t d0 = (uintptr_t)dst, s0 = (uintptr_t)src;
-	if (n && d0 < s0 + n * zn_dtype_size(src_dtype) && s0 < d0 + n * zn_dtype_size(dst_dtype))
-		return zn_error(-EINVAL, "accumulate: the destination overlaps the source");
+	CHECK_CTX("accumulate");
+	TRY(zn_kcheck_convert("accumulate", dst, dst_dtype, src, src_dtype, n, false));
 	struct cpu_ctx *c = cpu(ctx);
 	struct acc_args a = { .v = c->v, .dst = dst, .src = src, .dd = dst_dtype, .sd = src_dtype };
 	run_chunks(c, n, chunk_of(c, n, 4096, 64), n, acc_range, &a);

@@ -1520,14 +1520,8 @@ __global__ void sumsq_finish_kernel(double *acc, const double *part, unsigned nb
 extern "C" int zn_cuda_accumulate(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype,
 				  const void *src, enum zn_dtype src_dtype, size_t n)
 {
-	const char *op = "accumulate";
-	CHECK_CTX(op);
-	TRY(zn_kcheck_dtype(op, "destination", dst_dtype));
-	TRY(zn_kcheck_dtype(op, "source", src_dtype));
-	TRY(zn_kcheck_elementwise(op, dst, src, src));
-	uintptr_t d0 = (uintptr_t)dst, s0 = (uintptr_t)src;
-	if (n && d0 < s0 + n * zn_dtype_size(src_dtype) && s0 < d0 + n * zn_dtype_size(dst_dtype))
-		return zn_error(-EINVAL, "accumulate: the destination overlaps the source");
+	CHECK_CTX("accumulate");
+	TRY(zn_kcheck_convert("accumulate", dst, dst_dtype, src, src_dtype, n, false));
 	if (n == 0)
 		return 0;
 	accumulate_kernel<<<blocks_for(n, 256), 256, 0, cuctx(ctx)->stream>>>(
@@ -1539,20 +1533,10 @@ extern "C" int zn_cuda_accumulate(struct zn_kctx *ctx, void *dst, enum zn_dtype 
 extern "C" int zn_cuda_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype,
 			    const void *src, enum zn_dtype src_dtype, size_t n)
 {
-	const char *op = "cast";
-	CHECK_CTX(op);
-	TRY(zn_kcheck_dtype(op, "destination", dst_dtype));
-	TRY(zn_kcheck_dtype(op, "source", src_dtype));
-	TRY(zn_kcheck_elementwise(op, dst, src, src));
+	CHECK_CTX("cast");
+	TRY(zn_kcheck_convert("cast", dst, dst_dtype, src, src_dtype, n, true));
 	cuda_ctx *c = cuctx(ctx);
-	size_t dsz = zn_dtype_size(dst_dtype), ssz = zn_dtype_size(src_dtype);
-	uintptr_t d0 = (uintptr_t)dst, s0 = (uintptr_t)src;
-	if (n && dst != src && d0 < s0 + n * ssz && s0 < d0 + n * dsz)
-		return zn_error(-EINVAL, "cast: the destination overlaps the source without being "
-				"the same buffer");
-	if (n && dst == src && dsz != ssz)
-		return zn_error(-EINVAL, "cast: %s -> %s cannot be done in place (element sizes "
-				"differ)", zn_dtype_name(src_dtype), zn_dtype_name(dst_dtype));
+	size_t dsz = zn_dtype_size(dst_dtype);
 	if (n == 0)
 		return 0;
 	if (dst_dtype == src_dtype) {
