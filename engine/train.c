@@ -517,9 +517,8 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
 		params[i] = s->sparam;
 		if (!want)
 			continue;
-		if (!s->sgrad &&
-		    (!(rc = dev_alloc(t, bytes, &s->sgrad)) &&
-		     (rc = zn_device_memset(t->dev, s->sgrad, 0, bytes, t->stream))))
+		if (!s->sgrad && ((rc = dev_alloc(t, bytes, &s->sgrad)) ||
+				  (rc = zn_device_memset(t->dev, s->sgrad, 0, bytes, t->stream))))
 			break;
 		grads[i] = s->sgrad;
 		s->sdirty = true;
