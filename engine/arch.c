@@ -7,13 +7,6 @@
 
 #include "zinc/hf.h"
 
-enum zn_dtype zn_arch_storage_dtype(const struct zn_config *cfg)
-{
-	if (cfg->device.type != ZN_DEVICE_CUDA)
-		return ZN_DTYPE_F32;
-	return cfg->bf16.enabled ? ZN_DTYPE_BF16 : cfg->fp16.enabled ? ZN_DTYPE_F16 : ZN_DTYPE_F32;
-}
-
 int zn_arch_from_config(const struct zn_config *cfg, struct zn_arch *a)
 {
 	const struct zn_model_config *mc = &cfg->model;
@@ -25,7 +18,7 @@ int zn_arch_from_config(const struct zn_config *cfg, struct zn_arch *a)
 			.n_embd = (int)mc->n_embd, .vocab_size = (int)mc->vocab_size,
 			.max_seq_len = (int)mc->seq_len, .recompute = ac->enabled,
 			.offload_activations = ac->cpu_checkpointing, .profile = ac->profile,
-			.act_dtype = zn_arch_storage_dtype(cfg),
+			.act_dtype = zn_config_storage_dtype(cfg),
 		};
 		return zn_gpt2_config_check(&a->g);
 	}
@@ -43,7 +36,7 @@ int zn_arch_from_config(const struct zn_config *cfg, struct zn_arch *a)
 	a->l.recompute = ac->enabled;
 	a->l.offload_activations = ac->cpu_checkpointing;
 	a->l.profile = ac->profile;
-	a->l.act_dtype = zn_arch_storage_dtype(cfg);
+	a->l.act_dtype = zn_config_storage_dtype(cfg);
 	if ((rc = zn_llama_config_check(&a->l)))
 		return rc;
 	if ((int)mc->seq_len > a->l.max_seq_len)

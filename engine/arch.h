@@ -33,11 +33,7 @@ struct zn_arch {
  * naming the key or file.  Activation checkpointing flags come from the
  * config's activation_checkpointing section. */
 int zn_arch_from_config(const struct zn_config *cfg, struct zn_arch *a);
-/* The dtype the model's tensors have on the device (the kernels context's
- * storage): the training dtype on the cuda backend (bf16, fp16 or fp32),
- * fp32 on the cpu backend (whose 16-bit training keeps its values rounded
- * to the 16-bit type in fp32 storage). */
-enum zn_dtype zn_arch_storage_dtype(const struct zn_config *cfg);
+
 unsigned zn_arch_layers(const struct zn_arch *a);
 unsigned zn_arch_layer_params(const struct zn_arch *a, unsigned layer, struct zn_param_desc *out);
 uint64_t zn_arch_num_params(const struct zn_arch *a);

@@ -922,6 +922,13 @@ static int expand_rank(char *path, int rank, int local_rank)
 	return 0;
 }
 
+enum zn_dtype zn_config_storage_dtype(const struct zn_config *cfg)
+{
+	if (cfg->device.type != ZN_DEVICE_CUDA)
+		return ZN_DTYPE_F32;
+	return cfg->bf16.enabled ? ZN_DTYPE_BF16 : cfg->fp16.enabled ? ZN_DTYPE_F16 : ZN_DTYPE_F32;
+}
+
 int zn_config_expand_rank(struct zn_config *cfg, int rank, int local_rank)
 {
 	int rc = expand_rank(cfg->zero_optimization.offload_param.nvme_path, rank, local_rank);

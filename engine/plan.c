@@ -295,7 +295,7 @@ static int need_device(const struct zn_config *c, const struct geom *g, struct z
 	/* 16-bit training on cuda: the model computes on 16-bit copies of what
 	 * it is given (hand_out in train.c): 2 + 2 bytes per element beside the
 	 * fp32 ones, about half as much again (alignment aside). */
-	if (zn_arch_storage_dtype(c) != ZN_DTYPE_F32)
+	if (zn_config_storage_dtype(c) != ZN_DTYPE_F32)
 		add_item(t, pl.resident + ZN_MAX(2 * (pl.off0 + pl.off_head),
 						 pl.off0 + 2 * pl.off_block) / 2,
 			 "16-bit copies the kernels compute with (parameters + gradients)");

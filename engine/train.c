@@ -1653,7 +1653,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	struct zn_kernels_params kp;
 	zn_kernels_params_default(&kp);
 	zn_device_kernels_params(t->dev, t->stream, &kp);
-	t->sdt = kp.dtype = zn_arch_storage_dtype(cfg);
+	t->sdt = kp.dtype = zn_config_storage_dtype(cfg);
 	t->kctx = t->k->ctx_create(&kp);
 	if (!t->kctx)
 		goto fail;

@@ -25,6 +25,7 @@
 #include "zinc/aio.h"
 #include "zinc/common.h"
 #include "zinc/config.h"
+#include "zinc/kernels.h"
 #include "zinc/offload.h"
 
 #ifdef __cplusplus
@@ -274,6 +275,12 @@ ZN_API int zn_config_resolve_batch(const struct zn_config *cfg, uint32_t world_s
  * become these numbers (/nvme{local_rank}/swap -> /nvme1/swap).  0, or
  * -ENAMETOOLONG naming the path. */
 ZN_API int zn_config_expand_rank(struct zn_config *cfg, int rank, int local_rank);
+
+/* The dtype training computes in on the device (the kernels context's
+ * storage dtype): the training dtype on the cuda backend (bf16, fp16 or
+ * fp32), fp32 on the cpu backend (whose 16-bit training keeps its values
+ * rounded to the 16-bit type in fp32 storage). */
+ZN_API enum zn_dtype zn_config_storage_dtype(const struct zn_config *cfg);
 
 /* Resolve the "auto" sizes that follow from the model, as the Hugging Face
  * integration does: zero_optimization.reduce_bucket_size = n_embd^2,
