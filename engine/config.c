@@ -760,6 +760,12 @@ int zn_config_load_string(const char *text, size_t len, const char *name, struct
 	return load_text(text, len, name, NULL, 0, out);
 }
 
+int zn_config_load_string_set(const char *text, size_t len, const char *name,
+			      const char *const *sets, size_t nsets, struct zn_config *out)
+{
+	return load_text(text, len, name, sets, nsets, out);
+}
+
 static int load_text(const char *text, size_t len, const char *name,
 		     const char *const *sets, size_t nsets, struct zn_config *out)
 {

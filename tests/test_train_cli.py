@@ -611,6 +611,19 @@ def bench_reports_a_ratio(d):
     BT, B, T, C, L, Vp = 128, 2, 64, 64, 2, 384
     want = 3 * (L * (24 * BT * C * C + 2 * B * T * T * C) + 2 * BT * C * Vp)
     assert abs(o["flops_per_step"] - want) < 1e-3 * want, (o, want)
+    # Without a config: GPT-2 124M at batch 4 x 1024, which --set changes.
+    p = subprocess.run([ZINC, "train", "--bench", "--max-steps", "2", "--set", "model.n_layer=1",
+                        "--set", "model.n_embd=32", "--set", "model.n_head=2", "--set",
+                        "model.seq_len=16", "--set", "device.type=" + DEVICE],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    o = json.loads(p.stdout.strip().splitlines()[-1])
+    BT, B, T, C, L, Vp = 64, 4, 16, 32, 1, 50304
+    want = 3 * (L * (24 * BT * C * C + 2 * B * T * T * C) + 2 * BT * C * Vp)
+    assert abs(o["flops_per_step"] - want) < 1e-3 * want, (o, want)
+    p = subprocess.run([ZINC, "train", "--bench", "--set", "model.nlayer=1"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "did you mean 'n_layer'" in p.stderr, p.stderr
 
 
 @t.test

@@ -382,25 +382,22 @@ int cmd_train(int argc, char **argv)
 	}
 	const char *path = rc < argc ? argv[rc] : NULL;
 	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
-	if (path && zn_config_load_file_set(path, a.sets, a.nsets, &cfg) != 0) {
+	/* --bench without a config: GPT-2 124M at llm.c's batch, which --set
+	 * changes as it would a file (--set device.type=cuda). */
+	static const char bench_default[] =
+		"train_micro_batch_size_per_gpu: 4\n"
+		"gradient_accumulation_steps: 1\n"
+		"model: {type: gpt2, n_layer: 12, n_head: 12, n_embd: 768, vocab_size: 50257, "
+		"seq_len: 1024}\n";
+	if (path ? zn_config_load_file_set(path, a.sets, a.nsets, &cfg)
+		 : a.bench && zn_config_load_string_set(bench_default, sizeof(bench_default) - 1,
+							"the --bench default (GPT-2 124M)",
+							a.sets, a.nsets, &cfg)) {
 		fprintf(stderr, "zinc train: %s\n", zn_last_error());
 		return 2;
 	}
-	if (a.bench) {
-		if (!path) {
-			/* GPT-2 124M, llm.c's batch. */
-			zn_config_default(&cfg);
-			cfg.model.n_layer = 12;
-			cfg.model.n_head = 12;
-			cfg.model.n_embd = 768;
-			cfg.model.vocab_size = 50257;
-			cfg.model.seq_len = 1024;
-			cfg.batch.micro_batch = 4;
-			cfg.batch.grad_accum = 1;
-			cfg.batch.train_batch_size = 4;
-		}
+	if (a.bench)
 		return bench(&cfg, a.max_steps);
-	}
 	/* The ranks: mpirun's, or one.  Batch sizes follow DeepSpeed's rule
 	 * for this many ranks. */
 	struct zn_comm *comm = zn_comm_create(NULL);

@@ -261,6 +261,9 @@ ZN_API int zn_config_load_file_set(const char *path, const char *const *sets, si
  * `name` stands for the file name in messages; NULL means "<string>". */
 ZN_API int zn_config_load_string(const char *text, size_t len, const char *name,
 				 struct zn_config *out);
+/* ... with overrides, as zn_config_load_file_set takes them. */
+ZN_API int zn_config_load_string_set(const char *text, size_t len, const char *name,
+				     const char *const *sets, size_t nsets, struct zn_config *out);
 
 /* DeepSpeed's batch rule: train_batch_size = micro × accumulation × world.
  * Any two of the three (not given or "auto" counts as absent) determine the
