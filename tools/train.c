@@ -65,8 +65,9 @@ static const struct opt options[] = {
 	OPT_CALL("set", "KEY=VALUE", NULL, "override a config key, as a dotted path: "
 		 "--set zero_optimization.offload_param.device=nvme (repeatable)", add_set),
 	OPT_BOOL("bench", "measure: a few steps on random tokens (CONFIG optional: GPT-2 124M "
-		 "with batch 4 x 1024), FLOP/s against OpenBLAS sgemm on the model's largest "
-		 "matmul, in the same run", struct train_args, bench),
+		 "with batch 4 x 1024, which --set changes), FLOP/s against a matrix product "
+		 "of the model's largest shape in the same run (OpenBLAS sgemm; on a GPU the "
+		 "device's own)", struct train_args, bench),
 };
 
 static volatile sig_atomic_t interrupted;
