@@ -1969,6 +1969,18 @@ void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len)
 			 a->l.tie_embeddings ? ", tied embeddings" : "");
 }
 
+void zn_trainer_device_summary(const struct zn_trainer *t, char *out, size_t len)
+{
+	const char *dev = zn_device_name(t->dev), *dt = zn_dtype_name(t->dtype);
+	if (t->dtype == ZN_DTYPE_F32)
+		snprintf(out, len, "%s, fp32", dev);
+	else
+		snprintf(out, len, "%s, %s %s, fp32 master weights", dev, dt,
+			 t->sdt == t->dtype ? (t->dtype == ZN_DTYPE_BF16 ? "computed in bf16"
+									 : "computed in fp16")
+					    : "values computed in fp32");
+}
+
 int zn_trainer_rank(const struct zn_trainer *t)
 {
 	return t->rank;

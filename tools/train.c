@@ -512,6 +512,9 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 		       path, model, zn_trainer_num_params(t), cfg.batch.micro_batch,
 		       cfg.model.seq_len, cfg.batch.grad_accum, ranks,
 		       zn_trainer_steps_done(t) ? "resumed from a checkpoint" : "from scratch");
+		char device[256];
+		zn_trainer_device_summary(t, device, sizeof(device));
+		printf("device: %s\n", device);
 		if (tiers[0])
 			printf("%s\n", tiers);
 		/* Starting weights: how fast they came in, and that they never

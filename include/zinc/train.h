@@ -136,6 +136,10 @@ ZN_API int zn_checkpoint_consolidate(const char *path, const char *out);
 /* The model in words, for humans: "GPT-2 12 layers, 12 heads, 768
  * channels, vocab 50257" or the config.json's architecture and shape. */
 ZN_API void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len);
+/* The device and the precision in words: "cuda:0 (NVIDIA H100 80GB HBM3),
+ * bf16 computed in bf16, fp32 master weights", "cpu, fp32", or for 16-bit
+ * training on the cpu backend "cpu, bf16 values computed in fp32, ...". */
+ZN_API void zn_trainer_device_summary(const struct zn_trainer *t, char *out, size_t len);
 /* Model parameters (fp32) as one line per tensor, for humans. */
 ZN_API uint64_t zn_trainer_num_params(const struct zn_trainer *t);
 
