@@ -97,6 +97,8 @@ def loss_falls_and_resume_is_exact(d):
     assert first > 5.0 and last < first - 1.5, (first, last)
     assert any("val_loss" in s for s in steps)
     assert "checkpoint: step 40" in p.stdout
+    want = "device: cuda:" if DEVICE == "cuda" else "device: cpu, fp32"
+    assert want in p.stdout, p.stdout[:500]
 
     # Stop at 20, then resume to 40: the same losses, bit for bit.
     part = config(d, "part.yaml", os.path.join(d, "ck-part"))
@@ -127,6 +129,9 @@ def fp16_bf16_offload_train_and_resume_exactly(d):
         full = config(d, tag + "-full.yaml", os.path.join(d, tag + "-ck-full"), extra=extra)
         p = train(full, "--json-log", os.path.join(d, tag + ".jsonl"))
         assert p.returncode == 0, (tag, p.stderr)
+        if tag != "offload":  # 16 bits computed in 16 bits on a GPU, in fp32 on the cpu
+            how = "computed in " + tag if DEVICE == "cuda" else "values computed in fp32"
+            assert "%s %s, fp32 master weights" % (tag, how) in p.stdout, p.stdout[:500]
         steps = log(os.path.join(d, tag + ".jsonl"))
         assert steps[-1]["loss"] < steps[0]["loss"] - 1.5, (tag, steps[0], steps[-1])
         if tag == "fp16":
