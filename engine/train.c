@@ -1969,6 +1969,55 @@ void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len)
 			 a->l.tie_embeddings ? ", tied embeddings" : "");
 }
 
+int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
+			struct zn_rank_memory *out)
+{
+	const struct zn_zero_config *z = &cfg->zero_optimization;
+	struct zn_arch arch;
+	if (world < 1 || rank < 0 || rank >= world)
+		return zn_error(-EINVAL, "rank %d of %d ranks: ranks are 0 .. world - 1, world >= 1",
+				rank, world);
+	int rc = zn_arch_from_config(cfg, &arch);
+	if (rc)
+		return rc;
+	/* create()'s rules, tensor by tensor (its accounting is the truth,
+	 * which tests/test_train_mpi.py compares this with). */
+	const unsigned stage = z->stage;
+	const bool offload_param = z->offload_param.device != ZN_OFFLOAD_NONE;
+	const bool device_opt = z->offload_optimizer.device == ZN_OFFLOAD_NONE;
+	const enum zn_dtype dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled
+								    ? ZN_DTYPE_BF16 : ZN_DTYPE_F32;
+	const enum zn_dtype gdt =
+		cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_BF16   ? ZN_DTYPE_BF16
+		: cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_FP16 ? ZN_DTYPE_F16
+									 : ZN_DTYPE_F32;
+	const enum zn_dtype hdt = offload_param ? dtype : ZN_DTYPE_F32;
+	const uint64_t parts = stage >= 1 ? (uint64_t)world : 1;
+	const bool partition_params = offload_param || (stage == 3 && world > 1);
+	const bool host_grads = !device_opt || world > 1;
+	memset(out, 0, sizeof(*out));
+	out->rank = rank;
+	out->world = world;
+	out->stage = stage;
+	for (unsigned l = 0; l < zn_arch_layers(&arch); l++) {
+		struct zn_param_desc d[ZN_ARCH_LAYER_TENSORS_MAX];
+		unsigned n = zn_arch_layer_params(&arch, l, d);
+		for (unsigned i = 0; i < n; i++) {
+			const uint64_t numel = d[i].numel, part = (numel + parts - 1) / parts;
+			const uint64_t lo = ZN_MIN(part * (parts > 1 ? (uint64_t)rank : 0), numel);
+			const uint64_t nown = ZN_MIN(part, numel - lo);
+			const bool resident = !partition_params ||
+					      numel < z->param_persistence_threshold;
+			const bool dev_grads = resident && (world == 1 || stage <= 1);
+			out->params += resident ? 4 * numel : nown * zn_dtype_size(hdt);
+			out->grads += (dev_grads ? 4 * numel : 0) +
+				      (host_grads ? nown * zn_dtype_size(gdt) : 0);
+			out->optimizer += 3 * nown * 4;
+		}
+	}
+	return 0;
+}
+
 void zn_trainer_device_summary(const struct zn_trainer *t, char *out, size_t len)
 {
 	const char *dev = zn_device_name(t->dev), *dt = zn_dtype_name(t->dtype);

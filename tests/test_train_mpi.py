@@ -193,7 +193,8 @@ def each_rank_holds_its_share(d):
     """ZeRO's memory: stage 1 partitions the optimizer states, stage 2 also
     the gradients, stage 3 also the parameters -- each rank holds about
     half of those on two ranks (by the engine's own accounting; parts are
-    rounded up, so slightly more than half)."""
+    rounded up, so slightly more than half), and `zinc plan --ranks N`
+    gives rank 0's figures, byte for byte, before training."""
     need_mpi()
     make_data(d)
     pl = placements(d)
@@ -205,6 +206,15 @@ def each_rank_holds_its_share(d):
         one, two = run_pair(d, name, pl[name][0], "", steps=2)
         m1, m2 = one[-1]["rank_memory"], two[-1]["rank_memory"]
         assert (m1["world"], m2["world"]) == (1, 2), (m1, m2)
+        # zinc plan --ranks N says the same from the config alone.
+        for ranks, m in ((1, m1), (2, m2)):
+            cfg = os.path.join(d, "%s-%d.yaml" % (name, ranks))
+            r = subprocess.run([ZINC, "plan", cfg, "--ranks", str(ranks), "--json"],
+                               capture_output=True, text=True)
+            assert r.returncode in (0, 1), (name, r.stderr)
+            planned = json.loads(r.stdout)["ranks"][0]
+            assert all(planned[k] == m[k] for k in ("params", "grads", "optimizer")), (
+                name, ranks, planned, m)
         for k in kinds:
             assert 0 < m2[k] <= 0.5 * m1[k] * 1.01, (name, k, m1[k], m2[k])
         for k in set(("optimizer", "grads", "params")) - set(kinds):

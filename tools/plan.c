@@ -17,14 +17,64 @@
 
 #include "zinc/configfile.h"
 #include "zinc/plan.h"
+#include "zinc/train.h"
 
 struct plan_args {
 	bool json;
+	unsigned ranks;
 };
 
 static const struct opt options[] = {
 	OPT_BOOL("json", "print one JSON object instead of the report", struct plan_args, json),
+	OPT_NUM("ranks", "N", "none", "also each of N ranks' share of the model states "
+		"(ZeRO's partitions; what zinc train's JSON log reports as rank_memory)",
+		struct plan_args, ranks, 1, 65536),
 };
+
+/* Each rank's model states (zn_rank_memory_plan); NULL: none asked.  -1
+ * after saying why. */
+static int rank_states(const struct zn_config *cfg, unsigned n, struct zn_rank_memory **out)
+{
+	*out = NULL;
+	if (!n)
+		return 0;
+	struct zn_rank_memory *m = calloc(n, sizeof(*m));
+	if (!m) {
+		fprintf(stderr, "zinc plan: out of memory\n");
+		return -1;
+	}
+	for (unsigned r = 0; r < n; r++) {
+		if (zn_rank_memory_plan(cfg, (int)n, (int)r, &m[r]) != 0) {
+			fprintf(stderr, "zinc plan: %s\n", zn_last_error());
+			free(m);
+			return -1;
+		}
+	}
+	*out = m;
+	return 0;
+}
+
+static void print_ranks(const struct zn_rank_memory *m, unsigned n)
+{
+	char a[32], b[32], c[32], d[32];
+	printf("\nmodel states per rank (ZeRO stage %u over %u rank%s: optimizer states "
+	       "partitioned from stage 1, gradients from stage 2, parameters in stage 3); the "
+	       "tiers above hold one rank's whole states\n", m[0].stage, n, n == 1 ? "" : "s");
+	for (unsigned r = 0; r < n; r++) {
+		/* Ranks alike but the last (the parts' remainders): one line. */
+		if (r > 0 && r < n - 1 && m[r].params == m[0].params && m[r].grads == m[0].grads &&
+		    m[r].optimizer == m[0].optimizer)
+			continue;
+		printf("  rank %u%s: parameters %s, gradients %s, optimizer states %s, total %s\n", r,
+		       r == 0 && n > 2 && m[1].params == m[0].params && m[1].grads == m[0].grads &&
+				       m[1].optimizer == m[0].optimizer
+			       ? " (and every rank but the last)" : "",
+		       zn_format_size(m[r].params, a, sizeof(a)),
+		       zn_format_size(m[r].grads, b, sizeof(b)),
+		       zn_format_size(m[r].optimizer, c, sizeof(c)),
+		       zn_format_size(m[r].params + m[r].grads + m[r].optimizer, d, sizeof(d)));
+	}
+}
 
 static const char *kind_name(int kind)
 {
@@ -41,7 +91,7 @@ static const char *kind_name(int kind)
 	return "?";
 }
 
-static void print_json(const struct zn_plan *p)
+static void print_json(const struct zn_plan *p, const struct zn_rank_memory *ranks, unsigned n)
 {
 	struct json j;
 	uint64_t tot[3] = { 0, 0, 0 }; /* device, host (pinned + pageable), nvme */
@@ -126,6 +176,23 @@ static void print_json(const struct zn_plan *p)
 	json_key(&j, "nvme");
 	json_uint(&j, tot[2]);
 	json_end_object(&j);
+	if (ranks) {
+		json_key(&j, "ranks");
+		json_begin_array(&j);
+		for (unsigned r = 0; r < n; r++) {
+			json_begin_object(&j);
+			json_key(&j, "rank");
+			json_uint(&j, (uint64_t)r);
+			json_key(&j, "params");
+			json_uint(&j, ranks[r].params);
+			json_key(&j, "grads");
+			json_uint(&j, ranks[r].grads);
+			json_key(&j, "optimizer");
+			json_uint(&j, ranks[r].optimizer);
+			json_end_object(&j);
+		}
+		json_end_array(&j);
+	}
 	json_end_object(&j);
 }
 
@@ -134,7 +201,7 @@ int cmd_plan(int argc, char **argv)
 	struct plan_args a = { 0 };
 	struct zn_config cfg;
 	int rc = opts_parse("zinc plan", options, ARRAY_SIZE(options), argc, argv, &a,
-			    "CONFIG [--json]");
+			    "CONFIG [--json] [--ranks N]");
 	if (rc == -2)
 		return 0;
 	if (rc < 0)
@@ -153,13 +220,18 @@ int cmd_plan(int argc, char **argv)
 		fprintf(stderr, "zinc plan: out of memory\n");
 		return 1;
 	}
+	struct zn_rank_memory *ranks = NULL;
 	if (zn_plan_compute(&cfg, p) != 0) {
 		fprintf(stderr, "zinc plan: %s\n", zn_last_error());
 		free(p);
 		return 2;
 	}
+	if (rank_states(&cfg, a.ranks, &ranks) != 0) {
+		free(p);
+		return 2;
+	}
 	if (a.json) {
-		print_json(p);
+		print_json(p, ranks, a.ranks);
 	} else {
 		int n = zn_plan_format(p, NULL, 0);
 		char *text = n >= 0 ? malloc((size_t)n + 1) : NULL;
@@ -171,8 +243,11 @@ int cmd_plan(int argc, char **argv)
 		zn_plan_format(p, text, (size_t)n + 1);
 		fputs(text, stdout);
 		free(text);
+		if (ranks)
+			print_ranks(ranks, a.ranks);
 	}
 	rc = zn_plan_fits(p) ? 0 : 1;
+	free(ranks);
 	free(p);
 	return rc;
 }
