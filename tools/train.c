@@ -515,6 +515,16 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 		char device[256];
 		zn_trainer_device_summary(t, device, sizeof(device));
 		printf("device: %s\n", device);
+		if (world > 1) {
+			struct zn_rank_memory m;
+			char p[32], g[32], o[32];
+			zn_trainer_memory(t, &m);
+			printf("rank 0's model states (ZeRO stage %u over %d ranks): parameters %s, "
+			       "gradients %s, optimizer states %s\n", m.stage, world,
+			       zn_format_size(m.params, p, sizeof(p)),
+			       zn_format_size(m.grads, g, sizeof(g)),
+			       zn_format_size(m.optimizer, o, sizeof(o)));
+		}
 		if (tiers[0])
 			printf("%s\n", tiers);
 		/* Starting weights: how fast they came in, and that they never
