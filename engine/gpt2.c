@@ -228,9 +228,7 @@ static int setup(struct zn_gpt2 *m, const struct zn_gpt2_config *cfg, int B, int
 					 "interface)");
 	m->B = B;
 	m->T = T;
-	if ((unsigned)cfg->act_dtype >= ZN_DTYPE_COUNT)
-		return zn_error(-EINVAL, "%s: activation dtype %d: fp32, fp16 or bf16", "GPT-2",
-				(int)cfg->act_dtype);
+	TRY(zn_model_check_storage("GPT-2", cfg->act_dtype, NULL));
 	m->esz = zn_dtype_size(cfg->act_dtype);
 	m->la = calloc((size_t)m->cfg.n_layer, sizeof(*m->la));
 	if (!m->la)
@@ -267,10 +265,7 @@ struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 		zn_gpt2_destroy(m);
 		return NULL;
 	}
-	if (ctx && zn_kernels_ctx_dtype(ctx) != m->cfg.act_dtype) {
-		zn_set_error("%s: the kernels' context stores %s, the model was configured for %s",
-			     "GPT-2", zn_dtype_name(zn_kernels_ctx_dtype(ctx)),
-			     zn_dtype_name(m->cfg.act_dtype));
+	if (zn_model_check_storage("GPT-2", m->cfg.act_dtype, ctx)) {
 		zn_gpt2_destroy(m);
 		return NULL;
 	}

@@ -349,9 +349,7 @@ static int setup(struct zn_llama *m, const struct zn_llama_config *cfg, int B, i
 	m->W = m->QD + 2 * m->KD;
 	m->I = c->intermediate;
 	m->V = c->vocab_size;
-	if ((unsigned)cfg->act_dtype >= ZN_DTYPE_COUNT)
-		return zn_error(-EINVAL, "%s: activation dtype %d: fp32, fp16 or bf16", "Llama",
-				(int)cfg->act_dtype);
+	TRY(zn_model_check_storage("Llama", cfg->act_dtype, NULL));
 	m->esz = zn_dtype_size(cfg->act_dtype);
 	int n = 0;
 	for (int r = 0; r < NROLES; r++)
@@ -388,10 +386,7 @@ struct zn_llama *zn_llama_create(const struct zn_llama_config *cfg, int B, int T
 		free(m);
 		return NULL;
 	}
-	if (ctx && zn_kernels_ctx_dtype(ctx) != m->cfg.act_dtype) {
-		zn_set_error("%s: the kernels' context stores %s, the model was configured for %s",
-			     "Llama", zn_dtype_name(zn_kernels_ctx_dtype(ctx)),
-			     zn_dtype_name(m->cfg.act_dtype));
+	if (zn_model_check_storage("Llama", m->cfg.act_dtype, ctx)) {
 		zn_llama_destroy(m);
 		return NULL;
 	}

@@ -187,3 +187,16 @@ void zn_model_normal(uint64_t seed, uint64_t index, float std, float *out, size_
 			out[i + 1] = (float)(r * sin(2 * M_PI * u2));
 	}
 }
+
+int zn_model_check_storage(const char *model, enum zn_dtype act_dtype,
+			   const struct zn_kctx *ctx)
+{
+	if ((unsigned)act_dtype >= ZN_DTYPE_COUNT)
+		return zn_error(-EINVAL, "%s: activation dtype %d: fp32, fp16 or bf16", model,
+				(int)act_dtype);
+	if (ctx && zn_kernels_ctx_dtype(ctx) != act_dtype)
+		return zn_error(-EINVAL, "%s: the kernels' context stores %s, the model was "
+				"configured for %s", model, zn_dtype_name(zn_kernels_ctx_dtype(ctx)),
+				zn_dtype_name(act_dtype));
+	return 0;
+}

@@ -71,6 +71,12 @@ uint64_t zn_ckpt_prof_start(struct zn_ckpt *c);
 void zn_ckpt_prof_end(struct zn_ckpt *c, int which, uint64_t t0);
 void zn_ckpt_profile_take(struct zn_ckpt *c, struct zn_gpt2_profile *out);
 
+/* The storage dtype a model is configured for (act_dtype) exists and,
+ * given a kernels context (NULL: none yet), is the one it stores.  0, or
+ * -EINVAL naming `model`. */
+int zn_model_check_storage(const char *model, enum zn_dtype act_dtype,
+			   const struct zn_kctx *ctx);
+
 /* n values of normal(0, std) for tensor `index` of a model seeded `seed`:
  * splitmix64 from a state made of both (counter-based: any tensor on its
  * own, in any order, on any rank), Box-Muller in double. */

@@ -288,16 +288,15 @@ static int need_device(const struct zn_config *c, const struct geom *g, struct z
 		add_item(t, A256(sizeof(double)) + A256(sizeof(int32_t)),
 			 "gradient norm and overflow flag");
 	}
-	add_item(t, ZN_MAX(2 * (pl.off0 + pl.off_head), pl.off0 + 2 * pl.off_block),
-		 "offloaded layers in use (fp32 parameters + gradients)");
+	const uint64_t in_use = ZN_MAX(2 * (pl.off0 + pl.off_head), pl.off0 + 2 * pl.off_block);
+	add_item(t, in_use, "offloaded layers in use (fp32 parameters + gradients)");
 	if (elem_bytes(c) == 2 || accum_bytes(c) == 2)
 		add_item(t, A256(2 * g->largest), "16-bit scratch (largest tensor)");
 	/* 16-bit training on cuda: the model computes on 16-bit copies of what
 	 * it is given (hand_out in train.c): 2 + 2 bytes per element beside the
 	 * fp32 ones, about half as much again (alignment aside). */
 	if (zn_config_storage_dtype(c) != ZN_DTYPE_F32)
-		add_item(t, pl.resident + ZN_MAX(2 * (pl.off0 + pl.off_head),
-						 pl.off0 + 2 * pl.off_block) / 2,
+		add_item(t, pl.resident + in_use / 2,
 			 "16-bit copies the kernels compute with (parameters + gradients)");
 	add_item(t, 2 * A256(4 * BT), "batch (tokens, targets)");
 	/* cuda: the kernels' context takes its workspaces with cudaMalloc,

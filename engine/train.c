@@ -106,8 +106,6 @@ struct zn_trainer {
 	uint32_t accum;
 	struct zn_device *dev;
 	struct zn_stream *stream;
-	bool stream_kernels;           /* the kernels run on `stream` (cuda), not
-	                                * when called (cpu) */
 	enum zn_dtype sdt;             /* the model's storage dtype on the device:
 	                                * F32, or the 16-bit training dtype on
 	                                * cuda (tstate's sparam/sgrad) */
@@ -534,7 +532,9 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
 static int fold_grads(struct zn_trainer *t, unsigned layer)
 {
 	int rc = 0;
-	for (unsigned i = 0; i < t->count[layer] && !rc && t->sdt != ZN_DTYPE_F32; i++) {
+	if (t->sdt == ZN_DTYPE_F32)
+		return 0;
+	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 		struct tstate *s = &t->t[t->first[layer] + i];
 		const size_t n = s->d.numel;
 		if (!s->sdirty || !s->sgrad || !s->dgrad)
@@ -807,7 +807,10 @@ static void dfree(void *user, void *p)
 static int dzero(void *user, void *p, size_t bytes)
 {
 	struct zn_trainer *t = user;
-	return zn_device_memset(t->dev, p, 0, bytes, t->stream_kernels ? t->stream : NULL);
+	/* cuda kernels run on the stream; cpu ones when called, so there a
+	 * stream's memset would not be ordered with them */
+	const bool on_stream = t->cfg.device.type == ZN_DEVICE_CUDA;
+	return zn_device_memset(t->dev, p, 0, bytes, on_stream ? t->stream : NULL);
 }
 
 static void *halloc(void *user, size_t bytes)
@@ -849,6 +852,75 @@ static int dto_device(void *user, void *dst, const void *src, size_t bytes)
 }
 
 /* ---- creation --------------------------------------------------------------- */
+
+/* ZeRO's rules for rank `rank` of `world`, from the config: create()
+ * allocates by them, zn_rank_memory_plan counts by them. */
+struct zero_rules {
+	int rank, world;
+	unsigned stage;
+	uint64_t parts;          /* stage >= 1: every tensor in `world` parts */
+	uint64_t threshold;      /* stage3_param_persistence_threshold */
+	bool offload_param, device_opt;
+	bool partition_params;   /* stage 3: parameters in homes (offload_param)
+	                          * or, on several ranks, in parts on the device */
+	bool host_grads;         /* gradient accumulators in host memory: for the
+	                          * CPU optimizer, or reduced across ranks on the
+	                          * host */
+	enum zn_dtype dtype;     /* training: what parameters and gradients are
+	                          * rounded to */
+	enum zn_dtype gdt, hdt;  /* the host gradient accumulators', the homes' */
+};
+
+static void zero_rules(const struct zn_config *cfg, int rank, int world, struct zero_rules *z)
+{
+	const struct zn_zero_config *zc = &cfg->zero_optimization;
+	z->rank = rank;
+	z->world = world;
+	z->stage = zc->stage;
+	z->parts = z->stage >= 1 ? (uint64_t)world : 1;
+	z->threshold = zc->param_persistence_threshold;
+	z->offload_param = zc->offload_param.device != ZN_OFFLOAD_NONE;
+	z->device_opt = zc->offload_optimizer.device == ZN_OFFLOAD_NONE;
+	z->partition_params = z->offload_param || (z->stage == 3 && world > 1);
+	z->host_grads = !z->device_opt || world > 1;
+	z->dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled ? ZN_DTYPE_BF16
+									: ZN_DTYPE_F32;
+	z->gdt = cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_BF16   ? ZN_DTYPE_BF16
+		 : cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_FP16 ? ZN_DTYPE_F16
+									  : ZN_DTYPE_F32;
+	z->hdt = z->offload_param ? z->dtype : ZN_DTYPE_F32;
+}
+
+/* One tensor's share: parts of ceil(numel / parts) elements, this rank's
+ * [lo, lo + nown); whether it stays on the device whole (DeepSpeed's
+ * persistence: small tensors are not worth a round trip each layer) and
+ * whether its gradients accumulate there over a step (stages 2 and 3 on
+ * several ranks reduce them as each layer's become final instead). */
+struct tshare {
+	uint64_t part, lo, nown;
+	bool resident, dev_grads;
+};
+
+static struct tshare tensor_share(const struct zero_rules *z, uint64_t numel)
+{
+	struct tshare s;
+	s.part = (numel + z->parts - 1) / z->parts;
+	s.lo = ZN_MIN(s.part * (z->parts > 1 ? (uint64_t)z->rank : 0), numel);
+	s.nown = ZN_MIN(s.part, numel - s.lo);
+	s.resident = !z->partition_params || numel < z->threshold;
+	s.dev_grads = s.resident && (z->world == 1 || z->stage <= 1);
+	return s;
+}
+
+/* What the share holds of the model states (struct zn_rank_memory). */
+static void share_count(const struct zero_rules *z, uint64_t numel, const struct tshare *s,
+			struct zn_rank_memory *m)
+{
+	m->params += s->resident ? 4 * numel : s->nown * zn_dtype_size(z->hdt);
+	m->grads += (s->dev_grads ? 4 * numel : 0) +
+		    (z->host_grads ? s->nown * zn_dtype_size(z->gdt) : 0);
+	m->optimizer += 3 * s->nown * 4;
+}
 
 static int check_supported(const struct zn_config *c, bool synthetic)
 {
@@ -1638,7 +1710,6 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	struct zn_device_params dp;
 	zn_device_params_default(&dp);
 	dp.kind = cfg->device.type == ZN_DEVICE_CUDA ? "cuda" : "cpu";
-	t->stream_kernels = cfg->device.type == ZN_DEVICE_CUDA;
 	/* Several ranks on one node: rank r drives the GPU of its local rank,
 	 * as DeepSpeed's launcher arranges. */
 	dp.ordinal = t->world > 1 ? zn_comm_local_rank(t->comm) : (int)cfg->device.index;
@@ -1697,51 +1768,35 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 			t->largest = ZN_MAX(t->largest, d[i].numel);
 		}
 	}
-	/* The dtypes: the training dtype (what parameters and gradients are
-	 * rounded to), the host gradient accumulators', the homes'. */
-	t->dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled ? ZN_DTYPE_BF16
-									  : ZN_DTYPE_F32;
-	t->gdt = cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_BF16   ? ZN_DTYPE_BF16
-		 : cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_FP16 ? ZN_DTYPE_F16
-									  : ZN_DTYPE_F32;
-	t->hdt = t->offload_param ? t->dtype : ZN_DTYPE_F32;
-	t->device_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE;
-	t->nvme_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME;
-	t->overlap = t->offload_param && t->nvme_opt;
 	/* ZeRO's partition (stage >= 1 over several ranks): every tensor in
 	 * `world` parts, this rank's part of each in its own flat order.  Stage
 	 * 0 (plain data parallelism) keeps whole tensors on every rank. */
-	const uint64_t parts = t->stage >= 1 ? (uint64_t)t->world : 1;
+	struct zero_rules zr;
+	zero_rules(cfg, t->rank, t->world, &zr);
+	t->dtype = zr.dtype;
+	t->gdt = zr.gdt;
+	t->hdt = zr.hdt;
+	t->device_opt = zr.device_opt;
+	t->nvme_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME;
+	t->overlap = t->offload_param && t->nvme_opt;
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
-		s->part = (s->d.numel + parts - 1) / parts;
-		s->lo = ZN_MIN(s->part * (parts > 1 ? (uint64_t)t->rank : 0), s->d.numel);
-		s->nown = ZN_MIN(s->part, s->d.numel - s->lo);
+		size_t bytes = s->d.numel * sizeof(float);
+		const struct tshare sh = tensor_share(&zr, s->d.numel);
+		s->part = sh.part;
+		s->lo = sh.lo;
+		s->nown = sh.nown;
 		s->oflat = t->own_total;
 		t->own_total += s->nown;
-	}
-	/* Stage 3 partitions the parameters: into homes on host or NVMe with
-	 * offload_param, else (several ranks) into parts on the device. */
-	const bool partition_params = t->offload_param || (t->stage == 3 && t->world > 1);
-	/* Host accumulators for the device optimizer too when gradients are
-	 * reduced across ranks on the host. */
-	const bool host_grads = !t->device_opt || t->world > 1;
-	for (unsigned i = 0; i < t->nt; i++) {
-		struct tstate *s = &t->t[i];
-		size_t bytes = s->d.numel * sizeof(float), obytes = ZN_MAX(s->nown, 1) * sizeof(float);
+		const size_t obytes = ZN_MAX(s->nown, 1) * sizeof(float);
 		s->owner = t;
-		/* DeepSpeed's persistence: small tensors (biases, layernorms)
-		 * are not worth a round trip each layer; they stay. */
-		s->resident = !partition_params ||
-			      s->d.numel < cfg->zero_optimization.param_persistence_threshold;
+		s->resident = sh.resident;
 		/* Stage 3 on several ranks without offload_param: this rank's
 		 * part stays on the device (fp32), gathered at each fetch. */
 		if (!s->resident && !t->offload_param &&
 		    zn_device_alloc(t->dev, obytes, (void **)&s->dhome))
 			goto fail;
-		/* Stage 2 and 3 on several ranks: gradients are reduced as each
-		 * layer's become final (each micro-batch), not kept. */
-		s->dev_grads = s->resident && (t->world == 1 || t->stage <= 1);
+		s->dev_grads = sh.dev_grads;
 		t->layered |= !s->dev_grads;
 		/* Host optimizer state unless it lives on NVMe; gradient
 		 * accumulators unless the optimizer runs on the device. */
@@ -1751,11 +1806,11 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 			s->v = calloc(ZN_MAX(s->nown, 1), sizeof(float));
 			t->host_bytes += 3 * s->nown * 4;
 		}
-		if (host_grads) {
+		if (zr.host_grads) {
 			s->grad = malloc(ZN_MAX(s->nown, 1) * zn_dtype_size(t->gdt));
 			t->host_bytes += s->nown * zn_dtype_size(t->gdt);
 		}
-		if ((!t->nvme_opt && (!s->master || !s->m || !s->v)) || (host_grads && !s->grad)) {
+		if ((!t->nvme_opt && (!s->master || !s->m || !s->v)) || (zr.host_grads && !s->grad)) {
 			zn_set_error("out of host memory for the optimizer state and gradients of "
 				     "%" PRIu64 " parameters; set zero_optimization.offload_optimizer."
 				     "device: nvme, or data_types.grad_accum_dtype: bf16",
@@ -1774,11 +1829,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 				      zn_device_alloc(t->dev, obytes, (void **)&s->dm) ||
 				      zn_device_alloc(t->dev, obytes, (void **)&s->dv)))
 			goto fail;
-		/* What this rank holds (zn_trainer_memory). */
-		t->mem.params += s->resident ? bytes : s->nown * zn_dtype_size(t->hdt);
-		t->mem.grads += (s->dev_grads ? bytes : 0) +
-				(host_grads ? s->nown * zn_dtype_size(t->gdt) : 0);
-		t->mem.optimizer += 3 * s->nown * 4;
+		share_count(&zr, s->d.numel, &sh, &t->mem); /* zn_trainer_memory */
 	}
 	t->mem.rank = t->rank;
 	t->mem.world = t->world;
@@ -1822,7 +1873,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		}
 		/* Stage 3: a layer's gathers, ahead of its fetch. */
 		size_t glay = 0;
-		for (unsigned l = 0; l < t->nlayers && partition_params; l++) {
+		for (unsigned l = 0; l < t->nlayers && zr.partition_params; l++) {
 			size_t b = 0;
 			for (unsigned i = 0; i < t->count[l]; i++)
 				b += ZN_ALIGN_UP((size_t)t->t[t->first[l] + i].part *
@@ -1972,7 +2023,6 @@ void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len)
 int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
 			struct zn_rank_memory *out)
 {
-	const struct zn_zero_config *z = &cfg->zero_optimization;
 	struct zn_arch arch;
 	if (world < 1 || rank < 0 || rank >= world)
 		return zn_error(-EINVAL, "rank %d of %d ranks: ranks are 0 .. world - 1, world >= 1",
@@ -1980,39 +2030,18 @@ int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
 	int rc = zn_arch_from_config(cfg, &arch);
 	if (rc)
 		return rc;
-	/* create()'s rules, tensor by tensor (its accounting is the truth,
-	 * which tests/test_train_mpi.py compares this with). */
-	const unsigned stage = z->stage;
-	const bool offload_param = z->offload_param.device != ZN_OFFLOAD_NONE;
-	const bool device_opt = z->offload_optimizer.device == ZN_OFFLOAD_NONE;
-	const enum zn_dtype dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled
-								    ? ZN_DTYPE_BF16 : ZN_DTYPE_F32;
-	const enum zn_dtype gdt =
-		cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_BF16   ? ZN_DTYPE_BF16
-		: cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_FP16 ? ZN_DTYPE_F16
-									 : ZN_DTYPE_F32;
-	const enum zn_dtype hdt = offload_param ? dtype : ZN_DTYPE_F32;
-	const uint64_t parts = stage >= 1 ? (uint64_t)world : 1;
-	const bool partition_params = offload_param || (stage == 3 && world > 1);
-	const bool host_grads = !device_opt || world > 1;
+	struct zero_rules zr;
+	zero_rules(cfg, rank, world, &zr);
 	memset(out, 0, sizeof(*out));
 	out->rank = rank;
 	out->world = world;
-	out->stage = stage;
+	out->stage = zr.stage;
 	for (unsigned l = 0; l < zn_arch_layers(&arch); l++) {
 		struct zn_param_desc d[ZN_ARCH_LAYER_TENSORS_MAX];
 		unsigned n = zn_arch_layer_params(&arch, l, d);
 		for (unsigned i = 0; i < n; i++) {
-			const uint64_t numel = d[i].numel, part = (numel + parts - 1) / parts;
-			const uint64_t lo = ZN_MIN(part * (parts > 1 ? (uint64_t)rank : 0), numel);
-			const uint64_t nown = ZN_MIN(part, numel - lo);
-			const bool resident = !partition_params ||
-					      numel < z->param_persistence_threshold;
-			const bool dev_grads = resident && (world == 1 || stage <= 1);
-			out->params += resident ? 4 * numel : nown * zn_dtype_size(hdt);
-			out->grads += (dev_grads ? 4 * numel : 0) +
-				      (host_grads ? nown * zn_dtype_size(gdt) : 0);
-			out->optimizer += 3 * nown * 4;
+			const struct tshare sh = tensor_share(&zr, d[i].numel);
+			share_count(&zr, d[i].numel, &sh, out);
 		}
 	}
 	return 0;

@@ -13,6 +13,8 @@
 #include "zinc/model.h"
 #include "zinc/safetensors.h"
 
+#include "model_host.h"
+
 #define MAXT 64
 
 struct resident {
@@ -39,25 +41,6 @@ static int release(void *user, unsigned layer, bool written)
 	(void)user;
 	(void)layer;
 	(void)written;
-	return 0;
-}
-
-static void *halloc(void *u, size_t n)
-{
-	(void)u;
-	return calloc(1, n);
-}
-
-static void hfree(void *u, void *p)
-{
-	(void)u;
-	free(p);
-}
-
-static int hzero(void *u, void *p, size_t n)
-{
-	(void)u;
-	memset(p, 0, n);
 	return 0;
 }
 
@@ -126,7 +109,7 @@ int main(int argc, char **argv)
 	struct zn_kernels_params kp;
 	zn_kernels_params_default(&kp);
 	struct zn_kctx *ctx = k->ctx_create(&kp);
-	struct zn_model_mem mem = { .alloc = halloc, .free = hfree, .memset0 = hzero };
+	struct zn_model_mem mem = mh_host_mem(NULL);
 	struct zn_gpt2 *model = zn_gpt2_create(&r.cfg, B, T, k, ctx, &mem);
 	struct zn_param_source src = { &r, fetch, release };
 	if (!ctx || !model) {

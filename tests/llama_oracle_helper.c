@@ -19,6 +19,8 @@
 #include "zinc/llama.h"
 #include "zinc/safetensors.h"
 
+#include "model_host.h"
+
 #define MAXT 256
 
 struct resident {
@@ -44,32 +46,6 @@ static int release(void *user, unsigned layer, bool written)
 	(void)user;
 	(void)layer;
 	(void)written;
-	return 0;
-}
-
-static void *halloc(void *u, size_t n)
-{
-	(void)u;
-	return calloc(1, n);
-}
-
-static void hfree(void *u, void *p)
-{
-	(void)u;
-	free(p);
-}
-
-static int hzero(void *u, void *p, size_t n)
-{
-	(void)u;
-	memset(p, 0, n);
-	return 0;
-}
-
-static int hcopy(void *u, void *dst, const void *src, size_t n)
-{
-	(void)u;
-	memcpy(dst, src, n);
 	return 0;
 }
 
@@ -193,9 +169,7 @@ int main(int argc, char **argv)
 	struct zn_kernels_params kp;
 	zn_kernels_params_default(&kp);
 	struct zn_kctx *ctx = k->ctx_create(&kp);
-	struct zn_model_mem mem = { .alloc = halloc, .free = hfree, .memset0 = hzero,
-				    .host_alloc = halloc, .host_free = hfree, .to_host = hcopy,
-				    .to_device = hcopy };
+	struct zn_model_mem mem = mh_host_mem(NULL);
 	struct zn_llama *model = ctx ? zn_llama_create(&cfg, B, T, k, ctx, &mem) : NULL;
 	struct zn_param_source src = { &r, fetch, release };
 	if (!model)

@@ -18,47 +18,7 @@
 #include "zinc/kernels.h"
 #include "zinc/model.h"
 
-struct counts {
-	uint64_t dev, dev_aligned, host;
-	unsigned dev_allocs, host_allocs;
-};
-
-static void *c_alloc(void *user, size_t bytes)
-{
-	struct counts *c = user;
-	c->dev += bytes;
-	c->dev_aligned += (bytes + ZN_DEVICE_ALIGN - 1) / ZN_DEVICE_ALIGN * ZN_DEVICE_ALIGN;
-	c->dev_allocs++;
-	return malloc(bytes);
-}
-
-static void *c_host_alloc(void *user, size_t bytes)
-{
-	struct counts *c = user;
-	c->host += bytes;
-	c->host_allocs++;
-	return malloc(bytes);
-}
-
-static void c_free(void *user, void *p)
-{
-	(void)user;
-	free(p);
-}
-
-static int c_zero(void *user, void *p, size_t bytes)
-{
-	(void)user;
-	memset(p, 0, bytes);
-	return 0;
-}
-
-static int c_copy(void *user, void *dst, const void *src, size_t bytes)
-{
-	(void)user;
-	memcpy(dst, src, bytes);
-	return 0;
-}
+#include "model_host.h"
 
 /* Shapes chosen to make rounding matter: C, T and NH such that many
  * buffers are not multiples of 256 bytes. */
@@ -77,9 +37,8 @@ static void check(const struct shape *s, bool recompute, bool offload)
 	struct zn_gpt2_config cfg = { .n_layer = s->L, .n_head = s->NH, .n_embd = s->C,
 				      .vocab_size = s->V, .max_seq_len = s->maxT,
 				      .recompute = recompute, .offload_activations = offload };
-	struct counts c = { 0 };
-	struct zn_model_mem mem = { &c, c_alloc, c_free, c_zero, c_host_alloc, c_free, c_copy,
-				    c_copy, NULL };
+	struct mh_counts c = { 0 };
+	struct zn_model_mem mem = mh_host_mem(&c);
 	const struct zn_kernels *k = zn_kernels_get("cpu");
 	assert_non_null(k);
 	struct zn_gpt2 *m = zn_gpt2_create(&cfg, s->B, s->T, k, NULL, &mem);

@@ -20,6 +20,8 @@
 #include "zinc/kernels.h"
 #include "zinc/llama.h"
 
+#include "model_host.h"
+
 static const struct zn_kernels *K;
 static struct zn_kctx *ctx;
 
@@ -292,53 +294,6 @@ static void resident_free(struct resident *r)
 	}
 }
 
-struct counts {
-	uint64_t dev, dev_aligned, host;
-};
-
-static void *c_alloc(void *user, size_t bytes)
-{
-	struct counts *c = user;
-	c->dev += bytes;
-	c->dev_aligned += (bytes + ZN_DEVICE_ALIGN - 1) / ZN_DEVICE_ALIGN * ZN_DEVICE_ALIGN;
-	return calloc(1, bytes);
-}
-
-static void *c_host_alloc(void *user, size_t bytes)
-{
-	struct counts *c = user;
-	c->host += bytes;
-	return calloc(1, bytes);
-}
-
-static void c_free(void *user, void *p)
-{
-	(void)user;
-	free(p);
-}
-
-static int c_zero(void *user, void *p, size_t bytes)
-{
-	(void)user;
-	memset(p, 0, bytes);
-	return 0;
-}
-
-static int c_copy(void *user, void *dst, const void *src, size_t bytes)
-{
-	(void)user;
-	memcpy(dst, src, bytes);
-	return 0;
-}
-
-static struct zn_model_mem counting_mem(struct counts *c)
-{
-	return (struct zn_model_mem){ .user = c, .alloc = c_alloc, .free = c_free,
-				      .memset0 = c_zero, .host_alloc = c_host_alloc,
-				      .host_free = c_free, .to_host = c_copy,
-				      .to_device = c_copy };
-}
-
 /* Losses and gradients of one forward + backward, concatenated. */
 static float *run_model(const struct zn_llama_config *cfg, int B, int T, size_t *len, char *log,
 			size_t loglen)
@@ -346,8 +301,8 @@ static float *run_model(const struct zn_llama_config *cfg, int B, int T, size_t 
 	struct resident *r = malloc(sizeof(*r));
 	assert_non_null(r);
 	resident_init(r, cfg);
-	struct counts cnt = { 0 };
-	struct zn_model_mem mem = counting_mem(&cnt);
+	struct mh_counts cnt = { 0 };
+	struct zn_model_mem mem = mh_host_mem(&cnt);
 	struct zn_llama *m = zn_llama_create(&r->cfg, B, T, K, ctx, &mem);
 	assert_non_null(m);
 	int BT = B * T;
@@ -468,8 +423,8 @@ static void test_activation_estimate(void **state)
 				.max_seq_len = 16, .norm_eps = 1e-5f, .tie_embeddings = shapes[s].tied,
 				.recompute = mode > 0, .offload_activations = mode > 1,
 			};
-			struct counts cnt = { 0 };
-			struct zn_model_mem mem = counting_mem(&cnt);
+			struct mh_counts cnt = { 0 };
+			struct zn_model_mem mem = mh_host_mem(&cnt);
 			struct zn_llama *m = zn_llama_create(&c, shapes[s].B, shapes[s].T, K, ctx, &mem);
 			assert_non_null(m);
 			assert_true(zn_llama_activation_bytes(m) == cnt.dev);
