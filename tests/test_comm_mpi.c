@@ -23,6 +23,7 @@
 #include "zn_config.h"
 #include "zinc/comm.h"
 #include "comm_checks.h"
+#include "comm_tests.h"
 
 #if ZN_HAVE_MPI
 static struct zn_comm *C;
@@ -37,46 +38,6 @@ static void test_ranks(void **state)
 	const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
 	if (lr)
 		assert_int_equal(zn_comm_local_rank(C), atoi(lr));
-}
-
-/* The shared checks (comm_checks.h) print what differed to stderr. */
-static void test_all_reduce(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_all_reduce(C), 0);
-}
-
-static void test_reduce_scatter(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_reduce_scatter(C), 0);
-}
-
-static void test_all_gather(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_all_gather(C), 0);
-}
-
-static void test_broadcast_barrier(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_broadcast(C), 0);
-	assert_int_equal(cc_barrier(C), 0);
-}
-
-static void test_async(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_async_together(C), 0);
-	assert_int_equal(cc_async_overlap(C), 0);
-}
-
-/* Last: it leaves the comm unusable.  Every rank still finalizes. */
-static void test_timeout(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_timeout(C), 0);
 }
 
 #endif /* ZN_HAVE_MPI */
@@ -109,12 +70,7 @@ int main(void)
 	S = zn_comm_size(C);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ranks),
-		cmocka_unit_test(test_all_reduce),
-		cmocka_unit_test(test_reduce_scatter),
-		cmocka_unit_test(test_all_gather),
-		cmocka_unit_test(test_broadcast_barrier),
-		cmocka_unit_test(test_async),
-		cmocka_unit_test(test_timeout),
+		CC_COMM_TESTS(C),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	zn_comm_destroy(C);

@@ -34,6 +34,7 @@
 #include "zn_config.h"
 #include "zinc/comm.h"
 #include "comm_checks.h"
+#include "comm_tests.h"
 #include "testutil.h"
 
 #if ZN_HAVE_NCCL
@@ -240,45 +241,6 @@ static void test_ranks(void **state)
 	assert_int_equal(zn_comm_rank(C), atoi(getenv("OMPI_COMM_WORLD_RANK")));
 }
 
-static void test_all_reduce(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_all_reduce(C), 0);
-}
-
-static void test_reduce_scatter(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_reduce_scatter(C), 0);
-}
-
-static void test_all_gather(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_all_gather(C), 0);
-}
-
-static void test_broadcast_barrier(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_broadcast(C), 0);
-	assert_int_equal(cc_barrier(C), 0);
-}
-
-static void test_async(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_async_together(C), 0);
-	assert_int_equal(cc_async_overlap(C), 0);
-}
-
-/* Last: it aborts the communicator on every rank but the last. */
-static void test_timeout(void **state)
-{
-	(void)state;
-	assert_int_equal(cc_timeout(C), 0);
-}
-
 static int ranks(void)
 {
 	const char *wr = getenv("OMPI_COMM_WORLD_RANK");
@@ -314,12 +276,7 @@ static int ranks(void)
 	cc_use_device_memory(&device_mem);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ranks),
-		cmocka_unit_test(test_all_reduce),
-		cmocka_unit_test(test_reduce_scatter),
-		cmocka_unit_test(test_all_gather),
-		cmocka_unit_test(test_broadcast_barrier),
-		cmocka_unit_test(test_async),
-		cmocka_unit_test(test_timeout),
+		CC_COMM_TESTS(C),
 	};
 	int failed = tu_run_group_tests(tests, NULL, NULL);
 	zn_comm_destroy(C);
