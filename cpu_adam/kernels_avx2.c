@@ -30,7 +30,7 @@ AI __m256 load_g(const void *g, int gt)
 	return _mm256_loadu_ps((const float *)g);
 }
 
-/* fp32 -> bf16, round to nearest even, NaN -> 0x7fc0 (half.h). */
+/* fp32 -> bf16, round to nearest even, NaN -> 0x7fc0 (common/zn_half.h). */
 AI __m128i to_bf16(__m256 x)
 {
 	__m256i b = _mm256_castps_si256(x);

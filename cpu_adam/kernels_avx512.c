@@ -60,7 +60,7 @@ AI __m512 load_g(const void *g, int gt, size_t i, __mmask16 k, bool masked)
 	return ld_ps((const float *)g + i, k, masked);
 }
 
-/* fp32 -> bf16, round to nearest even, NaN -> 0x7fc0 (half.h). */
+/* fp32 -> bf16, round to nearest even, NaN -> 0x7fc0 (common/zn_half.h). */
 AI __m256i to_bf16(__m512 x)
 {
 	__m512i b = _mm512_castps_si512(x);

@@ -14,7 +14,7 @@
 
 #include <math.h>
 
-#include "half.h"
+#include "zn_half.h"
 
 static inline float load_grad(const void *g, enum zn_adam_dtype gt, size_t i)
 {

@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "comm_checks.h"
-#include "half.h"
+#include "zn_half.h"
 #include "testutil.h"
 
 /* Not a multiple of any rank count tested: all_reduce's chunks differ. */

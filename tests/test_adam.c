@@ -18,7 +18,7 @@
 
 #include "zn_common.h"
 #include "adam_internal.h"
-#include "half.h"
+#include "zn_half.h"
 #include "zinc/adam.h"
 #include "zinc/cpu.h"
 #include "zinc/hostmem.h"

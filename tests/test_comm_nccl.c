@@ -40,7 +40,7 @@
 #if ZN_HAVE_NCCL
 #include <cuda_runtime_api.h>
 
-#include "comm_nccl_kernels.h"
+#include "comm/nccl_kernels.h"
 
 static int n_gpus;
 static const char *self_path;

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "half.h"
+#include "zn_half.h"
 #include "zinc/hf.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -664,7 +664,7 @@ static void test_single_file(void **state)
 }
 
 /* Rounding, checked on values whose results are known, not only against
- * half.h: ties go to even, overflow to infinity, NaN stays NaN. */
+ * common/zn_half.h: ties go to even, overflow to infinity, NaN stays NaN. */
 static void test_rounding(void **state)
 {
 	(void)state;

@@ -19,7 +19,7 @@
 
 #include "adam_internal.h"
 #include "commands.h"
-#include "half.h"
+#include "zn_half.h"
 #include "json.h"
 #include "options.h"
 #include "util.h"

@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "khalf.h"
+#include "zn_half.h"
 #include "vec.h"
 
 #ifndef ZN_KVEC_NAME
@@ -441,7 +441,7 @@ static void cast(void *dst, enum zn_dtype dd, const void *src, enum zn_dtype sd,
 				d[i] = u2f((uint32_t)s[i] << 16);
 		else
 			for (size_t i = 0; i < n; i++)
-				d[i] = zn_kh_f16_to_f32(s[i]);
+				d[i] = zn_f16_to_f32(s[i]);
 		return;
 	}
 	/* from fp32 */
@@ -456,15 +456,15 @@ static void cast(void *dst, enum zn_dtype dd, const void *src, enum zn_dtype sd,
 			}
 		else
 			for (size_t i = 0; i < n; i++)
-				d[i] = zn_kh_f32_to_f16(s[i]);
+				d[i] = zn_f32_to_f16(s[i]);
 		return;
 	}
 	/* fp16 <-> bf16: through fp32, exactly as two casts */
 	uint16_t *d = dst;
 	const uint16_t *s = src;
 	for (size_t i = 0; i < n; i++) {
-		float f = sd == ZN_DTYPE_F16 ? zn_kh_f16_to_f32(s[i]) : zn_kh_bf16_to_f32(s[i]);
-		d[i] = dd == ZN_DTYPE_F16 ? zn_kh_f32_to_f16(f) : zn_kh_f32_to_bf16(f);
+		float f = sd == ZN_DTYPE_F16 ? zn_f16_to_f32(s[i]) : zn_bf16_to_f32(s[i]);
+		d[i] = dd == ZN_DTYPE_F16 ? zn_f32_to_f16(f) : zn_f32_to_bf16(f);
 	}
 }
 
@@ -485,7 +485,7 @@ static void scale(void *x, enum zn_dtype d, float k, size_t n)
 		uint16_t *p = x;
 		for (size_t i = 0; i < n; i++)
 			if ((p[i] & 0x7fffu) <= 0x7c00u) /* NaN: as it was */
-				p[i] = zn_kh_f32_to_f16(zn_kh_f16_to_f32(p[i]) * k);
+				p[i] = zn_f32_to_f16(zn_f16_to_f32(p[i]) * k);
 	}
 }
 
@@ -514,7 +514,7 @@ static double sumsq(const void *x, enum zn_dtype d, size_t n)
 	} else {
 		const uint16_t *p = x;
 		for (int j = 0; i < n; i++, j = (j + 1) & 7) {
-			double v = zn_kh_f16_to_f32(p[i]);
+			double v = zn_f16_to_f32(p[i]);
 			s[j] += v * v;
 		}
 	}

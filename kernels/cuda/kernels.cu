@@ -47,8 +47,8 @@ extern "C" {
 }
 #include "cuda_ops.h"
 
-#define ZN_KH_FN static __host__ __device__ inline
-#include "khalf.h"
+#define ZN_HALF_FN static __host__ __device__ inline
+#include "zn_half.h"
 
 typedef __nv_bfloat16 bf16;
 typedef __half f16;
@@ -1441,7 +1441,7 @@ __device__ __forceinline__ float load_any(const void *p, int d, size_t i)
 	if (d == ZN_DTYPE_F32)
 		return ((const float *)p)[i];
 	uint16_t h = ((const uint16_t *)p)[i];
-	return d == ZN_DTYPE_BF16 ? zn_kh_bf16_to_f32(h) : zn_kh_f16_to_f32(h);
+	return d == ZN_DTYPE_BF16 ? zn_bf16_to_f32(h) : zn_f16_to_f32(h);
 }
 
 __device__ __forceinline__ void store_any(void *p, int d, size_t i, float v)
@@ -1449,10 +1449,10 @@ __device__ __forceinline__ void store_any(void *p, int d, size_t i, float v)
 	if (d == ZN_DTYPE_F32)
 		((float *)p)[i] = v;
 	else
-		((uint16_t *)p)[i] = d == ZN_DTYPE_BF16 ? zn_kh_f32_to_bf16(v) : zn_kh_f32_to_f16(v);
+		((uint16_t *)p)[i] = d == ZN_DTYPE_BF16 ? zn_f32_to_bf16(v) : zn_f32_to_f16(v);
 }
 
-/* Conversions with the same bits as the cpu path (khalf.h), not the CUDA
+/* Conversions with the same bits as the cpu path (common/zn_half.h), not the CUDA
  * intrinsics: those map NaN to another pattern. */
 __global__ void cast_kernel(void *dst, int dd, const void *src, int sd, size_t n)
 {

@@ -34,7 +34,7 @@
  * with put/get helpers, so that the format does not depend on the host. */
 #include "zn_config.h"
 
-#include "comm_internal.h"
+#include "comm/internal.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* GPT-2 and the Llama family behind one interface (see arch.h). */
-#include "arch.h"
+#include "model/arch.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* A growing string for the JSON zinc writes (see jsonbuf.h). */
-#include "jsonbuf.h"
+#include "io/jsonbuf.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -2,7 +2,8 @@
 #include "zn_common.h"
 #include "zn_config.h"
 
-#include "arch.h"
+#include "model/arch.h"
+#include "zero/zero.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -14,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "half.h"
+#include "zn_half.h"
 #include "zinc/adam.h"
 #include "zinc/checkpoint.h"
 #include "zinc/comm.h"
@@ -287,7 +288,7 @@ static void traffic_now(struct zn_trainer *t, struct traffic *tr)
 	tr->stall_ns = t->stall_ns;
 }
 
-/* ---- host dtype conversions (cpu_adam/half.h: round to nearest even,
+/* ---- host dtype conversions (common/zn_half.h: round to nearest even,
  * the specification the kernels' conversions are tested against) --------- */
 
 /* n fp32 values to dst in dtype dt (a copy for fp32). */
@@ -346,7 +347,6 @@ static int to_host(struct zn_trainer *t, void *dst, const void *src, size_t byte
 static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first);
 static int params_allgather_all(struct zn_trainer *t);
 static int grads_settle_all(struct zn_trainer *t);
-static void part_of(uint64_t n, int W, int r, uint64_t *lo, uint64_t *len);
 static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first);
 static int gather_finish(struct zn_trainer *t, unsigned layer);
 static int gather_ahead(struct zn_trainer *t, unsigned layer);
@@ -853,75 +853,6 @@ static int dto_device(void *user, void *dst, const void *src, size_t bytes)
 
 /* ---- creation --------------------------------------------------------------- */
 
-/* ZeRO's rules for rank `rank` of `world`, from the config: create()
- * allocates by them, zn_rank_memory_plan counts by them. */
-struct zero_rules {
-	int rank, world;
-	unsigned stage;
-	uint64_t parts;          /* stage >= 1: every tensor in `world` parts */
-	uint64_t threshold;      /* stage3_param_persistence_threshold */
-	bool offload_param, device_opt;
-	bool partition_params;   /* stage 3: parameters in homes (offload_param)
-	                          * or, on several ranks, in parts on the device */
-	bool host_grads;         /* gradient accumulators in host memory: for the
-	                          * CPU optimizer, or reduced across ranks on the
-	                          * host */
-	enum zn_dtype dtype;     /* training: what parameters and gradients are
-	                          * rounded to */
-	enum zn_dtype gdt, hdt;  /* the host gradient accumulators', the homes' */
-};
-
-static void zero_rules(const struct zn_config *cfg, int rank, int world, struct zero_rules *z)
-{
-	const struct zn_zero_config *zc = &cfg->zero_optimization;
-	z->rank = rank;
-	z->world = world;
-	z->stage = zc->stage;
-	z->parts = z->stage >= 1 ? (uint64_t)world : 1;
-	z->threshold = zc->param_persistence_threshold;
-	z->offload_param = zc->offload_param.device != ZN_OFFLOAD_NONE;
-	z->device_opt = zc->offload_optimizer.device == ZN_OFFLOAD_NONE;
-	z->partition_params = z->offload_param || (z->stage == 3 && world > 1);
-	z->host_grads = !z->device_opt || world > 1;
-	z->dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled ? ZN_DTYPE_BF16
-									: ZN_DTYPE_F32;
-	z->gdt = cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_BF16   ? ZN_DTYPE_BF16
-		 : cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_FP16 ? ZN_DTYPE_F16
-									  : ZN_DTYPE_F32;
-	z->hdt = z->offload_param ? z->dtype : ZN_DTYPE_F32;
-}
-
-/* One tensor's share: parts of ceil(numel / parts) elements, this rank's
- * [lo, lo + nown); whether it stays on the device whole (DeepSpeed's
- * persistence: small tensors are not worth a round trip each layer) and
- * whether its gradients accumulate there over a step (stages 2 and 3 on
- * several ranks reduce them as each layer's become final instead). */
-struct tshare {
-	uint64_t part, lo, nown;
-	bool resident, dev_grads;
-};
-
-static struct tshare tensor_share(const struct zero_rules *z, uint64_t numel)
-{
-	struct tshare s;
-	s.part = (numel + z->parts - 1) / z->parts;
-	s.lo = ZN_MIN(s.part * (z->parts > 1 ? (uint64_t)z->rank : 0), numel);
-	s.nown = ZN_MIN(s.part, numel - s.lo);
-	s.resident = !z->partition_params || numel < z->threshold;
-	s.dev_grads = s.resident && (z->world == 1 || z->stage <= 1);
-	return s;
-}
-
-/* What the share holds of the model states (struct zn_rank_memory). */
-static void share_count(const struct zero_rules *z, uint64_t numel, const struct tshare *s,
-			struct zn_rank_memory *m)
-{
-	m->params += s->resident ? 4 * numel : s->nown * zn_dtype_size(z->hdt);
-	m->grads += (s->dev_grads ? 4 * numel : 0) +
-		    (z->host_grads ? s->nown * zn_dtype_size(z->gdt) : 0);
-	m->optimizer += 3 * s->nown * 4;
-}
-
 static int check_supported(const struct zn_config *c, bool synthetic)
 {
 	bool po = c->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE;
@@ -1309,7 +1240,7 @@ static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
 	for (int r = 0; r < chunks && !rc; r++) {
 		uint64_t lo = 0, len = n;
 		if (t->stage > 0)
-			part_of(n, t->world, r, &lo, &len);
+			zn_zero_part(n, t->world, r, &lo, &len);
 		uint8_t *dst = b->buf + ((size_t)r * t->bk_cap + b->used) * esz;
 		if (len)
 			rc = to_host(t, dst, (const uint8_t *)src + lo * esz, len * esz);
@@ -1466,7 +1397,7 @@ static int params_allgather_all(struct zn_trainer *t)
 			void *dst = t->dtype == ZN_DTYPE_F32 ? s->dparam : t->round_buf;
 			for (size_t r = 0; r < W && !rc; r++) {
 				uint64_t lo, len;
-				part_of(s->d.numel, t->world, (int)r, &lo, &len);
+				zn_zero_part(s->d.numel, t->world, (int)r, &lo, &len);
 				if (len)
 					rc = to_device(t, (uint8_t *)dst + lo * esz,
 						       recv + (r * used + off) * esz, len * esz);
@@ -1771,8 +1702,8 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	/* ZeRO's partition (stage >= 1 over several ranks): every tensor in
 	 * `world` parts, this rank's part of each in its own flat order.  Stage
 	 * 0 (plain data parallelism) keeps whole tensors on every rank. */
-	struct zero_rules zr;
-	zero_rules(cfg, t->rank, t->world, &zr);
+	struct zn_zero_rules zr;
+	zn_zero_rules_init(&zr, cfg, t->rank, t->world);
 	t->dtype = zr.dtype;
 	t->gdt = zr.gdt;
 	t->hdt = zr.hdt;
@@ -1782,7 +1713,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	for (unsigned i = 0; i < t->nt; i++) {
 		struct tstate *s = &t->t[i];
 		size_t bytes = s->d.numel * sizeof(float);
-		const struct tshare sh = tensor_share(&zr, s->d.numel);
+		const struct zn_zero_share sh = zn_zero_share_of(&zr, s->d.numel);
 		s->part = sh.part;
 		s->lo = sh.lo;
 		s->nown = sh.nown;
@@ -1829,7 +1760,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 				      zn_device_alloc(t->dev, obytes, (void **)&s->dm) ||
 				      zn_device_alloc(t->dev, obytes, (void **)&s->dv)))
 			goto fail;
-		share_count(&zr, s->d.numel, &sh, &t->mem); /* zn_trainer_memory */
+		zn_zero_count(&zr, s->d.numel, &sh, &t->mem); /* zn_trainer_memory */
 	}
 	t->mem.rank = t->rank;
 	t->mem.world = t->world;
@@ -2030,8 +1961,8 @@ int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
 	int rc = zn_arch_from_config(cfg, &arch);
 	if (rc)
 		return rc;
-	struct zero_rules zr;
-	zero_rules(cfg, rank, world, &zr);
+	struct zn_zero_rules zr;
+	zn_zero_rules_init(&zr, cfg, rank, world);
 	memset(out, 0, sizeof(*out));
 	out->rank = rank;
 	out->world = world;
@@ -2040,8 +1971,8 @@ int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
 		struct zn_param_desc d[ZN_ARCH_LAYER_TENSORS_MAX];
 		unsigned n = zn_arch_layer_params(&arch, l, d);
 		for (unsigned i = 0; i < n; i++) {
-			const struct tshare sh = tensor_share(&zr, d[i].numel);
-			share_count(&zr, d[i].numel, &sh, out);
+			const struct zn_zero_share sh = zn_zero_share_of(&zr, d[i].numel);
+			zn_zero_count(&zr, d[i].numel, &sh, out);
 		}
 	}
 	return 0;
@@ -3364,14 +3295,6 @@ out:
 	return rc;
 }
 
-/* Where part r of W of an n-element tensor starts, and its length. */
-static void part_of(uint64_t n, int W, int r, uint64_t *lo, uint64_t *len)
-{
-	uint64_t part = (n + (uint64_t)W - 1) / (uint64_t)W;
-	*lo = ZN_MIN(part * (uint64_t)r, n);
-	*len = ZN_MIN(part, n - *lo);
-}
-
 /* The optimizer files of a checkpoint: optimizer.safetensors (whole
  * tensors), or optimizer-RRRRR-of-WWWWW.safetensors for W ranks' parts.
  * Opens them into t->src_ckpt or t->src_shards. */
@@ -3425,7 +3348,7 @@ static int check_states(const struct zn_trainer *t, const char *dir, int nstates
 			snprintf(name, sizeof(name), "%s.%s", t->t[i].d.name, state_suffix[k]);
 			for (int r = 0; r < W; r++) {
 				uint64_t lo, len;
-				part_of(t->t[i].d.numel, W, r, &lo, &len);
+				zn_zero_part(t->t[i].d.numel, W, r, &lo, &len);
 				if (!len)
 					continue;
 				const struct zn_st_tensor *x =
@@ -3631,7 +3554,7 @@ static int tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, 
 			snprintf(name, sizeof(name), "%s.%s", s->d.name, state_suffix[k]);
 			for (int r = 0; r < W; r++) {
 				uint64_t lo, len;
-				part_of(s->d.numel, W, r, &lo, &len);
+				zn_zero_part(s->d.numel, W, r, &lo, &len);
 				if (len)
 					memcpy(a[k] + lo,
 					       zn_st_find(t->src_ckpt ? t->src_ckpt

@@ -18,7 +18,7 @@ extern "C" {
  * rows[size-1][i] for i < m, added in that order, to the bit what comm.c's
  * reduce_rows computes on the host (its specification): fp32 adds in fp32;
  * bf16 and fp16 are widened, summed in fp32 and rounded to nearest even
- * once (kernels/cpu/khalf.h, the same conversions as cpu_adam/half.h); int32
+ * once (common/zn_half.h, the conversions every module uses); int32
  * and uint8 sums wrap; MAX keeps the larger, and a NaN on any rank wins
  * (the first one, in rank order).  rows: (size, m) elements of dt, row p
  * from rank p; out: m elements, not overlapping rows.  Device pointers.

@@ -14,7 +14,7 @@
 
 #include "zinc/safetensors.h"
 
-#include "jsonbuf.h"
+#include "io/jsonbuf.h"
 
 /* The format caps the header at 100 MB; anything larger is not ours. */
 #define MAX_HEADER (100u << 20)

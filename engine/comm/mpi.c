@@ -11,7 +11,7 @@
  * receives are cancelled so that MPI_Finalize can still complete. */
 #include "zn_config.h"
 
-#include "comm_internal.h"
+#include "comm/internal.h"
 
 #include <mpi.h>
 #include <stdio.h>

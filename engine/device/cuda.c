@@ -10,7 +10,7 @@
  * habit 3): the message names the call, file and line and the CUDA error. */
 #include "zn_config.h"
 
-#include "device_internal.h"
+#include "device/internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +18,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "cuda_status.h"
+#include "device/cuda_status.h"
 
 #include "zinc/kernels.h"
 

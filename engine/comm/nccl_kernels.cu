@@ -10,7 +10,7 @@
  *              nothing for nvcc to contract into an FMA; subnormals are
  *              kept, as nvcc does without -ftz/--use_fast_math);
  *   bf16/fp16  widened exactly to fp32, summed in fp32, rounded once at
- *              the end (khalf.h: nearest even, NaN rules as on the host);
+ *              the end (common/zn_half.h: nearest even, NaN rules as on the host);
  *   int32/u8   unsigned arithmetic, wrapping;
  *   MAX        x > acc ? x : acc, and the first NaN in rank order wins.
  *
@@ -22,10 +22,10 @@
 
 #include <cuda_runtime.h>
 
-#define ZN_KH_FN static __host__ __device__ __forceinline__
-#include "khalf.h"
+#define ZN_HALF_FN static __host__ __device__ __forceinline__
+#include "zn_half.h"
 
-#include "comm_nccl_kernels.h"
+#include "comm/nccl_kernels.h"
 
 namespace {
 
@@ -39,14 +39,14 @@ struct f32_t {
 struct bf16_t {
 	typedef uint16_t elem;
 	typedef float acc;
-	static __host__ __device__ __forceinline__ acc load(elem v) { return zn_kh_bf16_to_f32(v); }
-	static __host__ __device__ __forceinline__ elem store(acc a) { return zn_kh_f32_to_bf16(a); }
+	static __host__ __device__ __forceinline__ acc load(elem v) { return zn_bf16_to_f32(v); }
+	static __host__ __device__ __forceinline__ elem store(acc a) { return zn_f32_to_bf16(a); }
 };
 struct f16_t {
 	typedef uint16_t elem;
 	typedef float acc;
-	static __host__ __device__ __forceinline__ acc load(elem v) { return zn_kh_f16_to_f32(v); }
-	static __host__ __device__ __forceinline__ elem store(acc a) { return zn_kh_f32_to_f16(a); }
+	static __host__ __device__ __forceinline__ acc load(elem v) { return zn_f16_to_f32(v); }
+	static __host__ __device__ __forceinline__ elem store(acc a) { return zn_f32_to_f16(a); }
 };
 struct i32_t {
 	typedef int32_t elem;

@@ -53,7 +53,7 @@
 #include "zinc/device.h"
 #include "zinc/model.h"
 
-#include "arch.h"
+#include "model/arch.h"
 #include "zinc/plan.h"
 
 #define A256(x) ZN_ALIGN_UP((uint64_t)(x), (uint64_t)ZN_DEVICE_ALIGN)

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model_common.h"
+#include "model/common.h"
 
 /* ---- activation memory ------------------------------------------------------- */
 

@@ -38,8 +38,8 @@
  * current device open sets. */
 #include "zn_config.h"
 
-#include "comm_internal.h"
-#include "comm_nccl_kernels.h"
+#include "comm/internal.h"
+#include "comm/nccl_kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +47,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "cuda_status.h"
+#include "device/cuda_status.h"
 /* nccl.h declares ncclGroupStart() and a few others without (void). */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wstrict-prototypes"

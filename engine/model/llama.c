@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "zinc/llama.h"
-#include "model_common.h"
+#include "model/common.h"
 
 #define TRY ZN_MODEL_TRY
 

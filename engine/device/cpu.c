@@ -17,7 +17,7 @@
  * destroyed with records or waits still queued. */
 #include "zn_config.h"
 
-#include "device_internal.h"
+#include "device/internal.h"
 
 #include <stdatomic.h>
 #include <stdio.h>

@@ -21,7 +21,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
-#include "config_keys.h"
+#include "config/keys.h"
 #include "zinc/configfile.h"
 
 /* A config file is a few KiB; anything this large is a wrong path (or

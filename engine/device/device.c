@@ -4,7 +4,7 @@
  * list live here, so both backends enforce and report them the same way. */
 #include "zn_config.h"
 
-#include "device_internal.h"
+#include "device/internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

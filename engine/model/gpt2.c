@@ -27,7 +27,7 @@
 #include <string.h>
 
 #include "zinc/model.h"
-#include "model_common.h"
+#include "model/common.h"
 
 #define TRY ZN_MODEL_TRY
 #define WITH_LAYER ZN_WITH_LAYER

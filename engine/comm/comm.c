@@ -26,8 +26,8 @@
  */
 #include "zn_config.h"
 
-#include "comm_internal.h"
-#include "half.h"
+#include "comm/internal.h"
+#include "zn_half.h"
 #include "zinc/trace.h"
 
 #include <math.h>

@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#include "cuda_status.h"
+#include "device/cuda_status.h"
 
 int zn_cuda_status(cudaError_t e, const char *who, const char *call, const char *file, int line)
 {

@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "config_keys.h"
+#include "config/keys.h"
 #include "zinc/configfile.h"
 
 #define BIG 1e18

@@ -21,8 +21,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
-#include "half.h"
-#include "jsonbuf.h"
+#include "zn_half.h"
+#include "io/jsonbuf.h"
 #include "zinc/hf.h"
 
 /* Tensor bytes are used in place and written as they are in memory: the
