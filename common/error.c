@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "zn_config.h"
+#include "zn_build.h"
 
 /* One message per thread: errors are reported by the thread that made the
  * failing call, so no locking is needed. */

@@ -21,6 +21,15 @@
 #define zn_likely(x) __builtin_expect(!!(x), 1)
 #define zn_unlikely(x) __builtin_expect(!!(x), 0)
 
+/* Return from the calling function with x's status when it is an error:
+ * `ZN_TRY(zn_aio_wait(a, r));` for a call returning 0 or -errno. */
+#define ZN_TRY(x)                               \
+	do {                                    \
+		int zn_try_rc_ = (x);           \
+		if (zn_try_rc_)                 \
+			return zn_try_rc_;      \
+	} while (0)
+
 /* Set the calling thread's last-error message and return `err` (a negative
  * errno), so failures read `return zn_error(-EINVAL, "...", ...);`. */
 int zn_error(int err, const char *fmt, ...) ZN_PRINTF(2, 3);

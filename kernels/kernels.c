@@ -5,7 +5,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "zn_config.h"
+#include "zn_build.h"
 #include "kernels_internal.h"
 
 const char *zn_dtype_name(enum zn_dtype d)

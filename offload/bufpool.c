@@ -15,7 +15,7 @@
 
 #include "zinc/hostmem.h"
 #include "zinc/offload.h"
-#include "zn_config.h"
+#include "zn_build.h"
 
 #if ZN_HAVE_CUDA
 #include <cuda_runtime_api.h>

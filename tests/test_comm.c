@@ -14,7 +14,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "zn_config.h"
+#include "zn_build.h"
 #include "zinc/comm.h"
 #include "testutil.h"
 

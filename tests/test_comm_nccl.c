@@ -31,7 +31,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "zn_config.h"
+#include "zn_build.h"
 #include "zinc/comm.h"
 #include "comm_checks.h"
 #include "comm_tests.h"

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <cmocka.h>
 
-#include "zn_config.h"
+#include "zn_build.h"
 #include "zn_common.h"
 #include "zinc/device.h"
 #include "zinc/kernels.h"

@@ -28,7 +28,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "zn_config.h"
+#include "zn_build.h"
 #include "zinc/kernels.h"
 
 #if ZN_HAVE_CUDA

@@ -24,7 +24,7 @@
  * (buf_* below), which enqueue on its stream, and one finish per
  * collective waits for the whole of it.
  */
-#include "zn_config.h"
+#include "zn_build.h"
 
 #include "comm/internal.h"
 #include "zn_half.h"

@@ -9,7 +9,7 @@
  * the collective's deadline, so a rank that never joins makes the others
  * fail with -ETIMEDOUT instead of hanging.  After a timeout the pending
  * receives are cancelled so that MPI_Finalize can still complete. */
-#include "zn_config.h"
+#include "zn_build.h"
 
 #include "comm/internal.h"
 

@@ -36,7 +36,7 @@
  * per library, ZN_CUDA and ZN_NCCL (STYLE habit 3), naming the call, file
  * and line.  All CUDA and NCCL calls are made on the worker thread, whose
  * current device open sets. */
-#include "zn_config.h"
+#include "zn_build.h"
 
 #include "comm/internal.h"
 #include "comm/nccl_kernels.h"

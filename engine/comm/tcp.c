@@ -32,7 +32,7 @@
  *
  * Byte order: every integer on the wire is little-endian, written and read
  * with put/get helpers, so that the format does not depend on the host. */
-#include "zn_config.h"
+#include "zn_build.h"
 
 #include "comm/internal.h"
 

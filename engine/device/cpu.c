@@ -15,7 +15,7 @@
  * `completed` reaches the sequence number the event had when the wait was
  * enqueued.  Items hold a reference on the event state, so an event may be
  * destroyed with records or waits still queued. */
-#include "zn_config.h"
+#include "zn_build.h"
 
 #include "device/internal.h"
 

@@ -8,7 +8,7 @@
  *
  * CUDA status codes are converted at the call site by ZN_CUDA (STYLE
  * habit 3): the message names the call, file and line and the CUDA error. */
-#include "zn_config.h"
+#include "zn_build.h"
 
 #include "device/internal.h"
 

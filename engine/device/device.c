@@ -2,7 +2,7 @@
  *
  * Argument checks, the memory budget, the allocation table and the stream
  * list live here, so both backends enforce and report them the same way. */
-#include "zn_config.h"
+#include "zn_build.h"
 
 #include "device/internal.h"
 

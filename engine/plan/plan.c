@@ -33,7 +33,7 @@
  * statvfs per nvme_path, cudaMemGetInfo in CUDA builds.
  */
 #include "zn_common.h"
-#include "zn_config.h"
+#include "zn_build.h"
 
 #include <hwloc.h>
 #include <inttypes.h>

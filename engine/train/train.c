@@ -1,6 +1,6 @@
 /* The trainer (see include/zinc/train.h). */
 #include "zn_common.h"
-#include "zn_config.h"
+#include "zn_build.h"
 
 #include "model/arch.h"
 #include "zero/zero.h"
