@@ -1,0 +1,493 @@
+/* The trainer through its public API alone (zinc/train.h, zinc/configfile.h;
+ * the program links libzinc and sees include/ only, so the trainer's parts
+ * may change freely beneath it), on the cpu backend and a tiny GPT-2 (2
+ * layers, 2 heads, 32 channels, vocab 64, 4 rows of 32 tokens a step):
+ *
+ * - create, describe, and steps whose loss is finite and falls;
+ * - every placement of the model states (one row of `placements`: all on
+ *   the device, the optimizer on the host or NVMe, parameters and
+ *   optimizer on the host or NVMe), in fp32 and bf16, gives the same
+ *   losses and final parameters bit for bit, and zn_trainer_memory says
+ *   what zn_rank_memory_plan says;
+ * - saved at step K, destroyed and created again from the checkpoint, each
+ *   placement continues with the uninterrupted run's losses bit for bit;
+ * - bad input is refused with a message, without a crash or a leak.
+ *
+ * The token shard is written here: a sequence the model can learn (most
+ * tokens follow from the one before), so that the loss falls within a few
+ * steps.  tests/test_train_cli.py checks the same and more through `zinc
+ * train`. */
+#include "testutil.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "zinc/common.h"
+#include "zinc/configfile.h"
+#include "zinc/data.h"
+#include "zinc/train.h"
+
+enum { L = 2, C = 32, V = 64, T = 32, B = 4 };
+#define MAX_STEPS 20
+
+/* The config every test starts from, filled in by base_text(): the sizes
+ * above, the checkpoint folder, `resume` and zero_optimization's mapping.
+ * No scheduler: a constant lr.  The data comes by --set (it names the
+ * scratch folder). */
+static const char BASE[] =
+	"train_micro_batch_size_per_gpu: %d\n"
+	"gradient_accumulation_steps: 1\n"
+	"gradient_clipping: 1.0\n"
+	"optimizer: {type: AdamW, params: {lr: 0.01, betas: [0.9, 0.95], weight_decay: 0.1}}\n"
+	"model: {n_layer: %d, n_head: 2, n_embd: %d, vocab_size: %d, seq_len: %d}\n"
+	"data: {seed: 7}\n"
+	"checkpoint: {dir: \"%s\", resume: %s}\n"
+	"device: {type: cpu}\n"
+	"zero_optimization: %s\n";
+
+/* Where the model states live.  SWAP stands for a scratch folder for the
+ * swap files.  One micro-batch a step: with accumulation the host adds
+ * whole micro-batches' gradients where the device adds contribution by
+ * contribution, which agrees to rounding only. */
+static const struct placement {
+	const char *name;
+	const char *zero;
+	bool params_offloaded; /* less device memory than "device" */
+	bool nvme;             /* reads and writes the swap folder */
+} placements[] = {
+	{ "device", "{stage: 0}", false, false },
+	{ "cpu", "{stage: 2, offload_optimizer: {device: cpu}}", false, false },
+	{ "nvme", "{stage: 2, sub_group_size: 5000, offload_optimizer: {device: nvme, "
+		  "nvme_path: SWAP, pipeline_read: true, pipeline_write: true}}",
+	  false, true },
+	{ "cpu3", "{stage: 3, stage3_param_persistence_threshold: 0, offload_param: {device: cpu}, "
+		  "offload_optimizer: {device: cpu}}",
+	  true, false },
+	{ "nvme3", "{stage: 3, sub_group_size: 7000, stage3_param_persistence_threshold: 0, "
+		   "offload_param: {device: nvme, max_in_cpu: 0, nvme_path: SWAP}, "
+		   "offload_optimizer: {device: nvme, nvme_path: SWAP}}",
+	  true, true },
+};
+#define NPLACEMENTS (sizeof(placements) / sizeof(placements[0]))
+
+/* The training dtypes, as --set lines; stage 3 offload with bf16 adds
+ * gradients in 16-bit accumulators (`grad_accum`), as zinc train's users
+ * set it. */
+static const struct precision {
+	const char *name, *set, *grad_accum;
+} precisions[] = {
+	{ "fp32", NULL, NULL },
+	{ "bf16", "bf16={enabled: true}", "data_types={grad_accum_dtype: bf16}" },
+};
+
+/* What a run leaves to compare. */
+struct run {
+	double loss[MAX_STEPS], lr[MAX_STEPS];
+	struct zn_step_info last;
+	struct zn_rank_memory mem, plan;
+	uint64_t params;
+};
+
+/* ---- set-up ------------------------------------------------------------- */
+
+static char shard_path[4200];
+
+/* The training data, one llm.c token shard (zinc/data.h): runs of 8
+ * tokens, each from a random token on by x -> (5 x + 3) mod V, so that a
+ * bigram table predicts 7 targets in 8.  64 windows of B*T tokens. */
+static int write_data(void **state)
+{
+	(void)state;
+	enum { N = 64 * B * T + 1 };
+	int32_t header[ZN_DATA_HEADER_INTS] = { ZN_DATA_MAGIC, ZN_DATA_VERSION, N };
+	static uint16_t tok[N];
+	uint64_t rng = 11;
+	for (unsigned i = 0; i < N; i++)
+		tok[i] = (uint16_t)(i % 8 ? (5u * tok[i - 1] + 3) % V : tu_rand(&rng) % V);
+	snprintf(shard_path, sizeof(shard_path), "%s", tu_path("tokens_000.bin"));
+	FILE *f = fopen(shard_path, "wb");
+	if (!f)
+		return -1;
+	bool ok = fwrite(header, sizeof(header), 1, f) == 1 && fwrite(tok, sizeof(tok), 1, f) == 1;
+	return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static int cleanup(void **state)
+{
+	(void)state;
+	tu_scratch_cleanup();
+	return 0;
+}
+
+/* A folder in the scratch directory (made if missing), named by `fmt`
+ * with `name`. */
+static const char *folder(const char *fmt, const char *name)
+{
+	char rel[256];
+	snprintf(rel, sizeof(rel), fmt, name);
+	const char *path = tu_path(rel);
+	mkdir(path, 0755);
+	return path;
+}
+
+/* BASE for placement `p` (SWAP: its own swap folder, quoted), checkpoints
+ * in `ckpt`. */
+static void base_text(char *out, size_t len, const struct placement *p, const char *ckpt,
+		      bool resume)
+{
+	char zero[2048];
+	const char *swap = folder("swap-%s", p->name), *s = p->zero;
+	size_t n = 0;
+	for (; *s && n + 1 < sizeof(zero); s++) {
+		if (strncmp(s, "SWAP", 4) == 0) {
+			n += (size_t)snprintf(zero + n, sizeof(zero) - n, "\"%s\"", swap);
+			s += 3;
+		} else {
+			zero[n++] = *s;
+		}
+	}
+	zero[n < sizeof(zero) ? n : sizeof(zero) - 1] = 0;
+	snprintf(out, len, BASE, B, L, C, V, T, ckpt, resume ? "true" : "false", zero);
+}
+
+/* BASE for placement `p` and precision `pr`, then `sets` as zinc train's
+ * --set gives them; the data is the shard written above. */
+static int load(const struct placement *p, const struct precision *pr, const char *ckpt,
+		bool resume, const char *const *sets, size_t nsets, struct zn_config *cfg)
+{
+	char text[8192], data[4300];
+	const char *all[8];
+	size_t n = 0;
+	base_text(text, sizeof(text), p, ckpt, resume);
+	snprintf(data, sizeof(data), "data.train=\"%s\"", shard_path);
+	all[n++] = data;
+	if (pr->set)
+		all[n++] = pr->set;
+	if (pr->grad_accum && p->params_offloaded)
+		all[n++] = pr->grad_accum;
+	for (size_t i = 0; i < nsets && n < 8; i++)
+		all[n++] = sets[i];
+	return zn_config_load_string_set(text, strlen(text), p->name, all, n, cfg);
+}
+
+static struct zn_trainer *create(const struct zn_config *cfg)
+{
+	struct zn_trainer *t = zn_trainer_create(cfg, MAX_STEPS);
+	if (!t)
+		fail_msg("zn_trainer_create: %s", zn_last_error());
+	return t;
+}
+
+/* Steps until `t` has done `upto`, into r->loss[...] by step number. */
+static void steps(struct zn_trainer *t, unsigned upto, struct run *r)
+{
+	while (zn_trainer_steps_done(t) < upto) {
+		struct zn_step_info s;
+		int rc = zn_trainer_step(t, &s);
+		if (rc)
+			fail_msg("step %u: %d %s", (unsigned)zn_trainer_steps_done(t) + 1, rc,
+				 zn_last_error());
+		assert_true(s.step >= 1 && s.step <= MAX_STEPS);
+		assert_int_equal(s.step, zn_trainer_steps_done(t));
+		assert_true(isfinite(s.loss) && isfinite(s.grad_norm) && s.lr > 0);
+		assert_int_equal(s.tokens, B * T);
+		assert_false(s.skipped);
+		r->loss[s.step - 1] = s.loss;
+		r->lr[s.step - 1] = s.lr;
+		r->last = s;
+	}
+}
+
+/* The newest checkpoint's model.safetensors under `ckpt`, malloc'ed; its
+ * length in *len. */
+static char *saved_model(const char *ckpt, size_t *len)
+{
+	char path[4400], step[256] = "";
+	snprintf(path, sizeof(path), "%s/latest", ckpt);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(step, sizeof(step), f));
+	fclose(f);
+	step[strcspn(step, "\n")] = 0;
+	snprintf(path, sizeof(path), "%s/%s/model.safetensors", ckpt, step);
+	f = fopen(path, "rb");
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	*len = (size_t)ftell(f);
+	char *buf = malloc(*len);
+	rewind(f);
+	assert_true(buf && fread(buf, 1, *len, f) == *len);
+	fclose(f);
+	return buf;
+}
+
+/* ---- the tests ---------------------------------------------------------- */
+
+/* Create, describe, train: the loss starts near ln V (a fresh model guesses
+ * uniformly) and falls by more than 1.5 in 20 steps (to about 2.0). */
+static void test_loss_falls(void **state)
+{
+	(void)state;
+	struct zn_config cfg;
+	struct run r = { 0 };
+	const char *ckpt = folder("ck-%s", "falls");
+	assert_int_equal(load(&placements[0], &precisions[0], ckpt, false, NULL, 0, &cfg), 0);
+	struct zn_trainer *t = create(&cfg);
+	char s[256];
+	zn_trainer_model_summary(t, s, sizeof(s));
+	assert_string_equal(s, "GPT-2 2 layers, 2 heads, 32 channels, vocab 64");
+	zn_trainer_device_summary(t, s, sizeof(s));
+	assert_string_equal(s, "cpu, fp32");
+	/* wte Vp C (the vocabulary padded to 128 rows, as llm.c pads it), wpe
+	 * T C; per block ln 4 C, attention 4 C^2 + 4 C, MLP 8 C^2 + 5 C; the
+	 * final ln 2 C. */
+	assert_int_equal(zn_trainer_num_params(t),
+			 128 * C + T * C + L * (12 * C * C + 13 * C) + 2 * C);
+	assert_int_equal(zn_trainer_rank(t), 0);
+	assert_int_equal(zn_trainer_world(t), 1);
+	assert_int_equal(zn_trainer_steps_done(t), 0);
+	steps(t, MAX_STEPS, &r);
+	zn_trainer_destroy(t);
+	double first = (r.loss[0] + r.loss[1]) / 2;
+	double last = (r.loss[MAX_STEPS - 2] + r.loss[MAX_STEPS - 1]) / 2;
+	print_message("loss %.4f -> %.4f over %d steps\n", first, last, MAX_STEPS);
+	assert_true(fabs(first - log(V)) < 0.3);
+	assert_true(last < first - 1.5);
+}
+
+/* Random tokens, no data files (zinc train --bench's trainer); without
+ * them zn_trainer_create refuses, naming the key. */
+static void test_synthetic(void **state)
+{
+	(void)state;
+	struct zn_config cfg;
+	struct run r = { 0 };
+	char text[8192];
+	base_text(text, sizeof(text), &placements[0], folder("ck-%s", "synthetic"), false);
+	assert_int_equal(zn_config_load_string(text, strlen(text), NULL, &cfg), 0);
+	struct zn_trainer *t = zn_trainer_create_synthetic(&cfg, 2);
+	if (!t)
+		fail_msg("zn_trainer_create_synthetic: %s", zn_last_error());
+	steps(t, 2, &r);
+	zn_trainer_destroy(t);
+	assert_null(zn_trainer_create(&cfg, 2));
+	assert_non_null(strstr(zn_last_error(), "data.train"));
+}
+
+/* One placement's run of `n` steps, saved: its losses, memory figures and
+ * final parameters (returned, malloc'ed; length in *len). */
+static char *run_placement(const struct placement *p, const struct precision *pr, unsigned n,
+			   struct run *r, size_t *len)
+{
+	struct zn_config cfg;
+	char name[64];
+	snprintf(name, sizeof(name), "%s-%s", pr->name, p->name);
+	const char *ckpt = folder("ck-%s", name);
+	assert_int_equal(load(p, pr, ckpt, false, NULL, 0, &cfg), 0);
+	struct zn_trainer *t = create(&cfg);
+	steps(t, n, r);
+	zn_trainer_memory(t, &r->mem);
+	r->params = zn_trainer_num_params(t);
+	assert_int_equal(zn_rank_memory_plan(&cfg, 1, 0, &r->plan), 0);
+	assert_int_equal(zn_trainer_save(t), 0);
+	zn_trainer_destroy(t);
+	/* The swap files go with the trainer: "." and ".." are left. */
+	assert_int_equal(tu_count_entries(folder("swap-%s", p->name), NULL, NULL, NULL), 2);
+	return saved_model(ckpt, len);
+}
+
+/* What one placement's run must show by itself. */
+static void check_run(const char *name, const struct placement *p, const struct run *r)
+{
+	print_message("%-12s losses %.6f .. %.6f, device %llu bytes, nvme read %llu\n", name,
+		      r->loss[0], r->loss[5], (unsigned long long)r->last.device_bytes,
+		      (unsigned long long)r->last.nvme_read_bytes);
+	/* zn_trainer_memory: ZeRO's figures for one rank, as planned. */
+	if (memcmp(&r->mem, &r->plan, sizeof(r->mem)) != 0)
+		fail_msg("%s: zn_trainer_memory params %llu grads %llu optimizer %llu, "
+			 "zn_rank_memory_plan %llu %llu %llu", name,
+			 (unsigned long long)r->mem.params, (unsigned long long)r->mem.grads,
+			 (unsigned long long)r->mem.optimizer, (unsigned long long)r->plan.params,
+			 (unsigned long long)r->plan.grads, (unsigned long long)r->plan.optimizer);
+	assert_int_equal(r->mem.world, 1);
+	assert_int_equal(r->mem.optimizer, 12 * r->params); /* fp32 master, m, v */
+	if (p->nvme && !(r->last.nvme_read_bytes && r->last.nvme_write_bytes))
+		fail_msg("%s: no NVMe traffic in the last step", name);
+	if (!p->nvme && (r->last.nvme_read_bytes || r->last.nvme_write_bytes))
+		fail_msg("%s: NVMe traffic without NVMe", name);
+}
+
+/* A run against the reference run (all on the device, same precision):
+ * the same losses and final parameters, bit for bit. */
+static void check_same(const char *name, const struct placement *p, const struct run *r,
+		       const char *model, size_t len, const struct run *ref, const char *ref_model,
+		       size_t ref_len)
+{
+	if (memcmp(r->loss, ref->loss, sizeof(r->loss)) != 0)
+		fail_msg("%s: losses differ from the device run's (step 1: %.17g against %.17g)",
+			 name, r->loss[0], ref->loss[0]);
+	if (len != ref_len || memcmp(model, ref_model, len) != 0)
+		fail_msg("%s: final parameters differ from the device run's", name);
+	if (p->params_offloaded && r->last.device_bytes >= ref->last.device_bytes)
+		fail_msg("%s: %llu device bytes, not fewer than the %llu of all resident", name,
+			 (unsigned long long)r->last.device_bytes,
+			 (unsigned long long)ref->last.device_bytes);
+}
+
+/* In each precision, every placement gives the device run's losses and
+ * final parameters bit for bit, parameter offload with less device
+ * memory. */
+static void test_placements_are_bit_identical(void **state)
+{
+	(void)state;
+	enum { N = 6 };
+	for (unsigned d = 0; d < sizeof(precisions) / sizeof(precisions[0]); d++) {
+		const struct precision *pr = &precisions[d];
+		struct run ref = { 0 };
+		size_t ref_len = 0;
+		char *ref_model = NULL;
+		for (unsigned i = 0; i < NPLACEMENTS; i++) {
+			const struct placement *p = &placements[i];
+			struct run r = { 0 };
+			size_t len;
+			char name[64];
+			snprintf(name, sizeof(name), "%s %s", pr->name, p->name);
+			char *model = run_placement(p, pr, N, &r, &len);
+			check_run(name, p, &r);
+			if (i == 0) {
+				ref = r;
+				ref_model = model;
+				ref_len = len;
+				continue;
+			}
+			check_same(name, p, &r, model, len, &ref, ref_model, ref_len);
+			free(model);
+		}
+		free(ref_model);
+	}
+}
+
+/* Stopped after step K, saved, destroyed, and created again from the
+ * checkpoint: in every placement, steps K+1 .. N give the uninterrupted
+ * run's losses and lr bit for bit (states and parameters come back from
+ * the checkpoint into their homes, host memory or NVMe). */
+static void test_resume_is_exact(void **state)
+{
+	(void)state;
+	enum { K = 3, N = 7 };
+	const struct precision *pr = &precisions[0];
+	for (unsigned i = 0; i < NPLACEMENTS; i++) {
+		const struct placement *p = &placements[i];
+		struct zn_config cfg;
+		struct run full = { 0 }, part = { 0 };
+		const char *ckpt = folder("ck-full-%s", p->name);
+		assert_int_equal(load(p, pr, ckpt, false, NULL, 0, &cfg), 0);
+		struct zn_trainer *t = create(&cfg);
+		steps(t, N, &full);
+		zn_trainer_destroy(t);
+
+		ckpt = folder("ck-part-%s", p->name);
+		assert_int_equal(load(p, pr, ckpt, false, NULL, 0, &cfg), 0);
+		t = create(&cfg);
+		steps(t, K, &part);
+		assert_int_equal(zn_trainer_save(t), 0);
+		zn_trainer_destroy(t);
+		assert_int_equal(load(p, pr, ckpt, true, NULL, 0, &cfg), 0);
+		t = create(&cfg);
+		assert_int_equal(zn_trainer_steps_done(t), K);
+		steps(t, N, &part);
+		zn_trainer_destroy(t);
+		for (unsigned s = K; s < N; s++)
+			if (memcmp(&part.loss[s], &full.loss[s], sizeof(double)) != 0 ||
+			    memcmp(&part.lr[s], &full.lr[s], sizeof(double)) != 0)
+				fail_msg("%s: step %u resumed: loss %.17g lr %.17g, uninterrupted: "
+					 "loss %.17g lr %.17g", p->name, s + 1, part.loss[s],
+					 part.lr[s], full.loss[s], full.lr[s]);
+	}
+}
+
+/* Bad input: an error code or NULL with a message naming what is wrong,
+ * and no crash (nor leak, under the sanitizers). */
+static void test_bad_input(void **state)
+{
+	(void)state;
+	const struct placement *dev = &placements[0];
+	const struct precision *fp32 = &precisions[0];
+	struct zn_config cfg;
+	static const char syntax[] = "model: {n_layer: 2\n";
+	assert_int_equal(zn_config_load_string(syntax, sizeof(syntax) - 1, "bad.yaml", &cfg),
+			 -EINVAL);
+	assert_true(strncmp(zn_last_error(), "bad.yaml:", 9) == 0);
+	static const char unknown[] = "model: {nlayer: 2}\n";
+	assert_int_equal(zn_config_load_string(unknown, sizeof(unknown) - 1, NULL, &cfg), -ENOENT);
+	assert_non_null(strstr(zn_last_error(), "n_layer"));
+
+	/* Each: --set lines on the base config (refused by the loader or by
+	 * zn_trainer_create), and what the message names. */
+	char nowhere[4400];
+	snprintf(nowhere, sizeof(nowhere),
+		 "zero_optimization={stage: 3, stage3_param_persistence_threshold: 0, "
+		 "offload_optimizer: {device: cpu}, offload_param: {device: nvme, max_in_cpu: 0, "
+		 "nvme_path: \"%s\"}}",
+		 tu_path("nowhere"));
+	const struct {
+		const char *sets[3];
+		const char *needle;
+	} refused[] = {
+		{ { "zero_optimization.offload_param={device: cpu}" }, "needs stage 3" },
+		{ { "zero_optimization.stage=3", "zero_optimization.offload_param={device: cpu}" },
+		  "offload_optimizer" },
+		{ { nowhere }, "nowhere" },
+		{ { "model.n_embd=31" }, "n_embd" },
+		{ { "bf16={enabled: true}", "fp16={enabled: true}" }, "bf16" },
+	};
+	const char *ckpt = folder("ck-%s", "refused");
+	for (unsigned i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		size_t n = 0;
+		while (n < 3 && refused[i].sets[n])
+			n++;
+		struct zn_trainer *t = NULL;
+		if (load(dev, fp32, ckpt, false, refused[i].sets, n, &cfg) == 0)
+			t = zn_trainer_create(&cfg, 2);
+		if (t) {
+			zn_trainer_destroy(t);
+			fail_msg("%s: created", refused[i].sets[n - 1]);
+		}
+		const char *msg = zn_last_error();
+		print_message("refused: %s\n", msg);
+		if (!strstr(msg, refused[i].needle))
+			fail_msg("%s: message '%s' should name '%s'", refused[i].sets[n - 1], msg,
+				 refused[i].needle);
+	}
+	assert_int_equal(tu_count_entries(ckpt, NULL, NULL, NULL), 2); /* nothing saved */
+
+	/* A checkpoint of another shape is refused, not trained over. */
+	ckpt = folder("ck-%s", "shape");
+	struct run r = { 0 };
+	assert_int_equal(load(dev, fp32, ckpt, false, NULL, 0, &cfg), 0);
+	struct zn_trainer *t = create(&cfg);
+	steps(t, 1, &r);
+	assert_int_equal(zn_trainer_save(t), 0);
+	zn_trainer_destroy(t);
+	static const char *const deeper[] = { "model.n_layer=3" };
+	assert_int_equal(load(dev, fp32, ckpt, true, deeper, 1, &cfg), 0);
+	assert_null(zn_trainer_create(&cfg, 2));
+	assert_non_null(strstr(zn_last_error(), "different model"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_loss_falls),
+		cmocka_unit_test(test_synthetic),
+		cmocka_unit_test(test_placements_are_bit_identical),
+		cmocka_unit_test(test_resume_is_exact),
+		cmocka_unit_test(test_bad_input),
+	};
+	return tu_run_group_tests(tests, write_data, cleanup);
+}
