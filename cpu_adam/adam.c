@@ -151,20 +151,6 @@ const struct zn_optim_isa *zn_optim_isa_get(enum zn_adam_simd s)
 	return (unsigned)s < ZN_ADAM_SIMD_COUNT ? isas[s] : NULL;
 }
 
-const char *zn_adam_dtype_name(enum zn_adam_dtype d)
-{
-	static const char *const names[] = {
-		[ZN_ADAM_FP32] = "fp32", [ZN_ADAM_FP16] = "fp16", [ZN_ADAM_BF16] = "bf16"
-	};
-	_Static_assert(ZN_ARRAY_SIZE(names) == ZN_ADAM_DTYPE_COUNT, "a name per dtype");
-	return (unsigned)d < ZN_ADAM_DTYPE_COUNT ? names[d] : "?";
-}
-
-size_t zn_adam_dtype_size(enum zn_adam_dtype d)
-{
-	return d == ZN_ADAM_FP32 ? 4 : (unsigned)d < ZN_ADAM_DTYPE_COUNT ? 2 : 0;
-}
-
 /* ---- defaults ------------------------------------------------------------ */
 
 void zn_adam_defaults(struct zn_adam_hparams *hp)
@@ -275,7 +261,7 @@ static bool overlap(const void *a, size_t alen, const void *b, size_t blen)
 
 static int check_dtype(const char *fn, const char *what, enum zn_adam_dtype d, bool allow_fp32)
 {
-	if ((unsigned)d >= ZN_ADAM_DTYPE_COUNT || (!allow_fp32 && d == ZN_ADAM_FP32))
+	if (!zn_dtype_is_float(d) || (!allow_fp32 && d == ZN_ADAM_FP32))
 		return zn_error(-EINVAL, "%s: %s %d is not %s", fn, what, (int)d,
 				allow_fp32 ? "ZN_ADAM_FP32, ZN_ADAM_FP16 or ZN_ADAM_BF16"
 					   : "ZN_ADAM_FP16 or ZN_ADAM_BF16");

@@ -1,5 +1,5 @@
-/* The kernel registry, dtype names and the argument checks both backends
- * share (kernels_internal.h). */
+/* The kernel registry and the argument checks both backends share
+ * (kernels_internal.h). */
 #include "zn_common.h"
 
 #include <limits.h>
@@ -7,22 +7,6 @@
 
 #include "zn_build.h"
 #include "kernels_internal.h"
-
-const char *zn_dtype_name(enum zn_dtype d)
-{
-	static const char *const names[] = {
-		[ZN_DTYPE_F32] = "fp32", [ZN_DTYPE_F16] = "fp16", [ZN_DTYPE_BF16] = "bf16"
-	};
-	_Static_assert(ZN_ARRAY_SIZE(names) == ZN_DTYPE_COUNT, "a name per dtype");
-	_Static_assert((int)ZN_DTYPE_F32 == (int)ZN_ADAM_FP32 && (int)ZN_DTYPE_F16 == (int)ZN_ADAM_FP16 &&
-		       (int)ZN_DTYPE_BF16 == (int)ZN_ADAM_BF16, "dtype values match cpu_adam's");
-	return (unsigned)d < ZN_DTYPE_COUNT ? names[d] : "?";
-}
-
-size_t zn_dtype_size(enum zn_dtype d)
-{
-	return d == ZN_DTYPE_F32 ? 4 : (unsigned)d < ZN_DTYPE_COUNT ? 2 : 0;
-}
 
 void zn_kernels_params_default(struct zn_kernels_params *p)
 {
@@ -318,7 +302,7 @@ int zn_kcheck_xent(const float *losses, const void *logits, const int32_t *targe
 
 int zn_kcheck_dtype(const char *op, const char *what, enum zn_dtype dtype)
 {
-	if ((unsigned)dtype >= ZN_DTYPE_COUNT)
+	if (!zn_dtype_is_float(dtype))
 		return zn_error(-EINVAL, "%s: %s dtype %d is not fp32 (%d), fp16 (%d) or bf16 (%d)",
 				op, what, (int)dtype, ZN_DTYPE_F32, ZN_DTYPE_F16, ZN_DTYPE_BF16);
 	return 0;

@@ -61,13 +61,6 @@ void cc_sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-static const char *const dt_names[] = { "f32", "bf16", "f16", "i32", "u8" };
-_Static_assert(sizeof(dt_names) / sizeof(dt_names[0]) == ZN_COMM_DTYPE_COUNT, "one per dtype");
-
-static bool is_float(enum zn_comm_dtype dt)
-{
-	return dt == ZN_COMM_F32 || dt == ZN_COMM_BF16 || dt == ZN_COMM_F16;
-}
 
 /* Rank r's input: n elements of dt.  Floats of very different magnitudes,
  * so that the order of the additions changes the rounded sum; with
@@ -136,7 +129,7 @@ static int reference(enum zn_comm_dtype dt, enum zn_comm_redop op, int size, siz
 		gen(dt, in, total, r, salt, specials);
 		for (size_t i = 0; i < m; i++) {
 			const size_t k = off + i;
-			if (is_float(dt)) {
+			if (zn_dtype_is_float(dt)) {
 				float x = load_f(dt, in, k);
 				accf[i] = r == 0 ? x : op == ZN_COMM_SUM ? accf[i] + x : max_f(accf[i], x);
 			} else if (dt == ZN_COMM_I32) {
@@ -363,13 +356,13 @@ static int compare(struct zn_comm *c, int line, const char *what, enum zn_comm_d
 		const unsigned char *w = (const unsigned char *)want + i * es;
 		if (memcmp(g, w, es) == 0)
 			continue;
-		if (is_float(dt) && isnan(load_f(dt, got, i)) && isnan(load_f(dt, want, i)))
+		if (zn_dtype_is_float(dt) && isnan(load_f(dt, got, i)) && isnan(load_f(dt, want, i)))
 			continue;
 		uint32_t gb = 0, wb = 0;
 		memcpy(&gb, g, es);
 		memcpy(&wb, w, es);
-		report(c, line, what, "%s element %zu of %zu is 0x%x, want 0x%x", dt_names[dt], i, m,
-		       gb, wb);
+		report(c, line, what, "%s element %zu of %zu is 0x%x, want 0x%x", zn_dtype_name(dt),
+		       i, m, gb, wb);
 		return -1;
 	}
 	return 0;
@@ -461,13 +454,13 @@ int cc_all_gather(struct zn_comm *c)
 		memset(recv, 0xa5, (size_t)S * row);
 		CALL(do_all_gather(c, send, recv, n, dt));
 		CHECK(memcmp(recv, want, (size_t)S * row) == 0, "%s x %zu: gathered bytes differ",
-		      dt_names[dt], n);
+		      zn_dtype_name(dt), n);
 		/* In place: send is this rank's slot of recv. */
 		memset(recv, 0xff, (size_t)S * row);
 		memcpy(recv + (size_t)R * row, send, row);
 		CALL(do_all_gather(c, recv + (size_t)R * row, recv, n, dt));
 		CHECK(memcmp(recv, want, (size_t)S * row) == 0,
-		      "%s x %zu in place: gathered bytes differ", dt_names[dt], n);
+		      "%s x %zu in place: gathered bytes differ", zn_dtype_name(dt), n);
 		free(send);
 		free(recv);
 		free(want);
@@ -685,7 +678,7 @@ int cc_reduce_rows(struct zn_comm *c, cc_reduce_fn reduce)
 						gen(dt, rows + (size_t)p * row, m, p, salt, true);
 					memset(got, 0xa5, row);
 					CHECK(reduce(dt, op, got, rows, size, m) == 0,
-					      "%s %s of %d rows of %zu failed", dt_names[dt],
+					      "%s %s of %d rows of %zu failed", zn_dtype_name(dt),
 					      op ? "max" : "sum", size, m);
 					CHECK(reference(dt, op, size, m, 0, m, salt, true, want) == 0,
 					      "no memory");

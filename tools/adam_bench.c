@@ -74,7 +74,8 @@ static int parse_dtype(const char *a, int *out, bool allow_none, bool allow_fp32
 		return 0;
 	}
 	for (int d = 0; d < ZN_ADAM_DTYPE_COUNT; d++)
-		if (strcmp(a, zn_adam_dtype_name((enum zn_adam_dtype)d)) == 0 &&
+		if (zn_dtype_is_float((enum zn_adam_dtype)d) &&
+		    strcmp(a, zn_adam_dtype_name((enum zn_adam_dtype)d)) == 0 &&
 		    (allow_fp32 || d != ZN_ADAM_FP32)) {
 			*out = d;
 			return 0;

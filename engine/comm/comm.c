@@ -55,11 +55,6 @@ static const char *const op_names[] = {
 };
 _Static_assert(ZN_ARRAY_SIZE(op_names) == OP_BARRIER + 1, "one name per op");
 
-static const size_t dtype_sizes[] = {
-	[ZN_COMM_F32] = 4, [ZN_COMM_BF16] = 2, [ZN_COMM_F16] = 2, [ZN_COMM_I32] = 4, [ZN_COMM_U8] = 1,
-};
-_Static_assert(ZN_ARRAY_SIZE(dtype_sizes) == ZN_COMM_DTYPE_COUNT, "one size per dtype");
-
 struct zn_comm_op {
 	struct zn_comm *c;
 	struct zn_comm_op *next;        /* the FIFO */
@@ -96,11 +91,6 @@ struct zn_comm_worker {
 	int broken;            /* 0, or the error that left the comm unusable */
 	char broken_msg[512];
 };
-
-size_t zn_comm_dtype_size(enum zn_comm_dtype dtype)
-{
-	return (unsigned)dtype < ZN_COMM_DTYPE_COUNT ? dtype_sizes[dtype] : 0;
-}
 
 /* ---- the self backend --------------------------------------------------- */
 
@@ -154,7 +144,7 @@ static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
 			const unsigned char *rows, int size, size_t m)
 {
 	/* The specification of every backend's reduction (zn_comm_mem_ops.reduce). */
-	const size_t row = m * dtype_sizes[dt];
+	const size_t row = m * zn_dtype_size(dt);
 
 	for (size_t i = 0; i < m; i++) {
 		switch (dt) {
@@ -284,7 +274,7 @@ static int do_reduce_scatter(struct zn_comm *c, const void *send, const struct c
 			     void *recv, enum zn_comm_dtype dt, enum zn_comm_redop op, int tag,
 			     uint64_t deadline, const char *what)
 {
-	const size_t es = dtype_sizes[dt];
+	const size_t es = zn_dtype_size(dt);
 	const size_t m = ch->cnt[c->rank];
 	const unsigned char *s = send;
 
@@ -350,7 +340,7 @@ static int run_op(struct zn_comm *c, struct zn_comm_op *op)
 	const int tag = (int)(w->seq++ & 0x7fff); /* MPI promises tags up to 32767 */
 	const uint64_t deadline = zn_now_ns() + (uint64_t)(op->timeout * 1e9);
 	const size_t es = op->kind == OP_BROADCAST || op->kind == OP_BARRIER ? 1
-										 : dtype_sizes[op->dtype];
+										 : zn_dtype_size(op->dtype);
 	struct chunks ch;
 	int rc;
 
@@ -833,7 +823,7 @@ int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv
 	/* One rank's host reduce_scatter is a memmove; device copies must not
 	 * overlap. */
 	if (!rc && n_per_rank && (c->size > 1 || c->ops->mem)) {
-		const size_t es = dtype_sizes[dtype];
+		const size_t es = zn_dtype_size(dtype);
 		const char *s = send, *r = recv;
 		if (r < s + (size_t)c->size * n_per_rank * es && s < r + n_per_rank * es)
 			rc = zn_error(-EINVAL, "comm reduce_scatter: send and recv overlap: use "
@@ -856,7 +846,7 @@ int zn_comm_all_gather_async(struct zn_comm *c, const void *send, void *recv, si
 	if (!rc)
 		rc = check_buf("all_gather", "recv", recv, n_per_rank);
 	if (!rc && n_per_rank) {
-		const size_t es = dtype_sizes[dtype];
+		const size_t es = zn_dtype_size(dtype);
 		const char *s = send, *r = recv, *slot = r + (size_t)c->rank * n_per_rank * es;
 		if (s != slot && s < r + (size_t)c->size * n_per_rank * es && r < s + n_per_rank * es)
 			rc = zn_error(-EINVAL, "comm all_gather: send overlaps recv without being this "

@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "zinc/common.h"
+#include "zinc/dtype.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,12 +43,16 @@ extern "C" {
 
 struct zn_threadpool;
 
-enum zn_adam_dtype {
-	ZN_ADAM_FP32 = 0,
-	ZN_ADAM_FP16, /* IEEE binary16; fp32 -> fp16 rounds to nearest even */
-	ZN_ADAM_BF16, /* bfloat16; fp32 -> bf16 rounds to nearest even, NaN -> 0x7fc0 */
-	ZN_ADAM_DTYPE_COUNT
-};
+/* The gradient and copy dtypes were enum zn_adam_dtype (ZN_ADAM_FP32,
+ * ZN_ADAM_FP16, ZN_ADAM_BF16); these names go once every caller says
+ * zinc/dtype.h's. */
+#define zn_adam_dtype zn_dtype
+#define ZN_ADAM_FP32 ZN_DTYPE_F32
+#define ZN_ADAM_FP16 ZN_DTYPE_F16
+#define ZN_ADAM_BF16 ZN_DTYPE_BF16
+#define ZN_ADAM_DTYPE_COUNT ZN_DTYPE_COUNT
+#define zn_adam_dtype_name zn_dtype_name
+#define zn_adam_dtype_size zn_dtype_size
 
 enum zn_adam_simd {
 	ZN_ADAM_SIMD_AUTO = 0, /* $ZINC_SIMD if set, else the best the CPU has */
@@ -147,11 +152,6 @@ ZN_API int zn_adam_simd_select(enum zn_adam_simd want, enum zn_adam_simd *got);
 ZN_API const char *zn_adam_simd_name(enum zn_adam_simd simd);
 /* Parse one of those names; returns 0 or -EINVAL. */
 ZN_API int zn_adam_simd_parse(const char *name, enum zn_adam_simd *out);
-/* "fp32", "fp16", "bf16"; "?" for an unknown value. */
-ZN_API const char *zn_adam_dtype_name(enum zn_adam_dtype dtype);
-/* Bytes per element of a dtype (0 for an unknown value). */
-ZN_API size_t zn_adam_dtype_size(enum zn_adam_dtype dtype);
-
 #ifdef __cplusplus
 }
 #endif
