@@ -26,8 +26,8 @@ struct zn_optim_args {
 	float *m;              /* exp_avg */
 	float *v;              /* exp_avg_sq (Adagrad: the sum of squares) */
 	void *copy;            /* NULL: no copy */
-	enum zn_adam_dtype gt; /* grad dtype */
-	enum zn_adam_dtype ct; /* copy dtype (FP16 or BF16) when copy != NULL */
+	enum zn_dtype gt; /* grad dtype */
+	enum zn_dtype ct; /* copy dtype (FP16 or BF16) when copy != NULL */
 
 	float scale;     /* grad multiplier */
 	float b1, omb1;  /* beta1, 1 - beta1 */
@@ -49,10 +49,10 @@ struct zn_optim_isa {
 	void (*adagrad)(const struct zn_optim_args *a, size_t i0, size_t n);
 	void (*lion)(const struct zn_optim_args *a, size_t i0, size_t n);
 	/* Sum of squares of g[0..n) in double. */
-	double (*sumsq)(const void *g, enum zn_adam_dtype gt, size_t n);
+	double (*sumsq)(const void *g, enum zn_dtype gt, size_t n);
 	/* dst[i] = src[i] converted; dt FP16 or BF16. */
-	void (*from_f32)(const float *src, void *dst, enum zn_adam_dtype dt, size_t n);
-	void (*to_f32)(const void *src, enum zn_adam_dtype st, float *dst, size_t n);
+	void (*from_f32)(const float *src, void *dst, enum zn_dtype dt, size_t n);
+	void (*to_f32)(const void *src, enum zn_dtype st, float *dst, size_t n);
 	/* Benchmark streams (fp32).  stream7 is Adam-shaped: reads p, g, m, v
 	 * and writes p, m, v in place, with trivial arithmetic that keeps the
 	 * values bounded.  triad is STREAM's a = b + s * c. */

@@ -52,9 +52,9 @@ AI void st_u16(uint16_t *p, __m256i x, __mmask16 k, bool masked)
 /* fp16/bf16 -> fp32, both exact. */
 AI __m512 load_g(const void *g, int gt, size_t i, __mmask16 k, bool masked)
 {
-	if (gt == ZN_ADAM_FP16)
+	if (gt == ZN_DTYPE_F16)
 		return _mm512_cvtph_ps(ld_u16((const uint16_t *)g + i, k, masked));
-	if (gt == ZN_ADAM_BF16)
+	if (gt == ZN_DTYPE_BF16)
 		return _mm512_castsi512_ps(_mm512_slli_epi32(
 			_mm512_cvtepu16_epi32(ld_u16((const uint16_t *)g + i, k, masked)), 16));
 	return ld_ps((const float *)g + i, k, masked);
@@ -74,7 +74,7 @@ AI __m256i to_bf16(__m512 x)
 
 AI __m256i to_half(__m512 x, int dt)
 {
-	if (dt == ZN_ADAM_BF16)
+	if (dt == ZN_DTYPE_BF16)
 		return to_bf16(x);
 	return _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
@@ -154,23 +154,23 @@ AI void adam_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, in
 	do {                                                                      \
 		int ct_ = a->copy ? (int)a->ct : NOCOPY;                          \
 		switch (a->gt) {                                                  \
-		case ZN_ADAM_FP16:                                                \
-			DISPATCH_CT(loop, ZN_ADAM_FP16);                          \
+		case ZN_DTYPE_F16:                                                \
+			DISPATCH_CT(loop, ZN_DTYPE_F16);                          \
 			break;                                                    \
-		case ZN_ADAM_BF16:                                                \
-			DISPATCH_CT(loop, ZN_ADAM_BF16);                          \
+		case ZN_DTYPE_BF16:                                                \
+			DISPATCH_CT(loop, ZN_DTYPE_BF16);                          \
 			break;                                                    \
 		default:                                                          \
-			DISPATCH_CT(loop, ZN_ADAM_FP32);                          \
+			DISPATCH_CT(loop, ZN_DTYPE_F32);                          \
 			break;                                                    \
 		}                                                                 \
 	} while (0)
 #define DISPATCH_CT(loop, G)                                                      \
 	do {                                                                      \
-		if (ct_ == ZN_ADAM_FP16)                                          \
-			loop(a, i0, n, G, ZN_ADAM_FP16);                          \
-		else if (ct_ == ZN_ADAM_BF16)                                     \
-			loop(a, i0, n, G, ZN_ADAM_BF16);                          \
+		if (ct_ == ZN_DTYPE_F16)                                          \
+			loop(a, i0, n, G, ZN_DTYPE_F16);                          \
+		else if (ct_ == ZN_DTYPE_BF16)                                     \
+			loop(a, i0, n, G, ZN_DTYPE_BF16);                          \
 		else                                                              \
 			loop(a, i0, n, G, NOCOPY);                                \
 	} while (0)
@@ -283,34 +283,34 @@ AI double sumsq_loop(const void *g, int gt, size_t n)
 	return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)));
 }
 
-static double sumsq(const void *g, enum zn_adam_dtype gt, size_t n)
+static double sumsq(const void *g, enum zn_dtype gt, size_t n)
 {
-	if (gt == ZN_ADAM_FP16)
-		return sumsq_loop(g, ZN_ADAM_FP16, n);
-	if (gt == ZN_ADAM_BF16)
-		return sumsq_loop(g, ZN_ADAM_BF16, n);
-	return sumsq_loop(g, ZN_ADAM_FP32, n);
+	if (gt == ZN_DTYPE_F16)
+		return sumsq_loop(g, ZN_DTYPE_F16, n);
+	if (gt == ZN_DTYPE_BF16)
+		return sumsq_loop(g, ZN_DTYPE_BF16, n);
+	return sumsq_loop(g, ZN_DTYPE_F32, n);
 }
 
-static void from_f32(const float *src, void *dst, enum zn_adam_dtype dt, size_t n)
+static void from_f32(const float *src, void *dst, enum zn_dtype dt, size_t n)
 {
 	uint16_t *d = dst;
 	for (size_t i = 0; i < n; i += 16) {
 		bool masked = n - i < 16;
 		__mmask16 k = masked ? (__mmask16)((1u << (n - i)) - 1) : 0xffff;
 		__m512 x = ld_ps(src + i, k, masked);
-		st_u16(d + i, dt == ZN_ADAM_BF16 ? to_bf16(x) : to_half(x, ZN_ADAM_FP16), k, masked);
+		st_u16(d + i, dt == ZN_DTYPE_BF16 ? to_bf16(x) : to_half(x, ZN_DTYPE_F16), k, masked);
 	}
 }
 
-static void to_f32(const void *src, enum zn_adam_dtype st, float *dst, size_t n)
+static void to_f32(const void *src, enum zn_dtype st, float *dst, size_t n)
 {
 	for (size_t i = 0; i < n; i += 16) {
 		bool masked = n - i < 16;
 		__mmask16 k = masked ? (__mmask16)((1u << (n - i)) - 1) : 0xffff;
-		__m512 x = st == ZN_ADAM_FP16   ? load_g(src, ZN_ADAM_FP16, i, k, masked)
-			   : st == ZN_ADAM_BF16 ? load_g(src, ZN_ADAM_BF16, i, k, masked)
-						: load_g(src, ZN_ADAM_FP32, i, k, masked);
+		__m512 x = st == ZN_DTYPE_F16   ? load_g(src, ZN_DTYPE_F16, i, k, masked)
+			   : st == ZN_DTYPE_BF16 ? load_g(src, ZN_DTYPE_BF16, i, k, masked)
+						: load_g(src, ZN_DTYPE_F32, i, k, masked);
 		st_ps(dst + i, x, k, masked);
 	}
 }

@@ -48,7 +48,7 @@ static void test_embedding_example(void **state)
 	/* fp16 grads scaled by 1/loss_scale: check, then step. */
 	struct zn_adam_exec ex = { .pool = pool };
 	struct zn_adam_grad_stats st;
-	assert_int_equal(zn_adam_grad_check(grad, ZN_ADAM_FP16, n, &ex, &st), 0);
+	assert_int_equal(zn_adam_grad_check(grad, ZN_DTYPE_F16, n, &ex, &st), 0);
 	assert_true(st.finite);
 	assert_true(st.sumsq == (double)n);
 
@@ -56,8 +56,8 @@ static void test_embedding_example(void **state)
 	zn_adam_defaults(&hp);
 	hp.weight_decay = 0.01;
 	struct zn_adam_tensors t = {
-		.n = n, .param = param, .grad = grad, .grad_dtype = ZN_ADAM_FP16,
-		.exp_avg = m, .exp_avg_sq = v, .param_copy = copy, .copy_dtype = ZN_ADAM_BF16,
+		.n = n, .param = param, .grad = grad, .grad_dtype = ZN_DTYPE_F16,
+		.exp_avg = m, .exp_avg_sq = v, .param_copy = copy, .copy_dtype = ZN_DTYPE_BF16,
 	};
 	struct progress pr = { 0 };
 	ex.on_tile = tile_done;

@@ -92,10 +92,10 @@ static const struct cc_mem device_mem = {
 };
 
 /* The kernel on staged rows (cc_reduce_fn). */
-static int reduce_on_device(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+static int reduce_on_device(enum zn_dtype dt, enum zn_comm_redop op, void *out,
 			    const void *rows, int size, size_t m)
 {
-	const size_t row = m * zn_comm_dtype_size(dt);
+	const size_t row = m * zn_dtype_size(dt);
 	void *d_rows = dev_alloc((size_t)size * row), *d_out = dev_alloc(row);
 	int rc = -1;
 
@@ -122,11 +122,11 @@ static void test_reduce_kernel(void **state)
 	assert_non_null(self);
 	assert_int_equal(cc_reduce_rows(self, reduce_on_device), 0);
 	/* Arguments the kernel refuses. */
-	assert_int_equal(zn_comm_nccl_reduce(ZN_COMM_DTYPE_COUNT, ZN_COMM_SUM, NULL, NULL, 1, 1,
+	assert_int_equal(zn_comm_nccl_reduce(ZN_DTYPE_COUNT, ZN_COMM_SUM, NULL, NULL, 1, 1,
 					     NULL), cudaErrorInvalidValue);
-	assert_int_equal(zn_comm_nccl_reduce(ZN_COMM_F32, ZN_COMM_SUM, NULL, NULL, 0, 1, NULL),
+	assert_int_equal(zn_comm_nccl_reduce(ZN_DTYPE_F32, ZN_COMM_SUM, NULL, NULL, 0, 1, NULL),
 			 cudaErrorInvalidValue);
-	assert_int_equal(zn_comm_nccl_reduce(ZN_COMM_F32, ZN_COMM_SUM, NULL, NULL, 2, 0, NULL),
+	assert_int_equal(zn_comm_nccl_reduce(ZN_DTYPE_F32, ZN_COMM_SUM, NULL, NULL, 2, 0, NULL),
 			 cudaSuccess);
 	zn_comm_destroy(self);
 }
@@ -157,7 +157,7 @@ static void test_one_rank(void **state)
 	/* Device copies must not overlap, even on one rank. */
 	float *d = dev_alloc(64 * sizeof(float));
 	assert_non_null(d);
-	assert_int_equal(zn_comm_reduce_scatter(c, d, d + 8, 16, ZN_COMM_F32), -EINVAL);
+	assert_int_equal(zn_comm_reduce_scatter(c, d, d + 8, 16, ZN_DTYPE_F32), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "overlap"));
 	dev_free(d);
 

@@ -64,7 +64,7 @@ struct zn_comm_op {
 	const void *send; /* reduce_scatter, all_gather */
 	void *recv;
 	size_t n;         /* elements (all_reduce) or per rank; bytes (broadcast) */
-	enum zn_comm_dtype dtype;
+	enum zn_dtype dtype;
 	enum zn_comm_redop redop;
 	int root;
 	double timeout;   /* seconds */
@@ -134,13 +134,13 @@ static float fmax_nan(float acc, float x)
 	return x > acc ? x : acc;
 }
 
-static float load_half(enum zn_comm_dtype dt, const void *p, size_t i)
+static float load_half(enum zn_dtype dt, const void *p, size_t i)
 {
 	const uint16_t h = ((const uint16_t *)p)[i];
-	return dt == ZN_COMM_BF16 ? zn_bf16_to_f32(h) : zn_f16_to_f32(h);
+	return dt == ZN_DTYPE_BF16 ? zn_bf16_to_f32(h) : zn_f16_to_f32(h);
 }
 
-static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+static void reduce_rows(enum zn_dtype dt, enum zn_comm_redop op, void *out,
 			const unsigned char *rows, int size, size_t m)
 {
 	/* The specification of every backend's reduction (zn_comm_mem_ops.reduce). */
@@ -148,7 +148,7 @@ static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
 
 	for (size_t i = 0; i < m; i++) {
 		switch (dt) {
-		case ZN_COMM_F32: {
+		case ZN_DTYPE_F32: {
 			float acc = ((const float *)rows)[i];
 			for (int p = 1; p < size; p++) {
 				float x = ((const float *)(rows + p * row))[i];
@@ -157,18 +157,18 @@ static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
 			((float *)out)[i] = acc;
 			break;
 		}
-		case ZN_COMM_BF16:
-		case ZN_COMM_F16: {
+		case ZN_DTYPE_BF16:
+		case ZN_DTYPE_F16: {
 			float acc = load_half(dt, rows, i);
 			for (int p = 1; p < size; p++) {
 				float x = load_half(dt, rows + p * row, i);
 				acc = op == ZN_COMM_SUM ? acc + x : fmax_nan(acc, x);
 			}
-			((uint16_t *)out)[i] = dt == ZN_COMM_BF16 ? zn_f32_to_bf16(acc)
+			((uint16_t *)out)[i] = dt == ZN_DTYPE_BF16 ? zn_f32_to_bf16(acc)
 								  : zn_f32_to_f16(acc);
 			break;
 		}
-		case ZN_COMM_I32: {
+		case ZN_DTYPE_I32: {
 			int32_t acc = ((const int32_t *)rows)[i];
 			for (int p = 1; p < size; p++) {
 				int32_t x = ((const int32_t *)(rows + p * row))[i];
@@ -178,7 +178,7 @@ static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
 			((int32_t *)out)[i] = acc;
 			break;
 		}
-		case ZN_COMM_U8: {
+		case ZN_DTYPE_U8: {
 			uint8_t acc = rows[i];
 			for (int p = 1; p < size; p++) {
 				uint8_t x = rows[p * row + i];
@@ -225,7 +225,7 @@ static int buf_copy(struct zn_comm *c, void *dst, const void *src, size_t bytes,
 	return 0;
 }
 
-static int buf_reduce(struct zn_comm *c, enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+static int buf_reduce(struct zn_comm *c, enum zn_dtype dt, enum zn_comm_redop op, void *out,
 		      const unsigned char *rows, size_t m, const char *what)
 {
 	if (m == 0)
@@ -271,7 +271,7 @@ static struct zn_comm_xfer *xfers_alloc(struct zn_comm *c)
 
 /* Rank r's chunk of `send` (chunks ch) reduced over ranks into recv. */
 static int do_reduce_scatter(struct zn_comm *c, const void *send, const struct chunks *ch,
-			     void *recv, enum zn_comm_dtype dt, enum zn_comm_redop op, int tag,
+			     void *recv, enum zn_dtype dt, enum zn_comm_redop op, int tag,
 			     uint64_t deadline, const char *what)
 {
 	const size_t es = zn_dtype_size(dt);
@@ -781,9 +781,9 @@ int zn_comm_wait(struct zn_comm_op *op)
 
 /* ---- argument checks, shared by the blocking and the _async calls -------- */
 
-static int check_dtype(const char *what, enum zn_comm_dtype dt)
+static int check_dtype(const char *what, enum zn_dtype dt)
 {
-	if ((unsigned)dt >= ZN_COMM_DTYPE_COUNT)
+	if ((unsigned)dt >= ZN_DTYPE_COUNT)
 		return zn_error(-EINVAL, "comm %s: dtype %d is unknown", what, (int)dt);
 	return 0;
 }
@@ -795,7 +795,7 @@ static int check_buf(const char *what, const char *name, const void *p, size_t n
 	return 0;
 }
 
-int zn_comm_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dtype,
+int zn_comm_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_dtype dtype,
 			     enum zn_comm_redop redop, struct zn_comm_op **op)
 {
 	int rc = check_dtype("all_reduce", dtype);
@@ -813,7 +813,7 @@ int zn_comm_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_com
 }
 
 int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv,
-				 size_t n_per_rank, enum zn_comm_dtype dtype, struct zn_comm_op **op)
+				 size_t n_per_rank, enum zn_dtype dtype, struct zn_comm_op **op)
 {
 	int rc = check_dtype("reduce_scatter", dtype);
 	if (!rc)
@@ -838,7 +838,7 @@ int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv
 }
 
 int zn_comm_all_gather_async(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
-			     enum zn_comm_dtype dtype, struct zn_comm_op **op)
+			     enum zn_dtype dtype, struct zn_comm_op **op)
 {
 	int rc = check_dtype("all_gather", dtype);
 	if (!rc)
@@ -887,7 +887,7 @@ static int blocking(int rc, struct zn_comm_op **op)
 	return rc ? rc : zn_comm_wait(*op);
 }
 
-int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dtype,
+int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_dtype dtype,
 		       enum zn_comm_redop redop)
 {
 	struct zn_comm_op *op;
@@ -895,14 +895,14 @@ int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtyp
 }
 
 int zn_comm_reduce_scatter(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
-			   enum zn_comm_dtype dtype)
+			   enum zn_dtype dtype)
 {
 	struct zn_comm_op *op;
 	return blocking(zn_comm_reduce_scatter_async(c, send, recv, n_per_rank, dtype, &op), &op);
 }
 
 int zn_comm_all_gather(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
-		       enum zn_comm_dtype dtype)
+		       enum zn_dtype dtype)
 {
 	struct zn_comm_op *op;
 	return blocking(zn_comm_all_gather_async(c, send, recv, n_per_rank, dtype, &op), &op);

@@ -42,7 +42,7 @@ struct zn_comm_mem_ops {
 	 * in that order: exactly comm.c's reduce_rows (fp16/bf16 in fp32,
 	 * rounded once; integers wrap; MAX: NaN wins).  rows: (size, m)
 	 * elements of dt; out: m elements, not overlapping rows; m > 0. */
-	int (*reduce)(struct zn_comm *c, enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+	int (*reduce)(struct zn_comm *c, enum zn_dtype dt, enum zn_comm_redop op, void *out,
 		      const void *rows, int size, size_t m, const char *what);
 	/* Wait until everything enqueued for this collective has completed:
 	 * 0, -ETIMEDOUT past deadline_ns naming the collective and the peers

@@ -294,7 +294,7 @@ static int nccl_open(struct zn_comm *c)
 	}
 
 	/* 3. Every rank's status to every rank. */
-	rc = zn_comm_all_gather(b, &my_rc, status, 1, ZN_COMM_I32);
+	rc = zn_comm_all_gather(b, &my_rc, status, 1, ZN_DTYPE_I32);
 	if (rc) {
 		free(status);
 		return zn_error(rc, "comm nccl: rank %d: gathering the ranks' set-up status over the "
@@ -461,7 +461,7 @@ static int nccl_copy(struct zn_comm *c, void *dst, const void *src, size_t bytes
 	return 0;
 }
 
-static int nccl_reduce(struct zn_comm *c, enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+static int nccl_reduce(struct zn_comm *c, enum zn_dtype dt, enum zn_comm_redop op, void *out,
 		       const void *rows, int size, size_t m, const char *what)
 {
 	struct nccl_impl *n = c->impl;

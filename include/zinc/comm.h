@@ -107,16 +107,16 @@ struct zn_comm_op;
 /* Seconds a collective may take before it fails with -ETIMEDOUT. */
 #define ZN_COMM_TIMEOUT_DEFAULT 300.0
 
-/* The element types were enum zn_comm_dtype (ZN_COMM_F32 ...); these
+/* The element types were enum zn_dtype (ZN_DTYPE_F32 ...); these
  * names go once every caller says zinc/dtype.h's. */
-#define zn_comm_dtype zn_dtype
-#define ZN_COMM_F32 ZN_DTYPE_F32
-#define ZN_COMM_BF16 ZN_DTYPE_BF16
-#define ZN_COMM_F16 ZN_DTYPE_F16
-#define ZN_COMM_I32 ZN_DTYPE_I32
-#define ZN_COMM_U8 ZN_DTYPE_U8
-#define ZN_COMM_DTYPE_COUNT ZN_DTYPE_COUNT
-#define zn_comm_dtype_size zn_dtype_size
+#define zn_dtype zn_dtype
+#define ZN_DTYPE_F32 ZN_DTYPE_F32
+#define ZN_DTYPE_BF16 ZN_DTYPE_BF16
+#define ZN_DTYPE_F16 ZN_DTYPE_F16
+#define ZN_DTYPE_I32 ZN_DTYPE_I32
+#define ZN_DTYPE_U8 ZN_DTYPE_U8
+#define ZN_DTYPE_COUNT ZN_DTYPE_COUNT
+#define zn_dtype_size zn_dtype_size
 
 enum zn_comm_redop {
 	ZN_COMM_SUM = 0,
@@ -197,18 +197,18 @@ ZN_API int zn_comm_set_timeout(struct zn_comm *c, double seconds);
 
 /* buf: n elements of dtype on every rank; on return every rank holds the
  * elementwise reduction over ranks, in rank order (see above). */
-ZN_API int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dtype,
+ZN_API int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_dtype dtype,
 			      enum zn_comm_redop op);
 /* send: size * n_per_rank elements; recv: n_per_rank elements.  Rank r
  * receives the sum, in rank order, of every rank's chunk r
  * (send[r * n_per_rank ...]).  send and recv must not overlap. */
 ZN_API int zn_comm_reduce_scatter(struct zn_comm *c, const void *send, void *recv,
-				  size_t n_per_rank, enum zn_comm_dtype dtype);
+				  size_t n_per_rank, enum zn_dtype dtype);
 /* send: n_per_rank elements; recv: size * n_per_rank elements, rank r's
  * send at recv[r * n_per_rank ...].  send may be that slot of recv itself
  * (in place); otherwise they must not overlap. */
 ZN_API int zn_comm_all_gather(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
-			      enum zn_comm_dtype dtype);
+			      enum zn_dtype dtype);
 /* Copy `bytes` bytes from rank root's buf into every rank's buf. */
 ZN_API int zn_comm_broadcast(struct zn_comm *c, void *buf, size_t bytes, int root);
 /* Return once every rank has entered the barrier. */
@@ -219,13 +219,13 @@ ZN_API int zn_comm_barrier(struct zn_comm *c);
  * once (and *op is NULL); failures while running are returned by
  * zn_comm_wait. */
 ZN_API int zn_comm_all_reduce_async(struct zn_comm *c, void *buf, size_t n,
-				    enum zn_comm_dtype dtype, enum zn_comm_redop redop,
+				    enum zn_dtype dtype, enum zn_comm_redop redop,
 				    struct zn_comm_op **op);
 ZN_API int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv,
-					size_t n_per_rank, enum zn_comm_dtype dtype,
+					size_t n_per_rank, enum zn_dtype dtype,
 					struct zn_comm_op **op);
 ZN_API int zn_comm_all_gather_async(struct zn_comm *c, const void *send, void *recv,
-				    size_t n_per_rank, enum zn_comm_dtype dtype,
+				    size_t n_per_rank, enum zn_dtype dtype,
 				    struct zn_comm_op **op);
 ZN_API int zn_comm_broadcast_async(struct zn_comm *c, void *buf, size_t bytes, int root,
 				   struct zn_comm_op **op);

@@ -1118,7 +1118,7 @@ static int cpu_adam(struct zn_kctx *ctx, const struct zn_adam_hparams *hp, uint6
 	CHECK_CTX("adam");
 	/* The CPU optimizer itself, on this context's workers. */
 	struct zn_adam_tensors t = { .n = n, .param = param, .grad = grad,
-				     .grad_dtype = ZN_ADAM_FP32, .exp_avg = m, .exp_avg_sq = v };
+				     .grad_dtype = ZN_DTYPE_F32, .exp_avg = m, .exp_avg_sq = v };
 	struct zn_adam_exec ex = { .pool = cpu(ctx)->pool };
 	return zn_adam_step(hp, step, grad_scale, &t, &ex);
 }
