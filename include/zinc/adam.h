@@ -43,17 +43,6 @@ extern "C" {
 
 struct zn_threadpool;
 
-/* The gradient and copy dtypes were enum zn_dtype (ZN_DTYPE_F32,
- * ZN_DTYPE_F16, ZN_DTYPE_BF16); these names go once every caller says
- * zinc/dtype.h's. */
-#define zn_dtype zn_dtype
-#define ZN_DTYPE_F32 ZN_DTYPE_F32
-#define ZN_DTYPE_F16 ZN_DTYPE_F16
-#define ZN_DTYPE_BF16 ZN_DTYPE_BF16
-#define ZN_DTYPE_COUNT ZN_DTYPE_COUNT
-#define zn_dtype_name zn_dtype_name
-#define zn_dtype_size zn_dtype_size
-
 enum zn_adam_simd {
 	ZN_ADAM_SIMD_AUTO = 0, /* $ZINC_SIMD if set, else the best the CPU has */
 	ZN_ADAM_SIMD_SCALAR,
@@ -94,11 +83,11 @@ struct zn_adam_tensors {
 	size_t n;                       /* elements */
 	float *param;                   /* n fp32 master weights */
 	const void *grad;               /* n gradients of grad_dtype */
-	enum zn_dtype grad_dtype;
+	enum zn_dtype grad_dtype;       /* ZN_DTYPE_F32, ZN_DTYPE_F16 or ZN_DTYPE_BF16 */
 	float *exp_avg;                 /* n; Adam, Lion (NULL for Adagrad) */
 	float *exp_avg_sq;              /* n; Adam, Adagrad (NULL for Lion) */
 	void *param_copy;               /* NULL, or n elements of copy_dtype */
-	enum zn_dtype copy_dtype;  /* ZN_DTYPE_F16 or ZN_DTYPE_BF16 */
+	enum zn_dtype copy_dtype;       /* ZN_DTYPE_F16 or ZN_DTYPE_BF16 */
 };
 
 /* Called once per tile, from the worker that computed it, as soon as

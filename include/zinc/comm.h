@@ -107,17 +107,6 @@ struct zn_comm_op;
 /* Seconds a collective may take before it fails with -ETIMEDOUT. */
 #define ZN_COMM_TIMEOUT_DEFAULT 300.0
 
-/* The element types were enum zn_dtype (ZN_DTYPE_F32 ...); these
- * names go once every caller says zinc/dtype.h's. */
-#define zn_dtype zn_dtype
-#define ZN_DTYPE_F32 ZN_DTYPE_F32
-#define ZN_DTYPE_BF16 ZN_DTYPE_BF16
-#define ZN_DTYPE_F16 ZN_DTYPE_F16
-#define ZN_DTYPE_I32 ZN_DTYPE_I32
-#define ZN_DTYPE_U8 ZN_DTYPE_U8
-#define ZN_DTYPE_COUNT ZN_DTYPE_COUNT
-#define zn_dtype_size zn_dtype_size
-
 enum zn_comm_redop {
 	ZN_COMM_SUM = 0,
 	ZN_COMM_MAX = 1, /* NaN wins: a NaN on any rank gives NaN (inf/nan checks) */
@@ -195,7 +184,10 @@ ZN_API void zn_comm_set_trace(struct zn_comm *c, struct zn_trace *trace);
  * finite).  Returns 0 or -EINVAL. */
 ZN_API int zn_comm_set_timeout(struct zn_comm *c, double seconds);
 
-/* buf: n elements of dtype on every rank; on return every rank holds the
+/* Every collective takes any dtype of zinc/dtype.h (-EINVAL for an unknown
+ * value); n and n_per_rank count elements of it.
+ *
+ * buf: n elements of dtype on every rank; on return every rank holds the
  * elementwise reduction over ranks, in rank order (see above). */
 ZN_API int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_dtype dtype,
 			      enum zn_comm_redop op);
