@@ -1,6 +1,5 @@
 /* cpu_adam internals: the per-ISA kernel table and what one call passes to
- * it.  Not installed; tools/ and tests/ include it for the benchmark
- * streams and white-box tests. */
+ * it.  Not installed; only cpu_adam/ and its white-box tests include it. */
 #ifndef ZN_ADAM_INTERNAL_H
 #define ZN_ADAM_INTERNAL_H
 
@@ -70,15 +69,5 @@ extern const struct zn_optim_isa zn_optim_avx512;
 
 /* The kernels of a resolved choice (not AUTO): NULL when not built. */
 const struct zn_optim_isa *zn_optim_isa_get(enum zn_adam_simd simd);
-
-/* The benchmark streams over the same tiles and pool as the optimizers:
- * stream7 over t->param, t->grad (fp32), t->exp_avg, t->exp_avg_sq; triad
- * writes a = exp_avg from b = param, c = exp_avg_sq.  Returns 0 or a
- * negative errno (as zn_adam_step). */
-int zn_adam_stream7(const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
-int zn_adam_triad(const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
-
-/* The tile size a call would use (rounded, or chosen automatically). */
-size_t zn_adam_tile_size(size_t n, const struct zn_adam_exec *ex);
 
 #endif

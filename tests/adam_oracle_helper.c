@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adam_internal.h"
 #include "zinc/adam.h"
+#include "zinc/dtype.h"
 
 static int read_all(FILE *f, void *p, size_t len)
 {
@@ -87,10 +87,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "adam_oracle_helper: short input (gradients of step %u)\n", s);
 			return 1;
 		}
-		if (gt == ZN_DTYPE_F32)
-			memcpy(g, g32, n * 4ul);
-		else
-			zn_optim_scalar.from_f32(g32, g, (enum zn_dtype)gt, n);
+		zn_dtype_from_f32(g, (enum zn_dtype)gt, g32, n);
 		int rc = opt == 0   ? zn_adam_step(&hp, s, scale, &t, &ex)
 			 : opt == 1 ? zn_adagrad_step(&hp, s, scale, &t, &ex)
 				    : zn_lion_step(&hp, s, scale, &t, &ex);

@@ -17,13 +17,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "adam_internal.h"
 #include "commands.h"
-#include "zn_half.h"
 #include "json.h"
 #include "options.h"
 #include "util.h"
 #include "zinc/adam.h"
+#include "zinc/dtype.h"
 #include "zinc/hostmem.h"
 #include "zinc/threadpool.h"
 
@@ -184,11 +183,11 @@ static void fill_task(void *arg, size_t task, unsigned worker)
 		f->g32[i] = g;
 		t->exp_avg[i] = 1e-3f * unit(i, 2);
 		t->exp_avg_sq[i] = 1e-6f * (1.0f + unit(i, 3));
-		if (t->grad_dtype == ZN_DTYPE_F16)
-			((uint16_t *)t->grad)[i] = zn_f32_to_f16(g);
-		else if (t->grad_dtype == ZN_DTYPE_BF16)
-			((uint16_t *)t->grad)[i] = zn_f32_to_bf16(g);
 	}
+	/* the gradient the optimizer reads; fp32: the streams' array itself */
+	if (t->grad_dtype != ZN_DTYPE_F32)
+		(void)zn_dtype_from_f32((char *)t->grad + i0 * zn_dtype_size(t->grad_dtype),
+					t->grad_dtype, f->g32 + i0, i1 - i0);
 }
 
 static int cmp_u64(const void *a, const void *b)

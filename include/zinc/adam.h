@@ -141,6 +141,25 @@ ZN_API int zn_adam_simd_select(enum zn_adam_simd want, enum zn_adam_simd *got);
 ZN_API const char *zn_adam_simd_name(enum zn_adam_simd simd);
 /* Parse one of those names; returns 0 or -EINVAL. */
 ZN_API int zn_adam_simd_parse(const char *name, enum zn_adam_simd *out);
+
+/* Elements per tile of a call over n elements with `ex`: ex->tile rounded
+ * up to a multiple of 64, or (ex->tile 0, or ex NULL) the automatic
+ * choice: about 4 tiles per worker, from 64 Ki to 1 Mi elements. */
+ZN_API size_t zn_adam_tile_size(size_t n, const struct zn_adam_exec *ex);
+
+/* Memory-bandwidth yardsticks for the optimizers (what `zinc adam-bench`
+ * measures zn_adam_step against), run over the same tiles, pool and SIMD
+ * path as a step, on fp32 arrays (t->grad_dtype, param_copy and
+ * ex->on_tile are ignored); they overwrite the arrays they write:
+ *   stream7  Adam's traffic with trivial arithmetic: reads param, grad,
+ *            exp_avg, exp_avg_sq and writes param, exp_avg, exp_avg_sq
+ *            in place (28 bytes per element), keeping values bounded
+ *   triad    STREAM's a = b + s * c: exp_avg = param + 3 * exp_avg_sq
+ *            (12 bytes per element; grad unused)
+ * Return 0, or -EINVAL for a NULL array, or the SIMD choice's error (as
+ * zn_adam_step).  n == 0 is a no-op. */
+ZN_API int zn_adam_stream7(const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
+ZN_API int zn_adam_triad(const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
 #ifdef __cplusplus
 }
 #endif
