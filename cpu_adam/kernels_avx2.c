@@ -11,13 +11,11 @@
  * zero-padded buffers on the stack, run through the same vector code and
  * copied back, so no memory outside [i0, i0 + n) is touched.
  */
-#include "adam_internal.h"
+#include "kernels_dispatch.h"
 
 #include <immintrin.h>
 #include <string.h>
 
-#define AI static inline __attribute__((always_inline))
-#define NOCOPY (-1)
 #define W 8
 
 AI __m256 load_g(const void *g, int gt)
@@ -195,33 +193,6 @@ AI void lion_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, in
 {
 	run_loop(a, i0, n, gt, ct, lion_vec, true, false);
 }
-
-/* One specialized loop per (grad dtype, copy dtype): the dtype tests fold
- * away at compile time. */
-#define DISPATCH(loop)                                                            \
-	do {                                                                      \
-		int ct_ = a->copy ? (int)a->ct : NOCOPY;                          \
-		switch (a->gt) {                                                  \
-		case ZN_DTYPE_F16:                                                \
-			DISPATCH_CT(loop, ZN_DTYPE_F16);                          \
-			break;                                                    \
-		case ZN_DTYPE_BF16:                                                \
-			DISPATCH_CT(loop, ZN_DTYPE_BF16);                          \
-			break;                                                    \
-		default:                                                          \
-			DISPATCH_CT(loop, ZN_DTYPE_F32);                          \
-			break;                                                    \
-		}                                                                 \
-	} while (0)
-#define DISPATCH_CT(loop, G)                                                      \
-	do {                                                                      \
-		if (ct_ == ZN_DTYPE_F16)                                          \
-			loop(a, i0, n, G, ZN_DTYPE_F16);                          \
-		else if (ct_ == ZN_DTYPE_BF16)                                     \
-			loop(a, i0, n, G, ZN_DTYPE_BF16);                          \
-		else                                                              \
-			loop(a, i0, n, G, NOCOPY);                                \
-	} while (0)
 
 static void adam(const struct zn_optim_args *a, size_t i0, size_t n)
 {

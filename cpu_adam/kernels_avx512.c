@@ -16,12 +16,9 @@
  * ~0.90 to ~1.0 with fp16 grads and a bf16 copy), followed by an sfence
  * before the tile counts as done.
  */
-#include "adam_internal.h"
+#include "kernels_dispatch.h"
 
 #include <immintrin.h>
-
-#define AI static inline __attribute__((always_inline))
-#define NOCOPY (-1)
 
 AI __m512 ld_ps(const float *p, __mmask16 k, bool masked)
 {
@@ -147,33 +144,6 @@ AI void adam_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, in
 	if (nt) /* streaming stores are weakly ordered: visible before the tile is "done" */
 		_mm_sfence();
 }
-
-/* One specialized loop per (grad dtype, copy dtype): the dtype tests fold
- * away at compile time. */
-#define DISPATCH(loop)                                                            \
-	do {                                                                      \
-		int ct_ = a->copy ? (int)a->ct : NOCOPY;                          \
-		switch (a->gt) {                                                  \
-		case ZN_DTYPE_F16:                                                \
-			DISPATCH_CT(loop, ZN_DTYPE_F16);                          \
-			break;                                                    \
-		case ZN_DTYPE_BF16:                                                \
-			DISPATCH_CT(loop, ZN_DTYPE_BF16);                          \
-			break;                                                    \
-		default:                                                          \
-			DISPATCH_CT(loop, ZN_DTYPE_F32);                          \
-			break;                                                    \
-		}                                                                 \
-	} while (0)
-#define DISPATCH_CT(loop, G)                                                      \
-	do {                                                                      \
-		if (ct_ == ZN_DTYPE_F16)                                          \
-			loop(a, i0, n, G, ZN_DTYPE_F16);                          \
-		else if (ct_ == ZN_DTYPE_BF16)                                     \
-			loop(a, i0, n, G, ZN_DTYPE_BF16);                          \
-		else                                                              \
-			loop(a, i0, n, G, NOCOPY);                                \
-	} while (0)
 
 static void adam(const struct zn_optim_args *a, size_t i0, size_t n)
 {
