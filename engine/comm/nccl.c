@@ -33,9 +33,11 @@
  * NCCL's set-up until the timeout.
  *
  * CUDA and NCCL status codes are converted at the call site by one macro
- * per library, ZN_CUDA and ZN_NCCL (STYLE habit 3), naming the call, file
- * and line.  All CUDA and NCCL calls are made on the worker thread, whose
- * current device open sets. */
+ * per library, ZN_CUDA (common's zn_cuda.h, shared with the device and the
+ * kernels) and ZN_NCCL (below), so that every failure returns a negative
+ * errno whose message names the call, its file and line.  All CUDA and
+ * NCCL calls are made on the worker thread, whose current device open
+ * sets. */
 #include "zn_build.h"
 
 #include "comm/internal.h"
@@ -47,7 +49,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "device/cuda_status.h"
+#include "zn_cuda.h"
 /* nccl.h declares ncclGroupStart() and a few others without (void). */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wstrict-prototypes"

@@ -46,6 +46,7 @@ extern "C" {
 #include "zn_common.h"
 }
 #include "cuda_ops.h"
+#include "zn_cuda.h"
 
 #define ZN_HALF_FN static __host__ __device__ inline
 #include "zn_half.h"
@@ -53,34 +54,44 @@ extern "C" {
 typedef __nv_bfloat16 bf16;
 typedef __half f16;
 
-/* ---- error conversion (STYLE habit 3): one macro per library ---------------------- */
+/* ---- error conversion: one macro per library ----------------------------------------- */
 
-static int cuda_fail(const char *call, cudaError_t e, const char *file, int line)
+/* CUDA statuses: common's zn_cuda.h (ZN_CUDA), as the engine's device and
+ * comm convert theirs; cuBLAS statuses here, its one user, the same way. */
+#define ZN_CUDA_WHO "cuda kernels: "
+
+static int cublas_status(cublasStatus_t s, const char *call, const char *file, int line)
 {
-	return zn_error(-EIO, "%s failed: %s (%s) at %s:%d", call, cudaGetErrorString(e),
-			cudaGetErrorName(e), file, line);
+	const char *base = strrchr(file, '/');
+	int err;
+
+	switch (s) {
+	case CUBLAS_STATUS_ALLOC_FAILED:
+		err = -ENOMEM;
+		break;
+	case CUBLAS_STATUS_INVALID_VALUE:
+		err = -EINVAL;
+		break;
+	case CUBLAS_STATUS_NOT_SUPPORTED:
+	case CUBLAS_STATUS_ARCH_MISMATCH:
+		err = -ENOTSUP;
+		break;
+	default: /* not initialized, execution or internal error, ... */
+		err = -EIO;
+		break;
+	}
+	return zn_error(err, "%s%s failed at %s:%d: %s (%d)", ZN_CUDA_WHO, call,
+			base ? base + 1 : file, line, cublasGetStatusString(s), (int)s);
 }
 
-static int cublas_fail(const char *call, cublasStatus_t s, const char *file, int line)
-{
-	return zn_error(-EIO, "%s failed: %s (%d) at %s:%d", call, cublasGetStatusString(s),
-			(int)s, file, line);
-}
-
-#define CU(call)                                                                      \
+#define ZN_CUBLAS(call)                                                               \
 	do {                                                                          \
-		cudaError_t e_ = (call);                                              \
-		if (e_ != cudaSuccess)                                                \
-			return cuda_fail(#call, e_, __FILE__, __LINE__);              \
-	} while (0)
-#define CUBLAS(call)                                                                  \
-	do {                                                                          \
-		cublasStatus_t s_ = (call);                                           \
-		if (s_ != CUBLAS_STATUS_SUCCESS)                                      \
-			return cublas_fail(#call, s_, __FILE__, __LINE__);            \
+		cublasStatus_t zn_cb_s_ = (call);                                     \
+		if (zn_cb_s_ != CUBLAS_STATUS_SUCCESS)                                \
+			return cublas_status(zn_cb_s_, #call, __FILE__, __LINE__);    \
 	} while (0)
 /* After a kernel launch: a bad configuration shows up here. */
-#define LAUNCHED() CU(cudaGetLastError())
+#define LAUNCHED() ZN_CUDA(cudaGetLastError())
 
 /* ---- context ------------------------------------------------------------------------- */
 
@@ -132,21 +143,21 @@ static int ctx_init(cuda_ctx *c, const struct zn_kernels_params *p)
 		if (p->cuda_device >= n)
 			return zn_error(-ENODEV, "cuda kernels: device %d asked for; this machine has "
 					"%d (0 .. %d)", p->cuda_device, n, n - 1);
-		CU(cudaSetDevice(p->cuda_device));
+		ZN_CUDA(cudaSetDevice(p->cuda_device));
 	}
-	CU(cudaGetDevice(&c->device));
+	ZN_CUDA(cudaGetDevice(&c->device));
 	c->stream = (cudaStream_t)p->cuda_stream;
 	c->tf32 = p->tf32;
 	c->ws_bytes = p->workspace_bytes ? p->workspace_bytes : DEFAULT_WORKSPACE;
-	CU(cudaMalloc(&c->ws, c->ws_bytes));
-	CU(cudaMalloc(&c->lt_ws, LT_WORKSPACE));
-	CUBLAS(cublasCreate(&c->blas));
-	CUBLAS(cublasSetStream(c->blas, c->stream));
+	ZN_CUDA(cudaMalloc(&c->ws, c->ws_bytes));
+	ZN_CUDA(cudaMalloc(&c->lt_ws, LT_WORKSPACE));
+	ZN_CUBLAS(cublasCreate(&c->blas));
+	ZN_CUBLAS(cublasSetStream(c->blas, c->stream));
 	/* fp32 contexts get exact fp32 products unless TF32 was asked for;
 	 * 16-bit inputs use tensor cores with fp32 accumulation either way */
-	CUBLAS(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-						   : CUBLAS_DEFAULT_MATH));
-	CUBLAS(cublasLtCreate(&c->lt));
+	ZN_CUBLAS(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+						      : CUBLAS_DEFAULT_MATH));
+	ZN_CUBLAS(cublasLtCreate(&c->lt));
 	return 0;
 }
 
@@ -375,9 +386,9 @@ template <class T> static int encoder_bwd(cuda_ctx *c, void *dwte, void *dwpe, c
 		return zn_error(-EINVAL, "encoder_backward: B*T = %zu is too many rows", BT);
 	/* workspace: keys in/out, positions in/out, then CUB's scratch */
 	size_t arr = ZN_ALIGN_UP(BT * sizeof(int32_t), 256), temp = 0;
-	CU(cub::DeviceRadixSort::SortPairs(nullptr, temp, (const uint32_t *)nullptr,
-					   (uint32_t *)nullptr, (const int32_t *)nullptr,
-					   (int32_t *)nullptr, (int)BT, 0, bits_for(V), c->stream));
+	ZN_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, temp, (const uint32_t *)nullptr,
+					        (uint32_t *)nullptr, (const int32_t *)nullptr,
+					        (int32_t *)nullptr, (int)BT, 0, bits_for(V), c->stream));
 	if (4 * arr + temp > c->ws_bytes)
 		return zn_error(-ENOSPC, "encoder_backward: sorting %zu tokens needs %zu bytes of "
 				"workspace; the context has %zu: create it with a larger "
@@ -387,8 +398,8 @@ template <class T> static int encoder_bwd(cuda_ctx *c, void *dwte, void *dwpe, c
 	int32_t *vin = (int32_t *)(w + 2 * arr), *vout = (int32_t *)(w + 3 * arr);
 	iota_tokens_kernel<<<blocks_for(BT, 256), 256, 0, c->stream>>>(kin, vin, tokens, BT, V);
 	LAUNCHED();
-	CU(cub::DeviceRadixSort::SortPairs(w + 4 * arr, temp, kin, kout, vin, vout, (int)BT, 0,
-					   bits_for(V), c->stream));
+	ZN_CUDA(cub::DeviceRadixSort::SortPairs(w + 4 * arr, temp, kin, kout, vin, vout, (int)BT, 0,
+					        bits_for(V), c->stream));
 	wte_bwd_kernel<T><<<(unsigned)BT, 256, 0, c->stream>>>((T *)dwte, (const T *)dout, kout,
 							      vout, BT, C, V);
 	LAUNCHED();
@@ -720,7 +731,7 @@ template <class T> static int matmul_fwd_lt(cuda_ctx *c, T *out, const T *inp, c
 	do {                                                                          \
 		cublasStatus_t s_ = (call);                                           \
 		if (s_ != CUBLAS_STATUS_SUCCESS) {                                    \
-			rc = cublas_fail(#call, s_, __FILE__, __LINE__);              \
+			rc = cublas_status(s_, #call, __FILE__, __LINE__);            \
 			goto out;                                                     \
 		}                                                                     \
 	} while (0)
@@ -788,8 +799,8 @@ template <class T> static int matmul_fwd(cuda_ctx *c, void *out, const void *inp
 		LAUNCHED();
 		beta = 1.0f;
 	}
-	CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, w, dt, C, inp, dt,
-			    C, &beta, out, dt, OC, compute_type(c), CUBLAS_GEMM_DEFAULT));
+	ZN_CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, w, dt, C, inp, dt,
+			       C, &beta, out, dt, OC, compute_type(c), CUBLAS_GEMM_DEFAULT));
 	return 0;
 }
 
@@ -809,14 +820,14 @@ template <class T> static int matmul_bwd(cuda_ctx *c, void *dinp, void *dw, void
 	const float one = 1.0f;
 	if (dinp)
 		/* dinp^T (C x BT) += w_cm (C x OC, ld C) @ dout^T (OC x BT, ld OC) */
-		CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, C, BT, OC, &one, w, dt, C,
-				    dout, dt, OC, &one, dinp, dt, C, compute_type(c),
-				    CUBLAS_GEMM_DEFAULT));
+		ZN_CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, C, BT, OC, &one, w, dt, C,
+				       dout, dt, OC, &one, dinp, dt, C, compute_type(c),
+				       CUBLAS_GEMM_DEFAULT));
 	if (dw)
 		/* dw^T (C x OC, ld C) += inp^T (C x BT, ld C) @ (dout^T)^T (BT x OC) */
-		CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, BT, &one, inp, dt, C,
-				    dout, dt, OC, &one, dw, dt, C, compute_type(c),
-				    CUBLAS_GEMM_DEFAULT));
+		ZN_CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, BT, &one, inp, dt, C,
+				       dout, dt, OC, &one, dw, dt, C, compute_type(c),
+				       CUBLAS_GEMM_DEFAULT));
 	if (db)
 		ZN_TRY(col_sum<T>(c, "matmul_backward", (T *)db, (const T *)dout, NULL, NULL, NULL,
 			          (size_t)BT, OC, 0));
@@ -892,9 +903,9 @@ static int gemm_batched(cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb,
 			const void *B, cudaDataType_t bt, int ldb, long long sb, float beta,
 			void *Cm, cudaDataType_t ct, int ldc, long long sc, int batch)
 {
-	CUBLAS(cublasGemmStridedBatchedEx(c->blas, ta, tb, m, n, k, &alpha, A, at, lda, sa, B, bt,
-					  ldb, sb, &beta, Cm, ct, ldc, sc, batch, compute_type(c),
-					  CUBLAS_GEMM_DEFAULT));
+	ZN_CUBLAS(cublasGemmStridedBatchedEx(c->blas, ta, tb, m, n, k, &alpha, A, at, lda, sa, B, bt,
+					     ldb, sb, &beta, Cm, ct, ldc, sc, batch, compute_type(c),
+					     CUBLAS_GEMM_DEFAULT));
 	return 0;
 }
 
@@ -1539,7 +1550,7 @@ extern "C" int zn_cuda_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dt
 		return 0;
 	if (dst_dtype == src_dtype) {
 		if (dst != src)
-			CU(cudaMemcpyAsync(dst, src, n * dsz, cudaMemcpyDeviceToDevice, c->stream));
+			ZN_CUDA(cudaMemcpyAsync(dst, src, n * dsz, cudaMemcpyDeviceToDevice, c->stream));
 		return 0;
 	}
 	cast_kernel<<<blocks_for(n, 256), 256, 0, c->stream>>>(dst, (int)dst_dtype, src,

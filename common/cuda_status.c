@@ -1,9 +1,9 @@
-/* CUDA runtime statuses as zinc errors (see cuda_status.h). */
+/* CUDA runtime statuses as zinc errors (see zn_cuda.h). */
 #include "zn_common.h"
 
 #include <string.h>
 
-#include "device/cuda_status.h"
+#include "zn_cuda.h"
 
 int zn_cuda_status(cudaError_t e, const char *who, const char *call, const char *file, int line)
 {
