@@ -92,7 +92,6 @@ struct nccl_impl {
  * NCCL's own last message (ncclGetLastError: the calling thread's). */
 static int nccl_status(ncclResult_t r, const char *call, const char *file, int line)
 {
-	const char *base = strrchr(file, '/');
 	const char *detail = ncclGetLastError(NULL);
 	int err;
 
@@ -108,7 +107,7 @@ static int nccl_status(ncclResult_t r, const char *call, const char *file, int l
 		err = -EIO;
 		break;
 	}
-	return zn_error(err, "comm nccl: %s failed at %s:%d: %s%s%s", call, base ? base + 1 : file,
+	return zn_error(err, "comm nccl: %s failed at %s:%d: %s%s%s", call, zn_source_name(file),
 			line, ncclGetErrorString(r), detail && *detail ? ": " : "",
 			detail ? detail : "");
 }

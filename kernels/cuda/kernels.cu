@@ -62,7 +62,6 @@ typedef __half f16;
 
 static int cublas_status(cublasStatus_t s, const char *call, const char *file, int line)
 {
-	const char *base = strrchr(file, '/');
 	int err;
 
 	switch (s) {
@@ -81,7 +80,7 @@ static int cublas_status(cublasStatus_t s, const char *call, const char *file, i
 		break;
 	}
 	return zn_error(err, "%s%s failed at %s:%d: %s (%d)", ZN_CUDA_WHO, call,
-			base ? base + 1 : file, line, cublasGetStatusString(s), (int)s);
+			zn_source_name(file), line, cublasGetStatusString(s), (int)s);
 }
 
 #define ZN_CUBLAS(call)                                                               \
