@@ -4,9 +4,9 @@
  * CUDA device, it prints a TAP plan of zero tests with "# SKIP" and the
  * reason.  Otherwise it checks, in this process:
  *
- *   - the reduction kernel in rank order (comm_nccl_kernels.cu) against the
- *     host reference, bit for bit (comm_checks.c's cc_reduce_rows): every
- *     dtype, SUM and MAX, 1 to 5 rows;
+ *   - the reduction kernel in rank order (engine/comm/nccl_kernels.cu)
+ *     against the host reference, bit for bit (comm_checks.c's
+ *     cc_reduce_rows): every dtype, SUM and MAX, 1 to 5 rows;
  *   - a one-rank nccl comm over a "self" bootstrap: every collective on
  *     device buffers (copies, one rank), and the argument errors;
  *   - with two or more GPUs and mpirun (ZINC_MPIRUN, set by meson when MPI

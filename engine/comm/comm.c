@@ -3,7 +3,7 @@
  *
  * Every operation runs on the comm's worker thread, in FIFO order.  The
  * collectives are built here from one backend primitive, an exchange of
- * byte ranges with every peer (comm_internal.h), and the reductions are
+ * byte ranges with every peer (comm/internal.h), and the reductions are
  * done here, in rank order, so that the result does not depend on the
  * transport:
  *

@@ -1,5 +1,9 @@
-/* The comm ops table (STYLE habit 5) and the state every backend shares.
- * Not installed.
+/* The comm ops table and the state every backend shares.  Not installed.
+ *
+ * Each backend (self in comm.c, tcp.c, mpi.c, nccl.c) is one const table
+ * of functions filled with designated initializers; comm.c picks the table
+ * once, when the comm is opened, so no other code asks which backend it
+ * runs on and a new backend is a new table.
  *
  * comm.c owns what does not depend on the backend: argument checks, the
  * worker thread and its FIFO, the collectives' algorithms and the

@@ -1,6 +1,6 @@
 /* The "nccl" comm backend: GPU ranks, collectives on device buffers.
  *
- * It is a comm backend like the others (comm_internal.h): comm.c runs the
+ * It is a comm backend like the others (comm/internal.h): comm.c runs the
  * collectives on the worker thread, in FIFO order, with the same algorithms
  * (reduce_scatter into `size` rows, then the rows added in rank order;
  * all_reduce as reduce_scatter + all_gather), and this file supplies the
@@ -10,7 +10,7 @@
  * on the topology, the message size and the NCCL version, and comm.h
  * promises rank order.  So NCCL only moves bytes, with ncclSend/ncclRecv in
  * one group per exchange (any order of sends and receives is then safe),
- * and comm_nccl_kernels.cu adds the rows in rank order.
+ * and nccl_kernels.cu adds the rows in rank order.
  *
  * Everything is enqueued on one stream of the comm's own (non-blocking:
  * it never waits for the legacy default stream), so the rows a reduction

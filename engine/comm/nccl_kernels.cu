@@ -1,4 +1,4 @@
-/* The nccl comm backend's reduction in rank order (comm_nccl_kernels.h).
+/* The nccl comm backend's reduction in rank order (nccl_kernels.h).
  *
  * One thread per element (a grid-stride loop), walking the ranks' rows in
  * order: rows is (size, m), so the threads of a warp read consecutive

@@ -1,5 +1,5 @@
 /* The nccl comm backend's reduction in rank order, on the device
- * (comm_nccl_kernels.cu, compiled by nvcc; called from comm_nccl.c).
+ * (nccl_kernels.cu, compiled by nvcc; called from nccl.c).
  * Not installed. */
 #ifndef ZN_COMM_NCCL_KERNELS_H
 #define ZN_COMM_NCCL_KERNELS_H
