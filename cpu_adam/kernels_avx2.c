@@ -244,11 +244,7 @@ AI double sumsq_loop(const void *gv, int gt, size_t n)
 
 static double sumsq(const void *g, enum zn_dtype gt, size_t n)
 {
-	if (gt == ZN_DTYPE_F16)
-		return sumsq_loop(g, ZN_DTYPE_F16, n);
-	if (gt == ZN_DTYPE_BF16)
-		return sumsq_loop(g, ZN_DTYPE_BF16, n);
-	return sumsq_loop(g, ZN_DTYPE_F32, n);
+	return DISPATCH_G(sumsq_loop, g, gt, n);
 }
 
 static void from_f32(const float *src, void *dst, enum zn_dtype dt, size_t n)

@@ -43,4 +43,11 @@
 			loop(a, i0, n, G, NOCOPY);                                \
 	} while (0)
 
+/* The same for a loop over gradients alone, loop(g, gt, n) (the gradient
+ * check): `return DISPATCH_G(sumsq_loop, g, gt, n);`. */
+#define DISPATCH_G(loop, g, gt, n)                                                \
+	((gt) == ZN_DTYPE_F16    ? loop(g, ZN_DTYPE_F16, n)                       \
+	 : (gt) == ZN_DTYPE_BF16 ? loop(g, ZN_DTYPE_BF16, n)                      \
+	                         : loop(g, ZN_DTYPE_F32, n))
+
 #endif
