@@ -31,42 +31,37 @@ size_t zn_dtype_size(enum zn_dtype dtype)
 	return (unsigned)dtype < ZN_DTYPE_COUNT ? dtypes[dtype].size : 0;
 }
 
-static int not_float(const char *fn, enum zn_dtype dtype)
+/* The cases both directions share: -EINVAL for a type that is not a float
+ * one, a copy for fp32.  Returns 1 when the caller has a 16-bit type to
+ * convert, else the call's result. */
+static int trivial(const char *fn, void *dst, const void *src, enum zn_dtype dtype, size_t n)
 {
-	return zn_error(-EINVAL, "%s: dtype %s (%d) is not fp32, fp16 or bf16", fn,
-			zn_dtype_name(dtype), (int)dtype);
+	if (!zn_dtype_is_float(dtype))
+		return zn_error(-EINVAL, "%s: dtype %s (%d) is not fp32, fp16 or bf16", fn,
+				zn_dtype_name(dtype), (int)dtype);
+	if (dtype != ZN_DTYPE_F32)
+		return 1;
+	if (n) /* memcpy wants valid pointers even for 0 bytes */
+		memcpy(dst, src, n * sizeof(float));
+	return 0;
 }
 
 int zn_dtype_from_f32(void *dst, enum zn_dtype dtype, const float *src, size_t n)
 {
 	uint16_t *d = dst;
+	int rc = trivial("zn_dtype_from_f32", dst, src, dtype, n);
 
-	if (!zn_dtype_is_float(dtype))
-		return not_float("zn_dtype_from_f32", dtype);
-	if (dtype == ZN_DTYPE_F32 && n) /* memcpy wants pointers even for 0 bytes */
-		memcpy(dst, src, n * sizeof(float));
-	else if (dtype == ZN_DTYPE_F16)
-		for (size_t i = 0; i < n; i++)
-			d[i] = zn_f32_to_f16(src[i]);
-	else if (dtype == ZN_DTYPE_BF16)
-		for (size_t i = 0; i < n; i++)
-			d[i] = zn_f32_to_bf16(src[i]);
-	return 0;
+	for (size_t i = 0; rc == 1 && i < n; i++)
+		d[i] = dtype == ZN_DTYPE_F16 ? zn_f32_to_f16(src[i]) : zn_f32_to_bf16(src[i]);
+	return rc == 1 ? 0 : rc;
 }
 
 int zn_dtype_to_f32(float *dst, const void *src, enum zn_dtype dtype, size_t n)
 {
 	const uint16_t *s = src;
+	int rc = trivial("zn_dtype_to_f32", dst, src, dtype, n);
 
-	if (!zn_dtype_is_float(dtype))
-		return not_float("zn_dtype_to_f32", dtype);
-	if (dtype == ZN_DTYPE_F32 && n)
-		memcpy(dst, src, n * sizeof(float));
-	else if (dtype == ZN_DTYPE_F16)
-		for (size_t i = 0; i < n; i++)
-			dst[i] = zn_f16_to_f32(s[i]);
-	else if (dtype == ZN_DTYPE_BF16)
-		for (size_t i = 0; i < n; i++)
-			dst[i] = zn_bf16_to_f32(s[i]);
-	return 0;
+	for (size_t i = 0; rc == 1 && i < n; i++)
+		dst[i] = dtype == ZN_DTYPE_F16 ? zn_f16_to_f32(s[i]) : zn_bf16_to_f32(s[i]);
+	return rc == 1 ? 0 : rc;
 }
