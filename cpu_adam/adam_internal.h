@@ -25,8 +25,8 @@ struct zn_optim_args {
 	float *m;              /* exp_avg */
 	float *v;              /* exp_avg_sq (Adagrad: the sum of squares) */
 	void *copy;            /* NULL: no copy */
-	enum zn_dtype gt; /* grad dtype */
-	enum zn_dtype ct; /* copy dtype (FP16 or BF16) when copy != NULL */
+	enum zn_dtype gt;      /* grad dtype */
+	enum zn_dtype ct;      /* copy dtype (F16 or BF16) when copy != NULL */
 
 	float scale;     /* grad multiplier */
 	float b1, omb1;  /* beta1, 1 - beta1 */

@@ -740,26 +740,26 @@ static void test_bad_input(void **state)
 					      .exp_avg_sq = v };
 	struct zn_adam_tensors t;
 
-#define TRY(field, value, needle)                                              \
-	do {                                                                   \
-		bad = hp;                                                      \
-		bad.field = value;                                             \
-		expect_einval(zn_adam_step(&bad, 1, 1.0f, &good, NULL), needle); \
+#define BAD_HPARAM(field, value, needle)                                          \
+	do {                                                                      \
+		bad = hp;                                                         \
+		bad.field = value;                                                \
+		expect_einval(zn_adam_step(&bad, 1, 1.0f, &good, NULL), needle);  \
 	} while (0)
-	TRY(beta1, 1.0, "beta1 = 1 is outside [0, 1)");
-	TRY(beta1, -0.1, "beta1");
-	TRY(beta1, NAN, "beta1");
-	TRY(beta2, 1.0, "beta2");
-	TRY(beta2, 1.5, "beta2");
-	TRY(eps, 0.0, "eps = 0 must be > 0");
-	TRY(eps, -1e-8, "eps");
-	TRY(eps, INFINITY, "eps");
-	TRY(eps, 1e-60, "eps"); /* 0 in fp32 */
-	TRY(lr, -1e-3, "lr");
-	TRY(lr, NAN, "lr");
-	TRY(lr, INFINITY, "lr");
-	TRY(weight_decay, -0.01, "weight_decay");
-#undef TRY
+	BAD_HPARAM(beta1, 1.0, "beta1 = 1 is outside [0, 1)");
+	BAD_HPARAM(beta1, -0.1, "beta1");
+	BAD_HPARAM(beta1, NAN, "beta1");
+	BAD_HPARAM(beta2, 1.0, "beta2");
+	BAD_HPARAM(beta2, 1.5, "beta2");
+	BAD_HPARAM(eps, 0.0, "eps = 0 must be > 0");
+	BAD_HPARAM(eps, -1e-8, "eps");
+	BAD_HPARAM(eps, INFINITY, "eps");
+	BAD_HPARAM(eps, 1e-60, "eps"); /* 0 in fp32 */
+	BAD_HPARAM(lr, -1e-3, "lr");
+	BAD_HPARAM(lr, NAN, "lr");
+	BAD_HPARAM(lr, INFINITY, "lr");
+	BAD_HPARAM(weight_decay, -0.01, "weight_decay");
+#undef BAD_HPARAM
 	expect_einval(zn_adam_step(NULL, 1, 1.0f, &good, NULL), "hparams is NULL");
 	expect_einval(zn_adam_step(&hp, 1, 1.0f, NULL, NULL), "tensors is NULL");
 	expect_einval(zn_adam_step(&hp, 0, 1.0f, &good, NULL), "step 0");
