@@ -52,6 +52,21 @@ static inline uint64_t zn_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* A source path (__FILE__, which the build gives relative to its own
+ * folder: "../engine/device/cuda.c") as its last two parts,
+ * "device/cuda.c": what the messages of the library-status macros (CUDA,
+ * cuBLAS, NCCL, MPI) name, short and still unambiguous. */
+static inline const char *zn_source_name(const char *file)
+{
+	const char *last = NULL, *prev = NULL;
+	for (const char *p = file; *p; p++)
+		if (*p == '/') {
+			prev = last;
+			last = p;
+		}
+	return prev ? prev + 1 : file;
+}
+
 /* Levenshtein distance, for "did you mean" suggestions on unknown keys. */
 unsigned zn_edit_distance(const char *a, const char *b);
 

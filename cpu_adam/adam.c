@@ -151,20 +151,6 @@ const struct zn_optim_isa *zn_optim_isa_get(enum zn_adam_simd s)
 	return (unsigned)s < ZN_ADAM_SIMD_COUNT ? isas[s] : NULL;
 }
 
-const char *zn_adam_dtype_name(enum zn_adam_dtype d)
-{
-	static const char *const names[] = {
-		[ZN_ADAM_FP32] = "fp32", [ZN_ADAM_FP16] = "fp16", [ZN_ADAM_BF16] = "bf16"
-	};
-	_Static_assert(ZN_ARRAY_SIZE(names) == ZN_ADAM_DTYPE_COUNT, "a name per dtype");
-	return (unsigned)d < ZN_ADAM_DTYPE_COUNT ? names[d] : "?";
-}
-
-size_t zn_adam_dtype_size(enum zn_adam_dtype d)
-{
-	return d == ZN_ADAM_FP32 ? 4 : (unsigned)d < ZN_ADAM_DTYPE_COUNT ? 2 : 0;
-}
-
 /* ---- defaults ------------------------------------------------------------ */
 
 void zn_adam_defaults(struct zn_adam_hparams *hp)
@@ -238,7 +224,7 @@ static void run_tile(void *p, size_t t, unsigned worker)
 		j->isa->lion(a, i0, cnt);
 		break;
 	case OP_SUMSQ:
-		j->partial[t] = j->isa->sumsq((const char *)a->g + i0 * zn_adam_dtype_size(a->gt),
+		j->partial[t] = j->isa->sumsq((const char *)a->g + i0 * zn_dtype_size(a->gt),
 					      a->gt, cnt);
 		return;
 	case OP_STREAM7:
@@ -273,12 +259,12 @@ static bool overlap(const void *a, size_t alen, const void *b, size_t blen)
 	return a && b && x < y + blen && y < x + alen;
 }
 
-static int check_dtype(const char *fn, const char *what, enum zn_adam_dtype d, bool allow_fp32)
+static int check_dtype(const char *fn, const char *what, enum zn_dtype d, bool allow_fp32)
 {
-	if ((unsigned)d >= ZN_ADAM_DTYPE_COUNT || (!allow_fp32 && d == ZN_ADAM_FP32))
+	if (!zn_dtype_is_float(d) || (!allow_fp32 && d == ZN_DTYPE_F32))
 		return zn_error(-EINVAL, "%s: %s %d is not %s", fn, what, (int)d,
-				allow_fp32 ? "ZN_ADAM_FP32, ZN_ADAM_FP16 or ZN_ADAM_BF16"
-					   : "ZN_ADAM_FP16 or ZN_ADAM_BF16");
+				allow_fp32 ? "ZN_DTYPE_F32, ZN_DTYPE_F16 or ZN_DTYPE_BF16"
+					   : "ZN_DTYPE_F16 or ZN_DTYPE_BF16");
 	return 0;
 }
 
@@ -348,7 +334,7 @@ static int check_arrays(const char *fn, enum op op, const struct zn_adam_tensors
 		size_t len;
 	} arr[] = {
 		{ "param", t->param, f },
-		{ "grad", t->grad, t->n * zn_adam_dtype_size(t->grad_dtype) },
+		{ "grad", t->grad, t->n * zn_dtype_size(t->grad_dtype) },
 		{ "exp_avg", need_m ? t->exp_avg : NULL, f },
 		{ "exp_avg_sq", need_v ? t->exp_avg_sq : NULL, f },
 		{ "param_copy", t->param_copy, h },
@@ -441,7 +427,7 @@ int zn_lion_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_sca
 	return step_call("zn_lion_step", OP_LION, hp, step, grad_scale, t, ex);
 }
 
-int zn_adam_grad_check(const void *grad, enum zn_adam_dtype dtype, size_t n,
+int zn_adam_grad_check(const void *grad, enum zn_dtype dtype, size_t n,
 		       const struct zn_adam_exec *ex, struct zn_adam_grad_stats *out)
 {
 	enum zn_adam_simd s;
@@ -496,7 +482,7 @@ static int stream_call(enum op op, const struct zn_adam_tensors *t, const struct
 		return zn_error(-EINVAL, "benchmark stream: NULL array");
 	struct job j = { .op = op, .isa = isas[s], .n = t->n, .tile = zn_adam_tile_size(t->n, ex) };
 	j.args = (struct zn_optim_args){ .p = t->param, .g = t->grad, .m = t->exp_avg,
-					 .v = t->exp_avg_sq, .gt = ZN_ADAM_FP32 };
+					 .v = t->exp_avg_sq, .gt = ZN_DTYPE_F32 };
 	run_job(&j, ex);
 	return 0;
 }

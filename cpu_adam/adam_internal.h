@@ -1,6 +1,5 @@
 /* cpu_adam internals: the per-ISA kernel table and what one call passes to
- * it.  Not installed; tools/ and tests/ include it for the benchmark
- * streams and white-box tests. */
+ * it.  Not installed; only cpu_adam/ and its white-box tests include it. */
 #ifndef ZN_ADAM_INTERNAL_H
 #define ZN_ADAM_INTERNAL_H
 
@@ -26,8 +25,8 @@ struct zn_optim_args {
 	float *m;              /* exp_avg */
 	float *v;              /* exp_avg_sq (Adagrad: the sum of squares) */
 	void *copy;            /* NULL: no copy */
-	enum zn_adam_dtype gt; /* grad dtype */
-	enum zn_adam_dtype ct; /* copy dtype (FP16 or BF16) when copy != NULL */
+	enum zn_dtype gt;      /* grad dtype */
+	enum zn_dtype ct;      /* copy dtype (F16 or BF16) when copy != NULL */
 
 	float scale;     /* grad multiplier */
 	float b1, omb1;  /* beta1, 1 - beta1 */
@@ -49,10 +48,10 @@ struct zn_optim_isa {
 	void (*adagrad)(const struct zn_optim_args *a, size_t i0, size_t n);
 	void (*lion)(const struct zn_optim_args *a, size_t i0, size_t n);
 	/* Sum of squares of g[0..n) in double. */
-	double (*sumsq)(const void *g, enum zn_adam_dtype gt, size_t n);
+	double (*sumsq)(const void *g, enum zn_dtype gt, size_t n);
 	/* dst[i] = src[i] converted; dt FP16 or BF16. */
-	void (*from_f32)(const float *src, void *dst, enum zn_adam_dtype dt, size_t n);
-	void (*to_f32)(const void *src, enum zn_adam_dtype st, float *dst, size_t n);
+	void (*from_f32)(const float *src, void *dst, enum zn_dtype dt, size_t n);
+	void (*to_f32)(const void *src, enum zn_dtype st, float *dst, size_t n);
 	/* Benchmark streams (fp32).  stream7 is Adam-shaped: reads p, g, m, v
 	 * and writes p, m, v in place, with trivial arithmetic that keeps the
 	 * values bounded.  triad is STREAM's a = b + s * c. */
@@ -70,15 +69,5 @@ extern const struct zn_optim_isa zn_optim_avx512;
 
 /* The kernels of a resolved choice (not AUTO): NULL when not built. */
 const struct zn_optim_isa *zn_optim_isa_get(enum zn_adam_simd simd);
-
-/* The benchmark streams over the same tiles and pool as the optimizers:
- * stream7 over t->param, t->grad (fp32), t->exp_avg, t->exp_avg_sq; triad
- * writes a = exp_avg from b = param, c = exp_avg_sq.  Returns 0 or a
- * negative errno (as zn_adam_step). */
-int zn_adam_stream7(const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
-int zn_adam_triad(const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
-
-/* The tile size a call would use (rounded, or chosen automatically). */
-size_t zn_adam_tile_size(size_t n, const struct zn_adam_exec *ex);
 
 #endif

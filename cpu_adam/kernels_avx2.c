@@ -11,20 +11,18 @@
  * zero-padded buffers on the stack, run through the same vector code and
  * copied back, so no memory outside [i0, i0 + n) is touched.
  */
-#include "adam_internal.h"
+#include "kernels_dispatch.h"
 
 #include <immintrin.h>
 #include <string.h>
 
-#define AI static inline __attribute__((always_inline))
-#define NOCOPY (-1)
 #define W 8
 
 AI __m256 load_g(const void *g, int gt)
 {
-	if (gt == ZN_ADAM_FP16)
+	if (gt == ZN_DTYPE_F16)
 		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
-	if (gt == ZN_ADAM_BF16)
+	if (gt == ZN_DTYPE_BF16)
 		return _mm256_castsi256_ps(_mm256_slli_epi32(
 			_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)g)), 16));
 	return _mm256_loadu_ps((const float *)g);
@@ -47,7 +45,7 @@ AI __m128i to_bf16(__m256 x)
 
 AI __m128i to_half(__m256 x, int dt)
 {
-	if (dt == ZN_ADAM_BF16)
+	if (dt == ZN_DTYPE_BF16)
 		return to_bf16(x);
 	return _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
@@ -66,7 +64,7 @@ AI void store_copy(void *copy, int ct, __m256 p, bool nt)
 
 AI size_t gsize(int gt)
 {
-	return gt == ZN_ADAM_FP32 ? 4 : 2;
+	return gt == ZN_DTYPE_F32 ? 4 : 2;
 }
 
 struct consts {
@@ -196,33 +194,6 @@ AI void lion_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, in
 	run_loop(a, i0, n, gt, ct, lion_vec, true, false);
 }
 
-/* One specialized loop per (grad dtype, copy dtype): the dtype tests fold
- * away at compile time. */
-#define DISPATCH(loop)                                                            \
-	do {                                                                      \
-		int ct_ = a->copy ? (int)a->ct : NOCOPY;                          \
-		switch (a->gt) {                                                  \
-		case ZN_ADAM_FP16:                                                \
-			DISPATCH_CT(loop, ZN_ADAM_FP16);                          \
-			break;                                                    \
-		case ZN_ADAM_BF16:                                                \
-			DISPATCH_CT(loop, ZN_ADAM_BF16);                          \
-			break;                                                    \
-		default:                                                          \
-			DISPATCH_CT(loop, ZN_ADAM_FP32);                          \
-			break;                                                    \
-		}                                                                 \
-	} while (0)
-#define DISPATCH_CT(loop, G)                                                      \
-	do {                                                                      \
-		if (ct_ == ZN_ADAM_FP16)                                          \
-			loop(a, i0, n, G, ZN_ADAM_FP16);                          \
-		else if (ct_ == ZN_ADAM_BF16)                                     \
-			loop(a, i0, n, G, ZN_ADAM_BF16);                          \
-		else                                                              \
-			loop(a, i0, n, G, NOCOPY);                                \
-	} while (0)
-
 static void adam(const struct zn_optim_args *a, size_t i0, size_t n)
 {
 	DISPATCH(adam_loop);
@@ -271,16 +242,12 @@ AI double sumsq_loop(const void *gv, int gt, size_t n)
 	return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
 }
 
-static double sumsq(const void *g, enum zn_adam_dtype gt, size_t n)
+static double sumsq(const void *g, enum zn_dtype gt, size_t n)
 {
-	if (gt == ZN_ADAM_FP16)
-		return sumsq_loop(g, ZN_ADAM_FP16, n);
-	if (gt == ZN_ADAM_BF16)
-		return sumsq_loop(g, ZN_ADAM_BF16, n);
-	return sumsq_loop(g, ZN_ADAM_FP32, n);
+	return DISPATCH_G(sumsq_loop, g, gt, n);
 }
 
-static void from_f32(const float *src, void *dst, enum zn_adam_dtype dt, size_t n)
+static void from_f32(const float *src, void *dst, enum zn_dtype dt, size_t n)
 {
 	uint16_t *d = dst;
 	size_t i = 0;
@@ -295,14 +262,14 @@ static void from_f32(const float *src, void *dst, enum zn_adam_dtype dt, size_t 
 	}
 }
 
-static void to_f32(const void *src, enum zn_adam_dtype st, float *dst, size_t n)
+static void to_f32(const void *src, enum zn_dtype st, float *dst, size_t n)
 {
 	const char *s = src;
 	size_t gs = gsize((int)st), i = 0;
 	for (; i + W <= n; i += W)
-		_mm256_storeu_ps(dst + i, st == ZN_ADAM_FP16   ? load_g(s + i * gs, ZN_ADAM_FP16)
-					  : st == ZN_ADAM_BF16 ? load_g(s + i * gs, ZN_ADAM_BF16)
-							       : load_g(s + i * gs, ZN_ADAM_FP32));
+		_mm256_storeu_ps(dst + i, st == ZN_DTYPE_F16   ? load_g(s + i * gs, ZN_DTYPE_F16)
+					  : st == ZN_DTYPE_BF16 ? load_g(s + i * gs, ZN_DTYPE_BF16)
+							       : load_g(s + i * gs, ZN_DTYPE_F32));
 	if (i < n) {
 		float b[W] = { 0 }, o[W];
 		memcpy(b, s + i * gs, (n - i) * gs);

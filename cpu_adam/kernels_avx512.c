@@ -16,12 +16,9 @@
  * ~0.90 to ~1.0 with fp16 grads and a bf16 copy), followed by an sfence
  * before the tile counts as done.
  */
-#include "adam_internal.h"
+#include "kernels_dispatch.h"
 
 #include <immintrin.h>
-
-#define AI static inline __attribute__((always_inline))
-#define NOCOPY (-1)
 
 AI __m512 ld_ps(const float *p, __mmask16 k, bool masked)
 {
@@ -52,9 +49,9 @@ AI void st_u16(uint16_t *p, __m256i x, __mmask16 k, bool masked)
 /* fp16/bf16 -> fp32, both exact. */
 AI __m512 load_g(const void *g, int gt, size_t i, __mmask16 k, bool masked)
 {
-	if (gt == ZN_ADAM_FP16)
+	if (gt == ZN_DTYPE_F16)
 		return _mm512_cvtph_ps(ld_u16((const uint16_t *)g + i, k, masked));
-	if (gt == ZN_ADAM_BF16)
+	if (gt == ZN_DTYPE_BF16)
 		return _mm512_castsi512_ps(_mm512_slli_epi32(
 			_mm512_cvtepu16_epi32(ld_u16((const uint16_t *)g + i, k, masked)), 16));
 	return ld_ps((const float *)g + i, k, masked);
@@ -74,7 +71,7 @@ AI __m256i to_bf16(__m512 x)
 
 AI __m256i to_half(__m512 x, int dt)
 {
-	if (dt == ZN_ADAM_BF16)
+	if (dt == ZN_DTYPE_BF16)
 		return to_bf16(x);
 	return _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
@@ -147,33 +144,6 @@ AI void adam_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, in
 	if (nt) /* streaming stores are weakly ordered: visible before the tile is "done" */
 		_mm_sfence();
 }
-
-/* One specialized loop per (grad dtype, copy dtype): the dtype tests fold
- * away at compile time. */
-#define DISPATCH(loop)                                                            \
-	do {                                                                      \
-		int ct_ = a->copy ? (int)a->ct : NOCOPY;                          \
-		switch (a->gt) {                                                  \
-		case ZN_ADAM_FP16:                                                \
-			DISPATCH_CT(loop, ZN_ADAM_FP16);                          \
-			break;                                                    \
-		case ZN_ADAM_BF16:                                                \
-			DISPATCH_CT(loop, ZN_ADAM_BF16);                          \
-			break;                                                    \
-		default:                                                          \
-			DISPATCH_CT(loop, ZN_ADAM_FP32);                          \
-			break;                                                    \
-		}                                                                 \
-	} while (0)
-#define DISPATCH_CT(loop, G)                                                      \
-	do {                                                                      \
-		if (ct_ == ZN_ADAM_FP16)                                          \
-			loop(a, i0, n, G, ZN_ADAM_FP16);                          \
-		else if (ct_ == ZN_ADAM_BF16)                                     \
-			loop(a, i0, n, G, ZN_ADAM_BF16);                          \
-		else                                                              \
-			loop(a, i0, n, G, NOCOPY);                                \
-	} while (0)
 
 static void adam(const struct zn_optim_args *a, size_t i0, size_t n)
 {
@@ -283,34 +253,30 @@ AI double sumsq_loop(const void *g, int gt, size_t n)
 	return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a0, a1), _mm512_add_pd(a2, a3)));
 }
 
-static double sumsq(const void *g, enum zn_adam_dtype gt, size_t n)
+static double sumsq(const void *g, enum zn_dtype gt, size_t n)
 {
-	if (gt == ZN_ADAM_FP16)
-		return sumsq_loop(g, ZN_ADAM_FP16, n);
-	if (gt == ZN_ADAM_BF16)
-		return sumsq_loop(g, ZN_ADAM_BF16, n);
-	return sumsq_loop(g, ZN_ADAM_FP32, n);
+	return DISPATCH_G(sumsq_loop, g, gt, n);
 }
 
-static void from_f32(const float *src, void *dst, enum zn_adam_dtype dt, size_t n)
+static void from_f32(const float *src, void *dst, enum zn_dtype dt, size_t n)
 {
 	uint16_t *d = dst;
 	for (size_t i = 0; i < n; i += 16) {
 		bool masked = n - i < 16;
 		__mmask16 k = masked ? (__mmask16)((1u << (n - i)) - 1) : 0xffff;
 		__m512 x = ld_ps(src + i, k, masked);
-		st_u16(d + i, dt == ZN_ADAM_BF16 ? to_bf16(x) : to_half(x, ZN_ADAM_FP16), k, masked);
+		st_u16(d + i, dt == ZN_DTYPE_BF16 ? to_bf16(x) : to_half(x, ZN_DTYPE_F16), k, masked);
 	}
 }
 
-static void to_f32(const void *src, enum zn_adam_dtype st, float *dst, size_t n)
+static void to_f32(const void *src, enum zn_dtype st, float *dst, size_t n)
 {
 	for (size_t i = 0; i < n; i += 16) {
 		bool masked = n - i < 16;
 		__mmask16 k = masked ? (__mmask16)((1u << (n - i)) - 1) : 0xffff;
-		__m512 x = st == ZN_ADAM_FP16   ? load_g(src, ZN_ADAM_FP16, i, k, masked)
-			   : st == ZN_ADAM_BF16 ? load_g(src, ZN_ADAM_BF16, i, k, masked)
-						: load_g(src, ZN_ADAM_FP32, i, k, masked);
+		__m512 x = st == ZN_DTYPE_F16   ? load_g(src, ZN_DTYPE_F16, i, k, masked)
+			   : st == ZN_DTYPE_BF16 ? load_g(src, ZN_DTYPE_BF16, i, k, masked)
+						: load_g(src, ZN_DTYPE_F32, i, k, masked);
 		st_ps(dst + i, x, k, masked);
 	}
 }

@@ -16,12 +16,12 @@
 
 #include "zn_half.h"
 
-static inline float load_grad(const void *g, enum zn_adam_dtype gt, size_t i)
+static inline float load_grad(const void *g, enum zn_dtype gt, size_t i)
 {
 	switch (gt) {
-	case ZN_ADAM_FP16:
+	case ZN_DTYPE_F16:
 		return zn_f16_to_f32(((const uint16_t *)g)[i]);
-	case ZN_ADAM_BF16:
+	case ZN_DTYPE_BF16:
 		return zn_bf16_to_f32(((const uint16_t *)g)[i]);
 	default:
 		return ((const float *)g)[i];
@@ -33,7 +33,7 @@ static inline void store_copy(const struct zn_optim_args *a, size_t i, float x)
 	if (!a->copy)
 		return;
 	uint16_t *c = a->copy;
-	c[i] = a->ct == ZN_ADAM_BF16 ? zn_f32_to_bf16(x) : zn_f32_to_f16(x);
+	c[i] = a->ct == ZN_DTYPE_BF16 ? zn_f32_to_bf16(x) : zn_f32_to_f16(x);
 }
 
 /* Adam (Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR
@@ -126,7 +126,7 @@ static void lion(const struct zn_optim_args *a, size_t i0, size_t n)
 	}
 }
 
-static double sumsq(const void *g, enum zn_adam_dtype gt, size_t n)
+static double sumsq(const void *g, enum zn_dtype gt, size_t n)
 {
 	double acc = 0.0;
 
@@ -140,14 +140,14 @@ static double sumsq(const void *g, enum zn_adam_dtype gt, size_t n)
 	return acc;
 }
 
-static void from_f32(const float *src, void *dst, enum zn_adam_dtype dt, size_t n)
+static void from_f32(const float *src, void *dst, enum zn_dtype dt, size_t n)
 {
 	uint16_t *d = dst;
 	for (size_t i = 0; i < n; i++)
-		d[i] = dt == ZN_ADAM_BF16 ? zn_f32_to_bf16(src[i]) : zn_f32_to_f16(src[i]);
+		d[i] = dt == ZN_DTYPE_BF16 ? zn_f32_to_bf16(src[i]) : zn_f32_to_f16(src[i]);
 }
 
-static void to_f32(const void *src, enum zn_adam_dtype st, float *dst, size_t n)
+static void to_f32(const void *src, enum zn_dtype st, float *dst, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		dst[i] = load_grad(src, st, i);

@@ -1,5 +1,5 @@
-/* The kernel registry, dtype names and the argument checks both backends
- * share (kernels_internal.h). */
+/* The kernel registry and the argument checks both backends share
+ * (kernels_internal.h). */
 #include "zn_common.h"
 
 #include <limits.h>
@@ -7,22 +7,6 @@
 
 #include "zn_build.h"
 #include "kernels_internal.h"
-
-const char *zn_dtype_name(enum zn_dtype d)
-{
-	static const char *const names[] = {
-		[ZN_DTYPE_F32] = "fp32", [ZN_DTYPE_F16] = "fp16", [ZN_DTYPE_BF16] = "bf16"
-	};
-	_Static_assert(ZN_ARRAY_SIZE(names) == ZN_DTYPE_COUNT, "a name per dtype");
-	_Static_assert((int)ZN_DTYPE_F32 == (int)ZN_ADAM_FP32 && (int)ZN_DTYPE_F16 == (int)ZN_ADAM_FP16 &&
-		       (int)ZN_DTYPE_BF16 == (int)ZN_ADAM_BF16, "dtype values match cpu_adam's");
-	return (unsigned)d < ZN_DTYPE_COUNT ? names[d] : "?";
-}
-
-size_t zn_dtype_size(enum zn_dtype d)
-{
-	return d == ZN_DTYPE_F32 ? 4 : (unsigned)d < ZN_DTYPE_COUNT ? 2 : 0;
-}
 
 void zn_kernels_params_default(struct zn_kernels_params *p)
 {
@@ -88,8 +72,6 @@ static int prod(const char *op, const char *what, int a, int b)
 	return 0;
 }
 
-#define TRY(x) do { int err_ = (x); if (err_) return err_; } while (0)
-
 int zn_kcheck_ctx(const char *op, const struct zn_kctx *ctx, const struct zn_kernels *ops)
 {
 	if (zn_unlikely(!ctx))
@@ -124,18 +106,18 @@ int zn_kcheck_encoder(const char *op, const void *out, const int32_t *tokens, co
 		      const void *b, int B, int T, int C, int V, bool backward)
 {
 	if (!backward) {
-		TRY(zn_kcheck_ptr(op, "out", out));
-		TRY(zn_kcheck_ptr(op, "wte", a));
+		ZN_TRY(zn_kcheck_ptr(op, "out", out));
+		ZN_TRY(zn_kcheck_ptr(op, "wte", a));
 		(void)b; /* wpe may be NULL: no position embedding */
 	} else {
-		TRY(zn_kcheck_ptr(op, "dout", out));
+		ZN_TRY(zn_kcheck_ptr(op, "dout", out));
 	}
-	TRY(zn_kcheck_ptr(op, "tokens", tokens));
-	TRY(dim(op, "B", B));
-	TRY(dim(op, "T", T));
-	TRY(dim(op, "C", C));
-	TRY(dim(op, "V", V));
-	TRY(prod(op, "B*T", B, T));
+	ZN_TRY(zn_kcheck_ptr(op, "tokens", tokens));
+	ZN_TRY(dim(op, "B", B));
+	ZN_TRY(dim(op, "T", T));
+	ZN_TRY(dim(op, "C", C));
+	ZN_TRY(dim(op, "V", V));
+	ZN_TRY(prod(op, "B*T", B, T));
 	return 0;
 }
 
@@ -143,12 +125,12 @@ int zn_kcheck_layernorm_fwd(const void *out, const void *inp, const void *weight
 			    const void *bias, int BT, int C)
 {
 	const char *op = "layernorm_forward";
-	TRY(zn_kcheck_ptr(op, "out", out));
-	TRY(zn_kcheck_ptr(op, "inp", inp));
-	TRY(zn_kcheck_ptr(op, "weight", weight));
-	TRY(zn_kcheck_ptr(op, "bias", bias));
-	TRY(dim(op, "BT", BT));
-	TRY(dim(op, "C", C));
+	ZN_TRY(zn_kcheck_ptr(op, "out", out));
+	ZN_TRY(zn_kcheck_ptr(op, "inp", inp));
+	ZN_TRY(zn_kcheck_ptr(op, "weight", weight));
+	ZN_TRY(zn_kcheck_ptr(op, "bias", bias));
+	ZN_TRY(dim(op, "BT", BT));
+	ZN_TRY(dim(op, "C", C));
 	return 0;
 }
 
@@ -156,13 +138,13 @@ int zn_kcheck_layernorm_bwd(const void *dout, const void *inp, const void *weigh
 			    const float *mean, const float *rstd, int BT, int C)
 {
 	const char *op = "layernorm_backward";
-	TRY(zn_kcheck_ptr(op, "dout", dout));
-	TRY(zn_kcheck_ptr(op, "inp", inp));
-	TRY(zn_kcheck_ptr(op, "weight", weight));
-	TRY(zn_kcheck_ptr(op, "mean (saved by layernorm_forward)", mean));
-	TRY(zn_kcheck_ptr(op, "rstd (saved by layernorm_forward)", rstd));
-	TRY(dim(op, "BT", BT));
-	TRY(dim(op, "C", C));
+	ZN_TRY(zn_kcheck_ptr(op, "dout", dout));
+	ZN_TRY(zn_kcheck_ptr(op, "inp", inp));
+	ZN_TRY(zn_kcheck_ptr(op, "weight", weight));
+	ZN_TRY(zn_kcheck_ptr(op, "mean (saved by layernorm_forward)", mean));
+	ZN_TRY(zn_kcheck_ptr(op, "rstd (saved by layernorm_forward)", rstd));
+	ZN_TRY(dim(op, "BT", BT));
+	ZN_TRY(dim(op, "C", C));
 	return 0;
 }
 
@@ -170,12 +152,12 @@ int zn_kcheck_matmul_fwd(const void *out, const void *inp, const void *weight, i
 			 int OC)
 {
 	const char *op = "matmul_forward";
-	TRY(zn_kcheck_ptr(op, "out", out));
-	TRY(zn_kcheck_ptr(op, "inp", inp));
-	TRY(zn_kcheck_ptr(op, "weight", weight));
-	TRY(dim(op, "BT", BT));
-	TRY(dim(op, "C", C));
-	TRY(dim(op, "OC", OC));
+	ZN_TRY(zn_kcheck_ptr(op, "out", out));
+	ZN_TRY(zn_kcheck_ptr(op, "inp", inp));
+	ZN_TRY(zn_kcheck_ptr(op, "weight", weight));
+	ZN_TRY(dim(op, "BT", BT));
+	ZN_TRY(dim(op, "C", C));
+	ZN_TRY(dim(op, "OC", OC));
 	return 0;
 }
 
@@ -183,30 +165,30 @@ int zn_kcheck_matmul_bwd(const void *dinp, const void *dweight, const void *dout
 			 const void *inp, const void *weight, int BT, int C, int OC)
 {
 	const char *op = "matmul_backward";
-	TRY(zn_kcheck_ptr(op, "dout", dout));
+	ZN_TRY(zn_kcheck_ptr(op, "dout", dout));
 	if (dinp)
-		TRY(zn_kcheck_ptr(op, "weight (needed for dinp)", weight));
+		ZN_TRY(zn_kcheck_ptr(op, "weight (needed for dinp)", weight));
 	if (dweight)
-		TRY(zn_kcheck_ptr(op, "inp (needed for dweight)", inp));
-	TRY(dim(op, "BT", BT));
-	TRY(dim(op, "C", C));
-	TRY(dim(op, "OC", OC));
+		ZN_TRY(zn_kcheck_ptr(op, "inp (needed for dweight)", inp));
+	ZN_TRY(dim(op, "BT", BT));
+	ZN_TRY(dim(op, "C", C));
+	ZN_TRY(dim(op, "OC", OC));
 	return 0;
 }
 
 static int attention_dims(const char *op, int B, int T, int NH, int NKV, int HS)
 {
-	TRY(dim(op, "B", B));
-	TRY(dim(op, "T", T));
-	TRY(dim(op, "NH", NH));
-	TRY(dim(op, "NKV", NKV));
-	TRY(dim(op, "HS", HS));
+	ZN_TRY(dim(op, "B", B));
+	ZN_TRY(dim(op, "T", T));
+	ZN_TRY(dim(op, "NH", NH));
+	ZN_TRY(dim(op, "NKV", NKV));
+	ZN_TRY(dim(op, "HS", HS));
 	if (NH % NKV != 0)
 		return zn_error(-EINVAL, "%s: NH = %d is not a multiple of NKV = %d: each key/value "
 				"head must serve a whole number NH / NKV of query heads", op, NH, NKV);
-	TRY(prod(op, "B*T", B, T));
-	TRY(prod(op, "(NH+2*NKV)*HS", NH + 2 * NKV, HS)); /* a qkv row, in elements */
-	TRY(prod(op, "T*T", T, T));
+	ZN_TRY(prod(op, "B*T", B, T));
+	ZN_TRY(prod(op, "(NH+2*NKV)*HS", NH + 2 * NKV, HS)); /* a qkv row, in elements */
+	ZN_TRY(prod(op, "T*T", T, T));
 	return 0;
 }
 
@@ -214,9 +196,9 @@ int zn_kcheck_attention_fwd(const void *out, const float *lse, const void *qkv, 
 			    int NH, int NKV, int HS)
 {
 	const char *op = "attention_forward";
-	TRY(zn_kcheck_ptr(op, "out", out));
-	TRY(zn_kcheck_ptr(op, "lse", lse));
-	TRY(zn_kcheck_ptr(op, "qkv", qkv));
+	ZN_TRY(zn_kcheck_ptr(op, "out", out));
+	ZN_TRY(zn_kcheck_ptr(op, "lse", lse));
+	ZN_TRY(zn_kcheck_ptr(op, "qkv", qkv));
 	return attention_dims(op, B, T, NH, NKV, HS);
 }
 
@@ -224,10 +206,10 @@ int zn_kcheck_attention_bwd(const void *dqkv, const void *dout, const void *qkv,
 			    const float *lse, int B, int T, int NH, int NKV, int HS)
 {
 	const char *op = "attention_backward";
-	TRY(zn_kcheck_ptr(op, "dqkv", dqkv));
-	TRY(zn_kcheck_ptr(op, "dout", dout));
-	TRY(zn_kcheck_ptr(op, "qkv", qkv));
-	TRY(zn_kcheck_ptr(op, "lse (saved by attention_forward)", lse));
+	ZN_TRY(zn_kcheck_ptr(op, "dqkv", dqkv));
+	ZN_TRY(zn_kcheck_ptr(op, "dout", dout));
+	ZN_TRY(zn_kcheck_ptr(op, "qkv", qkv));
+	ZN_TRY(zn_kcheck_ptr(op, "lse (saved by attention_forward)", lse));
 	return attention_dims(op, B, T, NH, NKV, HS);
 }
 
@@ -235,11 +217,11 @@ int zn_kcheck_rmsnorm_fwd(const void *out, const void *inp, const void *weight, 
 			  int BT, int C)
 {
 	const char *op = "rmsnorm_forward";
-	TRY(zn_kcheck_ptr(op, "out", out));
-	TRY(zn_kcheck_ptr(op, "inp", inp));
-	TRY(zn_kcheck_ptr(op, "weight", weight));
-	TRY(dim(op, "BT", BT));
-	TRY(dim(op, "C", C));
+	ZN_TRY(zn_kcheck_ptr(op, "out", out));
+	ZN_TRY(zn_kcheck_ptr(op, "inp", inp));
+	ZN_TRY(zn_kcheck_ptr(op, "weight", weight));
+	ZN_TRY(dim(op, "BT", BT));
+	ZN_TRY(dim(op, "C", C));
 	if (!(eps > 0.0f) || !(eps < 1.0f))
 		return zn_error(-EINVAL, "%s: eps = %g; it must be > 0 and < 1 (config.json's "
 				"rms_norm_eps, typically 1e-5 or 1e-6)", op, (double)eps);
@@ -250,12 +232,12 @@ int zn_kcheck_rmsnorm_bwd(const void *dout, const void *inp, const void *weight,
 			  const float *rstd, int BT, int C)
 {
 	const char *op = "rmsnorm_backward";
-	TRY(zn_kcheck_ptr(op, "dout", dout));
-	TRY(zn_kcheck_ptr(op, "inp", inp));
-	TRY(zn_kcheck_ptr(op, "weight", weight));
-	TRY(zn_kcheck_ptr(op, "rstd (saved by rmsnorm_forward)", rstd));
-	TRY(dim(op, "BT", BT));
-	TRY(dim(op, "C", C));
+	ZN_TRY(zn_kcheck_ptr(op, "dout", dout));
+	ZN_TRY(zn_kcheck_ptr(op, "inp", inp));
+	ZN_TRY(zn_kcheck_ptr(op, "weight", weight));
+	ZN_TRY(zn_kcheck_ptr(op, "rstd (saved by rmsnorm_forward)", rstd));
+	ZN_TRY(dim(op, "BT", BT));
+	ZN_TRY(dim(op, "C", C));
 	return 0;
 }
 
@@ -265,21 +247,21 @@ int zn_kcheck_rope(bool backward, const void *out, int ldo, const void *inp, int
 	const char *op = backward ? "rope_backward" : "rope_forward";
 	const char *o = backward ? "dinp" : "out", *i = backward ? "dout" : "inp";
 	const char *lo = backward ? "ldi" : "ldo", *li = backward ? "ldo" : "ldi";
-	TRY(zn_kcheck_ptr(op, o, out));
-	TRY(zn_kcheck_ptr(op, i, inp));
-	TRY(dim(op, "B", B));
-	TRY(dim(op, "T", T));
-	TRY(dim(op, "NH", NH));
-	TRY(dim(op, "HS", HS));
+	ZN_TRY(zn_kcheck_ptr(op, o, out));
+	ZN_TRY(zn_kcheck_ptr(op, i, inp));
+	ZN_TRY(dim(op, "B", B));
+	ZN_TRY(dim(op, "T", T));
+	ZN_TRY(dim(op, "NH", NH));
+	ZN_TRY(dim(op, "HS", HS));
 	if (HS % 2 != 0 || HS > ZN_ROPE_MAX_HS)
 		return zn_error(-EINVAL, "%s: HS = %d must be even (element i pairs with i + HS/2) "
 				"and at most %d", op, HS, ZN_ROPE_MAX_HS);
-	TRY(prod(op, "B*T", B, T));
-	TRY(prod(op, "NH*HS", NH, HS));
+	ZN_TRY(prod(op, "B*T", B, T));
+	ZN_TRY(prod(op, "NH*HS", NH, HS));
 	if (ldo < NH * HS || ldi < NH * HS)
 		return zn_error(-EINVAL, "%s: the row strides %s = %d and %s = %d must be at least "
 				"NH*HS = %d", op, lo, ldo, li, ldi, NH * HS);
-	TRY(prod(op, "B*T*row stride", B * T, ldo > ldi ? ldo : ldi));
+	ZN_TRY(prod(op, "B*T*row stride", B * T, ldo > ldi ? ldo : ldi));
 	if (backward) {
 		/* dinp += f(dout) reads rows of dout while it adds into dinp */
 		if (out == inp)
@@ -304,11 +286,11 @@ int zn_kcheck_xent(const float *losses, const void *logits, const int32_t *targe
 		   int V, int Vp)
 {
 	const char *op = "softmax_crossentropy";
-	TRY(zn_kcheck_ptr(op, "losses", losses));
-	TRY(zn_kcheck_ptr(op, "logits", logits));
-	TRY(zn_kcheck_ptr(op, "targets", targets));
-	TRY(dim(op, "BT", BT));
-	TRY(dim(op, "V", V));
+	ZN_TRY(zn_kcheck_ptr(op, "losses", losses));
+	ZN_TRY(zn_kcheck_ptr(op, "logits", logits));
+	ZN_TRY(zn_kcheck_ptr(op, "targets", targets));
+	ZN_TRY(dim(op, "BT", BT));
+	ZN_TRY(dim(op, "V", V));
 	if (Vp < V)
 		return zn_error(-EINVAL, "%s: the padded row length Vp = %d is smaller than the "
 				"vocabulary V = %d: pass Vp = V when the logits are not padded",
@@ -318,7 +300,7 @@ int zn_kcheck_xent(const float *losses, const void *logits, const int32_t *targe
 
 int zn_kcheck_dtype(const char *op, const char *what, enum zn_dtype dtype)
 {
-	if ((unsigned)dtype >= ZN_DTYPE_COUNT)
+	if (!zn_dtype_is_float(dtype))
 		return zn_error(-EINVAL, "%s: %s dtype %d is not fp32 (%d), fp16 (%d) or bf16 (%d)",
 				op, what, (int)dtype, ZN_DTYPE_F32, ZN_DTYPE_F16, ZN_DTYPE_BF16);
 	return 0;

@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adam_internal.h"
 #include "zinc/adam.h"
+#include "zinc/dtype.h"
 
 static int read_all(FILE *f, void *p, size_t len)
 {
@@ -76,10 +76,10 @@ int main(int argc, char **argv)
 		.weight_decay = hp_d[4], .bias_correction = flags & 1, .adamw_mode = flags & 2,
 	};
 	struct zn_adam_tensors t = {
-		.n = n, .param = p, .grad = g, .grad_dtype = (enum zn_adam_dtype)gt,
+		.n = n, .param = p, .grad = g, .grad_dtype = (enum zn_dtype)gt,
 		.exp_avg = m, .exp_avg_sq = v,
 		.param_copy = ct != 0xffffffffu ? copy : NULL,
-		.copy_dtype = ct != 0xffffffffu ? (enum zn_adam_dtype)ct : ZN_ADAM_FP16,
+		.copy_dtype = ct != 0xffffffffu ? (enum zn_dtype)ct : ZN_DTYPE_F16,
 	};
 	struct zn_adam_exec ex = { .simd = simd };
 	for (uint32_t s = 1; s <= steps; s++) {
@@ -87,10 +87,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "adam_oracle_helper: short input (gradients of step %u)\n", s);
 			return 1;
 		}
-		if (gt == ZN_ADAM_FP32)
-			memcpy(g, g32, n * 4ul);
-		else
-			zn_optim_scalar.from_f32(g32, g, (enum zn_adam_dtype)gt, n);
+		zn_dtype_from_f32(g, (enum zn_dtype)gt, g32, n);
 		int rc = opt == 0   ? zn_adam_step(&hp, s, scale, &t, &ex)
 			 : opt == 1 ? zn_adagrad_step(&hp, s, scale, &t, &ex)
 				    : zn_lion_step(&hp, s, scale, &t, &ex);

@@ -61,25 +61,18 @@ void cc_sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-static const char *const dt_names[] = { "f32", "bf16", "f16", "i32", "u8" };
-_Static_assert(sizeof(dt_names) / sizeof(dt_names[0]) == ZN_COMM_DTYPE_COUNT, "one per dtype");
-
-static bool is_float(enum zn_comm_dtype dt)
-{
-	return dt == ZN_COMM_F32 || dt == ZN_COMM_BF16 || dt == ZN_COMM_F16;
-}
 
 /* Rank r's input: n elements of dt.  Floats of very different magnitudes,
  * so that the order of the additions changes the rounded sum; with
  * `specials`, NaN on one rank at some positions, +-0 and +-Inf (by rank
  * parity) at others.  Integers over their whole range, so that sums wrap. */
-static void gen(enum zn_comm_dtype dt, void *buf, size_t n, int r, uint64_t salt, bool specials)
+static void gen(enum zn_dtype dt, void *buf, size_t n, int r, uint64_t salt, bool specials)
 {
 	uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(r + 1) + salt * 0x632be59bd9b4e019ull;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t u = tu_rand(&s);
 		/* fp16 spans 2^-14 ... 2^15: keep its sums finite and normal. */
-		int e = dt == ZN_COMM_F16 ? (int)(u % 21) - 10 : (int)(u % 41) - 20;
+		int e = dt == ZN_DTYPE_F16 ? (int)(u % 21) - 10 : (int)(u % 41) - 20;
 		float f = ldexpf((float)(u >> 40) / (float)(1 << 24) - 0.5f, e);
 		if (specials) {
 			if (i % 211 == (size_t)(r * 13) % 211)
@@ -90,21 +83,21 @@ static void gen(enum zn_comm_dtype dt, void *buf, size_t n, int r, uint64_t salt
 				f = r % 2 ? -INFINITY : INFINITY;
 		}
 		switch (dt) {
-		case ZN_COMM_F32: ((float *)buf)[i] = f; break;
-		case ZN_COMM_BF16: ((uint16_t *)buf)[i] = zn_f32_to_bf16(f); break;
-		case ZN_COMM_F16: ((uint16_t *)buf)[i] = zn_f32_to_f16(f); break;
-		case ZN_COMM_I32: ((uint32_t *)buf)[i] = (uint32_t)(u >> 16); break;
-		case ZN_COMM_U8: ((uint8_t *)buf)[i] = (uint8_t)(u >> 32); break;
+		case ZN_DTYPE_F32: ((float *)buf)[i] = f; break;
+		case ZN_DTYPE_BF16: ((uint16_t *)buf)[i] = zn_f32_to_bf16(f); break;
+		case ZN_DTYPE_F16: ((uint16_t *)buf)[i] = zn_f32_to_f16(f); break;
+		case ZN_DTYPE_I32: ((uint32_t *)buf)[i] = (uint32_t)(u >> 16); break;
+		case ZN_DTYPE_U8: ((uint8_t *)buf)[i] = (uint8_t)(u >> 32); break;
 		default: break;
 		}
 	}
 }
 
-static float load_f(enum zn_comm_dtype dt, const void *p, size_t i)
+static float load_f(enum zn_dtype dt, const void *p, size_t i)
 {
 	switch (dt) {
-	case ZN_COMM_F32: return ((const float *)p)[i];
-	case ZN_COMM_BF16: return zn_bf16_to_f32(((const uint16_t *)p)[i]);
+	case ZN_DTYPE_F32: return ((const float *)p)[i];
+	case ZN_DTYPE_BF16: return zn_bf16_to_f32(((const uint16_t *)p)[i]);
 	default: return zn_f16_to_f32(((const uint16_t *)p)[i]);
 	}
 }
@@ -119,10 +112,10 @@ static float max_f(float acc, float x)
 
 /* want[i] = reduction over ranks 0, 1, ... size-1, in that order, of
  * element off + i of each rank's input of `total` elements. */
-static int reference(enum zn_comm_dtype dt, enum zn_comm_redop op, int size, size_t total,
+static int reference(enum zn_dtype dt, enum zn_comm_redop op, int size, size_t total,
 		     size_t off, size_t m, uint64_t salt, bool specials, void *want)
 {
-	const size_t es = zn_comm_dtype_size(dt);
+	const size_t es = zn_dtype_size(dt);
 	unsigned char *in = malloc(total * es + 1);
 	float *accf = malloc(m * sizeof(float) + 1);
 	uint32_t *acci = malloc(m * sizeof(uint32_t) + 1);
@@ -136,10 +129,10 @@ static int reference(enum zn_comm_dtype dt, enum zn_comm_redop op, int size, siz
 		gen(dt, in, total, r, salt, specials);
 		for (size_t i = 0; i < m; i++) {
 			const size_t k = off + i;
-			if (is_float(dt)) {
+			if (zn_dtype_is_float(dt)) {
 				float x = load_f(dt, in, k);
 				accf[i] = r == 0 ? x : op == ZN_COMM_SUM ? accf[i] + x : max_f(accf[i], x);
-			} else if (dt == ZN_COMM_I32) {
+			} else if (dt == ZN_DTYPE_I32) {
 				uint32_t x = ((const uint32_t *)in)[k];
 				acci[i] = r == 0 ? x
 					  : op == ZN_COMM_SUM ? acci[i] + x
@@ -154,10 +147,10 @@ static int reference(enum zn_comm_dtype dt, enum zn_comm_redop op, int size, siz
 	}
 	for (size_t i = 0; i < m; i++) {
 		switch (dt) {
-		case ZN_COMM_F32: ((float *)want)[i] = accf[i]; break;
-		case ZN_COMM_BF16: ((uint16_t *)want)[i] = zn_f32_to_bf16(accf[i]); break;
-		case ZN_COMM_F16: ((uint16_t *)want)[i] = zn_f32_to_f16(accf[i]); break;
-		case ZN_COMM_I32: ((uint32_t *)want)[i] = acci[i]; break;
+		case ZN_DTYPE_F32: ((float *)want)[i] = accf[i]; break;
+		case ZN_DTYPE_BF16: ((uint16_t *)want)[i] = zn_f32_to_bf16(accf[i]); break;
+		case ZN_DTYPE_F16: ((uint16_t *)want)[i] = zn_f32_to_f16(accf[i]); break;
+		case ZN_DTYPE_I32: ((uint32_t *)want)[i] = acci[i]; break;
 		default: ((uint8_t *)want)[i] = (uint8_t)acci[i]; break;
 		}
 	}
@@ -228,13 +221,13 @@ static int do_wait(struct zn_comm_op *op)
 	return rc;
 }
 
-static int do_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dt,
+static int do_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_dtype dt,
 			    enum zn_comm_redop op, struct zn_comm_op **out)
 {
 	if (!mem)
 		return zn_comm_all_reduce_async(c, buf, n, dt, op, out);
 	*out = NULL;
-	const size_t bytes = n * zn_comm_dtype_size(dt);
+	const size_t bytes = n * zn_dtype_size(dt);
 	void *d = buf ? stage(buf, bytes, true) : NULL;
 	if (buf && !d)
 		return -ENOMEM;
@@ -247,12 +240,12 @@ static int do_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_c
 }
 
 static int do_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv, size_t n,
-				enum zn_comm_dtype dt, struct zn_comm_op **out)
+				enum zn_dtype dt, struct zn_comm_op **out)
 {
 	if (!mem)
 		return zn_comm_reduce_scatter_async(c, send, recv, n, dt, out);
 	*out = NULL;
-	const size_t bytes = n * zn_comm_dtype_size(dt);
+	const size_t bytes = n * zn_dtype_size(dt);
 	void *ds = stage(send, (size_t)zn_comm_size(c) * bytes, true), *dr = stage(recv, bytes, false);
 	if (!ds || !dr) {
 		mem->free(ds);
@@ -271,12 +264,12 @@ static int do_reduce_scatter_async(struct zn_comm *c, const void *send, void *re
 
 /* send may be this rank's slot of recv (in place): so it stays. */
 static int do_all_gather_async(struct zn_comm *c, const void *send, void *recv, size_t n,
-			    enum zn_comm_dtype dt, struct zn_comm_op **out)
+			    enum zn_dtype dt, struct zn_comm_op **out)
 {
 	if (!mem)
 		return zn_comm_all_gather_async(c, send, recv, n, dt, out);
 	*out = NULL;
-	const size_t row = n * zn_comm_dtype_size(dt), bytes = (size_t)zn_comm_size(c) * row;
+	const size_t row = n * zn_dtype_size(dt), bytes = (size_t)zn_comm_size(c) * row;
 	const unsigned char *s = send, *r = recv;
 	const bool in_place = s >= r && s < r + bytes;
 	void *dr = stage(recv, bytes, in_place), *ds = in_place ? NULL : stage(send, row, true);
@@ -314,7 +307,7 @@ static int do_broadcast_async(struct zn_comm *c, void *buf, size_t bytes, int ro
 }
 
 /* The blocking calls, staged the same way. */
-static int do_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dt,
+static int do_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_dtype dt,
 		      enum zn_comm_redop op)
 {
 	struct zn_comm_op *o;
@@ -325,7 +318,7 @@ static int do_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dt
 }
 
 static int do_reduce_scatter(struct zn_comm *c, const void *send, void *recv, size_t n,
-			  enum zn_comm_dtype dt)
+			  enum zn_dtype dt)
 {
 	struct zn_comm_op *o;
 	if (!mem)
@@ -335,7 +328,7 @@ static int do_reduce_scatter(struct zn_comm *c, const void *send, void *recv, si
 }
 
 static int do_all_gather(struct zn_comm *c, const void *send, void *recv, size_t n,
-		      enum zn_comm_dtype dt)
+		      enum zn_dtype dt)
 {
 	struct zn_comm_op *o;
 	if (!mem)
@@ -354,22 +347,22 @@ static int do_broadcast(struct zn_comm *c, void *buf, size_t bytes, int root)
 }
 
 /* Bit for bit, but any NaN equals any NaN.  0, or -1 after a report. */
-static int compare(struct zn_comm *c, int line, const char *what, enum zn_comm_dtype dt,
+static int compare(struct zn_comm *c, int line, const char *what, enum zn_dtype dt,
 		   const void *got, const void *want, size_t m)
 {
-	const size_t es = zn_comm_dtype_size(dt);
+	const size_t es = zn_dtype_size(dt);
 	for (size_t i = 0; i < m; i++) {
 		const unsigned char *g = (const unsigned char *)got + i * es;
 		const unsigned char *w = (const unsigned char *)want + i * es;
 		if (memcmp(g, w, es) == 0)
 			continue;
-		if (is_float(dt) && isnan(load_f(dt, got, i)) && isnan(load_f(dt, want, i)))
+		if (zn_dtype_is_float(dt) && isnan(load_f(dt, got, i)) && isnan(load_f(dt, want, i)))
 			continue;
 		uint32_t gb = 0, wb = 0;
 		memcpy(&gb, g, es);
 		memcpy(&wb, w, es);
-		report(c, line, what, "%s element %zu of %zu is 0x%x, want 0x%x", dt_names[dt], i, m,
-		       gb, wb);
+		report(c, line, what, "%s element %zu of %zu is 0x%x, want 0x%x", zn_dtype_name(dt),
+		       i, m, gb, wb);
 		return -1;
 	}
 	return 0;
@@ -385,7 +378,7 @@ int cc_all_reduce(struct zn_comm *c)
 	CHECK(buf && want && first, "out of memory");
 	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
 		const size_t n = sizes[si];
-		for (int dt = 0; dt < ZN_COMM_DTYPE_COUNT; dt++) {
+		for (int dt = 0; dt < ZN_DTYPE_COUNT; dt++) {
 			for (int op = 0; op < ZN_COMM_REDOP_COUNT; op++) {
 				const uint64_t salt = 100 + (uint64_t)(dt * 2 + op);
 				gen(dt, buf, n, R, salt, true);
@@ -399,8 +392,8 @@ int cc_all_reduce(struct zn_comm *c)
 	}
 	/* The same bits from one run to the next. */
 	for (int run = 0; run < 2; run++) {
-		gen(ZN_COMM_F32, buf, N, R, 1, false);
-		CALL(do_all_reduce(c, buf, N, ZN_COMM_F32, ZN_COMM_SUM));
+		gen(ZN_DTYPE_F32, buf, N, R, 1, false);
+		CALL(do_all_reduce(c, buf, N, ZN_DTYPE_F32, ZN_COMM_SUM));
 		if (run == 0)
 			memcpy(first, buf, N * 4);
 		else
@@ -422,7 +415,7 @@ int cc_reduce_scatter(struct zn_comm *c)
 	int rc = -1;
 
 	CHECK(send && recv && want, "out of memory");
-	for (int dt = 0; dt < ZN_COMM_DTYPE_COUNT; dt++) {
+	for (int dt = 0; dt < ZN_DTYPE_COUNT; dt++) {
 		const uint64_t salt = 200 + (uint64_t)dt;
 		gen(dt, send, (size_t)S * P, R, salt, true);
 		CALL(do_reduce_scatter(c, send, recv, P, dt));
@@ -442,15 +435,15 @@ fail:
 int cc_all_gather(struct zn_comm *c)
 {
 	const int R = zn_comm_rank(c), S = zn_comm_size(c);
-	static const struct { enum zn_comm_dtype dt; size_t n; } cases[] = {
-		{ ZN_COMM_U8, 3 }, { ZN_COMM_I32, 1000 }, { ZN_COMM_F32, 300001 },
+	static const struct { enum zn_dtype dt; size_t n; } cases[] = {
+		{ ZN_DTYPE_U8, 3 }, { ZN_DTYPE_I32, 1000 }, { ZN_DTYPE_F32, 300001 },
 	};
 	unsigned char *send = NULL, *recv = NULL, *want = NULL;
 	int rc = -1;
 
 	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-		const enum zn_comm_dtype dt = cases[k].dt;
-		const size_t n = cases[k].n, es = zn_comm_dtype_size(dt), row = n * es;
+		const enum zn_dtype dt = cases[k].dt;
+		const size_t n = cases[k].n, es = zn_dtype_size(dt), row = n * es;
 		send = malloc(row);
 		recv = malloc((size_t)S * row);
 		want = malloc((size_t)S * row);
@@ -461,13 +454,13 @@ int cc_all_gather(struct zn_comm *c)
 		memset(recv, 0xa5, (size_t)S * row);
 		CALL(do_all_gather(c, send, recv, n, dt));
 		CHECK(memcmp(recv, want, (size_t)S * row) == 0, "%s x %zu: gathered bytes differ",
-		      dt_names[dt], n);
+		      zn_dtype_name(dt), n);
 		/* In place: send is this rank's slot of recv. */
 		memset(recv, 0xff, (size_t)S * row);
 		memcpy(recv + (size_t)R * row, send, row);
 		CALL(do_all_gather(c, recv + (size_t)R * row, recv, n, dt));
 		CHECK(memcmp(recv, want, (size_t)S * row) == 0,
-		      "%s x %zu in place: gathered bytes differ", dt_names[dt], n);
+		      "%s x %zu in place: gathered bytes differ", zn_dtype_name(dt), n);
 		free(send);
 		free(recv);
 		free(want);
@@ -542,38 +535,38 @@ int cc_async_together(struct zn_comm *c)
 	int rc = -1, n_ops = 0;
 
 	CHECK(a1 && w1 && s2 && s3 && r3 && w3, "out of memory");
-	gen(ZN_COMM_F32, a1, N, R, 11, false);
-	gen(ZN_COMM_I32, s2, (size_t)S * P2, R, 12, false);
-	gen(ZN_COMM_U8, s3, P3, R, 13, false);
+	gen(ZN_DTYPE_F32, a1, N, R, 11, false);
+	gen(ZN_DTYPE_I32, s2, (size_t)S * P2, R, 12, false);
+	gen(ZN_DTYPE_U8, s3, P3, R, 13, false);
 	tu_fill_random(b4, B4, R == S - 1 ? 14 : 15 + (uint64_t)R);
 	tu_fill_random(w4, B4, 14);
-	gen(ZN_COMM_BF16, a6, N6, R, 16, true);
+	gen(ZN_DTYPE_BF16, a6, N6, R, 16, true);
 
-	CALL(do_all_reduce_async(c, a1, N, ZN_COMM_F32, ZN_COMM_SUM, &ops[n_ops++]));
-	CALL(do_reduce_scatter_async(c, s2, r2, P2, ZN_COMM_I32, &ops[n_ops++]));
-	CALL(do_all_gather_async(c, s3, r3, P3, ZN_COMM_U8, &ops[n_ops++]));
+	CALL(do_all_reduce_async(c, a1, N, ZN_DTYPE_F32, ZN_COMM_SUM, &ops[n_ops++]));
+	CALL(do_reduce_scatter_async(c, s2, r2, P2, ZN_DTYPE_I32, &ops[n_ops++]));
+	CALL(do_all_gather_async(c, s3, r3, P3, ZN_DTYPE_U8, &ops[n_ops++]));
 	CALL(do_broadcast_async(c, b4, B4, S - 1, &ops[n_ops++]));
 	CALL(zn_comm_barrier_async(c, &ops[n_ops++]));
-	CALL(do_all_reduce_async(c, a6, N6, ZN_COMM_BF16, ZN_COMM_MAX, &ops[n_ops++]));
+	CALL(do_all_reduce_async(c, a6, N6, ZN_DTYPE_BF16, ZN_COMM_MAX, &ops[n_ops++]));
 	/* Waited for in reverse: the FIFO has run them all by the first wait. */
 	while (n_ops > 0) {
 		struct zn_comm_op *op = ops[--n_ops];
 		ops[n_ops] = NULL;
 		CALL(do_wait(op));
 	}
-	CHECK(reference(ZN_COMM_F32, ZN_COMM_SUM, S, N, 0, N, 11, false, w1) == 0, "no memory");
-	if (compare(c, __LINE__, "async all_reduce", ZN_COMM_F32, a1, w1, N))
+	CHECK(reference(ZN_DTYPE_F32, ZN_COMM_SUM, S, N, 0, N, 11, false, w1) == 0, "no memory");
+	if (compare(c, __LINE__, "async all_reduce", ZN_DTYPE_F32, a1, w1, N))
 		goto fail;
-	CHECK(reference(ZN_COMM_I32, ZN_COMM_SUM, S, (size_t)S * P2, (size_t)R * P2, P2, 12, false,
+	CHECK(reference(ZN_DTYPE_I32, ZN_COMM_SUM, S, (size_t)S * P2, (size_t)R * P2, P2, 12, false,
 			w2) == 0, "no memory");
-	if (compare(c, __LINE__, "async reduce_scatter", ZN_COMM_I32, r2, w2, P2))
+	if (compare(c, __LINE__, "async reduce_scatter", ZN_DTYPE_I32, r2, w2, P2))
 		goto fail;
 	for (int r = 0; r < S; r++)
-		gen(ZN_COMM_U8, w3 + (size_t)r * P3, P3, r, 13, false);
+		gen(ZN_DTYPE_U8, w3 + (size_t)r * P3, P3, r, 13, false);
 	CHECK(memcmp(r3, w3, (size_t)S * P3) == 0, "async all_gather: bytes differ");
 	CHECK(memcmp(b4, w4, B4) == 0, "async broadcast: bytes differ");
-	CHECK(reference(ZN_COMM_BF16, ZN_COMM_MAX, S, N6, 0, N6, 16, true, w6) == 0, "no memory");
-	if (compare(c, __LINE__, "async all_reduce max", ZN_COMM_BF16, a6, w6, N6))
+	CHECK(reference(ZN_DTYPE_BF16, ZN_COMM_MAX, S, N6, 0, N6, 16, true, w6) == 0, "no memory");
+	if (compare(c, __LINE__, "async all_reduce max", ZN_DTYPE_BF16, a6, w6, N6))
 		goto fail;
 	rc = 0;
 fail:
@@ -605,7 +598,7 @@ int cc_async_overlap(struct zn_comm *c)
 	if (R == S - 1)
 		cc_sleep_ms(300);
 	const uint64_t t0 = cc_now_ns();
-	CALL(do_all_reduce_async(c, buf, M, ZN_COMM_F32, ZN_COMM_SUM, &op));
+	CALL(do_all_reduce_async(c, buf, M, ZN_DTYPE_F32, ZN_COMM_SUM, &op));
 	const uint64_t t_enq = cc_now_ns() - t0;
 	volatile double work = 0;
 	unsigned rounds = 0;
@@ -650,7 +643,7 @@ int cc_timeout(struct zn_comm *c)
 		return 0;
 	}
 	const uint64_t t0 = cc_now_ns();
-	int e = do_all_reduce(c, v, 16, ZN_COMM_F32, ZN_COMM_SUM);
+	int e = do_all_reduce(c, v, 16, ZN_DTYPE_F32, ZN_COMM_SUM);
 	const uint64_t dt = cc_now_ns() - t0;
 	fprintf(stderr, "# rank %d: %s\n", R, zn_last_error());
 	CHECK(e == -ETIMEDOUT, "all_reduce returned %d: %s", e, zn_last_error());
@@ -677,15 +670,15 @@ int cc_reduce_rows(struct zn_comm *c, cc_reduce_fn reduce)
 	for (int size = 1; size <= 5; size++) {
 		for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
 			const size_t m = sizes[si];
-			for (int dt = 0; dt < ZN_COMM_DTYPE_COUNT; dt++) {
-				const size_t row = m * zn_comm_dtype_size(dt);
+			for (int dt = 0; dt < ZN_DTYPE_COUNT; dt++) {
+				const size_t row = m * zn_dtype_size(dt);
 				for (int op = 0; op < ZN_COMM_REDOP_COUNT; op++) {
 					const uint64_t salt = 400 + (uint64_t)(dt * 2 + op);
 					for (int p = 0; p < size; p++)
 						gen(dt, rows + (size_t)p * row, m, p, salt, true);
 					memset(got, 0xa5, row);
 					CHECK(reduce(dt, op, got, rows, size, m) == 0,
-					      "%s %s of %d rows of %zu failed", dt_names[dt],
+					      "%s %s of %d rows of %zu failed", zn_dtype_name(dt),
 					      op ? "max" : "sum", size, m);
 					CHECK(reference(dt, op, size, m, 0, m, salt, true, want) == 0,
 					      "no memory");

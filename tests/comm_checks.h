@@ -64,7 +64,7 @@ int cc_timeout(struct zn_comm *c);
 /* A reduction in rank order, as comm.c's reduce_rows (and the nccl
  * backend's kernel) computes it: out[i] = rows[0][i] op rows[1][i] ...
  * Host pointers; returns 0 or -1 after printing why. */
-typedef int (*cc_reduce_fn)(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+typedef int (*cc_reduce_fn)(enum zn_dtype dt, enum zn_comm_redop op, void *out,
 			    const void *rows, int size, size_t m);
 /* `reduce` against the reference for every dtype and both reductions, 1 to
  * 5 rows of 1, 1000 and 100003 elements (NaN, +-0, +-Inf among them), bit

@@ -142,7 +142,7 @@ int main(int argc, char **argv)
 			break;
 		for (unsigned i = 0; i < r.nt; i++) {
 			struct zn_adam_tensors t = { .n = r.d[i].numel, .param = r.p[i],
-						     .grad = r.g[i], .grad_dtype = ZN_ADAM_FP32,
+						     .grad = r.g[i], .grad_dtype = ZN_DTYPE_F32,
 						     .exp_avg = r.m[i], .exp_avg_sq = r.v[i] };
 			if (zn_adam_step(&hp, (uint64_t)step + 1, 1.0f, &t, NULL))
 				goto fail;

@@ -102,16 +102,16 @@ static void test_all_reduce_identity(void **state)
 	(void)state;
 	struct zn_comm *c = self_comm();
 	static unsigned char buf[N * 4], ref[N * 4];
-	for (int dt = 0; dt < ZN_COMM_DTYPE_COUNT; dt++) {
+	for (int dt = 0; dt < ZN_DTYPE_COUNT; dt++) {
 		for (int op = 0; op < ZN_COMM_REDOP_COUNT; op++) {
-			size_t bytes = N * zn_comm_dtype_size(dt);
+			size_t bytes = N * zn_dtype_size(dt);
 			tu_fill_random(ref, bytes, 42 + (uint64_t)dt);
 			memcpy(buf, ref, bytes);
 			ok(zn_comm_all_reduce(c, buf, N, dt, op));
 			assert_memory_equal(buf, ref, bytes);
 		}
 	}
-	ok(zn_comm_all_reduce(c, NULL, 0, ZN_COMM_F32, ZN_COMM_SUM));
+	ok(zn_comm_all_reduce(c, NULL, 0, ZN_DTYPE_F32, ZN_COMM_SUM));
 	zn_comm_destroy(c);
 }
 
@@ -121,18 +121,18 @@ static void test_reduce_scatter_all_gather(void **state)
 	struct zn_comm *c = self_comm();
 	float send[N], recv[N], gathered[N];
 	tu_fill_random(send, sizeof(send), 7);
-	ok(zn_comm_reduce_scatter(c, send, recv, N, ZN_COMM_F32));
+	ok(zn_comm_reduce_scatter(c, send, recv, N, ZN_DTYPE_F32));
 	assert_memory_equal(recv, send, sizeof(send));
 
-	ok(zn_comm_all_gather(c, send, gathered, N, ZN_COMM_F32));
+	ok(zn_comm_all_gather(c, send, gathered, N, ZN_DTYPE_F32));
 	assert_memory_equal(gathered, send, sizeof(send));
 	/* In place: send is this rank's slot of recv. */
 	memcpy(gathered, send, sizeof(send));
-	ok(zn_comm_all_gather(c, gathered, gathered, N, ZN_COMM_F32));
+	ok(zn_comm_all_gather(c, gathered, gathered, N, ZN_DTYPE_F32));
 	assert_memory_equal(gathered, send, sizeof(send));
 
 	int32_t ints[5] = { 1, -2, 3, INT32_MAX, INT32_MIN }, iout[5];
-	ok(zn_comm_all_gather(c, ints, iout, 5, ZN_COMM_I32));
+	ok(zn_comm_all_gather(c, ints, iout, 5, ZN_DTYPE_I32));
 	assert_memory_equal(iout, ints, sizeof(ints));
 	zn_comm_destroy(c);
 }
@@ -163,9 +163,9 @@ static void test_async_fifo(void **state)
 	for (int k = 1; k < K; k++) {
 		/* a[k] <- a[k-1]: correct only after op k-1 has run. */
 		if (k % 2)
-			ok(zn_comm_all_gather_async(c, a[k - 1], a[k], N, ZN_COMM_F32, &ops[k]));
+			ok(zn_comm_all_gather_async(c, a[k - 1], a[k], N, ZN_DTYPE_F32, &ops[k]));
 		else
-			ok(zn_comm_reduce_scatter_async(c, a[k - 1], a[k], N, ZN_COMM_F32,
+			ok(zn_comm_reduce_scatter_async(c, a[k - 1], a[k], N, ZN_DTYPE_F32,
 							&ops[k]));
 	}
 	struct zn_comm_op *bar;
@@ -177,7 +177,7 @@ static void test_async_fifo(void **state)
 	}
 	/* Ops never waited for are freed by destroy (no leak under ASan). */
 	struct zn_comm_op *orphan;
-	ok(zn_comm_all_reduce_async(c, a[0], N, ZN_COMM_F32, ZN_COMM_SUM, &orphan));
+	ok(zn_comm_all_reduce_async(c, a[0], N, ZN_DTYPE_F32, ZN_COMM_SUM, &orphan));
 	zn_comm_destroy(c);
 }
 
@@ -188,14 +188,14 @@ static void test_bad_arguments(void **state)
 	float buf[8] = { 0 };
 	struct zn_comm_op *op = (struct zn_comm_op *)buf;
 
-	assert_int_equal(zn_comm_all_reduce(c, buf, 8, ZN_COMM_DTYPE_COUNT, ZN_COMM_SUM), -EINVAL);
+	assert_int_equal(zn_comm_all_reduce(c, buf, 8, ZN_DTYPE_COUNT, ZN_COMM_SUM), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "dtype"));
-	assert_int_equal(zn_comm_all_reduce(c, buf, 8, ZN_COMM_F32, ZN_COMM_REDOP_COUNT), -EINVAL);
-	assert_int_equal(zn_comm_all_reduce_async(c, NULL, 8, ZN_COMM_F32, ZN_COMM_SUM, &op),
+	assert_int_equal(zn_comm_all_reduce(c, buf, 8, ZN_DTYPE_F32, ZN_COMM_REDOP_COUNT), -EINVAL);
+	assert_int_equal(zn_comm_all_reduce_async(c, NULL, 8, ZN_DTYPE_F32, ZN_COMM_SUM, &op),
 			 -EINVAL);
 	assert_null(op);
 	assert_non_null(strstr(zn_last_error(), "buf is NULL"));
-	assert_int_equal(zn_comm_all_gather(c, buf + 1, buf, 4, ZN_COMM_F32), -EINVAL);
+	assert_int_equal(zn_comm_all_gather(c, buf + 1, buf, 4, ZN_DTYPE_F32), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "overlaps"));
 	assert_int_equal(zn_comm_wait(NULL), -EINVAL);
 
@@ -206,10 +206,10 @@ static void test_bad_arguments(void **state)
 	ok(zn_comm_set_timeout(c, 0.5));
 	ok(zn_comm_barrier(c));
 
-	assert_int_equal(zn_comm_dtype_size(ZN_COMM_F32), 4);
-	assert_int_equal(zn_comm_dtype_size(ZN_COMM_BF16), 2);
-	assert_int_equal(zn_comm_dtype_size(ZN_COMM_U8), 1);
-	assert_int_equal(zn_comm_dtype_size(ZN_COMM_DTYPE_COUNT), 0);
+	assert_int_equal(zn_dtype_size(ZN_DTYPE_F32), 4);
+	assert_int_equal(zn_dtype_size(ZN_DTYPE_BF16), 2);
+	assert_int_equal(zn_dtype_size(ZN_DTYPE_U8), 1);
+	assert_int_equal(zn_dtype_size(ZN_DTYPE_COUNT), 0);
 	zn_comm_destroy(c);
 }
 

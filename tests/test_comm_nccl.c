@@ -4,9 +4,9 @@
  * CUDA device, it prints a TAP plan of zero tests with "# SKIP" and the
  * reason.  Otherwise it checks, in this process:
  *
- *   - the reduction kernel in rank order (comm_nccl_kernels.cu) against the
- *     host reference, bit for bit (comm_checks.c's cc_reduce_rows): every
- *     dtype, SUM and MAX, 1 to 5 rows;
+ *   - the reduction kernel in rank order (engine/comm/nccl_kernels.cu)
+ *     against the host reference, bit for bit (comm_checks.c's
+ *     cc_reduce_rows): every dtype, SUM and MAX, 1 to 5 rows;
  *   - a one-rank nccl comm over a "self" bootstrap: every collective on
  *     device buffers (copies, one rank), and the argument errors;
  *   - with two or more GPUs and mpirun (ZINC_MPIRUN, set by meson when MPI
@@ -92,10 +92,10 @@ static const struct cc_mem device_mem = {
 };
 
 /* The kernel on staged rows (cc_reduce_fn). */
-static int reduce_on_device(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+static int reduce_on_device(enum zn_dtype dt, enum zn_comm_redop op, void *out,
 			    const void *rows, int size, size_t m)
 {
-	const size_t row = m * zn_comm_dtype_size(dt);
+	const size_t row = m * zn_dtype_size(dt);
 	void *d_rows = dev_alloc((size_t)size * row), *d_out = dev_alloc(row);
 	int rc = -1;
 
@@ -122,11 +122,11 @@ static void test_reduce_kernel(void **state)
 	assert_non_null(self);
 	assert_int_equal(cc_reduce_rows(self, reduce_on_device), 0);
 	/* Arguments the kernel refuses. */
-	assert_int_equal(zn_comm_nccl_reduce(ZN_COMM_DTYPE_COUNT, ZN_COMM_SUM, NULL, NULL, 1, 1,
+	assert_int_equal(zn_comm_nccl_reduce(ZN_DTYPE_COUNT, ZN_COMM_SUM, NULL, NULL, 1, 1,
 					     NULL), cudaErrorInvalidValue);
-	assert_int_equal(zn_comm_nccl_reduce(ZN_COMM_F32, ZN_COMM_SUM, NULL, NULL, 0, 1, NULL),
+	assert_int_equal(zn_comm_nccl_reduce(ZN_DTYPE_F32, ZN_COMM_SUM, NULL, NULL, 0, 1, NULL),
 			 cudaErrorInvalidValue);
-	assert_int_equal(zn_comm_nccl_reduce(ZN_COMM_F32, ZN_COMM_SUM, NULL, NULL, 2, 0, NULL),
+	assert_int_equal(zn_comm_nccl_reduce(ZN_DTYPE_F32, ZN_COMM_SUM, NULL, NULL, 2, 0, NULL),
 			 cudaSuccess);
 	zn_comm_destroy(self);
 }
@@ -157,7 +157,7 @@ static void test_one_rank(void **state)
 	/* Device copies must not overlap, even on one rank. */
 	float *d = dev_alloc(64 * sizeof(float));
 	assert_non_null(d);
-	assert_int_equal(zn_comm_reduce_scatter(c, d, d + 8, 16, ZN_COMM_F32), -EINVAL);
+	assert_int_equal(zn_comm_reduce_scatter(c, d, d + 8, 16, ZN_DTYPE_F32), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "overlap"));
 	dev_free(d);
 

@@ -1,4 +1,4 @@
-/* The comm API on the tcp backend (engine/comm_tcp.c), suite `unit`.
+/* The comm API on the tcp backend (engine/comm/tcp.c), suite `unit`.
  *
  * Each test forks its ranks (2, 3 or 4 processes) on 127.0.0.1 with a free
  * MASTER_PORT and the environment torchrun would give them.  A rank runs
@@ -222,7 +222,7 @@ static int ranks_exit_early(int rank, int size)
 	RCHECK(zn_comm_set_timeout(c, 5.0) == 0, "%s", zn_last_error());
 	float v[16] = { 1 };
 	const uint64_t t0 = cc_now_ns();
-	int rc = zn_comm_all_reduce(c, v, 16, ZN_COMM_F32, ZN_COMM_SUM);
+	int rc = zn_comm_all_reduce(c, v, 16, ZN_DTYPE_F32, ZN_COMM_SUM);
 	const double dt = (double)(cc_now_ns() - t0) / 1e9;
 	/* "rank 2 closed its ..."; "ranks 0, 2 closed their ..." when a
 	 * survivor had closed too by then; "rank 2 did not take part" after a
@@ -292,7 +292,7 @@ static int ranks_out_of_step(int rank, int size)
 	c = open_comm(rank, "tcp");
 	RCHECK(c, "no comm");
 	float v[12] = { 0 };
-	rc = zn_comm_all_reduce(c, v, rank ? 12 : 10, ZN_COMM_F32, ZN_COMM_SUM);
+	rc = zn_comm_all_reduce(c, v, rank ? 12 : 10, ZN_DTYPE_F32, ZN_COMM_SUM);
 	fprintf(stderr, "# rank %d: %s\n", rank, zn_last_error());
 	RCHECK(rc == -EPROTO && strstr(zn_last_error(), "different sizes"), "%d: %s", rc,
 	       zn_last_error());
@@ -458,7 +458,7 @@ static void test_environment(void **state)
 	assert_int_equal(zn_comm_size(c), 1);
 	assert_int_equal(zn_comm_local_rank(c), 0);
 	float v[3] = { 1, 2, 3 };
-	assert_int_equal(zn_comm_all_reduce(c, v, 3, ZN_COMM_F32, ZN_COMM_SUM), 0);
+	assert_int_equal(zn_comm_all_reduce(c, v, 3, ZN_DTYPE_F32, ZN_COMM_SUM), 0);
 	assert_true(v[2] == 3.0f);
 	assert_int_equal(zn_comm_barrier(c), 0);
 	zn_comm_destroy(c);

@@ -178,7 +178,7 @@ static void test_copies_events_order(void **state)
 	/* a CUDA failure carries call, file and line */
 	assert_int_equal(zn_device_host_register(dev, h, N), -EEXIST);
 	assert_non_null(strstr(zn_last_error(), "cudaHostRegister"));
-	assert_non_null(strstr(zn_last_error(), "device_cuda.c:"));
+	assert_non_null(strstr(zn_last_error(), "device/cuda.c:"));
 
 	assert_int_equal(zn_device_host_unregister(dev, h), 0);
 	assert_int_equal(zn_device_host_unregister(dev, back), 0);

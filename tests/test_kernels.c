@@ -1414,7 +1414,7 @@ static void test_adam_op(void **state)
 	hp.weight_decay = 0.1;
 	for (uint64_t step = 1; step <= 3; step++) {
 		struct zn_adam_tensors t = { .n = n, .param = p1, .grad = g,
-					     .grad_dtype = ZN_ADAM_FP32, .exp_avg = m1,
+					     .grad_dtype = ZN_DTYPE_F32, .exp_avg = m1,
 					     .exp_avg_sq = v1 };
 		assert_int_equal(zn_adam_step(&hp, step, 0.25f, &t, NULL), 0);
 		assert_int_equal(K->adam(ctx, &hp, step, 0.25f, p2, g, m2, v2, n), 0);

@@ -697,7 +697,7 @@ static void test_adam(void **state)
 		hp.adamw_mode = mode == 0;
 		for (uint64_t step = 1; step <= 5; step++) {
 			struct zn_adam_tensors t = { .n = n, .param = p, .grad = g,
-						     .grad_dtype = ZN_ADAM_FP32, .exp_avg = m,
+						     .grad_dtype = ZN_DTYPE_F32, .exp_avg = m,
 						     .exp_avg_sq = v };
 			ok(zn_adam_step(&hp, step, 0.5f, &t, NULL));
 			ok(KC->adam(cctx[ZN_DTYPE_F32], &hp, step, 0.5f, dp, dg, dm, dv, n));

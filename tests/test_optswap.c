@@ -98,8 +98,8 @@ static int adam(const struct run *r, uint64_t n, float *p, float *m, float *v, c
 		uint16_t *copy)
 {
 	struct zn_adam_tensors t = { .n = n, .param = p, .exp_avg = m, .exp_avg_sq = v,
-				     .grad = g, .grad_dtype = ZN_ADAM_FP32,
-				     .param_copy = copy, .copy_dtype = ZN_ADAM_BF16 };
+				     .grad = g, .grad_dtype = ZN_DTYPE_F32,
+				     .param_copy = copy, .copy_dtype = ZN_DTYPE_BF16 };
 	struct zn_adam_exec ex = { .pool = r->pool };
 	return zn_adam_step(&r->hp, r->step, 1.0f, &t, &ex);
 }

@@ -17,13 +17,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "adam_internal.h"
 #include "commands.h"
-#include "zn_half.h"
 #include "json.h"
 #include "options.h"
 #include "util.h"
 #include "zinc/adam.h"
+#include "zinc/dtype.h"
 #include "zinc/hostmem.h"
 #include "zinc/threadpool.h"
 
@@ -35,7 +34,7 @@ static const char *const opt_names[OPT_COUNT] = { "adam", "adagrad", "lion" };
 struct bench {
 	uint64_t n;
 	unsigned threads; /* 0: one per core */
-	enum zn_adam_dtype grad_dtype;
+	enum zn_dtype grad_dtype;
 	int copy_dtype; /* -1: none */
 	enum zn_adam_simd simd;
 	enum optimizer opt;
@@ -73,9 +72,10 @@ static int parse_dtype(const char *a, int *out, bool allow_none, bool allow_fp32
 		*out = -1;
 		return 0;
 	}
-	for (int d = 0; d < ZN_ADAM_DTYPE_COUNT; d++)
-		if (strcmp(a, zn_adam_dtype_name((enum zn_adam_dtype)d)) == 0 &&
-		    (allow_fp32 || d != ZN_ADAM_FP32)) {
+	for (int d = 0; d < ZN_DTYPE_COUNT; d++)
+		if (zn_dtype_is_float((enum zn_dtype)d) &&
+		    strcmp(a, zn_dtype_name((enum zn_dtype)d)) == 0 &&
+		    (allow_fp32 || d != ZN_DTYPE_F32)) {
 			*out = d;
 			return 0;
 		}
@@ -90,7 +90,7 @@ static int set_grad_dtype(void *c, const char *a, const char **why)
 		*why = "fp32, fp16 or bf16";
 		return -1;
 	}
-	b->grad_dtype = (enum zn_adam_dtype)d;
+	b->grad_dtype = (enum zn_dtype)d;
 	return 0;
 }
 
@@ -183,11 +183,11 @@ static void fill_task(void *arg, size_t task, unsigned worker)
 		f->g32[i] = g;
 		t->exp_avg[i] = 1e-3f * unit(i, 2);
 		t->exp_avg_sq[i] = 1e-6f * (1.0f + unit(i, 3));
-		if (t->grad_dtype == ZN_ADAM_FP16)
-			((uint16_t *)t->grad)[i] = zn_f32_to_f16(g);
-		else if (t->grad_dtype == ZN_ADAM_BF16)
-			((uint16_t *)t->grad)[i] = zn_f32_to_bf16(g);
 	}
+	/* the gradient the optimizer reads; fp32: the streams' array itself */
+	if (t->grad_dtype != ZN_DTYPE_F32)
+		(void)zn_dtype_from_f32((char *)t->grad + i0 * zn_dtype_size(t->grad_dtype),
+					t->grad_dtype, f->g32 + i0, i1 - i0);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -218,7 +218,7 @@ int cmd_adam_bench(int argc, char **argv)
 {
 	struct bench b = {
 		.n = 1ull << 26,
-		.grad_dtype = ZN_ADAM_FP32,
+		.grad_dtype = ZN_DTYPE_F32,
 		.copy_dtype = -1,
 		.simd = ZN_ADAM_SIMD_AUTO,
 		.opt = OPT_ADAM,
@@ -249,7 +249,7 @@ int cmd_adam_bench(int argc, char **argv)
 		copy_at = (int)narrays;
 		sizes[narrays++] = n * 2;
 	}
-	if (b.grad_dtype != ZN_ADAM_FP32) {
+	if (b.grad_dtype != ZN_DTYPE_F32) {
 		g16_at = (int)narrays;
 		sizes[narrays++] = n * 2;
 	}
@@ -304,12 +304,12 @@ int cmd_adam_bench(int argc, char **argv)
 		.exp_avg = arr[2],
 		.exp_avg_sq = arr[3],
 		.param_copy = copy_at >= 0 ? arr[copy_at] : NULL,
-		.copy_dtype = b.copy_dtype >= 0 ? (enum zn_adam_dtype)b.copy_dtype : ZN_ADAM_FP16,
+		.copy_dtype = b.copy_dtype >= 0 ? (enum zn_dtype)b.copy_dtype : ZN_DTYPE_F16,
 	};
 	/* The streams: same param, m, v; always the fp32 gradient. */
 	struct zn_adam_tensors ts = t;
 	ts.grad = arr[1];
-	ts.grad_dtype = ZN_ADAM_FP32;
+	ts.grad_dtype = ZN_DTYPE_F32;
 	struct zn_adam_exec ex = { .pool = pool, .tile = (size_t)b.tile, .simd = simd };
 	struct fill f = { .t = &t, .g32 = arr[1], .chunk = 1u << 20 };
 	zn_threadpool_for(pool, (n + f.chunk - 1) / f.chunk, fill_task, &f);
@@ -333,7 +333,7 @@ int cmd_adam_bench(int argc, char **argv)
 		step_fn = zn_adam_step;
 		break;
 	}
-	size_t gs = zn_adam_dtype_size(b.grad_dtype), cs = b.copy_dtype >= 0 ? 2 : 0;
+	size_t gs = zn_dtype_size(b.grad_dtype), cs = b.copy_dtype >= 0 ? 2 : 0;
 	/* Bytes read and written per element: p, m, v (or the two of them
 	 * an optimizer has) read and written, g read, the copy written. */
 	size_t states = b.opt == OPT_ADAM ? 3 : 2;
@@ -378,7 +378,7 @@ int cmd_adam_bench(int argc, char **argv)
 	double tri_gbs = gbs((uint64_t)n * 12, ttri.best);
 	double ratio = opt_gbs / s7_gbs;
 	size_t tile = zn_adam_tile_size(n, &ex);
-	const char *copy_name = b.copy_dtype >= 0 ? zn_adam_dtype_name(t.copy_dtype) : "none";
+	const char *copy_name = b.copy_dtype >= 0 ? zn_dtype_name(t.copy_dtype) : "none";
 
 	if (b.json) {
 		struct json j;
@@ -393,7 +393,7 @@ int cmd_adam_bench(int argc, char **argv)
 		json_key(&j, "optimizer");
 		json_string(&j, opt_names[b.opt]);
 		json_key(&j, "grad_dtype");
-		json_string(&j, zn_adam_dtype_name(b.grad_dtype));
+		json_string(&j, zn_dtype_name(b.grad_dtype));
 		json_key(&j, "param_copy");
 		json_string(&j, copy_name);
 		json_key(&j, "tile");
@@ -431,7 +431,7 @@ int cmd_adam_bench(int argc, char **argv)
 		printf("zinc adam-bench: n %zu, %s, %u thread%s (%s), simd %s, grad %s, param copy "
 		       "%s, tile %zu\n", n, opt_names[b.opt], zn_threadpool_size(pool),
 		       zn_threadpool_size(pool) == 1 ? "" : "s", zn_threadpool_binding(pool),
-		       zn_adam_simd_name(simd), zn_adam_dtype_name(b.grad_dtype), copy_name, tile);
+		       zn_adam_simd_name(simd), zn_dtype_name(b.grad_dtype), copy_name, tile);
 		printf("arrays: %s, %s, %s; best of %u after a warm-up\n\n",
 		       zn_format_size(region_bytes, sz, sizeof(sz)),
 		       huge < 0 ? "huge pages unknown"

@@ -90,8 +90,8 @@ static int update(void *user, uint64_t group, uint64_t first, uint64_t n, float 
 		return interrupted ? -EINTR : 0;
 	struct zn_adam_tensors t = {
 		.n = n, .param = st[0], .exp_avg = st[1], .exp_avg_sq = st[2],
-		.grad = u->grad + first, .grad_dtype = ZN_ADAM_FP32,
-		.param_copy = u->copy + first, .copy_dtype = ZN_ADAM_BF16,
+		.grad = u->grad + first, .grad_dtype = ZN_DTYPE_F32,
+		.param_copy = u->copy + first, .copy_dtype = ZN_DTYPE_BF16,
 	};
 	int rc = zn_adam_step(&u->hp, u->step, 1.0f, &t, &u->ex);
 	return rc ? rc : interrupted ? -EINTR : 0;
@@ -267,8 +267,8 @@ int cmd_offload_bench(int argc, char **argv)
 		io[l] = st.step_s;
 		/* (b) Adam in memory. */
 		struct zn_adam_tensors t = { .n = N, .param = p, .exp_avg = m, .exp_avg_sq = v,
-					     .grad = grad, .grad_dtype = ZN_ADAM_FP32,
-					     .param_copy = copy, .copy_dtype = ZN_ADAM_BF16 };
+					     .grad = grad, .grad_dtype = ZN_DTYPE_F32,
+					     .param_copy = copy, .copy_dtype = ZN_DTYPE_BF16 };
 		double t0 = tool_now_s();
 		if (zn_adam_step(&u.hp, step_no, 1.0f, &t, &u.ex))
 			goto fail;

@@ -3,7 +3,7 @@
  *
  * Every operation runs on the comm's worker thread, in FIFO order.  The
  * collectives are built here from one backend primitive, an exchange of
- * byte ranges with every peer (comm_internal.h), and the reductions are
+ * byte ranges with every peer (comm/internal.h), and the reductions are
  * done here, in rank order, so that the result does not depend on the
  * transport:
  *
@@ -55,11 +55,6 @@ static const char *const op_names[] = {
 };
 _Static_assert(ZN_ARRAY_SIZE(op_names) == OP_BARRIER + 1, "one name per op");
 
-static const size_t dtype_sizes[] = {
-	[ZN_COMM_F32] = 4, [ZN_COMM_BF16] = 2, [ZN_COMM_F16] = 2, [ZN_COMM_I32] = 4, [ZN_COMM_U8] = 1,
-};
-_Static_assert(ZN_ARRAY_SIZE(dtype_sizes) == ZN_COMM_DTYPE_COUNT, "one size per dtype");
-
 struct zn_comm_op {
 	struct zn_comm *c;
 	struct zn_comm_op *next;        /* the FIFO */
@@ -69,7 +64,7 @@ struct zn_comm_op {
 	const void *send; /* reduce_scatter, all_gather */
 	void *recv;
 	size_t n;         /* elements (all_reduce) or per rank; bytes (broadcast) */
-	enum zn_comm_dtype dtype;
+	enum zn_dtype dtype;
 	enum zn_comm_redop redop;
 	int root;
 	double timeout;   /* seconds */
@@ -96,11 +91,6 @@ struct zn_comm_worker {
 	int broken;            /* 0, or the error that left the comm unusable */
 	char broken_msg[512];
 };
-
-size_t zn_comm_dtype_size(enum zn_comm_dtype dtype)
-{
-	return (unsigned)dtype < ZN_COMM_DTYPE_COUNT ? dtype_sizes[dtype] : 0;
-}
 
 /* ---- the self backend --------------------------------------------------- */
 
@@ -144,21 +134,21 @@ static float fmax_nan(float acc, float x)
 	return x > acc ? x : acc;
 }
 
-static float load_half(enum zn_comm_dtype dt, const void *p, size_t i)
+static float load_half(enum zn_dtype dt, const void *p, size_t i)
 {
 	const uint16_t h = ((const uint16_t *)p)[i];
-	return dt == ZN_COMM_BF16 ? zn_bf16_to_f32(h) : zn_f16_to_f32(h);
+	return dt == ZN_DTYPE_BF16 ? zn_bf16_to_f32(h) : zn_f16_to_f32(h);
 }
 
-static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+static void reduce_rows(enum zn_dtype dt, enum zn_comm_redop op, void *out,
 			const unsigned char *rows, int size, size_t m)
 {
 	/* The specification of every backend's reduction (zn_comm_mem_ops.reduce). */
-	const size_t row = m * dtype_sizes[dt];
+	const size_t row = m * zn_dtype_size(dt);
 
 	for (size_t i = 0; i < m; i++) {
 		switch (dt) {
-		case ZN_COMM_F32: {
+		case ZN_DTYPE_F32: {
 			float acc = ((const float *)rows)[i];
 			for (int p = 1; p < size; p++) {
 				float x = ((const float *)(rows + p * row))[i];
@@ -167,18 +157,18 @@ static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
 			((float *)out)[i] = acc;
 			break;
 		}
-		case ZN_COMM_BF16:
-		case ZN_COMM_F16: {
+		case ZN_DTYPE_BF16:
+		case ZN_DTYPE_F16: {
 			float acc = load_half(dt, rows, i);
 			for (int p = 1; p < size; p++) {
 				float x = load_half(dt, rows + p * row, i);
 				acc = op == ZN_COMM_SUM ? acc + x : fmax_nan(acc, x);
 			}
-			((uint16_t *)out)[i] = dt == ZN_COMM_BF16 ? zn_f32_to_bf16(acc)
+			((uint16_t *)out)[i] = dt == ZN_DTYPE_BF16 ? zn_f32_to_bf16(acc)
 								  : zn_f32_to_f16(acc);
 			break;
 		}
-		case ZN_COMM_I32: {
+		case ZN_DTYPE_I32: {
 			int32_t acc = ((const int32_t *)rows)[i];
 			for (int p = 1; p < size; p++) {
 				int32_t x = ((const int32_t *)(rows + p * row))[i];
@@ -188,7 +178,7 @@ static void reduce_rows(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
 			((int32_t *)out)[i] = acc;
 			break;
 		}
-		case ZN_COMM_U8: {
+		case ZN_DTYPE_U8: {
 			uint8_t acc = rows[i];
 			for (int p = 1; p < size; p++) {
 				uint8_t x = rows[p * row + i];
@@ -235,7 +225,7 @@ static int buf_copy(struct zn_comm *c, void *dst, const void *src, size_t bytes,
 	return 0;
 }
 
-static int buf_reduce(struct zn_comm *c, enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+static int buf_reduce(struct zn_comm *c, enum zn_dtype dt, enum zn_comm_redop op, void *out,
 		      const unsigned char *rows, size_t m, const char *what)
 {
 	if (m == 0)
@@ -281,10 +271,10 @@ static struct zn_comm_xfer *xfers_alloc(struct zn_comm *c)
 
 /* Rank r's chunk of `send` (chunks ch) reduced over ranks into recv. */
 static int do_reduce_scatter(struct zn_comm *c, const void *send, const struct chunks *ch,
-			     void *recv, enum zn_comm_dtype dt, enum zn_comm_redop op, int tag,
+			     void *recv, enum zn_dtype dt, enum zn_comm_redop op, int tag,
 			     uint64_t deadline, const char *what)
 {
-	const size_t es = dtype_sizes[dt];
+	const size_t es = zn_dtype_size(dt);
 	const size_t m = ch->cnt[c->rank];
 	const unsigned char *s = send;
 
@@ -350,7 +340,7 @@ static int run_op(struct zn_comm *c, struct zn_comm_op *op)
 	const int tag = (int)(w->seq++ & 0x7fff); /* MPI promises tags up to 32767 */
 	const uint64_t deadline = zn_now_ns() + (uint64_t)(op->timeout * 1e9);
 	const size_t es = op->kind == OP_BROADCAST || op->kind == OP_BARRIER ? 1
-										 : dtype_sizes[op->dtype];
+										 : zn_dtype_size(op->dtype);
 	struct chunks ch;
 	int rc;
 
@@ -791,9 +781,9 @@ int zn_comm_wait(struct zn_comm_op *op)
 
 /* ---- argument checks, shared by the blocking and the _async calls -------- */
 
-static int check_dtype(const char *what, enum zn_comm_dtype dt)
+static int check_dtype(const char *what, enum zn_dtype dt)
 {
-	if ((unsigned)dt >= ZN_COMM_DTYPE_COUNT)
+	if ((unsigned)dt >= ZN_DTYPE_COUNT)
 		return zn_error(-EINVAL, "comm %s: dtype %d is unknown", what, (int)dt);
 	return 0;
 }
@@ -805,7 +795,7 @@ static int check_buf(const char *what, const char *name, const void *p, size_t n
 	return 0;
 }
 
-int zn_comm_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dtype,
+int zn_comm_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_dtype dtype,
 			     enum zn_comm_redop redop, struct zn_comm_op **op)
 {
 	int rc = check_dtype("all_reduce", dtype);
@@ -823,7 +813,7 @@ int zn_comm_all_reduce_async(struct zn_comm *c, void *buf, size_t n, enum zn_com
 }
 
 int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv,
-				 size_t n_per_rank, enum zn_comm_dtype dtype, struct zn_comm_op **op)
+				 size_t n_per_rank, enum zn_dtype dtype, struct zn_comm_op **op)
 {
 	int rc = check_dtype("reduce_scatter", dtype);
 	if (!rc)
@@ -833,7 +823,7 @@ int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv
 	/* One rank's host reduce_scatter is a memmove; device copies must not
 	 * overlap. */
 	if (!rc && n_per_rank && (c->size > 1 || c->ops->mem)) {
-		const size_t es = dtype_sizes[dtype];
+		const size_t es = zn_dtype_size(dtype);
 		const char *s = send, *r = recv;
 		if (r < s + (size_t)c->size * n_per_rank * es && s < r + n_per_rank * es)
 			rc = zn_error(-EINVAL, "comm reduce_scatter: send and recv overlap: use "
@@ -848,7 +838,7 @@ int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv
 }
 
 int zn_comm_all_gather_async(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
-			     enum zn_comm_dtype dtype, struct zn_comm_op **op)
+			     enum zn_dtype dtype, struct zn_comm_op **op)
 {
 	int rc = check_dtype("all_gather", dtype);
 	if (!rc)
@@ -856,7 +846,7 @@ int zn_comm_all_gather_async(struct zn_comm *c, const void *send, void *recv, si
 	if (!rc)
 		rc = check_buf("all_gather", "recv", recv, n_per_rank);
 	if (!rc && n_per_rank) {
-		const size_t es = dtype_sizes[dtype];
+		const size_t es = zn_dtype_size(dtype);
 		const char *s = send, *r = recv, *slot = r + (size_t)c->rank * n_per_rank * es;
 		if (s != slot && s < r + (size_t)c->size * n_per_rank * es && r < s + n_per_rank * es)
 			rc = zn_error(-EINVAL, "comm all_gather: send overlaps recv without being this "
@@ -897,7 +887,7 @@ static int blocking(int rc, struct zn_comm_op **op)
 	return rc ? rc : zn_comm_wait(*op);
 }
 
-int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dtype,
+int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_dtype dtype,
 		       enum zn_comm_redop redop)
 {
 	struct zn_comm_op *op;
@@ -905,14 +895,14 @@ int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtyp
 }
 
 int zn_comm_reduce_scatter(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
-			   enum zn_comm_dtype dtype)
+			   enum zn_dtype dtype)
 {
 	struct zn_comm_op *op;
 	return blocking(zn_comm_reduce_scatter_async(c, send, recv, n_per_rank, dtype, &op), &op);
 }
 
 int zn_comm_all_gather(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
-		       enum zn_comm_dtype dtype)
+		       enum zn_dtype dtype)
 {
 	struct zn_comm_op *op;
 	return blocking(zn_comm_all_gather_async(c, send, recv, n_per_rank, dtype, &op), &op);

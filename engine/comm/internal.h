@@ -1,5 +1,9 @@
-/* The comm ops table (STYLE habit 5) and the state every backend shares.
- * Not installed.
+/* The comm ops table and the state every backend shares.  Not installed.
+ *
+ * Each backend (self in comm.c, tcp.c, mpi.c, nccl.c) is one const table
+ * of functions filled with designated initializers; comm.c picks the table
+ * once, when the comm is opened, so no other code asks which backend it
+ * runs on and a new backend is a new table.
  *
  * comm.c owns what does not depend on the backend: argument checks, the
  * worker thread and its FIFO, the collectives' algorithms and the
@@ -42,7 +46,7 @@ struct zn_comm_mem_ops {
 	 * in that order: exactly comm.c's reduce_rows (fp16/bf16 in fp32,
 	 * rounded once; integers wrap; MAX: NaN wins).  rows: (size, m)
 	 * elements of dt; out: m elements, not overlapping rows; m > 0. */
-	int (*reduce)(struct zn_comm *c, enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+	int (*reduce)(struct zn_comm *c, enum zn_dtype dt, enum zn_comm_redop op, void *out,
 		      const void *rows, int size, size_t m, const char *what);
 	/* Wait until everything enqueued for this collective has completed:
 	 * 0, -ETIMEDOUT past deadline_ns naming the collective and the peers

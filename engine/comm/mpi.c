@@ -40,7 +40,8 @@ static int mpi_error(int code, const char *call, const char *file, int line)
 	int len = 0;
 	if (MPI_Error_string(code, text, &len) != MPI_SUCCESS)
 		snprintf(text, sizeof(text), "MPI error %d", code);
-	return zn_error(-EIO, "comm mpi: %s failed (%s:%d): %s", call, file, line, text);
+	return zn_error(-EIO, "comm mpi: %s failed (%s:%d): %s", call, zn_source_name(file), line,
+			text);
 }
 
 static int mpi_open(struct zn_comm *c)

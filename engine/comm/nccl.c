@@ -1,6 +1,6 @@
 /* The "nccl" comm backend: GPU ranks, collectives on device buffers.
  *
- * It is a comm backend like the others (comm_internal.h): comm.c runs the
+ * It is a comm backend like the others (comm/internal.h): comm.c runs the
  * collectives on the worker thread, in FIFO order, with the same algorithms
  * (reduce_scatter into `size` rows, then the rows added in rank order;
  * all_reduce as reduce_scatter + all_gather), and this file supplies the
@@ -10,7 +10,7 @@
  * on the topology, the message size and the NCCL version, and comm.h
  * promises rank order.  So NCCL only moves bytes, with ncclSend/ncclRecv in
  * one group per exchange (any order of sends and receives is then safe),
- * and comm_nccl_kernels.cu adds the rows in rank order.
+ * and nccl_kernels.cu adds the rows in rank order.
  *
  * Everything is enqueued on one stream of the comm's own (non-blocking:
  * it never waits for the legacy default stream), so the rows a reduction
@@ -33,9 +33,11 @@
  * NCCL's set-up until the timeout.
  *
  * CUDA and NCCL status codes are converted at the call site by one macro
- * per library, ZN_CUDA and ZN_NCCL (STYLE habit 3), naming the call, file
- * and line.  All CUDA and NCCL calls are made on the worker thread, whose
- * current device open sets. */
+ * per library, ZN_CUDA (common's zn_cuda.h, shared with the device and the
+ * kernels) and ZN_NCCL (below), so that every failure returns a negative
+ * errno whose message names the call, its file and line.  All CUDA and
+ * NCCL calls are made on the worker thread, whose current device open
+ * sets. */
 #include "zn_build.h"
 
 #include "comm/internal.h"
@@ -47,7 +49,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "device/cuda_status.h"
+#include "zn_cuda.h"
 /* nccl.h declares ncclGroupStart() and a few others without (void). */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wstrict-prototypes"
@@ -90,7 +92,6 @@ struct nccl_impl {
  * NCCL's own last message (ncclGetLastError: the calling thread's). */
 static int nccl_status(ncclResult_t r, const char *call, const char *file, int line)
 {
-	const char *base = strrchr(file, '/');
 	const char *detail = ncclGetLastError(NULL);
 	int err;
 
@@ -106,7 +107,7 @@ static int nccl_status(ncclResult_t r, const char *call, const char *file, int l
 		err = -EIO;
 		break;
 	}
-	return zn_error(err, "comm nccl: %s failed at %s:%d: %s%s%s", call, base ? base + 1 : file,
+	return zn_error(err, "comm nccl: %s failed at %s:%d: %s%s%s", call, zn_source_name(file),
 			line, ncclGetErrorString(r), detail && *detail ? ": " : "",
 			detail ? detail : "");
 }
@@ -294,7 +295,7 @@ static int nccl_open(struct zn_comm *c)
 	}
 
 	/* 3. Every rank's status to every rank. */
-	rc = zn_comm_all_gather(b, &my_rc, status, 1, ZN_COMM_I32);
+	rc = zn_comm_all_gather(b, &my_rc, status, 1, ZN_DTYPE_I32);
 	if (rc) {
 		free(status);
 		return zn_error(rc, "comm nccl: rank %d: gathering the ranks' set-up status over the "
@@ -461,7 +462,7 @@ static int nccl_copy(struct zn_comm *c, void *dst, const void *src, size_t bytes
 	return 0;
 }
 
-static int nccl_reduce(struct zn_comm *c, enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+static int nccl_reduce(struct zn_comm *c, enum zn_dtype dt, enum zn_comm_redop op, void *out,
 		       const void *rows, int size, size_t m, const char *what)
 {
 	struct nccl_impl *n = c->impl;

@@ -1,4 +1,4 @@
-/* The nccl comm backend's reduction in rank order (comm_nccl_kernels.h).
+/* The nccl comm backend's reduction in rank order (nccl_kernels.h).
  *
  * One thread per element (a grid-stride loop), walking the ranks' rows in
  * order: rows is (size, m), so the threads of a warp read consecutive
@@ -138,7 +138,7 @@ cudaError_t launch(enum zn_comm_redop op, void *out, const void *rows, int size,
 
 } // namespace
 
-extern "C" cudaError_t zn_comm_nccl_reduce(enum zn_comm_dtype dt, enum zn_comm_redop op,
+extern "C" cudaError_t zn_comm_nccl_reduce(enum zn_dtype dt, enum zn_comm_redop op,
 					   void *out, const void *rows, int size, size_t m,
 					   cudaStream_t stream)
 {
@@ -147,11 +147,11 @@ extern "C" cudaError_t zn_comm_nccl_reduce(enum zn_comm_dtype dt, enum zn_comm_r
 	if (m == 0)
 		return cudaSuccess;
 	switch (dt) {
-	case ZN_COMM_F32: return launch<f32_t>(op, out, rows, size, m, stream);
-	case ZN_COMM_BF16: return launch<bf16_t>(op, out, rows, size, m, stream);
-	case ZN_COMM_F16: return launch<f16_t>(op, out, rows, size, m, stream);
-	case ZN_COMM_I32: return launch<i32_t>(op, out, rows, size, m, stream);
-	case ZN_COMM_U8: return launch<u8_t>(op, out, rows, size, m, stream);
+	case ZN_DTYPE_F32: return launch<f32_t>(op, out, rows, size, m, stream);
+	case ZN_DTYPE_BF16: return launch<bf16_t>(op, out, rows, size, m, stream);
+	case ZN_DTYPE_F16: return launch<f16_t>(op, out, rows, size, m, stream);
+	case ZN_DTYPE_I32: return launch<i32_t>(op, out, rows, size, m, stream);
+	case ZN_DTYPE_U8: return launch<u8_t>(op, out, rows, size, m, stream);
 	default: return cudaErrorInvalidValue;
 	}
 }

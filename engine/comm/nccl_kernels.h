@@ -1,5 +1,5 @@
 /* The nccl comm backend's reduction in rank order, on the device
- * (comm_nccl_kernels.cu, compiled by nvcc; called from comm_nccl.c).
+ * (nccl_kernels.cu, compiled by nvcc; called from nccl.c).
  * Not installed. */
 #ifndef ZN_COMM_NCCL_KERNELS_H
 #define ZN_COMM_NCCL_KERNELS_H
@@ -24,7 +24,7 @@ extern "C" {
  * from rank p; out: m elements, not overlapping rows.  Device pointers.
  * Returns the launch's status (cudaSuccess when m == 0: nothing runs);
  * cudaErrorInvalidValue for an unknown dt or op or size < 1. */
-cudaError_t zn_comm_nccl_reduce(enum zn_comm_dtype dt, enum zn_comm_redop op, void *out,
+cudaError_t zn_comm_nccl_reduce(enum zn_dtype dt, enum zn_comm_redop op, void *out,
 				const void *rows, int size, size_t m, cudaStream_t stream);
 
 #ifdef __cplusplus

@@ -6,8 +6,10 @@
  * the calling thread first, because the engine calls from several threads
  * and the runtime's current device is per thread.
  *
- * CUDA status codes are converted at the call site by ZN_CUDA (STYLE
- * habit 3): the message names the call, file and line and the CUDA error. */
+ * CUDA status codes are converted at the call site by ZN_CUDA (common's
+ * zn_cuda.h, the mapping every CUDA caller in zinc shares), so each
+ * failure returns a negative errno whose message names the call, its file
+ * and line and the CUDA error. */
 #include "zn_build.h"
 
 #include "device/internal.h"
@@ -18,7 +20,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "device/cuda_status.h"
+#include "zn_cuda.h"
 
 #include "zinc/kernels.h"
 

@@ -1,5 +1,9 @@
-/* The device ops table (STYLE habit 5) and the state every backend shares.
- * Not installed.
+/* The device ops table and the state every backend shares.  Not installed.
+ *
+ * Each backend (cpu.c, cuda.c) is one const table of functions filled with
+ * designated initializers; device.c picks the table by kind once, when the
+ * device is opened, so no other code asks which backend it runs on and a
+ * new backend is a new table.
  *
  * device.c owns what does not depend on the backend: argument checks, the
  * memory budget and its accounting (a pointer -> size table), the list of

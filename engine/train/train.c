@@ -323,9 +323,9 @@ static void host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_
 	}
 }
 
-static enum zn_adam_dtype adam_dtype(enum zn_dtype d)
+static enum zn_dtype adam_dtype(enum zn_dtype d)
 {
-	return d == ZN_DTYPE_BF16 ? ZN_ADAM_BF16 : d == ZN_DTYPE_F16 ? ZN_ADAM_FP16 : ZN_ADAM_FP32;
+	return d == ZN_DTYPE_BF16 ? ZN_DTYPE_BF16 : d == ZN_DTYPE_F16 ? ZN_DTYPE_F16 : ZN_DTYPE_F32;
 }
 
 void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
@@ -1017,9 +1017,9 @@ static int round_to_dtype(struct zn_trainer *t, void *x, size_t n)
  * in rank order, so two ranks with one micro-batch each sum their
  * gradients exactly as one rank accumulating both does (g0 + g1). */
 
-static enum zn_comm_dtype comm_dtype(enum zn_dtype d)
+static enum zn_dtype comm_dtype(enum zn_dtype d)
 {
-	return d == ZN_DTYPE_BF16 ? ZN_COMM_BF16 : d == ZN_DTYPE_F16 ? ZN_COMM_F16 : ZN_COMM_F32;
+	return d == ZN_DTYPE_BF16 ? ZN_DTYPE_BF16 : d == ZN_DTYPE_F16 ? ZN_DTYPE_F16 : ZN_DTYPE_F32;
 }
 
 /* What this rank sends: elements (ZeRO's volumes are in elements) and bytes. */
@@ -1050,7 +1050,7 @@ static int sum_doubles(struct zn_trainer *t, double *v, unsigned n)
 	double *all = (double *)(void *)t->cbuf[1];
 	struct zn_comm_op *op = NULL;
 	memcpy(t->cbuf[0], v, n * sizeof(double));
-	int rc = zn_comm_all_gather_async(t->comm, t->cbuf[0], all, n * sizeof(double), ZN_COMM_U8,
+	int rc = zn_comm_all_gather_async(t->comm, t->cbuf[0], all, n * sizeof(double), ZN_DTYPE_U8,
 					  &op);
 	rc = coll_wait(t, rc, op);
 	if (rc)
@@ -1287,7 +1287,7 @@ static int params_allgather_device(struct zn_trainer *t, struct tstate *s)
 		rc = zn_device_stream_synchronize(t->stream);
 	if (rc)
 		return rc;
-	rc = zn_comm_all_gather_async(t->dcomm, send, t->drecv, s->part * esz, ZN_COMM_U8, &op);
+	rc = zn_comm_all_gather_async(t->dcomm, send, t->drecv, s->part * esz, ZN_DTYPE_U8, &op);
 	count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 	if ((rc = coll_wait(t, rc, op)))
 		return rc;
@@ -1318,7 +1318,7 @@ static int params_allgather(struct zn_trainer *t, struct tstate *s)
 	if (rc)
 		return rc;
 	memset(send + s->nown * esz, 0, (s->part - s->nown) * esz);
-	rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_COMM_U8, &op);
+	rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_DTYPE_U8, &op);
 	count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 	if ((rc = coll_wait(t, rc, op)))
 		return rc;
@@ -1384,7 +1384,7 @@ static int params_allgather_all(struct zn_trainer *t)
 		}
 		struct zn_comm_op *op = NULL;
 		if (used) {
-			rc = zn_comm_all_gather_async(t->comm, send, recv, used * esz, ZN_COMM_U8, &op);
+			rc = zn_comm_all_gather_async(t->comm, send, recv, used * esz, ZN_DTYPE_U8, &op);
 			count_sent(t, (uint64_t)(t->world - 1) * used, esz);
 			rc = coll_wait(t, rc, op);
 		}
@@ -1448,7 +1448,7 @@ static int gather_start(struct zn_trainer *t, unsigned layer)
 		if (rc)
 			break;
 		memset(send + s->nown * esz, 0, (s->part - s->nown) * esz);
-		rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_COMM_U8,
+		rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_DTYPE_U8,
 					      &g->op[i]);
 		count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 	}
@@ -1567,7 +1567,7 @@ static int check_same_config(struct zn_trainer *t)
 	uint64_t h = config_hash(&t->cfg), *all = calloc((size_t)t->world, sizeof(*all));
 	if (!all)
 		return zn_error(-ENOMEM, "out of memory");
-	int rc = zn_comm_all_gather(t->comm, &h, all, sizeof(h), ZN_COMM_U8);
+	int rc = zn_comm_all_gather(t->comm, &h, all, sizeof(h), ZN_DTYPE_U8);
 	for (int r = 1; r < t->world && !rc; r++)
 		if (all[r] != all[0])
 			rc = zn_error(-EINVAL, "rank %d was given another configuration than rank 0 "
@@ -3049,7 +3049,7 @@ static int agree_rc(struct zn_trainer *t, int rc, const char *what)
 	int32_t mine = rc, *all = calloc((size_t)t->world, sizeof(*all));
 	if (!all)
 		return zn_error(-ENOMEM, "out of memory");
-	int crc = zn_comm_all_gather(t->comm, &mine, all, sizeof(mine), ZN_COMM_U8);
+	int crc = zn_comm_all_gather(t->comm, &mine, all, sizeof(mine), ZN_DTYPE_U8);
 	for (int r = 0; r < t->world && !crc && !rc; r++)
 		if (all[r])
 			rc = zn_error(all[r], "%s: rank %d failed (its own message says why)", what, r);

@@ -35,19 +35,13 @@
 #include <stdint.h>
 
 #include "zinc/common.h"
+#include "zinc/dtype.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 struct zn_threadpool;
-
-enum zn_adam_dtype {
-	ZN_ADAM_FP32 = 0,
-	ZN_ADAM_FP16, /* IEEE binary16; fp32 -> fp16 rounds to nearest even */
-	ZN_ADAM_BF16, /* bfloat16; fp32 -> bf16 rounds to nearest even, NaN -> 0x7fc0 */
-	ZN_ADAM_DTYPE_COUNT
-};
 
 enum zn_adam_simd {
 	ZN_ADAM_SIMD_AUTO = 0, /* $ZINC_SIMD if set, else the best the CPU has */
@@ -89,11 +83,11 @@ struct zn_adam_tensors {
 	size_t n;                       /* elements */
 	float *param;                   /* n fp32 master weights */
 	const void *grad;               /* n gradients of grad_dtype */
-	enum zn_adam_dtype grad_dtype;
+	enum zn_dtype grad_dtype;       /* ZN_DTYPE_F32, ZN_DTYPE_F16 or ZN_DTYPE_BF16 */
 	float *exp_avg;                 /* n; Adam, Lion (NULL for Adagrad) */
 	float *exp_avg_sq;              /* n; Adam, Adagrad (NULL for Lion) */
 	void *param_copy;               /* NULL, or n elements of copy_dtype */
-	enum zn_adam_dtype copy_dtype;  /* ZN_ADAM_FP16 or ZN_ADAM_BF16 */
+	enum zn_dtype copy_dtype;       /* ZN_DTYPE_F16 or ZN_DTYPE_BF16 */
 };
 
 /* Called once per tile, from the worker that computed it, as soon as
@@ -135,7 +129,7 @@ struct zn_adam_grad_stats {
 	double sumsq;  /* sum of grad[i]^2; Inf or NaN when !finite */
 	bool finite;   /* no Inf and no NaN in grad */
 };
-ZN_API int zn_adam_grad_check(const void *grad, enum zn_adam_dtype dtype, size_t n,
+ZN_API int zn_adam_grad_check(const void *grad, enum zn_dtype dtype, size_t n,
 			      const struct zn_adam_exec *ex, struct zn_adam_grad_stats *out);
 
 /* Resolve a SIMD choice: ZN_ADAM_SIMD_AUTO becomes $ZINC_SIMD when that is
@@ -147,11 +141,25 @@ ZN_API int zn_adam_simd_select(enum zn_adam_simd want, enum zn_adam_simd *got);
 ZN_API const char *zn_adam_simd_name(enum zn_adam_simd simd);
 /* Parse one of those names; returns 0 or -EINVAL. */
 ZN_API int zn_adam_simd_parse(const char *name, enum zn_adam_simd *out);
-/* "fp32", "fp16", "bf16"; "?" for an unknown value. */
-ZN_API const char *zn_adam_dtype_name(enum zn_adam_dtype dtype);
-/* Bytes per element of a dtype (0 for an unknown value). */
-ZN_API size_t zn_adam_dtype_size(enum zn_adam_dtype dtype);
 
+/* Elements per tile of a call over n elements with `ex`: ex->tile rounded
+ * up to a multiple of 64, or (ex->tile 0, or ex NULL) the automatic
+ * choice: about 4 tiles per worker, from 64 Ki to 1 Mi elements. */
+ZN_API size_t zn_adam_tile_size(size_t n, const struct zn_adam_exec *ex);
+
+/* Memory-bandwidth yardsticks for the optimizers (what `zinc adam-bench`
+ * measures zn_adam_step against), run over the same tiles, pool and SIMD
+ * path as a step, on fp32 arrays (t->grad_dtype, param_copy and
+ * ex->on_tile are ignored); they overwrite the arrays they write:
+ *   stream7  Adam's traffic with trivial arithmetic: reads param, grad,
+ *            exp_avg, exp_avg_sq and writes param, exp_avg, exp_avg_sq
+ *            in place (28 bytes per element), keeping values bounded
+ *   triad    STREAM's a = b + s * c: exp_avg = param + 3 * exp_avg_sq
+ *            (12 bytes per element; grad unused)
+ * Return 0, or -EINVAL for a NULL array, or the SIMD choice's error (as
+ * zn_adam_step).  n == 0 is a no-op. */
+ZN_API int zn_adam_stream7(const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
+ZN_API int zn_adam_triad(const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
 #ifdef __cplusplus
 }
 #endif

@@ -95,6 +95,7 @@
 #include <stdint.h>
 
 #include "zinc/common.h"
+#include "zinc/dtype.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -106,23 +107,11 @@ struct zn_comm_op;
 /* Seconds a collective may take before it fails with -ETIMEDOUT. */
 #define ZN_COMM_TIMEOUT_DEFAULT 300.0
 
-enum zn_comm_dtype {
-	ZN_COMM_F32 = 0,
-	ZN_COMM_BF16 = 1,
-	ZN_COMM_F16 = 2,
-	ZN_COMM_I32 = 3,
-	ZN_COMM_U8 = 4,
-	ZN_COMM_DTYPE_COUNT
-};
-
 enum zn_comm_redop {
 	ZN_COMM_SUM = 0,
 	ZN_COMM_MAX = 1, /* NaN wins: a NaN on any rank gives NaN (inf/nan checks) */
 	ZN_COMM_REDOP_COUNT
 };
-
-/* Bytes of one element of `dtype`; 0 for an unknown value. */
-ZN_API size_t zn_comm_dtype_size(enum zn_comm_dtype dtype);
 
 /* Open a comm.  backend: "self", "tcp", "mpi", or NULL for automatic:
  * "mpi" when the process was launched by mpirun (OMPI_COMM_WORLD_SIZE is
@@ -195,20 +184,23 @@ ZN_API void zn_comm_set_trace(struct zn_comm *c, struct zn_trace *trace);
  * finite).  Returns 0 or -EINVAL. */
 ZN_API int zn_comm_set_timeout(struct zn_comm *c, double seconds);
 
-/* buf: n elements of dtype on every rank; on return every rank holds the
+/* Every collective takes any dtype of zinc/dtype.h (-EINVAL for an unknown
+ * value); n and n_per_rank count elements of it.
+ *
+ * buf: n elements of dtype on every rank; on return every rank holds the
  * elementwise reduction over ranks, in rank order (see above). */
-ZN_API int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_comm_dtype dtype,
+ZN_API int zn_comm_all_reduce(struct zn_comm *c, void *buf, size_t n, enum zn_dtype dtype,
 			      enum zn_comm_redop op);
 /* send: size * n_per_rank elements; recv: n_per_rank elements.  Rank r
  * receives the sum, in rank order, of every rank's chunk r
  * (send[r * n_per_rank ...]).  send and recv must not overlap. */
 ZN_API int zn_comm_reduce_scatter(struct zn_comm *c, const void *send, void *recv,
-				  size_t n_per_rank, enum zn_comm_dtype dtype);
+				  size_t n_per_rank, enum zn_dtype dtype);
 /* send: n_per_rank elements; recv: size * n_per_rank elements, rank r's
  * send at recv[r * n_per_rank ...].  send may be that slot of recv itself
  * (in place); otherwise they must not overlap. */
 ZN_API int zn_comm_all_gather(struct zn_comm *c, const void *send, void *recv, size_t n_per_rank,
-			      enum zn_comm_dtype dtype);
+			      enum zn_dtype dtype);
 /* Copy `bytes` bytes from rank root's buf into every rank's buf. */
 ZN_API int zn_comm_broadcast(struct zn_comm *c, void *buf, size_t bytes, int root);
 /* Return once every rank has entered the barrier. */
@@ -219,13 +211,13 @@ ZN_API int zn_comm_barrier(struct zn_comm *c);
  * once (and *op is NULL); failures while running are returned by
  * zn_comm_wait. */
 ZN_API int zn_comm_all_reduce_async(struct zn_comm *c, void *buf, size_t n,
-				    enum zn_comm_dtype dtype, enum zn_comm_redop redop,
+				    enum zn_dtype dtype, enum zn_comm_redop redop,
 				    struct zn_comm_op **op);
 ZN_API int zn_comm_reduce_scatter_async(struct zn_comm *c, const void *send, void *recv,
-					size_t n_per_rank, enum zn_comm_dtype dtype,
+					size_t n_per_rank, enum zn_dtype dtype,
 					struct zn_comm_op **op);
 ZN_API int zn_comm_all_gather_async(struct zn_comm *c, const void *send, void *recv,
-				    size_t n_per_rank, enum zn_comm_dtype dtype,
+				    size_t n_per_rank, enum zn_dtype dtype,
 				    struct zn_comm_op **op);
 ZN_API int zn_comm_broadcast_async(struct zn_comm *c, void *buf, size_t bytes, int root,
 				   struct zn_comm_op **op);

@@ -57,11 +57,12 @@
  *
  * ---- Dtypes ---------------------------------------------------------------
  *
- * A context has one storage dtype (zn_kernels_params.dtype) for every
- * tensor argument typed `void *`: activations, parameters, gradients,
- * logits.  Tensors typed `float *` / `int32_t *` are always fp32 / int32.
- * The reductions and casts take their dtype explicitly, so they also serve
- * gradients kept in another dtype (fp16 with a loss scale).
+ * A context has one storage dtype (zn_kernels_params.dtype: fp32, fp16 or
+ * bf16 of zinc/dtype.h) for every tensor argument typed `void *`:
+ * activations, parameters, gradients, logits.  Tensors typed `float *` /
+ * `int32_t *` are always fp32 / int32.  The reductions and casts take their
+ * dtype explicitly (again fp32, fp16 or bf16), so they also serve gradients
+ * kept in another dtype (fp16 with a loss scale).
  *
  * ---- Rules ----------------------------------------------------------------
  *
@@ -99,6 +100,7 @@
 
 #include "zinc/adam.h"
 #include "zinc/common.h"
+#include "zinc/dtype.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -109,19 +111,6 @@ struct zn_threadpool;
 /* Version of struct zn_kernels, bumped whenever an op is added or changes;
  * a caller built against another layout can tell by comparing. */
 #define ZN_KERNELS_VERSION 4
-
-/* Element types.  The values equal enum zn_adam_dtype's. */
-enum zn_dtype {
-	ZN_DTYPE_F32 = 0,
-	ZN_DTYPE_F16 = 1,  /* IEEE binary16: fp32 -> fp16 rounds to nearest even */
-	ZN_DTYPE_BF16 = 2, /* bfloat16: fp32 -> bf16 rounds to nearest even, NaN -> 0x7fc0 */
-	ZN_DTYPE_COUNT
-};
-
-/* "fp32", "fp16", "bf16"; "?" for an unknown value. */
-ZN_API const char *zn_dtype_name(enum zn_dtype dtype);
-/* Bytes per element (0 for an unknown value). */
-ZN_API size_t zn_dtype_size(enum zn_dtype dtype);
 
 /* How a context runs.  Start from zn_kernels_params_default(). */
 struct zn_kernels_params {

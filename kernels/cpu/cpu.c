@@ -47,8 +47,6 @@
 #include "kernels_internal.h"
 #include "vec.h"
 
-#define TRY(x) do { int err_ = (x); if (err_) return err_; } while (0)
-
 /* Work (elements touched, or multiply-adds / 64 for products) below which
  * an op stays in the calling thread. */
 #define INLINE_WORK ((size_t)1 << 15)
@@ -79,7 +77,7 @@ static inline struct cpu_ctx *cpu(struct zn_kctx *ctx)
 	return (struct cpu_ctx *)ctx;
 }
 
-#define CHECK_CTX(op) TRY(zn_kcheck_ctx(op, ctx, &zn_kernels_cpu))
+#define CHECK_CTX(op) ZN_TRY(zn_kcheck_ctx(op, ctx, &zn_kernels_cpu))
 
 static int ensure_scratch(struct cpu_ctx *c, size_t floats)
 {
@@ -237,9 +235,9 @@ static int cpu_encoder_forward(struct zn_kctx *ctx, void *out, const int32_t *to
 {
 	const char *op = "encoder_forward";
 	CHECK_CTX(op);
-	TRY(zn_kcheck_encoder(op, out, tokens, wte, wpe, B, T, C, V, false));
+	ZN_TRY(zn_kcheck_encoder(op, out, tokens, wte, wpe, B, T, C, V, false));
 	size_t BT = (size_t)B * T;
-	TRY(check_tokens(op, "tokens", tokens, BT, V, false, T));
+	ZN_TRY(check_tokens(op, "tokens", tokens, BT, V, false, T));
 	struct cpu_ctx *c = cpu(ctx);
 	struct enc_args a = { .v = c->v, .out = out, .wte = wte, .wpe = wpe, .tok = tokens,
 			      .T = (size_t)T, .C = (size_t)C };
@@ -266,10 +264,10 @@ static int cpu_encoder_backward(struct zn_kctx *ctx, void *dwte, void *dwpe, con
 {
 	const char *op = "encoder_backward";
 	CHECK_CTX(op);
-	TRY(zn_kcheck_encoder(op, dout, tokens, NULL, NULL, B, T, C, V, true));
+	ZN_TRY(zn_kcheck_encoder(op, dout, tokens, NULL, NULL, B, T, C, V, true));
 	size_t BT = (size_t)B * T;
 	if (dwte)
-		TRY(check_tokens(op, "tokens", tokens, BT, V, false, T));
+		ZN_TRY(check_tokens(op, "tokens", tokens, BT, V, false, T));
 	if (!dwte && !dwpe)
 		return 0;
 	struct cpu_ctx *c = cpu(ctx);
@@ -309,7 +307,7 @@ static int cpu_layernorm_forward(struct zn_kctx *ctx, void *out, float *mean, fl
 				 int C)
 {
 	CHECK_CTX("layernorm_forward");
-	TRY(zn_kcheck_layernorm_fwd(out, inp, weight, bias, BT, C));
+	ZN_TRY(zn_kcheck_layernorm_fwd(out, inp, weight, bias, BT, C));
 	struct cpu_ctx *c = cpu(ctx);
 	struct ln_args a = { .v = c->v, .out = out, .mean = mean, .rstd = rstd, .inp = inp,
 			     .weight = weight, .bias = bias, .C = (size_t)C };
@@ -340,7 +338,7 @@ static int cpu_layernorm_backward(struct zn_kctx *ctx, void *dinp, void *dweight
 				  const float *mean, const float *rstd, int BT, int C)
 {
 	CHECK_CTX("layernorm_backward");
-	TRY(zn_kcheck_layernorm_bwd(dout, inp, weight, mean, rstd, BT, C));
+	ZN_TRY(zn_kcheck_layernorm_bwd(dout, inp, weight, mean, rstd, BT, C));
 	struct cpu_ctx *c = cpu(ctx);
 	struct ln_args a = { .v = c->v, .dinp = dinp, .dweight = dweight, .dbias = dbias,
 			     .dout = dout, .inp = inp, .weight = weight, .smean = mean,
@@ -420,7 +418,7 @@ static int cpu_matmul_forward(struct zn_kctx *ctx, void *out, const void *inp,
 			      const void *weight, const void *bias, int BT, int C, int OC)
 {
 	CHECK_CTX("matmul_forward");
-	TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
+	ZN_TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
 	struct cpu_ctx *c = cpu(ctx);
 	struct mm_args a = { .v = c->v, .out = out, .inp = inp, .weight = weight, .bias = bias,
 			     .BT = (size_t)BT, .C = (size_t)C, .OC = (size_t)OC };
@@ -462,7 +460,7 @@ static int cpu_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight, v
 			       int C, int OC)
 {
 	CHECK_CTX("matmul_backward");
-	TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
+	ZN_TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
 	if (!dinp && !dweight && !dbias)
 		return 0;
 	struct cpu_ctx *c = cpu(ctx);
@@ -535,11 +533,11 @@ static int cpu_attention_forward(struct zn_kctx *ctx, void *out, float *lse, con
 				 int B, int T, int NH, int NKV, int HS)
 {
 	CHECK_CTX("attention_forward");
-	TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, NH, NKV, HS));
+	ZN_TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, NH, NKV, HS));
 	struct cpu_ctx *c = cpu(ctx);
 	struct att_args a = { .v = c->v, .out = out, .lse = lse, .qkv = qkv };
 	att_dims(&a, B, T, NH, NKV, HS);
-	TRY(ensure_scratch(c, (size_t)ATT_TB * a.T));
+	ZN_TRY(ensure_scratch(c, (size_t)ATT_TB * a.T));
 	a.scratch = c->scratch;
 	a.scratch_per = c->scratch_per;
 	size_t work = a.B * a.T * a.T * a.CO / 64;
@@ -602,11 +600,11 @@ static int cpu_attention_backward(struct zn_kctx *ctx, void *dqkv, const void *d
 				  int HS)
 {
 	CHECK_CTX("attention_backward");
-	TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, NH, NKV, HS));
+	ZN_TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, NH, NKV, HS));
 	struct cpu_ctx *c = cpu(ctx);
 	struct att_args a = { .v = c->v, .dqkv = dqkv, .dout = dout, .qkv = qkv, .slse = lse };
 	att_dims(&a, B, T, NH, NKV, HS);
-	TRY(ensure_scratch(c, 2 * (size_t)ATT_TB * a.T));
+	ZN_TRY(ensure_scratch(c, 2 * (size_t)ATT_TB * a.T));
 	a.scratch = c->scratch;
 	a.scratch_per = c->scratch_per;
 	size_t work = a.B * a.T * a.T * a.CO / 16;
@@ -640,7 +638,7 @@ static int cpu_rmsnorm_forward(struct zn_kctx *ctx, void *out, float *rstd, cons
 			       const void *weight, float eps, int BT, int C)
 {
 	CHECK_CTX("rmsnorm_forward");
-	TRY(zn_kcheck_rmsnorm_fwd(out, inp, weight, eps, BT, C));
+	ZN_TRY(zn_kcheck_rmsnorm_fwd(out, inp, weight, eps, BT, C));
 	struct cpu_ctx *c = cpu(ctx);
 	struct rms_args a = { .v = c->v, .out = out, .rstd = rstd, .inp = inp, .weight = weight,
 			      .eps = eps, .C = (size_t)C };
@@ -670,7 +668,7 @@ static int cpu_rmsnorm_backward(struct zn_kctx *ctx, void *dinp, void *dweight,
 				const float *rstd, int BT, int C)
 {
 	CHECK_CTX("rmsnorm_backward");
-	TRY(zn_kcheck_rmsnorm_bwd(dout, inp, weight, rstd, BT, C));
+	ZN_TRY(zn_kcheck_rmsnorm_bwd(dout, inp, weight, rstd, BT, C));
 	struct cpu_ctx *c = cpu(ctx);
 	struct rms_args a = { .v = c->v, .dinp = dinp, .dweight = dweight, .dout = dout,
 			      .inp = inp, .weight = weight, .srstd = rstd, .C = (size_t)C,
@@ -781,7 +779,7 @@ static int cpu_rope(struct zn_kctx *ctx, bool backward, void *out, int ldo, cons
 			       .HS = (size_t)HS, .half = (size_t)HS / 2, .ldo = (size_t)ldo,
 			       .ldi = (size_t)ldi, .backward = backward };
 	if (inv_freq)
-		TRY(rope_table(c, inv_freq, T, HS / 2, &a.cs, &a.sn));
+		ZN_TRY(rope_table(c, inv_freq, T, HS / 2, &a.cs, &a.sn));
 	size_t BT = (size_t)B * T;
 	run_chunks(c, BT, chunk_of(c, BT, 1, 1), BT * NH * HS, rope_rows, &a);
 	return 0;
@@ -791,7 +789,7 @@ static int cpu_rope_forward(struct zn_kctx *ctx, void *out, int ldo, const void 
 			    const float *inv_freq, int B, int T, int NH, int HS)
 {
 	CHECK_CTX("rope_forward");
-	TRY(zn_kcheck_rope(false, out, ldo, inp, ldi, B, T, NH, HS));
+	ZN_TRY(zn_kcheck_rope(false, out, ldo, inp, ldi, B, T, NH, HS));
 	return cpu_rope(ctx, false, out, ldo, inp, ldi, inv_freq, B, T, NH, HS);
 }
 
@@ -799,7 +797,7 @@ static int cpu_rope_backward(struct zn_kctx *ctx, void *dinp, int ldi, const voi
 			     const float *inv_freq, int B, int T, int NH, int HS)
 {
 	CHECK_CTX("rope_backward");
-	TRY(zn_kcheck_rope(true, dinp, ldi, dout, ldo, B, T, NH, HS));
+	ZN_TRY(zn_kcheck_rope(true, dinp, ldi, dout, ldo, B, T, NH, HS));
 	/* the rows: dinp (stride ldi) gets dout (stride ldo) */
 	return cpu_rope(ctx, true, dinp, ldi, dout, ldo, inv_freq, B, T, NH, HS);
 }
@@ -855,7 +853,7 @@ static void run_ew(struct cpu_ctx *c, struct ew_args *e, size_t N)
 static int cpu_gelu_forward(struct zn_kctx *ctx, void *out, const void *inp, size_t N)
 {
 	CHECK_CTX("gelu_forward");
-	TRY(zn_kcheck_elementwise("gelu_forward", out, inp, inp));
+	ZN_TRY(zn_kcheck_elementwise("gelu_forward", out, inp, inp));
 	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_GELU_FWD, .o1 = out, .a = inp }, N);
 	return 0;
 }
@@ -864,7 +862,7 @@ static int cpu_gelu_backward(struct zn_kctx *ctx, void *dinp, const void *dout, 
 			     size_t N)
 {
 	CHECK_CTX("gelu_backward");
-	TRY(zn_kcheck_elementwise("gelu_backward", dinp, dout, inp));
+	ZN_TRY(zn_kcheck_elementwise("gelu_backward", dinp, dout, inp));
 	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_GELU_BWD, .o1 = dinp, .a = inp, .b = dout },
 	       N);
 	return 0;
@@ -874,7 +872,7 @@ static int cpu_residual_forward(struct zn_kctx *ctx, void *out, const void *inp1
 				const void *inp2, size_t N)
 {
 	CHECK_CTX("residual_forward");
-	TRY(zn_kcheck_elementwise("residual_forward", out, inp1, inp2));
+	ZN_TRY(zn_kcheck_elementwise("residual_forward", out, inp1, inp2));
 	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_ADD, .o1 = out, .a = inp1, .b = inp2 }, N);
 	return 0;
 }
@@ -883,7 +881,7 @@ static int cpu_residual_backward(struct zn_kctx *ctx, void *dinp1, void *dinp2,
 				 const void *dout, size_t N)
 {
 	CHECK_CTX("residual_backward");
-	TRY(zn_kcheck_ptr("residual_backward", "dout", dout));
+	ZN_TRY(zn_kcheck_ptr("residual_backward", "dout", dout));
 	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_ACC2, .o1 = dinp1, .o2 = dinp2, .a = dout },
 	       N);
 	return 0;
@@ -893,7 +891,7 @@ static int cpu_swiglu_forward(struct zn_kctx *ctx, void *out, const void *gate, 
 			      size_t N)
 {
 	CHECK_CTX("swiglu_forward");
-	TRY(zn_kcheck_elementwise("swiglu_forward", out, gate, up));
+	ZN_TRY(zn_kcheck_elementwise("swiglu_forward", out, gate, up));
 	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_SWIGLU_FWD, .o1 = out, .a = gate, .b = up },
 	       N);
 	return 0;
@@ -903,7 +901,7 @@ static int cpu_swiglu_backward(struct zn_kctx *ctx, void *dgate, void *dup, cons
 			       const void *gate, const void *up, size_t N)
 {
 	CHECK_CTX("swiglu_backward");
-	TRY(zn_kcheck_elementwise("swiglu_backward", dout, gate, up));
+	ZN_TRY(zn_kcheck_elementwise("swiglu_backward", dout, gate, up));
 	if (!dgate && !dup)
 		return 0;
 	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_SWIGLU_BWD, .o1 = dgate, .o2 = dup,
@@ -949,8 +947,8 @@ static int cpu_softmax_crossentropy(struct zn_kctx *ctx, float *losses, void *dl
 {
 	const char *op = "softmax_crossentropy";
 	CHECK_CTX(op);
-	TRY(zn_kcheck_xent(losses, logits, targets, BT, V, Vp));
-	TRY(check_tokens(op, "targets", targets, (size_t)BT, V, true, 0));
+	ZN_TRY(zn_kcheck_xent(losses, logits, targets, BT, V, Vp));
+	ZN_TRY(check_tokens(op, "targets", targets, (size_t)BT, V, true, 0));
 	struct cpu_ctx *c = cpu(ctx);
 	struct xent_args a = { .v = c->v, .losses = losses, .dlogits = dlogits, .logits = logits,
 			       .weights = weights, .targets = targets, .grad_scale = grad_scale,
@@ -1004,7 +1002,7 @@ static int cpu_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype, con
 		    enum zn_dtype src_dtype, size_t n)
 {
 	CHECK_CTX("cast");
-	TRY(zn_kcheck_convert("cast", dst, dst_dtype, src, src_dtype, n, true));
+	ZN_TRY(zn_kcheck_convert("cast", dst, dst_dtype, src, src_dtype, n, true));
 	size_t dsz = zn_dtype_size(dst_dtype), ssz = zn_dtype_size(src_dtype);
 	struct cpu_ctx *c = cpu(ctx);
 	struct red_args a = { .v = c->v, .dst = dst, .src = src, .dd = dst_dtype, .sd = src_dtype,
@@ -1041,7 +1039,7 @@ static int cpu_accumulate(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtyp
 			  const void *src, enum zn_dtype src_dtype, size_t n)
 {
 	CHECK_CTX("accumulate");
-	TRY(zn_kcheck_convert("accumulate", dst, dst_dtype, src, src_dtype, n, false));
+	ZN_TRY(zn_kcheck_convert("accumulate", dst, dst_dtype, src, src_dtype, n, false));
 	struct cpu_ctx *c = cpu(ctx);
 	struct acc_args a = { .v = c->v, .dst = dst, .src = src, .dd = dst_dtype, .sd = src_dtype };
 	run_chunks(c, n, chunk_of(c, n, 4096, 64), n, acc_range, &a);
@@ -1051,8 +1049,8 @@ static int cpu_accumulate(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtyp
 static int cpu_scale(struct zn_kctx *ctx, void *x, enum zn_dtype dtype, float s, size_t n)
 {
 	CHECK_CTX("scale");
-	TRY(zn_kcheck_dtype("scale", "tensor", dtype));
-	TRY(zn_kcheck_ptr("scale", "x", x));
+	ZN_TRY(zn_kcheck_dtype("scale", "tensor", dtype));
+	ZN_TRY(zn_kcheck_ptr("scale", "x", x));
 	struct cpu_ctx *c = cpu(ctx);
 	size_t sz = zn_dtype_size(dtype);
 	struct red_args a = { .v = c->v, .dst = x, .src = x, .dd = dtype, .sd = dtype, .s = s,
@@ -1065,9 +1063,9 @@ static int cpu_sumsq(struct zn_kctx *ctx, double *acc, const void *x, enum zn_dt
 		     size_t n)
 {
 	CHECK_CTX("sumsq");
-	TRY(zn_kcheck_dtype("sumsq", "tensor", dtype));
-	TRY(zn_kcheck_ptr("sumsq", "acc", acc));
-	TRY(zn_kcheck_ptr("sumsq", "x", x));
+	ZN_TRY(zn_kcheck_dtype("sumsq", "tensor", dtype));
+	ZN_TRY(zn_kcheck_ptr("sumsq", "acc", acc));
+	ZN_TRY(zn_kcheck_ptr("sumsq", "x", x));
 	if (n == 0)
 		return 0;
 	struct cpu_ctx *c = cpu(ctx);
@@ -1091,9 +1089,9 @@ static int cpu_nonfinite(struct zn_kctx *ctx, int32_t *flag, const void *x, enum
 			 size_t n)
 {
 	CHECK_CTX("nonfinite");
-	TRY(zn_kcheck_dtype("nonfinite", "tensor", dtype));
-	TRY(zn_kcheck_ptr("nonfinite", "flag", flag));
-	TRY(zn_kcheck_ptr("nonfinite", "x", x));
+	ZN_TRY(zn_kcheck_dtype("nonfinite", "tensor", dtype));
+	ZN_TRY(zn_kcheck_ptr("nonfinite", "flag", flag));
+	ZN_TRY(zn_kcheck_ptr("nonfinite", "x", x));
 	if (n == 0)
 		return 0;
 	struct cpu_ctx *c = cpu(ctx);
@@ -1118,7 +1116,7 @@ static int cpu_adam(struct zn_kctx *ctx, const struct zn_adam_hparams *hp, uint6
 	CHECK_CTX("adam");
 	/* The CPU optimizer itself, on this context's workers. */
 	struct zn_adam_tensors t = { .n = n, .param = param, .grad = grad,
-				     .grad_dtype = ZN_ADAM_FP32, .exp_avg = m, .exp_avg_sq = v };
+				     .grad_dtype = ZN_DTYPE_F32, .exp_avg = m, .exp_avg_sq = v };
 	struct zn_adam_exec ex = { .pool = cpu(ctx)->pool };
 	return zn_adam_step(hp, step, grad_scale, &t, &ex);
 }

@@ -46,6 +46,7 @@ extern "C" {
 #include "zn_common.h"
 }
 #include "cuda_ops.h"
+#include "zn_cuda.h"
 
 #define ZN_HALF_FN static __host__ __device__ inline
 #include "zn_half.h"
@@ -53,36 +54,43 @@ extern "C" {
 typedef __nv_bfloat16 bf16;
 typedef __half f16;
 
-#define TRY(x) do { int err_ = (x); if (err_) return err_; } while (0)
+/* ---- error conversion: one macro per library ----------------------------------------- */
 
-/* ---- error conversion (STYLE habit 3): one macro per library ---------------------- */
+/* CUDA statuses: common's zn_cuda.h (ZN_CUDA), as the engine's device and
+ * comm convert theirs; cuBLAS statuses here, its one user, the same way. */
+#define ZN_CUDA_WHO "cuda kernels: "
 
-static int cuda_fail(const char *call, cudaError_t e, const char *file, int line)
+static int cublas_status(cublasStatus_t s, const char *call, const char *file, int line)
 {
-	return zn_error(-EIO, "%s failed: %s (%s) at %s:%d", call, cudaGetErrorString(e),
-			cudaGetErrorName(e), file, line);
+	int err;
+
+	switch (s) {
+	case CUBLAS_STATUS_ALLOC_FAILED:
+		err = -ENOMEM;
+		break;
+	case CUBLAS_STATUS_INVALID_VALUE:
+		err = -EINVAL;
+		break;
+	case CUBLAS_STATUS_NOT_SUPPORTED:
+	case CUBLAS_STATUS_ARCH_MISMATCH:
+		err = -ENOTSUP;
+		break;
+	default: /* not initialized, execution or internal error, ... */
+		err = -EIO;
+		break;
+	}
+	return zn_error(err, "%s%s failed at %s:%d: %s (%d)", ZN_CUDA_WHO, call,
+			zn_source_name(file), line, cublasGetStatusString(s), (int)s);
 }
 
-static int cublas_fail(const char *call, cublasStatus_t s, const char *file, int line)
-{
-	return zn_error(-EIO, "%s failed: %s (%d) at %s:%d", call, cublasGetStatusString(s),
-			(int)s, file, line);
-}
-
-#define CU(call)                                                                      \
+#define ZN_CUBLAS(call)                                                               \
 	do {                                                                          \
-		cudaError_t e_ = (call);                                              \
-		if (e_ != cudaSuccess)                                                \
-			return cuda_fail(#call, e_, __FILE__, __LINE__);              \
-	} while (0)
-#define CUBLAS(call)                                                                  \
-	do {                                                                          \
-		cublasStatus_t s_ = (call);                                           \
-		if (s_ != CUBLAS_STATUS_SUCCESS)                                      \
-			return cublas_fail(#call, s_, __FILE__, __LINE__);            \
+		cublasStatus_t zn_cb_s_ = (call);                                     \
+		if (zn_cb_s_ != CUBLAS_STATUS_SUCCESS)                                \
+			return cublas_status(zn_cb_s_, #call, __FILE__, __LINE__);    \
 	} while (0)
 /* After a kernel launch: a bad configuration shows up here. */
-#define LAUNCHED() CU(cudaGetLastError())
+#define LAUNCHED() ZN_CUDA(cudaGetLastError())
 
 /* ---- context ------------------------------------------------------------------------- */
 
@@ -106,7 +114,7 @@ static inline cuda_ctx *cuctx(struct zn_kctx *ctx)
 	return (cuda_ctx *)ctx;
 }
 
-#define CHECK_CTX(op) TRY(zn_kcheck_ctx(op, ctx, &zn_kernels_cuda))
+#define CHECK_CTX(op) ZN_TRY(zn_kcheck_ctx(op, ctx, &zn_kernels_cuda))
 
 static void ctx_free(cuda_ctx *c)
 {
@@ -134,21 +142,21 @@ static int ctx_init(cuda_ctx *c, const struct zn_kernels_params *p)
 		if (p->cuda_device >= n)
 			return zn_error(-ENODEV, "cuda kernels: device %d asked for; this machine has "
 					"%d (0 .. %d)", p->cuda_device, n, n - 1);
-		CU(cudaSetDevice(p->cuda_device));
+		ZN_CUDA(cudaSetDevice(p->cuda_device));
 	}
-	CU(cudaGetDevice(&c->device));
+	ZN_CUDA(cudaGetDevice(&c->device));
 	c->stream = (cudaStream_t)p->cuda_stream;
 	c->tf32 = p->tf32;
 	c->ws_bytes = p->workspace_bytes ? p->workspace_bytes : DEFAULT_WORKSPACE;
-	CU(cudaMalloc(&c->ws, c->ws_bytes));
-	CU(cudaMalloc(&c->lt_ws, LT_WORKSPACE));
-	CUBLAS(cublasCreate(&c->blas));
-	CUBLAS(cublasSetStream(c->blas, c->stream));
+	ZN_CUDA(cudaMalloc(&c->ws, c->ws_bytes));
+	ZN_CUDA(cudaMalloc(&c->lt_ws, LT_WORKSPACE));
+	ZN_CUBLAS(cublasCreate(&c->blas));
+	ZN_CUBLAS(cublasSetStream(c->blas, c->stream));
 	/* fp32 contexts get exact fp32 products unless TF32 was asked for;
 	 * 16-bit inputs use tensor cores with fp32 accumulation either way */
-	CUBLAS(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-						   : CUBLAS_DEFAULT_MATH));
-	CUBLAS(cublasLtCreate(&c->lt));
+	ZN_CUBLAS(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+						      : CUBLAS_DEFAULT_MATH));
+	ZN_CUBLAS(cublasLtCreate(&c->lt));
 	return 0;
 }
 
@@ -308,7 +316,7 @@ extern "C" int zn_cuda_encoder_forward(struct zn_kctx *ctx, void *out, const int
 {
 	const char *op = "encoder_forward";
 	CHECK_CTX(op);
-	TRY(zn_kcheck_encoder(op, out, tokens, wte, wpe, B, T, C, V, false));
+	ZN_TRY(zn_kcheck_encoder(op, out, tokens, wte, wpe, B, T, C, V, false));
 	return BY_DTYPE(ctx, encoder_fwd, cuctx(ctx), out, tokens, wte, wpe, B, T, C, V);
 }
 
@@ -377,9 +385,9 @@ template <class T> static int encoder_bwd(cuda_ctx *c, void *dwte, void *dwpe, c
 		return zn_error(-EINVAL, "encoder_backward: B*T = %zu is too many rows", BT);
 	/* workspace: keys in/out, positions in/out, then CUB's scratch */
 	size_t arr = ZN_ALIGN_UP(BT * sizeof(int32_t), 256), temp = 0;
-	CU(cub::DeviceRadixSort::SortPairs(nullptr, temp, (const uint32_t *)nullptr,
-					   (uint32_t *)nullptr, (const int32_t *)nullptr,
-					   (int32_t *)nullptr, (int)BT, 0, bits_for(V), c->stream));
+	ZN_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, temp, (const uint32_t *)nullptr,
+					        (uint32_t *)nullptr, (const int32_t *)nullptr,
+					        (int32_t *)nullptr, (int)BT, 0, bits_for(V), c->stream));
 	if (4 * arr + temp > c->ws_bytes)
 		return zn_error(-ENOSPC, "encoder_backward: sorting %zu tokens needs %zu bytes of "
 				"workspace; the context has %zu: create it with a larger "
@@ -389,8 +397,8 @@ template <class T> static int encoder_bwd(cuda_ctx *c, void *dwte, void *dwpe, c
 	int32_t *vin = (int32_t *)(w + 2 * arr), *vout = (int32_t *)(w + 3 * arr);
 	iota_tokens_kernel<<<blocks_for(BT, 256), 256, 0, c->stream>>>(kin, vin, tokens, BT, V);
 	LAUNCHED();
-	CU(cub::DeviceRadixSort::SortPairs(w + 4 * arr, temp, kin, kout, vin, vout, (int)BT, 0,
-					   bits_for(V), c->stream));
+	ZN_CUDA(cub::DeviceRadixSort::SortPairs(w + 4 * arr, temp, kin, kout, vin, vout, (int)BT, 0,
+					        bits_for(V), c->stream));
 	wte_bwd_kernel<T><<<(unsigned)BT, 256, 0, c->stream>>>((T *)dwte, (const T *)dout, kout,
 							      vout, BT, C, V);
 	LAUNCHED();
@@ -403,7 +411,7 @@ extern "C" int zn_cuda_encoder_backward(struct zn_kctx *ctx, void *dwte, void *d
 {
 	const char *op = "encoder_backward";
 	CHECK_CTX(op);
-	TRY(zn_kcheck_encoder(op, dout, tokens, NULL, NULL, B, T, C, V, true));
+	ZN_TRY(zn_kcheck_encoder(op, dout, tokens, NULL, NULL, B, T, C, V, true));
 	return BY_DTYPE(ctx, encoder_bwd, cuctx(ctx), dwte, dwpe, dout, tokens, B, T, C, V);
 }
 
@@ -547,7 +555,7 @@ extern "C" int zn_cuda_layernorm_forward(struct zn_kctx *ctx, void *out, float *
 					 const void *bias, int BT, int C)
 {
 	CHECK_CTX("layernorm_forward");
-	TRY(zn_kcheck_layernorm_fwd(out, inp, weight, bias, BT, C));
+	ZN_TRY(zn_kcheck_layernorm_fwd(out, inp, weight, bias, BT, C));
 	return BY_DTYPE(ctx, layernorm_fwd, cuctx(ctx), out, mean, rstd, inp, weight, bias, BT, C);
 }
 
@@ -562,10 +570,10 @@ template <class T> static int layernorm_bwd(cuda_ctx *c, void *dinp, void *dw, v
 		LAUNCHED();
 	}
 	if (dw)
-		TRY(col_sum<T>(c, op, (T *)dw, (const T *)dout, (const T *)inp, mean, rstd,
-			       (size_t)BT, C, 1));
+		ZN_TRY(col_sum<T>(c, op, (T *)dw, (const T *)dout, (const T *)inp, mean, rstd,
+			          (size_t)BT, C, 1));
 	if (db)
-		TRY(col_sum<T>(c, op, (T *)db, (const T *)dout, NULL, NULL, NULL, (size_t)BT, C, 0));
+		ZN_TRY(col_sum<T>(c, op, (T *)db, (const T *)dout, NULL, NULL, NULL, (size_t)BT, C, 0));
 	return 0;
 }
 
@@ -575,7 +583,7 @@ extern "C" int zn_cuda_layernorm_backward(struct zn_kctx *ctx, void *dinp, void 
 					  int BT, int C)
 {
 	CHECK_CTX("layernorm_backward");
-	TRY(zn_kcheck_layernorm_bwd(dout, inp, weight, mean, rstd, BT, C));
+	ZN_TRY(zn_kcheck_layernorm_bwd(dout, inp, weight, mean, rstd, BT, C));
 	return BY_DTYPE(ctx, layernorm_bwd, cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, mean,
 			rstd, BT, C);
 }
@@ -628,7 +636,7 @@ extern "C" int zn_cuda_rmsnorm_forward(struct zn_kctx *ctx, void *out, float *rs
 				       int C)
 {
 	CHECK_CTX("rmsnorm_forward");
-	TRY(zn_kcheck_rmsnorm_fwd(out, inp, weight, eps, BT, C));
+	ZN_TRY(zn_kcheck_rmsnorm_fwd(out, inp, weight, eps, BT, C));
 	cuda_ctx *c = cuctx(ctx);
 	if (ctx->dtype == ZN_DTYPE_BF16)
 		rmsnorm_fwd_kernel<bf16><<<(BT + 7) / 8, 256, 0, c->stream>>>(
@@ -653,8 +661,8 @@ template <class T> static int rmsnorm_bwd(cuda_ctx *c, void *dinp, void *dw, con
 		LAUNCHED();
 	}
 	if (dw)
-		TRY(col_sum<T>(c, "rmsnorm_backward", (T *)dw, (const T *)dout, (const T *)inp, NULL,
-			       rstd, (size_t)BT, C, 2));
+		ZN_TRY(col_sum<T>(c, "rmsnorm_backward", (T *)dw, (const T *)dout, (const T *)inp, NULL,
+			          rstd, (size_t)BT, C, 2));
 	return 0;
 }
 
@@ -663,7 +671,7 @@ extern "C" int zn_cuda_rmsnorm_backward(struct zn_kctx *ctx, void *dinp, void *d
 					const float *rstd, int BT, int C)
 {
 	CHECK_CTX("rmsnorm_backward");
-	TRY(zn_kcheck_rmsnorm_bwd(dout, inp, weight, rstd, BT, C));
+	ZN_TRY(zn_kcheck_rmsnorm_bwd(dout, inp, weight, rstd, BT, C));
 	return BY_DTYPE(ctx, rmsnorm_bwd, cuctx(ctx), dinp, dweight, dout, inp, weight, rstd, BT, C);
 }
 
@@ -722,7 +730,7 @@ template <class T> static int matmul_fwd_lt(cuda_ctx *c, T *out, const T *inp, c
 	do {                                                                          \
 		cublasStatus_t s_ = (call);                                           \
 		if (s_ != CUBLAS_STATUS_SUCCESS) {                                    \
-			rc = cublas_fail(#call, s_, __FILE__, __LINE__);              \
+			rc = cublas_status(s_, #call, __FILE__, __LINE__);            \
 			goto out;                                                     \
 		}                                                                     \
 	} while (0)
@@ -790,8 +798,8 @@ template <class T> static int matmul_fwd(cuda_ctx *c, void *out, const void *inp
 		LAUNCHED();
 		beta = 1.0f;
 	}
-	CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, w, dt, C, inp, dt,
-			    C, &beta, out, dt, OC, compute_type(c), CUBLAS_GEMM_DEFAULT));
+	ZN_CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, w, dt, C, inp, dt,
+			       C, &beta, out, dt, OC, compute_type(c), CUBLAS_GEMM_DEFAULT));
 	return 0;
 }
 
@@ -799,7 +807,7 @@ extern "C" int zn_cuda_matmul_forward(struct zn_kctx *ctx, void *out, const void
 				      const void *weight, const void *bias, int BT, int C, int OC)
 {
 	CHECK_CTX("matmul_forward");
-	TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
+	ZN_TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
 	return BY_DTYPE(ctx, matmul_fwd, cuctx(ctx), out, inp, weight, bias, BT, C, OC);
 }
 
@@ -811,17 +819,17 @@ template <class T> static int matmul_bwd(cuda_ctx *c, void *dinp, void *dw, void
 	const float one = 1.0f;
 	if (dinp)
 		/* dinp^T (C x BT) += w_cm (C x OC, ld C) @ dout^T (OC x BT, ld OC) */
-		CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, C, BT, OC, &one, w, dt, C,
-				    dout, dt, OC, &one, dinp, dt, C, compute_type(c),
-				    CUBLAS_GEMM_DEFAULT));
+		ZN_CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, C, BT, OC, &one, w, dt, C,
+				       dout, dt, OC, &one, dinp, dt, C, compute_type(c),
+				       CUBLAS_GEMM_DEFAULT));
 	if (dw)
 		/* dw^T (C x OC, ld C) += inp^T (C x BT, ld C) @ (dout^T)^T (BT x OC) */
-		CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, BT, &one, inp, dt, C,
-				    dout, dt, OC, &one, dw, dt, C, compute_type(c),
-				    CUBLAS_GEMM_DEFAULT));
+		ZN_CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, BT, &one, inp, dt, C,
+				       dout, dt, OC, &one, dw, dt, C, compute_type(c),
+				       CUBLAS_GEMM_DEFAULT));
 	if (db)
-		TRY(col_sum<T>(c, "matmul_backward", (T *)db, (const T *)dout, NULL, NULL, NULL,
-			       (size_t)BT, OC, 0));
+		ZN_TRY(col_sum<T>(c, "matmul_backward", (T *)db, (const T *)dout, NULL, NULL, NULL,
+			          (size_t)BT, OC, 0));
 	return 0;
 }
 
@@ -830,7 +838,7 @@ extern "C" int zn_cuda_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dw
 				       const void *weight, int BT, int C, int OC)
 {
 	CHECK_CTX("matmul_backward");
-	TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
+	ZN_TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
 	return BY_DTYPE(ctx, matmul_bwd, cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, BT, C, OC);
 }
 
@@ -894,9 +902,9 @@ static int gemm_batched(cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb,
 			const void *B, cudaDataType_t bt, int ldb, long long sb, float beta,
 			void *Cm, cudaDataType_t ct, int ldc, long long sc, int batch)
 {
-	CUBLAS(cublasGemmStridedBatchedEx(c->blas, ta, tb, m, n, k, &alpha, A, at, lda, sa, B, bt,
-					  ldb, sb, &beta, Cm, ct, ldc, sc, batch, compute_type(c),
-					  CUBLAS_GEMM_DEFAULT));
+	ZN_CUBLAS(cublasGemmStridedBatchedEx(c->blas, ta, tb, m, n, k, &alpha, A, at, lda, sa, B, bt,
+					     ldb, sb, &beta, Cm, ct, ldc, sc, batch, compute_type(c),
+					     CUBLAS_GEMM_DEFAULT));
 	return 0;
 }
 
@@ -962,9 +970,9 @@ template <class T> static int att_scores(cuda_ctx *c, const att_plan *p, const T
 	for (int i = i0; i < i0 + ni; i++) {
 		const T *q = qkv_b + (size_t)(g0 * p->rep + i) * p->HS;
 		const T *k = qkv_b + (size_t)(p->NH + g0) * p->HS;
-		TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, p->HS, p->scale, k, dt, p->W,
-				 p->HS, q, dt, p->W, (long long)p->rep * p->HS, 0.0f,
-				 S + (size_t)(i - i0) * TT, CUDA_R_32F, T_, (long long)ni * TT, ng));
+		ZN_TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, p->HS, p->scale, k, dt, p->W,
+				    p->HS, q, dt, p->W, (long long)p->rep * p->HS, 0.0f,
+				    S + (size_t)(i - i0) * TT, CUDA_R_32F, T_, (long long)ni * TT, ng));
 	}
 	return 0;
 }
@@ -975,7 +983,7 @@ template <class T> static int attention_fwd(cuda_ctx *c, void *out_, float *lse,
 	const char *op = "attention_forward";
 	cudaDataType_t dt = dtype_of<T>::value;
 	att_plan p = {};
-	TRY(att_plan_make<T>(c, op, T_, NH, NKV, HS, &p));
+	ZN_TRY(att_plan_make<T>(c, op, T_, NH, NKV, HS, &p));
 	float *S;
 	T *P;
 	att_ws<T>(c, &p, T_, &S, &P);
@@ -988,7 +996,7 @@ template <class T> static int attention_fwd(cuda_ctx *c, void *out_, float *lse,
 				int nh = ng * ni, hs = g0 * p.rep + i0;
 				const T *qkv_b = (const T *)qkv_ + (size_t)b * T_ * p.W;
 				T *out_b = (T *)out_ + (size_t)b * T_ * p.CO;
-				TRY(att_scores<T>(c, &p, qkv_b, S, T_, g0, ng, i0, ni));
+				ZN_TRY(att_scores<T>(c, &p, qkv_b, S, T_, g0, ng, i0, ni));
 				size_t rows = (size_t)nh * T_;
 				att_softmax_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, c->stream>>>(
 					P, lse + ((size_t)b * NH + hs) * T_, S, nh, T_, false);
@@ -996,11 +1004,11 @@ template <class T> static int attention_fwd(cuda_ctx *c, void *out_, float *lse,
 				/* out^T (HS x T_q, ld CO) = v_cm (HS x T_k) @ P^T_cm (T_k x T_q) */
 				const T *v = qkv_b + (size_t)(NH + NKV + g0) * HS;
 				for (int i = i0; i < i0 + ni; i++)
-					TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_N, HS, T_, T_, 1.0f, v, dt,
-							 p.W, HS, P + (size_t)(i - i0) * TT, dt, T_,
-							 (long long)ni * TT, 0.0f,
-							 out_b + (size_t)(g0 * p.rep + i) * HS, dt, p.CO,
-							 (long long)p.rep * HS, ng));
+					ZN_TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_N, HS, T_, T_, 1.0f, v, dt,
+							    p.W, HS, P + (size_t)(i - i0) * TT, dt, T_,
+							    (long long)ni * TT, 0.0f,
+							    out_b + (size_t)(g0 * p.rep + i) * HS, dt, p.CO,
+							    (long long)p.rep * HS, ng));
 			}
 	return 0;
 }
@@ -1009,7 +1017,7 @@ extern "C" int zn_cuda_attention_forward(struct zn_kctx *ctx, void *out, float *
 					 const void *qkv, int B, int T, int NH, int NKV, int HS)
 {
 	CHECK_CTX("attention_forward");
-	TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, NH, NKV, HS));
+	ZN_TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, NH, NKV, HS));
 	return BY_DTYPE(ctx, attention_fwd, cuctx(ctx), out, lse, qkv, B, T, NH, NKV, HS);
 }
 
@@ -1020,7 +1028,7 @@ template <class T> static int attention_bwd(cuda_ctx *c, void *dqkv_, const void
 	const char *op = "attention_backward";
 	cudaDataType_t dt = dtype_of<T>::value;
 	att_plan p = {};
-	TRY(att_plan_make<T>(c, op, T_, NH, NKV, HS, &p));
+	ZN_TRY(att_plan_make<T>(c, op, T_, NH, NKV, HS, &p));
 	float *S; /* S, then dP */
 	T *P;     /* P, then dS */
 	att_ws<T>(c, &p, T_, &S, &P);
@@ -1042,33 +1050,33 @@ template <class T> static int attention_bwd(cuda_ctx *c, void *dqkv_, const void
 				size_t rows = (size_t)nh * T_;
 				unsigned blocks = (unsigned)((rows + 7) / 8);
 				/* P, recomputed */
-				TRY(att_scores<T>(c, &p, qkv_b, S, T_, g0, ng, i0, ni));
+				ZN_TRY(att_scores<T>(c, &p, qkv_b, S, T_, g0, ng, i0, ni));
 				att_softmax_kernel<T><<<blocks, 256, 0, c->stream>>>(
 					P, (float *)(lse + ((size_t)b * NH + hs) * T_), S, nh, T_, true);
 				LAUNCHED();
 				for (int i = i0; i < i0 + ni; i++) {
 					size_t hoff = (size_t)(g0 * p.rep + i) * HS, loff = (size_t)(i - i0) * TT;
 					/* dP^T (T_k x T_q) = v_cm^T (T_k x HS) @ dout_cm (HS x T_q) */
-					TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, HS, 1.0f, v, dt,
-							 p.W, HS, dout_b + hoff, dt, p.CO, qs, 0.0f, S + loff,
-							 CUDA_R_32F, T_, (long long)ni * TT, ng));
+					ZN_TRY(gemm_batched(c, CUBLAS_OP_T, CUBLAS_OP_N, T_, T_, HS, 1.0f, v, dt,
+							    p.W, HS, dout_b + hoff, dt, p.CO, qs, 0.0f, S + loff,
+							    CUDA_R_32F, T_, (long long)ni * TT, ng));
 					/* dv^T (HS x T_k) += dout_cm (HS x T_q) @ P_rowmajor (T_q x T_k) */
-					TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_T, HS, T_, T_, 1.0f,
-							 dout_b + hoff, dt, p.CO, qs, P + loff, dt, T_,
-							 (long long)ni * TT, 1.0f, dv, dt, p.W, HS, ng));
+					ZN_TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_T, HS, T_, T_, 1.0f,
+							    dout_b + hoff, dt, p.CO, qs, P + loff, dt, T_,
+							    (long long)ni * TT, 1.0f, dv, dt, p.W, HS, ng));
 				}
 				att_softmax_bwd_kernel<T><<<blocks, 256, 0, c->stream>>>(P, S, nh, T_);
 				LAUNCHED();
 				for (int i = i0; i < i0 + ni; i++) {
 					size_t hoff = (size_t)(g0 * p.rep + i) * HS, loff = (size_t)(i - i0) * TT;
 					/* dq^T (HS x T_q) += scale * k_cm (HS x T_k) @ dS^T_cm (T_k x T_q) */
-					TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_N, HS, T_, T_, p.scale, k, dt,
-							 p.W, HS, P + loff, dt, T_, (long long)ni * TT, 1.0f,
-							 dqkv_b + hoff, dt, p.W, qs, ng));
+					ZN_TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_N, HS, T_, T_, p.scale, k, dt,
+							    p.W, HS, P + loff, dt, T_, (long long)ni * TT, 1.0f,
+							    dqkv_b + hoff, dt, p.W, qs, ng));
 					/* dk^T (HS x T_k) += scale * q_cm (HS x T_q) @ dS_rowmajor (T_q x T_k) */
-					TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_T, HS, T_, T_, p.scale,
-							 qkv_b + hoff, dt, p.W, qs, P + loff, dt, T_,
-							 (long long)ni * TT, 1.0f, dk, dt, p.W, HS, ng));
+					ZN_TRY(gemm_batched(c, CUBLAS_OP_N, CUBLAS_OP_T, HS, T_, T_, p.scale,
+							    qkv_b + hoff, dt, p.W, qs, P + loff, dt, T_,
+							    (long long)ni * TT, 1.0f, dk, dt, p.W, HS, ng));
 				}
 			}
 	return 0;
@@ -1079,7 +1087,7 @@ extern "C" int zn_cuda_attention_backward(struct zn_kctx *ctx, void *dqkv, const
 					  int NKV, int HS)
 {
 	CHECK_CTX("attention_backward");
-	TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, NH, NKV, HS));
+	ZN_TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, NH, NKV, HS));
 	return BY_DTYPE(ctx, attention_bwd, cuctx(ctx), dqkv, dout, qkv, lse, B, T, NH, NKV, HS);
 }
 
@@ -1128,7 +1136,7 @@ template <class T> __global__ void acc2_kernel(T *o1, T *o2, const T *a, size_t 
 extern "C" int zn_cuda_gelu_forward(struct zn_kctx *ctx, void *out, const void *inp, size_t N)
 {
 	CHECK_CTX("gelu_forward");
-	TRY(zn_kcheck_elementwise("gelu_forward", out, inp, inp));
+	ZN_TRY(zn_kcheck_elementwise("gelu_forward", out, inp, inp));
 	cuda_ctx *c = cuctx(ctx);
 	if (N == 0)
 		return 0;
@@ -1149,7 +1157,7 @@ extern "C" int zn_cuda_gelu_backward(struct zn_kctx *ctx, void *dinp, const void
 				     const void *inp, size_t N)
 {
 	CHECK_CTX("gelu_backward");
-	TRY(zn_kcheck_elementwise("gelu_backward", dinp, dout, inp));
+	ZN_TRY(zn_kcheck_elementwise("gelu_backward", dinp, dout, inp));
 	cuda_ctx *c = cuctx(ctx);
 	if (N == 0)
 		return 0;
@@ -1170,7 +1178,7 @@ extern "C" int zn_cuda_residual_forward(struct zn_kctx *ctx, void *out, const vo
 					const void *inp2, size_t N)
 {
 	CHECK_CTX("residual_forward");
-	TRY(zn_kcheck_elementwise("residual_forward", out, inp1, inp2));
+	ZN_TRY(zn_kcheck_elementwise("residual_forward", out, inp1, inp2));
 	cuda_ctx *c = cuctx(ctx);
 	if (N == 0)
 		return 0;
@@ -1191,7 +1199,7 @@ extern "C" int zn_cuda_residual_backward(struct zn_kctx *ctx, void *dinp1, void 
 					 const void *dout, size_t N)
 {
 	CHECK_CTX("residual_backward");
-	TRY(zn_kcheck_ptr("residual_backward", "dout", dout));
+	ZN_TRY(zn_kcheck_ptr("residual_backward", "dout", dout));
 	cuda_ctx *c = cuctx(ctx);
 	if (N == 0 || (!dinp1 && !dinp2))
 		return 0;
@@ -1286,7 +1294,7 @@ extern "C" int zn_cuda_rope_forward(struct zn_kctx *ctx, void *out, int ldo, con
 				    int ldi, const float *inv_freq, int B, int T, int NH, int HS)
 {
 	CHECK_CTX("rope_forward");
-	TRY(zn_kcheck_rope(false, out, ldo, inp, ldi, B, T, NH, HS));
+	ZN_TRY(zn_kcheck_rope(false, out, ldo, inp, ldi, B, T, NH, HS));
 	return cuda_rope(ctx, false, out, ldo, inp, ldi, inv_freq, B, T, NH, HS);
 }
 
@@ -1294,7 +1302,7 @@ extern "C" int zn_cuda_rope_backward(struct zn_kctx *ctx, void *dinp, int ldi, c
 				     int ldo, const float *inv_freq, int B, int T, int NH, int HS)
 {
 	CHECK_CTX("rope_backward");
-	TRY(zn_kcheck_rope(true, dinp, ldi, dout, ldo, B, T, NH, HS));
+	ZN_TRY(zn_kcheck_rope(true, dinp, ldi, dout, ldo, B, T, NH, HS));
 	/* the rows: dinp (stride ldi) gets dout (stride ldo) */
 	return cuda_rope(ctx, true, dinp, ldi, dout, ldo, inv_freq, B, T, NH, HS);
 }
@@ -1325,7 +1333,7 @@ extern "C" int zn_cuda_swiglu_forward(struct zn_kctx *ctx, void *out, const void
 				      const void *up, size_t N)
 {
 	CHECK_CTX("swiglu_forward");
-	TRY(zn_kcheck_elementwise("swiglu_forward", out, gate, up));
+	ZN_TRY(zn_kcheck_elementwise("swiglu_forward", out, gate, up));
 	cuda_ctx *c = cuctx(ctx);
 	if (N == 0)
 		return 0;
@@ -1346,7 +1354,7 @@ extern "C" int zn_cuda_swiglu_backward(struct zn_kctx *ctx, void *dgate, void *d
 				       const void *dout, const void *gate, const void *up, size_t N)
 {
 	CHECK_CTX("swiglu_backward");
-	TRY(zn_kcheck_elementwise("swiglu_backward", dout, gate, up));
+	ZN_TRY(zn_kcheck_elementwise("swiglu_backward", dout, gate, up));
 	cuda_ctx *c = cuctx(ctx);
 	if (N == 0 || (!dgate && !dup))
 		return 0;
@@ -1416,7 +1424,7 @@ extern "C" int zn_cuda_softmax_crossentropy(struct zn_kctx *ctx, float *losses, 
 					    int Vp)
 {
 	CHECK_CTX("softmax_crossentropy");
-	TRY(zn_kcheck_xent(losses, logits, targets, BT, V, Vp));
+	ZN_TRY(zn_kcheck_xent(losses, logits, targets, BT, V, Vp));
 	cuda_ctx *c = cuctx(ctx);
 	if (ctx->dtype == ZN_DTYPE_BF16)
 		xent_kernel<bf16><<<(unsigned)BT, 512, 0, c->stream>>>(
@@ -1521,7 +1529,7 @@ extern "C" int zn_cuda_accumulate(struct zn_kctx *ctx, void *dst, enum zn_dtype 
 				  const void *src, enum zn_dtype src_dtype, size_t n)
 {
 	CHECK_CTX("accumulate");
-	TRY(zn_kcheck_convert("accumulate", dst, dst_dtype, src, src_dtype, n, false));
+	ZN_TRY(zn_kcheck_convert("accumulate", dst, dst_dtype, src, src_dtype, n, false));
 	if (n == 0)
 		return 0;
 	accumulate_kernel<<<blocks_for(n, 256), 256, 0, cuctx(ctx)->stream>>>(
@@ -1534,14 +1542,14 @@ extern "C" int zn_cuda_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dt
 			    const void *src, enum zn_dtype src_dtype, size_t n)
 {
 	CHECK_CTX("cast");
-	TRY(zn_kcheck_convert("cast", dst, dst_dtype, src, src_dtype, n, true));
+	ZN_TRY(zn_kcheck_convert("cast", dst, dst_dtype, src, src_dtype, n, true));
 	cuda_ctx *c = cuctx(ctx);
 	size_t dsz = zn_dtype_size(dst_dtype);
 	if (n == 0)
 		return 0;
 	if (dst_dtype == src_dtype) {
 		if (dst != src)
-			CU(cudaMemcpyAsync(dst, src, n * dsz, cudaMemcpyDeviceToDevice, c->stream));
+			ZN_CUDA(cudaMemcpyAsync(dst, src, n * dsz, cudaMemcpyDeviceToDevice, c->stream));
 		return 0;
 	}
 	cast_kernel<<<blocks_for(n, 256), 256, 0, c->stream>>>(dst, (int)dst_dtype, src,
@@ -1554,8 +1562,8 @@ extern "C" int zn_cuda_scale(struct zn_kctx *ctx, void *x, enum zn_dtype dtype, 
 			     size_t n)
 {
 	CHECK_CTX("scale");
-	TRY(zn_kcheck_dtype("scale", "tensor", dtype));
-	TRY(zn_kcheck_ptr("scale", "x", x));
+	ZN_TRY(zn_kcheck_dtype("scale", "tensor", dtype));
+	ZN_TRY(zn_kcheck_ptr("scale", "x", x));
 	if (n == 0)
 		return 0;
 	scale_kernel<<<blocks_for(n, 256), 256, 0, cuctx(ctx)->stream>>>(x, (int)dtype, s, n);
@@ -1567,9 +1575,9 @@ extern "C" int zn_cuda_nonfinite(struct zn_kctx *ctx, int32_t *flag, const void 
 				 enum zn_dtype dtype, size_t n)
 {
 	CHECK_CTX("nonfinite");
-	TRY(zn_kcheck_dtype("nonfinite", "tensor", dtype));
-	TRY(zn_kcheck_ptr("nonfinite", "flag", flag));
-	TRY(zn_kcheck_ptr("nonfinite", "x", x));
+	ZN_TRY(zn_kcheck_dtype("nonfinite", "tensor", dtype));
+	ZN_TRY(zn_kcheck_ptr("nonfinite", "flag", flag));
+	ZN_TRY(zn_kcheck_ptr("nonfinite", "x", x));
 	if (n == 0)
 		return 0;
 	nonfinite_kernel<<<blocks_for(n, 256), 256, 0, cuctx(ctx)->stream>>>(flag, x, (int)dtype,
@@ -1582,9 +1590,9 @@ extern "C" int zn_cuda_sumsq(struct zn_kctx *ctx, double *acc, const void *x,
 			     enum zn_dtype dtype, size_t n)
 {
 	CHECK_CTX("sumsq");
-	TRY(zn_kcheck_dtype("sumsq", "tensor", dtype));
-	TRY(zn_kcheck_ptr("sumsq", "acc", acc));
-	TRY(zn_kcheck_ptr("sumsq", "x", x));
+	ZN_TRY(zn_kcheck_dtype("sumsq", "tensor", dtype));
+	ZN_TRY(zn_kcheck_ptr("sumsq", "acc", acc));
+	ZN_TRY(zn_kcheck_ptr("sumsq", "x", x));
 	if (n == 0)
 		return 0;
 	cuda_ctx *c = cuctx(ctx);
@@ -1638,13 +1646,13 @@ extern "C" int zn_cuda_adam(struct zn_kctx *ctx, const struct zn_adam_hparams *h
 			    float *m, float *v, size_t n)
 {
 	CHECK_CTX("adam");
-	TRY(zn_kcheck_ptr("adam", "hp", hp));
+	ZN_TRY(zn_kcheck_ptr("adam", "hp", hp));
 	if (n == 0)
 		return 0;
-	TRY(zn_kcheck_ptr("adam", "param", param));
-	TRY(zn_kcheck_ptr("adam", "grad", grad));
-	TRY(zn_kcheck_ptr("adam", "m", m));
-	TRY(zn_kcheck_ptr("adam", "v", v));
+	ZN_TRY(zn_kcheck_ptr("adam", "param", param));
+	ZN_TRY(zn_kcheck_ptr("adam", "grad", grad));
+	ZN_TRY(zn_kcheck_ptr("adam", "m", m));
+	ZN_TRY(zn_kcheck_ptr("adam", "v", v));
 	if (step == 0 || !(hp->beta1 >= 0 && hp->beta1 < 1) || !(hp->beta2 >= 0 && hp->beta2 < 1) ||
 	    !(hp->eps > 0) || !(hp->lr >= 0) || !(hp->weight_decay >= 0))
 		return zn_error(-EINVAL, "adam: step must be >= 1, betas in [0, 1), eps > 0, lr and "

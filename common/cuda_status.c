@@ -1,13 +1,10 @@
-/* CUDA runtime statuses as zinc errors (see cuda_status.h). */
+/* CUDA runtime statuses as zinc errors (see zn_cuda.h). */
 #include "zn_common.h"
 
-#include <string.h>
-
-#include "device/cuda_status.h"
+#include "zn_cuda.h"
 
 int zn_cuda_status(cudaError_t e, const char *who, const char *call, const char *file, int line)
 {
-	const char *base = strrchr(file, '/');
 	int err;
 
 	switch (e) {
@@ -33,6 +30,6 @@ int zn_cuda_status(cudaError_t e, const char *who, const char *call, const char 
 		err = -EIO;
 		break;
 	}
-	return zn_error(err, "%s%s failed at %s:%d: %s (%s)", who, call, base ? base + 1 : file,
+	return zn_error(err, "%s%s failed at %s:%d: %s (%s)", who, call, zn_source_name(file),
 			line, cudaGetErrorString(e), cudaGetErrorName(e));
 }

@@ -1,10 +1,22 @@
-/* CUDA runtime statuses as zinc errors, for the files that call the runtime
- * (device_cuda.c, comm_nccl.c).  Not installed; include after
- * <cuda_runtime_api.h>. */
-#ifndef ZN_CUDA_STATUS_H
-#define ZN_CUDA_STATUS_H
+/* CUDA runtime statuses as zinc errors: the one mapping of every module
+ * that calls the runtime (kernels/cuda/kernels.cu, engine/device/cuda.c,
+ * engine/comm/nccl.c).  It lives in common/, the lowest module they all
+ * use, so that neither the engine includes a private header of kernels/
+ * nor the other way round.  Not installed; built only with the CUDA
+ * toolkit (have_cuda).  Included from C and from CUDA C++.
+ *
+ * cuBLAS and NCCL statuses are converted beside their one user each
+ * (kernels.cu's ZN_CUBLAS, nccl.c's ZN_NCCL), in the same form: one macro
+ * per library that names the call, its file and line in the last error and
+ * returns a negative errno. */
+#ifndef ZN_CUDA_H
+#define ZN_CUDA_H
 
 #include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* e as -errno (-ENOMEM, -EINVAL, -ENODEV, -EBUSY for not ready, -EEXIST for
  * memory already registered, else -EIO) with the last error naming `who`
@@ -12,6 +24,10 @@
  * CUDA's own words. */
 int zn_cuda_status(cudaError_t e, const char *who, const char *call, const char *file,
 		   int line);
+
+#ifdef __cplusplus
+}
+#endif
 
 /* Evaluate a CUDA runtime call; on failure return its zn error, the prefix
  * being the including file's ZN_CUDA_WHO. */
