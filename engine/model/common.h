@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "zn_common.h"
+
 #include "zinc/model.h"
 
 /* Every activation allocation of a model, so that it can be freed (and
@@ -82,22 +84,15 @@ int zn_model_check_storage(const char *model, enum zn_dtype act_dtype,
  * own, in any order, on any rank), Box-Muller in double. */
 void zn_model_normal(uint64_t seed, uint64_t index, float std, float *out, size_t n);
 
-#define ZN_MODEL_TRY(x)                 \
-	do {                            \
-		int rc_ = (x);          \
-		if (rc_)                \
-			return rc_;     \
-	} while (0)
-
 /* fetch/release with the layer held in between: on an error the layer is
  * released before returning. */
 #define ZN_WITH_LAYER(src, layer, grads, P, G, body)                                \
 	do {                                                                        \
-		ZN_MODEL_TRY((src)->fetch((src)->user, (layer), (grads), (P), (G))); \
+		ZN_TRY((src)->fetch((src)->user, (layer), (grads), (P), (G)));      \
 		int rc_b = (body);                                                  \
 		int rc_r = (src)->release((src)->user, (layer), (grads) && !rc_b); \
-		ZN_MODEL_TRY(rc_b);                                                 \
-		ZN_MODEL_TRY(rc_r);                                                 \
+		ZN_TRY(rc_b);                                                       \
+		ZN_TRY(rc_r);                                                       \
 	} while (0)
 
 #endif
