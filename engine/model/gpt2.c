@@ -155,7 +155,7 @@ struct zn_gpt2 {
 	struct zn_model_mem mem;
 	size_t esz;                    /* bytes per element of the storage dtype */
 	struct zn_acts acts;           /* every activation allocation */
-	struct zn_ckpt ck;             /* block inputs (the residual stream), checkpointing */
+	struct zn_actckpt ck;          /* block inputs (the residual stream), checkpointing */
 	struct layer_acts *la;         /* L working sets (recompute: unused) */
 	struct layer_acts sa;          /* recompute: one block's activations, reused */
 	void *res_final, *lnf, *logits;
@@ -178,8 +178,8 @@ static int alloc_all(struct zn_gpt2 *m, struct zn_acts *a)
 	const size_t C = (size_t)c->n_embd, NH = (size_t)c->n_head, Vp = (size_t)c->padded_vocab;
 	const size_t e = m->esz;
 
-	ZN_TRY(zn_ckpt_alloc(&m->ck, a, &m->mem, c->n_layer, BT * C * e, c->recompute,
-			     c->offload_activations, c->profile));
+	ZN_TRY(zn_actckpt_alloc(&m->ck, a, &m->mem, c->n_layer, BT * C * e, c->recompute,
+				c->offload_activations, c->profile));
 	for (size_t l = 0; l < (c->recompute ? 1 : L); l++) {
 		struct layer_acts *s = c->recompute ? &m->sa : &m->la[l];
 		s->ln1 = zn_acts_dev(a, BT * C * e);
@@ -238,7 +238,7 @@ void zn_gpt2_destroy(struct zn_gpt2 *m)
 	if (!m)
 		return;
 	zn_acts_free(&m->acts);
-	zn_ckpt_free(&m->ck);
+	zn_actckpt_free(&m->ck);
 	free(m->la);
 	free(m);
 }
@@ -316,7 +316,7 @@ static struct layer_acts *acts_of(struct zn_gpt2 *m, int l)
 
 void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_gpt2_profile *out)
 {
-	zn_ckpt_profile_take(&m->ck, out);
+	zn_actckpt_profile_take(&m->ck, out);
 }
 
 static int block_forward(struct zn_gpt2 *m, struct layer_acts *a, const void *res,
@@ -371,13 +371,13 @@ int zn_gpt2_forward(struct zn_gpt2 *m, const struct zn_param_source *src, const 
 		return zn_error(-EINVAL, "GPT-2 forward for backward needs targets");
 	m->have_backward = false;
 	ZN_WITH_LAYER(src, 0, false, pe, NULL,
-		      k->encoder_forward(m->ctx, zn_ckpt_input(&m->ck, 0), tokens, pe[0],
+		      k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0],
 				      pe[1], B, T, C, m->cfg.padded_vocab));
 	for (int l = 0; l < L; l++) {
-		void *out = l + 1 < L ? zn_ckpt_input(&m->ck, l + 1) : m->res_final;
+		void *out = l + 1 < L ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
 		ZN_WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
-			      block_forward(m, acts_of(m, l), zn_ckpt_input(&m->ck, l), p, out));
-		ZN_TRY(zn_ckpt_keep(&m->ck, l));
+			      block_forward(m, acts_of(m, l), zn_actckpt_input(&m->ck, l), p, out));
+		ZN_TRY(zn_actckpt_keep(&m->ck, l));
 	}
 	/* The classifier: ln_f, then wte again (tied). */
 	ZN_TRY(src->fetch(src->user, (unsigned)L + 1, false, pf, NULL));
@@ -440,14 +440,14 @@ static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, const void *r
  * the kept input (writing the same bits to its output buffer). */
 static int block_backward_at(struct zn_gpt2 *m, int l, void *const *p, void *const *g)
 {
-	ZN_TRY(zn_ckpt_restore(&m->ck, l)); /* offload_activations: the kept input comes back */
+	ZN_TRY(zn_actckpt_restore(&m->ck, l)); /* offload_activations: the kept input comes back */
 	struct layer_acts *a = acts_of(m, l);
-	const void *res = zn_ckpt_input(&m->ck, l);
+	const void *res = zn_actckpt_input(&m->ck, l);
 	if (m->cfg.recompute) {
-		void *out = l + 1 < m->cfg.n_layer ? zn_ckpt_input(&m->ck, l + 1) : m->res_final;
-		uint64_t t0 = zn_ckpt_prof_start(&m->ck);
+		void *out = l + 1 < m->cfg.n_layer ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
+		uint64_t t0 = zn_actckpt_prof_start(&m->ck);
 		ZN_TRY(block_forward(m, a, res, p, out));
-		zn_ckpt_prof_end(&m->ck, 0, t0);
+		zn_actckpt_prof_end(&m->ck, 0, t0);
 	}
 	return block_backward(m, a, res, p, g);
 }

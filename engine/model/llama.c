@@ -270,7 +270,7 @@ struct zn_llama {
 	struct zn_model_mem mem;
 	size_t esz;                 /* bytes per element of the storage dtype */
 	struct zn_acts acts;
-	struct zn_ckpt ck;          /* block inputs, checkpointing */
+	struct zn_actckpt ck;       /* block inputs, checkpointing */
 	struct blk_acts *la;        /* L working sets (recompute: unused) */
 	struct blk_acts sa;         /* recompute: one working set, reused */
 	void *res_final, *xf, *logits;
@@ -292,8 +292,8 @@ static int alloc_all(struct zn_llama *m, struct zn_acts *a)
 	const size_t QD = (size_t)m->QD, W = (size_t)m->W, I = (size_t)m->I, V = (size_t)m->V;
 	const size_t lse = (size_t)m->B * (size_t)m->NH * (size_t)m->T * 4;
 
-	ZN_TRY(zn_ckpt_alloc(&m->ck, a, &m->mem, c->n_layer, BT * C * e, c->recompute,
-			     c->offload_activations, c->profile));
+	ZN_TRY(zn_actckpt_alloc(&m->ck, a, &m->mem, c->n_layer, BT * C * e, c->recompute,
+				c->offload_activations, c->profile));
 	size_t sets = c->recompute ? 1 : L;
 	for (size_t l = 0; l < sets; l++) {
 		struct blk_acts *s = c->recompute ? &m->sa : &m->la[l];
@@ -360,7 +360,7 @@ void zn_llama_destroy(struct zn_llama *m)
 	if (!m)
 		return;
 	zn_acts_free(&m->acts);
-	zn_ckpt_free(&m->ck);
+	zn_actckpt_free(&m->ck);
 	free(m->la);
 	free(m);
 }
@@ -427,7 +427,7 @@ int zn_llama_activation_estimate(const struct zn_llama_config *cfg, int B, int T
 		*device_bytes = m->acts.count_dev;
 	if (!rc && host_bytes)
 		*host_bytes = m->acts.count_host;
-	zn_ckpt_free(&m->ck);
+	zn_actckpt_free(&m->ck);
 	free(m->la);
 	free(m);
 	return rc;
@@ -435,7 +435,7 @@ int zn_llama_activation_estimate(const struct zn_llama_config *cfg, int B, int T
 
 void zn_llama_profile_take(struct zn_llama *m, struct zn_gpt2_profile *out)
 {
-	zn_ckpt_profile_take(&m->ck, out);
+	zn_actckpt_profile_take(&m->ck, out);
 }
 
 /* ---- forward --------------------------------------------------------------- */
@@ -558,13 +558,13 @@ int zn_llama_forward(struct zn_llama *m, const struct zn_param_source *src,
 		return zn_error(-EINVAL, "Llama forward for backward needs targets");
 	m->have_backward = false;
 	ZN_WITH_LAYER(src, 0, false, pe, NULL,
-		      m->k->encoder_forward(m->ctx, zn_ckpt_input(&m->ck, 0), tokens, pe[0], NULL,
+		      m->k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0], NULL,
 					    m->B, m->T, m->C, m->V));
 	for (int l = 0; l < L; l++) {
-		void *out = l + 1 < L ? zn_ckpt_input(&m->ck, l + 1) : m->res_final;
+		void *out = l + 1 < L ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
 		ZN_WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
-			      block_forward(m, acts_of(m, l), zn_ckpt_input(&m->ck, l), p, out));
-		ZN_TRY(zn_ckpt_keep(&m->ck, l));
+			      block_forward(m, acts_of(m, l), zn_actckpt_input(&m->ck, l), p, out));
+		ZN_TRY(zn_actckpt_keep(&m->ck, l));
 	}
 	struct fwd_args f = { targets, weights, for_backward, grad_scale };
 	ZN_TRY(with_head(m, src, false, head_fwd_cb, &f));
@@ -630,14 +630,14 @@ static int block_backward(struct zn_llama *m, struct blk_acts *a, const void *re
  * the kept input (writing the same bits to its output buffer). */
 static int block_backward_at(struct zn_llama *m, int l, void *const *p, void *const *g)
 {
-	ZN_TRY(zn_ckpt_restore(&m->ck, l));
+	ZN_TRY(zn_actckpt_restore(&m->ck, l));
 	struct blk_acts *a = acts_of(m, l);
-	const void *res = zn_ckpt_input(&m->ck, l);
+	const void *res = zn_actckpt_input(&m->ck, l);
 	if (m->cfg.recompute) {
-		void *out = l + 1 < m->cfg.n_layer ? zn_ckpt_input(&m->ck, l + 1) : m->res_final;
-		uint64_t t0 = zn_ckpt_prof_start(&m->ck);
+		void *out = l + 1 < m->cfg.n_layer ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
+		uint64_t t0 = zn_actckpt_prof_start(&m->ck);
 		ZN_TRY(block_forward(m, a, res, p, out));
-		zn_ckpt_prof_end(&m->ck, 0, t0);
+		zn_actckpt_prof_end(&m->ck, 0, t0);
 	}
 	return block_backward(m, a, res, p, g);
 }
