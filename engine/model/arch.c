@@ -186,7 +186,7 @@ int zn_arch_backward(struct zn_arch_model *m, const struct zn_param_source *src,
 	return m->l ? zn_llama_backward(m->l, src, tokens) : zn_gpt2_backward(m->g, src, tokens);
 }
 
-void zn_arch_profile_take(struct zn_arch_model *m, struct zn_gpt2_profile *out)
+void zn_arch_profile_take(struct zn_arch_model *m, struct zn_model_profile *out)
 {
 	if (m->l)
 		zn_llama_profile_take(m->l, out);

@@ -65,6 +65,6 @@ int zn_arch_forward(struct zn_arch_model *m, const struct zn_param_source *src,
 		    float grad_scale, const float **losses);
 int zn_arch_backward(struct zn_arch_model *m, const struct zn_param_source *src,
 		     const int32_t *tokens);
-void zn_arch_profile_take(struct zn_arch_model *m, struct zn_gpt2_profile *out);
+void zn_arch_profile_take(struct zn_arch_model *m, struct zn_model_profile *out);
 
 #endif

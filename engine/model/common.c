@@ -154,7 +154,7 @@ int zn_actckpt_restore(struct zn_actckpt *c, int l)
 	return rc;
 }
 
-void zn_actckpt_profile_take(struct zn_actckpt *c, struct zn_gpt2_profile *out)
+void zn_actckpt_profile_take(struct zn_actckpt *c, struct zn_model_profile *out)
 {
 	out->recompute_s = (double)c->prof_ns[0] / 1e9;
 	out->keep_s = (double)c->prof_ns[1] / 1e9;

@@ -71,7 +71,7 @@ int zn_actckpt_restore(struct zn_actckpt *c, int l);
 /* profile: synchronize and read the clock (0 when not profiling). */
 uint64_t zn_actckpt_prof_start(struct zn_actckpt *c);
 void zn_actckpt_prof_end(struct zn_actckpt *c, int which, uint64_t t0);
-void zn_actckpt_profile_take(struct zn_actckpt *c, struct zn_gpt2_profile *out);
+void zn_actckpt_profile_take(struct zn_actckpt *c, struct zn_model_profile *out);
 
 /* The storage dtype a model is configured for (act_dtype) exists and,
  * given a kernels context (NULL: none yet), is the one it stores.  0, or

@@ -314,7 +314,7 @@ static struct layer_acts *acts_of(struct zn_gpt2 *m, int l)
 	return m->cfg.recompute ? &m->sa : &m->la[l];
 }
 
-void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_gpt2_profile *out)
+void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_model_profile *out)
 {
 	zn_actckpt_profile_take(&m->ck, out);
 }

@@ -433,7 +433,7 @@ int zn_llama_activation_estimate(const struct zn_llama_config *cfg, int B, int T
 	return rc;
 }
 
-void zn_llama_profile_take(struct zn_llama *m, struct zn_gpt2_profile *out)
+void zn_llama_profile_take(struct zn_llama *m, struct zn_model_profile *out)
 {
 	zn_actckpt_profile_take(&m->ck, out);
 }
