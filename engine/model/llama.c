@@ -475,14 +475,16 @@ static int block_forward(struct zn_llama *m, struct blk_acts *a, const void *res
 	ZN_TRY(k->matmul_forward(x, v, a->x1, PR(V_W), PR(V_B), BT, C, KD));
 	/* qkv rows of W = [rope(q) | rope(k) | v] */
 	ZN_TRY(k->rope_forward(x, a->qkv, W, q, QD, m->inv_freq, B, T, NH, HS));
-	ZN_TRY(k->rope_forward(x, at(m, a->qkv, (size_t)QD), W, kp, KD, m->inv_freq, B, T, NKV, HS));
+	ZN_TRY(k->rope_forward(x, at(m, a->qkv, (size_t)QD), W, kp, KD, m->inv_freq, B, T, NKV,
+			       HS));
 	ZN_TRY(k->rope_forward(x, at(m, a->qkv, (size_t)QD + KD), W, v, KD, NULL, B, T, NKV, HS));
 	ZN_TRY(k->attention_forward(x, a->att, a->lse, a->qkv, B, T, NH, NKV, HS));
 	/* res2 = res + att @ Wo^T: the projection lands in res2, the residual
 	 * is added in place */
 	ZN_TRY(k->matmul_forward(x, a->res2, a->att, PR(O_W), NULL, BT, QD, C));
 	ZN_TRY(k->residual_forward(x, a->res2, a->res2, res, (size_t)BT * C));
-	ZN_TRY(k->rmsnorm_forward(x, a->x2, a->rstd2, a->res2, PR(POST_NORM), m->cfg.norm_eps, BT, C));
+	ZN_TRY(k->rmsnorm_forward(x, a->x2, a->rstd2, a->res2, PR(POST_NORM), m->cfg.norm_eps, BT,
+				  C));
 	ZN_TRY(k->matmul_forward(x, a->gate, a->x2, PR(GATE_W), PR(GATE_B), BT, C, I));
 	ZN_TRY(k->matmul_forward(x, a->up, a->x2, PR(UP_W), PR(UP_B), BT, C, I));
 	ZN_TRY(k->swiglu_forward(x, m->hbig, a->gate, a->up, (size_t)BT * I));
@@ -558,8 +560,8 @@ int zn_llama_forward(struct zn_llama *m, const struct zn_param_source *src,
 		return zn_error(-EINVAL, "Llama forward for backward needs targets");
 	m->have_backward = false;
 	ZN_WITH_LAYER(src, 0, false, pe, NULL,
-		      m->k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0], NULL,
-					    m->B, m->T, m->C, m->V));
+		      m->k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0],
+					    NULL, m->B, m->T, m->C, m->V));
 	for (int l = 0; l < L; l++) {
 		void *out = l + 1 < L ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
 		ZN_WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
@@ -595,17 +597,17 @@ static int block_backward(struct zn_llama *m, struct blk_acts *a, const void *re
 	/* MLP: h = silu(gate) * up, again from the kept gate and up */
 	ZN_TRY(k->swiglu_forward(x, m->hbig, a->gate, a->up, nI));
 	ZN_TRY(zero(m, m->dh, nI));
-	ZN_TRY(k->matmul_backward(x, m->dh, GR(DOWN_W), GR(DOWN_B), m->dres, m->hbig, PR(DOWN_W), BT,
-				  I, C));
+	ZN_TRY(k->matmul_backward(x, m->dh, GR(DOWN_W), GR(DOWN_B), m->dres, m->hbig, PR(DOWN_W),
+				  BT, I, C));
 	ZN_TRY(zero(m, m->hbig, nI)); /* now dgate */
 	ZN_TRY(zero(m, m->dup, nI));
 	ZN_TRY(k->swiglu_backward(x, m->hbig, m->dup, m->dh, a->gate, a->up, nI));
 	ZN_TRY(zero(m, m->dx, nC));
-	ZN_TRY(k->matmul_backward(x, m->dx, GR(GATE_W), GR(GATE_B), m->hbig, a->x2, PR(GATE_W), BT, C,
-				  I));
+	ZN_TRY(k->matmul_backward(x, m->dx, GR(GATE_W), GR(GATE_B), m->hbig, a->x2, PR(GATE_W), BT,
+				  C, I));
 	ZN_TRY(k->matmul_backward(x, m->dx, GR(UP_W), GR(UP_B), m->dup, a->x2, PR(UP_W), BT, C, I));
-	ZN_TRY(k->rmsnorm_backward(x, m->dres, GR(POST_NORM), m->dx, a->res2, PR(POST_NORM), a->rstd2,
-				   BT, C));
+	ZN_TRY(k->rmsnorm_backward(x, m->dres, GR(POST_NORM), m->dx, a->res2, PR(POST_NORM),
+				   a->rstd2, BT, C));
 	/* m->dres is now d/d(res2).  Attention: */
 	ZN_TRY(zero(m, m->datt, (size_t)BT * QD));
 	ZN_TRY(k->matmul_backward(x, m->datt, GR(O_W), NULL, m->dres, a->att, PR(O_W), BT, QD, C));
@@ -615,8 +617,10 @@ static int block_backward(struct zn_llama *m, struct blk_acts *a, const void *re
 	void *dq = m->proj, *dk = at(m, m->proj, (size_t)BT * QD), *dv = at(m, dk, (size_t)BT * KD);
 	ZN_TRY(zero(m, m->proj, (size_t)BT * W));
 	ZN_TRY(k->rope_backward(x, dq, QD, m->dqkv, W, m->inv_freq, B, T, NH, HS));
-	ZN_TRY(k->rope_backward(x, dk, KD, at(m, m->dqkv, (size_t)QD), W, m->inv_freq, B, T, NKV, HS));
-	ZN_TRY(k->rope_backward(x, dv, KD, at(m, m->dqkv, (size_t)QD + KD), W, NULL, B, T, NKV, HS));
+	ZN_TRY(k->rope_backward(x, dk, KD, at(m, m->dqkv, (size_t)QD), W, m->inv_freq, B, T, NKV,
+				HS));
+	ZN_TRY(k->rope_backward(x, dv, KD, at(m, m->dqkv, (size_t)QD + KD), W, NULL, B, T, NKV,
+				HS));
 	ZN_TRY(zero(m, m->dx, nC));
 	ZN_TRY(k->matmul_backward(x, m->dx, GR(Q_W), GR(Q_B), dq, a->x1, PR(Q_W), BT, C, QD));
 	ZN_TRY(k->matmul_backward(x, m->dx, GR(K_W), GR(K_B), dk, a->x1, PR(K_W), BT, C, KD));
