@@ -2,6 +2,7 @@
  * (see arch.h): each picks a->ops's function, nothing here knows a model. */
 #include "model/arch.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const struct zn_arch_ops *const archs[] = { &zn_arch_gpt2_ops, &zn_arch_llama_ops };
@@ -130,4 +131,57 @@ void zn_arch_profile_take(struct zn_arch_model *m, struct zn_model_profile *out)
 		m->a->ops->profile_take(m->impl, out);
 	else
 		memset(out, 0, sizeof(*out));
+}
+
+const char *zn_arch_weights_name(const struct zn_arch *a)
+{
+	return a->ops->weights_name;
+}
+
+void zn_arch_weights_path(const struct zn_arch *a, const char *dir, char *out, size_t len)
+{
+	const char *name = a->ops->weights_name;
+	snprintf(out, len, "%s%s%s", dir, name[0] ? "/" : "", name);
+}
+
+int zn_arch_writer_begin(const struct zn_arch *a, const char *target,
+			 const struct zn_param_desc *d, unsigned n, const char *dtype,
+			 struct zn_arch_writer **out)
+{
+	*out = NULL;
+	return a->ops->writer_begin(a, target, d, n, dtype, out);
+}
+
+int zn_arch_writer_put(struct zn_arch_writer *w, const float *values)
+{
+	return w->ops->writer_put(w, values);
+}
+
+int zn_arch_writer_end(struct zn_arch_writer *w)
+{
+	return w->ops->writer_end(w);
+}
+
+void zn_arch_writer_abort(struct zn_arch_writer *w)
+{
+	if (w)
+		w->ops->writer_abort(w);
+}
+
+int zn_arch_reader_open(const struct zn_arch *a, const char *path,
+			const struct zn_param_desc *d, unsigned n, struct zn_arch_reader **out)
+{
+	*out = NULL;
+	return a->ops->reader_open(a, path, d, n, out);
+}
+
+int zn_arch_reader_get(struct zn_arch_reader *r, unsigned i, float *values)
+{
+	return r->ops->reader_get(r, i, values);
+}
+
+void zn_arch_reader_close(struct zn_arch_reader *r)
+{
+	if (r)
+		r->ops->reader_close(r);
 }

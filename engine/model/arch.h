@@ -8,9 +8,10 @@
  * resolved -- and the zn_arch_* calls, each a dispatch through a->ops.  An
  * architecture's file owns the rest: its config and where it comes from,
  * its tensors and their initialisation, its one-line description, its
- * summaries, its activation estimate and its model instance.  The trainer
- * and the plan ask only through these calls, so they cannot disagree about
- * a model, and a new architecture is a new table, not an `if` in each. */
+ * summaries, its activation estimate, its model instance and its weights
+ * in the files other programs read and write.  The trainer and the plan ask
+ * only through these calls, so they cannot disagree about a model, and a
+ * new architecture is a new table, not an `if` in each. */
 #ifndef ZN_ARCH_H
 #define ZN_ARCH_H
 
@@ -27,6 +28,8 @@ _Static_assert(ZN_ARCH_LAYER_TENSORS_MAX >= ZN_GPT2_BLOCK_TENSORS &&
 	       "a layer's tensors must fit");
 
 struct zn_arch_ops;
+struct zn_arch_writer;
+struct zn_arch_reader;
 
 /* A resolved architecture: the config's model section, with a Llama's shape
  * read from its Hugging Face config.json (model.from's folder, or
@@ -91,7 +94,7 @@ struct zn_arch_ops {
 				   uint64_t *device_bytes, uint64_t *host_bytes);
 
 	/* ---- a model instance (struct zn_arch_model's impl) ---- */
-	/* NULL + last error */
+	/* The model for batches of B sequences of T tokens; NULL + last error. */
 	void *(*create)(const struct zn_arch *a, int B, int T, const struct zn_kernels *k,
 			struct zn_kctx *ctx, const struct zn_model_mem *mem);
 	void (*destroy)(void *impl);
@@ -100,6 +103,40 @@ struct zn_arch_ops {
 		       const float **losses);
 	int (*backward)(void *impl, const struct zn_param_source *src, const int32_t *tokens);
 	void (*profile_take)(void *impl, struct zn_model_profile *out);
+
+	/* ---- the weights in the files other programs read: fp32 in zinc's
+	 * layout in memory, the tensors of layer_params in the model's order ---- */
+	/* Where they live in a checkpoint directory: a file's name, or "" when
+	 * the directory itself is the model's folder. */
+	const char *weights_name;
+	/* Write d[0..n-1] to `target` (the file or the folder weights_name
+	 * says), each tensor's values in turn; `dtype` is the torch dtype of a
+	 * format that has one ("bfloat16", "float16", "float32").  end and
+	 * abort free the writer; abort, or a failed end, leaves no partial
+	 * file behind. */
+	int (*writer_begin)(const struct zn_arch *a, const char *target,
+			    const struct zn_param_desc *d, unsigned n, const char *dtype,
+			    struct zn_arch_writer **w);
+	int (*writer_put)(struct zn_arch_writer *w, const float *values);
+	int (*writer_end)(struct zn_arch_writer *w);
+	void (*writer_abort)(struct zn_arch_writer *w);
+	/* Open pretrained weights at `path`, checking every tensor of d[0..n-1]
+	 * (present, dtype, shape) before any is read; get reads tensor i. */
+	int (*reader_open)(const struct zn_arch *a, const char *path,
+			   const struct zn_param_desc *d, unsigned n, struct zn_arch_reader **r);
+	int (*reader_get)(struct zn_arch_reader *r, unsigned i, float *values);
+	void (*reader_close)(struct zn_arch_reader *r);
+};
+
+/* The first member of an architecture's writer and reader: the table that
+ * made it, so that the zn_arch_writer_* and zn_arch_reader_* calls find
+ * their functions. */
+struct zn_arch_writer {
+	const struct zn_arch_ops *ops;
+};
+
+struct zn_arch_reader {
+	const struct zn_arch_ops *ops;
 };
 
 extern const struct zn_arch_ops zn_arch_gpt2_ops, zn_arch_llama_ops;
@@ -142,6 +179,30 @@ int zn_arch_backward(struct zn_arch_model *m, const struct zn_param_source *src,
 		     const int32_t *tokens);
 /* Zeros for a model never created. */
 void zn_arch_profile_take(struct zn_arch_model *m, struct zn_model_profile *out);
+
+/* ---- the weights in the files other programs read (see struct
+ * zn_arch_ops): GPT-2's one model.safetensors (Hugging Face's names and
+ * shapes) or llm.c .bin; a Llama's Hugging Face folder ---- */
+
+/* Where the weights live in checkpoint directory `dir`, e.g. a step's:
+ * dir/model.safetensors, or dir itself when it is the model's folder. */
+const char *zn_arch_weights_name(const struct zn_arch *a);
+void zn_arch_weights_path(const struct zn_arch *a, const char *dir, char *out, size_t len);
+
+int zn_arch_writer_begin(const struct zn_arch *a, const char *target,
+			 const struct zn_param_desc *d, unsigned n, const char *dtype,
+			 struct zn_arch_writer **out);
+/* The next tensor's values, fp32 in zinc's layout (numel of its desc). */
+int zn_arch_writer_put(struct zn_arch_writer *w, const float *values);
+/* Both free w; abort takes NULL. */
+int zn_arch_writer_end(struct zn_arch_writer *w);
+void zn_arch_writer_abort(struct zn_arch_writer *w);
+
+int zn_arch_reader_open(const struct zn_arch *a, const char *path,
+			const struct zn_param_desc *d, unsigned n, struct zn_arch_reader **out);
+/* Tensor i's values, fp32 in zinc's layout (numel of d[i]). */
+int zn_arch_reader_get(struct zn_arch_reader *r, unsigned i, float *values);
+void zn_arch_reader_close(struct zn_arch_reader *r);
 
 /* ---- for the architectures' files ---- */
 

@@ -1,10 +1,15 @@
 /* The Llama family as an architecture (struct zn_arch_ops, see arch.h):
  * its shape from a Hugging Face config.json, its one-line description and
- * summary, and the model calls of include/zinc/llama.h behind the table. */
+ * summary, the model calls of include/zinc/llama.h behind the table, and
+ * its weights as a Hugging Face folder (include/zinc/hf.h), written and
+ * read. */
 #include "model/arch.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "zinc/hf.h"
 
@@ -89,6 +94,100 @@ static void llama_summary(const struct zn_arch *a, char *out, size_t len)
 
 ZN_ARCH_MODEL_CALLS(llama, l)
 
+/* ---- weights: a Hugging Face folder ----------------------------------- */
+
+struct llama_writer {
+	struct zn_arch_writer base;
+	struct zn_hf_writer *w;
+};
+
+static void llama_writer_abort(struct zn_arch_writer *base)
+{
+	struct llama_writer *w = (struct llama_writer *)base;
+	zn_hf_writer_abort(w->w);
+	free(w);
+}
+
+/* config.json, the shards (transformers' 5 GB each) and their index, in
+ * `dtype`: what from_pretrained reads, so a checkpoint's step directory is
+ * itself a model.from. */
+static int llama_writer_begin(const struct zn_arch *a, const char *target,
+			      const struct zn_param_desc *d, unsigned n, const char *dtype,
+			      struct zn_arch_writer **out)
+{
+	/* The folder itself as the user's umask says (the writer makes missing
+	 * parents 0755). */
+	if (mkdir(target, 0777) != 0 && errno != EEXIST)
+		return zn_error(-errno, "cannot make directory '%s': %s", target, strerror(errno));
+	struct llama_writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return zn_error(-ENOMEM, "out of memory");
+	w->base.ops = &zn_arch_llama_ops;
+	int rc = zn_hf_writer_begin(target, &a->l, d, n, dtype, ZN_HF_DEFAULT_SHARD_BYTES, &w->w);
+	if (rc)
+		llama_writer_abort(&w->base);
+	else
+		*out = &w->base;
+	return rc;
+}
+
+static int llama_writer_put(struct zn_arch_writer *base, const float *values)
+{
+	return zn_hf_writer_put(((struct llama_writer *)base)->w, values);
+}
+
+static int llama_writer_end(struct zn_arch_writer *base)
+{
+	struct llama_writer *w = (struct llama_writer *)base;
+	int rc = zn_hf_writer_end(w->w);
+	free(w);
+	return rc;
+}
+
+struct llama_reader {
+	struct zn_arch_reader base;
+	struct zn_hf_model *hf;
+	char (*names)[ZN_PARAM_NAME_MAX];  /* tensor i's name in the folder */
+};
+
+static void llama_reader_close(struct zn_arch_reader *base)
+{
+	struct llama_reader *r = (struct llama_reader *)base;
+	zn_hf_close(r->hf);
+	free(r->names);
+	free(r);
+}
+
+/* Every tensor checked (present, shape, dtype) now; each read from the
+ * mapped shards, widened to fp32, when asked for. */
+static int llama_reader_open(const struct zn_arch *a, const char *path,
+			     const struct zn_param_desc *d, unsigned n, struct zn_arch_reader **out)
+{
+	(void)a;
+	struct llama_reader *r = calloc(1, sizeof(*r));
+	if (!r || !(r->names = calloc(n ? n : 1, sizeof(*r->names)))) {
+		free(r);
+		return zn_error(-ENOMEM, "out of memory");
+	}
+	r->base.ops = &zn_arch_llama_ops;
+	for (unsigned i = 0; i < n; i++)
+		memcpy(r->names[i], d[i].name, sizeof(r->names[i]));
+	int rc = zn_hf_open(path, &r->hf);
+	if (!rc)
+		rc = zn_hf_check(r->hf, d, n);
+	if (rc)
+		llama_reader_close(&r->base);
+	else
+		*out = &r->base;
+	return rc;
+}
+
+static int llama_reader_get(struct zn_arch_reader *base, unsigned i, float *values)
+{
+	struct llama_reader *r = (struct llama_reader *)base;
+	return zn_hf_read_f32(r->hf, r->names[i], values);
+}
+
 const struct zn_arch_ops zn_arch_llama_ops = {
 	.name = "llama",
 	.type = ZN_MODEL_LLAMA,
@@ -98,4 +197,12 @@ const struct zn_arch_ops zn_arch_llama_ops = {
 	.display_name = llama_display_name,
 	.summary = llama_summary,
 	ZN_ARCH_MODEL_OPS(llama),
+	.weights_name = "",
+	.writer_begin = llama_writer_begin,
+	.writer_put = llama_writer_put,
+	.writer_end = llama_writer_end,
+	.writer_abort = llama_writer_abort,
+	.reader_open = llama_reader_open,
+	.reader_get = llama_reader_get,
+	.reader_close = llama_reader_close,
 };
