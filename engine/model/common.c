@@ -1,5 +1,6 @@
-/* Activation memory, checkpointing and initialisation shared by the models
- * (see model_common.h). */
+/* What the models share (see common.h): activation memory, activation
+ * checkpointing, the storage-dtype check and the counter-based
+ * initialisation. */
 #include "zn_common.h"
 
 #include <math.h>

@@ -1,6 +1,7 @@
-/* What the models (gpt2.c, llama.c) share: activation memory, the
- * activation-checkpointing plumbing and the counter-based initialisation.
- * Private to engine/.
+/* What the models (gpt2.c, llama.c) share: activation memory (struct
+ * zn_acts), activation checkpointing (struct zn_actckpt), the storage-dtype
+ * check, the counter-based initialisation and ZN_WITH_LAYER, the
+ * fetch/release bracket around a layer.  Private to the models.
  *
  * Activation checkpointing, three modes over L blocks (BT = B * T rows):
  *   plain                   every block keeps its input and its working set

@@ -11,7 +11,7 @@
  * backward undoes that with rope_backward into the same scratch.  Backward
  * reuses a handful of scratch buffers, zeroed before each use because the
  * kernels' backward ops accumulate.  Activation checkpointing is
- * model_common's, as GPT-2's.
+ * common.c's struct zn_actckpt, as GPT-2's.
  */
 #include "zn_common.h"
 

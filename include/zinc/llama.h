@@ -68,7 +68,7 @@ struct zn_llama_config {
 	enum zn_dtype act_dtype;
 };
 
-/* ---- the model (engine/llama.c) ---------------------------------------------
+/* ---- the model (engine/model/llama.c) ---------------------------------------
  *
  * Shapes: B batch, T tokens (positions 0 .. T-1 in every sequence), BT =
  * B*T, C = n_embd, NH = n_head, NKV = n_kv_head, HS = head_dim, QD = NH*HS,

@@ -22,6 +22,10 @@
  * (OC, C) like torch.nn.Linear.  Hugging Face's GPT-2 stores c_attn, c_proj
  * and c_fc transposed (Conv1D); zn_param_desc.hf_transposed marks those for
  * checkpoint readers and writers.
+ *
+ * The seam's types -- struct zn_param_desc, zn_param_source, zn_model_mem
+ * and zn_model_profile -- are every model's: the Llama family
+ * (include/zinc/llama.h) uses them as they are.
  */
 #ifndef ZINC_MODEL_H
 #define ZINC_MODEL_H
