@@ -1,3 +1,4 @@
+/* The struct zn_model_mem callbacks over host memory (see model_host.h). */
 #include "model_host.h"
 
 #include <stdlib.h>

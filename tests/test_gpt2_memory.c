@@ -3,7 +3,7 @@
  * activation modes (plain, recompute, recompute + offload_activations), and
  * the estimate must equal what zn_gpt2_create allocated, byte for byte, on
  * the device (as asked and rounded to ZN_DEVICE_ALIGN) and on the host.
- * The memory plan (engine/plan.c) builds its activation rows on this. */
+ * The memory plan (engine/plan/plan.c) builds its activation rows on this. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>

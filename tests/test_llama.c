@@ -1,11 +1,16 @@
-/* engine/llama.c without PyTorch (the oracle is tests/test_llama_oracle.py):
- * the config check, the tensor list (Hugging Face names and shapes, the
- * parameter counts of released models), initialisation, the rotary
- * frequencies, the order the model fetches and releases layers in, the
- * activation estimate against real models made with counting allocators,
- * and activation checkpointing (with and without offloaded inputs)
- * giving the same bits as the plain model. */
+/* engine/model/llama.c without PyTorch (the oracle is
+ * tests/test_llama_oracle.py): the config check, the tensor list (Hugging
+ * Face names and shapes, the parameter counts of released models),
+ * initialisation, the rotary frequencies, the order the model fetches and
+ * releases layers in, the activation estimate against real models made
+ * with counting allocators, and activation checkpointing (with and without
+ * offloaded inputs) giving the same bits as the plain model.  Then the
+ * architecture tables of both models (engine/model/arch.h): descriptions
+ * read back, summaries, and the weights files written and read back (a
+ * Llama's Hugging Face folder; GPT-2's model.safetensors with Hugging
+ * Face's names and shapes, and an llm.c .bin). */
 #include <errno.h>
+#include <ftw.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,12 +19,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "zinc/device.h"
 #include "zinc/kernels.h"
 #include "zinc/llama.h"
+#include "zinc/safetensors.h"
 
+#include "model/arch.h"
 #include "model_host.h"
 
 static const struct zn_kernels *K;
@@ -460,6 +469,193 @@ static void test_activation_estimate(void **state)
 	assert_non_null(strstr(zn_last_error(), "max_position_embeddings 16"));
 }
 
+/* ---- the architecture tables (engine/model/arch.h) ------------------------------- */
+
+static struct zn_arch gpt2_arch(void)
+{
+	struct zn_arch a = { .ops = &zn_arch_gpt2_ops };
+	a.g = (struct zn_gpt2_config){ .n_layer = 2, .n_head = 2, .n_embd = 8, .vocab_size = 50,
+				       .max_seq_len = 16 };
+	assert_int_equal(zn_gpt2_config_check(&a.g), 0);
+	return a;
+}
+
+static struct zn_arch llama_arch(void)
+{
+	struct zn_arch a = { .ops = &zn_arch_llama_ops, .l = tiny() };
+	snprintf(a.l.architecture, sizeof(a.l.architecture), "LlamaForCausalLM");
+	a.l.qkv_bias = true;
+	a.l.rope_theta = 500000.0f;
+	assert_int_equal(zn_llama_config_check(&a.l), 0);
+	return a;
+}
+
+static void test_arch_describe(void **state)
+{
+	(void)state;
+	struct zn_arch archs[2] = { gpt2_arch(), llama_arch() };
+	for (int i = 0; i < 2; i++) {
+		char d1[1024], d2[1024];
+		struct zn_arch b;
+		zn_arch_describe(&archs[i], d1, sizeof(d1));
+		assert_int_equal(zn_arch_parse(d1, &b), 0);
+		assert_ptr_equal(b.ops, archs[i].ops);
+		zn_arch_describe(&b, d2, sizeof(d2));
+		assert_string_equal(d1, d2);
+		assert_int_equal(zn_arch_num_params(&b), zn_arch_num_params(&archs[i]));
+	}
+	struct zn_arch b;
+	assert_int_equal(zn_arch_parse("gpt2 n_layer=2 n_head=x", &b), -EINVAL);
+	assert_int_equal(zn_arch_parse("mamba d=1", &b), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "of another zinc"));
+
+	char s[256];
+	zn_arch_summary(&archs[0], s, sizeof(s));
+	assert_string_equal(s, "GPT-2 2 layers, 2 heads, 8 channels, vocab 50");
+	zn_arch_summary(&archs[1], s, sizeof(s));
+	assert_string_equal(s, "LlamaForCausalLM 2 layers, 4 heads (2 key/value), 24 channels, "
+			       "MLP 40, vocab 37");
+	struct zn_arch_dims d = zn_arch_dims(&archs[1]);
+	assert_true(d.n_layer == 2 && d.n_head == 4 && d.n_embd == 24 && d.vocab_size == 37 &&
+		    d.max_seq_len == 16);
+	assert_int_equal(zn_arch_vocab(&archs[0]), 50);
+	zn_arch_set_checkpointing(&archs[1], true, true);
+	assert_true(archs[1].l.recompute && archs[1].l.offload_activations);
+	assert_string_equal(zn_arch_name(&archs[0]), "GPT-2");
+	assert_string_equal(zn_arch_name(&archs[1]), "LlamaForCausalLM");
+}
+
+/* Every tensor of `a` in model order, initialised from seed 7. */
+struct all_tensors {
+	struct zn_param_desc d[64];
+	float *v[64];
+	unsigned n;
+};
+
+static void all_tensors(const struct zn_arch *a, struct all_tensors *t)
+{
+	t->n = 0;
+	for (unsigned l = 0; l < zn_arch_layers(a); l++)
+		t->n += zn_arch_layer_params(a, l, t->d + t->n);
+	assert_true(t->n <= 64);
+	for (unsigned i = 0; i < t->n; i++) {
+		t->v[i] = malloc(t->d[i].numel * sizeof(float));
+		zn_arch_init_tensor(a, &t->d[i], 7, i, t->v[i]);
+	}
+}
+
+static void all_tensors_free(struct all_tensors *t)
+{
+	for (unsigned i = 0; i < t->n; i++)
+		free(t->v[i]);
+}
+
+/* Every tensor of t read back from `path` through a's table: the same bits. */
+static void read_back(const struct zn_arch *a, const char *path, const struct all_tensors *t)
+{
+	struct zn_arch_reader *r;
+	assert_int_equal(zn_arch_reader_open(a, path, t->d, t->n, &r), 0);
+	for (unsigned i = 0; i < t->n; i++) {
+		float *got = malloc(t->d[i].numel * sizeof(float));
+		assert_int_equal(zn_arch_reader_get(r, i, got), 0);
+		assert_memory_equal(got, t->v[i], t->d[i].numel * sizeof(float));
+		free(got);
+	}
+	zn_arch_reader_close(r);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	return remove(path);
+}
+
+/* Write `a`'s tensors to `target` in its format, read them back and
+ * compare, bit for bit. */
+static void weights_round_trip(const struct zn_arch *a, const char *target)
+{
+	struct all_tensors t;
+	all_tensors(a, &t);
+	struct zn_arch_writer *w;
+	assert_int_equal(zn_arch_writer_begin(a, target, t.d, t.n, "float32", &w), 0);
+	for (unsigned i = 0; i < t.n; i++)
+		assert_int_equal(zn_arch_writer_put(w, t.v[i]), 0);
+	assert_int_equal(zn_arch_writer_end(w), 0);
+	read_back(a, target, &t);
+	struct zn_arch_reader *r;
+	/* a model of another shape is refused before anything is read */
+	struct zn_param_desc wrong = t.d[t.n - 1];
+	wrong.shape[0] += 1;
+	wrong.numel += wrong.ndim == 2 ? (size_t)wrong.shape[1] : 1;
+	assert_int_not_equal(zn_arch_reader_open(a, target, &wrong, 1, &r), 0);
+	all_tensors_free(&t);
+}
+
+/* GPT-2's tensors in llm.c's layout (a 256-int32 header, then wte, wpe,
+ * each of the 12 block kinds over all layers, ln_f, as train_gpt2.c
+ * writes them), read back through the table. */
+static void write_llmc(const struct zn_arch *a, const char *path)
+{
+	const struct zn_gpt2_config *c = &a->g;
+	struct all_tensors t;
+	all_tensors(a, &t);
+	int32_t h[256] = { 20240326, 3, c->max_seq_len, c->vocab_size, c->n_layer, c->n_head,
+			   c->n_embd, c->padded_vocab };
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(h, 4, 256, f), 256);
+	unsigned order[64], n = 0, L = (unsigned)c->n_layer;
+	order[n++] = 0, order[n++] = 1;
+	for (unsigned k = 0; k < ZN_GPT2_BLOCK_TENSORS; k++)
+		for (unsigned l = 0; l < L; l++)
+			order[n++] = 2 + ZN_GPT2_BLOCK_TENSORS * l + k;
+	order[n++] = t.n - 2, order[n++] = t.n - 1;
+	assert_int_equal(n, t.n);
+	for (unsigned i = 0; i < n; i++)
+		assert_int_equal(fwrite(t.v[order[i]], 4, t.d[order[i]].numel, f),
+				 t.d[order[i]].numel);
+	fclose(f);
+	read_back(a, path, &t);
+	all_tensors_free(&t);
+}
+
+static void test_arch_weights(void **state)
+{
+	(void)state;
+	const char *base = getenv("ZINC_TEST_DIR");
+	char dir[4096], path[4200];
+	snprintf(dir, sizeof(dir), "%s/llama.XXXXXX", base && *base ? base : ".");
+	if (base && *base)
+		mkdir(base, 0755);
+	assert_non_null(mkdtemp(dir));
+
+	struct zn_arch g = gpt2_arch(), l = llama_arch();
+	assert_string_equal(zn_arch_weights_name(&g), "model.safetensors");
+	zn_arch_weights_path(&g, dir, path, sizeof(path));
+	assert_true(strlen(path) == strlen(dir) + 18 && strstr(path, "/model.safetensors"));
+	weights_round_trip(&g, path);
+	/* Hugging Face's names and shapes: Conv1D (C, OC), wte's real rows */
+	struct zn_st_file *f = zn_st_open(path);
+	assert_non_null(f);
+	const struct zn_st_tensor *x = zn_st_find(f, "transformer.h.1.attn.c_attn.weight");
+	assert_non_null(x);
+	assert_true(x->ndim == 2 && x->shape[0] == 8 && x->shape[1] == 24);
+	x = zn_st_find(f, "transformer.wte.weight");
+	assert_true(x && x->shape[0] == 50 && x->shape[1] == 8);
+	assert_string_equal(zn_st_metadata(f, "format"), "pt");
+	zn_st_close(f);
+	snprintf(path, sizeof(path), "%s/gpt2.bin", dir);
+	write_llmc(&g, path);
+
+	assert_string_equal(zn_arch_weights_name(&l), "");
+	snprintf(path, sizeof(path), "%s/llama", dir);
+	weights_round_trip(&l, path);
+	snprintf(path, sizeof(path), "%s/llama/config.json", dir);
+	assert_int_equal(access(path, F_OK), 0);
+
+	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -488,6 +684,8 @@ int main(void)
 		cmocka_unit_test(test_fetch_order),
 		cmocka_unit_test(test_recompute_same_bits),
 		cmocka_unit_test(test_activation_estimate),
+		cmocka_unit_test(test_arch_describe),
+		cmocka_unit_test(test_arch_weights),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

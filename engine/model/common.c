@@ -1,5 +1,6 @@
-/* Activation memory, checkpointing and initialisation shared by the models
- * (see model_common.h). */
+/* What the models share (see common.h): activation memory, activation
+ * checkpointing, the storage-dtype check and the counter-based
+ * initialisation. */
 #include "zn_common.h"
 
 #include <math.h>
@@ -83,8 +84,8 @@ void zn_acts_free(struct zn_acts *a)
 
 /* ---- activation checkpointing ------------------------------------------------- */
 
-int zn_ckpt_alloc(struct zn_ckpt *c, struct zn_acts *a, const struct zn_model_mem *mem, int L,
-		  size_t in_bytes, bool recompute, bool offload, bool profile)
+int zn_actckpt_alloc(struct zn_actckpt *c, struct zn_acts *a, const struct zn_model_mem *mem,
+		     int L, size_t in_bytes, bool recompute, bool offload, bool profile)
 {
 	memset(c, 0, sizeof(*c));
 	c->recompute = recompute;
@@ -105,18 +106,18 @@ int zn_ckpt_alloc(struct zn_ckpt *c, struct zn_acts *a, const struct zn_model_me
 	return a->err;
 }
 
-void zn_ckpt_free(struct zn_ckpt *c)
+void zn_actckpt_free(struct zn_actckpt *c)
 {
 	free(c->kept);
 	c->kept = NULL;
 }
 
-void *zn_ckpt_input(struct zn_ckpt *c, int l)
+void *zn_actckpt_input(struct zn_actckpt *c, int l)
 {
 	return c->offload ? c->rin[l % 2] : c->kept[l];
 }
 
-uint64_t zn_ckpt_prof_start(struct zn_ckpt *c)
+uint64_t zn_actckpt_prof_start(struct zn_actckpt *c)
 {
 	if (!c->profile)
 		return 0;
@@ -125,7 +126,7 @@ uint64_t zn_ckpt_prof_start(struct zn_ckpt *c)
 	return zn_now_ns();
 }
 
-void zn_ckpt_prof_end(struct zn_ckpt *c, int which, uint64_t t0)
+void zn_actckpt_prof_end(struct zn_actckpt *c, int which, uint64_t t0)
 {
 	if (!c->profile)
 		return;
@@ -134,27 +135,27 @@ void zn_ckpt_prof_end(struct zn_ckpt *c, int which, uint64_t t0)
 	c->prof_ns[which] += zn_now_ns() - t0;
 }
 
-int zn_ckpt_keep(struct zn_ckpt *c, int l)
+int zn_actckpt_keep(struct zn_actckpt *c, int l)
 {
 	if (!c->offload)
 		return 0;
-	uint64_t t0 = zn_ckpt_prof_start(c);
+	uint64_t t0 = zn_actckpt_prof_start(c);
 	int rc = c->mem->to_host(c->mem->user, c->kept[l], c->rin[l % 2], c->in_bytes);
-	zn_ckpt_prof_end(c, 1, t0);
+	zn_actckpt_prof_end(c, 1, t0);
 	return rc;
 }
 
-int zn_ckpt_restore(struct zn_ckpt *c, int l)
+int zn_actckpt_restore(struct zn_actckpt *c, int l)
 {
 	if (!c->offload)
 		return 0;
-	uint64_t t0 = zn_ckpt_prof_start(c);
+	uint64_t t0 = zn_actckpt_prof_start(c);
 	int rc = c->mem->to_device(c->mem->user, c->rin[l % 2], c->kept[l], c->in_bytes);
-	zn_ckpt_prof_end(c, 2, t0);
+	zn_actckpt_prof_end(c, 2, t0);
 	return rc;
 }
 
-void zn_ckpt_profile_take(struct zn_ckpt *c, struct zn_gpt2_profile *out)
+void zn_actckpt_profile_take(struct zn_actckpt *c, struct zn_model_profile *out)
 {
 	out->recompute_s = (double)c->prof_ns[0] / 1e9;
 	out->keep_s = (double)c->prof_ns[1] / 1e9;

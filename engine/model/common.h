@@ -1,6 +1,7 @@
-/* What the models (gpt2.c, llama.c) share: activation memory, the
- * activation-checkpointing plumbing and the counter-based initialisation.
- * Private to engine/.
+/* What the models (gpt2.c, llama.c) share: activation memory (struct
+ * zn_acts), activation checkpointing (struct zn_actckpt), the storage-dtype
+ * check, the counter-based initialisation and ZN_WITH_LAYER, the
+ * fetch/release bracket around a layer.  Private to the models.
  *
  * Activation checkpointing, three modes over L blocks (BT = B * T rows):
  *   plain                   every block keeps its input and its working set
@@ -19,6 +20,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "zn_common.h"
 
 #include "zinc/model.h"
 
@@ -45,7 +48,7 @@ void *zn_acts_host(struct zn_acts *a, size_t bytes);
 void zn_acts_free(struct zn_acts *a);
 
 /* The block inputs and the checkpointing mode. */
-struct zn_ckpt {
+struct zn_actckpt {
 	bool recompute, offload, profile;
 	int L;
 	size_t in_bytes;        /* one block input, (BT, C) */
@@ -57,19 +60,19 @@ struct zn_ckpt {
 
 /* Allocate the kept inputs (and rin) through `a`; mem must outlive c.
  * Returns a->err's state: 0 or -ENOMEM. */
-int zn_ckpt_alloc(struct zn_ckpt *c, struct zn_acts *a, const struct zn_model_mem *mem, int L,
-		  size_t in_bytes, bool recompute, bool offload, bool profile);
-void zn_ckpt_free(struct zn_ckpt *c);
+int zn_actckpt_alloc(struct zn_actckpt *c, struct zn_acts *a, const struct zn_model_mem *mem,
+		     int L, size_t in_bytes, bool recompute, bool offload, bool profile);
+void zn_actckpt_free(struct zn_actckpt *c);
 /* The device buffer block l reads its input from (and block l-1 writes). */
-void *zn_ckpt_input(struct zn_ckpt *c, int l);
+void *zn_actckpt_input(struct zn_actckpt *c, int l);
 /* After block l's forward: its input leaves the device (offload only). */
-int zn_ckpt_keep(struct zn_ckpt *c, int l);
+int zn_actckpt_keep(struct zn_actckpt *c, int l);
 /* Before block l's backward: its input comes back (offload only). */
-int zn_ckpt_restore(struct zn_ckpt *c, int l);
+int zn_actckpt_restore(struct zn_actckpt *c, int l);
 /* profile: synchronize and read the clock (0 when not profiling). */
-uint64_t zn_ckpt_prof_start(struct zn_ckpt *c);
-void zn_ckpt_prof_end(struct zn_ckpt *c, int which, uint64_t t0);
-void zn_ckpt_profile_take(struct zn_ckpt *c, struct zn_gpt2_profile *out);
+uint64_t zn_actckpt_prof_start(struct zn_actckpt *c);
+void zn_actckpt_prof_end(struct zn_actckpt *c, int which, uint64_t t0);
+void zn_actckpt_profile_take(struct zn_actckpt *c, struct zn_model_profile *out);
 
 /* The storage dtype a model is configured for (act_dtype) exists and,
  * given a kernels context (NULL: none yet), is the one it stores.  0, or
@@ -82,22 +85,15 @@ int zn_model_check_storage(const char *model, enum zn_dtype act_dtype,
  * own, in any order, on any rank), Box-Muller in double. */
 void zn_model_normal(uint64_t seed, uint64_t index, float std, float *out, size_t n);
 
-#define ZN_MODEL_TRY(x)                 \
-	do {                            \
-		int rc_ = (x);          \
-		if (rc_)                \
-			return rc_;     \
-	} while (0)
-
 /* fetch/release with the layer held in between: on an error the layer is
  * released before returning. */
 #define ZN_WITH_LAYER(src, layer, grads, P, G, body)                                \
 	do {                                                                        \
-		ZN_MODEL_TRY((src)->fetch((src)->user, (layer), (grads), (P), (G))); \
+		ZN_TRY((src)->fetch((src)->user, (layer), (grads), (P), (G)));      \
 		int rc_b = (body);                                                  \
 		int rc_r = (src)->release((src)->user, (layer), (grads) && !rc_b); \
-		ZN_MODEL_TRY(rc_b);                                                 \
-		ZN_MODEL_TRY(rc_r);                                                 \
+		ZN_TRY(rc_b);                                                       \
+		ZN_TRY(rc_r);                                                       \
 	} while (0)
 
 #endif

@@ -29,9 +29,6 @@
 #include "zinc/model.h"
 #include "model/common.h"
 
-#define TRY ZN_MODEL_TRY
-#define WITH_LAYER ZN_WITH_LAYER
-
 enum { LN1W, LN1B, QKVW, QKVB, PROJW, PROJB, LN2W, LN2B, FCW, FCB, FCPW, FCPB };
 
 int zn_gpt2_config_check(struct zn_gpt2_config *c)
@@ -158,7 +155,7 @@ struct zn_gpt2 {
 	struct zn_model_mem mem;
 	size_t esz;                    /* bytes per element of the storage dtype */
 	struct zn_acts acts;           /* every activation allocation */
-	struct zn_ckpt ck;             /* block inputs (the residual stream), checkpointing */
+	struct zn_actckpt ck;          /* block inputs (the residual stream), checkpointing */
 	struct layer_acts *la;         /* L working sets (recompute: unused) */
 	struct layer_acts sa;          /* recompute: one block's activations, reused */
 	void *res_final, *lnf, *logits;
@@ -181,8 +178,8 @@ static int alloc_all(struct zn_gpt2 *m, struct zn_acts *a)
 	const size_t C = (size_t)c->n_embd, NH = (size_t)c->n_head, Vp = (size_t)c->padded_vocab;
 	const size_t e = m->esz;
 
-	TRY(zn_ckpt_alloc(&m->ck, a, &m->mem, c->n_layer, BT * C * e, c->recompute,
-			  c->offload_activations, c->profile));
+	ZN_TRY(zn_actckpt_alloc(&m->ck, a, &m->mem, c->n_layer, BT * C * e, c->recompute,
+				c->offload_activations, c->profile));
 	for (size_t l = 0; l < (c->recompute ? 1 : L); l++) {
 		struct layer_acts *s = c->recompute ? &m->sa : &m->la[l];
 		s->ln1 = zn_acts_dev(a, BT * C * e);
@@ -228,7 +225,7 @@ static int setup(struct zn_gpt2 *m, const struct zn_gpt2_config *cfg, int B, int
 					 "interface)");
 	m->B = B;
 	m->T = T;
-	TRY(zn_model_check_storage("GPT-2", cfg->act_dtype, NULL));
+	ZN_TRY(zn_model_check_storage("GPT-2", cfg->act_dtype, NULL));
 	m->esz = zn_dtype_size(cfg->act_dtype);
 	m->la = calloc((size_t)m->cfg.n_layer, sizeof(*m->la));
 	if (!m->la)
@@ -241,7 +238,7 @@ void zn_gpt2_destroy(struct zn_gpt2 *m)
 	if (!m)
 		return;
 	zn_acts_free(&m->acts);
-	zn_ckpt_free(&m->ck);
+	zn_actckpt_free(&m->ck);
 	free(m->la);
 	free(m);
 }
@@ -317,9 +314,9 @@ static struct layer_acts *acts_of(struct zn_gpt2 *m, int l)
 	return m->cfg.recompute ? &m->sa : &m->la[l];
 }
 
-void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_gpt2_profile *out)
+void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_model_profile *out)
 {
-	zn_ckpt_profile_take(&m->ck, out);
+	zn_actckpt_profile_take(&m->ck, out);
 }
 
 static int block_forward(struct zn_gpt2 *m, struct layer_acts *a, const void *res,
@@ -327,20 +324,20 @@ static int block_forward(struct zn_gpt2 *m, struct layer_acts *a, const void *re
 {
 	const struct zn_kernels *k = m->k;
 	const int B = m->B, T = m->T, BT = B * T, C = m->cfg.n_embd, NH = m->cfg.n_head;
-	TRY(k->layernorm_forward(m->ctx, a->ln1, a->ln1_mean, a->ln1_rstd, res, p[LN1W],
-				 p[LN1B], BT, C));
-	TRY(k->matmul_forward(m->ctx, a->qkv, a->ln1, p[QKVW], p[QKVB], BT, C, 3 * C));
-	TRY(k->attention_forward(m->ctx, a->atty, a->lse, a->qkv, B, T, NH, NH, C / NH));
+	ZN_TRY(k->layernorm_forward(m->ctx, a->ln1, a->ln1_mean, a->ln1_rstd, res, p[LN1W],
+				    p[LN1B], BT, C));
+	ZN_TRY(k->matmul_forward(m->ctx, a->qkv, a->ln1, p[QKVW], p[QKVB], BT, C, 3 * C));
+	ZN_TRY(k->attention_forward(m->ctx, a->atty, a->lse, a->qkv, B, T, NH, NH, C / NH));
 	/* res2 = res + atty @ Wproj^T + b: the projection lands in res2, then
 	 * the residual is added in place. */
-	TRY(k->matmul_forward(m->ctx, a->res2, a->atty, p[PROJW], p[PROJB], BT, C, C));
-	TRY(k->residual_forward(m->ctx, a->res2, a->res2, res, (size_t)BT * C));
-	TRY(k->layernorm_forward(m->ctx, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, p[LN2W],
-				 p[LN2B], BT, C));
-	TRY(k->matmul_forward(m->ctx, a->fch, a->ln2, p[FCW], p[FCB], BT, C, 4 * C));
-	TRY(k->gelu_forward(m->ctx, a->gelu, a->fch, (size_t)BT * 4 * C));
-	TRY(k->matmul_forward(m->ctx, out, a->gelu, p[FCPW], p[FCPB], BT, 4 * C, C));
-	TRY(k->residual_forward(m->ctx, out, out, a->res2, (size_t)BT * C));
+	ZN_TRY(k->matmul_forward(m->ctx, a->res2, a->atty, p[PROJW], p[PROJB], BT, C, C));
+	ZN_TRY(k->residual_forward(m->ctx, a->res2, a->res2, res, (size_t)BT * C));
+	ZN_TRY(k->layernorm_forward(m->ctx, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, p[LN2W],
+				    p[LN2B], BT, C));
+	ZN_TRY(k->matmul_forward(m->ctx, a->fch, a->ln2, p[FCW], p[FCB], BT, C, 4 * C));
+	ZN_TRY(k->gelu_forward(m->ctx, a->gelu, a->fch, (size_t)BT * 4 * C));
+	ZN_TRY(k->matmul_forward(m->ctx, out, a->gelu, p[FCPW], p[FCPB], BT, 4 * C, C));
+	ZN_TRY(k->residual_forward(m->ctx, out, out, a->res2, (size_t)BT * C));
 	return 0;
 }
 
@@ -350,9 +347,9 @@ static int head_forward(struct zn_gpt2 *m, void *const *pf, const void *wte,
 {
 	const struct zn_kernels *k = m->k;
 	const int BT = m->B * m->T, C = m->cfg.n_embd;
-	TRY(k->layernorm_forward(m->ctx, m->lnf, m->lnf_mean, m->lnf_rstd, m->res_final, pf[0],
-				 pf[1], BT, C));
-	TRY(k->matmul_forward(m->ctx, m->logits, m->lnf, wte, NULL, BT, C, m->cfg.padded_vocab));
+	ZN_TRY(k->layernorm_forward(m->ctx, m->lnf, m->lnf_mean, m->lnf_rstd, m->res_final, pf[0],
+				    pf[1], BT, C));
+	ZN_TRY(k->matmul_forward(m->ctx, m->logits, m->lnf, wte, NULL, BT, C, m->cfg.padded_vocab));
 	if (!targets)
 		return 0;
 	/* dlogits overwrite the logits in place when a backward follows. */
@@ -373,17 +370,17 @@ int zn_gpt2_forward(struct zn_gpt2 *m, const struct zn_param_source *src, const 
 	if (for_backward && !targets)
 		return zn_error(-EINVAL, "GPT-2 forward for backward needs targets");
 	m->have_backward = false;
-	WITH_LAYER(src, 0, false, pe, NULL,
-		   k->encoder_forward(m->ctx, zn_ckpt_input(&m->ck, 0), tokens, pe[0],
+	ZN_WITH_LAYER(src, 0, false, pe, NULL,
+		      k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0],
 				      pe[1], B, T, C, m->cfg.padded_vocab));
 	for (int l = 0; l < L; l++) {
-		void *out = l + 1 < L ? zn_ckpt_input(&m->ck, l + 1) : m->res_final;
-		WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
-			   block_forward(m, acts_of(m, l), zn_ckpt_input(&m->ck, l), p, out));
-		TRY(zn_ckpt_keep(&m->ck, l));
+		void *out = l + 1 < L ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
+		ZN_WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
+			      block_forward(m, acts_of(m, l), zn_actckpt_input(&m->ck, l), p, out));
+		ZN_TRY(zn_actckpt_keep(&m->ck, l));
 	}
 	/* The classifier: ln_f, then wte again (tied). */
-	TRY(src->fetch(src->user, (unsigned)L + 1, false, pf, NULL));
+	ZN_TRY(src->fetch(src->user, (unsigned)L + 1, false, pf, NULL));
 	int rc = src->fetch(src->user, 0, false, pe, NULL);
 	if (!rc) {
 		rc = head_forward(m, pf, pe[0], targets, weights, for_backward, grad_scale);
@@ -391,8 +388,8 @@ int zn_gpt2_forward(struct zn_gpt2 *m, const struct zn_param_source *src, const 
 		rc = rc ? rc : r2;
 	}
 	int r3 = src->release(src->user, (unsigned)L + 1, false);
-	TRY(rc);
-	TRY(r3);
+	ZN_TRY(rc);
+	ZN_TRY(r3);
 	m->have_backward = for_backward;
 	if (losses_out)
 		*losses_out = m->losses;
@@ -413,28 +410,28 @@ static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, const void *r
 
 	/* m->dres holds d(loss)/d(out) of the block; the residual passes it on
 	 * unchanged, and each branch adds its own contribution to it. */
-	TRY(zero(m, m->dbig, nC * 4 * e));
-	TRY(k->matmul_backward(m->ctx, m->dbig, g[FCPW], g[FCPB], m->dres, a->gelu, p[FCPW], BT,
-			       4 * C, C));
-	TRY(zero(m, m->dbig2, nC * 4 * e));
-	TRY(k->gelu_backward(m->ctx, m->dbig2, m->dbig, a->fch, nC * 4));
-	TRY(zero(m, m->dln, nC * e));
-	TRY(k->matmul_backward(m->ctx, m->dln, g[FCW], g[FCB], m->dbig2, a->ln2, p[FCW], BT, C,
-			       4 * C));
-	TRY(k->layernorm_backward(m->ctx, m->dres, g[LN2W], g[LN2B], m->dln, a->res2, p[LN2W],
-				  a->ln2_mean, a->ln2_rstd, BT, C));
+	ZN_TRY(zero(m, m->dbig, nC * 4 * e));
+	ZN_TRY(k->matmul_backward(m->ctx, m->dbig, g[FCPW], g[FCPB], m->dres, a->gelu, p[FCPW], BT,
+				  4 * C, C));
+	ZN_TRY(zero(m, m->dbig2, nC * 4 * e));
+	ZN_TRY(k->gelu_backward(m->ctx, m->dbig2, m->dbig, a->fch, nC * 4));
+	ZN_TRY(zero(m, m->dln, nC * e));
+	ZN_TRY(k->matmul_backward(m->ctx, m->dln, g[FCW], g[FCB], m->dbig2, a->ln2, p[FCW], BT, C,
+				  4 * C));
+	ZN_TRY(k->layernorm_backward(m->ctx, m->dres, g[LN2W], g[LN2B], m->dln, a->res2, p[LN2W],
+				     a->ln2_mean, a->ln2_rstd, BT, C));
 	/* m->dres is now d/d(res2). */
-	TRY(zero(m, m->datty, nC * e));
-	TRY(k->matmul_backward(m->ctx, m->datty, g[PROJW], g[PROJB], m->dres, a->atty, p[PROJW],
-			       BT, C, C));
-	TRY(zero(m, m->dqkv, nC * 3 * e));
-	TRY(k->attention_backward(m->ctx, m->dqkv, m->datty, a->qkv, a->lse, B, T, NH, NH,
-				  C / NH));
-	TRY(zero(m, m->dln, nC * e));
-	TRY(k->matmul_backward(m->ctx, m->dln, g[QKVW], g[QKVB], m->dqkv, a->ln1, p[QKVW], BT, C,
-			       3 * C));
-	TRY(k->layernorm_backward(m->ctx, m->dres, g[LN1W], g[LN1B], m->dln, res, p[LN1W],
-				  a->ln1_mean, a->ln1_rstd, BT, C));
+	ZN_TRY(zero(m, m->datty, nC * e));
+	ZN_TRY(k->matmul_backward(m->ctx, m->datty, g[PROJW], g[PROJB], m->dres, a->atty, p[PROJW],
+				  BT, C, C));
+	ZN_TRY(zero(m, m->dqkv, nC * 3 * e));
+	ZN_TRY(k->attention_backward(m->ctx, m->dqkv, m->datty, a->qkv, a->lse, B, T, NH, NH,
+				     C / NH));
+	ZN_TRY(zero(m, m->dln, nC * e));
+	ZN_TRY(k->matmul_backward(m->ctx, m->dln, g[QKVW], g[QKVB], m->dqkv, a->ln1, p[QKVW], BT, C,
+				  3 * C));
+	ZN_TRY(k->layernorm_backward(m->ctx, m->dres, g[LN1W], g[LN1B], m->dln, res, p[LN1W],
+				     a->ln1_mean, a->ln1_rstd, BT, C));
 	/* m->dres is now d/d(res) of the block's input. */
 	return 0;
 }
@@ -443,14 +440,14 @@ static int block_backward(struct zn_gpt2 *m, struct layer_acts *a, const void *r
  * the kept input (writing the same bits to its output buffer). */
 static int block_backward_at(struct zn_gpt2 *m, int l, void *const *p, void *const *g)
 {
-	TRY(zn_ckpt_restore(&m->ck, l)); /* offload_activations: the kept input comes back */
+	ZN_TRY(zn_actckpt_restore(&m->ck, l)); /* offload_activations: the kept input comes back */
 	struct layer_acts *a = acts_of(m, l);
-	const void *res = zn_ckpt_input(&m->ck, l);
+	const void *res = zn_actckpt_input(&m->ck, l);
 	if (m->cfg.recompute) {
-		void *out = l + 1 < m->cfg.n_layer ? zn_ckpt_input(&m->ck, l + 1) : m->res_final;
-		uint64_t t0 = zn_ckpt_prof_start(&m->ck);
-		TRY(block_forward(m, a, res, p, out));
-		zn_ckpt_prof_end(&m->ck, 0, t0);
+		void *out = l + 1 < m->cfg.n_layer ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
+		uint64_t t0 = zn_actckpt_prof_start(&m->ck);
+		ZN_TRY(block_forward(m, a, res, p, out));
+		zn_actckpt_prof_end(&m->ck, 0, t0);
 	}
 	return block_backward(m, a, res, p, g);
 }
@@ -460,10 +457,10 @@ static int head_backward(struct zn_gpt2 *m, void *const *pf, void *const *gf, co
 {
 	const struct zn_kernels *k = m->k;
 	const int BT = m->B * m->T, C = m->cfg.n_embd, Vp = m->cfg.padded_vocab;
-	TRY(zero(m, m->dln, (size_t)BT * C * m->esz));
+	ZN_TRY(zero(m, m->dln, (size_t)BT * C * m->esz));
 	/* The logits buffer holds dlogits since the forward. */
-	TRY(k->matmul_backward(m->ctx, m->dln, dwte, NULL, m->logits, m->lnf, wte, BT, C, Vp));
-	TRY(zero(m, m->dres, (size_t)BT * C * m->esz));
+	ZN_TRY(k->matmul_backward(m->ctx, m->dln, dwte, NULL, m->logits, m->lnf, wte, BT, C, Vp));
+	ZN_TRY(zero(m, m->dres, (size_t)BT * C * m->esz));
 	return k->layernorm_backward(m->ctx, m->dres, gf[0], gf[1], m->dln, m->res_final, pf[0],
 				     m->lnf_mean, m->lnf_rstd, BT, C);
 }
@@ -479,7 +476,7 @@ int zn_gpt2_backward(struct zn_gpt2 *m, const struct zn_param_source *src, const
 	m->have_backward = false;
 	/* Classifier and ln_f; wte's gradient from the classifier is the first
 	 * contribution to it, the encoder's comes last. */
-	TRY(src->fetch(src->user, (unsigned)L + 1, true, pf, gf));
+	ZN_TRY(src->fetch(src->user, (unsigned)L + 1, true, pf, gf));
 	int rc = src->fetch(src->user, 0, true, pe, ge);
 	if (!rc) {
 		rc = head_backward(m, pf, gf, pe[0], ge[0]);
@@ -487,12 +484,12 @@ int zn_gpt2_backward(struct zn_gpt2 *m, const struct zn_param_source *src, const
 		rc = rc ? rc : r2;
 	}
 	int r3 = src->release(src->user, (unsigned)L + 1, !rc);
-	TRY(rc);
-	TRY(r3);
+	ZN_TRY(rc);
+	ZN_TRY(r3);
 	for (int l = L - 1; l >= 0; l--)
-		WITH_LAYER(src, (unsigned)l + 1, true, p, g, block_backward_at(m, l, p, g));
-	WITH_LAYER(src, 0, true, pe, ge,
-		   m->k->encoder_backward(m->ctx, ge[0], ge[1], m->dres, tokens, m->B, m->T,
+		ZN_WITH_LAYER(src, (unsigned)l + 1, true, p, g, block_backward_at(m, l, p, g));
+	ZN_WITH_LAYER(src, 0, true, pe, ge,
+		      m->k->encoder_backward(m->ctx, ge[0], ge[1], m->dres, tokens, m->B, m->T,
 					  m->cfg.n_embd, m->cfg.padded_vocab));
 	return 0;
 }

@@ -11,7 +11,7 @@
  * backward undoes that with rope_backward into the same scratch.  Backward
  * reuses a handful of scratch buffers, zeroed before each use because the
  * kernels' backward ops accumulate.  Activation checkpointing is
- * model_common's, as GPT-2's.
+ * common.c's struct zn_actckpt, as GPT-2's.
  */
 #include "zn_common.h"
 
@@ -22,8 +22,6 @@
 
 #include "zinc/llama.h"
 #include "model/common.h"
-
-#define TRY ZN_MODEL_TRY
 
 /* The tensors a block may have, by role; a layer's list holds those the
  * config asks for, in transformers' state_dict order (the order of this
@@ -222,7 +220,7 @@ void zn_llama_init_tensor(const struct zn_llama_config *c, const struct zn_param
 int zn_llama_rope_inv_freq(const struct zn_llama_config *cfg, float *out)
 {
 	struct zn_llama_config c = *cfg;
-	TRY(zn_llama_config_check(&c));
+	ZN_TRY(zn_llama_config_check(&c));
 	const int HS = c.head_dim;
 	/* _compute_llama3_parameters' constants: Python floats (double), each
 	 * compared with or applied to an fp32 tensor as an fp32 scalar */
@@ -272,7 +270,7 @@ struct zn_llama {
 	struct zn_model_mem mem;
 	size_t esz;                 /* bytes per element of the storage dtype */
 	struct zn_acts acts;
-	struct zn_ckpt ck;          /* block inputs, checkpointing */
+	struct zn_actckpt ck;       /* block inputs, checkpointing */
 	struct blk_acts *la;        /* L working sets (recompute: unused) */
 	struct blk_acts sa;         /* recompute: one working set, reused */
 	void *res_final, *xf, *logits;
@@ -294,8 +292,8 @@ static int alloc_all(struct zn_llama *m, struct zn_acts *a)
 	const size_t QD = (size_t)m->QD, W = (size_t)m->W, I = (size_t)m->I, V = (size_t)m->V;
 	const size_t lse = (size_t)m->B * (size_t)m->NH * (size_t)m->T * 4;
 
-	TRY(zn_ckpt_alloc(&m->ck, a, &m->mem, c->n_layer, BT * C * e, c->recompute,
-			  c->offload_activations, c->profile));
+	ZN_TRY(zn_actckpt_alloc(&m->ck, a, &m->mem, c->n_layer, BT * C * e, c->recompute,
+				c->offload_activations, c->profile));
 	size_t sets = c->recompute ? 1 : L;
 	for (size_t l = 0; l < sets; l++) {
 		struct blk_acts *s = c->recompute ? &m->sa : &m->la[l];
@@ -331,7 +329,7 @@ static int setup(struct zn_llama *m, const struct zn_llama_config *cfg, int B, i
 {
 	m->cfg = *cfg;
 	struct zn_llama_config *c = &m->cfg;
-	TRY(zn_llama_config_check(c));
+	ZN_TRY(zn_llama_config_check(c));
 	if (B < 1 || T < 1 || T > c->max_seq_len)
 		return zn_error(-EINVAL, "Llama: batch %d x %d tokens: B must be >= 1 and T between "
 				"1 and max_position_embeddings %d", B, T, c->max_seq_len);
@@ -349,7 +347,7 @@ static int setup(struct zn_llama *m, const struct zn_llama_config *cfg, int B, i
 	m->W = m->QD + 2 * m->KD;
 	m->I = c->intermediate;
 	m->V = c->vocab_size;
-	TRY(zn_model_check_storage("Llama", cfg->act_dtype, NULL));
+	ZN_TRY(zn_model_check_storage("Llama", cfg->act_dtype, NULL));
 	m->esz = zn_dtype_size(cfg->act_dtype);
 	int n = 0;
 	for (int r = 0; r < NROLES; r++)
@@ -362,7 +360,7 @@ void zn_llama_destroy(struct zn_llama *m)
 	if (!m)
 		return;
 	zn_acts_free(&m->acts);
-	zn_ckpt_free(&m->ck);
+	zn_actckpt_free(&m->ck);
 	free(m->la);
 	free(m);
 }
@@ -429,15 +427,15 @@ int zn_llama_activation_estimate(const struct zn_llama_config *cfg, int B, int T
 		*device_bytes = m->acts.count_dev;
 	if (!rc && host_bytes)
 		*host_bytes = m->acts.count_host;
-	zn_ckpt_free(&m->ck);
+	zn_actckpt_free(&m->ck);
 	free(m->la);
 	free(m);
 	return rc;
 }
 
-void zn_llama_profile_take(struct zn_llama *m, struct zn_gpt2_profile *out)
+void zn_llama_profile_take(struct zn_llama *m, struct zn_model_profile *out)
 {
-	zn_ckpt_profile_take(&m->ck, out);
+	zn_actckpt_profile_take(&m->ck, out);
 }
 
 /* ---- forward --------------------------------------------------------------- */
@@ -471,24 +469,26 @@ static int block_forward(struct zn_llama *m, struct blk_acts *a, const void *res
 	void *q = m->proj, *kp = at(m, m->proj, (size_t)BT * QD);
 	void *v = at(m, kp, (size_t)BT * KD);
 
-	TRY(k->rmsnorm_forward(x, a->x1, a->rstd1, res, PR(IN_NORM), m->cfg.norm_eps, BT, C));
-	TRY(k->matmul_forward(x, q, a->x1, PR(Q_W), PR(Q_B), BT, C, QD));
-	TRY(k->matmul_forward(x, kp, a->x1, PR(K_W), PR(K_B), BT, C, KD));
-	TRY(k->matmul_forward(x, v, a->x1, PR(V_W), PR(V_B), BT, C, KD));
+	ZN_TRY(k->rmsnorm_forward(x, a->x1, a->rstd1, res, PR(IN_NORM), m->cfg.norm_eps, BT, C));
+	ZN_TRY(k->matmul_forward(x, q, a->x1, PR(Q_W), PR(Q_B), BT, C, QD));
+	ZN_TRY(k->matmul_forward(x, kp, a->x1, PR(K_W), PR(K_B), BT, C, KD));
+	ZN_TRY(k->matmul_forward(x, v, a->x1, PR(V_W), PR(V_B), BT, C, KD));
 	/* qkv rows of W = [rope(q) | rope(k) | v] */
-	TRY(k->rope_forward(x, a->qkv, W, q, QD, m->inv_freq, B, T, NH, HS));
-	TRY(k->rope_forward(x, at(m, a->qkv, (size_t)QD), W, kp, KD, m->inv_freq, B, T, NKV, HS));
-	TRY(k->rope_forward(x, at(m, a->qkv, (size_t)QD + KD), W, v, KD, NULL, B, T, NKV, HS));
-	TRY(k->attention_forward(x, a->att, a->lse, a->qkv, B, T, NH, NKV, HS));
+	ZN_TRY(k->rope_forward(x, a->qkv, W, q, QD, m->inv_freq, B, T, NH, HS));
+	ZN_TRY(k->rope_forward(x, at(m, a->qkv, (size_t)QD), W, kp, KD, m->inv_freq, B, T, NKV,
+			       HS));
+	ZN_TRY(k->rope_forward(x, at(m, a->qkv, (size_t)QD + KD), W, v, KD, NULL, B, T, NKV, HS));
+	ZN_TRY(k->attention_forward(x, a->att, a->lse, a->qkv, B, T, NH, NKV, HS));
 	/* res2 = res + att @ Wo^T: the projection lands in res2, the residual
 	 * is added in place */
-	TRY(k->matmul_forward(x, a->res2, a->att, PR(O_W), NULL, BT, QD, C));
-	TRY(k->residual_forward(x, a->res2, a->res2, res, (size_t)BT * C));
-	TRY(k->rmsnorm_forward(x, a->x2, a->rstd2, a->res2, PR(POST_NORM), m->cfg.norm_eps, BT, C));
-	TRY(k->matmul_forward(x, a->gate, a->x2, PR(GATE_W), PR(GATE_B), BT, C, I));
-	TRY(k->matmul_forward(x, a->up, a->x2, PR(UP_W), PR(UP_B), BT, C, I));
-	TRY(k->swiglu_forward(x, m->hbig, a->gate, a->up, (size_t)BT * I));
-	TRY(k->matmul_forward(x, out, m->hbig, PR(DOWN_W), PR(DOWN_B), BT, I, C));
+	ZN_TRY(k->matmul_forward(x, a->res2, a->att, PR(O_W), NULL, BT, QD, C));
+	ZN_TRY(k->residual_forward(x, a->res2, a->res2, res, (size_t)BT * C));
+	ZN_TRY(k->rmsnorm_forward(x, a->x2, a->rstd2, a->res2, PR(POST_NORM), m->cfg.norm_eps, BT,
+				  C));
+	ZN_TRY(k->matmul_forward(x, a->gate, a->x2, PR(GATE_W), PR(GATE_B), BT, C, I));
+	ZN_TRY(k->matmul_forward(x, a->up, a->x2, PR(UP_W), PR(UP_B), BT, C, I));
+	ZN_TRY(k->swiglu_forward(x, m->hbig, a->gate, a->up, (size_t)BT * I));
+	ZN_TRY(k->matmul_forward(x, out, m->hbig, PR(DOWN_W), PR(DOWN_B), BT, I, C));
 	return k->residual_forward(x, out, out, a->res2, (size_t)BT * C);
 }
 
@@ -497,9 +497,9 @@ static int head_forward(struct zn_llama *m, const void *norm_w, const void *lm_h
 			float grad_scale)
 {
 	const struct zn_kernels *k = m->k;
-	TRY(k->rmsnorm_forward(m->ctx, m->xf, m->rstdf, m->res_final, norm_w, m->cfg.norm_eps,
-			       m->BT, m->C));
-	TRY(k->matmul_forward(m->ctx, m->logits, m->xf, lm_head, NULL, m->BT, m->C, m->V));
+	ZN_TRY(k->rmsnorm_forward(m->ctx, m->xf, m->rstdf, m->res_final, norm_w, m->cfg.norm_eps,
+				  m->BT, m->C));
+	ZN_TRY(k->matmul_forward(m->ctx, m->logits, m->xf, lm_head, NULL, m->BT, m->C, m->V));
 	if (!targets)
 		return 0;
 	/* dlogits overwrite the logits in place when a backward follows */
@@ -515,7 +515,7 @@ static int with_head(struct zn_llama *m, const struct zn_param_source *src, bool
 {
 	const unsigned L = (unsigned)m->cfg.n_layer;
 	void *pf[2] = { NULL, NULL }, *gf[2] = { NULL, NULL }, *pe[1], *ge[1] = { NULL };
-	TRY(src->fetch(src->user, L + 1, grads, pf, grads ? gf : NULL));
+	ZN_TRY(src->fetch(src->user, L + 1, grads, pf, grads ? gf : NULL));
 	int rc = 0;
 	if (m->cfg.tie_embeddings) {
 		rc = src->fetch(src->user, 0, grads, pe, grads ? ge : NULL);
@@ -529,7 +529,7 @@ static int with_head(struct zn_llama *m, const struct zn_param_source *src, bool
 		rc = fn(m, pf, gf, pf[1], gf[1], arg);
 	}
 	int r3 = src->release(src->user, L + 1, grads && !rc);
-	TRY(rc);
+	ZN_TRY(rc);
 	return r3;
 }
 
@@ -560,16 +560,16 @@ int zn_llama_forward(struct zn_llama *m, const struct zn_param_source *src,
 		return zn_error(-EINVAL, "Llama forward for backward needs targets");
 	m->have_backward = false;
 	ZN_WITH_LAYER(src, 0, false, pe, NULL,
-		      m->k->encoder_forward(m->ctx, zn_ckpt_input(&m->ck, 0), tokens, pe[0], NULL,
-					    m->B, m->T, m->C, m->V));
+		      m->k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0],
+					    NULL, m->B, m->T, m->C, m->V));
 	for (int l = 0; l < L; l++) {
-		void *out = l + 1 < L ? zn_ckpt_input(&m->ck, l + 1) : m->res_final;
+		void *out = l + 1 < L ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
 		ZN_WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
-			      block_forward(m, acts_of(m, l), zn_ckpt_input(&m->ck, l), p, out));
-		TRY(zn_ckpt_keep(&m->ck, l));
+			      block_forward(m, acts_of(m, l), zn_actckpt_input(&m->ck, l), p, out));
+		ZN_TRY(zn_actckpt_keep(&m->ck, l));
 	}
 	struct fwd_args f = { targets, weights, for_backward, grad_scale };
-	TRY(with_head(m, src, false, head_fwd_cb, &f));
+	ZN_TRY(with_head(m, src, false, head_fwd_cb, &f));
 	m->have_backward = for_backward;
 	if (losses_out)
 		*losses_out = m->losses;
@@ -595,34 +595,36 @@ static int block_backward(struct zn_llama *m, struct blk_acts *a, const void *re
 	/* m->dres holds d(loss)/d(out); the residual passes it on, each
 	 * branch adds its part. */
 	/* MLP: h = silu(gate) * up, again from the kept gate and up */
-	TRY(k->swiglu_forward(x, m->hbig, a->gate, a->up, nI));
-	TRY(zero(m, m->dh, nI));
-	TRY(k->matmul_backward(x, m->dh, GR(DOWN_W), GR(DOWN_B), m->dres, m->hbig, PR(DOWN_W), BT,
-			       I, C));
-	TRY(zero(m, m->hbig, nI)); /* now dgate */
-	TRY(zero(m, m->dup, nI));
-	TRY(k->swiglu_backward(x, m->hbig, m->dup, m->dh, a->gate, a->up, nI));
-	TRY(zero(m, m->dx, nC));
-	TRY(k->matmul_backward(x, m->dx, GR(GATE_W), GR(GATE_B), m->hbig, a->x2, PR(GATE_W), BT, C,
-			       I));
-	TRY(k->matmul_backward(x, m->dx, GR(UP_W), GR(UP_B), m->dup, a->x2, PR(UP_W), BT, C, I));
-	TRY(k->rmsnorm_backward(x, m->dres, GR(POST_NORM), m->dx, a->res2, PR(POST_NORM), a->rstd2,
-				BT, C));
+	ZN_TRY(k->swiglu_forward(x, m->hbig, a->gate, a->up, nI));
+	ZN_TRY(zero(m, m->dh, nI));
+	ZN_TRY(k->matmul_backward(x, m->dh, GR(DOWN_W), GR(DOWN_B), m->dres, m->hbig, PR(DOWN_W),
+				  BT, I, C));
+	ZN_TRY(zero(m, m->hbig, nI)); /* now dgate */
+	ZN_TRY(zero(m, m->dup, nI));
+	ZN_TRY(k->swiglu_backward(x, m->hbig, m->dup, m->dh, a->gate, a->up, nI));
+	ZN_TRY(zero(m, m->dx, nC));
+	ZN_TRY(k->matmul_backward(x, m->dx, GR(GATE_W), GR(GATE_B), m->hbig, a->x2, PR(GATE_W), BT,
+				  C, I));
+	ZN_TRY(k->matmul_backward(x, m->dx, GR(UP_W), GR(UP_B), m->dup, a->x2, PR(UP_W), BT, C, I));
+	ZN_TRY(k->rmsnorm_backward(x, m->dres, GR(POST_NORM), m->dx, a->res2, PR(POST_NORM),
+				   a->rstd2, BT, C));
 	/* m->dres is now d/d(res2).  Attention: */
-	TRY(zero(m, m->datt, (size_t)BT * QD));
-	TRY(k->matmul_backward(x, m->datt, GR(O_W), NULL, m->dres, a->att, PR(O_W), BT, QD, C));
-	TRY(zero(m, m->dqkv, (size_t)BT * W));
-	TRY(k->attention_backward(x, m->dqkv, m->datt, a->qkv, a->lse, B, T, NH, NKV, HS));
+	ZN_TRY(zero(m, m->datt, (size_t)BT * QD));
+	ZN_TRY(k->matmul_backward(x, m->datt, GR(O_W), NULL, m->dres, a->att, PR(O_W), BT, QD, C));
+	ZN_TRY(zero(m, m->dqkv, (size_t)BT * W));
+	ZN_TRY(k->attention_backward(x, m->dqkv, m->datt, a->qkv, a->lse, B, T, NH, NKV, HS));
 	/* unpack: dq, dk rotated back, dv copied, into proj */
 	void *dq = m->proj, *dk = at(m, m->proj, (size_t)BT * QD), *dv = at(m, dk, (size_t)BT * KD);
-	TRY(zero(m, m->proj, (size_t)BT * W));
-	TRY(k->rope_backward(x, dq, QD, m->dqkv, W, m->inv_freq, B, T, NH, HS));
-	TRY(k->rope_backward(x, dk, KD, at(m, m->dqkv, (size_t)QD), W, m->inv_freq, B, T, NKV, HS));
-	TRY(k->rope_backward(x, dv, KD, at(m, m->dqkv, (size_t)QD + KD), W, NULL, B, T, NKV, HS));
-	TRY(zero(m, m->dx, nC));
-	TRY(k->matmul_backward(x, m->dx, GR(Q_W), GR(Q_B), dq, a->x1, PR(Q_W), BT, C, QD));
-	TRY(k->matmul_backward(x, m->dx, GR(K_W), GR(K_B), dk, a->x1, PR(K_W), BT, C, KD));
-	TRY(k->matmul_backward(x, m->dx, GR(V_W), GR(V_B), dv, a->x1, PR(V_W), BT, C, KD));
+	ZN_TRY(zero(m, m->proj, (size_t)BT * W));
+	ZN_TRY(k->rope_backward(x, dq, QD, m->dqkv, W, m->inv_freq, B, T, NH, HS));
+	ZN_TRY(k->rope_backward(x, dk, KD, at(m, m->dqkv, (size_t)QD), W, m->inv_freq, B, T, NKV,
+				HS));
+	ZN_TRY(k->rope_backward(x, dv, KD, at(m, m->dqkv, (size_t)QD + KD), W, NULL, B, T, NKV,
+				HS));
+	ZN_TRY(zero(m, m->dx, nC));
+	ZN_TRY(k->matmul_backward(x, m->dx, GR(Q_W), GR(Q_B), dq, a->x1, PR(Q_W), BT, C, QD));
+	ZN_TRY(k->matmul_backward(x, m->dx, GR(K_W), GR(K_B), dk, a->x1, PR(K_W), BT, C, KD));
+	ZN_TRY(k->matmul_backward(x, m->dx, GR(V_W), GR(V_B), dv, a->x1, PR(V_W), BT, C, KD));
 	/* m->dres becomes d/d(res) of the block's input */
 	return k->rmsnorm_backward(x, m->dres, GR(IN_NORM), m->dx, res, PR(IN_NORM), a->rstd1, BT,
 				   C);
@@ -632,14 +634,14 @@ static int block_backward(struct zn_llama *m, struct blk_acts *a, const void *re
  * the kept input (writing the same bits to its output buffer). */
 static int block_backward_at(struct zn_llama *m, int l, void *const *p, void *const *g)
 {
-	TRY(zn_ckpt_restore(&m->ck, l));
+	ZN_TRY(zn_actckpt_restore(&m->ck, l));
 	struct blk_acts *a = acts_of(m, l);
-	const void *res = zn_ckpt_input(&m->ck, l);
+	const void *res = zn_actckpt_input(&m->ck, l);
 	if (m->cfg.recompute) {
-		void *out = l + 1 < m->cfg.n_layer ? zn_ckpt_input(&m->ck, l + 1) : m->res_final;
-		uint64_t t0 = zn_ckpt_prof_start(&m->ck);
-		TRY(block_forward(m, a, res, p, out));
-		zn_ckpt_prof_end(&m->ck, 0, t0);
+		void *out = l + 1 < m->cfg.n_layer ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
+		uint64_t t0 = zn_actckpt_prof_start(&m->ck);
+		ZN_TRY(block_forward(m, a, res, p, out));
+		zn_actckpt_prof_end(&m->ck, 0, t0);
 	}
 	return block_backward(m, a, res, p, g);
 }
@@ -649,10 +651,10 @@ static int head_bwd_cb(struct zn_llama *m, void *const *pf, void *const *gf, voi
 {
 	(void)arg;
 	const struct zn_kernels *k = m->k;
-	TRY(zero(m, m->dx, (size_t)m->BT * m->C));
+	ZN_TRY(zero(m, m->dx, (size_t)m->BT * m->C));
 	/* the logits buffer holds dlogits since the forward */
-	TRY(k->matmul_backward(m->ctx, m->dx, gw, NULL, m->logits, m->xf, w, m->BT, m->C, m->V));
-	TRY(zero(m, m->dres, (size_t)m->BT * m->C));
+	ZN_TRY(k->matmul_backward(m->ctx, m->dx, gw, NULL, m->logits, m->xf, w, m->BT, m->C, m->V));
+	ZN_TRY(zero(m, m->dres, (size_t)m->BT * m->C));
 	return k->rmsnorm_backward(m->ctx, m->dres, gf[0], m->dx, m->res_final, pf[0], m->rstdf,
 				   m->BT, m->C);
 }
@@ -666,7 +668,7 @@ int zn_llama_backward(struct zn_llama *m, const struct zn_param_source *src,
 	if (!m->have_backward)
 		return zn_error(-EINVAL, "Llama backward without a forward for backward before it");
 	m->have_backward = false;
-	TRY(with_head(m, src, true, head_bwd_cb, NULL));
+	ZN_TRY(with_head(m, src, true, head_bwd_cb, NULL));
 	for (int l = L - 1; l >= 0; l--)
 		ZN_WITH_LAYER(src, (unsigned)l + 1, true, p, g, block_backward_at(m, l, p, g));
 	ZN_WITH_LAYER(src, 0, true, pe, ge,

@@ -68,7 +68,7 @@ struct zn_llama_config {
 	enum zn_dtype act_dtype;
 };
 
-/* ---- the model (engine/llama.c) ---------------------------------------------
+/* ---- the model (engine/model/llama.c) ---------------------------------------
  *
  * Shapes: B batch, T tokens (positions 0 .. T-1 in every sequence), BT =
  * B*T, C = n_embd, NH = n_head, NKV = n_kv_head, HS = head_dim, QD = NH*HS,
@@ -158,7 +158,7 @@ ZN_API int zn_llama_forward(struct zn_llama *m, const struct zn_param_source *sr
 ZN_API int zn_llama_backward(struct zn_llama *m, const struct zn_param_source *src,
 			     const int32_t *tokens);
 /* activation_checkpointing.profile's times since the last call. */
-ZN_API void zn_llama_profile_take(struct zn_llama *m, struct zn_gpt2_profile *out);
+ZN_API void zn_llama_profile_take(struct zn_llama *m, struct zn_model_profile *out);
 
 #ifdef __cplusplus
 }

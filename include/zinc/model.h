@@ -22,6 +22,10 @@
  * (OC, C) like torch.nn.Linear.  Hugging Face's GPT-2 stores c_attn, c_proj
  * and c_fc transposed (Conv1D); zn_param_desc.hf_transposed marks those for
  * checkpoint readers and writers.
+ *
+ * The seam's types -- struct zn_param_desc, zn_param_source, zn_model_mem
+ * and zn_model_profile -- are every model's: the Llama family
+ * (include/zinc/llama.h) uses them as they are.
  */
 #ifndef ZINC_MODEL_H
 #define ZINC_MODEL_H
@@ -123,17 +127,20 @@ struct zn_model_mem {
 	int (*sync)(void *user);
 };
 
-/* activation_checkpointing.profile: where the checkpointing's time went,
- * summed since the last zn_gpt2_profile_take (seconds). */
-struct zn_gpt2_profile {
+/* activation_checkpointing.profile: where a model's checkpointing time
+ * went, summed since the last zn_gpt2_profile_take or zn_llama_profile_take
+ * (seconds). */
+struct zn_model_profile {
 	double recompute_s;    /* the blocks' forwards run again in backward */
 	double keep_s;         /* kept block inputs to host memory (cpu_checkpointing) */
 	double restore_s;      /* ... and back before their block's backward */
 };
-struct zn_gpt2;
-ZN_API void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_gpt2_profile *out);
+/* Deprecated: the struct's name from when GPT-2 was the only model;
+ * remove once no caller spells it. */
+#define zn_gpt2_profile zn_model_profile
 
 struct zn_gpt2;
+ZN_API void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_model_profile *out);
 
 /* A model for batches of B sequences of T tokens (T <= max_seq_len) running
  * on kernels `k` with context `ctx`.  NULL + last error. */
