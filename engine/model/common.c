@@ -192,7 +192,7 @@ void zn_model_normal(uint64_t seed, uint64_t index, float std, float *out, size_
 int zn_model_check_storage(const char *model, enum zn_dtype act_dtype,
 			   const struct zn_kctx *ctx)
 {
-	if ((unsigned)act_dtype >= ZN_DTYPE_COUNT)
+	if (!zn_dtype_is_float(act_dtype))
 		return zn_error(-EINVAL, "%s: activation dtype %d: fp32, fp16 or bf16", model,
 				(int)act_dtype);
 	if (ctx && zn_kernels_ctx_dtype(ctx) != act_dtype)
