@@ -1,0 +1,140 @@
+/* Stage 3 on several ranks: a layer's partitioned parameters gathered from
+ * every rank's part, ahead of its fetch, in GATHER_SLOTS slots. */
+#include "zn_common.h"
+
+#include "train/internal.h"
+
+#include <string.h>
+
+/* Start the all-gathers of a layer's partitioned tensors into the next free
+ * slot: each rank's part (from its home, in the homes' dtype, or from the
+ * device), one nonblocking all-gather per tensor on the comm's thread. */
+static int gather_start(struct zn_trainer *t, unsigned layer)
+{
+	const size_t esz = zn_dtype_size(t->hdt);
+	struct gather_slot *g = &t->pg[(t->pg_head + t->pg_n++) % GATHER_SLOTS];
+	uint8_t *buf = g->buf;
+	int rc = 0;
+	memset(g->op, 0, sizeof(g->op));
+	g->layer = layer;
+	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->first[layer] + i];
+		if (s->resident)
+			continue;
+		uint8_t *send = buf, *recv = buf + s->part * esz;
+		buf += ZN_ALIGN_UP((size_t)s->part * ((size_t)t->world + 1) * 4, 64);
+		g->recv[i] = recv;
+		if (s->dhome) {
+			if (s->nown && !(rc = zn_device_stream_synchronize(t->stream)))
+				rc = tr_to_host(t, send, s->dhome, s->nown * 4);
+		} else {
+			void *host;
+			uint64_t t0 = zn_now_ns();
+			if (!(rc = zn_swapper_acquire(t->psw, s->home, &host))) {
+				memcpy(send, host, s->nown * esz);
+				zn_swapper_release(t->psw, s->home, false);
+			}
+			t->stall_ns += zn_now_ns() - t0;
+		}
+		if (rc)
+			break;
+		memset(send + s->nown * esz, 0, (s->part - s->nown) * esz);
+		rc = zn_comm_all_gather_async(t->comm, send, recv, s->part * esz, ZN_COMM_U8,
+					      &g->op[i]);
+		tr_count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
+	}
+	return rc;
+}
+
+/* Wait for every gather in flight and drop what they brought (a fetch went
+ * elsewhere, or the parameters are about to change). */
+int tr_gather_drain(struct zn_trainer *t)
+{
+	int rc = 0;
+	for (; t->pg_n; t->pg_n--, t->pg_head = (t->pg_head + 1) % GATHER_SLOTS) {
+		struct gather_slot *g = &t->pg[t->pg_head];
+		for (unsigned i = 0; i < ZN_ARCH_LAYER_TENSORS_MAX; i++)
+			if (g->op[i]) {
+				int r = tr_coll_wait(t, 0, g->op[i]);
+				rc = rc ? rc : r;
+				g->op[i] = NULL;
+			}
+	}
+	return rc;
+}
+
+/* The layer's tensors onto the device from its gathers: the oldest slot's
+ * when it is this layer's, else (the others discarded) started now. */
+int tr_gather_finish(struct zn_trainer *t, unsigned layer)
+{
+	const size_t esz = zn_dtype_size(t->hdt);
+	int rc = 0;
+	if (t->pg_n && t->pg[t->pg_head].layer != layer)
+		rc = tr_gather_drain(t);
+	if (!rc && !t->pg_n)
+		rc = gather_start(t, layer);
+	struct gather_slot *g = &t->pg[t->pg_head];
+	for (unsigned i = 0; i < t->count[layer]; i++) {
+		struct tstate *s = &t->t[t->first[layer] + i];
+		const size_t n = s->d.numel;
+		if (s->resident || !g->op[i])
+			continue;
+		int r = tr_coll_wait(t, 0, g->op[i]);
+		g->op[i] = NULL;
+		if (rc || (rc = r))
+			continue;
+		if ((rc = tr_dev_alloc(t, n * 4, &s->dparam)))
+			continue;
+		t->h2d_bytes += n * esz;
+		if (t->hdt == ZN_DTYPE_F32) {
+			rc = tr_to_device(t, s->dparam, g->recv[i], n * 4);
+		} else if (!(rc = tr_to_device(t, t->round_buf, g->recv[i], n * esz)) &&
+			   !(rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->hdt,
+					     n))) {
+			rc = zn_device_stream_synchronize(t->stream);
+		}
+	}
+	if (t->pg_n) {
+		t->pg_n--;
+		t->pg_head = (t->pg_head + 1) % GATHER_SLOTS;
+	}
+	return rc;
+}
+
+/* After a fetch: gather ahead what the next fetches want (along the trace,
+ * or the next layers in the pass's direction), layers that are not on the
+ * device and not on their way already, while fewer than
+ * stage3_prefetch_bucket_size elements are in flight and a slot is free
+ * (0: none ahead).  With the overlapped update running, a layer's new
+ * values must be in first. */
+int tr_gather_ahead(struct zn_trainer *t, unsigned layer)
+{
+	const uint64_t bucket = t->cfg.zero_optimization.prefetch_bucket_size;
+	uint64_t inflight = 0;
+	unsigned last = layer;
+	int rc = 0;
+	for (unsigned k = 0; k < t->pg_n; k++)
+		inflight += t->layer_elems[t->pg[(t->pg_head + k) % GATHER_SLOTS].layer];
+	/* Predictions continue after what is already on its way. */
+	const bool traced = t->tracking && t->trace_ok;
+	size_t pos = t->tpos + t->pg_n;
+	if (t->pg_n)
+		last = t->pg[(t->pg_head + t->pg_n - 1) % GATHER_SLOTS].layer;
+	while (!rc && t->pg_n < GATHER_SLOTS && inflight < bucket) {
+		long next;
+		if (traced)
+			next = pos < t->norder ? (long)t->order[pos++] : -1;
+		else
+			next = (long)last + t->direction;
+		if (next < 0 || next >= (long)t->nlayers)
+			break;
+		last = (unsigned)next;
+		if (t->fetched[next] || t->kept[next] || !t->layer_parts[next])
+			break; /* on the device already: the chain of predictions ends */
+		if (t->opt_running && (rc = tr_opt_wait_layer(t, (unsigned)next)))
+			break;
+		rc = gather_start(t, (unsigned)next);
+		inflight += t->layer_elems[next];
+	}
+	return rc;
+}

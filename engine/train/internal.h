@@ -1,0 +1,372 @@
+/* The trainer's private state and the functions its files share (see
+ * include/zinc/train.h for what the trainer does).  Not installed; included
+ * only by engine/train/'s sources.
+ *
+ * Functions shared between the trainer's files are named tr_* (hidden in
+ * libzinc, like everything without ZN_API); each file's own helpers are
+ * static. */
+#ifndef ZN_TRAIN_INTERNAL_H
+#define ZN_TRAIN_INTERNAL_H
+
+#include "zn_common.h"
+
+#include "model/arch.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "zinc/adam.h"
+#include "zinc/comm.h"
+#include "zinc/data.h"
+#include "zinc/device.h"
+#include "zinc/hf.h"
+#include "zinc/kernels.h"
+#include "zinc/model.h"
+#include "zinc/offload.h"
+#include "zinc/precision.h"
+#include "zinc/safetensors.h"
+#include "zinc/threadpool.h"
+#include "zinc/train.h"
+
+#define MAX_TENSORS (12 * 1024 + 8)
+
+/* Where each tensor's state lives:
+ *   device params, grads     fp32 on the device (offload_param: only while
+ *                            its layer is fetched)
+ *   master, m, v             host (offload_optimizer cpu; device optimizer:
+ *                            checkpoint staging), or NVMe in the optimizer
+ *                            swapper's sub-groups (offload_optimizer nvme:
+ *                            no host copy at all)
+ *   grad                     host gradient accumulator in grad_accum_dtype
+ *                            (offload_optimizer cpu/nvme)
+ *   home                     offload_param: the parameters in the training
+ *                            dtype, on host or NVMe */
+struct tstate {
+	struct zn_param_desc d;
+	void *dparam, *dgrad;          /* device, fp32 */
+	void *sparam, *sgrad;          /* 16-bit storage (t->sdt): what the model
+	                                * gets -- dparam cast at each fetch, and
+	                                * gradients folded into dgrad at each
+	                                * release (then zeroed) */
+	bool sdirty;                   /* sgrad was handed out since its last fold */
+	float *master, *m, *v;         /* host, see above */
+	void *grad;                    /* host, t->gdt */
+	float *dmaster, *dm, *dv;      /* device optimizer only */
+	uint64_t flat;                 /* offset in the model's flat element order */
+	struct zn_tensor *home;        /* offload_param: the parameters' home tier */
+	bool resident;                 /* on the device for good (no offload_param, or
+					* under stage3_param_persistence_threshold) */
+	void *hbuf;                    /* home buffer held across optimizer sub-groups */
+	float *dhome;                  /* stage 3 on several ranks without offload_param:
+					* this rank's part, fp32, on the device */
+	float *staged;                 /* overlapped update: a resident tensor's new
+					* parameters, for the compute thread to apply */
+	bool pending;                  /* staged holds an update not applied yet */
+	struct zn_trainer *owner;
+	/* ZeRO partitioning over W ranks: every tensor is cut into W parts of
+	 * `part` = ceil(numel / W) elements (the last ones shorter or empty);
+	 * this rank owns elements [lo, lo + nown).  Its optimizer states
+	 * (master, m, v), gradient accumulator, staged values and (stage 3)
+	 * home hold only those; `oflat` is their offset in the rank's own
+	 * flat order (the optimizer swapper's).  One rank: lo 0, nown = part
+	 * = numel, oflat = flat. */
+	uint64_t lo, nown, part, oflat;
+	bool dev_grads;                /* gradients accumulate on the device over a
+					* step's micro-batches (resident tensors, one
+					* rank or stage <= 1); else they leave at each
+					* release */
+	bool sync;                     /* several ranks: its parameters must be
+					* all-gathered after this update */
+};
+
+/* Device buffers whose gradients are still crossing on the copy stream:
+ * freed once `ev` (recorded after their copies) completes. */
+#define GRAD_FLIGHTS 3
+#define GATHER_SLOTS 4
+struct grad_flight {
+	void *p[2 * ZN_ARCH_LAYER_TENSORS_MAX];
+	unsigned n;
+	struct zn_event *ev;
+};
+
+struct nvme_update {
+	struct zn_trainer *t;
+	struct zn_adam_hparams hp;
+	float grad_scale;
+	uint64_t step;                 /* Adam's step of this update */
+	struct zn_adam_exec ex;
+};
+
+struct zn_trainer {
+	struct zn_config cfg;
+	struct zn_arch arch;           /* the model's architecture and shape */
+	int B, T;
+	uint32_t accum;
+	struct zn_device *dev;
+	struct zn_stream *stream;
+	enum zn_dtype sdt;             /* the model's storage dtype on the device:
+	                                * F32, or the 16-bit training dtype on
+	                                * cuda (tstate's sparam/sgrad) */
+	const struct zn_kernels *k;
+	struct zn_kctx *kctx;
+	struct zn_arch_model model;
+	struct zn_threadpool *pool;    /* CPU Adam */
+	unsigned nt;
+	struct tstate *t;
+	unsigned nlayers;
+	unsigned *first, *count;       /* tensors of each layer */
+	struct zn_data *train, *val;
+	int32_t *hin, *htgt;           /* host batch */
+	int32_t *din, *dtgt;           /* device batch */
+	float *hloss;                  /* host copy of per-token losses */
+	struct zn_lr_schedule sched;
+	struct zn_adam_hparams hp;
+	uint64_t step;
+	uint64_t host_bytes;
+	bool synthetic;                /* random tokens, no data files */
+	uint64_t rng;
+	enum zn_dtype dtype;           /* precision parameters and gradients are rounded to */
+	void *round_buf;               /* device scratch for rounding, 2 bytes per element */
+	struct zn_loss_scaler scaler;
+	uint64_t updates;              /* optimizer updates applied (Adam's step, the LR's) */
+	struct zn_trace *trace;        /* optional */
+	bool device_opt;               /* offload_optimizer: none: Adam on the device */
+	/* offload_optimizer: nvme: master, m, v live on NVMe in sub-groups of
+	 * the flat element order, streamed through the pipelined swapper. */
+	struct zn_aio *aio;
+	struct zn_store *store;
+	struct zn_optswap *os;
+	uint64_t total;                /* elements over all tensors */
+	/* offload_param (stage 3): parameters live on host or NVMe and visit
+	 * the device layer by layer; gradients leave it at each release. */
+	bool offload_param;
+	bool layered;                  /* fetch/release per layer do work: offload_param,
+					* or gradients that leave at each release */
+	struct zn_aio *paio;
+	struct zn_store *pstore;
+	struct zn_bufpool *ppool;
+	struct zn_swapper *psw;
+	unsigned *fetched;             /* per layer: outstanding fetches */
+	bool *has_grads;               /* per layer: device gradient buffers exist */
+	int direction;                 /* +1 forward, -1 backward: what to prefetch */
+	float *gstage;                 /* host staging for a layer's gradients (largest tensor) */
+	double *dsumsq;                /* device optimizer: the norm's accumulator */
+	float *dgscratch;              /* device optimizer, several ranks: reduced gradients */
+	int32_t *dflag;                /* device optimizer: non-finite flag */
+	bool nvme_opt;                 /* offload_optimizer: nvme (no host master/m/v) */
+	enum zn_dtype gdt;             /* host gradient accumulators (grad_accum_dtype) */
+	enum zn_dtype hdt;             /* offload_param homes: the training dtype */
+	uint32_t micro_i;              /* micro-batch of the step being run */
+	uint64_t largest;              /* elements of the largest tensor */
+	/* Where the starting weights come from while the trainer is built. */
+	struct zn_st_file *src_ckpt;   /* checkpoint.resume: optimizer.safetensors */
+	struct zn_st_file **src_shards; /* ... or the parts of src_world ranks */
+	int src_world;
+	struct zn_st_file *src_st;     /* model.from: a safetensors file */
+	struct zn_hf_model *src_hf;    /* model.from: a Hugging Face folder (llama) */
+	FILE *src_llmc;                /* model.from: an llm.c .bin checkpoint */
+	uint64_t *llmc_off;            /* its byte offset of each tensor */
+	const char *src_path;
+	/* Per-step traffic, for zn_step_info. */
+	uint64_t h2d_bytes, d2h_bytes;
+	uint64_t stall_ns;             /* fetches waiting for their parameters */
+	uint64_t compute_ns;           /* this step's forward and backward */
+	/* The fetch order of a training step, recorded on the first and
+	 * followed after (DeepSpeed's trace): what to prefetch, and which
+	 * released layers come back soon enough to stay on the device. */
+	unsigned *order;               /* layers in fetch order */
+	size_t norder, order_cap, tpos;
+	bool tracking;                 /* inside a training step's passes */
+	bool recording, trace_ok;
+	bool *kept;                    /* per layer: left on the device for reuse */
+	uint64_t *layer_elems;         /* per layer: offloaded elements */
+	uint64_t live_elems;           /* offloaded elements on the device now */
+	/* Stage 3 with NVMe optimizer states: the update of step n runs on its
+	 * own thread beside step n+1's forward, tensor by tensor in the order
+	 * the forward wants them; a layer's fetch waits for its own tensors.
+	 * Nothing changes but the timing: the results are bit-identical. */
+	bool overlap;
+	pthread_t opt_thread;
+	bool opt_running;
+	pthread_mutex_t opt_lock;
+	pthread_cond_t opt_cond;
+	unsigned opt_done;             /* tensors (in order) whose update is complete */
+	bool opt_finished;             /* the thread is done (opt_rc tells how) */
+	int opt_rc;
+	char opt_msg[512];
+	struct nvme_update upd;
+	uint64_t opt_ns;               /* the last finished update's duration */
+	/* offload_param: gradients leave the device on their own stream, the
+	 * copy of layer l overlapping the backward of layer l-1. */
+	struct zn_stream *copy;
+	struct zn_event *ev_compute;
+	struct grad_flight flights[GRAD_FLIGHTS];
+	unsigned flight_head, nflights;
+	bool opt_joined;               /* an update finished during this step */
+	struct zn_optswap_stats opt_stats; /* ... and what it moved */
+	/* Data parallelism (include/zinc/comm.h): rank of world; every
+	 * collective is issued by every rank in the same order. */
+	struct zn_comm *comm;
+	bool own_comm;                 /* created here (destroyed with the trainer) */
+	/* GPUs on several ranks, zinc built with NCCL: the gradients' reduce-
+	 * scatters and the resident parameters' all-gathers run on device
+	 * buffers (dsend, drecv: W parts of the largest tensor) through NCCL,
+	 * so only this rank's part crosses to the host.  NULL: host staging. */
+	struct zn_comm *dcomm;
+	void *dsend, *drecv;
+	int rank, world;
+	unsigned stage;
+	uint64_t own_total;            /* elements this rank owns over all tensors */
+	uint8_t *cbuf[2];              /* collective staging: W parts of the largest tensor */
+	size_t cbuf_bytes;
+	uint64_t comm_bytes;           /* bytes this rank sent in collectives */
+	uint64_t comm_elems;           /* ... and elements */
+	/* Several ranks (host comm): gradients are reduced in buckets of
+	 * reduce_bucket_size elements, one collective per bucket.  A bucket is
+	 * W chunks of `bk_cap` elements, chunk r holding part r of each tensor
+	 * in it (stage 0: one chunk of whole tensors), then room for the
+	 * result.  Two buckets: one fills while the other's collective runs
+	 * on the comm's thread (overlap_comm), settled -- waited for, added
+	 * into the accumulators -- before its buffer is reused. */
+	struct bucket {
+		struct bucket_entry {
+			struct tstate *s;
+			size_t off;        /* elements into each chunk */
+			bool first;        /* the step's first micro-batch */
+		} *e;
+		unsigned n;
+		size_t used;           /* elements per chunk */
+		struct zn_comm_op *op;
+		bool inflight;
+		uint8_t *buf;
+	} bk[2];
+	unsigned bk_cur;
+	size_t bk_cap;
+	/* Stage 3 on several ranks: the all-gathers of the next fetches'
+	 * layers run ahead of them (along the trace, or the pass's direction),
+	 * up to stage3_prefetch_bucket_size elements and GATHER_SLOTS layers,
+	 * each slot's buffer holding every partitioned tensor's part to send
+	 * and every rank's to receive.  A FIFO: a fetch takes the oldest; one
+	 * of another layer discards them all (every rank decides the same way:
+	 * the decisions read only the trace and the fetch counts). */
+	struct gather_slot {
+		unsigned layer;
+		struct zn_comm_op *op[ZN_ARCH_LAYER_TENSORS_MAX];
+		uint8_t *recv[ZN_ARCH_LAYER_TENSORS_MAX];
+		uint8_t *buf;
+	} pg[GATHER_SLOTS];
+	unsigned pg_head, pg_n;
+	uint8_t *pgbuf;
+	bool *layer_parts;             /* per layer: has partitioned tensors */
+	uint64_t comm_ns;              /* the compute thread waiting for collectives */
+	/* Per-rank state accounting (zn_trainer_memory). */
+	struct zn_rank_memory mem;
+};
+
+/* Sub-group buffers that take tensors' states in flat order (writing each
+ * group to NVMe once it is full) or give them out (reading each group
+ * when first needed): how the states reach NVMe at the start and a
+ * checkpoint at a save, with one group and one tensor in memory. */
+struct groups {
+	struct zn_trainer *t;
+	uint64_t sub, cur;     /* cur: the group in st, or UINT64_MAX */
+	float *st[3];
+	/* Putting: a full group is written by a thread of its own from a
+	 * second set of buffers while the next one fills (start-up writes a
+	 * model's states once: sequential, but not waited for). */
+	bool writer;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	float *wst[3];
+	uint64_t wgroup;
+	bool wbusy, wstop;
+	int wrc;
+	char wmsg[512];
+};
+
+static inline int tr_to_device(struct zn_trainer *t, void *dst, const void *src, size_t bytes)
+{
+	return zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_HOST_TO_DEVICE, NULL);
+}
+
+static inline int tr_to_host(struct zn_trainer *t, void *dst, const void *src, size_t bytes)
+{
+	return zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_DEVICE_TO_HOST, NULL);
+}
+
+/* convert.c */
+void tr_host_from_f32(void *dst, enum zn_dtype dt, const float *src, size_t n);
+void tr_host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_t n);
+void tr_host_to_f32(float *dst, const void *src, enum zn_dtype dt, size_t n);
+enum zn_adam_dtype tr_adam_dtype(enum zn_dtype d);
+enum zn_comm_dtype tr_comm_dtype(enum zn_dtype d);
+int tr_round_to_dtype(struct zn_trainer *t, void *x, size_t n);
+
+/* fetch.c */
+struct zn_param_source tr_param_source(struct zn_trainer *t);
+struct zn_model_mem tr_model_mem(struct zn_trainer *t);
+void tr_drop_kept(struct zn_trainer *t);
+int tr_dev_alloc(struct zn_trainer *t, size_t bytes, void **p);
+
+/* grads.c */
+int tr_flights_reap(struct zn_trainer *t, bool all);
+int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first);
+int tr_grads_leave(struct zn_trainer *t, unsigned layer);
+
+/* collectives.c */
+void tr_count_sent(struct zn_trainer *t, uint64_t elems, size_t esz);
+int tr_coll_wait(struct zn_trainer *t, int rc, struct zn_comm_op *op);
+int tr_sum_doubles(struct zn_trainer *t, double *v, unsigned n);
+int tr_grads_reduce(struct zn_trainer *t, struct tstate *s, bool first);
+int tr_grads_settle_all(struct zn_trainer *t);
+int tr_params_allgather(struct zn_trainer *t, struct tstate *s);
+int tr_params_allgather_all(struct zn_trainer *t);
+int tr_check_same_config(struct zn_trainer *t);
+
+/* gather.c */
+int tr_gather_drain(struct zn_trainer *t);
+int tr_gather_finish(struct zn_trainer *t, unsigned layer);
+int tr_gather_ahead(struct zn_trainer *t, unsigned layer);
+
+/* homes.c */
+int tr_home_open(struct zn_trainer *t, struct tstate *s);
+int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end);
+int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
+		    uint64_t n);
+int tr_param_homes_setup(struct zn_trainer *t);
+int tr_nvme_setup(struct zn_trainer *t);
+int tr_groups_open(struct groups *g, struct zn_trainer *t, bool put);
+int tr_groups_close(struct groups *g);
+int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a, bool put);
+
+/* optimizer.c */
+int tr_nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
+		       float *const *st);
+int tr_opt_launch(struct zn_trainer *t);
+int tr_opt_wait_all(struct zn_trainer *t);
+int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer);
+
+/* format.c */
+void tr_hex_encode(const void *p, size_t n, char *out);
+int tr_hex_decode(const char *hex, void *p, size_t n);
+void tr_hf_shape(const struct tstate *s, const struct zn_gpt2_config *c, uint64_t shape[2],
+		     uint64_t *bytes);
+void tr_transpose(const float *src, float *dst, int64_t R, int64_t C);
+void tr_model_shape_string(const struct zn_trainer *t, char *out, size_t len);
+struct zn_param_desc *tr_all_descs(const struct zn_trainer *t);
+extern const char *const tr_state_suffix[3];
+
+/* weights.c */
+int tr_materialize(struct zn_trainer *t);
+int tr_open_optimizer_files(struct zn_trainer *t, const char *dir);
+int tr_check_states(const struct zn_trainer *t, const char *dir, int nstates);
+int tr_open_checkpoint(struct zn_trainer *t, const char *dir);
+int tr_open_pretrained(struct zn_trainer *t, const char *path);
+void tr_close_sources(struct zn_trainer *t);
+int tr_tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, float *m,
+			       float *v);
+
+#endif
