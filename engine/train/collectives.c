@@ -15,8 +15,8 @@
 /* What this rank sends: elements (ZeRO's volumes are in elements) and bytes. */
 void tr_count_sent(struct zn_trainer *t, uint64_t elems, size_t esz)
 {
-	t->comm_elems += elems;
-	t->comm_bytes += elems * esz;
+	t->stats.comm_elems += elems;
+	t->stats.comm_bytes += elems * esz;
 }
 
 /* Run an enqueued collective to its end, counting the wait. */
@@ -27,7 +27,7 @@ int tr_coll_wait(struct zn_trainer *t, int rc, struct zn_comm_op *op)
 	uint64_t t0 = zn_now_ns();
 	rc = zn_comm_wait(op);
 	uint64_t t1 = zn_now_ns();
-	t->comm_ns += t1 - t0;
+	t->stats.comm_ns += t1 - t0;
 	zn_trace_span(t->trace, "collective", "comm", "comm", t0, t1, 0);
 	return rc;
 }
@@ -37,11 +37,11 @@ int tr_sum_doubles(struct zn_trainer *t, double *v, unsigned n)
 {
 	if (t->world == 1)
 		return 0;
-	double *all = (double *)(void *)t->cbuf[1];
+	double *all = (double *)(void *)t->coll.cbuf[1];
 	struct zn_comm_op *op = NULL;
-	memcpy(t->cbuf[0], v, n * sizeof(double));
-	int rc = zn_comm_all_gather_async(t->comm, t->cbuf[0], all, n * sizeof(double), ZN_COMM_U8,
-					  &op);
+	memcpy(t->coll.cbuf[0], v, n * sizeof(double));
+	int rc = zn_comm_all_gather_async(t->comm, t->coll.cbuf[0], all, n * sizeof(double),
+					  ZN_COMM_U8, &op);
 	rc = tr_coll_wait(t, rc, op);
 	if (rc)
 		return rc;
@@ -103,7 +103,7 @@ static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void 
 static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool first)
 {
 	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
-	uint8_t *send = t->dsend;
+	uint8_t *send = t->coll.dsend;
 	struct zn_comm_op *op = NULL;
 	int rc = tr_round_to_dtype(t, s->dgrad, n);
 	if (!rc && t->gdt == ZN_DTYPE_F32)
@@ -119,11 +119,11 @@ static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool firs
 	if (rc)
 		return rc;
 	const void *own;
-	rc = grads_enqueue(t, t->dcomm, s, send, t->drecv, &op, &own);
+	rc = grads_enqueue(t, t->coll.dcomm, s, send, t->coll.drecv, &op, &own);
 	if ((rc = tr_coll_wait(t, rc, op)) ||
 	    (s->nown && (rc = tr_to_host(t, t->gstage, own, s->nown * esz))))
 		return rc;
-	t->d2h_bytes += s->nown * esz;
+	t->stats.d2h_bytes += s->nown * esz;
 	grads_accumulate(t, s, t->gstage, first);
 	return 0;
 }
@@ -132,13 +132,14 @@ static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool firs
  * share of the sum) into its tensor's accumulator. */
 static int bucket_settle(struct zn_trainer *t, unsigned k)
 {
-	struct bucket *b = &t->bk[k];
+	struct bucket *b = &t->buckets.b[k];
 	const size_t esz = zn_dtype_size(t->gdt);
 	const size_t chunks = t->stage == 0 ? 1 : (size_t)t->world;
 	int rc = 0;
 	if (b->inflight) {
 		rc = tr_coll_wait(t, 0, b->op);
-		const uint8_t *recv = t->stage == 0 ? b->buf : b->buf + chunks * t->bk_cap * esz;
+		const uint8_t *recv =
+			t->stage == 0 ? b->buf : b->buf + chunks * t->buckets.cap * esz;
 		for (unsigned i = 0; i < b->n && !rc; i++)
 			grads_accumulate(t, b->e[i].s, recv + b->e[i].off * esz, b->e[i].first);
 	}
@@ -155,7 +156,7 @@ static int bucket_settle(struct zn_trainer *t, unsigned k)
  * tensor's micro-batches in order. */
 static int bucket_flush(struct zn_trainer *t)
 {
-	struct bucket *b = &t->bk[t->bk_cur];
+	struct bucket *b = &t->buckets.b[t->buckets.cur];
 	const size_t esz = zn_dtype_size(t->gdt);
 	int rc = 0;
 	if (b->n) {
@@ -165,20 +166,20 @@ static int bucket_flush(struct zn_trainer *t)
 			tr_count_sent(t, 2 * (uint64_t)(t->world - 1) * b->used / (uint64_t)t->world,
 				   esz);
 		} else {
-			for (int r = 1; r < t->world && b->used < t->bk_cap; r++)
+			for (int r = 1; r < t->world && b->used < t->buckets.cap; r++)
 				memmove(b->buf + (size_t)r * b->used * esz,
-					b->buf + (size_t)r * t->bk_cap * esz, b->used * esz);
-			rc = zn_comm_reduce_scatter_async(t->comm, b->buf,
-							  b->buf + (size_t)t->world * t->bk_cap * esz,
-							  b->used, tr_comm_dtype(t->gdt), &b->op);
+					b->buf + (size_t)r * t->buckets.cap * esz, b->used * esz);
+			uint8_t *recv = b->buf + (size_t)t->world * t->buckets.cap * esz;
+			rc = zn_comm_reduce_scatter_async(t->comm, b->buf, recv, b->used,
+							  tr_comm_dtype(t->gdt), &b->op);
 			tr_count_sent(t, (uint64_t)(t->world - 1) * b->used, esz);
 		}
 		b->inflight = !rc;
 		if (!rc && !t->cfg.zero_optimization.overlap_comm)
-			rc = bucket_settle(t, t->bk_cur);
+			rc = bucket_settle(t, t->buckets.cur);
 	}
-	t->bk_cur ^= 1;
-	int r = bucket_settle(t, t->bk_cur);
+	t->buckets.cur ^= 1;
+	int r = bucket_settle(t, t->buckets.cur);
 	return rc ? rc : r;
 }
 
@@ -190,9 +191,9 @@ static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
 	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
 	const size_t part = t->stage == 0 ? n : s->part;
 	int rc = 0;
-	if (t->bk[t->bk_cur].used + part > t->bk_cap && (rc = bucket_flush(t)))
+	if (t->buckets.b[t->buckets.cur].used + part > t->buckets.cap && (rc = bucket_flush(t)))
 		return rc;
-	struct bucket *b = &t->bk[t->bk_cur];
+	struct bucket *b = &t->buckets.b[t->buckets.cur];
 	const void *src = s->dgrad;
 	if (!(rc = tr_round_to_dtype(t, s->dgrad, n)) && t->gdt != ZN_DTYPE_F32) {
 		rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
@@ -205,14 +206,14 @@ static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
 		uint64_t lo = 0, len = n;
 		if (t->stage > 0)
 			zn_zero_part(n, t->world, r, &lo, &len);
-		uint8_t *dst = b->buf + ((size_t)r * t->bk_cap + b->used) * esz;
+		uint8_t *dst = b->buf + ((size_t)r * t->buckets.cap + b->used) * esz;
 		if (len)
 			rc = tr_to_host(t, dst, (const uint8_t *)src + lo * esz, len * esz);
 		memset(dst + len * esz, 0, (part - len) * esz);
 	}
 	if (rc)
 		return rc;
-	t->d2h_bytes += n * esz;
+	t->stats.d2h_bytes += n * esz;
 	b->e[b->n++] = (struct bucket_entry){ .s = s, .off = b->used, .first = first };
 	b->used += part;
 	return 0;
@@ -223,14 +224,14 @@ static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
  * (reduced when full and at the step's end, tr_grads_settle_all). */
 int tr_grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	return t->dcomm ? grads_reduce_device(t, s, first) : bucket_add(t, s, first);
+	return t->coll.dcomm ? grads_reduce_device(t, s, first) : bucket_add(t, s, first);
 }
 
 /* Every bucket reduced and added in (the step's end). */
 int tr_grads_settle_all(struct zn_trainer *t)
 {
 	int rc = bucket_flush(t);              /* the filling one; settles the older */
-	int r = bucket_settle(t, t->bk_cur ^ 1); /* the one just flushed */
+	int r = bucket_settle(t, t->buckets.cur ^ 1); /* the one just flushed */
 	return rc ? rc : r;
 }
 
@@ -240,7 +241,7 @@ int tr_grads_settle_all(struct zn_trainer *t)
 static int params_allgather_device(struct zn_trainer *t, struct tstate *s)
 {
 	const size_t n = s->d.numel, esz = zn_dtype_size(t->dtype);
-	uint8_t *send = t->dsend;
+	uint8_t *send = t->coll.dsend;
 	float *own = (float *)s->dparam + s->lo;
 	struct zn_comm_op *op = NULL;
 	int rc = 0;
@@ -256,14 +257,15 @@ static int params_allgather_device(struct zn_trainer *t, struct tstate *s)
 		rc = zn_device_stream_synchronize(t->stream);
 	if (rc)
 		return rc;
-	rc = zn_comm_all_gather_async(t->dcomm, send, t->drecv, s->part * esz, ZN_COMM_U8, &op);
+	rc = zn_comm_all_gather_async(t->coll.dcomm, send, t->coll.drecv, s->part * esz, ZN_COMM_U8,
+				      &op);
 	tr_count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 	if ((rc = tr_coll_wait(t, rc, op)))
 		return rc;
 	if (t->dtype == ZN_DTYPE_F32)
-		return zn_device_copy_async(t->dev, s->dparam, t->drecv, n * 4,
+		return zn_device_copy_async(t->dev, s->dparam, t->coll.drecv, n * 4,
 					    ZN_COPY_DEVICE_TO_DEVICE, NULL);
-	return t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->drecv, t->dtype, n);
+	return t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->coll.drecv, t->dtype, n);
 }
 
 /* After an update (stage >= 1, several ranks): each rank holds the new
@@ -273,13 +275,13 @@ static int params_allgather_device(struct zn_trainer *t, struct tstate *s)
 int tr_params_allgather(struct zn_trainer *t, struct tstate *s)
 {
 	const size_t n = s->d.numel, esz = zn_dtype_size(t->dtype);
-	uint8_t *send = t->cbuf[0], *recv = t->cbuf[1];
+	uint8_t *send = t->coll.cbuf[0], *recv = t->coll.cbuf[1];
 	float *own = (float *)s->dparam + s->lo;
 	struct zn_comm_op *op = NULL;
 	int rc = 0;
 	if (t->stage == 0 || t->world == 1)
 		return 0;
-	if (t->dcomm)
+	if (t->coll.dcomm)
 		return params_allgather_device(t, s);
 	if (t->dtype != ZN_DTYPE_F32 && s->nown)
 		rc = t->k->cast(t->kctx, t->round_buf, t->dtype, own, ZN_DTYPE_F32, s->nown);
@@ -295,8 +297,8 @@ int tr_params_allgather(struct zn_trainer *t, struct tstate *s)
 	tr_count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 	if ((rc = tr_coll_wait(t, rc, op)))
 		return rc;
-	t->d2h_bytes += s->nown * esz;
-	t->h2d_bytes += n * esz;
+	t->stats.d2h_bytes += s->nown * esz;
+	t->stats.h2d_bytes += n * esz;
 	if (t->dtype == ZN_DTYPE_F32)
 		return tr_to_device(t, s->dparam, recv, n * 4);
 	if ((rc = tr_to_device(t, t->round_buf, recv, n * esz)))
@@ -313,7 +315,7 @@ int tr_params_allgather_all(struct zn_trainer *t)
 {
 	if (t->stage == 0 || t->world == 1)
 		return 0;
-	if (t->dcomm || !t->bk[0].buf) {
+	if (t->coll.dcomm || !t->buckets.b[0].buf) {
 		int rc = 0;
 		for (unsigned i = 0; i < t->nt && !rc; i++)
 			if (t->t[i].resident)
@@ -321,14 +323,14 @@ int tr_params_allgather_all(struct zn_trainer *t)
 		return rc;
 	}
 	const size_t esz = zn_dtype_size(t->dtype), W = (size_t)t->world;
-	const size_t cap = ZN_MAX(ZN_MIN(t->bk_cap, (size_t)(t->cfg.zero_optimization
+	const size_t cap = ZN_MAX(ZN_MIN(t->buckets.cap, (size_t)(t->cfg.zero_optimization
 								  .allgather_bucket_size / W)),
 				  1);
-	uint8_t *send = t->bk[0].buf, *recv = t->bk[1].buf;
+	uint8_t *send = t->buckets.b[0].buf, *recv = t->buckets.b[1].buf;
 	int rc = 0;
 	for (unsigned i = 0; i < t->nt && !rc;) {
 		/* The bucket: tensors i .. j-1 (a tensor larger than the bucket
-		 * alone: bk_cap holds the largest part). */
+		 * alone: the buckets' cap holds the largest part). */
 		size_t used = 0;
 		unsigned j = i;
 		for (; j < t->nt; j++) {
@@ -352,12 +354,13 @@ int tr_params_allgather_all(struct zn_trainer *t)
 			if (rc)
 				return rc;
 			memset(send + (used + s->nown) * esz, 0, (s->part - s->nown) * esz);
-			t->d2h_bytes += s->nown * esz;
+			t->stats.d2h_bytes += s->nown * esz;
 			used += s->part;
 		}
 		struct zn_comm_op *op = NULL;
 		if (used) {
-			rc = zn_comm_all_gather_async(t->comm, send, recv, used * esz, ZN_COMM_U8, &op);
+			rc = zn_comm_all_gather_async(t->comm, send, recv, used * esz, ZN_COMM_U8,
+						      &op);
 			tr_count_sent(t, (uint64_t)(t->world - 1) * used, esz);
 			rc = tr_coll_wait(t, rc, op);
 		}
@@ -378,7 +381,7 @@ int tr_params_allgather_all(struct zn_trainer *t)
 			if (!rc && t->dtype != ZN_DTYPE_F32)
 				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->dtype,
 						s->d.numel);
-			t->h2d_bytes += s->d.numel * esz;
+			t->stats.h2d_bytes += s->d.numel * esz;
 			off += s->part;
 		}
 		i = j;

@@ -38,7 +38,7 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 	if (rc)
 		goto out;
 	/* The model, from the metadata every optimizer file carries. */
-	struct zn_st_file *f = t->src_ckpt ? t->src_ckpt : t->src_shards[0];
+	struct zn_st_file *f = t->src.ckpt ? t->src.ckpt : t->src.shards[0];
 	const char *ms = zn_st_metadata(f, "zinc.model");
 	if (!ms || zn_arch_parse(ms, &t->arch)) {
 		rc = zn_error(-EINVAL, "checkpoint '%s': its metadata names no model this zinc "

@@ -59,82 +59,78 @@ void zn_trainer_destroy(struct zn_trainer *t)
 {
 	if (!t)
 		return;
-	if (t->opt_running) {
-		pthread_join(t->opt_thread, NULL);
-		t->opt_running = false;
+	if (t->opt.running) {
+		pthread_join(t->opt.thread, NULL);
+		t->opt.running = false;
 	}
-	pthread_mutex_destroy(&t->opt_lock);
-	pthread_cond_destroy(&t->opt_cond);
-	if (t->copy) {
+	pthread_mutex_destroy(&t->opt.lock);
+	pthread_cond_destroy(&t->opt.cond);
+	if (t->flights.copy) {
 		tr_flights_reap(t, true);
-		zn_device_stream_destroy(t->copy);
+		zn_device_stream_destroy(t->flights.copy);
 	}
-	zn_device_event_destroy(t->ev_compute);
+	zn_device_event_destroy(t->flights.ev_compute);
 	for (unsigned i = 0; i < GRAD_FLIGHTS; i++)
-		zn_device_event_destroy(t->flights[i].ev);
+		zn_device_event_destroy(t->flights.f[i].ev);
 	tr_close_sources(t);
 	zn_arch_model_destroy(&t->model);
-	zn_optswap_destroy(t->os);
-	zn_store_destroy(t->store);
-	zn_aio_destroy(t->aio);
-	zn_swapper_destroy(t->psw);
-	zn_bufpool_destroy(t->ppool);
-	zn_store_destroy(t->pstore);
-	zn_aio_destroy(t->paio);
-	free(t->fetched);
-	free(t->has_grads);
-	free(t->kept);
-	free(t->layer_elems);
-	free(t->order);
+	zn_optswap_destroy(t->nvme.os);
+	zn_store_destroy(t->nvme.store);
+	zn_aio_destroy(t->nvme.aio);
+	zn_swapper_destroy(t->homes.sw);
+	zn_bufpool_destroy(t->homes.pool);
+	zn_store_destroy(t->homes.store);
+	zn_aio_destroy(t->homes.aio);
+	free(t->layer);
+	free(t->fetch.order);
 	free(t->gstage);
 	if (t->round_buf)
 		zn_device_free(t->dev, t->round_buf);
-	if (t->dsumsq)
-		zn_device_free(t->dev, t->dsumsq);
-	if (t->dflag)
-		zn_device_free(t->dev, t->dflag);
-	if (t->dgscratch)
-		zn_device_free(t->dev, t->dgscratch);
-	if (t->dsend)
-		zn_device_free(t->dev, t->dsend);
-	if (t->drecv)
-		zn_device_free(t->dev, t->drecv);
-	free(t->cbuf[0]);
-	free(t->cbuf[1]);
+	if (t->dopt.sumsq)
+		zn_device_free(t->dev, t->dopt.sumsq);
+	if (t->dopt.flag)
+		zn_device_free(t->dev, t->dopt.flag);
+	if (t->dopt.gscratch)
+		zn_device_free(t->dev, t->dopt.gscratch);
+	if (t->coll.dsend)
+		zn_device_free(t->dev, t->coll.dsend);
+	if (t->coll.drecv)
+		zn_device_free(t->dev, t->coll.drecv);
+	free(t->coll.cbuf[0]);
+	free(t->coll.cbuf[1]);
 	for (int k = 0; k < 2; k++) {
-		if (t->bk[k].inflight)
-			zn_comm_wait(t->bk[k].op);
-		free(t->bk[k].buf);
-		free(t->bk[k].e);
+		if (t->buckets.b[k].inflight)
+			zn_comm_wait(t->buckets.b[k].op);
+		free(t->buckets.b[k].buf);
+		free(t->buckets.b[k].e);
 	}
-	for (unsigned k = 0; k < t->pg_n; k++) {
-		struct gather_slot *g = &t->pg[(t->pg_head + k) % GATHER_SLOTS];
+	for (unsigned k = 0; k < t->gathers.n; k++) {
+		struct gather_slot *g = &t->gathers.slot[(t->gathers.head + k) % GATHER_SLOTS];
 		for (unsigned i = 0; i < ZN_ARCH_LAYER_TENSORS_MAX; i++)
 			if (g->op[i])
 				zn_comm_wait(g->op[i]);
 	}
-	free(t->pgbuf);
-	free(t->layer_parts);
+	free(t->gathers.buf);
 	free_states(t);
 	free(t->t);
 	free(t->first);
 	free(t->count);
-	if (t->din)
-		zn_device_free(t->dev, t->din);
-	if (t->dtgt)
-		zn_device_free(t->dev, t->dtgt);
-	free(t->hin);
-	free(t->htgt);
-	free(t->hloss);
-	zn_data_close(t->train);
-	zn_data_close(t->val);
+	if (t->data.din)
+		zn_device_free(t->dev, t->data.din);
+	if (t->data.dtgt)
+		zn_device_free(t->dev, t->data.dtgt);
+	free(t->data.hin);
+	free(t->data.htgt);
+	free(t->data.hloss);
+	zn_data_close(t->data.train);
+	zn_data_close(t->data.val);
 	if (t->kctx)
 		t->k->ctx_destroy(t->kctx);
 	zn_threadpool_destroy(t->pool);
 	if (t->stream)
 		zn_device_stream_destroy(t->stream);
 	zn_device_destroy(t->dev);
-	zn_comm_destroy(t->dcomm);
+	zn_comm_destroy(t->coll.dcomm);
 	if (t->own_comm)
 		zn_comm_destroy(t->comm);
 	free(t);
@@ -175,12 +171,12 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		}
 		cfg = &t->cfg;
 	}
-	pthread_mutex_init(&t->opt_lock, NULL);
-	pthread_cond_init(&t->opt_cond, NULL);
-	t->synthetic = synthetic;
+	pthread_mutex_init(&t->opt.lock, NULL);
+	pthread_cond_init(&t->opt.cond, NULL);
+	t->data.synthetic = synthetic;
 	t->offload_param = cfg->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE;
-	t->direction = 1;
-	t->rng = cfg->data.seed | 1;
+	t->fetch.direction = 1;
+	t->data.rng = cfg->data.seed | 1;
 	if (check_supported(cfg, synthetic))
 		goto fail;
 	if (t->world > 1 && tr_check_same_config(t))
@@ -227,7 +223,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		goto fail;
 	if (t->world > 1 && cfg->device.type == ZN_DEVICE_CUDA) {
 #if ZN_HAVE_NCCL
-		if (!(t->dcomm = zn_comm_create_nccl(t->comm, dp.ordinal)))
+		if (!(t->coll.dcomm = zn_comm_create_nccl(t->comm, dp.ordinal)))
 			goto fail;
 #else
 		zn_warn("this zinc was built without NCCL: the GPUs' collectives go through "
@@ -240,12 +236,8 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	t->first = calloc(t->nlayers, sizeof(unsigned));
 	t->count = calloc(t->nlayers, sizeof(unsigned));
 	t->t = calloc(MAX_TENSORS, sizeof(*t->t));
-	t->fetched = calloc(t->nlayers, sizeof(*t->fetched));
-	t->has_grads = calloc(t->nlayers, sizeof(*t->has_grads));
-	t->kept = calloc(t->nlayers, sizeof(*t->kept));
-	t->layer_elems = calloc(t->nlayers, sizeof(*t->layer_elems));
-	if (!t->first || !t->count || !t->t || !t->fetched || !t->has_grads || !t->kept ||
-	    !t->layer_elems) {
+	t->layer = calloc(t->nlayers, sizeof(*t->layer));
+	if (!t->first || !t->count || !t->t || !t->layer) {
 		zn_set_error("out of memory");
 		goto fail;
 	}
@@ -334,17 +326,16 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		uint64_t maxpart = 0;
 		for (unsigned i = 0; i < t->nt; i++)
 			maxpart = ZN_MAX(maxpart, t->t[i].part);
-		t->cbuf_bytes = ZN_ALIGN_UP((size_t)maxpart * (size_t)t->world * 4 + 64, 4096);
+		t->coll.cbuf_bytes = ZN_ALIGN_UP((size_t)maxpart * (size_t)t->world * 4 + 64, 4096);
 		for (int k = 0; k < 2; k++)
-			if (posix_memalign((void **)&t->cbuf[k], 4096, t->cbuf_bytes)) {
+			if (posix_memalign((void **)&t->coll.cbuf[k], 4096, t->coll.cbuf_bytes)) {
 				zn_set_error("out of memory for the collectives' staging (%zu bytes)",
-					     t->cbuf_bytes);
+					     t->coll.cbuf_bytes);
 				goto fail;
 			}
-		if (t->dcomm && (zn_device_alloc(t->dev, (size_t)maxpart * (size_t)t->world * 4,
-						 &t->dsend) ||
-				 zn_device_alloc(t->dev, (size_t)maxpart * (size_t)t->world * 4,
-						 &t->drecv)))
+		const size_t dbytes = (size_t)maxpart * (size_t)t->world * 4;
+		if (t->coll.dcomm && (zn_device_alloc(t->dev, dbytes, &t->coll.dsend) ||
+				      zn_device_alloc(t->dev, dbytes, &t->coll.drecv)))
 			goto fail;
 		/* Gradient buckets (host comm; NCCL reduces tensor by tensor on
 		 * the device): reduce_bucket_size elements over the W chunks,
@@ -353,15 +344,16 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		const uint64_t chunks = t->stage == 0 ? 1 : (uint64_t)t->world;
 		uint64_t want = ZN_MIN(ZN_MIN(cfg->zero_optimization.reduce_bucket_size, t->total),
 				       (uint64_t)1 << 26);
-		t->bk_cap = (size_t)ZN_MAX(want / chunks, t->stage == 0 ? t->largest : maxpart);
-		for (int k = 0; k < 2 && !t->dcomm; k++) {
-			t->bk[k].e = calloc(t->nt, sizeof(*t->bk[k].e));
-			if (!t->bk[k].e ||
-			    posix_memalign((void **)&t->bk[k].buf, 4096,
-					   t->bk_cap * ((size_t)chunks + 1) * 4)) {
+		t->buckets.cap =
+			(size_t)ZN_MAX(want / chunks, t->stage == 0 ? t->largest : maxpart);
+		for (int k = 0; k < 2 && !t->coll.dcomm; k++) {
+			t->buckets.b[k].e = calloc(t->nt, sizeof(*t->buckets.b[k].e));
+			if (!t->buckets.b[k].e ||
+			    posix_memalign((void **)&t->buckets.b[k].buf, 4096,
+					   t->buckets.cap * ((size_t)chunks + 1) * 4)) {
 				zn_set_error("out of memory for the gradient buckets (2 x %zu bytes; "
 					     "lower zero_optimization.reduce_bucket_size)",
-					     t->bk_cap * ((size_t)chunks + 1) * 4);
+					     t->buckets.cap * ((size_t)chunks + 1) * 4);
 				goto fail;
 			}
 		}
@@ -374,33 +366,31 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 							 ((size_t)t->world + 1) * 4, 64);
 			glay = ZN_MAX(glay, b);
 		}
-		t->layer_parts = calloc(t->nlayers, sizeof(*t->layer_parts));
-		for (unsigned i = 0; t->layer_parts && i < t->nt; i++)
-			for (unsigned l = 0; l < t->nlayers; l++)
-				if (i >= t->first[l] && i < t->first[l] + t->count[l] &&
-				    !t->t[i].resident) {
-					t->layer_parts[l] = true;
+		for (unsigned l = 0; l < t->nlayers; l++)
+			for (unsigned i = t->first[l]; i < t->first[l] + t->count[l]; i++)
+				if (!t->t[i].resident) {
+					t->layer[l].parts = true;
 					/* (param_homes_setup counts offload_param's) */
 					if (!t->offload_param)
-						t->layer_elems[l] += t->t[i].d.numel;
+						t->layer[l].elems += t->t[i].d.numel;
 				}
-		if (!t->layer_parts ||
-		    (glay && posix_memalign((void **)&t->pgbuf, 4096, GATHER_SLOTS * glay))) {
+		if (glay && posix_memalign((void **)&t->gathers.buf, 4096, GATHER_SLOTS * glay)) {
 			zn_set_error("out of memory for stage 3's gather buffers (%u x %zu bytes)",
 				     GATHER_SLOTS, glay);
 			goto fail;
 		}
-		for (unsigned k = 0; k < GATHER_SLOTS && t->pgbuf; k++)
-			t->pg[k].buf = t->pgbuf + k * glay;
+		for (unsigned k = 0; k < GATHER_SLOTS && t->gathers.buf; k++)
+			t->gathers.slot[k].buf = t->gathers.buf + k * glay;
 		/* The device optimizer takes its reduced gradients from here. */
-		if (t->device_opt && zn_device_alloc(t->dev, t->largest * 4, (void **)&t->dgscratch))
+		if (t->device_opt &&
+		    zn_device_alloc(t->dev, t->largest * 4, (void **)&t->dopt.gscratch))
 			goto fail;
 	}
 
 	/* offload_optimizer: none keeps the optimizer on the device (the
 	 * kernels' adam op); cpu/nvme runs the CPU Adam on host state. */
-	if (t->device_opt && (zn_device_alloc(t->dev, sizeof(double), (void **)&t->dsumsq) ||
-			      zn_device_alloc(t->dev, sizeof(int32_t), (void **)&t->dflag)))
+	if (t->device_opt && (zn_device_alloc(t->dev, sizeof(double), (void **)&t->dopt.sumsq) ||
+			      zn_device_alloc(t->dev, sizeof(int32_t), (void **)&t->dopt.flag)))
 		goto fail;
 	if (zn_loss_scaler_init(&t->scaler, &cfg->fp16))
 		goto fail;
@@ -422,23 +412,24 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		.vocab_size = (uint32_t)zn_arch_vocab(&t->arch),
 		.rank = (uint32_t)t->rank, .world = (uint32_t)t->world,
 	};
-	t->train = synthetic ? NULL : zn_data_open(&dopt);
-	if (!t->train && !synthetic)
+	t->data.train = synthetic ? NULL : zn_data_open(&dopt);
+	if (!t->data.train && !synthetic)
 		goto fail;
 	if (cfg->data.val[0] && !synthetic) {
 		dopt.pattern = cfg->data.val;
 		dopt.shuffle = false;
-		t->val = zn_data_open(&dopt);
-		if (!t->val)
+		t->data.val = zn_data_open(&dopt);
+		if (!t->data.val)
 			goto fail;
 	}
 	size_t BT = (size_t)t->B * (size_t)t->T;
-	t->hin = malloc(BT * 4);
-	t->htgt = malloc(BT * 4);
-	t->hloss = malloc(BT * 4);
-	if (!t->hin || !t->htgt || !t->hloss || zn_device_alloc(t->dev, BT * 4, (void **)&t->din) ||
-	    zn_device_alloc(t->dev, BT * 4, (void **)&t->dtgt)) {
-		if (!t->hin || !t->htgt || !t->hloss)
+	t->data.hin = malloc(BT * 4);
+	t->data.htgt = malloc(BT * 4);
+	t->data.hloss = malloc(BT * 4);
+	if (!t->data.hin || !t->data.htgt || !t->data.hloss ||
+	    zn_device_alloc(t->dev, BT * 4, (void **)&t->data.din) ||
+	    zn_device_alloc(t->dev, BT * 4, (void **)&t->data.dtgt)) {
+		if (!t->data.hin || !t->data.htgt || !t->data.hloss)
 			zn_set_error("out of memory");
 		goto fail;
 	}
@@ -505,10 +496,10 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 	t->trace = trace;
 	if (t->world > 1)
 		zn_comm_set_trace(t->comm, trace);
-	if (t->psw)
-		zn_swapper_set_trace(t->psw, trace);
-	if (t->os)
-		zn_optswap_set_trace(t->os, trace);
+	if (t->homes.sw)
+		zn_swapper_set_trace(t->homes.sw, trace);
+	if (t->nvme.os)
+		zn_optswap_set_trace(t->nvme.os, trace);
 }
 
 void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len)

@@ -13,27 +13,27 @@
  * from the recorded order drops it; the next step records anew. */
 static void trace_fetch(struct zn_trainer *t, unsigned layer)
 {
-	if (!t->tracking)
+	if (!t->fetch.tracking)
 		return;
-	if (t->recording) {
-		if (t->norder == t->order_cap) {
-			size_t cap = t->order_cap ? 2 * t->order_cap : 64;
-			unsigned *q = realloc(t->order, cap * sizeof(*q));
+	if (t->fetch.recording) {
+		if (t->fetch.n == t->fetch.cap) {
+			size_t cap = t->fetch.cap ? 2 * t->fetch.cap : 64;
+			unsigned *q = realloc(t->fetch.order, cap * sizeof(*q));
 			if (!q) {
-				t->recording = false; /* no trace: plain prefetching */
+				t->fetch.recording = false; /* no trace: plain prefetching */
 				return;
 			}
-			t->order = q;
-			t->order_cap = cap;
+			t->fetch.order = q;
+			t->fetch.cap = cap;
 		}
-		t->order[t->norder++] = layer;
-	} else if (t->trace_ok) {
-		if (t->tpos < t->norder && t->order[t->tpos] == layer) {
-			t->tpos++;
+		t->fetch.order[t->fetch.n++] = layer;
+	} else if (t->fetch.ok) {
+		if (t->fetch.pos < t->fetch.n && t->fetch.order[t->fetch.pos] == layer) {
+			t->fetch.pos++;
 		} else {
 			zn_debug("the fetch order changed at fetch %zu (layer %u); recording it "
-				 "again", t->tpos, layer);
-			t->trace_ok = false;
+				 "again", t->fetch.pos, layer);
+			t->fetch.ok = false;
 		}
 	}
 }
@@ -47,24 +47,24 @@ static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
 	uint64_t bucket = t->cfg.zero_optimization.prefetch_bucket_size;
 	if (!bucket)
 		return;
-	if (t->tracking && t->trace_ok) {
+	if (t->fetch.tracking && t->fetch.ok) {
 		uint64_t sum = 0;
-		for (size_t j = t->tpos; j < t->norder && sum < bucket; j++) {
-			unsigned l = t->order[j];
-			if (t->fetched[l] || t->kept[l])
+		for (size_t j = t->fetch.pos; j < t->fetch.n && sum < bucket; j++) {
+			unsigned l = t->fetch.order[j];
+			if (t->layer[l].fetched || t->layer[l].kept)
 				continue;
-			for (unsigned i = 0; i < t->count[l]; i++)
-				if (t->t[t->first[l] + i].home)
-					zn_swapper_prefetch(t->psw, t->t[t->first[l] + i].home);
-			sum += t->layer_elems[l];
+			for (unsigned i = t->first[l]; i < t->first[l] + t->count[l]; i++)
+				if (t->t[i].home)
+					zn_swapper_prefetch(t->homes.sw, t->t[i].home);
+			sum += t->layer[l].elems;
 		}
 		return;
 	}
-	long next = (long)layer + t->direction;
+	long next = (long)layer + t->fetch.direction;
 	if (next >= 0 && next < (long)t->nlayers)
 		for (unsigned i = 0; i < t->count[next]; i++)
 			if (t->t[t->first[next] + i].home)
-				zn_swapper_prefetch(t->psw, t->t[t->first[next] + i].home);
+				zn_swapper_prefetch(t->homes.sw, t->t[t->first[next] + i].home);
 }
 
 /* Whether a layer being released comes back within
@@ -73,13 +73,13 @@ static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
 static bool reused_soon(struct zn_trainer *t, unsigned layer)
 {
 	const struct zn_zero_config *z = &t->cfg.zero_optimization;
-	if (!t->tracking || !t->trace_ok || t->live_elems > z->max_live_parameters)
+	if (!t->fetch.tracking || !t->fetch.ok || t->fetch.live_elems > z->max_live_parameters)
 		return false;
 	uint64_t dist = 0;
-	for (size_t j = t->tpos; j < t->norder && dist < z->max_reuse_distance; j++) {
-		if (t->order[j] == layer)
+	for (size_t j = t->fetch.pos; j < t->fetch.n && dist < z->max_reuse_distance; j++) {
+		if (t->fetch.order[j] == layer)
 			return true;
-		dist += t->layer_elems[t->order[j]];
+		dist += t->layer[t->fetch.order[j]].elems;
 	}
 	return false;
 }
@@ -95,15 +95,15 @@ static void free_layer_params(struct zn_trainer *t, unsigned layer)
 		zn_device_free(t->dev, s->sgrad);
 		s->dparam = s->sparam = s->sgrad = NULL;
 	}
-	t->live_elems -= t->layer_elems[layer];
-	t->kept[layer] = false;
+	t->fetch.live_elems -= t->layer[layer].elems;
+	t->layer[layer].kept = false;
 }
 
 /* Before the optimizer changes the parameters: nothing stays. */
 void tr_drop_kept(struct zn_trainer *t)
 {
-	for (unsigned l = 0; t->kept && l < t->nlayers; l++)
-		if (t->kept[l])
+	for (unsigned l = 0; t->layer && l < t->nlayers; l++)
+		if (t->layer[l].kept)
 			free_layer_params(t, l);
 }
 
@@ -112,9 +112,9 @@ void tr_drop_kept(struct zn_trainer *t)
 int tr_dev_alloc(struct zn_trainer *t, size_t bytes, void **p)
 {
 	int rc = zn_device_alloc(t->dev, bytes, p);
-	bool any = t->nflights > 0;
+	bool any = t->flights.n > 0;
 	for (unsigned l = 0; rc == -ENOMEM && l < t->nlayers; l++)
-		any |= t->kept[l];
+		any |= t->layer[l].kept;
 	if (rc == -ENOMEM && any) {
 		tr_drop_kept(t);
 		tr_flights_reap(t, true);
@@ -189,20 +189,20 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			   void **grads)
 {
 	int rc = 0;
-	if (t->opt_running && (rc = tr_opt_wait_layer(t, layer)))
+	if (t->opt.running && (rc = tr_opt_wait_layer(t, layer)))
 		return rc;
 	trace_fetch(t, layer);
-	if (t->fetched[layer]++ == 0 && t->kept[layer]) {
-		t->kept[layer] = false; /* still on the device from its last use */
-	} else if (t->fetched[layer] == 1 && t->pgbuf) {
+	if (t->layer[layer].fetched++ == 0 && t->layer[layer].kept) {
+		t->layer[layer].kept = false; /* still on the device from its last use */
+	} else if (t->layer[layer].fetched == 1 && t->gathers.buf) {
 		/* Several ranks: every rank's parts, gathered ahead or now. */
-		t->live_elems += t->layer_elems[layer];
+		t->fetch.live_elems += t->layer[layer].elems;
 		if (!(rc = tr_gather_finish(t, layer))) {
 			prefetch_ahead(t, layer); /* NVMe reads for what comes next */
 			rc = tr_gather_ahead(t, layer);
 		}
-	} else if (t->fetched[layer] == 1) {
-		t->live_elems += t->layer_elems[layer];
+	} else if (t->layer[layer].fetched == 1) {
+		t->fetch.live_elems += t->layer[layer].elems;
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
 			void *host;
@@ -212,9 +212,9 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			if ((rc = tr_dev_alloc(t, s->d.numel * 4, &s->dparam)))
 				break;
 			uint64_t t0 = zn_now_ns();
-			if ((rc = zn_swapper_acquire(t->psw, s->home, &host)))
+			if ((rc = zn_swapper_acquire(t->homes.sw, s->home, &host)))
 				break;
-			t->stall_ns += zn_now_ns() - t0;
+			t->stats.stall_ns += zn_now_ns() - t0;
 			if (t->hdt == ZN_DTYPE_F32) {
 				rc = zn_device_copy_async(t->dev, s->dparam, host, hbytes,
 							  ZN_COPY_HOST_TO_DEVICE, NULL);
@@ -225,13 +225,13 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 				if (!rc)
 					rc = zn_device_stream_synchronize(t->stream);
 			}
-			t->h2d_bytes += hbytes;
-			zn_swapper_release(t->psw, s->home, false);
+			t->stats.h2d_bytes += hbytes;
+			zn_swapper_release(t->homes.sw, s->home, false);
 		}
 		if (!rc)
 			prefetch_ahead(t, layer);
 	}
-	if (!rc && want && !t->has_grads[layer]) {
+	if (!rc && want && !t->layer[layer].has_grads) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
 			if (s->dev_grads)
@@ -239,7 +239,7 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			if (!(rc = tr_dev_alloc(t, s->d.numel * 4, &s->dgrad)))
 				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d.numel * 4, NULL);
 		}
-		t->has_grads[layer] = true;
+		t->layer[layer].has_grads = true;
 	}
 	return rc ? rc : hand_out(t, layer, want, params, grads);
 }
@@ -249,9 +249,9 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 {
 	int rc = zn_device_stream_synchronize(t->stream);
-	if (!rc && written && t->has_grads[layer] && t->copy && t->world == 1) {
+	if (!rc && written && t->layer[layer].has_grads && t->flights.copy && t->world == 1) {
 		rc = tr_grads_leave(t, layer);
-	} else if (!rc && written && t->has_grads[layer]) {
+	} else if (!rc && written && t->layer[layer].has_grads) {
 		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->first[layer] + i];
 			if (s->dev_grads)
@@ -263,10 +263,10 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 		}
 	}
 	if (written)
-		t->has_grads[layer] = false;
-	if (t->fetched[layer] && --t->fetched[layer] == 0) {
+		t->layer[layer].has_grads = false;
+	if (t->layer[layer].fetched && --t->layer[layer].fetched == 0) {
 		if (reused_soon(t, layer))
-			t->kept[layer] = true;
+			t->layer[layer].kept = true;
 		else
 			free_layer_params(t, layer);
 	}

@@ -12,7 +12,7 @@
 static int gather_start(struct zn_trainer *t, unsigned layer)
 {
 	const size_t esz = zn_dtype_size(t->hdt);
-	struct gather_slot *g = &t->pg[(t->pg_head + t->pg_n++) % GATHER_SLOTS];
+	struct gather_slot *g = &t->gathers.slot[(t->gathers.head + t->gathers.n++) % GATHER_SLOTS];
 	uint8_t *buf = g->buf;
 	int rc = 0;
 	memset(g->op, 0, sizeof(g->op));
@@ -30,11 +30,11 @@ static int gather_start(struct zn_trainer *t, unsigned layer)
 		} else {
 			void *host;
 			uint64_t t0 = zn_now_ns();
-			if (!(rc = zn_swapper_acquire(t->psw, s->home, &host))) {
+			if (!(rc = zn_swapper_acquire(t->homes.sw, s->home, &host))) {
 				memcpy(send, host, s->nown * esz);
-				zn_swapper_release(t->psw, s->home, false);
+				zn_swapper_release(t->homes.sw, s->home, false);
 			}
-			t->stall_ns += zn_now_ns() - t0;
+			t->stats.stall_ns += zn_now_ns() - t0;
 		}
 		if (rc)
 			break;
@@ -51,8 +51,9 @@ static int gather_start(struct zn_trainer *t, unsigned layer)
 int tr_gather_drain(struct zn_trainer *t)
 {
 	int rc = 0;
-	for (; t->pg_n; t->pg_n--, t->pg_head = (t->pg_head + 1) % GATHER_SLOTS) {
-		struct gather_slot *g = &t->pg[t->pg_head];
+	struct gathers *ga = &t->gathers;
+	for (; ga->n; ga->n--, ga->head = (ga->head + 1) % GATHER_SLOTS) {
+		struct gather_slot *g = &ga->slot[ga->head];
 		for (unsigned i = 0; i < ZN_ARCH_LAYER_TENSORS_MAX; i++)
 			if (g->op[i]) {
 				int r = tr_coll_wait(t, 0, g->op[i]);
@@ -69,11 +70,11 @@ int tr_gather_finish(struct zn_trainer *t, unsigned layer)
 {
 	const size_t esz = zn_dtype_size(t->hdt);
 	int rc = 0;
-	if (t->pg_n && t->pg[t->pg_head].layer != layer)
+	if (t->gathers.n && t->gathers.slot[t->gathers.head].layer != layer)
 		rc = tr_gather_drain(t);
-	if (!rc && !t->pg_n)
+	if (!rc && !t->gathers.n)
 		rc = gather_start(t, layer);
-	struct gather_slot *g = &t->pg[t->pg_head];
+	struct gather_slot *g = &t->gathers.slot[t->gathers.head];
 	for (unsigned i = 0; i < t->count[layer]; i++) {
 		struct tstate *s = &t->t[t->first[layer] + i];
 		const size_t n = s->d.numel;
@@ -85,7 +86,7 @@ int tr_gather_finish(struct zn_trainer *t, unsigned layer)
 			continue;
 		if ((rc = tr_dev_alloc(t, n * 4, &s->dparam)))
 			continue;
-		t->h2d_bytes += n * esz;
+		t->stats.h2d_bytes += n * esz;
 		if (t->hdt == ZN_DTYPE_F32) {
 			rc = tr_to_device(t, s->dparam, g->recv[i], n * 4);
 		} else if (!(rc = tr_to_device(t, t->round_buf, g->recv[i], n * esz)) &&
@@ -94,9 +95,9 @@ int tr_gather_finish(struct zn_trainer *t, unsigned layer)
 			rc = zn_device_stream_synchronize(t->stream);
 		}
 	}
-	if (t->pg_n) {
-		t->pg_n--;
-		t->pg_head = (t->pg_head + 1) % GATHER_SLOTS;
+	if (t->gathers.n) {
+		t->gathers.n--;
+		t->gathers.head = (t->gathers.head + 1) % GATHER_SLOTS;
 	}
 	return rc;
 }
@@ -113,28 +114,30 @@ int tr_gather_ahead(struct zn_trainer *t, unsigned layer)
 	uint64_t inflight = 0;
 	unsigned last = layer;
 	int rc = 0;
-	for (unsigned k = 0; k < t->pg_n; k++)
-		inflight += t->layer_elems[t->pg[(t->pg_head + k) % GATHER_SLOTS].layer];
+	for (unsigned k = 0; k < t->gathers.n; k++) {
+		unsigned l = t->gathers.slot[(t->gathers.head + k) % GATHER_SLOTS].layer;
+		inflight += t->layer[l].elems;
+	}
 	/* Predictions continue after what is already on its way. */
-	const bool traced = t->tracking && t->trace_ok;
-	size_t pos = t->tpos + t->pg_n;
-	if (t->pg_n)
-		last = t->pg[(t->pg_head + t->pg_n - 1) % GATHER_SLOTS].layer;
-	while (!rc && t->pg_n < GATHER_SLOTS && inflight < bucket) {
+	const bool traced = t->fetch.tracking && t->fetch.ok;
+	size_t pos = t->fetch.pos + t->gathers.n;
+	if (t->gathers.n)
+		last = t->gathers.slot[(t->gathers.head + t->gathers.n - 1) % GATHER_SLOTS].layer;
+	while (!rc && t->gathers.n < GATHER_SLOTS && inflight < bucket) {
 		long next;
 		if (traced)
-			next = pos < t->norder ? (long)t->order[pos++] : -1;
+			next = pos < t->fetch.n ? (long)t->fetch.order[pos++] : -1;
 		else
-			next = (long)last + t->direction;
+			next = (long)last + t->fetch.direction;
 		if (next < 0 || next >= (long)t->nlayers)
 			break;
 		last = (unsigned)next;
-		if (t->fetched[next] || t->kept[next] || !t->layer_parts[next])
+		if (t->layer[next].fetched || t->layer[next].kept || !t->layer[next].parts)
 			break; /* on the device already: the chain of predictions ends */
-		if (t->opt_running && (rc = tr_opt_wait_layer(t, (unsigned)next)))
+		if (t->opt.running && (rc = tr_opt_wait_layer(t, (unsigned)next)))
 			break;
 		rc = gather_start(t, (unsigned)next);
-		inflight += t->layer_elems[next];
+		inflight += t->layer[next].elems;
 	}
 	return rc;
 }

@@ -9,8 +9,8 @@
 int tr_flights_reap(struct zn_trainer *t, bool all)
 {
 	int rc = 0;
-	while (t->nflights) {
-		struct grad_flight *f = &t->flights[t->flight_head];
+	while (t->flights.n) {
+		struct grad_flight *f = &t->flights.f[t->flights.head];
 		if (all) {
 			int r = zn_device_event_synchronize(f->ev);
 			rc = rc ? rc : r;
@@ -20,8 +20,8 @@ int tr_flights_reap(struct zn_trainer *t, bool all)
 		for (unsigned i = 0; i < f->n; i++)
 			zn_device_free(t->dev, f->p[i]);
 		f->n = 0;
-		t->flight_head = (t->flight_head + 1) % GRAD_FLIGHTS;
-		t->nflights--;
+		t->flights.head = (t->flights.head + 1) % GRAD_FLIGHTS;
+		t->flights.n--;
 	}
 	return rc;
 }
@@ -66,7 +66,7 @@ int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 		rc = zn_device_stream_synchronize(t->stream);
 	if (rc)
 		return rc;
-	t->d2h_bytes += bytes;
+	t->stats.d2h_bytes += bytes;
 	if (first)
 		return zn_device_copy_async(t->dev, s->grad, src, bytes, ZN_COPY_DEVICE_TO_HOST,
 					    NULL);
@@ -95,13 +95,13 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 {
 	const bool first = t->micro_i == 0;
 	int rc = tr_flights_reap(t, false);
-	if (!rc && t->nflights == GRAD_FLIGHTS) {
-		struct grad_flight *o = &t->flights[t->flight_head];
+	if (!rc && t->flights.n == GRAD_FLIGHTS) {
+		struct grad_flight *o = &t->flights.f[t->flights.head];
 		rc = zn_device_event_synchronize(o->ev);
 		if (!rc)
 			rc = tr_flights_reap(t, false);
 	}
-	struct grad_flight *f = &t->flights[(t->flight_head + t->nflights) % GRAD_FLIGHTS];
+	struct grad_flight *f = &t->flights.f[(t->flights.head + t->flights.n) % GRAD_FLIGHTS];
 	struct { void *src; struct tstate *s; size_t bytes; } cp[ZN_ARCH_LAYER_TENSORS_MAX];
 	unsigned ncp = 0;
 	f->n = 0;
@@ -132,22 +132,22 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 		}
 		s->dgrad = NULL;
 	}
-	if (!rc && !(rc = zn_device_event_record(t->ev_compute, t->stream)))
-		rc = zn_device_stream_wait_event(t->copy, t->ev_compute);
+	if (!rc && !(rc = zn_device_event_record(t->flights.ev_compute, t->stream)))
+		rc = zn_device_stream_wait_event(t->flights.copy, t->flights.ev_compute);
 	for (unsigned k = 0; k < ncp && !rc; k++) {
 		struct tstate *s = cp[k].s;
-		t->d2h_bytes += cp[k].bytes;
+		t->stats.d2h_bytes += cp[k].bytes;
 		if (first) {
 			rc = zn_device_copy_async(t->dev, s->grad, cp[k].src, cp[k].bytes,
-						  ZN_COPY_DEVICE_TO_HOST, t->copy);
+						  ZN_COPY_DEVICE_TO_HOST, t->flights.copy);
 		} else if (!(rc = zn_device_copy_async(t->dev, t->gstage, cp[k].src, cp[k].bytes,
-						       ZN_COPY_DEVICE_TO_HOST, t->copy))) {
-			rc = zn_device_launch_host(t->copy, accumulate_fn, s);
+						       ZN_COPY_DEVICE_TO_HOST, t->flights.copy))) {
+			rc = zn_device_launch_host(t->flights.copy, accumulate_fn, s);
 		}
 	}
 	if (!rc)
-		rc = zn_device_event_record(f->ev, t->copy);
-	t->nflights++;
+		rc = zn_device_event_record(f->ev, t->flights.copy);
+	t->flights.n++;
 	if (rc) /* what was queued finishes; then everything is freed */
 		tr_flights_reap(t, true);
 	return rc;

@@ -17,7 +17,7 @@
  * written home, after its last: the optimizer's sub-groups cut tensors. */
 int tr_home_open(struct zn_trainer *t, struct tstate *s)
 {
-	return s->hbuf ? 0 : zn_swapper_acquire_overwrite(t->psw, s->home, &s->hbuf);
+	return s->hbuf ? 0 : zn_swapper_acquire_overwrite(t->homes.sw, s->home, &s->hbuf);
 }
 
 /* Elements up to `end` are in: after the tensor's last, its home is written. */
@@ -26,7 +26,7 @@ int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end)
 	if (end < s->nown)
 		return 0;
 	s->hbuf = NULL;
-	return zn_swapper_release(t->psw, s->home, true);
+	return zn_swapper_release(t->homes.sw, s->home, true);
 }
 
 int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
@@ -56,18 +56,18 @@ int tr_param_homes_setup(struct zn_trainer *t)
 	 * backward; on one rank the reduction is the way to the host): a
 	 * stream of their own, up to GRAD_FLIGHTS layers in flight. */
 	if (t->cfg.zero_optimization.overlap_comm) {
-		t->copy = zn_device_stream_create(t->dev, "gradients");
-		t->ev_compute = t->copy ? zn_device_event_create(t->dev) : NULL;
-		if (!t->ev_compute)
+		t->flights.copy = zn_device_stream_create(t->dev, "gradients");
+		t->flights.ev_compute = t->flights.copy ? zn_device_event_create(t->dev) : NULL;
+		if (!t->flights.ev_compute)
 			return -ENOMEM;
 		for (unsigned i = 0; i < GRAD_FLIGHTS; i++)
-			if (!(t->flights[i].ev = zn_device_event_create(t->dev)))
+			if (!(t->flights.f[i].ev = zn_device_event_create(t->dev)))
 				return -ENOMEM;
 	}
 	for (unsigned l = 0; l < t->nlayers; l++)
 		for (unsigned i = 0; i < t->count[l]; i++)
 			if (!t->t[t->first[l] + i].resident)
-				t->layer_elems[l] += t->t[t->first[l] + i].d.numel;
+				t->layer[l].elems += t->t[t->first[l] + i].d.numel;
 	/* Each offloaded tensor's home: host memory for all with device cpu;
 	 * with nvme, DeepSpeed's max_in_cpu -- the first tensors, up to that
 	 * many elements, stay in host memory, the rest go to NVMe. */
@@ -108,27 +108,29 @@ int tr_param_homes_setup(struct zn_trainer *t)
 			free(tier);
 			return rc;
 		}
-		t->paio = zn_aio_create(&t->cfg.aio);
+		t->homes.aio = zn_aio_create(&t->cfg.aio);
 		struct zn_store_config sc = { .paths = paths, .npaths = (unsigned)np,
 					      .capacity = nvme_bytes, .stripe_bytes = pc->stripe_size,
 					      .checksum = pc->checksum };
-		t->pstore = t->paio ? zn_store_create(&sc, t->paio) : NULL;
-		t->ppool = t->pstore ? zn_bufpool_create(&bc, t->paio) : NULL;
-		if (!t->ppool) {
+		t->homes.store = t->homes.aio ? zn_store_create(&sc, t->homes.aio) : NULL;
+		t->homes.pool = t->homes.store ? zn_bufpool_create(&bc, t->homes.aio) : NULL;
+		if (!t->homes.pool) {
 			free(tier);
 			return -EINVAL;
 		}
-		swc.store = t->pstore;
-		swc.pool = t->ppool;
+		swc.store = t->homes.store;
+		swc.pool = t->homes.pool;
 	}
-	t->psw = zn_swapper_create(&swc);
+	t->homes.sw = zn_swapper_create(&swc);
 	rc = 0;
-	for (unsigned i = 0; t->psw && i < t->nt && !rc; i++)
-		if (!t->t[i].resident)
-			rc = zn_swapper_add(t->psw, t->t[i].d.name, ZN_MAX(t->t[i].nown, 1) * esz,
-					    tier[i], &t->t[i].home);
+	for (unsigned i = 0; t->homes.sw && i < t->nt && !rc; i++) {
+		struct tstate *s = &t->t[i];
+		if (!s->resident)
+			rc = zn_swapper_add(t->homes.sw, s->d.name, ZN_MAX(s->nown, 1) * esz, tier[i],
+					    &s->home);
+	}
 	free(tier);
-	return !t->psw ? -EINVAL : rc;
+	return !t->homes.sw ? -EINVAL : rc;
 }
 
 static uint64_t sub_group(const struct zn_trainer *t)
@@ -149,12 +151,12 @@ int tr_nvme_setup(struct zn_trainer *t)
 		return zn_error(-EINVAL, "zero_optimization.offload_optimizer.nvme_path: give the "
 					 "directory (or directories, separated by ',') for the "
 					 "optimizer states");
-	t->aio = zn_aio_create(&t->cfg.aio);
-	if (!t->aio)
+	t->nvme.aio = zn_aio_create(&t->cfg.aio);
+	if (!t->nvme.aio)
 		return -EINVAL;
 	struct zn_optswap_config c = {
-		.aio = t->aio, .params = ZN_MAX(t->own_total, 1), .sub_group_size = sub_group(t),
-		.nstates = 3,
+		.aio = t->nvme.aio, .params = ZN_MAX(t->own_total, 1),
+		.sub_group_size = sub_group(t), .nstates = 3,
 		.buffer_count = oc->buffer_count, .pipeline_read = oc->pipeline_read,
 		.pipeline_write = oc->pipeline_write, .pin_memory = oc->pin_memory,
 		.trace = t->trace,
@@ -162,12 +164,12 @@ int tr_nvme_setup(struct zn_trainer *t)
 	struct zn_store_config sc = { .paths = paths, .npaths = (unsigned)np,
 				      .capacity = zn_optswap_store_bytes(&c),
 				      .stripe_bytes = oc->stripe_size, .checksum = oc->checksum };
-	t->store = zn_store_create(&sc, t->aio);
-	if (!t->store)
+	t->nvme.store = zn_store_create(&sc, t->nvme.aio);
+	if (!t->nvme.store)
 		return -EINVAL;
-	c.store = t->store;
-	t->os = zn_optswap_create(&c);
-	return t->os ? 0 : -EINVAL;
+	c.store = t->nvme.store;
+	t->nvme.os = zn_optswap_create(&c);
+	return t->nvme.os ? 0 : -EINVAL;
 }
 
 static void *groups_writer(void *arg)
@@ -180,7 +182,8 @@ static void *groups_writer(void *arg)
 		if (!g->wbusy)
 			break;
 		pthread_mutex_unlock(&g->mu);
-		int rc = zn_optswap_write_group(g->t->os, g->wgroup, (const float *const *)g->wst);
+		int rc = zn_optswap_write_group(g->t->nvme.os, g->wgroup,
+						(const float *const *)g->wst);
 		pthread_mutex_lock(&g->mu);
 		if (rc && !g->wrc) {
 			g->wrc = rc;
@@ -210,7 +213,7 @@ static int groups_wait(struct groups *g)
 static int groups_write(struct groups *g, uint64_t gi)
 {
 	if (!g->writer)
-		return zn_optswap_write_group(g->t->os, gi, (const float *const *)g->st);
+		return zn_optswap_write_group(g->t->nvme.os, gi, (const float *const *)g->st);
 	int rc = groups_wait(g);
 	if (rc)
 		return rc;
@@ -285,7 +288,7 @@ int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a, bo
 		uint64_t take = ZN_MIN(end, gend) - p;
 		int rc;
 		if (!put && g->cur != gi) {
-			if ((rc = zn_optswap_read_group(g->t->os, gi, g->st)))
+			if ((rc = zn_optswap_read_group(g->t->nvme.os, gi, g->st)))
 				return rc;
 			g->cur = gi;
 		}

@@ -81,16 +81,18 @@ struct tstate {
 					* all-gathered after this update */
 };
 
+#define GRAD_FLIGHTS 3                 /* layers' gradients in flight at once */
+#define GATHER_SLOTS 4                 /* layers gathered ahead at most */
+
 /* Device buffers whose gradients are still crossing on the copy stream:
  * freed once `ev` (recorded after their copies) completes. */
-#define GRAD_FLIGHTS 3
-#define GATHER_SLOTS 4
 struct grad_flight {
 	void *p[2 * ZN_ARCH_LAYER_TENSORS_MAX];
 	unsigned n;
 	struct zn_event *ev;
 };
 
+/* The arguments of an update over NVMe states (tr_nvme_update). */
 struct nvme_update {
 	struct zn_trainer *t;
 	struct zn_adam_hparams hp;
@@ -99,137 +101,115 @@ struct nvme_update {
 	struct zn_adam_exec ex;
 };
 
-struct zn_trainer {
-	struct zn_config cfg;
-	struct zn_arch arch;           /* the model's architecture and shape */
-	int B, T;
-	uint32_t accum;
-	struct zn_device *dev;
-	struct zn_stream *stream;
-	enum zn_dtype sdt;             /* the model's storage dtype on the device:
-	                                * F32, or the 16-bit training dtype on
-	                                * cuda (tstate's sparam/sgrad) */
-	const struct zn_kernels *k;
-	struct zn_kctx *kctx;
-	struct zn_arch_model model;
-	struct zn_threadpool *pool;    /* CPU Adam */
-	unsigned nt;
-	struct tstate *t;
-	unsigned nlayers;
-	unsigned *first, *count;       /* tensors of each layer */
-	struct zn_data *train, *val;
-	int32_t *hin, *htgt;           /* host batch */
-	int32_t *din, *dtgt;           /* device batch */
-	float *hloss;                  /* host copy of per-token losses */
-	struct zn_lr_schedule sched;
-	struct zn_adam_hparams hp;
-	uint64_t step;
-	uint64_t host_bytes;
-	bool synthetic;                /* random tokens, no data files */
-	uint64_t rng;
-	enum zn_dtype dtype;           /* precision parameters and gradients are rounded to */
-	void *round_buf;               /* device scratch for rounding, 2 bytes per element */
-	struct zn_loss_scaler scaler;
-	uint64_t updates;              /* optimizer updates applied (Adam's step, the LR's) */
-	struct zn_trace *trace;        /* optional */
-	bool device_opt;               /* offload_optimizer: none: Adam on the device */
-	/* offload_optimizer: nvme: master, m, v live on NVMe in sub-groups of
-	 * the flat element order, streamed through the pipelined swapper. */
+/* A layer's state between its fetches and releases, one per layer: what
+ * fetch.c and the stage-3 gathers (gather.c) keep. */
+struct layer_state {
+	unsigned fetched;              /* outstanding fetches */
+	bool has_grads;                /* device gradient buffers exist */
+	bool kept;                     /* released but left on the device for reuse */
+	bool parts;                    /* stage 3 on several ranks: has partitioned
+					* tensors (to gather at a fetch) */
+	uint64_t elems;                /* elements that visit the device: fetched from
+					* homes (offload_param) or gathered from parts
+					* (stage 3, several ranks); the trace's
+					* distances are in these */
+};
+
+/* The fetch order of a training step, recorded on the first and followed
+ * after (DeepSpeed's trace): what to prefetch, and which released layers
+ * come back soon enough to stay on the device.  fetch.c's; gather.c reads
+ * it to gather ahead. */
+struct fetch_trace {
+	unsigned *order;               /* layers in fetch order */
+	size_t n, cap, pos;            /* recorded, allocated, followed so far */
+	bool tracking;                 /* inside a training step's passes */
+	bool recording, ok;            /* recording this step; a trace to follow */
+	int direction;                 /* +1 forward, -1 backward: what to prefetch
+					* without a trace (set by the step) */
+	uint64_t live_elems;           /* offloaded elements on the device now */
+};
+
+/* offload_param: gradients leave the device on their own stream, the copy
+ * of layer l overlapping the backward of layer l-1 (grads.c).  Created by
+ * tr_param_homes_setup with overlap_comm; copy NULL: they cross
+ * synchronously. */
+struct grad_flights {
+	struct zn_stream *copy;
+	struct zn_event *ev_compute;   /* the compute stream's point they wait for */
+	struct grad_flight f[GRAD_FLIGHTS]; /* a ring: head, then n in flight */
+	unsigned head, n;
+};
+
+/* The update of step n on its own thread beside step n+1's forward (stage
+ * 3 with NVMe optimizer states: overlap), tensor by tensor in the order
+ * the forward wants them; a layer's fetch waits for its own tensors.
+ * Nothing changes but the timing: the results are bit-identical.
+ * optimizer.c's; `lock` guards done, finished, rc and msg while the thread
+ * runs. */
+struct opt_thread {
+	pthread_t thread;
+	bool running;                  /* started and not joined */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned done;                 /* tensors (in order) whose update is complete */
+	bool finished;                 /* the thread is done (rc tells how) */
+	int rc;
+	char msg[512];
+	struct nvme_update upd;        /* the NVMe update's arguments (overlapped or not) */
+	uint64_t ns;                   /* the last finished update's duration */
+	bool joined;                   /* an update finished during this step */
+	struct zn_optswap_stats stats; /* ... and what it moved */
+};
+
+/* offload_optimizer: none keeps Adam on the device (the kernels' adam op);
+ * these are its step's scalars and, on several ranks, the reduced
+ * gradients it takes from the host (step.c). */
+struct device_opt {
+	double *sumsq;                 /* the norm's accumulator */
+	int32_t *flag;                 /* non-finite flag */
+	float *gscratch;               /* several ranks: reduced gradients */
+};
+
+/* offload_optimizer: nvme: master, m, v live on NVMe in sub-groups of the
+ * flat element order, streamed through the pipelined swapper (homes.c
+ * sets them up; the optimizer and the save stream through them). */
+struct nvme_states {
 	struct zn_aio *aio;
 	struct zn_store *store;
 	struct zn_optswap *os;
-	uint64_t total;                /* elements over all tensors */
-	/* offload_param (stage 3): parameters live on host or NVMe and visit
-	 * the device layer by layer; gradients leave it at each release. */
-	bool offload_param;
-	bool layered;                  /* fetch/release per layer do work: offload_param,
-					* or gradients that leave at each release */
-	struct zn_aio *paio;
-	struct zn_store *pstore;
-	struct zn_bufpool *ppool;
-	struct zn_swapper *psw;
-	unsigned *fetched;             /* per layer: outstanding fetches */
-	bool *has_grads;               /* per layer: device gradient buffers exist */
-	int direction;                 /* +1 forward, -1 backward: what to prefetch */
-	float *gstage;                 /* host staging for a layer's gradients (largest tensor) */
-	double *dsumsq;                /* device optimizer: the norm's accumulator */
-	float *dgscratch;              /* device optimizer, several ranks: reduced gradients */
-	int32_t *dflag;                /* device optimizer: non-finite flag */
-	bool nvme_opt;                 /* offload_optimizer: nvme (no host master/m/v) */
-	enum zn_dtype gdt;             /* host gradient accumulators (grad_accum_dtype) */
-	enum zn_dtype hdt;             /* offload_param homes: the training dtype */
-	uint32_t micro_i;              /* micro-batch of the step being run */
-	uint64_t largest;              /* elements of the largest tensor */
-	/* Where the starting weights come from while the trainer is built. */
-	struct zn_st_file *src_ckpt;   /* checkpoint.resume: optimizer.safetensors */
-	struct zn_st_file **src_shards; /* ... or the parts of src_world ranks */
-	int src_world;
-	struct zn_st_file *src_st;     /* model.from: a safetensors file */
-	struct zn_hf_model *src_hf;    /* model.from: a Hugging Face folder (llama) */
-	FILE *src_llmc;                /* model.from: an llm.c .bin checkpoint */
-	uint64_t *llmc_off;            /* its byte offset of each tensor */
-	const char *src_path;
-	/* Per-step traffic, for zn_step_info. */
-	uint64_t h2d_bytes, d2h_bytes;
-	uint64_t stall_ns;             /* fetches waiting for their parameters */
-	uint64_t compute_ns;           /* this step's forward and backward */
-	/* The fetch order of a training step, recorded on the first and
-	 * followed after (DeepSpeed's trace): what to prefetch, and which
-	 * released layers come back soon enough to stay on the device. */
-	unsigned *order;               /* layers in fetch order */
-	size_t norder, order_cap, tpos;
-	bool tracking;                 /* inside a training step's passes */
-	bool recording, trace_ok;
-	bool *kept;                    /* per layer: left on the device for reuse */
-	uint64_t *layer_elems;         /* per layer: offloaded elements */
-	uint64_t live_elems;           /* offloaded elements on the device now */
-	/* Stage 3 with NVMe optimizer states: the update of step n runs on its
-	 * own thread beside step n+1's forward, tensor by tensor in the order
-	 * the forward wants them; a layer's fetch waits for its own tensors.
-	 * Nothing changes but the timing: the results are bit-identical. */
-	bool overlap;
-	pthread_t opt_thread;
-	bool opt_running;
-	pthread_mutex_t opt_lock;
-	pthread_cond_t opt_cond;
-	unsigned opt_done;             /* tensors (in order) whose update is complete */
-	bool opt_finished;             /* the thread is done (opt_rc tells how) */
-	int opt_rc;
-	char opt_msg[512];
-	struct nvme_update upd;
-	uint64_t opt_ns;               /* the last finished update's duration */
-	/* offload_param: gradients leave the device on their own stream, the
-	 * copy of layer l overlapping the backward of layer l-1. */
-	struct zn_stream *copy;
-	struct zn_event *ev_compute;
-	struct grad_flight flights[GRAD_FLIGHTS];
-	unsigned flight_head, nflights;
-	bool opt_joined;               /* an update finished during this step */
-	struct zn_optswap_stats opt_stats; /* ... and what it moved */
-	/* Data parallelism (include/zinc/comm.h): rank of world; every
-	 * collective is issued by every rank in the same order. */
-	struct zn_comm *comm;
-	bool own_comm;                 /* created here (destroyed with the trainer) */
-	/* GPUs on several ranks, zinc built with NCCL: the gradients' reduce-
-	 * scatters and the resident parameters' all-gathers run on device
-	 * buffers (dsend, drecv: W parts of the largest tensor) through NCCL,
-	 * so only this rank's part crosses to the host.  NULL: host staging. */
+};
+
+/* offload_param (stage 3): parameters live on host or NVMe and visit the
+ * device layer by layer (homes.c sets them up; fetch.c and the optimizer
+ * read and write them). */
+struct param_homes {
+	struct zn_aio *aio;
+	struct zn_store *store;
+	struct zn_bufpool *pool;
+	struct zn_swapper *sw;
+};
+
+/* Several ranks: staging for collectives (collectives.c).  GPUs with zinc
+ * built with NCCL: the gradients' reduce-scatters and the resident
+ * parameters' all-gathers run on device buffers (dsend, drecv: W parts of
+ * the largest tensor) through dcomm, so only this rank's part crosses to
+ * the host.  dcomm NULL: host staging in cbuf. */
+struct collectives {
 	struct zn_comm *dcomm;
 	void *dsend, *drecv;
-	int rank, world;
-	unsigned stage;
-	uint64_t own_total;            /* elements this rank owns over all tensors */
-	uint8_t *cbuf[2];              /* collective staging: W parts of the largest tensor */
+	uint8_t *cbuf[2];              /* W parts of the largest tensor (fp32) */
 	size_t cbuf_bytes;
-	uint64_t comm_bytes;           /* bytes this rank sent in collectives */
-	uint64_t comm_elems;           /* ... and elements */
-	/* Several ranks (host comm): gradients are reduced in buckets of
-	 * reduce_bucket_size elements, one collective per bucket.  A bucket is
-	 * W chunks of `bk_cap` elements, chunk r holding part r of each tensor
-	 * in it (stage 0: one chunk of whole tensors), then room for the
-	 * result.  Two buckets: one fills while the other's collective runs
-	 * on the comm's thread (overlap_comm), settled -- waited for, added
-	 * into the accumulators -- before its buffer is reused. */
+};
+
+/* Several ranks (host comm): gradients are reduced in buckets of
+ * reduce_bucket_size elements, one collective per bucket (collectives.c).
+ * A bucket is W chunks of `cap` elements, chunk r holding part r of each
+ * tensor in it (stage 0: one chunk of whole tensors), then room for the
+ * result.  Two buckets: one fills while the other's collective runs on the
+ * comm's thread (overlap_comm), settled -- waited for, added into the
+ * accumulators -- before its buffer is reused.  b[0].buf NULL: none
+ * (one rank, or NCCL). */
+struct buckets {
 	struct bucket {
 		struct bucket_entry {
 			struct tstate *s;
@@ -241,28 +221,134 @@ struct zn_trainer {
 		struct zn_comm_op *op;
 		bool inflight;
 		uint8_t *buf;
-	} bk[2];
-	unsigned bk_cur;
-	size_t bk_cap;
-	/* Stage 3 on several ranks: the all-gathers of the next fetches'
-	 * layers run ahead of them (along the trace, or the pass's direction),
-	 * up to stage3_prefetch_bucket_size elements and GATHER_SLOTS layers,
-	 * each slot's buffer holding every partitioned tensor's part to send
-	 * and every rank's to receive.  A FIFO: a fetch takes the oldest; one
-	 * of another layer discards them all (every rank decides the same way:
-	 * the decisions read only the trace and the fetch counts). */
+	} b[2];
+	unsigned cur;                  /* the filling one */
+	size_t cap;
+};
+
+/* Stage 3 on several ranks: the all-gathers of the next fetches' layers
+ * run ahead of them (along the trace, or the pass's direction), up to
+ * stage3_prefetch_bucket_size elements and GATHER_SLOTS layers, each
+ * slot's buffer holding every partitioned tensor's part to send and every
+ * rank's to receive.  A FIFO: a fetch takes the oldest; one of another
+ * layer discards them all (every rank decides the same way: the decisions
+ * read only the trace and the fetch counts).  gather.c's; buf NULL: none. */
+struct gathers {
 	struct gather_slot {
 		unsigned layer;
 		struct zn_comm_op *op[ZN_ARCH_LAYER_TENSORS_MAX];
 		uint8_t *recv[ZN_ARCH_LAYER_TENSORS_MAX];
 		uint8_t *buf;
-	} pg[GATHER_SLOTS];
-	unsigned pg_head, pg_n;
-	uint8_t *pgbuf;
-	bool *layer_parts;             /* per layer: has partitioned tensors */
+	} slot[GATHER_SLOTS];
+	unsigned head, n;
+	uint8_t *buf;                  /* the slots' buffers, one allocation */
+};
+
+/* Where the starting weights come from while the trainer is built
+ * (weights.c): opened by create(), read by tr_materialize, closed before
+ * create() returns.  At most one of ckpt/shards, st, hf, llmc. */
+struct sources {
+	struct zn_st_file *ckpt;       /* checkpoint.resume: optimizer.safetensors */
+	struct zn_st_file **shards;    /* ... or the parts of `world` ranks */
+	int world;
+	struct zn_st_file *st;         /* model.from: a safetensors file */
+	struct zn_hf_model *hf;        /* model.from: a Hugging Face folder (llama) */
+	FILE *llmc;                    /* model.from: an llm.c .bin checkpoint */
+	uint64_t *llmc_off;            /* its byte offset of each tensor */
+	const char *path;
+};
+
+/* What moved and how long it waited, counted over the trainer's life by
+ * whoever moves it; a step reports the difference (step.c). */
+struct counters {
+	uint64_t h2d_bytes, d2h_bytes; /* host -> device, device -> host */
+	uint64_t stall_ns;             /* waits for parameters and the update */
+	uint64_t compute_ns;           /* this step's forward and backward */
+	uint64_t comm_bytes;           /* bytes this rank sent in collectives */
+	uint64_t comm_elems;           /* ... and elements */
 	uint64_t comm_ns;              /* the compute thread waiting for collectives */
+};
+
+/* The data a micro-batch reads (step.c). */
+struct batch {
+	struct zn_data *train, *val;   /* val NULL: no validation split */
+	int32_t *hin, *htgt;           /* host batch, (B, T) */
+	int32_t *din, *dtgt;           /* device batch */
+	float *hloss;                  /* host copy of per-token losses */
+	bool synthetic;                /* random tokens, no data files */
+	uint64_t rng;                  /* their xorshift state */
+};
+
+struct zn_trainer {
+	/* What it trains, settled by create(). */
+	struct zn_config cfg;
+	struct zn_arch arch;           /* the model's architecture and shape */
+	int B, T;
+	uint32_t accum;
+	/* Data parallelism (include/zinc/comm.h): rank of world; every
+	 * collective is issued by every rank in the same order. */
+	struct zn_comm *comm;
+	bool own_comm;                 /* created here (destroyed with the trainer) */
+	int rank, world;
+	unsigned stage;
+	/* Precision and placement (engine/zero's rules for this config). */
+	enum zn_dtype dtype;           /* precision parameters and gradients are rounded to */
+	enum zn_dtype sdt;             /* the model's storage dtype on the device:
+	                                * F32, or the 16-bit training dtype on
+	                                * cuda (tstate's sparam/sgrad) */
+	enum zn_dtype gdt;             /* host gradient accumulators (grad_accum_dtype) */
+	enum zn_dtype hdt;             /* offload_param homes: the training dtype */
+	bool device_opt;               /* offload_optimizer: none: Adam on the device */
+	bool nvme_opt;                 /* offload_optimizer: nvme (no host master/m/v) */
+	bool offload_param;
+	bool layered;                  /* fetch/release per layer do work: offload_param,
+					* or gradients that leave at each release */
+	bool overlap;                  /* the update on its own thread (struct opt_thread) */
+	/* The device, its kernels and the model. */
+	struct zn_device *dev;
+	struct zn_stream *stream;      /* compute */
+	const struct zn_kernels *k;
+	struct zn_kctx *kctx;
+	struct zn_arch_model model;
+	struct zn_threadpool *pool;    /* CPU Adam */
+	/* The tensors, in model order, and each layer's range of them. */
+	struct tstate *t;
+	unsigned nt;
+	unsigned nlayers;
+	unsigned *first, *count;       /* tensors of each layer */
+	uint64_t total;                /* elements over all tensors */
+	uint64_t own_total;            /* elements this rank owns over all tensors */
+	uint64_t largest;              /* elements of the largest tensor */
+	struct layer_state *layer;     /* nlayers */
+	/* Scratch. */
+	void *round_buf;               /* device, for rounding: 2 bytes per element
+					* of the largest tensor */
+	float *gstage;                 /* host staging for a tensor's gradients */
+	/* The optimizer, and the progress a checkpoint saves. */
+	struct zn_lr_schedule sched;
+	struct zn_adam_hparams hp;
+	struct zn_loss_scaler scaler;
+	uint64_t step;                 /* steps done */
+	uint64_t updates;              /* optimizer updates applied (Adam's step, the LR's) */
+	uint32_t micro_i;              /* micro-batch of the step being run */
+	/* The parts, each owned as its comment says. */
+	struct batch data;
+	struct fetch_trace fetch;
+	struct grad_flights flights;
+	struct collectives coll;
+	struct buckets buckets;
+	struct gathers gathers;
+	struct param_homes homes;
+	struct nvme_states nvme;
+	struct device_opt dopt;
+	struct opt_thread opt;
+	struct sources src;
+	struct counters stats;
+	struct zn_trace *trace;        /* optional */
 	/* Per-rank state accounting (zn_trainer_memory). */
 	struct zn_rank_memory mem;
+	uint64_t host_bytes;           /* model states in host memory: optimizer
+					* states, gradient accumulators, homes */
 };
 
 /* Sub-group buffers that take tensors' states in flat order (writing each

@@ -55,7 +55,7 @@ int tr_nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 			float *dp = (float *)s->dparam + s->lo + l;
 			if (!(rc = tr_to_device(t, dp, st[0] + o, (b - a) * 4)))
 				rc = tr_round_to_dtype(t, dp, b - a);
-			t->h2d_bytes += (b - a) * 4;
+			t->stats.h2d_bytes += (b - a) * 4;
 		}
 		if (rc)
 			return rc;
@@ -64,10 +64,10 @@ int tr_nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 			unsigned j = i + 1;
 			while (j < t->nt && !t->t[j].nown)
 				j++;
-			pthread_mutex_lock(&t->opt_lock);
-			t->opt_done = j;
-			pthread_cond_broadcast(&t->opt_cond);
-			pthread_mutex_unlock(&t->opt_lock);
+			pthread_mutex_lock(&t->opt.lock);
+			t->opt.done = j;
+			pthread_cond_broadcast(&t->opt.cond);
+			pthread_mutex_unlock(&t->opt.lock);
 		}
 	}
 	return 0;
@@ -77,32 +77,32 @@ static void *opt_main(void *arg)
 {
 	struct zn_trainer *t = arg;
 	uint64_t t0 = zn_now_ns();
-	int rc = zn_optswap_step(t->os, tr_nvme_update, &t->upd);
-	pthread_mutex_lock(&t->opt_lock);
-	t->opt_rc = rc;
+	int rc = zn_optswap_step(t->nvme.os, tr_nvme_update, &t->opt.upd);
+	pthread_mutex_lock(&t->opt.lock);
+	t->opt.rc = rc;
 	if (rc)
-		snprintf(t->opt_msg, sizeof(t->opt_msg), "%s", zn_last_error());
-	t->opt_ns = zn_now_ns() - t0;
-	t->opt_finished = true;
-	pthread_cond_broadcast(&t->opt_cond);
-	pthread_mutex_unlock(&t->opt_lock);
+		snprintf(t->opt.msg, sizeof(t->opt.msg), "%s", zn_last_error());
+	t->opt.ns = zn_now_ns() - t0;
+	t->opt.finished = true;
+	pthread_cond_broadcast(&t->opt.cond);
+	pthread_mutex_unlock(&t->opt.lock);
 	return NULL;
 }
 
 int tr_opt_launch(struct zn_trainer *t)
 {
-	t->opt_done = 0;
-	while (t->opt_done < t->nt && !t->t[t->opt_done].nown)
-		t->opt_done++;
+	t->opt.done = 0;
+	while (t->opt.done < t->nt && !t->t[t->opt.done].nown)
+		t->opt.done++;
 	/* Resident tensors' parts are all-gathered as they are applied. */
 	for (unsigned i = 0; i < t->nt && t->world > 1 && t->stage >= 1; i++)
 		t->t[i].sync = t->t[i].resident;
-	t->opt_finished = false;
-	t->opt_rc = 0;
-	int err = pthread_create(&t->opt_thread, NULL, opt_main, t);
+	t->opt.finished = false;
+	t->opt.rc = 0;
+	int err = pthread_create(&t->opt.thread, NULL, opt_main, t);
 	if (err)
 		return zn_error(-err, "cannot start the optimizer thread: %s", strerror(err));
-	t->opt_running = true;
+	t->opt.running = true;
 	return 0;
 }
 
@@ -115,7 +115,7 @@ static int apply_staged(struct zn_trainer *t, struct tstate *s)
 		s->pending = false;
 		if (!(rc = tr_to_device(t, dp, s->staged, s->nown * 4)))
 			rc = tr_round_to_dtype(t, dp, s->nown);
-		t->h2d_bytes += s->nown * 4;
+		t->stats.h2d_bytes += s->nown * 4;
 	}
 	/* Several ranks: every rank's new part, on every rank. */
 	if (!rc && s->sync) {
@@ -128,16 +128,16 @@ static int apply_staged(struct zn_trainer *t, struct tstate *s)
 /* The update is over: join it, apply what it staged, report how it went. */
 int tr_opt_wait_all(struct zn_trainer *t)
 {
-	if (!t->opt_running)
+	if (!t->opt.running)
 		return 0;
 	uint64_t t0 = zn_now_ns();
-	pthread_join(t->opt_thread, NULL);
-	t->opt_running = false;
-	t->stall_ns += zn_now_ns() - t0;
-	t->opt_joined = true;
-	zn_optswap_last_stats(t->os, &t->opt_stats);
-	if (t->opt_rc)
-		return zn_error(t->opt_rc, "%s", t->opt_msg);
+	pthread_join(t->opt.thread, NULL);
+	t->opt.running = false;
+	t->stats.stall_ns += zn_now_ns() - t0;
+	t->opt.joined = true;
+	zn_optswap_last_stats(t->nvme.os, &t->opt.stats);
+	if (t->opt.rc)
+		return zn_error(t->opt.rc, "%s", t->opt.msg);
 	int rc = 0;
 	for (unsigned i = 0; i < t->nt && !rc; i++)
 		rc = apply_staged(t, &t->t[i]);
@@ -151,12 +151,12 @@ int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer)
 	unsigned need = t->first[layer] + t->count[layer];
 	uint64_t t0 = zn_now_ns();
 	bool failed;
-	pthread_mutex_lock(&t->opt_lock);
-	while (t->opt_done < need && !t->opt_finished)
-		pthread_cond_wait(&t->opt_cond, &t->opt_lock);
-	failed = t->opt_finished && t->opt_rc;
-	pthread_mutex_unlock(&t->opt_lock);
-	t->stall_ns += zn_now_ns() - t0;
+	pthread_mutex_lock(&t->opt.lock);
+	while (t->opt.done < need && !t->opt.finished)
+		pthread_cond_wait(&t->opt.cond, &t->opt.lock);
+	failed = t->opt.finished && t->opt.rc;
+	pthread_mutex_unlock(&t->opt.lock);
+	t->stats.stall_ns += zn_now_ns() - t0;
 	if (failed)
 		return tr_opt_wait_all(t);
 	int rc = 0;

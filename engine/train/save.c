@@ -30,8 +30,8 @@ static size_t ckpt_meta(struct zn_trainer *t, struct ckpt_meta *m, bool sharded)
 {
 	struct zn_data_pos pos;
 	memset(&pos, 0, sizeof(pos));
-	if (t->train)
-		zn_data_tell(t->train, &pos);
+	if (t->data.train)
+		zn_data_tell(t->data.train, &pos);
 	tr_hex_encode(&pos, sizeof(pos), m->hex);
 	tr_hex_encode(&t->scaler, sizeof(t->scaler), m->shex);
 	snprintf(m->step, sizeof(m->step), "%" PRIu64, t->step);
@@ -302,8 +302,8 @@ int zn_trainer_save(struct zn_trainer *t)
 	if (!t->cfg.checkpoint.dir[0])
 		return zn_error(-EINVAL, "checkpoint.dir: not set; nowhere to save");
 	int rc = tr_opt_wait_all(t);
-	if (!rc && t->psw)
-		rc = zn_swapper_flush(t->psw);
+	if (!rc && t->homes.sw)
+		rc = zn_swapper_flush(t->homes.sw);
 	if (!rc)
 		rc = stage_device_states(t);
 	if (t->world == 1 || rc)

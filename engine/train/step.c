@@ -19,15 +19,15 @@ struct traffic {
 static void traffic_now(struct zn_trainer *t, struct traffic *tr)
 {
 	memset(tr, 0, sizeof(*tr));
-	if (t->psw) {
+	if (t->homes.sw) {
 		struct zn_swapper_stats st;
-		zn_swapper_get_stats(t->psw, &st);
+		zn_swapper_get_stats(t->homes.sw, &st);
 		tr->nvme_read = st.bytes_read[ZN_TIER_NVME];
 		tr->nvme_write = st.bytes_written[ZN_TIER_NVME];
 	}
-	tr->h2d = t->h2d_bytes;
-	tr->d2h = t->d2h_bytes;
-	tr->stall_ns = t->stall_ns;
+	tr->h2d = t->stats.h2d_bytes;
+	tr->d2h = t->stats.d2h_bytes;
+	tr->stall_ns = t->stats.stall_ns;
 }
 
 static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float scale_den,
@@ -36,26 +36,28 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 	const size_t BT = (size_t)t->B * (size_t)t->T;
 	const float *dloss;
 	int rc = 0;
-	if (t->synthetic) {
+	if (t->data.synthetic) {
 		/* xorshift tokens: a benchmark needs shapes, not meaning. */
+		const uint64_t V = (uint64_t)zn_arch_vocab(&t->arch);
 		for (size_t i = 0; i < BT; i++) {
-			t->rng ^= t->rng << 13;
-			t->rng ^= t->rng >> 7;
-			t->rng ^= t->rng << 17;
-			t->hin[i] = (int32_t)(t->rng % (uint64_t)zn_arch_vocab(&t->arch));
-			t->htgt[i] = (int32_t)((t->rng >> 20) % (uint64_t)zn_arch_vocab(&t->arch));
+			t->data.rng ^= t->data.rng << 13;
+			t->data.rng ^= t->data.rng >> 7;
+			t->data.rng ^= t->data.rng << 17;
+			t->data.hin[i] = (int32_t)(t->data.rng % V);
+			t->data.htgt[i] = (int32_t)((t->data.rng >> 20) % V);
 		}
-	} else if ((rc = zn_data_next_batch(d, t->hin, t->htgt)) != 0) {
+	} else if ((rc = zn_data_next_batch(d, t->data.hin, t->data.htgt)) != 0) {
 		return rc;
 	}
 	unsigned counted = 0;
 	for (size_t i = 0; i < BT; i++)
-		counted += t->htgt[i] >= 0;
+		counted += t->data.htgt[i] >= 0;
 	/* The previous micro-batch's backward may still be running on the
 	 * compute stream and reads din (the embedding's backward, last): the
 	 * synchronous copies below are not ordered after it. */
 	if ((rc = zn_device_stream_synchronize(t->stream)) ||
-	    (rc = tr_to_device(t, t->din, t->hin, BT * 4)) || (rc = tr_to_device(t, t->dtgt, t->htgt, BT * 4)))
+	    (rc = tr_to_device(t, t->data.din, t->data.hin, BT * 4)) ||
+	    (rc = tr_to_device(t, t->data.dtgt, t->data.htgt, BT * 4)))
 		return rc;
 	struct zn_param_source src = tr_param_source(t);
 	/* DeepSpeed's scaling: each micro-batch's mean loss, divided by the
@@ -64,10 +66,10 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 				     ((float)counted * scale_den)
 			   : 0.0f;
 	uint64_t t0 = zn_now_ns();
-	t->direction = 1;
-	rc = zn_arch_forward(&t->model, &src, t->din, t->dtgt, backward, gs, &dloss);
+	t->fetch.direction = 1;
+	rc = zn_arch_forward(&t->model, &src, t->data.din, t->data.dtgt, backward, gs, &dloss);
 	uint64_t t1 = zn_now_ns();
-	t->compute_ns += t1 - t0;
+	t->stats.compute_ns += t1 - t0;
 	zn_trace_span(t->trace, backward ? "forward" : "eval", "compute", "device", t0, t1, 0);
 	/* The previous update read the gradient accumulators this backward
 	 * is about to write: it must be over (the forward waited for every
@@ -75,21 +77,21 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 	if (!rc && backward)
 		rc = tr_opt_wait_all(t);
 	if (!rc && backward) {
-		t->direction = -1;
-		rc = zn_arch_backward(&t->model, &src, t->din);
+		t->fetch.direction = -1;
+		rc = zn_arch_backward(&t->model, &src, t->data.din);
 		uint64_t t2 = zn_now_ns();
-		t->compute_ns += t2 - t1;
+		t->stats.compute_ns += t2 - t1;
 		zn_trace_span(t->trace, "backward", "compute", "device", t1, t2, 0);
 	}
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
 	if (!rc)
-		rc = tr_to_host(t, t->hloss, dloss, BT * 4);
+		rc = tr_to_host(t, t->data.hloss, dloss, BT * 4);
 	if (rc)
 		return rc;
 	double sum = 0;
 	for (size_t i = 0; i < BT; i++)
-		sum += t->hloss[i];
+		sum += t->data.hloss[i];
 	*loss = counted ? sum / counted : 0;
 	return 0;
 }
@@ -102,8 +104,8 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 
 	struct traffic tr0;
 	traffic_now(t, &tr0);
-	t->compute_ns = 0;
-	t->opt_joined = false;
+	t->stats.compute_ns = 0;
+	t->opt.joined = false;
 	/* offload_param: gradients accumulate on the host, per layer (the
 	 * first micro-batch's copy starts them); resident tensors' on the
 	 * device. */
@@ -111,41 +113,42 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		if (t->t[i].dev_grads &&
 		    (rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
 			return rc;
-	const uint64_t comm0 = t->comm_bytes, commns0 = t->comm_ns, celems0 = t->comm_elems;
+	const struct counters c0 = t->stats;
 	/* offload_param: the fetch trace is recorded on a step without one
 	 * and followed on the next. */
 	if (t->offload_param) {
-		t->tracking = true;
-		t->tpos = 0;
-		if (!t->trace_ok) {
-			t->recording = true;
-			t->norder = 0;
+		t->fetch.tracking = true;
+		t->fetch.pos = 0;
+		if (!t->fetch.ok) {
+			t->fetch.recording = true;
+			t->fetch.n = 0;
 		}
 	}
 	for (uint32_t a = 0; a < t->accum; a++) {
 		double l;
 		t->micro_i = a;
 		/* DeepSpeed averages over micro-batches and ranks. */
-		if ((rc = micro(t, t->train, true, (float)(t->accum * (uint32_t)t->world), &l))) {
-			t->tracking = t->recording = false;
+		if ((rc = micro(t, t->data.train, true, (float)(t->accum * (uint32_t)t->world), &l))) {
+			t->fetch.tracking = t->fetch.recording = false;
 			return rc;
 		}
 		loss_sum += l;
 	}
 	/* Several ranks: the last buckets' reductions; no gathered parameters
 	 * outlive the update. */
-	if (t->bk[0].buf && (rc = tr_grads_settle_all(t)))
+	if (t->buckets.b[0].buf && (rc = tr_grads_settle_all(t)))
 		return rc;
-	if (t->pgbuf && (rc = tr_gather_drain(t)))
+	if (t->gathers.buf && (rc = tr_gather_drain(t)))
 		return rc;
 	if (t->offload_param) {
-		if (t->recording)
-			t->trace_ok = true;
-		t->tracking = t->recording = false;
+		if (t->fetch.recording)
+			t->fetch.ok = true;
+		t->fetch.tracking = t->fetch.recording = false;
 		tr_drop_kept(t);
 		/* Every gradient on the host before anything reads them. */
-		if (t->copy &&
-		    ((rc = tr_flights_reap(t, true)) || (rc = zn_device_stream_synchronize(t->copy))))
+		if (t->flights.copy &&
+		    ((rc = tr_flights_reap(t, true)) ||
+		     (rc = zn_device_stream_synchronize(t->flights.copy))))
 			return rc;
 	}
 	/* Gradients in the training dtype, then to the host; global norm over
@@ -163,20 +166,21 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		/* Norm and overflow check on the device; two scalars come back. */
 		double zero = 0;
 		int32_t flag = 0;
-		if ((rc = tr_to_device(t, t->dsumsq, &zero, sizeof(zero))) ||
-		    (rc = tr_to_device(t, t->dflag, &flag, sizeof(flag))))
+		if ((rc = tr_to_device(t, t->dopt.sumsq, &zero, sizeof(zero))) ||
+		    (rc = tr_to_device(t, t->dopt.flag, &flag, sizeof(flag))))
 			return rc;
 		for (unsigned i = 0; i < t->nt; i++) {
 			struct tstate *s = &t->t[i];
 			if ((rc = tr_round_to_dtype(t, s->dgrad, s->d.numel)) ||
-			    (rc = t->k->sumsq(t->kctx, t->dsumsq, s->dgrad, ZN_DTYPE_F32, s->d.numel)) ||
-			    (rc = t->k->nonfinite(t->kctx, t->dflag, s->dgrad, ZN_DTYPE_F32,
+			    (rc = t->k->sumsq(t->kctx, t->dopt.sumsq, s->dgrad, ZN_DTYPE_F32,
+					      s->d.numel)) ||
+			    (rc = t->k->nonfinite(t->kctx, t->dopt.flag, s->dgrad, ZN_DTYPE_F32,
 						  s->d.numel)))
 				return rc;
 		}
 		if ((rc = zn_device_stream_synchronize(t->stream)) ||
-		    (rc = tr_to_host(t, &sumsq, t->dsumsq, sizeof(sumsq))) ||
-		    (rc = tr_to_host(t, &flag, t->dflag, sizeof(flag))))
+		    (rc = tr_to_host(t, &sumsq, t->dopt.sumsq, sizeof(sumsq))) ||
+		    (rc = tr_to_host(t, &flag, t->dopt.flag, sizeof(flag))))
 			return rc;
 		finite = flag == 0 && isfinite(sumsq);
 	}
@@ -188,7 +192,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 						       : tr_grads_to_host(t, s, true)))
 			return rc;
 	}
-	if (!device_norm && t->bk[0].buf && (rc = tr_grads_settle_all(t)))
+	if (!device_norm && t->buckets.b[0].buf && (rc = tr_grads_settle_all(t)))
 		return rc;
 	for (unsigned i = 0; i < t->nt && !device_norm; i++) {
 		struct tstate *s = &t->t[i];
@@ -234,21 +238,22 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	struct zn_adam_hparams hp = t->hp;
 	hp.lr = zn_lr_at(&t->sched, t->updates);
 	uint64_t ta = zn_now_ns();
-	if (t->os && !skipped) {
-		t->upd = (struct nvme_update){ .t = t, .hp = hp, .grad_scale = (float)(clip / scale),
-					       .step = t->updates + 1, .ex = ex };
+	if (t->nvme.os && !skipped) {
+		t->opt.upd = (struct nvme_update){ .t = t, .hp = hp,
+						   .grad_scale = (float)(clip / scale),
+						   .step = t->updates + 1, .ex = ex };
 		if (t->overlap) {
 			rc = tr_opt_launch(t);
-		} else if (!(rc = zn_optswap_step(t->os, tr_nvme_update, &t->upd))) {
-			if (t->psw)
-				rc = zn_swapper_flush(t->psw);
+		} else if (!(rc = zn_optswap_step(t->nvme.os, tr_nvme_update, &t->opt.upd))) {
+			if (t->homes.sw)
+				rc = zn_swapper_flush(t->homes.sw);
 			if (!rc)
 				rc = tr_params_allgather_all(t);
 		}
 		if (rc)
 			return rc;
 	}
-	for (unsigned i = 0; i < t->nt && !skipped && !t->os; i++) {
+	for (unsigned i = 0; i < t->nt && !skipped && !t->nvme.os; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_hparams h = hp;
 		/* Weight decay on matrices only, as GPT-2/llm.c (not biases,
@@ -263,9 +268,9 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			float *dp = s->dhome ? s->dhome : (float *)s->dparam + s->lo;
 			if (t->world > 1) {
 				tr_host_to_f32(t->gstage, s->grad, t->gdt, s->nown);
-				if ((rc = tr_to_device(t, t->dgscratch, t->gstage, s->nown * 4)))
+				if ((rc = tr_to_device(t, t->dopt.gscratch, t->gstage, s->nown * 4)))
 					return rc;
-				dg = t->dgscratch;
+				dg = t->dopt.gscratch;
 			}
 			if (s->nown &&
 			    ((rc = t->k->adam(t->kctx, &h, t->updates + 1, (float)(clip / scale),
@@ -297,15 +302,15 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			rc = tr_home_put(t, s, 0, s->master, s->nown);
 		} else if (s->nown && !(rc = tr_to_device(t, (float *)s->dparam + s->lo, s->master,
 							s->nown * 4))) {
-			t->h2d_bytes += s->nown * 4;
+			t->stats.h2d_bytes += s->nown * 4;
 			rc = tr_round_to_dtype(t, (float *)s->dparam + s->lo, s->nown);
 		}
 		if (rc)
 			return rc;
 	}
-	if (!skipped && !t->os && (rc = tr_params_allgather_all(t)))
+	if (!skipped && !t->nvme.os && (rc = tr_params_allgather_all(t)))
 		return rc;
-	if (!skipped && !t->os && t->psw && (rc = zn_swapper_flush(t->psw)))
+	if (!skipped && !t->nvme.os && t->homes.sw && (rc = zn_swapper_flush(t->homes.sw)))
 		return rc;
 	zn_trace_span(t->trace, skipped ? "skipped (overflow)" : "adam + params to device",
 		      "optimizer", "host", ta, zn_now_ns(), 0);
@@ -328,25 +333,26 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			.step_s = (double)(now - t0) / 1e9, .device_bytes = ms.in_use,
 			.device_peak = ms.peak, .host_bytes = t->host_bytes,
 			.loss_scale = scale, .skipped = skipped,
-			.compute_s = (double)t->compute_ns / 1e9,
-			.optimizer_s = t->overlap ? (t->opt_joined ? (double)t->opt_ns / 1e9 : 0)
+			.compute_s = (double)t->stats.compute_ns / 1e9,
+			.optimizer_s = t->overlap ? (t->opt.joined ? (double)t->opt.ns / 1e9 : 0)
 						  : (double)(now - ta) / 1e9,
 			.stall_s = (double)(tr.stall_ns - tr0.stall_ns) / 1e9,
 			.nvme_read_bytes = tr.nvme_read - tr0.nvme_read,
 			.nvme_write_bytes = tr.nvme_write - tr0.nvme_write,
 			.h2d_bytes = tr.h2d - tr0.h2d, .d2h_bytes = tr.d2h - tr0.d2h,
-			.comm_bytes = t->comm_bytes - comm0, .comm_elems = t->comm_elems - celems0,
-			.comm_s = (double)(t->comm_ns - commns0) / 1e9,
+			.comm_bytes = t->stats.comm_bytes - c0.comm_bytes,
+			.comm_elems = t->stats.comm_elems - c0.comm_elems,
+			.comm_s = (double)(t->stats.comm_ns - c0.comm_ns) / 1e9,
 		};
 		struct zn_gpt2_profile gp;
 		zn_arch_profile_take(&t->model, &gp);
 		out->recompute_s = gp.recompute_s;
 		out->act_offload_s = gp.keep_s + gp.restore_s;
 		struct zn_optswap_stats os = { 0 };
-		if (t->overlap && t->opt_joined)
-			os = t->opt_stats; /* the previous step's update, finished in this one */
-		else if (t->os && !t->overlap && !skipped)
-			zn_optswap_last_stats(t->os, &os);
+		if (t->overlap && t->opt.joined)
+			os = t->opt.stats; /* the previous step's update, finished in this one */
+		else if (t->nvme.os && !t->overlap && !skipped)
+			zn_optswap_last_stats(t->nvme.os, &os);
 		out->nvme_read_bytes += os.bytes_read;
 		out->nvme_write_bytes += os.bytes_written;
 		if (!t->overlap)
@@ -360,18 +366,18 @@ int zn_trainer_eval(struct zn_trainer *t, double *loss)
 	int wrc = tr_opt_wait_all(t);
 	if (wrc)
 		return wrc;
-	if (!t->val)
+	if (!t->data.val)
 		return zn_error(-ENOENT, "data.val: no validation data configured");
 	/* Each rank evaluates its turns of the split's windows; the whole
 	 * split is as many rounds as give every rank a window. */
 	uint64_t n = t->cfg.data.val_steps
 			     ? t->cfg.data.val_steps
-			     : ZN_MAX(zn_data_batches_per_epoch(t->val) / (uint64_t)t->world, 1);
+			     : ZN_MAX(zn_data_batches_per_epoch(t->data.val) / (uint64_t)t->world, 1);
 	double sum = 0;
-	zn_data_rewind(t->val);
+	zn_data_rewind(t->data.val);
 	for (uint64_t i = 0; i < n; i++) {
 		double l;
-		int rc = micro(t, t->val, false, 1.0f, &l);
+		int rc = micro(t, t->data.val, false, 1.0f, &l);
 		if (rc)
 			return rc;
 		sum += l;

@@ -24,7 +24,7 @@ int tr_materialize(struct zn_trainer *t)
 	const bool whole = !t->nvme_opt && t->own_total == t->total;
 	/* Without a checkpoint the moments start at zero: no arrays for
 	 * them (a large embedding's would be gigabytes), zeros are written. */
-	const bool fresh = !t->src_ckpt && !t->src_shards;
+	const bool fresh = !t->src.ckpt && !t->src.shards;
 	int rc = 0;
 	if (t->nvme_opt && (rc = tr_groups_open(&g, t, true)))
 		goto out;
@@ -54,10 +54,11 @@ int tr_materialize(struct zn_trainer *t)
 		if (!s->resident) {
 			rc = tr_home_put(t, s, 0, own[0], s->nown);
 		} else if (!(rc = tr_to_device(t, s->dparam, a[0], bytes))) {
-			t->h2d_bytes += bytes;
+			t->stats.h2d_bytes += bytes;
 			rc = tr_round_to_dtype(t, s->dparam, s->d.numel);
 		}
-		if (!rc && t->device_opt && s->nown && !(rc = tr_to_device(t, s->dmaster, own[0], obytes))) {
+		if (!rc && t->device_opt && s->nown &&
+		    !(rc = tr_to_device(t, s->dmaster, own[0], obytes))) {
 			if (fresh && !(rc = zn_device_memset(t->dev, s->dm, 0, obytes, NULL)))
 				rc = zn_device_memset(t->dev, s->dv, 0, obytes, NULL);
 			else if (!fresh && !(rc = tr_to_device(t, s->dm, own[1], obytes)))
@@ -66,8 +67,8 @@ int tr_materialize(struct zn_trainer *t)
 		if (!rc && t->nvme_opt)
 			rc = tr_groups_move(&g, s, own, true);
 	}
-	if (!rc && t->psw)
-		rc = zn_swapper_flush(t->psw);
+	if (!rc && t->homes.sw)
+		rc = zn_swapper_flush(t->homes.sw);
 out:
 	if (t->nvme_opt) {
 		int r = tr_groups_close(&g); /* the last group's write */
@@ -80,14 +81,14 @@ out:
 
 /* The optimizer files of a checkpoint: optimizer.safetensors (whole
  * tensors), or optimizer-RRRRR-of-WWWWW.safetensors for W ranks' parts.
- * Opens them into t->src_ckpt or t->src_shards. */
+ * Opens them into t->src.ckpt or t->src.shards. */
 int tr_open_optimizer_files(struct zn_trainer *t, const char *dir)
 {
 	char path[4400];
 	snprintf(path, sizeof(path), "%s/optimizer.safetensors", dir);
 	if (access(path, F_OK) == 0) {
-		t->src_ckpt = zn_st_open(path);
-		return t->src_ckpt ? 0 : -EINVAL;
+		t->src.ckpt = zn_st_open(path);
+		return t->src.ckpt ? 0 : -EINVAL;
 	}
 	glob_t g;
 	snprintf(path, sizeof(path), "%s/optimizer-00000-of-*.safetensors", dir);
@@ -102,10 +103,10 @@ int tr_open_optimizer_files(struct zn_trainer *t, const char *dir)
 					 "set of optimizer-RRRRR-of-WWWWW.safetensors parts; point "
 					 "checkpoint.dir elsewhere or set checkpoint.resume: false",
 				dir);
-	t->src_shards = calloc((size_t)W, sizeof(*t->src_shards));
-	if (!t->src_shards)
+	t->src.shards = calloc((size_t)W, sizeof(*t->src.shards));
+	if (!t->src.shards)
 		return zn_error(-ENOMEM, "out of memory");
-	t->src_world = W;
+	t->src.world = W;
 	for (int r = 0; r < W; r++) {
 		snprintf(path, sizeof(path), "%s/optimizer-%05d-of-%05d.safetensors", dir, r, W);
 		if (access(path, F_OK) != 0)
@@ -113,7 +114,7 @@ int tr_open_optimizer_files(struct zn_trainer *t, const char *dir)
 						 "of rank %d (%s) is missing: the checkpoint is "
 						 "incomplete; resume from an earlier one", dir, W, r,
 					path);
-		if (!(t->src_shards[r] = zn_st_open(path)))
+		if (!(t->src.shards[r] = zn_st_open(path)))
 			return -EINVAL;
 	}
 	return 0;
@@ -124,7 +125,7 @@ int tr_open_optimizer_files(struct zn_trainer *t, const char *dir)
  * its length. */
 int tr_check_states(const struct zn_trainer *t, const char *dir, int nstates)
 {
-	const int W = t->src_ckpt ? 1 : t->src_world;
+	const int W = t->src.ckpt ? 1 : t->src.world;
 	for (unsigned i = 0; i < t->nt; i++)
 		for (int k = 0; k < nstates; k++) {
 			char name[ZN_PARAM_NAME_MAX + 24];
@@ -135,7 +136,7 @@ int tr_check_states(const struct zn_trainer *t, const char *dir, int nstates)
 				if (!len)
 					continue;
 				const struct zn_st_tensor *x =
-					zn_st_find(t->src_ckpt ? t->src_ckpt : t->src_shards[r], name);
+					zn_st_find(t->src.ckpt ? t->src.ckpt : t->src.shards[r], name);
 				if (!x || x->dtype != ZN_ST_F32 || x->bytes != len * 4)
 					return zn_error(-EINVAL, "checkpoint '%s': tensor '%s'%s is "
 								 "missing or has the wrong shape", dir,
@@ -156,7 +157,7 @@ int tr_open_checkpoint(struct zn_trainer *t, const char *dir)
 	int rc = tr_open_optimizer_files(t, dir);
 	if (rc)
 		return rc;
-	struct zn_st_file *f = t->src_ckpt ? t->src_ckpt : t->src_shards[0];
+	struct zn_st_file *f = t->src.ckpt ? t->src.ckpt : t->src.shards[0];
 	tr_model_shape_string(t, shape, sizeof(shape));
 	const char *ms = zn_st_metadata(f, "zinc.model");
 	const char *st = zn_st_metadata(f, "zinc.step");
@@ -174,8 +175,8 @@ int tr_open_checkpoint(struct zn_trainer *t, const char *dir)
 		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its update count or loss scaler", dir);
 	}
 	/* The parts of one save: the same step in every one. */
-	for (int r = 1; r < t->src_world && !rc; r++) {
-		const char *sr = zn_st_metadata(t->src_shards[r], "zinc.step");
+	for (int r = 1; r < t->src.world && !rc; r++) {
+		const char *sr = zn_st_metadata(t->src.shards[r], "zinc.step");
 		if (!sr || strcmp(sr, st) != 0)
 			rc = zn_error(-EINVAL, "checkpoint '%s': the part of rank %d is of step %s, "
 					       "rank 0's of step %s: the checkpoint is damaged; "
@@ -186,8 +187,8 @@ int tr_open_checkpoint(struct zn_trainer *t, const char *dir)
 	 * built. */
 	if (!rc)
 		rc = tr_check_states(t, dir, 3);
-	if (!rc && t->train)
-		rc = zn_data_seek(t->train, &pos);
+	if (!rc && t->data.train)
+		rc = zn_data_seek(t->data.train, &pos);
 	if (rc)
 		return rc;
 	t->step = strtoull(st, NULL, 10);
@@ -228,8 +229,8 @@ static int open_llmc(struct zn_trainer *t, const char *path)
 					 "n_layer, n_head, n_embd)",
 				path, h[2], h[3], h[4], h[5], h[6], h[7]);
 	}
-	t->llmc_off = calloc(t->nt, sizeof(uint64_t));
-	if (!t->llmc_off) {
+	t->src.llmc_off = calloc(t->nt, sizeof(uint64_t));
+	if (!t->src.llmc_off) {
 		fclose(f);
 		return zn_error(-ENOMEM, "out of memory");
 	}
@@ -238,16 +239,16 @@ static int open_llmc(struct zn_trainer *t, const char *path)
 	const unsigned L = (unsigned)c->n_layer;
 	uint64_t off = 256 * 4;
 	for (unsigned e = 0; e < 2; e++) { /* wte, wpe */
-		t->llmc_off[t->first[0] + e] = off;
+		t->src.llmc_off[t->first[0] + e] = off;
 		off += t->t[t->first[0] + e].d.numel * 4;
 	}
 	for (unsigned k = 0; k < 12; k++)
 		for (unsigned l = 0; l < L; l++) {
-			t->llmc_off[t->first[l + 1] + k] = off;
+			t->src.llmc_off[t->first[l + 1] + k] = off;
 			off += t->t[t->first[l + 1] + k].d.numel * 4;
 		}
 	for (unsigned e = 0; e < 2; e++) { /* ln_f */
-		t->llmc_off[t->first[L + 1] + e] = off;
+		t->src.llmc_off[t->first[L + 1] + e] = off;
 		off += t->t[t->first[L + 1] + e].d.numel * 4;
 	}
 	struct stat sb;
@@ -256,7 +257,7 @@ static int open_llmc(struct zn_trainer *t, const char *path)
 		return zn_error(-EINVAL, "'%s' is truncated: shorter than its header's model "
 					 "(%" PRIu64 " bytes)", path, off);
 	}
-	t->src_llmc = f;
+	t->src.llmc = f;
 	return 0;
 }
 
@@ -266,14 +267,14 @@ static int open_llmc(struct zn_trainer *t, const char *path)
 int tr_open_pretrained(struct zn_trainer *t, const char *path)
 {
 	size_t n = strlen(path);
-	t->src_path = path;
+	t->src.path = path;
 	if (t->arch.llama) {
 		/* A Hugging Face folder: every tensor checked (present, shape,
 		 * dtype) now; read from the mapped shards when made. */
 		struct zn_param_desc *descs = tr_all_descs(t);
-		int rc = descs ? zn_hf_open(path, &t->src_hf) : -ENOMEM;
+		int rc = descs ? zn_hf_open(path, &t->src.hf) : -ENOMEM;
 		if (!rc)
-			rc = zn_hf_check(t->src_hf, descs, t->nt);
+			rc = zn_hf_check(t->src.hf, descs, t->nt);
 		free(descs);
 		return rc;
 	}
@@ -299,27 +300,27 @@ int tr_open_pretrained(struct zn_trainer *t, const char *path)
 					path, name, want / 4);
 		}
 	}
-	t->src_st = f;
+	t->src.st = f;
 	return 0;
 }
 
 void tr_close_sources(struct zn_trainer *t)
 {
-	for (int r = 0; r < t->src_world && t->src_shards; r++)
-		zn_st_close(t->src_shards[r]);
-	free(t->src_shards);
-	t->src_shards = NULL;
-	t->src_world = 0;
-	zn_hf_close(t->src_hf);
-	t->src_hf = NULL;
-	zn_st_close(t->src_ckpt);
-	zn_st_close(t->src_st);
-	if (t->src_llmc)
-		fclose(t->src_llmc);
-	free(t->llmc_off);
-	t->src_ckpt = t->src_st = NULL;
-	t->src_llmc = NULL;
-	t->llmc_off = NULL;
+	for (int r = 0; r < t->src.world && t->src.shards; r++)
+		zn_st_close(t->src.shards[r]);
+	free(t->src.shards);
+	t->src.shards = NULL;
+	t->src.world = 0;
+	zn_hf_close(t->src.hf);
+	t->src.hf = NULL;
+	zn_st_close(t->src.ckpt);
+	zn_st_close(t->src.st);
+	if (t->src.llmc)
+		fclose(t->src.llmc);
+	free(t->src.llmc_off);
+	t->src.ckpt = t->src.st = NULL;
+	t->src.llmc = NULL;
+	t->src.llmc_off = NULL;
 }
 
 /* Tensor i's starting states: a resumed checkpoint's, or pretrained (or
@@ -329,9 +330,9 @@ int tr_tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, floa
 {
 	struct tstate *s = &t->t[i];
 	size_t bytes = s->d.numel * 4;
-	if (t->src_ckpt || t->src_shards) {
+	if (t->src.ckpt || t->src.shards) {
 		float *a[3] = { master, m, v };
-		int W = t->src_ckpt ? 1 : t->src_world;
+		int W = t->src.ckpt ? 1 : t->src.world;
 		for (int k = 0; k < 3; k++) {
 			char name[ZN_PARAM_NAME_MAX + 24];
 			snprintf(name, sizeof(name), "%s.%s", s->d.name, tr_state_suffix[k]);
@@ -340,8 +341,8 @@ int tr_tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, floa
 				zn_zero_part(s->d.numel, W, r, &lo, &len);
 				if (len)
 					memcpy(a[k] + lo,
-					       zn_st_find(t->src_ckpt ? t->src_ckpt
-								      : t->src_shards[r], name)->data,
+					       zn_st_find(t->src.ckpt ? t->src.ckpt
+								      : t->src.shards[r], name)->data,
 					       len * 4);
 			}
 		}
@@ -351,21 +352,21 @@ int tr_tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, floa
 		memset(m, 0, bytes);
 	if (v)
 		memset(v, 0, bytes);
-	if (t->src_hf)
-		return zn_hf_read_f32(t->src_hf, s->d.name, master);
-	if (t->src_llmc) {
-		if (fseeko(t->src_llmc, (off_t)t->llmc_off[i], SEEK_SET) != 0 ||
-		    fread(master, 4, s->d.numel, t->src_llmc) != s->d.numel)
+	if (t->src.hf)
+		return zn_hf_read_f32(t->src.hf, s->d.name, master);
+	if (t->src.llmc) {
+		if (fseeko(t->src.llmc, (off_t)t->src.llmc_off[i], SEEK_SET) != 0 ||
+		    fread(master, 4, s->d.numel, t->src.llmc) != s->d.numel)
 			return zn_error(-EIO, "cannot read tensor '%s' from '%s'", s->d.name,
-					t->src_path);
+					t->src.path);
 		return 0;
 	}
-	if (t->src_st) {
+	if (t->src.st) {
 		char name[ZN_PARAM_NAME_MAX + 16];
 		snprintf(name, sizeof(name), "transformer.%s", s->d.name);
-		const struct zn_st_tensor *x = zn_st_find(t->src_st, name);
+		const struct zn_st_tensor *x = zn_st_find(t->src.st, name);
 		if (!x)
-			x = zn_st_find(t->src_st, s->d.name);
+			x = zn_st_find(t->src.st, s->d.name);
 		if (s->d.hf_transposed) {
 			tr_transpose(x->data, master, s->d.shape[1], s->d.shape[0]);
 		} else {
