@@ -68,7 +68,7 @@ int zn_trainer_any(struct zn_trainer *t, bool flag, bool *any)
 static int grads_enqueue(struct zn_trainer *t, struct zn_comm *c, struct tstate *s, void *send,
 			 void *recv, struct zn_comm_op **op, const void **own)
 {
-	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
+	const size_t n = s->d->numel, esz = zn_dtype_size(t->gdt);
 	if (t->stage == 0) {
 		tr_count_sent(t, 2 * (uint64_t)(t->world - 1) * n / (uint64_t)t->world, esz);
 		*own = send;
@@ -102,7 +102,7 @@ static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void 
  * reduced into drecv; only this rank's part comes to the host. */
 static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
+	const size_t n = s->d->numel, esz = zn_dtype_size(t->gdt);
 	uint8_t *send = t->coll.dsend;
 	struct zn_comm_op *op = NULL;
 	int rc = tr_round_to_dtype(t, s->dgrad, n);
@@ -188,7 +188,7 @@ static int bucket_flush(struct zn_trainer *t)
  * first. */
 static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	const size_t n = s->d.numel, esz = zn_dtype_size(t->gdt);
+	const size_t n = s->d->numel, esz = zn_dtype_size(t->gdt);
 	const size_t part = t->stage == 0 ? n : s->part;
 	int rc = 0;
 	if (t->buckets.b[t->buckets.cur].used + part > t->buckets.cap && (rc = bucket_flush(t)))
@@ -240,7 +240,7 @@ int tr_grads_settle_all(struct zn_trainer *t)
  * parameters. */
 static int params_allgather_device(struct zn_trainer *t, struct tstate *s)
 {
-	const size_t n = s->d.numel, esz = zn_dtype_size(t->dtype);
+	const size_t n = s->d->numel, esz = zn_dtype_size(t->dtype);
 	uint8_t *send = t->coll.dsend;
 	float *own = (float *)s->dparam + s->lo;
 	struct zn_comm_op *op = NULL;
@@ -274,7 +274,7 @@ static int params_allgather_device(struct zn_trainer *t, struct tstate *s)
  * it). */
 int tr_params_allgather(struct zn_trainer *t, struct tstate *s)
 {
-	const size_t n = s->d.numel, esz = zn_dtype_size(t->dtype);
+	const size_t n = s->d->numel, esz = zn_dtype_size(t->dtype);
 	uint8_t *send = t->coll.cbuf[0], *recv = t->coll.cbuf[1];
 	float *own = (float *)s->dparam + s->lo;
 	struct zn_comm_op *op = NULL;
@@ -317,7 +317,7 @@ int tr_params_allgather_all(struct zn_trainer *t)
 		return 0;
 	if (t->coll.dcomm || !t->buckets.b[0].buf) {
 		int rc = 0;
-		for (unsigned i = 0; i < t->nt && !rc; i++)
+		for (unsigned i = 0; i < t->tab.nt && !rc; i++)
 			if (t->t[i].resident)
 				rc = tr_params_allgather(t, &t->t[i]);
 		return rc;
@@ -328,12 +328,12 @@ int tr_params_allgather_all(struct zn_trainer *t)
 				  1);
 	uint8_t *send = t->buckets.b[0].buf, *recv = t->buckets.b[1].buf;
 	int rc = 0;
-	for (unsigned i = 0; i < t->nt && !rc;) {
+	for (unsigned i = 0; i < t->tab.nt && !rc;) {
 		/* The bucket: tensors i .. j-1 (a tensor larger than the bucket
 		 * alone: the buckets' cap holds the largest part). */
 		size_t used = 0;
 		unsigned j = i;
-		for (; j < t->nt; j++) {
+		for (; j < t->tab.nt; j++) {
 			const struct tstate *s = &t->t[j];
 			if (!s->resident)
 				continue;
@@ -373,15 +373,15 @@ int tr_params_allgather_all(struct zn_trainer *t)
 			void *dst = t->dtype == ZN_DTYPE_F32 ? s->dparam : t->round_buf;
 			for (size_t r = 0; r < W && !rc; r++) {
 				uint64_t lo, len;
-				zn_zero_part(s->d.numel, t->world, (int)r, &lo, &len);
+				zn_zero_part(s->d->numel, t->world, (int)r, &lo, &len);
 				if (len)
 					rc = tr_to_device(t, (uint8_t *)dst + lo * esz,
 						       recv + (r * used + off) * esz, len * esz);
 			}
 			if (!rc && t->dtype != ZN_DTYPE_F32)
 				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->dtype,
-						s->d.numel);
-			t->stats.h2d_bytes += s->d.numel * esz;
+						s->d->numel);
+			t->stats.h2d_bytes += s->d->numel * esz;
 			off += s->part;
 		}
 		i = j;

@@ -31,7 +31,7 @@ static int check_supported(const struct zn_config *c, bool synthetic)
 
 static void free_states(struct zn_trainer *t)
 {
-	for (unsigned i = 0; t->t && i < t->nt; i++) {
+	for (unsigned i = 0; t->t && i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
 		if (s->dparam)
 			zn_device_free(t->dev, s->dparam);
@@ -72,7 +72,7 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	zn_device_event_destroy(t->flights.ev_compute);
 	for (unsigned i = 0; i < GRAD_FLIGHTS; i++)
 		zn_device_event_destroy(t->flights.f[i].ev);
-	tr_close_sources(t);
+	tr_sources_close(&t->src);
 	zn_arch_model_destroy(&t->model);
 	zn_optswap_destroy(t->nvme.os);
 	zn_store_destroy(t->nvme.store);
@@ -113,8 +113,7 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	free(t->gathers.buf);
 	free_states(t);
 	free(t->t);
-	free(t->first);
-	free(t->count);
+	tr_table_free(&t->tab);
 	if (t->data.din)
 		zn_device_free(t->dev, t->data.din);
 	if (t->data.dtgt)
@@ -232,28 +231,16 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	}
 
 	/* Parameters: device copies, host master and moments. */
-	t->nlayers = zn_arch_layers(&t->arch);
-	t->first = calloc(t->nlayers, sizeof(unsigned));
-	t->count = calloc(t->nlayers, sizeof(unsigned));
-	t->t = calloc(MAX_TENSORS, sizeof(*t->t));
-	t->layer = calloc(t->nlayers, sizeof(*t->layer));
-	if (!t->first || !t->count || !t->t || !t->layer) {
+	if (tr_table_build(&t->tab, &t->arch))
+		goto fail;
+	t->t = calloc(ZN_MAX(t->tab.nt, 1), sizeof(*t->t));
+	t->layer = calloc(ZN_MAX(t->tab.nlayers, 1), sizeof(*t->layer));
+	if (!t->t || !t->layer) {
 		zn_set_error("out of memory");
 		goto fail;
 	}
-	for (unsigned l = 0; l < t->nlayers; l++) {
-		struct zn_param_desc d[ZN_ARCH_LAYER_TENSORS_MAX];
-		unsigned n = zn_arch_layer_params(&t->arch, l, d);
-		t->first[l] = t->nt;
-		t->count[l] = n;
-		for (unsigned i = 0; i < n; i++) {
-			struct tstate *s = &t->t[t->nt++];
-			s->d = d[i];
-			s->flat = t->total;
-			t->total += d[i].numel;
-			t->largest = ZN_MAX(t->largest, d[i].numel);
-		}
-	}
+	for (unsigned i = 0; i < t->tab.nt; i++)
+		t->t[i].d = &t->tab.d[i];
 	/* ZeRO's partition (stage >= 1 over several ranks): every tensor in
 	 * `world` parts, this rank's part of each in its own flat order.  Stage
 	 * 0 (plain data parallelism) keeps whole tensors on every rank. */
@@ -265,10 +252,10 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	t->device_opt = zr.device_opt;
 	t->nvme_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME;
 	t->overlap = t->offload_param && t->nvme_opt;
-	for (unsigned i = 0; i < t->nt; i++) {
+	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
-		size_t bytes = s->d.numel * sizeof(float);
-		const struct zn_zero_share sh = zn_zero_share_of(&zr, s->d.numel);
+		size_t bytes = s->d->numel * sizeof(float);
+		const struct zn_zero_share sh = zn_zero_share_of(&zr, s->d->numel);
 		s->part = sh.part;
 		s->lo = sh.lo;
 		s->nown = sh.nown;
@@ -300,7 +287,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 			zn_set_error("out of host memory for the optimizer state and gradients of "
 				     "%" PRIu64 " parameters; set zero_optimization.offload_optimizer."
 				     "device: nvme, or data_types.grad_accum_dtype: bf16",
-				     t->total);
+				     t->tab.total);
 			goto fail;
 		}
 		if (t->overlap && s->resident && !(s->staged = malloc(obytes))) {
@@ -315,7 +302,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 				      zn_device_alloc(t->dev, obytes, (void **)&s->dm) ||
 				      zn_device_alloc(t->dev, obytes, (void **)&s->dv)))
 			goto fail;
-		zn_zero_count(&zr, s->d.numel, &sh, &t->mem); /* zn_trainer_memory */
+		zn_zero_count(&zr, s->d->numel, &sh, &t->mem); /* zn_trainer_memory */
 	}
 	t->mem.rank = t->rank;
 	t->mem.world = t->world;
@@ -324,7 +311,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	 * tensor (fp32), two so one can fill while the other moves. */
 	if (t->world > 1) {
 		uint64_t maxpart = 0;
-		for (unsigned i = 0; i < t->nt; i++)
+		for (unsigned i = 0; i < t->tab.nt; i++)
 			maxpart = ZN_MAX(maxpart, t->t[i].part);
 		t->coll.cbuf_bytes = ZN_ALIGN_UP((size_t)maxpart * (size_t)t->world * 4 + 64, 4096);
 		for (int k = 0; k < 2; k++)
@@ -342,12 +329,12 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		 * at most 2^26 (the staging is host memory), at least the
 		 * largest part. */
 		const uint64_t chunks = t->stage == 0 ? 1 : (uint64_t)t->world;
-		uint64_t want = ZN_MIN(ZN_MIN(cfg->zero_optimization.reduce_bucket_size, t->total),
+		uint64_t want = ZN_MIN(ZN_MIN(cfg->zero_optimization.reduce_bucket_size, t->tab.total),
 				       (uint64_t)1 << 26);
 		t->buckets.cap =
-			(size_t)ZN_MAX(want / chunks, t->stage == 0 ? t->largest : maxpart);
+			(size_t)ZN_MAX(want / chunks, t->stage == 0 ? t->tab.largest : maxpart);
 		for (int k = 0; k < 2 && !t->coll.dcomm; k++) {
-			t->buckets.b[k].e = calloc(t->nt, sizeof(*t->buckets.b[k].e));
+			t->buckets.b[k].e = calloc(t->tab.nt, sizeof(*t->buckets.b[k].e));
 			if (!t->buckets.b[k].e ||
 			    posix_memalign((void **)&t->buckets.b[k].buf, 4096,
 					   t->buckets.cap * ((size_t)chunks + 1) * 4)) {
@@ -359,20 +346,20 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 		}
 		/* Stage 3: a layer's gathers, ahead of its fetch. */
 		size_t glay = 0;
-		for (unsigned l = 0; l < t->nlayers && zr.partition_params; l++) {
+		for (unsigned l = 0; l < t->tab.nlayers && zr.partition_params; l++) {
 			size_t b = 0;
-			for (unsigned i = 0; i < t->count[l]; i++)
-				b += ZN_ALIGN_UP((size_t)t->t[t->first[l] + i].part *
+			for (unsigned i = 0; i < t->tab.count[l]; i++)
+				b += ZN_ALIGN_UP((size_t)t->t[t->tab.first[l] + i].part *
 							 ((size_t)t->world + 1) * 4, 64);
 			glay = ZN_MAX(glay, b);
 		}
-		for (unsigned l = 0; l < t->nlayers; l++)
-			for (unsigned i = t->first[l]; i < t->first[l] + t->count[l]; i++)
+		for (unsigned l = 0; l < t->tab.nlayers; l++)
+			for (unsigned i = t->tab.first[l]; i < t->tab.first[l] + t->tab.count[l]; i++)
 				if (!t->t[i].resident) {
 					t->layer[l].parts = true;
 					/* (param_homes_setup counts offload_param's) */
 					if (!t->offload_param)
-						t->layer[l].elems += t->t[i].d.numel;
+						t->layer[l].elems += t->t[i].d->numel;
 				}
 		if (glay && posix_memalign((void **)&t->gathers.buf, 4096, GATHER_SLOTS * glay)) {
 			zn_set_error("out of memory for stage 3's gather buffers (%u x %zu bytes)",
@@ -383,7 +370,7 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 			t->gathers.slot[k].buf = t->gathers.buf + k * glay;
 		/* The device optimizer takes its reduced gradients from here. */
 		if (t->device_opt &&
-		    zn_device_alloc(t->dev, t->largest * 4, (void **)&t->dopt.gscratch))
+		    zn_device_alloc(t->dev, t->tab.largest * 4, (void **)&t->dopt.gscratch))
 			goto fail;
 	}
 
@@ -397,10 +384,10 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	/* 16-bit anything: a device scratch of 16-bit values as large as the
 	 * largest tensor (rounding, 16-bit homes and accumulators). */
 	if ((t->dtype != ZN_DTYPE_F32 || t->gdt != ZN_DTYPE_F32) &&
-	    zn_device_alloc(t->dev, t->largest * 2, &t->round_buf))
+	    zn_device_alloc(t->dev, t->tab.largest * 2, &t->round_buf))
 		goto fail;
 	/* Later micro-batches' gradients are added on the host through this. */
-	if ((!t->device_opt || t->world > 1) && !(t->gstage = malloc(t->largest * 4))) {
+	if ((!t->device_opt || t->world > 1) && !(t->gstage = malloc(t->tab.largest * 4))) {
 		zn_set_error("out of memory");
 		goto fail;
 	}
@@ -450,21 +437,15 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 
 	/* Starting weights: a checkpoint to resume, pretrained ones, or init;
 	 * then every tensor is made once, in order, and sent where it lives. */
-	char dir[4096];
-	if (cfg->checkpoint.resume && cfg->checkpoint.dir[0] &&
-	    zn_ckpt_latest(cfg->checkpoint.dir, dir, sizeof(dir)) == 0) {
-		if (tr_open_checkpoint(t, dir))
-			goto fail;
-	} else if (cfg->model.from[0] && tr_open_pretrained(t, cfg->model.from)) {
+	if (tr_open_weights(t))
 		goto fail;
-	}
 	if (t->nvme_opt && (rc = tr_nvme_setup(t)) != 0)
 		goto fail;
 	if (t->offload_param && (rc = tr_param_homes_setup(t)) != 0)
 		goto fail;
 	if ((rc = tr_materialize(t)) != 0)
 		goto fail;
-	tr_close_sources(t);
+	tr_sources_close(&t->src);
 	return t;
 fail:
 	zn_trainer_destroy(t);
@@ -556,11 +537,12 @@ int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
 			struct zn_rank_memory *out)
 {
 	struct zn_arch arch;
+	struct tensor_table tab;
 	if (world < 1 || rank < 0 || rank >= world)
 		return zn_error(-EINVAL, "rank %d of %d ranks: ranks are 0 .. world - 1, world >= 1",
 				rank, world);
 	int rc = zn_arch_from_config(cfg, &arch);
-	if (rc)
+	if (rc || (rc = tr_table_build(&tab, &arch)))
 		return rc;
 	struct zn_zero_rules zr;
 	zn_zero_rules_init(&zr, cfg, rank, world);
@@ -568,13 +550,10 @@ int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
 	out->rank = rank;
 	out->world = world;
 	out->stage = zr.stage;
-	for (unsigned l = 0; l < zn_arch_layers(&arch); l++) {
-		struct zn_param_desc d[ZN_ARCH_LAYER_TENSORS_MAX];
-		unsigned n = zn_arch_layer_params(&arch, l, d);
-		for (unsigned i = 0; i < n; i++) {
-			const struct zn_zero_share sh = zn_zero_share_of(&zr, d[i].numel);
-			zn_zero_count(&zr, d[i].numel, &sh, out);
-		}
+	for (unsigned i = 0; i < tab.nt; i++) {
+		const struct zn_zero_share sh = zn_zero_share_of(&zr, tab.d[i].numel);
+		zn_zero_count(&zr, tab.d[i].numel, &sh, out);
 	}
+	tr_table_free(&tab);
 	return 0;
 }

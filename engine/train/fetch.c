@@ -53,7 +53,7 @@ static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
 			unsigned l = t->fetch.order[j];
 			if (t->layer[l].fetched || t->layer[l].kept)
 				continue;
-			for (unsigned i = t->first[l]; i < t->first[l] + t->count[l]; i++)
+			for (unsigned i = t->tab.first[l]; i < t->tab.first[l] + t->tab.count[l]; i++)
 				if (t->t[i].home)
 					zn_swapper_prefetch(t->homes.sw, t->t[i].home);
 			sum += t->layer[l].elems;
@@ -61,10 +61,10 @@ static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
 		return;
 	}
 	long next = (long)layer + t->fetch.direction;
-	if (next >= 0 && next < (long)t->nlayers)
-		for (unsigned i = 0; i < t->count[next]; i++)
-			if (t->t[t->first[next] + i].home)
-				zn_swapper_prefetch(t->homes.sw, t->t[t->first[next] + i].home);
+	if (next >= 0 && next < (long)t->tab.nlayers)
+		for (unsigned i = 0; i < t->tab.count[next]; i++)
+			if (t->t[t->tab.first[next] + i].home)
+				zn_swapper_prefetch(t->homes.sw, t->t[t->tab.first[next] + i].home);
 }
 
 /* Whether a layer being released comes back within
@@ -86,8 +86,8 @@ static bool reused_soon(struct zn_trainer *t, unsigned layer)
 
 static void free_layer_params(struct zn_trainer *t, unsigned layer)
 {
-	for (unsigned i = 0; i < t->count[layer]; i++) {
-		struct tstate *s = &t->t[t->first[layer] + i];
+	for (unsigned i = 0; i < t->tab.count[layer]; i++) {
+		struct tstate *s = &t->t[t->tab.first[layer] + i];
 		if (s->resident)
 			continue;
 		zn_device_free(t->dev, s->dparam);
@@ -102,7 +102,7 @@ static void free_layer_params(struct zn_trainer *t, unsigned layer)
 /* Before the optimizer changes the parameters: nothing stays. */
 void tr_drop_kept(struct zn_trainer *t)
 {
-	for (unsigned l = 0; t->layer && l < t->nlayers; l++)
+	for (unsigned l = 0; t->layer && l < t->tab.nlayers; l++)
 		if (t->layer[l].kept)
 			free_layer_params(t, l);
 }
@@ -113,7 +113,7 @@ int tr_dev_alloc(struct zn_trainer *t, size_t bytes, void **p)
 {
 	int rc = zn_device_alloc(t->dev, bytes, p);
 	bool any = t->flights.n > 0;
-	for (unsigned l = 0; rc == -ENOMEM && l < t->nlayers; l++)
+	for (unsigned l = 0; rc == -ENOMEM && l < t->tab.nlayers; l++)
 		any |= t->layer[l].kept;
 	if (rc == -ENOMEM && any) {
 		tr_drop_kept(t);
@@ -133,15 +133,15 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
 		    void **grads)
 {
 	int rc = 0;
-	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
-		struct tstate *s = &t->t[t->first[layer] + i];
+	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->tab.first[layer] + i];
 		if (t->sdt == ZN_DTYPE_F32) {
 			params[i] = s->dparam;
 			if (want)
 				grads[i] = s->dgrad;
 			continue;
 		}
-		const size_t n = s->d.numel, bytes = n * zn_dtype_size(t->sdt);
+		const size_t n = s->d->numel, bytes = n * zn_dtype_size(t->sdt);
 		if (!s->sparam && (rc = tr_dev_alloc(t, bytes, &s->sparam)))
 			break;
 		if ((rc = t->k->cast(t->kctx, s->sparam, t->sdt, s->dparam, ZN_DTYPE_F32, n)))
@@ -168,9 +168,9 @@ static int fold_grads(struct zn_trainer *t, unsigned layer)
 	int rc = 0;
 	if (t->sdt == ZN_DTYPE_F32)
 		return 0;
-	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
-		struct tstate *s = &t->t[t->first[layer] + i];
-		const size_t n = s->d.numel;
+	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->tab.first[layer] + i];
+		const size_t n = s->d->numel;
 		if (!s->sdirty || !s->sgrad || !s->dgrad)
 			continue;
 		s->sdirty = false;
@@ -203,13 +203,13 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 		}
 	} else if (t->layer[layer].fetched == 1) {
 		t->fetch.live_elems += t->layer[layer].elems;
-		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
-			struct tstate *s = &t->t[t->first[layer] + i];
+		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+			struct tstate *s = &t->t[t->tab.first[layer] + i];
 			void *host;
-			size_t hbytes = s->d.numel * zn_dtype_size(t->hdt);
+			size_t hbytes = s->d->numel * zn_dtype_size(t->hdt);
 			if (s->resident)
 				continue;
-			if ((rc = tr_dev_alloc(t, s->d.numel * 4, &s->dparam)))
+			if ((rc = tr_dev_alloc(t, s->d->numel * 4, &s->dparam)))
 				break;
 			uint64_t t0 = zn_now_ns();
 			if ((rc = zn_swapper_acquire(t->homes.sw, s->home, &host)))
@@ -221,7 +221,7 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
 							       ZN_COPY_HOST_TO_DEVICE, NULL))) {
 				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->hdt,
-						s->d.numel);
+						s->d->numel);
 				if (!rc)
 					rc = zn_device_stream_synchronize(t->stream);
 			}
@@ -232,12 +232,12 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			prefetch_ahead(t, layer);
 	}
 	if (!rc && want && !t->layer[layer].has_grads) {
-		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
-			struct tstate *s = &t->t[t->first[layer] + i];
+		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+			struct tstate *s = &t->t[t->tab.first[layer] + i];
 			if (s->dev_grads)
 				continue;
-			if (!(rc = tr_dev_alloc(t, s->d.numel * 4, &s->dgrad)))
-				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d.numel * 4, NULL);
+			if (!(rc = tr_dev_alloc(t, s->d->numel * 4, &s->dgrad)))
+				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d->numel * 4, NULL);
 		}
 		t->layer[layer].has_grads = true;
 	}
@@ -252,8 +252,8 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 	if (!rc && written && t->layer[layer].has_grads && t->flights.copy && t->world == 1) {
 		rc = tr_grads_leave(t, layer);
 	} else if (!rc && written && t->layer[layer].has_grads) {
-		for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
-			struct tstate *s = &t->t[t->first[layer] + i];
+		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+			struct tstate *s = &t->t[t->tab.first[layer] + i];
 			if (s->dev_grads)
 				continue;
 			rc = t->world > 1 ? tr_grads_reduce(t, s, t->micro_i == 0)

@@ -17,8 +17,8 @@ static int gather_start(struct zn_trainer *t, unsigned layer)
 	int rc = 0;
 	memset(g->op, 0, sizeof(g->op));
 	g->layer = layer;
-	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
-		struct tstate *s = &t->t[t->first[layer] + i];
+	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->tab.first[layer] + i];
 		if (s->resident)
 			continue;
 		uint8_t *send = buf, *recv = buf + s->part * esz;
@@ -75,9 +75,9 @@ int tr_gather_finish(struct zn_trainer *t, unsigned layer)
 	if (!rc && !t->gathers.n)
 		rc = gather_start(t, layer);
 	struct gather_slot *g = &t->gathers.slot[t->gathers.head];
-	for (unsigned i = 0; i < t->count[layer]; i++) {
-		struct tstate *s = &t->t[t->first[layer] + i];
-		const size_t n = s->d.numel;
+	for (unsigned i = 0; i < t->tab.count[layer]; i++) {
+		struct tstate *s = &t->t[t->tab.first[layer] + i];
+		const size_t n = s->d->numel;
 		if (s->resident || !g->op[i])
 			continue;
 		int r = tr_coll_wait(t, 0, g->op[i]);
@@ -129,7 +129,7 @@ int tr_gather_ahead(struct zn_trainer *t, unsigned layer)
 			next = pos < t->fetch.n ? (long)t->fetch.order[pos++] : -1;
 		else
 			next = (long)last + t->fetch.direction;
-		if (next < 0 || next >= (long)t->nlayers)
+		if (next < 0 || next >= (long)t->tab.nlayers)
 			break;
 		last = (unsigned)next;
 		if (t->layer[next].fetched || t->layer[next].kept || !t->layer[next].parts)

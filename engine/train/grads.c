@@ -33,7 +33,7 @@ int tr_flights_reap(struct zn_trainer *t, bool all)
 static int grads_prepare(struct zn_trainer *t, struct tstate *s, bool first, void *narrow,
 			 const void **src, size_t *bytes)
 {
-	const size_t n = s->d.numel;
+	const size_t n = s->d->numel;
 	int rc = 0;
 	if (first && t->gdt != ZN_DTYPE_F32) {
 		/* Narrowing to the training dtype itself rounds as
@@ -73,7 +73,7 @@ int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 	if ((rc = zn_device_copy_async(t->dev, t->gstage, src, bytes, ZN_COPY_DEVICE_TO_HOST,
 				       NULL)))
 		return rc;
-	tr_host_accumulate(s->grad, t->gdt, t->gstage, s->d.numel);
+	tr_host_accumulate(s->grad, t->gdt, t->gstage, s->d->numel);
 	return 0;
 }
 
@@ -82,7 +82,7 @@ int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 static int accumulate_fn(void *arg)
 {
 	struct tstate *s = arg;
-	tr_host_accumulate(s->grad, s->owner->gdt, s->owner->gstage, s->d.numel);
+	tr_host_accumulate(s->grad, s->owner->gdt, s->owner->gstage, s->d->numel);
 	return 0;
 }
 
@@ -105,9 +105,9 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 	struct { void *src; struct tstate *s; size_t bytes; } cp[ZN_ARCH_LAYER_TENSORS_MAX];
 	unsigned ncp = 0;
 	f->n = 0;
-	for (unsigned i = 0; i < t->count[layer] && !rc; i++) {
-		struct tstate *s = &t->t[t->first[layer] + i];
-		const size_t n = s->d.numel;
+	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->tab.first[layer] + i];
+		const size_t n = s->d->numel;
 		if (s->dev_grads)
 			continue;
 		f->p[f->n++] = s->dgrad;

@@ -64,19 +64,19 @@ int tr_param_homes_setup(struct zn_trainer *t)
 			if (!(t->flights.f[i].ev = zn_device_event_create(t->dev)))
 				return -ENOMEM;
 	}
-	for (unsigned l = 0; l < t->nlayers; l++)
-		for (unsigned i = 0; i < t->count[l]; i++)
-			if (!t->t[t->first[l] + i].resident)
-				t->layer[l].elems += t->t[t->first[l] + i].d.numel;
+	for (unsigned l = 0; l < t->tab.nlayers; l++)
+		for (unsigned i = 0; i < t->tab.count[l]; i++)
+			if (!t->t[t->tab.first[l] + i].resident)
+				t->layer[l].elems += t->t[t->tab.first[l] + i].d->numel;
 	/* Each offloaded tensor's home: host memory for all with device cpu;
 	 * with nvme, DeepSpeed's max_in_cpu -- the first tensors, up to that
 	 * many elements, stay in host memory, the rest go to NVMe. */
-	enum zn_tier *tier = calloc(t->nt, sizeof(*tier));
+	enum zn_tier *tier = calloc(t->tab.nt, sizeof(*tier));
 	if (!tier)
 		return zn_error(-ENOMEM, "out of memory");
 	uint64_t in_cpu = 0, nvme_bytes = 0, largest = 0;
 	const char *name = "";
-	for (unsigned i = 0; i < t->nt; i++) {
+	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
 		if (s->resident)
 			continue;
@@ -87,7 +87,7 @@ int tr_param_homes_setup(struct zn_trainer *t)
 			nvme_bytes += ZN_ALIGN_UP(ZN_MAX(s->nown, 1) * esz, 4096);
 			if (s->nown > largest) {
 				largest = s->nown;
-				name = s->d.name;
+				name = s->d->name;
 			}
 		} else {
 			in_cpu += s->nown;
@@ -123,10 +123,10 @@ int tr_param_homes_setup(struct zn_trainer *t)
 	}
 	t->homes.sw = zn_swapper_create(&swc);
 	rc = 0;
-	for (unsigned i = 0; t->homes.sw && i < t->nt && !rc; i++) {
+	for (unsigned i = 0; t->homes.sw && i < t->tab.nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
 		if (!s->resident)
-			rc = zn_swapper_add(t->homes.sw, s->d.name, ZN_MAX(s->nown, 1) * esz, tier[i],
+			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(s->nown, 1) * esz, tier[i],
 					    &s->home);
 	}
 	free(tier);

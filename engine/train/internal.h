@@ -30,7 +30,16 @@
 #include "zinc/threadpool.h"
 #include "zinc/train.h"
 
-#define MAX_TENSORS (12 * 1024 + 8)
+/* The model's tensors in model order and each layer's range of them, from
+ * its architecture: built once (tr_table_build) for the trainer, the
+ * consolidation and the memory plan. */
+struct tensor_table {
+	struct zn_param_desc *d;       /* nt descriptions */
+	unsigned nt, nlayers;
+	unsigned *first, *count;       /* per layer: tensors first .. first + count - 1 */
+	uint64_t total;                /* elements over all tensors */
+	uint64_t largest;              /* elements of the largest tensor */
+};
 
 /* Where each tensor's state lives:
  *   device params, grads     fp32 on the device (offload_param: only while
@@ -44,7 +53,7 @@
  *   home                     offload_param: the parameters in the training
  *                            dtype, on host or NVMe */
 struct tstate {
-	struct zn_param_desc d;
+	const struct zn_param_desc *d; /* its entry in the table */
 	void *dparam, *dgrad;          /* device, fp32 */
 	void *sparam, *sgrad;          /* 16-bit storage (t->sdt): what the model
 	                                * gets -- dparam cast at each fetch, and
@@ -54,7 +63,6 @@ struct tstate {
 	float *master, *m, *v;         /* host, see above */
 	void *grad;                    /* host, t->gdt */
 	float *dmaster, *dm, *dv;      /* device optimizer only */
-	uint64_t flat;                 /* offset in the model's flat element order */
 	struct zn_tensor *home;        /* offload_param: the parameters' home tier */
 	bool resident;                 /* on the device for good (no offload_param, or
 					* under stage3_param_persistence_threshold) */
@@ -71,7 +79,7 @@ struct tstate {
 	 * (master, m, v), gradient accumulator, staged values and (stage 3)
 	 * home hold only those; `oflat` is their offset in the rank's own
 	 * flat order (the optimizer swapper's).  One rank: lo 0, nown = part
-	 * = numel, oflat = flat. */
+	 * = numel, oflat the tensor's offset in the model's. */
 	uint64_t lo, nown, part, oflat;
 	bool dev_grads;                /* gradients accumulate on the device over a
 					* step's micro-batches (resident tensors, one
@@ -244,10 +252,14 @@ struct gathers {
 	uint8_t *buf;                  /* the slots' buffers, one allocation */
 };
 
-/* Where the starting weights come from while the trainer is built
- * (weights.c): opened by create(), read by tr_materialize, closed before
- * create() returns.  At most one of ckpt/shards, st, hf, llmc. */
+/* Where starting weights are read from (sources.c), for the trainer while
+ * it is built and for the consolidation: the files, and the model they
+ * are read for.  At most one of ckpt/shards, st, hf, llmc; none: the
+ * tensors are initialised. */
 struct sources {
+	const struct zn_arch *arch;
+	const struct tensor_table *tab;
+	uint64_t seed;                 /* data.seed: initialisation */
 	struct zn_st_file *ckpt;       /* checkpoint.resume: optimizer.safetensors */
 	struct zn_st_file **shards;    /* ... or the parts of `world` ranks */
 	int world;
@@ -311,15 +323,12 @@ struct zn_trainer {
 	struct zn_kctx *kctx;
 	struct zn_arch_model model;
 	struct zn_threadpool *pool;    /* CPU Adam */
-	/* The tensors, in model order, and each layer's range of them. */
+	/* The tensors: the table, and each one's state (tab.nt) and each
+	 * layer's (tab.nlayers). */
+	struct tensor_table tab;
 	struct tstate *t;
-	unsigned nt;
-	unsigned nlayers;
-	unsigned *first, *count;       /* tensors of each layer */
-	uint64_t total;                /* elements over all tensors */
+	struct layer_state *layer;
 	uint64_t own_total;            /* elements this rank owns over all tensors */
-	uint64_t largest;              /* elements of the largest tensor */
-	struct layer_state *layer;     /* nlayers */
 	/* Scratch. */
 	void *round_buf;               /* device, for rounding: 2 bytes per element
 					* of the largest tensor */
@@ -435,24 +444,48 @@ int tr_opt_launch(struct zn_trainer *t);
 int tr_opt_wait_all(struct zn_trainer *t);
 int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer);
 
+/* tensors.c */
+int tr_table_build(struct tensor_table *tab, const struct zn_arch *a);
+void tr_table_free(struct tensor_table *tab);
+
 /* format.c */
+extern const char *const tr_state_suffix[3];
 void tr_hex_encode(const void *p, size_t n, char *out);
 int tr_hex_decode(const char *hex, void *p, size_t n);
-void tr_hf_shape(const struct tstate *s, const struct zn_gpt2_config *c, uint64_t shape[2],
-		     uint64_t *bytes);
+void tr_hf_shape(const struct zn_param_desc *d, const struct zn_gpt2_config *c, uint64_t shape[2],
+		 uint64_t *bytes);
 void tr_transpose(const float *src, float *dst, int64_t R, int64_t C);
-void tr_model_shape_string(const struct zn_trainer *t, char *out, size_t len);
-struct zn_param_desc *tr_all_descs(const struct zn_trainer *t);
-extern const char *const tr_state_suffix[3];
+
+/* The model's weights as the files it leaves as, tensor by tensor in table
+ * order (format.c): GPT-2's model.safetensors at `file` (fp32), or a
+ * Llama's Hugging Face folder in `dir` (made if missing; weights in
+ * `dtype`, "float32" .. "bfloat16").  Nothing appears under a final name
+ * before end; abort removes what was begun.  0 or -errno. */
+struct model_writer {
+	const struct tensor_table *tab;
+	struct zn_st_writer *st;
+	struct zn_hf_writer *hf;
+	struct zn_st_tensor *mt;       /* GPT-2: the file's tensors */
+	char (*names)[ZN_PARAM_NAME_MAX + 16];
+	float *tbuf;                   /* a transposed tensor */
+};
+int tr_model_writer_begin(struct model_writer *w, const struct zn_arch *a,
+			  const struct tensor_table *tab, const char *dir, const char *file,
+			  const char *dtype);
+int tr_model_writer_put(struct model_writer *w, unsigned i, const float *master);
+int tr_model_writer_end(struct model_writer *w);
+void tr_model_writer_abort(struct model_writer *w);
+
+/* sources.c */
+int tr_sources_open_checkpoint(struct sources *src, const char *dir);
+int tr_sources_open_pretrained(struct sources *src, const char *path);
+struct zn_st_file *tr_sources_meta(const struct sources *src);
+int tr_sources_check_states(const struct sources *src, const char *dir, int nstates);
+int tr_sources_read(const struct sources *src, unsigned i, float *master, float *m, float *v);
+void tr_sources_close(struct sources *src);
 
 /* weights.c */
+int tr_open_weights(struct zn_trainer *t);
 int tr_materialize(struct zn_trainer *t);
-int tr_open_optimizer_files(struct zn_trainer *t, const char *dir);
-int tr_check_states(const struct zn_trainer *t, const char *dir, int nstates);
-int tr_open_checkpoint(struct zn_trainer *t, const char *dir);
-int tr_open_pretrained(struct zn_trainer *t, const char *path);
-void tr_close_sources(struct zn_trainer *t);
-int tr_tensor_from_sources(struct zn_trainer *t, unsigned i, float *master, float *m,
-			       float *v);
 
 #endif

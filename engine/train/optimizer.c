@@ -16,7 +16,7 @@ int tr_nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 	struct nvme_update *u = user;
 	struct zn_trainer *t = u->t;
 	(void)group;
-	for (unsigned i = 0; i < t->nt; i++) {
+	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
 		/* Positions in this rank's own flat order; l is within its part. */
 		uint64_t a = ZN_MAX(first, s->oflat), b = ZN_MIN(first + n, s->oflat + s->nown);
@@ -24,7 +24,7 @@ int tr_nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 			continue;
 		uint64_t o = a - first, l = a - s->oflat;
 		struct zn_adam_hparams h = u->hp;
-		if (!s->d.decay)
+		if (!s->d->decay)
 			h.weight_decay = 0;
 		struct zn_adam_tensors at = {
 			.n = b - a, .param = st[0] + o,
@@ -62,7 +62,7 @@ int tr_nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 		if (t->overlap && b == s->oflat + s->nown) {
 			/* Tensors this rank owns nothing of are done too. */
 			unsigned j = i + 1;
-			while (j < t->nt && !t->t[j].nown)
+			while (j < t->tab.nt && !t->t[j].nown)
 				j++;
 			pthread_mutex_lock(&t->opt.lock);
 			t->opt.done = j;
@@ -92,10 +92,10 @@ static void *opt_main(void *arg)
 int tr_opt_launch(struct zn_trainer *t)
 {
 	t->opt.done = 0;
-	while (t->opt.done < t->nt && !t->t[t->opt.done].nown)
+	while (t->opt.done < t->tab.nt && !t->t[t->opt.done].nown)
 		t->opt.done++;
 	/* Resident tensors' parts are all-gathered as they are applied. */
-	for (unsigned i = 0; i < t->nt && t->world > 1 && t->stage >= 1; i++)
+	for (unsigned i = 0; i < t->tab.nt && t->world > 1 && t->stage >= 1; i++)
 		t->t[i].sync = t->t[i].resident;
 	t->opt.finished = false;
 	t->opt.rc = 0;
@@ -139,7 +139,7 @@ int tr_opt_wait_all(struct zn_trainer *t)
 	if (t->opt.rc)
 		return zn_error(t->opt.rc, "%s", t->opt.msg);
 	int rc = 0;
-	for (unsigned i = 0; i < t->nt && !rc; i++)
+	for (unsigned i = 0; i < t->tab.nt && !rc; i++)
 		rc = apply_staged(t, &t->t[i]);
 	return rc;
 }
@@ -148,7 +148,7 @@ int tr_opt_wait_all(struct zn_trainer *t)
  * tensors' new values go onto the device. */
 int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer)
 {
-	unsigned need = t->first[layer] + t->count[layer];
+	unsigned need = t->tab.first[layer] + t->tab.count[layer];
 	uint64_t t0 = zn_now_ns();
 	bool failed;
 	pthread_mutex_lock(&t->opt.lock);
@@ -160,7 +160,7 @@ int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer)
 	if (failed)
 		return tr_opt_wait_all(t);
 	int rc = 0;
-	for (unsigned i = 0; i < t->count[layer] && !rc; i++)
-		rc = apply_staged(t, &t->t[t->first[layer] + i]);
+	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++)
+		rc = apply_staged(t, &t->t[t->tab.first[layer] + i]);
 	return rc;
 }

@@ -1,5 +1,6 @@
-/* Saving a checkpoint: whole (one rank, or stage 0's replicas) or
- * sharded (every rank its parts), tensor by tensor. */
+/* Saving a checkpoint: whole (one rank, or stage 0's replicas: the model's
+ * files and optimizer.safetensors) or sharded (every rank the states of
+ * its parts), tensor by tensor, committed atomically. */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -38,7 +39,7 @@ static size_t ckpt_meta(struct zn_trainer *t, struct ckpt_meta *m, bool sharded)
 	snprintf(m->updates, sizeof(m->updates), "%" PRIu64, t->updates);
 	snprintf(m->world, sizeof(m->world), "%d", t->world);
 	snprintf(m->rank, sizeof(m->rank), "%d", t->rank);
-	tr_model_shape_string(t, m->shape, sizeof(m->shape));
+	zn_arch_describe(&t->arch, m->shape, sizeof(m->shape));
 	struct zn_st_meta kv[8] = { { "zinc.step", m->step }, { "zinc.data_pos", m->hex },
 				    { "zinc.model", m->shape }, { "zinc.version", zn_version() },
 				    { "zinc.updates", m->updates }, { "zinc.loss_scaler", m->shex },
@@ -50,7 +51,7 @@ static size_t ckpt_meta(struct zn_trainer *t, struct ckpt_meta *m, bool sharded)
 /* The device optimizer's states of this rank's parts into the host arrays. */
 static int stage_device_states(struct zn_trainer *t)
 {
-	for (unsigned i = 0; i < t->nt && t->device_opt; i++) {
+	for (unsigned i = 0; i < t->tab.nt && t->device_opt; i++) {
 		struct tstate *s = &t->t[i];
 		int r;
 		if (s->nown && ((r = tr_to_host(t, s->master, s->dmaster, s->nown * 4)) ||
@@ -76,6 +77,77 @@ static int agree_rc(struct zn_trainer *t, int rc, const char *what)
 			rc = zn_error(all[r], "%s: rank %d failed (its own message says why)", what, r);
 	free(all);
 	return rc ? rc : crc;
+}
+
+/* The optimizer file's tensors: every tensor's three states (this rank's
+ * parts: `parts` leaves out the tensors it owns nothing of), named in
+ * `names`.  Returns how many. */
+static size_t opt_tensors(const struct zn_trainer *t, bool parts, struct zn_st_tensor *ot,
+			  char (*names)[ZN_PARAM_NAME_MAX + 24])
+{
+	size_t n = 0;
+	for (unsigned i = 0; i < t->tab.nt; i++) {
+		const struct tstate *s = &t->t[i];
+		for (int k = 0; k < 3 && (s->nown || !parts); k++, n++) {
+			snprintf(names[n], sizeof(names[0]), "%s.%s", s->d->name, tr_state_suffix[k]);
+			ot[n] = (struct zn_st_tensor){ .name = names[n], .dtype = ZN_ST_F32,
+						       .ndim = 1, .shape = { s->nown },
+						       .bytes = s->nown * 4 };
+		}
+	}
+	return n;
+}
+
+/* One tensor's states at a time: the host arrays, or (NVMe states) read
+ * back from the sub-groups into `scratch`. */
+struct staging {
+	struct groups g;
+	float *scratch[3];
+};
+
+static int staging_open(struct zn_trainer *t, struct staging *st)
+{
+	int rc = 0;
+	memset(st, 0, sizeof(*st));
+	for (int k = 0; k < 3 && !rc && t->nvme_opt; k++)
+		if (!(st->scratch[k] = malloc(t->tab.largest * 4)))
+			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
+	if (!rc && t->nvme_opt)
+		rc = tr_groups_open(&st->g, t, false);
+	return rc;
+}
+
+static int staging_get(struct zn_trainer *t, struct staging *st, struct tstate *s, float *a[3])
+{
+	a[0] = s->master;
+	a[1] = s->m;
+	a[2] = s->v;
+	if (!t->nvme_opt)
+		return 0;
+	memcpy(a, st->scratch, sizeof(st->scratch));
+	return tr_groups_move(&st->g, s, a, false);
+}
+
+static void staging_close(struct zn_trainer *t, struct staging *st)
+{
+	if (t->nvme_opt)
+		tr_groups_close(&st->g);
+	for (int k = 0; k < 3; k++)
+		free(st->scratch[k]);
+}
+
+/* Rank 0's end of a save: commit (pruning old checkpoints to
+ * checkpoint.keep), or abort after a failure (rc, returned). */
+static int commit(struct zn_trainer *t, struct zn_ckpt *c, int rc)
+{
+	if (rc) {
+		zn_ckpt_abort(c);
+		return rc;
+	}
+	rc = zn_ckpt_commit(c);
+	if (!rc && t->cfg.checkpoint.keep)
+		zn_ckpt_prune(t->cfg.checkpoint.dir, t->cfg.checkpoint.keep);
+	return rc;
 }
 
 /* Partitioned: rank 0 opens the checkpoint's temporary directory and
@@ -107,28 +179,16 @@ static int save_sharded(struct zn_trainer *t)
 	}
 	if ((rc = agree_rc(t, rc, "checkpoint")))
 		return rc;
-	struct zn_st_tensor *ot = calloc(3 * (size_t)t->nt, sizeof(*ot));
-	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(3 * (size_t)t->nt, sizeof(*names));
-	float *scratch[3] = { NULL, NULL, NULL };
-	struct groups g = { 0 };
+	struct zn_st_tensor *ot = calloc(3 * (size_t)t->tab.nt, sizeof(*ot));
+	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(3 * (size_t)t->tab.nt, sizeof(*names));
+	struct staging st;
 	struct zn_st_writer *ow = NULL;
 	size_t n = 0;
-	if (!ot || !names)
+	rc = staging_open(t, &st);
+	if (!rc && (!ot || !names))
 		rc = zn_error(-ENOMEM, "out of memory");
-	for (int k = 0; k < 3 && !rc && t->nvme_opt; k++)
-		if (!(scratch[k] = malloc(t->largest * 4)))
-			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
-	if (!rc && t->nvme_opt)
-		rc = tr_groups_open(&g, t, false);
-	for (unsigned i = 0; i < t->nt && !rc; i++) {
-		const struct tstate *s = &t->t[i];
-		for (int k = 0; k < 3 && s->nown; k++, n++) {
-			snprintf(names[n], sizeof(names[0]), "%s.%s", s->d.name, tr_state_suffix[k]);
-			ot[n] = (struct zn_st_tensor){ .name = names[n], .dtype = ZN_ST_F32,
-						       .ndim = 1, .shape = { s->nown },
-						       .bytes = s->nown * 4 };
-		}
-	}
+	if (!rc)
+		n = opt_tensors(t, true, ot, names);
 	char path[4400];
 	snprintf(path, sizeof(path), "%soptimizer-%05d-of-%05d.safetensors", dir, t->rank,
 		 t->world);
@@ -136,16 +196,11 @@ static int save_sharded(struct zn_trainer *t)
 	size_t nm = ckpt_meta(t, &m, true);
 	if (!rc)
 		rc = zn_st_writer_begin(path, ot, n, m.kv, nm, &ow);
-	for (unsigned i = 0; i < t->nt && !rc; i++) {
+	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
-		float *a[3] = { s->master, s->m, s->v };
-		if (!s->nown)
+		float *a[3];
+		if (!s->nown || (rc = staging_get(t, &st, s, a)))
 			continue;
-		if (t->nvme_opt) {
-			memcpy(a, scratch, sizeof(a));
-			if ((rc = tr_groups_move(&g, s, a, false)))
-				break;
-		}
 		for (int k = 0; k < 3 && !rc; k++)
 			rc = zn_st_writer_put(ow, a[k], s->nown * 4);
 	}
@@ -154,25 +209,13 @@ static int save_sharded(struct zn_trainer *t)
 		ow = NULL;
 	}
 	zn_st_writer_abort(ow);
-	if (t->nvme_opt)
-		tr_groups_close(&g);
-	for (int k = 0; k < 3; k++)
-		free(scratch[k]);
+	staging_close(t, &st);
 	free(names);
 	free(ot);
 	/* Commit only what every rank wrote; then every rank learns how
 	 * rank 0's commit went. */
 	rc = agree_rc(t, rc, "checkpoint");
-	int32_t crc = 0;
-	if (t->rank == 0) {
-		if (rc) {
-			zn_ckpt_abort(c);
-		} else {
-			crc = zn_ckpt_commit(c);
-			if (!crc && t->cfg.checkpoint.keep)
-				zn_ckpt_prune(t->cfg.checkpoint.dir, t->cfg.checkpoint.keep);
-		}
-	}
+	int32_t crc = t->rank == 0 ? commit(t, c, rc) : 0;
 	if (rc)
 		return rc;
 	if ((rc = zn_comm_broadcast(t->comm, &crc, sizeof(crc), 0)))
@@ -183,6 +226,10 @@ static int save_sharded(struct zn_trainer *t)
 	return crc;
 }
 
+/* One rank, or replicas: the model's files (GPT-2's model.safetensors, or
+ * a Llama's Hugging Face folder in the training dtype, what transformers'
+ * from_pretrained reads) and optimizer.safetensors, side by side in the
+ * checkpoint's directory. */
 static int save_whole(struct zn_trainer *t)
 {
 	/* Cached device blocks are not needed while saving: their memory
@@ -191,102 +238,52 @@ static int save_whole(struct zn_trainer *t)
 	struct zn_ckpt *c = zn_ckpt_begin(t->cfg.checkpoint.dir, t->step);
 	if (!c)
 		return -EIO;
-	struct zn_st_tensor *mt = calloc(t->nt, sizeof(*mt));
-	struct zn_st_tensor *ot = calloc(3 * (size_t)t->nt, sizeof(*ot));
-	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(4 * (size_t)t->nt, sizeof(*names));
-	float *scratch[4] = { NULL, NULL, NULL, NULL };
-	struct groups g = { 0 };
-	struct zn_st_writer *mw = NULL, *ow = NULL;
-	struct zn_hf_writer *hw = NULL;
-	int rc = 0;
-	if (!mt || !ot || !names) {
+	struct zn_st_tensor *ot = calloc(3 * (size_t)t->tab.nt, sizeof(*ot));
+	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(3 * (size_t)t->tab.nt, sizeof(*names));
+	struct staging st;
+	struct model_writer mw;
+	struct zn_st_writer *ow = NULL;
+	bool model = false;
+	char dir[4200], file[4200];
+	int rc = staging_open(t, &st);
+	if (!rc && (!ot || !names))
 		rc = zn_error(-ENOMEM, "out of memory");
-		goto out;
-	}
-	/* scratch[3]: a transposed tensor; 0-2: NVMe states of one tensor. */
-	for (int k = 0; k < (t->nvme_opt ? 4 : 1) && !rc; k++)
-		if (!(scratch[3 - k] = malloc(t->largest * 4)))
-			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
-	if (!rc && t->nvme_opt)
-		rc = tr_groups_open(&g, t, false);
 	if (rc)
 		goto out;
-	for (unsigned i = 0; i < t->nt; i++) {
-		const struct tstate *s = &t->t[i];
-		snprintf(names[4 * i], sizeof(names[0]), "transformer.%s", s->d.name);
-		mt[i] = (struct zn_st_tensor){ .name = names[4 * i], .dtype = ZN_ST_F32,
-					       .ndim = s->d.ndim };
-		if (!t->arch.llama)
-			tr_hf_shape(s, &t->arch.g, mt[i].shape, &mt[i].bytes);
-		for (int k = 0; k < 3; k++) {
-			snprintf(names[4 * i + 1 + k], sizeof(names[0]), "%s.%s", s->d.name,
-				 tr_state_suffix[k]);
-			ot[3 * i + k] = (struct zn_st_tensor){
-				.name = names[4 * i + 1 + k], .dtype = ZN_ST_F32, .ndim = 1,
-				.shape = { s->d.numel }, .bytes = s->d.numel * 4 };
-		}
-	}
+	size_t n = opt_tensors(t, false, ot, names);
 	struct ckpt_meta meta;
 	size_t nmeta = ckpt_meta(t, &meta, false);
-	struct zn_st_meta mmeta[1] = { { "format", "pt" } };
-	/* The model: GPT-2's model.safetensors, or a Llama's Hugging Face
-	 * folder (config.json, shards, index) in the checkpoint directory. */
-	if (t->arch.llama) {
-		struct zn_param_desc *descs = tr_all_descs(t);
-		rc = descs ? zn_hf_writer_begin(zn_ckpt_file(c, ""), &t->arch.l, descs, t->nt,
-						hf_dtype(t), ZN_HF_DEFAULT_SHARD_BYTES, &hw)
-			   : -ENOMEM;
-		free(descs);
-	} else {
-		rc = zn_st_writer_begin(zn_ckpt_file(c, "model.safetensors"), mt, t->nt, mmeta, 1,
-					&mw);
-	}
-	if (rc || (rc = zn_st_writer_begin(zn_ckpt_file(c, "optimizer.safetensors"), ot,
-					   3 * (size_t)t->nt, meta.kv, nmeta, &ow)))
+	snprintf(dir, sizeof(dir), "%s", zn_ckpt_file(c, ""));
+	snprintf(file, sizeof(file), "%s", zn_ckpt_file(c, "model.safetensors"));
+	if ((rc = tr_model_writer_begin(&mw, &t->arch, &t->tab, dir, file, hf_dtype(t))))
 		goto out;
-	for (unsigned i = 0; i < t->nt && !rc; i++) {
+	model = true;
+	if ((rc = zn_st_writer_begin(zn_ckpt_file(c, "optimizer.safetensors"), ot, n, meta.kv,
+				     nmeta, &ow)))
+		goto out;
+	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
-		float *a[3] = { s->master, s->m, s->v };
-		if (t->nvme_opt) {
-			memcpy(a, scratch, sizeof(a));
-			if ((rc = tr_groups_move(&g, s, a, false)))
-				break;
-		}
-		const float *mdata = a[0];
-		if (s->d.hf_transposed) {
-			tr_transpose(a[0], scratch[3], s->d.shape[0], s->d.shape[1]);
-			mdata = scratch[3];
-		}
-		rc = hw ? zn_hf_writer_put(hw, mdata) : zn_st_writer_put(mw, mdata, mt[i].bytes);
+		float *a[3];
+		if ((rc = staging_get(t, &st, s, a)) || (rc = tr_model_writer_put(&mw, i, a[0])))
+			break;
 		for (int k = 0; k < 3 && !rc; k++)
-			rc = zn_st_writer_put(ow, a[k], s->d.numel * 4);
+			rc = zn_st_writer_put(ow, a[k], s->d->numel * 4);
 	}
 	if (!rc) {
-		rc = hw ? zn_hf_writer_end(hw) : zn_st_writer_end(mw);
-		mw = NULL;
-		hw = NULL;
+		model = false;
+		rc = tr_model_writer_end(&mw);
 	}
 	if (!rc) {
 		rc = zn_st_writer_end(ow);
 		ow = NULL;
 	}
 out:
-	zn_st_writer_abort(mw);
-	zn_hf_writer_abort(hw);
+	if (model)
+		tr_model_writer_abort(&mw);
 	zn_st_writer_abort(ow);
-	if (rc) {
-		zn_ckpt_abort(c);
-	} else {
-		rc = zn_ckpt_commit(c);
-		if (!rc && t->cfg.checkpoint.keep)
-			zn_ckpt_prune(t->cfg.checkpoint.dir, t->cfg.checkpoint.keep);
-	}
-	if (t->nvme_opt)
-		tr_groups_close(&g);
-	for (int k = 0; k < 4; k++)
-		free(scratch[k]);
+	rc = commit(t, c, rc);
+	staging_close(t, &st);
 	free(names);
-	free(mt);
 	free(ot);
 	return rc;
 }
@@ -308,7 +305,7 @@ int zn_trainer_save(struct zn_trainer *t)
 		rc = stage_device_states(t);
 	if (t->world == 1 || rc)
 		return rc ? rc : save_whole(t);
-	if (t->own_total == t->total)
+	if (t->own_total == t->tab.total)
 		return agree_rc(t, t->rank == 0 ? save_whole(t) : 0, "checkpoint");
 	return save_sharded(t);
 }

@@ -109,9 +109,9 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	/* offload_param: gradients accumulate on the host, per layer (the
 	 * first micro-batch's copy starts them); resident tensors' on the
 	 * device. */
-	for (unsigned i = 0; i < t->nt; i++)
+	for (unsigned i = 0; i < t->tab.nt; i++)
 		if (t->t[i].dev_grads &&
-		    (rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d.numel * 4, NULL)))
+		    (rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d->numel * 4, NULL)))
 			return rc;
 	const struct counters c0 = t->stats;
 	/* offload_param: the fetch trace is recorded on a step without one
@@ -169,13 +169,13 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		if ((rc = tr_to_device(t, t->dopt.sumsq, &zero, sizeof(zero))) ||
 		    (rc = tr_to_device(t, t->dopt.flag, &flag, sizeof(flag))))
 			return rc;
-		for (unsigned i = 0; i < t->nt; i++) {
+		for (unsigned i = 0; i < t->tab.nt; i++) {
 			struct tstate *s = &t->t[i];
-			if ((rc = tr_round_to_dtype(t, s->dgrad, s->d.numel)) ||
+			if ((rc = tr_round_to_dtype(t, s->dgrad, s->d->numel)) ||
 			    (rc = t->k->sumsq(t->kctx, t->dopt.sumsq, s->dgrad, ZN_DTYPE_F32,
-					      s->d.numel)) ||
+					      s->d->numel)) ||
 			    (rc = t->k->nonfinite(t->kctx, t->dopt.flag, s->dgrad, ZN_DTYPE_F32,
-						  s->d.numel)))
+						  s->d->numel)))
 				return rc;
 		}
 		if ((rc = zn_device_stream_synchronize(t->stream)) ||
@@ -186,7 +186,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	}
 	/* Gradients that accumulated on the device cross (and are reduced
 	 * over the ranks) now; the others did at release. */
-	for (unsigned i = 0; i < t->nt && !device_norm; i++) {
+	for (unsigned i = 0; i < t->tab.nt && !device_norm; i++) {
 		struct tstate *s = &t->t[i];
 		if (s->dev_grads && (rc = t->world > 1 ? tr_grads_reduce(t, s, true)
 						       : tr_grads_to_host(t, s, true)))
@@ -194,7 +194,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 	}
 	if (!device_norm && t->buckets.b[0].buf && (rc = tr_grads_settle_all(t)))
 		return rc;
-	for (unsigned i = 0; i < t->nt && !device_norm; i++) {
+	for (unsigned i = 0; i < t->tab.nt && !device_norm; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_grad_stats gst;
 		if ((rc = zn_adam_grad_check(s->grad, tr_adam_dtype(t->gdt), s->nown, &ex, &gst)))
@@ -202,7 +202,7 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		sumsq += gst.sumsq;
 		finite &= gst.finite;
 	}
-	if (t->world > 1 && t->own_total < t->total) {
+	if (t->world > 1 && t->own_total < t->tab.total) {
 		/* The global norm and the overflow check over every rank's part
 		 * (stage 0's ranks each hold all of it, already summed). */
 		double v[2] = { sumsq, finite ? 0 : 1 };
@@ -253,12 +253,12 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 		if (rc)
 			return rc;
 	}
-	for (unsigned i = 0; i < t->nt && !skipped && !t->nvme.os; i++) {
+	for (unsigned i = 0; i < t->tab.nt && !skipped && !t->nvme.os; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_hparams h = hp;
 		/* Weight decay on matrices only, as GPT-2/llm.c (not biases,
 		 * layernorms). */
-		if (!s->d.decay)
+		if (!s->d->decay)
 			h.weight_decay = 0;
 		if (t->device_opt) {
 			/* On the device: the kernels' Adam, then the new master
