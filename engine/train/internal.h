@@ -438,9 +438,8 @@ int tr_groups_close(struct groups *g);
 int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a, bool put);
 
 /* optimizer.c */
-int tr_nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
-		       float *const *st);
-int tr_opt_launch(struct zn_trainer *t);
+int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, float grad_scale,
+		      const struct zn_adam_exec *ex);
 int tr_opt_wait_all(struct zn_trainer *t);
 int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer);
 

@@ -1,6 +1,6 @@
-/* Training: one micro-batch's forward and backward, the optimizer step
- * (gradients to the host, norm, clipping, Adam, parameters back) and
- * evaluation. */
+/* Training: one micro-batch's forward and backward, the optimizer step in
+ * its stages (zero, passes, gradients and norm, overflow, update, report)
+ * and evaluation. */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -10,25 +10,6 @@
 #include <string.h>
 
 #include "zinc/trace.h"
-
-/* Counters a step's report is the difference of. */
-struct traffic {
-	uint64_t nvme_read, nvme_write, h2d, d2h, stall_ns;
-};
-
-static void traffic_now(struct zn_trainer *t, struct traffic *tr)
-{
-	memset(tr, 0, sizeof(*tr));
-	if (t->homes.sw) {
-		struct zn_swapper_stats st;
-		zn_swapper_get_stats(t->homes.sw, &st);
-		tr->nvme_read = st.bytes_read[ZN_TIER_NVME];
-		tr->nvme_write = st.bytes_written[ZN_TIER_NVME];
-	}
-	tr->h2d = t->stats.h2d_bytes;
-	tr->d2h = t->stats.d2h_bytes;
-	tr->stall_ns = t->stats.stall_ns;
-}
 
 static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float scale_den,
 		 double *loss)
@@ -96,26 +77,50 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 	return 0;
 }
 
-int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
-{
-	uint64_t t0 = zn_now_ns();
-	double loss_sum = 0;
-	int rc;
+/* What a step carries from one stage to the next, and into its report. */
+struct step {
+	uint64_t t0, ta;               /* the step's and the optimizer's start, ns */
+	struct counters c0;            /* the counters at the start */
+	uint64_t nvme_read0, nvme_write0; /* the homes' NVMe bytes at the start */
+	double loss_sum;               /* over this rank's micro-batches, then all ranks' */
+	double sumsq;                  /* the scaled gradients' squared norm */
+	bool finite;                   /* no Inf or NaN in any gradient */
+	double scale;                  /* the loss scale the gradients carry */
+	double norm, lr;
+	bool skipped;                  /* fp16 overflow: no update */
+};
 
-	struct traffic tr0;
-	traffic_now(t, &tr0);
+/* The homes' NVMe traffic so far (the optimizer's is counted apart). */
+static void homes_nvme(const struct zn_trainer *t, uint64_t *rd, uint64_t *wr)
+{
+	*rd = *wr = 0;
+	if (t->homes.sw) {
+		struct zn_swapper_stats st;
+		zn_swapper_get_stats(t->homes.sw, &st);
+		*rd = st.bytes_read[ZN_TIER_NVME];
+		*wr = st.bytes_written[ZN_TIER_NVME];
+	}
+}
+
+/* Gradients start at zero: those that accumulate on the device over the
+ * step's micro-batches (resident tensors) are zeroed now; the others
+ * leave at each release, the first micro-batch's copy starting their
+ * host accumulators.  offload_param: the fetch trace is recorded on a step
+ * without one and followed on the next. */
+static int step_begin(struct zn_trainer *t, struct step *st)
+{
+	st->t0 = zn_now_ns();
 	t->stats.compute_ns = 0;
 	t->opt.joined = false;
-	/* offload_param: gradients accumulate on the host, per layer (the
-	 * first micro-batch's copy starts them); resident tensors' on the
-	 * device. */
-	for (unsigned i = 0; i < t->tab.nt; i++)
-		if (t->t[i].dev_grads &&
-		    (rc = zn_device_memset(t->dev, t->t[i].dgrad, 0, t->t[i].d->numel * 4, NULL)))
+	st->c0 = t->stats;
+	homes_nvme(t, &st->nvme_read0, &st->nvme_write0);
+	for (unsigned i = 0; i < t->tab.nt; i++) {
+		const struct tstate *s = &t->t[i];
+		int rc = s->dev_grads ? zn_device_memset(t->dev, s->dgrad, 0, s->d->numel * 4, NULL)
+				      : 0;
+		if (rc)
 			return rc;
-	const struct counters c0 = t->stats;
-	/* offload_param: the fetch trace is recorded on a step without one
-	 * and followed on the next. */
+	}
 	if (t->offload_param) {
 		t->fetch.tracking = true;
 		t->fetch.pos = 0;
@@ -124,240 +129,230 @@ int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
 			t->fetch.n = 0;
 		}
 	}
+	return 0;
+}
+
+/* Forward and backward over the step's micro-batches, gradients adding
+ * up; DeepSpeed averages the loss over micro-batches and ranks. */
+static int accumulate(struct zn_trainer *t, struct step *st)
+{
 	for (uint32_t a = 0; a < t->accum; a++) {
 		double l;
 		t->micro_i = a;
-		/* DeepSpeed averages over micro-batches and ranks. */
-		if ((rc = micro(t, t->data.train, true, (float)(t->accum * (uint32_t)t->world), &l))) {
+		int rc = micro(t, t->data.train, true, (float)(t->accum * (uint32_t)t->world), &l);
+		if (rc) {
 			t->fetch.tracking = t->fetch.recording = false;
 			return rc;
 		}
-		loss_sum += l;
+		st->loss_sum += l;
 	}
-	/* Several ranks: the last buckets' reductions; no gathered parameters
-	 * outlive the update. */
+	return 0;
+}
+
+/* The passes are over: the last buckets' reductions (several ranks), no
+ * gathered or kept parameters outlive the update, the trace is recorded,
+ * and every gradient that left at a release is in its accumulator. */
+static int passes_end(struct zn_trainer *t)
+{
+	int rc;
 	if (t->buckets.b[0].buf && (rc = tr_grads_settle_all(t)))
 		return rc;
 	if (t->gathers.buf && (rc = tr_gather_drain(t)))
 		return rc;
-	if (t->offload_param) {
-		if (t->fetch.recording)
-			t->fetch.ok = true;
-		t->fetch.tracking = t->fetch.recording = false;
-		tr_drop_kept(t);
-		/* Every gradient on the host before anything reads them. */
-		if (t->flights.copy &&
-		    ((rc = tr_flights_reap(t, true)) ||
-		     (rc = zn_device_stream_synchronize(t->flights.copy))))
-			return rc;
-	}
-	/* Gradients in the training dtype, then to the host; global norm over
-	 * every tensor (of the scaled gradients). */
-	double sumsq = 0;
-	bool finite = true;
-	struct zn_adam_exec ex = { .pool = t->pool };
-	const double scale = t->scaler.scale;
-	uint64_t tg = zn_now_ns();
-	/* The mean loss over every rank's micro-batches (added in rank order). */
-	if ((rc = tr_sum_doubles(t, &loss_sum, 1)))
+	if (!t->offload_param)
+		return 0;
+	if (t->fetch.recording)
+		t->fetch.ok = true;
+	t->fetch.tracking = t->fetch.recording = false;
+	tr_drop_kept(t);
+	if (t->flights.copy &&
+	    ((rc = tr_flights_reap(t, true)) || (rc = zn_device_stream_synchronize(t->flights.copy))))
 		return rc;
-	const bool device_norm = t->device_opt && t->world == 1;
-	if (device_norm) {
-		/* Norm and overflow check on the device; two scalars come back. */
-		double zero = 0;
-		int32_t flag = 0;
-		if ((rc = tr_to_device(t, t->dopt.sumsq, &zero, sizeof(zero))) ||
-		    (rc = tr_to_device(t, t->dopt.flag, &flag, sizeof(flag))))
+	return 0;
+}
+
+/* The device optimizer on one rank: the norm and the overflow check on
+ * the device, over the gradients rounded to the training dtype; two
+ * scalars come back. */
+static int norm_on_device(struct zn_trainer *t, struct step *st)
+{
+	double zero = 0;
+	int32_t flag = 0;
+	int rc;
+	if ((rc = tr_to_device(t, t->dopt.sumsq, &zero, sizeof(zero))) ||
+	    (rc = tr_to_device(t, t->dopt.flag, &flag, sizeof(flag))))
+		return rc;
+	for (unsigned i = 0; i < t->tab.nt; i++) {
+		struct tstate *s = &t->t[i];
+		const size_t n = s->d->numel;
+		if ((rc = tr_round_to_dtype(t, s->dgrad, n)) ||
+		    (rc = t->k->sumsq(t->kctx, t->dopt.sumsq, s->dgrad, ZN_DTYPE_F32, n)) ||
+		    (rc = t->k->nonfinite(t->kctx, t->dopt.flag, s->dgrad, ZN_DTYPE_F32, n)))
 			return rc;
-		for (unsigned i = 0; i < t->tab.nt; i++) {
-			struct tstate *s = &t->t[i];
-			if ((rc = tr_round_to_dtype(t, s->dgrad, s->d->numel)) ||
-			    (rc = t->k->sumsq(t->kctx, t->dopt.sumsq, s->dgrad, ZN_DTYPE_F32,
-					      s->d->numel)) ||
-			    (rc = t->k->nonfinite(t->kctx, t->dopt.flag, s->dgrad, ZN_DTYPE_F32,
-						  s->d->numel)))
-				return rc;
-		}
-		if ((rc = zn_device_stream_synchronize(t->stream)) ||
-		    (rc = tr_to_host(t, &sumsq, t->dopt.sumsq, sizeof(sumsq))) ||
-		    (rc = tr_to_host(t, &flag, t->dopt.flag, sizeof(flag))))
-			return rc;
-		finite = flag == 0 && isfinite(sumsq);
 	}
-	/* Gradients that accumulated on the device cross (and are reduced
-	 * over the ranks) now; the others did at release. */
-	for (unsigned i = 0; i < t->tab.nt && !device_norm; i++) {
+	if ((rc = zn_device_stream_synchronize(t->stream)) ||
+	    (rc = tr_to_host(t, &st->sumsq, t->dopt.sumsq, sizeof(st->sumsq))) ||
+	    (rc = tr_to_host(t, &flag, t->dopt.flag, sizeof(flag))))
+		return rc;
+	st->finite = flag == 0 && isfinite(st->sumsq);
+	return 0;
+}
+
+/* Otherwise: gradients that accumulated on the device cross (and are
+ * reduced over the ranks) now, the others did at release; the norm and
+ * the overflow check over this rank's accumulators, then over every
+ * rank's part (stage 0's ranks each hold all of it, already summed). */
+static int norm_on_host(struct zn_trainer *t, struct step *st, const struct zn_adam_exec *ex)
+{
+	int rc;
+	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
 		if (s->dev_grads && (rc = t->world > 1 ? tr_grads_reduce(t, s, true)
 						       : tr_grads_to_host(t, s, true)))
 			return rc;
 	}
-	if (!device_norm && t->buckets.b[0].buf && (rc = tr_grads_settle_all(t)))
+	if (t->buckets.b[0].buf && (rc = tr_grads_settle_all(t)))
 		return rc;
-	for (unsigned i = 0; i < t->tab.nt && !device_norm; i++) {
+	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_grad_stats gst;
-		if ((rc = zn_adam_grad_check(s->grad, tr_adam_dtype(t->gdt), s->nown, &ex, &gst)))
+		if ((rc = zn_adam_grad_check(s->grad, tr_adam_dtype(t->gdt), s->nown, ex, &gst)))
 			return rc;
-		sumsq += gst.sumsq;
-		finite &= gst.finite;
+		st->sumsq += gst.sumsq;
+		st->finite &= gst.finite;
 	}
 	if (t->world > 1 && t->own_total < t->tab.total) {
-		/* The global norm and the overflow check over every rank's part
-		 * (stage 0's ranks each hold all of it, already summed). */
-		double v[2] = { sumsq, finite ? 0 : 1 };
+		double v[2] = { st->sumsq, st->finite ? 0 : 1 };
 		if ((rc = tr_sum_doubles(t, v, 2)))
 			return rc;
-		sumsq = v[0];
-		finite = v[1] == 0;
+		st->sumsq = v[0];
+		st->finite = v[1] == 0;
 	}
+	return 0;
+}
+
+/* The mean loss over every rank's micro-batches (added in rank order), and
+ * the global norm of the (scaled) gradients in the training dtype. */
+static int gradients(struct zn_trainer *t, struct step *st, const struct zn_adam_exec *ex)
+{
+	uint64_t tg = zn_now_ns();
+	st->finite = true;
+	st->scale = t->scaler.scale;
+	int rc = tr_sum_doubles(t, &st->loss_sum, 1);
+	if (!rc)
+		rc = t->device_opt && t->world == 1 ? norm_on_device(t, st)
+						     : norm_on_host(t, st, ex);
+	if (rc)
+		return rc;
 	zn_trace_span(t->trace, "gradients to host", "copy", "copies", tg, zn_now_ns(), 0);
-	double norm = sqrt(sumsq) / scale;
-	bool skipped = false;
-	if (!finite && t->dtype != ZN_DTYPE_F16)
+	st->norm = sqrt(st->sumsq) / st->scale;
+	return 0;
+}
+
+/* Non-finite gradients: an error in fp32 and bf16 (the loss diverged); in
+ * fp16 an overflow -- the update is skipped and the loss scale lowered
+ * (DeepSpeed). */
+static int overflow(struct zn_trainer *t, struct step *st)
+{
+	if (st->finite)
+		return 0;
+	if (t->dtype != ZN_DTYPE_F16)
 		return zn_error(-ERANGE, "step %" PRIu64 ": the gradients hold Inf or NaN (the loss "
 					 "diverged); lower optimizer.params.lr or set "
 					 "gradient_clipping",
 				t->step + 1);
-	if (!finite) {
-		/* fp16 overflow: skip the update, lower the scale (DeepSpeed). */
-		skipped = true;
-		rc = zn_loss_scaler_update(&t->scaler, true);
-		if (rc)
-			return zn_error(rc, "step %" PRIu64 ": fp16 gradients overflow even at the "
-					    "minimum loss scale %g; raise fp16.min_loss_scale "
-					    "or train in bf16",
-					t->step + 1, t->scaler.min_scale);
-		zn_info("step %" PRIu64 ": fp16 gradient overflow; step skipped, loss scale "
-			"lowered to %g", t->step + 1, t->scaler.scale);
-	}
-	/* DeepSpeed's clipping: scale by max_norm / (norm + 1e-6) when below 1. */
+	st->skipped = true;
+	int rc = zn_loss_scaler_update(&t->scaler, true);
+	if (rc)
+		return zn_error(rc, "step %" PRIu64 ": fp16 gradients overflow even at the "
+				    "minimum loss scale %g; raise fp16.min_loss_scale "
+				    "or train in bf16",
+				t->step + 1, t->scaler.min_scale);
+	zn_info("step %" PRIu64 ": fp16 gradient overflow; step skipped, loss scale "
+		"lowered to %g", t->step + 1, t->scaler.scale);
+	return 0;
+}
+
+/* The optimizer at the schedule's learning rate, the gradients unscaled
+ * and clipped (DeepSpeed's clipping: by max_norm / (norm + 1e-6) when
+ * above max_norm); then the step is counted. */
+static int update(struct zn_trainer *t, struct step *st, const struct zn_adam_exec *ex)
+{
 	float clip = 1.0f;
-	if (t->cfg.gradient_clipping > 0 && norm > t->cfg.gradient_clipping)
-		clip = (float)(t->cfg.gradient_clipping / (norm + 1e-6));
+	if (t->cfg.gradient_clipping > 0 && st->norm > t->cfg.gradient_clipping)
+		clip = (float)(t->cfg.gradient_clipping / (st->norm + 1e-6));
 	struct zn_adam_hparams hp = t->hp;
-	hp.lr = zn_lr_at(&t->sched, t->updates);
-	uint64_t ta = zn_now_ns();
-	if (t->nvme.os && !skipped) {
-		t->opt.upd = (struct nvme_update){ .t = t, .hp = hp,
-						   .grad_scale = (float)(clip / scale),
-						   .step = t->updates + 1, .ex = ex };
-		if (t->overlap) {
-			rc = tr_opt_launch(t);
-		} else if (!(rc = zn_optswap_step(t->nvme.os, tr_nvme_update, &t->opt.upd))) {
-			if (t->homes.sw)
-				rc = zn_swapper_flush(t->homes.sw);
-			if (!rc)
-				rc = tr_params_allgather_all(t);
-		}
-		if (rc)
-			return rc;
-	}
-	for (unsigned i = 0; i < t->tab.nt && !skipped && !t->nvme.os; i++) {
-		struct tstate *s = &t->t[i];
-		struct zn_adam_hparams h = hp;
-		/* Weight decay on matrices only, as GPT-2/llm.c (not biases,
-		 * layernorms). */
-		if (!s->d->decay)
-			h.weight_decay = 0;
-		if (t->device_opt) {
-			/* On the device: the kernels' Adam, then the new master
-			 * becomes the parameters.  Several ranks: over this
-			 * rank's part, with its reduced gradients from the host. */
-			const float *dg = s->dgrad;
-			float *dp = s->dhome ? s->dhome : (float *)s->dparam + s->lo;
-			if (t->world > 1) {
-				tr_host_to_f32(t->gstage, s->grad, t->gdt, s->nown);
-				if ((rc = tr_to_device(t, t->dopt.gscratch, t->gstage, s->nown * 4)))
-					return rc;
-				dg = t->dopt.gscratch;
-			}
-			if (s->nown &&
-			    ((rc = t->k->adam(t->kctx, &h, t->updates + 1, (float)(clip / scale),
-					      s->dmaster, dg, s->dm, s->dv, s->nown)) ||
-			     (rc = zn_device_stream_synchronize(t->stream)) ||
-			     (rc = zn_device_copy_async(t->dev, dp, s->dmaster, s->nown * 4,
-							ZN_COPY_DEVICE_TO_DEVICE, NULL)) ||
-			     (rc = tr_round_to_dtype(t, dp, s->nown))))
-				return rc;
-			continue;
-		}
-		struct zn_adam_tensors at = { .n = s->nown, .param = s->master, .grad = s->grad,
-					      .grad_dtype = tr_adam_dtype(t->gdt), .exp_avg = s->m,
-					      .exp_avg_sq = s->v };
-		/* 16-bit homes are written by the update itself. */
-		bool fused = !s->resident && t->hdt != ZN_DTYPE_F32;
-		if (fused) {
-			if ((rc = tr_home_open(t, s)))
-				return rc;
-			at.param_copy = s->hbuf;
-			at.copy_dtype = tr_adam_dtype(t->hdt);
-		}
-		/* Unscale and clip, fused into the update. */
-		if ((rc = zn_adam_step(&h, t->updates + 1, (float)(clip / scale), &at, &ex)))
-			return rc;
-		if (fused) {
-			rc = tr_home_close(t, s, s->nown);
-		} else if (!s->resident) {
-			rc = tr_home_put(t, s, 0, s->master, s->nown);
-		} else if (s->nown && !(rc = tr_to_device(t, (float *)s->dparam + s->lo, s->master,
-							s->nown * 4))) {
-			t->stats.h2d_bytes += s->nown * 4;
-			rc = tr_round_to_dtype(t, (float *)s->dparam + s->lo, s->nown);
-		}
-		if (rc)
-			return rc;
-	}
-	if (!skipped && !t->nvme.os && (rc = tr_params_allgather_all(t)))
+	hp.lr = st->lr = zn_lr_at(&t->sched, t->updates);
+	st->ta = zn_now_ns();
+	int rc = st->skipped ? 0 : tr_optimizer_step(t, &hp, (float)(clip / st->scale), ex);
+	if (rc)
 		return rc;
-	if (!skipped && !t->nvme.os && t->homes.sw && (rc = zn_swapper_flush(t->homes.sw)))
-		return rc;
-	zn_trace_span(t->trace, skipped ? "skipped (overflow)" : "adam + params to device",
-		      "optimizer", "host", ta, zn_now_ns(), 0);
-	if (!skipped) {
+	zn_trace_span(t->trace, st->skipped ? "skipped (overflow)" : "adam + params to device",
+		      "optimizer", "host", st->ta, zn_now_ns(), 0);
+	if (!st->skipped) {
 		t->updates++;
 		if ((rc = zn_loss_scaler_update(&t->scaler, false)))
 			return rc;
 	}
 	t->step++;
-	if (out) {
-		struct zn_device_memstats ms;
-		struct traffic tr;
-		zn_device_memstats(t->dev, &ms);
-		traffic_now(t, &tr);
-		uint64_t now = zn_now_ns();
-		*out = (struct zn_step_info){
-			.step = t->step, .loss = loss_sum / (t->accum * (uint32_t)t->world),
-			.lr = hp.lr, .grad_norm = norm,
-			.tokens = (uint64_t)t->B * (uint64_t)t->T * t->accum * (uint64_t)t->world,
-			.step_s = (double)(now - t0) / 1e9, .device_bytes = ms.in_use,
-			.device_peak = ms.peak, .host_bytes = t->host_bytes,
-			.loss_scale = scale, .skipped = skipped,
-			.compute_s = (double)t->stats.compute_ns / 1e9,
-			.optimizer_s = t->overlap ? (t->opt.joined ? (double)t->opt.ns / 1e9 : 0)
-						  : (double)(now - ta) / 1e9,
-			.stall_s = (double)(tr.stall_ns - tr0.stall_ns) / 1e9,
-			.nvme_read_bytes = tr.nvme_read - tr0.nvme_read,
-			.nvme_write_bytes = tr.nvme_write - tr0.nvme_write,
-			.h2d_bytes = tr.h2d - tr0.h2d, .d2h_bytes = tr.d2h - tr0.d2h,
-			.comm_bytes = t->stats.comm_bytes - c0.comm_bytes,
-			.comm_elems = t->stats.comm_elems - c0.comm_elems,
-			.comm_s = (double)(t->stats.comm_ns - c0.comm_ns) / 1e9,
-		};
-		struct zn_gpt2_profile gp;
-		zn_arch_profile_take(&t->model, &gp);
-		out->recompute_s = gp.recompute_s;
-		out->act_offload_s = gp.keep_s + gp.restore_s;
-		struct zn_optswap_stats os = { 0 };
-		if (t->overlap && t->opt.joined)
-			os = t->opt.stats; /* the previous step's update, finished in this one */
-		else if (t->nvme.os && !t->overlap && !skipped)
-			zn_optswap_last_stats(t->nvme.os, &os);
-		out->nvme_read_bytes += os.bytes_read;
-		out->nvme_write_bytes += os.bytes_written;
-		if (!t->overlap)
-			out->stall_s += os.read_wait_s + os.write_wait_s;
-	}
+	return 0;
+}
+
+/* Where the step's time went and what it moved. */
+static void report(struct zn_trainer *t, const struct step *st, struct zn_step_info *out)
+{
+	struct zn_device_memstats ms;
+	const struct counters *c = &t->stats, *c0 = &st->c0;
+	uint64_t rd, wr;
+	zn_device_memstats(t->dev, &ms);
+	homes_nvme(t, &rd, &wr);
+	uint64_t now = zn_now_ns();
+	*out = (struct zn_step_info){
+		.step = t->step, .loss = st->loss_sum / (t->accum * (uint32_t)t->world),
+		.lr = st->lr, .grad_norm = st->norm,
+		.tokens = (uint64_t)t->B * (uint64_t)t->T * t->accum * (uint64_t)t->world,
+		.step_s = (double)(now - st->t0) / 1e9, .device_bytes = ms.in_use,
+		.device_peak = ms.peak, .host_bytes = t->host_bytes,
+		.loss_scale = st->scale, .skipped = st->skipped,
+		.compute_s = (double)c->compute_ns / 1e9,
+		.optimizer_s = t->overlap ? (t->opt.joined ? (double)t->opt.ns / 1e9 : 0)
+					  : (double)(now - st->ta) / 1e9,
+		.stall_s = (double)(c->stall_ns - c0->stall_ns) / 1e9,
+		.nvme_read_bytes = rd - st->nvme_read0, .nvme_write_bytes = wr - st->nvme_write0,
+		.h2d_bytes = c->h2d_bytes - c0->h2d_bytes, .d2h_bytes = c->d2h_bytes - c0->d2h_bytes,
+		.comm_bytes = c->comm_bytes - c0->comm_bytes,
+		.comm_elems = c->comm_elems - c0->comm_elems,
+		.comm_s = (double)(c->comm_ns - c0->comm_ns) / 1e9,
+	};
+	struct zn_gpt2_profile gp;
+	zn_arch_profile_take(&t->model, &gp);
+	out->recompute_s = gp.recompute_s;
+	out->act_offload_s = gp.keep_s + gp.restore_s;
+	struct zn_optswap_stats os = { 0 };
+	if (t->overlap && t->opt.joined)
+		os = t->opt.stats; /* the previous step's update, finished in this one */
+	else if (t->nvme.os && !t->overlap && !st->skipped)
+		zn_optswap_last_stats(t->nvme.os, &os);
+	out->nvme_read_bytes += os.bytes_read;
+	out->nvme_write_bytes += os.bytes_written;
+	if (!t->overlap)
+		out->stall_s += os.read_wait_s + os.write_wait_s;
+}
+
+/* One optimizer step, as llm.c's training loop reads: zero the gradients,
+ * forward and backward over the micro-batches, the gradients to where the
+ * optimizer reads them and their norm, the overflow check, the update. */
+int zn_trainer_step(struct zn_trainer *t, struct zn_step_info *out)
+{
+	struct step st = { 0 };
+	const struct zn_adam_exec ex = { .pool = t->pool };
+	int rc;
+	if ((rc = step_begin(t, &st)) || (rc = accumulate(t, &st)) || (rc = passes_end(t)) ||
+	    (rc = gradients(t, &st, &ex)) || (rc = overflow(t, &st)) ||
+	    (rc = update(t, &st, &ex)))
+		return rc;
+	if (out)
+		report(t, &st, out);
 	return 0;
 }
 
