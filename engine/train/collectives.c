@@ -417,3 +417,39 @@ int tr_check_same_config(struct zn_trainer *t)
 	free(all);
 	return rc;
 }
+
+/* The ranks' staging, sized by the largest part: collectives stage
+ * through host buffers (W parts of the largest tensor, fp32, two so one
+ * can fill while the other moves), or NCCL's device buffers; and the
+ * gradient buckets (host comm; NCCL reduces tensor by tensor on the
+ * device): reduce_bucket_size elements over the W chunks, at most 2^26
+ * (the staging is host memory), at least the largest part. */
+int tr_collectives_setup(struct zn_trainer *t)
+{
+	uint64_t maxpart = 0;
+	for (unsigned i = 0; i < t->tab.nt; i++)
+		maxpart = ZN_MAX(maxpart, t->t[i].part);
+	t->coll.cbuf_bytes = ZN_ALIGN_UP((size_t)maxpart * (size_t)t->world * 4 + 64, 4096);
+	for (int k = 0; k < 2; k++)
+		if (posix_memalign((void **)&t->coll.cbuf[k], 4096, t->coll.cbuf_bytes))
+			return zn_error(-ENOMEM, "out of memory for the collectives' staging "
+						 "(%zu bytes)", t->coll.cbuf_bytes);
+	const size_t dbytes = (size_t)maxpart * (size_t)t->world * 4;
+	if (t->coll.dcomm && (zn_device_alloc(t->dev, dbytes, &t->coll.dsend) ||
+			      zn_device_alloc(t->dev, dbytes, &t->coll.drecv)))
+		return -ENOMEM;
+	const uint64_t chunks = t->stage == 0 ? 1 : (uint64_t)t->world;
+	uint64_t want = ZN_MIN(ZN_MIN(t->cfg.zero_optimization.reduce_bucket_size, t->tab.total),
+			       (uint64_t)1 << 26);
+	t->buckets.cap = (size_t)ZN_MAX(want / chunks, t->stage == 0 ? t->tab.largest : maxpart);
+	const size_t bytes = t->buckets.cap * ((size_t)chunks + 1) * 4;
+	for (int k = 0; k < 2 && !t->coll.dcomm; k++) {
+		struct bucket *b = &t->buckets.b[k];
+		if (!(b->e = calloc(t->tab.nt, sizeof(*b->e))) ||
+		    posix_memalign((void **)&b->buf, 4096, bytes))
+			return zn_error(-ENOMEM, "out of memory for the gradient buckets (2 x %zu "
+						 "bytes; lower zero_optimization.reduce_bucket_size)",
+					bytes);
+	}
+	return 0;
+}

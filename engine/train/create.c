@@ -135,18 +135,17 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	free(t);
 }
 
-static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps, bool synthetic,
-				 struct zn_comm *comm)
+/* The trainer on its ranks: everything below is sized by this rank's
+ * part.  With several ranks the batch follows DeepSpeed's rule,
+ * train_batch_size = micro x accumulation x ranks.  NULL + last error. */
+static struct zn_trainer *open_ranks(const struct zn_config *cfg, struct zn_comm *comm)
 {
 	struct zn_trainer *t = calloc(1, sizeof(*t));
-	int rc;
-
 	if (!t) {
 		zn_set_error("out of memory");
 		return NULL;
 	}
 	t->cfg = *cfg;
-	/* The ranks first: everything below is sized by this rank's part. */
 	t->comm = comm;
 	if (!comm) {
 		t->comm = zn_comm_create(NULL);
@@ -159,43 +158,48 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	t->rank = zn_comm_rank(t->comm);
 	t->world = zn_comm_size(t->comm);
 	t->stage = cfg->zero_optimization.stage;
-	if (t->world > 1) {
-		/* DeepSpeed's rule with this many ranks: train_batch_size =
-		 * micro x accumulation x ranks. */
-		if (zn_config_resolve_batch(cfg, (uint32_t)t->world, &t->cfg.batch)) {
-			if (t->own_comm)
-				zn_comm_destroy(t->comm);
-			free(t);
-			return NULL;
-		}
-		cfg = &t->cfg;
+	if (t->world > 1 && zn_config_resolve_batch(cfg, (uint32_t)t->world, &t->cfg.batch)) {
+		if (t->own_comm)
+			zn_comm_destroy(t->comm);
+		free(t);
+		return NULL;
 	}
 	pthread_mutex_init(&t->opt.lock, NULL);
 	pthread_cond_init(&t->opt.cond, NULL);
+	return t;
+}
+
+/* What the config asks for, checked (the same on every rank) and made
+ * this rank's; the model's shape resolved. */
+static int settle_config(struct zn_trainer *t, bool synthetic)
+{
+	const struct zn_config *cfg = &t->cfg;
+	int rc;
 	t->data.synthetic = synthetic;
 	t->offload_param = cfg->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE;
 	t->fetch.direction = 1;
 	t->data.rng = cfg->data.seed | 1;
-	if (check_supported(cfg, synthetic))
-		goto fail;
-	if (t->world > 1 && tr_check_same_config(t))
-		goto fail;
+	if ((rc = check_supported(cfg, synthetic)) ||
+	    (t->world > 1 && (rc = tr_check_same_config(t))))
+		return rc;
 	/* One disk per rank: "{rank}" and "{local_rank}" in an nvme_path
 	 * become this rank's numbers (/nvme{local_rank}/swap). */
-	if (zn_config_expand_rank(&t->cfg, t->rank, zn_comm_local_rank(t->comm)))
-		goto fail;
+	if ((rc = zn_config_expand_rank(&t->cfg, t->rank, zn_comm_local_rank(t->comm))))
+		return rc;
 	t->B = (int)cfg->batch.micro_batch;
 	t->accum = cfg->batch.grad_accum;
 	t->T = (int)cfg->model.seq_len;
-	if (t->B < 1 || t->accum < 1) {
-		zn_set_error("train_batch_size / train_micro_batch_size_per_gpu: give the batch "
-			     "size (DeepSpeed's keys)");
-		goto fail;
-	}
-	if (zn_arch_from_config(cfg, &t->arch))
-		goto fail;
+	if (t->B < 1 || t->accum < 1)
+		return zn_error(-EINVAL, "train_batch_size / train_micro_batch_size_per_gpu: give "
+					 "the batch size (DeepSpeed's keys)");
+	return zn_arch_from_config(cfg, &t->arch);
+}
 
-	/* Device and kernels. */
+/* The device, its compute stream and kernels (in the model's storage
+ * dtype), the CPU Adam's threads, and NCCL for GPUs on several ranks. */
+static int open_device(struct zn_trainer *t)
+{
+	const struct zn_config *cfg = &t->cfg;
 	struct zn_device_params dp;
 	zn_device_params_default(&dp);
 	dp.kind = cfg->device.type == ZN_DEVICE_CUDA ? "cuda" : "cpu";
@@ -203,253 +207,217 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	 * as DeepSpeed's launcher arranges. */
 	dp.ordinal = t->world > 1 ? zn_comm_local_rank(t->comm) : (int)cfg->device.index;
 	dp.memory_limit = cfg->device.memory_limit;
-	t->dev = zn_device_create(&dp);
-	if (!t->dev)
-		goto fail;
+	if (!(t->dev = zn_device_create(&dp)))
+		return -EINVAL;
 	t->stream = zn_device_stream_create(t->dev, "compute");
 	t->k = zn_kernels_get(zn_device_kind(t->dev));
 	if (!t->stream || !t->k)
-		goto fail;
+		return -EINVAL;
 	struct zn_kernels_params kp;
 	zn_kernels_params_default(&kp);
 	zn_device_kernels_params(t->dev, t->stream, &kp);
 	t->sdt = kp.dtype = zn_config_storage_dtype(cfg);
-	t->kctx = t->k->ctx_create(&kp);
-	if (!t->kctx)
-		goto fail;
-	t->pool = zn_threadpool_create(0, -1);
-	if (!t->pool)
-		goto fail;
+	if (!(t->kctx = t->k->ctx_create(&kp)) || !(t->pool = zn_threadpool_create(0, -1)))
+		return -EINVAL;
 	if (t->world > 1 && cfg->device.type == ZN_DEVICE_CUDA) {
 #if ZN_HAVE_NCCL
 		if (!(t->coll.dcomm = zn_comm_create_nccl(t->comm, dp.ordinal)))
-			goto fail;
+			return -EINVAL;
 #else
 		zn_warn("this zinc was built without NCCL: the GPUs' collectives go through "
 			"host memory");
 #endif
 	}
+	return 0;
+}
 
-	/* Parameters: device copies, host master and moments. */
-	if (tr_table_build(&t->tab, &t->arch))
-		goto fail;
+/* One tensor's share (ZeRO's rules) and the buffers it keeps for good:
+ * device copies, host optimizer states and gradient accumulators,
+ * device optimizer states. */
+static int place_tensor(struct zn_trainer *t, struct tstate *s, const struct zn_zero_rules *zr)
+{
+	const size_t bytes = s->d->numel * sizeof(float);
+	const struct zn_zero_share sh = zn_zero_share_of(zr, s->d->numel);
+	s->part = sh.part;
+	s->lo = sh.lo;
+	s->nown = sh.nown;
+	s->oflat = t->own_total;
+	t->own_total += s->nown;
+	const size_t obytes = ZN_MAX(s->nown, 1) * sizeof(float);
+	s->owner = t;
+	s->resident = sh.resident;
+	/* Stage 3 on several ranks without offload_param: this rank's part
+	 * stays on the device (fp32), gathered at each fetch. */
+	if (!s->resident && !t->offload_param &&
+	    zn_device_alloc(t->dev, obytes, (void **)&s->dhome))
+		return -ENOMEM;
+	s->dev_grads = sh.dev_grads;
+	t->layered |= !s->dev_grads;
+	/* Host optimizer state unless it lives on NVMe; gradient accumulators
+	 * unless the optimizer runs on the device. */
+	if (!t->nvme_opt) {
+		s->master = malloc(obytes);
+		s->m = calloc(ZN_MAX(s->nown, 1), sizeof(float));
+		s->v = calloc(ZN_MAX(s->nown, 1), sizeof(float));
+		t->host_bytes += 3 * s->nown * 4;
+	}
+	if (zr->host_grads) {
+		s->grad = malloc(ZN_MAX(s->nown, 1) * zn_dtype_size(t->gdt));
+		t->host_bytes += s->nown * zn_dtype_size(t->gdt);
+	}
+	if ((!t->nvme_opt && (!s->master || !s->m || !s->v)) || (zr->host_grads && !s->grad))
+		return zn_error(-ENOMEM, "out of host memory for the optimizer state and gradients "
+					 "of %" PRIu64 " parameters; set zero_optimization."
+					 "offload_optimizer.device: nvme, or "
+					 "data_types.grad_accum_dtype: bf16",
+				t->tab.total);
+	if (t->overlap && s->resident && !(s->staged = malloc(obytes)))
+		return zn_error(-ENOMEM, "out of memory");
+	if ((s->resident && zn_device_alloc(t->dev, bytes, &s->dparam)) ||
+	    (s->dev_grads && zn_device_alloc(t->dev, bytes, &s->dgrad)))
+		return -ENOMEM;
+	if (t->device_opt && (zn_device_alloc(t->dev, obytes, (void **)&s->dmaster) ||
+			      zn_device_alloc(t->dev, obytes, (void **)&s->dm) ||
+			      zn_device_alloc(t->dev, obytes, (void **)&s->dv)))
+		return -ENOMEM;
+	zn_zero_count(zr, s->d->numel, &sh, &t->mem); /* zn_trainer_memory */
+	return 0;
+}
+
+/* The tensors and ZeRO's partition (stage >= 1 over several ranks): every
+ * tensor in `world` parts, this rank's part of each in its own flat order;
+ * stage 0 (plain data parallelism) keeps whole tensors on every rank.  The
+ * precision and placement follow engine/zero's rules. */
+static int place_tensors(struct zn_trainer *t, struct zn_zero_rules *zr)
+{
+	const struct zn_config *cfg = &t->cfg;
+	int rc = tr_table_build(&t->tab, &t->arch);
+	if (rc)
+		return rc;
 	t->t = calloc(ZN_MAX(t->tab.nt, 1), sizeof(*t->t));
 	t->layer = calloc(ZN_MAX(t->tab.nlayers, 1), sizeof(*t->layer));
-	if (!t->t || !t->layer) {
-		zn_set_error("out of memory");
-		goto fail;
-	}
-	for (unsigned i = 0; i < t->tab.nt; i++)
-		t->t[i].d = &t->tab.d[i];
-	/* ZeRO's partition (stage >= 1 over several ranks): every tensor in
-	 * `world` parts, this rank's part of each in its own flat order.  Stage
-	 * 0 (plain data parallelism) keeps whole tensors on every rank. */
-	struct zn_zero_rules zr;
-	zn_zero_rules_init(&zr, cfg, t->rank, t->world);
-	t->dtype = zr.dtype;
-	t->gdt = zr.gdt;
-	t->hdt = zr.hdt;
-	t->device_opt = zr.device_opt;
+	if (!t->t || !t->layer)
+		return zn_error(-ENOMEM, "out of memory");
+	zn_zero_rules_init(zr, cfg, t->rank, t->world);
+	t->dtype = zr->dtype;
+	t->gdt = zr->gdt;
+	t->hdt = zr->hdt;
+	t->device_opt = zr->device_opt;
 	t->nvme_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME;
 	t->overlap = t->offload_param && t->nvme_opt;
-	for (unsigned i = 0; i < t->tab.nt; i++) {
-		struct tstate *s = &t->t[i];
-		size_t bytes = s->d->numel * sizeof(float);
-		const struct zn_zero_share sh = zn_zero_share_of(&zr, s->d->numel);
-		s->part = sh.part;
-		s->lo = sh.lo;
-		s->nown = sh.nown;
-		s->oflat = t->own_total;
-		t->own_total += s->nown;
-		const size_t obytes = ZN_MAX(s->nown, 1) * sizeof(float);
-		s->owner = t;
-		s->resident = sh.resident;
-		/* Stage 3 on several ranks without offload_param: this rank's
-		 * part stays on the device (fp32), gathered at each fetch. */
-		if (!s->resident && !t->offload_param &&
-		    zn_device_alloc(t->dev, obytes, (void **)&s->dhome))
-			goto fail;
-		s->dev_grads = sh.dev_grads;
-		t->layered |= !s->dev_grads;
-		/* Host optimizer state unless it lives on NVMe; gradient
-		 * accumulators unless the optimizer runs on the device. */
-		if (!t->nvme_opt) {
-			s->master = malloc(obytes);
-			s->m = calloc(ZN_MAX(s->nown, 1), sizeof(float));
-			s->v = calloc(ZN_MAX(s->nown, 1), sizeof(float));
-			t->host_bytes += 3 * s->nown * 4;
-		}
-		if (zr.host_grads) {
-			s->grad = malloc(ZN_MAX(s->nown, 1) * zn_dtype_size(t->gdt));
-			t->host_bytes += s->nown * zn_dtype_size(t->gdt);
-		}
-		if ((!t->nvme_opt && (!s->master || !s->m || !s->v)) || (zr.host_grads && !s->grad)) {
-			zn_set_error("out of host memory for the optimizer state and gradients of "
-				     "%" PRIu64 " parameters; set zero_optimization.offload_optimizer."
-				     "device: nvme, or data_types.grad_accum_dtype: bf16",
-				     t->tab.total);
-			goto fail;
-		}
-		if (t->overlap && s->resident && !(s->staged = malloc(obytes))) {
-			zn_set_error("out of memory");
-			goto fail;
-		}
-		if (s->resident && zn_device_alloc(t->dev, bytes, &s->dparam))
-			goto fail;
-		if (s->dev_grads && zn_device_alloc(t->dev, bytes, &s->dgrad))
-			goto fail;
-		if (t->device_opt && (zn_device_alloc(t->dev, obytes, (void **)&s->dmaster) ||
-				      zn_device_alloc(t->dev, obytes, (void **)&s->dm) ||
-				      zn_device_alloc(t->dev, obytes, (void **)&s->dv)))
-			goto fail;
-		zn_zero_count(&zr, s->d->numel, &sh, &t->mem); /* zn_trainer_memory */
+	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
+		t->t[i].d = &t->tab.d[i];
+		rc = place_tensor(t, &t->t[i], zr);
 	}
 	t->mem.rank = t->rank;
 	t->mem.world = t->world;
 	t->mem.stage = t->stage;
-	/* Collectives stage through host buffers: W parts of the largest
-	 * tensor (fp32), two so one can fill while the other moves. */
-	if (t->world > 1) {
-		uint64_t maxpart = 0;
-		for (unsigned i = 0; i < t->tab.nt; i++)
-			maxpart = ZN_MAX(maxpart, t->t[i].part);
-		t->coll.cbuf_bytes = ZN_ALIGN_UP((size_t)maxpart * (size_t)t->world * 4 + 64, 4096);
-		for (int k = 0; k < 2; k++)
-			if (posix_memalign((void **)&t->coll.cbuf[k], 4096, t->coll.cbuf_bytes)) {
-				zn_set_error("out of memory for the collectives' staging (%zu bytes)",
-					     t->coll.cbuf_bytes);
-				goto fail;
-			}
-		const size_t dbytes = (size_t)maxpart * (size_t)t->world * 4;
-		if (t->coll.dcomm && (zn_device_alloc(t->dev, dbytes, &t->coll.dsend) ||
-				      zn_device_alloc(t->dev, dbytes, &t->coll.drecv)))
-			goto fail;
-		/* Gradient buckets (host comm; NCCL reduces tensor by tensor on
-		 * the device): reduce_bucket_size elements over the W chunks,
-		 * at most 2^26 (the staging is host memory), at least the
-		 * largest part. */
-		const uint64_t chunks = t->stage == 0 ? 1 : (uint64_t)t->world;
-		uint64_t want = ZN_MIN(ZN_MIN(cfg->zero_optimization.reduce_bucket_size, t->tab.total),
-				       (uint64_t)1 << 26);
-		t->buckets.cap =
-			(size_t)ZN_MAX(want / chunks, t->stage == 0 ? t->tab.largest : maxpart);
-		for (int k = 0; k < 2 && !t->coll.dcomm; k++) {
-			t->buckets.b[k].e = calloc(t->tab.nt, sizeof(*t->buckets.b[k].e));
-			if (!t->buckets.b[k].e ||
-			    posix_memalign((void **)&t->buckets.b[k].buf, 4096,
-					   t->buckets.cap * ((size_t)chunks + 1) * 4)) {
-				zn_set_error("out of memory for the gradient buckets (2 x %zu bytes; "
-					     "lower zero_optimization.reduce_bucket_size)",
-					     t->buckets.cap * ((size_t)chunks + 1) * 4);
-				goto fail;
-			}
-		}
-		/* Stage 3: a layer's gathers, ahead of its fetch. */
-		size_t glay = 0;
-		for (unsigned l = 0; l < t->tab.nlayers && zr.partition_params; l++) {
-			size_t b = 0;
-			for (unsigned i = 0; i < t->tab.count[l]; i++)
-				b += ZN_ALIGN_UP((size_t)t->t[t->tab.first[l] + i].part *
-							 ((size_t)t->world + 1) * 4, 64);
-			glay = ZN_MAX(glay, b);
-		}
-		for (unsigned l = 0; l < t->tab.nlayers; l++)
-			for (unsigned i = t->tab.first[l]; i < t->tab.first[l] + t->tab.count[l]; i++)
-				if (!t->t[i].resident) {
-					t->layer[l].parts = true;
-					/* (param_homes_setup counts offload_param's) */
-					if (!t->offload_param)
-						t->layer[l].elems += t->t[i].d->numel;
-				}
-		if (glay && posix_memalign((void **)&t->gathers.buf, 4096, GATHER_SLOTS * glay)) {
-			zn_set_error("out of memory for stage 3's gather buffers (%u x %zu bytes)",
-				     GATHER_SLOTS, glay);
-			goto fail;
-		}
-		for (unsigned k = 0; k < GATHER_SLOTS && t->gathers.buf; k++)
-			t->gathers.slot[k].buf = t->gathers.buf + k * glay;
-		/* The device optimizer takes its reduced gradients from here. */
-		if (t->device_opt &&
-		    zn_device_alloc(t->dev, t->tab.largest * 4, (void **)&t->dopt.gscratch))
-			goto fail;
-	}
+	return rc;
+}
 
-	/* offload_optimizer: none keeps the optimizer on the device (the
-	 * kernels' adam op); cpu/nvme runs the CPU Adam on host state. */
+/* Scratch the step needs: the device optimizer's (its reduced gradients
+ * on several ranks, the norm's scalars), a device scratch of 16-bit
+ * values as large as the largest tensor for anything 16-bit (rounding,
+ * 16-bit homes and accumulators), and the host staging through which
+ * later micro-batches' gradients are added. */
+static int open_scratch(struct zn_trainer *t)
+{
+	const size_t largest = t->tab.largest;
+	if (t->device_opt && t->world > 1 &&
+	    zn_device_alloc(t->dev, largest * 4, (void **)&t->dopt.gscratch))
+		return -ENOMEM;
 	if (t->device_opt && (zn_device_alloc(t->dev, sizeof(double), (void **)&t->dopt.sumsq) ||
 			      zn_device_alloc(t->dev, sizeof(int32_t), (void **)&t->dopt.flag)))
-		goto fail;
-	if (zn_loss_scaler_init(&t->scaler, &cfg->fp16))
-		goto fail;
-	/* 16-bit anything: a device scratch of 16-bit values as large as the
-	 * largest tensor (rounding, 16-bit homes and accumulators). */
+		return -ENOMEM;
+	int rc = zn_loss_scaler_init(&t->scaler, &t->cfg.fp16);
+	if (rc)
+		return rc;
 	if ((t->dtype != ZN_DTYPE_F32 || t->gdt != ZN_DTYPE_F32) &&
-	    zn_device_alloc(t->dev, t->tab.largest * 2, &t->round_buf))
-		goto fail;
-	/* Later micro-batches' gradients are added on the host through this. */
-	if ((!t->device_opt || t->world > 1) && !(t->gstage = malloc(t->tab.largest * 4))) {
-		zn_set_error("out of memory");
-		goto fail;
-	}
+	    zn_device_alloc(t->dev, largest * 2, &t->round_buf))
+		return -ENOMEM;
+	if ((!t->device_opt || t->world > 1) && !(t->gstage = malloc(largest * 4)))
+		return zn_error(-ENOMEM, "out of memory");
+	return 0;
+}
 
-	/* Data. */
+/* The data: this rank's windows of the train split (and the validation
+ * split's), and the batch's host and device buffers, (B, T) int32. */
+static int open_data(struct zn_trainer *t)
+{
+	const struct zn_config *cfg = &t->cfg;
 	struct zn_data_options dopt = {
 		.pattern = cfg->data.train, .B = (uint32_t)t->B, .T = (uint32_t)t->T,
 		.seed = cfg->data.seed, .shuffle = cfg->data.shuffle,
 		.vocab_size = (uint32_t)zn_arch_vocab(&t->arch),
 		.rank = (uint32_t)t->rank, .world = (uint32_t)t->world,
 	};
-	t->data.train = synthetic ? NULL : zn_data_open(&dopt);
-	if (!t->data.train && !synthetic)
-		goto fail;
-	if (cfg->data.val[0] && !synthetic) {
+	if (!t->data.synthetic) {
+		if (!(t->data.train = zn_data_open(&dopt)))
+			return -EINVAL;
 		dopt.pattern = cfg->data.val;
 		dopt.shuffle = false;
-		t->data.val = zn_data_open(&dopt);
-		if (!t->data.val)
-			goto fail;
+		if (cfg->data.val[0] && !(t->data.val = zn_data_open(&dopt)))
+			return -EINVAL;
 	}
-	size_t BT = (size_t)t->B * (size_t)t->T;
+	const size_t BT = (size_t)t->B * (size_t)t->T;
 	t->data.hin = malloc(BT * 4);
 	t->data.htgt = malloc(BT * 4);
 	t->data.hloss = malloc(BT * 4);
-	if (!t->data.hin || !t->data.htgt || !t->data.hloss ||
-	    zn_device_alloc(t->dev, BT * 4, (void **)&t->data.din) ||
-	    zn_device_alloc(t->dev, BT * 4, (void **)&t->data.dtgt)) {
-		if (!t->data.hin || !t->data.htgt || !t->data.hloss)
-			zn_set_error("out of memory");
-		goto fail;
-	}
+	if (!t->data.hin || !t->data.htgt || !t->data.hloss)
+		return zn_error(-ENOMEM, "out of memory");
+	if (zn_device_alloc(t->dev, BT * 4, (void **)&t->data.din) ||
+	    zn_device_alloc(t->dev, BT * 4, (void **)&t->data.dtgt))
+		return -ENOMEM;
+	return 0;
+}
 
+/* The model on the trainer's memory callbacks; the optimizer (AdamW /
+ * Adam with DeepSpeed's names) and its learning-rate schedule, sized by
+ * max_steps when total_num_steps is auto. */
+static int open_model(struct zn_trainer *t, uint64_t max_steps)
+{
 	struct zn_model_mem mem = tr_model_mem(t);
-	if (zn_arch_model_create(&t->model, &t->arch, t->B, t->T, t->k, t->kctx, &mem))
-		goto fail;
-
-	/* Optimizer (AdamW / Adam with DeepSpeed's names) and schedule. */
-	const struct zn_optimizer_params *op = &cfg->optimizer.params;
+	int rc = zn_arch_model_create(&t->model, &t->arch, t->B, t->T, t->k, t->kctx, &mem);
+	if (rc)
+		return rc;
+	const struct zn_optimizer_params *op = &t->cfg.optimizer.params;
 	t->hp = (struct zn_adam_hparams){ .lr = op->lr, .beta1 = op->betas[0],
 					  .beta2 = op->betas[1], .eps = op->eps,
 					  .weight_decay = op->weight_decay,
 					  .bias_correction = op->bias_correction,
 					  .adamw_mode = op->adam_w_mode };
-	if (zn_lr_schedule_init(&t->sched, &cfg->scheduler, op->lr, max_steps))
-		goto fail;
+	return zn_lr_schedule_init(&t->sched, &t->cfg.scheduler, op->lr, max_steps);
+}
 
-	/* Starting weights: a checkpoint to resume, pretrained ones, or init;
-	 * then every tensor is made once, in order, and sent where it lives. */
-	if (tr_open_weights(t))
-		goto fail;
-	if (t->nvme_opt && (rc = tr_nvme_setup(t)) != 0)
-		goto fail;
-	if (t->offload_param && (rc = tr_param_homes_setup(t)) != 0)
-		goto fail;
-	if ((rc = tr_materialize(t)) != 0)
-		goto fail;
+/* Starting weights: a checkpoint to resume, pretrained ones, or init; the
+ * tiers they go to (NVMe optimizer states, parameter homes); then every
+ * tensor is made once, in order, and sent where it lives. */
+static int load_weights(struct zn_trainer *t)
+{
+	int rc;
+	if ((rc = tr_open_weights(t)) || (t->nvme_opt && (rc = tr_nvme_setup(t))) ||
+	    (t->offload_param && (rc = tr_param_homes_setup(t))) || (rc = tr_materialize(t)))
+		return rc;
 	tr_sources_close(&t->src);
+	return 0;
+}
+
+/* Everything a config asks for, in order; the ranks' buffers
+ * (collectives.c, gather.c) once the tensors' parts are known. */
+static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps, bool synthetic,
+				 struct zn_comm *comm)
+{
+	struct zn_zero_rules zr;
+	struct zn_trainer *t = open_ranks(cfg, comm);
+	if (!t)
+		return NULL;
+	if (settle_config(t, synthetic) || open_device(t) || place_tensors(t, &zr) ||
+	    (t->world > 1 && (tr_collectives_setup(t) || tr_gathers_setup(t, zr.partition_params))) ||
+	    open_scratch(t) || open_data(t) || open_model(t, max_steps) || load_weights(t)) {
+		zn_trainer_destroy(t);
+		return NULL;
+	}
 	return t;
-fail:
-	zn_trainer_destroy(t);
-	return NULL;
 }
 
 struct zn_trainer *zn_trainer_create(const struct zn_config *cfg, uint64_t max_steps)

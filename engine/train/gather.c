@@ -4,6 +4,7 @@
 
 #include "train/internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Start the all-gathers of a layer's partitioned tensors into the next free
@@ -140,4 +141,32 @@ int tr_gather_ahead(struct zn_trainer *t, unsigned layer)
 		inflight += t->layer[next].elems;
 	}
 	return rc;
+}
+
+/* Which layers have partitioned tensors (and their elements, which visit
+ * the device; tr_param_homes_setup counts offload_param's), and the
+ * slots' buffers when parameters are partitioned (stage 3): each as large
+ * as the largest layer's parts to send and receive. */
+int tr_gathers_setup(struct zn_trainer *t, bool partition_params)
+{
+	size_t glay = 0;
+	for (unsigned l = 0; l < t->tab.nlayers; l++) {
+		size_t b = 0;
+		for (unsigned i = t->tab.first[l]; i < t->tab.first[l] + t->tab.count[l]; i++) {
+			b += ZN_ALIGN_UP((size_t)t->t[i].part * ((size_t)t->world + 1) * 4, 64);
+			if (t->t[i].resident)
+				continue;
+			t->layer[l].parts = true;
+			if (!t->offload_param)
+				t->layer[l].elems += t->t[i].d->numel;
+		}
+		if (partition_params)
+			glay = ZN_MAX(glay, b);
+	}
+	if (glay && posix_memalign((void **)&t->gathers.buf, 4096, GATHER_SLOTS * glay))
+		return zn_error(-ENOMEM, "out of memory for stage 3's gather buffers (%u x %zu "
+					 "bytes)", GATHER_SLOTS, glay);
+	for (unsigned k = 0; k < GATHER_SLOTS && t->gathers.buf; k++)
+		t->gathers.slot[k].buf = t->gathers.buf + k * glay;
+	return 0;
 }

@@ -420,11 +420,13 @@ int tr_grads_settle_all(struct zn_trainer *t);
 int tr_params_allgather(struct zn_trainer *t, struct tstate *s);
 int tr_params_allgather_all(struct zn_trainer *t);
 int tr_check_same_config(struct zn_trainer *t);
+int tr_collectives_setup(struct zn_trainer *t);
 
 /* gather.c */
 int tr_gather_drain(struct zn_trainer *t);
 int tr_gather_finish(struct zn_trainer *t, unsigned layer);
 int tr_gather_ahead(struct zn_trainer *t, unsigned layer);
+int tr_gathers_setup(struct zn_trainer *t, bool partition_params);
 
 /* homes.c */
 int tr_home_open(struct zn_trainer *t, struct tstate *s);
