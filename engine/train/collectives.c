@@ -453,3 +453,21 @@ int tr_collectives_setup(struct zn_trainer *t)
 	}
 	return 0;
 }
+
+/* What tr_collectives_setup made, once the collectives in flight are over. */
+void tr_collectives_close(struct zn_trainer *t)
+{
+	if (t->coll.dsend)
+		zn_device_free(t->dev, t->coll.dsend);
+	if (t->coll.drecv)
+		zn_device_free(t->dev, t->coll.drecv);
+	free(t->coll.cbuf[0]);
+	free(t->coll.cbuf[1]);
+	for (int k = 0; k < 2; k++) {
+		struct bucket *b = &t->buckets.b[k];
+		if (b->inflight)
+			zn_comm_wait(b->op);
+		free(b->buf);
+		free(b->e);
+	}
+}

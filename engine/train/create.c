@@ -92,25 +92,8 @@ void zn_trainer_destroy(struct zn_trainer *t)
 		zn_device_free(t->dev, t->dopt.flag);
 	if (t->dopt.gscratch)
 		zn_device_free(t->dev, t->dopt.gscratch);
-	if (t->coll.dsend)
-		zn_device_free(t->dev, t->coll.dsend);
-	if (t->coll.drecv)
-		zn_device_free(t->dev, t->coll.drecv);
-	free(t->coll.cbuf[0]);
-	free(t->coll.cbuf[1]);
-	for (int k = 0; k < 2; k++) {
-		if (t->buckets.b[k].inflight)
-			zn_comm_wait(t->buckets.b[k].op);
-		free(t->buckets.b[k].buf);
-		free(t->buckets.b[k].e);
-	}
-	for (unsigned k = 0; k < t->gathers.n; k++) {
-		struct gather_slot *g = &t->gathers.slot[(t->gathers.head + k) % GATHER_SLOTS];
-		for (unsigned i = 0; i < ZN_ARCH_LAYER_TENSORS_MAX; i++)
-			if (g->op[i])
-				zn_comm_wait(g->op[i]);
-	}
-	free(t->gathers.buf);
+	tr_collectives_close(t);
+	tr_gathers_close(t);
 	free_states(t);
 	free(t->t);
 	tr_table_free(&t->tab);
@@ -411,8 +394,9 @@ static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps
 	struct zn_trainer *t = open_ranks(cfg, comm);
 	if (!t)
 		return NULL;
+	const bool ranks = t->world > 1;
 	if (settle_config(t, synthetic) || open_device(t) || place_tensors(t, &zr) ||
-	    (t->world > 1 && (tr_collectives_setup(t) || tr_gathers_setup(t, zr.partition_params))) ||
+	    (ranks && (tr_collectives_setup(t) || tr_gathers_setup(t, zr.partition_params))) ||
 	    open_scratch(t) || open_data(t) || open_model(t, max_steps) || load_weights(t)) {
 		zn_trainer_destroy(t);
 		return NULL;

@@ -53,7 +53,8 @@ static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
 			unsigned l = t->fetch.order[j];
 			if (t->layer[l].fetched || t->layer[l].kept)
 				continue;
-			for (unsigned i = t->tab.first[l]; i < t->tab.first[l] + t->tab.count[l]; i++)
+			const unsigned end = t->tab.first[l] + t->tab.count[l];
+			for (unsigned i = t->tab.first[l]; i < end; i++)
 				if (t->t[i].home)
 					zn_swapper_prefetch(t->homes.sw, t->t[i].home);
 			sum += t->layer[l].elems;

@@ -170,3 +170,15 @@ int tr_gathers_setup(struct zn_trainer *t, bool partition_params)
 		t->gathers.slot[k].buf = t->gathers.buf + k * glay;
 	return 0;
 }
+
+/* The slots' buffers, once the gathers in flight are over. */
+void tr_gathers_close(struct zn_trainer *t)
+{
+	for (unsigned k = 0; k < t->gathers.n; k++) {
+		struct gather_slot *g = &t->gathers.slot[(t->gathers.head + k) % GATHER_SLOTS];
+		for (unsigned i = 0; i < ZN_ARCH_LAYER_TENSORS_MAX; i++)
+			if (g->op[i])
+				zn_comm_wait(g->op[i]);
+	}
+	free(t->gathers.buf);
+}

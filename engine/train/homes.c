@@ -126,8 +126,8 @@ int tr_param_homes_setup(struct zn_trainer *t)
 	for (unsigned i = 0; t->homes.sw && i < t->tab.nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
 		if (!s->resident)
-			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(s->nown, 1) * esz, tier[i],
-					    &s->home);
+			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(s->nown, 1) * esz,
+					    tier[i], &s->home);
 	}
 	free(tier);
 	return !t->homes.sw ? -EINVAL : rc;

@@ -41,38 +41,23 @@ struct tensor_table {
 	uint64_t largest;              /* elements of the largest tensor */
 };
 
-/* Where each tensor's state lives:
- *   device params, grads     fp32 on the device (offload_param: only while
- *                            its layer is fetched)
+/* One tensor's state, t->t[i] for the table's tensor i.  Where each part
+ * of its model states lives:
+ *   dparam, dgrad            fp32 on the device (offload_param, or stage 3
+ *                            on several ranks: only while its layer is
+ *                            fetched, fetch.c)
  *   master, m, v             host (offload_optimizer cpu; device optimizer:
  *                            checkpoint staging), or NVMe in the optimizer
  *                            swapper's sub-groups (offload_optimizer nvme:
  *                            no host copy at all)
  *   grad                     host gradient accumulator in grad_accum_dtype
- *                            (offload_optimizer cpu/nvme)
+ *                            (offload_optimizer cpu/nvme; several ranks)
  *   home                     offload_param: the parameters in the training
- *                            dtype, on host or NVMe */
+ *                            dtype, on host or NVMe (homes.c)
+ * create() (place_tensor) sets the share and allocates what is kept for
+ * good; the rest comes and goes as the comments say. */
 struct tstate {
 	const struct zn_param_desc *d; /* its entry in the table */
-	void *dparam, *dgrad;          /* device, fp32 */
-	void *sparam, *sgrad;          /* 16-bit storage (t->sdt): what the model
-	                                * gets -- dparam cast at each fetch, and
-	                                * gradients folded into dgrad at each
-	                                * release (then zeroed) */
-	bool sdirty;                   /* sgrad was handed out since its last fold */
-	float *master, *m, *v;         /* host, see above */
-	void *grad;                    /* host, t->gdt */
-	float *dmaster, *dm, *dv;      /* device optimizer only */
-	struct zn_tensor *home;        /* offload_param: the parameters' home tier */
-	bool resident;                 /* on the device for good (no offload_param, or
-					* under stage3_param_persistence_threshold) */
-	void *hbuf;                    /* home buffer held across optimizer sub-groups */
-	float *dhome;                  /* stage 3 on several ranks without offload_param:
-					* this rank's part, fp32, on the device */
-	float *staged;                 /* overlapped update: a resident tensor's new
-					* parameters, for the compute thread to apply */
-	bool pending;                  /* staged holds an update not applied yet */
-	struct zn_trainer *owner;
 	/* ZeRO partitioning over W ranks: every tensor is cut into W parts of
 	 * `part` = ceil(numel / W) elements (the last ones shorter or empty);
 	 * this rank owns elements [lo, lo + nown).  Its optimizer states
@@ -81,12 +66,35 @@ struct tstate {
 	 * flat order (the optimizer swapper's).  One rank: lo 0, nown = part
 	 * = numel, oflat the tensor's offset in the model's. */
 	uint64_t lo, nown, part, oflat;
+	bool resident;                 /* on the device for good (no offload_param, or
+					* under stage3_param_persistence_threshold) */
 	bool dev_grads;                /* gradients accumulate on the device over a
 					* step's micro-batches (resident tensors, one
 					* rank or stage <= 1); else they leave at each
 					* release */
+	/* On the device. */
+	void *dparam, *dgrad;          /* fp32 */
+	void *sparam, *sgrad;          /* 16-bit storage (t->sdt): what the model
+	                                * gets -- dparam cast at each fetch, and
+	                                * gradients folded into dgrad at each
+	                                * release (then zeroed) */
+	bool sdirty;                   /* sgrad was handed out since its last fold */
+	float *dhome;                  /* stage 3 on several ranks without offload_param:
+					* this rank's part, fp32, gathered at each fetch */
+	float *dmaster, *dm, *dv;      /* device optimizer only */
+	/* In host memory, this rank's part. */
+	float *master, *m, *v;         /* see above */
+	void *grad;                    /* t->gdt */
+	/* offload_param. */
+	struct zn_tensor *home;        /* the parameters' home tier (the swapper's) */
+	void *hbuf;                    /* home buffer held across optimizer sub-groups */
+	/* The update (optimizer.c). */
+	float *staged;                 /* overlapped update: a resident tensor's new
+					* parameters, for the compute thread to apply */
+	bool pending;                  /* staged holds an update not applied yet */
 	bool sync;                     /* several ranks: its parameters must be
 					* all-gathered after this update */
+	struct zn_trainer *owner;      /* for callbacks given only the tensor */
 };
 
 #define GRAD_FLIGHTS 3                 /* layers' gradients in flight at once */
@@ -100,7 +108,8 @@ struct grad_flight {
 	struct zn_event *ev;
 };
 
-/* The arguments of an update over NVMe states (tr_nvme_update). */
+/* The arguments of an update over NVMe states (optimizer.c's
+ * nvme_update, called by the optimizer swapper for each sub-group). */
 struct nvme_update {
 	struct zn_trainer *t;
 	struct zn_adam_hparams hp;
@@ -382,6 +391,13 @@ struct groups {
 	char wmsg[512];
 };
 
+/* ---- the functions the trainer's files share, along the data path ------- */
+
+/* tensors.c: the table from the architecture (0 or -ENOMEM); free. */
+int tr_table_build(struct tensor_table *tab, const struct zn_arch *a);
+void tr_table_free(struct tensor_table *tab);
+
+/* Synchronous copies (the null stream: after everything enqueued). */
 static inline int tr_to_device(struct zn_trainer *t, void *dst, const void *src, size_t bytes)
 {
 	return zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_HOST_TO_DEVICE, NULL);
@@ -392,64 +408,90 @@ static inline int tr_to_host(struct zn_trainer *t, void *dst, const void *src, s
 	return zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_DEVICE_TO_HOST, NULL);
 }
 
-/* convert.c */
+/* convert.c: n values between fp32 and dtype dt on the host (16-bit:
+ * rounded to nearest even); acc (dt) += add; the same dtype in the CPU
+ * Adam's and the comm's enums; n fp32 values on the device rounded to the
+ * training dtype (kept fp32). */
 void tr_host_from_f32(void *dst, enum zn_dtype dt, const float *src, size_t n);
-void tr_host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_t n);
 void tr_host_to_f32(float *dst, const void *src, enum zn_dtype dt, size_t n);
+void tr_host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_t n);
 enum zn_adam_dtype tr_adam_dtype(enum zn_dtype d);
 enum zn_comm_dtype tr_comm_dtype(enum zn_dtype d);
 int tr_round_to_dtype(struct zn_trainer *t, void *x, size_t n);
 
-/* fetch.c */
+/* fetch.c: what the model is given; kept layers dropped before the
+ * parameters change; device memory, kept layers and finished gradient
+ * flights given back first when it is short. */
 struct zn_param_source tr_param_source(struct zn_trainer *t);
 struct zn_model_mem tr_model_mem(struct zn_trainer *t);
 void tr_drop_kept(struct zn_trainer *t);
 int tr_dev_alloc(struct zn_trainer *t, size_t bytes, void **p);
 
-/* grads.c */
-int tr_flights_reap(struct zn_trainer *t, bool all);
+/* grads.c: one rank's gradients to the host: a tensor's synchronously
+ * (`first`: the step's first micro-batch starts the accumulator), a
+ * layer's in flight; finished flights' buffers freed (all: waited for). */
 int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first);
 int tr_grads_leave(struct zn_trainer *t, unsigned layer);
+int tr_flights_reap(struct zn_trainer *t, bool all);
 
-/* collectives.c */
-void tr_count_sent(struct zn_trainer *t, uint64_t elems, size_t esz);
-int tr_coll_wait(struct zn_trainer *t, int rc, struct zn_comm_op *op);
-int tr_sum_doubles(struct zn_trainer *t, double *v, unsigned n);
+/* collectives.c: several ranks.  Each returns 0 or -errno. */
+int tr_collectives_setup(struct zn_trainer *t);
+void tr_collectives_close(struct zn_trainer *t);
+int tr_check_same_config(struct zn_trainer *t);
 int tr_grads_reduce(struct zn_trainer *t, struct tstate *s, bool first);
 int tr_grads_settle_all(struct zn_trainer *t);
 int tr_params_allgather(struct zn_trainer *t, struct tstate *s);
 int tr_params_allgather_all(struct zn_trainer *t);
-int tr_check_same_config(struct zn_trainer *t);
-int tr_collectives_setup(struct zn_trainer *t);
+int tr_sum_doubles(struct zn_trainer *t, double *v, unsigned n);
+int tr_coll_wait(struct zn_trainer *t, int rc, struct zn_comm_op *op);
+void tr_count_sent(struct zn_trainer *t, uint64_t elems, size_t esz);
 
-/* gather.c */
-int tr_gather_drain(struct zn_trainer *t);
+/* gather.c: stage 3 on several ranks. */
+int tr_gathers_setup(struct zn_trainer *t, bool partition_params);
+void tr_gathers_close(struct zn_trainer *t);
 int tr_gather_finish(struct zn_trainer *t, unsigned layer);
 int tr_gather_ahead(struct zn_trainer *t, unsigned layer);
-int tr_gathers_setup(struct zn_trainer *t, bool partition_params);
+int tr_gather_drain(struct zn_trainer *t);
 
-/* homes.c */
-int tr_home_open(struct zn_trainer *t, struct tstate *s);
-int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end);
-int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
-		    uint64_t n);
+/* homes.c: the parameters' homes (offload_param) and the optimizer
+ * states on NVMe; a home written from new fp32 values (elements
+ * [off, off + n) of the tensor's part), or its buffer held open for a
+ * fused update and closed after element `end`; sub-group buffers. */
 int tr_param_homes_setup(struct zn_trainer *t);
 int tr_nvme_setup(struct zn_trainer *t);
+int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
+		uint64_t n);
+int tr_home_open(struct zn_trainer *t, struct tstate *s);
+int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end);
 int tr_groups_open(struct groups *g, struct zn_trainer *t, bool put);
-int tr_groups_close(struct groups *g);
 int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a, bool put);
+int tr_groups_close(struct groups *g);
 
-/* optimizer.c */
+/* optimizer.c: one step's update; waiting for the overlapped one (all of
+ * it, or a layer's tensors) and applying what it staged. */
 int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, float grad_scale,
 		      const struct zn_adam_exec *ex);
 int tr_opt_wait_all(struct zn_trainer *t);
 int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer);
 
-/* tensors.c */
-int tr_table_build(struct tensor_table *tab, const struct zn_arch *a);
-void tr_table_free(struct tensor_table *tab);
+/* weights.c: the starting weights' source (checkpoint.resume's metadata
+ * applied: step, data position, loss scaler); every tensor made once. */
+int tr_open_weights(struct zn_trainer *t);
+int tr_materialize(struct zn_trainer *t);
 
-/* format.c */
+/* sources.c: a checkpoint's optimizer files, or model.from's weights
+ * (every tensor checked); the file with the checkpoint's metadata; the
+ * first nstates of every tensor's states present; tensor i read whole;
+ * closed. */
+int tr_sources_open_checkpoint(struct sources *src, const char *dir);
+int tr_sources_open_pretrained(struct sources *src, const char *path);
+struct zn_st_file *tr_sources_meta(const struct sources *src);
+int tr_sources_check_states(const struct sources *src, const char *dir, int nstates);
+int tr_sources_read(const struct sources *src, unsigned i, float *master, float *m, float *v);
+void tr_sources_close(struct sources *src);
+
+/* format.c: the states' name suffixes; metadata as hex (decode: 0 or -1);
+ * a GPT-2 tensor's Hugging Face shape and bytes; (R, C) into (C, R). */
 extern const char *const tr_state_suffix[3];
 void tr_hex_encode(const void *p, size_t n, char *out);
 int tr_hex_decode(const char *hex, void *p, size_t n);
@@ -476,17 +518,5 @@ int tr_model_writer_begin(struct model_writer *w, const struct zn_arch *a,
 int tr_model_writer_put(struct model_writer *w, unsigned i, const float *master);
 int tr_model_writer_end(struct model_writer *w);
 void tr_model_writer_abort(struct model_writer *w);
-
-/* sources.c */
-int tr_sources_open_checkpoint(struct sources *src, const char *dir);
-int tr_sources_open_pretrained(struct sources *src, const char *path);
-struct zn_st_file *tr_sources_meta(const struct sources *src);
-int tr_sources_check_states(const struct sources *src, const char *dir, int nstates);
-int tr_sources_read(const struct sources *src, unsigned i, float *master, float *m, float *v);
-void tr_sources_close(struct sources *src);
-
-/* weights.c */
-int tr_open_weights(struct zn_trainer *t);
-int tr_materialize(struct zn_trainer *t);
 
 #endif

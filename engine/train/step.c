@@ -165,10 +165,10 @@ static int passes_end(struct zn_trainer *t)
 		t->fetch.ok = true;
 	t->fetch.tracking = t->fetch.recording = false;
 	tr_drop_kept(t);
-	if (t->flights.copy &&
-	    ((rc = tr_flights_reap(t, true)) || (rc = zn_device_stream_synchronize(t->flights.copy))))
-		return rc;
-	return 0;
+	if (!t->flights.copy)
+		return 0;
+	rc = tr_flights_reap(t, true);
+	return rc ? rc : zn_device_stream_synchronize(t->flights.copy);
 }
 
 /* The device optimizer on one rank: the norm and the overflow check on
@@ -319,7 +319,8 @@ static void report(struct zn_trainer *t, const struct step *st, struct zn_step_i
 					  : (double)(now - st->ta) / 1e9,
 		.stall_s = (double)(c->stall_ns - c0->stall_ns) / 1e9,
 		.nvme_read_bytes = rd - st->nvme_read0, .nvme_write_bytes = wr - st->nvme_write0,
-		.h2d_bytes = c->h2d_bytes - c0->h2d_bytes, .d2h_bytes = c->d2h_bytes - c0->d2h_bytes,
+		.h2d_bytes = c->h2d_bytes - c0->h2d_bytes,
+		.d2h_bytes = c->d2h_bytes - c0->d2h_bytes,
 		.comm_bytes = c->comm_bytes - c0->comm_bytes,
 		.comm_elems = c->comm_elems - c0->comm_elems,
 		.comm_s = (double)(c->comm_ns - c0->comm_ns) / 1e9,
