@@ -11,6 +11,10 @@
 
 #include "zinc/trace.h"
 
+/* One micro-batch (B, T) from `d` (synthetic: random tokens): the forward
+ * and, with `backward`, the backward, the gradients of the mean loss
+ * scaled by the loss scale and divided by scale_den (micro-batches x
+ * ranks).  *loss: the mean loss over the targets counted (>= 0). */
 static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float scale_den,
 		 double *loss)
 {
