@@ -1,7 +1,14 @@
 /* Several ranks: ZeRO's collectives -- the gradients' reductions (through
  * NCCL on the device, or the host comm's buckets), the resident
  * parameters' all-gathers after an update, sums of scalars, and the check
- * that every rank was given the same config. */
+ * that every rank was given the same config -- and their staging buffers
+ * and buckets, set up and freed here.
+ *
+ * Every collective is issued by every rank in the same order: the ranks
+ * run the same model over the same layers, so the order of fetches,
+ * releases and updates is the same everywhere.  The comm's reductions add
+ * in rank order, so two ranks with one micro-batch each sum their
+ * gradients exactly as one rank accumulating both does (g0 + g1). */
 #include "zn_common.h"
 
 #include "train/internal.h"

@@ -1,7 +1,9 @@
-/* Building the trainer and taking it down: the ranks, the device and
- * kernels, the tensors and ZeRO's share of each, buffers for collectives,
- * data, the model, the optimizer and the starting weights; and the small
- * accessors of include/zinc/train.h. */
+/* Building the trainer, in stages (create() at the end of the build reads
+ * them in order): the ranks, the config settled, the device and kernels,
+ * the tensors and ZeRO's share of each, the ranks' buffers, scratch, data,
+ * the model and optimizer, the starting weights; taking it down; the
+ * small accessors of include/zinc/train.h; and the same ZeRO shares from
+ * the config alone (zn_rank_memory_plan). */
 #include "zn_common.h"
 #include "zn_build.h"
 

@@ -1,5 +1,6 @@
 /* Stage 3 on several ranks: a layer's partitioned parameters gathered from
- * every rank's part, ahead of its fetch, in GATHER_SLOTS slots. */
+ * every rank's part, ahead of its fetch, in GATHER_SLOTS slots (struct
+ * gathers), and the slots' buffers. */
 #include "zn_common.h"
 
 #include "train/internal.h"
