@@ -1,26 +1,34 @@
-/* zinc — the trainer: one rank, ZeRO-Offload's optimizer placement.
+/* zinc -- the trainer: a model (GPT-2 or a Llama) trained with ZeRO's
+ * placements, on one rank or the ranks of a comm (data parallelism).
  *
- * Parameters and gradients live on the device (the cpu backend, or a GPU);
- * the fp32 master weights and AdamW's moments live in host memory and are
- * updated by the CPU Adam, after which the parameters go back to the
- * device — DeepSpeed's `offload_optimizer: cpu` layout, which is also the
- * simplest correct one for the cpu backend.  A step:
+ * Where the model states live follows the config: parameters and
+ * gradients on the device (the cpu backend, or a GPU), or with
+ * zero_optimization.offload_param in homes on host memory or NVMe that
+ * visit the device layer by layer; the fp32 master weights and AdamW's
+ * moments on the device (offload_optimizer: none), in host memory (cpu) or
+ * on NVMe in sub-groups (nvme), updated by the CPU Adam in the last two.
+ * On several ranks, stage 1 partitions the optimizer states, stage 2 the
+ * gradients too, stage 3 the parameters too.  A step:
  *
  *   grads = 0; for each of gradient_accumulation_steps micro-batches:
- *       forward + backward (gradients add up on the device)
- *   grads -> host; global norm; clip coefficient; (non-finite: refuse)
- *   AdamW on the host (lr from the schedule); params -> device
+ *       forward + backward (gradients add up on the device, or leave for
+ *       their host accumulators, reduced over the ranks, layer by layer)
+ *   global norm; clip coefficient; (non-finite: refuse, or in fp16 skip
+ *   the step and lower the loss scale)
+ *   AdamW (lr from the schedule); the new parameters back where the next
+ *   forward reads them
  *
- * Precision: fp32; bf16 and fp16 keep fp32 storage on the cpu backend but
- * round parameters and gradients to the 16-bit type after each update and
- * each backward, so values, overflow and the need for a loss scale are the
- * 16-bit type's; fp16 uses DeepSpeed's dynamic loss scaler (an overflowing
- * step is skipped and the scale lowered).
+ * Precision: fp32, bf16 or fp16 (data_types); 16-bit training rounds
+ * parameters and gradients to the 16-bit type, so values, overflow and
+ * the need for a loss scale are the 16-bit type's; fp16 uses DeepSpeed's
+ * dynamic loss scaler.  The placements change where the states live and
+ * when they move, not the results: they give the same bits.
  *
- * Checkpoints (checkpoint.dir) hold model.safetensors (Hugging Face GPT-2
- * names and layouts), optimizer.safetensors (master, exp_avg, exp_avg_sq)
- * and the step and data position in its metadata: resuming continues
- * bit-for-bit.
+ * Checkpoints (checkpoint.dir) hold the model's files (GPT-2: a Hugging
+ * Face model.safetensors; a Llama: a Hugging Face folder), the optimizer's
+ * (master, exp_avg, exp_avg_sq: optimizer.safetensors, or one file per
+ * rank of its parts) and the step, data position and loss scaler in their
+ * metadata: resuming, on any number of ranks, continues bit for bit.
  */
 #ifndef ZINC_TRAIN_H
 #define ZINC_TRAIN_H
@@ -45,7 +53,8 @@ struct zn_step_info {
 	uint64_t tokens;      /* tokens processed by this step */
 	double step_s;
 	uint64_t device_bytes, device_peak; /* device memory in use / peak */
-	uint64_t host_bytes;  /* optimizer state in host memory */
+	uint64_t host_bytes;  /* model states in host memory: optimizer states,
+			       * gradient accumulators, parameter homes */
 	double loss_scale;    /* fp16: the dynamic loss scale used by this step; else 1 */
 	bool skipped;         /* fp16: the gradients overflowed; no update, scale lowered */
 	/* Where the time went and what moved (this step only). */
@@ -150,7 +159,7 @@ ZN_API void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size
  * bf16 computed in bf16, fp32 master weights", "cpu, fp32", or for 16-bit
  * training on the cpu backend "cpu, bf16 values computed in fp32, ...". */
 ZN_API void zn_trainer_device_summary(const struct zn_trainer *t, char *out, size_t len);
-/* Model parameters (fp32) as one line per tensor, for humans. */
+/* The number of the model's parameters. */
 ZN_API uint64_t zn_trainer_num_params(const struct zn_trainer *t);
 
 #ifdef __cplusplus

@@ -1,0 +1,75 @@
+/* Joining a checkpoint's parameters into the files a model leaves as
+ * (zn_checkpoint_consolidate): the checkpoint's optimizer files opened as
+ * a source, the model named by their metadata, every master weight read
+ * whole (put together from the ranks' parts) and written through the
+ * model writer -- one tensor in memory at a time, no trainer. */
+#include "zn_common.h"
+
+#include "train/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "zinc/checkpoint.h"
+
+int zn_checkpoint_consolidate(const char *path, const char *out)
+{
+	char dir[4096];
+	char latest[4200];
+	snprintf(latest, sizeof(latest), "%s/latest", path);
+	if (access(latest, F_OK) == 0) {
+		int lrc = zn_ckpt_latest(path, dir, sizeof(dir));
+		if (lrc)
+			return lrc;
+	} else {
+		snprintf(dir, sizeof(dir), "%s", path);
+	}
+	struct zn_arch arch;
+	struct tensor_table tab = { 0 };
+	struct sources src = { .arch = &arch, .tab = &tab };
+	struct model_writer w = { 0 };
+	float *master = NULL;
+	bool writing = false;
+	int rc = tr_sources_open_checkpoint(&src, dir);
+	if (rc)
+		goto out;
+	/* The model, from the metadata every optimizer file carries. */
+	const char *ms = zn_st_metadata(tr_sources_meta(&src), "zinc.model");
+	if (!ms || zn_arch_parse(ms, &arch)) {
+		rc = zn_error(-EINVAL, "checkpoint '%s': its metadata names no model this zinc "
+				       "knows (zinc.model = %s)", dir, ms ? ms : "absent");
+		goto out;
+	}
+	if ((rc = tr_table_build(&tab, &arch)))
+		goto out;
+	if (!(master = malloc(ZN_MAX(tab.largest, 1) * 4))) {
+		rc = zn_error(-ENOMEM, "out of memory");
+		goto out;
+	}
+	/* Every master (or part of one) present with its shape, before writing. */
+	if ((rc = tr_sources_check_states(&src, dir, 1)))
+		goto out;
+	/* GPT-2: one model.safetensors (fp32); a Llama: a Hugging Face folder
+	 * (fp32 masters, sharded, config.json).  By default into the step's
+	 * own directory. */
+	char file[4200];
+	snprintf(file, sizeof(file), "%s%s", out ? out : dir, out ? "" : "/model.safetensors");
+	if ((rc = tr_model_writer_begin(&w, &arch, &tab, out ? out : dir, file, "float32")))
+		goto out;
+	writing = true;
+	for (unsigned i = 0; i < tab.nt && !rc; i++)
+		if (!(rc = tr_sources_read(&src, i, master, NULL, NULL)))
+			rc = tr_model_writer_put(&w, i, master);
+	if (!rc) {
+		writing = false;
+		rc = tr_model_writer_end(&w);
+	}
+out:
+	if (writing)
+		tr_model_writer_abort(&w);
+	tr_sources_close(&src);
+	tr_table_free(&tab);
+	free(master);
+	return rc;
+}

@@ -1,0 +1,40 @@
+/* The trainer's two conversions that are not plain casts: adding fp32
+ * gradients into a 16-bit host accumulator (common/zn_half.h: round to
+ * nearest even, the specification the kernels' conversions are tested
+ * against), and rounding fp32 values on the device to the training dtype's
+ * precision and range.  Plain casts are zinc/dtype.h's. */
+#include "zn_common.h"
+
+#include "train/internal.h"
+
+#include "zn_half.h"
+
+/* acc (dtype dt) += add, rounding the sum to dt. */
+void tr_host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_t n)
+{
+	if (dt == ZN_DTYPE_F32) {
+		float *a = acc;
+		for (size_t i = 0; i < n; i++)
+			a[i] += add[i];
+	} else if (dt == ZN_DTYPE_BF16) {
+		uint16_t *a = acc;
+		for (size_t i = 0; i < n; i++)
+			a[i] = zn_f32_to_bf16(zn_bf16_to_f32(a[i]) + add[i]);
+	} else {
+		uint16_t *a = acc;
+		for (size_t i = 0; i < n; i++)
+			a[i] = zn_f32_to_f16(zn_f16_to_f32(a[i]) + add[i]);
+	}
+}
+
+/* Round n fp32 values on the device to the training dtype's precision and
+ * range (fp16 overflow becomes Inf), keeping fp32 storage. */
+int tr_round_to_dtype(struct zn_trainer *t, void *x, size_t n)
+{
+	if (t->dtype == ZN_DTYPE_F32)
+		return 0;
+	int rc = t->k->cast(t->kctx, t->round_buf, t->dtype, x, ZN_DTYPE_F32, n);
+	if (!rc)
+		rc = t->k->cast(t->kctx, x, ZN_DTYPE_F32, t->round_buf, t->dtype, n);
+	return rc;
+}

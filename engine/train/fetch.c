@@ -1,0 +1,369 @@
+/* The parameter source the model runs on: fetch and release of a layer's
+ * parameters and gradients, resident or offloaded (offload_param: from
+ * their homes, with prefetching along the recorded fetch trace and a
+ * cache of released layers that come back soon), their 16-bit copies on
+ * the device, and the model's memory callbacks. */
+#include "zn_common.h"
+
+#include "train/internal.h"
+
+#include <stdlib.h>
+
+/* Follow (or record) the trace at a fetch of `layer`.  A step that departs
+ * from the recorded order drops it; the next step records anew. */
+static void trace_fetch(struct zn_trainer *t, unsigned layer)
+{
+	if (!t->fetch.tracking)
+		return;
+	if (t->fetch.recording) {
+		if (t->fetch.n == t->fetch.cap) {
+			size_t cap = t->fetch.cap ? 2 * t->fetch.cap : 64;
+			unsigned *q = realloc(t->fetch.order, cap * sizeof(*q));
+			if (!q) {
+				t->fetch.recording = false; /* no trace: plain prefetching */
+				return;
+			}
+			t->fetch.order = q;
+			t->fetch.cap = cap;
+		}
+		t->fetch.order[t->fetch.n++] = layer;
+	} else if (t->fetch.ok) {
+		if (t->fetch.pos < t->fetch.n && t->fetch.order[t->fetch.pos] == layer) {
+			t->fetch.pos++;
+		} else {
+			zn_debug("the fetch order changed at fetch %zu (layer %u); recording it "
+				 "again", t->fetch.pos, layer);
+			t->fetch.ok = false;
+		}
+	}
+}
+
+/* Start reading what the next fetches want: along the trace until
+ * stage3_prefetch_bucket_size elements are on their way (as many as the
+ * buffers allow); without a trace, the next layer in the pass's
+ * direction. */
+static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
+{
+	uint64_t bucket = t->cfg.zero_optimization.prefetch_bucket_size;
+	if (!bucket)
+		return;
+	if (t->fetch.tracking && t->fetch.ok) {
+		uint64_t sum = 0;
+		for (size_t j = t->fetch.pos; j < t->fetch.n && sum < bucket; j++) {
+			unsigned l = t->fetch.order[j];
+			if (t->layer[l].fetched || t->layer[l].kept)
+				continue;
+			const unsigned end = t->tab.first[l] + t->tab.count[l];
+			for (unsigned i = t->tab.first[l]; i < end; i++)
+				if (t->t[i].home)
+					zn_swapper_prefetch(t->homes.sw, t->t[i].home);
+			sum += t->layer[l].elems;
+		}
+		return;
+	}
+	long next = (long)layer + t->fetch.direction;
+	if (next >= 0 && next < (long)t->tab.nlayers)
+		for (unsigned i = 0; i < t->tab.count[next]; i++)
+			if (t->t[t->tab.first[next] + i].home)
+				zn_swapper_prefetch(t->homes.sw, t->t[t->tab.first[next] + i].home);
+}
+
+/* Whether a layer being released comes back within
+ * stage3_max_reuse_distance elements of fetches (and fits under
+ * stage3_max_live_parameters): then it stays on the device. */
+static bool reused_soon(struct zn_trainer *t, unsigned layer)
+{
+	const struct zn_zero_config *z = &t->cfg.zero_optimization;
+	if (!t->fetch.tracking || !t->fetch.ok || t->fetch.live_elems > z->max_live_parameters)
+		return false;
+	uint64_t dist = 0;
+	for (size_t j = t->fetch.pos; j < t->fetch.n && dist < z->max_reuse_distance; j++) {
+		if (t->fetch.order[j] == layer)
+			return true;
+		dist += t->layer[t->fetch.order[j]].elems;
+	}
+	return false;
+}
+
+static void free_layer_params(struct zn_trainer *t, unsigned layer)
+{
+	for (unsigned i = 0; i < t->tab.count[layer]; i++) {
+		struct tstate *s = &t->t[t->tab.first[layer] + i];
+		if (s->resident)
+			continue;
+		zn_device_free(t->dev, s->dparam);
+		zn_device_free(t->dev, s->sparam);
+		zn_device_free(t->dev, s->sgrad);
+		s->dparam = s->sparam = s->sgrad = NULL;
+	}
+	t->fetch.live_elems -= t->layer[layer].elems;
+	t->layer[layer].kept = false;
+}
+
+/* Before the optimizer changes the parameters: nothing stays. */
+void tr_drop_kept(struct zn_trainer *t)
+{
+	for (unsigned l = 0; t->layer && l < t->tab.nlayers; l++)
+		if (t->layer[l].kept)
+			free_layer_params(t, l);
+}
+
+/* Layers kept for reuse are a cache: when the device is full they go
+ * first, and only then is the allocation refused. */
+int tr_dev_alloc(struct zn_trainer *t, size_t bytes, void **p)
+{
+	int rc = zn_device_alloc(t->dev, bytes, p);
+	bool any = t->flights.n > 0;
+	for (unsigned l = 0; rc == -ENOMEM && l < t->tab.nlayers; l++)
+		any |= t->layer[l].kept;
+	if (rc == -ENOMEM && any) {
+		tr_drop_kept(t);
+		tr_flights_reap(t, true);
+		rc = zn_device_alloc(t->dev, bytes, p);
+	}
+	return rc;
+}
+
+/* What the model gets for a layer: its parameters (and gradients) on the
+ * device.  With 16-bit storage (16-bit training on cuda) those are the
+ * tensors' 16-bit copies: the fp32 parameters cast now, on the compute
+ * stream (so after whatever wrote them last, before the model's kernels),
+ * and zeroed gradient buffers the backward adds into, folded into the fp32
+ * gradients at the layer's release (fold_grads). */
+static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **params,
+		    void **grads)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->tab.first[layer] + i];
+		if (t->sdt == ZN_DTYPE_F32) {
+			params[i] = s->dparam;
+			if (want)
+				grads[i] = s->dgrad;
+			continue;
+		}
+		const size_t n = s->d->numel, bytes = n * zn_dtype_size(t->sdt);
+		if (!s->sparam && (rc = tr_dev_alloc(t, bytes, &s->sparam)))
+			break;
+		if ((rc = t->k->cast(t->kctx, s->sparam, t->sdt, s->dparam, ZN_DTYPE_F32, n)))
+			break;
+		params[i] = s->sparam;
+		if (!want)
+			continue;
+		if (!s->sgrad && ((rc = tr_dev_alloc(t, bytes, &s->sgrad)) ||
+				  (rc = zn_device_memset(t->dev, s->sgrad, 0, bytes, t->stream))))
+			break;
+		grads[i] = s->sgrad;
+		s->sdirty = true;
+	}
+	return rc;
+}
+
+/* A layer's 16-bit gradients into its fp32 ones (added in fp32), then
+ * zeroed for what comes next: on the compute stream, after the backward
+ * that wrote them.  At every release, also one saying more gradients are
+ * to come (the tied wte between the classifier and the encoder): the fp32
+ * gradients stay, the 16-bit buffers may not. */
+static int fold_grads(struct zn_trainer *t, unsigned layer)
+{
+	int rc = 0;
+	if (t->sdt == ZN_DTYPE_F32)
+		return 0;
+	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->tab.first[layer] + i];
+		const size_t n = s->d->numel;
+		if (!s->sdirty || !s->sgrad || !s->dgrad)
+			continue;
+		s->sdirty = false;
+		if (!(rc = t->k->accumulate(t->kctx, s->dgrad, ZN_DTYPE_F32, s->sgrad, t->sdt, n)))
+			rc = zn_device_memset(t->dev, s->sgrad, 0, n * zn_dtype_size(t->sdt),
+					      t->stream);
+	}
+	return rc;
+}
+
+/* offload_param: bring a layer's parameters to the device (and make room for
+ * its gradients), prefetching what the next fetches want.  The homes hold
+ * the training dtype; 16-bit ones cross as 16 bits and are widened on the
+ * device. */
+static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void **params,
+			   void **grads)
+{
+	int rc = 0;
+	if (t->opt.running && (rc = tr_opt_wait_layer(t, layer)))
+		return rc;
+	trace_fetch(t, layer);
+	if (t->layer[layer].fetched++ == 0 && t->layer[layer].kept) {
+		t->layer[layer].kept = false; /* still on the device from its last use */
+	} else if (t->layer[layer].fetched == 1 && t->gathers.buf) {
+		/* Several ranks: every rank's parts, gathered ahead or now. */
+		t->fetch.live_elems += t->layer[layer].elems;
+		if (!(rc = tr_gather_finish(t, layer))) {
+			prefetch_ahead(t, layer); /* NVMe reads for what comes next */
+			rc = tr_gather_ahead(t, layer);
+		}
+	} else if (t->layer[layer].fetched == 1) {
+		t->fetch.live_elems += t->layer[layer].elems;
+		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+			struct tstate *s = &t->t[t->tab.first[layer] + i];
+			void *host;
+			size_t hbytes = s->d->numel * zn_dtype_size(t->hdt);
+			if (s->resident)
+				continue;
+			if ((rc = tr_dev_alloc(t, s->d->numel * 4, &s->dparam)))
+				break;
+			uint64_t t0 = zn_now_ns();
+			if ((rc = zn_swapper_acquire(t->homes.sw, s->home, &host)))
+				break;
+			t->stats.stall_ns += zn_now_ns() - t0;
+			if (t->hdt == ZN_DTYPE_F32) {
+				rc = zn_device_copy_async(t->dev, s->dparam, host, hbytes,
+							  ZN_COPY_HOST_TO_DEVICE, NULL);
+			} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
+							       ZN_COPY_HOST_TO_DEVICE, NULL))) {
+				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->hdt,
+						s->d->numel);
+				if (!rc)
+					rc = zn_device_stream_synchronize(t->stream);
+			}
+			t->stats.h2d_bytes += hbytes;
+			zn_swapper_release(t->homes.sw, s->home, false);
+		}
+		if (!rc)
+			prefetch_ahead(t, layer);
+	}
+	if (!rc && want && !t->layer[layer].has_grads) {
+		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+			struct tstate *s = &t->t[t->tab.first[layer] + i];
+			if (s->dev_grads)
+				continue;
+			if (!(rc = tr_dev_alloc(t, s->d->numel * 4, &s->dgrad)))
+				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d->numel * 4, NULL);
+		}
+		t->layer[layer].has_grads = true;
+	}
+	return rc ? rc : hand_out(t, layer, want, params, grads);
+}
+
+/* The layer leaves the device; with final gradients, those start their
+ * way to the host accumulators first. */
+static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
+{
+	int rc = zn_device_stream_synchronize(t->stream);
+	if (!rc && written && t->layer[layer].has_grads && t->flights.copy && t->world == 1) {
+		rc = tr_grads_leave(t, layer);
+	} else if (!rc && written && t->layer[layer].has_grads) {
+		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+			struct tstate *s = &t->t[t->tab.first[layer] + i];
+			if (s->dev_grads)
+				continue;
+			rc = t->world > 1 ? tr_grads_reduce(t, s, t->micro_i == 0)
+					  : tr_grads_to_host(t, s, t->micro_i == 0);
+			zn_device_free(t->dev, s->dgrad);
+			s->dgrad = NULL;
+		}
+	}
+	if (written)
+		t->layer[layer].has_grads = false;
+	if (t->layer[layer].fetched && --t->layer[layer].fetched == 0) {
+		if (reused_soon(t, layer))
+			t->layer[layer].kept = true;
+		else
+			free_layer_params(t, layer);
+	}
+	return rc;
+}
+
+static int fetch(void *user, unsigned layer, bool want, void **params, void **grads)
+{
+	struct zn_trainer *t = user;
+	if (t->layered)
+		return fetch_offloaded(t, layer, want, params, grads);
+	return hand_out(t, layer, want, params, grads);
+}
+
+static int release(void *user, unsigned layer, bool written)
+{
+	struct zn_trainer *t = user;
+	int rc = fold_grads(t, layer);
+	if (!rc && t->layered)
+		rc = release_offloaded(t, layer, written);
+	return rc;
+}
+
+/* The model's memory callbacks (user: the trainer).  The model enqueues
+ * its kernels on the compute stream and reuses its buffers layer after
+ * layer, so what these do to device memory is ordered after that stream's
+ * work: zeroing is enqueued on it, the synchronous copies wait for it. */
+static void *dalloc(void *user, size_t bytes)
+{
+	struct zn_trainer *t = user;
+	void *p = NULL;
+	return zn_device_alloc(t->dev, bytes, &p) ? NULL : p;
+}
+
+static void dfree(void *user, void *p)
+{
+	struct zn_trainer *t = user;
+	zn_device_free(t->dev, p);
+}
+
+static int dzero(void *user, void *p, size_t bytes)
+{
+	struct zn_trainer *t = user;
+	/* cuda kernels run on the stream; cpu ones when called, so there a
+	 * stream's memset would not be ordered with them */
+	const bool on_stream = t->cfg.device.type == ZN_DEVICE_CUDA;
+	return zn_device_memset(t->dev, p, 0, bytes, on_stream ? t->stream : NULL);
+}
+
+static void *halloc(void *user, size_t bytes)
+{
+	(void)user;
+	/* Page-aligned, so the copies can use DMA once pinned. */
+	void *p = NULL;
+	if (posix_memalign(&p, 4096, bytes ? bytes : 1) != 0) {
+		zn_set_error("out of host memory for %zu bytes of kept activations", bytes);
+		return NULL;
+	}
+	return p;
+}
+
+static void hfree(void *user, void *p)
+{
+	(void)user;
+	free(p);
+}
+
+static int dto_host(void *user, void *dst, const void *src, size_t bytes)
+{
+	struct zn_trainer *t = user;
+	int rc = zn_device_stream_synchronize(t->stream);
+	return rc ? rc : zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_DEVICE_TO_HOST, NULL);
+}
+
+static int dsync(void *user)
+{
+	struct zn_trainer *t = user;
+	return zn_device_synchronize(t->dev);
+}
+
+static int dto_device(void *user, void *dst, const void *src, size_t bytes)
+{
+	struct zn_trainer *t = user;
+	int rc = zn_device_stream_synchronize(t->stream);
+	return rc ? rc : zn_device_copy_async(t->dev, dst, src, bytes, ZN_COPY_HOST_TO_DEVICE, NULL);
+}
+
+/* What the model is given (user: the trainer): its parameter source and
+ * the memory callbacks above. */
+struct zn_param_source tr_param_source(struct zn_trainer *t)
+{
+	return (struct zn_param_source){ t, fetch, release };
+}
+
+struct zn_model_mem tr_model_mem(struct zn_trainer *t)
+{
+	return (struct zn_model_mem){ t, dalloc, dfree, dzero, halloc, hfree, dto_host,
+				      dto_device, dsync };
+}

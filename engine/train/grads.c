@@ -1,0 +1,154 @@
+/* Gradients leaving the device for their host accumulators (one rank):
+ * synchronously, or in flights on the copy stream (overlap_comm) whose
+ * device buffers are freed once their copies are done. */
+#include "zn_common.h"
+
+#include "train/internal.h"
+
+/* Free the buffers of finished gradient copies (all: wait for them). */
+int tr_flights_reap(struct zn_trainer *t, bool all)
+{
+	int rc = 0;
+	while (t->flights.n) {
+		struct grad_flight *f = &t->flights.f[t->flights.head];
+		if (all) {
+			int r = zn_device_event_synchronize(f->ev);
+			rc = rc ? rc : r;
+		} else if (zn_device_event_query(f->ev) != 0) {
+			break;
+		}
+		for (unsigned i = 0; i < f->n; i++)
+			zn_device_free(t->dev, f->p[i]);
+		f->n = 0;
+		t->flights.head = (t->flights.head + 1) % GRAD_FLIGHTS;
+		t->flights.n--;
+	}
+	return rc;
+}
+
+/* Enqueue on the compute stream what a tensor's device gradients need
+ * before they cross: rounding to the training dtype, or, for a first
+ * micro-batch into a 16-bit accumulator, narrowing into `narrow` (n 16-bit
+ * values).  *src and *bytes say what to copy. */
+static int grads_prepare(struct zn_trainer *t, struct tstate *s, bool first, void *narrow,
+			 const void **src, size_t *bytes)
+{
+	const size_t n = s->d->numel;
+	int rc = 0;
+	if (first && t->gdt != ZN_DTYPE_F32) {
+		/* Narrowing to the training dtype itself rounds as
+		 * round_to_dtype would (to nearest even, once): that pass is
+		 * skipped then. */
+		if (t->gdt != t->dtype)
+			rc = tr_round_to_dtype(t, s->dgrad, n);
+		if (!rc)
+			rc = t->k->cast(t->kctx, narrow, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
+		*src = narrow;
+		*bytes = n * 2;
+	} else {
+		rc = tr_round_to_dtype(t, s->dgrad, n);
+		*src = s->dgrad;
+		*bytes = n * 4;
+	}
+	return rc;
+}
+
+/* A tensor's device gradients into its host accumulator, synchronously:
+ * prepared as above, then across; the first micro-batch's gradients start
+ * the accumulator (16-bit accumulators: narrowed on the device, so half
+ * the bytes cross), later ones are added to it. */
+int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
+{
+	const void *src;
+	size_t bytes;
+	int rc = grads_prepare(t, s, first, t->round_buf, &src, &bytes);
+	if (!rc)
+		rc = zn_device_stream_synchronize(t->stream);
+	if (rc)
+		return rc;
+	t->stats.d2h_bytes += bytes;
+	if (first)
+		return zn_device_copy_async(t->dev, s->grad, src, bytes, ZN_COPY_DEVICE_TO_HOST,
+					    NULL);
+	if ((rc = zn_device_copy_async(t->dev, t->gstage, src, bytes, ZN_COPY_DEVICE_TO_HOST,
+				       NULL)))
+		return rc;
+	tr_host_accumulate(s->grad, t->gdt, t->gstage, s->d->numel);
+	return 0;
+}
+
+/* Later micro-batches' gradients are added into the accumulator on the
+ * copy stream, after their copy into the staging buffer. */
+static int accumulate_fn(void *arg)
+{
+	struct tstate *s = arg;
+	tr_host_accumulate(s->grad, s->owner->gdt, s->owner->gstage, s->d->numel);
+	return 0;
+}
+
+/* A layer's final gradients leave the device on the copy stream: rounded
+ * (or narrowed to a 16-bit accumulator's dtype) on the compute stream,
+ * then copied, and added on the host for later micro-batches, in tensor
+ * order, while the compute stream goes on with the next layer's backward.
+ * Their device buffers are freed once the copies are done. */
+int tr_grads_leave(struct zn_trainer *t, unsigned layer)
+{
+	const bool first = t->micro_i == 0;
+	int rc = tr_flights_reap(t, false);
+	if (!rc && t->flights.n == GRAD_FLIGHTS) {
+		struct grad_flight *o = &t->flights.f[t->flights.head];
+		rc = zn_device_event_synchronize(o->ev);
+		if (!rc)
+			rc = tr_flights_reap(t, false);
+	}
+	struct grad_flight *f = &t->flights.f[(t->flights.head + t->flights.n) % GRAD_FLIGHTS];
+	struct { void *src; struct tstate *s; size_t bytes; } cp[ZN_ARCH_LAYER_TENSORS_MAX];
+	unsigned ncp = 0;
+	f->n = 0;
+	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+		struct tstate *s = &t->t[t->tab.first[layer] + i];
+		const size_t n = s->d->numel;
+		if (s->dev_grads)
+			continue;
+		f->p[f->n++] = s->dgrad;
+		void *narrow = NULL;
+		if (first && t->gdt != ZN_DTYPE_F32) {
+			rc = tr_dev_alloc(t, n * 2, &narrow);
+			if (!rc) {
+				f->p[f->n++] = narrow;
+			} else if (rc == -ENOMEM) {
+				/* No room for a 16-bit copy in flight: this one
+				 * crosses synchronously, through the scratch. */
+				rc = tr_grads_to_host(t, s, first);
+				s->dgrad = NULL;
+				continue;
+			}
+		}
+		if (!rc) {
+			const void *src;
+			size_t bytes;
+			rc = grads_prepare(t, s, first, narrow, &src, &bytes);
+			cp[ncp++] = (typeof(cp[0])){ (void *)src, s, bytes };
+		}
+		s->dgrad = NULL;
+	}
+	if (!rc && !(rc = zn_device_event_record(t->flights.ev_compute, t->stream)))
+		rc = zn_device_stream_wait_event(t->flights.copy, t->flights.ev_compute);
+	for (unsigned k = 0; k < ncp && !rc; k++) {
+		struct tstate *s = cp[k].s;
+		t->stats.d2h_bytes += cp[k].bytes;
+		if (first) {
+			rc = zn_device_copy_async(t->dev, s->grad, cp[k].src, cp[k].bytes,
+						  ZN_COPY_DEVICE_TO_HOST, t->flights.copy);
+		} else if (!(rc = zn_device_copy_async(t->dev, t->gstage, cp[k].src, cp[k].bytes,
+						       ZN_COPY_DEVICE_TO_HOST, t->flights.copy))) {
+			rc = zn_device_launch_host(t->flights.copy, accumulate_fn, s);
+		}
+	}
+	if (!rc)
+		rc = zn_device_event_record(f->ev, t->flights.copy);
+	t->flights.n++;
+	if (rc) /* what was queued finishes; then everything is freed */
+		tr_flights_reap(t, true);
+	return rc;
+}

@@ -1,0 +1,309 @@
+/* Where model states live off the device: the parameters' homes
+ * (offload_param, host or NVMe through the tensor swapper) and the
+ * optimizer states on NVMe in sub-groups (offload_optimizer: nvme),
+ * with the sub-group buffers that move whole tensors' states in and out
+ * of them. */
+#include "zn_common.h"
+
+#include "train/internal.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Elements [off, off + n) of a tensor's new parameters go into its home
+ * buffer, in the home dtype.  The buffer is taken (without reading the old
+ * bytes) when the tensor's first element comes and given back, to be
+ * written home, after its last: the optimizer's sub-groups cut tensors. */
+int tr_home_open(struct zn_trainer *t, struct tstate *s)
+{
+	return s->hbuf ? 0 : zn_swapper_acquire_overwrite(t->homes.sw, s->home, &s->hbuf);
+}
+
+/* Elements up to `end` are in: after the tensor's last, its home is written. */
+int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end)
+{
+	if (end < s->nown)
+		return 0;
+	s->hbuf = NULL;
+	return zn_swapper_release(t->homes.sw, s->home, true);
+}
+
+int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
+		    uint64_t n)
+{
+	if (s->dhome) { /* a part kept on the device: rounded as parameters are */
+		int r = n ? tr_to_device(t, s->dhome + off, src, n * 4) : 0;
+		return r ? r : tr_round_to_dtype(t, s->dhome + off, n);
+	}
+	int rc = tr_home_open(t, s);
+	if (rc)
+		return rc;
+	size_t esz = zn_dtype_size(t->hdt);
+	zn_dtype_from_f32((uint8_t *)s->hbuf + off * esz, t->hdt, src, n);
+	return tr_home_close(t, s, off + n);
+}
+
+int tr_param_homes_setup(struct zn_trainer *t)
+{
+	const struct zn_offload_param_config *pc = &t->cfg.zero_optimization.offload_param;
+	bool nvme = pc->device == ZN_OFFLOAD_NVME;
+	struct zn_swapper_config swc = { .trace = t->trace };
+	size_t esz = zn_dtype_size(t->hdt);
+	int rc;
+
+	/* overlap_comm (DeepSpeed: overlap the gradient reduction with the
+	 * backward; on one rank the reduction is the way to the host): a
+	 * stream of their own, up to GRAD_FLIGHTS layers in flight. */
+	if (t->cfg.zero_optimization.overlap_comm) {
+		t->flights.copy = zn_device_stream_create(t->dev, "gradients");
+		t->flights.ev_compute = t->flights.copy ? zn_device_event_create(t->dev) : NULL;
+		if (!t->flights.ev_compute)
+			return -ENOMEM;
+		for (unsigned i = 0; i < GRAD_FLIGHTS; i++)
+			if (!(t->flights.f[i].ev = zn_device_event_create(t->dev)))
+				return -ENOMEM;
+	}
+	for (unsigned l = 0; l < t->tab.nlayers; l++)
+		for (unsigned i = 0; i < t->tab.count[l]; i++)
+			if (!t->t[t->tab.first[l] + i].resident)
+				t->layer[l].elems += t->t[t->tab.first[l] + i].d->numel;
+	/* Each offloaded tensor's home: host memory for all with device cpu;
+	 * with nvme, DeepSpeed's max_in_cpu -- the first tensors, up to that
+	 * many elements, stay in host memory, the rest go to NVMe. */
+	enum zn_tier *tier = calloc(t->tab.nt, sizeof(*tier));
+	if (!tier)
+		return zn_error(-ENOMEM, "out of memory");
+	uint64_t in_cpu = 0, nvme_bytes = 0, largest = 0;
+	const char *name = "";
+	for (unsigned i = 0; i < t->tab.nt; i++) {
+		struct tstate *s = &t->t[i];
+		if (s->resident)
+			continue;
+		/* This rank's part: one rank's homes hold whole tensors. */
+		tier[i] = ZN_TIER_HOST;
+		if (nvme && in_cpu + s->nown > pc->max_in_cpu) {
+			tier[i] = ZN_TIER_NVME;
+			nvme_bytes += ZN_ALIGN_UP(ZN_MAX(s->nown, 1) * esz, 4096);
+			if (s->nown > largest) {
+				largest = s->nown;
+				name = s->d->name;
+			}
+		} else {
+			in_cpu += s->nown;
+		}
+	}
+	t->host_bytes += in_cpu * esz;
+	if (nvme_bytes) {
+		char buf[ZN_NVME_PATH_MAX];
+		const char *paths[16];
+		int np = zn_nvme_paths_split(pc->nvme_path, buf, paths, 16);
+		struct zn_bufpool_config bc;
+		if (np < 1)
+			rc = zn_error(-EINVAL, "zero_optimization.offload_param.nvme_path: give the "
+					       "directory for the parameters' swap files");
+		else
+			rc = zn_offload_param_pool(pc, largest, name, esz, 1, &bc);
+		if (rc) {
+			free(tier);
+			return rc;
+		}
+		t->homes.aio = zn_aio_create(&t->cfg.aio);
+		struct zn_store_config sc = { .paths = paths, .npaths = (unsigned)np,
+					      .capacity = nvme_bytes, .stripe_bytes = pc->stripe_size,
+					      .checksum = pc->checksum };
+		t->homes.store = t->homes.aio ? zn_store_create(&sc, t->homes.aio) : NULL;
+		t->homes.pool = t->homes.store ? zn_bufpool_create(&bc, t->homes.aio) : NULL;
+		if (!t->homes.pool) {
+			free(tier);
+			return -EINVAL;
+		}
+		swc.store = t->homes.store;
+		swc.pool = t->homes.pool;
+	}
+	t->homes.sw = zn_swapper_create(&swc);
+	rc = 0;
+	for (unsigned i = 0; t->homes.sw && i < t->tab.nt && !rc; i++) {
+		struct tstate *s = &t->t[i];
+		if (!s->resident)
+			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(s->nown, 1) * esz,
+					    tier[i], &s->home);
+	}
+	free(tier);
+	return !t->homes.sw ? -EINVAL : rc;
+}
+
+static uint64_t sub_group(const struct zn_trainer *t)
+{
+	uint64_t sub = t->cfg.zero_optimization.sub_group_size;
+	uint64_t total = ZN_MAX(t->own_total, 1);
+	return !sub || sub > total ? total : sub;
+}
+
+int tr_nvme_setup(struct zn_trainer *t)
+{
+	const struct zn_offload_optimizer_config *oc =
+		&t->cfg.zero_optimization.offload_optimizer;
+	char buf[ZN_NVME_PATH_MAX];
+	const char *paths[16];
+	int np = zn_nvme_paths_split(oc->nvme_path, buf, paths, 16);
+	if (np < 1)
+		return zn_error(-EINVAL, "zero_optimization.offload_optimizer.nvme_path: give the "
+					 "directory (or directories, separated by ',') for the "
+					 "optimizer states");
+	t->nvme.aio = zn_aio_create(&t->cfg.aio);
+	if (!t->nvme.aio)
+		return -EINVAL;
+	struct zn_optswap_config c = {
+		.aio = t->nvme.aio, .params = ZN_MAX(t->own_total, 1),
+		.sub_group_size = sub_group(t), .nstates = 3,
+		.buffer_count = oc->buffer_count, .pipeline_read = oc->pipeline_read,
+		.pipeline_write = oc->pipeline_write, .pin_memory = oc->pin_memory,
+		.trace = t->trace,
+	};
+	struct zn_store_config sc = { .paths = paths, .npaths = (unsigned)np,
+				      .capacity = zn_optswap_store_bytes(&c),
+				      .stripe_bytes = oc->stripe_size, .checksum = oc->checksum };
+	t->nvme.store = zn_store_create(&sc, t->nvme.aio);
+	if (!t->nvme.store)
+		return -EINVAL;
+	c.store = t->nvme.store;
+	t->nvme.os = zn_optswap_create(&c);
+	return t->nvme.os ? 0 : -EINVAL;
+}
+
+static void *groups_writer(void *arg)
+{
+	struct groups *g = arg;
+	pthread_mutex_lock(&g->mu);
+	for (;;) {
+		while (!g->wbusy && !g->wstop)
+			pthread_cond_wait(&g->cv, &g->mu);
+		if (!g->wbusy)
+			break;
+		pthread_mutex_unlock(&g->mu);
+		int rc = zn_optswap_write_group(g->t->nvme.os, g->wgroup,
+						(const float *const *)g->wst);
+		pthread_mutex_lock(&g->mu);
+		if (rc && !g->wrc) {
+			g->wrc = rc;
+			snprintf(g->wmsg, sizeof(g->wmsg), "%s", zn_last_error());
+		}
+		g->wbusy = false;
+		pthread_cond_broadcast(&g->cv);
+	}
+	pthread_mutex_unlock(&g->mu);
+	return NULL;
+}
+
+/* Until the writer is idle; its first failure (with its message). */
+static int groups_wait(struct groups *g)
+{
+	if (!g->writer)
+		return 0;
+	pthread_mutex_lock(&g->mu);
+	while (g->wbusy)
+		pthread_cond_wait(&g->cv, &g->mu);
+	int rc = g->wrc;
+	pthread_mutex_unlock(&g->mu);
+	return rc ? zn_error(rc, "%s", g->wmsg) : 0;
+}
+
+/* Hand group gi (the filled st) to the writer and fill the other set. */
+static int groups_write(struct groups *g, uint64_t gi)
+{
+	if (!g->writer)
+		return zn_optswap_write_group(g->t->nvme.os, gi, (const float *const *)g->st);
+	int rc = groups_wait(g);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&g->mu);
+	for (int k = 0; k < 3; k++) {
+		float *x = g->wst[k];
+		g->wst[k] = g->st[k];
+		g->st[k] = x;
+	}
+	g->wgroup = gi;
+	g->wbusy = true;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+	return 0;
+}
+
+int tr_groups_open(struct groups *g, struct zn_trainer *t, bool put)
+{
+	memset(g, 0, sizeof(*g));
+	g->t = t;
+	g->sub = sub_group(t);
+	g->cur = UINT64_MAX;
+	for (int k = 0; k < 3; k++)
+		if (!(g->st[k] = malloc(g->sub * 4)) || (put && !(g->wst[k] = malloc(g->sub * 4))))
+			return zn_error(-ENOMEM, "out of host memory for a sub-group of %" PRIu64
+						 " elements; lower zero_optimization.sub_group_size",
+					g->sub);
+	if (put) {
+		pthread_mutex_init(&g->mu, NULL);
+		pthread_cond_init(&g->cv, NULL);
+		int err = pthread_create(&g->thread, NULL, groups_writer, g);
+		if (err) {
+			pthread_mutex_destroy(&g->mu);
+			pthread_cond_destroy(&g->cv);
+			return zn_error(-err, "cannot start the sub-group writer: %s", strerror(err));
+		}
+		g->writer = true;
+	}
+	return 0;
+}
+
+/* Putting: the last write waited for (its result returned). */
+int tr_groups_close(struct groups *g)
+{
+	int rc = groups_wait(g);
+	if (g->writer) {
+		pthread_mutex_lock(&g->mu);
+		g->wstop = true;
+		pthread_cond_broadcast(&g->cv);
+		pthread_mutex_unlock(&g->mu);
+		pthread_join(g->thread, NULL);
+		pthread_mutex_destroy(&g->mu);
+		pthread_cond_destroy(&g->cv);
+		g->writer = false;
+	}
+	for (int k = 0; k < 3; k++) {
+		free(g->st[k]);
+		free(g->wst[k]);
+	}
+	return rc;
+}
+
+/* Tensor s's states (3 arrays of its part, nown) into the groups (`put`: a
+ * group is written once full) or out of them (a group is read when first
+ * needed). */
+int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a, bool put)
+{
+	const uint64_t end = s->oflat + s->nown;
+	for (uint64_t p = s->oflat; p < end;) {
+		uint64_t gi = p / g->sub, gfirst = gi * g->sub;
+		uint64_t gend = ZN_MIN(gfirst + g->sub, ZN_MAX(g->t->own_total, 1));
+		uint64_t take = ZN_MIN(end, gend) - p;
+		int rc;
+		if (!put && g->cur != gi) {
+			if ((rc = zn_optswap_read_group(g->t->nvme.os, gi, g->st)))
+				return rc;
+			g->cur = gi;
+		}
+		for (int k = 0; k < 3; k++) {
+			float *grp = g->st[k] + (p - gfirst);
+			if (!a[k]) { /* put: zeros (fresh moments) */
+				memset(grp, 0, take * 4);
+				continue;
+			}
+			float *ten = a[k] + (p - s->oflat);
+			memcpy(put ? grp : ten, put ? ten : grp, take * 4);
+		}
+		p += take;
+		if (put && p == gend && (rc = groups_write(g, gi)))
+			return rc;
+	}
+	return 0;
+}

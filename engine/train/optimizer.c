@@ -1,0 +1,277 @@
+/* The optimizer: AdamW over every tensor this rank owns (its part) --
+ * the CPU Adam on host states, the kernels' Adam on the device, or the CPU
+ * Adam streaming NVMe states sub-group by sub-group -- and what then
+ * happens to the new parameters, written once for all three; and the
+ * overlapped update, which runs the NVMe one on its own thread beside the
+ * next step's forward. */
+#include "zn_common.h"
+
+#include "train/internal.h"
+
+#include <string.h>
+
+/* Weight decay on matrices only, as GPT-2/llm.c (not biases, layernorms). */
+static struct zn_adam_hparams hparams_for(const struct zn_adam_hparams *hp,
+					  const struct tstate *s)
+{
+	struct zn_adam_hparams h = *hp;
+	if (!s->d->decay)
+		h.weight_decay = 0;
+	return h;
+}
+
+/* Elements [l, l + n) of a resident tensor's part, new fp32 values, onto
+ * the device, rounded to the training dtype as parameters are. */
+static int params_to_device(struct zn_trainer *t, struct tstate *s, uint64_t l, uint64_t n,
+			    const float *src)
+{
+	float *dp = (float *)s->dparam + s->lo + l;
+	int rc = n ? tr_to_device(t, dp, src, n * 4) : 0;
+	if (!n || rc)
+		return rc;
+	t->stats.h2d_bytes += n * 4;
+	return tr_round_to_dtype(t, dp, n);
+}
+
+/* What happens to new parameters after Adam, for elements [l, l + n) of a
+ * tensor's part.  Before the update: 16-bit homes are written by the
+ * update itself (fused, vectorized, on every thread), into the home's
+ * buffer (held from the tensor's first element to its last, as sub-groups
+ * cut tensors). */
+static int update_begin(struct zn_trainer *t, struct tstate *s, uint64_t l,
+			struct zn_adam_tensors *at)
+{
+	if (s->resident || t->hdt == ZN_DTYPE_F32)
+		return 0;
+	int rc = tr_home_open(t, s);
+	if (!rc) {
+		at->param_copy = (uint16_t *)s->hbuf + l;
+		at->copy_dtype = t->hdt;
+	}
+	return rc;
+}
+
+/* After it, `src` (the n new fp32 values) goes where the next forward
+ * reads it: the fused home is closed, an fp32 home written, and a
+ * resident tensor's values go onto the device -- or, with the update on
+ * its own thread, are staged for the compute thread, which owns the
+ * device, to apply. */
+static int update_end(struct zn_trainer *t, struct tstate *s, uint64_t l, uint64_t n,
+		      const float *src)
+{
+	if (!s->resident && t->hdt != ZN_DTYPE_F32)
+		return tr_home_close(t, s, l + n);
+	if (!s->resident)
+		return tr_home_put(t, s, l, src, n);
+	if (t->overlap) {
+		memcpy(s->staged + l, src, n * 4);
+		s->pending = true;
+		return 0;
+	}
+	return params_to_device(t, s, l, n, src);
+}
+
+/* One sub-group's update: AdamW over each tensor's part of the group (its
+ * own weight decay), and the new parameters straight to where the next
+ * forward reads them.  With the overlapped update, the tensors done are
+ * published for the fetches waiting on them. */
+static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
+		       float *const *st)
+{
+	struct nvme_update *u = user;
+	struct zn_trainer *t = u->t;
+	(void)group;
+	for (unsigned i = 0; i < t->tab.nt; i++) {
+		struct tstate *s = &t->t[i];
+		/* Positions in this rank's own flat order; l is within its part. */
+		uint64_t a = ZN_MAX(first, s->oflat), b = ZN_MIN(first + n, s->oflat + s->nown);
+		if (a >= b)
+			continue;
+		uint64_t o = a - first, l = a - s->oflat;
+		struct zn_adam_hparams h = hparams_for(&u->hp, s);
+		struct zn_adam_tensors at = {
+			.n = b - a, .param = st[0] + o,
+			.grad = (const uint8_t *)s->grad + l * zn_dtype_size(t->gdt),
+			.grad_dtype = t->gdt, .exp_avg = st[1] + o,
+			.exp_avg_sq = st[2] + o };
+		int rc = update_begin(t, s, l, &at);
+		if (rc || (rc = zn_adam_step(&h, u->step, u->grad_scale, &at, &u->ex)) ||
+		    (rc = update_end(t, s, l, b - a, st[0] + o)))
+			return rc;
+		if (t->overlap && b == s->oflat + s->nown) {
+			/* Tensors this rank owns nothing of are done too. */
+			unsigned j = i + 1;
+			while (j < t->tab.nt && !t->t[j].nown)
+				j++;
+			pthread_mutex_lock(&t->opt.lock);
+			t->opt.done = j;
+			pthread_cond_broadcast(&t->opt.cond);
+			pthread_mutex_unlock(&t->opt.lock);
+		}
+	}
+	return 0;
+}
+
+/* Host states: the CPU Adam over the tensor's part, unscaling and clipping
+ * fused into the update. */
+static int host_update(struct zn_trainer *t, struct tstate *s, const struct zn_adam_hparams *hp,
+		       uint64_t step, float grad_scale, const struct zn_adam_exec *ex)
+{
+	struct zn_adam_hparams h = hparams_for(hp, s);
+	struct zn_adam_tensors at = { .n = s->nown, .param = s->master, .grad = s->grad,
+				      .grad_dtype = t->gdt, .exp_avg = s->m,
+				      .exp_avg_sq = s->v };
+	int rc = update_begin(t, s, 0, &at);
+	if (rc || (rc = zn_adam_step(&h, step, grad_scale, &at, ex)))
+		return rc;
+	return update_end(t, s, 0, s->nown, s->master);
+}
+
+/* On the device: the kernels' Adam, then the new master becomes the
+ * parameters.  Several ranks: over this rank's part, with its reduced
+ * gradients from the host. */
+static int device_update(struct zn_trainer *t, struct tstate *s, const struct zn_adam_hparams *hp,
+			 uint64_t step, float grad_scale)
+{
+	struct zn_adam_hparams h = hparams_for(hp, s);
+	const float *dg = s->dgrad;
+	float *dp = s->dhome ? s->dhome : (float *)s->dparam + s->lo;
+	int rc;
+	if (t->world > 1) {
+		zn_dtype_to_f32(t->gstage, s->grad, t->gdt, s->nown);
+		if ((rc = tr_to_device(t, t->dopt.gscratch, t->gstage, s->nown * 4)))
+			return rc;
+		dg = t->dopt.gscratch;
+	}
+	if (!s->nown)
+		return 0;
+	if ((rc = t->k->adam(t->kctx, &h, step, grad_scale, s->dmaster, dg, s->dm, s->dv,
+			     s->nown)) ||
+	    (rc = zn_device_stream_synchronize(t->stream)) ||
+	    (rc = zn_device_copy_async(t->dev, dp, s->dmaster, s->nown * 4,
+				       ZN_COPY_DEVICE_TO_DEVICE, NULL)))
+		return rc;
+	return tr_round_to_dtype(t, dp, s->nown);
+}
+
+/* ---- the overlapped update ------------------------------------------------- */
+
+static void *opt_main(void *arg)
+{
+	struct zn_trainer *t = arg;
+	uint64_t t0 = zn_now_ns();
+	int rc = zn_optswap_step(t->nvme.os, nvme_update, &t->opt.upd);
+	pthread_mutex_lock(&t->opt.lock);
+	t->opt.rc = rc;
+	if (rc)
+		snprintf(t->opt.msg, sizeof(t->opt.msg), "%s", zn_last_error());
+	t->opt.ns = zn_now_ns() - t0;
+	t->opt.finished = true;
+	pthread_cond_broadcast(&t->opt.cond);
+	pthread_mutex_unlock(&t->opt.lock);
+	return NULL;
+}
+
+static int opt_launch(struct zn_trainer *t)
+{
+	t->opt.done = 0;
+	while (t->opt.done < t->tab.nt && !t->t[t->opt.done].nown)
+		t->opt.done++;
+	/* Resident tensors' parts are all-gathered as they are applied. */
+	for (unsigned i = 0; i < t->tab.nt && t->world > 1 && t->stage >= 1; i++)
+		t->t[i].sync = t->t[i].resident;
+	t->opt.finished = false;
+	t->opt.rc = 0;
+	int err = pthread_create(&t->opt.thread, NULL, opt_main, t);
+	if (err)
+		return zn_error(-err, "cannot start the optimizer thread: %s", strerror(err));
+	t->opt.running = true;
+	return 0;
+}
+
+/* A tensor's staged new parameters onto the device. */
+static int apply_staged(struct zn_trainer *t, struct tstate *s)
+{
+	int rc = 0;
+	if (s->pending) {
+		s->pending = false;
+		rc = params_to_device(t, s, 0, s->nown, s->staged);
+	}
+	/* Several ranks: every rank's new part, on every rank. */
+	if (!rc && s->sync) {
+		s->sync = false;
+		rc = tr_params_allgather(t, s);
+	}
+	return rc;
+}
+
+/* The update is over: join it, apply what it staged, report how it went. */
+int tr_opt_wait_all(struct zn_trainer *t)
+{
+	if (!t->opt.running)
+		return 0;
+	uint64_t t0 = zn_now_ns();
+	pthread_join(t->opt.thread, NULL);
+	t->opt.running = false;
+	t->stats.stall_ns += zn_now_ns() - t0;
+	t->opt.joined = true;
+	zn_optswap_last_stats(t->nvme.os, &t->opt.stats);
+	if (t->opt.rc)
+		return zn_error(t->opt.rc, "%s", t->opt.msg);
+	int rc = 0;
+	for (unsigned i = 0; i < t->tab.nt && !rc; i++)
+		rc = apply_staged(t, &t->t[i]);
+	return rc;
+}
+
+/* Until the update has finished the layer's tensors; then its resident
+ * tensors' new values go onto the device. */
+int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer)
+{
+	unsigned need = t->tab.first[layer] + t->tab.count[layer];
+	uint64_t t0 = zn_now_ns();
+	bool failed;
+	pthread_mutex_lock(&t->opt.lock);
+	while (t->opt.done < need && !t->opt.finished)
+		pthread_cond_wait(&t->opt.cond, &t->opt.lock);
+	failed = t->opt.finished && t->opt.rc;
+	pthread_mutex_unlock(&t->opt.lock);
+	t->stats.stall_ns += zn_now_ns() - t0;
+	if (failed)
+		return tr_opt_wait_all(t);
+	int rc = 0;
+	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++)
+		rc = apply_staged(t, &t->t[t->tab.first[layer] + i]);
+	return rc;
+}
+
+/* The update of one step over every tensor this rank owns: AdamW at hp's
+ * learning rate, gradients multiplied by grad_scale (unscaling and
+ * clipping), Adam's step updates + 1; the new parameters where the next
+ * forward reads them.  NVMe states stream through the sub-groups, on the
+ * optimizer's thread with the overlapped update (joined by the next
+ * fetches, tr_opt_wait_*). */
+int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, float grad_scale,
+		      const struct zn_adam_exec *ex)
+{
+	const uint64_t step = t->updates + 1;
+	int rc = 0;
+	if (t->nvme.os) {
+		t->opt.upd = (struct nvme_update){ .t = t, .hp = *hp, .grad_scale = grad_scale,
+						   .step = step, .ex = *ex };
+		if (t->overlap)
+			return opt_launch(t);
+		if ((rc = zn_optswap_step(t->nvme.os, nvme_update, &t->opt.upd)) ||
+		    (t->homes.sw && (rc = zn_swapper_flush(t->homes.sw))))
+			return rc;
+		return tr_params_allgather_all(t);
+	}
+	for (unsigned i = 0; i < t->tab.nt && !rc; i++)
+		rc = t->device_opt ? device_update(t, &t->t[i], hp, step, grad_scale)
+				   : host_update(t, &t->t[i], hp, step, grad_scale, ex);
+	if (!rc)
+		rc = tr_params_allgather_all(t);
+	if (!rc && t->homes.sw)
+		rc = zn_swapper_flush(t->homes.sw);
+	return rc;
+}

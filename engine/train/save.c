@@ -1,0 +1,311 @@
+/* Saving a checkpoint: whole (one rank, or stage 0's replicas: the model's
+ * files and optimizer.safetensors) or sharded (every rank the states of
+ * its parts), tensor by tensor, committed atomically. */
+#include "zn_common.h"
+
+#include "train/internal.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zinc/checkpoint.h"
+
+/* A Llama's weights leave as a Hugging Face folder, in the training dtype
+ * (what transformers' from_pretrained reads). */
+static const char *hf_dtype(const struct zn_trainer *t)
+{
+	return t->dtype == ZN_DTYPE_BF16 ? "bfloat16" : t->dtype == ZN_DTYPE_F16 ? "float16"
+										 : "float32";
+}
+
+/* The metadata every optimizer file carries (the strings live in *m). */
+struct ckpt_meta {
+	char step[32], updates[32], shape[512], world[16], rank[16];
+	char hex[2 * sizeof(struct zn_data_pos) + 1];
+	char shex[2 * sizeof(struct zn_loss_scaler) + 1];
+	struct zn_st_meta kv[8];
+};
+
+static size_t ckpt_meta(struct zn_trainer *t, struct ckpt_meta *m, bool sharded)
+{
+	struct zn_data_pos pos;
+	memset(&pos, 0, sizeof(pos));
+	if (t->data.train)
+		zn_data_tell(t->data.train, &pos);
+	tr_hex_encode(&pos, sizeof(pos), m->hex);
+	tr_hex_encode(&t->scaler, sizeof(t->scaler), m->shex);
+	snprintf(m->step, sizeof(m->step), "%" PRIu64, t->step);
+	snprintf(m->updates, sizeof(m->updates), "%" PRIu64, t->updates);
+	snprintf(m->world, sizeof(m->world), "%d", t->world);
+	snprintf(m->rank, sizeof(m->rank), "%d", t->rank);
+	zn_arch_describe(&t->arch, m->shape, sizeof(m->shape));
+	struct zn_st_meta kv[8] = { { "zinc.step", m->step }, { "zinc.data_pos", m->hex },
+				    { "zinc.model", m->shape }, { "zinc.version", zn_version() },
+				    { "zinc.updates", m->updates }, { "zinc.loss_scaler", m->shex },
+				    { "zinc.world", m->world }, { "zinc.rank", m->rank } };
+	memcpy(m->kv, kv, sizeof(kv));
+	return sharded ? 8 : 6;
+}
+
+/* The device optimizer's states of this rank's parts into the host arrays. */
+static int stage_device_states(struct zn_trainer *t)
+{
+	for (unsigned i = 0; i < t->tab.nt && t->device_opt; i++) {
+		struct tstate *s = &t->t[i];
+		int r;
+		if (s->nown && ((r = tr_to_host(t, s->master, s->dmaster, s->nown * 4)) ||
+				(r = tr_to_host(t, s->m, s->dm, s->nown * 4)) ||
+				(r = tr_to_host(t, s->v, s->dv, s->nown * 4))))
+			return r;
+	}
+	return 0;
+}
+
+/* Every rank's result of a step they took together: a rank that failed is
+ * named on the others. */
+static int agree_rc(struct zn_trainer *t, int rc, const char *what)
+{
+	if (t->world == 1)
+		return rc;
+	int32_t mine = rc, *all = calloc((size_t)t->world, sizeof(*all));
+	if (!all)
+		return zn_error(-ENOMEM, "out of memory");
+	int crc = zn_comm_all_gather(t->comm, &mine, all, sizeof(mine), ZN_DTYPE_U8);
+	for (int r = 0; r < t->world && !crc && !rc; r++)
+		if (all[r])
+			rc = zn_error(all[r], "%s: rank %d failed (its own message says why)", what, r);
+	free(all);
+	return rc ? rc : crc;
+}
+
+/* The optimizer file's tensors: every tensor's three states (this rank's
+ * parts: `parts` leaves out the tensors it owns nothing of), named in
+ * `names`.  Returns how many. */
+static size_t opt_tensors(const struct zn_trainer *t, bool parts, struct zn_st_tensor *ot,
+			  char (*names)[ZN_PARAM_NAME_MAX + 24])
+{
+	size_t n = 0;
+	for (unsigned i = 0; i < t->tab.nt; i++) {
+		const struct tstate *s = &t->t[i];
+		for (int k = 0; k < 3 && (s->nown || !parts); k++, n++) {
+			snprintf(names[n], sizeof(names[0]), "%s.%s", s->d->name, tr_state_suffix[k]);
+			ot[n] = (struct zn_st_tensor){ .name = names[n], .dtype = ZN_ST_F32,
+						       .ndim = 1, .shape = { s->nown },
+						       .bytes = s->nown * 4 };
+		}
+	}
+	return n;
+}
+
+/* One tensor's states at a time: the host arrays, or (NVMe states) read
+ * back from the sub-groups into `scratch`. */
+struct staging {
+	struct groups g;
+	float *scratch[3];
+};
+
+static int staging_open(struct zn_trainer *t, struct staging *st)
+{
+	int rc = 0;
+	memset(st, 0, sizeof(*st));
+	for (int k = 0; k < 3 && !rc && t->nvme_opt; k++)
+		if (!(st->scratch[k] = malloc(t->tab.largest * 4)))
+			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
+	if (!rc && t->nvme_opt)
+		rc = tr_groups_open(&st->g, t, false);
+	return rc;
+}
+
+static int staging_get(struct zn_trainer *t, struct staging *st, struct tstate *s, float *a[3])
+{
+	a[0] = s->master;
+	a[1] = s->m;
+	a[2] = s->v;
+	if (!t->nvme_opt)
+		return 0;
+	memcpy(a, st->scratch, sizeof(st->scratch));
+	return tr_groups_move(&st->g, s, a, false);
+}
+
+static void staging_close(struct zn_trainer *t, struct staging *st)
+{
+	if (t->nvme_opt)
+		tr_groups_close(&st->g);
+	for (int k = 0; k < 3; k++)
+		free(st->scratch[k]);
+}
+
+/* Rank 0's end of a save: commit (pruning old checkpoints to
+ * checkpoint.keep), or abort after a failure (rc, returned). */
+static int commit(struct zn_trainer *t, struct zn_ckpt *c, int rc)
+{
+	if (rc) {
+		zn_ckpt_abort(c);
+		return rc;
+	}
+	rc = zn_ckpt_commit(c);
+	if (!rc && t->cfg.checkpoint.keep)
+		zn_ckpt_prune(t->cfg.checkpoint.dir, t->cfg.checkpoint.keep);
+	return rc;
+}
+
+/* Partitioned: rank 0 opens the checkpoint's temporary directory and
+ * tells the others where it is; each rank writes
+ * optimizer-RRRRR-of-WWWWW.safetensors with the master weights and moments
+ * of its parts (the parts of each tensor: see struct tstate); rank 0
+ * commits only when every rank has written (and fsynced) its file, else
+ * the previous checkpoint stays the latest.  `zinc consolidate` joins the
+ * parts into model.safetensors; resuming re-partitions them for any
+ * number of ranks. */
+static int save_sharded(struct zn_trainer *t)
+{
+	struct zn_ckpt *c = NULL;
+	char dir[4200] = "";
+	int rc = 0;
+	zn_device_trim(t->dev);
+	if (t->rank == 0) {
+		c = zn_ckpt_begin(t->cfg.checkpoint.dir, t->step);
+		if (c)
+			snprintf(dir, sizeof(dir), "%s", zn_ckpt_file(c, ""));
+		else
+			rc = -EIO;
+	}
+	int brc = zn_comm_broadcast(t->comm, dir, sizeof(dir), 0);
+	if (brc) {
+		if (c)
+			zn_ckpt_abort(c);
+		return brc;
+	}
+	if ((rc = agree_rc(t, rc, "checkpoint")))
+		return rc;
+	struct zn_st_tensor *ot = calloc(3 * (size_t)t->tab.nt, sizeof(*ot));
+	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(3 * (size_t)t->tab.nt, sizeof(*names));
+	struct staging st;
+	struct zn_st_writer *ow = NULL;
+	size_t n = 0;
+	rc = staging_open(t, &st);
+	if (!rc && (!ot || !names))
+		rc = zn_error(-ENOMEM, "out of memory");
+	if (!rc)
+		n = opt_tensors(t, true, ot, names);
+	char path[4400];
+	snprintf(path, sizeof(path), "%soptimizer-%05d-of-%05d.safetensors", dir, t->rank,
+		 t->world);
+	struct ckpt_meta m;
+	size_t nm = ckpt_meta(t, &m, true);
+	if (!rc)
+		rc = zn_st_writer_begin(path, ot, n, m.kv, nm, &ow);
+	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
+		struct tstate *s = &t->t[i];
+		float *a[3];
+		if (!s->nown || (rc = staging_get(t, &st, s, a)))
+			continue;
+		for (int k = 0; k < 3 && !rc; k++)
+			rc = zn_st_writer_put(ow, a[k], s->nown * 4);
+	}
+	if (!rc) {
+		rc = zn_st_writer_end(ow);
+		ow = NULL;
+	}
+	zn_st_writer_abort(ow);
+	staging_close(t, &st);
+	free(names);
+	free(ot);
+	/* Commit only what every rank wrote; then every rank learns how
+	 * rank 0's commit went. */
+	rc = agree_rc(t, rc, "checkpoint");
+	int32_t crc = t->rank == 0 ? commit(t, c, rc) : 0;
+	if (rc)
+		return rc;
+	if ((rc = zn_comm_broadcast(t->comm, &crc, sizeof(crc), 0)))
+		return rc;
+	if (crc && t->rank != 0)
+		return zn_error(crc, "checkpoint: rank 0 could not commit it (its own message says "
+				     "why); the previous checkpoint is still the latest");
+	return crc;
+}
+
+/* One rank, or replicas: the model's files (GPT-2's model.safetensors, or
+ * a Llama's Hugging Face folder in the training dtype, what transformers'
+ * from_pretrained reads) and optimizer.safetensors, side by side in the
+ * checkpoint's directory. */
+static int save_whole(struct zn_trainer *t)
+{
+	/* Cached device blocks are not needed while saving: their memory
+	 * (host memory, on the cpu backend) goes to the staging instead. */
+	zn_device_trim(t->dev);
+	struct zn_ckpt *c = zn_ckpt_begin(t->cfg.checkpoint.dir, t->step);
+	if (!c)
+		return -EIO;
+	struct zn_st_tensor *ot = calloc(3 * (size_t)t->tab.nt, sizeof(*ot));
+	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(3 * (size_t)t->tab.nt, sizeof(*names));
+	struct staging st;
+	struct model_writer mw;
+	struct zn_st_writer *ow = NULL;
+	bool model = false;
+	char dir[4200], file[4200];
+	int rc = staging_open(t, &st);
+	if (!rc && (!ot || !names))
+		rc = zn_error(-ENOMEM, "out of memory");
+	if (rc)
+		goto out;
+	size_t n = opt_tensors(t, false, ot, names);
+	struct ckpt_meta meta;
+	size_t nmeta = ckpt_meta(t, &meta, false);
+	snprintf(dir, sizeof(dir), "%s", zn_ckpt_file(c, ""));
+	snprintf(file, sizeof(file), "%s", zn_ckpt_file(c, "model.safetensors"));
+	if ((rc = tr_model_writer_begin(&mw, &t->arch, &t->tab, dir, file, hf_dtype(t))))
+		goto out;
+	model = true;
+	if ((rc = zn_st_writer_begin(zn_ckpt_file(c, "optimizer.safetensors"), ot, n, meta.kv,
+				     nmeta, &ow)))
+		goto out;
+	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
+		struct tstate *s = &t->t[i];
+		float *a[3];
+		if ((rc = staging_get(t, &st, s, a)) || (rc = tr_model_writer_put(&mw, i, a[0])))
+			break;
+		for (int k = 0; k < 3 && !rc; k++)
+			rc = zn_st_writer_put(ow, a[k], s->d->numel * 4);
+	}
+	if (!rc) {
+		model = false;
+		rc = tr_model_writer_end(&mw);
+	}
+	if (!rc) {
+		rc = zn_st_writer_end(ow);
+		ow = NULL;
+	}
+out:
+	if (model)
+		tr_model_writer_abort(&mw);
+	zn_st_writer_abort(ow);
+	rc = commit(t, c, rc);
+	staging_close(t, &st);
+	free(names);
+	free(ot);
+	return rc;
+}
+
+/* A checkpoint is written tensor by tensor, so saving needs one tensor's
+ * states in memory whatever the model's size (NVMe states come back one
+ * sub-group at a time).  One rank, or replicas (stage 0): rank 0 writes
+ * model.safetensors and optimizer.safetensors side by side.  Partitioned
+ * states (stage >= 1 on several ranks): every rank writes its parts into
+ * one directory, committed when all have (see save_sharded). */
+int zn_trainer_save(struct zn_trainer *t)
+{
+	if (!t->cfg.checkpoint.dir[0])
+		return zn_error(-EINVAL, "checkpoint.dir: not set; nowhere to save");
+	int rc = tr_opt_wait_all(t);
+	if (!rc && t->homes.sw)
+		rc = zn_swapper_flush(t->homes.sw);
+	if (!rc)
+		rc = stage_device_states(t);
+	if (t->world == 1 || rc)
+		return rc ? rc : save_whole(t);
+	if (t->own_total == t->tab.total)
+		return agree_rc(t, t->rank == 0 ? save_whole(t) : 0, "checkpoint");
+	return save_sharded(t);
+}
