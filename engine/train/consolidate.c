@@ -2,7 +2,7 @@
  * (zn_checkpoint_consolidate): the checkpoint's optimizer files opened as
  * a source, the model named by their metadata, every master weight read
  * whole (put together from the ranks' parts) and written through the
- * model writer -- one tensor in memory at a time, no trainer. */
+ * architecture's writer -- one tensor in memory at a time, no trainer. */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -28,9 +28,8 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 	struct zn_arch arch;
 	struct tensor_table tab = { 0 };
 	struct sources src = { .arch = &arch, .tab = &tab };
-	struct model_writer w = { 0 };
+	struct zn_arch_writer *w = NULL;
 	float *master = NULL;
-	bool writing = false;
 	int rc = tr_sources_open_checkpoint(&src, dir);
 	if (rc)
 		goto out;
@@ -50,24 +49,25 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 	/* Every master (or part of one) present with its shape, before writing. */
 	if ((rc = tr_sources_check_states(&src, dir, 1)))
 		goto out;
-	/* GPT-2: one model.safetensors (fp32); a Llama: a Hugging Face folder
-	 * (fp32 masters, sharded, config.json).  By default into the step's
-	 * own directory. */
-	char file[4200];
-	snprintf(file, sizeof(file), "%s%s", out ? out : dir, out ? "" : "/model.safetensors");
-	if ((rc = tr_model_writer_begin(&w, &arch, &tab, out ? out : dir, file, "float32")))
+	/* The architecture's own files (GPT-2: one model.safetensors; a Llama:
+	 * a Hugging Face folder), fp32.  By default into the step's own
+	 * directory. */
+	char target[4200];
+	if (out)
+		snprintf(target, sizeof(target), "%s", out);
+	else
+		zn_arch_weights_path(&arch, dir, target, sizeof(target));
+	if ((rc = zn_arch_writer_begin(&arch, target, tab.d, tab.nt, "float32", &w)))
 		goto out;
-	writing = true;
 	for (unsigned i = 0; i < tab.nt && !rc; i++)
 		if (!(rc = tr_sources_read(&src, i, master, NULL, NULL)))
-			rc = tr_model_writer_put(&w, i, master);
+			rc = zn_arch_writer_put(w, master);
 	if (!rc) {
-		writing = false;
-		rc = tr_model_writer_end(&w);
+		rc = zn_arch_writer_end(w);
+		w = NULL;
 	}
 out:
-	if (writing)
-		tr_model_writer_abort(&w);
+	zn_arch_writer_abort(w);
 	tr_sources_close(&src);
 	tr_table_free(&tab);
 	free(master);

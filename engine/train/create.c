@@ -439,15 +439,7 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 
 void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len)
 {
-	const struct zn_arch *a = &t->arch;
-	if (!a->llama)
-		snprintf(out, len, "GPT-2 %d layers, %d heads, %d channels, vocab %d", a->g.n_layer,
-			 a->g.n_head, a->g.n_embd, a->g.vocab_size);
-	else
-		snprintf(out, len, "%s %d layers, %d heads (%d key/value), %d channels, MLP %d, "
-			 "vocab %d%s", zn_arch_name(a), a->l.n_layer, a->l.n_head, a->l.n_kv_head,
-			 a->l.n_embd, a->l.intermediate, a->l.vocab_size,
-			 a->l.tie_embeddings ? ", tied embeddings" : "");
+	zn_arch_summary(&t->arch, out, len);
 }
 
 void zn_trainer_device_summary(const struct zn_trainer *t, char *out, size_t len)

@@ -272,11 +272,7 @@ struct sources {
 	struct zn_st_file *ckpt;       /* checkpoint.resume: optimizer.safetensors */
 	struct zn_st_file **shards;    /* ... or the parts of `world` ranks */
 	int world;
-	struct zn_st_file *st;         /* model.from: a safetensors file */
-	struct zn_hf_model *hf;        /* model.from: a Hugging Face folder (llama) */
-	FILE *llmc;                    /* model.from: an llm.c .bin checkpoint */
-	uint64_t *llmc_off;            /* its byte offset of each tensor */
-	const char *path;
+	struct zn_arch_reader *pretrained; /* model.from: the architecture's weights */
 };
 
 /* What moved and how long it waited, counted over the trainer's life by
@@ -485,33 +481,10 @@ int tr_sources_check_states(const struct sources *src, const char *dir, int nsta
 int tr_sources_read(const struct sources *src, unsigned i, float *master, float *m, float *v);
 void tr_sources_close(struct sources *src);
 
-/* format.c: the states' name suffixes; metadata as hex (decode: 0 or -1);
- * a GPT-2 tensor's Hugging Face shape and bytes; (R, C) into (C, R). */
+/* format.c: the states' name suffixes; metadata as hex (decode: 0 or -1).
+ * The model's own files are the architecture's (model/arch.h). */
 extern const char *const tr_state_suffix[3];
 void tr_hex_encode(const void *p, size_t n, char *out);
 int tr_hex_decode(const char *hex, void *p, size_t n);
-void tr_hf_shape(const struct zn_param_desc *d, const struct zn_gpt2_config *c, uint64_t shape[2],
-		 uint64_t *bytes);
-void tr_transpose(const float *src, float *dst, int64_t R, int64_t C);
-
-/* The model's weights as the files it leaves as, tensor by tensor in table
- * order (format.c): GPT-2's model.safetensors at `file` (fp32), or a
- * Llama's Hugging Face folder in `dir` (made if missing; weights in
- * `dtype`, "float32" .. "bfloat16").  Nothing appears under a final name
- * before end; abort removes what was begun.  0 or -errno. */
-struct model_writer {
-	const struct tensor_table *tab;
-	struct zn_st_writer *st;
-	struct zn_hf_writer *hf;
-	struct zn_st_tensor *mt;       /* GPT-2: the file's tensors */
-	char (*names)[ZN_PARAM_NAME_MAX + 16];
-	float *tbuf;                   /* a transposed tensor */
-};
-int tr_model_writer_begin(struct model_writer *w, const struct zn_arch *a,
-			  const struct tensor_table *tab, const char *dir, const char *file,
-			  const char *dtype);
-int tr_model_writer_put(struct model_writer *w, unsigned i, const float *master);
-int tr_model_writer_end(struct model_writer *w);
-void tr_model_writer_abort(struct model_writer *w);
 
 #endif

@@ -241,10 +241,8 @@ static int save_whole(struct zn_trainer *t)
 	struct zn_st_tensor *ot = calloc(3 * (size_t)t->tab.nt, sizeof(*ot));
 	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(3 * (size_t)t->tab.nt, sizeof(*names));
 	struct staging st;
-	struct model_writer mw;
+	struct zn_arch_writer *mw = NULL;
 	struct zn_st_writer *ow = NULL;
-	bool model = false;
-	char dir[4200], file[4200];
 	int rc = staging_open(t, &st);
 	if (!rc && (!ot || !names))
 		rc = zn_error(-ENOMEM, "out of memory");
@@ -253,33 +251,30 @@ static int save_whole(struct zn_trainer *t)
 	size_t n = opt_tensors(t, false, ot, names);
 	struct ckpt_meta meta;
 	size_t nmeta = ckpt_meta(t, &meta, false);
-	snprintf(dir, sizeof(dir), "%s", zn_ckpt_file(c, ""));
-	snprintf(file, sizeof(file), "%s", zn_ckpt_file(c, "model.safetensors"));
-	if ((rc = tr_model_writer_begin(&mw, &t->arch, &t->tab, dir, file, hf_dtype(t))))
+	if ((rc = zn_arch_writer_begin(&t->arch, zn_ckpt_file(c, zn_arch_weights_name(&t->arch)),
+				       t->tab.d, t->tab.nt, hf_dtype(t), &mw)))
 		goto out;
-	model = true;
 	if ((rc = zn_st_writer_begin(zn_ckpt_file(c, "optimizer.safetensors"), ot, n, meta.kv,
 				     nmeta, &ow)))
 		goto out;
 	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
 		float *a[3];
-		if ((rc = staging_get(t, &st, s, a)) || (rc = tr_model_writer_put(&mw, i, a[0])))
+		if ((rc = staging_get(t, &st, s, a)) || (rc = zn_arch_writer_put(mw, a[0])))
 			break;
 		for (int k = 0; k < 3 && !rc; k++)
 			rc = zn_st_writer_put(ow, a[k], s->d->numel * 4);
 	}
 	if (!rc) {
-		model = false;
-		rc = tr_model_writer_end(&mw);
+		rc = zn_arch_writer_end(mw);
+		mw = NULL;
 	}
 	if (!rc) {
 		rc = zn_st_writer_end(ow);
 		ow = NULL;
 	}
 out:
-	if (model)
-		tr_model_writer_abort(&mw);
+	zn_arch_writer_abort(mw);
 	zn_st_writer_abort(ow);
 	rc = commit(t, c, rc);
 	staging_close(t, &st);

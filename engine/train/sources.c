@@ -1,7 +1,8 @@
 /* Where starting weights are read from (struct sources): a checkpoint's
- * optimizer files (whole, or the parts of the ranks that saved it), a
- * Hugging Face GPT-2 model.safetensors or Llama folder, or llm.c's GPT-2
- * .bin; without any, each tensor is initialised.  Every tensor is checked
+ * optimizer files (whole, or the parts of the ranks that saved it), or the
+ * architecture's pretrained weights (model/arch.h's reader: a Hugging Face
+ * GPT-2 model.safetensors or Llama folder, or llm.c's GPT-2 .bin); without
+ * any, each tensor is initialised.  Every tensor is checked
  * when its source is opened and read, whole, when asked for: the trainer
  * (weights.c) and the consolidation read through here alike. */
 #include "zn_common.h"
@@ -98,117 +99,12 @@ int tr_sources_check_states(const struct sources *src, const char *dir, int nsta
 	return 0;
 }
 
-/* llm.c's GPT-2 checkpoint (train_gpt2.c, gpt2_124M.bin): a 256-int32
- * header {20240326, version 3 = fp32, maxT, V, L, NH, C, Vp}, then every
- * parameter as one array per kind over all layers, in this order: wte
- * (Vp,C), wpe (maxT,C), ln1w, ln1b, qkvw (L,3C,C), qkvb, attprojw (L,C,C),
- * attprojb, ln2w, ln2b, fcw (L,4C,C), fcb, fcprojw (L,C,4C), fcprojb, lnfw,
- * lnfb.  Its matrices are (OC, C), zinc's layout.  Opened here with each
- * tensor's offset, read when the tensor is made. */
-#define LLMC_MAGIC 20240326
-static int open_llmc(struct sources *src, const char *path)
-{
-	const struct tensor_table *tab = src->tab;
-	FILE *f = fopen(path, "rb");
-	int32_t h[256];
-	if (!f)
-		return zn_error(-errno, "cannot open '%s': %s", path, strerror(errno));
-	if (fread(h, 4, 256, f) != 256 || h[0] != LLMC_MAGIC) {
-		fclose(f);
-		return zn_error(-EINVAL, "'%s' is not an llm.c GPT-2 checkpoint (magic %d)", path,
-				LLMC_MAGIC);
-	}
-	const struct zn_gpt2_config *c = &src->arch->g;
-	if (h[1] != 3) {
-		fclose(f);
-		return zn_error(-EINVAL, "'%s': llm.c checkpoint version %d; only version 3 (fp32) "
-					 "is read", path, h[1]);
-	}
-	if (h[2] != c->max_seq_len || h[3] != c->vocab_size || h[4] != c->n_layer ||
-	    h[5] != c->n_head || h[6] != c->n_embd || h[7] != c->padded_vocab) {
-		fclose(f);
-		return zn_error(-EINVAL, "'%s' holds GPT-2 maxT %d, V %d, L %d, NH %d, C %d, Vp %d; "
-					 "set the model section to match (seq_len, vocab_size, "
-					 "n_layer, n_head, n_embd)",
-				path, h[2], h[3], h[4], h[5], h[6], h[7]);
-	}
-	uint64_t *at = calloc(tab->nt, sizeof(uint64_t));
-	if (!at) {
-		fclose(f);
-		return zn_error(-ENOMEM, "out of memory");
-	}
-	/* The 12 per-layer kinds run over all layers before the next kind; their
-	 * order is zinc's tensor order within a block. */
-	const unsigned L = (unsigned)c->n_layer;
-	uint64_t off = 256 * 4;
-	for (unsigned e = 0; e < 2; e++) { /* wte, wpe */
-		at[tab->first[0] + e] = off;
-		off += tab->d[tab->first[0] + e].numel * 4;
-	}
-	for (unsigned k = 0; k < 12; k++)
-		for (unsigned l = 0; l < L; l++) {
-			at[tab->first[l + 1] + k] = off;
-			off += tab->d[tab->first[l + 1] + k].numel * 4;
-		}
-	for (unsigned e = 0; e < 2; e++) { /* ln_f */
-		at[tab->first[L + 1] + e] = off;
-		off += tab->d[tab->first[L + 1] + e].numel * 4;
-	}
-	struct stat sb;
-	if (fstat(fileno(f), &sb) != 0 || (uint64_t)sb.st_size < off) {
-		fclose(f);
-		free(at);
-		return zn_error(-EINVAL, "'%s' is truncated: shorter than its header's model "
-					 "(%" PRIu64 " bytes)", path, off);
-	}
-	src->llmc = f;
-	src->llmc_off = at;
-	return 0;
-}
-
-/* A GPT-2 tensor in a Hugging Face model.safetensors, named with or
- * without "transformer."; `full` gets the first name. */
-static const struct zn_st_tensor *find_gpt2(struct zn_st_file *f, const char *name,
-					    char full[ZN_PARAM_NAME_MAX + 16])
-{
-	snprintf(full, ZN_PARAM_NAME_MAX + 16, "transformer.%s", name);
-	const struct zn_st_tensor *x = zn_st_find(f, full);
-	return x ? x : zn_st_find(f, name);
-}
-
-/* Fine-tuning: a Llama's Hugging Face folder, a Hugging Face GPT-2
- * model.safetensors (Conv1D weights transposed back when read), or
- * llm.c's .bin checkpoint.  Every tensor is checked now (present, dtype,
- * shape), read when made. */
+/* Fine-tuning: the architecture's pretrained weights (a Llama's Hugging
+ * Face folder; GPT-2's Hugging Face model.safetensors or llm.c .bin).
+ * Every tensor is checked now (present, dtype, shape), read when made. */
 int tr_sources_open_pretrained(struct sources *src, const char *path)
 {
-	const struct tensor_table *tab = src->tab;
-	size_t n = strlen(path);
-	src->path = path;
-	if (src->arch->llama) {
-		int rc = zn_hf_open(path, &src->hf);
-		return rc ? rc : zn_hf_check(src->hf, tab->d, tab->nt);
-	}
-	if (n > 4 && strcmp(path + n - 4, ".bin") == 0)
-		return open_llmc(src, path);
-	struct zn_st_file *f = zn_st_open(path);
-	if (!f)
-		return -EINVAL;
-	for (unsigned i = 0; i < tab->nt; i++) {
-		char name[ZN_PARAM_NAME_MAX + 16];
-		const struct zn_st_tensor *x = find_gpt2(f, tab->d[i].name, name);
-		uint64_t shape[2], want;
-		tr_hf_shape(&tab->d[i], &src->arch->g, shape, &want);
-		if (!x || x->dtype != ZN_ST_F32 || x->bytes != want) {
-			zn_st_close(f);
-			return zn_error(-EINVAL, "'%s': tensor '%s' is missing, not F32, or not of the "
-						 "config's shape (%" PRIu64 " elements); check the "
-						 "model section against the file",
-					path, name, want / 4);
-		}
-	}
-	src->st = f;
-	return 0;
+	return zn_arch_reader_open(src->arch, path, src->tab->d, src->tab->nt, &src->pretrained);
 }
 
 void tr_sources_close(struct sources *src)
@@ -218,16 +114,10 @@ void tr_sources_close(struct sources *src)
 	free(src->shards);
 	src->shards = NULL;
 	src->world = 0;
-	zn_hf_close(src->hf);
-	src->hf = NULL;
+	zn_arch_reader_close(src->pretrained);
+	src->pretrained = NULL;
 	zn_st_close(src->ckpt);
-	zn_st_close(src->st);
-	if (src->llmc)
-		fclose(src->llmc);
-	free(src->llmc_off);
-	src->ckpt = src->st = NULL;
-	src->llmc = NULL;
-	src->llmc_off = NULL;
+	src->ckpt = NULL;
 }
 
 /* Tensor i's starting states, whole: a checkpoint's (put together from
@@ -257,26 +147,8 @@ int tr_sources_read(const struct sources *src, unsigned i, float *master, float 
 		memset(m, 0, bytes);
 	if (v)
 		memset(v, 0, bytes);
-	if (src->hf)
-		return zn_hf_read_f32(src->hf, d->name, master);
-	if (src->llmc) {
-		if (fseeko(src->llmc, (off_t)src->llmc_off[i], SEEK_SET) != 0 ||
-		    fread(master, 4, d->numel, src->llmc) != d->numel)
-			return zn_error(-EIO, "cannot read tensor '%s' from '%s'", d->name,
-					src->path);
-		return 0;
-	}
-	if (src->st) {
-		char name[ZN_PARAM_NAME_MAX + 16];
-		const struct zn_st_tensor *x = find_gpt2(src->st, d->name, name);
-		if (d->hf_transposed) {
-			tr_transpose(x->data, master, d->shape[1], d->shape[0]);
-		} else {
-			memset(master, 0, bytes);
-			memcpy(master, x->data, x->bytes);
-		}
-		return 0;
-	}
+	if (src->pretrained)
+		return zn_arch_reader_get(src->pretrained, i, master);
 	zn_arch_init_tensor(src->arch, d, src->seed, i, master);
 	return 0;
 }
