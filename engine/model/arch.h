@@ -104,7 +104,7 @@ struct zn_arch_ops {
 	int (*backward)(void *impl, const struct zn_param_source *src, const int32_t *tokens);
 	void (*profile_take)(void *impl, struct zn_model_profile *out);
 
-	/* ---- the weights in the files other programs read: fp32 in zinc's
+/* ---- the weights in the files other programs read: fp32 in zinc's
 	 * layout in memory, the tensors of layer_params in the model's order ---- */
 	/* Where they live in a checkpoint directory: a file's name, or "" when
 	 * the directory itself is the model's folder. */
@@ -179,6 +179,23 @@ int zn_arch_backward(struct zn_arch_model *m, const struct zn_param_source *src,
 		     const int32_t *tokens);
 /* Zeros for a model never created. */
 void zn_arch_profile_take(struct zn_arch_model *m, struct zn_model_profile *out);
+
+/* ---- the model's tensors (tensors.c) ---- */
+
+/* The model's tensors in model order and each layer's range of them, from
+ * its architecture: built once for whoever walks them -- the trainer, the
+ * consolidation, the memory plan. */
+struct zn_tensor_table {
+	struct zn_param_desc *d;       /* nt descriptions */
+	unsigned nt, nlayers;
+	unsigned *first, *count;       /* per layer: tensors first .. first + count - 1 */
+	uint64_t total;                /* elements over all tensors */
+	uint64_t largest;              /* elements of the largest tensor */
+};
+
+/* 0 or -ENOMEM (with the last error set); free takes a zeroed table too. */
+int zn_tensor_table_build(struct zn_tensor_table *tab, const struct zn_arch *a);
+void zn_tensor_table_free(struct zn_tensor_table *tab);
 
 /* ---- the weights in the files other programs read (see struct
  * zn_arch_ops): GPT-2's one model.safetensors (Hugging Face's names and

@@ -26,7 +26,7 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 		snprintf(dir, sizeof(dir), "%s", path);
 	}
 	struct zn_arch arch;
-	struct tensor_table tab = { 0 };
+	struct zn_tensor_table tab = { 0 };
 	struct sources src = { .arch = &arch, .tab = &tab };
 	struct zn_arch_writer *w = NULL;
 	float *master = NULL;
@@ -40,7 +40,7 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 				       "knows (zinc.model = %s)", dir, ms ? ms : "absent");
 		goto out;
 	}
-	if ((rc = tr_table_build(&tab, &arch)))
+	if ((rc = zn_tensor_table_build(&tab, &arch)))
 		goto out;
 	if (!(master = malloc(ZN_MAX(tab.largest, 1) * 4))) {
 		rc = zn_error(-ENOMEM, "out of memory");
@@ -69,7 +69,7 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 out:
 	zn_arch_writer_abort(w);
 	tr_sources_close(&src);
-	tr_table_free(&tab);
+	zn_tensor_table_free(&tab);
 	free(master);
 	return rc;
 }

@@ -98,7 +98,7 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	tr_gathers_close(t);
 	free_states(t);
 	free(t->t);
-	tr_table_free(&t->tab);
+	zn_tensor_table_free(&t->tab);
 	if (t->data.din)
 		zn_device_free(t->dev, t->data.din);
 	if (t->data.dtgt)
@@ -276,7 +276,7 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s, const struct zn_
 static int place_tensors(struct zn_trainer *t, struct zn_zero_rules *zr)
 {
 	const struct zn_config *cfg = &t->cfg;
-	int rc = tr_table_build(&t->tab, &t->arch);
+	int rc = zn_tensor_table_build(&t->tab, &t->arch);
 	if (rc)
 		return rc;
 	t->t = calloc(ZN_MAX(t->tab.nt, 1), sizeof(*t->t));
@@ -483,12 +483,12 @@ int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
 			struct zn_rank_memory *out)
 {
 	struct zn_arch arch;
-	struct tensor_table tab;
+	struct zn_tensor_table tab;
 	if (world < 1 || rank < 0 || rank >= world)
 		return zn_error(-EINVAL, "rank %d of %d ranks: ranks are 0 .. world - 1, world >= 1",
 				rank, world);
 	int rc = zn_arch_from_config(cfg, &arch);
-	if (rc || (rc = tr_table_build(&tab, &arch)))
+	if (rc || (rc = zn_tensor_table_build(&tab, &arch)))
 		return rc;
 	struct zn_zero_rules zr;
 	zn_zero_rules_init(&zr, cfg, rank, world);
@@ -500,6 +500,6 @@ int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
 		const struct zn_zero_share sh = zn_zero_share_of(&zr, tab.d[i].numel);
 		zn_zero_count(&zr, tab.d[i].numel, &sh, out);
 	}
-	tr_table_free(&tab);
+	zn_tensor_table_free(&tab);
 	return 0;
 }

@@ -30,16 +30,6 @@
 #include "zinc/threadpool.h"
 #include "zinc/train.h"
 
-/* The model's tensors in model order and each layer's range of them, from
- * its architecture: built once (tr_table_build) for the trainer, the
- * consolidation and the memory plan. */
-struct tensor_table {
-	struct zn_param_desc *d;       /* nt descriptions */
-	unsigned nt, nlayers;
-	unsigned *first, *count;       /* per layer: tensors first .. first + count - 1 */
-	uint64_t total;                /* elements over all tensors */
-	uint64_t largest;              /* elements of the largest tensor */
-};
 
 /* One tensor's state, t->t[i] for the table's tensor i.  Where each part
  * of its model states lives:
@@ -267,7 +257,7 @@ struct gathers {
  * tensors are initialised. */
 struct sources {
 	const struct zn_arch *arch;
-	const struct tensor_table *tab;
+	const struct zn_tensor_table *tab;
 	uint64_t seed;                 /* data.seed: initialisation */
 	struct zn_st_file *ckpt;       /* checkpoint.resume: optimizer.safetensors */
 	struct zn_st_file **shards;    /* ... or the parts of `world` ranks */
@@ -330,7 +320,7 @@ struct zn_trainer {
 	struct zn_threadpool *pool;    /* CPU Adam */
 	/* The tensors: the table, and each one's state (tab.nt) and each
 	 * layer's (tab.nlayers). */
-	struct tensor_table tab;
+	struct zn_tensor_table tab;
 	struct tstate *t;
 	struct layer_state *layer;
 	uint64_t own_total;            /* elements this rank owns over all tensors */
@@ -388,10 +378,6 @@ struct groups {
 };
 
 /* ---- the functions the trainer's files share, along the data path ------- */
-
-/* tensors.c: the table from the architecture (0 or -ENOMEM); free. */
-int tr_table_build(struct tensor_table *tab, const struct zn_arch *a);
-void tr_table_free(struct tensor_table *tab);
 
 /* Synchronous copies (the null stream: after everything enqueued). */
 static inline int tr_to_device(struct zn_trainer *t, void *dst, const void *src, size_t bytes)

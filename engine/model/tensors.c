@@ -1,14 +1,14 @@
-/* The model's tensor table (struct tensor_table): every tensor's
+/* The model's tensor table (struct zn_tensor_table): every tensor's
  * description in model order and each layer's range of them, built once
  * from the architecture for whoever walks the model's tensors. */
 #include "zn_common.h"
 
-#include "train/internal.h"
+#include "model/arch.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-int tr_table_build(struct tensor_table *tab, const struct zn_arch *a)
+int zn_tensor_table_build(struct zn_tensor_table *tab, const struct zn_arch *a)
 {
 	struct zn_param_desc d[ZN_ARCH_LAYER_TENSORS_MAX];
 	memset(tab, 0, sizeof(*tab));
@@ -19,7 +19,7 @@ int tr_table_build(struct tensor_table *tab, const struct zn_arch *a)
 	tab->first = calloc(tab->nlayers ? tab->nlayers : 1, sizeof(*tab->first));
 	tab->count = calloc(tab->nlayers ? tab->nlayers : 1, sizeof(*tab->count));
 	if (!tab->d || !tab->first || !tab->count) {
-		tr_table_free(tab);
+		zn_tensor_table_free(tab);
 		return zn_error(-ENOMEM, "out of memory for the model's tensor table");
 	}
 	unsigned nt = 0;
@@ -37,7 +37,7 @@ int tr_table_build(struct tensor_table *tab, const struct zn_arch *a)
 	return 0;
 }
 
-void tr_table_free(struct tensor_table *tab)
+void zn_tensor_table_free(struct zn_tensor_table *tab)
 {
 	free(tab->d);
 	free(tab->first);
