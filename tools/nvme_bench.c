@@ -466,9 +466,9 @@ static void print_aio_block(FILE *out, const struct bench *b, const struct resul
 	config_for(b, r->bs, r->qd, r->th, &cfg);
 	fprintf(out, "%saio:\n", indent);
 	/* Exactly the keys of the config table, so the block parses back. */
-	for (size_t i = 0; i < zn_aio_config_section.nkeys; i++) {
-		const struct zn_cfg_key *k = &zn_aio_config_section.keys[i];
-		fprintf(out, "%s  %s: %s\n", indent, k->name, zn_cfg_format(k, &cfg, v, sizeof(v)));
+	for (size_t i = 0; i < zn_aio_key_table.nkeys; i++) {
+		const struct zn_key *k = &zn_aio_key_table.keys[i];
+		fprintf(out, "%s  %s: %s\n", indent, k->name, zn_keys_format(k, &cfg, v, sizeof(v)));
 	}
 }
 
@@ -736,11 +736,11 @@ int cmd_nvme_bench(int argc, char **argv)
 		json_begin_object(&j);
 		struct zn_aio_config cfg;
 		config_for(&b, rec->bs, rec->qd, rec->th, &cfg);
-		for (size_t i = 0; i < zn_aio_config_section.nkeys; i++) {
-			const struct zn_cfg_key *k = &zn_aio_config_section.keys[i];
+		for (size_t i = 0; i < zn_aio_key_table.nkeys; i++) {
+			const struct zn_key *k = &zn_aio_key_table.keys[i];
 			json_key(&j, k->name);
-			zn_cfg_format(k, &cfg, v, sizeof(v));
-			if (k->type == ZN_CFG_BOOL)
+			zn_keys_format(k, &cfg, v, sizeof(v));
+			if (k->type == ZN_KEY_BOOL)
 				json_bool(&j, strcmp(v, "true") == 0);
 			else
 				json_uint(&j, strtoull(v, NULL, 10));

@@ -2,9 +2,9 @@
  *
  * The whole file is loaded as a node graph first (libyaml keeps each node's
  * start mark), then walked alongside the tree of key tables rooted at the
- * top-level table (engine/config_keys.c): a mapping per section, nested
+ * top-level table (engine/config/keys.c): a mapping per section, nested
  * sections recursively, scalar values (and two-number lists) through
- * zn_cfg_set.  Working
+ * zn_keys_set.  Working
  * on the graph rather than the event stream makes duplicate detection and
  * "which key made validate() fail" lookups simple, and a config file is
  * small.  Values are applied to a copy of the config, so a failed load
@@ -31,7 +31,7 @@
 /* Top-level keys of DeepSpeed's config (docs/_pages/config-json.md and
  * runtime/constants.py) that zinc accepts without using yet, so that a
  * ds_config.json loads as it is.  Sorted (the tests check it); a key moves
- * out of here when it joins the top-level table (engine/config_keys.c). */
+ * out of here when it joins the top-level table (engine/config/keys.c). */
 static const char *const ignored_keys[] = {
 	"amp",
 	"autotuning",
@@ -92,25 +92,25 @@ struct loader {
 
 void zn_config_default(struct zn_config *cfg)
 {
-	zn_cfg_defaults(&zn_config_root_section, cfg);
+	zn_keys_defaults(&zn_config_key_table, cfg);
 }
 
-const struct zn_cfg_section *zn_config_root(void)
+const struct zn_key_table *zn_config_root(void)
 {
-	return &zn_config_root_section;
+	return &zn_config_key_table;
 }
 
 /* Depth-first walk of the section tree: the section numbered `*n` (counting
  * down), with its offset in struct zn_config and its path. */
 struct section_walk {
 	size_t n;                          /* sections left to skip */
-	const struct zn_cfg_section *want; /* or find by table */
-	const struct zn_cfg_section *found;
+	const struct zn_key_table *want; /* or find by table */
+	const struct zn_key_table *found;
 	size_t offset;
 	char path[256];
 };
 
-static bool walk(struct section_walk *w, const struct zn_cfg_section *sec, size_t offset,
+static bool walk(struct section_walk *w, const struct zn_key_table *sec, size_t offset,
 		 const char *path)
 {
 	if (w->want ? sec == w->want : w->n-- == 0) {
@@ -120,9 +120,9 @@ static bool walk(struct section_walk *w, const struct zn_cfg_section *sec, size_
 		return true;
 	}
 	for (size_t i = 0; i < sec->nkeys; i++) {
-		const struct zn_cfg_key *k = &sec->keys[i];
+		const struct zn_key *k = &sec->keys[i];
 		char sub[256];
-		if (k->type != ZN_CFG_SECTION)
+		if (k->type != ZN_KEY_SECTION)
 			continue;
 		snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", k->name);
 		if (walk(w, k->sub, offset + k->offset, sub))
@@ -131,12 +131,12 @@ static bool walk(struct section_walk *w, const struct zn_cfg_section *sec, size_
 	return false;
 }
 
-const struct zn_cfg_section *zn_config_section(size_t i, const char **path)
+const struct zn_key_table *zn_config_section(size_t i, const char **path)
 {
 	static _Thread_local char path_buf[256];
 	struct section_walk w = { .n = i };
 
-	if (!walk(&w, &zn_config_root_section, 0, ""))
+	if (!walk(&w, &zn_config_key_table, 0, ""))
 		return NULL;
 	if (path) {
 		memcpy(path_buf, w.path, sizeof(path_buf));
@@ -145,11 +145,11 @@ const struct zn_cfg_section *zn_config_section(size_t i, const char **path)
 	return w.found;
 }
 
-void *zn_config_section_data(struct zn_config *cfg, const struct zn_cfg_section *sec)
+void *zn_config_section_data(struct zn_config *cfg, const struct zn_key_table *sec)
 {
 	struct section_walk w = { .want = sec };
 
-	if (!sec || !walk(&w, &zn_config_root_section, 0, ""))
+	if (!sec || !walk(&w, &zn_config_key_table, 0, ""))
 		return NULL;
 	return (char *)cfg + w.offset;
 }
@@ -345,13 +345,13 @@ static bool is_ignored_key(const char *name)
 }
 
 /* The known top-level key nearest to `name`, with the threshold
- * zn_cfg_nearest uses: at most a third of the name wrong. */
+ * zn_keys_nearest uses: at most a third of the name wrong. */
 static const char *nearest_top_level(const char *name)
 {
 	const char *best = NULL;
 	unsigned best_d = ~0u;
 
-	const struct zn_cfg_section *root = &zn_config_root_section;
+	const struct zn_key_table *root = &zn_config_key_table;
 
 	for (size_t i = 0; i < root->nkeys + ZN_ARRAY_SIZE(ignored_keys); i++) {
 		const char *cand = i < root->nkeys ? root->keys[i].name
@@ -369,13 +369,13 @@ static const char *nearest_top_level(const char *name)
 
 /* The pair of `map` whose key names table key `k` (by name or alias). */
 static const yaml_node_pair_t *pair_for_key(const struct loader *ld, const yaml_node_t *map,
-					    const struct zn_cfg_section *sec,
-					    const struct zn_cfg_key *k)
+					    const struct zn_key_table *sec,
+					    const struct zn_key *k)
 {
 	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
 	     p++) {
 		const yaml_node_t *key = yaml_document_get_node(ld->doc, p->key);
-		if (key && key->type == YAML_SCALAR_NODE && zn_cfg_find(sec, scalar_text(key)) == k)
+		if (key && key->type == YAML_SCALAR_NODE && zn_keys_find(sec, scalar_text(key)) == k)
 			return p;
 	}
 	return NULL;
@@ -385,7 +385,7 @@ static const yaml_node_pair_t *pair_for_key(const struct loader *ld, const yaml_
  * section table; just "key: ..." at the top level; "section.sub.key: ..."
  * for a key of a nested section); point at that key's value when the file
  * set it, else at the deepest section given, else at the section itself. */
-static const yaml_mark_t *validate_mark(const struct loader *ld, const struct zn_cfg_section *sec,
+static const yaml_mark_t *validate_mark(const struct loader *ld, const struct zn_key_table *sec,
 					const yaml_node_t *key_node, const yaml_node_t *map)
 {
 	const char *s = zn_last_error();
@@ -406,14 +406,14 @@ static const yaml_mark_t *validate_mark(const struct loader *ld, const struct zn
 			klen++;
 		memcpy(kname, s, klen);
 		kname[klen] = '\0';
-		const struct zn_cfg_key *k = zn_cfg_find(sec, kname);
+		const struct zn_key *k = zn_keys_find(sec, kname);
 		const yaml_node_pair_t *p = k ? pair_for_key(ld, map, sec, k) : NULL;
 		if (!p)
 			return best;
 		const yaml_node_t *val = yaml_document_get_node(ld->doc, p->value);
 		best = &val->start_mark;
 		/* "params.warmup_max_lr": go on inside the nested mapping. */
-		if (k->type != ZN_CFG_SECTION || s[klen] != '.' || val->type != YAML_MAPPING_NODE)
+		if (k->type != ZN_KEY_SECTION || s[klen] != '.' || val->type != YAML_MAPPING_NODE)
 			return best;
 		sec = k->sub;
 		map = val;
@@ -443,7 +443,7 @@ static void unknown_top_level(const struct loader *ld, const yaml_node_t *key)
 			ld->name, line, col, name);
 }
 
-/* A list of two numbers ([0.9, 0.999]) as the text zn_cfg_set parses. */
+/* A list of two numbers ([0.9, 0.999]) as the text zn_keys_set parses. */
 static int pair_text(const struct loader *ld, const char *path, const yaml_node_t *val,
 		     char *buf, size_t len)
 {
@@ -473,7 +473,7 @@ static int pair_text(const struct loader *ld, const char *path, const yaml_node_
  * front of the table's "section.key: ..." messages; `key_node` is the key
  * that named the section (NULL at the top level, where unknown keys warn
  * instead of failing). */
-static int load_section(const struct loader *ld, const struct zn_cfg_section *sec, void *obj,
+static int load_section(const struct loader *ld, const struct zn_key_table *sec, void *obj,
 			const char *prefix, const yaml_node_t *key_node, const yaml_node_t *map)
 {
 	bool root = key_node == NULL;
@@ -497,7 +497,7 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 	for (size_t i = 0; i < npairs; i++) {
 		const yaml_node_t *key = yaml_document_get_node(ld->doc, pairs[i].key);
 		const yaml_node_t *val = yaml_document_get_node(ld->doc, pairs[i].value);
-		const struct zn_cfg_key *k;
+		const struct zn_key *k;
 		const char *name, *text;
 		char kpath[320], pair[512];
 
@@ -508,14 +508,14 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 		if (rc)
 			return rc;
 		name = scalar_text(key);
-		k = zn_cfg_find(sec, name);
+		k = zn_keys_find(sec, name);
 		if (!k && root) {
 			unknown_top_level(ld, key);
 			continue;
 		}
 		if (!k) {
-			/* zn_cfg_set words the "did you mean" message. */
-			rc = zn_cfg_set(sec, obj, name, "");
+			/* zn_keys_set words the "did you mean" message. */
+			rc = zn_keys_set(sec, obj, name, "");
 			return fail_at(ld, &key->start_mark, rc ? rc : -ENOENT, "%s%s", prefix,
 				       zn_last_error());
 		}
@@ -523,7 +523,7 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 		/* A key and its alias both given: the same field twice. */
 		for (size_t j = 0; j < i; j++) {
 			const yaml_node_t *prev = yaml_document_get_node(ld->doc, pairs[j].key);
-			if (prev->type == YAML_SCALAR_NODE && zn_cfg_find(sec, scalar_text(prev)) == k)
+			if (prev->type == YAML_SCALAR_NODE && zn_keys_find(sec, scalar_text(prev)) == k)
 				return fail_at(ld, &key->start_mark, -EINVAL,
 					       "%s: set twice, as '%s' (line %zu) and as '%s'; "
 					       "keep one",
@@ -532,8 +532,8 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 		}
 		if (is_null(val))
 			continue; /* `key: ~` keeps the default */
-		if (k->type == ZN_CFG_SECTION) {
-			if (k->flags & ZN_CFG_UNSUPPORTED)
+		if (k->type == ZN_KEY_SECTION) {
+			if (k->flags & ZN_KEY_UNSUPPORTED)
 				return fail_at(ld, &key->start_mark, -EINVAL,
 					       "%s: not supported yet (%s); remove it", kpath,
 					       k->help);
@@ -543,7 +543,7 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 				return rc;
 			continue;
 		}
-		if (k->type == ZN_CFG_PAIR && val->type == YAML_SEQUENCE_NODE) {
+		if (k->type == ZN_KEY_PAIR && val->type == YAML_SEQUENCE_NODE) {
 			rc = pair_text(ld, kpath, val, pair, sizeof(pair));
 			if (rc)
 				return rc;
@@ -551,7 +551,7 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 		} else if (val->type != YAML_SCALAR_NODE) {
 			return fail_at(ld, &val->start_mark, -EINVAL,
 				       "%s: expected %s, found %s", kpath,
-				       k->type == ZN_CFG_PAIR ? "a list of two numbers"
+				       k->type == ZN_KEY_PAIR ? "a list of two numbers"
 							      : "a single value",
 				       kind_name(val));
 		} else {
@@ -560,7 +560,7 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 				return rc;
 			text = scalar_text(val);
 		}
-		rc = zn_cfg_set(sec, obj, name, text);
+		rc = zn_keys_set(sec, obj, name, text);
 		if (rc && strcmp(text, "auto") == 0)
 			/* Hugging Face's Trainer fills "auto" in before
 			 * DeepSpeed sees the file; zinc resolves it only
@@ -573,8 +573,8 @@ static int load_section(const struct loader *ld, const struct zn_cfg_section *se
 	}
 
 	{
-		const struct zn_cfg_key *uk = NULL;
-		rc = zn_cfg_check_unsupported(sec, obj, &uk);
+		const struct zn_key *uk = NULL;
+		rc = zn_keys_check_unsupported(sec, obj, &uk);
 		if (rc) {
 			const yaml_node_pair_t *p = pair_for_key(ld, map, sec, uk);
 			const yaml_mark_t *m =
@@ -605,7 +605,7 @@ static int load_root(const struct loader *ld, struct zn_config *cfg)
 			       "the top level must be a mapping of sections (like 'aio:'), "
 			       "found %s",
 			       kind_name(root));
-	rc = load_section(ld, &zn_config_root_section, cfg, "", NULL, root);
+	rc = load_section(ld, &zn_config_key_table, cfg, "", NULL, root);
 	if (rc)
 		return rc;
 	/* root_validate checked the batch rule; keep what it resolved. */
