@@ -22,8 +22,8 @@
 #include <yaml.h>
 
 #include "zn_half.h"
-#include "io/jsonbuf.h"
 #include "zinc/hf.h"
+#include "zinc/json.h"
 
 /* Tensor bytes are used in place and written as they are in memory: the
  * safetensors format is little-endian, and so is every host zinc runs on. */
@@ -690,15 +690,68 @@ static void fmt_float(float v, char *buf, size_t len)
 		strncat(buf, ".0", len - strlen(buf) - 1);
 }
 
-/* config.json's entries, sorted by key as transformers writes them. */
+/* One config.json entry: its key and its value, written by put_entry.
+ * Entries are sorted by key, as transformers writes them. */
 struct centry {
 	const char *key;
-	char *value; /* JSON text */
+	enum { V_INT, V_FLOAT, V_BOOL, V_STRING, V_NULL, V_NAMES, V_LLAMA3_ROPE } kind;
+	int i;
+	float f;
+	bool b;
+	const char *s; /* V_STRING; V_NAMES: the list's one name */
 };
 
 static int centry_cmp(const void *a, const void *b)
 {
 	return strcmp(((const struct centry *)a)->key, ((const struct centry *)b)->key);
+}
+
+static void put_float(struct zn_json *j, float v)
+{
+	char num[32];
+	fmt_float(v, num, sizeof(num));
+	zn_json_printf(j, "%s", num);
+}
+
+static void put_entry(struct zn_json *j, const struct centry *e, const struct zn_llama_config *cfg)
+{
+	zn_json_key(j, e->key);
+	switch (e->kind) {
+	case V_INT:
+		zn_json_int(j, e->i);
+		break;
+	case V_FLOAT:
+		put_float(j, e->f);
+		break;
+	case V_BOOL:
+		zn_json_bool(j, e->b);
+		break;
+	case V_STRING:
+		zn_json_string(j, e->s);
+		break;
+	case V_NULL:
+		zn_json_null(j);
+		break;
+	case V_NAMES:
+		zn_json_begin_array(j);
+		zn_json_string(j, e->s);
+		zn_json_end_array(j);
+		break;
+	case V_LLAMA3_ROPE: /* its keys sorted too */
+		zn_json_begin_object(j);
+		zn_json_key(j, "factor");
+		put_float(j, cfg->rope_factor);
+		zn_json_key(j, "high_freq_factor");
+		put_float(j, cfg->rope_high_freq_factor);
+		zn_json_key(j, "low_freq_factor");
+		put_float(j, cfg->rope_low_freq_factor);
+		zn_json_key(j, "original_max_position_embeddings");
+		zn_json_int(j, cfg->rope_original_max_pos);
+		zn_json_key(j, "rope_type");
+		zn_json_string(j, "llama3");
+		zn_json_end_object(j);
+		break;
+	}
 }
 
 static const char *torch_dtype_name(const char *s, enum zn_st_dtype *dt)
@@ -727,24 +780,19 @@ int zn_hf_write_config(const char *path, const struct zn_llama_config *cfg,
 	const struct arch *arch = find_arch(cfg->architecture);
 	struct centry e[40];
 	size_t n = 0;
-	struct zn_sbuf b = { 0 };
-	char num[64];
-	int rc = 0;
+	struct zn_json j;
+	char *text;
+	size_t len;
+	int rc;
 
 	if (!arch)
 		return zn_error(-ENOTSUP, "config.json '%s': architecture '%s' is not one zinc "
 				"writes (%s)", path, cfg->architecture, SUPPORTED_ARCHS);
 	if (!torch_dtype)
 		torch_dtype = cfg->torch_dtype;
-#define ADD(k, ...)                                                   \
-	do {                                                          \
-		e[n].key = k;                                         \
-		if (asprintf(&e[n].value, __VA_ARGS__) < 0)           \
-			e[n].value = NULL;                            \
-		n++;                                                  \
-	} while (0)
-	ADD("architectures", "[\n    \"%s\"\n  ]", arch->name);
-	ADD("model_type", "\"%s\"", arch->model_type);
+#define ADD(k, kind_, ...) (e[n++] = (struct centry){ .key = k, .kind = kind_, __VA_ARGS__ })
+	ADD("architectures", V_NAMES, .s = arch->name);
+	ADD("model_type", V_STRING, .s = arch->model_type);
 	for (size_t i = 0; i < ZN_ARRAY_SIZE(config_keys); i++) {
 		const struct ckey *k = &config_keys[i];
 		const char *field = (const char *)cfg + k->offset;
@@ -754,68 +802,50 @@ int zn_hf_write_config(const char *path, const struct zn_llama_config *cfg,
 				v = cfg->n_head;
 			if (strcmp(k->name, "head_dim") == 0 && !v)
 				v = cfg->n_head ? cfg->n_embd / cfg->n_head : 0;
-			ADD(k->name, "%d", v);
+			ADD(k->name, V_INT, .i = v);
 		} else if (k->kind == C_FLOAT) {
-			fmt_float(*(const float *)field, num, sizeof(num));
-			ADD(k->name, "%s", num);
+			ADD(k->name, V_FLOAT, .f = *(const float *)field);
 		} else {
-			ADD(k->name, "%s", *(const bool *)field ? "true" : "false");
+			ADD(k->name, V_BOOL, .b = *(const bool *)field);
 		}
 	}
-	ADD("hidden_act", "\"silu\"");
-	ADD("attention_dropout", "0.0");
-	ADD("use_cache", "true");
+	ADD("hidden_act", V_STRING, .s = "silu");
+	ADD("attention_dropout", V_FLOAT, .f = 0.0f);
+	ADD("use_cache", V_BOOL, .b = true);
 	if (is_llama(arch)) {
-		ADD("attention_bias", "false");
-		ADD("mlp_bias", "%s", cfg->mlp_bias ? "true" : "false");
-		ADD("pretraining_tp", "1");
+		ADD("attention_bias", V_BOOL, .b = false);
+		ADD("mlp_bias", V_BOOL, .b = cfg->mlp_bias);
+		ADD("pretraining_tp", V_INT, .i = 1);
 	}
 	if (strcmp(arch->model_type, "mistral") == 0)
-		ADD("sliding_window", "null");
+		ADD("sliding_window", V_NULL);
 	if (strcmp(arch->model_type, "qwen2") == 0) {
-		ADD("use_sliding_window", "false");
-		ADD("sliding_window", "null");
+		ADD("use_sliding_window", V_BOOL, .b = false);
+		ADD("sliding_window", V_NULL);
 	}
-	if (cfg->rope_type == ZN_ROPE_LLAMA3) {
-		char f[32], lo[32], hi[32];
-		fmt_float(cfg->rope_factor, f, sizeof(f));
-		fmt_float(cfg->rope_low_freq_factor, lo, sizeof(lo));
-		fmt_float(cfg->rope_high_freq_factor, hi, sizeof(hi));
-		ADD("rope_scaling", "{\n    \"factor\": %s,\n    \"high_freq_factor\": %s,\n"
-				    "    \"low_freq_factor\": %s,\n"
-				    "    \"original_max_position_embeddings\": %d,\n"
-				    "    \"rope_type\": \"llama3\"\n  }",
-		    f, hi, lo, cfg->rope_original_max_pos);
-	} else {
-		ADD("rope_scaling", "null");
-	}
-	if (cfg->bos_token_id >= 0)
-		ADD("bos_token_id", "%d", cfg->bos_token_id);
-	if (cfg->eos_token_id >= 0)
-		ADD("eos_token_id", "%d", cfg->eos_token_id);
-	if (torch_dtype && *torch_dtype) {
-		struct zn_sbuf q = { 0 };
-		zn_sb_json_str(&q, torch_dtype);
-		ADD("torch_dtype", "%s", q.p ? q.p : "null");
-		free(q.p);
-	}
-#undef ADD
-	for (size_t i = 0; i < n; i++)
-		if (!e[i].value)
-			b.oom = true;
-	qsort(e, n, sizeof(e[0]), centry_cmp);
-	zn_sb_add(&b, "{\n", 2);
-	for (size_t i = 0; i < n; i++)
-		zn_sb_printf(&b, "  \"%s\": %s%s\n", e[i].key, e[i].value ? e[i].value : "",
-			  i + 1 < n ? "," : "");
-	zn_sb_add(&b, "}\n", 2);
-	for (size_t i = 0; i < n; i++)
-		free(e[i].value);
-	if (b.oom)
-		rc = zn_error(-ENOMEM, "out of memory writing '%s'", path);
+	if (cfg->rope_type == ZN_ROPE_LLAMA3)
+		ADD("rope_scaling", V_LLAMA3_ROPE);
 	else
-		rc = write_file_atomic(path, b.p, b.len);
-	free(b.p);
+		ADD("rope_scaling", V_NULL);
+	if (cfg->bos_token_id >= 0)
+		ADD("bos_token_id", V_INT, .i = cfg->bos_token_id);
+	if (cfg->eos_token_id >= 0)
+		ADD("eos_token_id", V_INT, .i = cfg->eos_token_id);
+	if (torch_dtype && *torch_dtype)
+		ADD("torch_dtype", V_STRING, .s = torch_dtype);
+#undef ADD
+	qsort(e, n, sizeof(e[0]), centry_cmp);
+
+	if (zn_json_open_memory(&j, ZN_JSON_PRETTY | ZN_JSON_LINE))
+		return zn_error(-ENOMEM, "out of memory writing '%s'", path);
+	zn_json_begin_object(&j);
+	for (size_t i = 0; i < n; i++)
+		put_entry(&j, &e[i], cfg);
+	zn_json_end_object(&j);
+	if (zn_json_close_memory(&j, &text, &len))
+		return zn_error(-ENOMEM, "out of memory writing '%s'", path);
+	rc = write_file_atomic(path, text, len);
+	free(text);
 	if (!rc) {
 		/* The rename must reach the disk too. */
 		char *dir = strdup(path);
@@ -1531,13 +1561,17 @@ static void remove_stale(struct zn_hf_writer *w)
 
 static int write_index(struct zn_hf_writer *w)
 {
-	struct zn_sbuf b = { 0 };
+	struct zn_json j;
+	char *text = NULL;
+	size_t len;
 	uint64_t total = 0;
 	size_t *order = malloc(w->n * sizeof(*order));
 	int rc;
 
-	if (!order)
+	if (!order || zn_json_open_memory(&j, ZN_JSON_PRETTY | ZN_JSON_LINE)) {
+		free(order);
 		return zn_error(-ENOMEM, "out of memory");
+	}
 	for (size_t i = 0; i < w->ns; i++)
 		total += w->s[i].bytes;
 	/* weight_map sorted by name, as transformers writes it (sort_keys). */
@@ -1549,24 +1583,29 @@ static int write_index(struct zn_hf_writer *w)
 		}
 		order[k] = i;
 	}
-	zn_sb_printf(&b, "{\n  \"metadata\": {\n    \"total_size\": %" PRIu64 "\n  },\n"
-		      "  \"weight_map\": {\n", total);
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "metadata");
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "total_size");
+	zn_json_uint(&j, total);
+	zn_json_end_object(&j);
+	zn_json_key(&j, "weight_map");
+	zn_json_begin_object(&j);
 	for (size_t i = 0; i < w->n; i++) {
 		const struct wtensor *t = &w->t[order[i]];
-		zn_sb_add(&b, "    ", 4);
-		zn_sb_json_str(&b, t->name);
-		zn_sb_printf(&b, ": \"%s\"%s\n", strrchr(w->s[t->shard].final, '/') + 1,
-			  i + 1 < w->n ? "," : "");
+		zn_json_key(&j, t->name);
+		zn_json_string(&j, strrchr(w->s[t->shard].final, '/') + 1);
 	}
-	zn_sb_add(&b, "  }\n}\n", 6);
+	zn_json_end_object(&j);
+	zn_json_end_object(&j);
 	free(order);
 	char *path = join(w->dir, INDEX_NAME);
-	if (b.oom || !path)
+	if (zn_json_close_memory(&j, &text, &len) || !path)
 		rc = zn_error(-ENOMEM, "out of memory");
 	else
-		rc = write_file_atomic(path, b.p, b.len);
+		rc = write_file_atomic(path, text, len);
 	free(path);
-	free(b.p);
+	free(text);
 	return rc;
 }
 

@@ -12,9 +12,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "zinc/json.h"
 #include "zinc/safetensors.h"
-
-#include "io/jsonbuf.h"
 
 /* The format caps the header at 100 MB; anything larger is not ours. */
 #define MAX_HEADER (100u << 20)
@@ -396,8 +395,8 @@ struct zn_st_writer {
 int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
 		       const struct zn_st_meta *meta, size_t nmeta, struct zn_st_writer **out)
 {
-	struct zn_sbuf h = { 0 };
-	char num[64];
+	struct zn_json j;
+	char *grown;
 	uint64_t off = 0;
 	int rc = 0;
 
@@ -420,71 +419,79 @@ int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
 				return zn_error(-EINVAL, "safetensors: tensor name '%s' appears twice",
 						t[i].name);
 	}
+	if (zn_json_open_memory(&j, 0))
+		return zn_error(-ENOMEM, "safetensors: out of memory for the header");
 
-	zn_sb_puts(&h, "{");
+	zn_json_begin_object(&j);
 	if (nmeta) {
-		zn_sb_puts(&h, "\"__metadata__\":{");
+		zn_json_key(&j, "__metadata__");
+		zn_json_begin_object(&j);
 		for (size_t i = 0; i < nmeta; i++) {
-			if (i)
-				zn_sb_puts(&h, ",");
-			zn_sb_json_str(&h, meta[i].key);
-			zn_sb_puts(&h, ":");
-			zn_sb_json_str(&h, meta[i].value);
+			zn_json_key(&j, meta[i].key);
+			zn_json_string(&j, meta[i].value);
 		}
-		zn_sb_puts(&h, "}");
+		zn_json_end_object(&j);
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (i || nmeta)
-			zn_sb_puts(&h, ",");
-		zn_sb_json_str(&h, t[i].name);
-		zn_sb_puts(&h, ":{\"dtype\":\"");
-		zn_sb_puts(&h, dtypes[t[i].dtype].name);
-		zn_sb_puts(&h, "\",\"shape\":[");
-		for (unsigned d = 0; d < t[i].ndim; d++) {
-			snprintf(num, sizeof(num), "%s%" PRIu64, d ? "," : "", t[i].shape[d]);
-			zn_sb_puts(&h, num);
-		}
-		snprintf(num, sizeof(num), "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off,
-			 off + t[i].bytes);
-		zn_sb_puts(&h, num);
+		zn_json_key(&j, t[i].name);
+		zn_json_begin_object(&j);
+		zn_json_key(&j, "dtype");
+		zn_json_string(&j, dtypes[t[i].dtype].name);
+		zn_json_key(&j, "shape");
+		zn_json_begin_array(&j);
+		for (unsigned d = 0; d < t[i].ndim; d++)
+			zn_json_uint(&j, t[i].shape[d]);
+		zn_json_end_array(&j);
+		zn_json_key(&j, "data_offsets");
+		zn_json_begin_array(&j);
+		zn_json_uint(&j, off);
+		zn_json_uint(&j, off + t[i].bytes);
+		zn_json_end_array(&j);
+		zn_json_end_object(&j);
 		off += t[i].bytes;
 	}
-	zn_sb_puts(&h, "}");
+	zn_json_end_object(&j);
 	/* Pad with spaces so the data starts 8-byte aligned, as the
 	 * reference writer does. */
-	while (!h.oom && (8 + h.len) % 8)
-		zn_sb_puts(&h, " ");
-	if (h.oom) {
-		free(h.p);
+	char *h;
+	size_t len, padded;
+	if (zn_json_close_memory(&j, &h, &len))
+		return zn_error(-ENOMEM, "safetensors: out of memory for the header");
+	padded = ZN_ALIGN_UP(len, 8); /* the header follows its 8-byte length */
+	grown = realloc(h, padded);
+	if (!grown) {
+		free(h);
 		return zn_error(-ENOMEM, "safetensors: out of memory for the header");
 	}
+	h = grown;
+	memset(h + len, ' ', padded - len);
 
 	struct zn_st_writer *w = calloc(1, sizeof(*w));
 	if (!w) {
-		free(h.p);
+		free(h);
 		return zn_error(-ENOMEM, "safetensors: out of memory");
 	}
 	w->expect = off;
 	if (snprintf(w->path, sizeof(w->path), "%s", path) >= (int)sizeof(w->path) ||
 	    snprintf(w->tmp, sizeof(w->tmp), "%s.tmp.%d", path, (int)getpid()) >=
 		    (int)sizeof(w->tmp)) {
-		free(h.p);
+		free(h);
 		free(w);
 		return zn_error(-ENAMETOOLONG, "safetensors: path '%s' is too long", path);
 	}
 	w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (w->fd < 0) {
 		rc = -errno;
-		free(h.p);
+		free(h);
 		zn_error(rc, "cannot create '%s': %s", w->tmp, strerror(-rc));
 		free(w);
 		return rc;
 	}
-	uint64_t hlen = h.len;
+	uint64_t hlen = padded;
 	rc = write_all(w->fd, &hlen, 8);
 	if (!rc)
-		rc = write_all(w->fd, h.p, h.len);
-	free(h.p);
+		rc = write_all(w->fd, h, padded);
+	free(h);
 	if (rc) {
 		w->err = rc;
 		zn_st_writer_abort(w);
