@@ -19,9 +19,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <yaml.h>
 
 #include "zn_half.h"
+#include "io/doc.h"
 #include "zinc/hf.h"
 #include "zinc/json.h"
 
@@ -110,185 +110,55 @@ static int write_file_atomic(const char *path, const char *data, size_t len)
 	return rc;
 }
 
-/* ---- JSON through libyaml -------------------------------------------------- */
+/* ---- reading JSON ------------------------------------------------------------ */
 
+/* A JSON file read whole (engine/io/doc.h). */
 struct json {
 	const char *path;
-	yaml_document_t doc;
-	bool loaded;
+	struct zn_doc *doc;
+	struct zn_doc_node *root; /* an object */
 };
 
 /* Read and parse `path`, whose root must be a JSON object.  `what` says
  * what the file should be, for messages. */
 static int json_load(struct json *j, const char *path, const char *what)
 {
-	struct stat st;
-	yaml_parser_t parser;
-	char *buf = NULL;
-	int rc = 0;
+	char *buf;
+	size_t len;
+	int rc;
 
 	j->path = path;
-	j->loaded = false;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return zn_error(-errno, "cannot open '%s' (%s): %s", path, what, strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_JSON_BYTES) {
-		close(fd);
-		return zn_error(-EINVAL, "'%s' is not a regular file of at most %u MiB; it should "
-				"be %s", path, MAX_JSON_BYTES >> 20, what);
-	}
-	size_t len = (size_t)st.st_size;
-	buf = malloc(len + 1);
-	if (!buf) {
-		close(fd);
-		return zn_error(-ENOMEM, "out of memory reading '%s'", path);
-	}
-	for (size_t got = 0; got < len;) {
-		ssize_t r = read(fd, buf + got, len - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			rc = zn_error(r < 0 ? -errno : -EIO, "cannot read '%s': %s", path,
-				      r < 0 ? strerror(errno) : "it shrank while read");
-			close(fd);
-			free(buf);
-			return rc;
-		}
-		got += (size_t)r;
-	}
-	close(fd);
-	size_t first = 0;
-	while (first < len && strchr(" \t\r\n", buf[first]))
-		first++;
-	if (first == len || buf[first] != '{') {
-		free(buf);
-		return zn_error(-EINVAL, "'%s' is not a JSON object; it should be %s", path, what);
-	}
-	if (!yaml_parser_initialize(&parser)) {
-		free(buf);
-		return zn_error(-ENOMEM, "out of memory");
-	}
-	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
-	if (!yaml_parser_load(&parser, &j->doc)) {
-		rc = zn_error(-EINVAL, "'%s': bad JSON at line %zu, column %zu: %s; it should be %s",
-			      path, parser.problem_mark.line + 1, parser.problem_mark.column + 1,
-			      parser.problem ? parser.problem : "?", what);
+	j->root = NULL;
+	ZN_TRY(zn_doc_read_file(path, MAX_JSON_BYTES, what, &buf, &len));
+	/* YAML would take "a: 1" too; JSON's object starts with a brace. */
+	size_t first = strspn(buf, " \t\r\n");
+	j->doc = zn_doc_create();
+	if (!j->doc) {
+		rc = zn_error(-ENOMEM, "out of memory");
+	} else if (first == len || buf[first] != '{') {
+		rc = zn_error(-EINVAL, "'%s' is not a JSON object; it should be %s", path, what);
 	} else {
-		j->loaded = true;
-		yaml_node_t *root = yaml_document_get_root_node(&j->doc);
-		if (!root || root->type != YAML_MAPPING_NODE)
+		rc = zn_doc_parse(j->doc, buf, len, path, 0, &j->root);
+		const struct zn_doc_error *e = zn_doc_last_error(j->doc);
+		if (rc == -EINVAL)
+			rc = zn_error(-EINVAL, "'%s': bad JSON at line %zu, column %zu: %s; it should "
+				      "be %s", path, e->line, e->column, e->problem, what);
+		else if (!rc && j->root->kind != ZN_DOC_MAP)
 			rc = zn_error(-EINVAL, "'%s' is not a JSON object; it should be %s", path,
 				      what);
 	}
-	yaml_parser_delete(&parser);
 	free(buf);
-	if (rc && j->loaded) {
-		yaml_document_delete(&j->doc);
-		j->loaded = false;
+	if (rc) {
+		zn_doc_destroy(j->doc);
+		j->doc = NULL;
 	}
 	return rc;
 }
 
 static void json_free(struct json *j)
 {
-	if (j->loaded)
-		yaml_document_delete(&j->doc);
-	j->loaded = false;
-}
-
-static yaml_node_t *json_root(struct json *j)
-{
-	return yaml_document_get_root_node(&j->doc);
-}
-
-/* The value of `key` in object `obj` (the last one, as Python's json), or
- * NULL when absent. */
-static yaml_node_t *json_get(struct json *j, yaml_node_t *obj, const char *key)
-{
-	yaml_node_t *found = NULL;
-	if (!obj || obj->type != YAML_MAPPING_NODE)
-		return NULL;
-	for (yaml_node_pair_t *p = obj->data.mapping.pairs.start; p < obj->data.mapping.pairs.top;
-	     p++) {
-		yaml_node_t *k = yaml_document_get_node(&j->doc, p->key);
-		if (k && k->type == YAML_SCALAR_NODE &&
-		    strcmp((const char *)k->data.scalar.value, key) == 0)
-			found = yaml_document_get_node(&j->doc, p->value);
-	}
-	return found;
-}
-
-static bool json_plain(const yaml_node_t *n)
-{
-	return n && n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-}
-
-static bool json_is_null(const yaml_node_t *n)
-{
-	return json_plain(n) && strcmp((const char *)n->data.scalar.value, "null") == 0;
-}
-
-/* A JSON string's text, or NULL for any other value. */
-static const char *json_str(const yaml_node_t *n)
-{
-	if (!n || n->type != YAML_SCALAR_NODE || json_plain(n))
-		return NULL;
-	return (const char *)n->data.scalar.value;
-}
-
-static int json_int(const yaml_node_t *n, long long *out)
-{
-	char *end;
-	if (!json_plain(n))
-		return -1;
-	const char *s = (const char *)n->data.scalar.value;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (!*s || *end || errno)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int json_num(const yaml_node_t *n, double *out)
-{
-	char *end;
-	if (!json_plain(n))
-		return -1;
-	const char *s = (const char *)n->data.scalar.value;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (!*s || *end || errno || !isfinite(v) || !strpbrk(s, "0123456789"))
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int json_bool(const yaml_node_t *n, bool *out)
-{
-	if (!json_plain(n))
-		return -1;
-	const char *s = (const char *)n->data.scalar.value;
-	if (strcmp(s, "true") != 0 && strcmp(s, "false") != 0)
-		return -1;
-	*out = s[0] == 't';
-	return 0;
-}
-
-/* What a value is, for messages: `"4096" (a string)`, `a list`, ... */
-static const char *json_describe(const yaml_node_t *n, char *buf, size_t len)
-{
-	if (!n)
-		snprintf(buf, len, "nothing");
-	else if (n->type == YAML_MAPPING_NODE)
-		snprintf(buf, len, "an object");
-	else if (n->type == YAML_SEQUENCE_NODE)
-		snprintf(buf, len, "a list");
-	else if (json_plain(n))
-		snprintf(buf, len, "%.40s", (const char *)n->data.scalar.value);
-	else
-		snprintf(buf, len, "\"%.40s\" (a string)", (const char *)n->data.scalar.value);
-	return buf;
+	zn_doc_destroy(j->doc);
+	j->doc = NULL;
 }
 
 /* ---- config.json ------------------------------------------------------------ */
@@ -345,16 +215,17 @@ static const struct ckey {
 #undef K
 };
 
-static int cfg_bad(const char *path, const char *key, const yaml_node_t *v, const char *want)
+/* "FILE:LINE:COL: KEY must be WANT, found VALUE; fix config.json" */
+static int cfg_bad(const char *key, const struct zn_doc_node *v, const char *want)
 {
 	char d[64];
-	return zn_error(-EINVAL, "'%s': %s must be %s, found %s; fix config.json", path, key, want,
-			json_describe(v, d, sizeof(d)));
+	return zn_doc_fail(v, -EINVAL, "%s must be %s, found %s; fix config.json", key, want,
+			   zn_doc_describe(v, d, sizeof(d)));
 }
 
 static int read_key(struct json *j, const struct ckey *k, struct zn_llama_config *out)
 {
-	yaml_node_t *v = json_get(j, json_root(j), k->name);
+	struct zn_doc_node *v = zn_doc_get(j->root, k->name);
 	char *field = (char *)out + k->offset;
 	long long i;
 	double x;
@@ -366,25 +237,25 @@ static int read_key(struct json *j, const struct ckey *k, struct zn_llama_config
 					SUPPORTED_ARCHS);
 		return 0;
 	}
-	if (k->null_ok && json_is_null(v))
+	if (k->null_ok && zn_doc_is_null(v))
 		return 0;
 	switch (k->kind) {
 	case C_INT:
-		if (json_int(v, &i) || i < (k->may_be_zero ? 0 : 1) || i > INT32_MAX)
-			return cfg_bad(j->path, k->name, v,
+		if (zn_doc_int(v, &i) || i < (k->may_be_zero ? 0 : 1) || i > INT32_MAX)
+			return cfg_bad(k->name, v,
 				       k->may_be_zero ? "an integer >= 0" : "an integer >= 1");
 		*(int *)field = (int)i;
 		return 0;
 	case C_FLOAT:
-		if (json_num(v, &x) || x < 0 || (!k->may_be_zero && x == 0) || x > 3.4e38)
-			return cfg_bad(j->path, k->name, v,
+		if (zn_doc_number(v, &x) || x < 0 || (!k->may_be_zero && x == 0) || x > 3.4e38)
+			return cfg_bad(k->name, v,
 				       k->may_be_zero ? "a number >= 0" : "a number > 0");
 		*(float *)field = (float)x;
 		return 0;
 	case C_BOOL: {
 		bool b;
-		if (json_bool(v, &b))
-			return cfg_bad(j->path, k->name, v, "true or false");
+		if (zn_doc_bool(v, &b))
+			return cfg_bad(k->name, v, "true or false");
 		*(bool *)field = b;
 		return 0;
 	}
@@ -396,19 +267,19 @@ static int read_key(struct json *j, const struct ckey *k, struct zn_llama_config
  * null; -1 when absent. */
 static int read_token_id(struct json *j, const char *key, int *out)
 {
-	yaml_node_t *v = json_get(j, json_root(j), key);
+	struct zn_doc_node *v = zn_doc_get(j->root, key);
 	long long i;
 
 	*out = -1;
-	if (!v || json_is_null(v))
+	if (!v || zn_doc_is_null(v))
 		return 0;
-	if (v->type == YAML_SEQUENCE_NODE) {
-		if (v->data.sequence.items.top == v->data.sequence.items.start)
+	if (v->kind == ZN_DOC_LIST) {
+		if (!v->n)
 			return 0;
-		v = yaml_document_get_node(&j->doc, v->data.sequence.items.start[0]);
+		v = v->items[0];
 	}
-	if (json_int(v, &i) || i < 0 || i > INT32_MAX)
-		return cfg_bad(j->path, key, v, "a token id (an integer >= 0), a list of them or null");
+	if (zn_doc_int(v, &i) || i < 0 || i > INT32_MAX)
+		return cfg_bad(key, v, "a token id (an integer >= 0), a list of them or null");
 	*out = (int)i;
 	return 0;
 }
@@ -416,36 +287,35 @@ static int read_token_id(struct json *j, const char *key, int *out)
 static int read_rope(struct json *j, struct zn_llama_config *out)
 {
 	const char *key = "rope_scaling";
-	yaml_node_t *v = json_get(j, json_root(j), key);
+	struct zn_doc_node *v = zn_doc_get(j->root, key);
 	char d[64];
 
 	if (!v) {
 		/* transformers 5 moved rope_theta and the scaling into one
 		 * object, rope_parameters, of the same shape. */
 		key = "rope_parameters";
-		v = json_get(j, json_root(j), key);
-		yaml_node_t *theta = json_get(j, v, "rope_theta");
+		v = zn_doc_get(j->root, key);
+		struct zn_doc_node *theta = zn_doc_get(v, "rope_theta");
 		double x;
 		if (theta) {
-			if (json_num(theta, &x) || x <= 0)
-				return cfg_bad(j->path, "rope_parameters.rope_theta", theta,
+			if (zn_doc_number(theta, &x) || x <= 0)
+				return cfg_bad("rope_parameters.rope_theta", theta,
 					       "a number > 0");
 			out->rope_theta = (float)x;
 		}
 	}
 	out->rope_type = ZN_ROPE_DEFAULT;
-	if (!v || json_is_null(v))
+	if (!v || zn_doc_is_null(v))
 		return 0;
-	if (v->type != YAML_MAPPING_NODE)
-		return zn_error(-EINVAL, "'%s': %s must be an object or null, found %s; fix "
-				"config.json", j->path, key, json_describe(v, d, sizeof(d)));
-	yaml_node_t *t = json_get(j, v, "rope_type");
+	if (v->kind != ZN_DOC_MAP)
+		return cfg_bad(key, v, "an object or null");
+	struct zn_doc_node *t = zn_doc_get(v, "rope_type");
 	if (!t)
-		t = json_get(j, v, "type");
-	const char *type = json_str(t);
+		t = zn_doc_get(v, "type");
+	const char *type = zn_doc_string(t);
 	if (!type)
-		return zn_error(-EINVAL, "'%s': %s has no rope_type (or type) string, found %s; "
-				"fix config.json", j->path, key, json_describe(t, d, sizeof(d)));
+		return zn_doc_fail(t ? t : v, -EINVAL, "%s has no rope_type (or type) string, "
+				   "found %s; fix config.json", key, zn_doc_describe(t, d, sizeof(d)));
 	if (strcmp(type, "default") == 0)
 		return 0;
 	if (strcmp(type, "llama3") != 0)
@@ -465,7 +335,7 @@ static int read_rope(struct json *j, struct zn_llama_config *out)
 		  offsetof(struct zn_llama_config, rope_original_max_pos), true },
 	};
 	for (size_t i = 0; i < ZN_ARRAY_SIZE(fields); i++) {
-		yaml_node_t *f = json_get(j, v, fields[i].name);
+		struct zn_doc_node *f = zn_doc_get(v, fields[i].name);
 		char name[96];
 		long long n;
 		double x;
@@ -476,12 +346,12 @@ static int read_rope(struct json *j, struct zn_llama_config *out)
 					"original_max_position_embeddings); fix config.json",
 					j->path, name);
 		if (fields[i].is_int) {
-			if (json_int(f, &n) || n < 1 || n > INT32_MAX)
-				return cfg_bad(j->path, name, f, "an integer >= 1");
+			if (zn_doc_int(f, &n) || n < 1 || n > INT32_MAX)
+				return cfg_bad(name, f, "an integer >= 1");
 			*(int *)((char *)out + fields[i].offset) = (int)n;
 		} else {
-			if (json_num(f, &x) || x <= 0 || x > 3.4e38)
-				return cfg_bad(j->path, name, f, "a number > 0");
+			if (zn_doc_number(f, &x) || x <= 0 || x > 3.4e38)
+				return cfg_bad(name, f, "a number > 0");
 			*(float *)((char *)out + fields[i].offset) = (float)x;
 		}
 	}
@@ -497,22 +367,21 @@ static int read_rope(struct json *j, struct zn_llama_config *out)
 
 static int read_arch(struct json *j, const struct arch **arch)
 {
-	yaml_node_t *root = json_root(j);
-	yaml_node_t *a = json_get(j, root, "architectures");
-	yaml_node_t *mt = json_get(j, root, "model_type");
-	const char *model_type = json_str(mt);
+	const struct zn_doc_node *root = j->root;
+	struct zn_doc_node *a = zn_doc_get(root, "architectures");
+	struct zn_doc_node *mt = zn_doc_get(root, "model_type");
+	const char *model_type = zn_doc_string(mt);
 	const char *name = NULL;
 
-	if (mt && !model_type && !json_is_null(mt))
-		return cfg_bad(j->path, "model_type", mt, "a string");
-	if (a && !json_is_null(a)) {
-		yaml_node_t *first = NULL;
-		if (a->type == YAML_SEQUENCE_NODE &&
-		    a->data.sequence.items.top > a->data.sequence.items.start)
-			first = yaml_document_get_node(&j->doc, a->data.sequence.items.start[0]);
-		name = json_str(first);
+	if (mt && !model_type && !zn_doc_is_null(mt))
+		return cfg_bad("model_type", mt, "a string");
+	if (a && !zn_doc_is_null(a)) {
+		struct zn_doc_node *first = NULL;
+		if (a->kind == ZN_DOC_LIST && a->n)
+			first = a->items[0];
+		name = zn_doc_string(first);
 		if (!name)
-			return cfg_bad(j->path, "architectures", a, "a list of class names");
+			return cfg_bad("architectures", a, "a list of class names");
 	} else if (model_type) {
 		/* Some configs name only the model type. */
 		for (size_t i = 0; i < ZN_ARRAY_SIZE(archs); i++)
@@ -541,16 +410,16 @@ static int read_arch(struct json *j, const struct arch **arch)
  * architecture adds to the plain keys. */
 static int read_arch_keys(struct json *j, const struct arch *arch, struct zn_llama_config *out)
 {
-	yaml_node_t *root = json_root(j);
+	const struct zn_doc_node *root = j->root;
 	long long n;
 	bool b;
 
 	out->qkv_bias = arch->qkv_bias;
 	if (is_llama(arch)) {
-		yaml_node_t *v = json_get(j, root, "attention_bias");
-		if (v && !json_is_null(v)) {
-			if (json_bool(v, &b))
-				return cfg_bad(j->path, "attention_bias", v, "true or false");
+		struct zn_doc_node *v = zn_doc_get(root, "attention_bias");
+		if (v && !zn_doc_is_null(v)) {
+			if (zn_doc_bool(v, &b))
+				return cfg_bad("attention_bias", v, "true or false");
 			/* LlamaAttention's attention_bias puts a bias on o_proj
 			 * too, which the Llama model here does not have. */
 			if (b)
@@ -558,18 +427,18 @@ static int read_arch_keys(struct json *j, const struct arch *arch, struct zn_lla
 						"q/k/v/o_proj) is not supported; zinc's Llama has "
 						"no attention biases", j->path);
 		}
-		v = json_get(j, root, "mlp_bias");
-		if (v && !json_is_null(v)) {
-			if (json_bool(v, &b))
-				return cfg_bad(j->path, "mlp_bias", v, "true or false");
+		v = zn_doc_get(root, "mlp_bias");
+		if (v && !zn_doc_is_null(v)) {
+			if (zn_doc_bool(v, &b))
+				return cfg_bad("mlp_bias", v, "true or false");
 			out->mlp_bias = b;
 		}
 	}
 	if (strcmp(arch->model_type, "mistral") == 0) {
-		yaml_node_t *v = json_get(j, root, "sliding_window");
-		if (v && !json_is_null(v)) {
-			if (json_int(v, &n) || n < 0)
-				return cfg_bad(j->path, "sliding_window", v, "an integer or null");
+		struct zn_doc_node *v = zn_doc_get(root, "sliding_window");
+		if (v && !zn_doc_is_null(v)) {
+			if (zn_doc_int(v, &n) || n < 0)
+				return cfg_bad("sliding_window", v, "an integer or null");
 			if (n < out->max_seq_len)
 				return zn_error(-ENOTSUP, "'%s': sliding_window %lld is shorter than "
 						"max_position_embeddings %d: sliding-window "
@@ -579,10 +448,10 @@ static int read_arch_keys(struct json *j, const struct arch *arch, struct zn_lla
 		}
 	}
 	if (strcmp(arch->model_type, "qwen2") == 0) {
-		yaml_node_t *v = json_get(j, root, "use_sliding_window");
-		if (v && !json_is_null(v)) {
-			if (json_bool(v, &b))
-				return cfg_bad(j->path, "use_sliding_window", v, "true or false");
+		struct zn_doc_node *v = zn_doc_get(root, "use_sliding_window");
+		if (v && !zn_doc_is_null(v)) {
+			if (zn_doc_bool(v, &b))
+				return cfg_bad("use_sliding_window", v, "true or false");
 			if (b)
 				return zn_error(-ENOTSUP, "'%s': use_sliding_window true: "
 						"sliding-window attention is not supported", j->path);
@@ -610,7 +479,7 @@ int zn_hf_read_config(const char *path, struct zn_llama_config *out)
 	rc = json_load(&j, path, "a Hugging Face config.json");
 	if (rc)
 		goto out;
-	yaml_node_t *root = json_root(&j);
+	const struct zn_doc_node *root = j.root;
 	rc = read_arch(&j, &arch);
 	for (size_t i = 0; !rc && i < ZN_ARRAY_SIZE(config_keys); i++)
 		rc = read_key(&j, &config_keys[i], out);
@@ -626,11 +495,11 @@ int zn_hf_read_config(const char *path, struct zn_llama_config *out)
 		goto out;
 	snprintf(out->architecture, sizeof(out->architecture), "%s", arch->name);
 
-	yaml_node_t *v = json_get(&j, root, "hidden_act");
-	if (v && !json_is_null(v)) {
-		const char *act = json_str(v);
+	struct zn_doc_node *v = zn_doc_get(root, "hidden_act");
+	if (v && !zn_doc_is_null(v)) {
+		const char *act = zn_doc_string(v);
 		if (!act) {
-			rc = cfg_bad(path, "hidden_act", v, "a string");
+			rc = cfg_bad("hidden_act", v, "a string");
 			goto out;
 		}
 		if (strcmp(act, "silu") != 0) {
@@ -639,13 +508,13 @@ int zn_hf_read_config(const char *path, struct zn_llama_config *out)
 			goto out;
 		}
 	}
-	v = json_get(&j, root, "torch_dtype");
+	v = zn_doc_get(root, "torch_dtype");
 	if (!v)
-		v = json_get(&j, root, "dtype"); /* transformers 5's name */
-	if (v && !json_is_null(v)) {
-		const char *dt = json_str(v);
+		v = zn_doc_get(root, "dtype"); /* transformers 5's name */
+	if (v && !zn_doc_is_null(v)) {
+		const char *dt = zn_doc_string(v);
 		if (!dt || strlen(dt) >= sizeof(out->torch_dtype)) {
-			rc = cfg_bad(path, "torch_dtype", v, "a dtype name such as \"bfloat16\"");
+			rc = cfg_bad("torch_dtype", v, "a dtype name such as \"bfloat16\"");
 			goto out;
 		}
 		snprintf(out->torch_dtype, sizeof(out->torch_dtype), "%s", dt);
@@ -918,14 +787,14 @@ static int read_index(struct zn_hf_model *m)
 	int rc = json_load(&j, m->index_path, "a safetensors index (\"weight_map\": {tensor: file})");
 	if (rc)
 		return rc;
-	yaml_node_t *wm = json_get(&j, json_root(&j), "weight_map");
-	if (!wm || wm->type != YAML_MAPPING_NODE) {
+	struct zn_doc_node *wm = zn_doc_get(j.root, "weight_map");
+	if (!wm || wm->kind != ZN_DOC_MAP) {
 		rc = zn_error(-EINVAL, "'%s': weight_map must be an object {tensor: file}, found "
 			      "%s; the index is damaged: download it again", m->index_path,
-			      json_describe(wm, d, sizeof(d)));
+			      zn_doc_describe(wm, d, sizeof(d)));
 		goto out;
 	}
-	size_t n = (size_t)(wm->data.mapping.pairs.top - wm->data.mapping.pairs.start);
+	size_t n = wm->n;
 	m->map = calloc(n ? n : 1, sizeof(*m->map));
 	/* At most one shard per entry. */
 	m->shards = calloc(n ? n : 1, sizeof(*m->shards));
@@ -933,22 +802,21 @@ static int read_index(struct zn_hf_model *m)
 		rc = zn_error(-ENOMEM, "out of memory reading '%s'", m->index_path);
 		goto out;
 	}
-	for (yaml_node_pair_t *p = wm->data.mapping.pairs.start; p < wm->data.mapping.pairs.top;
-	     p++) {
-		const char *name = json_str(yaml_document_get_node(&j.doc, p->key));
-		yaml_node_t *fv = yaml_document_get_node(&j.doc, p->value);
-		const char *file = json_str(fv);
+	for (size_t i = 0; i < n; i++) {
+		const char *name = zn_doc_string(wm->pairs[i].key);
+		const struct zn_doc_node *fv = wm->pairs[i].value;
+		const char *file = zn_doc_string(fv);
 		if (!name || !*name) {
-			rc = zn_error(-EINVAL, "'%s': a weight_map key is not a tensor name; the "
-				      "index is damaged: download it again", m->index_path);
+			rc = zn_doc_fail(wm->pairs[i].key, -EINVAL, "a weight_map key is not a "
+					 "tensor name; the index is damaged: download it again");
 			goto out;
 		}
 		/* A shard is a file beside the index, never a path elsewhere. */
 		if (!file || !*file || strchr(file, '/') || strcmp(file, "..") == 0 ||
 		    strcmp(file, ".") == 0) {
-			rc = zn_error(-EINVAL, "'%s': tensor '%s' maps to %s, not to a file name "
-				      "in the folder; the index is damaged: download it again",
-				      m->index_path, name, json_describe(fv, d, sizeof(d)));
+			rc = zn_doc_fail(fv, -EINVAL, "tensor '%s' maps to %s, not to a file name "
+					 "in the folder; the index is damaged: download it again",
+					 name, zn_doc_describe(fv, d, sizeof(d)));
 			goto out;
 		}
 		size_t s = add_shard(m, file);

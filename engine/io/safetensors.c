@@ -1,4 +1,7 @@
-/* safetensors reader (mmap + libyaml for the JSON header) and atomic writer. */
+/* safetensors files (include/zinc/safetensors.h): the reader (the file
+ * mapped, its JSON header read with engine/io/doc.h and checked against the
+ * data before any of it is used) and the writer (header through the JSON
+ * writer, data streamed to a temporary file renamed into place). */
 #include "zn_common.h"
 
 #include <fcntl.h>
@@ -10,8 +13,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <yaml.h>
 
+#include "io/doc.h"
 #include "zinc/json.h"
 #include "zinc/safetensors.h"
 
@@ -73,11 +76,6 @@ void zn_st_close(struct zn_st_file *f)
 
 /* ---- header parsing ------------------------------------------------------ */
 
-struct parse {
-	struct zn_st_file *f;
-	yaml_document_t *doc;
-};
-
 static int bad(const struct zn_st_file *f, const char *what, const char *name)
 {
 	if (name)
@@ -87,10 +85,10 @@ static int bad(const struct zn_st_file *f, const char *what, const char *name)
 			f->path, what);
 }
 
-static const char *scalar(yaml_document_t *doc, yaml_node_t *n)
+/* A scalar's text, quoted or not; NULL for anything else. */
+static const char *scalar(const struct zn_doc_node *n)
 {
-	(void)doc;
-	return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+	return n && n->kind == ZN_DOC_SCALAR ? n->text : NULL;
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -106,22 +104,21 @@ static int parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
-static int parse_tensor(struct parse *p, const char *name, yaml_node_t *v, struct zn_st_tensor *t)
+static int parse_tensor(struct zn_st_file *f, const char *name, const struct zn_doc_node *v,
+			struct zn_st_tensor *t)
 {
-	struct zn_st_file *f = p->f;
 	bool have_dtype = false, have_shape = false, have_off = false;
 	uint64_t begin = 0, end = 0;
 
-	if (v->type != YAML_MAPPING_NODE)
+	if (v->kind != ZN_DOC_MAP)
 		return bad(f, "its entry is not an object", name);
-	for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top;
-	     pr++) {
-		const char *k = scalar(p->doc, yaml_document_get_node(p->doc, pr->key));
-		yaml_node_t *val = yaml_document_get_node(p->doc, pr->value);
+	for (size_t pi = 0; pi < v->n; pi++) {
+		const char *k = scalar(v->pairs[pi].key);
+		const struct zn_doc_node *val = v->pairs[pi].value;
 		if (!k)
 			return bad(f, "a key is not a string", name);
 		if (strcmp(k, "dtype") == 0) {
-			const char *d = scalar(p->doc, val);
+			const char *d = scalar(val);
 			int found = -1;
 			for (int i = 0; d && i < ZN_ST_DTYPE_COUNT; i++)
 				if (strcmp(d, dtypes[i].name) == 0)
@@ -134,19 +131,16 @@ static int parse_tensor(struct parse *p, const char *name, yaml_node_t *v, struc
 			t->dtype = (enum zn_st_dtype)found;
 			have_dtype = true;
 		} else if (strcmp(k, "shape") == 0 || strcmp(k, "data_offsets") == 0) {
-			if (!val || val->type != YAML_SEQUENCE_NODE)
+			if (val->kind != ZN_DOC_LIST)
 				return bad(f, "shape and data_offsets must be lists", name);
-			size_t cnt = (size_t)(val->data.sequence.items.top -
-					      val->data.sequence.items.start);
+			size_t cnt = val->n;
 			bool shape = k[0] == 's';
 			if (shape ? cnt > ZN_ST_MAX_DIMS : cnt != 2)
 				return bad(f, shape ? "more dimensions than supported (8)"
 						    : "data_offsets must have two numbers", name);
 			for (size_t i = 0; i < cnt; i++) {
-				yaml_node_t *it = yaml_document_get_node(
-					p->doc, val->data.sequence.items.start[i]);
 				uint64_t x;
-				if (parse_u64(scalar(p->doc, it), &x))
+				if (parse_u64(scalar(val->items[i]), &x))
 					return bad(f, "a shape or offset is not a non-negative integer",
 						   name);
 				if (shape)
@@ -190,70 +184,68 @@ static int cmp_offset(const void *a, const void *b)
 	return (x->data > y->data) - (x->data < y->data);
 }
 
+/* The header's metadata: string keys and values, copied. */
+static int parse_metadata(struct zn_st_file *f, const struct zn_doc_node *v)
+{
+	if (v->kind != ZN_DOC_MAP)
+		return bad(f, "__metadata__ is not an object", NULL);
+	f->meta_k = calloc(v->n ? v->n : 1, sizeof(char *));
+	f->meta_v = calloc(v->n ? v->n : 1, sizeof(char *));
+	if (!f->meta_k || !f->meta_v)
+		return zn_error(-ENOMEM, "out of memory");
+	for (size_t i = 0; i < v->n; i++) {
+		const char *mk = scalar(v->pairs[i].key);
+		const char *mv = scalar(v->pairs[i].value);
+		if (!mk || !mv)
+			return bad(f, "__metadata__ values must be strings", NULL);
+		f->meta_k[f->nmeta] = strdup(mk);
+		f->meta_v[f->nmeta] = strdup(mv);
+		f->nmeta++;
+	}
+	return 0;
+}
+
 static int parse_header(struct zn_st_file *f, const uint8_t *json, size_t len)
 {
-	yaml_parser_t parser;
-	yaml_document_t doc;
+	struct zn_doc *doc;
+	struct zn_doc_node *root;
 	int rc = 0;
 
-	/* JSON is YAML's flow syntax; libyaml reads it (issue: no JSON lib). */
 	if (len == 0 || json[0] != '{')
 		return bad(f, "its header is not a JSON object", NULL);
-	if (!yaml_parser_initialize(&parser))
+	doc = zn_doc_create();
+	if (!doc)
 		return zn_error(-ENOMEM, "out of memory");
-	yaml_parser_set_input_string(&parser, json, len);
-	if (!yaml_parser_load(&parser, &doc)) {
-		rc = zn_error(-EINVAL, "'%s': bad JSON header at byte %zu: %s", f->path,
-			      parser.problem_mark.index, parser.problem ? parser.problem : "?");
-		yaml_parser_delete(&parser);
-		return rc;
+	rc = zn_doc_parse(doc, (const char *)json, len, f->path, 0, &root);
+	if (rc == -EINVAL) {
+		const struct zn_doc_error *e = zn_doc_last_error(doc);
+		rc = zn_error(-EINVAL, "'%s': bad JSON header at byte %zu: %s", f->path, e->offset,
+			      e->problem);
+		goto out;
 	}
-	yaml_parser_delete(&parser);
-	yaml_node_t *root = yaml_document_get_root_node(&doc);
-	struct parse p = { f, &doc };
-	if (!root || root->type != YAML_MAPPING_NODE) {
+	if (rc)
+		goto out;
+	if (root->kind != ZN_DOC_MAP) {
 		rc = bad(f, "its header is not a JSON object", NULL);
 		goto out;
 	}
-	size_t npairs = (size_t)(root->data.mapping.pairs.top - root->data.mapping.pairs.start);
-	f->t = calloc(npairs ? npairs : 1, sizeof(*f->t));
-	f->names = calloc(npairs ? npairs : 1, sizeof(*f->names));
+	f->t = calloc(root->n ? root->n : 1, sizeof(*f->t));
+	f->names = calloc(root->n ? root->n : 1, sizeof(*f->names));
 	if (!f->t || !f->names) {
 		rc = zn_error(-ENOMEM, "out of memory");
 		goto out;
 	}
-	for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
-	     pr++) {
-		const char *k = scalar(&doc, yaml_document_get_node(&doc, pr->key));
-		yaml_node_t *v = yaml_document_get_node(&doc, pr->value);
+	for (size_t pi = 0; pi < root->n; pi++) {
+		const char *k = scalar(root->pairs[pi].key);
+		const struct zn_doc_node *v = root->pairs[pi].value;
 		if (!k || !*k) {
 			rc = bad(f, "a tensor name is empty or not a string", NULL);
 			goto out;
 		}
 		if (strcmp(k, "__metadata__") == 0) {
-			if (!v || v->type != YAML_MAPPING_NODE) {
-				rc = bad(f, "__metadata__ is not an object", NULL);
+			rc = parse_metadata(f, v);
+			if (rc)
 				goto out;
-			}
-			size_t m = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
-			f->meta_k = calloc(m ? m : 1, sizeof(char *));
-			f->meta_v = calloc(m ? m : 1, sizeof(char *));
-			if (!f->meta_k || !f->meta_v) {
-				rc = zn_error(-ENOMEM, "out of memory");
-				goto out;
-			}
-			for (yaml_node_pair_t *q = v->data.mapping.pairs.start;
-			     q < v->data.mapping.pairs.top; q++) {
-				const char *mk = scalar(&doc, yaml_document_get_node(&doc, q->key));
-				const char *mv = scalar(&doc, yaml_document_get_node(&doc, q->value));
-				if (!mk || !mv) {
-					rc = bad(f, "__metadata__ values must be strings", NULL);
-					goto out;
-				}
-				f->meta_k[f->nmeta] = strdup(mk);
-				f->meta_v[f->nmeta] = strdup(mv);
-				f->nmeta++;
-			}
 			continue;
 		}
 		for (size_t i = 0; i < f->n; i++) {
@@ -263,7 +255,7 @@ static int parse_header(struct zn_st_file *f, const uint8_t *json, size_t len)
 			}
 		}
 		struct zn_st_tensor *t = &f->t[f->n];
-		rc = parse_tensor(&p, k, v, t);
+		rc = parse_tensor(f, k, v, t);
 		if (rc)
 			goto out;
 		f->names[f->n] = strdup(k);
@@ -285,7 +277,7 @@ static int parse_header(struct zn_st_file *f, const uint8_t *json, size_t len)
 		}
 	}
 out:
-	yaml_document_delete(&doc);
+	zn_doc_destroy(doc);
 	return rc;
 }
 
