@@ -385,6 +385,30 @@ int zn_doc_read_file(const char *path, size_t max_bytes, const char *what, char 
 			max_bytes >> 20, what);
 }
 
+int zn_doc_load_json(struct zn_doc *d, const char *path, size_t max_bytes, const char *what,
+		     struct zn_doc_node **root)
+{
+	char *buf;
+	size_t len;
+
+	*root = NULL;
+	ZN_TRY(zn_doc_read_file(path, max_bytes, what, &buf, &len));
+	size_t first = strspn(buf, " \t\r\n");
+	bool object = first < len && buf[first] == '{';
+	int rc = object ? zn_doc_parse(d, buf, len, path, 0, root) : 0;
+	free(buf);
+	if (rc == -EINVAL) /* flags 0: a syntax error */
+		return zn_error(-EINVAL, "'%s': bad JSON at line %zu, column %zu: %s; it should be %s",
+				path, d->err.line, d->err.column, d->err.problem, what);
+	if (rc)
+		return rc;
+	if (!object || (*root)->kind != ZN_DOC_MAP) {
+		*root = NULL;
+		return zn_error(-EINVAL, "'%s' is not a JSON object; it should be %s", path, what);
+	}
+	return 0;
+}
+
 /* ---- building ----------------------------------------------------------------- */
 
 static struct zn_doc_node *new_node(struct zn_doc *d, enum zn_doc_kind kind,

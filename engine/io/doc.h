@@ -83,6 +83,13 @@ const struct zn_doc_error *zn_doc_last_error(const struct zn_doc *d);
 int zn_doc_read_file(const char *path, size_t max_bytes, const char *what, char **text,
 		     size_t *len);
 
+/* Read the file at `path` (at most max_bytes) and parse it into d as one
+ * JSON object, *root: the text must start with '{' (YAML would take
+ * "a: 1" too).  `what` says what the file should be, for messages
+ * ("'PATH': bad JSON at line L, column C: ...; it should be WHAT"). */
+int zn_doc_load_json(struct zn_doc *d, const char *path, size_t max_bytes, const char *what,
+		     struct zn_doc_node **root);
+
 /* New nodes, placed where `at` is (its text and position), for a caller
  * that adds to a parsed tree; NULL when out of memory. */
 struct zn_doc_node *zn_doc_new_scalar(struct zn_doc *d, const char *text, size_t len,

@@ -6,7 +6,6 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include <unistd.h>
 
 #include "io/doc.h"
+#include "io/files.h"
 #include "zinc/json.h"
 #include "zinc/safetensors.h"
 
@@ -361,22 +361,6 @@ const char *zn_st_metadata(const struct zn_st_file *f, const char *key)
 
 /* ---- writing ---------------------------------------------------------------- */
 
-static int write_all(int fd, const void *p, uint64_t n)
-{
-	const uint8_t *q = p;
-	while (n) {
-		ssize_t w = write(fd, q, n > (1u << 30) ? (1u << 30) : (size_t)n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		q += w;
-		n -= (uint64_t)w;
-	}
-	return 0;
-}
-
 struct zn_st_writer {
 	int fd;
 	char path[4096], tmp[4096];
@@ -480,9 +464,9 @@ int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
 		return rc;
 	}
 	uint64_t hlen = padded;
-	rc = write_all(w->fd, &hlen, 8);
+	rc = zn_io_write_all(w->fd, &hlen, 8);
 	if (!rc)
-		rc = write_all(w->fd, h, padded);
+		rc = zn_io_write_all(w->fd, h, padded);
 	free(h);
 	if (rc) {
 		w->err = rc;
@@ -501,7 +485,7 @@ int zn_st_writer_put(struct zn_st_writer *w, const void *data, uint64_t bytes)
 		return w->err = zn_error(-EINVAL, "safetensors '%s': %" PRIu64 " data bytes "
 						  "given, more than the header's %" PRIu64,
 					 w->path, w->written + bytes, w->expect);
-	int rc = write_all(w->fd, data, bytes);
+	int rc = zn_io_write_all(w->fd, data, bytes);
 	if (rc)
 		return w->err = zn_error(rc, "cannot write '%s': %s", w->path, strerror(-rc));
 	w->written += bytes;
@@ -535,14 +519,7 @@ int zn_st_writer_end(struct zn_st_writer *w)
 		free(w);
 		return rc;
 	}
-	/* The rename itself must reach the disk too. */
-	char dir[4096];
-	snprintf(dir, sizeof(dir), "%s", w->path);
-	int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
+	zn_io_fsync_parent(w->path); /* the rename itself must reach the disk too */
 	free(w);
 	return 0;
 }
