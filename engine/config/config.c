@@ -1,8 +1,11 @@
 /* The config model's entry points besides loading (include/zinc/configfile.h):
  * defaults, the tree of section tables listed depth-first (for `zinc
  * config` and the docs), the top-level keys of DeepSpeed accepted without
- * use, the storage dtype and the {rank} expansion of nvme paths.  Reading a
- * file is engine/config/load.c; the key tables are engine/config/keys.c.
+ * use, what a loaded config resolves afterwards (the batch sizes by
+ * DeepSpeed's rule, the "auto" bucket sizes by the Hugging Face
+ * integration's), the storage dtype and the {rank} expansion of nvme
+ * paths.  Reading a file is engine/config/load.c; the key tables are
+ * engine/config/keys.c.
  */
 #include "zn_common.h"
 
@@ -127,6 +130,70 @@ void *zn_config_section_data(struct zn_config *cfg, const struct zn_key_table *s
 const char *zn_config_ignored_key(size_t i)
 {
 	return i < ZN_ARRAY_SIZE(ignored_keys) ? ignored_keys[i] : NULL;
+}
+
+/* DeepSpeed's batch rule; see zinc/configfile.h. */
+int zn_config_resolve_batch(const struct zn_config *cfg, uint32_t world,
+			    struct zn_batch *out)
+{
+	uint64_t train = cfg->train_batch_size, micro = cfg->train_micro_batch_size_per_gpu;
+	uint64_t accum = cfg->gradient_accumulation_steps;
+
+	memset(out, 0, sizeof(*out));
+	if (world == 0)
+		return zn_error(-EINVAL, "batch: world size 0");
+	/* DeepSpeed's _set_batch_related_parameters, case by case. */
+	if (train && micro && accum) {
+		/* checked below */
+	} else if (train && micro) {
+		accum = train / micro / world;
+	} else if (train && accum) {
+		micro = train / world / accum;
+	} else if (micro && accum) {
+		train = micro * accum * world;
+	} else if (train) {
+		accum = 1;
+		micro = train / world;
+	} else if (micro) {
+		accum = 1;
+		train = micro * world;
+	} else if (accum) {
+		return zn_error(-EINVAL, "gradient_accumulation_steps: given alone; also give "
+					 "train_batch_size or train_micro_batch_size_per_gpu");
+	} else {
+		return 0; /* no training configured */
+	}
+	/* The divisions above truncate: check the product, as DeepSpeed's
+	 * _batch_assertion does, and say which values to change. */
+	if (train == 0 || micro == 0 || accum == 0 || train != micro * accum * world ||
+	    train > UINT32_MAX)
+		return zn_error(-EINVAL,
+				"train_batch_size: %llu is not train_micro_batch_size_per_gpu %llu "
+				"x gradient_accumulation_steps %llu x world size %u; give two of "
+				"the three (or make them agree)",
+				(unsigned long long)train, (unsigned long long)micro,
+				(unsigned long long)accum, world);
+	out->train_batch_size = (uint32_t)train;
+	out->micro_batch = (uint32_t)micro;
+	out->grad_accum = (uint32_t)accum;
+	out->world_size = world;
+	return 0;
+}
+
+void zn_config_resolve_auto(struct zn_config *cfg)
+{
+	uint64_t h = cfg->model.n_embd;
+	struct zn_zero_config *z = &cfg->zero_optimization;
+
+	if (!h)
+		return;
+	/* The Hugging Face integration's rules (deepspeed.py, trainer_config_finalize). */
+	if (!z->reduce_bucket_size)
+		z->reduce_bucket_size = h * h;
+	if (z->prefetch_bucket_size == UINT64_MAX)
+		z->prefetch_bucket_size = (uint64_t)(0.9 * (double)(h * h));
+	if (z->param_persistence_threshold == UINT64_MAX)
+		z->param_persistence_threshold = 10 * h;
 }
 
 /* "{rank}" and "{local_rank}" in `path` (ZN_NVME_PATH_MAX bytes) become the

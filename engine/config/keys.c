@@ -12,8 +12,6 @@
 #include "zn_common.h"
 
 #include <stddef.h>
-#include <stdio.h>
-#include <string.h>
 
 #include "config/keys.h"
 #include "zinc/configfile.h"
@@ -606,66 +604,3 @@ const struct zn_key_table zn_config_key_table = {
 	.struct_size = sizeof(struct zn_config),
 	.validate = root_validate,
 };
-
-int zn_config_resolve_batch(const struct zn_config *cfg, uint32_t world,
-			    struct zn_batch *out)
-{
-	uint64_t train = cfg->train_batch_size, micro = cfg->train_micro_batch_size_per_gpu;
-	uint64_t accum = cfg->gradient_accumulation_steps;
-
-	memset(out, 0, sizeof(*out));
-	if (world == 0)
-		return zn_error(-EINVAL, "batch: world size 0");
-	/* DeepSpeed's _set_batch_related_parameters, case by case. */
-	if (train && micro && accum) {
-		/* checked below */
-	} else if (train && micro) {
-		accum = train / micro / world;
-	} else if (train && accum) {
-		micro = train / world / accum;
-	} else if (micro && accum) {
-		train = micro * accum * world;
-	} else if (train) {
-		accum = 1;
-		micro = train / world;
-	} else if (micro) {
-		accum = 1;
-		train = micro * world;
-	} else if (accum) {
-		return zn_error(-EINVAL, "gradient_accumulation_steps: given alone; also give "
-					 "train_batch_size or train_micro_batch_size_per_gpu");
-	} else {
-		return 0; /* no training configured */
-	}
-	/* The divisions above truncate: check the product, as DeepSpeed's
-	 * _batch_assertion does, and say which values to change. */
-	if (train == 0 || micro == 0 || accum == 0 || train != micro * accum * world ||
-	    train > UINT32_MAX)
-		return zn_error(-EINVAL,
-				"train_batch_size: %llu is not train_micro_batch_size_per_gpu %llu "
-				"x gradient_accumulation_steps %llu x world size %u; give two of "
-				"the three (or make them agree)",
-				(unsigned long long)train, (unsigned long long)micro,
-				(unsigned long long)accum, world);
-	out->train_batch_size = (uint32_t)train;
-	out->micro_batch = (uint32_t)micro;
-	out->grad_accum = (uint32_t)accum;
-	out->world_size = world;
-	return 0;
-}
-
-void zn_config_resolve_auto(struct zn_config *cfg)
-{
-	uint64_t h = cfg->model.n_embd;
-	struct zn_zero_config *z = &cfg->zero_optimization;
-
-	if (!h)
-		return;
-	/* The Hugging Face integration's rules (deepspeed.py, trainer_config_finalize). */
-	if (!z->reduce_bucket_size)
-		z->reduce_bucket_size = h * h;
-	if (z->prefetch_bucket_size == UINT64_MAX)
-		z->prefetch_bucket_size = (uint64_t)(0.9 * (double)(h * h));
-	if (z->param_persistence_threshold == UINT64_MAX)
-		z->param_persistence_threshold = 10 * h;
-}

@@ -1,4 +1,8 @@
-/* Checkpoint directories, written atomically (see include/zinc/checkpoint.h). */
+/* Checkpoint directories (include/zinc/checkpoint.h): the temporary
+ * ROOT/step-N.tmp-PID a save writes into, its commit (every file and the
+ * directory fsynced, renamed to ROOT/step-N, `latest` replaced), the
+ * removal of what dead saves left, finding the latest one and pruning old
+ * ones.  What goes inside a checkpoint is the trainer's business. */
 #include "zn_common.h"
 
 #include <dirent.h>

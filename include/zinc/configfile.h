@@ -10,8 +10,9 @@
  * table, and messages name the key by its path
  * ("zero_optimization.offload_param.buffer_count").
  *
- * Every failure message starts with "FILE:LINE:COLUMN: " (1-based), so
- * editors can jump to it; warnings (an unknown top-level key, with the
+ * Every failure about the file's contents starts with "FILE:LINE:COLUMN: "
+ * (1-based), so editors can jump to it, and one about a --set override
+ * with "--set KEY=VALUE: "; warnings (an unknown top-level key, with the
  * nearest known key) go to the log sink with the same prefix.
  */
 #ifndef ZINC_CONFIGFILE_H
