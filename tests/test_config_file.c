@@ -453,6 +453,39 @@ static void test_unknown_top_level_key_warns(void **state)
 	assert_null(strstr(far, "did you mean"));
 }
 
+/* What an override adds is named by the override, in errors and in
+ * warnings alike; an empty file has no section to set a key in. */
+static void test_override_positions(void **state)
+{
+	struct capture cap = { 0 };
+	struct zn_config cfg;
+	const char *unknown[] = { "trian_batch_size=8" }, *key[] = { "aio.queue_depth=4" };
+	const char *text = "aio: {queue_depth: 2}\n";
+
+	(void)state;
+	zn_log_set_sink(capture_sink, &cap, ZN_LOG_INFO);
+	assert_int_equal(zn_config_load_string_set(text, strlen(text), "t.yaml", unknown, 1, &cfg),
+			 0);
+	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
+	assert_non_null(captured(&cap, "--set trian_batch_size=8: unknown top-level key "
+				       "'trian_batch_size'"));
+	assert_int_equal(zn_config_load_string_set("", 0, "t.yaml", key, 1, &cfg), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "--set aio.queue_depth=4: the config file is empty"));
+}
+
+/* YAML aliases name one node twice: a mapping may be shared by sections. */
+static void test_aliases(void **state)
+{
+	struct zn_config cfg;
+
+	(void)state;
+	assert_int_equal(load("x-common: &a {enabled: true}\n"
+			      "bf16: *a\n",
+			      &cfg),
+			 0);
+	assert_true(cfg.bf16.enabled);
+}
+
 static void test_syntax_errors(void **state)
 {
 	struct zn_config cfg;
@@ -1013,6 +1046,8 @@ int main(void)
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_unknown_key_in_section),
 		cmocka_unit_test(test_unknown_top_level_key_warns),
+		cmocka_unit_test(test_override_positions),
+		cmocka_unit_test(test_aliases),
 		cmocka_unit_test(test_syntax_errors),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_duplicate_keys),
