@@ -119,12 +119,12 @@ static int syntax_error(struct zn_doc *d, const yaml_parser_t *p, const struct z
 			e->line += text[i] == '\n';
 		}
 	}
+	const char *problem = p->problem ? p->problem : "unknown problem";
 	if (p->error == YAML_READER_ERROR && p->problem_value != -1)
-		snprintf(e->problem, sizeof(e->problem), "%s (#x%X)", p->problem,
+		snprintf(e->problem, sizeof(e->problem), "%s (#x%X)", problem,
 			 (unsigned)p->problem_value);
 	else
-		snprintf(e->problem, sizeof(e->problem), "%s",
-			 p->problem ? p->problem : "unknown problem");
+		snprintf(e->problem, sizeof(e->problem), "%s", problem);
 	where.line = e->line;
 	where.column = e->column;
 	if (p->error == YAML_READER_ERROR)
