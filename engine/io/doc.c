@@ -452,7 +452,8 @@ int zn_doc_map_add(struct zn_doc *d, struct zn_doc_node *map, struct zn_doc_node
 	struct zn_doc_pair *pairs = doc_alloc(d, (map->n + 1) * sizeof(*pairs));
 	if (!pairs)
 		return -ENOMEM;
-	memcpy(pairs, map->pairs, map->n * sizeof(*pairs));
+	if (map->n) /* a new mapping's pairs are NULL */
+		memcpy(pairs, map->pairs, map->n * sizeof(*pairs));
 	pairs[map->n] = (struct zn_doc_pair){ key, value };
 	map->pairs = pairs;
 	map->n++;
