@@ -273,36 +273,37 @@ static int read_arch(struct json *j, const struct arch **arch)
 	return 0;
 }
 
+/* An optional true/false key: false when absent or null. */
+static int read_flag(const struct zn_doc_node *root, const char *key, bool *out)
+{
+	struct zn_doc_node *v = zn_doc_get(root, key);
+
+	*out = false;
+	if (v && !zn_doc_is_null(v) && zn_doc_bool(v, out))
+		return cfg_bad(key, v, "true or false");
+	return 0;
+}
+
 /* Mistral's and Qwen2's sliding windows, Llama's biases: what the
  * architecture adds to the plain keys. */
 static int read_arch_keys(struct json *j, const struct arch *arch, struct zn_llama_config *out)
 {
-	const struct zn_doc_node *root = j->root;
 	long long n;
 	bool b;
 
 	out->qkv_bias = arch->qkv_bias;
 	if (is_llama(arch)) {
-		struct zn_doc_node *v = zn_doc_get(root, "attention_bias");
-		if (v && !zn_doc_is_null(v)) {
-			if (zn_doc_bool(v, &b))
-				return cfg_bad("attention_bias", v, "true or false");
-			/* LlamaAttention's attention_bias puts a bias on o_proj
-			 * too, which the Llama model here does not have. */
-			if (b)
-				return zn_error(-ENOTSUP, "'%s': attention_bias true (biases on "
-						"q/k/v/o_proj) is not supported; zinc's Llama has "
-						"no attention biases", j->path);
-		}
-		v = zn_doc_get(root, "mlp_bias");
-		if (v && !zn_doc_is_null(v)) {
-			if (zn_doc_bool(v, &b))
-				return cfg_bad("mlp_bias", v, "true or false");
-			out->mlp_bias = b;
-		}
+		ZN_TRY(read_flag(j->root, "attention_bias", &b));
+		/* LlamaAttention's attention_bias puts a bias on o_proj too,
+		 * which the Llama model here does not have. */
+		if (b)
+			return zn_error(-ENOTSUP, "'%s': attention_bias true (biases on "
+					"q/k/v/o_proj) is not supported; zinc's Llama has no "
+					"attention biases", j->path);
+		ZN_TRY(read_flag(j->root, "mlp_bias", &out->mlp_bias));
 	}
 	if (strcmp(arch->model_type, "mistral") == 0) {
-		struct zn_doc_node *v = zn_doc_get(root, "sliding_window");
+		struct zn_doc_node *v = zn_doc_get(j->root, "sliding_window");
 		if (v && !zn_doc_is_null(v)) {
 			if (zn_doc_int(v, &n) || n < 0)
 				return cfg_bad("sliding_window", v, "an integer or null");
@@ -315,14 +316,10 @@ static int read_arch_keys(struct json *j, const struct arch *arch, struct zn_lla
 		}
 	}
 	if (strcmp(arch->model_type, "qwen2") == 0) {
-		struct zn_doc_node *v = zn_doc_get(root, "use_sliding_window");
-		if (v && !zn_doc_is_null(v)) {
-			if (zn_doc_bool(v, &b))
-				return cfg_bad("use_sliding_window", v, "true or false");
-			if (b)
-				return zn_error(-ENOTSUP, "'%s': use_sliding_window true: "
-						"sliding-window attention is not supported", j->path);
-		}
+		ZN_TRY(read_flag(j->root, "use_sliding_window", &b));
+		if (b)
+			return zn_error(-ENOTSUP, "'%s': use_sliding_window true: sliding-window "
+					"attention is not supported", j->path);
 	}
 	return 0;
 }
