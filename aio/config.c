@@ -16,25 +16,25 @@
 	  .size = sizeof(((struct zn_aio_config *)0)->f), .def = d, .min = lo, .max = hi, \
 	  .flags = fl, .help = h }
 
-static const struct zn_cfg_key aio_keys[] = {
-	KEY("block_size", ZN_CFG_SIZE, block_size, "1048576", 4096, 1ull << 30, 0,
+static const struct zn_key aio_keys[] = {
+	KEY("block_size", ZN_KEY_SIZE, block_size, "1048576", 4096, 1ull << 30, 0,
 	    "bytes per I/O piece a request is cut into; a multiple of 4096"),
-	KEY("queue_depth", ZN_CFG_UINT, queue_depth, "8", 1, 4096, 0,
+	KEY("queue_depth", ZN_KEY_UINT, queue_depth, "8", 1, 4096, 0,
 	    "I/O pieces in flight per ring"),
-	{ .name = "intra_op_parallelism", .alias = "thread_count", .type = ZN_CFG_UINT,
+	{ .name = "intra_op_parallelism", .alias = "thread_count", .type = ZN_KEY_UINT,
 	  .offset = offsetof(struct zn_aio_config, intra_op_parallelism),
 	  .size = sizeof(uint32_t), .def = "1", .min = 1, .max = 256,
 	  .help = "rings, each with its own submitting thread, a request is spread over "
 		  "(older name: thread_count)" },
-	KEY("single_submit", ZN_CFG_BOOL, single_submit, "false", 0, 1, 0,
+	KEY("single_submit", ZN_KEY_BOOL, single_submit, "false", 0, 1, 0,
 	    "submit each I/O with its own system call instead of one call per batch"),
-	KEY("overlap_events", ZN_CFG_BOOL, overlap_events, "true", 0, 1, 0,
+	KEY("overlap_events", ZN_KEY_BOOL, overlap_events, "true", 0, 1, 0,
 	    "refill the queue as each I/O completes; false waits for a whole batch"),
-	KEY("use_gds", ZN_CFG_BOOL, use_gds, "false", 0, 1, 0,
+	KEY("use_gds", ZN_KEY_BOOL, use_gds, "false", 0, 1, 0,
 	    "GPUDirect Storage (not supported yet; must be false)"),
-	KEY("use_fixed_buffers", ZN_CFG_BOOL, use_fixed_buffers, "true", 0, 1, ZN_CFG_ZINC_ONLY,
+	KEY("use_fixed_buffers", ZN_KEY_BOOL, use_fixed_buffers, "true", 0, 1, ZN_KEY_ZINC_ONLY,
 	    "use io_uring registered buffers for I/O into registered memory"),
-	KEY("sqpoll", ZN_CFG_BOOL, sqpoll, "false", 0, 1, ZN_CFG_ZINC_ONLY,
+	KEY("sqpoll", ZN_KEY_BOOL, sqpoll, "false", 0, 1, ZN_KEY_ZINC_ONLY,
 	    "a kernel thread per ring polls for submissions (saves system calls, "
 	    "costs a core)"),
 };
@@ -44,7 +44,7 @@ static int aio_validate(const void *obj)
 	return zn_aio_config_validate(obj);
 }
 
-const struct zn_cfg_section zn_aio_config_section = {
+const struct zn_key_table zn_aio_key_table = {
 	.name = "aio",
 	.help = "the io_uring engine that moves tensors to and from NVMe",
 	.keys = aio_keys,
@@ -55,7 +55,7 @@ const struct zn_cfg_section zn_aio_config_section = {
 
 void zn_aio_config_default(struct zn_aio_config *cfg)
 {
-	zn_cfg_defaults(&zn_aio_config_section, cfg);
+	zn_keys_defaults(&zn_aio_key_table, cfg);
 }
 
 int zn_aio_config_validate(const struct zn_aio_config *cfg)

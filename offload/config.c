@@ -17,55 +17,55 @@ static const char *const devices[] = { "none", "cpu", "nvme", NULL };
 	     .size = sizeof(((struct zn_offload_optimizer_config *)0)->f)
 #define BIG 1e18
 
-static const struct zn_cfg_key param_keys[] = {
-	{ "device", NULL, ZN_CFG_ENUM, P(device), "none", 0, 0, devices, 0,
+static const struct zn_key param_keys[] = {
+	{ "device", NULL, ZN_KEY_ENUM, P(device), "none", 0, 0, devices, 0,
 	  "where parameters live between uses: none (device memory), cpu or nvme" },
-	{ "nvme_path", NULL, ZN_CFG_STRING, P(nvme_path), "", 0, 0, NULL, 0,
+	{ "nvme_path", NULL, ZN_KEY_STRING, P(nvme_path), "", 0, 0, NULL, 0,
 	  "directory for the swap files; several disks: several paths separated by ','; "
 	  "several ranks share it (files per process), or {local_rank} / {rank} in it gives "
 	  "each rank its own disk" },
-	{ "pin_memory", NULL, ZN_CFG_BOOL, P(pin_memory), "true", 0, 1, NULL, 0,
+	{ "pin_memory", NULL, ZN_KEY_BOOL, P(pin_memory), "true", 0, 1, NULL, 0,
 	  "page-lock the host buffers (faster transfers; counts against ulimit -l)" },
-	{ "buffer_count", NULL, ZN_CFG_UINT, P(buffer_count), "5", 1, 1024, NULL, ZN_CFG_AUTO,
+	{ "buffer_count", NULL, ZN_KEY_UINT, P(buffer_count), "5", 1, 1024, NULL, ZN_KEY_AUTO,
 	  "host buffers parameters are swapped through; auto: the prefetch depth + 2" },
-	{ "buffer_size", NULL, ZN_CFG_SIZE, P(buffer_size), "auto", 1, BIG, NULL, ZN_CFG_AUTO,
+	{ "buffer_size", NULL, ZN_KEY_SIZE, P(buffer_size), "auto", 1, BIG, NULL, ZN_KEY_AUTO,
 	  "elements per buffer; auto: the largest parameter tensor" },
-	{ "max_in_cpu", NULL, ZN_CFG_SIZE, P(max_in_cpu), "1e9", 0, BIG, NULL, 0,
+	{ "max_in_cpu", NULL, ZN_KEY_SIZE, P(max_in_cpu), "1e9", 0, BIG, NULL, 0,
 	  "elements of parameters kept in host memory in front of NVMe" },
-	{ "checksum", NULL, ZN_CFG_BOOL, P(checksum), "true", 0, 1, NULL, ZN_CFG_ZINC_ONLY,
+	{ "checksum", NULL, ZN_KEY_BOOL, P(checksum), "true", 0, 1, NULL, ZN_KEY_ZINC_ONLY,
 	  "XXH3 checksum per swapped tensor, verified on every read" },
-	{ "stripe_size", NULL, ZN_CFG_SIZE, P(stripe_size), "4M", 4096, 1ull << 30, NULL,
-	  ZN_CFG_ZINC_ONLY, "bytes per stripe when a tensor is spread over several nvme paths" },
+	{ "stripe_size", NULL, ZN_KEY_SIZE, P(stripe_size), "4M", 4096, 1ull << 30, NULL,
+	  ZN_KEY_ZINC_ONLY, "bytes per stripe when a tensor is spread over several nvme paths" },
 };
 
-static const struct zn_cfg_key optimizer_keys[] = {
-	{ "device", NULL, ZN_CFG_ENUM, O(device), "none", 0, 0, devices, 0,
+static const struct zn_key optimizer_keys[] = {
+	{ "device", NULL, ZN_KEY_ENUM, O(device), "none", 0, 0, devices, 0,
 	  "where fp32 master parameters and optimizer states live: none, cpu or nvme" },
-	{ "nvme_path", NULL, ZN_CFG_STRING, O(nvme_path), "", 0, 0, NULL, 0,
+	{ "nvme_path", NULL, ZN_KEY_STRING, O(nvme_path), "", 0, 0, NULL, 0,
 	  "directory for the swap files; several disks: several paths separated by ','; "
 	  "several ranks share it (files per process), or {local_rank} / {rank} in it gives "
 	  "each rank its own disk" },
-	{ "pin_memory", NULL, ZN_CFG_BOOL, O(pin_memory), "true", 0, 1, NULL, 0,
+	{ "pin_memory", NULL, ZN_KEY_BOOL, O(pin_memory), "true", 0, 1, NULL, 0,
 	  "page-lock the host buffers" },
-	{ "buffer_count", NULL, ZN_CFG_UINT, O(buffer_count), "4", 1, 1024, NULL, 0,
+	{ "buffer_count", NULL, ZN_KEY_UINT, O(buffer_count), "4", 1, 1024, NULL, 0,
 	  "host buffers the optimizer states stream through" },
-	{ "pipeline_read", NULL, ZN_CFG_BOOL, O(pipeline_read), "false", 0, 1, NULL, 0,
+	{ "pipeline_read", NULL, ZN_KEY_BOOL, O(pipeline_read), "false", 0, 1, NULL, 0,
 	  "read the next sub-group while the current one is updated" },
-	{ "pipeline_write", NULL, ZN_CFG_BOOL, O(pipeline_write), "false", 0, 1, NULL, 0,
+	{ "pipeline_write", NULL, ZN_KEY_BOOL, O(pipeline_write), "false", 0, 1, NULL, 0,
 	  "write the previous sub-group back while the current one is updated" },
-	{ "fast_init", NULL, ZN_CFG_BOOL, O(fast_init), "false", 0, 1, NULL, 0,
+	{ "fast_init", NULL, ZN_KEY_BOOL, O(fast_init), "false", 0, 1, NULL, 0,
 	  "initialise optimizer states on NVMe without staging them in host memory (zinc "
 	  "always does: sub-group by sub-group)" },
-	{ "ratio", NULL, ZN_CFG_DOUBLE, O(ratio), "1.0", 0, 1, NULL, 0,
+	{ "ratio", NULL, ZN_KEY_DOUBLE, O(ratio), "1.0", 0, 1, NULL, 0,
 	  "share of the optimizer step run on the CPU (only 1.0 is supported)" },
-	{ "super_offload", NULL, ZN_CFG_BOOL, O(super_offload), "false", 0, 1, NULL, 0,
+	{ "super_offload", NULL, ZN_KEY_BOOL, O(super_offload), "false", 0, 1, NULL, 0,
 	  "SuperOffload for Grace-Hopper (not supported; must be false)" },
-	{ "cpuadam_cores_perc", NULL, ZN_CFG_DOUBLE, O(cpuadam_cores_perc), "0.8", 0.01, 1,
+	{ "cpuadam_cores_perc", NULL, ZN_KEY_DOUBLE, O(cpuadam_cores_perc), "0.8", 0.01, 1,
 	  NULL, 0, "share of the cores the CPU optimizer uses" },
-	{ "checksum", NULL, ZN_CFG_BOOL, O(checksum), "true", 0, 1, NULL, ZN_CFG_ZINC_ONLY,
+	{ "checksum", NULL, ZN_KEY_BOOL, O(checksum), "true", 0, 1, NULL, ZN_KEY_ZINC_ONLY,
 	  "XXH3 checksum per swapped tensor, verified on every read" },
-	{ "stripe_size", NULL, ZN_CFG_SIZE, O(stripe_size), "4M", 4096, 1ull << 30, NULL,
-	  ZN_CFG_ZINC_ONLY, "bytes per stripe when a tensor is spread over several nvme paths" },
+	{ "stripe_size", NULL, ZN_KEY_SIZE, O(stripe_size), "4M", 4096, 1ull << 30, NULL,
+	  ZN_KEY_ZINC_ONLY, "bytes per stripe when a tensor is spread over several nvme paths" },
 };
 
 static int check_paths(const char *section, int device, const char *nvme_path,
@@ -109,7 +109,7 @@ static int optimizer_validate(const void *obj)
 	return check_paths("offload_optimizer", c->device, c->nvme_path, c->stripe_size);
 }
 
-const struct zn_cfg_section zn_offload_param_section = {
+const struct zn_key_table zn_offload_param_key_table = {
 	.name = "offload_param",
 	.help = "zero_optimization.offload_param: where ZeRO-3 parameters live between uses",
 	.keys = param_keys,
@@ -118,7 +118,7 @@ const struct zn_cfg_section zn_offload_param_section = {
 	.validate = param_validate,
 };
 
-const struct zn_cfg_section zn_offload_optimizer_section = {
+const struct zn_key_table zn_offload_optimizer_key_table = {
 	.name = "offload_optimizer",
 	.help = "zero_optimization.offload_optimizer: where optimizer states live",
 	.keys = optimizer_keys,

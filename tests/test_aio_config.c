@@ -30,29 +30,29 @@ static void test_set_and_alias(void **state)
 {
 	(void)state;
 	struct zn_aio_config c;
-	const struct zn_cfg_section *s = &zn_aio_config_section;
+	const struct zn_key_table *s = &zn_aio_key_table;
 	zn_aio_config_default(&c);
-	assert_int_equal(zn_cfg_set(s, &c, "block_size", "128K"), 0);
+	assert_int_equal(zn_keys_set(s, &c, "block_size", "128K"), 0);
 	assert_int_equal(c.block_size, 131072);
-	assert_int_equal(zn_cfg_set(s, &c, "thread_count", "4"), 0);
+	assert_int_equal(zn_keys_set(s, &c, "thread_count", "4"), 0);
 	assert_int_equal(c.intra_op_parallelism, 4);
-	assert_int_equal(zn_cfg_set(s, &c, "overlap_events", "false"), 0);
+	assert_int_equal(zn_keys_set(s, &c, "overlap_events", "false"), 0);
 	assert_false(c.overlap_events);
-	assert_int_equal(zn_cfg_set(s, &c, "queu_depth", "4"), -ENOENT);
+	assert_int_equal(zn_keys_set(s, &c, "queu_depth", "4"), -ENOENT);
 	assert_non_null(strstr(zn_last_error(), "did you mean 'queue_depth'"));
-	assert_int_equal(zn_cfg_set(s, &c, "queue_depth", "4K"), -EINVAL);
-	assert_int_equal(zn_cfg_set(s, &c, "queue_depth", "-1"), -EINVAL);
-	assert_int_equal(zn_cfg_set(s, &c, "single_submit", "maybe"), -EINVAL);
+	assert_int_equal(zn_keys_set(s, &c, "queue_depth", "4K"), -EINVAL);
+	assert_int_equal(zn_keys_set(s, &c, "queue_depth", "-1"), -EINVAL);
+	assert_int_equal(zn_keys_set(s, &c, "single_submit", "maybe"), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "aio.single_submit"));
-	assert_int_equal(zn_cfg_set(s, &c, "queue_depth", "0"), -EINVAL);
+	assert_int_equal(zn_keys_set(s, &c, "queue_depth", "0"), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "aio.queue_depth"));
 	/* Formatting gives back text the parser accepts, for every key. */
 	for (size_t i = 0; i < s->nkeys; i++) {
 		char v[64];
 		struct zn_aio_config d;
 		zn_aio_config_default(&d);
-		zn_cfg_format(&s->keys[i], &c, v, sizeof(v));
-		assert_int_equal(zn_cfg_set(s, &d, s->keys[i].name, v), 0);
+		zn_keys_format(&s->keys[i], &c, v, sizeof(v));
+		assert_int_equal(zn_keys_set(s, &d, s->keys[i].name, v), 0);
 	}
 }
 

@@ -125,7 +125,7 @@ static void test_defaults_are_deepspeeds(void **state)
 	assert_true(cfg.aio.use_fixed_buffers);
 	assert_false(cfg.aio.sqpoll);
 	for (size_t i = 0; zn_config_section(i, NULL); i++) {
-		const struct zn_cfg_section *sec = zn_config_section(i, NULL);
+		const struct zn_key_table *sec = zn_config_section(i, NULL);
 		if (sec->validate)
 			assert_int_equal(sec->validate(zn_config_section_data(&cfg, sec)), 0);
 	}
@@ -222,30 +222,30 @@ static void test_section_table(void **state)
 	assert_ptr_equal(zn_config_section(0, &path), zn_config_root());
 	assert_string_equal(path, "");
 	assert_ptr_equal(zn_config_section_data(&cfg, zn_config_root()), &cfg);
-	assert_ptr_equal(zn_config_section_data(&cfg, &zn_aio_config_section), &cfg.aio);
-	assert_ptr_equal(zn_config_section_data(&cfg, &zn_offload_param_section),
+	assert_ptr_equal(zn_config_section_data(&cfg, &zn_aio_key_table), &cfg.aio);
+	assert_ptr_equal(zn_config_section_data(&cfg, &zn_offload_param_key_table),
 			 &cfg.zero_optimization.offload_param);
 	assert_null(zn_config_section_data(&cfg, NULL));
 	for (size_t i = 0; zn_config_section(i, &path); i++, n++) {
-		const struct zn_cfg_section *sec = zn_config_section(i, &path);
+		const struct zn_key_table *sec = zn_config_section(i, &path);
 		char *data = zn_config_section_data(&cfg, sec);
 		/* A binding to the wrong member would overrun the struct. */
 		assert_non_null(data);
 		assert_true(data + sec->struct_size <= (char *)&cfg + sizeof(cfg));
-		if (sec == &zn_offload_param_section) {
+		if (sec == &zn_offload_param_key_table) {
 			assert_string_equal(path, "zero_optimization.offload_param");
 			seen_offload = true;
 		}
 		/* Every default parses and every section key has a table. */
 		for (size_t k = 0; k < sec->nkeys; k++) {
-			const struct zn_cfg_key *key = &sec->keys[k];
-			if (key->type == ZN_CFG_SECTION) {
+			const struct zn_key *key = &sec->keys[k];
+			if (key->type == ZN_KEY_SECTION) {
 				assert_non_null(key->sub);
 				continue;
 			}
 			assert_non_null(key->def);
 			assert_non_null(key->help);
-			assert_true(zn_cfg_is_default(key, data));
+			assert_true(zn_keys_is_default(key, data));
 		}
 	}
 	assert_true(seen_offload);
@@ -260,7 +260,7 @@ static void test_section_table(void **state)
 		const char *k = zn_config_ignored_key(i);
 		if (i > 0 && strcmp(zn_config_ignored_key(i - 1), k) >= 0)
 			fail_msg("ignored keys not sorted at '%s'", k);
-		assert_null(zn_cfg_find(zn_config_root(), k));
+		assert_null(zn_keys_find(zn_config_root(), k));
 	}
 }
 
@@ -451,6 +451,39 @@ static void test_unknown_top_level_key_warns(void **state)
 	const char *far = captured(&cap, "t.yaml:5:1: unknown top-level key 'zzzz_qqqq_xxxx'");
 	assert_non_null(far);
 	assert_null(strstr(far, "did you mean"));
+}
+
+/* What an override adds is named by the override, in errors and in
+ * warnings alike; an empty file has no section to set a key in. */
+static void test_override_positions(void **state)
+{
+	struct capture cap = { 0 };
+	struct zn_config cfg;
+	const char *unknown[] = { "trian_batch_size=8" }, *key[] = { "aio.queue_depth=4" };
+	const char *text = "aio: {queue_depth: 2}\n";
+
+	(void)state;
+	zn_log_set_sink(capture_sink, &cap, ZN_LOG_INFO);
+	assert_int_equal(zn_config_load_string_set(text, strlen(text), "t.yaml", unknown, 1, &cfg),
+			 0);
+	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
+	assert_non_null(captured(&cap, "--set trian_batch_size=8: unknown top-level key "
+				       "'trian_batch_size'"));
+	assert_int_equal(zn_config_load_string_set("", 0, "t.yaml", key, 1, &cfg), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "--set aio.queue_depth=4: the config file is empty"));
+}
+
+/* YAML aliases name one node twice: a mapping may be shared by sections. */
+static void test_aliases(void **state)
+{
+	struct zn_config cfg;
+
+	(void)state;
+	assert_int_equal(load("x-common: &a {enabled: true}\n"
+			      "bf16: *a\n",
+			      &cfg),
+			 0);
+	assert_true(cfg.bf16.enabled);
 }
 
 static void test_syntax_errors(void **state)
@@ -969,7 +1002,7 @@ static void test_auto_values(void **state)
 	assert_int_equal(c.zero_optimization.param_persistence_threshold, 0);
 	assert_int_equal(c.zero_optimization.prefetch_bucket_size, 0);
 
-	/* Keys without ZN_CFG_AUTO refuse it with a clear message. */
+	/* Keys without ZN_KEY_AUTO refuse it with a clear message. */
 	assert_int_equal(load("zero_optimization: {stage: auto}\n", &c), -EINVAL);
 	assert_error("1:28", "'auto' is not accepted for this key");
 }
@@ -1013,6 +1046,8 @@ int main(void)
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_unknown_key_in_section),
 		cmocka_unit_test(test_unknown_top_level_key_warns),
+		cmocka_unit_test(test_override_positions),
+		cmocka_unit_test(test_aliases),
 		cmocka_unit_test(test_syntax_errors),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_duplicate_keys),

@@ -507,6 +507,10 @@ static void test_config_errors(void **state)
 				 cases[i].rc, zn_last_error());
 	}
 
+	/* A bad value is located, as editors count lines and columns. */
+	write_text(p, llama_with("hidden_size", "\"4096\""));
+	EXPECT_ERROR(zn_hf_read_config(p, &c), -EINVAL, "bad-config.json:8:18: hidden_size must");
+
 	/* Whole-file problems. */
 	write_text(p, "{\"architectures\": [\"MistralForCausalLM\"], \"hidden_size\": 64,"
 		      " \"num_hidden_layers\": 2, \"num_attention_heads\": 8,"

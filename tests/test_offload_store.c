@@ -449,8 +449,8 @@ static void test_offload_config(void **state)
 	(void)state;
 	struct zn_offload_param_config p;
 	struct zn_offload_optimizer_config o;
-	zn_cfg_defaults(&zn_offload_param_section, &p);
-	zn_cfg_defaults(&zn_offload_optimizer_section, &o);
+	zn_keys_defaults(&zn_offload_param_key_table, &p);
+	zn_keys_defaults(&zn_offload_optimizer_key_table, &o);
 	assert_int_equal(p.device, ZN_OFFLOAD_NONE);
 	assert_int_equal(p.buffer_count, 5);
 	assert_int_equal(p.buffer_size, 0); /* auto */
@@ -461,19 +461,19 @@ static void test_offload_config(void **state)
 	assert_false(o.pipeline_write);
 	assert_true(o.ratio == 1.0);
 
-	assert_int_equal(zn_cfg_set(&zn_offload_param_section, &p, "buffer_size", "1e8"), 0);
+	assert_int_equal(zn_keys_set(&zn_offload_param_key_table, &p, "buffer_size", "1e8"), 0);
 	assert_int_equal(p.buffer_size, 100000000);
-	assert_int_equal(zn_cfg_set(&zn_offload_param_section, &p, "buffer_size", "auto"), 0);
+	assert_int_equal(zn_keys_set(&zn_offload_param_key_table, &p, "buffer_size", "auto"), 0);
 	assert_int_equal(p.buffer_size, 0);
 	char v[64];
-	assert_string_equal(zn_cfg_format(zn_cfg_find(&zn_offload_param_section, "buffer_size"), &p,
+	assert_string_equal(zn_keys_format(zn_keys_find(&zn_offload_param_key_table, "buffer_size"), &p,
 					  v, sizeof(v)),
 			    "auto");
-	assert_int_equal(zn_cfg_set(&zn_offload_param_section, &p, "device", "nvme"), 0);
-	assert_int_equal(zn_offload_param_section.validate(&p), -EINVAL);
+	assert_int_equal(zn_keys_set(&zn_offload_param_key_table, &p, "device", "nvme"), 0);
+	assert_int_equal(zn_offload_param_key_table.validate(&p), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "offload_param.nvme_path"));
-	assert_int_equal(zn_cfg_set(&zn_offload_param_section, &p, "nvme_path", "/a, /b,/c"), 0);
-	assert_int_equal(zn_offload_param_section.validate(&p), 0);
+	assert_int_equal(zn_keys_set(&zn_offload_param_key_table, &p, "nvme_path", "/a, /b,/c"), 0);
+	assert_int_equal(zn_offload_param_key_table.validate(&p), 0);
 	char buf[ZN_NVME_PATH_MAX];
 	const char *paths[4];
 	assert_int_equal(zn_nvme_paths_split(p.nvme_path, buf, paths, 4), 3);
@@ -481,19 +481,19 @@ static void test_offload_config(void **state)
 	assert_int_equal(zn_nvme_paths_split("/a,,/b", buf, paths, 4), -EINVAL);
 	/* Pool sizing: auto from the largest tensor and the prefetch depth. */
 	struct zn_bufpool_config pc;
-	assert_int_equal(zn_cfg_set(&zn_offload_param_section, &p, "buffer_count", "auto"), 0);
+	assert_int_equal(zn_keys_set(&zn_offload_param_key_table, &p, "buffer_count", "auto"), 0);
 	assert_int_equal(zn_offload_param_pool(&p, 5000000, "wte", 2, 4, &pc), 0);
 	assert_int_equal(pc.buffer_bytes, 10000000);
 	assert_int_equal(pc.buffer_count, 6);
 	assert_null(pc.near_path); /* three paths: no single nearest node */
-	assert_int_equal(zn_cfg_set(&zn_offload_param_section, &p, "buffer_size", "1e6"), 0);
+	assert_int_equal(zn_keys_set(&zn_offload_param_key_table, &p, "buffer_size", "1e6"), 0);
 	assert_int_equal(zn_offload_param_pool(&p, 5000000, "wte", 2, 4, &pc), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "'wte'"));
 	assert_non_null(strstr(zn_last_error(), "at least 5000000"));
-	assert_int_equal(zn_cfg_set(&zn_offload_optimizer_section, &o, "ratio", "0.5"), 0);
-	assert_int_equal(zn_offload_optimizer_section.validate(&o), -EINVAL);
+	assert_int_equal(zn_keys_set(&zn_offload_optimizer_key_table, &o, "ratio", "0.5"), 0);
+	assert_int_equal(zn_offload_optimizer_key_table.validate(&o), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "not supported yet"));
-	assert_int_equal(zn_cfg_set(&zn_offload_optimizer_section, &o, "device", "disk"), -EINVAL);
+	assert_int_equal(zn_keys_set(&zn_offload_optimizer_key_table, &o, "device", "disk"), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "none, cpu, nvme"));
 }
 

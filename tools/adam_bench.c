@@ -18,12 +18,12 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "json.h"
 #include "options.h"
 #include "util.h"
 #include "zinc/adam.h"
 #include "zinc/dtype.h"
 #include "zinc/hostmem.h"
+#include "zinc/json.h"
 #include "zinc/threadpool.h"
 
 #define MAX_REPS 1000
@@ -381,50 +381,50 @@ int cmd_adam_bench(int argc, char **argv)
 	const char *copy_name = b.copy_dtype >= 0 ? zn_dtype_name(t.copy_dtype) : "none";
 
 	if (b.json) {
-		struct json j;
-		json_init(&j, stdout);
-		json_begin_object(&j);
-		json_key(&j, "n");
-		json_uint(&j, n);
-		json_key(&j, "threads");
-		json_uint(&j, zn_threadpool_size(pool));
-		json_key(&j, "simd");
-		json_string(&j, zn_adam_simd_name(simd));
-		json_key(&j, "optimizer");
-		json_string(&j, opt_names[b.opt]);
-		json_key(&j, "grad_dtype");
-		json_string(&j, zn_dtype_name(b.grad_dtype));
-		json_key(&j, "param_copy");
-		json_string(&j, copy_name);
-		json_key(&j, "tile");
-		json_uint(&j, tile);
-		json_key(&j, "reps");
-		json_uint(&j, b.reps);
-		json_key(&j, "hugepages");
-		json_double(&j, huge);
-		json_key(&j, "staggered");
-		json_bool(&j, !b.no_stagger);
-		json_key(&j, "binding");
-		json_string(&j, zn_threadpool_binding(pool));
-		json_key(&j, "adam_bytes_per_elem");
-		json_uint(&j, opt_bytes / n);
-		json_key(&j, "adam_ms");
-		json_double(&j, (double)topt.best / 1e6);
-		json_key(&j, "adam_ms_median");
-		json_double(&j, (double)topt.median / 1e6);
-		json_key(&j, "adam_gelem_s");
-		json_double(&j, opt_gelem);
-		json_key(&j, "adam_gb_s");
-		json_double(&j, opt_gbs);
-		json_key(&j, "stream7_ms");
-		json_double(&j, (double)ts7.best / 1e6);
-		json_key(&j, "stream7_gb_s");
-		json_double(&j, s7_gbs);
-		json_key(&j, "triad_gb_s");
-		json_double(&j, tri_gbs);
-		json_key(&j, "ratio");
-		json_double(&j, ratio);
-		json_end_object(&j);
+		struct zn_json j;
+		zn_json_init(&j, stdout, ZN_JSON_LINE);
+		zn_json_begin_object(&j);
+		zn_json_key(&j, "n");
+		zn_json_uint(&j, n);
+		zn_json_key(&j, "threads");
+		zn_json_uint(&j, zn_threadpool_size(pool));
+		zn_json_key(&j, "simd");
+		zn_json_string(&j, zn_adam_simd_name(simd));
+		zn_json_key(&j, "optimizer");
+		zn_json_string(&j, opt_names[b.opt]);
+		zn_json_key(&j, "grad_dtype");
+		zn_json_string(&j, zn_dtype_name(b.grad_dtype));
+		zn_json_key(&j, "param_copy");
+		zn_json_string(&j, copy_name);
+		zn_json_key(&j, "tile");
+		zn_json_uint(&j, tile);
+		zn_json_key(&j, "reps");
+		zn_json_uint(&j, b.reps);
+		zn_json_key(&j, "hugepages");
+		zn_json_double(&j, huge);
+		zn_json_key(&j, "staggered");
+		zn_json_bool(&j, !b.no_stagger);
+		zn_json_key(&j, "binding");
+		zn_json_string(&j, zn_threadpool_binding(pool));
+		zn_json_key(&j, "adam_bytes_per_elem");
+		zn_json_uint(&j, opt_bytes / n);
+		zn_json_key(&j, "adam_ms");
+		zn_json_double(&j, (double)topt.best / 1e6);
+		zn_json_key(&j, "adam_ms_median");
+		zn_json_double(&j, (double)topt.median / 1e6);
+		zn_json_key(&j, "adam_gelem_s");
+		zn_json_double(&j, opt_gelem);
+		zn_json_key(&j, "adam_gb_s");
+		zn_json_double(&j, opt_gbs);
+		zn_json_key(&j, "stream7_ms");
+		zn_json_double(&j, (double)ts7.best / 1e6);
+		zn_json_key(&j, "stream7_gb_s");
+		zn_json_double(&j, s7_gbs);
+		zn_json_key(&j, "triad_gb_s");
+		zn_json_double(&j, tri_gbs);
+		zn_json_key(&j, "ratio");
+		zn_json_double(&j, ratio);
+		zn_json_end_object(&j);
 		putchar('\n');
 	} else {
 		char sz[32];

@@ -13,7 +13,7 @@
 #include "commands.h"
 #include "options.h"
 #include "zinc/common.h"
-#include "zinc/config.h"
+#include "zinc/keys.h"
 #include "zinc/configfile.h"
 
 /* What the command line asked for. */
@@ -30,56 +30,56 @@ static const struct opt options[] = {
 };
 
 
-static const char *type_name(enum zn_cfg_type t)
+static const char *type_name(enum zn_key_type t)
 {
 	/* No default: -Wswitch flags a new type missing here. */
 	switch (t) {
-	case ZN_CFG_BOOL:
+	case ZN_KEY_BOOL:
 		return "bool";
-	case ZN_CFG_UINT:
+	case ZN_KEY_UINT:
 		return "integer";
-	case ZN_CFG_SIZE:
+	case ZN_KEY_SIZE:
 		return "size";
-	case ZN_CFG_DOUBLE:
+	case ZN_KEY_DOUBLE:
 		return "number";
-	case ZN_CFG_STRING:
+	case ZN_KEY_STRING:
 		return "string";
-	case ZN_CFG_ENUM:
+	case ZN_KEY_ENUM:
 		return "choice";
-	case ZN_CFG_INT:
+	case ZN_KEY_INT:
 		return "integer";
-	case ZN_CFG_PAIR:
+	case ZN_KEY_PAIR:
 		return "pair";
-	case ZN_CFG_SECTION:
+	case ZN_KEY_SECTION:
 		return "section";
 	}
 	return "?";
 }
 
 /* The accepted values of a key, as prose for the reference. */
-static char *range_text(const struct zn_cfg_key *k, char *buf, size_t len)
+static char *range_text(const struct zn_key *k, char *buf, size_t len)
 {
 	char lo[32], hi[32];
 
 	switch (k->type) {
-	case ZN_CFG_BOOL:
+	case ZN_KEY_BOOL:
 		snprintf(buf, len, "true, false");
 		break;
-	case ZN_CFG_PAIR:
+	case ZN_KEY_PAIR:
 		snprintf(buf, len, "two numbers, each %.17g to %.17g", k->min, k->max);
 		break;
-	case ZN_CFG_SECTION:
+	case ZN_KEY_SECTION:
 		snprintf(buf, len, "a mapping");
 		break;
-	case ZN_CFG_UINT:
-	case ZN_CFG_INT:
-	case ZN_CFG_DOUBLE:
+	case ZN_KEY_UINT:
+	case ZN_KEY_INT:
+	case ZN_KEY_DOUBLE:
 		if (k->max >= 1e300)
 			snprintf(buf, len, ">= %.17g", k->min);
 		else
 			snprintf(buf, len, "%.17g to %.17g", k->min, k->max);
 		break;
-	case ZN_CFG_SIZE:
+	case ZN_KEY_SIZE:
 		zn_format_size((uint64_t)k->min, lo, sizeof(lo));
 		if (k->max >= 1e300)
 			snprintf(buf, len, ">= %s", lo);
@@ -87,10 +87,10 @@ static char *range_text(const struct zn_cfg_key *k, char *buf, size_t len)
 			snprintf(buf, len, "%s to %s", lo,
 				 zn_format_size((uint64_t)k->max, hi, sizeof(hi)));
 		break;
-	case ZN_CFG_STRING:
+	case ZN_KEY_STRING:
 		snprintf(buf, len, "up to %zu characters", k->size - 1);
 		break;
-	case ZN_CFG_ENUM:
+	case ZN_KEY_ENUM:
 		buf[0] = '\0';
 		for (int i = 0; k->choices[i]; i++)
 			snprintf(buf + strlen(buf), len - strlen(buf), "%s%s", i ? ", " : "",
@@ -103,22 +103,22 @@ static char *range_text(const struct zn_cfg_key *k, char *buf, size_t len)
 /* A key's default as it is stored (the table's text after parsing), so the
  * listing shows what the loader really starts from.  `pretty` gets a
  * human form of byte counts ("1 MiB"), or "". */
-static char *default_text(struct zn_config *defaults, const struct zn_cfg_section *sec,
-			  const struct zn_cfg_key *k, char *buf, size_t len, char *pretty,
+static char *default_text(struct zn_config *defaults, const struct zn_key_table *sec,
+			  const struct zn_key *k, char *buf, size_t len, char *pretty,
 			  size_t plen)
 {
 	uint64_t v;
 
-	zn_cfg_format(k, zn_config_section_data(defaults, sec), buf, len);
+	zn_keys_format(k, zn_config_section_data(defaults, sec), buf, len);
 	pretty[0] = '\0';
-	if (k->type == ZN_CFG_SIZE && zn_parse_size(buf, &v) == 0 && v >= 1024)
+	if (k->type == ZN_KEY_SIZE && zn_parse_size(buf, &v) == 0 && v >= 1024)
 		zn_format_size(v, pretty, plen);
 	return buf;
 }
 
 /* "1048576 (1 MiB)" for the listing. */
-static char *default_cell(struct zn_config *defaults, const struct zn_cfg_section *sec,
-			  const struct zn_cfg_key *k, char *buf, size_t len)
+static char *default_cell(struct zn_config *defaults, const struct zn_key_table *sec,
+			  const struct zn_key *k, char *buf, size_t len)
 {
 	char raw[256], pretty[32];
 
@@ -138,13 +138,13 @@ static int list_keys(void)
 	const char *path;
 
 	for (size_t s = 0; zn_config_section(s, &path); s++) {
-		const struct zn_cfg_section *sec = zn_config_section(s, &path);
+		const struct zn_key_table *sec = zn_config_section(s, &path);
 		int wk = 3, wt = 4, wd = 7, wn = 9;
 		char def[320], ds[128];
 
 		/* Column widths from the data, so a long key does not skew them. */
 		for (size_t i = 0; i < sec->nkeys; i++) {
-			const struct zn_cfg_key *k = &sec->keys[i];
+			const struct zn_key *k = &sec->keys[i];
 			int n = (int)strlen(k->name);
 			wk = n > wk ? n : wk;
 			n = (int)strlen(type_name(k->type));
@@ -158,10 +158,10 @@ static int list_keys(void)
 		printf("  %-*s  %-*s  %-*s  %-*s  %s\n", wk, "key", wt, "type", wd, "default", wn,
 		       "deepspeed", "meaning");
 		for (size_t i = 0; i < sec->nkeys; i++) {
-			const struct zn_cfg_key *k = &sec->keys[i];
-			if (k->type == ZN_CFG_SECTION)
+			const struct zn_key *k = &sec->keys[i];
+			if (k->type == ZN_KEY_SECTION)
 				continue; /* listed as a section of its own */
-			if (k->flags & ZN_CFG_ZINC_ONLY)
+			if (k->flags & ZN_KEY_ZINC_ONLY)
 				snprintf(ds, sizeof(ds), "zinc");
 			else
 				snprintf(ds, sizeof(ds), "%s%s%s", path, path[0] ? "." : "", k->name);
@@ -217,7 +217,7 @@ static int print_markdown(void)
 	const char *path;
 
 	for (size_t s = 0; zn_config_section(s, &path); s++) {
-		const struct zn_cfg_section *sec = zn_config_section(s, &path);
+		const struct zn_key_table *sec = zn_config_section(s, &path);
 		bool any_zinc = false, any_unsup = false;
 		char buf[256], pretty[32];
 
@@ -230,9 +230,9 @@ static int print_markdown(void)
 		printf(".\n\n| key | alias | type | default | range | meaning |\n"
 		       "| --- | --- | --- | --- | --- | --- |\n");
 		for (size_t i = 0; i < sec->nkeys; i++) {
-			const struct zn_cfg_key *k = &sec->keys[i];
+			const struct zn_key *k = &sec->keys[i];
 
-			if (k->type == ZN_CFG_SECTION && !(k->flags & ZN_CFG_UNSUPPORTED))
+			if (k->type == ZN_KEY_SECTION && !(k->flags & ZN_KEY_UNSUPPORTED))
 				continue; /* a section of its own below */
 			printf("| `%s` | ", k->name);
 			if (k->alias)
@@ -243,16 +243,16 @@ static int print_markdown(void)
 			printf("`%s%s%s | ", pretty[0] ? " (" : "", pretty, pretty[0] ? ")" : "");
 			md_cell(range_text(k, buf, sizeof(buf)));
 			printf(" | ");
-			if (k->flags & ZN_CFG_ZINC_ONLY) {
+			if (k->flags & ZN_KEY_ZINC_ONLY) {
 				printf("(zinc) ");
 				any_zinc = true;
 			}
-			if (k->flags & ZN_CFG_UNSUPPORTED) {
+			if (k->flags & ZN_KEY_UNSUPPORTED) {
 				printf("(not supported yet) ");
 				any_unsup = true;
 			}
 			md_cell(k->help);
-			if (k->flags & ZN_CFG_AUTO)
+			if (k->flags & ZN_KEY_AUTO)
 				printf(" (accepts `auto`)");
 			printf(" |\n");
 		}
@@ -289,9 +289,9 @@ static int print_markdown(void)
 }
 
 /* A config value as a YAML scalar that reads back as the same value. */
-static void print_value(const struct zn_cfg_key *k, const char *text)
+static void print_value(const struct zn_key *k, const char *text)
 {
-	if (k->type != ZN_CFG_STRING) {
+	if (k->type != ZN_KEY_STRING) {
 		fputs(text, stdout);
 		return;
 	}
@@ -307,22 +307,22 @@ static void print_value(const struct zn_cfg_key *k, const char *text)
 
 /* One section's keys as YAML at `depth` (two spaces a level), nested
  * sections after its scalars, so the output reads back as the same config. */
-static void print_section(const struct zn_cfg_section *sec, const void *data, int depth)
+static void print_section(const struct zn_key_table *sec, const void *data, int depth)
 {
 	char buf[256];
 
 	for (size_t i = 0; i < sec->nkeys; i++) {
-		const struct zn_cfg_key *k = &sec->keys[i];
-		if (k->type == ZN_CFG_SECTION)
+		const struct zn_key *k = &sec->keys[i];
+		if (k->type == ZN_KEY_SECTION)
 			continue;
 		printf("%*s%s: ", 2 * depth, "", k->name);
-		print_value(k, zn_cfg_format(k, data, buf, sizeof(buf)));
+		print_value(k, zn_keys_format(k, data, buf, sizeof(buf)));
 		putchar('\n');
 	}
 	for (size_t i = 0; i < sec->nkeys; i++) {
-		const struct zn_cfg_key *k = &sec->keys[i];
+		const struct zn_key *k = &sec->keys[i];
 		/* An unsupported section can only be absent: nothing to show. */
-		if (k->type != ZN_CFG_SECTION || (k->flags & ZN_CFG_UNSUPPORTED))
+		if (k->type != ZN_KEY_SECTION || (k->flags & ZN_KEY_UNSUPPORTED))
 			continue;
 		printf("%*s%s:\n", 2 * depth, "", k->name);
 		print_section(k->sub, (const char *)data + k->offset, depth + 1);

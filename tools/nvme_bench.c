@@ -18,11 +18,11 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "json.h"
 #include "options.h"
 #include "util.h"
 #include "zinc/aio.h"
 #include "zinc/hostmem.h"
+#include "zinc/json.h"
 
 #define MAXL 16
 #define NOUT 4            /* requests outstanding per stream */
@@ -403,28 +403,28 @@ out_aio:
 
 /* ---- output ---------------------------------------------------------------- */
 
-static void json_result(struct json *j, const struct result *r)
+static void json_result(struct zn_json *j, const struct result *r)
 {
-	json_begin_object(j);
-	json_key(j, "rw");
-	json_string(j, rw_names[r->rw]);
-	json_key(j, "block_size");
-	json_uint(j, r->bs);
-	json_key(j, "queue_depth");
-	json_uint(j, r->qd);
-	json_key(j, "threads");
-	json_uint(j, r->th);
-	json_key(j, "mib_s");
-	json_double(j, round(r->mib_s * 10) / 10);
-	json_key(j, "iops");
-	json_double(j, round(r->iops));
-	json_key(j, "p50_us");
-	json_double(j, round((double)r->p50_ns / 100.0) / 10);
-	json_key(j, "p99_us");
-	json_double(j, round((double)r->p99_ns / 100.0) / 10);
-	json_key(j, "fixed_buffers");
-	json_bool(j, r->fixed);
-	json_end_object(j);
+	zn_json_begin_object(j);
+	zn_json_key(j, "rw");
+	zn_json_string(j, rw_names[r->rw]);
+	zn_json_key(j, "block_size");
+	zn_json_uint(j, r->bs);
+	zn_json_key(j, "queue_depth");
+	zn_json_uint(j, r->qd);
+	zn_json_key(j, "threads");
+	zn_json_uint(j, r->th);
+	zn_json_key(j, "mib_s");
+	zn_json_double(j, round(r->mib_s * 10) / 10);
+	zn_json_key(j, "iops");
+	zn_json_double(j, round(r->iops));
+	zn_json_key(j, "p50_us");
+	zn_json_double(j, round((double)r->p50_ns / 100.0) / 10);
+	zn_json_key(j, "p99_us");
+	zn_json_double(j, round((double)r->p99_ns / 100.0) / 10);
+	zn_json_key(j, "fixed_buffers");
+	zn_json_bool(j, r->fixed);
+	zn_json_end_object(j);
 }
 
 /* The grid point to recommend: the best sum of read and write throughput
@@ -466,9 +466,9 @@ static void print_aio_block(FILE *out, const struct bench *b, const struct resul
 	config_for(b, r->bs, r->qd, r->th, &cfg);
 	fprintf(out, "%saio:\n", indent);
 	/* Exactly the keys of the config table, so the block parses back. */
-	for (size_t i = 0; i < zn_aio_config_section.nkeys; i++) {
-		const struct zn_cfg_key *k = &zn_aio_config_section.keys[i];
-		fprintf(out, "%s  %s: %s\n", indent, k->name, zn_cfg_format(k, &cfg, v, sizeof(v)));
+	for (size_t i = 0; i < zn_aio_key_table.nkeys; i++) {
+		const struct zn_key *k = &zn_aio_key_table.keys[i];
+		fprintf(out, "%s  %s: %s\n", indent, k->name, zn_keys_format(k, &cfg, v, sizeof(v)));
 	}
 }
 
@@ -715,53 +715,53 @@ int cmd_nvme_bench(int argc, char **argv)
 	const struct result *rec = pick_aio(res, nres);
 
 	if (b.json) {
-		struct json j;
+		struct zn_json j;
 		char v[64];
-		json_init(&j, stdout);
-		json_begin_object(&j);
-		json_key(&j, "results");
-		json_begin_array(&j);
+		zn_json_init(&j, stdout, ZN_JSON_LINE);
+		zn_json_begin_object(&j);
+		zn_json_key(&j, "results");
+		zn_json_begin_array(&j);
 		for (unsigned i = 0; i < nres; i++)
 			json_result(&j, &res[i]);
-		json_end_array(&j);
-		json_key(&j, "best");
-		json_begin_object(&j);
+		zn_json_end_array(&j);
+		zn_json_key(&j, "best");
+		zn_json_begin_object(&j);
 		for (int r = 0; r < RW_COUNT; r++)
 			if (best[r]) {
-				json_key(&j, rw_names[r]);
+				zn_json_key(&j, rw_names[r]);
 				json_result(&j, best[r]);
 			}
-		json_end_object(&j);
-		json_key(&j, "aio");
-		json_begin_object(&j);
+		zn_json_end_object(&j);
+		zn_json_key(&j, "aio");
+		zn_json_begin_object(&j);
 		struct zn_aio_config cfg;
 		config_for(&b, rec->bs, rec->qd, rec->th, &cfg);
-		for (size_t i = 0; i < zn_aio_config_section.nkeys; i++) {
-			const struct zn_cfg_key *k = &zn_aio_config_section.keys[i];
-			json_key(&j, k->name);
-			zn_cfg_format(k, &cfg, v, sizeof(v));
-			if (k->type == ZN_CFG_BOOL)
-				json_bool(&j, strcmp(v, "true") == 0);
+		for (size_t i = 0; i < zn_aio_key_table.nkeys; i++) {
+			const struct zn_key *k = &zn_aio_key_table.keys[i];
+			zn_json_key(&j, k->name);
+			zn_keys_format(k, &cfg, v, sizeof(v));
+			if (k->type == ZN_KEY_BOOL)
+				zn_json_bool(&j, strcmp(v, "true") == 0);
 			else
-				json_uint(&j, strtoull(v, NULL, 10));
+				zn_json_uint(&j, strtoull(v, NULL, 10));
 		}
-		json_end_object(&j);
-		json_key(&j, "settings");
-		json_begin_object(&j);
-		json_key(&j, "file");
-		json_string(&j, b.fname);
-		json_key(&j, "size");
-		json_uint(&j, b.size);
-		json_key(&j, "loops");
-		json_uint(&j, b.loops);
-		json_key(&j, "buffer_bytes");
-		json_uint(&j, b.buflen);
-		json_key(&j, "buffer_huge_fraction");
-		json_double(&j, b.huge_fraction);
-		json_key(&j, "use_fixed_buffers");
-		json_bool(&j, !b.no_fixed);
-		json_end_object(&j);
-		json_end_object(&j);
+		zn_json_end_object(&j);
+		zn_json_key(&j, "settings");
+		zn_json_begin_object(&j);
+		zn_json_key(&j, "file");
+		zn_json_string(&j, b.fname);
+		zn_json_key(&j, "size");
+		zn_json_uint(&j, b.size);
+		zn_json_key(&j, "loops");
+		zn_json_uint(&j, b.loops);
+		zn_json_key(&j, "buffer_bytes");
+		zn_json_uint(&j, b.buflen);
+		zn_json_key(&j, "buffer_huge_fraction");
+		zn_json_double(&j, b.huge_fraction);
+		zn_json_key(&j, "use_fixed_buffers");
+		zn_json_bool(&j, !b.no_fixed);
+		zn_json_end_object(&j);
+		zn_json_end_object(&j);
 	} else {
 		char bs[32];
 		printf("\n");

@@ -20,12 +20,12 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "json.h"
 #include "options.h"
 #include "util.h"
 #include "zinc/adam.h"
 #include "zinc/configfile.h"
 #include "zinc/hostmem.h"
+#include "zinc/json.h"
 #include "zinc/offload.h"
 #include "zinc/threadpool.h"
 #include "zinc/trace.h"
@@ -320,46 +320,46 @@ int cmd_offload_bench(int argc, char **argv)
 		goto out;
 	}
 	if (b.json) {
-		struct json j;
-		json_init(&j, stdout);
-		json_begin_object(&j);
-		json_key(&j, "params");
-		json_uint(&j, N);
-		json_key(&j, "sub_group");
-		json_uint(&j, b.sub_group);
-		json_key(&j, "paths");
-		json_uint(&j, (uint64_t)npaths);
-		json_key(&j, "threads");
-		json_uint(&j, zn_threadpool_size(pool));
-		json_key(&j, "loops");
-		json_uint(&j, b.loops);
-		json_key(&j, "read_bytes");
-		json_uint(&j, rbytes);
-		json_key(&j, "write_bytes");
-		json_uint(&j, wbytes);
-		json_key(&j, "io_s");
-		json_double(&j, io_s);
-		json_key(&j, "adam_s");
-		json_double(&j, adam_s);
-		json_key(&j, "bound_s");
-		json_double(&j, bound);
-		json_key(&j, "step_s");
-		json_double(&j, step_s);
-		json_key(&j, "serial_s");
-		json_double(&j, serial_s);
-		json_key(&j, "efficiency");
-		json_double(&j, bound / step_s);
-		json_key(&j, "speedup_vs_serial");
-		json_double(&j, serial_s / step_s);
-		json_key(&j, "io_gb_s");
-		json_double(&j, (double)(rbytes + wbytes) / io_s / 1e9);
-		json_key(&j, "step_read_wait_s");
-		json_double(&j, last_pipe.read_wait_s);
-		json_key(&j, "step_write_wait_s");
-		json_double(&j, last_pipe.write_wait_s);
-		json_key(&j, "step_update_s");
-		json_double(&j, last_pipe.update_s);
-		json_end_object(&j);
+		struct zn_json j;
+		zn_json_init(&j, stdout, ZN_JSON_LINE);
+		zn_json_begin_object(&j);
+		zn_json_key(&j, "params");
+		zn_json_uint(&j, N);
+		zn_json_key(&j, "sub_group");
+		zn_json_uint(&j, b.sub_group);
+		zn_json_key(&j, "paths");
+		zn_json_uint(&j, (uint64_t)npaths);
+		zn_json_key(&j, "threads");
+		zn_json_uint(&j, zn_threadpool_size(pool));
+		zn_json_key(&j, "loops");
+		zn_json_uint(&j, b.loops);
+		zn_json_key(&j, "read_bytes");
+		zn_json_uint(&j, rbytes);
+		zn_json_key(&j, "write_bytes");
+		zn_json_uint(&j, wbytes);
+		zn_json_key(&j, "io_s");
+		zn_json_double(&j, io_s);
+		zn_json_key(&j, "adam_s");
+		zn_json_double(&j, adam_s);
+		zn_json_key(&j, "bound_s");
+		zn_json_double(&j, bound);
+		zn_json_key(&j, "step_s");
+		zn_json_double(&j, step_s);
+		zn_json_key(&j, "serial_s");
+		zn_json_double(&j, serial_s);
+		zn_json_key(&j, "efficiency");
+		zn_json_double(&j, bound / step_s);
+		zn_json_key(&j, "speedup_vs_serial");
+		zn_json_double(&j, serial_s / step_s);
+		zn_json_key(&j, "io_gb_s");
+		zn_json_double(&j, (double)(rbytes + wbytes) / io_s / 1e9);
+		zn_json_key(&j, "step_read_wait_s");
+		zn_json_double(&j, last_pipe.read_wait_s);
+		zn_json_key(&j, "step_write_wait_s");
+		zn_json_double(&j, last_pipe.write_wait_s);
+		zn_json_key(&j, "step_update_s");
+		zn_json_double(&j, last_pipe.update_s);
+		zn_json_end_object(&j);
 	} else {
 		char rb[32], wb[32];
 		printf("\nbytes per step: %s read, %s written\n", zn_format_size(rbytes, rb, sizeof(rb)),

@@ -11,11 +11,11 @@
 #include <stdlib.h>
 
 #include "commands.h"
-#include "json.h"
 #include "options.h"
 #include "util.h"
 
 #include "zinc/configfile.h"
+#include "zinc/json.h"
 #include "zinc/plan.h"
 #include "zinc/train.h"
 
@@ -93,107 +93,107 @@ static const char *kind_name(int kind)
 
 static void print_json(const struct zn_plan *p, const struct zn_rank_memory *ranks, unsigned n)
 {
-	struct json j;
+	struct zn_json j;
 	uint64_t tot[3] = { 0, 0, 0 }; /* device, host (pinned + pageable), nvme */
 
-	json_init(&j, stdout);
-	json_begin_object(&j);
-	json_key(&j, "fits");
-	json_bool(&j, zn_plan_fits(p));
-	json_key(&j, "summary");
-	json_string(&j, p->summary);
-	json_key(&j, "params");
-	json_uint(&j, p->params);
-	json_key(&j, "largest_tensor");
-	json_begin_object(&j);
-	json_key(&j, "name");
-	json_string(&j, p->largest_name);
-	json_key(&j, "elements");
-	json_uint(&j, p->largest);
-	json_end_object(&j);
-	json_key(&j, "largest_layer_elements");
-	json_uint(&j, p->largest_layer);
-	json_key(&j, "tiers");
-	json_begin_array(&j);
+	zn_json_init(&j, stdout, ZN_JSON_LINE);
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "fits");
+	zn_json_bool(&j, zn_plan_fits(p));
+	zn_json_key(&j, "summary");
+	zn_json_string(&j, p->summary);
+	zn_json_key(&j, "params");
+	zn_json_uint(&j, p->params);
+	zn_json_key(&j, "largest_tensor");
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "name");
+	zn_json_string(&j, p->largest_name);
+	zn_json_key(&j, "elements");
+	zn_json_uint(&j, p->largest);
+	zn_json_end_object(&j);
+	zn_json_key(&j, "largest_layer_elements");
+	zn_json_uint(&j, p->largest_layer);
+	zn_json_key(&j, "tiers");
+	zn_json_begin_array(&j);
 	for (unsigned i = 0; i < p->ntiers; i++) {
 		const struct zn_plan_tier *t = &p->tiers[i];
 		tot[t->kind == ZN_PLAN_DEVICE ? 0 : t->kind == ZN_PLAN_NVME ? 2 : 1] += t->needed;
-		json_begin_object(&j);
-		json_key(&j, "name");
-		json_string(&j, t->name);
-		json_key(&j, "kind");
-		json_string(&j, kind_name(t->kind));
-		json_key(&j, "needed");
-		json_uint(&j, t->needed);
+		zn_json_begin_object(&j);
+		zn_json_key(&j, "name");
+		zn_json_string(&j, t->name);
+		zn_json_key(&j, "kind");
+		zn_json_string(&j, kind_name(t->kind));
+		zn_json_key(&j, "needed");
+		zn_json_uint(&j, t->needed);
 		/* Capacity: bytes, or null when unknown or checked in another row. */
-		json_key(&j, "available");
+		zn_json_key(&j, "available");
 		if (t->known && !t->counted_elsewhere)
-			json_uint(&j, t->available);
+			zn_json_uint(&j, t->available);
 		else
-			json_null(&j);
-		json_key(&j, "total");
+			zn_json_null(&j);
+		zn_json_key(&j, "total");
 		if (t->total)
-			json_uint(&j, t->total);
+			zn_json_uint(&j, t->total);
 		else
-			json_null(&j);
-		json_key(&j, "fits");
-		json_bool(&j, t->fits);
-		json_key(&j, "hard");
-		json_bool(&j, t->hard);
-		json_key(&j, "known");
-		json_bool(&j, t->known);
-		json_key(&j, "counted_elsewhere");
-		json_bool(&j, t->counted_elsewhere);
-		json_key(&j, "source");
-		json_string(&j, t->source);
-		json_key(&j, "note");
-		json_string(&j, t->note);
-		json_key(&j, "items");
-		json_begin_array(&j);
+			zn_json_null(&j);
+		zn_json_key(&j, "fits");
+		zn_json_bool(&j, t->fits);
+		zn_json_key(&j, "hard");
+		zn_json_bool(&j, t->hard);
+		zn_json_key(&j, "known");
+		zn_json_bool(&j, t->known);
+		zn_json_key(&j, "counted_elsewhere");
+		zn_json_bool(&j, t->counted_elsewhere);
+		zn_json_key(&j, "source");
+		zn_json_string(&j, t->source);
+		zn_json_key(&j, "note");
+		zn_json_string(&j, t->note);
+		zn_json_key(&j, "items");
+		zn_json_begin_array(&j);
 		for (unsigned k = 0; k < t->nitems; k++) {
-			json_begin_object(&j);
-			json_key(&j, "name");
-			json_string(&j, t->items[k].name);
-			json_key(&j, "bytes");
-			json_uint(&j, t->items[k].bytes);
-			json_end_object(&j);
+			zn_json_begin_object(&j);
+			zn_json_key(&j, "name");
+			zn_json_string(&j, t->items[k].name);
+			zn_json_key(&j, "bytes");
+			zn_json_uint(&j, t->items[k].bytes);
+			zn_json_end_object(&j);
 		}
-		json_end_array(&j);
-		json_key(&j, "suggestions");
-		json_begin_array(&j);
+		zn_json_end_array(&j);
+		zn_json_key(&j, "suggestions");
+		zn_json_begin_array(&j);
 		for (unsigned k = 0; k < t->nadvice; k++)
-			json_string(&j, t->advice[k]);
-		json_end_array(&j);
-		json_end_object(&j);
+			zn_json_string(&j, t->advice[k]);
+		zn_json_end_array(&j);
+		zn_json_end_object(&j);
 	}
-	json_end_array(&j);
-	json_key(&j, "totals");
-	json_begin_object(&j);
-	json_key(&j, "device");
-	json_uint(&j, tot[0]);
-	json_key(&j, "host");
-	json_uint(&j, tot[1]);
-	json_key(&j, "nvme");
-	json_uint(&j, tot[2]);
-	json_end_object(&j);
+	zn_json_end_array(&j);
+	zn_json_key(&j, "totals");
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "device");
+	zn_json_uint(&j, tot[0]);
+	zn_json_key(&j, "host");
+	zn_json_uint(&j, tot[1]);
+	zn_json_key(&j, "nvme");
+	zn_json_uint(&j, tot[2]);
+	zn_json_end_object(&j);
 	if (ranks) {
-		json_key(&j, "ranks");
-		json_begin_array(&j);
+		zn_json_key(&j, "ranks");
+		zn_json_begin_array(&j);
 		for (unsigned r = 0; r < n; r++) {
-			json_begin_object(&j);
-			json_key(&j, "rank");
-			json_uint(&j, (uint64_t)r);
-			json_key(&j, "params");
-			json_uint(&j, ranks[r].params);
-			json_key(&j, "grads");
-			json_uint(&j, ranks[r].grads);
-			json_key(&j, "optimizer");
-			json_uint(&j, ranks[r].optimizer);
-			json_end_object(&j);
+			zn_json_begin_object(&j);
+			zn_json_key(&j, "rank");
+			zn_json_uint(&j, (uint64_t)r);
+			zn_json_key(&j, "params");
+			zn_json_uint(&j, ranks[r].params);
+			zn_json_key(&j, "grads");
+			zn_json_uint(&j, ranks[r].grads);
+			zn_json_key(&j, "optimizer");
+			zn_json_uint(&j, ranks[r].optimizer);
+			zn_json_end_object(&j);
 		}
-		json_end_array(&j);
+		zn_json_end_array(&j);
 	}
-	json_end_object(&j);
+	zn_json_end_object(&j);
 }
 
 int cmd_plan(int argc, char **argv)

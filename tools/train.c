@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "json.h"
 #include "options.h"
 #include "util.h"
 #include <cblas.h>
@@ -27,6 +26,7 @@
 #include "zinc/configfile.h"
 #include "zinc/device.h"
 #include "zinc/hostmem.h"
+#include "zinc/json.h"
 #include "zinc/kernels.h"
 #include "zinc/plan.h"
 #include "zinc/trace.h"
@@ -81,87 +81,87 @@ static void on_signal(int sig)
 static void log_json(FILE *f, const struct zn_step_info *s, double val,
 		     const struct zn_rank_memory *m)
 {
-	struct json j;
-	json_init(&j, f);
-	json_begin_object(&j);
-	json_key(&j, "step");
-	json_uint(&j, s->step);
-	json_key(&j, "loss");
-	json_double_exact(&j, s->loss);
-	json_key(&j, "lr");
-	json_double_exact(&j, s->lr);
-	json_key(&j, "grad_norm");
-	json_double_exact(&j, s->grad_norm);
-	json_key(&j, "tokens_per_s");
-	json_double(&j, (double)s->tokens / s->step_s);
-	json_key(&j, "step_s");
-	json_double(&j, s->step_s);
-	json_key(&j, "device_bytes");
-	json_uint(&j, s->device_bytes);
-	json_key(&j, "host_bytes");
-	json_uint(&j, s->host_bytes);
-	json_key(&j, "loss_scale");
-	json_double(&j, s->loss_scale);
-	json_key(&j, "skipped");
-	json_bool(&j, s->skipped);
+	struct zn_json j;
+	zn_json_init(&j, f, ZN_JSON_LINE);
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "step");
+	zn_json_uint(&j, s->step);
+	zn_json_key(&j, "loss");
+	zn_json_double_exact(&j, s->loss);
+	zn_json_key(&j, "lr");
+	zn_json_double_exact(&j, s->lr);
+	zn_json_key(&j, "grad_norm");
+	zn_json_double_exact(&j, s->grad_norm);
+	zn_json_key(&j, "tokens_per_s");
+	zn_json_double(&j, (double)s->tokens / s->step_s);
+	zn_json_key(&j, "step_s");
+	zn_json_double(&j, s->step_s);
+	zn_json_key(&j, "device_bytes");
+	zn_json_uint(&j, s->device_bytes);
+	zn_json_key(&j, "host_bytes");
+	zn_json_uint(&j, s->host_bytes);
+	zn_json_key(&j, "loss_scale");
+	zn_json_double(&j, s->loss_scale);
+	zn_json_key(&j, "skipped");
+	zn_json_bool(&j, s->skipped);
 	/* Where the time went and what moved (issue: breakdown per tier). */
-	json_key(&j, "compute_s");
-	json_double(&j, s->compute_s);
-	json_key(&j, "optimizer_s");
-	json_double(&j, s->optimizer_s);
-	json_key(&j, "stall_s");
-	json_double(&j, s->stall_s);
-	json_key(&j, "nvme_read_bytes");
-	json_uint(&j, s->nvme_read_bytes);
-	json_key(&j, "nvme_write_bytes");
-	json_uint(&j, s->nvme_write_bytes);
-	json_key(&j, "recompute_s");
-	json_double(&j, s->recompute_s);
-	json_key(&j, "act_offload_s");
-	json_double(&j, s->act_offload_s);
-	json_key(&j, "h2d_bytes");
-	json_uint(&j, s->h2d_bytes);
-	json_key(&j, "d2h_bytes");
-	json_uint(&j, s->d2h_bytes);
+	zn_json_key(&j, "compute_s");
+	zn_json_double(&j, s->compute_s);
+	zn_json_key(&j, "optimizer_s");
+	zn_json_double(&j, s->optimizer_s);
+	zn_json_key(&j, "stall_s");
+	zn_json_double(&j, s->stall_s);
+	zn_json_key(&j, "nvme_read_bytes");
+	zn_json_uint(&j, s->nvme_read_bytes);
+	zn_json_key(&j, "nvme_write_bytes");
+	zn_json_uint(&j, s->nvme_write_bytes);
+	zn_json_key(&j, "recompute_s");
+	zn_json_double(&j, s->recompute_s);
+	zn_json_key(&j, "act_offload_s");
+	zn_json_double(&j, s->act_offload_s);
+	zn_json_key(&j, "h2d_bytes");
+	zn_json_uint(&j, s->h2d_bytes);
+	zn_json_key(&j, "d2h_bytes");
+	zn_json_uint(&j, s->d2h_bytes);
 	/* This rank's share of the model states (ZeRO's partitioning). */
-	json_key(&j, "rank_memory");
-	json_begin_object(&j);
-	json_key(&j, "rank");
-	json_uint(&j, (uint64_t)m->rank);
-	json_key(&j, "world");
-	json_uint(&j, (uint64_t)m->world);
-	json_key(&j, "params");
-	json_uint(&j, m->params);
-	json_key(&j, "grads");
-	json_uint(&j, m->grads);
-	json_key(&j, "optimizer");
-	json_uint(&j, m->optimizer);
-	json_end_object(&j);
-	json_key(&j, "comm_bytes");
-	json_uint(&j, s->comm_bytes);
-	json_key(&j, "comm_elems");
-	json_uint(&j, s->comm_elems);
-	json_key(&j, "comm_s");
-	json_double(&j, s->comm_s);
-	json_key(&j, "read_bytes");
-	json_begin_object(&j);
-	json_key(&j, "nvme");
-	json_uint(&j, s->nvme_read_bytes);
-	json_key(&j, "host");
-	json_uint(&j, s->h2d_bytes);
-	json_end_object(&j);
-	json_key(&j, "write_bytes");
-	json_begin_object(&j);
-	json_key(&j, "nvme");
-	json_uint(&j, s->nvme_write_bytes);
-	json_key(&j, "host");
-	json_uint(&j, s->d2h_bytes);
-	json_end_object(&j);
+	zn_json_key(&j, "rank_memory");
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "rank");
+	zn_json_uint(&j, (uint64_t)m->rank);
+	zn_json_key(&j, "world");
+	zn_json_uint(&j, (uint64_t)m->world);
+	zn_json_key(&j, "params");
+	zn_json_uint(&j, m->params);
+	zn_json_key(&j, "grads");
+	zn_json_uint(&j, m->grads);
+	zn_json_key(&j, "optimizer");
+	zn_json_uint(&j, m->optimizer);
+	zn_json_end_object(&j);
+	zn_json_key(&j, "comm_bytes");
+	zn_json_uint(&j, s->comm_bytes);
+	zn_json_key(&j, "comm_elems");
+	zn_json_uint(&j, s->comm_elems);
+	zn_json_key(&j, "comm_s");
+	zn_json_double(&j, s->comm_s);
+	zn_json_key(&j, "read_bytes");
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "nvme");
+	zn_json_uint(&j, s->nvme_read_bytes);
+	zn_json_key(&j, "host");
+	zn_json_uint(&j, s->h2d_bytes);
+	zn_json_end_object(&j);
+	zn_json_key(&j, "write_bytes");
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "nvme");
+	zn_json_uint(&j, s->nvme_write_bytes);
+	zn_json_key(&j, "host");
+	zn_json_uint(&j, s->d2h_bytes);
+	zn_json_end_object(&j);
 	if (val >= 0) {
-		json_key(&j, "val_loss");
-		json_double_exact(&j, val);
+		zn_json_key(&j, "val_loss");
+		zn_json_double_exact(&j, val);
 	}
-	json_end_object(&j);
+	zn_json_end_object(&j);
 	fflush(f);
 }
 
@@ -312,10 +312,25 @@ static int bench(struct zn_config *cfg, uint64_t steps)
 	double den = gpu ? dref : ref;
 	printf("ratio: %.2f (of the %s)\n", den > 0 ? model / den : 0.0,
 	       gpu ? "device's matmul" : "OpenBLAS sgemm");
-	printf("{\"gflops\":%.2f,\"sgemm_gflops\":%.2f,\"device_gemm_gflops\":%.2f,"
-	       "\"reference\":\"%s\",\"ratio\":%.3f,\"step_s\":%.4f,\"flops_per_step\":%.4g}\n",
-	       model, ref, dref, gpu ? "device_gemm" : "openblas_sgemm",
-	       den > 0 ? model / den : 0.0, step_s, flops);
+	/* The same figures as one JSON line, in the precision printed above. */
+	struct zn_json j;
+	zn_json_init(&j, stdout, ZN_JSON_LINE);
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "gflops");
+	zn_json_printf(&j, "%.2f", model);
+	zn_json_key(&j, "sgemm_gflops");
+	zn_json_printf(&j, "%.2f", ref);
+	zn_json_key(&j, "device_gemm_gflops");
+	zn_json_printf(&j, "%.2f", dref);
+	zn_json_key(&j, "reference");
+	zn_json_string(&j, gpu ? "device_gemm" : "openblas_sgemm");
+	zn_json_key(&j, "ratio");
+	zn_json_printf(&j, "%.3f", den > 0 ? model / den : 0.0);
+	zn_json_key(&j, "step_s");
+	zn_json_printf(&j, "%.4f", step_s);
+	zn_json_key(&j, "flops_per_step");
+	zn_json_printf(&j, "%.4g", flops);
+	zn_json_end_object(&j);
 	return 0;
 }
 

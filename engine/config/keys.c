@@ -5,15 +5,13 @@
  * tables beside their code (aio/config.c, offload/config.c).
  *
  * Keys DeepSpeed reads for features zinc does not have yet carry
- * ZN_CFG_UNSUPPORTED: the file may name them with their default value (so a
+ * ZN_KEY_UNSUPPORTED: the file may name them with their default value (so a
  * ds_config.json that spells out defaults loads), and any other value is
  * refused with "not supported yet" instead of being ignored.
  */
 #include "zn_common.h"
 
 #include <stddef.h>
-#include <stdio.h>
-#include <string.h>
 
 #include "config/keys.h"
 #include "zinc/configfile.h"
@@ -24,40 +22,40 @@
 	  .size = sizeof(((st *)0)->f), .def = d, .min = lo, .max = hi, .choices = ch, \
 	  .flags = fl, .help = h }
 #define SUB(st, n, f, table, fl, h) \
-	{ .name = n, .type = ZN_CFG_SECTION, .offset = offsetof(st, f), \
+	{ .name = n, .type = ZN_KEY_SECTION, .offset = offsetof(st, f), \
 	  .size = sizeof(((st *)0)->f), .sub = &table, .flags = fl, .help = h }
-#define UNSUP ZN_CFG_UNSUPPORTED
-#define ZINC ZN_CFG_ZINC_ONLY
-#define AUTO ZN_CFG_AUTO
+#define UNSUP ZN_KEY_UNSUPPORTED
+#define ZINC ZN_KEY_ZINC_ONLY
+#define AUTO ZN_KEY_AUTO
 
 /* ---- optimizer --------------------------------------------------------- */
 
-/* DeepSpeed matches the type case-insensitively; so does zn_cfg_set. */
+/* DeepSpeed matches the type case-insensitively; so does zn_keys_set. */
 static const char *const optimizer_types[] = {
 	"Adam", "AdamW", "Adagrad", "Lamb", "Lion", "OneBitAdam", "ZeroOneAdam", "OneBitLamb",
 	"MuAdam", "MuAdamW", "MuSGD", NULL,
 };
 
 #define OP(...) KEY(struct zn_optimizer_params, __VA_ARGS__)
-static const struct zn_cfg_key optimizer_param_keys[] = {
-	OP("lr", NULL, ZN_CFG_DOUBLE, lr, "1e-3", 0, 1e6, NULL, AUTO,
+static const struct zn_key optimizer_param_keys[] = {
+	OP("lr", NULL, ZN_KEY_DOUBLE, lr, "1e-3", 0, 1e6, NULL, AUTO,
 	   "learning rate (the peak; a scheduler may vary it)"),
-	OP("betas", NULL, ZN_CFG_PAIR, betas, "[0.9, 0.999]", 0, 1, NULL, AUTO,
+	OP("betas", NULL, ZN_KEY_PAIR, betas, "[0.9, 0.999]", 0, 1, NULL, AUTO,
 	   "Adam's decay rates of the first and second moment, a list of two"),
-	OP("eps", NULL, ZN_CFG_DOUBLE, eps, "1e-8", 0, 1, NULL, AUTO,
+	OP("eps", NULL, ZN_KEY_DOUBLE, eps, "1e-8", 0, 1, NULL, AUTO,
 	   "added to the root of the second moment"),
-	OP("weight_decay", NULL, ZN_CFG_DOUBLE, weight_decay, "0", 0, 1e6, NULL, AUTO,
+	OP("weight_decay", NULL, ZN_KEY_DOUBLE, weight_decay, "0", 0, 1e6, NULL, AUTO,
 	   "weight decay; decoupled (AdamW) unless adam_w_mode is false"),
-	OP("bias_correction", NULL, ZN_CFG_BOOL, bias_correction, "true", 0, 1, NULL, 0,
+	OP("bias_correction", NULL, ZN_KEY_BOOL, bias_correction, "true", 0, 1, NULL, 0,
 	   "Adam's bias correction of the moments"),
-	OP("adam_w_mode", NULL, ZN_CFG_BOOL, adam_w_mode, "true", 0, 1, NULL, 0,
+	OP("adam_w_mode", NULL, ZN_KEY_BOOL, adam_w_mode, "true", 0, 1, NULL, 0,
 	   "type Adam only: decoupled weight decay (false: L2 added to the gradient)"),
-	OP("amsgrad", NULL, ZN_CFG_BOOL, amsgrad, "false", 0, 1, NULL, UNSUP, "AMSGrad variant"),
-	OP("torch_adam", NULL, ZN_CFG_BOOL, torch_adam, "false", 0, 1, NULL, 0,
+	OP("amsgrad", NULL, ZN_KEY_BOOL, amsgrad, "false", 0, 1, NULL, UNSUP, "AMSGrad variant"),
+	OP("torch_adam", NULL, ZN_KEY_BOOL, torch_adam, "false", 0, 1, NULL, 0,
 	   "accepted for DeepSpeed; zinc always runs its own CPU Adam"),
 };
 
-static const struct zn_cfg_section optimizer_params_section = {
+static const struct zn_key_table optimizer_params_table = {
 	.name = "params",
 	.help = "the optimizer's parameters",
 	.keys = optimizer_param_keys,
@@ -82,14 +80,14 @@ static int optimizer_validate(const void *obj)
 }
 
 #define OC(...) KEY(struct zn_optimizer_config, __VA_ARGS__)
-static const struct zn_cfg_key optimizer_keys[] = {
-	OC("type", NULL, ZN_CFG_ENUM, type, "AdamW", 0, 0, optimizer_types, 0,
+static const struct zn_key optimizer_keys[] = {
+	OC("type", NULL, ZN_KEY_ENUM, type, "AdamW", 0, 0, optimizer_types, 0,
 	   "the optimizer: Adam or AdamW (DeepSpeed's other types are not supported yet)"),
-	SUB(struct zn_optimizer_config, "params", params, optimizer_params_section, 0,
+	SUB(struct zn_optimizer_config, "params", params, optimizer_params_table, 0,
 	    "the optimizer's parameters"),
 };
 
-const struct zn_cfg_section zn_optimizer_section = {
+static const struct zn_key_table optimizer_table = {
 	.name = "optimizer",
 	.help = "the optimizer and its parameters",
 	.keys = optimizer_keys,
@@ -106,28 +104,28 @@ static const char *const scheduler_types[] = {
 static const char *const warmup_types[] = { "log", "linear", NULL };
 
 #define SP(...) KEY(struct zn_scheduler_params, __VA_ARGS__)
-static const struct zn_cfg_key scheduler_param_keys[] = {
-	SP("warmup_min_lr", NULL, ZN_CFG_DOUBLE, warmup_min_lr, "0", 0, 1e6, NULL, AUTO,
+static const struct zn_key scheduler_param_keys[] = {
+	SP("warmup_min_lr", NULL, ZN_KEY_DOUBLE, warmup_min_lr, "0", 0, 1e6, NULL, AUTO,
 	   "WarmupLR, WarmupDecayLR: learning rate at step 0"),
-	SP("warmup_max_lr", NULL, ZN_CFG_DOUBLE, warmup_max_lr, "0.001", 0, 1e6, NULL, AUTO,
+	SP("warmup_max_lr", NULL, ZN_KEY_DOUBLE, warmup_max_lr, "0.001", 0, 1e6, NULL, AUTO,
 	   "WarmupLR, WarmupDecayLR: learning rate at the end of the warmup"),
-	SP("warmup_num_steps", NULL, ZN_CFG_UINT, warmup_num_steps, "1000", 0, BIG, NULL, AUTO,
+	SP("warmup_num_steps", NULL, ZN_KEY_UINT, warmup_num_steps, "1000", 0, BIG, NULL, AUTO,
 	   "optimizer steps of warmup (at least 2 are used); auto: 0, the Hugging Face "
 	   "default"),
-	SP("warmup_type", NULL, ZN_CFG_ENUM, warmup_type, "log", 0, 0, warmup_types, 0,
+	SP("warmup_type", NULL, ZN_KEY_ENUM, warmup_type, "log", 0, 0, warmup_types, 0,
 	   "warmup curve: log or linear"),
-	SP("total_num_steps", NULL, ZN_CFG_UINT, total_num_steps, "auto", 1, BIG, NULL, AUTO,
+	SP("total_num_steps", NULL, ZN_KEY_UINT, total_num_steps, "auto", 1, BIG, NULL, AUTO,
 	   "WarmupDecayLR, WarmupCosineLR: optimizer steps of the whole run; auto: "
 	   "zinc train's step count"),
-	SP("warmup_min_ratio", NULL, ZN_CFG_DOUBLE, warmup_min_ratio, "0", 0, 1, NULL, 0,
+	SP("warmup_min_ratio", NULL, ZN_KEY_DOUBLE, warmup_min_ratio, "0", 0, 1, NULL, 0,
 	   "WarmupCosineLR: share of optimizer.params.lr at step 0"),
-	SP("cos_min_ratio", NULL, ZN_CFG_DOUBLE, cos_min_ratio, "0.0001", 0, 1, NULL, 0,
+	SP("cos_min_ratio", NULL, ZN_KEY_DOUBLE, cos_min_ratio, "0.0001", 0, 1, NULL, 0,
 	   "WarmupCosineLR: share of optimizer.params.lr at the end"),
-	SP("last_batch_iteration", NULL, ZN_CFG_INT, last_batch_iteration, "-1", -1, BIG, NULL,
+	SP("last_batch_iteration", NULL, ZN_KEY_INT, last_batch_iteration, "-1", -1, BIG, NULL,
 	   UNSUP, "step to resume the schedule from (zinc resumes it from checkpoints)"),
 };
 
-static const struct zn_cfg_section scheduler_params_section = {
+static const struct zn_key_table scheduler_params_table = {
 	.name = "params",
 	.help = "the schedule's parameters (DeepSpeed's names)",
 	.keys = scheduler_param_keys,
@@ -168,14 +166,14 @@ static int scheduler_validate(const void *obj)
 }
 
 #define SC(...) KEY(struct zn_scheduler_config, __VA_ARGS__)
-static const struct zn_cfg_key scheduler_keys[] = {
-	SC("type", NULL, ZN_CFG_ENUM, type, "none", 0, 0, scheduler_types, 0,
+static const struct zn_key scheduler_keys[] = {
+	SC("type", NULL, ZN_KEY_ENUM, type, "none", 0, 0, scheduler_types, 0,
 	   "WarmupLR, WarmupDecayLR or WarmupCosineLR; none: constant optimizer.params.lr"),
-	SUB(struct zn_scheduler_config, "params", params, scheduler_params_section, 0,
+	SUB(struct zn_scheduler_config, "params", params, scheduler_params_table, 0,
 	    "the schedule's parameters"),
 };
 
-const struct zn_cfg_section zn_scheduler_section = {
+static const struct zn_key_table scheduler_table = {
 	.name = "scheduler",
 	.help = "the learning-rate schedule, one value per optimizer step",
 	.keys = scheduler_keys,
@@ -187,28 +185,28 @@ const struct zn_cfg_section zn_scheduler_section = {
 /* ---- fp16, bf16 -------------------------------------------------------- */
 
 #define F16(...) KEY(struct zn_fp16_config, __VA_ARGS__)
-static const struct zn_cfg_key fp16_keys[] = {
-	F16("enabled", NULL, ZN_CFG_BOOL, enabled, "false", 0, 1, NULL, AUTO,
+static const struct zn_key fp16_keys[] = {
+	F16("enabled", NULL, ZN_KEY_BOOL, enabled, "false", 0, 1, NULL, AUTO,
 	    "fp16 parameters and gradients with fp32 master weights"),
-	F16("loss_scale", NULL, ZN_CFG_DOUBLE, loss_scale, "0", 0, 1e308, NULL, 0,
+	F16("loss_scale", NULL, ZN_KEY_DOUBLE, loss_scale, "0", 0, 1e308, NULL, 0,
 	    "static loss scale; 0: dynamic loss scaling"),
-	F16("initial_scale_power", NULL, ZN_CFG_UINT, initial_scale_power, "16", 0, 127, NULL, 0,
+	F16("initial_scale_power", NULL, ZN_KEY_UINT, initial_scale_power, "16", 0, 127, NULL, 0,
 	    "dynamic: the scale starts at 2^initial_scale_power"),
-	F16("loss_scale_window", NULL, ZN_CFG_UINT, loss_scale_window, "1000", 1, 4294967295.0,
+	F16("loss_scale_window", NULL, ZN_KEY_UINT, loss_scale_window, "1000", 1, 4294967295.0,
 	    NULL, 0, "dynamic: steps without overflow before the scale doubles"),
-	F16("hysteresis", NULL, ZN_CFG_UINT, hysteresis, "2", 1, 4294967295.0, NULL, 0,
+	F16("hysteresis", NULL, ZN_KEY_UINT, hysteresis, "2", 1, 4294967295.0, NULL, 0,
 	    "dynamic: overflows tolerated before the scale is halved"),
-	F16("consecutive_hysteresis", NULL, ZN_CFG_BOOL, consecutive_hysteresis, "false", 0, 1,
+	F16("consecutive_hysteresis", NULL, ZN_KEY_BOOL, consecutive_hysteresis, "false", 0, 1,
 	    NULL, 0, "dynamic: refill the hysteresis on every step without overflow"),
-	F16("min_loss_scale", NULL, ZN_CFG_DOUBLE, min_loss_scale, "1", 1e-30, 1e308, NULL, 0,
+	F16("min_loss_scale", NULL, ZN_KEY_DOUBLE, min_loss_scale, "1", 1e-30, 1e308, NULL, 0,
 	    "dynamic: the scale never goes below this"),
-	F16("auto_cast", NULL, ZN_CFG_BOOL, auto_cast, "false", 0, 1, NULL, UNSUP,
+	F16("auto_cast", NULL, ZN_KEY_BOOL, auto_cast, "false", 0, 1, NULL, UNSUP,
 	    "cast the model's inputs to fp16"),
-	F16("fp16_master_weights_and_grads", NULL, ZN_CFG_BOOL, fp16_master_weights_and_grads,
+	F16("fp16_master_weights_and_grads", NULL, ZN_KEY_BOOL, fp16_master_weights_and_grads,
 	    "false", 0, 1, NULL, UNSUP, "keep master weights and gradients in fp16"),
 };
 
-const struct zn_cfg_section zn_fp16_section = {
+static const struct zn_key_table fp16_table = {
 	.name = "fp16",
 	.help = "fp16 mixed precision and its dynamic loss scaler",
 	.keys = fp16_keys,
@@ -217,14 +215,14 @@ const struct zn_cfg_section zn_fp16_section = {
 };
 
 #define B16(...) KEY(struct zn_bf16_config, __VA_ARGS__)
-static const struct zn_cfg_key bf16_keys[] = {
-	B16("enabled", NULL, ZN_CFG_BOOL, enabled, "false", 0, 1, NULL, AUTO,
+static const struct zn_key bf16_keys[] = {
+	B16("enabled", NULL, ZN_KEY_BOOL, enabled, "false", 0, 1, NULL, AUTO,
 	    "bf16 parameters and gradients with fp32 master weights (no loss scaling)"),
-	B16("immediate_grad_update", NULL, ZN_CFG_BOOL, immediate_grad_update, "false", 0, 1,
+	B16("immediate_grad_update", NULL, ZN_KEY_BOOL, immediate_grad_update, "false", 0, 1,
 	    NULL, UNSUP, "apply each gradient as soon as it is reduced"),
 };
 
-const struct zn_cfg_section zn_bf16_section = {
+static const struct zn_key_table bf16_table = {
 	.name = "bf16",
 	.help = "bf16 mixed precision",
 	.keys = bf16_keys,
@@ -235,27 +233,27 @@ const struct zn_cfg_section zn_bf16_section = {
 /* ---- activation_checkpointing ---------------------------------------------- */
 
 #define AC(...) KEY(struct zn_actckpt_config, __VA_ARGS__)
-static const struct zn_cfg_key actckpt_keys[] = {
-	AC("enabled", NULL, ZN_CFG_BOOL, enabled, "false", 0, 1, NULL, ZINC,
+static const struct zn_key actckpt_keys[] = {
+	AC("enabled", NULL, ZN_KEY_BOOL, enabled, "false", 0, 1, NULL, ZINC,
 	   "keep only each transformer block's input and recompute the rest during backward "
 	   "(bit-identical results, a fraction of the activation memory)"),
-	AC("partition_activations", NULL, ZN_CFG_BOOL, partition_activations, "false", 0, 1, NULL,
+	AC("partition_activations", NULL, ZN_KEY_BOOL, partition_activations, "false", 0, 1, NULL,
 	   UNSUP, "split checkpointed activations across model-parallel ranks"),
-	AC("cpu_checkpointing", NULL, ZN_CFG_BOOL, cpu_checkpointing, "false", 0, 1, NULL, 0,
+	AC("cpu_checkpointing", NULL, ZN_KEY_BOOL, cpu_checkpointing, "false", 0, 1, NULL, 0,
 	   "keep the checkpointed activations in host memory; they come back just before "
 	   "their block's backward (needs enabled)"),
-	AC("contiguous_memory_optimization", NULL, ZN_CFG_BOOL, contiguous_memory_optimization,
+	AC("contiguous_memory_optimization", NULL, ZN_KEY_BOOL, contiguous_memory_optimization,
 	   "false", 0, 1, NULL, 0, "copy checkpoints into one buffer (zinc's already are)"),
-	AC("number_checkpoints", NULL, ZN_CFG_INT, number_checkpoints, "0", 0, 1e9, NULL, 0,
+	AC("number_checkpoints", NULL, ZN_KEY_INT, number_checkpoints, "0", 0, 1e9, NULL, 0,
 	   "checkpoints per pass, for contiguous_memory_optimization (zinc: one per block)"),
-	AC("synchronize_checkpoint_boundary", NULL, ZN_CFG_BOOL, synchronize_checkpoint_boundary,
+	AC("synchronize_checkpoint_boundary", NULL, ZN_KEY_BOOL, synchronize_checkpoint_boundary,
 	   "false", 0, 1, NULL, 0, "synchronize the device at each checkpoint"),
-	AC("profile", NULL, ZN_CFG_BOOL, profile, "false", 0, 1, NULL, 0,
+	AC("profile", NULL, ZN_KEY_BOOL, profile, "false", 0, 1, NULL, 0,
 	   "time the checkpointing per step (recompute, kept inputs out and back), the "
 	   "device synchronized around each part; shown in the step lines and --json-log"),
 };
 
-const struct zn_cfg_section zn_actckpt_section = {
+static const struct zn_key_table actckpt_table = {
 	.name = "activation_checkpointing",
 	.help = "recompute activations during backward instead of keeping them",
 	.keys = actckpt_keys,
@@ -268,15 +266,15 @@ const struct zn_cfg_section zn_actckpt_section = {
 static const char *const grad_accum_dtypes[] = { "fp32", "fp16", "bf16", NULL };
 
 #define DT(...) KEY(struct zn_data_types_config, __VA_ARGS__)
-static const struct zn_cfg_key data_types_keys[] = {
-	DT("grad_accum_dtype", NULL, ZN_CFG_ENUM, grad_accum_dtype, "fp32", 0, 0,
+static const struct zn_key data_types_keys[] = {
+	DT("grad_accum_dtype", NULL, ZN_KEY_ENUM, grad_accum_dtype, "fp32", 0, 0,
 	   grad_accum_dtypes, 0,
 	   "the dtype gradients are accumulated and kept in on the host until the optimizer "
 	   "step (offload_optimizer cpu/nvme): fp32, or the training dtype to halve that "
 	   "memory; with gradient_accumulation_steps 1 both give the same results"),
 };
 
-const struct zn_cfg_section zn_data_types_section = {
+static const struct zn_key_table data_types_table = {
 	.name = "data_types",
 	.help = "dtypes of training buffers",
 	.keys = data_types_keys,
@@ -287,14 +285,14 @@ const struct zn_cfg_section zn_data_types_section = {
 /* ---- zero_optimization ------------------------------------------------- */
 
 #define LC(...) KEY(struct zn_zero_loco_config, __VA_ARGS__)
-static const struct zn_cfg_key loco_keys[] = {
-	LC("err_beta", NULL, ZN_CFG_DOUBLE, err_beta, "0.8", 0, 1, NULL, 0,
+static const struct zn_key loco_keys[] = {
+	LC("err_beta", NULL, ZN_KEY_DOUBLE, err_beta, "0.8", 0, 1, NULL, 0,
 	   "error-feedback decay"),
-	LC("reset_T", NULL, ZN_CFG_UINT, reset_T, "1024", 1, 4294967295.0, NULL, 0,
+	LC("reset_T", NULL, ZN_KEY_UINT, reset_T, "1024", 1, 4294967295.0, NULL, 0,
 	   "steps between error-buffer resets"),
 };
 
-static const struct zn_cfg_section loco_section = {
+static const struct zn_key_table loco_table = {
 	.name = "zeropp_loco_param",
 	.help = "ZeRO++ LoCo error feedback for quantized gradients",
 	.keys = loco_keys,
@@ -317,97 +315,97 @@ static int zero_validate(const void *obj)
 }
 
 #define Z(...) KEY(struct zn_zero_config, __VA_ARGS__)
-static const struct zn_cfg_key zero_keys[] = {
-	Z("stage", NULL, ZN_CFG_UINT, stage, "0", 0, 3, NULL, 0,
+static const struct zn_key zero_keys[] = {
+	Z("stage", NULL, ZN_KEY_UINT, stage, "0", 0, 3, NULL, 0,
 	  "ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters partitioned"),
-	Z("contiguous_gradients", NULL, ZN_CFG_BOOL, contiguous_gradients, "true", 0, 1, NULL, 0,
+	Z("contiguous_gradients", NULL, ZN_KEY_BOOL, contiguous_gradients, "true", 0, 1, NULL, 0,
 	  "copy gradients into one contiguous buffer as they are produced"),
-	Z("reduce_scatter", NULL, ZN_CFG_BOOL, reduce_scatter, "true", 0, 1, NULL, UNSUP,
+	Z("reduce_scatter", NULL, ZN_KEY_BOOL, reduce_scatter, "true", 0, 1, NULL, UNSUP,
 	  "average gradients with reduce-scatter (false: all-reduce)"),
-	Z("reduce_bucket_size", NULL, ZN_CFG_SIZE, reduce_bucket_size, "5e8", 1, BIG, NULL, AUTO,
+	Z("reduce_bucket_size", NULL, ZN_KEY_SIZE, reduce_bucket_size, "5e8", 1, BIG, NULL, AUTO,
 	  "elements reduced at a time; auto: n_embd^2"),
-	Z("use_multi_rank_bucket_allreduce", NULL, ZN_CFG_BOOL, use_multi_rank_bucket_allreduce,
+	Z("use_multi_rank_bucket_allreduce", NULL, ZN_KEY_BOOL, use_multi_rank_bucket_allreduce,
 	  "true", 0, 1, NULL, UNSUP, "reduce buckets of several ranks in one all-reduce"),
-	Z("allgather_partitions", NULL, ZN_CFG_BOOL, allgather_partitions, "true", 0, 1, NULL,
+	Z("allgather_partitions", NULL, ZN_KEY_BOOL, allgather_partitions, "true", 0, 1, NULL,
 	  UNSUP, "all-gather updated partitions (false: broadcasts)"),
-	Z("allgather_bucket_size", NULL, ZN_CFG_SIZE, allgather_bucket_size, "5e8", 1, BIG, NULL,
+	Z("allgather_bucket_size", NULL, ZN_KEY_SIZE, allgather_bucket_size, "5e8", 1, BIG, NULL,
 	  0, "elements all-gathered at a time"),
-	Z("overlap_comm", NULL, ZN_CFG_BOOL, overlap_comm, "false", 0, 1, NULL, 0,
+	Z("overlap_comm", NULL, ZN_KEY_BOOL, overlap_comm, "false", 0, 1, NULL, 0,
 	  "overlap the gradients' reduction (one rank: their way to the host) with the "
 	  "backward pass, on a stream of their own; up to 3 layers' gradients wait on the "
 	  "device for their copy"),
-	Z("load_from_fp32_weights", NULL, ZN_CFG_BOOL, load_from_fp32_weights, "true", 0, 1, NULL,
+	Z("load_from_fp32_weights", NULL, ZN_KEY_BOOL, load_from_fp32_weights, "true", 0, 1, NULL,
 	  UNSUP, "restore master weights from the checkpoint's fp32 copy"),
-	Z("elastic_checkpoint", NULL, ZN_CFG_BOOL, elastic_checkpoint, "false", 0, 1, NULL, UNSUP,
+	Z("elastic_checkpoint", NULL, ZN_KEY_BOOL, elastic_checkpoint, "false", 0, 1, NULL, UNSUP,
 	  "load checkpoints saved with another world size"),
-	SUB(struct zn_zero_config, "offload_param", offload_param, zn_offload_param_section, 0,
+	SUB(struct zn_zero_config, "offload_param", offload_param, zn_offload_param_key_table, 0,
 	    "where ZeRO-3 parameters live between uses"),
 	SUB(struct zn_zero_config, "offload_optimizer", offload_optimizer,
-	    zn_offload_optimizer_section, 0, "where optimizer states live"),
-	Z("sub_group_size", NULL, ZN_CFG_SIZE, sub_group_size, "1e9", 1, BIG, NULL, 0,
+	    zn_offload_optimizer_key_table, 0, "where optimizer states live"),
+	Z("sub_group_size", NULL, ZN_KEY_SIZE, sub_group_size, "1e9", 1, BIG, NULL, 0,
 	  "elements per optimizer sub-group (the unit streamed through offload)"),
-	Z("cpu_offload", NULL, ZN_CFG_BOOL, cpu_offload, "false", 0, 1, NULL, UNSUP,
+	Z("cpu_offload", NULL, ZN_KEY_BOOL, cpu_offload, "false", 0, 1, NULL, UNSUP,
 	  "deprecated by DeepSpeed: use offload_optimizer.device: cpu"),
-	Z("cpu_offload_params", NULL, ZN_CFG_BOOL, cpu_offload_params, "false", 0, 1, NULL, UNSUP,
+	Z("cpu_offload_params", NULL, ZN_KEY_BOOL, cpu_offload_params, "false", 0, 1, NULL, UNSUP,
 	  "deprecated by DeepSpeed: use offload_param.device: cpu"),
-	Z("cpu_offload_use_pin_memory", NULL, ZN_CFG_BOOL, cpu_offload_use_pin_memory, "false", 0,
+	Z("cpu_offload_use_pin_memory", NULL, ZN_KEY_BOOL, cpu_offload_use_pin_memory, "false", 0,
 	  1, NULL, UNSUP, "deprecated by DeepSpeed: use offload_*.pin_memory"),
-	Z("stage3_prefetch_bucket_size", "prefetch_bucket_size", ZN_CFG_SIZE,
-	  prefetch_bucket_size, "5e7", 0, BIG, NULL, AUTO | ZN_CFG_AUTO_MAX,
+	Z("stage3_prefetch_bucket_size", "prefetch_bucket_size", ZN_KEY_SIZE,
+	  prefetch_bucket_size, "5e7", 0, BIG, NULL, AUTO | ZN_KEY_AUTO_MAX,
 	  "elements of parameters fetched ahead of use (0: none); auto: 0.9 n_embd^2"),
-	Z("stage3_param_persistence_threshold", "param_persistence_threshold", ZN_CFG_SIZE,
-	  param_persistence_threshold, "1e5", 0, BIG, NULL, AUTO | ZN_CFG_AUTO_MAX,
+	Z("stage3_param_persistence_threshold", "param_persistence_threshold", ZN_KEY_SIZE,
+	  param_persistence_threshold, "1e5", 0, BIG, NULL, AUTO | ZN_KEY_AUTO_MAX,
 	  "parameters with fewer elements stay resident on the device, not offloaded (0: "
 	  "none); auto: 10 n_embd"),
-	Z("stage3_model_persistence_threshold", "model_persistence_threshold", ZN_CFG_SIZE,
+	Z("stage3_model_persistence_threshold", "model_persistence_threshold", ZN_KEY_SIZE,
 	  model_persistence_threshold, "9223372036854775807", 0, 9223372036854775807.0, NULL,
 	  UNSUP, "cap on the elements kept resident by the persistence threshold"),
-	Z("stage3_max_live_parameters", "max_live_parameters", ZN_CFG_SIZE, max_live_parameters,
+	Z("stage3_max_live_parameters", "max_live_parameters", ZN_KEY_SIZE, max_live_parameters,
 	  "1e9", 0, BIG, NULL, 0, "elements of gathered parameters resident at once"),
-	Z("stage3_max_reuse_distance", "max_reuse_distance", ZN_CFG_SIZE, max_reuse_distance,
+	Z("stage3_max_reuse_distance", "max_reuse_distance", ZN_KEY_SIZE, max_reuse_distance,
 	  "1e9", 0, BIG, NULL, 0,
 	  "a parameter reused within this many elements of fetches is kept, not released"),
 	Z("stage3_gather_16bit_weights_on_model_save", "stage3_gather_fp16_weights_on_model_save",
-	  ZN_CFG_BOOL, gather_16bit_weights_on_model_save, "false", 0, 1, NULL, 0,
+	  ZN_KEY_BOOL, gather_16bit_weights_on_model_save, "false", 0, 1, NULL, 0,
 	  "gather the 16-bit weights into one file when the model is saved"),
-	Z("stage3_module_granularity_threshold", "module_granularity_threshold", ZN_CFG_SIZE,
+	Z("stage3_module_granularity_threshold", "module_granularity_threshold", ZN_KEY_SIZE,
 	  module_granularity_threshold, "0", 0, BIG, NULL, UNSUP,
 	  "fetch modules below this size as one unit"),
 	Z("stage3_use_all_reduce_for_fetch_params", "use_all_reduce_for_fetch_params",
-	  ZN_CFG_BOOL, use_all_reduce_for_fetch_params, "false", 0, 1, NULL, UNSUP,
+	  ZN_KEY_BOOL, use_all_reduce_for_fetch_params, "false", 0, 1, NULL, UNSUP,
 	  "fetch parameters with all-reduce instead of all-gather"),
-	Z("ignore_unused_parameters", NULL, ZN_CFG_BOOL, ignore_unused_parameters, "true", 0, 1,
+	Z("ignore_unused_parameters", NULL, ZN_KEY_BOOL, ignore_unused_parameters, "true", 0, 1,
 	  NULL, 0, "tolerate parameters that get no gradient"),
-	Z("legacy_stage1", NULL, ZN_CFG_BOOL, legacy_stage1, "false", 0, 1, NULL, UNSUP,
+	Z("legacy_stage1", NULL, ZN_KEY_BOOL, legacy_stage1, "false", 0, 1, NULL, UNSUP,
 	  "DeepSpeed's old stage 1 implementation"),
-	Z("round_robin_gradients", NULL, ZN_CFG_BOOL, round_robin_gradients, "false", 0, 1, NULL,
+	Z("round_robin_gradients", NULL, ZN_KEY_BOOL, round_robin_gradients, "false", 0, 1, NULL,
 	  UNSUP, "stage 1/2: spread gradient copies over ranks round-robin"),
-	Z("zero_hpz_partition_size", NULL, ZN_CFG_UINT, zero_hpz_partition_size, "1", 1,
+	Z("zero_hpz_partition_size", NULL, ZN_KEY_UINT, zero_hpz_partition_size, "1", 1,
 	  4294967295.0, NULL, UNSUP, "ZeRO++ hierarchical partitioning: ranks per secondary group"),
-	Z("zero_quantized_weights", NULL, ZN_CFG_BOOL, zero_quantized_weights, "false", 0, 1, NULL,
+	Z("zero_quantized_weights", NULL, ZN_KEY_BOOL, zero_quantized_weights, "false", 0, 1, NULL,
 	  UNSUP, "ZeRO++ quantized weight all-gather"),
-	Z("zero_quantized_nontrainable_weights", NULL, ZN_CFG_BOOL,
+	Z("zero_quantized_nontrainable_weights", NULL, ZN_KEY_BOOL,
 	  zero_quantized_nontrainable_weights, "false", 0, 1, NULL, UNSUP,
 	  "ZeRO++ quantized storage of frozen weights"),
-	Z("zero_quantized_gradients", NULL, ZN_CFG_BOOL, zero_quantized_gradients, "false", 0, 1,
+	Z("zero_quantized_gradients", NULL, ZN_KEY_BOOL, zero_quantized_gradients, "false", 0, 1,
 	  NULL, UNSUP, "ZeRO++ quantized gradient reduction"),
-	SUB(struct zn_zero_config, "zeropp_loco_param", zeropp_loco_param, loco_section, UNSUP,
+	SUB(struct zn_zero_config, "zeropp_loco_param", zeropp_loco_param, loco_table, UNSUP,
 	    "ZeRO++ LoCo error feedback"),
-	Z("mics_shard_size", NULL, ZN_CFG_INT, mics_shard_size, "-1", -1, BIG, NULL, UNSUP,
+	Z("mics_shard_size", NULL, ZN_KEY_INT, mics_shard_size, "-1", -1, BIG, NULL, UNSUP,
 	  "MiCS: ranks per shard group; -1 off"),
-	Z("mics_hierarchical_params_gather", NULL, ZN_CFG_BOOL, mics_hierarchical_params_gather,
+	Z("mics_hierarchical_params_gather", NULL, ZN_KEY_BOOL, mics_hierarchical_params_gather,
 	  "false", 0, 1, NULL, UNSUP, "MiCS hierarchical all-gather"),
-	Z("memory_efficient_linear", NULL, ZN_CFG_BOOL, memory_efficient_linear, "true", 0, 1,
+	Z("memory_efficient_linear", NULL, ZN_KEY_BOOL, memory_efficient_linear, "true", 0, 1,
 	  NULL, UNSUP, "DeepSpeed's memory-efficient torch linear (zinc's is always)"),
-	Z("pipeline_loading_checkpoint", NULL, ZN_CFG_BOOL, pipeline_loading_checkpoint, "false",
+	Z("pipeline_loading_checkpoint", NULL, ZN_KEY_BOOL, pipeline_loading_checkpoint, "false",
 	  0, 1, NULL, UNSUP, "load a checkpoint layer by layer into partitions"),
-	Z("override_module_apply", NULL, ZN_CFG_BOOL, override_module_apply, "true", 0, 1, NULL,
+	Z("override_module_apply", NULL, ZN_KEY_BOOL, override_module_apply, "true", 0, 1, NULL,
 	  UNSUP, "a PyTorch hook; there is no module.apply in zinc"),
-	Z("log_trace_cache_warnings", NULL, ZN_CFG_BOOL, log_trace_cache_warnings, "false", 0, 1,
+	Z("log_trace_cache_warnings", NULL, ZN_KEY_BOOL, log_trace_cache_warnings, "false", 0, 1,
 	  NULL, 0, "log when the recorded fetch order is invalidated"),
 };
 
-const struct zn_cfg_section zn_zero_section = {
+static const struct zn_key_table zero_table = {
 	.name = "zero_optimization",
 	.help = "ZeRO partitioning and offload (every DeepSpeed key; those not implemented "
 		"yet must keep their default)",
@@ -432,30 +430,30 @@ static int model_validate(const void *obj)
 }
 
 #define M(...) KEY(struct zn_model_config, __VA_ARGS__)
-static const struct zn_cfg_key model_keys[] = {
-	M("type", NULL, ZN_CFG_ENUM, type, "gpt2", 0, 0, model_types, ZINC,
+static const struct zn_key model_keys[] = {
+	M("type", NULL, ZN_KEY_ENUM, type, "gpt2", 0, 0, model_types, ZINC,
 	  "architecture: gpt2 (pre-LN decoder, learned positions, tied embeddings), or llama "
 	  "(the Llama family -- Llama 2/3, Mistral, Qwen2 -- shaped by a Hugging Face "
 	  "config.json: model.from's folder, or model.config; n_layer, n_head, n_embd and "
 	  "vocab_size are then the file's)"),
-	M("n_layer", NULL, ZN_CFG_UINT, n_layer, "12", 1, 1024, NULL, ZINC, "transformer blocks"),
-	M("n_head", NULL, ZN_CFG_UINT, n_head, "12", 1, 1024, NULL, ZINC, "attention heads"),
-	M("n_embd", NULL, ZN_CFG_UINT, n_embd, "768", 1, 1 << 20, NULL, ZINC,
+	M("n_layer", NULL, ZN_KEY_UINT, n_layer, "12", 1, 1024, NULL, ZINC, "transformer blocks"),
+	M("n_head", NULL, ZN_KEY_UINT, n_head, "12", 1, 1024, NULL, ZINC, "attention heads"),
+	M("n_embd", NULL, ZN_KEY_UINT, n_embd, "768", 1, 1 << 20, NULL, ZINC,
 	  "channels; a multiple of n_head"),
-	M("vocab_size", NULL, ZN_CFG_UINT, vocab_size, "50257", 1, 1 << 24, NULL, ZINC,
+	M("vocab_size", NULL, ZN_KEY_UINT, vocab_size, "50257", 1, 1 << 24, NULL, ZINC,
 	  "tokens in the vocabulary (256 for byte-level data)"),
-	M("seq_len", NULL, ZN_CFG_UINT, seq_len, "1024", 1, 1 << 20, NULL, ZINC,
+	M("seq_len", NULL, ZN_KEY_UINT, seq_len, "1024", 1, 1 << 20, NULL, ZINC,
 	  "tokens per sample, and positions the model knows"),
-	M("from", NULL, ZN_CFG_STRING, from, "", 0, 0, NULL, ZINC,
+	M("from", NULL, ZN_KEY_STRING, from, "", 0, 0, NULL, ZINC,
 	  "start from these weights: gpt2 -- model.safetensors or an llm.c checkpoint; llama -- "
 	  "a Hugging Face model folder (config.json, safetensors shards and their index); "
 	  "empty: random initialisation"),
-	M("config", NULL, ZN_CFG_STRING, config, "", 0, 0, NULL, ZINC,
+	M("config", NULL, ZN_KEY_STRING, config, "", 0, 0, NULL, ZINC,
 	  "llama from scratch: the Hugging Face config.json giving its shape (random "
 	  "initialisation as transformers does it)"),
 };
 
-const struct zn_cfg_section zn_model_section = {
+static const struct zn_key_table model_table = {
 	.name = "model",
 	.help = "the model to train",
 	.keys = model_keys,
@@ -465,22 +463,22 @@ const struct zn_cfg_section zn_model_section = {
 };
 
 #define D(...) KEY(struct zn_data_config, __VA_ARGS__)
-static const struct zn_cfg_key data_keys[] = {
-	D("train", NULL, ZN_CFG_STRING, train, "", 0, 0, NULL, ZINC,
+static const struct zn_key data_keys[] = {
+	D("train", NULL, ZN_KEY_STRING, train, "", 0, 0, NULL, ZINC,
 	  "training token shards (llm.c format): a file or a glob"),
-	D("val", NULL, ZN_CFG_STRING, val, "", 0, 0, NULL, ZINC,
+	D("val", NULL, ZN_KEY_STRING, val, "", 0, 0, NULL, ZINC,
 	  "validation shards; empty: no validation"),
-	D("seed", NULL, ZN_CFG_UINT, seed, "1337", 0, BIG, NULL, ZINC,
+	D("seed", NULL, ZN_KEY_UINT, seed, "1337", 0, BIG, NULL, ZINC,
 	  "seed of the shuffling and of the initialisation"),
-	D("shuffle", NULL, ZN_CFG_BOOL, shuffle, "true", 0, 1, NULL, ZINC,
+	D("shuffle", NULL, ZN_KEY_BOOL, shuffle, "true", 0, 1, NULL, ZINC,
 	  "visit samples in a seeded random order"),
-	D("val_every", NULL, ZN_CFG_UINT, val_every, "0", 0, BIG, NULL, ZINC,
+	D("val_every", NULL, ZN_KEY_UINT, val_every, "0", 0, BIG, NULL, ZINC,
 	  "optimizer steps between validation losses; 0: only at the end"),
-	D("val_steps", NULL, ZN_CFG_UINT, val_steps, "20", 1, 1 << 20, NULL, ZINC,
+	D("val_steps", NULL, ZN_KEY_UINT, val_steps, "20", 1, 1 << 20, NULL, ZINC,
 	  "batches per validation"),
 };
 
-const struct zn_cfg_section zn_data_section = {
+static const struct zn_key_table data_table = {
 	.name = "data",
 	.help = "training and validation data",
 	.keys = data_keys,
@@ -489,12 +487,12 @@ const struct zn_cfg_section zn_data_section = {
 };
 
 #define PW(...) KEY(struct zn_ckpt_parallel_write, __VA_ARGS__)
-static const struct zn_cfg_key parallel_write_keys[] = {
-	PW("pipeline_stage", NULL, ZN_CFG_BOOL, pipeline_stage, "false", 0, 1, NULL, 0,
+static const struct zn_key parallel_write_keys[] = {
+	PW("pipeline_stage", NULL, ZN_KEY_BOOL, pipeline_stage, "false", 0, 1, NULL, 0,
 	   "each pipeline stage writes its own part"),
 };
 
-static const struct zn_cfg_section parallel_write_section = {
+static const struct zn_key_table parallel_write_table = {
 	.name = "parallel_write",
 	.help = "DeepSpeed's parallel checkpoint writing",
 	.keys = parallel_write_keys,
@@ -505,26 +503,26 @@ static const struct zn_cfg_section parallel_write_section = {
 static const char *const tag_validation[] = { "Ignore", "Warn", "Fail", NULL };
 
 #define CK(...) KEY(struct zn_checkpoint_config, __VA_ARGS__)
-static const struct zn_cfg_key checkpoint_keys[] = {
-	CK("dir", NULL, ZN_CFG_STRING, dir, "", 0, 0, NULL, ZINC,
+static const struct zn_key checkpoint_keys[] = {
+	CK("dir", NULL, ZN_KEY_STRING, dir, "", 0, 0, NULL, ZINC,
 	   "directory checkpoints are written to; empty: none"),
-	CK("every", NULL, ZN_CFG_UINT, every, "0", 0, BIG, NULL, ZINC,
+	CK("every", NULL, ZN_KEY_UINT, every, "0", 0, BIG, NULL, ZINC,
 	   "optimizer steps between checkpoints; 0: only at the end"),
-	CK("keep", NULL, ZN_CFG_UINT, keep, "0", 0, 1 << 20, NULL, ZINC,
+	CK("keep", NULL, ZN_KEY_UINT, keep, "0", 0, 1 << 20, NULL, ZINC,
 	   "newest checkpoints kept; 0: all"),
-	CK("resume", NULL, ZN_CFG_BOOL, resume, "false", 0, 1, NULL, ZINC,
+	CK("resume", NULL, ZN_KEY_BOOL, resume, "false", 0, 1, NULL, ZINC,
 	   "continue from the newest checkpoint in dir"),
-	CK("tag_validation", NULL, ZN_CFG_ENUM, tag_validation, "Warn", 0, 0, tag_validation, 0,
+	CK("tag_validation", NULL, ZN_KEY_ENUM, tag_validation, "Warn", 0, 0, tag_validation, 0,
 	   "DeepSpeed's check that all ranks save the same tag (one rank: nothing to check)"),
-	CK("load_universal", NULL, ZN_CFG_BOOL, load_universal, "false", 0, 1, NULL, UNSUP,
+	CK("load_universal", NULL, ZN_KEY_BOOL, load_universal, "false", 0, 1, NULL, UNSUP,
 	   "load a DeepSpeed universal checkpoint"),
-	CK("use_node_local_storage", NULL, ZN_CFG_BOOL, use_node_local_storage, "false", 0, 1,
+	CK("use_node_local_storage", NULL, ZN_KEY_BOOL, use_node_local_storage, "false", 0, 1,
 	   NULL, UNSUP, "each node saves to its own local storage"),
-	SUB(struct zn_checkpoint_config, "parallel_write", parallel_write, parallel_write_section,
+	SUB(struct zn_checkpoint_config, "parallel_write", parallel_write, parallel_write_table,
 	    UNSUP, "parallel checkpoint writing"),
 };
 
-const struct zn_cfg_section zn_checkpoint_section = {
+static const struct zn_key_table checkpoint_table = {
 	.name = "checkpoint",
 	.help = "checkpoints: where, how often (zinc's keys) and DeepSpeed's checkpoint keys",
 	.keys = checkpoint_keys,
@@ -535,16 +533,16 @@ const struct zn_cfg_section zn_checkpoint_section = {
 static const char *const device_types[] = { "cpu", "cuda", NULL };
 
 #define DV(...) KEY(struct zn_device_config, __VA_ARGS__)
-static const struct zn_cfg_key device_keys[] = {
-	DV("type", NULL, ZN_CFG_ENUM, type, "cpu", 0, 0, device_types, ZINC,
+static const struct zn_key device_keys[] = {
+	DV("type", NULL, ZN_KEY_ENUM, type, "cpu", 0, 0, device_types, ZINC,
 	   "compute backend: cpu or cuda"),
-	DV("index", NULL, ZN_CFG_UINT, index, "0", 0, 1024, NULL, ZINC, "cuda: the GPU ordinal"),
-	DV("memory_limit", NULL, ZN_CFG_SIZE, memory_limit, "0", 0, BIG, NULL, ZINC,
+	DV("index", NULL, ZN_KEY_UINT, index, "0", 0, 1024, NULL, ZINC, "cuda: the GPU ordinal"),
+	DV("memory_limit", NULL, ZN_KEY_SIZE, memory_limit, "0", 0, BIG, NULL, ZINC,
 	   "bytes of device memory the engine may allocate (simulates a small GPU); 0: no "
 	   "limit"),
 };
 
-const struct zn_cfg_section zn_device_section = {
+static const struct zn_key_table device_table = {
 	.name = "device",
 	.help = "the compute device",
 	.keys = device_keys,
@@ -568,37 +566,37 @@ static int root_validate(const void *obj)
 
 #define R(...) KEY(struct zn_config, __VA_ARGS__)
 #define RS(n, f, t, fl) SUB(struct zn_config, n, f, t, fl, NULL)
-static const struct zn_cfg_key root_keys[] = {
-	R("train_batch_size", NULL, ZN_CFG_UINT, train_batch_size, "auto", 1, 4294967295.0, NULL,
+static const struct zn_key root_keys[] = {
+	R("train_batch_size", NULL, ZN_KEY_UINT, train_batch_size, "auto", 1, 4294967295.0, NULL,
 	  AUTO, "samples per optimizer step, all ranks together; auto: from the other two"),
-	R("train_micro_batch_size_per_gpu", NULL, ZN_CFG_UINT, train_micro_batch_size_per_gpu,
+	R("train_micro_batch_size_per_gpu", NULL, ZN_KEY_UINT, train_micro_batch_size_per_gpu,
 	  "auto", 1, 4294967295.0, NULL, AUTO,
 	  "samples per forward/backward pass on one rank; auto: from the other two"),
-	R("gradient_accumulation_steps", NULL, ZN_CFG_UINT, gradient_accumulation_steps, "auto",
+	R("gradient_accumulation_steps", NULL, ZN_KEY_UINT, gradient_accumulation_steps, "auto",
 	  1, 4294967295.0, NULL, AUTO,
 	  "micro-batches per optimizer step; auto: from the other two"),
-	R("gradient_clipping", NULL, ZN_CFG_DOUBLE, gradient_clipping, "0", 0, 1e308, NULL, AUTO,
+	R("gradient_clipping", NULL, ZN_KEY_DOUBLE, gradient_clipping, "0", 0, 1e308, NULL, AUTO,
 	  "clip the global gradient norm to this; 0: no clipping"),
-	R("steps_per_print", NULL, ZN_CFG_UINT, steps_per_print, "10", 1, BIG, NULL, 0,
+	R("steps_per_print", NULL, ZN_KEY_UINT, steps_per_print, "10", 1, BIG, NULL, 0,
 	  "optimizer steps between progress lines"),
-	RS("optimizer", optimizer, zn_optimizer_section, 0),
-	RS("scheduler", scheduler, zn_scheduler_section, 0),
-	RS("fp16", fp16, zn_fp16_section, 0),
+	RS("optimizer", optimizer, optimizer_table, 0),
+	RS("scheduler", scheduler, scheduler_table, 0),
+	RS("fp16", fp16, fp16_table, 0),
 	/* DeepSpeed still reads the section's older name, bfloat16. */
-	{ .name = "bf16", .alias = "bfloat16", .type = ZN_CFG_SECTION,
+	{ .name = "bf16", .alias = "bfloat16", .type = ZN_KEY_SECTION,
 	  .offset = offsetof(struct zn_config, bf16), .size = sizeof(struct zn_bf16_config),
-	  .sub = &zn_bf16_section },
-	RS("zero_optimization", zero_optimization, zn_zero_section, 0),
-	RS("activation_checkpointing", activation_checkpointing, zn_actckpt_section, 0),
-	RS("data_types", data_types, zn_data_types_section, 0),
-	RS("aio", aio, zn_aio_config_section, 0),
-	RS("model", model, zn_model_section, 0),
-	RS("data", data, zn_data_section, 0),
-	RS("checkpoint", checkpoint, zn_checkpoint_section, 0),
-	RS("device", device, zn_device_section, 0),
+	  .sub = &bf16_table },
+	RS("zero_optimization", zero_optimization, zero_table, 0),
+	RS("activation_checkpointing", activation_checkpointing, actckpt_table, 0),
+	RS("data_types", data_types, data_types_table, 0),
+	RS("aio", aio, zn_aio_key_table, 0),
+	RS("model", model, model_table, 0),
+	RS("data", data, data_table, 0),
+	RS("checkpoint", checkpoint, checkpoint_table, 0),
+	RS("device", device, device_table, 0),
 };
 
-const struct zn_cfg_section zn_config_root_section = {
+const struct zn_key_table zn_config_key_table = {
 	.name = "",
 	.help = "training keys at the top level of the file",
 	.keys = root_keys,
@@ -606,66 +604,3 @@ const struct zn_cfg_section zn_config_root_section = {
 	.struct_size = sizeof(struct zn_config),
 	.validate = root_validate,
 };
-
-int zn_config_resolve_batch(const struct zn_config *cfg, uint32_t world,
-			    struct zn_batch *out)
-{
-	uint64_t train = cfg->train_batch_size, micro = cfg->train_micro_batch_size_per_gpu;
-	uint64_t accum = cfg->gradient_accumulation_steps;
-
-	memset(out, 0, sizeof(*out));
-	if (world == 0)
-		return zn_error(-EINVAL, "batch: world size 0");
-	/* DeepSpeed's _set_batch_related_parameters, case by case. */
-	if (train && micro && accum) {
-		/* checked below */
-	} else if (train && micro) {
-		accum = train / micro / world;
-	} else if (train && accum) {
-		micro = train / world / accum;
-	} else if (micro && accum) {
-		train = micro * accum * world;
-	} else if (train) {
-		accum = 1;
-		micro = train / world;
-	} else if (micro) {
-		accum = 1;
-		train = micro * world;
-	} else if (accum) {
-		return zn_error(-EINVAL, "gradient_accumulation_steps: given alone; also give "
-					 "train_batch_size or train_micro_batch_size_per_gpu");
-	} else {
-		return 0; /* no training configured */
-	}
-	/* The divisions above truncate: check the product, as DeepSpeed's
-	 * _batch_assertion does, and say which values to change. */
-	if (train == 0 || micro == 0 || accum == 0 || train != micro * accum * world ||
-	    train > UINT32_MAX)
-		return zn_error(-EINVAL,
-				"train_batch_size: %llu is not train_micro_batch_size_per_gpu %llu "
-				"x gradient_accumulation_steps %llu x world size %u; give two of "
-				"the three (or make them agree)",
-				(unsigned long long)train, (unsigned long long)micro,
-				(unsigned long long)accum, world);
-	out->train_batch_size = (uint32_t)train;
-	out->micro_batch = (uint32_t)micro;
-	out->grad_accum = (uint32_t)accum;
-	out->world_size = world;
-	return 0;
-}
-
-void zn_config_resolve_auto(struct zn_config *cfg)
-{
-	uint64_t h = cfg->model.n_embd;
-	struct zn_zero_config *z = &cfg->zero_optimization;
-
-	if (!h)
-		return;
-	/* The Hugging Face integration's rules (deepspeed.py, trainer_config_finalize). */
-	if (!z->reduce_bucket_size)
-		z->reduce_bucket_size = h * h;
-	if (z->prefetch_bucket_size == UINT64_MAX)
-		z->prefetch_bucket_size = (uint64_t)(0.9 * (double)(h * h));
-	if (z->param_persistence_threshold == UINT64_MAX)
-		z->param_persistence_threshold = 10 * h;
-}

@@ -1,4 +1,8 @@
-/* Checkpoint directories, written atomically (see include/zinc/checkpoint.h). */
+/* Checkpoint directories (include/zinc/checkpoint.h): the temporary
+ * ROOT/step-N.tmp-PID a save writes into, its commit (every file and the
+ * directory fsynced, renamed to ROOT/step-N, `latest` replaced), the
+ * removal of what dead saves left, finding the latest one and pruning old
+ * ones.  What goes inside a checkpoint is the trainer's business. */
 #include "zn_common.h"
 
 #include <dirent.h>
@@ -12,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/files.h"
 #include "zinc/checkpoint.h"
 
 #define PREFIX "step-"
@@ -24,16 +29,6 @@ struct zn_ckpt {
 	char name[64];          /* step-N */
 	char file[2 * PATH_LEN]; /* scratch for zn_ckpt_file */
 };
-
-static int fsync_path(const char *path, int flags)
-{
-	int fd = open(path, flags | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int rc = fsync(fd) ? -errno : 0;
-	close(fd);
-	return rc;
-}
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -72,23 +67,6 @@ static void remove_stale(const char *root)
 	closedir(d);
 }
 
-/* mkdir -p */
-static int make_dirs(const char *path)
-{
-	char tmp[PATH_LEN];
-	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = 0;
-		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -errno : 0;
-}
-
 struct zn_ckpt *zn_ckpt_begin(const char *root, uint64_t step)
 {
 	struct zn_ckpt *c = calloc(1, sizeof(*c));
@@ -96,7 +74,7 @@ struct zn_ckpt *zn_ckpt_begin(const char *root, uint64_t step)
 		zn_set_error("out of memory");
 		return NULL;
 	}
-	int mrc = make_dirs(root);
+	int mrc = zn_io_mkdirs(root);
 	if (mrc) {
 		zn_set_error("cannot create the checkpoint directory '%s': %s", root,
 			     strerror(-mrc));
@@ -133,25 +111,11 @@ const char *zn_ckpt_file(struct zn_ckpt *c, const char *name)
 /* Replace ROOT/latest with `name`, atomically. */
 static int write_latest(const char *root, const char *name)
 {
-	char tmp[PATH_LEN + 64], latest[PATH_LEN + 64];
-	if (snprintf(tmp, sizeof(tmp), "%s/latest.tmp-%d", root, (int)getpid()) >= (int)sizeof(tmp) ||
-	    snprintf(latest, sizeof(latest), "%s/latest", root) >= (int)sizeof(latest))
+	char latest[PATH_LEN + 64], text[128];
+	if (snprintf(latest, sizeof(latest), "%s/latest", root) >= (int)sizeof(latest))
 		return -ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	size_t n = strlen(name);
-	int rc = 0;
-	if (write(fd, name, n) != (ssize_t)n || write(fd, "\n", 1) != 1)
-		rc = errno ? -errno : -EIO;
-	if (!rc && fsync(fd) != 0)
-		rc = -errno;
-	close(fd);
-	if (!rc && rename(tmp, latest) != 0)
-		rc = -errno;
-	if (rc)
-		unlink(tmp);
-	return rc;
+	int n = snprintf(text, sizeof(text), "%s\n", name);
+	return zn_io_write_file_atomic(latest, text, (size_t)n);
 }
 
 int zn_ckpt_commit(struct zn_ckpt *c)
@@ -167,13 +131,13 @@ int zn_ckpt_commit(struct zn_ckpt *c)
 	while (d && !rc && (e = readdir(d))) {
 		if (e->d_name[0] == '.')
 			continue;
-		rc = fsync_path(zn_ckpt_file(c, e->d_name), O_RDONLY);
+		rc = zn_io_fsync_path(zn_ckpt_file(c, e->d_name), O_RDONLY);
 		if (rc)
 			snprintf(what, sizeof(what), "syncing '%s'", c->file);
 	}
 	if (d)
 		closedir(d);
-	if (!rc && (rc = fsync_path(c->tmp, O_RDONLY | O_DIRECTORY)) != 0)
+	if (!rc && (rc = zn_io_fsync_path(c->tmp, O_RDONLY | O_DIRECTORY)) != 0)
 		snprintf(what, sizeof(what), "syncing '%s'", c->tmp);
 	if (!rc) {
 		/* Saving the same step again replaces the older copy. */
@@ -183,12 +147,12 @@ int zn_ckpt_commit(struct zn_ckpt *c)
 			snprintf(what, sizeof(what), "renaming '%s'", c->tmp);
 		}
 	}
-	if (!rc && (rc = fsync_path(c->root, O_RDONLY | O_DIRECTORY)) != 0)
+	if (!rc && (rc = zn_io_fsync_path(c->root, O_RDONLY | O_DIRECTORY)) != 0)
 		snprintf(what, sizeof(what), "syncing '%s'", c->root);
 	if (!rc && (rc = write_latest(c->root, c->name)) != 0)
 		snprintf(what, sizeof(what), "updating '%s/latest'", c->root);
 	if (!rc)
-		rc = fsync_path(c->root, O_RDONLY | O_DIRECTORY);
+		rc = zn_io_fsync_path(c->root, O_RDONLY | O_DIRECTORY);
 	if (rc) {
 		rc = zn_error(rc, "checkpoint %s failed while %s: %s; the previous checkpoint is "
 				  "still the latest", c->name, what, strerror(-rc));

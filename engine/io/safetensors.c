@@ -1,20 +1,22 @@
-/* safetensors reader (mmap + libyaml for the JSON header) and atomic writer. */
+/* safetensors files (include/zinc/safetensors.h): the reader (the file
+ * mapped, its JSON header read with engine/io/doc.h and checked against the
+ * data before any of it is used) and the writer (header through the JSON
+ * writer, data streamed to a temporary file renamed into place). */
 #include "zn_common.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <yaml.h>
 
+#include "io/doc.h"
+#include "io/files.h"
+#include "zinc/json.h"
 #include "zinc/safetensors.h"
-
-#include "io/jsonbuf.h"
 
 /* The format caps the header at 100 MB; anything larger is not ours. */
 #define MAX_HEADER (100u << 20)
@@ -74,11 +76,6 @@ void zn_st_close(struct zn_st_file *f)
 
 /* ---- header parsing ------------------------------------------------------ */
 
-struct parse {
-	struct zn_st_file *f;
-	yaml_document_t *doc;
-};
-
 static int bad(const struct zn_st_file *f, const char *what, const char *name)
 {
 	if (name)
@@ -88,10 +85,10 @@ static int bad(const struct zn_st_file *f, const char *what, const char *name)
 			f->path, what);
 }
 
-static const char *scalar(yaml_document_t *doc, yaml_node_t *n)
+/* A scalar's text, quoted or not; NULL for anything else. */
+static const char *scalar(const struct zn_doc_node *n)
 {
-	(void)doc;
-	return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+	return n && n->kind == ZN_DOC_SCALAR ? n->text : NULL;
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -107,22 +104,21 @@ static int parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
-static int parse_tensor(struct parse *p, const char *name, yaml_node_t *v, struct zn_st_tensor *t)
+static int parse_tensor(struct zn_st_file *f, const char *name, const struct zn_doc_node *v,
+			struct zn_st_tensor *t)
 {
-	struct zn_st_file *f = p->f;
 	bool have_dtype = false, have_shape = false, have_off = false;
 	uint64_t begin = 0, end = 0;
 
-	if (v->type != YAML_MAPPING_NODE)
+	if (v->kind != ZN_DOC_MAP)
 		return bad(f, "its entry is not an object", name);
-	for (yaml_node_pair_t *pr = v->data.mapping.pairs.start; pr < v->data.mapping.pairs.top;
-	     pr++) {
-		const char *k = scalar(p->doc, yaml_document_get_node(p->doc, pr->key));
-		yaml_node_t *val = yaml_document_get_node(p->doc, pr->value);
+	for (size_t pi = 0; pi < v->n; pi++) {
+		const char *k = scalar(v->pairs[pi].key);
+		const struct zn_doc_node *val = v->pairs[pi].value;
 		if (!k)
 			return bad(f, "a key is not a string", name);
 		if (strcmp(k, "dtype") == 0) {
-			const char *d = scalar(p->doc, val);
+			const char *d = scalar(val);
 			int found = -1;
 			for (int i = 0; d && i < ZN_ST_DTYPE_COUNT; i++)
 				if (strcmp(d, dtypes[i].name) == 0)
@@ -135,19 +131,16 @@ static int parse_tensor(struct parse *p, const char *name, yaml_node_t *v, struc
 			t->dtype = (enum zn_st_dtype)found;
 			have_dtype = true;
 		} else if (strcmp(k, "shape") == 0 || strcmp(k, "data_offsets") == 0) {
-			if (!val || val->type != YAML_SEQUENCE_NODE)
+			if (val->kind != ZN_DOC_LIST)
 				return bad(f, "shape and data_offsets must be lists", name);
-			size_t cnt = (size_t)(val->data.sequence.items.top -
-					      val->data.sequence.items.start);
+			size_t cnt = val->n;
 			bool shape = k[0] == 's';
 			if (shape ? cnt > ZN_ST_MAX_DIMS : cnt != 2)
 				return bad(f, shape ? "more dimensions than supported (8)"
 						    : "data_offsets must have two numbers", name);
 			for (size_t i = 0; i < cnt; i++) {
-				yaml_node_t *it = yaml_document_get_node(
-					p->doc, val->data.sequence.items.start[i]);
 				uint64_t x;
-				if (parse_u64(scalar(p->doc, it), &x))
+				if (parse_u64(scalar(val->items[i]), &x))
 					return bad(f, "a shape or offset is not a non-negative integer",
 						   name);
 				if (shape)
@@ -191,70 +184,68 @@ static int cmp_offset(const void *a, const void *b)
 	return (x->data > y->data) - (x->data < y->data);
 }
 
+/* The header's metadata: string keys and values, copied. */
+static int parse_metadata(struct zn_st_file *f, const struct zn_doc_node *v)
+{
+	if (v->kind != ZN_DOC_MAP)
+		return bad(f, "__metadata__ is not an object", NULL);
+	f->meta_k = calloc(v->n ? v->n : 1, sizeof(char *));
+	f->meta_v = calloc(v->n ? v->n : 1, sizeof(char *));
+	if (!f->meta_k || !f->meta_v)
+		return zn_error(-ENOMEM, "out of memory");
+	for (size_t i = 0; i < v->n; i++) {
+		const char *mk = scalar(v->pairs[i].key);
+		const char *mv = scalar(v->pairs[i].value);
+		if (!mk || !mv)
+			return bad(f, "__metadata__ values must be strings", NULL);
+		f->meta_k[f->nmeta] = strdup(mk);
+		f->meta_v[f->nmeta] = strdup(mv);
+		f->nmeta++;
+	}
+	return 0;
+}
+
 static int parse_header(struct zn_st_file *f, const uint8_t *json, size_t len)
 {
-	yaml_parser_t parser;
-	yaml_document_t doc;
+	struct zn_doc *doc;
+	struct zn_doc_node *root;
 	int rc = 0;
 
-	/* JSON is YAML's flow syntax; libyaml reads it (issue: no JSON lib). */
 	if (len == 0 || json[0] != '{')
 		return bad(f, "its header is not a JSON object", NULL);
-	if (!yaml_parser_initialize(&parser))
+	doc = zn_doc_create();
+	if (!doc)
 		return zn_error(-ENOMEM, "out of memory");
-	yaml_parser_set_input_string(&parser, json, len);
-	if (!yaml_parser_load(&parser, &doc)) {
-		rc = zn_error(-EINVAL, "'%s': bad JSON header at byte %zu: %s", f->path,
-			      parser.problem_mark.index, parser.problem ? parser.problem : "?");
-		yaml_parser_delete(&parser);
-		return rc;
+	rc = zn_doc_parse(doc, (const char *)json, len, f->path, 0, &root);
+	if (rc == -EINVAL) {
+		const struct zn_doc_error *e = zn_doc_last_error(doc);
+		rc = zn_error(-EINVAL, "'%s': bad JSON header at byte %zu: %s", f->path, e->offset,
+			      e->problem);
+		goto out;
 	}
-	yaml_parser_delete(&parser);
-	yaml_node_t *root = yaml_document_get_root_node(&doc);
-	struct parse p = { f, &doc };
-	if (!root || root->type != YAML_MAPPING_NODE) {
+	if (rc)
+		goto out;
+	if (root->kind != ZN_DOC_MAP) {
 		rc = bad(f, "its header is not a JSON object", NULL);
 		goto out;
 	}
-	size_t npairs = (size_t)(root->data.mapping.pairs.top - root->data.mapping.pairs.start);
-	f->t = calloc(npairs ? npairs : 1, sizeof(*f->t));
-	f->names = calloc(npairs ? npairs : 1, sizeof(*f->names));
+	f->t = calloc(root->n ? root->n : 1, sizeof(*f->t));
+	f->names = calloc(root->n ? root->n : 1, sizeof(*f->names));
 	if (!f->t || !f->names) {
 		rc = zn_error(-ENOMEM, "out of memory");
 		goto out;
 	}
-	for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
-	     pr++) {
-		const char *k = scalar(&doc, yaml_document_get_node(&doc, pr->key));
-		yaml_node_t *v = yaml_document_get_node(&doc, pr->value);
+	for (size_t pi = 0; pi < root->n; pi++) {
+		const char *k = scalar(root->pairs[pi].key);
+		const struct zn_doc_node *v = root->pairs[pi].value;
 		if (!k || !*k) {
 			rc = bad(f, "a tensor name is empty or not a string", NULL);
 			goto out;
 		}
 		if (strcmp(k, "__metadata__") == 0) {
-			if (!v || v->type != YAML_MAPPING_NODE) {
-				rc = bad(f, "__metadata__ is not an object", NULL);
+			rc = parse_metadata(f, v);
+			if (rc)
 				goto out;
-			}
-			size_t m = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
-			f->meta_k = calloc(m ? m : 1, sizeof(char *));
-			f->meta_v = calloc(m ? m : 1, sizeof(char *));
-			if (!f->meta_k || !f->meta_v) {
-				rc = zn_error(-ENOMEM, "out of memory");
-				goto out;
-			}
-			for (yaml_node_pair_t *q = v->data.mapping.pairs.start;
-			     q < v->data.mapping.pairs.top; q++) {
-				const char *mk = scalar(&doc, yaml_document_get_node(&doc, q->key));
-				const char *mv = scalar(&doc, yaml_document_get_node(&doc, q->value));
-				if (!mk || !mv) {
-					rc = bad(f, "__metadata__ values must be strings", NULL);
-					goto out;
-				}
-				f->meta_k[f->nmeta] = strdup(mk);
-				f->meta_v[f->nmeta] = strdup(mv);
-				f->nmeta++;
-			}
 			continue;
 		}
 		for (size_t i = 0; i < f->n; i++) {
@@ -264,7 +255,7 @@ static int parse_header(struct zn_st_file *f, const uint8_t *json, size_t len)
 			}
 		}
 		struct zn_st_tensor *t = &f->t[f->n];
-		rc = parse_tensor(&p, k, v, t);
+		rc = parse_tensor(f, k, v, t);
 		if (rc)
 			goto out;
 		f->names[f->n] = strdup(k);
@@ -286,7 +277,7 @@ static int parse_header(struct zn_st_file *f, const uint8_t *json, size_t len)
 		}
 	}
 out:
-	yaml_document_delete(&doc);
+	zn_doc_destroy(doc);
 	return rc;
 }
 
@@ -370,22 +361,6 @@ const char *zn_st_metadata(const struct zn_st_file *f, const char *key)
 
 /* ---- writing ---------------------------------------------------------------- */
 
-static int write_all(int fd, const void *p, uint64_t n)
-{
-	const uint8_t *q = p;
-	while (n) {
-		ssize_t w = write(fd, q, n > (1u << 30) ? (1u << 30) : (size_t)n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		q += w;
-		n -= (uint64_t)w;
-	}
-	return 0;
-}
-
 struct zn_st_writer {
 	int fd;
 	char path[4096], tmp[4096];
@@ -396,8 +371,8 @@ struct zn_st_writer {
 int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
 		       const struct zn_st_meta *meta, size_t nmeta, struct zn_st_writer **out)
 {
-	struct zn_sbuf h = { 0 };
-	char num[64];
+	struct zn_json j;
+	char *grown;
 	uint64_t off = 0;
 	int rc = 0;
 
@@ -420,71 +395,79 @@ int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
 				return zn_error(-EINVAL, "safetensors: tensor name '%s' appears twice",
 						t[i].name);
 	}
+	if (zn_json_open_memory(&j, 0))
+		return zn_error(-ENOMEM, "safetensors: out of memory for the header");
 
-	zn_sb_puts(&h, "{");
+	zn_json_begin_object(&j);
 	if (nmeta) {
-		zn_sb_puts(&h, "\"__metadata__\":{");
+		zn_json_key(&j, "__metadata__");
+		zn_json_begin_object(&j);
 		for (size_t i = 0; i < nmeta; i++) {
-			if (i)
-				zn_sb_puts(&h, ",");
-			zn_sb_json_str(&h, meta[i].key);
-			zn_sb_puts(&h, ":");
-			zn_sb_json_str(&h, meta[i].value);
+			zn_json_key(&j, meta[i].key);
+			zn_json_string(&j, meta[i].value);
 		}
-		zn_sb_puts(&h, "}");
+		zn_json_end_object(&j);
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (i || nmeta)
-			zn_sb_puts(&h, ",");
-		zn_sb_json_str(&h, t[i].name);
-		zn_sb_puts(&h, ":{\"dtype\":\"");
-		zn_sb_puts(&h, dtypes[t[i].dtype].name);
-		zn_sb_puts(&h, "\",\"shape\":[");
-		for (unsigned d = 0; d < t[i].ndim; d++) {
-			snprintf(num, sizeof(num), "%s%" PRIu64, d ? "," : "", t[i].shape[d]);
-			zn_sb_puts(&h, num);
-		}
-		snprintf(num, sizeof(num), "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off,
-			 off + t[i].bytes);
-		zn_sb_puts(&h, num);
+		zn_json_key(&j, t[i].name);
+		zn_json_begin_object(&j);
+		zn_json_key(&j, "dtype");
+		zn_json_string(&j, dtypes[t[i].dtype].name);
+		zn_json_key(&j, "shape");
+		zn_json_begin_array(&j);
+		for (unsigned d = 0; d < t[i].ndim; d++)
+			zn_json_uint(&j, t[i].shape[d]);
+		zn_json_end_array(&j);
+		zn_json_key(&j, "data_offsets");
+		zn_json_begin_array(&j);
+		zn_json_uint(&j, off);
+		zn_json_uint(&j, off + t[i].bytes);
+		zn_json_end_array(&j);
+		zn_json_end_object(&j);
 		off += t[i].bytes;
 	}
-	zn_sb_puts(&h, "}");
+	zn_json_end_object(&j);
 	/* Pad with spaces so the data starts 8-byte aligned, as the
 	 * reference writer does. */
-	while (!h.oom && (8 + h.len) % 8)
-		zn_sb_puts(&h, " ");
-	if (h.oom) {
-		free(h.p);
+	char *h;
+	size_t len, padded;
+	if (zn_json_close_memory(&j, &h, &len))
+		return zn_error(-ENOMEM, "safetensors: out of memory for the header");
+	padded = ZN_ALIGN_UP(len, 8); /* the header follows its 8-byte length */
+	grown = realloc(h, padded);
+	if (!grown) {
+		free(h);
 		return zn_error(-ENOMEM, "safetensors: out of memory for the header");
 	}
+	h = grown;
+	memset(h + len, ' ', padded - len);
 
 	struct zn_st_writer *w = calloc(1, sizeof(*w));
 	if (!w) {
-		free(h.p);
+		free(h);
 		return zn_error(-ENOMEM, "safetensors: out of memory");
 	}
 	w->expect = off;
 	if (snprintf(w->path, sizeof(w->path), "%s", path) >= (int)sizeof(w->path) ||
 	    snprintf(w->tmp, sizeof(w->tmp), "%s.tmp.%d", path, (int)getpid()) >=
 		    (int)sizeof(w->tmp)) {
-		free(h.p);
+		free(h);
 		free(w);
 		return zn_error(-ENAMETOOLONG, "safetensors: path '%s' is too long", path);
 	}
 	w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (w->fd < 0) {
 		rc = -errno;
-		free(h.p);
+		free(h);
 		zn_error(rc, "cannot create '%s': %s", w->tmp, strerror(-rc));
 		free(w);
 		return rc;
 	}
-	uint64_t hlen = h.len;
-	rc = write_all(w->fd, &hlen, 8);
+	uint64_t hlen = padded;
+	rc = zn_io_write_all(w->fd, &hlen, 8);
 	if (!rc)
-		rc = write_all(w->fd, h.p, h.len);
-	free(h.p);
+		rc = zn_io_write_all(w->fd, h, padded);
+	free(h);
 	if (rc) {
 		w->err = rc;
 		zn_st_writer_abort(w);
@@ -502,7 +485,7 @@ int zn_st_writer_put(struct zn_st_writer *w, const void *data, uint64_t bytes)
 		return w->err = zn_error(-EINVAL, "safetensors '%s': %" PRIu64 " data bytes "
 						  "given, more than the header's %" PRIu64,
 					 w->path, w->written + bytes, w->expect);
-	int rc = write_all(w->fd, data, bytes);
+	int rc = zn_io_write_all(w->fd, data, bytes);
 	if (rc)
 		return w->err = zn_error(rc, "cannot write '%s': %s", w->path, strerror(-rc));
 	w->written += bytes;
@@ -536,14 +519,7 @@ int zn_st_writer_end(struct zn_st_writer *w)
 		free(w);
 		return rc;
 	}
-	/* The rename itself must reach the disk too. */
-	char dir[4096];
-	snprintf(dir, sizeof(dir), "%s", w->path);
-	int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
+	zn_io_fsync_parent(w->path); /* the rename itself must reach the disk too */
 	free(w);
 	return 0;
 }

@@ -25,7 +25,7 @@
 #include <sys/types.h>
 
 #include "zinc/common.h"
-#include "zinc/config.h"
+#include "zinc/keys.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -43,8 +43,8 @@ struct zn_aio_config {
 	bool sqpoll;                   /* zinc: kernel-side submission polling thread per ring */
 };
 
-/* The key table of the `aio` section (see zinc/config.h). */
-ZN_API extern const struct zn_cfg_section zn_aio_config_section;
+/* The key table of the `aio` section (see zinc/keys.h). */
+ZN_API extern const struct zn_key_table zn_aio_key_table;
 
 /* Fill `cfg` with the defaults. */
 ZN_API void zn_aio_config_default(struct zn_aio_config *cfg);

@@ -4,14 +4,15 @@
  * valid input as it is: JSON is YAML's flow syntax, and the top-level keys
  * DeepSpeed documents that zinc does not implement yet are accepted with an
  * INFO log line.  Each section zinc reads (see zn_config_section) is a
- * mapping described by a zn_cfg_section table (zinc/config.h): scalar keys,
+ * mapping described by a key table (struct zn_key_table, zinc/keys.h): scalar keys,
  * lists of two numbers (betas) and nested sections (zero_optimization's
  * offload_param); values are parsed, range-checked and validated by that
  * table, and messages name the key by its path
  * ("zero_optimization.offload_param.buffer_count").
  *
- * Every failure message starts with "FILE:LINE:COLUMN: " (1-based), so
- * editors can jump to it; warnings (an unknown top-level key, with the
+ * Every failure about the file's contents starts with "FILE:LINE:COLUMN: "
+ * (1-based), so editors can jump to it, and one about a --set override
+ * with "--set KEY=VALUE: "; warnings (an unknown top-level key, with the
  * nearest known key) go to the log sink with the same prefix.
  */
 #ifndef ZINC_CONFIGFILE_H
@@ -24,7 +25,7 @@
 
 #include "zinc/aio.h"
 #include "zinc/common.h"
-#include "zinc/config.h"
+#include "zinc/keys.h"
 #include "zinc/kernels.h"
 #include "zinc/offload.h"
 
@@ -32,8 +33,8 @@
 extern "C" {
 #endif
 
-/* Each struct below is one section; its table (engine/config.c) holds the
- * names, defaults, ranges and help, which `zinc config` lists. */
+/* Each struct below is one section; its key table (engine/config/keys.c)
+ * holds the names, defaults, ranges and help, which `zinc config` lists. */
 
 enum zn_optimizer_type { ZN_OPT_ADAM, ZN_OPT_ADAMW };
 enum zn_scheduler_type {
@@ -291,20 +292,20 @@ ZN_API enum zn_dtype zn_config_storage_dtype(const struct zn_config *cfg);
  * stage3_param_persistence_threshold = 10 n_embd.  No-op without n_embd. */
 ZN_API void zn_config_resolve_auto(struct zn_config *cfg);
 
-/* The top-level table: its scalar keys and, as ZN_CFG_SECTION keys, every
+/* The top-level table: its scalar keys and, as ZN_KEY_SECTION keys, every
  * section (nested ones inside their parents). */
-ZN_API const struct zn_cfg_section *zn_config_root(void);
+ZN_API const struct zn_key_table *zn_config_root(void);
 
 /* The i-th section zinc reads, depth-first from the top level (i = 0, the
  * root, named ""), or NULL past the last one: for listings, docs and
  * printing a whole config.  `path` (if not NULL) gets its dotted path
  * ("zero_optimization.offload_param"; "" for the root). */
-ZN_API const struct zn_cfg_section *zn_config_section(size_t i, const char **path);
+ZN_API const struct zn_key_table *zn_config_section(size_t i, const char **path);
 
 /* The struct inside `cfg` that `sec` describes (&cfg->aio for the aio
  * table, cfg itself for the root), or NULL when `sec` is not one of
  * zn_config_section()'s. */
-ZN_API void *zn_config_section_data(struct zn_config *cfg, const struct zn_cfg_section *sec);
+ZN_API void *zn_config_section_data(struct zn_config *cfg, const struct zn_key_table *sec);
 
 /* The i-th top-level key that DeepSpeed documents and zinc accepts without
  * using yet (0-based, sorted), or NULL past the last one. */

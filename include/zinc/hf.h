@@ -39,7 +39,8 @@
  * folder's).
  *
  * Errors follow zinc's rule: 0 or -errno, with zn_last_error() naming the
- * file, the key or tensor at fault, and what to do.  -EINVAL: malformed or
+ * file, the key or tensor at fault, and what to do; a bad value in a JSON
+ * file is located as "FILE:LINE:COLUMN: ".  -EINVAL: malformed or
  * inconsistent input; -ENOTSUP: a well-formed model zinc does not support
  * (architecture, rope type, dtype); -ENOENT: a missing file or tensor.
  */

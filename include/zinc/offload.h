@@ -22,7 +22,7 @@
 
 #include "zinc/aio.h"
 #include "zinc/common.h"
-#include "zinc/config.h"
+#include "zinc/keys.h"
 #include "zinc/trace.h"
 
 #ifdef __cplusplus
@@ -64,8 +64,8 @@ struct zn_offload_optimizer_config {
 	uint64_t stripe_size;        /* zinc: default 4 MiB */
 };
 
-ZN_API extern const struct zn_cfg_section zn_offload_param_section;
-ZN_API extern const struct zn_cfg_section zn_offload_optimizer_section;
+ZN_API extern const struct zn_key_table zn_offload_param_key_table;
+ZN_API extern const struct zn_key_table zn_offload_optimizer_key_table;
 
 struct zn_bufpool_config;
 

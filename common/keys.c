@@ -1,4 +1,6 @@
-/* Config key tables: parse, range-check and store scalar values. */
+/* Key tables (include/zinc/keys.h): defaults, lookup by name or alias with
+ * "did you mean", parsing and range-checking a value's text into its field,
+ * formatting it back, and the "not supported yet" check. */
 #include "zn_common.h"
 
 #include <ctype.h>
@@ -9,38 +11,38 @@
 #include <string.h>
 #include <strings.h>
 
-#include "zinc/config.h"
+#include "zinc/keys.h"
 
 /* "section.key" in messages; just "key" at the top level (name ""). */
 #define QN(sec, k) (sec)->name, (sec)->name[0] ? "." : "", (k)->name
 
-void zn_cfg_defaults(const struct zn_cfg_section *sec, void *obj)
+void zn_keys_defaults(const struct zn_key_table *sec, void *obj)
 {
 	memset(obj, 0, sec->struct_size);
 	for (size_t i = 0; i < sec->nkeys; i++) {
-		const struct zn_cfg_key *k = &sec->keys[i];
+		const struct zn_key *k = &sec->keys[i];
 		/* Defaults come from the table and are parsed like user input;
 		 * a bad default is a bug caught by the unit tests. */
-		if (k->type == ZN_CFG_SECTION)
-			zn_cfg_defaults(k->sub, (uint8_t *)obj + k->offset);
+		if (k->type == ZN_KEY_SECTION)
+			zn_keys_defaults(k->sub, (uint8_t *)obj + k->offset);
 		else if (k->def)
-			zn_cfg_set(sec, obj, k->name, k->def);
+			zn_keys_set(sec, obj, k->name, k->def);
 	}
 }
 
-const struct zn_cfg_key *zn_cfg_find(const struct zn_cfg_section *sec, const char *name)
+const struct zn_key *zn_keys_find(const struct zn_key_table *sec, const char *name)
 {
 	for (size_t i = 0; i < sec->nkeys; i++) {
-		const struct zn_cfg_key *k = &sec->keys[i];
+		const struct zn_key *k = &sec->keys[i];
 		if (strcmp(k->name, name) == 0 || (k->alias && strcmp(k->alias, name) == 0))
 			return k;
 	}
 	return NULL;
 }
 
-const struct zn_cfg_key *zn_cfg_nearest(const struct zn_cfg_section *sec, const char *name)
+const struct zn_key *zn_keys_nearest(const struct zn_key_table *sec, const char *name)
 {
-	const struct zn_cfg_key *best = NULL;
+	const struct zn_key *best = NULL;
 	unsigned best_d = ~0u;
 
 	for (size_t i = 0; i < sec->nkeys; i++) {
@@ -73,7 +75,7 @@ static int parse_bool(const char *v, bool *out)
 	return -EINVAL;
 }
 
-static int range_error(const struct zn_cfg_section *sec, const struct zn_cfg_key *k,
+static int range_error(const struct zn_key_table *sec, const struct zn_key *k,
 		       const char *value)
 {
 	if (k->max >= 1e300)
@@ -83,13 +85,13 @@ static int range_error(const struct zn_cfg_section *sec, const struct zn_cfg_key
 			QN(sec, k), value, k->min, k->max);
 }
 
-int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, const char *value)
+int zn_keys_set(const struct zn_key_table *sec, void *obj, const char *name, const char *value)
 {
-	const struct zn_cfg_key *k = zn_cfg_find(sec, name);
+	const struct zn_key *k = zn_keys_find(sec, name);
 	uint8_t *field;
 
 	if (!k) {
-		const struct zn_cfg_key *near = zn_cfg_nearest(sec, name);
+		const struct zn_key *near = zn_keys_nearest(sec, name);
 		if (near)
 			return zn_error(-ENOENT, "%s: unknown key '%s'; did you mean '%s'?",
 					sec->name, name, near->name);
@@ -100,15 +102,15 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 
 	/* "auto" for a number, bool, choice or pair: the default stands
 	 * (UINT/SIZE handle it below: 0, resolved by the consumer). */
-	if ((k->flags & ZN_CFG_AUTO) && strcasecmp(value, "auto") == 0 && k->def &&
-	    k->type != ZN_CFG_UINT && k->type != ZN_CFG_SIZE && strcasecmp(k->def, "auto") != 0)
-		return zn_cfg_set(sec, obj, k->name, k->def);
+	if ((k->flags & ZN_KEY_AUTO) && strcasecmp(value, "auto") == 0 && k->def &&
+	    k->type != ZN_KEY_UINT && k->type != ZN_KEY_SIZE && strcasecmp(k->def, "auto") != 0)
+		return zn_keys_set(sec, obj, k->name, k->def);
 
 	switch (k->type) {
-	case ZN_CFG_SECTION:
+	case ZN_KEY_SECTION:
 		return zn_error(-EINVAL, "%s%s%s: is a section: give a mapping of its keys",
 				QN(sec, k));
-	case ZN_CFG_INT: {
+	case ZN_KEY_INT: {
 		char *end;
 		errno = 0;
 		long long v = strtoll(value, &end, 10);
@@ -122,7 +124,7 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 			*(int64_t *)field = v;
 		return 0;
 	}
-	case ZN_CFG_PAIR: {
+	case ZN_KEY_PAIR: {
 		/* "a, b", optionally in brackets: the loader turns a YAML list
 		 * of two numbers into this text. */
 		double d[2];
@@ -159,7 +161,7 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 					 "[0.9, 0.999])",
 				QN(sec, k), value);
 	}
-	case ZN_CFG_BOOL: {
+	case ZN_KEY_BOOL: {
 		bool b;
 		if (parse_bool(value, &b))
 			return zn_error(-EINVAL, "%s%s%s: '%s' is not a boolean: use true or false",
@@ -167,13 +169,13 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 		*(bool *)field = b;
 		return 0;
 	}
-	case ZN_CFG_UINT:
-	case ZN_CFG_SIZE: {
+	case ZN_KEY_UINT:
+	case ZN_KEY_SIZE: {
 		uint64_t v;
-		if ((k->flags & ZN_CFG_AUTO) && strcasecmp(value, "auto") == 0) {
+		if ((k->flags & ZN_KEY_AUTO) && strcasecmp(value, "auto") == 0) {
 			/* 0 (or the maximum) stands for "auto": the consumer
 			 * sizes it. */
-			bool max = k->flags & ZN_CFG_AUTO_MAX;
+			bool max = k->flags & ZN_KEY_AUTO_MAX;
 			if (k->size == sizeof(uint32_t))
 				*(uint32_t *)field = max ? UINT32_MAX : 0;
 			else
@@ -184,9 +186,9 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 		bool suffix = false;
 		for (const char *c = value; *c; c++)
 			suffix |= isalpha((unsigned char)*c) && *c != 'e' && *c != 'E';
-		if (rc || (k->type == ZN_CFG_UINT && suffix))
+		if (rc || (k->type == ZN_KEY_UINT && suffix))
 			return zn_error(-EINVAL, "%s%s%s: '%s' is not %s", QN(sec, k), value,
-					k->type == ZN_CFG_SIZE
+					k->type == ZN_KEY_SIZE
 						? "a byte count (an integer, optionally with K, M or G)"
 						: "a non-negative integer");
 		if ((double)v < k->min || (double)v > k->max)
@@ -200,7 +202,7 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 		}
 		return 0;
 	}
-	case ZN_CFG_DOUBLE: {
+	case ZN_KEY_DOUBLE: {
 		char *end;
 		errno = 0;
 		double d = strtod(value, &end);
@@ -212,13 +214,13 @@ int zn_cfg_set(const struct zn_cfg_section *sec, void *obj, const char *name, co
 		*(double *)field = d;
 		return 0;
 	}
-	case ZN_CFG_STRING:
+	case ZN_KEY_STRING:
 		if (strlen(value) >= k->size)
 			return zn_error(-EINVAL, "%s%s%s: value is longer than %zu characters",
 					QN(sec, k), k->size - 1);
 		memcpy(field, value, strlen(value) + 1);
 		return 0;
-	case ZN_CFG_ENUM: {
+	case ZN_KEY_ENUM: {
 		char list[256] = "";
 		for (int i = 0; k->choices[i]; i++) {
 			if (strcasecmp(value, k->choices[i]) == 0) {
@@ -247,63 +249,63 @@ static char *shortest(double d, char *buf, size_t len)
 	return buf;
 }
 
-char *zn_cfg_format(const struct zn_cfg_key *k, const void *obj, char *buf, size_t len)
+char *zn_keys_format(const struct zn_key *k, const void *obj, char *buf, size_t len)
 {
 	const uint8_t *field = (const uint8_t *)obj + k->offset;
 
 	switch (k->type) {
-	case ZN_CFG_BOOL:
+	case ZN_KEY_BOOL:
 		snprintf(buf, len, "%s", *(const bool *)field ? "true" : "false");
 		break;
-	case ZN_CFG_UINT:
-	case ZN_CFG_SIZE: {
+	case ZN_KEY_UINT:
+	case ZN_KEY_SIZE: {
 		uint64_t v = k->size == sizeof(uint32_t) ? (uint64_t)*(const uint32_t *)field
 							 : *(const uint64_t *)field;
-		uint64_t autov = !(k->flags & ZN_CFG_AUTO_MAX) ? 0
+		uint64_t autov = !(k->flags & ZN_KEY_AUTO_MAX) ? 0
 				 : k->size == sizeof(uint32_t) ? UINT32_MAX : UINT64_MAX;
-		if (v == autov && (k->flags & ZN_CFG_AUTO))
+		if (v == autov && (k->flags & ZN_KEY_AUTO))
 			snprintf(buf, len, "auto");
 		else
 			snprintf(buf, len, "%" PRIu64, v);
 		break;
 	}
-	case ZN_CFG_DOUBLE:
+	case ZN_KEY_DOUBLE:
 		shortest(*(const double *)field, buf, len);
 		break;
-	case ZN_CFG_STRING:
+	case ZN_KEY_STRING:
 		snprintf(buf, len, "%s", (const char *)field);
 		break;
-	case ZN_CFG_ENUM:
+	case ZN_KEY_ENUM:
 		snprintf(buf, len, "%s", k->choices[*(const int *)field]);
 		break;
-	case ZN_CFG_INT:
+	case ZN_KEY_INT:
 		snprintf(buf, len, "%lld",
 			 k->size == sizeof(int32_t) ? (long long)*(const int32_t *)field
 						   : (long long)*(const int64_t *)field);
 		break;
-	case ZN_CFG_PAIR: {
+	case ZN_KEY_PAIR: {
 		const double *d = (const double *)field;
 		char a[32], b[32];
 		snprintf(buf, len, "[%s, %s]", shortest(d[0], a, sizeof(a)),
 			 shortest(d[1], b, sizeof(b)));
 		break;
 	}
-	case ZN_CFG_SECTION:
+	case ZN_KEY_SECTION:
 		snprintf(buf, len, "~"); /* a section's value is its keys */
 		break;
 	}
 	return buf;
 }
 
-bool zn_cfg_is_default(const struct zn_cfg_key *k, const void *obj)
+bool zn_keys_is_default(const struct zn_key *k, const void *obj)
 {
 	const uint8_t *field = (const uint8_t *)obj + k->offset;
 	uint8_t *def;
 	bool same;
 
-	if (k->type == ZN_CFG_SECTION) {
+	if (k->type == ZN_KEY_SECTION) {
 		for (size_t i = 0; i < k->sub->nkeys; i++)
-			if (!zn_cfg_is_default(&k->sub->keys[i], field))
+			if (!zn_keys_is_default(&k->sub->keys[i], field))
 				return false;
 		return true;
 	}
@@ -312,11 +314,11 @@ bool zn_cfg_is_default(const struct zn_cfg_key *k, const void *obj)
 	def = calloc(1, k->offset + k->size);
 	if (!def)
 		return false;
-	struct zn_cfg_section one = { .name = "", .keys = k, .nkeys = 1,
+	struct zn_key_table one = { .name = "", .keys = k, .nkeys = 1,
 				      .struct_size = k->offset + k->size };
 	if (k->def)
-		zn_cfg_set(&one, def, k->name, k->def);
-	if (k->type == ZN_CFG_STRING)
+		zn_keys_set(&one, def, k->name, k->def);
+	if (k->type == ZN_KEY_STRING)
 		same = strcmp((const char *)field, (const char *)def + k->offset) == 0;
 	else
 		same = memcmp(field, def + k->offset, k->size) == 0;
@@ -324,21 +326,21 @@ bool zn_cfg_is_default(const struct zn_cfg_key *k, const void *obj)
 	return same;
 }
 
-int zn_cfg_check_unsupported(const struct zn_cfg_section *sec, const void *obj,
-			     const struct zn_cfg_key **key_out)
+int zn_keys_check_unsupported(const struct zn_key_table *sec, const void *obj,
+			     const struct zn_key **key_out)
 {
 	char buf[128];
 
 	for (size_t i = 0; i < sec->nkeys; i++) {
-		const struct zn_cfg_key *k = &sec->keys[i];
-		if (!(k->flags & ZN_CFG_UNSUPPORTED) || k->type == ZN_CFG_SECTION ||
-		    zn_cfg_is_default(k, obj))
+		const struct zn_key *k = &sec->keys[i];
+		if (!(k->flags & ZN_KEY_UNSUPPORTED) || k->type == ZN_KEY_SECTION ||
+		    zn_keys_is_default(k, obj))
 			continue;
 		if (key_out)
 			*key_out = k;
 		return zn_error(-EINVAL, "%s%s%s: %s is not supported yet (%s); remove the key or "
 					 "set it to %s",
-				QN(sec, k), zn_cfg_format(k, obj, buf, sizeof(buf)), k->help,
+				QN(sec, k), zn_keys_format(k, obj, buf, sizeof(buf)), k->help,
 				k->def ? k->def : "its default");
 	}
 	return 0;

@@ -1,0 +1,404 @@
+/* Loading a config file (include/zinc/configfile.h): YAML or JSON text read
+ * into a tree (engine/io/doc.h), --set overrides grafted onto it, then the
+ * tree walked alongside the key tables rooted at the top-level table
+ * (engine/config/keys.c): a mapping per section, nested sections
+ * recursively, scalar values (and two-number lists) through zn_keys_set.
+ *
+ * Working on a whole tree rather than libyaml's event stream makes the
+ * duplicate check and "which key made validate() fail" lookups simple, and
+ * a config file is small.  Values are applied to a copy of the config, so
+ * a failed load leaves the caller's struct untouched.
+ */
+#include "zn_common.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/keys.h"
+#include "io/doc.h"
+#include "zinc/configfile.h"
+
+/* A config file is a few KiB; anything this large is a wrong path (or
+ * /dev/zero) and would only make libyaml build a huge graph. */
+#define MAX_FILE_BYTES (64u << 20)
+
+/* Scalars are handed on as C strings; a "\0" escape inside one would
+ * silently cut it short (turning "queue_depth\0x" into queue_depth). */
+static int check_no_nul(const struct zn_doc_node *n, const char *what)
+{
+	if (strlen(n->text) != n->len)
+		return zn_doc_fail(n, -EINVAL, "%s contains a NUL character", what);
+	return 0;
+}
+
+static bool is_ignored_key(const char *name)
+{
+	for (size_t i = 0; zn_config_ignored_key(i); i++)
+		if (strcmp(zn_config_ignored_key(i), name) == 0)
+			return true;
+	return false;
+}
+
+/* The known top-level key nearest to `name`, with the threshold
+ * zn_keys_nearest uses: at most a third of the name wrong. */
+static const char *nearest_top_level(const char *name)
+{
+	const struct zn_key_table *root = &zn_config_key_table;
+	const char *best = NULL, *cand;
+	unsigned best_d = ~0u;
+
+	for (size_t i = 0; i < root->nkeys || zn_config_ignored_key(i - root->nkeys); i++) {
+		cand = i < root->nkeys ? root->keys[i].name : zn_config_ignored_key(i - root->nkeys);
+		unsigned d = zn_edit_distance(name, cand);
+		if (d < best_d) {
+			best_d = d;
+			best = cand;
+		}
+	}
+	if (best && best_d <= ZN_MAX(2u, (unsigned)strlen(name) / 3))
+		return best;
+	return NULL;
+}
+
+/* The pair of `map` whose key names table key `k` (by name or alias). */
+static const struct zn_doc_pair *pair_for_key(const struct zn_doc_node *map,
+					      const struct zn_key_table *sec, const struct zn_key *k)
+{
+	for (size_t i = 0; i < map->n; i++) {
+		const struct zn_doc_node *key = map->pairs[i].key;
+		if (key->kind == ZN_DOC_SCALAR && zn_keys_find(sec, key->text) == k)
+			return &map->pairs[i];
+	}
+	return NULL;
+}
+
+/* validate() reports a key as "section.key: ..." (the convention of every
+ * section table; just "key: ..." at the top level; "section.sub.key: ..."
+ * for a key of a nested section); point at that key's value when the file
+ * set it, else at the deepest section given, else at the section itself. */
+static const struct zn_doc_node *validate_node(const struct zn_key_table *sec,
+					       const struct zn_doc_node *key_node,
+					       const struct zn_doc_node *map)
+{
+	const char *s = zn_last_error();
+	const struct zn_doc_node *best = key_node ? key_node : map;
+	size_t nlen = strlen(sec->name);
+
+	if (nlen) {
+		if (strncmp(s, sec->name, nlen) != 0 || s[nlen] != '.')
+			return best;
+		s += nlen + 1;
+	}
+	for (;;) {
+		char kname[64];
+		size_t klen = 0;
+
+		while ((isalnum((unsigned char)s[klen]) || s[klen] == '_') &&
+		       klen + 1 < sizeof(kname))
+			klen++;
+		memcpy(kname, s, klen);
+		kname[klen] = '\0';
+		const struct zn_key *k = zn_keys_find(sec, kname);
+		const struct zn_doc_pair *p = k ? pair_for_key(map, sec, k) : NULL;
+		if (!p)
+			return best;
+		best = p->value;
+		/* "params.warmup_max_lr": go on inside the nested mapping. */
+		if (k->type != ZN_KEY_SECTION || s[klen] != '.' || p->value->kind != ZN_DOC_MAP)
+			return best;
+		sec = k->sub;
+		map = p->value;
+		s += klen + 1;
+	}
+}
+
+/* An unknown key at the top level: DeepSpeed's unimplemented sections get
+ * an INFO line, anything else a warning naming the nearest known key (a
+ * newer DeepSpeed may know it). */
+static void unknown_top_level(const struct zn_doc_node *key)
+{
+	const char *name = key->text, *near;
+	char where[4200];
+
+	zn_doc_where(key, where, sizeof(where));
+	if (is_ignored_key(name)) {
+		zn_info("%s: '%s' is not used by zinc yet", where, name);
+		return;
+	}
+	near = nearest_top_level(name);
+	if (near)
+		zn_warn("%s: unknown top-level key '%s' is ignored; did you mean '%s'?", where, name,
+			near);
+	else
+		zn_warn("%s: unknown top-level key '%s' is ignored; "
+			"run `zinc config` for the keys zinc reads",
+			where, name);
+}
+
+/* A list of two numbers ([0.9, 0.999]) as the text zn_keys_set parses. */
+static int pair_text(const char *path, const struct zn_doc_node *val, char *buf, size_t len)
+{
+	if (val->n != 2)
+		return zn_doc_fail(val, -EINVAL, "%s: expected a list of two numbers, found %zu item%s",
+				   path, val->n, val->n == 1 ? "" : "s");
+	const struct zn_doc_node *a = val->items[0], *b = val->items[1];
+	if (a->kind != ZN_DOC_SCALAR || b->kind != ZN_DOC_SCALAR)
+		return zn_doc_fail(val, -EINVAL,
+				   "%s: expected a list of two numbers, found a nested %s", path,
+				   zn_doc_kind_name(a->kind != ZN_DOC_SCALAR ? a : b));
+	ZN_TRY(check_no_nul(a, "value"));
+	ZN_TRY(check_no_nul(b, "value"));
+	snprintf(buf, len, "%s, %s", a->text, b->text);
+	return 0;
+}
+
+/* Set key k of `sec` in `obj` from the scalar (or two-number list) `val`. */
+static int load_value(const struct zn_key_table *sec, void *obj, const struct zn_key *k,
+		      const char *name, const char *prefix, const char *kpath,
+		      const struct zn_doc_node *val)
+{
+	const char *text;
+	char pair[512];
+	int rc;
+
+	if (k->type == ZN_KEY_PAIR && val->kind == ZN_DOC_LIST) {
+		ZN_TRY(pair_text(kpath, val, pair, sizeof(pair)));
+		text = pair;
+	} else if (val->kind != ZN_DOC_SCALAR) {
+		return zn_doc_fail(val, -EINVAL, "%s: expected %s, found %s", kpath,
+				   k->type == ZN_KEY_PAIR ? "a list of two numbers" : "a single value",
+				   zn_doc_kind_name(val));
+	} else {
+		ZN_TRY(check_no_nul(val, "value"));
+		text = val->text;
+	}
+	rc = zn_keys_set(sec, obj, name, text);
+	if (rc && strcmp(text, "auto") == 0)
+		/* Hugging Face's Trainer fills "auto" in before DeepSpeed
+		 * sees the file; zinc resolves it only where it can
+		 * (docs/config.md says which keys). */
+		return zn_doc_fail(val, rc, "%s%s ('auto' is not accepted for this key: give a value)",
+				   prefix, zn_last_error());
+	if (rc)
+		return zn_doc_fail(val, rc, "%s%s", prefix, zn_last_error());
+	return 0;
+}
+
+/* Apply one section's mapping to `obj`, nested sections included, then
+ * refuse unsupported values and run the section's checks.  `prefix` is the
+ * path above the section ("zero_optimization." for offload_param), put in
+ * front of the table's "section.key: ..." messages; `key_node` is the key
+ * that named the section (NULL at the top level, where unknown keys warn
+ * instead of failing). */
+static int load_section(const struct zn_key_table *sec, void *obj, const char *prefix,
+			const struct zn_doc_node *key_node, const struct zn_doc_node *map)
+{
+	bool root = key_node == NULL;
+	char path[256], sub_prefix[258];
+	int rc;
+
+	snprintf(path, sizeof(path), "%s%s", prefix, sec->name);
+	snprintf(sub_prefix, sizeof(sub_prefix), "%s%s", path, path[0] ? "." : "");
+	if (zn_doc_is_null(map))
+		return 0; /* "aio:" with nothing under it: all defaults */
+	if (map->kind != ZN_DOC_MAP)
+		return zn_doc_fail(map, -EINVAL,
+				   "%s: expected a mapping of its keys (`zinc config` lists them), "
+				   "found %s",
+				   path, zn_doc_kind_name(map));
+
+	for (size_t i = 0; i < map->n; i++) {
+		const struct zn_doc_node *key = map->pairs[i].key, *val = map->pairs[i].value;
+		const struct zn_key *k;
+		char kpath[320];
+
+		if (key->kind != ZN_DOC_SCALAR)
+			return zn_doc_fail(key, -EINVAL, "%s: keys must be scalars, found %s",
+					   root ? "the top level" : path, zn_doc_kind_name(key));
+		ZN_TRY(check_no_nul(key, "key"));
+		k = zn_keys_find(sec, key->text);
+		if (!k && root) {
+			unknown_top_level(key);
+			continue;
+		}
+		if (!k) {
+			/* zn_keys_set words the "did you mean" message. */
+			rc = zn_keys_set(sec, obj, key->text, "");
+			return zn_doc_fail(key, rc ? rc : -ENOENT, "%s%s", prefix, zn_last_error());
+		}
+		snprintf(kpath, sizeof(kpath), "%s%s", sub_prefix, k->name);
+		/* A key and its alias both given: the same field twice. */
+		for (size_t j = 0; j < i; j++) {
+			const struct zn_doc_node *prev = map->pairs[j].key;
+			if (prev->kind == ZN_DOC_SCALAR && zn_keys_find(sec, prev->text) == k)
+				return zn_doc_fail(key, -EINVAL,
+						   "%s: set twice, as '%s' (line %zu) and as '%s'; "
+						   "keep one",
+						   kpath, prev->text, prev->line, key->text);
+		}
+		if (zn_doc_is_null(val))
+			continue; /* `key: ~` keeps the default */
+		if (k->type != ZN_KEY_SECTION) {
+			ZN_TRY(load_value(sec, obj, k, key->text, prefix, kpath, val));
+			continue;
+		}
+		if (k->flags & ZN_KEY_UNSUPPORTED)
+			return zn_doc_fail(key, -EINVAL, "%s: not supported yet (%s); remove it", kpath,
+					   k->help);
+		ZN_TRY(load_section(k->sub, (char *)obj + k->offset, sub_prefix, key, val));
+	}
+
+	const struct zn_key *uk = NULL;
+	rc = zn_keys_check_unsupported(sec, obj, &uk);
+	if (rc) {
+		const struct zn_doc_pair *p = pair_for_key(map, sec, uk);
+		return zn_doc_fail(p ? p->value : validate_node(sec, key_node, map), rc, "%s%s",
+				   prefix, zn_last_error());
+	}
+	if (sec->validate) {
+		rc = sec->validate(obj);
+		if (rc)
+			return zn_doc_fail(validate_node(sec, key_node, map), rc, "%s%s", prefix,
+					   zn_last_error());
+	}
+	return 0;
+}
+
+static int load_root(const struct zn_doc_node *root, struct zn_config *cfg)
+{
+	/* An empty file (or one holding only comments) sets nothing. */
+	if (zn_doc_is_null(root))
+		return 0;
+	if (root->kind != ZN_DOC_MAP)
+		return zn_doc_fail(root, -EINVAL,
+				   "the top level must be a mapping of sections (like 'aio:'), "
+				   "found %s",
+				   zn_doc_kind_name(root));
+	ZN_TRY(load_section(&zn_config_key_table, cfg, "", NULL, root));
+	/* root_validate checked the batch rule; keep what it resolved. */
+	ZN_TRY(zn_config_resolve_batch(cfg, 1, &cfg->batch));
+	zn_config_resolve_auto(cfg);
+	return 0;
+}
+
+/* ---- --set KEY=VALUE ------------------------------------------------------- */
+
+/* The pair of mapping `map` whose key is the scalar `key` (len bytes). */
+static struct zn_doc_pair *find_pair(struct zn_doc_node *map, const char *key, size_t len)
+{
+	for (size_t i = 0; i < map->n; i++) {
+		const struct zn_doc_node *k = map->pairs[i].key;
+		if (k->kind == ZN_DOC_SCALAR && k->len == len && memcmp(k->text, key, len) == 0)
+			return &map->pairs[i];
+	}
+	return NULL;
+}
+
+/* Apply `--set a.b.c=VALUE` to the parsed file: VALUE is YAML (a scalar, or
+ * a flow list or mapping) and replaces or adds key c of section a.b, made
+ * if missing.  The keys are then checked like the file's own, and messages
+ * about them name the override ("--set a.b.c=VALUE: ..."). */
+static int apply_override(struct zn_doc *doc, struct zn_doc_node *root, const char *set)
+{
+	const char *eq = strchr(set, '=');
+	struct zn_doc_node *value, *map = root;
+	char name[4200];
+
+	if (!eq || eq == set)
+		return zn_error(-EINVAL, "--set %s: give KEY=VALUE, the key as a dotted path "
+					 "(e.g. zero_optimization.offload_param.device=nvme)", set);
+	snprintf(name, sizeof(name), "--set %s", set);
+	int rc = zn_doc_parse(doc, eq + 1, strlen(eq + 1), name, ZN_DOC_NO_LINES, &value);
+	if (rc == -EINVAL)
+		return zn_error(-EINVAL, "--set %s: the value is not valid YAML", set);
+	if (rc)
+		return rc;
+	if (root->kind == ZN_DOC_SCALAR && root->len == 0)
+		return zn_error(-EINVAL, "--set %s: the config file is empty; give the key in the "
+					 "file", set);
+	for (const char *p = set;;) {
+		const char *dot = memchr(p, '.', (size_t)(eq - p));
+		size_t len = (size_t)((dot ? dot : eq) - p);
+		if (!len)
+			return zn_error(-EINVAL, "--set %s: an empty key in the path", set);
+		if (map->kind != ZN_DOC_MAP)
+			return zn_error(-EINVAL, "--set %s: '%.*s' is not a section", set,
+					(int)(p - 1 - set), set);
+		struct zn_doc_pair *pair = find_pair(map, p, len);
+		if (pair && !dot) {
+			pair->value = value;
+			return 0;
+		}
+		if (!pair) {
+			/* The key, and for a path's inner part its section. */
+			struct zn_doc_node *key = zn_doc_new_scalar(doc, p, len, value);
+			struct zn_doc_node *child = dot ? zn_doc_new_map(doc, value) : value;
+			if (!key || !child || zn_doc_map_add(doc, map, key, child))
+				return zn_error(-ENOMEM, "--set %s: out of memory", set);
+			if (!dot)
+				return 0;
+			map = child;
+		} else {
+			map = pair->value;
+		}
+		p = dot + 1;
+	}
+}
+
+static int load_text(const char *text, size_t len, const char *name,
+		     const char *const *sets, size_t nsets, struct zn_config *out)
+{
+	struct zn_doc *doc = zn_doc_create();
+	struct zn_doc_node *root;
+	struct zn_config cfg;
+	int rc;
+
+	if (!name)
+		name = "<string>";
+	if (!text && len)
+		return zn_error(-EINVAL, "%s: no text given for %zu bytes", name, len);
+	if (!doc)
+		return zn_error(-ENOMEM, "%s: out of memory", name);
+	rc = zn_doc_parse(doc, text, len, name, ZN_DOC_ONE | ZN_DOC_UNIQUE_KEYS, &root);
+	for (size_t i = 0; i < nsets && !rc; i++)
+		rc = apply_override(doc, root, sets[i]);
+	if (!rc) {
+		zn_config_default(&cfg);
+		rc = load_root(root, &cfg);
+	}
+	zn_doc_destroy(doc);
+	if (!rc)
+		*out = cfg;
+	return rc;
+}
+
+int zn_config_load_string(const char *text, size_t len, const char *name, struct zn_config *out)
+{
+	return load_text(text, len, name, NULL, 0, out);
+}
+
+int zn_config_load_string_set(const char *text, size_t len, const char *name,
+			      const char *const *sets, size_t nsets, struct zn_config *out)
+{
+	return load_text(text, len, name, sets, nsets, out);
+}
+
+int zn_config_load_file(const char *path, struct zn_config *out)
+{
+	return zn_config_load_file_set(path, NULL, 0, out);
+}
+
+int zn_config_load_file_set(const char *path, const char *const *sets, size_t nsets,
+			    struct zn_config *out)
+{
+	char *buf;
+	size_t len;
+
+	ZN_TRY(zn_doc_read_file(path, MAX_FILE_BYTES, "a zinc or DeepSpeed config file", &buf,
+				&len));
+	int rc = load_text(buf, len, path, sets, nsets, out);
+	free(buf);
+	return rc;
+}

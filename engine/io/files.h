@@ -1,0 +1,37 @@
+/* File-system steps the engine's file formats share (engine/io/files.c):
+ * whole writes, durable renames (fsync of the file, then of the directory
+ * that holds the new name), mkdir -p and path joining.  0 or -errno, with
+ * no message set, unless a function says otherwise. */
+#ifndef ZN_IO_FILES_H
+#define ZN_IO_FILES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* "dir/name", malloc'd; NULL when out of memory. */
+char *zn_io_join(const char *dir, const char *name);
+
+bool zn_io_is_file(const char *path); /* a regular file (links followed) */
+bool zn_io_is_dir(const char *path);
+
+/* Write all n bytes at p to fd, through short writes and EINTR. */
+int zn_io_write_all(int fd, const void *p, uint64_t n);
+
+/* open(path, flags) and fsync it: a file, or with O_DIRECTORY a directory
+ * (which makes the names created or renamed in it durable). */
+int zn_io_fsync_path(const char *path, int flags);
+
+/* Best effort: fsync the directory that holds `path`, after a rename put
+ * the file there. */
+void zn_io_fsync_parent(const char *path);
+
+/* mkdir -p, mode 0755. */
+int zn_io_mkdirs(const char *path);
+
+/* Replace `path` with `len` bytes, atomically: written to PATH.tmp.PID,
+ * fsynced, renamed over `path`.  The directory is not fsynced (the caller
+ * may have more to rename first).  The message names the file. */
+int zn_io_write_file_atomic(const char *path, const void *data, size_t len);
+
+#endif
