@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "zinc/json.h"
 #include "zinc/trace.h"
 
 struct span {
@@ -87,21 +88,6 @@ uint64_t zn_trace_dropped(const struct zn_trace *t)
 	return t ? t->dropped : 0;
 }
 
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
-
 int zn_trace_write(struct zn_trace *t, const char *path)
 {
 	char tmp[4096];
@@ -117,7 +103,15 @@ int zn_trace_write(struct zn_trace *t, const char *path)
 		return zn_error(-e, "cannot write the trace to '%s': %s", tmp, strerror(e));
 	}
 	pthread_mutex_lock(&t->lock);
-	fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[", f);
+	/* Chrome's trace-event format, compact (traces run to many thousands
+	 * of spans). */
+	struct zn_json j;
+	zn_json_init(&j, f, ZN_JSON_LINE);
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "displayTimeUnit");
+	zn_json_string(&j, "ms");
+	zn_json_key(&j, "traceEvents");
+	zn_json_begin_array(&j);
 	for (uint64_t i = 0; i < t->n; i++) {
 		const struct span *s = &t->spans[i];
 		/* One viewer row ("thread") per track, named by metadata below. */
@@ -128,25 +122,55 @@ int zn_trace_write(struct zn_trace *t, const char *path)
 			tracks[ntracks++] = s->track;
 		uint64_t start = s->start > t->t0 ? s->start - t->t0 : 0;
 		uint64_t dur = s->end > s->start ? s->end - s->start : 0;
-		fprintf(f, "%s{\"name\":", i ? ",\n" : "\n");
-		json_str(f, s->name);
-		fputs(",\"cat\":", f);
-		json_str(f, s->cat);
+		zn_json_begin_object(&j);
+		zn_json_key(&j, "name");
+		zn_json_string(&j, s->name);
+		zn_json_key(&j, "cat");
+		zn_json_string(&j, s->cat);
+		zn_json_key(&j, "ph");
+		zn_json_string(&j, "X");
+		zn_json_key(&j, "pid");
+		zn_json_uint(&j, 1);
+		zn_json_key(&j, "tid");
+		zn_json_uint(&j, tid + 1);
 		/* Trace-event times are microseconds; keep ns precision. */
-		fprintf(f, ",\"ph\":\"X\",\"pid\":1,\"tid\":%u,\"ts\":%.3f,\"dur\":%.3f", tid + 1,
-			(double)start / 1e3, (double)dur / 1e3);
-		if (s->bytes)
-			fprintf(f, ",\"args\":{\"bytes\":%" PRIu64 "}", s->bytes);
-		fputc('}', f);
+		zn_json_key(&j, "ts");
+		zn_json_printf(&j, "%.3f", (double)start / 1e3);
+		zn_json_key(&j, "dur");
+		zn_json_printf(&j, "%.3f", (double)dur / 1e3);
+		if (s->bytes) {
+			zn_json_key(&j, "args");
+			zn_json_begin_object(&j);
+			zn_json_key(&j, "bytes");
+			zn_json_uint(&j, s->bytes);
+			zn_json_end_object(&j);
+		}
+		zn_json_end_object(&j);
 	}
 	for (unsigned i = 0; i < ntracks; i++) {
-		fprintf(f, "%s{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%u,"
-			   "\"args\":{\"name\":",
-			t->n || i ? ",\n" : "\n", i + 1);
-		json_str(f, tracks[i]);
-		fputs("}}", f);
+		zn_json_begin_object(&j);
+		zn_json_key(&j, "name");
+		zn_json_string(&j, "thread_name");
+		zn_json_key(&j, "ph");
+		zn_json_string(&j, "M");
+		zn_json_key(&j, "pid");
+		zn_json_uint(&j, 1);
+		zn_json_key(&j, "tid");
+		zn_json_uint(&j, i + 1);
+		zn_json_key(&j, "args");
+		zn_json_begin_object(&j);
+		zn_json_key(&j, "name");
+		zn_json_string(&j, tracks[i]);
+		zn_json_end_object(&j);
+		zn_json_end_object(&j);
 	}
-	fprintf(f, "\n],\"otherData\":{\"dropped_spans\":%" PRIu64 "}}\n", t->dropped);
+	zn_json_end_array(&j);
+	zn_json_key(&j, "otherData");
+	zn_json_begin_object(&j);
+	zn_json_key(&j, "dropped_spans");
+	zn_json_uint(&j, t->dropped);
+	zn_json_end_object(&j);
+	zn_json_end_object(&j);
 	pthread_mutex_unlock(&t->lock);
 
 	if (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0)
