@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "zn_half.h"
+#include "zinc/dtype.h"
 #include "io/doc.h"
 #include "io/files.h"
 #include "io/hf_internal.h"
@@ -347,12 +347,7 @@ static void widen(enum zn_st_dtype dt, const uint8_t *src, uint64_t n, float *ds
 	while (n) {
 		size_t k = n < ZN_ARRAY_SIZE(h) ? (size_t)n : ZN_ARRAY_SIZE(h);
 		memcpy(h, src, k * 2); /* the mapping need not be 2-byte aligned */
-		if (dt == ZN_ST_BF16)
-			for (size_t i = 0; i < k; i++)
-				dst[i] = zn_bf16_to_f32(h[i]);
-		else
-			for (size_t i = 0; i < k; i++)
-				dst[i] = zn_f16_to_f32(h[i]);
+		zn_dtype_to_f32(dst, h, dt == ZN_ST_BF16 ? ZN_DTYPE_BF16 : ZN_DTYPE_F16, k);
 		src += k * 2;
 		dst += k;
 		n -= k;

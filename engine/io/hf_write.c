@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "zn_half.h"
+#include "zinc/dtype.h"
 #include "io/files.h"
 #include "io/hf_internal.h"
 #include "zinc/hf.h"
@@ -214,12 +214,7 @@ static int put_values(struct zn_hf_writer *w, const float *v, uint64_t n)
 		return zn_st_writer_put(w->sw, v, n * sizeof(float));
 	while (n) {
 		size_t k = n < STAGE ? (size_t)n : STAGE;
-		if (w->dtype == ZN_ST_BF16)
-			for (size_t i = 0; i < k; i++)
-				w->stage[i] = zn_f32_to_bf16(v[i]);
-		else
-			for (size_t i = 0; i < k; i++)
-				w->stage[i] = zn_f32_to_f16(v[i]);
+		zn_dtype_from_f32(w->stage, w->dtype == ZN_ST_BF16 ? ZN_DTYPE_BF16 : ZN_DTYPE_F16, v, k);
 		int rc = zn_st_writer_put(w->sw, w->stage, k * sizeof(uint16_t));
 		if (rc)
 			return rc;
