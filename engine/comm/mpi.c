@@ -1,10 +1,10 @@
 /* The "mpi" comm backend: CPU ranks over MPI point-to-point messages.
  *
- * Every function here runs on the comm's worker thread (comm.c), which
+ * Every function here runs on the comm's worker thread (worker.c), which
  * initialises MPI with MPI_THREAD_FUNNELED and so is MPI's "main thread":
  * no other thread of the process may call MPI while the comm is open.
  *
- * Only nonblocking sends and receives are used (comm.c adds in rank order,
+ * Only nonblocking sends and receives are used (reduce.c adds in rank order,
  * see include/zinc/comm.h), and they are polled with MPI_Testall against
  * the collective's deadline, so a rank that never joins makes the others
  * fail with -ETIMEDOUT instead of hanging.  After a timeout the pending
@@ -56,7 +56,7 @@ static int mpi_open(struct zn_comm *c)
 	if (!m)
 		return zn_error(-ENOMEM, "comm mpi: out of host memory");
 	m->comm = MPI_COMM_NULL;
-	c->impl = m; /* on failure below, comm.c calls mpi_close */
+	c->impl = m; /* on failure below, the worker calls mpi_close */
 	MPI_TRY(MPI_Initialized(&flag));
 	if (flag) {
 		/* The application started MPI; zinc calls it from its own thread. */

@@ -1,11 +1,11 @@
 /* The "nccl" comm backend: GPU ranks, collectives on device buffers.
  *
- * It is a comm backend like the others (comm/internal.h): comm.c runs the
- * collectives on the worker thread, in FIFO order, with the same algorithms
- * (reduce_scatter into `size` rows, then the rows added in rank order;
- * all_reduce as reduce_scatter + all_gather), and this file supplies the
- * exchange and, because the buffers are device memory, the scratch rows,
- * the copies and the reduction (zn_comm_mem_ops).  NCCL's own collectives
+ * It is a comm backend like the others (comm/internal.h): the shared code
+ * runs the collectives on the worker thread, in FIFO order, with the same
+ * algorithms (reduce_scatter into `size` rows, then the rows added in rank
+ * order; all_reduce as reduce_scatter + all_gather), and this file
+ * supplies the exchange and, because the buffers are device memory, the
+ * scratch rows, the copies and the reduction (zn_comm_mem_ops).  NCCL's own collectives
  * are not used: ncclAllReduce's ring and tree add in an order that depends
  * on the topology, the message size and the NCCL version, and comm.h
  * promises rank order.  So NCCL only moves bytes, with ncclSend/ncclRecv in
@@ -22,7 +22,7 @@
  * ncclInProgress, and ncclCommGetAsyncError is polled until it leaves that
  * state.  Past the deadline the communicator is aborted (ncclCommAbort,
  * which also makes NCCL's kernels on the stream return), the stream is
- * drained, and the collective fails with -ETIMEDOUT; comm.c then answers
+ * drained, and the collective fails with -ETIMEDOUT; the comm then answers
  * -EPIPE to every later one.
  *
  * Set-up (open, on the worker thread, over the caller's bootstrap comm):
@@ -259,7 +259,7 @@ static int nccl_open(struct zn_comm *c)
 	struct nccl_impl *n = calloc(1, sizeof(*n));
 	if (!n)
 		return zn_error(-ENOMEM, "comm nccl: out of host memory");
-	c->impl = n; /* on failure below, comm.c calls nccl_close */
+	c->impl = n; /* on failure below, the worker calls nccl_close */
 	n->device = a->device;
 	n->peers = calloc((size_t)c->size, sizeof(bool));
 	int32_t *status = calloc((size_t)c->size, sizeof(int32_t));
@@ -378,7 +378,7 @@ static void nccl_close(struct zn_comm *c)
 /* One group of sends and receives, every peer at once: NCCL starts them
  * together, so no order of them can deadlock.  `tag` is not needed: the
  * ranks' operations on one communicator match in the order they are
- * issued, which comm.c's FIFO makes the same on every rank. */
+ * issued, which the worker's FIFO makes the same on every rank. */
 static int nccl_exchange(struct zn_comm *c, const struct zn_comm_xfer *x, int tag,
 			 uint64_t deadline_ns, const char *what)
 {
@@ -426,8 +426,8 @@ static int nccl_scratch(struct zn_comm *c, size_t bytes, bool zero, void **out, 
 
 	begin(n);
 	if (bytes > n->scratch_bytes) {
-		/* Only at the start of a collective (comm.c takes one scratch
-		 * per collective, before its first exchange), when the stream
+		/* Only at the start of a collective (each takes one scratch, before
+		 * its first exchange), when the stream
 		 * holds nothing that uses the old buffer. */
 		if (n->scratch)
 			cudaFree(n->scratch);

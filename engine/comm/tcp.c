@@ -123,7 +123,7 @@ static int tcp_open(struct zn_comm *c)
 	if (!t)
 		return zn_error(-ENOMEM, "comm tcp: out of host memory");
 	t->listen_fd = -1;
-	c->impl = t; /* on failure below, comm.c calls tcp_close */
+	c->impl = t; /* on failure below, the worker calls tcp_close */
 	int rc = read_env(c, t);
 	if (rc || c->size == 1)
 		return rc;
