@@ -1,7 +1,9 @@
 /* Communication's public entry points (include/zinc/comm.h): the choice
  * of a backend from the launcher's environment (zn_comm_create), the
  * comm's rank and size, and the collectives' argument checks, shared by
- * the blocking calls and the _async ones.
+ * the blocking calls and the _async ones; and the two helpers lent to the
+ * backends (comm/internal.h): launcher variables as numbers, and lists of
+ * ranks for messages.
  *
  * The rest of the backend-independent half (comm/core.h): worker.c runs
  * every operation on the comm's own thread, in FIFO order; collectives.c
@@ -12,6 +14,7 @@
 
 #include "comm/core.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,20 +26,35 @@ static const struct zn_comm_ops *const backends[] = {
 #endif
 };
 
-/* A launcher variable as a non-negative int; false when unset. */
-static bool env_int(const char *name, long *out)
+int zn_comm_env_long(const char *name, long lo, long hi, long *out)
 {
 	const char *s = getenv(name);
 	char *end;
 
 	if (!s || !*s)
-		return false;
+		return -ENOENT;
 	errno = 0;
 	long v = strtol(s, &end, 10);
-	if (errno || *end || v < 0 || v > INT32_MAX)
-		return false;
+	if (errno || *end || v < lo || v > hi)
+		return -EINVAL;
 	*out = v;
-	return true;
+	return 0;
+}
+
+void zn_comm_ranks_add(struct zn_comm_ranks *r, const char *label, int rank)
+{
+	/* 16 bytes hold ", ", any int and the NUL: with the label's, a rank
+	 * is added whole or not at all. */
+	if (r->used + 16 + strlen(label) < sizeof(r->text))
+		r->used += (size_t)snprintf(r->text + r->used, sizeof(r->text) - r->used, "%s%s%d",
+					    r->count ? ", " : "", label, rank);
+	r->count++;
+}
+
+/* A launcher variable as a non-negative int; false when unset or not one. */
+static bool env_int(const char *name, long *out)
+{
+	return zn_comm_env_long(name, 0, INT32_MAX, out) == 0;
 }
 
 /* mpirun's ranks use MPI; torchrun's and DeepSpeed's (WORLD_SIZE > 1 with

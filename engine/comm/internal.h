@@ -1,5 +1,5 @@
-/* The comm ops table: what a backend gives the rest of the comm.  Not
- * installed.
+/* The comm ops table: what a backend gives the rest of the comm, and the
+ * little the rest lends the backends.  Not installed.
  *
  * Each backend (self.c, tcp*.c, mpi.c, nccl.c) is one const table of
  * functions filled with designated initializers; comm.c picks the table
@@ -111,5 +111,21 @@ extern const struct zn_comm_ops zn_comm_mpi_ops;
  * backends that zn_comm_create cannot open by name alone (nccl needs a
  * bootstrap comm).  Returns NULL with the last error set. */
 struct zn_comm *zn_comm_start(const struct zn_comm_ops *ops, const void *open_arg);
+
+/* ---- lent to the backends (comm.c) -------------------------------------- */
+
+/* A launcher variable (RANK, WORLD_SIZE, ...) as an integer in [lo, hi]:
+ * 0, -ENOENT when unset or empty, -EINVAL when it is not such a number. */
+int zn_comm_env_long(const char *name, long lo, long hi, long *out);
+
+/* The ranks a message names, "1, 3, 4".  Start from { 0 }. */
+struct zn_comm_ranks {
+	char text[256]; /* as many ranks as fit, each whole */
+	size_t used;    /* bytes of text */
+	int count;      /* every rank added, those that did not fit too */
+};
+
+/* Add `rank` to the list, after `label` ("rank " makes "rank 1, rank 3"). */
+void zn_comm_ranks_add(struct zn_comm_ranks *r, const char *label, int rank);
 
 #endif

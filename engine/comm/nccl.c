@@ -167,9 +167,7 @@ static void abort_comm(struct zn_comm *c, struct nccl_impl *n)
 /* -ETIMEDOUT for `what` on this rank: aborts the communicator first. */
 static int timed_out(struct zn_comm *c, struct nccl_impl *n, const char *what, uint64_t start)
 {
-	char peers[256] = "";
-	size_t len = 0;
-	int count = 0;
+	struct zn_comm_ranks peers = { 0 };
 	bool any = false;
 
 	for (int p = 0; p < c->size; p++)
@@ -177,10 +175,7 @@ static int timed_out(struct zn_comm *c, struct nccl_impl *n, const char *what, u
 	for (int p = 0; p < c->size; p++) {
 		if (p == c->rank || (any && !n->peers[p]))
 			continue;
-		count++;
-		if (len < sizeof(peers) - 16)
-			len += (size_t)snprintf(peers + len, sizeof(peers) - len, "%srank %d",
-						count > 1 ? ", " : "", p);
+		zn_comm_ranks_add(&peers, "rank ", p);
 	}
 	const double waited = (double)(zn_now_ns() - start) / 1e9;
 	abort_comm(c, n);
@@ -188,7 +183,8 @@ static int timed_out(struct zn_comm *c, struct nccl_impl *n, const char *what, u
 			"with %s; NCCL does not say which %s did not take part): every rank must "
 			"issue the same collectives in the same order; raise the timeout with "
 			"zn_comm_set_timeout or ZINC_COMM_TIMEOUT if they are only slow",
-			what, c->rank, waited, count ? peers : "no peer", count > 1 ? "of them" : "one");
+			what, c->rank, waited, peers.count ? peers.text : "no peer",
+			peers.count > 1 ? "of them" : "one");
 }
 
 /* Wait until the nonblocking communicator has left ncclInProgress after
@@ -302,24 +298,18 @@ static int nccl_open(struct zn_comm *c)
 				"\"%s\" bootstrap failed: %s", c->rank, zn_comm_backend(b),
 				zn_last_error());
 	}
-	char failed[256] = "";
-	size_t len = 0;
-	int n_failed = 0;
-	for (int p = 0; p < c->size; p++) {
-		if (!status[p])
-			continue;
-		n_failed++;
-		if (len < sizeof(failed) - 16)
-			len += (size_t)snprintf(failed + len, sizeof(failed) - len, "%s%d",
-						n_failed > 1 ? ", " : "", p);
-	}
+	struct zn_comm_ranks failed = { 0 };
+	for (int p = 0; p < c->size; p++)
+		if (status[p])
+			zn_comm_ranks_add(&failed, "", p);
 	free(status);
 	if (my_rc && mine[0])
 		return zn_error(my_rc, "%s", mine);
-	if (n_failed)
+	if (failed.count)
 		return zn_error(-ECANCELED, "comm nccl: rank %d: rank%s %s could not set up (%s "
 				"message says why), so no rank opens the nccl comm", c->rank,
-				n_failed > 1 ? "s" : "", failed, n_failed > 1 ? "their" : "its");
+				failed.count > 1 ? "s" : "", failed.text,
+				failed.count > 1 ? "their" : "its");
 
 	/* 4. NCCL's communicator, nonblocking: its set-up runs in the
 	 *    background and is polled against the deadline. */

@@ -32,23 +32,6 @@ static uint64_t hash_str(const char *s)
 
 /* ---- environment --------------------------------------------------------- */
 
-/* A launcher variable as an integer in [lo, hi]: 0, -ENOENT when unset or
- * empty, -EINVAL when it is not such a number. */
-static int env_long(const char *name, long lo, long hi, long *out)
-{
-	const char *s = getenv(name);
-	char *end;
-
-	if (!s || !*s)
-		return -ENOENT;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	if (errno || *end || v < lo || v > hi)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
 static int env_error(int rc, const char *name, const char *want)
 {
 	if (rc == -ENOENT)
@@ -64,20 +47,20 @@ static int read_env(struct zn_comm *c, struct tcp_impl *t)
 	long rank, size, lr, lws, port;
 	int rc;
 
-	rc = env_long("WORLD_SIZE", 1, 65536, &size);
+	rc = zn_comm_env_long("WORLD_SIZE", 1, 65536, &size);
 	if (rc)
 		return env_error(rc, "WORLD_SIZE", "the number of ranks (1 ... 65536)");
-	rc = env_long("RANK", 0, size - 1, &rank);
+	rc = zn_comm_env_long("RANK", 0, size - 1, &rank);
 	if (rc)
 		return env_error(rc, "RANK", "this process's rank, 0 ... WORLD_SIZE - 1");
 	c->rank = (int)rank;
 	c->size = (int)size;
 	c->local_rank = (int)rank;
-	rc = env_long("LOCAL_WORLD_SIZE", 1, size, &lws);
+	rc = zn_comm_env_long("LOCAL_WORLD_SIZE", 1, size, &lws);
 	if (rc == -EINVAL)
 		return env_error(rc, "LOCAL_WORLD_SIZE",
 				 "the number of ranks on this node (1 ... WORLD_SIZE), or unset it");
-	rc = env_long("LOCAL_RANK", 0, rc == 0 ? lws - 1 : size - 1, &lr);
+	rc = zn_comm_env_long("LOCAL_RANK", 0, rc == 0 ? lws - 1 : size - 1, &lr);
 	if (rc == -EINVAL)
 		return env_error(rc, "LOCAL_RANK", "this process's rank on its node, 0 ... "
 				 "LOCAL_WORLD_SIZE - 1 (or WORLD_SIZE - 1), or unset it");
@@ -90,7 +73,7 @@ static int read_env(struct zn_comm *c, struct tcp_impl *t)
 	if (!addr || !*addr)
 		return env_error(-ENOENT, "MASTER_ADDR",
 				 "rank 0's host name or address (127.0.0.1 on one node)");
-	rc = env_long("MASTER_PORT", 1, 65535, &port);
+	rc = zn_comm_env_long("MASTER_PORT", 1, 65535, &port);
 	if (rc)
 		return env_error(rc, "MASTER_PORT", "a free TCP port on rank 0's host, the same on "
 				 "every rank (1 ... 65535; torchrun's default is 29500)");

@@ -15,7 +15,6 @@
 #include "comm/tcp.h"
 
 #include <poll.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -31,21 +30,13 @@ struct flow {
 	bool closed; /* the peer closed its end (it exited?) */
 };
 
-/* "1, 3" from the peers whose flow has `receiving` (or `sending`) set. */
-static int list_peers(const struct zn_comm *c, const struct flow *f, bool recv_side, char *buf,
-		      size_t len)
+/* The peers whose flow has `receiving` (or `sending`) set. */
+static void list_peers(const struct zn_comm *c, const struct flow *f, bool recv_side,
+		       struct zn_comm_ranks *r)
 {
-	size_t used = 0;
-	int count = 0;
-	buf[0] = '\0';
-	for (int p = 0; p < c->size; p++) {
-		if (p == c->rank || !(recv_side ? f[p].receiving : f[p].sending))
-			continue;
-		if (used + 16 < len)
-			used += (size_t)snprintf(buf + used, len - used, "%s%d", count ? ", " : "", p);
-		count++;
-	}
-	return count;
+	for (int p = 0; p < c->size; p++)
+		if (p != c->rank && (recv_side ? f[p].receiving : f[p].sending))
+			zn_comm_ranks_add(r, "", p);
 }
 
 /* Receive what is there from peer p.  0 (progress or none), 1 when the peer
@@ -137,7 +128,6 @@ int zn_tcp_exchange(struct zn_comm *c, const struct zn_comm_xfer *x, int tag, ui
 	struct pollfd *pfd = calloc((size_t)c->size, sizeof(*pfd));
 	const struct tcp_impl *t = c->impl;
 	const uint64_t start = zn_now_ns();
-	char list[256];
 	int rc = 0, active = 0;
 
 	if (!f || !pfd) {
@@ -165,15 +155,16 @@ int zn_tcp_exchange(struct zn_comm *c, const struct zn_comm_xfer *x, int tag, ui
 		if (ms == 0) {
 			/* The peers whose data did not arrive; failing that, those
 			 * that took none of ours (they are not reading). */
-			int n = list_peers(c, f, true, list, sizeof(list));
-			if (n == 0)
-				n = list_peers(c, f, false, list, sizeof(list));
+			struct zn_comm_ranks late = { 0 };
+			list_peers(c, f, true, &late);
+			if (late.count == 0)
+				list_peers(c, f, false, &late);
 			rc = zn_error(-ETIMEDOUT, "comm tcp: %s on rank %d timed out (waited %.3g s for "
 				      "its messages): rank%s %s did not take part (every rank must "
 				      "issue the same collectives in the same order; raise the timeout "
 				      "with zn_comm_set_timeout if they are only slow)", what, c->rank,
-				      (double)(deadline_ns - start) / 1e9, n > 1 ? "s" : "",
-				      n ? list : "(unknown)");
+				      (double)(deadline_ns - start) / 1e9, late.count > 1 ? "s" : "",
+				      late.count ? late.text : "(unknown)");
 			break;
 		}
 		/* The first round tries every peer without waiting: the sockets
@@ -212,15 +203,14 @@ int zn_tcp_exchange(struct zn_comm *c, const struct zn_comm_xfer *x, int tag, ui
 				active--;
 		}
 		if (!rc && closed) {
-			size_t used = 0;
-			for (int p = 0, k = 0; p < c->size; p++)
-				if (f[p].closed && used + 16 < sizeof(list))
-					used += (size_t)snprintf(list + used, sizeof(list) - used,
-								 "%s%d", k++ ? ", " : "", p);
+			struct zn_comm_ranks gone = { 0 };
+			for (int p = 0; p < c->size; p++)
+				if (f[p].closed)
+					zn_comm_ranks_add(&gone, "", p);
 			const bool many = closed > 1;
 			rc = zn_error(-EPIPE, "comm tcp: %s on rank %d: rank%s %s closed %s "
 				      "connection%s (did %s exit?): the comm is unusable; look for "
-				      "%s own error", what, c->rank, many ? "s" : "", list,
+				      "%s own error", what, c->rank, many ? "s" : "", gone.text,
 				      many ? "their" : "its", many ? "s" : "", many ? "they" : "it",
 				      many ? "their" : "its");
 		}

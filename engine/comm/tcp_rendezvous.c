@@ -326,17 +326,14 @@ static int collect(struct zn_comm *c, struct tcp_impl *t, const struct expect *e
 	return rc;
 }
 
-/* "1, 3, 4" from the ranks in [lo, hi) whose link is missing. */
-static void missing_ranks(const struct tcp_impl *t, int lo, int hi, char *buf, size_t len)
+/* The ranks in [lo, hi) whose link is missing. */
+static struct zn_comm_ranks missing_ranks(const struct tcp_impl *t, int lo, int hi)
 {
-	size_t used = 0;
-	int count = 0;
-	buf[0] = '\0';
-	for (int r = lo; r < hi && used + 16 < len; r++) {
-		if (t->fd[r] >= 0)
-			continue;
-		used += (size_t)snprintf(buf + used, len - used, "%s%d", count++ ? ", " : "", r);
-	}
+	struct zn_comm_ranks m = { 0 };
+	for (int r = lo; r < hi; r++)
+		if (t->fd[r] < 0)
+			zn_comm_ranks_add(&m, "", r);
+	return m;
 }
 
 /* ---- rendezvous ---------------------------------------------------------- */
@@ -382,18 +379,18 @@ static int rendezvous_master(struct zn_comm *c, struct tcp_impl *t, double secon
 	uint16_t *ports = calloc((size_t)c->size, sizeof(*ports));
 	if (!ports)
 		return zn_error(-ENOMEM, "comm tcp: out of host memory for %d ranks", c->size);
-	char refused[384] = "", missing[256];
+	char refused[384] = "";
 	const struct expect e = { .kind = HELLO_MASTER, .lo = 1, .hi = c->size, .to = 0,
 				  .job = t->run };
 	rc = collect(c, t, &e, ports, deadline, refused, sizeof(refused));
 	close(t->listen_fd);
 	t->listen_fd = -1;
 	if (rc == -ETIMEDOUT) {
-		missing_ranks(t, 1, c->size, missing, sizeof(missing));
+		const struct zn_comm_ranks missing = missing_ranks(t, 1, c->size);
 		rc = zn_error(-ETIMEDOUT, "comm tcp: rank 0 waited %.3g s on port %d (MASTER_PORT) "
 			      "for the other ranks: rank(s) %s did not check in%s%s: start every rank "
 			      "with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE=%d (ZINC_COMM_TIMEOUT "
-			      "sets how long to wait)", seconds, t->port, missing,
+			      "sets how long to wait)", seconds, t->port, missing.text,
 			      refused[0] ? "; refused " : "", refused, c->size);
 	}
 	if (rc) {
@@ -576,16 +573,16 @@ static int mesh(struct zn_comm *c, struct tcp_impl *t, const struct endpoint *ep
 						     : strerror(-rc));
 	}
 	if (c->rank > 1) {
-		char refused[384] = "", missing[256];
+		char refused[384] = "";
 		const struct expect e = { .kind = HELLO_MESH, .lo = 1, .hi = c->rank, .to = c->rank,
 					  .job = t->job };
 		rc = collect(c, t, &e, NULL, deadline, refused, sizeof(refused));
 		if (rc == -ETIMEDOUT) {
-			missing_ranks(t, 1, c->rank, missing, sizeof(missing));
+			const struct zn_comm_ranks missing = missing_ranks(t, 1, c->rank);
 			return zn_error(-ETIMEDOUT, "comm tcp: rank %d waited %.3g s for rank(s) %s to "
 					"connect%s%s: did they fail? (see their errors; "
 					"ZINC_COMM_TIMEOUT sets how long to wait)", c->rank, seconds,
-					missing, refused[0] ? "; refused " : "", refused);
+					missing.text, refused[0] ? "; refused " : "", refused);
 		}
 		if (rc)
 			return rc;
