@@ -82,6 +82,13 @@ static void free_worker(struct zn_comm_worker *w)
 	free(w);
 }
 
+/* A timeout the comm takes: seconds, positive and at most 1e9 (about 30
+ * years: deadlines in ns stay far from overflow). */
+static bool timeout_ok(double seconds)
+{
+	return seconds > 0 && isfinite(seconds) && seconds <= 1e9;
+}
+
 /* ZINC_COMM_TIMEOUT: seconds, the default timeout of collectives and of
  * the tcp rendezvous.  0, or -EINVAL with the message set. */
 static int env_timeout(double *out)
@@ -94,7 +101,7 @@ static int env_timeout(double *out)
 		return 0;
 	errno = 0;
 	double v = strtod(s, &end);
-	if (errno || *end || !(v > 0) || !isfinite(v) || v > 1e9)
+	if (errno || *end || !timeout_ok(v))
 		return zn_error(-EINVAL, "comm: ZINC_COMM_TIMEOUT=\"%s\" is not a positive number of "
 				"seconds (at most 1e9): set it to e.g. 600, or unset it for %g s", s,
 				ZN_COMM_TIMEOUT_DEFAULT);
@@ -177,7 +184,7 @@ void zn_comm_set_trace(struct zn_comm *c, struct zn_trace *trace)
 
 int zn_comm_set_timeout(struct zn_comm *c, double seconds)
 {
-	if (!(seconds > 0) || !isfinite(seconds) || seconds > 1e9)
+	if (!timeout_ok(seconds))
 		return zn_error(-EINVAL, "comm timeout %g s is not a positive number of seconds "
 				"(at most 1e9)", seconds);
 	pthread_mutex_lock(&c->w->mu);
