@@ -61,8 +61,9 @@ int cc_async_overlap(struct zn_comm *c);
  * unusable on every rank but the last. */
 int cc_timeout(struct zn_comm *c);
 
-/* A reduction in rank order, as comm.c's reduce_rows (and the nccl
- * backend's kernel) computes it: out[i] = rows[0][i] op rows[1][i] ...
+/* A reduction in rank order, as zn_comm_reduce_rows (engine/comm/reduce.c)
+ * and the nccl backend's kernel compute it: out[i] = rows[0][i] op
+ * rows[1][i] ...
  * Host pointers; returns 0 or -1 after printing why. */
 typedef int (*cc_reduce_fn)(enum zn_dtype dt, enum zn_comm_redop op, void *out,
 			    const void *rows, int size, size_t m);

@@ -1,4 +1,4 @@
-/* The comm API on the tcp backend (engine/comm/tcp.c), suite `unit`.
+/* The comm API on the tcp backend (engine/comm/tcp*.c), suite `unit`.
  *
  * Each test forks its ranks (2, 3 or 4 processes) on 127.0.0.1 with a free
  * MASTER_PORT and the environment torchrun would give them.  A rank runs

@@ -1,10 +1,10 @@
 /* The "mpi" comm backend: CPU ranks over MPI point-to-point messages.
  *
- * Every function here runs on the comm's worker thread (comm.c), which
+ * Every function here runs on the comm's worker thread (worker.c), which
  * initialises MPI with MPI_THREAD_FUNNELED and so is MPI's "main thread":
  * no other thread of the process may call MPI while the comm is open.
  *
- * Only nonblocking sends and receives are used (comm.c adds in rank order,
+ * Only nonblocking sends and receives are used (reduce.c adds in rank order,
  * see include/zinc/comm.h), and they are polled with MPI_Testall against
  * the collective's deadline, so a rank that never joins makes the others
  * fail with -ETIMEDOUT instead of hanging.  After a timeout the pending
@@ -56,7 +56,7 @@ static int mpi_open(struct zn_comm *c)
 	if (!m)
 		return zn_error(-ENOMEM, "comm mpi: out of host memory");
 	m->comm = MPI_COMM_NULL;
-	c->impl = m; /* on failure below, comm.c calls mpi_close */
+	c->impl = m; /* on failure below, the worker calls mpi_close */
 	MPI_TRY(MPI_Initialized(&flag));
 	if (flag) {
 		/* The application started MPI; zinc calls it from its own thread. */
@@ -157,9 +157,7 @@ static void cancel_pending(struct req_table *t)
 static int timed_out(struct zn_comm *c, struct req_table *t, const char *what, double seconds)
 {
 	/* Which requests are still pending: the ranks that did not deliver. */
-	char missing[256] = "";
-	size_t len = 0;
-	int count = 0;
+	struct zn_comm_ranks missing = { 0 };
 	bool *seen = calloc((size_t)c->size, sizeof(bool));
 	for (int i = 0; i < t->n; i++) {
 		int flag = 0;
@@ -169,18 +167,15 @@ static int timed_out(struct zn_comm *c, struct req_table *t, const char *what, d
 			continue;
 		if (seen)
 			seen[t->peer[i]] = true;
-		count++;
-		if (len < sizeof(missing) - 16)
-			len += (size_t)snprintf(missing + len, sizeof(missing) - len, "%s%d",
-						count > 1 ? ", " : "", t->peer[i]);
+		zn_comm_ranks_add(&missing, "", t->peer[i]);
 	}
 	free(seen);
 	cancel_pending(t);
 	return zn_error(-ETIMEDOUT, "comm mpi: %s on rank %d timed out (waited %.3g s for its messages): "
 			"rank%s %s did not take part (every rank must issue the same collectives in "
 			"the same order; raise the timeout with zn_comm_set_timeout if they are only "
-			"slow)", what, c->rank, seconds, count > 1 ? "s" : "",
-			count ? missing : "(unknown)");
+			"slow)", what, c->rank, seconds, missing.count > 1 ? "s" : "",
+			missing.count ? missing.text : "(unknown)");
 }
 
 static int mpi_exchange(struct zn_comm *c, const struct zn_comm_xfer *x, int tag,

@@ -1,11 +1,11 @@
 /* The "nccl" comm backend: GPU ranks, collectives on device buffers.
  *
- * It is a comm backend like the others (comm/internal.h): comm.c runs the
- * collectives on the worker thread, in FIFO order, with the same algorithms
- * (reduce_scatter into `size` rows, then the rows added in rank order;
- * all_reduce as reduce_scatter + all_gather), and this file supplies the
- * exchange and, because the buffers are device memory, the scratch rows,
- * the copies and the reduction (zn_comm_mem_ops).  NCCL's own collectives
+ * It is a comm backend like the others (comm/internal.h): the shared code
+ * runs the collectives on the worker thread, in FIFO order, with the same
+ * algorithms (reduce_scatter into `size` rows, then the rows added in rank
+ * order; all_reduce as reduce_scatter + all_gather), and this file
+ * supplies the exchange and, because the buffers are device memory, the
+ * scratch rows, the copies and the reduction (zn_comm_mem_ops).  NCCL's own collectives
  * are not used: ncclAllReduce's ring and tree add in an order that depends
  * on the topology, the message size and the NCCL version, and comm.h
  * promises rank order.  So NCCL only moves bytes, with ncclSend/ncclRecv in
@@ -22,7 +22,7 @@
  * ncclInProgress, and ncclCommGetAsyncError is polled until it leaves that
  * state.  Past the deadline the communicator is aborted (ncclCommAbort,
  * which also makes NCCL's kernels on the stream return), the stream is
- * drained, and the collective fails with -ETIMEDOUT; comm.c then answers
+ * drained, and the collective fails with -ETIMEDOUT; the comm then answers
  * -EPIPE to every later one.
  *
  * Set-up (open, on the worker thread, over the caller's bootstrap comm):
@@ -167,9 +167,7 @@ static void abort_comm(struct zn_comm *c, struct nccl_impl *n)
 /* -ETIMEDOUT for `what` on this rank: aborts the communicator first. */
 static int timed_out(struct zn_comm *c, struct nccl_impl *n, const char *what, uint64_t start)
 {
-	char peers[256] = "";
-	size_t len = 0;
-	int count = 0;
+	struct zn_comm_ranks peers = { 0 };
 	bool any = false;
 
 	for (int p = 0; p < c->size; p++)
@@ -177,10 +175,7 @@ static int timed_out(struct zn_comm *c, struct nccl_impl *n, const char *what, u
 	for (int p = 0; p < c->size; p++) {
 		if (p == c->rank || (any && !n->peers[p]))
 			continue;
-		count++;
-		if (len < sizeof(peers) - 16)
-			len += (size_t)snprintf(peers + len, sizeof(peers) - len, "%srank %d",
-						count > 1 ? ", " : "", p);
+		zn_comm_ranks_add(&peers, "rank ", p);
 	}
 	const double waited = (double)(zn_now_ns() - start) / 1e9;
 	abort_comm(c, n);
@@ -188,7 +183,8 @@ static int timed_out(struct zn_comm *c, struct nccl_impl *n, const char *what, u
 			"with %s; NCCL does not say which %s did not take part): every rank must "
 			"issue the same collectives in the same order; raise the timeout with "
 			"zn_comm_set_timeout or ZINC_COMM_TIMEOUT if they are only slow",
-			what, c->rank, waited, count ? peers : "no peer", count > 1 ? "of them" : "one");
+			what, c->rank, waited, peers.count ? peers.text : "no peer",
+			peers.count > 1 ? "of them" : "one");
 }
 
 /* Wait until the nonblocking communicator has left ncclInProgress after
@@ -259,7 +255,7 @@ static int nccl_open(struct zn_comm *c)
 	struct nccl_impl *n = calloc(1, sizeof(*n));
 	if (!n)
 		return zn_error(-ENOMEM, "comm nccl: out of host memory");
-	c->impl = n; /* on failure below, comm.c calls nccl_close */
+	c->impl = n; /* on failure below, the worker calls nccl_close */
 	n->device = a->device;
 	n->peers = calloc((size_t)c->size, sizeof(bool));
 	int32_t *status = calloc((size_t)c->size, sizeof(int32_t));
@@ -302,24 +298,18 @@ static int nccl_open(struct zn_comm *c)
 				"\"%s\" bootstrap failed: %s", c->rank, zn_comm_backend(b),
 				zn_last_error());
 	}
-	char failed[256] = "";
-	size_t len = 0;
-	int n_failed = 0;
-	for (int p = 0; p < c->size; p++) {
-		if (!status[p])
-			continue;
-		n_failed++;
-		if (len < sizeof(failed) - 16)
-			len += (size_t)snprintf(failed + len, sizeof(failed) - len, "%s%d",
-						n_failed > 1 ? ", " : "", p);
-	}
+	struct zn_comm_ranks failed = { 0 };
+	for (int p = 0; p < c->size; p++)
+		if (status[p])
+			zn_comm_ranks_add(&failed, "", p);
 	free(status);
 	if (my_rc && mine[0])
 		return zn_error(my_rc, "%s", mine);
-	if (n_failed)
+	if (failed.count)
 		return zn_error(-ECANCELED, "comm nccl: rank %d: rank%s %s could not set up (%s "
 				"message says why), so no rank opens the nccl comm", c->rank,
-				n_failed > 1 ? "s" : "", failed, n_failed > 1 ? "their" : "its");
+				failed.count > 1 ? "s" : "", failed.text,
+				failed.count > 1 ? "their" : "its");
 
 	/* 4. NCCL's communicator, nonblocking: its set-up runs in the
 	 *    background and is polled against the deadline. */
@@ -378,7 +368,7 @@ static void nccl_close(struct zn_comm *c)
 /* One group of sends and receives, every peer at once: NCCL starts them
  * together, so no order of them can deadlock.  `tag` is not needed: the
  * ranks' operations on one communicator match in the order they are
- * issued, which comm.c's FIFO makes the same on every rank. */
+ * issued, which the worker's FIFO makes the same on every rank. */
 static int nccl_exchange(struct zn_comm *c, const struct zn_comm_xfer *x, int tag,
 			 uint64_t deadline_ns, const char *what)
 {
@@ -426,8 +416,8 @@ static int nccl_scratch(struct zn_comm *c, size_t bytes, bool zero, void **out, 
 
 	begin(n);
 	if (bytes > n->scratch_bytes) {
-		/* Only at the start of a collective (comm.c takes one scratch
-		 * per collective, before its first exchange), when the stream
+		/* Only at the start of a collective (each takes one scratch, before
+		 * its first exchange), when the stream
 		 * holds nothing that uses the old buffer. */
 		if (n->scratch)
 			cudaFree(n->scratch);

@@ -3,8 +3,8 @@
  * One thread per element (a grid-stride loop), walking the ranks' rows in
  * order: rows is (size, m), so the threads of a warp read consecutive
  * elements of one row at a time (coalesced).  Each step is the one
- * comm.c's reduce_rows takes on the host, with the same conversions, so
- * that a reduction gives the same bits on either side:
+ * zn_comm_reduce_rows (reduce.c) takes on the host, with the same
+ * conversions, so that a reduction gives the same bits on either side:
  *
  *   fp32       acc = acc + x, fp32 round to nearest even (an add alone:
  *              nothing for nvcc to contract into an FMA; subnormals are

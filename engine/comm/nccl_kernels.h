@@ -15,13 +15,14 @@ extern "C" {
 #endif
 
 /* Enqueue on `stream`: out[i] = rows[0][i] op rows[1][i] op ... op
- * rows[size-1][i] for i < m, added in that order, to the bit what comm.c's
- * reduce_rows computes on the host (its specification): fp32 adds in fp32;
- * bf16 and fp16 are widened, summed in fp32 and rounded to nearest even
- * once (common/zn_half.h, the conversions every module uses); int32
- * and uint8 sums wrap; MAX keeps the larger, and a NaN on any rank wins
- * (the first one, in rank order).  rows: (size, m) elements of dt, row p
- * from rank p; out: m elements, not overlapping rows.  Device pointers.
+ * rows[size-1][i] for i < m, added in that order, to the bit what
+ * zn_comm_reduce_rows (reduce.c) computes on the host (its
+ * specification): fp32 adds in fp32; bf16 and fp16 are widened, summed in
+ * fp32 and rounded to nearest even once (common/zn_half.h, the
+ * conversions every module uses); int32 and uint8 sums wrap; MAX keeps
+ * the larger, and a NaN on any rank wins (the first one, in rank order).
+ * rows: (size, m) elements of dt, row p from rank p; out: m elements,
+ * not overlapping rows.  Device pointers.
  * Returns the launch's status (cudaSuccess when m == 0: nothing runs);
  * cudaErrorInvalidValue for an unknown dt or op or size < 1. */
 cudaError_t zn_comm_nccl_reduce(enum zn_dtype dt, enum zn_comm_redop op, void *out,
