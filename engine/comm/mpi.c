@@ -19,7 +19,7 @@
 #include <string.h>
 
 /* An MPI status code to a zinc error, naming the call, file and line. */
-#define MPI_TRY(call)                                                                   \
+#define ZN_MPI(call)                                                                    \
 	do {                                                                            \
 		int mpi_rc_ = (call);                                                   \
 		if (mpi_rc_ != MPI_SUCCESS)                                             \
@@ -48,7 +48,7 @@ static int mpi_open(struct zn_comm *c)
 {
 	int flag = 0, provided = 0;
 
-	MPI_TRY(MPI_Finalized(&flag));
+	ZN_MPI(MPI_Finalized(&flag));
 	if (flag)
 		return zn_error(-EALREADY, "comm mpi: MPI was already finalized in this process (an "
 				"earlier mpi comm was destroyed): open one mpi comm per process");
@@ -57,10 +57,10 @@ static int mpi_open(struct zn_comm *c)
 		return zn_error(-ENOMEM, "comm mpi: out of host memory");
 	m->comm = MPI_COMM_NULL;
 	c->impl = m; /* on failure below, the worker calls mpi_close */
-	MPI_TRY(MPI_Initialized(&flag));
+	ZN_MPI(MPI_Initialized(&flag));
 	if (flag) {
 		/* The application started MPI; zinc calls it from its own thread. */
-		MPI_TRY(MPI_Query_thread(&provided));
+		ZN_MPI(MPI_Query_thread(&provided));
 		if (provided < MPI_THREAD_MULTIPLE) {
 			free(m);
 			c->impl = NULL;
@@ -71,24 +71,24 @@ static int mpi_open(struct zn_comm *c)
 					provided, MPI_THREAD_MULTIPLE);
 		}
 	} else {
-		MPI_TRY(MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided));
+		ZN_MPI(MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided));
 		m->initialised = true;
 		if (provided < MPI_THREAD_FUNNELED)
 			return zn_error(-ENOTSUP, "comm mpi: MPI provides thread level %d, zinc needs "
 					"MPI_THREAD_FUNNELED (%d): use an MPI built with thread "
 					"support", provided, MPI_THREAD_FUNNELED);
 	}
-	MPI_TRY(MPI_Comm_dup(MPI_COMM_WORLD, &m->comm));
-	MPI_TRY(MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN));
-	MPI_TRY(MPI_Comm_rank(m->comm, &c->rank));
-	MPI_TRY(MPI_Comm_size(m->comm, &c->size));
+	ZN_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &m->comm));
+	ZN_MPI(MPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN));
+	ZN_MPI(MPI_Comm_rank(m->comm, &c->rank));
+	ZN_MPI(MPI_Comm_size(m->comm, &c->size));
 	/* The local rank: this rank's index among the ranks sharing its node. */
 	MPI_Comm node;
-	MPI_TRY(MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
+	ZN_MPI(MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
 	int lr = 0;
 	int rc = MPI_Comm_rank(node, &lr);
 	MPI_Comm_free(&node);
-	MPI_TRY(rc);
+	ZN_MPI(rc);
 	c->local_rank = lr;
 	return 0;
 }
@@ -121,9 +121,9 @@ static int post(struct req_table *t, MPI_Comm comm, bool recv, void *buf, size_t
 		char *p = (char *)buf + done;
 		MPI_Request *r = &t->req[t->n];
 		if (recv)
-			MPI_TRY(MPI_Irecv(p, len, MPI_BYTE, peer, tag, comm, r));
+			ZN_MPI(MPI_Irecv(p, len, MPI_BYTE, peer, tag, comm, r));
 		else
-			MPI_TRY(MPI_Isend(p, len, MPI_BYTE, peer, tag, comm, r));
+			ZN_MPI(MPI_Isend(p, len, MPI_BYTE, peer, tag, comm, r));
 		t->peer[t->n] = peer;
 		t->is_recv[t->n] = recv;
 		t->n++;
