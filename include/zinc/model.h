@@ -135,9 +135,6 @@ struct zn_model_profile {
 	double keep_s;         /* kept block inputs to host memory (cpu_checkpointing) */
 	double restore_s;      /* ... and back before their block's backward */
 };
-/* Deprecated: the struct's name from when GPT-2 was the only model;
- * remove once no caller spells it. */
-#define zn_gpt2_profile zn_model_profile
 
 struct zn_gpt2;
 ZN_API void zn_gpt2_profile_take(struct zn_gpt2 *m, struct zn_model_profile *out);
