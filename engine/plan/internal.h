@@ -3,7 +3,8 @@
  *
  *   plan.c     zn_plan_compute: the tiers in order, their capacities and
  *              fits; the helpers every part writes a tier with
- *   need.c     what each tier needs: the trainer's allocation list
+ *   need.c     what each tier needs: the model's tensors placed by
+ *              engine/zero's rules, and the trainer's buffers beside them
  *   machine.c  what this machine has: host memory, locked-memory limit,
  *              the device's free memory, one row per nvme_path directory
  *   advise.c   what to change for a tier that does not fit: the plan of
@@ -22,6 +23,7 @@
 #include "zinc/plan.h"
 
 #include "model/arch.h"
+#include "zero/zero.h"
 
 /* x rounded up to ZN_DEVICE_ALIGN: what a device allocation of x bytes
  * costs the device budget, which counts each allocation so. */
@@ -75,9 +77,6 @@ uint64_t zn_plan_optimizer_store(const struct zn_config *c, const struct zn_plan
 uint64_t zn_plan_param_store(const struct zn_config *c, const struct zn_plan_geom *g);
 /* The elements per sub-group of the NVMe optimizer states. */
 uint64_t zn_plan_sub_group(const struct zn_config *c, const struct zn_plan_geom *g);
-/* Bytes of a training element (2 with fp16 or bf16, else 4) and its name. */
-unsigned zn_plan_elem_bytes(const struct zn_config *c);
-const char *zn_plan_dtype_name(const struct zn_config *c);
 
 /* ---- machine.c: what this machine has -------------------------------------- */
 

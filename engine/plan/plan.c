@@ -66,7 +66,8 @@ struct zn_plan_tier *zn_plan_new_tier(struct zn_plan *p, int kind, const char *n
 }
 
 /* One line: the model and the settings the plan is for. */
-static void summary(const struct zn_config *cfg, const struct zn_plan_geom *g, struct zn_plan *p)
+static void summary(const struct zn_config *cfg, const struct zn_plan_geom *g,
+		    const struct zn_zero_rules *zr, struct zn_plan *p)
 {
 	const struct zn_zero_config *z = &cfg->zero_optimization;
 	const struct zn_arch *a = &g->a;
@@ -77,7 +78,7 @@ static void summary(const struct zn_config *cfg, const struct zn_plan_geom *g, s
 		 zn_arch_name(a), a->llama ? (unsigned)a->l.n_layer : cfg->model.n_layer,
 		 a->llama ? (unsigned)a->l.n_head : cfg->model.n_head,
 		 a->llama ? (unsigned)a->l.n_embd : cfg->model.n_embd, (unsigned)zn_arch_vocab(a),
-		 g->P, cfg->batch.micro_batch, cfg->model.seq_len, zn_plan_dtype_name(cfg),
+		 g->P, cfg->batch.micro_batch, cfg->model.seq_len, zn_dtype_name(zr->dtype),
 		 z->stage, offload_names[z->offload_optimizer.device],
 		 offload_names[z->offload_param.device],
 		 !cfg->activation_checkpointing.enabled ? "off"
@@ -89,14 +90,16 @@ static void summary(const struct zn_config *cfg, const struct zn_plan_geom *g, s
 static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, struct zn_plan *p)
 {
 	const struct zn_zero_config *z = &cfg->zero_optimization;
+	struct zn_zero_rules zr;
 	char a[32], b[32];
 	int rc;
 
+	zn_zero_rules_init(&zr, cfg, 0, 1);
 	p->params = g->P;
 	p->largest = g->largest;
 	p->largest_layer = g->largest_layer;
 	snprintf(p->largest_name, sizeof(p->largest_name), "%s", g->largest_name);
-	summary(cfg, g, p);
+	summary(cfg, g, &zr, p);
 
 	struct zn_plan_tier *dev = zn_plan_new_tier(p, ZN_PLAN_DEVICE, "device", true);
 	struct zn_plan_tier *pin = zn_plan_new_tier(p, ZN_PLAN_PINNED, "pinned host", false);
@@ -109,7 +112,7 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 	/* NVMe: one row per distinct directory. */
 	struct zn_plan_dir dirs[2 * ZN_PLAN_MAX_DIRS];
 	unsigned ndirs = 0;
-	if (z->offload_optimizer.device == ZN_OFFLOAD_NVME &&
+	if (zr.nvme_opt &&
 	    (rc = zn_plan_nvme_section(p, dirs, &ndirs, 0, z->offload_optimizer.nvme_path,
 				       zn_plan_optimizer_store(cfg, g),
 				       z->offload_optimizer.stripe_size,
@@ -117,12 +120,11 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 		return rc;
 	/* Homes go to NVMe only past max_in_cpu; with none there, the trainer
 	 * never opens offload_param's nvme_path and neither does the plan. */
-	uint64_t pbytes =
-		z->offload_param.device == ZN_OFFLOAD_NVME ? zn_plan_param_store(cfg, g) : 0;
+	uint64_t pbytes = zr.nvme_homes ? zn_plan_param_store(cfg, g) : 0;
 	if (pbytes && (rc = zn_plan_nvme_section(p, dirs, &ndirs, 1, z->offload_param.nvme_path,
 						 pbytes, z->offload_param.stripe_size,
-						 zn_plan_elem_bytes(cfg) == 2 ? "parameters (16-bit)"
-									     : "parameters (fp32)")))
+						 zn_dtype_size(zr.hdt) == 2 ? "parameters (16-bit)"
+									   : "parameters (fp32)")))
 		return rc;
 	zn_plan_nvme_fit(p, dirs, ndirs);
 
@@ -154,7 +156,7 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 	if (dev->counted_elsewhere)
 		snprintf(pag->note, sizeof(pag->note), "includes the cpu backend's device memory "
 			 "(%s)", zn_plan_size(dev->needed, b));
-	if (z->offload_param.device == ZN_OFFLOAD_NVME && !pbytes) {
+	if (zr.nvme_homes && !pbytes) {
 		zn_plan_append(pag->note, sizeof(pag->note),
 			       "%soffload_param.max_in_cpu (%" PRIu64 ") keeps every offloaded "
 			       "parameter in host memory; lower it to send them to nvme",
