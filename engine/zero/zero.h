@@ -105,8 +105,9 @@ struct zn_zero_arrays {
 void zn_zero_arrays_of(const struct zn_zero_rules *z, uint64_t numel,
 		       const struct zn_zero_share *s, struct zn_zero_arrays *a);
 
-/* Adds what the share holds of the model states to *m: the rank's own
- * accounting (zn_trainer_memory), bytes of exactly nown elements. */
+/* Adds what the share holds of the model states to *m, the rank's own
+ * accounting (zn_trainer_memory): resident tensors whole, the rest as
+ * exactly nown elements (no array's one-element floor). */
 void zn_zero_count(const struct zn_zero_rules *z, uint64_t numel, const struct zn_zero_share *s,
 		   struct zn_rank_memory *m);
 
@@ -139,14 +140,14 @@ enum zn_tier zn_zero_home(const struct zn_zero_rules *z, struct zn_zero_homes *h
 
 /* The pinned buffer pool the NVMe homes are read through: as large as the
  * largest NVMe home, in the homes' dtype, one layer of prefetch (the
- * trainer's).  0, or -EINVAL (message set) when pc->buffer_size is below
- * that home or there is none. */
+ * trainer's).  0, or zn_offload_param_pool's -EINVAL (message set), e.g.
+ * for a pc->buffer_size below that home. */
 int zn_zero_homes_pool(const struct zn_zero_rules *z, const struct zn_offload_param_config *pc,
 		       const struct zn_zero_homes *h, struct zn_bufpool_config *out);
 
-/* Elements per sub-group of the NVMe optimizer states: sub_group_size,
- * capped at the `own` elements whose states this rank keeps (0: all of
- * them; at least 1). */
+/* Elements per sub-group of the NVMe optimizer states: sub_group_size (0:
+ * all), capped at the `own` elements whose states this rank keeps; at
+ * least 1. */
 uint64_t zn_zero_sub_group(const struct zn_zero_rules *z, uint64_t own);
 
 /* The optimizer swapper's config for `own` elements of states (its
