@@ -43,7 +43,7 @@ def tensors():
 
 
 def activations(recompute=False, offload=False, a=256):
-    """Device and host bytes of the model's activations (engine/gpt2.c's
+    """Device and host bytes of the model's activations (engine/model/gpt2.c's
     list): per block its input and its working set, the classifier's and
     backward's buffers."""
     bt, e = B * SEQ, 4

@@ -1,8 +1,12 @@
 /* ZeRO's rules (see zero.h): the partition of every tensor over the ranks,
- * which tensors stay on the device, where gradients accumulate, and the
- * bytes each of these costs. */
+ * which tensors stay on the device, where gradients accumulate and
+ * optimizer states live, where offload_param's homes go, the sub-groups of
+ * NVMe optimizer states, and the bytes each of these costs. */
 #include "zn_common.h"
 
+#include <string.h>
+
+#include "model/arch.h"
 #include "zero/zero.h"
 
 void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, int rank, int world)
@@ -13,8 +17,13 @@ void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, in
 	z->stage = zc->stage;
 	z->parts = z->stage >= 1 ? (uint64_t)world : 1;
 	z->threshold = zc->param_persistence_threshold;
+	z->max_in_cpu = zc->offload_param.max_in_cpu;
+	z->sub_group_size = zc->sub_group_size;
 	z->offload_param = zc->offload_param.device != ZN_OFFLOAD_NONE;
 	z->device_opt = zc->offload_optimizer.device == ZN_OFFLOAD_NONE;
+	z->nvme_opt = zc->offload_optimizer.device == ZN_OFFLOAD_NVME;
+	z->nvme_homes = zc->offload_param.device == ZN_OFFLOAD_NVME;
+	z->overlap = z->offload_param && z->nvme_opt;
 	z->partition_params = z->offload_param || (z->stage == 3 && world > 1);
 	z->host_grads = !z->device_opt || world > 1;
 	z->dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled ? ZN_DTYPE_BF16
@@ -42,11 +51,103 @@ struct zn_zero_share zn_zero_share_of(const struct zn_zero_rules *z, uint64_t nu
 	return s;
 }
 
+/* Bytes of an array of this rank's part in dtype dt (at least one element). */
+static uint64_t part_bytes(uint64_t nown, enum zn_dtype dt)
+{
+	return ZN_MAX(nown, 1) * zn_dtype_size(dt);
+}
+
+void zn_zero_arrays_of(const struct zn_zero_rules *z, uint64_t numel,
+		       const struct zn_zero_share *s, struct zn_zero_arrays *a)
+{
+	const uint64_t whole = numel * zn_dtype_size(ZN_DTYPE_F32);
+	const uint64_t fp32 = part_bytes(s->nown, ZN_DTYPE_F32);
+	a->dparam = s->resident ? whole : 0;
+	a->dgrad = s->dev_grads ? whole : 0;
+	a->fparam = s->resident ? 0 : whole;
+	a->fgrad = s->dev_grads ? 0 : whole;
+	a->dpart = !s->resident && !z->offload_param ? fp32 : 0;
+	a->dstate = z->device_opt ? fp32 : 0;
+	a->hstate = z->nvme_opt ? 0 : fp32;
+	a->hgrad = z->host_grads ? part_bytes(s->nown, z->gdt) : 0;
+	a->staged = z->overlap && s->resident ? fp32 : 0;
+	a->home = !s->resident && z->offload_param ? part_bytes(s->nown, z->hdt) : 0;
+}
+
 void zn_zero_count(const struct zn_zero_rules *z, uint64_t numel, const struct zn_zero_share *s,
 		   struct zn_rank_memory *m)
 {
 	m->params += s->resident ? 4 * numel : s->nown * zn_dtype_size(z->hdt);
 	m->grads += (s->dev_grads ? 4 * numel : 0) +
 		    (z->host_grads ? s->nown * zn_dtype_size(z->gdt) : 0);
-	m->optimizer += 3 * s->nown * 4;
+	m->optimizer += ZN_ZERO_STATES * s->nown * 4;
+}
+
+int zn_zero_rank_memory(const struct zn_config *cfg, int world, int rank,
+			struct zn_rank_memory *out)
+{
+	struct zn_arch arch;
+	if (world < 1 || rank < 0 || rank >= world)
+		return zn_error(-EINVAL, "rank %d of %d ranks: ranks are 0 .. world - 1, world >= 1",
+				rank, world);
+	int rc = zn_arch_from_config(cfg, &arch);
+	if (rc)
+		return rc;
+	struct zn_zero_rules zr;
+	zn_zero_rules_init(&zr, cfg, rank, world);
+	memset(out, 0, sizeof(*out));
+	out->rank = rank;
+	out->world = world;
+	out->stage = zr.stage;
+	for (unsigned l = 0; l < zn_arch_layers(&arch); l++) {
+		struct zn_param_desc d[ZN_ARCH_LAYER_TENSORS_MAX];
+		unsigned n = zn_arch_layer_params(&arch, l, d);
+		for (unsigned i = 0; i < n; i++) {
+			const struct zn_zero_share sh = zn_zero_share_of(&zr, d[i].numel);
+			zn_zero_count(&zr, d[i].numel, &sh, out);
+		}
+	}
+	return 0;
+}
+
+enum zn_tier zn_zero_home(const struct zn_zero_rules *z, struct zn_zero_homes *h, uint64_t nown,
+			  const char *name)
+{
+	if (!z->nvme_homes || h->host_elems + nown <= z->max_in_cpu) {
+		h->host_elems += nown;
+		return ZN_TIER_HOST;
+	}
+	/* The swap store gives every extent whole 4 KiB blocks (O_DIRECT). */
+	h->nvme_bytes += ZN_ALIGN_UP(part_bytes(nown, z->hdt), 4096);
+	if (nown > h->nvme_largest) {
+		h->nvme_largest = nown;
+		h->nvme_largest_name = name;
+	}
+	return ZN_TIER_NVME;
+}
+
+int zn_zero_homes_pool(const struct zn_zero_rules *z, const struct zn_offload_param_config *pc,
+		       const struct zn_zero_homes *h, struct zn_bufpool_config *out)
+{
+	return zn_offload_param_pool(pc, h->nvme_largest,
+				     h->nvme_largest_name ? h->nvme_largest_name : "",
+				     zn_dtype_size(z->hdt), 1, out);
+}
+
+uint64_t zn_zero_sub_group(const struct zn_zero_rules *z, uint64_t own)
+{
+	own = ZN_MAX(own, 1);
+	return !z->sub_group_size || z->sub_group_size > own ? own : z->sub_group_size;
+}
+
+void zn_zero_optswap_config(const struct zn_zero_rules *z,
+			    const struct zn_offload_optimizer_config *oc, uint64_t own,
+			    struct zn_optswap_config *out)
+{
+	*out = (struct zn_optswap_config){
+		.params = ZN_MAX(own, 1), .sub_group_size = zn_zero_sub_group(z, own),
+		.nstates = ZN_ZERO_STATES, .buffer_count = oc->buffer_count,
+		.pipeline_read = oc->pipeline_read, .pipeline_write = oc->pipeline_write,
+		.pin_memory = oc->pin_memory,
+	};
 }

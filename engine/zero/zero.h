@@ -1,13 +1,31 @@
-/* ZeRO's rules: which of a tensor's model states a rank holds, and where.
- * Private to engine/; the one place the trainer (engine/train/) allocates
- * by and the memory plan (engine/plan/) counts by, so that the two cannot
- * disagree about a byte.
+/* ZeRO's rules: which of a tensor's model states a rank holds, on which
+ * tier, and in how many bytes.  Private to engine/; the one place the
+ * trainer (engine/train/) allocates by and the memory plan (engine/plan/)
+ * counts by, so that the two cannot disagree about a byte.
  *
  * Partitioning over W ranks: every tensor of n elements is cut into W parts
  * of ceil(n / W) elements (the last ones shorter or empty); rank r owns
  * elements [lo, lo + nown).  Stage 1 partitions the optimizer states
  * (master, m, v), stage 2 the gradient accumulators too, stage 3 the
- * parameters too.  One rank: lo 0, nown = n. */
+ * parameters too.  One rank: lo 0, nown = n.
+ *
+ * What each tier holds of a tensor (zn_zero_arrays_of):
+ *   device         fp32: a resident tensor's parameters (no offload_param,
+ *                  or below the persistence threshold) for good, another's
+ *                  while its layer is fetched; its gradients for good where
+ *                  they accumulate there over a step, else while its layer
+ *                  is in a backward; this rank's part (stage 3 on several
+ *                  ranks without offload_param); master, m, v with
+ *                  offload_optimizer none
+ *   host           master, m, v unless they live on NVMe (with
+ *                  offload_optimizer none: the checkpoint's staging); the
+ *                  gradient accumulator in grad_accum_dtype; the overlapped
+ *                  update's staging of a resident tensor's new values
+ *   home           offload_param: the parameters in the training dtype, in
+ *                  host memory or on NVMe (zn_zero_home, max_in_cpu)
+ *   nvme           offload_optimizer nvme: master, m, v in sub-groups
+ *                  (zn_zero_sub_group, zn_zero_optswap_config)
+ */
 #ifndef ZN_ENGINE_ZERO_H
 #define ZN_ENGINE_ZERO_H
 
@@ -16,15 +34,27 @@
 
 #include "zinc/configfile.h"
 #include "zinc/kernels.h"
+#include "zinc/offload.h"
 #include "zinc/train.h"
+
+/* fp32 arrays the optimizer keeps per element: master, exp_avg, exp_avg_sq
+ * (Adam's). */
+#define ZN_ZERO_STATES 3
 
 /* The rules for rank `rank` of `world` under one config. */
 struct zn_zero_rules {
 	int rank, world;
 	unsigned stage;
 	uint64_t parts;          /* stage >= 1: every tensor in `world` parts */
-	uint64_t threshold;      /* stage3_param_persistence_threshold */
+	uint64_t threshold;      /* stage3_param_persistence_threshold, elements */
+	uint64_t max_in_cpu;     /* offload_param.max_in_cpu, elements */
+	uint64_t sub_group_size; /* elements; 0: one sub-group (zn_zero_sub_group) */
 	bool offload_param, device_opt;
+	bool nvme_opt;           /* master, m, v on NVMe (offload_optimizer nvme) */
+	bool nvme_homes;         /* offload_param nvme: homes past max_in_cpu on NVMe */
+	bool overlap;            /* offload_param with nvme_opt: the update overlaps
+	                          * the next forward, staging the resident
+	                          * tensors' new values in host memory */
 	bool partition_params;   /* stage 3: parameters in homes (offload_param)
 	                          * or, on several ranks, in parts on the device */
 	bool host_grads;         /* gradient accumulators in host memory: for the
@@ -50,11 +80,81 @@ struct zn_zero_share {
 
 struct zn_zero_share zn_zero_share_of(const struct zn_zero_rules *z, uint64_t numel);
 
-/* Adds what the share holds of the model states to *m. */
+/* The arrays a tensor's share takes, in bytes, one allocation each (0:
+ * none).  Arrays of this rank's part hold at least one element, so that an
+ * empty part (more ranks than elements) still has an address. */
+struct zn_zero_arrays {
+	/* device, fp32 */
+	uint64_t dparam;  /* the whole tensor's parameters: resident */
+	uint64_t dgrad;   /* its gradients, accumulated over a step: dev_grads */
+	uint64_t fparam;  /* not resident: the whole tensor's parameters while
+	                   * its layer is fetched */
+	uint64_t fgrad;   /* not dev_grads: its gradients while its layer is
+	                   * fetched for a backward, until they leave */
+	uint64_t dpart;   /* stage 3 on several ranks without offload_param: this
+	                   * rank's part, gathered at each fetch */
+	uint64_t dstate;  /* each of master, m, v: offload_optimizer none */
+	/* host */
+	uint64_t hstate;  /* each of master, m, v (fp32), unless on NVMe */
+	uint64_t hgrad;   /* the gradient accumulator (gdt): host_grads */
+	uint64_t staged;  /* fp32: overlap's new values of a resident tensor */
+	/* host or NVMe */
+	uint64_t home;    /* offload_param (hdt): where zn_zero_home says */
+};
+
+void zn_zero_arrays_of(const struct zn_zero_rules *z, uint64_t numel,
+		       const struct zn_zero_share *s, struct zn_zero_arrays *a);
+
+/* Adds what the share holds of the model states to *m, the rank's own
+ * accounting (zn_trainer_memory): resident tensors whole, the rest as
+ * exactly nown elements (no array's one-element floor). */
 void zn_zero_count(const struct zn_zero_rules *z, uint64_t numel, const struct zn_zero_share *s,
 		   struct zn_rank_memory *m);
 
+/* Each rank's share of the model states from the config alone: the
+ * tensors of the config's model under the rules for `rank` of `world`,
+ * counted as zn_zero_count counts them (0, or -EINVAL for a rank outside
+ * 0 .. world - 1, or zn_arch_from_config's error). */
+int zn_zero_rank_memory(const struct zn_config *cfg, int world, int rank,
+			struct zn_rank_memory *out);
+
 /* Where part r of W of an n-element tensor starts, and its length. */
 void zn_zero_part(uint64_t n, int W, int r, uint64_t *lo, uint64_t *len);
+
+/* offload_param's homes, tensor after tensor in the model's order: host
+ * memory with device cpu; with nvme (DeepSpeed's max_in_cpu) host memory
+ * while the host homes so far plus this one stay within max_in_cpu
+ * elements, NVMe after that.  Start from zeros. */
+struct zn_zero_homes {
+	uint64_t host_elems;      /* elements of the homes in host memory */
+	uint64_t nvme_bytes;      /* the NVMe swap store's capacity: the NVMe
+	                           * homes' bytes, each rounded up to 4096 */
+	uint64_t nvme_largest;    /* elements of the largest NVMe home */
+	const char *nvme_largest_name; /* its tensor's name (NULL: none) */
+};
+
+/* The home of a tensor (not resident, offload_param) of whose part this
+ * rank owns `nown` elements, counted into *h. */
+enum zn_tier zn_zero_home(const struct zn_zero_rules *z, struct zn_zero_homes *h, uint64_t nown,
+			  const char *name);
+
+/* The pinned buffer pool the NVMe homes are read through: as large as the
+ * largest NVMe home, in the homes' dtype, one layer of prefetch (the
+ * trainer's).  0, or zn_offload_param_pool's -EINVAL (message set), e.g.
+ * for a pc->buffer_size below that home. */
+int zn_zero_homes_pool(const struct zn_zero_rules *z, const struct zn_offload_param_config *pc,
+		       const struct zn_zero_homes *h, struct zn_bufpool_config *out);
+
+/* Elements per sub-group of the NVMe optimizer states: sub_group_size (0:
+ * all), capped at the `own` elements whose states this rank keeps; at
+ * least 1. */
+uint64_t zn_zero_sub_group(const struct zn_zero_rules *z, uint64_t own);
+
+/* The optimizer swapper's config for `own` elements of states (its
+ * store, aio and trace left NULL for the caller): sub-groups, ZN_ZERO_STATES
+ * arrays, and offload_optimizer's buffers, pipelining and pinning. */
+void zn_zero_optswap_config(const struct zn_zero_rules *z,
+			    const struct zn_offload_optimizer_config *oc, uint64_t own,
+			    struct zn_optswap_config *out);
 
 #endif

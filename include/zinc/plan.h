@@ -26,8 +26,10 @@
  *                  statvfs free blocks; directories on one filesystem share
  *                  its free space)
  *
- * What each tier needs is the trainer's allocation list, one function per
- * tier in engine/plan.c; docs/design.md ("Memory plan") gives the formulas.
+ * What each tier needs is the trainer's allocation list: the model states
+ * placed by the ZeRO rules the trainer allocates by (engine/zero/), and the
+ * trainer's buffers beside them, one function per tier (engine/plan/need.c);
+ * docs/design.md ("Memory plan") gives the formulas.
  * Byte counts are exact: device allocations rounded up to ZN_DEVICE_ALIGN as
  * the device budget counts them, swap files as the swap store sizes them.
  *

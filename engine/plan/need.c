@@ -1,0 +1,359 @@
+/* What each tier of the memory plan needs (see internal.h): one function
+ * per tier, each the list of the trainer's allocations on that tier.  The
+ * model states are placed by engine/zero's rules, tensor by tensor, as the
+ * trainer places them (zn_zero_share_of, zn_zero_arrays_of, zn_zero_home),
+ * so that the plan restates none of them; what is listed here beside them
+ * is the trainer's own buffers (scratch, staging, the batch) and the
+ * model's activations.  tests/test_plan_cli.py trains with exactly the
+ * planned device memory (and 256 bytes less) to hold the two together.
+ *
+ * The plan is one rank's (rank 0 of 1): every tensor whole.  Letters:
+ *
+ *   largest  elements of the model's largest tensor
+ *   B, T     micro-batch size, tokens per sample; BT = B * T
+ *   sub      elements per sub-group of NVMe optimizer states
+ *            (zn_zero_sub_group)
+ *   A256(x)  x rounded up to ZN_DEVICE_ALIGN: device terms are sums of
+ *            A256 per allocation (per tensor), not A256 of the sum
+ *   A4K(x)   x rounded up to 4096 (swap extents, pinned buffers)
+ */
+#include "zn_common.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan/internal.h"
+
+void zn_plan_geom_free(struct zn_plan_geom *g)
+{
+	free(g->d);
+	free(g->layer);
+}
+
+int zn_plan_geom_of(const struct zn_config *cfg, struct zn_plan_geom *g)
+{
+	memset(g, 0, sizeof(*g));
+	/* The model exactly as the trainer's create() resolves it. */
+	int rc = zn_arch_from_config(cfg, &g->a);
+	if (rc)
+		return rc;
+	g->nlayers = zn_arch_layers(&g->a);
+	size_t cap = (size_t)g->nlayers * ZN_ARCH_LAYER_TENSORS_MAX;
+	g->d = calloc(cap, sizeof(*g->d));
+	g->layer = calloc(cap, sizeof(*g->layer));
+	if (!g->d || !g->layer) {
+		zn_plan_geom_free(g);
+		return zn_error(-ENOMEM, "memory plan: out of memory");
+	}
+	for (unsigned l = 0; l < g->nlayers; l++) {
+		unsigned n = zn_arch_layer_params(&g->a, l, g->d + g->nt);
+		uint64_t elems = 0;
+		for (unsigned i = 0; i < n; i++, g->nt++) {
+			const struct zn_param_desc *d = &g->d[g->nt];
+			g->layer[g->nt] = l;
+			elems += d->numel;
+			if (d->numel > g->largest) {
+				g->largest = d->numel;
+				g->largest_name = d->name;
+			}
+		}
+		g->P += elems;
+		g->largest_layer = ZN_MAX(g->largest_layer, elems);
+	}
+	return 0;
+}
+
+/* The model with the variant's activation checkpointing. */
+static struct zn_arch model_of(const struct zn_config *c, const struct zn_plan_geom *g)
+{
+	struct zn_arch m = g->a;
+	m.g.recompute = m.l.recompute = c->activation_checkpointing.enabled;
+	m.g.offload_activations = m.l.offload_activations =
+		c->activation_checkpointing.cpu_checkpointing;
+	return m;
+}
+
+/* ---- where the model states live ------------------------------------------ */
+
+/* engine/zero's arrays of every tensor, summed per tier. */
+struct placed {
+	struct zn_zero_rules z;
+	uint64_t dparam, dgrad;  /* device, sums of A256: parameters and gradients
+	                          * kept there (zn_zero_arrays dparam, dgrad) */
+	uint64_t dstate;         /* device, sum of A256: master, m, v */
+	uint64_t in_use;         /* device: the offloaded layers there at once */
+	uint64_t hstate, hgrad;  /* host: master, m, v; gradient accumulators */
+	uint64_t staged;         /* host: the overlapped update's staging */
+	uint64_t own;            /* elements whose optimizer states the rank keeps */
+	struct zn_zero_homes homes;
+};
+
+/* The offloaded layers on the device at once, from each layer's fetched
+ * bytes: fp32 parameters p and gradients g, sums of A256 over its tensors'
+ * zn_zero_arrays fparam and fgrad (what is not kept there).  A fetch allocates a layer's parameters, a fetch
+ * for backward its gradients too; a release with final gradients frees
+ * those, the last release the parameters.  The classifier holds the head
+ * (layer L+1) and layer 0 (the tied wte) with gradients; layer 0's
+ * gradients then stay until the encoder's backward, beside each block's
+ * parameters and gradients. */
+struct layers_in_use {
+	uint64_t p0, g0, phead, ghead, block; /* block: the largest p + g */
+};
+
+static void layer_done(struct layers_in_use *u, const struct zn_plan_geom *g, unsigned l,
+		       uint64_t p, uint64_t gr)
+{
+	if (l == 0) {
+		u->p0 = p;
+		u->g0 = gr;
+	} else if (l == g->nlayers - 1) {
+		u->phead = p;
+		u->ghead = gr;
+	} else {
+		u->block = ZN_MAX(u->block, p + gr);
+	}
+}
+
+static void placement(const struct zn_config *c, const struct zn_plan_geom *g, struct placed *pl)
+{
+	struct layers_in_use u = { 0 };
+	uint64_t lp = 0, lg = 0; /* the current layer's fetched bytes */
+
+	memset(pl, 0, sizeof(*pl));
+	zn_zero_rules_init(&pl->z, c, 0, 1);
+	for (unsigned i = 0; i < g->nt; i++) {
+		const uint64_t n = g->d[i].numel;
+		const struct zn_zero_share s = zn_zero_share_of(&pl->z, n);
+		struct zn_zero_arrays a;
+		zn_zero_arrays_of(&pl->z, n, &s, &a);
+		pl->dparam += A256(a.dparam);
+		pl->dgrad += A256(a.dgrad);
+		pl->dstate += ZN_ZERO_STATES * A256(a.dstate);
+		pl->hstate += ZN_ZERO_STATES * a.hstate;
+		pl->hgrad += a.hgrad;
+		pl->staged += a.staged;
+		pl->own += s.nown;
+		if (a.home)
+			zn_zero_home(&pl->z, &pl->homes, s.nown, g->d[i].name);
+		lp += A256(a.fparam);
+		lg += A256(a.fgrad);
+		if (i + 1 == g->nt || g->layer[i + 1] != g->layer[i]) {
+			layer_done(&u, g, g->layer[i], lp, lg);
+			lp = lg = 0;
+		}
+	}
+	pl->in_use = ZN_MAX(u.p0 + u.g0 + u.phead + u.ghead, u.g0 + u.block);
+}
+
+uint64_t zn_plan_sub_group(const struct zn_config *c, const struct zn_plan_geom *g)
+{
+	struct placed pl;
+	placement(c, g, &pl);
+	return zn_zero_sub_group(&pl.z, pl.own);
+}
+
+/* ---- the tiers ------------------------------------------------------------ */
+
+/* Device.
+ *   resident tensors: parameters and gradients (zn_zero_arrays dparam, dgrad)
+ *   offload_optimizer none: master, m, v (dstate), and the norm and
+ *              overflow scalars A256(8) + A256(4)
+ *   offloaded tensors: the layers on the device at once (layers_in_use)
+ *   16-bit training or accumulators: scratch A256(2 largest)
+ *   16-bit on cuda: the 16-bit copies the kernels compute with, half the
+ *              resident parameters + gradients and of the offloaded layers
+ *   batch:     tokens and targets, 2 A256(4 BT)
+ *   activations: zn_arch_activation_estimate(align ZN_DEVICE_ALIGN) */
+int zn_plan_need_device(const struct zn_config *c, const struct zn_plan_geom *g,
+			struct zn_plan_tier *t)
+{
+	const uint64_t BT = (uint64_t)c->batch.micro_batch * c->model.seq_len;
+	struct placed pl;
+	uint64_t act = 0;
+
+	t->nitems = 0;
+	t->needed = 0;
+	placement(c, g, &pl);
+	const char *which = pl.z.partition_params ? "tensors below the persistence threshold"
+						  : "every layer resident";
+	zn_plan_item(t, pl.dparam, "parameters (fp32, %s)", which);
+	zn_plan_item(t, pl.dgrad, "gradients (fp32, %s)", which);
+	if (pl.z.device_opt) {
+		zn_plan_item(t, pl.dstate, "optimizer states (fp32 master, exp_avg, exp_avg_sq)");
+		zn_plan_item(t, A256(sizeof(double)) + A256(sizeof(int32_t)),
+			     "gradient norm and overflow flag");
+	}
+	zn_plan_item(t, pl.in_use, "offloaded layers in use (fp32 parameters + gradients)");
+	/* The trainer's scratch for rounding to 16 bits (homes, accumulators). */
+	if (pl.z.dtype != ZN_DTYPE_F32 || pl.z.gdt != ZN_DTYPE_F32)
+		zn_plan_item(t, A256(2 * g->largest), "16-bit scratch (largest tensor)");
+	/* 16-bit training on cuda: the model computes on 16-bit copies of what
+	 * it is given (the trainer's hand_out): 2 + 2 bytes per element beside
+	 * the fp32 ones, about half as much again (alignment aside). */
+	if (zn_config_storage_dtype(c) != ZN_DTYPE_F32)
+		zn_plan_item(t, (pl.dparam + pl.dgrad + pl.in_use) / 2,
+			     "16-bit copies the kernels compute with (parameters + gradients)");
+	zn_plan_item(t, 2 * A256(4 * BT), "batch (tokens, targets)");
+	/* cuda: the kernels' context takes its workspaces with cudaMalloc,
+	 * outside the device budget but out of the same free memory:
+	 * DEFAULT_WORKSPACE + LT_WORKSPACE of kernels/cuda/kernels.cu. */
+	if (c->device.type == ZN_DEVICE_CUDA)
+		zn_plan_item(t, (64u << 20) + (32u << 20), "kernel workspaces (cuda: attention, "
+							   "cuBLASLt)");
+	struct zn_arch m = model_of(c, g);
+	int rc = zn_arch_activation_estimate(&m, (int)c->batch.micro_batch, (int)c->model.seq_len,
+					     ZN_DEVICE_ALIGN, &act, NULL);
+	if (rc)
+		return rc;
+	zn_plan_item(t, act, "activations (%s)",
+		     !c->activation_checkpointing.enabled ? "every block kept"
+		     : c->activation_checkpointing.cpu_checkpointing
+			     ? "recomputed; block inputs in host memory"
+			     : "recomputed; block inputs kept");
+	return 0;
+}
+
+/* The optimizer swapper's config, as the trainer gives it (engine/zero). */
+static void optswap_of(const struct zn_config *c, const struct placed *pl,
+		       struct zn_optswap_config *oc)
+{
+	zn_zero_optswap_config(&pl->z, &c->zero_optimization.offload_optimizer, pl->own, oc);
+}
+
+/* Bytes of the optimizer swapper's buffers: slots x nstates x A4K(4 sub),
+ * slots as offload/optswap.c counts them (it does not say them itself). */
+static uint64_t optswap_buffers(const struct zn_optswap_config *oc)
+{
+	unsigned slots = 1u + oc->pipeline_read + oc->pipeline_write;
+	if (oc->pipeline_read && oc->buffer_count > slots)
+		slots = oc->buffer_count;
+	return (uint64_t)slots * oc->nstates * A4K(4 * oc->sub_group_size);
+}
+
+/* Bytes of the parameter buffer pool (NVMe homes): the pool engine/zero
+ * sizes for the trainer, buffer_count x A4K(buffer bytes) as offload's
+ * buffer pool allocates it.  -EINVAL (message set) when
+ * offload_param.buffer_size is below the largest NVMe home. */
+static int param_pool(const struct zn_config *c, const struct placed *pl, uint64_t *bytes)
+{
+	struct zn_bufpool_config bc;
+	*bytes = 0;
+	if (!pl->homes.nvme_bytes)
+		return 0;
+	int rc = zn_zero_homes_pool(&pl->z, &c->zero_optimization.offload_param, &pl->homes, &bc);
+	if (rc)
+		return rc;
+	*bytes = (uint64_t)bc.buffer_count * A4K(bc.buffer_bytes);
+	return 0;
+}
+
+/* Pinned host: the buffers the NVMe tiers stream through, when their
+ * section asks for pin_memory (unpinned ones go to `pageable`).
+ *   offload_optimizer nvme: the optimizer swapper's slots (optswap_buffers)
+ *   NVMe homes: the parameter pool (param_pool) */
+int zn_plan_need_pinned(const struct zn_config *c, const struct zn_plan_geom *g,
+			struct zn_plan_tier *t, struct zn_plan_tier *pageable)
+{
+	const struct zn_zero_config *z = &c->zero_optimization;
+	struct placed pl;
+	t->nitems = 0;
+	t->needed = 0;
+	placement(c, g, &pl);
+	if (pl.z.nvme_opt) {
+		struct zn_optswap_config oc;
+		optswap_of(c, &pl, &oc);
+		struct zn_plan_tier *to = z->offload_optimizer.pin_memory ? t : pageable;
+		zn_plan_item(to, optswap_buffers(&oc),
+			     "optimizer swap buffers (sub-groups of %" PRIu64 " elements)%s",
+			     oc.sub_group_size, to == t ? "" : ", pin_memory: false");
+	}
+	if (pl.z.nvme_homes) {
+		uint64_t bytes;
+		int rc = param_pool(c, &pl, &bytes);
+		if (rc)
+			return rc;
+		struct zn_plan_tier *to = z->offload_param.pin_memory ? t : pageable;
+		zn_plan_item(to, bytes, "parameter swap buffers%s",
+			     to == t ? "" : ", pin_memory: false");
+	}
+	return 0;
+}
+
+/* Pageable host (zn_plan_need_pinned adds unpinned swap buffers here too):
+ *   master, m, v unless on NVMe (zn_zero_arrays hstate): the CPU
+ *             optimizer's, or the device optimizer's checkpoint staging
+ *   host gradient accumulators (hgrad), and with accumulation a gradient
+ *             staging buffer 4 largest
+ *   offload_optimizer nvme: staging through which the states reach NVMe at
+ *             the start and a checkpoint at a save: one sub-group's states
+ *             and the largest tensor's (start), and its transposed copy
+ *             4 largest (save)
+ *   otherwise, with checkpoint.dir: a transposed tensor at a save, 4 largest
+ *   parameter homes in host memory (zn_zero_home)
+ *   the overlapped update's staging of the resident tensors' new values
+ *   batch:    tokens, targets and per-token losses, 3 x 4 BT
+ *   cpu_checkpointing: the kept block inputs (zn_arch_activation_estimate)
+ *   cpu backend: the device's bytes (its memory is host memory) */
+int zn_plan_need_pageable(const struct zn_config *c, const struct zn_plan_geom *g,
+			  const struct zn_plan_tier *device, struct zn_plan_tier *t)
+{
+	const uint64_t BT = (uint64_t)c->batch.micro_batch * c->model.seq_len;
+	const bool ckpt = c->checkpoint.dir[0] != 0;
+	struct placed pl;
+
+	t->nitems = 0;
+	t->needed = 0;
+	placement(c, g, &pl);
+	zn_plan_item(t, pl.hstate, "%s",
+		     pl.z.device_opt ? "checkpoint staging (master, exp_avg, exp_avg_sq)"
+				     : "optimizer states (fp32 master, exp_avg, exp_avg_sq)");
+	if (pl.z.host_grads) {
+		zn_plan_item(t, pl.hgrad, "gradient accumulators (%s)",
+			     pl.z.gdt == ZN_DTYPE_F32 ? "fp32" : "16-bit");
+		if (c->batch.grad_accum > 1)
+			zn_plan_item(t, 4 * g->largest, "gradient staging (largest tensor)");
+	}
+	if (pl.z.nvme_opt)
+		zn_plan_item(t,
+			     ZN_ZERO_STATES * 4 * (zn_zero_sub_group(&pl.z, pl.own) + g->largest) +
+				     (ckpt ? 4 * g->largest : 0),
+			     "start-up%s staging (a sub-group of states, the largest tensor)",
+			     ckpt ? " and checkpoint" : "");
+	else if (ckpt)
+		zn_plan_item(t, 4 * g->largest, "checkpoint staging (a transposed tensor)");
+	zn_plan_item(t, pl.homes.host_elems * zn_dtype_size(pl.z.hdt),
+		     "parameter homes in host memory (%s)", zn_dtype_name(pl.z.hdt));
+	zn_plan_item(t, pl.staged, "overlapped update: resident tensors' new values");
+	zn_plan_item(t, 3 * 4 * BT, "batch (tokens, targets, losses)");
+	uint64_t host = 0;
+	struct zn_arch m = model_of(c, g);
+	int rc = zn_arch_activation_estimate(&m, (int)c->batch.micro_batch, (int)c->model.seq_len,
+					     ZN_DEVICE_ALIGN, NULL, &host);
+	if (rc)
+		return rc;
+	zn_plan_item(t, host, "kept block inputs (cpu_checkpointing)");
+	if (c->device.type == ZN_DEVICE_CPU)
+		zn_plan_item(t, device->needed, "device memory (cpu backend)");
+	return 0;
+}
+
+/* Swap store capacity per section:
+ *   optimizer states: zn_optswap_store_bytes of the swapper's config: every
+ *             sub-group's states plus one spare per slot
+ *   parameter homes: the NVMe homes' bytes (zn_zero_home) */
+uint64_t zn_plan_optimizer_store(const struct zn_config *c, const struct zn_plan_geom *g)
+{
+	struct placed pl;
+	struct zn_optswap_config oc;
+	placement(c, g, &pl);
+	optswap_of(c, &pl, &oc);
+	return zn_optswap_store_bytes(&oc);
+}
+
+uint64_t zn_plan_param_store(const struct zn_config *c, const struct zn_plan_geom *g)
+{
+	struct placed pl;
+	placement(c, g, &pl);
+	return pl.homes.nvme_bytes;
+}
