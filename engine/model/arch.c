@@ -13,7 +13,6 @@ int zn_arch_from_config(const struct zn_config *cfg, struct zn_arch *a)
 	for (size_t i = 0; i < ZN_ARRAY_SIZE(archs); i++)
 		if ((int)archs[i]->type == cfg->model.type) {
 			a->ops = archs[i];
-			a->llama = a->ops == &zn_arch_llama_ops;
 			return a->ops->from_config(cfg, a);
 		}
 	return zn_error(-EINVAL, "model.type %d is not an architecture this zinc knows",
@@ -32,7 +31,6 @@ int zn_arch_parse(const char *s, struct zn_arch *a)
 		size_t n = strlen(archs[i]->name);
 		if (strncmp(s, archs[i]->name, n) == 0 && s[n] == ' ') {
 			a->ops = archs[i];
-			a->llama = a->ops == &zn_arch_llama_ops;
 			return a->ops->parse(s, a);
 		}
 	}

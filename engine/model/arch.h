@@ -39,9 +39,6 @@ struct zn_arch {
 	const struct zn_arch_ops *ops;
 	struct zn_gpt2_config g;       /* ops == &zn_arch_gpt2_ops */
 	struct zn_llama_config l;      /* ops == &zn_arch_llama_ops */
-	/* Deprecated: ops == &zn_arch_llama_ops, for callers that still test the
-	 * kind instead of asking the table; remove with the last of them. */
-	bool llama;
 };
 
 /* The sizes summaries print (the rest of a shape is the architecture's). */

@@ -68,9 +68,8 @@ int zn_plan_geom_of(const struct zn_config *cfg, struct zn_plan_geom *g)
 static struct zn_arch model_of(const struct zn_config *c, const struct zn_plan_geom *g)
 {
 	struct zn_arch m = g->a;
-	m.g.recompute = m.l.recompute = c->activation_checkpointing.enabled;
-	m.g.offload_activations = m.l.offload_activations =
-		c->activation_checkpointing.cpu_checkpointing;
+	zn_arch_set_checkpointing(&m, c->activation_checkpointing.enabled,
+				  c->activation_checkpointing.cpu_checkpointing);
 	return m;
 }
 

@@ -71,13 +71,13 @@ static void summary(const struct zn_config *cfg, const struct zn_plan_geom *g,
 {
 	const struct zn_zero_config *z = &cfg->zero_optimization;
 	const struct zn_arch *a = &g->a;
+	const struct zn_arch_dims dims = zn_arch_dims(a);
 	snprintf(p->summary, sizeof(p->summary),
 		 "%s %u layers, %u heads, %u channels, vocab %u: %" PRIu64 " parameters; "
 		 "micro-batch %u x %u tokens; %s; stage %u, offload_optimizer %s, offload_param "
 		 "%s; activation checkpointing %s; device %s",
-		 zn_arch_name(a), a->llama ? (unsigned)a->l.n_layer : cfg->model.n_layer,
-		 a->llama ? (unsigned)a->l.n_head : cfg->model.n_head,
-		 a->llama ? (unsigned)a->l.n_embd : cfg->model.n_embd, (unsigned)zn_arch_vocab(a),
+		 zn_arch_name(a), (unsigned)dims.n_layer, (unsigned)dims.n_head,
+		 (unsigned)dims.n_embd, (unsigned)dims.vocab_size,
 		 g->P, cfg->batch.micro_batch, cfg->model.seq_len, zn_dtype_name(zr->dtype),
 		 z->stage, offload_names[z->offload_optimizer.device],
 		 offload_names[z->offload_param.device],
