@@ -30,6 +30,7 @@
 #include "zinc/common.h"
 #include "zinc/configfile.h"
 #include "zinc/data.h"
+#include "zinc/plan.h"
 #include "zinc/train.h"
 
 enum { L = 2, C = 32, V = 64, T = 32, B = 4 };

@@ -200,3 +200,9 @@ bool zn_plan_fits(const struct zn_plan *p)
 			return false;
 	return p != NULL;
 }
+
+int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
+			struct zn_rank_memory *out)
+{
+	return zn_zero_rank_memory(cfg, world, rank, out);
+}

@@ -12,7 +12,6 @@
 #include "zn_common.h"
 
 #include "train/internal.h"
-#include "zero/zero.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,14 +1,12 @@
 /* Building the trainer, in stages (create() at the end of the build reads
  * them in order): the ranks, the config settled, the device and kernels,
  * the tensors and ZeRO's share of each, the ranks' buffers, scratch, data,
- * the model and optimizer, the starting weights; taking it down; the
- * small accessors of include/zinc/train.h; and the same ZeRO shares from
- * the config alone (zn_rank_memory_plan). */
+ * the model and optimizer, the starting weights; taking it down; and the
+ * small accessors of include/zinc/train.h. */
 #include "zn_common.h"
 #include "zn_build.h"
 
 #include "train/internal.h"
-#include "zero/zero.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -219,51 +217,51 @@ static int open_device(struct zn_trainer *t)
 /* One tensor's share (ZeRO's rules) and the buffers it keeps for good:
  * device copies, host optimizer states and gradient accumulators,
  * device optimizer states. */
-static int place_tensor(struct zn_trainer *t, struct tstate *s, const struct zn_zero_rules *zr)
+static int place_tensor(struct zn_trainer *t, struct tstate *s)
 {
-	const size_t bytes = s->d->numel * sizeof(float);
+	const struct zn_zero_rules *zr = &t->zr;
 	const struct zn_zero_share sh = zn_zero_share_of(zr, s->d->numel);
+	struct zn_zero_arrays za;
+	zn_zero_arrays_of(zr, s->d->numel, &sh, &za);
 	s->part = sh.part;
 	s->lo = sh.lo;
 	s->nown = sh.nown;
 	s->oflat = t->own_total;
 	t->own_total += s->nown;
-	const size_t obytes = ZN_MAX(s->nown, 1) * sizeof(float);
 	s->owner = t;
 	s->resident = sh.resident;
 	/* Stage 3 on several ranks without offload_param: this rank's part
 	 * stays on the device (fp32), gathered at each fetch. */
-	if (!s->resident && !t->offload_param &&
-	    zn_device_alloc(t->dev, obytes, (void **)&s->dhome))
+	if (za.dpart && zn_device_alloc(t->dev, za.dpart, (void **)&s->dhome))
 		return -ENOMEM;
 	s->dev_grads = sh.dev_grads;
 	t->layered |= !s->dev_grads;
 	/* Host optimizer state unless it lives on NVMe; gradient accumulators
 	 * unless the optimizer runs on the device. */
-	if (!t->nvme_opt) {
-		s->master = malloc(obytes);
-		s->m = calloc(ZN_MAX(s->nown, 1), sizeof(float));
-		s->v = calloc(ZN_MAX(s->nown, 1), sizeof(float));
-		t->host_bytes += 3 * s->nown * 4;
+	if (za.hstate) {
+		s->master = malloc(za.hstate);
+		s->m = calloc(1, za.hstate);
+		s->v = calloc(1, za.hstate);
+		t->host_bytes += ZN_ZERO_STATES * s->nown * 4;
 	}
-	if (zr->host_grads) {
-		s->grad = malloc(ZN_MAX(s->nown, 1) * zn_dtype_size(t->gdt));
+	if (za.hgrad) {
+		s->grad = malloc(za.hgrad);
 		t->host_bytes += s->nown * zn_dtype_size(t->gdt);
 	}
-	if ((!t->nvme_opt && (!s->master || !s->m || !s->v)) || (zr->host_grads && !s->grad))
+	if ((za.hstate && (!s->master || !s->m || !s->v)) || (za.hgrad && !s->grad))
 		return zn_error(-ENOMEM, "out of host memory for the optimizer state and gradients "
 					 "of %" PRIu64 " parameters; set zero_optimization."
 					 "offload_optimizer.device: nvme, or "
 					 "data_types.grad_accum_dtype: bf16",
 				t->tab.total);
-	if (t->overlap && s->resident && !(s->staged = malloc(obytes)))
+	if (za.staged && !(s->staged = malloc(za.staged)))
 		return zn_error(-ENOMEM, "out of memory");
-	if ((s->resident && zn_device_alloc(t->dev, bytes, &s->dparam)) ||
-	    (s->dev_grads && zn_device_alloc(t->dev, bytes, &s->dgrad)))
+	if ((za.dparam && zn_device_alloc(t->dev, za.dparam, &s->dparam)) ||
+	    (za.dgrad && zn_device_alloc(t->dev, za.dgrad, &s->dgrad)))
 		return -ENOMEM;
-	if (t->device_opt && (zn_device_alloc(t->dev, obytes, (void **)&s->dmaster) ||
-			      zn_device_alloc(t->dev, obytes, (void **)&s->dm) ||
-			      zn_device_alloc(t->dev, obytes, (void **)&s->dv)))
+	if (za.dstate && (zn_device_alloc(t->dev, za.dstate, (void **)&s->dmaster) ||
+			  zn_device_alloc(t->dev, za.dstate, (void **)&s->dm) ||
+			  zn_device_alloc(t->dev, za.dstate, (void **)&s->dv)))
 		return -ENOMEM;
 	zn_zero_count(zr, s->d->numel, &sh, &t->mem); /* zn_trainer_memory */
 	return 0;
@@ -273,7 +271,7 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s, const struct zn_
  * tensor in `world` parts, this rank's part of each in its own flat order;
  * stage 0 (plain data parallelism) keeps whole tensors on every rank.  The
  * precision and placement follow engine/zero's rules. */
-static int place_tensors(struct zn_trainer *t, struct zn_zero_rules *zr)
+static int place_tensors(struct zn_trainer *t)
 {
 	const struct zn_config *cfg = &t->cfg;
 	int rc = zn_tensor_table_build(&t->tab, &t->arch);
@@ -283,16 +281,16 @@ static int place_tensors(struct zn_trainer *t, struct zn_zero_rules *zr)
 	t->layer = calloc(ZN_MAX(t->tab.nlayers, 1), sizeof(*t->layer));
 	if (!t->t || !t->layer)
 		return zn_error(-ENOMEM, "out of memory");
-	zn_zero_rules_init(zr, cfg, t->rank, t->world);
-	t->dtype = zr->dtype;
-	t->gdt = zr->gdt;
-	t->hdt = zr->hdt;
-	t->device_opt = zr->device_opt;
-	t->nvme_opt = cfg->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NVME;
-	t->overlap = t->offload_param && t->nvme_opt;
+	zn_zero_rules_init(&t->zr, cfg, t->rank, t->world);
+	t->dtype = t->zr.dtype;
+	t->gdt = t->zr.gdt;
+	t->hdt = t->zr.hdt;
+	t->device_opt = t->zr.device_opt;
+	t->nvme_opt = t->zr.nvme_opt;
+	t->overlap = t->zr.overlap;
 	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
 		t->t[i].d = &t->tab.d[i];
-		rc = place_tensor(t, &t->t[i], zr);
+		rc = place_tensor(t, &t->t[i]);
 	}
 	t->mem.rank = t->rank;
 	t->mem.world = t->world;
@@ -392,13 +390,12 @@ static int load_weights(struct zn_trainer *t)
 static struct zn_trainer *create(const struct zn_config *cfg, uint64_t max_steps, bool synthetic,
 				 struct zn_comm *comm)
 {
-	struct zn_zero_rules zr;
 	struct zn_trainer *t = open_ranks(cfg, comm);
 	if (!t)
 		return NULL;
 	const bool ranks = t->world > 1;
-	if (settle_config(t, synthetic) || open_device(t) || place_tensors(t, &zr) ||
-	    (ranks && (tr_collectives_setup(t) || tr_gathers_setup(t, zr.partition_params))) ||
+	if (settle_config(t, synthetic) || open_device(t) || place_tensors(t) ||
+	    (ranks && (tr_collectives_setup(t) || tr_gathers_setup(t, t->zr.partition_params))) ||
 	    open_scratch(t) || open_data(t) || open_model(t, max_steps) || load_weights(t)) {
 		zn_trainer_destroy(t);
 		return NULL;
@@ -477,29 +474,4 @@ uint64_t zn_trainer_steps_done(const struct zn_trainer *t)
 uint64_t zn_trainer_num_params(const struct zn_trainer *t)
 {
 	return zn_arch_num_params(&t->arch);
-}
-
-int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
-			struct zn_rank_memory *out)
-{
-	struct zn_arch arch;
-	struct zn_tensor_table tab;
-	if (world < 1 || rank < 0 || rank >= world)
-		return zn_error(-EINVAL, "rank %d of %d ranks: ranks are 0 .. world - 1, world >= 1",
-				rank, world);
-	int rc = zn_arch_from_config(cfg, &arch);
-	if (rc || (rc = zn_tensor_table_build(&tab, &arch)))
-		return rc;
-	struct zn_zero_rules zr;
-	zn_zero_rules_init(&zr, cfg, rank, world);
-	memset(out, 0, sizeof(*out));
-	out->rank = rank;
-	out->world = world;
-	out->stage = zr.stage;
-	for (unsigned i = 0; i < tab.nt; i++) {
-		const struct zn_zero_share sh = zn_zero_share_of(&zr, tab.d[i].numel);
-		zn_zero_count(&zr, tab.d[i].numel, &sh, out);
-	}
-	zn_tensor_table_free(&tab);
-	return 0;
 }

@@ -47,7 +47,6 @@ int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const floa
 int tr_param_homes_setup(struct zn_trainer *t)
 {
 	const struct zn_offload_param_config *pc = &t->cfg.zero_optimization.offload_param;
-	bool nvme = pc->device == ZN_OFFLOAD_NVME;
 	struct zn_swapper_config swc = { .trace = t->trace };
 	size_t esz = zn_dtype_size(t->hdt);
 	int rc;
@@ -68,33 +67,18 @@ int tr_param_homes_setup(struct zn_trainer *t)
 		for (unsigned i = 0; i < t->tab.count[l]; i++)
 			if (!t->t[t->tab.first[l] + i].resident)
 				t->layer[l].elems += t->t[t->tab.first[l] + i].d->numel;
-	/* Each offloaded tensor's home: host memory for all with device cpu;
-	 * with nvme, DeepSpeed's max_in_cpu -- the first tensors, up to that
-	 * many elements, stay in host memory, the rest go to NVMe. */
+	/* Each offloaded tensor's home (this rank's part: one rank's homes
+	 * hold whole tensors), by engine/zero's rule: host memory for all with
+	 * device cpu; with nvme, DeepSpeed's max_in_cpu. */
 	enum zn_tier *tier = calloc(t->tab.nt, sizeof(*tier));
 	if (!tier)
 		return zn_error(-ENOMEM, "out of memory");
-	uint64_t in_cpu = 0, nvme_bytes = 0, largest = 0;
-	const char *name = "";
-	for (unsigned i = 0; i < t->tab.nt; i++) {
-		struct tstate *s = &t->t[i];
-		if (s->resident)
-			continue;
-		/* This rank's part: one rank's homes hold whole tensors. */
-		tier[i] = ZN_TIER_HOST;
-		if (nvme && in_cpu + s->nown > pc->max_in_cpu) {
-			tier[i] = ZN_TIER_NVME;
-			nvme_bytes += ZN_ALIGN_UP(ZN_MAX(s->nown, 1) * esz, 4096);
-			if (s->nown > largest) {
-				largest = s->nown;
-				name = s->d->name;
-			}
-		} else {
-			in_cpu += s->nown;
-		}
-	}
-	t->host_bytes += in_cpu * esz;
-	if (nvme_bytes) {
+	struct zn_zero_homes homes = { 0 };
+	for (unsigned i = 0; i < t->tab.nt; i++)
+		if (!t->t[i].resident)
+			tier[i] = zn_zero_home(&t->zr, &homes, t->t[i].nown, t->t[i].d->name);
+	t->host_bytes += homes.host_elems * esz;
+	if (homes.nvme_bytes) {
 		char buf[ZN_NVME_PATH_MAX];
 		const char *paths[16];
 		int np = zn_nvme_paths_split(pc->nvme_path, buf, paths, 16);
@@ -103,14 +87,14 @@ int tr_param_homes_setup(struct zn_trainer *t)
 			rc = zn_error(-EINVAL, "zero_optimization.offload_param.nvme_path: give the "
 					       "directory for the parameters' swap files");
 		else
-			rc = zn_offload_param_pool(pc, largest, name, esz, 1, &bc);
+			rc = zn_zero_homes_pool(&t->zr, pc, &homes, &bc);
 		if (rc) {
 			free(tier);
 			return rc;
 		}
 		t->homes.aio = zn_aio_create(&t->cfg.aio);
 		struct zn_store_config sc = { .paths = paths, .npaths = (unsigned)np,
-					      .capacity = nvme_bytes, .stripe_bytes = pc->stripe_size,
+					      .capacity = homes.nvme_bytes, .stripe_bytes = pc->stripe_size,
 					      .checksum = pc->checksum };
 		t->homes.store = t->homes.aio ? zn_store_create(&sc, t->homes.aio) : NULL;
 		t->homes.pool = t->homes.store ? zn_bufpool_create(&bc, t->homes.aio) : NULL;
@@ -133,13 +117,6 @@ int tr_param_homes_setup(struct zn_trainer *t)
 	return !t->homes.sw ? -EINVAL : rc;
 }
 
-static uint64_t sub_group(const struct zn_trainer *t)
-{
-	uint64_t sub = t->cfg.zero_optimization.sub_group_size;
-	uint64_t total = ZN_MAX(t->own_total, 1);
-	return !sub || sub > total ? total : sub;
-}
-
 int tr_nvme_setup(struct zn_trainer *t)
 {
 	const struct zn_offload_optimizer_config *oc =
@@ -154,13 +131,10 @@ int tr_nvme_setup(struct zn_trainer *t)
 	t->nvme.aio = zn_aio_create(&t->cfg.aio);
 	if (!t->nvme.aio)
 		return -EINVAL;
-	struct zn_optswap_config c = {
-		.aio = t->nvme.aio, .params = ZN_MAX(t->own_total, 1),
-		.sub_group_size = sub_group(t), .nstates = 3,
-		.buffer_count = oc->buffer_count, .pipeline_read = oc->pipeline_read,
-		.pipeline_write = oc->pipeline_write, .pin_memory = oc->pin_memory,
-		.trace = t->trace,
-	};
+	struct zn_optswap_config c;
+	zn_zero_optswap_config(&t->zr, oc, t->own_total, &c);
+	c.aio = t->nvme.aio;
+	c.trace = t->trace;
 	struct zn_store_config sc = { .paths = paths, .npaths = (unsigned)np,
 				      .capacity = zn_optswap_store_bytes(&c),
 				      .stripe_bytes = oc->stripe_size, .checksum = oc->checksum };
@@ -234,7 +208,7 @@ int tr_groups_open(struct groups *g, struct zn_trainer *t, bool put)
 {
 	memset(g, 0, sizeof(*g));
 	g->t = t;
-	g->sub = sub_group(t);
+	g->sub = zn_zero_sub_group(&t->zr, t->own_total);
 	g->cur = UINT64_MAX;
 	for (int k = 0; k < 3; k++)
 		if (!(g->st[k] = malloc(g->sub * 4)) || (put && !(g->wst[k] = malloc(g->sub * 4))))

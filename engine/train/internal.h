@@ -11,6 +11,7 @@
 #include "zn_common.h"
 
 #include "model/arch.h"
+#include "zero/zero.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -298,7 +299,9 @@ struct zn_trainer {
 	bool own_comm;                 /* created here (destroyed with the trainer) */
 	int rank, world;
 	unsigned stage;
-	/* Precision and placement (engine/zero's rules for this config). */
+	/* Precision and placement: engine/zero's rules for this config and
+	 * rank, and the trainer's copies of the ones it reads everywhere. */
+	struct zn_zero_rules zr;
 	enum zn_dtype dtype;           /* precision parameters and gradients are rounded to */
 	enum zn_dtype sdt;             /* the model's storage dtype on the device:
 	                                * F32, or the 16-bit training dtype on

@@ -8,7 +8,6 @@
 #include "zn_common.h"
 
 #include "train/internal.h"
-#include "zero/zero.h"
 
 #include <glob.h>
 #include <inttypes.h>

@@ -46,6 +46,7 @@
 #include "zinc/common.h"
 #include "zinc/configfile.h"
 #include "zinc/offload.h"
+#include "zinc/train.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -132,6 +133,17 @@ ZN_API int zn_plan_format(const struct zn_plan *p, char *buf, size_t len);
  * zn_plan_format report with the suggestions), or zn_plan_compute's error
  * for a config that cannot be planned (`report` gets ""). */
 ZN_API int zn_plan_check(const struct zn_config *cfg, char *report, size_t len);
+
+/* The same figures from the config alone, for rank `rank` of `world`
+ * (what zinc/train.h's zn_trainer_memory reports once it trains; zinc
+ * plan --ranks):
+ * ZeRO's partitions -- optimizer states from stage 1, gradients from
+ * stage 2, parameters in stage 3 -- each tensor cut into world parts of
+ * ceil(n / world), as DeepSpeed's estimate_zero*_model_states_mem_needs
+ * estimate them, but for this config's placements and dtypes.  0, or
+ * -EINVAL (bad rank/world, or a model the config cannot describe). */
+ZN_API int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
+			       struct zn_rank_memory *out);
 
 #ifdef __cplusplus
 }

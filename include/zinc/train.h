@@ -119,15 +119,8 @@ ZN_API int zn_trainer_any(struct zn_trainer *t, bool flag, bool *any);
 /* This rank's share of the model states (see struct zn_rank_memory). */
 ZN_API void zn_trainer_memory(const struct zn_trainer *t, struct zn_rank_memory *out);
 
-/* The same figures from the config alone, for rank `rank` of `world`
- * (what zn_trainer_memory reports once it trains; zinc plan --ranks):
- * ZeRO's partitions -- optimizer states from stage 1, gradients from
- * stage 2, parameters in stage 3 -- each tensor cut into world parts of
- * ceil(n / world), as DeepSpeed's estimate_zero*_model_states_mem_needs
- * estimate them, but for this config's placements and dtypes.  0, or
- * -EINVAL (bad rank/world, or a model the config cannot describe). */
-ZN_API int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
-			       struct zn_rank_memory *out);
+/* zn_rank_memory_plan (zinc/plan.h) gives the same figures from the
+ * config alone, before training. */
 
 struct zn_trace;
 /* Record spans of every step (forward, backward, gradient copies, Adam,
