@@ -11,6 +11,8 @@
  *   what zn_rank_memory_plan says;
  * - saved at step K, destroyed and created again from the checkpoint, each
  *   placement continues with the uninterrupted run's losses bit for bit;
+ * - a checkpoint consolidates, without a trainer, to the model file the
+ *   save wrote, byte for byte, from every placement;
  * - bad input is refused with a message, without a crash or a leak.
  *
  * The token shard is written here: a sequence the model can learn (most
@@ -204,6 +206,21 @@ static void steps(struct zn_trainer *t, unsigned upto, struct run *r)
 	}
 }
 
+/* The whole file at `path`, malloc'ed; its length in *len. */
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		fail_msg("cannot open %s", path);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	*len = (size_t)ftell(f);
+	char *buf = malloc(*len ? *len : 1);
+	rewind(f);
+	assert_true(buf && fread(buf, 1, *len, f) == *len);
+	fclose(f);
+	return buf;
+}
+
 /* The newest checkpoint's model.safetensors under `ckpt`, malloc'ed; its
  * length in *len. */
 static char *saved_model(const char *ckpt, size_t *len)
@@ -216,15 +233,7 @@ static char *saved_model(const char *ckpt, size_t *len)
 	fclose(f);
 	step[strcspn(step, "\n")] = 0;
 	snprintf(path, sizeof(path), "%s/%s/model.safetensors", ckpt, step);
-	f = fopen(path, "rb");
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	*len = (size_t)ftell(f);
-	char *buf = malloc(*len);
-	rewind(f);
-	assert_true(buf && fread(buf, 1, *len, f) == *len);
-	fclose(f);
-	return buf;
+	return read_file(path, len);
 }
 
 /* ---- the tests ---------------------------------------------------------- */
@@ -412,6 +421,34 @@ static void test_resume_is_exact(void **state)
 	}
 }
 
+/* zn_checkpoint_consolidate reads a checkpoint without a trainer: from
+ * every placement (fp32), the model file it writes is the one the save
+ * wrote, byte for byte; a folder without a checkpoint is refused. */
+static void test_consolidate(void **state)
+{
+	(void)state;
+	const struct precision *pr = &precisions[0];
+	for (unsigned i = 0; i < NPLACEMENTS; i++) {
+		const struct placement *p = &placements[i];
+		struct run r = { 0 };
+		size_t len, got_len;
+		char name[64], out[4400];
+		snprintf(name, sizeof(name), "%s-%s", pr->name, p->name);
+		char *saved = run_placement(p, pr, 2, &r, &len);
+		snprintf(out, sizeof(out), "%s/consolidated-%s.safetensors", tu_path(""), p->name);
+		if (zn_checkpoint_consolidate(folder("ck-%s", name), out) != 0)
+			fail_msg("%s: zn_checkpoint_consolidate: %s", p->name, zn_last_error());
+		char *got = read_file(out, &got_len);
+		if (got_len != len || memcmp(got, saved, len) != 0)
+			fail_msg("%s: the consolidated model (%zu bytes) is not the saved one (%zu)",
+				 p->name, got_len, len);
+		free(got);
+		free(saved);
+	}
+	assert_int_not_equal(zn_checkpoint_consolidate(folder("empty-%s", "ck"), NULL), 0);
+	assert_non_null(strstr(zn_last_error(), "optimizer"));
+}
+
 /* Bad input: an error code or NULL with a message naming what is wrong,
  * and no crash (nor leak, under the sanitizers). */
 static void test_bad_input(void **state)
@@ -488,6 +525,7 @@ int main(void)
 		cmocka_unit_test(test_synthetic),
 		cmocka_unit_test(test_placements_are_bit_identical),
 		cmocka_unit_test(test_resume_is_exact),
+		cmocka_unit_test(test_consolidate),
 		cmocka_unit_test(test_bad_input),
 	};
 	return tu_run_group_tests(tests, write_data, cleanup);
