@@ -36,11 +36,9 @@
 /* The model: its tensors in the trainer's order (layer by layer). */
 struct zn_plan_geom {
 	struct zn_arch a;
-	unsigned nt, nlayers;
-	struct zn_param_desc *d;  /* nt of them */
-	unsigned *layer;          /* each tensor's layer */
-	uint64_t P, largest, largest_layer; /* elements */
-	const char *largest_name;
+	struct zn_tensor_table tab;    /* the trainer's tensor table */
+	uint64_t largest_layer;        /* elements of the largest layer */
+	const char *largest_name;      /* the (first) largest tensor's name */
 };
 
 int zn_plan_geom_of(const struct zn_config *cfg, struct zn_plan_geom *g);

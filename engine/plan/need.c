@@ -27,38 +27,25 @@
 
 void zn_plan_geom_free(struct zn_plan_geom *g)
 {
-	free(g->d);
-	free(g->layer);
+	zn_tensor_table_free(&g->tab);
 }
 
 int zn_plan_geom_of(const struct zn_config *cfg, struct zn_plan_geom *g)
 {
 	memset(g, 0, sizeof(*g));
-	/* The model exactly as the trainer's create() resolves it. */
+	/* The model and its tensors exactly as the trainer's create() resolves
+	 * them. */
 	int rc = zn_arch_from_config(cfg, &g->a);
-	if (rc)
+	if (rc || (rc = zn_tensor_table_build(&g->tab, &g->a)))
 		return rc;
-	g->nlayers = zn_arch_layers(&g->a);
-	size_t cap = (size_t)g->nlayers * ZN_ARCH_LAYER_TENSORS_MAX;
-	g->d = calloc(cap, sizeof(*g->d));
-	g->layer = calloc(cap, sizeof(*g->layer));
-	if (!g->d || !g->layer) {
-		zn_plan_geom_free(g);
-		return zn_error(-ENOMEM, "memory plan: out of memory");
-	}
-	for (unsigned l = 0; l < g->nlayers; l++) {
-		unsigned n = zn_arch_layer_params(&g->a, l, g->d + g->nt);
+	g->largest_name = "";
+	for (unsigned l = 0; l < g->tab.nlayers; l++) {
 		uint64_t elems = 0;
-		for (unsigned i = 0; i < n; i++, g->nt++) {
-			const struct zn_param_desc *d = &g->d[g->nt];
-			g->layer[g->nt] = l;
-			elems += d->numel;
-			if (d->numel > g->largest) {
-				g->largest = d->numel;
-				g->largest_name = d->name;
-			}
+		for (unsigned i = g->tab.first[l]; i < g->tab.first[l] + g->tab.count[l]; i++) {
+			elems += g->tab.d[i].numel;
+			if (!g->largest_name[0] && g->tab.d[i].numel == g->tab.largest)
+				g->largest_name = g->tab.d[i].name;
 		}
-		g->P += elems;
 		g->largest_layer = ZN_MAX(g->largest_layer, elems);
 	}
 	return 0;
@@ -106,7 +93,7 @@ static void layer_done(struct layers_in_use *u, const struct zn_plan_geom *g, un
 	if (l == 0) {
 		u->p0 = p;
 		u->g0 = gr;
-	} else if (l == g->nlayers - 1) {
+	} else if (l == g->tab.nlayers - 1) {
 		u->phead = p;
 		u->ghead = gr;
 	} else {
@@ -121,26 +108,26 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 
 	memset(pl, 0, sizeof(*pl));
 	zn_zero_rules_init(&pl->z, c, 0, 1);
-	for (unsigned i = 0; i < g->nt; i++) {
-		const uint64_t n = g->d[i].numel;
-		const struct zn_zero_share s = zn_zero_share_of(&pl->z, n);
-		struct zn_zero_arrays a;
-		zn_zero_arrays_of(&pl->z, n, &s, &a);
-		pl->dparam += A256(a.dparam);
-		pl->dgrad += A256(a.dgrad);
-		pl->dstate += ZN_ZERO_STATES * A256(a.dstate);
-		pl->hstate += ZN_ZERO_STATES * a.hstate;
-		pl->hgrad += a.hgrad;
-		pl->staged += a.staged;
-		pl->own += s.nown;
-		if (a.home)
-			zn_zero_home(&pl->z, &pl->homes, s.nown, g->d[i].name);
-		lp += A256(a.fparam);
-		lg += A256(a.fgrad);
-		if (i + 1 == g->nt || g->layer[i + 1] != g->layer[i]) {
-			layer_done(&u, g, g->layer[i], lp, lg);
-			lp = lg = 0;
+	for (unsigned l = 0; l < g->tab.nlayers; l++) {
+		for (unsigned i = g->tab.first[l]; i < g->tab.first[l] + g->tab.count[l]; i++) {
+			const uint64_t n = g->tab.d[i].numel;
+			const struct zn_zero_share s = zn_zero_share_of(&pl->z, n);
+			struct zn_zero_arrays a;
+			zn_zero_arrays_of(&pl->z, n, &s, &a);
+			pl->dparam += A256(a.dparam);
+			pl->dgrad += A256(a.dgrad);
+			pl->dstate += ZN_ZERO_STATES * A256(a.dstate);
+			pl->hstate += ZN_ZERO_STATES * a.hstate;
+			pl->hgrad += a.hgrad;
+			pl->staged += a.staged;
+			pl->own += s.nown;
+			if (a.home)
+				zn_zero_home(&pl->z, &pl->homes, s.nown, g->tab.d[i].name);
+			lp += A256(a.fparam);
+			lg += A256(a.fgrad);
 		}
+		layer_done(&u, g, l, lp, lg);
+		lp = lg = 0;
 	}
 	pl->in_use = ZN_MAX(u.p0 + u.g0 + u.phead + u.ghead, u.g0 + u.block);
 }
@@ -186,7 +173,7 @@ int zn_plan_need_device(const struct zn_config *c, const struct zn_plan_geom *g,
 	zn_plan_item(t, pl.in_use, "offloaded layers in use (fp32 parameters + gradients)");
 	/* The trainer's scratch for rounding to 16 bits (homes, accumulators). */
 	if (pl.z.dtype != ZN_DTYPE_F32 || pl.z.gdt != ZN_DTYPE_F32)
-		zn_plan_item(t, A256(2 * g->largest), "16-bit scratch (largest tensor)");
+		zn_plan_item(t, A256(2 * g->tab.largest), "16-bit scratch (largest tensor)");
 	/* 16-bit training on cuda: the model computes on 16-bit copies of what
 	 * it is given (the trainer's hand_out): 2 + 2 bytes per element beside
 	 * the fp32 ones, about half as much again (alignment aside). */
@@ -311,16 +298,16 @@ int zn_plan_need_pageable(const struct zn_config *c, const struct zn_plan_geom *
 		zn_plan_item(t, pl.hgrad, "gradient accumulators (%s)",
 			     pl.z.gdt == ZN_DTYPE_F32 ? "fp32" : "16-bit");
 		if (c->batch.grad_accum > 1)
-			zn_plan_item(t, 4 * g->largest, "gradient staging (largest tensor)");
+			zn_plan_item(t, 4 * g->tab.largest, "gradient staging (largest tensor)");
 	}
 	if (pl.z.nvme_opt)
 		zn_plan_item(t,
-			     ZN_ZERO_STATES * 4 * (zn_zero_sub_group(&pl.z, pl.own) + g->largest) +
-				     (ckpt ? 4 * g->largest : 0),
+			     ZN_ZERO_STATES * 4 * (zn_zero_sub_group(&pl.z, pl.own) + g->tab.largest) +
+				     (ckpt ? 4 * g->tab.largest : 0),
 			     "start-up%s staging (a sub-group of states, the largest tensor)",
 			     ckpt ? " and checkpoint" : "");
 	else if (ckpt)
-		zn_plan_item(t, 4 * g->largest, "checkpoint staging (a transposed tensor)");
+		zn_plan_item(t, 4 * g->tab.largest, "checkpoint staging (a transposed tensor)");
 	zn_plan_item(t, pl.homes.host_elems * zn_dtype_size(pl.z.hdt),
 		     "parameter homes in host memory (%s)", zn_dtype_name(pl.z.hdt));
 	zn_plan_item(t, pl.staged, "overlapped update: resident tensors' new values");

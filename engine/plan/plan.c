@@ -78,7 +78,7 @@ static void summary(const struct zn_config *cfg, const struct zn_plan_geom *g,
 		 "%s; activation checkpointing %s; device %s",
 		 zn_arch_name(a), (unsigned)dims.n_layer, (unsigned)dims.n_head,
 		 (unsigned)dims.n_embd, (unsigned)dims.vocab_size,
-		 g->P, cfg->batch.micro_batch, cfg->model.seq_len, zn_dtype_name(zr->dtype),
+		 g->tab.total, cfg->batch.micro_batch, cfg->model.seq_len, zn_dtype_name(zr->dtype),
 		 z->stage, offload_names[z->offload_optimizer.device],
 		 offload_names[z->offload_param.device],
 		 !cfg->activation_checkpointing.enabled ? "off"
@@ -95,8 +95,8 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 	int rc;
 
 	zn_zero_rules_init(&zr, cfg, 0, 1);
-	p->params = g->P;
-	p->largest = g->largest;
+	p->params = g->tab.total;
+	p->largest = g->tab.largest;
 	p->largest_layer = g->largest_layer;
 	snprintf(p->largest_name, sizeof(p->largest_name), "%s", g->largest_name);
 	summary(cfg, g, &zr, p);
