@@ -168,6 +168,11 @@ void *zn_actckpt_input(struct zn_actckpt *c, int l)
 	return c->offload ? c->rin[l % 2] : c->kept[l];
 }
 
+void *zn_actckpt_output(struct zn_actckpt *c, int l, void *last)
+{
+	return l + 1 < c->L ? zn_actckpt_input(c, l + 1) : last;
+}
+
 uint64_t zn_actckpt_prof_start(struct zn_actckpt *c)
 {
 	if (!c->profile)

@@ -1,8 +1,10 @@
 /* What the models (gpt2.c, llama.c) share: activation memory (struct
- * zn_acts), activation checkpointing (struct zn_actckpt), the lifecycle
- * around them (struct zn_model_kind: create's checks and allocation, the
- * estimate's counting, destroy's freeing), the storage-dtype check, the counter-based initialisation and ZN_WITH_LAYER, the
- * fetch/release bracket around a layer.  Private to the models.
+ * zn_acts), activation checkpointing (struct zn_actckpt, with
+ * ZN_ACTCKPT_RECOMPUTE), the lifecycle around them (struct zn_model_kind:
+ * create's checks and allocation, the estimate's counting, destroy's
+ * freeing), the storage-dtype check, the counter-based initialisation and
+ * ZN_WITH_LAYER, the fetch/release bracket around a layer.  Private to the
+ * models.
  *
  * Activation checkpointing, three modes over L blocks (BT = B * T rows):
  *   plain                   every block keeps its input and its working set
@@ -66,6 +68,9 @@ int zn_actckpt_alloc(struct zn_actckpt *c, struct zn_acts *a, const struct zn_mo
 void zn_actckpt_free(struct zn_actckpt *c);
 /* The device buffer block l reads its input from (and block l-1 writes). */
 void *zn_actckpt_input(struct zn_actckpt *c, int l);
+/* The device buffer block l writes its output to: block l+1's input, or
+ * `last` (the final residual stream) after the last block. */
+void *zn_actckpt_output(struct zn_actckpt *c, int l, void *last);
 /* After block l's forward: its input leaves the device (offload only). */
 int zn_actckpt_keep(struct zn_actckpt *c, int l);
 /* Before block l's backward: its input comes back (offload only). */
@@ -132,6 +137,18 @@ void zn_model_normal(uint64_t seed, uint64_t index, float std, float *out, size_
 		int rc_r = (src)->release((src)->user, (layer), (grads) && !rc_b); \
 		ZN_TRY(rc_b);                                                       \
 		ZN_TRY(rc_r);                                                       \
+	} while (0)
+
+/* Before a block's backward, with recompute only: `call`, the block's
+ * forward run again from its kept input, timed as recompute (profile slot
+ * 0). */
+#define ZN_ACTCKPT_RECOMPUTE(c, call)                                       \
+	do {                                                                \
+		if ((c)->recompute) {                                       \
+			uint64_t t0_r = zn_actckpt_prof_start(c);           \
+			ZN_TRY(call);                                       \
+			zn_actckpt_prof_end((c), 0, t0_r);                  \
+		}                                                           \
 	} while (0)
 
 #endif

@@ -352,7 +352,7 @@ int zn_gpt2_forward(struct zn_gpt2 *m, const struct zn_param_source *src, const 
 		      k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0],
 				      pe[1], B, T, C, m->cfg.padded_vocab));
 	for (int l = 0; l < L; l++) {
-		void *out = l + 1 < L ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
+		void *out = zn_actckpt_output(&m->ck, l, m->res_final);
 		ZN_WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
 			      block_forward(m, acts_of(m, l), zn_actckpt_input(&m->ck, l), p, out));
 		ZN_TRY(zn_actckpt_keep(&m->ck, l));
@@ -421,12 +421,8 @@ static int block_backward_at(struct zn_gpt2 *m, int l, void *const *p, void *con
 	ZN_TRY(zn_actckpt_restore(&m->ck, l)); /* offload_activations: the kept input comes back */
 	struct layer_acts *a = acts_of(m, l);
 	const void *res = zn_actckpt_input(&m->ck, l);
-	if (m->cfg.recompute) {
-		void *out = l + 1 < m->cfg.n_layer ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
-		uint64_t t0 = zn_actckpt_prof_start(&m->ck);
-		ZN_TRY(block_forward(m, a, res, p, out));
-		zn_actckpt_prof_end(&m->ck, 0, t0);
-	}
+	ZN_ACTCKPT_RECOMPUTE(&m->ck, block_forward(m, a, res, p,
+						   zn_actckpt_output(&m->ck, l, m->res_final)));
 	return block_backward(m, a, res, p, g);
 }
 

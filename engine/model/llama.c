@@ -542,7 +542,7 @@ int zn_llama_forward(struct zn_llama *m, const struct zn_param_source *src,
 		      m->k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0],
 					    NULL, m->B, m->T, m->C, m->V));
 	for (int l = 0; l < L; l++) {
-		void *out = l + 1 < L ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
+		void *out = zn_actckpt_output(&m->ck, l, m->res_final);
 		ZN_WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
 			      block_forward(m, acts_of(m, l), zn_actckpt_input(&m->ck, l), p, out));
 		ZN_TRY(zn_actckpt_keep(&m->ck, l));
@@ -616,12 +616,8 @@ static int block_backward_at(struct zn_llama *m, int l, void *const *p, void *co
 	ZN_TRY(zn_actckpt_restore(&m->ck, l));
 	struct blk_acts *a = acts_of(m, l);
 	const void *res = zn_actckpt_input(&m->ck, l);
-	if (m->cfg.recompute) {
-		void *out = l + 1 < m->cfg.n_layer ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
-		uint64_t t0 = zn_actckpt_prof_start(&m->ck);
-		ZN_TRY(block_forward(m, a, res, p, out));
-		zn_actckpt_prof_end(&m->ck, 0, t0);
-	}
+	ZN_ACTCKPT_RECOMPUTE(&m->ck, block_forward(m, a, res, p,
+						   zn_actckpt_output(&m->ck, l, m->res_final)));
 	return block_backward(m, a, res, p, g);
 }
 
