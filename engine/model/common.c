@@ -1,6 +1,6 @@
 /* What the models share (see common.h): activation memory, activation
- * checkpointing, the storage-dtype check and the counter-based
- * initialisation. */
+ * checkpointing, the lifecycle around them, the storage-dtype check and the
+ * counter-based initialisation. */
 #include "zn_common.h"
 
 #include <math.h>
@@ -82,6 +82,57 @@ void zn_acts_free(struct zn_acts *a)
 	a->nptrs = a->nhptrs = a->cap = a->hcap = 0;
 }
 
+/* ---- the lifecycle ------------------------------------------------------------ */
+
+void *zn_model_calloc(size_t size)
+{
+	void *m = calloc(1, size);
+	if (!m)
+		zn_set_error("out of memory");
+	return m;
+}
+
+int zn_model_alloc(const struct zn_model_kind *kind, void *m, struct zn_acts *a,
+		   bool offload, enum zn_dtype act_dtype, const struct zn_kctx *ctx,
+		   const struct zn_model_mem *mem, int B, int T)
+{
+	if (offload && (!mem->host_alloc || !mem->to_host ||
+			(kind->offload_to_device && !mem->to_device)))
+		return zn_error(-EINVAL, "%s", kind->offload_error);
+	ZN_TRY(zn_model_check_storage(kind->name, act_dtype, ctx));
+	a->mem = *mem;
+	int rc = kind->alloc_all(m, a);
+	if (rc) {
+		char sz[32];
+		zn_set_error("%s activations for batch %d x %d: %s (%s allocated so far); lower "
+			     "the micro-batch size or sequence length%s",
+			     kind->name, B, T, zn_last_error(),
+			     zn_format_size(a->bytes, sz, sizeof(sz)), kind->alloc_advice);
+	}
+	return rc;
+}
+
+int zn_model_count(const struct zn_model_kind *kind, void *m, struct zn_acts *a, size_t align,
+		   uint64_t *device_bytes, uint64_t *host_bytes)
+{
+	a->counting = true;
+	a->align = align ? align : 1;
+	ZN_TRY(kind->alloc_all(m, a));
+	if (device_bytes)
+		*device_bytes = a->count_dev;
+	if (host_bytes)
+		*host_bytes = a->count_host;
+	return 0;
+}
+
+void zn_model_free(void *m, struct zn_acts *a, struct zn_actckpt *ck, void *la)
+{
+	zn_acts_free(a);
+	zn_actckpt_free(ck);
+	free(la);
+	free(m);
+}
+
 /* ---- activation checkpointing ------------------------------------------------- */
 
 int zn_actckpt_alloc(struct zn_actckpt *c, struct zn_acts *a, const struct zn_model_mem *mem,
@@ -115,6 +166,11 @@ void zn_actckpt_free(struct zn_actckpt *c)
 void *zn_actckpt_input(struct zn_actckpt *c, int l)
 {
 	return c->offload ? c->rin[l % 2] : c->kept[l];
+}
+
+void *zn_actckpt_output(struct zn_actckpt *c, int l, void *last)
+{
+	return l + 1 < c->L ? zn_actckpt_input(c, l + 1) : last;
 }
 
 uint64_t zn_actckpt_prof_start(struct zn_actckpt *c)

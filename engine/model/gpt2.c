@@ -171,8 +171,9 @@ struct zn_gpt2 {
  * atty, res2, ln2 (BT, C); qkv (BT, 3C); fch, gelu (BT, 4C); four
  * layernorm statistics (BT); lse (B, NH, T).  Then res_final, lnf, the
  * final statistics, logits (BT, Vp), losses, and backward's scratch. */
-static int alloc_all(struct zn_gpt2 *m, struct zn_acts *a)
+static int alloc_all(void *model, struct zn_acts *a)
 {
+	struct zn_gpt2 *m = model;
 	const struct zn_gpt2_config *c = &m->cfg;
 	const size_t L = (size_t)c->n_layer, BT = (size_t)m->B * (size_t)m->T;
 	const size_t C = (size_t)c->n_embd, NH = (size_t)c->n_head, Vp = (size_t)c->padded_vocab;
@@ -210,6 +211,14 @@ static int alloc_all(struct zn_gpt2 *m, struct zn_acts *a)
 	return a->err;
 }
 
+static const struct zn_model_kind gpt2_kind = {
+	.name = "GPT-2",
+	.alloc_all = alloc_all,
+	.offload_error = "activation_checkpointing.cpu_checkpointing needs "
+			 "activation_checkpointing.enabled (and a host-memory interface)",
+	.alloc_advice = "",
+};
+
 /* The model's fields from a checked config, without allocating. */
 static int setup(struct zn_gpt2 *m, const struct zn_gpt2_config *cfg, int B, int T)
 {
@@ -235,46 +244,22 @@ static int setup(struct zn_gpt2 *m, const struct zn_gpt2_config *cfg, int B, int
 
 void zn_gpt2_destroy(struct zn_gpt2 *m)
 {
-	if (!m)
-		return;
-	zn_acts_free(&m->acts);
-	zn_actckpt_free(&m->ck);
-	free(m->la);
-	free(m);
+	if (m)
+		zn_model_free(m, &m->acts, &m->ck, m->la);
 }
 
 struct zn_gpt2 *zn_gpt2_create(const struct zn_gpt2_config *cfg, int B, int T,
 			       const struct zn_kernels *k, struct zn_kctx *ctx,
 			       const struct zn_model_mem *mem)
 {
-	struct zn_gpt2 *m = calloc(1, sizeof(*m));
-	if (!m) {
-		zn_set_error("out of memory");
+	struct zn_gpt2 *m = zn_model_calloc(sizeof(*m));
+	if (!m)
 		return NULL;
-	}
-	if (setup(m, cfg, B, T)) {
-		zn_gpt2_destroy(m);
-		return NULL;
-	}
-	if (m->cfg.offload_activations && (!mem->host_alloc || !mem->to_host)) {
-		zn_set_error("activation_checkpointing.cpu_checkpointing needs "
-			     "activation_checkpointing.enabled (and a host-memory interface)");
-		zn_gpt2_destroy(m);
-		return NULL;
-	}
-	if (zn_model_check_storage("GPT-2", m->cfg.act_dtype, ctx)) {
-		zn_gpt2_destroy(m);
-		return NULL;
-	}
 	m->k = k;
 	m->ctx = ctx;
 	m->mem = *mem;
-	m->acts.mem = *mem;
-	if (alloc_all(m, &m->acts)) {
-		char sz[32];
-		zn_set_error("GPT-2 activations for batch %d x %d: %s (%s allocated so far); lower "
-			     "the micro-batch size or sequence length",
-			     B, T, zn_last_error(), zn_format_size(m->acts.bytes, sz, sizeof(sz)));
+	if (setup(m, cfg, B, T) || zn_model_alloc(&gpt2_kind, m, &m->acts, m->cfg.offload_activations,
+						  m->cfg.act_dtype, ctx, mem, B, T)) {
 		zn_gpt2_destroy(m);
 		return NULL;
 	}
@@ -292,19 +277,12 @@ size_t zn_gpt2_activation_bytes(const struct zn_gpt2 *m)
 int zn_gpt2_activation_estimate(const struct zn_gpt2_config *cfg, int B, int T, size_t align,
 				uint64_t *device_bytes, uint64_t *host_bytes)
 {
-	struct zn_gpt2 *m = calloc(1, sizeof(*m));
+	struct zn_gpt2 *m = zn_model_calloc(sizeof(*m));
 	if (!m)
-		return zn_error(-ENOMEM, "out of memory");
+		return -ENOMEM;
 	int rc = setup(m, cfg, B, T);
-	if (!rc) {
-		m->acts.counting = true;
-		m->acts.align = align ? align : 1;
-		rc = alloc_all(m, &m->acts);
-	}
-	if (!rc && device_bytes)
-		*device_bytes = m->acts.count_dev;
-	if (!rc && host_bytes)
-		*host_bytes = m->acts.count_host;
+	if (!rc)
+		rc = zn_model_count(&gpt2_kind, m, &m->acts, align, device_bytes, host_bytes);
 	zn_gpt2_destroy(m);
 	return rc;
 }
@@ -374,7 +352,7 @@ int zn_gpt2_forward(struct zn_gpt2 *m, const struct zn_param_source *src, const 
 		      k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0],
 				      pe[1], B, T, C, m->cfg.padded_vocab));
 	for (int l = 0; l < L; l++) {
-		void *out = l + 1 < L ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
+		void *out = zn_actckpt_output(&m->ck, l, m->res_final);
 		ZN_WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
 			      block_forward(m, acts_of(m, l), zn_actckpt_input(&m->ck, l), p, out));
 		ZN_TRY(zn_actckpt_keep(&m->ck, l));
@@ -443,12 +421,8 @@ static int block_backward_at(struct zn_gpt2 *m, int l, void *const *p, void *con
 	ZN_TRY(zn_actckpt_restore(&m->ck, l)); /* offload_activations: the kept input comes back */
 	struct layer_acts *a = acts_of(m, l);
 	const void *res = zn_actckpt_input(&m->ck, l);
-	if (m->cfg.recompute) {
-		void *out = l + 1 < m->cfg.n_layer ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
-		uint64_t t0 = zn_actckpt_prof_start(&m->ck);
-		ZN_TRY(block_forward(m, a, res, p, out));
-		zn_actckpt_prof_end(&m->ck, 0, t0);
-	}
+	ZN_ACTCKPT_RECOMPUTE(&m->ck, block_forward(m, a, res, p,
+						   zn_actckpt_output(&m->ck, l, m->res_final)));
 	return block_backward(m, a, res, p, g);
 }
 

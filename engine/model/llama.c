@@ -284,14 +284,19 @@ struct zn_llama {
 	bool have_backward;
 };
 
-/* Every activation, through `a` (allocating or counting). */
-static int alloc_all(struct zn_llama *m, struct zn_acts *a)
+/* Every activation, through `a` (allocating or counting).  First the L
+ * working-set slots la, in counting mode too: the loop below fills them. */
+static int alloc_all(void *model, struct zn_acts *a)
 {
+	struct zn_llama *m = model;
 	const struct zn_llama_config *c = &m->cfg;
 	const size_t L = (size_t)c->n_layer, BT = (size_t)m->BT, C = (size_t)m->C, e = m->esz;
 	const size_t QD = (size_t)m->QD, W = (size_t)m->W, I = (size_t)m->I, V = (size_t)m->V;
 	const size_t lse = (size_t)m->B * (size_t)m->NH * (size_t)m->T * 4;
 
+	m->la = calloc(L, sizeof(*m->la));
+	if (!m->la)
+		return zn_error(-ENOMEM, "out of memory");
 	ZN_TRY(zn_actckpt_alloc(&m->ck, a, &m->mem, c->n_layer, BT * C * e, c->recompute,
 				c->offload_activations, c->profile));
 	size_t sets = c->recompute ? 1 : L;
@@ -323,6 +328,15 @@ static int alloc_all(struct zn_llama *m, struct zn_acts *a)
 	m->datt = zn_acts_dev(a, BT * QD * e);
 	return a->err;
 }
+
+static const struct zn_model_kind llama_kind = {
+	.name = "Llama",
+	.alloc_all = alloc_all,
+	.offload_to_device = true,
+	.offload_error = "activation_checkpointing.cpu_checkpointing needs a host-memory "
+			 "interface (host_alloc, to_host, to_device)",
+	.alloc_advice = ", or enable activation_checkpointing",
+};
 
 /* The model's fields from a checked config, without allocating. */
 static int setup(struct zn_llama *m, const struct zn_llama_config *cfg, int B, int T)
@@ -357,48 +371,23 @@ static int setup(struct zn_llama *m, const struct zn_llama_config *cfg, int B, i
 
 void zn_llama_destroy(struct zn_llama *m)
 {
-	if (!m)
-		return;
-	zn_acts_free(&m->acts);
-	zn_actckpt_free(&m->ck);
-	free(m->la);
-	free(m);
+	if (m)
+		zn_model_free(m, &m->acts, &m->ck, m->la);
 }
 
 struct zn_llama *zn_llama_create(const struct zn_llama_config *cfg, int B, int T,
 				 const struct zn_kernels *k, struct zn_kctx *ctx,
 				 const struct zn_model_mem *mem)
 {
-	struct zn_llama *m = calloc(1, sizeof(*m));
-	if (!m) {
-		zn_set_error("out of memory");
+	struct zn_llama *m = zn_model_calloc(sizeof(*m));
+	if (!m)
 		return NULL;
-	}
-	if (setup(m, cfg, B, T)) {
-		free(m);
-		return NULL;
-	}
-	if (m->cfg.offload_activations && (!mem->host_alloc || !mem->to_host || !mem->to_device)) {
-		zn_set_error("activation_checkpointing.cpu_checkpointing needs a host-memory "
-			     "interface (host_alloc, to_host, to_device)");
-		free(m);
-		return NULL;
-	}
-	if (zn_model_check_storage("Llama", m->cfg.act_dtype, ctx)) {
-		zn_llama_destroy(m);
-		return NULL;
-	}
 	m->k = k;
 	m->ctx = ctx;
 	m->mem = *mem;
-	m->acts.mem = *mem;
-	m->la = calloc((size_t)m->cfg.n_layer, sizeof(*m->la));
-	if (!m->la || alloc_all(m, &m->acts)) {
-		char sz[32];
-		zn_set_error("Llama activations for batch %d x %d: %s (%s allocated so far); lower "
-			     "the micro-batch size or sequence length, or enable "
-			     "activation_checkpointing", B, T, m->la ? zn_last_error() : "out of memory",
-			     zn_format_size(m->acts.bytes, sz, sizeof(sz)));
+	if (setup(m, cfg, B, T) || zn_model_alloc(&llama_kind, m, &m->acts,
+						  m->cfg.offload_activations, m->cfg.act_dtype,
+						  ctx, mem, B, T)) {
 		zn_llama_destroy(m);
 		return NULL;
 	}
@@ -413,23 +402,13 @@ size_t zn_llama_activation_bytes(const struct zn_llama *m)
 int zn_llama_activation_estimate(const struct zn_llama_config *cfg, int B, int T, size_t align,
 				 uint64_t *device_bytes, uint64_t *host_bytes)
 {
-	struct zn_llama *m = calloc(1, sizeof(*m));
+	struct zn_llama *m = zn_model_calloc(sizeof(*m));
 	if (!m)
-		return zn_error(-ENOMEM, "out of memory");
+		return -ENOMEM;
 	int rc = setup(m, cfg, B, T);
-	if (!rc) {
-		m->la = calloc((size_t)m->cfg.n_layer, sizeof(*m->la));
-		m->acts.counting = true;
-		m->acts.align = align ? align : 1;
-		rc = m->la ? alloc_all(m, &m->acts) : zn_error(-ENOMEM, "out of memory");
-	}
-	if (!rc && device_bytes)
-		*device_bytes = m->acts.count_dev;
-	if (!rc && host_bytes)
-		*host_bytes = m->acts.count_host;
-	zn_actckpt_free(&m->ck);
-	free(m->la);
-	free(m);
+	if (!rc)
+		rc = zn_model_count(&llama_kind, m, &m->acts, align, device_bytes, host_bytes);
+	zn_llama_destroy(m);
 	return rc;
 }
 
@@ -563,7 +542,7 @@ int zn_llama_forward(struct zn_llama *m, const struct zn_param_source *src,
 		      m->k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0],
 					    NULL, m->B, m->T, m->C, m->V));
 	for (int l = 0; l < L; l++) {
-		void *out = l + 1 < L ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
+		void *out = zn_actckpt_output(&m->ck, l, m->res_final);
 		ZN_WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
 			      block_forward(m, acts_of(m, l), zn_actckpt_input(&m->ck, l), p, out));
 		ZN_TRY(zn_actckpt_keep(&m->ck, l));
@@ -637,12 +616,8 @@ static int block_backward_at(struct zn_llama *m, int l, void *const *p, void *co
 	ZN_TRY(zn_actckpt_restore(&m->ck, l));
 	struct blk_acts *a = acts_of(m, l);
 	const void *res = zn_actckpt_input(&m->ck, l);
-	if (m->cfg.recompute) {
-		void *out = l + 1 < m->cfg.n_layer ? zn_actckpt_input(&m->ck, l + 1) : m->res_final;
-		uint64_t t0 = zn_actckpt_prof_start(&m->ck);
-		ZN_TRY(block_forward(m, a, res, p, out));
-		zn_actckpt_prof_end(&m->ck, 0, t0);
-	}
+	ZN_ACTCKPT_RECOMPUTE(&m->ck, block_forward(m, a, res, p,
+						   zn_actckpt_output(&m->ck, l, m->res_final)));
 	return block_backward(m, a, res, p, g);
 }
 
