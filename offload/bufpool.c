@@ -133,7 +133,7 @@ struct zn_bufpool *zn_bufpool_create(const struct zn_bufpool_config *cfg, struct
 	if (!p)
 		goto oom;
 	p->count = cfg->buffer_count;
-	/* 4 KiB multiples keep every buffer O_DIRECT-aligned for any disk. */
+	/* zn_bufpool_bytes's rule: 4 KiB multiples. */
 	p->buf_bytes = ZN_ALIGN_UP(cfg->buffer_bytes, 4096);
 	if (p->buf_bytes > SIZE_MAX / p->count) {
 		zn_set_error("buffer pool: %zu buffers of %zu bytes overflow", p->count,
@@ -264,6 +264,12 @@ void zn_bufpool_release(struct zn_bufpool *p, void *buf)
 	p->free_stack[p->nfree++] = (uint32_t)i;
 	pthread_cond_signal(&p->cond);
 	pthread_mutex_unlock(&p->lock);
+}
+
+uint64_t zn_bufpool_bytes(const struct zn_bufpool_config *cfg)
+{
+	/* 4 KiB multiples keep every buffer O_DIRECT-aligned for any disk. */
+	return (uint64_t)cfg->buffer_count * ZN_ALIGN_UP((uint64_t)cfg->buffer_bytes, 4096);
 }
 
 size_t zn_bufpool_buffer_bytes(const struct zn_bufpool *p)

@@ -74,6 +74,22 @@ uint64_t zn_optswap_store_bytes(const struct zn_optswap_config *c)
 	return (groups + slots_of(c)) * c->nstates * stride_of(c);
 }
 
+/* The pool zn_optswap_create makes: one buffer of every state's padded
+ * array per slot. */
+static void pool_of(const struct zn_optswap_config *c, struct zn_bufpool_config *bc)
+{
+	memset(bc, 0, sizeof(*bc));
+	bc->buffer_count = slots_of(c);
+	bc->buffer_bytes = c->nstates * stride_of(c);
+}
+
+uint64_t zn_optswap_buffer_bytes(const struct zn_optswap_config *cfg)
+{
+	struct zn_bufpool_config bc;
+	pool_of(cfg, &bc);
+	return zn_bufpool_bytes(&bc);
+}
+
 void zn_optswap_destroy(struct zn_optswap *os)
 {
 	if (!os)
@@ -147,13 +163,11 @@ struct zn_optswap *zn_optswap_create(const struct zn_optswap_config *cfg)
 	if (!os->slots || !os->cur || !os->spares)
 		goto oom;
 
-	struct zn_bufpool_config pc = {
-		.buffer_count = os->nslots,
-		.buffer_bytes = cfg->nstates * os->stride,
-		.pin_memory = cfg->pin_memory,
-		.numa_node = -1,
-		.near_path = zn_store_file_path(cfg->store, 0),
-	};
+	struct zn_bufpool_config pc;
+	pool_of(cfg, &pc);
+	pc.pin_memory = cfg->pin_memory;
+	pc.numa_node = -1;
+	pc.near_path = zn_store_file_path(cfg->store, 0);
 	os->pool = zn_bufpool_create(&pc, cfg->aio);
 	if (!os->pool)
 		goto fail;

@@ -26,7 +26,6 @@
 
 #include "zinc/offload.h"
 
-#define MAX_PATHS 16
 #define ALIGN 4096u                 /* every offset and length; covers any disk */
 #define DEFAULT_STRIPE (4u << 20)
 #define SWAP_PREFIX "zinc-swap-"
@@ -53,7 +52,7 @@ struct zn_store {
 	bool checksum;
 	uint64_t capacity;
 	pthread_mutex_t lock;
-	struct swapfile files[MAX_PATHS];
+	struct swapfile files[ZN_STORE_MAX_PATHS];
 };
 
 struct zn_extent {
@@ -61,7 +60,7 @@ struct zn_extent {
 	uint64_t bytes, padded;
 	bool striped;          /* chunks over all paths, else one range on `file` */
 	unsigned file;         /* the path (striped: the path of chunk 0) */
-	uint64_t off[MAX_PATHS], len[MAX_PATHS];
+	uint64_t off[ZN_STORE_MAX_PATHS], len[ZN_STORE_MAX_PATHS];
 	XXH64_hash_t sum;
 	bool written;          /* has contents (else reads give zeros) */
 	bool bad;              /* the last write failed: contents unknown */
@@ -191,8 +190,8 @@ static void remove_stale(const char *dir)
 static int check_room(const struct zn_store_config *cfg, uint64_t per_path)
 {
 	char msg[2048] = "", need[32], have[32];
-	struct stat st[MAX_PATHS];
-	struct statvfs vfs[MAX_PATHS];
+	struct stat st[ZN_STORE_MAX_PATHS];
+	struct statvfs vfs[ZN_STORE_MAX_PATHS];
 	bool short_of_room = false;
 
 	for (unsigned i = 0; i < cfg->npaths; i++) {
@@ -232,14 +231,22 @@ static int check_room(const struct zn_store_config *cfg, uint64_t per_path)
 	return 0;
 }
 
+uint64_t zn_store_path_bytes(const struct zn_store_config *cfg)
+{
+	uint64_t stripe = cfg->stripe_bytes ? cfg->stripe_bytes : DEFAULT_STRIPE;
+	return ZN_ALIGN_UP(ZN_DIV_ROUND_UP(cfg->capacity, cfg->npaths), ALIGN) +
+	       (cfg->npaths > 1 ? 2 * stripe : 0);
+}
+
 struct zn_store *zn_store_create(const struct zn_store_config *cfg, struct zn_aio *aio)
 {
 	struct zn_store *s;
 	int rc;
 
-	if (!cfg || !aio || cfg->npaths == 0 || cfg->npaths > MAX_PATHS || cfg->capacity == 0) {
+	if (!cfg || !aio || cfg->npaths == 0 || cfg->npaths > ZN_STORE_MAX_PATHS ||
+	    cfg->capacity == 0) {
 		zn_set_error("swap store: need an aio handle, 1 to %d paths and a capacity above 0",
-			     MAX_PATHS);
+			     ZN_STORE_MAX_PATHS);
 		return NULL;
 	}
 	uint64_t stripe = cfg->stripe_bytes ? cfg->stripe_bytes : DEFAULT_STRIPE;
@@ -251,8 +258,7 @@ struct zn_store *zn_store_create(const struct zn_store_config *cfg, struct zn_ai
 	/* Each path takes its share, plus two stripes of slack: extents
 	 * start on the emptiest path, which keeps the paths within about a
 	 * stripe of each other. */
-	uint64_t per_path = ZN_ALIGN_UP(ZN_DIV_ROUND_UP(cfg->capacity, cfg->npaths), ALIGN) +
-			    (cfg->npaths > 1 ? 2 * stripe : 0);
+	uint64_t per_path = zn_store_path_bytes(cfg);
 	if (check_room(cfg, per_path))
 		return NULL;
 
@@ -302,7 +308,7 @@ void zn_store_destroy(struct zn_store *s)
 {
 	if (!s)
 		return;
-	for (unsigned i = 0; i < MAX_PATHS; i++) {
+	for (unsigned i = 0; i < ZN_STORE_MAX_PATHS; i++) {
 		struct swapfile *sf = &s->files[i];
 		if (sf->f) {
 			zn_aio_close(sf->f);

@@ -62,6 +62,8 @@ static void test_bufpool(void **state)
 	assert_non_null(p);
 	assert_int_equal(zn_bufpool_buffer_bytes(p), 1003520u);
 	assert_int_equal(zn_bufpool_count(p), 3);
+	/* What a plan counts for this config is what the pool took. */
+	assert_int_equal(zn_bufpool_bytes(&cfg), 3 * 1003520u);
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(zn_bufpool_try_acquire(p, &b[i]), 0);
 		assert_int_equal((uintptr_t)b[i] % 4096, 0);
@@ -255,6 +257,17 @@ static void test_store_striping_layout(void **state)
 	const uint64_t stripe = 64 * KiB, len = 10 * stripe + 5000; /* 11 chunks */
 	struct zn_store *s = make_store(aio, paths, 3, 8 * MiB, stripe, false);
 	uint8_t *w = zn_hostmem_alloc(len + stripe, 0);
+	/* Each path's file is the size zn_store_path_bytes says (what the
+	 * memory plan counts per directory): a third of 8 MiB rounded up to
+	 * 4 KiB, plus two stripes. */
+	const struct zn_store_config sc = { .npaths = 3, .capacity = 8 * MiB,
+					    .stripe_bytes = stripe };
+	assert_int_equal(zn_store_path_bytes(&sc), 2797568 + 2 * stripe);
+	for (unsigned i = 0; i < 3; i++) {
+		struct stat st;
+		assert_int_equal(stat(zn_store_file_path(s, i), &st), 0);
+		assert_int_equal((uint64_t)st.st_size, zn_store_path_bytes(&sc));
+	}
 	struct zn_extent *e;
 	struct zn_store_io *op;
 

@@ -150,11 +150,11 @@ int cmd_offload_bench(int argc, char **argv)
 		return 2;
 	}
 	char pathbuf[ZN_NVME_PATH_MAX];
-	const char *paths[16];
-	int npaths = zn_nvme_paths_split(b.paths_arg, pathbuf, paths, 16);
+	const char *paths[ZN_STORE_MAX_PATHS];
+	int npaths = zn_nvme_paths_split(b.paths_arg, pathbuf, paths, ZN_STORE_MAX_PATHS);
 	if (npaths < 0) {
 		fprintf(stderr, "zinc offload-bench: --path '%s' has an empty element or more than "
-				"16 paths\n", b.paths_arg);
+				"%d paths\n", b.paths_arg, ZN_STORE_MAX_PATHS);
 		return 2;
 	}
 	for (int i = 0; i < npaths; i++) {

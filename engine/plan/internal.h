@@ -30,8 +30,6 @@
 #define A256(x) ZN_ALIGN_UP((uint64_t)(x), (uint64_t)ZN_DEVICE_ALIGN)
 /* x rounded up to 4096: swap extents and pinned buffers (O_DIRECT blocks). */
 #define A4K(x) ZN_ALIGN_UP((uint64_t)(x), 4096u)
-/* Directories per nvme_path value, as the swap store takes them. */
-#define ZN_PLAN_MAX_DIRS 16
 
 /* The model: its tensors in the trainer's order (layer by layer). */
 struct zn_plan_geom {

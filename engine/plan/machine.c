@@ -172,14 +172,6 @@ void zn_plan_device_capacity(const struct zn_config *c, struct zn_plan_tier *t)
 
 /* ---- nvme rows ------------------------------------------------------------------ */
 
-/* Bytes one directory of a swap store gets: its share of `capacity`,
- * rounded to 4 KiB, plus two stripes of slack with several paths (as
- * offload/store.c sizes its files). */
-static uint64_t store_share(uint64_t capacity, unsigned npaths, uint64_t stripe)
-{
-	return A4K(ZN_DIV_ROUND_UP(capacity, npaths)) + (npaths > 1 ? 2 * stripe : 0);
-}
-
 static const char *const section_key[2] = {
 	"zero_optimization.offload_optimizer.nvme_path",
 	"zero_optimization.offload_param.nvme_path",
@@ -189,13 +181,16 @@ int zn_plan_nvme_section(struct zn_plan *p, struct zn_plan_dir *dirs, unsigned *
 			const char *value, uint64_t capacity, uint64_t stripe, const char *what)
 {
 	char buf[ZN_NVME_PATH_MAX];
-	const char *paths[ZN_PLAN_MAX_DIRS];
-	int np = zn_nvme_paths_split(value, buf, paths, ZN_PLAN_MAX_DIRS);
+	const char *paths[ZN_STORE_MAX_PATHS];
+	int np = zn_nvme_paths_split(value, buf, paths, ZN_STORE_MAX_PATHS);
 	if (np < 1)
 		return zn_error(-EINVAL, "%s: '%s' has an empty path or more than %d; give the "
 					 "directory (or directories, separated by ',')",
-				section_key[which], value, ZN_PLAN_MAX_DIRS);
-	uint64_t share = store_share(capacity, (unsigned)np, stripe);
+				section_key[which], value, ZN_STORE_MAX_PATHS);
+	/* Each directory's file, as the swap store sizes it. */
+	const struct zn_store_config sc = { .npaths = (unsigned)np, .capacity = capacity,
+					    .stripe_bytes = stripe };
+	uint64_t share = zn_store_path_bytes(&sc);
 	for (int i = 0; i < np; i++) {
 		struct stat st;
 		if (stat(paths[i], &st) != 0) {

@@ -207,19 +207,8 @@ static void optswap_of(const struct zn_config *c, const struct placed *pl,
 	zn_zero_optswap_config(&pl->z, &c->zero_optimization.offload_optimizer, pl->own, oc);
 }
 
-/* Bytes of the optimizer swapper's buffers: slots x nstates x A4K(4 sub),
- * slots as offload/optswap.c counts them (it does not say them itself). */
-static uint64_t optswap_buffers(const struct zn_optswap_config *oc)
-{
-	unsigned slots = 1u + oc->pipeline_read + oc->pipeline_write;
-	if (oc->pipeline_read && oc->buffer_count > slots)
-		slots = oc->buffer_count;
-	return (uint64_t)slots * oc->nstates * A4K(4 * oc->sub_group_size);
-}
-
 /* Bytes of the parameter buffer pool (NVMe homes): the pool engine/zero
- * sizes for the trainer, buffer_count x A4K(buffer bytes) as offload's
- * buffer pool allocates it.  -EINVAL (message set) when
+ * sizes for the trainer, as offload's buffer pool allocates it.  -EINVAL (message set) when
  * offload_param.buffer_size is below the largest NVMe home. */
 static int param_pool(const struct zn_config *c, const struct placed *pl, uint64_t *bytes)
 {
@@ -230,13 +219,14 @@ static int param_pool(const struct zn_config *c, const struct placed *pl, uint64
 	int rc = zn_zero_homes_pool(&pl->z, &c->zero_optimization.offload_param, &pl->homes, &bc);
 	if (rc)
 		return rc;
-	*bytes = (uint64_t)bc.buffer_count * A4K(bc.buffer_bytes);
+	*bytes = zn_bufpool_bytes(&bc);
 	return 0;
 }
 
 /* Pinned host: the buffers the NVMe tiers stream through, when their
  * section asks for pin_memory (unpinned ones go to `pageable`).
- *   offload_optimizer nvme: the optimizer swapper's slots (optswap_buffers)
+ *   offload_optimizer nvme: the optimizer swapper's slots
+ *             (zn_optswap_buffer_bytes)
  *   NVMe homes: the parameter pool (param_pool) */
 int zn_plan_need_pinned(const struct zn_config *c, const struct zn_plan_geom *g,
 			struct zn_plan_tier *t, struct zn_plan_tier *pageable)
@@ -250,7 +240,7 @@ int zn_plan_need_pinned(const struct zn_config *c, const struct zn_plan_geom *g,
 		struct zn_optswap_config oc;
 		optswap_of(c, &pl, &oc);
 		struct zn_plan_tier *to = z->offload_optimizer.pin_memory ? t : pageable;
-		zn_plan_item(to, optswap_buffers(&oc),
+		zn_plan_item(to, zn_optswap_buffer_bytes(&oc),
 			     "optimizer swap buffers (sub-groups of %" PRIu64 " elements)%s",
 			     oc.sub_group_size, to == t ? "" : ", pin_memory: false");
 	}

@@ -110,7 +110,7 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 		return rc;
 
 	/* NVMe: one row per distinct directory. */
-	struct zn_plan_dir dirs[2 * ZN_PLAN_MAX_DIRS];
+	struct zn_plan_dir dirs[2 * ZN_STORE_MAX_PATHS];
 	unsigned ndirs = 0;
 	if (zr.nvme_opt &&
 	    (rc = zn_plan_nvme_section(p, dirs, &ndirs, 0, z->offload_optimizer.nvme_path,

@@ -80,8 +80,8 @@ int tr_param_homes_setup(struct zn_trainer *t)
 	t->host_bytes += homes.host_elems * esz;
 	if (homes.nvme_bytes) {
 		char buf[ZN_NVME_PATH_MAX];
-		const char *paths[16];
-		int np = zn_nvme_paths_split(pc->nvme_path, buf, paths, 16);
+		const char *paths[ZN_STORE_MAX_PATHS];
+		int np = zn_nvme_paths_split(pc->nvme_path, buf, paths, ZN_STORE_MAX_PATHS);
 		struct zn_bufpool_config bc;
 		if (np < 1)
 			rc = zn_error(-EINVAL, "zero_optimization.offload_param.nvme_path: give the "
@@ -122,8 +122,8 @@ int tr_nvme_setup(struct zn_trainer *t)
 	const struct zn_offload_optimizer_config *oc =
 		&t->cfg.zero_optimization.offload_optimizer;
 	char buf[ZN_NVME_PATH_MAX];
-	const char *paths[16];
-	int np = zn_nvme_paths_split(oc->nvme_path, buf, paths, 16);
+	const char *paths[ZN_STORE_MAX_PATHS];
+	int np = zn_nvme_paths_split(oc->nvme_path, buf, paths, ZN_STORE_MAX_PATHS);
 	if (np < 1)
 		return zn_error(-EINVAL, "zero_optimization.offload_optimizer.nvme_path: give the "
 					 "directory (or directories, separated by ',') for the "

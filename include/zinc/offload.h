@@ -98,6 +98,10 @@ struct zn_bufpool_config {
 
 struct zn_bufpool;
 
+/* Host bytes a pool with this config takes: buffer_count buffers of
+ * buffer_bytes rounded up to 4096 (0 for a count or size of 0). */
+ZN_API uint64_t zn_bufpool_bytes(const struct zn_bufpool_config *cfg);
+
 /* Allocate the pool.  Page-locking that the limits refuse (RLIMIT_MEMLOCK)
  * is a warning, not an error; the pool then works unpinned.  When `aio` is
  * given, the whole pool is registered with it as fixed buffers. */
@@ -120,13 +124,21 @@ ZN_API int zn_bufpool_numa_node(const struct zn_bufpool *pool); /* -1: not bound
 
 /* ---- swap store ---------------------------------------------------------- */
 
+/* The most directories one store spreads over. */
+#define ZN_STORE_MAX_PATHS 16
+
 struct zn_store_config {
 	const char *const *paths;  /* directories, one per disk */
-	unsigned npaths;           /* 1..16 */
+	unsigned npaths;           /* 1..ZN_STORE_MAX_PATHS */
 	uint64_t capacity;         /* bytes over all paths */
 	uint64_t stripe_bytes;     /* striping unit; 0: 4 MiB.  Multiple of 4096 */
 	bool checksum;             /* XXH3 per extent, verified on every read */
 };
+
+/* Bytes of each path's swap file for cfg's capacity, npaths and stripe:
+ * its share rounded up to 4096, plus two stripes of slack with several
+ * paths (extents are striped from the emptiest path). */
+ZN_API uint64_t zn_store_path_bytes(const struct zn_store_config *cfg);
 
 struct zn_store;
 struct zn_extent;
@@ -275,6 +287,10 @@ struct zn_optswap;
 
 /* Store capacity (bytes) the swapper with this config will allocate. */
 ZN_API uint64_t zn_optswap_store_bytes(const struct zn_optswap_config *cfg);
+/* Host bytes of the swapper's buffers with this config (its pool of slots:
+ * one per sub-group being read, updated or written, more with
+ * buffer_count when reading ahead). */
+ZN_API uint64_t zn_optswap_buffer_bytes(const struct zn_optswap_config *cfg);
 
 ZN_API struct zn_optswap *zn_optswap_create(const struct zn_optswap_config *cfg);
 ZN_API void zn_optswap_destroy(struct zn_optswap *os);
