@@ -21,6 +21,12 @@ void zn_kernels_params_default(struct zn_kernels_params *p)
 	};
 }
 
+uint64_t zn_kernels_cuda_workspace_bytes(const struct zn_kernels_params *p)
+{
+	return (p->workspace_bytes ? p->workspace_bytes : ZN_KCUDA_DEFAULT_WORKSPACE) +
+	       ZN_KCUDA_LT_WORKSPACE;
+}
+
 static const struct zn_kernels *const backends[] = {
 	&zn_kernels_cpu,
 #if ZN_HAVE_CUDA

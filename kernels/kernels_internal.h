@@ -16,6 +16,13 @@ struct zn_kctx {
 	enum zn_dtype dtype; /* storage of the `void *` tensors */
 };
 
+/* The cuda context's device workspaces, allocated with cudaMalloc beside
+ * the caller's memory (zn_kernels_cuda_workspace_bytes): attention scores
+ * and reductions (zn_kernels_params.workspace_bytes, 0: the default), and
+ * cuBLASLt's own (32 MiB is what Hopper wants). */
+#define ZN_KCUDA_DEFAULT_WORKSPACE ((size_t)64 << 20)
+#define ZN_KCUDA_LT_WORKSPACE ((size_t)32 << 20)
+
 extern const struct zn_kernels zn_kernels_cpu;
 #if ZN_HAVE_CUDA
 extern const struct zn_kernels zn_kernels_cuda;

@@ -182,11 +182,14 @@ int zn_plan_need_device(const struct zn_config *c, const struct zn_plan_geom *g,
 			     "16-bit copies the kernels compute with (parameters + gradients)");
 	zn_plan_item(t, 2 * A256(4 * BT), "batch (tokens, targets)");
 	/* cuda: the kernels' context takes its workspaces with cudaMalloc,
-	 * outside the device budget but out of the same free memory:
-	 * DEFAULT_WORKSPACE + LT_WORKSPACE of kernels/cuda/kernels.cu. */
-	if (c->device.type == ZN_DEVICE_CUDA)
-		zn_plan_item(t, (64u << 20) + (32u << 20), "kernel workspaces (cuda: attention, "
-							   "cuBLASLt)");
+	 * outside the device budget but out of the same free memory (the
+	 * trainer's context has the default parameters' workspace). */
+	if (c->device.type == ZN_DEVICE_CUDA) {
+		struct zn_kernels_params kp;
+		zn_kernels_params_default(&kp);
+		zn_plan_item(t, zn_kernels_cuda_workspace_bytes(&kp),
+			     "kernel workspaces (cuda: attention, cuBLASLt)");
+	}
 	struct zn_arch m = model_of(c, g);
 	int rc = zn_arch_activation_estimate(&m, (int)c->batch.micro_batch, (int)c->model.seq_len,
 					     ZN_DEVICE_ALIGN, &act, NULL);

@@ -140,6 +140,11 @@ struct zn_kernels_params {
  * current device, 64 MiB workspace, no TF32. */
 ZN_API void zn_kernels_params_default(struct zn_kernels_params *p);
 
+/* Device bytes a cuda context made with *p takes for its own workspaces
+ * (attention and reductions, cuBLASLt's), outside what the caller
+ * allocates: what a memory plan must leave free beside the model. */
+ZN_API uint64_t zn_kernels_cuda_workspace_bytes(const struct zn_kernels_params *p);
+
 /* A backend's execution context: the thread pool and scratch memory (cpu),
  * or the stream, cuBLAS handles and workspace (cuda). */
 struct zn_kctx;

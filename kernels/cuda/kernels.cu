@@ -94,8 +94,8 @@ static int cublas_status(cublasStatus_t s, const char *call, const char *file, i
 
 /* ---- context ------------------------------------------------------------------------- */
 
-#define DEFAULT_WORKSPACE ((size_t)64 << 20)
-#define LT_WORKSPACE ((size_t)32 << 20) /* cuBLASLt's own; 32 MiB is what Hopper wants */
+#define DEFAULT_WORKSPACE ZN_KCUDA_DEFAULT_WORKSPACE
+#define LT_WORKSPACE ZN_KCUDA_LT_WORKSPACE
 
 struct cuda_ctx {
 	struct zn_kctx base;
