@@ -46,22 +46,35 @@ static int trivial(const char *fn, void *dst, const void *src, enum zn_dtype dty
 	return 0;
 }
 
+/* The dtype is tested once, outside the loops: these run over whole
+ * tensors every step (gradient accumulators, parameter homes), and a loop
+ * with no branch in it is one the compiler can vectorize. */
 int zn_dtype_from_f32(void *dst, enum zn_dtype dtype, const float *src, size_t n)
 {
-	uint16_t *d = dst;
 	int rc = trivial("zn_dtype_from_f32", dst, src, dtype, n);
-
-	for (size_t i = 0; rc == 1 && i < n; i++)
-		d[i] = dtype == ZN_DTYPE_F16 ? zn_f32_to_f16(src[i]) : zn_f32_to_bf16(src[i]);
-	return rc == 1 ? 0 : rc;
+	if (rc != 1)
+		return rc;
+	uint16_t *d = dst;
+	if (dtype == ZN_DTYPE_F16)
+		for (size_t i = 0; i < n; i++)
+			d[i] = zn_f32_to_f16(src[i]);
+	else
+		for (size_t i = 0; i < n; i++)
+			d[i] = zn_f32_to_bf16(src[i]);
+	return 0;
 }
 
 int zn_dtype_to_f32(float *dst, const void *src, enum zn_dtype dtype, size_t n)
 {
-	const uint16_t *s = src;
 	int rc = trivial("zn_dtype_to_f32", dst, src, dtype, n);
-
-	for (size_t i = 0; rc == 1 && i < n; i++)
-		dst[i] = dtype == ZN_DTYPE_F16 ? zn_f16_to_f32(s[i]) : zn_bf16_to_f32(s[i]);
-	return rc == 1 ? 0 : rc;
+	if (rc != 1)
+		return rc;
+	const uint16_t *s = src;
+	if (dtype == ZN_DTYPE_F16)
+		for (size_t i = 0; i < n; i++)
+			dst[i] = zn_f16_to_f32(s[i]);
+	else
+		for (size_t i = 0; i < n; i++)
+			dst[i] = zn_bf16_to_f32(s[i]);
+	return 0;
 }
