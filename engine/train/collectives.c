@@ -74,28 +74,28 @@ int zn_trainer_any(struct zn_trainer *t, bool flag, bool *any)
 static int grads_enqueue(struct zn_trainer *t, struct zn_comm *c, struct tstate *s, void *send,
 			 void *recv, struct zn_comm_op **op, const void **own)
 {
-	const size_t n = s->d->numel, esz = zn_dtype_size(t->gdt);
-	if (t->stage == 0) {
+	const size_t n = s->d->numel, esz = zn_dtype_size(t->zr.gdt);
+	if (t->zr.stage == 0) {
 		tr_count_sent(t, 2 * (uint64_t)(t->world - 1) * n / (uint64_t)t->world, esz);
 		*own = send;
-		return zn_comm_all_reduce_async(c, send, n, t->gdt, ZN_COMM_SUM, op);
+		return zn_comm_all_reduce_async(c, send, n, t->zr.gdt, ZN_COMM_SUM, op);
 	}
 	tr_count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 	*own = recv;
-	return zn_comm_reduce_scatter_async(c, send, recv, s->part, t->gdt, op);
+	return zn_comm_reduce_scatter_async(c, send, recv, s->part, t->zr.gdt, op);
 }
 
 /* Add a settled reduce-scatter's part into the tensor's accumulator. */
 static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first)
 {
-	const size_t esz = zn_dtype_size(t->gdt);
+	const size_t esz = zn_dtype_size(t->zr.gdt);
 	if (first) {
 		memcpy(s->grad, own, s->nown * esz);
-	} else if (t->gdt == ZN_DTYPE_F32) {
-		tr_host_accumulate(s->grad, t->gdt, own, s->nown);
+	} else if (t->zr.gdt == ZN_DTYPE_F32) {
+		tr_host_accumulate(s->grad, t->zr.gdt, own, s->nown);
 	} else {
-		zn_dtype_to_f32(t->gstage, own, t->gdt, s->nown);
-		tr_host_accumulate(s->grad, t->gdt, t->gstage, s->nown);
+		zn_dtype_to_f32(t->gstage, own, t->zr.gdt, s->nown);
+		tr_host_accumulate(s->grad, t->zr.gdt, t->gstage, s->nown);
 	}
 }
 
@@ -108,16 +108,16 @@ static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void 
  * reduced into drecv; only this rank's part comes to the host. */
 static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	const size_t n = s->d->numel, esz = zn_dtype_size(t->gdt);
+	const size_t n = s->d->numel, esz = zn_dtype_size(t->zr.gdt);
 	uint8_t *send = t->coll.dsend;
 	struct zn_comm_op *op = NULL;
 	int rc = tr_round_to_dtype(t, s->dgrad, n);
-	if (!rc && t->gdt == ZN_DTYPE_F32)
+	if (!rc && t->zr.gdt == ZN_DTYPE_F32)
 		rc = zn_device_copy_async(t->dev, send, s->dgrad, n * 4, ZN_COPY_DEVICE_TO_DEVICE,
 					  t->stream);
 	else if (!rc)
-		rc = t->k->cast(t->kctx, send, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
-	const size_t total = (t->stage == 0 ? n : s->part * (size_t)t->world) * esz;
+		rc = t->k->cast(t->kctx, send, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
+	const size_t total = (t->zr.stage == 0 ? n : s->part * (size_t)t->world) * esz;
 	if (!rc && total > n * esz)
 		rc = zn_device_memset(t->dev, send + n * esz, 0, total - n * esz, t->stream);
 	if (!rc) /* NCCL takes the data as it is when the op is enqueued */
@@ -139,13 +139,13 @@ static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool firs
 static int bucket_settle(struct zn_trainer *t, unsigned k)
 {
 	struct bucket *b = &t->buckets.b[k];
-	const size_t esz = zn_dtype_size(t->gdt);
-	const size_t chunks = t->stage == 0 ? 1 : (size_t)t->world;
+	const size_t esz = zn_dtype_size(t->zr.gdt);
+	const size_t chunks = t->zr.stage == 0 ? 1 : (size_t)t->world;
 	int rc = 0;
 	if (b->inflight) {
 		rc = tr_coll_wait(t, 0, b->op);
 		const uint8_t *recv =
-			t->stage == 0 ? b->buf : b->buf + chunks * t->buckets.cap * esz;
+			t->zr.stage == 0 ? b->buf : b->buf + chunks * t->buckets.cap * esz;
 		for (unsigned i = 0; i < b->n && !rc; i++)
 			grads_accumulate(t, b->e[i].s, recv + b->e[i].off * esz, b->e[i].first);
 	}
@@ -163,11 +163,11 @@ static int bucket_settle(struct zn_trainer *t, unsigned k)
 static int bucket_flush(struct zn_trainer *t)
 {
 	struct bucket *b = &t->buckets.b[t->buckets.cur];
-	const size_t esz = zn_dtype_size(t->gdt);
+	const size_t esz = zn_dtype_size(t->zr.gdt);
 	int rc = 0;
 	if (b->n) {
-		if (t->stage == 0) {
-			rc = zn_comm_all_reduce_async(t->comm, b->buf, b->used, t->gdt,
+		if (t->zr.stage == 0) {
+			rc = zn_comm_all_reduce_async(t->comm, b->buf, b->used, t->zr.gdt,
 						      ZN_COMM_SUM, &b->op);
 			tr_count_sent(t, 2 * (uint64_t)(t->world - 1) * b->used / (uint64_t)t->world,
 				   esz);
@@ -177,7 +177,7 @@ static int bucket_flush(struct zn_trainer *t)
 					b->buf + (size_t)r * t->buckets.cap * esz, b->used * esz);
 			uint8_t *recv = b->buf + (size_t)t->world * t->buckets.cap * esz;
 			rc = zn_comm_reduce_scatter_async(t->comm, b->buf, recv, b->used,
-							  t->gdt, &b->op);
+							  t->zr.gdt, &b->op);
 			tr_count_sent(t, (uint64_t)(t->world - 1) * b->used, esz);
 		}
 		b->inflight = !rc;
@@ -194,23 +194,23 @@ static int bucket_flush(struct zn_trainer *t)
  * first. */
 static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	const size_t n = s->d->numel, esz = zn_dtype_size(t->gdt);
-	const size_t part = t->stage == 0 ? n : s->part;
+	const size_t n = s->d->numel, esz = zn_dtype_size(t->zr.gdt);
+	const size_t part = t->zr.stage == 0 ? n : s->part;
 	int rc = 0;
 	if (t->buckets.b[t->buckets.cur].used + part > t->buckets.cap && (rc = bucket_flush(t)))
 		return rc;
 	struct bucket *b = &t->buckets.b[t->buckets.cur];
 	const void *src = s->dgrad;
-	if (!(rc = tr_round_to_dtype(t, s->dgrad, n)) && t->gdt != ZN_DTYPE_F32) {
-		rc = t->k->cast(t->kctx, t->round_buf, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
+	if (!(rc = tr_round_to_dtype(t, s->dgrad, n)) && t->zr.gdt != ZN_DTYPE_F32) {
+		rc = t->k->cast(t->kctx, t->round_buf, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
 		src = t->round_buf;
 	}
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
-	const int chunks = t->stage == 0 ? 1 : t->world;
+	const int chunks = t->zr.stage == 0 ? 1 : t->world;
 	for (int r = 0; r < chunks && !rc; r++) {
 		uint64_t lo = 0, len = n;
-		if (t->stage > 0)
+		if (t->zr.stage > 0)
 			zn_zero_part(n, t->world, r, &lo, &len);
 		uint8_t *dst = b->buf + ((size_t)r * t->buckets.cap + b->used) * esz;
 		if (len)
@@ -246,16 +246,16 @@ int tr_grads_settle_all(struct zn_trainer *t)
  * parameters. */
 static int params_allgather_device(struct zn_trainer *t, struct tstate *s)
 {
-	const size_t n = s->d->numel, esz = zn_dtype_size(t->dtype);
+	const size_t n = s->d->numel, esz = zn_dtype_size(t->zr.dtype);
 	uint8_t *send = t->coll.dsend;
 	float *own = (float *)s->dparam + s->lo;
 	struct zn_comm_op *op = NULL;
 	int rc = 0;
-	if (s->nown && t->dtype == ZN_DTYPE_F32)
+	if (s->nown && t->zr.dtype == ZN_DTYPE_F32)
 		rc = zn_device_copy_async(t->dev, send, own, s->nown * 4, ZN_COPY_DEVICE_TO_DEVICE,
 					  t->stream);
 	else if (s->nown)
-		rc = t->k->cast(t->kctx, send, t->dtype, own, ZN_DTYPE_F32, s->nown);
+		rc = t->k->cast(t->kctx, send, t->zr.dtype, own, ZN_DTYPE_F32, s->nown);
 	if (!rc && s->part > s->nown)
 		rc = zn_device_memset(t->dev, send + s->nown * esz, 0, (s->part - s->nown) * esz,
 				      t->stream);
@@ -268,10 +268,10 @@ static int params_allgather_device(struct zn_trainer *t, struct tstate *s)
 	tr_count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
 	if ((rc = tr_coll_wait(t, rc, op)))
 		return rc;
-	if (t->dtype == ZN_DTYPE_F32)
+	if (t->zr.dtype == ZN_DTYPE_F32)
 		return zn_device_copy_async(t->dev, s->dparam, t->coll.drecv, n * 4,
 					    ZN_COPY_DEVICE_TO_DEVICE, NULL);
-	return t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->coll.drecv, t->dtype, n);
+	return t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->coll.drecv, t->zr.dtype, n);
 }
 
 /* After an update (stage >= 1, several ranks): each rank holds the new
@@ -280,21 +280,21 @@ static int params_allgather_device(struct zn_trainer *t, struct tstate *s)
  * it). */
 int tr_params_allgather(struct zn_trainer *t, struct tstate *s)
 {
-	const size_t n = s->d->numel, esz = zn_dtype_size(t->dtype);
+	const size_t n = s->d->numel, esz = zn_dtype_size(t->zr.dtype);
 	uint8_t *send = t->coll.cbuf[0], *recv = t->coll.cbuf[1];
 	float *own = (float *)s->dparam + s->lo;
 	struct zn_comm_op *op = NULL;
 	int rc = 0;
-	if (t->stage == 0 || t->world == 1)
+	if (t->zr.stage == 0 || t->world == 1)
 		return 0;
 	if (t->coll.dcomm)
 		return params_allgather_device(t, s);
-	if (t->dtype != ZN_DTYPE_F32 && s->nown)
-		rc = t->k->cast(t->kctx, t->round_buf, t->dtype, own, ZN_DTYPE_F32, s->nown);
+	if (t->zr.dtype != ZN_DTYPE_F32 && s->nown)
+		rc = t->k->cast(t->kctx, t->round_buf, t->zr.dtype, own, ZN_DTYPE_F32, s->nown);
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
 	if (!rc && s->nown)
-		rc = tr_to_host(t, send, t->dtype == ZN_DTYPE_F32 ? (void *)own : t->round_buf,
+		rc = tr_to_host(t, send, t->zr.dtype == ZN_DTYPE_F32 ? (void *)own : t->round_buf,
 			     s->nown * esz);
 	if (rc)
 		return rc;
@@ -305,11 +305,11 @@ int tr_params_allgather(struct zn_trainer *t, struct tstate *s)
 		return rc;
 	t->stats.d2h_bytes += s->nown * esz;
 	t->stats.h2d_bytes += n * esz;
-	if (t->dtype == ZN_DTYPE_F32)
+	if (t->zr.dtype == ZN_DTYPE_F32)
 		return tr_to_device(t, s->dparam, recv, n * 4);
 	if ((rc = tr_to_device(t, t->round_buf, recv, n * esz)))
 		return rc;
-	return t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->dtype, n);
+	return t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->zr.dtype, n);
 }
 
 /* After an update (stage >= 1, several ranks): every resident tensor's new
@@ -319,7 +319,7 @@ int tr_params_allgather(struct zn_trainer *t, struct tstate *s)
  * tensors, back to back.  NCCL goes tensor by tensor on the device. */
 int tr_params_allgather_all(struct zn_trainer *t)
 {
-	if (t->stage == 0 || t->world == 1)
+	if (t->zr.stage == 0 || t->world == 1)
 		return 0;
 	if (t->coll.dcomm || !t->buckets.b[0].buf) {
 		int rc = 0;
@@ -328,7 +328,7 @@ int tr_params_allgather_all(struct zn_trainer *t)
 				rc = tr_params_allgather(t, &t->t[i]);
 		return rc;
 	}
-	const size_t esz = zn_dtype_size(t->dtype), W = (size_t)t->world;
+	const size_t esz = zn_dtype_size(t->zr.dtype), W = (size_t)t->world;
 	const size_t cap = ZN_MAX(ZN_MIN(t->buckets.cap, (size_t)(t->cfg.zero_optimization
 								  .allgather_bucket_size / W)),
 				  1);
@@ -348,14 +348,14 @@ int tr_params_allgather_all(struct zn_trainer *t)
 			/* This rank's part, rounded on the device, in the
 			 * training dtype. */
 			float *own = (float *)s->dparam + s->lo;
-			if (s->nown && t->dtype != ZN_DTYPE_F32)
-				rc = t->k->cast(t->kctx, t->round_buf, t->dtype, own, ZN_DTYPE_F32,
+			if (s->nown && t->zr.dtype != ZN_DTYPE_F32)
+				rc = t->k->cast(t->kctx, t->round_buf, t->zr.dtype, own, ZN_DTYPE_F32,
 						s->nown);
 			if (!rc)
 				rc = zn_device_stream_synchronize(t->stream);
 			if (!rc && s->nown)
 				rc = tr_to_host(t, send + used * esz,
-					     t->dtype == ZN_DTYPE_F32 ? (void *)own : t->round_buf,
+					     t->zr.dtype == ZN_DTYPE_F32 ? (void *)own : t->round_buf,
 					     s->nown * esz);
 			if (rc)
 				return rc;
@@ -376,7 +376,7 @@ int tr_params_allgather_all(struct zn_trainer *t)
 			struct tstate *s = &t->t[k];
 			if (!s->resident)
 				continue;
-			void *dst = t->dtype == ZN_DTYPE_F32 ? s->dparam : t->round_buf;
+			void *dst = t->zr.dtype == ZN_DTYPE_F32 ? s->dparam : t->round_buf;
 			for (size_t r = 0; r < W && !rc; r++) {
 				uint64_t lo, len;
 				zn_zero_part(s->d->numel, t->world, (int)r, &lo, &len);
@@ -384,8 +384,8 @@ int tr_params_allgather_all(struct zn_trainer *t)
 					rc = tr_to_device(t, (uint8_t *)dst + lo * esz,
 						       recv + (r * used + off) * esz, len * esz);
 			}
-			if (!rc && t->dtype != ZN_DTYPE_F32)
-				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->dtype,
+			if (!rc && t->zr.dtype != ZN_DTYPE_F32)
+				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->zr.dtype,
 						s->d->numel);
 			t->stats.h2d_bytes += s->d->numel * esz;
 			off += s->part;
@@ -444,10 +444,10 @@ int tr_collectives_setup(struct zn_trainer *t)
 	if (t->coll.dcomm && (zn_device_alloc(t->dev, dbytes, &t->coll.dsend) ||
 			      zn_device_alloc(t->dev, dbytes, &t->coll.drecv)))
 		return -ENOMEM;
-	const uint64_t chunks = t->stage == 0 ? 1 : (uint64_t)t->world;
+	const uint64_t chunks = t->zr.stage == 0 ? 1 : (uint64_t)t->world;
 	uint64_t want = ZN_MIN(ZN_MIN(t->cfg.zero_optimization.reduce_bucket_size, t->tab.total),
 			       (uint64_t)1 << 26);
-	t->buckets.cap = (size_t)ZN_MAX(want / chunks, t->stage == 0 ? t->tab.largest : maxpart);
+	t->buckets.cap = (size_t)ZN_MAX(want / chunks, t->zr.stage == 0 ? t->tab.largest : maxpart);
 	const size_t bytes = t->buckets.cap * ((size_t)chunks + 1) * 4;
 	for (int k = 0; k < 2 && !t->coll.dcomm; k++) {
 		struct bucket *b = &t->buckets.b[k];

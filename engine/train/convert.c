@@ -31,10 +31,10 @@ void tr_host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_t n)
  * range (fp16 overflow becomes Inf), keeping fp32 storage. */
 int tr_round_to_dtype(struct zn_trainer *t, void *x, size_t n)
 {
-	if (t->dtype == ZN_DTYPE_F32)
+	if (t->zr.dtype == ZN_DTYPE_F32)
 		return 0;
-	int rc = t->k->cast(t->kctx, t->round_buf, t->dtype, x, ZN_DTYPE_F32, n);
+	int rc = t->k->cast(t->kctx, t->round_buf, t->zr.dtype, x, ZN_DTYPE_F32, n);
 	if (!rc)
-		rc = t->k->cast(t->kctx, x, ZN_DTYPE_F32, t->round_buf, t->dtype, n);
+		rc = t->k->cast(t->kctx, x, ZN_DTYPE_F32, t->round_buf, t->zr.dtype, n);
 	return rc;
 }

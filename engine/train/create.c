@@ -140,7 +140,6 @@ static struct zn_trainer *open_ranks(const struct zn_config *cfg, struct zn_comm
 	}
 	t->rank = zn_comm_rank(t->comm);
 	t->world = zn_comm_size(t->comm);
-	t->stage = cfg->zero_optimization.stage;
 	if (t->world > 1 && zn_config_resolve_batch(cfg, (uint32_t)t->world, &t->cfg.batch)) {
 		if (t->own_comm)
 			zn_comm_destroy(t->comm);
@@ -159,7 +158,7 @@ static int settle_config(struct zn_trainer *t, bool synthetic)
 	const struct zn_config *cfg = &t->cfg;
 	int rc;
 	t->data.synthetic = synthetic;
-	t->offload_param = cfg->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE;
+	zn_zero_rules_init(&t->zr, cfg, t->rank, t->world);
 	t->fetch.direction = 1;
 	t->data.rng = cfg->data.seed | 1;
 	if ((rc = check_supported(cfg, synthetic)) ||
@@ -246,7 +245,7 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s)
 	}
 	if (za.hgrad) {
 		s->grad = malloc(za.hgrad);
-		t->host_bytes += s->nown * zn_dtype_size(t->gdt);
+		t->host_bytes += s->nown * zn_dtype_size(t->zr.gdt);
 	}
 	if ((za.hstate && (!s->master || !s->m || !s->v)) || (za.hgrad && !s->grad))
 		return zn_error(-ENOMEM, "out of host memory for the optimizer state and gradients "
@@ -273,7 +272,6 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s)
  * precision and placement follow engine/zero's rules. */
 static int place_tensors(struct zn_trainer *t)
 {
-	const struct zn_config *cfg = &t->cfg;
 	int rc = zn_tensor_table_build(&t->tab, &t->arch);
 	if (rc)
 		return rc;
@@ -281,20 +279,13 @@ static int place_tensors(struct zn_trainer *t)
 	t->layer = calloc(ZN_MAX(t->tab.nlayers, 1), sizeof(*t->layer));
 	if (!t->t || !t->layer)
 		return zn_error(-ENOMEM, "out of memory");
-	zn_zero_rules_init(&t->zr, cfg, t->rank, t->world);
-	t->dtype = t->zr.dtype;
-	t->gdt = t->zr.gdt;
-	t->hdt = t->zr.hdt;
-	t->device_opt = t->zr.device_opt;
-	t->nvme_opt = t->zr.nvme_opt;
-	t->overlap = t->zr.overlap;
 	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
 		t->t[i].d = &t->tab.d[i];
 		rc = place_tensor(t, &t->t[i]);
 	}
 	t->mem.rank = t->rank;
 	t->mem.world = t->world;
-	t->mem.stage = t->stage;
+	t->mem.stage = t->zr.stage;
 	return rc;
 }
 
@@ -306,19 +297,19 @@ static int place_tensors(struct zn_trainer *t)
 static int open_scratch(struct zn_trainer *t)
 {
 	const size_t largest = t->tab.largest;
-	if (t->device_opt && t->world > 1 &&
+	if (t->zr.device_opt && t->world > 1 &&
 	    zn_device_alloc(t->dev, largest * 4, (void **)&t->dopt.gscratch))
 		return -ENOMEM;
-	if (t->device_opt && (zn_device_alloc(t->dev, sizeof(double), (void **)&t->dopt.sumsq) ||
+	if (t->zr.device_opt && (zn_device_alloc(t->dev, sizeof(double), (void **)&t->dopt.sumsq) ||
 			      zn_device_alloc(t->dev, sizeof(int32_t), (void **)&t->dopt.flag)))
 		return -ENOMEM;
 	int rc = zn_loss_scaler_init(&t->scaler, &t->cfg.fp16);
 	if (rc)
 		return rc;
-	if ((t->dtype != ZN_DTYPE_F32 || t->gdt != ZN_DTYPE_F32) &&
+	if ((t->zr.dtype != ZN_DTYPE_F32 || t->zr.gdt != ZN_DTYPE_F32) &&
 	    zn_device_alloc(t->dev, largest * 2, &t->round_buf))
 		return -ENOMEM;
-	if ((!t->device_opt || t->world > 1) && !(t->gstage = malloc(largest * 4)))
+	if ((!t->zr.device_opt || t->world > 1) && !(t->gstage = malloc(largest * 4)))
 		return zn_error(-ENOMEM, "out of memory");
 	return 0;
 }
@@ -378,8 +369,8 @@ static int open_model(struct zn_trainer *t, uint64_t max_steps)
 static int load_weights(struct zn_trainer *t)
 {
 	int rc;
-	if ((rc = tr_open_weights(t)) || (t->nvme_opt && (rc = tr_nvme_setup(t))) ||
-	    (t->offload_param && (rc = tr_param_homes_setup(t))) || (rc = tr_materialize(t)))
+	if ((rc = tr_open_weights(t)) || (t->zr.nvme_opt && (rc = tr_nvme_setup(t))) ||
+	    (t->zr.offload_param && (rc = tr_param_homes_setup(t))) || (rc = tr_materialize(t)))
 		return rc;
 	tr_sources_close(&t->src);
 	return 0;
@@ -441,12 +432,12 @@ void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len)
 
 void zn_trainer_device_summary(const struct zn_trainer *t, char *out, size_t len)
 {
-	const char *dev = zn_device_name(t->dev), *dt = zn_dtype_name(t->dtype);
-	if (t->dtype == ZN_DTYPE_F32)
+	const char *dev = zn_device_name(t->dev), *dt = zn_dtype_name(t->zr.dtype);
+	if (t->zr.dtype == ZN_DTYPE_F32)
 		snprintf(out, len, "%s, fp32", dev);
 	else
 		snprintf(out, len, "%s, %s %s, fp32 master weights", dev, dt,
-			 t->sdt == t->dtype ? (t->dtype == ZN_DTYPE_BF16 ? "computed in bf16"
+			 t->sdt == t->zr.dtype ? (t->zr.dtype == ZN_DTYPE_BF16 ? "computed in bf16"
 									 : "computed in fp16")
 					    : "values computed in fp32");
 }

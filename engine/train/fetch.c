@@ -207,7 +207,7 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->tab.first[layer] + i];
 			void *host;
-			size_t hbytes = s->d->numel * zn_dtype_size(t->hdt);
+			size_t hbytes = s->d->numel * zn_dtype_size(t->zr.hdt);
 			if (s->resident)
 				continue;
 			if ((rc = tr_dev_alloc(t, s->d->numel * 4, &s->dparam)))
@@ -216,12 +216,12 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			if ((rc = zn_swapper_acquire(t->homes.sw, s->home, &host)))
 				break;
 			t->stats.stall_ns += zn_now_ns() - t0;
-			if (t->hdt == ZN_DTYPE_F32) {
+			if (t->zr.hdt == ZN_DTYPE_F32) {
 				rc = zn_device_copy_async(t->dev, s->dparam, host, hbytes,
 							  ZN_COPY_HOST_TO_DEVICE, NULL);
 			} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
 							       ZN_COPY_HOST_TO_DEVICE, NULL))) {
-				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->hdt,
+				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->zr.hdt,
 						s->d->numel);
 				if (!rc)
 					rc = zn_device_stream_synchronize(t->stream);

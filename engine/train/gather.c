@@ -13,7 +13,7 @@
  * device), one nonblocking all-gather per tensor on the comm's thread. */
 static int gather_start(struct zn_trainer *t, unsigned layer)
 {
-	const size_t esz = zn_dtype_size(t->hdt);
+	const size_t esz = zn_dtype_size(t->zr.hdt);
 	struct gather_slot *g = &t->gathers.slot[(t->gathers.head + t->gathers.n++) % GATHER_SLOTS];
 	uint8_t *buf = g->buf;
 	int rc = 0;
@@ -70,7 +70,7 @@ int tr_gather_drain(struct zn_trainer *t)
  * when it is this layer's, else (the others discarded) started now. */
 int tr_gather_finish(struct zn_trainer *t, unsigned layer)
 {
-	const size_t esz = zn_dtype_size(t->hdt);
+	const size_t esz = zn_dtype_size(t->zr.hdt);
 	int rc = 0;
 	if (t->gathers.n && t->gathers.slot[t->gathers.head].layer != layer)
 		rc = tr_gather_drain(t);
@@ -89,10 +89,10 @@ int tr_gather_finish(struct zn_trainer *t, unsigned layer)
 		if ((rc = tr_dev_alloc(t, n * 4, &s->dparam)))
 			continue;
 		t->stats.h2d_bytes += n * esz;
-		if (t->hdt == ZN_DTYPE_F32) {
+		if (t->zr.hdt == ZN_DTYPE_F32) {
 			rc = tr_to_device(t, s->dparam, g->recv[i], n * 4);
 		} else if (!(rc = tr_to_device(t, t->round_buf, g->recv[i], n * esz)) &&
-			   !(rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->hdt,
+			   !(rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->zr.hdt,
 					     n))) {
 			rc = zn_device_stream_synchronize(t->stream);
 		}
@@ -158,7 +158,7 @@ int tr_gathers_setup(struct zn_trainer *t, bool partition_params)
 			if (t->t[i].resident)
 				continue;
 			t->layer[l].parts = true;
-			if (!t->offload_param)
+			if (!t->zr.offload_param)
 				t->layer[l].elems += t->t[i].d->numel;
 		}
 		if (partition_params)

@@ -35,14 +35,14 @@ static int grads_prepare(struct zn_trainer *t, struct tstate *s, bool first, voi
 {
 	const size_t n = s->d->numel;
 	int rc = 0;
-	if (first && t->gdt != ZN_DTYPE_F32) {
+	if (first && t->zr.gdt != ZN_DTYPE_F32) {
 		/* Narrowing to the training dtype itself rounds as
 		 * round_to_dtype would (to nearest even, once): that pass is
 		 * skipped then. */
-		if (t->gdt != t->dtype)
+		if (t->zr.gdt != t->zr.dtype)
 			rc = tr_round_to_dtype(t, s->dgrad, n);
 		if (!rc)
-			rc = t->k->cast(t->kctx, narrow, t->gdt, s->dgrad, ZN_DTYPE_F32, n);
+			rc = t->k->cast(t->kctx, narrow, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
 		*src = narrow;
 		*bytes = n * 2;
 	} else {
@@ -73,7 +73,7 @@ int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 	if ((rc = zn_device_copy_async(t->dev, t->gstage, src, bytes, ZN_COPY_DEVICE_TO_HOST,
 				       NULL)))
 		return rc;
-	tr_host_accumulate(s->grad, t->gdt, t->gstage, s->d->numel);
+	tr_host_accumulate(s->grad, t->zr.gdt, t->gstage, s->d->numel);
 	return 0;
 }
 
@@ -82,7 +82,7 @@ int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 static int accumulate_fn(void *arg)
 {
 	struct tstate *s = arg;
-	tr_host_accumulate(s->grad, s->owner->gdt, s->owner->gstage, s->d->numel);
+	tr_host_accumulate(s->grad, s->owner->zr.gdt, s->owner->gstage, s->d->numel);
 	return 0;
 }
 
@@ -112,7 +112,7 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 			continue;
 		f->p[f->n++] = s->dgrad;
 		void *narrow = NULL;
-		if (first && t->gdt != ZN_DTYPE_F32) {
+		if (first && t->zr.gdt != ZN_DTYPE_F32) {
 			rc = tr_dev_alloc(t, n * 2, &narrow);
 			if (!rc) {
 				f->p[f->n++] = narrow;

@@ -39,8 +39,8 @@ int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const floa
 	int rc = tr_home_open(t, s);
 	if (rc)
 		return rc;
-	size_t esz = zn_dtype_size(t->hdt);
-	zn_dtype_from_f32((uint8_t *)s->hbuf + off * esz, t->hdt, src, n);
+	size_t esz = zn_dtype_size(t->zr.hdt);
+	zn_dtype_from_f32((uint8_t *)s->hbuf + off * esz, t->zr.hdt, src, n);
 	return tr_home_close(t, s, off + n);
 }
 
@@ -48,7 +48,7 @@ int tr_param_homes_setup(struct zn_trainer *t)
 {
 	const struct zn_offload_param_config *pc = &t->cfg.zero_optimization.offload_param;
 	struct zn_swapper_config swc = { .trace = t->trace };
-	size_t esz = zn_dtype_size(t->hdt);
+	size_t esz = zn_dtype_size(t->zr.hdt);
 	int rc;
 
 	/* overlap_comm (DeepSpeed: overlap the gradient reduction with the

@@ -298,22 +298,17 @@ struct zn_trainer {
 	struct zn_comm *comm;
 	bool own_comm;                 /* created here (destroyed with the trainer) */
 	int rank, world;
-	unsigned stage;
 	/* Precision and placement: engine/zero's rules for this config and
-	 * rank, and the trainer's copies of the ones it reads everywhere. */
+	 * rank (zr.dtype: what parameters and gradients are rounded to; gdt:
+	 * the host gradient accumulators'; hdt: offload_param homes'; stage,
+	 * offload_param, device_opt, nvme_opt, overlap: the update on its own
+	 * thread, struct opt_thread). */
 	struct zn_zero_rules zr;
-	enum zn_dtype dtype;           /* precision parameters and gradients are rounded to */
 	enum zn_dtype sdt;             /* the model's storage dtype on the device:
 	                                * F32, or the 16-bit training dtype on
 	                                * cuda (tstate's sparam/sgrad) */
-	enum zn_dtype gdt;             /* host gradient accumulators (grad_accum_dtype) */
-	enum zn_dtype hdt;             /* offload_param homes: the training dtype */
-	bool device_opt;               /* offload_optimizer: none: Adam on the device */
-	bool nvme_opt;                 /* offload_optimizer: nvme (no host master/m/v) */
-	bool offload_param;
 	bool layered;                  /* fetch/release per layer do work: offload_param,
 					* or gradients that leave at each release */
-	bool overlap;                  /* the update on its own thread (struct opt_thread) */
 	/* The device, its kernels and the model. */
 	struct zn_device *dev;
 	struct zn_stream *stream;      /* compute */

@@ -41,12 +41,12 @@ static int params_to_device(struct zn_trainer *t, struct tstate *s, uint64_t l, 
 static int update_begin(struct zn_trainer *t, struct tstate *s, uint64_t l,
 			struct zn_adam_tensors *at)
 {
-	if (s->resident || t->hdt == ZN_DTYPE_F32)
+	if (s->resident || t->zr.hdt == ZN_DTYPE_F32)
 		return 0;
 	int rc = tr_home_open(t, s);
 	if (!rc) {
 		at->param_copy = (uint16_t *)s->hbuf + l;
-		at->copy_dtype = t->hdt;
+		at->copy_dtype = t->zr.hdt;
 	}
 	return rc;
 }
@@ -59,11 +59,11 @@ static int update_begin(struct zn_trainer *t, struct tstate *s, uint64_t l,
 static int update_end(struct zn_trainer *t, struct tstate *s, uint64_t l, uint64_t n,
 		      const float *src)
 {
-	if (!s->resident && t->hdt != ZN_DTYPE_F32)
+	if (!s->resident && t->zr.hdt != ZN_DTYPE_F32)
 		return tr_home_close(t, s, l + n);
 	if (!s->resident)
 		return tr_home_put(t, s, l, src, n);
-	if (t->overlap) {
+	if (t->zr.overlap) {
 		memcpy(s->staged + l, src, n * 4);
 		s->pending = true;
 		return 0;
@@ -91,14 +91,14 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 		struct zn_adam_hparams h = hparams_for(&u->hp, s);
 		struct zn_adam_tensors at = {
 			.n = b - a, .param = st[0] + o,
-			.grad = (const uint8_t *)s->grad + l * zn_dtype_size(t->gdt),
-			.grad_dtype = t->gdt, .exp_avg = st[1] + o,
+			.grad = (const uint8_t *)s->grad + l * zn_dtype_size(t->zr.gdt),
+			.grad_dtype = t->zr.gdt, .exp_avg = st[1] + o,
 			.exp_avg_sq = st[2] + o };
 		int rc = update_begin(t, s, l, &at);
 		if (rc || (rc = zn_adam_step(&h, u->step, u->grad_scale, &at, &u->ex)) ||
 		    (rc = update_end(t, s, l, b - a, st[0] + o)))
 			return rc;
-		if (t->overlap && b == s->oflat + s->nown) {
+		if (t->zr.overlap && b == s->oflat + s->nown) {
 			/* Tensors this rank owns nothing of are done too. */
 			unsigned j = i + 1;
 			while (j < t->tab.nt && !t->t[j].nown)
@@ -119,7 +119,7 @@ static int host_update(struct zn_trainer *t, struct tstate *s, const struct zn_a
 {
 	struct zn_adam_hparams h = hparams_for(hp, s);
 	struct zn_adam_tensors at = { .n = s->nown, .param = s->master, .grad = s->grad,
-				      .grad_dtype = t->gdt, .exp_avg = s->m,
+				      .grad_dtype = t->zr.gdt, .exp_avg = s->m,
 				      .exp_avg_sq = s->v };
 	int rc = update_begin(t, s, 0, &at);
 	if (rc || (rc = zn_adam_step(&h, step, grad_scale, &at, ex)))
@@ -138,7 +138,7 @@ static int device_update(struct zn_trainer *t, struct tstate *s, const struct zn
 	float *dp = s->dhome ? s->dhome : (float *)s->dparam + s->lo;
 	int rc;
 	if (t->world > 1) {
-		zn_dtype_to_f32(t->gstage, s->grad, t->gdt, s->nown);
+		zn_dtype_to_f32(t->gstage, s->grad, t->zr.gdt, s->nown);
 		if ((rc = tr_to_device(t, t->dopt.gscratch, t->gstage, s->nown * 4)))
 			return rc;
 		dg = t->dopt.gscratch;
@@ -178,7 +178,7 @@ static int opt_launch(struct zn_trainer *t)
 	while (t->opt.done < t->tab.nt && !t->t[t->opt.done].nown)
 		t->opt.done++;
 	/* Resident tensors' parts are all-gathered as they are applied. */
-	for (unsigned i = 0; i < t->tab.nt && t->world > 1 && t->stage >= 1; i++)
+	for (unsigned i = 0; i < t->tab.nt && t->world > 1 && t->zr.stage >= 1; i++)
 		t->t[i].sync = t->t[i].resident;
 	t->opt.finished = false;
 	t->opt.rc = 0;
@@ -259,7 +259,7 @@ int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, fl
 	if (t->nvme.os) {
 		t->opt.upd = (struct nvme_update){ .t = t, .hp = *hp, .grad_scale = grad_scale,
 						   .step = step, .ex = *ex };
-		if (t->overlap)
+		if (t->zr.overlap)
 			return opt_launch(t);
 		if ((rc = zn_optswap_step(t->nvme.os, nvme_update, &t->opt.upd)) ||
 		    (t->homes.sw && (rc = zn_swapper_flush(t->homes.sw))))
@@ -267,7 +267,7 @@ int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, fl
 		return tr_params_allgather_all(t);
 	}
 	for (unsigned i = 0; i < t->tab.nt && !rc; i++)
-		rc = t->device_opt ? device_update(t, &t->t[i], hp, step, grad_scale)
+		rc = t->zr.device_opt ? device_update(t, &t->t[i], hp, step, grad_scale)
 				   : host_update(t, &t->t[i], hp, step, grad_scale, ex);
 	if (!rc)
 		rc = tr_params_allgather_all(t);

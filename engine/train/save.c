@@ -15,7 +15,7 @@
  * (what transformers' from_pretrained reads). */
 static const char *hf_dtype(const struct zn_trainer *t)
 {
-	return t->dtype == ZN_DTYPE_BF16 ? "bfloat16" : t->dtype == ZN_DTYPE_F16 ? "float16"
+	return t->zr.dtype == ZN_DTYPE_BF16 ? "bfloat16" : t->zr.dtype == ZN_DTYPE_F16 ? "float16"
 										 : "float32";
 }
 
@@ -51,7 +51,7 @@ static size_t ckpt_meta(struct zn_trainer *t, struct ckpt_meta *m, bool sharded)
 /* The device optimizer's states of this rank's parts into the host arrays. */
 static int stage_device_states(struct zn_trainer *t)
 {
-	for (unsigned i = 0; i < t->tab.nt && t->device_opt; i++) {
+	for (unsigned i = 0; i < t->tab.nt && t->zr.device_opt; i++) {
 		struct tstate *s = &t->t[i];
 		int r;
 		if (s->nown && ((r = tr_to_host(t, s->master, s->dmaster, s->nown * 4)) ||
@@ -109,10 +109,10 @@ static int staging_open(struct zn_trainer *t, struct staging *st)
 {
 	int rc = 0;
 	memset(st, 0, sizeof(*st));
-	for (int k = 0; k < 3 && !rc && t->nvme_opt; k++)
+	for (int k = 0; k < 3 && !rc && t->zr.nvme_opt; k++)
 		if (!(st->scratch[k] = malloc(t->tab.largest * 4)))
 			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
-	if (!rc && t->nvme_opt)
+	if (!rc && t->zr.nvme_opt)
 		rc = tr_groups_open(&st->g, t, false);
 	return rc;
 }
@@ -122,7 +122,7 @@ static int staging_get(struct zn_trainer *t, struct staging *st, struct tstate *
 	a[0] = s->master;
 	a[1] = s->m;
 	a[2] = s->v;
-	if (!t->nvme_opt)
+	if (!t->zr.nvme_opt)
 		return 0;
 	memcpy(a, st->scratch, sizeof(st->scratch));
 	return tr_groups_move(&st->g, s, a, false);
@@ -130,7 +130,7 @@ static int staging_get(struct zn_trainer *t, struct staging *st, struct tstate *
 
 static void staging_close(struct zn_trainer *t, struct staging *st)
 {
-	if (t->nvme_opt)
+	if (t->zr.nvme_opt)
 		tr_groups_close(&st->g);
 	for (int k = 0; k < 3; k++)
 		free(st->scratch[k]);

@@ -125,7 +125,7 @@ static int step_begin(struct zn_trainer *t, struct step *st)
 		if (rc)
 			return rc;
 	}
-	if (t->offload_param) {
+	if (t->zr.offload_param) {
 		t->fetch.tracking = true;
 		t->fetch.pos = 0;
 		if (!t->fetch.ok) {
@@ -163,7 +163,7 @@ static int passes_end(struct zn_trainer *t)
 		return rc;
 	if (t->gathers.buf && (rc = tr_gather_drain(t)))
 		return rc;
-	if (!t->offload_param)
+	if (!t->zr.offload_param)
 		return 0;
 	if (t->fetch.recording)
 		t->fetch.ok = true;
@@ -220,7 +220,7 @@ static int norm_on_host(struct zn_trainer *t, struct step *st, const struct zn_a
 	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
 		struct zn_adam_grad_stats gst;
-		if ((rc = zn_adam_grad_check(s->grad, t->gdt, s->nown, ex, &gst)))
+		if ((rc = zn_adam_grad_check(s->grad, t->zr.gdt, s->nown, ex, &gst)))
 			return rc;
 		st->sumsq += gst.sumsq;
 		st->finite &= gst.finite;
@@ -244,7 +244,7 @@ static int gradients(struct zn_trainer *t, struct step *st, const struct zn_adam
 	st->scale = t->scaler.scale;
 	int rc = tr_sum_doubles(t, &st->loss_sum, 1);
 	if (!rc)
-		rc = t->device_opt && t->world == 1 ? norm_on_device(t, st)
+		rc = t->zr.device_opt && t->world == 1 ? norm_on_device(t, st)
 						     : norm_on_host(t, st, ex);
 	if (rc)
 		return rc;
@@ -260,7 +260,7 @@ static int overflow(struct zn_trainer *t, struct step *st)
 {
 	if (st->finite)
 		return 0;
-	if (t->dtype != ZN_DTYPE_F16)
+	if (t->zr.dtype != ZN_DTYPE_F16)
 		return zn_error(-ERANGE, "step %" PRIu64 ": the gradients hold Inf or NaN (the loss "
 					 "diverged); lower optimizer.params.lr or set "
 					 "gradient_clipping",
@@ -319,7 +319,7 @@ static void report(struct zn_trainer *t, const struct step *st, struct zn_step_i
 		.device_peak = ms.peak, .host_bytes = t->host_bytes,
 		.loss_scale = st->scale, .skipped = st->skipped,
 		.compute_s = (double)c->compute_ns / 1e9,
-		.optimizer_s = t->overlap ? (t->opt.joined ? (double)t->opt.ns / 1e9 : 0)
+		.optimizer_s = t->zr.overlap ? (t->opt.joined ? (double)t->opt.ns / 1e9 : 0)
 					  : (double)(now - st->ta) / 1e9,
 		.stall_s = (double)(c->stall_ns - c0->stall_ns) / 1e9,
 		.nvme_read_bytes = rd - st->nvme_read0, .nvme_write_bytes = wr - st->nvme_write0,
@@ -334,13 +334,13 @@ static void report(struct zn_trainer *t, const struct step *st, struct zn_step_i
 	out->recompute_s = gp.recompute_s;
 	out->act_offload_s = gp.keep_s + gp.restore_s;
 	struct zn_optswap_stats os = { 0 };
-	if (t->overlap && t->opt.joined)
+	if (t->zr.overlap && t->opt.joined)
 		os = t->opt.stats; /* the previous step's update, finished in this one */
-	else if (t->nvme.os && !t->overlap && !st->skipped)
+	else if (t->nvme.os && !t->zr.overlap && !st->skipped)
 		zn_optswap_last_stats(t->nvme.os, &os);
 	out->nvme_read_bytes += os.bytes_read;
 	out->nvme_write_bytes += os.bytes_written;
-	if (!t->overlap)
+	if (!t->zr.overlap)
 		out->stall_s += os.read_wait_s + os.write_wait_s;
 }
 

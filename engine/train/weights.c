@@ -85,12 +85,12 @@ int tr_materialize(struct zn_trainer *t)
 	float *scratch[3] = { NULL, NULL, NULL };
 	/* Whole tensors are made in scratch arrays unless the host arrays
 	 * hold whole tensors (one rank, states in host memory). */
-	const bool whole = !t->nvme_opt && t->own_total == t->tab.total;
+	const bool whole = !t->zr.nvme_opt && t->own_total == t->tab.total;
 	/* Without a checkpoint the moments start at zero: no arrays for
 	 * them (a large embedding's would be gigabytes), zeros are written. */
 	const bool fresh = !t->src.ckpt && !t->src.shards;
 	int rc = 0;
-	if (t->nvme_opt && (rc = tr_groups_open(&g, t, true)))
+	if (t->zr.nvme_opt && (rc = tr_groups_open(&g, t, true)))
 		goto out;
 	for (int k = 0; k < (fresh ? 1 : 3) && !rc && !whole; k++)
 		if (!(scratch[k] = malloc(t->tab.largest * 4)))
@@ -108,7 +108,7 @@ int tr_materialize(struct zn_trainer *t)
 		/* This rank's part of the states (NULL: zeros). */
 		float *own[3] = { a[0] + s->lo, a[1] ? a[1] + s->lo : NULL,
 				  a[2] ? a[2] + s->lo : NULL };
-		if (!whole && !t->nvme_opt) {
+		if (!whole && !t->zr.nvme_opt) {
 			memcpy(s->master, own[0], obytes);
 			if (!fresh) {
 				memcpy(s->m, own[1], obytes);
@@ -121,20 +121,20 @@ int tr_materialize(struct zn_trainer *t)
 			t->stats.h2d_bytes += bytes;
 			rc = tr_round_to_dtype(t, s->dparam, s->d->numel);
 		}
-		if (!rc && t->device_opt && s->nown &&
+		if (!rc && t->zr.device_opt && s->nown &&
 		    !(rc = tr_to_device(t, s->dmaster, own[0], obytes))) {
 			if (fresh && !(rc = zn_device_memset(t->dev, s->dm, 0, obytes, NULL)))
 				rc = zn_device_memset(t->dev, s->dv, 0, obytes, NULL);
 			else if (!fresh && !(rc = tr_to_device(t, s->dm, own[1], obytes)))
 				rc = tr_to_device(t, s->dv, own[2], obytes);
 		}
-		if (!rc && t->nvme_opt)
+		if (!rc && t->zr.nvme_opt)
 			rc = tr_groups_move(&g, s, own, true);
 	}
 	if (!rc && t->homes.sw)
 		rc = zn_swapper_flush(t->homes.sw);
 out:
-	if (t->nvme_opt) {
+	if (t->zr.nvme_opt) {
 		int r = tr_groups_close(&g); /* the last group's write */
 		rc = rc ? rc : r;
 	}
