@@ -10,6 +10,7 @@
 #include "zinc/offload.h"
 
 static const char *const devices[] = { "none", "cpu", "nvme", NULL };
+static const char *const grad_places[] = { "auto", "host", "nvme", NULL };
 
 #define P(f) .offset = offsetof(struct zn_offload_param_config, f), \
 	     .size = sizeof(((struct zn_offload_param_config *)0)->f)
@@ -66,6 +67,12 @@ static const struct zn_key optimizer_keys[] = {
 	  "XXH3 checksum per swapped tensor, verified on every read" },
 	{ "stripe_size", NULL, ZN_KEY_SIZE, O(stripe_size), "4M", 4096, 1ull << 30, NULL,
 	  ZN_KEY_ZINC_ONLY, "bytes per stripe when a tensor is spread over several nvme paths" },
+	{ "gradients", NULL, ZN_KEY_ENUM, O(gradients), "auto", 0, 0, grad_places,
+	  ZN_KEY_ZINC_ONLY,
+	  "with device nvme, where offloaded tensors' gradients gather over a step: nvme (each "
+	  "sub-group's beside its states; host memory holds a few sub-groups, and each "
+	  "micro-batch after a step's first reads and rewrites them), host (an accumulator per "
+	  "parameter in host memory), or auto: nvme on one rank, host on several" },
 };
 
 static int check_paths(const char *section, int device, const char *nvme_path,

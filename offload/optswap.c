@@ -10,6 +10,14 @@
  *   time ->   read g+1  | read g+2  | read g+3
  *             update g  | update g+1| update g+2
  *             write g-1 | write g   | write g+1
+ *
+ * Gradients (cfg.grad_bytes): each group has a gradient extent besides its
+ * states, written in place (a pass's gradients are not worth keeping if
+ * the write fails: the step fails with it) and read by the step into the
+ * slot behind the states.  Between steps the slots carry the backward's
+ * gradients: a slot takes a group when its first gradients come (read
+ * first when the pass accumulates), is written once the group's expected
+ * elements have all come, and is free again once that write is done.
  */
 #include "zn_common.h"
 
@@ -29,6 +37,12 @@ struct slot {
 	struct zn_store_io *write;  /* in flight */
 	struct zn_extent *write_ext; /* the spare being written */
 	uint64_t read_start, write_start;
+	/* Gradients: the step's read of them, behind the states; between
+	 * steps, a gradient pass's use of the slot. */
+	struct zn_store_io *gread;
+	enum { G_FREE, G_READING, G_OPEN, G_WRITING } gstate;
+	int64_t ggroup;
+	struct zn_store_io *gio;    /* G_READING, G_WRITING */
 };
 
 struct zn_optswap {
@@ -43,6 +57,15 @@ struct zn_optswap {
 	struct zn_extent **spares;  /* free extents for copy-on-write */
 	unsigned nspares;
 	struct zn_optswap_stats last;
+	/* Gradients (cfg.grad_bytes). */
+	uint64_t gstride;           /* bytes of a group's gradients in a buffer/extent */
+	struct zn_extent **gext;    /* each group's, written in place */
+	uint64_t *gexpect;          /* elements of each group a pass sends */
+	uint64_t *ggot;             /* ... and has sent in this pass */
+	bool *gwritten;             /* a pass has written the group's gradients */
+	int *gslot;                 /* the slot holding each group in a pass, -1 */
+	bool gpass, gaccumulate;    /* a pass is on; it adds to the last one's sums */
+	struct zn_optswap_grad_stats gstats;
 };
 
 static unsigned min_slots(const struct zn_optswap_config *c)
@@ -62,6 +85,11 @@ static uint64_t stride_of(const struct zn_optswap_config *c)
 	return ZN_ALIGN_UP(c->sub_group_size * sizeof(float), ALIGN);
 }
 
+static uint64_t gstride_of(const struct zn_optswap_config *c)
+{
+	return ZN_ALIGN_UP(c->sub_group_size * c->grad_bytes, ALIGN);
+}
+
 void zn_optswap_set_trace(struct zn_optswap *os, struct zn_trace *trace)
 {
 	os->cfg.trace = trace;
@@ -70,8 +98,14 @@ void zn_optswap_set_trace(struct zn_optswap *os, struct zn_trace *trace)
 uint64_t zn_optswap_store_bytes(const struct zn_optswap_config *c)
 {
 	uint64_t groups = ZN_DIV_ROUND_UP(c->params, c->sub_group_size);
-	/* One extent per group, plus one spare per slot for copy-on-write. */
-	return (groups + slots_of(c)) * c->nstates * stride_of(c);
+	/* One extent per group, plus one spare per slot for copy-on-write;
+	 * the gradients' in place. */
+	return (groups + slots_of(c)) * c->nstates * stride_of(c) + zn_optswap_grads_store_bytes(c);
+}
+
+uint64_t zn_optswap_grads_store_bytes(const struct zn_optswap_config *c)
+{
+	return ZN_DIV_ROUND_UP(c->params, c->sub_group_size) * gstride_of(c);
 }
 
 /* The pool zn_optswap_create makes: one buffer of every state's padded
@@ -80,7 +114,7 @@ static void pool_of(const struct zn_optswap_config *c, struct zn_bufpool_config 
 {
 	memset(bc, 0, sizeof(*bc));
 	bc->buffer_count = slots_of(c);
-	bc->buffer_bytes = c->nstates * stride_of(c);
+	bc->buffer_bytes = c->nstates * stride_of(c) + gstride_of(c);
 }
 
 uint64_t zn_optswap_buffer_bytes(const struct zn_optswap_config *cfg)
@@ -102,17 +136,28 @@ void zn_optswap_destroy(struct zn_optswap *os)
 			zn_store_wait(s->write);
 		if (s->write_ext)
 			zn_store_free(os->store, s->write_ext);
+		if (s->gread)
+			zn_store_wait(s->gread);
+		if (s->gio)
+			zn_store_wait(s->gio);
 		if (s->buf)
 			zn_bufpool_release(os->pool, s->buf);
 	}
 	for (uint64_t g = 0; os->cur && g < os->groups; g++)
 		zn_store_free(os->store, os->cur[g]);
+	for (uint64_t g = 0; os->gext && g < os->groups; g++)
+		zn_store_free(os->store, os->gext[g]);
 	for (unsigned i = 0; i < os->nspares; i++)
 		zn_store_free(os->store, os->spares[i]);
 	zn_bufpool_destroy(os->pool);
 	free(os->slots);
 	free(os->cur);
 	free(os->spares);
+	free(os->gext);
+	free(os->gexpect);
+	free(os->ggot);
+	free(os->gwritten);
+	free(os->gslot);
 	free(os);
 }
 
@@ -121,9 +166,9 @@ struct zn_optswap *zn_optswap_create(const struct zn_optswap_config *cfg)
 	char name[64], have[32], need[32];
 
 	if (!cfg || !cfg->store || !cfg->params || !cfg->sub_group_size || !cfg->nstates ||
-	    cfg->nstates > 8) {
-		zn_set_error("optimizer swapper: needs a store, params > 0, sub_group_size > 0 and "
-			     "1 to 8 state arrays");
+	    cfg->nstates > 7 || (cfg->grad_bytes && cfg->grad_bytes != 2 && cfg->grad_bytes != 4)) {
+		zn_set_error("optimizer swapper: needs a store, params > 0, sub_group_size > 0, "
+			     "1 to 7 state arrays and gradients of 0, 2 or 4 bytes");
 		return NULL;
 	}
 	if (cfg->buffer_count && cfg->buffer_count < min_slots(cfg)) {
@@ -157,11 +202,23 @@ struct zn_optswap *zn_optswap_create(const struct zn_optswap_config *cfg)
 	os->stride = stride_of(cfg);
 	os->nslots = slots_of(cfg);
 	os->read_ahead = cfg->pipeline_read ? os->nslots - 1 - (cfg->pipeline_write ? 1 : 0) : 0;
+	os->gstride = gstride_of(cfg);
 	os->slots = calloc(os->nslots, sizeof(*os->slots));
 	os->cur = calloc(os->groups, sizeof(*os->cur));
 	os->spares = calloc(os->nslots, sizeof(*os->spares));
 	if (!os->slots || !os->cur || !os->spares)
 		goto oom;
+	if (cfg->grad_bytes) {
+		os->gext = calloc(os->groups, sizeof(*os->gext));
+		os->gexpect = calloc(os->groups, sizeof(*os->gexpect));
+		os->ggot = calloc(os->groups, sizeof(*os->ggot));
+		os->gwritten = calloc(os->groups, sizeof(*os->gwritten));
+		os->gslot = malloc(os->groups * sizeof(*os->gslot));
+		if (!os->gext || !os->gexpect || !os->ggot || !os->gwritten || !os->gslot)
+			goto oom;
+		for (uint64_t g = 0; g < os->groups; g++)
+			os->gslot[g] = -1;
+	}
 
 	struct zn_bufpool_config pc;
 	pool_of(cfg, &pc);
@@ -173,12 +230,18 @@ struct zn_optswap *zn_optswap_create(const struct zn_optswap_config *cfg)
 		goto fail;
 	for (unsigned i = 0; i < os->nslots; i++) {
 		os->slots[i].group = -1;
+		os->slots[i].ggroup = -1;
 		zn_bufpool_acquire(os->pool, (void **)&os->slots[i].buf);
 	}
 	uint64_t ext_bytes = cfg->nstates * os->stride;
 	for (uint64_t g = 0; g < os->groups; g++) {
 		snprintf(name, sizeof(name), "optimizer states, sub-group %" PRIu64, g);
 		if (zn_store_alloc(os->store, name, ext_bytes, &os->cur[g]))
+			goto fail;
+	}
+	for (uint64_t g = 0; os->gext && g < os->groups; g++) {
+		snprintf(name, sizeof(name), "gradients, sub-group %" PRIu64, g);
+		if (zn_store_alloc(os->store, name, os->gstride, &os->gext[g]))
 			goto fail;
 	}
 	for (unsigned i = 0; i < os->nslots; i++) {
@@ -256,16 +319,31 @@ static int start_read(struct zn_optswap *os, uint64_t g, double *write_wait_s)
 		return rc;
 	s->group = (int64_t)g;
 	s->read_start = zn_now_ns();
-	return zn_store_read(os->store, os->cur[g], s->buf, &s->read);
+	rc = zn_store_read(os->store, os->cur[g], s->buf, &s->read);
+	if (rc || !os->gext)
+		return rc;
+	/* The group's gradients behind its states; none sent: zeros. */
+	uint8_t *gbuf = s->buf + os->cfg.nstates * os->stride;
+	if (os->gwritten[g])
+		return zn_store_read(os->store, os->gext[g], gbuf, &s->gread);
+	memset(gbuf, 0, os->gstride);
+	return 0;
 }
 
 static int finish_read(struct zn_optswap *os, struct slot *s, double *wait_s)
 {
 	uint64_t t0 = zn_now_ns(), done;
 	int rc = zn_store_wait_timed(s->read, &done);
+	s->read = NULL;
+	if (s->gread) {
+		int r = zn_store_wait(s->gread);
+		s->gread = NULL;
+		rc = rc ? rc : r;
+		if (!r)
+			os->last.bytes_read += os->gstride;
+	}
 	uint64_t t1 = zn_now_ns();
 	*wait_s += (double)(t1 - t0) / 1e9;
-	s->read = NULL;
 	zn_trace_span(os->cfg.trace, "read", "optimizer", "nvme read", s->read_start, done,
 		      os->cfg.nstates * os->stride);
 	if (t1 - t0 > 20000) /* the update had to wait for the disk */
@@ -303,6 +381,9 @@ int zn_optswap_step(struct zn_optswap *os, zn_optswap_update_fn update, void *us
 	int rc = 0;
 	char msg[512] = "", gname[48];
 
+	if (os->gpass)
+		return zn_error(-EBUSY, "optimizer swapper: a step during a gradient pass (end the "
+					"pass first)");
 	os->last = (struct zn_optswap_stats){ 0 };
 	for (uint64_t g = 0; g < G && !rc; g++) {
 		struct slot *s = &os->slots[g % os->nslots];
@@ -318,6 +399,8 @@ int zn_optswap_step(struct zn_optswap *os, zn_optswap_update_fn update, void *us
 		float *states[8];
 		for (unsigned k = 0; k < os->cfg.nstates; k++)
 			states[k] = (float *)(s->buf + k * os->stride);
+		states[os->cfg.nstates] = os->gext ? (float *)(s->buf + os->cfg.nstates * os->stride)
+						   : NULL;
 		uint64_t t0 = zn_now_ns();
 		rc = update(user, g, g * os->cfg.sub_group_size, group_len(os, g), states);
 		uint64_t t1 = zn_now_ns();
@@ -338,9 +421,11 @@ int zn_optswap_step(struct zn_optswap *os, zn_optswap_update_fn update, void *us
 	 * succeeded committed) whatever happened above. */
 	for (unsigned i = 0; i < os->nslots; i++) {
 		struct slot *s = &os->slots[i];
-		if (s->read) {
-			int r = zn_store_wait(s->read);
-			s->read = NULL;
+		for (struct zn_store_io **io = &s->read; io; io = io == &s->read ? &s->gread : NULL) {
+			if (!*io)
+				continue;
+			int r = zn_store_wait(*io);
+			*io = NULL;
 			if (r && !rc) {
 				rc = r;
 				snprintf(msg, sizeof(msg), "%s", zn_last_error());
@@ -407,4 +492,277 @@ int zn_optswap_read_group(struct zn_optswap *os, uint64_t g, float *const *state
 	for (unsigned k = 0; k < os->cfg.nstates; k++)
 		memcpy(states[k], s->buf + k * os->stride, group_len(os, g) * sizeof(float));
 	return 0;
+}
+
+/* ---- gradient passes -------------------------------------------------------- */
+
+void zn_optswap_grads_stats(const struct zn_optswap *os, struct zn_optswap_grad_stats *out)
+{
+	*out = os->gstats;
+}
+
+static uint8_t *gbuf_of(const struct zn_optswap *os, const struct slot *s)
+{
+	return s->buf + os->cfg.nstates * os->stride;
+}
+
+static int no_grads(const struct zn_optswap *os)
+{
+	return os->gext ? 0
+			: zn_error(-EINVAL, "optimizer swapper: created without gradients "
+					    "(grad_bytes 0)");
+}
+
+/* Elements [first, first + n) must lie within the states. */
+static int grads_range(const struct zn_optswap *os, uint64_t first, uint64_t n)
+{
+	int rc = no_grads(os);
+	if (!rc && (first > os->cfg.params || n > os->cfg.params - first))
+		rc = zn_error(-EINVAL, "optimizer swapper: gradients of elements %" PRIu64
+				       "..%" PRIu64 " outside the %" PRIu64 " elements",
+			      first, first + n, os->cfg.params);
+	return rc;
+}
+
+int zn_optswap_grads_expect(struct zn_optswap *os, uint64_t first, uint64_t n)
+{
+	int rc = grads_range(os, first, n);
+	if (rc)
+		return rc;
+	const uint64_t S = os->cfg.sub_group_size;
+	for (uint64_t a = first; a < first + n;) {
+		uint64_t g = a / S, b = ZN_MIN(first + n, (g + 1) * S);
+		os->gexpect[g] += b - a;
+		if (os->gexpect[g] > group_len(os, g))
+			return zn_error(-EINVAL, "optimizer swapper: gradients of sub-group %" PRIu64
+						 " expected twice",
+					g);
+		a = b;
+	}
+	return 0;
+}
+
+int zn_optswap_grads_begin(struct zn_optswap *os, bool accumulate)
+{
+	int rc = no_grads(os);
+	if (rc)
+		return rc;
+	if (os->gpass)
+		return zn_error(-EBUSY, "optimizer swapper: a gradient pass is on already");
+	memset(os->ggot, 0, os->groups * sizeof(*os->ggot));
+	os->gpass = true;
+	os->gaccumulate = accumulate;
+	return 0;
+}
+
+/* A slot's gradient I/O is over: a read leaves the group open in it, a
+ * write frees it (and marks the group's gradients written). */
+static int gio_finish(struct zn_optswap *os, struct slot *s)
+{
+	uint64_t t0 = zn_now_ns();
+	int rc = zn_store_wait(s->gio);
+	os->gstats.wait_s += (double)(zn_now_ns() - t0) / 1e9;
+	s->gio = NULL;
+	uint64_t g = (uint64_t)s->ggroup;
+	if (s->gstate == G_READING) {
+		s->gstate = G_OPEN;
+		if (!rc)
+			os->gstats.bytes_read += os->gstride;
+		else
+			zn_set_error("reading the gradients of sub-group %" PRIu64 " failed: %s", g,
+				     zn_last_error());
+		return rc;
+	}
+	s->gstate = G_FREE;
+	s->ggroup = -1;
+	os->gslot[g] = -1;
+	if (rc) {
+		os->gwritten[g] = false; /* unknown contents: never read */
+		return zn_error(rc, "writing the gradients of sub-group %" PRIu64 " failed: %s", g,
+				zn_last_error());
+	}
+	os->gwritten[g] = true;
+	os->gstats.bytes_written += os->gstride;
+	return 0;
+}
+
+/* Put group g into slot i: read its previous sums when the pass
+ * accumulates (zeros if it has none), else start from zeros where the
+ * group has elements nothing is expected of, so its bytes are defined. */
+static int gslot_take(struct zn_optswap *os, unsigned i, uint64_t g)
+{
+	struct slot *s = &os->slots[i];
+	s->ggroup = (int64_t)g;
+	os->gslot[g] = (int)i;
+	if (os->gaccumulate && os->gwritten[g]) {
+		s->gstate = G_READING;
+		return zn_store_read(os->store, os->gext[g], gbuf_of(os, s), &s->gio);
+	}
+	s->gstate = G_OPEN;
+	if (os->gaccumulate || os->gexpect[g] < group_len(os, g))
+		memset(gbuf_of(os, s), 0, os->gstride);
+	return 0;
+}
+
+/* A free slot: one that is, else the one whose write started first (its
+ * wait frees it), else one reading ahead (its group is dropped).  With
+ * every slot open: -EDEADLK. */
+static int gslot_free(struct zn_optswap *os, unsigned *out)
+{
+	int writing = -1, reading = -1;
+	for (unsigned i = 0; i < os->nslots; i++) {
+		const struct slot *s = &os->slots[i];
+		if (s->gstate == G_FREE) {
+			*out = i;
+			return 0;
+		}
+		if (s->gstate == G_WRITING && writing < 0)
+			writing = (int)i;
+		if (s->gstate == G_READING && reading < 0)
+			reading = (int)i;
+	}
+	int i = writing >= 0 ? writing : reading;
+	if (i < 0)
+		return zn_error(-EDEADLK, "optimizer swapper: gradients of %u sub-groups are open "
+					  "at once and another one starts; send them in "
+					  "descending order, or give more buffers "
+					  "(offload_optimizer.buffer_count with pipeline_read)",
+				os->nslots);
+	struct slot *s = &os->slots[i];
+	int rc = gio_finish(os, s);
+	if (rc)
+		return rc;
+	if (s->gstate == G_OPEN) { /* a read ahead, given up */
+		os->gslot[s->ggroup] = -1;
+		s->gstate = G_FREE;
+		s->ggroup = -1;
+	}
+	*out = (unsigned)i;
+	return 0;
+}
+
+/* Group g open in a slot, its previous sums read when the pass
+ * accumulates; then the reads ahead of the groups below it start, in the
+ * slots that are free. */
+static int gopen(struct zn_optswap *os, uint64_t g, struct slot **out)
+{
+	int rc = 0;
+	if (os->gslot[g] < 0) {
+		unsigned i = 0;
+		if ((rc = gslot_free(os, &i)) || (rc = gslot_take(os, i, g)))
+			return rc;
+	}
+	struct slot *s = &os->slots[os->gslot[g]];
+	if (s->gstate == G_WRITING)
+		return zn_error(-EPROTO, "optimizer swapper: gradients of sub-group %" PRIu64
+					 " sent after all of them had come",
+				g);
+	if (s->gstate == G_READING && (rc = gio_finish(os, s)))
+		return rc;
+	for (uint64_t h = g; os->gaccumulate && h-- > 0;) {
+		if (os->gslot[h] >= 0 || !os->gwritten[h] || !os->gexpect[h])
+			continue;
+		unsigned i = 0;
+		while (i < os->nslots && os->slots[i].gstate != G_FREE)
+			i++;
+		if (i == os->nslots)
+			break;
+		if ((rc = gslot_take(os, i, h)))
+			return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+/* The pieces of [first, first + n) in each group, from the highest group
+ * down: fn(os, g, offset in the group, offset in the range, length). */
+static int grads_pieces(struct zn_optswap *os, uint64_t first, uint64_t n, void *buf,
+			int (*fn)(struct zn_optswap *, uint64_t, uint64_t, uint64_t, uint64_t, void *))
+{
+	int rc = grads_range(os, first, n);
+	if (!rc && !os->gpass)
+		rc = zn_error(-EINVAL, "optimizer swapper: gradients outside a pass "
+				       "(zn_optswap_grads_begin)");
+	const uint64_t S = os->cfg.sub_group_size;
+	for (uint64_t b = first + n; !rc && b > first;) {
+		uint64_t g = (b - 1) / S, a = ZN_MAX(first, g * S);
+		rc = fn(os, g, a - g * S, a - first, b - a, buf);
+		b = a;
+	}
+	return rc;
+}
+
+static int get_piece(struct zn_optswap *os, uint64_t g, uint64_t off, uint64_t at, uint64_t len,
+		     void *dst)
+{
+	struct slot *s;
+	int rc = gopen(os, g, &s);
+	const size_t e = os->cfg.grad_bytes;
+	if (!rc)
+		memcpy((uint8_t *)dst + at * e, gbuf_of(os, s) + off * e, len * e);
+	return rc;
+}
+
+static int put_piece(struct zn_optswap *os, uint64_t g, uint64_t off, uint64_t at, uint64_t len,
+		     void *src)
+{
+	struct slot *s;
+	const size_t e = os->cfg.grad_bytes;
+	if (os->ggot[g] + len > os->gexpect[g])
+		return zn_error(-EPROTO, "optimizer swapper: more gradients of sub-group %" PRIu64
+					 " than were expected (%" PRIu64 " elements)",
+				g, os->gexpect[g]);
+	int rc = gopen(os, g, &s);
+	if (rc)
+		return rc;
+	memcpy(gbuf_of(os, s) + off * e, (const uint8_t *)src + at * e, len * e);
+	os->ggot[g] += len;
+	if (os->ggot[g] < os->gexpect[g])
+		return 0;
+	s->gstate = G_WRITING;
+	os->gwritten[g] = false; /* until this write is done */
+	return zn_store_write(os->store, os->gext[g], gbuf_of(os, s), &s->gio);
+}
+
+int zn_optswap_grads_get(struct zn_optswap *os, uint64_t first, uint64_t n, void *dst)
+{
+	if (os->gext && os->gpass && !os->gaccumulate)
+		return zn_error(-EINVAL, "optimizer swapper: previous gradients read in a pass "
+					 "that does not accumulate");
+	return grads_pieces(os, first, n, dst, get_piece);
+}
+
+int zn_optswap_grads_put(struct zn_optswap *os, uint64_t first, uint64_t n, const void *src)
+{
+	return grads_pieces(os, first, n, (void *)src, put_piece);
+}
+
+int zn_optswap_grads_end(struct zn_optswap *os)
+{
+	int rc = no_grads(os);
+	if (rc)
+		return rc;
+	if (!os->gpass)
+		return zn_error(-EINVAL, "optimizer swapper: no gradient pass to end");
+	for (unsigned i = 0; i < os->nslots; i++) {
+		struct slot *s = &os->slots[i];
+		int r = s->gio ? gio_finish(os, s) : 0;
+		rc = rc ? rc : r;
+		if (s->gstate != G_FREE) { /* a read ahead, or a group left short */
+			os->gslot[s->ggroup] = -1;
+			s->gstate = G_FREE;
+			s->ggroup = -1;
+		}
+	}
+	os->gpass = false;
+	for (uint64_t g = 0; g < os->groups; g++) {
+		if (os->ggot[g] == os->gexpect[g])
+			continue;
+		os->gwritten[g] = false; /* neither this pass's sums nor the last's */
+		if (!rc)
+			rc = zn_error(-EPROTO, "optimizer swapper: the pass sent %" PRIu64 " of the %" PRIu64
+					       " gradients expected of sub-group %" PRIu64,
+				      os->ggot[g], os->gexpect[g], g);
+	}
+	return rc;
 }

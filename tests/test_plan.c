@@ -161,6 +161,8 @@ static void test_offloaded_parameters_on_nvme(void **state)
 	snprintf(z->offload_optimizer.nvme_path, sizeof(z->offload_optimizer.nvme_path), "%s/.",
 		 dir);
 	c.fp16.enabled = true;
+	/* First with host accumulators for the gradients. */
+	z->offload_optimizer.gradients = ZN_OFFLOAD_GRADS_HOST;
 	assert_int_equal(zn_plan_compute(&c, &plan), 0);
 	assert_int_equal(plan.ntiers, 4);
 	const struct zn_plan_tier *nv = &plan.tiers[3];
@@ -180,6 +182,23 @@ static void test_offloaded_parameters_on_nvme(void **state)
 	 * for start-up, the batch, the device's bytes. */
 	assert_int_equal(tier(&plan, "pageable host")->needed,
 			 4 * s.P + 12 * 5000 + 12 * s.largest + 12 * 3 * 24 +
+				 tier(&plan, "device")->needed);
+
+	/* Gradients on NVMe (auto, one rank): every sub-group's gradients
+	 * beside its states, listed apart; each swapper slot holds a group's
+	 * gradients too; host memory keeps no accumulator, only the largest
+	 * tensor's sums on their way. */
+	z->offload_optimizer.gradients = ZN_OFFLOAD_GRADS_AUTO;
+	assert_int_equal(zn_plan_compute(&c, &plan), 0);
+	nv = &plan.tiers[3];
+	assert_int_equal(nv->nitems, 3);
+	assert_non_null(strstr(nv->items[1].name, "gradients (fp32"));
+	assert_int_equal(nv->items[1].bytes, groups * A4K(4 * 5000));
+	assert_int_equal(nv->needed, A4K(opt + groups * A4K(4 * 5000)) + s.nvme16);
+	assert_int_equal(tier(&plan, "pinned host")->needed,
+			 5 * 4 * A4K(4 * 5000) + 5 * A4K(2 * s.largest));
+	assert_int_equal(tier(&plan, "pageable host")->needed,
+			 4 * s.largest + 12 * 5000 + 12 * s.largest + 12 * 3 * 24 +
 				 tier(&plan, "device")->needed);
 
 	/* Two directories: each gets half, rounded, plus two stripes. */

@@ -138,20 +138,23 @@ def fits_with_the_formula_s_numbers(d):
     act, host_act = activations(True, True)
     device = in_use + up(2 * largest, 256) + 2 * up(4 * bt, 256) + act
     assert got["device"] == device, (got, device)
-    # Pinned: 6 optimizer slots of 3 arrays of 5000 fp32 (pipeline_read
-    # takes buffer_count), 4 parameter buffers of the largest tensor in bf16.
-    pinned = 6 * 3 * up(4 * 5000, 4096) + 4 * up(2 * largest, 4096)
+    # Pinned: 6 optimizer slots of 3 arrays of 5000 fp32 and the group's
+    # bf16 gradients (pipeline_read takes buffer_count), 4 parameter
+    # buffers of the largest tensor in bf16.
+    pinned = 6 * (3 * up(4 * 5000, 4096) + up(2 * 5000, 4096)) + 4 * up(2 * largest, 4096)
     assert got["pinned host"] == pinned, (got, pinned)
-    # Host: bf16 accumulators and the fp32 staging buffer; one sub-group's
-    # states and the largest tensor's, through which the states reach NVMe
-    # at the start; the batch; the kept block inputs; the cpu backend's
-    # device memory.
-    pageable = (2 * P + 4 * largest + 12 * 5000 + 12 * largest + 3 * 4 * bt + host_act +
+    # Host: no accumulators (the gradients gather on NVMe beside the
+    # optimizer states), the largest tensor's bf16 sums on their way and
+    # the fp32 staging buffer later micro-batches add through; one
+    # sub-group's states and the largest tensor's, through which the states
+    # reach NVMe at the start; the batch; the kept block inputs; the cpu
+    # backend's device memory.
+    pageable = (2 * largest + 4 * largest + 12 * 5000 + 12 * largest + 3 * 4 * bt + host_act +
                 device)
     assert got["pageable host"] == pageable, (got, pageable)
     groups = -(-P // 5000)
-    assert got["nvme " + os.path.join(d, "o")] == up((groups + 6) * 3 * up(4 * 5000, 4096),
-                                                     4096), got
+    assert got["nvme " + os.path.join(d, "o")] == up((groups + 6) * 3 * up(4 * 5000, 4096) +
+                                                     groups * up(2 * 5000, 4096), 4096), got
     assert got["nvme " + os.path.join(d, "p")] == sum(up(2 * n, 4096) for n in flat), got
 
 

@@ -186,6 +186,9 @@ static struct zn_trainer *create(const struct zn_config *cfg)
 	return t;
 }
 
+/* Micro-batches per step of the runs (gradient_accumulation_steps). */
+static unsigned accum_steps = 1;
+
 /* Steps until `t` has done `upto`, into r->loss[...] by step number. */
 static void steps(struct zn_trainer *t, unsigned upto, struct run *r)
 {
@@ -198,7 +201,7 @@ static void steps(struct zn_trainer *t, unsigned upto, struct run *r)
 		assert_true(s.step >= 1 && s.step <= MAX_STEPS);
 		assert_int_equal(s.step, zn_trainer_steps_done(t));
 		assert_true(isfinite(s.loss) && isfinite(s.grad_norm) && s.lr > 0);
-		assert_int_equal(s.tokens, B * T);
+		assert_int_equal(s.tokens, B * T * accum_steps);
 		assert_false(s.skipped);
 		r->loss[s.step - 1] = s.loss;
 		r->lr[s.step - 1] = s.lr;
@@ -382,6 +385,70 @@ static void test_placements_are_bit_identical(void **state)
 	}
 }
 
+/* Gradients of offloaded tensors gather on NVMe beside the optimizer
+ * states (offload_optimizer.gradients auto, one rank) or in host
+ * accumulators (host): with two micro-batches a step (each read back,
+ * added to and written again on NVMe) and clipping on, the two give the
+ * same losses and final parameters bit for bit, in fp32 and bf16, with one
+ * swap buffer or pipelined ones; NVMe gradients keep no accumulator in
+ * host memory and move more NVMe bytes. */
+static void test_gradients_on_nvme_match_host_accumulators(void **state)
+{
+	(void)state;
+	enum { N = 4 };
+	static const struct placement piped = {
+		"nvme3p", "{stage: 3, sub_group_size: 7000, stage3_param_persistence_threshold: 0, "
+			  "offload_param: {device: nvme, max_in_cpu: 0, nvme_path: SWAP}, "
+			  "offload_optimizer: {device: nvme, nvme_path: SWAP, pipeline_read: true, "
+			  "pipeline_write: true, buffer_count: 5}}",
+		true, true };
+	const struct placement *ps[] = { &placements[NPLACEMENTS - 1], &piped };
+	accum_steps = 2;
+	for (unsigned d = 0; d < sizeof(precisions) / sizeof(precisions[0]); d++) {
+		for (unsigned k = 0; k < 2; k++) {
+			const struct precision *pr = &precisions[d];
+			struct run r[2] = { 0 };
+			char *model[2];
+			size_t len[2];
+			for (unsigned h = 0; h < 2; h++) {
+				const char *sets[] = {
+					"gradient_accumulation_steps=2",
+					h ? "zero_optimization.offload_optimizer.gradients=host"
+					  : "zero_optimization.offload_optimizer.gradients=auto" };
+				struct zn_config cfg;
+				char name[64];
+				snprintf(name, sizeof(name), "g%u%u%u", d, k, h);
+				const char *ckpt = folder("ck-%s", name);
+				assert_int_equal(load(ps[k], pr, ckpt, false, sets, 2, &cfg), 0);
+				struct zn_trainer *t = create(&cfg);
+				steps(t, N, &r[h]);
+				assert_int_equal(zn_trainer_save(t), 0);
+				zn_trainer_destroy(t);
+				model[h] = saved_model(ckpt, &len[h]);
+			}
+			print_message("%s %s: losses %.6f .. %.6f, norm %.3f; nvme read %llu "
+				      "against %llu with host accumulators\n",
+				      pr->name, ps[k]->name, r[0].loss[0], r[0].loss[N - 1],
+				      r[0].last.grad_norm,
+				      (unsigned long long)r[0].last.nvme_read_bytes,
+				      (unsigned long long)r[1].last.nvme_read_bytes);
+			/* Clipping is on: the norm is above gradient_clipping. */
+			assert_true(r[0].last.grad_norm > 1.0);
+			if (memcmp(r[0].loss, r[1].loss, sizeof(r[0].loss)) != 0)
+				fail_msg("%s %s: losses differ (step 2: %.17g against %.17g)", pr->name,
+					 ps[k]->name, r[0].loss[1], r[1].loss[1]);
+			if (len[0] != len[1] || memcmp(model[0], model[1], len[0]) != 0)
+				fail_msg("%s %s: final parameters differ", pr->name, ps[k]->name);
+			assert_true(r[0].last.host_bytes < r[1].last.host_bytes);
+			assert_true(r[0].last.nvme_read_bytes > r[1].last.nvme_read_bytes);
+			assert_true(r[0].last.nvme_write_bytes > r[1].last.nvme_write_bytes);
+			free(model[0]);
+			free(model[1]);
+		}
+	}
+	accum_steps = 1;
+}
+
 /* Stopped after step K, saved, destroyed, and created again from the
  * checkpoint: in every placement, steps K+1 .. N give the uninterrupted
  * run's losses and lr bit for bit (states and parameters come back from
@@ -524,6 +591,7 @@ int main(void)
 		cmocka_unit_test(test_loss_falls),
 		cmocka_unit_test(test_synthetic),
 		cmocka_unit_test(test_placements_are_bit_identical),
+		cmocka_unit_test(test_gradients_on_nvme_match_host_accumulators),
 		cmocka_unit_test(test_resume_is_exact),
 		cmocka_unit_test(test_consolidate),
 		cmocka_unit_test(test_bad_input),

@@ -70,6 +70,7 @@ int zn_plan_need_pinned(const struct zn_config *c, const struct zn_plan_geom *g,
  * (offload_optimizer nvme), and the parameter homes on NVMe (0: none, so
  * offload_param's nvme_path is not used). */
 uint64_t zn_plan_optimizer_store(const struct zn_config *c, const struct zn_plan_geom *g);
+uint64_t zn_plan_gradient_store(const struct zn_config *c, const struct zn_plan_geom *g);
 uint64_t zn_plan_param_store(const struct zn_config *c, const struct zn_plan_geom *g);
 /* The elements per sub-group of the NVMe optimizer states. */
 uint64_t zn_plan_sub_group(const struct zn_config *c, const struct zn_plan_geom *g);
@@ -97,10 +98,12 @@ struct zn_plan_dir {
 
 /* Add one section's swap store (`which`: 0 offload_optimizer, 1
  * offload_param; `value` its nvme_path) of `capacity` bytes to the rows of
- * its directories, making rows for new ones.  0, or -errno naming the key
- * and the path that cannot take swap files. */
+ * its directories, making rows for new ones; `part` bytes of it (0: none)
+ * listed apart as `part_what`.  0, or -errno naming the key and the path
+ * that cannot take swap files. */
 int zn_plan_nvme_section(struct zn_plan *p, struct zn_plan_dir *dirs, unsigned *ndirs, int which,
-			 const char *value, uint64_t capacity, uint64_t stripe, const char *what);
+			 const char *value, uint64_t capacity, uint64_t stripe, const char *what,
+			 uint64_t part, const char *part_what);
 /* Each row's fit, directories on one filesystem checked together. */
 void zn_plan_nvme_fit(struct zn_plan *p, const struct zn_plan_dir *dirs, unsigned ndirs);
 

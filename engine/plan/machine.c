@@ -178,7 +178,8 @@ static const char *const section_key[2] = {
 };
 
 int zn_plan_nvme_section(struct zn_plan *p, struct zn_plan_dir *dirs, unsigned *ndirs, int which,
-			const char *value, uint64_t capacity, uint64_t stripe, const char *what)
+			const char *value, uint64_t capacity, uint64_t stripe, const char *what,
+			uint64_t part, const char *part_what)
 {
 	char buf[ZN_NVME_PATH_MAX];
 	const char *paths[ZN_STORE_MAX_PATHS];
@@ -191,6 +192,10 @@ int zn_plan_nvme_section(struct zn_plan *p, struct zn_plan_dir *dirs, unsigned *
 	const struct zn_store_config sc = { .npaths = (unsigned)np, .capacity = capacity,
 					    .stripe_bytes = stripe };
 	uint64_t share = zn_store_path_bytes(&sc);
+	/* The part of the file listed apart: its share, as if alone. */
+	const struct zn_store_config pc = { .npaths = (unsigned)np, .capacity = part,
+					    .stripe_bytes = stripe };
+	uint64_t pshare = part ? ZN_MIN(zn_store_path_bytes(&pc), share) : 0;
 	for (int i = 0; i < np; i++) {
 		struct stat st;
 		if (stat(paths[i], &st) != 0) {
@@ -239,8 +244,11 @@ int zn_plan_nvme_section(struct zn_plan *p, struct zn_plan_dir *dirs, unsigned *
 			(*ndirs)++;
 		}
 		dirs[k].keys[which] = true;
-		zn_plan_item(&p->tiers[dirs[k].row], share, "%s%s", what,
+		zn_plan_item(&p->tiers[dirs[k].row], share - pshare, "%s%s", what,
 			     np > 1 ? ", its share of the stripes" : "");
+		if (pshare)
+			zn_plan_item(&p->tiers[dirs[k].row], pshare, "%s%s", part_what,
+				     np > 1 ? ", its share of the stripes" : "");
 	}
 	return 0;
 }

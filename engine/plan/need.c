@@ -72,6 +72,8 @@ struct placed {
 	uint64_t hstate, hgrad;  /* host: master, m, v; gradient accumulators */
 	uint64_t staged;         /* host: the overlapped update's staging */
 	uint64_t own;            /* elements whose optimizer states the rank keeps */
+	uint64_t gsums;          /* elements of the largest tensor whose gradients
+	                          * gather on NVMe (zn_zero_arrays nvme_grad) */
 	struct zn_zero_homes homes;
 };
 
@@ -121,6 +123,8 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 			pl->hgrad += a.hgrad;
 			pl->staged += a.staged;
 			pl->own += s.nown;
+			if (a.nvme_grad)
+				pl->gsums = ZN_MAX(pl->gsums, s.nown);
 			if (a.home)
 				zn_zero_home(&pl->z, &pl->homes, s.nown, g->tab.d[i].name);
 			lp += A256(a.fparam);
@@ -264,6 +268,8 @@ int zn_plan_need_pinned(const struct zn_config *c, const struct zn_plan_geom *g,
  *             optimizer's, or the device optimizer's checkpoint staging
  *   host gradient accumulators (hgrad), and with accumulation a gradient
  *             staging buffer 4 largest
+ *   gradients on NVMe (grads_nvme): a tensor's sums on their way, the
+ *             largest such tensor in grad_accum_dtype
  *   offload_optimizer nvme: staging through which the states reach NVMe at
  *             the start and a checkpoint at a save: one sub-group's states
  *             and the largest tensor's (start), and its transposed copy
@@ -288,11 +294,14 @@ int zn_plan_need_pageable(const struct zn_config *c, const struct zn_plan_geom *
 		     pl.z.device_opt ? "checkpoint staging (master, exp_avg, exp_avg_sq)"
 				     : "optimizer states (fp32 master, exp_avg, exp_avg_sq)");
 	if (pl.z.host_grads) {
-		zn_plan_item(t, pl.hgrad, "gradient accumulators (%s)",
-			     pl.z.gdt == ZN_DTYPE_F32 ? "fp32" : "16-bit");
+		zn_plan_item(t, pl.hgrad, "gradient accumulators (%s%s)",
+			     pl.z.gdt == ZN_DTYPE_F32 ? "fp32" : "16-bit",
+			     pl.z.grads_nvme ? ", tensors kept on the device" : "");
 		if (c->batch.grad_accum > 1)
 			zn_plan_item(t, 4 * g->tab.largest, "gradient staging (largest tensor)");
 	}
+	zn_plan_item(t, pl.gsums * zn_dtype_size(pl.z.gdt),
+		     "gradients on their way to NVMe (largest offloaded tensor)");
 	if (pl.z.nvme_opt)
 		zn_plan_item(t,
 			     ZN_ZERO_STATES * 4 * (zn_zero_sub_group(&pl.z, pl.own) + g->tab.largest) +
@@ -328,6 +337,17 @@ uint64_t zn_plan_optimizer_store(const struct zn_config *c, const struct zn_plan
 	placement(c, g, &pl);
 	optswap_of(c, &pl, &oc);
 	return zn_optswap_store_bytes(&oc);
+}
+
+/*   gradients (grads_nvme): zn_optswap_grads_store_bytes, part of the
+ *             above: every sub-group's, in grad_accum_dtype */
+uint64_t zn_plan_gradient_store(const struct zn_config *c, const struct zn_plan_geom *g)
+{
+	struct placed pl;
+	struct zn_optswap_config oc;
+	placement(c, g, &pl);
+	optswap_of(c, &pl, &oc);
+	return zn_optswap_grads_store_bytes(&oc);
 }
 
 uint64_t zn_plan_param_store(const struct zn_config *c, const struct zn_plan_geom *g)

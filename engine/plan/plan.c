@@ -116,7 +116,11 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 	    (rc = zn_plan_nvme_section(p, dirs, &ndirs, 0, z->offload_optimizer.nvme_path,
 				       zn_plan_optimizer_store(cfg, g),
 				       z->offload_optimizer.stripe_size,
-				       "optimizer states (fp32 master, exp_avg, exp_avg_sq)")))
+				       "optimizer states (fp32 master, exp_avg, exp_avg_sq)",
+				       zn_plan_gradient_store(cfg, g),
+				       zr.gdt == ZN_DTYPE_F32
+					       ? "gradients (fp32, in the optimizer's sub-groups)"
+					       : "gradients (16-bit, in the optimizer's sub-groups)")))
 		return rc;
 	/* Homes go to NVMe only past max_in_cpu; with none there, the trainer
 	 * never opens offload_param's nvme_path and neither does the plan. */
@@ -124,7 +128,8 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 	if (pbytes && (rc = zn_plan_nvme_section(p, dirs, &ndirs, 1, z->offload_param.nvme_path,
 						 pbytes, z->offload_param.stripe_size,
 						 zn_dtype_size(zr.hdt) == 2 ? "parameters (16-bit)"
-									   : "parameters (fp32)")))
+									   : "parameters (fp32)",
+						 0, NULL)))
 		return rc;
 	zn_plan_nvme_fit(p, dirs, ndirs);
 

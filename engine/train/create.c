@@ -84,6 +84,7 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	free(t->layer);
 	free(t->fetch.order);
 	free(t->gstage);
+	free(t->gsums);
 	if (t->round_buf)
 		zn_device_free(t->dev, t->round_buf);
 	if (t->dopt.sumsq)
@@ -164,6 +165,11 @@ static int settle_config(struct zn_trainer *t, bool synthetic)
 	if ((rc = check_supported(cfg, synthetic)) ||
 	    (t->world > 1 && (rc = tr_check_same_config(t))))
 		return rc;
+	if (t->world > 1 &&
+	    cfg->zero_optimization.offload_optimizer.gradients == ZN_OFFLOAD_GRADS_NVME)
+		return zn_error(-EINVAL, "zero_optimization.offload_optimizer.gradients: nvme works "
+					 "on one rank for now (several ranks reduce their gradients "
+					 "into host accumulators); set it to auto or host");
 	/* One disk per rank: "{rank}" and "{local_rank}" in an nvme_path
 	 * become this rank's numbers (/nvme{local_rank}/swap). */
 	if ((rc = zn_config_expand_rank(&t->cfg, t->rank, zn_comm_local_rank(t->comm))))
@@ -234,6 +240,7 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s)
 	if (za.dpart && zn_device_alloc(t->dev, za.dpart, (void **)&s->dhome))
 		return -ENOMEM;
 	s->dev_grads = sh.dev_grads;
+	s->gnvme = za.nvme_grad;
 	t->layered |= !s->dev_grads;
 	/* Host optimizer state unless it lives on NVMe; gradient accumulators
 	 * unless the optimizer runs on the device. */
@@ -309,7 +316,17 @@ static int open_scratch(struct zn_trainer *t)
 	if ((t->zr.dtype != ZN_DTYPE_F32 || t->zr.gdt != ZN_DTYPE_F32) &&
 	    zn_device_alloc(t->dev, largest * 2, &t->round_buf))
 		return -ENOMEM;
-	if ((!t->zr.device_opt || t->world > 1) && !(t->gstage = malloc(largest * 4)))
+	/* Later micro-batches' gradients cross through it (and on several
+	 * ranks every reduced part). */
+	if ((t->world > 1 || (!t->zr.device_opt && t->accum > 1)) &&
+	    !(t->gstage = malloc(largest * 4)))
+		return zn_error(-ENOMEM, "out of memory");
+	/* NVMe gradients: a tensor's sums on their way (the largest's). */
+	uint64_t gl = 0;
+	for (unsigned i = 0; i < t->tab.nt; i++)
+		if (t->t[i].gnvme)
+			gl = ZN_MAX(gl, t->t[i].nown);
+	if (gl && !(t->gsums = malloc(gl * zn_dtype_size(t->zr.gdt))))
 		return zn_error(-ENOMEM, "out of memory");
 	return 0;
 }

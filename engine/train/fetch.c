@@ -253,7 +253,11 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 	if (!rc && written && t->layer[layer].has_grads && t->flights.copy && t->world == 1) {
 		rc = tr_grads_leave(t, layer);
 	} else if (!rc && written && t->layer[layer].has_grads) {
-		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+		/* NVMe gradients go in descending order, as the layers do
+		 * (grads.c), so that one sub-group is open at a time. */
+		const unsigned cnt = t->tab.count[layer];
+		for (unsigned k = 0; k < cnt && !rc; k++) {
+			const unsigned i = t->zr.grads_nvme ? cnt - 1 - k : k;
 			struct tstate *s = &t->t[t->tab.first[layer] + i];
 			if (s->dev_grads)
 				continue;

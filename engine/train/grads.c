@@ -53,10 +53,60 @@ static int grads_prepare(struct zn_trainer *t, struct tstate *s, bool first, voi
 	return rc;
 }
 
+/* A backward's gradients of gnvme tensors go to NVMe in one pass of the
+ * optimizer swapper: the first micro-batch's start the sums, later ones
+ * add to them. */
+int tr_grads_pass_begin(struct zn_trainer *t)
+{
+	return t->zr.grads_nvme ? zn_optswap_grads_begin(t->nvme.os, t->micro_i > 0) : 0;
+}
+
+int tr_grads_pass_end(struct zn_trainer *t)
+{
+	return t->zr.grads_nvme ? zn_optswap_grads_end(t->nvme.os) : 0;
+}
+
+/* A gnvme tensor's gradients (on the host now: `first`, in the sums'
+ * dtype, in t->gsums; else fp32 in t->gstage) into its sums on NVMe,
+ * sub-group by sub-group from the top (the pass's order): later
+ * micro-batches read each group's sums, add to them (rounded once, as
+ * host accumulators are) and send them back before the next group's, so
+ * one group is open at a time.  After the step's last micro-batch the
+ * whole tensor's sums are in t->gsums: its share of the norm is taken
+ * there, as norm_on_host takes a host accumulator's. */
+static int grads_to_nvme(struct zn_trainer *t, struct tstate *s, bool first)
+{
+	const uint64_t S = zn_zero_sub_group(&t->zr, t->own_total);
+	const size_t esz = zn_dtype_size(t->zr.gdt);
+	uint8_t *sums = t->gsums;
+	int rc = 0;
+	for (uint64_t b = s->nown; b > 0 && !rc;) {
+		/* [a, b): this tensor's piece of one group, in its part. */
+		const uint64_t top = s->oflat + b - 1, gfirst = top - top % S;
+		const uint64_t a = gfirst > s->oflat ? gfirst - s->oflat : 0, n = b - a;
+		if (!first &&
+		    !(rc = zn_optswap_grads_get(t->nvme.os, s->oflat + a, n, sums + a * esz)))
+			tr_host_accumulate(sums + a * esz, t->zr.gdt, t->gstage + a, n);
+		if (!rc)
+			rc = zn_optswap_grads_put(t->nvme.os, s->oflat + a, n, sums + a * esz);
+		b = a;
+	}
+	if (!rc && t->micro_i + 1 == t->accum) {
+		const struct zn_adam_exec ex = { .pool = t->pool };
+		struct zn_adam_grad_stats gst;
+		if (!(rc = zn_adam_grad_check(sums, t->zr.gdt, s->nown, &ex, &gst))) {
+			s->gsq = gst.sumsq;
+			s->gfin = gst.finite;
+		}
+	}
+	return rc;
+}
+
 /* A tensor's device gradients into its host accumulator, synchronously:
  * prepared as above, then across; the first micro-batch's gradients start
  * the accumulator (16-bit accumulators: narrowed on the device, so half
- * the bytes cross), later ones are added to it. */
+ * the bytes cross), later ones are added to it.  gnvme: the same, on
+ * their way to NVMe. */
 int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 {
 	const void *src;
@@ -67,6 +117,11 @@ int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 	if (rc)
 		return rc;
 	t->stats.d2h_bytes += bytes;
+	if (s->gnvme)
+		return (rc = zn_device_copy_async(t->dev, first ? t->gsums : (void *)t->gstage, src,
+						  bytes, ZN_COPY_DEVICE_TO_HOST, NULL))
+			       ? rc
+			       : grads_to_nvme(t, s, first);
 	if (first)
 		return zn_device_copy_async(t->dev, s->grad, src, bytes, ZN_COPY_DEVICE_TO_HOST,
 					    NULL);

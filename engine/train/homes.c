@@ -53,8 +53,9 @@ int tr_param_homes_setup(struct zn_trainer *t)
 
 	/* overlap_comm (DeepSpeed: overlap the gradient reduction with the
 	 * backward; on one rank the reduction is the way to the host): a
-	 * stream of their own, up to GRAD_FLIGHTS layers in flight. */
-	if (t->cfg.zero_optimization.overlap_comm) {
+	 * stream of their own, up to GRAD_FLIGHTS layers in flight.  Not for
+	 * gradients bound for NVMe, which leave synchronously. */
+	if (t->cfg.zero_optimization.overlap_comm && !t->zr.grads_nvme) {
 		t->flights.copy = zn_device_stream_create(t->dev, "gradients");
 		t->flights.ev_compute = t->flights.copy ? zn_device_event_create(t->dev) : NULL;
 		if (!t->flights.ev_compute)
@@ -143,7 +144,15 @@ int tr_nvme_setup(struct zn_trainer *t)
 		return -EINVAL;
 	c.store = t->nvme.store;
 	t->nvme.os = zn_optswap_create(&c);
-	return t->nvme.os ? 0 : -EINVAL;
+	if (!t->nvme.os)
+		return -EINVAL;
+	/* Every backward sends the gradients of the tensors whose sums live
+	 * beside their states. */
+	int rc = 0;
+	for (unsigned i = 0; i < t->tab.nt && !rc; i++)
+		if (t->t[i].gnvme && t->t[i].nown)
+			rc = zn_optswap_grads_expect(t->nvme.os, t->t[i].oflat, t->t[i].nown);
+	return rc;
 }
 
 static void *groups_writer(void *arg)

@@ -42,7 +42,10 @@
  *                            swapper's sub-groups (offload_optimizer nvme:
  *                            no host copy at all)
  *   grad                     host gradient accumulator in grad_accum_dtype
- *                            (offload_optimizer cpu/nvme; several ranks)
+ *                            (offload_optimizer cpu/nvme; several ranks),
+ *                            or (gnvme) the sums on NVMe in the optimizer
+ *                            swapper's sub-groups, sent there at each
+ *                            release (grads.c)
  *   home                     offload_param: the parameters in the training
  *                            dtype, on host or NVMe (homes.c)
  * create() (place_tensor) sets the share and allocates what is kept for
@@ -63,6 +66,10 @@ struct tstate {
 					* step's micro-batches (resident tensors, one
 					* rank or stage <= 1); else they leave at each
 					* release */
+	bool gnvme;                    /* ... for NVMe (engine/zero's grads_nvme) */
+	double gsq;                    /* gnvme: the step's final gradients' squared
+					* sum, and whether all are finite, taken */
+	bool gfin;                     /* as they left (the norm's share) */
 	/* On the device. */
 	void *dparam, *dgrad;          /* fp32 */
 	void *sparam, *sgrad;          /* 16-bit storage (t->sdt): what the model
@@ -326,6 +333,10 @@ struct zn_trainer {
 	void *round_buf;               /* device, for rounding: 2 bytes per element
 					* of the largest tensor */
 	float *gstage;                 /* host staging for a tensor's gradients */
+	void *gsums;                   /* gnvme: a tensor's gradient sums between
+					* NVMe and the staging (grad_accum_dtype) */
+	struct zn_optswap_grad_stats gstats0; /* the NVMe gradients' I/O at the
+					* step's start */
 	/* The optimizer, and the progress a checkpoint saves. */
 	struct zn_lr_schedule sched;
 	struct zn_adam_hparams hp;
@@ -403,9 +414,13 @@ void tr_drop_kept(struct zn_trainer *t);
 int tr_dev_alloc(struct zn_trainer *t, size_t bytes, void **p);
 
 /* grads.c: one rank's gradients to the host: a tensor's synchronously
- * (`first`: the step's first micro-batch starts the accumulator), a
- * layer's in flight; finished flights' buffers freed (all: waited for). */
+ * (`first`: the step's first micro-batch starts the accumulator; gnvme:
+ * to its sums on NVMe), a layer's in flight; finished flights' buffers
+ * freed (all: waited for); a backward's pass of NVMe gradients begun and
+ * ended (nothing without them). */
 int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first);
+int tr_grads_pass_begin(struct zn_trainer *t);
+int tr_grads_pass_end(struct zn_trainer *t);
 int tr_grads_leave(struct zn_trainer *t, unsigned layer);
 int tr_flights_reap(struct zn_trainer *t, bool all);
 

@@ -89,9 +89,12 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 			continue;
 		uint64_t o = a - first, l = a - s->oflat;
 		struct zn_adam_hparams h = hparams_for(&u->hp, s);
+		/* Gradients: NVMe ones beside the states, in the group. */
+		const size_t esz = zn_dtype_size(t->zr.gdt);
+		const uint8_t *grad = s->gnvme ? (const uint8_t *)st[ZN_ZERO_STATES] + o * esz
+					       : (const uint8_t *)s->grad + l * esz;
 		struct zn_adam_tensors at = {
-			.n = b - a, .param = st[0] + o,
-			.grad = (const uint8_t *)s->grad + l * zn_dtype_size(t->zr.gdt),
+			.n = b - a, .param = st[0] + o, .grad = grad,
 			.grad_dtype = t->zr.gdt, .exp_avg = st[1] + o,
 			.exp_avg_sq = st[2] + o };
 		int rc = update_begin(t, s, l, &at);

@@ -61,12 +61,15 @@ static int micro(struct zn_trainer *t, struct zn_data *d, bool backward, float s
 	 * tensor already; this also takes its last writes). */
 	if (!rc && backward)
 		rc = tr_opt_wait_all(t);
-	if (!rc && backward) {
+	if (!rc && backward && !(rc = tr_grads_pass_begin(t))) {
 		t->fetch.direction = -1;
 		rc = zn_arch_backward(&t->model, &src, t->data.din);
 		uint64_t t2 = zn_now_ns();
 		t->stats.compute_ns += t2 - t1;
 		zn_trace_span(t->trace, "backward", "compute", "device", t1, t2, 0);
+		/* Its gradients on NVMe are written (or the error says why). */
+		int r = tr_grads_pass_end(t);
+		rc = rc ? rc : r;
 	}
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
@@ -118,6 +121,8 @@ static int step_begin(struct zn_trainer *t, struct step *st)
 	t->opt.joined = false;
 	st->c0 = t->stats;
 	homes_nvme(t, &st->nvme_read0, &st->nvme_write0);
+	if (t->zr.grads_nvme)
+		zn_optswap_grads_stats(t->nvme.os, &t->gstats0);
 	for (unsigned i = 0; i < t->tab.nt; i++) {
 		const struct tstate *s = &t->t[i];
 		int rc = s->dev_grads ? zn_device_memset(t->dev, s->dgrad, 0, s->d->numel * 4, NULL)
@@ -219,8 +224,9 @@ static int norm_on_host(struct zn_trainer *t, struct step *st, const struct zn_a
 		return rc;
 	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
-		struct zn_adam_grad_stats gst;
-		if ((rc = zn_adam_grad_check(s->grad, t->zr.gdt, s->nown, ex, &gst)))
+		/* NVMe gradients' shares were taken as they left. */
+		struct zn_adam_grad_stats gst = { .sumsq = s->gsq, .finite = s->gfin };
+		if (!s->gnvme && (rc = zn_adam_grad_check(s->grad, t->zr.gdt, s->nown, ex, &gst)))
 			return rc;
 		st->sumsq += gst.sumsq;
 		st->finite &= gst.finite;
@@ -340,6 +346,13 @@ static void report(struct zn_trainer *t, const struct step *st, struct zn_step_i
 		zn_optswap_last_stats(t->nvme.os, &os);
 	out->nvme_read_bytes += os.bytes_read;
 	out->nvme_write_bytes += os.bytes_written;
+	if (t->zr.grads_nvme) { /* the backward's gradients */
+		struct zn_optswap_grad_stats gs;
+		zn_optswap_grads_stats(t->nvme.os, &gs);
+		out->nvme_read_bytes += gs.bytes_read - t->gstats0.bytes_read;
+		out->nvme_write_bytes += gs.bytes_written - t->gstats0.bytes_written;
+		out->stall_s += gs.wait_s - t->gstats0.wait_s;
+	}
 	if (!t->zr.overlap)
 		out->stall_s += os.read_wait_s + os.write_wait_s;
 }

@@ -26,6 +26,8 @@ void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, in
 	z->overlap = z->offload_param && z->nvme_opt;
 	z->partition_params = z->offload_param || (z->stage == 3 && world > 1);
 	z->host_grads = !z->device_opt || world > 1;
+	z->grads_nvme = z->nvme_opt && z->offload_param && world == 1 &&
+			zc->offload_optimizer.gradients != ZN_OFFLOAD_GRADS_HOST;
 	z->dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled ? ZN_DTYPE_BF16
 									: ZN_DTYPE_F32;
 	z->gdt = cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_BF16   ? ZN_DTYPE_BF16
@@ -69,7 +71,8 @@ void zn_zero_arrays_of(const struct zn_zero_rules *z, uint64_t numel,
 	a->dpart = !s->resident && !z->offload_param ? fp32 : 0;
 	a->dstate = z->device_opt ? fp32 : 0;
 	a->hstate = z->nvme_opt ? 0 : fp32;
-	a->hgrad = z->host_grads ? part_bytes(s->nown, z->gdt) : 0;
+	a->nvme_grad = z->grads_nvme && !s->dev_grads;
+	a->hgrad = z->host_grads && !a->nvme_grad ? part_bytes(s->nown, z->gdt) : 0;
 	a->staged = z->overlap && s->resident ? fp32 : 0;
 	a->home = !s->resident && z->offload_param ? part_bytes(s->nown, z->hdt) : 0;
 }
@@ -149,5 +152,6 @@ void zn_zero_optswap_config(const struct zn_zero_rules *z,
 		.nstates = ZN_ZERO_STATES, .buffer_count = oc->buffer_count,
 		.pipeline_read = oc->pipeline_read, .pipeline_write = oc->pipeline_write,
 		.pin_memory = oc->pin_memory,
+		.grad_bytes = z->grads_nvme ? (unsigned)zn_dtype_size(z->gdt) : 0,
 	};
 }

@@ -19,12 +19,14 @@
  *                  offload_optimizer none
  *   host           master, m, v unless they live on NVMe (with
  *                  offload_optimizer none: the checkpoint's staging); the
- *                  gradient accumulator in grad_accum_dtype; the overlapped
- *                  update's staging of a resident tensor's new values
+ *                  gradient accumulator in grad_accum_dtype, unless it
+ *                  lives on NVMe (grads_nvme); the overlapped update's
+ *                  staging of a resident tensor's new values
  *   home           offload_param: the parameters in the training dtype, in
  *                  host memory or on NVMe (zn_zero_home, max_in_cpu)
  *   nvme           offload_optimizer nvme: master, m, v in sub-groups
- *                  (zn_zero_sub_group, zn_zero_optswap_config)
+ *                  (zn_zero_sub_group, zn_zero_optswap_config), and with
+ *                  grads_nvme an offloaded tensor's gradient sums
  */
 #ifndef ZN_ENGINE_ZERO_H
 #define ZN_ENGINE_ZERO_H
@@ -60,6 +62,11 @@ struct zn_zero_rules {
 	bool host_grads;         /* gradient accumulators in host memory: for the
 	                          * CPU optimizer, or reduced across ranks on the
 	                          * host */
+	bool grads_nvme;         /* ... except offloaded tensors', which gather on
+	                          * NVMe beside the optimizer states, in their
+	                          * sub-groups (offload_optimizer nvme with
+	                          * offload_param on one rank, gradients not
+	                          * host) */
 	enum zn_dtype dtype;     /* training: what parameters and gradients are
 	                          * rounded to */
 	enum zn_dtype gdt, hdt;  /* the host gradient accumulators', the homes' */
@@ -96,7 +103,10 @@ struct zn_zero_arrays {
 	uint64_t dstate;  /* each of master, m, v: offload_optimizer none */
 	/* host */
 	uint64_t hstate;  /* each of master, m, v (fp32), unless on NVMe */
-	uint64_t hgrad;   /* the gradient accumulator (gdt): host_grads */
+	uint64_t hgrad;   /* the gradient accumulator (gdt): host_grads, unless
+	                   * on NVMe (nvme_grad) */
+	bool nvme_grad;   /* its gradients gather on NVMe: grads_nvme, not
+	                   * dev_grads */
 	uint64_t staged;  /* fp32: overlap's new values of a resident tensor */
 	/* host or NVMe */
 	uint64_t home;    /* offload_param (hdt): where zn_zero_home says */
@@ -152,7 +162,8 @@ uint64_t zn_zero_sub_group(const struct zn_zero_rules *z, uint64_t own);
 
 /* The optimizer swapper's config for `own` elements of states (its
  * store, aio and trace left NULL for the caller): sub-groups, ZN_ZERO_STATES
- * arrays, and offload_optimizer's buffers, pipelining and pinning. */
+ * arrays, offload_optimizer's buffers, pipelining and pinning, and the
+ * gradients beside them with grads_nvme. */
 void zn_zero_optswap_config(const struct zn_zero_rules *z,
 			    const struct zn_offload_optimizer_config *oc, uint64_t own,
 			    struct zn_optswap_config *out);

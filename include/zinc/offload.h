@@ -62,7 +62,13 @@ struct zn_offload_optimizer_config {
 	double cpuadam_cores_perc;   /* default 0.8 */
 	bool checksum;               /* zinc: default true */
 	uint64_t stripe_size;        /* zinc: default 4 MiB */
+	int gradients;               /* zinc: enum zn_offload_grads; default auto */
 };
+
+/* Where the gradients of offloaded tensors gather over a step with
+ * offload_optimizer nvme: auto -- on NVMe beside the optimizer states
+ * where zinc can (one rank), else host accumulators. */
+enum zn_offload_grads { ZN_OFFLOAD_GRADS_AUTO, ZN_OFFLOAD_GRADS_HOST, ZN_OFFLOAD_GRADS_NVME };
 
 ZN_API extern const struct zn_key_table zn_offload_param_key_table;
 ZN_API extern const struct zn_key_table zn_offload_optimizer_key_table;
@@ -281,6 +287,9 @@ struct zn_optswap_config {
 	bool pipeline_read, pipeline_write;
 	bool pin_memory;
 	struct zn_trace *trace;    /* optional: read / update / write spans per group */
+	/* Gradients beside the states (zn_optswap_grads_*): bytes per
+	 * gradient element, 2 or 4; 0: none. */
+	unsigned grad_bytes;
 };
 
 struct zn_optswap;
@@ -305,11 +314,54 @@ ZN_API int zn_optswap_write_group(struct zn_optswap *os, uint64_t g, const float
 ZN_API int zn_optswap_read_group(struct zn_optswap *os, uint64_t g, float *const *states);
 
 /* The update of one sub-group, in place: states[k] are its arrays (in a
- * pinned buffer), `first` the index of its first element, `n` its length.
- * The caller's closure reads the gradients and writes the fp16/bf16
- * parameter copy where it wants them.  0, or -errno to stop the step. */
+ * pinned buffer), `first` the index of its first element, `n` its length;
+ * with cfg.grad_bytes, states[nstates] holds the group's gradients (read,
+ * not written back).  The caller's closure writes the fp16/bf16 parameter
+ * copy where it wants it.  0, or -errno to stop the step. */
 typedef int (*zn_optswap_update_fn)(void *user, uint64_t group, uint64_t first, uint64_t n,
 				    float *const *states);
+
+/* ---- gradients on NVMe ----------------------------------------------------
+ *
+ * With cfg.grad_bytes, every sub-group also has a gradient extent: its
+ * elements' gradients, which the caller sends during a backward pass and
+ * zn_optswap_step reads with the group's states (states[nstates] of the
+ * update points at them, grad_bytes per element, in the caller's dtype).
+ * Between steps the swapper's buffers are idle and carry them: a group's
+ * gradients gather in a buffer as they come and are written once all the
+ * elements declared with zn_optswap_grads_expect have come.  A pass that
+ * accumulates first reads each group's previous sum (zn_optswap_grads_get),
+ * reading ahead to the groups below: a backward pass sends its gradients
+ * in descending element order, and when it reads, adds to and sends
+ * each group's piece of a tensor before the next group's, one group is
+ * open at a time: one buffer is enough; more let writes and reads overlap.
+ * Groups nothing is expected of have no gradients (zeros for the step).
+ */
+
+/* Elements [first, first + n) get gradients in every pass. */
+ZN_API int zn_optswap_grads_expect(struct zn_optswap *os, uint64_t first, uint64_t n);
+/* A pass starts: `accumulate` says the caller will add to the previous
+ * pass's sums (read through zn_optswap_grads_get); -EBUSY during a step. */
+ZN_API int zn_optswap_grads_begin(struct zn_optswap *os, bool accumulate);
+/* The previous pass's gradients of [first, first + n) into dst. */
+ZN_API int zn_optswap_grads_get(struct zn_optswap *os, uint64_t first, uint64_t n, void *dst);
+/* This pass's gradients of [first, first + n) (every expected element
+ * once): copied into their groups' buffers, a group written once whole. */
+ZN_API int zn_optswap_grads_put(struct zn_optswap *os, uint64_t first, uint64_t n,
+				const void *src);
+/* The pass is over: every write waited for, every expected element sent
+ * (else -EPROTO naming the first group short of them). */
+ZN_API int zn_optswap_grads_end(struct zn_optswap *os);
+
+/* What the passes moved so far, and how long they waited for the disk. */
+struct zn_optswap_grad_stats {
+	uint64_t bytes_read, bytes_written;
+	double wait_s;
+};
+ZN_API void zn_optswap_grads_stats(const struct zn_optswap *os,
+				   struct zn_optswap_grad_stats *out);
+/* Bytes of the gradient extents on NVMe (part of zn_optswap_store_bytes). */
+ZN_API uint64_t zn_optswap_grads_store_bytes(const struct zn_optswap_config *cfg);
 
 /* One optimizer step over every sub-group.  0, or the first error (the
  * groups already written hold their new states, the failed one its old). */
