@@ -48,6 +48,8 @@ struct zn_arch_dims {
 	int n_embd;       /* C */
 	int vocab_size;   /* V, the real vocabulary (GPT-2's padded rows not counted) */
 	int max_seq_len;  /* the most positions the model knows */
+	bool tied;        /* the classifier is the embedding (layer 0), fetched
+	                   * again by the head with gradients not yet final */
 };
 
 /* A model instance: the architecture's model behind `impl`. */
@@ -225,7 +227,8 @@ void zn_arch_reader_close(struct zn_arch_reader *r);
  * zn_gpt2_layers(&a->g) and zn_llama_layers(&a->l), ...), so one adapter
  * serves both.  In an architecture's file, ZN_ARCH_MODEL_CALLS(gpt2, g)
  * defines the static functions gpt2_dims ... gpt2_profile_take that
- * ZN_ARCH_MODEL_OPS(gpt2) names in its table. */
+ * ZN_ARCH_MODEL_OPS(gpt2) names in its table; the file defines
+ * gpt2_tied(a) before it. */
 #define ZN_ARCH_MODEL_CALLS(model, cfg)                                                          \
 	static struct zn_arch_dims model##_dims(const struct zn_arch *a)                         \
 	{                                                                                        \
@@ -233,7 +236,8 @@ void zn_arch_reader_close(struct zn_arch_reader *r);
 					      .n_head = a->cfg.n_head,                           \
 					      .n_embd = a->cfg.n_embd,                           \
 					      .vocab_size = a->cfg.vocab_size,                   \
-					      .max_seq_len = a->cfg.max_seq_len };               \
+					      .max_seq_len = a->cfg.max_seq_len,                 \
+					      .tied = model##_tied(a) };                         \
 	}                                                                                        \
 	static void model##_set_checkpointing(struct zn_arch *a, bool recompute,                 \
 					      bool offload)                                      \

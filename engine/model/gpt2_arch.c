@@ -59,6 +59,13 @@ static void gpt2_summary(const struct zn_arch *a, char *out, size_t len)
 		 c->n_head, c->n_embd, c->vocab_size);
 }
 
+/* GPT-2's classifier is always wte. */
+static bool gpt2_tied(const struct zn_arch *a)
+{
+	(void)a;
+	return true;
+}
+
 ZN_ARCH_MODEL_CALLS(gpt2, g)
 
 /* ---- weights files ----------------------------------------------------- */

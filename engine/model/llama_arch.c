@@ -92,6 +92,11 @@ static void llama_summary(const struct zn_arch *a, char *out, size_t len)
 		 l->vocab_size, l->tie_embeddings ? ", tied embeddings" : "");
 }
 
+static bool llama_tied(const struct zn_arch *a)
+{
+	return a->l.tie_embeddings;
+}
+
 ZN_ARCH_MODEL_CALLS(llama, l)
 
 /* ---- weights: a Hugging Face folder ----------------------------------- */

@@ -78,23 +78,27 @@ struct placed {
 };
 
 /* The offloaded layers on the device at once, from each layer's fetched
- * bytes: fp32 parameters p and gradients g, sums of A256 over its tensors'
- * zn_zero_arrays fparam and fgrad (what is not kept there).  A fetch allocates a layer's parameters, a fetch
- * for backward its gradients too; a release with final gradients frees
- * those, the last release the parameters.  The classifier holds the head
- * (layer L+1) and layer 0 (the tied wte) with gradients; layer 0's
- * gradients then stay until the encoder's backward, beside each block's
- * parameters and gradients. */
+ * bytes: parameters p and gradients g (fp32, or 16-bit with dev16), sums of
+ * A256 over its tensors' zn_zero_arrays fparam and fgrad (what is not kept
+ * there).  A fetch allocates a layer's parameters, a fetch for backward
+ * its gradients too; a release with final gradients frees those, the last
+ * release the parameters.  The classifier holds the head (layer L+1) and
+ * layer 0 (the tied wte) with gradients; layer 0's gradients then wait
+ * until the encoder's backward, beside each block's parameters and
+ * gradients: as they are, or (dev16) folded into an fp32 sum w0 made at
+ * the classifier's release (ffold) while its 16-bit ones are freed.  An
+ * untied model's layer 0 is on the device only for the encoder. */
 struct layers_in_use {
-	uint64_t p0, g0, phead, ghead, block; /* block: the largest p + g */
+	uint64_t p0, g0, w0, phead, ghead, block; /* block: the largest p + g */
 };
 
 static void layer_done(struct layers_in_use *u, const struct zn_plan_geom *g, unsigned l,
-		       uint64_t p, uint64_t gr)
+		       uint64_t p, uint64_t gr, uint64_t fold)
 {
 	if (l == 0) {
 		u->p0 = p;
 		u->g0 = gr;
+		u->w0 = fold;
 	} else if (l == g->tab.nlayers - 1) {
 		u->phead = p;
 		u->ghead = gr;
@@ -106,7 +110,7 @@ static void layer_done(struct layers_in_use *u, const struct zn_plan_geom *g, un
 static void placement(const struct zn_config *c, const struct zn_plan_geom *g, struct placed *pl)
 {
 	struct layers_in_use u = { 0 };
-	uint64_t lp = 0, lg = 0; /* the current layer's fetched bytes */
+	uint64_t lp = 0, lg = 0, lf = 0; /* the current layer's fetched bytes */
 
 	memset(pl, 0, sizeof(*pl));
 	zn_zero_rules_init(&pl->z, c, 0, 1);
@@ -129,11 +133,18 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 				zn_zero_home(&pl->z, &pl->homes, s.nown, g->tab.d[i].name);
 			lp += A256(a.fparam);
 			lg += A256(a.fgrad);
+			lf += A256(a.ffold);
 		}
-		layer_done(&u, g, l, lp, lg);
-		lp = lg = 0;
+		layer_done(&u, g, l, lp, lg, lf);
+		lp = lg = lf = 0;
 	}
-	pl->in_use = ZN_MAX(u.p0 + u.g0 + u.phead + u.ghead, u.g0 + u.block);
+	if (zn_arch_dims(&g->a).tied) {
+		const uint64_t waiting = pl->z.dev16 ? u.w0 : u.g0;
+		pl->in_use = ZN_MAX(u.p0 + u.g0 + u.w0 + u.phead + u.ghead, waiting + u.block);
+	} else {
+		/* Layer 0 comes only to the encoder, alone. */
+		pl->in_use = ZN_MAX(ZN_MAX(u.phead + u.ghead, u.block), u.p0 + u.g0);
+	}
 }
 
 uint64_t zn_plan_sub_group(const struct zn_config *c, const struct zn_plan_geom *g)
@@ -174,15 +185,17 @@ int zn_plan_need_device(const struct zn_config *c, const struct zn_plan_geom *g,
 		zn_plan_item(t, A256(sizeof(double)) + A256(sizeof(int32_t)),
 			     "gradient norm and overflow flag");
 	}
-	zn_plan_item(t, pl.in_use, "offloaded layers in use (fp32 parameters + gradients)");
+	zn_plan_item(t, pl.in_use, "offloaded layers in use (%s parameters + gradients)",
+		     pl.z.dev16 ? zn_dtype_name(pl.z.dtype) : "fp32");
 	/* The trainer's scratch for rounding to 16 bits (homes, accumulators). */
 	if (pl.z.dtype != ZN_DTYPE_F32 || pl.z.gdt != ZN_DTYPE_F32)
 		zn_plan_item(t, A256(2 * g->tab.largest), "16-bit scratch (largest tensor)");
 	/* 16-bit training on cuda: the model computes on 16-bit copies of what
 	 * it is given (the trainer's hand_out): 2 + 2 bytes per element beside
-	 * the fp32 ones, about half as much again (alignment aside). */
+	 * the fp32 ones, about half as much again (alignment aside); offloaded
+	 * layers visit in 16 bits only (dev16), the copy itself. */
 	if (zn_config_storage_dtype(c) != ZN_DTYPE_F32)
-		zn_plan_item(t, (pl.dparam + pl.dgrad + pl.in_use) / 2,
+		zn_plan_item(t, (pl.dparam + pl.dgrad + (pl.z.dev16 ? 0 : pl.in_use)) / 2,
 			     "16-bit copies the kernels compute with (parameters + gradients)");
 	zn_plan_item(t, 2 * A256(4 * BT), "batch (tokens, targets)");
 	/* cuda: the kernels' context takes its workspaces with cudaMalloc,
@@ -297,7 +310,7 @@ int zn_plan_need_pageable(const struct zn_config *c, const struct zn_plan_geom *
 		zn_plan_item(t, pl.hgrad, "gradient accumulators (%s%s)",
 			     pl.z.gdt == ZN_DTYPE_F32 ? "fp32" : "16-bit",
 			     pl.z.grads_nvme ? ", tensors kept on the device" : "");
-		if (c->batch.grad_accum > 1)
+		if (zn_zero_grad_staging(&pl.z, c->batch.grad_accum))
 			zn_plan_item(t, 4 * g->tab.largest, "gradient staging (largest tensor)");
 	}
 	zn_plan_item(t, pl.gsums * zn_dtype_size(pl.z.gdt),

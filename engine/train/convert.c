@@ -9,6 +9,8 @@
 
 #include "zn_half.h"
 
+#include <string.h>
+
 /* acc (dtype dt) += add, rounding the sum to dt. */
 void tr_host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_t n)
 {
@@ -24,6 +26,38 @@ void tr_host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_t n)
 		uint16_t *a = acc;
 		for (size_t i = 0; i < n; i++)
 			a[i] = zn_f32_to_f16(zn_f16_to_f32(a[i]) + add[i]);
+	}
+}
+
+/* 16-bit values (dtype sdt) widened a block at a time for the two below:
+ * fp32 is exact for both 16-bit formats, so these give what adding or
+ * converting their fp32 values gives. */
+#define WIDEN_BLOCK 2048
+
+void tr_host_accumulate_from(void *acc, enum zn_dtype dt, const void *add, enum zn_dtype sdt,
+			     size_t n)
+{
+	float w[WIDEN_BLOCK];
+	const size_t asz = zn_dtype_size(dt), ssz = zn_dtype_size(sdt);
+	for (size_t i = 0; i < n; i += WIDEN_BLOCK) {
+		const size_t k = ZN_MIN(n - i, (size_t)WIDEN_BLOCK);
+		(void)zn_dtype_to_f32(w, (const uint8_t *)add + i * ssz, sdt, k);
+		tr_host_accumulate((uint8_t *)acc + i * asz, dt, w, k);
+	}
+}
+
+void tr_host_convert(void *dst, enum zn_dtype dt, const void *src, enum zn_dtype sdt, size_t n)
+{
+	float w[WIDEN_BLOCK];
+	const size_t dsz = zn_dtype_size(dt), ssz = zn_dtype_size(sdt);
+	if (dt == sdt) {
+		memcpy(dst, src, n * dsz);
+		return;
+	}
+	for (size_t i = 0; i < n; i += WIDEN_BLOCK) {
+		const size_t k = ZN_MIN(n - i, (size_t)WIDEN_BLOCK);
+		(void)zn_dtype_to_f32(w, (const uint8_t *)src + i * ssz, sdt, k);
+		(void)zn_dtype_from_f32((uint8_t *)dst + i * dsz, dt, w, k);
 	}
 }
 

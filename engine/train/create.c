@@ -316,10 +316,8 @@ static int open_scratch(struct zn_trainer *t)
 	if ((t->zr.dtype != ZN_DTYPE_F32 || t->zr.gdt != ZN_DTYPE_F32) &&
 	    zn_device_alloc(t->dev, largest * 2, &t->round_buf))
 		return -ENOMEM;
-	/* Later micro-batches' gradients cross through it (and on several
-	 * ranks every reduced part). */
-	if ((t->world > 1 || (!t->zr.device_opt && t->accum > 1)) &&
-	    !(t->gstage = malloc(largest * 4)))
+	/* Gradients cross through it to be added or converted (engine/zero). */
+	if (zn_zero_grad_staging(&t->zr, t->accum) && !(t->gstage = malloc(largest * 4)))
 		return zn_error(-ENOMEM, "out of memory");
 	/* NVMe gradients: a tensor's sums on their way (the largest's). */
 	uint64_t gl = 0;

@@ -143,9 +143,11 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
 			continue;
 		}
 		const size_t n = s->d->numel, bytes = n * zn_dtype_size(t->sdt);
+		const bool own16 = t->zr.dev16 && !s->resident; /* fetched as 16 bits */
 		if (!s->sparam && (rc = tr_dev_alloc(t, bytes, &s->sparam)))
 			break;
-		if ((rc = t->k->cast(t->kctx, s->sparam, t->sdt, s->dparam, ZN_DTYPE_F32, n)))
+		if (!own16 &&
+		    (rc = t->k->cast(t->kctx, s->sparam, t->sdt, s->dparam, ZN_DTYPE_F32, n)))
 			break;
 		params[i] = s->sparam;
 		if (!want)
@@ -163,8 +165,12 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
  * zeroed for what comes next: on the compute stream, after the backward
  * that wrote them.  At every release, also one saying more gradients are
  * to come (the tied wte between the classifier and the encoder): the fp32
- * gradients stay, the 16-bit buffers may not. */
-static int fold_grads(struct zn_trainer *t, unsigned layer)
+ * gradients stay, the 16-bit buffers may not.  16-bit layers (dev16) have
+ * fp32 gradients only for that: their final 16-bit gradients leave as
+ * they are (grads.c), and a release before they are final folds them
+ * into an fp32 sum made then, as the other placements' fp32 gradients
+ * hold them. */
+static int fold_grads(struct zn_trainer *t, unsigned layer, bool written)
 {
 	int rc = 0;
 	if (t->sdt == ZN_DTYPE_F32)
@@ -172,7 +178,10 @@ static int fold_grads(struct zn_trainer *t, unsigned layer)
 	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
 		struct tstate *s = &t->t[t->tab.first[layer] + i];
 		const size_t n = s->d->numel;
-		if (!s->sdirty || !s->sgrad || !s->dgrad)
+		if (s->sdirty && s->sgrad && !s->dgrad && t->zr.dev16 && !s->resident && !written &&
+		    !(rc = tr_dev_alloc(t, n * 4, &s->dgrad)))
+			rc = zn_device_memset(t->dev, s->dgrad, 0, n * 4, t->stream);
+		if (rc || !s->sdirty || !s->sgrad || !s->dgrad)
 			continue;
 		s->sdirty = false;
 		if (!(rc = t->k->accumulate(t->kctx, s->dgrad, ZN_DTYPE_F32, s->sgrad, t->sdt, n)))
@@ -210,13 +219,18 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			size_t hbytes = s->d->numel * zn_dtype_size(t->zr.hdt);
 			if (s->resident)
 				continue;
-			if ((rc = tr_dev_alloc(t, s->d->numel * 4, &s->dparam)))
+			/* 16-bit layers: the home's bytes are the kernels' copy. */
+			if ((rc = t->zr.dev16 ? tr_dev_alloc(t, hbytes, &s->sparam)
+					      : tr_dev_alloc(t, s->d->numel * 4, &s->dparam)))
 				break;
 			uint64_t t0 = zn_now_ns();
 			if ((rc = zn_swapper_acquire(t->homes.sw, s->home, &host)))
 				break;
 			t->stats.stall_ns += zn_now_ns() - t0;
-			if (t->zr.hdt == ZN_DTYPE_F32) {
+			if (t->zr.dev16) {
+				rc = zn_device_copy_async(t->dev, s->sparam, host, hbytes,
+							  ZN_COPY_HOST_TO_DEVICE, NULL);
+			} else if (t->zr.hdt == ZN_DTYPE_F32) {
 				rc = zn_device_copy_async(t->dev, s->dparam, host, hbytes,
 							  ZN_COPY_HOST_TO_DEVICE, NULL);
 			} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
@@ -235,7 +249,9 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 	if (!rc && want && !t->layer[layer].has_grads) {
 		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->tab.first[layer] + i];
-			if (s->dev_grads)
+			/* 16-bit layers: the kernels' 16-bit buffers (hand_out)
+			 * are the gradients until they leave. */
+			if (s->dev_grads || t->zr.dev16)
 				continue;
 			if (!(rc = tr_dev_alloc(t, s->d->numel * 4, &s->dgrad)))
 				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d->numel * 4, NULL);
@@ -289,7 +305,7 @@ static int fetch(void *user, unsigned layer, bool want, void **params, void **gr
 static int release(void *user, unsigned layer, bool written)
 {
 	struct zn_trainer *t = user;
-	int rc = fold_grads(t, layer);
+	int rc = fold_grads(t, layer, written);
 	if (!rc && t->layered)
 		rc = release_offloaded(t, layer, written);
 	return rc;

@@ -26,31 +26,61 @@ int tr_flights_reap(struct zn_trainer *t, bool all)
 	return rc;
 }
 
+/* How a tensor's gradients cross to the host at a release (one rank). */
+enum cross {
+	CROSS_ACC,  /* in the accumulator's dtype already: straight into it (a
+		     * first micro-batch) */
+	CROSS_F32,  /* fp32 rounded to the training dtype, staged, then added */
+	CROSS_16,   /* a 16-bit layer's own gradients (dev16), staged, then
+		     * converted (first) or added */
+};
+
 /* Enqueue on the compute stream what a tensor's device gradients need
  * before they cross: rounding to the training dtype, or, for a first
  * micro-batch into a 16-bit accumulator, narrowing into `narrow` (n 16-bit
- * values).  *src and *bytes say what to copy. */
-static int grads_prepare(struct zn_trainer *t, struct tstate *s, bool first, void *narrow,
-			 const void **src, size_t *bytes)
+ * values); a 16-bit layer's final gradients need nothing (fp32 holds
+ * them exactly, so they are the values the fp32 path would round to).
+ * *src and *bytes say what to copy. */
+static enum cross grads_prepare(struct zn_trainer *t, struct tstate *s, bool first, void *narrow,
+				const void **src, size_t *bytes, int *rc)
 {
 	const size_t n = s->d->numel;
-	int rc = 0;
+	*rc = 0;
+	if (!s->dgrad) { /* dev16: never folded into fp32 */
+		*src = s->sgrad;
+		*bytes = n * zn_dtype_size(t->sdt);
+		return first && t->zr.gdt == t->sdt ? CROSS_ACC : CROSS_16;
+	}
 	if (first && t->zr.gdt != ZN_DTYPE_F32) {
 		/* Narrowing to the training dtype itself rounds as
 		 * round_to_dtype would (to nearest even, once): that pass is
 		 * skipped then. */
 		if (t->zr.gdt != t->zr.dtype)
-			rc = tr_round_to_dtype(t, s->dgrad, n);
-		if (!rc)
-			rc = t->k->cast(t->kctx, narrow, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
+			*rc = tr_round_to_dtype(t, s->dgrad, n);
+		if (!*rc)
+			*rc = t->k->cast(t->kctx, narrow, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
 		*src = narrow;
 		*bytes = n * 2;
-	} else {
-		rc = tr_round_to_dtype(t, s->dgrad, n);
-		*src = s->dgrad;
-		*bytes = n * 4;
+		return CROSS_ACC;
 	}
-	return rc;
+	*rc = tr_round_to_dtype(t, s->dgrad, n);
+	*src = s->dgrad;
+	*bytes = n * 4;
+	return first ? CROSS_ACC : CROSS_F32;
+}
+
+/* What crossed into the staging buffer (at element `at` of it) lands in
+ * acc (n elements): converted or added, as `how` says. */
+static void grads_land(struct zn_trainer *t, void *acc, enum cross how, bool first, uint64_t at,
+		       size_t n)
+{
+	if (how == CROSS_F32)
+		tr_host_accumulate(acc, t->zr.gdt, t->gstage + at, n);
+	else if (how == CROSS_16 && first)
+		tr_host_convert(acc, t->zr.gdt, (const uint16_t *)t->gstage + at, t->sdt, n);
+	else if (how == CROSS_16)
+		tr_host_accumulate_from(acc, t->zr.gdt, (const uint16_t *)t->gstage + at, t->sdt,
+					n);
 }
 
 /* A backward's gradients of gnvme tensors go to NVMe in one pass of the
@@ -66,15 +96,15 @@ int tr_grads_pass_end(struct zn_trainer *t)
 	return t->zr.grads_nvme ? zn_optswap_grads_end(t->nvme.os) : 0;
 }
 
-/* A gnvme tensor's gradients (on the host now: `first`, in the sums'
- * dtype, in t->gsums; else fp32 in t->gstage) into its sums on NVMe,
+/* A gnvme tensor's gradients (on the host now: in t->gsums when they
+ * crossed in the sums' dtype, else staged) into its sums on NVMe,
  * sub-group by sub-group from the top (the pass's order): later
  * micro-batches read each group's sums, add to them (rounded once, as
  * host accumulators are) and send them back before the next group's, so
  * one group is open at a time.  After the step's last micro-batch the
  * whole tensor's sums are in t->gsums: its share of the norm is taken
  * there, as norm_on_host takes a host accumulator's. */
-static int grads_to_nvme(struct zn_trainer *t, struct tstate *s, bool first)
+static int grads_to_nvme(struct zn_trainer *t, struct tstate *s, enum cross how, bool first)
 {
 	const uint64_t S = zn_zero_sub_group(&t->zr, t->own_total);
 	const size_t esz = zn_dtype_size(t->zr.gdt);
@@ -84,11 +114,12 @@ static int grads_to_nvme(struct zn_trainer *t, struct tstate *s, bool first)
 		/* [a, b): this tensor's piece of one group, in its part. */
 		const uint64_t top = s->oflat + b - 1, gfirst = top - top % S;
 		const uint64_t a = gfirst > s->oflat ? gfirst - s->oflat : 0, n = b - a;
-		if (!first &&
-		    !(rc = zn_optswap_grads_get(t->nvme.os, s->oflat + a, n, sums + a * esz)))
-			tr_host_accumulate(sums + a * esz, t->zr.gdt, t->gstage + a, n);
-		if (!rc)
+		if (!first)
+			rc = zn_optswap_grads_get(t->nvme.os, s->oflat + a, n, sums + a * esz);
+		if (!rc) {
+			grads_land(t, sums + a * esz, how, first, a, n);
 			rc = zn_optswap_grads_put(t->nvme.os, s->oflat + a, n, sums + a * esz);
+		}
 		b = a;
 	}
 	if (!rc && t->micro_i + 1 == t->accum) {
@@ -106,38 +137,53 @@ static int grads_to_nvme(struct zn_trainer *t, struct tstate *s, bool first)
  * prepared as above, then across; the first micro-batch's gradients start
  * the accumulator (16-bit accumulators: narrowed on the device, so half
  * the bytes cross), later ones are added to it.  gnvme: the same, on
- * their way to NVMe. */
+ * their way to NVMe.  A 16-bit layer's gradient buffer goes with them. */
 int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 {
 	const void *src;
 	size_t bytes;
-	int rc = grads_prepare(t, s, first, t->round_buf, &src, &bytes);
+	int rc;
+	enum cross how = grads_prepare(t, s, first, t->round_buf, &src, &bytes, &rc);
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
 	if (rc)
 		return rc;
 	t->stats.d2h_bytes += bytes;
-	if (s->gnvme)
-		return (rc = zn_device_copy_async(t->dev, first ? t->gsums : (void *)t->gstage, src,
-						  bytes, ZN_COPY_DEVICE_TO_HOST, NULL))
-			       ? rc
-			       : grads_to_nvme(t, s, first);
-	if (first)
-		return zn_device_copy_async(t->dev, s->grad, src, bytes, ZN_COPY_DEVICE_TO_HOST,
-					    NULL);
-	if ((rc = zn_device_copy_async(t->dev, t->gstage, src, bytes, ZN_COPY_DEVICE_TO_HOST,
-				       NULL)))
-		return rc;
-	tr_host_accumulate(s->grad, t->zr.gdt, t->gstage, s->d->numel);
+	void *acc = s->gnvme ? t->gsums : s->grad;
+	rc = zn_device_copy_async(t->dev, how == CROSS_ACC ? acc : (void *)t->gstage, src, bytes,
+				  ZN_COPY_DEVICE_TO_HOST, NULL);
+	if (!s->dgrad) {
+		zn_device_free(t->dev, s->sgrad);
+		s->sgrad = NULL;
+		s->sdirty = false;
+	}
+	if (rc || s->gnvme)
+		return rc ? rc : grads_to_nvme(t, s, how, first);
+	grads_land(t, acc, how, first, 0, s->d->numel);
 	return 0;
 }
 
-/* Later micro-batches' gradients are added into the accumulator on the
- * copy stream, after their copy into the staging buffer. */
-static int accumulate_fn(void *arg)
+/* What crossed on the copy stream lands on the host after it, in order
+ * (one function per way, so that nothing is read that a later release
+ * may have changed by then). */
+static int land_f32_fn(void *arg)
 {
 	struct tstate *s = arg;
-	tr_host_accumulate(s->grad, s->owner->zr.gdt, s->owner->gstage, s->d->numel);
+	grads_land(s->owner, s->grad, CROSS_F32, false, 0, s->d->numel);
+	return 0;
+}
+
+static int land_add16_fn(void *arg)
+{
+	struct tstate *s = arg;
+	grads_land(s->owner, s->grad, CROSS_16, false, 0, s->d->numel);
+	return 0;
+}
+
+static int land_convert16_fn(void *arg)
+{
+	struct tstate *s = arg;
+	grads_land(s->owner, s->grad, CROSS_16, true, 0, s->d->numel);
 	return 0;
 }
 
@@ -157,17 +203,19 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 			rc = tr_flights_reap(t, false);
 	}
 	struct grad_flight *f = &t->flights.f[(t->flights.head + t->flights.n) % GRAD_FLIGHTS];
-	struct { void *src; struct tstate *s; size_t bytes; } cp[ZN_ARCH_LAYER_TENSORS_MAX];
+	struct { void *src; struct tstate *s; size_t bytes; enum cross how; }
+		cp[ZN_ARCH_LAYER_TENSORS_MAX];
 	unsigned ncp = 0;
 	f->n = 0;
 	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
 		struct tstate *s = &t->t[t->tab.first[layer] + i];
 		const size_t n = s->d->numel;
+		const bool own16 = !s->dgrad; /* dev16: the gradients are sgrad */
 		if (s->dev_grads)
 			continue;
-		f->p[f->n++] = s->dgrad;
+		f->p[f->n++] = own16 ? s->sgrad : s->dgrad;
 		void *narrow = NULL;
-		if (first && t->zr.gdt != ZN_DTYPE_F32) {
+		if (!own16 && first && t->zr.gdt != ZN_DTYPE_F32) {
 			rc = tr_dev_alloc(t, n * 2, &narrow);
 			if (!rc) {
 				f->p[f->n++] = narrow;
@@ -182,8 +230,12 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 		if (!rc) {
 			const void *src;
 			size_t bytes;
-			rc = grads_prepare(t, s, first, narrow, &src, &bytes);
-			cp[ncp++] = (typeof(cp[0])){ (void *)src, s, bytes };
+			enum cross how = grads_prepare(t, s, first, narrow, &src, &bytes, &rc);
+			cp[ncp++] = (typeof(cp[0])){ (void *)src, s, bytes, how };
+		}
+		if (own16) { /* the flight frees it; the next backward gets a new one */
+			s->sgrad = NULL;
+			s->sdirty = false;
 		}
 		s->dgrad = NULL;
 	}
@@ -192,12 +244,16 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 	for (unsigned k = 0; k < ncp && !rc; k++) {
 		struct tstate *s = cp[k].s;
 		t->stats.d2h_bytes += cp[k].bytes;
-		if (first) {
+		if (cp[k].how == CROSS_ACC) {
 			rc = zn_device_copy_async(t->dev, s->grad, cp[k].src, cp[k].bytes,
 						  ZN_COPY_DEVICE_TO_HOST, t->flights.copy);
 		} else if (!(rc = zn_device_copy_async(t->dev, t->gstage, cp[k].src, cp[k].bytes,
 						       ZN_COPY_DEVICE_TO_HOST, t->flights.copy))) {
-			rc = zn_device_launch_host(t->flights.copy, accumulate_fn, s);
+			rc = zn_device_launch_host(t->flights.copy,
+						   cp[k].how == CROSS_F32 ? land_f32_fn
+						   : first		   ? land_convert16_fn
+									   : land_add16_fn,
+						   s);
 		}
 	}
 	if (!rc)

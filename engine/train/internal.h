@@ -403,6 +403,11 @@ static inline int tr_to_host(struct zn_trainer *t, void *dst, const void *src, s
  * fp32 values on the device rounded to the training dtype (kept fp32).
  * Plain conversions are zinc/dtype.h's zn_dtype_from_f32 / _to_f32. */
 void tr_host_accumulate(void *acc, enum zn_dtype dt, const float *add, size_t n);
+/* The same with 16-bit addends (dtype sdt), and a plain conversion of n
+ * values between any two dtypes. */
+void tr_host_accumulate_from(void *acc, enum zn_dtype dt, const void *add, enum zn_dtype sdt,
+			     size_t n);
+void tr_host_convert(void *dst, enum zn_dtype dt, const void *src, enum zn_dtype sdt, size_t n);
 int tr_round_to_dtype(struct zn_trainer *t, void *x, size_t n);
 
 /* fetch.c: what the model is given; kept layers dropped before the

@@ -34,6 +34,13 @@ void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, in
 		 : cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_FP16 ? ZN_DTYPE_F16
 									  : ZN_DTYPE_F32;
 	z->hdt = z->offload_param ? z->dtype : ZN_DTYPE_F32;
+	z->dev16 = z->offload_param && world == 1 && zn_config_storage_dtype(cfg) != ZN_DTYPE_F32;
+}
+
+bool zn_zero_grad_staging(const struct zn_zero_rules *z, uint32_t accum)
+{
+	return z->world > 1 ||
+	       (z->host_grads && (accum > 1 || (z->dev16 && z->gdt != z->dtype)));
 }
 
 void zn_zero_part(uint64_t n, int W, int r, uint64_t *lo, uint64_t *len)
@@ -66,8 +73,10 @@ void zn_zero_arrays_of(const struct zn_zero_rules *z, uint64_t numel,
 	const uint64_t fp32 = part_bytes(s->nown, ZN_DTYPE_F32);
 	a->dparam = s->resident ? whole : 0;
 	a->dgrad = s->dev_grads ? whole : 0;
-	a->fparam = s->resident ? 0 : whole;
-	a->fgrad = s->dev_grads ? 0 : whole;
+	const uint64_t fetched = z->dev16 ? numel * zn_dtype_size(z->dtype) : whole;
+	a->fparam = s->resident ? 0 : fetched;
+	a->fgrad = s->dev_grads ? 0 : fetched;
+	a->ffold = z->dev16 && !s->resident ? whole : 0;
 	a->dpart = !s->resident && !z->offload_param ? fp32 : 0;
 	a->dstate = z->device_opt ? fp32 : 0;
 	a->hstate = z->nvme_opt ? 0 : fp32;

@@ -69,6 +69,11 @@ struct zn_zero_rules {
 	                          * host) */
 	enum zn_dtype dtype;     /* training: what parameters and gradients are
 	                          * rounded to */
+	bool dev16;              /* offloaded layers visit the device in the
+	                          * 16-bit training dtype only (parameters and
+	                          * gradients: 16-bit storage on cuda with
+	                          * offload_param, one rank); else in fp32 beside
+	                          * 16-bit copies */
 	enum zn_dtype gdt, hdt;  /* the host gradient accumulators', the homes' */
 };
 
@@ -95,9 +100,13 @@ struct zn_zero_arrays {
 	uint64_t dparam;  /* the whole tensor's parameters: resident */
 	uint64_t dgrad;   /* its gradients, accumulated over a step: dev_grads */
 	uint64_t fparam;  /* not resident: the whole tensor's parameters while
-	                   * its layer is fetched */
+	                   * its layer is fetched (fp32, or 16-bit with dev16) */
 	uint64_t fgrad;   /* not dev_grads: its gradients while its layer is
-	                   * fetched for a backward, until they leave */
+	                   * fetched for a backward, until they leave (ditto) */
+	uint64_t ffold;   /* dev16: the fp32 sum a tensor's gradients fold into
+	                   * when its layer is released before they are final
+	                   * (the tied embedding between the classifier and the
+	                   * encoder) */
 	uint64_t dpart;   /* stage 3 on several ranks without offload_param: this
 	                   * rank's part, gathered at each fetch */
 	uint64_t dstate;  /* each of master, m, v: offload_optimizer none */
@@ -127,6 +136,12 @@ void zn_zero_count(const struct zn_zero_rules *z, uint64_t numel, const struct z
  * 0 .. world - 1, or zn_arch_from_config's error). */
 int zn_zero_rank_memory(const struct zn_config *cfg, int world, int rank,
 			struct zn_rank_memory *out);
+
+/* Whether the trainer stages gradients on the host through a buffer of
+ * the largest tensor in fp32: to add later micro-batches' (accum > 1) or
+ * to convert 16-bit layers' (dev16) to another accumulator dtype, and on
+ * several ranks for every reduced part. */
+bool zn_zero_grad_staging(const struct zn_zero_rules *z, uint32_t accum);
 
 /* Where part r of W of an n-element tensor starts, and its length. */
 void zn_zero_part(uint64_t n, int W, int r, uint64_t *lo, uint64_t *len);
