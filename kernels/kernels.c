@@ -154,6 +154,29 @@ int zn_kcheck_layernorm_bwd(const void *dout, const void *inp, const void *weigh
 	return 0;
 }
 
+int zn_kcheck_ld(const char *op, int ldo, int OC)
+{
+	if (zn_unlikely(ldo < OC))
+		return zn_error(-EINVAL, "%s: ldo = %d is below OC = %d; rows of out must hold OC "
+					 "elements",
+				op, ldo, OC);
+	return 0;
+}
+
+int zn_kcheck_rows(const char *op, const void *x, const int32_t *tokens, const void *w,
+		   int row0, int rows, int BT, int C)
+{
+	ZN_TRY(zn_kcheck_ptr(op, "out/dout", x));
+	ZN_TRY(zn_kcheck_ptr(op, "tokens", tokens));
+	ZN_TRY(zn_kcheck_ptr(op, "w", w));
+	ZN_TRY(dim(op, "rows", rows));
+	ZN_TRY(dim(op, "BT", BT));
+	ZN_TRY(dim(op, "C", C));
+	if (zn_unlikely(row0 < 0))
+		return zn_error(-EINVAL, "%s: row0 = %d; it must be >= 0", op, row0);
+	return 0;
+}
+
 int zn_kcheck_matmul_fwd(const void *out, const void *inp, const void *weight, int BT, int C,
 			 int OC)
 {

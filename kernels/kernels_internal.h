@@ -41,6 +41,11 @@ int zn_kcheck_matmul_fwd(const void *out, const void *inp, const void *weight, i
 			 int OC);
 int zn_kcheck_matmul_bwd(const void *dinp, const void *dweight, const void *dout,
 			 const void *inp, const void *weight, int BT, int C, int OC);
+/* A leading dimension ldo of rows of OC elements: ldo >= OC. */
+int zn_kcheck_ld(const char *op, int ldo, int OC);
+/* The embedding_rows ops: x = out (forward) or dout, w = the tile. */
+int zn_kcheck_rows(const char *op, const void *x, const int32_t *tokens, const void *w,
+		   int row0, int rows, int BT, int C);
 int zn_kcheck_attention_fwd(const void *out, const float *lse, const void *qkv, int B, int T,
 			    int NH, int NKV, int HS);
 int zn_kcheck_attention_bwd(const void *dqkv, const void *dout, const void *qkv,

@@ -393,6 +393,72 @@ static void test_encoder_bad_token(void **state)
 	assert_int_equal(K->encoder_backward(ctx, wte, NULL, out, tok, 2, 3, 4, 8), -EINVAL);
 }
 
+/* ---- a vocabulary in tiles of rows ------------------------------------------------------- */
+
+/* The embedding and the classifier of V rows computed tile by tile (tiles
+ * of R rows, the last shorter) against the whole ops: the embedding's
+ * forward and backward and the classifier's logits and weight gradients
+ * bit for bit (each element is the same sum in the same order); the
+ * input gradient, a sum over the vocabulary taken tile by tile, to
+ * rounding. */
+static void tiles_case(struct zn_kctx *c, int BT, int C, int V, int R)
+{
+	int32_t *tok = malloc((size_t)BT * sizeof(int32_t));
+	for (int i = 0; i < BT; i++)
+		tok[i] = (int32_t)(rnext() % (uint64_t)V);
+	float *w = fvec((size_t)V * C, 1), *dout = fvec((size_t)BT * C, 1);
+	float *out = fvec((size_t)BT * C, 1), *out_t = fvec((size_t)BT * C, 1);
+	float *dw = fvec((size_t)V * C, 1), *dw_t = fdup(dw, (size_t)V * C);
+	ok(K->encoder_forward(c, out, tok, w, NULL, 1, BT, C, V));
+	ok(K->encoder_backward(c, dw, NULL, dout, tok, 1, BT, C, V));
+	for (int r0 = 0; r0 < V; r0 += R) {
+		int rows = V - r0 < R ? V - r0 : R;
+		ok(K->embedding_rows_forward(c, out_t, tok, w + (size_t)r0 * C, r0, rows, BT, C));
+		ok(K->embedding_rows_backward(c, dw_t + (size_t)r0 * C, dout, tok, r0, rows, BT, C));
+	}
+	assert_memory_equal(out_t, out, (size_t)BT * C * sizeof(float));
+	assert_memory_equal(dw_t, dw, (size_t)V * C * sizeof(float));
+
+	/* The classifier: logits (BT,V) = x @ w^T. */
+	float *x = fvec((size_t)BT * C, 1), *logits = fvec((size_t)BT * V, 1);
+	float *logits_t = fvec((size_t)BT * V, 1), *dlogits = fvec((size_t)BT * V, 1);
+	float *dx = fvec((size_t)BT * C, 1), *dx_t = fdup(dx, (size_t)BT * C);
+	float *gw = fvec((size_t)V * C, 1), *gw_t = fdup(gw, (size_t)V * C);
+	ok(K->matmul_forward(c, logits, x, w, NULL, BT, C, V));
+	ok(K->matmul_backward(c, dx, gw, NULL, dlogits, x, w, BT, C, V));
+	for (int r0 = 0; r0 < V; r0 += R) {
+		int rows = V - r0 < R ? V - r0 : R;
+		ok(K->matmul_forward_ld(c, logits_t + r0, V, x, w + (size_t)r0 * C, BT, C, rows));
+		ok(K->matmul_backward_ld(c, dx_t, gw_t + (size_t)r0 * C, dlogits + r0, V, x,
+					 w + (size_t)r0 * C, BT, C, rows));
+	}
+	assert_memory_equal(logits_t, logits, (size_t)BT * V * sizeof(float));
+	assert_memory_equal(gw_t, gw, (size_t)V * C * sizeof(float));
+	double *want = dvec((size_t)BT * C);
+	for (size_t i = 0; i < (size_t)BT * C; i++)
+		want[i] = dx[i];
+	check_close("tiled dinp", dx_t, want, (size_t)BT * C, TOL_FWD);
+	free(want), free(x), free(logits), free(logits_t), free(dlogits), free(dx), free(dx_t);
+	free(gw), free(gw_t), free(tok), free(w), free(dout), free(out), free(out_t), free(dw);
+	free(dw_t);
+}
+
+static void test_tiles(void **state)
+{
+	(void)state;
+	tiles_case(ctx, 7, 13, 50, 16);
+	tiles_case(ctx, 300, 64, 1000, 300); /* over the pool */
+	tiles_case(ctx_serial, 33, 8, 17, 17);
+	/* Bad arguments are named. */
+	float a[16] = { 0 };
+	int32_t tok[2] = { 0, 1 };
+	assert_int_equal(K->matmul_forward_ld(ctx, a, 1, a, a, 2, 2, 2), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "ldo = 1 is below OC = 2"));
+	assert_int_equal(K->embedding_rows_forward(ctx, a, tok, a, -1, 2, 2, 2), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "row0"));
+	assert_int_equal(K->embedding_rows_backward(ctx, a, a, tok, 0, 0, 2, 2), -EINVAL);
+}
+
 /* ---- layernorm --------------------------------------------------------------------------- */
 
 struct ln_case {
@@ -1632,6 +1698,7 @@ int main(void)
 		cmocka_unit_test(test_encoder),
 		cmocka_unit_test(test_encoder_bad_token),
 		cmocka_unit_test(test_encoder_no_positions),
+		cmocka_unit_test(test_tiles),
 		cmocka_unit_test(test_layernorm),
 		cmocka_unit_test(test_matmul),
 		cmocka_unit_test(test_attention),

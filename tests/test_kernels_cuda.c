@@ -288,6 +288,70 @@ static void matmul_case(enum zn_dtype dt, int BT, int C, int OC, bool bias)
 	free(x), free(w), free(b), free(out), free(g), free(gi), free(gw), free(gb);
 }
 
+/* A vocabulary in tiles of R rows: the embedding's tiles give the whole
+ * ops' bits on the device too; the classifier's tiles (logits columns,
+ * weight rows) match the cpu's whole ops to the dtype's tolerance. */
+static void test_tiles(void **state)
+{
+	(void)state;
+	const int BT = 70, C = 48, V = 203, R = 64;
+	int32_t *tok = malloc(BT * sizeof(int32_t));
+	assert_non_null(tok);
+	for (int i = 0; i < BT; i++)
+		tok[i] = (int32_t)((i * 37) % V);
+	int32_t *dtok = dev_raw(tok, BT * sizeof(int32_t));
+	for (size_t di = 0; di < NDT; di++) {
+		enum zn_dtype dt = dtypes[di];
+		struct zn_kctx *c = cctx[dt];
+		const size_t esz = zn_dtype_size(dt), nw = (size_t)V * C, nx = (size_t)BT * C;
+		float *w = rnd(nw, 1, dt), *x = rnd(nx, 1, dt), *g = rnd(nx, 1, dt);
+		float *dl = rnd((size_t)BT * V, 1, dt);
+		void *d_w = dev(w, nw, dt), *d_x = dev(x, nx, dt), *d_g = dev(g, nx, dt);
+		void *d_dl = dev(dl, (size_t)BT * V, dt);
+		void *out = dev(NULL, nx, dt), *out_t = dev(NULL, nx, dt);
+		void *dw = dev(NULL, nw, dt), *dw_t = dev(NULL, nw, dt);
+		cuda_ok(cudaMemset(dw, 0, nw * esz), "memset");
+		cuda_ok(cudaMemset(dw_t, 0, nw * esz), "memset");
+		ok(KC->encoder_forward(c, out, dtok, d_w, NULL, 1, BT, C, V));
+		ok(KC->encoder_backward(c, dw, NULL, d_g, dtok, 1, BT, C, V));
+		for (int r0 = 0; r0 < V; r0 += R) {
+			int rows = V - r0 < R ? V - r0 : R;
+			const char *wr = (const char *)d_w + (size_t)r0 * C * esz;
+			ok(KC->embedding_rows_forward(c, out_t, dtok, wr, r0, rows, BT, C));
+			ok(KC->embedding_rows_backward(c, (char *)dw_t + (size_t)r0 * C * esz, d_g,
+						       dtok, r0, rows, BT, C));
+		}
+		same_bits(out, out_t, nx * esz);
+		same_bits(dw, dw_t, nw * esz);
+
+		float *logits = malloc((size_t)BT * V * 4), *hx = calloc(nx, 4), *hw = calloc(nw, 4);
+		ok(KH->matmul_forward(hctx, logits, x, w, NULL, BT, C, V));
+		ok(KH->matmul_backward(hctx, hx, hw, NULL, dl, x, w, BT, C, V));
+		void *lg = dev(NULL, (size_t)BT * V, dt), *gx = dev(NULL, nx, dt);
+		void *gw = dev(NULL, nw, dt);
+		cuda_ok(cudaMemset(gx, 0, nx * esz), "memset");
+		cuda_ok(cudaMemset(gw, 0, nw * esz), "memset");
+		for (int r0 = 0; r0 < V; r0 += R) {
+			int rows = V - r0 < R ? V - r0 : R;
+			const char *wr = (const char *)d_w + (size_t)r0 * C * esz;
+			ok(KC->matmul_forward_ld(c, (char *)lg + (size_t)r0 * esz, V, d_x, wr, BT, C,
+						 rows));
+			ok(KC->matmul_backward_ld(c, gx, (char *)gw + (size_t)r0 * C * esz,
+						  (const char *)d_dl + (size_t)r0 * esz, V, d_x, wr,
+						  BT, C, rows));
+		}
+		check_dev("tiled logits", dt, lg, logits, (size_t)BT * V);
+		check_dev("tiled dinp", dt, gx, hx, nx);
+		check_dev("tiled dweight", dt, gw, hw, nw);
+		cudaFree(d_w), cudaFree(d_x), cudaFree(d_g), cudaFree(d_dl), cudaFree(out);
+		cudaFree(out_t), cudaFree(dw), cudaFree(dw_t), cudaFree(lg), cudaFree(gx);
+		cudaFree(gw);
+		free(w), free(x), free(g), free(dl), free(logits), free(hx), free(hw);
+	}
+	cudaFree(dtok);
+	free(tok);
+}
+
 static void test_matmul(void **state)
 {
 	(void)state;
@@ -786,6 +850,7 @@ int main(void)
 		cmocka_unit_test(test_encoder),
 		cmocka_unit_test(test_layernorm),
 		cmocka_unit_test(test_matmul),
+		cmocka_unit_test(test_tiles),
 		cmocka_unit_test(test_attention),
 		cmocka_unit_test(test_attention_small_workspace),
 		cmocka_unit_test(test_attention_gqa_small_workspace),

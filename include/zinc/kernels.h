@@ -110,7 +110,7 @@ struct zn_threadpool;
 
 /* Version of struct zn_kernels, bumped whenever an op is added or changes;
  * a caller built against another layout can tell by comparing. */
-#define ZN_KERNELS_VERSION 4
+#define ZN_KERNELS_VERSION 5
 
 /* How a context runs.  Start from zn_kernels_params_default(). */
 struct zn_kernels_params {
@@ -331,6 +331,27 @@ struct zn_kernels {
 	 * a layer's 16-bit gradients into its fp32 accumulators with it. */
 	int (*accumulate)(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype,
 			  const void *src, enum zn_dtype src_dtype, size_t n);
+
+	/* ---- (version 5) a vocabulary's tensors in tiles of rows ---- */
+
+	/* matmul_forward / matmul_backward without a bias, out and dout
+	 * (BT,OC) being columns of rows `ldo` >= OC elements apart: a tile of
+	 * OC rows of the classifier computes its columns of the logits. */
+	int (*matmul_forward_ld)(struct zn_kctx *ctx, void *out, int ldo, const void *inp,
+				 const void *weight, int BT, int C, int OC);
+	int (*matmul_backward_ld)(struct zn_kctx *ctx, void *dinp, void *dweight,
+				  const void *dout, int ldo, const void *inp, const void *weight,
+				  int BT, int C, int OC);
+	/* The embedding's rows [row0, row0 + rows) held in w (rows,C):
+	 * out[i,:] = w[tokens[i] - row0,:] for the tokens in the tile (other
+	 * rows of out untouched); backward dw[tokens[i] - row0,:] += dout[i,:]
+	 * for them, added in position order as encoder_backward adds, so
+	 * that the tiles together give encoder_forward's and
+	 * encoder_backward's bits.  out, dout (BT,C), tokens (BT). */
+	int (*embedding_rows_forward)(struct zn_kctx *ctx, void *out, const int32_t *tokens,
+				      const void *w, int row0, int rows, int BT, int C);
+	int (*embedding_rows_backward)(struct zn_kctx *ctx, void *dw, const void *dout,
+				       const int32_t *tokens, int row0, int rows, int BT, int C);
 };
 
 /* The largest head size rope_forward/backward take (the inverse

@@ -215,6 +215,7 @@ struct enc_args {
 	const float *wte, *wpe, *dout;
 	const int32_t *tok;
 	size_t T, C, BT, slice;
+	int64_t row0, rows;         /* the rows ops: wte holds rows [row0, row0 + rows) */
 };
 
 static void enc_fwd_rows(void *p, size_t r0, size_t r1, unsigned w)
@@ -275,6 +276,62 @@ static int cpu_encoder_backward(struct zn_kctx *ctx, void *dwte, void *dwpe, con
 			      .T = (size_t)T, .C = (size_t)C, .BT = BT, .slice = slice_of(c, C) };
 	size_t tasks = ZN_DIV_ROUND_UP((size_t)C, a.slice);
 	zn_threadpool_for(BT * C < INLINE_WORK ? NULL : c->pool, tasks, enc_bwd_slice, &a);
+	return 0;
+}
+
+/* A tile of the embedding's rows, [row0, row0 + rows): the rows of the
+ * tokens inside it, in position order as the whole embedding's ops take
+ * them, so that the tiles together give those ops' bits. */
+static void rows_fwd(void *p, size_t r0, size_t r1, unsigned w)
+{
+	(void)w;
+	const struct enc_args *a = p;
+	for (size_t r = r0; r < r1; r++) {
+		int64_t k = (int64_t)a->tok[r] - a->row0;
+		if (k >= 0 && k < a->rows)
+			memcpy(a->out + r * a->C, a->wte + (size_t)k * a->C, a->C * sizeof(float));
+	}
+}
+
+static int cpu_embedding_rows_forward(struct zn_kctx *ctx, void *out, const int32_t *tokens,
+				      const void *w, int row0, int rows, int BT, int C)
+{
+	const char *op = "embedding_rows_forward";
+	CHECK_CTX(op);
+	ZN_TRY(zn_kcheck_rows(op, out, tokens, w, row0, rows, BT, C));
+	struct cpu_ctx *c = cpu(ctx);
+	struct enc_args a = { .v = c->v, .out = out, .wte = w, .tok = tokens, .C = (size_t)C,
+			      .row0 = row0, .rows = rows };
+	run_chunks(c, (size_t)BT, chunk_of(c, (size_t)BT, 1, 1), (size_t)BT * (size_t)C, rows_fwd,
+		   &a);
+	return 0;
+}
+
+static void rows_bwd_slice(void *p, size_t task, unsigned w)
+{
+	(void)w;
+	const struct enc_args *a = p;
+	size_t c0 = task * a->slice, n = ZN_MIN(a->C, c0 + a->slice) - c0;
+	for (size_t r = 0; r < a->BT; r++) {
+		int64_t k = (int64_t)a->tok[r] - a->row0;
+		if (k >= 0 && k < a->rows)
+			a->v->acc(a->dwte + (size_t)k * a->C + c0, a->dout + r * a->C + c0, n);
+	}
+}
+
+static int cpu_embedding_rows_backward(struct zn_kctx *ctx, void *dw, const void *dout,
+				       const int32_t *tokens, int row0, int rows, int BT, int C)
+{
+	const char *op = "embedding_rows_backward";
+	CHECK_CTX(op);
+	ZN_TRY(zn_kcheck_rows(op, dout, tokens, dw, row0, rows, BT, C));
+	struct cpu_ctx *c = cpu(ctx);
+	struct enc_args a = { .v = c->v, .dwte = dw, .dout = dout, .tok = tokens, .C = (size_t)C,
+			      .BT = (size_t)BT, .slice = slice_of(c, C), .row0 = row0,
+			      .rows = rows };
+	size_t tasks = ZN_DIV_ROUND_UP((size_t)C, a.slice);
+	zn_threadpool_for((size_t)BT * C < INLINE_WORK ? NULL : c->pool, tasks, rows_bwd_slice,
+			  &a);
 	return 0;
 }
 
@@ -367,6 +424,7 @@ struct mm_args {
 	float *out, *dinp, *dweight, *dbias;
 	const float *inp, *weight, *bias, *dout;
 	size_t BT, C, OC;
+	size_t ldo;                 /* elements between rows of out / dout (>= OC) */
 	unsigned parts;
 };
 
@@ -389,13 +447,13 @@ static void mm_fwd_part(void *p, unsigned w, unsigned workers)
 	float beta = 0.0f;
 	if (a->bias) {
 		for (size_t r = r0; r < r1; r++)
-			memcpy(a->out + r * a->OC, a->bias, a->OC * sizeof(float));
+			memcpy(a->out + r * a->ldo, a->bias, a->OC * sizeof(float));
 		beta = 1.0f;
 	}
 	/* out[r0:r1] (M x OC) = inp[r0:r1] (M x C) @ weight^T (C x OC) */
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(r1 - r0), (int)a->OC, (int)a->C,
 		    1.0f, a->inp + r0 * a->C, (int)a->C, a->weight, (int)a->C, beta,
-		    a->out + r0 * a->OC, (int)a->OC);
+		    a->out + r0 * a->ldo, (int)a->ldo);
 }
 
 static unsigned mm_parts(const struct cpu_ctx *c, size_t rows, size_t flops)
@@ -414,17 +472,33 @@ static void run_parts(struct cpu_ctx *c, unsigned parts, zn_threadpool_fn fn, vo
 		zn_threadpool_run(c->pool, fn, arg);
 }
 
+static int matmul_forward(struct zn_kctx *ctx, void *out, int ldo, const void *inp,
+			  const void *weight, const void *bias, int BT, int C, int OC)
+{
+	struct cpu_ctx *c = cpu(ctx);
+	struct mm_args a = { .v = c->v, .out = out, .inp = inp, .weight = weight, .bias = bias,
+			     .BT = (size_t)BT, .C = (size_t)C, .OC = (size_t)OC,
+			     .ldo = (size_t)ldo };
+	a.parts = mm_parts(c, a.BT, a.BT * a.C * a.OC);
+	run_parts(c, a.parts, mm_fwd_part, &a);
+	return 0;
+}
+
 static int cpu_matmul_forward(struct zn_kctx *ctx, void *out, const void *inp,
 			      const void *weight, const void *bias, int BT, int C, int OC)
 {
 	CHECK_CTX("matmul_forward");
 	ZN_TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
-	struct cpu_ctx *c = cpu(ctx);
-	struct mm_args a = { .v = c->v, .out = out, .inp = inp, .weight = weight, .bias = bias,
-			     .BT = (size_t)BT, .C = (size_t)C, .OC = (size_t)OC };
-	a.parts = mm_parts(c, a.BT, a.BT * a.C * a.OC);
-	run_parts(c, a.parts, mm_fwd_part, &a);
-	return 0;
+	return matmul_forward(ctx, out, OC, inp, weight, bias, BT, C, OC);
+}
+
+static int cpu_matmul_forward_ld(struct zn_kctx *ctx, void *out, int ldo, const void *inp,
+				 const void *weight, int BT, int C, int OC)
+{
+	CHECK_CTX("matmul_forward_ld");
+	ZN_TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
+	ZN_TRY(zn_kcheck_ld("matmul_forward_ld", ldo, OC));
+	return matmul_forward(ctx, out, ldo, inp, weight, NULL, BT, C, OC);
 }
 
 static void mm_bwd_part(void *p, unsigned w, unsigned workers)
@@ -439,7 +513,7 @@ static void mm_bwd_part(void *p, unsigned w, unsigned workers)
 		part_of(a->BT, a->parts, w, &b, &e);
 		if (e > b)
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(e - b),
-				    (int)a->C, (int)a->OC, 1.0f, a->dout + b * a->OC, (int)a->OC,
+				    (int)a->C, (int)a->OC, 1.0f, a->dout + b * a->ldo, (int)a->ldo,
 				    a->weight, (int)a->C, 1.0f, a->dinp + b * a->C, (int)a->C);
 	}
 	part_of(a->OC, a->parts, w, &b, &e);
@@ -448,11 +522,26 @@ static void mm_bwd_part(void *p, unsigned w, unsigned workers)
 	if (a->dweight)
 		/* dweight[b:e] (M x C) += dout[:, b:e]^T (M x BT) @ inp (BT x C) */
 		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(e - b), (int)a->C,
-			    (int)a->BT, 1.0f, a->dout + b, (int)a->OC, a->inp, (int)a->C, 1.0f,
+			    (int)a->BT, 1.0f, a->dout + b, (int)a->ldo, a->inp, (int)a->C, 1.0f,
 			    a->dweight + b * a->C, (int)a->C);
 	if (a->dbias)
 		for (size_t r = 0; r < a->BT; r++)
-			a->v->acc(a->dbias + b, a->dout + r * a->OC + b, e - b);
+			a->v->acc(a->dbias + b, a->dout + r * a->ldo + b, e - b);
+}
+
+static int matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight, void *dbias,
+			   const void *dout, int ldo, const void *inp, const void *weight, int BT,
+			   int C, int OC)
+{
+	if (!dinp && !dweight && !dbias)
+		return 0;
+	struct cpu_ctx *c = cpu(ctx);
+	struct mm_args a = { .v = c->v, .dinp = dinp, .dweight = dweight, .dbias = dbias,
+			     .dout = dout, .inp = inp, .weight = weight, .BT = (size_t)BT,
+			     .C = (size_t)C, .OC = (size_t)OC, .ldo = (size_t)ldo };
+	a.parts = mm_parts(c, ZN_MIN(a.BT, a.OC), a.BT * a.C * a.OC);
+	run_parts(c, a.parts, mm_bwd_part, &a);
+	return 0;
 }
 
 static int cpu_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight, void *dbias,
@@ -461,15 +550,17 @@ static int cpu_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight, v
 {
 	CHECK_CTX("matmul_backward");
 	ZN_TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
-	if (!dinp && !dweight && !dbias)
-		return 0;
-	struct cpu_ctx *c = cpu(ctx);
-	struct mm_args a = { .v = c->v, .dinp = dinp, .dweight = dweight, .dbias = dbias,
-			     .dout = dout, .inp = inp, .weight = weight, .BT = (size_t)BT,
-			     .C = (size_t)C, .OC = (size_t)OC };
-	a.parts = mm_parts(c, ZN_MIN(a.BT, a.OC), a.BT * a.C * a.OC);
-	run_parts(c, a.parts, mm_bwd_part, &a);
-	return 0;
+	return matmul_backward(ctx, dinp, dweight, dbias, dout, OC, inp, weight, BT, C, OC);
+}
+
+static int cpu_matmul_backward_ld(struct zn_kctx *ctx, void *dinp, void *dweight,
+				  const void *dout, int ldo, const void *inp, const void *weight,
+				  int BT, int C, int OC)
+{
+	CHECK_CTX("matmul_backward_ld");
+	ZN_TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
+	ZN_TRY(zn_kcheck_ld("matmul_backward_ld", ldo, OC));
+	return matmul_backward(ctx, dinp, dweight, NULL, dout, ldo, inp, weight, BT, C, OC);
 }
 
 /* ---- attention ---------------------------------------------------------------------- */
@@ -1134,6 +1225,10 @@ const struct zn_kernels zn_kernels_cpu = {
 	.layernorm_backward = cpu_layernorm_backward,
 	.matmul_forward = cpu_matmul_forward,
 	.matmul_backward = cpu_matmul_backward,
+	.matmul_forward_ld = cpu_matmul_forward_ld,
+	.matmul_backward_ld = cpu_matmul_backward_ld,
+	.embedding_rows_forward = cpu_embedding_rows_forward,
+	.embedding_rows_backward = cpu_embedding_rows_backward,
 	.attention_forward = cpu_attention_forward,
 	.attention_backward = cpu_attention_backward,
 	.gelu_forward = cpu_gelu_forward,

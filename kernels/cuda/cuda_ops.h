@@ -26,6 +26,15 @@ int zn_cuda_matmul_forward(struct zn_kctx *ctx, void *out, const void *inp, cons
 int zn_cuda_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight, void *dbias,
 			    const void *dout, const void *inp, const void *weight, int BT, int C,
 			    int OC);
+int zn_cuda_matmul_forward_ld(struct zn_kctx *ctx, void *out, int ldo, const void *inp,
+			      const void *weight, int BT, int C, int OC);
+int zn_cuda_matmul_backward_ld(struct zn_kctx *ctx, void *dinp, void *dweight, const void *dout,
+			       int ldo, const void *inp, const void *weight, int BT, int C,
+			       int OC);
+int zn_cuda_embedding_rows_forward(struct zn_kctx *ctx, void *out, const int32_t *tokens,
+				   const void *w, int row0, int rows, int BT, int C);
+int zn_cuda_embedding_rows_backward(struct zn_kctx *ctx, void *dw, const void *dout,
+				    const int32_t *tokens, int row0, int rows, int BT, int C);
 int zn_cuda_attention_forward(struct zn_kctx *ctx, void *out, float *lse, const void *qkv, int B,
 			      int T, int NH, int NKV, int HS);
 int zn_cuda_attention_backward(struct zn_kctx *ctx, void *dqkv, const void *dout,

@@ -320,6 +320,39 @@ extern "C" int zn_cuda_encoder_forward(struct zn_kctx *ctx, void *out, const int
 	return BY_DTYPE(ctx, encoder_fwd, cuctx(ctx), out, tokens, wte, wpe, B, T, C, V);
 }
 
+/* A tile of the embedding's rows [row0, row0 + rows): the rows of the
+ * tokens inside it; other rows of out are left alone. */
+template <class T>
+__global__ void rows_fwd_kernel(T *out, const int32_t *tok, const T *w, size_t BT, int C,
+				int row0, int rows)
+{
+	GRID_STRIDE(i, BT * (size_t)C) {
+		size_t bt = i / (size_t)C, c = i % (size_t)C;
+		long k = (long)tok[bt] - row0;
+		if (k >= 0 && k < rows)
+			st(out, i, ld(w, (size_t)k * C + c));
+	}
+}
+
+template <class T> static int rows_fwd(cuda_ctx *c, void *out, const int32_t *tokens,
+				       const void *w, int row0, int rows, int BT, int C)
+{
+	rows_fwd_kernel<T><<<blocks_for((size_t)BT * C, 256), 256, 0, c->stream>>>(
+		(T *)out, tokens, (const T *)w, (size_t)BT, C, row0, rows);
+	LAUNCHED();
+	return 0;
+}
+
+extern "C" int zn_cuda_embedding_rows_forward(struct zn_kctx *ctx, void *out,
+					      const int32_t *tokens, const void *w, int row0,
+					      int rows, int BT, int C)
+{
+	const char *op = "embedding_rows_forward";
+	CHECK_CTX(op);
+	ZN_TRY(zn_kcheck_rows(op, out, tokens, w, row0, rows, BT, C));
+	return BY_DTYPE(ctx, rows_fwd, cuctx(ctx), out, tokens, w, row0, rows, BT, C);
+}
+
 /* dwpe[t, c] += sum over b of dout[b, t, c]: one thread per (t, c). */
 template <class T>
 __global__ void wpe_bwd_kernel(T *dwpe, const T *dout, int B, int T_, int C)
@@ -332,13 +365,15 @@ __global__ void wpe_bwd_kernel(T *dwpe, const T *dout, int B, int T_, int C)
 	}
 }
 
+/* Keys for the sort: a token's row in rows [row0, row0 + V) of the
+ * embedding (the whole: row0 0). */
 __global__ void iota_tokens_kernel(uint32_t *keys, int32_t *vals, const int32_t *tok, size_t BT,
-				   int V)
+				   int row0, int V)
 {
 	GRID_STRIDE(i, BT) {
-		int k = tok[i];
-		/* a token outside [0, V) becomes V: sorted last, skipped */
-		keys[i] = (unsigned)k < (unsigned)V ? (uint32_t)k : (uint32_t)V;
+		long k = (long)tok[i] - row0;
+		/* a token outside the rows becomes V: sorted last, skipped */
+		keys[i] = k >= 0 && k < V ? (uint32_t)k : (uint32_t)V;
 		vals[i] = (int32_t)i;
 	}
 }
@@ -370,17 +405,12 @@ static int bits_for(int V)
 	return b;
 }
 
-template <class T> static int encoder_bwd(cuda_ctx *c, void *dwte, void *dwpe, const void *dout,
-					  const int32_t *tokens, int B, int T_, int C, int V)
+/* dwte (rows [row0, row0 + V) of the embedding) += the rows of the
+ * tokens in them: sorted by row (stable), each run summed in position
+ * order and added once. */
+template <class T> static int wte_bwd(cuda_ctx *c, void *dwte, const void *dout,
+				      const int32_t *tokens, size_t BT, int C, int row0, int V)
 {
-	size_t BT = (size_t)B * T_;
-	if (dwpe) {
-		wpe_bwd_kernel<T><<<blocks_for((size_t)T_ * C, 256), 256, 0, c->stream>>>(
-			(T *)dwpe, (const T *)dout, B, T_, C);
-		LAUNCHED();
-	}
-	if (!dwte)
-		return 0;
 	if (BT > (size_t)INT32_MAX)
 		return zn_error(-EINVAL, "encoder_backward: B*T = %zu is too many rows", BT);
 	/* workspace: keys in/out, positions in/out, then CUB's scratch */
@@ -395,7 +425,8 @@ template <class T> static int encoder_bwd(cuda_ctx *c, void *dwte, void *dwpe, c
 	char *w = (char *)c->ws;
 	uint32_t *kin = (uint32_t *)w, *kout = (uint32_t *)(w + arr);
 	int32_t *vin = (int32_t *)(w + 2 * arr), *vout = (int32_t *)(w + 3 * arr);
-	iota_tokens_kernel<<<blocks_for(BT, 256), 256, 0, c->stream>>>(kin, vin, tokens, BT, V);
+	iota_tokens_kernel<<<blocks_for(BT, 256), 256, 0, c->stream>>>(kin, vin, tokens, BT, row0,
+								      V);
 	LAUNCHED();
 	ZN_CUDA(cub::DeviceRadixSort::SortPairs(w + 4 * arr, temp, kin, kout, vin, vout, (int)BT, 0,
 					        bits_for(V), c->stream));
@@ -403,6 +434,34 @@ template <class T> static int encoder_bwd(cuda_ctx *c, void *dwte, void *dwpe, c
 							      vout, BT, C, V);
 	LAUNCHED();
 	return 0;
+}
+
+template <class T> static int encoder_bwd(cuda_ctx *c, void *dwte, void *dwpe, const void *dout,
+					  const int32_t *tokens, int B, int T_, int C, int V)
+{
+	size_t BT = (size_t)B * T_;
+	if (dwpe) {
+		wpe_bwd_kernel<T><<<blocks_for((size_t)T_ * C, 256), 256, 0, c->stream>>>(
+			(T *)dwpe, (const T *)dout, B, T_, C);
+		LAUNCHED();
+	}
+	return dwte ? wte_bwd<T>(c, dwte, dout, tokens, BT, C, 0, V) : 0;
+}
+
+template <class T> static int rows_bwd(cuda_ctx *c, void *dw, const void *dout,
+				       const int32_t *tokens, int row0, int rows, int BT, int C)
+{
+	return wte_bwd<T>(c, dw, dout, tokens, (size_t)BT, C, row0, rows);
+}
+
+extern "C" int zn_cuda_embedding_rows_backward(struct zn_kctx *ctx, void *dw, const void *dout,
+					       const int32_t *tokens, int row0, int rows, int BT,
+					       int C)
+{
+	const char *op = "embedding_rows_backward";
+	CHECK_CTX(op);
+	ZN_TRY(zn_kcheck_rows(op, dout, tokens, dw, row0, rows, BT, C));
+	return BY_DTYPE(ctx, rows_bwd, cuctx(ctx), dw, dout, tokens, row0, rows, BT, C);
 }
 
 extern "C" int zn_cuda_encoder_backward(struct zn_kctx *ctx, void *dwte, void *dwpe,
@@ -708,8 +767,8 @@ static uint32_t alignment(const void *p)
 	return al;
 }
 
-template <class T> static int matmul_fwd_lt(cuda_ctx *c, T *out, const T *inp, const T *w,
-					    const T *bias, int BT, int C, int OC)
+template <class T> static int matmul_fwd_lt(cuda_ctx *c, T *out, int ldo, const T *inp,
+					    const T *w, const T *bias, int BT, int C, int OC)
 {
 	/* the bias epilogue wants a 16-byte aligned vector */
 	if (bias && alignment(bias) < 16)
@@ -746,7 +805,7 @@ template <class T> static int matmul_fwd_lt(cuda_ctx *c, T *out, const T *inp, c
 	}
 	LT(cublasLtMatrixLayoutCreate(&la, dt, (uint64_t)C, (uint64_t)OC, C));
 	LT(cublasLtMatrixLayoutCreate(&lb, dt, (uint64_t)C, (uint64_t)BT, C));
-	LT(cublasLtMatrixLayoutCreate(&ld_, dt, (uint64_t)OC, (uint64_t)BT, OC));
+	LT(cublasLtMatrixLayoutCreate(&ld_, dt, (uint64_t)OC, (uint64_t)BT, ldo));
 	LT(cublasLtMatmulPreferenceCreate(&pref));
 	LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
 						&wsb, sizeof(wsb)));
@@ -782,11 +841,11 @@ out:
 	return rc;
 }
 
-template <class T> static int matmul_fwd(cuda_ctx *c, void *out, const void *inp, const void *w,
-					 const void *bias, int BT, int C, int OC)
+template <class T> static int matmul_fwd(cuda_ctx *c, void *out, int ldo, const void *inp,
+					 const void *w, const void *bias, int BT, int C, int OC)
 {
-	int rc = matmul_fwd_lt<T>(c, (T *)out, (const T *)inp, (const T *)w, (const T *)bias, BT,
-				  C, OC);
+	int rc = matmul_fwd_lt<T>(c, (T *)out, ldo, (const T *)inp, (const T *)w, (const T *)bias,
+				  BT, C, OC);
 	if (rc <= 0)
 		return rc;
 	/* fallback: out = bias (broadcast), then out += w^T-product with beta 1 */
@@ -799,7 +858,7 @@ template <class T> static int matmul_fwd(cuda_ctx *c, void *out, const void *inp
 		beta = 1.0f;
 	}
 	ZN_CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, w, dt, C, inp, dt,
-			       C, &beta, out, dt, OC, compute_type(c), CUBLAS_GEMM_DEFAULT));
+			       C, &beta, out, dt, ldo, compute_type(c), CUBLAS_GEMM_DEFAULT));
 	return 0;
 }
 
@@ -808,24 +867,34 @@ extern "C" int zn_cuda_matmul_forward(struct zn_kctx *ctx, void *out, const void
 {
 	CHECK_CTX("matmul_forward");
 	ZN_TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
-	return BY_DTYPE(ctx, matmul_fwd, cuctx(ctx), out, inp, weight, bias, BT, C, OC);
+	return BY_DTYPE(ctx, matmul_fwd, cuctx(ctx), out, OC, inp, weight, bias, BT, C, OC);
+}
+
+extern "C" int zn_cuda_matmul_forward_ld(struct zn_kctx *ctx, void *out, int ldo, const void *inp,
+					 const void *weight, int BT, int C, int OC)
+{
+	CHECK_CTX("matmul_forward_ld");
+	ZN_TRY(zn_kcheck_matmul_fwd(out, inp, weight, BT, C, OC));
+	ZN_TRY(zn_kcheck_ld("matmul_forward_ld", ldo, OC));
+	return BY_DTYPE(ctx, matmul_fwd, cuctx(ctx), out, ldo, inp, weight, (const void *)NULL, BT,
+			C, OC);
 }
 
 template <class T> static int matmul_bwd(cuda_ctx *c, void *dinp, void *dw, void *db,
-					 const void *dout, const void *inp, const void *w, int BT,
-					 int C, int OC)
+					 const void *dout, int ldo, const void *inp, const void *w,
+					 int BT, int C, int OC)
 {
 	cudaDataType_t dt = dtype_of<T>::value;
 	const float one = 1.0f;
 	if (dinp)
-		/* dinp^T (C x BT) += w_cm (C x OC, ld C) @ dout^T (OC x BT, ld OC) */
+		/* dinp^T (C x BT) += w_cm (C x OC, ld C) @ dout^T (OC x BT, ld ldo) */
 		ZN_CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, C, BT, OC, &one, w, dt, C,
-				       dout, dt, OC, &one, dinp, dt, C, compute_type(c),
+				       dout, dt, ldo, &one, dinp, dt, C, compute_type(c),
 				       CUBLAS_GEMM_DEFAULT));
 	if (dw)
 		/* dw^T (C x OC, ld C) += inp^T (C x BT, ld C) @ (dout^T)^T (BT x OC) */
 		ZN_CUBLAS(cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, BT, &one, inp, dt, C,
-				       dout, dt, OC, &one, dw, dt, C, compute_type(c),
+				       dout, dt, ldo, &one, dw, dt, C, compute_type(c),
 				       CUBLAS_GEMM_DEFAULT));
 	if (db)
 		ZN_TRY(col_sum<T>(c, "matmul_backward", (T *)db, (const T *)dout, NULL, NULL, NULL,
@@ -839,7 +908,19 @@ extern "C" int zn_cuda_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dw
 {
 	CHECK_CTX("matmul_backward");
 	ZN_TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
-	return BY_DTYPE(ctx, matmul_bwd, cuctx(ctx), dinp, dweight, dbias, dout, inp, weight, BT, C, OC);
+	return BY_DTYPE(ctx, matmul_bwd, cuctx(ctx), dinp, dweight, dbias, dout, OC, inp, weight,
+			BT, C, OC);
+}
+
+extern "C" int zn_cuda_matmul_backward_ld(struct zn_kctx *ctx, void *dinp, void *dweight,
+					  const void *dout, int ldo, const void *inp,
+					  const void *weight, int BT, int C, int OC)
+{
+	CHECK_CTX("matmul_backward_ld");
+	ZN_TRY(zn_kcheck_matmul_bwd(dinp, dweight, dout, inp, weight, BT, C, OC));
+	ZN_TRY(zn_kcheck_ld("matmul_backward_ld", ldo, OC));
+	return BY_DTYPE(ctx, matmul_bwd, cuctx(ctx), dinp, dweight, (void *)NULL, dout, ldo, inp,
+			weight, BT, C, OC);
 }
 
 /* ---- attention --------------------------------------------------------------------------- */
