@@ -111,7 +111,7 @@ int main(int argc, char **argv)
 	struct zn_kctx *ctx = k->ctx_create(&kp);
 	struct zn_model_mem mem = mh_host_mem(NULL);
 	struct zn_gpt2 *model = zn_gpt2_create(&r.cfg, B, T, k, ctx, &mem);
-	struct zn_param_source src = { &r, fetch, release };
+	struct zn_param_source src = { .user = &r, .fetch = fetch, .release = release };
 	if (!ctx || !model) {
 		fprintf(stderr, "gpt2_oracle_helper: %s\n", zn_last_error());
 		return 1;

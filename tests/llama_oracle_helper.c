@@ -171,7 +171,7 @@ int main(int argc, char **argv)
 	struct zn_kctx *ctx = k->ctx_create(&kp);
 	struct zn_model_mem mem = mh_host_mem(NULL);
 	struct zn_llama *model = ctx ? zn_llama_create(&cfg, B, T, k, ctx, &mem) : NULL;
-	struct zn_param_source src = { &r, fetch, release };
+	struct zn_param_source src = { .user = &r, .fetch = fetch, .release = release };
 	if (!model)
 		goto fail;
 	struct zn_st_tensor ex[3] = {

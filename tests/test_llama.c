@@ -243,9 +243,12 @@ struct resident {
 	struct zn_param_desc d[MAXTENS];
 	unsigned first[MAXTENS], count[MAXTENS];
 	float *p[MAXTENS], *g[MAXTENS];
-	/* the calls, as "f3" (fetch 3 with grads: "F3"), "r3" / "R3" (written) */
-	char log[1024];
+	/* the calls, as "f3" (fetch 3 with grads: "F3"), "r3" / "R3" (written),
+	 * tiles "t3.1" (fetch tile 1 of layer 3; "T3.1" with grads) */
+	char log[2048];
 	int held[MAXTENS];
+	unsigned tile;   /* rows per tile of the tileable tensors; 0: whole */
+	int tiles_out;   /* tiles fetched and not released */
 };
 
 static int fetch(void *user, unsigned layer, bool want, void **params, void **grads)
@@ -257,10 +260,44 @@ static int fetch(void *user, unsigned layer, bool want, void **params, void **gr
 	strcat(r->log, s);
 	r->held[layer]++;
 	for (unsigned i = 0; i < r->count[layer]; i++) {
-		params[i] = r->p[r->first[layer] + i];
+		const bool tiled = r->tile && r->d[r->first[layer] + i].tileable;
+		params[i] = tiled ? NULL : r->p[r->first[layer] + i];
 		if (want)
-			grads[i] = r->g[r->first[layer] + i];
+			grads[i] = tiled ? NULL : r->g[r->first[layer] + i];
 	}
+	return 0;
+}
+
+static unsigned tile_rows(void *user, unsigned layer, unsigned idx)
+{
+	struct resident *r = user;
+	return r->d[r->first[layer] + idx].tileable ? r->tile : 0;
+}
+
+/* A tile: its rows of the whole arrays, while its layer is held. */
+static int fetch_tile(void *user, unsigned layer, unsigned idx, unsigned tile, bool want,
+		      void **param, void **grad)
+{
+	struct resident *r = user;
+	const struct zn_param_desc *d = &r->d[r->first[layer] + idx];
+	assert_true(r->held[layer] > 0 && r->tiles_out == 0 && d->tileable && r->tile);
+	assert_true((int64_t)tile * r->tile < d->shape[0]);
+	char s[24];
+	snprintf(s, sizeof(s), "%c%u.%u ", want ? 'T' : 't', layer, tile);
+	strcat(r->log, s);
+	r->tiles_out++;
+	size_t off = (size_t)tile * r->tile * (size_t)d->shape[1];
+	*param = r->p[r->first[layer] + idx] + off;
+	if (want)
+		*grad = r->g[r->first[layer] + idx] + off;
+	return 0;
+}
+
+static int release_tile(void *user, unsigned layer, unsigned idx, unsigned tile, bool written)
+{
+	struct resident *r = user;
+	(void)layer, (void)idx, (void)tile, (void)written;
+	assert_true(r->tiles_out-- == 1);
 	return 0;
 }
 
@@ -304,12 +341,15 @@ static void resident_free(struct resident *r)
 }
 
 /* Losses and gradients of one forward + backward, concatenated. */
+static unsigned run_tile; /* rows per tile for run_model's source; 0: whole */
+
 static float *run_model(const struct zn_llama_config *cfg, int B, int T, size_t *len, char *log,
 			size_t loglen)
 {
 	struct resident *r = malloc(sizeof(*r));
 	assert_non_null(r);
 	resident_init(r, cfg);
+	r->tile = run_tile;
 	struct mh_counts cnt = { 0 };
 	struct zn_model_mem mem = mh_host_mem(&cnt);
 	struct zn_llama *m = zn_llama_create(&r->cfg, B, T, K, ctx, &mem);
@@ -321,7 +361,9 @@ static float *run_model(const struct zn_llama_config *cfg, int B, int T, size_t 
 		tok[i] = (i * 13 + 5) % r->cfg.vocab_size;
 		tgt[i] = i % 5 == 2 ? -1 : (i * 7 + 1) % r->cfg.vocab_size;
 	}
-	struct zn_param_source src = { r, fetch, release };
+	struct zn_param_source src = { .user = r, .fetch = fetch, .release = release,
+				       .tile_rows = tile_rows, .fetch_tile = fetch_tile,
+				       .release_tile = release_tile };
 	const float *losses;
 	assert_int_equal(zn_llama_forward(m, &src, tok, tgt, NULL, true, 1.0f / BT, &losses), 0);
 	assert_int_equal(zn_llama_backward(m, &src, tok), 0);
@@ -370,7 +412,7 @@ static void test_fetch_order(void **state)
 {
 	(void)state;
 	struct zn_llama_config c = tiny();
-	char log[1024];
+	char log[2048];
 	size_t n;
 	free(run_model(&c, 2, 5, &n, log, sizeof(log)));
 	const char *untied = "f0 r0 f1 r1 f2 r2 f3 r3 F3 R3 F2 R2 F1 R1 F0 R0 ";
@@ -378,6 +420,46 @@ static void test_fetch_order(void **state)
 	c.tie_embeddings = true;
 	free(run_model(&c, 2, 5, &n, log, sizeof(log)));
 	assert_string_equal(log, "f0 r0 f1 r1 f2 r2 f3 f0 r0 r3 F3 F0 r0 R3 F2 R2 F1 R1 F0 R0 ");
+}
+
+/* An untied vocabulary in tiles of 16 rows (37: tiles of 16, 16, 5): the
+ * embedding and the classifier fetched tile by tile, backward from the
+ * last tile down; the losses and the classifier's gradients are the
+ * whole model's bits, the rest (through the classifier's input gradient,
+ * a sum over the vocabulary taken tile by tile) the same to rounding. */
+static void test_tiles(void **state)
+{
+	(void)state;
+	struct zn_llama_config c = tiny();
+	char log[2048];
+	size_t n1, n2;
+	float *a = run_model(&c, 2, 5, &n1, NULL, 0);
+	run_tile = 16;
+	float *b = run_model(&c, 2, 5, &n2, log, sizeof(log));
+	run_tile = 0;
+	assert_string_equal(log, "f0 t0.0 t0.1 t0.2 r0 f1 r1 f2 r2 f3 t3.0 t3.1 t3.2 r3 "
+				 "F3 T3.2 T3.1 T3.0 R3 F2 R2 F1 R1 F0 T0.2 T0.1 T0.0 R0 ");
+	assert_int_equal(n1, n2);
+	const int BT = 10;
+	assert_memory_equal(a, b, BT * 4); /* losses */
+	/* lm_head is the last tensor: its gradients come first from the end */
+	const size_t nh = (size_t)c.vocab_size * (size_t)c.n_embd;
+	assert_memory_equal(a + n1 - nh, b + n2 - nh, nh * 4);
+	double big = 0, worst = 0;
+	for (size_t i = BT; i < n1; i++) {
+		big = fmax(big, fabs(a[i]));
+		worst = fmax(worst, fabs((double)a[i] - b[i]));
+	}
+	assert_true(big > 0 && worst <= 1e-5 * big);
+	/* Tied: nothing is tileable, the source's tile size changes nothing. */
+	c.tie_embeddings = true;
+	float *x = run_model(&c, 2, 5, &n1, NULL, 0);
+	run_tile = 16;
+	float *y = run_model(&c, 2, 5, &n2, log, sizeof(log));
+	run_tile = 0;
+	assert_null(strchr(log, 't'));
+	assert_memory_equal(x, y, n1 * 4);
+	free(a), free(b), free(x), free(y);
 }
 
 /* Activation checkpointing, with and without offloaded inputs: the same
@@ -682,6 +764,7 @@ int main(void)
 		cmocka_unit_test(test_init),
 		cmocka_unit_test(test_rope_inv_freq),
 		cmocka_unit_test(test_fetch_order),
+		cmocka_unit_test(test_tiles),
 		cmocka_unit_test(test_recompute_same_bits),
 		cmocka_unit_test(test_activation_estimate),
 		cmocka_unit_test(test_arch_describe),

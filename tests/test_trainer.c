@@ -449,6 +449,90 @@ static void test_gradients_on_nvme_match_host_accumulators(void **state)
 	accum_steps = 1;
 }
 
+/* Memory-centric tiling: an untied Llama whose embedding and classifier
+ * (1024 x 32) come in 8 tiles of 128 rows (zero_optimization.tile_size
+ * 4096).  In every placement the model takes them tile by tile, so the
+ * placements give the device run's losses and parameters bit for bit, in
+ * fp32 and bf16, and a resumed run continues exactly; offloaded, only one
+ * tile is on the device at a time, so the device's peak is below the
+ * untiled run's. */
+static void test_tiles_in_every_placement(void **state)
+{
+	(void)state;
+	enum { N = 4, K = 2 };
+	char cfgjson[4200], model[4400];
+	snprintf(cfgjson, sizeof(cfgjson), "%s", tu_path("llama-tiles.json"));
+	FILE *f = fopen(cfgjson, "w");
+	assert_non_null(f);
+	fprintf(f, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
+		   "\"hidden_size\": 32, \"intermediate_size\": 48, \"num_attention_heads\": 2, "
+		   "\"num_key_value_heads\": 1, \"num_hidden_layers\": 2, \"vocab_size\": 1024, "
+		   "\"max_position_embeddings\": 64, \"rms_norm_eps\": 1e-5, "
+		   "\"tie_word_embeddings\": false}\n");
+	assert_int_equal(fclose(f), 0);
+	snprintf(model, sizeof(model), "model={type: llama, config: \"%s\", seq_len: %d}", cfgjson,
+		 T);
+	for (unsigned d = 0; d < sizeof(precisions) / sizeof(precisions[0]); d++) {
+		const struct precision *pr = &precisions[d];
+		struct run ref = { 0 };
+		char *ref_model = NULL;
+		size_t ref_len = 0;
+		for (unsigned i = 0; i < NPLACEMENTS; i++) {
+			const struct placement *p = &placements[i];
+			const char *sets[] = { model, "zero_optimization.tile_size=4096" };
+			struct zn_config cfg;
+			struct run r = { 0 }, whole = { 0 };
+			char name[64];
+			snprintf(name, sizeof(name), "tiles-%s-%s", pr->name, p->name);
+			const char *ckpt = folder("ck-%s", name);
+			assert_int_equal(load(p, pr, ckpt, false, sets, 2, &cfg), 0);
+			struct zn_trainer *t = create(&cfg);
+			steps(t, N, &r);
+			assert_int_equal(zn_trainer_save(t), 0);
+			zn_trainer_destroy(t);
+			size_t len;
+			char *saved = saved_model(ckpt, &len);
+			if (i == 0) {
+				ref = r;
+				ref_model = saved;
+				ref_len = len;
+			} else {
+				check_same(name, p, &r, saved, len, &ref, ref_model, ref_len);
+				free(saved);
+			}
+			/* Resumed after step K: the same steps K+1 .. N. */
+			struct run part = { 0 };
+			snprintf(name, sizeof(name), "tiles-part-%s-%s", pr->name, p->name);
+			ckpt = folder("ck-%s", name);
+			assert_int_equal(load(p, pr, ckpt, false, sets, 2, &cfg), 0);
+			t = create(&cfg);
+			steps(t, K, &part);
+			assert_int_equal(zn_trainer_save(t), 0);
+			zn_trainer_destroy(t);
+			assert_int_equal(load(p, pr, ckpt, true, sets, 2, &cfg), 0);
+			t = create(&cfg);
+			steps(t, N, &part);
+			zn_trainer_destroy(t);
+			if (memcmp(&part.loss[K], &r.loss[K], (N - K) * sizeof(double)) != 0)
+				fail_msg("%s: resumed losses differ", name);
+			if (!p->params_offloaded)
+				continue;
+			/* The same placement untiled holds the classifier whole. */
+			sets[1] = "zero_optimization.tile_size=0";
+			snprintf(name, sizeof(name), "whole-%s-%s", pr->name, p->name);
+			assert_int_equal(load(p, pr, folder("ck-%s", name), false, sets, 2, &cfg), 0);
+			t = create(&cfg);
+			steps(t, N, &whole);
+			zn_trainer_destroy(t);
+			print_message("%s %s: device peak %llu bytes in tiles, %llu whole\n", pr->name,
+				      p->name, (unsigned long long)r.last.device_peak,
+				      (unsigned long long)whole.last.device_peak);
+			assert_true(r.last.device_peak < whole.last.device_peak);
+		}
+		free(ref_model);
+	}
+}
+
 /* Stopped after step K, saved, destroyed, and created again from the
  * checkpoint: in every placement, steps K+1 .. N give the uninterrupted
  * run's losses and lr bit for bit (states and parameters come back from
@@ -592,6 +676,7 @@ int main(void)
 		cmocka_unit_test(test_synthetic),
 		cmocka_unit_test(test_placements_are_bit_identical),
 		cmocka_unit_test(test_gradients_on_nvme_match_host_accumulators),
+		cmocka_unit_test(test_tiles_in_every_placement),
 		cmocka_unit_test(test_resume_is_exact),
 		cmocka_unit_test(test_consolidate),
 		cmocka_unit_test(test_bad_input),

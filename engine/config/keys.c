@@ -344,6 +344,10 @@ static const struct zn_key zero_keys[] = {
 	    zn_offload_optimizer_key_table, 0, "where optimizer states live"),
 	Z("sub_group_size", NULL, ZN_KEY_SIZE, sub_group_size, "1e9", 1, BIG, NULL, 0,
 	  "elements per optimizer sub-group (the unit streamed through offload)"),
+	Z("tile_size", NULL, ZN_KEY_SIZE, tile_size, "67108864", 0, BIG, NULL, ZN_KEY_ZINC_ONLY,
+	  "memory-centric tiling (ZeRO-Infinity): an untied vocabulary tensor (embedding, "
+	  "classifier) of more elements is computed, fetched and its gradients sent in tiles "
+	  "of whole rows of at most this many elements, so no tier holds it whole; 0: never"),
 	Z("cpu_offload", NULL, ZN_KEY_BOOL, cpu_offload, "false", 0, 1, NULL, UNSUP,
 	  "deprecated by DeepSpeed: use offload_optimizer.device: cpu"),
 	Z("cpu_offload_params", NULL, ZN_KEY_BOOL, cpu_offload_params, "false", 0, 1, NULL, UNSUP,

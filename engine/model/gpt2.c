@@ -67,6 +67,7 @@ static void desc(struct zn_param_desc *d, const char *name, unsigned ndim, int64
 	d->decay = decay;
 	d->init_std = std;
 	d->init_value = value;
+	d->tileable = false; /* GPT-2 ties wte to the classifier */
 }
 
 unsigned zn_gpt2_layer_params(const struct zn_gpt2_config *c, unsigned layer,

@@ -131,6 +131,7 @@ static void desc(struct zn_param_desc *d, const char *name, unsigned ndim, int64
 	d->decay = decay;
 	d->init_std = std;
 	d->init_value = value;
+	d->tileable = false;
 }
 
 /* One block tensor's description; false when the config has no such tensor. */
@@ -180,13 +181,16 @@ unsigned zn_llama_layer_params(const struct zn_llama_config *c, unsigned layer,
 
 	if (layer == 0) {
 		desc(&d[n++], "model.embed_tokens.weight", 2, V, C, true, c->init_std, 0);
+		d[0].tileable = !c->tie_embeddings; /* tied, it is the classifier too */
 	} else if (layer <= (unsigned)c->n_layer) {
 		for (int r = 0; r < NROLES; r++)
 			n += block_desc(c, layer - 1, (enum role)r, &d[n]);
 	} else if (layer == (unsigned)c->n_layer + 1) {
 		desc(&d[n++], "model.norm.weight", 1, C, 0, false, 0, 1);
-		if (!c->tie_embeddings)
+		if (!c->tie_embeddings) {
 			desc(&d[n++], "lm_head.weight", 2, V, C, true, c->init_std, 0);
+			d[n - 1].tileable = true;
+		}
 	}
 	for (unsigned i = 0; i < n && i < max; i++)
 		out[i] = d[i];
@@ -282,6 +286,7 @@ struct zn_llama {
 	int role[NROLES];           /* index in a block's tensor list, -1: absent */
 	float inv_freq[ZN_ROPE_MAX_HS / 2];
 	bool have_backward;
+	const struct zn_param_source *src; /* the pass's, for tiles */
 };
 
 /* Every activation, through `a` (allocating or counting).  First the L
@@ -471,6 +476,98 @@ static int block_forward(struct zn_llama *m, struct blk_acts *a, const void *res
 	return k->residual_forward(x, out, out, a->res2, (size_t)BT * C);
 }
 
+/* ---- a vocabulary's tensors in tiles ---------------------------------------- */
+
+/* Rows per tile of tensor idx of `layer` (0: it comes whole). */
+static unsigned tile_rows(const struct zn_param_source *src, unsigned layer, unsigned idx)
+{
+	return src->tile_rows ? src->tile_rows(src->user, layer, idx) : 0;
+}
+
+typedef int (*tile_fn)(struct zn_llama *m, void *w, void *g, int row0, int rows, void *arg);
+
+/* fn over the tiles of R rows of the V-row tensor idx of `layer`, each
+ * between its fetch and release: backward passes go from the last tile
+ * down, as layers go, so that gradients leave in descending order. */
+static int over_tiles(struct zn_llama *m, const struct zn_param_source *src, unsigned layer,
+		      unsigned idx, unsigned R, bool grads, tile_fn fn, void *arg)
+{
+	const unsigned n = ((unsigned)m->V + R - 1) / R;
+	for (unsigned k = 0; k < n; k++) {
+		const unsigned j = grads ? n - 1 - k : k;
+		const int row0 = (int)(j * R), rows = ZN_MIN((int)R, m->V - row0);
+		void *w = NULL, *g = NULL;
+		ZN_TRY(src->fetch_tile(src->user, layer, idx, j, grads, &w, grads ? &g : NULL));
+		int rc = fn(m, w, g, row0, rows, arg);
+		int r2 = src->release_tile(src->user, layer, idx, j, grads && !rc);
+		ZN_TRY(rc);
+		ZN_TRY(r2);
+	}
+	return 0;
+}
+
+static int embed_fwd_tile(struct zn_llama *m, void *w, void *g, int row0, int rows, void *arg)
+{
+	(void)g;
+	return m->k->embedding_rows_forward(m->ctx, zn_actckpt_input(&m->ck, 0), arg, w, row0,
+					    rows, m->BT, m->C);
+}
+
+static int embed_bwd_tile(struct zn_llama *m, void *w, void *g, int row0, int rows, void *arg)
+{
+	(void)w;
+	return m->k->embedding_rows_backward(m->ctx, g, m->dres, arg, row0, rows, m->BT, m->C);
+}
+
+/* The embedding (layer 0), whole or tile by tile. */
+static int embed(struct zn_llama *m, const struct zn_param_source *src, const int32_t *tokens,
+		 bool backward)
+{
+	void *pe[1] = { NULL }, *ge[1] = { NULL };
+	const unsigned R = tile_rows(src, 0, 0);
+	ZN_TRY(src->fetch(src->user, 0, backward, pe, backward ? ge : NULL));
+	int rc;
+	if (R)
+		rc = over_tiles(m, src, 0, 0, R, backward, backward ? embed_bwd_tile : embed_fwd_tile,
+				(void *)tokens);
+	else if (backward)
+		rc = m->k->encoder_backward(m->ctx, ge[0], NULL, m->dres, tokens, m->B, m->T, m->C,
+					    m->V);
+	else
+		rc = m->k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0], NULL,
+					   m->B, m->T, m->C, m->V);
+	int r2 = src->release(src->user, 0, backward && !rc);
+	ZN_TRY(rc);
+	return r2;
+}
+
+/* A classifier tile's columns of the logits, and its gradients. */
+static int head_fwd_tile(struct zn_llama *m, void *w, void *g, int row0, int rows, void *arg)
+{
+	(void)g;
+	(void)arg;
+	return m->k->matmul_forward_ld(m->ctx, (char *)m->logits + (size_t)row0 * m->esz, m->V,
+				       m->xf, w, m->BT, m->C, rows);
+}
+
+static int head_bwd_tile(struct zn_llama *m, void *w, void *g, int row0, int rows, void *arg)
+{
+	(void)arg;
+	return m->k->matmul_backward_ld(m->ctx, m->dx, g, (char *)m->logits + (size_t)row0 * m->esz,
+					m->V, m->xf, w, m->BT, m->C, rows);
+}
+
+/* logits = xf @ lm_head^T, whole or tile by tile (lm_head NULL: tiled). */
+static int classify(struct zn_llama *m, const void *lm_head)
+{
+	const unsigned L = (unsigned)m->cfg.n_layer;
+	if (lm_head)
+		return m->k->matmul_forward(m->ctx, m->logits, m->xf, lm_head, NULL, m->BT, m->C,
+					    m->V);
+	return over_tiles(m, m->src, L + 1, 1, tile_rows(m->src, L + 1, 1), false, head_fwd_tile,
+			  NULL);
+}
+
 static int head_forward(struct zn_llama *m, const void *norm_w, const void *lm_head,
 			const int32_t *targets, const float *weights, bool for_backward,
 			float grad_scale)
@@ -478,7 +575,7 @@ static int head_forward(struct zn_llama *m, const void *norm_w, const void *lm_h
 	const struct zn_kernels *k = m->k;
 	ZN_TRY(k->rmsnorm_forward(m->ctx, m->xf, m->rstdf, m->res_final, norm_w, m->cfg.norm_eps,
 				  m->BT, m->C));
-	ZN_TRY(k->matmul_forward(m->ctx, m->logits, m->xf, lm_head, NULL, m->BT, m->C, m->V));
+	ZN_TRY(classify(m, lm_head));
 	if (!targets)
 		return 0;
 	/* dlogits overwrite the logits in place when a backward follows */
@@ -533,14 +630,13 @@ int zn_llama_forward(struct zn_llama *m, const struct zn_param_source *src,
 		     bool for_backward, float grad_scale, const float **losses_out)
 {
 	const int L = m->cfg.n_layer;
-	void *p[ZN_LLAMA_LAYER_TENSORS_MAX], *pe[1];
+	void *p[ZN_LLAMA_LAYER_TENSORS_MAX];
 
 	if (for_backward && !targets)
 		return zn_error(-EINVAL, "Llama forward for backward needs targets");
 	m->have_backward = false;
-	ZN_WITH_LAYER(src, 0, false, pe, NULL,
-		      m->k->encoder_forward(m->ctx, zn_actckpt_input(&m->ck, 0), tokens, pe[0],
-					    NULL, m->B, m->T, m->C, m->V));
+	m->src = src;
+	ZN_TRY(embed(m, src, tokens, false));
 	for (int l = 0; l < L; l++) {
 		void *out = zn_actckpt_output(&m->ck, l, m->res_final);
 		ZN_WITH_LAYER(src, (unsigned)l + 1, false, p, NULL,
@@ -628,7 +724,13 @@ static int head_bwd_cb(struct zn_llama *m, void *const *pf, void *const *gf, voi
 	const struct zn_kernels *k = m->k;
 	ZN_TRY(zero(m, m->dx, (size_t)m->BT * m->C));
 	/* the logits buffer holds dlogits since the forward */
-	ZN_TRY(k->matmul_backward(m->ctx, m->dx, gw, NULL, m->logits, m->xf, w, m->BT, m->C, m->V));
+	if (w)
+		ZN_TRY(k->matmul_backward(m->ctx, m->dx, gw, NULL, m->logits, m->xf, w, m->BT, m->C,
+					  m->V));
+	else /* lm_head in tiles */
+		ZN_TRY(over_tiles(m, m->src, (unsigned)m->cfg.n_layer + 1, 1,
+				  tile_rows(m->src, (unsigned)m->cfg.n_layer + 1, 1), true,
+				  head_bwd_tile, NULL));
 	ZN_TRY(zero(m, m->dres, (size_t)m->BT * m->C));
 	return k->rmsnorm_backward(m->ctx, m->dres, gf[0], m->dx, m->res_final, pf[0], m->rstdf,
 				   m->BT, m->C);
@@ -638,16 +740,14 @@ int zn_llama_backward(struct zn_llama *m, const struct zn_param_source *src,
 		      const int32_t *tokens)
 {
 	const int L = m->cfg.n_layer;
-	void *p[ZN_LLAMA_LAYER_TENSORS_MAX], *g[ZN_LLAMA_LAYER_TENSORS_MAX], *pe[1], *ge[1];
+	void *p[ZN_LLAMA_LAYER_TENSORS_MAX], *g[ZN_LLAMA_LAYER_TENSORS_MAX];
 
 	if (!m->have_backward)
 		return zn_error(-EINVAL, "Llama backward without a forward for backward before it");
 	m->have_backward = false;
+	m->src = src;
 	ZN_TRY(with_head(m, src, true, head_bwd_cb, NULL));
 	for (int l = L - 1; l >= 0; l--)
 		ZN_WITH_LAYER(src, (unsigned)l + 1, true, p, g, block_backward_at(m, l, p, g));
-	ZN_WITH_LAYER(src, 0, true, pe, ge,
-		      m->k->encoder_backward(m->ctx, ge[0], NULL, m->dres, tokens, m->B, m->T,
-					     m->C, m->V));
-	return 0;
+	return embed(m, src, tokens, true);
 }

@@ -72,8 +72,10 @@ struct placed {
 	uint64_t hstate, hgrad;  /* host: master, m, v; gradient accumulators */
 	uint64_t staged;         /* host: the overlapped update's staging */
 	uint64_t own;            /* elements whose optimizer states the rank keeps */
-	uint64_t gsums;          /* elements of the largest tensor whose gradients
-	                          * gather on NVMe (zn_zero_arrays nvme_grad) */
+	uint64_t gsums;          /* elements of the largest tensor (tile) whose
+	                          * gradients gather on NVMe (nvme_grad) */
+	uint64_t unit;           /* elements that move at once at most: the largest
+	                          * tensor, or tile of a tiled one (zn_zero_unit) */
 	struct zn_zero_homes homes;
 };
 
@@ -119,7 +121,7 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 			const uint64_t n = g->tab.d[i].numel;
 			const struct zn_zero_share s = zn_zero_share_of(&pl->z, n);
 			struct zn_zero_arrays a;
-			zn_zero_arrays_of(&pl->z, n, &s, &a);
+			zn_zero_arrays_of(&pl->z, &g->tab.d[i], &s, &a);
 			pl->dparam += A256(a.dparam);
 			pl->dgrad += A256(a.dgrad);
 			pl->dstate += ZN_ZERO_STATES * A256(a.dstate);
@@ -127,10 +129,14 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 			pl->hgrad += a.hgrad;
 			pl->staged += a.staged;
 			pl->own += s.nown;
+			const uint64_t unit = zn_zero_unit(&pl->z, &g->tab.d[i], &s);
+			pl->unit = ZN_MAX(pl->unit, unit);
 			if (a.nvme_grad)
-				pl->gsums = ZN_MAX(pl->gsums, s.nown);
-			if (a.home)
-				zn_zero_home(&pl->z, &pl->homes, s.nown, g->tab.d[i].name);
+				pl->gsums = ZN_MAX(pl->gsums, unit);
+			/* a home per tile of a tiled tensor */
+			for (uint64_t k = 0; a.home && k < ZN_DIV_ROUND_UP(s.nown, unit); k++)
+				zn_zero_home(&pl->z, &pl->homes, ZN_MIN(unit, s.nown - k * unit),
+					     g->tab.d[i].name);
 			lp += A256(a.fparam);
 			lg += A256(a.fgrad);
 			lf += A256(a.ffold);
@@ -189,7 +195,8 @@ int zn_plan_need_device(const struct zn_config *c, const struct zn_plan_geom *g,
 		     pl.z.dev16 ? zn_dtype_name(pl.z.dtype) : "fp32");
 	/* The trainer's scratch for rounding to 16 bits (homes, accumulators). */
 	if (pl.z.dtype != ZN_DTYPE_F32 || pl.z.gdt != ZN_DTYPE_F32)
-		zn_plan_item(t, A256(2 * g->tab.largest), "16-bit scratch (largest tensor)");
+		zn_plan_item(t, A256(2 * pl.unit), "16-bit scratch (largest tensor%s)",
+			     pl.unit < g->tab.largest ? " or tile" : "");
 	/* 16-bit training on cuda: the model computes on 16-bit copies of what
 	 * it is given (the trainer's hand_out): 2 + 2 bytes per element beside
 	 * the fp32 ones, about half as much again (alignment aside); offloaded
@@ -311,10 +318,12 @@ int zn_plan_need_pageable(const struct zn_config *c, const struct zn_plan_geom *
 			     pl.z.gdt == ZN_DTYPE_F32 ? "fp32" : "16-bit",
 			     pl.z.grads_nvme ? ", tensors kept on the device" : "");
 		if (zn_zero_grad_staging(&pl.z, c->batch.grad_accum))
-			zn_plan_item(t, 4 * g->tab.largest, "gradient staging (largest tensor)");
+			zn_plan_item(t, 4 * pl.unit, "gradient staging (largest tensor%s)",
+				     pl.unit < g->tab.largest ? " or tile" : "");
 	}
 	zn_plan_item(t, pl.gsums * zn_dtype_size(pl.z.gdt),
-		     "gradients on their way to NVMe (largest offloaded tensor)");
+		     "gradients on their way to NVMe (largest offloaded tensor%s)",
+		     pl.gsums < g->tab.largest ? " or tile" : "");
 	if (pl.z.nvme_opt)
 		zn_plan_item(t,
 			     ZN_ZERO_STATES * 4 * (zn_zero_sub_group(&pl.z, pl.own) + g->tab.largest) +

@@ -52,6 +52,9 @@ static void free_states(struct zn_trainer *t)
 		free(s->v);
 		free(s->staged);
 		free(s->grad);
+		free(s->home);
+		free(s->gsq);
+		free(s->gfin);
 	}
 }
 
@@ -227,7 +230,7 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s)
 	const struct zn_zero_rules *zr = &t->zr;
 	const struct zn_zero_share sh = zn_zero_share_of(zr, s->d->numel);
 	struct zn_zero_arrays za;
-	zn_zero_arrays_of(zr, s->d->numel, &sh, &za);
+	zn_zero_arrays_of(zr, s->d, &sh, &za);
 	s->part = sh.part;
 	s->lo = sh.lo;
 	s->nown = sh.nown;
@@ -242,6 +245,20 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s)
 	s->dev_grads = sh.dev_grads;
 	s->gnvme = za.nvme_grad;
 	t->layered |= !s->dev_grads;
+	/* Tiles: the model's for every placement; fetched by tiles when
+	 * offloaded. */
+	s->tile_rows = zn_zero_tile_rows(zr, s->d);
+	s->ntiles = (unsigned)zn_zero_tiles(zr, s->d);
+	s->tiled = s->tile_rows && !s->resident;
+	s->tile_elems = s->tiled ? zn_zero_unit(zr, s->d, &sh) : s->nown;
+	s->tile_on = -1;
+	if (!s->tiled)
+		s->ntiles = 1;
+	s->gsq = calloc(s->ntiles, sizeof(*s->gsq));
+	s->gfin = calloc(s->ntiles, sizeof(*s->gfin));
+	if (!s->gsq || !s->gfin)
+		return zn_error(-ENOMEM, "out of memory");
+	t->unit = ZN_MAX(t->unit, zn_zero_unit(zr, s->d, &sh));
 	/* Host optimizer state unless it lives on NVMe; gradient accumulators
 	 * unless the optimizer runs on the device. */
 	if (za.hstate) {
@@ -303,7 +320,8 @@ static int place_tensors(struct zn_trainer *t)
  * later micro-batches' gradients are added. */
 static int open_scratch(struct zn_trainer *t)
 {
-	const size_t largest = t->tab.largest;
+	/* What moves at once: a tile of a tiled tensor, else a tensor. */
+	const size_t largest = t->unit;
 	if (t->zr.device_opt && t->world > 1 &&
 	    zn_device_alloc(t->dev, largest * 4, (void **)&t->dopt.gscratch))
 		return -ENOMEM;
@@ -319,11 +337,11 @@ static int open_scratch(struct zn_trainer *t)
 	/* Gradients cross through it to be added or converted (engine/zero). */
 	if (zn_zero_grad_staging(&t->zr, t->accum) && !(t->gstage = malloc(largest * 4)))
 		return zn_error(-ENOMEM, "out of memory");
-	/* NVMe gradients: a tensor's sums on their way (the largest's). */
+	/* NVMe gradients: a tensor's (a tile's) sums on their way. */
 	uint64_t gl = 0;
 	for (unsigned i = 0; i < t->tab.nt; i++)
 		if (t->t[i].gnvme)
-			gl = ZN_MAX(gl, t->t[i].nown);
+			gl = ZN_MAX(gl, t->t[i].tile_elems);
 	if (gl && !(t->gsums = malloc(gl * zn_dtype_size(t->zr.gdt))))
 		return zn_error(-ENOMEM, "out of memory");
 	return 0;

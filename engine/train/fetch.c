@@ -38,6 +38,15 @@ static void trace_fetch(struct zn_trainer *t, unsigned layer)
 	}
 }
 
+/* A tensor's home on its way: a tiled one's first tile in the pass's
+ * direction. */
+static void prefetch_tensor(struct zn_trainer *t, const struct tstate *s)
+{
+	if (s->home)
+		zn_swapper_prefetch(t->homes.sw,
+				    s->home[t->fetch.direction < 0 ? s->ntiles - 1 : 0]);
+}
+
 /* Start reading what the next fetches want: along the trace until
  * stage3_prefetch_bucket_size elements are on their way (as many as the
  * buffers allow); without a trace, the next layer in the pass's
@@ -55,8 +64,7 @@ static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
 				continue;
 			const unsigned end = t->tab.first[l] + t->tab.count[l];
 			for (unsigned i = t->tab.first[l]; i < end; i++)
-				if (t->t[i].home)
-					zn_swapper_prefetch(t->homes.sw, t->t[i].home);
+				prefetch_tensor(t, &t->t[i]);
 			sum += t->layer[l].elems;
 		}
 		return;
@@ -64,8 +72,7 @@ static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
 	long next = (long)layer + t->fetch.direction;
 	if (next >= 0 && next < (long)t->tab.nlayers)
 		for (unsigned i = 0; i < t->tab.count[next]; i++)
-			if (t->t[t->tab.first[next] + i].home)
-				zn_swapper_prefetch(t->homes.sw, t->t[t->tab.first[next] + i].home);
+			prefetch_tensor(t, &t->t[t->tab.first[next] + i]);
 }
 
 /* Whether a layer being released comes back within
@@ -136,6 +143,8 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
 	int rc = 0;
 	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
 		struct tstate *s = &t->t[t->tab.first[layer] + i];
+		if (s->tiled)
+			continue; /* its tiles come one at a time */
 		if (t->sdt == ZN_DTYPE_F32) {
 			params[i] = s->dparam;
 			if (want)
@@ -158,6 +167,14 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
 		grads[i] = s->sgrad;
 		s->sdirty = true;
 	}
+	/* A tiled tensor comes by its tiles (fetch_tile): from the buffers
+	 * made above when it is on the device whole. */
+	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++)
+		if (t->t[t->tab.first[layer] + i].tile_rows) {
+			params[i] = NULL;
+			if (want)
+				grads[i] = NULL;
+		}
 	return rc;
 }
 
@@ -217,14 +234,14 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			struct tstate *s = &t->t[t->tab.first[layer] + i];
 			void *host;
 			size_t hbytes = s->d->numel * zn_dtype_size(t->zr.hdt);
-			if (s->resident)
+			if (s->resident || s->tiled)
 				continue;
 			/* 16-bit layers: the home's bytes are the kernels' copy. */
 			if ((rc = t->zr.dev16 ? tr_dev_alloc(t, hbytes, &s->sparam)
 					      : tr_dev_alloc(t, s->d->numel * 4, &s->dparam)))
 				break;
 			uint64_t t0 = zn_now_ns();
-			if ((rc = zn_swapper_acquire(t->homes.sw, s->home, &host)))
+			if ((rc = zn_swapper_acquire(t->homes.sw, s->home[0], &host)))
 				break;
 			t->stats.stall_ns += zn_now_ns() - t0;
 			if (t->zr.dev16) {
@@ -241,7 +258,7 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 					rc = zn_device_stream_synchronize(t->stream);
 			}
 			t->stats.h2d_bytes += hbytes;
-			zn_swapper_release(t->homes.sw, s->home, false);
+			zn_swapper_release(t->homes.sw, s->home[0], false);
 		}
 		if (!rc)
 			prefetch_ahead(t, layer);
@@ -250,8 +267,9 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->tab.first[layer] + i];
 			/* 16-bit layers: the kernels' 16-bit buffers (hand_out)
-			 * are the gradients until they leave. */
-			if (s->dev_grads || t->zr.dev16)
+			 * are the gradients until they leave; a tiled tensor's
+			 * come with its tiles. */
+			if (s->dev_grads || t->zr.dev16 || s->tiled)
 				continue;
 			if (!(rc = tr_dev_alloc(t, s->d->numel * 4, &s->dgrad)))
 				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d->numel * 4, NULL);
@@ -275,7 +293,7 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 		for (unsigned k = 0; k < cnt && !rc; k++) {
 			const unsigned i = t->zr.grads_nvme ? cnt - 1 - k : k;
 			struct tstate *s = &t->t[t->tab.first[layer] + i];
-			if (s->dev_grads)
+			if (s->dev_grads || s->tiled) /* tiles' left at their release */
 				continue;
 			rc = t->world > 1 ? tr_grads_reduce(t, s, t->micro_i == 0)
 					  : tr_grads_to_host(t, s, t->micro_i == 0);
@@ -291,6 +309,110 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 		else
 			free_layer_params(t, layer);
 	}
+	return rc;
+}
+
+/* ---- tiles ------------------------------------------------------------------ */
+
+static unsigned tile_rows(void *user, unsigned layer, unsigned idx)
+{
+	struct zn_trainer *t = user;
+	return (unsigned)t->t[t->tab.first[layer] + idx].tile_rows;
+}
+
+/* Tile k of a tensor of a fetched layer on the device: a whole tensor's
+ * rows when it stays there (the buffers hand_out made), else the tile's
+ * own buffers, as a fetched layer's are made (its home's bytes: 16-bit
+ * layers as they are, else widened to fp32 and cast for the kernels;
+ * zeroed gradients), the next tile's home read meanwhile. */
+static int fetch_tile(void *user, unsigned layer, unsigned idx, unsigned k, bool want,
+		      void **param, void **grad)
+{
+	struct zn_trainer *t = user;
+	struct tstate *s = &t->t[t->tab.first[layer] + idx];
+	const uint64_t first = (uint64_t)k * s->tile_rows * (uint64_t)s->d->shape[1];
+	const size_t sz = zn_dtype_size(t->sdt);
+	if (!s->tile_rows || k >= zn_zero_tiles(&t->zr, s->d) ||
+	    (s->tiled && !t->layer[layer].fetched))
+		return zn_error(-EINVAL, "%s: tile %u fetched outside its layer", s->d->name, k);
+	if (!s->tiled) {
+		*param = (uint8_t *)(t->sdt == ZN_DTYPE_F32 ? s->dparam : s->sparam) + first * sz;
+		if (want)
+			*grad = (uint8_t *)(t->sdt == ZN_DTYPE_F32 ? s->dgrad : s->sgrad) + first * sz;
+		return 0;
+	}
+	if (s->tile_on >= 0)
+		return zn_error(-EPROTO, "%s: tile %u fetched while tile %d is out", s->d->name, k,
+				s->tile_on);
+	const uint64_t n = tr_tile_span(s, first, s->nown);
+	const size_t hbytes = n * zn_dtype_size(t->zr.hdt);
+	void *host;
+	int rc = t->zr.dev16 ? tr_dev_alloc(t, hbytes, &s->sparam)
+			     : tr_dev_alloc(t, n * 4, &s->dparam);
+	uint64_t t0 = zn_now_ns();
+	if (rc || (rc = zn_swapper_acquire(t->homes.sw, s->home[k], &host)))
+		return rc;
+	t->stats.stall_ns += zn_now_ns() - t0;
+	s->tile_on = (int)k;
+	if (t->zr.dev16) {
+		rc = zn_device_copy_async(t->dev, s->sparam, host, hbytes, ZN_COPY_HOST_TO_DEVICE,
+					  NULL);
+	} else if (t->zr.hdt == ZN_DTYPE_F32) {
+		rc = zn_device_copy_async(t->dev, s->dparam, host, hbytes, ZN_COPY_HOST_TO_DEVICE,
+					  NULL);
+	} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
+					       ZN_COPY_HOST_TO_DEVICE, NULL))) {
+		rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->zr.hdt, n);
+		if (!rc)
+			rc = zn_device_stream_synchronize(t->stream);
+	}
+	t->stats.h2d_bytes += hbytes;
+	zn_swapper_release(t->homes.sw, s->home[k], false);
+	/* The next tile in this pass's order (backward: downwards). */
+	const unsigned next = want ? k - 1 : k + 1;
+	if (!rc && next < s->ntiles)
+		zn_swapper_prefetch(t->homes.sw, s->home[next]);
+	if (!rc && t->sdt != ZN_DTYPE_F32 && !t->zr.dev16 &&
+	    !(rc = tr_dev_alloc(t, n * sz, &s->sparam)))
+		rc = t->k->cast(t->kctx, s->sparam, t->sdt, s->dparam, ZN_DTYPE_F32, n);
+	if (!rc && want && !t->zr.dev16 && !(rc = tr_dev_alloc(t, n * 4, &s->dgrad)))
+		rc = zn_device_memset(t->dev, s->dgrad, 0, n * 4, NULL);
+	if (!rc && want && t->sdt != ZN_DTYPE_F32 && !(rc = tr_dev_alloc(t, n * sz, &s->sgrad)))
+		rc = zn_device_memset(t->dev, s->sgrad, 0, n * sz, t->stream);
+	s->sdirty = want;
+	*param = t->sdt == ZN_DTYPE_F32 ? s->dparam : s->sparam;
+	if (want)
+		*grad = t->sdt == ZN_DTYPE_F32 ? s->dgrad : s->sgrad;
+	return rc;
+}
+
+/* The tile leaves the device; with final gradients (its 16-bit ones
+ * folded into fp32 first where there are both), those go where the
+ * tensor's gradients gather, synchronously. */
+static int release_tile(void *user, unsigned layer, unsigned idx, unsigned k, bool written)
+{
+	struct zn_trainer *t = user;
+	struct tstate *s = &t->t[t->tab.first[layer] + idx];
+	if (!s->tiled)
+		return 0;
+	int rc = 0;
+	if (s->tile_on != (int)k)
+		rc = zn_error(-EPROTO, "%s: tile %u released but tile %d is out", s->d->name, k,
+			      s->tile_on);
+	const uint64_t n = tr_tile_span(s, tr_tile_first(s, k), s->nown);
+	if (!rc)
+		rc = zn_device_stream_synchronize(t->stream);
+	if (!rc && written && s->sdirty && s->sgrad && s->dgrad)
+		rc = t->k->accumulate(t->kctx, s->dgrad, ZN_DTYPE_F32, s->sgrad, t->sdt, n);
+	if (!rc && written && (s->dgrad || s->sgrad))
+		rc = tr_grads_tile_to_host(t, s, t->micro_i == 0, k);
+	zn_device_free(t->dev, s->dparam);
+	zn_device_free(t->dev, s->sparam);
+	zn_device_free(t->dev, s->dgrad);
+	zn_device_free(t->dev, s->sgrad);
+	s->dparam = s->sparam = s->dgrad = s->sgrad = NULL;
+	s->sdirty = false;
+	s->tile_on = -1;
 	return rc;
 }
 
@@ -379,7 +501,9 @@ static int dto_device(void *user, void *dst, const void *src, size_t bytes)
  * the memory callbacks above. */
 struct zn_param_source tr_param_source(struct zn_trainer *t)
 {
-	return (struct zn_param_source){ t, fetch, release };
+	return (struct zn_param_source){ .user = t, .fetch = fetch, .release = release,
+					 .tile_rows = tile_rows, .fetch_tile = fetch_tile,
+					 .release_tile = release_tile };
 }
 
 struct zn_model_mem tr_model_mem(struct zn_trainer *t)

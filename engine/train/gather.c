@@ -32,9 +32,9 @@ static int gather_start(struct zn_trainer *t, unsigned layer)
 		} else {
 			void *host;
 			uint64_t t0 = zn_now_ns();
-			if (!(rc = zn_swapper_acquire(t->homes.sw, s->home, &host))) {
+			if (!(rc = zn_swapper_acquire(t->homes.sw, s->home[0], &host))) {
 				memcpy(send, host, s->nown * esz);
-				zn_swapper_release(t->homes.sw, s->home, false);
+				zn_swapper_release(t->homes.sw, s->home[0], false);
 			}
 			t->stats.stall_ns += zn_now_ns() - t0;
 		}

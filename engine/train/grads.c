@@ -42,9 +42,8 @@ enum cross {
  * them exactly, so they are the values the fp32 path would round to).
  * *src and *bytes say what to copy. */
 static enum cross grads_prepare(struct zn_trainer *t, struct tstate *s, bool first, void *narrow,
-				const void **src, size_t *bytes, int *rc)
+				size_t n, const void **src, size_t *bytes, int *rc)
 {
-	const size_t n = s->d->numel;
 	*rc = 0;
 	if (!s->dgrad) { /* dev16: never folded into fp32 */
 		*src = s->sgrad;
@@ -96,60 +95,66 @@ int tr_grads_pass_end(struct zn_trainer *t)
 	return t->zr.grads_nvme ? zn_optswap_grads_end(t->nvme.os) : 0;
 }
 
-/* A gnvme tensor's gradients (on the host now: in t->gsums when they
- * crossed in the sums' dtype, else staged) into its sums on NVMe,
- * sub-group by sub-group from the top (the pass's order): later
- * micro-batches read each group's sums, add to them (rounded once, as
- * host accumulators are) and send them back before the next group's, so
- * one group is open at a time.  After the step's last micro-batch the
- * whole tensor's sums are in t->gsums: its share of the norm is taken
- * there, as norm_on_host takes a host accumulator's. */
-static int grads_to_nvme(struct zn_trainer *t, struct tstate *s, enum cross how, bool first)
+/* A gnvme tensor's gradients of elements [off, off + n) (the whole
+ * tensor, or tile k of it; on the host now: in t->gsums when they crossed
+ * in the sums' dtype, else staged) into its sums on NVMe, sub-group by
+ * sub-group from the top (the pass's order): later micro-batches read
+ * each group's sums, add to them (rounded once, as host accumulators are)
+ * and send them back before the next group's, so one group is open at a
+ * time.  After the step's last micro-batch the sums are in t->gsums: the
+ * tile's share of the norm is taken there, as norm_on_host takes a host
+ * accumulator's. */
+static int grads_to_nvme(struct zn_trainer *t, struct tstate *s, enum cross how, bool first,
+			 uint64_t off, uint64_t n, unsigned k)
 {
 	const uint64_t S = zn_zero_sub_group(&t->zr, t->own_total);
 	const size_t esz = zn_dtype_size(t->zr.gdt);
 	uint8_t *sums = t->gsums;
 	int rc = 0;
-	for (uint64_t b = s->nown; b > 0 && !rc;) {
-		/* [a, b): this tensor's piece of one group, in its part. */
+	for (uint64_t b = off + n; b > off && !rc;) {
+		/* [a, b): the range's piece of one group, in the tensor's part. */
 		const uint64_t top = s->oflat + b - 1, gfirst = top - top % S;
-		const uint64_t a = gfirst > s->oflat ? gfirst - s->oflat : 0, n = b - a;
+		const uint64_t a = ZN_MAX(gfirst > s->oflat ? gfirst - s->oflat : 0, off);
+		uint8_t *p = sums + (a - off) * esz;
 		if (!first)
-			rc = zn_optswap_grads_get(t->nvme.os, s->oflat + a, n, sums + a * esz);
+			rc = zn_optswap_grads_get(t->nvme.os, s->oflat + a, b - a, p);
 		if (!rc) {
-			grads_land(t, sums + a * esz, how, first, a, n);
-			rc = zn_optswap_grads_put(t->nvme.os, s->oflat + a, n, sums + a * esz);
+			grads_land(t, p, how, first, a - off, b - a);
+			rc = zn_optswap_grads_put(t->nvme.os, s->oflat + a, b - a, p);
 		}
 		b = a;
 	}
 	if (!rc && t->micro_i + 1 == t->accum) {
 		const struct zn_adam_exec ex = { .pool = t->pool };
 		struct zn_adam_grad_stats gst;
-		if (!(rc = zn_adam_grad_check(sums, t->zr.gdt, s->nown, &ex, &gst))) {
-			s->gsq = gst.sumsq;
-			s->gfin = gst.finite;
+		if (!(rc = zn_adam_grad_check(sums, t->zr.gdt, n, &ex, &gst))) {
+			s->gsq[k] = gst.sumsq;
+			s->gfin[k] = gst.finite;
 		}
 	}
 	return rc;
 }
 
-/* A tensor's device gradients into its host accumulator, synchronously:
- * prepared as above, then across; the first micro-batch's gradients start
- * the accumulator (16-bit accumulators: narrowed on the device, so half
- * the bytes cross), later ones are added to it.  gnvme: the same, on
- * their way to NVMe.  A 16-bit layer's gradient buffer goes with them. */
-int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
+/* A tensor's device gradients (of its elements [off, off + n), which the
+ * device buffers hold from their start) into its host accumulator,
+ * synchronously: prepared as above, then across; the first micro-batch's
+ * gradients start the accumulator (16-bit accumulators: narrowed on the
+ * device, so half the bytes cross), later ones are added to it.  gnvme:
+ * the same, on their way to NVMe.  A 16-bit layer's gradient buffer goes
+ * with them. */
+static int grads_range_to_host(struct zn_trainer *t, struct tstate *s, bool first, uint64_t off,
+			       uint64_t n, unsigned k)
 {
 	const void *src;
 	size_t bytes;
 	int rc;
-	enum cross how = grads_prepare(t, s, first, t->round_buf, &src, &bytes, &rc);
+	enum cross how = grads_prepare(t, s, first, t->round_buf, n, &src, &bytes, &rc);
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
 	if (rc)
 		return rc;
 	t->stats.d2h_bytes += bytes;
-	void *acc = s->gnvme ? t->gsums : s->grad;
+	void *acc = s->gnvme ? t->gsums : (uint8_t *)s->grad + off * zn_dtype_size(t->zr.gdt);
 	rc = zn_device_copy_async(t->dev, how == CROSS_ACC ? acc : (void *)t->gstage, src, bytes,
 				  ZN_COPY_DEVICE_TO_HOST, NULL);
 	if (!s->dgrad) {
@@ -158,9 +163,20 @@ int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 		s->sdirty = false;
 	}
 	if (rc || s->gnvme)
-		return rc ? rc : grads_to_nvme(t, s, how, first);
-	grads_land(t, acc, how, first, 0, s->d->numel);
+		return rc ? rc : grads_to_nvme(t, s, how, first, off, n, k);
+	grads_land(t, acc, how, first, 0, n);
 	return 0;
+}
+
+int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
+{
+	return grads_range_to_host(t, s, first, 0, s->d->numel, 0);
+}
+
+int tr_grads_tile_to_host(struct zn_trainer *t, struct tstate *s, bool first, unsigned k)
+{
+	const uint64_t off = tr_tile_first(s, k);
+	return grads_range_to_host(t, s, first, off, tr_tile_span(s, off, s->nown), k);
 }
 
 /* What crossed on the copy stream lands on the host after it, in order
@@ -211,7 +227,7 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 		struct tstate *s = &t->t[t->tab.first[layer] + i];
 		const size_t n = s->d->numel;
 		const bool own16 = !s->dgrad; /* dev16: the gradients are sgrad */
-		if (s->dev_grads)
+		if (s->dev_grads || s->tiled) /* tiles' left at their release */
 			continue;
 		f->p[f->n++] = own16 ? s->sgrad : s->dgrad;
 		void *narrow = NULL;
@@ -230,7 +246,7 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 		if (!rc) {
 			const void *src;
 			size_t bytes;
-			enum cross how = grads_prepare(t, s, first, narrow, &src, &bytes, &rc);
+			enum cross how = grads_prepare(t, s, first, narrow, n, &src, &bytes, &rc);
 			cp[ncp++] = (typeof(cp[0])){ (void *)src, s, bytes, how };
 		}
 		if (own16) { /* the flight frees it; the next backward gets a new one */

@@ -11,22 +11,51 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Elements [off, off + n) of a tensor's new parameters go into its home
- * buffer, in the home dtype.  The buffer is taken (without reading the old
- * bytes) when the tensor's first element comes and given back, to be
- * written home, after its last: the optimizer's sub-groups cut tensors. */
-int tr_home_open(struct zn_trainer *t, struct tstate *s)
+/* Tiles of a tensor's part (one rank: the whole tensor); whole: one. */
+unsigned tr_tile_of(const struct tstate *s, uint64_t off)
 {
-	return s->hbuf ? 0 : zn_swapper_acquire_overwrite(t->homes.sw, s->home, &s->hbuf);
+	return s->tiled ? (unsigned)(off / s->tile_elems) : 0;
 }
 
-/* Elements up to `end` are in: after the tensor's last, its home is written. */
+uint64_t tr_tile_first(const struct tstate *s, unsigned k)
+{
+	return s->tiled ? (uint64_t)k * s->tile_elems : 0;
+}
+
+uint64_t tr_tile_span(const struct tstate *s, uint64_t off, uint64_t n)
+{
+	if (!s->tiled)
+		return n;
+	const uint64_t end = ZN_MIN(tr_tile_first(s, tr_tile_of(s, off)) + s->tile_elems, s->nown);
+	return ZN_MIN(n, end - off);
+}
+
+/* Elements [off, off + n) of a tensor's new parameters go into its home
+ * buffer (its tile's), in the home dtype.  The buffer is taken (without
+ * reading the old bytes) when the tile's first element comes and given
+ * back, to be written home, after its last: the optimizer's sub-groups
+ * cut tensors. */
+int tr_home_open(struct zn_trainer *t, struct tstate *s, uint64_t off)
+{
+	const unsigned k = tr_tile_of(s, off);
+	if (s->hbuf && s->htile == k)
+		return 0;
+	if (s->hbuf)
+		return zn_error(-EPROTO, "%s: tile %u's home opened while tile %u's is held",
+				s->d->name, k, s->htile);
+	s->htile = k;
+	return zn_swapper_acquire_overwrite(t->homes.sw, s->home[k], &s->hbuf);
+}
+
+/* Elements up to `end` are in: after the tile's last, its home is written. */
 int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end)
 {
-	if (end < s->nown)
+	const uint64_t last = s->tiled ? ZN_MIN(tr_tile_first(s, s->htile) + s->tile_elems, s->nown)
+				       : s->nown;
+	if (end < last)
 		return 0;
 	s->hbuf = NULL;
-	return zn_swapper_release(t->homes.sw, s->home, true);
+	return zn_swapper_release(t->homes.sw, s->home[s->htile], true);
 }
 
 int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
@@ -36,12 +65,20 @@ int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const floa
 		int r = n ? tr_to_device(t, s->dhome + off, src, n * 4) : 0;
 		return r ? r : tr_round_to_dtype(t, s->dhome + off, n);
 	}
-	int rc = tr_home_open(t, s);
-	if (rc)
-		return rc;
 	size_t esz = zn_dtype_size(t->zr.hdt);
-	zn_dtype_from_f32((uint8_t *)s->hbuf + off * esz, t->zr.hdt, src, n);
-	return tr_home_close(t, s, off + n);
+	int rc = 0;
+	if (!n && !s->nown) /* an empty part still has its (one-element) home written */
+		return (rc = tr_home_open(t, s, 0)) ? rc : tr_home_close(t, s, 0);
+	for (uint64_t done = 0; done < n && !rc;) {
+		const uint64_t o = off + done, k = tr_tile_span(s, o, n - done);
+		if (!(rc = tr_home_open(t, s, o))) {
+			zn_dtype_from_f32((uint8_t *)s->hbuf + (o - tr_tile_first(s, s->htile)) * esz,
+					  t->zr.hdt, src + done, k);
+			rc = tr_home_close(t, s, o + k);
+		}
+		done += k;
+	}
+	return rc;
 }
 
 int tr_param_homes_setup(struct zn_trainer *t)
@@ -71,13 +108,21 @@ int tr_param_homes_setup(struct zn_trainer *t)
 	/* Each offloaded tensor's home (this rank's part: one rank's homes
 	 * hold whole tensors), by engine/zero's rule: host memory for all with
 	 * device cpu; with nvme, DeepSpeed's max_in_cpu. */
-	enum zn_tier *tier = calloc(t->tab.nt, sizeof(*tier));
+	/* A tiled tensor has a home per tile. */
+	unsigned nhomes = 0;
+	for (unsigned i = 0; i < t->tab.nt; i++)
+		nhomes += t->t[i].ntiles;
+	enum zn_tier *tier = calloc(nhomes, sizeof(*tier));
 	if (!tier)
 		return zn_error(-ENOMEM, "out of memory");
 	struct zn_zero_homes homes = { 0 };
-	for (unsigned i = 0; i < t->tab.nt; i++)
-		if (!t->t[i].resident)
-			tier[i] = zn_zero_home(&t->zr, &homes, t->t[i].nown, t->t[i].d->name);
+	for (unsigned i = 0, h = 0; i < t->tab.nt; h += t->t[i++].ntiles) {
+		const struct tstate *s = &t->t[i];
+		for (unsigned k = 0; k < s->ntiles && !s->resident; k++)
+			tier[h + k] = zn_zero_home(&t->zr, &homes, tr_tile_span(s, tr_tile_first(s, k),
+										s->nown),
+						   s->d->name);
+	}
 	t->host_bytes += homes.host_elems * esz;
 	if (homes.nvme_bytes) {
 		char buf[ZN_NVME_PATH_MAX];
@@ -108,11 +153,17 @@ int tr_param_homes_setup(struct zn_trainer *t)
 	}
 	t->homes.sw = zn_swapper_create(&swc);
 	rc = 0;
-	for (unsigned i = 0; t->homes.sw && i < t->tab.nt && !rc; i++) {
+	for (unsigned i = 0, h = 0; t->homes.sw && i < t->tab.nt && !rc; h += t->t[i++].ntiles) {
 		struct tstate *s = &t->t[i];
-		if (!s->resident)
-			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(s->nown, 1) * esz,
-					    tier[i], &s->home);
+		if (s->resident)
+			continue;
+		if (!(s->home = calloc(s->ntiles, sizeof(*s->home))))
+			rc = zn_error(-ENOMEM, "out of memory");
+		for (unsigned k = 0; k < s->ntiles && !rc; k++) {
+			const uint64_t n = tr_tile_span(s, tr_tile_first(s, k), s->nown);
+			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(n, 1) * esz, tier[h + k],
+					    &s->home[k]);
+		}
 	}
 	free(tier);
 	return !t->homes.sw ? -EINVAL : rc;

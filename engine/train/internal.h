@@ -67,9 +67,18 @@ struct tstate {
 					* rank or stage <= 1); else they leave at each
 					* release */
 	bool gnvme;                    /* ... for NVMe (engine/zero's grads_nvme) */
-	double gsq;                    /* gnvme: the step's final gradients' squared
-					* sum, and whether all are finite, taken */
-	bool gfin;                     /* as they left (the norm's share) */
+	double *gsq;                   /* gnvme: each tile's final gradients' squared
+					* sum, and whether all are finite, taken as */
+	bool *gfin;                    /* they left (the norm's shares, ntiles) */
+	/* Tiles (engine/zero's zn_zero_tile_rows): the model takes a tiled
+	 * tensor tile by tile; an offloaded one visits the device a tile at a
+	 * time (its device buffers below then hold that tile), with a home per
+	 * tile, its gradients leaving tile by tile. */
+	uint64_t tile_rows;            /* 0: whole */
+	uint64_t tile_elems;           /* elements of a full tile (numel when whole) */
+	unsigned ntiles;               /* 1 when whole */
+	bool tiled;                    /* offloaded and tiled: fetched by tiles */
+	int tile_on;                   /* the tile on the device, -1 none */
 	/* On the device. */
 	void *dparam, *dgrad;          /* fp32 */
 	void *sparam, *sgrad;          /* 16-bit storage (t->sdt): what the model
@@ -84,8 +93,10 @@ struct tstate {
 	float *master, *m, *v;         /* see above */
 	void *grad;                    /* t->gdt */
 	/* offload_param. */
-	struct zn_tensor *home;        /* the parameters' home tier (the swapper's) */
+	struct zn_tensor **home;       /* the parameters' home tier (the swapper's), a
+					* home per tile (ntiles) */
 	void *hbuf;                    /* home buffer held across optimizer sub-groups */
+	unsigned htile;                /* ... and the tile it is */
 	/* The update (optimizer.c). */
 	float *staged;                 /* overlapped update: a resident tensor's new
 					* parameters, for the compute thread to apply */
@@ -329,6 +340,9 @@ struct zn_trainer {
 	struct tstate *t;
 	struct layer_state *layer;
 	uint64_t own_total;            /* elements this rank owns over all tensors */
+	uint64_t unit;                 /* elements that move at once at most: a tile
+					* of a tiled tensor, else a tensor (the
+					* scratch and staging are this large) */
 	/* Scratch. */
 	void *round_buf;               /* device, for rounding: 2 bytes per element
 					* of the largest tensor */
@@ -424,6 +438,7 @@ int tr_dev_alloc(struct zn_trainer *t, size_t bytes, void **p);
  * freed (all: waited for); a backward's pass of NVMe gradients begun and
  * ended (nothing without them). */
 int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first);
+int tr_grads_tile_to_host(struct zn_trainer *t, struct tstate *s, bool first, unsigned k);
 int tr_grads_pass_begin(struct zn_trainer *t);
 int tr_grads_pass_end(struct zn_trainer *t);
 int tr_grads_leave(struct zn_trainer *t, unsigned layer);
@@ -450,14 +465,21 @@ int tr_gather_drain(struct zn_trainer *t);
 
 /* homes.c: the parameters' homes (offload_param) and the optimizer
  * states on NVMe; a home written from new fp32 values (elements
- * [off, off + n) of the tensor's part), or its buffer held open for a
- * fused update and closed after element `end`; sub-group buffers. */
+ * [off, off + n) of the tensor's part, across tiles), or its buffer held
+ * open for a fused update (the tile of element `off`: a fused update
+ * does not cross tiles) and closed after element `end`; sub-group
+ * buffers. */
 int tr_param_homes_setup(struct zn_trainer *t);
 int tr_nvme_setup(struct zn_trainer *t);
 int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
 		uint64_t n);
-int tr_home_open(struct zn_trainer *t, struct tstate *s);
+int tr_home_open(struct zn_trainer *t, struct tstate *s, uint64_t off);
 int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end);
+/* Tiles: the tile holding element `off` of a tensor, its first element,
+ * and how many of [off, off + n) it holds. */
+unsigned tr_tile_of(const struct tstate *s, uint64_t off);
+uint64_t tr_tile_first(const struct tstate *s, unsigned k);
+uint64_t tr_tile_span(const struct tstate *s, uint64_t off, uint64_t n);
 int tr_groups_open(struct groups *g, struct zn_trainer *t, bool put);
 int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a, bool put);
 int tr_groups_close(struct groups *g);

@@ -34,18 +34,18 @@ static int params_to_device(struct zn_trainer *t, struct tstate *s, uint64_t l, 
 }
 
 /* What happens to new parameters after Adam, for elements [l, l + n) of a
- * tensor's part.  Before the update: 16-bit homes are written by the
- * update itself (fused, vectorized, on every thread), into the home's
- * buffer (held from the tensor's first element to its last, as sub-groups
- * cut tensors). */
+ * tensor's part (within one tile of a tiled one).  Before the update:
+ * 16-bit homes are written by the update itself (fused, vectorized, on
+ * every thread), into the home's buffer (its tile's: held from the tile's
+ * first element to its last, as sub-groups cut tensors). */
 static int update_begin(struct zn_trainer *t, struct tstate *s, uint64_t l,
 			struct zn_adam_tensors *at)
 {
 	if (s->resident || t->zr.hdt == ZN_DTYPE_F32)
 		return 0;
-	int rc = tr_home_open(t, s);
+	int rc = tr_home_open(t, s, l);
 	if (!rc) {
-		at->param_copy = (uint16_t *)s->hbuf + l;
+		at->param_copy = (uint16_t *)s->hbuf + (l - tr_tile_first(s, s->htile));
 		at->copy_dtype = t->zr.hdt;
 	}
 	return rc;
@@ -71,6 +71,34 @@ static int update_end(struct zn_trainer *t, struct tstate *s, uint64_t l, uint64
 	return params_to_device(t, s, l, n, src);
 }
 
+/* AdamW over elements [l, l + at->n) of a tensor's part, whose states and
+ * gradients `whole` points at, a tile at a time for a tiled tensor (the
+ * update is elementwise: the pieces give the bits the whole would), each
+ * piece's new parameters sent on by update_begin / update_end. */
+static int update_part(struct zn_trainer *t, struct tstate *s, const struct zn_adam_hparams *hp,
+		       uint64_t step, float grad_scale, const struct zn_adam_exec *ex, uint64_t l,
+		       const struct zn_adam_tensors *whole)
+{
+	struct zn_adam_hparams h = hparams_for(hp, s);
+	const size_t gsz = zn_dtype_size(whole->grad_dtype);
+	int rc = 0;
+	uint64_t done = 0;
+	do { /* once at least: an empty part's home is written too */
+		const uint64_t k = tr_tile_span(s, l + done, whole->n - done);
+		struct zn_adam_tensors at = *whole;
+		at.n = k;
+		at.param += done;
+		at.exp_avg += done;
+		at.exp_avg_sq += done;
+		at.grad = (const uint8_t *)whole->grad + done * gsz;
+		if (!(rc = update_begin(t, s, l + done, &at)) &&
+		    !(rc = zn_adam_step(&h, step, grad_scale, &at, ex)))
+			rc = update_end(t, s, l + done, k, at.param);
+		done += k;
+	} while (done < whole->n && !rc);
+	return rc;
+}
+
 /* One sub-group's update: AdamW over each tensor's part of the group (its
  * own weight decay), and the new parameters straight to where the next
  * forward reads them.  With the overlapped update, the tensors done are
@@ -88,7 +116,6 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 		if (a >= b)
 			continue;
 		uint64_t o = a - first, l = a - s->oflat;
-		struct zn_adam_hparams h = hparams_for(&u->hp, s);
 		/* Gradients: NVMe ones beside the states, in the group. */
 		const size_t esz = zn_dtype_size(t->zr.gdt);
 		const uint8_t *grad = s->gnvme ? (const uint8_t *)st[ZN_ZERO_STATES] + o * esz
@@ -97,9 +124,8 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 			.n = b - a, .param = st[0] + o, .grad = grad,
 			.grad_dtype = t->zr.gdt, .exp_avg = st[1] + o,
 			.exp_avg_sq = st[2] + o };
-		int rc = update_begin(t, s, l, &at);
-		if (rc || (rc = zn_adam_step(&h, u->step, u->grad_scale, &at, &u->ex)) ||
-		    (rc = update_end(t, s, l, b - a, st[0] + o)))
+		int rc = update_part(t, s, &u->hp, u->step, u->grad_scale, &u->ex, l, &at);
+		if (rc)
 			return rc;
 		if (t->zr.overlap && b == s->oflat + s->nown) {
 			/* Tensors this rank owns nothing of are done too. */
@@ -120,14 +146,10 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 static int host_update(struct zn_trainer *t, struct tstate *s, const struct zn_adam_hparams *hp,
 		       uint64_t step, float grad_scale, const struct zn_adam_exec *ex)
 {
-	struct zn_adam_hparams h = hparams_for(hp, s);
 	struct zn_adam_tensors at = { .n = s->nown, .param = s->master, .grad = s->grad,
 				      .grad_dtype = t->zr.gdt, .exp_avg = s->m,
 				      .exp_avg_sq = s->v };
-	int rc = update_begin(t, s, 0, &at);
-	if (rc || (rc = zn_adam_step(&h, step, grad_scale, &at, ex)))
-		return rc;
-	return update_end(t, s, 0, s->nown, s->master);
+	return update_part(t, s, hp, step, grad_scale, ex, 0, &at);
 }
 
 /* On the device: the kernels' Adam, then the new master becomes the

@@ -193,11 +193,17 @@ static int norm_on_device(struct zn_trainer *t, struct step *st)
 		return rc;
 	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
-		const size_t n = s->d->numel;
-		if ((rc = tr_round_to_dtype(t, s->dgrad, n)) ||
-		    (rc = t->k->sumsq(t->kctx, t->dopt.sumsq, s->dgrad, ZN_DTYPE_F32, n)) ||
-		    (rc = t->k->nonfinite(t->kctx, t->dopt.flag, s->dgrad, ZN_DTYPE_F32, n)))
+		if ((rc = tr_round_to_dtype(t, s->dgrad, s->d->numel)))
 			return rc;
+		/* A tiled tensor's share tile by tile, as everywhere. */
+		for (uint64_t k = 0; k < zn_zero_tiles(&t->zr, s->d); k++) {
+			uint64_t first, n;
+			zn_zero_tile(&t->zr, s->d, k, &first, &n);
+			const float *g = (const float *)s->dgrad + first;
+			if ((rc = t->k->sumsq(t->kctx, t->dopt.sumsq, g, ZN_DTYPE_F32, n)) ||
+			    (rc = t->k->nonfinite(t->kctx, t->dopt.flag, g, ZN_DTYPE_F32, n)))
+				return rc;
+		}
 	}
 	if ((rc = zn_device_stream_synchronize(t->stream)) ||
 	    (rc = tr_to_host(t, &st->sumsq, t->dopt.sumsq, sizeof(st->sumsq))) ||
@@ -222,14 +228,26 @@ static int norm_on_host(struct zn_trainer *t, struct step *st, const struct zn_a
 	}
 	if (t->buckets.b[0].buf && (rc = tr_grads_settle_all(t)))
 		return rc;
+	const size_t gsz = zn_dtype_size(t->zr.gdt);
 	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
-		/* NVMe gradients' shares were taken as they left. */
-		struct zn_adam_grad_stats gst = { .sumsq = s->gsq, .finite = s->gfin };
-		if (!s->gnvme && (rc = zn_adam_grad_check(s->grad, t->zr.gdt, s->nown, ex, &gst)))
-			return rc;
-		st->sumsq += gst.sumsq;
-		st->finite &= gst.finite;
+		/* A tiled tensor's shares tile by tile (in every placement, so
+		 * the norm is the same bits); NVMe gradients' were taken as
+		 * they left. */
+		const uint64_t tiles = s->tile_rows ? zn_zero_tiles(&t->zr, s->d) : 1;
+		for (uint64_t k = 0; k < tiles; k++) {
+			uint64_t first = 0, n = s->nown;
+			if (s->tile_rows)
+				zn_zero_tile(&t->zr, s->d, k, &first, &n);
+			struct zn_adam_grad_stats gst = { .sumsq = s->gsq[s->gnvme ? k : 0],
+							  .finite = s->gfin[s->gnvme ? k : 0] };
+			if (!s->gnvme &&
+			    (rc = zn_adam_grad_check((const uint8_t *)s->grad + first * gsz, t->zr.gdt, n,
+						     ex, &gst)))
+				return rc;
+			st->sumsq += gst.sumsq;
+			st->finite &= gst.finite;
+		}
 	}
 	if (t->world > 1 && t->own_total < t->tab.total) {
 		double v[2] = { st->sumsq, st->finite ? 0 : 1 };

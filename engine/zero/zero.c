@@ -19,6 +19,7 @@ void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, in
 	z->threshold = zc->param_persistence_threshold;
 	z->max_in_cpu = zc->offload_param.max_in_cpu;
 	z->sub_group_size = zc->sub_group_size;
+	z->tile_size = world == 1 ? zc->tile_size : 0;
 	z->offload_param = zc->offload_param.device != ZN_OFFLOAD_NONE;
 	z->device_opt = zc->offload_optimizer.device == ZN_OFFLOAD_NONE;
 	z->nvme_opt = zc->offload_optimizer.device == ZN_OFFLOAD_NVME;
@@ -60,20 +61,59 @@ struct zn_zero_share zn_zero_share_of(const struct zn_zero_rules *z, uint64_t nu
 	return s;
 }
 
+uint64_t zn_zero_tile_rows(const struct zn_zero_rules *z, const struct zn_param_desc *d)
+{
+	if (!z->tile_size || !d->tileable || d->ndim != 2 || d->numel <= z->tile_size)
+		return 0;
+	const uint64_t rows = (uint64_t)d->shape[0], cols = (uint64_t)d->shape[1];
+	const uint64_t most = ZN_MAX(z->tile_size / cols, 1); /* rows a tile may hold */
+	const uint64_t tiles = ZN_DIV_ROUND_UP(rows, most);
+	return tiles > 1 ? ZN_DIV_ROUND_UP(rows, tiles) : 0;
+}
+
+uint64_t zn_zero_tiles(const struct zn_zero_rules *z, const struct zn_param_desc *d)
+{
+	const uint64_t R = zn_zero_tile_rows(z, d);
+	return R ? ZN_DIV_ROUND_UP((uint64_t)d->shape[0], R) : 1;
+}
+
+void zn_zero_tile(const struct zn_zero_rules *z, const struct zn_param_desc *d, uint64_t k,
+		  uint64_t *first, uint64_t *n)
+{
+	const uint64_t R = zn_zero_tile_rows(z, d);
+	if (!R) {
+		*first = 0;
+		*n = d->numel;
+		return;
+	}
+	const uint64_t cols = (uint64_t)d->shape[1], rows = (uint64_t)d->shape[0];
+	const uint64_t r0 = ZN_MIN(k * R, rows);
+	*first = r0 * cols;
+	*n = (ZN_MIN(r0 + R, rows) - r0) * cols;
+}
+
+uint64_t zn_zero_unit(const struct zn_zero_rules *z, const struct zn_param_desc *d,
+		      const struct zn_zero_share *s)
+{
+	const uint64_t R = s->resident ? 0 : zn_zero_tile_rows(z, d);
+	return R ? R * (uint64_t)d->shape[1] : d->numel;
+}
+
 /* Bytes of an array of this rank's part in dtype dt (at least one element). */
 static uint64_t part_bytes(uint64_t nown, enum zn_dtype dt)
 {
 	return ZN_MAX(nown, 1) * zn_dtype_size(dt);
 }
 
-void zn_zero_arrays_of(const struct zn_zero_rules *z, uint64_t numel,
+void zn_zero_arrays_of(const struct zn_zero_rules *z, const struct zn_param_desc *d,
 		       const struct zn_zero_share *s, struct zn_zero_arrays *a)
 {
+	const uint64_t numel = d->numel, unit = zn_zero_unit(z, d, s);
 	const uint64_t whole = numel * zn_dtype_size(ZN_DTYPE_F32);
 	const uint64_t fp32 = part_bytes(s->nown, ZN_DTYPE_F32);
 	a->dparam = s->resident ? whole : 0;
 	a->dgrad = s->dev_grads ? whole : 0;
-	const uint64_t fetched = z->dev16 ? numel * zn_dtype_size(z->dtype) : whole;
+	const uint64_t fetched = unit * zn_dtype_size(z->dev16 ? z->dtype : ZN_DTYPE_F32);
 	a->fparam = s->resident ? 0 : fetched;
 	a->fgrad = s->dev_grads ? 0 : fetched;
 	a->ffold = z->dev16 && !s->resident ? whole : 0;

@@ -36,6 +36,7 @@
 
 #include "zinc/configfile.h"
 #include "zinc/kernels.h"
+#include "zinc/model.h"
 #include "zinc/offload.h"
 #include "zinc/train.h"
 
@@ -51,6 +52,8 @@ struct zn_zero_rules {
 	uint64_t threshold;      /* stage3_param_persistence_threshold, elements */
 	uint64_t max_in_cpu;     /* offload_param.max_in_cpu, elements */
 	uint64_t sub_group_size; /* elements; 0: one sub-group (zn_zero_sub_group) */
+	uint64_t tile_size;      /* elements per tile of a tileable tensor, 0: none;
+	                          * one rank (zn_zero_tile_rows) */
 	bool offload_param, device_opt;
 	bool nvme_opt;           /* master, m, v on NVMe (offload_optimizer nvme) */
 	bool nvme_homes;         /* offload_param nvme: homes past max_in_cpu on NVMe */
@@ -92,6 +95,24 @@ struct zn_zero_share {
 
 struct zn_zero_share zn_zero_share_of(const struct zn_zero_rules *z, uint64_t numel);
 
+/* Memory-centric tiling (ZeRO-Infinity): rows per tile of a tileable
+ * tensor (model.h's zn_param_desc) of more than tile_size elements --
+ * tiles of whole rows, at most tile_size elements (one row when a row is
+ * larger), as even as that allows -- on one rank; 0 for a tensor that
+ * comes whole.  The model computes a tiled tensor tile by tile in every
+ * placement, so that placements keep the same bits; an offloaded one
+ * also visits the device, has its home and sends its gradients tile by
+ * tile. */
+uint64_t zn_zero_tile_rows(const struct zn_zero_rules *z, const struct zn_param_desc *d);
+/* Its tiles (1 when whole), and tile k's first element and length. */
+uint64_t zn_zero_tiles(const struct zn_zero_rules *z, const struct zn_param_desc *d);
+void zn_zero_tile(const struct zn_zero_rules *z, const struct zn_param_desc *d, uint64_t k,
+		  uint64_t *first, uint64_t *n);
+/* Elements of a tensor that move between the tiers at once: a tile of an
+ * offloaded tiled tensor, else the whole tensor. */
+uint64_t zn_zero_unit(const struct zn_zero_rules *z, const struct zn_param_desc *d,
+		      const struct zn_zero_share *s);
+
 /* The arrays a tensor's share takes, in bytes, one allocation each (0:
  * none).  Arrays of this rank's part hold at least one element, so that an
  * empty part (more ranks than elements) still has an address. */
@@ -99,8 +120,9 @@ struct zn_zero_arrays {
 	/* device, fp32 */
 	uint64_t dparam;  /* the whole tensor's parameters: resident */
 	uint64_t dgrad;   /* its gradients, accumulated over a step: dev_grads */
-	uint64_t fparam;  /* not resident: the whole tensor's parameters while
-	                   * its layer is fetched (fp32, or 16-bit with dev16) */
+	uint64_t fparam;  /* not resident: the whole tensor's parameters (a
+	                   * tile's when tiled) while its layer is fetched (fp32,
+	                   * or 16-bit with dev16) */
 	uint64_t fgrad;   /* not dev_grads: its gradients while its layer is
 	                   * fetched for a backward, until they leave (ditto) */
 	uint64_t ffold;   /* dev16: the fp32 sum a tensor's gradients fold into
@@ -118,10 +140,11 @@ struct zn_zero_arrays {
 	                   * dev_grads */
 	uint64_t staged;  /* fp32: overlap's new values of a resident tensor */
 	/* host or NVMe */
-	uint64_t home;    /* offload_param (hdt): where zn_zero_home says */
+	uint64_t home;    /* offload_param (hdt): where zn_zero_home says, tile by
+	                   * tile when tiled */
 };
 
-void zn_zero_arrays_of(const struct zn_zero_rules *z, uint64_t numel,
+void zn_zero_arrays_of(const struct zn_zero_rules *z, const struct zn_param_desc *d,
 		       const struct zn_zero_share *s, struct zn_zero_arrays *a);
 
 /* Adds what the share holds of the model states to *m, the rank's own

@@ -134,6 +134,7 @@ struct zn_zero_config {
 	struct zn_offload_param_config offload_param;
 	struct zn_offload_optimizer_config offload_optimizer;
 	uint64_t sub_group_size;
+	uint64_t tile_size;                   /* zinc: elements per tile, 0 off */
 	bool cpu_offload;
 	bool cpu_offload_params;
 	bool cpu_offload_use_pin_memory;

@@ -82,6 +82,9 @@ struct zn_param_desc {
 	bool decay;                   /* weight decay applies (matrices; not biases, LN) */
 	float init_std;               /* GPT-2 initialisation: normal(0, std); 0: constant */
 	float init_value;             /* the constant when init_std is 0 */
+	bool tileable;                /* a vocabulary's rows the model can take in tiles
+	                               * (an untied embedding or classifier: see
+	                               * zn_param_source's tiles) */
 };
 
 ZN_API unsigned zn_gpt2_layers(const struct zn_gpt2_config *cfg);   /* L + 2 */
@@ -109,6 +112,17 @@ struct zn_param_source {
 	/* Done with the layer; `grads_written`: its gradients are final for
 	 * this backward pass (they may leave the device now). */
 	int (*release)(void *user, unsigned layer, bool grads_written);
+	/* Optional (NULL: nothing is tiled).  Rows per tile of tensor `idx`
+	 * of `layer` (a tileable one), 0 when it comes whole.  A tiled
+	 * tensor's params[idx] / grads[idx] from fetch are NULL: the model
+	 * takes it tile by tile -- tile k is rows [k R, min((k + 1) R, rows))
+	 * -- each between fetch_tile and release_tile, inside its layer's
+	 * fetch and release, one tile at a time. */
+	unsigned (*tile_rows)(void *user, unsigned layer, unsigned idx);
+	int (*fetch_tile)(void *user, unsigned layer, unsigned idx, unsigned tile,
+			  bool want_grads, void **param, void **grad);
+	int (*release_tile)(void *user, unsigned layer, unsigned idx, unsigned tile,
+			    bool grads_written);
 };
 
 /* Memory for activations (device memory of the kernels' backend). */
