@@ -26,6 +26,10 @@
  *                  statvfs free blocks; directories on one filesystem share
  *                  its free space)
  *
+ * Or against a described machine (zn_plan_compute_on, `zinc plan
+ * --machine`): given capacities replace what this machine measures, and
+ * the plan says so.
+ *
  * What each tier needs is the trainer's allocation list: the model states
  * placed by the ZeRO rules the trainer allocates by (engine/zero/), and the
  * trainer's buffers beside them, one function per tier (engine/plan/need.c);
@@ -82,12 +86,39 @@ struct zn_plan_tier {
 	bool counted_elsewhere;
 	bool fits;                  /* needed <= available (true when unknown or elsewhere) */
 	bool hard;                  /* false: a shortfall is a warning (pinned host) */
+	bool described;             /* capacity from a described machine, not measured */
 	char source[ZN_PLAN_TEXT_MAX]; /* where `available` comes from, for humans */
 	char note[ZN_PLAN_TEXT_MAX];   /* anything else the reader needs ("" for none) */
 	unsigned nitems;
 	struct zn_plan_item items[ZN_PLAN_MAX_ITEMS];
 	unsigned nadvice;           /* what to change, when it does not fit */
 	char advice[ZN_PLAN_MAX_ADVICE][ZN_PLAN_TEXT_MAX];
+};
+
+/* A machine to plan for instead of this one (`zinc plan --machine`): each
+ * capacity in bytes, 0 where this machine's is measured as usual.
+ *
+ *   device  the training device's memory, the device row's capacity
+ *           (device.memory_limit still applies when lower).  For the cpu
+ *           backend too: there it caps the device's allocations as
+ *           device.memory_limit does, and since they are host memory the
+ *           pageable host row counts them as well.
+ *   host    host memory: the total and the available memory of both host
+ *           rows (pinned and pageable come out of it, as out of
+ *           MemAvailable); neither a locked-memory limit nor a cgroup
+ *           applies to a described machine.
+ *   disk    NVMe disks' free space.  One disk holds every nvme_path
+ *           directory and they share it; with several, the config's
+ *           directories take one each, in the order they first appear
+ *           (offload_optimizer.nvme_path's list, then offload_param's), and
+ *           directories beyond the last disk share the last.  Directories
+ *           are told apart by their path, which need not exist here. */
+#define ZN_PLAN_MAX_DISKS 16
+struct zn_plan_machine {
+	uint64_t device;
+	uint64_t host;
+	unsigned ndisks;
+	uint64_t disk[ZN_PLAN_MAX_DISKS];
 };
 
 /* About 220 KiB: allocate it rather than putting it on a small stack. */
@@ -98,6 +129,12 @@ struct zn_plan {
 	uint64_t largest;           /* elements of the largest tensor */
 	char largest_name[64];
 	uint64_t largest_layer;     /* elements of the largest layer */
+	/* The machine: described (some capacity given), what was given, and
+	 * one line saying which capacities are described and which measured
+	 * ("" when none is described). */
+	bool described;
+	struct zn_plan_machine machine;
+	char machine_text[ZN_PLAN_TEXT_MAX];
 	unsigned ntiers;
 	struct zn_plan_tier tiers[ZN_PLAN_MAX_TIERS];
 };
@@ -113,6 +150,22 @@ struct zn_plan {
  * nvme_path directory that does not exist or cannot take files (-ENOENT,
  * -ENOTDIR, -EACCES; the message names the key and the path). */
 ZN_API int zn_plan_compute(const struct zn_config *cfg, struct zn_plan *out);
+
+/* zn_plan_compute against machine `m` (NULL: this one).  Described parts
+ * are not measured: a described device needs no GPU, and with described
+ * disks no nvme_path directory need exist (a path list that is empty or
+ * too long is still refused).  The same errors otherwise. */
+ZN_API int zn_plan_compute_on(const struct zn_config *cfg, const struct zn_plan_machine *m,
+			      struct zn_plan *out);
+
+/* Add the parts of `text` to *m (zero it first): comma-separated
+ * "device=SIZE", "host=SIZE" and "nvme=SIZE" in any order, nvme repeated
+ * once per disk (at most ZN_PLAN_MAX_DISKS), SIZE as the config's size
+ * keys read it (zn_parse_size: K, M, G, T with an optional B or iB, all
+ * powers of 1024; or a plain byte count such as 1.2e12).  0, or -EINVAL
+ * with a message naming the part that is wrong (unknown, repeated, not a
+ * size, or 0). */
+ZN_API int zn_plan_machine_parse(const char *text, struct zn_plan_machine *m);
 
 /* True when every tier whose shortfall stops training fits (pinned host
  * only warns; unknown capacities are not counted as shortfalls). */
