@@ -8,7 +8,8 @@
  *   machine.c  what the machine has: this one's host memory, locked-memory
  *              limit, device memory and nvme_path directories, or a
  *              described machine's (zn_plan_machine_parse reads one)
- * *   advise.c   what to change for a tier that does not fit: the plan of
+ *   scale.c    zn_plan_largest: the family's shapes, the search over them
+ *   advise.c   what to change for a tier that does not fit: the plan of
  *              the config with one change at a time
  *   report.c   zn_plan_format (the text for humans) and zn_plan_check
  */

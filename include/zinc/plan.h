@@ -28,7 +28,8 @@
  *
  * Or against a described machine (zn_plan_compute_on, `zinc plan
  * --machine`): given capacities replace what this machine measures, and
- * the plan says so.
+ * the plan says so.  zn_plan_largest searches the largest model of the
+ * config's architecture, scaled as its family scales, that fits.
  *
  * What each tier needs is the trainer's allocation list: the model states
  * placed by the ZeRO rules the trainer allocates by (engine/zero/), and the
@@ -197,6 +198,69 @@ ZN_API int zn_plan_check(const struct zn_config *cfg, char *report, size_t len);
  * -EINVAL (bad rank/world, or a model the config cannot describe). */
 ZN_API int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
 			       struct zn_rank_memory *out);
+
+/* ---- the largest model that fits ---------------------------------------- */
+
+/* One model shape of a family.  GPT-2: n_kv_head = n_head, head_dim 64,
+ * intermediate 4 n_embd. */
+struct zn_plan_shape {
+	uint32_t n_layer;      /* L, blocks */
+	uint32_t n_embd;       /* C, hidden size */
+	uint32_t n_head;       /* query heads, C / head_dim */
+	uint32_t n_kv_head;    /* key/value heads */
+	uint32_t head_dim;
+	uint32_t intermediate; /* the MLP's width */
+	uint32_t vocab_size;
+	uint64_t params;       /* elements of every tensor */
+};
+
+enum zn_plan_largest_result {
+	ZN_PLAN_LARGEST_FOUND, /* fit fits; over, the next size up, does not */
+	ZN_PLAN_LARGEST_NONE,  /* even the family's smallest shape (over) does not fit */
+	ZN_PLAN_LARGEST_ALL,   /* even the family's largest shape (fit) fits */
+};
+
+/* About 450 KiB: allocate it. */
+struct zn_plan_largest {
+	int result;                  /* enum zn_plan_largest_result */
+	int model_type;              /* enum zn_model_type of the family */
+	char family[16];             /* "Llama", "GPT-2" */
+	char smallest[32], biggest[32]; /* the family's ends ("Llama-3.2-1B") */
+	uint32_t step;               /* hidden sizes are multiples of it */
+	struct zn_plan_shape fit;    /* FOUND, ALL */
+	struct zn_plan_shape over;   /* FOUND, NONE */
+	struct zn_plan fit_plan;     /* fit's plan (FOUND, ALL) */
+	struct zn_plan over_plan;    /* over's plan (FOUND, NONE), unless over_error */
+	/* over could not be planned at all (a config limit such as
+	 * offload_param.buffer_size below its largest tensor): why, else "". */
+	char over_error[ZN_PLAN_TEXT_MAX];
+	unsigned plans;              /* plans the search computed */
+};
+
+/* The largest model of cfg's architecture that fits machine `m` (NULL:
+ * this one), everything but the model's shape as cfg says.  The shapes are
+ * the family's published sizes and those between:
+ *
+ *   Llama  (hidden, layers) 1B (2048, 16), 3B (3072, 28), 8B (4096, 32),
+ *          70B (8192, 80), 405B (16384, 126); head_dim 128; cfg's
+ *          key/value heads (all heads when cfg has as many as query
+ *          heads), so the hidden size is a multiple of 128 x kv heads;
+ *          intermediate 256 x round(3.5 hidden / 256); cfg's vocabulary,
+ *          tying and the rest of its config.json.
+ *   GPT-2  124M (768, 12), 350M (1024, 24), 774M (1280, 36), 1558M (1600,
+ *          48); head_dim 64, so the hidden size is a multiple of 64;
+ *          cfg's vocabulary and seq_len.
+ *
+ * A target parameter count N between two published sizes' counts (their
+ * shapes with cfg's vocabulary and heads) puts the hidden size and the
+ * depth the same fraction of the way between theirs, each then rounded
+ * to the nearest allowed value (halves up).  The search bisects on N for
+ * the largest shape whose plan (zn_plan_compute_on of cfg with that shape)
+ * fits, assuming needs grow with the model.  0, or -errno for a config
+ * that cannot be planned at its own shape (zn_plan_compute's errors) or a
+ * family this search does not know. */
+ZN_API int zn_plan_largest(const struct zn_config *cfg, const struct zn_plan_machine *m,
+			   struct zn_plan_largest *out);
 
 #ifdef __cplusplus
 }
