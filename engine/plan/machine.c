@@ -430,17 +430,18 @@ static int machine_part(const char *part, struct zn_plan_machine *m)
 		return zn_error(-EINVAL, "machine description: an empty part (two commas, or one "
 					 "at an end); give parts such as device=24G,host=64G,nvme=2T");
 	if (k == ZN_ARRAY_SIZE(names))
-		return zn_error(-EINVAL, "machine description: '%s' is not a part of one; the "
-					 "parts are device=SIZE, host=SIZE and nvme=SIZE (once per "
-					 "disk), such as device=24G,host=64G,nvme=2T", part);
+		return zn_error(-EINVAL, "machine description: '%s': no such part; the parts are "
+					 "device=SIZE, host=SIZE and nvme=SIZE (once per disk), such "
+					 "as device=24G,host=64G,nvme=2T", part);
 	if (!eq)
 		return zn_error(-EINVAL, "machine description: %s: give its size, as %s=SIZE",
 				names[k], names[k]);
 	if (zn_parse_size(eq + 1, &v) != 0)
 		return zn_error(-EINVAL, "machine description: %s: '%s' is not a size; give an "
 					 "integer with K, M, G or T (powers of 1024, as the config's "
-					 "size keys: 24G, 24GB and 24GiB all mean 24 x 2^30 bytes), or "
-					 "bytes such as 1.2e12", names[k], eq + 1);
+					 "size keys: 24G, 24GB and 24GiB all mean 24 x 2^30 bytes; no "
+					 "fractions, 1229G for 1.2T), or bytes such as 1.2e12",
+				names[k], eq + 1);
 	if (v == 0)
 		return zn_error(-EINVAL, "machine description: %s: 0 bytes; give its capacity",
 				names[k]);
