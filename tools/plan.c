@@ -114,6 +114,16 @@ static const char *kind_name(int kind)
 	return "?";
 }
 
+/* "key": v, or null when !present. */
+static void json_uint_or_null(struct zn_json *j, const char *key, bool present, uint64_t v)
+{
+	zn_json_key(j, key);
+	if (present)
+		zn_json_uint(j, v);
+	else
+		zn_json_null(j);
+}
+
 /* What the capacities came from: {"described", "text", "device", "host",
  * "nvme"}, a part null (or nvme []) where it was measured here. */
 static void json_machine(struct zn_json *j, const struct zn_plan *p)
@@ -125,16 +135,8 @@ static void json_machine(struct zn_json *j, const struct zn_plan *p)
 	zn_json_bool(j, p->described);
 	zn_json_key(j, "text");
 	zn_json_string(j, p->described ? p->machine_text : "this machine, measured");
-	zn_json_key(j, "device");
-	if (m->device)
-		zn_json_uint(j, m->device);
-	else
-		zn_json_null(j);
-	zn_json_key(j, "host");
-	if (m->host)
-		zn_json_uint(j, m->host);
-	else
-		zn_json_null(j);
+	json_uint_or_null(j, "device", m->device != 0, m->device);
+	json_uint_or_null(j, "host", m->host != 0, m->host);
 	zn_json_key(j, "nvme");
 	zn_json_begin_array(j);
 	for (unsigned i = 0; i < m->ndisks; i++)
@@ -153,16 +155,8 @@ static void json_tier(struct zn_json *j, const struct zn_plan_tier *t)
 	zn_json_key(j, "needed");
 	zn_json_uint(j, t->needed);
 	/* Capacity: bytes, or null when unknown or checked in another row. */
-	zn_json_key(j, "available");
-	if (t->known && !t->counted_elsewhere)
-		zn_json_uint(j, t->available);
-	else
-		zn_json_null(j);
-	zn_json_key(j, "total");
-	if (t->total)
-		zn_json_uint(j, t->total);
-	else
-		zn_json_null(j);
+	json_uint_or_null(j, "available", t->known && !t->counted_elsewhere, t->available);
+	json_uint_or_null(j, "total", t->total != 0, t->total);
 	zn_json_key(j, "fits");
 	zn_json_bool(j, t->fits);
 	zn_json_key(j, "hard");
