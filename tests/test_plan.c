@@ -2,8 +2,11 @@
  * formulas restated here from the tensor list, NVMe rows per directory
  * (shared, striped, missing), the suggestions (each one's promised figure is
  * what the plan of the changed config says), the report's snprintf rule and
- * zn_plan_check.  tests/test_plan_cli.py checks the same through `zinc plan`,
- * and that training with exactly the planned device memory runs. */
+ * zn_plan_check; a described machine (its parser, each part replacing what
+ * is measured, its disks shared by rule); the largest model that fits
+ * (its plan is the config's with that shape, the next size up does not
+ * fit).  tests/test_plan_cli.py checks the same through `zinc plan`, and
+ * that training with exactly the planned device memory runs. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +20,7 @@
 
 #include "testutil.h"
 #include "zinc/device.h"
+#include "zinc/hf.h"
 #include "zinc/model.h"
 #include "zinc/plan.h"
 
@@ -399,6 +403,434 @@ static void test_device_short_and_suggestions(void **state)
 	free(full);
 }
 
+/* ---- a described machine ------------------------------------------------ */
+
+static bool advised(const struct zn_plan_tier *t, const char *words)
+{
+	for (unsigned k = 0; k < t->nadvice; k++)
+		if (strstr(t->advice[k], words))
+			return true;
+	return false;
+}
+
+static void test_machine_parse(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		uint64_t device, host;
+		unsigned ndisks;
+		uint64_t disk0, disk1;
+	} good[] = {
+		{ "device=24G,host=64G,nvme=2T", 24ull << 30, 64ull << 30, 1, 2ull << 40, 0 },
+		{ "nvme=2T,nvme=1.2e12", 0, 0, 2, 2ull << 40, 1200000000000ull },
+		{ "host=32GiB", 0, 32ull << 30, 0, 0, 0 },
+		{ "device=24GB,nvme=512m", 24ull << 30, 0, 1, 512ull << 20, 0 },
+		{ "host=4096", 0, 4096, 0, 0, 0 },
+	};
+	static const struct {
+		const char *text, *says;
+	} bad[] = {
+		{ "", "empty" },
+		{ "gpu=24G", "'gpu=24G': no such part" },
+		{ "Device=24G", "no such part" },
+		{ "device", "device: give its size" },
+		{ "device=24X", "device: '24X' is not a size" },
+		{ "host=1.5G", "host: '1.5G' is not a size" },
+		{ "nvme=-1G", "nvme: '-1G' is not a size" },
+		{ "nvme=", "nvme: '' is not a size" },
+		{ "nvme=0", "nvme: 0 bytes" },
+		{ "host=1G,host=2G", "host is given twice" },
+		{ "device=1G,", "an empty part" },
+		{ ",device=1G", "an empty part" },
+		{ "device=1G,,host=1G", "an empty part" },
+	};
+	struct zn_plan_machine m;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		memset(&m, 0, sizeof(m));
+		assert_int_equal(zn_plan_machine_parse(good[i].text, &m), 0);
+		assert_int_equal(m.device, good[i].device);
+		assert_int_equal(m.host, good[i].host);
+		assert_int_equal(m.ndisks, good[i].ndisks);
+		assert_int_equal(m.disk[0], good[i].disk0);
+		assert_int_equal(m.disk[1], good[i].disk1);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&m, 0, sizeof(m));
+		assert_int_equal(zn_plan_machine_parse(bad[i].text, &m), -EINVAL);
+		if (!strstr(zn_last_error(), bad[i].says))
+			fail_msg("'%s': '%s' does not say '%s'", bad[i].text, zn_last_error(),
+				 bad[i].says);
+	}
+	/* At most ZN_PLAN_MAX_DISKS disks. */
+	char text[512] = "";
+	for (int i = 0; i <= ZN_PLAN_MAX_DISKS; i++)
+		snprintf(text + strlen(text), sizeof(text) - strlen(text), "%snvme=1G", i ? "," : "");
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(zn_plan_machine_parse(text, &m), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "more than 16 nvme disks"));
+	/* Descriptions add up (two --machine options), a part still once. */
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(zn_plan_machine_parse("device=1G", &m), 0);
+	assert_int_equal(zn_plan_machine_parse("nvme=1T,nvme=2T", &m), 0);
+	assert_int_equal(m.device, 1ull << 30);
+	assert_int_equal(m.ndisks, 2);
+	assert_int_equal(zn_plan_machine_parse("device=2G", &m), -EINVAL);
+}
+
+/* Two plans of one config: the same tiers and needs. */
+static void assert_same_needs(const struct zn_plan *a, const struct zn_plan *b)
+{
+	assert_int_equal(a->ntiers, b->ntiers);
+	assert_int_equal(a->params, b->params);
+	for (unsigned i = 0; i < a->ntiers; i++) {
+		assert_string_equal(a->tiers[i].name, b->tiers[i].name);
+		assert_int_equal(a->tiers[i].needed, b->tiers[i].needed);
+	}
+}
+
+static void test_described_host_and_device(void **state)
+{
+	(void)state;
+	struct zn_config c;
+	struct zn_plan *here = malloc(sizeof(*here));
+	assert_non_null(here);
+	base_config(&c);
+	assert_int_equal(zn_plan_compute(&c, here), 0);
+	assert_false(here->described);
+	assert_string_equal(here->machine_text, "");
+
+	/* Host: both host rows' capacity, the needs unchanged. */
+	struct zn_plan_machine m = { .host = 1ull << 30 };
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_same_needs(&plan, here);
+	assert_true(plan.described);
+	assert_int_equal(plan.machine.host, 1ull << 30);
+	assert_non_null(strstr(plan.machine_text, "described, not measured: host 1 GiB"));
+	assert_non_null(strstr(plan.machine_text, "measured here: device, nvme"));
+	const struct zn_plan_tier *pin = tier(&plan, "pinned host");
+	const struct zn_plan_tier *pag = tier(&plan, "pageable host");
+	const struct zn_plan_tier *dev = tier(&plan, "device");
+	assert_true(pin->described && pag->described && !dev->described);
+	assert_int_equal(pin->total, 1ull << 30);
+	assert_int_equal(pin->available, 1ull << 30);
+	assert_int_equal(pag->available, (1ull << 30) - pin->needed);
+	assert_non_null(strstr(pag->source, "described host memory"));
+	assert_true(dev->counted_elsewhere); /* cpu backend, nothing described for it */
+	/* Exactly the need fits; a byte less does not, and says what host
+	 * would. */
+	uint64_t host_need = pag->needed + pin->needed;
+	m.host = host_need;
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_true(zn_plan_fits(&plan));
+	m.host = host_need - 1;
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_false(zn_plan_fits(&plan));
+	pag = tier(&plan, "pageable host");
+	assert_false(pag->fits);
+	char a[32], want[96];
+	snprintf(want, sizeof(want), "plan for a host with at least %s",
+		 zn_format_size(host_need, a, sizeof(a)));
+	assert_true(advised(pag, want));
+
+	/* Device, cpu backend: the described device caps the device's
+	 * allocations, and the pageable row still counts them. */
+	const uint64_t dev_need = tier(here, "device")->needed;
+	m = (struct zn_plan_machine){ .device = dev_need };
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_same_needs(&plan, here);
+	dev = tier(&plan, "device");
+	assert_true(dev->known && dev->described && !dev->counted_elsewhere && dev->fits);
+	assert_int_equal(dev->available, dev_need);
+	assert_non_null(strstr(dev->note, "pageable host row counts these bytes too"));
+	pag = tier(&plan, "pageable host");
+	assert_false(pag->described);
+	assert_int_equal(pag->items[pag->nitems - 1].bytes, dev_need);
+	m.device = dev_need - 1;
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	dev = tier(&plan, "device");
+	assert_false(dev->fits);
+	assert_false(zn_plan_fits(&plan));
+	snprintf(want, sizeof(want), "plan for a device with at least %s",
+		 zn_format_size(dev_need, a, sizeof(a)));
+	assert_true(advised(dev, want));
+	/* device.memory_limit below the described device still applies. */
+	c.device.memory_limit = dev_need - 256;
+	m.device = 1ull << 40;
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	dev = tier(&plan, "device");
+	assert_int_equal(dev->available, dev_need - 256);
+	assert_int_equal(dev->total, 1ull << 40);
+	assert_non_null(strstr(dev->source, "device.memory_limit (the described device has 1 TiB)"));
+
+	/* A GPU: no GPU needed here to plan for a described one. */
+	base_config(&c);
+	c.device.type = ZN_DEVICE_CUDA;
+	c.device.memory_limit = 32ull << 30;
+	m = (struct zn_plan_machine){ .device = 24ull << 30 };
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	dev = tier(&plan, "device");
+	assert_true(dev->known && dev->described && dev->fits);
+	assert_int_equal(dev->available, 24ull << 30);
+	assert_string_equal(dev->source, "the described device's memory");
+	assert_non_null(strstr(dev->note, "more than the described device's memory"));
+	assert_non_null(strstr(plan.machine_text, "device 24 GiB; measured here: host, nvme"));
+	free(here);
+}
+
+/* Both sections on NVMe, every home there: two nvme rows. */
+static void nvme_config(struct zn_config *c, const char *opt_path, const char *param_path)
+{
+	base_config(c);
+	struct zn_zero_config *z = &c->zero_optimization;
+	z->stage = 3;
+	z->sub_group_size = 5000;
+	z->param_persistence_threshold = 0;
+	z->offload_param.max_in_cpu = 0;
+	z->offload_param.device = ZN_OFFLOAD_NVME;
+	z->offload_optimizer.device = ZN_OFFLOAD_NVME;
+	snprintf(z->offload_optimizer.nvme_path, ZN_NVME_PATH_MAX, "%s", opt_path);
+	snprintf(z->offload_param.nvme_path, ZN_NVME_PATH_MAX, "%s", param_path);
+}
+
+static void test_described_disks(void **state)
+{
+	(void)state;
+	struct zn_config c;
+	char o[ZN_NVME_PATH_MAX], p[ZN_NVME_PATH_MAX];
+	snprintf(o, sizeof(o), "%s", tu_path("nowhere-o"));
+	snprintf(p, sizeof(p), "%s", tu_path("nowhere-p"));
+	nvme_config(&c, o, p);
+	/* Measured: the directories must exist. */
+	assert_int_equal(zn_plan_compute(&c, &plan), -ENOENT);
+	/* Described: they need not; one disk holds both, shared. */
+	struct zn_plan_machine m = { .ndisks = 1, .disk = { 1ull << 40 } };
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_int_equal(plan.ntiers, 5);
+	const uint64_t n1 = plan.tiers[3].needed, n2 = plan.tiers[4].needed;
+	assert_true(n1 > 0 && n2 > 0);
+	for (unsigned i = 3; i < 5; i++) {
+		assert_true(plan.tiers[i].described && plan.tiers[i].known);
+		assert_int_equal(plan.tiers[i].available, 1ull << 40);
+		assert_string_equal(plan.tiers[i].source, "the described nvme disk");
+		assert_non_null(strstr(plan.tiers[i].note, "shares the described disk with 1 other"));
+	}
+	assert_string_equal(plan.tiers[3].name, o);
+	assert_non_null(strstr(plan.machine_text, "nvme 1 TiB; measured here: device, host"));
+	/* The same needs as on existing directories here. */
+	struct zn_plan *here = malloc(sizeof(*here));
+	assert_non_null(here);
+	mkdir(o, 0755);
+	mkdir(p, 0755);
+	assert_int_equal(zn_plan_compute(&c, here), 0);
+	assert_same_needs(&plan, here);
+	free(here);
+	/* Shared: both fit in n1 + n2 together, neither in a byte less. */
+	m.disk[0] = n1 + n2;
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_true(plan.tiers[3].fits && plan.tiers[4].fits);
+	m.disk[0] = n1 + n2 - 1;
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_false(plan.tiers[3].fits || plan.tiers[4].fits);
+	assert_true(advised(&plan.tiers[3], "plan for a larger disk"));
+	/* Two disks: one directory each, in order. */
+	m = (struct zn_plan_machine){ .ndisks = 2, .disk = { n1, n2 } };
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_true(zn_plan_fits(&plan));
+	assert_string_equal(plan.tiers[4].source, "the described nvme disk 2 of 2");
+	assert_string_equal(plan.tiers[3].note, "");
+	m.disk[1] = n2 - 1;
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_true(plan.tiers[3].fits);
+	assert_false(plan.tiers[4].fits);
+	/* A disk more than directories: said. */
+	m = (struct zn_plan_machine){ .ndisks = 3, .disk = { n1, n2, 1 } };
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_non_null(strstr(plan.machine_text, "1 described disk holds no nvme_path directory"));
+	/* One directory spelt two ways is one row; three directories on two
+	 * disks: the third shares the last. */
+	char spelt[ZN_NVME_PATH_MAX + 8], three[3 * ZN_NVME_PATH_MAX];
+	snprintf(spelt, sizeof(spelt), "%s/", o);
+	nvme_config(&c, spelt, o);
+	m = (struct zn_plan_machine){ .ndisks = 1, .disk = { 1ull << 40 } };
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_int_equal(plan.ntiers, 4);
+	snprintf(three, sizeof(three), "%s,%s", tu_path("x"), tu_path("y"));
+	nvme_config(&c, three, tu_path("z"));
+	m = (struct zn_plan_machine){ .ndisks = 2, .disk = { 1ull << 40, 1ull << 41 } };
+	assert_int_equal(zn_plan_compute_on(&c, &m, &plan), 0);
+	assert_int_equal(plan.ntiers, 6);
+	assert_int_equal(plan.tiers[3].available, 1ull << 40);
+	assert_int_equal(plan.tiers[4].available, 1ull << 41);
+	assert_int_equal(plan.tiers[5].available, 1ull << 41);
+	assert_string_equal(plan.tiers[5].name, tu_path("z"));
+	assert_string_equal(plan.tiers[3].note, "");
+	assert_non_null(strstr(plan.tiers[5].note, "shares the described disk with 1 other"));
+}
+
+/* ---- the largest model -------------------------------------------------- */
+
+/* The plan of c with shape s, through the config as a user would write it:
+ * GPT-2's model keys, or a config.json for a Llama. */
+static int plan_of_shape(const struct zn_config *c, const struct zn_plan_shape *s,
+			 const struct zn_plan_machine *m, struct zn_plan *out)
+{
+	struct zn_config v = *c;
+	if (c->model.type == ZN_MODEL_GPT2) {
+		v.model.n_layer = s->n_layer;
+		v.model.n_head = s->n_head;
+		v.model.n_embd = s->n_embd;
+	} else {
+		struct zn_llama_config l;
+		assert_int_equal(zn_hf_read_config(c->model.config, &l), 0);
+		l.n_layer = (int)s->n_layer;
+		l.n_embd = (int)s->n_embd;
+		l.n_head = (int)s->n_head;
+		l.n_kv_head = (int)s->n_kv_head;
+		l.head_dim = (int)s->head_dim;
+		l.intermediate = (int)s->intermediate;
+		snprintf(v.model.config, sizeof(v.model.config), "%s", tu_path("shape.json"));
+		assert_int_equal(zn_hf_write_config(v.model.config, &l, NULL), 0);
+	}
+	return zn_plan_compute_on(&v, m, out);
+}
+
+/* A FOUND search: its two shapes' plans are the config's with them, the
+ * first fits, the next size up does not and is larger. */
+static void check_found(const struct zn_config *c, const struct zn_plan_machine *m,
+			const struct zn_plan_largest *l)
+{
+	struct zn_plan *alt = malloc(sizeof(*alt));
+	assert_non_null(alt);
+	assert_int_equal(l->result, ZN_PLAN_LARGEST_FOUND);
+	assert_true(l->plans >= 3);
+	assert_true(zn_plan_fits(&l->fit_plan));
+	assert_false(zn_plan_fits(&l->over_plan));
+	assert_string_equal(l->over_error, "");
+	assert_true(l->over.params > l->fit.params);
+	assert_true(l->over.n_embd >= l->fit.n_embd && l->over.n_layer >= l->fit.n_layer);
+	assert_int_equal(plan_of_shape(c, &l->fit, m, alt), 0);
+	assert_same_needs(alt, &l->fit_plan);
+	assert_int_equal(alt->params, l->fit.params);
+	assert_true(zn_plan_fits(alt));
+	assert_int_equal(plan_of_shape(c, &l->over, m, alt), 0);
+	assert_same_needs(alt, &l->over_plan);
+	assert_false(zn_plan_fits(alt));
+	free(alt);
+}
+
+static void test_largest_gpt2(void **state)
+{
+	(void)state;
+	struct zn_config c;
+	struct zn_plan_largest *l = malloc(sizeof(*l));
+	assert_non_null(l);
+	base_config(&c);
+	c.zero_optimization.offload_optimizer.device = ZN_OFFLOAD_CPU;
+	/* A host of 8 GiB: somewhere between GPT-2 124M and 1558M. */
+	struct zn_plan_machine m = { .host = 8ull << 30 };
+	assert_int_equal(zn_plan_largest(&c, &m, l), 0);
+	assert_int_equal(l->model_type, ZN_MODEL_GPT2);
+	assert_string_equal(l->family, "GPT-2");
+	assert_int_equal(l->step, 64);
+	check_found(&c, &m, l);
+	assert_int_equal(l->fit.n_embd % 64, 0);
+	assert_int_equal(l->fit.n_head, l->fit.n_embd / 64);
+	assert_int_equal(l->fit.intermediate, 4 * l->fit.n_embd);
+	assert_int_equal(l->fit.vocab_size, 300);
+	/* The cpu backend's device is host memory: the host binds. */
+	assert_false(tier(&l->over_plan, "pageable host")->fits);
+	assert_true(l->fit_plan.described);
+
+	/* Not even GPT-2 124M's shape: said, with its plan. */
+	m.host = 64ull << 20;
+	assert_int_equal(zn_plan_largest(&c, &m, l), 0);
+	assert_int_equal(l->result, ZN_PLAN_LARGEST_NONE);
+	assert_int_equal(l->over.n_embd, 768);
+	assert_int_equal(l->over.n_layer, 12);
+	assert_int_equal(l->over.n_head, 12);
+	assert_false(zn_plan_fits(&l->over_plan));
+	assert_string_equal(l->smallest, "GPT-2 124M");
+	/* Every shape up to GPT-2 1558M's. */
+	m.host = 1ull << 40;
+	assert_int_equal(zn_plan_largest(&c, &m, l), 0);
+	assert_int_equal(l->result, ZN_PLAN_LARGEST_ALL);
+	assert_int_equal(l->fit.n_embd, 1600);
+	assert_int_equal(l->fit.n_layer, 48);
+	assert_int_equal(l->fit.n_head, 25);
+	assert_true(zn_plan_fits(&l->fit_plan));
+	/* A config that cannot be planned at its own shape: its error. */
+	c.model.n_embd = 41;
+	assert_int_equal(zn_plan_largest(&c, &m, l), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "model.n_embd"));
+	free(l);
+}
+
+static void test_largest_llama(void **state)
+{
+	(void)state;
+	struct zn_config c;
+	struct zn_plan_largest *l = malloc(sizeof(*l));
+	assert_non_null(l);
+	/* A small Llama with grouped-query attention (4 heads, 2 key/value). */
+	struct zn_llama_config lc = { .architecture = "LlamaForCausalLM", .n_layer = 2,
+				      .n_embd = 256, .n_head = 4, .n_kv_head = 2,
+				      .intermediate = 512, .vocab_size = 1000,
+				      .max_seq_len = 2048, .norm_eps = 1e-5f,
+				      .rope_theta = 10000.0f, .init_std = 0.02f,
+				      .bos_token_id = -1, .eos_token_id = -1 };
+	assert_int_equal(zn_llama_config_check(&lc), 0);
+	base_config(&c);
+	c.model.type = ZN_MODEL_LLAMA;
+	snprintf(c.model.config, sizeof(c.model.config), "%s", tu_path("llama.json"));
+	assert_int_equal(zn_hf_write_config(c.model.config, &lc, "bfloat16"), 0);
+	c.bf16.enabled = true;
+	c.activation_checkpointing.enabled = true;
+	c.zero_optimization.offload_optimizer.device = ZN_OFFLOAD_CPU;
+	/* The device binds: 24 GiB against a roomy host. */
+	struct zn_plan_machine m = { .device = 24ull << 30, .host = 1ull << 40 };
+	assert_int_equal(zn_plan_largest(&c, &m, l), 0);
+	assert_string_equal(l->family, "Llama");
+	assert_int_equal(l->step, 256); /* head_dim 128 x 2 key/value heads */
+	check_found(&c, &m, l);
+	const struct zn_plan_shape *s = &l->fit;
+	assert_int_equal(s->head_dim, 128);
+	assert_int_equal(s->n_kv_head, 2);
+	assert_int_equal(s->n_embd % 256, 0);
+	assert_int_equal(s->n_head, s->n_embd / 128);
+	assert_int_equal(s->intermediate, (7 * s->n_embd / 2 + 128) / 256 * 256);
+	assert_int_equal(s->vocab_size, 1000);
+	assert_false(tier(&l->over_plan, "device")->fits);
+	assert_true(tier(&l->over_plan, "pageable host")->fits);
+
+	/* The ends: Llama-3.2-1B's shape (2048 x 16; MLP 3.5 x 2048) and
+	 * Llama-3.1-405B's (16384 x 126; MLP 57344 by the 3.5 rule). */
+	m.device = 1ull << 20;
+	assert_int_equal(zn_plan_largest(&c, &m, l), 0);
+	assert_int_equal(l->result, ZN_PLAN_LARGEST_NONE);
+	assert_int_equal(l->over.n_embd, 2048);
+	assert_int_equal(l->over.n_layer, 16);
+	assert_int_equal(l->over.intermediate, 7168);
+	assert_string_equal(l->smallest, "Llama-3.2-1B");
+	m.device = m.host = 1ull << 44; /* the cpu backend's device is host memory too */
+	assert_int_equal(zn_plan_largest(&c, &m, l), 0);
+	assert_int_equal(l->result, ZN_PLAN_LARGEST_ALL);
+	assert_int_equal(l->fit.n_embd, 16384);
+	assert_int_equal(l->fit.n_layer, 126);
+	assert_int_equal(l->fit.intermediate, 57344);
+	assert_string_equal(l->biggest, "Llama-3.1-405B");
+
+	/* One key/value head per query head in the config: so in the shapes. */
+	lc.n_kv_head = lc.n_head;
+	assert_int_equal(zn_hf_write_config(c.model.config, &lc, "bfloat16"), 0);
+	m = (struct zn_plan_machine){ .device = 24ull << 30, .host = 1ull << 40 };
+	assert_int_equal(zn_plan_largest(&c, &m, l), 0);
+	assert_int_equal(l->step, 128);
+	assert_int_equal(l->fit.n_kv_head, l->fit.n_head);
+	check_found(&c, &m, l);
+	free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -407,6 +839,11 @@ int main(void)
 		cmocka_unit_test(test_mixed_placement),
 		cmocka_unit_test(test_bad_paths_name_the_key),
 		cmocka_unit_test(test_device_short_and_suggestions),
+		cmocka_unit_test(test_machine_parse),
+		cmocka_unit_test(test_described_host_and_device),
+		cmocka_unit_test(test_described_disks),
+		cmocka_unit_test(test_largest_gpt2),
+		cmocka_unit_test(test_largest_llama),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	tu_scratch_cleanup();

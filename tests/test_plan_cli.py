@@ -4,8 +4,13 @@ model restated here from GPT-2's tensor list, a device too small (exit 1,
 suggestions), a missing nvme_path (exit 2, the key named), --json against
 the text, and the plan against training itself: `zinc train` with exactly
 the planned device memory runs, and with 256 bytes less it does not.
+--machine: each part replaces what this machine has (a described machine
+refuses what fits here and the other way round), bad values exit 2.
+--largest: the shape it reports plans as fitting through `zinc plan`, the
+next size up it reports does not, short in the tier it names; the Llama-3
+shapes in tests/data/ have their published parameter counts.
 
-TAP output.  Needs $ZINC_BIN and $ZINC_TEST_DIR.
+TAP output.  Needs $ZINC_BIN, $ZINC_TEST_DIR and $ZINC_SOURCE_ROOT.
 """
 import json
 import os
@@ -18,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tap import TapRunner  # noqa: E402
 
 ZINC = os.environ.get("ZINC_BIN", "zinc")
+ROOT = os.environ.get("ZINC_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), ".."))
 t = TapRunner(scratch=True)
 
 L, NH, C, V, SEQ, B = 2, 2, 32, 256, 32, 4
@@ -294,6 +300,251 @@ def training_uses_what_the_plan_says(d):
                     assert used == need, (name, used, need)
         assert runs[need - 256].returncode != 0, (name, need, runs[need - 256].stdout)
         assert "memory_limit" in runs[need - 256].stderr, (name, runs[need - 256].stderr)
+
+
+def tier_of(o, kind, name=None):
+    return next(x for x in o["tiers"] if x["kind"] == kind and (name is None or x["name"] == name))
+
+
+@t.test
+def machine_parts_replace_what_is_measured(d):
+    cfg = config(d, "c.yaml")
+    here = json.loads(plan(cfg, "--json").stdout)
+    assert here["machine"]["described"] is False and here["machine"]["nvme"] == [], here["machine"]
+    pin, pag = tier_of(here, "pinned_host"), tier_of(here, "pageable_host")
+    host_need = pin["needed"] + pag["needed"]
+
+    # host: both host rows' capacity; exactly the need fits, a byte less not.
+    p = plan(cfg, "--machine", "host=%d" % host_need)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "machine: described, not measured: host " in p.stdout, p.stdout
+    assert "measured here: device, nvme" in p.stdout, p.stdout
+    p = plan(cfg, "--machine", "host=%d" % (host_need - 1), "--json")
+    assert p.returncode == 1, p.stdout + p.stderr
+    o = json.loads(p.stdout)
+    assert o["machine"]["described"] and o["machine"]["host"] == host_need - 1, o["machine"]
+    assert o["machine"]["device"] is None, o["machine"]
+    for kind in ("pinned_host", "pageable_host"):
+        x = tier_of(o, kind)
+        assert x["described"] and x["total"] == host_need - 1, x
+    x = tier_of(o, "pageable_host")
+    assert x["available"] == host_need - 1 - pin["needed"] and not x["fits"], x
+    assert not tier_of(o, "device")["described"]
+
+    # device (cpu backend): a cap on the device's bytes, still counted as
+    # host memory in the pageable row.
+    dev = tier_of(here, "device")["needed"]
+    p = plan(cfg, "--machine", "device=%d" % dev, "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    x = tier_of(json.loads(p.stdout), "device")
+    assert x["described"] and x["available"] == dev and not x["counted_elsewhere"], x
+    assert "pageable host row counts these bytes too" in x["note"], x
+    assert tier_of(json.loads(p.stdout), "pageable_host")["needed"] == pag["needed"]
+    p = plan(cfg, "--machine", "device=%d" % (dev - 256))
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert re.search(r"^device\s.*SHORT by 256 B", p.stdout, re.MULTILINE), p.stdout
+    assert "plan for a device with at least" in p.stdout, p.stdout
+
+    # nvme: the directories need not exist; one disk is shared, several
+    # take the directories in order.
+    o_dir, p_dir = os.path.join(d, "o"), os.path.join(d, "p")
+    nv = config(d, "nvme.yaml",
+                "zero_optimization: {stage: 3, stage3_param_persistence_threshold: 0, "
+                "offload_param: {device: nvme, max_in_cpu: 0, nvme_path: \"%s\"}, "
+                "offload_optimizer: {device: nvme, nvme_path: \"%s\"}}" % (p_dir, o_dir))
+    p = plan(nv)
+    assert p.returncode == 2 and "does not exist" in p.stderr, p.stderr
+    p = plan(nv, "--machine", "nvme=1T", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    o = json.loads(p.stdout)
+    rows = [x for x in o["tiers"] if x["kind"] == "nvme"]
+    assert [x["name"] for x in rows] == [o_dir, p_dir], rows
+    assert all(x["described"] and x["available"] == 1 << 40 for x in rows), rows
+    assert all(x["source"] == "the described nvme disk" for x in rows), rows
+    n1, n2 = rows[0]["needed"], rows[1]["needed"]
+    for disks, code in (("nvme=%d" % (n1 + n2), 0), ("nvme=%d" % (n1 + n2 - 1), 1),
+                        ("nvme=%d,nvme=%d" % (n1, n2), 0), ("nvme=%d,nvme=%d" % (n1, n2 - 1), 1)):
+        p = plan(nv, "--machine", disks)
+        assert p.returncode == code, (disks, p.returncode, p.stdout, p.stderr)
+    # Parts from two options add up.
+    p = plan(nv, "--machine", "nvme=1T", "--machine", "device=1T", "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    o = json.loads(p.stdout)["machine"]
+    assert o["device"] == 1 << 40 and o["nvme"] == [1 << 40] and o["host"] is None, o
+
+
+@t.test
+def bad_machine_exits_2(d):
+    cfg = config(d, "c.yaml")
+    cases = {
+        "": "empty",
+        "gpu=24G": "'gpu=24G': no such part",
+        "device": "device: give its size",
+        "device=24X": "device: '24X' is not a size",
+        "host=1.5G": "host: '1.5G' is not a size",
+        "nvme=0": "nvme: 0 bytes",
+        "host=1G,host=2G": "host is given twice",
+        "device=1G,": "an empty part",
+    }
+    for value, words in cases.items():
+        p = plan(cfg, "--machine", value)
+        assert p.returncode == 2, (value, p.returncode, p.stdout, p.stderr)
+        assert p.stderr.startswith("zinc plan: invalid value '%s' for --machine: " % value), \
+            (value, p.stderr)
+        assert words in p.stderr, (value, words, p.stderr)
+        assert p.stdout == "", (value, p.stdout)
+    p = plan(cfg, "--machine")
+    assert p.returncode == 2 and "needs a value" in p.stderr, p.stderr
+    p = plan(cfg, "--largest", "--ranks", "2")
+    assert p.returncode == 2 and "cannot be combined" in p.stderr, p.stderr
+
+
+@t.test
+def described_machine_refuses_what_fits_here_and_the_other_way_round(d):
+    small = config(d, "small.yaml")
+    assert plan(small).returncode == 0
+    p = plan(small, "--machine", "host=1M")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert re.search(r"^pageable host\s.*SHORT by", p.stdout, re.MULTILINE), p.stdout
+    # A GPT-2 of 51 B parameters: more than this machine's memory, not more
+    # than a described one's.
+    with open(config(d, "big.yaml")) as f:
+        text = f.read().replace("n_layer: %d, n_head: %d, n_embd: %d" % (L, NH, C),
+                                "n_layer: 64, n_head: 64, n_embd: 8192")
+    big = os.path.join(d, "big.yaml")
+    with open(big, "w") as f:
+        f.write(text)
+    p = plan(big, "--json")
+    assert p.returncode == 1, p.stdout + p.stderr
+    o = json.loads(p.stdout)
+    assert o["params"] > 50e9 and not tier_of(o, "pageable_host")["fits"], o["params"]
+    need = tier_of(o, "pinned_host")["needed"] + tier_of(o, "pageable_host")["needed"]
+    assert plan(big, "--machine", "host=%d" % need).returncode == 0
+    assert plan(big, "--machine", "host=%d" % (need - 1)).returncode == 1
+
+
+def largest(cfg, machine):
+    p = plan(cfg, "--machine", machine, "--largest", "--json")
+    assert p.returncode in (0, 1), p.stdout + p.stderr
+    return p.returncode, json.loads(p.stdout)
+
+
+def short_tiers(o):
+    return sorted((x["kind"], x["name"]) for x in o["tiers"] if x["hard"] and not x["fits"])
+
+
+def check_shape_plans(write, machine, res):
+    """The reported shape plans as fitting through `zinc plan`, the next
+    size up as not, short in the binding tiers; both plans as --largest
+    printed them."""
+    assert res["result"] == "found", res["result"]
+    fit, nxt = res["largest"], res["next"]
+    assert nxt["shape"]["params"] > fit["shape"]["params"], (fit["shape"], nxt["shape"])
+    p = plan(write("fit", fit["shape"]), "--machine", machine, "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    o = json.loads(p.stdout)
+    assert o["params"] == fit["shape"]["params"], (o["params"], fit["shape"])
+    assert [x["needed"] for x in o["tiers"]] == [x["needed"] for x in fit["plan"]["tiers"]]
+    p = plan(write("next", nxt["shape"]), "--machine", machine, "--json")
+    assert p.returncode == 1, p.stdout + p.stderr
+    o = json.loads(p.stdout)
+    assert o["params"] == nxt["shape"]["params"]
+    assert short_tiers(o) == sorted((b["kind"], b["name"]) for b in res["binding"]), \
+        (short_tiers(o), res["binding"])
+    assert res["binding"], res
+
+
+@t.test
+def largest_gpt2_fits_and_the_next_size_up_does_not(d):
+    cfg = config(d, "c.yaml", OFFLOAD)
+    machine = "host=8G"
+
+    def write(name, s):
+        with open(cfg) as f:
+            text = f.read().replace("n_layer: %d, n_head: %d, n_embd: %d" % (L, NH, C),
+                                    "n_layer: %d, n_head: %d, n_embd: %d"
+                                    % (s["n_layer"], s["n_head"], s["n_embd"]))
+        path = os.path.join(d, name + ".yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    code, res = largest(cfg, machine)
+    assert code == 0 and res["family"] == "GPT-2", (code, res["family"])
+    assert res["machine"]["described"] and res["machine"]["host"] == 8 << 30, res["machine"]
+    s = res["largest"]["shape"]
+    assert s["n_embd"] == 64 * s["n_head"] and s["intermediate"] == 4 * s["n_embd"], s
+    assert s["vocab_size"] == V, s
+    check_shape_plans(write, machine, res)
+    assert [b["kind"] for b in res["binding"]] == ["pageable_host"], res["binding"]
+    # The text says the same.
+    p = plan(cfg, "--machine", machine, "--largest")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for words in ("largest GPT-2-shaped model", "machine: described, not measured: host 8 GiB",
+                  "fits:          model.n_embd %d, model.n_layer %d" % (s["n_embd"], s["n_layer"]),
+                  "next size up:", "binding: pageable host: the next size up needs"):
+        assert words in p.stdout, (words, p.stdout)
+    assert re.search(r"^pageable host\s.*<- binds$", p.stdout, re.MULTILINE), p.stdout
+    # Not even the smallest (exit 1), every shape (exit 0).
+    code, res = largest(cfg, "host=64M")
+    assert code == 1 and res["result"] == "none" and res["largest"] is None, (code, res)
+    assert res["next"]["shape"]["n_embd"] == 768 and res["next"]["shape"]["n_layer"] == 12
+    assert [b["kind"] for b in res["binding"]] == ["pageable_host"], res["binding"]
+    p = plan(cfg, "--machine", "host=64M", "--largest")
+    assert p.returncode == 1 and "none fits" in p.stdout, p.stdout
+    code, res = largest(cfg, "host=1T")
+    assert code == 0 and res["result"] == "all" and res["next"] is None, (code, res)
+    assert res["largest"]["shape"]["n_embd"] == 1600 and res["largest"]["shape"]["n_layer"] == 48
+
+
+def llama_finetune(d, shape_json):
+    """examples/llama-finetune.yaml training from scratch on shape_json's
+    shape, every parameter home on NVMe."""
+    with open(os.path.join(ROOT, "examples", "llama-finetune.yaml")) as f:
+        text = f.read()
+    text = re.sub(r"(?m)^  from: .*$", "  config: %s" % shape_json, text)
+    text = text.replace("  offload_param:\n", "  offload_param:\n    max_in_cpu: 0\n")
+    path = os.path.join(d, "llama-%s.yaml" % os.path.basename(shape_json))
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def data(name):
+    return os.path.join(ROOT, "tests", "data", name)
+
+
+@t.test
+def llama_3_shapes_and_the_largest_on_a_workstation(d):
+    """The published shapes' parameter counts; the largest Llama for a 24 GB
+    GPU, 32 GB of host memory and 1.2 TB of NVMe, checked through config.json
+    files of its shape and the next."""
+    machine = "device=24G,host=32G,nvme=1.2e12"
+    published = {"llama-3.2-3b.json": 3212749824, "llama-3-8b.json": 8030261248,
+                 "llama-3-70b.json": 70553706496}
+    for name, params in published.items():
+        p = plan(llama_finetune(d, data(name)), "--machine", machine, "--json")
+        assert p.returncode in (0, 1), p.stdout + p.stderr
+        assert json.loads(p.stdout)["params"] == params, (name, p.stdout[:300])
+    cfg = llama_finetune(d, data("llama-3-8b.json"))
+    with open(data("llama-3-8b.json")) as f:
+        base = json.load(f)
+
+    def write(name, s):
+        c = dict(base, hidden_size=s["n_embd"], num_hidden_layers=s["n_layer"],
+                 num_attention_heads=s["n_head"], num_key_value_heads=s["n_kv_head"],
+                 head_dim=s["head_dim"], intermediate_size=s["intermediate"])
+        path = os.path.join(d, name + ".json")
+        with open(path, "w") as f:
+            json.dump(c, f)
+        return llama_finetune(d, path)
+
+    code, res = largest(cfg, machine)
+    assert code == 0 and res["family"] == "Llama", (code, res["family"])
+    s = res["largest"]["shape"]
+    assert s["head_dim"] == 128 and s["n_kv_head"] == 8 and s["n_embd"] % 1024 == 0, s
+    assert s["vocab_size"] == 128256 and s["params"] > 8030261248, s
+    check_shape_plans(write, machine, res)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,9 @@ void zn_plan_advise_device(const struct zn_config *c, const struct zn_plan_geom 
 			       zn_plan_size(need, a), verdict(need, t->available));
 	}
 #undef TRY_VARIANT
-	if (c->device.type == ZN_DEVICE_CPU)
+	if (t->described)
+		zn_plan_advice(t, "or plan for a device with at least %s", zn_plan_size(t->needed, a));
+	else if (c->device.type == ZN_DEVICE_CPU)
 		zn_plan_advice(t, "or raise device.memory_limit to at least %s",
 			       zn_plan_size(t->needed, a));
 	else
@@ -182,8 +184,12 @@ void zn_plan_advise_pageable(const struct zn_config *c, const struct zn_plan_geo
 			    "the device instead): host memory then needs %s");
 	}
 #undef TRY_VARIANT
-	zn_plan_advice(t, "or free host memory (other processes), or use a machine with at "
-			  "least %s available", zn_plan_size(t->needed, a));
+	if (t->described) /* available: the described host less the pinned tier */
+		zn_plan_advice(t, "or plan for a host with at least %s (with the pinned tier's)",
+			       zn_plan_size(t->needed + (t->total - t->available), a));
+	else
+		zn_plan_advice(t, "or free host memory (other processes), or use a machine with at "
+				  "least %s available", zn_plan_size(t->needed, a));
 	free(v);
 }
 

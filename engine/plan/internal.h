@@ -1,12 +1,14 @@
 /* The memory plan's parts (include/zinc/plan.h), shared between its files
  * and seen by no other:
  *
- *   plan.c     zn_plan_compute: the tiers in order, their capacities and
- *              fits; the helpers every part writes a tier with
+ *   plan.c     zn_plan_compute(_on): the tiers in order, their capacities
+ *              and fits; the helpers every part writes a tier with
  *   need.c     what each tier needs: the model's tensors placed by
  *              engine/zero's rules, and the trainer's buffers beside them
- *   machine.c  what this machine has: host memory, locked-memory limit,
- *              the device's free memory, one row per nvme_path directory
+ *   machine.c  what the machine has: this one's host memory, locked-memory
+ *              limit, device memory and nvme_path directories, or a
+ *              described machine's (zn_plan_machine_parse reads one)
+ *   scale.c    zn_plan_largest: the family's shapes, the search over them
  *   advise.c   what to change for a tier that does not fit: the plan of
  *              the config with one change at a time
  *   report.c   zn_plan_format (the text for humans) and zn_plan_check
@@ -40,7 +42,15 @@ struct zn_plan_geom {
 };
 
 int zn_plan_geom_of(const struct zn_config *cfg, struct zn_plan_geom *g);
+/* The same for a resolved architecture a shape no config file names
+ * (scale.c's): a copied into g. */
+int zn_plan_geom_of_arch(const struct zn_arch *a, struct zn_plan_geom *g);
 void zn_plan_geom_free(struct zn_plan_geom *g);
+
+/* zn_plan_compute_on for model g (its config's, or a scaled one) with the
+ * rest of cfg: *p is overwritten; m is never NULL (zeroed: this machine). */
+int zn_plan_compute_geom(const struct zn_config *cfg, const struct zn_plan_geom *g,
+			 const struct zn_plan_machine *m, struct zn_plan *p);
 
 /* Writing a tier: an item of `bytes` (none when 0 or the tier is full),
  * advice, a note; each formats like printf and truncates. */
@@ -75,20 +85,26 @@ uint64_t zn_plan_param_store(const struct zn_config *c, const struct zn_plan_geo
 /* The elements per sub-group of the NVMe optimizer states. */
 uint64_t zn_plan_sub_group(const struct zn_config *c, const struct zn_plan_geom *g);
 
-/* ---- machine.c: what this machine has -------------------------------------- */
+/* ---- machine.c: what the machine has ---------------------------------------
+ *
+ * Each takes the machine description `m` (never NULL): a part it gives
+ * replaces what this machine would measure. */
 
 struct zn_plan_host {
 	uint64_t total;      /* RAM (hwloc), or the cgroup limit when lower */
 	uint64_t available;  /* MemAvailable, or what the cgroup limit leaves when lower */
-	uint64_t memlock;    /* RLIMIT_MEMLOCK; UINT64_MAX: no limit (or root) */
+	uint64_t memlock;    /* RLIMIT_MEMLOCK; UINT64_MAX: no limit (or root, or described) */
 	bool cgroup;         /* a cgroup limit lowered the figures */
+	bool described;      /* m->host: total = available = m->host */
 };
 
-void zn_plan_host_memory(struct zn_plan_host *h);
+void zn_plan_host_memory(const struct zn_plan_machine *m, struct zn_plan_host *h);
 /* The device row's capacity (known, available, total, source, note). */
-void zn_plan_device_capacity(const struct zn_config *c, struct zn_plan_tier *t);
+void zn_plan_device_capacity(const struct zn_config *c, const struct zn_plan_machine *m,
+			     struct zn_plan_tier *t);
 
-/* One nvme row per distinct directory (by device and inode). */
+/* One nvme row per distinct directory: by device and inode here; on a
+ * described machine by path, `dev` then the index of its disk. */
 struct zn_plan_dir {
 	unsigned row;          /* index into plan->tiers */
 	dev_t dev;
@@ -101,11 +117,16 @@ struct zn_plan_dir {
  * its directories, making rows for new ones; `part` bytes of it (0: none)
  * listed apart as `part_what`.  0, or -errno naming the key and the path
  * that cannot take swap files. */
-int zn_plan_nvme_section(struct zn_plan *p, struct zn_plan_dir *dirs, unsigned *ndirs, int which,
-			 const char *value, uint64_t capacity, uint64_t stripe, const char *what,
-			 uint64_t part, const char *part_what);
-/* Each row's fit, directories on one filesystem checked together. */
+int zn_plan_nvme_section(struct zn_plan *p, const struct zn_plan_machine *m,
+			 struct zn_plan_dir *dirs, unsigned *ndirs, int which, const char *value,
+			 uint64_t capacity, uint64_t stripe, const char *what, uint64_t part,
+			 const char *part_what);
+/* Each row's fit, directories on one filesystem (or described disk)
+ * checked together. */
 void zn_plan_nvme_fit(struct zn_plan *p, const struct zn_plan_dir *dirs, unsigned ndirs);
+/* p->machine_text: what was described and what measured; `ndirs` nvme
+ * directories took the described disks. */
+void zn_plan_machine_text(struct zn_plan *p, const struct zn_plan_machine *m, unsigned ndirs);
 
 /* ---- advise.c: what to change ----------------------------------------------- */
 

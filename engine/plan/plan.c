@@ -1,9 +1,11 @@
-/* The memory plan (include/zinc/plan.h): zn_plan_compute puts the tiers
- * in order -- device, pinned host, pageable host, then one row per
+/* The memory plan (include/zinc/plan.h): zn_plan_compute(_on) puts the
+ * tiers in order -- device, pinned host, pageable host, then one row per
  * nvme_path directory -- fills each with what training needs (need.c),
- * sets what this machine has (machine.c) and whether it fits, and asks
- * advise.c what to change for a tier that does not.  The helpers every
- * part writes a tier with are here too. */
+ * sets what the machine has, this one or a described one (machine.c), and
+ * whether it fits, and asks advise.c what to change for a tier that does
+ * not.  The model may be the config's or a shape scale.c made: both are
+ * planned by zn_plan_compute_geom.  The helpers every part writes a tier
+ * with are here too. */
 #include "zn_common.h"
 
 #include <inttypes.h>
@@ -87,13 +89,35 @@ static void summary(const struct zn_config *cfg, const struct zn_plan_geom *g,
 		 cfg->device.type == ZN_DEVICE_CPU ? "cpu" : "cuda");
 }
 
-static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, struct zn_plan *p)
+int zn_plan_geom_of_arch(const struct zn_arch *a, struct zn_plan_geom *g)
+{
+	memset(g, 0, sizeof(*g));
+	g->a = *a;
+	int rc = zn_tensor_table_build(&g->tab, &g->a);
+	if (rc)
+		return rc;
+	g->largest_name = "";
+	for (unsigned i = 0; i < g->tab.nt; i++)
+		if (!g->largest_name[0] && g->tab.d[i].numel == g->tab.largest)
+			g->largest_name = g->tab.d[i].name;
+	for (unsigned l = 0; l < g->tab.nlayers; l++) {
+		uint64_t elems = 0;
+		for (unsigned k = 0; k < g->tab.count[l]; k++)
+			elems += g->tab.d[g->tab.first[l] + k].numel;
+		g->largest_layer = ZN_MAX(g->largest_layer, elems);
+	}
+	return 0;
+}
+
+int zn_plan_compute_geom(const struct zn_config *cfg, const struct zn_plan_geom *g,
+			 const struct zn_plan_machine *m, struct zn_plan *p)
 {
 	const struct zn_zero_config *z = &cfg->zero_optimization;
 	struct zn_zero_rules zr;
 	char a[32], b[32];
 	int rc;
 
+	memset(p, 0, sizeof(*p));
 	zn_zero_rules_init(&zr, cfg, 0, 1);
 	p->params = g->tab.total;
 	p->largest = g->tab.largest;
@@ -113,7 +137,7 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 	struct zn_plan_dir dirs[2 * ZN_STORE_MAX_PATHS];
 	unsigned ndirs = 0;
 	if (zr.nvme_opt &&
-	    (rc = zn_plan_nvme_section(p, dirs, &ndirs, 0, z->offload_optimizer.nvme_path,
+	    (rc = zn_plan_nvme_section(p, m, dirs, &ndirs, 0, z->offload_optimizer.nvme_path,
 				       zn_plan_optimizer_store(cfg, g),
 				       z->offload_optimizer.stripe_size,
 				       "optimizer states (fp32 master, exp_avg, exp_avg_sq)",
@@ -125,25 +149,30 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 	/* Homes go to NVMe only past max_in_cpu; with none there, the trainer
 	 * never opens offload_param's nvme_path and neither does the plan. */
 	uint64_t pbytes = zr.nvme_homes ? zn_plan_param_store(cfg, g) : 0;
-	if (pbytes && (rc = zn_plan_nvme_section(p, dirs, &ndirs, 1, z->offload_param.nvme_path,
-						 pbytes, z->offload_param.stripe_size,
-						 zn_dtype_size(zr.hdt) == 2 ? "parameters (16-bit)"
-									   : "parameters (fp32)",
-						 0, NULL)))
+	if (pbytes &&
+	    (rc = zn_plan_nvme_section(p, m, dirs, &ndirs, 1, z->offload_param.nvme_path, pbytes,
+				       z->offload_param.stripe_size,
+				       zn_dtype_size(zr.hdt) == 2 ? "parameters (16-bit)"
+								 : "parameters (fp32)",
+				       0, NULL)))
 		return rc;
 	zn_plan_nvme_fit(p, dirs, ndirs);
+	zn_plan_machine_text(p, m, ndirs);
 
 	/* Capacities and fits. */
 	struct zn_plan_host h;
-	zn_plan_host_memory(&h);
-	zn_plan_device_capacity(cfg, dev);
+	zn_plan_host_memory(m, &h);
+	zn_plan_device_capacity(cfg, m, dev);
 	dev->fits = !dev->known || dev->counted_elsewhere || dev->needed <= dev->available;
 
 	pin->known = true;
+	pin->described = pag->described = h.described;
 	pin->total = h.total;
 	pin->available = ZN_MIN(h.available, h.memlock);
 	snprintf(pin->source, sizeof(pin->source), "%s%s",
-		 h.memlock < h.available ? "the locked-memory limit (ulimit -l)" : "MemAvailable",
+		 h.described			? "the described host memory"
+		 : h.memlock < h.available ? "the locked-memory limit (ulimit -l)"
+					   : "MemAvailable",
 		 h.cgroup ? " (cgroup memory limit applied)" : "");
 	pin->fits = pin->needed <= pin->available;
 	if (!pin->fits)
@@ -153,7 +182,8 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 	pag->known = true;
 	pag->total = h.total;
 	pag->available = h.available > pin->needed ? h.available - pin->needed : 0;
-	snprintf(pag->source, sizeof(pag->source), "MemAvailable%s%s%s",
+	snprintf(pag->source, sizeof(pag->source), "%s%s%s%s",
+		 h.described ? "the described host memory" : "MemAvailable",
 		 h.cgroup ? " within the cgroup memory limit" : "",
 		 pin->needed ? ", less the pinned tier's " : "",
 		 pin->needed ? zn_plan_size(pin->needed, a) : "");
@@ -177,8 +207,10 @@ static int compute(const struct zn_config *cfg, const struct zn_plan_geom *g, st
 	return 0;
 }
 
-int zn_plan_compute(const struct zn_config *cfg, struct zn_plan *p)
+int zn_plan_compute_on(const struct zn_config *cfg, const struct zn_plan_machine *m,
+		       struct zn_plan *p)
 {
+	static const struct zn_plan_machine here; /* nothing described */
 	struct zn_plan_geom g;
 	int rc;
 
@@ -193,9 +225,14 @@ int zn_plan_compute(const struct zn_config *cfg, struct zn_plan *p)
 		return zn_error(-EINVAL, "zero_optimization.offload_param needs stage 3");
 	if ((rc = zn_plan_geom_of(cfg, &g)))
 		return rc;
-	rc = compute(cfg, &g, p);
+	rc = zn_plan_compute_geom(cfg, &g, m ? m : &here, p);
 	zn_plan_geom_free(&g);
 	return rc;
+}
+
+int zn_plan_compute(const struct zn_config *cfg, struct zn_plan *p)
+{
+	return zn_plan_compute_on(cfg, NULL, p);
 }
 
 bool zn_plan_fits(const struct zn_plan *p)

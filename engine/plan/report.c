@@ -68,6 +68,8 @@ int zn_plan_format(const struct zn_plan *p, char *buf, size_t len)
 	if (o.len)
 		o.buf[0] = 0;
 	put(&o, "memory plan: %s\n", p->summary);
+	if (p->described)
+		put(&o, "machine: %s\n", p->machine_text);
 	put(&o, "largest tensor %s (%" PRIu64 " elements), largest layer %" PRIu64
 		" elements\n\n", p->largest_name, p->largest, p->largest_layer);
 	put(&o, "%-*s  %10s  %10s  %10s  %s\n", w, "tier", "needed", "available", "total",

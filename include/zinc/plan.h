@@ -26,6 +26,11 @@
  *                  statvfs free blocks; directories on one filesystem share
  *                  its free space)
  *
+ * Or against a described machine (zn_plan_compute_on, `zinc plan
+ * --machine`): given capacities replace what this machine measures, and
+ * the plan says so.  zn_plan_largest searches the largest model of the
+ * config's architecture, scaled as its family scales, that fits.
+ *
  * What each tier needs is the trainer's allocation list: the model states
  * placed by the ZeRO rules the trainer allocates by (engine/zero/), and the
  * trainer's buffers beside them, one function per tier (engine/plan/need.c);
@@ -82,12 +87,39 @@ struct zn_plan_tier {
 	bool counted_elsewhere;
 	bool fits;                  /* needed <= available (true when unknown or elsewhere) */
 	bool hard;                  /* false: a shortfall is a warning (pinned host) */
+	bool described;             /* capacity from a described machine, not measured */
 	char source[ZN_PLAN_TEXT_MAX]; /* where `available` comes from, for humans */
 	char note[ZN_PLAN_TEXT_MAX];   /* anything else the reader needs ("" for none) */
 	unsigned nitems;
 	struct zn_plan_item items[ZN_PLAN_MAX_ITEMS];
 	unsigned nadvice;           /* what to change, when it does not fit */
 	char advice[ZN_PLAN_MAX_ADVICE][ZN_PLAN_TEXT_MAX];
+};
+
+/* A machine to plan for instead of this one (`zinc plan --machine`): each
+ * capacity in bytes, 0 where this machine's is measured as usual.
+ *
+ *   device  the training device's memory, the device row's capacity
+ *           (device.memory_limit still applies when lower).  For the cpu
+ *           backend too: there it caps the device's allocations as
+ *           device.memory_limit does, and since they are host memory the
+ *           pageable host row counts them as well.
+ *   host    host memory: the total and the available memory of both host
+ *           rows (pinned and pageable come out of it, as out of
+ *           MemAvailable); neither a locked-memory limit nor a cgroup
+ *           applies to a described machine.
+ *   disk    NVMe disks' free space.  One disk holds every nvme_path
+ *           directory and they share it; with several, the config's
+ *           directories take one each, in the order they first appear
+ *           (offload_optimizer.nvme_path's list, then offload_param's), and
+ *           directories beyond the last disk share the last.  Directories
+ *           are told apart by their path, which need not exist here. */
+#define ZN_PLAN_MAX_DISKS 16
+struct zn_plan_machine {
+	uint64_t device;
+	uint64_t host;
+	unsigned ndisks;
+	uint64_t disk[ZN_PLAN_MAX_DISKS];
 };
 
 /* About 220 KiB: allocate it rather than putting it on a small stack. */
@@ -98,6 +130,12 @@ struct zn_plan {
 	uint64_t largest;           /* elements of the largest tensor */
 	char largest_name[64];
 	uint64_t largest_layer;     /* elements of the largest layer */
+	/* The machine: described (some capacity given), what was given, and
+	 * one line saying which capacities are described and which measured
+	 * ("" when none is described). */
+	bool described;
+	struct zn_plan_machine machine;
+	char machine_text[ZN_PLAN_TEXT_MAX];
 	unsigned ntiers;
 	struct zn_plan_tier tiers[ZN_PLAN_MAX_TIERS];
 };
@@ -113,6 +151,22 @@ struct zn_plan {
  * nvme_path directory that does not exist or cannot take files (-ENOENT,
  * -ENOTDIR, -EACCES; the message names the key and the path). */
 ZN_API int zn_plan_compute(const struct zn_config *cfg, struct zn_plan *out);
+
+/* zn_plan_compute against machine `m` (NULL: this one).  Described parts
+ * are not measured: a described device needs no GPU, and with described
+ * disks no nvme_path directory need exist (a path list that is empty or
+ * too long is still refused).  The same errors otherwise. */
+ZN_API int zn_plan_compute_on(const struct zn_config *cfg, const struct zn_plan_machine *m,
+			      struct zn_plan *out);
+
+/* Add the parts of `text` to *m (zero it first): comma-separated
+ * "device=SIZE", "host=SIZE" and "nvme=SIZE" in any order, nvme repeated
+ * once per disk (at most ZN_PLAN_MAX_DISKS), SIZE as the config's size
+ * keys read it (zn_parse_size: K, M, G, T with an optional B or iB, all
+ * powers of 1024; or a plain byte count such as 1.2e12).  0, or -EINVAL
+ * with a message naming the part that is wrong (unknown, repeated, not a
+ * size, or 0). */
+ZN_API int zn_plan_machine_parse(const char *text, struct zn_plan_machine *m);
 
 /* True when every tier whose shortfall stops training fits (pinned host
  * only warns; unknown capacities are not counted as shortfalls). */
@@ -144,6 +198,69 @@ ZN_API int zn_plan_check(const struct zn_config *cfg, char *report, size_t len);
  * -EINVAL (bad rank/world, or a model the config cannot describe). */
 ZN_API int zn_rank_memory_plan(const struct zn_config *cfg, int world, int rank,
 			       struct zn_rank_memory *out);
+
+/* ---- the largest model that fits ---------------------------------------- */
+
+/* One model shape of a family.  GPT-2: n_kv_head = n_head, head_dim 64,
+ * intermediate 4 n_embd. */
+struct zn_plan_shape {
+	uint32_t n_layer;      /* L, blocks */
+	uint32_t n_embd;       /* C, hidden size */
+	uint32_t n_head;       /* query heads, C / head_dim */
+	uint32_t n_kv_head;    /* key/value heads */
+	uint32_t head_dim;
+	uint32_t intermediate; /* the MLP's width */
+	uint32_t vocab_size;
+	uint64_t params;       /* elements of every tensor */
+};
+
+enum zn_plan_largest_result {
+	ZN_PLAN_LARGEST_FOUND, /* fit fits; over, the next size up, does not */
+	ZN_PLAN_LARGEST_NONE,  /* even the family's smallest shape (over) does not fit */
+	ZN_PLAN_LARGEST_ALL,   /* even the family's largest shape (fit) fits */
+};
+
+/* About 450 KiB: allocate it. */
+struct zn_plan_largest {
+	int result;                  /* enum zn_plan_largest_result */
+	int model_type;              /* enum zn_model_type of the family */
+	char family[16];             /* "Llama", "GPT-2" */
+	char smallest[32], biggest[32]; /* the family's ends ("Llama-3.2-1B") */
+	uint32_t step;               /* hidden sizes are multiples of it */
+	struct zn_plan_shape fit;    /* FOUND, ALL */
+	struct zn_plan_shape over;   /* FOUND, NONE */
+	struct zn_plan fit_plan;     /* fit's plan (FOUND, ALL) */
+	struct zn_plan over_plan;    /* over's plan (FOUND, NONE), unless over_error */
+	/* over could not be planned at all (a config limit such as
+	 * offload_param.buffer_size below its largest tensor): why, else "". */
+	char over_error[ZN_PLAN_TEXT_MAX];
+	unsigned plans;              /* plans the search computed */
+};
+
+/* The largest model of cfg's architecture that fits machine `m` (NULL:
+ * this one), everything but the model's shape as cfg says.  The shapes are
+ * the family's published sizes and those between:
+ *
+ *   Llama  (hidden, layers) 1B (2048, 16), 3B (3072, 28), 8B (4096, 32),
+ *          70B (8192, 80), 405B (16384, 126); head_dim 128; cfg's
+ *          key/value heads (all heads when cfg has as many as query
+ *          heads), so the hidden size is a multiple of 128 x kv heads;
+ *          intermediate 256 x round(3.5 hidden / 256); cfg's vocabulary,
+ *          tying and the rest of its config.json.
+ *   GPT-2  124M (768, 12), 350M (1024, 24), 774M (1280, 36), 1558M (1600,
+ *          48); head_dim 64, so the hidden size is a multiple of 64;
+ *          cfg's vocabulary and seq_len.
+ *
+ * A target parameter count N between two published sizes' counts (their
+ * shapes with cfg's vocabulary and heads) puts the hidden size and the
+ * depth the same fraction of the way between theirs, each then rounded
+ * to the nearest allowed value (halves up).  The search bisects on N for
+ * the largest shape whose plan (zn_plan_compute_on of cfg with that shape)
+ * fits, assuming needs grow with the model.  0, or -errno for a config
+ * that cannot be planned at its own shape (zn_plan_compute's errors) or a
+ * family this search does not know. */
+ZN_API int zn_plan_largest(const struct zn_config *cfg, const struct zn_plan_machine *m,
+			   struct zn_plan_largest *out);
 
 #ifdef __cplusplus
 }
