@@ -32,23 +32,15 @@ void zn_plan_geom_free(struct zn_plan_geom *g)
 
 int zn_plan_geom_of(const struct zn_config *cfg, struct zn_plan_geom *g)
 {
-	memset(g, 0, sizeof(*g));
 	/* The model and its tensors exactly as the trainer's create() resolves
 	 * them. */
-	int rc = zn_arch_from_config(cfg, &g->a);
-	if (rc || (rc = zn_tensor_table_build(&g->tab, &g->a)))
+	struct zn_arch a;
+	int rc = zn_arch_from_config(cfg, &a);
+	if (rc) {
+		memset(g, 0, sizeof(*g));
 		return rc;
-	g->largest_name = "";
-	for (unsigned l = 0; l < g->tab.nlayers; l++) {
-		uint64_t elems = 0;
-		for (unsigned i = g->tab.first[l]; i < g->tab.first[l] + g->tab.count[l]; i++) {
-			elems += g->tab.d[i].numel;
-			if (!g->largest_name[0] && g->tab.d[i].numel == g->tab.largest)
-				g->largest_name = g->tab.d[i].name;
-		}
-		g->largest_layer = ZN_MAX(g->largest_layer, elems);
 	}
-	return 0;
+	return zn_plan_geom_of_arch(&a, g);
 }
 
 /* The model with the variant's activation checkpointing. */
