@@ -136,15 +136,23 @@ int zn_plan_compute_geom(const struct zn_config *cfg, const struct zn_plan_geom 
 	/* NVMe: one row per distinct directory. */
 	struct zn_plan_dir dirs[2 * ZN_STORE_MAX_PATHS];
 	unsigned ndirs = 0;
+	/* Gradients on NVMe: each micro-batch after a step's first reads and
+	 * rewrites them, which the row says (a larger micro-batch is cheaper
+	 * than accumulation there). */
+	char gwhat[96];
+	const uint32_t acc = cfg->batch.grad_accum;
+	if (acc > 1)
+		snprintf(gwhat, sizeof(gwhat), "gradients (%s; read and rewritten by %u of %u "
+			 "micro-batches)", zr.gdt == ZN_DTYPE_F32 ? "fp32" : "16-bit", acc - 1, acc);
+	else
+		snprintf(gwhat, sizeof(gwhat), "gradients (%s, in the optimizer's sub-groups)",
+			 zr.gdt == ZN_DTYPE_F32 ? "fp32" : "16-bit");
 	if (zr.nvme_opt &&
 	    (rc = zn_plan_nvme_section(p, m, dirs, &ndirs, 0, z->offload_optimizer.nvme_path,
 				       zn_plan_optimizer_store(cfg, g),
 				       z->offload_optimizer.stripe_size,
 				       "optimizer states (fp32 master, exp_avg, exp_avg_sq)",
-				       zn_plan_gradient_store(cfg, g),
-				       zr.gdt == ZN_DTYPE_F32
-					       ? "gradients (fp32, in the optimizer's sub-groups)"
-					       : "gradients (16-bit, in the optimizer's sub-groups)")))
+				       zn_plan_gradient_store(cfg, g), gwhat)))
 		return rc;
 	/* Homes go to NVMe only past max_in_cpu; with none there, the trainer
 	 * never opens offload_param's nvme_path and neither does the plan. */
