@@ -385,13 +385,34 @@ static void test_placements_are_bit_identical(void **state)
 	}
 }
 
+/* An untied Llama (2 layers, 32 channels, vocabulary 1024: its embedding
+ * and classifier 32768 elements each) as a --set line for `model`. */
+static const char *llama_untied(void)
+{
+	static char set[4400];
+	if (set[0])
+		return set;
+	const char *path = tu_path("llama-untied.json");
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
+		   "\"hidden_size\": 32, \"intermediate_size\": 48, \"num_attention_heads\": 2, "
+		   "\"num_key_value_heads\": 1, \"num_hidden_layers\": 2, \"vocab_size\": 1024, "
+		   "\"max_position_embeddings\": 64, \"rms_norm_eps\": 1e-5, "
+		   "\"tie_word_embeddings\": false}\n");
+	assert_int_equal(fclose(f), 0);
+	snprintf(set, sizeof(set), "model={type: llama, config: \"%s\", seq_len: %d}", path, T);
+	return set;
+}
+
 /* Gradients of offloaded tensors gather on NVMe beside the optimizer
  * states (offload_optimizer.gradients auto, one rank) or in host
  * accumulators (host): with two micro-batches a step (each read back,
  * added to and written again on NVMe) and clipping on, the two give the
  * same losses and final parameters bit for bit, in fp32 and bf16, with one
- * swap buffer or pipelined ones; NVMe gradients keep no accumulator in
- * host memory and move more NVMe bytes. */
+ * swap buffer or pipelined ones, for GPT-2 and for an untied Llama in
+ * tiles; NVMe gradients keep no accumulator in host memory and move more
+ * NVMe bytes. */
 static void test_gradients_on_nvme_match_host_accumulators(void **state)
 {
 	(void)state;
@@ -404,9 +425,10 @@ static void test_gradients_on_nvme_match_host_accumulators(void **state)
 		true, true };
 	const struct placement *ps[] = { &placements[NPLACEMENTS - 1], &piped };
 	accum_steps = 2;
-	for (unsigned d = 0; d < sizeof(precisions) / sizeof(precisions[0]); d++) {
+	for (unsigned d = 0; d < 2 * sizeof(precisions) / sizeof(precisions[0]); d++) {
+		const bool tiles = d >= 2; /* then the untied Llama in tiles */
 		for (unsigned k = 0; k < 2; k++) {
-			const struct precision *pr = &precisions[d];
+			const struct precision *pr = &precisions[d % 2];
 			struct run r[2] = { 0 };
 			char *model[2];
 			size_t len[2];
@@ -414,20 +436,22 @@ static void test_gradients_on_nvme_match_host_accumulators(void **state)
 				const char *sets[] = {
 					"gradient_accumulation_steps=2",
 					h ? "zero_optimization.offload_optimizer.gradients=host"
-					  : "zero_optimization.offload_optimizer.gradients=auto" };
+					  : "zero_optimization.offload_optimizer.gradients=auto",
+					tiles ? llama_untied() : "zero_optimization.tile_size=0",
+					"zero_optimization.tile_size=4096" };
 				struct zn_config cfg;
 				char name[64];
 				snprintf(name, sizeof(name), "g%u%u%u", d, k, h);
 				const char *ckpt = folder("ck-%s", name);
-				assert_int_equal(load(ps[k], pr, ckpt, false, sets, 2, &cfg), 0);
+				assert_int_equal(load(ps[k], pr, ckpt, false, sets, 4, &cfg), 0);
 				struct zn_trainer *t = create(&cfg);
 				steps(t, N, &r[h]);
 				assert_int_equal(zn_trainer_save(t), 0);
 				zn_trainer_destroy(t);
 				model[h] = saved_model(ckpt, &len[h]);
 			}
-			print_message("%s %s: losses %.6f .. %.6f, norm %.3f; nvme read %llu "
-				      "against %llu with host accumulators\n",
+			print_message("%s %s %s: losses %.6f .. %.6f, norm %.3f; nvme read %llu "
+				      "against %llu with host accumulators\n", tiles ? "llama" : "gpt2",
 				      pr->name, ps[k]->name, r[0].loss[0], r[0].loss[N - 1],
 				      r[0].last.grad_norm,
 				      (unsigned long long)r[0].last.nvme_read_bytes,
@@ -460,18 +484,7 @@ static void test_tiles_in_every_placement(void **state)
 {
 	(void)state;
 	enum { N = 4, K = 2 };
-	char cfgjson[4200], model[4400];
-	snprintf(cfgjson, sizeof(cfgjson), "%s", tu_path("llama-tiles.json"));
-	FILE *f = fopen(cfgjson, "w");
-	assert_non_null(f);
-	fprintf(f, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
-		   "\"hidden_size\": 32, \"intermediate_size\": 48, \"num_attention_heads\": 2, "
-		   "\"num_key_value_heads\": 1, \"num_hidden_layers\": 2, \"vocab_size\": 1024, "
-		   "\"max_position_embeddings\": 64, \"rms_norm_eps\": 1e-5, "
-		   "\"tie_word_embeddings\": false}\n");
-	assert_int_equal(fclose(f), 0);
-	snprintf(model, sizeof(model), "model={type: llama, config: \"%s\", seq_len: %d}", cfgjson,
-		 T);
+	const char *model = llama_untied();
 	for (unsigned d = 0; d < sizeof(precisions) / sizeof(precisions[0]); d++) {
 		const struct precision *pr = &precisions[d];
 		struct run ref = { 0 };
