@@ -170,6 +170,33 @@ void zn_plan_advise_pageable(const struct zn_config *c, const struct zn_plan_geo
 		TRY_VARIANT("set zero_optimization.offload_param.device: nvme: host memory then "
 			    "needs %s");
 	}
+	if (z->offload_optimizer.device == ZN_OFFLOAD_NVME &&
+	    z->offload_optimizer.gradients == ZN_OFFLOAD_GRADS_HOST &&
+	    z->offload_param.device != ZN_OFFLOAD_NONE) {
+		*v = *c;
+		v->zero_optimization.offload_optimizer.gradients = ZN_OFFLOAD_GRADS_AUTO;
+		TRY_VARIANT("set zero_optimization.offload_optimizer.gradients: nvme (beside the "
+			    "optimizer states, no accumulator per parameter): host memory then "
+			    "needs %s");
+	}
+	if (z->offload_param.device == ZN_OFFLOAD_NVME && z->offload_param.max_in_cpu > 0) {
+		*v = *c;
+		v->zero_optimization.offload_param.max_in_cpu = 0;
+		TRY_VARIANT("set zero_optimization.offload_param.max_in_cpu: 0 (every parameter "
+			    "home on NVMe): host memory then needs %s");
+	}
+	if (z->offload_param.device != ZN_OFFLOAD_NONE &&
+	    (!z->tile_size || z->tile_size > (1u << 24))) {
+		/* Buffers sized by the largest tensor shrink to a tile's. */
+		*v = *c;
+		v->zero_optimization.tile_size = 1u << 24;
+		need = pageable_if(v, g);
+		if (need < t->needed)
+			zn_plan_advice(t, "set zero_optimization.tile_size: 16777216 (an untied "
+					  "vocabulary's tensors in tiles of 16 Mi elements): host "
+					  "memory then needs %s%s",
+				       zn_plan_size(need, a), verdict(need, t->available));
+	}
 	if (c->device.type == ZN_DEVICE_CPU && !c->activation_checkpointing.enabled) {
 		/* The cpu backend's device memory is host memory. */
 		*v = *c;
