@@ -145,11 +145,11 @@ def fits_with_the_formula_s_numbers(d):
     assert got["pinned host"] == pinned, (got, pinned)
     # Host: no accumulators (the gradients gather on NVMe beside the
     # optimizer states), the largest tensor's bf16 sums on their way and
-    # the fp32 staging buffer later micro-batches add through; one
-    # sub-group's states and the largest tensor's, through which the states
-    # reach NVMe at the start; the batch; the kept block inputs; the cpu
-    # backend's device memory.
-    pageable = (2 * largest + 4 * largest + 12 * 5000 + 12 * largest + 3 * 4 * bt + host_act +
+    # the fp32 staging buffer later micro-batches add through; the largest
+    # tensor's states, through which the states reach NVMe at the start
+    # (each sub-group fills in an optimizer swap buffer); the batch; the
+    # kept block inputs; the cpu backend's device memory.
+    pageable = (2 * largest + 4 * largest + 12 * largest + 3 * 4 * bt + host_act +
                 device)
     assert got["pageable host"] == pageable, (got, pageable)
     groups = -(-P // 5000)

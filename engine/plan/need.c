@@ -271,9 +271,10 @@ int zn_plan_need_pinned(const struct zn_config *c, const struct zn_plan_geom *g,
  *   gradients on NVMe (grads_nvme): a tensor's sums on their way, the
  *             largest such tensor in grad_accum_dtype
  *   offload_optimizer nvme: staging through which the states reach NVMe at
- *             the start and a checkpoint at a save: one sub-group's states
- *             and the largest tensor's (start), and its transposed copy
- *             4 largest (save)
+ *             the start and a checkpoint at a save: the largest tensor's
+ *             states (the sub-groups are filled and read in the optimizer
+ *             swapper's own buffers), and its transposed copy 4 largest
+ *             (save)
  *   otherwise, with checkpoint.dir: a transposed tensor at a save, 4 largest
  *   parameter homes in host memory (zn_zero_home)
  *   the overlapped update's staging of the resident tensors' new values
@@ -303,10 +304,8 @@ int zn_plan_need_pageable(const struct zn_config *c, const struct zn_plan_geom *
 	zn_plan_item(t, pl.gsums * zn_dtype_size(pl.z.gdt),
 		     "gradients on their way to NVMe (largest offloaded tensor)");
 	if (pl.z.nvme_opt)
-		zn_plan_item(t,
-			     ZN_ZERO_STATES * 4 * (zn_zero_sub_group(&pl.z, pl.own) + g->tab.largest) +
-				     (ckpt ? 4 * g->tab.largest : 0),
-			     "start-up%s staging (a sub-group of states, the largest tensor)",
+		zn_plan_item(t, ZN_ZERO_STATES * 4 * g->tab.largest + (ckpt ? 4 * g->tab.largest : 0),
+			     "start-up%s staging (the largest tensor's states)",
 			     ckpt ? " and checkpoint" : "");
 	else if (ckpt)
 		zn_plan_item(t, 4 * g->tab.largest, "checkpoint staging (a transposed tensor)");

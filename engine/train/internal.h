@@ -364,26 +364,16 @@ struct zn_trainer {
 					* states, gradient accumulators, homes */
 };
 
-/* Sub-group buffers that take tensors' states in flat order (writing each
- * group to NVMe once it is full) or give them out (reading each group
- * when first needed): how the states reach NVMe at the start and a
- * checkpoint at a save, with one group and one tensor in memory. */
+/* The NVMe sub-groups walked in flat order, each lent in turn by the
+ * optimizer swapper in its own buffer (zinc/offload.h's
+ * zn_optswap_group_*): filled in place at the start, each written behind
+ * the filling of the next, or read for a save, the next ones read ahead.
+ * No buffer of its own: the swapper's are idle between steps. */
 struct groups {
 	struct zn_trainer *t;
-	uint64_t sub, cur;     /* cur: the group in st, or UINT64_MAX */
-	float *st[3];
-	/* Putting: a full group is written by a thread of its own from a
-	 * second set of buffers while the next one fills (start-up writes a
-	 * model's states once: sequential, but not waited for). */
-	bool writer;
-	pthread_t thread;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	float *wst[3];
-	uint64_t wgroup;
-	bool wbusy, wstop;
-	int wrc;
-	char wmsg[512];
+	uint64_t sub, cur;             /* cur: the group lent, or UINT64_MAX */
+	float *st[ZN_ZERO_STATES];     /* its arrays */
+	bool put;
 };
 
 /* ---- the functions the trainer's files share, along the data path ------- */
@@ -446,16 +436,21 @@ int tr_gather_drain(struct zn_trainer *t);
 /* homes.c: the parameters' homes (offload_param) and the optimizer
  * states on NVMe; a home written from new fp32 values (elements
  * [off, off + n) of the tensor's part), or its buffer held open for a
- * fused update and closed after element `end`; sub-group buffers. */
+ * fused update and closed after element `end`; the sub-groups walked in
+ * flat order: the one holding flat element p lent (its arrays from p in
+ * a[], *left elements to the group's end), a tensor's states moved in or
+ * out, the lent one given back, and (put) every write waited for. */
 int tr_param_homes_setup(struct zn_trainer *t);
 int tr_nvme_setup(struct zn_trainer *t);
 int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
 		uint64_t n);
 int tr_home_open(struct zn_trainer *t, struct tstate *s);
 int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end);
-int tr_groups_open(struct groups *g, struct zn_trainer *t, bool put);
-int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a, bool put);
+void tr_groups_open(struct groups *g, struct zn_trainer *t, bool put);
+int tr_groups_at(struct groups *g, uint64_t p, float **a, uint64_t *left);
+int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a);
 int tr_groups_close(struct groups *g);
+int tr_groups_finish(struct groups *g);
 
 /* optimizer.c: one step's update; waiting for the overlapped one (all of
  * it, or a layer's tensors) and applying what it staged. */

@@ -109,11 +109,11 @@ static int staging_open(struct zn_trainer *t, struct staging *st)
 {
 	int rc = 0;
 	memset(st, 0, sizeof(*st));
+	if (t->zr.nvme_opt)
+		tr_groups_open(&st->g, t, false);
 	for (int k = 0; k < 3 && !rc && t->zr.nvme_opt; k++)
 		if (!(st->scratch[k] = malloc(t->tab.largest * 4)))
 			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
-	if (!rc && t->zr.nvme_opt)
-		rc = tr_groups_open(&st->g, t, false);
 	return rc;
 }
 
@@ -125,7 +125,7 @@ static int staging_get(struct zn_trainer *t, struct staging *st, struct tstate *
 	if (!t->zr.nvme_opt)
 		return 0;
 	memcpy(a, st->scratch, sizeof(st->scratch));
-	return tr_groups_move(&st->g, s, a, false);
+	return tr_groups_move(&st->g, s, a);
 }
 
 static void staging_close(struct zn_trainer *t, struct staging *st)

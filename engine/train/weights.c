@@ -90,8 +90,8 @@ int tr_materialize(struct zn_trainer *t)
 	 * them (a large embedding's would be gigabytes), zeros are written. */
 	const bool fresh = !t->src.ckpt && !t->src.shards;
 	int rc = 0;
-	if (t->zr.nvme_opt && (rc = tr_groups_open(&g, t, true)))
-		goto out;
+	if (t->zr.nvme_opt)
+		tr_groups_open(&g, t, true);
 	for (int k = 0; k < (fresh ? 1 : 3) && !rc && !whole; k++)
 		if (!(scratch[k] = malloc(t->tab.largest * 4)))
 			rc = zn_error(-ENOMEM, "out of memory");
@@ -129,13 +129,12 @@ int tr_materialize(struct zn_trainer *t)
 				rc = tr_to_device(t, s->dv, own[2], obytes);
 		}
 		if (!rc && t->zr.nvme_opt)
-			rc = tr_groups_move(&g, s, own, true);
+			rc = tr_groups_move(&g, s, own);
 	}
 	if (!rc && t->homes.sw)
 		rc = zn_swapper_flush(t->homes.sw);
-out:
 	if (t->zr.nvme_opt) {
-		int r = tr_groups_close(&g); /* the last group's write */
+		int r = tr_groups_finish(&g); /* the last group's write */
 		rc = rc ? rc : r;
 	}
 	for (int k = 0; k < 3; k++)
