@@ -1,8 +1,10 @@
 /* Where model states live off the device: the parameters' homes
  * (offload_param, host or NVMe through the tensor swapper) and the
  * optimizer states on NVMe in sub-groups (offload_optimizer: nvme),
- * with the sub-group buffers that move whole tensors' states in and out
- * of them. */
+ * walked in flat order in the optimizer swapper's lent buffers (struct
+ * groups) when the states are made at the start or written at a save,
+ * and where a piece of a tensor's states is (host arrays or a lent
+ * group). */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -210,27 +212,20 @@ int tr_groups_finish(struct groups *g)
 	return rc ? rc : r;
 }
 
-/* Tensor s's states (3 arrays of its part, nown) into the groups (`put`;
- * NULL arrays: zeros) or out of them. */
-int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a)
+/* Where element o of tensor s's part has its states, in a[]: the host
+ * arrays, or (NVMe states) the sub-group lent in g; *n, the elements
+ * wanted from there, is cut at the group's end. */
+int tr_states_at(struct groups *g, const struct tstate *s, uint64_t o, float **a, uint64_t *n)
 {
-	const uint64_t end = s->oflat + s->nown;
-	for (uint64_t p = s->oflat; p < end;) {
-		float *grp[ZN_ZERO_STATES];
+	struct zn_trainer *t = s->owner;
+	if (t->zr.nvme_opt) {
 		uint64_t left;
-		int rc = tr_groups_at(g, p, grp, &left);
-		if (rc)
-			return rc;
-		const uint64_t take = ZN_MIN(end, p + left) - p;
-		for (int k = 0; k < ZN_ZERO_STATES; k++) {
-			if (!a[k]) { /* put: zeros (fresh moments) */
-				memset(grp[k], 0, take * 4);
-				continue;
-			}
-			float *ten = a[k] + (p - s->oflat);
-			memcpy(g->put ? grp[k] : ten, g->put ? ten : grp[k], take * 4);
-		}
-		p += take;
+		int rc = tr_groups_at(g, s->oflat + o, a, &left);
+		*n = ZN_MIN(*n, left);
+		return rc;
 	}
+	float *host[ZN_ZERO_STATES] = { s->master, s->m, s->v };
+	for (int k = 0; k < ZN_ZERO_STATES; k++)
+		a[k] = host[k] + o;
 	return 0;
 }

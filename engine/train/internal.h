@@ -438,8 +438,9 @@ int tr_gather_drain(struct zn_trainer *t);
  * [off, off + n) of the tensor's part), or its buffer held open for a
  * fused update and closed after element `end`; the sub-groups walked in
  * flat order: the one holding flat element p lent (its arrays from p in
- * a[], *left elements to the group's end), a tensor's states moved in or
- * out, the lent one given back, and (put) every write waited for. */
+ * a[], *left elements to the group's end), where element o of a tensor's
+ * part has its states (host arrays or a lent group), the lent one given
+ * back, and (put) every write waited for. */
 int tr_param_homes_setup(struct zn_trainer *t);
 int tr_nvme_setup(struct zn_trainer *t);
 int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
@@ -448,7 +449,7 @@ int tr_home_open(struct zn_trainer *t, struct tstate *s);
 int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end);
 void tr_groups_open(struct groups *g, struct zn_trainer *t, bool put);
 int tr_groups_at(struct groups *g, uint64_t p, float **a, uint64_t *left);
-int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a);
+int tr_states_at(struct groups *g, const struct tstate *s, uint64_t o, float **a, uint64_t *n);
 int tr_groups_close(struct groups *g);
 int tr_groups_finish(struct groups *g);
 
@@ -466,13 +467,14 @@ int tr_materialize(struct zn_trainer *t);
 
 /* sources.c: a checkpoint's optimizer files, or model.from's weights
  * (every tensor checked); the file with the checkpoint's metadata; the
- * first nstates of every tensor's states present; tensor i read whole;
- * closed. */
+ * first nstates of every tensor's states present; elements [off, off + n)
+ * of tensor i read; closed. */
 int tr_sources_open_checkpoint(struct sources *src, const char *dir);
 int tr_sources_open_pretrained(struct sources *src, const char *path);
 struct zn_st_file *tr_sources_meta(const struct sources *src);
 int tr_sources_check_states(const struct sources *src, const char *dir, int nstates);
-int tr_sources_read(const struct sources *src, unsigned i, float *master, float *m, float *v);
+int tr_sources_read(const struct sources *src, unsigned i, uint64_t off, uint64_t n,
+		    float *master, float *m, float *v);
 void tr_sources_close(struct sources *src);
 
 /* format.c: the states' name suffixes; metadata as hex (decode: 0 or -1).
