@@ -204,12 +204,18 @@ int tr_groups_close(struct groups *g)
 	return zn_optswap_group_write(g->t->nvme.os, gi);
 }
 
-/* Putting: the last group written and every write waited for. */
-int tr_groups_finish(struct groups *g)
+/* Putting: the last group written and every write waited for; after a
+ * failure (rc, returned) the group being filled is given back unwritten,
+ * so that NVMe keeps whole groups only. */
+int tr_groups_finish(struct groups *g, int rc)
 {
-	int rc = tr_groups_close(g);
-	int r = zn_optswap_group_sync(g->t->nvme.os);
-	return rc ? rc : r;
+	if (rc && g->cur != UINT64_MAX) {
+		zn_optswap_group_release(g->t->nvme.os, g->cur);
+		g->cur = UINT64_MAX;
+	}
+	int r = tr_groups_close(g);
+	int w = zn_optswap_group_sync(g->t->nvme.os);
+	return rc ? rc : r ? r : w;
 }
 
 /* Where element o of tensor s's part has its states, in a[]: the host

@@ -440,7 +440,8 @@ int tr_gather_drain(struct zn_trainer *t);
  * flat order: the one holding flat element p lent (its arrays from p in
  * a[], *left elements to the group's end), where element o of a tensor's
  * part has its states (host arrays or a lent group), the lent one given
- * back, and (put) every write waited for. */
+ * back, and (put) every write waited for (after a failure rc, the group
+ * being filled dropped). */
 int tr_param_homes_setup(struct zn_trainer *t);
 int tr_nvme_setup(struct zn_trainer *t);
 int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
@@ -451,7 +452,7 @@ void tr_groups_open(struct groups *g, struct zn_trainer *t, bool put);
 int tr_groups_at(struct groups *g, uint64_t p, float **a, uint64_t *left);
 int tr_states_at(struct groups *g, const struct tstate *s, uint64_t o, float **a, uint64_t *n);
 int tr_groups_close(struct groups *g);
-int tr_groups_finish(struct groups *g);
+int tr_groups_finish(struct groups *g, int rc);
 
 /* optimizer.c: one step's update; waiting for the overlapped one (all of
  * it, or a layer's tensors) and applying what it staged. */

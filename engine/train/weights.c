@@ -168,10 +168,8 @@ int tr_materialize(struct zn_trainer *t)
 	}
 	if (!rc && t->homes.sw)
 		rc = zn_swapper_flush(t->homes.sw);
-	if (t->zr.nvme_opt) {
-		int r = tr_groups_finish(&g); /* the last group's write */
-		rc = rc ? rc : r;
-	}
+	if (t->zr.nvme_opt)
+		rc = tr_groups_finish(&g, rc); /* the last group's write */
 	free(chunk);
 	return rc;
 }
