@@ -5,6 +5,8 @@
 
 #include "train/internal.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -127,6 +129,48 @@ static int piece_out(struct zn_trainer *t, struct tstate *s, uint64_t p, uint64_
 	return rc;
 }
 
+/* A piece made from its source on the CPU optimizer's threads, in parts
+ * of READ_PART elements: initialisation (Box-Muller) and a file's
+ * conversion are the start-up's compute, and spread over the cores they
+ * keep pace with the disk the states go to.  The values do not depend on
+ * how the piece is cut. */
+#define READ_PART (UINT64_C(1) << 18)
+
+struct read_job {
+	const struct sources *src;
+	unsigned i;
+	uint64_t p, n;
+	float *a[3];
+	atomic_int failed;             /* the first failure's rc and message */
+	int rc;
+	char msg[512];
+};
+
+static void read_part(void *arg, size_t task, unsigned worker)
+{
+	(void)worker;
+	struct read_job *j = arg;
+	const uint64_t o = task * READ_PART, k = ZN_MIN(READ_PART, j->n - o);
+	float *a[3];
+	for (int q = 0; q < 3; q++)
+		a[q] = j->a[q] ? j->a[q] + o : NULL;
+	int rc = tr_sources_read(j->src, j->i, j->p + o, k, a[0], a[1], a[2]);
+	if (rc && atomic_exchange(&j->failed, 1) == 0) {
+		j->rc = rc;
+		snprintf(j->msg, sizeof(j->msg), "%s", zn_last_error());
+	}
+}
+
+/* Elements [p, p + n) of tensor i into a[] (a[1], a[2] NULL: not read). */
+static int read_piece(struct zn_trainer *t, unsigned i, uint64_t p, uint64_t n, float *const *a)
+{
+	struct read_job j = { .src = &t->src, .i = i, .p = p, .n = n,
+			      .a = { a[0], a[1], a[2] } };
+	atomic_init(&j.failed, 0);
+	zn_threadpool_for(t->pool, ZN_DIV_ROUND_UP(n, READ_PART), read_part, &j);
+	return j.rc ? zn_error(j.rc, "%s", j.msg) : 0;
+}
+
 /* Every tensor once, in order, a piece of at most ZN_ARCH_CHUNK elements
  * at a time: made from its source where this rank keeps its states (host
  * arrays, or the NVMe sub-groups filled in the optimizer swapper's own
@@ -156,13 +200,10 @@ int tr_materialize(struct zn_trainer *t)
 			float *a[3];
 			if ((rc = piece_at(t, &g, s, p, end, &chunk, a, &n)))
 				break;
-			if (fresh && a[1] && t->zr.nvme_opt) {
-				memset(a[1], 0, n * 4);
-				memset(a[2], 0, n * 4);
-			}
-			rc = tr_sources_read(&t->src, i, p, n, a[0], fresh ? NULL : a[1],
-					     fresh ? NULL : a[2]);
-			if (!rc)
+			/* Fresh moments: zeros (the host arrays have them). */
+			const bool moments = !fresh || t->zr.nvme_opt;
+			float *read[3] = { a[0], moments ? a[1] : NULL, moments ? a[2] : NULL };
+			if (!(rc = read_piece(t, i, p, n, read)))
 				rc = piece_out(t, s, p, n, a, fresh);
 		}
 	}
