@@ -18,6 +18,15 @@
  * gradients: a slot takes a group when its first gradients come (read
  * first when the pass accumulates), is written once the group's expected
  * elements have all come, and is free again once that write is done.
+ *
+ * Between steps the slots also lend themselves to the caller, a group's
+ * state arrays in place (zn_optswap_group_fill, _read): start-up fills
+ * each group where it will be written from and a checkpoint writes each
+ * group from where it was read, with no buffer of their own.  Group g
+ * uses slot g % S here too, so a fill's write runs behind the filling of
+ * the next S - 1 groups, and a read starts the reads of the next S - 1
+ * groups behind it.  These moves are not a step's: they are not counted
+ * in its statistics, and a step first waits for the ones in flight.
  */
 #include "zn_common.h"
 
@@ -43,6 +52,10 @@ struct slot {
 	enum { G_FREE, G_READING, G_OPEN, G_WRITING } gstate;
 	int64_t ggroup;
 	struct zn_store_io *gio;    /* G_READING, G_WRITING */
+	/* Between steps: the group's arrays are lent to the caller
+	 * (zn_optswap_group_fill, _read); the read or write in flight is the
+	 * caller's, not a step's (not counted in its statistics). */
+	bool lent, staged;
 };
 
 struct zn_optswap {
@@ -302,10 +315,12 @@ static int finish_write(struct zn_optswap *os, struct slot *s, double *wait_s)
 	} else {
 		os->spares[os->nspares++] = os->cur[g];
 		os->cur[g] = s->write_ext;
-		os->last.bytes_written += os->cfg.nstates * os->stride;
+		if (!s->staged)
+			os->last.bytes_written += os->cfg.nstates * os->stride;
 	}
 	s->write = NULL;
 	s->write_ext = NULL;
+	s->staged = false;
 	return rc;
 }
 
@@ -384,6 +399,13 @@ int zn_optswap_step(struct zn_optswap *os, zn_optswap_update_fn update, void *us
 	if (os->gpass)
 		return zn_error(-EBUSY, "optimizer swapper: a step during a gradient pass (end the "
 					"pass first)");
+	if ((rc = zn_optswap_group_sync(os)))
+		return rc;
+	for (unsigned i = 0; i < os->nslots; i++)
+		if (os->slots[i].lent)
+			return zn_error(-EBUSY, "optimizer swapper: a step while sub-group %" PRId64
+						"'s states are lent (release them first)",
+					os->slots[i].group);
 	os->last = (struct zn_optswap_stats){ 0 };
 	for (uint64_t g = 0; g < G && !rc; g++) {
 		struct slot *s = &os->slots[g % os->nslots];
@@ -448,49 +470,168 @@ int zn_optswap_step(struct zn_optswap *os, zn_optswap_update_fn update, void *us
 	return 0;
 }
 
-/* ---- synchronous access to one group --------------------------------------- */
+/* ---- a group's states lent between steps ------------------------------------ */
 
-int zn_optswap_write_group(struct zn_optswap *os, uint64_t g, const float *const *states)
+/* Group g may be lent: it exists, no gradient pass is on, its slot is not
+ * lent already. */
+static int lend_check(struct zn_optswap *os, uint64_t g)
 {
 	char gname[48];
-	double unused = 0;
-
 	if (g >= os->groups)
 		return zn_error(-EINVAL, "optimizer swapper: %s does not exist (%" PRIu64 " groups)",
 				group_name(g, gname, sizeof(gname)), os->groups);
-	struct slot *s = &os->slots[0];
-	/* Between steps every slot is idle; slot 0 serves as the staging
-	 * buffer.  Unused tail bytes are zeroed so checksums are stable. */
-	memset(s->buf, 0, os->cfg.nstates * os->stride);
-	for (unsigned k = 0; k < os->cfg.nstates; k++)
-		memcpy(s->buf + k * os->stride, states[k], group_len(os, g) * sizeof(float));
+	if (os->gpass)
+		return zn_error(-EBUSY, "optimizer swapper: %s's states asked for during a "
+					"gradient pass (end the pass first)",
+				group_name(g, gname, sizeof(gname)));
+	const struct slot *s = &os->slots[g % os->nslots];
+	if (s->lent)
+		return zn_error(-EBUSY, "optimizer swapper: %s's states asked for while %s's, "
+					"which share its buffer, are lent (release them first)",
+				group_name(g, gname, sizeof(gname)),
+				group_name((uint64_t)s->group, gname, sizeof(gname)));
+	return 0;
+}
+
+/* The slot's own I/O over: its write waited for (committed, or its error
+ * returned), a read ahead of a group nobody asked for yet dropped. */
+static int settle(struct zn_optswap *os, struct slot *s)
+{
+	double unused = 0;
+	int rc = s->write ? finish_write(os, s, &unused) : 0;
+	if (s->read) {
+		int r = zn_store_wait(s->read);
+		s->read = NULL;
+		s->group = -1;
+		rc = rc ? rc : r;
+	}
+	s->staged = false;
+	return rc;
+}
+
+/* Start reading group g's states (not its gradients) into its slot, for
+ * the caller. */
+static int start_lend_read(struct zn_optswap *os, struct slot *s, uint64_t g)
+{
 	s->group = (int64_t)g;
-	struct zn_optswap_stats saved = os->last; /* report steps only */
+	s->staged = true;
+	int rc = zn_store_read(os->store, os->cur[g], s->buf, &s->read);
+	if (rc)
+		s->group = -1;
+	return rc;
+}
+
+static void lend(struct zn_optswap *os, struct slot *s, float **states)
+{
+	s->lent = true;
+	for (unsigned k = 0; k < os->cfg.nstates; k++)
+		states[k] = (float *)(s->buf + k * os->stride);
+}
+
+int zn_optswap_group_fill(struct zn_optswap *os, uint64_t g, float **states)
+{
+	int rc = lend_check(os, g);
+	struct slot *s = &os->slots[g % os->nslots];
+	if (rc || (rc = settle(os, s)))
+		return rc;
+	s->group = (int64_t)g;
+	lend(os, s, states);
+	/* The arrays' padding (a short last group's too) is zeroed, so the
+	 * extent's bytes -- and its checksum -- depend on the states alone. */
+	const uint64_t used = group_len(os, g) * sizeof(float);
+	for (unsigned k = 0; k < os->cfg.nstates; k++)
+		memset(s->buf + k * os->stride + used, 0, os->stride - used);
+	return 0;
+}
+
+int zn_optswap_group_write(struct zn_optswap *os, uint64_t g)
+{
+	struct slot *s = g < os->groups ? &os->slots[g % os->nslots] : NULL;
+	if (!s || !s->lent || s->group != (int64_t)g)
+		return zn_error(-EINVAL, "optimizer swapper: sub-group %" PRIu64 " written "
+					 "without being lent (zn_optswap_group_fill)", g);
+	s->lent = false;
 	int rc = start_write(os, s);
 	if (!rc)
-		rc = finish_write(os, s, &unused);
-	os->last = saved;
+		s->staged = true;
 	return rc;
+}
+
+int zn_optswap_group_read(struct zn_optswap *os, uint64_t g, const float **states)
+{
+	int rc = lend_check(os, g);
+	struct slot *s = &os->slots[g % os->nslots];
+	if (rc)
+		return rc;
+	if (!(s->read && s->group == (int64_t)g)) { /* not read ahead */
+		if ((rc = settle(os, s)) || (rc = start_lend_read(os, s, g)))
+			return rc;
+	}
+	rc = zn_store_wait(s->read);
+	s->read = NULL;
+	s->staged = false;
+	if (rc) {
+		char gname[48];
+		s->group = -1;
+		return zn_error(rc, "reading the optimizer states of %s failed: %s",
+				group_name(g, gname, sizeof(gname)), zn_last_error());
+	}
+	lend(os, s, (float **)states);
+	/* The next groups' reads behind it, into slots with nothing else to do. */
+	for (uint64_t h = g + 1; h < os->groups && h < g + os->nslots; h++) {
+		struct slot *n = &os->slots[h % os->nslots];
+		if (n->lent || n->read || n->write)
+			continue;
+		if ((rc = start_lend_read(os, n, h)))
+			return rc;
+	}
+	return 0;
+}
+
+void zn_optswap_group_release(struct zn_optswap *os, uint64_t g)
+{
+	struct slot *s = g < os->groups ? &os->slots[g % os->nslots] : NULL;
+	if (s && s->group == (int64_t)g)
+		s->lent = false;
+}
+
+int zn_optswap_group_sync(struct zn_optswap *os)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < os->nslots; i++) {
+		struct slot *s = &os->slots[i];
+		if (!s->staged)
+			continue;
+		int r = settle(os, s);
+		rc = rc ? rc : r;
+	}
+	return rc;
+}
+
+/* ---- synchronous access to one group: a lent group copied ------------------- */
+
+int zn_optswap_write_group(struct zn_optswap *os, uint64_t g, const float *const *states)
+{
+	float *dst[8];
+	int rc = zn_optswap_group_fill(os, g, dst);
+	if (rc)
+		return rc;
+	for (unsigned k = 0; k < os->cfg.nstates; k++)
+		memcpy(dst[k], states[k], group_len(os, g) * sizeof(float));
+	rc = zn_optswap_group_write(os, g);
+	int r = settle(os, &os->slots[g % os->nslots]);
+	return rc ? rc : r;
 }
 
 int zn_optswap_read_group(struct zn_optswap *os, uint64_t g, float *const *states)
 {
-	char gname[48];
-	double unused = 0;
-
-	if (g >= os->groups)
-		return zn_error(-EINVAL, "optimizer swapper: %s does not exist (%" PRIu64 " groups)",
-				group_name(g, gname, sizeof(gname)), os->groups);
-	struct slot *s = &os->slots[g % os->nslots];
-	struct zn_optswap_stats saved = os->last; /* report steps only */
-	int rc = start_read(os, g, &unused);
-	if (!rc)
-		rc = finish_read(os, s, &unused);
-	os->last = saved;
+	const float *src[8];
+	int rc = zn_optswap_group_read(os, g, src);
 	if (rc)
 		return rc;
 	for (unsigned k = 0; k < os->cfg.nstates; k++)
-		memcpy(states[k], s->buf + k * os->stride, group_len(os, g) * sizeof(float));
+		memcpy(states[k], src[k], group_len(os, g) * sizeof(float));
+	zn_optswap_group_release(os, g);
 	return 0;
 }
 

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "zinc/device.h"
+#include "zinc/hf.h"
 #include "zinc/kernels.h"
 #include "zinc/llama.h"
 #include "zinc/safetensors.h"
@@ -623,6 +624,14 @@ static void all_tensors(const struct zn_arch *a, struct all_tensors *t)
 	for (unsigned i = 0; i < t->n; i++) {
 		t->v[i] = malloc(t->d[i].numel * sizeof(float));
 		zn_arch_init_tensor(a, &t->d[i], 7, i, t->v[i]);
+		/* Made in pieces of 7 (odd offsets: a pair's sine first), the
+		 * same bits. */
+		float piece[7];
+		for (uint64_t off = 0; off < t->d[i].numel; off += 7) {
+			uint64_t n = t->d[i].numel - off < 7 ? t->d[i].numel - off : 7;
+			zn_arch_init_range(a, &t->d[i], 7, i, off, n, piece);
+			assert_memory_equal(piece, t->v[i] + off, n * sizeof(float));
+		}
 	}
 }
 
@@ -641,9 +650,34 @@ static void read_back(const struct zn_arch *a, const char *path, const struct al
 		float *got = malloc(t->d[i].numel * sizeof(float));
 		assert_int_equal(zn_arch_reader_get(r, i, got), 0);
 		assert_memory_equal(got, t->v[i], t->d[i].numel * sizeof(float));
+		/* ... and in pieces of 5, the last first. */
+		memset(got, 0, t->d[i].numel * sizeof(float));
+		for (uint64_t end = t->d[i].numel; end > 0;) {
+			uint64_t off = end > 5 ? end - 5 : 0;
+			assert_int_equal(zn_arch_reader_get_range(r, i, off, end - off, got + off), 0);
+			end = off;
+		}
+		assert_memory_equal(got, t->v[i], t->d[i].numel * sizeof(float));
 		free(got);
 	}
+	float one;
+	assert_int_equal(zn_arch_reader_get_range(r, 0, t->d[0].numel, 1, &one), -ERANGE);
 	zn_arch_reader_close(r);
+}
+
+/* Two files hold the same bytes. */
+static void same_bytes(const char *a, const char *b)
+{
+	FILE *f = fopen(a, "rb"), *g = fopen(b, "rb");
+	assert_true(f && g);
+	int x, y;
+	do {
+		x = fgetc(f);
+		y = fgetc(g);
+		assert_int_equal(x, y);
+	} while (x != EOF);
+	fclose(f);
+	fclose(g);
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -664,6 +698,27 @@ static void weights_round_trip(const struct zn_arch *a, const char *target)
 		assert_int_equal(zn_arch_writer_put(w, t.v[i]), 0);
 	assert_int_equal(zn_arch_writer_end(w), 0);
 	read_back(a, target, &t);
+	/* Again in pieces of 13 across the tensors, through buffers of 20
+	 * elements: the same file. */
+	char again[4200], file1[4300], file2[4300];
+	snprintf(again, sizeof(again), "%s.pieces", target);
+	assert_int_equal(zn_arch_writer_begin_chunked(a, again, t.d, t.n, "float32", 20, &w), 0);
+	uint64_t total = 0;
+	for (unsigned i = 0; i < t.n; i++)
+		total += t.d[i].numel;
+	float *all = malloc(total * sizeof(float));
+	for (unsigned i = 0, at = 0; i < t.n; at += (unsigned)t.d[i].numel, i++)
+		memcpy(all + at, t.v[i], t.d[i].numel * sizeof(float));
+	for (uint64_t off = 0; off < total; off += 13)
+		assert_int_equal(zn_arch_writer_put_part(w, all + off, total - off < 13 ? total - off
+											   : 13), 0);
+	assert_int_equal(zn_arch_writer_put_part(w, all, 1), -EINVAL);
+	assert_int_equal(zn_arch_writer_end(w), 0);
+	free(all);
+	const char *name = zn_arch_weights_name(a)[0] ? "" : "/model.safetensors";
+	snprintf(file1, sizeof(file1), "%s%s", target, name);
+	snprintf(file2, sizeof(file2), "%s%s", again, name);
+	same_bytes(file1, file2);
 	struct zn_arch_reader *r;
 	/* a model of another shape is refused before anything is read */
 	struct zn_param_desc wrong = t.d[t.n - 1];
@@ -728,6 +783,16 @@ static void test_arch_weights(void **state)
 	zn_st_close(f);
 	snprintf(path, sizeof(path), "%s/gpt2.bin", dir);
 	write_llmc(&g, path);
+	/* The writer's buffer: rows of the Conv1D weights, and one column's
+	 * run -- the whole of the largest, (4C, C) = (32, 8): 32 x (8 + 1)
+	 * elements; with 20 elements a block, 2 of c_fc's rows or (the
+	 * least) 1 of the MLP's projection (C, 4C): 1 x (32 + 1). */
+	struct all_tensors t;
+	all_tensors(&g, &t);
+	assert_int_equal(zn_arch_writer_bytes(&g, t.d, t.n, ZN_ARCH_CHUNK), 32 * 9 * 4);
+	assert_int_equal(zn_arch_writer_bytes(&g, t.d, t.n, 20), 33 * 4);
+	assert_int_equal(zn_arch_writer_bytes(&l, t.d, t.n, 20), zn_hf_writer_buffer_bytes());
+	all_tensors_free(&t);
 
 	assert_string_equal(zn_arch_weights_name(&l), "");
 	snprintf(path, sizeof(path), "%s/llama", dir);

@@ -317,6 +317,22 @@ static void test_failed_write_keeps_previous_state(void **state)
 	assert_non_null(strstr(zn_last_error(), "sub-group"));
 	compare_all(&rg, &r, sub); /* still the initial states */
 
+	/* So does a lent group's write: its error comes at the sync. */
+	float *st[3];
+	assert_int_equal(zn_optswap_group_fill(rg.os, 1, st), 0);
+	for (unsigned k = 0; k < 3; k++)
+		memset(st[k], 0x7f, sub * 4);
+	signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	rc = zn_optswap_group_write(rg.os, 1);
+	if (!rc)
+		rc = zn_optswap_group_sync(rg.os);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	assert_int_equal(rc, -EFBIG);
+	assert_non_null(strstr(zn_last_error(), "sub-group 1"));
+	compare_all(&rg, &r, sub);
+
 	assert_int_equal(adam(&r, n, r.param, r.m, r.v, r.grad, r.copy_ref), 0);
 	assert_int_equal(zn_optswap_step(rg.os, update_nvme, &r), 0);
 	compare_all(&rg, &r, sub);
@@ -349,6 +365,105 @@ static void test_failed_write_keeps_previous_state(void **state)
 	free(r.copy_nvme);
 }
 
+/* A step's update that checks it finds the states the test filled in
+ * (value i + k / 4 for element i of array k) and leaves them as they are. */
+static int update_check(void *user, uint64_t group, uint64_t first, uint64_t n,
+			float *const *states)
+{
+	(void)group;
+	unsigned *bad = user;
+	for (uint64_t i = 0; i < n; i++)
+		for (unsigned k = 0; k < 3; k++)
+			*bad += states[k][i] != (float)(first + i) + (float)k / 4;
+	return 0;
+}
+
+/* Sub-groups lent between steps: filled in place and written behind, read
+ * back in order (each read starting the next ones'), mixed with the
+ * copying calls, with every buffer count and a short last group; a group
+ * whose buffer is lent is refused, and so is a step; a step afterwards
+ * finds what was filled. */
+static void test_lent_groups(void **state)
+{
+	(void)state;
+	static const struct {
+		uint64_t n, sub;
+		unsigned buffers;
+		bool pr, pw;
+	} cases[] = {
+		{ 10000, 3000, 0, false, false }, /* one buffer */
+		{ 10000, 3000, 0, true, false },
+		{ 10000, 2500, 0, true, true },
+		{ 20001, 1000, 5, true, true },
+	};
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct rig rg;
+		const uint64_t n = cases[c].n, sub = cases[c].sub;
+		assert_int_equal(rig_up(&rg, n, sub, 2, cases[c].pr, cases[c].pw,
+					cases[c].buffers), 0);
+		const uint64_t G = zn_optswap_groups(rg.os);
+		for (uint64_t g = 0; g < G; g++) {
+			float *st[3];
+			uint64_t len = ZN_MIN_T(sub, n - g * sub);
+			assert_int_equal(zn_optswap_group_fill(rg.os, g, st), 0);
+			for (uint64_t i = 0; i < len; i++)
+				for (unsigned k = 0; k < 3; k++)
+					st[k][i] = (float)(g * sub + i) + (float)k / 4;
+			if (g == 0) { /* its buffer is lent: refused, also to a step */
+				const float *ro[3];
+				unsigned dummy = 0;
+				/* the buffers: 1 + pipeline_read + pipeline_write, or
+				 * buffer_count when reading ahead */
+				unsigned need = 1 + cases[c].pr + cases[c].pw;
+				uint64_t same = cases[c].pr && cases[c].buffers > need
+							? cases[c].buffers
+							: need;
+				assert_true(same < G);
+				assert_int_equal(zn_optswap_group_read(rg.os, same, ro), -EBUSY);
+				assert_non_null(strstr(zn_last_error(), "share its buffer"));
+				assert_int_equal(zn_optswap_step(rg.os, update_check, &dummy),
+						 -EBUSY);
+				assert_non_null(strstr(zn_last_error(), "lent"));
+			}
+			assert_int_equal(zn_optswap_group_write(rg.os, g), 0);
+		}
+		assert_int_equal(zn_optswap_group_sync(rg.os), 0);
+		/* Writing a group not lent is refused. */
+		assert_int_equal(zn_optswap_group_write(rg.os, 0), -EINVAL);
+		for (int pass = 0; pass < 2; pass++) {
+			for (uint64_t g = 0; g < G; g++) {
+				const float *st[3];
+				uint64_t len = ZN_MIN_T(sub, n - g * sub);
+				assert_int_equal(zn_optswap_group_read(rg.os, g, st), 0);
+				for (uint64_t i = 0; i < len; i++)
+					for (unsigned k = 0; k < 3; k++)
+						if (st[k][i] != (float)(g * sub + i) + (float)k / 4)
+							fail_msg("case %zu: group %llu element %llu "
+								 "array %u", c, (unsigned long long)g,
+								 (unsigned long long)i, k);
+				zn_optswap_group_release(rg.os, g);
+			}
+		}
+		/* The copying calls between lent reads: a group rewritten with
+		 * its own values, read back through a copy. */
+		float *a = malloc(sub * 4), *b = malloc(sub * 4), *v = malloc(sub * 4);
+		float *cp[3] = { a, b, v };
+		const float *ro[3];
+		assert_int_equal(zn_optswap_group_read(rg.os, 0, ro), 0);
+		zn_optswap_group_release(rg.os, 0);
+		assert_int_equal(zn_optswap_read_group(rg.os, G - 1, cp), 0);
+		assert_int_equal(zn_optswap_write_group(rg.os, G - 1, (const float *const *)cp), 0);
+		assert_true(a[0] == (float)((G - 1) * sub) && v[0] == a[0] + 0.5f);
+		free(a);
+		free(b);
+		free(v);
+		unsigned bad = 0;
+		assert_int_equal(zn_optswap_step(rg.os, update_check, &bad), 0);
+		assert_int_equal(bad, 0);
+		rig_down(&rg);
+	}
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -362,6 +477,7 @@ int main(void)
 		cmocka_unit_test(test_bit_identical),
 		cmocka_unit_test(test_buffer_count_too_small),
 		cmocka_unit_test(test_failed_write_keeps_previous_state),
+		cmocka_unit_test(test_lent_groups),
 	};
 	return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -151,13 +151,22 @@ def fits_with_the_formula_s_numbers(d):
     assert got["pinned host"] == pinned, (got, pinned)
     # Host: no accumulators (the gradients gather on NVMe beside the
     # optimizer states), the largest tensor's bf16 sums on their way and
-    # the fp32 staging buffer later micro-batches add through; one
-    # sub-group's states and the largest tensor's, through which the states
-    # reach NVMe at the start; the batch; the kept block inputs; the cpu
-    # backend's device memory.
-    pageable = (2 * largest + 4 * largest + 12 * 5000 + 12 * largest + 3 * 4 * bt + host_act +
-                device)
+    # the fp32 staging buffer later micro-batches add through; the batch;
+    # the kept block inputs; the cpu backend's device memory.  No start-up
+    # staging: the states are made in the optimizer swap buffers.
+    pageable = 2 * largest + 4 * largest + 3 * 4 * bt + host_act + device
     assert got["pageable host"] == pageable, (got, pageable)
+    # With checkpoints, the model file's writer: a block of each Conv1D
+    # weight's rows, (OC, IC) in zinc's layout, at most 2^22 elements, and
+    # one column's run -- bounded, whatever the model.
+    chunk = 1 << 22
+    conv = [(3 * C, C), (C, C), (4 * C, C), (C, 4 * C)]
+    writer = max(min(oc, max(chunk // ic, 1)) * (ic + 1) for oc, ic in conv)
+    p = plan(config(d, "inf-ckpt.yaml", inf + "\ncheckpoint: {dir: \"%s\"}"
+                    % os.path.join(d, "ckpt")))
+    assert p.returncode == 0, p.stdout + p.stderr
+    got = needs(p.stdout)
+    assert got["pageable host"] == pageable + 4 * writer, (got, pageable, writer)
     groups = -(-P // 5000)
     assert got["nvme " + os.path.join(d, "o")] == up((groups + 6) * 3 * up(4 * 5000, 4096) +
                                                      groups * up(2 * 5000, 4096), 4096), got

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,20 +32,51 @@ bool zn_io_is_dir(const char *path)
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-int zn_io_write_all(int fd, const void *p, uint64_t n)
+/* Linux moves at most ~2 GiB per call; ask for 1 GiB. */
+#define IO_MAX (1u << 30)
+
+/* n bytes between q and fd: read or written at `off`, or (off < 0)
+ * written at the file's position; through short transfers and EINTR. */
+static int move_all(int fd, uint8_t *q, uint64_t n, int64_t off, bool rd)
 {
-	const uint8_t *q = p;
 	while (n) {
-		/* Linux moves at most ~2 GiB per call; ask for 1 GiB. */
-		ssize_t w = write(fd, q, n > (1u << 30) ? (1u << 30) : (size_t)n);
-		if (w < 0 && errno == EINTR)
+		size_t k = n > IO_MAX ? IO_MAX : (size_t)n;
+		ssize_t r = rd ? pread(fd, q, k, (off_t)off)
+			       : off < 0 ? write(fd, q, k) : pwrite(fd, q, k, (off_t)off);
+		if (r < 0 && errno == EINTR)
 			continue;
-		if (w < 0)
-			return -errno;
-		q += w;
-		n -= (uint64_t)w;
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		q += r;
+		n -= (uint64_t)r;
+		if (off >= 0)
+			off += r;
 	}
 	return 0;
+}
+
+int zn_io_write_all(int fd, const void *p, uint64_t n)
+{
+	return move_all(fd, (uint8_t *)p, n, -1, false);
+}
+
+int zn_io_pwrite_all(int fd, const void *p, uint64_t n, uint64_t off)
+{
+	return move_all(fd, (uint8_t *)p, n, (int64_t)off, false);
+}
+
+int zn_io_pread_all(int fd, void *p, uint64_t n, uint64_t off)
+{
+	return move_all(fd, p, n, (int64_t)off, true);
+}
+
+void zn_io_drop_pages(const void *p, uint64_t n)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = ZN_ALIGN_UP((uintptr_t)p, page);
+	uintptr_t hi = ((uintptr_t)p + n) / page * page;
+	if (hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
 int zn_io_fsync_path(const char *path, int flags)

@@ -1,6 +1,8 @@
 /* File-system steps the engine's file formats share (engine/io/files.c):
- * whole writes, durable renames (fsync of the file, then of the directory
- * that holds the new name), mkdir -p and path joining.  0 or -errno, with
+ * whole writes (in order or at an offset), whole reads at an offset, a
+ * mapping's pages given back once read, durable renames (fsync of the
+ * file, then of the directory that holds the new name), mkdir -p and path
+ * joining.  0 or -errno, with
  * no message set, unless a function says otherwise. */
 #ifndef ZN_IO_FILES_H
 #define ZN_IO_FILES_H
@@ -15,8 +17,19 @@ char *zn_io_join(const char *dir, const char *name);
 bool zn_io_is_file(const char *path); /* a regular file (links followed) */
 bool zn_io_is_dir(const char *path);
 
-/* Write all n bytes at p to fd, through short writes and EINTR. */
+/* Write all n bytes at p to fd, through short writes and EINTR: at the
+ * file's position, or (pwrite) at byte `off`.  Read n bytes at `off`
+ * likewise (-EIO: the file ends first). */
 int zn_io_write_all(int fd, const void *p, uint64_t n);
+int zn_io_pwrite_all(int fd, const void *p, uint64_t n, uint64_t off);
+int zn_io_pread_all(int fd, void *p, uint64_t n, uint64_t off);
+
+/* Bytes [p, p + n) of a read-only file mapping have been read: the pages
+ * wholly inside them leave this process (they stay in the page cache, and
+ * a later read maps them again), so that reading a file larger than
+ * memory piece by piece never holds it whole.  A page the range only
+ * touches is kept: its neighbour may still be read. */
+void zn_io_drop_pages(const void *p, uint64_t n);
 
 /* open(path, flags) and fsync it: a file, or with O_DIRECTORY a directory
  * (which makes the names created or renamed in it durable). */

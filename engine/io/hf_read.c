@@ -2,7 +2,7 @@
  * (tensor -> shard file), the shards memory-mapped and checked, tensors
  * found by name, checked against the model's shapes, and read as fp32
  * (BF16 and F16 widened exactly), one tensor or a slice at a time, with
- * the pages read dropped from this process afterwards.
+ * the pages read dropped from this process afterwards (io/files.h).
  */
 #include "zn_common.h"
 
@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -371,16 +370,9 @@ int zn_hf_read_f32_range(const struct zn_hf_model *m, const char *name, uint64_t
 				"asked for, but it has %" PRIu64, path, off, off + n, name, numel);
 	const uint8_t *src = (const uint8_t *)t->data + off * es;
 	widen(t->dtype, src, n, dst);
-	/* Done with these pages: drop them from this process so that
-	 * loading a model larger than memory never holds it whole (they
-	 * are clean, so a later read maps them again from the page cache
-	 * or the file).  Only pages wholly inside the range; a neighbour
-	 * may still be read. */
-	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-	uintptr_t lo = ZN_ALIGN_UP((uintptr_t)src, page);
-	uintptr_t hi = ((uintptr_t)src + n * es) / page * page;
-	if (hi > lo)
-		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+	/* Done with these pages: loading a model larger than memory never
+	 * holds it whole. */
+	zn_io_drop_pages(src, n * es);
 	return 0;
 }
 

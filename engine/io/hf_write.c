@@ -56,6 +56,11 @@ struct zn_hf_writer {
 
 #define STAGE (1u << 16) /* values converted per write: 128 KiB of 16-bit */
 
+uint64_t zn_hf_writer_buffer_bytes(void)
+{
+	return STAGE * sizeof(uint16_t);
+}
+
 static int open_shard(struct zn_hf_writer *w, size_t si)
 {
 	struct wshard *s = &w->s[si];

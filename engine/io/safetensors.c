@@ -351,6 +351,18 @@ const struct zn_st_tensor *zn_st_find(const struct zn_st_file *f, const char *na
 	return NULL;
 }
 
+int zn_st_read(const struct zn_st_tensor *t, uint64_t offset, uint64_t bytes, void *dst)
+{
+	if (offset > t->bytes || bytes > t->bytes - offset)
+		return zn_error(-ERANGE, "safetensors: bytes [%" PRIu64 ", %" PRIu64 ") of tensor "
+					 "'%s' asked for, but it has %" PRIu64,
+				offset, offset + bytes, t->name, t->bytes);
+	const uint8_t *src = (const uint8_t *)t->data + offset;
+	memcpy(dst, src, bytes);
+	zn_io_drop_pages(src, bytes);
+	return 0;
+}
+
 const char *zn_st_metadata(const struct zn_st_file *f, const char *key)
 {
 	for (size_t i = 0; i < f->nmeta; i++)
@@ -361,10 +373,16 @@ const char *zn_st_metadata(const struct zn_st_file *f, const char *key)
 
 /* ---- writing ---------------------------------------------------------------- */
 
+enum { W_ANY, W_ORDER, W_PLACE };
+
 struct zn_st_writer {
 	int fd;
 	char path[4096], tmp[4096];
 	uint64_t expect, written;   /* data bytes */
+	uint64_t data_start;        /* the data's byte offset in the file */
+	uint64_t *begin;            /* each tensor's data offset, and the end: n + 1 */
+	size_t n;
+	int how;                    /* W_ORDER (put) or W_PLACE (put_at), never both */
 	int err;                    /* the first failure; later calls do nothing */
 };
 
@@ -443,15 +461,25 @@ int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
 	memset(h + len, ' ', padded - len);
 
 	struct zn_st_writer *w = calloc(1, sizeof(*w));
-	if (!w) {
+	uint64_t *begin = malloc((n + 1) * sizeof(*begin));
+	if (!w || !begin) {
 		free(h);
+		free(w);
+		free(begin);
 		return zn_error(-ENOMEM, "safetensors: out of memory");
 	}
+	begin[0] = 0;
+	for (size_t i = 0; i < n; i++)
+		begin[i + 1] = begin[i] + t[i].bytes;
+	w->begin = begin;
+	w->n = n;
+	w->data_start = 8 + padded;
 	w->expect = off;
 	if (snprintf(w->path, sizeof(w->path), "%s", path) >= (int)sizeof(w->path) ||
 	    snprintf(w->tmp, sizeof(w->tmp), "%s.tmp.%d", path, (int)getpid()) >=
 		    (int)sizeof(w->tmp)) {
 		free(h);
+		free(w->begin);
 		free(w);
 		return zn_error(-ENAMETOOLONG, "safetensors: path '%s' is too long", path);
 	}
@@ -460,6 +488,7 @@ int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
 		rc = -errno;
 		free(h);
 		zn_error(rc, "cannot create '%s': %s", w->tmp, strerror(-rc));
+		free(w->begin);
 		free(w);
 		return rc;
 	}
@@ -477,9 +506,40 @@ int zn_st_writer_begin(const char *path, const struct zn_st_tensor *t, size_t n,
 	return 0;
 }
 
+/* Puts go in order (put) or by place (put_at) in one file, not both. */
+static int writer_how(struct zn_st_writer *w, int how)
+{
+	if (w->how != W_ANY && w->how != how)
+		return w->err = zn_error(-EINVAL, "safetensors '%s': data put both in order and "
+						  "by place", w->path);
+	w->how = how;
+	return 0;
+}
+
+int zn_st_writer_put_at(struct zn_st_writer *w, size_t i, uint64_t offset, const void *data,
+			uint64_t bytes)
+{
+	if (w->err || writer_how(w, W_PLACE))
+		return w->err;
+	if (i >= w->n || offset > w->begin[i + 1] - w->begin[i] ||
+	    bytes > w->begin[i + 1] - w->begin[i] - offset)
+		return w->err = zn_error(-EINVAL, "safetensors '%s': bytes [%" PRIu64 ", %" PRIu64
+						  ") of tensor %zu put, outside it (%zu tensors)",
+					 w->path, offset, offset + bytes, i, w->n);
+	if (w->written + bytes > w->expect)
+		return w->err = zn_error(-EINVAL, "safetensors '%s': %" PRIu64 " data bytes "
+						  "given, more than the header's %" PRIu64,
+					 w->path, w->written + bytes, w->expect);
+	int rc = zn_io_pwrite_all(w->fd, data, bytes, w->data_start + w->begin[i] + offset);
+	if (rc)
+		return w->err = zn_error(rc, "cannot write '%s': %s", w->path, strerror(-rc));
+	w->written += bytes;
+	return 0;
+}
+
 int zn_st_writer_put(struct zn_st_writer *w, const void *data, uint64_t bytes)
 {
-	if (w->err)
+	if (w->err || writer_how(w, W_ORDER))
 		return w->err;
 	if (w->written + bytes > w->expect)
 		return w->err = zn_error(-EINVAL, "safetensors '%s': %" PRIu64 " data bytes "
@@ -498,6 +558,7 @@ void zn_st_writer_abort(struct zn_st_writer *w)
 		return;
 	close(w->fd);
 	unlink(w->tmp);
+	free(w->begin);
 	free(w);
 }
 
@@ -516,10 +577,12 @@ int zn_st_writer_end(struct zn_st_writer *w)
 		rc = zn_error(-errno, "cannot write '%s': %s", w->path, strerror(errno));
 	if (rc) {
 		unlink(w->tmp);
+		free(w->begin);
 		free(w);
 		return rc;
 	}
 	zn_io_fsync_parent(w->path); /* the rename itself must reach the disk too */
+	free(w->begin);
 	free(w);
 	return 0;
 }

@@ -2,7 +2,9 @@
  * (see arch.h): each picks a->ops's function, nothing here knows a model. */
 #include "model/arch.h"
 
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct zn_arch_ops *const archs[] = { &zn_arch_gpt2_ops, &zn_arch_llama_ops };
@@ -85,7 +87,13 @@ uint64_t zn_arch_num_params(const struct zn_arch *a)
 void zn_arch_init_tensor(const struct zn_arch *a, const struct zn_param_desc *d, uint64_t seed,
 			 uint64_t index, float *out)
 {
-	a->ops->init_tensor(a, d, seed, index, out);
+	a->ops->init_tensor(a, d, seed, index, 0, d->numel, out);
+}
+
+void zn_arch_init_range(const struct zn_arch *a, const struct zn_param_desc *d, uint64_t seed,
+			uint64_t index, uint64_t off, uint64_t n, float *out)
+{
+	a->ops->init_tensor(a, d, seed, index, off, n, out);
 }
 
 int zn_arch_activation_estimate(const struct zn_arch *a, int B, int T, size_t align,
@@ -142,44 +150,123 @@ void zn_arch_weights_path(const struct zn_arch *a, const char *dir, char *out, s
 	snprintf(out, len, "%s%s%s", dir, name[0] ? "/" : "", name);
 }
 
+/* Each tensor's elements, for the calls' checks, into a writer's or a
+ * reader's base: 0 or -ENOMEM. */
+static int keep_numels(uint64_t **numel, unsigned *count, const struct zn_param_desc *d,
+		       unsigned n)
+{
+	uint64_t *e = malloc((n ? n : 1) * sizeof(*e));
+	if (!e)
+		return zn_error(-ENOMEM, "out of memory");
+	for (unsigned i = 0; i < n; i++)
+		e[i] = d[i].numel;
+	*numel = e;
+	*count = n;
+	return 0;
+}
+
+int zn_arch_writer_begin_chunked(const struct zn_arch *a, const char *target,
+				 const struct zn_param_desc *d, unsigned n, const char *dtype,
+				 uint64_t chunk, struct zn_arch_writer **out)
+{
+	*out = NULL;
+	int rc = a->ops->writer_begin(a, target, d, n, dtype, ZN_MAX(chunk, 1), out);
+	if (!rc && (rc = keep_numels(&(*out)->numel, &(*out)->n, d, n))) {
+		zn_arch_writer_abort(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
 int zn_arch_writer_begin(const struct zn_arch *a, const char *target,
 			 const struct zn_param_desc *d, unsigned n, const char *dtype,
 			 struct zn_arch_writer **out)
 {
-	*out = NULL;
-	return a->ops->writer_begin(a, target, d, n, dtype, out);
+	return zn_arch_writer_begin_chunked(a, target, d, n, dtype, ZN_ARCH_CHUNK, out);
+}
+
+uint64_t zn_arch_writer_bytes(const struct zn_arch *a, const struct zn_param_desc *d, unsigned n,
+			      uint64_t chunk)
+{
+	return a->ops->writer_bytes(a, d, n, ZN_MAX(chunk, 1));
+}
+
+int zn_arch_writer_put_part(struct zn_arch_writer *w, const float *values, uint64_t n)
+{
+	while (n) {
+		if (w->cur == w->n)
+			return zn_error(-EINVAL, "the model's weights: more values put than its "
+						 "%u tensors hold", w->n);
+		const uint64_t k = ZN_MIN(n, w->numel[w->cur] - w->done);
+		int rc = w->ops->writer_put(w, w->cur, w->done, values, k);
+		if (rc)
+			return rc;
+		values += k;
+		n -= k;
+		if ((w->done += k) == w->numel[w->cur]) {
+			w->cur++;
+			w->done = 0;
+		}
+	}
+	return 0;
 }
 
 int zn_arch_writer_put(struct zn_arch_writer *w, const float *values)
 {
-	return w->ops->writer_put(w, values);
+	if (w->cur == w->n)
+		return zn_error(-EINVAL, "the model's weights: more tensors put than the %u begun",
+				w->n);
+	return zn_arch_writer_put_part(w, values, w->numel[w->cur] - w->done);
 }
 
 int zn_arch_writer_end(struct zn_arch_writer *w)
 {
-	return w->ops->writer_end(w);
+	uint64_t *e = w->numel;
+	int rc = w->ops->writer_end(w);
+	free(e);
+	return rc;
 }
 
 void zn_arch_writer_abort(struct zn_arch_writer *w)
 {
-	if (w)
-		w->ops->writer_abort(w);
+	if (!w)
+		return;
+	uint64_t *e = w->numel;
+	w->ops->writer_abort(w);
+	free(e);
 }
 
 int zn_arch_reader_open(const struct zn_arch *a, const char *path,
 			const struct zn_param_desc *d, unsigned n, struct zn_arch_reader **out)
 {
 	*out = NULL;
-	return a->ops->reader_open(a, path, d, n, out);
+	int rc = a->ops->reader_open(a, path, d, n, out);
+	if (!rc && (rc = keep_numels(&(*out)->numel, &(*out)->n, d, n))) {
+		zn_arch_reader_close(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+int zn_arch_reader_get_range(struct zn_arch_reader *r, unsigned i, uint64_t off, uint64_t n,
+			     float *values)
+{
+	if (i >= r->n || off > r->numel[i] || n > r->numel[i] - off)
+		return zn_error(-ERANGE, "the model's weights: elements [%" PRIu64 ", %" PRIu64
+					 ") of tensor %u asked for, outside it", off, off + n, i);
+	return r->ops->reader_get(r, i, off, n, values);
 }
 
 int zn_arch_reader_get(struct zn_arch_reader *r, unsigned i, float *values)
 {
-	return r->ops->reader_get(r, i, values);
+	return zn_arch_reader_get_range(r, i, 0, i < r->n ? r->numel[i] : 1, values);
 }
 
 void zn_arch_reader_close(struct zn_arch_reader *r)
 {
-	if (r)
-		r->ops->reader_close(r);
+	if (!r)
+		return;
+	uint64_t *e = r->numel;
+	r->ops->reader_close(r);
+	free(e);
 }

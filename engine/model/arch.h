@@ -87,8 +87,11 @@ struct zn_arch_ops {
 	unsigned (*layer_params)(const struct zn_arch *a, unsigned layer,
 				 struct zn_param_desc *out);
 	uint64_t (*num_params)(const struct zn_arch *a);
+	/* Elements [off, off + n) of tensor d (the table's `index`) as
+	 * initialised from `seed`, into out[0 .. n-1]: bit for bit the whole
+	 * tensor's. */
 	void (*init_tensor)(const struct zn_arch *a, const struct zn_param_desc *d, uint64_t seed,
-			    uint64_t index, float *out);
+			    uint64_t index, uint64_t off, uint64_t n, float *out);
 	int (*activation_estimate)(const struct zn_arch *a, int B, int T, size_t align,
 				   uint64_t *device_bytes, uint64_t *host_bytes);
 
@@ -104,39 +107,60 @@ struct zn_arch_ops {
 	void (*profile_take)(void *impl, struct zn_model_profile *out);
 
 /* ---- the weights in the files other programs read: fp32 in zinc's
-	 * layout in memory, the tensors of layer_params in the model's order ---- */
+	 * layout in memory, the tensors of layer_params in the model's order,
+	 * each in pieces of any length (a tensor is never needed whole) ---- */
 	/* Where they live in a checkpoint directory: a file's name, or "" when
 	 * the directory itself is the model's folder. */
 	const char *weights_name;
 	/* Write d[0..n-1] to `target` (the file or the folder weights_name
-	 * says), each tensor's values in turn; `dtype` is the torch dtype of a
-	 * format that has one ("bfloat16", "float16", "float32").  end and
+	 * says); `dtype` is the torch dtype of a format that has one
+	 * ("bfloat16", "float16", "float32"); `chunk`: the most elements a
+	 * buffer of the writer's may hold (writer_bytes says its bytes).
+	 * put takes elements [off, off + n) of tensor i, the pieces coming in
+	 * order (tensor by tensor, each from its first element on).  end and
 	 * abort free the writer; abort, or a failed end, leaves no partial
 	 * file behind. */
 	int (*writer_begin)(const struct zn_arch *a, const char *target,
 			    const struct zn_param_desc *d, unsigned n, const char *dtype,
-			    struct zn_arch_writer **w);
-	int (*writer_put)(struct zn_arch_writer *w, const float *values);
+			    uint64_t chunk, struct zn_arch_writer **w);
+	int (*writer_put)(struct zn_arch_writer *w, unsigned i, uint64_t off, const float *values,
+			  uint64_t n);
 	int (*writer_end)(struct zn_arch_writer *w);
 	void (*writer_abort)(struct zn_arch_writer *w);
+	uint64_t (*writer_bytes)(const struct zn_arch *a, const struct zn_param_desc *d,
+				 unsigned n, uint64_t chunk);
 	/* Open pretrained weights at `path`, checking every tensor of d[0..n-1]
-	 * (present, dtype, shape) before any is read; get reads tensor i. */
+	 * (present, dtype, shape) before any is read; get reads elements
+	 * [off, off + n) of tensor i, in any order. */
 	int (*reader_open)(const struct zn_arch *a, const char *path,
 			   const struct zn_param_desc *d, unsigned n, struct zn_arch_reader **r);
-	int (*reader_get)(struct zn_arch_reader *r, unsigned i, float *values);
+	int (*reader_get)(struct zn_arch_reader *r, unsigned i, uint64_t off, uint64_t n,
+			  float *values);
 	void (*reader_close)(struct zn_arch_reader *r);
 };
 
 /* The first member of an architecture's writer and reader: the table that
  * made it, so that the zn_arch_writer_* and zn_arch_reader_* calls find
- * their functions. */
+ * their functions, and what those calls keep (arch.c fills it after the
+ * table's open; the table's functions leave it alone): each tensor's
+ * elements and, writing, how far the values have come. */
 struct zn_arch_writer {
 	const struct zn_arch_ops *ops;
+	uint64_t *numel;
+	unsigned n, cur;               /* tensors; the one being put */
+	uint64_t done;                 /* its elements put */
 };
 
 struct zn_arch_reader {
 	const struct zn_arch_ops *ops;
+	uint64_t *numel;
+	unsigned n;
 };
+
+/* The most elements a piece of a tensor holds while the weights are read,
+ * made, converted or written (16 MiB in fp32): what bounds the buffers of
+ * a writer, a start-up and a consolidation, whatever the model's size. */
+#define ZN_ARCH_CHUNK (UINT64_C(1) << 22)
 
 extern const struct zn_arch_ops zn_arch_gpt2_ops, zn_arch_llama_ops;
 
@@ -163,6 +187,9 @@ unsigned zn_arch_layer_params(const struct zn_arch *a, unsigned layer, struct zn
 uint64_t zn_arch_num_params(const struct zn_arch *a);
 void zn_arch_init_tensor(const struct zn_arch *a, const struct zn_param_desc *d, uint64_t seed,
 			 uint64_t index, float *out);
+/* Elements [off, off + n) of it: bit for bit the whole tensor's. */
+void zn_arch_init_range(const struct zn_arch *a, const struct zn_param_desc *d, uint64_t seed,
+			uint64_t index, uint64_t off, uint64_t n, float *out);
 int zn_arch_activation_estimate(const struct zn_arch *a, int B, int T, size_t align,
 				uint64_t *device_bytes, uint64_t *host_bytes);
 
@@ -208,8 +235,20 @@ void zn_arch_weights_path(const struct zn_arch *a, const char *dir, char *out, s
 int zn_arch_writer_begin(const struct zn_arch *a, const char *target,
 			 const struct zn_param_desc *d, unsigned n, const char *dtype,
 			 struct zn_arch_writer **out);
+/* The same with the writer's buffers holding at most `chunk` elements
+ * (zn_arch_writer_begin: ZN_ARCH_CHUNK). */
+int zn_arch_writer_begin_chunked(const struct zn_arch *a, const char *target,
+				 const struct zn_param_desc *d, unsigned n, const char *dtype,
+				 uint64_t chunk, struct zn_arch_writer **out);
+/* Host bytes such a writer holds while values come (beside its tables):
+ * bounded by `chunk`, not by the model. */
+uint64_t zn_arch_writer_bytes(const struct zn_arch *a, const struct zn_param_desc *d, unsigned n,
+			      uint64_t chunk);
 /* The next tensor's values, fp32 in zinc's layout (numel of its desc). */
 int zn_arch_writer_put(struct zn_arch_writer *w, const float *values);
+/* The next n values in write order: the rest of the current tensor and on
+ * into the following ones.  -EINVAL past the last tensor. */
+int zn_arch_writer_put_part(struct zn_arch_writer *w, const float *values, uint64_t n);
 /* Both free w; abort takes NULL. */
 int zn_arch_writer_end(struct zn_arch_writer *w);
 void zn_arch_writer_abort(struct zn_arch_writer *w);
@@ -218,6 +257,9 @@ int zn_arch_reader_open(const struct zn_arch *a, const char *path,
 			const struct zn_param_desc *d, unsigned n, struct zn_arch_reader **out);
 /* Tensor i's values, fp32 in zinc's layout (numel of d[i]). */
 int zn_arch_reader_get(struct zn_arch_reader *r, unsigned i, float *values);
+/* Elements [off, off + n) of it into values[0 .. n-1]; -ERANGE outside it. */
+int zn_arch_reader_get_range(struct zn_arch_reader *r, unsigned i, uint64_t off, uint64_t n,
+			     float *values);
 void zn_arch_reader_close(struct zn_arch_reader *r);
 
 /* ---- for the architectures' files ---- */
@@ -261,9 +303,9 @@ void zn_arch_reader_close(struct zn_arch_reader *r);
 	}                                                                                        \
 	static void model##_init_tensor(const struct zn_arch *a,                                 \
 					const struct zn_param_desc *d, uint64_t seed,            \
-					uint64_t index, float *out)                              \
+					uint64_t index, uint64_t off, uint64_t n, float *out)    \
 	{                                                                                        \
-		zn_##model##_init_tensor(&a->cfg, d, seed, index, out);                          \
+		zn_##model##_init_tensor_range(&a->cfg, d, seed, index, off, n, out);            \
 	}                                                                                        \
 	static int model##_activation_estimate(const struct zn_arch *a, int B, int T,            \
 					       size_t align, uint64_t *device_bytes,             \

@@ -231,18 +231,40 @@ static uint64_t splitmix(uint64_t *s)
 	return z ^ (z >> 31);
 }
 
-void zn_model_normal(uint64_t seed, uint64_t index, float std, float *out, size_t n)
+/* Element e of the tensor is the cosine (e even) or sine (e odd) of pair
+ * e / 2, whose two uniforms are the stream's draws 2 (e / 2) + 1 and
+ * 2 (e / 2) + 2: splitmix64 adds a constant to its state per draw, so
+ * draw k's state is the start plus k times it -- any range begins where
+ * it is without drawing what comes before. */
+void zn_model_normal(uint64_t seed, uint64_t index, float std, uint64_t off, float *out,
+		     size_t n)
 {
-	uint64_t s = seed * 0x2545f4914f6cdd1dull + index * 0x9e3779b97f4a7c15ull;
-	/* Box-Muller, in double, two normals per pair of uniforms. */
-	for (size_t i = 0; i < n; i += 2) {
+	const uint64_t gamma = 0x9e3779b97f4a7c15ull;
+	uint64_t s = seed * 0x2545f4914f6cdd1dull + index * gamma + (off / 2) * 2 * gamma;
+	/* Box-Muller, in double, two normals per pair of uniforms; an odd
+	 * `off` starts with its pair's sine. */
+	for (size_t i = 0, e = off; i < n; e += 2) {
 		double u1 = ((double)(splitmix(&s) >> 11) + 1.0) / 9007199254740993.0;
 		double u2 = (double)(splitmix(&s) >> 11) / 9007199254740992.0;
 		double r = sqrt(-2.0 * log(u1)) * std;
-		out[i] = (float)(r * cos(2 * M_PI * u2));
-		if (i + 1 < n)
-			out[i + 1] = (float)(r * sin(2 * M_PI * u2));
+		if (e % 2 == 0)
+			out[i++] = (float)(r * cos(2 * M_PI * u2));
+		else
+			e--; /* the pair's cosine lies before the range */
+		if (i < n)
+			out[i++] = (float)(r * sin(2 * M_PI * u2));
 	}
+}
+
+void zn_model_init_range(const struct zn_param_desc *d, uint64_t seed, uint64_t index,
+			 uint64_t off, uint64_t n, float *out)
+{
+	if (d->init_std == 0) {
+		for (uint64_t i = 0; i < n; i++)
+			out[i] = d->init_value;
+		return;
+	}
+	zn_model_normal(seed, index, d->init_std, off, out, n);
 }
 
 int zn_model_check_storage(const char *model, enum zn_dtype act_dtype,

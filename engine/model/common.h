@@ -123,10 +123,16 @@ void zn_model_free(void *m, struct zn_acts *a, struct zn_actckpt *ck, void *la);
 int zn_model_check_storage(const char *model, enum zn_dtype act_dtype,
 			   const struct zn_kctx *ctx);
 
-/* n values of normal(0, std) for tensor `index` of a model seeded `seed`:
- * splitmix64 from a state made of both (counter-based: any tensor on its
- * own, in any order, on any rank), Box-Muller in double. */
-void zn_model_normal(uint64_t seed, uint64_t index, float std, float *out, size_t n);
+/* Elements [off, off + n) of normal(0, std) values for tensor `index` of
+ * a model seeded `seed`: splitmix64 from a state made of both
+ * (counter-based: any tensor on its own, in any order, on any rank, and
+ * any range of it, with the same values), Box-Muller in double. */
+void zn_model_normal(uint64_t seed, uint64_t index, float std, uint64_t off, float *out,
+		     size_t n);
+/* Elements [off, off + n) of tensor d as initialised: d->init_value, or
+ * normal(0, d->init_std) as above. */
+void zn_model_init_range(const struct zn_param_desc *d, uint64_t seed, uint64_t index,
+			 uint64_t off, uint64_t n, float *out);
 
 /* fetch/release with the layer held in between: on an error the layer is
  * released before returning. */

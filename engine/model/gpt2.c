@@ -126,19 +126,23 @@ uint64_t zn_gpt2_num_params(const struct zn_gpt2_config *c)
 	return total;
 }
 
+void zn_gpt2_init_tensor_range(const struct zn_gpt2_config *c, const struct zn_param_desc *d,
+			       uint64_t seed, uint64_t tensor_index, uint64_t off, uint64_t n,
+			       float *out)
+{
+	zn_model_init_range(d, seed, tensor_index, off, n, out);
+	if (strcmp(d->name, "wte.weight") != 0)
+		return;
+	/* wte's padded rows: zeros from element V C on */
+	const uint64_t pad = (uint64_t)c->vocab_size * (uint64_t)d->shape[1];
+	for (uint64_t e = ZN_MAX(off, pad); e < off + n; e++)
+		out[e - off] = 0;
+}
+
 void zn_gpt2_init_tensor(const struct zn_gpt2_config *c, const struct zn_param_desc *d,
 			 uint64_t seed, uint64_t tensor_index, float *out)
 {
-	if (d->init_std == 0) {
-		for (size_t i = 0; i < d->numel; i++)
-			out[i] = d->init_value;
-		return;
-	}
-	zn_model_normal(seed, tensor_index, d->init_std, out, d->numel);
-	if (strcmp(d->name, "wte.weight") == 0)
-		memset(out + (size_t)c->vocab_size * (size_t)d->shape[1], 0,
-		       (size_t)(c->padded_vocab - c->vocab_size) * (size_t)d->shape[1] *
-			       sizeof(float));
+	zn_gpt2_init_tensor_range(c, d, seed, tensor_index, 0, d->numel, out);
 }
 
 /* ---- the model --------------------------------------------------------------- */

@@ -2,7 +2,9 @@
  * from the config's model section, its one-line description and summary,
  * the model calls of include/zinc/model.h behind the table, and its
  * weights in the files other programs use: Hugging Face's model.safetensors
- * (written and read) and llm.c's .bin checkpoint (read). */
+ * (written and read) and llm.c's .bin checkpoint (read), a piece of a
+ * tensor at a time -- the Conv1D weights, transposed in the file, through
+ * a block of whole rows (block_rows). */
 #include "model/arch.h"
 
 #include <errno.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/files.h"
 #include "zinc/safetensors.h"
 
 static int gpt2_from_config(const struct zn_config *cfg, struct zn_arch *a)
@@ -95,14 +98,6 @@ static void file_tensor(const struct zn_gpt2_config *c, const struct zn_param_de
 	t->bytes = (d->ndim == 2 ? t->shape[0] * t->shape[1] : rows) * 4;
 }
 
-/* dst (C, R) = src (R, C) transposed: a Conv1D weight in or out. */
-static void transpose(const float *src, float *dst, int64_t R, int64_t C)
-{
-	for (int64_t r = 0; r < R; r++)
-		for (int64_t k = 0; k < C; k++)
-			dst[k * R + r] = src[r * C + k];
-}
-
 /* The tensors' descriptions, copied: the caller's may go. */
 static struct zn_param_desc *copy_descs(const struct zn_param_desc *d, unsigned n)
 {
@@ -112,48 +107,77 @@ static struct zn_param_desc *copy_descs(const struct zn_param_desc *d, unsigned 
 	return c;
 }
 
+/* A Conv1D weight, zinc's (OC, IC) rows, leaves in blocks of whole rows:
+ * a block of R rows is R columns of the file's (IC, OC) matrix, written
+ * as IC runs of R values, each at its place in the file.  R is what
+ * `chunk` elements hold (at least one row, at most the tensor). */
+static uint64_t block_rows(const struct zn_param_desc *d, uint64_t chunk)
+{
+	const uint64_t ic = (uint64_t)d->shape[1], oc = (uint64_t)d->shape[0];
+	return ZN_MIN(oc, ZN_MAX(chunk / ic, 1));
+}
+
+/* Elements of the writer's buffer: the largest block of rows and one run
+ * of its column gathered (0: no Conv1D weight). */
+static uint64_t block_elems(const struct zn_param_desc *d, unsigned n, uint64_t chunk)
+{
+	uint64_t most = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (d[i].hf_transposed) {
+			const uint64_t r = block_rows(&d[i], chunk);
+			most = ZN_MAX(most, r * ((uint64_t)d[i].shape[1] + 1));
+		}
+	return most;
+}
+
+static uint64_t gpt2_writer_bytes(const struct zn_arch *a, const struct zn_param_desc *d,
+				  unsigned n, uint64_t chunk)
+{
+	(void)a;
+	return block_elems(d, n, chunk) * sizeof(float);
+}
+
 struct gpt2_writer {
 	struct zn_arch_writer base;
 	struct zn_gpt2_config c;
 	struct zn_param_desc *d;
-	unsigned n, next;
+	unsigned n;
+	uint64_t chunk;
 	struct zn_st_writer *w;
-	float *scratch;                /* a Conv1D weight, transposed */
+	float *block;                  /* a Conv1D weight's rows on their way (block_rows) */
+	uint64_t first, filled;        /* the block's first row; its elements in */
 };
 
 static void gpt2_writer_abort(struct zn_arch_writer *base)
 {
 	struct gpt2_writer *w = (struct gpt2_writer *)base;
 	zn_st_writer_abort(w->w);
-	free(w->scratch);
+	free(w->block);
 	free(w->d);
 	free(w);
 }
 
 /* One model.safetensors (fp32 whatever `dtype`, with {"format": "pt"}, as
- * transformers' GPT2LMHeadModel reads it). */
+ * transformers' GPT2LMHeadModel reads it), written by place. */
 static int gpt2_writer_begin(const struct zn_arch *a, const char *target,
 			     const struct zn_param_desc *d, unsigned n, const char *dtype,
-			     struct zn_arch_writer **out)
+			     uint64_t chunk, struct zn_arch_writer **out)
 {
 	(void)dtype;
 	struct gpt2_writer *w = calloc(1, sizeof(*w));
 	struct zn_st_tensor *t = calloc(n ? n : 1, sizeof(*t));
 	char (*names)[FILE_NAME_MAX] = calloc(n ? n : 1, sizeof(*names));
-	size_t largest = 0;
+	const uint64_t block = block_elems(d, n, chunk);
 	int rc = 0;
 	if (w) {
 		w->base.ops = &zn_arch_gpt2_ops;
 		w->c = a->g;
 		w->n = n;
+		w->chunk = chunk;
 		w->d = copy_descs(d, n);
+		w->block = block ? malloc(block * sizeof(float)) : NULL;
 	}
-	for (unsigned i = 0; i < n; i++)
-		if (d[i].hf_transposed)
-			largest = ZN_MAX(largest, d[i].numel);
-	if (w && largest)
-		w->scratch = malloc(largest * sizeof(float));
-	if (!w || !t || !names || !w->d || (largest && !w->scratch)) {
+	if (!w || !t || !names || !w->d || (block && !w->block)) {
 		rc = zn_error(-ENOMEM, "out of memory for the model's safetensors writer");
 	} else {
 		for (unsigned i = 0; i < n; i++)
@@ -170,20 +194,56 @@ static int gpt2_writer_begin(const struct zn_arch *a, const char *target,
 	return rc;
 }
 
-static int gpt2_writer_put(struct zn_arch_writer *base, const float *values)
+/* The block's rows, transposed: run k of the file's row k holds column k
+ * of the block, at the file's row k, column `first`. */
+static int flush_block(struct gpt2_writer *w, unsigned i, const struct zn_param_desc *d)
+{
+	const uint64_t ic = (uint64_t)d->shape[1], oc = (uint64_t)d->shape[0];
+	const uint64_t rows = w->filled / ic;
+	float *run = w->block + block_rows(d, w->chunk) * ic;
+	for (uint64_t k = 0; k < ic; k++) {
+		for (uint64_t r = 0; r < rows; r++)
+			run[r] = w->block[r * ic + k];
+		int rc = zn_st_writer_put_at(w->w, i, (k * oc + w->first) * sizeof(float), run,
+					     rows * sizeof(float));
+		if (rc)
+			return rc;
+	}
+	w->first += rows;
+	w->filled = 0;
+	return 0;
+}
+
+static int gpt2_writer_put(struct zn_arch_writer *base, unsigned i, uint64_t off,
+			   const float *values, uint64_t n)
 {
 	struct gpt2_writer *w = (struct gpt2_writer *)base;
-	if (w->next >= w->n)
-		return zn_error(-EINVAL, "model.safetensors: more tensors than the %u begun", w->n);
-	const struct zn_param_desc *d = &w->d[w->next++];
-	char name[FILE_NAME_MAX];
-	struct zn_st_tensor t;
-	file_tensor(&w->c, d, name, &t);
-	if (d->hf_transposed) {
-		transpose(values, w->scratch, d->shape[0], d->shape[1]);
-		values = w->scratch;
+	const struct zn_param_desc *d = &w->d[i];
+	if (!d->hf_transposed) {
+		/* In place; wte's padded rows are zinc's own, not the file's. */
+		char name[FILE_NAME_MAX];
+		struct zn_st_tensor t;
+		file_tensor(&w->c, d, name, &t);
+		const uint64_t in_file = t.bytes / sizeof(float);
+		return off >= in_file ? 0
+				      : zn_st_writer_put_at(w->w, i, off * sizeof(float), values,
+							    ZN_MIN(n, in_file - off) * sizeof(float));
 	}
-	return zn_st_writer_put(w->w, values, t.bytes);
+	const uint64_t ic = (uint64_t)d->shape[1], cap = block_rows(d, w->chunk) * ic;
+	if (off == 0)
+		w->first = w->filled = 0;
+	while (n) {
+		const uint64_t k = ZN_MIN(n, cap - w->filled);
+		memcpy(w->block + w->filled, values, k * sizeof(float));
+		w->filled += k;
+		values += k;
+		n -= k;
+		off += k;
+		int rc = w->filled == cap || off == d->numel ? flush_block(w, i, d) : 0;
+		if (rc)
+			return rc;
+	}
+	return 0;
 }
 
 static int gpt2_writer_end(struct zn_arch_writer *base)
@@ -326,28 +386,33 @@ static int gpt2_reader_open(const struct zn_arch *a, const char *path,
 	return rc;
 }
 
-static int gpt2_reader_get(struct zn_arch_reader *base, unsigned i, float *values)
+/* Elements [off, off + n) of tensor i: from the .bin at its offset, or
+ * from the mapped file -- a Conv1D weight's zinc element (r, k) is the
+ * file's (k, r), gathered; wte's padded rows, not in the file, zeros. */
+static int gpt2_reader_get(struct zn_arch_reader *base, unsigned i, uint64_t off, uint64_t n,
+			   float *values)
 {
 	struct gpt2_reader *r = (struct gpt2_reader *)base;
 	const struct zn_param_desc *d = &r->d[i];
 	if (r->llmc) {
-		if (fseeko(r->llmc, (off_t)r->llmc_off[i], SEEK_SET) != 0 ||
-		    fread(values, 4, d->numel, r->llmc) != d->numel)
-			return zn_error(-EIO, "cannot read tensor '%s' from '%s'", d->name,
-					r->path);
-		return 0;
+		int rc = zn_io_pread_all(fileno(r->llmc), values, n * sizeof(float),
+					 r->llmc_off[i] + off * sizeof(float));
+		return rc ? zn_error(rc, "cannot read tensor '%s' from '%s'", d->name, r->path) : 0;
 	}
 	char name[FILE_NAME_MAX];
 	struct zn_st_tensor want;
 	const struct zn_st_tensor *x = st_find(r, d, name, &want);
 	if (d->hf_transposed) {
-		transpose(x->data, values, d->shape[1], d->shape[0]);
-	} else {
-		/* wte's padded rows are not in the file: zeros */
-		memset(values, 0, d->numel * 4);
-		memcpy(values, x->data, x->bytes);
+		const uint64_t ic = (uint64_t)d->shape[1], oc = (uint64_t)d->shape[0];
+		const float *src = x->data;
+		for (uint64_t e = off; e < off + n; e++)
+			values[e - off] = src[(e % ic) * oc + e / ic];
+		return 0;
 	}
-	return 0;
+	const uint64_t in_file = x->bytes / sizeof(float);
+	const uint64_t got = off < in_file ? ZN_MIN(n, in_file - off) : 0;
+	memset(values + got, 0, (n - got) * sizeof(float));
+	return got ? zn_st_read(x, off * sizeof(float), got * sizeof(float), values) : 0;
 }
 
 const struct zn_arch_ops zn_arch_gpt2_ops = {
@@ -364,6 +429,7 @@ const struct zn_arch_ops zn_arch_gpt2_ops = {
 	.writer_put = gpt2_writer_put,
 	.writer_end = gpt2_writer_end,
 	.writer_abort = gpt2_writer_abort,
+	.writer_bytes = gpt2_writer_bytes,
 	.reader_open = gpt2_reader_open,
 	.reader_get = gpt2_reader_get,
 	.reader_close = gpt2_reader_close,

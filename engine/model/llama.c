@@ -209,16 +209,18 @@ uint64_t zn_llama_num_params(const struct zn_llama_config *c)
 	return total;
 }
 
+void zn_llama_init_tensor_range(const struct zn_llama_config *c, const struct zn_param_desc *d,
+				uint64_t seed, uint64_t tensor_index, uint64_t off, uint64_t n,
+				float *out)
+{
+	(void)c;
+	zn_model_init_range(d, seed, tensor_index, off, n, out);
+}
+
 void zn_llama_init_tensor(const struct zn_llama_config *c, const struct zn_param_desc *d,
 			  uint64_t seed, uint64_t tensor_index, float *out)
 {
-	(void)c;
-	if (d->init_std == 0) {
-		for (size_t i = 0; i < d->numel; i++)
-			out[i] = d->init_value;
-		return;
-	}
-	zn_model_normal(seed, tensor_index, d->init_std, out, d->numel);
+	zn_llama_init_tensor_range(c, d, seed, tensor_index, 0, d->numel, out);
 }
 
 int zn_llama_rope_inv_freq(const struct zn_llama_config *cfg, float *out)

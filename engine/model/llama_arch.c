@@ -118,8 +118,9 @@ static void llama_writer_abort(struct zn_arch_writer *base)
  * itself a model.from. */
 static int llama_writer_begin(const struct zn_arch *a, const char *target,
 			      const struct zn_param_desc *d, unsigned n, const char *dtype,
-			      struct zn_arch_writer **out)
+			      uint64_t chunk, struct zn_arch_writer **out)
 {
+	(void)chunk; /* its one buffer is smaller */
 	/* The folder itself as the user's umask says (the writer makes missing
 	 * parents 0755). */
 	if (mkdir(target, 0777) != 0 && errno != EEXIST)
@@ -136,9 +137,19 @@ static int llama_writer_begin(const struct zn_arch *a, const char *target,
 	return rc;
 }
 
-static int llama_writer_put(struct zn_arch_writer *base, const float *values)
+/* The pieces come in the folder's order: each follows the last. */
+static int llama_writer_put(struct zn_arch_writer *base, unsigned i, uint64_t off,
+			    const float *values, uint64_t n)
 {
-	return zn_hf_writer_put(((struct llama_writer *)base)->w, values);
+	(void)i, (void)off;
+	return zn_hf_writer_put_part(((struct llama_writer *)base)->w, values, n);
+}
+
+static uint64_t llama_writer_bytes(const struct zn_arch *a, const struct zn_param_desc *d,
+				   unsigned n, uint64_t chunk)
+{
+	(void)a, (void)d, (void)n, (void)chunk;
+	return zn_hf_writer_buffer_bytes();
 }
 
 static int llama_writer_end(struct zn_arch_writer *base)
@@ -163,8 +174,8 @@ static void llama_reader_close(struct zn_arch_reader *base)
 	free(r);
 }
 
-/* Every tensor checked (present, shape, dtype) now; each read from the
- * mapped shards, widened to fp32, when asked for. */
+/* Every tensor checked (present, shape, dtype) now; each piece read from
+ * the mapped shards, widened to fp32, when asked for. */
 static int llama_reader_open(const struct zn_arch *a, const char *path,
 			     const struct zn_param_desc *d, unsigned n, struct zn_arch_reader **out)
 {
@@ -187,10 +198,11 @@ static int llama_reader_open(const struct zn_arch *a, const char *path,
 	return rc;
 }
 
-static int llama_reader_get(struct zn_arch_reader *base, unsigned i, float *values)
+static int llama_reader_get(struct zn_arch_reader *base, unsigned i, uint64_t off, uint64_t n,
+			    float *values)
 {
 	struct llama_reader *r = (struct llama_reader *)base;
-	return zn_hf_read_f32(r->hf, r->names[i], values);
+	return zn_hf_read_f32_range(r->hf, r->names[i], off, n, values);
 }
 
 const struct zn_arch_ops zn_arch_llama_ops = {
@@ -207,6 +219,7 @@ const struct zn_arch_ops zn_arch_llama_ops = {
 	.writer_put = llama_writer_put,
 	.writer_end = llama_writer_end,
 	.writer_abort = llama_writer_abort,
+	.writer_bytes = llama_writer_bytes,
 	.reader_open = llama_reader_open,
 	.reader_get = llama_reader_get,
 	.reader_close = llama_reader_close,

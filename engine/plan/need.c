@@ -282,11 +282,16 @@ int zn_plan_need_pinned(const struct zn_config *c, const struct zn_plan_geom *g,
  *             staging buffer 4 largest
  *   gradients on NVMe (grads_nvme): a tensor's sums on their way, the
  *             largest such tensor in grad_accum_dtype
- *   offload_optimizer nvme: staging through which the states reach NVMe at
- *             the start and a checkpoint at a save: one sub-group's states
- *             and the largest tensor's (start), and its transposed copy
- *             4 largest (save)
- *   otherwise, with checkpoint.dir: a transposed tensor at a save, 4 largest
+ *   with checkpoint.dir: the model files' writer's buffer at a save
+ *             (zn_arch_writer_bytes of ZN_ARCH_CHUNK elements: GPT-2's
+ *             block of a Conv1D weight's rows, a Llama folder's conversion
+ *             buffer) -- bounded, not the model's: start-up and saves
+ *             stream the states in pieces between their sources, the host
+ *             arrays and (NVMe states) the optimizer swapper's own
+ *             buffers, a sub-group at a time, so no staging holds a tensor
+ *             or a sub-group (several ranks add a piece of ZN_ARCH_CHUNK
+ *             elements at the start: a resident tensor's parts of other
+ *             ranks; the plan is one rank's)
  *   parameter homes in host memory (zn_zero_home)
  *   the overlapped update's staging of the resident tensors' new values
  *   batch:    tokens, targets and per-token losses, 3 x 4 BT
@@ -316,14 +321,9 @@ int zn_plan_need_pageable(const struct zn_config *c, const struct zn_plan_geom *
 	zn_plan_item(t, pl.gsums * zn_dtype_size(pl.z.gdt),
 		     "gradients on their way to NVMe (largest offloaded tensor%s)",
 		     pl.gsums < g->tab.largest ? " or tile" : "");
-	if (pl.z.nvme_opt)
-		zn_plan_item(t,
-			     ZN_ZERO_STATES * 4 * (zn_zero_sub_group(&pl.z, pl.own) + g->tab.largest) +
-				     (ckpt ? 4 * g->tab.largest : 0),
-			     "start-up%s staging (a sub-group of states, the largest tensor)",
-			     ckpt ? " and checkpoint" : "");
-	else if (ckpt)
-		zn_plan_item(t, 4 * g->tab.largest, "checkpoint staging (a transposed tensor)");
+	if (ckpt)
+		zn_plan_item(t, zn_arch_writer_bytes(&g->a, g->tab.d, g->tab.nt, ZN_ARCH_CHUNK),
+			     "checkpoint staging (the model files' writer)");
 	zn_plan_item(t, pl.homes.host_elems * zn_dtype_size(pl.z.hdt),
 		     "parameter homes in host memory (%s)", zn_dtype_name(pl.z.hdt));
 	zn_plan_item(t, pl.staged, "overlapped update: resident tensors' new values");

@@ -1,8 +1,9 @@
 /* Joining a checkpoint's parameters into the files a model leaves as
  * (zn_checkpoint_consolidate): the checkpoint's optimizer files opened as
  * a source, the model named by their metadata, every master weight read
- * whole (put together from the ranks' parts) and written through the
- * architecture's writer -- one tensor in memory at a time, no trainer. */
+ * (put together from the ranks' parts) and written through the
+ * architecture's writer a piece at a time -- at most ZN_ARCH_CHUNK
+ * elements in memory whatever the model's size, no trainer. */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -42,7 +43,7 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 	}
 	if ((rc = zn_tensor_table_build(&tab, &arch)))
 		goto out;
-	if (!(master = malloc(ZN_MAX(tab.largest, 1) * 4))) {
+	if (!(master = malloc(ZN_MIN(ZN_MAX(tab.largest, 1), ZN_ARCH_CHUNK) * 4))) {
 		rc = zn_error(-ENOMEM, "out of memory");
 		goto out;
 	}
@@ -60,8 +61,11 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 	if ((rc = zn_arch_writer_begin(&arch, target, tab.d, tab.nt, "float32", &w)))
 		goto out;
 	for (unsigned i = 0; i < tab.nt && !rc; i++)
-		if (!(rc = tr_sources_read(&src, i, master, NULL, NULL)))
-			rc = zn_arch_writer_put(w, master);
+		for (uint64_t p = 0, n; p < tab.d[i].numel && !rc; p += n) {
+			n = ZN_MIN(tab.d[i].numel - p, ZN_ARCH_CHUNK);
+			if (!(rc = tr_sources_read(&src, i, p, n, master, NULL, NULL)))
+				rc = zn_arch_writer_put_part(w, master, n);
+		}
 	if (!rc) {
 		rc = zn_arch_writer_end(w);
 		w = NULL;

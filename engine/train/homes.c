@@ -1,8 +1,10 @@
 /* Where model states live off the device: the parameters' homes
  * (offload_param, host or NVMe through the tensor swapper) and the
  * optimizer states on NVMe in sub-groups (offload_optimizer: nvme),
- * with the sub-group buffers that move whole tensors' states in and out
- * of them. */
+ * walked in flat order in the optimizer swapper's lent buffers (struct
+ * groups) when the states are made at the start or written at a save,
+ * and where a piece of a tensor's states is (host arrays or a lent
+ * group). */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -206,138 +208,81 @@ int tr_nvme_setup(struct zn_trainer *t)
 	return rc;
 }
 
-static void *groups_writer(void *arg)
+/* The group holding flat element p lent (put: to fill; else read), the
+ * one lent before given back first (put: written, behind the filling of
+ * the next). */
+int tr_groups_at(struct groups *g, uint64_t p, float **a, uint64_t *left)
 {
-	struct groups *g = arg;
-	pthread_mutex_lock(&g->mu);
-	for (;;) {
-		while (!g->wbusy && !g->wstop)
-			pthread_cond_wait(&g->cv, &g->mu);
-		if (!g->wbusy)
-			break;
-		pthread_mutex_unlock(&g->mu);
-		int rc = zn_optswap_write_group(g->t->nvme.os, g->wgroup,
-						(const float *const *)g->wst);
-		pthread_mutex_lock(&g->mu);
-		if (rc && !g->wrc) {
-			g->wrc = rc;
-			snprintf(g->wmsg, sizeof(g->wmsg), "%s", zn_last_error());
-		}
-		g->wbusy = false;
-		pthread_cond_broadcast(&g->cv);
+	const uint64_t gi = p / g->sub, gfirst = gi * g->sub;
+	int rc = 0;
+	if (g->cur != gi) {
+		if ((rc = tr_groups_close(g)))
+			return rc;
+		if (g->put)
+			rc = zn_optswap_group_fill(g->t->nvme.os, gi, g->st);
+		else
+			rc = zn_optswap_group_read(g->t->nvme.os, gi, (const float **)g->st);
+		if (rc)
+			return rc;
+		g->cur = gi;
 	}
-	pthread_mutex_unlock(&g->mu);
-	return NULL;
-}
-
-/* Until the writer is idle; its first failure (with its message). */
-static int groups_wait(struct groups *g)
-{
-	if (!g->writer)
-		return 0;
-	pthread_mutex_lock(&g->mu);
-	while (g->wbusy)
-		pthread_cond_wait(&g->cv, &g->mu);
-	int rc = g->wrc;
-	pthread_mutex_unlock(&g->mu);
-	return rc ? zn_error(rc, "%s", g->wmsg) : 0;
-}
-
-/* Hand group gi (the filled st) to the writer and fill the other set. */
-static int groups_write(struct groups *g, uint64_t gi)
-{
-	if (!g->writer)
-		return zn_optswap_write_group(g->t->nvme.os, gi, (const float *const *)g->st);
-	int rc = groups_wait(g);
-	if (rc)
-		return rc;
-	pthread_mutex_lock(&g->mu);
-	for (int k = 0; k < 3; k++) {
-		float *x = g->wst[k];
-		g->wst[k] = g->st[k];
-		g->st[k] = x;
-	}
-	g->wgroup = gi;
-	g->wbusy = true;
-	pthread_cond_broadcast(&g->cv);
-	pthread_mutex_unlock(&g->mu);
+	for (int k = 0; k < ZN_ZERO_STATES; k++)
+		a[k] = g->st[k] + (p - gfirst);
+	*left = ZN_MIN(gfirst + g->sub, g->t->own_total) - p;
 	return 0;
 }
 
-int tr_groups_open(struct groups *g, struct zn_trainer *t, bool put)
+void tr_groups_open(struct groups *g, struct zn_trainer *t, bool put)
 {
 	memset(g, 0, sizeof(*g));
 	g->t = t;
+	g->put = put;
 	g->sub = zn_zero_sub_group(&t->zr, t->own_total);
 	g->cur = UINT64_MAX;
-	for (int k = 0; k < 3; k++)
-		if (!(g->st[k] = malloc(g->sub * 4)) || (put && !(g->wst[k] = malloc(g->sub * 4))))
-			return zn_error(-ENOMEM, "out of host memory for a sub-group of %" PRIu64
-						 " elements; lower zero_optimization.sub_group_size",
-					g->sub);
-	if (put) {
-		pthread_mutex_init(&g->mu, NULL);
-		pthread_cond_init(&g->cv, NULL);
-		int err = pthread_create(&g->thread, NULL, groups_writer, g);
-		if (err) {
-			pthread_mutex_destroy(&g->mu);
-			pthread_cond_destroy(&g->cv);
-			return zn_error(-err, "cannot start the sub-group writer: %s", strerror(err));
-		}
-		g->writer = true;
-	}
-	return 0;
 }
 
-/* Putting: the last write waited for (its result returned). */
+/* The lent group given back (put: its write started); 0 or -errno. */
 int tr_groups_close(struct groups *g)
 {
-	int rc = groups_wait(g);
-	if (g->writer) {
-		pthread_mutex_lock(&g->mu);
-		g->wstop = true;
-		pthread_cond_broadcast(&g->cv);
-		pthread_mutex_unlock(&g->mu);
-		pthread_join(g->thread, NULL);
-		pthread_mutex_destroy(&g->mu);
-		pthread_cond_destroy(&g->cv);
-		g->writer = false;
+	if (g->cur == UINT64_MAX)
+		return 0;
+	const uint64_t gi = g->cur;
+	g->cur = UINT64_MAX;
+	if (!g->put) {
+		zn_optswap_group_release(g->t->nvme.os, gi);
+		return 0;
 	}
-	for (int k = 0; k < 3; k++) {
-		free(g->st[k]);
-		free(g->wst[k]);
-	}
-	return rc;
+	return zn_optswap_group_write(g->t->nvme.os, gi);
 }
 
-/* Tensor s's states (3 arrays of its part, nown) into the groups (`put`: a
- * group is written once full) or out of them (a group is read when first
- * needed). */
-int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a, bool put)
+/* Putting: the last group written and every write waited for; after a
+ * failure (rc, returned) the group being filled is given back unwritten,
+ * so that NVMe keeps whole groups only. */
+int tr_groups_finish(struct groups *g, int rc)
 {
-	const uint64_t end = s->oflat + s->nown;
-	for (uint64_t p = s->oflat; p < end;) {
-		uint64_t gi = p / g->sub, gfirst = gi * g->sub;
-		uint64_t gend = ZN_MIN(gfirst + g->sub, ZN_MAX(g->t->own_total, 1));
-		uint64_t take = ZN_MIN(end, gend) - p;
-		int rc;
-		if (!put && g->cur != gi) {
-			if ((rc = zn_optswap_read_group(g->t->nvme.os, gi, g->st)))
-				return rc;
-			g->cur = gi;
-		}
-		for (int k = 0; k < 3; k++) {
-			float *grp = g->st[k] + (p - gfirst);
-			if (!a[k]) { /* put: zeros (fresh moments) */
-				memset(grp, 0, take * 4);
-				continue;
-			}
-			float *ten = a[k] + (p - s->oflat);
-			memcpy(put ? grp : ten, put ? ten : grp, take * 4);
-		}
-		p += take;
-		if (put && p == gend && (rc = groups_write(g, gi)))
-			return rc;
+	if (rc && g->cur != UINT64_MAX) {
+		zn_optswap_group_release(g->t->nvme.os, g->cur);
+		g->cur = UINT64_MAX;
 	}
+	int r = tr_groups_close(g);
+	int w = zn_optswap_group_sync(g->t->nvme.os);
+	return rc ? rc : r ? r : w;
+}
+
+/* Where element o of tensor s's part has its states, in a[]: the host
+ * arrays, or (NVMe states) the sub-group lent in g; *n, the elements
+ * wanted from there, is cut at the group's end. */
+int tr_states_at(struct groups *g, const struct tstate *s, uint64_t o, float **a, uint64_t *n)
+{
+	struct zn_trainer *t = s->owner;
+	if (t->zr.nvme_opt) {
+		uint64_t left;
+		int rc = tr_groups_at(g, s->oflat + o, a, &left);
+		*n = ZN_MIN(*n, left);
+		return rc;
+	}
+	float *host[ZN_ZERO_STATES] = { s->master, s->m, s->v };
+	for (int k = 0; k < ZN_ZERO_STATES; k++)
+		a[k] = host[k] + o;
 	return 0;
 }

@@ -378,26 +378,16 @@ struct zn_trainer {
 					* states, gradient accumulators, homes */
 };
 
-/* Sub-group buffers that take tensors' states in flat order (writing each
- * group to NVMe once it is full) or give them out (reading each group
- * when first needed): how the states reach NVMe at the start and a
- * checkpoint at a save, with one group and one tensor in memory. */
+/* The NVMe sub-groups walked in flat order, each lent in turn by the
+ * optimizer swapper in its own buffer (zinc/offload.h's
+ * zn_optswap_group_*): filled in place at the start, each written behind
+ * the filling of the next, or read for a save, the next ones read ahead.
+ * No buffer of its own: the swapper's are idle between steps. */
 struct groups {
 	struct zn_trainer *t;
-	uint64_t sub, cur;     /* cur: the group in st, or UINT64_MAX */
-	float *st[3];
-	/* Putting: a full group is written by a thread of its own from a
-	 * second set of buffers while the next one fills (start-up writes a
-	 * model's states once: sequential, but not waited for). */
-	bool writer;
-	pthread_t thread;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	float *wst[3];
-	uint64_t wgroup;
-	bool wbusy, wstop;
-	int wrc;
-	char wmsg[512];
+	uint64_t sub, cur;             /* cur: the group lent, or UINT64_MAX */
+	float *st[ZN_ZERO_STATES];     /* its arrays */
+	bool put;
 };
 
 /* ---- the functions the trainer's files share, along the data path ------- */
@@ -467,8 +457,12 @@ int tr_gather_drain(struct zn_trainer *t);
  * states on NVMe; a home written from new fp32 values (elements
  * [off, off + n) of the tensor's part, across tiles), or its buffer held
  * open for a fused update (the tile of element `off`: a fused update
- * does not cross tiles) and closed after element `end`; sub-group
- * buffers. */
+ * does not cross tiles) and closed after element `end`; the sub-groups
+ * walked in flat order: the one holding flat element p lent (its arrays
+ * from p in a[], *left elements to the group's end), where element o of a
+ * tensor's part has its states (host arrays or a lent group), the lent
+ * one given back, and (put) every write waited for (after a failure rc,
+ * the group being filled dropped). */
 int tr_param_homes_setup(struct zn_trainer *t);
 int tr_nvme_setup(struct zn_trainer *t);
 int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
@@ -480,9 +474,11 @@ int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end);
 unsigned tr_tile_of(const struct tstate *s, uint64_t off);
 uint64_t tr_tile_first(const struct tstate *s, unsigned k);
 uint64_t tr_tile_span(const struct tstate *s, uint64_t off, uint64_t n);
-int tr_groups_open(struct groups *g, struct zn_trainer *t, bool put);
-int tr_groups_move(struct groups *g, const struct tstate *s, float *const *a, bool put);
+void tr_groups_open(struct groups *g, struct zn_trainer *t, bool put);
+int tr_groups_at(struct groups *g, uint64_t p, float **a, uint64_t *left);
+int tr_states_at(struct groups *g, const struct tstate *s, uint64_t o, float **a, uint64_t *n);
 int tr_groups_close(struct groups *g);
+int tr_groups_finish(struct groups *g, int rc);
 
 /* optimizer.c: one step's update; waiting for the overlapped one (all of
  * it, or a layer's tensors) and applying what it staged. */
@@ -498,13 +494,14 @@ int tr_materialize(struct zn_trainer *t);
 
 /* sources.c: a checkpoint's optimizer files, or model.from's weights
  * (every tensor checked); the file with the checkpoint's metadata; the
- * first nstates of every tensor's states present; tensor i read whole;
- * closed. */
+ * first nstates of every tensor's states present; elements [off, off + n)
+ * of tensor i read; closed. */
 int tr_sources_open_checkpoint(struct sources *src, const char *dir);
 int tr_sources_open_pretrained(struct sources *src, const char *path);
 struct zn_st_file *tr_sources_meta(const struct sources *src);
 int tr_sources_check_states(const struct sources *src, const char *dir, int nstates);
-int tr_sources_read(const struct sources *src, unsigned i, float *master, float *m, float *v);
+int tr_sources_read(const struct sources *src, unsigned i, uint64_t off, uint64_t n,
+		    float *master, float *m, float *v);
 void tr_sources_close(struct sources *src);
 
 /* format.c: the states' name suffixes; metadata as hex (decode: 0 or -1).

@@ -1,6 +1,6 @@
 /* Saving a checkpoint: whole (one rank, or stage 0's replicas: the model's
  * files and optimizer.safetensors) or sharded (every rank the states of
- * its parts), tensor by tensor, committed atomically. */
+ * its parts), piece by piece, committed atomically. */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -98,42 +98,39 @@ static size_t opt_tensors(const struct zn_trainer *t, bool parts, struct zn_st_t
 	return n;
 }
 
-/* One tensor's states at a time: the host arrays, or (NVMe states) read
- * back from the sub-groups into `scratch`. */
-struct staging {
-	struct groups g;
-	float *scratch[3];
-};
-
-static int staging_open(struct zn_trainer *t, struct staging *st)
+/* Every tensor's part (`parts`: only the tensors this rank has a part of,
+ * the sharded file's list) written where it goes, a piece at a time: its
+ * states into the optimizer file by place (the file's j-th tensor's
+ * master, exp_avg, exp_avg_sq are its tensors 3j .. 3j + 2), and with mw
+ * its master weights, in order, into the model's files.  The NVMe
+ * sub-groups are read once each, in the swapper's own buffers; nothing
+ * holds a tensor whole. */
+static int write_states(struct zn_trainer *t, struct zn_st_writer *ow, struct zn_arch_writer *mw,
+			bool parts)
 {
+	struct groups g = { 0 };
 	int rc = 0;
-	memset(st, 0, sizeof(*st));
-	for (int k = 0; k < 3 && !rc && t->zr.nvme_opt; k++)
-		if (!(st->scratch[k] = malloc(t->tab.largest * 4)))
-			rc = zn_error(-ENOMEM, "out of memory for checkpoint staging");
-	if (!rc && t->zr.nvme_opt)
-		rc = tr_groups_open(&st->g, t, false);
-	return rc;
-}
-
-static int staging_get(struct zn_trainer *t, struct staging *st, struct tstate *s, float *a[3])
-{
-	a[0] = s->master;
-	a[1] = s->m;
-	a[2] = s->v;
-	if (!t->zr.nvme_opt)
-		return 0;
-	memcpy(a, st->scratch, sizeof(st->scratch));
-	return tr_groups_move(&st->g, s, a, false);
-}
-
-static void staging_close(struct zn_trainer *t, struct staging *st)
-{
 	if (t->zr.nvme_opt)
-		tr_groups_close(&st->g);
-	for (int k = 0; k < 3; k++)
-		free(st->scratch[k]);
+		tr_groups_open(&g, t, false);
+	for (unsigned i = 0, j = 0; i < t->tab.nt && !rc; i++) {
+		const struct tstate *s = &t->t[i];
+		if (parts && !s->nown)
+			continue;
+		for (uint64_t p = 0, n = 0; p < s->nown && !rc; p += n) {
+			float *a[3];
+			n = s->nown - p;
+			if ((rc = tr_states_at(&g, s, p, a, &n)) ||
+			    (mw && (rc = zn_arch_writer_put_part(mw, a[0], n))))
+				break;
+			for (int k = 0; k < 3 && !rc; k++)
+				rc = zn_st_writer_put_at(ow, 3 * (size_t)j + (size_t)k, p * 4, a[k],
+							 n * 4);
+		}
+		j++;
+	}
+	if (t->zr.nvme_opt)
+		tr_groups_close(&g);
+	return rc;
 }
 
 /* Rank 0's end of a save: commit (pruning old checkpoints to
@@ -181,11 +178,9 @@ static int save_sharded(struct zn_trainer *t)
 		return rc;
 	struct zn_st_tensor *ot = calloc(3 * (size_t)t->tab.nt, sizeof(*ot));
 	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(3 * (size_t)t->tab.nt, sizeof(*names));
-	struct staging st;
 	struct zn_st_writer *ow = NULL;
 	size_t n = 0;
-	rc = staging_open(t, &st);
-	if (!rc && (!ot || !names))
+	if (!ot || !names)
 		rc = zn_error(-ENOMEM, "out of memory");
 	if (!rc)
 		n = opt_tensors(t, true, ot, names);
@@ -196,20 +191,13 @@ static int save_sharded(struct zn_trainer *t)
 	size_t nm = ckpt_meta(t, &m, true);
 	if (!rc)
 		rc = zn_st_writer_begin(path, ot, n, m.kv, nm, &ow);
-	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
-		struct tstate *s = &t->t[i];
-		float *a[3];
-		if (!s->nown || (rc = staging_get(t, &st, s, a)))
-			continue;
-		for (int k = 0; k < 3 && !rc; k++)
-			rc = zn_st_writer_put(ow, a[k], s->nown * 4);
-	}
+	if (!rc)
+		rc = write_states(t, ow, NULL, true);
 	if (!rc) {
 		rc = zn_st_writer_end(ow);
 		ow = NULL;
 	}
 	zn_st_writer_abort(ow);
-	staging_close(t, &st);
 	free(names);
 	free(ot);
 	/* Commit only what every rank wrote; then every rank learns how
@@ -233,21 +221,20 @@ static int save_sharded(struct zn_trainer *t)
 static int save_whole(struct zn_trainer *t)
 {
 	/* Cached device blocks are not needed while saving: their memory
-	 * (host memory, on the cpu backend) goes to the staging instead. */
+	 * (host memory, on the cpu backend) goes back. */
 	zn_device_trim(t->dev);
 	struct zn_ckpt *c = zn_ckpt_begin(t->cfg.checkpoint.dir, t->step);
 	if (!c)
 		return -EIO;
 	struct zn_st_tensor *ot = calloc(3 * (size_t)t->tab.nt, sizeof(*ot));
 	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(3 * (size_t)t->tab.nt, sizeof(*names));
-	struct staging st;
 	struct zn_arch_writer *mw = NULL;
 	struct zn_st_writer *ow = NULL;
-	int rc = staging_open(t, &st);
-	if (!rc && (!ot || !names))
+	int rc = 0;
+	if (!ot || !names) {
 		rc = zn_error(-ENOMEM, "out of memory");
-	if (rc)
 		goto out;
+	}
 	size_t n = opt_tensors(t, false, ot, names);
 	struct ckpt_meta meta;
 	size_t nmeta = ckpt_meta(t, &meta, false);
@@ -257,14 +244,7 @@ static int save_whole(struct zn_trainer *t)
 	if ((rc = zn_st_writer_begin(zn_ckpt_file(c, "optimizer.safetensors"), ot, n, meta.kv,
 				     nmeta, &ow)))
 		goto out;
-	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
-		struct tstate *s = &t->t[i];
-		float *a[3];
-		if ((rc = staging_get(t, &st, s, a)) || (rc = zn_arch_writer_put(mw, a[0])))
-			break;
-		for (int k = 0; k < 3 && !rc; k++)
-			rc = zn_st_writer_put(ow, a[k], s->d->numel * 4);
-	}
+	rc = write_states(t, ow, mw, false);
 	if (!rc) {
 		rc = zn_arch_writer_end(mw);
 		mw = NULL;
@@ -277,16 +257,18 @@ out:
 	zn_arch_writer_abort(mw);
 	zn_st_writer_abort(ow);
 	rc = commit(t, c, rc);
-	staging_close(t, &st);
 	free(names);
 	free(ot);
 	return rc;
 }
 
-/* A checkpoint is written tensor by tensor, so saving needs one tensor's
- * states in memory whatever the model's size (NVMe states come back one
- * sub-group at a time).  One rank, or replicas (stage 0): rank 0 writes
- * model.safetensors and optimizer.safetensors side by side.  Partitioned
+/* A checkpoint is written a piece at a time (write_states), so saving
+ * holds no tensor whole whatever the model's size: host states are
+ * written from where they are, NVMe states from the optimizer swapper's
+ * buffers a sub-group at a time, and the model's files need only their
+ * writer's bounded buffer (zn_arch_writer_bytes).  One rank, or replicas
+ * (stage 0): rank 0 writes the model's files and optimizer.safetensors
+ * side by side.  Partitioned
  * states (stage >= 1 on several ranks): every rank writes its parts into
  * one directory, committed when all have (see save_sharded). */
 int zn_trainer_save(struct zn_trainer *t)

@@ -3,8 +3,9 @@
  * architecture's pretrained weights (model/arch.h's reader: a Hugging Face
  * GPT-2 model.safetensors or Llama folder, or llm.c's GPT-2 .bin); without
  * any, each tensor is initialised.  Every tensor is checked
- * when its source is opened and read, whole, when asked for: the trainer
- * (weights.c) and the consolidation read through here alike. */
+ * when its source is opened and read, a range of its elements at a time,
+ * when asked for: the trainer (weights.c) and the consolidation read
+ * through here alike. */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -119,13 +120,15 @@ void tr_sources_close(struct sources *src)
 	src->ckpt = NULL;
 }
 
-/* Tensor i's starting states, whole: a checkpoint's (put together from
- * the parts that cover it; m or v NULL: not wanted), or pretrained (or
- * freshly initialised) weights with zero moments (m, v NULL: none). */
-int tr_sources_read(const struct sources *src, unsigned i, float *master, float *m, float *v)
+/* Elements [off, off + n) of tensor i's starting states: a checkpoint's
+ * (from the parts that cover them; m or v NULL: not wanted), or
+ * pretrained (or freshly initialised) weights with zero moments (m, v
+ * NULL: none).  Read from the mapped files, whose pages then leave this
+ * process, so a checkpoint larger than memory is never held whole. */
+int tr_sources_read(const struct sources *src, unsigned i, uint64_t off, uint64_t n,
+		    float *master, float *m, float *v)
 {
 	const struct zn_param_desc *d = &src->tab->d[i];
-	size_t bytes = d->numel * 4;
 	if (src->ckpt || src->shards) {
 		float *a[3] = { master, m, v };
 		const int W = nparts(src);
@@ -135,19 +138,22 @@ int tr_sources_read(const struct sources *src, unsigned i, float *master, float 
 			for (int r = 0; r < W && a[k]; r++) {
 				uint64_t lo, len;
 				zn_zero_part(d->numel, W, r, &lo, &len);
-				if (len)
-					memcpy(a[k] + lo, zn_st_find(part_file(src, r), name)->data,
-					       len * 4);
+				const uint64_t b = ZN_MAX(lo, off), e = ZN_MIN(lo + len, off + n);
+				int rc = b < e ? zn_st_read(zn_st_find(part_file(src, r), name),
+							    (b - lo) * 4, (e - b) * 4, a[k] + (b - off))
+					       : 0;
+				if (rc)
+					return rc;
 			}
 		}
 		return 0;
 	}
 	if (m)
-		memset(m, 0, bytes);
+		memset(m, 0, n * 4);
 	if (v)
-		memset(v, 0, bytes);
+		memset(v, 0, n * 4);
 	if (src->pretrained)
-		return zn_arch_reader_get(src->pretrained, i, master);
-	zn_arch_init_tensor(src->arch, d, src->seed, i, master);
+		return zn_arch_reader_get_range(src->pretrained, i, off, n, master);
+	zn_arch_init_range(src->arch, d, src->seed, i, off, n, master);
 	return 0;
 }

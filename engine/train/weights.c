@@ -1,10 +1,12 @@
 /* Starting weights: which source the config names (a checkpoint to
  * resume, pretrained weights, or none: initialisation), and every tensor
- * made once from it and sent where it lives. */
+ * made once from it, piece by piece, and sent where it lives. */
 #include "zn_common.h"
 
 #include "train/internal.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,68 +79,138 @@ int tr_open_weights(struct zn_trainer *t)
 	return 0;
 }
 
-/* Every tensor once, in order: made from its source, then sent where it
- * lives (device, home, host arrays, NVMe sub-groups). */
+/* Where elements [p, p + *n) of tensor s are made, *n at most
+ * ZN_ARCH_CHUNK: this rank's own straight where its states live -- the
+ * host arrays, or the NVMe sub-group the optimizer swapper lends (then
+ * *n stops at the group's end) -- and (a resident tensor on several
+ * ranks) the others' in *chunk, one piece long, allocated when first
+ * needed.  `end`: where the elements needed end. */
+static int piece_at(struct zn_trainer *t, struct groups *g, const struct tstate *s, uint64_t p,
+		    uint64_t end, float **chunk, float **a, uint64_t *n)
+{
+	const uint64_t own_end = s->lo + s->nown;
+	if (p < s->lo || p >= own_end) {
+		*n = ZN_MIN(ZN_ARCH_CHUNK, (p < s->lo ? s->lo : end) - p);
+		if (!*chunk && !(*chunk = malloc(ZN_MIN(ZN_ARCH_CHUNK, t->tab.largest) * 4)))
+			return zn_error(-ENOMEM, "out of memory");
+		a[0] = *chunk;
+		a[1] = a[2] = NULL;
+		return 0;
+	}
+	*n = ZN_MIN(ZN_ARCH_CHUNK, own_end - p);
+	return tr_states_at(g, s, p - s->lo, a, n);
+}
+
+/* Elements [p, p + n) of tensor s, made in a[] (a[1], a[2] NULL: not this
+ * rank's), sent on: a resident tensor's to the device (rounded as the
+ * training dtype rounds), this rank's to the parameters' home and the
+ * device optimizer's states. */
+static int piece_out(struct zn_trainer *t, struct tstate *s, uint64_t p, uint64_t n,
+		     float *const *a, bool fresh)
+{
+	int rc = 0;
+	if (s->resident) {
+		float *dp = (float *)s->dparam + p;
+		if ((rc = tr_to_device(t, dp, a[0], n * 4)) || (rc = tr_round_to_dtype(t, dp, n)))
+			return rc;
+		t->stats.h2d_bytes += n * 4;
+	}
+	if (!a[1])
+		return 0;
+	const uint64_t o = p - s->lo;
+	if (!s->resident && (rc = tr_home_put(t, s, o, a[0], n)))
+		return rc;
+	if (!t->zr.device_opt || (rc = tr_to_device(t, s->dmaster + o, a[0], n * 4)))
+		return rc;
+	if (fresh && !(rc = zn_device_memset(t->dev, s->dm + o, 0, n * 4, NULL)))
+		return zn_device_memset(t->dev, s->dv + o, 0, n * 4, NULL);
+	if (!fresh && !(rc = tr_to_device(t, s->dm + o, a[1], n * 4)))
+		return tr_to_device(t, s->dv + o, a[2], n * 4);
+	return rc;
+}
+
+/* A piece made from its source on the CPU optimizer's threads, in parts
+ * of READ_PART elements: initialisation (Box-Muller) and a file's
+ * conversion are the start-up's compute, and spread over the cores they
+ * keep pace with the disk the states go to.  The values do not depend on
+ * how the piece is cut. */
+#define READ_PART (UINT64_C(1) << 18)
+
+struct read_job {
+	const struct sources *src;
+	unsigned i;
+	uint64_t p, n;
+	float *a[3];
+	atomic_int failed;             /* the first failure's rc and message */
+	int rc;
+	char msg[512];
+};
+
+static void read_part(void *arg, size_t task, unsigned worker)
+{
+	(void)worker;
+	struct read_job *j = arg;
+	const uint64_t o = task * READ_PART, k = ZN_MIN(READ_PART, j->n - o);
+	float *a[3];
+	for (int q = 0; q < 3; q++)
+		a[q] = j->a[q] ? j->a[q] + o : NULL;
+	int rc = tr_sources_read(j->src, j->i, j->p + o, k, a[0], a[1], a[2]);
+	if (rc && atomic_exchange(&j->failed, 1) == 0) {
+		j->rc = rc;
+		snprintf(j->msg, sizeof(j->msg), "%s", zn_last_error());
+	}
+}
+
+/* Elements [p, p + n) of tensor i into a[] (a[1], a[2] NULL: not read). */
+static int read_piece(struct zn_trainer *t, unsigned i, uint64_t p, uint64_t n, float *const *a)
+{
+	struct read_job j = { .src = &t->src, .i = i, .p = p, .n = n,
+			      .a = { a[0], a[1], a[2] } };
+	atomic_init(&j.failed, 0);
+	zn_threadpool_for(t->pool, ZN_DIV_ROUND_UP(n, READ_PART), read_part, &j);
+	return j.rc ? zn_error(j.rc, "%s", j.msg) : 0;
+}
+
+/* Every tensor once, in order, a piece of at most ZN_ARCH_CHUNK elements
+ * at a time: made from its source where this rank keeps its states (host
+ * arrays, or the NVMe sub-groups filled in the optimizer swapper's own
+ * buffers), then sent where the parameters live (device, home).  No
+ * buffer holds a tensor or a sub-group: only a resident tensor's elements
+ * of other ranks pass through one of a piece. */
 int tr_materialize(struct zn_trainer *t)
 {
+	static const float none[1];
 	struct groups g = { 0 };
-	float *scratch[3] = { NULL, NULL, NULL };
-	/* Whole tensors are made in scratch arrays unless the host arrays
-	 * hold whole tensors (one rank, states in host memory). */
-	const bool whole = !t->zr.nvme_opt && t->own_total == t->tab.total;
-	/* Without a checkpoint the moments start at zero: no arrays for
-	 * them (a large embedding's would be gigabytes), zeros are written. */
+	float *chunk = NULL;
+	/* Without a checkpoint the moments start at zero: the host arrays
+	 * come zeroed (calloc), the sub-groups and the device are zeroed. */
 	const bool fresh = !t->src.ckpt && !t->src.shards;
 	int rc = 0;
-	if (t->zr.nvme_opt && (rc = tr_groups_open(&g, t, true)))
-		goto out;
-	for (int k = 0; k < (fresh ? 1 : 3) && !rc && !whole; k++)
-		if (!(scratch[k] = malloc(t->tab.largest * 4)))
-			rc = zn_error(-ENOMEM, "out of memory");
+	if (t->zr.nvme_opt)
+		tr_groups_open(&g, t, true);
 	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
-		size_t bytes = s->d->numel * 4, obytes = s->nown * 4;
-		float *a[3] = { s->master, s->m, s->v };
-		if (!whole)
-			memcpy(a, scratch, sizeof(a));
-		if (fresh) /* host arrays come zeroed (calloc) */
-			a[1] = a[2] = NULL;
-		if ((rc = tr_sources_read(&t->src, i, a[0], a[1], a[2])))
-			break;
-		/* This rank's part of the states (NULL: zeros). */
-		float *own[3] = { a[0] + s->lo, a[1] ? a[1] + s->lo : NULL,
-				  a[2] ? a[2] + s->lo : NULL };
-		if (!whole && !t->zr.nvme_opt) {
-			memcpy(s->master, own[0], obytes);
-			if (!fresh) {
-				memcpy(s->m, own[1], obytes);
-				memcpy(s->v, own[2], obytes);
-			}
+		/* The device holds a resident tensor whole; the rest is this
+		 * rank's part. */
+		const uint64_t first = s->resident ? 0 : s->lo;
+		const uint64_t end = s->resident ? s->d->numel : s->lo + s->nown;
+		if (!s->resident && !s->nown) /* an empty part's home is written too */
+			rc = tr_home_put(t, s, 0, none, 0);
+		for (uint64_t p = first, n = 0; p < end && !rc; p += n) {
+			float *a[3];
+			if ((rc = piece_at(t, &g, s, p, end, &chunk, a, &n)))
+				break;
+			/* Fresh moments: zeros (the host arrays have them). */
+			const bool moments = !fresh || t->zr.nvme_opt;
+			float *read[3] = { a[0], moments ? a[1] : NULL, moments ? a[2] : NULL };
+			if (!(rc = read_piece(t, i, p, n, read)))
+				rc = piece_out(t, s, p, n, a, fresh);
 		}
-		if (!s->resident) {
-			rc = tr_home_put(t, s, 0, own[0], s->nown);
-		} else if (!(rc = tr_to_device(t, s->dparam, a[0], bytes))) {
-			t->stats.h2d_bytes += bytes;
-			rc = tr_round_to_dtype(t, s->dparam, s->d->numel);
-		}
-		if (!rc && t->zr.device_opt && s->nown &&
-		    !(rc = tr_to_device(t, s->dmaster, own[0], obytes))) {
-			if (fresh && !(rc = zn_device_memset(t->dev, s->dm, 0, obytes, NULL)))
-				rc = zn_device_memset(t->dev, s->dv, 0, obytes, NULL);
-			else if (!fresh && !(rc = tr_to_device(t, s->dm, own[1], obytes)))
-				rc = tr_to_device(t, s->dv, own[2], obytes);
-		}
-		if (!rc && t->zr.nvme_opt)
-			rc = tr_groups_move(&g, s, own, true);
 	}
 	if (!rc && t->homes.sw)
 		rc = zn_swapper_flush(t->homes.sw);
-out:
-	if (t->zr.nvme_opt) {
-		int r = tr_groups_close(&g); /* the last group's write */
-		rc = rc ? rc : r;
-	}
-	for (int k = 0; k < 3; k++)
-		free(scratch[k]);
+	if (t->zr.nvme_opt)
+		rc = tr_groups_finish(&g, rc); /* the last group's write */
+	free(chunk);
 	return rc;
 }

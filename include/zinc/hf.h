@@ -150,6 +150,11 @@ ZN_API int zn_hf_writer_put(struct zn_hf_writer *w, const float *data);
  * failure every later call returns the same error; end or abort then. */
 ZN_API int zn_hf_writer_put_part(struct zn_hf_writer *w, const float *data, uint64_t n);
 
+/* Host bytes a writer holds while values come, beside its tables (a few
+ * hundred bytes a tensor): the buffer they are converted in, whatever
+ * the model's size. */
+ZN_API uint64_t zn_hf_writer_buffer_bytes(void);
+
 /* Every value was put: publish the folder.  Each shard was written to a
  * hidden temporary name and fsynced as it completed; now they are renamed
  * to their final names, then model.safetensors.index.json and config.json

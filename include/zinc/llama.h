@@ -124,6 +124,10 @@ ZN_API uint64_t zn_llama_num_params(const struct zn_llama_config *cfg);
  * the model, as zn_gpt2_init_tensor. */
 ZN_API void zn_llama_init_tensor(const struct zn_llama_config *cfg, const struct zn_param_desc *d,
 				 uint64_t seed, uint64_t tensor_index, float *out);
+/* Elements [off, off + n) of the same, as zn_gpt2_init_tensor_range. */
+ZN_API void zn_llama_init_tensor_range(const struct zn_llama_config *cfg,
+				       const struct zn_param_desc *d, uint64_t seed,
+				       uint64_t tensor_index, uint64_t off, uint64_t n, float *out);
 /* The rotary embedding's inverse frequencies, head_dim / 2 of them, in fp32
  * with transformers' operations in its order (modeling_rope_utils.py):
  *   default  1 / rope_theta^(2i / HS)

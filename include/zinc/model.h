@@ -101,6 +101,11 @@ ZN_API uint64_t zn_gpt2_num_params(const struct zn_gpt2_config *cfg);
  * rows of wte (V .. Vp-1) are zero. */
 ZN_API void zn_gpt2_init_tensor(const struct zn_gpt2_config *cfg, const struct zn_param_desc *d,
 				uint64_t seed, uint64_t tensor_index, float *out);
+/* Elements [off, off + n) of the same, into out[0 .. n-1]: bit for bit the
+ * whole tensor's, for a tensor made piece by piece. */
+ZN_API void zn_gpt2_init_tensor_range(const struct zn_gpt2_config *cfg,
+				      const struct zn_param_desc *d, uint64_t seed,
+				      uint64_t tensor_index, uint64_t off, uint64_t n, float *out);
 
 /* The engine side of the seam. */
 struct zn_param_source {

@@ -307,9 +307,39 @@ ZN_API void zn_optswap_destroy(struct zn_optswap *os);
 ZN_API void zn_optswap_set_trace(struct zn_optswap *os, struct zn_trace *trace);
 ZN_API uint64_t zn_optswap_groups(const struct zn_optswap *os);
 
-/* Write (or read) sub-group g's state arrays synchronously: states[k] holds
- * the group's elements of array k (k < nstates).  For initialisation,
- * checkpoints and checks.  Arrays never written read as zeros. */
+/* ---- a sub-group's states between steps -----------------------------------
+ *
+ * For initialisation, checkpoints and checks: sub-group g's state arrays
+ * (states[k], k < nstates, each of the group's elements: sub_group_size,
+ * the last group's the rest) in one of the swapper's own buffers, lent to
+ * the caller, so that filling or saving the states needs no buffer of its
+ * own.  Group g uses buffer g % buffers: a group's write runs behind the
+ * filling of the next ones, and a read starts the reads of the next
+ * groups behind it (a caller going through the groups in order finds them
+ * read).  Groups whose buffers differ may be lent at once.  Not during a
+ * gradient pass (-EBUSY); a step waits for the writes still in flight and
+ * refuses to run while a group is lent.  Arrays never written read as
+ * zeros. */
+
+/* Lend group g's arrays to fill: their contents are undefined, every
+ * element of every array must be written before zn_optswap_group_write.
+ * Waits for the write of the group that last used the buffer and returns
+ * its error (that group keeps its previous states).  0 or -errno. */
+ZN_API int zn_optswap_group_fill(struct zn_optswap *os, uint64_t g, float **states);
+/* The filled group goes to NVMe: its write starts and is waited for by
+ * the next fill or read of its buffer, by zn_optswap_group_sync or by a
+ * step, which return its error. */
+ZN_API int zn_optswap_group_write(struct zn_optswap *os, uint64_t g);
+/* Lend group g's arrays as they are on NVMe, until
+ * zn_optswap_group_release.  0 or -errno. */
+ZN_API int zn_optswap_group_read(struct zn_optswap *os, uint64_t g, const float **states);
+ZN_API void zn_optswap_group_release(struct zn_optswap *os, uint64_t g);
+/* Every write of a lent group waited for and every read ahead of one
+ * dropped: 0, or the first write's error. */
+ZN_API int zn_optswap_group_sync(struct zn_optswap *os);
+
+/* The same, copied: sub-group g's arrays written from (read into) the
+ * caller's states[k], synchronously. */
 ZN_API int zn_optswap_write_group(struct zn_optswap *os, uint64_t g, const float *const *states);
 ZN_API int zn_optswap_read_group(struct zn_optswap *os, uint64_t g, float *const *states);
 

@@ -58,6 +58,11 @@ ZN_API size_t zn_st_count(const struct zn_st_file *f);
 ZN_API const struct zn_st_tensor *zn_st_get(const struct zn_st_file *f, size_t i);
 /* The tensor called `name`, or NULL. */
 ZN_API const struct zn_st_tensor *zn_st_find(const struct zn_st_file *f, const char *name);
+/* Bytes [offset, offset + bytes) of tensor t (of an open file) into dst;
+ * the pages wholly inside them then leave this process (they stay in the
+ * page cache), so that a file larger than memory can be read piece by
+ * piece without being held whole.  0, or -ERANGE outside the tensor. */
+ZN_API int zn_st_read(const struct zn_st_tensor *t, uint64_t offset, uint64_t bytes, void *dst);
 /* A __metadata__ value, or NULL. */
 ZN_API const char *zn_st_metadata(const struct zn_st_file *f, const char *key);
 
@@ -83,6 +88,14 @@ ZN_API int zn_st_writer_begin(const char *path, const struct zn_st_tensor *tenso
 			      const struct zn_st_meta *meta, size_t nmeta,
 			      struct zn_st_writer **out);
 ZN_API int zn_st_writer_put(struct zn_st_writer *w, const void *data, uint64_t bytes);
+/* Or by place, in any order: bytes [offset, offset + bytes) of tensor i
+ * (of begin's list), so that a file whose tensors interleave in the
+ * order its data comes (a tensor's states, a transposed matrix) is
+ * written without holding a tensor whole.  Every byte once: end checks
+ * that as many came as the header holds.  A file is written by put or by
+ * put_at, not both (-EINVAL). */
+ZN_API int zn_st_writer_put_at(struct zn_st_writer *w, size_t i, uint64_t offset,
+			       const void *data, uint64_t bytes);
 ZN_API int zn_st_writer_end(struct zn_st_writer *w);
 ZN_API void zn_st_writer_abort(struct zn_st_writer *w);
 
