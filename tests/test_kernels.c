@@ -1649,10 +1649,21 @@ static void test_table(void **state)
 	assert_null(zn_kernels_get("tpu"));
 	assert_non_null(strstr(zn_last_error(), "\"tpu\""));
 	const struct zn_kernels *cu = zn_kernels_get("cuda");
-	if (!cu)
+	if (!cu) {
 		assert_non_null(strstr(zn_last_error(), "without the CUDA toolkit"));
-	else
+	} else {
 		assert_true(cu->device_memory);
+		/* cuBLAS is loaded by the first context, before the device is
+		 * looked for: without a GPU the context fails for want of a
+		 * device, never of cuBLAS's functions. */
+		struct zn_kernels_params kp;
+		zn_kernels_params_default(&kp);
+		struct zn_kctx *c = cu->ctx_create(&kp);
+		if (c)
+			cu->ctx_destroy(c);
+		else
+			assert_null(strstr(zn_last_error(), "cuBLAS"));
+	}
 	assert_string_equal(zn_dtype_name(ZN_DTYPE_BF16), "bf16");
 	assert_int_equal(zn_dtype_size(ZN_DTYPE_F16), 2);
 	assert_int_equal(zn_dtype_size(ZN_DTYPE_F32), 4);

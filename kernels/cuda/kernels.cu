@@ -30,6 +30,11 @@
  *   column sums  (layernorm dweight/dbias, rmsnorm dweight, matmul dbias): partial sums of
  *                row chunks into the workspace, then one thread per column
  *                adds the chunks in order.
+ *
+ * cuBLAS and cuBLASLt are not linked: they are loaded (dlopen) when the
+ * first context is made.  Loaded, they take about 200 MB of resident
+ * memory before doing anything, which every process of zinc's -- the cpu
+ * backend's training, `zinc plan` -- would otherwise pay.
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -37,6 +42,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cub/cub.cuh>
+#include <dlfcn.h>
+#include <pthread.h>
 
 #include <math.h>
 #include <stdint.h>
@@ -53,6 +60,104 @@ extern "C" {
 
 typedef __nv_bfloat16 bf16;
 typedef __half f16;
+
+/* ---- cuBLAS and cuBLASLt, loaded when first needed ------------------------------------ */
+
+/* The functions used (their exported names: cublas_v2.h maps cublasCreate
+ * and friends to their _v2 symbols), as pointers of their own types. */
+#define ZN_BLAS_FNS(X)                                                                \
+	X(cublasCreate_v2) X(cublasDestroy_v2) X(cublasSetStream_v2) X(cublasSetMathMode) \
+	X(cublasGetStatusString)
+/* ... and the two GEMMs, which C++ overloads (a compute type given as a
+ * cudaDataType): the exported ones, by their C types. */
+typedef cublasStatus_t (*zn_gemm_ex_t)(cublasHandle_t, cublasOperation_t, cublasOperation_t,
+				       int, int, int, const void *, const void *, cudaDataType,
+				       int, const void *, cudaDataType, int, const void *, void *,
+				       cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+typedef cublasStatus_t (*zn_gemm_sb_ex_t)(cublasHandle_t, cublasOperation_t, cublasOperation_t,
+					  int, int, int, const void *, const void *,
+					  cudaDataType, int, long long, const void *, cudaDataType,
+					  int, long long, const void *, void *, cudaDataType, int,
+					  long long, int, cublasComputeType_t, cublasGemmAlgo_t);
+#define ZN_BLASLT_FNS(X)                                                              \
+	X(cublasLtCreate) X(cublasLtDestroy) X(cublasLtMatmul) X(cublasLtMatmulDescCreate) \
+	X(cublasLtMatmulDescDestroy) X(cublasLtMatmulDescSetAttribute)                    \
+	X(cublasLtMatrixLayoutCreate) X(cublasLtMatrixLayoutDestroy)                      \
+	X(cublasLtMatmulPreferenceCreate) X(cublasLtMatmulPreferenceDestroy)              \
+	X(cublasLtMatmulPreferenceSetAttribute) X(cublasLtMatmulAlgoGetHeuristic)
+#define ZN_BLAS_MEMBER(f) decltype(&::f) f;
+static struct {
+	ZN_BLAS_FNS(ZN_BLAS_MEMBER)
+	ZN_BLASLT_FNS(ZN_BLAS_MEMBER)
+	zn_gemm_ex_t cublasGemmEx;
+	zn_gemm_sb_ex_t cublasGemmStridedBatchedEx;
+} zn_blas;
+#undef ZN_BLAS_MEMBER
+
+#define ZN_STR2(x) #x
+#define ZN_STR(x) ZN_STR2(x)
+/* The libraries of the toolkit these kernels were built with. */
+static const char *const blas_lib = "libcublas.so." ZN_STR(CUBLAS_VER_MAJOR);
+static const char *const blaslt_lib = "libcublasLt.so." ZN_STR(CUBLAS_VER_MAJOR);
+
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static char blas_err[512];
+
+static void blas_load(void)
+{
+	void *h = dlopen(blas_lib, RTLD_NOW | RTLD_LOCAL);
+	void *hl = h ? dlopen(blaslt_lib, RTLD_NOW | RTLD_LOCAL) : NULL;
+	if (!h || !hl) {
+		snprintf(blas_err, sizeof(blas_err), "cannot load %s (%s): install the CUDA "
+			 "toolkit's cuBLAS where the loader finds it (LD_LIBRARY_PATH, or "
+			 "ldconfig)", h ? blaslt_lib : blas_lib, dlerror());
+		return;
+	}
+	const char *missing = NULL;
+#define ZN_BLAS_SYM(lib, f)                                                             \
+	if (!missing && !(*(void **)&zn_blas.f = dlsym(lib, #f)))                       \
+		missing = #f;
+#define ZN_BLAS_GET(f) ZN_BLAS_SYM(h, f)
+#define ZN_BLASLT_GET(f) ZN_BLAS_SYM(hl, f)
+	ZN_BLAS_FNS(ZN_BLAS_GET)
+	ZN_BLAS_GET(cublasGemmEx)
+	ZN_BLAS_GET(cublasGemmStridedBatchedEx)
+	ZN_BLASLT_FNS(ZN_BLASLT_GET)
+#undef ZN_BLAS_GET
+#undef ZN_BLASLT_GET
+#undef ZN_BLAS_SYM
+	if (missing)
+		snprintf(blas_err, sizeof(blas_err), "%s or %s has no %s: a cuBLAS older than "
+			 "the one zinc was built with", blas_lib, blaslt_lib, missing);
+}
+
+/* 0, or -ENOSYS with the message set. */
+static int blas_ready(void)
+{
+	pthread_once(&blas_once, blas_load);
+	return blas_err[0] ? zn_error(-ENOSYS, "cuda kernels: %s", blas_err) : 0;
+}
+
+/* From here on, every call goes through the loaded pointers. */
+#define cublasCreate_v2 (zn_blas.cublasCreate_v2)
+#define cublasDestroy_v2 (zn_blas.cublasDestroy_v2)
+#define cublasSetStream_v2 (zn_blas.cublasSetStream_v2)
+#define cublasSetMathMode (zn_blas.cublasSetMathMode)
+#define cublasGemmEx (zn_blas.cublasGemmEx)
+#define cublasGemmStridedBatchedEx (zn_blas.cublasGemmStridedBatchedEx)
+#define cublasGetStatusString (zn_blas.cublasGetStatusString)
+#define cublasLtCreate (zn_blas.cublasLtCreate)
+#define cublasLtDestroy (zn_blas.cublasLtDestroy)
+#define cublasLtMatmul (zn_blas.cublasLtMatmul)
+#define cublasLtMatmulDescCreate (zn_blas.cublasLtMatmulDescCreate)
+#define cublasLtMatmulDescDestroy (zn_blas.cublasLtMatmulDescDestroy)
+#define cublasLtMatmulDescSetAttribute (zn_blas.cublasLtMatmulDescSetAttribute)
+#define cublasLtMatrixLayoutCreate (zn_blas.cublasLtMatrixLayoutCreate)
+#define cublasLtMatrixLayoutDestroy (zn_blas.cublasLtMatrixLayoutDestroy)
+#define cublasLtMatmulPreferenceCreate (zn_blas.cublasLtMatmulPreferenceCreate)
+#define cublasLtMatmulPreferenceDestroy (zn_blas.cublasLtMatmulPreferenceDestroy)
+#define cublasLtMatmulPreferenceSetAttribute (zn_blas.cublasLtMatmulPreferenceSetAttribute)
+#define cublasLtMatmulAlgoGetHeuristic (zn_blas.cublasLtMatmulAlgoGetHeuristic)
 
 /* ---- error conversion: one macro per library ----------------------------------------- */
 
@@ -162,7 +267,7 @@ static int ctx_init(cuda_ctx *c, const struct zn_kernels_params *p)
 
 extern "C" struct zn_kctx *zn_cuda_ctx_create(const struct zn_kernels_params *p)
 {
-	if (zn_kcheck_params(&zn_kernels_cuda, p) != 0)
+	if (zn_kcheck_params(&zn_kernels_cuda, p) != 0 || blas_ready() != 0)
 		return NULL;
 	cuda_ctx *c = (cuda_ctx *)calloc(1, sizeof(*c));
 	if (!c) {
