@@ -68,14 +68,15 @@ def report_adds_up(d):
     assert os.listdir(os.path.join(d, "swap")) == [], "swap files left behind"
     assert not os.path.exists(os.path.join(d, "ck")), "the benchmark saves no checkpoint"
     # A model too large to be resident: the bound is the step's own compute.
-    p = subprocess.run([sys.executable, SCRIPT, "--config", cfg, "--zinc", ZINC, "--steps", "2",
+    p = subprocess.run([sys.executable, SCRIPT, "--config", cfg, "--zinc", ZINC, "--steps", "1",
                         "--bench-size", "32M", "--reference", "compute"], capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["reference"] == "compute" and r["losses_equal"] is None, r
-    assert r["resident_step_s"] == r["compute_s"], r
-    assert r["bound_s"] == max(r["compute_s"], r["io_bound_s"]), r
+    # (one measured step: its median is itself)
+    assert abs(r["resident_step_s"] - (r["compute_s"] - r["stall_s"])) < 1e-9, r
+    assert r["bound_s"] == max(r["resident_step_s"], r["io_bound_s"]), r
     assert "the step's own compute" in p.stdout, p.stdout
 
 
