@@ -344,24 +344,26 @@ int zn_plan_need_pageable(const struct zn_config *c, const struct zn_plan_geom *
  *   optimizer states: zn_optswap_store_bytes of the swapper's config: every
  *             sub-group's states plus one spare per slot
  *   parameter homes: the NVMe homes' bytes (zn_zero_home) */
-uint64_t zn_plan_optimizer_store(const struct zn_config *c, const struct zn_plan_geom *g)
+static uint64_t optimizer_store(const struct zn_config *c, const struct zn_plan_geom *g,
+				uint64_t (*bytes)(const struct zn_optswap_config *))
 {
 	struct placed pl;
 	struct zn_optswap_config oc;
 	placement(c, g, &pl);
 	optswap_of(c, &pl, &oc);
-	return zn_optswap_store_bytes(&oc);
+	return bytes(&oc);
+}
+
+uint64_t zn_plan_optimizer_store(const struct zn_config *c, const struct zn_plan_geom *g)
+{
+	return optimizer_store(c, g, zn_optswap_store_bytes);
 }
 
 /*   gradients (grads_nvme): zn_optswap_grads_store_bytes, part of the
  *             above: every sub-group's, in grad_accum_dtype */
 uint64_t zn_plan_gradient_store(const struct zn_config *c, const struct zn_plan_geom *g)
 {
-	struct placed pl;
-	struct zn_optswap_config oc;
-	placement(c, g, &pl);
-	optswap_of(c, &pl, &oc);
-	return zn_optswap_grads_store_bytes(&oc);
+	return optimizer_store(c, g, zn_optswap_grads_store_bytes);
 }
 
 uint64_t zn_plan_param_store(const struct zn_config *c, const struct zn_plan_geom *g)
