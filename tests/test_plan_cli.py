@@ -282,6 +282,13 @@ def training_uses_what_the_plan_says(d):
                        "nvme, max_in_cpu: 0, nvme_path: \"%s\"}, offload_optimizer: {device: "
                        "nvme, nvme_path: \"%s\", pipeline_read: true}}"
                        % (os.path.join(d, "p"), os.path.join(d, "o")), False),
+        # The same in tiles of 1024 elements: wte and the larger block
+        # matrices have a home per tile, each whole on the device.
+        "tiles_nvme": ("bf16: {enabled: true}\nzero_optimization: {stage: 3, sub_group_size: "
+                       "9000, tile_size: 1024, stage3_param_persistence_threshold: 0, "
+                       "offload_param: {device: nvme, max_in_cpu: 0, nvme_path: \"%s\"}, "
+                       "offload_optimizer: {device: nvme, nvme_path: \"%s\"}}"
+                       % (os.path.join(d, "p"), os.path.join(d, "o")), False),
         # Small tensors resident, the first 10000 offloaded elements with
         # host homes, the rest on NVMe.
         "mixed": ("bf16: {enabled: true}\ndata_types: {grad_accum_dtype: bf16}\n"

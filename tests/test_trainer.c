@@ -473,18 +473,15 @@ static void test_gradients_on_nvme_match_host_accumulators(void **state)
 	accum_steps = 1;
 }
 
-/* Memory-centric tiling: an untied Llama whose embedding and classifier
- * (1024 x 32) come in 8 tiles of 128 rows (zero_optimization.tile_size
- * 4096).  In every placement the model takes them tile by tile, so the
- * placements give the device run's losses and parameters bit for bit, in
- * fp32 and bf16, and a resumed run continues exactly; offloaded, only one
- * tile is on the device at a time, so the device's peak is below the
- * untiled run's. */
-static void test_tiles_in_every_placement(void **state)
+/* Memory-centric tiling (an untied Llama whose embedding and classifier,
+ * 1024 x 32, come in 8 tiles of 128 rows: the model takes them tile by
+ * tile; offloaded, one tile is on the device at a time).  Every placement and precision with the model set by `model` and tiles of
+ * `tile` (a --set line): the device run's losses and parameters bit for
+ * bit, exact resume; with `by_tiles` (the model takes a tensor tile by
+ * tile), a lower device peak offloaded than untiled. */
+static void tiles_case(const char *model, const char *tile, const char *tag, bool by_tiles)
 {
-	(void)state;
 	enum { N = 4, K = 2 };
-	const char *model = llama_untied();
 	for (unsigned d = 0; d < sizeof(precisions) / sizeof(precisions[0]); d++) {
 		const struct precision *pr = &precisions[d];
 		struct run ref = { 0 };
@@ -492,11 +489,11 @@ static void test_tiles_in_every_placement(void **state)
 		size_t ref_len = 0;
 		for (unsigned i = 0; i < NPLACEMENTS; i++) {
 			const struct placement *p = &placements[i];
-			const char *sets[] = { model, "zero_optimization.tile_size=4096" };
+			const char *sets[] = { model, tile };
 			struct zn_config cfg;
 			struct run r = { 0 }, whole = { 0 };
 			char name[64];
-			snprintf(name, sizeof(name), "tiles-%s-%s", pr->name, p->name);
+			snprintf(name, sizeof(name), "%s-%s-%s", tag, pr->name, p->name);
 			const char *ckpt = folder("ck-%s", name);
 			assert_int_equal(load(p, pr, ckpt, false, sets, 2, &cfg), 0);
 			struct zn_trainer *t = create(&cfg);
@@ -515,7 +512,7 @@ static void test_tiles_in_every_placement(void **state)
 			}
 			/* Resumed after step K: the same steps K+1 .. N. */
 			struct run part = { 0 };
-			snprintf(name, sizeof(name), "tiles-part-%s-%s", pr->name, p->name);
+			snprintf(name, sizeof(name), "%s-part-%s-%s", tag, pr->name, p->name);
 			ckpt = folder("ck-%s", name);
 			assert_int_equal(load(p, pr, ckpt, false, sets, 2, &cfg), 0);
 			t = create(&cfg);
@@ -528,11 +525,11 @@ static void test_tiles_in_every_placement(void **state)
 			zn_trainer_destroy(t);
 			if (memcmp(&part.loss[K], &r.loss[K], (N - K) * sizeof(double)) != 0)
 				fail_msg("%s: resumed losses differ", name);
-			if (!p->params_offloaded)
+			if (!p->params_offloaded || !by_tiles)
 				continue;
 			/* The same placement untiled holds the classifier whole. */
 			sets[1] = "zero_optimization.tile_size=0";
-			snprintf(name, sizeof(name), "whole-%s-%s", pr->name, p->name);
+			snprintf(name, sizeof(name), "%s-whole-%s-%s", tag, pr->name, p->name);
 			assert_int_equal(load(p, pr, folder("ck-%s", name), false, sets, 2, &cfg), 0);
 			t = create(&cfg);
 			steps(t, N, &whole);
@@ -544,6 +541,22 @@ static void test_tiles_in_every_placement(void **state)
 		}
 		free(ref_model);
 	}
+}
+
+static void test_tiles_in_every_placement(void **state)
+{
+	(void)state;
+	tiles_case(llama_untied(), "zero_optimization.tile_size=4096", "tiles", true);
+}
+
+/* Tiles of storage only: GPT-2's tied wte (128 x 32) and its larger block
+ * matrices in tiles of 1024 elements, homes and gradients tile by tile,
+ * each whole on the device while its layer is. */
+static void test_storage_tiles_in_every_placement(void **state)
+{
+	(void)state;
+	tiles_case("zero_optimization.tile_size=1024", "zero_optimization.tile_size=1024", "stiles",
+		   false);
 }
 
 /* Stopped after step K, saved, destroyed, and created again from the
@@ -690,6 +703,7 @@ int main(void)
 		cmocka_unit_test(test_placements_are_bit_identical),
 		cmocka_unit_test(test_gradients_on_nvme_match_host_accumulators),
 		cmocka_unit_test(test_tiles_in_every_placement),
+		cmocka_unit_test(test_storage_tiles_in_every_placement),
 		cmocka_unit_test(test_resume_is_exact),
 		cmocka_unit_test(test_consolidate),
 		cmocka_unit_test(test_bad_input),

@@ -250,6 +250,7 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s)
 	s->tile_rows = zn_zero_tile_rows(zr, s->d);
 	s->ntiles = (unsigned)zn_zero_tiles(zr, s->d);
 	s->tiled = s->tile_rows && !s->resident;
+	s->by_tiles = s->tile_rows && s->d->tileable;
 	s->tile_elems = s->tiled ? zn_zero_unit(zr, s->d, &sh) : s->nown;
 	s->tile_on = -1;
 	if (!s->tiled)

@@ -143,7 +143,7 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
 	int rc = 0;
 	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
 		struct tstate *s = &t->t[t->tab.first[layer] + i];
-		if (s->tiled)
+		if (s->tiled && s->by_tiles)
 			continue; /* its tiles come one at a time */
 		if (t->sdt == ZN_DTYPE_F32) {
 			params[i] = s->dparam;
@@ -170,7 +170,7 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
 	/* A tiled tensor comes by its tiles (fetch_tile): from the buffers
 	 * made above when it is on the device whole. */
 	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++)
-		if (t->t[t->tab.first[layer] + i].tile_rows) {
+		if (t->t[t->tab.first[layer] + i].by_tiles) {
 			params[i] = NULL;
 			if (want)
 				grads[i] = NULL;
@@ -208,6 +208,38 @@ static int fold_grads(struct zn_trainer *t, unsigned layer, bool written)
 	return rc;
 }
 
+/* Tile k's home (the whole tensor's when not tiled) into the device
+ * buffers at element `at`: 16-bit layers' bytes as they are, else in
+ * fp32 (16-bit homes widened on the device through the scratch). */
+static int home_to_device(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t at)
+{
+	const uint64_t n = tr_tile_span(s, tr_tile_first(s, k), s->nown);
+	const size_t hbytes = n * zn_dtype_size(t->zr.hdt);
+	void *host;
+	uint64_t t0 = zn_now_ns();
+	int rc = zn_swapper_acquire(t->homes.sw, s->home[k], &host);
+	if (rc)
+		return rc;
+	t->stats.stall_ns += zn_now_ns() - t0;
+	if (t->zr.dev16) {
+		rc = zn_device_copy_async(t->dev,
+					  (uint8_t *)s->sparam + at * zn_dtype_size(t->zr.hdt), host,
+					  hbytes, ZN_COPY_HOST_TO_DEVICE, NULL);
+	} else if (t->zr.hdt == ZN_DTYPE_F32) {
+		rc = zn_device_copy_async(t->dev, (float *)s->dparam + at, host, hbytes,
+					  ZN_COPY_HOST_TO_DEVICE, NULL);
+	} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
+					       ZN_COPY_HOST_TO_DEVICE, NULL))) {
+		rc = t->k->cast(t->kctx, (float *)s->dparam + at, ZN_DTYPE_F32, t->round_buf,
+				t->zr.hdt, n);
+		if (!rc)
+			rc = zn_device_stream_synchronize(t->stream);
+	}
+	t->stats.h2d_bytes += hbytes;
+	zn_swapper_release(t->homes.sw, s->home[k], false);
+	return rc;
+}
+
 /* offload_param: bring a layer's parameters to the device (and make room for
  * its gradients), prefetching what the next fetches want.  The homes hold
  * the training dtype; 16-bit ones cross as 16 bits and are widened on the
@@ -232,33 +264,18 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 		t->fetch.live_elems += t->layer[layer].elems;
 		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->tab.first[layer] + i];
-			void *host;
-			size_t hbytes = s->d->numel * zn_dtype_size(t->zr.hdt);
-			if (s->resident || s->tiled)
+			if (s->resident || s->by_tiles)
 				continue;
 			/* 16-bit layers: the home's bytes are the kernels' copy. */
-			if ((rc = t->zr.dev16 ? tr_dev_alloc(t, hbytes, &s->sparam)
-					      : tr_dev_alloc(t, s->d->numel * 4, &s->dparam)))
+			if ((rc = t->zr.dev16
+					  ? tr_dev_alloc(t, s->d->numel * zn_dtype_size(t->zr.hdt),
+							 &s->sparam)
+					  : tr_dev_alloc(t, s->d->numel * 4, &s->dparam)))
 				break;
-			uint64_t t0 = zn_now_ns();
-			if ((rc = zn_swapper_acquire(t->homes.sw, s->home[0], &host)))
-				break;
-			t->stats.stall_ns += zn_now_ns() - t0;
-			if (t->zr.dev16) {
-				rc = zn_device_copy_async(t->dev, s->sparam, host, hbytes,
-							  ZN_COPY_HOST_TO_DEVICE, NULL);
-			} else if (t->zr.hdt == ZN_DTYPE_F32) {
-				rc = zn_device_copy_async(t->dev, s->dparam, host, hbytes,
-							  ZN_COPY_HOST_TO_DEVICE, NULL);
-			} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
-							       ZN_COPY_HOST_TO_DEVICE, NULL))) {
-				rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->zr.hdt,
-						s->d->numel);
-				if (!rc)
-					rc = zn_device_stream_synchronize(t->stream);
-			}
-			t->stats.h2d_bytes += hbytes;
-			zn_swapper_release(t->homes.sw, s->home[0], false);
+			/* Whole on the device, from its tiles' homes (one home
+			 * when it is not tiled). */
+			for (unsigned k = 0; k < s->ntiles && !rc; k++)
+				rc = home_to_device(t, s, k, tr_tile_first(s, k));
 		}
 		if (!rc)
 			prefetch_ahead(t, layer);
@@ -269,7 +286,7 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			/* 16-bit layers: the kernels' 16-bit buffers (hand_out)
 			 * are the gradients until they leave; a tiled tensor's
 			 * come with its tiles. */
-			if (s->dev_grads || t->zr.dev16 || s->tiled)
+			if (s->dev_grads || t->zr.dev16 || s->by_tiles)
 				continue;
 			if (!(rc = tr_dev_alloc(t, s->d->numel * 4, &s->dgrad)))
 				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d->numel * 4, NULL);
@@ -284,19 +301,22 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 {
 	int rc = zn_device_stream_synchronize(t->stream);
-	if (!rc && written && t->layer[layer].has_grads && t->flights.copy && t->world == 1) {
+	/* Gradients in flight on the copy stream, but not a tiled tensor's,
+	 * which leave tile by tile below. */
+	const bool flights = t->flights.copy && t->world == 1;
+	if (!rc && written && t->layer[layer].has_grads && flights)
 		rc = tr_grads_leave(t, layer);
-	} else if (!rc && written && t->layer[layer].has_grads) {
+	if (!rc && written && t->layer[layer].has_grads) {
 		/* NVMe gradients go in descending order, as the layers do
 		 * (grads.c), so that one sub-group is open at a time. */
 		const unsigned cnt = t->tab.count[layer];
 		for (unsigned k = 0; k < cnt && !rc; k++) {
 			const unsigned i = t->zr.grads_nvme ? cnt - 1 - k : k;
 			struct tstate *s = &t->t[t->tab.first[layer] + i];
-			if (s->dev_grads || s->tiled) /* tiles' left at their release */
-				continue;
+			if (s->dev_grads || s->by_tiles || (flights && !s->tiled))
+				continue; /* on the device, at their tiles' release, in flight */
 			rc = t->world > 1 ? tr_grads_reduce(t, s, t->micro_i == 0)
-					  : tr_grads_to_host(t, s, t->micro_i == 0);
+					  : tr_grads_tiles_to_host(t, s, t->micro_i == 0);
 			zn_device_free(t->dev, s->dgrad);
 			s->dgrad = NULL;
 		}
@@ -317,7 +337,8 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 static unsigned tile_rows(void *user, unsigned layer, unsigned idx)
 {
 	struct zn_trainer *t = user;
-	return (unsigned)t->t[t->tab.first[layer] + idx].tile_rows;
+	const struct tstate *s = &t->t[t->tab.first[layer] + idx];
+	return s->by_tiles ? (unsigned)s->tile_rows : 0;
 }
 
 /* Tile k of a tensor of a fetched layer on the device: a whole tensor's
@@ -332,7 +353,7 @@ static int fetch_tile(void *user, unsigned layer, unsigned idx, unsigned k, bool
 	struct tstate *s = &t->t[t->tab.first[layer] + idx];
 	const uint64_t first = (uint64_t)k * s->tile_rows * (uint64_t)s->d->shape[1];
 	const size_t sz = zn_dtype_size(t->sdt);
-	if (!s->tile_rows || k >= zn_zero_tiles(&t->zr, s->d) ||
+	if (!s->by_tiles || k >= zn_zero_tiles(&t->zr, s->d) ||
 	    (s->tiled && !t->layer[layer].fetched))
 		return zn_error(-EINVAL, "%s: tile %u fetched outside its layer", s->d->name, k);
 	if (!s->tiled) {

@@ -42,28 +42,29 @@ enum cross {
  * them exactly, so they are the values the fp32 path would round to).
  * *src and *bytes say what to copy. */
 static enum cross grads_prepare(struct zn_trainer *t, struct tstate *s, bool first, void *narrow,
-				size_t n, const void **src, size_t *bytes, int *rc)
+				uint64_t doff, size_t n, const void **src, size_t *bytes, int *rc)
 {
 	*rc = 0;
 	if (!s->dgrad) { /* dev16: never folded into fp32 */
-		*src = s->sgrad;
+		*src = (const uint8_t *)s->sgrad + doff * zn_dtype_size(t->sdt);
 		*bytes = n * zn_dtype_size(t->sdt);
 		return first && t->zr.gdt == t->sdt ? CROSS_ACC : CROSS_16;
 	}
+	float *g = (float *)s->dgrad + doff;
 	if (first && t->zr.gdt != ZN_DTYPE_F32) {
 		/* Narrowing to the training dtype itself rounds as
 		 * round_to_dtype would (to nearest even, once): that pass is
 		 * skipped then. */
 		if (t->zr.gdt != t->zr.dtype)
-			*rc = tr_round_to_dtype(t, s->dgrad, n);
+			*rc = tr_round_to_dtype(t, g, n);
 		if (!*rc)
-			*rc = t->k->cast(t->kctx, narrow, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
+			*rc = t->k->cast(t->kctx, narrow, t->zr.gdt, g, ZN_DTYPE_F32, n);
 		*src = narrow;
 		*bytes = n * 2;
 		return CROSS_ACC;
 	}
-	*rc = tr_round_to_dtype(t, s->dgrad, n);
-	*src = s->dgrad;
+	*rc = tr_round_to_dtype(t, g, n);
+	*src = g;
 	*bytes = n * 4;
 	return first ? CROSS_ACC : CROSS_F32;
 }
@@ -135,20 +136,20 @@ static int grads_to_nvme(struct zn_trainer *t, struct tstate *s, enum cross how,
 	return rc;
 }
 
-/* A tensor's device gradients (of its elements [off, off + n), which the
- * device buffers hold from their start) into its host accumulator,
- * synchronously: prepared as above, then across; the first micro-batch's
- * gradients start the accumulator (16-bit accumulators: narrowed on the
- * device, so half the bytes cross), later ones are added to it.  gnvme:
- * the same, on their way to NVMe.  A 16-bit layer's gradient buffer goes
+/* A tensor's device gradients of its elements [off, off + n) (at element
+ * doff of the device buffers) into its host accumulator, synchronously:
+ * prepared as above, then across; the first micro-batch's gradients start
+ * the accumulator (16-bit accumulators: narrowed on the device, so half
+ * the bytes cross), later ones are added to it.  gnvme: the same, on
+ * their way to NVMe.  With `last`, a 16-bit layer's gradient buffer goes
  * with them. */
 static int grads_range_to_host(struct zn_trainer *t, struct tstate *s, bool first, uint64_t off,
-			       uint64_t n, unsigned k)
+			       uint64_t n, unsigned k, uint64_t doff, bool last)
 {
 	const void *src;
 	size_t bytes;
 	int rc;
-	enum cross how = grads_prepare(t, s, first, t->round_buf, n, &src, &bytes, &rc);
+	enum cross how = grads_prepare(t, s, first, t->round_buf, doff, n, &src, &bytes, &rc);
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
 	if (rc)
@@ -157,7 +158,7 @@ static int grads_range_to_host(struct zn_trainer *t, struct tstate *s, bool firs
 	void *acc = s->gnvme ? t->gsums : (uint8_t *)s->grad + off * zn_dtype_size(t->zr.gdt);
 	rc = zn_device_copy_async(t->dev, how == CROSS_ACC ? acc : (void *)t->gstage, src, bytes,
 				  ZN_COPY_DEVICE_TO_HOST, NULL);
-	if (!s->dgrad) {
+	if (!s->dgrad && last) {
 		zn_device_free(t->dev, s->sgrad);
 		s->sgrad = NULL;
 		s->sdirty = false;
@@ -170,13 +171,28 @@ static int grads_range_to_host(struct zn_trainer *t, struct tstate *s, bool firs
 
 int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	return grads_range_to_host(t, s, first, 0, s->d->numel, 0);
+	return grads_range_to_host(t, s, first, 0, s->d->numel, 0, 0, true);
 }
 
+/* A tile on the device by itself (the model's tiles): its buffers hold it
+ * from their start. */
 int tr_grads_tile_to_host(struct zn_trainer *t, struct tstate *s, bool first, unsigned k)
 {
 	const uint64_t off = tr_tile_first(s, k);
-	return grads_range_to_host(t, s, first, off, tr_tile_span(s, off, s->nown), k);
+	return grads_range_to_host(t, s, first, off, tr_tile_span(s, off, s->nown), k, 0, true);
+}
+
+/* A whole tensor on the device, tile by tile from the last (the pass's
+ * order), as its homes and the norm's shares are cut. */
+int tr_grads_tiles_to_host(struct zn_trainer *t, struct tstate *s, bool first)
+{
+	int rc = 0;
+	for (unsigned k = s->ntiles; k-- > 0 && !rc;) {
+		const uint64_t off = tr_tile_first(s, k);
+		rc = grads_range_to_host(t, s, first, off, tr_tile_span(s, off, s->nown), k, off,
+					 k == 0);
+	}
+	return rc;
 }
 
 /* What crossed on the copy stream lands on the host after it, in order
@@ -246,7 +262,7 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 		if (!rc) {
 			const void *src;
 			size_t bytes;
-			enum cross how = grads_prepare(t, s, first, narrow, n, &src, &bytes, &rc);
+			enum cross how = grads_prepare(t, s, first, narrow, 0, n, &src, &bytes, &rc);
 			cp[ncp++] = (typeof(cp[0])){ (void *)src, s, bytes, how };
 		}
 		if (own16) { /* the flight frees it; the next backward gets a new one */

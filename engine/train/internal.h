@@ -70,14 +70,16 @@ struct tstate {
 	double *gsq;                   /* gnvme: each tile's final gradients' squared
 					* sum, and whether all are finite, taken as */
 	bool *gfin;                    /* they left (the norm's shares, ntiles) */
-	/* Tiles (engine/zero's zn_zero_tile_rows): the model takes a tiled
-	 * tensor tile by tile; an offloaded one visits the device a tile at a
-	 * time (its device buffers below then hold that tile), with a home per
-	 * tile, its gradients leaving tile by tile. */
+	/* Tiles (engine/zero's zn_zero_tile_rows): an offloaded tiled tensor
+	 * has a home per tile and its gradients leave tile by tile; the model
+	 * takes a tileable one tile by tile (by_tiles), and offloaded it
+	 * visits the device a tile at a time (its device buffers below then
+	 * hold that tile); another visits whole, read from its tiles' homes. */
 	uint64_t tile_rows;            /* 0: whole */
 	uint64_t tile_elems;           /* elements of a full tile (numel when whole) */
 	unsigned ntiles;               /* 1 when whole */
-	bool tiled;                    /* offloaded and tiled: fetched by tiles */
+	bool tiled;                    /* offloaded and tiled: homes per tile */
+	bool by_tiles;                 /* the model takes it tile by tile */
 	int tile_on;                   /* the tile on the device, -1 none */
 	/* On the device. */
 	void *dparam, *dgrad;          /* fp32 */
@@ -429,6 +431,7 @@ int tr_dev_alloc(struct zn_trainer *t, size_t bytes, void **p);
  * ended (nothing without them). */
 int tr_grads_to_host(struct zn_trainer *t, struct tstate *s, bool first);
 int tr_grads_tile_to_host(struct zn_trainer *t, struct tstate *s, bool first, unsigned k);
+int tr_grads_tiles_to_host(struct zn_trainer *t, struct tstate *s, bool first);
 int tr_grads_pass_begin(struct zn_trainer *t);
 int tr_grads_pass_end(struct zn_trainer *t);
 int tr_grads_leave(struct zn_trainer *t, unsigned layer);

@@ -63,7 +63,7 @@ struct zn_zero_share zn_zero_share_of(const struct zn_zero_rules *z, uint64_t nu
 
 uint64_t zn_zero_tile_rows(const struct zn_zero_rules *z, const struct zn_param_desc *d)
 {
-	if (!z->tile_size || !d->tileable || d->ndim != 2 || d->numel <= z->tile_size)
+	if (!z->tile_size || d->ndim != 2 || d->numel <= z->tile_size)
 		return 0;
 	const uint64_t rows = (uint64_t)d->shape[0], cols = (uint64_t)d->shape[1];
 	const uint64_t most = ZN_MAX(z->tile_size / cols, 1); /* rows a tile may hold */
@@ -113,7 +113,9 @@ void zn_zero_arrays_of(const struct zn_zero_rules *z, const struct zn_param_desc
 	const uint64_t fp32 = part_bytes(s->nown, ZN_DTYPE_F32);
 	a->dparam = s->resident ? whole : 0;
 	a->dgrad = s->dev_grads ? whole : 0;
-	const uint64_t fetched = unit * zn_dtype_size(z->dev16 ? z->dtype : ZN_DTYPE_F32);
+	/* On the device a tile at a time when the model takes it so. */
+	const uint64_t on_device = d->tileable ? unit : numel;
+	const uint64_t fetched = on_device * zn_dtype_size(z->dev16 ? z->dtype : ZN_DTYPE_F32);
 	a->fparam = s->resident ? 0 : fetched;
 	a->fgrad = s->dev_grads ? 0 : fetched;
 	a->ffold = z->dev16 && !s->resident ? whole : 0;

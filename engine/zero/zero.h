@@ -95,21 +95,24 @@ struct zn_zero_share {
 
 struct zn_zero_share zn_zero_share_of(const struct zn_zero_rules *z, uint64_t numel);
 
-/* Memory-centric tiling (ZeRO-Infinity): rows per tile of a tileable
- * tensor (model.h's zn_param_desc) of more than tile_size elements --
- * tiles of whole rows, at most tile_size elements (one row when a row is
- * larger), as even as that allows -- on one rank; 0 for a tensor that
- * comes whole.  The model computes a tiled tensor tile by tile in every
- * placement, so that placements keep the same bits; an offloaded one
- * also visits the device, has its home and sends its gradients tile by
- * tile. */
+/* Memory-centric tiling (ZeRO-Infinity): rows per tile of a 2-D tensor
+ * of more than tile_size elements -- tiles of whole rows, at most
+ * tile_size elements (one row when a row is larger), as even as that
+ * allows -- on one rank; 0 for a tensor that comes whole.  An offloaded
+ * tiled tensor has a home per tile and sends its gradients tile by tile,
+ * and the norm takes its share tile by tile in every placement, so that
+ * placements keep the same bits.  A tileable one (model.h's
+ * zn_param_desc: an untied vocabulary) is also computed tile by tile,
+ * and visits the device a tile at a time; another is on the device whole
+ * while its layer is (the tied embedding, a large block matrix). */
 uint64_t zn_zero_tile_rows(const struct zn_zero_rules *z, const struct zn_param_desc *d);
 /* Its tiles (1 when whole), and tile k's first element and length. */
 uint64_t zn_zero_tiles(const struct zn_zero_rules *z, const struct zn_param_desc *d);
 void zn_zero_tile(const struct zn_zero_rules *z, const struct zn_param_desc *d, uint64_t k,
 		  uint64_t *first, uint64_t *n);
 /* Elements of a tensor that move between the tiers at once: a tile of an
- * offloaded tiled tensor, else the whole tensor. */
+ * offloaded tiled tensor (what its homes, staging and gradients' way
+ * hold), else the whole tensor. */
 uint64_t zn_zero_unit(const struct zn_zero_rules *z, const struct zn_param_desc *d,
 		      const struct zn_zero_share *s);
 
