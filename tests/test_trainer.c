@@ -410,8 +410,9 @@ static const char *llama_untied(void)
  * accumulators (host): with two micro-batches a step (each read back,
  * added to and written again on NVMe) and clipping on, the two give the
  * same losses and final parameters bit for bit, in fp32 and bf16, with one
- * swap buffer or pipelined ones, for GPT-2 and for an untied Llama in
- * tiles; NVMe gradients keep no accumulator in host memory and move more
+ * swap buffer and synchronous copies or pipelined buffers and the copies
+ * in flight on a stream of their own (overlap_comm: the pass then runs
+ * there), for GPT-2 and for an untied Llama in tiles; NVMe gradients keep no accumulator in host memory and move more
  * NVMe bytes. */
 static void test_gradients_on_nvme_match_host_accumulators(void **state)
 {
@@ -419,6 +420,7 @@ static void test_gradients_on_nvme_match_host_accumulators(void **state)
 	enum { N = 4 };
 	static const struct placement piped = {
 		"nvme3p", "{stage: 3, sub_group_size: 7000, stage3_param_persistence_threshold: 0, "
+			  "overlap_comm: true, "
 			  "offload_param: {device: nvme, max_in_cpu: 0, nvme_path: SWAP}, "
 			  "offload_optimizer: {device: nvme, nvme_path: SWAP, pipeline_read: true, "
 			  "pipeline_write: true, buffer_count: 5}}",

@@ -91,9 +91,23 @@ int tr_grads_pass_begin(struct zn_trainer *t)
 	return t->zr.grads_nvme ? zn_optswap_grads_begin(t->nvme.os, t->micro_i > 0) : 0;
 }
 
+/* Every flight landed (and its error, the copy stream's, returned). */
+static int flights_drain(struct zn_trainer *t)
+{
+	if (!t->flights.copy)
+		return 0;
+	int rc = tr_flights_reap(t, true);
+	int r = zn_device_stream_synchronize(t->flights.copy);
+	return rc ? rc : r;
+}
+
 int tr_grads_pass_end(struct zn_trainer *t)
 {
-	return t->zr.grads_nvme ? zn_optswap_grads_end(t->nvme.os) : 0;
+	if (!t->zr.grads_nvme)
+		return 0;
+	int rc = flights_drain(t); /* the pass's last puts run on the copy stream */
+	int r = zn_optswap_grads_end(t->nvme.os);
+	return rc ? rc : r;
 }
 
 /* A gnvme tensor's gradients of elements [off, off + n) (the whole
@@ -149,6 +163,10 @@ static int grads_range_to_host(struct zn_trainer *t, struct tstate *s, bool firs
 	const void *src;
 	size_t bytes;
 	int rc;
+	/* What is in flight lands first: its host side shares the staging
+	 * and runs the NVMe pass, which one thread runs at a time. */
+	if ((rc = flights_drain(t)))
+		return rc;
 	enum cross how = grads_prepare(t, s, first, t->round_buf, doff, n, &src, &bytes, &rc);
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
@@ -219,6 +237,14 @@ static int land_convert16_fn(void *arg)
 	return 0;
 }
 
+/* NVMe gradients' part of the pass, in the pass's order on the copy
+ * stream (how and first were fixed when they left). */
+static int land_nvme_fn(void *arg)
+{
+	struct tstate *s = arg;
+	return grads_to_nvme(s->owner, s, (enum cross)s->fl_how, s->fl_first, 0, s->d->numel, 0);
+}
+
 /* A layer's final gradients leave the device on the copy stream: rounded
  * (or narrowed to a 16-bit accumulator's dtype) on the compute stream,
  * then copied, and added on the host for later micro-batches, in tensor
@@ -235,11 +261,14 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 			rc = tr_flights_reap(t, false);
 	}
 	struct grad_flight *f = &t->flights.f[(t->flights.head + t->flights.n) % GRAD_FLIGHTS];
-	struct { void *src; struct tstate *s; size_t bytes; enum cross how; }
-		cp[ZN_ARCH_LAYER_TENSORS_MAX];
-	unsigned ncp = 0;
 	f->n = 0;
-	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
+	/* NVMe gradients in descending order, as the layers go (fetch.c);
+	 * each tensor's copy is queued as soon as it is prepared, so that one
+	 * crossing synchronously (no room to narrow it in flight) follows the
+	 * ones before it. */
+	const unsigned cnt = t->tab.count[layer];
+	for (unsigned j = 0; j < cnt && !rc; j++) {
+		const unsigned i = t->zr.grads_nvme ? cnt - 1 - j : j;
 		struct tstate *s = &t->t[t->tab.first[layer] + i];
 		const size_t n = s->d->numel;
 		const bool own16 = !s->dgrad; /* dev16: the gradients are sgrad */
@@ -253,38 +282,43 @@ int tr_grads_leave(struct zn_trainer *t, unsigned layer)
 				f->p[f->n++] = narrow;
 			} else if (rc == -ENOMEM) {
 				/* No room for a 16-bit copy in flight: this one
-				 * crosses synchronously, through the scratch. */
+				 * crosses synchronously, through the scratch
+				 * (after what is in flight, for NVMe ones). */
 				rc = tr_grads_to_host(t, s, first);
 				s->dgrad = NULL;
 				continue;
 			}
 		}
-		if (!rc) {
-			const void *src;
-			size_t bytes;
-			enum cross how = grads_prepare(t, s, first, narrow, 0, n, &src, &bytes, &rc);
-			cp[ncp++] = (typeof(cp[0])){ (void *)src, s, bytes, how };
-		}
+		const void *src = NULL;
+		size_t bytes = 0;
+		enum cross how = CROSS_ACC;
+		if (!rc)
+			how = grads_prepare(t, s, first, narrow, 0, n, &src, &bytes, &rc);
 		if (own16) { /* the flight frees it; the next backward gets a new one */
 			s->sgrad = NULL;
 			s->sdirty = false;
 		}
 		s->dgrad = NULL;
-	}
-	if (!rc && !(rc = zn_device_event_record(t->flights.ev_compute, t->stream)))
-		rc = zn_device_stream_wait_event(t->flights.copy, t->flights.ev_compute);
-	for (unsigned k = 0; k < ncp && !rc; k++) {
-		struct tstate *s = cp[k].s;
-		t->stats.d2h_bytes += cp[k].bytes;
-		if (cp[k].how == CROSS_ACC) {
-			rc = zn_device_copy_async(t->dev, s->grad, cp[k].src, cp[k].bytes,
-						  ZN_COPY_DEVICE_TO_HOST, t->flights.copy);
-		} else if (!(rc = zn_device_copy_async(t->dev, t->gstage, cp[k].src, cp[k].bytes,
+		if (rc || (rc = zn_device_event_record(t->flights.ev_compute, t->stream)) ||
+		    (rc = zn_device_stream_wait_event(t->flights.copy, t->flights.ev_compute)))
+			break;
+		t->stats.d2h_bytes += bytes;
+		if (s->gnvme) {
+			s->fl_how = (uint8_t)how;
+			s->fl_first = first;
+			rc = zn_device_copy_async(t->dev, how == CROSS_ACC ? t->gsums : t->gstage, src,
+						  bytes, ZN_COPY_DEVICE_TO_HOST, t->flights.copy);
+			if (!rc)
+				rc = zn_device_launch_host(t->flights.copy, land_nvme_fn, s);
+		} else if (how == CROSS_ACC) {
+			rc = zn_device_copy_async(t->dev, s->grad, src, bytes, ZN_COPY_DEVICE_TO_HOST,
+						  t->flights.copy);
+		} else if (!(rc = zn_device_copy_async(t->dev, t->gstage, src, bytes,
 						       ZN_COPY_DEVICE_TO_HOST, t->flights.copy))) {
 			rc = zn_device_launch_host(t->flights.copy,
-						   cp[k].how == CROSS_F32 ? land_f32_fn
-						   : first		   ? land_convert16_fn
-									   : land_add16_fn,
+						   how == CROSS_F32 ? land_f32_fn
+						   : first	    ? land_convert16_fn
+								    : land_add16_fn,
 						   s);
 		}
 	}

@@ -92,9 +92,9 @@ int tr_param_homes_setup(struct zn_trainer *t)
 
 	/* overlap_comm (DeepSpeed: overlap the gradient reduction with the
 	 * backward; on one rank the reduction is the way to the host): a
-	 * stream of their own, up to GRAD_FLIGHTS layers in flight.  Not for
-	 * gradients bound for NVMe, which leave synchronously. */
-	if (t->cfg.zero_optimization.overlap_comm && !t->zr.grads_nvme) {
+	 * stream of their own, up to GRAD_FLIGHTS layers in flight (bound for
+	 * NVMe too: the copy stream then runs their pass). */
+	if (t->cfg.zero_optimization.overlap_comm) {
 		t->flights.copy = zn_device_stream_create(t->dev, "gradients");
 		t->flights.ev_compute = t->flights.copy ? zn_device_event_create(t->dev) : NULL;
 		if (!t->flights.ev_compute)

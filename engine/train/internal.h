@@ -67,6 +67,8 @@ struct tstate {
 					* rank or stage <= 1); else they leave at each
 					* release */
 	bool gnvme;                    /* ... for NVMe (engine/zero's grads_nvme) */
+	uint8_t fl_how;                /* gnvme in flight: how they crossed, and */
+	bool fl_first;                 /* whether they start the sums (grads.c) */
 	double *gsq;                   /* gnvme: each tile's final gradients' squared
 					* sum, and whether all are finite, taken as */
 	bool *gfin;                    /* they left (the norm's shares, ntiles) */
