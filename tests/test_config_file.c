@@ -515,6 +515,41 @@ static void test_syntax_errors(void **state)
 	assert_int_equal(load("aio: {queue_depth: 4}\n---\naio: {queue_depth: 8}\n", &cfg),
 			 -EINVAL);
 	assert_error("3:1", "second YAML document");
+
+	/* 200,000 nested lists: refused where they pass 100 levels (libyaml
+	 * would not finish), quoted and commented brackets not counted. */
+	enum { DEEP = 200000 };
+	char *deep = malloc(2 * DEEP + 16);
+	assert_non_null(deep);
+	size_t n = (size_t)sprintf(deep, "{\"a\": ");
+	memset(deep + n, '[', DEEP);
+	memset(deep + n + DEEP, ']', DEEP);
+	strcpy(deep + n + 2 * DEEP, "}");
+	assert_int_equal(load(deep, &cfg), -EINVAL);
+	assert_error("1:106", "nested deeper than 100 levels");
+	free(deep);
+	char quoted[1024];
+	n = (size_t)sprintf(quoted, "aio: {queue_depth: 4} # [[[[\nx: \"");
+	for (int i = 0; i < 150; i++)
+		quoted[n++] = '{';
+	strcpy(quoted + n, "\"\n");
+	assert_int_equal(load(quoted, &cfg), 0);
+	assert_int_equal(cfg.aio.queue_depth, 4);
+}
+
+/* Keys that only mean something together are checked when the file is
+ * read (so `zinc config --check` says it too). */
+static void test_cross_key_checks(void **state)
+{
+	struct zn_config cfg;
+
+	(void)state;
+	assert_int_equal(load("activation_checkpointing: {cpu_checkpointing: true}\n", &cfg),
+			 -EINVAL);
+	assert_error("1:47", "needs activation_checkpointing.enabled: true");
+	assert_int_equal(load("activation_checkpointing: {enabled: true, cpu_checkpointing: true}\n",
+			      &cfg),
+			 0);
 }
 
 static void test_missing_file(void **state)
@@ -1049,6 +1084,7 @@ int main(void)
 		cmocka_unit_test(test_override_positions),
 		cmocka_unit_test(test_aliases),
 		cmocka_unit_test(test_syntax_errors),
+		cmocka_unit_test(test_cross_key_checks),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_duplicate_keys),
 		cmocka_unit_test(test_wrong_node_kinds),

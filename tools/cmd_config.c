@@ -334,9 +334,10 @@ static int check_file(const char *path)
 	struct zn_config cfg;
 
 	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
+	/* Bad input: status 2, as zinc train and zinc plan say it. */
 	if (zn_config_load_file(path, &cfg)) {
 		fprintf(stderr, "zinc: %s\n", zn_last_error());
-		return 1;
+		return 2;
 	}
 	printf("%s: ok\n", path);
 	if (cfg.batch.train_batch_size)

@@ -253,12 +253,25 @@ static const struct zn_key actckpt_keys[] = {
 	   "device synchronized around each part; shown in the step lines and --json-log"),
 };
 
+/* Keeping the block inputs in host memory is a form of checkpointing:
+ * said when the file is read, not when the model is made. */
+static int actckpt_validate(const void *obj)
+{
+	const struct zn_actckpt_config *c = obj;
+	if (c->cpu_checkpointing && !c->enabled)
+		return zn_error(-EINVAL, "activation_checkpointing.cpu_checkpointing needs "
+					 "activation_checkpointing.enabled: true (the block inputs it "
+					 "keeps in host memory are the checkpoints)");
+	return 0;
+}
+
 static const struct zn_key_table actckpt_table = {
 	.name = "activation_checkpointing",
 	.help = "recompute activations during backward instead of keeping them",
 	.keys = actckpt_keys,
 	.nkeys = ZN_ARRAY_SIZE(actckpt_keys),
 	.struct_size = sizeof(struct zn_actckpt_config),
+	.validate = actckpt_validate,
 };
 
 /* ---- data_types ----------------------------------------------------------- */

@@ -136,6 +136,60 @@ static int syntax_error(struct zn_doc *d, const yaml_parser_t *p, const struct z
 	return zn_doc_fail(&where, -EINVAL, "syntax error: %s", e->problem);
 }
 
+/* Flow collections ([..], {..}) nested deeper than this are refused
+ * before libyaml sees them: its loader slows down without bound on deep
+ * nesting (200,000 levels do not finish), and no config nests more than
+ * a few levels. */
+#define DOC_MAX_DEPTH 100
+
+/* The nesting of text's flow collections, quoted strings and comments
+ * skipped: 0, or -EINVAL naming where it goes past DOC_MAX_DEPTH. */
+static int check_depth(const struct zn_doc_node *at, const unsigned char *text, size_t len)
+{
+	struct zn_doc_node where = *at;
+	unsigned depth = 0;
+	size_t line = 1, col = 0;
+	for (size_t i = 0; i < len; i++) {
+		const unsigned char c = text[i];
+		col++;
+		if (c == '\n') {
+			line++;
+			col = 0;
+		} else if (c == '"' || c == '\'') {
+			/* a quoted string: JSON's and YAML's double quotes take
+			 * backslash escapes, YAML's single ones doubled quotes */
+			for (i++; i < len && text[i] != c; i++) {
+				col++;
+				if (c == '"' && text[i] == '\\' && i + 1 < len) {
+					i++;
+					col++;
+				}
+				if (text[i] == '\n') {
+					line++;
+					col = 0;
+				}
+			}
+			col++; /* the closing quote */
+		} else if (c == '#' && (i == 0 || text[i - 1] == ' ' || text[i - 1] == '\t' ||
+					text[i - 1] == '\n')) {
+			while (i + 1 < len && text[i + 1] != '\n')
+				i++;
+		} else if (c == '[' || c == '{') {
+			if (++depth > DOC_MAX_DEPTH) {
+				where.line = line;
+				where.column = col;
+				return zn_doc_fail(&where, -EINVAL, "nested deeper than %d levels: a "
+								  "config nests a few; is this the "
+								  "file meant?",
+						   DOC_MAX_DEPTH);
+			}
+		} else if ((c == ']' || c == '}') && depth) {
+			depth--;
+		}
+	}
+	return 0;
+}
+
 /* Copy libyaml's node graph into d: node i of `y` becomes nodes[i], so
  * links (and aliases, which share a node) carry over by index, without
  * recursion, whatever the nesting. */
@@ -299,6 +353,8 @@ int zn_doc_parse(struct zn_doc *d, const char *text, size_t len, const char *nam
 	empty->src = src;
 	empty->line = empty->column = 1;
 	d->err = (struct zn_doc_error){ 0 };
+	if ((rc = check_depth(empty, in, len)))
+		return rc;
 	if (!yaml_parser_initialize(&parser))
 		return zn_error(-ENOMEM, "%s: out of memory creating the YAML parser", name);
 	yaml_parser_set_input_string(&parser, in, len);
