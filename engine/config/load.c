@@ -315,9 +315,6 @@ static int apply_override(struct zn_doc *doc, struct zn_doc_node *root, const ch
 		return zn_error(-EINVAL, "--set %s: the value is not valid YAML", set);
 	if (rc)
 		return rc;
-	if (root->kind == ZN_DOC_SCALAR && root->len == 0)
-		return zn_error(-EINVAL, "--set %s: the config file is empty; give the key in the "
-					 "file", set);
 	for (const char *p = set;;) {
 		const char *dot = memchr(p, '.', (size_t)(eq - p));
 		size_t len = (size_t)((dot ? dot : eq) - p);
@@ -362,6 +359,10 @@ static int load_text(const char *text, size_t len, const char *name,
 	if (!doc)
 		return zn_error(-ENOMEM, "%s: out of memory", name);
 	rc = zn_doc_parse(doc, text, len, name, ZN_DOC_ONE | ZN_DOC_UNIQUE_KEYS, &root);
+	/* An empty file is an empty mapping: --set fills it. */
+	if (!rc && nsets && root->kind == ZN_DOC_SCALAR && root->len == 0 &&
+	    !(root = zn_doc_new_map(doc, root)))
+		rc = zn_error(-ENOMEM, "%s: out of memory", name);
 	for (size_t i = 0; i < nsets && !rc; i++)
 		rc = apply_override(doc, root, sets[i]);
 	if (!rc) {

@@ -136,6 +136,24 @@ static int syntax_error(struct zn_doc *d, const yaml_parser_t *p, const struct z
 	return zn_doc_fail(&where, -EINVAL, "syntax error: %s", e->problem);
 }
 
+/* A line whose first non-blank characters are "//" at or before line
+ * `upto` (a JavaScript-style comment, which neither JSON nor YAML has and
+ * which libyaml reports a line or more later): its line, or 0. */
+static size_t slash_comment_line(const unsigned char *text, size_t len, size_t upto)
+{
+	size_t line = 1;
+	for (size_t i = 0; i < len && line <= upto; line++) {
+		while (i < len && (text[i] == ' ' || text[i] == '\t'))
+			i++;
+		if (i + 1 < len && text[i] == '/' && text[i + 1] == '/')
+			return line;
+		while (i < len && text[i] != '\n')
+			i++;
+		i++;
+	}
+	return 0;
+}
+
 /* Flow collections ([..], {..}) nested deeper than this are refused
  * before libyaml sees them: its loader slows down without bound on deep
  * nesting (200,000 levels do not finish), and no config nests more than
@@ -361,6 +379,17 @@ int zn_doc_parse(struct zn_doc *d, const char *text, size_t len, const char *nam
 	if (!yaml_parser_load(&parser, &y)) {
 		/* yaml_parser_load frees the partial document itself. */
 		rc = syntax_error(d, &parser, empty, in, len);
+		size_t cl = slash_comment_line(in, len, d->err.line ? d->err.line : SIZE_MAX);
+		if (cl && rc == -EINVAL) {
+			struct zn_doc_node at = *empty;
+			at.line = cl;
+			at.column = 1;
+			d->err.line = cl;
+			d->err.column = 1;
+			rc = zn_doc_fail(&at, -EINVAL, "'//' comments are neither JSON nor YAML: "
+							 "remove them (YAML comments start with "
+							 "'#')");
+		}
 		yaml_parser_delete(&parser);
 		return rc;
 	}
