@@ -186,6 +186,8 @@ int zn_keys_set(const struct zn_key_table *sec, void *obj, const char *name, con
 		bool suffix = false;
 		for (const char *c = value; *c; c++)
 			suffix |= isalpha((unsigned char)*c) && *c != 'e' && *c != 'E';
+		if (rc == -ERANGE) /* digits past 2^64: a number, far too large */
+			return range_error(sec, k, value);
 		if (rc || (k->type == ZN_KEY_UINT && suffix))
 			return zn_error(-EINVAL, "%s%s%s: '%s' is not %s", QN(sec, k), value,
 					k->type == ZN_KEY_SIZE

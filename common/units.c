@@ -27,8 +27,10 @@ int zn_parse_size(const char *text, uint64_t *out)
 	if (*end == '.' || *end == 'e' || *end == 'E') {
 		/* DeepSpeed configs write element counts as 1e8 or 5e8. */
 		double d = strtod(s, &end);
-		if (!(d >= 0) || d != floor(d) || d > 1.8e19)
+		if (!(d >= 0) || d != floor(d))
 			return -EINVAL;
+		if (d > 1.8e19) /* a number, past what 64 bits hold */
+			return -ERANGE;
 		v = (unsigned long long)d;
 	}
 	while (isspace((unsigned char)*end))

@@ -547,6 +547,19 @@ static void test_syntax_errors(void **state)
 
 /* Keys that only mean something together are checked when the file is
  * read (so `zinc config --check` says it too). */
+/* Numbers too large for 64 bits are out of range, not "not a number". */
+static void test_huge_numbers(void **state)
+{
+	struct zn_config cfg;
+
+	(void)state;
+	assert_int_equal(load("train_micro_batch_size_per_gpu: 18446744073709551616\n", &cfg),
+			 -EINVAL);
+	assert_error("1:33", "18446744073709551616 is out of range");
+	assert_int_equal(load("zero_optimization: {sub_group_size: 1e300}\n", &cfg), -EINVAL);
+	assert_error("1:37", "1e300 is out of range");
+}
+
 static void test_cross_key_checks(void **state)
 {
 	struct zn_config cfg;
@@ -1092,6 +1105,7 @@ int main(void)
 		cmocka_unit_test(test_override_positions),
 		cmocka_unit_test(test_aliases),
 		cmocka_unit_test(test_syntax_errors),
+		cmocka_unit_test(test_huge_numbers),
 		cmocka_unit_test(test_cross_key_checks),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_duplicate_keys),

@@ -25,6 +25,7 @@ static void test_parse_size(void **state)
 		{ "1.5", -EINVAL, 0 },   { "", -EINVAL, 0 },        { "abc", -EINVAL, 0 },
 		{ "-1", -EINVAL, 0 },    { "1X", -EINVAL, 0 },      { "1M2", -EINVAL, 0 },
 		{ "99999999999999999999", -ERANGE, 0 },             { "20000000T", -ERANGE, 0 },
+		{ "1e300", -ERANGE, 0 },
 	};
 	for (size_t i = 0; i < ZN_ARRAY_SIZE(cases); i++) {
 		uint64_t v = 12345;
