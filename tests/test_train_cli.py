@@ -754,5 +754,50 @@ def bad_input_exits_2(d):
     assert sorted(os.listdir(ck)) == before
 
 
+@t.test
+def signals_and_saving_once(d):
+    """A run whose last step is a checkpoint step saves it once (the second
+    save of a step used to remove the first before its own was in place);
+    the first SIGINT finishes the step, saves and exits 130; a second one
+    stops at once, exit 130, naming the checkpoint a resume will use."""
+    import signal
+    import time
+    make_data(d)
+    ck = os.path.join(d, "ck")
+    cfg = config(d, "c.yaml", ck)
+    p = train(cfg, "--max-steps", "4", "--set", "checkpoint.every=2")
+    assert p.returncode == 0, p.stderr
+    steps = sorted(x for x in os.listdir(ck) if x.startswith("step-"))
+    assert len(steps) == 2 and steps[-1].endswith("4"), steps
+    assert "checkpoint: step 4 saved" in p.stdout, p.stdout
+    # Many micro-batches a step: the first signal waits for the step's end,
+    # the second does not.  Signalled once two checkpoints are there (the
+    # first's save has surely returned).
+    ck2 = os.path.join(d, "ck2")
+    proc = subprocess.Popen([ZINC, "train", cfg, "--max-steps", "100000", "--set",
+                             "gradient_accumulation_steps=3000", "--set",
+                             "checkpoint.every=1", "--set", "checkpoint.dir=%s" % ck2],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+            os.path.isdir(ck2) and
+            len([x for x in os.listdir(ck2) if x.startswith("step-")]) >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert time.time() - t0 < 5, "the second signal did not stop the run at once"
+    assert "stopped at once; a resume starts from the checkpoint of step" in err, err
+    # What it named is there and resumes.
+    named = err.split("checkpoint of step ")[1].split()[0]
+    assert int(named) >= 1, err
+    r = train(cfg, "--max-steps", str(int(named) + 1), "--set", "checkpoint.resume=true",
+              "--set", "checkpoint.dir=%s" % ck2, "--set", "gradient_accumulation_steps=3000")
+    assert r.returncode == 0, r.stderr
+    assert "resumed from a checkpoint" in r.stdout + r.stderr, r.stdout
+
 if __name__ == "__main__":
     sys.exit(t.main())

@@ -71,11 +71,36 @@ static const struct opt options[] = {
 };
 
 static volatile sig_atomic_t interrupted;
+/* What a second signal says before it stops the process at once: which
+ * checkpoint a resume will use (written when a save completes). */
+static char abort_msg[4352];
+static volatile sig_atomic_t abort_len;
 
+/* The first SIGINT/SIGTERM finishes the step, saves and exits 130; a
+ * second one stops at once (a long step -- a large model's, or many
+ * micro-batches -- must not hold the user), the last complete checkpoint
+ * intact: saves are written aside and renamed into place. */
 static void on_signal(int sig)
 {
 	(void)sig;
+	if (interrupted) {
+		if (abort_len > 0 && write(STDERR_FILENO, abort_msg, (size_t)abort_len) < 0)
+			abort_len = 0;
+		_exit(130);
+	}
 	interrupted = 1;
+}
+
+static void set_abort_msg(const char *dir, uint64_t step)
+{
+	char m[sizeof(abort_msg)];
+	int n = step ? snprintf(m, sizeof(m), "\nzinc train: stopped at once; a resume starts from the "
+					"checkpoint of step %" PRIu64 " in %s\n", step, dir)
+		     : snprintf(m, sizeof(m), "\nzinc train: stopped at once; no checkpoint was saved: "
+					"a resume starts from scratch\n");
+	abort_len = 0; /* the handler reads no half-written message */
+	memcpy(abort_msg, m, sizeof(abort_msg));
+	abort_len = n > 0 && (size_t)n < sizeof(abort_msg) ? n : 0;
 }
 
 static void log_json(FILE *f, const struct zn_step_info *s, double val,
@@ -512,8 +537,12 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 	zn_trainer_set_trace(t, trace);
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigemptyset(&sa.sa_mask);
+	set_abort_msg(cfg.checkpoint.dir, cfg.checkpoint.dir[0] ? zn_trainer_steps_done(t) : 0);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* A file-size limit makes writes fail with EFBIG, reported, instead
+	 * of killing the process without a word. */
+	signal(SIGXFSZ, SIG_IGN);
 
 	if (!quiet) {
 		char ranks[64] = "";
@@ -562,6 +591,7 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 	const bool tty = !quiet && isatty(STDERR_FILENO);
 	double t_start = tool_now_s();
 	uint64_t first = zn_trainer_steps_done(t);
+	uint64_t saved = first; /* the step whose checkpoint is on disk (a resumed one's) */
 	int status = 0;
 	bool stop = false;
 	while (zn_trainer_steps_done(t) < max_steps && !stop) {
@@ -628,10 +658,14 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 				s.step, max_steps, s.loss, eta);
 		}
 		if (cfg.checkpoint.dir[0] && cfg.checkpoint.every &&
-		    s.step % cfg.checkpoint.every == 0 && zn_trainer_save(t) != 0) {
-			fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
-			status = 1;
-			break;
+		    s.step % cfg.checkpoint.every == 0) {
+			if (zn_trainer_save(t) != 0) {
+				fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
+				status = 1;
+				break;
+			}
+			saved = s.step;
+			set_abort_msg(cfg.checkpoint.dir, saved);
 		}
 		/* Ranks stop together: one interrupted rank stops them all after
 		 * the same step. */
@@ -643,8 +677,10 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 	}
 	if (tty)
 		fprintf(stderr, "\r\033[K");
+	/* The last step, unless its checkpoint is written already: a step is
+	 * saved once. */
 	if (status == 0 && cfg.checkpoint.dir[0]) {
-		if (zn_trainer_save(t) != 0) {
+		if (saved != zn_trainer_steps_done(t) && zn_trainer_save(t) != 0) {
 			fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
 			status = 1;
 		} else if (!quiet) {
