@@ -783,6 +783,7 @@ def signals_and_saving_once(d):
             os.path.isdir(ck2) and
             len([x for x in os.listdir(ck2) if x.startswith("step-")]) >= 2):
         time.sleep(0.05)
+    time.sleep(0.5)  # into the next step (1.5 s or more), not between two
     proc.send_signal(signal.SIGINT)
     time.sleep(0.05)
     t0 = time.time()
