@@ -78,13 +78,26 @@ static void test_abort_and_crash(void **state)
 	 * and never mistaken for the latest. */
 	snprintf(stale, sizeof(stale), "%s/step-00000003.tmp-999999", root);
 	assert_int_equal(mkdir(stale, 0755), 0);
+	/* ... and the half-written `latest` of a save killed while it wrote
+	 * it (a live process's is left alone). */
+	char latest_tmp[4300], live_tmp[4300];
+	snprintf(latest_tmp, sizeof(latest_tmp), "%s/latest.tmp.999999", root);
+	snprintf(live_tmp, sizeof(live_tmp), "%s/latest.tmp.1", root);
+	f = fopen(latest_tmp, "w");
+	fputs("step-0000", f);
+	fclose(f);
+	f = fopen(live_tmp, "w");
+	fclose(f);
 	assert_int_equal(zn_ckpt_latest(root, dir, sizeof(dir)), 0);
 	assert_true(load(dir) == 5.0f);
 	tu_log_capture_start();
 	save(root, 4, 6.0f);
-	assert_int_equal(tu_log_count(ZN_LOG_INFO, "did not finish"), 1);
+	assert_int_equal(tu_log_count(ZN_LOG_INFO, "did not finish"), 2);
 	tu_log_capture_stop();
 	assert_int_equal(access(stale, F_OK), -1);
+	assert_int_equal(access(latest_tmp, F_OK), -1);
+	assert_int_equal(access(live_tmp, F_OK), 0); /* PID 1 lives */
+	unlink(live_tmp);
 }
 
 static void test_commit_failure_keeps_previous(void **state)

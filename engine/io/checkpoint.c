@@ -43,22 +43,29 @@ static void rm_tree(const char *path)
 	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Leftovers of saves that did not finish: ROOT/step-N.tmp-PID of dead PIDs. */
+/* Leftovers of saves that did not finish: ROOT/step-N.tmp-PID, and
+ * ROOT/latest.tmp.PID (zn_io_write_file_atomic's), of dead PIDs. */
 static void remove_stale(const char *root)
 {
 	DIR *d = opendir(root);
 	struct dirent *e;
 	char path[PATH_LEN + 256];
+	static const char latest_tmp[] = "latest.tmp.";
 
 	if (!d)
 		return;
 	while ((e = readdir(d))) {
 		const char *t = strstr(e->d_name, ".tmp-");
-		if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) != 0 || !t)
+		if (strncmp(e->d_name, latest_tmp, strlen(latest_tmp)) == 0)
+			t = e->d_name + strlen(latest_tmp) - 5; /* its PID, as below */
+		else if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) != 0 || !t)
 			continue;
 		long pid = strtol(t + 5, NULL, 10);
-		if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) == 0)
-			continue; /* another live process is saving there */
+		/* another live process is saving there (EPERM: alive, another
+		 * user's) */
+		if (pid > 0 && pid != (long)getpid() &&
+		    (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+			continue;
 		if (snprintf(path, sizeof(path), "%s/%s", root, e->d_name) < (int)sizeof(path)) {
 			rm_tree(path);
 			zn_info("removed '%s', left by a checkpoint save that did not finish", path);
