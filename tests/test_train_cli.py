@@ -730,6 +730,8 @@ def bad_input_exits_2(d):
         "shape.yaml": open(good).read().replace("n_embd: 32", "n_embd: 31"),
         "nodata.yaml": open(good).read().replace("t_train_*.bin", "nothing_*.bin"),
         "both.yaml": open(good).read() + "fp16: {enabled: true}\nbf16: {enabled: true}\n",
+        # a checkpoint.dir that cannot be made: said before training
+        "ckfile.yaml": open(good).read().replace(ck, os.path.join(d, "good.yaml", "ck")),
     }
     for name, text in cases.items():
         path = os.path.join(d, name)
@@ -740,6 +742,8 @@ def bad_input_exits_2(d):
         assert p.returncode == 2, (name, p.returncode, p.stderr)
         assert p.stderr.startswith("zinc train: "), (name, p.stderr)
         assert not os.path.exists(ck), name
+        if name == "ckfile.yaml":
+            assert "is not a directory" in p.stderr and "step" not in p.stdout, p.stderr
     # A checkpoint of another shape is refused, not overwritten.
     p = train(good, "--max-steps", "2")
     assert p.returncode == 0, p.stderr

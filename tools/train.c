@@ -22,6 +22,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "zinc/checkpoint.h"
 #include "zinc/comm.h"
 #include "zinc/configfile.h"
 #include "zinc/device.h"
@@ -512,6 +513,12 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 	if (!max_steps) {
 		fprintf(stderr, "zinc train: how many steps? give --max-steps N or "
 				"scheduler.params.total_num_steps\n");
+		return 2;
+	}
+	/* A checkpoint directory the run cannot write is said now, not after
+	 * the whole run has trained. */
+	if (cfg.checkpoint.dir[0] && zn_ckpt_check_dir(cfg.checkpoint.dir) != 0) {
+		fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
 		return 2;
 	}
 	FILE *jl = NULL;

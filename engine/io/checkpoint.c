@@ -74,6 +74,51 @@ static void remove_stale(const char *root)
 	closedir(d);
 }
 
+int zn_ckpt_check_dir(const char *root)
+{
+	char probe[PATH_LEN + 64];
+	struct stat st;
+	if (snprintf(probe, sizeof(probe), "%s", root) >= (int)sizeof(probe))
+		return zn_error(-ENAMETOOLONG, "checkpoint.dir '%s' is too long", root);
+	/* Not there yet: the nearest existing parent must be a directory the
+	 * run can create it in (nothing is made before the first save). */
+	while (stat(probe, &st) != 0) {
+		char *slash = strrchr(probe, '/');
+		const bool absent = errno == ENOENT || errno == ENOTDIR; /* or under a file */
+		if (!absent || !slash || slash == probe) {
+			if (!absent)
+				return zn_error(-errno, "checkpoint.dir '%s': %s", root, strerror(errno));
+			snprintf(probe, sizeof(probe), "%s", slash == probe ? "/" : ".");
+			break;
+		}
+		*slash = 0;
+	}
+	if (stat(probe, &st) != 0 || !S_ISDIR(st.st_mode))
+		return zn_error(-ENOTDIR, "checkpoint.dir '%s' cannot be made: '%s' is not a "
+					  "directory; point checkpoint.dir elsewhere",
+				root, probe);
+	if (strcmp(probe, root) != 0)
+		return access(probe, W_OK | X_OK) == 0
+			       ? 0
+			       : zn_error(-errno, "checkpoint.dir '%s' cannot be made in '%s': %s; fix "
+						  "its permissions or point checkpoint.dir elsewhere",
+					  root, probe, strerror(errno));
+	/* There: a file is created and removed in it. */
+	if (snprintf(probe, sizeof(probe), "%s/.zinc-probe.%d", root, (int)getpid()) >=
+	    (int)sizeof(probe))
+		return zn_error(-ENAMETOOLONG, "checkpoint.dir '%s' is too long", root);
+	int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		int e = errno;
+		return zn_error(-e, "checkpoint.dir '%s' is not writable: %s; fix its permissions "
+				    "or point checkpoint.dir elsewhere",
+				root, strerror(e));
+	}
+	close(fd);
+	unlink(probe);
+	return 0;
+}
+
 struct zn_ckpt *zn_ckpt_begin(const char *root, uint64_t step)
 {
 	struct zn_ckpt *c = calloc(1, sizeof(*c));

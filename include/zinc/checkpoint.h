@@ -43,6 +43,13 @@ ZN_API void zn_ckpt_abort(struct zn_ckpt *c);
  * `out`; -ENOENT when there is none. */
 ZN_API int zn_ckpt_latest(const char *root, char *out, size_t len);
 
+/* Before a run trains: a file created and removed in `root`, or, when it
+ * is not there yet, its nearest existing parent checked to be a directory
+ * it can be made in (nothing is made), so that a directory the run cannot
+ * write is said at the start, not after hours of training.  0 or -errno
+ * (message set). */
+ZN_API int zn_ckpt_check_dir(const char *root);
+
 /* Remove complete checkpoints under `root` except the `keep` newest (and
  * the latest).  Returns how many were removed, or -errno. */
 ZN_API int zn_ckpt_prune(const char *root, unsigned keep);
