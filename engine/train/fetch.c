@@ -366,29 +366,12 @@ static int fetch_tile(void *user, unsigned layer, unsigned idx, unsigned k, bool
 		return zn_error(-EPROTO, "%s: tile %u fetched while tile %d is out", s->d->name, k,
 				s->tile_on);
 	const uint64_t n = tr_tile_span(s, first, s->nown);
-	const size_t hbytes = n * zn_dtype_size(t->zr.hdt);
-	void *host;
-	int rc = t->zr.dev16 ? tr_dev_alloc(t, hbytes, &s->sparam)
+	int rc = t->zr.dev16 ? tr_dev_alloc(t, n * zn_dtype_size(t->zr.hdt), &s->sparam)
 			     : tr_dev_alloc(t, n * 4, &s->dparam);
-	uint64_t t0 = zn_now_ns();
-	if (rc || (rc = zn_swapper_acquire(t->homes.sw, s->home[k], &host)))
+	if (rc)
 		return rc;
-	t->stats.stall_ns += zn_now_ns() - t0;
 	s->tile_on = (int)k;
-	if (t->zr.dev16) {
-		rc = zn_device_copy_async(t->dev, s->sparam, host, hbytes, ZN_COPY_HOST_TO_DEVICE,
-					  NULL);
-	} else if (t->zr.hdt == ZN_DTYPE_F32) {
-		rc = zn_device_copy_async(t->dev, s->dparam, host, hbytes, ZN_COPY_HOST_TO_DEVICE,
-					  NULL);
-	} else if (!(rc = zn_device_copy_async(t->dev, t->round_buf, host, hbytes,
-					       ZN_COPY_HOST_TO_DEVICE, NULL))) {
-		rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->zr.hdt, n);
-		if (!rc)
-			rc = zn_device_stream_synchronize(t->stream);
-	}
-	t->stats.h2d_bytes += hbytes;
-	zn_swapper_release(t->homes.sw, s->home[k], false);
+	rc = home_to_device(t, s, k, 0); /* the buffers hold the tile alone */
 	/* The next tile in this pass's order (backward: downwards). */
 	const unsigned next = want ? k - 1 : k + 1;
 	if (!rc && next < s->ntiles)
