@@ -58,7 +58,8 @@
  * ---- Dtypes ---------------------------------------------------------------
  *
  * A context has one storage dtype (zn_kernels_params.dtype: fp32, fp16 or
- * bf16 of zinc/dtype.h) for every tensor argument typed `void *`:
+ * bf16 of zinc/dtype.h, on both backends) for every tensor argument typed
+ * `void *`:
  * activations, parameters, gradients, logits.  Tensors typed `float *` /
  * `int32_t *` are always fp32 / int32.  The reductions and casts take their
  * dtype explicitly (again fp32, fp16 or bf16), so they also serve gradients
@@ -114,8 +115,9 @@ struct zn_threadpool;
 
 /* How a context runs.  Start from zn_kernels_params_default(). */
 struct zn_kernels_params {
-	enum zn_dtype dtype;        /* storage of `void *` tensors: F32 (cpu,
-	                             * cuda), F16 or BF16 (cuda) */
+	enum zn_dtype dtype;        /* storage of `void *` tensors: F32, F16 or
+	                             * BF16 (cpu: computed in fp32 on widened
+	                             * copies, results rounded once) */
 	struct zn_threadpool *pool; /* cpu: the workers of every op; NULL: the
 	                             * calling thread does all the work.  With
 	                             * more than one worker, sgemm pieces run on
@@ -131,7 +133,10 @@ struct zn_kernels_params {
 	                             * creating thread), -1: the current one.
 	                             * Call the ops with that device current. */
 	size_t workspace_bytes;     /* cuda: device scratch for attention scores
-	                             * and reductions; 0: 64 MiB */
+	                             * and reductions; 0: 64 MiB.  cpu, 16-bit
+	                             * storage: the buffer ops widen blocks of
+	                             * their operands into; 0: 48 MiB (an op
+	                             * takes at least a row of each at once) */
 	bool tf32;                  /* cuda, fp32 storage: let cuBLAS use TF32
 	                             * tensor cores (faster, ~1e-3 relative) */
 };
@@ -144,6 +149,17 @@ ZN_API void zn_kernels_params_default(struct zn_kernels_params *p);
  * (attention and reductions, cuBLASLt's), outside what the caller
  * allocates: what a memory plan must leave free beside the model. */
 ZN_API uint64_t zn_kernels_cuda_workspace_bytes(const struct zn_kernels_params *p);
+
+/* Host bytes a cpu context made with *p takes at most for its own scratch
+ * (outside the caller's tensors), running a model whose widest row is C
+ * elements (its channels, its MLP's or its qkv's), whose attention groups
+ * a key/value head with its query heads in G = (NH / NKV + 2) HS
+ * elements, with vocabulary (padded) Vp and sequence T: attention's
+ * per-worker blocks, and with 16-bit storage the widening buffer and
+ * per-worker rows.  `workers`: the pool's size (1 without one). */
+ZN_API uint64_t zn_kernels_cpu_workspace_bytes(const struct zn_kernels_params *p,
+					       unsigned workers, uint64_t C, uint64_t G,
+					       uint64_t Vp, uint64_t T);
 
 /* A backend's execution context: the thread pool and scratch memory (cpu),
  * or the stream, cuBLAS handles and workspace (cuda). */

@@ -44,42 +44,20 @@
 #include <string.h>
 
 #include "zinc/threadpool.h"
-#include "kernels_internal.h"
-#include "vec.h"
+#include "cpu_internal.h"
 
-/* Work (elements touched, or multiply-adds / 64 for products) below which
- * an op stays in the calling thread. */
-#define INLINE_WORK ((size_t)1 << 15)
-/* Query rows per attention block: the wasted part of the diagonal block
- * (ATT_TB / 2 per row of T / 2 useful keys on average) stays small while
- * sgemm still gets a reasonable M. */
-#define ATT_TB 64
+#define INLINE_WORK ZN_CPU_INLINE_WORK
+#define ATT_TB ZN_CPU_ATT_TB
 /* Elements per task of the reductions (fixed: the sum's order must not
  * depend on the pool). */
 #define RED_CHUNK ((size_t)1 << 16)
 
-struct cpu_ctx {
-	struct zn_kctx base;
-	struct zn_threadpool *pool;
-	unsigned workers;          /* >= 1 */
-	const struct zn_kvec *v;   /* the vector path's loops */
-	float *scratch;            /* workers x scratch_per floats */
-	size_t scratch_per;        /* floats per worker, a multiple of 16 */
-	/* rope: cos (rope_T, rope_half) then sin, for the inverse
-	 * frequencies rope_inv; rope_T = 0 until the first rope call */
-	float *rope_tab;
-	int rope_T, rope_half;
-	float rope_inv[ZN_ROPE_MAX_HS / 2];
-};
-
-static inline struct cpu_ctx *cpu(struct zn_kctx *ctx)
-{
-	return (struct cpu_ctx *)ctx;
-}
+/* fp16/bf16 storage: the op runs in cpu16.c */
+#define WIDE(ctx) ((ctx)->dtype != ZN_DTYPE_F32)
 
 #define CHECK_CTX(op) ZN_TRY(zn_kcheck_ctx(op, ctx, &zn_kernels_cpu))
 
-static int ensure_scratch(struct cpu_ctx *c, size_t floats)
+int zn_cpu_scratch(struct cpu_ctx *c, size_t floats)
 {
 	floats = ZN_ALIGN_UP(floats, 16);
 	if (c->scratch_per >= floats)
@@ -96,10 +74,8 @@ static int ensure_scratch(struct cpu_ctx *c, size_t floats)
 
 /* ---- splitting work ------------------------------------------------------------ */
 
-typedef void (*range_fn)(void *arg, size_t begin, size_t end, unsigned worker);
-
 struct range_job {
-	range_fn fn;
+	zn_cpu_range_fn fn;
 	void *arg;
 	size_t n, chunk;
 };
@@ -113,7 +89,7 @@ static void range_task(void *p, size_t task, unsigned worker)
 
 /* Run fn over [0, n) in chunks of `chunk` items; `work` is the whole op's
  * work, to decide whether the pool is worth waking. */
-static void run_chunks(struct cpu_ctx *c, size_t n, size_t chunk, size_t work, range_fn fn,
+void zn_cpu_run_chunks(struct cpu_ctx *c, size_t n, size_t chunk, size_t work, zn_cpu_range_fn fn,
 		       void *arg)
 {
 	struct range_job j = { .fn = fn, .arg = arg, .n = n, .chunk = chunk };
@@ -123,7 +99,7 @@ static void run_chunks(struct cpu_ctx *c, size_t n, size_t chunk, size_t work, r
 
 /* A chunk giving ~4 tasks per worker, at least `min` items, rounded to
  * `align` items (64 floats keep chunks on separate cache lines). */
-static size_t chunk_of(const struct cpu_ctx *c, size_t n, size_t min, size_t align)
+size_t zn_cpu_chunk_of(const struct cpu_ctx *c, size_t n, size_t min, size_t align)
 {
 	size_t ch = ZN_DIV_ROUND_UP(n, 4 * (size_t)c->workers);
 	ch = ZN_MAX(ch, min);
@@ -132,7 +108,7 @@ static size_t chunk_of(const struct cpu_ctx *c, size_t n, size_t min, size_t ali
 
 /* Channel slices for the column reductions: ~2 per worker, multiples of
  * 16 floats. */
-static size_t slice_of(const struct cpu_ctx *c, size_t C)
+size_t zn_cpu_slice_of(const struct cpu_ctx *c, size_t C)
 {
 	return ZN_ALIGN_UP(ZN_DIV_ROUND_UP(C, 2 * (size_t)c->workers), 16);
 }
@@ -156,6 +132,26 @@ static int check_tokens(const char *op, const char *what, const int32_t *tok, si
 }
 
 /* ---- context -------------------------------------------------------------------- */
+
+uint64_t zn_kernels_cpu_workspace_bytes(const struct zn_kernels_params *p, unsigned workers,
+					uint64_t C, uint64_t G, uint64_t Vp, uint64_t T)
+{
+	workers = ZN_MAX(workers, 1u);
+	/* per worker: attention's blocks (fp32 ops) */
+	uint64_t per = 2 * (uint64_t)ATT_TB * T;
+	uint64_t wide = 0;
+	if (p->dtype != ZN_DTYPE_F32) {
+		const uint64_t B = p->workspace_bytes ? ZN_MAX(p->workspace_bytes /
+							(ZN_CPU16_BLOCKS * sizeof(float)), (size_t)1)
+						      : ZN_CPU16_BLOCK;
+		/* cpu16.c: a row of the encoder (2 C) or of the logits (Vp) */
+		per = ZN_MAX(per, ZN_MAX(2 * C + 32, Vp));
+		/* three blocks of at least a row (an attention group's T
+		 * rows), and a bias or three channel rows */
+		wide = 3 * ZN_MAX(B, ZN_MAX(C, T * G)) + ZN_MAX(Vp, 3 * C);
+	}
+	return (workers * ZN_ALIGN_UP(per, 16) + ZN_ALIGN_UP(wide, 16)) * sizeof(float);
+}
 
 static struct zn_kctx *cpu_ctx_create(const struct zn_kernels_params *p)
 {
@@ -186,6 +182,9 @@ static struct zn_kctx *cpu_ctx_create(const struct zn_kernels_params *p)
 	c->pool = p->pool;
 	c->workers = p->pool ? zn_threadpool_size(p->pool) : 1;
 	c->v = v;
+	c->block = p->workspace_bytes ? ZN_MAX(p->workspace_bytes / (ZN_CPU16_BLOCKS * sizeof(float)),
+					       (size_t)1)
+				      : ZN_CPU16_BLOCK;
 	if (c->workers > 1 && openblas_get_num_threads() != 1) {
 		/* Several workers call sgemm at once; OpenBLAS's own threads
 		 * would serialize them (its level-3 driver takes a global lock)
@@ -202,8 +201,9 @@ static void cpu_ctx_destroy(struct zn_kctx *ctx)
 {
 	if (!ctx)
 		return;
-	free(cpu(ctx)->scratch);
-	free(cpu(ctx)->rope_tab);
+	free(zn_cpu(ctx)->scratch);
+	free(zn_cpu(ctx)->rope_tab);
+	zn_cpu16_free(zn_cpu(ctx));
 	free(ctx);
 }
 
@@ -239,10 +239,12 @@ static int cpu_encoder_forward(struct zn_kctx *ctx, void *out, const int32_t *to
 	ZN_TRY(zn_kcheck_encoder(op, out, tokens, wte, wpe, B, T, C, V, false));
 	size_t BT = (size_t)B * T;
 	ZN_TRY(check_tokens(op, "tokens", tokens, BT, V, false, T));
-	struct cpu_ctx *c = cpu(ctx);
+	struct cpu_ctx *c = zn_cpu(ctx);
+	if (WIDE(ctx))
+		return zn_cpu16_encoder_forward(c, out, tokens, wte, wpe, B, T, C);
 	struct enc_args a = { .v = c->v, .out = out, .wte = wte, .wpe = wpe, .tok = tokens,
 			      .T = (size_t)T, .C = (size_t)C };
-	run_chunks(c, BT, chunk_of(c, BT, 1, 1), BT * (size_t)C, enc_fwd_rows, &a);
+	zn_cpu_run_chunks(c, BT, zn_cpu_chunk_of(c, BT, 1, 1), BT * (size_t)C, enc_fwd_rows, &a);
 	return 0;
 }
 
@@ -271,9 +273,11 @@ static int cpu_encoder_backward(struct zn_kctx *ctx, void *dwte, void *dwpe, con
 		ZN_TRY(check_tokens(op, "tokens", tokens, BT, V, false, T));
 	if (!dwte && !dwpe)
 		return 0;
-	struct cpu_ctx *c = cpu(ctx);
+	struct cpu_ctx *c = zn_cpu(ctx);
+	if (WIDE(ctx))
+		return zn_cpu16_encoder_backward(c, dwte, dwpe, dout, tokens, B, T, C);
 	struct enc_args a = { .v = c->v, .dwte = dwte, .dwpe = dwpe, .dout = dout, .tok = tokens,
-			      .T = (size_t)T, .C = (size_t)C, .BT = BT, .slice = slice_of(c, C) };
+			      .T = (size_t)T, .C = (size_t)C, .BT = BT, .slice = zn_cpu_slice_of(c, C) };
 	size_t tasks = ZN_DIV_ROUND_UP((size_t)C, a.slice);
 	zn_threadpool_for(BT * C < INLINE_WORK ? NULL : c->pool, tasks, enc_bwd_slice, &a);
 	return 0;
@@ -299,10 +303,12 @@ static int cpu_embedding_rows_forward(struct zn_kctx *ctx, void *out, const int3
 	const char *op = "embedding_rows_forward";
 	CHECK_CTX(op);
 	ZN_TRY(zn_kcheck_rows(op, out, tokens, w, row0, rows, BT, C));
-	struct cpu_ctx *c = cpu(ctx);
+	struct cpu_ctx *c = zn_cpu(ctx);
+	if (WIDE(ctx))
+		return zn_cpu16_embedding_rows_forward(c, out, tokens, w, row0, rows, BT, C);
 	struct enc_args a = { .v = c->v, .out = out, .wte = w, .tok = tokens, .C = (size_t)C,
 			      .row0 = row0, .rows = rows };
-	run_chunks(c, (size_t)BT, chunk_of(c, (size_t)BT, 1, 1), (size_t)BT * (size_t)C, rows_fwd,
+	zn_cpu_run_chunks(c, (size_t)BT, zn_cpu_chunk_of(c, (size_t)BT, 1, 1), (size_t)BT * (size_t)C, rows_fwd,
 		   &a);
 	return 0;
 }
@@ -325,9 +331,11 @@ static int cpu_embedding_rows_backward(struct zn_kctx *ctx, void *dw, const void
 	const char *op = "embedding_rows_backward";
 	CHECK_CTX(op);
 	ZN_TRY(zn_kcheck_rows(op, dout, tokens, dw, row0, rows, BT, C));
-	struct cpu_ctx *c = cpu(ctx);
+	struct cpu_ctx *c = zn_cpu(ctx);
+	if (WIDE(ctx))
+		return zn_cpu16_embedding_rows_backward(c, dw, dout, tokens, row0, rows, BT, C);
 	struct enc_args a = { .v = c->v, .dwte = dw, .dout = dout, .tok = tokens, .C = (size_t)C,
-			      .BT = (size_t)BT, .slice = slice_of(c, C), .row0 = row0,
+			      .BT = (size_t)BT, .slice = zn_cpu_slice_of(c, C), .row0 = row0,
 			      .rows = rows };
 	size_t tasks = ZN_DIV_ROUND_UP((size_t)C, a.slice);
 	zn_threadpool_for((size_t)BT * C < INLINE_WORK ? NULL : c->pool, tasks, rows_bwd_slice,
@@ -359,16 +367,26 @@ static void ln_fwd_rows(void *p, size_t r0, size_t r1, unsigned w)
 	}
 }
 
+void zn_cpu32_layernorm_forward(struct cpu_ctx *c, float *out, float *mean, float *rstd,
+				const float *inp, const float *weight, const float *bias,
+				size_t BT, size_t C)
+{
+	struct ln_args a = { .v = c->v, .out = out, .mean = mean, .rstd = rstd, .inp = inp,
+			     .weight = weight, .bias = bias, .C = C };
+	zn_cpu_run_chunks(c, BT, zn_cpu_chunk_of(c, BT, 1, 1), BT * C, ln_fwd_rows, &a);
+}
+
 static int cpu_layernorm_forward(struct zn_kctx *ctx, void *out, float *mean, float *rstd,
 				 const void *inp, const void *weight, const void *bias, int BT,
 				 int C)
 {
 	CHECK_CTX("layernorm_forward");
 	ZN_TRY(zn_kcheck_layernorm_fwd(out, inp, weight, bias, BT, C));
-	struct cpu_ctx *c = cpu(ctx);
-	struct ln_args a = { .v = c->v, .out = out, .mean = mean, .rstd = rstd, .inp = inp,
-			     .weight = weight, .bias = bias, .C = (size_t)C };
-	run_chunks(c, (size_t)BT, chunk_of(c, (size_t)BT, 1, 1), (size_t)BT * C, ln_fwd_rows, &a);
+	if (WIDE(ctx))
+		return zn_cpu16_layernorm_forward(zn_cpu(ctx), out, mean, rstd, inp, weight, bias,
+						  BT, C);
+	zn_cpu32_layernorm_forward(zn_cpu(ctx), out, mean, rstd, inp, weight, bias, (size_t)BT,
+				   (size_t)C);
 	return 0;
 }
 
@@ -396,25 +414,35 @@ static int cpu_layernorm_backward(struct zn_kctx *ctx, void *dinp, void *dweight
 {
 	CHECK_CTX("layernorm_backward");
 	ZN_TRY(zn_kcheck_layernorm_bwd(dout, inp, weight, mean, rstd, BT, C));
-	struct cpu_ctx *c = cpu(ctx);
+	if (WIDE(ctx))
+		return zn_cpu16_layernorm_backward(zn_cpu(ctx), dinp, dweight, dbias, dout, inp,
+						   weight, mean, rstd, BT, C);
+	zn_cpu32_layernorm_backward(zn_cpu(ctx), dinp, dweight, dbias, dout, inp, weight, mean,
+				    rstd, (size_t)BT, (size_t)C);
+	return 0;
+}
+
+void zn_cpu32_layernorm_backward(struct cpu_ctx *c, float *dinp, float *dweight, float *dbias,
+				 const float *dout, const float *inp, const float *weight,
+				 const float *mean, const float *rstd, size_t BT, size_t C)
+{
 	struct ln_args a = { .v = c->v, .dinp = dinp, .dweight = dweight, .dbias = dbias,
 			     .dout = dout, .inp = inp, .weight = weight, .smean = mean,
-			     .srstd = rstd, .C = (size_t)C, .BT = (size_t)BT };
+			     .srstd = rstd, .C = C, .BT = BT };
 	/* one job: row tasks for dinp, then channel-slice tasks for the
 	 * parameter gradients (they read the same inputs and write
 	 * different outputs) */
 	if (dinp) {
-		a.rows_per_task = chunk_of(c, a.BT, 1, 1);
+		a.rows_per_task = zn_cpu_chunk_of(c, a.BT, 1, 1);
 		a.row_tasks = ZN_DIV_ROUND_UP(a.BT, a.rows_per_task);
 	}
 	size_t slice_tasks = 0;
 	if (dweight || dbias) {
-		a.slice = slice_of(c, a.C);
+		a.slice = zn_cpu_slice_of(c, a.C);
 		slice_tasks = ZN_DIV_ROUND_UP(a.C, a.slice);
 	}
 	zn_threadpool_for(a.BT * a.C < INLINE_WORK ? NULL : c->pool, a.row_tasks + slice_tasks,
 			  ln_bwd_task, &a);
-	return 0;
 }
 
 /* ---- matmul ------------------------------------------------------------------------ */
@@ -472,15 +500,23 @@ static void run_parts(struct cpu_ctx *c, unsigned parts, zn_threadpool_fn fn, vo
 		zn_threadpool_run(c->pool, fn, arg);
 }
 
+void zn_cpu32_matmul_forward(struct cpu_ctx *c, float *out, size_t ldo, const float *inp,
+			     const float *weight, const float *bias, size_t BT, size_t C,
+			     size_t OC)
+{
+	struct mm_args a = { .v = c->v, .out = out, .inp = inp, .weight = weight, .bias = bias,
+			     .BT = BT, .C = C, .OC = OC, .ldo = ldo };
+	a.parts = mm_parts(c, a.BT, a.BT * a.C * a.OC);
+	run_parts(c, a.parts, mm_fwd_part, &a);
+}
+
 static int matmul_forward(struct zn_kctx *ctx, void *out, int ldo, const void *inp,
 			  const void *weight, const void *bias, int BT, int C, int OC)
 {
-	struct cpu_ctx *c = cpu(ctx);
-	struct mm_args a = { .v = c->v, .out = out, .inp = inp, .weight = weight, .bias = bias,
-			     .BT = (size_t)BT, .C = (size_t)C, .OC = (size_t)OC,
-			     .ldo = (size_t)ldo };
-	a.parts = mm_parts(c, a.BT, a.BT * a.C * a.OC);
-	run_parts(c, a.parts, mm_fwd_part, &a);
+	if (WIDE(ctx))
+		return zn_cpu16_matmul_forward(zn_cpu(ctx), out, ldo, inp, weight, bias, BT, C, OC);
+	zn_cpu32_matmul_forward(zn_cpu(ctx), out, (size_t)ldo, inp, weight, bias, (size_t)BT,
+				(size_t)C, (size_t)OC);
 	return 0;
 }
 
@@ -535,13 +571,25 @@ static int matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight, void 
 {
 	if (!dinp && !dweight && !dbias)
 		return 0;
-	struct cpu_ctx *c = cpu(ctx);
+	if (WIDE(ctx))
+		return zn_cpu16_matmul_backward(zn_cpu(ctx), dinp, dweight, dbias, dout, ldo, inp,
+						weight, BT, C, OC);
+	zn_cpu32_matmul_backward(zn_cpu(ctx), dinp, dweight, dbias, dout, (size_t)ldo, inp, weight,
+				 (size_t)BT, (size_t)C, (size_t)OC);
+	return 0;
+}
+
+void zn_cpu32_matmul_backward(struct cpu_ctx *c, float *dinp, float *dweight, float *dbias,
+			      const float *dout, size_t ldo, const float *inp,
+			      const float *weight, size_t BT, size_t C, size_t OC)
+{
+	if (!dinp && !dweight && !dbias)
+		return;
 	struct mm_args a = { .v = c->v, .dinp = dinp, .dweight = dweight, .dbias = dbias,
-			     .dout = dout, .inp = inp, .weight = weight, .BT = (size_t)BT,
-			     .C = (size_t)C, .OC = (size_t)OC, .ldo = (size_t)ldo };
+			     .dout = dout, .inp = inp, .weight = weight, .BT = BT, .C = C, .OC = OC,
+			     .ldo = ldo };
 	a.parts = mm_parts(c, ZN_MIN(a.BT, a.OC), a.BT * a.C * a.OC);
 	run_parts(c, a.parts, mm_bwd_part, &a);
-	return 0;
 }
 
 static int cpu_matmul_backward(struct zn_kctx *ctx, void *dinp, void *dweight, void *dbias,
@@ -625,10 +673,17 @@ static int cpu_attention_forward(struct zn_kctx *ctx, void *out, float *lse, con
 {
 	CHECK_CTX("attention_forward");
 	ZN_TRY(zn_kcheck_attention_fwd(out, lse, qkv, B, T, NH, NKV, HS));
-	struct cpu_ctx *c = cpu(ctx);
+	if (WIDE(ctx))
+		return zn_cpu16_attention_forward(zn_cpu(ctx), out, lse, qkv, B, T, NH, NKV, HS);
+	return zn_cpu32_attention_forward(zn_cpu(ctx), out, lse, qkv, B, T, NH, NKV, HS);
+}
+
+int zn_cpu32_attention_forward(struct cpu_ctx *c, float *out, float *lse, const float *qkv,
+			       int B, int T, int NH, int NKV, int HS)
+{
 	struct att_args a = { .v = c->v, .out = out, .lse = lse, .qkv = qkv };
 	att_dims(&a, B, T, NH, NKV, HS);
-	ZN_TRY(ensure_scratch(c, (size_t)ATT_TB * a.T));
+	ZN_TRY(zn_cpu_scratch(c, (size_t)ATT_TB * a.T));
 	a.scratch = c->scratch;
 	a.scratch_per = c->scratch_per;
 	size_t work = a.B * a.T * a.T * a.CO / 64;
@@ -692,10 +747,19 @@ static int cpu_attention_backward(struct zn_kctx *ctx, void *dqkv, const void *d
 {
 	CHECK_CTX("attention_backward");
 	ZN_TRY(zn_kcheck_attention_bwd(dqkv, dout, qkv, lse, B, T, NH, NKV, HS));
-	struct cpu_ctx *c = cpu(ctx);
+	if (WIDE(ctx))
+		return zn_cpu16_attention_backward(zn_cpu(ctx), dqkv, dout, qkv, lse, B, T, NH, NKV,
+						   HS);
+	return zn_cpu32_attention_backward(zn_cpu(ctx), dqkv, dout, qkv, lse, B, T, NH, NKV, HS);
+}
+
+int zn_cpu32_attention_backward(struct cpu_ctx *c, float *dqkv, const float *dout,
+				const float *qkv, const float *lse, int B, int T, int NH,
+				int NKV, int HS)
+{
 	struct att_args a = { .v = c->v, .dqkv = dqkv, .dout = dout, .qkv = qkv, .slse = lse };
 	att_dims(&a, B, T, NH, NKV, HS);
-	ZN_TRY(ensure_scratch(c, 2 * (size_t)ATT_TB * a.T));
+	ZN_TRY(zn_cpu_scratch(c, 2 * (size_t)ATT_TB * a.T));
 	a.scratch = c->scratch;
 	a.scratch_per = c->scratch_per;
 	size_t work = a.B * a.T * a.T * a.CO / 16;
@@ -730,11 +794,18 @@ static int cpu_rmsnorm_forward(struct zn_kctx *ctx, void *out, float *rstd, cons
 {
 	CHECK_CTX("rmsnorm_forward");
 	ZN_TRY(zn_kcheck_rmsnorm_fwd(out, inp, weight, eps, BT, C));
-	struct cpu_ctx *c = cpu(ctx);
-	struct rms_args a = { .v = c->v, .out = out, .rstd = rstd, .inp = inp, .weight = weight,
-			      .eps = eps, .C = (size_t)C };
-	run_chunks(c, (size_t)BT, chunk_of(c, (size_t)BT, 1, 1), (size_t)BT * C, rms_fwd_rows, &a);
+	if (WIDE(ctx))
+		return zn_cpu16_rmsnorm_forward(zn_cpu(ctx), out, rstd, inp, weight, eps, BT, C);
+	zn_cpu32_rmsnorm_forward(zn_cpu(ctx), out, rstd, inp, weight, eps, (size_t)BT, (size_t)C);
 	return 0;
+}
+
+void zn_cpu32_rmsnorm_forward(struct cpu_ctx *c, float *out, float *rstd, const float *inp,
+			      const float *weight, float eps, size_t BT, size_t C)
+{
+	struct rms_args a = { .v = c->v, .out = out, .rstd = rstd, .inp = inp, .weight = weight,
+			      .eps = eps, .C = C };
+	zn_cpu_run_chunks(c, BT, zn_cpu_chunk_of(c, BT, 1, 1), BT * C, rms_fwd_rows, &a);
 }
 
 static void rms_bwd_task(void *p, size_t task, unsigned w)
@@ -760,24 +831,33 @@ static int cpu_rmsnorm_backward(struct zn_kctx *ctx, void *dinp, void *dweight,
 {
 	CHECK_CTX("rmsnorm_backward");
 	ZN_TRY(zn_kcheck_rmsnorm_bwd(dout, inp, weight, rstd, BT, C));
-	struct cpu_ctx *c = cpu(ctx);
+	if (WIDE(ctx))
+		return zn_cpu16_rmsnorm_backward(zn_cpu(ctx), dinp, dweight, dout, inp, weight, rstd,
+						 BT, C);
+	zn_cpu32_rmsnorm_backward(zn_cpu(ctx), dinp, dweight, dout, inp, weight, rstd, (size_t)BT,
+				  (size_t)C);
+	return 0;
+}
+
+void zn_cpu32_rmsnorm_backward(struct cpu_ctx *c, float *dinp, float *dweight,
+			       const float *dout, const float *inp, const float *weight,
+			       const float *rstd, size_t BT, size_t C)
+{
 	struct rms_args a = { .v = c->v, .dinp = dinp, .dweight = dweight, .dout = dout,
-			      .inp = inp, .weight = weight, .srstd = rstd, .C = (size_t)C,
-			      .BT = (size_t)BT };
+			      .inp = inp, .weight = weight, .srstd = rstd, .C = C, .BT = BT };
 	/* one job, as layernorm's: row tasks for dinp, channel slices for
 	 * dweight (each adds the rows in order) */
 	if (dinp) {
-		a.rows_per_task = chunk_of(c, a.BT, 1, 1);
+		a.rows_per_task = zn_cpu_chunk_of(c, a.BT, 1, 1);
 		a.row_tasks = ZN_DIV_ROUND_UP(a.BT, a.rows_per_task);
 	}
 	size_t slice_tasks = 0;
 	if (dweight) {
-		a.slice = slice_of(c, a.C);
+		a.slice = zn_cpu_slice_of(c, a.C);
 		slice_tasks = ZN_DIV_ROUND_UP(a.C, a.slice);
 	}
 	zn_threadpool_for(a.BT * a.C < INLINE_WORK ? NULL : c->pool, a.row_tasks + slice_tasks,
 			  rms_bwd_task, &a);
-	return 0;
 }
 
 /* ---- rotary embedding ---------------------------------------------------------------- */
@@ -787,6 +867,7 @@ struct rope_args {
 	float *out;
 	const float *inp, *cs, *sn; /* cs, sn NULL: no rotation */
 	size_t T, NH, HS, half, ldo, ldi;
+	size_t pos0;                /* row r is at position (pos0 + r) % T */
 	bool backward;
 };
 
@@ -830,7 +911,7 @@ static int rope_table(struct cpu_ctx *c, const float *inv, int T, int half, cons
 		c->rope_half = half;
 		struct rope_tab_args a = { .inv = c->rope_inv, .cs = tab,
 					   .sn = tab + (size_t)T2 * half, .half = (size_t)half };
-		run_chunks(c, (size_t)T2, chunk_of(c, (size_t)T2, 1, 1), (size_t)T2 * half * 16,
+		zn_cpu_run_chunks(c, (size_t)T2, zn_cpu_chunk_of(c, (size_t)T2, 1, 1), (size_t)T2 * half * 16,
 			   rope_tab_rows, &a);
 		c->rope_T = T2;
 	}
@@ -853,7 +934,8 @@ static void rope_rows(void *p, size_t r0, size_t r1, unsigned w)
 				memcpy(o, x, a->NH * a->HS * sizeof(float));
 			continue;
 		}
-		const float *cs = a->cs + (r % a->T) * a->half, *sn = a->sn + (r % a->T) * a->half;
+		const size_t t = (a->pos0 + r) % a->T;
+		const float *cs = a->cs + t * a->half, *sn = a->sn + t * a->half;
 		for (size_t h = 0; h < a->NH; h++)
 			if (a->backward)
 				a->v->rope_bwd(o + h * a->HS, x + h * a->HS, cs, sn, a->half);
@@ -862,17 +944,16 @@ static void rope_rows(void *p, size_t r0, size_t r1, unsigned w)
 	}
 }
 
-static int cpu_rope(struct zn_kctx *ctx, bool backward, void *out, int ldo, const void *inp,
-		    int ldi, const float *inv_freq, int B, int T, int NH, int HS)
+int zn_cpu32_rope(struct cpu_ctx *c, bool backward, float *out, size_t ldo, const float *inp,
+		  size_t ldi, const float *inv_freq, size_t rows, size_t pos0, int T, int NH,
+		  int HS)
 {
-	struct cpu_ctx *c = cpu(ctx);
 	struct rope_args a = { .v = c->v, .out = out, .inp = inp, .T = (size_t)T, .NH = (size_t)NH,
-			       .HS = (size_t)HS, .half = (size_t)HS / 2, .ldo = (size_t)ldo,
-			       .ldi = (size_t)ldi, .backward = backward };
+			       .HS = (size_t)HS, .half = (size_t)HS / 2, .ldo = ldo, .ldi = ldi,
+			       .pos0 = pos0, .backward = backward };
 	if (inv_freq)
 		ZN_TRY(rope_table(c, inv_freq, T, HS / 2, &a.cs, &a.sn));
-	size_t BT = (size_t)B * T;
-	run_chunks(c, BT, chunk_of(c, BT, 1, 1), BT * NH * HS, rope_rows, &a);
+	zn_cpu_run_chunks(c, rows, zn_cpu_chunk_of(c, rows, 1, 1), rows * NH * HS, rope_rows, &a);
 	return 0;
 }
 
@@ -881,7 +962,10 @@ static int cpu_rope_forward(struct zn_kctx *ctx, void *out, int ldo, const void 
 {
 	CHECK_CTX("rope_forward");
 	ZN_TRY(zn_kcheck_rope(false, out, ldo, inp, ldi, B, T, NH, HS));
-	return cpu_rope(ctx, false, out, ldo, inp, ldi, inv_freq, B, T, NH, HS);
+	if (WIDE(ctx))
+		return zn_cpu16_rope(zn_cpu(ctx), false, out, ldo, inp, ldi, inv_freq, B, T, NH, HS);
+	return zn_cpu32_rope(zn_cpu(ctx), false, out, (size_t)ldo, inp, (size_t)ldi, inv_freq,
+			     (size_t)B * T, 0, T, NH, HS);
 }
 
 static int cpu_rope_backward(struct zn_kctx *ctx, void *dinp, int ldi, const void *dout, int ldo,
@@ -890,62 +974,94 @@ static int cpu_rope_backward(struct zn_kctx *ctx, void *dinp, int ldi, const voi
 	CHECK_CTX("rope_backward");
 	ZN_TRY(zn_kcheck_rope(true, dinp, ldi, dout, ldo, B, T, NH, HS));
 	/* the rows: dinp (stride ldi) gets dout (stride ldo) */
-	return cpu_rope(ctx, true, dinp, ldi, dout, ldo, inv_freq, B, T, NH, HS);
+	if (WIDE(ctx))
+		return zn_cpu16_rope(zn_cpu(ctx), true, dinp, ldi, dout, ldo, inv_freq, B, T, NH, HS);
+	return zn_cpu32_rope(zn_cpu(ctx), true, dinp, (size_t)ldi, dout, (size_t)ldo, inv_freq,
+			     (size_t)B * T, 0, T, NH, HS);
 }
 
 /* ---- elementwise -------------------------------------------------------------------- */
 
-enum ew_kind { EW_GELU_FWD, EW_GELU_BWD, EW_ADD, EW_ACC2, EW_SWIGLU_FWD, EW_SWIGLU_BWD };
+/* fp32: the loop on the range.  fp16/bf16: pieces of EW_PIECE elements
+ * widened into fp32 on the stack -- the inputs, and the outputs the op adds
+ * into -- computed by the same loop and rounded back once. */
+#define EW_PIECE 1024
 
-struct ew_args {
-	const struct zn_kvec *v;
-	enum ew_kind kind;
-	float *o1, *o2;
-	const float *a, *b, *c;
-};
-
-static void ew_range(void *p, size_t i0, size_t i1, unsigned w)
+static void ew_f32(const struct zn_cpu_ew_args *e, float *o1, float *o2, const float *a,
+		   const float *b, const float *c, size_t n)
 {
-	(void)w;
-	const struct ew_args *e = p;
-	size_t n = i1 - i0;
 	switch (e->kind) {
-	case EW_GELU_FWD:
-		e->v->gelu_fwd(e->o1 + i0, e->a + i0, n);
+	case ZN_EW_GELU_FWD:
+		e->v->gelu_fwd(o1, a, n);
 		break;
-	case EW_GELU_BWD: /* o1 = dinp, a = inp, b = dout */
-		e->v->gelu_bwd(e->o1 + i0, e->a + i0, e->b + i0, n);
+	case ZN_EW_GELU_BWD: /* o1 = dinp, a = inp, b = dout */
+		e->v->gelu_bwd(o1, a, b, n);
 		break;
-	case EW_ADD:
-		e->v->add(e->o1 + i0, e->a + i0, e->b + i0, n);
+	case ZN_EW_ADD:
+		e->v->add(o1, a, b, n);
 		break;
-	case EW_ACC2:
-		if (e->o1)
-			e->v->acc(e->o1 + i0, e->a + i0, n);
-		if (e->o2)
-			e->v->acc(e->o2 + i0, e->a + i0, n);
+	case ZN_EW_ACC2:
+		if (o1)
+			e->v->acc(o1, a, n);
+		if (o2)
+			e->v->acc(o2, a, n);
 		break;
-	case EW_SWIGLU_FWD: /* o1 = out, a = gate, b = up */
-		e->v->swiglu_fwd(e->o1 + i0, e->a + i0, e->b + i0, n);
+	case ZN_EW_SWIGLU_FWD: /* o1 = out, a = gate, b = up */
+		e->v->swiglu_fwd(o1, a, b, n);
 		break;
-	case EW_SWIGLU_BWD: /* o1 = dgate, o2 = dup, a = dout, b = gate, c = up */
-		e->v->swiglu_bwd(e->o1 ? e->o1 + i0 : NULL, e->o2 ? e->o2 + i0 : NULL, e->a + i0,
-				 e->b + i0, e->c + i0, n);
+	case ZN_EW_SWIGLU_BWD: /* o1 = dgate, o2 = dup, a = dout, b = gate, c = up */
+		e->v->swiglu_bwd(o1, o2, a, b, c, n);
 		break;
 	}
 }
 
-static void run_ew(struct cpu_ctx *c, struct ew_args *e, size_t N)
+static void ew_range(void *p, size_t i0, size_t i1, unsigned w)
 {
+	(void)w;
+	const struct zn_cpu_ew_args *e = p;
+	if (e->dt == ZN_DTYPE_F32) {
+#define AT(x, T) ((x) ? (T *)(x) + i0 : NULL)
+		ew_f32(e, AT(e->o1, float), AT(e->o2, float), AT(e->a, const float),
+		       AT(e->b, const float), AT(e->c, const float), i1 - i0);
+#undef AT
+		return;
+	}
+	/* outputs the op adds into (the others it writes) */
+	const bool acc = e->kind == ZN_EW_GELU_BWD || e->kind == ZN_EW_ACC2 ||
+			 e->kind == ZN_EW_SWIGLU_BWD;
+	const size_t sz = zn_dtype_size(e->dt);
+	float o1[EW_PIECE], o2[EW_PIECE], x[3][EW_PIECE];
+	const void *in[3] = { e->a, e->b, e->c };
+	for (size_t i = i0; i < i1; i += EW_PIECE) {
+		const size_t n = ZN_MIN(i1 - i, (size_t)EW_PIECE), off = i * sz;
+		for (int k = 0; k < 3; k++)
+			if (in[k])
+				e->v->cast(x[k], ZN_DTYPE_F32, (const char *)in[k] + off, e->dt, n);
+		if (acc && e->o1)
+			e->v->cast(o1, ZN_DTYPE_F32, (char *)e->o1 + off, e->dt, n);
+		if (acc && e->o2)
+			e->v->cast(o2, ZN_DTYPE_F32, (char *)e->o2 + off, e->dt, n);
+		ew_f32(e, e->o1 ? o1 : NULL, e->o2 ? o2 : NULL, x[0], x[1], x[2], n);
+		if (e->o1)
+			e->v->cast((char *)e->o1 + off, e->dt, o1, ZN_DTYPE_F32, n);
+		if (e->o2)
+			e->v->cast((char *)e->o2 + off, e->dt, o2, ZN_DTYPE_F32, n);
+	}
+}
+
+static void run_ew(struct zn_kctx *ctx, struct zn_cpu_ew_args *e, size_t N)
+{
+	struct cpu_ctx *c = zn_cpu(ctx);
 	e->v = c->v;
-	run_chunks(c, N, chunk_of(c, N, 4096, 64), N, ew_range, e);
+	e->dt = ctx->dtype;
+	zn_cpu_run_chunks(c, N, zn_cpu_chunk_of(c, N, 4096, 64), N, ew_range, e);
 }
 
 static int cpu_gelu_forward(struct zn_kctx *ctx, void *out, const void *inp, size_t N)
 {
 	CHECK_CTX("gelu_forward");
 	ZN_TRY(zn_kcheck_elementwise("gelu_forward", out, inp, inp));
-	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_GELU_FWD, .o1 = out, .a = inp }, N);
+	run_ew(ctx, &(struct zn_cpu_ew_args){ .kind = ZN_EW_GELU_FWD, .o1 = out, .a = inp }, N);
 	return 0;
 }
 
@@ -954,7 +1070,7 @@ static int cpu_gelu_backward(struct zn_kctx *ctx, void *dinp, const void *dout, 
 {
 	CHECK_CTX("gelu_backward");
 	ZN_TRY(zn_kcheck_elementwise("gelu_backward", dinp, dout, inp));
-	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_GELU_BWD, .o1 = dinp, .a = inp, .b = dout },
+	run_ew(ctx, &(struct zn_cpu_ew_args){ .kind = ZN_EW_GELU_BWD, .o1 = dinp, .a = inp, .b = dout },
 	       N);
 	return 0;
 }
@@ -964,7 +1080,7 @@ static int cpu_residual_forward(struct zn_kctx *ctx, void *out, const void *inp1
 {
 	CHECK_CTX("residual_forward");
 	ZN_TRY(zn_kcheck_elementwise("residual_forward", out, inp1, inp2));
-	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_ADD, .o1 = out, .a = inp1, .b = inp2 }, N);
+	run_ew(ctx, &(struct zn_cpu_ew_args){ .kind = ZN_EW_ADD, .o1 = out, .a = inp1, .b = inp2 }, N);
 	return 0;
 }
 
@@ -973,7 +1089,7 @@ static int cpu_residual_backward(struct zn_kctx *ctx, void *dinp1, void *dinp2,
 {
 	CHECK_CTX("residual_backward");
 	ZN_TRY(zn_kcheck_ptr("residual_backward", "dout", dout));
-	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_ACC2, .o1 = dinp1, .o2 = dinp2, .a = dout },
+	run_ew(ctx, &(struct zn_cpu_ew_args){ .kind = ZN_EW_ACC2, .o1 = dinp1, .o2 = dinp2, .a = dout },
 	       N);
 	return 0;
 }
@@ -983,7 +1099,7 @@ static int cpu_swiglu_forward(struct zn_kctx *ctx, void *out, const void *gate, 
 {
 	CHECK_CTX("swiglu_forward");
 	ZN_TRY(zn_kcheck_elementwise("swiglu_forward", out, gate, up));
-	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_SWIGLU_FWD, .o1 = out, .a = gate, .b = up },
+	run_ew(ctx, &(struct zn_cpu_ew_args){ .kind = ZN_EW_SWIGLU_FWD, .o1 = out, .a = gate, .b = up },
 	       N);
 	return 0;
 }
@@ -995,7 +1111,7 @@ static int cpu_swiglu_backward(struct zn_kctx *ctx, void *dgate, void *dup, cons
 	ZN_TRY(zn_kcheck_elementwise("swiglu_backward", dout, gate, up));
 	if (!dgate && !dup)
 		return 0;
-	run_ew(cpu(ctx), &(struct ew_args){ .kind = EW_SWIGLU_BWD, .o1 = dgate, .o2 = dup,
+	run_ew(ctx, &(struct zn_cpu_ew_args){ .kind = ZN_EW_SWIGLU_BWD, .o1 = dgate, .o2 = dup,
 					    .a = dout, .b = gate, .c = up }, N);
 	return 0;
 }
@@ -1040,14 +1156,17 @@ static int cpu_softmax_crossentropy(struct zn_kctx *ctx, float *losses, void *dl
 	CHECK_CTX(op);
 	ZN_TRY(zn_kcheck_xent(losses, logits, targets, BT, V, Vp));
 	ZN_TRY(check_tokens(op, "targets", targets, (size_t)BT, V, true, 0));
-	struct cpu_ctx *c = cpu(ctx);
+	struct cpu_ctx *c = zn_cpu(ctx);
+	if (WIDE(ctx))
+		return zn_cpu16_softmax_crossentropy(c, losses, dlogits, logits, targets, weights,
+						     grad_scale, BT, V, Vp);
 	struct xent_args a = { .v = c->v, .losses = losses, .dlogits = dlogits, .logits = logits,
 			       .weights = weights, .targets = targets, .grad_scale = grad_scale,
 			       .V = (size_t)V, .Vp = (size_t)Vp };
 	/* rows per task: ~32 Ki logits, so a small vocabulary still makes
 	 * tasks worth handing out */
 	size_t rows = ZN_MAX((size_t)1, ((size_t)1 << 15) / (size_t)V);
-	run_chunks(c, (size_t)BT, rows, (size_t)BT * (size_t)Vp, xent_rows, &a);
+	zn_cpu_run_chunks(c, (size_t)BT, rows, (size_t)BT * (size_t)Vp, xent_rows, &a);
 	return 0;
 }
 
@@ -1095,10 +1214,10 @@ static int cpu_cast(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtype, con
 	CHECK_CTX("cast");
 	ZN_TRY(zn_kcheck_convert("cast", dst, dst_dtype, src, src_dtype, n, true));
 	size_t dsz = zn_dtype_size(dst_dtype), ssz = zn_dtype_size(src_dtype);
-	struct cpu_ctx *c = cpu(ctx);
+	struct cpu_ctx *c = zn_cpu(ctx);
 	struct red_args a = { .v = c->v, .dst = dst, .src = src, .dd = dst_dtype, .sd = src_dtype,
 			      .esz = ssz, .dsz = dsz, .kind = RED_CAST };
-	run_chunks(c, n, chunk_of(c, n, 4096, 64), n, red_range, &a);
+	zn_cpu_run_chunks(c, n, zn_cpu_chunk_of(c, n, 4096, 64), n, red_range, &a);
 	return 0;
 }
 
@@ -1131,9 +1250,9 @@ static int cpu_accumulate(struct zn_kctx *ctx, void *dst, enum zn_dtype dst_dtyp
 {
 	CHECK_CTX("accumulate");
 	ZN_TRY(zn_kcheck_convert("accumulate", dst, dst_dtype, src, src_dtype, n, false));
-	struct cpu_ctx *c = cpu(ctx);
+	struct cpu_ctx *c = zn_cpu(ctx);
 	struct acc_args a = { .v = c->v, .dst = dst, .src = src, .dd = dst_dtype, .sd = src_dtype };
-	run_chunks(c, n, chunk_of(c, n, 4096, 64), n, acc_range, &a);
+	zn_cpu_run_chunks(c, n, zn_cpu_chunk_of(c, n, 4096, 64), n, acc_range, &a);
 	return 0;
 }
 
@@ -1142,11 +1261,11 @@ static int cpu_scale(struct zn_kctx *ctx, void *x, enum zn_dtype dtype, float s,
 	CHECK_CTX("scale");
 	ZN_TRY(zn_kcheck_dtype("scale", "tensor", dtype));
 	ZN_TRY(zn_kcheck_ptr("scale", "x", x));
-	struct cpu_ctx *c = cpu(ctx);
+	struct cpu_ctx *c = zn_cpu(ctx);
 	size_t sz = zn_dtype_size(dtype);
 	struct red_args a = { .v = c->v, .dst = x, .src = x, .dd = dtype, .sd = dtype, .s = s,
 			      .esz = sz, .dsz = sz, .kind = RED_SCALE };
-	run_chunks(c, n, chunk_of(c, n, 4096, 64), n, red_range, &a);
+	zn_cpu_run_chunks(c, n, zn_cpu_chunk_of(c, n, 4096, 64), n, red_range, &a);
 	return 0;
 }
 
@@ -1159,14 +1278,14 @@ static int cpu_sumsq(struct zn_kctx *ctx, double *acc, const void *x, enum zn_dt
 	ZN_TRY(zn_kcheck_ptr("sumsq", "x", x));
 	if (n == 0)
 		return 0;
-	struct cpu_ctx *c = cpu(ctx);
+	struct cpu_ctx *c = zn_cpu(ctx);
 	size_t chunks = ZN_DIV_ROUND_UP(n, RED_CHUNK);
 	double one, *part = chunks == 1 ? &one : malloc(chunks * sizeof(double));
 	if (!part)
 		return zn_error(-ENOMEM, "sumsq: out of memory for %zu partial sums", chunks);
 	struct red_args a = { .v = c->v, .src = x, .sd = dtype, .esz = zn_dtype_size(dtype),
 			      .part = part, .kind = RED_SUMSQ };
-	run_chunks(c, n, RED_CHUNK, n, red_range, &a);
+	zn_cpu_run_chunks(c, n, RED_CHUNK, n, red_range, &a);
 	double s = 0.0;
 	for (size_t i = 0; i < chunks; i++)
 		s += part[i];
@@ -1185,14 +1304,14 @@ static int cpu_nonfinite(struct zn_kctx *ctx, int32_t *flag, const void *x, enum
 	ZN_TRY(zn_kcheck_ptr("nonfinite", "x", x));
 	if (n == 0)
 		return 0;
-	struct cpu_ctx *c = cpu(ctx);
+	struct cpu_ctx *c = zn_cpu(ctx);
 	size_t chunks = ZN_DIV_ROUND_UP(n, RED_CHUNK);
 	uint8_t one, *f = chunks == 1 ? &one : malloc(chunks);
 	if (!f)
 		return zn_error(-ENOMEM, "nonfinite: out of memory for %zu flags", chunks);
 	struct red_args a = { .v = c->v, .src = x, .sd = dtype, .esz = zn_dtype_size(dtype),
 			      .flag = f, .kind = RED_NONFINITE };
-	run_chunks(c, n, RED_CHUNK, n, red_range, &a);
+	zn_cpu_run_chunks(c, n, RED_CHUNK, n, red_range, &a);
 	for (size_t i = 0; i < chunks; i++)
 		if (f[i])
 			*flag = 1;
@@ -1208,7 +1327,7 @@ static int cpu_adam(struct zn_kctx *ctx, const struct zn_adam_hparams *hp, uint6
 	/* The CPU optimizer itself, on this context's workers. */
 	struct zn_adam_tensors t = { .n = n, .param = param, .grad = grad,
 				     .grad_dtype = ZN_DTYPE_F32, .exp_avg = m, .exp_avg_sq = v };
-	struct zn_adam_exec ex = { .pool = cpu(ctx)->pool };
+	struct zn_adam_exec ex = { .pool = zn_cpu(ctx)->pool };
 	return zn_adam_step(hp, step, grad_scale, &t, &ex);
 }
 
@@ -1216,7 +1335,7 @@ const struct zn_kernels zn_kernels_cpu = {
 	.version = ZN_KERNELS_VERSION,
 	.name = "cpu",
 	.device_memory = false,
-	.dtypes = 1u << ZN_DTYPE_F32,
+	.dtypes = (1u << ZN_DTYPE_F32) | (1u << ZN_DTYPE_F16) | (1u << ZN_DTYPE_BF16),
 	.ctx_create = cpu_ctx_create,
 	.ctx_destroy = cpu_ctx_destroy,
 	.encoder_forward = cpu_encoder_forward,
