@@ -364,14 +364,20 @@ static void test_offered_and_bound(void **state)
 	assert_true(K->dtypes & (1u << ZN_DTYPE_F16));
 	struct zn_kernels_params p;
 	zn_kernels_params_default(&p);
-	uint64_t f32 = zn_kernels_cpu_workspace_bytes(&p, 2, 4096, 640, 128256, 1024);
+	/* a 3B Llama's shape: BT 1024, T 1024, MLP 8192, groups of (3 + 2) 128 */
+	const struct zn_kernels_cpu_shape sh = { .rows = 1024, .T = 1024, .width = 8192,
+						 .group = 640, .matrix = 8192 * 3072,
+						 .Vp = 128256 };
+	uint64_t f32 = zn_kernels_cpu_workspace_bytes(&p, 2, &sh);
+	assert_int_equal(f32, 2 * 2 * 64 * 1024 * 4);
 	p.dtype = ZN_DTYPE_BF16;
-	uint64_t b16 = zn_kernels_cpu_workspace_bytes(&p, 2, 4096, 640, 128256, 1024);
+	uint64_t b16 = zn_kernels_cpu_workspace_bytes(&p, 2, &sh);
 	assert_true(b16 >= f32 + 3 * ((uint64_t)4 << 20) * 4);
+	assert_true(b16 <= f32 + 4 * ((uint64_t)4 << 20) * 4 + 2 * 128256 * 4);
 	p.workspace_bytes = 12000;
-	uint64_t small = zn_kernels_cpu_workspace_bytes(&p, 2, 4096, 640, 128256, 1024);
+	uint64_t small = zn_kernels_cpu_workspace_bytes(&p, 2, &sh);
 	assert_true(small < b16);
-	/* a row of T attention rows is the least a block holds */
+	/* a block holds an attention group's T rows at least */
 	assert_true(small >= f32 + 3 * (uint64_t)1024 * 640 * 4);
 }
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "testutil.h"
@@ -44,7 +45,7 @@ static void base_config(struct zn_config *c)
 
 /* The model's numbers, from zn_gpt2_layer_params directly. */
 struct sums {
-	uint64_t P, largest, dev_all, nvme16, nvme32;
+	uint64_t P, largest, dev_all, dev16, nvme16, nvme32;
 };
 
 static void sums_of(const struct zn_config *c, struct sums *s)
@@ -62,6 +63,7 @@ static void sums_of(const struct zn_config *c, struct sums *s)
 			s->P += d[i].numel;
 			s->largest = d[i].numel > s->largest ? d[i].numel : s->largest;
 			s->dev_all += A256(4 * d[i].numel);
+			s->dev16 += A256(2 * d[i].numel);
 			s->nvme16 += A4K(2 * d[i].numel);
 			s->nvme32 += A4K(4 * d[i].numel);
 		}
@@ -75,13 +77,44 @@ static uint64_t activations(const struct zn_config *c, uint64_t *host)
 				    .vocab_size = (int)c->model.vocab_size,
 				    .max_seq_len = (int)c->model.seq_len,
 				    .recompute = c->activation_checkpointing.enabled,
-				    .offload_activations = c->activation_checkpointing.cpu_checkpointing };
+				    .offload_activations = c->activation_checkpointing.cpu_checkpointing,
+				    /* kept in the training dtype, on either backend */
+				    .act_dtype = c->bf16.enabled   ? ZN_DTYPE_BF16
+						 : c->fp16.enabled ? ZN_DTYPE_F16
+								   : ZN_DTYPE_F32 };
 	uint64_t dev;
 	assert_int_equal(zn_gpt2_activation_estimate(&m, (int)c->batch.micro_batch,
 						     (int)c->model.seq_len, ZN_DEVICE_ALIGN, &dev,
 						     host),
 			 0);
 	return dev;
+}
+
+/* The cpu kernels' own scratch (pageable host memory beside the cpu
+ * backend's device), as include/zinc/kernels.h bounds it for
+ * this GPT-2 (a worker per core): per worker, attention's two blocks of
+ * 64 x T floats (16-bit: or a row of 2 C + 32, or of the padded
+ * vocabulary); 16-bit storage: the widening buffer, three blocks of the
+ * most an op takes (BT rows of the widest row, 4 C or maxT; the largest
+ * weight, the padded embedding; T rows of an attention group of 3 HS), and the
+ * larger of the padded vocabulary and 3 x that row. */
+static uint64_t kernel_ws(const struct zn_config *c)
+{
+#define AL16(x) (((x) + 15) / 16 * 16)
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+	const uint64_t T = c->model.seq_len, C = c->model.n_embd, BT = c->batch.micro_batch * T;
+	const uint64_t Vp = (c->model.vocab_size + 127) / 128 * 128;
+	const uint64_t row = MAX(4 * C, T), G = 3 * (C / c->model.n_head);
+	uint64_t per = 2 * 64 * T, wide = 0;
+	if (c->bf16.enabled || c->fp16.enabled) {
+		per = MAX(per, MAX(2 * C + 32, Vp));
+		uint64_t most = MAX(MAX(BT * row, Vp * C), T * G);
+		assert_true(most < ((uint64_t)4 << 20)); /* these models fit a block */
+		wide = 3 * most + MAX(Vp, 3 * row);
+	}
+	return ((uint64_t)sysconf(_SC_NPROCESSORS_ONLN) * AL16(per) + AL16(wide)) * 4;
+#undef AL16
+#undef MAX
 }
 
 static const struct zn_plan_tier *tier(const struct zn_plan *p, const char *name)
@@ -121,7 +154,7 @@ static void test_resident_tiers(void **state)
 	assert_int_equal(item_sum(dev), dev->needed);
 	assert_true(dev->counted_elsewhere && dev->fits); /* cpu, no memory_limit */
 	const struct zn_plan_tier *pag = tier(&plan, "pageable host");
-	assert_int_equal(pag->needed, 12 * s.P + 12 * BT + want);
+	assert_int_equal(pag->needed, 12 * s.P + 12 * BT + want + kernel_ws(&c));
 	assert_int_equal(tier(&plan, "pinned host")->needed, 0);
 	assert_true(pag->known && pag->available > 0 && pag->total >= pag->available);
 	assert_true(zn_plan_fits(&plan));
@@ -134,13 +167,15 @@ static void test_resident_tiers(void **state)
 	c.activation_checkpointing.cpu_checkpointing = true;
 	assert_int_equal(zn_plan_compute(&c, &plan), 0);
 	uint64_t host_acts = 0;
-	want = 2 * s.dev_all + A256(2 * s.largest) + 2 * A256(4 * BT) + activations(&c, &host_acts);
+	/* (the fp32 parameters and gradients, and their 16-bit copies the
+	 * kernels compute with) */
+	want = 2 * s.dev_all + 2 * s.dev16 + A256(2 * s.largest) + 2 * A256(4 * BT) + activations(&c, &host_acts);
 	assert_true(host_acts > 0);
 	assert_int_equal(tier(&plan, "device")->needed, want);
 	/* master, m, v; 16-bit accumulators (one micro-batch per step: no
 	 * staging buffer to add later ones through). */
 	assert_int_equal(tier(&plan, "pageable host")->needed,
-			 12 * s.P + 2 * s.P + 12 * BT + host_acts + want);
+			 12 * s.P + 2 * s.P + 12 * BT + host_acts + want + kernel_ws(&c));
 }
 
 static void test_offloaded_parameters_on_nvme(void **state)
@@ -184,22 +219,25 @@ static void test_offloaded_parameters_on_nvme(void **state)
 	assert_true(nv->available > 0 && nv->total >= nv->available);
 	/* Host: fp32 accumulators, the batch, the device's bytes; no staging
 	 * (start-up makes the states in the swapper's buffers). */
+	/* (the layers' fp16 gradients cross into the fp32 accumulators
+	 * through a staging buffer of the largest tensor in fp32) */
 	assert_int_equal(tier(&plan, "pageable host")->needed,
-			 4 * s.P + 12 * 3 * 24 + tier(&plan, "device")->needed);
+			 4 * s.P + 4 * s.largest + 12 * 3 * 24 + tier(&plan, "device")->needed + kernel_ws(&c));
 	/* With checkpoints: the model file's writer, a block of the largest
 	 * Conv1D weight's rows and a column's run: (4C, C) whole, 4C (C + 1)
 	 * elements. */
 	snprintf(c.checkpoint.dir, sizeof(c.checkpoint.dir), "%s", tu_path("ckpt"));
 	assert_int_equal(zn_plan_compute(&c, &plan), 0);
 	assert_int_equal(tier(&plan, "pageable host")->needed,
-			 4 * s.P + 4 * (4 * 40 * 41) + 12 * 3 * 24 +
-				 tier(&plan, "device")->needed);
+			 4 * s.P + 4 * s.largest + 4 * (4 * 40 * 41) + 12 * 3 * 24 +
+				 tier(&plan, "device")->needed + kernel_ws(&c));
 	c.checkpoint.dir[0] = 0;
 
 	/* Gradients on NVMe (auto, one rank): every sub-group's gradients
 	 * beside its states, listed apart; each swapper slot holds a group's
 	 * gradients too; host memory keeps no accumulator, only the largest
-	 * tensor's sums on their way. */
+	 * tensor's sums on their way (and the staging buffer its fp16
+	 * gradients cross through). */
 	z->offload_optimizer.gradients = ZN_OFFLOAD_GRADS_AUTO;
 	assert_int_equal(zn_plan_compute(&c, &plan), 0);
 	nv = &plan.tiers[3];
@@ -210,8 +248,8 @@ static void test_offloaded_parameters_on_nvme(void **state)
 	assert_int_equal(tier(&plan, "pinned host")->needed,
 			 5 * 4 * A4K(4 * 5000) + 5 * A4K(2 * s.largest));
 	assert_int_equal(tier(&plan, "pageable host")->needed,
-			 4 * s.largest + 12 * 3 * 24 +
-				 tier(&plan, "device")->needed);
+			 2 * 4 * s.largest + 12 * 3 * 24 +
+				 tier(&plan, "device")->needed + kernel_ws(&c));
 
 	/* Two directories: each gets half, rounded, plus two stripes. */
 	char two[ZN_NVME_PATH_MAX];

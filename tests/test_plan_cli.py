@@ -48,11 +48,11 @@ def tensors():
     return [[vp * C, SEQ * C]] + [block] * L + [[C, C]]
 
 
-def activations(recompute=False, offload=False, a=256):
+def activations(recompute=False, offload=False, a=256, e=4):
     """Device and host bytes of the model's activations (engine/model/gpt2.c's
     list): per block its input and its working set, the classifier's and
-    backward's buffers."""
-    bt, e = B * SEQ, 4
+    backward's buffers; e: bytes of an element in the training dtype."""
+    bt = B * SEQ
     work = (4 * up(bt * C * e, a) + up(bt * 3 * C * e, a) + 2 * up(bt * 4 * C * e, a) +
             4 * up(bt * 4, a) + up(B * NH * SEQ * 4, a))
     inp = up(bt * C * e, a)
@@ -65,6 +65,22 @@ def activations(recompute=False, offload=False, a=256):
     dev += 2 * up(bt * C * e, a) + 3 * up(bt * 4, a) + up(bt * up(V, 128) * e, a)
     dev += 3 * up(bt * C * e, a) + 2 * up(bt * 4 * C * e, a) + up(bt * 3 * C * e, a)
     return dev, (L * bt * C * e if offload else 0)
+
+
+def kernel_ws(bits16):
+    """The cpu kernels' scratch in host memory, as include/zinc/kernels.h
+    bounds it (a worker per core): attention's two blocks of 64 x T floats a
+    worker; 16-bit storage: or a row of 2 C + 32 or of the padded
+    vocabulary, and the widening buffer, three blocks of the most an op
+    takes (BT rows of the widest row, the padded embedding, T rows of an
+    attention group of 3 HS) and the larger of the vocabulary and 3 rows."""
+    T, bt, vp = SEQ, B * SEQ, up(V, 128)
+    row, group = max(4 * C, SEQ), 3 * (C // NH)
+    per, wide = 2 * 64 * T, 0
+    if bits16:
+        per = max(per, 2 * C + 32, vp)
+        wide = 3 * max(bt * row, vp * C, T * group) + max(vp, 3 * row)
+    return (os.sysconf("SC_NPROCESSORS_ONLN") * up(per, 16) + up(wide, 16)) * 4
 
 
 def config(d, name, extra=""):
@@ -116,7 +132,8 @@ def fits_with_the_formula_s_numbers(d):
     largest = max(flat)
     # ... and a fp32 buffer the size of the largest tensor, gradients
     # pass through it on their way into the accumulators.
-    assert got["pageable host"] == 12 * P + 4 * P + 4 * largest + 3 * 4 * bt + device, got
+    assert got["pageable host"] == (12 * P + 4 * P + 4 * largest + 3 * 4 * bt + device +
+                                    kernel_ws(False)), got
     assert got["pinned host"] == 0, got
     assert "fits: yes" in p.stdout
 
@@ -137,11 +154,14 @@ def fits_with_the_formula_s_numbers(d):
     assert p.returncode == 0, p.stdout + p.stderr
     got = needs(p.stdout)
     largest = max(flat)
-    layer = [sum(up(4 * n, 256) for n in ts) for ts in tensors()]
-    # Layers in use: the classifier holds ln_f and wte with gradients; a
-    # block's backward holds itself with gradients beside wte's gradients.
-    in_use = max(2 * (layer[0] + layer[-1]), layer[0] + 2 * max(layer[1:-1]))
-    act, host_act = activations(True, True)
+    layer = [sum(up(2 * n, 256) for n in ts) for ts in tensors()]
+    # Layers in use, in bf16 (they visit as the kernels take them): the
+    # classifier holds ln_f and wte with gradients; wte's gradients then
+    # wait in an fp32 sum (w0) beside a block's backward, itself with
+    # gradients.
+    w0 = sum(up(4 * n, 256) for n in tensors()[0])
+    in_use = max(2 * (layer[0] + layer[-1]) + w0, w0 + 2 * max(layer[1:-1]))
+    act, host_act = activations(True, True, e=2)
     device = in_use + up(2 * largest, 256) + 2 * up(4 * bt, 256) + act
     assert got["device"] == device, (got, device)
     # Pinned: 6 optimizer slots of 3 arrays of 5000 fp32 and the group's
@@ -154,7 +174,7 @@ def fits_with_the_formula_s_numbers(d):
     # the fp32 staging buffer later micro-batches add through; the batch;
     # the kept block inputs; the cpu backend's device memory.  No start-up
     # staging: the states are made in the optimizer swap buffers.
-    pageable = 2 * largest + 4 * largest + 3 * 4 * bt + host_act + device
+    pageable = 2 * largest + 4 * largest + 3 * 4 * bt + host_act + device + kernel_ws(True)
     assert got["pageable host"] == pageable, (got, pageable)
     # With checkpoints, the model file's writer: a block of each Conv1D
     # weight's rows, (OC, IC) in zinc's layout, at most 2^22 elements, and

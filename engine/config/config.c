@@ -222,8 +222,6 @@ static int expand_rank(char *path, int rank, int local_rank)
 
 enum zn_dtype zn_config_storage_dtype(const struct zn_config *cfg)
 {
-	if (cfg->device.type != ZN_DEVICE_CUDA)
-		return ZN_DTYPE_F32;
 	return cfg->bf16.enabled ? ZN_DTYPE_BF16 : cfg->fp16.enabled ? ZN_DTYPE_F16 : ZN_DTYPE_F32;
 }
 

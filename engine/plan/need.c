@@ -22,6 +22,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "plan/internal.h"
 
@@ -59,6 +60,7 @@ struct placed {
 	struct zn_zero_rules z;
 	uint64_t dparam, dgrad;  /* device, sums of A256: parameters and gradients
 	                          * kept there (zn_zero_arrays dparam, dgrad) */
+	uint64_t dcopy16;        /* ... and of their 16-bit copies, A256 each */
 	uint64_t dstate;         /* device, sum of A256: master, m, v */
 	uint64_t in_use;         /* device: the offloaded layers there at once */
 	uint64_t hstate, hgrad;  /* host: master, m, v; gradient accumulators */
@@ -116,6 +118,7 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 			zn_zero_arrays_of(&pl->z, &g->tab.d[i], &s, &a);
 			pl->dparam += A256(a.dparam);
 			pl->dgrad += A256(a.dgrad);
+			pl->dcopy16 += A256(a.dparam / 2) + A256(a.dgrad / 2);
 			pl->dstate += ZN_ZERO_STATES * A256(a.dstate);
 			pl->hstate += ZN_ZERO_STATES * a.hstate;
 			pl->hgrad += a.hgrad;
@@ -154,6 +157,40 @@ uint64_t zn_plan_sub_group(const struct zn_config *c, const struct zn_plan_geom 
 
 /* ---- the tiers ------------------------------------------------------------ */
 
+/* The cpu kernels' own scratch for this model, with the device's pool
+ * (a worker per core of this machine). */
+static uint64_t cpu_workspace(const struct zn_config *c, const struct zn_plan_geom *g)
+{
+	const struct zn_arch_dims d = zn_arch_dims(&g->a);
+	const uint64_t V = (uint64_t)d.vocab_size, Vp = ZN_ALIGN_UP(V, 128);
+	uint64_t wide = 0, group = 3 * (uint64_t)(d.n_embd / ZN_MAX(d.n_head, 1));
+	/* the widest row: any dimension but the vocabulary's (padded or not) */
+	for (unsigned i = 0; i < g->tab.nt; i++)
+		for (unsigned k = 0; k < g->tab.d[i].ndim; k++) {
+			const uint64_t n = (uint64_t)g->tab.d[i].shape[k];
+			if (n != V && n != Vp)
+				wide = ZN_MAX(wide, n);
+		}
+	if (g->a.ops == &zn_arch_llama_ops) {
+		const struct zn_llama_config *l = &g->a.l;
+		const uint64_t hs = l->head_dim ? (uint64_t)l->head_dim
+						: (uint64_t)(l->n_embd / l->n_head);
+		group = (uint64_t)(l->n_head / l->n_kv_head + 2) * hs;
+		wide = ZN_MAX(wide, (uint64_t)(l->n_head + 2 * l->n_kv_head) * hs);
+	}
+	struct zn_kernels_params kp;
+	zn_kernels_params_default(&kp);
+	kp.dtype = zn_config_storage_dtype(c);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	const struct zn_kernels_cpu_shape sh = {
+		.rows = (uint64_t)c->batch.micro_batch * c->model.seq_len,
+		.T = c->model.seq_len, .width = wide, .group = group,
+		.matrix = g->tab.largest,
+		.Vp = Vp,
+	};
+	return zn_kernels_cpu_workspace_bytes(&kp, cores > 0 ? (unsigned)cores : 1u, &sh);
+}
+
 /* Device.
  *   resident tensors: parameters and gradients (zn_zero_arrays dparam, dgrad)
  *   offload_optimizer none: master, m, v (dstate), and the norm and
@@ -189,12 +226,13 @@ int zn_plan_need_device(const struct zn_config *c, const struct zn_plan_geom *g,
 	if (pl.z.dtype != ZN_DTYPE_F32 || pl.z.gdt != ZN_DTYPE_F32)
 		zn_plan_item(t, A256(2 * pl.unit), "16-bit scratch (largest tensor%s)",
 			     pl.unit < g->tab.largest ? " or tile" : "");
-	/* 16-bit training on cuda: the model computes on 16-bit copies of what
-	 * it is given (the trainer's hand_out): 2 + 2 bytes per element beside
-	 * the fp32 ones, about half as much again (alignment aside); offloaded
-	 * layers visit in 16 bits only (dev16), the copy itself. */
+	/* 16-bit training: the model computes on 16-bit copies of what it is
+	 * given (the trainer's hand_out): 2 + 2 bytes per element beside the
+	 * resident fp32 ones; offloaded layers visit in 16 bits only (dev16),
+	 * the copy itself, or (several ranks) beside their fp32 ones, about
+	 * half as much again. */
 	if (zn_config_storage_dtype(c) != ZN_DTYPE_F32)
-		zn_plan_item(t, (pl.dparam + pl.dgrad + (pl.z.dev16 ? 0 : pl.in_use)) / 2,
+		zn_plan_item(t, pl.dcopy16 + (pl.z.dev16 ? 0 : pl.in_use / 2),
 			     "16-bit copies the kernels compute with (parameters + gradients)");
 	zn_plan_item(t, 2 * A256(4 * BT), "batch (tokens, targets)");
 	/* cuda: the kernels' context takes its workspaces with cudaMalloc,
@@ -335,8 +373,14 @@ int zn_plan_need_pageable(const struct zn_config *c, const struct zn_plan_geom *
 	if (rc)
 		return rc;
 	zn_plan_item(t, host, "kept block inputs (cpu_checkpointing)");
-	if (c->device.type == ZN_DEVICE_CPU)
+	if (c->device.type == ZN_DEVICE_CPU) {
+		/* the cpu kernels' scratch: host memory beside the device's */
+		zn_plan_item(t, cpu_workspace(c, g), "cpu kernels' scratch (attention blocks%s)",
+			     zn_config_storage_dtype(c) != ZN_DTYPE_F32
+				     ? ", 16-bit operands widened in blocks"
+				     : "");
 		zn_plan_item(t, device->needed, "device memory (cpu backend)");
+	}
 	return 0;
 }
 

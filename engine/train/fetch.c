@@ -162,7 +162,7 @@ static int hand_out(struct zn_trainer *t, unsigned layer, bool want, void **para
 		if (!want)
 			continue;
 		if (!s->sgrad && ((rc = tr_dev_alloc(t, bytes, &s->sgrad)) ||
-				  (rc = zn_device_memset(t->dev, s->sgrad, 0, bytes, t->stream))))
+				  (rc = zn_device_memset(t->dev, s->sgrad, 0, bytes, TR_KSTREAM(t)))))
 			break;
 		grads[i] = s->sgrad;
 		s->sdirty = true;
@@ -197,13 +197,13 @@ static int fold_grads(struct zn_trainer *t, unsigned layer, bool written)
 		const size_t n = s->d->numel;
 		if (s->sdirty && s->sgrad && !s->dgrad && t->zr.dev16 && !s->resident && !written &&
 		    !(rc = tr_dev_alloc(t, n * 4, &s->dgrad)))
-			rc = zn_device_memset(t->dev, s->dgrad, 0, n * 4, t->stream);
+			rc = zn_device_memset(t->dev, s->dgrad, 0, n * 4, TR_KSTREAM(t));
 		if (rc || !s->sdirty || !s->sgrad || !s->dgrad)
 			continue;
 		s->sdirty = false;
 		if (!(rc = t->k->accumulate(t->kctx, s->dgrad, ZN_DTYPE_F32, s->sgrad, t->sdt, n)))
 			rc = zn_device_memset(t->dev, s->sgrad, 0, n * zn_dtype_size(t->sdt),
-					      t->stream);
+					      TR_KSTREAM(t));
 	}
 	return rc;
 }
@@ -382,7 +382,7 @@ static int fetch_tile(void *user, unsigned layer, unsigned idx, unsigned k, bool
 	if (!rc && want && !t->zr.dev16 && !(rc = tr_dev_alloc(t, n * 4, &s->dgrad)))
 		rc = zn_device_memset(t->dev, s->dgrad, 0, n * 4, NULL);
 	if (!rc && want && t->sdt != ZN_DTYPE_F32 && !(rc = tr_dev_alloc(t, n * sz, &s->sgrad)))
-		rc = zn_device_memset(t->dev, s->sgrad, 0, n * sz, t->stream);
+		rc = zn_device_memset(t->dev, s->sgrad, 0, n * sz, TR_KSTREAM(t));
 	s->sdirty = want;
 	*param = t->sdt == ZN_DTYPE_F32 ? s->dparam : s->sparam;
 	if (want)
@@ -457,10 +457,7 @@ static void dfree(void *user, void *p)
 static int dzero(void *user, void *p, size_t bytes)
 {
 	struct zn_trainer *t = user;
-	/* cuda kernels run on the stream; cpu ones when called, so there a
-	 * stream's memset would not be ordered with them */
-	const bool on_stream = t->cfg.device.type == ZN_DEVICE_CUDA;
-	return zn_device_memset(t->dev, p, 0, bytes, on_stream ? t->stream : NULL);
+	return zn_device_memset(t->dev, p, 0, bytes, TR_KSTREAM(t));
 }
 
 static void *halloc(void *user, size_t bytes)

@@ -110,6 +110,11 @@ struct tstate {
 	struct zn_trainer *owner;      /* for callbacks given only the tensor */
 };
 
+/* The stream device work must be enqueued on to be ordered with the
+ * model's kernels: cuda kernels run on the compute stream; cpu ones run
+ * when called, so there the work must be done at once (NULL). */
+#define TR_KSTREAM(t) ((t)->k->device_memory ? (t)->stream : NULL)
+
 #define GRAD_FLIGHTS 3                 /* layers' gradients in flight at once */
 #define GATHER_SLOTS 4                 /* layers gathered ahead at most */
 

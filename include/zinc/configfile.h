@@ -281,10 +281,9 @@ ZN_API int zn_config_resolve_batch(const struct zn_config *cfg, uint32_t world_s
  * -ENAMETOOLONG naming the path. */
 ZN_API int zn_config_expand_rank(struct zn_config *cfg, int rank, int local_rank);
 
-/* The dtype training computes in on the device (the kernels context's
- * storage dtype): the training dtype on the cuda backend (bf16, fp16 or
- * fp32), fp32 on the cpu backend (whose 16-bit training keeps its values
- * rounded to the 16-bit type in fp32 storage). */
+/* The dtype the model's parameters, gradients and activations are stored
+ * in on the device (the kernels context's storage dtype): the training
+ * dtype (bf16, fp16 or fp32), on both backends. */
 ZN_API enum zn_dtype zn_config_storage_dtype(const struct zn_config *cfg);
 
 /* Resolve the "auto" sizes that follow from the model, as the Hugging Face

@@ -150,16 +150,26 @@ ZN_API void zn_kernels_params_default(struct zn_kernels_params *p);
  * allocates: what a memory plan must leave free beside the model. */
 ZN_API uint64_t zn_kernels_cuda_workspace_bytes(const struct zn_kernels_params *p);
 
+/* The shape a cpu context's scratch depends on (elements). */
+struct zn_kernels_cpu_shape {
+	uint64_t rows;    /* B T: the rows of an activation */
+	uint64_t T;       /* the sequence */
+	uint64_t width;   /* the widest row an op takes (the model's channels,
+	                   * its MLP's, its qkv's) */
+	uint64_t group;   /* attention: a key/value head with its query heads,
+	                   * (NH / NKV + 2) HS */
+	uint64_t matrix;  /* the largest weight an op takes (a tensor, or a tile
+	                   * of one) */
+	uint64_t Vp;      /* the padded vocabulary (a row of logits) */
+};
+
 /* Host bytes a cpu context made with *p takes at most for its own scratch
- * (outside the caller's tensors), running a model whose widest row is C
- * elements (its channels, its MLP's or its qkv's), whose attention groups
- * a key/value head with its query heads in G = (NH / NKV + 2) HS
- * elements, with vocabulary (padded) Vp and sequence T: attention's
+ * (outside the caller's tensors) running a model of shape *s: attention's
  * per-worker blocks, and with 16-bit storage the widening buffer and
  * per-worker rows.  `workers`: the pool's size (1 without one). */
 ZN_API uint64_t zn_kernels_cpu_workspace_bytes(const struct zn_kernels_params *p,
-					       unsigned workers, uint64_t C, uint64_t G,
-					       uint64_t Vp, uint64_t T);
+					       unsigned workers,
+					       const struct zn_kernels_cpu_shape *s);
 
 /* A backend's execution context: the thread pool and scratch memory (cpu),
  * or the stream, cuBLAS handles and workspace (cuda). */

@@ -134,21 +134,24 @@ static int check_tokens(const char *op, const char *what, const int32_t *tok, si
 /* ---- context -------------------------------------------------------------------- */
 
 uint64_t zn_kernels_cpu_workspace_bytes(const struct zn_kernels_params *p, unsigned workers,
-					uint64_t C, uint64_t G, uint64_t Vp, uint64_t T)
+					const struct zn_kernels_cpu_shape *s)
 {
 	workers = ZN_MAX(workers, 1u);
 	/* per worker: attention's blocks (fp32 ops) */
-	uint64_t per = 2 * (uint64_t)ATT_TB * T;
+	uint64_t per = 2 * (uint64_t)ATT_TB * s->T;
 	uint64_t wide = 0;
 	if (p->dtype != ZN_DTYPE_F32) {
 		const uint64_t B = p->workspace_bytes ? ZN_MAX(p->workspace_bytes /
 							(ZN_CPU16_BLOCKS * sizeof(float)), (size_t)1)
 						      : ZN_CPU16_BLOCK;
 		/* cpu16.c: a row of the encoder (2 C) or of the logits (Vp) */
-		per = ZN_MAX(per, ZN_MAX(2 * C + 32, Vp));
-		/* three blocks of at least a row (an attention group's T
-		 * rows), and a bias or three channel rows */
-		wide = 3 * ZN_MAX(B, ZN_MAX(C, T * G)) + ZN_MAX(Vp, 3 * C);
+		per = ZN_MAX(per, ZN_MAX(2 * s->width + 32, s->Vp));
+		/* three blocks: of at most B floats of what the op takes (rows
+		 * of an activation, of a weight, an attention group's T rows),
+		 * but at least a row; and a bias or three channel rows */
+		uint64_t most = ZN_MAX(ZN_MAX(s->rows * s->width, s->matrix), s->T * s->group);
+		uint64_t blk = ZN_MAX(ZN_MIN(B, most), ZN_MAX(s->width, s->T * s->group));
+		wide = 3 * blk + ZN_MAX(s->Vp, 3 * s->width);
 	}
 	return (workers * ZN_ALIGN_UP(per, 16) + ZN_ALIGN_UP(wide, 16)) * sizeof(float);
 }
