@@ -160,6 +160,22 @@ const char *zn_ckpt_file(struct zn_ckpt *c, const char *name)
 	return c->file;
 }
 
+/* Newest first: zero-padded step numbers sort by name. */
+static int cmp_str_desc(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)b, *(char *const *)a);
+}
+
+static bool has_manifest(const char *root, const char *name);
+
+static bool has_any_manifest(const char *root, char **v, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (has_manifest(root, v[i]))
+			return true;
+	return false;
+}
+
 /* Replace ROOT/latest with `name`, atomically. */
 static int write_latest(const char *root, const char *name)
 {
@@ -170,16 +186,42 @@ static int write_latest(const char *root, const char *name)
 	return zn_io_write_file_atomic(latest, text, (size_t)n);
 }
 
+/* The temporary directory over ROOT/step-N: atomically exchanged with an
+ * older copy of the same step when there is one (which is then removed),
+ * so that no crash leaves the step without a complete copy; renamed
+ * otherwise.  0 or -errno. */
+static int put_in_place(struct zn_ckpt *c)
+{
+	if (renameat2(AT_FDCWD, c->tmp, AT_FDCWD, c->final, RENAME_EXCHANGE) == 0) {
+		rm_tree(c->tmp); /* now the older copy */
+		return 0;
+	}
+	if (errno != ENOENT && errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	/* No older copy (ENOENT), or a file system without exchange. */
+	if (errno != ENOENT)
+		rm_tree(c->final);
+	return rename(c->tmp, c->final) == 0 ? 0 : -errno;
+}
+
 int zn_ckpt_commit(struct zn_ckpt *c)
 {
 	int rc;
 	char what[3 * PATH_LEN];
 
-	/* Files first (callers fsync theirs; this also covers ones that did
-	 * not), then the directory entries, then the rename, then `latest`. */
-	DIR *d = opendir(c->tmp);
+	/* The manifest, written last: every file's size and checksum, read
+	 * back from what was written.  Then the files (callers fsync theirs;
+	 * this also covers ones that did not), the directory entries, the
+	 * rename, `latest`. */
+	rc = zn_ckpt_manifest_write(c->tmp);
+	if (rc)
+		snprintf(what, sizeof(what), "writing its manifest (%s)", zn_last_error());
+	DIR *d = rc ? NULL : opendir(c->tmp);
 	struct dirent *e;
-	rc = d ? 0 : -errno;
+	if (!rc && !d) {
+		rc = -errno;
+		snprintf(what, sizeof(what), "reading '%s'", c->tmp);
+	}
 	while (d && !rc && (e = readdir(d))) {
 		if (e->d_name[0] == '.')
 			continue;
@@ -191,25 +233,29 @@ int zn_ckpt_commit(struct zn_ckpt *c)
 		closedir(d);
 	if (!rc && (rc = zn_io_fsync_path(c->tmp, O_RDONLY | O_DIRECTORY)) != 0)
 		snprintf(what, sizeof(what), "syncing '%s'", c->tmp);
-	if (!rc) {
-		/* Saving the same step again replaces the older copy. */
-		rm_tree(c->final);
-		if (rename(c->tmp, c->final) != 0) {
-			rc = -errno;
-			snprintf(what, sizeof(what), "renaming '%s'", c->tmp);
-		}
-	}
-	if (!rc && (rc = zn_io_fsync_path(c->root, O_RDONLY | O_DIRECTORY)) != 0)
-		snprintf(what, sizeof(what), "syncing '%s'", c->root);
-	if (!rc && (rc = write_latest(c->root, c->name)) != 0)
-		snprintf(what, sizeof(what), "updating '%s/latest'", c->root);
-	if (!rc)
-		rc = zn_io_fsync_path(c->root, O_RDONLY | O_DIRECTORY);
+	if (!rc && (rc = put_in_place(c)) != 0)
+		snprintf(what, sizeof(what), "renaming '%s'", c->tmp);
 	if (rc) {
 		rc = zn_error(rc, "checkpoint %s failed while %s: %s; the previous checkpoint is "
 				  "still the latest", c->name, what, strerror(-rc));
 		rm_tree(c->tmp);
+		free(c);
+		return rc;
 	}
+	/* In place and complete: what follows makes the rename durable and
+	 * the hint current. */
+	if ((rc = zn_io_fsync_path(c->root, O_RDONLY | O_DIRECTORY)) != 0)
+		rc = zn_error(rc, "checkpoint %s is in place, but syncing '%s' failed: %s; a crash "
+				  "now may lose it (the previous checkpoint stays)",
+			      c->name, c->root, strerror(-rc));
+	/* `latest` is a hint (resume finds the newest complete step itself):
+	 * failing to write it loses nothing. */
+	if (!rc && write_latest(c->root, c->name) != 0)
+		zn_warn("checkpoint %s is complete, but '%s/latest' could not be updated (%s); "
+			"resume finds the newest complete checkpoint without it",
+			c->name, c->root, zn_last_error());
+	else if (!rc)
+		zn_io_fsync_path(c->root, O_RDONLY | O_DIRECTORY);
 	free(c);
 	return rc;
 }
@@ -222,57 +268,191 @@ void zn_ckpt_abort(struct zn_ckpt *c)
 	free(c);
 }
 
-int zn_ckpt_latest(const char *root, char *out, size_t len)
+/* The step directories under `root` (ROOT/step-N, no temporary ones),
+ * newest first (zero-padded step numbers sort by name), malloc'ed names
+ * in *names.  How many, or -errno (message set). */
+static int list_steps(const char *root, char ***names)
 {
-	char path[PATH_LEN + 64], name[256] = "";
-	if (snprintf(path, sizeof(path), "%s/latest", root) >= (int)sizeof(path))
-		return zn_error(-ENAMETOOLONG, "checkpoint path '%s' is too long", root);
+	DIR *d = opendir(root);
+	struct dirent *e;
+	size_t n = 0, cap = 0;
+	char **v = NULL;
+	*names = NULL;
+	if (!d)
+		return errno == ENOENT ? 0 : zn_error(-errno, "cannot read '%s': %s", root,
+						      strerror(errno));
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) != 0 || strchr(e->d_name, '.'))
+			continue;
+		if (n == cap) {
+			char **nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+			if (!nv)
+				break;
+			v = nv;
+		}
+		if (!(v[n] = strdup(e->d_name)))
+			break;
+		n++;
+	}
+	closedir(d);
+	if (e) { /* stopped early: out of memory */
+		for (size_t i = 0; i < n; i++)
+			free(v[i]);
+		free(v);
+		return zn_error(-ENOMEM, "out of memory");
+	}
+	qsort(v, n, sizeof(*v), cmp_str_desc);
+	*names = v;
+	return (int)n;
+}
+
+static void free_names(char **v, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static bool has_manifest(const char *root, const char *name)
+{
+	char path[PATH_LEN + 300];
+	snprintf(path, sizeof(path), "%s/%s/" ZN_CKPT_MANIFEST, root, name);
+	return access(path, F_OK) == 0;
+}
+
+/* What `latest` names, when it names a step directory (a checkpoint of a
+ * zinc that kept no manifests is found through it alone). */
+static bool read_latest(const char *root, char *name, size_t len)
+{
+	char path[PATH_LEN + 64], full[PATH_LEN + 300];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/latest", root);
 	FILE *f = fopen(path, "re");
 	if (!f)
-		return zn_error(-ENOENT, "no checkpoint in '%s' (no 'latest' file)", root);
-	if (!fgets(name, sizeof(name), f))
+		return false;
+	if (!fgets(name, (int)len, f))
 		name[0] = 0;
 	fclose(f);
 	name[strcspn(name, "\r\n")] = 0;
-	struct stat st;
-	if (!name[0] || strchr(name, '/') || snprintf(out, len, "%s/%s", root, name) >= (int)len ||
-	    stat(out, &st) != 0 || !S_ISDIR(st.st_mode))
-		return zn_error(-ENOENT, "'%s' names '%s', which is not a checkpoint directory",
-				path, name);
-	return 0;
+	snprintf(full, sizeof(full), "%s/%s", root, name);
+	return name[0] && !strchr(name, '/') && stat(full, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static int cmp_str(const void *a, const void *b)
+int zn_ckpt_latest(const char *root, char *out, size_t len)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	char **v, legacy[256];
+	int n = list_steps(root, &v);
+	if (n < 0)
+		return n;
+	int found = -1;
+	for (int i = 0; i < n && found < 0; i++)
+		if (has_manifest(root, v[i]))
+			found = i;
+	int rc = 0;
+	if (found >= 0) {
+		if (snprintf(out, len, "%s/%s", root, v[found]) >= (int)len)
+			rc = zn_error(-ENAMETOOLONG, "checkpoint path under '%s' is too long", root);
+	} else if (read_latest(root, legacy, sizeof(legacy)) && !has_any_manifest(root, v, n)) {
+		if (snprintf(out, len, "%s/%s", root, legacy) >= (int)len)
+			rc = zn_error(-ENAMETOOLONG, "checkpoint path under '%s' is too long", root);
+	} else {
+		rc = zn_error(-ENOENT, "no complete checkpoint in '%s' (no step-N directory with a "
+				       "%s)", root, ZN_CKPT_MANIFEST);
+	}
+	free_names(v, n);
+	return rc;
 }
 
+int zn_ckpt_find(const char *root, char *out, size_t len)
+{
+	char **v, legacy[256], dir[PATH_LEN + 300];
+	char first_bad[64] = "", why[1024] = "";
+	int n = list_steps(root, &v);
+	if (n < 0)
+		return n;
+	int rc = -ENOENT, bad = 0;
+	for (int i = 0; i < n && rc; i++) {
+		if (!has_manifest(root, v[i]))
+			continue; /* not complete: a save that did not finish, or an older zinc's */
+		snprintf(dir, sizeof(dir), "%s/%s", root, v[i]);
+		int vrc = zn_ckpt_verify(dir);
+		if (vrc == -ENOMEM) {
+			rc = vrc;
+			break;
+		}
+		if (vrc == 0) {
+			rc = snprintf(out, len, "%s", dir) >= (int)len
+				     ? zn_error(-ENAMETOOLONG, "checkpoint path '%s' is too long", dir)
+				     : 0;
+			if (!rc && bad)
+				zn_warn("checkpoint %s in '%s' failed verification (%s); resuming from "
+					"%s instead, the newest complete checkpoint that verifies",
+					first_bad, root, why, v[i]);
+			break;
+		}
+		zn_warn("checkpoint %s: %s", v[i], zn_last_error());
+		if (!bad++) {
+			snprintf(first_bad, sizeof(first_bad), "%s", v[i]);
+			snprintf(why, sizeof(why), "%s", zn_last_error());
+		}
+	}
+	if (rc == -ENOENT && bad) {
+		rc = zn_error(-EBADMSG, "no checkpoint in '%s' verifies (%d complete, all damaged; "
+					"the newest, %s: %s): restore the damaged files, or set "
+					"checkpoint.resume: false to start from scratch",
+			      root, bad, first_bad, why);
+	} else if (rc == -ENOENT && read_latest(root, legacy, sizeof(legacy))) {
+		/* A zinc that kept no manifests wrote this root: its `latest`
+		 * is all there is to go by. */
+		snprintf(dir, sizeof(dir), "%s/%s", root, legacy);
+		rc = snprintf(out, len, "%s", dir) >= (int)len
+			     ? zn_error(-ENAMETOOLONG, "checkpoint path '%s' is too long", dir)
+			     : 0;
+		if (!rc)
+			zn_warn("checkpoint %s in '%s' has no %s (written by a zinc before "
+				"checksums): it cannot be verified; resuming from it as it is",
+				legacy, root, ZN_CKPT_MANIFEST);
+	} else if (rc == -ENOENT) {
+		rc = zn_error(-ENOENT, "no complete checkpoint in '%s'%s", root,
+			      n ? " (step directories without a manifest are saves that did not "
+				  "finish)"
+				: "");
+	}
+	free_names(v, n);
+	return rc;
+}
+
+/* After a commit: the `keep` newest complete checkpoints stay, and every
+ * step directory older than the oldest of them goes.  Nothing newer than
+ * that is touched (a step directory without a manifest among them is not
+ * ours to judge), so a complete checkpoint is removed only once `keep`
+ * newer complete ones exist.  A root an older zinc wrote (no manifests at
+ * all) is pruned by name, its `latest` kept. */
 int zn_ckpt_prune(const char *root, unsigned keep)
 {
-	char latest[PATH_LEN], path[PATH_LEN + 256];
-	char *names[4096];
-	size_t n = 0;
+	char **v, legacy[256] = "";
+	int n = list_steps(root, &v);
+	if (n < 0)
+		return n;
+	if (keep == 0)
+		keep = 1;
+	bool manifests = has_any_manifest(root, v, n);
+	bool have_legacy = !manifests && read_latest(root, legacy, sizeof(legacy));
 	int removed = 0;
-	DIR *d = opendir(root);
-	struct dirent *e;
-
-	if (!d)
-		return zn_error(-errno, "cannot read '%s': %s", root, strerror(errno));
-	bool have_latest = zn_ckpt_latest(root, latest, sizeof(latest)) == 0;
-	while ((e = readdir(d)) && n < ZN_ARRAY_SIZE(names)) {
-		if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) == 0 && !strstr(e->d_name, ".tmp-"))
-			names[n++] = strdup(e->d_name);
-	}
-	closedir(d);
-	/* Zero-padded step numbers sort by name. */
-	qsort(names, n, sizeof(*names), cmp_str);
-	for (size_t i = 0; i < n; i++) {
-		snprintf(path, sizeof(path), "%s/%s", root, names[i]);
-		if (i + keep < n && !(have_latest && strcmp(path, latest) == 0)) {
-			rm_tree(path);
-			removed++;
+	unsigned complete = 0;
+	for (int i = 0; i < n; i++) {
+		bool ok = manifests ? has_manifest(root, v[i]) : true;
+		if (complete < keep) {
+			complete += ok;
+			continue;
 		}
-		free(names[i]);
+		if (have_legacy && strcmp(v[i], legacy) == 0)
+			continue;
+		char path[PATH_LEN + 300];
+		snprintf(path, sizeof(path), "%s/%s", root, v[i]);
+		rm_tree(path);
+		removed++;
 	}
+	free_names(v, n);
 	return removed;
 }

@@ -8,24 +8,62 @@
 
 #include "train/internal.h"
 
+#include <glob.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "zinc/checkpoint.h"
 
+/* The step directory to consolidate: `path` itself when it is one
+ * (checked against its manifest; one without is consolidated with a
+ * warning that it cannot be verified), else the newest complete
+ * checkpoint under it that verifies (zn_ckpt_find).  *verified: it has a
+ * manifest that held. */
+static int choose_step(const char *path, char *dir, size_t len, bool *verified)
+{
+	char probe[4400];
+	snprintf(probe, sizeof(probe), "%s/" ZN_CKPT_MANIFEST, path);
+	bool step = access(probe, F_OK) == 0;
+	snprintf(probe, sizeof(probe), "%s/optimizer.safetensors", path);
+	step = step || access(probe, F_OK) == 0;
+	glob_t g;
+	snprintf(probe, sizeof(probe), "%s/optimizer-00000-of-*.safetensors", path);
+	if (glob(probe, 0, NULL, &g) == 0) {
+		step = true;
+		globfree(&g);
+	}
+	*verified = false;
+	if (!step) {
+		int rc = zn_ckpt_find(path, dir, len);
+		snprintf(probe, sizeof(probe), "%s/" ZN_CKPT_MANIFEST, dir);
+		*verified = rc == 0 && access(probe, F_OK) == 0; /* else an older zinc's */
+		return rc;
+	}
+	snprintf(dir, len, "%s", path);
+	int rc = zn_ckpt_verify(dir);
+	if (rc == -ENODATA) {
+		zn_warn("checkpoint '%s' has no %s (written by a zinc before checksums): it "
+			"cannot be verified; consolidating it as it is", dir, ZN_CKPT_MANIFEST);
+		return 0;
+	}
+	*verified = rc == 0;
+	return rc;
+}
+
 int zn_checkpoint_consolidate(const char *path, const char *out)
 {
+	return zn_checkpoint_consolidate_into(path, out, NULL, 0);
+}
+
+int zn_checkpoint_consolidate_into(const char *path, const char *out, char *wrote, size_t len)
+{
 	char dir[4096];
-	char latest[4200];
-	snprintf(latest, sizeof(latest), "%s/latest", path);
-	if (access(latest, F_OK) == 0) {
-		int lrc = zn_ckpt_latest(path, dir, sizeof(dir));
-		if (lrc)
-			return lrc;
-	} else {
-		snprintf(dir, sizeof(dir), "%s", path);
-	}
+	bool verified;
+	int crc = choose_step(path, dir, sizeof(dir), &verified);
+	if (crc)
+		return crc;
 	struct zn_arch arch;
 	struct zn_tensor_table tab = { 0 };
 	struct sources src = { .arch = &arch, .tab = &tab };
@@ -70,6 +108,12 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 		rc = zn_arch_writer_end(w);
 		w = NULL;
 	}
+	/* Written into the step's own directory: its manifest again, so the
+	 * checkpoint still verifies (the files it listed were checked above). */
+	if (!rc && !out && verified)
+		rc = zn_ckpt_manifest_refresh(dir);
+	if (!rc && wrote)
+		snprintf(wrote, len, "%s", target);
 out:
 	zn_arch_writer_abort(w);
 	tr_sources_close(&src);
