@@ -379,7 +379,7 @@ static void test_latest_is_a_hint(void **state)
 
 /* Pruning keeps the newest complete checkpoints: a newer step directory
  * without a manifest does not count, so the complete one it would
- * replace stays. */
+ * replace stays; newest means last committed. */
 static void test_prune_keeps_complete(void **state)
 {
 	(void)state;
@@ -394,6 +394,20 @@ static void test_prune_keeps_complete(void **state)
 	assert_int_equal(access(step_path(root, 2, NULL), F_OK), -1);
 	assert_int_equal(zn_ckpt_find(root, dir, sizeof(dir)), 0);
 	assert_true(ends_with(dir, "step-00000003"));
+
+	/* A run started again from scratch in the same root: its step 2 is
+	 * newer than the old run's step 20 (the last committed is the newest,
+	 * whatever its number), and pruning keeps it. */
+	const char *again = tu_path("ck8-again");
+	save2(again, 20, 20.0f);
+	save2(again, 2, 2.0f);
+	assert_int_equal(zn_ckpt_find(again, dir, sizeof(dir)), 0);
+	assert_true(ends_with(dir, "step-00000002"));
+	assert_int_equal(zn_ckpt_latest(again, dir, sizeof(dir)), 0);
+	assert_true(ends_with(dir, "step-00000002"));
+	assert_int_equal(zn_ckpt_prune(again, 1), 1);
+	assert_int_equal(access(step_path(again, 2, ZN_CKPT_MANIFEST), F_OK), 0);
+	assert_int_equal(access(step_path(again, 20, NULL), F_OK), -1);
 }
 
 /* A second run on a locked directory is refused, naming the holder's pid;

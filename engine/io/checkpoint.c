@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "io/files.h"
+#include "io/manifest.h"
 #include "zinc/checkpoint.h"
 
 #define PREFIX "step-"
@@ -160,22 +161,6 @@ const char *zn_ckpt_file(struct zn_ckpt *c, const char *name)
 	return c->file;
 }
 
-/* Newest first: zero-padded step numbers sort by name. */
-static int cmp_str_desc(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)b, *(char *const *)a);
-}
-
-static bool has_manifest(const char *root, const char *name);
-
-static bool has_any_manifest(const char *root, char **v, int n)
-{
-	for (int i = 0; i < n; i++)
-		if (has_manifest(root, v[i]))
-			return true;
-	return false;
-}
-
 /* Replace ROOT/latest with `name`, atomically. */
 static int write_latest(const char *root, const char *name)
 {
@@ -268,16 +253,48 @@ void zn_ckpt_abort(struct zn_ckpt *c)
 	free(c);
 }
 
-/* The step directories under `root` (ROOT/step-N, no temporary ones),
- * newest first (zero-padded step numbers sort by name), malloc'ed names
- * in *names.  How many, or -errno (message set). */
-static int list_steps(const char *root, char ***names)
+/* A step directory under a checkpoint root: complete when its manifest
+ * is there, and then ordered by when it was committed. */
+struct step {
+	char *name;      /* step-N */
+	bool complete;
+	uint64_t ns;     /* committed, wall clock */
+};
+
+/* Complete ones first, the most recently committed first (a run that
+ * started again from scratch saves steps numbered lower than an older
+ * run's: the newest is the last committed, not the largest number), then
+ * the rest by step, newest first (zero-padded numbers sort by name). */
+static int cmp_step(const void *pa, const void *pb)
+{
+	const struct step *a = pa, *b = pb;
+	if (a->complete != b->complete)
+		return a->complete ? -1 : 1;
+	if (a->complete && a->ns != b->ns)
+		return a->ns > b->ns ? -1 : 1;
+	return strcmp(b->name, a->name);
+}
+
+static void free_steps(struct step *v, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+/* The step directories under `root` (ROOT/step-N, no temporary ones) in
+ * cmp_step's order, in *steps (free_steps), and in *ncomplete how many are
+ * complete.  How many, or -errno (message set); a root that is not there
+ * has none. */
+static int list_steps(const char *root, struct step **steps, int *ncomplete)
 {
 	DIR *d = opendir(root);
 	struct dirent *e;
 	size_t n = 0, cap = 0;
-	char **v = NULL;
-	*names = NULL;
+	struct step *v = NULL;
+	char dir[PATH_LEN + 300];
+	*steps = NULL;
+	*ncomplete = 0;
 	if (!d)
 		return errno == ENOENT ? 0 : zn_error(-errno, "cannot read '%s': %s", root,
 						      strerror(errno));
@@ -285,39 +302,26 @@ static int list_steps(const char *root, char ***names)
 		if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) != 0 || strchr(e->d_name, '.'))
 			continue;
 		if (n == cap) {
-			char **nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+			struct step *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
 			if (!nv)
 				break;
 			v = nv;
 		}
-		if (!(v[n] = strdup(e->d_name)))
+		if (!(v[n].name = strdup(e->d_name)))
 			break;
+		snprintf(dir, sizeof(dir), "%s/%s", root, e->d_name);
+		v[n].complete = zn_ckpt_committed(dir, &v[n].ns);
+		*ncomplete += v[n].complete;
 		n++;
 	}
 	closedir(d);
 	if (e) { /* stopped early: out of memory */
-		for (size_t i = 0; i < n; i++)
-			free(v[i]);
-		free(v);
+		free_steps(v, (int)n);
 		return zn_error(-ENOMEM, "out of memory");
 	}
-	qsort(v, n, sizeof(*v), cmp_str_desc);
-	*names = v;
+	qsort(v, n, sizeof(*v), cmp_step);
+	*steps = v;
 	return (int)n;
-}
-
-static void free_names(char **v, int n)
-{
-	for (int i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
-static bool has_manifest(const char *root, const char *name)
-{
-	char path[PATH_LEN + 300];
-	snprintf(path, sizeof(path), "%s/%s/" ZN_CKPT_MANIFEST, root, name);
-	return access(path, F_OK) == 0;
 }
 
 /* What `latest` names, when it names a step directory (a checkpoint of a
@@ -338,61 +342,59 @@ static bool read_latest(const char *root, char *name, size_t len)
 	return name[0] && !strchr(name, '/') && stat(full, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+static int put_path(char *out, size_t len, const char *root, const char *name)
+{
+	return snprintf(out, len, "%s/%s", root, name) >= (int)len
+		       ? zn_error(-ENAMETOOLONG, "checkpoint path under '%s' is too long", root)
+		       : 0;
+}
+
 int zn_ckpt_latest(const char *root, char *out, size_t len)
 {
-	char **v, legacy[256];
-	int n = list_steps(root, &v);
+	struct step *v;
+	char legacy[256];
+	int nc, n = list_steps(root, &v, &nc);
 	if (n < 0)
 		return n;
-	int found = -1;
-	for (int i = 0; i < n && found < 0; i++)
-		if (has_manifest(root, v[i]))
-			found = i;
-	int rc = 0;
-	if (found >= 0) {
-		if (snprintf(out, len, "%s/%s", root, v[found]) >= (int)len)
-			rc = zn_error(-ENAMETOOLONG, "checkpoint path under '%s' is too long", root);
-	} else if (read_latest(root, legacy, sizeof(legacy)) && !has_any_manifest(root, v, n)) {
-		if (snprintf(out, len, "%s/%s", root, legacy) >= (int)len)
-			rc = zn_error(-ENAMETOOLONG, "checkpoint path under '%s' is too long", root);
-	} else {
+	int rc;
+	if (nc)
+		rc = put_path(out, len, root, v[0].name);
+	else if (read_latest(root, legacy, sizeof(legacy)))
+		rc = put_path(out, len, root, legacy);
+	else
 		rc = zn_error(-ENOENT, "no complete checkpoint in '%s' (no step-N directory with a "
 				       "%s)", root, ZN_CKPT_MANIFEST);
-	}
-	free_names(v, n);
+	free_steps(v, n);
 	return rc;
 }
 
 int zn_ckpt_find(const char *root, char *out, size_t len)
 {
-	char **v, legacy[256], dir[PATH_LEN + 300];
+	struct step *v;
+	char legacy[256], dir[PATH_LEN + 300];
 	char first_bad[64] = "", why[1024] = "";
-	int n = list_steps(root, &v);
+	int nc, n = list_steps(root, &v, &nc);
 	if (n < 0)
 		return n;
 	int rc = -ENOENT, bad = 0;
-	for (int i = 0; i < n && rc; i++) {
-		if (!has_manifest(root, v[i]))
-			continue; /* not complete: a save that did not finish, or an older zinc's */
-		snprintf(dir, sizeof(dir), "%s/%s", root, v[i]);
+	for (int i = 0; i < nc && rc; i++) {
+		snprintf(dir, sizeof(dir), "%s/%s", root, v[i].name);
 		int vrc = zn_ckpt_verify(dir);
 		if (vrc == -ENOMEM) {
 			rc = vrc;
 			break;
 		}
 		if (vrc == 0) {
-			rc = snprintf(out, len, "%s", dir) >= (int)len
-				     ? zn_error(-ENAMETOOLONG, "checkpoint path '%s' is too long", dir)
-				     : 0;
+			rc = put_path(out, len, root, v[i].name);
 			if (!rc && bad)
 				zn_warn("checkpoint %s in '%s' failed verification (%s); resuming from "
 					"%s instead, the newest complete checkpoint that verifies",
-					first_bad, root, why, v[i]);
+					first_bad, root, why, v[i].name);
 			break;
 		}
-		zn_warn("checkpoint %s: %s", v[i], zn_last_error());
+		zn_warn("checkpoint %s: %s", v[i].name, zn_last_error());
 		if (!bad++) {
-			snprintf(first_bad, sizeof(first_bad), "%s", v[i]);
+			snprintf(first_bad, sizeof(first_bad), "%s", v[i].name);
 			snprintf(why, sizeof(why), "%s", zn_last_error());
 		}
 	}
@@ -401,13 +403,10 @@ int zn_ckpt_find(const char *root, char *out, size_t len)
 					"the newest, %s: %s): restore the damaged files, or set "
 					"checkpoint.resume: false to start from scratch",
 			      root, bad, first_bad, why);
-	} else if (rc == -ENOENT && read_latest(root, legacy, sizeof(legacy))) {
+	} else if (rc == -ENOENT && !nc && read_latest(root, legacy, sizeof(legacy))) {
 		/* A zinc that kept no manifests wrote this root: its `latest`
 		 * is all there is to go by. */
-		snprintf(dir, sizeof(dir), "%s/%s", root, legacy);
-		rc = snprintf(out, len, "%s", dir) >= (int)len
-			     ? zn_error(-ENAMETOOLONG, "checkpoint path '%s' is too long", dir)
-			     : 0;
+		rc = put_path(out, len, root, legacy);
 		if (!rc)
 			zn_warn("checkpoint %s in '%s' has no %s (written by a zinc before "
 				"checksums): it cannot be verified; resuming from it as it is",
@@ -418,41 +417,47 @@ int zn_ckpt_find(const char *root, char *out, size_t len)
 				  "finish)"
 				: "");
 	}
-	free_names(v, n);
+	free_steps(v, n);
 	return rc;
 }
 
-/* After a commit: the `keep` newest complete checkpoints stay, and every
- * step directory older than the oldest of them goes.  Nothing newer than
- * that is touched (a step directory without a manifest among them is not
- * ours to judge), so a complete checkpoint is removed only once `keep`
- * newer complete ones exist.  A root an older zinc wrote (no manifests at
- * all) is pruned by name, its `latest` kept. */
+/* After a commit: the `keep` most recently committed complete checkpoints
+ * stay; older complete ones go, and so do step directories without a
+ * manifest numbered below every one kept (a newer one is not ours to
+ * judge).  The commit just made is the first kept, so a complete
+ * checkpoint is removed only once `keep` newer ones are complete.  A root
+ * an older zinc wrote (no manifests at all) is pruned by step number, its
+ * `latest` kept. */
 int zn_ckpt_prune(const char *root, unsigned keep)
 {
-	char **v, legacy[256] = "";
-	int n = list_steps(root, &v);
+	struct step *v;
+	char legacy[256] = "", path[PATH_LEN + 300];
+	int nc, n = list_steps(root, &v, &nc);
 	if (n < 0)
 		return n;
 	if (keep == 0)
 		keep = 1;
-	bool manifests = has_any_manifest(root, v, n);
-	bool have_legacy = !manifests && read_latest(root, legacy, sizeof(legacy));
+	const bool have_legacy = !nc && read_latest(root, legacy, sizeof(legacy));
+	/* The lowest step kept (names sort as numbers). */
+	const char *lowest = NULL;
+	for (int i = 0; i < nc && i < (int)keep; i++)
+		if (!lowest || strcmp(v[i].name, lowest) < 0)
+			lowest = v[i].name;
 	int removed = 0;
-	unsigned complete = 0;
 	for (int i = 0; i < n; i++) {
-		bool ok = manifests ? has_manifest(root, v[i]) : true;
-		if (complete < keep) {
-			complete += ok;
+		bool go;
+		if (!nc) /* no manifests: by step number */
+			go = i >= (int)keep && !(have_legacy && strcmp(v[i].name, legacy) == 0);
+		else if (v[i].complete)
+			go = i >= (int)keep;
+		else
+			go = strcmp(v[i].name, lowest) < 0;
+		if (!go)
 			continue;
-		}
-		if (have_legacy && strcmp(v[i], legacy) == 0)
-			continue;
-		char path[PATH_LEN + 300];
-		snprintf(path, sizeof(path), "%s/%s", root, v[i]);
+		snprintf(path, sizeof(path), "%s/%s", root, v[i].name);
 		rm_tree(path);
 		removed++;
 	}
-	free_names(v, n);
+	free_steps(v, n);
 	return removed;
 }

@@ -6,10 +6,11 @@
  * names the file and the tensor.  A step directory is complete when its
  * manifest is there and says so.
  *
- * A file is read once, in CHUNK-sized preads, into both its own hash and
- * the hash of the tensor the bytes belong to (a safetensors file's tensors
- * lie back to back in data-offset order, so one tensor is open at a time).
- * Memory: one CHUNK whatever the checkpoint's size. */
+ * A file is read once, mapped, a CHUNK at a time, into both its own hash
+ * and the hash of the tensor the bytes belong to (a safetensors file's
+ * tensors lie back to back in data-offset order, so one tensor is open at
+ * a time).  Memory: the names and sums, and at most a CHUNK of mapped
+ * pages, whatever the checkpoint's size. */
 #include "zn_common.h"
 
 #include <dirent.h>
@@ -18,12 +19,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
 #include "io/doc.h"
 #include "io/files.h"
+#include "io/manifest.h"
 #include "zinc/checkpoint.h"
 #include "zinc/json.h"
 #include "zinc/safetensors.h"
@@ -50,6 +55,7 @@ struct mfile {
 struct manifest {
 	struct mfile *f;
 	size_t n;
+	uint64_t committed_ns;  /* when its step was committed (wall clock) */
 };
 
 static void mfile_free(struct mfile *f)
@@ -90,8 +96,12 @@ static bool covered(const char *dir, const char *name)
 
 /* Hash DIR/NAME into f (name, bytes, sum, and the tensors' sums of a
  * safetensors file whose header reads; one that does not has st_error
- * set and no tensors).  buf: CHUNK bytes.  0 or -errno (message set). */
-static int hash_file(const char *dir, const char *name, struct mfile *f, uint8_t *buf)
+ * set and no tensors).  The file is mapped and read a CHUNK at a time,
+ * each chunk's pages dropped from this process once hashed: no heap
+ * buffer (a save's memory stays the plan's figure) and no more resident
+ * memory than a chunk whatever the file's size.  0 or -errno (message
+ * set). */
+static int hash_file(const char *dir, const char *name, struct mfile *f)
 {
 	char path[4400];
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -107,12 +117,21 @@ static int hash_file(const char *dir, const char *name, struct mfile *f, uint8_t
 		return zn_error(-e, "cannot read '%s': %s", path, strerror(e));
 	}
 	f->bytes = (uint64_t)st.st_size;
-	f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	const uint8_t *map = NULL;
+	if (f->bytes) {
+		void *m = mmap(NULL, f->bytes, PROT_READ, MAP_SHARED, fd, 0);
+		if (m == MAP_FAILED) {
+			int e = errno;
+			close(fd);
+			return zn_error(-e, "cannot map '%s': %s", path, strerror(e));
+		}
+		map = m;
+		madvise(m, f->bytes, MADV_SEQUENTIAL);
+	}
+	close(fd);
 
 	/* The tensors' places, in file order (zn_st_get's). */
 	struct zn_st_file *sf = NULL;
-	uint64_t *off = NULL;
 	if (is_safetensors(name)) {
 		char saved[512];
 		snprintf(saved, sizeof(saved), "%s", zn_last_error());
@@ -124,58 +143,50 @@ static int hash_file(const char *dir, const char *name, struct mfile *f, uint8_t
 	}
 	int rc = 0;
 	const size_t nt = sf ? zn_st_count(sf) : 0;
-	if (nt && (!(f->t = calloc(nt, sizeof(*f->t))) || !(off = calloc(nt, sizeof(*off)))))
+	if (nt && !(f->t = calloc(nt, sizeof(*f->t))))
 		rc = zn_error(-ENOMEM, "out of memory");
 	for (size_t i = 0; i < nt && !rc; i++) {
-		const struct zn_st_tensor *t = zn_st_get(sf, i);
-		off[i] = zn_st_file_offset(sf, t);
-		if (!(f->t[i].name = strdup(t->name)))
+		if (!(f->t[i].name = strdup(zn_st_get(sf, i)->name)))
 			rc = zn_error(-ENOMEM, "out of memory");
 		f->nt = i + 1;
 	}
 
-	XXH3_state_t *whole = XXH3_createState(), *part = XXH3_createState();
-	if (!rc && (!whole || !part))
-		rc = zn_error(-ENOMEM, "out of memory");
-	if (!rc) {
-		XXH3_64bits_reset(whole);
-		XXH3_64bits_reset(part);
-	}
+	XXH3_state_t whole, part; /* on the stack: no heap */
+	XXH3_INITSTATE(&whole);
+	XXH3_INITSTATE(&part);
+	XXH3_64bits_reset(&whole);
+	XXH3_64bits_reset(&part);
 	size_t ti = 0;
 	for (uint64_t pos = 0; pos < f->bytes && !rc;) {
 		const uint64_t len = ZN_MIN((uint64_t)CHUNK, f->bytes - pos), end = pos + len;
-		if ((rc = zn_io_pread_all(fd, buf, len, pos)) != 0) {
-			rc = zn_error(rc, "cannot read '%s' at byte %" PRIu64 ": %s", path, pos,
-				      strerror(-rc));
-			break;
-		}
-		XXH3_64bits_update(whole, buf, len);
+		const uint8_t *buf = map + pos;
+		XXH3_64bits_update(&whole, buf, len);
 		/* The tensors these bytes belong to: the open one goes on, each
 		 * that ends here is finished. */
 		while (ti < nt) {
-			const uint64_t a = off[ti], b = a + zn_st_get(sf, ti)->bytes;
+			const struct zn_st_tensor *t = zn_st_get(sf, ti);
+			const uint64_t a = zn_st_file_offset(sf, t), b = a + t->bytes;
 			if (a >= end)
 				break;
 			const uint64_t lo = ZN_MAX(a, pos), hi = ZN_MIN(b, end);
 			if (lo < hi)
-				XXH3_64bits_update(part, buf + (lo - pos), hi - lo);
+				XXH3_64bits_update(&part, buf + (lo - pos), hi - lo);
 			if (b > end)
 				break;
-			f->t[ti++].sum = XXH3_64bits_digest(part);
-			XXH3_64bits_reset(part);
+			f->t[ti++].sum = XXH3_64bits_digest(&part);
+			XXH3_64bits_reset(&part);
 		}
+		zn_io_drop_pages(buf, len);
 		pos = end;
 	}
 	/* Empty tensors at the very end of the file. */
 	for (; ti < nt && !rc; ti++)
-		f->t[ti].sum = XXH3_64bits_digest(part);
+		f->t[ti].sum = XXH3_64bits_digest(&part);
 	if (!rc)
-		f->sum = XXH3_64bits_digest(whole);
-	XXH3_freeState(whole);
-	XXH3_freeState(part);
-	free(off);
+		f->sum = XXH3_64bits_digest(&whole);
 	zn_st_close(sf);
-	close(fd);
+	if (map)
+		munmap((void *)map, f->bytes);
 	return rc;
 }
 
@@ -226,7 +237,7 @@ static int manifest_read(const char *dir, struct manifest *m)
 		return zn_error(-ENOMEM, "out of memory");
 	int rc = zn_doc_load_json(d, path, MAX_MANIFEST, "a zinc checkpoint manifest", &root);
 	const struct zn_doc_node *files = NULL;
-	long long version = 0;
+	long long version = 0, committed = 0;
 	if (!rc) {
 		const char *fmt = zn_doc_string(zn_doc_get(root, "format"));
 		files = zn_doc_get(root, "files");
@@ -238,9 +249,13 @@ static int manifest_read(const char *dir, struct manifest *m)
 			rc = zn_error(-EINVAL, "'%s' is a manifest of version %lld; this zinc reads "
 					       "version %d: use the zinc that wrote it, or a newer one",
 				      path, version, VERSION);
+		else if (zn_doc_int(zn_doc_get(root, "committed_ns"), &committed) != 0)
+			rc = zn_error(-EINVAL, "'%s' has no \"committed_ns\"", path);
 		else if (!files || files->kind != ZN_DOC_LIST)
 			rc = zn_error(-EINVAL, "'%s' has no \"files\" list", path);
 	}
+	if (!rc)
+		m->committed_ns = (uint64_t)committed;
 	if (!rc && !(m->f = calloc(files->n ? files->n : 1, sizeof(*m->f))))
 		rc = zn_error(-ENOMEM, "out of memory");
 	for (size_t i = 0; !rc && i < files->n; i++) {
@@ -294,6 +309,9 @@ static int manifest_text(const struct manifest *m, char **text, size_t *len)
 	zn_json_string(&j, FORMAT);
 	zn_json_key(&j, "version");
 	zn_json_uint(&j, VERSION);
+	/* Early in the file: zn_ckpt_committed reads only the first bytes. */
+	zn_json_key(&j, "committed_ns");
+	zn_json_uint(&j, m->committed_ns);
 	zn_json_key(&j, "hash");
 	zn_json_string(&j, "XXH3-64 of the bytes, 16 hex digits; tensors: of each tensor's data");
 	zn_json_key(&j, "files");
@@ -332,7 +350,6 @@ static int manifest_build(const char *dir, const struct manifest *old, int64_t o
 {
 	struct manifest m = { 0 };
 	size_t cap = 0;
-	uint8_t *buf = NULL;
 	int rc = 0;
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -369,18 +386,18 @@ static int manifest_build(const char *dir, const struct manifest *old, int64_t o
 					f->t[k].sum = of->t[k].sum;
 			continue;
 		}
-		if (!buf && !(buf = malloc(CHUNK))) {
-			rc = zn_error(-ENOMEM, "out of memory");
-			break;
-		}
-		rc = hash_file(dir, e->d_name, &m.f[m.n], buf);
+		rc = hash_file(dir, e->d_name, &m.f[m.n]);
 		m.n++;
 	}
 	closedir(d);
-	free(buf);
 	char *text = NULL;
 	size_t len = 0;
 	if (!rc) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		/* A refreshed manifest keeps its step's place in the order. */
+		m.committed_ns = old ? old->committed_ns
+				     : (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 		qsort(m.f, m.n, sizeof(*m.f), cmp_name);
 		rc = manifest_text(&m, &text, &len);
 	}
@@ -391,6 +408,26 @@ static int manifest_build(const char *dir, const struct manifest *old, int64_t o
 	free(text);
 	manifest_free(&m);
 	return rc;
+}
+
+bool zn_ckpt_committed(const char *dir, uint64_t *ns)
+{
+	char path[4400], head[512];
+	snprintf(path, sizeof(path), "%s/" ZN_CKPT_MANIFEST, dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, head, sizeof(head) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	head[n] = 0;
+	const char *at = strstr(head, "\"committed_ns\": ");
+	if (!strstr(head, "\"" FORMAT "\"") || !at)
+		return false;
+	char *end;
+	*ns = strtoull(at + strlen("\"committed_ns\": "), &end, 10);
+	return end != at + strlen("\"committed_ns\": ");
 }
 
 int zn_ckpt_manifest_write(const char *dir)
@@ -425,11 +462,6 @@ int zn_ckpt_verify(const char *dir)
 	int rc = manifest_read(dir, &m);
 	if (rc)
 		return rc;
-	uint8_t *buf = malloc(CHUNK);
-	if (!buf) {
-		manifest_free(&m);
-		return zn_error(-ENOMEM, "out of memory");
-	}
 	char have[17], want[17];
 	for (size_t i = 0; i < m.n && !rc; i++) {
 		const struct mfile *w = &m.f[i];
@@ -442,7 +474,7 @@ int zn_ckpt_verify(const char *dir)
 				      path, w->bytes);
 			break;
 		}
-		rc = hash_file(dir, w->name, &f, buf);
+		rc = hash_file(dir, w->name, &f);
 		if (rc) {
 			mfile_free(&f);
 			break;
@@ -479,7 +511,6 @@ int zn_ckpt_verify(const char *dir)
 		}
 		mfile_free(&f);
 	}
-	free(buf);
 	manifest_free(&m);
 	return rc;
 }

@@ -37,6 +37,11 @@ static int choose_step(const char *path, char *dir, size_t len, bool *verified)
 	*verified = false;
 	if (!step) {
 		int rc = zn_ckpt_find(path, dir, len);
+		if (rc == -ENOENT)
+			return zn_error(rc, "'%s' is neither a checkpoint directory (it holds no "
+					    "complete step-N) nor one step's directory (it holds no "
+					    "optimizer.safetensors or optimizer-RRRRR-of-WWWWW."
+					    "safetensors)", path);
 		snprintf(probe, sizeof(probe), "%s/" ZN_CKPT_MANIFEST, dir);
 		*verified = rc == 0 && access(probe, F_OK) == 0; /* else an older zinc's */
 		return rc;
