@@ -293,9 +293,10 @@ static void test_fallback(void **state)
 	assert_int_equal(zn_ckpt_find(root, dir, sizeof(dir)), 0);
 	assert_true(ends_with(dir, "step-00000010"));
 	/* the damage, named; then the choice, naming both steps */
-	assert_int_equal(tu_log_count(ZN_LOG_WARN, "tensor 'a'"), 2);
-	assert_int_equal(tu_log_count(ZN_LOG_WARN, "resuming from step-00000010"), 1);
 	assert_int_equal(tu_log_count(ZN_LOG_WARN, "checkpoint step-00000020 in"), 1);
+	assert_int_equal(tu_log_count(ZN_LOG_WARN, "tensor 'a'"), 1);
+	assert_int_equal(tu_log_count(ZN_LOG_WARN,
+				      "using step-00000010 instead of step-00000020"), 1);
 	tu_log_capture_stop();
 	/* zn_ckpt_latest does not read the files: the newest complete one. */
 	assert_int_equal(zn_ckpt_latest(root, dir, sizeof(dir)), 0);
@@ -357,7 +358,8 @@ static void test_latest_is_a_hint(void **state)
 	assert_int_equal(unlink(step_path(root, 2, "config.json")), 0);
 	tu_log_capture_start();
 	assert_int_equal(zn_ckpt_find(root, dir, sizeof(dir)), 0);
-	assert_int_equal(tu_log_count(ZN_LOG_WARN, "missing"), 2);
+	assert_int_equal(tu_log_count(ZN_LOG_WARN, "missing"), 1);
+	assert_int_equal(tu_log_count(ZN_LOG_WARN, "instead of step-00000002"), 1);
 	tu_log_capture_stop();
 	assert_true(ends_with(dir, "step-00000001"));
 

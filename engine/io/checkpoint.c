@@ -387,12 +387,12 @@ int zn_ckpt_find(const char *root, char *out, size_t len)
 		if (vrc == 0) {
 			rc = put_path(out, len, root, v[i].name);
 			if (!rc && bad)
-				zn_warn("checkpoint %s in '%s' failed verification (%s); resuming from "
-					"%s instead, the newest complete checkpoint that verifies",
-					first_bad, root, why, v[i].name);
+				zn_warn("using %s instead of %s, which is damaged: %s is the "
+					"newest complete checkpoint in '%s' that verifies",
+					v[i].name, first_bad, v[i].name, root);
 			break;
 		}
-		zn_warn("checkpoint %s: %s", v[i].name, zn_last_error());
+		zn_warn("checkpoint %s in '%s' is damaged: %s", v[i].name, root, zn_last_error());
 		if (!bad++) {
 			snprintf(first_bad, sizeof(first_bad), "%s", v[i].name);
 			snprintf(why, sizeof(why), "%s", zn_last_error());
@@ -409,7 +409,7 @@ int zn_ckpt_find(const char *root, char *out, size_t len)
 		rc = put_path(out, len, root, legacy);
 		if (!rc)
 			zn_warn("checkpoint %s in '%s' has no %s (written by a zinc before "
-				"checksums): it cannot be verified; resuming from it as it is",
+				"checksums): it cannot be verified; using it as it is",
 				legacy, root, ZN_CKPT_MANIFEST);
 	} else if (rc == -ENOENT) {
 		rc = zn_error(-ENOENT, "no complete checkpoint in '%s'%s", root,
