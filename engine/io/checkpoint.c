@@ -408,9 +408,9 @@ int zn_ckpt_find(const char *root, char *out, size_t len)
 		 * is all there is to go by. */
 		rc = put_path(out, len, root, legacy);
 		if (!rc)
-			zn_warn("checkpoint %s in '%s' has no %s (written by a zinc before "
+			zn_warn("checkpoint '%s/%s' has no manifest.json (written by a zinc before "
 				"checksums): it cannot be verified; using it as it is",
-				legacy, root, ZN_CKPT_MANIFEST);
+				root, legacy);
 	} else if (rc == -ENOENT) {
 		rc = zn_error(-ENOENT, "no complete checkpoint in '%s'%s", root,
 			      n ? " (step directories without a manifest are saves that did not "

@@ -49,8 +49,8 @@ static int choose_step(const char *path, char *dir, size_t len, bool *verified)
 	snprintf(dir, len, "%s", path);
 	int rc = zn_ckpt_verify(dir);
 	if (rc == -ENODATA) {
-		zn_warn("checkpoint '%s' has no %s (written by a zinc before checksums): it "
-			"cannot be verified; consolidating it as it is", dir, ZN_CKPT_MANIFEST);
+		zn_warn("checkpoint '%s' has no manifest.json (written by a zinc before "
+			"checksums): it cannot be verified; consolidating it as it is", dir);
 		return 0;
 	}
 	*verified = rc == 0;
