@@ -410,6 +410,29 @@ static void test_prune_keeps_complete(void **state)
 	assert_int_equal(zn_ckpt_prune(again, 1), 1);
 	assert_int_equal(access(step_path(again, 2, ZN_CKPT_MANIFEST), F_OK), 0);
 	assert_int_equal(access(step_path(again, 20, NULL), F_OK), -1);
+
+	/* The clock set back since the last commit (here: that commit's time
+	 * moved into the future): the next commit is still the newest. */
+	char mpath[4400], text[1 << 14];
+	snprintf(mpath, sizeof(mpath), "%s", step_path(again, 2, ZN_CKPT_MANIFEST));
+	FILE *f = fopen(mpath, "r");
+	assert_non_null(f);
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = 0;
+	char *at = strstr(text, "\"committed_ns\": ");
+	assert_non_null(at);
+	at += strlen("\"committed_ns\": ");
+	memcpy(at, "4", 1); /* 4e18 ns: the year 2096 */
+	while (*++at >= '0' && *at <= '9')
+		*at = '0';
+	f = fopen(mpath, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	save2(again, 1, 1.0f);
+	assert_int_equal(zn_ckpt_find(again, dir, sizeof(dir)), 0);
+	assert_true(ends_with(dir, "step-00000001"));
 }
 
 /* A second run on a locked directory is refused, naming the holder's pid;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -189,6 +190,34 @@ static int put_in_place(struct zn_ckpt *c)
 	return rename(c->tmp, c->final) == 0 ? 0 : -errno;
 }
 
+/* A step directory under a checkpoint root: complete when its manifest
+ * is there, and then ordered by when it was committed. */
+struct step {
+	char *name;      /* step-N */
+	bool complete;
+	uint64_t ns;     /* committed, wall clock */
+};
+
+static int list_steps(const char *root, struct step **steps, int *ncomplete);
+static void free_steps(struct step *v, int n);
+
+/* Now, or just after the newest complete step's commit when the clock
+ * says earlier (set back since): the order of commits is the order of
+ * their times. */
+static uint64_t commit_time(const char *root)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	uint64_t ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+	struct step *v;
+	int nc, n = list_steps(root, &v, &nc);
+	if (n > 0 && nc && v[0].ns >= ns)
+		ns = v[0].ns + 1;
+	if (n > 0)
+		free_steps(v, n);
+	return ns;
+}
+
 int zn_ckpt_commit(struct zn_ckpt *c)
 {
 	int rc;
@@ -198,7 +227,7 @@ int zn_ckpt_commit(struct zn_ckpt *c)
 	 * back from what was written.  Then the files (callers fsync theirs;
 	 * this also covers ones that did not), the directory entries, the
 	 * rename, `latest`. */
-	rc = zn_ckpt_manifest_write(c->tmp);
+	rc = zn_ckpt_manifest_write_at(c->tmp, commit_time(c->root));
 	if (rc)
 		snprintf(what, sizeof(what), "writing its manifest (%s)", zn_last_error());
 	DIR *d = rc ? NULL : opendir(c->tmp);
@@ -252,14 +281,6 @@ void zn_ckpt_abort(struct zn_ckpt *c)
 	rm_tree(c->tmp);
 	free(c);
 }
-
-/* A step directory under a checkpoint root: complete when its manifest
- * is there, and then ordered by when it was committed. */
-struct step {
-	char *name;      /* step-N */
-	bool complete;
-	uint64_t ns;     /* committed, wall clock */
-};
 
 /* Complete ones first, the most recently committed first (a run that
  * started again from scratch saves steps numbered lower than an older

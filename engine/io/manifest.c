@@ -343,10 +343,12 @@ static int manifest_text(const struct manifest *m, char **text, size_t *len)
 	return zn_json_close_memory(&j, text, len) ? zn_error(-ENOMEM, "out of memory") : 0;
 }
 
-/* Hash every covered file of `dir` and write its manifest.  With `old`,
- * a file older than the manifest it came from (mtime before `old_ns`) and
- * of the size it lists keeps its entry unread. */
-static int manifest_build(const char *dir, const struct manifest *old, int64_t old_ns)
+/* Hash every covered file of `dir` and write its manifest, committed at
+ * `ns` (0: now).  With `old`, a file older than the manifest it came from
+ * (mtime before `old_ns`) and of the size it lists keeps its entry unread,
+ * and the manifest keeps old's commit time. */
+static int manifest_build(const char *dir, const struct manifest *old, int64_t old_ns,
+			  uint64_t ns)
 {
 	struct manifest m = { 0 };
 	size_t cap = 0;
@@ -396,8 +398,9 @@ static int manifest_build(const char *dir, const struct manifest *old, int64_t o
 		struct timespec now;
 		clock_gettime(CLOCK_REALTIME, &now);
 		/* A refreshed manifest keeps its step's place in the order. */
-		m.committed_ns = old ? old->committed_ns
-				     : (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+		m.committed_ns = old  ? old->committed_ns
+				 : ns ? ns
+				      : (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 		qsort(m.f, m.n, sizeof(*m.f), cmp_name);
 		rc = manifest_text(&m, &text, &len);
 	}
@@ -432,7 +435,12 @@ bool zn_ckpt_committed(const char *dir, uint64_t *ns)
 
 int zn_ckpt_manifest_write(const char *dir)
 {
-	return manifest_build(dir, NULL, 0);
+	return manifest_build(dir, NULL, 0, 0);
+}
+
+int zn_ckpt_manifest_write_at(const char *dir, uint64_t committed_ns)
+{
+	return manifest_build(dir, NULL, 0, committed_ns);
 }
 
 int zn_ckpt_manifest_refresh(const char *dir)
@@ -447,9 +455,10 @@ int zn_ckpt_manifest_refresh(const char *dir)
 	if (rc)
 		return rc;
 	rc = stat(path, &st) != 0 ? zn_error(-errno, "'%s': %s", path, strerror(errno))
-				  : manifest_build(dir, &old, (int64_t)st.st_mtim.tv_sec *
-									   1000000000 +
-								   st.st_mtim.tv_nsec);
+				  : manifest_build(dir, &old,
+						   (int64_t)st.st_mtim.tv_sec * 1000000000 +
+							   st.st_mtim.tv_nsec,
+						   0);
 	manifest_free(&old);
 	return rc;
 }

@@ -12,4 +12,9 @@
  * complete) or the manifest does not start as zinc writes it. */
 bool zn_ckpt_committed(const char *dir, uint64_t *ns);
 
+/* zn_ckpt_manifest_write with the commit time given (nanoseconds since
+ * the epoch): a commit makes it later than every complete step's in its
+ * root, so that a clock set back cannot reorder the steps. */
+int zn_ckpt_manifest_write_at(const char *dir, uint64_t committed_ns);
+
 #endif
