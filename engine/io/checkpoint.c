@@ -1,8 +1,10 @@
 /* Checkpoint directories (include/zinc/checkpoint.h): the temporary
- * ROOT/step-N.tmp-PID a save writes into, its commit (every file and the
- * directory fsynced, renamed to ROOT/step-N, `latest` replaced), the
- * removal of what dead saves left, finding the latest one and pruning old
- * ones.  What goes inside a checkpoint is the trainer's business. */
+ * ROOT/step-N.tmp-PID a save writes into, its commit (the manifest written
+ * last -- manifest.c --, every file and the directory fsynced, renamed to
+ * ROOT/step-N, `latest` replaced as a hint), the removal of what dead
+ * saves left, finding the newest complete one (verified, for a resume)
+ * and pruning old ones.  What goes inside a checkpoint is the trainer's
+ * business. */
 #include "zn_common.h"
 
 #include <dirent.h>
