@@ -95,6 +95,14 @@ static bool ends_with(const char *s, const char *tail)
 	return n >= k && strcmp(s + n - k, tail) == 0;
 }
 
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
 static int count_entries(const char *dir, const char *needle)
 {
 	return tu_count_entries(dir, NULL, needle, NULL);
@@ -270,6 +278,28 @@ static void test_manifest(void **state)
 	assert_non_null(strstr(zn_last_error(), "config.json"));
 	assert_non_null(strstr(zn_last_error(), "missing"));
 
+	/* Files written into a verified step afterwards (zinc consolidate's
+	 * model files): the refreshed manifest lists them and drops the gone;
+	 * files older than the manifest keep their entries unread. */
+	write_text(cfg, "{\"n\": 1}\n");
+	assert_int_equal(zn_ckpt_manifest_write(d), 0);
+	char added[4400];
+	snprintf(added, sizeof(added), "%s", step_path(root, 1, "model.safetensors"));
+	write_text(added, "new weights");
+	assert_int_equal(unlink(cfg), 0);
+	assert_int_equal(zn_ckpt_manifest_refresh(d), 0);
+	assert_int_equal(zn_ckpt_verify(d), 0);
+	write_text(added, "new weightz"); /* same size, newer: hashed again */
+	assert_int_equal(zn_ckpt_manifest_refresh(d), 0);
+	assert_int_equal(zn_ckpt_verify(d), 0);
+	struct timespec old_times[2] = { { .tv_sec = 1000000000 }, { .tv_sec = 1000000000 } };
+	flip(opt, at);
+	assert_int_equal(utimensat(AT_FDCWD, opt, old_times, 0), 0);
+	assert_int_equal(zn_ckpt_manifest_refresh(d), 0);
+	assert_int_equal(zn_ckpt_verify(d), -EBADMSG); /* kept as listed, not re-read */
+	flip(opt, at);
+	assert_int_equal(zn_ckpt_verify(d), 0);
+
 	/* No manifest: not complete. */
 	assert_int_equal(unlink(mpath), 0);
 	assert_int_equal(zn_ckpt_verify(d), -ENODATA);
@@ -314,14 +344,6 @@ static void test_fallback(void **state)
 
 	/* Nothing at all: -ENOENT. */
 	assert_int_equal(zn_ckpt_find(tu_path("ck6-none"), dir, sizeof(dir)), -ENOENT);
-}
-
-static void write_text(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
 }
 
 /* `latest` is a hint: dangling, empty, missing or naming an older step,

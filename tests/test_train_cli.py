@@ -884,8 +884,9 @@ def damaged_checkpoints_fall_back(d):
 @t.test
 def a_second_run_on_the_same_directories_refuses(d):
     """Two runs on one checkpoint.dir, or one nvme_path: the second exits 2
-    naming the first one's pid; once the first is killed (its lock files
-    left behind), a run starts there."""
+    naming the first one's pid (and so does a consolidation into the first
+    one's checkpoints); once the first is killed (its lock files left
+    behind), a run starts there."""
     import signal
     import time
     make_data(d)
@@ -913,6 +914,9 @@ def a_second_run_on_the_same_directories_refuses(d):
         p = train(config(d, "third.yaml", os.path.join(d, "ck3"), extra=nvme), "--max-steps", "1")
         assert p.returncode == 2, (p.returncode, p.stderr)
         assert "nvme_path" in p.stderr and "pid %d" % proc.pid in p.stderr, p.stderr
+        # Consolidating into the run's own checkpoints waits for it too.
+        c = subprocess.run([ZINC, "consolidate", ck], capture_output=True, text=True)
+        assert c.returncode == 2 and "pid %d" % proc.pid in c.stderr, c.stderr
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)

@@ -147,8 +147,10 @@ ZN_API int zn_trainer_save(struct zn_trainer *t);
  * (include/zinc/checkpoint.h): a step directory that does not verify is
  * refused; under a checkpoint directory the newest complete one that
  * verifies is taken (a warning names a damaged newer one).  Written into
- * the step's directory, its manifest is brought up to date.  0 or -errno
- * naming the file or tensor. */
+ * the step's directory (out NULL), the checkpoint directory's lock is held
+ * meanwhile (-EBUSY naming the pid of a run using it) and the step's
+ * manifest is brought up to date.  0 or -errno naming the file or
+ * tensor. */
 ZN_API int zn_checkpoint_consolidate(const char *path, const char *out);
 /* The same, with the path written (the file, or the folder) in `wrote`
  * (len bytes; NULL: not wanted). */
