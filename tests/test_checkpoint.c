@@ -300,6 +300,16 @@ static void test_manifest(void **state)
 	flip(opt, at);
 	assert_int_equal(zn_ckpt_verify(d), 0);
 
+	/* A damaged manifest does not vouch for anything. */
+	write_text(mpath, "{\"format\": \"zinc-checkpoint-manifest\", \"version\": 1, \"files\": [");
+	assert_int_equal(zn_ckpt_verify(d), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), ZN_CKPT_MANIFEST));
+	write_text(mpath, "{\"format\": \"zinc-checkpoint-manifest\", \"version\": 9}");
+	assert_int_equal(zn_ckpt_verify(d), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "version 9"));
+	assert_int_equal(zn_ckpt_manifest_write(d), 0);
+	assert_int_equal(zn_ckpt_verify(d), 0);
+
 	/* No manifest: not complete. */
 	assert_int_equal(unlink(mpath), 0);
 	assert_int_equal(zn_ckpt_verify(d), -ENODATA);
