@@ -804,5 +804,130 @@ def signals_and_saving_once(d):
     assert r.returncode == 0, r.stderr
     assert "resumed from a checkpoint" in r.stdout + r.stderr, r.stdout
 
+
+def flip_tensor_byte(path, name):
+    """Flip one bit inside tensor `name`'s data in the safetensors file."""
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        at = 8 + n + header[name]["data_offsets"][0] + 3
+        f.seek(at)
+        b = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([b ^ 0x04]))
+
+
+@t.test
+def damaged_checkpoints_fall_back(d):
+    """A flipped byte in the newest checkpoint's optimizer.safetensors: the
+    resume says which file and tensor, falls back to the step before with
+    a warning naming both steps, and trains to the losses, bit for bit, of
+    a run resumed from that step; `zinc consolidate` names the damage too.
+    When no checkpoint verifies, the run refuses (exit 2); when there is
+    none, it says it starts from scratch."""
+    import shutil
+    make_data(d)
+    ck = os.path.join(d, "ck")
+    p = train(config(d, "a.yaml", ck), "--max-steps", "20")
+    assert p.returncode == 0, p.stderr
+    for step in ("step-00000010", "step-00000020"):
+        m = json.load(open(os.path.join(ck, step, "manifest.json")))
+        names = {f["name"] for f in m["files"]}
+        assert {"model.safetensors", "optimizer.safetensors"} <= names, names
+    # The reference: the same checkpoints without step 20.
+    ref = os.path.join(d, "ck-ref")
+    shutil.copytree(ck, ref)
+    shutil.rmtree(os.path.join(ref, "step-00000020"))
+    bad = os.path.join(d, "ck-bad")
+    shutil.copytree(ref, bad)
+    tensor = "h.1.mlp.c_fc.weight.exp_avg"
+    flip_tensor_byte(os.path.join(ck, "step-00000020", "optimizer.safetensors"), tensor)
+
+    # consolidate: the step itself is refused, naming file and tensor...
+    c = subprocess.run([ZINC, "consolidate", os.path.join(ck, "step-00000020"), "--out",
+                        os.path.join(d, "x.safetensors")], capture_output=True, text=True)
+    assert c.returncode == 2, c.stderr
+    assert "optimizer.safetensors" in c.stderr and tensor in c.stderr, c.stderr
+    assert not os.path.exists(os.path.join(d, "x.safetensors"))
+    # ... the checkpoint directory gives the step before, with a warning.
+    c = subprocess.run([ZINC, "consolidate", ck, "--out", os.path.join(d, "y.safetensors")],
+                       capture_output=True, text=True)
+    assert c.returncode == 0, c.stderr
+    assert "using step-00000010 instead of step-00000020" in c.stderr, c.stderr
+
+    p = train(config(d, "b.yaml", ck, resume=True), "--max-steps", "30", "--json-log",
+              os.path.join(d, "fallback.jsonl"))
+    assert p.returncode == 0, p.stderr
+    assert tensor in p.stderr and "optimizer.safetensors" in p.stderr, p.stderr
+    assert "using step-00000010 instead of step-00000020" in p.stderr, p.stderr
+    r = train(config(d, "c.yaml", ref, resume=True), "--max-steps", "30", "--json-log",
+              os.path.join(d, "ref.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert "failed verification" not in r.stderr, r.stderr
+    got, want = log(os.path.join(d, "fallback.jsonl")), log(os.path.join(d, "ref.jsonl"))
+    assert [s["step"] for s in got] == list(range(11, 31)), [s["step"] for s in got]
+    assert [s["loss"] for s in got] == [s["loss"] for s in want]
+
+    # Every complete checkpoint damaged: refused, nothing trained.
+    flip_tensor_byte(os.path.join(bad, "step-00000010", "optimizer.safetensors"), tensor)
+    before = sorted(os.listdir(bad))
+    p = train(config(d, "d.yaml", bad, resume=True), "--max-steps", "12")
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "verifies" in p.stderr and tensor in p.stderr, p.stderr
+    assert sorted(os.listdir(bad)) == before
+    # No checkpoint at all: said, and the run starts from scratch.
+    p = train(config(d, "e.yaml", os.path.join(d, "ck-none"), resume=True), "--max-steps", "1")
+    assert p.returncode == 0, p.stderr
+    assert "no complete checkpoint" in p.stderr and "from scratch" in p.stderr, p.stderr
+
+
+@t.test
+def a_second_run_on_the_same_directories_refuses(d):
+    """Two runs on one checkpoint.dir, or one nvme_path: the second exits 2
+    naming the first one's pid (and so does a consolidation into the first
+    one's checkpoints); once the first is killed (its lock files left
+    behind), a run starts there."""
+    import signal
+    import time
+    make_data(d)
+    ck, swap = os.path.join(d, "ck"), os.path.join(d, "swap")
+    os.mkdir(swap)
+    nvme = NVME_FAULTS % (swap, "", swap)
+    first = config(d, "first.yaml", ck, extra=nvme)
+    proc = subprocess.Popen([ZINC, "train", first, "--max-steps", "100000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        locks = [os.path.join(ck, "zinc.lock"), os.path.join(swap, "zinc-swap.lock")]
+        while time.time() < deadline and not all(os.path.exists(x) for x in locks):
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        time.sleep(0.2)
+        # The same checkpoint.dir (its own swap path)...
+        other = os.path.join(d, "swap2")
+        os.mkdir(other)
+        p = train(config(d, "second.yaml", ck, extra=NVME_FAULTS % (other, "", other)),
+                  "--max-steps", "1")
+        assert p.returncode == 2, (p.returncode, p.stderr)
+        assert "checkpoint.dir" in p.stderr and "pid %d" % proc.pid in p.stderr, p.stderr
+        # ... or the same nvme_path (its own checkpoint.dir).
+        p = train(config(d, "third.yaml", os.path.join(d, "ck3"), extra=nvme), "--max-steps", "1")
+        assert p.returncode == 2, (p.returncode, p.stderr)
+        assert "nvme_path" in p.stderr and "pid %d" % proc.pid in p.stderr, p.stderr
+        # Consolidating into the run's own checkpoints waits for it too.
+        c = subprocess.run([ZINC, "consolidate", ck], capture_output=True, text=True)
+        assert c.returncode == 2 and "pid %d" % proc.pid in c.stderr, c.stderr
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    # Killed: its lock files stay, and block nobody.
+    assert os.path.exists(os.path.join(ck, "zinc.lock"))
+    p = train(config(d, "fourth.yaml", ck, extra=nvme), "--max-steps", "1")
+    assert p.returncode == 0, p.stderr
+    # A run that ends removes its locks.
+    assert not os.path.exists(os.path.join(ck, "zinc.lock"))
+    assert not os.path.exists(os.path.join(swap, "zinc-swap.lock"))
+
+
 if __name__ == "__main__":
     sys.exit(t.main())

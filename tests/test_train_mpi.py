@@ -243,8 +243,12 @@ def checkpoints_resume_on_another_number_of_ranks(d):
         step = os.path.join(ck, open(os.path.join(ck, "latest")).read().strip())
         files = sorted(os.listdir(step))
         if first == 2:
-            assert files == ["optimizer-00000-of-00002.safetensors",
+            assert files == ["manifest.json", "optimizer-00000-of-00002.safetensors",
                              "optimizer-00001-of-00002.safetensors"], files
+            # The manifest, written by rank 0, lists both ranks' parts.
+            manifest = json.load(open(os.path.join(step, "manifest.json")))
+            listed = {f["name"] for f in manifest["files"]}
+            assert listed == set(files) - {"manifest.json"}, listed
             # The parts joined: the bytes one rank's save has at step 4.
             out = os.path.join(d, "joined.safetensors")
             c = subprocess.run([ZINC, "consolidate", ck, "--out", out], capture_output=True,
@@ -275,11 +279,14 @@ def broken_checkpoints_and_consolidation_errors_are_clear(d):
     step = os.path.join(ck, open(os.path.join(ck, "latest")).read().strip())
     os.remove(os.path.join(step, "optimizer-00001-of-00002.safetensors"))
     r = train(config(d, "b", 2, zero, ckpt=ck, resume=True), 1, 4)
+    # The manifest lists the part: the checkpoint is found incomplete
+    # before anything is read, and, being the only one, refused.
+    part = "optimizer-00001-of-00002.safetensors"
     assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "part of rank 1" in r.stderr and "missing" in r.stderr, r.stderr
+    assert part in r.stderr and "missing" in r.stderr, r.stderr
     c = subprocess.run([ZINC, "consolidate", ck, "--out", os.path.join(d, "x.safetensors")],
                        capture_output=True, text=True)
-    assert c.returncode == 2 and "part of rank 1" in c.stderr, c.stderr
+    assert c.returncode == 2 and part in c.stderr and "missing" in c.stderr, c.stderr
     assert not os.path.exists(os.path.join(d, "x.safetensors"))
 
 

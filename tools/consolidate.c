@@ -9,6 +9,10 @@
  * itself resumes from the parts on any number of ranks: no need to
  * consolidate for that.)  DeepSpeed users know it as zero_to_fp32.py.
  *
+ * The checkpoint is verified against its manifest first: a damaged file
+ * is named (and the tensor in it), and under a checkpoint directory the
+ * newest complete checkpoint that verifies is taken, with a warning.
+ *
  * Exit status: 0 written, 2 bad input (the message names the file).
  */
 #include <stdio.h>
@@ -48,14 +52,11 @@ int cmd_consolidate(int argc, char **argv)
 	}
 	const char *ck = argv[rc];
 	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
-	if (zn_checkpoint_consolidate(ck, a.out) != 0) {
+	char wrote[4400];
+	if (zn_checkpoint_consolidate_into(ck, a.out, wrote, sizeof(wrote)) != 0) {
 		fprintf(stderr, "zinc consolidate: %s\n", zn_last_error());
 		return 2;
 	}
-	char dir[4096];
-	const char *out = a.out;
-	if (!out)
-		out = zn_ckpt_latest(ck, dir, sizeof(dir)) == 0 ? dir : ck;
-	printf("zinc consolidate: wrote %s\n", out);
+	printf("zinc consolidate: wrote %s\n", wrote);
 	return 0;
 }

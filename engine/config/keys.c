@@ -522,13 +522,15 @@ static const char *const tag_validation[] = { "Ignore", "Warn", "Fail", NULL };
 #define CK(...) KEY(struct zn_checkpoint_config, __VA_ARGS__)
 static const struct zn_key checkpoint_keys[] = {
 	CK("dir", NULL, ZN_KEY_STRING, dir, "", 0, 0, NULL, ZINC,
-	   "directory checkpoints are written to; empty: none"),
+	   "directory checkpoints are written to, locked while a run uses it (a second run "
+	   "there refuses); empty: none"),
 	CK("every", NULL, ZN_KEY_UINT, every, "0", 0, BIG, NULL, ZINC,
 	   "optimizer steps between checkpoints; 0: only at the end"),
 	CK("keep", NULL, ZN_KEY_UINT, keep, "0", 0, 1 << 20, NULL, ZINC,
-	   "newest checkpoints kept; 0: all"),
+	   "newest complete checkpoints kept (older ones go once a save is complete); 0: all"),
 	CK("resume", NULL, ZN_KEY_BOOL, resume, "false", 0, 1, NULL, ZINC,
-	   "continue from the newest checkpoint in dir"),
+	   "continue from the newest complete checkpoint in dir whose checksums verify (a "
+	   "damaged one is named and the one before used; none there: from scratch, said)"),
 	CK("tag_validation", NULL, ZN_KEY_ENUM, tag_validation, "Warn", 0, 0, tag_validation, 0,
 	   "DeepSpeed's check that all ranks save the same tag (one rank: nothing to check)"),
 	CK("load_universal", NULL, ZN_KEY_BOOL, load_universal, "false", 0, 1, NULL, UNSUP,

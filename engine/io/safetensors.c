@@ -363,6 +363,11 @@ int zn_st_read(const struct zn_st_tensor *t, uint64_t offset, uint64_t bytes, vo
 	return 0;
 }
 
+uint64_t zn_st_file_offset(const struct zn_st_file *f, const struct zn_st_tensor *t)
+{
+	return (uint64_t)((const uint8_t *)t->data - f->map);
+}
+
 const char *zn_st_metadata(const struct zn_st_file *f, const char *key)
 {
 	for (size_t i = 0; i < f->nmeta; i++)

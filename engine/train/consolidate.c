@@ -8,23 +8,109 @@
 
 #include "train/internal.h"
 
+#include <glob.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "zinc/checkpoint.h"
 
+/* One step's directory (its manifest or optimizer files are there), not a
+ * checkpoint directory. */
+static bool is_step_dir(const char *path)
+{
+	char probe[4400];
+	glob_t g;
+	snprintf(probe, sizeof(probe), "%s/" ZN_CKPT_MANIFEST, path);
+	if (access(probe, F_OK) == 0)
+		return true;
+	snprintf(probe, sizeof(probe), "%s/optimizer.safetensors", path);
+	if (access(probe, F_OK) == 0)
+		return true;
+	snprintf(probe, sizeof(probe), "%s/optimizer-00000-of-*.safetensors", path);
+	if (glob(probe, 0, NULL, &g) != 0)
+		return false;
+	globfree(&g);
+	return true;
+}
+
+/* The step directory to consolidate: `path` itself when it is one
+ * (checked against its manifest; one without is consolidated with a
+ * warning that it cannot be verified), else the newest complete
+ * checkpoint under it that verifies (zn_ckpt_find).  *verified: it has a
+ * manifest that held. */
+static int choose_step(const char *path, bool step, char *dir, size_t len, bool *verified)
+{
+	char probe[4400];
+	*verified = false;
+	if (!step) {
+		int rc = zn_ckpt_find(path, dir, len);
+		if (rc == -ENOENT)
+			return zn_error(rc, "'%s' is neither a checkpoint directory (it holds no "
+					    "complete step-N) nor one step's directory (it holds no "
+					    "optimizer.safetensors or optimizer-RRRRR-of-WWWWW."
+					    "safetensors)", path);
+		snprintf(probe, sizeof(probe), "%s/" ZN_CKPT_MANIFEST, dir);
+		*verified = rc == 0 && access(probe, F_OK) == 0; /* else an older zinc's */
+		return rc;
+	}
+	snprintf(dir, len, "%s", path);
+	int rc = zn_ckpt_verify(dir);
+	if (rc == -ENODATA) {
+		zn_warn("checkpoint '%s' has no manifest.json (written by a zinc before "
+			"checksums): it cannot be verified; consolidating it as it is", dir);
+		return 0;
+	}
+	*verified = rc == 0;
+	return rc;
+}
+
+/* Writing into a step's own directory changes the checkpoint: the
+ * checkpoint directory's lock is taken as a run takes it, so that a run
+ * training there (which prunes) and this do not meet. */
+static int lock_root(const char *path, bool step, struct zn_run_lock **l)
+{
+	char root[4400], run[96], host[64] = "";
+	snprintf(root, sizeof(root), "%s", path);
+	if (step) {
+		char *slash = strrchr(root, '/');
+		while (slash && slash > root && slash[1] == 0) { /* "dir/" */
+			*slash = 0;
+			slash = strrchr(root, '/');
+		}
+		if (!slash)
+			snprintf(root, sizeof(root), ".");
+		else if (slash == root)
+			root[1] = 0;
+		else
+			*slash = 0;
+	}
+	struct stat st;
+	if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode))
+		return 0; /* nothing there to consolidate: choose_step says so */
+	gethostname(host, sizeof(host) - 1);
+	snprintf(run, sizeof(run), "%d@%s", (int)getpid(), host);
+	return zn_run_lock(root, ZN_CKPT_LOCK, "checkpoint.dir", run, l);
+}
+
 int zn_checkpoint_consolidate(const char *path, const char *out)
 {
+	return zn_checkpoint_consolidate_into(path, out, NULL, 0);
+}
+
+int zn_checkpoint_consolidate_into(const char *path, const char *out, char *wrote, size_t len)
+{
 	char dir[4096];
-	char latest[4200];
-	snprintf(latest, sizeof(latest), "%s/latest", path);
-	if (access(latest, F_OK) == 0) {
-		int lrc = zn_ckpt_latest(path, dir, sizeof(dir));
-		if (lrc)
-			return lrc;
-	} else {
-		snprintf(dir, sizeof(dir), "%s", path);
+	bool verified, step = is_step_dir(path);
+	struct zn_run_lock *lock = NULL;
+	int crc = out ? 0 : lock_root(path, step, &lock);
+	if (!crc)
+		crc = choose_step(path, step, dir, sizeof(dir), &verified);
+	if (crc) {
+		zn_run_unlock(lock);
+		return crc;
 	}
 	struct zn_arch arch;
 	struct zn_tensor_table tab = { 0 };
@@ -70,10 +156,17 @@ int zn_checkpoint_consolidate(const char *path, const char *out)
 		rc = zn_arch_writer_end(w);
 		w = NULL;
 	}
+	/* Written into the step's own directory: its manifest again, so the
+	 * checkpoint still verifies (the files it listed were checked above). */
+	if (!rc && !out && verified)
+		rc = zn_ckpt_manifest_refresh(dir);
+	if (!rc && wrote)
+		snprintf(wrote, len, "%s", target);
 out:
 	zn_arch_writer_abort(w);
 	tr_sources_close(&src);
 	zn_tensor_table_free(&tab);
 	free(master);
+	zn_run_unlock(lock);
 	return rc;
 }

@@ -8,9 +8,12 @@
 
 #include "train/internal.h"
 
+#include "io/files.h"
+
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "zinc/checkpoint.h"
 #include "zinc/trace.h"
@@ -84,6 +87,8 @@ void zn_trainer_destroy(struct zn_trainer *t)
 	zn_bufpool_destroy(t->homes.pool);
 	zn_store_destroy(t->homes.store);
 	zn_aio_destroy(t->homes.aio);
+	for (unsigned i = 0; i < t->nlocks; i++)
+		zn_run_unlock(t->locks[i]);
 	free(t->layer);
 	free(t->fetch.order);
 	free(t->gstage);
@@ -397,13 +402,69 @@ static int open_model(struct zn_trainer *t, uint64_t max_steps)
 	return zn_lr_schedule_init(&t->sched, &t->cfg.scheduler, op->lr, max_steps);
 }
 
+/* One nvme_path's lock, unless this trainer holds it already (the
+ * parameters' and the optimizer's stores may share a path).  A path that
+ * is not a directory is left to the store, whose message says what to do. */
+static int lock_swap_path(struct zn_trainer *t, const char *path)
+{
+	char held[4200];
+	for (unsigned i = 0; i < t->nlocks; i++) {
+		snprintf(held, sizeof(held), "%s/" ZN_SWAP_LOCK, path);
+		if (t->locks[i] && strcmp(zn_run_lock_path(t->locks[i]), held) == 0)
+			return 0;
+	}
+	if (!zn_io_is_dir(path) || t->nlocks == ZN_ARRAY_SIZE(t->locks))
+		return 0;
+	return zn_run_lock(path, ZN_SWAP_LOCK, "nvme_path", t->run_id, &t->locks[t->nlocks++]);
+}
+
+static int lock_swap_paths(struct zn_trainer *t, const char *list)
+{
+	char buf[ZN_NVME_PATH_MAX];
+	const char *paths[ZN_STORE_MAX_PATHS];
+	int np = zn_nvme_paths_split(list, buf, paths, ZN_STORE_MAX_PATHS), rc = 0;
+	for (int i = 0; i < np && !rc; i++)
+		rc = lock_swap_path(t, paths[i]);
+	return rc;
+}
+
+/* The run's locks, before anything is read or written: checkpoint.dir
+ * (made if missing) by rank 0 alone -- the ranks of a run share it and
+ * rank 0 commits -- and every nvme_path each rank's swap files go to,
+ * taken by the first rank of the run there.  A second run refuses to
+ * start, naming the pid that holds the lock, instead of overwriting the
+ * first one's checkpoints or sharing its disks unseen. */
+static int take_locks(struct zn_trainer *t)
+{
+	const struct zn_config *cfg = &t->cfg;
+	char host[64] = "";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(t->run_id, sizeof(t->run_id), "%d@%s", (int)getpid(), host);
+	int rc = t->world > 1 ? zn_comm_broadcast(t->comm, t->run_id, sizeof(t->run_id), 0) : 0;
+	if (rc)
+		return rc;
+	if (t->rank == 0 && cfg->checkpoint.dir[0]) {
+		int mrc = zn_io_mkdirs(cfg->checkpoint.dir);
+		rc = mrc ? zn_error(mrc, "checkpoint.dir '%s' cannot be made: %s",
+				    cfg->checkpoint.dir, strerror(-mrc))
+			 : zn_run_lock(cfg->checkpoint.dir, ZN_CKPT_LOCK, "checkpoint.dir",
+				       t->run_id, &t->locks[t->nlocks++]);
+	}
+	const struct zn_zero_config *z = &cfg->zero_optimization;
+	if (!rc && t->zr.nvme_opt)
+		rc = lock_swap_paths(t, z->offload_optimizer.nvme_path);
+	if (!rc && z->offload_param.device == ZN_OFFLOAD_NVME)
+		rc = lock_swap_paths(t, z->offload_param.nvme_path);
+	return t->world > 1 ? tr_agree_rc(t, rc, "locking the run's directories") : rc;
+}
+
 /* Starting weights: a checkpoint to resume, pretrained ones, or init; the
  * tiers they go to (NVMe optimizer states, parameter homes); then every
  * tensor is made once, in order, and sent where it lives. */
 static int load_weights(struct zn_trainer *t)
 {
 	int rc;
-	if ((rc = tr_open_weights(t)) || (t->zr.nvme_opt && (rc = tr_nvme_setup(t))) ||
+	if ((rc = take_locks(t)) || (rc = tr_open_weights(t)) || (t->zr.nvme_opt && (rc = tr_nvme_setup(t))) ||
 	    (t->zr.offload_param && (rc = tr_param_homes_setup(t))) || (rc = tr_materialize(t)))
 		return rc;
 	tr_sources_close(&t->src);

@@ -381,6 +381,12 @@ struct zn_trainer {
 	struct sources src;
 	struct counters stats;
 	struct zn_trace *trace;        /* optional */
+	/* The run's locks (create.c's take_locks): checkpoint.dir's (rank 0)
+	 * and each nvme_path's; run_id: rank 0's "PID@HOST", the same on
+	 * every rank, so that ranks of one run share a directory. */
+	char run_id[96];
+	struct zn_run_lock *locks[1 + 2 * ZN_STORE_MAX_PATHS];
+	unsigned nlocks;
 	/* Per-rank state accounting (zn_trainer_memory). */
 	struct zn_rank_memory mem;
 	uint64_t host_bytes;           /* model states in host memory: optimizer
@@ -496,6 +502,10 @@ int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, fl
 		      const struct zn_adam_exec *ex);
 int tr_opt_wait_all(struct zn_trainer *t);
 int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer);
+
+/* save.c: every rank's result of something they did together: a rank that
+ * failed is named on the others (`what` says what was done). */
+int tr_agree_rc(struct zn_trainer *t, int rc, const char *what);
 
 /* weights.c: the starting weights' source (checkpoint.resume's metadata
  * applied: step, data position, loss scaler); every tensor made once. */

@@ -62,9 +62,7 @@ static int stage_device_states(struct zn_trainer *t)
 	return 0;
 }
 
-/* Every rank's result of a step they took together: a rank that failed is
- * named on the others. */
-static int agree_rc(struct zn_trainer *t, int rc, const char *what)
+int tr_agree_rc(struct zn_trainer *t, int rc, const char *what)
 {
 	if (t->world == 1)
 		return rc;
@@ -174,7 +172,7 @@ static int save_sharded(struct zn_trainer *t)
 			zn_ckpt_abort(c);
 		return brc;
 	}
-	if ((rc = agree_rc(t, rc, "checkpoint")))
+	if ((rc = tr_agree_rc(t, rc, "checkpoint")))
 		return rc;
 	struct zn_st_tensor *ot = calloc(3 * (size_t)t->tab.nt, sizeof(*ot));
 	char (*names)[ZN_PARAM_NAME_MAX + 24] = calloc(3 * (size_t)t->tab.nt, sizeof(*names));
@@ -202,7 +200,7 @@ static int save_sharded(struct zn_trainer *t)
 	free(ot);
 	/* Commit only what every rank wrote; then every rank learns how
 	 * rank 0's commit went. */
-	rc = agree_rc(t, rc, "checkpoint");
+	rc = tr_agree_rc(t, rc, "checkpoint");
 	int32_t crc = t->rank == 0 ? commit(t, c, rc) : 0;
 	if (rc)
 		return rc;
@@ -283,6 +281,6 @@ int zn_trainer_save(struct zn_trainer *t)
 	if (t->world == 1 || rc)
 		return rc ? rc : save_whole(t);
 	if (t->own_total == t->tab.total)
-		return agree_rc(t, t->rank == 0 ? save_whole(t) : 0, "checkpoint");
+		return tr_agree_rc(t, t->rank == 0 ? save_whole(t) : 0, "checkpoint");
 	return save_sharded(t);
 }

@@ -62,8 +62,44 @@ static int open_checkpoint(struct zn_trainer *t, const char *dir)
 	return 0;
 }
 
-/* The source of the starting weights: checkpoint.resume's latest
- * checkpoint when there is one, else model.from's weights, else none. */
+/* checkpoint.resume's checkpoint: the newest complete one under
+ * checkpoint.dir whose files match its manifest (zn_ckpt_find: a damaged
+ * one is passed over with a warning naming it and the one chosen),
+ * chosen by rank 0 -- which reads every rank's files once -- and told to
+ * the others.  -ENOENT: none is there (said loudly: the run starts from
+ * scratch); other errors refuse the run, since complete checkpoints exist
+ * and none can be trusted. */
+static int choose_checkpoint(struct zn_trainer *t, char *dir, size_t len)
+{
+	struct {
+		int32_t rc;
+		char dir[4096];
+	} pick = { 0 };
+	if (t->rank == 0)
+		pick.rc = zn_ckpt_find(t->cfg.checkpoint.dir, pick.dir, sizeof(pick.dir));
+	if (t->world > 1) {
+		int rc = zn_comm_broadcast(t->comm, &pick, sizeof(pick), 0);
+		if (rc)
+			return rc;
+		if (t->rank != 0 && pick.rc && pick.rc != -ENOENT)
+			return zn_error(pick.rc, "checkpoint.resume: rank 0 found no checkpoint to "
+						 "resume from in '%s' (its own message says why)",
+					t->cfg.checkpoint.dir);
+	}
+	if (pick.rc == -ENOENT) {
+		if (t->rank == 0)
+			zn_warn("checkpoint.resume: there is no complete checkpoint in '%s': the "
+				"run starts %s", t->cfg.checkpoint.dir,
+				t->cfg.model.from[0] ? "from model.from's weights" : "from scratch");
+		return -ENOENT;
+	}
+	if (!pick.rc)
+		snprintf(dir, len, "%s", pick.dir);
+	return pick.rc;
+}
+
+/* The source of the starting weights: checkpoint.resume's checkpoint when
+ * there is one, else model.from's weights, else none. */
 int tr_open_weights(struct zn_trainer *t)
 {
 	const struct zn_config *cfg = &t->cfg;
@@ -71,9 +107,13 @@ int tr_open_weights(struct zn_trainer *t)
 	t->src.arch = &t->arch;
 	t->src.tab = &t->tab;
 	t->src.seed = cfg->data.seed;
-	if (cfg->checkpoint.resume && cfg->checkpoint.dir[0] &&
-	    zn_ckpt_latest(cfg->checkpoint.dir, dir, sizeof(dir)) == 0)
-		return open_checkpoint(t, dir);
+	if (cfg->checkpoint.resume && cfg->checkpoint.dir[0]) {
+		int rc = choose_checkpoint(t, dir, sizeof(dir));
+		if (rc == 0)
+			return open_checkpoint(t, dir);
+		if (rc != -ENOENT)
+			return rc;
+	}
 	if (cfg->model.from[0])
 		return tr_sources_open_pretrained(&t->src, cfg->model.from);
 	return 0;

@@ -63,6 +63,9 @@ ZN_API const struct zn_st_tensor *zn_st_find(const struct zn_st_file *f, const c
  * page cache), so that a file larger than memory can be read piece by
  * piece without being held whole.  0, or -ERANGE outside the tensor. */
 ZN_API int zn_st_read(const struct zn_st_tensor *t, uint64_t offset, uint64_t bytes, void *dst);
+/* Where tensor t's bytes start in its file (bytes from the file's first
+ * byte), for a reader that streams the file itself (checksums). */
+ZN_API uint64_t zn_st_file_offset(const struct zn_st_file *f, const struct zn_st_tensor *t);
 /* A __metadata__ value, or NULL. */
 ZN_API const char *zn_st_metadata(const struct zn_st_file *f, const char *key);
 

@@ -142,9 +142,20 @@ ZN_API int zn_trainer_save(struct zn_trainer *t);
  * for a Llama a Hugging Face folder (config.json, shards, index) in the
  * directory `out`.  out NULL: into the step's own directory.  `path` is a
  * checkpoint directory (its latest step) or one step's directory.
- * Streams one tensor at a time; files appear whole or not at all.  0 or
- * -errno naming the file or tensor. */
+ * Streams one tensor at a time; files appear whole or not at all.
+ * The checkpoint is checked against its manifest first
+ * (include/zinc/checkpoint.h): a step directory that does not verify is
+ * refused; under a checkpoint directory the newest complete one that
+ * verifies is taken (a warning names a damaged newer one).  Written into
+ * the step's directory (out NULL), the checkpoint directory's lock is held
+ * meanwhile (-EBUSY naming the pid of a run using it) and the step's
+ * manifest is brought up to date.  0 or -errno naming the file or
+ * tensor. */
 ZN_API int zn_checkpoint_consolidate(const char *path, const char *out);
+/* The same, with the path written (the file, or the folder) in `wrote`
+ * (len bytes; NULL: not wanted). */
+ZN_API int zn_checkpoint_consolidate_into(const char *path, const char *out, char *wrote,
+					  size_t len);
 /* The model in words, for humans: "GPT-2 12 layers, 12 heads, 768
  * channels, vocab 50257" or the config.json's architecture and shape. */
 ZN_API void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len);
