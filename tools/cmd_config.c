@@ -16,17 +16,38 @@
 #include "zinc/keys.h"
 #include "zinc/configfile.h"
 
+#define MAX_SETS 64
+
 /* What the command line asked for. */
 struct config_args {
 	bool markdown;
 	const char *check; /* FILE, or NULL */
+	bool keys;
+	const char *sets[MAX_SETS];
+	size_t nsets;
 };
+
+static int add_set(void *ctx, const char *arg, const char **why)
+{
+	struct config_args *a = ctx;
+	if (a->nsets == MAX_SETS) {
+		*why = "too many --set options";
+		return -1;
+	}
+	a->sets[a->nsets++] = arg;
+	return 0;
+}
 
 static const struct opt options[] = {
 	OPT_BOOL("markdown", "print the configuration reference (docs/config.md)",
 		 struct config_args, markdown),
 	OPT_STR("check", "FILE", NULL, "load FILE; print the first error, or the effective config",
 		struct config_args, check),
+	OPT_BOOL("keys", "with --check: print what was done with each key of the file, one "
+		 "line each (read, mapped, auto, no-op, ignored, unknown), instead of the config",
+		 struct config_args, keys),
+	OPT_CALL("set", "KEY=VALUE", NULL, "with --check: override a config key, as zinc train "
+		 "--set does (repeatable)", add_set),
 };
 
 
@@ -218,7 +239,7 @@ static int print_markdown(void)
 
 	for (size_t s = 0; zn_config_section(s, &path); s++) {
 		const struct zn_key_table *sec = zn_config_section(s, &path);
-		bool any_zinc = false, any_unsup = false;
+		bool any_zinc = false, any_unsup = false, any_noop = false;
 		char buf[256], pretty[32];
 
 		/* Section help is a sentence fragment ("the io_uring engine ..."). */
@@ -237,6 +258,8 @@ static int print_markdown(void)
 			printf("| `%s` | ", k->name);
 			if (k->alias)
 				printf("`%s`", k->alias);
+			if (k->deprecated)
+				printf("%s`%s` (deprecated)", k->alias ? ", " : "", k->deprecated);
 			printf(" | %s | `", type_name(k->type));
 			md_cell(default_text(&defaults, sec, k, buf, sizeof(buf), pretty,
 					     sizeof(pretty)));
@@ -251,8 +274,16 @@ static int print_markdown(void)
 				printf("(not supported yet) ");
 				any_unsup = true;
 			}
+			if (k->noop) {
+				printf("(no-op) ");
+				any_noop = true;
+			}
 			md_cell(k->help);
-			if (k->flags & ZN_KEY_AUTO)
+			if (k->noop) {
+				printf("; does nothing in zinc: ");
+				md_cell(k->noop);
+			}
+			if (zn_keys_accepts_auto(sec, k) && !sec->auto_default)
 				printf(" (accepts `auto`)");
 			printf(" |\n");
 		}
@@ -262,6 +293,14 @@ static int print_markdown(void)
 		if (any_unsup)
 			printf("\nKeys marked (not supported yet) load only with their default "
 			       "value; any other value is an error.\n");
+		if (any_noop)
+			printf("\nKeys marked (no-op) are accepted and do nothing in zinc; a value "
+			       "other than the default is listed, with the reason, in the one "
+			       "warning a load gives about such keys.\n");
+		if (sec->auto_default)
+			printf("\nEvery key of this section accepts `\"auto\"`: DeepSpeed drops "
+			       "`\"auto\"` values here, so the default stands unless a rule above "
+			       "says otherwise.\n");
 	}
 
 	printf("\n## DeepSpeed keys accepted but not used yet\n\n"
@@ -329,17 +368,37 @@ static void print_section(const struct zn_key_table *sec, const void *data, int 
 	}
 }
 
-static int check_file(const char *path)
+static void print_use(void *ctx, const char *path, enum zn_key_use use, const char *note)
 {
+	static const char *const names[] = {
+		[ZN_USE_READ] = "read",       [ZN_USE_MAPPED] = "mapped",
+		[ZN_USE_AUTO] = "auto",       [ZN_USE_NOOP] = "no-op",
+		[ZN_USE_IGNORED] = "ignored", [ZN_USE_UNKNOWN] = "unknown",
+	};
+	(void)ctx;
+	printf("%s\t%s\t%s\n", path, names[use], note);
+}
+
+static int check_file(const struct config_args *a)
+{
+	const char *path = a->check;
 	struct zn_config cfg;
+	char line[8192];
 
 	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
 	/* Bad input: status 2, as zinc train and zinc plan say it. */
-	if (zn_config_load_file(path, &cfg)) {
+	if (zn_config_load_file_explain(path, a->sets, a->nsets, &cfg, a->keys ? print_use : NULL,
+					NULL)) {
 		fprintf(stderr, "zinc: %s\n", zn_last_error());
 		return 2;
 	}
+	if (a->keys)
+		return 0;
 	printf("%s: ok\n", path);
+	if (zn_config_auto_report(&cfg, line, sizeof(line)))
+		printf("# %s\n", line);
+	if (zn_config_defaults_report(&cfg, line, sizeof(line)))
+		printf("# %s\n", line);
 	if (cfg.batch.train_batch_size)
 		printf("# batch: %u samples per step = %u per micro-batch x %u accumulation "
 		       "steps x %u rank%s\n",
@@ -354,7 +413,9 @@ static int check_file(const char *path)
 
 int cmd_config(int argc, char **argv)
 {
-	static const char synopsis[] = "[--markdown | --check FILE]  (no option: list the keys)";
+	static const char synopsis[] =
+		"[--markdown | --check FILE [--keys] [--set KEY=VALUE]...]  (no option: list the "
+		"keys)";
 	struct config_args args = { 0 };
 	int rc;
 
@@ -367,8 +428,12 @@ int cmd_config(int argc, char **argv)
 		return 2;
 	}
 
+	if ((args.keys || args.nsets) && !args.check) {
+		fprintf(stderr, "zinc config: --keys and --set go with --check FILE\n");
+		return 2;
+	}
 	if (args.check)
-		rc = check_file(args.check);
+		rc = check_file(&args);
 	else if (args.markdown)
 		rc = print_markdown();
 	else
