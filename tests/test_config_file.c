@@ -1032,7 +1032,7 @@ static void test_auto_values(void **state)
 	assert_int_equal(c.scheduler.params.total_num_steps, 0);
 	assert_true(c.scheduler.params.warmup_max_lr == 0.001); /* optimizer.params.lr's */
 	/* zn_config_resolve_auto leaves given values alone. */
-	c.zero_optimization.reduce_bucket_size = 0;
+	c.zero_optimization.reduce_bucket_size = UINT64_MAX;
 	c.zero_optimization.prefetch_bucket_size = 123;
 	c.model.n_embd = 10;
 	zn_config_resolve_auto(&c);

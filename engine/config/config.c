@@ -245,7 +245,7 @@ void zn_config_resolve_hidden(struct zn_config *cfg, uint64_t h)
 	/* The Hugging Face integration's rules (deepspeed.py,
 	 * trainer_config_finalize); it fills the stage-3 two only at stage 3,
 	 * and DeepSpeed drops an "auto" left unfilled: its default. */
-	if (!z->reduce_bucket_size)
+	if (z->reduce_bucket_size == UINT64_MAX)
 		z->reduce_bucket_size = h * h;
 	if (z->prefetch_bucket_size == UINT64_MAX)
 		z->prefetch_bucket_size = z3 ? (uint64_t)(0.9 * (double)(h * h)) : 50000000;

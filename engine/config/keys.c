@@ -422,6 +422,9 @@ static int zero_resolve(void *obj)
 			"offload_param.device: cpu");
 		c->offload_param.device = ZN_OFFLOAD_CPU;
 	}
+	/* A cap of 0 on the resident elements keeps none resident. */
+	if (c->model_persistence_threshold == 0)
+		c->param_persistence_threshold = 0;
 	if (c->offload_param.device != ZN_OFFLOAD_NONE && c->stage != 3) {
 		zn_warn("zero_optimization.offload_param: parameter offload is a stage 3 feature "
 			"(stage is %u); ignored, as DeepSpeed ignores it", c->stage);
@@ -433,6 +436,13 @@ static int zero_resolve(void *obj)
 static int zero_validate(const void *obj)
 {
 	const struct zn_zero_config *c = obj;
+
+	if (c->model_persistence_threshold != 0 &&
+	    c->model_persistence_threshold != 9223372036854775807ull)
+		return zn_error(-EINVAL, "zero_optimization.stage3_model_persistence_threshold: %llu "
+					 "is not supported yet (a cap on the elements kept resident); "
+					 "give 0 to keep none resident, or remove the key",
+				(unsigned long long)c->model_persistence_threshold);
 
 	if (c->offload_optimizer.device != ZN_OFFLOAD_NONE && c->stage == 0)
 		return zn_error(-EINVAL, "zero_optimization.offload_optimizer: optimizer offload "
@@ -460,8 +470,9 @@ static const struct zn_key zero_keys[] = {
 	    "fragmented buffer to avoid"),
 	Z("reduce_scatter", NULL, ZN_KEY_BOOL, reduce_scatter, "true", 0, 1, NULL, UNSUP,
 	  "average gradients with reduce-scatter (false: all-reduce)"),
-	Z("reduce_bucket_size", NULL, ZN_KEY_SIZE, reduce_bucket_size, "5e8", 1, BIG, NULL, AUTO,
-	  "elements reduced at a time; auto: n_embd^2"),
+	Z("reduce_bucket_size", NULL, ZN_KEY_SIZE, reduce_bucket_size, "5e8", 0, BIG, NULL,
+	  AUTO | ZN_KEY_AUTO_MAX,
+	  "elements reduced at a time (0: each tensor alone); auto: hidden size^2"),
 	Z("use_multi_rank_bucket_allreduce", NULL, ZN_KEY_BOOL, use_multi_rank_bucket_allreduce,
 	  "true", 0, 1, NULL, UNSUP, "reduce buckets of several ranks in one all-reduce"),
 	Z("allgather_partitions", NULL, ZN_KEY_BOOL, allgather_partitions, "true", 0, 1, NULL,
@@ -504,8 +515,9 @@ static const struct zn_key zero_keys[] = {
 	  "parameters with fewer elements stay resident on the device, not offloaded (0: "
 	  "none); auto: 10 n_embd"),
 	Z("stage3_model_persistence_threshold", "model_persistence_threshold", ZN_KEY_SIZE,
-	  model_persistence_threshold, "9223372036854775807", 0, 9223372036854775807.0, NULL,
-	  UNSUP, "cap on the elements kept resident by the persistence threshold"),
+	  model_persistence_threshold, "9223372036854775807", 0, 9223372036854775807.0, NULL, 0,
+	  "cap on the elements kept resident by the persistence threshold: 0 keeps none "
+	  "(as stage3_param_persistence_threshold 0); other caps are not supported yet"),
 	Z("stage3_max_live_parameters", "max_live_parameters", ZN_KEY_SIZE, max_live_parameters,
 	  "1e9", 0, BIG, NULL, 0, "elements of gathered parameters resident at once"),
 	Z("stage3_max_reuse_distance", "max_reuse_distance", ZN_KEY_SIZE, max_reuse_distance,
@@ -529,8 +541,11 @@ static const struct zn_key zero_keys[] = {
 	    "every parameter of zinc's models gets a gradient each step"),
 	Z("legacy_stage1", NULL, ZN_KEY_BOOL, legacy_stage1, "false", 0, 1, NULL, UNSUP,
 	  "DeepSpeed's old stage 1 implementation"),
-	Z("round_robin_gradients", NULL, ZN_KEY_BOOL, round_robin_gradients, "false", 0, 1, NULL,
-	  UNSUP, "stage 1/2: spread gradient copies over ranks round-robin"),
+	ZN_("round_robin_gradients", NULL, ZN_KEY_BOOL, round_robin_gradients, "false", 0, 1,
+	    NULL, 0, "stage 1/2 with offload: spread the ranks' gradient copies to the host "
+	    "round-robin",
+	    "an ordering of DeepSpeed's device-to-host copies that does not change results; "
+	    "each zinc rank copies its own part as it is produced"),
 	Z("zero_hpz_partition_size", NULL, ZN_KEY_UINT, zero_hpz_partition_size, "1", 1,
 	  4294967295.0, NULL, UNSUP, "ZeRO++ hierarchical partitioning: ranks per secondary group"),
 	Z("zero_quantized_weights", NULL, ZN_KEY_BOOL, zero_quantized_weights, "false", 0, 1, NULL,

@@ -376,8 +376,11 @@ static int load_section(struct lctx *lc, const struct zn_key_table *sec, void *o
 			zn_warn("%s: %s%s is deprecated by DeepSpeed; read as %s", where, sub_prefix,
 				key->text, kpath);
 		}
-		if (strcmp(key->text, k->name) != 0)
-			report(lc, kpath, ZN_USE_MAPPED, k->name);
+		if (strcmp(key->text, k->name) != 0) {
+			char spelt[320];
+			snprintf(spelt, sizeof(spelt), "%s%s", sub_prefix, key->text);
+			report(lc, spelt, ZN_USE_MAPPED, kpath);
+		}
 		if (zn_doc_is_null(val)) {
 			report(lc, kpath, ZN_USE_READ, "null: the default");
 			continue; /* `key: ~` keeps the default */
@@ -435,7 +438,7 @@ static int load_section(struct lctx *lc, const struct zn_key_table *sec, void *o
 /* DeepSpeed reads `aio` at the top level; a file that puts it inside
  * zero_optimization (next to the offload it tunes) is read as if it were
  * at the top, with a warning, unless the top level has its own. */
-static int hoist_aio(struct zn_doc *doc, struct zn_doc_node *root)
+static int hoist_aio(struct lctx *lc, struct zn_doc *doc, struct zn_doc_node *root)
 {
 	struct zn_doc_node *zero = NULL;
 	size_t at = 0;
@@ -465,6 +468,7 @@ static int hoist_aio(struct zn_doc *doc, struct zn_doc_node *root)
 	zn_doc_where(aio.key, where, sizeof(where));
 	zn_warn("%s: aio belongs at the top level, where DeepSpeed reads it; read from "
 		"zero_optimization.aio", where);
+	report(lc, "zero_optimization.aio", ZN_USE_MAPPED, "aio");
 	memmove(&zero->pairs[at], &zero->pairs[at + 1], (zero->n - at - 1) * sizeof(aio));
 	zero->n--;
 	if (zn_doc_map_add(doc, root, aio.key, aio.value))
@@ -483,7 +487,7 @@ static int load_root(struct lctx *lc, struct zn_doc *doc, struct zn_doc_node *ro
 				   "the top level must be a mapping of sections (like 'aio:'), "
 				   "found %s",
 				   zn_doc_kind_name(root));
-	ZN_TRY(hoist_aio(doc, root));
+	ZN_TRY(hoist_aio(lc, doc, root));
 	ZN_TRY(load_section(lc, &zn_config_key_table, cfg, "", NULL, root));
 	/* root_validate checked the batch rule; keep what it resolved. */
 	ZN_TRY(zn_config_resolve_batch(cfg, 1, &cfg->batch));

@@ -116,6 +116,7 @@ void zn_plan_zero_rules(struct zn_zero_rules *z, const struct zn_config *c,
 		zn_zero_rules_init(z, r, 0, 1);
 		free(r);
 	}
+	z->largest = g->tab.largest;
 }
 
 static void placement(const struct zn_config *c, const struct zn_plan_geom *g, struct placed *pl)

@@ -306,6 +306,7 @@ static int place_tensors(struct zn_trainer *t)
 	int rc = zn_tensor_table_build(&t->tab, &t->arch);
 	if (rc)
 		return rc;
+	t->zr.largest = t->tab.largest; /* sub_group_size 0's unit */
 	t->t = calloc(ZN_MAX(t->tab.nt, 1), sizeof(*t->t));
 	t->layer = calloc(ZN_MAX(t->tab.nlayers, 1), sizeof(*t->layer));
 	if (!t->t || !t->layer)

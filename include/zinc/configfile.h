@@ -143,7 +143,7 @@ struct zn_zero_config {
 	uint32_t stage;           /* 0 to 3 */
 	bool contiguous_gradients;
 	bool reduce_scatter;
-	uint64_t reduce_bucket_size; /* elements; 0 = auto (n_embd^2) */
+	uint64_t reduce_bucket_size; /* elements; UINT64_MAX = auto (hidden^2) */
 	bool use_multi_rank_bucket_allreduce;
 	bool allgather_partitions;
 	uint64_t allgather_bucket_size;
@@ -356,7 +356,8 @@ ZN_API int zn_config_defaults_report(const struct zn_config *cfg, char *buf, siz
  * --keys` and the tests of real DeepSpeed configs. */
 enum zn_key_use {
 	ZN_USE_READ,       /* honoured */
-	ZN_USE_MAPPED,     /* an alias or deprecated name, read as `note` */
+	ZN_USE_MAPPED,     /* `path` as the file spells it (an alias, a deprecated
+			    * name, a misplaced section) is read as `note` */
 	ZN_USE_AUTO,       /* "auto", resolved (zn_config_auto_report says to what) */
 	ZN_USE_NOOP,       /* accepted, does nothing in zinc; `note` says why */
 	ZN_USE_IGNORED,    /* a DeepSpeed section zinc does not use; `note` says why */
