@@ -35,8 +35,8 @@ static const struct ignored {
 	{ "comet", NULL, "a Comet ML monitor; zinc writes --json-log" },
 	{ "comms_logger", NULL, "DeepSpeed's communication logger; zinc --trace records "
 				"collectives" },
-	{ "communication_data_type", NULL, "the dtype of gradient all-reduces; zinc reduces in "
-					   "the accumulation dtype (data_types.grad_accum_dtype)" },
+	{ "communication_data_type", NULL, "the dtype of DeepSpeed's gradient all-reduce; "
+					   "zinc's reductions keep their own dtype" },
 	{ "compile", NULL, "torch.compile of the model; zinc's kernels are compiled already" },
 	{ "compression_training", NULL, "DeepSpeed Compression (quantization and pruning during "
 					"training), not in zinc" },
@@ -57,13 +57,13 @@ static const struct ignored {
 				   "experts" },
 	{ "flops_profiler", NULL, "DeepSpeed's profiler of a PyTorch module; zinc prints its "
 				  "throughput in the step lines" },
-	{ "fp32_allreduce", "false", "the all-reduce dtype of DeepSpeed's fp16 optimizers; zinc "
-				     "reduces in data_types.grad_accum_dtype" },
+	{ "fp32_allreduce", "false", "the all-reduce dtype of DeepSpeed's fp16 optimizers; "
+				     "zinc's reductions keep their own dtype" },
 	{ "gradient_allreduce_op", "mean", "zinc averages gradients over ranks, DeepSpeed's "
 					   "default" },
 	{ "gradient_predivide_factor", "1.0", "splits the averaging of an all-reduce before and "
-					      "after it, for fp16 range; zinc reduces in fp32 by "
-					      "default" },
+					      "after it, a guard of fp16's range; zinc's averaging "
+					      "over ranks is fixed" },
 	{ "graph_harvesting", "false", "CUDA graph capture of a PyTorch model" },
 	{ "hybrid_engine", NULL, "DeepSpeed-Chat's switch between training and inference "
 				 "kernels" },
@@ -76,7 +76,8 @@ static const struct ignored {
 	{ "nebula", NULL, "Azure Nebula checkpointing service" },
 	{ "pipeline", NULL, "pipeline parallelism; zinc trains the whole model on each rank" },
 	{ "prescale_gradients", "false", "divides gradients by the ranks before the all-reduce "
-					 "rather than after; zinc reduces in fp32 by default" },
+					 "rather than after; zinc's averaging over ranks is "
+					 "fixed" },
 	{ "progressive_layer_drop", NULL, "needs a model that reads DeepSpeed's layer-drop "
 					  "schedule; zinc's models run every layer" },
 	{ "quantize_training", NULL, "MoQ quantization during training, not in zinc" },
@@ -335,6 +336,15 @@ static const struct auto_rule {
 	{ "zero_optimization.offload_param.buffer_size", "the largest parameter tensor" },
 };
 
+const char *zn_config_auto_rule(size_t i, const char **from)
+{
+	if (i >= ZN_ARRAY_SIZE(auto_rules))
+		return NULL;
+	if (from)
+		*from = auto_rules[i].from;
+	return auto_rules[i].path;
+}
+
 /* The learning rate the Trainer uses when none is given
  * (TrainingArguments.learning_rate). */
 #define TRAINER_LR 5e-5
@@ -416,7 +426,8 @@ int zn_config_defaults_report(const struct zn_config *cfg, char *buf, size_t len
 	DIFF(cfg->gradient_clipping == 0, "gradient_clipping",
 	     "0, no clipping (DeepSpeed 0.19: 1.0)");
 	DIFF(cfg->bf16.enabled && !cfg->bf16.check_grad_overflow, "bf16.check_grad_overflow",
-	     "false: a step with inf/nan gradients is not skipped (DeepSpeed: true)");
+	     "false: a step with inf/nan gradients stops the run rather than being skipped "
+	     "(DeepSpeed: true)");
 	DIFF(cfg->optimizer.params.weight_decay > 0 &&
 		     cfg->optimizer.params.weight_decay_params == ZN_DECAY_MATRICES,
 	     "optimizer.params.weight_decay_params",

@@ -276,7 +276,8 @@ static const struct zn_key bf16_keys[] = {
 	 * the defaults that differ from DeepSpeed's). */
 	KEYN(struct zn_bf16_config, "check_grad_overflow", NULL, ZN_KEY_BOOL, check_grad_overflow,
 	     "false", 0, 1, NULL, AUTO, "skip a step whose gradients hold inf or nan",
-	     "zinc skips overflowing steps in fp16 only; a bf16 step always updates"),
+	     "zinc skips overflowing steps in fp16 only; a bf16 step whose gradients hold "
+	     "inf or nan stops the run with a message instead"),
 	B16("bf16_master_weights_and_grads", NULL, ZN_KEY_BOOL, bf16_master_weights_and_grads,
 	    "false", 0, 1, NULL, UNSUP, "keep master weights and gradients in bf16"),
 	B16("bf16_optimizer_states", NULL, ZN_KEY_BOOL, bf16_optimizer_states, "false", 0, 1,

@@ -347,6 +347,11 @@ ZN_API bool zn_config_key_auto(const struct zn_config *cfg, const char *path);
  * many keys were "auto" (0: buf is ""). */
 ZN_API int zn_config_auto_report(const struct zn_config *cfg, char *buf, size_t len);
 
+/* The i-th rule of "auto": the key's path, and in *from (if not NULL)
+ * where its value comes from; NULL past the last.  A key that takes
+ * "auto" and has no rule keeps its default. */
+ZN_API const char *zn_config_auto_rule(size_t i, const char **from);
+
 /* One line naming the defaults zinc uses that differ from DeepSpeed's and
  * matter to this config (keys the file left out); returns how many (0:
  * buf is ""). */
