@@ -696,8 +696,11 @@ static const struct zn_key checkpoint_keys[] = {
 	   "newest checkpoints kept; 0: all"),
 	CK("resume", NULL, ZN_KEY_BOOL, resume, "false", 0, 1, NULL, ZINC,
 	   "continue from the newest checkpoint in dir"),
-	CK("tag_validation", NULL, ZN_KEY_ENUM, tag_validation, "Warn", 0, 0, tag_validation, 0,
-	   "DeepSpeed's check that all ranks save the same tag (one rank: nothing to check)"),
+	KEYN(struct zn_checkpoint_config, "tag_validation", NULL, ZN_KEY_ENUM, tag_validation,
+	     "Warn", 0, 0, tag_validation, 0,
+	     "DeepSpeed's check that all ranks save the same tag",
+	     "zinc's ranks save each step's checkpoint together, named by the step: there is "
+	     "no tag to compare"),
 	CK("load_universal", NULL, ZN_KEY_BOOL, load_universal, "false", 0, 1, NULL, UNSUP,
 	   "load a DeepSpeed universal checkpoint"),
 	CK("use_node_local_storage", NULL, ZN_KEY_BOOL, use_node_local_storage, "false", 0, 1,
