@@ -357,12 +357,11 @@ static int load_section(struct lctx *lc, const struct zn_key_table *sec, void *o
 			return zn_doc_fail(key, rc ? rc : -ENOENT, "%s%s", prefix, zn_last_error());
 		}
 		snprintf(kpath, sizeof(kpath), "%s%s", sub_prefix, k->name);
-		/* A key and its alias both given: the same field twice. */
-		for (size_t j = 0; j < map->n; j++) {
+		/* A key and its alias both given: the same field twice, named
+		 * at the later one ("type", read first, has no alias). */
+		for (size_t j = 0; j < i; j++) {
 			const struct zn_doc_node *prev = map->pairs[j].key;
-			if (j != i && prev->line * 100000 + prev->column <
-					      key->line * 100000 + key->column &&
-			    prev->kind == ZN_DOC_SCALAR && zn_keys_find(sec, prev->text) == k)
+			if (prev->kind == ZN_DOC_SCALAR && zn_keys_find(sec, prev->text) == k)
 				return zn_doc_fail(key, -EINVAL,
 						   "%s: set twice, as '%s' (line %zu) and as '%s'; "
 						   "keep one",
