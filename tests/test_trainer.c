@@ -650,6 +650,44 @@ static void test_weight_decay_params(void **state)
 	free(first);
 }
 
+/* sub_group_size 0, DeepSpeed's one parameter per sub-group: NVMe states
+ * in sub-groups of the largest tensor's size, training as the device does,
+ * bit for bit (and not one sub-group of everything, which needs the most
+ * memory). */
+static void test_sub_group_size_zero(void **state)
+{
+	(void)state;
+	const char *zero[] = { "zero_optimization.sub_group_size=0" };
+	size_t len, dev_len;
+	char *dev = run_with(&placements[0], "sg0-device", NULL, 0, &dev_len);
+	char *nvme = run_with(&placements[2], "sg0-nvme", zero, 1, &len);
+	if (len != dev_len || memcmp(nvme, dev, len) != 0)
+		fail_msg("sub_group_size 0 on NVMe trains other weights than the device");
+	/* Smaller sub-groups than one of everything (sub_group_size 1e9 for
+	 * this model): less pinned host memory in the plan. */
+	uint64_t pinned[2] = { 0, 0 };
+	const char *whole[] = { "zero_optimization.sub_group_size=1e9" };
+	for (int i = 0; i < 2; i++) {
+		struct zn_config cfg;
+		assert_int_equal(load(&placements[2], &precisions[0], folder("ck-%s", "sg0-plan"),
+				      false, i ? whole : zero, 1, &cfg),
+				 0);
+		struct zn_plan *plan = calloc(1, sizeof(*plan));
+		assert_non_null(plan);
+		if (zn_plan_compute(&cfg, plan) != 0)
+			fail_msg("zn_plan_compute: %s", zn_last_error());
+		for (unsigned k = 0; k < plan->ntiers; k++)
+			if (plan->tiers[k].kind == ZN_PLAN_PINNED)
+				pinned[i] += plan->tiers[k].needed;
+		free(plan);
+	}
+	print_message("pinned: sub_group_size 0 %llu bytes, 1e9 %llu\n",
+		      (unsigned long long)pinned[0], (unsigned long long)pinned[1]);
+	assert_true(pinned[0] > 0 && pinned[0] < pinned[1]);
+	free(nvme);
+	free(dev);
+}
+
 /* zn_checkpoint_consolidate reads a checkpoint without a trainer: from
  * every placement (fp32), the model file it writes is the one the save
  * wrote, byte for byte; a folder without a checkpoint is refused. */
@@ -759,6 +797,7 @@ int main(void)
 		cmocka_unit_test(test_resume_is_exact),
 		cmocka_unit_test(test_consolidate),
 		cmocka_unit_test(test_weight_decay_params),
+		cmocka_unit_test(test_sub_group_size_zero),
 		cmocka_unit_test(test_bad_input),
 	};
 	return tu_run_group_tests(tests, write_data, cleanup);
