@@ -34,7 +34,8 @@ const struct zn_key *zn_keys_find(const struct zn_key_table *sec, const char *na
 {
 	for (size_t i = 0; i < sec->nkeys; i++) {
 		const struct zn_key *k = &sec->keys[i];
-		if (strcmp(k->name, name) == 0 || (k->alias && strcmp(k->alias, name) == 0))
+		if (strcmp(k->name, name) == 0 || (k->alias && strcmp(k->alias, name) == 0) ||
+		    (k->deprecated && strcmp(k->deprecated, name) == 0))
 			return k;
 	}
 	return NULL;
@@ -56,6 +57,11 @@ const struct zn_key *zn_keys_nearest(const struct zn_key_table *sec, const char 
 	if (best && best_d <= ZN_MAX(2u, (unsigned)strlen(name) / 3))
 		return best;
 	return NULL;
+}
+
+bool zn_keys_accepts_auto(const struct zn_key_table *sec, const struct zn_key *k)
+{
+	return k->type != ZN_KEY_SECTION && ((k->flags & ZN_KEY_AUTO) || sec->auto_default);
 }
 
 static int parse_bool(const char *v, bool *out)
@@ -100,10 +106,13 @@ int zn_keys_set(const struct zn_key_table *sec, void *obj, const char *name, con
 	}
 	field = (uint8_t *)obj + k->offset;
 
-	/* "auto" for a number, bool, choice or pair: the default stands
-	 * (UINT/SIZE handle it below: 0, resolved by the consumer). */
-	if ((k->flags & ZN_KEY_AUTO) && strcasecmp(value, "auto") == 0 && k->def &&
-	    k->type != ZN_KEY_UINT && k->type != ZN_KEY_SIZE && strcasecmp(k->def, "auto") != 0)
+	/* "auto" for a number, bool, choice or pair, or for any key of a
+	 * section that takes "auto" everywhere: the default stands (UINT/SIZE
+	 * keys marked ZN_KEY_AUTO handle it below: 0, resolved by the
+	 * consumer). */
+	if (zn_keys_accepts_auto(sec, k) && strcasecmp(value, "auto") == 0 && k->def &&
+	    !((k->flags & ZN_KEY_AUTO) && (k->type == ZN_KEY_UINT || k->type == ZN_KEY_SIZE)) &&
+	    strcasecmp(k->def, "auto") != 0)
 		return zn_keys_set(sec, obj, k->name, k->def);
 
 	switch (k->type) {

@@ -55,14 +55,17 @@ static const struct zn_key optimizer_keys[] = {
 	{ "pipeline_write", NULL, ZN_KEY_BOOL, O(pipeline_write), "false", 0, 1, NULL, 0,
 	  "write the previous sub-group back while the current one is updated" },
 	{ "fast_init", NULL, ZN_KEY_BOOL, O(fast_init), "false", 0, 1, NULL, 0,
-	  "initialise optimizer states on NVMe without staging them in host memory (zinc "
-	  "always does: sub-group by sub-group)" },
+	  "initialise optimizer states on NVMe without staging them in host memory",
+	  .noop = "zinc always initialises NVMe states sub-group by sub-group through the "
+		  "swapper's buffers, which is what fast_init asks for" },
 	{ "ratio", NULL, ZN_KEY_DOUBLE, O(ratio), "1.0", 0, 1, NULL, 0,
 	  "share of the optimizer step run on the CPU (only 1.0 is supported)" },
 	{ "super_offload", NULL, ZN_KEY_BOOL, O(super_offload), "false", 0, 1, NULL, 0,
 	  "SuperOffload for Grace-Hopper (not supported; must be false)" },
-	{ "cpuadam_cores_perc", NULL, ZN_KEY_DOUBLE, O(cpuadam_cores_perc), "0.8", 0.01, 1,
-	  NULL, 0, "share of the cores the CPU optimizer uses" },
+	{ "cpuadam_cores_perc", NULL, ZN_KEY_DOUBLE, O(cpuadam_cores_perc), "0.8", 0, 1,
+	  NULL, 0, "share of the cores the CPU optimizer uses",
+	  .noop = "zinc's CPU Adam runs on its thread pool, one thread per core this "
+		  "process may use" },
 	{ "checksum", NULL, ZN_KEY_BOOL, O(checksum), "true", 0, 1, NULL, ZN_KEY_ZINC_ONLY,
 	  "XXH3 checksum per swapped tensor, verified on every read" },
 	{ "stripe_size", NULL, ZN_KEY_SIZE, O(stripe_size), "4M", 4096, 1ull << 30, NULL,
@@ -123,6 +126,7 @@ const struct zn_key_table zn_offload_param_key_table = {
 	.nkeys = ZN_ARRAY_SIZE(param_keys),
 	.struct_size = sizeof(struct zn_offload_param_config),
 	.validate = param_validate,
+	.auto_default = true,
 };
 
 const struct zn_key_table zn_offload_optimizer_key_table = {
@@ -132,6 +136,7 @@ const struct zn_key_table zn_offload_optimizer_key_table = {
 	.nkeys = ZN_ARRAY_SIZE(optimizer_keys),
 	.struct_size = sizeof(struct zn_offload_optimizer_config),
 	.validate = optimizer_validate,
+	.auto_default = true,
 };
 
 int zn_offload_param_pool(const struct zn_offload_param_config *cfg, uint64_t largest_elems,

@@ -339,7 +339,7 @@ static void test_yaml_and_json_files_agree(void **state)
 	assert_int_equal(cap.count[ZN_LOG_WARN], 0);
 	/* Only DeepSpeed's not-implemented-yet section is an INFO line. */
 	assert_int_equal(cap.count[ZN_LOG_INFO], 1);
-	assert_non_null(captured(&cap, ":22:3: 'wall_clock_breakdown' is not used by zinc yet"));
+	assert_non_null(captured(&cap, ":22:3: 'wall_clock_breakdown' is not used by zinc: "));
 	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
 
 	assert_int_equal(y.zero_optimization.stage, 3);
@@ -432,7 +432,7 @@ static void test_unknown_top_level_key_warns(void **state)
 
 	(void)state;
 	zn_log_set_sink(capture_sink, &cap, ZN_LOG_INFO);
-	assert_int_equal(load("train_batch_sise: 8\n"
+	assert_int_equal(load("tensorbord: {enabled: true}\n"
 			      "wandb: {enabled: true}\n"
 			      "aio:\n"
 			      "  queue_depth: 16\n"
@@ -441,13 +441,15 @@ static void test_unknown_top_level_key_warns(void **state)
 			 0);
 	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
 
-	/* Loading went on past the warnings. */
+	/* Loading went on past the warnings: the two unknown keys, and the
+	 * one line listing what does nothing (wandb, enabled). */
 	assert_int_equal(cfg.aio.queue_depth, 16);
-	assert_int_equal(cap.count[ZN_LOG_WARN], 2);
+	assert_int_equal(cap.count[ZN_LOG_WARN], 3);
 	assert_int_equal(cap.count[ZN_LOG_INFO], 1);
-	assert_non_null(captured(&cap, "t.yaml:1:1: unknown top-level key 'train_batch_sise'"));
-	assert_non_null(captured(&cap, "did you mean 'train_batch_size'?"));
-	assert_non_null(captured(&cap, "t.yaml:2:1: 'wandb' is not used by zinc yet"));
+	assert_non_null(captured(&cap, "t.yaml:1:1: unknown top-level key 'tensorbord'"));
+	assert_non_null(captured(&cap, "did you mean 'tensorboard'?"));
+	assert_non_null(captured(&cap, "t.yaml:2:1: 'wandb' is not used by zinc: "));
+	assert_non_null(captured(&cap, "t.yaml: 1 key does nothing in zinc: wandb (a Weights"));
 	const char *far = captured(&cap, "t.yaml:5:1: unknown top-level key 'zzzz_qqqq_xxxx'");
 	assert_non_null(far);
 	assert_null(strstr(far, "did you mean"));
@@ -464,11 +466,13 @@ static void test_override_positions(void **state)
 
 	(void)state;
 	zn_log_set_sink(capture_sink, &cap, ZN_LOG_INFO);
+	/* A misspelt key zinc reads is an error, named by the override. */
 	assert_int_equal(zn_config_load_string_set(text, strlen(text), "t.yaml", unknown, 1, &cfg),
-			 0);
+			 -EINVAL);
 	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
-	assert_non_null(captured(&cap, "--set trian_batch_size=8: unknown top-level key "
-				       "'trian_batch_size'"));
+	assert_non_null(strstr(zn_last_error(), "--set trian_batch_size=8: unknown top-level key "
+						"'trian_batch_size'; did you mean "
+						"'train_batch_size'?"));
 	/* An empty file is an empty mapping that --set fills. */
 	assert_int_equal(zn_config_load_string_set("", 0, "t.yaml", key, 1, &cfg), 0);
 	assert_int_equal(cfg.aio.queue_depth, 4);
@@ -723,7 +727,12 @@ static void test_full_ds_config(void **state)
 	zn_log_set_sink(capture_sink, &cap, ZN_LOG_INFO);
 	assert_int_equal(load(full_json, &c), 0);
 	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
-	assert_int_equal(cap.count[ZN_LOG_WARN] + cap.count[ZN_LOG_INFO], 0);
+	/* One line: the 16-bit gather at save and the tag check do nothing
+	 * in zinc. */
+	assert_int_equal(cap.count[ZN_LOG_WARN] + cap.count[ZN_LOG_INFO], 1);
+	assert_non_null(captured(&cap, "2 keys do nothing in zinc: zero_optimization."
+				       "stage3_gather_16bit_weights_on_model_save=true ("));
+	assert_non_null(captured(&cap, "; checkpoint.tag_validation=Fail (zinc's ranks"));
 
 	assert_int_equal(c.batch.train_batch_size, 32);
 	assert_int_equal(c.batch.micro_batch, 4);
@@ -853,9 +862,9 @@ static void test_betas(void **state)
 			      &c),
 			 0);
 	assert_true(c.optimizer.params.betas[0] == 0.25 && c.optimizer.params.betas[1] == 0.5);
-	/* "auto" keeps the default. */
+	/* "auto": the Hugging Face Trainer's defaults (learning_rate 5e-5). */
 	assert_int_equal(load("optimizer: {params: {betas: auto, lr: auto}}\n", &c), 0);
-	assert_true(c.optimizer.params.betas[1] == 0.999 && c.optimizer.params.lr == 1e-3);
+	assert_true(c.optimizer.params.betas[1] == 0.999 && c.optimizer.params.lr == 5e-5);
 
 	assert_int_equal(load("optimizer:\n  params:\n    betas: [0.9]\n", &c), -EINVAL);
 	assert_error("3:12", "optimizer.params.betas: expected a list of two numbers, found 1 item");
@@ -883,8 +892,15 @@ static const struct bad_value nested_bad[] = {
 	  "zero_optimization.offload_optimizer.nvme_path: required" },
 	{ "zero_optimization:\n  offload_optimizer:\n    ratio: 0.5\n", "3:12",
 	  "zero_optimization.offload_optimizer.ratio: 0.5 is not supported yet" },
-	{ "zero_optimization:\n  stage: 2\n  offload_param: {device: cpu}\n", "3:18",
-	  "zero_optimization.offload_param: parameter offload needs stage 3" },
+	/* The type is checked before the parameters only that type takes. */
+	{ "optimizer:\n  params: {freeze_step: 400, cuda_aware: false}\n  type: OneBitAdam\n",
+	  "3:9", "optimizer.type: OneBitAdam is refused: it compresses the gradients" },
+	{ "optimizer: {type: ZeroOneAdam, params: {var_freeze_step: 10}}\n", "1:19",
+	  "optimizer.type: ZeroOneAdam is refused" },
+	{ "optimizer: {params: {max_coeff: 0.3}, type: OneBitLamb}\n", "1:45",
+	  "optimizer.type: OneBitLamb is refused" },
+	{ "scheduler: {params: {cycle_min_lr: 0.1}, type: OneCycle}\n", "1:48",
+	  "scheduler.type: OneCycle is not supported yet" },
 	{ "zero_optimization:\n  stage: 4\n", "2:10", "zero_optimization.stage: 4 is out of range" },
 	{ "optimizer:\n  type: Lamb\n", "2:9", "optimizer.type: Lamb is not supported yet" },
 	{ "optimizer:\n  type: SGD2\n", "2:9", "optimizer.type: 'SGD2' is not one of" },
@@ -922,8 +938,10 @@ static const struct bad_value unsupported[] = {
 	  "zero_optimization.mics_shard_size: 8 is not supported yet" },
 	{ "zero_optimization:\n  zeropp_loco_param: {err_beta: 0.8}\n", "2:3",
 	  "zero_optimization.zeropp_loco_param: not supported yet" },
-	{ "zero_optimization:\n  cpu_offload: true\n", "2:16",
-	  "use offload_optimizer.device: cpu" },
+	{ "bf16:\n  bf16_optimizer_states: true\n", "2:26",
+	  "bf16.bf16_optimizer_states: true is not supported yet" },
+	{ "zero_optimization: {zenflow: {topk_ratio: 0.1}}\n", "1:21",
+	  "zero_optimization.zenflow: not supported yet" },
 	{ "{\"zero_optimization\": {\"stage3_module_granularity_threshold\": 100}}", "1:63",
 	  "stage3_module_granularity_threshold: 100 is not supported yet" },
 	{ "fp16:\n  auto_cast: true\n", "2:14", "fp16.auto_cast: true is not supported yet" },
@@ -988,15 +1006,13 @@ static void test_unknown_nested_keys(void **state)
 	assert_int_equal(load("bfloat16: {enabled: true}\nbf16: {enabled: true}\n", &c), -EINVAL);
 	assert_error("2:1", "bf16: set twice");
 
-	/* A typo of a section at the top level warns with the nearest. */
-	struct capture cap = { 0 };
-	zn_log_set_sink(capture_sink, &cap, ZN_LOG_INFO);
-	assert_int_equal(load("zero_optimisation: {stage: 3}\noptimiser: {}\n", &c), 0);
-	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
-	assert_int_equal(cap.count[ZN_LOG_WARN], 2);
-	assert_non_null(captured(&cap, "t.yaml:1:1: unknown top-level key 'zero_optimisation' "
-				       "is ignored; did you mean 'zero_optimization'?"));
-	assert_non_null(captured(&cap, "did you mean 'optimizer'?"));
+	/* A typo of a section zinc reads would train without it: an error
+	 * with the nearest. */
+	assert_int_equal(load("zero_optimisation: {stage: 3}\n", &c), -EINVAL);
+	assert_error("1:1", "unknown top-level key 'zero_optimisation'; did you mean "
+			    "'zero_optimization'?");
+	assert_int_equal(load("optimiser: {}\n", &c), -EINVAL);
+	assert_error("1:1", "did you mean 'optimizer'?");
 }
 
 static void test_auto_values(void **state)
@@ -1014,11 +1030,11 @@ static void test_auto_values(void **state)
 	/* model defaults to GPT-2 124M's n_embd 768. */
 	assert_int_equal(c.zero_optimization.reduce_bucket_size, 768 * 768);
 	assert_false(c.fp16.enabled);
-	assert_true(c.gradient_clipping == 0);
+	assert_true(c.gradient_clipping == 1.0); /* the Trainer's max_grad_norm */
 	assert_int_equal(c.scheduler.params.total_num_steps, 0);
-	assert_true(c.scheduler.params.warmup_max_lr == 0.001);
+	assert_true(c.scheduler.params.warmup_max_lr == 0.001); /* optimizer.params.lr's */
 	/* zn_config_resolve_auto leaves given values alone. */
-	c.zero_optimization.reduce_bucket_size = 0;
+	c.zero_optimization.reduce_bucket_size = UINT64_MAX;
 	c.zero_optimization.prefetch_bucket_size = 123;
 	c.model.n_embd = 10;
 	zn_config_resolve_auto(&c);
@@ -1058,9 +1074,270 @@ static void test_auto_values(void **state)
 	assert_int_equal(c.zero_optimization.param_persistence_threshold, 0);
 	assert_int_equal(c.zero_optimization.prefetch_bucket_size, 0);
 
-	/* Keys without ZN_KEY_AUTO refuse it with a clear message. */
-	assert_int_equal(load("zero_optimization: {stage: auto}\n", &c), -EINVAL);
-	assert_error("1:28", "'auto' is not accepted for this key");
+	/* DeepSpeed drops "auto" on every key of its pydantic sections: the
+	 * default stands, and the load records it. */
+	assert_int_equal(load("zero_optimization: {stage: auto, overlap_comm: auto}\n", &c), 0);
+	assert_int_equal(c.zero_optimization.stage, 0);
+	assert_true(zn_config_key_auto(&c, "zero_optimization.stage"));
+	assert_true(zn_config_key_given(&c, "zero_optimization.overlap_comm"));
+	assert_false(zn_config_key_given(&c, "zero_optimization.sub_group_size"));
+	/* Keys of other sections refuse it with a clear message. */
+	assert_int_equal(load("aio: {queue_depth: auto}\n", &c), -EINVAL);
+	assert_error("1:20", "'auto' is not accepted for this key");
+}
+
+/* Load `text` with `sets` overrides, warnings captured in `cap`. */
+static int load_set(const char *text, const char *const *sets, size_t n, struct capture *cap,
+		    struct zn_config *c)
+{
+	if (cap)
+		zn_log_set_sink(capture_sink, cap, ZN_LOG_INFO);
+	int rc = zn_config_load_string_set(text, strlen(text), "t.yaml", sets, n, c);
+	zn_log_set_sink(NULL, NULL, ZN_LOG_WARN);
+	return rc;
+}
+
+/* Each "auto" as the Hugging Face Trainer fills it, one rule at a time. */
+static void test_hf_auto_rules(void **state)
+{
+	struct zn_config c;
+	char line[4096];
+
+	(void)state;
+	/* The schedule's peak is the optimizer's lr, whatever sets it. */
+	static const char linked[] =
+		"optimizer: {type: AdamW, params: {lr: 2e-4}}\n"
+		"scheduler: {type: WarmupDecayLR, params: {warmup_max_lr: auto, total_num_steps: "
+		"auto}}\n";
+	assert_int_equal(load(linked, &c), 0);
+	assert_true(c.scheduler.params.warmup_max_lr == 2e-4);
+	const char *lr[] = { "optimizer.params.lr=3e-5" };
+	assert_int_equal(load_set(linked, lr, 1, NULL, &c), 0);
+	assert_true(c.optimizer.params.lr == 3e-5 && c.scheduler.params.warmup_max_lr == 3e-5);
+	assert_true(zn_config_key_auto(&c, "scheduler.params.warmup_max_lr"));
+	assert_false(zn_config_key_auto(&c, "optimizer.params.lr"));
+	assert_true(zn_config_key_given(&c, "optimizer.params.lr"));
+	assert_int_equal(c.scheduler.params.total_num_steps, 0); /* the run's, later */
+	/* Both auto: the Trainer's learning_rate default, in both. */
+	assert_int_equal(load("optimizer: {params: {lr: auto}}\n"
+			      "scheduler: {type: WarmupLR, params: {warmup_max_lr: auto}}\n", &c),
+			 0);
+	assert_true(c.optimizer.params.lr == 5e-5 && c.scheduler.params.warmup_max_lr == 5e-5);
+	/* A given peak is not touched. */
+	assert_int_equal(load("optimizer: {params: {lr: 1e-4}}\n"
+			      "scheduler: {type: WarmupLR, params: {warmup_max_lr: 0.01}}\n", &c),
+			 0);
+	assert_true(c.scheduler.params.warmup_max_lr == 0.01);
+	/* Clipping: the Trainer's max_grad_norm 1.0; the Trainer's zeros. */
+	assert_int_equal(load("gradient_clipping: auto\nscheduler: {type: WarmupLR, params: "
+			      "{warmup_min_lr: auto, warmup_num_steps: auto}}\n"
+			      "optimizer: {params: {weight_decay: auto, eps: auto}}\n", &c),
+			 0);
+	assert_true(c.gradient_clipping == 1.0 && c.scheduler.params.warmup_min_lr == 0);
+	assert_int_equal(c.scheduler.params.warmup_num_steps, 0);
+	assert_true(c.optimizer.params.weight_decay == 0 && c.optimizer.params.eps == 1e-8);
+	/* The batch identity: any two give the third, "auto" counting as
+	 * absent. */
+	assert_int_equal(load("train_batch_size: 24\ntrain_micro_batch_size_per_gpu: auto\n"
+			      "gradient_accumulation_steps: 3\n", &c),
+			 0);
+	assert_int_equal(c.batch.micro_batch, 8);
+	assert_int_equal(load("train_batch_size: auto\ntrain_micro_batch_size_per_gpu: 4\n"
+			      "gradient_accumulation_steps: 2\n", &c),
+			 0);
+	assert_int_equal(c.batch.train_batch_size, 8);
+	assert_int_equal(load("train_batch_size: 12\ntrain_micro_batch_size_per_gpu: 4\n"
+			      "gradient_accumulation_steps: auto\n", &c),
+			 0);
+	assert_int_equal(c.batch.grad_accum, 3);
+	/* The hidden size: hidden^2 for the reduce bucket at any stage; the
+	 * stage-3 two at stage 3 only (DeepSpeed's defaults below it). */
+	static const char hidden[] =
+		"model: {n_embd: 64, n_head: 4}\n"
+		"zero_optimization: {stage: %d, reduce_bucket_size: auto, "
+		"stage3_prefetch_bucket_size: auto, stage3_param_persistence_threshold: auto}\n";
+	char text[512];
+	snprintf(text, sizeof(text), hidden, 3);
+	assert_int_equal(load(text, &c), 0);
+	assert_int_equal(c.zero_optimization.reduce_bucket_size, 64 * 64);
+	assert_int_equal(c.zero_optimization.prefetch_bucket_size, (uint64_t)(0.9 * 64 * 64));
+	assert_int_equal(c.zero_optimization.param_persistence_threshold, 640);
+	snprintf(text, sizeof(text), hidden, 2);
+	assert_int_equal(load(text, &c), 0);
+	assert_int_equal(c.zero_optimization.reduce_bucket_size, 64 * 64);
+	assert_int_equal(c.zero_optimization.prefetch_bucket_size, 50000000);
+	assert_int_equal(c.zero_optimization.param_persistence_threshold, 100000);
+	/* A llama's hidden size comes from its config.json: the sizes stay
+	 * auto until the trainer (or the plan) knows it. */
+	assert_int_equal(load("model: {type: llama}\nzero_optimization: {stage: 3, "
+			      "reduce_bucket_size: auto, stage3_param_persistence_threshold: "
+			      "auto}\n", &c),
+			 0);
+	assert_true(c.zero_optimization.reduce_bucket_size == UINT64_MAX);
+	zn_config_resolve_hidden(&c, 3072);
+	assert_int_equal(c.zero_optimization.reduce_bucket_size, 3072ull * 3072);
+	assert_int_equal(c.zero_optimization.param_persistence_threshold, 30720);
+
+	/* One line says what each became, and from what. */
+	assert_int_equal(load_set(linked, lr, 1, NULL, &c), 0);
+	assert_int_equal(zn_config_auto_report(&c, line, sizeof(line)), 2);
+	assert_non_null(strstr(line, "scheduler.params.warmup_max_lr=3e-05 (optimizer.params.lr)"));
+	assert_non_null(strstr(line, "scheduler.params.total_num_steps="));
+	assert_int_equal(load("a_key_zinc_does_not_know: 1\n", &c), 0);
+	assert_int_equal(zn_config_auto_report(&c, line, sizeof(line)), 0);
+	assert_string_equal(line, "");
+	/* DeepSpeed drops "auto" on its pydantic sections' keys. */
+	assert_int_equal(load("zero_optimization: {stage: 3, "
+			      "stage3_gather_16bit_weights_on_model_save: auto}\n"
+			      "bf16: {enabled: auto}\n", &c),
+			 0);
+	assert_false(c.zero_optimization.gather_16bit_weights_on_model_save || c.bf16.enabled);
+	assert_int_equal(zn_config_auto_report(&c, line, sizeof(line)), 2);
+	assert_non_null(strstr(line, "bf16.enabled=false (off: zinc has no --bf16"));
+	assert_non_null(strstr(line, "save=false (DeepSpeed's default"));
+	/* The defaults unlike DeepSpeed's that apply to a stage-3 file without
+	 * overlap_comm or gradient_clipping. */
+	assert_int_equal(zn_config_defaults_report(&c, line, sizeof(line)), 2);
+	assert_non_null(strstr(line, "zero_optimization.overlap_comm false (DeepSpeed: true at "
+				     "stage 3)"));
+	assert_non_null(strstr(line, "gradient_clipping 0"));
+	assert_int_equal(load("gradient_clipping: 0\nzero_optimization: {stage: 3, overlap_comm: "
+			      "false}\n", &c),
+			 0);
+	assert_int_equal(zn_config_defaults_report(&c, line, sizeof(line)), 0);
+	assert_int_equal(load("optimizer: {params: {weight_decay: 0.1}}\n", &c), 0);
+	assert_int_equal(zn_config_defaults_report(&c, line, sizeof(line)), 2);
+	assert_non_null(strstr(line, "weight_decay_params matrices"));
+}
+
+/* DeepSpeed's other spellings and placements, each read with its meaning. */
+static void test_deepspeed_spellings(void **state)
+{
+	struct zn_config c;
+	(void)state;
+
+	/* Deprecated keys with a replacement, read as it with a warning. */
+	struct capture cap = { 0 };
+	assert_int_equal(load_set("zero_optimization: {stage: 2, cpu_offload: true}\n", NULL, 0,
+				  &cap, &c),
+			 0);
+	assert_int_equal(c.zero_optimization.offload_optimizer.device, ZN_OFFLOAD_CPU);
+	assert_non_null(captured(&cap, "cpu_offload is deprecated by DeepSpeed; read as "
+				       "offload_optimizer.device: cpu"));
+	memset(&cap, 0, sizeof(cap));
+	assert_int_equal(load_set("zero_optimization: {stage: 3, cpu_offload_param: true, "
+				  "cpu_offload: true}\n", NULL, 0, &cap, &c),
+			 0);
+	assert_int_equal(c.zero_optimization.offload_param.device, ZN_OFFLOAD_CPU);
+	assert_int_equal(cap.count[ZN_LOG_WARN], 2);
+	/* Deprecated and its replacement together: refused, as DeepSpeed does. */
+	assert_int_equal(load("zero_optimization: {stage: 2, cpu_offload: true, "
+			      "offload_optimizer: {device: cpu}}\n", &c),
+			 -EINVAL);
+	assert_error("1:44", "cpu_offload: given with offload_optimizer");
+	/* DeepSpeed reads cpu_offload_use_pin_memory nowhere: a listed no-op. */
+	memset(&cap, 0, sizeof(cap));
+	assert_int_equal(load_set("zero_optimization: {cpu_offload_use_pin_memory: true}\n", NULL,
+				  0, &cap, &c),
+			 0);
+	assert_non_null(captured(&cap, "1 key does nothing in zinc: zero_optimization."
+				       "cpu_offload_use_pin_memory=true (deprecated"));
+	/* The 16-bit gather: the stage3_ name, the field name, the fp16 name. */
+	static const char *const gather[] = { "stage3_gather_16bit_weights_on_model_save",
+					      "gather_16bit_weights_on_model_save",
+					      "stage3_gather_fp16_weights_on_model_save" };
+	for (int i = 0; i < 3; i++) {
+		char text[256];
+		memset(&cap, 0, sizeof(cap));
+		snprintf(text, sizeof(text), "zero_optimization: {%s: true}\n", gather[i]);
+		assert_int_equal(load_set(text, NULL, 0, &cap, &c), 0);
+		assert_true(c.zero_optimization.gather_16bit_weights_on_model_save);
+		assert_int_equal(cap.count[ZN_LOG_WARN], i == 2 ? 2 : 1); /* deprecated; no-op */
+	}
+	/* Every stage3_ key by its pydantic field name too. */
+	assert_int_equal(load("zero_optimization: {prefetch_bucket_size: 7, "
+			      "param_persistence_threshold: 8, max_live_parameters: 9, "
+			      "max_reuse_distance: 10}\n", &c),
+			 0);
+	assert_int_equal(c.zero_optimization.prefetch_bucket_size, 7);
+	assert_int_equal(c.zero_optimization.param_persistence_threshold, 8);
+	assert_int_equal(c.zero_optimization.max_live_parameters, 9);
+	assert_int_equal(c.zero_optimization.max_reuse_distance, 10);
+	/* The boolean zero_optimization: stage 1 (or 0), with a warning. */
+	memset(&cap, 0, sizeof(cap));
+	assert_int_equal(load_set("zero_optimization: true\n", NULL, 0, &cap, &c), 0);
+	assert_int_equal(c.zero_optimization.stage, 1);
+	assert_non_null(captured(&cap, "DeepSpeed's deprecated form; read as stage 1"));
+	assert_int_equal(load("zero_optimization: false\n", &c), 0);
+	assert_int_equal(c.zero_optimization.stage, 0);
+	assert_int_equal(load("zero_optimization: maybe\n", &c), -EINVAL);
+	/* aio inside zero_optimization: read as the top-level aio. */
+	memset(&cap, 0, sizeof(cap));
+	assert_int_equal(load_set("zero_optimization: {stage: 3, aio: {queue_depth: 32}}\n", NULL,
+				  0, &cap, &c),
+			 0);
+	assert_int_equal(c.aio.queue_depth, 32);
+	assert_non_null(captured(&cap, "aio belongs at the top level"));
+	assert_int_equal(load("aio: {queue_depth: 4}\nzero_optimization: {aio: {queue_depth: "
+			      "32}}\n", &c),
+			 -EINVAL);
+	assert_error("2:21", "an aio section is also at the top level (line 1)");
+	/* aio's older thread_count. */
+	assert_int_equal(load("aio: {thread_count: 3}\n", &c), 0);
+	assert_int_equal(c.aio.intra_op_parallelism, 3);
+	/* fp16's loss-scaler keys in bf16: tolerated, listed when set. */
+	memset(&cap, 0, sizeof(cap));
+	assert_int_equal(load_set("bf16: {enabled: true, loss_scale: 0, initial_scale_power: 16, "
+				  "loss_scale_window: 1000, hysteresis: 2, min_loss_scale: 1}\n",
+				  NULL, 0, &cap, &c),
+			 0);
+	assert_int_equal(cap.count[ZN_LOG_WARN], 0);
+	assert_int_equal(load_set("bf16: {enabled: true, loss_scale: 128}\n", NULL, 0, &cap, &c),
+			 0);
+	assert_non_null(captured(&cap, "bf16.loss_scale=128 (bf16 has fp32's exponent range"));
+	/* offload_param below stage 3: DeepSpeed warns and does not use it. */
+	memset(&cap, 0, sizeof(cap));
+	assert_int_equal(load_set("zero_optimization: {stage: 2, offload_param: {device: cpu}}\n",
+				  NULL, 0, &cap, &c),
+			 0);
+	assert_int_equal(c.zero_optimization.offload_param.device, ZN_OFFLOAD_NONE);
+	assert_non_null(captured(&cap, "offload_param: parameter offload is a stage 3 feature"));
+	/* partition_activations without model parallelism: a listed no-op. */
+	memset(&cap, 0, sizeof(cap));
+	assert_int_equal(load_set("activation_checkpointing: {partition_activations: true}\n",
+				  NULL, 0, &cap, &c),
+			 0);
+	assert_non_null(captured(&cap, "partition_activations=true (it splits checkpoints"));
+	/* The zeros DeepSpeed allows. */
+	assert_int_equal(load("zero_optimization: {sub_group_size: 0, reduce_bucket_size: 0, "
+			      "stage3_model_persistence_threshold: 0, "
+			      "stage3_param_persistence_threshold: 1000}\n", &c),
+			 0);
+	assert_int_equal(c.zero_optimization.sub_group_size, 0);
+	assert_int_equal(c.zero_optimization.reduce_bucket_size, 0);
+	assert_int_equal(c.zero_optimization.param_persistence_threshold, 0);
+	assert_int_equal(load("zero_optimization: {stage3_model_persistence_threshold: 5}\n", &c),
+			 -EINVAL);
+	assert_error("1:57", "stage3_model_persistence_threshold: 5 is not supported yet");
+	/* An abbreviated DeepSpeed key is suggested by its full name. */
+	memset(&cap, 0, sizeof(cap));
+	assert_int_equal(load_set("seq_parallel_comm_data_type: fp16\n", NULL, 0, &cap, &c), 0);
+	assert_non_null(captured(&cap, "did you mean 'seq_parallel_communication_data_type'?"));
+	/* The DeepSpeed sections zinc does not use: quiet at their defaults,
+	 * listed (once) when they would do something. */
+	memset(&cap, 0, sizeof(cap));
+	assert_int_equal(load_set("tensorboard: {enabled: false, output_path: x}\n"
+				  "prescale_gradients: false\ngradient_predivide_factor: 1.0\n"
+				  "zero_force_ds_cpu_optimizer: true\n", NULL, 0, &cap, &c),
+			 0);
+	assert_int_equal(cap.count[ZN_LOG_WARN], 0);
+	assert_int_equal(load_set("progressive_layer_drop: {enabled: true, theta: 0.5}\n"
+				  "prescale_gradients: true\ngradient_predivide_factor: 8\n"
+				  "data_efficiency: {enabled: true}\n", NULL, 0, &cap, &c),
+			 0);
+	assert_int_equal(cap.count[ZN_LOG_WARN], 1);
+	assert_non_null(captured(&cap, "4 keys do nothing in zinc: progressive_layer_drop ("));
+	assert_non_null(captured(&cap, "gradient_predivide_factor=8 ("));
 }
 
 /* One disk per rank: the placeholders become the rank's numbers. */
@@ -1120,6 +1397,8 @@ int main(void)
 		cmocka_unit_test(test_unknown_nested_keys),
 		cmocka_unit_test(test_auto_values),
 		cmocka_unit_test(test_expand_rank),
+		cmocka_unit_test(test_hf_auto_rules),
+		cmocka_unit_test(test_deepspeed_spellings),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -600,6 +600,94 @@ static void test_resume_is_exact(void **state)
 	}
 }
 
+/* 3 steps of placement `p` with `sets`, checkpointed in ck-`name`; the
+ * saved model, malloc'ed. */
+static char *run_with(const struct placement *p, const char *name, const char *const *sets,
+		      size_t nsets, size_t *len)
+{
+	struct zn_config cfg;
+	struct run r = { 0 };
+	const char *ckpt = folder("ck-%s", name);
+	assert_int_equal(load(p, &precisions[0], ckpt, false, sets, nsets, &cfg), 0);
+	struct zn_trainer *t = create(&cfg);
+	steps(t, 3, &r);
+	assert_int_equal(zn_trainer_save(t), 0);
+	zn_trainer_destroy(t);
+	return saved_model(ckpt, len);
+}
+
+/* optimizer.params.weight_decay_params: all decays biases and norms too,
+ * as DeepSpeed decays every parameter a script passes: the same in every
+ * place the update runs (the device's Adam, the host's CPU Adam, NVMe
+ * sub-groups), bit for bit, and other weights than the default's
+ * (matrices only). */
+static void test_weight_decay_params(void **state)
+{
+	(void)state;
+	static const unsigned which[] = { 0, 1, 4 }; /* device, cpu, nvme3 */
+	const char *all[] = { "optimizer.params.weight_decay_params=all" };
+	char *first = NULL, name[64];
+	size_t first_len = 0;
+	for (size_t i = 0; i < sizeof(which) / sizeof(which[0]); i++) {
+		const struct placement *p = &placements[which[i]];
+		size_t len;
+		snprintf(name, sizeof(name), "wd-all-%s", p->name);
+		char *m = run_with(p, name, all, 1, &len);
+		if (!first) {
+			first = m;
+			first_len = len;
+			continue;
+		}
+		if (len != first_len || memcmp(m, first, len) != 0)
+			fail_msg("%s: weight decay on all parameters gives other weights than on "
+				 "the device", p->name);
+		free(m);
+	}
+	size_t len;
+	char *matrices = run_with(&placements[0], "wd-matrices", NULL, 0, &len);
+	assert_true(len == first_len && memcmp(matrices, first, len) != 0);
+	free(matrices);
+	free(first);
+}
+
+/* sub_group_size 0, DeepSpeed's one parameter per sub-group: NVMe states
+ * in sub-groups of the largest tensor's size, training as the device does,
+ * bit for bit (and not one sub-group of everything, which needs the most
+ * memory). */
+static void test_sub_group_size_zero(void **state)
+{
+	(void)state;
+	const char *zero[] = { "zero_optimization.sub_group_size=0" };
+	size_t len, dev_len;
+	char *dev = run_with(&placements[0], "sg0-device", NULL, 0, &dev_len);
+	char *nvme = run_with(&placements[2], "sg0-nvme", zero, 1, &len);
+	if (len != dev_len || memcmp(nvme, dev, len) != 0)
+		fail_msg("sub_group_size 0 on NVMe trains other weights than the device");
+	/* Smaller sub-groups than one of everything (sub_group_size 1e9 for
+	 * this model): less pinned host memory in the plan. */
+	uint64_t pinned[2] = { 0, 0 };
+	const char *whole[] = { "zero_optimization.sub_group_size=1e9" };
+	for (int i = 0; i < 2; i++) {
+		struct zn_config cfg;
+		assert_int_equal(load(&placements[2], &precisions[0], folder("ck-%s", "sg0-plan"),
+				      false, i ? whole : zero, 1, &cfg),
+				 0);
+		struct zn_plan *plan = calloc(1, sizeof(*plan));
+		assert_non_null(plan);
+		if (zn_plan_compute(&cfg, plan) != 0)
+			fail_msg("zn_plan_compute: %s", zn_last_error());
+		for (unsigned k = 0; k < plan->ntiers; k++)
+			if (plan->tiers[k].kind == ZN_PLAN_PINNED)
+				pinned[i] += plan->tiers[k].needed;
+		free(plan);
+	}
+	print_message("pinned: sub_group_size 0 %llu bytes, 1e9 %llu\n",
+		      (unsigned long long)pinned[0], (unsigned long long)pinned[1]);
+	assert_true(pinned[0] > 0 && pinned[0] < pinned[1]);
+	free(nvme);
+	free(dev);
+}
+
 /* zn_checkpoint_consolidate reads a checkpoint without a trainer: from
  * every placement (fp32), the model file it writes is the one the save
  * wrote, byte for byte; a folder without a checkpoint is refused. */
@@ -656,7 +744,7 @@ static void test_bad_input(void **state)
 		const char *sets[3];
 		const char *needle;
 	} refused[] = {
-		{ { "zero_optimization.offload_param={device: cpu}" }, "needs stage 3" },
+		{ { "optimizer={type: OneBitAdam, params: {freeze_step: 10}}" }, "OneBitAdam" },
 		{ { "zero_optimization.stage=3", "zero_optimization.offload_param={device: cpu}" },
 		  "offload_optimizer" },
 		{ { nowhere }, "nowhere" },
@@ -708,6 +796,8 @@ int main(void)
 		cmocka_unit_test(test_storage_tiles_in_every_placement),
 		cmocka_unit_test(test_resume_is_exact),
 		cmocka_unit_test(test_consolidate),
+		cmocka_unit_test(test_weight_decay_params),
+		cmocka_unit_test(test_sub_group_size_zero),
 		cmocka_unit_test(test_bad_input),
 	};
 	return tu_run_group_tests(tests, write_data, cleanup);

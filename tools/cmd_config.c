@@ -16,17 +16,38 @@
 #include "zinc/keys.h"
 #include "zinc/configfile.h"
 
+#define MAX_SETS 64
+
 /* What the command line asked for. */
 struct config_args {
 	bool markdown;
 	const char *check; /* FILE, or NULL */
+	bool keys;
+	const char *sets[MAX_SETS];
+	size_t nsets;
 };
+
+static int add_set(void *ctx, const char *arg, const char **why)
+{
+	struct config_args *a = ctx;
+	if (a->nsets == MAX_SETS) {
+		*why = "too many --set options";
+		return -1;
+	}
+	a->sets[a->nsets++] = arg;
+	return 0;
+}
 
 static const struct opt options[] = {
 	OPT_BOOL("markdown", "print the configuration reference (docs/config.md)",
 		 struct config_args, markdown),
 	OPT_STR("check", "FILE", NULL, "load FILE; print the first error, or the effective config",
 		struct config_args, check),
+	OPT_BOOL("keys", "with --check: print what was done with each key of the file, one "
+		 "line each (read, mapped, auto, no-op, ignored, unknown), instead of the config",
+		 struct config_args, keys),
+	OPT_CALL("set", "KEY=VALUE", NULL, "with --check: override a config key, as zinc train "
+		 "--set does (repeatable)", add_set),
 };
 
 
@@ -186,6 +207,8 @@ static void md_cell(const char *s)
 	}
 }
 
+static int print_deepspeed_guide(struct zn_config *defaults);
+
 static int print_markdown(void)
 {
 	struct zn_config defaults;
@@ -198,27 +221,26 @@ static int print_markdown(void)
 	       "\n"
 	       "zinc reads one configuration file, YAML or JSON. A DeepSpeed `ds_config.json`\n"
 	       "is valid input as it is: the key names and defaults below are DeepSpeed's, and\n"
-	       "the top-level sections DeepSpeed documents that zinc does not implement yet are\n"
-	       "accepted and ignored (listed at the end). An unknown top-level key is a warning\n"
-	       "that names the nearest known key; an unknown key or a bad value inside a section\n"
-	       "zinc reads is an error. Every message starts with `FILE:LINE:COLUMN:`.\n"
+	       "the top-level sections DeepSpeed documents that zinc does not use are accepted\n"
+	       "(listed, with why, in \"Coming from DeepSpeed\" at the end). An unknown\n"
+	       "top-level key is a warning that names the nearest known key -- an error when\n"
+	       "that key is one zinc reads (`zero_optimisation`); an unknown key or a bad value\n"
+	       "inside a section zinc reads is an error. Every message starts with\n"
+	       "`FILE:LINE:COLUMN:`.\n"
 	       "\n"
 	       "A key set to `null` (or `~`, or nothing) keeps its default. Sizes accept `K`,\n"
 	       "`M`, `G` and `T` suffixes (powers of 1024) and DeepSpeed's `1e8` notation.\n"
-	       "DeepSpeed's `\"auto\"` (what the Hugging Face integration fills in) is accepted\n"
-	       "by the keys marked so: the batch sizes follow DeepSpeed's rule\n"
-	       "(train_batch_size = micro-batch x accumulation steps x ranks; any two give the\n"
-	       "third), bucket sizes follow from `model.n_embd`, `total_num_steps` from the\n"
-	       "run's step count, and the other keys keep their default. A section given as a\n"
-	       "mapping is nested under its parent, and messages name keys by their path\n"
+	       "DeepSpeed's `\"auto\"` means what it means to a Hugging Face Trainer user (see\n"
+	       "\"Coming from DeepSpeed\"). A section given as a mapping is nested under its\n"
+	       "parent, and messages name keys by their path\n"
 	       "(`zero_optimization.offload_param.buffer_count`). Check a file with\n"
-	       "`zinc config --check FILE`.\n");
+	       "`zinc config --check FILE`; `--keys` lists what was done with each of its keys.\n");
 
 	const char *path;
 
 	for (size_t s = 0; zn_config_section(s, &path); s++) {
 		const struct zn_key_table *sec = zn_config_section(s, &path);
-		bool any_zinc = false, any_unsup = false;
+		bool any_zinc = false, any_unsup = false, any_noop = false;
 		char buf[256], pretty[32];
 
 		/* Section help is a sentence fragment ("the io_uring engine ..."). */
@@ -237,6 +259,8 @@ static int print_markdown(void)
 			printf("| `%s` | ", k->name);
 			if (k->alias)
 				printf("`%s`", k->alias);
+			if (k->deprecated)
+				printf("%s`%s` (deprecated)", k->alias ? ", " : "", k->deprecated);
 			printf(" | %s | `", type_name(k->type));
 			md_cell(default_text(&defaults, sec, k, buf, sizeof(buf), pretty,
 					     sizeof(pretty)));
@@ -251,8 +275,16 @@ static int print_markdown(void)
 				printf("(not supported yet) ");
 				any_unsup = true;
 			}
+			if (k->noop) {
+				printf("(no-op) ");
+				any_noop = true;
+			}
 			md_cell(k->help);
-			if (k->flags & ZN_KEY_AUTO)
+			if (k->noop) {
+				printf("; does nothing in zinc: ");
+				md_cell(k->noop);
+			}
+			if (zn_keys_accepts_auto(sec, k) && !sec->auto_default)
 				printf(" (accepts `auto`)");
 			printf(" |\n");
 		}
@@ -262,29 +294,159 @@ static int print_markdown(void)
 		if (any_unsup)
 			printf("\nKeys marked (not supported yet) load only with their default "
 			       "value; any other value is an error.\n");
+		if (any_noop)
+			printf("\nKeys marked (no-op) are accepted and do nothing in zinc; a value "
+			       "other than the default is listed, with the reason, in the one "
+			       "warning a load gives about such keys.\n");
+		if (sec->auto_default)
+			printf("\nEvery key of this section accepts `\"auto\"`: DeepSpeed drops "
+			       "`\"auto\"` values here, so the default stands unless a rule above "
+			       "says otherwise.\n");
 	}
 
-	printf("\n## DeepSpeed keys accepted but not used yet\n\n"
-	       "These top-level keys load without a warning (an INFO log line says they are\n"
-	       "not used); their contents are only checked for duplicate keys.\n\n");
-	/* Wrapped at 80 columns, like the prose above. */
-	size_t col = 0;
-	for (size_t i = 0; zn_config_ignored_key(i); i++) {
-		const char *k = zn_config_ignored_key(i);
-		bool last = !zn_config_ignored_key(i + 1);
-		size_t w = strlen(k) + 3; /* `k` and the comma or full stop */
+	return print_deepspeed_guide(&defaults);
+}
 
-		if (col && col + 1 + w > 80) {
-			putchar('\n');
-			col = 0;
-		} else if (col) {
-			putchar(' ');
-			col++;
+/* "path" of key k in section `path` (the top level: just the name). */
+static void key_path(char *buf, size_t len, const char *path, const char *name)
+{
+	snprintf(buf, len, "%s%s%s", path, path[0] ? "." : "", name);
+}
+
+/* The guide for DeepSpeed users: what zinc does with their keys, from the
+ * same tables the loader reads (aliases, deprecated names, no-ops and
+ * their reasons, refused keys, the "auto" rules, the unused sections). */
+static int print_deepspeed_guide(struct zn_config *defaults)
+{
+	const char *path, *from;
+	char kp[320];
+
+	printf("\n## Coming from DeepSpeed\n\n"
+	       "A `ds_config.json` is read as DeepSpeed reads it. Each of its keys is one of:\n"
+	       "read (it does in zinc what it does in DeepSpeed), mapped (another spelling of\n"
+	       "a key zinc reads), a no-op (accepted, does nothing in zinc, for the reason\n"
+	       "given), unused (a DeepSpeed section zinc does not use), or refused (an error\n"
+	       "naming the key and why). Nothing is silent: a load gives one warning listing\n"
+	       "every no-op key and unused section whose value is not DeepSpeed's default, with\n"
+	       "the reasons, and `zinc config --check FILE --keys` prints what was done with\n"
+	       "each key. The tests read 56 public DeepSpeed configs (tests/data/ds_configs)\n"
+	       "this way and train a step with each one zinc accepts.\n");
+
+	printf("\n### Mapped\n\n"
+	       "| as the file spells it | read as |\n| --- | --- |\n");
+	for (size_t s = 0; zn_config_section(s, &path); s++) {
+		const struct zn_key_table *sec = zn_config_section(s, &path);
+		for (size_t i = 0; i < sec->nkeys; i++) {
+			const struct zn_key *k = &sec->keys[i];
+			key_path(kp, sizeof(kp), path, k->name);
+			if (k->alias)
+				printf("| `%s%s%s` | `%s` |\n", path, path[0] ? "." : "", k->alias, kp);
+			if (k->deprecated)
+				printf("| `%s%s%s` (deprecated by DeepSpeed: a warning) | `%s` |\n", path,
+				       path[0] ? "." : "", k->deprecated, kp);
 		}
-		printf("`%s`%c", k, last ? '.' : ',');
-		col += w;
 	}
-	printf("\n");
+	printf("| `\"zero_optimization\": true` / `false` (DeepSpeed's oldest form: a "
+	       "warning) | `zero_optimization.stage` 1 / 0 |\n"
+	       "| `zero_optimization.cpu_offload: true` (deprecated: a warning) | "
+	       "`zero_optimization.offload_optimizer.device: cpu` |\n"
+	       "| `zero_optimization.cpu_offload_param: true` (deprecated: a warning) | "
+	       "`zero_optimization.offload_param.device: cpu` |\n"
+	       "| `zero_optimization.aio` (a warning: DeepSpeed reads it at the top level) | "
+	       "`aio` |\n"
+	       "| `zero_optimization.offload_param` below stage 3 (a warning) | nothing: "
+	       "DeepSpeed does not use it there either |\n"
+	       "| `zero_optimization.stage3_model_persistence_threshold: 0` | "
+	       "`zero_optimization.stage3_param_persistence_threshold: 0` |\n"
+	       "| `zero_optimization.sub_group_size: 0` (a parameter per sub-group) | "
+	       "sub-groups of the largest tensor's elements |\n");
+
+	printf("\n### \"auto\"\n\n"
+	       "`\"auto\"` is filled as the Hugging Face Trainer fills it\n"
+	       "(`trainer_config_process` and `trainer_config_finalize` in transformers'\n"
+	       "DeepSpeed integration), zinc's run standing in for TrainingArguments, and the\n"
+	       "start-up prints one line saying what each `\"auto\"` became. The keys of\n"
+	       "`zero_optimization`, its offload sections, `fp16` and `bf16` all take\n"
+	       "`\"auto\"`, since DeepSpeed drops it there: a key without a rule below keeps\n"
+	       "its default.\n\n| key | `\"auto\"` becomes |\n| --- | --- |\n");
+	for (size_t i = 0; zn_config_auto_rule(i, &from); i++)
+		printf("| `%s` | %s |\n", zn_config_auto_rule(i, NULL), from);
+	printf("\nLinked values follow what they are linked to wherever it is set: with\n"
+	       "`warmup_max_lr: \"auto\"`, `--set optimizer.params.lr=3e-5` moves the\n"
+	       "schedule's peak too. The hidden size is the model's: `model.n_embd` for\n"
+	       "gpt2, a Hugging Face config.json's `hidden_size` for llama (resolved when the\n"
+	       "model is built).\n");
+
+	printf("\n### No-ops\n\n"
+	       "| key | default | why it does nothing in zinc |\n| --- | --- | --- |\n");
+	for (size_t s = 0; zn_config_section(s, &path); s++) {
+		const struct zn_key_table *sec = zn_config_section(s, &path);
+		char def[256], pretty[32];
+		for (size_t i = 0; i < sec->nkeys; i++) {
+			const struct zn_key *k = &sec->keys[i];
+			if (!k->noop)
+				continue;
+			key_path(kp, sizeof(kp), path, k->name);
+			printf("| `%s` | `%s` | ", kp,
+			       default_text(defaults, sec, k, def, sizeof(def), pretty, sizeof(pretty)));
+			md_cell(k->noop);
+			printf(" |\n");
+		}
+	}
+	printf("\nThe defaults are DeepSpeed's, except `bf16.check_grad_overflow` (DeepSpeed:\n"
+	       "true; zinc's false is what it does, see below) and\n"
+	       "`activation_checkpointing.number_checkpoints` (DeepSpeed: none).\n");
+
+	printf("\n### Top-level sections zinc does not use\n\n"
+	       "Each loads with an INFO line; one that is switched on (`enabled: true`, or a\n"
+	       "value other than DeepSpeed's default) is listed in the load's warning.\n\n"
+	       "| key | why |\n| --- | --- |\n");
+	for (size_t i = 0; zn_config_ignored_key(i); i++) {
+		printf("| `%s` | ", zn_config_ignored_key(i));
+		md_cell(zn_config_ignored_why(i));
+		printf(" |\n");
+	}
+
+	printf("\n### Refused\n\n"
+	       "These DeepSpeed features are not in zinc; each loads at its default value\n"
+	       "(a `ds_config.json` often spells defaults out) and any other value is an\n"
+	       "error naming the key:\n\n");
+	for (size_t s = 0; zn_config_section(s, &path); s++) {
+		const struct zn_key_table *sec = zn_config_section(s, &path);
+		for (size_t i = 0; i < sec->nkeys; i++) {
+			const struct zn_key *k = &sec->keys[i];
+			if (!(k->flags & ZN_KEY_UNSUPPORTED))
+				continue;
+			key_path(kp, sizeof(kp), path, k->name);
+			printf("- `%s`: ", kp);
+			md_cell(k->help);
+			printf("\n");
+		}
+	}
+	printf("\nThe optimizer and the schedule are checked by their type before their\n"
+	       "parameters. zinc runs Adam and AdamW, and the schedules WarmupLR,\n"
+	       "WarmupDecayLR and WarmupCosineLR. The 1-bit optimizers (OneBitAdam,\n"
+	       "ZeroOneAdam, OneBitLamb) are refused for what they are: they compress the\n"
+	       "gradients ranks exchange to 1 bit with error feedback, a saving in\n"
+	       "communication between GPUs that zinc's offload does not have.\n");
+
+	printf("\n### Defaults unlike DeepSpeed's\n\n"
+	       "zinc train prints the ones that apply to a run, once, at start-up\n"
+	       "(`zinc config --check` too).\n\n"
+	       "| key | zinc | DeepSpeed |\n| --- | --- | --- |\n"
+	       "| `zero_optimization.overlap_comm` | false | true at stage 3 |\n"
+	       "| `gradient_clipping` | 0 (no clipping) | 1.0 (since 0.19) |\n"
+	       "| `bf16.check_grad_overflow` | false (inf/nan gradients stop the run) | true (the "
+	       "step is skipped) |\n"
+	       "| `optimizer.params.weight_decay_params` (zinc's) | `matrices` | every parameter "
+	       "the script passes |\n");
+
+	printf("\n### Weight decay\n\n"
+	       "zinc decays 2-D tensors only by default (`optimizer.params.weight_decay_params:\n"
+	       "matrices`): not biases, norms' gains or other vectors, the rule of the Hugging\n"
+	       "Face Trainer and of nanoGPT. DeepSpeed's optimizer decays every parameter the\n"
+	       "training script passes it; `weight_decay_params: all` does that. The start-up\n"
+	       "says which applies when `weight_decay` is not 0.\n");
 	return 0;
 }
 
@@ -329,17 +491,37 @@ static void print_section(const struct zn_key_table *sec, const void *data, int 
 	}
 }
 
-static int check_file(const char *path)
+static void print_use(void *ctx, const char *path, enum zn_key_use use, const char *note)
 {
+	static const char *const names[] = {
+		[ZN_USE_READ] = "read",       [ZN_USE_MAPPED] = "mapped",
+		[ZN_USE_AUTO] = "auto",       [ZN_USE_NOOP] = "no-op",
+		[ZN_USE_IGNORED] = "ignored", [ZN_USE_UNKNOWN] = "unknown",
+	};
+	(void)ctx;
+	printf("%s\t%s\t%s\n", path, names[use], note);
+}
+
+static int check_file(const struct config_args *a)
+{
+	const char *path = a->check;
 	struct zn_config cfg;
+	char line[8192];
 
 	zn_log_set_sink(zn_log_stderr_sink, NULL, ZN_LOG_WARN);
 	/* Bad input: status 2, as zinc train and zinc plan say it. */
-	if (zn_config_load_file(path, &cfg)) {
+	if (zn_config_load_file_explain(path, a->sets, a->nsets, &cfg, a->keys ? print_use : NULL,
+					NULL)) {
 		fprintf(stderr, "zinc: %s\n", zn_last_error());
 		return 2;
 	}
+	if (a->keys)
+		return 0;
 	printf("%s: ok\n", path);
+	if (zn_config_auto_report(&cfg, line, sizeof(line)))
+		printf("# %s\n", line);
+	if (zn_config_defaults_report(&cfg, line, sizeof(line)))
+		printf("# %s\n", line);
 	if (cfg.batch.train_batch_size)
 		printf("# batch: %u samples per step = %u per micro-batch x %u accumulation "
 		       "steps x %u rank%s\n",
@@ -354,7 +536,9 @@ static int check_file(const char *path)
 
 int cmd_config(int argc, char **argv)
 {
-	static const char synopsis[] = "[--markdown | --check FILE]  (no option: list the keys)";
+	static const char synopsis[] =
+		"[--markdown | --check FILE [--keys] [--set KEY=VALUE]...]  (no option: list the "
+		"keys)";
 	struct config_args args = { 0 };
 	int rc;
 
@@ -367,8 +551,12 @@ int cmd_config(int argc, char **argv)
 		return 2;
 	}
 
+	if ((args.keys || args.nsets) && !args.check) {
+		fprintf(stderr, "zinc config: --keys and --set go with --check FILE\n");
+		return 2;
+	}
 	if (args.check)
-		rc = check_file(args.check);
+		rc = check_file(&args);
 	else if (args.markdown)
 		rc = print_markdown();
 	else

@@ -515,6 +515,10 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 				"scheduler.params.total_num_steps\n");
 		return 2;
 	}
+	/* total_num_steps "auto" (or left out): the schedule spans the run,
+	 * as the Trainer fills it with num_training_steps. */
+	if (!cfg.scheduler.params.total_num_steps)
+		cfg.scheduler.params.total_num_steps = max_steps;
 	/* A checkpoint directory the run cannot write is said now, not after
 	 * the whole run has trained. */
 	if (cfg.checkpoint.dir[0] && zn_ckpt_check_dir(cfg.checkpoint.dir) != 0) {
@@ -578,6 +582,23 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 		}
 		if (tiers[0])
 			printf("%s\n", tiers);
+		/* What each "auto" became (hidden-size ones once the model is
+		 * known: the trainer's config), the defaults that are not
+		 * DeepSpeed's, and the weight-decay rule. */
+		char line[8192];
+		const struct zn_config *tc = zn_trainer_config(t);
+		if (zn_config_auto_report(tc, line, sizeof(line)))
+			printf("%s\n", line);
+		if (zn_config_defaults_report(tc, line, sizeof(line)))
+			printf("%s\n", line);
+		const struct zn_optimizer_params *op = &tc->optimizer.params;
+		if (op->weight_decay > 0)
+			printf("weight decay %g on %s (optimizer.params.weight_decay_params: %s)\n",
+			       op->weight_decay,
+			       op->weight_decay_params == ZN_DECAY_ALL
+				       ? "every parameter"
+				       : "matrices only, not biases or norms",
+			       op->weight_decay_params == ZN_DECAY_ALL ? "all" : "matrices");
 		/* Starting weights: how fast they came in, and that they never
 		 * had to be whole in memory (ZeRO-Infinity's initialisation). */
 		uint64_t from = cfg.model.from[0] && !zn_trainer_steps_done(t)

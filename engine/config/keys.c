@@ -12,6 +12,7 @@
 #include "zn_common.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "config/keys.h"
 #include "zinc/configfile.h"
@@ -21,6 +22,16 @@
 	{ .name = n, .alias = al, .type = t, .offset = offsetof(st, f), \
 	  .size = sizeof(((st *)0)->f), .def = d, .min = lo, .max = hi, .choices = ch, \
 	  .flags = fl, .help = h }
+/* A key accepted that does nothing in zinc, and why. */
+#define KEYN(st, n, al, t, f, d, lo, hi, ch, fl, h, why) \
+	{ .name = n, .alias = al, .type = t, .offset = offsetof(st, f), \
+	  .size = sizeof(((st *)0)->f), .def = d, .min = lo, .max = hi, .choices = ch, \
+	  .flags = fl, .help = h, .noop = why }
+/* A key with a name DeepSpeed deprecates but still reads. */
+#define KEYD(st, n, al, dep, t, f, d, lo, hi, ch, fl, h, why) \
+	{ .name = n, .alias = al, .deprecated = dep, .type = t, .offset = offsetof(st, f), \
+	  .size = sizeof(((st *)0)->f), .def = d, .min = lo, .max = hi, .choices = ch, \
+	  .flags = fl, .help = h, .noop = why }
 #define SUB(st, n, f, table, fl, h) \
 	{ .name = n, .type = ZN_KEY_SECTION, .offset = offsetof(st, f), \
 	  .size = sizeof(((st *)0)->f), .sub = &table, .flags = fl, .help = h }
@@ -35,6 +46,8 @@ static const char *const optimizer_types[] = {
 	"Adam", "AdamW", "Adagrad", "Lamb", "Lion", "OneBitAdam", "ZeroOneAdam", "OneBitLamb",
 	"MuAdam", "MuAdamW", "MuSGD", NULL,
 };
+
+static const char *const decay_params[] = { "matrices", "all", NULL };
 
 #define OP(...) KEY(struct zn_optimizer_params, __VA_ARGS__)
 static const struct zn_key optimizer_param_keys[] = {
@@ -51,8 +64,14 @@ static const struct zn_key optimizer_param_keys[] = {
 	OP("adam_w_mode", NULL, ZN_KEY_BOOL, adam_w_mode, "true", 0, 1, NULL, 0,
 	   "type Adam only: decoupled weight decay (false: L2 added to the gradient)"),
 	OP("amsgrad", NULL, ZN_KEY_BOOL, amsgrad, "false", 0, 1, NULL, UNSUP, "AMSGrad variant"),
-	OP("torch_adam", NULL, ZN_KEY_BOOL, torch_adam, "false", 0, 1, NULL, 0,
-	   "accepted for DeepSpeed; zinc always runs its own CPU Adam"),
+	KEYN(struct zn_optimizer_params, "torch_adam", NULL, ZN_KEY_BOOL, torch_adam, "false", 0,
+	     1, NULL, 0, "DeepSpeed: torch.optim's Adam instead of its fused or CPU Adam",
+	     "zinc always runs its own Adam (CPU or device), which matches torch's AdamW"),
+	OP("weight_decay_params", NULL, ZN_KEY_ENUM, weight_decay_params, "matrices", 0, 0,
+	   decay_params, ZINC,
+	   "which parameters weight_decay applies to: matrices (2-D tensors only, not biases "
+	   "or norms: the Hugging Face Trainer's and nanoGPT's rule) or all (every parameter, "
+	   "as DeepSpeed does with the parameters a script passes it)"),
 };
 
 static const struct zn_key_table optimizer_params_table = {
@@ -63,13 +82,32 @@ static const struct zn_key_table optimizer_params_table = {
 	.struct_size = sizeof(struct zn_optimizer_params),
 };
 
+/* The type first, before the parameters only that type takes: a 1-bit
+ * optimizer is refused for what it is, not for its freeze_step. */
+static int optimizer_check_type(const void *obj)
+{
+	const struct zn_optimizer_config *c = obj;
+	const char *name = optimizer_types[c->type];
+
+	if (strcmp(name, "OneBitAdam") == 0 || strcmp(name, "OneBitLamb") == 0 ||
+	    strcmp(name, "ZeroOneAdam") == 0)
+		return zn_error(-EINVAL, "optimizer.type: %s is refused: it compresses the "
+					 "gradients ranks exchange to 1 bit with error feedback, a "
+					 "saving in communication between GPUs that zinc's offload "
+					 "does not have (and it cannot run with ZeRO offload in "
+					 "DeepSpeed either); use Adam or AdamW",
+				name);
+	if (c->type > ZN_OPT_ADAMW)
+		return zn_error(-EINVAL, "optimizer.type: %s is not supported yet; use Adam or AdamW",
+				name);
+	return 0;
+}
+
 static int optimizer_validate(const void *obj)
 {
 	const struct zn_optimizer_config *c = obj;
 
-	if (c->type > ZN_OPT_ADAMW)
-		return zn_error(-EINVAL, "optimizer.type: %s is not supported yet; use Adam or AdamW",
-				optimizer_types[c->type]);
+	ZN_TRY(optimizer_check_type(obj));
 	if (c->params.betas[0] >= 1 || c->params.betas[1] >= 1)
 		return zn_error(-EINVAL, "optimizer.params.betas: [%g, %g]: each must be below 1",
 				c->params.betas[0], c->params.betas[1]);
@@ -83,6 +121,9 @@ static int optimizer_validate(const void *obj)
 static const struct zn_key optimizer_keys[] = {
 	OC("type", NULL, ZN_KEY_ENUM, type, "AdamW", 0, 0, optimizer_types, 0,
 	   "the optimizer: Adam or AdamW (DeepSpeed's other types are not supported yet)"),
+	KEYN(struct zn_optimizer_config, "legacy_fusion", NULL, ZN_KEY_BOOL, legacy_fusion,
+	     "false", 0, 1, NULL, 0, "DeepSpeed: the old fused fp16 optimizer wrapper",
+	     "a PyTorch wrapper around the fp16 optimizer; zinc's fp16 path is its own"),
 	SUB(struct zn_optimizer_config, "params", params, optimizer_params_table, 0,
 	    "the optimizer's parameters"),
 };
@@ -94,6 +135,7 @@ static const struct zn_key_table optimizer_table = {
 	.nkeys = ZN_ARRAY_SIZE(optimizer_keys),
 	.struct_size = sizeof(struct zn_optimizer_config),
 	.validate = optimizer_validate,
+	.check_type = optimizer_check_type,
 };
 
 /* ---- scheduler --------------------------------------------------------- */
@@ -133,15 +175,23 @@ static const struct zn_key_table scheduler_params_table = {
 	.struct_size = sizeof(struct zn_scheduler_params),
 };
 
-static int scheduler_validate(const void *obj)
+static int scheduler_check_type(const void *obj)
 {
 	const struct zn_scheduler_config *c = obj;
-	const struct zn_scheduler_params *p = &c->params;
 
 	if (c->type > ZN_SCHED_WARMUP_COSINE_LR)
 		return zn_error(-EINVAL, "scheduler.type: %s is not supported yet; use WarmupLR, "
 					 "WarmupDecayLR or WarmupCosineLR",
 				scheduler_types[c->type]);
+	return 0;
+}
+
+static int scheduler_validate(const void *obj)
+{
+	const struct zn_scheduler_config *c = obj;
+	const struct zn_scheduler_params *p = &c->params;
+
+	ZN_TRY(scheduler_check_type(obj));
 	/* DeepSpeed passes params as keyword arguments: one the schedule
 	 * does not take is a TypeError there, an error here. */
 	if (c->type == ZN_SCHED_WARMUP_COSINE_LR &&
@@ -180,6 +230,7 @@ static const struct zn_key_table scheduler_table = {
 	.nkeys = ZN_ARRAY_SIZE(scheduler_keys),
 	.struct_size = sizeof(struct zn_scheduler_config),
 	.validate = scheduler_validate,
+	.check_type = scheduler_check_type,
 };
 
 /* ---- fp16, bf16 -------------------------------------------------------- */
@@ -212,6 +263,7 @@ static const struct zn_key_table fp16_table = {
 	.keys = fp16_keys,
 	.nkeys = ZN_ARRAY_SIZE(fp16_keys),
 	.struct_size = sizeof(struct zn_fp16_config),
+	.auto_default = true,
 };
 
 #define B16(...) KEY(struct zn_bf16_config, __VA_ARGS__)
@@ -220,6 +272,30 @@ static const struct zn_key bf16_keys[] = {
 	    "bf16 parameters and gradients with fp32 master weights (no loss scaling)"),
 	B16("immediate_grad_update", NULL, ZN_KEY_BOOL, immediate_grad_update, "false", 0, 1,
 	    NULL, UNSUP, "apply each gradient as soon as it is reduced"),
+	/* DeepSpeed's default is true; zinc's is what it does (listed among
+	 * the defaults that differ from DeepSpeed's). */
+	KEYN(struct zn_bf16_config, "check_grad_overflow", NULL, ZN_KEY_BOOL, check_grad_overflow,
+	     "false", 0, 1, NULL, AUTO, "skip a step whose gradients hold inf or nan",
+	     "zinc skips overflowing steps in fp16 only; a bf16 step whose gradients hold "
+	     "inf or nan stops the run with a message instead"),
+	B16("bf16_master_weights_and_grads", NULL, ZN_KEY_BOOL, bf16_master_weights_and_grads,
+	    "false", 0, 1, NULL, UNSUP, "keep master weights and gradients in bf16"),
+	B16("bf16_optimizer_states", NULL, ZN_KEY_BOOL, bf16_optimizer_states, "false", 0, 1,
+	    NULL, UNSUP, "keep the optimizer states in bf16"),
+#define BF16_NOSCALE "bf16 has fp32's exponent range: there is no loss scaling to configure"
+	KEYN(struct zn_bf16_config, "loss_scale", NULL, ZN_KEY_DOUBLE, loss_scale, "0", 0, 1e308,
+	     NULL, AUTO, "fp16's key, tolerated here", BF16_NOSCALE),
+	KEYN(struct zn_bf16_config, "initial_scale_power", NULL, ZN_KEY_UINT, initial_scale_power,
+	     "16", 0, 127, NULL, AUTO, "fp16's key, tolerated here", BF16_NOSCALE),
+	KEYN(struct zn_bf16_config, "loss_scale_window", NULL, ZN_KEY_UINT, loss_scale_window,
+	     "1000", 0, 4294967295.0, NULL, AUTO, "fp16's key, tolerated here", BF16_NOSCALE),
+	KEYN(struct zn_bf16_config, "hysteresis", NULL, ZN_KEY_UINT, hysteresis, "2", 0,
+	     4294967295.0, NULL, AUTO, "fp16's key, tolerated here", BF16_NOSCALE),
+	KEYN(struct zn_bf16_config, "consecutive_hysteresis", NULL, ZN_KEY_BOOL,
+	     consecutive_hysteresis, "false", 0, 1, NULL, AUTO, "fp16's key, tolerated here",
+	     BF16_NOSCALE),
+	KEYN(struct zn_bf16_config, "min_loss_scale", NULL, ZN_KEY_DOUBLE, min_loss_scale, "1", 0,
+	     1e308, NULL, AUTO, "fp16's key, tolerated here", BF16_NOSCALE),
 };
 
 static const struct zn_key_table bf16_table = {
@@ -228,6 +304,7 @@ static const struct zn_key_table bf16_table = {
 	.keys = bf16_keys,
 	.nkeys = ZN_ARRAY_SIZE(bf16_keys),
 	.struct_size = sizeof(struct zn_bf16_config),
+	.auto_default = true,
 };
 
 /* ---- activation_checkpointing ---------------------------------------------- */
@@ -237,17 +314,25 @@ static const struct zn_key actckpt_keys[] = {
 	AC("enabled", NULL, ZN_KEY_BOOL, enabled, "false", 0, 1, NULL, ZINC,
 	   "keep only each transformer block's input and recompute the rest during backward "
 	   "(bit-identical results, a fraction of the activation memory)"),
-	AC("partition_activations", NULL, ZN_KEY_BOOL, partition_activations, "false", 0, 1, NULL,
-	   UNSUP, "split checkpointed activations across model-parallel ranks"),
+	KEYN(struct zn_actckpt_config, "partition_activations", NULL, ZN_KEY_BOOL,
+	     partition_activations, "false", 0, 1, NULL, 0,
+	     "split checkpointed activations across model-parallel ranks",
+	     "it splits checkpoints over model-parallel ranks, and zinc has no model "
+	     "parallelism (DeepSpeed does nothing with it without either)"),
 	AC("cpu_checkpointing", NULL, ZN_KEY_BOOL, cpu_checkpointing, "false", 0, 1, NULL, 0,
 	   "keep the checkpointed activations in host memory; they come back just before "
 	   "their block's backward (needs enabled)"),
-	AC("contiguous_memory_optimization", NULL, ZN_KEY_BOOL, contiguous_memory_optimization,
-	   "false", 0, 1, NULL, 0, "copy checkpoints into one buffer (zinc's already are)"),
-	AC("number_checkpoints", NULL, ZN_KEY_INT, number_checkpoints, "0", 0, 1e9, NULL, 0,
-	   "checkpoints per pass, for contiguous_memory_optimization (zinc: one per block)"),
-	AC("synchronize_checkpoint_boundary", NULL, ZN_KEY_BOOL, synchronize_checkpoint_boundary,
-	   "false", 0, 1, NULL, 0, "synchronize the device at each checkpoint"),
+	KEYN(struct zn_actckpt_config, "contiguous_memory_optimization", NULL, ZN_KEY_BOOL,
+	     contiguous_memory_optimization, "false", 0, 1, NULL, 0,
+	     "copy checkpoints into one buffer",
+	     "zinc's kept block inputs are already one buffer per pass"),
+	KEYN(struct zn_actckpt_config, "number_checkpoints", NULL, ZN_KEY_INT, number_checkpoints,
+	     "0", 0, 1e9, NULL, 0, "checkpoints per pass, for contiguous_memory_optimization",
+	     "zinc keeps one checkpoint per transformer block, always"),
+	KEYN(struct zn_actckpt_config, "synchronize_checkpoint_boundary", NULL, ZN_KEY_BOOL,
+	     synchronize_checkpoint_boundary, "false", 0, 1, NULL, 0,
+	     "synchronize the device at each checkpoint",
+	     "a debugging aid of DeepSpeed's; zinc orders its streams by events"),
 	AC("profile", NULL, ZN_KEY_BOOL, profile, "false", 0, 1, NULL, 0,
 	   "time the checkpointing per step (recompute, kept inputs out and back), the "
 	   "device synchronized around each part; shown in the step lines and --json-log"),
@@ -313,14 +398,53 @@ static const struct zn_key_table loco_table = {
 	.struct_size = sizeof(struct zn_zero_loco_config),
 };
 
+/* DeepSpeed's deprecated fields with a new_param_fn, read as their
+ * replacement; and offload_param below stage 3, which DeepSpeed warns
+ * about and does not use. */
+static int zero_resolve(void *obj)
+{
+	struct zn_zero_config *c = obj;
+
+	if (c->cpu_offload) {
+		if (c->offload_optimizer.device != ZN_OFFLOAD_NONE)
+			return zn_error(-EINVAL, "zero_optimization.cpu_offload: given with "
+						 "offload_optimizer; keep offload_optimizer (DeepSpeed "
+						 "refuses both together too)");
+		zn_warn("zero_optimization.cpu_offload is deprecated by DeepSpeed; read as "
+			"offload_optimizer.device: cpu");
+		c->offload_optimizer.device = ZN_OFFLOAD_CPU;
+	}
+	if (c->cpu_offload_param) {
+		if (c->offload_param.device != ZN_OFFLOAD_NONE)
+			return zn_error(-EINVAL, "zero_optimization.cpu_offload_param: given with "
+						 "offload_param; keep offload_param (DeepSpeed "
+						 "refuses both together too)");
+		zn_warn("zero_optimization.cpu_offload_param is deprecated by DeepSpeed; read as "
+			"offload_param.device: cpu");
+		c->offload_param.device = ZN_OFFLOAD_CPU;
+	}
+	/* A cap of 0 on the resident elements keeps none resident. */
+	if (c->model_persistence_threshold == 0)
+		c->param_persistence_threshold = 0;
+	if (c->offload_param.device != ZN_OFFLOAD_NONE && c->stage != 3) {
+		zn_warn("zero_optimization.offload_param: parameter offload is a stage 3 feature "
+			"(stage is %u); ignored, as DeepSpeed ignores it", c->stage);
+		c->offload_param.device = ZN_OFFLOAD_NONE;
+	}
+	return 0;
+}
+
 static int zero_validate(const void *obj)
 {
 	const struct zn_zero_config *c = obj;
 
-	if (c->offload_param.device != ZN_OFFLOAD_NONE && c->stage != 3)
-		return zn_error(-EINVAL, "zero_optimization.offload_param: parameter offload needs "
-					 "stage 3 (stage is %u); set stage: 3",
-				c->stage);
+	if (c->model_persistence_threshold != 0 &&
+	    c->model_persistence_threshold != 9223372036854775807ull)
+		return zn_error(-EINVAL, "zero_optimization.stage3_model_persistence_threshold: %llu "
+					 "is not supported yet (a cap on the elements kept resident); "
+					 "give 0 to keep none resident, or remove the key",
+				(unsigned long long)c->model_persistence_threshold);
+
 	if (c->offload_optimizer.device != ZN_OFFLOAD_NONE && c->stage == 0)
 		return zn_error(-EINVAL, "zero_optimization.offload_optimizer: optimizer offload "
 					 "needs stage 1, 2 or 3 (stage is 0)");
@@ -328,15 +452,28 @@ static int zero_validate(const void *obj)
 }
 
 #define Z(...) KEY(struct zn_zero_config, __VA_ARGS__)
+#define ZN_(...) KEYN(struct zn_zero_config, __VA_ARGS__)
+
+/* A section zinc refuses whenever it is given, keeping none of its keys. */
+static const struct zn_key_table empty_table = {
+	.name = "",
+	.help = "refused when given",
+	.keys = NULL,
+	.nkeys = 0,
+	.struct_size = 1,
+};
 static const struct zn_key zero_keys[] = {
 	Z("stage", NULL, ZN_KEY_UINT, stage, "0", 0, 3, NULL, 0,
 	  "ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters partitioned"),
-	Z("contiguous_gradients", NULL, ZN_KEY_BOOL, contiguous_gradients, "true", 0, 1, NULL, 0,
-	  "copy gradients into one contiguous buffer as they are produced"),
+	ZN_("contiguous_gradients", NULL, ZN_KEY_BOOL, contiguous_gradients, "true", 0, 1, NULL, 0,
+	    "copy gradients into one contiguous buffer as they are produced",
+	    "zinc's gradients go to their accumulator as they are produced; there is no "
+	    "fragmented buffer to avoid"),
 	Z("reduce_scatter", NULL, ZN_KEY_BOOL, reduce_scatter, "true", 0, 1, NULL, UNSUP,
 	  "average gradients with reduce-scatter (false: all-reduce)"),
-	Z("reduce_bucket_size", NULL, ZN_KEY_SIZE, reduce_bucket_size, "5e8", 1, BIG, NULL, AUTO,
-	  "elements reduced at a time; auto: n_embd^2"),
+	Z("reduce_bucket_size", NULL, ZN_KEY_SIZE, reduce_bucket_size, "5e8", 0, BIG, NULL,
+	  AUTO | ZN_KEY_AUTO_MAX,
+	  "elements reduced at a time (0: each tensor alone); auto: hidden size^2"),
 	Z("use_multi_rank_bucket_allreduce", NULL, ZN_KEY_BOOL, use_multi_rank_bucket_allreduce,
 	  "true", 0, 1, NULL, UNSUP, "reduce buckets of several ranks in one all-reduce"),
 	Z("allgather_partitions", NULL, ZN_KEY_BOOL, allgather_partitions, "true", 0, 1, NULL,
@@ -355,18 +492,22 @@ static const struct zn_key zero_keys[] = {
 	    "where ZeRO-3 parameters live between uses"),
 	SUB(struct zn_zero_config, "offload_optimizer", offload_optimizer,
 	    zn_offload_optimizer_key_table, 0, "where optimizer states live"),
-	Z("sub_group_size", NULL, ZN_KEY_SIZE, sub_group_size, "1e9", 1, BIG, NULL, 0,
-	  "elements per optimizer sub-group (the unit streamed through offload)"),
+	Z("sub_group_size", NULL, ZN_KEY_SIZE, sub_group_size, "1e9", 0, BIG, NULL, 0,
+	  "elements per optimizer sub-group (the unit streamed through offload); 0: "
+	  "DeepSpeed's one parameter per sub-group, which zinc makes sub-groups of the "
+	  "largest parameter tensor's elements"),
 	Z("tile_size", NULL, ZN_KEY_SIZE, tile_size, "67108864", 0, BIG, NULL, ZN_KEY_ZINC_ONLY,
 	  "memory-centric tiling (ZeRO-Infinity): an untied vocabulary tensor (embedding, "
 	  "classifier) of more elements is computed, fetched and its gradients sent in tiles "
 	  "of whole rows of at most this many elements, so no tier holds it whole; 0: never"),
-	Z("cpu_offload", NULL, ZN_KEY_BOOL, cpu_offload, "false", 0, 1, NULL, UNSUP,
-	  "deprecated by DeepSpeed: use offload_optimizer.device: cpu"),
-	Z("cpu_offload_params", NULL, ZN_KEY_BOOL, cpu_offload_params, "false", 0, 1, NULL, UNSUP,
-	  "deprecated by DeepSpeed: use offload_param.device: cpu"),
-	Z("cpu_offload_use_pin_memory", NULL, ZN_KEY_BOOL, cpu_offload_use_pin_memory, "false", 0,
-	  1, NULL, UNSUP, "deprecated by DeepSpeed: use offload_*.pin_memory"),
+	Z("cpu_offload", NULL, ZN_KEY_BOOL, cpu_offload, "false", 0, 1, NULL, 0,
+	  "deprecated by DeepSpeed, still read: true is offload_optimizer.device: cpu"),
+	Z("cpu_offload_param", NULL, ZN_KEY_BOOL, cpu_offload_param, "false", 0, 1, NULL, 0,
+	  "deprecated by DeepSpeed, still read: true is offload_param.device: cpu"),
+	ZN_("cpu_offload_use_pin_memory", NULL, ZN_KEY_BOOL, cpu_offload_use_pin_memory, "false",
+	    0, 1, NULL, 0, "deprecated by DeepSpeed: use offload_*.pin_memory",
+	    "deprecated; DeepSpeed does not read it either: set offload_param.pin_memory or "
+	    "offload_optimizer.pin_memory"),
 	Z("stage3_prefetch_bucket_size", "prefetch_bucket_size", ZN_KEY_SIZE,
 	  prefetch_bucket_size, "5e7", 0, BIG, NULL, AUTO | ZN_KEY_AUTO_MAX,
 	  "elements of parameters fetched ahead of use (0: none); auto: 0.9 n_embd^2"),
@@ -375,28 +516,37 @@ static const struct zn_key zero_keys[] = {
 	  "parameters with fewer elements stay resident on the device, not offloaded (0: "
 	  "none); auto: 10 n_embd"),
 	Z("stage3_model_persistence_threshold", "model_persistence_threshold", ZN_KEY_SIZE,
-	  model_persistence_threshold, "9223372036854775807", 0, 9223372036854775807.0, NULL,
-	  UNSUP, "cap on the elements kept resident by the persistence threshold"),
+	  model_persistence_threshold, "9223372036854775807", 0, 9223372036854775807.0, NULL, 0,
+	  "cap on the elements kept resident by the persistence threshold: 0 keeps none "
+	  "(as stage3_param_persistence_threshold 0); other caps are not supported yet"),
 	Z("stage3_max_live_parameters", "max_live_parameters", ZN_KEY_SIZE, max_live_parameters,
 	  "1e9", 0, BIG, NULL, 0, "elements of gathered parameters resident at once"),
 	Z("stage3_max_reuse_distance", "max_reuse_distance", ZN_KEY_SIZE, max_reuse_distance,
 	  "1e9", 0, BIG, NULL, 0,
 	  "a parameter reused within this many elements of fetches is kept, not released"),
-	Z("stage3_gather_16bit_weights_on_model_save", "stage3_gather_fp16_weights_on_model_save",
-	  ZN_KEY_BOOL, gather_16bit_weights_on_model_save, "false", 0, 1, NULL, 0,
-	  "gather the 16-bit weights into one file when the model is saved"),
+	KEYD(struct zn_zero_config, "stage3_gather_16bit_weights_on_model_save",
+	     "gather_16bit_weights_on_model_save", "stage3_gather_fp16_weights_on_model_save",
+	     ZN_KEY_BOOL, gather_16bit_weights_on_model_save, "false", 0, 1, NULL, AUTO,
+	     "gather the 16-bit weights into one file when the model is saved",
+	     "a one-rank checkpoint always holds the whole model (a Llama's in the training "
+	     "dtype), and several ranks' parts are joined afterwards by zinc consolidate; "
+	     "the run does not gather them at save time"),
 	Z("stage3_module_granularity_threshold", "module_granularity_threshold", ZN_KEY_SIZE,
 	  module_granularity_threshold, "0", 0, BIG, NULL, UNSUP,
 	  "fetch modules below this size as one unit"),
 	Z("stage3_use_all_reduce_for_fetch_params", "use_all_reduce_for_fetch_params",
 	  ZN_KEY_BOOL, use_all_reduce_for_fetch_params, "false", 0, 1, NULL, UNSUP,
 	  "fetch parameters with all-reduce instead of all-gather"),
-	Z("ignore_unused_parameters", NULL, ZN_KEY_BOOL, ignore_unused_parameters, "true", 0, 1,
-	  NULL, 0, "tolerate parameters that get no gradient"),
+	ZN_("ignore_unused_parameters", NULL, ZN_KEY_BOOL, ignore_unused_parameters, "true", 0, 1,
+	    NULL, 0, "tolerate parameters that get no gradient",
+	    "every parameter of zinc's models gets a gradient each step"),
 	Z("legacy_stage1", NULL, ZN_KEY_BOOL, legacy_stage1, "false", 0, 1, NULL, UNSUP,
 	  "DeepSpeed's old stage 1 implementation"),
-	Z("round_robin_gradients", NULL, ZN_KEY_BOOL, round_robin_gradients, "false", 0, 1, NULL,
-	  UNSUP, "stage 1/2: spread gradient copies over ranks round-robin"),
+	ZN_("round_robin_gradients", NULL, ZN_KEY_BOOL, round_robin_gradients, "false", 0, 1,
+	    NULL, 0, "stage 1/2 with offload: spread the ranks' gradient copies to the host "
+	    "round-robin",
+	    "an ordering of DeepSpeed's device-to-host copies that does not change results; "
+	    "each zinc rank copies its own part as it is produced"),
 	Z("zero_hpz_partition_size", NULL, ZN_KEY_UINT, zero_hpz_partition_size, "1", 1,
 	  4294967295.0, NULL, UNSUP, "ZeRO++ hierarchical partitioning: ranks per secondary group"),
 	Z("zero_quantized_weights", NULL, ZN_KEY_BOOL, zero_quantized_weights, "false", 0, 1, NULL,
@@ -418,8 +568,23 @@ static const struct zn_key zero_keys[] = {
 	  0, 1, NULL, UNSUP, "load a checkpoint layer by layer into partitions"),
 	Z("override_module_apply", NULL, ZN_KEY_BOOL, override_module_apply, "true", 0, 1, NULL,
 	  UNSUP, "a PyTorch hook; there is no module.apply in zinc"),
-	Z("log_trace_cache_warnings", NULL, ZN_KEY_BOOL, log_trace_cache_warnings, "false", 0, 1,
-	  NULL, 0, "log when the recorded fetch order is invalidated"),
+	ZN_("log_trace_cache_warnings", NULL, ZN_KEY_BOOL, log_trace_cache_warnings, "false", 0,
+	    1, NULL, 0, "log when the recorded fetch order is invalidated",
+	    "zinc's fetch order comes from the model's layer order, which does not change"),
+	Z("stage3_allgather_sequential", "allgather_sequential", ZN_KEY_BOOL,
+	  allgather_sequential, "false", 0, 1, NULL, UNSUP,
+	  "all-gather stage-3 parameters one after another"),
+	ZN_("enable_sanity_checks", NULL, ZN_KEY_BOOL, enable_sanity_checks, "false", 0, 1, NULL,
+	    0, "DeepSpeed's internal consistency checks",
+	    "DeepSpeed's own debugging checks of its partitioning"),
+	ZN_("save_muon_momentum_buffer_in_memory", NULL, ZN_KEY_BOOL,
+	    save_muon_momentum_buffer_in_memory, "false", 0, 1, NULL, 0,
+	    "Muon with NVMe offload: keep its momentum in memory",
+	    "for the Muon optimizer, which zinc does not have"),
+	SUB(struct zn_zero_config, "zenflow", zenflow, empty_table, UNSUP,
+	    "ZenFlow: stall-free offloading with asynchronous updates"),
+	SUB(struct zn_zero_config, "leaf_module", leaf_module, empty_table, UNSUP,
+	    "modules ZeRO-3 fetches as one unit"),
 };
 
 static const struct zn_key_table zero_table = {
@@ -430,6 +595,8 @@ static const struct zn_key_table zero_table = {
 	.nkeys = ZN_ARRAY_SIZE(zero_keys),
 	.struct_size = sizeof(struct zn_zero_config),
 	.validate = zero_validate,
+	.resolve = zero_resolve,
+	.auto_default = true,
 };
 
 /* ---- zinc's own: model, data, checkpoint, device ----------------------- */
@@ -531,8 +698,11 @@ static const struct zn_key checkpoint_keys[] = {
 	CK("resume", NULL, ZN_KEY_BOOL, resume, "false", 0, 1, NULL, ZINC,
 	   "continue from the newest complete checkpoint in dir whose checksums verify (a "
 	   "damaged one is named and the one before used; none there: from scratch, said)"),
-	CK("tag_validation", NULL, ZN_KEY_ENUM, tag_validation, "Warn", 0, 0, tag_validation, 0,
-	   "DeepSpeed's check that all ranks save the same tag (one rank: nothing to check)"),
+	KEYN(struct zn_checkpoint_config, "tag_validation", NULL, ZN_KEY_ENUM, tag_validation,
+	     "Warn", 0, 0, tag_validation, 0,
+	     "DeepSpeed's check that all ranks save the same tag",
+	     "zinc's ranks save each step's checkpoint together, named by the step: there is "
+	     "no tag to compare"),
 	CK("load_universal", NULL, ZN_KEY_BOOL, load_universal, "false", 0, 1, NULL, UNSUP,
 	   "load a DeepSpeed universal checkpoint"),
 	CK("use_node_local_storage", NULL, ZN_KEY_BOOL, use_node_local_storage, "false", 0, 1,

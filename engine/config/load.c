@@ -12,6 +12,7 @@
 #include "zn_common.h"
 
 #include <ctype.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,12 +34,84 @@ static int check_no_nul(const struct zn_doc_node *n, const char *what)
 	return 0;
 }
 
-static bool is_ignored_key(const char *name)
+/* What one load keeps besides the config: who to tell about each key, the
+ * config whose given/autos bits it sets, and the keys that do nothing in
+ * zinc, said in one warning at the end. */
+struct lctx {
+	zn_config_key_fn fn;
+	void *fn_ctx;
+	struct zn_config *cfg;
+	const char *name;  /* the file, for the warning */
+	char noop[4096];
+	size_t nnoop;
+};
+
+static void report(struct lctx *lc, const char *path, enum zn_key_use use, const char *note)
+{
+	if (lc->fn)
+		lc->fn(lc->fn_ctx, path, use, note ? note : "");
+}
+
+/* "path=value (why)" into the one list of keys that do nothing. */
+static void add_noop(struct lctx *lc, const char *path, const char *value, const char *why)
+{
+	size_t used = strlen(lc->noop);
+	if (used < sizeof(lc->noop))
+		snprintf(lc->noop + used, sizeof(lc->noop) - used, "%s%s%s%s (%s)",
+			 lc->nnoop ? "; " : "", path, value ? "=" : "", value ? value : "", why);
+	lc->nnoop++;
+}
+
+static int ignored_index(const char *name)
 {
 	for (size_t i = 0; zn_config_ignored_key(i); i++)
 		if (strcmp(zn_config_ignored_key(i), name) == 0)
-			return true;
-	return false;
+			return (int)i;
+	return -1;
+}
+
+/* Whether an ignored top-level key's value is DeepSpeed's default: a
+ * section is off unless it says `enabled: true` (without `enabled`: unless
+ * it has keys); a scalar compares as a number or as text. */
+static bool ignored_is_default(size_t i, const struct zn_doc_node *val)
+{
+	const char *def = zn_config_ignored_default(i);
+
+	if (zn_doc_is_null(val))
+		return true;
+	if (!def) {
+		if (val->kind != ZN_DOC_MAP)
+			return false;
+		for (size_t j = 0; j < val->n; j++) {
+			const struct zn_doc_node *k = val->pairs[j].key, *v = val->pairs[j].value;
+			if (k->kind == ZN_DOC_SCALAR && strcmp(k->text, "enabled") == 0)
+				return v->kind == ZN_DOC_SCALAR &&
+				       (strcasecmp(v->text, "false") == 0 || strcmp(v->text, "0") == 0 ||
+					strcasecmp(v->text, "auto") == 0);
+		}
+		return val->n == 0;
+	}
+	if (val->kind != ZN_DOC_SCALAR)
+		return false;
+	char *e1, *e2;
+	double a = strtod(val->text, &e1), b = strtod(def, &e2);
+	if (*val->text && !*e1 && !*e2)
+		return a == b;
+	return strcasecmp(val->text, def) == 0 || strcasecmp(val->text, "auto") == 0;
+}
+
+/* Every word of `abbr` ("seq_parallel_comm_data_type") begins the word in
+ * the same place of `full` ("seq_parallel_communication_data_type"). */
+static bool abbreviates(const char *abbr, const char *full)
+{
+	while (*abbr && *full) {
+		size_t a = strcspn(abbr, "_"), f = strcspn(full, "_");
+		if (a > f || strncmp(abbr, full, a) != 0)
+			return false;
+		abbr += a + (abbr[a] == '_');
+		full += f + (full[f] == '_');
+	}
+	return !*abbr && !*full;
 }
 
 /* The known top-level key nearest to `name`, with the threshold
@@ -51,6 +124,8 @@ static const char *nearest_top_level(const char *name)
 
 	for (size_t i = 0; i < root->nkeys || zn_config_ignored_key(i - root->nkeys); i++) {
 		cand = i < root->nkeys ? root->keys[i].name : zn_config_ignored_key(i - root->nkeys);
+		if (abbreviates(name, cand))
+			return cand;
 		unsigned d = zn_edit_distance(name, cand);
 		if (d < best_d) {
 			best_d = d;
@@ -114,20 +189,34 @@ static const struct zn_doc_node *validate_node(const struct zn_key_table *sec,
 	}
 }
 
-/* An unknown key at the top level: DeepSpeed's unimplemented sections get
- * an INFO line, anything else a warning naming the nearest known key (a
- * newer DeepSpeed may know it). */
-static void unknown_top_level(const struct zn_doc_node *key)
+/* A top-level key zinc does not read.  DeepSpeed's sections zinc does not
+ * use are noted (and listed among the keys that do nothing when their
+ * value is not DeepSpeed's default).  Anything else is warned about with
+ * the nearest known key (a newer DeepSpeed may know it) -- unless that key
+ * is one zinc reads: a misspelt zero_optimization would train without
+ * ZeRO, so it is an error naming the key meant. */
+static int unknown_top_level(struct lctx *lc, const struct zn_doc_node *key,
+			     const struct zn_doc_node *val)
 {
 	const char *name = key->text, *near;
 	char where[4200];
+	int i = ignored_index(name);
 
 	zn_doc_where(key, where, sizeof(where));
-	if (is_ignored_key(name)) {
-		zn_info("%s: '%s' is not used by zinc yet", where, name);
-		return;
+	if (i >= 0) {
+		zn_info("%s: '%s' is not used by zinc: %s", where, name, zn_config_ignored_why((size_t)i));
+		report(lc, name, ZN_USE_IGNORED, zn_config_ignored_why((size_t)i));
+		if (!ignored_is_default((size_t)i, val))
+			add_noop(lc, name, val->kind == ZN_DOC_SCALAR ? val->text : NULL,
+				 zn_config_ignored_why((size_t)i));
+		return 0;
 	}
 	near = nearest_top_level(name);
+	if (near && zn_keys_find(&zn_config_key_table, near))
+		return zn_doc_fail(key, -EINVAL, "unknown top-level key '%s'; did you mean '%s'? "
+				   "(zinc reads '%s'; as written, the section would be ignored)",
+				   name, near, near);
+	report(lc, name, ZN_USE_UNKNOWN, near);
 	if (near)
 		zn_warn("%s: unknown top-level key '%s' is ignored; did you mean '%s'?", where, name,
 			near);
@@ -135,6 +224,7 @@ static void unknown_top_level(const struct zn_doc_node *key)
 		zn_warn("%s: unknown top-level key '%s' is ignored; "
 			"run `zinc config` for the keys zinc reads",
 			where, name);
+	return 0;
 }
 
 /* A list of two numbers ([0.9, 0.999]) as the text zn_keys_set parses. */
@@ -157,7 +247,7 @@ static int pair_text(const char *path, const struct zn_doc_node *val, char *buf,
 /* Set key k of `sec` in `obj` from the scalar (or two-number list) `val`. */
 static int load_value(const struct zn_key_table *sec, void *obj, const struct zn_key *k,
 		      const char *name, const char *prefix, const char *kpath,
-		      const struct zn_doc_node *val)
+		      const struct zn_doc_node *val, bool *is_auto)
 {
 	const char *text;
 	char pair[512];
@@ -175,6 +265,7 @@ static int load_value(const struct zn_key_table *sec, void *obj, const struct zn
 		text = val->text;
 	}
 	rc = zn_keys_set(sec, obj, name, text);
+	*is_auto = !rc && strcasecmp(text, "auto") == 0;
 	if (rc && strcmp(text, "auto") == 0)
 		/* Hugging Face's Trainer fills "auto" in before DeepSpeed
 		 * sees the file; zinc resolves it only where it can
@@ -186,18 +277,54 @@ static int load_value(const struct zn_key_table *sec, void *obj, const struct zn
 	return 0;
 }
 
+/* DeepSpeed's oldest form, "zero_optimization": true (stage 1) or false,
+ * which it still reads with a deprecation warning. */
+static int zero_bool(struct lctx *lc, struct zn_config *cfg, const struct zn_doc_node *val)
+{
+	bool on = strcasecmp(val->text, "true") == 0;
+	if (!on && strcasecmp(val->text, "false") != 0)
+		return zn_doc_fail(val, -EINVAL, "zero_optimization: expected a mapping of its "
+				   "keys (or DeepSpeed's old true/false), found '%s'", val->text);
+	char where[4200];
+	zn_doc_where(val, where, sizeof(where));
+	zn_warn("%s: \"zero_optimization\": %s is DeepSpeed's deprecated form; read as stage %d",
+		where, val->text, on ? 1 : 0);
+	cfg->zero_optimization.stage = on ? 1 : 0;
+	report(lc, "zero_optimization", ZN_USE_MAPPED, on ? "zero_optimization.stage: 1"
+							 : "zero_optimization.stage: 0");
+	return 0;
+}
+
+/* The order a section's pairs are read in: "type" first where the table
+ * checks it, so that an optimizer is refused for what it is before its
+ * parameters are looked at. */
+static size_t pair_order(const struct zn_key_table *sec, const struct zn_doc_node *map, size_t i)
+{
+	size_t t = map->n;
+	if (!sec->check_type)
+		return i;
+	for (size_t j = 0; j < map->n; j++)
+		if (map->pairs[j].key->kind == ZN_DOC_SCALAR &&
+		    strcmp(map->pairs[j].key->text, "type") == 0)
+			t = j;
+	if (t == map->n)
+		return i;
+	return i == 0 ? t : i <= t ? i - 1 : i;
+}
+
 /* Apply one section's mapping to `obj`, nested sections included, then
  * refuse unsupported values and run the section's checks.  `prefix` is the
  * path above the section ("zero_optimization." for offload_param), put in
  * front of the table's "section.key: ..." messages; `key_node` is the key
  * that named the section (NULL at the top level, where unknown keys warn
  * instead of failing). */
-static int load_section(const struct zn_key_table *sec, void *obj, const char *prefix,
-			const struct zn_doc_node *key_node, const struct zn_doc_node *map)
+static int load_section(struct lctx *lc, const struct zn_key_table *sec, void *obj,
+			const char *prefix, const struct zn_doc_node *key_node,
+			const struct zn_doc_node *map)
 {
 	bool root = key_node == NULL;
 	char path[256], sub_prefix[258];
-	int rc;
+	int rc, si = zn_config_section_index(sec);
 
 	snprintf(path, sizeof(path), "%s%s", prefix, sec->name);
 	snprintf(sub_prefix, sizeof(sub_prefix), "%s%s", path, path[0] ? "." : "");
@@ -209,7 +336,8 @@ static int load_section(const struct zn_key_table *sec, void *obj, const char *p
 				   "found %s",
 				   path, zn_doc_kind_name(map));
 
-	for (size_t i = 0; i < map->n; i++) {
+	for (size_t o = 0; o < map->n; o++) {
+		const size_t i = pair_order(sec, map, o);
 		const struct zn_doc_node *key = map->pairs[i].key, *val = map->pairs[i].value;
 		const struct zn_key *k;
 		char kpath[320];
@@ -220,7 +348,7 @@ static int load_section(const struct zn_key_table *sec, void *obj, const char *p
 		ZN_TRY(check_no_nul(key, "key"));
 		k = zn_keys_find(sec, key->text);
 		if (!k && root) {
-			unknown_top_level(key);
+			ZN_TRY(unknown_top_level(lc, key, val));
 			continue;
 		}
 		if (!k) {
@@ -229,7 +357,8 @@ static int load_section(const struct zn_key_table *sec, void *obj, const char *p
 			return zn_doc_fail(key, rc ? rc : -ENOENT, "%s%s", prefix, zn_last_error());
 		}
 		snprintf(kpath, sizeof(kpath), "%s%s", sub_prefix, k->name);
-		/* A key and its alias both given: the same field twice. */
+		/* A key and its alias both given: the same field twice, named
+		 * at the later one ("type", read first, has no alias). */
 		for (size_t j = 0; j < i; j++) {
 			const struct zn_doc_node *prev = map->pairs[j].key;
 			if (prev->kind == ZN_DOC_SCALAR && zn_keys_find(sec, prev->text) == k)
@@ -238,18 +367,57 @@ static int load_section(const struct zn_key_table *sec, void *obj, const char *p
 						   "keep one",
 						   kpath, prev->text, prev->line, key->text);
 		}
-		if (zn_doc_is_null(val))
+		if (si >= 0 && (size_t)(k - sec->keys) < 64)
+			lc->cfg->given[si] |= 1ull << (k - sec->keys);
+		if (k->deprecated && strcmp(key->text, k->deprecated) == 0) {
+			char where[4200];
+			zn_doc_where(key, where, sizeof(where));
+			zn_warn("%s: %s%s is deprecated by DeepSpeed; read as %s", where, sub_prefix,
+				key->text, kpath);
+		}
+		if (strcmp(key->text, k->name) != 0) {
+			char spelt[320];
+			snprintf(spelt, sizeof(spelt), "%s%s", sub_prefix, key->text);
+			report(lc, spelt, ZN_USE_MAPPED, kpath);
+		}
+		if (zn_doc_is_null(val)) {
+			report(lc, kpath, ZN_USE_READ, "null: the default");
 			continue; /* `key: ~` keeps the default */
+		}
+		if (k->type == ZN_KEY_SECTION && val->kind == ZN_DOC_SCALAR && root &&
+		    strcmp(k->name, "zero_optimization") == 0) {
+			ZN_TRY(zero_bool(lc, lc->cfg, val));
+			continue;
+		}
 		if (k->type != ZN_KEY_SECTION) {
-			ZN_TRY(load_value(sec, obj, k, key->text, prefix, kpath, val));
+			bool is_auto = false;
+			ZN_TRY(load_value(sec, obj, k, key->text, prefix, kpath, val, &is_auto));
+			if (is_auto && si >= 0 && (size_t)(k - sec->keys) < 64)
+				lc->cfg->autos[si] |= 1ull << (k - sec->keys);
+			report(lc, kpath, is_auto ? ZN_USE_AUTO : k->noop ? ZN_USE_NOOP : ZN_USE_READ,
+			       k->noop);
+			if (k->noop && !zn_keys_is_default(k, obj)) {
+				char v[128];
+				add_noop(lc, kpath, zn_keys_format(k, obj, v, sizeof(v)), k->noop);
+			}
+			if (strcmp(k->name, "type") == 0 && sec->check_type &&
+			    (rc = sec->check_type(obj)))
+				return zn_doc_fail(val, rc, "%s%s", prefix, zn_last_error());
 			continue;
 		}
 		if (k->flags & ZN_KEY_UNSUPPORTED)
 			return zn_doc_fail(key, -EINVAL, "%s: not supported yet (%s); remove it", kpath,
 					   k->help);
-		ZN_TRY(load_section(k->sub, (char *)obj + k->offset, sub_prefix, key, val));
+		report(lc, kpath, ZN_USE_READ, "a section");
+		ZN_TRY(load_section(lc, k->sub, (char *)obj + k->offset, sub_prefix, key, val));
 	}
 
+	if (sec->resolve) {
+		rc = sec->resolve(obj);
+		if (rc)
+			return zn_doc_fail(validate_node(sec, key_node, map), rc, "%s%s", prefix,
+					   zn_last_error());
+	}
 	const struct zn_key *uk = NULL;
 	rc = zn_keys_check_unsupported(sec, obj, &uk);
 	if (rc) {
@@ -266,7 +434,49 @@ static int load_section(const struct zn_key_table *sec, void *obj, const char *p
 	return 0;
 }
 
-static int load_root(const struct zn_doc_node *root, struct zn_config *cfg)
+/* DeepSpeed reads `aio` at the top level; a file that puts it inside
+ * zero_optimization (next to the offload it tunes) is read as if it were
+ * at the top, with a warning, unless the top level has its own. */
+static int hoist_aio(struct lctx *lc, struct zn_doc *doc, struct zn_doc_node *root)
+{
+	struct zn_doc_node *zero = NULL;
+	size_t at = 0;
+
+	for (size_t i = 0; i < root->n; i++) {
+		const struct zn_doc_node *k = root->pairs[i].key;
+		if (k->kind == ZN_DOC_SCALAR && strcmp(k->text, "zero_optimization") == 0)
+			zero = root->pairs[i].value;
+	}
+	if (!zero || zero->kind != ZN_DOC_MAP)
+		return 0;
+	for (at = 0; at < zero->n; at++)
+		if (zero->pairs[at].key->kind == ZN_DOC_SCALAR &&
+		    strcmp(zero->pairs[at].key->text, "aio") == 0)
+			break;
+	if (at == zero->n)
+		return 0;
+	struct zn_doc_pair aio = zero->pairs[at];
+	for (size_t i = 0; i < root->n; i++) {
+		const struct zn_doc_node *k = root->pairs[i].key;
+		if (k->kind == ZN_DOC_SCALAR && strcmp(k->text, "aio") == 0)
+			return zn_doc_fail(aio.key, -EINVAL, "zero_optimization.aio: an aio section is "
+					   "also at the top level (line %zu); keep one, at the top "
+					   "level where DeepSpeed reads it", k->line);
+	}
+	char where[4200];
+	zn_doc_where(aio.key, where, sizeof(where));
+	zn_warn("%s: aio belongs at the top level, where DeepSpeed reads it; read from "
+		"zero_optimization.aio", where);
+	report(lc, "zero_optimization.aio", ZN_USE_MAPPED, "aio");
+	memmove(&zero->pairs[at], &zero->pairs[at + 1], (zero->n - at - 1) * sizeof(aio));
+	zero->n--;
+	if (zn_doc_map_add(doc, root, aio.key, aio.value))
+		return zn_error(-ENOMEM, "out of memory");
+	return 0;
+}
+
+static int load_root(struct lctx *lc, struct zn_doc *doc, struct zn_doc_node *root,
+		     struct zn_config *cfg)
 {
 	/* An empty file (or one holding only comments) sets nothing. */
 	if (zn_doc_is_null(root))
@@ -276,10 +486,18 @@ static int load_root(const struct zn_doc_node *root, struct zn_config *cfg)
 				   "the top level must be a mapping of sections (like 'aio:'), "
 				   "found %s",
 				   zn_doc_kind_name(root));
-	ZN_TRY(load_section(&zn_config_key_table, cfg, "", NULL, root));
+	ZN_TRY(hoist_aio(lc, doc, root));
+	ZN_TRY(load_section(lc, &zn_config_key_table, cfg, "", NULL, root));
 	/* root_validate checked the batch rule; keep what it resolved. */
 	ZN_TRY(zn_config_resolve_batch(cfg, 1, &cfg->batch));
-	zn_config_resolve_auto(cfg);
+	zn_config_resolve_links(cfg);
+	/* A model whose shape the file gives resolves its hidden-size
+	 * "auto"s now; a Hugging Face config.json's, when it is read. */
+	if (cfg->model.type == ZN_MODEL_GPT2)
+		zn_config_resolve_auto(cfg);
+	if (lc->nnoop)
+		zn_warn("%s: %zu key%s do%s nothing in zinc: %s", lc->name, lc->nnoop,
+			lc->nnoop == 1 ? "" : "s", lc->nnoop == 1 ? "es" : "", lc->noop);
 	return 0;
 }
 
@@ -345,7 +563,8 @@ static int apply_override(struct zn_doc *doc, struct zn_doc_node *root, const ch
 }
 
 static int load_text(const char *text, size_t len, const char *name,
-		     const char *const *sets, size_t nsets, struct zn_config *out)
+		     const char *const *sets, size_t nsets, struct zn_config *out,
+		     zn_config_key_fn fn, void *fn_ctx)
 {
 	struct zn_doc *doc = zn_doc_create();
 	struct zn_doc_node *root;
@@ -366,8 +585,15 @@ static int load_text(const char *text, size_t len, const char *name,
 	for (size_t i = 0; i < nsets && !rc; i++)
 		rc = apply_override(doc, root, sets[i]);
 	if (!rc) {
+		struct lctx *lc = calloc(1, sizeof(*lc));
 		zn_config_default(&cfg);
-		rc = load_root(root, &cfg);
+		if (!lc) {
+			rc = zn_error(-ENOMEM, "%s: out of memory", name);
+		} else {
+			*lc = (struct lctx){ .fn = fn, .fn_ctx = fn_ctx, .cfg = &cfg, .name = name };
+			rc = load_root(lc, doc, root, &cfg);
+			free(lc);
+		}
 	}
 	zn_doc_destroy(doc);
 	if (!rc)
@@ -377,13 +603,13 @@ static int load_text(const char *text, size_t len, const char *name,
 
 int zn_config_load_string(const char *text, size_t len, const char *name, struct zn_config *out)
 {
-	return load_text(text, len, name, NULL, 0, out);
+	return load_text(text, len, name, NULL, 0, out, NULL, NULL);
 }
 
 int zn_config_load_string_set(const char *text, size_t len, const char *name,
 			      const char *const *sets, size_t nsets, struct zn_config *out)
 {
-	return load_text(text, len, name, sets, nsets, out);
+	return load_text(text, len, name, sets, nsets, out, NULL, NULL);
 }
 
 int zn_config_load_file(const char *path, struct zn_config *out)
@@ -394,12 +620,18 @@ int zn_config_load_file(const char *path, struct zn_config *out)
 int zn_config_load_file_set(const char *path, const char *const *sets, size_t nsets,
 			    struct zn_config *out)
 {
+	return zn_config_load_file_explain(path, sets, nsets, out, NULL, NULL);
+}
+
+int zn_config_load_file_explain(const char *path, const char *const *sets, size_t nsets,
+				struct zn_config *out, zn_config_key_fn fn, void *ctx)
+{
 	char *buf;
 	size_t len;
 
 	ZN_TRY(zn_doc_read_file(path, MAX_FILE_BYTES, "a zinc or DeepSpeed config file", &buf,
 				&len));
-	int rc = load_text(buf, len, path, sets, nsets, out);
+	int rc = load_text(buf, len, path, sets, nsets, out, fn, ctx);
 	free(buf);
 	return rc;
 }

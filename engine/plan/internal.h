@@ -47,6 +47,11 @@ int zn_plan_geom_of(const struct zn_config *cfg, struct zn_plan_geom *g);
 int zn_plan_geom_of_arch(const struct zn_arch *a, struct zn_plan_geom *g);
 void zn_plan_geom_free(struct zn_plan_geom *g);
 
+/* ZeRO's rules for one rank of the plan, with the hidden-size "auto"s
+ * resolved from the geometry's model as the trainer resolves them. */
+void zn_plan_zero_rules(struct zn_zero_rules *z, const struct zn_config *c,
+			const struct zn_plan_geom *g);
+
 /* zn_plan_compute_on for model g (its config's, or a scaled one) with the
  * rest of cfg: *p is overwritten; m is never NULL (zeroed: this machine). */
 int zn_plan_compute_geom(const struct zn_config *cfg, const struct zn_plan_geom *g,

@@ -103,13 +103,31 @@ static void layer_done(struct layers_in_use *u, const struct zn_plan_geom *g, un
 	}
 }
 
+void zn_plan_zero_rules(struct zn_zero_rules *z, const struct zn_config *c,
+			const struct zn_plan_geom *g)
+{
+	zn_zero_rules_init(z, c, 0, 1);
+	/* The hidden-size "auto"s as the trainer settles them once the model
+	 * is known: here from the geometry's model. */
+	if (c->zero_optimization.param_persistence_threshold == UINT64_MAX) {
+		struct zn_config *r = malloc(sizeof(*r));
+		if (!r)
+			return;
+		*r = *c;
+		zn_config_resolve_hidden(r, (uint64_t)zn_arch_dims(&g->a).n_embd);
+		zn_zero_rules_init(z, r, 0, 1);
+		free(r);
+	}
+	z->largest = g->tab.largest;
+}
+
 static void placement(const struct zn_config *c, const struct zn_plan_geom *g, struct placed *pl)
 {
 	struct layers_in_use u = { 0 };
 	uint64_t lp = 0, lg = 0, lf = 0; /* the current layer's fetched bytes */
 
 	memset(pl, 0, sizeof(*pl));
-	zn_zero_rules_init(&pl->z, c, 0, 1);
+	zn_plan_zero_rules(&pl->z, c, g);
 	for (unsigned l = 0; l < g->tab.nlayers; l++) {
 		for (unsigned i = g->tab.first[l]; i < g->tab.first[l] + g->tab.count[l]; i++) {
 			const uint64_t n = g->tab.d[i].numel;

@@ -118,7 +118,7 @@ int zn_plan_compute_geom(const struct zn_config *cfg, const struct zn_plan_geom 
 	int rc;
 
 	memset(p, 0, sizeof(*p));
-	zn_zero_rules_init(&zr, cfg, 0, 1);
+	zn_plan_zero_rules(&zr, cfg, g);
 	p->params = g->tab.total;
 	p->largest = g->tab.largest;
 	p->largest_layer = g->largest_layer;

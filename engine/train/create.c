@@ -188,7 +188,13 @@ static int settle_config(struct zn_trainer *t, bool synthetic)
 	if (t->B < 1 || t->accum < 1)
 		return zn_error(-EINVAL, "train_batch_size / train_micro_batch_size_per_gpu: give "
 					 "the batch size (DeepSpeed's keys)");
-	return zn_arch_from_config(cfg, &t->arch);
+	if ((rc = zn_arch_from_config(cfg, &t->arch)))
+		return rc;
+	/* The "auto" sizes that follow the hidden size, now that the model
+	 * (a Hugging Face config.json's) is known; the rules read them. */
+	zn_config_resolve_hidden(&t->cfg, (uint64_t)zn_arch_dims(&t->arch).n_embd);
+	zn_zero_rules_init(&t->zr, &t->cfg, t->rank, t->world);
+	return 0;
 }
 
 /* The device, its compute stream and kernels (in the model's storage
@@ -305,6 +311,7 @@ static int place_tensors(struct zn_trainer *t)
 	int rc = zn_tensor_table_build(&t->tab, &t->arch);
 	if (rc)
 		return rc;
+	t->zr.largest = t->tab.largest; /* sub_group_size 0's unit */
 	t->t = calloc(ZN_MAX(t->tab.nt, 1), sizeof(*t->t));
 	t->layer = calloc(ZN_MAX(t->tab.nlayers, 1), sizeof(*t->layer));
 	if (!t->t || !t->layer)
@@ -518,6 +525,11 @@ void zn_trainer_set_trace(struct zn_trainer *t, struct zn_trace *trace)
 		zn_swapper_set_trace(t->homes.sw, trace);
 	if (t->nvme.os)
 		zn_optswap_set_trace(t->nvme.os, trace);
+}
+
+const struct zn_config *zn_trainer_config(const struct zn_trainer *t)
+{
+	return &t->cfg;
 }
 
 void zn_trainer_model_summary(const struct zn_trainer *t, char *out, size_t len)

@@ -10,12 +10,15 @@
 
 #include <string.h>
 
-/* Weight decay on matrices only, as GPT-2/llm.c (not biases, layernorms). */
-static struct zn_adam_hparams hparams_for(const struct zn_adam_hparams *hp,
-					  const struct tstate *s)
+/* Weight decay on matrices only by default, as GPT-2/llm.c, nanoGPT and
+ * the Hugging Face Trainer do (not biases, norms); on every parameter with
+ * optimizer.params.weight_decay_params: all, as DeepSpeed's optimizer
+ * decays whatever parameters a script passes it. */
+static struct zn_adam_hparams hparams_for(const struct zn_trainer *t,
+					  const struct zn_adam_hparams *hp, const struct tstate *s)
 {
 	struct zn_adam_hparams h = *hp;
-	if (!s->d->decay)
+	if (!s->d->decay && t->cfg.optimizer.params.weight_decay_params != ZN_DECAY_ALL)
 		h.weight_decay = 0;
 	return h;
 }
@@ -79,7 +82,7 @@ static int update_part(struct zn_trainer *t, struct tstate *s, const struct zn_a
 		       uint64_t step, float grad_scale, const struct zn_adam_exec *ex, uint64_t l,
 		       const struct zn_adam_tensors *whole)
 {
-	struct zn_adam_hparams h = hparams_for(hp, s);
+	struct zn_adam_hparams h = hparams_for(t, hp, s);
 	const size_t gsz = zn_dtype_size(whole->grad_dtype);
 	int rc = 0;
 	uint64_t done = 0;
@@ -158,7 +161,7 @@ static int host_update(struct zn_trainer *t, struct tstate *s, const struct zn_a
 static int device_update(struct zn_trainer *t, struct tstate *s, const struct zn_adam_hparams *hp,
 			 uint64_t step, float grad_scale)
 {
-	struct zn_adam_hparams h = hparams_for(hp, s);
+	struct zn_adam_hparams h = hparams_for(t, hp, s);
 	const float *dg = s->dgrad;
 	float *dp = s->dhome ? s->dhome : (float *)s->dparam + s->lo;
 	int rc;

@@ -191,7 +191,11 @@ int zn_zero_homes_pool(const struct zn_zero_rules *z, const struct zn_offload_pa
 uint64_t zn_zero_sub_group(const struct zn_zero_rules *z, uint64_t own)
 {
 	own = ZN_MAX(own, 1);
-	return !z->sub_group_size || z->sub_group_size > own ? own : z->sub_group_size;
+	/* DeepSpeed's 0 gives each parameter a sub-group of its own; zinc's
+	 * sub-groups are runs of elements, so the nearest is runs of the
+	 * largest tensor's size. */
+	const uint64_t sg = z->sub_group_size ? z->sub_group_size : z->largest;
+	return !sg || sg > own ? own : sg;
 }
 
 void zn_zero_optswap_config(const struct zn_zero_rules *z,

@@ -51,7 +51,12 @@ struct zn_zero_rules {
 	uint64_t parts;          /* stage >= 1: every tensor in `world` parts */
 	uint64_t threshold;      /* stage3_param_persistence_threshold, elements */
 	uint64_t max_in_cpu;     /* offload_param.max_in_cpu, elements */
-	uint64_t sub_group_size; /* elements; 0: one sub-group (zn_zero_sub_group) */
+	uint64_t sub_group_size; /* elements; 0: DeepSpeed's one parameter per
+	                          * sub-group, made sub-groups of `largest`
+	                          * elements (zn_zero_sub_group) */
+	uint64_t largest;        /* elements of the largest tensor once the table
+	                          * is known; 0: not yet (a 0 sub_group_size is
+	                          * then one sub-group) */
 	uint64_t tile_size;      /* elements per tile of a tileable tensor, 0: none;
 	                          * one rank (zn_zero_tile_rows) */
 	bool offload_param, device_opt;

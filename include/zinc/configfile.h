@@ -46,6 +46,12 @@ enum zn_scheduler_type {
 enum zn_warmup_type { ZN_WARMUP_LOG, ZN_WARMUP_LINEAR };
 enum zn_device_type { ZN_DEVICE_CPU, ZN_DEVICE_CUDA };
 
+/* Which parameters weight decay applies to (optimizer.params.weight_decay_params). */
+enum zn_decay_params {
+	ZN_DECAY_MATRICES, /* 2-D tensors only: not biases, norms (HF Trainer, nanoGPT) */
+	ZN_DECAY_ALL,      /* every parameter, as DeepSpeed's optimizer given them all */
+};
+
 struct zn_optimizer_params {
 	double lr;
 	double betas[2];
@@ -55,10 +61,12 @@ struct zn_optimizer_params {
 	bool adam_w_mode;   /* Adam only: decoupled weight decay (DeepSpeed's default) */
 	bool amsgrad;       /* not supported yet */
 	bool torch_adam;    /* accepted; zinc always uses its own CPU Adam */
+	int weight_decay_params; /* enum zn_decay_params */
 };
 
 struct zn_optimizer_config {
 	int type; /* enum zn_optimizer_type */
+	bool legacy_fusion; /* accepted, a no-op */
 	struct zn_optimizer_params params;
 };
 
@@ -93,6 +101,17 @@ struct zn_fp16_config {
 struct zn_bf16_config {
 	bool enabled;
 	bool immediate_grad_update;
+	bool check_grad_overflow;  /* zinc skips steps on overflow in fp16 only */
+	bool bf16_master_weights_and_grads;
+	bool bf16_optimizer_states;
+	/* fp16's loss-scaler keys, often copied into bf16: no-ops (bf16 needs
+	 * no loss scaling). */
+	double loss_scale;
+	uint32_t initial_scale_power;
+	uint32_t loss_scale_window;
+	uint32_t hysteresis;
+	bool consecutive_hysteresis;
+	double min_loss_scale;
 };
 
 /* DeepSpeed's data_types section. */
@@ -124,7 +143,7 @@ struct zn_zero_config {
 	uint32_t stage;           /* 0 to 3 */
 	bool contiguous_gradients;
 	bool reduce_scatter;
-	uint64_t reduce_bucket_size; /* elements; 0 = auto (n_embd^2) */
+	uint64_t reduce_bucket_size; /* elements; UINT64_MAX = auto (hidden^2) */
 	bool use_multi_rank_bucket_allreduce;
 	bool allgather_partitions;
 	uint64_t allgather_bucket_size;
@@ -136,7 +155,7 @@ struct zn_zero_config {
 	uint64_t sub_group_size;
 	uint64_t tile_size;                   /* zinc: elements per tile, 0 off */
 	bool cpu_offload;
-	bool cpu_offload_params;
+	bool cpu_offload_param;
 	bool cpu_offload_use_pin_memory;
 	uint64_t prefetch_bucket_size;        /* UINT64_MAX = auto (0.9 n_embd^2) */
 	uint64_t param_persistence_threshold; /* UINT64_MAX = auto (10 n_embd) */
@@ -160,6 +179,11 @@ struct zn_zero_config {
 	bool pipeline_loading_checkpoint;
 	bool override_module_apply;
 	bool log_trace_cache_warnings;
+	bool allgather_sequential;
+	bool enable_sanity_checks;
+	bool save_muon_momentum_buffer_in_memory;
+	uint8_t zenflow;     /* a section refused when given: no keys kept */
+	uint8_t leaf_module; /* likewise */
 };
 
 /* zinc's own sections. */
@@ -216,6 +240,11 @@ struct zn_batch {
 	uint32_t world_size;
 };
 
+/* Sections in the tree of key tables, and keys per section, at most (the
+ * unit tests check both). */
+#define ZN_CONFIG_MAX_SECTIONS 32
+#define ZN_CONFIG_MAX_KEYS 64
+
 /* Everything a config file sets.  Top-level scalars as DeepSpeed names
  * them (0 = not given, or "auto"), then one member per section. */
 struct zn_config {
@@ -239,6 +268,12 @@ struct zn_config {
 	/* Filled by the loader (world size 1) and zn_config_resolve_batch;
 	 * all 0 when the file gives no batch size at all. */
 	struct zn_batch batch;
+	/* What the loader saw, per key: bit k of word s is key k of the s-th
+	 * section of zn_config_section (given: the file or --set named it;
+	 * autos: its value was "auto").  Asked through zn_config_key_given /
+	 * zn_config_key_auto. */
+	uint64_t given[ZN_CONFIG_MAX_SECTIONS];
+	uint64_t autos[ZN_CONFIG_MAX_SECTIONS];
 };
 
 /* Fill `cfg` with every section's defaults (DeepSpeed's where it has one). */
@@ -286,11 +321,60 @@ ZN_API int zn_config_expand_rank(struct zn_config *cfg, int rank, int local_rank
  * dtype (bf16, fp16 or fp32), on both backends. */
 ZN_API enum zn_dtype zn_config_storage_dtype(const struct zn_config *cfg);
 
-/* Resolve the "auto" sizes that follow from the model, as the Hugging Face
- * integration does: zero_optimization.reduce_bucket_size = n_embd^2,
- * stage3_prefetch_bucket_size = 0.9 n_embd^2,
- * stage3_param_persistence_threshold = 10 n_embd.  No-op without n_embd. */
+/* Resolve the "auto" sizes that follow from the model's hidden size, as
+ * the Hugging Face integration does (trainer_config_finalize):
+ * zero_optimization.reduce_bucket_size = hidden^2, and at stage 3
+ * stage3_prefetch_bucket_size = 0.9 hidden^2 and
+ * stage3_param_persistence_threshold = 10 hidden (below stage 3 these two
+ * take DeepSpeed's defaults, as "auto" left there does).  The loader does
+ * this for a model whose shape the file gives (gpt2); the trainer and the
+ * plan once the model is known (a Hugging Face config.json's hidden size).
+ * No-op when hidden is 0 or nothing is "auto". */
+ZN_API void zn_config_resolve_hidden(struct zn_config *cfg, uint64_t hidden);
+
+/* zn_config_resolve_hidden with model.n_embd. */
 ZN_API void zn_config_resolve_auto(struct zn_config *cfg);
+
+/* Whether the key at `path` ("scheduler.params.warmup_max_lr",
+ * "train_batch_size") was given by the file or --set / was "auto" there.
+ * False for a path that names no key. */
+ZN_API bool zn_config_key_given(const struct zn_config *cfg, const char *path);
+ZN_API bool zn_config_key_auto(const struct zn_config *cfg, const char *path);
+
+/* One line (no newline) saying what each "auto" became and from what
+ * ("auto: optimizer.params.lr=3e-05 (...), ..."), into buf; returns how
+ * many keys were "auto" (0: buf is ""). */
+ZN_API int zn_config_auto_report(const struct zn_config *cfg, char *buf, size_t len);
+
+/* The i-th rule of "auto": the key's path, and in *from (if not NULL)
+ * where its value comes from; NULL past the last.  A key that takes
+ * "auto" and has no rule keeps its default. */
+ZN_API const char *zn_config_auto_rule(size_t i, const char **from);
+
+/* One line naming the defaults zinc uses that differ from DeepSpeed's and
+ * matter to this config (keys the file left out); returns how many (0:
+ * buf is ""). */
+ZN_API int zn_config_defaults_report(const struct zn_config *cfg, char *buf, size_t len);
+
+/* What the loader did with each key of a file, for `zinc config --check
+ * --keys` and the tests of real DeepSpeed configs. */
+enum zn_key_use {
+	ZN_USE_READ,       /* honoured */
+	ZN_USE_MAPPED,     /* `path` as the file spells it (an alias, a deprecated
+			    * name, a misplaced section) is read as `note` */
+	ZN_USE_AUTO,       /* "auto", resolved (zn_config_auto_report says to what) */
+	ZN_USE_NOOP,       /* accepted, does nothing in zinc; `note` says why */
+	ZN_USE_IGNORED,    /* a DeepSpeed section zinc does not use; `note` says why */
+	ZN_USE_UNKNOWN,    /* an unknown top-level key, warned about */
+};
+typedef void (*zn_config_key_fn)(void *ctx, const char *path, enum zn_key_use use,
+				 const char *note);
+
+/* zn_config_load_file_set, calling `fn` once per key of the file (and of
+ * --set) with what was done with it.  A refused key is not reported: the
+ * load fails naming it. */
+ZN_API int zn_config_load_file_explain(const char *path, const char *const *sets, size_t nsets,
+				       struct zn_config *out, zn_config_key_fn fn, void *ctx);
 
 /* The top-level table: its scalar keys and, as ZN_KEY_SECTION keys, every
  * section (nested ones inside their parents). */
@@ -308,8 +392,10 @@ ZN_API const struct zn_key_table *zn_config_section(size_t i, const char **path)
 ZN_API void *zn_config_section_data(struct zn_config *cfg, const struct zn_key_table *sec);
 
 /* The i-th top-level key that DeepSpeed documents and zinc accepts without
- * using yet (0-based, sorted), or NULL past the last one. */
+ * using yet (0-based, sorted), or NULL past the last one; `why` (if not
+ * NULL) gets the reason it does nothing in zinc. */
 ZN_API const char *zn_config_ignored_key(size_t i);
+ZN_API const char *zn_config_ignored_why(size_t i);
 
 #ifdef __cplusplus
 }

@@ -61,6 +61,13 @@ struct zn_key {
 	unsigned flags;            /* enum zn_key_flags */
 	const char *help;          /* one sentence, with units */
 	const struct zn_key_table *sub; /* SECTION: the nested table */
+	/* A name DeepSpeed marks deprecated but still reads with this key's
+	 * meaning: accepted, with a warning naming the key to use, or NULL. */
+	const char *deprecated;
+	/* Accepted but does nothing in zinc: why (a value other than the
+	 * default is listed in the one "do nothing in zinc" warning of a
+	 * load), or NULL for a key zinc honours. */
+	const char *noop;
 };
 
 struct zn_key_table {
@@ -72,12 +79,27 @@ struct zn_key_table {
 	/* Checks that involve several keys or refuse a value outright (called
 	 * after all keys are set); 0 or -EINVAL with the last error set. */
 	int (*validate)(const void *obj);
+	/* Optional: checked as soon as the section's "type" key is read,
+	 * before its other keys (an optimizer refused by its type, not by a
+	 * parameter only that type takes); 0 or -EINVAL with the last error. */
+	int (*check_type)(const void *obj);
+	/* Optional: maps deprecated keys onto their replacements (DeepSpeed's
+	 * new_param_fn) before validate; 0 or -EINVAL with the last error. */
+	int (*resolve)(void *obj);
+	/* Every key accepts "auto" and keeps its default: DeepSpeed's pydantic
+	 * sections (zero_optimization, offload_*, fp16, bf16) drop "auto"
+	 * values before reading them. */
+	bool auto_default;
 };
+
+/* Whether key k of `sec` takes "auto" (flagged so, or its table does). */
+ZN_API bool zn_keys_accepts_auto(const struct zn_key_table *sec, const struct zn_key *k);
 
 /* Fill `obj` with the defaults of every key. */
 ZN_API void zn_keys_defaults(const struct zn_key_table *sec, void *obj);
 
-/* The key named `name` (or its alias) in `sec`, or NULL. */
+/* The key named `name` (or its alias, or its deprecated name) in `sec`,
+ * or NULL. */
 ZN_API const struct zn_key *zn_keys_find(const struct zn_key_table *sec, const char *name);
 
 /* The key of `sec` nearest to the unknown `name` (edit distance), or NULL

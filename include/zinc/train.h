@@ -166,6 +166,11 @@ ZN_API void zn_trainer_device_summary(const struct zn_trainer *t, char *out, siz
 /* The number of the model's parameters. */
 ZN_API uint64_t zn_trainer_num_params(const struct zn_trainer *t);
 
+/* The config the trainer runs: the one it was given, with what only the
+ * model could settle filled in (the hidden-size "auto"s, {rank} paths).
+ * Valid while the trainer lives. */
+ZN_API const struct zn_config *zn_trainer_config(const struct zn_trainer *t);
+
 #ifdef __cplusplus
 }
 #endif
