@@ -8,7 +8,8 @@
  * or a sanitizer report ends the program (the test fails, naming the file
  * on stdout just before); an empty or unreadable corpus is a failure too, so
  * that a corpus that went missing cannot pass.  Output is TAP: one line per
- * corpus. */
+ * corpus.  With ZINC_FUZZ_VERBOSE set, each input's line is followed by the
+ * library's last error message (what a seed exercises). */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "fuzz.h"
+#include "zinc/common.h"
 
 /* libFuzzer calls it when a target defines it; so does this driver. */
 __attribute__((weak)) int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -60,6 +62,8 @@ static int run_file(const char *path)
 	fflush(stdout);
 	LLVMFuzzerTestOneInput(exact, n);
 	free(exact);
+	if (getenv("ZINC_FUZZ_VERBOSE"))
+		printf("#   last error: %s\n", zn_last_error());
 	return 0;
 }
 
