@@ -1,11 +1,13 @@
 /* The config loader (engine/config/load.c): a YAML or JSON config file with
  * `--set KEY=VALUE` overrides.  The input is the file's text, then, after
  * each NUL byte, one override: "text\0a.b=1\0c=[2]" is the file "text" with
- * --set a.b=1 --set c=[2]. */
+ * --set a.b=1 --set c=[2].  Each override's value is also read as a size
+ * (zn_parse_size: "16MiB", "5e8"), as the command line's options are. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz.h"
+#include "zinc/common.h"
 #include "zinc/configfile.h"
 
 #define MAX_SETS 8
@@ -30,6 +32,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void)zn_config_load_string(copy, text_len, "fuzz.yaml", &cfg);
 	if (nsets)
 		(void)zn_config_load_string_set(copy, text_len, "fuzz.yaml", sets, nsets, &cfg);
+	for (size_t i = 0; i < nsets; i++) {
+		const char *eq = strchr(sets[i], '=');
+		uint64_t v;
+		(void)zn_parse_size(eq ? eq + 1 : sets[i], &v);
+	}
 	free(copy);
 	return 0;
 }

@@ -73,6 +73,8 @@ def config():
     put("config", "empty-set", "\0train_batch_size=8")
     put("config", "set-not-section", "fp16: 1\n\0fp16.enabled=true")
     put("config", "set-bad", "{}\0=1\0a..b=2\0novalue\0x=[")
+    put("config", "sizes", "aio: {block_size: 1M}\0aio.block_size=128KiB\0"
+        "zero_optimization.sub_group_size=5e8\0x= 16 GB \0y=1.5e400\0z=17179869184T")
     put("config", "huge-number.json", '{"train_batch_size": 1e300, "gradient_clipping": 2e308}')
     put("config", "types.yaml", "fp16: {enabled: yes, loss_scale: -1}\nbf16: []\n"
         "zero_optimization: {stage: '3', sub_group_size: 0x10}\n")
