@@ -11,7 +11,9 @@
 # sanitizer report or timeout stops that target: the input is saved as
 # build-fuzz/fuzz-artifacts/TARGET-crash-HASH (or leak-, timeout-, oom-), the
 # script goes on with the others and exits 1.  Fix the parser, then copy the
-# input into tests/fuzz/corpus/TARGET/ as its regression test.
+# input into tests/fuzz/corpus/TARGET/ as its regression test.  A target's
+# dictionary of format words, tests/fuzz/dict/TARGET.dict, is used when
+# there is one.
 #
 # Needs clang with libFuzzer (Debian: apt-get install clang); without it,
 # says so and exits 77 (skip).
@@ -46,6 +48,8 @@ status=0
 mkdir -p "$BUILD/fuzz-artifacts"
 for t in $targets; do
 	mkdir -p "$BUILD/fuzz-corpus/$t"
+	dict=""
+	[ -f "tests/fuzz/dict/$t.dict" ] && dict="-dict=tests/fuzz/dict/$t.dict"
 	echo "fuzz: $t for ${SECONDS_EACH}s"
 	# -rss_limit_mb: a parser given a damaged length must refuse it, not
 	# try to allocate it.  -timeout: seconds one input may take.
@@ -53,7 +57,7 @@ for t in $targets; do
 	if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	     ASAN_OPTIONS=detect_leaks=1 \
 	     "$BUILD/tests/fuzz/fuzz_$t" -max_total_time="$SECONDS_EACH" \
-		-rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+		-rss_limit_mb=2048 -timeout=10 -print_final_stats=1 $dict \
 		-artifact_prefix="$BUILD/fuzz-artifacts/$t-" \
 		"$BUILD/fuzz-corpus/$t" "tests/fuzz/corpus/$t" \
 		>"$BUILD/fuzz-artifacts/$t.log" 2>&1; then
