@@ -3,13 +3,15 @@
  * the shards it names opened.  The input is the index; the folder also
  * holds two small valid shards, a.safetensors (tensor "w", F32 [2]) and
  * b.safetensors ("v", BF16 [2, 2]), so an index may name real files as well
- * as missing ones. */
+ * as missing ones; what it maps is then checked against a model's shapes
+ * and read. */
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "fuzz.h"
 #include "zinc/hf.h"
+#include "zinc/model.h"
 
 static char dir[4200]; /* the folder; "" when it could not be made */
 
@@ -57,6 +59,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	if (zn_hf_open(dir, &m) != 0)
 		return 0;
+	/* The shapes a model would ask for: w as it is, v as [4]. */
+	struct zn_param_desc want[2] = {
+		{ .name = "w", .ndim = 1, .shape = { 2, 1 }, .numel = 2 },
+		{ .name = "v", .ndim = 1, .shape = { 4, 1 }, .numel = 4 },
+	};
+	(void)zn_hf_check(m, want, 2);
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		const struct zn_st_tensor *t;
 		float out[4];
