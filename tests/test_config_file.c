@@ -539,6 +539,15 @@ static void test_syntax_errors(void **state)
 	strcpy(deep + n + 2 * DEEP, "}");
 	assert_int_equal(load(deep, &cfg), -EINVAL);
 	assert_error("1:106", "nested deeper than 100 levels");
+	/* An apostrophe inside a plain scalar opens no quoted string: the
+	 * nesting after it counts all the same (it once hid 200,000 levels);
+	 * the block mapping is the first level. */
+	n = (size_t)sprintf(deep, "it's: ");
+	memset(deep + n, '[', DEEP);
+	memset(deep + n + DEEP, ']', DEEP);
+	deep[n + 2 * DEEP] = 0;
+	assert_int_equal(load(deep, &cfg), -EINVAL);
+	assert_error("1:106", "nested deeper than 100 levels");
 	free(deep);
 	char quoted[1024];
 	n = (size_t)sprintf(quoted, "aio: {queue_depth: 4} # [[[[\nx: \"");

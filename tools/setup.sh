@@ -17,6 +17,8 @@ liburing-dev libhwloc-dev libyaml-dev libopenblas-dev libxxhash-dev libcmocka-de
 PKGS="$PKGS time"
 # Open MPI: the mpi comm backend and its tests (suite mpi, run by mpirun).
 PKGS="$PKGS openmpi-bin libopenmpi-dev"
+# clang with libFuzzer: the fuzz targets of tests/fuzz (tools/fuzz.sh).
+PKGS="$PKGS clang"
 # PyTorch, the oracle the CPU optimizers are checked against (suite oracle).
 PKGS="$PKGS python3-torch"
 

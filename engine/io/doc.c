@@ -154,58 +154,58 @@ static size_t slash_comment_line(const unsigned char *text, size_t len, size_t u
 	return 0;
 }
 
-/* Flow collections ([..], {..}) nested deeper than this are refused
- * before libyaml sees them: its loader slows down without bound on deep
- * nesting (200,000 levels do not finish), and no config nests more than
- * a few levels. */
+/* Collections nested deeper than this are refused before libyaml's loader
+ * sees them: it slows down quadratically with nesting (60,000 levels take
+ * 30 s, 200,000 do not finish), and no config nests more than a few
+ * levels. */
 #define DOC_MAX_DEPTH 100
 
-/* The nesting of text's flow collections, quoted strings and comments
- * skipped: 0, or -EINVAL naming where it goes past DOC_MAX_DEPTH. */
+/* The nesting of text's collections, read from libyaml's events (so a
+ * bracket inside a quoted string or a comment is not counted, whatever
+ * quotes or apostrophes come before it), stopping at the first collection
+ * past DOC_MAX_DEPTH: 0, or -EINVAL naming where it starts.  A syntax
+ * error ends the count with 0: the load that follows reports it. */
 static int check_depth(const struct zn_doc_node *at, const unsigned char *text, size_t len)
 {
 	struct zn_doc_node where = *at;
+	yaml_parser_t parser;
 	unsigned depth = 0;
-	size_t line = 1, col = 0;
-	for (size_t i = 0; i < len; i++) {
-		const unsigned char c = text[i];
-		col++;
-		if (c == '\n') {
-			line++;
-			col = 0;
-		} else if (c == '"' || c == '\'') {
-			/* a quoted string: JSON's and YAML's double quotes take
-			 * backslash escapes, YAML's single ones doubled quotes */
-			for (i++; i < len && text[i] != c; i++) {
-				col++;
-				if (c == '"' && text[i] == '\\' && i + 1 < len) {
-					i++;
-					col++;
-				}
-				if (text[i] == '\n') {
-					line++;
-					col = 0;
-				}
-			}
-			col++; /* the closing quote */
-		} else if (c == '#' && (i == 0 || text[i - 1] == ' ' || text[i - 1] == '\t' ||
-					text[i - 1] == '\n')) {
-			while (i + 1 < len && text[i + 1] != '\n')
-				i++;
-		} else if (c == '[' || c == '{') {
+	int rc = 0;
+
+	if (!yaml_parser_initialize(&parser))
+		return zn_error(-ENOMEM, "%s: out of memory creating the YAML parser",
+				at->src->name);
+	yaml_parser_set_input_string(&parser, text, len);
+	for (bool done = false; !done && !rc;) {
+		yaml_event_t ev;
+		if (!yaml_parser_parse(&parser, &ev))
+			break;
+		switch (ev.type) {
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
 			if (++depth > DOC_MAX_DEPTH) {
-				where.line = line;
-				where.column = col;
-				return zn_doc_fail(&where, -EINVAL, "nested deeper than %d levels: a "
+				where.line = ev.start_mark.line + 1;
+				where.column = ev.start_mark.column + 1;
+				rc = zn_doc_fail(&where, -EINVAL, "nested deeper than %d levels: a "
 								  "config nests a few; is this the "
 								  "file meant?",
-						   DOC_MAX_DEPTH);
+						 DOC_MAX_DEPTH);
 			}
-		} else if ((c == ']' || c == '}') && depth) {
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
 			depth--;
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		default:
+			break;
 		}
+		yaml_event_delete(&ev);
 	}
-	return 0;
+	yaml_parser_delete(&parser);
+	return rc;
 }
 
 /* Copy libyaml's node graph into d: node i of `y` becomes nodes[i], so

@@ -189,6 +189,9 @@ static int parse_metadata(struct zn_st_file *f, const struct zn_doc_node *v)
 {
 	if (v->kind != ZN_DOC_MAP)
 		return bad(f, "__metadata__ is not an object", NULL);
+	/* The arrays are sized for one __metadata__ object. */
+	if (f->meta_k)
+		return bad(f, "__metadata__ appears twice", NULL);
 	f->meta_k = calloc(v->n ? v->n : 1, sizeof(char *));
 	f->meta_v = calloc(v->n ? v->n : 1, sizeof(char *));
 	if (!f->meta_k || !f->meta_v)
@@ -201,6 +204,8 @@ static int parse_metadata(struct zn_st_file *f, const struct zn_doc_node *v)
 		f->meta_k[f->nmeta] = strdup(mk);
 		f->meta_v[f->nmeta] = strdup(mv);
 		f->nmeta++;
+		if (!f->meta_k[f->nmeta - 1] || !f->meta_v[f->nmeta - 1])
+			return zn_error(-ENOMEM, "out of memory");
 	}
 	return 0;
 }

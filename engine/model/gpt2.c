@@ -21,6 +21,7 @@
  */
 #include "zn_common.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,8 +39,10 @@ int zn_gpt2_config_check(struct zn_gpt2_config *c)
 	if (c->n_head < 1 || c->n_embd < 1 || c->n_embd % c->n_head)
 		return zn_error(-EINVAL, "model.n_embd: %d must be a positive multiple of "
 					 "model.n_head (%d)", c->n_embd, c->n_head);
-	if (c->vocab_size < 2)
-		return zn_error(-EINVAL, "model.vocab_size: %d must be at least 2", c->vocab_size);
+	/* The padding rounds up to a multiple of 128 in an int. */
+	if (c->vocab_size < 2 || c->vocab_size > INT_MAX / 128 * 128)
+		return zn_error(-EINVAL, "model.vocab_size: %d must be between 2 and %d",
+				c->vocab_size, INT_MAX / 128 * 128);
 	if (c->padded_vocab == 0)
 		c->padded_vocab = (c->vocab_size + 127) / 128 * 128;
 	if (c->padded_vocab < c->vocab_size)

@@ -71,10 +71,11 @@ int zn_llama_config_check(struct zn_llama_config *c)
 	if (c->head_dim < 2 || c->head_dim % 2 || c->head_dim > ZN_ROPE_MAX_HS)
 		return zn_error(-EINVAL, "Llama head_dim: %d must be even (rotary pairs i, i + "
 				"head_dim/2) and between 2 and %d", c->head_dim, ZN_ROPE_MAX_HS);
-	if ((long long)(c->n_head + 2 * c->n_kv_head) * c->head_dim > (1 << 24))
+	/* In 64 bits: the heads alone may pass INT_MAX (2^30 + 2 x 2^30). */
+	const long long qkv = ((long long)c->n_head + 2LL * c->n_kv_head) * c->head_dim;
+	if (qkv > (1 << 24))
 		return zn_error(-EINVAL, "Llama: (num_attention_heads + 2 num_key_value_heads) x "
-				"head_dim = %lld is too wide", (long long)(c->n_head + 2 * c->n_kv_head) *
-				c->head_dim);
+				"head_dim = %lld is too wide", qkv);
 	if (c->intermediate < 1)
 		return zn_error(-EINVAL, "Llama intermediate_size: %d must be >= 1", c->intermediate);
 	if (c->vocab_size < 2)

@@ -1,0 +1,44 @@
+/* A checkpoint's metadata, as `zinc consolidate` and a resume read it from
+ * the optimizer files' safetensors headers: zinc.model, the model's
+ * description ("gpt2 n_layer=12 ..." or "llama arch=..."), parsed back into
+ * an architecture whose tensors are then listed (engine/model/gpt2_arch.c,
+ * llama_arch.c), and
+ * the small structs carried as hex strings (zinc.data_pos,
+ * zinc.loss_scaler; engine/train/format.c).  The input is one such string. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz.h"
+#include "model/arch.h"
+#include "train/internal.h"
+#include "zinc/data.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char *s = malloc(size + 1);
+	struct zn_arch a;
+
+	if (!s)
+		return 0;
+	memcpy(s, data, size);
+	s[size] = 0;
+	if (zn_arch_parse(s, &a) == 0) {
+		struct zn_tensor_table tab = { 0 };
+		char back[1024];
+		struct zn_arch again;
+		(void)zn_arch_num_params(&a);
+		zn_arch_summary(&a, back, sizeof(back));
+		/* What describe writes, parse reads back. */
+		zn_arch_describe(&a, back, sizeof(back));
+		if (zn_arch_parse(back, &again) != 0)
+			abort();
+		if (zn_tensor_table_build(&tab, &a) == 0)
+			zn_tensor_table_free(&tab);
+	}
+	struct zn_data_pos pos;
+	struct zn_loss_scaler sc;
+	(void)tr_hex_decode(s, &pos, sizeof(pos));
+	(void)tr_hex_decode(s, &sc, sizeof(sc));
+	free(s);
+	return 0;
+}
