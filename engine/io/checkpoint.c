@@ -342,7 +342,8 @@ static int list_steps(const char *root, struct step **steps, int *ncomplete)
 		free_steps(v, (int)n);
 		return zn_error(-ENOMEM, "out of memory");
 	}
-	qsort(v, n, sizeof(*v), cmp_step);
+	if (n) /* (qsort's array may not be NULL, even empty) */
+		qsort(v, n, sizeof(*v), cmp_step);
 	*steps = v;
 	return (int)n;
 }
