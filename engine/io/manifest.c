@@ -401,7 +401,8 @@ static int manifest_build(const char *dir, const struct manifest *old, int64_t o
 		m.committed_ns = old  ? old->committed_ns
 				 : ns ? ns
 				      : (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-		qsort(m.f, m.n, sizeof(*m.f), cmp_name);
+		if (m.n)
+			qsort(m.f, m.n, sizeof(*m.f), cmp_name);
 		rc = manifest_text(&m, &text, &len);
 	}
 	char path[4400];
