@@ -1,7 +1,11 @@
 /* A benchmark of the cpu kernels on GPT-2 shapes (not a test: nothing is
  * asserted).  `meson test --benchmark kernels` or run it directly:
  *
- *   kernels_bench [B T C NH V layers]     default 4 1024 768 12 50304 1
+ *   kernels_bench [B T C NH V layers dtype]   default 4 1024 768 12 50304 1 fp32
+ *
+ * dtype bf16 or fp16 runs the ops on 16-bit storage (the cpu kernels widen
+ * their operands to fp32 in blocks): run it beside fp32 to see what the
+ * conversions cost.
  *
  * It times raw OpenBLAS sgemm with OpenBLAS's own threads on the largest
  * matmul shape (BT x 4C x C), the same product through matmul_forward /
@@ -12,6 +16,7 @@
  * causal half of its T x T products.
  */
 #include <cblas.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +33,8 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static bool bits16; /* 16-bit storage: values written as 16-bit numbers */
+
 static float *buf(size_t n)
 {
 	float *p = aligned_alloc(64, ((n * sizeof(float)) + 63) / 64 * 64);
@@ -37,6 +44,10 @@ static float *buf(size_t n)
 	}
 	for (size_t i = 0; i < n; i++)
 		p[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+	/* finite in both 16-bit types: 0x3c00 + k is about 1 in fp16 and
+	 * about 0.008 in bf16 */
+	for (size_t i = 0; bits16 && i < n; i++)
+		((uint16_t *)p)[i] = (uint16_t)(0x3c00 + (i * 2654435761u) % 256);
 	return p;
 }
 
@@ -93,6 +104,18 @@ int main(int argc, char **argv)
 	int *dims[] = { &B, &T, &C, &NH, &V, &L };
 	for (int i = 1; i < argc && i <= 6; i++)
 		*dims[i - 1] = atoi(argv[i]);
+	enum zn_dtype dt = ZN_DTYPE_F32;
+	if (argc > 7) {
+		if (strcmp(argv[7], "bf16") == 0)
+			dt = ZN_DTYPE_BF16;
+		else if (strcmp(argv[7], "fp16") == 0)
+			dt = ZN_DTYPE_F16;
+		else if (strcmp(argv[7], "fp32") != 0) {
+			fprintf(stderr, "kernels_bench: dtype '%s': use fp32, bf16 or fp16\n",
+				argv[7]);
+			return 2;
+		}
+	}
 	size_t BT = (size_t)B * T, C4 = 4 * (size_t)C;
 	int nproc = openblas_get_num_threads();
 
@@ -101,7 +124,8 @@ int main(int argc, char **argv)
 	 * on for that), the best of both counts: on a shared machine a
 	 * neighbour's load should not flatter the ratio */
 	double best = raw_sgemm(BT, C4, C, nproc);
-	printf("B=%d T=%d C=%d NH=%d V=%d, OpenBLAS %d thread(s)\n", B, T, C, NH, V, nproc);
+	printf("B=%d T=%d C=%d NH=%d V=%d, %s storage, OpenBLAS %d thread(s)\n", B, T, C, NH, V,
+	       zn_dtype_name(dt), nproc);
 	printf("  %-28s %9s    %9.1f GFLOP/s (best of 3)\n", "raw sgemm (BT x 4C x C)", "", best);
 	float *x = buf(BT * C), *w = buf(C4 * C), *y = buf(BT * C4);
 
@@ -110,6 +134,8 @@ int main(int argc, char **argv)
 	struct zn_kernels_params kp;
 	zn_kernels_params_default(&kp);
 	kp.pool = pool;
+	kp.dtype = dt;
+	bits16 = dt != ZN_DTYPE_F32;
 	struct zn_kctx *ctx = k ? k->ctx_create(&kp) : NULL;
 	if (!ctx) {
 		fprintf(stderr, "kernels_bench: %s\n", zn_last_error());
