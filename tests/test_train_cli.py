@@ -471,8 +471,9 @@ def the_gpu_trains_as_the_cpu_does(d):
     loss and gradient norm to 1e-5 (fp32), every loss to 1e-3, and the
     final parameters to 1e-3 of their tensor's largest, save a few elements
     whose gradients are noise (AdamW steps them by ~lr along the sign of
-    that noise).  bf16 computes in bf16 on the GPU (activations, products)
-    and in fp32 on the cpu backend (values rounded to bf16), so there the
+    that noise).  bf16 stores activations and products in bf16 on both
+    backends, but a GPU's tensor cores and cuBLAS round inside the products
+    where the cpu backend rounds an op's fp32 result once, so there the
     first step agrees to 1e-2 and the parameters to 3e-2 of the largest,
     save 3% of them (20 steps of lr 3e-3 move an element up to 6e-2)."""
     if DEVICE != "cuda":
