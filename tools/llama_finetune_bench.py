@@ -120,6 +120,9 @@ def main():
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--micro", type=int, default=1)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to zinc train (repeatable): device.type=cuda, "
+                         "device.memory_limit=24G, ...")
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     model = a.model or os.path.join(a.dir, "model")
@@ -161,7 +164,8 @@ zero_optimization: {{stage: 3, sub_group_size: 20000000,
                        pipeline_write: true}}}}
 """)
     log = os.path.join(a.dir, "steps.jsonl")
-    p = run([a.zinc, "train", cfg, "--max-steps", str(a.steps), "--json-log", log])
+    sets = [x for kv in a.set for x in ("--set", kv)]
+    p = run([a.zinc, "train", cfg, "--max-steps", str(a.steps), "--json-log", log] + sets)
     m = re.search(r"loaded (\S+ \S+) from .* in ([0-9.]+) s \(([0-9.]+) GB/s\); peak resident "
                   r"memory (\S+ \S+), (\S+ \S+) above", p.stdout)
     params = int(re.search(r"([0-9]+) parameters", p.stdout).group(1))
