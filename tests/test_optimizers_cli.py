@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""`zinc train` with DeepSpeed's other schedules and optimizers: the learning
+rate and betas it logs per step (--json-log) against DeepSpeed's OneCycle and
+LRRangeTest written out below from deepspeed/runtime/lr_schedules.py, as
+DeepSpeed's engine drives them; Lamb and SGD train, resume bit for bit, and
+are refused where zinc cannot run them, with why.
+
+TAP output.  Needs $ZINC_BIN and $ZINC_TEST_DIR.
+"""
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import TapRunner  # noqa: E402
+
+ZINC = os.environ.get("ZINC_BIN", "zinc")
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY = os.path.join(HERE, "..", "examples", "tiny.yaml")
+t = TapRunner(scratch=True)
+
+
+class OneCycle:
+    """DeepSpeed's OneCycle, one parameter group, the way the engine uses it:
+    the constructor writes the group's lr and betas, the optimizer step reads
+    them, then the engine calls step()."""
+
+    def __init__(self, group, cycle_min_lr, cycle_max_lr, decay_lr_rate=0.,
+                 cycle_first_step_size=2000, cycle_second_step_size=None,
+                 cycle_first_stair_count=0, cycle_second_stair_count=None, decay_step_size=0,
+                 cycle_momentum=True, cycle_min_mom=0.8, cycle_max_mom=0.9, decay_mom_rate=0.):
+        self.group = group
+        first = float(cycle_first_step_size)
+        second = float(cycle_second_step_size) if cycle_second_step_size is not None else first
+        self.total_size = first + second
+        self.step_ratio = first / self.total_size
+        self.first_step_size, self.second_step_size = first, second
+        self.first_stair_count = cycle_first_stair_count
+        self.second_stair_count = (cycle_first_stair_count if cycle_second_stair_count is None
+                                   else cycle_second_stair_count)
+        self.decay_step_size = decay_step_size
+        self.skip_lr_decay = self.skip_mom_decay = math.isclose(decay_step_size, 0)
+        self.min_lr, self.max_lr = cycle_min_lr, cycle_max_lr
+        group["lr"] = cycle_min_lr
+        self.decay_lr_rate = decay_lr_rate
+        if math.isclose(decay_lr_rate, 0):
+            self.skip_lr_decay = True
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            self.decay_mom_rate = decay_mom_rate
+            self.min_mom, self.max_mom = (cycle_min_mom, 0.99), (cycle_max_mom, 0.99)
+            group["betas"] = self.min_mom
+            if math.isclose(decay_mom_rate, 0):
+                self.skip_mom_decay = True
+        self.last_batch_iteration = -1
+
+    def scale(self):
+        batch_iteration = self.last_batch_iteration + 1
+        cycle = math.floor(1 + batch_iteration / self.total_size)
+        x = 1. + batch_iteration / self.total_size - cycle
+        if x <= self.step_ratio:
+            scale_factor, stair_count = x / self.step_ratio, self.first_stair_count
+        else:
+            scale_factor, stair_count = (x - 1) / (self.step_ratio - 1), self.second_stair_count
+        if stair_count > 0:
+            cycle_iteration = batch_iteration % self.total_size
+            if cycle_iteration <= self.first_step_size:
+                pos = cycle_iteration * stair_count / self.first_step_size
+            else:
+                pos = (self.total_size - cycle_iteration) * stair_count / self.second_step_size
+            scale_factor = math.floor(pos) / stair_count
+        return scale_factor
+
+    def step(self):
+        self.last_batch_iteration += 1
+        lbi = self.last_batch_iteration
+        if lbi < self.total_size:
+            self.group["lr"] = self.min_lr + (self.max_lr - self.min_lr) * self.scale()
+        elif self.skip_lr_decay:
+            self.group["lr"] = self.min_lr
+        else:
+            interval = (lbi - self.total_size + 1) / self.decay_step_size
+            self.group["lr"] = self.min_lr / (1 + self.decay_lr_rate * interval)
+        if not self.cycle_momentum:
+            return
+        if lbi < self.total_size:
+            mom = self.max_mom[0] - (self.max_mom[0] - self.min_mom[0]) * self.scale()
+            self.group["betas"] = (mom, 0.99)
+        elif self.skip_mom_decay:
+            self.group["betas"] = self.max_mom
+        else:
+            interval = (lbi - self.total_size + 1) / self.decay_step_size
+            self.group["betas"] = (self.max_mom[0] * (1 + self.decay_mom_rate * interval), 0.99)
+
+
+class LRRangeTest:
+    def __init__(self, group, lr_range_test_min_lr=1e-3, lr_range_test_step_size=2000,
+                 lr_range_test_step_rate=1.0, lr_range_test_staircase=False):
+        self.group, self.min_lr = group, lr_range_test_min_lr
+        self.step_size, self.step_rate = lr_range_test_step_size, lr_range_test_step_rate
+        self.staircase = lr_range_test_staircase
+        self.last_batch_iteration = -1
+        group["lr"] = lr_range_test_min_lr
+
+    def step(self):
+        self.last_batch_iteration += 1
+        interval = float(self.last_batch_iteration + 1) / self.step_size
+        if self.staircase:
+            interval = math.floor(interval)
+        self.group["lr"] = self.min_lr * (1 + self.step_rate * interval)
+
+
+def make_data(d):
+    rng = random.Random(5)
+    words = ["zinc", "cycle", "lamb", "momentum", "stair", "decay", "range", "test"]
+    with open(os.path.join(d, "text.txt"), "w") as f:
+        f.write(" ".join(rng.choice(words) for _ in range(30000)))
+    p = subprocess.run([ZINC, "prepare-data", "--out", os.path.join(d, "data"), "--prefix", "t",
+                        "--val-fraction", "0.1", os.path.join(d, "text.txt")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def tiny(d, name, scheduler="", optimizer=""):
+    """examples/tiny.yaml with its scheduler (and optimizer) blocks replaced."""
+    out, skip = [], False
+    for line in open(TINY).read().splitlines():
+        if line in ("scheduler:", "optimizer:") and (scheduler if line == "scheduler:" else
+                                                     optimizer):
+            skip = True
+            continue
+        if skip and line.startswith(" "):
+            continue
+        skip = False
+        out.append(line)
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n" + scheduler + "\n" + optimizer + "\n")
+    return path
+
+
+def train(d, cfg, steps, *extra):
+    os.makedirs(os.path.join(d, "swap"), exist_ok=True)
+    jl = os.path.join(d, os.path.basename(cfg) + ".jsonl")
+    args = [ZINC, "train", cfg, "--max-steps", str(steps), "--json-log", jl,
+            "--set", "data.train=%s/data/t_train_*.bin" % d,
+            "--set", "data.val=%s/data/t_val_*.bin" % d,
+            "--set", "zero_optimization.offload_param.nvme_path=%s/swap" % d,
+            "--set", "zero_optimization.offload_optimizer.nvme_path=%s/swap" % d,
+            "--set", "checkpoint.dir=%s/ck-%s" % (d, os.path.basename(cfg)),
+            "--set", "model.n_layer=2", "--set", "model.n_embd=64", "--set", "model.seq_len=64",
+            *extra]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    return p, ([json.loads(line) for line in open(jl)] if os.path.exists(jl) else [])
+
+
+ONE_CYCLE = dict(cycle_min_lr=0.0005, cycle_max_lr=0.004, decay_lr_rate=0.5,
+                 cycle_first_step_size=7, cycle_second_step_size=4, cycle_first_stair_count=3,
+                 cycle_second_stair_count=2, decay_step_size=3, cycle_momentum=True,
+                 cycle_min_mom=0.85, cycle_max_mom=0.95, decay_mom_rate=0.004)
+
+
+def block(name, kind, params):
+    items = ", ".join("%s: %s" % (k, json.dumps(v)) for k, v in params.items())
+    return "%s:\n  type: %s\n  params: {%s}" % (name, kind, items)
+
+
+@t.test
+def one_cycle_lr_and_betas_per_step(d):
+    make_data(d)
+    cfg = tiny(d, "onecycle.yaml", block("scheduler", "OneCycle", ONE_CYCLE))
+    p, steps = train(d, cfg, 22)
+    assert p.returncode == 0, p.stderr
+    assert len(steps) == 22, len(steps)
+    group = {"betas": (0.9, 0.95)}  # tiny.yaml's, replaced at once
+    ref = OneCycle(group, **ONE_CYCLE)
+    for s in steps:
+        assert s["lr"] == group["lr"], (s["step"], s["lr"], group["lr"])
+        assert (s["beta1"], s["beta2"]) == group["betas"], (s["step"], s, group["betas"])
+        ref.step()
+    lrs = [s["lr"] for s in steps]
+    # The shape, so a reference gone wrong with zinc cannot pass: up to the
+    # peak in 3 stairs, down in 2, then decaying below the minimum.
+    assert max(lrs) == 0.004 and lrs[0] == 0.0005 and lrs[-1] < 0.0005, lrs
+    assert len(set(lrs[:7])) == 3, lrs
+
+
+@t.test
+def one_cycle_without_momentum_keeps_the_betas(d):
+    make_data(d)
+    params = dict(ONE_CYCLE, cycle_momentum=False)
+    del params["cycle_min_mom"], params["cycle_max_mom"], params["decay_mom_rate"]
+    cfg = tiny(d, "onecycle-nomom.yaml", block("scheduler", "OneCycle", params))
+    p, steps = train(d, cfg, 12)
+    assert p.returncode == 0, p.stderr
+    group = {}
+    ref = OneCycle(group, **params)
+    for s in steps:
+        assert s["lr"] == group["lr"], (s["step"], s["lr"], group["lr"])
+        assert (s["beta1"], s["beta2"]) == (0.9, 0.95), s  # tiny.yaml's
+        ref.step()
+
+
+@t.test
+def lr_range_test_per_step(d):
+    make_data(d)
+    for staircase in (False, True):
+        params = dict(lr_range_test_min_lr=0.0002, lr_range_test_step_size=4,
+                      lr_range_test_step_rate=0.5, lr_range_test_staircase=staircase)
+        cfg = tiny(d, "lrrt-%d.yaml" % staircase, block("scheduler", "LRRangeTest", params))
+        p, steps = train(d, cfg, 14)
+        assert p.returncode == 0, p.stderr
+        assert len(steps) == 14
+        group = {}
+        ref = LRRangeTest(group, **params)
+        for s in steps:
+            assert s["lr"] == group["lr"], (staircase, s["step"], s["lr"], group["lr"])
+            ref.step()
+        assert steps[-1]["lr"] >= 2.5 * steps[0]["lr"], steps[-1]
+
+
+@t.test
+def refused_schedules_say_why(d):
+    make_data(d)
+    cfg = tiny(d, "bad.yaml", block("scheduler", "OneCycle", {"cycle_max_lr": 0.01}))
+    p, _ = train(d, cfg, 2)
+    assert p.returncode == 2 and "scheduler.params.cycle_min_lr: OneCycle needs it" in p.stderr, \
+        p.stderr
+
+
+t.main()
