@@ -142,9 +142,11 @@ def tiny(d, name, scheduler="", optimizer=""):
     return path
 
 
-def train(d, cfg, steps, *extra):
+def train(d, cfg, steps, *extra, tag=""):
     os.makedirs(os.path.join(d, "swap"), exist_ok=True)
-    jl = os.path.join(d, os.path.basename(cfg) + ".jsonl")
+    jl = os.path.join(d, os.path.basename(cfg) + tag + ".jsonl")
+    if os.path.exists(jl):
+        os.unlink(jl)
     args = [ZINC, "train", cfg, "--max-steps", str(steps), "--json-log", jl,
             "--set", "data.train=%s/data/t_train_*.bin" % d,
             "--set", "data.val=%s/data/t_val_*.bin" % d,
@@ -152,7 +154,7 @@ def train(d, cfg, steps, *extra):
             "--set", "zero_optimization.offload_optimizer.nvme_path=%s/swap" % d,
             "--set", "checkpoint.dir=%s/ck-%s" % (d, os.path.basename(cfg)),
             "--set", "model.n_layer=2", "--set", "model.n_embd=64", "--set", "model.seq_len=64",
-            *extra]
+            "--set", "checkpoint.every=10", *extra]
     p = subprocess.run(args, capture_output=True, text=True, timeout=600)
     return p, ([json.loads(line) for line in open(jl)] if os.path.exists(jl) else [])
 
@@ -229,6 +231,86 @@ def refused_schedules_say_why(d):
     p, _ = train(d, cfg, 2)
     assert p.returncode == 2 and "scheduler.params.cycle_min_lr: OneCycle needs it" in p.stderr, \
         p.stderr
+
+
+# Placements: the optimizer states on the host (stage 1, or stage 3 with the
+# parameters on the host too) and on NVMe (tiny.yaml's own).
+HOST1 = ["--set", "zero_optimization.stage=1", "--set", "zero_optimization.offload_param.device=none",
+         "--set", "zero_optimization.offload_optimizer.device=cpu"]
+HOST3 = ["--set", "zero_optimization.offload_param.device=cpu",
+         "--set", "zero_optimization.offload_optimizer.device=cpu"]
+DEVICE = ["--set", "zero_optimization.stage=1", "--set", "zero_optimization.offload_param.device=none",
+          "--set", "zero_optimization.offload_optimizer.device=none"]
+
+
+def losses(steps):
+    return [s["loss"] for s in steps]
+
+
+def trains_and_resumes(d, name, optimizer, placements):
+    """Every placement gives the same losses bit for bit; the loss falls;
+    stopping at 10 and resuming to 20 gives the same losses again (the
+    optimizer's states are in the checkpoint exactly)."""
+    make_data(d)
+    cfg = tiny(d, name + ".yaml", scheduler="scheduler: {type: none}", optimizer=optimizer)
+    runs = []
+    for k, place in enumerate(placements):
+        p, steps = train(d, cfg, 20, *place, "--set", "checkpoint.dir=%s/ck-%s-%d" % (d, name, k),
+                         tag="-%d" % k)
+        assert p.returncode == 0, p.stderr
+        assert len(steps) == 20
+        runs.append(losses(steps))
+    for k, r in enumerate(runs[1:], 1):
+        assert r == runs[0], (k, r, runs[0])
+    first, last = sum(runs[0][:3]) / 3, sum(runs[0][-3:]) / 3
+    assert last < first - 0.4, (first, last)
+    # Not AdamW under another name: the same run with AdamW parts after
+    # the first update.
+    adamw = tiny(d, name + "-adamw.yaml", scheduler="scheduler: {type: none}",
+                 optimizer="optimizer: {type: AdamW, params: {lr: 0.02}}")
+    p, steps = train(d, adamw, 4, *placements[0])
+    assert p.returncode == 0, p.stderr
+    assert losses(steps)[0] == runs[0][0] and losses(steps)[1] != runs[0][1], losses(steps)
+    ck = "checkpoint.dir=%s/ck-%s-resume" % (d, name)
+    p, part = train(d, cfg, 10, *placements[-1], "--set", ck, tag="-part")
+    assert p.returncode == 0, p.stderr
+    p, rest = train(d, cfg, 20, *placements[-1], "--set", ck, "--set", "checkpoint.resume=true",
+                    tag="-rest")
+    assert p.returncode == 0, p.stderr
+    assert [s["step"] for s in rest] == list(range(11, 21)), [s["step"] for s in rest]
+    assert losses(part) + losses(rest) == runs[0], (losses(part) + losses(rest), runs[0])
+
+
+@t.test
+def lamb_trains_and_resumes(d):
+    trains_and_resumes(d, "lamb", block("optimizer", "Lamb", {
+        "lr": 0.02, "betas": [0.9, 0.99], "eps": 1e-6, "weight_decay": 0.01,
+        "max_coeff": 5.0, "min_coeff": 0.02}), [HOST1, HOST3])
+
+
+@t.test
+def sgd_trains_and_resumes(d):
+    trains_and_resumes(d, "sgd", block("optimizer", "SGD", {
+        "lr": 0.3, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0001}),
+        [HOST1, HOST3, []])
+
+
+@t.test
+def lamb_and_sgd_refused_where_they_cannot_run(d):
+    make_data(d)
+    lamb = tiny(d, "lamb-nvme.yaml", optimizer=block("optimizer", "Lamb", {"lr": 0.01}))
+    p, _ = train(d, lamb, 2)
+    assert p.returncode == 2, p.stderr
+    assert "Lamb with offload_optimizer nvme is not supported: its trust ratio needs each " \
+        "whole tensor's norms" in p.stderr, p.stderr
+    p, _ = train(d, lamb, 2, *DEVICE)
+    assert p.returncode == 2 and "Lamb runs on the CPU optimizer only" in p.stderr, p.stderr
+    sgd = tiny(d, "sgd-dev.yaml", optimizer=block("optimizer", "SGD", {"lr": 0.1}))
+    p, _ = train(d, sgd, 2, *DEVICE)
+    assert p.returncode == 2 and "SGD runs on the CPU optimizer only" in p.stderr, p.stderr
+    onebit = tiny(d, "onebit.yaml", optimizer=block("optimizer", "OneBitLamb", {"lr": 0.01}))
+    p, _ = train(d, onebit, 2)
+    assert p.returncode == 2 and "OneBitLamb is refused: it compresses" in p.stderr, p.stderr
 
 
 t.main()

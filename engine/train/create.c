@@ -32,9 +32,6 @@ static int check_supported(const struct zn_config *c, bool synthetic)
 					 "device kernels have Adam alone): set "
 					 "zero_optimization.offload_optimizer.device cpu",
 				opt == ZN_OPT_LAMB ? "Lamb" : "SGD");
-	if (opt == ZN_OPT_LAMB || opt == ZN_OPT_SGD)
-		return zn_error(-EINVAL, "optimizer.type: %s is not supported by the trainer yet",
-				opt == ZN_OPT_LAMB ? "Lamb" : "SGD");
 	if (opt == ZN_OPT_LAMB && where == ZN_OFFLOAD_NVME)
 		return zn_error(-EINVAL, "optimizer.type: Lamb with offload_optimizer nvme is not "
 					 "supported: its trust ratio needs each whole tensor's norms "
@@ -420,7 +417,11 @@ static int open_model(struct zn_trainer *t, uint64_t max_steps)
 					  .beta2 = op->betas[1], .eps = op->eps,
 					  .weight_decay = op->weight_decay,
 					  .bias_correction = op->bias_correction,
-					  .adamw_mode = op->adam_w_mode };
+					  .adamw_mode = op->adam_w_mode, .max_coeff = op->max_coeff,
+					  .min_coeff = op->min_coeff,
+					  .eps_inside_sqrt = op->eps_inside_sqrt,
+					  .momentum = op->momentum, .dampening = op->dampening,
+					  .nesterov = op->nesterov };
 	return zn_lr_schedule_init(&t->sched, &t->cfg.scheduler, op->lr,
 				   t->cfg.optimizer.type != ZN_OPT_SGD, max_steps);
 }

@@ -105,6 +105,7 @@ struct tstate {
 	float *staged;                 /* overlapped update: a resident tensor's new
 					* parameters, for the compute thread to apply */
 	bool pending;                  /* staged holds an update not applied yet */
+	struct zn_lamb_sums lamb;      /* Lamb: this step's norm sums over the whole tensor */
 	bool sync;                     /* several ranks: its parameters must be
 					* all-gathered after this update */
 	struct zn_trainer *owner;      /* for callbacks given only the tensor */

@@ -1,9 +1,11 @@
-/* The optimizer: AdamW over every tensor this rank owns (its part) --
- * the CPU Adam on host states, the kernels' Adam on the device, or the CPU
- * Adam streaming NVMe states sub-group by sub-group -- and what then
- * happens to the new parameters, written once for all three; and the
- * overlapped update, which runs the NVMe one on its own thread beside the
- * next step's forward. */
+/* The optimizer: AdamW (or SGD, or Lamb) over every tensor this rank owns
+ * (its part) -- the CPU optimizer on host states, the kernels' Adam on the
+ * device, or the CPU optimizer streaming NVMe states sub-group by
+ * sub-group -- and what then happens to the new parameters, written once
+ * for all three; and the overlapped update, which runs the NVMe one on its
+ * own thread beside the next step's forward.  Lamb's trust ratio needs each
+ * whole tensor's norms before any element moves: a first pass over every
+ * tensor's part (summed over the ranks' parts) comes before the update. */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -74,6 +76,23 @@ static int update_end(struct zn_trainer *t, struct tstate *s, uint64_t l, uint64
 	return params_to_device(t, s, l, n, src);
 }
 
+/* One piece's update by the configured optimizer.  SGD keeps its momentum
+ * buffer in exp_avg (exp_avg_sq stays zero); Lamb's moments were updated by
+ * lamb_norms, so this is its second pass, at the tensor's trust ratio. */
+static int optimizer_run(const struct zn_trainer *t, const struct tstate *s,
+			 const struct zn_adam_hparams *h, uint64_t step, float grad_scale,
+			 const struct zn_adam_tensors *at, const struct zn_adam_exec *ex)
+{
+	switch (t->cfg.optimizer.type) {
+	case ZN_OPT_SGD:
+		return zn_sgd_step(h, step, grad_scale, at, ex);
+	case ZN_OPT_LAMB:
+		return zn_lamb_apply(h, step, zn_lamb_trust_ratio(h, &s->lamb), at, ex);
+	default:
+		return zn_adam_step(h, step, grad_scale, at, ex);
+	}
+}
+
 /* AdamW over elements [l, l + at->n) of a tensor's part, whose states and
  * gradients `whole` points at, a tile at a time for a tiled tensor (the
  * update is elementwise: the pieces give the bits the whole would), each
@@ -95,7 +114,7 @@ static int update_part(struct zn_trainer *t, struct tstate *s, const struct zn_a
 		at.exp_avg_sq += done;
 		at.grad = (const uint8_t *)whole->grad + done * gsz;
 		if (!(rc = update_begin(t, s, l + done, &at)) &&
-		    !(rc = zn_adam_step(&h, step, grad_scale, &at, ex)))
+		    !(rc = optimizer_run(t, s, &h, step, grad_scale, &at, ex)))
 			rc = update_end(t, s, l + done, k, at.param);
 		done += k;
 	} while (done < whole->n && !rc);
@@ -273,6 +292,38 @@ int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer)
 	return rc;
 }
 
+/* Lamb's first pass over host states: every tensor's moments, and its
+ * norm sums over the whole tensor -- this rank's part, then (ZeRO parts)
+ * summed over the ranks in rank order, two tensors per exchange. */
+static int lamb_norms(struct zn_trainer *t, const struct zn_adam_hparams *hp, uint64_t step,
+		      float grad_scale, const struct zn_adam_exec *ex)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
+		struct tstate *s = &t->t[i];
+		struct zn_adam_hparams h = hparams_for(t, hp, s);
+		struct zn_adam_tensors at = { .n = s->nown, .param = s->master, .grad = s->grad,
+					      .grad_dtype = t->zr.gdt, .exp_avg = s->m,
+					      .exp_avg_sq = s->v };
+		s->lamb = (struct zn_lamb_sums){ 0 };
+		rc = zn_lamb_moments(&h, step, grad_scale, &at, ex, &s->lamb);
+	}
+	for (unsigned i = 0; i < t->tab.nt && !rc && t->zr.parts > 1; i += 2) {
+		double v[4] = { t->t[i].lamb.param_sumsq, t->t[i].lamb.update_sumsq };
+		unsigned k = i + 1 < t->tab.nt ? 4 : 2;
+		if (k == 4) {
+			v[2] = t->t[i + 1].lamb.param_sumsq;
+			v[3] = t->t[i + 1].lamb.update_sumsq;
+		}
+		if ((rc = tr_sum_doubles(t, v, k)))
+			break;
+		t->t[i].lamb = (struct zn_lamb_sums){ v[0], v[1] };
+		if (k == 4)
+			t->t[i + 1].lamb = (struct zn_lamb_sums){ v[2], v[3] };
+	}
+	return rc;
+}
+
 /* The update of one step over every tensor this rank owns: AdamW at hp's
  * learning rate, gradients multiplied by grad_scale (unscaling and
  * clipping), Adam's step updates + 1; the new parameters where the next
@@ -294,6 +345,10 @@ int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, fl
 			return rc;
 		return tr_params_allgather_all(t);
 	}
+	/* Lamb runs on host states only (the trainer refuses it on the
+	 * device and on NVMe). */
+	if (t->cfg.optimizer.type == ZN_OPT_LAMB && !t->zr.device_opt)
+		rc = lamb_norms(t, hp, step, grad_scale, ex);
 	for (unsigned i = 0; i < t->tab.nt && !rc; i++)
 		rc = t->zr.device_opt ? device_update(t, &t->t[i], hp, step, grad_scale)
 				   : host_update(t, &t->t[i], hp, step, grad_scale, ex);
