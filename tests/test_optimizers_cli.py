@@ -303,6 +303,10 @@ def lamb_and_sgd_refused_where_they_cannot_run(d):
     assert p.returncode == 2, p.stderr
     assert "Lamb with offload_optimizer nvme is not supported: its trust ratio needs each " \
         "whole tensor's norms" in p.stderr, p.stderr
+    # zinc plan asks the same rule.
+    p = subprocess.run([ZINC, "plan", lamb], capture_output=True, text=True)
+    assert p.returncode == 2 and "Lamb with offload_optimizer nvme is not supported" in p.stderr, \
+        p.stderr
     p, _ = train(d, lamb, 2, *DEVICE)
     assert p.returncode == 2 and "Lamb runs on the CPU optimizer only" in p.stderr, p.stderr
     sgd = tiny(d, "sgd-dev.yaml", optimizer=block("optimizer", "SGD", {"lr": 0.1}))

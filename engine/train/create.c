@@ -26,18 +26,9 @@ static int check_supported(const struct zn_config *c, bool synthetic)
 	if (po && c->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE)
 		return zn_error(-EINVAL, "zero_optimization.offload_param: the trainer needs "
 					 "offload_optimizer.device cpu or nvme with it");
-	int opt = c->optimizer.type, where = c->zero_optimization.offload_optimizer.device;
-	if ((opt == ZN_OPT_LAMB || opt == ZN_OPT_SGD) && where == ZN_OFFLOAD_NONE)
-		return zn_error(-EINVAL, "optimizer.type: %s runs on the CPU optimizer only (the "
-					 "device kernels have Adam alone): set "
-					 "zero_optimization.offload_optimizer.device cpu",
-				opt == ZN_OPT_LAMB ? "Lamb" : "SGD");
-	if (opt == ZN_OPT_LAMB && where == ZN_OFFLOAD_NVME)
-		return zn_error(-EINVAL, "optimizer.type: Lamb with offload_optimizer nvme is not "
-					 "supported: its trust ratio needs each whole tensor's norms "
-					 "before any element of it is updated, a second pass that would "
-					 "read the states from NVMe twice per step; use "
-					 "offload_optimizer.device cpu");
+	int rc = zn_zero_check_optimizer(c);
+	if (rc)
+		return rc;
 	if (!c->data.train[0] && !synthetic)
 		return zn_error(-EINVAL, "data.train: give the token shards to train on (make them "
 					 "with `zinc prepare-data`)");
