@@ -175,8 +175,8 @@ def lamb_and_sgd_over_ranks(d):
     lamb = "optimizer: {type: Lamb, params: {lr: 0.1, weight_decay: 0.01, min_coeff: 0, " \
         "max_coeff: 100}}"
     sgd = "optimizer: {type: SGD, params: {lr: 0.1, momentum: 0.9}}"
-    cases = [(lamb, "s1-cpu"), (lamb, "s2-cpu"), (lamb, "s3-cpu"), (sgd, "s2-cpu"),
-             (sgd, "s3-nvme")]
+    cases = [(lamb, "s1-cpu"), (lamb, "s2-cpu"), (lamb, "s3-cpu"), (lamb, "s3-nvme"),
+             (sgd, "s2-cpu"), (sgd, "s3-nvme")]
     adamw = CONFIG.splitlines()[4]
     assert adamw.startswith("optimizer:"), adamw
     for k, (opt, name) in enumerate(cases):

@@ -121,6 +121,28 @@ static int update_part(struct zn_trainer *t, struct tstate *s, const struct zn_a
 	return rc;
 }
 
+/* Tensor s's piece of a sub-group of `n` elements from `first` (positions
+ * in this rank's own flat order), as optimizer arrays over the group's
+ * states `st`; *l gets the piece's offset within the tensor's part.
+ * false when the tensor has nothing in the group. */
+static bool group_piece(const struct zn_trainer *t, const struct tstate *s, uint64_t first,
+			uint64_t n, float *const *st, struct zn_adam_tensors *at, uint64_t *l)
+{
+	uint64_t a = ZN_MAX(first, s->oflat), b = ZN_MIN(first + n, s->oflat + s->nown);
+	if (a >= b)
+		return false;
+	uint64_t o = a - first;
+	*l = a - s->oflat;
+	/* Gradients: NVMe ones beside the states, in the group. */
+	const size_t esz = zn_dtype_size(t->zr.gdt);
+	const uint8_t *grad = s->gnvme ? (const uint8_t *)st[ZN_ZERO_STATES] + o * esz
+				       : (const uint8_t *)s->grad + *l * esz;
+	*at = (struct zn_adam_tensors){ .n = b - a, .param = st[0] + o, .grad = grad,
+					.grad_dtype = t->zr.gdt, .exp_avg = st[1] + o,
+					.exp_avg_sq = st[2] + o };
+	return true;
+}
+
 /* One sub-group's update: AdamW over each tensor's part of the group (its
  * own weight decay), and the new parameters straight to where the next
  * forward reads them.  With the overlapped update, the tensors done are
@@ -133,23 +155,14 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 	(void)group;
 	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
-		/* Positions in this rank's own flat order; l is within its part. */
-		uint64_t a = ZN_MAX(first, s->oflat), b = ZN_MIN(first + n, s->oflat + s->nown);
-		if (a >= b)
+		struct zn_adam_tensors at;
+		uint64_t l;
+		if (!group_piece(t, s, first, n, st, &at, &l))
 			continue;
-		uint64_t o = a - first, l = a - s->oflat;
-		/* Gradients: NVMe ones beside the states, in the group. */
-		const size_t esz = zn_dtype_size(t->zr.gdt);
-		const uint8_t *grad = s->gnvme ? (const uint8_t *)st[ZN_ZERO_STATES] + o * esz
-					       : (const uint8_t *)s->grad + l * esz;
-		struct zn_adam_tensors at = {
-			.n = b - a, .param = st[0] + o, .grad = grad,
-			.grad_dtype = t->zr.gdt, .exp_avg = st[1] + o,
-			.exp_avg_sq = st[2] + o };
 		int rc = update_part(t, s, &u->hp, u->step, u->grad_scale, &u->ex, l, &at);
 		if (rc)
 			return rc;
-		if (t->zr.overlap && b == s->oflat + s->nown) {
+		if (t->zr.overlap && l + at.n == s->nown) {
 			/* Tensors this rank owns nothing of are done too. */
 			unsigned j = i + 1;
 			while (j < t->tab.nt && !t->t[j].nown)
@@ -159,6 +172,29 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 			pthread_cond_broadcast(&t->opt.cond);
 			pthread_mutex_unlock(&t->opt.lock);
 		}
+	}
+	return 0;
+}
+
+/* Lamb's first pass over one sub-group: each tensor's piece's moments,
+ * its norm sums added to the tensor's (the group's states, m and v new,
+ * are written back by the swapper; the update reads them again). */
+static int nvme_lamb_norms(void *user, uint64_t group, uint64_t first, uint64_t n,
+			   float *const *st)
+{
+	struct nvme_update *u = user;
+	struct zn_trainer *t = u->t;
+	(void)group;
+	for (unsigned i = 0; i < t->tab.nt; i++) {
+		struct tstate *s = &t->t[i];
+		struct zn_adam_tensors at;
+		uint64_t l;
+		if (!group_piece(t, s, first, n, st, &at, &l))
+			continue;
+		struct zn_adam_hparams h = hparams_for(t, &u->hp, s);
+		int rc = zn_lamb_moments(&h, u->step, u->grad_scale, &at, &u->ex, &s->lamb);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
@@ -292,22 +328,11 @@ int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer)
 	return rc;
 }
 
-/* Lamb's first pass over host states: every tensor's moments, and its
- * norm sums over the whole tensor -- this rank's part, then (ZeRO parts)
+/* Lamb's norm sums of each tensor partitioned over ranks (ZeRO parts),
  * summed over the ranks in rank order, two tensors per exchange. */
-static int lamb_norms(struct zn_trainer *t, const struct zn_adam_hparams *hp, uint64_t step,
-		      float grad_scale, const struct zn_adam_exec *ex)
+static int lamb_sum_ranks(struct zn_trainer *t)
 {
 	int rc = 0;
-	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
-		struct tstate *s = &t->t[i];
-		struct zn_adam_hparams h = hparams_for(t, hp, s);
-		struct zn_adam_tensors at = { .n = s->nown, .param = s->master, .grad = s->grad,
-					      .grad_dtype = t->zr.gdt, .exp_avg = s->m,
-					      .exp_avg_sq = s->v };
-		s->lamb = (struct zn_lamb_sums){ 0 };
-		rc = zn_lamb_moments(&h, step, grad_scale, &at, ex, &s->lamb);
-	}
 	for (unsigned i = 0; i < t->tab.nt && !rc && t->zr.parts > 1; i += 2) {
 		double v[4] = { t->t[i].lamb.param_sumsq, t->t[i].lamb.update_sumsq };
 		unsigned k = i + 1 < t->tab.nt ? 4 : 2;
@@ -324,6 +349,33 @@ static int lamb_norms(struct zn_trainer *t, const struct zn_adam_hparams *hp, ui
 	return rc;
 }
 
+/* Lamb's first pass: every tensor's moments and its norm sums over the
+ * whole tensor -- host states a part at a time, NVMe states a sub-group
+ * at a time (one more pass of the swapper), then over the ranks.  On the
+ * calling thread, before the update (and its thread) starts, so the
+ * ranks' exchange is the compute thread's. */
+static int lamb_norms(struct zn_trainer *t, const struct zn_adam_hparams *hp, uint64_t step,
+		      float grad_scale, const struct zn_adam_exec *ex)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < t->tab.nt; i++)
+		t->t[i].lamb = (struct zn_lamb_sums){ 0 };
+	if (t->nvme.os) {
+		struct nvme_update u = { .t = t, .hp = *hp, .grad_scale = grad_scale, .step = step,
+					 .ex = *ex };
+		rc = zn_optswap_step(t->nvme.os, nvme_lamb_norms, &u);
+	}
+	for (unsigned i = 0; i < t->tab.nt && !rc && !t->nvme.os; i++) {
+		struct tstate *s = &t->t[i];
+		struct zn_adam_hparams h = hparams_for(t, hp, s);
+		struct zn_adam_tensors at = { .n = s->nown, .param = s->master, .grad = s->grad,
+					      .grad_dtype = t->zr.gdt, .exp_avg = s->m,
+					      .exp_avg_sq = s->v };
+		rc = zn_lamb_moments(&h, step, grad_scale, &at, ex, &s->lamb);
+	}
+	return rc ? rc : lamb_sum_ranks(t);
+}
+
 /* The update of one step over every tensor this rank owns: AdamW at hp's
  * learning rate, gradients multiplied by grad_scale (unscaling and
  * clipping), Adam's step updates + 1; the new parameters where the next
@@ -335,6 +387,11 @@ int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, fl
 {
 	const uint64_t step = t->updates + 1;
 	int rc = 0;
+	/* Lamb runs on the CPU optimizer only (the trainer refuses it on
+	 * the device). */
+	if (t->cfg.optimizer.type == ZN_OPT_LAMB && !t->zr.device_opt &&
+	    (rc = lamb_norms(t, hp, step, grad_scale, ex)))
+		return rc;
 	if (t->nvme.os) {
 		t->opt.upd = (struct nvme_update){ .t = t, .hp = *hp, .grad_scale = grad_scale,
 						   .step = step, .ex = *ex };
@@ -345,10 +402,6 @@ int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, fl
 			return rc;
 		return tr_params_allgather_all(t);
 	}
-	/* Lamb runs on host states only (the trainer refuses it on the
-	 * device and on NVMe). */
-	if (t->cfg.optimizer.type == ZN_OPT_LAMB && !t->zr.device_opt)
-		rc = lamb_norms(t, hp, step, grad_scale, ex);
 	for (unsigned i = 0; i < t->tab.nt && !rc; i++)
 		rc = t->zr.device_opt ? device_update(t, &t->t[i], hp, step, grad_scale)
 				   : host_update(t, &t->t[i], hp, step, grad_scale, ex);

@@ -15,14 +15,8 @@ int zn_zero_check_optimizer(const struct zn_config *cfg)
 	if ((opt == ZN_OPT_LAMB || opt == ZN_OPT_SGD) && where == ZN_OFFLOAD_NONE)
 		return zn_error(-EINVAL, "optimizer.type: %s runs on the CPU optimizer only (the "
 					 "device kernels have Adam alone): set "
-					 "zero_optimization.offload_optimizer.device cpu",
+					 "zero_optimization.offload_optimizer.device cpu or nvme",
 				opt == ZN_OPT_LAMB ? "Lamb" : "SGD");
-	if (opt == ZN_OPT_LAMB && where == ZN_OFFLOAD_NVME)
-		return zn_error(-EINVAL, "optimizer.type: Lamb with offload_optimizer nvme is not "
-					 "supported: its trust ratio needs each whole tensor's norms "
-					 "before any element of it is updated, a second pass that would "
-					 "read the states from NVMe twice per step; use "
-					 "offload_optimizer.device cpu");
 	return 0;
 }
 

@@ -90,9 +90,8 @@ void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, in
 
 /* Whether the configured optimizer can run where offload_optimizer puts
  * its states: Lamb and SGD only on the CPU optimizer (the device kernels
- * have Adam alone), Lamb not on NVMe states (its trust ratio's second pass
- * would read every sub-group again).  0 or -EINVAL saying why; the trainer
- * and the plan ask the same. */
+ * have Adam alone).  0 or -EINVAL saying why; the trainer and the plan ask
+ * the same. */
 int zn_zero_check_optimizer(const struct zn_config *cfg);
 
 /* One tensor's share: parts of ceil(numel / parts) elements, this rank's
