@@ -330,9 +330,22 @@ def lamb_and_sgd_refused_where_they_cannot_run(d):
                 "train_micro_batch_size_per_gpu: 2\nmodel: {n_layer: 2}\n")
     p = subprocess.run([ZINC, "plan", plan], capture_output=True, text=True)
     assert p.returncode == 2 and "Lamb runs on the CPU optimizer only" in p.stderr, p.stderr
-    sgd = tiny(d, "sgd-dev.yaml", optimizer=block("optimizer", "SGD", {"lr": 0.1}))
-    p, _ = train(d, sgd, 2, *DEVICE)
+    sgd_dev = tiny(d, "sgd-dev.yaml", optimizer=block("optimizer", "SGD", {"lr": 0.1}))
+    p, _ = train(d, sgd_dev, 2, *DEVICE)
     assert p.returncode == 2 and "SGD runs on the CPU optimizer only" in p.stderr, p.stderr
+    # A checkpoint of Adam's moments does not resume as SGD's momentum
+    # buffer (the same arrays), nor the other way round.
+    ck = "checkpoint.dir=%s/ck-switch" % d
+    adamw = tiny(d, "switch-adamw.yaml")
+    p, _ = train(d, adamw, 10, *HOST1, "--set", ck)
+    assert p.returncode == 0, p.stderr
+    sgd = tiny(d, "switch-sgd.yaml", optimizer=block("optimizer", "SGD", {"lr": 0.1}))
+    p, _ = train(d, sgd, 12, *HOST1, "--set", ck, "--set", "checkpoint.resume=true")
+    assert p.returncode != 0 and "holds the optimizer states of moments (Adam, AdamW or Lamb" \
+        in p.stderr, p.stderr
+    lamb = tiny(d, "switch-lamb.yaml", optimizer=LAMB)  # Lamb keeps moments too
+    p, _ = train(d, lamb, 12, *HOST1, "--set", ck, "--set", "checkpoint.resume=true")
+    assert p.returncode == 0, p.stderr
     onebit = tiny(d, "onebit.yaml", optimizer=block("optimizer", "OneBitLamb", {"lr": 0.01}))
     p, _ = train(d, onebit, 2)
     assert p.returncode == 2 and "OneBitLamb is refused: it compresses" in p.stderr, p.stderr

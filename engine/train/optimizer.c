@@ -76,6 +76,11 @@ static int update_end(struct zn_trainer *t, struct tstate *s, uint64_t l, uint64
 	return params_to_device(t, s, l, n, src);
 }
 
+const char *tr_optimizer_states(const struct zn_trainer *t)
+{
+	return t->cfg.optimizer.type == ZN_OPT_SGD ? "momentum" : "moments";
+}
+
 /* One piece's update by the configured optimizer.  SGD keeps its momentum
  * buffer in exp_avg (exp_avg_sq stays zero); Lamb's moments were updated by
  * lamb_norms, so this is its second pass, at the tensor's trust ratio. */
