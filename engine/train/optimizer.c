@@ -98,7 +98,7 @@ static int optimizer_run(const struct zn_trainer *t, const struct tstate *s,
 	}
 }
 
-/* AdamW over elements [l, l + at->n) of a tensor's part, whose states and
+/* The optimizer over elements [l, l + at->n) of a tensor's part, whose states and
  * gradients `whole` points at, a tile at a time for a tiled tensor (the
  * update is elementwise: the pieces give the bits the whole would), each
  * piece's new parameters sent on by update_begin / update_end. */
@@ -204,7 +204,7 @@ static int nvme_lamb_norms(void *user, uint64_t group, uint64_t first, uint64_t 
 	return 0;
 }
 
-/* Host states: the CPU Adam over the tensor's part, unscaling and clipping
+/* Host states: the CPU optimizer over the tensor's part, unscaling and clipping
  * fused into the update. */
 static int host_update(struct zn_trainer *t, struct tstate *s, const struct zn_adam_hparams *hp,
 		       uint64_t step, float grad_scale, const struct zn_adam_exec *ex)
@@ -381,10 +381,11 @@ static int lamb_norms(struct zn_trainer *t, const struct zn_adam_hparams *hp, ui
 	return rc ? rc : lamb_sum_ranks(t);
 }
 
-/* The update of one step over every tensor this rank owns: AdamW at hp's
- * learning rate, gradients multiplied by grad_scale (unscaling and
- * clipping), Adam's step updates + 1; the new parameters where the next
- * forward reads them.  NVMe states stream through the sub-groups, on the
+/* The update of one step over every tensor this rank owns: the optimizer
+ * at hp's learning rate (and betas), gradients multiplied by grad_scale
+ * (unscaling and clipping), the optimizer's step updates + 1; the new
+ * parameters where the next forward reads them.  Lamb's norm pass first,
+ * on this thread.  NVMe states stream through the sub-groups, on the
  * optimizer's thread with the overlapped update (joined by the next
  * fetches, tr_opt_wait_*). */
 int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, float grad_scale,
