@@ -113,6 +113,77 @@ class LRRangeTest:
         self.group["lr"] = self.min_lr * (1 + self.step_rate * interval)
 
 
+class WarmupLR:
+    """WarmupLR, and WarmupDecayLR with total_num_steps, as DeepSpeed's
+    lr_schedules.py computes them (get_lr() before the first step() is
+    warmup_min_lr)."""
+
+    def __init__(self, group, warmup_min_lr=0.0, warmup_max_lr=0.001, warmup_num_steps=1000,
+                 warmup_type="log", total_num_steps=None):
+        self.group, self.min_lr, self.max_lr = group, warmup_min_lr, warmup_max_lr
+        self.delta = warmup_max_lr - warmup_min_lr
+        self.warmup_num_steps = max(2, warmup_num_steps)
+        self.inverse_log_warm_up = 1.0 / math.log(self.warmup_num_steps)
+        self.warmup_type, self.total_num_steps = warmup_type, total_num_steps
+        self.last_batch_iteration = -1
+        group["lr"] = self.get_lr()
+
+    def gamma(self):
+        lbi = self.last_batch_iteration
+        if lbi < self.warmup_num_steps:
+            if self.warmup_type == "log":
+                return self.inverse_log_warm_up * math.log(lbi + 1)
+            return lbi / self.warmup_num_steps
+        if self.total_num_steps is None:
+            return 1.0
+        return max(0.0, float(self.total_num_steps - lbi) /
+                   float(max(1.0, self.total_num_steps - self.warmup_num_steps)))
+
+    def get_lr(self):
+        if self.last_batch_iteration < 0:
+            return self.min_lr
+        return self.min_lr + (self.delta * self.gamma())
+
+    def step(self):
+        self.last_batch_iteration += 1
+        self.group["lr"] = self.get_lr()
+
+
+class WarmupCosineLR:
+    def __init__(self, group, lr, total_num_steps, warmup_min_ratio=0.0, warmup_num_steps=1000,
+                 cos_min_ratio=0.0001, warmup_type="log"):
+        self.group, self.org_lr, self.total_num_steps = group, lr, total_num_steps
+        self.warmup_min_ratio, self.cos_min_ratio = warmup_min_ratio, cos_min_ratio
+        self.warmup_num_steps = max(2, warmup_num_steps)
+        self.inverse_log_warm_up = 1.0 / math.log(self.warmup_num_steps)
+        self.warmup_type = warmup_type
+        self.last_batch_iteration = -1
+        group["lr"] = self.get_lr()
+
+    def ratio(self):
+        lbi = self.last_batch_iteration
+        if lbi < self.warmup_num_steps:
+            if self.warmup_type == "log":
+                r = self.inverse_log_warm_up * math.log(lbi + 1)
+            else:
+                r = lbi / self.warmup_num_steps
+            return self.warmup_min_ratio + r * (1. - self.warmup_min_ratio)
+        real_last_step = lbi - self.warmup_num_steps + 1
+        real_total_steps = max(1, self.total_num_steps - self.warmup_num_steps)
+        progress = min(1.0, real_last_step / real_total_steps)
+        r = (1 + math.cos(math.pi * progress)) / 2
+        return max(0.0, self.cos_min_ratio + (1. - self.cos_min_ratio) * r)
+
+    def get_lr(self):
+        if self.last_batch_iteration < 0:
+            return 0.0
+        return self.org_lr * self.ratio()
+
+    def step(self):
+        self.last_batch_iteration += 1
+        self.group["lr"] = self.get_lr()
+
+
 def make_data(d):
     rng = random.Random(5)
     words = ["zinc", "cycle", "lamb", "momentum", "stair", "decay", "range", "test"]
@@ -222,6 +293,35 @@ def lr_range_test_per_step(d):
             assert s["lr"] == group["lr"], (staircase, s["step"], s["lr"], group["lr"])
             ref.step()
         assert steps[-1]["lr"] >= 2.5 * steps[0]["lr"], steps[-1]
+
+
+@t.test
+def warmup_schedules_per_step(d):
+    """tiny.yaml's own WarmupDecayLR, WarmupLR with a log warmup and
+    WarmupCosineLR run past its total: each step's lr is the one DeepSpeed's
+    engine runs that step with, to the bit."""
+    make_data(d)
+    cases = [
+        ("tiny", None, 24, lambda g: WarmupLR(g, 0, 0.002, 20, "linear", 300)),
+        ("warmup-log", {"warmup_min_lr": 0.0001, "warmup_max_lr": 0.003,
+                        "warmup_num_steps": 7, "warmup_type": "log"}, 12,
+         lambda g: WarmupLR(g, 0.0001, 0.003, 7, "log")),
+        ("cosine", {"warmup_num_steps": 4, "total_num_steps": 10, "warmup_min_ratio": 0.1,
+                    "cos_min_ratio": 0.05, "warmup_type": "linear"}, 14,
+         lambda g: WarmupCosineLR(g, 0.002, 10, 0.1, 4, 0.05, "linear")),
+    ]
+    for name, params, n, make in cases:
+        kind = {"warmup-log": "WarmupLR", "cosine": "WarmupCosineLR"}.get(name)
+        cfg = tiny(d, name + ".yaml", block("scheduler", kind, params) if params else "")
+        p, steps = train(d, cfg, n)
+        assert p.returncode == 0, p.stderr
+        group = {}
+        ref = make(group)
+        for s in steps:
+            assert s["lr"] == group["lr"], (name, s["step"], s["lr"], group["lr"])
+            ref.step()
+        # Two steps at the floor: the constructor's lr, then get_lr(0).
+        assert steps[0]["lr"] == steps[1]["lr"] or name == "cosine", (name, steps[:2])
 
 
 @t.test

@@ -204,8 +204,11 @@ static struct zn_scheduler_config sched(int type, int warmup_type, uint64_t warm
 	return c.scheduler;
 }
 
-static const uint64_t steps[] = { 0, 1, 2, 7, 49, 50, 51, 99, 100, 150, 199, 200, 250 };
+static const uint64_t steps[] = { 1, 2, 3, 7, 49, 50, 51, 52, 99, 100, 150, 199, 200, 201, 250 };
 
+/* DeepSpeed's engine steps the schedule after each optimizer step: step t
+ * runs with get_lr() at last_batch_iteration t - 1 (and step 0 with the
+ * constructor's get_lr() at -1). */
 static void test_warmup_lr(void **state)
 {
 	(void)state;
@@ -213,12 +216,13 @@ static void test_warmup_lr(void **state)
 		struct zn_scheduler_config c = sched(ZN_SCHED_WARMUP_LR, wt, 50, 0);
 		struct zn_lr_schedule s;
 		assert_int_equal(zn_lr_schedule_init(&s, &c, 3e-4, true, 0), 0);
+		assert_close(zn_lr_at(&s, 0), 1e-5, 0); /* get_lr() before it started: min */
 		for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-			uint64_t t = steps[i];
+			uint64_t t = steps[i], lbi = t - 1;
 			/* DeepSpeed WarmupLR._get_gamma */
-			double g = t < 50 ? (wt == ZN_WARMUP_LOG ? log(t + 1.0) / log(50.0)
-								 : t / 50.0)
-					  : 1.0;
+			double g = lbi < 50 ? (wt == ZN_WARMUP_LOG ? log(lbi + 1.0) / log(50.0)
+								   : lbi / 50.0)
+					    : 1.0;
 			assert_close(zn_lr_at(&s, t), 1e-5 + (1e-3 - 1e-5) * g, t);
 		}
 	}
@@ -227,14 +231,17 @@ static void test_warmup_lr(void **state)
 	struct zn_lr_schedule s;
 	assert_int_equal(zn_lr_schedule_init(&s, &c, 0, true, 0), 0);
 	assert_close(zn_lr_at(&s, 0), 1e-5, 0);
-	assert_close(zn_lr_at(&s, 5), 1e-5 + 0.5 * (1e-3 - 1e-5), 5);
-	assert_close(zn_lr_at(&s, 10), 1e-3, 10);
+	assert_close(zn_lr_at(&s, 1), 1e-5, 1); /* min twice: the constructor's, then lbi 0 */
+	assert_close(zn_lr_at(&s, 6), 1e-5 + 0.5 * (1e-3 - 1e-5), 6);
+	assert_close(zn_lr_at(&s, 10), 1e-5 + 0.9 * (1e-3 - 1e-5), 10);
+	assert_close(zn_lr_at(&s, 11), 1e-3, 11);
 	assert_close(zn_lr_at(&s, 1000000), 1e-3, 1000000);
 	/* warmup_num_steps below 2 is used as 2 (DeepSpeed: max(2, n)). */
 	c = sched(ZN_SCHED_WARMUP_LR, ZN_WARMUP_LOG, 0, 0);
 	assert_int_equal(zn_lr_schedule_init(&s, &c, 0, true, 0), 0);
 	assert_close(zn_lr_at(&s, 0), 1e-5, 0);
-	assert_close(zn_lr_at(&s, 1), 1e-3, 1); /* log(2) / log(2) */
+	assert_close(zn_lr_at(&s, 1), 1e-5, 1);
+	assert_close(zn_lr_at(&s, 2), 1e-3, 2); /* log(2) / log(2) */
 }
 
 static void test_warmup_decay_lr(void **state)
@@ -244,18 +251,19 @@ static void test_warmup_decay_lr(void **state)
 		struct zn_scheduler_config c = sched(ZN_SCHED_WARMUP_DECAY_LR, wt, 50, 200);
 		struct zn_lr_schedule s;
 		assert_int_equal(zn_lr_schedule_init(&s, &c, 3e-4, true, 0), 0);
+		assert_close(zn_lr_at(&s, 0), 1e-5, 0);
 		for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-			uint64_t t = steps[i];
+			uint64_t t = steps[i], lbi = t - 1;
 			double g;
-			if (t < 50)
-				g = wt == ZN_WARMUP_LOG ? log(t + 1.0) / log(50.0) : t / 50.0;
+			if (lbi < 50)
+				g = wt == ZN_WARMUP_LOG ? log(lbi + 1.0) / log(50.0) : lbi / 50.0;
 			else
-				g = fmax(0.0, (200.0 - t) / fmax(1.0, 200.0 - 50.0));
+				g = fmax(0.0, (200.0 - lbi) / fmax(1.0, 200.0 - 50.0));
 			assert_close(zn_lr_at(&s, t), 1e-5 + (1e-3 - 1e-5) * g, t);
 		}
 		/* By hand: halfway through the decay, halfway between min and max. */
-		assert_close(zn_lr_at(&s, 125), 1e-5 + 0.5 * (1e-3 - 1e-5), 125);
-		assert_close(zn_lr_at(&s, 200), 1e-5, 200);
+		assert_close(zn_lr_at(&s, 126), 1e-5 + 0.5 * (1e-3 - 1e-5), 126);
+		assert_close(zn_lr_at(&s, 201), 1e-5, 201);
 		assert_close(zn_lr_at(&s, 300), 1e-5, 300); /* clamped at 0 */
 	}
 	/* total_num_steps auto takes the run's step count; none is an error. */
@@ -278,23 +286,27 @@ static void test_warmup_cosine_lr(void **state)
 		c.params.warmup_min_ratio = wmin;
 		c.params.cos_min_ratio = cmin;
 		assert_int_equal(zn_lr_schedule_init(&s, &c, lr, true, 0), 0);
+		/* get_lr() before it started is 0: DeepSpeed's first step. */
+		assert_close(zn_lr_at(&s, 0), 0.0, 0);
 		for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-			uint64_t t = steps[i];
+			uint64_t t = steps[i], lbi = t - 1;
 			double r;
 			/* DeepSpeed WarmupCosineLR.get_lr_ratio */
-			if (t < 50) {
-				r = wt == ZN_WARMUP_LOG ? log(t + 1.0) / log(50.0) : t / 50.0;
+			if (lbi < 50) {
+				r = wt == ZN_WARMUP_LOG ? log(lbi + 1.0) / log(50.0) : lbi / 50.0;
 				r = wmin + r * (1 - wmin);
 			} else {
-				double x = (t - 50.0 + 1) / (200.0 - 50.0);
+				double x = fmin(1.0, (lbi - 50.0 + 1) / (200.0 - 50.0));
 				r = fmax(0.0, cmin + (1 - cmin) * (1 + cos(M_PI * x)) / 2);
 			}
 			assert_close(zn_lr_at(&s, t), lr * r, t);
 		}
-		/* By hand: step 49 + 75 is halfway through the cosine. */
-		assert_close(zn_lr_at(&s, 124), lr * (cmin + (1 - cmin) * 0.5), 124);
-		assert_close(zn_lr_at(&s, 199), lr * cmin, 199);
-		assert_close(zn_lr_at(&s, 0), lr * wmin, 0);
+		/* By hand: lbi 49 + 75 is halfway through the cosine. */
+		assert_close(zn_lr_at(&s, 125), lr * (cmin + (1 - cmin) * 0.5), 125);
+		assert_close(zn_lr_at(&s, 200), lr * cmin, 200);
+		assert_close(zn_lr_at(&s, 1), lr * wmin, 1);
+		/* Past the total the cosine stays at its end (min(1.0, ...)). */
+		assert_close(zn_lr_at(&s, 350), lr * cmin, 350);
 	}
 	/* DeepSpeed divides by total - warmup: refuse total <= warmup. */
 	struct zn_scheduler_config c = sched(ZN_SCHED_WARMUP_COSINE_LR, 0, 50, 50);

@@ -151,14 +151,16 @@ int zn_lr_schedule_init(struct zn_lr_schedule *s, const struct zn_scheduler_conf
 	return zn_error(-EINVAL, "scheduler.type: not supported yet");
 }
 
-/* The warmup fraction in [0, 1) for step < W. */
+/* The warmup fraction in [0, 1) at last_batch_iteration `step` < W. */
 static double warmup_gamma(const struct zn_lr_schedule *s, uint64_t step)
 {
 	double w = (double)s->warmup_num_steps;
 
 	if (s->warmup_type == ZN_WARMUP_LINEAR)
 		return (double)step / w;
-	return log((double)step + 1) / log(w);
+	/* DeepSpeed's inverse_log_warm_up * log(...): the product, not the
+	 * quotient, which can differ in the last bit. */
+	return (1.0 / log(w)) * log((double)step + 1);
 }
 
 /* OneCycle._get_scale_factor for optimizer step `step`: DeepSpeed's
@@ -223,21 +225,35 @@ bool zn_betas_at(const struct zn_lr_schedule *s, uint64_t step, double *beta1, d
 
 double zn_lr_at(const struct zn_lr_schedule *s, uint64_t step)
 {
+	/* DeepSpeed's engine steps the schedule after each optimizer step,
+	 * and the constructor set the lr of the first: step k runs with
+	 * get_lr() at last_batch_iteration k - 1, step 0 with get_lr() at -1,
+	 * which WarmupLR and WarmupDecayLR answer with warmup_min_lr and
+	 * WarmupCosineLR with 0. */
+	const uint64_t lbi = step - 1; /* used only where step >= 1 */
 	double t = (double)s->total_num_steps, w = (double)s->warmup_num_steps, g, r;
-	bool warm = step < s->warmup_num_steps;
+	bool warm = step >= 1 && lbi < s->warmup_num_steps;
 
 	switch (s->type) {
 	case ZN_SCHED_WARMUP_LR:
-		g = warm ? warmup_gamma(s, step) : 1.0;
+		if (step == 0)
+			return s->min_lr;
+		g = warm ? warmup_gamma(s, lbi) : 1.0;
 		return s->min_lr + (s->max_lr - s->min_lr) * g;
 	case ZN_SCHED_WARMUP_DECAY_LR:
-		g = warm ? warmup_gamma(s, step) : fmax(0.0, (t - (double)step) / fmax(1.0, t - w));
+		if (step == 0)
+			return s->min_lr;
+		g = warm ? warmup_gamma(s, lbi) : fmax(0.0, (t - (double)lbi) / fmax(1.0, t - w));
 		return s->min_lr + (s->max_lr - s->min_lr) * g;
 	case ZN_SCHED_WARMUP_COSINE_LR:
+		if (step == 0)
+			return 0.0;
 		if (warm) {
-			r = s->warmup_min_ratio + warmup_gamma(s, step) * (1 - s->warmup_min_ratio);
+			r = s->warmup_min_ratio + warmup_gamma(s, lbi) * (1 - s->warmup_min_ratio);
 		} else {
-			double x = ((double)step - w + 1) / (t - w);
+			/* Progress held at 1 after the total, as DeepSpeed's
+			 * min(1.0, ...): the cosine does not rise again. */
+			double x = fmin(1.0, ((double)lbi - w + 1) / fmax(1.0, t - w));
 			r = (1 + cos(M_PI * x)) / 2;
 			r = fmax(0.0, s->cos_min_ratio + (1 - s->cos_min_ratio) * r);
 		}

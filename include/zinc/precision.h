@@ -91,39 +91,42 @@ struct zn_lr_schedule {
 ZN_API int zn_lr_schedule_init(struct zn_lr_schedule *s, const struct zn_scheduler_config *cfg,
 			       double base_lr, bool has_betas, uint64_t total_steps);
 
-/* The learning rate for optimizer step `step` (0-based; DeepSpeed's
- * last_batch_iteration):
+/* The learning rate for optimizer step `step` (0-based): DeepSpeed's
+ * get_lr() with last_batch_iteration b = step - 1, which is what DeepSpeed's
+ * engine runs optimizer step `step` with (the schedule is stepped after
+ * each optimizer step; its constructor set the lr of step 0 from get_lr()
+ * at -1: warmup_min_lr for WarmupLR and WarmupDecayLR, 0 for
+ * WarmupCosineLR, the formulas' values at b = -1 for OneCycle and
+ * LRRangeTest).  For step >= 1:
  *   none:           base_lr
- *   WarmupLR:       min + (max - min) * g, g = log(step + 1) / log(W) (log)
- *                   or step / W (linear) while step < W, else 1
- *   WarmupDecayLR:  the same warmup, then g = max(0, (T - step) / max(1, T - W))
+ *   WarmupLR:       min + (max - min) * g, g = log(b + 1) / log(W) (log)
+ *                   or b / W (linear) while b < W, else 1
+ *   WarmupDecayLR:  the same warmup, then g = max(0, (T - b) / max(1, T - W))
  *   WarmupCosineLR: base_lr * r; warmup r = wmin + (1 - wmin) * g, then
- *                   r = max(0, cmin + (1 - cmin) * (1 + cos(pi (step - W + 1) /
- *                   (T - W))) / 2)
+ *                   r = max(0, cmin + (1 - cmin) * (1 + cos(pi x)) / 2),
+ *                   x = min(1, (b - W + 1) / max(1, T - W))
  * with W = warmup_num_steps (at least 2), T = total_num_steps.
- *   OneCycle, LRRangeTest: DeepSpeed's get_lr() with last_batch_iteration
- *                   step - 1, which is what DeepSpeed's engine runs optimizer
- *                   step `step` with: the schedule is stepped after each
- *                   optimizer step, and its constructor set the lr of step 0.
- *                   b = step; x = 1 + b / S - floor(1 + b / S), S = S1 + S2:
- *   OneCycle:       b <= S (lbi < S): f = x / r if x <= r (r = S1 / S), else
- *                   (x - 1) / (r - 1); with N stairs in that half, f =
- *                   floor(c * N / S1) / N rising, floor((S - c) * N / S2) / N
- *                   falling (c = b mod S); lr = min + (max - min) f.  After:
- *                   min / (1 + decay_lr_rate (b - S) / decay_step_size), or
- *                   min without decay.
- *   LRRangeTest:    min_lr (1 + rate * b / step_size), b / step_size floored
+ *   OneCycle, LRRangeTest, for every step (0 included), with their
+ *   batch_iteration c = b + 1 = step:
+ *   OneCycle:       while b < S (S = S1 + S2): x = 1 + c / S - floor(1 + c / S),
+ *                   f = x / r if x <= r (r = S1 / S), else (x - 1) / (r - 1);
+ *                   with N stairs in that half, f = floor(k N / S1) / N
+ *                   rising, floor((S - k) N / S2) / N falling (k = c mod S);
+ *                   lr = min + (max - min) f.  After: min / (1 +
+ *                   decay_lr_rate (b - S + 1) / decay_step_size), or min
+ *                   without decay.
+ *   LRRangeTest:    min_lr (1 + rate * c / step_size), c / step_size floored
  *                   with the staircase. */
 ZN_API double zn_lr_at(const struct zn_lr_schedule *s, uint64_t step);
 
 /* OneCycle with cycle_momentum: the betas of optimizer step `step`
  * (counted as zn_lr_at's).  DeepSpeed sets param_group['betas'] to
  * (momentum, 0.99) -- beta2 0.99 whatever the optimizer's -- with
- *   b = 0:  min_mom (what the constructor sets; the formula would give
+ *   step 0: min_mom (what the constructor sets; the formula would give
  *           max_mom, which DeepSpeed's first step() then jumps to)
- *   b <= S: momentum = max_mom - (max_mom - min_mom) f (f as the lr's)
- *   after: max_mom (1 + decay_mom_rate (b - S) / decay_step_size), or
- *          max_mom without decay.
+ *   b < S:  momentum = max_mom - (max_mom - min_mom) f (f as the lr's)
+ *   after:  max_mom (1 + decay_mom_rate (b - S + 1) / decay_step_size), or
+ *           max_mom without decay.
  * Returns true and sets *beta1, *beta2; false (leaving them) for every
  * other schedule, which keeps the optimizer's betas. */
 ZN_API bool zn_betas_at(const struct zn_lr_schedule *s, uint64_t step, double *beta1,
