@@ -308,7 +308,7 @@ static void test_warmup_cosine_lr(void **state)
 		/* Past the total the cosine stays at its end (min(1.0, ...)). */
 		assert_close(zn_lr_at(&s, 350), lr * cmin, 350);
 	}
-	/* DeepSpeed divides by total - warmup: refuse total <= warmup. */
+	/* A cosine of no length (DeepSpeed warns): refuse total <= warmup. */
 	struct zn_scheduler_config c = sched(ZN_SCHED_WARMUP_COSINE_LR, 0, 50, 50);
 	struct zn_lr_schedule s;
 	assert_int_equal(zn_lr_schedule_init(&s, &c, lr, true, 0), -EINVAL);

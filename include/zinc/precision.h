@@ -85,9 +85,9 @@ struct zn_lr_schedule {
  * cycle_momentum cycles; without them (SGD) DeepSpeed turns
  * cycle_momentum off, and so does this.
  * Returns 0, or -EINVAL when WarmupDecayLR or WarmupCosineLR has no total
- * step count, WarmupCosineLR's total is not above its warmup (DeepSpeed
- * divides by the difference), or OneCycle lacks a bound or has a cycle
- * of zero length. */
+ * step count, WarmupCosineLR's total is not above its warmup (a cosine of
+ * no length: DeepSpeed warns and decays in one step), or OneCycle lacks a
+ * bound or has a cycle of zero length. */
 ZN_API int zn_lr_schedule_init(struct zn_lr_schedule *s, const struct zn_scheduler_config *cfg,
 			       double base_lr, bool has_betas, uint64_t total_steps);
 
