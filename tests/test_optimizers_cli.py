@@ -254,6 +254,7 @@ def one_cycle_lr_and_betas_per_step(d):
         assert s["lr"] == group["lr"], (s["step"], s["lr"], group["lr"])
         assert (s["beta1"], s["beta2"]) == group["betas"], (s["step"], s, group["betas"])
         ref.step()
+    assert "beta2 is 0.99, not optimizer.params.betas[1] 0.95" in p.stderr, p.stderr
     lrs = [s["lr"] for s in steps]
     # The shape, so a reference gone wrong with zinc cannot pass: up to the
     # peak in 3 stairs, down in 2, then decaying below the minimum.
@@ -275,6 +276,7 @@ def one_cycle_without_momentum_keeps_the_betas(d):
         assert s["lr"] == group["lr"], (s["step"], s["lr"], group["lr"])
         assert (s["beta1"], s["beta2"]) == (0.9, 0.95), s  # tiny.yaml's
         ref.step()
+    assert "beta2 is 0.99" not in p.stderr, p.stderr
 
 
 @t.test

@@ -413,8 +413,18 @@ static int open_model(struct zn_trainer *t, uint64_t max_steps)
 					  .eps_inside_sqrt = op->eps_inside_sqrt,
 					  .momentum = op->momentum, .dampening = op->dampening,
 					  .nesterov = op->nesterov };
-	return zn_lr_schedule_init(&t->sched, &t->cfg.scheduler, op->lr,
-				   t->cfg.optimizer.type != ZN_OPT_SGD, max_steps);
+	if ((rc = zn_lr_schedule_init(&t->sched, &t->cfg.scheduler, op->lr,
+				      t->cfg.optimizer.type != ZN_OPT_SGD, max_steps)))
+		return rc;
+	/* DeepSpeed's OneCycle writes (momentum, 0.99) into the betas: say
+	 * so where that replaces the config's beta2. */
+	if (t->sched.cycle_momentum && t->sched.type == ZN_SCHED_ONE_CYCLE &&
+	    op->betas[1] != 0.99 && t->rank == 0)
+		zn_warn("scheduler: OneCycle's cycle_momentum sets the betas to (momentum, 0.99) "
+			"each step, as DeepSpeed's does: beta2 is 0.99, not "
+			"optimizer.params.betas[1] %g (set cycle_momentum: false to keep it)",
+			op->betas[1]);
+	return 0;
 }
 
 /* One nvme_path's lock, unless this trainer holds it already (the
