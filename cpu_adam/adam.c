@@ -388,6 +388,17 @@ static int check_arrays(const char *fn, enum op op, const struct zn_adam_hparams
 
 /* ---- the optimizers ------------------------------------------------------ */
 
+/* Lamb's norm sums depend on the tiles: its automatic tile is a fixed
+ * TILE_MIN elements, not the pool-sized one, so the same tensor gives the
+ * same sums (and ratio) with any number of threads. */
+static size_t lamb_tile(size_t n, const struct zn_adam_exec *ex)
+{
+	if (ex && ex->tile)
+		return zn_adam_tile_size(n, ex);
+	struct zn_adam_exec fixed = { .tile = TILE_MIN };
+	return zn_adam_tile_size(n, &fixed);
+}
+
 /* `ratio`: OP_LAMB2's trust ratio; `sums`: OP_LAMB1's result. */
 static int step_call(const char *fn, enum op op, const struct zn_adam_hparams *hp, uint64_t step,
 		     float grad_scale, const struct zn_adam_tensors *t,
@@ -409,7 +420,7 @@ static int step_call(const char *fn, enum op op, const struct zn_adam_hparams *h
 		.op = op,
 		.isa = isas[s],
 		.n = t->n,
-		.tile = zn_adam_tile_size(t->n, ex),
+		.tile = op == OP_LAMB1 ? lamb_tile(t->n, ex) : zn_adam_tile_size(t->n, ex),
 		.on_tile = ex ? ex->on_tile : NULL,
 		.user = ex ? ex->user : NULL,
 	};

@@ -1130,6 +1130,49 @@ static void test_lamb_pieces(void **state)
 	assert_true(zn_lamb_trust_ratio(&hp, &small) == 0.01);
 }
 
+/* The automatic tile of Lamb's norm pass does not follow the pool: one
+ * thread and two give the same bits on a tensor large enough that the
+ * pool-sized tiles would differ (n / 4 against n / 8). */
+static void test_lamb_threads(void **state)
+{
+	(void)state;
+	const size_t n = (size_t)1 << 21;
+	float *p[2], *m[2], *v[2], *g = malloc(n * 4);
+	assert_non_null(g);
+	for (int k = 0; k < 2; k++) {
+		p[k] = malloc(n * 4);
+		m[k] = calloc(n, 4);
+		v[k] = calloc(n, 4);
+		assert_true(p[k] && m[k] && v[k]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		p[0][i] = p[1][i] = uniform(-1, 1);
+		g[i] = uniform(-1e-2f, 1e-2f);
+	}
+	struct zn_threadpool *pool = zn_threadpool_create(2, -1);
+	assert_non_null(pool);
+	struct zn_adam_hparams hp;
+	zn_lamb_defaults(&hp);
+	hp.weight_decay = 0.01;
+	double r[2];
+	for (int k = 0; k < 2; k++) {
+		struct zn_adam_exec ex = { .pool = k ? pool : NULL };
+		struct zn_adam_tensors t = { .n = n, .param = p[k], .grad = g,
+					     .grad_dtype = ZN_DTYPE_F32, .exp_avg = m[k],
+					     .exp_avg_sq = v[k] };
+		assert_int_equal(zn_lamb_step(&hp, 1, 1.0f, &t, &ex, &r[k]), 0);
+	}
+	assert_true(r[0] == r[1]);
+	assert_int_equal(memcmp(p[0], p[1], n * 4), 0);
+	zn_threadpool_destroy(pool);
+	for (int k = 0; k < 2; k++) {
+		free(p[k]);
+		free(m[k]);
+		free(v[k]);
+	}
+	free(g);
+}
+
 static void test_sgd_lamb_bad_input(void **state)
 {
 	(void)state;
@@ -1174,6 +1217,7 @@ int main(void)
 		cmocka_unit_test(test_conversions),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_lamb_pieces),
+		cmocka_unit_test(test_lamb_threads),
 		cmocka_unit_test(test_sgd_lamb_bad_input),
 		cmocka_unit_test(test_hostmem_arrays),
 	};

@@ -172,7 +172,9 @@ ZN_API int zn_sgd_step(const struct zn_adam_hparams *hp, uint64_t step, float gr
  * The sums are in double, each tile's over 16 lanes (element i of the
  * tile in lane i mod 16) added lane by lane in order, the tiles in order:
  * the same bits from every SIMD path and thread count for a given tile
- * size.  zn_lamb_step does the three over one whole tensor.
+ * size; zn_lamb_moments's automatic tile (exec->tile 0) is a fixed 64 Ki
+ * elements, whatever the pool.  zn_lamb_step does the three over one
+ * whole tensor.
  * Return as zn_adam_step (zn_lamb_moments: step and grad_scale as there;
  * zn_lamb_apply: ratio must be finite and >= 0). */
 struct zn_lamb_sums {
