@@ -171,6 +171,18 @@ void zn_lion_defaults(struct zn_adam_hparams *hp)
 					.weight_decay = 0.0 };
 }
 
+void zn_lamb_defaults(struct zn_adam_hparams *hp)
+{
+	zn_adam_defaults(hp);
+	hp->max_coeff = 10.0;
+	hp->min_coeff = 0.01;
+}
+
+void zn_sgd_defaults(struct zn_adam_hparams *hp)
+{
+	*hp = (struct zn_adam_hparams){ .lr = 1e-3 };
+}
+
 /* ---- tiles --------------------------------------------------------------- */
 
 /* Default tiles: at least 4 per worker so a preempted core leaves little
@@ -194,7 +206,7 @@ size_t zn_adam_tile_size(size_t n, const struct zn_adam_exec *ex)
 	return ZN_ALIGN_UP(tile, ZN_ADAM_TILE_QUANTUM);
 }
 
-enum op { OP_ADAM, OP_ADAGRAD, OP_LION, OP_SUMSQ, OP_STREAM7, OP_TRIAD };
+enum op { OP_ADAM, OP_ADAGRAD, OP_LION, OP_SGD, OP_LAMB1, OP_LAMB2, OP_SUMSQ, OP_STREAM7, OP_TRIAD };
 
 struct job {
 	enum op op;
@@ -203,7 +215,7 @@ struct job {
 	size_t n, tile;
 	zn_adam_tile_fn on_tile;
 	void *user;
-	double *partial; /* OP_SUMSQ: one sum per tile */
+	double *partial; /* OP_SUMSQ: one sum per tile; OP_LAMB1: two */
 };
 
 static void run_tile(void *p, size_t t, unsigned worker)
@@ -222,6 +234,16 @@ static void run_tile(void *p, size_t t, unsigned worker)
 		break;
 	case OP_LION:
 		j->isa->lion(a, i0, cnt);
+		break;
+	case OP_SGD:
+		j->isa->sgd(a, i0, cnt);
+		break;
+	case OP_LAMB1:
+		/* Nothing final to hand on: the parameters move in pass 2. */
+		j->isa->lamb_moments(a, i0, cnt, j->partial + 2 * t);
+		return;
+	case OP_LAMB2:
+		j->isa->lamb_apply(a, i0, cnt);
 		break;
 	case OP_SUMSQ:
 		j->partial[t] = j->isa->sumsq((const char *)a->g + i0 * zn_dtype_size(a->gt),
@@ -292,13 +314,28 @@ static int check_call(const char *fn, enum op op, const struct zn_adam_hparams *
 	if (!(isfinite(hp->weight_decay) && hp->weight_decay >= 0.0))
 		return zn_error(-EINVAL, "%s: weight_decay = %g must be finite and >= 0", fn,
 				hp->weight_decay);
-	if (op != OP_ADAGRAD) {
+	if (op != OP_ADAGRAD && op != OP_SGD) {
 		if ((rc = check_beta(fn, "beta1", hp->beta1)) || (rc = check_beta(fn, "beta2",
 										  hp->beta2)))
 			return rc;
 	}
+	if (op == OP_SGD) {
+		if (!(hp->momentum >= 0.0 && hp->momentum <= 1.0) ||
+		    !(hp->dampening >= 0.0 && hp->dampening <= 1.0))
+			return zn_error(-EINVAL, "%s: momentum %g and dampening %g must be in "
+					"[0, 1]", fn, hp->momentum, hp->dampening);
+		if (hp->nesterov && (hp->momentum <= 0.0 || hp->dampening != 0.0))
+			return zn_error(-EINVAL, "%s: Nesterov momentum needs momentum > 0 and "
+					"dampening 0 (got %g and %g)", fn, hp->momentum,
+					hp->dampening);
+	}
+	if ((op == OP_LAMB1 || op == OP_LAMB2) &&
+	    !(hp->min_coeff >= 0.0 && hp->min_coeff <= hp->max_coeff && isfinite(hp->max_coeff)))
+		return zn_error(-EINVAL, "%s: min_coeff %g and max_coeff %g must be finite with "
+				"0 <= min_coeff <= max_coeff", fn, hp->min_coeff, hp->max_coeff);
 	/* eps must survive the rounding to fp32, too. */
-	if (op != OP_LION && !(hp->eps > 0.0 && isfinite((float)hp->eps) && (float)hp->eps > 0.0f))
+	if (op != OP_LION && op != OP_SGD &&
+	    !(hp->eps > 0.0 && isfinite((float)hp->eps) && (float)hp->eps > 0.0f))
 		return zn_error(-EINVAL, "%s: eps = %g must be > 0 (and a finite fp32); the usual "
 				"value is %s", fn, hp->eps, op == OP_ADAM ? "1e-8" : "1e-10");
 	if (step == 0)
@@ -307,18 +344,20 @@ static int check_call(const char *fn, enum op op, const struct zn_adam_hparams *
 	if (!isfinite(grad_scale))
 		return zn_error(-EINVAL, "%s: grad_scale = %g is not finite: skip this step (the "
 				"loss scale overflowed) instead", fn, (double)grad_scale);
-	if ((rc = check_dtype(fn, "grad_dtype", t->grad_dtype, true)))
+	if (op != OP_LAMB2 && (rc = check_dtype(fn, "grad_dtype", t->grad_dtype, true)))
 		return rc;
 	if (t->param_copy && (rc = check_dtype(fn, "copy_dtype", t->copy_dtype, false)))
 		return rc;
 	return zn_adam_simd_select(ex ? ex->simd : ZN_ADAM_SIMD_AUTO, isa);
 }
 
-static int check_arrays(const char *fn, enum op op, const struct zn_adam_tensors *t)
+static int check_arrays(const char *fn, enum op op, const struct zn_adam_hparams *hp,
+			const struct zn_adam_tensors *t)
 {
-	bool need_m = op != OP_ADAGRAD, need_v = op != OP_LION;
+	bool need_m = op != OP_ADAGRAD && (op != OP_SGD || hp->momentum != 0.0);
+	bool need_v = op != OP_LION && op != OP_SGD, need_g = op != OP_LAMB2;
 	const char *missing = !t->param ? "param"
-			      : !t->grad ? "grad"
+			      : need_g && !t->grad ? "grad"
 			      : need_m && !t->exp_avg ? "exp_avg"
 			      : need_v && !t->exp_avg_sq ? "exp_avg_sq"
 						 : NULL;
@@ -334,10 +373,10 @@ static int check_arrays(const char *fn, enum op op, const struct zn_adam_tensors
 		size_t len;
 	} arr[] = {
 		{ "param", t->param, f },
-		{ "grad", t->grad, t->n * zn_dtype_size(t->grad_dtype) },
+		{ "grad", need_g ? t->grad : NULL, t->n * zn_dtype_size(t->grad_dtype) },
 		{ "exp_avg", need_m ? t->exp_avg : NULL, f },
 		{ "exp_avg_sq", need_v ? t->exp_avg_sq : NULL, f },
-		{ "param_copy", t->param_copy, h },
+		{ "param_copy", op != OP_LAMB1 ? t->param_copy : NULL, h },
 	};
 	for (size_t i = 0; i < ZN_ARRAY_SIZE(arr); i++)
 		for (size_t k = i + 1; k < ZN_ARRAY_SIZE(arr); k++)
@@ -349,24 +388,39 @@ static int check_arrays(const char *fn, enum op op, const struct zn_adam_tensors
 
 /* ---- the optimizers ------------------------------------------------------ */
 
+/* Lamb's norm sums depend on the tiles: its automatic tile is a fixed
+ * TILE_MIN elements, not the pool-sized one, so the same tensor gives the
+ * same sums (and ratio) with any number of threads. */
+static size_t lamb_tile(size_t n, const struct zn_adam_exec *ex)
+{
+	if (ex && ex->tile)
+		return zn_adam_tile_size(n, ex);
+	struct zn_adam_exec fixed = { .tile = TILE_MIN };
+	return zn_adam_tile_size(n, &fixed);
+}
+
+/* `ratio`: OP_LAMB2's trust ratio; `sums`: OP_LAMB1's result. */
 static int step_call(const char *fn, enum op op, const struct zn_adam_hparams *hp, uint64_t step,
 		     float grad_scale, const struct zn_adam_tensors *t,
-		     const struct zn_adam_exec *ex)
+		     const struct zn_adam_exec *ex, double ratio, struct zn_lamb_sums *sums)
 {
 	enum zn_adam_simd s;
+	double stack_partial[2 * 64];
 	int rc = check_call(fn, op, hp, step, grad_scale, t, ex, &s);
 	if (rc)
 		return rc;
+	if (op == OP_LAMB2 && (ratio < 0.0 || isinf(ratio))) /* NaN propagates, as in DeepSpeed */
+		return zn_error(-EINVAL, "%s: trust ratio %g must be finite and >= 0 (or NaN)", fn, ratio);
 	if (t->n == 0)
 		return 0;
-	if ((rc = check_arrays(fn, op, t)))
+	if ((rc = check_arrays(fn, op, hp, t)))
 		return rc;
 
 	struct job j = {
 		.op = op,
 		.isa = isas[s],
 		.n = t->n,
-		.tile = zn_adam_tile_size(t->n, ex),
+		.tile = op == OP_LAMB1 ? lamb_tile(t->n, ex) : zn_adam_tile_size(t->n, ex),
 		.on_tile = ex ? ex->on_tile : NULL,
 		.user = ex ? ex->user : NULL,
 	};
@@ -402,29 +456,119 @@ static int step_call(const char *fn, enum op op, const struct zn_adam_hparams *h
 	case OP_LION:
 		a->use_decay = wd;
 		break;
+	case OP_SGD:
+		a->b1 = (float)hp->momentum;
+		a->omb1 = (float)(1.0 - hp->dampening);
+		a->has_momentum = hp->momentum != 0.0;
+		a->first = step == 1;
+		a->nesterov = hp->nesterov;
+		a->use_l2 = wd;
+		break;
+	case OP_LAMB1:
+	case OP_LAMB2: {
+		/* FusedLamb: step_size = lr √(1 − β2^t) / (1 − β1^t), times
+		 * the ratio; in double, rounded once. */
+		double sz = hp->lr;
+		if (hp->bias_correction)
+			sz = hp->lr * sqrt(1.0 - pow(hp->beta2, (double)step)) /
+			     (1.0 - pow(hp->beta1, (double)step));
+		a->step_size = (float)(-sz * ratio);
+		a->eps_inside = hp->eps_inside_sqrt;
+		a->use_l2 = wd;
+		if (op == OP_LAMB1)
+			a->copy = NULL;
+		break;
+	}
 	default:
 		break;
 	}
+	size_t ntiles = ZN_DIV_ROUND_UP(j.n, j.tile);
+	if (op == OP_LAMB1) {
+		j.partial = 2 * ntiles <= ZN_ARRAY_SIZE(stack_partial)
+				    ? stack_partial
+				    : malloc(2 * ntiles * sizeof(double));
+		if (!j.partial)
+			return zn_error(-ENOMEM, "%s: out of memory for %zu partial sums", fn,
+					2 * ntiles);
+	}
 	run_job(&j, ex);
+	if (op == OP_LAMB1) {
+		/* In tile order: the same sums whichever worker ran which tile. */
+		for (size_t k = 0; k < ntiles; k++) {
+			sums->param_sumsq += j.partial[2 * k];
+			sums->update_sumsq += j.partial[2 * k + 1];
+		}
+		if (j.partial != stack_partial)
+			free(j.partial);
+	}
 	return 0;
 }
 
 int zn_adam_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
 		 const struct zn_adam_tensors *t, const struct zn_adam_exec *ex)
 {
-	return step_call("zn_adam_step", OP_ADAM, hp, step, grad_scale, t, ex);
+	return step_call("zn_adam_step", OP_ADAM, hp, step, grad_scale, t, ex, 0, NULL);
 }
 
 int zn_adagrad_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
 		    const struct zn_adam_tensors *t, const struct zn_adam_exec *ex)
 {
-	return step_call("zn_adagrad_step", OP_ADAGRAD, hp, step, grad_scale, t, ex);
+	return step_call("zn_adagrad_step", OP_ADAGRAD, hp, step, grad_scale, t, ex, 0, NULL);
 }
 
 int zn_lion_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
 		 const struct zn_adam_tensors *t, const struct zn_adam_exec *ex)
 {
-	return step_call("zn_lion_step", OP_LION, hp, step, grad_scale, t, ex);
+	return step_call("zn_lion_step", OP_LION, hp, step, grad_scale, t, ex, 0, NULL);
+}
+
+int zn_sgd_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
+		const struct zn_adam_tensors *t, const struct zn_adam_exec *ex)
+{
+	return step_call("zn_sgd_step", OP_SGD, hp, step, grad_scale, t, ex, 0, NULL);
+}
+
+int zn_lamb_moments(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
+		    const struct zn_adam_tensors *t, const struct zn_adam_exec *ex,
+		    struct zn_lamb_sums *sums)
+{
+	if (!sums)
+		return zn_error(-EINVAL, "zn_lamb_moments: sums is NULL");
+	return step_call("zn_lamb_moments", OP_LAMB1, hp, step, grad_scale, t, ex, 0, sums);
+}
+
+double zn_lamb_trust_ratio(const struct zn_adam_hparams *hp, const struct zn_lamb_sums *sums)
+{
+	/* FusedLamb's lamb_cuda_kernel_part3: 1 unless both norms are
+	 * nonzero, then clamped, the upper bound first. */
+	double w = sqrt(sums->param_sumsq), u = sqrt(sums->update_sumsq), r = 1.0;
+	if (w != 0.0 && u != 0.0) {
+		r = w / u;
+		if (r > hp->max_coeff)
+			r = hp->max_coeff;
+		if (r < hp->min_coeff)
+			r = hp->min_coeff;
+	}
+	return r;
+}
+
+int zn_lamb_apply(const struct zn_adam_hparams *hp, uint64_t step, double ratio,
+		  const struct zn_adam_tensors *t, const struct zn_adam_exec *ex)
+{
+	return step_call("zn_lamb_apply", OP_LAMB2, hp, step, 1.0f, t, ex, ratio, NULL);
+}
+
+int zn_lamb_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
+		 const struct zn_adam_tensors *t, const struct zn_adam_exec *ex, double *ratio_out)
+{
+	struct zn_lamb_sums sums = { 0 };
+	int rc = zn_lamb_moments(hp, step, grad_scale, t, ex, &sums);
+	if (rc)
+		return rc;
+	double r = zn_lamb_trust_ratio(hp, &sums);
+	if (ratio_out)
+		*ratio_out = r;
+	return zn_lamb_apply(hp, step, r, t, ex);
 }
 
 int zn_adam_grad_check(const void *grad, enum zn_dtype dtype, size_t n,

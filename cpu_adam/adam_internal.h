@@ -37,8 +37,19 @@ struct zn_optim_args {
 	float decay;     /* decoupled weight decay factor 1 - lr * wd */
 	float l2;        /* L2 weight decay added to the gradient: wd */
 	bool use_decay;  /* weight_decay > 0 and decoupled (AdamW, Lion) */
-	bool use_l2;     /* weight_decay > 0 and L2 (Adam with adamw_mode off, Adagrad) */
+	bool use_l2;     /* weight_decay > 0 and L2 (Adam with adamw_mode off, Adagrad, SGD) */
+	/* Lamb: u = m / den + l2 * p with use_l2; den = sqrt(v) + eps, or
+	 * sqrt(v + eps) with eps_inside; the update p + step_size * u, where
+	 * step_size holds -lr * sqrt(1 - beta2^t) / (1 - beta1^t) * ratio. */
+	bool eps_inside;
+	/* SGD: b1 holds momentum, omb1 1 - dampening, step_size -lr. */
+	bool has_momentum; /* momentum != 0: a buffer in m */
+	bool first;        /* step 1: the buffer starts as the gradient */
+	bool nesterov;
 };
+
+/* Lanes of a Lamb norm sum: element i of a tile adds into lane i % 16. */
+#define ZN_LAMB_LANES 16
 
 /* One ISA's kernels.  Every function handles any n (tails included) and
  * any alignment. */
@@ -47,6 +58,13 @@ struct zn_optim_isa {
 	void (*adam)(const struct zn_optim_args *a, size_t i0, size_t n);
 	void (*adagrad)(const struct zn_optim_args *a, size_t i0, size_t n);
 	void (*lion)(const struct zn_optim_args *a, size_t i0, size_t n);
+	void (*sgd)(const struct zn_optim_args *a, size_t i0, size_t n);
+	/* Lamb's first pass over the tile [i0, i0 + n): m, v written;
+	 * sums[0] = sum of p^2, sums[1] = sum of u^2 over the tile, each over
+	 * ZN_LAMB_LANES lanes added in lane order. */
+	void (*lamb_moments)(const struct zn_optim_args *a, size_t i0, size_t n, double sums[2]);
+	/* Lamb's second pass: p (and the copy) written. */
+	void (*lamb_apply)(const struct zn_optim_args *a, size_t i0, size_t n);
 	/* Sum of squares of g[0..n) in double. */
 	double (*sumsq)(const void *g, enum zn_dtype gt, size_t n);
 	/* dst[i] = src[i] converted; dt FP16 or BF16. */

@@ -69,7 +69,7 @@ AI size_t gsize(int gt)
 
 struct consts {
 	__m256 scale, b1, omb1, b2, omb2, eps, step, bc2, decay, l2;
-	bool use_l2, use_decay;
+	bool use_l2, use_decay, eps_inside, has_momentum, first, nesterov;
 };
 
 AI struct consts broadcast(const struct zn_optim_args *a)
@@ -80,7 +80,8 @@ AI struct consts broadcast(const struct zn_optim_args *a)
 		.omb2 = _mm256_set1_ps(a->omb2),   .eps = _mm256_set1_ps(a->eps),
 		.step = _mm256_set1_ps(a->step_size), .bc2 = _mm256_set1_ps(a->bc2_rsqrt),
 		.decay = _mm256_set1_ps(a->decay), .l2 = _mm256_set1_ps(a->l2),
-		.use_l2 = a->use_l2, .use_decay = a->use_decay,
+		.use_l2 = a->use_l2, .use_decay = a->use_decay, .eps_inside = a->eps_inside,
+		.has_momentum = a->has_momentum, .first = a->first, .nesterov = a->nesterov,
 	};
 }
 
@@ -143,10 +144,54 @@ AI void lion_vec(const struct consts *c, float *pp, const void *gp, float *mp, f
 	store_copy(cp, ct, p, nt);
 }
 
+AI void sgd_vec(const struct consts *c, float *pp, const void *gp, float *mp, float *vp,
+		void *cp, int gt, int ct, bool nt)
+{
+	(void)vp;
+	__m256 p = _mm256_loadu_ps(pp);
+	__m256 d = _mm256_mul_ps(load_g(gp, gt), c->scale);
+	if (c->use_l2)
+		d = _mm256_add_ps(d, _mm256_mul_ps(c->l2, p));
+	if (c->has_momentum) {
+		__m256 b = c->first ? d
+				    : _mm256_add_ps(_mm256_mul_ps(c->b1, _mm256_loadu_ps(mp)),
+						    _mm256_mul_ps(c->omb1, d));
+		_mm256_storeu_ps(mp, b);
+		d = c->nesterov ? _mm256_add_ps(d, _mm256_mul_ps(c->b1, b)) : b;
+	}
+	p = _mm256_add_ps(p, _mm256_mul_ps(c->step, d));
+	_mm256_storeu_ps(pp, p);
+	store_copy(cp, ct, p, nt);
+}
+
+AI __m256 lamb_u(const struct consts *c, __m256 p, __m256 m, __m256 v)
+{
+	__m256 den = c->eps_inside ? _mm256_sqrt_ps(_mm256_add_ps(v, c->eps))
+				   : _mm256_add_ps(_mm256_sqrt_ps(v), c->eps);
+	__m256 u = _mm256_div_ps(m, den);
+	if (c->use_l2)
+		u = _mm256_add_ps(u, _mm256_mul_ps(c->l2, p));
+	return u;
+}
+
+/* Lamb's second pass (the gradient is not read). */
+AI void lamb2_vec(const struct consts *c, float *pp, const void *gp, float *mp, float *vp,
+		  void *cp, int gt, int ct, bool nt)
+{
+	(void)gp;
+	(void)gt;
+	__m256 p = _mm256_loadu_ps(pp);
+	p = _mm256_add_ps(p, _mm256_mul_ps(c->step, lamb_u(c, p, _mm256_loadu_ps(mp),
+							    _mm256_loadu_ps(vp))));
+	_mm256_storeu_ps(pp, p);
+	store_copy(cp, ct, p, nt);
+}
+
 /* The loop over [i0, i0 + n): whole vectors in place, then the tail
- * through zero-padded stack buffers. */
-AI void run_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int ct, vec_fn *vec,
-		 bool has_m, bool has_v)
+ * through zero-padded stack buffers.  has_g false: no gradient (Lamb's
+ * second pass), which may be NULL. */
+AI void run_loop_g(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int ct,
+		   vec_fn *vec, bool has_m, bool has_v, bool has_g)
 {
 	const struct consts c = broadcast(a);
 	const char *g = a->g;
@@ -154,8 +199,8 @@ AI void run_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int
 	size_t gs = gsize(gt), i = i0, end = i0 + n;
 	const bool nt = ct != NOCOPY && ((uintptr_t)(copy + i0) & 15) == 0;
 	for (; i + W <= end; i += W)
-		vec(&c, a->p + i, g + i * gs, has_m ? a->m + i : NULL, has_v ? a->v + i : NULL,
-		    ct != NOCOPY ? copy + i : NULL, gt, ct, nt);
+		vec(&c, a->p + i, has_g ? g + i * gs : NULL, has_m ? a->m + i : NULL,
+		    has_v ? a->v + i : NULL, ct != NOCOPY ? copy + i : NULL, gt, ct, nt);
 	if (nt) /* streaming stores are weakly ordered: visible before the tile is "done" */
 		_mm_sfence();
 	if (i < end) {
@@ -163,7 +208,8 @@ AI void run_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int
 		float p[W] = { 0 }, m[W] = { 0 }, v[W] = { 0 }, gb[W] = { 0 };
 		uint16_t cb[W];
 		memcpy(p, a->p + i, r * sizeof(float));
-		memcpy(gb, g + i * gs, r * gs);
+		if (has_g)
+			memcpy(gb, g + i * gs, r * gs);
 		if (has_m)
 			memcpy(m, a->m + i, r * sizeof(float));
 		if (has_v)
@@ -177,6 +223,12 @@ AI void run_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int
 		if (ct != NOCOPY)
 			memcpy(copy + i, cb, r * sizeof(uint16_t));
 	}
+}
+
+AI void run_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int ct, vec_fn *vec,
+		 bool has_m, bool has_v)
+{
+	run_loop_g(a, i0, n, gt, ct, vec, has_m, has_v, true);
 }
 
 AI void adam_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int ct)
@@ -194,9 +246,105 @@ AI void lion_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, in
 	run_loop(a, i0, n, gt, ct, lion_vec, true, false);
 }
 
+AI void sgd_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int ct)
+{
+	run_loop(a, i0, n, gt, ct, sgd_vec, a->has_momentum, false);
+}
+
+AI void lamb2_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int ct)
+{
+	run_loop_g(a, i0, n, gt, ct, lamb2_vec, true, true, false);
+}
+
+/* Squares into lanes [4q, 4q + 4) and [4q + 4, 4q + 8) of a norm sum
+ * (q = 0 or 2: the first or second 8 of a block of 16), the scalar
+ * path's lanes: element i of the tile in lane i mod 16. */
+AI void lane_acc(__m256 x, __m256d *lo, __m256d *hi)
+{
+	__m256d l = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+	__m256d h = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+	*lo = _mm256_add_pd(*lo, _mm256_mul_pd(l, l));
+	*hi = _mm256_add_pd(*hi, _mm256_mul_pd(h, h));
+}
+
+/* Lamb's first pass over 8 elements; w, u: this 8's four lanes each. */
+AI void lamb1_vec(const struct consts *c, float *pp, const char *gp, float *mp, float *vp, int gt,
+		  __m256d *w, __m256d *u)
+{
+	__m256 p = _mm256_loadu_ps(pp), m = _mm256_loadu_ps(mp), v = _mm256_loadu_ps(vp);
+	__m256 g = _mm256_mul_ps(load_g(gp, gt), c->scale);
+	m = _mm256_add_ps(_mm256_mul_ps(c->b1, m), _mm256_mul_ps(c->omb1, g));
+	v = _mm256_add_ps(_mm256_mul_ps(c->b2, v), _mm256_mul_ps(c->omb2, _mm256_mul_ps(g, g)));
+	__m256 x = lamb_u(c, p, m, v);
+	_mm256_storeu_ps(mp, m);
+	_mm256_storeu_ps(vp, v);
+	lane_acc(p, &w[0], &w[1]);
+	lane_acc(x, &u[0], &u[1]);
+}
+
+/* Blocks of 16 (two vectors, lanes 0-7 and 8-15), the last one through
+ * zero-padded buffers: zeros give u = 0 and add nothing. */
+AI void lamb1_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, double sums[2])
+{
+	const struct consts c = broadcast(a);
+	const char *g = a->g;
+	const size_t gs = gsize(gt);
+	__m256d w[4], u[4];
+	for (int q = 0; q < 4; q++)
+		w[q] = u[q] = _mm256_setzero_pd();
+	size_t i = i0, end = i0 + n;
+	for (; i + 2 * W <= end; i += 2 * W) {
+		lamb1_vec(&c, a->p + i, g + i * gs, a->m + i, a->v + i, gt, &w[0], &u[0]);
+		lamb1_vec(&c, a->p + i + W, g + (i + W) * gs, a->m + i + W, a->v + i + W, gt,
+			  &w[2], &u[2]);
+	}
+	if (i < end) {
+		size_t r = end - i;
+		float p[2 * W] = { 0 }, m[2 * W] = { 0 }, v[2 * W] = { 0 }, gb[2 * W] = { 0 };
+		memcpy(p, a->p + i, r * sizeof(float));
+		memcpy(m, a->m + i, r * sizeof(float));
+		memcpy(v, a->v + i, r * sizeof(float));
+		memcpy(gb, g + i * gs, r * gs);
+		lamb1_vec(&c, p, (const char *)gb, m, v, gt, &w[0], &u[0]);
+		lamb1_vec(&c, p + W, (const char *)gb + W * gs, m + W, v + W, gt, &w[2], &u[2]);
+		memcpy(a->m + i, m, r * sizeof(float));
+		memcpy(a->v + i, v, r * sizeof(float));
+	}
+	double lw[ZN_LAMB_LANES], lu[ZN_LAMB_LANES];
+	for (int q = 0; q < 4; q++) {
+		_mm256_storeu_pd(lw + 4 * q, w[q]);
+		_mm256_storeu_pd(lu + 4 * q, u[q]);
+	}
+	sums[0] = sums[1] = 0.0;
+	for (int l = 0; l < ZN_LAMB_LANES; l++) { /* lane order, as the scalar path */
+		sums[0] += lw[l];
+		sums[1] += lu[l];
+	}
+}
+
 static void adam(const struct zn_optim_args *a, size_t i0, size_t n)
 {
 	DISPATCH(adam_loop);
+}
+
+static void sgd(const struct zn_optim_args *a, size_t i0, size_t n)
+{
+	DISPATCH(sgd_loop);
+}
+
+static void lamb_moments(const struct zn_optim_args *a, size_t i0, size_t n, double sums[2])
+{
+	if (a->gt == ZN_DTYPE_F16)
+		lamb1_loop(a, i0, n, ZN_DTYPE_F16, sums);
+	else if (a->gt == ZN_DTYPE_BF16)
+		lamb1_loop(a, i0, n, ZN_DTYPE_BF16, sums);
+	else
+		lamb1_loop(a, i0, n, ZN_DTYPE_F32, sums);
+}
+
+static void lamb_apply(const struct zn_optim_args *a, size_t i0, size_t n)
+{
+	DISPATCH(lamb2_loop);
 }
 
 static void adagrad(const struct zn_optim_args *a, size_t i0, size_t n)
@@ -316,6 +464,9 @@ const struct zn_optim_isa zn_optim_avx2 = {
 	.adam = adam,
 	.adagrad = adagrad,
 	.lion = lion,
+	.sgd = sgd,
+	.lamb_moments = lamb_moments,
+	.lamb_apply = lamb_apply,
 	.sumsq = sumsq,
 	.from_f32 = from_f32,
 	.to_f32 = to_f32,

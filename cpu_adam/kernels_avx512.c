@@ -226,6 +226,144 @@ static void lion(const struct zn_optim_args *a, size_t i0, size_t n)
 	DISPATCH(lion_loop);
 }
 
+/* ---- SGD ----------------------------------------------------------------- */
+
+AI void sgd_vec(const struct zn_optim_args *a, const struct consts *c, size_t i, int gt, int ct,
+		__mmask16 k, bool masked, bool nt)
+{
+	__m512 p = ld_ps(a->p + i, k, masked);
+	__m512 d = _mm512_mul_ps(load_g(a->g, gt, i, k, masked), c->scale);
+	if (a->use_l2)
+		d = _mm512_add_ps(d, _mm512_mul_ps(c->l2, p));
+	if (a->has_momentum) {
+		__m512 b = a->first ? d
+				    : _mm512_add_ps(_mm512_mul_ps(c->b1, ld_ps(a->m + i, k, masked)),
+						    _mm512_mul_ps(c->omb1, d));
+		st_ps(a->m + i, b, k, masked);
+		d = a->nesterov ? _mm512_add_ps(d, _mm512_mul_ps(c->b1, b)) : b;
+	}
+	p = _mm512_add_ps(p, _mm512_mul_ps(c->step, d));
+	st_ps(a->p + i, p, k, masked);
+	store_copy(a, ct, i, p, k, masked, nt);
+}
+
+AI void sgd_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int ct)
+{
+	const struct consts c = broadcast(a);
+	const bool nt = copy_nt(a, ct, i0);
+	size_t i = i0, end = i0 + n;
+	for (; i + 16 <= end; i += 16)
+		sgd_vec(a, &c, i, gt, ct, 0xffff, false, nt);
+	if (i < end)
+		sgd_vec(a, &c, i, gt, ct, (__mmask16)((1u << (end - i)) - 1), true, nt);
+	if (nt)
+		_mm_sfence();
+}
+
+static void sgd(const struct zn_optim_args *a, size_t i0, size_t n)
+{
+	DISPATCH(sgd_loop);
+}
+
+/* ---- Lamb ---------------------------------------------------------------- */
+
+AI __m512 lamb_u(const struct zn_optim_args *a, const struct consts *c, __m512 p, __m512 m,
+		 __m512 v)
+{
+	__m512 den = a->eps_inside ? _mm512_sqrt_ps(_mm512_add_ps(v, c->eps))
+				   : _mm512_add_ps(_mm512_sqrt_ps(v), c->eps);
+	__m512 u = _mm512_div_ps(m, den);
+	if (a->use_l2)
+		u = _mm512_add_ps(u, _mm512_mul_ps(c->l2, p));
+	return u;
+}
+
+/* Squares into lanes 0-7 (lo) and 8-15 (hi) of a norm sum: the scalar
+ * path's lanes, element i of the tile in lane i mod 16. */
+AI void lane_acc(__m512 x, __m512d *lo, __m512d *hi)
+{
+	__m512d l = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+	__m512d h = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+	*lo = _mm512_add_pd(*lo, _mm512_mul_pd(l, l));
+	*hi = _mm512_add_pd(*hi, _mm512_mul_pd(h, h));
+}
+
+AI void lamb1_vec(const struct zn_optim_args *a, const struct consts *c, size_t i, int gt,
+		  __mmask16 k, bool masked, __m512d acc[4])
+{
+	/* Masked lanes load as 0 and add 0 to their sums. */
+	__m512 p = ld_ps(a->p + i, k, masked);
+	__m512 m = ld_ps(a->m + i, k, masked);
+	__m512 v = ld_ps(a->v + i, k, masked);
+	__m512 g = _mm512_mul_ps(load_g(a->g, gt, i, k, masked), c->scale);
+	m = _mm512_add_ps(_mm512_mul_ps(c->b1, m), _mm512_mul_ps(c->omb1, g));
+	v = _mm512_add_ps(_mm512_mul_ps(c->b2, v), _mm512_mul_ps(c->omb2, _mm512_mul_ps(g, g)));
+	__m512 u = lamb_u(a, c, p, m, v);
+	st_ps(a->m + i, m, k, masked);
+	st_ps(a->v + i, v, k, masked);
+	lane_acc(p, &acc[0], &acc[1]);
+	lane_acc(u, &acc[2], &acc[3]);
+}
+
+AI void lamb1_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, double sums[2])
+{
+	const struct consts c = broadcast(a);
+	__m512d acc[4] = { _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
+			   _mm512_setzero_pd() };
+	size_t i = i0, end = i0 + n;
+	for (; i + 16 <= end; i += 16)
+		lamb1_vec(a, &c, i, gt, 0xffff, false, acc);
+	if (i < end)
+		lamb1_vec(a, &c, i, gt, (__mmask16)((1u << (end - i)) - 1), true, acc);
+	double lanes[4][8];
+	for (int q = 0; q < 4; q++)
+		_mm512_storeu_pd(lanes[q], acc[q]);
+	sums[0] = sums[1] = 0.0;
+	for (int l = 0; l < ZN_LAMB_LANES; l++) { /* lane order, as the scalar path */
+		sums[0] += lanes[l / 8][l % 8];
+		sums[1] += lanes[2 + l / 8][l % 8];
+	}
+}
+
+static void lamb_moments(const struct zn_optim_args *a, size_t i0, size_t n, double sums[2])
+{
+	if (a->gt == ZN_DTYPE_F16)
+		lamb1_loop(a, i0, n, ZN_DTYPE_F16, sums);
+	else if (a->gt == ZN_DTYPE_BF16)
+		lamb1_loop(a, i0, n, ZN_DTYPE_BF16, sums);
+	else
+		lamb1_loop(a, i0, n, ZN_DTYPE_F32, sums);
+}
+
+AI void lamb2_vec(const struct zn_optim_args *a, const struct consts *c, size_t i, int ct,
+		  __mmask16 k, bool masked, bool nt)
+{
+	__m512 p = ld_ps(a->p + i, k, masked);
+	__m512 u = lamb_u(a, c, p, ld_ps(a->m + i, k, masked), ld_ps(a->v + i, k, masked));
+	p = _mm512_add_ps(p, _mm512_mul_ps(c->step, u));
+	st_ps(a->p + i, p, k, masked);
+	store_copy(a, ct, i, p, k, masked, nt);
+}
+
+AI void lamb2_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, int ct)
+{
+	(void)gt; /* the gradient is not read */
+	const struct consts c = broadcast(a);
+	const bool nt = copy_nt(a, ct, i0);
+	size_t i = i0, end = i0 + n;
+	for (; i + 16 <= end; i += 16)
+		lamb2_vec(a, &c, i, ct, 0xffff, false, nt);
+	if (i < end)
+		lamb2_vec(a, &c, i, ct, (__mmask16)((1u << (end - i)) - 1), true, nt);
+	if (nt)
+		_mm_sfence();
+}
+
+static void lamb_apply(const struct zn_optim_args *a, size_t i0, size_t n)
+{
+	DISPATCH(lamb2_loop);
+}
+
 /* ---- gradient check, conversions, benchmark streams ---------------------- */
 
 AI __m512d sq_acc(__m512 x, __m512d acc_lo, __m512d *acc_hi)
@@ -321,6 +459,9 @@ const struct zn_optim_isa zn_optim_avx512 = {
 	.adam = adam,
 	.adagrad = adagrad,
 	.lion = lion,
+	.sgd = sgd,
+	.lamb_moments = lamb_moments,
+	.lamb_apply = lamb_apply,
 	.sumsq = sumsq,
 	.from_f32 = from_f32,
 	.to_f32 = to_f32,

@@ -126,6 +126,86 @@ static void lion(const struct zn_optim_args *a, size_t i0, size_t n)
 	}
 }
 
+/* SGD with momentum, torch.optim.SGD (its _single_tensor_sgd, step for
+ * step; Sutskever et al., "On the importance of initialization and
+ * momentum in deep learning", ICML 2013, for Nesterov's form). */
+static void sgd(const struct zn_optim_args *a, size_t i0, size_t n)
+{
+	for (size_t i = i0; i < i0 + n; i++) {
+		float p = a->p[i];
+		float d = load_grad(a->g, a->gt, i) * a->scale;
+		/* L2 weight decay: d ← d + λ θ (torch: d_p.add(param, alpha=λ)) */
+		if (a->use_l2)
+			d = d + a->l2 * p;
+		if (a->has_momentum) {
+			/* b ← d on the first step (torch clones d_p), else
+			 * b ← μ b + (1 − dampening) d */
+			float b = a->first ? d : a->b1 * a->m[i] + a->omb1 * d;
+			a->m[i] = b;
+			/* Nesterov: d ← d + μ b; else d ← b */
+			d = a->nesterov ? d + a->b1 * b : b;
+		}
+		/* θ ← θ − η d; step_size holds −η */
+		p = p + a->step_size * d;
+		a->p[i] = p;
+		store_copy(a, i, p);
+	}
+}
+
+/* Lamb's update direction u for one element (both passes compute it
+ * alike): u = m / (√v + ε) + λ θ, DeepSpeed FusedLamb's (eps_inside_sqrt:
+ * √(v + ε)). */
+static inline float lamb_u(const struct zn_optim_args *a, float p, float m, float v)
+{
+	float den = a->eps_inside ? sqrtf(v + a->eps) : sqrtf(v) + a->eps;
+	float u = m / den;
+	if (a->use_l2)
+		u = u + a->l2 * p;
+	return u;
+}
+
+/* Lamb (You et al., "Large Batch Optimization for Deep Learning", ICLR
+ * 2020, Algorithm 2) in FusedLamb's form, first pass: Adam's moments
+ * (Algorithm 2 lines 6-7, no bias correction here: FusedLamb puts it in
+ * the step size) and the squares of ‖θ‖ and ‖u‖ for the trust ratio. */
+static void lamb_moments(const struct zn_optim_args *a, size_t i0, size_t n, double sums[2])
+{
+	double w[ZN_LAMB_LANES] = { 0 }, uu[ZN_LAMB_LANES] = { 0 };
+	for (size_t i = i0; i < i0 + n; i++) {
+		float p = a->p[i], m = a->m[i], v = a->v[i];
+		float g = load_grad(a->g, a->gt, i) * a->scale;
+		/* m_t ← β1 m_{t-1} + (1 − β1) g_t;  v_t ← β2 v_{t-1} + (1 − β2) g_t² */
+		m = a->b1 * m + a->omb1 * g;
+		v = a->b2 * v + a->omb2 * (g * g);
+		float u = lamb_u(a, p, m, v);
+		a->m[i] = m;
+		a->v[i] = v;
+		/* Squares of fp32 values are exact in double; each lane's sum
+		 * is in element order. */
+		size_t k = (i - i0) % ZN_LAMB_LANES;
+		w[k] += (double)p * (double)p;
+		uu[k] += (double)u * (double)u;
+	}
+	sums[0] = sums[1] = 0.0;
+	for (size_t k = 0; k < ZN_LAMB_LANES; k++) {
+		sums[0] += w[k];
+		sums[1] += uu[k];
+	}
+}
+
+/* Second pass, Algorithm 2 line 10: θ_t ← θ_{t-1} − η r u with r the trust
+ * ratio; step_size holds −η √(1 − β2^t) / (1 − β1^t) × r. */
+static void lamb_apply(const struct zn_optim_args *a, size_t i0, size_t n)
+{
+	for (size_t i = i0; i < i0 + n; i++) {
+		float p = a->p[i];
+		float u = lamb_u(a, p, a->m[i], a->v[i]);
+		p = p + a->step_size * u;
+		a->p[i] = p;
+		store_copy(a, i, p);
+	}
+}
+
 static double sumsq(const void *g, enum zn_dtype gt, size_t n)
 {
 	double acc = 0.0;
@@ -175,6 +255,9 @@ const struct zn_optim_isa zn_optim_scalar = {
 	.adam = adam,
 	.adagrad = adagrad,
 	.lion = lion,
+	.sgd = sgd,
+	.lamb_moments = lamb_moments,
+	.lamb_apply = lamb_apply,
 	.sumsq = sumsq,
 	.from_f32 = from_f32,
 	.to_f32 = to_f32,

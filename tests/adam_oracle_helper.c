@@ -3,10 +3,12 @@
  *
  *   adam_oracle_helper IN OUT [SIMD]
  *
- * IN (little-endian): "ZNORIN02", u32 optimizer (0 adam, 1 adagrad,
- * 2 lion), n, steps, grad dtype (0 fp32, 1 fp16, 2 bf16), copy dtype
- * (1 fp16, 2 bf16, 0xffffffff none), flags (1 bias_correction,
- * 2 adamw_mode); f64 lr, beta1, beta2, eps, weight_decay; f32 grad_scale;
+ * IN (little-endian): "ZNORIN03", u32 optimizer (0 adam, 1 adagrad,
+ * 2 lion, 3 lamb, 4 sgd), n, steps, grad dtype (0 fp32, 1 fp16, 2 bf16),
+ * copy dtype (1 fp16, 2 bf16, 0xffffffff none), flags (1 bias_correction,
+ * 2 adamw_mode, 4 Lamb's eps_inside_sqrt, 8 SGD's nesterov); f64 lr, beta1,
+ * beta2, eps, weight_decay, then two f64 more: Lamb's max_coeff and
+ * min_coeff, or SGD's momentum and dampening; f32 grad_scale;
  * f32 param[n], exp_avg[n], exp_avg_sq[n]; then steps x n f32 gradients
  * (already representable in the grad dtype; converted here exactly).
  * OUT: "ZNOROUT1", u32 n, f32 param[n], exp_avg[n], exp_avg_sq[n],
@@ -31,7 +33,7 @@ int main(int argc, char **argv)
 {
 	char magic[8];
 	uint32_t hdr[6];
-	double hp_d[5];
+	double hp_d[7];
 	float scale;
 
 	if (argc < 3 || argc > 4) {
@@ -51,14 +53,14 @@ int main(int argc, char **argv)
 		}
 	}
 	FILE *in = fopen(argv[1], "rb");
-	if (!in || read_all(in, magic, 8) || memcmp(magic, "ZNORIN02", 8) ||
+	if (!in || read_all(in, magic, 8) || memcmp(magic, "ZNORIN03", 8) ||
 	    read_all(in, hdr, sizeof(hdr)) || read_all(in, hp_d, sizeof(hp_d)) ||
 	    read_all(in, &scale, sizeof(scale))) {
-		fprintf(stderr, "adam_oracle_helper: %s is not a ZNORIN02 input file\n", argv[1]);
+		fprintf(stderr, "adam_oracle_helper: %s is not a ZNORIN03 input file\n", argv[1]);
 		return 1;
 	}
 	uint32_t opt = hdr[0], n = hdr[1], steps = hdr[2], gt = hdr[3], ct = hdr[4], flags = hdr[5];
-	if (opt > 2 || gt > 2 || (ct != 0xffffffffu && (ct < 1 || ct > 2))) {
+	if (opt > 4 || gt > 2 || (ct != 0xffffffffu && (ct < 1 || ct > 2))) {
 		fprintf(stderr, "adam_oracle_helper: bad header\n");
 		return 1;
 	}
@@ -74,7 +76,15 @@ int main(int argc, char **argv)
 	struct zn_adam_hparams hp = {
 		.lr = hp_d[0], .beta1 = hp_d[1], .beta2 = hp_d[2], .eps = hp_d[3],
 		.weight_decay = hp_d[4], .bias_correction = flags & 1, .adamw_mode = flags & 2,
+		.eps_inside_sqrt = flags & 4, .nesterov = flags & 8,
 	};
+	if (opt == 3) {
+		hp.max_coeff = hp_d[5];
+		hp.min_coeff = hp_d[6];
+	} else if (opt == 4) {
+		hp.momentum = hp_d[5];
+		hp.dampening = hp_d[6];
+	}
 	struct zn_adam_tensors t = {
 		.n = n, .param = p, .grad = g, .grad_dtype = (enum zn_dtype)gt,
 		.exp_avg = m, .exp_avg_sq = v,
@@ -90,7 +100,9 @@ int main(int argc, char **argv)
 		zn_dtype_from_f32(g, (enum zn_dtype)gt, g32, n);
 		int rc = opt == 0   ? zn_adam_step(&hp, s, scale, &t, &ex)
 			 : opt == 1 ? zn_adagrad_step(&hp, s, scale, &t, &ex)
-				    : zn_lion_step(&hp, s, scale, &t, &ex);
+			 : opt == 2 ? zn_lion_step(&hp, s, scale, &t, &ex)
+			 : opt == 3 ? zn_lamb_step(&hp, s, scale, &t, &ex, NULL)
+				    : zn_sgd_step(&hp, s, scale, &t, &ex);
 		if (rc) {
 			fprintf(stderr, "adam_oracle_helper: step %u: %s\n", s, zn_last_error());
 			return 1;

@@ -26,8 +26,8 @@
 
 #define STEPS 10
 
-enum opt { ADAM, ADAGRAD, LION };
-static const char *const opt_names[] = { "adam", "adagrad", "lion" };
+enum opt { ADAM, ADAGRAD, LION, LAMB, SGD };
+static const char *const opt_names[] = { "adam", "adagrad", "lion", "lamb", "sgd" };
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -69,6 +69,10 @@ static int run_opt(enum opt o, const struct zn_adam_hparams *hp, uint64_t step, 
 		return zn_adagrad_step(hp, step, scale, t, ex);
 	case LION:
 		return zn_lion_step(hp, step, scale, t, ex);
+	case LAMB:
+		return zn_lamb_step(hp, step, scale, t, ex, NULL);
+	case SGD:
+		return zn_sgd_step(hp, step, scale, t, ex);
 	default:
 		return zn_adam_step(hp, step, scale, t, ex);
 	}
@@ -156,7 +160,8 @@ static struct zn_adam_tensors tensors(const struct arrays *a, int step, enum zn_
 {
 	return (struct zn_adam_tensors){
 		.n = a->n, .param = a->p, .grad = a->g[step], .grad_dtype = gt,
-		.exp_avg = o == ADAGRAD ? NULL : a->m, .exp_avg_sq = o == LION ? NULL : a->v,
+		.exp_avg = o == ADAGRAD ? NULL : a->m,
+		.exp_avg_sq = o == LION || o == SGD ? NULL : a->v,
 		.param_copy = ct >= 0 ? a->copy : NULL,
 		.copy_dtype = ct >= 0 ? (enum zn_dtype)ct : ZN_DTYPE_F16,
 	};
@@ -176,21 +181,39 @@ struct opt_case {
 	double lr, wd;
 	bool adamw, bc, zero_state;
 	float scale;
+	/* Lamb: max_coeff (0: FusedLamb's 10), eps inside the root;
+	 * SGD: momentum, dampening, Nesterov. */
+	struct {
+		double max_coeff;
+		bool eps_inside;
+		double momentum, dampening;
+		bool nesterov;
+	} x;
 };
 
 static const struct opt_case cases[] = {
 	/* o        grad          copy          lr     wd     adamw  bc     zero   scale */
-	{ ADAM,    ZN_DTYPE_F32, -1,           1e-2f, 0.0f,  true,  true,  true,  1.0f },
-	{ ADAM,    ZN_DTYPE_F32, ZN_DTYPE_BF16, 1e-2f, 0.1f,  true,  true,  false, 1.0f },
-	{ ADAM,    ZN_DTYPE_F16, ZN_DTYPE_F16, 1e-3f, 0.1f,  false, true,  true,  0.5f },
-	{ ADAM,    ZN_DTYPE_BF16, -1,           1e-2f, 0.01f, true,  false, false, 1.0f },
-	{ ADAM,    ZN_DTYPE_BF16, ZN_DTYPE_F16, 1e-2f, 0.0f,  false, false, true,  0.7f / 1024 },
-	{ ADAGRAD, ZN_DTYPE_F32, -1,           1e-2f, 0.0f,  false, false, true,  1.0f },
-	{ ADAGRAD, ZN_DTYPE_F16, ZN_DTYPE_BF16, 1e-2f, 0.1f,  false, false, false, 2.0f },
-	{ ADAGRAD, ZN_DTYPE_BF16, ZN_DTYPE_F16, 1e-1f, 0.01f, false, false, true,  1.0f },
-	{ LION,    ZN_DTYPE_F32, -1,           1e-3f, 0.0f,  true,  false, true,  1.0f },
-	{ LION,    ZN_DTYPE_F16, ZN_DTYPE_BF16, 1e-3f, 0.5f,  true,  false, false, 1.0f },
-	{ LION,    ZN_DTYPE_BF16, ZN_DTYPE_F16, 1e-4f, 0.1f,  true,  false, true,  3.0f },
+	{ ADAM,    ZN_DTYPE_F32, -1,           1e-2f, 0.0f,  true,  true,  true,  1.0f, { .max_coeff = 0 } },
+	{ ADAM,    ZN_DTYPE_F32, ZN_DTYPE_BF16, 1e-2f, 0.1f,  true,  true,  false, 1.0f, { .max_coeff = 0 } },
+	{ ADAM,    ZN_DTYPE_F16, ZN_DTYPE_F16, 1e-3f, 0.1f,  false, true,  true,  0.5f, { .max_coeff = 0 } },
+	{ ADAM,    ZN_DTYPE_BF16, -1,           1e-2f, 0.01f, true,  false, false, 1.0f, { .max_coeff = 0 } },
+	{ ADAM,    ZN_DTYPE_BF16, ZN_DTYPE_F16, 1e-2f, 0.0f,  false, false, true,  0.7f / 1024, { .max_coeff = 0 } },
+	{ ADAGRAD, ZN_DTYPE_F32, -1,           1e-2f, 0.0f,  false, false, true,  1.0f, { .max_coeff = 0 } },
+	{ ADAGRAD, ZN_DTYPE_F16, ZN_DTYPE_BF16, 1e-2f, 0.1f,  false, false, false, 2.0f, { .max_coeff = 0 } },
+	{ ADAGRAD, ZN_DTYPE_BF16, ZN_DTYPE_F16, 1e-1f, 0.01f, false, false, true,  1.0f, { .max_coeff = 0 } },
+	{ LION,    ZN_DTYPE_F32, -1,           1e-3f, 0.0f,  true,  false, true,  1.0f, { .max_coeff = 0 } },
+	{ LION,    ZN_DTYPE_F16, ZN_DTYPE_BF16, 1e-3f, 0.5f,  true,  false, false, 1.0f, { .max_coeff = 0 } },
+	{ LION,    ZN_DTYPE_BF16, ZN_DTYPE_F16, 1e-4f, 0.1f,  true,  false, true,  3.0f, { .max_coeff = 0 } },
+	/* o        grad          copy          lr     wd     adamw  bc     zero   scale  more */
+	{ LAMB,    ZN_DTYPE_F32, -1,           1e-2f, 0.0f,  false, true,  true,  1.0f, { .max_coeff = 0 } },
+	{ LAMB,    ZN_DTYPE_F32, ZN_DTYPE_BF16, 1e-3f, 0.1f,  false, true,  false, 0.5f, { .eps_inside = true } },
+	{ LAMB,    ZN_DTYPE_F16, ZN_DTYPE_F16, 1e-2f, 0.01f, false, false, true,  1.0f, { .max_coeff = 0.05 } },
+	{ LAMB,    ZN_DTYPE_BF16, ZN_DTYPE_F16, 1e-2f, 0.1f,  false, true,  false, 2.0f, { .max_coeff = 1e6 } },
+	/* o        grad          copy          lr     wd     adamw  bc     zero   scale  more */
+	{ SGD,     ZN_DTYPE_F32, -1,           1e-1f, 0.0f,  false, false, false, 1.0f, { .max_coeff = 0 } },
+	{ SGD,     ZN_DTYPE_F32, ZN_DTYPE_BF16, 1e-1f, 0.01f, false, false, false, 1.0f, { .momentum = 0.9, .dampening = 0.0, .nesterov = false } },
+	{ SGD,     ZN_DTYPE_F16, ZN_DTYPE_F16, 1e-2f, 0.1f,  false, false, false, 0.5f, { .momentum = 0.9, .dampening = 0.0, .nesterov = true } },
+	{ SGD,     ZN_DTYPE_BF16, ZN_DTYPE_F16, 1e-1f, 0.0f,  false, false, false, 1.0f, { .momentum = 0.5, .dampening = 0.3, .nesterov = false } },
 };
 
 /* Not multiples of 16 or 8 (and some that are), so every tail runs. */
@@ -203,8 +226,18 @@ static struct zn_adam_hparams case_hparams(const struct opt_case *c)
 		zn_adagrad_defaults(&hp);
 	else if (c->o == LION)
 		zn_lion_defaults(&hp);
+	else if (c->o == LAMB)
+		zn_lamb_defaults(&hp);
+	else if (c->o == SGD)
+		zn_sgd_defaults(&hp);
 	else
 		zn_adam_defaults(&hp);
+	if (c->x.max_coeff > 0)
+		hp.max_coeff = c->x.max_coeff;
+	hp.eps_inside_sqrt = c->x.eps_inside;
+	hp.momentum = c->x.momentum;
+	hp.dampening = c->x.dampening;
+	hp.nesterov = c->x.nesterov;
 	hp.lr = c->lr;
 	hp.weight_decay = c->wd;
 	hp.adamw_mode = c->adamw;
@@ -265,6 +298,12 @@ static void test_paths_bitwise(void **state)
 			arrays_fill(&init, c->gt, c->zero_state);
 			arrays_copy(&ref, &init, c->gt);
 			run_steps(c, &ref, ZN_ADAM_SIMD_SCALAR, NULL, 0);
+			/* Lamb's norms are summed tile by tile: tiles of 64 are
+			 * compared with the scalar path in tiles of 64. */
+			struct arrays ref64;
+			arrays_alloc(&ref64, n, c->gt, 2);
+			arrays_copy(&ref64, &init, c->gt);
+			run_steps(c, &ref64, ZN_ADAM_SIMD_SCALAR, NULL, c->o == LAMB ? 64 : 0);
 			for (unsigned k = 0; k < np; k++) {
 				arrays_copy(&x, &init, c->gt);
 				run_steps(c, &x, paths[k], NULL, 0);
@@ -272,8 +311,9 @@ static void test_paths_bitwise(void **state)
 				/* Tiles of 64 over two threads: same bits. */
 				arrays_copy(&x, &init, c->gt);
 				run_steps(c, &x, paths[k], pool, 64);
-				compare_bits("tiled", c, ci, n, &x, &ref);
+				compare_bits("tiled", c, ci, n, &x, &ref64);
 			}
+			arrays_free(&ref64);
 			arrays_free(&init);
 			arrays_free(&ref);
 			arrays_free(&x);
@@ -308,6 +348,31 @@ static void ref_steps(const struct opt_case *c, const struct arrays *init, doubl
 		zn_optim_scalar.to_f32(init->g[s], c->gt, gf, n);
 		for (size_t i = 0; i < n; i++)
 			g[i] = (double)gf[i] * (double)c->scale;
+		if (c->o == LAMB) {
+			/* You et al. 2020, Algorithm 2, in FusedLamb's form: the
+			 * moments, the update u and the whole array's norms, then
+			 * the step scaled by the clamped trust ratio. */
+			double w2 = 0, u2 = 0, *u = malloc(n * sizeof(double));
+			for (size_t i = 0; i < n; i++) {
+				m[i] = b1 * m[i] + (1 - b1) * g[i];
+				v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+				double den = c->x.eps_inside ? sqrt(v[i] + eps) : sqrt(v[i]) + eps;
+				u[i] = m[i] / den + wd * p[i];
+				w2 += p[i] * p[i];
+				u2 += u[i] * u[i];
+			}
+			double r = 1;
+			if (w2 > 0 && u2 > 0)
+				r = fmin(fmax(sqrt(w2) / sqrt(u2), hp.min_coeff), hp.max_coeff);
+			double size = c->bc ? lr * sqrt(1 - pow(b2, t)) / (1 - pow(b1, t)) : lr;
+			for (size_t i = 0; i < n; i++) {
+				double p0 = p[i];
+				p[i] -= size * r * u[i];
+				travel[i] += fabs(p[i] - p0);
+			}
+			free(u);
+			continue;
+		}
 		for (size_t i = 0; i < n; i++) {
 			double gi = g[i], p0 = p[i];
 			switch (c->o) {
@@ -339,6 +404,17 @@ static void ref_steps(const struct opt_case *c, const struct arrays *init, doubl
 				m[i] = b2 * m[i] + (1 - b2) * gi;
 				break;
 			}
+			case SGD: /* torch.optim.SGD's documented algorithm */
+				gi += wd * p[i];
+				if (hp.momentum != 0) {
+					m[i] = s == 0 ? gi
+						      : hp.momentum * m[i] + (1 - hp.dampening) * gi;
+					gi = hp.nesterov ? gi + hp.momentum * m[i] : m[i];
+				}
+				p[i] -= lr * gi;
+				break;
+			case LAMB:
+				break;
 			}
 			travel[i] += fabs(p[i] - p0);
 		}
@@ -391,7 +467,7 @@ static void test_double_reference(void **state)
 						 zn_adam_simd_name(paths[k]), ci, opt_names[c->o], i,
 						 (double)x.p[i], p[i]);
 				worst[0] = fmax(worst[0], dp / tp);
-				if (c->o != ADAGRAD) {
+				if (c->o != ADAGRAD && (c->o != SGD || c->x.momentum != 0)) {
 					double dm = fabs(x.m[i] - m[i]), tm = 1e-5 * fabs(m[i]) + 1e-8;
 					if (!(dm <= tm))
 						fail_msg("%s, case %zu: exp_avg[%zu] = %.9g, reference %.9g",
@@ -399,7 +475,7 @@ static void test_double_reference(void **state)
 							 (double)x.m[i], m[i]);
 					worst[1] = fmax(worst[1], dm / tm);
 				}
-				if (c->o != LION) {
+				if (c->o != LION && c->o != SGD) {
 					double dv = fabs(x.v[i] - v[i]), tv = 1e-5 * fabs(v[i]) + 1e-12;
 					if (!(dv <= tv))
 						fail_msg("%s, case %zu: exp_avg_sq[%zu] = %.9g, reference "
@@ -993,6 +1069,141 @@ static void test_hostmem_arrays(void **state)
 	assert_non_null(strstr(zn_last_error(), "overflow"));
 }
 
+/* ---- Lamb in pieces, SGD's and Lamb's refusals --------------------------- */
+
+/* A tensor held in pieces (ZeRO parts, sub-groups) runs Lamb's two passes
+ * piece by piece: with pieces cut at tile boundaries the sums, the ratio
+ * and every bit equal one call over the whole tensor in the same tiles. */
+static void test_lamb_pieces(void **state)
+{
+	(void)state;
+	const struct opt_case *c = &cases[0];
+	while (c->o != LAMB)
+		c++;
+	const size_t n = 1000, cuts[] = { 0, 192, 640, 704, n };
+	struct arrays init, whole, parts;
+	arrays_alloc(&init, n, c->gt, 2);
+	arrays_alloc(&whole, n, c->gt, 2);
+	arrays_alloc(&parts, n, c->gt, 2);
+	arrays_fill(&init, c->gt, false);
+	arrays_copy(&whole, &init, c->gt);
+	arrays_copy(&parts, &init, c->gt);
+	struct zn_adam_hparams hp = case_hparams(c);
+	hp.weight_decay = 0.01;
+	struct zn_adam_exec ex = { .tile = 64 };
+	for (int s = 0; s < STEPS; s++) {
+		double r_whole, r_parts;
+		struct zn_adam_tensors t = tensors(&whole, s, c->gt, -1, LAMB);
+		assert_int_equal(zn_lamb_step(&hp, (uint64_t)s + 1, 0.5f, &t, &ex, &r_whole), 0);
+		struct zn_lamb_sums sums = { 0 };
+		for (size_t k = 0; k + 1 < ZN_ARRAY_SIZE(cuts); k++) {
+			struct zn_adam_tensors pt = tensors(&parts, s, c->gt, -1, LAMB);
+			pt.n = cuts[k + 1] - cuts[k];
+			pt.param += cuts[k];
+			pt.exp_avg += cuts[k];
+			pt.exp_avg_sq += cuts[k];
+			pt.grad = (const float *)pt.grad + cuts[k];
+			assert_int_equal(zn_lamb_moments(&hp, (uint64_t)s + 1, 0.5f, &pt, &ex, &sums), 0);
+		}
+		r_parts = zn_lamb_trust_ratio(&hp, &sums);
+		assert_true(r_parts == r_whole);
+		assert_true(r_parts > hp.min_coeff && r_parts < hp.max_coeff); /* not clamped */
+		for (size_t k = 0; k + 1 < ZN_ARRAY_SIZE(cuts); k++) {
+			struct zn_adam_tensors pt = tensors(&parts, s, c->gt, -1, LAMB);
+			pt.n = cuts[k + 1] - cuts[k];
+			pt.param += cuts[k];
+			pt.exp_avg += cuts[k];
+			pt.exp_avg_sq += cuts[k];
+			pt.grad = NULL; /* the second pass does not read it */
+			assert_int_equal(zn_lamb_apply(&hp, (uint64_t)s + 1, r_parts, &pt, &ex), 0);
+		}
+	}
+	compare_bits("pieces", c, 0, n, &parts, &whole);
+	arrays_free(&init);
+	arrays_free(&whole);
+	arrays_free(&parts);
+
+	/* Zero norms: the ratio is 1 (FusedLamb), and the bounds clamp. */
+	struct zn_lamb_sums z = { 0.0, 4.0 }, big = { 400.0, 1.0 }, small = { 1e-8, 1.0 };
+	assert_true(zn_lamb_trust_ratio(&hp, &z) == 1.0);
+	assert_true(zn_lamb_trust_ratio(&hp, &big) == 10.0);
+	assert_true(zn_lamb_trust_ratio(&hp, &small) == 0.01);
+}
+
+/* The automatic tile of Lamb's norm pass does not follow the pool: one
+ * thread and two give the same bits on a tensor large enough that the
+ * pool-sized tiles would differ (n / 4 against n / 8). */
+static void test_lamb_threads(void **state)
+{
+	(void)state;
+	const size_t n = (size_t)1 << 21;
+	float *p[2], *m[2], *v[2], *g = malloc(n * 4);
+	assert_non_null(g);
+	for (int k = 0; k < 2; k++) {
+		p[k] = malloc(n * 4);
+		m[k] = calloc(n, 4);
+		v[k] = calloc(n, 4);
+		assert_true(p[k] && m[k] && v[k]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		p[0][i] = p[1][i] = uniform(-1, 1);
+		g[i] = uniform(-1e-2f, 1e-2f);
+	}
+	struct zn_threadpool *pool = zn_threadpool_create(2, -1);
+	assert_non_null(pool);
+	struct zn_adam_hparams hp;
+	zn_lamb_defaults(&hp);
+	hp.weight_decay = 0.01;
+	double r[2];
+	for (int k = 0; k < 2; k++) {
+		struct zn_adam_exec ex = { .pool = k ? pool : NULL };
+		struct zn_adam_tensors t = { .n = n, .param = p[k], .grad = g,
+					     .grad_dtype = ZN_DTYPE_F32, .exp_avg = m[k],
+					     .exp_avg_sq = v[k] };
+		assert_int_equal(zn_lamb_step(&hp, 1, 1.0f, &t, &ex, &r[k]), 0);
+	}
+	assert_true(r[0] == r[1]);
+	assert_int_equal(memcmp(p[0], p[1], n * 4), 0);
+	zn_threadpool_destroy(pool);
+	for (int k = 0; k < 2; k++) {
+		free(p[k]);
+		free(m[k]);
+		free(v[k]);
+	}
+	free(g);
+}
+
+static void test_sgd_lamb_bad_input(void **state)
+{
+	(void)state;
+	float p[4] = { 1, 2, 3, 4 }, g[4] = { 1, 1, 1, 1 }, m[4] = { 0 }, v[4] = { 0 };
+	const struct zn_adam_tensors t = { .n = 4, .param = p, .grad = g, .exp_avg = m,
+					   .exp_avg_sq = v };
+	struct zn_adam_hparams hp;
+	zn_sgd_defaults(&hp);
+	hp.nesterov = true;
+	expect_einval(zn_sgd_step(&hp, 1, 1.0f, &t, NULL), "Nesterov momentum needs momentum > 0");
+	hp.nesterov = false;
+	hp.momentum = 1.5;
+	expect_einval(zn_sgd_step(&hp, 1, 1.0f, &t, NULL), "momentum 1.5");
+	hp.momentum = 0.9;
+	struct zn_adam_tensors nom = t;
+	nom.exp_avg = NULL;
+	expect_einval(zn_sgd_step(&hp, 1, 1.0f, &nom, NULL), "exp_avg is NULL");
+	hp.momentum = 0; /* no buffer needed */
+	assert_int_equal(zn_sgd_step(&hp, 1, 1.0f, &nom, NULL), 0);
+	assert_true(p[0] == 1.0f - 1e-3f);
+
+	zn_lamb_defaults(&hp);
+	hp.min_coeff = 2;
+	hp.max_coeff = 1;
+	expect_einval(zn_lamb_step(&hp, 1, 1.0f, &t, NULL, NULL), "min_coeff 2 and max_coeff 1");
+	zn_lamb_defaults(&hp);
+	expect_einval(zn_lamb_apply(&hp, 1, -1.0, &t, NULL), "trust ratio -1");
+	struct zn_lamb_sums sums = { 0 };
+	expect_einval(zn_lamb_moments(&hp, 0, 1.0f, &t, NULL, &sums), "step 0");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1005,6 +1216,9 @@ int main(void)
 		cmocka_unit_test(test_grad_check),
 		cmocka_unit_test(test_conversions),
 		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_lamb_pieces),
+		cmocka_unit_test(test_lamb_threads),
+		cmocka_unit_test(test_sgd_lamb_bad_input),
 		cmocka_unit_test(test_hostmem_arrays),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -29,7 +29,7 @@ def run(*args, env=None, timeout=120):
 def bad_input_exits_2():
     cases = [["--bogus"], ["--n", "0"], ["--n", "12Q"], ["--threads", "0"],
              ["--grad-dtype", "fp8"], ["--param-copy", "fp32"], ["--simd", "sse9"],
-             ["--optimizer", "sgd"], ["--reps", "0"], ["extra"], ["--n"],
+             ["--optimizer", "rmsprop"], ["--reps", "0"], ["extra"], ["--n"],
              ["--n", "60G"]]
     for args in cases:
         p = run(*args)
@@ -70,7 +70,8 @@ def dtypes_and_copy_counted():
         d = json.loads(p.stdout)
         assert d["grad_dtype"] == g and d["param_copy"] == c, d
         assert d["adam_bytes_per_elem"] == bytes_, d
-    for o, bytes_ in (("adagrad", 20), ("lion", 20)):
+    # Lamb: two passes (24 + 16 bytes), SGD: param and momentum buffer (20)
+    for o, bytes_ in (("adagrad", 20), ("lion", 20), ("lamb", 40), ("sgd", 20)):
         p = run("--n", "50000", "--reps", "1", "--optimizer", o, "--json")
         assert p.returncode == 0, p.stderr
         assert json.loads(p.stdout)["adam_bytes_per_elem"] == bytes_

@@ -4,9 +4,12 @@
 torch.optim.AdamW, torch.optim.Adam (L2 weight decay) and torch.optim.Adagrad
 run 10 steps on the same random tensors as zinc (through
 tests/adam_oracle_helper.c, every SIMD path this CPU has), and the params,
-exp_avg and exp_avg_sq must agree within a tolerance.  Lion and Adam without
-bias correction have no torch optimizer: they are checked against the
-published update rules written out below with torch operations.  NaN/Inf
+exp_avg and exp_avg_sq must agree within a tolerance; torch.optim.SGD
+(momentum, dampening, Nesterov, weight decay) likewise, its momentum buffer
+against zinc's exp_avg.  Lion and Adam without bias correction have no torch
+optimizer: they are checked against the published update rules written out
+below with torch operations; Lamb against DeepSpeed's FusedLamb arithmetic
+written out in float64 (the whole tensor's norms, the clamped trust ratio).  NaN/Inf
 gradients must poison exactly the elements torch's do, and the fp16/bf16
 param copy must be torch's own rounding of zinc's params.
 
@@ -66,12 +69,15 @@ def run_zinc(opt, hp, p0, grads, gdt, cdt, simd, scale):
     fd, fin = tempfile.mkstemp(dir=BASE, prefix="oracle-in.")
     os.close(fd)
     fout = fin.replace("oracle-in.", "oracle-out.")
-    flags = (1 if hp.get("bias_correction", True) else 0) | (2 if hp.get("adamw", True) else 0)
+    flags = ((1 if hp.get("bias_correction", True) else 0) | (2 if hp.get("adamw", True) else 0)
+             | (4 if hp.get("eps_inside_sqrt") else 0) | (8 if hp.get("nesterov") else 0))
+    extra = ((hp.get("max_coeff", 10.0), hp.get("min_coeff", 0.01)) if opt == 3 else
+             (hp.get("momentum", 0.0), hp.get("dampening", 0.0)))
     with open(fin, "wb") as f:
-        f.write(b"ZNORIN02")
+        f.write(b"ZNORIN03")
         f.write(struct.pack("<6I", opt, N, STEPS, gdt, cdt, flags))
-        f.write(struct.pack("<5d", hp["lr"], hp.get("beta1", 0.9), hp.get("beta2", 0.999),
-                            hp.get("eps", 1e-8), hp.get("weight_decay", 0.0)))
+        f.write(struct.pack("<7d", hp["lr"], hp.get("beta1", 0.9), hp.get("beta2", 0.999),
+                            hp.get("eps", 1e-8), hp.get("weight_decay", 0.0), *extra))
         f.write(struct.pack("<f", scale))
         f.write(p0.numpy().astype("<f4").tobytes())
         f.write(np.zeros(N, "<f4").tobytes())
@@ -148,8 +154,10 @@ def check_copy(p, copy, cdt):
 
 # ---- the cases ---------------------------------------------------------------
 
-def case_torch(opt_id, name, make_opt, hp, gdt, cdt, scale, state_keys, nan_at=()):
-    """A case checked against a torch.optim optimizer."""
+def case_torch(opt_id, name, make_opt, hp, gdt, cdt, scale, state_keys, nan_at=(), m_atol=1e-9):
+    """A case checked against a torch.optim optimizer.  m_atol: the first
+    state's absolute floor (SGD's buffer sums whole gradients, ~1e-2, where
+    Adam's m holds (1 - beta1) of each: its cancellations leave 10x more)."""
     def run(simd):
         p0, grads = make_inputs(zlib.crc32(name.encode()), gdt, nan_at)
         z = run_zinc(opt_id, hp, p0, grads, gdt, cdt, simd, scale)
@@ -158,7 +166,7 @@ def case_torch(opt_id, name, make_opt, hp, gdt, cdt, scale, state_keys, nan_at=(
         pt, st = torch_run(make_opt, p0, grads, scale)
         worst = close("param", z[0], pt, RTOL * hp["lr"])
         if state_keys[0]:
-            worst = max(worst, close("exp_avg", z[1], st[state_keys[0]], 1e-9))
+            worst = max(worst, close("exp_avg", z[1], st[state_keys[0]], m_atol))
         if state_keys[1]:
             worst = max(worst, close("exp_avg_sq", z[2], st[state_keys[1]], 1e-13))
         check_copy(z[0], z[3], cdt)
@@ -189,6 +197,52 @@ def case_rule(opt_id, name, rule, hp, gdt, cdt, scale):
         worst = max(worst, close("exp_avg", z[1], m, 1e-9))
         if opt_id == 0:
             worst = max(worst, close("exp_avg_sq", z[2], v, 1e-13))
+        check_copy(z[0], z[3], cdt)
+        return worst
+    return name, run
+
+
+def case_lamb(name, hp, gdt, cdt, scale):
+    """Lamb against DeepSpeed's FusedLamb arithmetic in float64
+    (csrc/lamb/fused_lamb_cuda_kernel.cu), from the same inputs:
+      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+      u = m / (sqrt(v) + eps) + wd p     (sqrt(v + eps) with eps_inside_sqrt)
+      ratio = |p| / |u| over the whole tensor, clamped to [min_coeff,
+              max_coeff], 1 when either norm is 0
+      p = p - lr sqrt(1 - b2^t) / (1 - b1^t) ratio u
+    The norms decide every element's step: a ratio off by a term or a
+    bound shows in every parameter."""
+    def run(simd):
+        p0, grads = make_inputs(zlib.crc32(name.encode()), gdt)
+        z = run_zinc(3, hp, p0, grads, gdt, cdt, simd, scale)
+        if z is None:
+            return None
+        b1, b2, eps, wd = hp.get("beta1", 0.9), hp.get("beta2", 0.999), hp.get("eps", 1e-8), \
+            hp.get("weight_decay", 0.0)
+        p, m, v = p0.double(), torch.zeros(N, dtype=torch.float64), \
+            torch.zeros(N, dtype=torch.float64)
+        ratios = []
+        for t, x in enumerate(grads, 1):
+            g = (x * scale).double()  # the fp32 product zinc fuses, exactly
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            den = (v + eps).sqrt() if hp.get("eps_inside_sqrt") else v.sqrt() + eps
+            u = m / den + wd * p
+            w_norm, u_norm = float(p.norm()), float(u.norm())
+            r = 1.0
+            if w_norm != 0 and u_norm != 0:
+                r = min(max(w_norm / u_norm, hp.get("min_coeff", 0.01)), hp.get("max_coeff", 10.0))
+            ratios.append(r)
+            size = hp["lr"]
+            if hp.get("bias_correction", True):
+                size = hp["lr"] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            p = p - size * r * u
+        # The case must exercise the ratio, not a bound.
+        lo, hi = hp.get("min_coeff", 0.01), hp.get("max_coeff", 10.0)
+        assert any(lo < r < hi for r in ratios) or hp.get("clamped"), ratios
+        worst = close("param", z[0], p, RTOL * hp["lr"])
+        worst = max(worst, close("exp_avg", z[1], m, 1e-9))
+        worst = max(worst, close("exp_avg_sq", z[2], v, 1e-13))
         check_copy(z[0], z[3], cdt)
         return worst
     return name, run
@@ -261,6 +315,28 @@ CASES = [
     case_rule(0, "Adam without bias correction (published rule)",
               adam_nobc_rule(1e-2, 0.9, 0.999, 1e-8, 0.01),
               dict(lr=1e-2, weight_decay=0.01, bias_correction=False), FP32, NONE, 1.0),
+    case_torch(4, "SGD with momentum 0.9, weight decay 0.01, bf16 copy",
+               lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+               dict(lr=0.1, momentum=0.9, weight_decay=0.01), FP32, BF16, 1.0,
+               ("momentum_buffer", None), m_atol=RTOL * 1e-2),
+    case_torch(4, "SGD Nesterov, fp16 grads x 0.5",
+               lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.8, nesterov=True),
+               dict(lr=0.05, momentum=0.8, nesterov=True), FP16, FP16, 0.5,
+               ("momentum_buffer", None), m_atol=RTOL * 1e-2),
+    case_torch(4, "SGD with dampening 0.3, bf16 grads",
+               lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.5, dampening=0.3),
+               dict(lr=0.1, momentum=0.5, dampening=0.3), BF16, NONE, 1.0,
+               ("momentum_buffer", None), m_atol=RTOL * 1e-2),
+    case_torch(4, "SGD without momentum",
+               lambda ps: torch.optim.SGD(ps, lr=0.1), dict(lr=0.1), FP32, NONE, 1.0,
+               (None, None)),
+    case_lamb("Lamb (FusedLamb's arithmetic in float64), weight decay 0.01, bf16 copy",
+              dict(lr=1e-2, weight_decay=0.01), FP32, BF16, 1.0),
+    case_lamb("Lamb, eps inside the root, no bias correction, fp16 grads x 0.25",
+              dict(lr=2e-3, beta1=0.8, beta2=0.99, eps=1e-6, eps_inside_sqrt=True,
+                   bias_correction=False, weight_decay=0.1), FP16, FP16, 0.25),
+    case_lamb("Lamb, ratio clamped to max_coeff 0.05",
+              dict(lr=1e-2, max_coeff=0.05, min_coeff=0.01, clamped=True), BF16, NONE, 1.0),
 ]
 PATHS = ["scalar", "avx2", "avx512"]
 

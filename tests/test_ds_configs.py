@@ -36,8 +36,6 @@ t = TapRunner(scratch=True)
 REFUSED = {
     "deepspeedexamples-bing_bert-deepspeed_bsz4k_onebit_config_seq128.json":
         "optimizer.type: OneBitAdam is refused: it compresses the gradients",
-    "deepspeedexamples-QANet-Pytorch-ds_bsz512_1cycle.json":
-        "scheduler.type: OneCycle is not supported yet",
     "deepspeedexamples-cifar-ds_config.json":
         "fp16.fp16_master_weights_and_grads: true is not supported yet",
     # A typo DeepSpeed's pydantic model refuses too.

@@ -204,37 +204,44 @@ static struct zn_scheduler_config sched(int type, int warmup_type, uint64_t warm
 	return c.scheduler;
 }
 
-static const uint64_t steps[] = { 0, 1, 2, 7, 49, 50, 51, 99, 100, 150, 199, 200, 250 };
+static const uint64_t steps[] = { 1, 2, 3, 7, 49, 50, 51, 52, 99, 100, 150, 199, 200, 201, 250 };
 
+/* DeepSpeed's engine steps the schedule after each optimizer step: step t
+ * runs with get_lr() at last_batch_iteration t - 1 (and step 0 with the
+ * constructor's get_lr() at -1). */
 static void test_warmup_lr(void **state)
 {
 	(void)state;
 	for (int wt = 0; wt < 2; wt++) {
 		struct zn_scheduler_config c = sched(ZN_SCHED_WARMUP_LR, wt, 50, 0);
 		struct zn_lr_schedule s;
-		assert_int_equal(zn_lr_schedule_init(&s, &c, 3e-4, 0), 0);
+		assert_int_equal(zn_lr_schedule_init(&s, &c, 3e-4, true, 0), 0);
+		assert_close(zn_lr_at(&s, 0), 1e-5, 0); /* get_lr() before it started: min */
 		for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-			uint64_t t = steps[i];
+			uint64_t t = steps[i], lbi = t - 1;
 			/* DeepSpeed WarmupLR._get_gamma */
-			double g = t < 50 ? (wt == ZN_WARMUP_LOG ? log(t + 1.0) / log(50.0)
-								 : t / 50.0)
-					  : 1.0;
+			double g = lbi < 50 ? (wt == ZN_WARMUP_LOG ? log(lbi + 1.0) / log(50.0)
+								   : lbi / 50.0)
+					    : 1.0;
 			assert_close(zn_lr_at(&s, t), 1e-5 + (1e-3 - 1e-5) * g, t);
 		}
 	}
 	/* The values themselves, worked out by hand at a few points. */
 	struct zn_scheduler_config c = sched(ZN_SCHED_WARMUP_LR, ZN_WARMUP_LINEAR, 10, 0);
 	struct zn_lr_schedule s;
-	assert_int_equal(zn_lr_schedule_init(&s, &c, 0, 0), 0);
+	assert_int_equal(zn_lr_schedule_init(&s, &c, 0, true, 0), 0);
 	assert_close(zn_lr_at(&s, 0), 1e-5, 0);
-	assert_close(zn_lr_at(&s, 5), 1e-5 + 0.5 * (1e-3 - 1e-5), 5);
-	assert_close(zn_lr_at(&s, 10), 1e-3, 10);
+	assert_close(zn_lr_at(&s, 1), 1e-5, 1); /* min twice: the constructor's, then lbi 0 */
+	assert_close(zn_lr_at(&s, 6), 1e-5 + 0.5 * (1e-3 - 1e-5), 6);
+	assert_close(zn_lr_at(&s, 10), 1e-5 + 0.9 * (1e-3 - 1e-5), 10);
+	assert_close(zn_lr_at(&s, 11), 1e-3, 11);
 	assert_close(zn_lr_at(&s, 1000000), 1e-3, 1000000);
 	/* warmup_num_steps below 2 is used as 2 (DeepSpeed: max(2, n)). */
 	c = sched(ZN_SCHED_WARMUP_LR, ZN_WARMUP_LOG, 0, 0);
-	assert_int_equal(zn_lr_schedule_init(&s, &c, 0, 0), 0);
+	assert_int_equal(zn_lr_schedule_init(&s, &c, 0, true, 0), 0);
 	assert_close(zn_lr_at(&s, 0), 1e-5, 0);
-	assert_close(zn_lr_at(&s, 1), 1e-3, 1); /* log(2) / log(2) */
+	assert_close(zn_lr_at(&s, 1), 1e-5, 1);
+	assert_close(zn_lr_at(&s, 2), 1e-3, 2); /* log(2) / log(2) */
 }
 
 static void test_warmup_decay_lr(void **state)
@@ -243,27 +250,28 @@ static void test_warmup_decay_lr(void **state)
 	for (int wt = 0; wt < 2; wt++) {
 		struct zn_scheduler_config c = sched(ZN_SCHED_WARMUP_DECAY_LR, wt, 50, 200);
 		struct zn_lr_schedule s;
-		assert_int_equal(zn_lr_schedule_init(&s, &c, 3e-4, 0), 0);
+		assert_int_equal(zn_lr_schedule_init(&s, &c, 3e-4, true, 0), 0);
+		assert_close(zn_lr_at(&s, 0), 1e-5, 0);
 		for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-			uint64_t t = steps[i];
+			uint64_t t = steps[i], lbi = t - 1;
 			double g;
-			if (t < 50)
-				g = wt == ZN_WARMUP_LOG ? log(t + 1.0) / log(50.0) : t / 50.0;
+			if (lbi < 50)
+				g = wt == ZN_WARMUP_LOG ? log(lbi + 1.0) / log(50.0) : lbi / 50.0;
 			else
-				g = fmax(0.0, (200.0 - t) / fmax(1.0, 200.0 - 50.0));
+				g = fmax(0.0, (200.0 - lbi) / fmax(1.0, 200.0 - 50.0));
 			assert_close(zn_lr_at(&s, t), 1e-5 + (1e-3 - 1e-5) * g, t);
 		}
 		/* By hand: halfway through the decay, halfway between min and max. */
-		assert_close(zn_lr_at(&s, 125), 1e-5 + 0.5 * (1e-3 - 1e-5), 125);
-		assert_close(zn_lr_at(&s, 200), 1e-5, 200);
+		assert_close(zn_lr_at(&s, 126), 1e-5 + 0.5 * (1e-3 - 1e-5), 126);
+		assert_close(zn_lr_at(&s, 201), 1e-5, 201);
 		assert_close(zn_lr_at(&s, 300), 1e-5, 300); /* clamped at 0 */
 	}
 	/* total_num_steps auto takes the run's step count; none is an error. */
 	struct zn_scheduler_config c = sched(ZN_SCHED_WARMUP_DECAY_LR, 0, 50, 0);
 	struct zn_lr_schedule s;
-	assert_int_equal(zn_lr_schedule_init(&s, &c, 0, 400), 0);
+	assert_int_equal(zn_lr_schedule_init(&s, &c, 0, true, 400), 0);
 	assert_int_equal(s.total_num_steps, 400);
-	assert_int_equal(zn_lr_schedule_init(&s, &c, 0, 0), -EINVAL);
+	assert_int_equal(zn_lr_schedule_init(&s, &c, 0, true, 0), -EINVAL);
 	assert_non_null(strstr(zn_last_error(), "total_num_steps"));
 }
 
@@ -277,29 +285,33 @@ static void test_warmup_cosine_lr(void **state)
 		struct zn_lr_schedule s;
 		c.params.warmup_min_ratio = wmin;
 		c.params.cos_min_ratio = cmin;
-		assert_int_equal(zn_lr_schedule_init(&s, &c, lr, 0), 0);
+		assert_int_equal(zn_lr_schedule_init(&s, &c, lr, true, 0), 0);
+		/* get_lr() before it started is 0: DeepSpeed's first step. */
+		assert_close(zn_lr_at(&s, 0), 0.0, 0);
 		for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
-			uint64_t t = steps[i];
+			uint64_t t = steps[i], lbi = t - 1;
 			double r;
 			/* DeepSpeed WarmupCosineLR.get_lr_ratio */
-			if (t < 50) {
-				r = wt == ZN_WARMUP_LOG ? log(t + 1.0) / log(50.0) : t / 50.0;
+			if (lbi < 50) {
+				r = wt == ZN_WARMUP_LOG ? log(lbi + 1.0) / log(50.0) : lbi / 50.0;
 				r = wmin + r * (1 - wmin);
 			} else {
-				double x = (t - 50.0 + 1) / (200.0 - 50.0);
+				double x = fmin(1.0, (lbi - 50.0 + 1) / (200.0 - 50.0));
 				r = fmax(0.0, cmin + (1 - cmin) * (1 + cos(M_PI * x)) / 2);
 			}
 			assert_close(zn_lr_at(&s, t), lr * r, t);
 		}
-		/* By hand: step 49 + 75 is halfway through the cosine. */
-		assert_close(zn_lr_at(&s, 124), lr * (cmin + (1 - cmin) * 0.5), 124);
-		assert_close(zn_lr_at(&s, 199), lr * cmin, 199);
-		assert_close(zn_lr_at(&s, 0), lr * wmin, 0);
+		/* By hand: lbi 49 + 75 is halfway through the cosine. */
+		assert_close(zn_lr_at(&s, 125), lr * (cmin + (1 - cmin) * 0.5), 125);
+		assert_close(zn_lr_at(&s, 200), lr * cmin, 200);
+		assert_close(zn_lr_at(&s, 1), lr * wmin, 1);
+		/* Past the total the cosine stays at its end (min(1.0, ...)). */
+		assert_close(zn_lr_at(&s, 350), lr * cmin, 350);
 	}
-	/* DeepSpeed divides by total - warmup: refuse total <= warmup. */
+	/* A cosine of no length (DeepSpeed warns): refuse total <= warmup. */
 	struct zn_scheduler_config c = sched(ZN_SCHED_WARMUP_COSINE_LR, 0, 50, 50);
 	struct zn_lr_schedule s;
-	assert_int_equal(zn_lr_schedule_init(&s, &c, lr, 0), -EINVAL);
+	assert_int_equal(zn_lr_schedule_init(&s, &c, lr, true, 0), -EINVAL);
 }
 
 static void test_no_schedule(void **state)
@@ -308,9 +320,267 @@ static void test_no_schedule(void **state)
 	struct zn_lr_schedule s;
 
 	(void)state;
-	assert_int_equal(zn_lr_schedule_init(&s, &c, 2.5e-4, 0), 0);
+	assert_int_equal(zn_lr_schedule_init(&s, &c, 2.5e-4, true, 0), 0);
 	assert_close(zn_lr_at(&s, 0), 2.5e-4, 0);
 	assert_close(zn_lr_at(&s, 12345), 2.5e-4, 12345);
+}
+
+/* ---- OneCycle and LRRangeTest against DeepSpeed's objects ---------------- */
+
+/* deepspeed/runtime/lr_schedules.py's OneCycle as the engine drives it,
+ * written out again here from the Python: the constructor puts cycle_min_lr
+ * and (cycle_min_mom, 0.99) into the param group, the optimizer step runs
+ * with what the group holds, then the engine calls step(), which advances
+ * last_batch_iteration and recomputes both.  Kept apart from
+ * engine/train/precision.c on purpose: the step counting is what this
+ * checks as much as the formulas. */
+struct ds_one_cycle {
+	double min_lr, max_lr, decay_lr_rate, s1, s2, total, ratio;
+	double n1, n2; /* stair counts */
+	double decay_step_size, min_mom, max_mom, decay_mom_rate;
+	bool cycle_momentum;
+	int64_t last_batch_iteration;
+	double group_lr, group_beta1, group_beta2; /* the param group */
+};
+
+static double ds_scale(const struct ds_one_cycle *o)
+{
+	double batch_iteration = (double)(o->last_batch_iteration + 1);
+	double cycle = floor(1 + batch_iteration / o->total);
+	double x = 1. + batch_iteration / o->total - cycle;
+	double scale_factor, stair_count;
+	if (x <= o->ratio) {
+		scale_factor = x / o->ratio;
+		stair_count = o->n1;
+	} else {
+		scale_factor = (x - 1) / (o->ratio - 1);
+		stair_count = o->n2;
+	}
+	if (stair_count > 0) {
+		double cycle_iteration = fmod(batch_iteration, o->total), stair_position;
+		if (cycle_iteration <= o->s1)
+			stair_position = cycle_iteration * stair_count / o->s1;
+		else
+			stair_position = (o->total - cycle_iteration) * stair_count / o->s2;
+		scale_factor = floor(stair_position) / stair_count;
+	}
+	return scale_factor;
+}
+
+static void ds_one_cycle_step(struct ds_one_cycle *o)
+{
+	o->last_batch_iteration++;
+	double lbi = (double)o->last_batch_iteration;
+	if (lbi < o->total) {
+		double f = ds_scale(o);
+		o->group_lr = o->min_lr + (o->max_lr - o->min_lr) * f;
+		if (o->cycle_momentum)
+			o->group_beta1 = o->max_mom - (o->max_mom - o->min_mom) * f;
+	} else {
+		double d = lbi - o->total + 1;
+		bool skip_lr = o->decay_step_size == 0 || o->decay_lr_rate == 0;
+		bool skip_mom = o->decay_step_size == 0 || o->decay_mom_rate == 0;
+		o->group_lr = skip_lr ? o->min_lr
+				      : o->min_lr / (1 + o->decay_lr_rate * (d / o->decay_step_size));
+		if (o->cycle_momentum)
+			o->group_beta1 = skip_mom ? o->max_mom
+						  : o->max_mom * (1 + o->decay_mom_rate *
+									  (d / o->decay_step_size));
+	}
+	if (o->cycle_momentum)
+		o->group_beta2 = 0.99;
+}
+
+struct one_cycle_case {
+	double min_lr, max_lr, decay_lr_rate;
+	uint64_t s1;
+	int64_t s2; /* -1: None */
+	uint64_t n1;
+	int64_t n2; /* -1: None */
+	uint64_t decay_step_size;
+	bool cycle_momentum;
+	double min_mom, max_mom, decay_mom_rate;
+};
+
+static const struct one_cycle_case one_cycle_cases[] = {
+	/* DeepSpeed's defaults for everything but the bounds and sizes */
+	{ 1e-4, 1e-3, 0, 10, -1, 0, -1, 0, true, 0.8, 0.9, 0 },
+	/* uneven halves, decay of both */
+	{ 0.004, 0.015, 0.01, 7, 3, 0, -1, 4, true, 0.85, 0.95, 0.002 },
+	/* QANet's ds_bsz512_1cycle.json, scaled down: stairs in both halves */
+	{ 0.004, 0.015, 0.01, 100, 10, 10, 10, 100, true, 0.8, 0.9, 0 },
+	/* stairs in the first half only, the second's None = the first's */
+	{ 1e-3, 3e-3, 0.5, 12, 9, 3, -1, 5, false, 0.8, 0.9, 0 },
+	{ 1e-3, 3e-3, 0.5, 12, 9, 4, 0, 5, true, 0.5, 0.99, 0.1 },
+	/* no second half */
+	{ 2e-4, 8e-4, 0, 6, 0, 0, -1, 0, true, 0.8, 0.9, 0 },
+	/* uneven stairs whose peak lands a hair off in floating point */
+	{ 1e-5, 1e-2, 1, 3, 7, 3, 7, 1, true, 0.8, 0.9, 0.05 },
+};
+
+static void test_one_cycle(void **state)
+{
+	(void)state;
+	for (size_t ci = 0; ci < sizeof(one_cycle_cases) / sizeof(one_cycle_cases[0]); ci++) {
+		const struct one_cycle_case *k = &one_cycle_cases[ci];
+		struct zn_config cfg;
+		zn_config_default(&cfg);
+		struct zn_scheduler_params *p = &cfg.scheduler.params;
+		cfg.scheduler.type = ZN_SCHED_ONE_CYCLE;
+		p->cycle_min_lr = k->min_lr;
+		p->cycle_max_lr = k->max_lr;
+		p->decay_lr_rate = k->decay_lr_rate;
+		p->cycle_first_step_size = k->s1;
+		p->cycle_second_step_size = k->s2;
+		p->cycle_first_stair_count = k->n1;
+		p->cycle_second_stair_count = k->n2;
+		p->decay_step_size = k->decay_step_size;
+		p->cycle_momentum = k->cycle_momentum;
+		p->cycle_min_mom = k->min_mom;
+		p->cycle_max_mom = k->max_mom;
+		p->decay_mom_rate = k->decay_mom_rate;
+		struct zn_lr_schedule s;
+		assert_int_equal(zn_lr_schedule_init(&s, &cfg.scheduler, 0.5, true, 0), 0);
+
+		double s2 = k->s2 < 0 ? (double)k->s1 : (double)k->s2;
+		struct ds_one_cycle o = {
+			.min_lr = k->min_lr, .max_lr = k->max_lr, .decay_lr_rate = k->decay_lr_rate,
+			.s1 = (double)k->s1, .s2 = s2, .total = (double)k->s1 + s2,
+			.ratio = (double)k->s1 / ((double)k->s1 + s2), .n1 = (double)k->n1,
+			.n2 = k->n2 < 0 ? (double)k->n1 : (double)k->n2,
+			.decay_step_size = (double)k->decay_step_size, .min_mom = k->min_mom,
+			.max_mom = k->max_mom, .decay_mom_rate = k->decay_mom_rate,
+			.cycle_momentum = k->cycle_momentum, .last_batch_iteration = -1,
+			/* the constructor's values; the optimizer's own betas
+			 * stay without cycle_momentum */
+			.group_lr = k->min_lr, .group_beta1 = k->cycle_momentum ? k->min_mom : 0.3,
+			.group_beta2 = k->cycle_momentum ? 0.99 : 0.4,
+		};
+		uint64_t last = (uint64_t)o.total * 3 + 20;
+		for (uint64_t step = 0; step <= last; step++) {
+			/* Optimizer step `step` runs with the group's values ... */
+			double b1 = 0.3, b2 = 0.4;
+			bool set = zn_betas_at(&s, step, &b1, &b2);
+			if (zn_lr_at(&s, step) != o.group_lr || set != k->cycle_momentum ||
+			    b1 != o.group_beta1 || b2 != o.group_beta2)
+				fail_msg("case %zu step %llu: lr %.17g beta1 %.17g beta2 %g, "
+					 "DeepSpeed %.17g %.17g %g",
+					 ci, (unsigned long long)step, zn_lr_at(&s, step), b1, b2,
+					 o.group_lr, o.group_beta1, o.group_beta2);
+			/* ... then the engine steps the schedule. */
+			ds_one_cycle_step(&o);
+		}
+	}
+}
+
+/* Values worked by hand from the paper's triangle: min at the start and
+ * the end of the cycle, max at the end of the first half, linear between;
+ * beta1 the mirror image. */
+static void test_one_cycle_by_hand(void **state)
+{
+	struct zn_config cfg;
+	struct zn_lr_schedule s;
+	double b1, b2;
+
+	(void)state;
+	zn_config_default(&cfg);
+	cfg.scheduler.type = ZN_SCHED_ONE_CYCLE;
+	cfg.scheduler.params.cycle_min_lr = 0.001;
+	cfg.scheduler.params.cycle_max_lr = 0.011;
+	cfg.scheduler.params.cycle_first_step_size = 10;
+	cfg.scheduler.params.cycle_second_step_size = 40;
+	cfg.scheduler.params.decay_step_size = 10;
+	cfg.scheduler.params.decay_lr_rate = 1;
+	assert_int_equal(zn_lr_schedule_init(&s, &cfg.scheduler, 1, true, 0), 0);
+	assert_close(zn_lr_at(&s, 0), 0.001, 0);
+	assert_close(zn_lr_at(&s, 5), 0.006, 5);
+	assert_close(zn_lr_at(&s, 10), 0.011, 10);
+	assert_close(zn_lr_at(&s, 30), 0.006, 30);
+	assert_close(zn_lr_at(&s, 50), 0.001, 50);
+	assert_close(zn_lr_at(&s, 60), 0.0005, 60); /* 10 steps = one unit of decay */
+	assert_close(zn_lr_at(&s, 70), 0.001 / 3, 70);
+	assert_true(zn_betas_at(&s, 0, &b1, &b2));
+	assert_close(b1, 0.8, 0); /* the constructor's cycle_min_mom */
+	assert_true(zn_betas_at(&s, 1, &b1, &b2));
+	assert_close(b1, 0.89, 1);
+	assert_true(zn_betas_at(&s, 10, &b1, &b2));
+	assert_close(b1, 0.8, 10);
+	assert_close(b2, 0.99, 10);
+	assert_true(zn_betas_at(&s, 30, &b1, &b2));
+	assert_close(b1, 0.85, 30);
+	assert_true(zn_betas_at(&s, 70, &b1, &b2));
+	assert_close(b1, 0.9, 70); /* no decay_mom_rate */
+
+	/* Two stairs per half: flat on each, the peak on the step it lands. */
+	cfg.scheduler.params.cycle_first_stair_count = 2;
+	assert_int_equal(zn_lr_schedule_init(&s, &cfg.scheduler, 1, true, 0), 0);
+	assert_close(zn_lr_at(&s, 4), 0.001, 4);
+	assert_close(zn_lr_at(&s, 5), 0.006, 5);
+	assert_close(zn_lr_at(&s, 9), 0.006, 9);
+	assert_close(zn_lr_at(&s, 10), 0.011, 10);
+	assert_close(zn_lr_at(&s, 11), 0.006, 11); /* the second half's first stair */
+	assert_close(zn_lr_at(&s, 30), 0.006, 30);
+	assert_close(zn_lr_at(&s, 31), 0.001, 31);
+
+	/* SGD has no betas: DeepSpeed turns cycle_momentum off. */
+	assert_int_equal(zn_lr_schedule_init(&s, &cfg.scheduler, 1, false, 0), 0);
+	assert_false(zn_betas_at(&s, 3, &b1, &b2));
+
+	cfg.scheduler.params.cycle_max_lr = -1; /* not given */
+	assert_int_equal(zn_lr_schedule_init(&s, &cfg.scheduler, 1, true, 0), -EINVAL);
+}
+
+static void test_lr_range_test(void **state)
+{
+	static const struct {
+		double min_lr, rate;
+		uint64_t size;
+		bool staircase;
+	} cases[] = {
+		{ 1e-3, 1.0, 2000, false }, { 1e-4, 5, 7, false }, { 1e-4, 5, 7, true },
+		{ 0.02, 0.25, 1, true },    { 3e-5, 0, 10, false },
+	};
+	(void)state;
+	for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+		struct zn_config cfg;
+		zn_config_default(&cfg);
+		cfg.scheduler.type = ZN_SCHED_LR_RANGE_TEST;
+		cfg.scheduler.params.lr_range_test_min_lr = cases[ci].min_lr;
+		cfg.scheduler.params.lr_range_test_step_rate = cases[ci].rate;
+		cfg.scheduler.params.lr_range_test_step_size = cases[ci].size;
+		cfg.scheduler.params.lr_range_test_staircase = cases[ci].staircase;
+		struct zn_lr_schedule s;
+		double b1, b2;
+		assert_int_equal(zn_lr_schedule_init(&s, &cfg.scheduler, 9, true, 0), 0);
+		/* LRRangeTest as the engine drives it: the constructor sets
+		 * min_lr; each step() recomputes from last_batch_iteration. */
+		int64_t last_batch_iteration = -1;
+		double group_lr = cases[ci].min_lr;
+		for (uint64_t step = 0; step < 300; step++) {
+			if (zn_lr_at(&s, step) != group_lr)
+				fail_msg("case %zu step %llu: lr %.17g, DeepSpeed %.17g", ci,
+					 (unsigned long long)step, zn_lr_at(&s, step), group_lr);
+			assert_false(zn_betas_at(&s, step, &b1, &b2));
+			last_batch_iteration++;
+			double interval = (double)(last_batch_iteration + 1) / (double)cases[ci].size;
+			if (cases[ci].staircase)
+				interval = floor(interval);
+			group_lr = cases[ci].min_lr * (1 + cases[ci].rate * interval);
+		}
+	}
+	/* By hand: step_size 10, rate 1: double at step 10, continuous. */
+	struct zn_config cfg;
+	struct zn_lr_schedule s;
+	zn_config_default(&cfg);
+	cfg.scheduler.type = ZN_SCHED_LR_RANGE_TEST;
+	cfg.scheduler.params.lr_range_test_step_size = 10;
+	assert_int_equal(zn_lr_schedule_init(&s, &cfg.scheduler, 9, true, 0), 0);
+	assert_close(zn_lr_at(&s, 5), 1.5e-3, 5);
+	assert_close(zn_lr_at(&s, 10), 2e-3, 10);
+	cfg.scheduler.params.lr_range_test_staircase = true;
+	assert_int_equal(zn_lr_schedule_init(&s, &cfg.scheduler, 9, true, 0), 0);
+	assert_close(zn_lr_at(&s, 9), 1e-3, 9);
+	assert_close(zn_lr_at(&s, 20), 3e-3, 20);
 }
 
 int main(void)
@@ -324,6 +594,9 @@ int main(void)
 		cmocka_unit_test(test_warmup_decay_lr),
 		cmocka_unit_test(test_warmup_cosine_lr),
 		cmocka_unit_test(test_no_schedule),
+		cmocka_unit_test(test_one_cycle),
+		cmocka_unit_test(test_one_cycle_by_hand),
+		cmocka_unit_test(test_lr_range_test),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

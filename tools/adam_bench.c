@@ -28,8 +28,8 @@
 
 #define MAX_REPS 1000
 
-enum optimizer { OPT_ADAM, OPT_ADAGRAD, OPT_LION, OPT_COUNT };
-static const char *const opt_names[OPT_COUNT] = { "adam", "adagrad", "lion" };
+enum optimizer { OPT_ADAM, OPT_ADAGRAD, OPT_LION, OPT_LAMB, OPT_SGD, OPT_COUNT };
+static const char *const opt_names[OPT_COUNT] = { "adam", "adagrad", "lion", "lamb", "sgd" };
 
 struct bench {
 	uint64_t n;
@@ -114,6 +114,13 @@ static int set_simd(void *c, const char *a, const char **why)
 	return 0;
 }
 
+/* Lamb's two passes over one whole array, as a step function. */
+static int lamb_step(const struct zn_adam_hparams *hp, uint64_t step, float scale,
+		     const struct zn_adam_tensors *t, const struct zn_adam_exec *ex)
+{
+	return zn_lamb_step(hp, step, scale, t, ex, NULL);
+}
+
 static int set_optimizer(void *c, const char *a, const char **why)
 {
 	struct bench *b = c;
@@ -122,7 +129,7 @@ static int set_optimizer(void *c, const char *a, const char **why)
 			b->opt = (enum optimizer)i;
 			return 0;
 		}
-	*why = "adam, adagrad or lion";
+	*why = "adam, adagrad, lion, lamb or sgd";
 	return -1;
 }
 
@@ -134,7 +141,8 @@ static const struct opt options[] = {
 	  set_param_copy),
 	OPT_CALL("simd", "PATH", "auto", "auto, scalar, avx2 or avx512 (auto honours ZINC_SIMD)",
 	  set_simd),
-	OPT_CALL("optimizer", "NAME", "adam", "adam, adagrad or lion", set_optimizer),
+	OPT_CALL("optimizer", "NAME", "adam", "adam, adagrad, lion, lamb (both passes) or sgd (momentum 0.9)",
+		 set_optimizer),
 	OPT_NUM("reps", "R", "7", "timed repetitions of each measurement; the best is reported",
 		struct bench, reps, 1, MAX_REPS),
 	OPT_NUM("tile", "N", "automatic", "elements per tile (0: automatic)", struct bench, tile, 0,
@@ -318,7 +326,24 @@ int cmd_adam_bench(int argc, char **argv)
 	struct zn_adam_hparams hp;
 	int (*step_fn)(const struct zn_adam_hparams *, uint64_t, float,
 		       const struct zn_adam_tensors *, const struct zn_adam_exec *);
+	/* Bytes read and written per element: p, m, v (or the two of them
+	 * an optimizer has) read and written, g read, the copy written. */
+	size_t gs = zn_dtype_size(b.grad_dtype), cs = b.copy_dtype >= 0 ? 2 : 0;
+	size_t per_elem = (b.opt == OPT_ADAM ? 3 : 2) * 8 + gs + cs;
 	switch (b.opt) {
+	case OPT_LAMB:
+		/* First pass: p read, m and v read and written, g read; the
+		 * second: p, m, v read, p and the copy written. */
+		zn_lamb_defaults(&hp);
+		hp.weight_decay = 0.01;
+		step_fn = lamb_step;
+		per_elem = 4 + 16 + gs + 12 + 4 + cs;
+		break;
+	case OPT_SGD:
+		zn_sgd_defaults(&hp);
+		hp.momentum = 0.9;
+		step_fn = zn_sgd_step;
+		break;
 	case OPT_ADAGRAD:
 		zn_adagrad_defaults(&hp);
 		step_fn = zn_adagrad_step;
@@ -333,11 +358,7 @@ int cmd_adam_bench(int argc, char **argv)
 		step_fn = zn_adam_step;
 		break;
 	}
-	size_t gs = zn_dtype_size(b.grad_dtype), cs = b.copy_dtype >= 0 ? 2 : 0;
-	/* Bytes read and written per element: p, m, v (or the two of them
-	 * an optimizer has) read and written, g read, the copy written. */
-	size_t states = b.opt == OPT_ADAM ? 3 : 2;
-	uint64_t opt_bytes = (uint64_t)n * (states * 8 + gs + cs);
+	uint64_t opt_bytes = (uint64_t)n * per_elem;
 
 	/* Warm-up, then interleaved repetitions: a disturbance hits all three
 	 * measurements alike. */

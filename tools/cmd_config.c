@@ -424,11 +424,20 @@ static int print_deepspeed_guide(struct zn_config *defaults)
 		}
 	}
 	printf("\nThe optimizer and the schedule are checked by their type before their\n"
-	       "parameters. zinc runs Adam and AdamW, and the schedules WarmupLR,\n"
-	       "WarmupDecayLR and WarmupCosineLR. The 1-bit optimizers (OneBitAdam,\n"
-	       "ZeroOneAdam, OneBitLamb) are refused for what they are: they compress the\n"
-	       "gradients ranks exchange to 1 bit with error feedback, a saving in\n"
-	       "communication between GPUs that zinc's offload does not have.\n");
+	       "parameters, and a parameter the type does not take is an error (DeepSpeed\n"
+	       "passes them as keyword arguments: a TypeError there). zinc runs Adam,\n"
+	       "AdamW, Lamb (DeepSpeed's FusedLamb) and SGD (torch.optim.SGD) -- the\n"
+	       "last two on the CPU optimizer (`offload_optimizer.device` cpu or nvme;\n"
+	       "Lamb on NVMe streams the states twice a step for its trust ratio) --\n"
+	       "and the schedules WarmupLR, WarmupDecayLR, WarmupCosineLR,\n"
+	       "OneCycle and LRRangeTest. OneCycle with `cycle_momentum` sets the\n"
+	       "optimizer's betas to (momentum, 0.99) each step, as DeepSpeed's does: beta2\n"
+	       "becomes 0.99 whatever `optimizer.params.betas` says; with SGD, which has no\n"
+	       "betas, it cycles nothing (DeepSpeed warns and turns it off). The 1-bit\n"
+	       "optimizers (OneBitAdam, ZeroOneAdam, OneBitLamb) are refused for what they\n"
+	       "are: they compress the gradients ranks exchange to 1 bit with error\n"
+	       "feedback, a saving in communication between GPUs that zinc's offload does\n"
+	       "not have.\n");
 
 	printf("\n### Defaults unlike DeepSpeed's\n\n"
 	       "zinc train prints the ones that apply to a run, once, at start-up\n"

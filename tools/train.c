@@ -116,6 +116,10 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val,
 	zn_json_double_exact(&j, s->loss);
 	zn_json_key(&j, "lr");
 	zn_json_double_exact(&j, s->lr);
+	zn_json_key(&j, "beta1");
+	zn_json_double_exact(&j, s->beta1);
+	zn_json_key(&j, "beta2");
+	zn_json_double_exact(&j, s->beta2);
 	zn_json_key(&j, "grad_norm");
 	zn_json_double_exact(&j, s->grad_norm);
 	zn_json_key(&j, "tokens_per_s");

@@ -105,7 +105,7 @@ static const struct ignored {
 	{ "zero_allow_untested_optimizer", "false", "lets DeepSpeed run a client optimizer with "
 						    "ZeRO; zinc runs its own optimizers" },
 	{ "zero_force_ds_cpu_optimizer", "true", "makes DeepSpeed refuse a client optimizer with "
-						 "offload; zinc always runs its own CPU Adam" },
+						 "offload; zinc always runs its own CPU optimizers" },
 };
 
 void zn_config_default(struct zn_config *cfg)

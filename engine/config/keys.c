@@ -44,8 +44,10 @@
 /* DeepSpeed matches the type case-insensitively; so does zn_keys_set. */
 static const char *const optimizer_types[] = {
 	"Adam", "AdamW", "Adagrad", "Lamb", "Lion", "OneBitAdam", "ZeroOneAdam", "OneBitLamb",
-	"MuAdam", "MuAdamW", "MuSGD", NULL,
+	"MuAdam", "MuAdamW", "MuSGD", "SGD", NULL,
 };
+_Static_assert(ZN_ARRAY_SIZE(optimizer_types) == ZN_OPT_COUNT + 1,
+	      "one name per enum zn_optimizer_type");
 
 static const char *const decay_params[] = { "matrices", "all", NULL };
 
@@ -72,6 +74,20 @@ static const struct zn_key optimizer_param_keys[] = {
 	   "which parameters weight_decay applies to: matrices (2-D tensors only, not biases "
 	   "or norms: the Hugging Face Trainer's and nanoGPT's rule) or all (every parameter, "
 	   "as DeepSpeed does with the parameters a script passes it)"),
+	OP("max_coeff", NULL, ZN_KEY_DOUBLE, max_coeff, "10.0", 0, 1e6, NULL, 0,
+	   "Lamb: the trust ratio ||param|| / ||update|| is at most this"),
+	OP("min_coeff", NULL, ZN_KEY_DOUBLE, min_coeff, "0.01", 0, 1e6, NULL, 0,
+	   "Lamb: the trust ratio is at least this"),
+	OP("eps_inside_sqrt", NULL, ZN_KEY_BOOL, eps_inside_sqrt, "false", 0, 1, NULL, 0,
+	   "Lamb: divide by sqrt(v + eps) instead of sqrt(v) + eps"),
+	OP("max_grad_norm", NULL, ZN_KEY_DOUBLE, max_grad_norm, "0", 0, 1e6, NULL, UNSUP,
+	   "Lamb: FusedLamb's own clipping (use gradient_clipping)"),
+	OP("momentum", NULL, ZN_KEY_DOUBLE, momentum, "0", 0, 1, NULL, 0,
+	   "SGD: momentum factor (0: plain SGD, no state)"),
+	OP("dampening", NULL, ZN_KEY_DOUBLE, dampening, "0", 0, 1, NULL, 0,
+	   "SGD: dampening of the gradient added to the momentum buffer"),
+	OP("nesterov", NULL, ZN_KEY_BOOL, nesterov, "false", 0, 1, NULL, 0,
+	   "SGD: Nesterov momentum (needs momentum > 0 and dampening 0)"),
 };
 
 static const struct zn_key_table optimizer_params_table = {
@@ -97,30 +113,74 @@ static int optimizer_check_type(const void *obj)
 					 "does not have (and it cannot run with ZeRO offload in "
 					 "DeepSpeed either); use Adam or AdamW",
 				name);
-	if (c->type > ZN_OPT_ADAMW)
-		return zn_error(-EINVAL, "optimizer.type: %s is not supported yet; use Adam or AdamW",
+	switch (c->type) {
+	case ZN_OPT_ADAM:
+	case ZN_OPT_ADAMW:
+	case ZN_OPT_LAMB:
+	case ZN_OPT_SGD:
+		return 0;
+	default:
+		return zn_error(-EINVAL, "optimizer.type: %s is not supported yet; use Adam, AdamW, "
+					 "Lamb or SGD",
 				name);
-	return 0;
+	}
 }
+
+/* The parameters each type takes, as DeepSpeed hands params to the
+ * optimizer's constructor as keyword arguments: one it does not take is
+ * a TypeError there (FusedLamb has no adam_w_mode, torch's SGD no betas),
+ * so a value other than the default is an error here, not ignored. */
+struct opt_param_use {
+	const char *name;
+	unsigned types; /* bit per enum zn_optimizer_type */
+};
+#define ADAMS ((1u << ZN_OPT_ADAM) | (1u << ZN_OPT_ADAMW))
+#define LAMB (1u << ZN_OPT_LAMB)
+#define SGD (1u << ZN_OPT_SGD)
+static const struct opt_param_use opt_param_uses[] = {
+	{ "betas", ADAMS | LAMB },	   { "eps", ADAMS | LAMB },
+	{ "bias_correction", ADAMS | LAMB }, { "adam_w_mode", ADAMS },
+	{ "amsgrad", ADAMS | LAMB },	   { "torch_adam", ADAMS },
+	{ "max_coeff", LAMB },		   { "min_coeff", LAMB },
+	{ "eps_inside_sqrt", LAMB },	   { "max_grad_norm", LAMB },
+	{ "momentum", SGD },		   { "dampening", SGD },
+	{ "nesterov", SGD },
+};
 
 static int optimizer_validate(const void *obj)
 {
 	const struct zn_optimizer_config *c = obj;
+	const struct zn_optimizer_params *p = &c->params;
 
 	ZN_TRY(optimizer_check_type(obj));
-	if (c->params.betas[0] >= 1 || c->params.betas[1] >= 1)
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(opt_param_uses); i++) {
+		const struct zn_key *k = zn_keys_find(&optimizer_params_table, opt_param_uses[i].name);
+		if (!(opt_param_uses[i].types & (1u << c->type)) && !zn_keys_is_default(k, p))
+			return zn_error(-EINVAL, "optimizer.params.%s: %s does not take it",
+					k->name, optimizer_types[c->type]);
+	}
+	if (p->betas[0] >= 1 || p->betas[1] >= 1)
 		return zn_error(-EINVAL, "optimizer.params.betas: [%g, %g]: each must be below 1",
-				c->params.betas[0], c->params.betas[1]);
-	if (c->type == ZN_OPT_ADAMW && !c->params.adam_w_mode)
+				p->betas[0], p->betas[1]);
+	if (c->type == ZN_OPT_ADAMW && !p->adam_w_mode)
 		return zn_error(-EINVAL, "optimizer.params: adam_w_mode false contradicts type "
 					 "AdamW; use type Adam for L2 weight decay");
+	if (c->type == ZN_OPT_LAMB && p->min_coeff > p->max_coeff)
+		return zn_error(-EINVAL, "optimizer.params.min_coeff: %g is above max_coeff %g",
+				p->min_coeff, p->max_coeff);
+	/* torch.optim.SGD raises the same. */
+	if (c->type == ZN_OPT_SGD && p->nesterov && (p->momentum <= 0 || p->dampening != 0))
+		return zn_error(-EINVAL, "optimizer.params.nesterov: Nesterov momentum needs "
+					 "momentum > 0 and dampening 0 (got %g and %g)",
+				p->momentum, p->dampening);
 	return 0;
 }
 
 #define OC(...) KEY(struct zn_optimizer_config, __VA_ARGS__)
 static const struct zn_key optimizer_keys[] = {
 	OC("type", NULL, ZN_KEY_ENUM, type, "AdamW", 0, 0, optimizer_types, 0,
-	   "the optimizer: Adam or AdamW (DeepSpeed's other types are not supported yet)"),
+	   "the optimizer: Adam, AdamW, Lamb (DeepSpeed's FusedLamb) or SGD (torch.optim.SGD); "
+	   "DeepSpeed's other types are not supported yet, its 1-bit ones refused"),
 	KEYN(struct zn_optimizer_config, "legacy_fusion", NULL, ZN_KEY_BOOL, legacy_fusion,
 	     "false", 0, 1, NULL, 0, "DeepSpeed: the old fused fp16 optimizer wrapper",
 	     "a PyTorch wrapper around the fp16 optimizer; zinc's fp16 path is its own"),
@@ -143,6 +203,8 @@ static const struct zn_key_table optimizer_table = {
 static const char *const scheduler_types[] = {
 	"none", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR", "OneCycle", "LRRangeTest", NULL,
 };
+_Static_assert(ZN_ARRAY_SIZE(scheduler_types) == ZN_SCHED_COUNT + 1,
+	       "one name per enum zn_scheduler_type");
 static const char *const warmup_types[] = { "log", "linear", NULL };
 
 #define SP(...) KEY(struct zn_scheduler_params, __VA_ARGS__)
@@ -165,6 +227,44 @@ static const struct zn_key scheduler_param_keys[] = {
 	   "WarmupCosineLR: share of optimizer.params.lr at the end"),
 	SP("last_batch_iteration", NULL, ZN_KEY_INT, last_batch_iteration, "-1", -1, BIG, NULL,
 	   UNSUP, "step to resume the schedule from (zinc resumes it from checkpoints)"),
+	SP("cycle_min_lr", NULL, ZN_KEY_DOUBLE, cycle_min_lr, "-1", -1, 1e6, NULL, 0,
+	   "OneCycle (required): learning rate at the start and end of the cycle"),
+	SP("cycle_max_lr", NULL, ZN_KEY_DOUBLE, cycle_max_lr, "-1", -1, 1e6, NULL, 0,
+	   "OneCycle (required): learning rate at the peak of the cycle"),
+	SP("decay_lr_rate", NULL, ZN_KEY_DOUBLE, decay_lr_rate, "0", 0, 1e6, NULL, 0,
+	   "OneCycle: after the cycle, lr = cycle_min_lr / (1 + rate * steps / "
+	   "decay_step_size); 0: cycle_min_lr"),
+	SP("cycle_first_step_size", NULL, ZN_KEY_UINT, cycle_first_step_size, "2000", 1, BIG,
+	   NULL, 0, "OneCycle: optimizer steps of the rising half of the cycle"),
+	SP("cycle_second_step_size", NULL, ZN_KEY_INT, cycle_second_step_size, "-1", -1, BIG,
+	   NULL, 0, "OneCycle: optimizer steps of the falling half; -1 (DeepSpeed's None): "
+	   "cycle_first_step_size"),
+	SP("cycle_first_stair_count", NULL, ZN_KEY_UINT, cycle_first_stair_count, "0", 0, BIG,
+	   NULL, 0, "OneCycle: stairs of the rising half (lr and momentum held flat on each); "
+	   "0: continuous"),
+	SP("cycle_second_stair_count", NULL, ZN_KEY_INT, cycle_second_stair_count, "-1", -1, BIG,
+	   NULL, 0, "OneCycle: stairs of the falling half; -1 (DeepSpeed's None): "
+	   "cycle_first_stair_count"),
+	SP("decay_step_size", NULL, ZN_KEY_UINT, decay_step_size, "0", 0, BIG, NULL, 0,
+	   "OneCycle: optimizer steps per unit of decay after the cycle; 0: no decay"),
+	SP("cycle_momentum", NULL, ZN_KEY_BOOL, cycle_momentum, "true", 0, 1, NULL, 0,
+	   "OneCycle: cycle Adam's and Lamb's beta1 inversely to the lr (and set beta2 to "
+	   "0.99, as DeepSpeed does); SGD's momentum is not cycled, as in DeepSpeed"),
+	SP("cycle_min_mom", NULL, ZN_KEY_DOUBLE, cycle_min_mom, "0.8", 0, 1, NULL, 0,
+	   "OneCycle: beta1 at the peak of the lr"),
+	SP("cycle_max_mom", NULL, ZN_KEY_DOUBLE, cycle_max_mom, "0.9", 0, 1, NULL, 0,
+	   "OneCycle: beta1 at the start and end of the cycle"),
+	SP("decay_mom_rate", NULL, ZN_KEY_DOUBLE, decay_mom_rate, "0", 0, 1e6, NULL, 0,
+	   "OneCycle: after the cycle, beta1 = cycle_max_mom * (1 + rate * steps / "
+	   "decay_step_size); 0: cycle_max_mom"),
+	SP("lr_range_test_min_lr", NULL, ZN_KEY_DOUBLE, lr_range_test_min_lr, "0.001", 0, 1e6,
+	   NULL, 0, "LRRangeTest: learning rate at step 0"),
+	SP("lr_range_test_step_size", NULL, ZN_KEY_UINT, lr_range_test_step_size, "2000", 1, BIG,
+	   NULL, 0, "LRRangeTest: optimizer steps per unit of increase"),
+	SP("lr_range_test_step_rate", NULL, ZN_KEY_DOUBLE, lr_range_test_step_rate, "1.0", 0,
+	   1e6, NULL, 0, "LRRangeTest: lr = min_lr * (1 + rate * steps / step_size)"),
+	SP("lr_range_test_staircase", NULL, ZN_KEY_BOOL, lr_range_test_staircase, "false", 0, 1,
+	   NULL, 0, "LRRangeTest: increase in whole steps of step_size (floor)"),
 };
 
 static const struct zn_key_table scheduler_params_table = {
@@ -179,12 +279,42 @@ static int scheduler_check_type(const void *obj)
 {
 	const struct zn_scheduler_config *c = obj;
 
-	if (c->type > ZN_SCHED_WARMUP_COSINE_LR)
-		return zn_error(-EINVAL, "scheduler.type: %s is not supported yet; use WarmupLR, "
-					 "WarmupDecayLR or WarmupCosineLR",
-				scheduler_types[c->type]);
+	if (c->type < 0 || c->type >= ZN_SCHED_COUNT)
+		return zn_error(-EINVAL, "scheduler.type: %d is not a schedule", c->type);
 	return 0;
 }
+
+/* The parameters each schedule takes.  DeepSpeed passes params to the
+ * schedule's constructor as keyword arguments: one it does not take is a
+ * TypeError there, so a value other than the default is an error here
+ * (warmup_max_lr to WarmupCosineLR, cycle_max_lr to WarmupLR). */
+#define S_(t) (1u << (t))
+#define S_WARM (S_(ZN_SCHED_WARMUP_LR) | S_(ZN_SCHED_WARMUP_DECAY_LR))
+static const struct opt_param_use sched_param_uses[] = {
+	{ "warmup_min_lr", S_WARM },
+	{ "warmup_max_lr", S_WARM },
+	{ "warmup_num_steps", S_WARM | S_(ZN_SCHED_WARMUP_COSINE_LR) },
+	{ "warmup_type", S_WARM | S_(ZN_SCHED_WARMUP_COSINE_LR) },
+	{ "total_num_steps", S_(ZN_SCHED_WARMUP_DECAY_LR) | S_(ZN_SCHED_WARMUP_COSINE_LR) },
+	{ "warmup_min_ratio", S_(ZN_SCHED_WARMUP_COSINE_LR) },
+	{ "cos_min_ratio", S_(ZN_SCHED_WARMUP_COSINE_LR) },
+	{ "cycle_min_lr", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "cycle_max_lr", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "decay_lr_rate", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "cycle_first_step_size", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "cycle_second_step_size", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "cycle_first_stair_count", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "cycle_second_stair_count", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "decay_step_size", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "cycle_momentum", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "cycle_min_mom", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "cycle_max_mom", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "decay_mom_rate", S_(ZN_SCHED_ONE_CYCLE) },
+	{ "lr_range_test_min_lr", S_(ZN_SCHED_LR_RANGE_TEST) },
+	{ "lr_range_test_step_size", S_(ZN_SCHED_LR_RANGE_TEST) },
+	{ "lr_range_test_step_rate", S_(ZN_SCHED_LR_RANGE_TEST) },
+	{ "lr_range_test_staircase", S_(ZN_SCHED_LR_RANGE_TEST) },
+};
 
 static int scheduler_validate(const void *obj)
 {
@@ -192,33 +322,41 @@ static int scheduler_validate(const void *obj)
 	const struct zn_scheduler_params *p = &c->params;
 
 	ZN_TRY(scheduler_check_type(obj));
-	/* DeepSpeed passes params as keyword arguments: one the schedule
-	 * does not take is a TypeError there, an error here. */
-	if (c->type == ZN_SCHED_WARMUP_COSINE_LR &&
-	    (p->warmup_min_lr != 0 || p->warmup_max_lr != 0.001))
-		return zn_error(-EINVAL, "scheduler.params.%s: WarmupCosineLR does not take it; it "
-					 "scales optimizer.params.lr by warmup_min_ratio and "
-					 "cos_min_ratio",
-				p->warmup_min_lr != 0 ? "warmup_min_lr" : "warmup_max_lr");
-	if ((c->type == ZN_SCHED_WARMUP_LR || c->type == ZN_SCHED_WARMUP_DECAY_LR) &&
-	    (p->warmup_min_ratio != 0 || p->cos_min_ratio != 0.0001))
-		return zn_error(-EINVAL, "scheduler.params.%s: only WarmupCosineLR takes it",
-				p->warmup_min_ratio != 0 ? "warmup_min_ratio" : "cos_min_ratio");
-	if (c->type == ZN_SCHED_WARMUP_LR && p->total_num_steps)
-		return zn_error(-EINVAL, "scheduler.params.total_num_steps: WarmupLR does not take "
-					 "it (it holds warmup_max_lr after the warmup); use "
-					 "WarmupDecayLR to decay");
+	for (size_t i = 0; i < ZN_ARRAY_SIZE(sched_param_uses) && c->type != ZN_SCHED_NONE; i++) {
+		const struct zn_key *k = zn_keys_find(&scheduler_params_table,
+						      sched_param_uses[i].name);
+		if ((sched_param_uses[i].types & S_(c->type)) || zn_keys_is_default(k, p))
+			continue;
+		const char *why = "";
+		if (c->type == ZN_SCHED_WARMUP_COSINE_LR && strncmp(k->name, "warmup_m", 8) == 0)
+			why = "; it scales optimizer.params.lr by warmup_min_ratio and "
+			      "cos_min_ratio";
+		else if (c->type == ZN_SCHED_WARMUP_LR && strcmp(k->name, "total_num_steps") == 0)
+			why = " (it holds warmup_max_lr after the warmup); use WarmupDecayLR to "
+			      "decay";
+		return zn_error(-EINVAL, "scheduler.params.%s: %s does not take it%s", k->name,
+				scheduler_types[c->type], why);
+	}
 	if (p->warmup_max_lr < p->warmup_min_lr)
 		return zn_error(-EINVAL, "scheduler.params.warmup_max_lr: %g is below "
 					 "warmup_min_lr %g",
 				p->warmup_max_lr, p->warmup_min_lr);
+	if (c->type == ZN_SCHED_ONE_CYCLE) {
+		/* DeepSpeed's OneCycle has no default for either bound. */
+		if (p->cycle_min_lr < 0 || p->cycle_max_lr < 0)
+			return zn_error(-EINVAL, "scheduler.params.%s: OneCycle needs it (the "
+						 "learning rate at the %s of the cycle)",
+					p->cycle_min_lr < 0 ? "cycle_min_lr" : "cycle_max_lr",
+					p->cycle_min_lr < 0 ? "start" : "peak");
+	}
 	return 0;
 }
 
 #define SC(...) KEY(struct zn_scheduler_config, __VA_ARGS__)
 static const struct zn_key scheduler_keys[] = {
 	SC("type", NULL, ZN_KEY_ENUM, type, "none", 0, 0, scheduler_types, 0,
-	   "WarmupLR, WarmupDecayLR or WarmupCosineLR; none: constant optimizer.params.lr"),
+	   "WarmupLR, WarmupDecayLR, WarmupCosineLR, OneCycle or LRRangeTest; none: constant "
+	   "optimizer.params.lr"),
 	SUB(struct zn_scheduler_config, "params", params, scheduler_params_table, 0,
 	    "the schedule's parameters"),
 };

@@ -26,6 +26,9 @@ static int check_supported(const struct zn_config *c, bool synthetic)
 	if (po && c->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE)
 		return zn_error(-EINVAL, "zero_optimization.offload_param: the trainer needs "
 					 "offload_optimizer.device cpu or nvme with it");
+	int rc = zn_zero_check_optimizer(c);
+	if (rc)
+		return rc;
 	if (!c->data.train[0] && !synthetic)
 		return zn_error(-EINVAL, "data.train: give the token shards to train on (make them "
 					 "with `zinc prepare-data`)");
@@ -405,8 +408,23 @@ static int open_model(struct zn_trainer *t, uint64_t max_steps)
 					  .beta2 = op->betas[1], .eps = op->eps,
 					  .weight_decay = op->weight_decay,
 					  .bias_correction = op->bias_correction,
-					  .adamw_mode = op->adam_w_mode };
-	return zn_lr_schedule_init(&t->sched, &t->cfg.scheduler, op->lr, max_steps);
+					  .adamw_mode = op->adam_w_mode, .max_coeff = op->max_coeff,
+					  .min_coeff = op->min_coeff,
+					  .eps_inside_sqrt = op->eps_inside_sqrt,
+					  .momentum = op->momentum, .dampening = op->dampening,
+					  .nesterov = op->nesterov };
+	if ((rc = zn_lr_schedule_init(&t->sched, &t->cfg.scheduler, op->lr,
+				      t->cfg.optimizer.type != ZN_OPT_SGD, max_steps)))
+		return rc;
+	/* DeepSpeed's OneCycle writes (momentum, 0.99) into the betas: say
+	 * so where that replaces the config's beta2. */
+	if (t->sched.cycle_momentum && t->sched.type == ZN_SCHED_ONE_CYCLE &&
+	    op->betas[1] != 0.99 && t->rank == 0)
+		zn_warn("scheduler: OneCycle's cycle_momentum sets the betas to (momentum, 0.99) "
+			"each step, as DeepSpeed's does: beta2 is 0.99, not "
+			"optimizer.params.betas[1] %g (set cycle_momentum: false to keep it)",
+			op->betas[1]);
+	return 0;
 }
 
 /* One nvme_path's lock, unless this trainer holds it already (the

@@ -105,6 +105,7 @@ struct tstate {
 	float *staged;                 /* overlapped update: a resident tensor's new
 					* parameters, for the compute thread to apply */
 	bool pending;                  /* staged holds an update not applied yet */
+	struct zn_lamb_sums lamb;      /* Lamb: this step's norm sums over the whole tensor */
 	bool sync;                     /* several ranks: its parameters must be
 					* all-gathered after this update */
 	struct zn_trainer *owner;      /* for callbacks given only the tensor */
@@ -502,6 +503,10 @@ int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, fl
 		      const struct zn_adam_exec *ex);
 int tr_opt_wait_all(struct zn_trainer *t);
 int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer);
+/* What the optimizer keeps in its two state arrays, as checkpoints name
+ * it (metadata zinc.optimizer_states): "moments" (Adam, AdamW, Lamb:
+ * exp_avg and exp_avg_sq) or "momentum" (SGD: its buffer in exp_avg). */
+const char *tr_optimizer_states(const struct zn_trainer *t);
 
 /* save.c: every rank's result of something they did together: a rank that
  * failed is named on the others (`what` says what was done). */

@@ -1,9 +1,11 @@
-/* The optimizer: AdamW over every tensor this rank owns (its part) --
- * the CPU Adam on host states, the kernels' Adam on the device, or the CPU
- * Adam streaming NVMe states sub-group by sub-group -- and what then
- * happens to the new parameters, written once for all three; and the
- * overlapped update, which runs the NVMe one on its own thread beside the
- * next step's forward. */
+/* The optimizer: AdamW (or SGD, or Lamb) over every tensor this rank owns
+ * (its part) -- the CPU optimizer on host states, the kernels' Adam on the
+ * device, or the CPU optimizer streaming NVMe states sub-group by
+ * sub-group -- and what then happens to the new parameters, written once
+ * for all three; and the overlapped update, which runs the NVMe one on its
+ * own thread beside the next step's forward.  Lamb's trust ratio needs each
+ * whole tensor's norms before any element moves: a first pass over every
+ * tensor's part (summed over the ranks' parts) comes before the update. */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -74,7 +76,29 @@ static int update_end(struct zn_trainer *t, struct tstate *s, uint64_t l, uint64
 	return params_to_device(t, s, l, n, src);
 }
 
-/* AdamW over elements [l, l + at->n) of a tensor's part, whose states and
+const char *tr_optimizer_states(const struct zn_trainer *t)
+{
+	return t->cfg.optimizer.type == ZN_OPT_SGD ? "momentum" : "moments";
+}
+
+/* One piece's update by the configured optimizer.  SGD keeps its momentum
+ * buffer in exp_avg (exp_avg_sq stays zero); Lamb's moments were updated by
+ * lamb_norms, so this is its second pass, at the tensor's trust ratio. */
+static int optimizer_run(const struct zn_trainer *t, const struct tstate *s,
+			 const struct zn_adam_hparams *h, uint64_t step, float grad_scale,
+			 const struct zn_adam_tensors *at, const struct zn_adam_exec *ex)
+{
+	switch (t->cfg.optimizer.type) {
+	case ZN_OPT_SGD:
+		return zn_sgd_step(h, step, grad_scale, at, ex);
+	case ZN_OPT_LAMB:
+		return zn_lamb_apply(h, step, zn_lamb_trust_ratio(h, &s->lamb), at, ex);
+	default:
+		return zn_adam_step(h, step, grad_scale, at, ex);
+	}
+}
+
+/* The optimizer over elements [l, l + at->n) of a tensor's part, whose states and
  * gradients `whole` points at, a tile at a time for a tiled tensor (the
  * update is elementwise: the pieces give the bits the whole would), each
  * piece's new parameters sent on by update_begin / update_end. */
@@ -95,11 +119,33 @@ static int update_part(struct zn_trainer *t, struct tstate *s, const struct zn_a
 		at.exp_avg_sq += done;
 		at.grad = (const uint8_t *)whole->grad + done * gsz;
 		if (!(rc = update_begin(t, s, l + done, &at)) &&
-		    !(rc = zn_adam_step(&h, step, grad_scale, &at, ex)))
+		    !(rc = optimizer_run(t, s, &h, step, grad_scale, &at, ex)))
 			rc = update_end(t, s, l + done, k, at.param);
 		done += k;
 	} while (done < whole->n && !rc);
 	return rc;
+}
+
+/* Tensor s's piece of a sub-group of `n` elements from `first` (positions
+ * in this rank's own flat order), as optimizer arrays over the group's
+ * states `st`; *l gets the piece's offset within the tensor's part.
+ * false when the tensor has nothing in the group. */
+static bool group_piece(const struct zn_trainer *t, const struct tstate *s, uint64_t first,
+			uint64_t n, float *const *st, struct zn_adam_tensors *at, uint64_t *l)
+{
+	uint64_t a = ZN_MAX(first, s->oflat), b = ZN_MIN(first + n, s->oflat + s->nown);
+	if (a >= b)
+		return false;
+	uint64_t o = a - first;
+	*l = a - s->oflat;
+	/* Gradients: NVMe ones beside the states, in the group. */
+	const size_t esz = zn_dtype_size(t->zr.gdt);
+	const uint8_t *grad = s->gnvme ? (const uint8_t *)st[ZN_ZERO_STATES] + o * esz
+				       : (const uint8_t *)s->grad + *l * esz;
+	*at = (struct zn_adam_tensors){ .n = b - a, .param = st[0] + o, .grad = grad,
+					.grad_dtype = t->zr.gdt, .exp_avg = st[1] + o,
+					.exp_avg_sq = st[2] + o };
+	return true;
 }
 
 /* One sub-group's update: AdamW over each tensor's part of the group (its
@@ -114,23 +160,14 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 	(void)group;
 	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
-		/* Positions in this rank's own flat order; l is within its part. */
-		uint64_t a = ZN_MAX(first, s->oflat), b = ZN_MIN(first + n, s->oflat + s->nown);
-		if (a >= b)
+		struct zn_adam_tensors at;
+		uint64_t l;
+		if (!group_piece(t, s, first, n, st, &at, &l))
 			continue;
-		uint64_t o = a - first, l = a - s->oflat;
-		/* Gradients: NVMe ones beside the states, in the group. */
-		const size_t esz = zn_dtype_size(t->zr.gdt);
-		const uint8_t *grad = s->gnvme ? (const uint8_t *)st[ZN_ZERO_STATES] + o * esz
-					       : (const uint8_t *)s->grad + l * esz;
-		struct zn_adam_tensors at = {
-			.n = b - a, .param = st[0] + o, .grad = grad,
-			.grad_dtype = t->zr.gdt, .exp_avg = st[1] + o,
-			.exp_avg_sq = st[2] + o };
 		int rc = update_part(t, s, &u->hp, u->step, u->grad_scale, &u->ex, l, &at);
 		if (rc)
 			return rc;
-		if (t->zr.overlap && b == s->oflat + s->nown) {
+		if (t->zr.overlap && l + at.n == s->nown) {
 			/* Tensors this rank owns nothing of are done too. */
 			unsigned j = i + 1;
 			while (j < t->tab.nt && !t->t[j].nown)
@@ -144,7 +181,30 @@ static int nvme_update(void *user, uint64_t group, uint64_t first, uint64_t n,
 	return 0;
 }
 
-/* Host states: the CPU Adam over the tensor's part, unscaling and clipping
+/* Lamb's first pass over one sub-group: each tensor's piece's moments,
+ * its norm sums added to the tensor's (the group's states, m and v new,
+ * are written back by the swapper; the update reads them again). */
+static int nvme_lamb_norms(void *user, uint64_t group, uint64_t first, uint64_t n,
+			   float *const *st)
+{
+	struct nvme_update *u = user;
+	struct zn_trainer *t = u->t;
+	(void)group;
+	for (unsigned i = 0; i < t->tab.nt; i++) {
+		struct tstate *s = &t->t[i];
+		struct zn_adam_tensors at;
+		uint64_t l;
+		if (!group_piece(t, s, first, n, st, &at, &l))
+			continue;
+		struct zn_adam_hparams h = hparams_for(t, &u->hp, s);
+		int rc = zn_lamb_moments(&h, u->step, u->grad_scale, &at, &u->ex, &s->lamb);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Host states: the CPU optimizer over the tensor's part, unscaling and clipping
  * fused into the update. */
 static int host_update(struct zn_trainer *t, struct tstate *s, const struct zn_adam_hparams *hp,
 		       uint64_t step, float grad_scale, const struct zn_adam_exec *ex)
@@ -273,10 +333,59 @@ int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer)
 	return rc;
 }
 
-/* The update of one step over every tensor this rank owns: AdamW at hp's
- * learning rate, gradients multiplied by grad_scale (unscaling and
- * clipping), Adam's step updates + 1; the new parameters where the next
- * forward reads them.  NVMe states stream through the sub-groups, on the
+/* Lamb's norm sums of each tensor partitioned over ranks (ZeRO parts),
+ * summed over the ranks in rank order, two tensors per exchange. */
+static int lamb_sum_ranks(struct zn_trainer *t)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < t->tab.nt && !rc && t->zr.parts > 1; i += 2) {
+		double v[4] = { t->t[i].lamb.param_sumsq, t->t[i].lamb.update_sumsq };
+		unsigned k = i + 1 < t->tab.nt ? 4 : 2;
+		if (k == 4) {
+			v[2] = t->t[i + 1].lamb.param_sumsq;
+			v[3] = t->t[i + 1].lamb.update_sumsq;
+		}
+		if ((rc = tr_sum_doubles(t, v, k)))
+			break;
+		t->t[i].lamb = (struct zn_lamb_sums){ v[0], v[1] };
+		if (k == 4)
+			t->t[i + 1].lamb = (struct zn_lamb_sums){ v[2], v[3] };
+	}
+	return rc;
+}
+
+/* Lamb's first pass: every tensor's moments and its norm sums over the
+ * whole tensor -- host states a part at a time, NVMe states a sub-group
+ * at a time (one more pass of the swapper), then over the ranks.  On the
+ * calling thread, before the update (and its thread) starts, so the
+ * ranks' exchange is the compute thread's. */
+static int lamb_norms(struct zn_trainer *t, const struct zn_adam_hparams *hp, uint64_t step,
+		      float grad_scale, const struct zn_adam_exec *ex)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < t->tab.nt; i++)
+		t->t[i].lamb = (struct zn_lamb_sums){ 0 };
+	if (t->nvme.os) {
+		struct nvme_update u = { .t = t, .hp = *hp, .grad_scale = grad_scale, .step = step,
+					 .ex = *ex };
+		rc = zn_optswap_step(t->nvme.os, nvme_lamb_norms, &u);
+	}
+	for (unsigned i = 0; i < t->tab.nt && !rc && !t->nvme.os; i++) {
+		struct tstate *s = &t->t[i];
+		struct zn_adam_hparams h = hparams_for(t, hp, s);
+		struct zn_adam_tensors at = { .n = s->nown, .param = s->master, .grad = s->grad,
+					      .grad_dtype = t->zr.gdt, .exp_avg = s->m,
+					      .exp_avg_sq = s->v };
+		rc = zn_lamb_moments(&h, step, grad_scale, &at, ex, &s->lamb);
+	}
+	return rc ? rc : lamb_sum_ranks(t);
+}
+
+/* The update of one step over every tensor this rank owns: the optimizer
+ * at hp's learning rate (and betas), gradients multiplied by grad_scale
+ * (unscaling and clipping), the optimizer's step updates + 1; the new
+ * parameters where the next forward reads them.  Lamb's norm pass first,
+ * on this thread.  NVMe states stream through the sub-groups, on the
  * optimizer's thread with the overlapped update (joined by the next
  * fetches, tr_opt_wait_*). */
 int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, float grad_scale,
@@ -284,6 +393,11 @@ int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, fl
 {
 	const uint64_t step = t->updates + 1;
 	int rc = 0;
+	/* Lamb runs on the CPU optimizer only (the trainer refuses it on
+	 * the device). */
+	if (t->cfg.optimizer.type == ZN_OPT_LAMB && !t->zr.device_opt &&
+	    (rc = lamb_norms(t, hp, step, grad_scale, ex)))
+		return rc;
 	if (t->nvme.os) {
 		t->opt.upd = (struct nvme_update){ .t = t, .hp = *hp, .grad_scale = grad_scale,
 						   .step = step, .ex = *ex };

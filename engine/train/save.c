@@ -24,7 +24,7 @@ struct ckpt_meta {
 	char step[32], updates[32], shape[512], world[16], rank[16];
 	char hex[2 * sizeof(struct zn_data_pos) + 1];
 	char shex[2 * sizeof(struct zn_loss_scaler) + 1];
-	struct zn_st_meta kv[8];
+	struct zn_st_meta kv[9];
 };
 
 static size_t ckpt_meta(struct zn_trainer *t, struct ckpt_meta *m, bool sharded)
@@ -40,12 +40,14 @@ static size_t ckpt_meta(struct zn_trainer *t, struct ckpt_meta *m, bool sharded)
 	snprintf(m->world, sizeof(m->world), "%d", t->world);
 	snprintf(m->rank, sizeof(m->rank), "%d", t->rank);
 	zn_arch_describe(&t->arch, m->shape, sizeof(m->shape));
-	struct zn_st_meta kv[8] = { { "zinc.step", m->step }, { "zinc.data_pos", m->hex },
+	struct zn_st_meta kv[9] = { { "zinc.step", m->step }, { "zinc.data_pos", m->hex },
 				    { "zinc.model", m->shape }, { "zinc.version", zn_version() },
 				    { "zinc.updates", m->updates }, { "zinc.loss_scaler", m->shex },
+				    { "zinc.optimizer_states", tr_optimizer_states(t) },
 				    { "zinc.world", m->world }, { "zinc.rank", m->rank } };
+	_Static_assert(sizeof(kv) == sizeof(m->kv), "every key has a slot");
 	memcpy(m->kv, kv, sizeof(kv));
-	return sharded ? 8 : 6;
+	return sharded ? 9 : 7; /* world and rank: sharded files only */
 }
 
 /* The device optimizer's states of this rank's parts into the host arrays. */

@@ -93,7 +93,7 @@ struct step {
 	double sumsq;                  /* the scaled gradients' squared norm */
 	bool finite;                   /* no Inf or NaN in any gradient */
 	double scale;                  /* the loss scale the gradients carry */
-	double norm, lr;
+	double norm, lr, beta1, beta2;
 	bool skipped;                  /* fp16 overflow: no update */
 };
 
@@ -311,6 +311,11 @@ static int update(struct zn_trainer *t, struct step *st, const struct zn_adam_ex
 		clip = (float)(t->cfg.gradient_clipping / (st->norm + 1e-6));
 	struct zn_adam_hparams hp = t->hp;
 	hp.lr = st->lr = zn_lr_at(&t->sched, t->updates);
+	/* OneCycle with cycle_momentum sets the betas each step, as
+	 * DeepSpeed's sets param_group['betas']. */
+	zn_betas_at(&t->sched, t->updates, &hp.beta1, &hp.beta2);
+	st->beta1 = hp.beta1;
+	st->beta2 = hp.beta2;
 	st->ta = zn_now_ns();
 	int rc = st->skipped ? 0 : tr_optimizer_step(t, &hp, (float)(clip / st->scale), ex);
 	if (rc)
@@ -337,7 +342,7 @@ static void report(struct zn_trainer *t, const struct step *st, struct zn_step_i
 	uint64_t now = zn_now_ns();
 	*out = (struct zn_step_info){
 		.step = t->step, .loss = st->loss_sum / (t->accum * (uint32_t)t->world),
-		.lr = st->lr, .grad_norm = st->norm,
+		.lr = st->lr, .beta1 = st->beta1, .beta2 = st->beta2, .grad_norm = st->norm,
 		.tokens = (uint64_t)t->B * (uint64_t)t->T * t->accum * (uint64_t)t->world,
 		.step_s = (double)(now - st->t0) / 1e9, .device_bytes = ms.in_use,
 		.device_peak = ms.peak, .host_bytes = t->host_bytes,

@@ -30,6 +30,9 @@ static int open_checkpoint(struct zn_trainer *t, const char *dir)
 	const char *hex = zn_st_metadata(f, "zinc.data_pos");
 	const char *up = zn_st_metadata(f, "zinc.updates");
 	const char *sc = zn_st_metadata(f, "zinc.loss_scaler");
+	/* Checkpoints from before SGD hold Adam's moments. */
+	const char *os = zn_st_metadata(f, "zinc.optimizer_states");
+	const char *want = tr_optimizer_states(t);
 	struct zn_data_pos pos;
 	if (!ms || strcmp(ms, shape) != 0) {
 		rc = zn_error(-EINVAL, "checkpoint '%s' is of a different model (%s) than the config "
@@ -39,6 +42,17 @@ static int open_checkpoint(struct zn_trainer *t, const char *dir)
 		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its step or data position", dir);
 	} else if (!up || tr_hex_decode(sc, &t->scaler, sizeof(t->scaler))) {
 		rc = zn_error(-EINVAL, "checkpoint '%s' lacks its update count or loss scaler", dir);
+	} else if (strcmp(os ? os : "moments", want) != 0) {
+		rc = zn_error(-EINVAL, "checkpoint '%s' holds the optimizer states of %s (%s), the "
+				       "config's optimizer keeps %s: resume with the optimizer it "
+				       "was saved with, or start a new run from its weights "
+				       "(model.from)",
+			      dir, os ? os : "moments",
+			      strcmp(os ? os : "moments", "momentum") == 0
+				      ? "SGD's momentum buffer"
+				      : "Adam, AdamW or Lamb: exp_avg and exp_avg_sq",
+			      strcmp(want, "momentum") == 0 ? "SGD's momentum buffer"
+							    : "Adam's moments");
 	}
 	/* The parts of one save: the same step in every one. */
 	for (int r = 1; r < t->src.world && !rc; r++) {

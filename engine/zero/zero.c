@@ -9,6 +9,17 @@
 #include "model/arch.h"
 #include "zero/zero.h"
 
+int zn_zero_check_optimizer(const struct zn_config *cfg)
+{
+	int opt = cfg->optimizer.type, where = cfg->zero_optimization.offload_optimizer.device;
+	if ((opt == ZN_OPT_LAMB || opt == ZN_OPT_SGD) && where == ZN_OFFLOAD_NONE)
+		return zn_error(-EINVAL, "optimizer.type: %s runs on the CPU optimizer only (the "
+					 "device kernels have Adam alone): set "
+					 "zero_optimization.offload_optimizer.device cpu or nvme",
+				opt == ZN_OPT_LAMB ? "Lamb" : "SGD");
+	return 0;
+}
+
 void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, int rank, int world)
 {
 	const struct zn_zero_config *zc = &cfg->zero_optimization;

@@ -88,6 +88,12 @@ struct zn_zero_rules {
 void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, int rank,
 			int world);
 
+/* Whether the configured optimizer can run where offload_optimizer puts
+ * its states: Lamb and SGD only on the CPU optimizer (the device kernels
+ * have Adam alone).  0 or -EINVAL saying why; the trainer and the plan ask
+ * the same. */
+int zn_zero_check_optimizer(const struct zn_config *cfg);
+
 /* One tensor's share: parts of ceil(numel / parts) elements, this rank's
  * [lo, lo + nown); whether it stays on the device whole (DeepSpeed's
  * persistence: small tensors are not worth a round trip each layer) and

@@ -1,4 +1,5 @@
-/* zinc — CPU optimizers over contiguous arrays: Adam/AdamW, Adagrad, Lion.
+/* zinc — CPU optimizers over contiguous arrays: Adam/AdamW, Adagrad, Lion,
+ * Lamb and SGD with momentum.
  *
  * DeepSpeed's DeepSpeedCPUAdam (and DeepSpeedCPUAdagrad, DeepSpeedCPULion)
  * as a C API.  One call updates n elements in place:
@@ -56,6 +57,9 @@ enum zn_adam_simd {
  *   Adam:    lr, beta1, beta2, eps, weight_decay, bias_correction, adamw_mode
  *   Adagrad: lr, eps, weight_decay (added to the gradient, L2, as in torch)
  *   Lion:    lr, beta1, beta2, weight_decay (decoupled, always)
+ *   Lamb:    lr, beta1, beta2, eps, weight_decay, bias_correction,
+ *            max_coeff, min_coeff, eps_inside_sqrt
+ *   SGD:     lr, momentum, dampening, nesterov, weight_decay (L2, as torch)
  * Doubles, like the Python floats torch and DeepSpeed users write: the
  * per-step constants (1 - beta, lr / (1 - beta1^step), ...) are computed
  * in double from them and rounded to fp32 once, so 1 - 0.999 is 0.001 as in
@@ -67,6 +71,11 @@ struct zn_adam_hparams {
 	double weight_decay;  /* >= 0 */
 	bool bias_correction; /* Adam: divide the moments by 1 - beta^step */
 	bool adamw_mode;      /* Adam: true decoupled decay (AdamW), false L2 */
+	double max_coeff, min_coeff; /* Lamb: the trust ratio's bounds */
+	bool eps_inside_sqrt; /* Lamb: sqrt(v + eps) instead of sqrt(v) + eps */
+	double momentum;      /* SGD: in [0, 1]; 0: no momentum buffer */
+	double dampening;     /* SGD: in [0, 1] */
+	bool nesterov;        /* SGD */
 };
 
 /* DeepSpeedCPUAdam's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8,
@@ -76,6 +85,13 @@ ZN_API void zn_adam_defaults(struct zn_adam_hparams *hp);
 ZN_API void zn_adagrad_defaults(struct zn_adam_hparams *hp);
 /* DeepSpeedCPULion's: lr 1e-3, betas (0.9, 0.999), weight_decay 0. */
 ZN_API void zn_lion_defaults(struct zn_adam_hparams *hp);
+/* DeepSpeed's FusedLamb's: lr 1e-3, betas (0.9, 0.999), eps 1e-8,
+ * weight_decay 0, bias_correction on, max_coeff 10, min_coeff 0.01, eps
+ * outside the root. */
+ZN_API void zn_lamb_defaults(struct zn_adam_hparams *hp);
+/* torch.optim.SGD's: lr 1e-3, momentum 0, dampening 0, weight_decay 0,
+ * nesterov off. */
+ZN_API void zn_sgd_defaults(struct zn_adam_hparams *hp);
 
 /* The arrays of one call: each aligned to its element size (as C
  * requires), any further alignment (64 bytes is fastest), no overlap. */
@@ -119,6 +135,63 @@ ZN_API int zn_adagrad_step(const struct zn_adam_hparams *hp, uint64_t step, floa
 			   const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
 ZN_API int zn_lion_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
 			const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
+
+/* SGD with momentum, torch.optim.SGD's rule (exp_avg is the momentum
+ * buffer, exp_avg_sq unused and may be NULL; with momentum 0 exp_avg may be
+ * NULL too):
+ *   d = g * grad_scale + weight_decay * p
+ *   buf = d at step 1, else momentum * buf + (1 - dampening) * d
+ *   d = d + momentum * buf (nesterov), else buf
+ *   p = p - lr * d
+ * Returns as zn_adam_step; also -EINVAL for momentum or dampening outside
+ * [0, 1], or nesterov without momentum > 0 and dampening 0 (torch raises). */
+ZN_API int zn_sgd_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
+		       const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
+
+/* Lamb (You et al., "Large Batch Optimization for Deep Learning: Training
+ * BERT in 76 minutes", ICLR 2020) as DeepSpeed's FusedLamb computes it
+ * (csrc/lamb/fused_lamb_cuda_kernel.cu), per tensor:
+ *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+ *   u = m / (sqrt(v) + eps) + weight_decay * p     (sqrt(v + eps) with
+ *                                                   eps_inside_sqrt)
+ *   ratio = ||p|| / ||u|| clamped to [min_coeff, max_coeff]; 1 when
+ *           either norm is 0
+ *   p = p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * ratio * u
+ * (the bias corrections in the step size, m and v in u uncorrected: that
+ * is FusedLamb's arithmetic, and what its trust ratio measures).
+ *
+ * The ratio needs the whole tensor's norms before any element of it
+ * moves, so Lamb is two passes a caller holding a tensor in pieces (ZeRO
+ * parts, sub-groups, tiles) runs piece by piece:
+ *   zn_lamb_moments  over every piece: updates m and v from the gradient
+ *                    and adds the piece's sums of squares of p and u
+ *                    into *sums (param and param_copy are not written);
+ *   zn_lamb_trust_ratio of the summed sums (over ranks too);
+ *   zn_lamb_apply    over every piece: p (and param_copy) from p, m, v
+ *                    and the ratio (grad is not read).
+ * The sums are in double, each tile's over 16 lanes (element i of the
+ * tile in lane i mod 16) added lane by lane in order, the tiles in order:
+ * the same bits from every SIMD path and thread count for a given tile
+ * size; zn_lamb_moments's automatic tile (exec->tile 0) is a fixed 64 Ki
+ * elements, whatever the pool.  zn_lamb_step does the three over one
+ * whole tensor.
+ * Return as zn_adam_step (zn_lamb_moments: step and grad_scale as there;
+ * zn_lamb_apply: ratio must be finite and >= 0). */
+struct zn_lamb_sums {
+	double param_sumsq;  /* sum of p^2 */
+	double update_sumsq; /* sum of u^2 */
+};
+ZN_API int zn_lamb_moments(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
+			   const struct zn_adam_tensors *t, const struct zn_adam_exec *ex,
+			   struct zn_lamb_sums *sums);
+ZN_API double zn_lamb_trust_ratio(const struct zn_adam_hparams *hp,
+				  const struct zn_lamb_sums *sums);
+ZN_API int zn_lamb_apply(const struct zn_adam_hparams *hp, uint64_t step, double ratio,
+			 const struct zn_adam_tensors *t, const struct zn_adam_exec *ex);
+/* One whole tensor; *ratio_out (if not NULL) gets the trust ratio. */
+ZN_API int zn_lamb_step(const struct zn_adam_hparams *hp, uint64_t step, float grad_scale,
+			const struct zn_adam_tensors *t, const struct zn_adam_exec *ex,
+			double *ratio_out);
 
 /* The fused gradient check the loss scaler and clipping need, in one
  * vectorized pass: sum of squares (in double, so it cannot overflow for

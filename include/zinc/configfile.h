@@ -36,12 +36,32 @@ extern "C" {
 /* Each struct below is one section; its key table (engine/config/keys.c)
  * holds the names, defaults, ranges and help, which `zinc config` lists. */
 
-enum zn_optimizer_type { ZN_OPT_ADAM, ZN_OPT_ADAMW };
+/* Every optimizer.type DeepSpeed names, in the order of the key table's
+ * choices (engine/config/keys.c); the trainer runs Adam, AdamW, Lamb and
+ * SGD, the loader refuses the others by name. */
+enum zn_optimizer_type {
+	ZN_OPT_ADAM,
+	ZN_OPT_ADAMW,
+	ZN_OPT_ADAGRAD,
+	ZN_OPT_LAMB,
+	ZN_OPT_LION,
+	ZN_OPT_ONEBIT_ADAM,
+	ZN_OPT_ZERO_ONE_ADAM,
+	ZN_OPT_ONEBIT_LAMB,
+	ZN_OPT_MUADAM,
+	ZN_OPT_MUADAMW,
+	ZN_OPT_MUSGD,
+	ZN_OPT_SGD, /* torch.optim.SGD, which DeepSpeed takes by name */
+	ZN_OPT_COUNT
+};
 enum zn_scheduler_type {
 	ZN_SCHED_NONE, /* constant optimizer.params.lr */
 	ZN_SCHED_WARMUP_LR,
 	ZN_SCHED_WARMUP_DECAY_LR,
 	ZN_SCHED_WARMUP_COSINE_LR,
+	ZN_SCHED_ONE_CYCLE,
+	ZN_SCHED_LR_RANGE_TEST,
+	ZN_SCHED_COUNT
 };
 enum zn_warmup_type { ZN_WARMUP_LOG, ZN_WARMUP_LINEAR };
 enum zn_device_type { ZN_DEVICE_CPU, ZN_DEVICE_CUDA };
@@ -62,6 +82,13 @@ struct zn_optimizer_params {
 	bool amsgrad;       /* not supported yet */
 	bool torch_adam;    /* accepted; zinc always uses its own CPU Adam */
 	int weight_decay_params; /* enum zn_decay_params */
+	double max_coeff;   /* Lamb: upper bound of the trust ratio */
+	double min_coeff;   /* Lamb: lower bound of the trust ratio */
+	bool eps_inside_sqrt; /* Lamb: sqrt(v + eps) instead of sqrt(v) + eps */
+	double max_grad_norm; /* Lamb: FusedLamb's own clipping; not supported */
+	double momentum;    /* SGD */
+	double dampening;   /* SGD */
+	bool nesterov;      /* SGD */
 };
 
 struct zn_optimizer_config {
@@ -79,6 +106,24 @@ struct zn_scheduler_params {
 	double warmup_min_ratio;
 	double cos_min_ratio;
 	int64_t last_batch_iteration;
+	/* OneCycle; -1 in cycle_min_lr / cycle_max_lr: not given (required),
+	 * in cycle_second_step_size / cycle_second_stair_count: DeepSpeed's
+	 * None, the first half's value. */
+	double cycle_min_lr, cycle_max_lr;
+	double decay_lr_rate;
+	uint64_t cycle_first_step_size;
+	int64_t cycle_second_step_size;
+	uint64_t cycle_first_stair_count;
+	int64_t cycle_second_stair_count;
+	uint64_t decay_step_size;
+	bool cycle_momentum;
+	double cycle_min_mom, cycle_max_mom;
+	double decay_mom_rate;
+	/* LRRangeTest */
+	double lr_range_test_min_lr;
+	uint64_t lr_range_test_step_size;
+	double lr_range_test_step_rate;
+	bool lr_range_test_staircase;
 };
 
 struct zn_scheduler_config {

@@ -49,6 +49,7 @@ struct zn_step_info {
 	uint64_t step;        /* optimizer steps done, this one included */
 	double loss;          /* mean over the step's micro-batches */
 	double lr;
+	double beta1, beta2;  /* the optimizer's betas this step (OneCycle cycles them) */
 	double grad_norm;     /* before clipping */
 	uint64_t tokens;      /* tokens processed by this step */
 	double step_s;
