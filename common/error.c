@@ -8,7 +8,7 @@
 
 /* One message per thread: errors are reported by the thread that made the
  * failing call, so no locking is needed. */
-static _Thread_local char last_error[1024];
+static _Thread_local char last_error[4096]; /* a config file's errors at once fit */
 
 const char *zn_version(void)
 {

@@ -425,6 +425,52 @@ static void test_unknown_key_in_section(void **state)
 	assert_error("2:3", "unknown key 'frobnicate'");
 }
 
+/* Every key's error of a file at once (each with its line), the first's
+ * code returned; a refused optimizer type is said without its
+ * parameters'; one error keeps its own message. */
+static void test_every_error_at_once(void **state)
+{
+	struct zn_config cfg;
+	(void)state;
+	memset(&cfg, 0x5a, sizeof(cfg));
+	assert_int_equal(load("train_micro_batch_size_per_gpu: -3\n"
+			      "aio:\n  queu_depth: 8\n  block_size: 12abc\n"
+			      "optimizer: {type: OneBitAdam, params: {max_coeff: 2, freeze_step: 3}}\n"
+			      "zero_optimization: {stage: 7}\n",
+			      &cfg),
+			 -EINVAL);
+	const char *e = zn_last_error();
+	assert_non_null(strstr(e, "5 errors:"));
+	assert_non_null(strstr(e, ":1:33: train_micro_batch_size_per_gpu"));
+	assert_non_null(strstr(e, ":3:3: aio: unknown key 'queu_depth'"));
+	assert_non_null(strstr(e, ":4:15: aio.block_size"));
+	assert_non_null(strstr(e, "OneBitAdam is refused"));
+	assert_null(strstr(e, "max_coeff"));
+	assert_non_null(strstr(e, ":6:28: zero_optimization.stage"));
+	assert_int_equal(cfg.aio.queue_depth, 0x5a5a5a5a); /* nothing written */
+	/* more than ten: the first ten, and how many there were */
+	char text[1024] = "";
+	for (int i = 0; i < 12; i++)
+		snprintf(text + strlen(text), sizeof(text) - strlen(text), "bad_key_%d: 1\n", i);
+	strcat(text, "zero_optimization: {stage: 9, bad_a: 1, bad_b: 2}\n");
+	assert_int_equal(load(text, &cfg), -EINVAL); /* the first one's code */
+	e = zn_last_error();
+	assert_non_null(strstr(e, "3 errors:")); /* unknown top-level keys only warn */
+	assert_non_null(strstr(e, "bad_a"));
+	assert_non_null(strstr(e, "bad_b"));
+	assert_int_equal(load("aio: {a1: 1, a2: 1, a3: 1, a4: 1, a5: 1, a6: 1, a7: 1, a8: 1, "
+			      "a9: 1, a10: 1, a11: 1, a12: 1}\n", &cfg),
+			 -ENOENT);
+	e = zn_last_error();
+	assert_non_null(strstr(e, "12 errors (the first 10):"));
+	assert_non_null(strstr(e, "'a10'"));
+	assert_null(strstr(e, "'a11'"));
+	/* one error: its message as it always was */
+	assert_int_equal(load("aio:\n  queu_depth: 8\n", &cfg), -ENOENT);
+	assert_null(strstr(zn_last_error(), "errors"));
+	assert_error("2:3", "did you mean 'queue_depth'");
+}
+
 static void test_unknown_top_level_key_warns(void **state)
 {
 	struct capture cap = { 0 };
@@ -1401,6 +1447,7 @@ int main(void)
 		cmocka_unit_test(test_yaml_and_json_files_agree),
 		cmocka_unit_test(test_thread_count_alias),
 		cmocka_unit_test(test_bad_values),
+		cmocka_unit_test(test_every_error_at_once),
 		cmocka_unit_test(test_unknown_key_in_section),
 		cmocka_unit_test(test_unknown_top_level_key_warns),
 		cmocka_unit_test(test_override_positions),

@@ -44,7 +44,26 @@ struct lctx {
 	const char *name;  /* the file, for the warning */
 	char noop[4096];
 	size_t nnoop;
+	/* Every key's error, so a file's are said at once: the first's code,
+	 * how many, and the first LC_ERRORS messages. */
+	int rc;
+	unsigned nerr;
+	char errs[3800];
 };
+
+#define LC_ERRORS 10
+
+/* A key's error (the last error's message) kept; reading goes on with the
+ * next key. */
+static void keep_error(struct lctx *lc, int rc)
+{
+	size_t used = strlen(lc->errs);
+	if (!lc->rc)
+		lc->rc = rc;
+	if (lc->nerr++ < LC_ERRORS && used < sizeof(lc->errs))
+		snprintf(lc->errs + used, sizeof(lc->errs) - used, "%s  %s", used ? "\n" : "",
+			 zn_last_error());
+}
 
 static void report(struct lctx *lc, const char *path, enum zn_key_use use, const char *note)
 {
@@ -325,6 +344,7 @@ static int load_section(struct lctx *lc, const struct zn_key_table *sec, void *o
 	bool root = key_node == NULL;
 	char path[256], sub_prefix[258];
 	int rc, si = zn_config_section_index(sec);
+	const unsigned nerr0 = lc->nerr;
 
 	snprintf(path, sizeof(path), "%s%s", prefix, sec->name);
 	snprintf(sub_prefix, sizeof(sub_prefix), "%s%s", path, path[0] ? "." : "");
@@ -342,31 +362,45 @@ static int load_section(struct lctx *lc, const struct zn_key_table *sec, void *o
 		const struct zn_key *k;
 		char kpath[320];
 
-		if (key->kind != ZN_DOC_SCALAR)
-			return zn_doc_fail(key, -EINVAL, "%s: keys must be scalars, found %s",
-					   root ? "the top level" : path, zn_doc_kind_name(key));
-		ZN_TRY(check_no_nul(key, "key"));
+		if (key->kind != ZN_DOC_SCALAR) {
+			keep_error(lc, zn_doc_fail(key, -EINVAL, "%s: keys must be scalars, found %s",
+						   root ? "the top level" : path,
+						   zn_doc_kind_name(key)));
+			continue;
+		}
+		if ((rc = check_no_nul(key, "key"))) {
+			keep_error(lc, rc);
+			continue;
+		}
 		k = zn_keys_find(sec, key->text);
 		if (!k && root) {
-			ZN_TRY(unknown_top_level(lc, key, val));
+			if ((rc = unknown_top_level(lc, key, val)))
+				keep_error(lc, rc);
 			continue;
 		}
 		if (!k) {
 			/* zn_keys_set words the "did you mean" message. */
 			rc = zn_keys_set(sec, obj, key->text, "");
-			return zn_doc_fail(key, rc ? rc : -ENOENT, "%s%s", prefix, zn_last_error());
+			keep_error(lc, zn_doc_fail(key, rc ? rc : -ENOENT, "%s%s", prefix,
+						   zn_last_error()));
+			continue;
 		}
 		snprintf(kpath, sizeof(kpath), "%s%s", sub_prefix, k->name);
 		/* A key and its alias both given: the same field twice, named
 		 * at the later one ("type", read first, has no alias). */
-		for (size_t j = 0; j < i; j++) {
+		bool twice = false;
+		for (size_t j = 0; j < i && !twice; j++) {
 			const struct zn_doc_node *prev = map->pairs[j].key;
-			if (prev->kind == ZN_DOC_SCALAR && zn_keys_find(sec, prev->text) == k)
-				return zn_doc_fail(key, -EINVAL,
-						   "%s: set twice, as '%s' (line %zu) and as '%s'; "
-						   "keep one",
-						   kpath, prev->text, prev->line, key->text);
+			if (prev->kind == ZN_DOC_SCALAR && zn_keys_find(sec, prev->text) == k) {
+				keep_error(lc, zn_doc_fail(key, -EINVAL,
+							   "%s: set twice, as '%s' (line %zu) and "
+							   "as '%s'; keep one",
+							   kpath, prev->text, prev->line, key->text));
+				twice = true;
+			}
 		}
+		if (twice)
+			continue;
 		if (si >= 0 && (size_t)(k - sec->keys) < 64)
 			lc->cfg->given[si] |= 1ull << (k - sec->keys);
 		if (k->deprecated && strcmp(key->text, k->deprecated) == 0) {
@@ -386,12 +420,19 @@ static int load_section(struct lctx *lc, const struct zn_key_table *sec, void *o
 		}
 		if (k->type == ZN_KEY_SECTION && val->kind == ZN_DOC_SCALAR && root &&
 		    strcmp(k->name, "zero_optimization") == 0) {
-			ZN_TRY(zero_bool(lc, lc->cfg, val));
+			if ((rc = zero_bool(lc, lc->cfg, val)))
+				keep_error(lc, rc);
 			continue;
 		}
 		if (k->type != ZN_KEY_SECTION) {
 			bool is_auto = false;
-			ZN_TRY(load_value(sec, obj, k, key->text, prefix, kpath, val, &is_auto));
+			if ((rc = load_value(sec, obj, k, key->text, prefix, kpath, val, &is_auto))) {
+				keep_error(lc, rc);
+				/* a type zinc cannot read: its parameters mean nothing */
+				if (strcmp(k->name, "type") == 0)
+					return 0;
+				continue;
+			}
 			if (is_auto && si >= 0 && (size_t)(k - sec->keys) < 64)
 				lc->cfg->autos[si] |= 1ull << (k - sec->keys);
 			report(lc, kpath, is_auto ? ZN_USE_AUTO : k->noop ? ZN_USE_NOOP : ZN_USE_READ,
@@ -401,16 +442,26 @@ static int load_section(struct lctx *lc, const struct zn_key_table *sec, void *o
 				add_noop(lc, kpath, zn_keys_format(k, obj, v, sizeof(v)), k->noop);
 			}
 			if (strcmp(k->name, "type") == 0 && sec->check_type &&
-			    (rc = sec->check_type(obj)))
-				return zn_doc_fail(val, rc, "%s%s", prefix, zn_last_error());
+			    (rc = sec->check_type(obj))) {
+				/* refused by its type: its parameters are not read */
+				keep_error(lc, zn_doc_fail(val, rc, "%s%s", prefix, zn_last_error()));
+				return 0;
+			}
 			continue;
 		}
-		if (k->flags & ZN_KEY_UNSUPPORTED)
-			return zn_doc_fail(key, -EINVAL, "%s: not supported yet (%s); remove it", kpath,
-					   k->help);
+		if (k->flags & ZN_KEY_UNSUPPORTED) {
+			keep_error(lc, zn_doc_fail(key, -EINVAL, "%s: not supported yet (%s); remove it",
+						   kpath, k->help));
+			continue;
+		}
 		report(lc, kpath, ZN_USE_READ, "a section");
-		ZN_TRY(load_section(lc, k->sub, (char *)obj + k->offset, sub_prefix, key, val));
+		if ((rc = load_section(lc, k->sub, (char *)obj + k->offset, sub_prefix, key, val)))
+			keep_error(lc, rc);
 	}
+	/* A section with an error is not checked as a whole: its values are
+	 * not all there. */
+	if (lc->nerr > nerr0)
+		return 0;
 
 	if (sec->resolve) {
 		rc = sec->resolve(obj);
@@ -487,7 +538,16 @@ static int load_root(struct lctx *lc, struct zn_doc *doc, struct zn_doc_node *ro
 				   "found %s",
 				   zn_doc_kind_name(root));
 	ZN_TRY(hoist_aio(lc, doc, root));
-	ZN_TRY(load_section(lc, &zn_config_key_table, cfg, "", NULL, root));
+	int rc = load_section(lc, &zn_config_key_table, cfg, "", NULL, root);
+	if (!rc && lc->nerr == 1)
+		rc = zn_error(lc->rc, "%s", lc->errs + 2); /* as it was said */
+	else if (!rc && lc->nerr > LC_ERRORS)
+		rc = zn_error(lc->rc, "%s: %u errors (the first %d):\n%s", lc->name, lc->nerr,
+			      LC_ERRORS, lc->errs);
+	else if (!rc && lc->nerr)
+		rc = zn_error(lc->rc, "%s: %u errors:\n%s", lc->name, lc->nerr, lc->errs);
+	if (rc)
+		return rc;
 	/* root_validate checked the batch rule; keep what it resolved. */
 	ZN_TRY(zn_config_resolve_batch(cfg, 1, &cfg->batch));
 	zn_config_resolve_links(cfg);
