@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "options.h"
+#include "zinc/train.h"
 #include "zinc/common.h"
 #include "zinc/keys.h"
 #include "zinc/configfile.h"
@@ -438,6 +439,11 @@ static int print_deepspeed_guide(struct zn_config *defaults)
 	       "are: they compress the gradients ranks exchange to 1 bit with error\n"
 	       "feedback, a saving in communication between GPUs that zinc's offload does\n"
 	       "not have.\n");
+	printf("\nOne placement DeepSpeed runs and zinc refuses: `offload_param` without\n"
+	       "`offload_optimizer` (DeepSpeed keeps the optimizer states on the GPUs then);\n"
+	       "zinc's trainer updates offloaded parameters with the CPU optimizer, so set\n"
+	       "`offload_optimizer.device` cpu (or nvme) beside it. `zinc config --check`\n"
+	       "and `zinc plan` refuse it as `zinc train` does.\n");
 
 	printf("\n### Defaults unlike DeepSpeed's\n\n"
 	       "zinc train prints the ones that apply to a run, once, at start-up\n"
@@ -522,6 +528,11 @@ static int check_file(const struct config_args *a)
 	if (zn_config_load_file_explain(path, a->sets, a->nsets, &cfg, a->keys ? print_use : NULL,
 					NULL)) {
 		fprintf(stderr, "zinc: %s\n", zn_last_error());
+		return 2;
+	}
+	/* What zinc train would refuse of it before its model and data. */
+	if (zn_trainer_check_config(&cfg)) {
+		fprintf(stderr, "zinc: %s: %s\n", path, zn_last_error());
 		return 2;
 	}
 	if (a->keys)

@@ -228,10 +228,7 @@ int zn_plan_compute_on(const struct zn_config *cfg, const struct zn_plan_machine
 	if (cfg->batch.micro_batch < 1 || cfg->batch.grad_accum < 1)
 		return zn_error(-EINVAL, "train_batch_size / train_micro_batch_size_per_gpu: give "
 					 "the batch size (DeepSpeed's keys)");
-	if (cfg->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE &&
-	    cfg->zero_optimization.stage != 3)
-		return zn_error(-EINVAL, "zero_optimization.offload_param needs stage 3");
-	if ((rc = zn_zero_check_optimizer(cfg)) || (rc = zn_plan_geom_of(cfg, &g)))
+	if ((rc = zn_zero_check_config(cfg)) || (rc = zn_plan_geom_of(cfg, &g)))
 		return rc;
 	rc = zn_plan_compute_geom(cfg, &g, m ? m : &here, p);
 	zn_plan_geom_free(&g);

@@ -18,15 +18,17 @@
 #include "zinc/checkpoint.h"
 #include "zinc/trace.h"
 
+/* What the trainer refuses of a config whatever its data and model (zinc
+ * config --check asks it too, so a file it passes trains): engine/zero's
+ * rules, which zinc plan asks as well. */
+int zn_trainer_check_config(const struct zn_config *c)
+{
+	return zn_zero_check_config(c);
+}
+
 static int check_supported(const struct zn_config *c, bool synthetic)
 {
-	bool po = c->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE;
-	if (po && c->zero_optimization.stage != 3)
-		return zn_error(-EINVAL, "zero_optimization.offload_param needs stage 3");
-	if (po && c->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE)
-		return zn_error(-EINVAL, "zero_optimization.offload_param: the trainer needs "
-					 "offload_optimizer.device cpu or nvme with it");
-	int rc = zn_zero_check_optimizer(c);
+	int rc = zn_trainer_check_config(c);
 	if (rc)
 		return rc;
 	if (!c->data.train[0] && !synthetic)

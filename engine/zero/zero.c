@@ -9,6 +9,17 @@
 #include "model/arch.h"
 #include "zero/zero.h"
 
+int zn_zero_check_config(const struct zn_config *c)
+{
+	bool po = c->zero_optimization.offload_param.device != ZN_OFFLOAD_NONE;
+	if (po && c->zero_optimization.stage != 3)
+		return zn_error(-EINVAL, "zero_optimization.offload_param needs stage 3");
+	if (po && c->zero_optimization.offload_optimizer.device == ZN_OFFLOAD_NONE)
+		return zn_error(-EINVAL, "zero_optimization.offload_param: the trainer needs "
+					 "offload_optimizer.device cpu or nvme with it");
+	return zn_zero_check_optimizer(c);
+}
+
 int zn_zero_check_optimizer(const struct zn_config *cfg)
 {
 	int opt = cfg->optimizer.type, where = cfg->zero_optimization.offload_optimizer.device;

@@ -88,6 +88,12 @@ struct zn_zero_rules {
 void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, int rank,
 			int world);
 
+/* The placements and optimizers the trainer runs, checked before a model
+ * or data is looked at: offload_param needs stage 3 and the optimizer off
+ * the device; zn_zero_check_optimizer.  The trainer, zinc plan and zinc
+ * config --check ask it.  0 or -EINVAL naming the key. */
+int zn_zero_check_config(const struct zn_config *cfg);
+
 /* Whether the configured optimizer can run where offload_optimizer puts
  * its states: Lamb and SGD only on the CPU optimizer (the device kernels
  * have Adam alone).  0 or -EINVAL saying why; the trainer and the plan ask

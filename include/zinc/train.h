@@ -88,6 +88,11 @@ struct zn_rank_memory {
 	uint64_t optimizer;   /* fp32 master, exp_avg, exp_avg_sq */
 };
 
+/* 0, or -EINVAL naming the key: what zn_trainer_create refuses of a config
+ * before it looks at its model and data (placements the trainer does not
+ * run, an optimizer where it cannot run).  `zinc config --check` asks it. */
+ZN_API int zn_trainer_check_config(const struct zn_config *cfg);
+
 /* Build everything a config asks for: device, kernels, model, parameters
  * (initialised, or from checkpoint.resume / model.from), optimizer state
  * and data.  `max_steps` sizes the LR schedule when total_num_steps is
