@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 /* Retries of a piece that keeps failing with EAGAIN/EINTR before the error
@@ -439,6 +440,23 @@ static int ring_setup(struct ring *r)
 			memset(&params, 0, sizeof(params));
 			params.flags = tries[i];
 			rc = io_uring_queue_init_params(entries, &r->uring, &params);
+		}
+		if (rc == -ENOMEM) {
+			/* Some kernels count a ring's memory against the
+			 * locked-memory limit of a process without CAP_IPC_LOCK:
+			 * at 0 not even a ring of 2 entries can be made, so
+			 * lowering the queue depth is no way out. */
+			struct rlimit rl = { 0, 0 };
+			getrlimit(RLIMIT_MEMLOCK, &rl);
+			if (rl.rlim_cur != RLIM_INFINITY)
+				return zn_error(rc, "cannot create an io_uring of %u entries: %s; the "
+						"locked-memory limit (ulimit -l) is %llu KiB and this "
+						"kernel counts io_uring's rings against it: raise it "
+						"(ulimit -l %llu or more; at least 16 KiB a ring, 48 "
+						"KiB at queue_depth 128), or lower aio.queue_depth",
+						entries, strerror(-rc),
+						(unsigned long long)rl.rlim_cur / 1024,
+						(unsigned long long)rl.rlim_cur / 1024 + 1024);
 		}
 		if (rc < 0)
 			return zn_error(rc, "cannot create an io_uring of %u entries: %s%s", entries,

@@ -214,21 +214,18 @@ int train_check_limits(const struct zn_config *cfg, const struct zn_plan *plan, 
 	}
 
 	/* Locked memory: page-locking the swap buffers falls back to
-	 * pageable ones (the plan warns), but where the kernel counts
-	 * io_uring's rings against this limit a ring cannot be made below it.
-	 * Raise the soft limit towards both; what is still short is said by
-	 * the plan (buffers) and the ring's creation (rings). */
+	 * pageable ones (the plan warns once), but where the kernel counts
+	 * io_uring's rings against this limit no ring can be made below it,
+	 * and the ring's creation refuses the run saying so.  Raise the soft
+	 * limit towards both first. */
 	if (rings && geteuid() != 0) {
 		uint64_t pinned = 0;
 		for (unsigned i = 0; plan && i < plan->ntiers; i++)
 			if (plan->tiers[i].kind == ZN_PLAN_PINNED)
 				pinned += plan->tiers[i].needed;
 		uint64_t ring = rings * ring_bytes(cfg->aio.queue_depth);
-		if (cover(RLIMIT_MEMLOCK, pinned + ring, &soft, &hard) &&
-		    cover(RLIMIT_MEMLOCK, ring, &soft, &hard) && soft < ring)
-			snprintf(msg, len, "the locked-memory limit (ulimit -l) is %s: if this kernel "
-				 "counts io_uring's rings against it, the run's %u rings need %s",
-				 fmt(soft, a, sizeof(a)), rings, fmt(ring, b, sizeof(b)));
+		if (cover(RLIMIT_MEMLOCK, pinned + ring, &soft, &hard))
+			(void)cover(RLIMIT_MEMLOCK, ring, &soft, &hard);
 	}
 	return 0;
 }
