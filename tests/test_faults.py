@@ -12,7 +12,7 @@ promises, each checked by breaking a run the way the world does.
     space, too small a file-size limit, no locked memory for io_uring --
     each a message naming the limit and the number the run needs, exit 2,
     never a hang (every run here has a timeout);
-  - a checkpoint directory without room for one checkpoint (a 1 MiB tmpfs
+  - a checkpoint directory without room for one checkpoint (a 256 KiB tmpfs
     in a private mount namespace) or that the user cannot write: refused
     before the first step.
 
@@ -299,17 +299,17 @@ def locked_memory_and_permissions_as_a_user(d):
 
 @t.test
 def a_checkpoint_directory_without_room_is_refused(d):
-    """checkpoint.dir on a 1 MiB tmpfs (a private mount namespace) cannot
-    hold one checkpoint of this model (about 2.6 MiB): refused before the
+    """checkpoint.dir on a 256 KiB tmpfs (a private mount namespace) cannot
+    hold one checkpoint of this model (about 570 KiB): refused before the
     first step, naming the directory, what is free and what one needs."""
     make_data(d)
     ck = os.path.join(d, "ck")
     os.mkdir(ck)
-    probe = run(["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=1m none "$1"', "sh", ck])
+    probe = run(["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=256k none "$1"', "sh", ck])
     if probe.returncode != 0:
         raise Skip("no private mount namespace here: %s" % probe.stderr.strip()[:80])
     cfg = config(d, "c.yaml", ck)
-    script = 'mount -t tmpfs -o size=1m none "$1" && shift && exec "$@"'
+    script = 'mount -t tmpfs -o size=256k none "$1" && shift && exec "$@"'
     p = run(["unshare", "-m", "sh", "-c", script, "sh", ck, ZINC, "train", cfg, "--max-steps",
              "2"])
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])

@@ -145,8 +145,9 @@ static uint64_t ring_bytes(uint32_t queue_depth)
 uint64_t train_checkpoint_bytes(uint64_t params)
 {
 	/* The model's files (at most fp32), master, exp_avg and exp_avg_sq in
-	 * fp32, and headers, metadata and the manifest. */
-	return params * (4 + 12) + (1 << 20);
+	 * fp32, and the safetensors headers, metadata and the manifest (a few
+	 * KiB for a GPT-2; 256 KiB is room for thousands of tensors' names). */
+	return params * (4 + 12) + (256 << 10);
 }
 
 int train_check_limits(const struct zn_config *cfg, const struct zn_plan *plan, uint64_t params,
