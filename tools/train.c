@@ -759,6 +759,15 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 	/* The last step, unless its checkpoint is written already: a step is
 	 * saved once. */
 	if (status == 0 && cfg.checkpoint.dir[0]) {
+		/* A save after a signal gets its own deadline: it may be the
+		 * run's first and take longer than any step (a large model's
+		 * states at 50 MB/s, a slow disk's pace, or four times the
+		 * slowest step with its save, at least a minute). */
+		if (interrupted) {
+			double need = (double)train_checkpoint_bytes(zn_trainer_num_params(t)) / 50e6;
+			need = need > 4 * slowest ? need : 4 * slowest;
+			alarm(need > 60 ? (unsigned)need + 1 : 60);
+		}
 		if (saved != zn_trainer_steps_done(t) && zn_trainer_save(t) != 0) {
 			fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
 			status = 1;
