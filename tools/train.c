@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "commands.h"
-#include "limits.h"
+#include "preflight.h"
 #include "options.h"
 #include "util.h"
 #include <cblas.h>

@@ -1,6 +1,6 @@
-/* The start-up checks of `zinc train` (tools/limits.c). */
-#ifndef ZN_TOOLS_LIMITS_H
-#define ZN_TOOLS_LIMITS_H
+/* The start-up checks of `zinc train` (tools/preflight.c). */
+#ifndef ZN_TOOLS_PREFLIGHT_H
+#define ZN_TOOLS_PREFLIGHT_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -25,7 +25,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "limits.h"
+#include "preflight.h"
 #include "zinc/common.h"
 
 /* Address space OpenBLAS maps for each thread that calls it, on the first
