@@ -208,9 +208,9 @@ int train_check_limits(const struct zn_config *cfg, const struct zn_plan *plan, 
 	if (fsize && cover(RLIMIT_FSIZE, fsize, &soft, &hard)) {
 		snprintf(msg, len, "the file-size limit (ulimit -f) is %s but this run writes files "
 			 "of up to %s (swap files, the optimizer's checkpoint file): raise it with "
-			 "`ulimit -f %" PRIu64 "` (blocks of 512 bytes in bash), or `ulimit -f "
+			 "`ulimit -f %" PRIu64 "` (KiB, as bash counts it), or `ulimit -f "
 			 "unlimited`", fmt(soft, a, sizeof(a)), fmt(fsize, b, sizeof(b)),
-			 (fsize + 511) / 512);
+			 (fsize + 1023) / 1024);
 		return -EFBIG;
 	}
 
