@@ -74,19 +74,31 @@ static uint64_t open_fds(void)
 	return n > 2 ? n - 2 : n; /* . and .. */
 }
 
-static uint64_t vm_size(void)
+/* Address space mapped now, less the large anonymous mappings: those are
+ * reservations that come and go with the limit itself (a malloc arena's
+ * 64 MiB, an OpenBLAS thread's buffer mapped early -- under a tight limit
+ * they fail and are retried or done without), and are counted apart
+ * below, so that the figure, and the advice built on it, does not depend
+ * on the limit it is compared with. */
+static uint64_t mapped_now(void)
 {
-	FILE *f = fopen("/proc/self/status", "re");
-	char line[256];
-	uint64_t kb = 0;
-	while (f && fgets(line, sizeof(line), f))
-		if (strncmp(line, "VmSize:", 7) == 0) {
-			kb = strtoull(line + 7, NULL, 10);
-			break;
-		}
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[4352];
+	uint64_t sum = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long long lo, hi, ino;
+		char perms[8], path[4096] = "";
+		if (sscanf(line, "%llx-%llx %7s %*s %*s %llu %4095s", &lo, &hi, perms, &ino,
+			   path) < 4)
+			continue;
+		const uint64_t n = hi - lo;
+		if (ino == 0 && path[0] != '[' && n >= (32ull << 20))
+			continue; /* anonymous and large */
+		sum += n;
+	}
 	if (f)
 		fclose(f);
-	return kb * 1024;
+	return sum;
 }
 
 /* Raise `res`'s soft limit to `need` when the hard one allows it.  0 when
@@ -184,14 +196,17 @@ int train_check_limits(const struct zn_config *cfg, const struct zn_plan *plan, 
 				 ? (uint64_t)st.rlim_cur : 8ull << 20;
 	uint64_t threads = 2ull * ncpu + rings + 8;
 	uint64_t blas = cfg->device.type == ZN_DEVICE_CPU ? (ncpu + 1ull) * BLAS_BUFFER_BYTES : 0;
-	uint64_t as = vm_size() + host_need(plan) + threads * (stack + 4096) + blas;
+	/* (and 64 MiB for what grows besides: the heap's small allocations,
+	 * the rings' mappings, the libraries' own) */
+	uint64_t as = mapped_now() + host_need(plan) + threads * (stack + 4096) + blas +
+		      (64ull << 20);
 	if (cover(RLIMIT_AS, as, &soft, &hard)) {
 		char d[32], e[32], f[32];
 		snprintf(msg, len, "the address-space limit (ulimit -v) is %s but this run needs "
 			 "about %s: %s mapped now, %s of host memory (zinc plan), %s for %" PRIu64
 			 " threads' stacks%s%s: raise it with `ulimit -v %" PRIu64 "` (KiB), or "
 			 "lower what the plan needs", fmt(soft, a, sizeof(a)), fmt(as, b, sizeof(b)),
-			 fmt(vm_size(), c, sizeof(c)), fmt(host_need(plan), d, sizeof(d)),
+			 fmt(mapped_now(), c, sizeof(c)), fmt(host_need(plan), d, sizeof(d)),
 			 fmt(threads * stack, e, sizeof(e)), threads,
 			 blas ? " and OpenBLAS's buffers of " : "", blas ? fmt(blas, f, sizeof(f)) : "",
 			 (as + 1023) / 1024);
