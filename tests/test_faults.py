@@ -277,9 +277,10 @@ def locked_memory_and_permissions_as_a_user(d):
     """As an unprivileged user: with no locked memory (ulimit -l 0) a
     kernel that counts io_uring's rings against it cannot make one, and
     the run says so, naming the limit (exit 2; where the kernel does not
-    count them, the run trains with unpinned buffers and one warning); a
-    checkpoint directory the user cannot write is refused before
-    training, naming it."""
+    count them, the run trains with unpinned buffers and one warning); with
+    room for the rings but not the swap buffers, it trains on unpinned
+    buffers with one warning; a checkpoint directory the user cannot write
+    is refused before training, naming it."""
     make_data(d)
     swap = os.path.join(d, "swap")
     os.mkdir(swap)
@@ -293,6 +294,17 @@ def locked_memory_and_permissions_as_a_user(d):
         assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
         assert "locked-memory limit (ulimit -l) is 0 KiB" in p.stderr, p.stderr
         assert "raise it" in p.stderr, p.stderr
+    # Room for the rings, not for the swap buffers: the run trains on
+    # unpinned buffers, saying so once (not once per pool and again for
+    # the fixed-buffer registration).
+    cfg = config(d, "memlock64k.yaml", os.path.join(d, "ck-memlock64k"), NVME.format(swap=swap))
+    os.chmod(cfg, 0o666)
+    p = train(cfg, 2, prefix=prefix + ["prlimit", "--memlock=%d" % (256 << 10)])
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    warnings = [x for x in p.stderr.splitlines()
+                if "warning" in x and ("memory plan" in x or "pin_memory" in x or
+                                       "buffer pool" in x)]
+    assert len(warnings) == 1 and "unpinned" in warnings[0], warnings
     ro = os.path.join(d, "readonly")
     os.mkdir(ro)
     os.chmod(ro, 0o555)
