@@ -126,10 +126,13 @@ def a_kill_at_each_call_of_a_save_resumes_bit_identically(d):
     swap = os.path.join(d, "swap")
     os.mkdir(swap)
     for name, extra in (("device", ""), ("nvme", NVME.format(swap=swap))):
-        kill_each_call_of_a_save(os.path.join(d, name), d, extra)
+        kills = kill_each_call_of_a_save(os.path.join(d, name), d, extra)
+        assert kills >= 30, (name, "the save was hardly aimed at", kills)
 
 
 def kill_each_call_of_a_save(d, data, extra):
+    """Kill a save at each of its calls and resume each (asserting as the
+    test says); the number of kills."""
     os.mkdir(d)
     os.symlink(os.path.join(data, "data"), os.path.join(d, "data"))
     # The run never killed: steps 1-6, saved at 2, 4 and 6.
@@ -201,6 +204,7 @@ def kill_each_call_of_a_save(d, data, extra):
                 assert s[key] == ref[step][key], (name, nth, step, key, s[key], ref[step][key])
         left = [x for x in os.listdir(ck) if ".tmp" in x]
         assert not left, (name, nth, "left behind", left)
+    return len(plan)
 
 
 @t.test
