@@ -3,6 +3,7 @@
 #include "zn_common.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 struct sink {
@@ -51,4 +52,10 @@ void zn_log(enum zn_log_level level, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	s.fn(level, msg, s.user);
+}
+
+bool zn_log_first(enum zn_once_topic topic)
+{
+	static atomic_bool said[ZN_ONCE_TOPICS];
+	return (unsigned)topic < ZN_ONCE_TOPICS && !atomic_exchange(&said[topic], true);
 }

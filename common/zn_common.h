@@ -44,6 +44,14 @@ void zn_log(enum zn_log_level level, const char *fmt, ...) ZN_PRINTF(2, 3);
 #define zn_info(...) zn_log(ZN_LOG_INFO, __VA_ARGS__)
 #define zn_debug(...) zn_log(ZN_LOG_DEBUG, __VA_ARGS__)
 
+/* One warning per cause and process: several modules meet the same limit
+ * (the memory plan and each buffer pool say that buffers go unpinned under
+ * RLIMIT_MEMLOCK), and the user needs to read it once.  True for the
+ * first call with `topic`, false after (thread-safe); the others log at
+ * info level. */
+enum zn_once_topic { ZN_ONCE_UNPINNED, ZN_ONCE_TOPICS };
+bool zn_log_first(enum zn_once_topic topic);
+
 /* Monotonic clock in nanoseconds. */
 static inline uint64_t zn_now_ns(void)
 {

@@ -29,6 +29,7 @@ struct zn_bufpool {
 	bool pinned;
 	bool cuda_registered;  /* cudaHostRegister, else mlock when pinned */
 	bool aio_registered;
+	bool over_memlock;     /* not pinned: the locked-memory limit is below it */
 	struct zn_aio *aio;
 	int numa_node;
 
@@ -101,15 +102,22 @@ static void pin(struct zn_bufpool *p)
 #endif
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
 	    rl.rlim_cur < p->bytes && geteuid() != 0) {
-		zn_warn("pin_memory: the locked-memory limit (ulimit -l) is %s, the buffer pool "
-			"needs %s; continuing with unpinned buffers (raise the limit, e.g. "
-			"`ulimit -l unlimited`, or set pin_memory: false to silence this)",
-			zn_format_size(rl.rlim_cur, lim, sizeof(lim)), sz);
+		zn_log(zn_log_first(ZN_ONCE_UNPINNED) ? ZN_LOG_WARN : ZN_LOG_INFO,
+		       "pin_memory: the locked-memory limit (ulimit -l) is %s, the buffer pool "
+		       "needs %s; continuing with unpinned buffers (raise the limit, e.g. "
+		       "`ulimit -l unlimited`, or set pin_memory: false to silence this)",
+		       zn_format_size(rl.rlim_cur, lim, sizeof(lim)), sz);
+		p->over_memlock = true;
 		return;
 	}
 	if (mlock(p->base, p->bytes) != 0) {
-		zn_warn("pin_memory: cannot lock %s of buffers (%s); continuing unpinned", sz,
-			strerror(errno));
+		/* ENOMEM: this pool with those locked before goes over the
+		 * limit -- the cause the user is told about once. */
+		int e = errno;
+		zn_log(e != ENOMEM || zn_log_first(ZN_ONCE_UNPINNED) ? ZN_LOG_WARN : ZN_LOG_INFO,
+		       "pin_memory: cannot lock %s of buffers (%s); continuing unpinned", sz,
+		       strerror(e));
+		p->over_memlock = e == ENOMEM;
 		return;
 	}
 	p->pinned = true;
@@ -164,10 +172,20 @@ struct zn_bufpool *zn_bufpool_create(const struct zn_bufpool_config *cfg, struct
 		memset(p->base, 0, p->bytes);
 	if (cfg->pin_memory)
 		pin(p);
-	if (aio) {
-		if (zn_aio_register_buffer(aio, p->base, p->bytes) != 0) {
-			/* Plain I/O still works; only the fixed-buffer fast path is lost. */
-			zn_warn("buffer pool: %s; using plain I/O", zn_last_error());
+	if (aio && p->over_memlock) {
+		/* Registering fixed buffers locks their pages under the same
+		 * limit: it cannot succeed, and the limit was said. */
+		zn_info("buffer pool: not registered as io_uring fixed buffers (over the "
+			"locked-memory limit); using plain I/O");
+	} else if (aio) {
+		int rrc = zn_aio_register_buffer(aio, p->base, p->bytes);
+		if (rrc != 0) {
+			/* Plain I/O still works; only the fixed-buffer fast path is
+			 * lost.  Over the locked-memory limit (-ENOMEM) it is the
+			 * limit the user is told about once. */
+			zn_log(rrc != -ENOMEM || zn_log_first(ZN_ONCE_UNPINNED) ? ZN_LOG_WARN
+										  : ZN_LOG_INFO,
+			       "buffer pool: %s; using plain I/O", zn_last_error());
 		} else {
 			p->aio = aio;
 			p->aio_registered = true;

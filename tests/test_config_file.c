@@ -1411,6 +1411,170 @@ static void test_deepspeed_spellings(void **state)
 }
 
 /* One disk per rank: the placeholders become the rank's numbers. */
+/* Each DeepSpeed key zinc honours, alone in a file with a value unlike
+ * its default and every other key's, lands in the field named here --
+ * written down independently of the key tables' offsets -- and nowhere
+ * else: the loaded config differs from the defaults' in that field's bytes
+ * only (and, for the two deprecated cpu_offload keys, the placement they
+ * stand for).  A key bound to a neighbour's field, or to a field of the
+ * same type in another section, passed every other test while both kept
+ * their defaults.  (The batch keys follow DeepSpeed's batch rule, which
+ * test_batch_rule covers.) */
+enum ds_kind { DS_U32, DS_U64, DS_DBL, DS_BOOL, DS_INT, DS_STR };
+struct ds_case {
+	const char *text;
+	size_t off, size;
+	enum ds_kind kind;
+	double num;          /* DS_U32, DS_U64, DS_DBL, DS_BOOL (0/1), DS_INT (an enum) */
+	const char *str;     /* DS_STR */
+	size_t off2, size2;  /* a second field the key sets (0, 0: none) */
+	const char *base;    /* the file without the key (NULL: empty), when the key
+			      * needs another (offload needs a ZeRO stage) */
+};
+#define F(field) offsetof(struct zn_config, field), sizeof(((struct zn_config *)0)->field)
+#define Z(field) F(zero_optimization.field)
+static const struct ds_case ds_cases[] = {
+	{ "gradient_clipping: 0.37", F(gradient_clipping), DS_DBL, 0.37, NULL, 0, 0, NULL },
+	{ "steps_per_print: 11", F(steps_per_print), DS_U64, 11, NULL, 0, 0, NULL },
+	{ "optimizer: {type: Adam}", F(optimizer.type), DS_INT, ZN_OPT_ADAM, NULL, 0, 0, NULL },
+	{ "optimizer: {params: {lr: 0.0123}}", F(optimizer.params.lr), DS_DBL, 0.0123, NULL, 0, 0, NULL },
+	{ "optimizer: {params: {eps: 1.3e-7}}", F(optimizer.params.eps), DS_DBL, 1.3e-7, NULL, 0, 0, NULL },
+	{ "optimizer: {params: {weight_decay: 0.047}}", F(optimizer.params.weight_decay), DS_DBL,
+	  0.047, NULL, 0, 0, NULL },
+	{ "optimizer: {params: {bias_correction: false}}", F(optimizer.params.bias_correction),
+	  DS_BOOL, 0, NULL, 0, 0, NULL },
+	{ "optimizer: {type: Adam, params: {adam_w_mode: false}}", F(optimizer.params.adam_w_mode),
+	  DS_BOOL, 0, NULL, F(optimizer.type), NULL },
+	{ "scheduler: {type: WarmupCosineLR}", F(scheduler.type), DS_INT, ZN_SCHED_WARMUP_COSINE_LR,
+	  NULL, 0, 0, NULL },
+	{ "scheduler: {params: {warmup_min_lr: 0.00017}}", F(scheduler.params.warmup_min_lr), DS_DBL,
+	  0.00017, NULL, 0, 0, NULL },
+	{ "scheduler: {params: {warmup_max_lr: 0.0029}}", F(scheduler.params.warmup_max_lr), DS_DBL,
+	  0.0029, NULL, 0, 0, NULL },
+	{ "scheduler: {params: {warmup_num_steps: 13}}", F(scheduler.params.warmup_num_steps),
+	  DS_U64, 13, NULL, 0, 0, NULL },
+	{ "scheduler: {params: {warmup_type: linear}}", F(scheduler.params.warmup_type), DS_INT,
+	  ZN_WARMUP_LINEAR, NULL, 0, 0, NULL },
+	{ "scheduler: {params: {total_num_steps: 17}}", F(scheduler.params.total_num_steps), DS_U64,
+	  17, NULL, 0, 0, NULL },
+	{ "scheduler: {params: {warmup_min_ratio: 0.019}}", F(scheduler.params.warmup_min_ratio),
+	  DS_DBL, 0.019, NULL, 0, 0, NULL },
+	{ "scheduler: {params: {cos_min_ratio: 0.023}}", F(scheduler.params.cos_min_ratio), DS_DBL,
+	  0.023, NULL, 0, 0, NULL },
+	{ "fp16: {enabled: true}", F(fp16.enabled), DS_BOOL, 1, NULL, 0, 0, NULL },
+	{ "fp16: {loss_scale: 29}", F(fp16.loss_scale), DS_DBL, 29, NULL, 0, 0, NULL },
+	{ "fp16: {initial_scale_power: 31}", F(fp16.initial_scale_power), DS_U32, 31, NULL, 0, 0, NULL },
+	{ "fp16: {loss_scale_window: 37}", F(fp16.loss_scale_window), DS_U32, 37, NULL, 0, 0, NULL },
+	{ "fp16: {hysteresis: 41}", F(fp16.hysteresis), DS_U32, 41, NULL, 0, 0, NULL },
+	{ "fp16: {consecutive_hysteresis: true}", F(fp16.consecutive_hysteresis), DS_BOOL, 1, NULL,
+	  0, 0, NULL },
+	{ "fp16: {min_loss_scale: 43}", F(fp16.min_loss_scale), DS_DBL, 43, NULL, 0, 0, NULL },
+	{ "bf16: {enabled: true}", F(bf16.enabled), DS_BOOL, 1, NULL, 0, 0, NULL },
+	{ "zero_optimization: {stage: 2}", Z(stage), DS_U32, 2, NULL, 0, 0, NULL },
+	{ "zero_optimization: {reduce_bucket_size: 47}", Z(reduce_bucket_size), DS_U64, 47, NULL,
+	  0, 0, NULL },
+	{ "zero_optimization: {allgather_bucket_size: 53}", Z(allgather_bucket_size), DS_U64, 53,
+	  NULL, 0, 0, NULL },
+	{ "zero_optimization: {overlap_comm: true}", Z(overlap_comm), DS_BOOL, 1, NULL, 0, 0, NULL },
+	{ "zero_optimization: {sub_group_size: 59}", Z(sub_group_size), DS_U64, 59, NULL, 0, 0, NULL },
+	{ "zero_optimization: {stage: 1, cpu_offload: true}", Z(cpu_offload), DS_BOOL, 1, NULL,
+	  Z(offload_optimizer.device), "zero_optimization: {stage: 1}" },
+	{ "zero_optimization: {stage: 3, cpu_offload_param: true}", Z(cpu_offload_param), DS_BOOL,
+	  1, NULL, Z(offload_param.device), "zero_optimization: {stage: 3}" },
+	{ "zero_optimization: {stage3_prefetch_bucket_size: 61}", Z(prefetch_bucket_size), DS_U64,
+	  61, NULL, 0, 0, NULL },
+	{ "zero_optimization: {stage3_param_persistence_threshold: 67}",
+	  Z(param_persistence_threshold), DS_U64, 67, NULL, 0, 0, NULL },
+	/* 0 keeps nothing resident: the persistence threshold becomes 0 too */
+	{ "zero_optimization: {stage3_model_persistence_threshold: 0}",
+	  Z(model_persistence_threshold), DS_U64, 0, NULL, Z(param_persistence_threshold), NULL },
+	{ "zero_optimization: {stage3_max_live_parameters: 71}", Z(max_live_parameters), DS_U64, 71,
+	  NULL, 0, 0, NULL },
+	{ "zero_optimization: {stage3_max_reuse_distance: 73}", Z(max_reuse_distance), DS_U64, 73,
+	  NULL, 0, 0, NULL },
+	/* (below stage 3 DeepSpeed ignores offload_param, and so does zinc) */
+	{ "zero_optimization: {stage: 3, offload_param: {device: cpu}}", Z(offload_param.device),
+	  DS_INT, ZN_OFFLOAD_CPU, NULL, 0, 0, "zero_optimization: {stage: 3}" },
+	{ "zero_optimization: {offload_param: {nvme_path: /p79}}", Z(offload_param.nvme_path),
+	  DS_STR, 0, "/p79", 0, 0, NULL },
+	{ "zero_optimization: {offload_param: {pin_memory: false}}", Z(offload_param.pin_memory),
+	  DS_BOOL, 0, NULL, 0, 0, NULL },
+	{ "zero_optimization: {offload_param: {buffer_count: 83}}", Z(offload_param.buffer_count),
+	  DS_U32, 83, NULL, 0, 0, NULL },
+	{ "zero_optimization: {offload_param: {buffer_size: 89}}", Z(offload_param.buffer_size),
+	  DS_U64, 89, NULL, 0, 0, NULL },
+	{ "zero_optimization: {offload_param: {max_in_cpu: 97}}", Z(offload_param.max_in_cpu),
+	  DS_U64, 97, NULL, 0, 0, NULL },
+	{ "zero_optimization: {stage: 1, offload_optimizer: {device: nvme, nvme_path: /n}}",
+	  Z(offload_optimizer.device), DS_INT, ZN_OFFLOAD_NVME, NULL, 0, 0,
+	  "zero_optimization: {stage: 1, offload_optimizer: {nvme_path: /n}}" },
+	{ "zero_optimization: {offload_optimizer: {nvme_path: /o101}}",
+	  Z(offload_optimizer.nvme_path), DS_STR, 0, "/o101", 0, 0, NULL },
+	{ "zero_optimization: {offload_optimizer: {pin_memory: false}}",
+	  Z(offload_optimizer.pin_memory), DS_BOOL, 0, NULL, 0, 0, NULL },
+	{ "zero_optimization: {offload_optimizer: {buffer_count: 103}}",
+	  Z(offload_optimizer.buffer_count), DS_U32, 103, NULL, 0, 0, NULL },
+	{ "zero_optimization: {offload_optimizer: {pipeline_read: true}}",
+	  Z(offload_optimizer.pipeline_read), DS_BOOL, 1, NULL, 0, 0, NULL },
+	{ "zero_optimization: {offload_optimizer: {pipeline_write: true}}",
+	  Z(offload_optimizer.pipeline_write), DS_BOOL, 1, NULL, 0, 0, NULL },
+	{ "activation_checkpointing: {enabled: true, cpu_checkpointing: true}",
+	  F(activation_checkpointing.cpu_checkpointing), DS_BOOL, 1, NULL, 0, 0,
+	  "activation_checkpointing: {enabled: true}" },
+	{ "activation_checkpointing: {profile: true}", F(activation_checkpointing.profile), DS_BOOL,
+	  1, NULL, 0, 0, NULL },
+	{ "data_types: {grad_accum_dtype: bf16}", F(data_types.grad_accum_dtype), DS_INT,
+	  ZN_GRAD_ACCUM_BF16, NULL, 0, 0, NULL },
+	{ "aio: {block_size: 4096}", F(aio.block_size), DS_U64, 4096, NULL, 0, 0, NULL },
+	{ "aio: {queue_depth: 107}", F(aio.queue_depth), DS_U32, 107, NULL, 0, 0, NULL },
+	{ "aio: {intra_op_parallelism: 109}", F(aio.intra_op_parallelism), DS_U32, 109, NULL, 0,
+	    0, NULL },
+	{ "aio: {single_submit: true}", F(aio.single_submit), DS_BOOL, 1, NULL, 0, 0, NULL },
+	{ "aio: {overlap_events: false}", F(aio.overlap_events), DS_BOOL, 0, NULL, 0, 0, NULL },
+};
+#undef F
+#undef Z
+
+static bool ds_field_is(const struct ds_case *k, const char *base)
+{
+	const char *p = base + k->off;
+	switch (k->kind) {
+	case DS_U32: return *(const uint32_t *)(const void *)p == (uint32_t)k->num;
+	case DS_U64: return *(const uint64_t *)(const void *)p == (uint64_t)k->num;
+	case DS_DBL: return *(const double *)(const void *)p == k->num;
+	case DS_BOOL: return *(const bool *)(const void *)p == (k->num != 0);
+	case DS_INT: return *(const int *)(const void *)p == (int)k->num;
+	case DS_STR: return strcmp(p, k->str) == 0;
+	}
+	return false;
+}
+
+static void test_each_deepspeed_key_lands_in_its_field(void **state)
+{
+	(void)state;
+	static struct zn_config def, c; /* large: not on the stack */
+	for (size_t i = 0; i < sizeof(ds_cases) / sizeof(ds_cases[0]); i++) {
+		const struct ds_case *k = &ds_cases[i];
+		if (load(k->base ? k->base : "", &def) != 0)
+			fail_msg("'%s': %s", k->base, zn_last_error());
+		if (load(k->text, &c) != 0)
+			fail_msg("'%s': %s", k->text, zn_last_error());
+		const char *a = (const char *)&def, *b = (const char *)&c;
+		if (!ds_field_is(k, b))
+			fail_msg("'%s' did not land in its field", k->text);
+		if (ds_field_is(k, a))
+			fail_msg("'%s': the test's value is the default", k->text);
+		/* (up to the record of which keys were given) */
+		for (size_t o = 0; o < offsetof(struct zn_config, given); o++) {
+			bool mine = (o >= k->off && o < k->off + k->size) ||
+				    (k->size2 && o >= k->off2 && o < k->off2 + k->size2);
+			if (!mine && a[o] != b[o])
+				fail_msg("'%s' also changed the config at byte %zu (its field is at "
+					 "%zu, %zu bytes)", k->text, o, k->off, k->size);
+		}
+	}
+}
+
 static void test_expand_rank(void **state)
 {
 	(void)state;
@@ -1467,6 +1631,7 @@ int main(void)
 		cmocka_unit_test(test_not_supported_yet),
 		cmocka_unit_test(test_unknown_nested_keys),
 		cmocka_unit_test(test_auto_values),
+		cmocka_unit_test(test_each_deepspeed_key_lands_in_its_field),
 		cmocka_unit_test(test_expand_rank),
 		cmocka_unit_test(test_hf_auto_rules),
 		cmocka_unit_test(test_deepspeed_spellings),

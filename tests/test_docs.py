@@ -105,10 +105,13 @@ def guarantees_name_tests_that_assert():
 
 
 def format_strings():
-    """Every string literal of the library's C sources, adjacent ones
-    joined, with printf conversions replaced by X."""
+    """Every string literal of the C sources that print what zinc says
+    (the engine's and the I/O engine's messages, the command's start-up
+    checks), adjacent ones joined, with printf conversions replaced by X."""
     out = []
-    for path in glob.glob(os.path.join(ROOT, "engine", "**", "*.c"), recursive=True):
+    paths = [p for part in ("engine", "aio", "tools")
+             for p in glob.glob(os.path.join(ROOT, part, "**", "*.c"), recursive=True)]
+    for path in paths:
         text = re.sub(r'"\s*\n\s*"', "", open(path).read())
         text = re.sub(r'"\s*PRI[diuxX](?:8|16|32|64)\s*"', "llu", text)  # "%" PRIu64 "
         for lit in re.findall(r'"((?:[^"\\\n]|\\.)*)"', text):

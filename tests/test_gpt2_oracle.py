@@ -181,5 +181,84 @@ checkpoint: {{dir: "{d}/ck"}}
     assert abs(loss - zinc_loss) <= 1e-5 * abs(loss), (zinc_loss, loss)
 
 
+def oracle_data(d, prefix):
+    """An unshuffled shard of a few words; its first window's tokens."""
+    zinc = os.environ.get("ZINC_BIN", "zinc")
+    import random
+    rng = random.Random(5)
+    with open(os.path.join(d, "t.txt"), "w") as f:
+        f.write(" ".join(rng.choice(["zinc", "swap", "adam", "nvme", "ring"])
+                         for _ in range(5000)))
+    r = subprocess.run([zinc, "prepare-data", "--out", os.path.join(d, "data"), "--prefix",
+                        prefix, os.path.join(d, "t.txt")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    b = open(os.path.join(d, "data", prefix + "_train_000000.bin"), "rb").read()
+    return torch.tensor(list(struct.unpack("<%dH" % (B * T + 1),
+                                           b[1024:1024 + 2 * (B * T + 1)])))
+
+
+@t.test
+def a_clipped_step_matches_clip_grad_norm_and_adamw(d):
+    """One step of `zinc train` with gradient_clipping active (max_norm far
+    below the norm) against torch: the norm it logs is
+    torch.nn.utils.clip_grad_norm_'s, and the parameters after the step are
+    those of clip_grad_norm_ then torch.optim.AdamW (weight decay on the
+    matrices, zinc's default rule).  Adam's first step divides the
+    gradient by its own magnitude, so the clip coefficient shows only next
+    to eps: eps is set to the size of the clipped gradients, where a
+    coefficient applied twice (or not at all) moves every element by a
+    large part of lr."""
+    zinc = os.environ.get("ZINC_BIN", "zinc")
+    toks = oracle_data(d, "c")
+    lr, wd, eps, max_norm = 1e-2, 0.1, 1e-4, 0.01
+
+    def run(name, lr_, clip):
+        cfg = os.path.join(d, name + ".yaml")
+        with open(cfg, "w") as f:
+            f.write(f"""train_micro_batch_size_per_gpu: {B}
+gradient_clipping: {clip}
+optimizer: {{type: AdamW, params: {{lr: {lr_}, eps: {eps}, weight_decay: {wd},
+             betas: [0.9, 0.999]}}}}
+model: {{n_layer: {L}, n_head: {NH}, n_embd: {C}, vocab_size: 256, seq_len: {T}}}
+data: {{train: "{d}/data/c_train_*.bin", shuffle: false, seed: 11}}
+checkpoint: {{dir: "{d}/ck-{name}"}}
+""")
+        jl = os.path.join(d, name + ".jsonl")
+        r = subprocess.run([zinc, "train", cfg, "--max-steps", "1", "--json-log", jl],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        latest = open(os.path.join(d, "ck-" + name, "latest")).read().strip()
+        return (hf_load(os.path.join(d, "ck-" + name, latest, "model.safetensors")),
+                json.loads(open(jl).readline()))
+
+    # lr 0 keeps the initial weights (the same seed starts both runs).
+    init, _ = run("init", 0, 0)
+    after, s = run("clipped", lr, max_norm)
+
+    p = {k: v.double().requires_grad_() for k, v in init.items()}
+    forward(p, toks[:-1].view(B, T), toks[1:].view(B, T), vocab=256).backward()
+    q = {k: v.clone().requires_grad_() for k, v in init.items()}  # fp32, as zinc
+    for k in q:
+        q[k].grad = p[k].grad.float()
+    norm = torch.nn.utils.clip_grad_norm_(list(q.values()), max_norm).item()
+    assert abs(s["grad_norm"] - norm) <= 1e-5 * norm, (s["grad_norm"], norm)
+    assert norm > 20 * max_norm, ("clipping is not active", norm)
+    clipped = max(q[k].grad.abs().max().item() for k in q)
+    assert eps / 100 < clipped < 100 * eps, ("eps is not near the clipped gradients", clipped)
+    decay = [q[k] for k in q if q[k].dim() == 2]
+    rest = [q[k] for k in q if q[k].dim() != 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd},
+                             {"params": rest, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.999), eps=eps)
+    opt.step()
+    # Every element to 1e-3 of lr: a coefficient applied twice moves them
+    # by up to lr (g / (|g| + eps) with g 30 times smaller).
+    worst = max(((after[k].double() - q[k].detach().double()).abs().max().item() / lr, k)
+                for k in q)
+    assert worst[0] <= 1e-3, f"{worst[1]} after the clipped step off by {worst[0]:.2e} lr"
+    print(f"# norm {s['grad_norm']:.6f} vs {norm:.6f}; clipped to {max_norm}; worst "
+          f"parameter {worst[1]} {worst[0]:.1e} lr")
+
+
 if __name__ == "__main__":
     sys.exit(t.main())

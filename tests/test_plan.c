@@ -337,6 +337,98 @@ static void test_mixed_placement(void **state)
 	assert_non_null(strstr(tier(&plan, "pageable host")->note, "max_in_cpu"));
 }
 
+/* Stage 3 with the parameters and the optimizer states on NVMe and the
+ * small tensors resident (a persistence threshold above 0): every tier's
+ * items from the tensor list, walked here as the trainer places them, so
+ * that an item counted twice -- a resident tensor's home on NVMe as well,
+ * the overlapped update's staging for offloaded tensors too, a pool sized
+ * by the largest tensor instead of the largest offloaded one -- is seen. */
+static void test_nvme_with_resident_tensors(void **state)
+{
+	(void)state;
+	struct zn_config c;
+	base_config(&c);
+	struct zn_zero_config *z = &c.zero_optimization;
+	z->stage = 3;
+	z->sub_group_size = 5000;
+	z->param_persistence_threshold = 200;
+	z->offload_param.device = ZN_OFFLOAD_NVME;
+	z->offload_param.max_in_cpu = 0;
+	z->offload_optimizer.device = ZN_OFFLOAD_NVME;
+	z->offload_optimizer.pipeline_read = true;
+	z->offload_optimizer.buffer_count = 5;
+	z->offload_optimizer.gradients = ZN_OFFLOAD_GRADS_HOST;
+	snprintf(z->offload_param.nvme_path, ZN_NVME_PATH_MAX, "%s", tu_scratch_dir());
+	snprintf(z->offload_optimizer.nvme_path, ZN_NVME_PATH_MAX, "%s", tu_scratch_dir());
+	struct zn_gpt2_config m = { .n_layer = 2, .n_head = 2, .n_embd = 40, .vocab_size = 300,
+				    .max_seq_len = 24 };
+	assert_int_equal(zn_gpt2_config_check(&m), 0);
+	uint64_t P = 0, res_elems = 0, res_dev = 0, homes = 0, off_largest = 0;
+	uint64_t per_layer[4] = { 0 };
+	for (unsigned l = 0; l < zn_gpt2_layers(&m); l++) {
+		struct zn_param_desc d[ZN_GPT2_BLOCK_TENSORS];
+		unsigned n = zn_gpt2_layer_params(&m, l, d, ZN_GPT2_BLOCK_TENSORS);
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t e = d[i].numel;
+			P += e;
+			if (e < 200) { /* resident: parameters and gradients on the device */
+				res_elems += e;
+				res_dev += A256(4 * e);
+				continue;
+			}
+			per_layer[l] += A256(4 * e);
+			homes += A4K(4 * e); /* fp32 training: fp32 homes */
+			off_largest = e > off_largest ? e : off_largest;
+		}
+	}
+	assert_true(res_elems > 0 && homes > 0);
+	assert_int_equal(zn_plan_compute(&c, &plan), 0);
+	assert_int_equal(plan.params, P);
+
+	/* NVMe: every sub-group's master, m and v (ceil(P / 5000) groups and
+	 * the 5 slots pipeline_read takes), and a home per offloaded tensor
+	 * only. */
+	assert_int_equal(plan.ntiers, 4);
+	const struct zn_plan_tier *nv = &plan.tiers[3];
+	const uint64_t groups = (P + 4999) / 5000;
+	const uint64_t opt = (groups + 5) * 3 * A4K(4 * 5000);
+	assert_int_equal(nv->nitems, 2);
+	assert_int_equal(nv->items[0].bytes, A4K(opt));
+	assert_int_equal(nv->items[1].bytes, homes);
+	assert_int_equal(nv->needed, A4K(opt) + homes);
+
+	/* Pinned: the optimizer swapper's 5 slots, the parameter pool's 5
+	 * buffers of the largest offloaded tensor (resident ones never pass
+	 * through it). */
+	assert_int_equal(tier(&plan, "pinned host")->needed,
+			 5 * 3 * A4K(4 * 5000) + 5 * A4K(4 * off_largest));
+
+	/* Device: the resident tensors' parameters and gradients, the layers
+	 * in use (the embedding's and the classifier's, or the first and a
+	 * block prefetched), the batch, the activations. */
+	const struct zn_plan_tier *dev = tier(&plan, "device");
+	uint64_t blk = per_layer[1] > per_layer[2] ? per_layer[1] : per_layer[2];
+	uint64_t in_use = 2 * (per_layer[0] + per_layer[3]);
+	if (per_layer[0] + 2 * blk > in_use)
+		in_use = per_layer[0] + 2 * blk;
+	assert_int_equal(dev->needed,
+			 2 * res_dev + in_use + 2 * A256(4 * 3 * 24) + activations(&c, NULL));
+	assert_int_equal(item_sum(dev), dev->needed);
+
+	/* Pageable: an fp32 gradient accumulator per parameter, the
+	 * overlapped update's new values of the resident tensors alone, the
+	 * batch, and the cpu backend's device and scratch. */
+	const struct zn_plan_tier *pag = tier(&plan, "pageable host");
+	assert_int_equal(pag->needed, 4 * P + 4 * res_elems + 12 * 3 * 24 + dev->needed +
+					      kernel_ws(&c));
+	assert_int_equal(item_sum(pag), pag->needed);
+	bool staged = false;
+	for (unsigned i = 0; i < pag->nitems; i++)
+		staged |= strstr(pag->items[i].name, "overlapped update") &&
+			  pag->items[i].bytes == 4 * res_elems;
+	assert_true(staged);
+}
+
 static void test_bad_paths_name_the_key(void **state)
 {
 	(void)state;
@@ -883,6 +975,7 @@ int main(void)
 		cmocka_unit_test(test_resident_tiers),
 		cmocka_unit_test(test_offloaded_parameters_on_nvme),
 		cmocka_unit_test(test_mixed_placement),
+		cmocka_unit_test(test_nvme_with_resident_tensors),
 		cmocka_unit_test(test_bad_paths_name_the_key),
 		cmocka_unit_test(test_device_short_and_suggestions),
 		cmocka_unit_test(test_machine_parse),

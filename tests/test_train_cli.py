@@ -667,9 +667,10 @@ def offload_faults_are_clear(d):
 def filesystem_faults_in_a_mount_namespace(d):
     """Faults that need a filesystem of their own (a private mount namespace,
     root): ramfs has no O_DIRECT -- buffered I/O with a warning, and training
-    works; a full disk under the checkpoint directory (a 1 MiB tmpfs) fails
-    the run saying so, the last checkpoint stays as it was, and training
-    resumes from it."""
+    works; a disk under the checkpoint directory (a 2 MiB tmpfs) that fills
+    up after the start-up check (which refuses a directory without room for
+    one checkpoint: tests/test_faults.py) fails the save saying so, the last
+    checkpoint stays as it was, and training resumes from it."""
     ram = os.path.join(d, "ram")
     os.mkdir(ram)
     mount = 'mount -t ramfs none "$1" && shift && exec "$@"'
@@ -692,11 +693,18 @@ def filesystem_faults_in_a_mount_namespace(d):
     again = config(d, "full2.yaml", ck, resume=True, extra=nvme % (swap, "", swap))
     out = os.path.join(d, "seen")
     script = """
-mount -t tmpfs -o size=1m none "$CK" || exit 90
+mount -t tmpfs -o size=2m none "$CK" || exit 90
 "$ZINC" train "$FIRST" --max-steps 2 > "$OUT.1" 2>&1 || exit 91
 cp -a "$CK" "$OUT.before"
-"$ZINC" train "$AGAIN" --max-steps 4 > "$OUT.2" 2>&1
+"$ZINC" train "$AGAIN" --max-steps 4 --set gradient_accumulation_steps=200 > "$OUT.2" 2>&1 &
+pid=$!
+# Trained past the start-up checks (the summary is out): fill the disk.
+n=0
+while ! grep -q "^device:" "$OUT.2" && [ $n -lt 600 ]; do sleep 0.05; n=$((n + 1)); done
+dd if=/dev/zero of="$CK/ballast" bs=4k 2>/dev/null
+wait $pid
 echo $? > "$OUT.rc"
+rm -f "$CK/ballast"
 cp -a "$CK" "$OUT.after"
 "$ZINC" train "$AGAIN" --max-steps 3 > "$OUT.3" 2>&1
 true
@@ -709,8 +717,7 @@ true
     second = open(out + ".2").read()
     assert open(out + ".rc").read().strip() != "0", second
     assert "No space left on device" in second, second
-    # It resumes from the intact checkpoint (whose own save then meets the
-    # same full disk).
+    # It resumes from the intact checkpoint.
     third = open(out + ".3").read()
     assert "resumed" in third and "step      3/3" in third, third
 

@@ -21,6 +21,9 @@ PKGS="$PKGS openmpi-bin libopenmpi-dev"
 PKGS="$PKGS clang"
 # PyTorch, the oracle the CPU optimizers are checked against (suite oracle).
 PKGS="$PKGS python3-torch"
+# strace: the fault suite kills a save at each of its system calls (suite
+# slow, tests/test_faults.py); util-linux's prlimit and setpriv, there too.
+PKGS="$PKGS strace util-linux"
 
 missing=""
 for p in $PKGS; do

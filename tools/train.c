@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "preflight.h"
 #include "options.h"
 #include "util.h"
 #include <cblas.h>
@@ -81,15 +82,33 @@ static volatile sig_atomic_t abort_len;
  * second one stops at once (a long step -- a large model's, or many
  * micro-batches -- must not hold the user), the last complete checkpoint
  * intact: saves are written aside and renamed into place. */
+static void stop_at_once(void)
+{
+	if (abort_len > 0 && write(STDERR_FILENO, abort_msg, (size_t)abort_len) < 0)
+		abort_len = 0;
+	_exit(130);
+}
+
+/* Seconds the step in progress and its save get after the first signal
+ * before the process stops at once (SIGALRM): a step that cannot end --
+ * a thread stuck in a library that never returns, as OpenBLAS's allocator
+ * retrying a failed mmap for ever -- must not make SIGTERM a no-op.  Four
+ * times the slowest step and save seen, at least a minute; five minutes
+ * before the first step has ended. */
+static volatile sig_atomic_t grace_s = 300;
+
 static void on_signal(int sig)
 {
-	(void)sig;
-	if (interrupted) {
-		if (abort_len > 0 && write(STDERR_FILENO, abort_msg, (size_t)abort_len) < 0)
+	if (sig == SIGALRM) {
+		static const char m[] = "\nzinc train: what was in progress did not end in time; ";
+		if (write(STDERR_FILENO, m, sizeof(m) - 1) < 0)
 			abort_len = 0;
-		_exit(130);
+		stop_at_once();
 	}
+	if (interrupted)
+		stop_at_once();
 	interrupted = 1;
+	alarm((unsigned)grace_s);
 }
 
 static void set_abort_msg(const char *dir, uint64_t step)
@@ -512,7 +531,19 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 						tr->kind == ZN_PLAN_NVME ? tr->name : "");
 		}
 	}
+	/* The process's limits against the run (a soft one is raised where
+	 * the hard one allows): said now, not as a hang in OpenBLAS's
+	 * allocator or an EMFILE in a save hours later. */
+	char why[2048];
+	int lrc = train_check_limits(&cfg, plan && plan->ntiers ? plan : NULL,
+				     plan ? plan->params : 0, why, sizeof(why));
 	free(plan);
+	if (lrc) {
+		fprintf(stderr, "zinc train: %s%s\n", who, why);
+		return 2;
+	}
+	if (why[0])
+		fprintf(stderr, "zinc train: %swarning: %s\n", who, why);
 	uint64_t max_steps = a.max_steps ? a.max_steps : cfg.scheduler.params.total_num_steps;
 	if (!max_steps) {
 		fprintf(stderr, "zinc train: how many steps? give --max-steps N or "
@@ -544,6 +575,18 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 		return 2;
 	}
 	t_load = tool_now_s() - t_load;
+	/* Room for one more checkpoint, asked once the swap files are made
+	 * (they may share the disk): a full disk is said before training,
+	 * not by a save that fails after it. */
+	if (rank == 0 && cfg.checkpoint.dir[0] &&
+	    train_check_space(cfg.checkpoint.dir,
+			      train_checkpoint_bytes(zn_trainer_num_params(t)), why, sizeof(why))) {
+		fprintf(stderr, "zinc train: %s\n", why);
+		zn_trainer_destroy(t);
+		if (jl)
+			fclose(jl);
+		return 2;
+	}
 	/* Every rank records its own trace: FILE, and FILE.rank-R for R > 0. */
 	char trace_path[4096] = "";
 	if (a.trace)
@@ -555,6 +598,7 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 	set_abort_msg(cfg.checkpoint.dir, cfg.checkpoint.dir[0] ? zn_trainer_steps_done(t) : 0);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGALRM, &sa, NULL);
 	/* A file-size limit makes writes fail with EFBIG, reported, instead
 	 * of killing the process without a word. */
 	signal(SIGXFSZ, SIG_IGN);
@@ -626,8 +670,10 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 	uint64_t saved = first; /* the step whose checkpoint is on disk (a resumed one's) */
 	int status = 0;
 	bool stop = false;
+	double slowest = 0;
 	while (zn_trainer_steps_done(t) < max_steps && !stop) {
 		struct zn_step_info s;
+		double t_step = tool_now_s();
 		if (zn_trainer_step(t, &s) != 0) {
 			fprintf(stderr, "%szinc train: %s%s\n", tty ? "\r\033[K" : "", who,
 				zn_last_error());
@@ -699,6 +745,11 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 			saved = s.step;
 			set_abort_msg(cfg.checkpoint.dir, saved);
 		}
+		t_step = tool_now_s() - t_step;
+		if (t_step > slowest) {
+			slowest = t_step;
+			grace_s = (sig_atomic_t)(slowest * 4 > 60 ? slowest * 4 + 1 : 60);
+		}
 		/* Ranks stop together: one interrupted rank stops them all after
 		 * the same step. */
 		if (zn_trainer_any(t, interrupted, &stop) != 0) {
@@ -712,6 +763,15 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 	/* The last step, unless its checkpoint is written already: a step is
 	 * saved once. */
 	if (status == 0 && cfg.checkpoint.dir[0]) {
+		/* A save after a signal gets its own deadline: it may be the
+		 * run's first and take longer than any step (a large model's
+		 * states at 50 MB/s, a slow disk's pace, or four times the
+		 * slowest step with its save, at least a minute). */
+		if (interrupted) {
+			double need = (double)train_checkpoint_bytes(zn_trainer_num_params(t)) / 50e6;
+			need = need > 4 * slowest ? need : 4 * slowest;
+			alarm(need > 60 ? (unsigned)need + 1 : 60);
+		}
 		if (saved != zn_trainer_steps_done(t) && zn_trainer_save(t) != 0) {
 			fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
 			status = 1;
@@ -733,7 +793,20 @@ static int train_ranks(struct zn_config *cfg_in, const struct train_args *args, 
 		fprintf(stderr, "zinc train: %s%s\n", who, zn_last_error());
 		status = status ? status : 1;
 	}
+	/* After a failed step a thread of the trainer may be stuck where it
+	 * failed (inside OpenBLAS, say); destroying the trainer joins them.
+	 * What the run leaves on disk is complete by now (a checkpoint is
+	 * committed whole or not at all), so a teardown that does not end
+	 * within a minute is cut short rather than left hanging. */
+	fflush(NULL);
+	if (status) {
+		grace_s = 60;
+		set_abort_msg(cfg.checkpoint.dir, cfg.checkpoint.dir[0] ? saved : 0);
+		interrupted = 1;
+		alarm(60);
+	}
 	zn_trainer_destroy(t);
+	alarm(0);
 	zn_trace_destroy(trace);
 	return status;
 }

@@ -1,6 +1,7 @@
 /* zinc — the command: one binary, one subcommand per job. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "zinc/common.h"
@@ -56,8 +57,18 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "--version") == 0)
 		return cmd_version(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		if (strcmp(argv[1], commands[i].name) == 0)
-			return commands[i].run(argc - 1, argv + 1);
+		if (strcmp(argv[1], commands[i].name) == 0) {
+			int rc = commands[i].run(argc - 1, argv + 1);
+			/* A command that failed has said why and released what it
+			 * holds; it ends here, without the libraries' exit-time
+			 * destructors: OpenBLAS's joins its threads, and one left
+			 * inside its allocator (which retries a failed mmap for
+			 * ever) would hang the exit after the message. */
+			fflush(NULL);
+			if (rc != 0)
+				_exit(rc);
+			return rc;
+		}
 	fprintf(stderr, "zinc: unknown command '%s'; run `zinc --help` for the list\n", argv[1]);
 	return 2;
 }

@@ -1,10 +1,11 @@
 /* Training data: llm.c token shards, memory-mapped (see include/zinc/data.h
  * for the format, the window rule, the order and the splits).
  *
- * Every shard is checked when the loader opens (header, size, length), so a
- * bad file fails before the first step rather than hours into a run; tokens
- * are checked against the vocabulary as their window is served, so opening a
- * large data set never reads it whole.
+ * Every shard is checked when the loader opens (header, size, length, and
+ * every token against the vocabulary), so a bad file fails before the first
+ * step rather than hours into a run, naming the shard and the position.
+ * Windows are checked again as they are served (cheap: one window), which
+ * guards a shard changed on disk while mapped.
  */
 #include "zinc/data.h"
 
@@ -194,6 +195,13 @@ out:
 }
 
 /* Open, check and map one shard.  Fills s (path already set). */
+static inline uint32_t tok_at(const struct shard *s, uint64_t j)
+{
+	return s->width == 2 ? ((const uint16_t *)s->tok)[j] : ((const uint32_t *)s->tok)[j];
+}
+
+static int check_tokens(const struct zn_data *d, const struct shard *s);
+
 static int map_shard(struct zn_data *d, struct shard *s)
 {
 	int32_t h[ZN_DATA_HEADER_INTS];
@@ -285,6 +293,9 @@ static int map_shard(struct zn_data *d, struct shard *s)
 		goto out;
 	}
 	s->tok = (const char *)s->map + ZN_DATA_HEADER_BYTES;
+	err = check_tokens(d, s);
+	if (err)
+		goto out;
 	err = map_mask(s);
 	if (err)
 		goto out;
@@ -320,6 +331,49 @@ static int map_shard(struct zn_data *d, struct shard *s)
 out:
 	close(fd);
 	return err;
+}
+
+/* Every token of shard s below the vocabulary (or, for uint32 tokens
+ * without one, below 2^31, the int32 batch's range): a bad id is named by
+ * its shard and position when the loader opens, not when its window comes
+ * up, steps or hours into a run.  The scan reads the shard once, at memory
+ * speed from the page cache (about 10 GB/s here) or the disk's; it takes
+ * the maximum of each block of tokens, a loop the compiler vectorizes,
+ * and looks for the first bad token only in a block that has one. */
+static int check_tokens(const struct zn_data *d, const struct shard *s)
+{
+	const uint64_t limit = d->opt.vocab_size ? d->opt.vocab_size : (uint64_t)INT32_MAX + 1;
+	if (!d->opt.vocab_size && s->width != 4)
+		return 0;
+	enum { BLOCK = 1 << 14 };
+	for (uint64_t j0 = 0; j0 < s->ntok; j0 += BLOCK) {
+		uint64_t n = s->ntok - j0 < BLOCK ? s->ntok - j0 : BLOCK;
+		uint32_t mx = 0;
+		if (s->width == 2) {
+			const uint16_t *t = (const uint16_t *)s->tok + j0;
+			uint16_t m = 0;
+			for (uint64_t i = 0; i < n; i++)
+				m = t[i] > m ? t[i] : m;
+			mx = m;
+		} else {
+			const uint32_t *t = (const uint32_t *)s->tok + j0;
+			for (uint64_t i = 0; i < n; i++)
+				mx = t[i] > mx ? t[i] : mx;
+		}
+		if (mx < limit)
+			continue;
+		for (uint64_t i = 0; i < n; i++) {
+			uint32_t t = tok_at(s, j0 + i);
+			if (t >= limit)
+				return zn_error(-ERANGE, "data shard %s: token %u at index %llu is "
+						">= %s %llu: the shard was made with another "
+						"tokenizer, or the model's vocab_size is too small",
+						s->path, t, (unsigned long long)(j0 + i),
+						d->opt.vocab_size ? "vocab_size" : "2^31 (int32 ids),",
+						(unsigned long long)limit);
+		}
+	}
+	return 0;
 }
 
 static const char *split_name(enum zn_data_split s)
@@ -531,10 +585,6 @@ static void advance(struct zn_data *d, uint64_t n)
 }
 
 /* Token j of a shard (either width). */
-static inline uint32_t tok_at(const struct shard *s, uint64_t j)
-{
-	return s->width == 2 ? ((const uint16_t *)s->tok)[j] : ((const uint32_t *)s->tok)[j];
-}
 
 /* The window the position points at, checked against the vocabulary, and
  * its loss mask (checked) when asked for and the shard has one. */

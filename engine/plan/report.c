@@ -142,10 +142,11 @@ int zn_plan_check(const struct zn_config *cfg, char *report, size_t len)
 	for (unsigned i = 0; i < p->ntiers; i++) {
 		const struct zn_plan_tier *t = &p->tiers[i];
 		if (!t->hard && !t->fits)
-			zn_warn("memory plan: %s needs %s but %s allows %s; the buffers that cannot "
-				"be page-locked are used unpinned (slower transfers)",
-				t->name, zn_plan_size(t->needed, a), t->source,
-				zn_plan_size(t->available, b));
+			zn_log(zn_log_first(ZN_ONCE_UNPINNED) ? ZN_LOG_WARN : ZN_LOG_INFO,
+			       "memory plan: %s needs %s but %s allows %s; the buffers that cannot "
+			       "be page-locked are used unpinned (slower transfers)",
+			       t->name, zn_plan_size(t->needed, a), t->source,
+			       zn_plan_size(t->available, b));
 	}
 	if (zn_plan_fits(p)) {
 		free(p);

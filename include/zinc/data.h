@@ -119,8 +119,10 @@ struct zn_data;
  * naming the file: no match, unreadable, not an llm.c token shard (bad
  * magic), unsupported version, token count not matching the file size,
  * shard shorter than one window, no window in the asked split, and the same
- * for a loss-mask sidecar (magic, version, token count, size).  Tokens are
- * checked against vocab_size as windows are served.  NULL on failure. */
+ * for a loss-mask sidecar (magic, version, token count, size), and every
+ * token against vocab_size (uint32 tokens without one against 2^31),
+ * naming the shard and the token's index: each shard is read once here.
+ * NULL on failure. */
 ZN_API struct zn_data *zn_data_open(const struct zn_data_options *opt);
 ZN_API void zn_data_close(struct zn_data *d);
 

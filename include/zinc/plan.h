@@ -182,7 +182,9 @@ ZN_API int zn_plan_format(const struct zn_plan *p, char *buf, size_t len);
 
 /* The check `zinc train` runs before training: zn_plan_compute, then
  * zn_plan_fits.  Returns 0 when the configuration fits (a pinned-host
- * shortfall is logged as a warning), -ENOMEM when it does not (the last
+ * shortfall is logged as a warning, the process's one about unpinned
+ * buffers: the buffer pools that then fall back log theirs as info),
+ * -ENOMEM when it does not (the last
  * error says which tiers are short; `report`, if not NULL, gets the
  * zn_plan_format report with the suggestions), or zn_plan_compute's error
  * for a config that cannot be planned (`report` gets ""). */

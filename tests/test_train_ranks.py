@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""`zinc train` on two ranks over the tcp comm (torchrun's variables, two
+processes on 127.0.0.1: no MPI needed, suite unit) against one rank with
+twice the gradient accumulation: the two runs see the same micro-batches
+each step (tests/test_train_mpi.py says why), so the global gradient norm
+must be the same -- every rank's part summed once over the ranks.  A norm
+taken over one rank's part alone, or a replica counted on each rank, is
+off by about sqrt(2); with gradient_clipping below the norm the clip
+coefficient and so the losses follow it, which is checked too.
+
+TAP output.  Needs $ZINC_BIN and $ZINC_TEST_DIR.
+"""
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tap import TapRunner  # noqa: E402
+
+ZINC = os.environ.get("ZINC_BIN", "zinc")
+t = TapRunner(scratch=True)
+
+CONFIG = """
+train_micro_batch_size_per_gpu: 4
+gradient_accumulation_steps: {acc}
+gradient_clipping: 0.5
+optimizer: {{type: AdamW, params: {{lr: 0.003, betas: [0.9, 0.95], weight_decay: 0.1}}}}
+scheduler: {{type: WarmupDecayLR, params: {{warmup_max_lr: 0.003, warmup_num_steps: 2,
+             total_num_steps: 20, warmup_type: linear}}}}
+model: {{n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 256, seq_len: 32}}
+data: {{train: "{d}/data/t_train_*.bin", seed: 7}}
+zero_optimization: {zero}
+"""
+
+# Stage 1 and 2 partition the optimizer states and the gradients; stage 3
+# with host homes the parameters too (bit-identical to one rank there).
+PLACEMENTS = {
+    "s1": ("{stage: 1, offload_optimizer: {device: cpu}}", 1e-6),
+    "s2": ("{stage: 2, offload_optimizer: {device: cpu}}", 1e-6),
+    "s3": ("{stage: 3, stage3_param_persistence_threshold: 0, offload_param: "
+           "{device: cpu}, offload_optimizer: {device: cpu}}", 0.0),
+}
+
+
+def make_data(d):
+    rng = random.Random(3)
+    words = ["zinc", "offload", "tensor", "adam", "swap", "nvme", "ring", "page"]
+    with open(os.path.join(d, "text.txt"), "w") as f:
+        f.write(" ".join(rng.choice(words) for _ in range(20000)))
+    p = subprocess.run([ZINC, "prepare-data", "--out", os.path.join(d, "data"), "--prefix", "t",
+                        "--val-fraction", "0.1", os.path.join(d, "text.txt")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env():
+    env = dict(os.environ)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+              "MASTER_PORT", "OMPI_COMM_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "PMI_SIZE"):
+        env.pop(k, None)
+    return env
+
+
+def run(d, name, zero, ranks, steps=5):
+    cfg = os.path.join(d, name + ".yaml")
+    with open(cfg, "w") as f:
+        f.write(CONFIG.format(d=d, acc=2 // ranks, zero=zero))
+    jl = os.path.join(d, name + ".jsonl")
+    cmd = [ZINC, "train", cfg, "--max-steps", str(steps), "--json-log", jl]
+    if ranks == 1:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=300)
+        assert p.returncode == 0, (name, p.stderr[-2000:])
+    else:
+        port = str(free_port())
+        procs = []
+        for r in range(ranks):
+            env = clean_env()
+            env.update(RANK=str(r), WORLD_SIZE=str(ranks), LOCAL_RANK=str(r),
+                       LOCAL_WORLD_SIZE=str(ranks), MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                       ZINC_COMM_TIMEOUT="60")
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True, env=env))
+        for r, p in enumerate(procs):
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, (name, "rank", r, err[-2000:])
+    return [json.loads(line) for line in open(jl)]
+
+
+@t.test
+def the_gradient_norm_is_summed_over_the_ranks(d):
+    make_data(d)
+    for name, (zero, tol) in PLACEMENTS.items():
+        one = run(d, name + "-1", zero, 1)
+        two = run(d, name + "-2", zero, 2)
+        assert two[0]["rank_memory"]["world"] == 2, two[0]
+        na, nb = [s["grad_norm"] for s in one], [s["grad_norm"] for s in two]
+        assert len(na) == len(nb) == 5, (name, na, nb)
+        worst = max(abs(a - b) / a for a, b in zip(na, nb))
+        assert worst <= max(10 * tol, 1e-12), (name, "grad_norm", worst, na, nb)
+        # Clipping is active (norm above gradient_clipping: 0.5), so the
+        # coefficient, and with it every later loss, follows the norm.
+        assert min(na) > 0.5, (name, "clipping is not active", na)
+        la, lb = [s["loss"] for s in one], [s["loss"] for s in two]
+        worst = max(abs(a - b) / a for a, b in zip(la, lb))
+        assert worst <= max(tol, 1e-12), (name, "loss", worst, la, lb)
+
+
+if __name__ == "__main__":
+    sys.exit(t.main())
