@@ -249,8 +249,10 @@ static int manifest_read(const char *dir, struct manifest *m)
 			rc = zn_error(-EINVAL, "'%s' is a manifest of version %lld; this zinc reads "
 					       "version %d: use the zinc that wrote it, or a newer one",
 				      path, version, VERSION);
-		else if (zn_doc_int(zn_doc_get(root, "committed_ns"), &committed) != 0)
-			rc = zn_error(-EINVAL, "'%s' has no \"committed_ns\"", path);
+		else if (zn_doc_int(zn_doc_get(root, "committed_ns"), &committed) != 0 ||
+			 committed < 0)
+			rc = zn_error(-EINVAL, "'%s' has no \"committed_ns\" (nanoseconds since the "
+					       "epoch, not negative)", path);
 		else if (!files || files->kind != ZN_DOC_LIST)
 			rc = zn_error(-EINVAL, "'%s' has no \"files\" list", path);
 	}
@@ -429,9 +431,14 @@ bool zn_ckpt_committed(const char *dir, uint64_t *ns)
 	const char *at = strstr(head, "\"committed_ns\": ");
 	if (!strstr(head, "\"" FORMAT "\"") || !at)
 		return false;
+	/* digits only, as the full reader takes them (strtoull would read
+	 * "-1" as the largest number) */
+	const char *num = at + strlen("\"committed_ns\": ");
+	if (*num < '0' || *num > '9')
+		return false;
 	char *end;
-	*ns = strtoull(at + strlen("\"committed_ns\": "), &end, 10);
-	return end != at + strlen("\"committed_ns\": ");
+	*ns = strtoull(num, &end, 10);
+	return end != num;
 }
 
 int zn_ckpt_manifest_write(const char *dir)
