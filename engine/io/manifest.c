@@ -82,11 +82,26 @@ static bool is_safetensors(const char *name)
 	return n > s && strcmp(name + n - s, ".safetensors") == 0;
 }
 
+/* A name a manifest lists: 1 to 255 printable ASCII characters.  Others
+ * might not read back: the reader takes JSON as YAML, whose keys stop at
+ * 1024 characters (a tab is written as 6) and whose text must be valid
+ * UTF-8. */
+static bool plain_name(const char *s)
+{
+	size_t n = 0;
+	for (; s[n]; n++)
+		if ((unsigned char)s[n] < 0x20 || (unsigned char)s[n] > 0x7e)
+			return false;
+	return n >= 1 && n <= 255;
+}
+
 /* Files a manifest covers: every regular file of the directory but the
- * manifest itself (and its temporary), and hidden files. */
+ * manifest itself (and its temporary), hidden files, and names no zinc
+ * writes (plain_name). */
 static bool covered(const char *dir, const char *name)
 {
-	if (name[0] == '.' || strncmp(name, ZN_CKPT_MANIFEST, strlen(ZN_CKPT_MANIFEST)) == 0)
+	if (name[0] == '.' || strncmp(name, ZN_CKPT_MANIFEST, strlen(ZN_CKPT_MANIFEST)) == 0 ||
+	    !plain_name(name))
 		return false;
 	char path[4400];
 	struct stat st;
@@ -142,7 +157,12 @@ static int hash_file(const char *dir, const char *name, struct mfile *f)
 		}
 	}
 	int rc = 0;
-	const size_t nt = sf ? zn_st_count(sf) : 0;
+	size_t nt = sf ? zn_st_count(sf) : 0;
+	/* Tensors listed by name only when every name can be (else the
+	 * file's sum alone covers them). */
+	for (size_t i = 0; i < nt; i++)
+		if (!plain_name(zn_st_get(sf, i)->name))
+			nt = 0;
 	if (nt && !(f->t = calloc(nt, sizeof(*f->t))))
 		rc = zn_error(-ENOMEM, "out of memory");
 	for (size_t i = 0; i < nt && !rc; i++) {
@@ -265,7 +285,7 @@ static int manifest_read(const char *dir, struct manifest *m)
 		const char *name = zn_doc_string(zn_doc_get(e, "name"));
 		long long bytes;
 		struct mfile *f = &m->f[m->n++];
-		if (!name || !name[0] || strchr(name, '/') ||
+		if (!name || !plain_name(name) || strchr(name, '/') ||
 		    zn_doc_int(zn_doc_get(e, "bytes"), &bytes) != 0 || bytes < 0 ||
 		    parse_hex64(zn_doc_string(zn_doc_get(e, "xxh3")), &f->sum) != 0 ||
 		    (tn && tn->kind != ZN_DOC_MAP)) {
@@ -284,9 +304,11 @@ static int manifest_read(const char *dir, struct manifest *m)
 		for (size_t k = 0; tn && k < tn->n && !rc; k++) {
 			const char *tname = zn_doc_string(tn->pairs[k].key);
 			struct mtensor *t = &f->t[f->nt++];
-			if (!tname || parse_hex64(zn_doc_string(tn->pairs[k].value), &t->sum) != 0)
-				rc = zn_error(-EINVAL, "%s: a tensor's entry is \"name\": \"xxh3 in 16 "
-						       "hex digits\"",
+			if (!tname || !plain_name(tname) ||
+			    parse_hex64(zn_doc_string(tn->pairs[k].value), &t->sum) != 0)
+				rc = zn_error(-EINVAL, "%s: a tensor's entry is \"name\" (1 to 255 "
+						       "printable ASCII characters): \"xxh3 in 16 hex "
+						       "digits\"",
 					      zn_doc_where(tn->pairs[k].key, where, sizeof(where)));
 			else if (!(t->name = strdup(tname)))
 				rc = zn_error(-ENOMEM, "out of memory");
