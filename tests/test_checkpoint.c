@@ -315,6 +315,53 @@ static void test_manifest(void **state)
 	assert_int_equal(zn_ckpt_verify(d), -ENODATA);
 }
 
+/* Names a manifest could not read back are not written into one: a
+ * safetensors file whose tensor is named with a tab is listed by its sum
+ * alone (still verified whole), a file so named is not covered, and a
+ * manifest listing such a name, or a negative commit time, is refused. */
+static void test_manifest_names(void **state)
+{
+	(void)state;
+	char d[4400];
+	snprintf(d, sizeof(d), "%s", tu_path("ck-names"));
+	assert_int_equal(mkdir(d, 0755), 0);
+	float a[2] = { 1, 2 };
+	struct zn_st_tensor t = { .name = "tab\there", .dtype = ZN_ST_F32, .ndim = 1,
+				  .shape = { 2 }, .data = a, .bytes = 8 };
+	char p[4500];
+	snprintf(p, sizeof(p), "%s/w.safetensors", d);
+	assert_int_equal(zn_st_write(p, &t, 1, NULL, 0), 0);
+	snprintf(p, sizeof(p), "%s/odd\x01name", d);
+	write_text(p, "x");
+	assert_int_equal(zn_ckpt_manifest_write(d), 0);
+	assert_int_equal(zn_ckpt_verify(d), 0);
+	snprintf(p, sizeof(p), "%s/" ZN_CKPT_MANIFEST, d);
+	FILE *f = fopen(p, "r");
+	assert_non_null(f);
+	char text[4096] = "";
+	assert_true(fread(text, 1, sizeof(text) - 1, f) > 0);
+	fclose(f);
+	assert_non_null(strstr(text, "\"w.safetensors\""));
+	assert_null(strstr(text, "\"tensors\""));
+	assert_null(strstr(text, "odd"));
+	snprintf(p, sizeof(p), "%s/w.safetensors", d);
+	flip(p, tensor_at(p, "tab\there"));
+	assert_int_equal(zn_ckpt_verify(d), -EBADMSG); /* the file's sum covers it */
+	assert_non_null(strstr(zn_last_error(), "w.safetensors"));
+	flip(p, tensor_at(p, "tab\there"));
+	snprintf(p, sizeof(p), "%s/" ZN_CKPT_MANIFEST, d);
+	write_text(p, "{\"format\": \"zinc-checkpoint-manifest\", \"version\": 1, "
+		      "\"committed_ns\": 5, \"files\": [{\"name\": \"w.safetensors\", "
+		      "\"bytes\": 1, \"xxh3\": \"0000000000000000\", "
+		      "\"tensors\": {\"a\\tb\": \"0000000000000000\"}}]}");
+	assert_int_equal(zn_ckpt_verify(d), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "printable ASCII"));
+	write_text(p, "{\"format\": \"zinc-checkpoint-manifest\", \"version\": 1, "
+		      "\"committed_ns\": -1, \"files\": []}");
+	assert_int_equal(zn_ckpt_verify(d), -EINVAL);
+	assert_non_null(strstr(zn_last_error(), "committed_ns"));
+}
+
 /* A flipped byte in the newest checkpoint: resume takes the one before,
  * with a warning naming both steps; when none verifies, it refuses. */
 static void test_fallback(void **state)
@@ -550,6 +597,7 @@ int main(void)
 		cmocka_unit_test(test_commit_failure_keeps_previous),
 		cmocka_unit_test(test_prune),
 		cmocka_unit_test(test_manifest),
+		cmocka_unit_test(test_manifest_names),
 		cmocka_unit_test(test_fallback),
 		cmocka_unit_test(test_latest_is_a_hint),
 		cmocka_unit_test(test_prune_keeps_complete),
