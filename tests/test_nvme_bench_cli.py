@@ -137,5 +137,39 @@ def ctrl_c_removes_the_file(d):
     assert scratch_files(d) == [], "scratch file left after Ctrl-C"
 
 
+
+@test
+def a_run_swapping_there_is_said(d):
+    """A training run holding the directory's swap lock (a process with
+    its flock) shares the disk: the bench says so, names the holder's pid,
+    measures anyway and leaves the run's lock alone."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "os.write(fd, b'%d %d@h\\n' % (os.getpid(), os.getpid()))\n"
+         "print('locked', flush=True)\n"
+         "time.sleep(60)\n", os.path.join(d, "zinc-swap.lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        p = run("--path", d, "--size", "4M", "--block-size", "1M", "--queue-depth", "4",
+                "--threads", "1", "--rw", "read", "--loops", "1", "--json")
+        assert p.returncode == 0, p.stderr
+        assert "in use by another run" in p.stderr and str(holder.pid) in p.stderr, p.stderr
+        assert "include that run's traffic" in p.stderr, p.stderr
+        assert os.path.exists(os.path.join(d, "zinc-swap.lock"))
+        json.loads(p.stdout)
+    finally:
+        holder.kill()
+        holder.wait()
+    # No holder: nothing said, and no lock file left behind.
+    p = run("--path", d, "--size", "4M", "--block-size", "1M", "--queue-depth", "4",
+            "--threads", "1", "--rw", "read", "--loops", "1", "--json")
+    assert p.returncode == 0 and "in use" not in p.stderr, p.stderr
+    assert not os.path.exists(os.path.join(d, "zinc-swap.lock"))
+
+
 if __name__ == "__main__":
     sys.exit(t.main())
