@@ -20,7 +20,6 @@
 #include "commands.h"
 #include "options.h"
 #include "util.h"
-#include "zinc/checkpoint.h"
 #include "zinc/aio.h"
 #include "zinc/hostmem.h"
 #include "zinc/json.h"
@@ -509,16 +508,8 @@ static int prepare_file(struct bench *b)
 		/* A run swapping in this directory shares the disk with the
 		 * measurement: its scratch file is its own, but the figures
 		 * would count the run's traffic against the disk.  Said, and
-		 * measured anyway (the lock is given back at once). */
-		char host[64] = "", run[96];
-		gethostname(host, sizeof(host) - 1);
-		snprintf(run, sizeof(run), "%d@%s", (int)getpid(), host);
-		struct zn_run_lock *lock = NULL;
-		if (zn_run_lock(b->dir, ZN_SWAP_LOCK, "nvme_path", run, &lock) == -EBUSY)
-			fprintf(stderr, "zinc nvme-bench: warning: %s; the figures below include "
-					"that run's traffic\n",
-				zn_last_error());
-		zn_run_unlock(lock);
+		 * measured anyway. */
+		tool_warn_if_swapping("nvme-bench", b->dir);
 	}
 	/* Free space is counted in the directory that holds the file. */
 	char dir[PATH_MAX];

@@ -164,6 +164,7 @@ int cmd_offload_bench(int argc, char **argv)
 				paths[i]);
 			return 2;
 		}
+		tool_warn_if_swapping("offload-bench", paths[i]);
 	}
 	zn_config_default(&cfg);
 	if (b.config && zn_config_load_file(b.config, &cfg) != 0) {

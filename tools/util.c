@@ -1,8 +1,14 @@
 #include "util.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "zinc/checkpoint.h"
+#include "zinc/common.h"
 
 uint64_t tool_now_ns(void)
 {
@@ -32,4 +38,17 @@ double tool_median(const double *v, unsigned n)
 	memcpy(s, v, n * sizeof(*v));
 	qsort(s, n, sizeof(*s), cmp_double);
 	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+void tool_warn_if_swapping(const char *tool, const char *dir)
+{
+	char host[64] = "", run[96];
+	gethostname(host, sizeof(host) - 1);
+	snprintf(run, sizeof(run), "%d@%s", (int)getpid(), host);
+	struct zn_run_lock *lock = NULL;
+	if (zn_run_lock(dir, ZN_SWAP_LOCK, "nvme_path", run, &lock) == -EBUSY)
+		fprintf(stderr, "zinc %s: warning: %s; the figures below include that run's "
+				"traffic\n",
+			tool, zn_last_error());
+	zn_run_unlock(lock);
 }
