@@ -39,6 +39,10 @@ int zn_gpt2_config_check(struct zn_gpt2_config *c)
 	if (c->n_head < 1 || c->n_embd < 1 || c->n_embd % c->n_head)
 		return zn_error(-EINVAL, "model.n_embd: %d must be a positive multiple of "
 					 "model.n_head (%d)", c->n_embd, c->n_head);
+	/* The MLP's 4 C and the kernels' dimensions are ints. */
+	if (c->n_embd > (1 << 20))
+		return zn_error(-EINVAL, "model.n_embd: %d is above the %d channels zinc takes",
+				c->n_embd, 1 << 20);
 	/* The padding rounds up to a multiple of 128 in an int. */
 	if (c->vocab_size < 2 || c->vocab_size > INT_MAX / 128 * 128)
 		return zn_error(-EINVAL, "model.vocab_size: %d must be between 2 and %d",
