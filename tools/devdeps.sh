@@ -3,7 +3,7 @@
 # OpenBLAS, xxHash, cmocka and what they load) into .devdeps/, without
 # installing them: for a machine that has a compiler, meson, ninja and the
 # CUDA toolkit but none of these libraries and no package archive to fetch
-# them from (a lent GPU machine).  Static libraries and documentation are
+# them from (a rented or shared GPU machine).  Static libraries and documentation are
 # left out, so the folder stays small enough to travel with the tree
 # (about 50 MB).  tools/gpu_check.sh builds against it.
 #

@@ -1,6 +1,6 @@
 #!/bin/sh
-# The checks that need a GPU, as one script for a machine lent for a few
-# minutes: build with the CUDA backend (against .devdeps/, the unpacked
+# The checks that need a GPU, as one script for a GPU machine one has for a
+# short while (a rented or shared one): build with the CUDA backend (against .devdeps/, the unpacked
 # Debian libraries tools/devdeps.sh makes, when the machine has none of
 # its own), run the cuda suite, the kernels' benchmark, and a Llama
 # fine-tune with everything on NVMe and device.memory_limit emulating a
