@@ -17,11 +17,11 @@ TAP output.  Needs $ZINC_BIN (and $ZINC_TEST_DIR for --train).
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shards  # noqa: E402
 from tap import TapRunner  # noqa: E402
 
 ZINC = os.environ.get("ZINC_BIN", "zinc")
@@ -160,14 +160,7 @@ def no_op_keys_are_said_once(d):
 
 
 def make_data(d):
-    rng = random.Random(5)
-    words = ["zinc", "offload", "tensor", "adam", "swap", "nvme", "ring", "page"]
-    with open(os.path.join(d, "text.txt"), "w") as f:
-        f.write(" ".join(rng.choice(words) for _ in range(20000)))
-    p = subprocess.run([ZINC, "prepare-data", "--out", os.path.join(d, "data"), "--prefix", "t",
-                        "--val-fraction", "0.1", os.path.join(d, "text.txt")],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    shards.make(d, ZINC, seed=5)
 
 
 def train_sets(d, doc):

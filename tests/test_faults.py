@@ -27,13 +27,13 @@ reports skip without.
 """
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shards  # noqa: E402
 from tap import Skip, TapRunner  # noqa: E402
 
 ZINC = os.environ.get("ZINC_BIN", "zinc")
@@ -59,14 +59,7 @@ NVME = ("zero_optimization: {{stage: 3, stage3_param_persistence_threshold: 0, "
 
 
 def make_data(d):
-    rng = random.Random(3)
-    words = ["zinc", "offload", "tensor", "adam", "swap", "nvme", "ring", "page"]
-    with open(os.path.join(d, "text.txt"), "w") as f:
-        f.write(" ".join(rng.choice(words) for _ in range(20000)))
-    p = subprocess.run([ZINC, "prepare-data", "--out", os.path.join(d, "data"), "--prefix", "t",
-                        "--val-fraction", "0.1", os.path.join(d, "text.txt")],
-                       capture_output=True, text=True, timeout=TIMEOUT)
-    assert p.returncode == 0, p.stderr
+    shards.make(d, ZINC, timeout=TIMEOUT)
 
 
 def config(d, name, ckpt, extra=""):

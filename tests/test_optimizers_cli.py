@@ -10,11 +10,11 @@ TAP output.  Needs $ZINC_BIN and $ZINC_TEST_DIR.
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shards  # noqa: E402
 from tap import TapRunner  # noqa: E402
 
 ZINC = os.environ.get("ZINC_BIN", "zinc")
@@ -185,14 +185,8 @@ class WarmupCosineLR:
 
 
 def make_data(d):
-    rng = random.Random(5)
-    words = ["zinc", "cycle", "lamb", "momentum", "stair", "decay", "range", "test"]
-    with open(os.path.join(d, "text.txt"), "w") as f:
-        f.write(" ".join(rng.choice(words) for _ in range(30000)))
-    p = subprocess.run([ZINC, "prepare-data", "--out", os.path.join(d, "data"), "--prefix", "t",
-                        "--val-fraction", "0.1", os.path.join(d, "text.txt")],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    shards.make(d, ZINC, seed=5, count=30000,
+                words=["zinc", "cycle", "lamb", "momentum", "stair", "decay", "range", "test"])
 
 
 def tiny(d, name, scheduler="", optimizer=""):

@@ -12,12 +12,12 @@ TAP output.  Needs $ZINC_BIN and $ZINC_TEST_DIR.
 """
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shards  # noqa: E402
 from tap import TapRunner  # noqa: E402
 
 ZINC = os.environ.get("ZINC_BIN", "zinc")
@@ -46,14 +46,7 @@ PLACEMENTS = {
 
 
 def make_data(d):
-    rng = random.Random(3)
-    words = ["zinc", "offload", "tensor", "adam", "swap", "nvme", "ring", "page"]
-    with open(os.path.join(d, "text.txt"), "w") as f:
-        f.write(" ".join(rng.choice(words) for _ in range(20000)))
-    p = subprocess.run([ZINC, "prepare-data", "--out", os.path.join(d, "data"), "--prefix", "t",
-                        "--val-fraction", "0.1", os.path.join(d, "text.txt")],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    shards.make(d, ZINC)
 
 
 def free_port():
