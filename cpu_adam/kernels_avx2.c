@@ -334,12 +334,7 @@ static void sgd(const struct zn_optim_args *a, size_t i0, size_t n)
 
 static void lamb_moments(const struct zn_optim_args *a, size_t i0, size_t n, double sums[2])
 {
-	if (a->gt == ZN_DTYPE_F16)
-		lamb1_loop(a, i0, n, ZN_DTYPE_F16, sums);
-	else if (a->gt == ZN_DTYPE_BF16)
-		lamb1_loop(a, i0, n, ZN_DTYPE_BF16, sums);
-	else
-		lamb1_loop(a, i0, n, ZN_DTYPE_F32, sums);
+	DISPATCH_GT(lamb1_loop, sums);
 }
 
 static void lamb_apply(const struct zn_optim_args *a, size_t i0, size_t n)

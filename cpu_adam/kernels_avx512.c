@@ -327,12 +327,7 @@ AI void lamb1_loop(const struct zn_optim_args *a, size_t i0, size_t n, int gt, d
 
 static void lamb_moments(const struct zn_optim_args *a, size_t i0, size_t n, double sums[2])
 {
-	if (a->gt == ZN_DTYPE_F16)
-		lamb1_loop(a, i0, n, ZN_DTYPE_F16, sums);
-	else if (a->gt == ZN_DTYPE_BF16)
-		lamb1_loop(a, i0, n, ZN_DTYPE_BF16, sums);
-	else
-		lamb1_loop(a, i0, n, ZN_DTYPE_F32, sums);
+	DISPATCH_GT(lamb1_loop, sums);
 }
 
 AI void lamb2_vec(const struct zn_optim_args *a, const struct consts *c, size_t i, int ct,

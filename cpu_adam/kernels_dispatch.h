@@ -50,4 +50,17 @@
 	 : (gt) == ZN_DTYPE_BF16 ? loop(g, ZN_DTYPE_BF16, n)                      \
 	                         : loop(g, ZN_DTYPE_F32, n))
 
+/* The same for a loop with no copy and a trailing argument,
+ * loop(a, i0, n, gt, x) (Lamb's first pass, x its sums):
+ * `DISPATCH_GT(lamb1_loop, sums);`. */
+#define DISPATCH_GT(loop, x)                                                      \
+	do {                                                                      \
+		if (a->gt == ZN_DTYPE_F16)                                        \
+			loop(a, i0, n, ZN_DTYPE_F16, x);                          \
+		else if (a->gt == ZN_DTYPE_BF16)                                  \
+			loop(a, i0, n, ZN_DTYPE_BF16, x);                         \
+		else                                                              \
+			loop(a, i0, n, ZN_DTYPE_F32, x);                          \
+	} while (0)
+
 #endif
