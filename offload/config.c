@@ -75,7 +75,7 @@ static const struct zn_key optimizer_keys[] = {
 	  "with device nvme, where offloaded tensors' gradients gather over a step: nvme (each "
 	  "sub-group's beside its states; host memory holds a few sub-groups, and each "
 	  "micro-batch after a step's first reads and rewrites them), host (an accumulator per "
-	  "parameter in host memory), or auto: nvme on one rank, host on several" },
+	  "parameter in host memory), or auto: nvme when offload_param is on too" },
 };
 
 static int check_paths(const char *section, int device, const char *nvme_path,

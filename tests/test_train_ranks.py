@@ -63,10 +63,10 @@ def clean_env():
     return env
 
 
-def run(d, name, zero, ranks, steps=5):
+def run(d, name, zero, ranks, steps=5, acc=None):
     cfg = os.path.join(d, name + ".yaml")
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(d=d, acc=2 // ranks, zero=zero))
+        f.write(CONFIG.format(d=d, acc=acc or 2 // ranks, zero=zero))
     jl = os.path.join(d, name + ".jsonl")
     cmd = [ZINC, "train", cfg, "--max-steps", str(steps), "--json-log", jl]
     if ranks == 1:
@@ -105,6 +105,45 @@ def the_gradient_norm_is_summed_over_the_ranks(d):
         la, lb = [s["loss"] for s in one], [s["loss"] for s in two]
         worst = max(abs(a - b) / a for a, b in zip(la, lb))
         assert worst <= max(tol, 1e-12), (name, "loss", worst, la, lb)
+
+
+# Stage 3 with everything on NVMe: each rank's reduced part of every
+# gradient goes to its sums beside its optimizer states (read, added to
+# and written back by the second micro-batch), or into host accumulators.
+NVME = ("{{stage: 3, stage3_param_persistence_threshold: 0, reduce_bucket_size: 3000, "
+        "overlap_comm: {ov}, sub_group_size: 5000, "
+        "offload_param: {{device: nvme, nvme_path: {d}/swap-{n}}}, "
+        "offload_optimizer: {{device: nvme, nvme_path: {d}/swap-{n}, gradients: {g}}}}}")
+
+
+@t.test
+def gradients_on_nvme_over_two_ranks_are_the_host_accumulators_bits(d):
+    make_data(d)
+    runs = {}
+    for g, ov in (("host", "false"), ("nvme", "false"), ("nvme", "true")):
+        n = g + "-" + ov
+        os.makedirs(os.path.join(d, "swap-" + n))
+        runs[n] = run(d, n, NVME.format(d=d, n=n, g=g, ov=ov), 2, acc=2)
+    ref = runs["host-false"]
+    keys = ("loss", "grad_norm")
+    for n, log in runs.items():
+        assert len(log) == 5, (n, log)
+        for k in keys:
+            a, b = [s[k] for s in ref], [s[k] for s in log]
+            assert a == b, (n, k, a, b)
+    # The gradients took the NVMe way: more bytes there, none accumulated
+    # in host memory (the step's NVMe traffic includes their reads and
+    # writes: the second micro-batch reads the sums back).
+    wh = sum(s["nvme_write_bytes"] for s in ref)
+    wn = sum(s["nvme_write_bytes"] for s in runs["nvme-false"])
+    rh = sum(s["nvme_read_bytes"] for s in ref)
+    rn = sum(s["nvme_read_bytes"] for s in runs["nvme-false"])
+    assert wn > wh and rn > rh, ("no gradient traffic on NVMe", wh, wn, rh, rn)
+    # Host memory holds no gradient accumulators: this rank's model
+    # states there are less by exactly its part of the gradients.
+    hh, hn = ref[0]["host_bytes"], runs["nvme-false"][0]["host_bytes"]
+    grads = ref[0]["rank_memory"]["grads"]
+    assert hh - hn == grads > 0, ("host accumulators left", hh, hn, grads)
 
 
 if __name__ == "__main__":

@@ -85,10 +85,13 @@ static int grads_enqueue(struct zn_trainer *t, struct zn_comm *c, struct tstate 
 	return zn_comm_reduce_scatter_async(c, send, recv, s->part, t->zr.gdt, op);
 }
 
-/* Add a settled reduce-scatter's part into the tensor's accumulator. */
-static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first)
+/* Add a settled reduce-scatter's part into the tensor's accumulator, or
+ * (gnvme) into its sums on NVMe. */
+static int grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first)
 {
 	const size_t esz = zn_dtype_size(t->zr.gdt);
+	if (s->gnvme)
+		return tr_grads_part_to_nvme(t, s, own, first);
 	if (first) {
 		memcpy(s->grad, own, s->nown * esz);
 	} else if (t->zr.gdt == ZN_DTYPE_F32) {
@@ -97,6 +100,7 @@ static void grads_accumulate(struct zn_trainer *t, struct tstate *s, const void 
 		zn_dtype_to_f32(t->gstage, own, t->zr.gdt, s->nown);
 		tr_host_accumulate(s->grad, t->zr.gdt, t->gstage, s->nown);
 	}
+	return 0;
 }
 
 /* A tensor's device gradient (fp32, all of it), summed over the ranks,
@@ -126,12 +130,13 @@ static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool firs
 		return rc;
 	const void *own;
 	rc = grads_enqueue(t, t->coll.dcomm, s, send, t->coll.drecv, &op, &own);
+	/* Not into gstage: a 16-bit part is widened there to be added. */
+	uint8_t *host = t->coll.cbuf[0];
 	if ((rc = tr_coll_wait(t, rc, op)) ||
-	    (s->nown && (rc = tr_to_host(t, t->gstage, own, s->nown * esz))))
+	    (s->nown && (rc = tr_to_host(t, host, own, s->nown * esz))))
 		return rc;
 	t->stats.d2h_bytes += s->nown * esz;
-	grads_accumulate(t, s, t->gstage, first);
-	return 0;
+	return grads_accumulate(t, s, host, first);
 }
 
 /* Wait for bucket k's collective and add every entry's part (this rank's
@@ -147,7 +152,8 @@ static int bucket_settle(struct zn_trainer *t, unsigned k)
 		const uint8_t *recv =
 			t->zr.stage == 0 ? b->buf : b->buf + chunks * t->buckets.cap * esz;
 		for (unsigned i = 0; i < b->n && !rc; i++)
-			grads_accumulate(t, b->e[i].s, recv + b->e[i].off * esz, b->e[i].first);
+			rc = grads_accumulate(t, b->e[i].s, recv + b->e[i].off * esz,
+					      b->e[i].first);
 	}
 	b->inflight = false;
 	b->n = 0;

@@ -178,11 +178,6 @@ static int settle_config(struct zn_trainer *t, bool synthetic)
 	if ((rc = check_supported(cfg, synthetic)) ||
 	    (t->world > 1 && (rc = tr_check_same_config(t))))
 		return rc;
-	if (t->world > 1 &&
-	    cfg->zero_optimization.offload_optimizer.gradients == ZN_OFFLOAD_GRADS_NVME)
-		return zn_error(-EINVAL, "zero_optimization.offload_optimizer.gradients: nvme works "
-					 "on one rank for now (several ranks reduce their gradients "
-					 "into host accumulators); set it to auto or host");
 	/* One disk per rank: "{rank}" and "{local_rank}" in an nvme_path
 	 * become this rank's numbers (/nvme{local_rank}/swap). */
 	if ((rc = zn_config_expand_rank(&t->cfg, t->rank, zn_comm_local_rank(t->comm))))

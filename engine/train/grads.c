@@ -1,9 +1,12 @@
-/* Gradients leaving the device for their host accumulators (one rank):
- * synchronously, or in flights on the copy stream (overlap_comm) whose
- * device buffers are freed once their copies are done. */
+/* Gradients leaving the device for their host accumulators or their sums
+ * on NVMe (one rank): synchronously, or in flights on the copy stream
+ * (overlap_comm) whose device buffers are freed once their copies are
+ * done; and several ranks' reduced parts on their way to NVMe. */
 #include "zn_common.h"
 
 #include "train/internal.h"
+
+#include <string.h>
 
 /* Free the buffers of finished gradient copies (all: wait for them). */
 int tr_flights_reap(struct zn_trainer *t, bool all)
@@ -105,7 +108,12 @@ int tr_grads_pass_end(struct zn_trainer *t)
 {
 	if (!t->zr.grads_nvme)
 		return 0;
-	int rc = flights_drain(t); /* the pass's last puts run on the copy stream */
+	/* The pass's last puts run on the copy stream (one rank) or as the
+	 * last buckets settle (several ranks): in this micro-batch, whose
+	 * place in the step they need. */
+	int rc = flights_drain(t);
+	if (!rc && t->buckets.b[0].buf)
+		rc = tr_grads_settle_all(t);
 	int r = zn_optswap_grads_end(t->nvme.os);
 	return rc ? rc : r;
 }
@@ -148,6 +156,30 @@ static int grads_to_nvme(struct zn_trainer *t, struct tstate *s, enum cross how,
 		}
 	}
 	return rc;
+}
+
+/* Several ranks: this rank's part of a gnvme tensor's gradients, summed
+ * over the ranks (nown values in the sums' dtype, settled from a
+ * reduction in the pass's order), into its sums on NVMe: the first
+ * micro-batch's start them, later ones are added as a host accumulator
+ * adds a settled part (widened to fp32, the sum rounded once). */
+int tr_grads_part_to_nvme(struct zn_trainer *t, struct tstate *s, const void *own, bool first)
+{
+	const size_t esz = zn_dtype_size(t->zr.gdt);
+	if (!s->nown) { /* an empty last part: nothing expected of it */
+		s->gsq[0] = 0;
+		s->gfin[0] = true;
+		return 0;
+	}
+	if (first) {
+		memcpy(t->gsums, own, s->nown * esz);
+		return grads_to_nvme(t, s, CROSS_ACC, true, 0, s->nown, 0);
+	}
+	if (t->zr.gdt == ZN_DTYPE_F32)
+		memcpy(t->gstage, own, s->nown * esz);
+	else
+		zn_dtype_to_f32(t->gstage, own, t->zr.gdt, s->nown);
+	return grads_to_nvme(t, s, CROSS_F32, false, 0, s->nown, 0);
 }
 
 /* A tensor's device gradients of its elements [off, off + n) (at element

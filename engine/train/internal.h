@@ -450,6 +450,8 @@ int tr_grads_pass_begin(struct zn_trainer *t);
 int tr_grads_pass_end(struct zn_trainer *t);
 int tr_grads_leave(struct zn_trainer *t, unsigned layer);
 int tr_flights_reap(struct zn_trainer *t, bool all);
+/* ... and several ranks': this rank's reduced part into its NVMe sums. */
+int tr_grads_part_to_nvme(struct zn_trainer *t, struct tstate *s, const void *own, bool first);
 
 /* collectives.c: several ranks.  Each returns 0 or -errno. */
 int tr_collectives_setup(struct zn_trainer *t);

@@ -49,7 +49,7 @@ void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, in
 	z->overlap = z->offload_param && z->nvme_opt;
 	z->partition_params = z->offload_param || (z->stage == 3 && world > 1);
 	z->host_grads = !z->device_opt || world > 1;
-	z->grads_nvme = z->nvme_opt && z->offload_param && world == 1 &&
+	z->grads_nvme = z->nvme_opt && z->offload_param &&
 			zc->offload_optimizer.gradients != ZN_OFFLOAD_GRADS_HOST;
 	z->dtype = cfg->fp16.enabled ? ZN_DTYPE_F16 : cfg->bf16.enabled ? ZN_DTYPE_BF16
 									: ZN_DTYPE_F32;

@@ -73,8 +73,8 @@ struct zn_zero_rules {
 	bool grads_nvme;         /* ... except offloaded tensors', which gather on
 	                          * NVMe beside the optimizer states, in their
 	                          * sub-groups (offload_optimizer nvme with
-	                          * offload_param on one rank, gradients not
-	                          * host) */
+	                          * offload_param, gradients not host; several
+	                          * ranks send their reduced parts) */
 	enum zn_dtype dtype;     /* training: what parameters and gradients are
 	                          * rounded to */
 	bool dev16;              /* offloaded layers visit the device in the
