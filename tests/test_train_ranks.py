@@ -63,12 +63,14 @@ def clean_env():
     return env
 
 
-def run(d, name, zero, ranks, steps=5, acc=None):
+def run(d, name, zero, ranks, steps=5, acc=None, sets=()):
     cfg = os.path.join(d, name + ".yaml")
     with open(cfg, "w") as f:
         f.write(CONFIG.format(d=d, acc=acc or 2 // ranks, zero=zero))
     jl = os.path.join(d, name + ".jsonl")
     cmd = [ZINC, "train", cfg, "--max-steps", str(steps), "--json-log", jl]
+    for kv in sets:
+        cmd += ["--set", kv]
     if ranks == 1:
         p = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=300)
         assert p.returncode == 0, (name, p.stderr[-2000:])
@@ -144,6 +146,36 @@ def gradients_on_nvme_over_two_ranks_are_the_host_accumulators_bits(d):
     hh, hn = ref[0]["host_bytes"], runs["nvme-false"][0]["host_bytes"]
     grads = ref[0]["rank_memory"]["grads"]
     assert hh - hn == grads > 0, ("host accumulators left", hh, hn, grads)
+
+
+# bf16 with offload_param: offloaded layers visit the device in 16 bits
+# only, on two ranks as on one (gathered into the kernels' copy, their
+# 16-bit gradients reduced as they are), accumulated in fp32 (converted
+# on the host) and in bf16 (crossing as they are).
+BF16 = ("{stage: 3, stage3_param_persistence_threshold: 0, offload_param: {device: cpu}, "
+        "offload_optimizer: {device: cpu}}\nbf16: {enabled: true}\n"
+        "data_types: {grad_accum_dtype: %s}")
+
+
+@t.test
+def sixteen_bit_layers_on_two_ranks_are_one_ranks_bits(d):
+    make_data(d)
+    for gdt in ("fp32", "bf16"):
+        # Wide enough for the layers, not the activations, to set the
+        # device's peak.
+        wide = ("model.n_embd=192", "train_micro_batch_size_per_gpu=1")
+        one = run(d, "bf16-%s-1" % gdt, BF16 % gdt, 1, sets=wide)
+        two = run(d, "bf16-%s-2" % gdt, BF16 % gdt, 2, sets=wide)
+        la, lb = [s["loss"] for s in one], [s["loss"] for s in two]
+        assert len(la) == 5 and la == lb, (gdt, "loss", la, lb)
+        # The norm's squares are summed per rank, then over the ranks.
+        na, nb = [s["grad_norm"] for s in one], [s["grad_norm"] for s in two]
+        assert max(abs(a - b) / a for a, b in zip(na, nb)) <= 1e-12, (gdt, na, nb)
+        # The device holds what one rank's does: the layers in 16 bits
+        # (fp32 beside 16-bit copies would be three times their bytes).
+        da, db = one[-1]["device_peak"], two[-1]["device_peak"]
+        print("# %s: device peak %d bytes on one rank, %d on two" % (gdt, da, db))
+        assert db <= da * 1.02, (gdt, "device peak", da, db)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,8 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val,
 	zn_json_double(&j, s->step_s);
 	zn_json_key(&j, "device_bytes");
 	zn_json_uint(&j, s->device_bytes);
+	zn_json_key(&j, "device_peak");
+	zn_json_uint(&j, s->device_peak);
 	zn_json_key(&j, "host_bytes");
 	zn_json_uint(&j, s->host_bytes);
 	zn_json_key(&j, "loss_scale");

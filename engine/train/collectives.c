@@ -115,12 +115,14 @@ static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool firs
 	const size_t n = s->d->numel, esz = zn_dtype_size(t->zr.gdt);
 	uint8_t *send = t->coll.dsend;
 	struct zn_comm_op *op = NULL;
-	int rc = tr_round_to_dtype(t, s->dgrad, n);
-	if (!rc && t->zr.gdt == ZN_DTYPE_F32)
-		rc = zn_device_copy_async(t->dev, send, s->dgrad, n * 4, ZN_COPY_DEVICE_TO_DEVICE,
-					  t->stream);
-	else if (!rc)
-		rc = t->k->cast(t->kctx, send, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
+	int rc;
+	if (!s->dgrad) /* a 16-bit layer's own gradients (dev16): rounded already */
+		rc = t->k->cast(t->kctx, send, t->zr.gdt, s->sgrad, t->sdt, n);
+	else if (!(rc = tr_round_to_dtype(t, s->dgrad, n)))
+		rc = t->zr.gdt == ZN_DTYPE_F32
+			     ? zn_device_copy_async(t->dev, send, s->dgrad, n * 4,
+						    ZN_COPY_DEVICE_TO_DEVICE, t->stream)
+			     : t->k->cast(t->kctx, send, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
 	const size_t total = (t->zr.stage == 0 ? n : s->part * (size_t)t->world) * esz;
 	if (!rc && total > n * esz)
 		rc = zn_device_memset(t->dev, send + n * esz, 0, total - n * esz, t->stream);
@@ -197,7 +199,9 @@ static int bucket_flush(struct zn_trainer *t)
 
 /* A tensor's final gradient (its device buffer, all of it) into the filling
  * bucket, each rank's part into that rank's chunk; a full bucket goes
- * first. */
+ * first.  A 16-bit layer's own gradients (dev16: rounded already) cross
+ * as they are and are converted on the host when the accumulators' dtype
+ * differs. */
 static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
 {
 	const size_t n = s->d->numel, esz = zn_dtype_size(t->zr.gdt);
@@ -206,13 +210,16 @@ static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
 	if (t->buckets.b[t->buckets.cur].used + part > t->buckets.cap && (rc = bucket_flush(t)))
 		return rc;
 	struct bucket *b = &t->buckets.b[t->buckets.cur];
-	const void *src = s->dgrad;
-	if (!(rc = tr_round_to_dtype(t, s->dgrad, n)) && t->zr.gdt != ZN_DTYPE_F32) {
+	const bool own16 = !s->dgrad;
+	const void *src = own16 ? s->sgrad : s->dgrad;
+	const size_t ssz = own16 ? zn_dtype_size(t->sdt) : esz;
+	if (!own16 && !(rc = tr_round_to_dtype(t, s->dgrad, n)) && t->zr.gdt != ZN_DTYPE_F32) {
 		rc = t->k->cast(t->kctx, t->round_buf, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
 		src = t->round_buf;
 	}
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
+	const bool convert = own16 && t->sdt != t->zr.gdt;
 	const int chunks = t->zr.stage == 0 ? 1 : t->world;
 	for (int r = 0; r < chunks && !rc; r++) {
 		uint64_t lo = 0, len = n;
@@ -220,7 +227,10 @@ static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
 			zn_zero_part(n, t->world, r, &lo, &len);
 		uint8_t *dst = b->buf + ((size_t)r * t->buckets.cap + b->used) * esz;
 		if (len)
-			rc = tr_to_host(t, dst, (const uint8_t *)src + lo * esz, len * esz);
+			rc = tr_to_host(t, convert ? (void *)t->gstage : dst,
+					(const uint8_t *)src + lo * ssz, len * ssz);
+		if (!rc && len && convert)
+			tr_host_convert(dst, t->zr.gdt, t->gstage, t->sdt, len);
 		memset(dst + len * esz, 0, (part - len) * esz);
 	}
 	if (rc)

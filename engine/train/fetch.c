@@ -284,9 +284,11 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 		for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
 			struct tstate *s = &t->t[t->tab.first[layer] + i];
 			/* 16-bit layers: the kernels' 16-bit buffers (hand_out)
-			 * are the gradients until they leave; a tiled tensor's
-			 * come with its tiles. */
-			if (s->dev_grads || t->zr.dev16 || s->by_tiles)
+			 * are the gradients until they leave (not a resident
+			 * tensor's: several ranks reduce them at each release,
+			 * folded into fp32 as one rank's stay); a tiled
+			 * tensor's come with its tiles. */
+			if (s->dev_grads || (t->zr.dev16 && !s->resident) || s->by_tiles)
 				continue;
 			if (!(rc = tr_dev_alloc(t, s->d->numel * 4, &s->dgrad)))
 				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d->numel * 4, NULL);
@@ -319,6 +321,13 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 					  : tr_grads_tiles_to_host(t, s, t->micro_i == 0);
 			zn_device_free(t->dev, s->dgrad);
 			s->dgrad = NULL;
+			if (t->world > 1 && t->zr.dev16 && !s->resident) {
+				/* Reduced: the next backward gets new 16-bit
+				 * buffers, as one rank's (grads.c). */
+				zn_device_free(t->dev, s->sgrad);
+				s->sgrad = NULL;
+				s->sdirty = false;
+			}
 		}
 	}
 	if (written)

@@ -24,7 +24,7 @@ static int gather_start(struct zn_trainer *t, unsigned layer)
 		if (s->resident)
 			continue;
 		uint8_t *send = buf, *recv = buf + s->part * esz;
-		buf += ZN_ALIGN_UP((size_t)s->part * ((size_t)t->world + 1) * 4, 64);
+		buf += ZN_ALIGN_UP((size_t)s->part * ((size_t)t->world + 1) * esz, 64);
 		g->recv[i] = recv;
 		if (s->dhome) {
 			if (s->nown && !(rc = zn_device_stream_synchronize(t->stream)))
@@ -86,9 +86,15 @@ int tr_gather_finish(struct zn_trainer *t, unsigned layer)
 		g->op[i] = NULL;
 		if (rc || (rc = r))
 			continue;
+		t->stats.h2d_bytes += n * esz;
+		/* 16-bit layers: the gathered bytes are the kernels' copy. */
+		if (t->zr.dev16) {
+			if (!(rc = tr_dev_alloc(t, n * esz, &s->sparam)))
+				rc = tr_to_device(t, s->sparam, g->recv[i], n * esz);
+			continue;
+		}
 		if ((rc = tr_dev_alloc(t, n * 4, &s->dparam)))
 			continue;
-		t->stats.h2d_bytes += n * esz;
 		if (t->zr.hdt == ZN_DTYPE_F32) {
 			rc = tr_to_device(t, s->dparam, g->recv[i], n * 4);
 		} else if (!(rc = tr_to_device(t, t->round_buf, g->recv[i], n * esz)) &&
@@ -147,14 +153,15 @@ int tr_gather_ahead(struct zn_trainer *t, unsigned layer)
 /* Which layers have partitioned tensors (and their elements, which visit
  * the device; tr_param_homes_setup counts offload_param's), and the
  * slots' buffers when parameters are partitioned (stage 3): each as large
- * as the largest layer's parts to send and receive. */
+ * as the largest layer's parts to send and receive, in the homes' dtype. */
 int tr_gathers_setup(struct zn_trainer *t, bool partition_params)
 {
+	const size_t esz = zn_dtype_size(t->zr.hdt);
 	size_t glay = 0;
 	for (unsigned l = 0; l < t->tab.nlayers; l++) {
 		size_t b = 0;
 		for (unsigned i = t->tab.first[l]; i < t->tab.first[l] + t->tab.count[l]; i++) {
-			b += ZN_ALIGN_UP((size_t)t->t[i].part * ((size_t)t->world + 1) * 4, 64);
+			b += ZN_ALIGN_UP((size_t)t->t[i].part * ((size_t)t->world + 1) * esz, 64);
 			if (t->t[i].resident)
 				continue;
 			t->layer[l].parts = true;

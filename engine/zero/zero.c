@@ -57,7 +57,7 @@ void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, in
 		 : cfg->data_types.grad_accum_dtype == ZN_GRAD_ACCUM_FP16 ? ZN_DTYPE_F16
 									  : ZN_DTYPE_F32;
 	z->hdt = z->offload_param ? z->dtype : ZN_DTYPE_F32;
-	z->dev16 = z->offload_param && world == 1 && zn_config_storage_dtype(cfg) != ZN_DTYPE_F32;
+	z->dev16 = z->offload_param && zn_config_storage_dtype(cfg) != ZN_DTYPE_F32;
 }
 
 bool zn_zero_grad_staging(const struct zn_zero_rules *z, uint32_t accum)

@@ -79,9 +79,9 @@ struct zn_zero_rules {
 	                          * rounded to */
 	bool dev16;              /* offloaded layers visit the device in the
 	                          * 16-bit training dtype only (parameters and
-	                          * gradients: 16-bit storage on cuda with
-	                          * offload_param, one rank); else in fp32 beside
-	                          * 16-bit copies */
+	                          * gradients: 16-bit storage with
+	                          * offload_param); else in fp32 beside 16-bit
+	                          * copies */
 	enum zn_dtype gdt, hdt;  /* the host gradient accumulators', the homes' */
 };
 
