@@ -13,6 +13,7 @@ TAP output.  Needs $ZINC_BIN and $ZINC_TEST_DIR.
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 
@@ -30,7 +31,7 @@ gradient_clipping: 0.5
 optimizer: {{type: AdamW, params: {{lr: 0.003, betas: [0.9, 0.95], weight_decay: 0.1}}}}
 scheduler: {{type: WarmupDecayLR, params: {{warmup_max_lr: 0.003, warmup_num_steps: 2,
              total_num_steps: 20, warmup_type: linear}}}}
-model: {{n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 256, seq_len: 32}}
+model: {model}
 data: {{train: "{d}/data/t_train_*.bin", seed: 7}}
 zero_optimization: {zero}
 """
@@ -63,10 +64,13 @@ def clean_env():
     return env
 
 
-def run(d, name, zero, ranks, steps=5, acc=None, sets=()):
+GPT2 = "{n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 256, seq_len: 32}"
+
+
+def run(d, name, zero, ranks, steps=5, acc=None, sets=(), extra="", model=GPT2):
     cfg = os.path.join(d, name + ".yaml")
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(d=d, acc=acc or 2 // ranks, zero=zero))
+        f.write(CONFIG.format(d=d, acc=acc or 2 // ranks, zero=zero, model=model) + extra)
     jl = os.path.join(d, name + ".jsonl")
     cmd = [ZINC, "train", cfg, "--max-steps", str(steps), "--json-log", jl]
     for kv in sets:
@@ -176,6 +180,116 @@ def sixteen_bit_layers_on_two_ranks_are_one_ranks_bits(d):
         da, db = one[-1]["device_peak"], two[-1]["device_peak"]
         print("# %s: device peak %d bytes on one rank, %d on two" % (gdt, da, db))
         assert db <= da * 1.02, (gdt, "device peak", da, db)
+
+
+# Tiles on several ranks: each tile is partitioned over the ranks as a
+# tensor of its own (DeepSpeed's TiledLinear makes each tile a
+# parameter), gathered and reduced tile by tile.  An untied Llama whose
+# 1024-row embedding and classifier come in 7 tiles of 147 rows (the last
+# 142), computed tile by tile, and GPT-2, whose tied wte and 4096-element
+# matrices are stored in tiles of 1000 elements and visit whole.
+LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32,
+         "intermediate_size": 48, "num_attention_heads": 2, "num_key_value_heads": 1,
+         "num_hidden_layers": 2, "vocab_size": 1024, "max_position_embeddings": 64,
+         "rms_norm_eps": 1e-5, "tie_word_embeddings": False}
+TILED = ("{{stage: 3, stage3_param_persistence_threshold: 0, tile_size: {tile}, "
+         "sub_group_size: 6000, offload_param: {{device: nvme, max_in_cpu: 0, "
+         "nvme_path: {d}/{n}-p}}, offload_optimizer: {{device: nvme, nvme_path: {d}/{n}-o}}}}")
+
+
+def tiled_run(d, n, model, ranks, acc, steps=5, extra="", tile=5000):
+    for sub in ("p", "o"):
+        os.makedirs(os.path.join(d, "%s-%s" % (n, sub)), exist_ok=True)
+    zero = TILED.format(d=d, n=n, tile=tile)
+    spec = GPT2
+    if model == "llama":
+        cj = os.path.join(d, "llama.json")
+        with open(cj, "w") as f:
+            json.dump(LLAMA, f)
+        spec = "{type: llama, config: \"%s\", seq_len: 32}" % cj
+        extra = "bf16: {enabled: true}\n" + extra
+    return run(d, n, zero, ranks, steps=steps, acc=acc, extra=extra, model=spec)
+
+
+def safetensors_metadata(path):
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n)).get("__metadata__", {})
+
+
+def safetensors_bf16(path):
+    """Every tensor of a file as bf16 bit patterns (fp32 rounded to
+    nearest even, as zinc rounds)."""
+    out = {}
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        head = json.loads(f.read(n))
+        data = f.read()
+    for name, x in head.items():
+        if name == "__metadata__":
+            continue
+        b = data[x["data_offsets"][0]:x["data_offsets"][1]]
+        if x["dtype"] == "BF16":
+            out[name] = list(struct.unpack("<%dH" % (len(b) // 2), b))
+        else:
+            assert x["dtype"] == "F32", (name, x["dtype"])
+            u = struct.unpack("<%dI" % (len(b) // 4), b)
+            out[name] = [((v + 0x7fff + ((v >> 16) & 1)) >> 16) & 0xffff for v in u]
+    return out
+
+
+@t.test
+def tiles_on_several_ranks_are_one_ranks_bits(d):
+    make_data(d)
+    for model, tile in (("llama", 5000), ("gpt2", 1000)):
+        for ranks in (2, 3):
+            one = tiled_run(d, "%s-1of%d" % (model, ranks), model, 1, ranks, tile=tile)
+            many = tiled_run(d, "%s-%d" % (model, ranks), model, ranks, 1, tile=tile)
+            la, lb = [s["loss"] for s in one], [s["loss"] for s in many]
+            assert len(la) == 5 and la == lb, (model, ranks, la, lb)
+            na, nb = [s["grad_norm"] for s in one], [s["grad_norm"] for s in many]
+            assert max(abs(a - b) / a for a, b in zip(na, nb)) <= 1e-12, (model, na, nb)
+            assert la[-1] < la[0], (model, "the loss does not fall", la)
+
+
+@t.test
+def tiled_checkpoints_resume_on_another_number_of_ranks(d):
+    """Parts of tiled tensors hold a piece of every tile, and say so in
+    their metadata: 2 or 3 ranks' parts resume on one rank, one rank's
+    checkpoint on two, each continuing the run that never stopped."""
+    make_data(d)
+    for saved, acc in ((2, 2), (3, 3), (1, 2)):
+        ckref = os.path.join(d, "ckref%d" % saved)
+        ref = tiled_run(d, "ref%d" % saved, "llama", 1, acc, steps=6,
+                        extra="checkpoint: {dir: \"%s\", every: 3}\n" % ckref)
+        ck = os.path.join(d, "ck%d" % saved)
+        every = "checkpoint: {dir: \"%s\", every: 3}\n" % ck
+        tiled_run(d, "a%d" % saved, "llama", saved, acc // saved, steps=3, extra=every)
+        step = os.path.join(ck, open(os.path.join(ck, "latest")).read().strip())
+        if saved > 1:
+            meta = safetensors_metadata(os.path.join(
+                step, "optimizer-00001-of-%05d.safetensors" % saved))
+            tiled = dict(x.split(":") for x in meta.get("zinc.tile_rows", "").split(";") if x)
+            assert tiled == {"model.embed_tokens.weight": "147", "lm_head.weight": "147"}, meta
+            # The parts joined: the Hugging Face folder one rank saves.
+            out = os.path.join(d, "joined%d" % saved)
+            c = subprocess.run([ZINC, "consolidate", ck, "--out", out], capture_output=True,
+                               text=True)
+            assert c.returncode == 0, c.stderr
+            # One rank saves them in bf16, the training dtype; the
+            # consolidation in fp32, which rounds to those bits.
+            one = os.path.join(ckref, "step-00000003")
+            names = [f for f in os.listdir(out) if f.endswith(".safetensors")]
+            assert names, os.listdir(out)
+            for f in names:
+                a = safetensors_bf16(os.path.join(out, f))
+                b = safetensors_bf16(os.path.join(one, f))
+                assert a == b and "lm_head.weight" in a, (saved, f, "consolidated parameters differ")
+        then = 2 if saved == 1 else 1
+        resumed = tiled_run(d, "b%d" % saved, "llama", then, acc // then, steps=6,
+                            extra="checkpoint: {dir: \"%s\", resume: true}\n" % ck)
+        assert [s["step"] for s in resumed] == [4, 5, 6], resumed
+        assert [s["loss"] for s in resumed] == [s["loss"] for s in ref[3:]], (saved, resumed, ref)
 
 
 if __name__ == "__main__":

@@ -130,8 +130,7 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 	zn_plan_zero_rules(&pl->z, c, g);
 	for (unsigned l = 0; l < g->tab.nlayers; l++) {
 		for (unsigned i = g->tab.first[l]; i < g->tab.first[l] + g->tab.count[l]; i++) {
-			const uint64_t n = g->tab.d[i].numel;
-			const struct zn_zero_share s = zn_zero_share_of(&pl->z, n);
+			const struct zn_zero_share s = zn_zero_share_of(&pl->z, &g->tab.d[i]);
 			struct zn_zero_arrays a;
 			zn_zero_arrays_of(&pl->z, &g->tab.d[i], &s, &a);
 			pl->dparam += A256(a.dparam);

@@ -68,62 +68,91 @@ int zn_trainer_any(struct zn_trainer *t, bool flag, bool *any)
 	return rc;
 }
 
-/* Enqueue the sum over ranks of a staged gradient on `c`: stage 0 all-
- * reduces it in place, stages 1-3 reduce-scatter it into recv.  *own: where
- * this rank's part will be. */
-static int grads_enqueue(struct zn_trainer *t, struct zn_comm *c, struct tstate *s, void *send,
-			 void *recv, struct zn_comm_op **op, const void **own)
+/* Enqueue the sum over ranks of a staged gradient (piece p's tile, or the
+ * tensor) on `c`: stage 0 all-reduces it in place, stages 1-3
+ * reduce-scatter it into recv.  *own: where this rank's piece will be. */
+static int grads_enqueue(struct zn_trainer *t, struct zn_comm *c, const struct zn_zero_piece *p,
+			 void *send, void *recv, struct zn_comm_op **op, const void **own)
 {
-	const size_t n = s->d->numel, esz = zn_dtype_size(t->zr.gdt);
+	const size_t n = p->n, esz = zn_dtype_size(t->zr.gdt);
 	if (t->zr.stage == 0) {
 		tr_count_sent(t, 2 * (uint64_t)(t->world - 1) * n / (uint64_t)t->world, esz);
 		*own = send;
 		return zn_comm_all_reduce_async(c, send, n, t->zr.gdt, ZN_COMM_SUM, op);
 	}
-	tr_count_sent(t, (uint64_t)(t->world - 1) * s->part, esz);
+	tr_count_sent(t, (uint64_t)(t->world - 1) * p->part, esz);
 	*own = recv;
-	return zn_comm_reduce_scatter_async(c, send, recv, s->part, t->zr.gdt, op);
+	return zn_comm_reduce_scatter_async(c, send, recv, p->part, t->zr.gdt, op);
 }
 
-/* Add a settled reduce-scatter's part into the tensor's accumulator, or
- * (gnvme) into its sums on NVMe. */
-static int grads_accumulate(struct zn_trainer *t, struct tstate *s, const void *own, bool first)
+/* Add a settled reduction's piece k (this rank's share of the sum of
+ * tile k, or of the tensor) into the tensor's accumulator at the piece's
+ * place in its part, or (gnvme) into its sums on NVMe. */
+static int grads_accumulate(struct zn_trainer *t, struct tstate *s, unsigned k, const void *own,
+			    bool first)
 {
 	const size_t esz = zn_dtype_size(t->zr.gdt);
 	if (s->gnvme)
-		return tr_grads_part_to_nvme(t, s, own, first);
+		return tr_grads_part_to_nvme(t, s, k, own, first);
+	struct zn_zero_piece p;
+	tr_piece(t, s, k, &p);
+	uint8_t *acc = (uint8_t *)s->grad + p.own * esz;
 	if (first) {
-		memcpy(s->grad, own, s->nown * esz);
+		memcpy(acc, own, p.len * esz);
 	} else if (t->zr.gdt == ZN_DTYPE_F32) {
-		tr_host_accumulate(s->grad, t->zr.gdt, own, s->nown);
+		tr_host_accumulate(acc, t->zr.gdt, own, p.len);
 	} else {
-		zn_dtype_to_f32(t->gstage, own, t->zr.gdt, s->nown);
-		tr_host_accumulate(s->grad, t->zr.gdt, t->gstage, s->nown);
+		zn_dtype_to_f32(t->gstage, own, t->zr.gdt, p.len);
+		tr_host_accumulate(acc, t->zr.gdt, t->gstage, p.len);
 	}
 	return 0;
 }
 
-/* A tensor's device gradient (fp32, all of it), summed over the ranks,
- * into this rank's part of its accumulator: `first` starts the
- * accumulator, later micro-batches add to it.  The gradient crosses in the
- * accumulators' dtype (rounded to the training dtype first, as one rank
- * does), padded to world parts for the reduce-scatter; stage 0 all-reduces
- * the whole tensor.  Through NCCL on device buffers: padded in dsend,
- * reduced into drecv; only this rank's part comes to the host. */
-static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool first)
+/* Where piece p's tile (or the tensor) has its final gradients on the
+ * device, at element doff of the buffers: a 16-bit layer's own (dev16:
+ * rounded already, *own16), else fp32 rounded to the training dtype now
+ * (as one rank does).  *ssz: their element size. */
+static int grads_source(struct zn_trainer *t, struct tstate *s, const struct zn_zero_piece *p,
+			uint64_t doff, const void **src, size_t *ssz, bool *own16)
 {
-	const size_t n = s->d->numel, esz = zn_dtype_size(t->zr.gdt);
+	*own16 = !s->dgrad;
+	if (*own16) {
+		*ssz = zn_dtype_size(t->sdt);
+		*src = (const uint8_t *)s->sgrad + doff * *ssz;
+		return 0;
+	}
+	*ssz = 4;
+	*src = (const float *)s->dgrad + doff;
+	return tr_round_to_dtype(t, (float *)s->dgrad + doff, p->n);
+}
+
+/* A tensor's device gradient (tile k's, or all of it; at element doff of
+ * its device buffers), summed over the ranks, into this rank's piece of
+ * its accumulator: `first` starts the accumulator, later micro-batches add
+ * to it.  The gradient crosses in the accumulators' dtype, padded to
+ * world parts for the reduce-scatter; stage 0 all-reduces the whole
+ * tensor.  Through NCCL on device buffers: padded in dsend, reduced into
+ * drecv; only this rank's piece comes to the host. */
+static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t doff,
+			       bool first)
+{
+	const size_t esz = zn_dtype_size(t->zr.gdt);
 	uint8_t *send = t->coll.dsend;
 	struct zn_comm_op *op = NULL;
-	int rc;
-	if (!s->dgrad) /* a 16-bit layer's own gradients (dev16): rounded already */
-		rc = t->k->cast(t->kctx, send, t->zr.gdt, s->sgrad, t->sdt, n);
-	else if (!(rc = tr_round_to_dtype(t, s->dgrad, n)))
-		rc = t->zr.gdt == ZN_DTYPE_F32
-			     ? zn_device_copy_async(t->dev, send, s->dgrad, n * 4,
-						    ZN_COPY_DEVICE_TO_DEVICE, t->stream)
-			     : t->k->cast(t->kctx, send, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
-	const size_t total = (t->zr.stage == 0 ? n : s->part * (size_t)t->world) * esz;
+	struct zn_zero_piece p;
+	tr_piece(t, s, k, &p);
+	const size_t n = p.n;
+	const void *src;
+	size_t ssz;
+	bool own16;
+	int rc = grads_source(t, s, &p, doff, &src, &ssz, &own16);
+	if (!rc)
+		rc = own16 || t->zr.gdt != ZN_DTYPE_F32
+			     ? t->k->cast(t->kctx, send, t->zr.gdt, src,
+					  own16 ? t->sdt : ZN_DTYPE_F32, n)
+			     : zn_device_copy_async(t->dev, send, src, n * 4,
+						    ZN_COPY_DEVICE_TO_DEVICE, t->stream);
+	const size_t total = (t->zr.stage == 0 ? n : p.part * (size_t)t->world) * esz;
 	if (!rc && total > n * esz)
 		rc = zn_device_memset(t->dev, send + n * esz, 0, total - n * esz, t->stream);
 	if (!rc) /* NCCL takes the data as it is when the op is enqueued */
@@ -131,14 +160,14 @@ static int grads_reduce_device(struct zn_trainer *t, struct tstate *s, bool firs
 	if (rc)
 		return rc;
 	const void *own;
-	rc = grads_enqueue(t, t->coll.dcomm, s, send, t->coll.drecv, &op, &own);
-	/* Not into gstage: a 16-bit part is widened there to be added. */
+	rc = grads_enqueue(t, t->coll.dcomm, &p, send, t->coll.drecv, &op, &own);
+	/* Not into gstage: a 16-bit piece is widened there to be added. */
 	uint8_t *host = t->coll.cbuf[0];
 	if ((rc = tr_coll_wait(t, rc, op)) ||
-	    (s->nown && (rc = tr_to_host(t, host, own, s->nown * esz))))
+	    (p.len && (rc = tr_to_host(t, host, own, p.len * esz))))
 		return rc;
-	t->stats.d2h_bytes += s->nown * esz;
-	return grads_accumulate(t, s, host, first);
+	t->stats.d2h_bytes += p.len * esz;
+	return grads_accumulate(t, s, k, host, first);
 }
 
 /* Wait for bucket k's collective and add every entry's part (this rank's
@@ -154,7 +183,7 @@ static int bucket_settle(struct zn_trainer *t, unsigned k)
 		const uint8_t *recv =
 			t->zr.stage == 0 ? b->buf : b->buf + chunks * t->buckets.cap * esz;
 		for (unsigned i = 0; i < b->n && !rc; i++)
-			rc = grads_accumulate(t, b->e[i].s, recv + b->e[i].off * esz,
+			rc = grads_accumulate(t, b->e[i].s, b->e[i].k, recv + b->e[i].off * esz,
 					      b->e[i].first);
 	}
 	b->inflight = false;
@@ -197,25 +226,30 @@ static int bucket_flush(struct zn_trainer *t)
 	return rc ? rc : r;
 }
 
-/* A tensor's final gradient (its device buffer, all of it) into the filling
- * bucket, each rank's part into that rank's chunk; a full bucket goes
- * first.  A 16-bit layer's own gradients (dev16: rounded already) cross
- * as they are and are converted on the host when the accumulators' dtype
- * differs. */
-static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
+/* A tensor's final gradient (tile k's, or all of it; at element doff of
+ * its device buffers) into the filling bucket, each rank's piece into
+ * that rank's chunk; a full bucket goes first.  A 16-bit layer's own
+ * gradients (dev16: rounded already) cross as they are and are converted
+ * on the host when the accumulators' dtype differs. */
+static int bucket_add(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t doff,
+		      bool first)
 {
-	const size_t n = s->d->numel, esz = zn_dtype_size(t->zr.gdt);
-	const size_t part = t->zr.stage == 0 ? n : s->part;
+	const size_t esz = zn_dtype_size(t->zr.gdt);
+	struct zn_zero_piece pc;
+	tr_piece(t, s, k, &pc);
+	const size_t n = pc.n, part = t->zr.stage == 0 ? n : pc.part;
 	int rc = 0;
 	if (t->buckets.b[t->buckets.cur].used + part > t->buckets.cap && (rc = bucket_flush(t)))
 		return rc;
 	struct bucket *b = &t->buckets.b[t->buckets.cur];
-	const bool own16 = !s->dgrad;
-	const void *src = own16 ? s->sgrad : s->dgrad;
-	const size_t ssz = own16 ? zn_dtype_size(t->sdt) : esz;
-	if (!own16 && !(rc = tr_round_to_dtype(t, s->dgrad, n)) && t->zr.gdt != ZN_DTYPE_F32) {
-		rc = t->k->cast(t->kctx, t->round_buf, t->zr.gdt, s->dgrad, ZN_DTYPE_F32, n);
+	const void *src;
+	size_t ssz;
+	bool own16;
+	rc = grads_source(t, s, &pc, doff, &src, &ssz, &own16);
+	if (!rc && !own16 && t->zr.gdt != ZN_DTYPE_F32) {
+		rc = t->k->cast(t->kctx, t->round_buf, t->zr.gdt, src, ZN_DTYPE_F32, n);
 		src = t->round_buf;
+		ssz = esz;
 	}
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
@@ -236,17 +270,41 @@ static int bucket_add(struct zn_trainer *t, struct tstate *s, bool first)
 	if (rc)
 		return rc;
 	t->stats.d2h_bytes += n * esz;
-	b->e[b->n++] = (struct bucket_entry){ .s = s, .off = b->used, .first = first };
+	b->e[b->n++] = (struct bucket_entry){ .s = s, .k = k, .off = b->used, .first = first };
 	b->used += part;
 	return 0;
 }
 
-/* A tensor's final gradient on its way to being summed over the ranks:
- * through NCCL on the device at once, or into the host comm's buckets
- * (reduced when full and at the step's end, tr_grads_settle_all). */
+/* Tile k's final gradient (or the tensor's: k 0 of an untiled one, at
+ * element doff of its device buffers) on its way to being summed over the
+ * ranks: through NCCL on the device at once, or into the host comm's
+ * buckets (reduced when full, at a backward's end with NVMe gradients,
+ * and at the step's end, tr_grads_settle_all). */
+static int reduce_piece(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t doff,
+			bool first)
+{
+	return t->coll.dcomm ? grads_reduce_device(t, s, k, doff, first)
+			     : bucket_add(t, s, k, doff, first);
+}
+
+/* A tensor on the device whole: a tiled one tile by tile from the last
+ * (the pass's order, so NVMe gradients stay descending), each tile its
+ * own reduction as its pieces are cut. */
 int tr_grads_reduce(struct zn_trainer *t, struct tstate *s, bool first)
 {
-	return t->coll.dcomm ? grads_reduce_device(t, s, first) : bucket_add(t, s, first);
+	int rc = 0;
+	for (unsigned k = s->ntiles; k-- > 0 && !rc;) {
+		struct zn_zero_piece p;
+		tr_piece(t, s, k, &p);
+		rc = reduce_piece(t, s, k, p.first, first);
+	}
+	return rc;
+}
+
+/* A tile on the device by itself: its buffers hold it from their start. */
+int tr_grads_reduce_tile(struct zn_trainer *t, struct tstate *s, unsigned k, bool first)
+{
+	return reduce_piece(t, s, k, 0, first);
 }
 
 /* Every bucket reduced and added in (the step's end). */
@@ -465,9 +523,12 @@ int tr_collectives_setup(struct zn_trainer *t)
 			       (uint64_t)1 << 26);
 	t->buckets.cap = (size_t)ZN_MAX(want / chunks, t->zr.stage == 0 ? t->tab.largest : maxpart);
 	const size_t bytes = t->buckets.cap * ((size_t)chunks + 1) * 4;
+	size_t entries = 0; /* a tensor's, or each of its tiles' */
+	for (unsigned i = 0; i < t->tab.nt; i++)
+		entries += t->t[i].ntiles;
 	for (int k = 0; k < 2 && !t->coll.dcomm; k++) {
 		struct bucket *b = &t->buckets.b[k];
-		if (!(b->e = calloc(t->tab.nt, sizeof(*b->e))) ||
+		if (!(b->e = calloc(ZN_MAX(entries, 1), sizeof(*b->e))) ||
 		    posix_memalign((void **)&b->buf, 4096, bytes))
 			return zn_error(-ENOMEM, "out of memory for the gradient buckets (2 x %zu "
 						 "bytes; lower zero_optimization.reduce_bucket_size)",

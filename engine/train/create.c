@@ -239,7 +239,7 @@ static int open_device(struct zn_trainer *t)
 static int place_tensor(struct zn_trainer *t, struct tstate *s)
 {
 	const struct zn_zero_rules *zr = &t->zr;
-	const struct zn_zero_share sh = zn_zero_share_of(zr, s->d->numel);
+	const struct zn_zero_share sh = zn_zero_share_of(zr, s->d);
 	struct zn_zero_arrays za;
 	zn_zero_arrays_of(zr, s->d, &sh, &za);
 	s->part = sh.part;
@@ -258,14 +258,25 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s)
 	t->layered |= !s->dev_grads;
 	/* Tiles: the model's for every placement; fetched by tiles when
 	 * offloaded. */
-	s->tile_rows = zn_zero_tile_rows(zr, s->d);
+	s->tile_rows = sh.tile_rows;
 	s->ntiles = (unsigned)zn_zero_tiles(zr, s->d);
-	s->tiled = s->tile_rows && !s->resident;
+	s->tiled = sh.tiled;
 	s->by_tiles = s->tile_rows && s->d->tileable;
-	s->tile_elems = s->tiled ? zn_zero_unit(zr, s->d, &sh) : s->nown;
 	s->tile_on = -1;
 	if (!s->tiled)
 		s->ntiles = 1;
+	/* This rank's piece of a full tile (the step between its tiles in
+	 * its part: every tile before the last is full), and the largest
+	 * piece, the last one's on some ranks. */
+	s->tile_step = s->nown;
+	s->tile_elems = s->nown;
+	if (s->tiled) {
+		struct zn_zero_piece p0, pl;
+		tr_piece(t, s, 0, &p0);
+		tr_piece(t, s, s->ntiles - 1, &pl);
+		s->tile_step = p0.len;
+		s->tile_elems = ZN_MAX(p0.len, pl.len);
+	}
 	s->gsq = calloc(s->ntiles, sizeof(*s->gsq));
 	s->gfin = calloc(s->ntiles, sizeof(*s->gfin));
 	if (!s->gsq || !s->gfin)

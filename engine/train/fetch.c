@@ -288,7 +288,8 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 			 * tensor's: several ranks reduce them at each release,
 			 * folded into fp32 as one rank's stay); a tiled
 			 * tensor's come with its tiles. */
-			if (s->dev_grads || (t->zr.dev16 && !s->resident) || s->by_tiles)
+			if (s->dev_grads || (t->zr.dev16 && !s->resident) ||
+			    (s->by_tiles && s->tiled))
 				continue;
 			if (!(rc = tr_dev_alloc(t, s->d->numel * 4, &s->dgrad)))
 				rc = zn_device_memset(t->dev, s->dgrad, 0, s->d->numel * 4, NULL);
@@ -315,7 +316,7 @@ static int release_offloaded(struct zn_trainer *t, unsigned layer, bool written)
 		for (unsigned k = 0; k < cnt && !rc; k++) {
 			const unsigned i = t->zr.grads_nvme ? cnt - 1 - k : k;
 			struct tstate *s = &t->t[t->tab.first[layer] + i];
-			if (s->dev_grads || s->by_tiles || (flights && !s->tiled))
+			if (s->dev_grads || (s->by_tiles && s->tiled) || (flights && !s->tiled))
 				continue; /* on the device, at their tiles' release, in flight */
 			rc = t->world > 1 ? tr_grads_reduce(t, s, t->micro_i == 0)
 					  : tr_grads_tiles_to_host(t, s, t->micro_i == 0);
@@ -374,13 +375,17 @@ static int fetch_tile(void *user, unsigned layer, unsigned idx, unsigned k, bool
 	if (s->tile_on >= 0)
 		return zn_error(-EPROTO, "%s: tile %u fetched while tile %d is out", s->d->name, k,
 				s->tile_on);
-	const uint64_t n = tr_tile_span(s, first, s->nown);
+	struct zn_zero_piece pc;
+	tr_piece(t, s, k, &pc);
+	const uint64_t n = pc.n; /* the tile's elements (several ranks: every piece) */
 	int rc = t->zr.dev16 ? tr_dev_alloc(t, n * zn_dtype_size(t->zr.hdt), &s->sparam)
 			     : tr_dev_alloc(t, n * 4, &s->dparam);
 	if (rc)
 		return rc;
 	s->tile_on = (int)k;
-	rc = home_to_device(t, s, k, 0); /* the buffers hold the tile alone */
+	/* The buffers hold the tile alone: from its home, or every rank's
+	 * piece of it (several ranks). */
+	rc = t->world > 1 ? tr_gather_tile(t, s, k, 0) : home_to_device(t, s, k, 0);
 	/* The next tile in this pass's order (backward: downwards). */
 	const unsigned next = want ? k - 1 : k + 1;
 	if (!rc && next < s->ntiles)
@@ -412,13 +417,16 @@ static int release_tile(void *user, unsigned layer, unsigned idx, unsigned k, bo
 	if (s->tile_on != (int)k)
 		rc = zn_error(-EPROTO, "%s: tile %u released but tile %d is out", s->d->name, k,
 			      s->tile_on);
-	const uint64_t n = tr_tile_span(s, tr_tile_first(s, k), s->nown);
+	struct zn_zero_piece pc;
+	tr_piece(t, s, k, &pc);
+	const uint64_t n = pc.n;
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
 	if (!rc && written && s->sdirty && s->sgrad && s->dgrad)
 		rc = t->k->accumulate(t->kctx, s->dgrad, ZN_DTYPE_F32, s->sgrad, t->sdt, n);
 	if (!rc && written && (s->dgrad || s->sgrad))
-		rc = tr_grads_tile_to_host(t, s, t->micro_i == 0, k);
+		rc = t->world > 1 ? tr_grads_reduce_tile(t, s, k, t->micro_i == 0)
+				  : tr_grads_tile_to_host(t, s, t->micro_i == 0, k);
 	zn_device_free(t->dev, s->dparam);
 	zn_device_free(t->dev, s->sparam);
 	zn_device_free(t->dev, s->dgrad);

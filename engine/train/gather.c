@@ -1,6 +1,7 @@
 /* Stage 3 on several ranks: a layer's partitioned parameters gathered from
  * every rank's part, ahead of its fetch, in GATHER_SLOTS slots (struct
- * gathers), and the slots' buffers. */
+ * gathers), and the slots' buffers; a tiled tensor's tiles gathered one at
+ * a time, as they are wanted, through the collectives' staging. */
 #include "zn_common.h"
 
 #include "train/internal.h"
@@ -21,7 +22,7 @@ static int gather_start(struct zn_trainer *t, unsigned layer)
 	g->layer = layer;
 	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++) {
 		struct tstate *s = &t->t[t->tab.first[layer] + i];
-		if (s->resident)
+		if (s->resident || s->tiled) /* a tiled one: tile by tile, when wanted */
 			continue;
 		uint8_t *send = buf, *recv = buf + s->part * esz;
 		buf += ZN_ALIGN_UP((size_t)s->part * ((size_t)t->world + 1) * esz, 64);
@@ -66,8 +67,57 @@ int tr_gather_drain(struct zn_trainer *t)
 	return rc;
 }
 
+/* n gathered elements (in the homes' dtype, in order) onto the device at
+ * element `at` of a tensor's buffers: 16-bit layers' bytes as they are
+ * (the kernels' copy), else in fp32 (16-bit ones widened on the device
+ * through the scratch). */
+static int gathered_to_device(struct zn_trainer *t, struct tstate *s, const void *recv,
+			      uint64_t at, uint64_t n)
+{
+	const size_t esz = zn_dtype_size(t->zr.hdt);
+	int rc;
+	t->stats.h2d_bytes += n * esz;
+	if (t->zr.dev16)
+		return tr_to_device(t, (uint8_t *)s->sparam + at * esz, recv, n * esz);
+	if (t->zr.hdt == ZN_DTYPE_F32)
+		return tr_to_device(t, (float *)s->dparam + at, recv, n * 4);
+	if (!(rc = tr_to_device(t, t->round_buf, recv, n * esz)) &&
+	    !(rc = t->k->cast(t->kctx, (float *)s->dparam + at, ZN_DTYPE_F32, t->round_buf,
+			      t->zr.hdt, n)))
+		rc = zn_device_stream_synchronize(t->stream);
+	return rc;
+}
+
+/* A tiled tensor's tile k from every rank's piece of it (their homes') to
+ * element `at` of its device buffers, now: each rank's piece padded to the
+ * tile's part, all-gathered in rank order, which is the tile's order. */
+int tr_gather_tile(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t at)
+{
+	const size_t esz = zn_dtype_size(t->zr.hdt);
+	uint8_t *send = t->coll.cbuf[0], *recv = t->coll.cbuf[1];
+	struct zn_zero_piece p;
+	struct zn_comm_op *op = NULL;
+	void *host;
+	tr_piece(t, s, k, &p);
+	uint64_t t0 = zn_now_ns();
+	int rc = zn_swapper_acquire(t->homes.sw, s->home[k], &host);
+	t->stats.stall_ns += zn_now_ns() - t0;
+	if (rc)
+		return rc;
+	memcpy(send, host, p.len * esz);
+	zn_swapper_release(t->homes.sw, s->home[k], false);
+	memset(send + p.len * esz, 0, (p.part - p.len) * esz);
+	rc = zn_comm_all_gather_async(t->comm, send, recv, p.part * esz, ZN_DTYPE_U8, &op);
+	tr_count_sent(t, (uint64_t)(t->world - 1) * p.part, esz);
+	if ((rc = tr_coll_wait(t, rc, op)))
+		return rc;
+	return gathered_to_device(t, s, recv, at, p.n);
+}
+
 /* The layer's tensors onto the device from its gathers: the oldest slot's
- * when it is this layer's, else (the others discarded) started now. */
+ * when it is this layer's, else (the others discarded) started now; a
+ * tiled one the model takes whole, tile by tile now (one it takes by
+ * tiles comes with them, fetch.c). */
 int tr_gather_finish(struct zn_trainer *t, unsigned layer)
 {
 	const size_t esz = zn_dtype_size(t->zr.hdt);
@@ -79,29 +129,24 @@ int tr_gather_finish(struct zn_trainer *t, unsigned layer)
 	struct gather_slot *g = &t->gathers.slot[t->gathers.head];
 	for (unsigned i = 0; i < t->tab.count[layer]; i++) {
 		struct tstate *s = &t->t[t->tab.first[layer] + i];
-		const size_t n = s->d->numel;
+		const size_t n = s->d->numel, dsz = t->zr.dev16 ? esz : 4;
+		if (s->tiled && !s->by_tiles && !rc) {
+			if (!(rc = tr_dev_alloc(t, n * dsz, t->zr.dev16 ? &s->sparam : &s->dparam)))
+				for (unsigned k = 0; k < s->ntiles && !rc; k++) {
+					struct zn_zero_piece p;
+					tr_piece(t, s, k, &p);
+					rc = tr_gather_tile(t, s, k, p.first);
+				}
+			continue;
+		}
 		if (s->resident || !g->op[i])
 			continue;
 		int r = tr_coll_wait(t, 0, g->op[i]);
 		g->op[i] = NULL;
 		if (rc || (rc = r))
 			continue;
-		t->stats.h2d_bytes += n * esz;
-		/* 16-bit layers: the gathered bytes are the kernels' copy. */
-		if (t->zr.dev16) {
-			if (!(rc = tr_dev_alloc(t, n * esz, &s->sparam)))
-				rc = tr_to_device(t, s->sparam, g->recv[i], n * esz);
-			continue;
-		}
-		if ((rc = tr_dev_alloc(t, n * 4, &s->dparam)))
-			continue;
-		if (t->zr.hdt == ZN_DTYPE_F32) {
-			rc = tr_to_device(t, s->dparam, g->recv[i], n * 4);
-		} else if (!(rc = tr_to_device(t, t->round_buf, g->recv[i], n * esz)) &&
-			   !(rc = t->k->cast(t->kctx, s->dparam, ZN_DTYPE_F32, t->round_buf, t->zr.hdt,
-					     n))) {
-			rc = zn_device_stream_synchronize(t->stream);
-		}
+		if (!(rc = tr_dev_alloc(t, n * dsz, t->zr.dev16 ? &s->sparam : &s->dparam)))
+			rc = gathered_to_device(t, s, g->recv[i], 0, n);
 	}
 	if (t->gathers.n) {
 		t->gathers.n--;
@@ -161,7 +206,11 @@ int tr_gathers_setup(struct zn_trainer *t, bool partition_params)
 	for (unsigned l = 0; l < t->tab.nlayers; l++) {
 		size_t b = 0;
 		for (unsigned i = t->tab.first[l]; i < t->tab.first[l] + t->tab.count[l]; i++) {
-			b += ZN_ALIGN_UP((size_t)t->t[i].part * ((size_t)t->world + 1) * esz, 64);
+			/* A tiled tensor's tiles pass through the collectives'
+			 * staging instead, one at a time. */
+			if (!t->t[i].tiled)
+				b += ZN_ALIGN_UP((size_t)t->t[i].part * ((size_t)t->world + 1) * esz,
+						 64);
 			if (t->t[i].resident)
 				continue;
 			t->layer[l].parts = true;

@@ -158,28 +158,32 @@ static int grads_to_nvme(struct zn_trainer *t, struct tstate *s, enum cross how,
 	return rc;
 }
 
-/* Several ranks: this rank's part of a gnvme tensor's gradients, summed
- * over the ranks (nown values in the sums' dtype, settled from a
- * reduction in the pass's order), into its sums on NVMe: the first
- * micro-batch's start them, later ones are added as a host accumulator
- * adds a settled part (widened to fp32, the sum rounded once). */
-int tr_grads_part_to_nvme(struct zn_trainer *t, struct tstate *s, const void *own, bool first)
+/* Several ranks: this rank's piece k of a gnvme tensor's gradients (of
+ * tile k, or of the tensor), summed over the ranks (values in the sums'
+ * dtype, settled from a reduction in the pass's order), into its sums on
+ * NVMe: the first micro-batch's start them, later ones are added as a
+ * host accumulator adds a settled piece (widened to fp32, the sum
+ * rounded once). */
+int tr_grads_part_to_nvme(struct zn_trainer *t, struct tstate *s, unsigned k, const void *own,
+			  bool first)
 {
 	const size_t esz = zn_dtype_size(t->zr.gdt);
-	if (!s->nown) { /* an empty last part: nothing expected of it */
-		s->gsq[0] = 0;
-		s->gfin[0] = true;
+	struct zn_zero_piece p;
+	tr_piece(t, s, k, &p);
+	if (!p.len) { /* an empty piece: nothing expected of it */
+		s->gsq[k] = 0;
+		s->gfin[k] = true;
 		return 0;
 	}
 	if (first) {
-		memcpy(t->gsums, own, s->nown * esz);
-		return grads_to_nvme(t, s, CROSS_ACC, true, 0, s->nown, 0);
+		memcpy(t->gsums, own, p.len * esz);
+		return grads_to_nvme(t, s, CROSS_ACC, true, p.own, p.len, k);
 	}
 	if (t->zr.gdt == ZN_DTYPE_F32)
-		memcpy(t->gstage, own, s->nown * esz);
+		memcpy(t->gstage, own, p.len * esz);
 	else
-		zn_dtype_to_f32(t->gstage, own, t->zr.gdt, s->nown);
-	return grads_to_nvme(t, s, CROSS_F32, false, 0, s->nown, 0);
+		zn_dtype_to_f32(t->gstage, own, t->zr.gdt, p.len);
+	return grads_to_nvme(t, s, CROSS_F32, false, p.own, p.len, k);
 }
 
 /* A tensor's device gradients of its elements [off, off + n) (at element

@@ -13,25 +13,43 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Tiles of a tensor's part (one rank: the whole tensor); whole: one. */
+/* Tiles of a tensor's part (one rank: the whole tensor); whole: one.
+ * Its pieces of the tiles lie back to back, every one but the last's
+ * tile_step long (engine/zero's zn_zero_piece). */
 unsigned tr_tile_of(const struct tstate *s, uint64_t off)
 {
-	return s->tiled ? (unsigned)(off / s->tile_elems) : 0;
+	if (!s->tiled)
+		return 0;
+	const uint64_t k = s->tile_step ? off / s->tile_step : s->ntiles - 1;
+	return (unsigned)ZN_MIN(k, (uint64_t)s->ntiles - 1);
 }
 
 uint64_t tr_tile_first(const struct tstate *s, unsigned k)
 {
-	return s->tiled ? (uint64_t)k * s->tile_elems : 0;
+	return s->tiled ? (uint64_t)k * s->tile_step : 0;
 }
 
 uint64_t tr_tile_span(const struct tstate *s, uint64_t off, uint64_t n)
 {
 	if (!s->tiled)
 		return n;
-	const uint64_t end = ZN_MIN(tr_tile_first(s, tr_tile_of(s, off)) + s->tile_elems, s->nown);
+	const unsigned k = tr_tile_of(s, off);
+	const uint64_t end = k + 1 == s->ntiles ? s->nown : tr_tile_first(s, k) + s->tile_step;
 	return ZN_MIN(n, end - off);
 }
 
+void tr_piece(const struct zn_trainer *t, const struct tstate *s, unsigned k,
+	      struct zn_zero_piece *p)
+{
+	const struct zn_param_desc *d = s->d;
+	if (!s->tiled) {
+		*p = (struct zn_zero_piece){ .first = 0, .n = d->numel, .lo = s->lo,
+					     .len = s->nown, .own = 0, .part = s->part };
+		return;
+	}
+	zn_zero_piece_of((uint64_t)d->shape[0], (uint64_t)d->shape[1], s->tile_rows,
+			 (int)t->zr.parts, t->zr.parts > 1 ? t->rank : 0, k, p);
+}
 /* Elements [off, off + n) of a tensor's new parameters go into its home
  * buffer (its tile's), in the home dtype.  The buffer is taken (without
  * reading the old bytes) when the tile's first element comes and given
@@ -52,12 +70,28 @@ int tr_home_open(struct zn_trainer *t, struct tstate *s, uint64_t off)
 /* Elements up to `end` are in: after the tile's last, its home is written. */
 int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end)
 {
-	const uint64_t last = s->tiled ? ZN_MIN(tr_tile_first(s, s->htile) + s->tile_elems, s->nown)
-				       : s->nown;
+	const uint64_t last = tr_tile_first(s, s->htile) +
+			      tr_tile_span(s, tr_tile_first(s, s->htile), s->nown);
 	if (end < last)
 		return 0;
 	s->hbuf = NULL;
 	return zn_swapper_release(t->homes.sw, s->home[s->htile], true);
+}
+
+/* An empty piece still has its (one-element) home written once. */
+int tr_home_put_empty(struct zn_trainer *t, struct tstate *s, unsigned k)
+{
+	if (s->dhome)
+		return 0;
+	if (s->hbuf)
+		return zn_error(-EPROTO, "%s: tile %u's home written while tile %u's is held",
+				s->d->name, k, s->htile);
+	s->htile = k;
+	int rc = zn_swapper_acquire_overwrite(t->homes.sw, s->home[k], &s->hbuf);
+	if (rc)
+		return rc;
+	s->hbuf = NULL;
+	return zn_swapper_release(t->homes.sw, s->home[k], true);
 }
 
 int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
@@ -69,8 +103,6 @@ int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const floa
 	}
 	size_t esz = zn_dtype_size(t->zr.hdt);
 	int rc = 0;
-	if (!n && !s->nown) /* an empty part still has its (one-element) home written */
-		return (rc = tr_home_open(t, s, 0)) ? rc : tr_home_close(t, s, 0);
 	for (uint64_t done = 0; done < n && !rc;) {
 		const uint64_t o = off + done, k = tr_tile_span(s, o, n - done);
 		if (!(rc = tr_home_open(t, s, o))) {

@@ -78,7 +78,11 @@ struct tstate {
 	 * visits the device a tile at a time (its device buffers below then
 	 * hold that tile); another visits whole, read from its tiles' homes. */
 	uint64_t tile_rows;            /* 0: whole */
-	uint64_t tile_elems;           /* elements of a full tile (numel when whole) */
+	uint64_t tile_step;            /* this rank's elements of a full tile (its
+					* piece, engine/zero's zn_zero_piece; one
+					* rank: the tile), nown when whole */
+	uint64_t tile_elems;           /* ... of its largest tile (the last may be
+					* larger on some ranks) */
 	unsigned ntiles;               /* 1 when whole */
 	bool tiled;                    /* offloaded and tiled: homes per tile */
 	bool by_tiles;                 /* the model takes it tile by tile */
@@ -249,6 +253,7 @@ struct buckets {
 	struct bucket {
 		struct bucket_entry {
 			struct tstate *s;
+			unsigned k;        /* its tile (0: untiled) */
 			size_t off;        /* elements into each chunk */
 			bool first;        /* the step's first micro-batch */
 		} *e;
@@ -291,6 +296,10 @@ struct sources {
 	struct zn_st_file *ckpt;       /* checkpoint.resume: optimizer.safetensors */
 	struct zn_st_file **shards;    /* ... or the parts of `world` ranks */
 	int world;
+	uint64_t *tile_rows;           /* the parts' tiles: tensor i partitioned tile
+					* by tile (engine/zero's zn_zero_piece) in
+					* tiles of tile_rows[i] rows, 0: whole
+					* (metadata zinc.tile_rows); NULL: none */
 	struct zn_arch_reader *pretrained; /* model.from: the architecture's weights */
 };
 
@@ -451,13 +460,15 @@ int tr_grads_pass_end(struct zn_trainer *t);
 int tr_grads_leave(struct zn_trainer *t, unsigned layer);
 int tr_flights_reap(struct zn_trainer *t, bool all);
 /* ... and several ranks': this rank's reduced part into its NVMe sums. */
-int tr_grads_part_to_nvme(struct zn_trainer *t, struct tstate *s, const void *own, bool first);
+int tr_grads_part_to_nvme(struct zn_trainer *t, struct tstate *s, unsigned k, const void *own,
+			  bool first);
 
 /* collectives.c: several ranks.  Each returns 0 or -errno. */
 int tr_collectives_setup(struct zn_trainer *t);
 void tr_collectives_close(struct zn_trainer *t);
 int tr_check_same_config(struct zn_trainer *t);
 int tr_grads_reduce(struct zn_trainer *t, struct tstate *s, bool first);
+int tr_grads_reduce_tile(struct zn_trainer *t, struct tstate *s, unsigned k, bool first);
 int tr_grads_settle_all(struct zn_trainer *t);
 int tr_params_allgather(struct zn_trainer *t, struct tstate *s);
 int tr_params_allgather_all(struct zn_trainer *t);
@@ -471,6 +482,7 @@ void tr_gathers_close(struct zn_trainer *t);
 int tr_gather_finish(struct zn_trainer *t, unsigned layer);
 int tr_gather_ahead(struct zn_trainer *t, unsigned layer);
 int tr_gather_drain(struct zn_trainer *t);
+int tr_gather_tile(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t at);
 
 /* homes.c: the parameters' homes (offload_param) and the optimizer
  * states on NVMe; a home written from new fp32 values (elements
@@ -486,11 +498,15 @@ int tr_param_homes_setup(struct zn_trainer *t);
 int tr_nvme_setup(struct zn_trainer *t);
 int tr_home_put(struct zn_trainer *t, struct tstate *s, uint64_t off, const float *src,
 		uint64_t n);
+int tr_home_put_empty(struct zn_trainer *t, struct tstate *s, unsigned k);
 int tr_home_open(struct zn_trainer *t, struct tstate *s, uint64_t off);
 int tr_home_close(struct zn_trainer *t, struct tstate *s, uint64_t end);
-/* Tiles: the tile holding element `off` of a tensor, its first element,
- * and how many of [off, off + n) it holds. */
+/* Tiles: the tile holding element `off` of a tensor's part, its first
+ * element, and how many of [off, off + n) it holds; tile k's piece on
+ * this rank (engine/zero's zn_zero_piece: on one rank, the tile). */
 unsigned tr_tile_of(const struct tstate *s, uint64_t off);
+void tr_piece(const struct zn_trainer *t, const struct tstate *s, unsigned k,
+	      struct zn_zero_piece *p);
 uint64_t tr_tile_first(const struct tstate *s, unsigned k);
 uint64_t tr_tile_span(const struct tstate *s, uint64_t off, uint64_t n);
 void tr_groups_open(struct groups *g, struct zn_trainer *t, bool put);
@@ -526,15 +542,18 @@ int tr_materialize(struct zn_trainer *t);
 int tr_sources_open_checkpoint(struct sources *src, const char *dir);
 int tr_sources_open_pretrained(struct sources *src, const char *path);
 struct zn_st_file *tr_sources_meta(const struct sources *src);
-int tr_sources_check_states(const struct sources *src, const char *dir, int nstates);
+int tr_sources_check_states(struct sources *src, const char *dir, int nstates);
 int tr_sources_read(const struct sources *src, unsigned i, uint64_t off, uint64_t n,
 		    float *master, float *m, float *v);
 void tr_sources_close(struct sources *src);
 
-/* format.c: the states' name suffixes; metadata as hex (decode: 0 or -1).
+/* format.c: the states' name suffixes; metadata as hex (decode: 0 or -1);
+ * the parts' tiles, zinc.tile_rows (0 or -1).
  * The model's own files are the architecture's (model/arch.h). */
 extern const char *const tr_state_suffix[3];
 void tr_hex_encode(const void *p, size_t n, char *out);
 int tr_hex_decode(const char *hex, void *p, size_t n);
+int tr_tile_rows_parse(const char *v, const struct zn_tensor_table *tab, uint64_t *rows,
+		       const char **bad, int *bad_len);
 
 #endif

@@ -24,7 +24,8 @@ struct ckpt_meta {
 	char step[32], updates[32], shape[512], world[16], rank[16];
 	char hex[2 * sizeof(struct zn_data_pos) + 1];
 	char shex[2 * sizeof(struct zn_loss_scaler) + 1];
-	struct zn_st_meta kv[9];
+	struct zn_st_meta kv[10];
+	char *tiles;                   /* sharded, with tiled tensors: zinc.tile_rows */
 };
 
 static size_t ckpt_meta(struct zn_trainer *t, struct ckpt_meta *m, bool sharded)
@@ -45,9 +46,30 @@ static size_t ckpt_meta(struct zn_trainer *t, struct ckpt_meta *m, bool sharded)
 				    { "zinc.updates", m->updates }, { "zinc.loss_scaler", m->shex },
 				    { "zinc.optimizer_states", tr_optimizer_states(t) },
 				    { "zinc.world", m->world }, { "zinc.rank", m->rank } };
-	_Static_assert(sizeof(kv) == sizeof(m->kv), "every key has a slot");
 	memcpy(m->kv, kv, sizeof(kv));
-	return sharded ? 9 : 7; /* world and rank: sharded files only */
+	m->tiles = NULL;
+	if (!sharded)
+		return 7; /* world and rank: sharded files only */
+	/* Parts of tiled tensors hold a piece of each tile (engine/zero's
+	 * zn_zero_piece): "name:rows;..." says which, for whoever reads them
+	 * back on any number of ranks (sources.c). */
+	size_t len = 1;
+	for (unsigned i = 0; i < t->tab.nt; i++)
+		if (t->t[i].tiled)
+			len += strlen(t->t[i].d->name) + 24;
+	if (len == 1)
+		return 9;
+	if (!(m->tiles = malloc(len))) {
+		zn_set_error("out of memory");
+		return 0;
+	}
+	size_t at = 0;
+	for (unsigned i = 0; i < t->tab.nt; i++)
+		if (t->t[i].tiled)
+			at += (size_t)snprintf(m->tiles + at, len - at, "%s%s:%" PRIu64, at ? ";" : "",
+					       t->t[i].d->name, t->t[i].tile_rows);
+	m->kv[9] = (struct zn_st_meta){ "zinc.tile_rows", m->tiles };
+	return 10;
 }
 
 /* The device optimizer's states of this rank's parts into the host arrays. */
@@ -189,6 +211,8 @@ static int save_sharded(struct zn_trainer *t)
 		 t->world);
 	struct ckpt_meta m;
 	size_t nm = ckpt_meta(t, &m, true);
+	if (!rc && !nm)
+		rc = -ENOMEM;
 	if (!rc)
 		rc = zn_st_writer_begin(path, ot, n, m.kv, nm, &ow);
 	if (!rc)
@@ -198,6 +222,7 @@ static int save_sharded(struct zn_trainer *t)
 		ow = NULL;
 	}
 	zn_st_writer_abort(ow);
+	free(m.tiles);
 	free(names);
 	free(ot);
 	/* Commit only what every rank wrote; then every rank learns how

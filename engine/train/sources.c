@@ -33,6 +33,42 @@ struct zn_st_file *tr_sources_meta(const struct sources *src)
 	return part_file(src, 0);
 }
 
+/* Sharded parts of tiled tensors: metadata zinc.tile_rows lists them as
+ * "name:rows;name:rows" (save.c), each rank's part then holding its piece
+ * of every tile in order.  Absent: every part is a run of the tensor. */
+static int read_tile_rows(struct sources *src, const char *dir)
+{
+	const char *v = zn_st_metadata(src->shards[0], "zinc.tile_rows");
+	if (!v || !*v)
+		return 0;
+	if (!(src->tile_rows = calloc(src->tab->nt, sizeof(*src->tile_rows))))
+		return zn_error(-ENOMEM, "out of memory");
+	const char *bad;
+	int len;
+	if (tr_tile_rows_parse(v, src->tab, src->tile_rows, &bad, &len))
+		return zn_error(-EINVAL, "checkpoint '%s': metadata zinc.tile_rows ('%.*s') names no "
+					 "tiled tensor of this model; the checkpoint is damaged: "
+					 "resume from an earlier one", dir, len, bad);
+	return 0;
+}
+
+/* Rank r's piece of tensor i's tile k in the parts (k 0: its part when
+ * the parts are not tiled). */
+static void part_piece(const struct sources *src, unsigned i, int r, uint64_t k,
+		       struct zn_zero_piece *p)
+{
+	const struct zn_param_desc *d = &src->tab->d[i];
+	const uint64_t R = src->tile_rows ? src->tile_rows[i] : 0;
+	zn_zero_piece_of(R ? (uint64_t)d->shape[0] : 1, R ? (uint64_t)d->shape[1] : d->numel, R,
+			 nparts(src), r, k, p);
+}
+
+static uint64_t part_tiles(const struct sources *src, unsigned i)
+{
+	const uint64_t R = src->tile_rows ? src->tile_rows[i] : 0;
+	return R ? ZN_DIV_ROUND_UP((uint64_t)src->tab->d[i].shape[0], R) : 1;
+}
+
 /* The optimizer files of a checkpoint: optimizer.safetensors (whole
  * tensors), or optimizer-RRRRR-of-WWWWW.safetensors for W ranks' parts. */
 int tr_sources_open_checkpoint(struct sources *src, const char *dir)
@@ -75,18 +111,23 @@ int tr_sources_open_checkpoint(struct sources *src, const char *dir)
 
 /* The first `nstates` of each tensor's states (master, exp_avg,
  * exp_avg_sq) in the opened optimizer files: every part present, fp32, of
- * its length. */
-int tr_sources_check_states(const struct sources *src, const char *dir, int nstates)
+ * its length (the parts' tiles read first: the model's tensors are known
+ * now).  Before any read. */
+int tr_sources_check_states(struct sources *src, const char *dir, int nstates)
 {
 	const int W = nparts(src);
+	int rc = src->shards && !src->tile_rows ? read_tile_rows(src, dir) : 0;
+	if (rc)
+		return rc;
 	for (unsigned i = 0; i < src->tab->nt; i++)
 		for (int k = 0; k < nstates; k++) {
 			const struct zn_param_desc *d = &src->tab->d[i];
 			char name[ZN_PARAM_NAME_MAX + 24];
 			snprintf(name, sizeof(name), "%s.%s", d->name, tr_state_suffix[k]);
 			for (int r = 0; r < W; r++) {
-				uint64_t lo, len;
-				zn_zero_part(d->numel, W, r, &lo, &len);
+				struct zn_zero_piece p;
+				part_piece(src, i, r, part_tiles(src, i) - 1, &p);
+				const uint64_t len = p.own + p.len; /* its part's elements */
 				if (!len)
 					continue;
 				const struct zn_st_tensor *x = zn_st_find(part_file(src, r), name);
@@ -113,6 +154,8 @@ void tr_sources_close(struct sources *src)
 		zn_st_close(src->shards[r]);
 	free(src->shards);
 	src->shards = NULL;
+	free(src->tile_rows);
+	src->tile_rows = NULL;
 	src->world = 0;
 	zn_arch_reader_close(src->pretrained);
 	src->pretrained = NULL;
@@ -135,16 +178,21 @@ int tr_sources_read(const struct sources *src, unsigned i, uint64_t off, uint64_
 		for (int k = 0; k < 3; k++) {
 			char name[ZN_PARAM_NAME_MAX + 24];
 			snprintf(name, sizeof(name), "%s.%s", d->name, tr_state_suffix[k]);
-			for (int r = 0; r < W && a[k]; r++) {
-				uint64_t lo, len;
-				zn_zero_part(d->numel, W, r, &lo, &len);
-				const uint64_t b = ZN_MAX(lo, off), e = ZN_MIN(lo + len, off + n);
-				int rc = b < e ? zn_st_read(zn_st_find(part_file(src, r), name),
-							    (b - lo) * 4, (e - b) * 4, a[k] + (b - off))
-					       : 0;
-				if (rc)
-					return rc;
-			}
+			for (int r = 0; r < W && a[k]; r++)
+				for (uint64_t q = 0; q < part_tiles(src, i); q++) {
+					/* Rank r's piece of tile q: [lo, lo + len) of
+					 * the tensor, at `own` in its part. */
+					struct zn_zero_piece p;
+					part_piece(src, i, r, q, &p);
+					const uint64_t lo = p.first + p.lo;
+					const uint64_t b = ZN_MAX(lo, off), e = ZN_MIN(lo + p.len, off + n);
+					int rc = b < e ? zn_st_read(zn_st_find(part_file(src, r), name),
+								    (p.own + b - lo) * 4, (e - b) * 4,
+								    a[k] + (b - off))
+						       : 0;
+					if (rc)
+						return rc;
+				}
 		}
 		return 0;
 	}

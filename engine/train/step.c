@@ -232,18 +232,28 @@ static int norm_on_host(struct zn_trainer *t, struct step *st, const struct zn_a
 	for (unsigned i = 0; i < t->tab.nt; i++) {
 		struct tstate *s = &t->t[i];
 		/* A tiled tensor's shares tile by tile (in every placement, so
-		 * the norm is the same bits); NVMe gradients' were taken as
+		 * one rank's norm is the same bits; several ranks take their
+		 * pieces', or a whole part's); NVMe gradients' were taken as
 		 * they left. */
-		const uint64_t tiles = s->tile_rows ? zn_zero_tiles(&t->zr, s->d) : 1;
+		const bool whole = !s->tiled && t->world > 1;
+		const uint64_t tiles = s->tile_rows && !whole ? zn_zero_tiles(&t->zr, s->d) : 1;
 		for (uint64_t k = 0; k < tiles; k++) {
 			uint64_t first = 0, n = s->nown;
-			if (s->tile_rows)
+			if (s->tiled) {
+				struct zn_zero_piece pc;
+				tr_piece(t, s, (unsigned)k, &pc);
+				first = pc.own;
+				n = pc.len;
+			} else if (tiles > 1) {
 				zn_zero_tile(&t->zr, s->d, k, &first, &n);
-			struct zn_adam_grad_stats gst = { .sumsq = s->gsq[s->gnvme ? k : 0],
-							  .finite = s->gfin[s->gnvme ? k : 0] };
-			if (!s->gnvme &&
-			    (rc = zn_adam_grad_check((const uint8_t *)s->grad + first * gsz, t->zr.gdt, n,
-						     ex, &gst)))
+			}
+			struct zn_adam_grad_stats gst = { .sumsq = 0, .finite = true };
+			if (s->gnvme)
+				gst = (struct zn_adam_grad_stats){ .sumsq = s->gsq[k],
+								   .finite = s->gfin[k] };
+			else if (n && (rc = zn_adam_grad_check((const uint8_t *)s->grad +
+								       first * gsz,
+							       t->zr.gdt, n, ex, &gst)))
 				return rc;
 			st->sumsq += gst.sumsq;
 			st->finite &= gst.finite;

@@ -133,18 +133,26 @@ int tr_open_weights(struct zn_trainer *t)
 	return 0;
 }
 
+/* A run of a tensor's elements made in order: [lo, hi) of the tensor,
+ * this rank's own in [own_lo, own_hi), element e being element
+ * e - base of its part.  A resident tensor is one run, the whole tensor;
+ * another is its part, or (tiled) its piece of each tile. */
+struct run {
+	uint64_t lo, hi, own_lo, own_hi, base;
+};
+
 /* Where elements [p, p + *n) of tensor s are made, *n at most
  * ZN_ARCH_CHUNK: this rank's own straight where its states live -- the
  * host arrays, or the NVMe sub-group the optimizer swapper lends (then
  * *n stops at the group's end) -- and (a resident tensor on several
  * ranks) the others' in *chunk, one piece long, allocated when first
- * needed.  `end`: where the elements needed end. */
-static int piece_at(struct zn_trainer *t, struct groups *g, const struct tstate *s, uint64_t p,
-		    uint64_t end, float **chunk, float **a, uint64_t *n)
+ * needed. */
+static int piece_at(struct zn_trainer *t, struct groups *g, const struct tstate *s,
+		    const struct run *ru, uint64_t p, float **chunk, float **a, uint64_t *n)
 {
-	const uint64_t own_end = s->lo + s->nown;
-	if (p < s->lo || p >= own_end) {
-		*n = ZN_MIN(ZN_ARCH_CHUNK, (p < s->lo ? s->lo : end) - p);
+	const uint64_t own_end = ru->own_hi;
+	if (p < ru->own_lo || p >= own_end) {
+		*n = ZN_MIN(ZN_ARCH_CHUNK, (p < ru->own_lo ? ru->own_lo : ru->hi) - p);
 		if (!*chunk && !(*chunk = malloc(ZN_MIN(ZN_ARCH_CHUNK, t->tab.largest) * 4)))
 			return zn_error(-ENOMEM, "out of memory");
 		a[0] = *chunk;
@@ -152,15 +160,15 @@ static int piece_at(struct zn_trainer *t, struct groups *g, const struct tstate 
 		return 0;
 	}
 	*n = ZN_MIN(ZN_ARCH_CHUNK, own_end - p);
-	return tr_states_at(g, s, p - s->lo, a, n);
+	return tr_states_at(g, s, p - ru->base, a, n);
 }
 
 /* Elements [p, p + n) of tensor s, made in a[] (a[1], a[2] NULL: not this
  * rank's), sent on: a resident tensor's to the device (rounded as the
  * training dtype rounds), this rank's to the parameters' home and the
  * device optimizer's states. */
-static int piece_out(struct zn_trainer *t, struct tstate *s, uint64_t p, uint64_t n,
-		     float *const *a, bool fresh)
+static int piece_out(struct zn_trainer *t, struct tstate *s, uint64_t base, uint64_t p,
+		     uint64_t n, float *const *a, bool fresh)
 {
 	int rc = 0;
 	if (s->resident) {
@@ -171,7 +179,7 @@ static int piece_out(struct zn_trainer *t, struct tstate *s, uint64_t p, uint64_
 	}
 	if (!a[1])
 		return 0;
-	const uint64_t o = p - s->lo;
+	const uint64_t o = p - base;
 	if (!s->resident && (rc = tr_home_put(t, s, o, a[0], n)))
 		return rc;
 	if (!t->zr.device_opt || (rc = tr_to_device(t, s->dmaster + o, a[0], n * 4)))
@@ -233,7 +241,6 @@ static int read_piece(struct zn_trainer *t, unsigned i, uint64_t p, uint64_t n, 
  * of other ranks pass through one of a piece. */
 int tr_materialize(struct zn_trainer *t)
 {
-	static const float none[1];
 	struct groups g = { 0 };
 	float *chunk = NULL;
 	/* Without a checkpoint the moments start at zero: the host arrays
@@ -245,20 +252,29 @@ int tr_materialize(struct zn_trainer *t)
 	for (unsigned i = 0; i < t->tab.nt && !rc; i++) {
 		struct tstate *s = &t->t[i];
 		/* The device holds a resident tensor whole; the rest is this
-		 * rank's part. */
-		const uint64_t first = s->resident ? 0 : s->lo;
-		const uint64_t end = s->resident ? s->d->numel : s->lo + s->nown;
-		if (!s->resident && !s->nown) /* an empty part's home is written too */
-			rc = tr_home_put(t, s, 0, none, 0);
-		for (uint64_t p = first, n = 0; p < end && !rc; p += n) {
-			float *a[3];
-			if ((rc = piece_at(t, &g, s, p, end, &chunk, a, &n)))
-				break;
-			/* Fresh moments: zeros (the host arrays have them). */
-			const bool moments = !fresh || t->zr.nvme_opt;
-			float *read[3] = { a[0], moments ? a[1] : NULL, moments ? a[2] : NULL };
-			if (!(rc = read_piece(t, i, p, n, read)))
-				rc = piece_out(t, s, p, n, a, fresh);
+		 * rank's part, tile by tile when tiled. */
+		for (unsigned k = 0; k < s->ntiles && !rc; k++) {
+			struct zn_zero_piece pc;
+			tr_piece(t, s, k, &pc);
+			const uint64_t lo = pc.first + pc.lo, hi = lo + pc.len;
+			const struct run ru = { .lo = s->resident ? 0 : lo,
+						.hi = s->resident ? s->d->numel : hi,
+						.own_lo = lo, .own_hi = hi, .base = lo - pc.own };
+			/* An empty part's (a tile's empty piece's) home is
+			 * written too. */
+			if (!s->resident && !pc.len)
+				rc = tr_home_put_empty(t, s, k);
+			for (uint64_t p = ru.lo, n = 0; p < ru.hi && !rc; p += n) {
+				float *a[3];
+				if ((rc = piece_at(t, &g, s, &ru, p, &chunk, a, &n)))
+					break;
+				/* Fresh moments: zeros (the host arrays have them). */
+				const bool moments = !fresh || t->zr.nvme_opt;
+				float *read[3] = { a[0], moments ? a[1] : NULL,
+						   moments ? a[2] : NULL };
+				if (!(rc = read_piece(t, i, p, n, read)))
+					rc = piece_out(t, s, ru.base, p, n, a, fresh);
+			}
 		}
 	}
 	if (!rc && t->homes.sw)

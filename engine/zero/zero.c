@@ -41,8 +41,8 @@ void zn_zero_rules_init(struct zn_zero_rules *z, const struct zn_config *cfg, in
 	z->threshold = zc->param_persistence_threshold;
 	z->max_in_cpu = zc->offload_param.max_in_cpu;
 	z->sub_group_size = zc->sub_group_size;
-	z->tile_size = world == 1 ? zc->tile_size : 0;
 	z->offload_param = zc->offload_param.device != ZN_OFFLOAD_NONE;
+	z->tile_size = world == 1 || z->offload_param ? zc->tile_size : 0;
 	z->device_opt = zc->offload_optimizer.device == ZN_OFFLOAD_NONE;
 	z->nvme_opt = zc->offload_optimizer.device == ZN_OFFLOAD_NVME;
 	z->nvme_homes = zc->offload_param.device == ZN_OFFLOAD_NVME;
@@ -73,14 +73,53 @@ void zn_zero_part(uint64_t n, int W, int r, uint64_t *lo, uint64_t *len)
 	*len = ZN_MIN(part, n - *lo);
 }
 
-struct zn_zero_share zn_zero_share_of(const struct zn_zero_rules *z, uint64_t numel)
+struct zn_zero_share zn_zero_share_of(const struct zn_zero_rules *z, const struct zn_param_desc *d)
 {
 	struct zn_zero_share s;
-	zn_zero_part(numel, (int)z->parts, z->parts > 1 ? z->rank : 0, &s.lo, &s.nown);
+	const uint64_t numel = d->numel;
+	const int r = z->parts > 1 ? z->rank : 0;
+	zn_zero_part(numel, (int)z->parts, r, &s.lo, &s.nown);
 	s.part = (numel + z->parts - 1) / z->parts;
 	s.resident = !z->partition_params || numel < z->threshold;
 	s.dev_grads = s.resident && (z->world == 1 || z->stage <= 1);
+	s.tile_rows = zn_zero_tile_rows(z, d);
+	s.tiled = s.tile_rows && !s.resident && z->offload_param;
+	if (s.tiled && z->parts > 1) {
+		const uint64_t rows = (uint64_t)d->shape[0], cols = (uint64_t)d->shape[1];
+		struct zn_zero_piece p;
+		zn_zero_piece_of(rows, cols, s.tile_rows, (int)z->parts, r, 0, &p);
+		s.lo = 0;
+		s.part = p.part;
+		s.nown = zn_zero_pieces_own(rows, cols, s.tile_rows, (int)z->parts, r);
+	}
 	return s;
+}
+
+void zn_zero_piece_of(uint64_t rows, uint64_t cols, uint64_t R, int W, int r, uint64_t k,
+		      struct zn_zero_piece *p)
+{
+	if (!R) {
+		p->first = 0;
+		p->n = rows * cols;
+		p->own = 0;
+	} else {
+		const uint64_t r0 = ZN_MIN(k * R, rows);
+		uint64_t flo, flen; /* a full tile's piece: every tile before k is full */
+		zn_zero_part(R * cols, W, r, &flo, &flen);
+		p->first = r0 * cols;
+		p->n = (ZN_MIN(r0 + R, rows) - r0) * cols;
+		p->own = k * flen;
+	}
+	zn_zero_part(p->n, W, r, &p->lo, &p->len);
+	p->part = (p->n + (uint64_t)W - 1) / (uint64_t)W;
+}
+
+uint64_t zn_zero_pieces_own(uint64_t rows, uint64_t cols, uint64_t R, int W, int r)
+{
+	const uint64_t tiles = R ? ZN_DIV_ROUND_UP(rows, R) : 1;
+	struct zn_zero_piece p;
+	zn_zero_piece_of(rows, cols, R, W, r, tiles - 1, &p);
+	return p.own + p.len;
 }
 
 uint64_t zn_zero_tile_rows(const struct zn_zero_rules *z, const struct zn_param_desc *d)
@@ -117,8 +156,8 @@ void zn_zero_tile(const struct zn_zero_rules *z, const struct zn_param_desc *d, 
 uint64_t zn_zero_unit(const struct zn_zero_rules *z, const struct zn_param_desc *d,
 		      const struct zn_zero_share *s)
 {
-	const uint64_t R = s->resident ? 0 : zn_zero_tile_rows(z, d);
-	return R ? R * (uint64_t)d->shape[1] : d->numel;
+	(void)z;
+	return s->tiled ? s->tile_rows * (uint64_t)d->shape[1] : d->numel;
 }
 
 /* Bytes of an array of this rank's part in dtype dt (at least one element). */
@@ -179,7 +218,7 @@ int zn_zero_rank_memory(const struct zn_config *cfg, int world, int rank,
 		struct zn_param_desc d[ZN_ARCH_LAYER_TENSORS_MAX];
 		unsigned n = zn_arch_layer_params(&arch, l, d);
 		for (unsigned i = 0; i < n; i++) {
-			const struct zn_zero_share sh = zn_zero_share_of(&zr, d[i].numel);
+			const struct zn_zero_share sh = zn_zero_share_of(&zr, &d[i]);
 			zn_zero_count(&zr, d[i].numel, &sh, out);
 		}
 	}

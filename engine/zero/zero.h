@@ -104,18 +104,41 @@ int zn_zero_check_optimizer(const struct zn_config *cfg);
  * [lo, lo + nown); whether it stays on the device whole (DeepSpeed's
  * persistence: small tensors are not worth a round trip each layer) and
  * whether its gradients accumulate there over a step (stages 2 and 3 on
- * several ranks reduce them as each layer's become final instead). */
+ * several ranks reduce them as each layer's become final instead).  An
+ * offloaded tiled tensor (`tiled`, zn_zero_tile_rows) is partitioned tile
+ * by tile instead, each tile as a tensor of its own (DeepSpeed's
+ * TiledLinear makes each tile a parameter): this rank owns a piece of
+ * every tile (zn_zero_piece), nown is their sum, part the part of a full
+ * tile, lo 0. */
 struct zn_zero_share {
 	uint64_t part, lo, nown;
 	bool resident, dev_grads;
+	bool tiled;
+	uint64_t tile_rows;      /* zn_zero_tile_rows */
 };
 
-struct zn_zero_share zn_zero_share_of(const struct zn_zero_rules *z, uint64_t numel);
+struct zn_zero_share zn_zero_share_of(const struct zn_zero_rules *z, const struct zn_param_desc *d);
+
+/* Tile k of a tensor of rows x cols cut in tiles of R rows (R 0: whole,
+ * one tile), partitioned over W ranks tile by tile: the tile's elements
+ * [first, first + n), rank r's piece of it [first + lo, first + lo + len)
+ * -- zn_zero_part of the tile -- at `own` in rank r's part (the tiles'
+ * pieces back to back, so one rank's part is the tensor in order), and
+ * the tile's part, ceil(n / W).  Ranks' pieces lie in rank order, so the
+ * W parts of an all-gather are the tile's elements in order.  Rank r's
+ * part holds zn_zero_pieces_own elements. */
+struct zn_zero_piece {
+	uint64_t first, n, lo, len, own, part;
+};
+void zn_zero_piece_of(uint64_t rows, uint64_t cols, uint64_t R, int W, int r, uint64_t k,
+		      struct zn_zero_piece *p);
+uint64_t zn_zero_pieces_own(uint64_t rows, uint64_t cols, uint64_t R, int W, int r);
 
 /* Memory-centric tiling (ZeRO-Infinity): rows per tile of a 2-D tensor
  * of more than tile_size elements -- tiles of whole rows, at most
  * tile_size elements (one row when a row is larger), as even as that
- * allows -- on one rank; 0 for a tensor that comes whole.  An offloaded
+ * allows; 0 for a tensor that comes whole (several ranks tile only with
+ * offload_param, whose homes the tiles are).  An offloaded
  * tiled tensor has a home per tile and sends its gradients tile by tile,
  * and the norm takes its share tile by tile in every placement, so that
  * placements keep the same bits.  A tileable one (model.h's

@@ -4,7 +4,9 @@
  * an architecture whose tensors are then listed (engine/model/gpt2_arch.c,
  * llama_arch.c), and
  * the small structs carried as hex strings (zinc.data_pos,
- * zinc.loss_scaler; engine/train/format.c).  The input is one such string. */
+ * zinc.loss_scaler; engine/train/format.c), and the sharded parts' tiles
+ * (zinc.tile_rows, against an untied Llama's tensors).  The input is one
+ * such string. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +41,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct zn_loss_scaler sc;
 	(void)tr_hex_decode(s, &pos, sizeof(pos));
 	(void)tr_hex_decode(s, &sc, sizeof(sc));
+	static struct zn_tensor_table llama;
+	static bool built;
+	if (!built) {
+		struct zn_arch la;
+		if (zn_arch_parse("llama arch=- L=1 C=8 NH=1 NKV=1 HS=8 I=16 V=32 maxT=8 "
+				  "eps=0x1p-20 theta=0x1.388p+13 rope=0 factor=0x0p+0 low=0x0p+0 "
+				  "high=0x0p+0 orig=0 tie=0 qkv_bias=0 mlp_bias=0 std=0x0p+0 bos=-1 "
+				  "eos=-1 dtype=-", &la) ||
+		    zn_tensor_table_build(&llama, &la))
+			abort();
+		built = true;
+	}
+	uint64_t rows[64] = { 0 };
+	const char *bad;
+	int len;
+	if (llama.nt > 64)
+		abort();
+	if (tr_tile_rows_parse(s, &llama, rows, &bad, &len) == 0) {
+		for (unsigned i = 0; i < llama.nt; i++) /* what it accepted is in range */
+			if (rows[i] > (uint64_t)llama.d[i].shape[0])
+				abort();
+	} else if (bad < s || len < 0 || bad + len > s + size) {
+		abort();
+	}
 	free(s);
 	return 0;
 }

@@ -201,6 +201,8 @@ def ckpt_meta():
         "std=0x0p+0 bos=-1 eos=-1 dtype=-")
     put("ckpt_meta", "data-pos-hex", "6e706f73010000000123456789abcdef" + "00" * 24)
     put("ckpt_meta", "other", "mamba n_layer=2")
+    put("ckpt_meta", "tile-rows", "model.embed_tokens.weight:7;lm_head.weight:32")
+    put("ckpt_meta", "tile-rows-bad", "lm_head.weight:33;model.norm.weight:1;x:;:4;lm_head.weight")
 
 
 if __name__ == "__main__":
