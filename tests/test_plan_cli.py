@@ -584,21 +584,27 @@ def llama_3_shapes_and_the_largest_on_a_workstation(d):
 
 
 @t.test
-def an_untied_llama_in_tiles_trains_at_the_planned_device_memory(d):
-    """The device tier stays exact for an untied Llama (whose embedding
-    comes only to the encoder), whole and with its embedding and
-    classifier in tiles (tile_size), gradients on NVMe: the planned need
-    trains, 256 bytes less does not, and tiles need less."""
+def a_llama_in_tiles_trains_at_the_planned_device_memory(d):
+    """The device tier stays exact for a Llama, untied (whose embedding
+    comes only to the encoder) and tied (whose classifier part of each
+    tile's gradients waits beside the homes), whole and with its
+    embedding and classifier in tiles (tile_size), gradients on NVMe: the
+    planned need trains, 256 bytes less does not, and tiles need less."""
     make_data(d)
     for sub in ("o", "p"):
         os.mkdir(os.path.join(d, sub))
-    cj = os.path.join(d, "llama.json")
+    for tied in (False, True):
+        tiles_at_the_planned_device_memory(d, tied)
+
+
+def tiles_at_the_planned_device_memory(d, tied):
+    cj = os.path.join(d, "llama-%d.json" % tied)
     with open(cj, "w") as f:
         json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
                    "hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 2,
                    "num_key_value_heads": 1, "num_hidden_layers": 2, "vocab_size": 1024,
                    "max_position_embeddings": 64, "rms_norm_eps": 1e-5,
-                   "tie_word_embeddings": False}, f)
+                   "tie_word_embeddings": tied}, f)
     text = ("train_micro_batch_size_per_gpu: 2\ngradient_accumulation_steps: 2\n"
             "bf16: {enabled: true}\ndata_types: {grad_accum_dtype: bf16}\n"
             "model: {type: llama, config: \"%s\", seq_len: 32}\n"
@@ -610,7 +616,7 @@ def an_untied_llama_in_tiles_trains_at_the_planned_device_memory(d):
     needs = {}
     for tile in (0, 4096):
         body = text % (cj, d, tile, os.path.join(d, "p"), os.path.join(d, "o"))
-        cfg = os.path.join(d, "t%d.yaml" % tile)
+        cfg = os.path.join(d, "t%d-%d.yaml" % (tile, tied))
         with open(cfg, "w") as f:
             f.write(body)
         p = plan(cfg, "--json")
@@ -618,16 +624,17 @@ def an_untied_llama_in_tiles_trains_at_the_planned_device_memory(d):
         need = json.loads(p.stdout)["tiers"][0]["needed"]
         needs[tile] = need
         for limit in (need, need - 256):
-            lc = os.path.join(d, "t%d-%d.yaml" % (tile, limit))
+            lc = os.path.join(d, "t%d-%d-%d.yaml" % (tile, tied, limit))
             with open(lc, "w") as f:
                 f.write(body + "device: {type: cpu, memory_limit: %d}\n" % limit)
             r = subprocess.run([ZINC, "train", lc, "--max-steps", "2"], capture_output=True,
                                text=True, timeout=300)
             if limit == need:
-                assert r.returncode == 0, (tile, need, r.stderr)
+                assert r.returncode == 0, (tied, tile, need, r.stderr)
             else:
-                assert r.returncode != 0 and "memory_limit" in r.stderr, (tile, need, r.stderr)
-    assert needs[4096] < needs[0], needs
+                assert r.returncode != 0 and "memory_limit" in r.stderr, (tied, tile, need,
+                                                                           r.stderr)
+    assert needs[4096] < needs[0], (tied, needs)
 
 
 if __name__ == "__main__":

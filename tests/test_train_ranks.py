@@ -184,10 +184,11 @@ def sixteen_bit_layers_on_two_ranks_are_one_ranks_bits(d):
 
 # Tiles on several ranks: each tile is partitioned over the ranks as a
 # tensor of its own (DeepSpeed's TiledLinear makes each tile a
-# parameter), gathered and reduced tile by tile.  An untied Llama whose
-# 1024-row embedding and classifier come in 7 tiles of 147 rows (the last
-# 142), computed tile by tile, and GPT-2, whose tied wte and 4096-element
-# matrices are stored in tiles of 1000 elements and visit whole.
+# parameter), gathered and reduced tile by tile.  A Llama whose 1024-row
+# embedding and classifier (or the one tied tensor) come in 7 tiles of
+# 147 rows (the last 142), computed tile by tile, and GPT-2, whose tied
+# wte and 4096-element matrices are stored in tiles of 1000 elements and
+# visit whole.
 LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32,
          "intermediate_size": 48, "num_attention_heads": 2, "num_key_value_heads": 1,
          "num_hidden_layers": 2, "vocab_size": 1024, "max_position_embeddings": 64,
@@ -202,10 +203,10 @@ def tiled_run(d, n, model, ranks, acc, steps=5, extra="", tile=5000):
         os.makedirs(os.path.join(d, "%s-%s" % (n, sub)), exist_ok=True)
     zero = TILED.format(d=d, n=n, tile=tile)
     spec = GPT2
-    if model == "llama":
-        cj = os.path.join(d, "llama.json")
+    if model.startswith("llama"):
+        cj = os.path.join(d, model + ".json")
         with open(cj, "w") as f:
-            json.dump(LLAMA, f)
+            json.dump(dict(LLAMA, tie_word_embeddings=model == "llama-tied"), f)
         spec = "{type: llama, config: \"%s\", seq_len: 32}" % cj
         extra = "bf16: {enabled: true}\n" + extra
     return run(d, n, zero, ranks, steps=steps, acc=acc, extra=extra, model=spec)
@@ -241,7 +242,7 @@ def safetensors_bf16(path):
 @t.test
 def tiles_on_several_ranks_are_one_ranks_bits(d):
     make_data(d)
-    for model, tile in (("llama", 5000), ("gpt2", 1000)):
+    for model, tile in (("llama", 5000), ("llama-tied", 5000), ("gpt2", 1000)):
         for ranks in (2, 3):
             one = tiled_run(d, "%s-1of%d" % (model, ranks), model, 1, ranks, tile=tile)
             many = tiled_run(d, "%s-%d" % (model, ranks), model, ranks, 1, tile=tile)

@@ -385,24 +385,32 @@ static void test_placements_are_bit_identical(void **state)
 	}
 }
 
-/* An untied Llama (2 layers, 32 channels, vocabulary 1024: its embedding
- * and classifier 32768 elements each) as a --set line for `model`. */
-static const char *llama_untied(void)
+/* A Llama (2 layers, 32 channels, vocabulary 1024: its embedding and
+ * classifier 32768 elements each, or one tensor tied) as a --set line for
+ * `model`. */
+static const char *llama_model(bool tied)
 {
-	static char set[4400];
+	static char sets[2][4400];
+	char *set = sets[tied];
 	if (set[0])
 		return set;
-	const char *path = tu_path("llama-untied.json");
+	const char *path = tu_path(tied ? "llama-tied.json" : "llama-untied.json");
 	FILE *f = fopen(path, "w");
 	assert_non_null(f);
 	fprintf(f, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
 		   "\"hidden_size\": 32, \"intermediate_size\": 48, \"num_attention_heads\": 2, "
 		   "\"num_key_value_heads\": 1, \"num_hidden_layers\": 2, \"vocab_size\": 1024, "
 		   "\"max_position_embeddings\": 64, \"rms_norm_eps\": 1e-5, "
-		   "\"tie_word_embeddings\": false}\n");
+		   "\"tie_word_embeddings\": %s}\n", tied ? "true" : "false");
 	assert_int_equal(fclose(f), 0);
-	snprintf(set, sizeof(set), "model={type: llama, config: \"%s\", seq_len: %d}", path, T);
+	snprintf(sets[tied], sizeof(sets[tied]), "model={type: llama, config: \"%s\", seq_len: %d}",
+		 path, T);
 	return set;
+}
+
+static const char *llama_untied(void)
+{
+	return llama_model(false);
 }
 
 /* Gradients of offloaded tensors gather on NVMe beside the optimizer
@@ -549,6 +557,15 @@ static void test_tiles_in_every_placement(void **state)
 {
 	(void)state;
 	tiles_case(llama_untied(), "zero_optimization.tile_size=4096", "tiles", true);
+}
+
+/* A tied Llama's embedding, the classifier too, in the same 8 tiles: the
+ * classifier's part of each tile's gradients waits beside the homes
+ * (fp32) until the encoder's fetch of the tile adds to it. */
+static void test_tied_tiles_in_every_placement(void **state)
+{
+	(void)state;
+	tiles_case(llama_model(true), "zero_optimization.tile_size=4096", "ttiles", true);
 }
 
 /* Tiles of storage only: GPT-2's tied wte (128 x 32) and its larger block
@@ -794,6 +811,7 @@ int main(void)
 		cmocka_unit_test(test_gradients_on_nvme_match_host_accumulators),
 		cmocka_unit_test(test_tiles_in_every_placement),
 		cmocka_unit_test(test_storage_tiles_in_every_placement),
+		cmocka_unit_test(test_tied_tiles_in_every_placement),
 		cmocka_unit_test(test_resume_is_exact),
 		cmocka_unit_test(test_consolidate),
 		cmocka_unit_test(test_weight_decay_params),

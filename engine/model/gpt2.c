@@ -74,7 +74,10 @@ static void desc(struct zn_param_desc *d, const char *name, unsigned ndim, int64
 	d->decay = decay;
 	d->init_std = std;
 	d->init_value = value;
-	d->tileable = false; /* GPT-2 ties wte to the classifier */
+	/* GPT-2's wte is tied and at most 50257 x 1600: it is taken whole
+	 * (stored in tiles when larger than one). */
+	d->tileable = false;
+	d->tied = false;
 }
 
 unsigned zn_gpt2_layer_params(const struct zn_gpt2_config *c, unsigned layer,

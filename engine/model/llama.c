@@ -133,6 +133,7 @@ static void desc(struct zn_param_desc *d, const char *name, unsigned ndim, int64
 	d->init_std = std;
 	d->init_value = value;
 	d->tileable = false;
+	d->tied = false;
 }
 
 /* One block tensor's description; false when the config has no such tensor. */
@@ -182,7 +183,8 @@ unsigned zn_llama_layer_params(const struct zn_llama_config *c, unsigned layer,
 
 	if (layer == 0) {
 		desc(&d[n++], "model.embed_tokens.weight", 2, V, C, true, c->init_std, 0);
-		d[0].tileable = !c->tie_embeddings; /* tied, it is the classifier too */
+		d[0].tileable = true;
+		d[0].tied = c->tie_embeddings; /* the classifier too */
 	} else if (layer <= (unsigned)c->n_layer) {
 		for (int r = 0; r < NROLES; r++)
 			n += block_desc(c, layer - 1, (enum role)r, &d[n]);
@@ -491,9 +493,11 @@ typedef int (*tile_fn)(struct zn_llama *m, void *w, void *g, int row0, int rows,
 
 /* fn over the tiles of R rows of the V-row tensor idx of `layer`, each
  * between its fetch and release: backward passes go from the last tile
- * down, as layers go, so that gradients leave in descending order. */
+ * down, as layers go, so that gradients leave in descending order; with
+ * `final` false their gradients are not final yet (a tied embedding's
+ * classifier pass: they wait for the encoder's). */
 static int over_tiles(struct zn_llama *m, const struct zn_param_source *src, unsigned layer,
-		      unsigned idx, unsigned R, bool grads, tile_fn fn, void *arg)
+		      unsigned idx, unsigned R, bool grads, bool final, tile_fn fn, void *arg)
 {
 	const unsigned n = ((unsigned)m->V + R - 1) / R;
 	for (unsigned k = 0; k < n; k++) {
@@ -502,7 +506,7 @@ static int over_tiles(struct zn_llama *m, const struct zn_param_source *src, uns
 		void *w = NULL, *g = NULL;
 		ZN_TRY(src->fetch_tile(src->user, layer, idx, j, grads, &w, grads ? &g : NULL));
 		int rc = fn(m, w, g, row0, rows, arg);
-		int r2 = src->release_tile(src->user, layer, idx, j, grads && !rc);
+		int r2 = src->release_tile(src->user, layer, idx, j, grads && final && !rc);
 		ZN_TRY(rc);
 		ZN_TRY(r2);
 	}
@@ -531,8 +535,8 @@ static int embed(struct zn_llama *m, const struct zn_param_source *src, const in
 	ZN_TRY(src->fetch(src->user, 0, backward, pe, backward ? ge : NULL));
 	int rc;
 	if (R)
-		rc = over_tiles(m, src, 0, 0, R, backward, backward ? embed_bwd_tile : embed_fwd_tile,
-				(void *)tokens);
+		rc = over_tiles(m, src, 0, 0, R, backward, true,
+				backward ? embed_bwd_tile : embed_fwd_tile, (void *)tokens);
 	else if (backward)
 		rc = m->k->encoder_backward(m->ctx, ge[0], NULL, m->dres, tokens, m->B, m->T, m->C,
 					    m->V);
@@ -560,14 +564,23 @@ static int head_bwd_tile(struct zn_llama *m, void *w, void *g, int row0, int row
 					m->V, m->xf, w, m->BT, m->C, rows);
 }
 
+/* Where the classifier's tensor is: lm_head (layer L+1's second), or tied
+ * the embedding (layer 0's only one). */
+static void classifier_at(const struct zn_llama *m, unsigned *layer, unsigned *idx)
+{
+	*layer = m->cfg.tie_embeddings ? 0 : (unsigned)m->cfg.n_layer + 1;
+	*idx = m->cfg.tie_embeddings ? 0 : 1;
+}
+
 /* logits = xf @ lm_head^T, whole or tile by tile (lm_head NULL: tiled). */
 static int classify(struct zn_llama *m, const void *lm_head)
 {
-	const unsigned L = (unsigned)m->cfg.n_layer;
+	unsigned l, i;
 	if (lm_head)
 		return m->k->matmul_forward(m->ctx, m->logits, m->xf, lm_head, NULL, m->BT, m->C,
 					    m->V);
-	return over_tiles(m, m->src, L + 1, 1, tile_rows(m->src, L + 1, 1), false, head_fwd_tile,
+	classifier_at(m, &l, &i);
+	return over_tiles(m, m->src, l, i, tile_rows(m->src, l, i), false, false, head_fwd_tile,
 			  NULL);
 }
 
@@ -730,10 +743,12 @@ static int head_bwd_cb(struct zn_llama *m, void *const *pf, void *const *gf, voi
 	if (w)
 		ZN_TRY(k->matmul_backward(m->ctx, m->dx, gw, NULL, m->logits, m->xf, w, m->BT, m->C,
 					  m->V));
-	else /* lm_head in tiles */
-		ZN_TRY(over_tiles(m, m->src, (unsigned)m->cfg.n_layer + 1, 1,
-				  tile_rows(m->src, (unsigned)m->cfg.n_layer + 1, 1), true,
-				  head_bwd_tile, NULL));
+	else { /* the classifier in tiles (tied: not final, the encoder's come) */
+		unsigned l, i;
+		classifier_at(m, &l, &i);
+		ZN_TRY(over_tiles(m, m->src, l, i, tile_rows(m->src, l, i), true,
+				  !m->cfg.tie_embeddings, head_bwd_tile, NULL));
+	}
 	ZN_TRY(zero(m, m->dres, (size_t)m->BT * m->C));
 	return k->rmsnorm_backward(m->ctx, m->dres, gf[0], m->dx, m->res_final, pf[0], m->rstdf,
 				   m->BT, m->C);

@@ -71,6 +71,7 @@ struct placed {
 	uint64_t unit;           /* elements that move at once at most: the largest
 	                          * tensor, or tile of a tiled one (zn_zero_unit) */
 	struct zn_zero_homes homes;
+	bool folds;              /* a tiled tied embedding (zn_zero_fold) */
 };
 
 /* The offloaded layers on the device at once, from each layer's fetched
@@ -149,6 +150,15 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 			for (uint64_t k = 0; a.home && k < ZN_DIV_ROUND_UP(s.nown, unit); k++)
 				zn_zero_home(&pl->z, &pl->homes, ZN_MIN(unit, s.nown - k * unit),
 					     g->tab.d[i].name);
+			/* and a tiled tied embedding a fold per tile */
+			pl->folds |= zn_zero_has_folds(&g->tab.d[i], &s);
+			for (uint64_t k = 0; zn_zero_has_folds(&g->tab.d[i], &s) &&
+					     k < zn_zero_tiles(&pl->z, &g->tab.d[i]);
+			     k++) {
+				uint64_t first, n;
+				zn_zero_tile(&pl->z, &g->tab.d[i], k, &first, &n);
+				zn_zero_fold(&pl->z, &pl->homes, n, g->tab.d[i].name);
+			}
 			lp += A256(a.fparam);
 			lg += A256(a.fgrad);
 			lf += A256(a.ffold);
@@ -156,7 +166,13 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 		layer_done(&u, g, l, lp, lg, lf);
 		lp = lg = lf = 0;
 	}
-	if (zn_arch_dims(&g->a).tied) {
+	if (zn_arch_dims(&g->a).tied && pl->folds) {
+		/* Tile by tile, its classifier part waits beside the homes: the
+		 * head holds a tile (and its fold, with 16-bit layers) at a
+		 * time, and so does the encoder. */
+		pl->in_use = ZN_MAX(ZN_MAX(u.p0 + u.g0 + u.w0 + u.phead + u.ghead, u.block),
+				    u.p0 + u.g0 + u.w0);
+	} else if (zn_arch_dims(&g->a).tied) {
 		const uint64_t waiting = pl->z.dev16 ? u.w0 : u.g0;
 		pl->in_use = ZN_MAX(u.p0 + u.g0 + u.w0 + u.phead + u.ghead, waiting + u.block);
 	} else {
@@ -381,6 +397,8 @@ int zn_plan_need_pageable(const struct zn_config *c, const struct zn_plan_geom *
 			     "checkpoint staging (the model files' writer)");
 	zn_plan_item(t, pl.homes.host_elems * zn_dtype_size(pl.z.hdt),
 		     "parameter homes in host memory (%s)", zn_dtype_name(pl.z.hdt));
+	zn_plan_item(t, pl.homes.host_fold_bytes,
+		     "tied embedding's classifier gradients waiting, per tile (fp32)");
 	zn_plan_item(t, pl.staged, "overlapped update: resident tensors' new values");
 	zn_plan_item(t, 3 * 4 * BT, "batch (tokens, targets, losses)");
 	uint64_t host = 0;

@@ -61,6 +61,8 @@ static void free_states(struct zn_trainer *t)
 		free(s->staged);
 		free(s->grad);
 		free(s->home);
+		free(s->fold);
+		free(s->folded);
 		free(s->gsq);
 		free(s->gfin);
 	}
@@ -277,6 +279,8 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s)
 		s->tile_step = p0.len;
 		s->tile_elems = ZN_MAX(p0.len, pl.len);
 	}
+	if (zn_zero_has_folds(s->d, &sh) && !(s->folded = calloc(s->ntiles, sizeof(bool))))
+		return zn_error(-ENOMEM, "out of memory");
 	s->gsq = calloc(s->ntiles, sizeof(*s->gsq));
 	s->gfin = calloc(s->ntiles, sizeof(*s->gfin));
 	if (!s->gsq || !s->gfin)

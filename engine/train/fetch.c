@@ -351,6 +351,39 @@ static unsigned tile_rows(void *user, unsigned layer, unsigned idx)
 	return s->by_tiles ? (unsigned)s->tile_rows : 0;
 }
 
+/* A tied embedding's tile k: the classifier's part of its gradients (the
+ * tile's fp32 buffer) out to its fold beside the homes, and back into the
+ * buffer at the encoder's fetch. */
+static int fold_put(struct zn_trainer *t, struct tstate *s, unsigned k)
+{
+	void *host;
+	int rc = zn_device_stream_synchronize(t->stream);
+	if (rc || (rc = zn_swapper_acquire_overwrite(t->homes.sw, s->fold[k], &host)))
+		return rc;
+	const size_t bytes = zn_tensor_bytes(s->fold[k]);
+	rc = tr_to_host(t, host, s->dgrad, bytes);
+	t->stats.d2h_bytes += bytes;
+	int r = zn_swapper_release(t->homes.sw, s->fold[k], true);
+	s->folded[k] = !rc && !r;
+	return rc ? rc : r;
+}
+
+static int fold_get(struct zn_trainer *t, struct tstate *s, unsigned k)
+{
+	void *host;
+	uint64_t t0 = zn_now_ns();
+	int rc = zn_swapper_acquire(t->homes.sw, s->fold[k], &host);
+	t->stats.stall_ns += zn_now_ns() - t0;
+	if (rc)
+		return rc;
+	const size_t bytes = zn_tensor_bytes(s->fold[k]);
+	rc = tr_to_device(t, s->dgrad, host, bytes);
+	t->stats.h2d_bytes += bytes;
+	zn_swapper_release(t->homes.sw, s->fold[k], false);
+	s->folded[k] = false;
+	return rc;
+}
+
 /* Tile k of a tensor of a fetched layer on the device: a whole tensor's
  * rows when it stays there (the buffers hand_out made), else the tile's
  * own buffers, as a fetched layer's are made (its home's bytes: 16-bit
@@ -393,8 +426,12 @@ static int fetch_tile(void *user, unsigned layer, unsigned idx, unsigned k, bool
 	if (!rc && t->sdt != ZN_DTYPE_F32 && !t->zr.dev16 &&
 	    !(rc = tr_dev_alloc(t, n * sz, &s->sparam)))
 		rc = t->k->cast(t->kctx, s->sparam, t->sdt, s->dparam, ZN_DTYPE_F32, n);
-	if (!rc && want && !t->zr.dev16 && !(rc = tr_dev_alloc(t, n * 4, &s->dgrad)))
-		rc = zn_device_memset(t->dev, s->dgrad, 0, n * 4, NULL);
+	/* A tied embedding's tile whose classifier part waits: the fp32
+	 * gradients start from it (16-bit layers: the sum the encoder's
+	 * 16-bit ones fold into at the release). */
+	const bool resume = want && s->folded && s->folded[k];
+	if (!rc && want && (!t->zr.dev16 || resume) && !(rc = tr_dev_alloc(t, n * 4, &s->dgrad)))
+		rc = resume ? fold_get(t, s, k) : zn_device_memset(t->dev, s->dgrad, 0, n * 4, NULL);
 	if (!rc && want && t->sdt != ZN_DTYPE_F32 && !(rc = tr_dev_alloc(t, n * sz, &s->sgrad)))
 		rc = zn_device_memset(t->dev, s->sgrad, 0, n * sz, TR_KSTREAM(t));
 	s->sdirty = want;
@@ -422,8 +459,15 @@ static int release_tile(void *user, unsigned layer, unsigned idx, unsigned k, bo
 	const uint64_t n = pc.n;
 	if (!rc)
 		rc = zn_device_stream_synchronize(t->stream);
-	if (!rc && written && s->sdirty && s->sgrad && s->dgrad)
+	/* Not final (a tied embedding's classifier part): kept for the
+	 * encoder's fetch of the tile, in fp32 as a whole tensor folds it. */
+	const bool keep = !written && s->sdirty && s->folded;
+	if (!rc && keep && !s->dgrad && !(rc = tr_dev_alloc(t, n * 4, &s->dgrad)))
+		rc = zn_device_memset(t->dev, s->dgrad, 0, n * 4, TR_KSTREAM(t));
+	if (!rc && (written || keep) && s->sdirty && s->sgrad && s->dgrad)
 		rc = t->k->accumulate(t->kctx, s->dgrad, ZN_DTYPE_F32, s->sgrad, t->sdt, n);
+	if (!rc && keep)
+		rc = fold_put(t, s, k);
 	if (!rc && written && (s->dgrad || s->sgrad))
 		rc = t->world > 1 ? tr_grads_reduce_tile(t, s, k, t->micro_i == 0)
 				  : tr_grads_tile_to_host(t, s, t->micro_i == 0, k);

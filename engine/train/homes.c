@@ -157,7 +157,17 @@ int tr_param_homes_setup(struct zn_trainer *t)
 										s->nown),
 						   s->d->name);
 	}
-	t->host_bytes += homes.host_elems * esz;
+	/* The folds of a tiled tied embedding: a whole tile's fp32 each. */
+	enum zn_tier ftier = ZN_TIER_HOST;
+	for (unsigned i = 0; i < t->tab.nt; i++) {
+		const struct tstate *s = &t->t[i];
+		for (unsigned k = 0; k < s->ntiles && s->folded; k++) {
+			struct zn_zero_piece p;
+			tr_piece(t, s, k, &p);
+			ftier = zn_zero_fold(&t->zr, &homes, p.n, s->d->name);
+		}
+	}
+	t->host_bytes += homes.host_elems * esz + homes.host_fold_bytes;
 	if (homes.nvme_bytes) {
 		char buf[ZN_NVME_PATH_MAX];
 		const char *paths[ZN_STORE_MAX_PATHS];
@@ -197,6 +207,14 @@ int tr_param_homes_setup(struct zn_trainer *t)
 			const uint64_t n = tr_tile_span(s, tr_tile_first(s, k), s->nown);
 			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(n, 1) * esz, tier[h + k],
 					    &s->home[k]);
+		}
+		if (!rc && s->folded && !(s->fold = calloc(s->ntiles, sizeof(*s->fold))))
+			rc = zn_error(-ENOMEM, "out of memory");
+		for (unsigned k = 0; s->folded && k < s->ntiles && !rc; k++) {
+			struct zn_zero_piece p;
+			tr_piece(t, s, k, &p);
+			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(p.n, 1) * 4, ftier,
+					    &s->fold[k]);
 		}
 	}
 	free(tier);

@@ -103,6 +103,12 @@ struct tstate {
 	/* offload_param. */
 	struct zn_tensor **home;       /* the parameters' home tier (the swapper's), a
 					* home per tile (ntiles) */
+	struct zn_tensor **fold;       /* a tiled tied embedding (zn_zero_has_folds):
+					* each tile's classifier part of its gradients,
+					* fp32, kept beside the homes from the
+					* classifier's release of the tile until the
+					* encoder's fetch of it (fetch.c) */
+	bool *folded;                  /* ... tile k's holds this backward's part */
 	void *hbuf;                    /* home buffer held across optimizer sub-groups */
 	unsigned htile;                /* ... and the tile it is */
 	/* The update (optimizer.c). */

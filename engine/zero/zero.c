@@ -179,7 +179,9 @@ void zn_zero_arrays_of(const struct zn_zero_rules *z, const struct zn_param_desc
 	const uint64_t fetched = on_device * zn_dtype_size(z->dev16 ? z->dtype : ZN_DTYPE_F32);
 	a->fparam = s->resident ? 0 : fetched;
 	a->fgrad = s->dev_grads ? 0 : fetched;
-	a->ffold = z->dev16 && !s->resident ? whole : 0;
+	/* A tiled tied embedding folds a tile at a time, its fold then leaving
+	 * the device (zn_zero_fold). */
+	a->ffold = z->dev16 && !s->resident ? (d->tileable ? unit * 4 : whole) : 0;
 	a->dpart = !s->resident && !z->offload_param ? fp32 : 0;
 	a->dstate = z->device_opt ? fp32 : 0;
 	a->hstate = z->nvme_opt ? 0 : fp32;
@@ -236,6 +238,29 @@ enum zn_tier zn_zero_home(const struct zn_zero_rules *z, struct zn_zero_homes *h
 	h->nvme_bytes += ZN_ALIGN_UP(part_bytes(nown, z->hdt), 4096);
 	if (nown > h->nvme_largest) {
 		h->nvme_largest = nown;
+		h->nvme_largest_name = name;
+	}
+	return ZN_TIER_NVME;
+}
+
+bool zn_zero_has_folds(const struct zn_param_desc *d, const struct zn_zero_share *s)
+{
+	return s->tiled && d->tileable && d->tied;
+}
+
+enum zn_tier zn_zero_fold(const struct zn_zero_rules *z, struct zn_zero_homes *h, uint64_t n,
+			  const char *name)
+{
+	const uint64_t bytes = ZN_MAX(n, 1) * 4;
+	if (!z->nvme_homes) {
+		h->host_fold_bytes += bytes;
+		return ZN_TIER_HOST;
+	}
+	h->nvme_bytes += ZN_ALIGN_UP(bytes, 4096);
+	/* The buffers hold the largest home or fold, in homes' elements. */
+	const uint64_t as_homes = ZN_DIV_ROUND_UP(bytes, zn_dtype_size(z->hdt));
+	if (as_homes > h->nvme_largest) {
+		h->nvme_largest = as_homes;
 		h->nvme_largest_name = name;
 	}
 	return ZN_TIER_NVME;

@@ -171,7 +171,7 @@ struct zn_zero_arrays {
 	uint64_t ffold;   /* dev16: the fp32 sum a tensor's gradients fold into
 	                   * when its layer is released before they are final
 	                   * (the tied embedding between the classifier and the
-	                   * encoder) */
+	                   * encoder; taken by tiles, a tile's) */
 	uint64_t dpart;   /* stage 3 on several ranks without offload_param: this
 	                   * rank's part, gathered at each fetch */
 	uint64_t dstate;  /* each of master, m, v: offload_optimizer none */
@@ -218,6 +218,7 @@ void zn_zero_part(uint64_t n, int W, int r, uint64_t *lo, uint64_t *len);
  * elements, NVMe after that.  Start from zeros. */
 struct zn_zero_homes {
 	uint64_t host_elems;      /* elements of the homes in host memory */
+	uint64_t host_fold_bytes; /* the folds' bytes there (zn_zero_fold) */
 	uint64_t nvme_bytes;      /* the NVMe swap store's capacity: the NVMe
 	                           * homes' bytes, each rounded up to 4096 */
 	uint64_t nvme_largest;    /* elements of the largest NVMe home */
@@ -227,6 +228,15 @@ struct zn_zero_homes {
 /* The home of a tensor (not resident, offload_param) of whose part this
  * rank owns `nown` elements, counted into *h. */
 enum zn_tier zn_zero_home(const struct zn_zero_rules *z, struct zn_zero_homes *h, uint64_t nown,
+			  const char *name);
+/* Whether a tensor's tiles have folds: a tied embedding taken tile by tile
+ * (zn_zero_share tiled, the model's tileable and tied), whose classifier
+ * part of a tile's gradient waits, in fp32, for the encoder's. */
+bool zn_zero_has_folds(const struct zn_param_desc *d, const struct zn_zero_share *s);
+/* The fold of a tile of n elements (fp32, the whole tile's: every rank
+ * computes all of it before the reduction) beside the homes, counted into
+ * *h: on NVMe with offload_param nvme, else in host memory. */
+enum zn_tier zn_zero_fold(const struct zn_zero_rules *z, struct zn_zero_homes *h, uint64_t n,
 			  const char *name);
 
 /* The pinned buffer pool the NVMe homes are read through: as large as the

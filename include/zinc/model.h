@@ -83,8 +83,11 @@ struct zn_param_desc {
 	float init_std;               /* GPT-2 initialisation: normal(0, std); 0: constant */
 	float init_value;             /* the constant when init_std is 0 */
 	bool tileable;                /* a vocabulary's rows the model can take in tiles
-	                               * (an untied embedding or classifier: see
+	                               * (an embedding or classifier: see
 	                               * zn_param_source's tiles) */
+	bool tied;                    /* ... also the classifier (a tied embedding):
+	                               * in a backward its tiles come twice, the
+	                               * classifier's released unwritten */
 };
 
 ZN_API unsigned zn_gpt2_layers(const struct zn_gpt2_config *cfg);   /* L + 2 */
@@ -122,7 +125,11 @@ struct zn_param_source {
 	 * tensor's params[idx] / grads[idx] from fetch are NULL: the model
 	 * takes it tile by tile -- tile k is rows [k R, min((k + 1) R, rows))
 	 * -- each between fetch_tile and release_tile, inside its layer's
-	 * fetch and release, one tile at a time. */
+	 * fetch and release, one tile at a time.  A tile fetched for
+	 * gradients and released unwritten has its gradients so far kept for
+	 * its next fetch for gradients in the same backward, which adds to
+	 * them (a tied embedding: the classifier's part waits for the
+	 * encoder's). */
 	unsigned (*tile_rows)(void *user, unsigned layer, unsigned idx);
 	int (*fetch_tile)(void *user, unsigned layer, unsigned idx, unsigned tile,
 			  bool want_grads, void **param, void **grad);
