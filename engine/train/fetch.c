@@ -351,35 +351,48 @@ static unsigned tile_rows(void *user, unsigned layer, unsigned idx)
 	return s->by_tiles ? (unsigned)s->tile_rows : 0;
 }
 
-/* A tied embedding's tile k: the classifier's part of its gradients (the
- * tile's fp32 buffer) out to its fold beside the homes, and back into the
- * buffer at the encoder's fetch. */
-static int fold_put(struct zn_trainer *t, struct tstate *s, unsigned k)
+/* A tied embedding's tile k (of n elements): the classifier's part of its
+ * gradients (the tile's fp32 buffer) out to its fold beside the homes, in
+ * zn_zero_fold_parts pieces, and back into the buffer at the encoder's
+ * fetch. */
+static int fold_put(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t n)
 {
-	void *host;
+	const unsigned fp = zn_zero_fold_parts(&t->zr);
 	int rc = zn_device_stream_synchronize(t->stream);
-	if (rc || (rc = zn_swapper_acquire_overwrite(t->homes.sw, s->fold[k], &host)))
-		return rc;
-	const size_t bytes = zn_tensor_bytes(s->fold[k]);
-	rc = tr_to_host(t, host, s->dgrad, bytes);
-	t->stats.d2h_bytes += bytes;
-	int r = zn_swapper_release(t->homes.sw, s->fold[k], true);
-	s->folded[k] = !rc && !r;
-	return rc ? rc : r;
+	for (unsigned j = 0; j < fp && !rc; j++) {
+		struct zn_tensor *f = s->fold[k * fp + j];
+		uint64_t lo, len;
+		void *host;
+		zn_zero_part(n, (int)fp, (int)j, &lo, &len);
+		if ((rc = zn_swapper_acquire_overwrite(t->homes.sw, f, &host)))
+			break;
+		rc = tr_to_host(t, host, (float *)s->dgrad + lo, len * 4);
+		t->stats.d2h_bytes += len * 4;
+		int r = zn_swapper_release(t->homes.sw, f, true);
+		rc = rc ? rc : r;
+	}
+	s->folded[k] = !rc;
+	return rc;
 }
 
-static int fold_get(struct zn_trainer *t, struct tstate *s, unsigned k)
+static int fold_get(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t n)
 {
-	void *host;
-	uint64_t t0 = zn_now_ns();
-	int rc = zn_swapper_acquire(t->homes.sw, s->fold[k], &host);
-	t->stats.stall_ns += zn_now_ns() - t0;
-	if (rc)
-		return rc;
-	const size_t bytes = zn_tensor_bytes(s->fold[k]);
-	rc = tr_to_device(t, s->dgrad, host, bytes);
-	t->stats.h2d_bytes += bytes;
-	zn_swapper_release(t->homes.sw, s->fold[k], false);
+	const unsigned fp = zn_zero_fold_parts(&t->zr);
+	int rc = 0;
+	for (unsigned j = 0; j < fp && !rc; j++) {
+		struct zn_tensor *f = s->fold[k * fp + j];
+		uint64_t lo, len;
+		void *host;
+		zn_zero_part(n, (int)fp, (int)j, &lo, &len);
+		uint64_t t0 = zn_now_ns();
+		rc = zn_swapper_acquire(t->homes.sw, f, &host);
+		t->stats.stall_ns += zn_now_ns() - t0;
+		if (rc)
+			break;
+		rc = tr_to_device(t, (float *)s->dgrad + lo, host, len * 4);
+		t->stats.h2d_bytes += len * 4;
+		zn_swapper_release(t->homes.sw, f, false);
+	}
 	s->folded[k] = false;
 	return rc;
 }
@@ -431,7 +444,7 @@ static int fetch_tile(void *user, unsigned layer, unsigned idx, unsigned k, bool
 	 * 16-bit ones fold into at the release). */
 	const bool resume = want && s->folded && s->folded[k];
 	if (!rc && want && (!t->zr.dev16 || resume) && !(rc = tr_dev_alloc(t, n * 4, &s->dgrad)))
-		rc = resume ? fold_get(t, s, k) : zn_device_memset(t->dev, s->dgrad, 0, n * 4, NULL);
+		rc = resume ? fold_get(t, s, k, n) : zn_device_memset(t->dev, s->dgrad, 0, n * 4, NULL);
 	if (!rc && want && t->sdt != ZN_DTYPE_F32 && !(rc = tr_dev_alloc(t, n * sz, &s->sgrad)))
 		rc = zn_device_memset(t->dev, s->sgrad, 0, n * sz, TR_KSTREAM(t));
 	s->sdirty = want;
@@ -467,7 +480,7 @@ static int release_tile(void *user, unsigned layer, unsigned idx, unsigned k, bo
 	if (!rc && (written || keep) && s->sdirty && s->sgrad && s->dgrad)
 		rc = t->k->accumulate(t->kctx, s->dgrad, ZN_DTYPE_F32, s->sgrad, t->sdt, n);
 	if (!rc && keep)
-		rc = fold_put(t, s, k);
+		rc = fold_put(t, s, k, n);
 	if (!rc && written && (s->dgrad || s->sgrad))
 		rc = t->world > 1 ? tr_grads_reduce_tile(t, s, k, t->micro_i == 0)
 				  : tr_grads_tile_to_host(t, s, t->micro_i == 0, k);

@@ -208,13 +208,18 @@ int tr_param_homes_setup(struct zn_trainer *t)
 			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(n, 1) * esz, tier[h + k],
 					    &s->home[k]);
 		}
-		if (!rc && s->folded && !(s->fold = calloc(s->ntiles, sizeof(*s->fold))))
+		const unsigned fp = zn_zero_fold_parts(&t->zr);
+		if (!rc && s->folded && !(s->fold = calloc((size_t)s->ntiles * fp, sizeof(*s->fold))))
 			rc = zn_error(-ENOMEM, "out of memory");
 		for (unsigned k = 0; s->folded && k < s->ntiles && !rc; k++) {
 			struct zn_zero_piece p;
 			tr_piece(t, s, k, &p);
-			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(p.n, 1) * 4, ftier,
-					    &s->fold[k]);
+			for (unsigned j = 0; j < fp && !rc; j++) {
+				uint64_t lo, len;
+				zn_zero_part(p.n, (int)fp, (int)j, &lo, &len);
+				rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(len, 1) * 4, ftier,
+						    &s->fold[k * fp + j]);
+			}
 		}
 	}
 	free(tier);

@@ -248,22 +248,33 @@ bool zn_zero_has_folds(const struct zn_param_desc *d, const struct zn_zero_share
 	return s->tiled && d->tileable && d->tied;
 }
 
+unsigned zn_zero_fold_parts(const struct zn_zero_rules *z)
+{
+	return (unsigned)(4 / zn_dtype_size(z->hdt));
+}
+
 enum zn_tier zn_zero_fold(const struct zn_zero_rules *z, struct zn_zero_homes *h, uint64_t n,
 			  const char *name)
 {
-	const uint64_t bytes = ZN_MAX(n, 1) * 4;
-	if (!z->nvme_homes) {
-		h->host_fold_bytes += bytes;
-		return ZN_TIER_HOST;
+	const unsigned parts = zn_zero_fold_parts(z);
+	for (unsigned j = 0; j < parts; j++) {
+		uint64_t lo, len;
+		zn_zero_part(n, (int)parts, (int)j, &lo, &len);
+		const uint64_t bytes = ZN_MAX(len, 1) * 4;
+		if (!z->nvme_homes) {
+			h->host_fold_bytes += bytes;
+			continue;
+		}
+		h->nvme_bytes += ZN_ALIGN_UP(bytes, 4096);
+		/* The buffers hold the largest home or fold part, in homes'
+		 * elements. */
+		const uint64_t as_homes = ZN_DIV_ROUND_UP(bytes, zn_dtype_size(z->hdt));
+		if (as_homes > h->nvme_largest) {
+			h->nvme_largest = as_homes;
+			h->nvme_largest_name = name;
+		}
 	}
-	h->nvme_bytes += ZN_ALIGN_UP(bytes, 4096);
-	/* The buffers hold the largest home or fold, in homes' elements. */
-	const uint64_t as_homes = ZN_DIV_ROUND_UP(bytes, zn_dtype_size(z->hdt));
-	if (as_homes > h->nvme_largest) {
-		h->nvme_largest = as_homes;
-		h->nvme_largest_name = name;
-	}
-	return ZN_TIER_NVME;
+	return z->nvme_homes ? ZN_TIER_NVME : ZN_TIER_HOST;
 }
 
 int zn_zero_homes_pool(const struct zn_zero_rules *z, const struct zn_offload_param_config *pc,
