@@ -44,10 +44,13 @@ def run(cmd, **kw):
     return p
 
 
-def effective(zinc, config):
+def effective(zinc, config, sets=()):
     """Values of the effective config (`zinc config --check` prints it as
     YAML, one key per line, sections by indentation)."""
-    out = run([zinc, "config", "--check", config]).stdout
+    cmd = [zinc, "config", "--check", config]
+    for s in sets:
+        cmd += ["--set", s]
+    out = run(cmd).stdout
     vals, stack = {}, []
     for line in out.splitlines():
         m = re.match(r"^( *)([A-Za-z0-9_]+):(?: (.*))?$", line)
@@ -85,9 +88,11 @@ def main():
     ap.add_argument("--reference", choices=("resident", "compute"), default="resident",
                     help="the compute bound: the same step resident, or the out-of-core "
                          "step's own compute (for a model that cannot be resident)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every run, as zinc train's --set")
     a = ap.parse_args()
 
-    cfg = effective(a.zinc, a.config)
+    cfg = effective(a.zinc, a.config, a.set)
     swap = cfg.get("zero_optimization.offload_optimizer.nvme_path", "")
     if cfg.get("zero_optimization.offload_optimizer.device") != "nvme" or not swap:
         sys.exit("out_of_core_bench: %s does not put the optimizer states on NVMe "
@@ -107,14 +112,15 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         # 2. Out of core.
-        rss, params, ooc = train(a.zinc, a.config, a.steps + 1, [], os.path.join(tmp, "o.jsonl"))
+        rss, params, ooc = train(a.zinc, a.config, a.steps + 1, a.set,
+                                 os.path.join(tmp, "o.jsonl"))
         # 3. Everything resident, the same model and batch.
         res = None
         if a.reference == "resident":
-            _, _, res = train(a.zinc, a.config, a.steps + 1,
-                              ["zero_optimization.stage=2",
-                               "zero_optimization.offload_param.device=none",
-                               "zero_optimization.offload_optimizer.device=none"],
+            resident_sets = ["zero_optimization.stage=2",
+                             "zero_optimization.offload_param.device=none",
+                             "zero_optimization.offload_optimizer.device=none"]
+            _, _, res = train(a.zinc, a.config, a.steps + 1, a.set + resident_sets,
                               os.path.join(tmp, "r.jsonl"))
     m_ooc = ooc[1:]
     med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731

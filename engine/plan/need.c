@@ -150,21 +150,28 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 			for (uint64_t k = 0; a.home && k < ZN_DIV_ROUND_UP(s.nown, unit); k++)
 				zn_zero_home(&pl->z, &pl->homes, ZN_MIN(unit, s.nown - k * unit),
 					     g->tab.d[i].name);
-			/* and a tiled tied embedding a fold per tile */
 			pl->folds |= zn_zero_has_folds(&g->tab.d[i], &s);
-			for (uint64_t k = 0; zn_zero_has_folds(&g->tab.d[i], &s) &&
-					     k < zn_zero_tiles(&pl->z, &g->tab.d[i]);
-			     k++) {
-				uint64_t first, n;
-				zn_zero_tile(&pl->z, &g->tab.d[i], k, &first, &n);
-				zn_zero_fold(&pl->z, &pl->homes, n, g->tab.d[i].name);
-			}
 			lp += A256(a.fparam);
 			lg += A256(a.fgrad);
 			lf += A256(a.ffold);
 		}
 		layer_done(&u, g, l, lp, lg, lf);
 		lp = lg = lf = 0;
+	}
+	/* A tiled tied embedding's folds, once every home is placed (as the
+	 * trainer places them: their parts follow the largest NVMe home). */
+	for (unsigned i = 0; pl->folds && i < g->tab.nt; i++) {
+		const struct zn_param_desc *d = &g->tab.d[i];
+		const struct zn_zero_share s = zn_zero_share_of(&pl->z, d);
+		if (!zn_zero_has_folds(d, &s))
+			continue;
+		uint64_t first, n;
+		zn_zero_tile(&pl->z, d, 0, &first, &n);
+		const unsigned parts = zn_zero_fold_parts(&pl->z, &pl->homes, n);
+		for (uint64_t k = 0; k < zn_zero_tiles(&pl->z, d); k++) {
+			zn_zero_tile(&pl->z, d, k, &first, &n);
+			zn_zero_fold(&pl->z, &pl->homes, n, parts, d->name);
+		}
 	}
 	if (zn_arch_dims(&g->a).tied && pl->folds) {
 		/* Tile by tile, its classifier part waits beside the homes: the

@@ -353,11 +353,11 @@ static unsigned tile_rows(void *user, unsigned layer, unsigned idx)
 
 /* A tied embedding's tile k (of n elements): the classifier's part of its
  * gradients (the tile's fp32 buffer) out to its fold beside the homes, in
- * zn_zero_fold_parts pieces, and back into the buffer at the encoder's
+ * s->fold_parts pieces, and back into the buffer at the encoder's
  * fetch. */
 static int fold_put(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t n)
 {
-	const unsigned fp = zn_zero_fold_parts(&t->zr);
+	const unsigned fp = s->fold_parts;
 	int rc = zn_device_stream_synchronize(t->stream);
 	for (unsigned j = 0; j < fp && !rc; j++) {
 		struct zn_tensor *f = s->fold[k * fp + j];
@@ -377,7 +377,7 @@ static int fold_put(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t
 
 static int fold_get(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t n)
 {
-	const unsigned fp = zn_zero_fold_parts(&t->zr);
+	const unsigned fp = s->fold_parts;
 	int rc = 0;
 	for (unsigned j = 0; j < fp && !rc; j++) {
 		struct zn_tensor *f = s->fold[k * fp + j];

@@ -157,14 +157,19 @@ int tr_param_homes_setup(struct zn_trainer *t)
 										s->nown),
 						   s->d->name);
 	}
-	/* The folds of a tiled tied embedding: a whole tile's fp32 each. */
+	/* The folds of a tiled tied embedding: a whole tile's fp32 each, in
+	 * parts the homes' buffers hold. */
 	enum zn_tier ftier = ZN_TIER_HOST;
 	for (unsigned i = 0; i < t->tab.nt; i++) {
-		const struct tstate *s = &t->t[i];
-		for (unsigned k = 0; k < s->ntiles && s->folded; k++) {
-			struct zn_zero_piece p;
+		struct tstate *s = &t->t[i];
+		struct zn_zero_piece p;
+		if (!s->folded)
+			continue;
+		tr_piece(t, s, 0, &p);
+		s->fold_parts = zn_zero_fold_parts(&t->zr, &homes, p.n);
+		for (unsigned k = 0; k < s->ntiles; k++) {
 			tr_piece(t, s, k, &p);
-			ftier = zn_zero_fold(&t->zr, &homes, p.n, s->d->name);
+			ftier = zn_zero_fold(&t->zr, &homes, p.n, s->fold_parts, s->d->name);
 		}
 	}
 	t->host_bytes += homes.host_elems * esz + homes.host_fold_bytes;
@@ -208,7 +213,7 @@ int tr_param_homes_setup(struct zn_trainer *t)
 			rc = zn_swapper_add(t->homes.sw, s->d->name, ZN_MAX(n, 1) * esz, tier[h + k],
 					    &s->home[k]);
 		}
-		const unsigned fp = zn_zero_fold_parts(&t->zr);
+		const unsigned fp = s->fold_parts;
 		if (!rc && s->folded && !(s->fold = calloc((size_t)s->ntiles * fp, sizeof(*s->fold))))
 			rc = zn_error(-ENOMEM, "out of memory");
 		for (unsigned k = 0; s->folded && k < s->ntiles && !rc; k++) {

@@ -109,6 +109,8 @@ struct tstate {
 					* classifier's release of the tile until the
 					* encoder's fetch of it (fetch.c) */
 	bool *folded;                  /* ... tile k's holds this backward's part */
+	unsigned fold_parts;           /* ... in this many swap tensors a tile
+					* (zn_zero_fold_parts): fold[k * parts + j] */
 	void *hbuf;                    /* home buffer held across optimizer sub-groups */
 	unsigned htile;                /* ... and the tile it is */
 	/* The update (optimizer.c). */

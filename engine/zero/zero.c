@@ -248,15 +248,20 @@ bool zn_zero_has_folds(const struct zn_param_desc *d, const struct zn_zero_share
 	return s->tiled && d->tileable && d->tied;
 }
 
-unsigned zn_zero_fold_parts(const struct zn_zero_rules *z)
+unsigned zn_zero_fold_parts(const struct zn_zero_rules *z, const struct zn_zero_homes *h,
+			    uint64_t n_full)
 {
-	return (unsigned)(4 / zn_dtype_size(z->hdt));
+	if (!z->nvme_homes)
+		return 1;
+	const uint64_t esz = zn_dtype_size(z->hdt);
+	/* fp32 elements a buffer holds */
+	const uint64_t fits = ZN_MAX((h->nvme_largest ? h->nvme_largest : n_full) * esz / 4, 1);
+	return (unsigned)ZN_MAX(ZN_DIV_ROUND_UP(n_full, fits), 1);
 }
 
 enum zn_tier zn_zero_fold(const struct zn_zero_rules *z, struct zn_zero_homes *h, uint64_t n,
-			  const char *name)
+			  unsigned parts, const char *name)
 {
-	const unsigned parts = zn_zero_fold_parts(z);
 	for (unsigned j = 0; j < parts; j++) {
 		uint64_t lo, len;
 		zn_zero_part(n, (int)parts, (int)j, &lo, &len);

@@ -235,13 +235,15 @@ enum zn_tier zn_zero_home(const struct zn_zero_rules *z, struct zn_zero_homes *h
 bool zn_zero_has_folds(const struct zn_param_desc *d, const struct zn_zero_share *s);
 /* The fold of a tile of n elements (fp32, the whole tile's: every rank
  * computes all of it before the reduction) beside the homes, counted into
- * *h: on NVMe with offload_param nvme, else in host memory.  It is kept
- * in zn_zero_fold_parts swap tensors (zn_zero_part of the tile), so that
- * each is no larger than the tile's home in the homes' dtype and the
- * homes' buffers hold it. */
+ * *h once every home is: on NVMe with offload_param nvme, else in host
+ * memory.  On NVMe it is kept in `parts` swap tensors (zn_zero_part of
+ * the tile), zn_zero_fold_parts of a tensor's full tile: each no larger
+ * than the largest NVMe home, so the homes' buffers hold it and do not
+ * grow for it (with no NVMe home, each the size of the tile's home). */
+unsigned zn_zero_fold_parts(const struct zn_zero_rules *z, const struct zn_zero_homes *h,
+			    uint64_t n_full);
 enum zn_tier zn_zero_fold(const struct zn_zero_rules *z, struct zn_zero_homes *h, uint64_t n,
-			  const char *name);
-unsigned zn_zero_fold_parts(const struct zn_zero_rules *z);
+			  unsigned parts, const char *name);
 
 /* The pinned buffer pool the NVMe homes are read through: as large as the
  * largest NVMe home, in the homes' dtype, one layer of prefetch (the
