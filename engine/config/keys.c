@@ -635,9 +635,10 @@ static const struct zn_key zero_keys[] = {
 	  "DeepSpeed's one parameter per sub-group, which zinc makes sub-groups of the "
 	  "largest parameter tensor's elements"),
 	Z("tile_size", NULL, ZN_KEY_SIZE, tile_size, "67108864", 0, BIG, NULL, ZN_KEY_ZINC_ONLY,
-	  "memory-centric tiling (ZeRO-Infinity): an untied vocabulary tensor (embedding, "
-	  "classifier) of more elements is computed, fetched and its gradients sent in tiles "
-	  "of whole rows of at most this many elements, so no tier holds it whole; 0: never"),
+	  "memory-centric tiling (ZeRO-Infinity): a vocabulary tensor (embedding, classifier, "
+	  "tied or not) of more elements is computed, fetched and its gradients sent in tiles "
+	  "of whole rows of at most this many elements, so no tier holds it whole (other "
+	  "offloaded tensors are stored and sent in tiles); 0: never"),
 	Z("cpu_offload", NULL, ZN_KEY_BOOL, cpu_offload, "false", 0, 1, NULL, 0,
 	  "deprecated by DeepSpeed, still read: true is offload_optimizer.device: cpu"),
 	Z("cpu_offload_param", NULL, ZN_KEY_BOOL, cpu_offload_param, "false", 0, 1, NULL, 0,

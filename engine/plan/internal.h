@@ -86,7 +86,8 @@ int zn_plan_need_pinned(const struct zn_config *c, const struct zn_plan_geom *g,
  * offload_param's nvme_path is not used). */
 uint64_t zn_plan_optimizer_store(const struct zn_config *c, const struct zn_plan_geom *g);
 uint64_t zn_plan_gradient_store(const struct zn_config *c, const struct zn_plan_geom *g);
-uint64_t zn_plan_param_store(const struct zn_config *c, const struct zn_plan_geom *g);
+uint64_t zn_plan_param_store(const struct zn_config *c, const struct zn_plan_geom *g,
+			     uint64_t *folds);
 /* The elements per sub-group of the NVMe optimizer states. */
 uint64_t zn_plan_sub_group(const struct zn_config *c, const struct zn_plan_geom *g);
 

@@ -72,6 +72,7 @@ struct placed {
 	                          * tensor, or tile of a tiled one (zn_zero_unit) */
 	struct zn_zero_homes homes;
 	bool folds;              /* a tiled tied embedding (zn_zero_fold) */
+	uint64_t fold_nvme;      /* ... its folds' part of homes.nvme_bytes */
 };
 
 /* The offloaded layers on the device at once, from each layer's fetched
@@ -160,6 +161,7 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 	}
 	/* A tiled tied embedding's folds, once every home is placed (as the
 	 * trainer places them: their parts follow the largest NVMe home). */
+	const uint64_t homes_nvme = pl->homes.nvme_bytes;
 	for (unsigned i = 0; pl->folds && i < g->tab.nt; i++) {
 		const struct zn_param_desc *d = &g->tab.d[i];
 		const struct zn_zero_share s = zn_zero_share_of(&pl->z, d);
@@ -173,6 +175,7 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 			zn_zero_fold(&pl->z, &pl->homes, n, parts, d->name);
 		}
 	}
+	pl->fold_nvme = pl->homes.nvme_bytes - homes_nvme;
 	if (zn_arch_dims(&g->a).tied && pl->folds) {
 		/* Tile by tile, its classifier part waits beside the homes: the
 		 * head holds a tile (and its fold, with 16-bit layers) at a
@@ -452,9 +455,11 @@ uint64_t zn_plan_gradient_store(const struct zn_config *c, const struct zn_plan_
 	return optimizer_store(c, g, zn_optswap_grads_store_bytes);
 }
 
-uint64_t zn_plan_param_store(const struct zn_config *c, const struct zn_plan_geom *g)
+uint64_t zn_plan_param_store(const struct zn_config *c, const struct zn_plan_geom *g,
+			     uint64_t *folds)
 {
 	struct placed pl;
 	placement(c, g, &pl);
+	*folds = pl.fold_nvme;
 	return pl.homes.nvme_bytes;
 }

@@ -156,13 +156,16 @@ int zn_plan_compute_geom(const struct zn_config *cfg, const struct zn_plan_geom 
 		return rc;
 	/* Homes go to NVMe only past max_in_cpu; with none there, the trainer
 	 * never opens offload_param's nvme_path and neither does the plan. */
-	uint64_t pbytes = zr.nvme_homes ? zn_plan_param_store(cfg, g) : 0;
+	uint64_t folds = 0;
+	uint64_t pbytes = zr.nvme_homes ? zn_plan_param_store(cfg, g, &folds) : 0;
 	if (pbytes &&
 	    (rc = zn_plan_nvme_section(p, m, dirs, &ndirs, 1, z->offload_param.nvme_path, pbytes,
 				       z->offload_param.stripe_size,
 				       zn_dtype_size(zr.hdt) == 2 ? "parameters (16-bit)"
 								 : "parameters (fp32)",
-				       0, NULL)))
+				       folds,
+				       "tied embedding's classifier gradients waiting (fp32, "
+				       "per tile)")))
 		return rc;
 	zn_plan_nvme_fit(p, dirs, ndirs);
 	zn_plan_machine_text(p, m, ndirs);
