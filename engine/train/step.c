@@ -129,6 +129,10 @@ static int step_begin(struct zn_trainer *t, struct step *st)
 				      : 0;
 		if (rc)
 			return rc;
+		/* No tied tile's classifier part waits from a step that failed
+		 * between the classifier and the encoder. */
+		for (unsigned k = 0; s->folded && k < s->ntiles; k++)
+			s->folded[k] = false;
 	}
 	if (t->zr.offload_param) {
 		t->fetch.tracking = true;
