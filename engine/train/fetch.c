@@ -273,9 +273,12 @@ static int fetch_offloaded(struct zn_trainer *t, unsigned layer, bool want, void
 					  : tr_dev_alloc(t, s->d->numel * 4, &s->dparam)))
 				break;
 			/* Whole on the device, from its tiles' homes (one home
-			 * when it is not tiled). */
-			for (unsigned k = 0; k < s->ntiles && !rc; k++)
+			 * when it is not tiled), the next one read meanwhile. */
+			for (unsigned k = 0; k < s->ntiles && !rc; k++) {
+				if (k + 1 < s->ntiles)
+					zn_swapper_prefetch(t->homes.sw, s->home[k + 1]);
 				rc = home_to_device(t, s, k, tr_tile_first(s, k));
+			}
 		}
 		if (!rc)
 			prefetch_ahead(t, layer);

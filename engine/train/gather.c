@@ -135,6 +135,8 @@ int tr_gather_finish(struct zn_trainer *t, unsigned layer)
 				for (unsigned k = 0; k < s->ntiles && !rc; k++) {
 					struct zn_zero_piece p;
 					tr_piece(t, s, k, &p);
+					if (k + 1 < s->ntiles) /* its home read meanwhile */
+						zn_swapper_prefetch(t->homes.sw, s->home[k + 1]);
 					rc = tr_gather_tile(t, s, k, p.first);
 				}
 			continue;
