@@ -1071,6 +1071,19 @@ static void test_hostmem_arrays(void **state)
 
 /* ---- Lamb in pieces, SGD's and Lamb's refusals --------------------------- */
 
+/* Elements [lo, hi) of a's Lamb tensors at `step`: one piece of them. */
+static struct zn_adam_tensors lamb_piece(const struct arrays *a, int step, enum zn_dtype gt,
+					 size_t lo, size_t hi)
+{
+	struct zn_adam_tensors pt = tensors(a, step, gt, -1, LAMB);
+	pt.n = hi - lo;
+	pt.param += lo;
+	pt.exp_avg += lo;
+	pt.exp_avg_sq += lo;
+	pt.grad = (const uint8_t *)pt.grad + lo * zn_dtype_size(gt);
+	return pt;
+}
+
 /* A tensor held in pieces (ZeRO parts, sub-groups) runs Lamb's two passes
  * piece by piece: with pieces cut at tile boundaries the sums, the ratio
  * and every bit equal one call over the whole tensor in the same tiles. */
@@ -1097,23 +1110,14 @@ static void test_lamb_pieces(void **state)
 		assert_int_equal(zn_lamb_step(&hp, (uint64_t)s + 1, 0.5f, &t, &ex, &r_whole), 0);
 		struct zn_lamb_sums sums = { 0 };
 		for (size_t k = 0; k + 1 < ZN_ARRAY_SIZE(cuts); k++) {
-			struct zn_adam_tensors pt = tensors(&parts, s, c->gt, -1, LAMB);
-			pt.n = cuts[k + 1] - cuts[k];
-			pt.param += cuts[k];
-			pt.exp_avg += cuts[k];
-			pt.exp_avg_sq += cuts[k];
-			pt.grad = (const float *)pt.grad + cuts[k];
+			struct zn_adam_tensors pt = lamb_piece(&parts, s, c->gt, cuts[k], cuts[k + 1]);
 			assert_int_equal(zn_lamb_moments(&hp, (uint64_t)s + 1, 0.5f, &pt, &ex, &sums), 0);
 		}
 		r_parts = zn_lamb_trust_ratio(&hp, &sums);
 		assert_true(r_parts == r_whole);
 		assert_true(r_parts > hp.min_coeff && r_parts < hp.max_coeff); /* not clamped */
 		for (size_t k = 0; k + 1 < ZN_ARRAY_SIZE(cuts); k++) {
-			struct zn_adam_tensors pt = tensors(&parts, s, c->gt, -1, LAMB);
-			pt.n = cuts[k + 1] - cuts[k];
-			pt.param += cuts[k];
-			pt.exp_avg += cuts[k];
-			pt.exp_avg_sq += cuts[k];
+			struct zn_adam_tensors pt = lamb_piece(&parts, s, c->gt, cuts[k], cuts[k + 1]);
 			pt.grad = NULL; /* the second pass does not read it */
 			assert_int_equal(zn_lamb_apply(&hp, (uint64_t)s + 1, r_parts, &pt, &ex), 0);
 		}

@@ -27,13 +27,13 @@ it when Open MPI was found; otherwise every test reports skip).
 """
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shards  # noqa: E402
 from tap import Skip, TapRunner  # noqa: E402
 
 ZINC = os.environ.get("ZINC_BIN", "zinc")
@@ -89,14 +89,7 @@ def need_mpi():
 
 
 def make_data(d):
-    rng = random.Random(3)
-    words = ["zinc", "offload", "tensor", "adam", "swap", "nvme", "ring", "page"]
-    with open(os.path.join(d, "text.txt"), "w") as f:
-        f.write(" ".join(rng.choice(words) for _ in range(40000)))
-    p = subprocess.run([ZINC, "prepare-data", "--out", os.path.join(d, "data"), "--prefix", "t",
-                        "--val-fraction", "0.1", os.path.join(d, "text.txt")],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
+    shards.make(d, ZINC, count=40000)
 
 
 def config(d, name, acc, extra, ckpt=None, resume=False, every=0):

@@ -143,7 +143,7 @@ static void placement(const struct zn_config *c, const struct zn_plan_geom *g, s
 			pl->hgrad += a.hgrad;
 			pl->staged += a.staged;
 			pl->own += s.nown;
-			const uint64_t unit = zn_zero_unit(&pl->z, &g->tab.d[i], &s);
+			const uint64_t unit = zn_zero_unit(&g->tab.d[i], &s);
 			pl->unit = ZN_MAX(pl->unit, unit);
 			if (a.nvme_grad)
 				pl->gsums = ZN_MAX(pl->gsums, unit);

@@ -285,7 +285,7 @@ static int place_tensor(struct zn_trainer *t, struct tstate *s)
 	s->gfin = calloc(s->ntiles, sizeof(*s->gfin));
 	if (!s->gsq || !s->gfin)
 		return zn_error(-ENOMEM, "out of memory");
-	t->unit = ZN_MAX(t->unit, zn_zero_unit(zr, s->d, &sh));
+	t->unit = ZN_MAX(t->unit, zn_zero_unit(s->d, &sh));
 	/* Host optimizer state unless it lives on NVMe; gradient accumulators
 	 * unless the optimizer runs on the device. */
 	if (za.hstate) {

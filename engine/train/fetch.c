@@ -357,16 +357,21 @@ static unsigned tile_rows(void *user, unsigned layer, unsigned idx)
 /* A tied embedding's tile k (of n elements): the classifier's part of its
  * gradients (the tile's fp32 buffer) out to its fold beside the homes, in
  * s->fold_parts pieces, and back into the buffer at the encoder's
- * fetch. */
+ * fetch.  Piece j: its swap tensor and its elements [*lo, *lo + *len). */
+static struct zn_tensor *fold_piece(const struct tstate *s, unsigned k, uint64_t n, unsigned j,
+				    uint64_t *lo, uint64_t *len)
+{
+	zn_zero_part(n, (int)s->fold_parts, (int)j, lo, len);
+	return s->fold[k * s->fold_parts + j];
+}
+
 static int fold_put(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t n)
 {
-	const unsigned fp = s->fold_parts;
 	int rc = zn_device_stream_synchronize(t->stream);
-	for (unsigned j = 0; j < fp && !rc; j++) {
-		struct zn_tensor *f = s->fold[k * fp + j];
+	for (unsigned j = 0; j < s->fold_parts && !rc; j++) {
 		uint64_t lo, len;
 		void *host;
-		zn_zero_part(n, (int)fp, (int)j, &lo, &len);
+		struct zn_tensor *f = fold_piece(s, k, n, j, &lo, &len);
 		if ((rc = zn_swapper_acquire_overwrite(t->homes.sw, f, &host)))
 			break;
 		rc = tr_to_host(t, host, (float *)s->dgrad + lo, len * 4);
@@ -380,13 +385,11 @@ static int fold_put(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t
 
 static int fold_get(struct zn_trainer *t, struct tstate *s, unsigned k, uint64_t n)
 {
-	const unsigned fp = s->fold_parts;
 	int rc = 0;
-	for (unsigned j = 0; j < fp && !rc; j++) {
-		struct zn_tensor *f = s->fold[k * fp + j];
+	for (unsigned j = 0; j < s->fold_parts && !rc; j++) {
 		uint64_t lo, len;
 		void *host;
-		zn_zero_part(n, (int)fp, (int)j, &lo, &len);
+		struct zn_tensor *f = fold_piece(s, k, n, j, &lo, &len);
 		uint64_t t0 = zn_now_ns();
 		rc = zn_swapper_acquire(t->homes.sw, f, &host);
 		t->stats.stall_ns += zn_now_ns() - t0;

@@ -153,10 +153,8 @@ void zn_zero_tile(const struct zn_zero_rules *z, const struct zn_param_desc *d, 
 	*n = (ZN_MIN(r0 + R, rows) - r0) * cols;
 }
 
-uint64_t zn_zero_unit(const struct zn_zero_rules *z, const struct zn_param_desc *d,
-		      const struct zn_zero_share *s)
+uint64_t zn_zero_unit(const struct zn_param_desc *d, const struct zn_zero_share *s)
 {
-	(void)z;
 	return s->tiled ? s->tile_rows * (uint64_t)d->shape[1] : d->numel;
 }
 
@@ -169,7 +167,7 @@ static uint64_t part_bytes(uint64_t nown, enum zn_dtype dt)
 void zn_zero_arrays_of(const struct zn_zero_rules *z, const struct zn_param_desc *d,
 		       const struct zn_zero_share *s, struct zn_zero_arrays *a)
 {
-	const uint64_t numel = d->numel, unit = zn_zero_unit(z, d, s);
+	const uint64_t numel = d->numel, unit = zn_zero_unit(d, s);
 	const uint64_t whole = numel * zn_dtype_size(ZN_DTYPE_F32);
 	const uint64_t fp32 = part_bytes(s->nown, ZN_DTYPE_F32);
 	a->dparam = s->resident ? whole : 0;

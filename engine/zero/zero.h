@@ -153,8 +153,7 @@ void zn_zero_tile(const struct zn_zero_rules *z, const struct zn_param_desc *d, 
 /* Elements of a tensor that move between the tiers at once: a tile of an
  * offloaded tiled tensor (what its homes, staging and gradients' way
  * hold), else the whole tensor. */
-uint64_t zn_zero_unit(const struct zn_zero_rules *z, const struct zn_param_desc *d,
-		      const struct zn_zero_share *s);
+uint64_t zn_zero_unit(const struct zn_param_desc *d, const struct zn_zero_share *s);
 
 /* The arrays a tensor's share takes, in bytes, one allocation each (0:
  * none).  Arrays of this rank's part hold at least one element, so that an
