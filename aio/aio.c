@@ -727,6 +727,11 @@ struct zn_aio *zn_aio_create(const struct zn_aio_config *cfg)
 		pthread_sigmask(SIG_SETMASK, &all, &old);
 		rc = pthread_create(&r->thread, NULL, ring_main, r);
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (!rc) {
+			char name[16];
+			snprintf(name, sizeof(name), "zn-io-%u", i % 1000);
+			pthread_setname_np(r->thread, name);
+		}
 		if (rc) {
 			close(r->efd);
 			pthread_mutex_destroy(&r->lock);

@@ -290,6 +290,16 @@ const char *zn_threadpool_binding(const struct zn_threadpool *pool)
 	return pool ? pool->binding : "unbound";
 }
 
+void zn_threadpool_name(struct zn_threadpool *pool, const char *prefix)
+{
+	for (unsigned i = 0; pool && i < pool->n; i++) {
+		char name[16], num[12];
+		int k = snprintf(num, sizeof(num), "-%u", i);
+		snprintf(name, sizeof(name), "%.*s%s", (int)sizeof(name) - 1 - k, prefix, num);
+		pthread_setname_np(pool->workers[i].tid, name);
+	}
+}
+
 void zn_threadpool_run(struct zn_threadpool *pool, zn_threadpool_fn fn, void *arg)
 {
 	if (!pool) {

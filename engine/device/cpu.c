@@ -104,6 +104,7 @@ static int cpu_open(struct zn_device *dev, const struct zn_device_params *c)
 		free(cd);
 		return -ENOMEM; /* the pool set the message */
 	}
+	zn_threadpool_name(cd->pool, "zn-compute");
 	if (dev->limit == 0) {
 		long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
 		dev->limit = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : UINT64_MAX;

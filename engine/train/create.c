@@ -223,6 +223,7 @@ static int open_device(struct zn_trainer *t)
 	t->sdt = kp.dtype = zn_config_storage_dtype(cfg);
 	if (!(t->kctx = t->k->ctx_create(&kp)) || !(t->pool = zn_threadpool_create(0, -1)))
 		return -EINVAL;
+	zn_threadpool_name(t->pool, "zn-host");
 	if (t->world > 1 && cfg->device.type == ZN_DEVICE_CUDA) {
 #if ZN_HAVE_NCCL
 		if (!(t->coll.dcomm = zn_comm_create_nccl(t->comm, dp.ordinal)))

@@ -49,6 +49,10 @@ ZN_API int zn_threadpool_numa_node(const struct zn_threadpool *pool);
 /* Where the workers run, for humans: "node 0, cores 0,1" or "unbound". */
 ZN_API const char *zn_threadpool_binding(const struct zn_threadpool *pool);
 
+/* Name the workers "<prefix>-<i>" (as top -H and perf show them; the
+ * prefix is cut to fit the OS's 15 characters).  NULL pool: nothing. */
+ZN_API void zn_threadpool_name(struct zn_threadpool *pool, const char *prefix);
+
 /* Run fn(arg, worker, workers) once on every worker, worker = 0..workers-1,
  * and return when all have returned.  pool == NULL runs fn(arg, 0, 1) in the
  * calling thread. */
