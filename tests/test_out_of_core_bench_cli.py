@@ -65,17 +65,26 @@ def report_adds_up(d):
     assert abs(io - r["io_bound_s"]) < 1e-6 * max(io, 1), (io, r)
     assert r["bound_s"] == max(r["resident_step_s"], r["io_bound_s"]), r
     assert abs(r["step_efficiency"] - r["bound_s"] / r["step_s"]) < 1e-9, r
+    # What the overlap costs the compute, and the parameters' reads.
+    assert r["runs"] == 1 and len(r["run_efficiency"]) == 1, r
+    assert abs(r["run_efficiency"][0] - r["step_efficiency"]) < 1e-9, r
+    assert r["resident_compute_s"] > 0, r
+    assert abs(r["compute_ratio"] - r["compute_less_waits_s"] / r["resident_compute_s"]) < 1e-9, r
+    assert 0 < r["param_read_bytes"] < r["nvme_read_bytes"], r
+    assert "compute (forward and backward less their waits)" in p.stdout, p.stdout
     assert os.listdir(os.path.join(d, "swap")) == [], "swap files left behind"
     assert not os.path.exists(os.path.join(d, "ck")), "the benchmark saves no checkpoint"
     # A model too large to be resident: the bound is the step's own compute.
+    # Two runs, one measured step each: their medians over both steps.
     p = subprocess.run([sys.executable, SCRIPT, "--config", cfg, "--zinc", ZINC, "--steps", "1",
-                        "--bench-size", "32M", "--reference", "compute"], capture_output=True,
-                       text=True, timeout=600)
+                        "--bench-size", "32M", "--reference", "compute", "--runs", "2"],
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["reference"] == "compute" and r["losses_equal"] is None, r
-    # (one measured step: its median is itself)
-    assert abs(r["resident_step_s"] - (r["compute_s"] - r["stall_s"])) < 1e-9, r
+    assert r["runs"] == 2 and len(r["run_efficiency"]) == 2, r
+    assert r["compute_ratio"] is None and "each run's: " in p.stdout, p.stdout
+    assert abs(r["resident_step_s"] - r["compute_less_waits_s"]) < 1e-9, r
     assert r["bound_s"] == max(r["resident_step_s"], r["io_bound_s"]), r
     assert "the step's own compute" in p.stdout, p.stdout
 

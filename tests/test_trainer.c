@@ -333,6 +333,14 @@ static void check_run(const char *name, const struct placement *p, const struct 
 		fail_msg("%s: no NVMe traffic in the last step", name);
 	if (!p->nvme && (r->last.nvme_read_bytes || r->last.nvme_write_bytes))
 		fail_msg("%s: NVMe traffic without NVMe", name);
+	/* The parameters' reads are a part of them, there only when the
+	 * parameters' homes are on NVMe (the backward's fetches at least:
+	 * its layers are not kept from the forward with these buffers). */
+	assert_true(r->last.param_read_bytes <= r->last.nvme_read_bytes);
+	if (p->nvme && p->params_offloaded && !r->last.param_read_bytes)
+		fail_msg("%s: no parameter read from NVMe in the last step", name);
+	if (!(p->nvme && p->params_offloaded) && r->last.param_read_bytes)
+		fail_msg("%s: parameters read from NVMe that is not their home", name);
 }
 
 /* A run against the reference run (all on the device, same precision):

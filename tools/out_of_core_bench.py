@@ -19,7 +19,13 @@ It prints
                      time (or the step's compute), NVMe read bytes / read
                      bandwidth + write bytes / write bandwidth)         target >= 0.8
 with medians over the measured steps (the first, which records the fetch
-trace, is left out), and one JSON object on the last line.
+trace, is left out), and one JSON object on the last line.  It also
+prints what the overlap costs the compute it hides behind: the
+out-of-core step's forward and backward less their waits, over the
+resident ones' (compute ratio; 1 when nothing is slowed), and the
+parameters' share of the reads.  --runs N alternates N out-of-core and N
+resident trainings (the machine's drift falls on both alike) and takes the
+medians over all their steps, with each pair's efficiency beside.
 
   tools/out_of_core_bench.py --config examples/out-of-core.yaml \
       --zinc build/tools/zinc --steps 4
@@ -90,7 +96,11 @@ def main():
                          "step's own compute (for a model that cannot be resident)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for every run, as zinc train's --set")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="out-of-core and resident trainings, alternated")
     a = ap.parse_args()
+    if a.runs < 1 or a.steps < 1:
+        sys.exit("out_of_core_bench: --runs and --steps take 1 or more")
 
     cfg = effective(a.zinc, a.config, a.set)
     swap = cfg.get("zero_optimization.offload_optimizer.nvme_path", "")
@@ -110,26 +120,37 @@ def main():
     read_bw = nb["best"]["read"]["mib_s"] * 2**20
     write_bw = nb["best"]["write"]["mib_s"] * 2**20
 
+    runs = []  # (out-of-core log, resident log or None) per run
+    rss = 0
     with tempfile.TemporaryDirectory() as tmp:
-        # 2. Out of core.
-        rss, params, ooc = train(a.zinc, a.config, a.steps + 1, a.set,
-                                 os.path.join(tmp, "o.jsonl"))
-        # 3. Everything resident, the same model and batch.
-        res = None
-        if a.reference == "resident":
-            resident_sets = ["zero_optimization.stage=2",
-                             "zero_optimization.offload_param.device=none",
-                             "zero_optimization.offload_optimizer.device=none"]
-            _, _, res = train(a.zinc, a.config, a.steps + 1, a.set + resident_sets,
-                              os.path.join(tmp, "r.jsonl"))
-    m_ooc = ooc[1:]
+        for i in range(a.runs):
+            # 2. Out of core.
+            r, params, ooc = train(a.zinc, a.config, a.steps + 1, a.set,
+                                   os.path.join(tmp, "o%d.jsonl" % i))
+            rss = max(rss, r)
+            # 3. Everything resident, the same model and batch.
+            res = None
+            if a.reference == "resident":
+                resident_sets = ["zero_optimization.stage=2",
+                                 "zero_optimization.offload_param.device=none",
+                                 "zero_optimization.offload_optimizer.device=none"]
+                _, _, res = train(a.zinc, a.config, a.steps + 1, a.set + resident_sets,
+                                  os.path.join(tmp, "r%d.jsonl" % i))
+            runs.append((ooc, res))
+    m_ooc = [x for ooc, _ in runs for x in ooc[1:]]
+    res = [x for _, r in runs for x in r[1:]] if a.reference == "resident" else None
     med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
     step = med(m_ooc, "step_s")
     read_b, write_b = med(m_ooc, "nvme_read_bytes"), med(m_ooc, "nvme_write_bytes")
     io_s = read_b / read_bw + write_b / write_bw
-    resident = (med(res[1:], "step_s") if res else
-                statistics.median(x["compute_s"] - x["stall_s"] for x in m_ooc))
+    own = statistics.median(x["compute_s"] - x["stall_s"] for x in m_ooc)
+    resident = med(res, "step_s") if res else own
     bound = max(resident, io_s)
+    per_run = []
+    for ooc, r in runs:
+        rs = statistics.median(x["step_s"] for x in r[1:]) if r else statistics.median(
+            x["compute_s"] - x["stall_s"] for x in ooc[1:])
+        per_run.append(max(rs, io_s) / statistics.median(x["step_s"] for x in ooc[1:]))
     states = 16 * params
     out = {
         "params": params, "model_state_bytes": states, "peak_rss_bytes": rss,
@@ -141,7 +162,13 @@ def main():
         "io_bound_s": io_s, "resident_step_s": resident, "bound_s": bound,
         "step_efficiency": bound / step,
         "reference": a.reference,
-        "losses_equal": ([s["loss"] for s in ooc] == [s["loss"] for s in res]) if res else None,
+        "losses_equal": (all([s["loss"] for s in o] == [s["loss"] for s in r] for o, r in runs)
+                         if res else None),
+        "runs": a.runs, "run_efficiency": per_run,
+        "compute_less_waits_s": own,
+        "resident_compute_s": med(res, "compute_s") if res else None,
+        "compute_ratio": own / med(res, "compute_s") if res else None,
+        "param_read_bytes": med(m_ooc, "param_read_bytes"),
     }
     if not a.json:
         g = 2**30
@@ -162,10 +189,18 @@ def main():
         if not res:
             print("(the step's compute: its forward and backward less their waits, "
                   "%.2f s - %.2f s)" % (out["compute_s"], out["stall_s"]))
+        print("of the reads, the parameters' fetches: %.2f GiB" % (out["param_read_bytes"] / g))
+        if res:
+            print("compute (forward and backward less their waits): %.2f s out of core, "
+                  "%.2f s resident: ratio %.2f" % (own, out["resident_compute_s"],
+                                                   out["compute_ratio"]))
         print("step efficiency: %.2f  (target >= 0.8: %s)"
               % (out["step_efficiency"], "met" if out["step_efficiency"] >= 0.8 else "NOT met"))
+        if a.runs > 1:
+            print("each run's: %s" % ", ".join("%.2f" % e for e in per_run))
         if res:
-            print("losses of the two runs equal bit for bit: %s" % out["losses_equal"])
+            print("losses of the out-of-core and resident runs equal bit for bit: %s"
+                  % out["losses_equal"])
     print(json.dumps(out))
 
 

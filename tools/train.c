@@ -166,6 +166,8 @@ static void log_json(FILE *f, const struct zn_step_info *s, double val,
 	zn_json_uint(&j, s->nvme_read_bytes);
 	zn_json_key(&j, "nvme_write_bytes");
 	zn_json_uint(&j, s->nvme_write_bytes);
+	zn_json_key(&j, "param_read_bytes");
+	zn_json_uint(&j, s->param_read_bytes);
 	zn_json_key(&j, "recompute_s");
 	zn_json_double(&j, s->recompute_s);
 	zn_json_key(&j, "act_offload_s");

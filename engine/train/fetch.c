@@ -39,10 +39,13 @@ static void trace_fetch(struct zn_trainer *t, unsigned layer)
 }
 
 /* A tensor's home on its way: a tiled one's first tile in the pass's
- * direction. */
-static void prefetch_tensor(struct zn_trainer *t, const struct tstate *s)
+ * direction -- unless the overlapped update has still to write it (`done`
+ * tensors are written): its old bytes would be read for nothing, in the
+ * window the update's own traffic fills, and the update's write leaves
+ * the new ones in the swapper's buffer, where the fetch finds them. */
+static void prefetch_tensor(struct zn_trainer *t, const struct tstate *s, unsigned done)
 {
-	if (s->home)
+	if (s->home && (unsigned)(s - t->t) < done)
 		zn_swapper_prefetch(t->homes.sw,
 				    s->home[t->fetch.direction < 0 ? s->ntiles - 1 : 0]);
 }
@@ -56,6 +59,7 @@ static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
 	uint64_t bucket = t->cfg.zero_optimization.prefetch_bucket_size;
 	if (!bucket)
 		return;
+	const unsigned done = tr_opt_done(t);
 	if (t->fetch.tracking && t->fetch.ok) {
 		uint64_t sum = 0;
 		for (size_t j = t->fetch.pos; j < t->fetch.n && sum < bucket; j++) {
@@ -64,7 +68,7 @@ static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
 				continue;
 			const unsigned end = t->tab.first[l] + t->tab.count[l];
 			for (unsigned i = t->tab.first[l]; i < end; i++)
-				prefetch_tensor(t, &t->t[i]);
+				prefetch_tensor(t, &t->t[i], done);
 			sum += t->layer[l].elems;
 		}
 		return;
@@ -72,7 +76,7 @@ static void prefetch_ahead(struct zn_trainer *t, unsigned layer)
 	long next = (long)layer + t->fetch.direction;
 	if (next >= 0 && next < (long)t->tab.nlayers)
 		for (unsigned i = 0; i < t->tab.count[next]; i++)
-			prefetch_tensor(t, &t->t[t->tab.first[next] + i]);
+			prefetch_tensor(t, &t->t[t->tab.first[next] + i], done);
 }
 
 /* Whether a layer being released comes back within

@@ -529,6 +529,7 @@ int tr_optimizer_step(struct zn_trainer *t, const struct zn_adam_hparams *hp, fl
 		      const struct zn_adam_exec *ex);
 int tr_opt_wait_all(struct zn_trainer *t);
 int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer);
+unsigned tr_opt_done(struct zn_trainer *t);
 /* What the optimizer keeps in its two state arrays, as checkpoints name
  * it (metadata zinc.optimizer_states): "moments" (Adam, AdamW, Lamb:
  * exp_avg and exp_avg_sq) or "momentum" (SGD: its buffer in exp_avg). */

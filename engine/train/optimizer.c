@@ -273,6 +273,7 @@ static int opt_launch(struct zn_trainer *t)
 	int err = pthread_create(&t->opt.thread, NULL, opt_main, t);
 	if (err)
 		return zn_error(-err, "cannot start the optimizer thread: %s", strerror(err));
+	pthread_setname_np(t->opt.thread, "zn-update");
 	t->opt.running = true;
 	return 0;
 }
@@ -331,6 +332,18 @@ int tr_opt_wait_layer(struct zn_trainer *t, unsigned layer)
 	for (unsigned i = 0; i < t->tab.count[layer] && !rc; i++)
 		rc = apply_staged(t, &t->t[t->tab.first[layer] + i]);
 	return rc;
+}
+
+/* How many tensors (in order) hold their new parameters: all but those
+ * the overlapped update has yet to write. */
+unsigned tr_opt_done(struct zn_trainer *t)
+{
+	if (!t->opt.running)
+		return t->tab.nt;
+	pthread_mutex_lock(&t->opt.lock);
+	unsigned done = t->opt.finished ? t->tab.nt : t->opt.done;
+	pthread_mutex_unlock(&t->opt.lock);
+	return done;
 }
 
 /* Lamb's norm sums of each tensor partitioned over ranks (ZeRO parts),

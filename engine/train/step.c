@@ -366,6 +366,7 @@ static void report(struct zn_trainer *t, const struct step *st, struct zn_step_i
 					  : (double)(now - st->ta) / 1e9,
 		.stall_s = (double)(c->stall_ns - c0->stall_ns) / 1e9,
 		.nvme_read_bytes = rd - st->nvme_read0, .nvme_write_bytes = wr - st->nvme_write0,
+		.param_read_bytes = rd - st->nvme_read0,
 		.h2d_bytes = c->h2d_bytes - c0->h2d_bytes,
 		.d2h_bytes = c->d2h_bytes - c0->d2h_bytes,
 		.comm_bytes = c->comm_bytes - c0->comm_bytes,
