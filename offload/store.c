@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "zinc/checksum.h"
 #include "zinc/offload.h"
 
 #define ALIGN 4096u                 /* every offset and length; covers any disk */
@@ -485,7 +486,7 @@ static int start_io(struct zn_store *s, struct zn_extent *e, uint8_t *buf, bool 
 	op->write = write;
 	op->buf = buf;
 	if (write && s->checksum)
-		op->sum = XXH3_64bits(buf, e->bytes);
+		op->sum = zn_checksum64(buf, e->bytes);
 
 	pthread_mutex_lock(&s->lock);
 	if (e->busy) {
@@ -592,7 +593,7 @@ int zn_store_wait_timed(struct zn_store_io *op, uint64_t *done_ns)
 			rc = -EIO;
 			snprintf(msg, sizeof(msg), "tensor '%s': its last write failed, so its "
 				 "contents are unknown", e->name);
-		} else if (written && s->checksum && XXH3_64bits(op->buf, e->bytes) != sum) {
+		} else if (written && s->checksum && zn_checksum64(op->buf, e->bytes) != sum) {
 			rc = -EBADMSG;
 			snprintf(msg, sizeof(msg),
 				 "tensor '%s': checksum mismatch on read from the swap store "
