@@ -12,12 +12,7 @@
 uint64_t zn_checksum64_avx2(const void *p, size_t n);
 #endif
 
-static uint64_t baseline(const void *p, size_t n)
-{
-	return XXH3_64bits(p, n);
-}
-
-static uint64_t (*impl)(const void *, size_t) = baseline;
+static XXH64_hash_t (*impl)(const void *, size_t) = XXH3_64bits;
 static const char *impl_name = "baseline";
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 

@@ -69,6 +69,11 @@ def effective(zinc, config, sets=()):
     return vals
 
 
+def own_compute(steps):
+    """Median of the steps' forward and backward less their waits."""
+    return statistics.median(x["compute_s"] - x["stall_s"] for x in steps)
+
+
 def train(zinc, config, steps, sets, log):
     cmd = ["/usr/bin/time", "-v", zinc, "train", config, "--max-steps", str(steps),
            "--json-log", log, "--set", "checkpoint.dir=", "--set", "steps_per_print=1"]
@@ -143,14 +148,13 @@ def main():
     step = med(m_ooc, "step_s")
     read_b, write_b = med(m_ooc, "nvme_read_bytes"), med(m_ooc, "nvme_write_bytes")
     io_s = read_b / read_bw + write_b / write_bw
-    own = statistics.median(x["compute_s"] - x["stall_s"] for x in m_ooc)
+    own = own_compute(m_ooc)
     resident = med(res, "step_s") if res else own
     bound = max(resident, io_s)
     per_run = []
     for ooc, r in runs:
-        rs = statistics.median(x["step_s"] for x in r[1:]) if r else statistics.median(
-            x["compute_s"] - x["stall_s"] for x in ooc[1:])
-        per_run.append(max(rs, io_s) / statistics.median(x["step_s"] for x in ooc[1:]))
+        rs = med(r[1:], "step_s") if r else own_compute(ooc[1:])
+        per_run.append(max(rs, io_s) / med(ooc[1:], "step_s"))
     states = 16 * params
     out = {
         "params": params, "model_state_bytes": states, "peak_rss_bytes": rss,

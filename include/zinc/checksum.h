@@ -1,4 +1,4 @@
-/* zinc — the checksum of swapped and checkpointed bytes.
+/* zinc — the checksum of swapped bytes (the swap store's extents).
  *
  * XXH3-64 (xxHash, the Debian libxxhash), computed with the widest vector
  * unit the CPU has: the library's own build is baseline x86-64 (SSE2), and

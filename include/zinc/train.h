@@ -64,7 +64,9 @@ struct zn_step_info {
 	double stall_s;       /* waits for NVMe: parameter fetches, optimizer reads/writes */
 	uint64_t nvme_read_bytes, nvme_write_bytes;
 	uint64_t param_read_bytes; /* of nvme_read_bytes, the parameters' homes
-				    * (fetches; the optimizer's are the rest) */
+				    * (fetches, and a tied embedding's folded
+				    * gradient parts kept beside them); the
+				    * optimizer's are the rest */
 	uint64_t h2d_bytes, d2h_bytes; /* host -> device, device -> host */
 	/* activation_checkpointing.profile (0 without it): the blocks' forwards
 	 * run again, and the kept inputs' trips to host memory and back. */
